@@ -1,0 +1,331 @@
+//! Step 1 of the pipeline: the user's `docker/` folder becomes an image on the Docker engine.
+//!
+//! The context is streamed to the engine from a blocking thread through a small bounded
+//! channel (memory stays flat whatever the context's size), hashed on the way, and the image
+//! is tagged with a content tag derived from that hash and the build inputs, plus `latest`.
+
+pub mod context;
+pub mod dockerignore;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::engine::{build_options, Engine};
+use crate::error::{Error, Result};
+use crate::output::{human_bytes, Printer};
+
+pub use context::{Context, ContextSummary};
+
+/// Chunks handed to the engine connection; a few of them in flight bound the memory used.
+const CHUNK: usize = 512 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The inputs besides the files that decide what an image is.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInputs {
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: String,
+}
+
+impl BuildInputs {
+    pub fn from_config(config: &Config, context: &Context) -> Self {
+        BuildInputs {
+            dockerfile: context.dockerfile_name().to_string(),
+            args: config.build.args.clone(),
+            target: config.build.target.clone(),
+            platform: config.build.platform.platform().to_string(),
+        }
+    }
+}
+
+/// The content tag: same files, Dockerfile, arguments, target and platform give the same tag.
+pub fn content_tag(context_digest: &str, inputs: &BuildInputs) -> String {
+    let mut sha = Sha256::new();
+    sha.update(b"labship-content-tag-v1\n");
+    sha.update(context_digest.as_bytes());
+    sha.update(format!("\ndockerfile\0{}\n", inputs.dockerfile));
+    for (k, v) in &inputs.args {
+        sha.update(format!("arg\0{k}\0{v}\n"));
+    }
+    sha.update(format!(
+        "target\0{}\n",
+        inputs.target.as_deref().unwrap_or("")
+    ));
+    sha.update(format!("platform\0{}\n", inputs.platform));
+    format!("ctx-{}", &hex::encode(sha.finalize())[..16])
+}
+
+/// The result of `labship build`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    /// The local image reference with its content tag.
+    pub image: String,
+    pub image_id: String,
+    pub tags: Vec<String>,
+    pub content_tag: String,
+    pub platform: String,
+    pub context_files: u64,
+    pub context_bytes: u64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for BuildReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.image)?;
+        writeln!(f, "  id        {}", self.image_id)?;
+        writeln!(f, "  tags      {}", self.tags.join(", "))?;
+        writeln!(f, "  platform  {}", self.platform)?;
+        write!(
+            f,
+            "  context   {} files, {} ({:.1}s)",
+            self.context_files,
+            human_bytes(self.context_bytes),
+            self.seconds
+        )
+    }
+}
+
+/// The OCI and labship labels every image carries. They hold no time stamp, so an unchanged
+/// build gives the same image ID.
+fn labels(config: &Config) -> HashMap<String, String> {
+    HashMap::from([
+        ("org.opencontainers.image.title".into(), config.name.clone()),
+        (
+            "org.opencontainers.image.description".into(),
+            format!("JupyterLab workload `{}` built by labship", config.name),
+        ),
+        ("org.opencontainers.image.vendor".into(), "labship".into()),
+        ("dev.labship.deployment".into(), config.name.clone()),
+        (
+            "dev.labship.tool".into(),
+            format!("labship/{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ])
+}
+
+/// Builds the image from the configured context and tags it `<content tag>` and `latest`.
+pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
+    let started = Instant::now();
+    let context = Context::open(&config.build.context, &config.build.dockerfile)?;
+    let inputs = BuildInputs::from_config(config, &context);
+    let repo = config.local_image();
+    printer.note(format!(
+        "Building {repo} for {} from {} (engine: {})",
+        inputs.platform,
+        config.build.context.display(),
+        engine.source().origin
+    ));
+
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter::new(tx.clone());
+        let result = context.write_tar(&mut out).and_then(|summary| {
+            out.flush().map_err(|source| Error::ContextIo {
+                path: std::path::PathBuf::from("(engine connection)"),
+                source,
+            })?;
+            Ok(summary)
+        });
+        if let Err(e) = &result {
+            // Make the upload fail too, so the engine does not build a truncated context.
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+        result
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+
+    // Untagged until it passes the checks below; then tagged with its content tag and latest.
+    let options = build_options(
+        &inputs.dockerfile,
+        &inputs.platform,
+        inputs.target.as_deref(),
+        inputs.args.clone().into_iter().collect(),
+        labels(config),
+    );
+    let built = engine
+        .build(options, body, |line| printer.relay(line))
+        .await;
+    let written = writer
+        .await
+        .map_err(|e| Error::engine("streaming the build context", e))?;
+
+    let summary = match written {
+        Ok(summary) => summary,
+        // The engine hung up mid-upload: its own error (a failed FROM, say) says why.
+        Err(e) if is_disconnect(&e) => return Err(built.err().unwrap_or(e)),
+        // A context that could not be read explains the failed upload better than the engine.
+        Err(e) => return Err(e),
+    };
+    let built = built?;
+
+    // The classic builder takes a local base image of another architecture without a word
+    // and labels the result with the base's architecture: check, so a laptop never ships an
+    // image the instance cannot run ("exec format error").
+    let arch = engine.image_arch(&built.image_id).await?;
+    if crate::config::Arch::parse_platform(&arch) != Some(config.build.platform) {
+        return Err(Error::PlatformMismatch {
+            platform: inputs.platform.clone(),
+            message: format!(
+                "the engine produced a linux/{arch} image (its base image is {arch}, and the engine has no emulation to build for another platform)"
+            ),
+        });
+    }
+
+    let tag = content_tag(&summary.digest, &inputs);
+    engine.tag(&built.image_id, repo, &tag).await?;
+    engine.tag(&built.image_id, repo, "latest").await?;
+    Ok(BuildReport {
+        image: format!("{repo}:{tag}"),
+        image_id: built.image_id,
+        tags: vec![tag.clone(), "latest".into()],
+        content_tag: tag,
+        platform: inputs.platform,
+        context_files: summary.files,
+        context_bytes: summary.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Builds; when the base image cannot be pulled and the user chose none, makes the offline
+/// Jupyter base (Debian packages and PyPI) and builds on it instead, saying so.
+pub async fn build_with_offline_fallback(
+    engine: &Engine,
+    config: &Config,
+    printer: &Printer,
+) -> Result<BuildReport> {
+    match build(engine, config, printer).await {
+        Err(Error::BaseImage { image, message }) if crate::base::may_fall_back(config) => {
+            printer.note(format!(
+                "Cannot pull the base image {image} ({message}).\nUsing an offline Jupyter base made from Debian packages and PyPI instead (`labship base` makes it on its own)."
+            ));
+            let base = crate::base::ensure_offline_base(engine, printer).await?;
+            let mut config = config.clone();
+            config.build.args.insert("BASE_IMAGE".into(), base);
+            build(engine, &config, printer).await
+        }
+        other => other,
+    }
+}
+
+/// The content tag of the configured context without building (one read of the files).
+pub fn planned_tag(config: &Config) -> Result<(String, ContextSummary)> {
+    let context = Context::open(&config.build.context, &config.build.dockerfile)?;
+    let summary = context.summarise()?;
+    let inputs = BuildInputs::from_config(config, &context);
+    Ok((content_tag(&summary.digest, &inputs), summary))
+}
+
+fn is_disconnect(e: &Error) -> bool {
+    matches!(e, Error::ContextIo { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// A `Write` that hands fixed-size chunks to the async side; blocks when the engine is slower
+/// than the disk, which is the back-pressure that keeps memory flat.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+}
+
+impl ChannelWriter {
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK);
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the Docker engine stopped reading the build context",
+            )
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> BuildInputs {
+        BuildInputs {
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::from([("BASE_IMAGE".into(), "python:3.12-slim".into())]),
+            target: None,
+            platform: "linux/amd64".into(),
+        }
+    }
+
+    #[test]
+    fn content_tag_is_stable_and_sensitive_to_every_input() {
+        let base = content_tag("abc", &inputs());
+        assert_eq!(base, content_tag("abc", &inputs()));
+        assert!(base.starts_with("ctx-") && base.len() == 20, "{base}");
+        let mut changed = vec![content_tag("abd", &inputs())];
+        let mut i = inputs();
+        i.dockerfile = "other/Dockerfile".into();
+        changed.push(content_tag("abc", &i));
+        let mut i = inputs();
+        i.args.insert("X".into(), "1".into());
+        changed.push(content_tag("abc", &i));
+        let mut i = inputs();
+        i.target = Some("dev".into());
+        changed.push(content_tag("abc", &i));
+        let mut i = inputs();
+        i.platform = "linux/arm64".into();
+        changed.push(content_tag("abc", &i));
+        for c in &changed {
+            assert_ne!(c, &base);
+        }
+        let unique: std::collections::BTreeSet<_> = changed.iter().collect();
+        assert_eq!(unique.len(), changed.len());
+    }
+
+    #[test]
+    fn channel_writer_chunks_and_flushes() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut w = ChannelWriter::new(tx);
+        let data = vec![7u8; CHUNK * 2 + 10];
+        w.write_all(&data).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut sizes = Vec::new();
+        while let Ok(Ok(chunk)) = rx.try_recv() {
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes, [CHUNK, CHUNK, 10]);
+    }
+}

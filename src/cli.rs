@@ -1,0 +1,229 @@
+//! The command line: global options, one subcommand per pipeline step. Parsing only; the
+//! handlers in `commands/` turn these into calls to the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_build_arg, Overrides};
+use crate::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "labship",
+    version,
+    about = "Ship JupyterLab to the cloud in one command",
+    long_about = "Ship JupyterLab to the cloud in one command.\n\nBuilds your docker/ folder into a Jupyter image with the Docker engine and pushes it to Amazon ECR. Settings come from flags, then LABSHIP_* environment variables, then labship.toml (found upwards from the current folder), then defaults."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path of labship.toml (default: found upwards from the current folder)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// AWS profile to use (default: the standard AWS chain)
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// AWS region (default: labship.toml, then AWS_REGION / the profile's region)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Result format on stdout
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// More diagnostics on stderr (-v, -vv, -vvv)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only the result: no progress, no build output
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented labship.toml and the default docker/ workload (never overwrites)
+    Init(InitArgs),
+    /// Build the image from the build context (docker/) on the Docker engine
+    Build(BuildArgs),
+    /// Build if needed and push the image to ECR (creating the repository on first use)
+    Push(PushArgs),
+    /// Run the image on the local Docker engine and print its Jupyter URL
+    Up(UpArgs),
+    /// Print the Jupyter login token of a deployment, or find it in a log (--from-log)
+    Token(TokenArgs),
+    /// List deployments (found by their labels; no local state)
+    Status,
+    /// Print a deployment's Jupyter log
+    Logs(LogsArgs),
+    /// Remove a deployment (the workspace volume is kept unless --delete-data)
+    Down(DownArgs),
+    /// Make the offline Jupyter base image from Debian packages and PyPI (no registry needed)
+    Base,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    /// Run on the local Docker engine (the default; needs no AWS account)
+    #[arg(long, default_value_t = true)]
+    pub local: bool,
+    /// Host port for Jupyter (default: the first free port from 8888)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Host address to publish on; 0.0.0.0 makes Jupyter reachable from other machines
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Seconds to wait for Jupyter to print its token and answer
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+    pub wait: u64,
+    /// Open the URL in a browser
+    #[arg(long)]
+    pub open: bool,
+    /// Stay attached: stream Jupyter's log, and stop the container on Ctrl-C
+    #[arg(long)]
+    pub attach: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    /// Find the token in this Jupyter log instead (docker logs, cloud-init-output.log, EC2 console output; - for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub from_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    /// Also delete the workspace volume and every notebook in it
+    #[arg(long)]
+    pub delete_data: bool,
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Deployment name to write into labship.toml (default: the folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct BuildArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Build context folder (default: docker/)
+    #[arg(long, value_name = "DIR")]
+    pub context: Option<PathBuf>,
+    /// Dockerfile (default: Dockerfile in the context)
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub dockerfile: Option<PathBuf>,
+    /// Build argument KEY=VALUE (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_build_arg_flag)]
+    pub build_args: Vec<(String, String)>,
+    /// Multi-stage target
+    #[arg(long)]
+    pub target: Option<String>,
+    /// linux/amd64 or linux/arm64 (default: the EC2 instance type's architecture)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// EC2 instance type the image is for (decides the default platform)
+    #[arg(long)]
+    pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// ECR repository name (default: labship/<name>)
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// Registry host[:port] to push to instead of the one ECR reports (mirrors, tests)
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub registry_endpoint: Option<String>,
+}
+
+fn parse_build_arg_flag(s: &str) -> Result<(String, String), String> {
+    parse_build_arg(s).map_err(|e| e.to_string())
+}
+
+/// The settings of commands that only name a deployment.
+pub fn named(global: &GlobalArgs, deployment: &Option<String>) -> Overrides {
+    Overrides {
+        name: deployment.clone(),
+        ..global.overrides()
+    }
+}
+
+impl UpArgs {
+    pub fn overrides(&self, global: &GlobalArgs) -> Overrides {
+        let mut o = self.build.overrides(global);
+        if self.deployment.is_some() {
+            o.name = self.deployment.clone();
+        }
+        o
+    }
+}
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl BuildArgs {
+    pub fn overrides(&self, global: &GlobalArgs) -> Overrides {
+        Overrides {
+            name: self.name.clone(),
+            context: self.context.clone(),
+            dockerfile: self.dockerfile.clone(),
+            target: self.target.clone(),
+            platform: self.platform.clone(),
+            build_args: self.build_args.clone(),
+            instance_type: self.instance_type.clone(),
+            ..global.overrides()
+        }
+    }
+}
+
+impl PushArgs {
+    pub fn overrides(&self, global: &GlobalArgs) -> Overrides {
+        Overrides {
+            repository: self.repository.clone(),
+            registry_endpoint: self.registry_endpoint.clone(),
+            ..self.build.overrides(global)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::UpArgs;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::local::{self, UpOptions};
+use crate::output::Printer;
+use crate::status::{self, StatusReport};
+
+pub async fn up(config: Config, args: &UpArgs, printer: &Printer) -> Result<()> {
+    let engine = Engine::connect().await?;
+    let options = UpOptions {
+        port: args.port,
+        bind: args.bind.clone(),
+        wait: Duration::from_secs(args.wait),
+    };
+    let report = local::up(&engine, &config, printer, &options).await?;
+    super::emit(printer, &report)?;
+    if args.open {
+        crate::browser::open(&report.url, printer);
+    }
+    if args.attach {
+        local::attach(&engine, &config.name, printer).await?;
+    }
+    Ok(())
+}
+
+pub async fn status(printer: &Printer) -> Result<()> {
+    let engine = Engine::connect().await?;
+    let report: StatusReport = status::local(&engine).await?;
+    super::emit(printer, &report)
+}
+
+#[derive(Serialize)]
+struct LogsReport {
+    name: String,
+    log: String,
+}
+
+impl std::fmt::Display for LogsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.log.trim_end_matches('\n'))
+    }
+}
+
+pub async fn logs(config: Config, tail: Option<usize>, printer: &Printer) -> Result<()> {
+    let engine = Engine::connect().await?;
+    let log = local::logs(&engine, &config.name, tail).await?;
+    super::emit(
+        printer,
+        &LogsReport {
+            name: config.name,
+            log,
+        },
+    )
+}

@@ -1,0 +1,51 @@
+//! Thin handlers: load the settings, call the library, print the report.
+
+mod base;
+mod build;
+mod down;
+mod init;
+mod local;
+mod push;
+mod token;
+
+use crate::cli::{named, Command, GlobalArgs};
+use crate::config::{Config, Overrides};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+
+pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Result<()> {
+    match command {
+        Command::Init(args) => init::run(args, printer),
+        Command::Build(args) => build::run(load(args.overrides(global))?, printer).await,
+        Command::Push(args) => push::run(load(args.overrides(global))?, printer).await,
+        Command::Up(args) => local::up(load(args.overrides(global))?, &args, printer).await,
+        Command::Token(args) => token::run(&args, global, printer).await,
+        Command::Status => local::status(printer).await,
+        Command::Logs(args) => {
+            local::logs(load(named(global, &args.deployment))?, args.tail, printer).await
+        }
+        Command::Down(args) => {
+            down::run(load(named(global, &args.deployment))?, &args, printer).await
+        }
+        Command::Base => base::run(printer).await,
+    }
+}
+
+fn current_dir() -> Result<std::path::PathBuf> {
+    std::env::current_dir().map_err(|source| Error::ConfigRead {
+        path: ".".into(),
+        source,
+    })
+}
+
+fn load(flags: Overrides) -> Result<Config> {
+    let env = Overrides::from_env(|k| std::env::var(k).ok())?;
+    Config::load(&current_dir()?, flags, env)
+}
+
+fn emit<R: crate::output::Report>(printer: &Printer, report: &R) -> Result<()> {
+    printer.result(report).map_err(|source| Error::Write {
+        path: "(stdout)".into(),
+        source,
+    })
+}

@@ -1,0 +1,615 @@
+//! `labship.toml`, found by walking up from the current directory like `Cargo.toml`, and
+//! layered: command-line flags over `LABSHIP_*` environment variables over the file over
+//! defaults. Unknown keys are errors (`deny_unknown_fields`), so a typo never silently falls
+//! back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const FILE_NAME: &str = "labship.toml";
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.medium";
+
+/// The file as written by the user. Every field is optional; defaults are applied in [`Config::resolve`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub build: BuildSection,
+    #[serde(default)]
+    pub push: PushSection,
+    #[serde(default)]
+    pub ec2: Ec2Section,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    pub context: Option<PathBuf>,
+    pub dockerfile: Option<PathBuf>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSection {
+    pub repository: Option<String>,
+    pub registry_endpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2Section {
+    pub instance_type: Option<String>,
+}
+
+/// Settings that can come from flags or the environment (one struct for both layers).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub context: Option<PathBuf>,
+    pub dockerfile: Option<PathBuf>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub build_args: Vec<(String, String)>,
+    pub repository: Option<String>,
+    pub registry_endpoint: Option<String>,
+    pub instance_type: Option<String>,
+}
+
+impl Overrides {
+    /// The `LABSHIP_*` layer. `get` is the environment (a parameter so tests need not mutate it).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let var = |k: &str| get(k).filter(|v| !v.is_empty());
+        let build_args = match var("LABSHIP_BUILD_ARGS") {
+            Some(list) => list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(parse_build_arg)
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Ok(Overrides {
+            config: var("LABSHIP_CONFIG").map(PathBuf::from),
+            name: var("LABSHIP_NAME"),
+            region: var("LABSHIP_REGION"),
+            profile: var("LABSHIP_PROFILE"),
+            context: var("LABSHIP_CONTEXT").map(PathBuf::from),
+            dockerfile: var("LABSHIP_DOCKERFILE").map(PathBuf::from),
+            target: var("LABSHIP_TARGET"),
+            platform: var("LABSHIP_PLATFORM"),
+            build_args,
+            repository: var("LABSHIP_REPOSITORY"),
+            registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
+            instance_type: var("LABSHIP_INSTANCE_TYPE"),
+        })
+    }
+
+    /// `self` over `lower`, field by field; build args merge key by key.
+    pub fn over(self, lower: Overrides) -> Overrides {
+        let mut build_args = lower.build_args;
+        build_args.extend(self.build_args);
+        Overrides {
+            config: self.config.or(lower.config),
+            name: self.name.or(lower.name),
+            region: self.region.or(lower.region),
+            profile: self.profile.or(lower.profile),
+            context: self.context.or(lower.context),
+            dockerfile: self.dockerfile.or(lower.dockerfile),
+            target: self.target.or(lower.target),
+            platform: self.platform.or(lower.platform),
+            build_args,
+            repository: self.repository.or(lower.repository),
+            registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
+            instance_type: self.instance_type.or(lower.instance_type),
+        }
+    }
+}
+
+/// `KEY=VALUE` as given to `--build-arg` or in `LABSHIP_BUILD_ARGS`.
+pub fn parse_build_arg(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(Error::InvalidSetting {
+            what: "build argument",
+            value: s.to_string(),
+            reason: "expected KEY=VALUE".into(),
+            hint:
+                "write build arguments as KEY=VALUE, e.g. --build-arg BASE_IMAGE=python:3.12-slim"
+                    .into(),
+        }),
+    }
+}
+
+/// A CPU architecture of images and instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn platform(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "linux/amd64",
+            Arch::Arm64 => "linux/arm64",
+        }
+    }
+
+    /// EC2's name for it (DescribeInstanceTypes `SupportedArchitectures`).
+    pub fn ec2_name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub fn parse_platform(s: &str) -> Option<Arch> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "linux/amd64" | "amd64" | "linux/x86_64" | "x86_64" => Some(Arch::Amd64),
+            "linux/arm64" | "arm64" | "linux/arm64/v8" | "linux/aarch64" | "aarch64" => {
+                Some(Arch::Arm64)
+            }
+            _ => None,
+        }
+    }
+
+    /// The architecture of an EC2 instance type, from its name: Graviton families carry a `g`
+    /// in the attribute letters after the generation digit (t4g, m7gd, c6gn, im4gn, hpc7g) and
+    /// `a1` is the first Graviton. This lets `build` pick the platform without an AWS call;
+    /// `up` confirms it with DescribeInstanceTypes before creating anything.
+    pub fn of_instance_type(instance_type: &str) -> Arch {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        if family == "a1" {
+            return Arch::Arm64;
+        }
+        let after_digits = family
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        let attributes = after_digits.split('-').next().unwrap_or_default();
+        if attributes.contains('g') {
+            Arch::Arm64
+        } else {
+            Arch::Amd64
+        }
+    }
+}
+
+/// The resolved settings a command runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The project folder: where labship.toml lives, or the current directory.
+    pub root: PathBuf,
+    pub file: Option<PathBuf>,
+    pub name: String,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub build: BuildSettings,
+    pub push: PushSettings,
+    pub ec2: Ec2Settings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSettings {
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub target: Option<String>,
+    pub platform: Arch,
+    pub args: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSettings {
+    pub repository: String,
+    /// Replaces the host of the registry GetAuthorizationToken reports (private mirrors, tests).
+    pub registry_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ec2Settings {
+    pub instance_type: String,
+}
+
+impl Config {
+    /// Loads the file (given, or found upwards from `cwd`) and applies the layers.
+    /// `flags` are the command line, `env` the `LABSHIP_*` variables.
+    pub fn load(cwd: &Path, flags: Overrides, env: Overrides) -> Result<Config> {
+        let layered = flags.over(env);
+        let file_path = match &layered.config {
+            Some(p) => Some(absolute(cwd, p)),
+            None => find_upwards(cwd),
+        };
+        let file = match &file_path {
+            Some(p) => parse_file(p)?,
+            None => FileConfig::default(),
+        };
+        let root = file_path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| cwd.to_path_buf());
+        Self::resolve(cwd, root, file_path, file, layered)
+    }
+
+    fn resolve(
+        cwd: &Path,
+        root: PathBuf,
+        file_path: Option<PathBuf>,
+        file: FileConfig,
+        over: Overrides,
+    ) -> Result<Config> {
+        let name = match over.name.or(file.name) {
+            Some(n) => validate_name(&n)?,
+            None => {
+                let folder = root.file_name().and_then(|s| s.to_str()).unwrap_or("lab");
+                sanitise_name(folder)
+            }
+        };
+
+        // Relative paths from flags/env are relative to the current directory, from the file
+        // to the file's folder.
+        let context = match (over.context, file.build.context) {
+            (Some(p), _) => absolute(cwd, &p),
+            (None, Some(p)) => absolute(&root, &p),
+            (None, None) => root.join("docker"),
+        };
+        let dockerfile = match (over.dockerfile, file.build.dockerfile) {
+            (Some(p), _) => absolute(cwd, &p),
+            (None, Some(p)) => absolute(&root, &p),
+            (None, None) => context.join("Dockerfile"),
+        };
+
+        let instance_type = over
+            .instance_type
+            .or(file.ec2.instance_type)
+            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+        if !valid_instance_type(&instance_type) {
+            return Err(Error::InvalidSetting {
+                what: "instance type",
+                value: instance_type,
+                reason: "expected FAMILY.SIZE".into(),
+                hint: "use an EC2 instance type name such as t3.medium or m7g.large".into(),
+            });
+        }
+        let platform = match over.platform.or(file.build.platform) {
+            Some(p) => Arch::parse_platform(&p).ok_or_else(|| Error::InvalidSetting {
+                what: "platform",
+                value: p.clone(),
+                reason: "EC2 runs linux/amd64 or linux/arm64 images".into(),
+                hint:
+                    "use linux/amd64 or linux/arm64, or leave it unset to follow the instance type"
+                        .into(),
+            })?,
+            None => Arch::of_instance_type(&instance_type),
+        };
+
+        let mut args = file.build.args;
+        args.extend(over.build_args);
+
+        let repository = over
+            .repository
+            .or(file.push.repository)
+            .unwrap_or_else(|| format!("labship/{name}"));
+        validate_repository(&repository)?;
+
+        Ok(Config {
+            root,
+            file: file_path,
+            name,
+            region: over.region.or(file.region),
+            profile: over.profile.or(file.profile),
+            build: BuildSettings {
+                context,
+                dockerfile,
+                target: over.target.or(file.build.target).filter(|t| !t.is_empty()),
+                platform,
+                args,
+            },
+            push: PushSettings {
+                repository,
+                registry_endpoint: over
+                    .registry_endpoint
+                    .or(file.push.registry_endpoint)
+                    .filter(|e| !e.is_empty()),
+            },
+            ec2: Ec2Settings { instance_type },
+        })
+    }
+
+    /// The local image name (repository without registry) the build tags.
+    pub fn local_image(&self) -> &str {
+        &self.push.repository
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn find_upwards(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|candidate| candidate.is_file())
+}
+
+fn parse_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| Error::ConfigParse {
+        path: path.to_path_buf(),
+        message: e.message().trim().to_string(),
+        span: e
+            .span()
+            .map(|r| (r.start, r.end.saturating_sub(r.start)).into()),
+        src: miette::NamedSource::new(path.display().to_string(), text.clone()),
+    })
+}
+
+/// A folder name made into a deployment name: lowercase letters, digits and single dashes,
+/// at most 32 characters (names go into AWS tags, security-group names and ECR repositories).
+pub fn sanitise_name(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let mut name: String = out.trim_matches('-').chars().take(32).collect();
+    while name.ends_with('-') {
+        name.pop();
+    }
+    if name.is_empty() {
+        "lab".to_string()
+    } else {
+        name
+    }
+}
+
+fn validate_name(name: &str) -> Result<String> {
+    let clean = sanitise_name(name);
+    if clean == name {
+        Ok(clean)
+    } else {
+        Err(Error::InvalidSetting {
+            what: "deployment name",
+            value: name.to_string(),
+            reason: "use 1-32 lowercase letters, digits and dashes".into(),
+            hint: format!("try `{clean}`"),
+        })
+    }
+}
+
+fn valid_instance_type(t: &str) -> bool {
+    match t.split_once('.') {
+        Some((family, size)) => {
+            !family.is_empty()
+                && !size.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        }
+        None => false,
+    }
+}
+
+/// ECR's rule: `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`, 2-256 chars.
+pub fn validate_repository(repo: &str) -> Result<()> {
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.split(['.', '_', '-']).all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            })
+    };
+    let ok = (2..=256).contains(&repo.len()) && repo.split('/').all(component_ok);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSetting {
+            what: "ECR repository name",
+            value: repo.to_string(),
+            reason: "ECR names are 2-256 characters of lowercase letters and digits, separated by single `.`, `_`, `-` or `/`".into(),
+            hint: format!("set `push.repository` (or --repository) to something like `labship/{}`", sanitise_name(repo)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Overrides {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Overrides::from_env(|k| map.get(k).cloned()).unwrap()
+    }
+
+    fn project(toml: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("My Project_")
+            .tempdir()
+            .unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+        dir
+    }
+
+    #[test]
+    fn defaults_follow_the_folder() {
+        let dir = tempfile::Builder::new()
+            .prefix("Data Lab!")
+            .tempdir()
+            .unwrap();
+        let c = Config::load(dir.path(), Overrides::default(), Overrides::default()).unwrap();
+        assert!(c.name.starts_with("data-lab-"), "{}", c.name);
+        assert_eq!(c.build.context, dir.path().join("docker"));
+        assert_eq!(c.build.dockerfile, dir.path().join("docker/Dockerfile"));
+        assert_eq!(c.push.repository, format!("labship/{}", c.name));
+        assert_eq!(c.build.platform, Arch::Amd64);
+        assert!(c.file.is_none());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let dir = project(
+            "name = \"from-file\"\nregion = \"eu-west-1\"\n[build]\nargs = { A = \"file\", B = \"file\" }\ntarget = \"file-stage\"\n[ec2]\ninstance_type = \"m7g.large\"\n",
+        );
+        let e = env(&[
+            ("LABSHIP_NAME", "from-env"),
+            ("LABSHIP_REGION", "us-west-2"),
+            ("LABSHIP_BUILD_ARGS", "B=env,C=env"),
+        ]);
+        let flags = Overrides {
+            name: Some("from-flag".into()),
+            build_args: vec![("C".into(), "flag".into())],
+            ..Default::default()
+        };
+        let c = Config::load(dir.path(), flags, e).unwrap();
+        assert_eq!(c.name, "from-flag");
+        assert_eq!(c.region.as_deref(), Some("us-west-2"));
+        assert_eq!(c.build.target.as_deref(), Some("file-stage"));
+        assert_eq!(c.build.args["A"], "file");
+        assert_eq!(c.build.args["B"], "env");
+        assert_eq!(c.build.args["C"], "flag");
+        // the platform follows the (Graviton) instance type from the file
+        assert_eq!(c.build.platform, Arch::Arm64);
+    }
+
+    #[test]
+    fn file_is_found_upwards_and_paths_are_relative_to_it() {
+        let dir = project("[build]\ncontext = \"image\"\n");
+        let sub = dir.path().join("notebooks/deep");
+        std::fs::create_dir_all(&sub).unwrap();
+        let c = Config::load(&sub, Overrides::default(), Overrides::default()).unwrap();
+        assert_eq!(c.root, dir.path());
+        assert_eq!(c.build.context, dir.path().join("image"));
+        assert_eq!(c.build.dockerfile, dir.path().join("image/Dockerfile"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_location() {
+        let dir = project("[build]\ncontxt = \"docker\"\n");
+        let err = Config::load(dir.path(), Overrides::default(), Overrides::default()).unwrap_err();
+        match err {
+            Error::ConfigParse { message, span, .. } => {
+                assert!(message.contains("contxt"), "{message}");
+                assert!(span.is_some());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unparsable_file_is_an_error() {
+        let dir = project("name = \n");
+        assert!(matches!(
+            Config::load(dir.path(), Overrides::default(), Overrides::default()),
+            Err(Error::ConfigParse { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = project("");
+        let load = |o: Overrides| Config::load(dir.path(), o, Overrides::default());
+        for o in [
+            Overrides {
+                name: Some("Bad Name".into()),
+                ..Default::default()
+            },
+            Overrides {
+                repository: Some("UPPER/case".into()),
+                ..Default::default()
+            },
+            Overrides {
+                repository: Some("a//b".into()),
+                ..Default::default()
+            },
+            Overrides {
+                platform: Some("windows/amd64".into()),
+                ..Default::default()
+            },
+            Overrides {
+                instance_type: Some("large".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(load(o.clone()), Err(Error::InvalidSetting { .. })),
+                "{o:?}"
+            );
+        }
+        assert!(parse_build_arg("NOEQUALS").is_err());
+        assert!(parse_build_arg("=v").is_err());
+        assert_eq!(
+            parse_build_arg("K=a=b").unwrap(),
+            ("K".into(), "a=b".into())
+        );
+    }
+
+    #[test]
+    fn names_are_sanitised() {
+        for (raw, want) in [
+            ("My Project", "my-project"),
+            ("--x__y--", "x-y"),
+            ("ÄÖÜ", "lab"),
+            ("a".repeat(40).as_str(), &"a".repeat(32)),
+            ("data.science 101", "data-science-101"),
+        ] {
+            assert_eq!(sanitise_name(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn instance_type_architecture() {
+        for (t, arch) in [
+            ("t3.medium", Arch::Amd64),
+            ("t4g.large", Arch::Arm64),
+            ("m7gd.xlarge", Arch::Arm64),
+            ("c6gn.large", Arch::Arm64),
+            ("im4gn.large", Arch::Arm64),
+            ("hpc7g.4xlarge", Arch::Arm64),
+            ("a1.large", Arch::Arm64),
+            ("g4dn.xlarge", Arch::Amd64),
+            ("g5g.xlarge", Arch::Arm64),
+            ("g4ad.xlarge", Arch::Amd64),
+            ("m7i-flex.large", Arch::Amd64),
+            ("c7a.large", Arch::Amd64),
+        ] {
+            assert_eq!(Arch::of_instance_type(t), arch, "{t}");
+        }
+    }
+
+    #[test]
+    fn repository_names() {
+        for ok in ["labship/lab", "a1", "my.repo/x_y-z", "ab"] {
+            assert!(validate_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a", "A/b", "/x", "x/", "x..y", "-x", "x y"] {
+            assert!(validate_repository(bad).is_err(), "{bad}");
+        }
+    }
+}

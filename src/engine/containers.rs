@@ -1,0 +1,396 @@
+//! Containers and volumes on the local engine, in the words `up --local`, `status`, `logs` and
+//! `down` need: run a labelled container with a published port and a workspace volume, find
+//! containers by label, read their logs, stop and remove them.
+
+use std::collections::HashMap;
+
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCreateBody, ContainerUpdateBody, HostConfig, Mount, MountType, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+
+use super::Engine;
+use crate::error::{engine_message, Error, Result};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// The port inside the container, e.g. 8888.
+    pub container_port: u16,
+    pub host_ip: String,
+    pub host_port: u16,
+    /// A named volume and where it is mounted.
+    pub volume: Option<(String, String)>,
+}
+
+/// A container as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// created, running, exited, restarting, ...
+    pub state: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub host_ip: Option<String>,
+    pub host_port: Option<u16>,
+}
+
+impl ContainerInfo {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    /// Creates the volume unless it exists; returns whether it was created.
+    pub async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+        if self.volume_exists(name).await? {
+            return Ok(false);
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map_err(|e| Error::engine(format!("creating volume {name}"), engine_message(&e)))?;
+        Ok(true)
+    }
+
+    pub async fn volume_exists(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(Error::engine(
+                format!("inspecting volume {name}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// Removes the volume; returns whether it existed.
+    pub async fn remove_volume(&self, name: &str) -> Result<bool> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(Error::engine(
+                format!("removing volume {name}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// Creates and starts a container. A container that cannot start is removed again, so
+    /// nothing half-made is left; the engine's reason is returned.
+    pub async fn run_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let port_key = format!("{}/tcp", spec.container_port);
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(spec.host_ip.clone()),
+                    host_port: Some(spec.host_port.to_string()),
+                }]),
+            )])),
+            // No restart policy yet: a server that fails at start must stay down, with its exit
+            // code, for us to report. `keep_running` sets it once Jupyter is up.
+            mounts: spec.volume.as_ref().map(|(source, target)| {
+                vec![Mount {
+                    source: Some(source.clone()),
+                    target: Some(target.clone()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                }]
+            }),
+            // Reaps the zombies finished kernels leave behind.
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            labels: Some(spec.labels.clone()),
+            exposed_ports: Some(vec![port_key]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("creating container {}", spec.name),
+                    engine_message(&e),
+                )
+            })?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove_container(&created.id).await;
+            return Err(Error::ContainerStart {
+                container: spec.name.clone(),
+                image: spec.image.clone(),
+                message: engine_message(&e),
+            });
+        }
+        Ok(created.id)
+    }
+
+    /// Restarts the container with the engine and after crashes, unless a user stops it.
+    pub async fn keep_running(&self, name: &str) -> Result<()> {
+        let update = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(name, update)
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("setting the restart policy of {name}"),
+                    engine_message(&e),
+                )
+            })
+    }
+
+    pub async fn start_container(&self, name: &str) -> Result<()> {
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| Error::engine(format!("starting container {name}"), engine_message(&e)))
+    }
+
+    pub async fn stop_container(&self, name: &str) -> Result<()> {
+        let options = StopContainerOptions {
+            t: Some(10),
+            signal: None,
+        };
+        match self.docker.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(Error::engine(
+                format!("stopping container {name}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// Removes a container (stopping it first); returns whether it existed.
+    pub async fn remove_container(&self, name: &str) -> Result<bool> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(Error::engine(
+                format!("removing container {name}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// Names of running containers that publish `port` on the host.
+    pub async fn containers_publishing(&self, port: u16) -> Result<Vec<String>> {
+        let options = ListContainersOptions {
+            filters: Some(HashMap::from([(
+                "publish".to_string(),
+                vec![port.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    /// Every container, running or not, that carries `label=value`.
+    pub async fn containers_labelled(
+        &self,
+        label: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<ContainerInfo>> {
+        let filter = match value {
+            Some(v) => format!("{label}={v}"),
+            None => label.to_string(),
+        };
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
+        Ok(found
+            .into_iter()
+            .map(|c| {
+                let published = c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|p| p.public_port.is_some());
+                ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    image: c.image.unwrap_or_default(),
+                    labels: c.labels.unwrap_or_default(),
+                    state: c
+                        .state
+                        .and_then(|s| serde_json::to_value(s).ok())
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    created: c.created.unwrap_or_default(),
+                    host_ip: published.as_ref().and_then(|p| p.ip.clone()),
+                    host_port: published.and_then(|p| p.public_port),
+                }
+            })
+            .collect())
+    }
+
+    /// The container's whole log (stdout and stderr interleaved as written), or its last
+    /// `tail` lines.
+    pub async fn container_logs(&self, name: &str, tail: Option<usize>) -> Result<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::engine(format!("reading the logs of {name}"), engine_message(&e))
+            })?;
+            text.push_str(&String::from_utf8_lossy(&log_bytes(chunk)));
+        }
+        Ok(text)
+    }
+
+    /// The container's log as it is written, from now on (`--attach`).
+    pub fn follow_logs(&self, name: &str) -> impl Stream<Item = Result<String>> + '_ {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow: true,
+            tail: "0".into(),
+            ..Default::default()
+        };
+        let name = name.to_string();
+        self.docker.logs(&name, Some(options)).map(move |chunk| {
+            chunk
+                .map(|c| String::from_utf8_lossy(&log_bytes(c)).into_owned())
+                .map_err(|e| {
+                    Error::engine(format!("following the logs of {name}"), engine_message(&e))
+                })
+        })
+    }
+}
+
+/// A container's state while we wait for it.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub state: String,
+    pub exit_code: i64,
+    /// How often the engine restarted it (restart policy) since it was created.
+    pub restarts: i64,
+}
+
+impl Engine {
+    pub async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => {
+                let state = c.state.unwrap_or_default();
+                Ok(Some(ContainerStatus {
+                    state: state
+                        .status
+                        .and_then(|s| serde_json::to_value(s).ok())
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    exit_code: state.exit_code.unwrap_or_default(),
+                    restarts: c.restart_count.unwrap_or_default(),
+                }))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(Error::engine(
+                format!("inspecting container {name}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// The image's WORKDIR, where a workspace volume belongs.
+    pub async fn image_workdir(&self, image: &str) -> Result<Option<String>> {
+        let inspected =
+            self.docker.inspect_image(image).await.map_err(|e| {
+                Error::engine(format!("inspecting image {image}"), engine_message(&e))
+            })?;
+        Ok(inspected
+            .config
+            .and_then(|c| c.working_dir)
+            .filter(|w| !w.is_empty() && w != "/"))
+    }
+}
+
+fn log_bytes(chunk: LogOutput) -> bytes::Bytes {
+    match chunk {
+        LogOutput::StdErr { message }
+        | LogOutput::StdOut { message }
+        | LogOutput::StdIn { message }
+        | LogOutput::Console { message } => message,
+    }
+}

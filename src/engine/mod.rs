@@ -1,0 +1,321 @@
+//! The Docker engine, found the way the docker CLI finds it, and spoken to in the pipeline's
+//! words: build an image from a streamed context, tag it, ask a registry whether a tag is
+//! there, push it.
+//!
+//! Most calls go through bollard. Push is sent as a raw engine API call ([`push`]) because
+//! bollard's `PushImageInfo` drops the per-layer `id` and the final `aux` record that carries
+//! the pushed digest, both of which labship reports.
+
+mod connect;
+pub mod containers;
+pub mod push;
+
+use std::collections::HashMap;
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+pub use connect::{Endpoint, EngineSource};
+pub use containers::{ContainerInfo, ContainerSpec};
+pub use push::{PushEvent, PushOutcome};
+
+use crate::error::{engine_message, Error, Result};
+
+/// Credentials for one registry, as `docker login` would hold them. The password is a secret:
+/// its Debug output is redacted.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"****")
+            .finish()
+    }
+}
+
+impl RegistryAuth {
+    fn credentials(&self) -> DockerCredentials {
+        DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.clone()),
+            serveraddress: Some(self.server.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the engine said at the end of a successful build.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image_id: String,
+}
+
+/// A running engine.
+pub struct Engine {
+    docker: Docker,
+    source: EngineSource,
+}
+
+impl Engine {
+    /// Finds and pings the engine (bounded), and agrees on an API version with it.
+    pub async fn connect() -> Result<Engine> {
+        let (docker, source) = connect::connect().await?;
+        Ok(Engine { docker, source })
+    }
+
+    pub fn source(&self) -> &EngineSource {
+        &self.source
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Builds from a tar stream. `on_output` sees each line the engine prints; a failing step
+    /// becomes [`Error::BuildStepFailed`] naming the step and its last lines.
+    pub async fn build(
+        &self,
+        options: BuildImageOptions,
+        context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+        mut on_output: impl FnMut(&str),
+    ) -> Result<Built> {
+        let platform = options.platform.clone();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_try_stream(context)));
+        let mut log = BuildLog::default();
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref() {
+                        for line in text.lines() {
+                            log.push(line);
+                            on_output(line);
+                        }
+                    }
+                    if let Some(id) = info.aux.and_then(|a| a.id) {
+                        image_id = Some(id);
+                    }
+                    if let Some(detail) = info.error_detail {
+                        let message = detail.message.unwrap_or_default();
+                        return Err(log.failure(&message, &platform));
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(log.failure(&error, &platform));
+                }
+                Err(e) => return Err(log.failure(&engine_message(&e), &platform)),
+            }
+        }
+        match image_id {
+            Some(image_id) => Ok(Built { image_id }),
+            None => Err(Error::engine(
+                "building the image",
+                "the engine finished without reporting an image ID",
+            )),
+        }
+    }
+
+    /// The ID of a local image, or None when the engine has no such image.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(img.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(Error::engine(
+                format!("inspecting image {reference}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// The architecture an image is for (`amd64`, `arm64`), as its config says.
+    pub async fn image_arch(&self, reference: &str) -> Result<String> {
+        let image = self.docker.inspect_image(reference).await.map_err(|e| {
+            Error::engine(format!("inspecting image {reference}"), engine_message(&e))
+        })?;
+        Ok(image.architecture.unwrap_or_default())
+    }
+
+    pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
+        let options = TagImageOptions {
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("tagging {source} as {repo}:{tag}"),
+                    engine_message(&e),
+                )
+            })
+    }
+
+    /// Asks the registry (through the engine) for the digest of `reference`; None when the
+    /// registry has no such tag. A refused login is [`Error::LoginRefused`].
+    pub async fn remote_digest(
+        &self,
+        reference: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Option<String>> {
+        match self
+            .docker
+            .inspect_registry_image(reference, Some(auth.credentials()))
+            .await
+        {
+            Ok(found) => Ok(found.descriptor.digest),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            }) => {
+                let lower = message.to_ascii_lowercase();
+                let refused = [
+                    "unauthorized",
+                    "authentication required",
+                    "denied",
+                    "no basic auth credentials",
+                ];
+                let missing = [
+                    "manifest unknown",
+                    "name unknown",
+                    "not found",
+                    "does not exist",
+                ];
+                if refused.iter().any(|p| lower.contains(p)) {
+                    Err(Error::LoginRefused {
+                        registry: auth.server.clone(),
+                        message,
+                    })
+                } else if status_code == 404 || missing.iter().any(|p| lower.contains(p)) {
+                    Ok(None)
+                } else {
+                    Err(Error::engine(
+                        format!("asking the registry for {reference}"),
+                        message,
+                    ))
+                }
+            }
+            Err(e) => Err(Error::engine(
+                format!("asking the registry for {reference}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
+    /// Pushes `repo:tag` (a reference that names the registry) with `auth`.
+    pub async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        auth: &RegistryAuth,
+        on_event: impl FnMut(&PushEvent),
+    ) -> Result<PushOutcome> {
+        let version = self.docker.client_version().to_string();
+        push::push(&self.source.endpoint, &version, repo, tag, auth, on_event).await
+    }
+}
+
+/// The tail of a build's output, kept to explain a failure.
+#[derive(Default)]
+struct BuildLog {
+    step: Option<String>,
+    tail: std::collections::VecDeque<String>,
+}
+
+impl BuildLog {
+    const TAIL: usize = 12;
+
+    fn push(&mut self, line: &str) {
+        // The engine colours a step's stderr (ESC[91m); the hint shows plain text.
+        let clean = crate::token::clean::clean_console(line);
+        let line = clean.trim_end();
+        if line.is_empty() {
+            return;
+        }
+        if line.starts_with("Step ") && line.contains(" : ") {
+            self.step = Some(line.to_string());
+            self.tail.clear();
+        }
+        if self.tail.len() == Self::TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+    }
+
+    fn failure(&self, message: &str, platform: &str) -> Error {
+        let message = message.trim().to_string();
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("does not match the specified platform")
+            || lower.contains("exec format error")
+            || lower.contains("no matching manifest for")
+        {
+            return Error::PlatformMismatch {
+                platform: platform.to_string(),
+                message,
+            };
+        }
+        if let Some(step) = &self.step {
+            if step.contains(" : FROM ")
+                && (lower.contains("pull access denied")
+                    || lower.contains("manifest unknown")
+                    || lower.contains("dial tcp")
+                    || lower.contains("no such host")
+                    || lower.contains("not found"))
+            {
+                let image = step
+                    .split(" : FROM ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_string();
+                return Error::BaseImage { image, message };
+            }
+        }
+        let tail: Vec<&str> = self.tail.iter().map(String::as_str).collect();
+        Error::BuildStepFailed {
+            step: self
+                .step
+                .clone()
+                .unwrap_or_else(|| "the start of the build".to_string()),
+            message,
+            tail: if tail.is_empty() {
+                String::from("(the step printed nothing)")
+            } else {
+                format!("last lines of the step:\n  {}", tail.join("\n  "))
+            },
+        }
+    }
+}
+
+/// Labels and options shared by every build request.
+pub fn build_options(
+    dockerfile: &str,
+    platform: &str,
+    target: Option<&str>,
+    args: HashMap<String, String>,
+    labels: HashMap<String, String>,
+) -> BuildImageOptions {
+    BuildImageOptions {
+        dockerfile: dockerfile.to_string(),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(args),
+        labels: Some(labels),
+        platform: platform.to_string(),
+        target: target.unwrap_or_default().to_string(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,297 @@
+//! Every failure a user can meet, each with the resource it concerns, the cause, and the fix.
+//!
+//! Handlers return [`Error`]; `main` renders it with miette so the hint stands apart from the
+//! message. Variants name the thing that failed in the user's words; raw SDK and engine errors
+//! are rendered through [`aws_error`] and [`engine_error`] so their code and message survive.
+
+use std::path::PathBuf;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum Error {
+    // ---- configuration -------------------------------------------------------------------
+    #[error("cannot read config file {}: {source}", path.display())]
+    #[diagnostic(
+        code(labship::config::read),
+        help("check the path given with --config or LABSHIP_CONFIG")
+    )]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("invalid config file {}: {message}", path.display())]
+    #[diagnostic(
+        code(labship::config::parse),
+        help("fix the line shown; `labship init` writes a commented example of every key")
+    )]
+    ConfigParse {
+        path: PathBuf,
+        message: String,
+        #[source_code]
+        src: miette::NamedSource<String>,
+        #[label("here")]
+        span: Option<miette::SourceSpan>,
+    },
+
+    #[error("invalid {what} `{value}`: {reason}")]
+    #[diagnostic(code(labship::config::invalid), help("{hint}"))]
+    InvalidSetting {
+        what: &'static str,
+        value: String,
+        reason: String,
+        hint: String,
+    },
+
+    // ---- the build context ---------------------------------------------------------------
+    #[error("no build context: {} does not exist", path.display())]
+    #[diagnostic(
+        code(labship::build::no_context),
+        help("run `labship init` to create the default docker/ folder, or point `build.context` in labship.toml (or --context) at your folder")
+    )]
+    NoContext { path: PathBuf },
+
+    #[error("no Dockerfile: {} does not exist", path.display())]
+    #[diagnostic(
+        code(labship::build::no_dockerfile),
+        help("add a Dockerfile to the build context (`labship init` writes the default one), or set `build.dockerfile` in labship.toml")
+    )]
+    NoDockerfile { path: PathBuf },
+
+    #[error("cannot read the build context at {}: {source}", path.display())]
+    #[diagnostic(
+        code(labship::build::context_io),
+        help("check the file's permissions, or list it in .dockerignore")
+    )]
+    ContextIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    #[diagnostic(code(labship::build::dockerignore), help("fix the pattern; the syntax is Docker's: https://docs.docker.com/build/concepts/context/#dockerignore-files"))]
+    DockerIgnore(#[from] crate::build::dockerignore::IgnoreError),
+
+    // ---- the Docker engine ---------------------------------------------------------------
+    #[error("cannot reach the Docker engine (tried {tried})")]
+    #[diagnostic(
+        code(labship::engine::unreachable),
+        help("start Docker (e.g. `sudo systemctl start docker` or Docker Desktop), or point DOCKER_HOST at a running engine")
+    )]
+    EngineUnreachable { tried: String, detail: String },
+
+    #[error("unsupported Docker endpoint `{host}`: {reason}")]
+    #[diagnostic(code(labship::engine::endpoint), help("use a unix:// socket or a plain tcp:// endpoint (for a remote engine, forward its socket over SSH: `ssh -L /tmp/docker.sock:/var/run/docker.sock host`)"))]
+    EngineEndpoint { host: String, reason: String },
+
+    #[error("Docker engine error while {action}: {message}")]
+    #[diagnostic(code(labship::engine::api))]
+    Engine { action: String, message: String },
+
+    #[error("build failed at {step}: {message}")]
+    #[diagnostic(
+        code(labship::build::step_failed),
+        help("{tail}\nfix that step in the Dockerfile and run `labship build` again")
+    )]
+    BuildStepFailed {
+        step: String,
+        message: String,
+        tail: String,
+    },
+
+    #[error("the engine cannot build for platform {platform}: {message}")]
+    #[diagnostic(
+        code(labship::build::platform),
+        help("the image must match the EC2 instance's architecture ({platform}); build on a machine of that architecture, enable emulation (binfmt/qemu) in the engine, or choose an instance type of the engine's architecture (`ec2.instance_type`)")
+    )]
+    PlatformMismatch { platform: String, message: String },
+
+    #[error("base image `{image}` cannot be pulled: {message}")]
+    #[diagnostic(
+        code(labship::build::base_image),
+        help("check the name and your network; behind a firewall or without registry access, pass a local base image with `--build-arg BASE_IMAGE=<image>`")
+    )]
+    BaseImage { image: String, message: String },
+
+    // ---- AWS -----------------------------------------------------------------------------
+    #[error("no AWS region configured")]
+    #[diagnostic(
+        code(labship::aws::no_region),
+        help("pass --region, set `region` in labship.toml or AWS_REGION, or run `aws configure`")
+    )]
+    NoRegion,
+
+    #[error("no AWS credentials found{profile}: {detail}")]
+    #[diagnostic(
+        code(labship::aws::no_credentials),
+        help("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, run `aws configure` or `aws sso login`, or pass --profile")
+    )]
+    NoCredentials { profile: String, detail: String },
+
+    #[error("access denied: {action} on {resource} in {region}: {message}")]
+    #[diagnostic(
+        code(labship::aws::access_denied),
+        help("your identity lacks `{action}`; attach the managed policy {policy}, or the least-privilege policy in infra/")
+    )]
+    AccessDenied {
+        action: String,
+        resource: String,
+        region: String,
+        policy: &'static str,
+        message: String,
+    },
+
+    #[error("AWS {action} failed for {resource} in {region}: {message}")]
+    #[diagnostic(code(labship::aws::api), help("{hint}"))]
+    Aws {
+        action: String,
+        resource: String,
+        region: String,
+        message: String,
+        hint: String,
+    },
+
+    // ---- the registry --------------------------------------------------------------------
+    #[error("registry {registry} refused the login: {message}")]
+    #[diagnostic(
+        code(labship::push::login),
+        help("the ECR password comes from GetAuthorizationToken and lasts 12 hours; check that `push.registry_endpoint` (if set) is the registry for this account and region, and that your identity may call ecr:GetAuthorizationToken")
+    )]
+    LoginRefused { registry: String, message: String },
+
+    #[error("push of {image} failed: {message}")]
+    #[diagnostic(code(labship::push::failed), help("{hint}"))]
+    PushFailed {
+        image: String,
+        message: String,
+        hint: String,
+    },
+
+    // ---- local deployments ---------------------------------------------------------------
+    #[error("container {container} from {image} did not start: {message}")]
+    #[diagnostic(
+        code(labship::local::start),
+        help("the engine refused to start the container; `docker logs {container}` and the message above say why")
+    )]
+    ContainerStart {
+        container: String,
+        image: String,
+        message: String,
+    },
+
+    #[error("port {port} on {bind} is taken{holder}")]
+    #[diagnostic(
+        code(labship::local::port_busy),
+        help("choose another port with --port, or stop what holds it")
+    )]
+    PortBusy {
+        port: u16,
+        bind: String,
+        holder: String,
+    },
+
+    #[error("container {container} exited (code {code}) before Jupyter was ready")]
+    #[diagnostic(code(labship::local::exited), help("{tail}"))]
+    ContainerExited {
+        container: String,
+        code: i64,
+        tail: String,
+    },
+
+    #[error("image {image} has no Jupyter: {message}")]
+    #[diagnostic(
+        code(labship::local::no_jupyter),
+        help("the image's command must start a Jupyter server (jupyter lab, jupyter server or start-notebook.py); install jupyterlab in the Dockerfile, or start from the default workload (`labship init`)")
+    )]
+    NoJupyter { image: String, message: String },
+
+    #[error("Jupyter in {container} printed no login token within {seconds}s")]
+    #[diagnostic(code(labship::local::token_timeout), help("{tail}"))]
+    TokenTimeout {
+        container: String,
+        seconds: u64,
+        tail: String,
+    },
+
+    #[error("Jupyter at {url} does not answer: {message}")]
+    #[diagnostic(
+        code(labship::local::not_answering),
+        help(
+            "`labship logs` shows what the server printed; check that nothing else holds the port"
+        )
+    )]
+    NotAnswering { url: String, message: String },
+
+    #[error("no deployment named `{name}` {place}")]
+    #[diagnostic(
+        code(labship::deployment::not_found),
+        help("`labship status` lists the deployments; `labship up --local` starts one")
+    )]
+    DeploymentNotFound { name: String, place: String },
+
+    #[error("no Jupyter token in {origin}: {reason}")]
+    #[diagnostic(code(labship::token::not_found), help("{hint}"))]
+    TokenNotFound {
+        origin: String,
+        reason: String,
+        hint: String,
+    },
+
+    #[error("refusing to {action} without confirmation")]
+    #[diagnostic(
+        code(labship::confirm),
+        help("pass --yes to confirm (standard input is not a terminal, so labship cannot ask)")
+    )]
+    NeedsConfirmation { action: String },
+
+    #[error("cannot make the offline Jupyter base image: {message}")]
+    #[diagnostic(code(labship::base::offline), help("{hint}"))]
+    OfflineBase { message: String, hint: String },
+
+    // ---- init ----------------------------------------------------------------------------
+    #[error("cannot write {}: {source}", path.display())]
+    #[diagnostic(code(labship::init::write), help("check that the folder is writable"))]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot read {}: {source}", path.display())]
+    #[diagnostic(code(labship::read), help("check the path and its permissions"))]
+    ReadInput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn engine(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Engine {
+            action: action.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Renders an SDK error with its code and message (never a bare "service error").
+pub fn aws_message<E>(err: &E) -> String
+where
+    E: std::error::Error + 'static,
+{
+    aws_smithy_types::error::display::DisplayErrorContext(err).to_string()
+}
+
+/// Renders a bollard error; the engine's own message is the useful part.
+pub fn engine_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,47 @@
+//! A minimal HTTP/1.1 client over any byte stream: the engine's unix socket for the push
+//! call, and loopback TCP for checking that a Jupyter URL answers. hyper is already in the
+//! tree through bollard and the AWS SDK, so this costs no new dependency.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Sends one request on a fresh connection.
+pub async fn send<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    sender.send_request(request).await
+}
+
+/// The status code of `GET http://{addr}{path_and_query}`, or why there was none.
+pub async fn get_status(addr: &str, path_and_query: &str, within: Duration) -> Result<u16, String> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = Request::get(path_and_query)
+            .header("Host", addr)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = send(TokioIo::new(stream), request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", within.as_secs()))?
+}

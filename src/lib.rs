@@ -1,0 +1,29 @@
+//! labship: ship JupyterLab to the cloud in one command.
+//!
+//! The modules follow the pipeline a user runs: settings ([`config`], [`init`]), then
+//! [`build`] the image on the Docker [`engine`], then [`push`] it to ECR through the one
+//! [`aws`] configuration; or run it on this machine ([`local`]) and recover the Jupyter
+//! [`token`] from its log; [`status`] lists what runs. [`output`] keeps results on stdout and progress on stderr;
+//! [`error`] says what failed, why, and what to do.
+
+pub mod config;
+pub mod init;
+
+pub mod base;
+pub mod build;
+pub mod engine;
+pub mod push;
+
+pub mod local;
+pub mod status;
+pub mod token;
+
+pub mod aws;
+pub mod tags;
+
+pub mod browser;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod http;
+pub mod output;

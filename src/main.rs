@@ -1,0 +1,67 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use labship::cli::Cli;
+use labship::error::Error;
+use labship::output::{OutputFormat, Printer};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose, cli.global.quiet);
+    let printer = Printer::new(cli.global.output, cli.global.quiet);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("labship: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Ctrl-C keeps its default meaning (stop now) except where a command needs to clean up
+    // (`up --attach` stops its container), which installs its own handler.
+    let result = runtime.block_on(labship::commands::run(cli.command, &cli.global, &printer));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(err, cli.global.output);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// -v: labship's info, -vv: debug, -vvv: everything (the AWS SDK's traces included). The
+/// default shows warnings only, and nothing labship logs at any level holds a secret.
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "warn,labship=info",
+        (_, 2) => "warn,labship=debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("LABSHIP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn report_error(err: Error, format: OutputFormat) {
+    use miette::Diagnostic;
+    if format == OutputFormat::Json {
+        let json = serde_json::json!({
+            "error": {
+                "code": err.code().map(|c| c.to_string()),
+                "message": err.to_string(),
+                "help": err.help().map(|h| h.to_string()),
+            }
+        });
+        println!("{json:#}");
+    }
+    eprintln!("{:?}", miette::Report::new(err));
+}

@@ -1,0 +1,131 @@
+//! What a user sees: results on stdout, everything else on stderr.
+//!
+//! Every command returns a report that is both `Display` (text mode) and `Serialize`
+//! (`--output json`). Progress (build output, push bars, notes) goes to stderr and is hidden
+//! in JSON mode when stderr is not a terminal, or with `-q`, so `labship ... --output json | jq`
+//! always sees JSON and nothing else.
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A command's result.
+pub trait Report: Display + Serialize {}
+impl<T: Display + Serialize> Report for T {}
+
+#[derive(Debug, Clone)]
+pub struct Printer {
+    format: OutputFormat,
+    /// -q: no notes, no engine output, no bars.
+    quiet: bool,
+    /// Progress bars are drawn only on a terminal.
+    bars: bool,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat, quiet: bool) -> Self {
+        let bars = !quiet && format == OutputFormat::Text && std::io::stderr().is_terminal();
+        Printer {
+            format,
+            quiet,
+            bars,
+        }
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// A progress note on stderr ("Building image ...").
+    pub fn note(&self, msg: impl Display) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr(), "{msg}");
+        }
+    }
+
+    /// A line of a tool's own output relayed as it comes (engine build steps).
+    pub fn relay(&self, line: &str) {
+        if !self.quiet {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(line.as_bytes());
+            if !line.ends_with('\n') {
+                let _ = err.write_all(b"\n");
+            }
+        }
+    }
+
+    /// A group of progress bars; hidden unless stderr is a terminal in text mode.
+    pub fn bars(&self) -> MultiProgress {
+        if self.bars {
+            MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
+        } else {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        }
+    }
+
+    pub fn byte_bar(&self, group: &MultiProgress, label: &str, total: u64) -> ProgressBar {
+        let bar = group.add(ProgressBar::new(total));
+        let style = ProgressStyle::with_template(
+            "{prefix:>14} {bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()); // ok: the template is a constant
+        bar.set_style(style.progress_chars("=> "));
+        bar.set_prefix(label.to_string());
+        bar
+    }
+
+    /// The command's result, on stdout.
+    pub fn result<R: Report>(&self, report: &R) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            OutputFormat::Text => writeln!(out, "{report}"),
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::other)?;
+                writeln!(out)
+            }
+        }
+    }
+}
+
+/// Human-readable byte counts for text reports.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_picks_the_unit() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(500 * 1024 * 1024), "500.0 MiB");
+    }
+}

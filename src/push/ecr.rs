@@ -1,0 +1,377 @@
+//! ECR in the pipeline's words: make sure the repository exists (created once, scanned on
+//! push, encrypted, untagged images expired, tagged as labship's) and log in.
+
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
+};
+use aws_sdk_ecr::Client;
+use base64::Engine as _;
+
+use crate::aws::Aws;
+use crate::engine::RegistryAuth;
+use crate::error::{aws_message, Error, Result};
+use crate::tags;
+
+/// Untagged images (left behind when `latest` moves) are expired after this many days.
+const UNTAGGED_EXPIRY_DAYS: u32 = 7;
+
+/// A repository ready to receive pushes.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub name: String,
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME` as ECR reports it.
+    pub uri: String,
+    pub created: bool,
+}
+
+/// The container registry side of a push.
+#[allow(async_fn_in_trait)] // used only inside labship, with concrete types
+pub trait ImageRegistry {
+    /// The repository `name`, created for `deployment` when missing, reused when present.
+    async fn ensure_repository(&self, name: &str, deployment: &str) -> Result<Repository>;
+    /// Credentials for the registry, from the registry's own token service.
+    async fn login(&self) -> Result<RegistryAuth>;
+    /// The AWS region the registry belongs to.
+    fn region(&self) -> &str;
+}
+
+pub struct Ecr {
+    client: Client,
+    region: String,
+    /// Replaces the registry host GetAuthorizationToken reports (tests, private endpoints).
+    endpoint_override: Option<String>,
+}
+
+impl Ecr {
+    pub fn new(aws: &Aws, endpoint_override: Option<String>) -> Self {
+        Ecr {
+            client: Client::new(&aws.sdk),
+            region: aws.region.clone(),
+            endpoint_override,
+        }
+    }
+
+    fn fail<E>(&self, op: &'static str, resource: &str, err: &SdkError<E>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let code = err.code().unwrap_or_default();
+        let raw = match err {
+            SdkError::ServiceError(e) => Some(e.raw()),
+            _ => None,
+        };
+        let status = raw.map(|r| r.status().as_u16());
+        let message = err
+            .message()
+            .map(str::to_string)
+            .or_else(|| raw.and_then(|r| r.body().bytes()).and_then(xml_message))
+            .unwrap_or_else(|| aws_message(err));
+        // A 403 is an authorization failure whatever the body looks like (some endpoints,
+        // and moto, answer JSON-protocol calls with an XML error document).
+        if matches!(
+            code,
+            "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
+        ) || status == Some(403)
+        {
+            return Error::AccessDenied {
+                action: format!("ecr:{op}"),
+                resource: resource.to_string(),
+                region: self.region.clone(),
+                policy: policy_for(op),
+                message,
+            };
+        }
+        let hint = match code {
+            "LimitExceededException" => {
+                "an ECR quota is reached; delete unused repositories or ask AWS for a higher limit"
+                    .to_string()
+            }
+            "InvalidParameterException" => {
+                "check the repository name and region in labship.toml".to_string()
+            }
+            "" => "check your network and AWS_ENDPOINT_URL (if set), then try again".to_string(),
+            _ => "see the AWS message above; run again with -v for details".to_string(),
+        };
+        Error::Aws {
+            action: format!("ecr:{op}"),
+            resource: resource.to_string(),
+            region: self.region.clone(),
+            message: if code.is_empty() {
+                message
+            } else {
+                format!("{code}: {message}")
+            },
+            hint,
+        }
+    }
+
+    fn labship_tags(deployment: &str) -> Result<Vec<Tag>> {
+        tags::for_deployment(deployment)
+            .into_iter()
+            .map(|(k, v)| {
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| Error::engine("preparing ECR tags", e))
+            })
+            .collect()
+    }
+
+    async fn describe(&self, name: &str) -> Result<Option<Repository>> {
+        match self
+            .client
+            .describe_repositories()
+            .repository_names(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.repositories().first().map(|r| Repository {
+                name: name.to_string(),
+                uri: r.repository_uri().unwrap_or_default().to_string(),
+                created: false,
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("DescribeRepositories", name, &e)),
+        }
+    }
+
+    async fn create(&self, name: &str, deployment: &str) -> Result<Option<Repository>> {
+        let encryption = EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Aes256)
+            .build()
+            .map_err(|e| Error::engine("preparing ECR encryption settings", e))?;
+        let created = self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .image_tag_mutability(ImageTagMutability::Mutable)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
+            .encryption_configuration(encryption)
+            .set_tags(Some(Self::labship_tags(deployment)?))
+            .send()
+            .await;
+        let repo = match created {
+            Ok(out) => out.repository().map(|r| Repository {
+                name: name.to_string(),
+                uri: r.repository_uri().unwrap_or_default().to_string(),
+                created: true,
+            }),
+            // Created by a concurrent run between our describe and create: reuse it.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.fail("CreateRepository", name, &e)),
+        };
+        let policy = serde_json::json!({
+            "rules": [{
+                "rulePriority": 1,
+                "description": "labship: expire untagged images",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": UNTAGGED_EXPIRY_DAYS
+                },
+                "action": { "type": "expire" }
+            }]
+        });
+        if let Err(e) = self
+            .client
+            .put_lifecycle_policy()
+            .repository_name(name)
+            .lifecycle_policy_text(policy.to_string())
+            .send()
+            .await
+        {
+            let err = self.fail("PutLifecyclePolicy", name, &e);
+            // Nothing half-made: remove the empty repository we just created.
+            if let Err(cleanup) = self
+                .client
+                .delete_repository()
+                .repository_name(name)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    "could not remove repository {name} after a failed setup: {}",
+                    aws_message(&cleanup)
+                );
+            }
+            return Err(err);
+        }
+        Ok(repo)
+    }
+
+    async fn mark_as_labship(&self, repo: &Repository, deployment: &str) -> Result<()> {
+        let arn = self
+            .client
+            .describe_repositories()
+            .repository_names(&repo.name)
+            .send()
+            .await
+            .map_err(|e| self.fail("DescribeRepositories", &repo.name, &e))?
+            .repositories()
+            .first()
+            .and_then(|r| r.repository_arn().map(str::to_string));
+        let Some(arn) = arn else { return Ok(()) };
+        self.client
+            .tag_resource()
+            .resource_arn(&arn)
+            .set_tags(Some(Self::labship_tags(deployment)?))
+            .send()
+            .await
+            .map_err(|e| self.fail("TagResource", &repo.name, &e))?;
+        Ok(())
+    }
+}
+
+impl ImageRegistry for Ecr {
+    async fn ensure_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
+        if let Some(existing) = self.describe(name).await? {
+            self.mark_as_labship(&existing, deployment).await?;
+            return Ok(existing);
+        }
+        match self.create(name, deployment).await? {
+            Some(created) => Ok(created),
+            None => self.describe(name).await?.ok_or_else(|| Error::Aws {
+                action: "ecr:DescribeRepositories".into(),
+                resource: name.to_string(),
+                region: self.region.clone(),
+                message: "the repository was reported as existing, then not found".into(),
+                hint: "run the command again".into(),
+            }),
+        }
+    }
+
+    async fn login(&self) -> Result<RegistryAuth> {
+        let out = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| self.fail("GetAuthorizationToken", "*", &e))?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| Error::LoginRefused {
+                registry: format!("ECR in {}", self.region),
+                message: "GetAuthorizationToken returned no authorization data".into(),
+            })?;
+        let (username, password) = decode_token(data.authorization_token().unwrap_or_default())
+            .ok_or_else(|| Error::LoginRefused {
+                registry: format!("ECR in {}", self.region),
+                message: "the authorization token is not base64 of USER:PASSWORD".into(),
+            })?;
+        let reported = data.proxy_endpoint().map(registry_host).unwrap_or_default();
+        let server = match &self.endpoint_override {
+            Some(o) => registry_host(o),
+            None => reported,
+        };
+        Ok(RegistryAuth {
+            server,
+            username,
+            password,
+        })
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+/// The `<Message>` of an XML error document.
+fn xml_message(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Message>")? + "<Message>".len();
+    let end = text[start..].find("</Message>")? + start;
+    Some(text[start..end].to_string())
+}
+
+/// `base64("AWS:<password>")` split at the first colon.
+pub fn decode_token(token: &str) -> Option<(String, String)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    (!user.is_empty() && !password.is_empty()).then(|| (user.to_string(), password.to_string()))
+}
+
+/// `https://host[:port]/` -> `host[:port]`.
+pub fn registry_host(endpoint: &str) -> String {
+    let rest = endpoint
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+/// The managed policy that grants an ECR action labship calls.
+fn policy_for(op: &str) -> &'static str {
+    match op {
+        "CreateRepository" | "PutLifecyclePolicy" | "TagResource" | "DeleteRepository" => {
+            "AmazonEC2ContainerRegistryFullAccess"
+        }
+        _ => "AmazonEC2ContainerRegistryPowerUser",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_split_at_the_first_colon() {
+        let t = base64::engine::general_purpose::STANDARD.encode("AWS:pa:ss");
+        assert_eq!(decode_token(&t), Some(("AWS".into(), "pa:ss".into())));
+        assert_eq!(decode_token("not base64!"), None);
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("AWS");
+        assert_eq!(decode_token(&no_colon), None);
+    }
+
+    #[test]
+    fn registry_hosts() {
+        assert_eq!(
+            registry_host("https://123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(registry_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(registry_host("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn xml_error_messages() {
+        let body = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: s is not authorized to perform: ecr:CreateRepository</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            xml_message(body).as_deref(),
+            Some("User: s is not authorized to perform: ecr:CreateRepository")
+        );
+        assert_eq!(xml_message(b"{}"), None);
+    }
+
+    #[test]
+    fn access_denied_names_the_policy() {
+        assert_eq!(
+            policy_for("CreateRepository"),
+            "AmazonEC2ContainerRegistryFullAccess"
+        );
+        assert_eq!(
+            policy_for("GetAuthorizationToken"),
+            "AmazonEC2ContainerRegistryPowerUser"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Step 2 of the pipeline: the image reaches ECR.
+//!
+//! The content tag is computed first (one read of the context, no engine work); when the
+//! registry already has it, nothing is built or uploaded. Otherwise the local image with that
+//! tag is used (or built), tagged with the registry's name, and pushed by the engine with
+//! per-layer progress on stderr.
+
+pub mod ecr;
+
+use std::collections::HashMap;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::build;
+use crate::config::Config;
+use crate::engine::{Engine, PushEvent};
+use crate::error::Result;
+use crate::output::{human_bytes, Printer};
+
+pub use ecr::{Ecr, ImageRegistry, Repository};
+
+/// The result of `labship push`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// `REGISTRY/REPOSITORY:CONTENT_TAG`, what an instance pulls.
+    pub image_uri: String,
+    pub digest: Option<String>,
+    pub tags: Vec<String>,
+    pub bytes_uploaded: u64,
+    /// True when the registry already had the content tag and nothing was uploaded.
+    pub skipped: bool,
+    pub repository_created: bool,
+    /// True when the image had to be built first.
+    pub built: bool,
+}
+
+impl std::fmt::Display for PushReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.image_uri)?;
+        writeln!(
+            f,
+            "  digest    {}",
+            self.digest.as_deref().unwrap_or("(not reported)")
+        )?;
+        writeln!(f, "  tags      {}", self.tags.join(", "))?;
+        if self.skipped {
+            write!(
+                f,
+                "  uploaded  nothing: the registry already has this image"
+            )
+        } else {
+            write!(f, "  uploaded  {}", human_bytes(self.bytes_uploaded))
+        }
+    }
+}
+
+pub async fn push(
+    engine: &Engine,
+    registry: &impl ImageRegistry,
+    config: &Config,
+    printer: &Printer,
+) -> Result<PushReport> {
+    let local = config.local_image();
+    let (tag, _) = build::planned_tag(config)?;
+    // Log in and ask the registry first: a refused login or an unchanged image stops here,
+    // before anything is created.
+    let auth = registry.login().await?;
+    let remote = format!("{}/{}", auth.server, config.push.repository);
+    let tags = vec![tag.clone(), "latest".to_string()];
+    let existing = engine
+        .remote_digest(&format!("{remote}:{tag}"), &auth)
+        .await?;
+
+    let repo = registry
+        .ensure_repository(&config.push.repository, &config.name)
+        .await?;
+    if repo.created {
+        printer.note(format!(
+            "Created ECR repository {} in {}",
+            repo.name,
+            registry.region()
+        ));
+    }
+    if let Some(digest) = existing {
+        printer.note(format!(
+            "{remote}:{tag} is already in the registry; nothing to upload"
+        ));
+        return Ok(PushReport {
+            image_uri: format!("{remote}:{tag}"),
+            digest: Some(digest),
+            tags,
+            bytes_uploaded: 0,
+            skipped: true,
+            repository_created: repo.created,
+            built: false,
+        });
+    }
+
+    let mut built = false;
+    let mut tag = tag;
+    if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
+        let report = build::build(engine, config, printer).await?;
+        // The files may have changed since they were hashed; the build's tag is the truth.
+        tag = report.content_tag;
+        built = true;
+    }
+    let source = format!("{local}:{tag}");
+    engine.tag(&source, &remote, &tag).await?;
+    engine.tag(&source, &remote, "latest").await?;
+
+    printer.note(format!("Pushing {remote}:{tag}"));
+    let bars = printer.bars();
+    let mut layer_bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut on_event = |event: &PushEvent| {
+        let (Some(id), Some(status)) = (&event.id, &event.status) else {
+            return;
+        };
+        let bar = layer_bars
+            .entry(id.clone())
+            .or_insert_with(|| printer.byte_bar(&bars, id, 0));
+        match status.as_str() {
+            "Pushing" => {
+                if let Some(p) = &event.progress {
+                    if let Some(total) = p.total {
+                        bar.set_length(total);
+                    }
+                    if let Some(current) = p.current {
+                        bar.set_position(current);
+                    }
+                }
+                bar.set_message("pushing");
+            }
+            "Pushed" => bar.finish_with_message("pushed"),
+            "Layer already exists" => bar.finish_with_message("exists"),
+            other => bar.set_message(other.to_string()),
+        }
+    };
+    let outcome = engine.push(&remote, &tag, &auth, &mut on_event).await?;
+    // `latest` points at the same manifest: the registry has every layer by now.
+    engine.push(&remote, "latest", &auth, |_| {}).await?;
+    let _ = bars.clear();
+
+    Ok(PushReport {
+        image_uri: format!("{remote}:{tag}"),
+        digest: outcome.digest,
+        tags: vec![tag, "latest".into()],
+        bytes_uploaded: outcome.bytes_uploaded,
+        skipped: false,
+        repository_created: repo.created,
+        built,
+    })
+}

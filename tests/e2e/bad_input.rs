@@ -1,0 +1,231 @@
+//! Bad input: a one-line cause and a hint, a non-zero exit, no panic, nothing half-created.
+
+use std::process::Output;
+
+use crate::support::*;
+
+/// The error's code, after checking the one-line message and the hint are there.
+fn failure(out: &Output) -> (String, String) {
+    let err = json_error(out);
+    let message = err["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        !message.is_empty() && !message.contains('\n'),
+        "one-line message: {err}"
+    );
+    assert!(
+        err["help"].as_str().is_some_and(|h| !h.is_empty()),
+        "a hint: {err}"
+    );
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+    assert_eq!(out.status.code(), Some(1));
+    (
+        err["code"].as_str().unwrap_or_default().to_string(),
+        message,
+    )
+}
+
+#[test]
+fn no_build_context() {
+    let p = Project::empty("noctx");
+    let (code, message) = failure(&p.labship(&["build", "-o", "json"]));
+    assert_eq!(code, "labship::build::no_context");
+    assert!(message.contains("docker"), "{message}");
+}
+
+#[test]
+fn no_dockerfile() {
+    let p = Project::with_files("nodf", &[("data.csv", "1")]);
+    let (code, message) = failure(&p.labship(&["build", "-o", "json"]));
+    assert_eq!(code, "labship::build::no_dockerfile");
+    assert!(message.contains("Dockerfile"), "{message}");
+}
+
+#[test]
+fn unparsable_config() {
+    let p = Project::default_workload("badtoml");
+    p.write("labship.toml", "name = \"x\"\n[build\n");
+    let (code, _) = failure(&p.labship(&["build", "-o", "json"]));
+    assert_eq!(code, "labship::config::parse");
+}
+
+#[test]
+fn unknown_config_key() {
+    let p = Project::default_workload("typo");
+    p.write(
+        "labship.toml",
+        "name = \"x\"\n[push]\nrepo = \"labship/x\"\n",
+    );
+    let (code, message) = failure(&p.labship(&["build", "-o", "json"]));
+    assert_eq!(code, "labship::config::parse");
+    assert!(message.contains("unknown field `repo`"), "{message}");
+    assert!(message.contains("labship.toml"), "{message}");
+    // Text mode shows the offending line.
+    let text = stderr(&p.labship(&["build"]));
+    assert!(text.contains("repo = \"labship/x\""), "{text}");
+}
+
+#[test]
+fn engine_unreachable_names_what_was_tried() {
+    let p = Project::default_workload("noengine");
+    let out = p
+        .command(&["build", "-o", "json"])
+        .env("DOCKER_HOST", "unix:///tmp/labship-no-such-engine.sock")
+        .output()
+        .expect("run");
+    let (code, message) = failure(&out);
+    assert_eq!(code, "labship::engine::unreachable");
+    assert!(
+        message.contains("/tmp/labship-no-such-engine.sock"),
+        "{message}"
+    );
+}
+
+#[test]
+fn no_aws_credentials() {
+    let p = Project::default_workload("nocreds");
+    let out = p
+        .command(&["push", "-o", "json"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("run");
+    let (code, _) = failure(&out);
+    assert_eq!(code, "labship::aws::no_credentials");
+}
+
+#[test]
+fn no_aws_region() {
+    let p = Project::default_workload("noregion");
+    let out = p
+        .command(&["push", "-o", "json"])
+        .env_remove("AWS_REGION")
+        .output()
+        .expect("run");
+    let (code, _) = failure(&out);
+    assert_eq!(code, "labship::aws::no_region");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_repository_name_creates_nothing() {
+    let p = Project::default_workload("badrepo");
+    let (code, message) =
+        failure(&p.labship(&["push", "-o", "json", "--repository", "Labship/My_Lab!"]));
+    assert_eq!(code, "labship::config::invalid");
+    assert!(message.contains("Labship/My_Lab!"), "{message}");
+    let ecr = ecr_client(&rig().aws_endpoint).await;
+    let repos = ecr.describe_repositories().send().await.expect("describe");
+    assert!(repos
+        .repositories()
+        .iter()
+        .all(|r| r.repository_name() != Some("Labship/My_Lab!")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_login_refused_creates_nothing() {
+    // A registry whose password is not the one ECR (moto) hands out.
+    let other = Server::registry("AWS", "some-other-password");
+    let p = Project::with_files(
+        "refused",
+        &[("Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")],
+    );
+    let out = p
+        .command(&["push", "-o", "json"])
+        .env("LABSHIP_REGISTRY_ENDPOINT", &other.addr)
+        .output()
+        .expect("run");
+    let (code, message) = failure(&out);
+    assert_eq!(code, "labship::push::login");
+    assert!(message.contains(&other.addr), "{message}");
+    let ecr = ecr_client(&rig().aws_endpoint).await;
+    let found = ecr
+        .describe_repositories()
+        .repository_names(p.repository())
+        .send()
+        .await;
+    assert!(
+        found.is_err(),
+        "no repository is created when the login is refused"
+    );
+}
+
+#[test]
+fn access_denied_names_the_action_and_the_policy() {
+    let rig = rig();
+    // Our own moto with IAM checks on after the three calls that set up a limited user.
+    let moto = Server::moto_with_iam(3);
+    let endpoint = format!("http://{}", moto.addr);
+    let aws = |args: &[&str]| -> String {
+        let out = std::process::Command::new(rig.venv.join("bin/aws"))
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &endpoint,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .expect("aws CLI");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws(&["iam", "create-user", "--user-name", "student"]);
+    let key: serde_json::Value = serde_json::from_str(&aws(&[
+        "iam",
+        "create-access-key",
+        "--user-name",
+        "student",
+    ]))
+    .expect("key JSON");
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:GetAuthorizationToken","ecr:DescribeRepositories"],"Resource":"*"}]}"#;
+    aws(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "student",
+        "--policy-name",
+        "pull-only",
+        "--policy-document",
+        policy,
+    ]);
+
+    let p = Project::with_files(
+        "denied",
+        &[("Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")],
+    );
+    let out = p
+        .command(&["push", "-o", "json"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            key["AccessKey"]["AccessKeyId"].as_str().expect("key id"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            key["AccessKey"]["SecretAccessKey"]
+                .as_str()
+                .expect("secret"),
+        )
+        .output()
+        .expect("run");
+    let (code, message) = failure(&out);
+    assert_eq!(code, "labship::aws::access_denied");
+    assert!(message.contains("ecr:CreateRepository"), "{message}");
+    let help = json_error(&out)["help"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        help.contains("AmazonEC2ContainerRegistryFullAccess"),
+        "{help}"
+    );
+}

@@ -1,0 +1,346 @@
+//! The rig as tests see it: where the servers are, a project folder per test, the binary,
+//! and clients for checking results independently of labship (the registry's own API, the
+//! docker CLI, the AWS SDK against moto).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Where the rig's servers are. Tests fail (never skip) without it: run them through
+/// `bash tests/rig/run.sh`.
+#[derive(Debug, Clone)]
+pub struct Rig {
+    pub aws_endpoint: String,
+    pub registry: String,
+    pub registry_user: String,
+    pub registry_password: String,
+    pub base_image: String,
+    pub venv: PathBuf,
+}
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through `bash tests/rig/run.sh`, which starts the registry, moto and the offline base image")
+    })
+}
+
+pub fn rig() -> Rig {
+    Rig {
+        aws_endpoint: need("LABSHIP_TEST_AWS_ENDPOINT"),
+        registry: need("LABSHIP_TEST_REGISTRY"),
+        registry_user: need("LABSHIP_TEST_REGISTRY_USER"),
+        registry_password: need("LABSHIP_TEST_REGISTRY_PASSWORD"),
+        base_image: need("LABSHIP_TEST_BASE_IMAGE"),
+        venv: PathBuf::from(need("LABSHIP_RIG_VENV")),
+    }
+}
+
+/// A unique deployment name, so tests sharing moto and the registry never collide.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{:x}{:x}",
+        std::process::id() & 0xfff,
+        nanos & 0xfffff
+    )
+}
+
+/// A project folder: labship.toml plus a build context.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Project {
+    /// The repository's own default workload (`docker/`), built on the rig's offline base.
+    pub fn default_workload(prefix: &str) -> Project {
+        let p = Project::empty(prefix);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("docker"),
+            &p.dir.path().join("docker"),
+        );
+        p
+    }
+
+    /// A labship.toml naming the rig's base image and nothing else.
+    pub fn empty(prefix: &str) -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("labship-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let name = unique(prefix);
+        let toml = format!(
+            "name = \"{name}\"\n[build.args]\nBASE_IMAGE = \"{}\"\n",
+            rig().base_image
+        );
+        std::fs::write(dir.path().join("labship.toml"), toml).expect("write labship.toml");
+        Project { dir, name }
+    }
+
+    /// A project whose context holds the given files.
+    pub fn with_files(prefix: &str, files: &[(&str, &str)]) -> Project {
+        let p = Project::empty(prefix);
+        for (rel, body) in files {
+            p.write(&format!("docker/{rel}"), body);
+        }
+        p
+    }
+
+    pub fn write(&self, rel: &str, body: &str) {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, body).expect("write");
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repository(&self) -> String {
+        format!("labship/{}", self.name)
+    }
+
+    /// `labship ARGS` in this project with the rig's AWS and registry settings.
+    pub fn labship(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().expect("run labship");
+        eprintln!(
+            "$ labship {}\n--- stderr ---\n{}--- stdout ---\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        output
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let rig = rig();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_labship"));
+        cmd.args(args).current_dir(self.path()).stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LABSHIP_") || key.starts_with("AWS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("AWS_ENDPOINT_URL", &rig.aws_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent/labship-test-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/labship-test-credentials",
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("LABSHIP_REGISTRY_ENDPOINT", &rig.registry);
+        cmd
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+pub fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "labship failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The JSON error object labship prints with `--output json`, after checking the exit code.
+pub fn json_error(output: &Output) -> Value {
+    assert!(!output.status.success(), "expected a failure");
+    let v: Value = serde_json::from_slice(&output.stdout).expect("error JSON on stdout");
+    v["error"].clone()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The docker CLI, as an independent witness of what is on the engine.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker CLI")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn image_exists(reference: &str) -> bool {
+    docker(&["image", "inspect", reference]).status.success()
+}
+
+/// The registry's own v2 API with basic auth.
+pub struct Registry {
+    base: String,
+    auth: String,
+}
+
+impl Registry {
+    pub fn new(host: &str, user: &str, password: &str) -> Registry {
+        Registry {
+            base: format!("http://{host}"),
+            auth: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+        }
+    }
+
+    pub fn rig() -> Registry {
+        let r = rig();
+        Registry::new(&r.registry, &r.registry_user, &r.registry_password)
+    }
+
+    /// The manifest of `repo:reference`, or None when the registry has no such tag.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<Value> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+        match ureq::get(&url)
+            .header("Authorization", &self.auth)
+            .header("Accept", accept)
+            .call()
+        {
+            Ok(mut resp) => Some(resp.body_mut().read_json().expect("manifest JSON")),
+            Err(ureq::Error::StatusCode(404)) => None,
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
+    pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        match ureq::head(&url).header("Authorization", &self.auth).call() {
+            Ok(resp) => resp.status() == 200,
+            Err(ureq::Error::StatusCode(404)) => false,
+            Err(e) => panic!("HEAD {url}: {e}"),
+        }
+    }
+}
+
+/// A server process the test owns; stopped (killed and reaped) on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for(addr: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {addr} after {within:?}");
+}
+
+impl Server {
+    /// A second registry whose only user has the given password (for a refused login).
+    pub fn registry(user: &str, password: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("write htpasswd");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("write config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        wait_for(&addr, Duration::from_secs(20));
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// A moto server of our own with IAM authorization switched on after `free_actions`
+    /// unauthenticated calls (moto's INITIAL_NO_AUTH_ACTION_COUNT).
+    pub fn moto_with_iam(free_actions: u32) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(rig().venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_for(&addr, Duration::from_secs(30));
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+/// An ECR client against moto (an independent view of what labship created).
+pub async fn ecr_client(endpoint: &str) -> aws_sdk_ecr::Client {
+    let creds = aws_sdk_ecr::config::Credentials::new("testing", "testing", None, None, "test");
+    let config = aws_sdk_ecr::Config::builder()
+        .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecr::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_ecr::Client::from_conf(config)
+}
