@@ -71,15 +71,15 @@ pub struct UpArgs {
     /// Deployment name (default: labship.toml, then the project folder's name)
     #[arg(value_name = "NAME")]
     pub deployment: Option<String>,
-    /// Run on the local Docker engine (the default; needs no AWS account)
-    #[arg(long, default_value_t = true)]
+    /// Run on the local Docker engine (today the only target; needs no AWS account)
+    #[arg(long)]
     pub local: bool,
     /// Host port for Jupyter (default: the first free port from 8888)
     #[arg(long)]
     pub port: Option<u16>,
     /// Host address to publish on; 0.0.0.0 makes Jupyter reachable from other machines
     #[arg(long, default_value = "127.0.0.1")]
-    pub bind: String,
+    pub bind: std::net::IpAddr,
     /// Seconds to wait for Jupyter to print its token and answer
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub wait: u64,

@@ -386,7 +386,8 @@ pub fn sanitise_name(raw: &str) -> String {
     }
 }
 
-fn validate_name(name: &str) -> Result<String> {
+/// A deployment name as given, if it is already a clean one; else an error suggesting one.
+pub fn validate_name(name: &str) -> Result<String> {
     let clean = sanitise_name(name);
     if clean == name {
         Ok(clean)

@@ -113,7 +113,7 @@ pub enum Error {
     #[error("base image `{image}` cannot be pulled: {message}")]
     #[diagnostic(
         code(labship::build::base_image),
-        help("check the name and your network; behind a firewall or without registry access, pass a local base image with `--build-arg BASE_IMAGE=<image>`")
+        help("check the name and your network; without registry access, `labship base` makes a Jupyter base from Debian packages and PyPI (`labship up --local` does it by itself), then pass it with `--build-arg BASE_IMAGE=<image>`")
     )]
     BaseImage { image: String, message: String },
 
@@ -132,10 +132,17 @@ pub enum Error {
     )]
     NoCredentials { profile: String, detail: String },
 
+    #[error("AWS rejected the credentials in {region}: {message}")]
+    #[diagnostic(
+        code(labship::aws::credentials_rejected),
+        help("the credentials are expired or wrong: refresh them (`aws sso login`, new session keys) or pick another --profile")
+    )]
+    CredentialsRejected { region: String, message: String },
+
     #[error("access denied: {action} on {resource} in {region}: {message}")]
     #[diagnostic(
         code(labship::aws::access_denied),
-        help("your identity lacks `{action}`; attach the managed policy {policy}, or the least-privilege policy in infra/")
+        help("your identity lacks `{action}`; ask your AWS administrator to attach the managed policy {policy}")
     )]
     AccessDenied {
         action: String,
@@ -175,7 +182,7 @@ pub enum Error {
     #[error("container {container} from {image} did not start: {message}")]
     #[diagnostic(
         code(labship::local::start),
-        help("the engine refused to start the container; `docker logs {container}` and the message above say why")
+        help("the engine refused to start the container (it was removed again); the message above says why")
     )]
     ContainerStart {
         container: String,
@@ -221,7 +228,7 @@ pub enum Error {
     #[diagnostic(
         code(labship::local::not_answering),
         help(
-            "`labship logs` shows what the server printed; check that nothing else holds the port"
+            "the server printed its token but its URL did not answer; check that nothing else (a proxy, a firewall) intercepts the port, and try again"
         )
     )]
     NotAnswering { url: String, message: String },

@@ -125,18 +125,7 @@ fn create_new(path: &Path, contents: &str) -> Result<bool> {
 pub fn init(dir: &Path, options: &InitOptions) -> Result<InitReport> {
     let folder = dir.file_name().and_then(|s| s.to_str()).unwrap_or("lab");
     let name = match &options.name {
-        Some(n) => {
-            let clean = config::sanitise_name(n);
-            if &clean != n {
-                return Err(Error::InvalidSetting {
-                    what: "deployment name",
-                    value: n.clone(),
-                    reason: "use 1-32 lowercase letters, digits and dashes".into(),
-                    hint: format!("try `labship init --name {clean}`"),
-                });
-            }
-            clean
-        }
+        Some(n) => config::validate_name(n)?,
         None => config::sanitise_name(folder),
     };
     let mut report = InitReport {

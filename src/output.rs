@@ -1,9 +1,9 @@
 //! What a user sees: results on stdout, everything else on stderr.
 //!
 //! Every command returns a report that is both `Display` (text mode) and `Serialize`
-//! (`--output json`). Progress (build output, push bars, notes) goes to stderr and is hidden
-//! in JSON mode when stderr is not a terminal, or with `-q`, so `labship ... --output json | jq`
-//! always sees JSON and nothing else.
+//! (`--output json`). Progress (notes, build output) goes to stderr, silenced by `-q`;
+//! progress bars are drawn only on a terminal in text mode. stdout carries the report alone,
+//! so `labship ... --output json | jq` always sees JSON and nothing else.
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};

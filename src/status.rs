@@ -32,11 +32,7 @@ pub async fn local(engine: &Engine) -> Result<StatusReport> {
         .await?
         .into_iter()
         .map(|c| {
-            let host = match c.host_ip.as_deref() {
-                None | Some("0.0.0.0") | Some("") => "127.0.0.1".to_string(),
-                Some(ip) if ip.contains(':') => format!("[{ip}]"),
-                Some(ip) => ip.to_string(),
-            };
+            let host = crate::local::url_host(c.host_ip.as_deref().unwrap_or(""));
             Deployment {
                 name: c
                     .labels

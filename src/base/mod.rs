@@ -82,7 +82,9 @@ async fn run_recipe(script: &Path, printer: &Printer) -> Result<String> {
         } else {
             Stdio::inherit()
         })
-        .kill_on_drop(true)
+        // Its own process group: on a timeout the whole recipe (debootstrap, pip, docker
+        // import) gets SIGTERM, so its EXIT trap unmounts /proc and removes the rootfs.
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("cannot run bash: {e}")))?;
     let mut stdout = child
@@ -90,6 +92,7 @@ async fn run_recipe(script: &Path, printer: &Printer) -> Result<String> {
         .take()
         .ok_or_else(|| fail("no stdout from the recipe".into()))?;
     let mut stderr = child.stderr.take();
+    let pid = child.id();
     let run = async {
         let mut out = String::new();
         let mut err = String::new();
@@ -120,10 +123,17 @@ async fn run_recipe(script: &Path, printer: &Printer) -> Result<String> {
     };
     match tokio::time::timeout(RECIPE_TIMEOUT, run).await {
         Ok(result) => result,
-        Err(_) => Err(fail(format!(
-            "the recipe did not finish within {} minutes",
-            RECIPE_TIMEOUT.as_secs() / 60
-        ))),
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", "--", &format!("-{pid}")])
+                    .status();
+            }
+            Err(fail(format!(
+                "the recipe did not finish within {} minutes (stopped)",
+                RECIPE_TIMEOUT.as_secs() / 60
+            )))
+        }
     }
 }
 

@@ -25,6 +25,11 @@ pub struct Context {
     dockerfile_name: String,
     /// Set when the Dockerfile lives outside the context and is added under [`OUTSIDE_DOCKERFILE`].
     outside_dockerfile: Option<PathBuf>,
+    /// The Dockerfile's path on disk.
+    dockerfile_path: PathBuf,
+    /// What to send instead of the Dockerfile's own text (labship's labels added); the
+    /// digest still covers the file as the user wrote it.
+    dockerfile_override: Option<Vec<u8>>,
 }
 
 /// What a walk saw.
@@ -76,11 +81,22 @@ impl Context {
             ignore,
             dockerfile_name,
             outside_dockerfile,
+            dockerfile_path: dockerfile.to_path_buf(),
+            dockerfile_override: None,
         })
     }
 
     pub fn dockerfile_name(&self) -> &str {
         &self.dockerfile_name
+    }
+
+    pub fn dockerfile_path(&self) -> &Path {
+        &self.dockerfile_path
+    }
+
+    /// Sends `text` in place of the Dockerfile (see `build::labels`).
+    pub fn override_dockerfile(&mut self, text: Vec<u8>) {
+        self.dockerfile_override = Some(text);
     }
 
     /// Writes the context as a tar to `out` and returns what was sent.
@@ -109,6 +125,17 @@ impl Context {
                     hasher.symlink(&entry.rel, target);
                     header.set_size(0);
                     tar.append_link(&mut header, &entry.rel, target)
+                        .map_err(io_err)?;
+                }
+                Kind::File
+                    if entry.rel == self.dockerfile_name && self.dockerfile_override.is_some() =>
+                {
+                    let original = std::fs::read(&entry.path).map_err(io_err)?;
+                    hasher.file_header(&entry.rel, &entry.meta);
+                    hasher.content(&original);
+                    let sent = self.dockerfile_override.as_deref().unwrap_or_default();
+                    header.set_size(sent.len() as u64);
+                    tar.append_data(&mut header, &entry.rel, sent)
                         .map_err(io_err)?;
                 }
                 Kind::File => {
@@ -179,7 +206,10 @@ impl Context {
             let rel = slash_path(rel_path);
             let file_type = item.file_type();
             if self.ignore.is_excluded(&rel) && !always(&rel) {
-                if file_type.is_dir() && !self.ignore.may_reinclude_under(&rel) {
+                // A folder holding the Dockerfile is walked anyway: the Dockerfile is always sent.
+                let holds_dockerfile = self.dockerfile_name.starts_with(&format!("{rel}/"));
+                if file_type.is_dir() && !holds_dockerfile && !self.ignore.may_reinclude_under(&rel)
+                {
                     walker.skip_current_dir();
                 }
                 continue;
@@ -409,6 +439,39 @@ mod tests {
             .unwrap()
             .digest;
         assert_ne!(d1, d3);
+    }
+
+    #[test]
+    fn a_dockerfile_in_an_ignored_folder_is_still_sent() {
+        let dir = tree(&[
+            ("build/Dockerfile", "FROM scratch\n"),
+            ("build/junk", "x"),
+            (".dockerignore", "build\n"),
+            ("a", "a"),
+        ]);
+        let ctx = Context::open(dir.path(), &dir.path().join("build/Dockerfile")).unwrap();
+        let (names, _) = tar_names(&ctx);
+        assert_eq!(names, [".dockerignore", "a", "build/Dockerfile"]);
+    }
+
+    #[test]
+    fn an_overridden_dockerfile_is_sent_but_the_digest_stays_the_users() {
+        let dir = tree(&[("Dockerfile", "FROM scratch\n"), ("a", "a")]);
+        let plain = Context::open(dir.path(), &dir.path().join("Dockerfile")).unwrap();
+        let mut labelled = Context::open(dir.path(), &dir.path().join("Dockerfile")).unwrap();
+        labelled.override_dockerfile(b"FROM scratch\nLABEL x=1\n".to_vec());
+        let mut buf = Vec::new();
+        let summary = labelled.write_tar(&mut buf).unwrap();
+        assert_eq!(summary.digest, plain.summarise().unwrap().digest);
+        let mut archive = tar::Archive::new(&buf[..]);
+        let mut sent = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("Dockerfile") {
+                std::io::Read::read_to_string(&mut entry, &mut sent).unwrap();
+            }
+        }
+        assert_eq!(sent, "FROM scratch\nLABEL x=1\n");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod dockerignore;
+mod labels;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -115,9 +116,25 @@ fn labels(config: &Config) -> HashMap<String, String> {
 /// Builds the image from the configured context and tags it `<content tag>` and `latest`.
 pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
     let started = Instant::now();
-    let context = Context::open(&config.build.context, &config.build.dockerfile)?;
+    let mut context = Context::open(&config.build.context, &config.build.dockerfile)?;
     let inputs = BuildInputs::from_config(config, &context);
     let repo = config.local_image();
+    // Labels ride in the Dockerfile when it can be rewritten safely (see `labels`).
+    let mut image_labels: Vec<(String, String)> = labels(config).into_iter().collect();
+    image_labels.sort();
+    let dockerfile_text =
+        std::fs::read_to_string(context.dockerfile_path()).map_err(|source| Error::ContextIo {
+            path: context.dockerfile_path().to_path_buf(),
+            source,
+        })?;
+    let api_labels =
+        match labels::with_labels(&dockerfile_text, &image_labels, inputs.target.as_deref()) {
+            Some(text) => {
+                context.override_dockerfile(text.into_bytes());
+                HashMap::new()
+            }
+            None => image_labels.into_iter().collect(),
+        };
     printer.note(format!(
         "Building {repo} for {} from {} (engine: {})",
         inputs.platform,
@@ -151,7 +168,7 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         &inputs.platform,
         inputs.target.as_deref(),
         inputs.args.clone().into_iter().collect(),
-        labels(config),
+        api_labels,
     );
     let built = engine
         .build(options, body, |line| printer.relay(line))
@@ -167,7 +184,14 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         // A context that could not be read explains the failed upload better than the engine.
         Err(e) => return Err(e),
     };
-    let built = built?;
+    let built = built.map_err(|e| match e {
+        // The step line shows `FROM ${BASE_IMAGE}`; name the image that was really asked for.
+        Error::BaseImage { image, message } if image.contains('$') => Error::BaseImage {
+            image: resolve_base(config).unwrap_or(image),
+            message,
+        },
+        other => other,
+    })?;
 
     // The classic builder takes a local base image of another architecture without a word
     // and labels the result with the base's architecture: check, so a laptop never ships an
@@ -224,6 +248,15 @@ pub fn planned_tag(config: &Config) -> Result<(String, ContextSummary)> {
     let summary = context.summarise()?;
     let inputs = BuildInputs::from_config(config, &context);
     Ok((content_tag(&summary.digest, &inputs), summary))
+}
+
+/// The base image a `FROM ${BASE_IMAGE}` resolves to: the build argument, or the Dockerfile's default.
+fn resolve_base(config: &Config) -> Option<String> {
+    config.build.args.get("BASE_IMAGE").cloned().or_else(|| {
+        std::fs::read_to_string(&config.build.dockerfile)
+            .ok()
+            .and_then(|text| crate::base::default_base_image(&text))
+    })
 }
 
 fn is_disconnect(e: &Error) -> bool {

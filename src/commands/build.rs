@@ -5,6 +5,7 @@ use crate::output::Printer;
 
 pub async fn run(config: Config, printer: &Printer) -> Result<()> {
     let engine = Engine::connect().await?;
-    let report = crate::build::build(&engine, &config, printer).await?;
+    let config = crate::base::prefer_offline(&engine, &config).await?;
+    let report = crate::build::build_with_offline_fallback(&engine, &config, printer).await?;
     super::emit(printer, &report)
 }

@@ -14,7 +14,7 @@ pub async fn up(config: Config, args: &UpArgs, printer: &Printer) -> Result<()> 
     let engine = Engine::connect().await?;
     let options = UpOptions {
         port: args.port,
-        bind: args.bind.clone(),
+        bind: args.bind.to_string(),
         wait: Duration::from_secs(args.wait),
     };
     let report = local::up(&engine, &config, printer, &options).await?;

@@ -11,7 +11,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions,
+    RemoveVolumeOptions, RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, StreamExt};
 
@@ -321,13 +321,13 @@ impl Engine {
         Ok(text)
     }
 
-    /// The container's log as it is written, from now on (`--attach`).
+    /// The container's log from its start, then as it is written (`--attach`).
     pub fn follow_logs(&self, name: &str) -> impl Stream<Item = Result<String>> + '_ {
         let options = LogsOptions {
             stdout: true,
             stderr: true,
             follow: true,
-            tail: "0".into(),
+            tail: "all".into(),
             ..Default::default()
         };
         let name = name.to_string();
@@ -383,6 +383,114 @@ impl Engine {
             .config
             .and_then(|c| c.working_dir)
             .filter(|w| !w.is_empty() && w != "/"))
+    }
+}
+
+impl Engine {
+    pub async fn rename_container(&self, from: &str, to: &str) -> Result<()> {
+        self.docker
+            .rename_container(
+                from,
+                RenameContainerOptions {
+                    name: to.to_string(),
+                },
+            )
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("renaming container {from} to {to}"),
+                    engine_message(&e),
+                )
+            })
+    }
+
+    /// The host address and port a container publishes `container_port` on, from its
+    /// configuration (so it is known for stopped containers too).
+    pub async fn container_binding(
+        &self,
+        name: &str,
+        container_port: u16,
+    ) -> Result<Option<(String, u16)>> {
+        let inspected = match self.docker.inspect_container(name, None).await {
+            Ok(c) => c,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => {
+                return Err(Error::engine(
+                    format!("inspecting container {name}"),
+                    engine_message(&e),
+                ))
+            }
+        };
+        let binding = inspected
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .and_then(|mut b| b.remove(&format!("{container_port}/tcp")))
+            .flatten()
+            .and_then(|v| v.into_iter().next());
+        Ok(binding.and_then(|b| {
+            let port = b.host_port?.parse().ok()?;
+            Some((
+                b.host_ip
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                port,
+            ))
+        }))
+    }
+
+    /// Runs `cmd` in a throwaway container of `image` with `volume` mounted, waits (bounded)
+    /// for it to finish, removes it, and returns its exit code and log.
+    pub async fn run_once(
+        &self,
+        image: &str,
+        cmd: Vec<String>,
+        volume: (&str, &str),
+        within: std::time::Duration,
+    ) -> Result<(i64, String)> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd),
+            entrypoint: Some(Vec::new()),
+            user: Some("0".into()),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Mount {
+                    source: Some(volume.0.to_string()),
+                    target: Some(volume.1.to_string()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                }]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| Error::engine("creating a helper container", engine_message(&e)))?;
+        let id = created.id;
+        let result = async {
+            self.start_container(&id).await?;
+            let deadline = std::time::Instant::now() + within;
+            loop {
+                match self.container_status(&id).await? {
+                    Some(s) if s.state == "exited" || s.state == "dead" => {
+                        return Ok((s.exit_code, self.container_logs(&id, Some(20)).await?));
+                    }
+                    _ if std::time::Instant::now() >= deadline => {
+                        return Err(Error::engine(
+                            "running a helper container",
+                            format!("it did not finish within {}s", within.as_secs()),
+                        ));
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
+            }
+        }
+        .await;
+        let _ = self.remove_container(&id).await;
+        result
     }
 }
 

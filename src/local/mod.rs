@@ -97,80 +97,99 @@ pub async fn up(
     let name = container_name(&config.name);
     let volume = volume_name(&config.name);
     let existing = find(engine, &config.name).await?;
+    let binding = match &existing {
+        Some(c) => engine.container_binding(&c.name, JUPYTER_PORT).await?,
+        None => None,
+    };
 
-    let (action, port, log_offset) = match existing {
-        Some(c) if c.labels.get(labels::CONTENT_TAG) == Some(&tag) && c.running() => {
-            (Action::Unchanged, c.host_port.unwrap_or(JUPYTER_PORT), 0)
+    let started = Instant::now();
+    let (action, bind, port) = match (existing, binding) {
+        (Some(c), Some((bound_ip, bound_port)))
+            if c.labels.get(labels::CONTENT_TAG) == Some(&tag)
+                && options.port.is_none_or(|p| p == bound_port)
+                && options.bind == bound_ip =>
+        {
+            let restarts = engine
+                .container_status(&name)
+                .await?
+                .map_or(0, |s| s.restarts);
+            if c.running() {
+                wait_ready(
+                    engine,
+                    &name,
+                    &image,
+                    (&bound_ip, bound_port),
+                    0,
+                    restarts,
+                    options.wait,
+                )
+                .await?;
+                (Action::Unchanged, bound_ip, bound_port)
+            } else {
+                // Earlier runs' tokens are in the log too: read only what this start prints.
+                let offset = engine.container_logs(&name, None).await?.len();
+                printer.note(format!("Starting the stopped container {name}"));
+                engine.start_container(&name).await?;
+                let ready = wait_ready(
+                    engine,
+                    &name,
+                    &image,
+                    (&bound_ip, bound_port),
+                    offset,
+                    restarts,
+                    options.wait,
+                )
+                .await;
+                if ready.is_ok() {
+                    engine.keep_running(&name).await?;
+                }
+                ready?;
+                (Action::Started, bound_ip, bound_port)
+            }
         }
-        Some(c) if c.labels.get(labels::CONTENT_TAG) == Some(&tag) => {
-            // Earlier runs' tokens are in the log too: read only what this start prints.
-            let offset = engine.container_logs(&name, None).await?.len();
-            printer.note(format!("Starting the stopped container {name}"));
-            engine.start_container(&name).await?;
-            (Action::Started, c.host_port.unwrap_or(JUPYTER_PORT), offset)
-        }
-        Some(c) => {
-            let old = c
+        (Some(c), binding) => {
+            let old_tag = c
                 .labels
                 .get(labels::CONTENT_TAG)
                 .cloned()
                 .unwrap_or_default();
-            printer.note(format!(
-                "The image changed ({old} -> {tag}): replacing container {name}; the workspace volume {volume} is kept"
-            ));
-            engine.remove_container(&name).await?;
-            let port = match options.port {
-                Some(p) => p,
-                None => c
-                    .host_port
-                    .filter(|p| ports::is_free(&options.bind, *p))
-                    .map_or_else(|| ports::first_free(&options.bind, JUPYTER_PORT), Ok)?,
-            };
-            let port = create(engine, config, &image, &tag, port, options).await?;
-            (Action::Replaced, port, 0)
+            let image_changed = old_tag != tag;
+            printer.note(if image_changed {
+                format!("The image changed ({old_tag} -> {tag}): replacing container {name}; the workspace volume {volume} is kept")
+            } else {
+                format!("The port or address changed: replacing container {name}; the workspace volume {volume} is kept")
+            });
+            let port = replace(
+                engine,
+                config,
+                printer,
+                &c,
+                binding,
+                &image,
+                &tag,
+                image_changed,
+                options,
+            )
+            .await?;
+            (Action::Replaced, options.bind.clone(), port)
         }
-        None => {
-            let port = match options.port {
-                Some(p) => p,
-                None => ports::first_free(&options.bind, JUPYTER_PORT)?,
-            };
+        (None, _) => {
             let volume_created = engine
                 .ensure_volume(&volume, deployment_labels(&config.name))
                 .await?;
-            let created = create(engine, config, &image, &tag, port, options).await;
-            let port = match created {
-                Ok(port) => port,
+            match launch(engine, config, &image, &tag, options, None).await {
+                Ok(port) => (Action::Created, options.bind.clone(), port),
                 Err(e) => {
+                    // Nothing half-made: only a volume this run created goes again.
                     if volume_created {
                         let _ = engine.remove_volume(&volume).await;
                     }
                     return Err(e);
                 }
-            };
-            (Action::Created, port, 0)
-        }
-    };
-
-    let started = Instant::now();
-    let host = url_host(&options.bind);
-    let waited = wait_ready(engine, &name, &image, &host, port, log_offset, options.wait).await;
-    let url = match waited {
-        Ok(url) => {
-            engine.keep_running(&name).await?;
-            url
-        }
-        Err(e) => {
-            // Nothing half-made: a container this run created goes again (the volume of a
-            // new deployment too); an existing deployment is left for the user to inspect.
-            if action == Action::Created {
-                let _ = engine.remove_container(&name).await;
-                let _ = engine.remove_volume(&volume).await;
-            } else if action == Action::Replaced {
-                let _ = engine.remove_container(&name).await;
             }
-            return Err(e);
         }
     };
+    let url = current_url(engine, &name, (&bind, port)).await?;
     Ok(UpReport {
         name: config.name.clone(),
         url,
@@ -184,6 +203,115 @@ pub async fn up(
     })
 }
 
+/// Creates the container, waits until Jupyter answers, and sets the restart policy; a
+/// container that never gets there is removed again. Returns the host port.
+async fn launch(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    tag: &str,
+    options: &UpOptions,
+    preferred_port: Option<u16>,
+) -> Result<u16> {
+    let name = container_name(&config.name);
+    let port = create(engine, config, image, tag, options, preferred_port).await?;
+    match wait_ready(
+        engine,
+        &name,
+        image,
+        (&options.bind, port),
+        0,
+        0,
+        options.wait,
+    )
+    .await
+    {
+        Ok(()) => {
+            engine.keep_running(&name).await?;
+            Ok(port)
+        }
+        Err(e) => {
+            let _ = engine.remove_container(&name).await;
+            Err(e)
+        }
+    }
+}
+
+/// Replaces the running container and keeps the old one, stopped and renamed, until the new
+/// one answers; on failure the old one is put back as it was.
+#[allow(clippy::too_many_arguments)]
+async fn replace(
+    engine: &Engine,
+    config: &Config,
+    printer: &Printer,
+    old: &ContainerInfo,
+    old_binding: Option<(String, u16)>,
+    image: &str,
+    tag: &str,
+    image_changed: bool,
+    options: &UpOptions,
+) -> Result<u16> {
+    let name = container_name(&config.name);
+    let previous = format!("{name}-previous");
+    let _ = engine.remove_container(&previous).await;
+    engine.stop_container(&name).await?;
+    engine.rename_container(&name, &previous).await?;
+    if image_changed {
+        sync_workspace(engine, config, printer, image).await;
+    }
+    // The old port, when it is the same address and the user named none.
+    let preferred = old_binding
+        .filter(|(ip, _)| *ip == options.bind)
+        .map(|(_, p)| p);
+    match launch(engine, config, image, tag, options, preferred).await {
+        Ok(port) => {
+            engine.remove_container(&previous).await?;
+            Ok(port)
+        }
+        Err(e) => {
+            printer.note(format!(
+                "The new container did not come up; putting {name} back as it was"
+            ));
+            if engine.rename_container(&previous, &name).await.is_ok() && old.running() {
+                let _ = engine.start_container(&name).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Adds the files a changed image brings to the workspace volume, without touching files
+/// that are already there (the user's edits win). Docker fills a volume from the image only
+/// while it is empty, so without this a new notebook in the image would never appear.
+async fn sync_workspace(engine: &Engine, config: &Config, printer: &Printer, image: &str) {
+    let workspace = match engine.image_workdir(image).await {
+        Ok(w) => w.unwrap_or_else(|| DEFAULT_WORKSPACE.to_string()),
+        Err(_) => DEFAULT_WORKSPACE.to_string(),
+    };
+    let script = format!("cp -Rnp '{workspace}/.' /labship-workspace/");
+    let volume = volume_name(&config.name);
+    match engine
+        .run_once(
+            image,
+            vec!["sh".into(), "-c".into(), script],
+            (&volume, "/labship-workspace"),
+            Duration::from_secs(120),
+        )
+        .await
+    {
+        Ok((0, _)) => printer.note(format!(
+            "Added the image's new files in {workspace} to the workspace (existing files kept)"
+        )),
+        Ok((code, log)) => printer.note(format!(
+            "Could not add the image's new files to the workspace (exit {code}): {}",
+            redact(log.trim())
+        )),
+        Err(e) => printer.note(format!(
+            "Could not add the image's new files to the workspace: {e}"
+        )),
+    }
+}
+
 fn deployment_labels(deployment: &str) -> HashMap<String, String> {
     HashMap::from([
         (
@@ -194,53 +322,66 @@ fn deployment_labels(deployment: &str) -> HashMap<String, String> {
     ])
 }
 
-/// Creates and starts the container; returns the host port it publishes.
+/// Creates and starts the container; returns the host port it publishes. Without `--port`
+/// the port is the preferred one when free, else the first free one from 8888, and a port
+/// taken between the check and the start (another `up` racing us) moves on to the next.
 async fn create(
     engine: &Engine,
     config: &Config,
     image: &str,
     tag: &str,
-    port: u16,
     options: &UpOptions,
+    preferred: Option<u16>,
 ) -> Result<u16> {
-    if !ports::is_free(&options.bind, port) {
-        return Err(ports::busy(engine, &options.bind, port).await);
-    }
     let workspace = engine
         .image_workdir(image)
         .await?
         .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
     let mut container_labels = deployment_labels(&config.name);
     container_labels.insert(labels::CONTENT_TAG.to_string(), tag.to_string());
-    let spec = ContainerSpec {
-        name: container_name(&config.name),
-        image: image.to_string(),
-        labels: container_labels,
-        container_port: JUPYTER_PORT,
-        host_ip: options.bind.clone(),
-        host_port: port,
-        volume: Some((volume_name(&config.name), workspace)),
+    let mut next = match (options.port, preferred) {
+        (Some(p), _) => p,
+        (None, Some(p)) if ports::is_free(&options.bind, p) => p,
+        (None, _) => ports::first_free(&options.bind, JUPYTER_PORT)?,
     };
-    match engine.run_container(&spec).await {
-        Ok(_) => Ok(port),
-        Err(Error::ContainerStart { message, .. })
-            if message.contains("port is already allocated")
-                || message.contains("address already in use") =>
-        {
-            Err(ports::busy(engine, &options.bind, port).await)
+    for _ in 0..5 {
+        let port = next;
+        if !ports::is_free(&options.bind, port) {
+            return Err(ports::busy(engine, &options.bind, port).await);
         }
-        Err(Error::ContainerStart { message, image, .. })
-            if message.contains("executable file not found")
-                || message.contains("no such file or directory") =>
-        {
-            Err(Error::NoJupyter { image, message })
+        let spec = ContainerSpec {
+            name: container_name(&config.name),
+            image: image.to_string(),
+            labels: container_labels.clone(),
+            container_port: JUPYTER_PORT,
+            host_ip: options.bind.clone(),
+            host_port: port,
+            volume: Some((volume_name(&config.name), workspace.clone())),
+        };
+        match engine.run_container(&spec).await {
+            Ok(_) => return Ok(port),
+            Err(Error::ContainerStart { message, .. })
+                if message.contains("port is already allocated")
+                    || message.contains("address already in use") =>
+            {
+                if options.port.is_some() {
+                    return Err(ports::busy(engine, &options.bind, port).await);
+                }
+                next = ports::first_free(&options.bind, port.saturating_add(1))?;
+            }
+            Err(Error::ContainerStart { message, image, .. })
+                if message.contains("executable file not found") =>
+            {
+                return Err(Error::NoJupyter { image, message });
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    Err(ports::busy(engine, &options.bind, next).await)
 }
 
 /// The host to put in the URL: the bound address, or loopback for "all interfaces".
-fn url_host(bind: &str) -> String {
+pub fn url_host(bind: &str) -> String {
     match bind {
         "0.0.0.0" | "" => "127.0.0.1".to_string(),
         "::" => "[::1]".to_string(),
@@ -255,8 +396,31 @@ fn tail(log: &str, lines: usize) -> String {
     if all.is_empty() {
         "the container printed nothing".to_string()
     } else {
-        format!("last lines of its log:\n  {}", all[start..].join("\n  "))
+        redact(&format!(
+            "last lines of its log:\n  {}",
+            all[start..].join("\n  ")
+        ))
     }
+}
+
+/// Hides login tokens in text that goes into messages (`token=abc...` -> `token=****`).
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("token=") {
+        let (head, tail) = rest.split_at(i + "token=".len());
+        out.push_str(head);
+        let secret_len = tail
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .count();
+        if secret_len > 0 && &tail[..secret_len] != "..." {
+            out.push_str("****");
+        }
+        rest = &tail[secret_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Waits (bounded) until the log shows a token and the URL answers with it.
@@ -264,25 +428,29 @@ async fn wait_ready(
     engine: &Engine,
     name: &str,
     image: &str,
-    host: &str,
-    port: u16,
+    (bind, port): (&str, u16),
     log_offset: usize,
+    restarts_before: i64,
     within: Duration,
-) -> Result<String> {
+) -> Result<()> {
     let deadline = Instant::now() + within;
+    let host = url_host(bind);
     let mut last_http_error = String::new();
     loop {
-        let full = engine.container_logs(name, None).await?;
+        let full = bounded(
+            deadline,
+            "reading the container's log",
+            engine.container_logs(name, None),
+        )
+        .await?;
         let log = full.get(log_offset..).unwrap_or(&full);
         match token::find_token(log) {
             Ok(found) => {
-                let path = if found.path.is_empty() { "/lab".to_string() } else { found.path.clone() };
-                let token = found.token.expose();
-                let url = format!("http://{host}:{port}{path}?token={token}");
                 // The URL must answer, not just exist in the log.
+                let token = found.token.expose();
                 let addr = format!("{host}:{port}");
                 match crate::http::get_status(&addr, &format!("/api/status?token={token}"), Duration::from_secs(5)).await {
-                    Ok(200) => return Ok(url),
+                    Ok(200) => return Ok(()),
                     Ok(code) => last_http_error = format!("HTTP {code}"),
                     Err(e) => last_http_error = e,
                 }
@@ -296,8 +464,17 @@ async fn wait_ready(
             }
             Err(TokenError::NoToken) => {}
         }
-        match engine.container_status(name).await? {
-            Some(s) if matches!(s.state.as_str(), "exited" | "dead") || s.restarts > 0 => {
+        let status = bounded(
+            deadline,
+            "inspecting the container",
+            engine.container_status(name),
+        )
+        .await?;
+        match status {
+            Some(s)
+                if matches!(s.state.as_str(), "exited" | "dead")
+                    || s.restarts > restarts_before =>
+            {
                 // 127: the start command was not found (tini: "exec jupyter failed").
                 if s.exit_code == 127 || log.contains("No module named jupyter") {
                     return Err(Error::NoJupyter {
@@ -338,6 +515,41 @@ async fn wait_ready(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// An engine call given the time left until `deadline` (at least a few seconds), so a hung
+/// engine cannot stretch a bounded wait.
+async fn bounded<T>(
+    deadline: Instant,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(5));
+    tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+        Err(Error::engine(
+            what,
+            format!("no answer within {}s", left.as_secs()),
+        ))
+    })
+}
+
+/// The login URL of a running deployment: the newest token in its log, on its published port.
+async fn current_url(engine: &Engine, name: &str, (bind, port): (&str, u16)) -> Result<String> {
+    let log = engine.container_logs(name, None).await?;
+    let found =
+        token::find_token(&log).map_err(|e| token_error(e, &format!("the log of {name}")))?;
+    let path = if found.path.is_empty() {
+        "/lab"
+    } else {
+        found.path.as_str()
+    };
+    Ok(format!(
+        "http://{}:{port}{path}?token={}",
+        url_host(bind),
+        found.token.expose()
+    ))
 }
 
 /// The local deployment `name`, if its container exists.
@@ -400,6 +612,8 @@ pub async fn logs(engine: &Engine, name: &str, tail: Option<usize>) -> Result<St
 /// `docker run` without `-d` experience).
 pub async fn attach(engine: &Engine, name: &str, printer: &Printer) -> Result<()> {
     let container = container_name(name);
+    // One signal future for the whole loop: a Ctrl-C between two log chunks is not lost.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stream = Box::pin(engine.follow_logs(&container));
     printer.note("Attached: Ctrl-C stops the container (the workspace volume is kept)");
     loop {
@@ -409,7 +623,7 @@ pub async fn attach(engine: &Engine, name: &str, printer: &Printer) -> Result<()
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 printer.note(format!("Stopping {container}"));
                 return engine.stop_container(&container).await;
             }
@@ -475,6 +689,16 @@ mod tests {
         assert_eq!(url_host("127.0.0.1"), "127.0.0.1");
         assert_eq!(url_host("0.0.0.0"), "127.0.0.1");
         assert_eq!(url_host("::1"), "[::1]");
+    }
+
+    #[test]
+    fn tokens_are_redacted() {
+        assert_eq!(
+            redact("open http://x:8888/lab?token=0123abcd&x=1 or token=... now"),
+            "open http://x:8888/lab?token=****&x=1 or token=... now"
+        );
+        assert_eq!(redact("no secrets"), "no secrets");
+        assert!(tail("http://h:8888/lab?token=deadbeef", 3).contains("token=****"));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub trait ImageRegistry {
     async fn login(&self) -> Result<RegistryAuth>;
     /// The AWS region the registry belongs to.
     fn region(&self) -> &str;
+    /// Best effort removal of a repository this run created and could not fill.
+    async fn remove_repository(&self, name: &str);
 }
 
 pub struct Ecr {
@@ -67,6 +69,19 @@ impl Ecr {
             .map(str::to_string)
             .or_else(|| raw.and_then(|r| r.body().bytes()).and_then(xml_message))
             .unwrap_or_else(|| aws_message(err));
+        if matches!(
+            code,
+            "ExpiredToken"
+                | "ExpiredTokenException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "InvalidClientTokenId"
+        ) {
+            return Error::CredentialsRejected {
+                region: self.region.clone(),
+                message: format!("{code}: {message}"),
+            };
+        }
         // A 403 is an authorization failure whatever the body looks like (some endpoints,
         // and moto, answer JSON-protocol calls with an XML error document).
         if matches!(
@@ -216,7 +231,9 @@ impl Ecr {
         Ok(repo)
     }
 
-    async fn mark_as_labship(&self, repo: &Repository, deployment: &str) -> Result<()> {
+    /// Records which deployment uses an existing repository. The managed-by tag is kept for
+    /// repositories labship created: teardown must never take it for one of its own.
+    async fn mark_as_used(&self, repo: &Repository, deployment: &str) -> Result<()> {
         let arn = self
             .client
             .describe_repositories()
@@ -228,10 +245,15 @@ impl Ecr {
             .first()
             .and_then(|r| r.repository_arn().map(str::to_string));
         let Some(arn) = arn else { return Ok(()) };
+        let tag = Tag::builder()
+            .key(tags::DEPLOYMENT)
+            .value(deployment)
+            .build()
+            .map_err(|e| Error::engine("preparing ECR tags", e))?;
         self.client
             .tag_resource()
             .resource_arn(&arn)
-            .set_tags(Some(Self::labship_tags(deployment)?))
+            .tags(tag)
             .send()
             .await
             .map_err(|e| self.fail("TagResource", &repo.name, &e))?;
@@ -242,7 +264,7 @@ impl Ecr {
 impl ImageRegistry for Ecr {
     async fn ensure_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
         if let Some(existing) = self.describe(name).await? {
-            self.mark_as_labship(&existing, deployment).await?;
+            self.mark_as_used(&existing, deployment).await?;
             return Ok(existing);
         }
         match self.create(name, deployment).await? {
@@ -276,10 +298,17 @@ impl ImageRegistry for Ecr {
                 registry: format!("ECR in {}", self.region),
                 message: "the authorization token is not base64 of USER:PASSWORD".into(),
             })?;
-        let reported = data.proxy_endpoint().map(registry_host).unwrap_or_default();
-        let server = match &self.endpoint_override {
-            Some(o) => registry_host(o),
-            None => reported,
+        let server = match (&self.endpoint_override, data.proxy_endpoint()) {
+            (Some(o), _) => registry_host(o),
+            (None, Some(reported)) if !registry_host(reported).is_empty() => {
+                registry_host(reported)
+            }
+            (None, _) => {
+                return Err(Error::LoginRefused {
+                    registry: format!("ECR in {}", self.region),
+                    message: "GetAuthorizationToken reported no registry endpoint".into(),
+                })
+            }
         };
         Ok(RegistryAuth {
             server,
@@ -290,6 +319,22 @@ impl ImageRegistry for Ecr {
 
     fn region(&self) -> &str {
         &self.region
+    }
+
+    async fn remove_repository(&self, name: &str) {
+        if let Err(e) = self
+            .client
+            .delete_repository()
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await
+        {
+            tracing::warn!(
+                "could not remove repository {name} after a failed push: {}",
+                aws_message(&e)
+            );
+        }
     }
 }
 

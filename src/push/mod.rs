@@ -64,28 +64,21 @@ pub async fn push(
     let local = config.local_image();
     let (tag, _) = build::planned_tag(config)?;
     // Log in and ask the registry first: a refused login or an unchanged image stops here,
-    // before anything is created.
+    // before anything is created or built.
     let auth = registry.login().await?;
     let remote = format!("{}/{}", auth.server, config.push.repository);
-    let tags = vec![tag.clone(), "latest".to_string()];
     let existing = engine
         .remote_digest(&format!("{remote}:{tag}"), &auth)
         .await?;
 
-    let repo = registry
-        .ensure_repository(&config.push.repository, &config.name)
-        .await?;
-    if repo.created {
-        printer.note(format!(
-            "Created ECR repository {} in {}",
-            repo.name,
-            registry.region()
-        ));
-    }
     if let Some(digest) = existing {
         printer.note(format!(
             "{remote}:{tag} is already in the registry; nothing to upload"
         ));
+        let repo = registry
+            .ensure_repository(&config.push.repository, &config.name)
+            .await?;
+        let tags = move_latest(engine, &auth, local, &remote, &tag, &digest, printer).await?;
         return Ok(PushReport {
             image_uri: format!("{remote}:{tag}"),
             digest: Some(digest),
@@ -97,17 +90,90 @@ pub async fn push(
         });
     }
 
+    // Build before creating anything in AWS: a failed build leaves no empty repository.
     let mut built = false;
     let mut tag = tag;
     if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
-        let report = build::build(engine, config, printer).await?;
+        let report = build::build_with_offline_fallback(engine, config, printer).await?;
         // The files may have changed since they were hashed; the build's tag is the truth.
         tag = report.content_tag;
         built = true;
     }
+    let repo = registry
+        .ensure_repository(&config.push.repository, &config.name)
+        .await?;
+    if repo.created {
+        printer.note(format!(
+            "Created ECR repository {} in {}",
+            repo.name,
+            registry.region()
+        ));
+    }
+    let pushed = upload(engine, &auth, local, &remote, &tag, printer).await;
+    let outcome = match pushed {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Nothing half-made: a repository this run created and could not fill goes again.
+            if repo.created {
+                registry.remove_repository(&repo.name).await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(PushReport {
+        image_uri: format!("{remote}:{tag}"),
+        digest: outcome.digest,
+        tags: vec![tag, "latest".into()],
+        bytes_uploaded: outcome.bytes_uploaded,
+        skipped: false,
+        repository_created: repo.created,
+        built,
+    })
+}
+
+/// Points `latest` at the content tag when the registry already has the image (a revert to
+/// an earlier image moves `latest` back). Without the image on this engine `latest` cannot
+/// be pushed; the report then lists only the content tag.
+async fn move_latest(
+    engine: &Engine,
+    auth: &crate::engine::RegistryAuth,
+    local: &str,
+    remote: &str,
+    tag: &str,
+    digest: &str,
+    printer: &Printer,
+) -> Result<Vec<String>> {
+    let latest = engine
+        .remote_digest(&format!("{remote}:latest"), auth)
+        .await?;
+    if latest.as_deref() == Some(digest) {
+        return Ok(vec![tag.to_string(), "latest".into()]);
+    }
     let source = format!("{local}:{tag}");
-    engine.tag(&source, &remote, &tag).await?;
-    engine.tag(&source, &remote, "latest").await?;
+    if engine.image_id(&source).await?.is_none() {
+        printer.note(format!(
+            "{remote}:latest points at another image, and {source} is not on this engine to move it"
+        ));
+        return Ok(vec![tag.to_string()]);
+    }
+    engine.tag(&source, remote, "latest").await?;
+    engine.push(remote, "latest", auth, |_| {}).await?;
+    Ok(vec![tag.to_string(), "latest".into()])
+}
+
+/// Tags the local image with the registry's name and pushes the content tag (with per-layer
+/// bars) and `latest` (layers already there by then).
+async fn upload(
+    engine: &Engine,
+    auth: &crate::engine::RegistryAuth,
+    local: &str,
+    remote: &str,
+    tag: &str,
+    printer: &Printer,
+) -> Result<crate::engine::PushOutcome> {
+    let source = format!("{local}:{tag}");
+    engine.tag(&source, remote, tag).await?;
+    engine.tag(&source, remote, "latest").await?;
 
     printer.note(format!("Pushing {remote}:{tag}"));
     let bars = printer.bars();
@@ -136,18 +202,9 @@ pub async fn push(
             other => bar.set_message(other.to_string()),
         }
     };
-    let outcome = engine.push(&remote, &tag, &auth, &mut on_event).await?;
+    let outcome = engine.push(remote, tag, auth, &mut on_event).await?;
     // `latest` points at the same manifest: the registry has every layer by now.
-    engine.push(&remote, "latest", &auth, |_| {}).await?;
+    engine.push(remote, "latest", auth, |_| {}).await?;
     let _ = bars.clear();
-
-    Ok(PushReport {
-        image_uri: format!("{remote}:{tag}"),
-        digest: outcome.digest,
-        tags: vec![tag, "latest".into()],
-        bytes_uploaded: outcome.bytes_uploaded,
-        skipped: false,
-        repository_created: repo.created,
-        built,
-    })
+    Ok(outcome)
 }

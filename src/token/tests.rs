@@ -288,7 +288,10 @@ fn no_token_before_the_server_prints_its_urls() {
 #[test]
 fn a_log_cut_mid_token_never_yields_the_fragment() {
     // GetConsoleOutput / a live tail can end in the middle of the first URL line
-    let at = JL4410_CONTAINER.find(T_JL4410_CONTAINER).unwrap_or(0) + 20;
+    let at = JL4410_CONTAINER
+        .find(T_JL4410_CONTAINER)
+        .expect("the fixture holds its token")
+        + 20;
     assert_eq!(
         find_token(&JL4410_CONTAINER[..at]),
         Err(TokenError::NoToken)

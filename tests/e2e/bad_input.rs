@@ -108,16 +108,24 @@ fn no_aws_region() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_repository_name_creates_nothing() {
     let p = Project::default_workload("badrepo");
+    let ecr = ecr_client(&rig().aws_endpoint).await;
+    let count = || async {
+        let repos = ecr.describe_repositories().send().await.expect("describe");
+        repos.repositories().len()
+    };
+    let before = count().await;
     let (code, message) =
         failure(&p.labship(&["push", "-o", "json", "--repository", "Labship/My_Lab!"]));
     assert_eq!(code, "labship::config::invalid");
     assert!(message.contains("Labship/My_Lab!"), "{message}");
-    let ecr = ecr_client(&rig().aws_endpoint).await;
-    let repos = ecr.describe_repositories().send().await.expect("describe");
-    assert!(repos
-        .repositories()
-        .iter()
-        .all(|r| r.repository_name() != Some("Labship/My_Lab!")));
+    // Other tests create repositories concurrently; none may be this one.
+    let after = ecr.describe_repositories().send().await.expect("describe");
+    assert!(after.repositories().iter().all(|r| !r
+        .repository_name()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("my_lab")));
+    assert!(after.repositories().len() >= before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,8 +150,11 @@ async fn registry_login_refused_creates_nothing() {
         .repository_names(p.repository())
         .send()
         .await;
+    let missing = found
+        .err()
+        .is_some_and(|e| e.into_service_error().is_repository_not_found_exception());
     assert!(
-        found.is_err(),
+        missing,
         "no repository is created when the login is refused"
     );
 }
@@ -228,4 +239,28 @@ fn access_denied_names_the_action_and_the_policy() {
         help.contains("AmazonEC2ContainerRegistryFullAccess"),
         "{help}"
     );
+}
+
+#[test]
+fn a_base_image_that_cannot_be_pulled_is_named_with_the_way_out() {
+    // `.invalid` never resolves, on any machine.
+    let p = Project::default_workload("nobase");
+    let out = p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--build-arg",
+        "BASE_IMAGE=registry.invalid/labship/none:1",
+    ]);
+    let (code, message) = failure(&out);
+    assert_eq!(code, "labship::build::base_image");
+    assert!(
+        message.contains("registry.invalid/labship/none:1"),
+        "the resolved image, not ${{BASE_IMAGE}}: {message}"
+    );
+    let help = json_error(&out)["help"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(help.contains("labship base"), "{help}");
 }

@@ -21,6 +21,27 @@ fn get(url: &str, token: &str) -> (u16, String) {
     }
 }
 
+fn put_file(url: &str, name: &str, content: &str) {
+    let put = ureq::put(&format!("{}/api/contents/{name}", base_of(url)))
+        .header("Authorization", &format!("token {}", token_of(url)))
+        .send_json(serde_json::json!({"type": "file", "format": "text", "content": content}))
+        .expect("PUT contents");
+    assert_eq!(put.status(), 201);
+}
+
+/// The text of a workspace file through Jupyter's contents API, or None.
+fn read_file(url: &str, name: &str) -> Option<String> {
+    let (code, body) = get(
+        &format!("{}/api/contents/{name}", base_of(url)),
+        &token_of(url),
+    );
+    if code != 200 {
+        return None;
+    }
+    let file: Value = serde_json::from_str(&body).expect("contents JSON");
+    file["content"].as_str().map(str::to_string)
+}
+
 fn token_of(url: &str) -> String {
     url.split("token=")
         .nth(1)
@@ -48,9 +69,12 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &format!("labship-{}", self.0)]);
+        let _ = docker(&["rm", "-f", &format!("labship-{}-previous", self.0)]);
         let _ = docker(&["volume", "rm", &format!("labship-{}-work", self.0)]);
     }
 }
+
+const JUPYTER_DOCKERFILE: &str = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN useradd -m -u 1000 jovyan && install -d -o 1000 -g 1000 /home/jovyan/work\nCOPY --chown=1000:1000 files/ /home/jovyan/work/\nWORKDIR /home/jovyan/work\nUSER 1000\nCMD [\"jupyter\", \"lab\", \"--ip=0.0.0.0\", \"--no-browser\"]\n";
 
 #[test]
 fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
@@ -74,15 +98,11 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
     assert_eq!(status, 200, "{body}");
     // Without the token Jupyter refuses: the token is real.
     assert_eq!(get(&format!("{base}/api/contents"), "wrong").0, 403);
+    // The starter material is in the workspace.
+    assert!(read_file(&url, "mtcars.csv").is_some_and(|c| c.contains("Mazda RX4")));
 
-    // A notebook-side file, written through Jupyter's contents API, into the workspace.
-    let put = ureq::put(&format!("{base}/api/contents/notes.txt"))
-        .header("Authorization", &format!("token {token}"))
-        .send_json(
-            serde_json::json!({"type": "file", "format": "text", "content": "kept across down/up"}),
-        )
-        .expect("PUT contents");
-    assert_eq!(put.status(), 201);
+    // A file written through Jupyter's contents API, into the workspace.
+    put_file(&url, "notes.txt", "kept across down/up");
 
     // A second up changes nothing and prints the same URL.
     let again = json(&p.labship(&["up", "--local", "-o", "json"]));
@@ -103,9 +123,10 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
     assert_eq!(mine.len(), 1, "{status}");
     assert_eq!(mine[0]["state"], "running");
     assert_eq!(mine[0]["location"], "local");
-    assert!(
-        !mine[0]["url"].as_str().unwrap_or("").contains("token"),
-        "status shows no secret"
+    assert_eq!(
+        mine[0]["url"],
+        format!("{base}/lab"),
+        "status shows the address, not the secret"
     );
     let logs = p.labship(&["logs"]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("Jupyter Server"));
@@ -116,18 +137,12 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
     assert!(container_state(&format!("labship-{}", p.name)).is_none());
     assert!(volume_exists(&format!("labship-{}-work", p.name)));
     let up2 = json(&p.labship(&["up", "--local", "-o", "json"]));
-    let token2 = token_of(up2["url"].as_str().expect("url"));
-    assert_ne!(token2, token, "a new server, a new token");
-    let (status, body) = get(
-        &format!(
-            "{}/api/contents/notes.txt",
-            base_of(up2["url"].as_str().unwrap_or(""))
-        ),
-        &token2,
+    let url2 = up2["url"].as_str().expect("url");
+    assert_ne!(token_of(url2), token, "a new server, a new token");
+    assert_eq!(
+        read_file(url2, "notes.txt").as_deref(),
+        Some("kept across down/up")
     );
-    assert_eq!(status, 200);
-    let file: Value = serde_json::from_str(&body).expect("contents JSON");
-    assert_eq!(file["content"], "kept across down/up");
 
     // Deleting data needs a confirmation; without a terminal, --yes.
     let refused = p.labship(&["down", "--delete-data", "-o", "json"]);
@@ -153,20 +168,17 @@ fn a_changed_image_replaces_the_container_and_keeps_the_volume() {
     let p = Project::with_files(
         "replace",
         &[
-            ("Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN useradd -m -u 1000 jovyan && install -d -o 1000 -g 1000 /home/jovyan/work\nCOPY --chown=1000:1000 version.txt /home/jovyan/work/\nWORKDIR /home/jovyan/work\nUSER 1000\nCMD [\"jupyter\", \"lab\", \"--ip=0.0.0.0\", \"--no-browser\"]\n"),
-            ("version.txt", "one"),
+            ("Dockerfile", JUPYTER_DOCKERFILE),
+            ("files/version.txt", "one"),
         ],
     );
     let _cleanup = Cleanup(p.name.clone());
     let first = json(&p.labship(&["up", "--local", "-o", "json"]));
     let url = first["url"].as_str().expect("url");
-    let put = ureq::put(&format!("{}/api/contents/mine.txt", base_of(url)))
-        .header("Authorization", &format!("token {}", token_of(url)))
-        .send_json(serde_json::json!({"type": "file", "format": "text", "content": "mine"}))
-        .expect("PUT");
-    assert_eq!(put.status(), 201);
+    put_file(url, "mine.txt", "mine");
 
-    p.write("docker/version.txt", "two");
+    p.write("docker/files/version.txt", "two");
+    p.write("docker/files/new-notebook.txt", "new in the second image");
     let out = p.labship(&["up", "--local", "-o", "json"]);
     assert!(
         stderr(&out).contains("The image changed"),
@@ -177,14 +189,75 @@ fn a_changed_image_replaces_the_container_and_keeps_the_volume() {
     assert_eq!(second["action"], "replaced");
     assert_ne!(second["image"], first["image"]);
     let url2 = second["url"].as_str().expect("url");
-    let (code, body) = get(
-        &format!("{}/api/contents/mine.txt", base_of(url2)),
-        &token_of(url2),
-    );
     assert_eq!(
-        code, 200,
-        "the workspace volume survived the replacement: {body}"
+        read_file(url2, "mine.txt").as_deref(),
+        Some("mine"),
+        "the workspace volume survived"
     );
+    // The image's new file was added; a file already in the workspace was kept as it was.
+    assert_eq!(
+        read_file(url2, "new-notebook.txt").as_deref(),
+        Some("new in the second image")
+    );
+    assert_eq!(read_file(url2, "version.txt").as_deref(), Some("one"));
+    assert!(
+        container_state(&format!("labship-{}-previous", p.name)).is_none(),
+        "the old container is gone"
+    );
+}
+
+#[test]
+fn a_failed_up_keeps_the_existing_workspace() {
+    let p = Project::default_workload("keepvol");
+    let _cleanup = Cleanup(p.name.clone());
+    let up = json(&p.labship(&["up", "--local", "-o", "json"]));
+    put_file(up["url"].as_str().expect("url"), "precious.txt", "precious");
+    assert!(p.labship(&["down"]).status.success());
+    // The next image crashes at start: up fails, and the workspace must survive it.
+    p.write(
+        "docker/Dockerfile",
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n",
+    );
+    let err = json_error(&p.labship(&["up", "--local", "-o", "json"]));
+    assert_eq!(err["code"], "labship::local::exited");
+    assert!(
+        volume_exists(&format!("labship-{}-work", p.name)),
+        "the notebooks are still there"
+    );
+}
+
+#[test]
+fn a_failed_replacement_puts_the_old_container_back() {
+    let p = Project::default_workload("rollback");
+    let _cleanup = Cleanup(p.name.clone());
+    let first = json(&p.labship(&["up", "--local", "-o", "json"]));
+    let url = first["url"].as_str().expect("url");
+    p.write(
+        "docker/Dockerfile",
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"exit 4\"]\n",
+    );
+    let err = json_error(&p.labship(&["up", "--local", "-o", "json"]));
+    assert_eq!(err["code"], "labship::local::exited");
+    // The working deployment is back on its port, with a token that works.
+    assert_eq!(
+        container_state(&format!("labship-{}", p.name)).as_deref(),
+        Some("running")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = p.labship(&["token", "-o", "json"]);
+        if t.status.success() {
+            let token = json(&t)["token"].as_str().unwrap_or_default().to_string();
+            if get(&format!("{}/api/status", base_of(url)), &token).0 == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old container did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -270,21 +343,26 @@ fn an_image_without_jupyter_is_named_as_such() {
 fn attach_streams_the_log_and_ctrl_c_stops_the_container() {
     let p = Project::default_workload("attach");
     let _cleanup = Cleanup(p.name.clone());
+    let port = free_port().to_string();
+    let err_file = p.path().join("attach.stderr");
     let mut child = p
-        .command(&["up", "--local", "--attach"])
+        .command(&["up", "--local", "--attach", "--port", &port])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&err_file).expect("stderr file"))
         .spawn()
         .expect("spawn");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).expect("URL line");
-    assert!(line.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with(&format!("http://127.0.0.1:{port}/lab?token=")),
+        "{line}"
+    );
     assert_eq!(
         container_state(&format!("labship-{}", p.name)).as_deref(),
         Some("running")
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1000));
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -306,6 +384,24 @@ fn attach_streams_the_log_and_ctrl_c_stops_the_container() {
         container_state(&format!("labship-{}", p.name)).as_deref(),
         Some("exited")
     );
+    let streamed = std::fs::read_to_string(&err_file).expect("stderr");
+    assert!(
+        streamed.contains("Jupyter Server"),
+        "the log was streamed: {streamed}"
+    );
+
+    // up again starts the stopped container on its own port, with a fresh token.
+    let again = json(&p.labship(&["up", "--local", "-o", "json"]));
+    assert_eq!(again["action"], "started");
+    let url = again["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/")),
+        "{url}"
+    );
+    assert_eq!(
+        get(&format!("{}/api/status", base_of(url)), &token_of(url)).0,
+        200
+    );
 }
 
 #[test]
@@ -313,6 +409,7 @@ fn token_from_a_pasted_log() {
     let fixtures =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jupyter-logs");
     let p = Project::empty("fromlog");
+    // Tokens as `jupyter server list --json` reported them when the fixtures were captured.
     let ec2 = fixtures.join("ec2-console.log");
     let found = json(&p.labship(&[
         "token",
@@ -321,9 +418,10 @@ fn token_from_a_pasted_log() {
         "-o",
         "json",
     ]));
-    let token = found["token"].as_str().expect("token");
-    assert_eq!(token.len(), 48);
-    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        found["token"],
+        "c753d1343375fbaad82aa4f60f12ea79384d236ae54733c0"
+    );
 
     // From standard input, text mode: the token alone on stdout.
     let log = std::fs::read(fixtures.join("notebook-6.5.7.log")).expect("fixture");
@@ -336,8 +434,10 @@ fn token_from_a_pasted_log() {
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &log).expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
-    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(printed.len(), 48, "{printed}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "b01cb6093b85495005c6b42c20cfab5e70d6392d88ef9b58"
+    );
 
     // A server whose token was set explicitly: an error, never a wrong token.
     let explicit = fixtures.join("explicit-token.log");
@@ -368,4 +468,12 @@ fn verbs_on_an_unknown_deployment_say_so() {
             "{verb}: {err}"
         );
     }
+}
+
+#[test]
+fn labship_base_makes_the_same_image_the_rig_uses() {
+    // The rig ran the recipe labship embeds; `labship base` finds that image by its tag.
+    let p = Project::empty("base");
+    let out = json(&p.labship(&["base", "-o", "json"]));
+    assert_eq!(out["image"], rig().base_image.as_str());
 }

@@ -51,10 +51,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A project folder: labship.toml plus a build context.
+/// A project folder: labship.toml plus a build context. Its images go when it does.
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub name: String,
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        remove_images(&format!("labship/{}", self.name));
+    }
 }
 
 impl Project {
@@ -196,6 +202,24 @@ pub fn docker_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes every tag of `repo` (locally built, or named with a registry in front).
+pub fn remove_images(repo: &str) {
+    let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let refs: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|r| {
+            let name = r.rsplit_once(':').map_or(*r, |(n, _)| n);
+            name == repo || name.ends_with(&format!("/{repo}"))
+        })
+        .map(str::to_string)
+        .collect();
+    if !refs.is_empty() {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(refs.iter().map(String::as_str));
+        let _ = docker(&args);
+    }
 }
 
 pub fn image_exists(reference: &str) -> bool {
