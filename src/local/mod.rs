@@ -272,8 +272,13 @@ async fn replace(
             printer.note(format!(
                 "The new container did not come up; putting {name} back as it was"
             ));
-            if engine.rename_container(&previous, &name).await.is_ok() && old.running() {
-                let _ = engine.start_container(&name).await;
+            let restored = engine.rename_container(&previous, &name).await;
+            if restored.is_ok() && old.running() {
+                if let Err(start) = engine.start_container(&name).await {
+                    printer.note(format!(
+                        "Could not restart the previous container {name}: {start}"
+                    ));
+                }
             }
             Err(e)
         }

