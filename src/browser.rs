@@ -22,9 +22,9 @@ fn redirect_file(url: &str) -> std::io::Result<PathBuf> {
         .mode(0o600)
         .open(&path)?;
     let escaped = url.replace('&', "&amp;").replace('"', "&quot;");
-    write!(
+    writeln!(
         file,
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\"></head><body><a href=\"{escaped}\">JupyterLab</a></body></html>\n"
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\"></head><body><a href=\"{escaped}\">JupyterLab</a></body></html>"
     )?;
     Ok(path)
 }

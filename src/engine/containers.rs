@@ -53,7 +53,15 @@ impl ContainerInfo {
     }
 }
 
-fn not_found(e: &bollard::errors::Error) -> bool {
+/// The engine's own name of a state enum (`running`, `exited`, ...), as it serialises.
+fn enum_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub(super) fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -231,23 +239,8 @@ impl Engine {
 
     /// Names of running containers that publish `port` on the host.
     pub async fn containers_publishing(&self, port: u16) -> Result<Vec<String>> {
-        let options = ListContainersOptions {
-            filters: Some(HashMap::from([(
-                "publish".to_string(),
-                vec![port.to_string()],
-            )])),
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
-        Ok(found
-            .into_iter()
-            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
-            .map(|n| n.trim_start_matches('/').to_string())
-            .collect())
+        let found = self.list(false, "publish", port.to_string()).await?;
+        Ok(found.into_iter().map(|c| c.name).collect())
     }
 
     /// Every container, running or not, that carries `label=value`.
@@ -260,9 +253,14 @@ impl Engine {
             Some(v) => format!("{label}={v}"),
             None => label.to_string(),
         };
+        self.list(true, "label", filter).await
+    }
+
+    /// Containers matching one engine filter (`label`, `publish`, ...).
+    async fn list(&self, all: bool, filter: &str, value: String) -> Result<Vec<ContainerInfo>> {
         let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+            all,
+            filters: Some(HashMap::from([(filter.to_string(), vec![value])])),
             ..Default::default()
         };
         let found = self
@@ -288,11 +286,7 @@ impl Engine {
                         .to_string(),
                     image: c.image.unwrap_or_default(),
                     labels: c.labels.unwrap_or_default(),
-                    state: c
-                        .state
-                        .and_then(|s| serde_json::to_value(s).ok())
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    state: c.state.map(|s| enum_name(&s)).unwrap_or_default(),
                     created: c.created.unwrap_or_default(),
                     host_ip: published.as_ref().and_then(|p| p.ip.clone()),
                     host_port: published.and_then(|p| p.public_port),
@@ -356,11 +350,7 @@ impl Engine {
             Ok(c) => {
                 let state = c.state.unwrap_or_default();
                 Ok(Some(ContainerStatus {
-                    state: state
-                        .status
-                        .and_then(|s| serde_json::to_value(s).ok())
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    state: state.status.map(|s| enum_name(&s)).unwrap_or_default(),
                     exit_code: state.exit_code.unwrap_or_default(),
                     restarts: c.restart_count.unwrap_or_default(),
                 }))

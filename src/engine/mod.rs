@@ -130,9 +130,7 @@ impl Engine {
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(img) => Ok(img.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
+            Err(e) if containers::not_found(&e) => Ok(None),
             Err(e) => Err(Error::engine(
                 format!("inspecting image {reference}"),
                 engine_message(&e),
