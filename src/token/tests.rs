@@ -290,7 +290,7 @@ fn a_log_cut_mid_token_never_yields_the_fragment() {
     // GetConsoleOutput / a live tail can end in the middle of the first URL line
     let at = JL4410_CONTAINER
         .find(T_JL4410_CONTAINER)
-        .expect("the fixture holds its token")
+        .expect("the fixture holds its token") // ok: test code (this file is the test module)
         + 20;
     assert_eq!(
         find_token(&JL4410_CONTAINER[..at]),
