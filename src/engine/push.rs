@@ -15,6 +15,9 @@ use super::connect::Endpoint;
 use super::RegistryAuth;
 use crate::error::{Error, Result};
 
+/// The longest silence accepted from the engine during a push.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// One record of the engine's push stream.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PushEvent {
@@ -157,21 +160,34 @@ pub(super) async fn push(
         .map_err(|e| Error::engine(format!("pushing {image}"), e))?;
 
     let fail = |e: &dyn std::fmt::Display| Error::engine(format!("pushing {image}"), e.to_string());
-    let response = match endpoint {
-        Endpoint::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(|e| fail(&e))?;
-            crate::http::send(TokioIo::new(stream), request).await
+    // The engine answers (headers) at once and then sends progress at least every few
+    // seconds while it uploads; silence for IDLE means the engine or registry hung.
+    let connect = async {
+        match endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                crate::http::send(TokioIo::new(stream), request)
+                    .await
+                    .map_err(|e| fail(&e))
+            }
+            Endpoint::Tcp(hostport) => {
+                let stream = tokio::net::TcpStream::connect(hostport)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                crate::http::send(TokioIo::new(stream), request)
+                    .await
+                    .map_err(|e| fail(&e))
+            }
         }
-        Endpoint::Tcp(hostport) => {
-            let stream = tokio::net::TcpStream::connect(hostport)
-                .await
-                .map_err(|e| fail(&e))?;
-            crate::http::send(TokioIo::new(stream), request).await
-        }
-    }
-    .map_err(|e| fail(&e))?;
+    };
+    let response = tokio::time::timeout(IDLE, connect).await.map_err(|_| {
+        fail(&format!(
+            "the engine did not answer within {}s",
+            IDLE.as_secs()
+        ))
+    })??;
 
     let status = response.status();
     let mut body = response.into_body();
@@ -190,7 +206,15 @@ pub(super) async fn push(
 
     let mut tally = Tally::default();
     let mut pending = Vec::new();
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = tokio::time::timeout(IDLE, body.frame())
+        .await
+        .map_err(|_| {
+            fail(&format!(
+                "no progress from the engine for {}s",
+                IDLE.as_secs()
+            ))
+        })?
+    {
         let frame = frame.map_err(|e| fail(&e))?;
         let Ok(data) = frame.into_data() else {
             continue;
