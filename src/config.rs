@@ -149,14 +149,6 @@ impl Arch {
         }
     }
 
-    /// EC2's name for it (DescribeInstanceTypes `SupportedArchitectures`).
-    pub fn ec2_name(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "x86_64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
     pub fn parse_platform(s: &str) -> Option<Arch> {
         match s.trim().to_ascii_lowercase().as_str() {
             "linux/amd64" | "amd64" | "linux/x86_64" | "x86_64" => Some(Arch::Amd64),

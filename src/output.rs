@@ -46,10 +46,6 @@ impl Printer {
         self.quiet
     }
 
-    pub fn format(&self) -> OutputFormat {
-        self.format
-    }
-
     /// A progress note on stderr ("Building image ...").
     pub fn note(&self, msg: impl Display) {
         if !self.quiet {

@@ -76,10 +76,6 @@ impl Engine {
         &self.source
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
     /// Builds from a tar stream. `on_output` sees each line the engine prints; a failing step
     /// becomes [`Error::BuildStepFailed`] naming the step and its last lines.
     pub async fn build(

@@ -103,7 +103,7 @@ pub async fn up(
     };
 
     let started = Instant::now();
-    let (action, bind, port) = match (existing, binding) {
+    let (action, port, url) = match (existing, binding) {
         (Some(c), Some((bound_ip, bound_port)))
             if c.labels.get(labels::CONTENT_TAG) == Some(&tag)
                 && options.port.is_none_or(|p| p == bound_port)
@@ -114,7 +114,7 @@ pub async fn up(
                 .await?
                 .map_or(0, |s| s.restarts);
             if c.running() {
-                wait_ready(
+                let url = wait_ready(
                     engine,
                     &name,
                     &image,
@@ -124,7 +124,7 @@ pub async fn up(
                     options.wait,
                 )
                 .await?;
-                (Action::Unchanged, bound_ip, bound_port)
+                (Action::Unchanged, bound_port, url)
             } else {
                 // Earlier runs' tokens are in the log too: read only what this start prints.
                 let offset = engine.container_logs(&name, None).await?.len();
@@ -143,8 +143,7 @@ pub async fn up(
                 if ready.is_ok() {
                     engine.keep_running(&name).await?;
                 }
-                ready?;
-                (Action::Started, bound_ip, bound_port)
+                (Action::Started, bound_port, ready?)
             }
         }
         (Some(c), binding) => {
@@ -159,7 +158,7 @@ pub async fn up(
             } else {
                 format!("The port or address changed: replacing container {name}; the workspace volume {volume} is kept")
             });
-            let port = replace(
+            let (port, url) = replace(
                 engine,
                 config,
                 printer,
@@ -171,14 +170,14 @@ pub async fn up(
                 options,
             )
             .await?;
-            (Action::Replaced, options.bind.clone(), port)
+            (Action::Replaced, port, url)
         }
         (None, _) => {
             let volume_created = engine
                 .ensure_volume(&volume, deployment_labels(&config.name))
                 .await?;
             match launch(engine, config, &image, &tag, options, None).await {
-                Ok(port) => (Action::Created, options.bind.clone(), port),
+                Ok((port, url)) => (Action::Created, port, url),
                 Err(e) => {
                     // Nothing half-made: only a volume this run created goes again.
                     if volume_created {
@@ -189,7 +188,6 @@ pub async fn up(
             }
         }
     };
-    let url = current_url(engine, &name, (&bind, port)).await?;
     Ok(UpReport {
         name: config.name.clone(),
         url,
@@ -204,7 +202,7 @@ pub async fn up(
 }
 
 /// Creates the container, waits until Jupyter answers, and sets the restart policy; a
-/// container that never gets there is removed again. Returns the host port.
+/// container that never gets there is removed again. Returns the host port and the URL.
 async fn launch(
     engine: &Engine,
     config: &Config,
@@ -212,7 +210,7 @@ async fn launch(
     tag: &str,
     options: &UpOptions,
     preferred_port: Option<u16>,
-) -> Result<u16> {
+) -> Result<(u16, String)> {
     let name = container_name(&config.name);
     let port = create(engine, config, image, tag, options, preferred_port).await?;
     match wait_ready(
@@ -226,9 +224,9 @@ async fn launch(
     )
     .await
     {
-        Ok(()) => {
+        Ok(url) => {
             engine.keep_running(&name).await?;
-            Ok(port)
+            Ok((port, url))
         }
         Err(e) => {
             let _ = engine.remove_container(&name).await;
@@ -250,7 +248,7 @@ async fn replace(
     tag: &str,
     image_changed: bool,
     options: &UpOptions,
-) -> Result<u16> {
+) -> Result<(u16, String)> {
     let name = container_name(&config.name);
     let previous = format!("{name}-previous");
     let _ = engine.remove_container(&previous).await;
@@ -264,9 +262,9 @@ async fn replace(
         .filter(|(ip, _)| *ip == options.bind)
         .map(|(_, p)| p);
     match launch(engine, config, image, tag, options, preferred).await {
-        Ok(port) => {
+        Ok(launched) => {
             engine.remove_container(&previous).await?;
-            Ok(port)
+            Ok(launched)
         }
         Err(e) => {
             printer.note(format!(
@@ -428,7 +426,7 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// Waits (bounded) until the log shows a token and the URL answers with it.
+/// Waits (bounded) until the log shows a token and the URL answers with it; returns that URL.
 async fn wait_ready(
     engine: &Engine,
     name: &str,
@@ -437,7 +435,7 @@ async fn wait_ready(
     log_offset: usize,
     restarts_before: i64,
     within: Duration,
-) -> Result<()> {
+) -> Result<String> {
     let deadline = Instant::now() + within;
     let host = url_host(bind);
     let mut last_http_error = String::new();
@@ -455,7 +453,10 @@ async fn wait_ready(
                 let token = found.token.expose();
                 let addr = format!("{host}:{port}");
                 match crate::http::get_status(&addr, &format!("/api/status?token={token}"), Duration::from_secs(5)).await {
-                    Ok(200) => return Ok(()),
+                    Ok(200) => {
+                        let path = if found.path.is_empty() { "/lab" } else { found.path.as_str() };
+                        return Ok(format!("http://{host}:{port}{path}?token={token}"));
+                    }
                     Ok(code) => last_http_error = format!("HTTP {code}"),
                     Err(e) => last_http_error = e,
                 }
@@ -538,23 +539,6 @@ async fn bounded<T>(
             format!("no answer within {}s", left.as_secs()),
         ))
     })
-}
-
-/// The login URL of a running deployment: the newest token in its log, on its published port.
-async fn current_url(engine: &Engine, name: &str, (bind, port): (&str, u16)) -> Result<String> {
-    let log = engine.container_logs(name, None).await?;
-    let found =
-        token::find_token(&log).map_err(|e| token_error(e, &format!("the log of {name}")))?;
-    let path = if found.path.is_empty() {
-        "/lab"
-    } else {
-        found.path.as_str()
-    };
-    Ok(format!(
-        "http://{}:{port}{path}?token={}",
-        url_host(bind),
-        found.token.expose()
-    ))
 }
 
 /// The local deployment `name`, if its container exists.
