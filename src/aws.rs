@@ -8,6 +8,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -73,4 +74,148 @@ pub async fn load(config: &Config) -> Result<Aws> {
         }
     }
     Ok(Aws { sdk, region })
+}
+
+/// Where an administrator finds every permission labship needs.
+pub const OPERATOR_POLICY: &str = "labship's least-privilege policy: infra/operator-policy.json";
+
+/// An SDK error of `service:op` on `resource`, classified: rejected credentials, access
+/// denied (naming the action), quotas, and the rest with the AWS code and message.
+pub fn api_error<E>(
+    region: &str,
+    service: &str,
+    op: &str,
+    resource: &str,
+    err: &SdkError<E>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = err.code().unwrap_or_default().to_string();
+    let raw = match err {
+        SdkError::ServiceError(e) => Some(e.raw()),
+        _ => None,
+    };
+    let status = raw.map(|r| r.status().as_u16());
+    let message = err
+        .message()
+        .map(str::to_string)
+        .or_else(|| raw.and_then(|r| r.body().bytes()).and_then(xml_message))
+        .unwrap_or_else(|| crate::error::aws_message(err));
+    let action = format!("{service}:{op}");
+    let region = region.to_string();
+    let resource = resource.to_string();
+    if matches!(
+        code.as_str(),
+        "ExpiredToken"
+            | "ExpiredTokenException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "InvalidClientTokenId"
+            | "AuthFailure"
+            | "SignatureDoesNotMatch"
+    ) {
+        return Error::CredentialsRejected {
+            region,
+            message: format!("{code}: {message}"),
+        };
+    }
+    // A 403 is an authorization failure whatever the body says (moto answers JSON-protocol
+    // calls with an XML error document).
+    if matches!(
+        code.as_str(),
+        "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
+    ) || status == Some(403)
+    {
+        return Error::AccessDenied {
+            action,
+            resource,
+            region,
+            policy: OPERATOR_POLICY,
+            message,
+        };
+    }
+    let quota_hint = match code.as_str() {
+        "InstanceLimitExceeded" | "VcpuLimitExceeded" => Some(
+            "your account's vCPU quota for this instance family is used up: terminate unused instances (`labship status --ec2`), choose a smaller --instance-type, or ask for more in Service Quotas (EC2, \"Running On-Demand ... instances\")",
+        ),
+        "SecurityGroupLimitExceeded" | "RulesPerSecurityGroupLimitExceeded" => Some(
+            "the VPC's security-group quota is used up: delete unused groups or ask for more in Service Quotas (VPC)",
+        ),
+        "LimitExceeded" | "LimitExceededException" | "ServiceQuotaExceededException" => {
+            Some("an AWS quota is reached: remove unused resources or ask for a higher limit in Service Quotas")
+        }
+        "InsufficientInstanceCapacity" => Some(
+            "AWS has no capacity for this instance type in this zone right now: try again in a few minutes, or choose another --instance-type or subnet",
+        ),
+        _ => None,
+    };
+    if let Some(hint) = quota_hint {
+        return Error::QuotaExceeded {
+            action,
+            resource,
+            region,
+            message: format!("{code}: {message}"),
+            hint: hint.to_string(),
+        };
+    }
+    if matches!(
+        err,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+    ) {
+        // The chain of causes ends in the useful part ("Connection refused", "dns error").
+        let mut root: &dyn std::error::Error = err;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        return Error::Aws {
+            action,
+            resource,
+            region,
+            message: format!("could not reach AWS: {root}"),
+            hint: "check your network, proxy and AWS_ENDPOINT_URL (if set), then try again".into(),
+        };
+    }
+    let hint = if code.is_empty() {
+        "check your network and AWS_ENDPOINT_URL (if set), then try again".to_string()
+    } else {
+        "see the AWS message above; run again with -v for details".to_string()
+    };
+    Error::Aws {
+        action,
+        resource,
+        region,
+        message: if code.is_empty() {
+            message
+        } else {
+            format!("{code}: {message}")
+        },
+        hint,
+    }
+}
+
+/// The AWS error code of an SDK error ("" when there is none).
+pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> &str {
+    err.code().unwrap_or_default()
+}
+
+/// The `<Message>` of an XML error document.
+fn xml_message(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Message>")? + "<Message>".len();
+    let end = text[start..].find("</Message>")? + start;
+    Some(text[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xml_error_messages() {
+        let body = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: s is not authorized to perform: ecr:CreateRepository</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            super::xml_message(body).as_deref(),
+            Some("User: s is not authorized to perform: ecr:CreateRepository")
+        );
+        assert_eq!(super::xml_message(b"{}"), None);
+    }
 }

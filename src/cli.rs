@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_build_arg, Overrides};
+use crate::config::{parse_build_arg, Overrides, Target};
 use crate::output::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -52,18 +52,47 @@ pub enum Command {
     Build(BuildArgs),
     /// Build if needed and push the image to ECR (creating the repository on first use)
     Push(PushArgs),
-    /// Run the image on the local Docker engine and print its Jupyter URL
+    /// Run the image (locally, or on EC2 with --ec2) and print its Jupyter URL
     Up(UpArgs),
     /// Print the Jupyter login token of a deployment, or find it in a log (--from-log)
     Token(TokenArgs),
-    /// List deployments (found by their labels; no local state)
-    Status,
+    /// List deployments (found by their labels or AWS tags; no local state)
+    Status(StatusArgs),
     /// Print a deployment's Jupyter log
     Logs(LogsArgs),
-    /// Remove a deployment (the workspace volume is kept unless --delete-data)
+    /// Remove a deployment (locally the workspace volume is kept unless --delete-data)
     Down(DownArgs),
     /// Make the offline Jupyter base image from Debian packages and PyPI (no registry needed)
     Base,
+}
+
+/// Where a command acts (default: `target` in labship.toml, else local).
+#[derive(Debug, Args, Default, Clone, Copy)]
+pub struct TargetArgs {
+    /// The local Docker engine (needs no AWS account)
+    #[arg(long, conflicts_with = "ec2")]
+    pub local: bool,
+    /// EC2 in your AWS account
+    #[arg(long)]
+    pub ec2: bool,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Option<Target> {
+        if self.ec2 {
+            Some(Target::Ec2)
+        } else if self.local {
+            Some(Target::Local)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -71,18 +100,35 @@ pub struct UpArgs {
     /// Deployment name (default: labship.toml, then the project folder's name)
     #[arg(value_name = "NAME")]
     pub deployment: Option<String>,
-    /// Run on the local Docker engine (today the only target; needs no AWS account)
-    #[arg(long)]
-    pub local: bool,
-    /// Host port for Jupyter (default: the first free port from 8888)
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Port for Jupyter (local default: the first free port from 8888; EC2: ec2.port, 8888)
     #[arg(long)]
     pub port: Option<u16>,
-    /// Host address to publish on; 0.0.0.0 makes Jupyter reachable from other machines
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: std::net::IpAddr,
-    /// Seconds to wait for Jupyter to print its token and answer
-    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
-    pub wait: u64,
+    /// Host address to publish on (local default 127.0.0.1; on EC2 0.0.0.0, guarded by the security group)
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
+    /// Seconds to wait for Jupyter to print its token and answer (default: 180 local, 900 on EC2)
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
+    /// EC2: only the CIDR(s) that may reach Jupyter (repeatable; default: your public IP as /32)
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
+    /// EC2: open the Jupyter port to the whole internet (0.0.0.0/0, ::/0); only the token protects it
+    #[arg(long, conflicts_with = "allow_cidr")]
+    pub public: bool,
+    /// EC2 host image: ecs (ECS-optimized Amazon Linux 2023, the default), al2023, or an AMI id
+    #[arg(long, value_name = "ecs|al2023|AMI-ID")]
+    pub ami: Option<String>,
+    /// EC2: launch in this subnet (default: the default VPC)
+    #[arg(long, value_name = "SUBNET-ID")]
+    pub subnet: Option<String>,
+    /// EC2: show the plan (AMI, instance type, security group, IAM, tags, user-data) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// EC2: print where the time went (build, push, launch, boot, pull, Jupyter start)
+    #[arg(long)]
+    pub timings: bool,
     /// Open the URL in a browser
     #[arg(long)]
     pub open: bool,
@@ -98,6 +144,8 @@ pub struct TokenArgs {
     /// Deployment name (default: labship.toml, then the project folder's name)
     #[arg(value_name = "NAME")]
     pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
     /// Find the token in this Jupyter log instead (docker logs, cloud-init-output.log, EC2 console output; - for stdin)
     #[arg(long, value_name = "FILE")]
     pub from_log: Option<PathBuf>,
@@ -108,6 +156,8 @@ pub struct LogsArgs {
     /// Deployment name (default: labship.toml, then the project folder's name)
     #[arg(value_name = "NAME")]
     pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
     /// Only the last N lines
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
@@ -118,9 +168,17 @@ pub struct DownArgs {
     /// Deployment name (default: labship.toml, then the project folder's name)
     #[arg(value_name = "NAME")]
     pub deployment: Option<String>,
-    /// Also delete the workspace volume and every notebook in it
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Local: also delete the workspace volume and every notebook in it
     #[arg(long)]
     pub delete_data: bool,
+    /// EC2: also delete the deployment's images from ECR (and its repository, if labship made it)
+    #[arg(long)]
+    pub purge_images: bool,
+    /// EC2: also remove labship's shared IAM role and instance profile when no deployment uses them
+    #[arg(long)]
+    pub all: bool,
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -174,10 +232,11 @@ fn parse_build_arg_flag(s: &str) -> Result<(String, String), String> {
     parse_build_arg(s).map_err(|e| e.to_string())
 }
 
-/// The settings of commands that only name a deployment.
-pub fn named(global: &GlobalArgs, deployment: &Option<String>) -> Overrides {
+/// The settings of commands that only name a deployment (and where it runs).
+pub fn named(global: &GlobalArgs, deployment: &Option<String>, on: TargetArgs) -> Overrides {
     Overrides {
         name: deployment.clone(),
+        deploy_target: on.target(),
         ..global.overrides()
     }
 }
@@ -188,6 +247,9 @@ impl UpArgs {
         if self.deployment.is_some() {
             o.name = self.deployment.clone();
         }
+        o.deploy_target = self.on.target();
+        o.ami = self.ami.clone();
+        o.subnet = self.subnet.clone();
         o
     }
 }

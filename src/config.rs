@@ -12,12 +12,16 @@ use crate::error::{Error, Result};
 
 pub const FILE_NAME: &str = "labship.toml";
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.medium";
+/// The port Jupyter is published on, on the instance and in the URL.
+pub const DEFAULT_EC2_PORT: u16 = 8888;
 
 /// The file as written by the user. Every field is optional; defaults are applied in [`Config::resolve`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub name: Option<String>,
+    /// Where `up`, `status`, `token`, `logs` and `down` act: "local" or "ec2".
+    pub target: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
     #[serde(default)]
@@ -50,6 +54,16 @@ pub struct PushSection {
 #[serde(deny_unknown_fields)]
 pub struct Ec2Section {
     pub instance_type: Option<String>,
+    /// "ecs" (ECS-optimized Amazon Linux 2023, Docker preinstalled), "al2023", or an AMI id.
+    pub ami: Option<String>,
+    /// A subnet to launch in (default: the default VPC's default subnets).
+    pub subnet: Option<String>,
+    /// The port Jupyter is published on.
+    pub port: Option<u16>,
+    /// CIDRs that may reach the Jupyter port (default: your public IP as /32).
+    pub allow_cidr: Option<Vec<String>>,
+    /// An EC2 key pair: opens SSH (port 22) to the same CIDRs and installs the key.
+    pub ssh_key: Option<String>,
 }
 
 /// Settings that can come from flags or the environment (one struct for both layers).
@@ -67,6 +81,9 @@ pub struct Overrides {
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
     pub instance_type: Option<String>,
+    pub deploy_target: Option<Target>,
+    pub ami: Option<String>,
+    pub subnet: Option<String>,
 }
 
 impl Overrides {
@@ -94,6 +111,11 @@ impl Overrides {
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
             instance_type: var("LABSHIP_INSTANCE_TYPE"),
+            deploy_target: var("LABSHIP_DEPLOY_TARGET")
+                .map(|t| Target::parse(&t))
+                .transpose()?,
+            ami: var("LABSHIP_AMI"),
+            subnet: var("LABSHIP_SUBNET"),
         })
     }
 
@@ -114,6 +136,9 @@ impl Overrides {
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
             instance_type: self.instance_type.or(lower.instance_type),
+            deploy_target: self.deploy_target.or(lower.deploy_target),
+            ami: self.ami.or(lower.ami),
+            subnet: self.subnet.or(lower.subnet),
         }
     }
 }
@@ -180,6 +205,65 @@ impl Arch {
     }
 }
 
+/// Where a deployment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The local Docker engine (the default: needs no AWS account).
+    Local,
+    /// An EC2 instance in the user's AWS account.
+    Ec2,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(Target::Local),
+            "ec2" | "aws" => Ok(Target::Ec2),
+            _ => Err(Error::InvalidSetting {
+                what: "target",
+                value: s.to_string(),
+                reason: "labship runs deployments locally or on EC2".into(),
+                hint: "use target = \"local\" or target = \"ec2\" (flags: --local, --ec2)".into(),
+            }),
+        }
+    }
+}
+
+/// The host image an instance boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostAmi {
+    /// ECS-optimized Amazon Linux 2023: Docker preinstalled (the default; see README).
+    Ecs,
+    /// Standard Amazon Linux 2023: Docker is installed at boot.
+    Al2023,
+    /// Any AMI by id; Docker is installed at boot when missing.
+    Id(String),
+}
+
+impl HostAmi {
+    pub fn parse(s: &str) -> Result<HostAmi> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "ecs" | "ecs-al2023" => Ok(HostAmi::Ecs),
+            "al2023" | "amazon-linux-2023" => Ok(HostAmi::Al2023),
+            _ if t.starts_with("ami-")
+                && t.len() > 4
+                && t[4..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Ok(HostAmi::Id(t.to_string()))
+            }
+            _ => Err(Error::InvalidSetting {
+                what: "AMI",
+                value: s.to_string(),
+                reason: "expected ecs, al2023 or an AMI id (ami-...)".into(),
+                hint: "use --ami ecs (ECS-optimized Amazon Linux 2023, the default), --ami al2023, or --ami ami-0123456789abcdef0".into(),
+            }),
+        }
+    }
+}
+
 /// The resolved settings a command runs with.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -187,6 +271,7 @@ pub struct Config {
     pub root: PathBuf,
     pub file: Option<PathBuf>,
     pub name: String,
+    pub target: Target,
     pub region: Option<String>,
     pub profile: Option<String>,
     pub build: BuildSettings,
@@ -213,6 +298,11 @@ pub struct PushSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ec2Settings {
     pub instance_type: String,
+    pub ami: HostAmi,
+    pub subnet: Option<String>,
+    pub port: u16,
+    pub allow_cidr: Vec<String>,
+    pub ssh_key: Option<String>,
 }
 
 impl Config {
@@ -296,10 +386,30 @@ impl Config {
             .unwrap_or_else(|| format!("labship/{name}"));
         validate_repository(&repository)?;
 
+        let deploy_target = match (over.deploy_target, file.target) {
+            (Some(t), _) => t,
+            (None, Some(t)) => Target::parse(&t)?,
+            (None, None) => Target::Local,
+        };
+        let ami = match over.ami.or(file.ec2.ami) {
+            Some(a) => HostAmi::parse(&a)?,
+            None => HostAmi::Ecs,
+        };
+        let port = file.ec2.port.unwrap_or(DEFAULT_EC2_PORT);
+        if port == 0 {
+            return Err(Error::InvalidSetting {
+                what: "ec2.port",
+                value: "0".into(),
+                reason: "a port is 1-65535".into(),
+                hint: "use e.g. port = 8888".into(),
+            });
+        }
+
         Ok(Config {
             root,
             file: file_path,
             name,
+            target: deploy_target,
             region: over.region.or(file.region),
             profile: over.profile.or(file.profile),
             build: BuildSettings {
@@ -316,7 +426,14 @@ impl Config {
                     .or(file.push.registry_endpoint)
                     .filter(|e| !e.is_empty()),
             },
-            ec2: Ec2Settings { instance_type },
+            ec2: Ec2Settings {
+                instance_type,
+                ami,
+                subnet: over.subnet.or(file.ec2.subnet).filter(|s| !s.is_empty()),
+                port,
+                allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
+                ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
+            },
         })
     }
 

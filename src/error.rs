@@ -142,7 +142,7 @@ pub enum Error {
     #[error("access denied: {action} on {resource} in {region}: {message}")]
     #[diagnostic(
         code(labship::aws::access_denied),
-        help("your identity lacks `{action}`; ask your AWS administrator to attach the managed policy {policy}")
+        help("your identity lacks `{action}`; ask your AWS administrator to grant it ({policy})")
     )]
     AccessDenied {
         action: String,
@@ -150,6 +150,103 @@ pub enum Error {
         region: String,
         policy: &'static str,
         message: String,
+    },
+
+    #[error("AWS quota reached: {action} for {resource} in {region}: {message}")]
+    #[diagnostic(code(labship::aws::quota), help("{hint}"))]
+    QuotaExceeded {
+        action: String,
+        resource: String,
+        region: String,
+        message: String,
+        hint: String,
+    },
+
+    // ---- EC2 deployments -----------------------------------------------------------------
+    #[error("unknown EC2 instance type `{instance_type}` in {region}")]
+    #[diagnostic(
+        code(labship::ec2::instance_type),
+        help("check the spelling (e.g. t3.medium, m7g.large) and that the type is offered in {region}: `aws ec2 describe-instance-type-offerings --region {region}`")
+    )]
+    UnknownInstanceType {
+        instance_type: String,
+        region: String,
+    },
+
+    #[error("the image is built for {platform}, but {instance_type} runs {architectures}")]
+    #[diagnostic(
+        code(labship::ec2::architecture),
+        help("build for the instance's architecture (drop --platform / build.platform so it follows the instance type), or choose an instance type of the image's architecture (x86_64: t3, m7i, c7i; arm64: t4g, m7g, c7g)")
+    )]
+    ArchitectureMismatch {
+        platform: String,
+        instance_type: String,
+        architectures: String,
+    },
+
+    #[error("{what} in {region}: {message}")]
+    #[diagnostic(code(labship::ec2::network), help("{hint}"))]
+    Network {
+        what: String,
+        region: String,
+        message: String,
+        hint: String,
+    },
+
+    #[error("cannot use AMI {ami} in {region}: {message}")]
+    #[diagnostic(code(labship::ec2::ami), help("{hint}"))]
+    Ami {
+        ami: String,
+        region: String,
+        message: String,
+        hint: String,
+    },
+
+    #[error("cannot find your public IP address to open the Jupyter port to it: {message}")]
+    #[diagnostic(
+        code(labship::ec2::caller_ip),
+        help("pass --allow-cidr A.B.C.D/32 with the address you browse from (or --public to open the port to everyone, with only the token protecting Jupyter)")
+    )]
+    CallerIp { message: String },
+
+    #[error("instance {instance} of `{deployment}` failed while {phase}: {cause}")]
+    #[diagnostic(code(labship::ec2::boot), help("{hint}"))]
+    BootFailed {
+        deployment: String,
+        instance: String,
+        phase: String,
+        cause: String,
+        hint: String,
+    },
+
+    #[error("instance {instance} of `{deployment}` showed no Jupyter token within {seconds}s (last phase: {phase})")]
+    #[diagnostic(code(labship::ec2::token_timeout), help("{hint}"))]
+    InstanceTimeout {
+        deployment: String,
+        instance: String,
+        seconds: u64,
+        phase: String,
+        hint: String,
+    },
+
+    #[error("cannot replace the container of `{deployment}` on {instance}: {message}")]
+    #[diagnostic(code(labship::ec2::replace), help("{hint}"))]
+    Replace {
+        deployment: String,
+        instance: String,
+        message: String,
+        hint: String,
+    },
+
+    #[error("{count} of the resources of `{deployment}` could not be removed")]
+    #[diagnostic(
+        code(labship::ec2::down),
+        help("{details}\nrun `labship down {deployment}` again; it removes what is left")
+    )]
+    TeardownIncomplete {
+        deployment: String,
+        count: usize,
+        details: String,
     },
 
     #[error("AWS {action} failed for {resource} in {region}: {message}")]
@@ -236,7 +333,9 @@ pub enum Error {
     #[error("no deployment named `{name}` {place}")]
     #[diagnostic(
         code(labship::deployment::not_found),
-        help("`labship status` lists the deployments; `labship up --local` starts one")
+        help(
+            "`labship status` (add --ec2 for AWS) lists the deployments; `labship up` starts one"
+        )
     )]
     DeploymentNotFound { name: String, place: String },
 

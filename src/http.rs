@@ -45,3 +45,41 @@ pub async fn get_status(addr: &str, path_and_query: &str, within: Duration) -> R
         .await
         .map_err(|_| format!("no answer within {}s", within.as_secs()))?
 }
+
+/// Status and body (lossily decoded, at most 64 KiB) of `GET http://{addr}{path_and_query}`;
+/// `addr` is `host:port` and may need DNS.
+pub async fn get_text(
+    addr: &str,
+    path_and_query: &str,
+    within: Duration,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(addr)
+        .to_string();
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = Request::get(path_and_query)
+            .header("Host", host)
+            .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = send(TokioIo::new(stream), request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", within.as_secs()))?
+}

@@ -2,8 +2,9 @@
 //!
 //! The modules follow the pipeline a user runs: settings ([`config`], [`init`]), then
 //! [`build`] the image on the Docker [`engine`], then [`push`] it to ECR through the one
-//! [`aws`] configuration; or run it on this machine ([`local`]) and recover the Jupyter
-//! [`token`] from its log; [`status`] lists what runs. [`output`] keeps results on stdout and progress on stderr;
+//! [`aws`] configuration and launch it on [`ec2`] (or run it on this machine, [`local`]), and
+//! recover the Jupyter [`token`] from its log; [`status`] lists what runs; `down` in both
+//! removes it. [`output`] keeps results on stdout and progress on stderr;
 //! [`error`] says what failed, why, and what to do.
 
 // `Error` carries the config file's text for miette's source snippets, which makes it large;
@@ -18,6 +19,7 @@ pub mod build;
 pub mod engine;
 pub mod push;
 
+pub mod ec2;
 pub mod local;
 pub mod status;
 pub mod token;

@@ -6,6 +6,10 @@ pub const MANAGED_BY: &str = "labship:managed-by";
 pub const MANAGED_BY_VALUE: &str = "labship";
 /// The deployment a resource belongs to.
 pub const DEPLOYMENT: &str = "labship:deployment";
+/// On an instance: the image its container runs (`REGISTRY/REPOSITORY:CONTENT_TAG`).
+pub const IMAGE: &str = "labship:image";
+/// On an instance: the port Jupyter is published on.
+pub const PORT: &str = "labship:port";
 
 /// The tags of a resource of `deployment`.
 pub fn for_deployment(deployment: &str) -> [(&'static str, String); 2] {

@@ -22,7 +22,7 @@ pub async fn run(config: Config, args: &DownArgs, printer: &Printer) -> Result<(
 }
 
 /// Asks on the terminal; false when the answer is no or there is no terminal to ask on.
-fn confirm(action: &str) -> Result<bool> {
+pub(super) fn confirm(action: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }

@@ -14,8 +14,11 @@ pub async fn up(config: Config, args: &UpArgs, printer: &Printer) -> Result<()> 
     let engine = Engine::connect().await?;
     let options = UpOptions {
         port: args.port,
-        bind: args.bind.to_string(),
-        wait: Duration::from_secs(args.wait),
+        bind: args
+            .bind
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            .to_string(),
+        wait: Duration::from_secs(args.wait.unwrap_or(180)),
     };
     let report = local::up(&engine, &config, printer, &options).await?;
     super::emit(printer, &report)?;

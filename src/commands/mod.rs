@@ -3,13 +3,14 @@
 mod base;
 mod build;
 mod down;
+mod ec2;
 mod init;
 mod local;
 mod push;
 mod token;
 
 use crate::cli::{named, Command, GlobalArgs};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Target};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 
@@ -18,14 +19,34 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         Command::Init(args) => init::run(args, printer),
         Command::Build(args) => build::run(load(args.overrides(global))?, printer).await,
         Command::Push(args) => push::run(load(args.overrides(global))?, printer).await,
-        Command::Up(args) => local::up(load(args.overrides(global))?, &args, printer).await,
+        Command::Up(args) => {
+            let config = load(args.overrides(global))?;
+            match config.target {
+                Target::Local => local::up(config, &args, printer).await,
+                Target::Ec2 => ec2::up(config, &args, printer).await,
+            }
+        }
         Command::Token(args) => token::run(&args, global, printer).await,
-        Command::Status => local::status(printer).await,
+        Command::Status(args) => {
+            let config = load(named(global, &None, args.target))?;
+            match config.target {
+                Target::Local => local::status(printer).await,
+                Target::Ec2 => ec2::status(config, printer).await,
+            }
+        }
         Command::Logs(args) => {
-            local::logs(load(named(global, &args.deployment))?, args.tail, printer).await
+            let config = load(named(global, &args.deployment, args.on))?;
+            match config.target {
+                Target::Local => local::logs(config, args.tail, printer).await,
+                Target::Ec2 => ec2::logs(config, args.tail, printer).await,
+            }
         }
         Command::Down(args) => {
-            down::run(load(named(global, &args.deployment))?, &args, printer).await
+            let config = load(named(global, &args.deployment, args.on))?;
+            match config.target {
+                Target::Local => down::run(config, &args, printer).await,
+                Target::Ec2 => ec2::down(config, &args, printer).await,
+            }
         }
         Command::Base => base::run(printer).await,
     }

@@ -37,7 +37,10 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
             crate::token::find_token(&text).map_err(|e| crate::local::token_error(e, &origin))?
         }
         None => {
-            let config = super::load(named(global, &args.deployment))?;
+            let config = super::load(named(global, &args.deployment, args.on))?;
+            if config.target == crate::config::Target::Ec2 {
+                return super::ec2::token(config, printer).await;
+            }
             let engine = Engine::connect().await?;
             crate::local::token(&engine, &config.name).await?
         }

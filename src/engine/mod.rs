@@ -134,6 +134,18 @@ impl Engine {
         }
     }
 
+    /// The size of an image on this engine, in bytes (None when it is not here).
+    pub async fn image_size(&self, reference: &str) -> Result<Option<u64>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(img.size.and_then(|s| u64::try_from(s).ok())),
+            Err(e) if containers::not_found(&e) => Ok(None),
+            Err(e) => Err(Error::engine(
+                format!("inspecting image {reference}"),
+                engine_message(&e),
+            )),
+        }
+    }
+
     /// The architecture an image is for (`amd64`, `arm64`), as its config says.
     pub async fn image_arch(&self, reference: &str) -> Result<String> {
         let image = self.docker.inspect_image(reference).await.map_err(|e| {

@@ -58,66 +58,39 @@ impl Ecr {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let code = err.code().unwrap_or_default();
-        let raw = match err {
-            SdkError::ServiceError(e) => Some(e.raw()),
-            _ => None,
-        };
-        let status = raw.map(|r| r.status().as_u16());
-        let message = err
-            .message()
-            .map(str::to_string)
-            .or_else(|| raw.and_then(|r| r.body().bytes()).and_then(xml_message))
-            .unwrap_or_else(|| aws_message(err));
-        if matches!(
-            code,
-            "ExpiredToken"
-                | "ExpiredTokenException"
-                | "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "InvalidClientTokenId"
-        ) {
-            return Error::CredentialsRejected {
-                region: self.region.clone(),
-                message: format!("{code}: {message}"),
-            };
-        }
-        // A 403 is an authorization failure whatever the body looks like (some endpoints,
-        // and moto, answer JSON-protocol calls with an XML error document).
-        if matches!(
-            code,
-            "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
-        ) || status == Some(403)
-        {
-            return Error::AccessDenied {
-                action: format!("ecr:{op}"),
-                resource: resource.to_string(),
-                region: self.region.clone(),
+        match crate::aws::api_error(&self.region, "ecr", op, resource, err) {
+            // Name the managed policy that fits, next to labship's own.
+            Error::AccessDenied {
+                action,
+                resource,
+                region,
+                message,
+                ..
+            } => Error::AccessDenied {
+                action,
+                resource,
+                region,
                 policy: policy_for(op),
                 message,
-            };
-        }
-        let hint = match code {
-            "LimitExceededException" => {
-                "an ECR quota is reached; delete unused repositories or ask AWS for a higher limit"
-                    .to_string()
-            }
-            "InvalidParameterException" => {
-                "check the repository name and region in labship.toml".to_string()
-            }
-            "" => "check your network and AWS_ENDPOINT_URL (if set), then try again".to_string(),
-            _ => "see the AWS message above; run again with -v for details".to_string(),
-        };
-        Error::Aws {
-            action: format!("ecr:{op}"),
-            resource: resource.to_string(),
-            region: self.region.clone(),
-            message: if code.is_empty() {
-                message
-            } else {
-                format!("{code}: {message}")
             },
-            hint,
+            Error::Aws {
+                action,
+                resource,
+                region,
+                message,
+                hint,
+            } => Error::Aws {
+                hint: if message.starts_with("InvalidParameterException") {
+                    "check the repository name and region in labship.toml".to_string()
+                } else {
+                    hint
+                },
+                action,
+                resource,
+                region,
+                message,
+            },
+            other => other,
         }
     }
 
@@ -259,6 +232,75 @@ impl Ecr {
             .map_err(|e| self.fail("TagResource", &repo.name, &e))?;
         Ok(())
     }
+
+    /// Deletes every image of `repository` and, when labship created it (tag
+    /// `labship:managed-by`), the repository itself. Returns (images deleted, repository
+    /// deleted); a missing repository is (0, false).
+    pub async fn purge(&self, repository: &str) -> Result<(usize, bool)> {
+        let described = match self
+            .client
+            .describe_repositories()
+            .repository_names(repository)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok((0, false)),
+            Err(e) => return Err(self.fail("DescribeRepositories", repository, &e)),
+        };
+        let arn = described
+            .repositories()
+            .first()
+            .and_then(|r| r.repository_arn())
+            .unwrap_or_default()
+            .to_string();
+        let mut ids = Vec::new();
+        let mut pages = self
+            .client
+            .list_images()
+            .repository_name(repository)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ListImages", repository, &e))?;
+            ids.extend(page.image_ids().iter().cloned());
+        }
+        let mut deleted = 0;
+        // BatchDeleteImage takes at most 100 ids per call.
+        for chunk in ids.chunks(100) {
+            let out = self
+                .client
+                .batch_delete_image()
+                .repository_name(repository)
+                .set_image_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.fail("BatchDeleteImage", repository, &e))?;
+            deleted += out.image_ids().len();
+        }
+        let tags = self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| self.fail("ListTagsForResource", repository, &e))?;
+        let ours = tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGED_BY_VALUE);
+        if !ours {
+            return Ok((deleted, false));
+        }
+        self.client
+            .delete_repository()
+            .repository_name(repository)
+            .force(true)
+            .send()
+            .await
+            .map_err(|e| self.fail("DeleteRepository", repository, &e))?;
+        Ok((deleted, true))
+    }
 }
 
 impl ImageRegistry for Ecr {
@@ -338,14 +380,6 @@ impl ImageRegistry for Ecr {
     }
 }
 
-/// The `<Message>` of an XML error document.
-fn xml_message(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("<Message>")? + "<Message>".len();
-    let end = text[start..].find("</Message>")? + start;
-    Some(text[start..end].to_string())
-}
-
 /// `base64("AWS:<password>")` split at the first colon.
 pub fn decode_token(token: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -369,9 +403,9 @@ pub fn registry_host(endpoint: &str) -> String {
 fn policy_for(op: &str) -> &'static str {
     match op {
         "CreateRepository" | "PutLifecyclePolicy" | "TagResource" | "DeleteRepository" => {
-            "AmazonEC2ContainerRegistryFullAccess"
+            "labship's policy infra/operator-policy.json, or the managed policy AmazonEC2ContainerRegistryFullAccess"
         }
-        _ => "AmazonEC2ContainerRegistryPowerUser",
+        _ => "labship's policy infra/operator-policy.json, or the managed policy AmazonEC2ContainerRegistryPowerUser",
     }
 }
 
@@ -399,24 +433,9 @@ mod tests {
     }
 
     #[test]
-    fn xml_error_messages() {
-        let body = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: s is not authorized to perform: ecr:CreateRepository</Message></Error></Errors></ErrorResponse>";
-        assert_eq!(
-            xml_message(body).as_deref(),
-            Some("User: s is not authorized to perform: ecr:CreateRepository")
-        );
-        assert_eq!(xml_message(b"{}"), None);
-    }
-
-    #[test]
     fn access_denied_names_the_policy() {
-        assert_eq!(
-            policy_for("CreateRepository"),
-            "AmazonEC2ContainerRegistryFullAccess"
-        );
-        assert_eq!(
-            policy_for("GetAuthorizationToken"),
-            "AmazonEC2ContainerRegistryPowerUser"
-        );
+        assert!(policy_for("CreateRepository").contains("AmazonEC2ContainerRegistryFullAccess"));
+        assert!(policy_for("GetAuthorizationToken").contains("AmazonEC2ContainerRegistryPowerUser"));
+        assert!(policy_for("PutLifecyclePolicy").contains("infra/operator-policy.json"));
     }
 }

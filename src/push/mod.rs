@@ -61,7 +61,59 @@ pub async fn push(
     config: &Config,
     printer: &Printer,
 ) -> Result<PushReport> {
-    let local = config.local_image();
+    let prepared = prepare(engine, registry, config, printer).await?;
+    finish(engine, registry, prepared, printer).await
+}
+
+/// A push whose image is known (built when needed) and whose repository exists: what is left
+/// is the upload. `up` launches the instance at this point, so that it boots while the
+/// layers are still uploading (its user-data retries the pull until the tag exists).
+pub struct Prepared {
+    auth: crate::engine::RegistryAuth,
+    local: String,
+    remote: String,
+    tag: String,
+    /// The registry's digest when it already has the content tag (nothing to upload).
+    existing: Option<String>,
+    built: bool,
+    repo: Repository,
+}
+
+impl Prepared {
+    /// `REGISTRY/REPOSITORY:CONTENT_TAG`, what an instance pulls.
+    pub fn image_uri(&self) -> String {
+        format!("{}:{}", self.remote, self.tag)
+    }
+
+    /// The registry host (`host[:port]`) instances log in to.
+    pub fn registry_host(&self) -> &str {
+        &self.auth.server
+    }
+
+    /// True when the registry already has the image: `finish` uploads nothing.
+    pub fn already_pushed(&self) -> bool {
+        self.existing.is_some()
+    }
+
+    /// True when the image was built by this run.
+    pub fn built(&self) -> bool {
+        self.built
+    }
+
+    /// The local image the upload sends (`REPOSITORY:CONTENT_TAG` on this engine).
+    pub fn local_image(&self) -> String {
+        format!("{}:{}", self.local, self.tag)
+    }
+}
+
+/// Login, registry check, build if needed, repository: everything before the upload.
+pub async fn prepare(
+    engine: &Engine,
+    registry: &impl ImageRegistry,
+    config: &Config,
+    printer: &Printer,
+) -> Result<Prepared> {
+    let local = config.local_image().to_string();
     let (tag, _) = build::planned_tag(config)?;
     // Log in and ask the registry first: a refused login or an unchanged image stops here,
     // before anything is created or built.
@@ -71,29 +123,14 @@ pub async fn push(
         .remote_digest(&format!("{remote}:{tag}"), &auth)
         .await?;
 
-    if let Some(digest) = existing {
+    let mut built = false;
+    let mut tag = tag;
+    if existing.is_some() {
         printer.note(format!(
             "{remote}:{tag} is already in the registry; nothing to upload"
         ));
-        let repo = registry
-            .ensure_repository(&config.push.repository, &config.name)
-            .await?;
-        let tags = move_latest(engine, &auth, local, &remote, &tag, &digest, printer).await?;
-        return Ok(PushReport {
-            image_uri: format!("{remote}:{tag}"),
-            digest: Some(digest),
-            tags,
-            bytes_uploaded: 0,
-            skipped: true,
-            repository_created: repo.created,
-            built: false,
-        });
-    }
-
-    // Build before creating anything in AWS: a failed build leaves no empty repository.
-    let mut built = false;
-    let mut tag = tag;
-    if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
+    } else if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
+        // Build before creating anything in AWS: a failed build leaves no empty repository.
         let report = build::build_with_offline_fallback(engine, config, printer).await?;
         // The files may have changed since they were hashed; the build's tag is the truth.
         tag = report.content_tag;
@@ -109,7 +146,46 @@ pub async fn push(
             registry.region()
         ));
     }
-    let pushed = upload(engine, &auth, local, &remote, &tag, printer).await;
+    Ok(Prepared {
+        auth,
+        local,
+        remote,
+        tag,
+        existing,
+        built,
+        repo,
+    })
+}
+
+/// The upload (or, when the registry has the image, moving `latest`).
+pub async fn finish(
+    engine: &Engine,
+    registry: &impl ImageRegistry,
+    prepared: Prepared,
+    printer: &Printer,
+) -> Result<PushReport> {
+    let Prepared {
+        auth,
+        local,
+        remote,
+        tag,
+        existing,
+        built,
+        repo,
+    } = prepared;
+    if let Some(digest) = existing {
+        let tags = move_latest(engine, &auth, &local, &remote, &tag, &digest, printer).await?;
+        return Ok(PushReport {
+            image_uri: format!("{remote}:{tag}"),
+            digest: Some(digest),
+            tags,
+            bytes_uploaded: 0,
+            skipped: true,
+            repository_created: repo.created,
+            built: false,
+        });
+    }
+    let pushed = upload(engine, &auth, &local, &remote, &tag, printer).await;
     let outcome = match pushed {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -7,5 +7,7 @@ mod support;
 mod bad_input;
 mod build;
 mod config;
+mod ec2;
 mod local;
+mod policy;
 mod push;

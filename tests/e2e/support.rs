@@ -368,3 +368,94 @@ pub async fn ecr_client(endpoint: &str) -> aws_sdk_ecr::Client {
         .build();
     aws_sdk_ecr::Client::from_conf(config)
 }
+
+/// The instance simulator in front of moto (tests/rig/instance-sim.py): EC2 calls through it
+/// run each instance's user-data for real and serve its output as the console.
+pub fn sim_endpoint() -> String {
+    need("LABSHIP_TEST_SIM_ENDPOINT")
+}
+
+impl Project {
+    /// `labship ARGS` with the AWS endpoint replaced (the simulator, a private moto) and
+    /// extra environment.
+    pub fn labship_at(&self, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.env("AWS_ENDPOINT_URL", endpoint);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("run labship");
+        eprintln!(
+            "$ labship {}  (AWS at {endpoint})\n--- stderr ---\n{}--- stdout ---\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        output
+    }
+}
+
+impl Server {
+    /// A private moto like the rig's (AWS managed policies loaded), for tests that change
+    /// account-wide things (the default VPC, the shared IAM role).
+    pub fn moto() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(rig().venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_for(&addr, Duration::from_secs(30));
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("testing", "testing", None, None, "test"),
+            ),
+        )
+        .build()
+}
+
+/// EC2 and IAM clients against moto (an independent view of what labship created).
+pub fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config(endpoint))
+}
+
+pub fn iam_client(endpoint: &str) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk_config(endpoint))
+}
+
+/// A one-line HTTP server answering every request with `body` (a stand-in for the public
+/// address service), on a free loopback port; lives as long as the test process.
+pub fn text_server(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}

@@ -54,7 +54,7 @@ on_exit() {
         rig_log "servers left running (stop them with: bash tests/rig/servers.sh stop)"
     fi
     if [ "$rc" -ne 0 ]; then
-        rig_log "exit status $rc; server logs: $RIG_STATE/moto.log $RIG_STATE/registry.log"
+        rig_log "exit status $rc; server logs: $RIG_STATE/moto.log $RIG_STATE/registry.log $RIG_STATE/sim.log"
     fi
     exit "$rc"
 }

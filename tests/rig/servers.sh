@@ -2,6 +2,9 @@
 # Start/stop the local stand-ins for AWS used by the labship tests, on free loopback ports:
 #   moto_server          (AWS API emulator, from the rig venv; see setup.sh)
 #   Debian docker-registry (Docker registry v2 API with htpasswd basic auth)
+#   instance-sim.py      (EC2 instance simulator: a proxy in front of moto that runs each
+#                         launched instance's user-data in a container of the sim host image,
+#                         serves its console output, SSM RunCommand, 127.0.0.1 public IPs)
 #
 #   bash tests/rig/servers.sh start|stop|status
 #
@@ -12,12 +15,17 @@
 #
 # State lives in ${LABSHIP_RIG_STATE:-/tmp/labship-rig}: pid files, logs, the registry config
 # and rig.env, which exports
-#   LABSHIP_TEST_AWS_ENDPOINT  LABSHIP_TEST_REGISTRY  LABSHIP_TEST_REGISTRY_USER
+#   LABSHIP_TEST_AWS_ENDPOINT (moto itself)  LABSHIP_TEST_REGISTRY  LABSHIP_TEST_REGISTRY_USER
 #   LABSHIP_TEST_REGISTRY_PASSWORD  LABSHIP_TEST_BASE_IMAGE  LABSHIP_RIG_VENV  LABSHIP_RIG_STATE
+#   LABSHIP_TEST_SIM_ENDPOINT (the instance simulator, in front of the same moto)
+#   LABSHIP_TEST_SIM_HOST_IMAGE (the image it runs instances in; tests/rig/sim-host.sh)
 #
-# start: a no-op when both servers already run and answer (rig.env is left as it is).
-# stop:  stops both (by pid file, bounded) and deletes the registry's storage; keeps the logs.
-# status: exit 0 when both run and answer, 1 otherwise.
+# start: a no-op when all servers already run and answer (rig.env is left as it is; only the
+#        simulator is restarted when the sim host image changed meanwhile).
+# stop:  stops all (by pid file, bounded; the simulator removes its instance containers and
+#        their deployment containers/volumes on SIGTERM) and deletes the registry's storage;
+#        keeps the logs.
+# status: exit 0 when all run and answer, 1 otherwise.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=env.sh
@@ -31,6 +39,7 @@ readonly REGISTRY_PASSWORD=123456789012-auth-token
 readonly WAIT_SECONDS="${LABSHIP_RIG_WAIT_SECONDS:-30}"
 readonly S="$RIG_STATE"
 readonly ENV_FILE="$S/rig.env"
+SIM_IMAGE="" # the sim host image tag (tests/rig/sim-host.sh), set by cmd_start
 
 port_of() { cat "$S/$1.port" 2>/dev/null || true; }
 pid_of() { cat "$S/$1.pid" 2>/dev/null || true; }
@@ -40,6 +49,7 @@ needle() {
     case "$1" in
     moto) printf '%s' "$RIG_VENV/bin/moto_server" ;;
     registry) printf '%s' "$REGISTRY_BIN serve $S/registry.yml" ;;
+    sim) printf '%s' "$RIG_DIR/instance-sim.py --port" ;;
     esac
 }
 
@@ -47,6 +57,7 @@ health_url() {
     case "$1" in
     moto) printf 'http://127.0.0.1:%s/moto-api/' "$2" ;;
     registry) printf 'http://127.0.0.1:%s/v2/' "$2" ;;
+    sim) printf 'http://127.0.0.1:%s/_sim/health' "$2" ;;
     esac
 }
 
@@ -58,12 +69,14 @@ server_ok() {
         rig_http_answers "$(health_url "$name" "$port")"
 }
 
-healthy() { [ -s "$ENV_FILE" ] && server_ok moto && server_ok registry; }
+healthy() { [ -s "$ENV_FILE" ] && server_ok moto && server_ok registry && server_ok sim; }
 
 # Stop the named servers (by pid file, after checking the pid is still ours): SIGTERM to all,
-# wait up to 10 s, then SIGKILL what is left.
+# wait up to 10 s (30 s when the simulator is among them: it removes its containers first),
+# then SIGKILL what is left.
 stop_servers() {
-    local name pid i pids=() alive
+    local name pid i pids=() alive tries=50
+    case " $* " in *" sim "*) tries=150 ;; esac
     for name in "$@"; do
         pid="$(pid_of "$name")"
         if [ -n "$pid" ] && rig_pid_matches "$pid" "$(needle "$name")"; then
@@ -72,7 +85,7 @@ stop_servers() {
             pids+=("$pid")
         fi
     done
-    for ((i = 0; i < 50 && ${#pids[@]} > 0; i++)); do
+    for ((i = 0; i < tries && ${#pids[@]} > 0; i++)); do
         alive=()
         for pid in "${pids[@]}"; do
             if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); fi
@@ -81,7 +94,7 @@ stop_servers() {
         [ "${#pids[@]}" -eq 0 ] || sleep 0.2
     done
     for pid in "${pids[@]}"; do
-        rig_log "pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
+        rig_log "pid $pid ignored SIGTERM for $((tries / 5)) s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     done
     for pid in "${pids[@]}"; do
@@ -95,8 +108,29 @@ stop_servers() {
     done
 }
 
+# Containers of simulated instances a killed simulator left (label dev.labship.sim.rig = its
+# state dir), with the containers and volumes their user-data made (dev.labship.ec2.deployment).
+remove_sim_leftovers() {
+    local names dep
+    command -v docker >/dev/null 2>&1 || return 0
+    names="$(docker ps -aq --filter "label=dev.labship.sim.rig=$S/sim" 2>/dev/null || true)"
+    [ -n "$names" ] || return 0
+    rig_log "removing containers a stopped simulator left: $(printf '%s' "$names" | tr '\n' ' ')"
+    # shellcheck disable=SC2086 # one id per word
+    for dep in $(docker inspect --format '{{index .Config.Labels "dev.labship.sim.deployment"}}' $names 2>/dev/null | sort -u); do
+        # shellcheck disable=SC2046 # ids, one per word
+        docker rm -f -v $(docker ps -aq --filter "label=dev.labship.ec2.deployment=$dep") >/dev/null 2>&1 || true
+        # shellcheck disable=SC2046
+        docker volume rm -f $(docker volume ls -q --filter "label=dev.labship.ec2.deployment=$dep") >/dev/null 2>&1 || true
+    done
+    # shellcheck disable=SC2086
+    docker rm -f $names >/dev/null 2>&1 || true
+}
+
 stop_all() {
-    stop_servers registry moto
+    stop_servers sim registry moto
+    remove_sim_leftovers
+    rm -rf --one-file-system "$S/sim"
     local storage
     storage="$(cat "$S/registry.storage" 2>/dev/null || true)"
     # Only ever delete a directory this script created (mktemp pattern below).
@@ -141,6 +175,13 @@ start_server() {
         registry)
             write_registry_config "$port"
             launch registry "$port" "$REGISTRY_BIN" serve "$S/registry.yml"
+            ;;
+        sim)
+            launch sim "$port" env \
+                LABSHIP_SIM_MOTO_URL="http://127.0.0.1:$(port_of moto)" \
+                LABSHIP_SIM_HOST_IMAGE="$SIM_IMAGE" \
+                LABSHIP_SIM_SELF_URL="http://127.0.0.1:$port" \
+                "$RIG_VENV/bin/python" "$RIG_DIR/instance-sim.py" --port "$port" --state-dir "$S/sim"
             ;;
         esac
         pid="$(pid_of "$name")"
@@ -195,7 +236,7 @@ EOF
 }
 
 write_env_file() {
-    local base="$1"
+    local base="$1" sim_image="$2"
     {
         printf '# Generated by tests/rig/servers.sh start; source it (bash).\n'
         printf 'export LABSHIP_TEST_AWS_ENDPOINT=%q\n' "http://127.0.0.1:$(port_of moto)"
@@ -203,6 +244,8 @@ write_env_file() {
         printf 'export LABSHIP_TEST_REGISTRY_USER=%q\n' "$REGISTRY_USER"
         printf 'export LABSHIP_TEST_REGISTRY_PASSWORD=%q\n' "$REGISTRY_PASSWORD"
         printf 'export LABSHIP_TEST_BASE_IMAGE=%q\n' "$base"
+        printf 'export LABSHIP_TEST_SIM_ENDPOINT=%q\n' "http://127.0.0.1:$(port_of sim)"
+        printf 'export LABSHIP_TEST_SIM_HOST_IMAGE=%q\n' "$sim_image"
         printf 'export LABSHIP_RIG_VENV=%q\n' "$RIG_VENV"
         printf 'export LABSHIP_RIG_STATE=%q\n' "$S"
     } >"$ENV_FILE.tmp"
@@ -212,13 +255,22 @@ write_env_file() {
 cmd_start() {
     local base
     if healthy; then
-        # Keep rig.env untouched unless the base image recipe changed meanwhile.
+        # Keep rig.env untouched unless the base image recipe changed meanwhile; restart only
+        # the simulator when its host image changed.
         base="$(bash "$RIG_DIR/offline-base.sh")"
-        if grep -qxF "export LABSHIP_TEST_BASE_IMAGE=$(printf '%q' "$base")" "$ENV_FILE"; then
-            rig_log "servers already running (moto :$(port_of moto), registry :$(port_of registry)); $ENV_FILE unchanged"
+        SIM_IMAGE="$(bash "$RIG_DIR/sim-host.sh")"
+        if ! grep -qxF "export LABSHIP_TEST_SIM_HOST_IMAGE=$(printf '%q' "$SIM_IMAGE")" "$ENV_FILE"; then
+            rig_log "the sim host image changed to $SIM_IMAGE: restarting the simulator"
+            stop_servers sim
+            remove_sim_leftovers
+            start_server sim || { stop_all; rig_die "instance-sim failed to start (log: $S/sim.log)"; }
+        fi
+        if grep -qxF "export LABSHIP_TEST_BASE_IMAGE=$(printf '%q' "$base")" "$ENV_FILE" &&
+            grep -qxF "export LABSHIP_TEST_SIM_ENDPOINT=$(printf '%q' "http://127.0.0.1:$(port_of sim)")" "$ENV_FILE"; then
+            rig_log "servers already running (moto :$(port_of moto), registry :$(port_of registry), sim :$(port_of sim)); $ENV_FILE unchanged"
         else
-            write_env_file "$base"
-            rig_log "servers already running; updated LABSHIP_TEST_BASE_IMAGE=$base in $ENV_FILE"
+            write_env_file "$base" "$SIM_IMAGE"
+            rig_log "servers already running; updated $ENV_FILE (base $base, sim :$(port_of sim))"
         fi
         return 0
     fi
@@ -226,12 +278,16 @@ cmd_start() {
     [ -x "$REGISTRY_BIN" ] || rig_die "$REGISTRY_BIN missing (run tests/rig/setup.sh)"
     command -v htpasswd >/dev/null || rig_die "htpasswd missing (run tests/rig/setup.sh)"
 
+    [ -f "$RIG_DIR/instance-sim.py" ] || rig_die "$RIG_DIR/instance-sim.py missing"
+
     base="$(bash "$RIG_DIR/offline-base.sh")"
+    SIM_IMAGE="$(bash "$RIG_DIR/sim-host.sh")"
 
     stop_all # clean up whatever a partial or crashed earlier run left
     start_server moto || { stop_all; rig_die "moto_server failed to start (log: $S/moto.log)"; }
     start_server registry || { stop_all; rig_die "docker-registry failed to start (log: $S/registry.log)"; }
-    write_env_file "$base"
+    start_server sim || { stop_all; rig_die "instance-sim failed to start (log: $S/sim.log)"; }
+    write_env_file "$base" "$SIM_IMAGE"
     rig_log "wrote $ENV_FILE"
 }
 
@@ -242,7 +298,7 @@ cmd_stop() {
 
 cmd_status() {
     if healthy; then
-        rig_log "running: moto :$(port_of moto), registry :$(port_of registry); env file $ENV_FILE"
+        rig_log "running: moto :$(port_of moto), registry :$(port_of registry), sim :$(port_of sim); env file $ENV_FILE"
         return 0
     fi
     rig_log "not running (or not healthy)"

@@ -10,6 +10,8 @@
 #    of tests/rig/requirements.txt (moto[server], awscli); recreated only when that file
 #    (or the Python used) changes.
 # 4. The offline JupyterLab base image (offline-base.sh; rebuilt only when its recipe changes).
+# 5. The sim host image of the EC2 instance simulator, FROM that base (sim-host.sh; rebuilt
+#    only when its recipe, the base or the docker CLI changes).
 #
 # Logs go to stderr; stdout carries only the base image tag (last step).
 set -euo pipefail
@@ -101,5 +103,8 @@ fi
 
 # --- 4. Offline base image ------------------------------------------------------------------
 tag="$(bash "$RIG_DIR/offline-base.sh")"
-rig_log "setup complete in $((SECONDS - start)) s (base image $tag)"
+
+# --- 5. Sim host image ----------------------------------------------------------------------
+sim_tag="$(bash "$RIG_DIR/sim-host.sh")"
+rig_log "setup complete in $((SECONDS - start)) s (base image $tag, sim host image $sim_tag)"
 printf '%s\n' "$tag" >&3

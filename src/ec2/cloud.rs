@@ -1,0 +1,1078 @@
+//! EC2, IAM and SSM in the pipeline's words: resolve a host image, check an instance type,
+//! make sure the instance role and the deployment's security group exist, launch, find,
+//! read the console, run a command on a host, terminate. Every create is tagged at creation
+//! and every create-or-reuse is idempotent, so an interrupted `up` leaves only tagged
+//! resources that the next `up` reuses and `down` removes.
+//!
+//! Errors name the action, the resource and the region (see [`crate::aws::api_error`]).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, VolumeType,
+};
+use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::aws::{api_error, error_code, Aws};
+use crate::error::{Error, Result};
+use crate::tags;
+
+/// The instance role and profile every labship instance uses (shared by all deployments).
+pub const INSTANCE_ROLE: &str = "labship-instance";
+pub const INSTANCE_PROFILE: &str = "labship-instance";
+const IAM_PATH: &str = "/labship/";
+/// What the instance may do: pull from ECR, and be reached by Systems Manager.
+pub const INSTANCE_POLICIES: [&str; 2] = [
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+];
+pub const TRUST_POLICY: &str = include_str!("../../infra/instance-trust-policy.json");
+
+/// States in which an instance still exists (and costs, or will).
+const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// The security group of a deployment.
+pub fn security_group_name(deployment: &str) -> String {
+    format!("labship-{deployment}")
+}
+
+/// What labship needs to know about an instance type.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceTypeInfo {
+    pub name: String,
+    /// EC2's names: `x86_64`, `arm64`.
+    pub architectures: Vec<String>,
+    /// Nitro instances serve the live console (`GetConsoleOutput Latest=true`).
+    pub nitro: bool,
+}
+
+/// A host image, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostImage {
+    pub id: String,
+    /// Where it came from: the SSM parameter, or "given".
+    pub source: String,
+    pub root_device: String,
+    /// The smallest root volume the image allows.
+    pub min_root_gib: i32,
+    pub architecture: Option<String>,
+}
+
+/// A labship instance, as found by its tags.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub deployment: String,
+    pub state: String,
+    pub instance_type: String,
+    pub public_ip: Option<String>,
+    /// RFC 3339.
+    pub launched: Option<String>,
+    #[serde(skip)]
+    pub launched_secs: Option<i64>,
+    /// The image its container runs (tag `labship:image`).
+    pub image: Option<String>,
+    pub port: Option<u16>,
+    pub security_groups: Vec<String>,
+}
+
+impl Instance {
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+}
+
+/// A labship security group.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    pub deployment: Option<String>,
+    pub vpc: Option<String>,
+}
+
+/// The ingress a deployment's security group should have: TCP `port` from `cidrs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ingress {
+    pub port: u16,
+    pub cidrs: Vec<String>,
+    pub description: String,
+}
+
+/// What RunInstances gets.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub deployment: String,
+    pub image: String,
+    pub port: u16,
+    pub ami: String,
+    pub instance_type: String,
+    pub root_device: String,
+    pub root_gib: i32,
+    pub security_group: String,
+    pub subnet: Option<String>,
+    pub ssh_key: Option<String>,
+    pub user_data: String,
+}
+
+/// The outcome of a command run on an instance through Systems Manager.
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Clone)]
+pub struct Cloud {
+    ec2: aws_sdk_ec2::Client,
+    iam: aws_sdk_iam::Client,
+    ssm: aws_sdk_ssm::Client,
+    pub region: String,
+}
+
+fn ec2_tags(pairs: &[(&str, String)]) -> Vec<Tag> {
+    pairs
+        .iter()
+        .map(|(k, v)| Tag::builder().key(*k).value(v).build())
+        .collect()
+}
+
+fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(ec2_tags(pairs)))
+        .build()
+}
+
+fn filter(name: &str, values: &[&str]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+impl Cloud {
+    pub fn new(aws: &Aws) -> Self {
+        Cloud {
+            ec2: aws_sdk_ec2::Client::new(&aws.sdk),
+            iam: aws_sdk_iam::Client::new(&aws.sdk),
+            ssm: aws_sdk_ssm::Client::new(&aws.sdk),
+            region: aws.region.clone(),
+        }
+    }
+
+    fn fail<E>(
+        &self,
+        service: &str,
+        op: &str,
+        resource: &str,
+        err: &aws_sdk_ec2::error::SdkError<E>,
+    ) -> Error
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        api_error(&self.region, service, op, resource, err)
+    }
+
+    // ---- what to launch ------------------------------------------------------------------
+
+    /// The instance type's architectures and hypervisor; an unknown type is an error.
+    pub async fn instance_type(&self, name: &str) -> Result<InstanceTypeInfo> {
+        let out = self
+            .ec2
+            .describe_instance_types()
+            .instance_types(InstanceType::from(name))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    "InvalidInstanceType" | "InvalidParameterValue"
+                ) =>
+            {
+                return Err(Error::UnknownInstanceType {
+                    instance_type: name.to_string(),
+                    region: self.region.clone(),
+                })
+            }
+            Err(e) => return Err(self.fail("ec2", "DescribeInstanceTypes", name, &e)),
+        };
+        let Some(info) = out.instance_types().first() else {
+            return Err(Error::UnknownInstanceType {
+                instance_type: name.to_string(),
+                region: self.region.clone(),
+            });
+        };
+        let architectures = info
+            .processor_info()
+            .map(|p| {
+                p.supported_architectures()
+                    .iter()
+                    .map(|a| a.as_str().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nitro = info
+            .hypervisor()
+            .is_some_and(|h| h.as_str().eq_ignore_ascii_case("nitro"));
+        Ok(InstanceTypeInfo {
+            name: name.to_string(),
+            architectures,
+            nitro,
+        })
+    }
+
+    /// A public SSM parameter's value (the latest Amazon Linux AMI ids live there).
+    pub async fn parameter(&self, name: &str) -> Result<String> {
+        let out = self
+            .ssm
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "GetParameter", name, &e))?;
+        out.parameter()
+            .and_then(|p| p.value())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Ami {
+                ami: name.to_string(),
+                region: self.region.clone(),
+                message: "the SSM parameter has no value".into(),
+                hint: "pass an AMI id with --ami ami-...".into(),
+            })
+    }
+
+    /// Root device and size of an AMI, when EC2 knows it (None: not found).
+    pub async fn describe_image(&self, id: &str) -> Result<Option<HostImage>> {
+        let out = match self.ec2.describe_images().image_ids(id).send().await {
+            Ok(out) => out,
+            Err(e) if error_code(&e).starts_with("InvalidAMIID") => return Ok(None),
+            Err(e) => return Err(self.fail("ec2", "DescribeImages", id, &e)),
+        };
+        Ok(out.images().first().map(|img| {
+            let root_device = img.root_device_name().unwrap_or("/dev/xvda").to_string();
+            let min_root_gib = img
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == Some(root_device.as_str()))
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.volume_size())
+                .unwrap_or(8);
+            HostImage {
+                id: id.to_string(),
+                source: "given".into(),
+                root_device,
+                min_root_gib,
+                architecture: img.architecture().map(|a| a.as_str().to_string()),
+            }
+        }))
+    }
+
+    /// The VPC to launch in: the subnet's, or the region's default VPC.
+    pub async fn vpc(&self, subnet: Option<&str>) -> Result<String> {
+        if let Some(subnet) = subnet {
+            let out = self
+                .ec2
+                .describe_subnets()
+                .subnet_ids(subnet)
+                .send()
+                .await
+                .map_err(|e| {
+                    if error_code(&e).starts_with("InvalidSubnetID") {
+                        Error::Network {
+                            what: format!("subnet {subnet} does not exist"),
+                            region: self.region.clone(),
+                            message: crate::error::aws_message(&e),
+                            hint: "check ec2.subnet / --subnet and the region".into(),
+                        }
+                    } else {
+                        self.fail("ec2", "DescribeSubnets", subnet, &e)
+                    }
+                })?;
+            return out
+                .subnets()
+                .first()
+                .and_then(|s| s.vpc_id())
+                .map(str::to_string)
+                .ok_or_else(|| Error::Network {
+                    what: format!("subnet {subnet} does not exist"),
+                    region: self.region.clone(),
+                    message: "DescribeSubnets returned nothing".into(),
+                    hint: "check ec2.subnet / --subnet and the region".into(),
+                });
+        }
+        let out = self
+            .ec2
+            .describe_vpcs()
+            .filters(filter("is-default", &["true"]))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeVpcs", "default VPC", &e))?;
+        out.vpcs()
+            .first()
+            .and_then(|v| v.vpc_id())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Network {
+                what: "there is no default VPC".into(),
+                region: self.region.clone(),
+                message: "DescribeVpcs found no VPC with isDefault=true".into(),
+                hint: "create one with `aws ec2 create-default-vpc`, or name a subnet with a route to the internet: --subnet subnet-... (or ec2.subnet in labship.toml)".into(),
+            })
+    }
+
+    // ---- IAM -----------------------------------------------------------------------------
+
+    /// The shared instance role and profile, created when missing. Returns true when
+    /// anything was created (a new profile needs a few seconds before EC2 accepts it).
+    pub async fn ensure_instance_profile(&self) -> Result<bool> {
+        let mut created = false;
+        let tags: Vec<aws_sdk_iam::types::Tag> = [(tags::MANAGED_BY, tags::MANAGED_BY_VALUE)]
+            .iter()
+            .filter_map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(*k)
+                    .value(*v)
+                    .build()
+                    .ok()
+            })
+            .collect();
+
+        let existing = match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(out) => out.instance_profile().map(|p| {
+                p.roles()
+                    .iter()
+                    .map(|r| r.role_name().to_string())
+                    .collect::<Vec<_>>()
+            }),
+            Err(e) if error_code(&e) == "NoSuchEntity" => None,
+            Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+        };
+        if existing
+            .as_ref()
+            .is_some_and(|roles| roles.iter().any(|r| r == INSTANCE_ROLE))
+        {
+            return Ok(false);
+        }
+
+        match self
+            .iam
+            .create_role()
+            .role_name(INSTANCE_ROLE)
+            .path(IAM_PATH)
+            .description("labship instances: pull images from ECR, reachable by Systems Manager")
+            .assume_role_policy_document(TRUST_POLICY)
+            .set_tags(Some(tags.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => created = true,
+            Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
+            Err(e) => return Err(self.fail("iam", "CreateRole", INSTANCE_ROLE, &e)),
+        }
+        for arn in INSTANCE_POLICIES {
+            self.iam
+                .attach_role_policy()
+                .role_name(INSTANCE_ROLE)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(|e| self.fail("iam", "AttachRolePolicy", INSTANCE_ROLE, &e))?;
+        }
+        if existing.is_none() {
+            match self
+                .iam
+                .create_instance_profile()
+                .instance_profile_name(INSTANCE_PROFILE)
+                .path(IAM_PATH)
+                .set_tags(Some(tags))
+                .send()
+                .await
+            {
+                Ok(_) => created = true,
+                Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
+                Err(e) => {
+                    return Err(self.fail("iam", "CreateInstanceProfile", INSTANCE_PROFILE, &e))
+                }
+            }
+        }
+        match self
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .role_name(INSTANCE_ROLE)
+            .send()
+            .await
+        {
+            Ok(_) => created = true,
+            // A profile holds one role: LimitExceeded means it already has it.
+            Err(e) if matches!(error_code(&e), "LimitExceeded" | "EntityAlreadyExists") => {}
+            Err(e) => {
+                return Err(self.fail("iam", "AddRoleToInstanceProfile", INSTANCE_PROFILE, &e))
+            }
+        }
+        Ok(created)
+    }
+
+    /// Removes the shared role and profile (only labship's own, by name). Each failure is
+    /// returned, the rest still attempted.
+    pub async fn remove_instance_profile(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        match self
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .role_name(INSTANCE_ROLE)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == "NoSuchEntity" => {}
+            Err(e) => failures.push(
+                self.fail("iam", "RemoveRoleFromInstanceProfile", INSTANCE_PROFILE, &e)
+                    .to_string(),
+            ),
+        }
+        match self
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == "NoSuchEntity" => {}
+            Err(e) => failures.push(
+                self.fail("iam", "DeleteInstanceProfile", INSTANCE_PROFILE, &e)
+                    .to_string(),
+            ),
+        }
+        for arn in INSTANCE_POLICIES {
+            match self
+                .iam
+                .detach_role_policy()
+                .role_name(INSTANCE_ROLE)
+                .policy_arn(arn)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == "NoSuchEntity" => {}
+                Err(e) => failures.push(
+                    self.fail("iam", "DetachRolePolicy", INSTANCE_ROLE, &e)
+                        .to_string(),
+                ),
+            }
+        }
+        match self.iam.delete_role().role_name(INSTANCE_ROLE).send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == "NoSuchEntity" => {}
+            Err(e) => failures.push(
+                self.fail("iam", "DeleteRole", INSTANCE_ROLE, &e)
+                    .to_string(),
+            ),
+        }
+        failures
+    }
+
+    /// Whether the shared profile exists.
+    pub async fn instance_profile_exists(&self) -> Result<bool> {
+        match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == "NoSuchEntity" => Ok(false),
+            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+        }
+    }
+
+    // ---- network -------------------------------------------------------------------------
+
+    /// The deployment's security group in `vpc`, created (tagged) when missing, with its
+    /// ingress made exactly `ingress` (a changed IP replaces the old rule). Egress stays
+    /// EC2's default (all), which the host needs to reach ECR. Returns (id, created).
+    pub async fn ensure_security_group(
+        &self,
+        deployment: &str,
+        vpc: &str,
+        ingress: &[Ingress],
+    ) -> Result<(String, bool)> {
+        let name = security_group_name(deployment);
+        let (id, created) = match self.find_security_group(&name, vpc).await? {
+            Some(id) => (id, false),
+            None => {
+                let pairs = tags::for_deployment(deployment);
+                let mut pairs: Vec<(&str, String)> = pairs.to_vec();
+                pairs.push(("Name", name.clone()));
+                match self
+                    .ec2
+                    .create_security_group()
+                    .group_name(&name)
+                    .description(format!(
+                        "labship deployment {deployment}: Jupyter port only"
+                    ))
+                    .vpc_id(vpc)
+                    .tag_specifications(tag_spec(ResourceType::SecurityGroup, &pairs))
+                    .send()
+                    .await
+                {
+                    Ok(out) => (out.group_id().unwrap_or_default().to_string(), true),
+                    // Another `up` made it meanwhile.
+                    Err(e) if error_code(&e) == "InvalidGroup.Duplicate" => {
+                        match self.find_security_group(&name, vpc).await? {
+                            Some(id) => (id, false),
+                            None => return Err(self.fail("ec2", "CreateSecurityGroup", &name, &e)),
+                        }
+                    }
+                    Err(e) => return Err(self.fail("ec2", "CreateSecurityGroup", &name, &e)),
+                }
+            }
+        };
+        self.reconcile_ingress(&id, ingress).await?;
+        Ok((id, created))
+    }
+
+    async fn find_security_group(&self, name: &str, vpc: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(filter("group-name", &[name]))
+            .filters(filter("vpc-id", &[vpc]))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", name, &e))?;
+        Ok(out
+            .security_groups()
+            .first()
+            .and_then(|g| g.group_id())
+            .map(str::to_string))
+    }
+
+    /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
+    pub async fn reconcile_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .group_ids(group)
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", group, &e))?;
+        let have: Vec<(i32, String)> = out
+            .security_groups()
+            .first()
+            .map(|g| {
+                g.ip_permissions()
+                    .iter()
+                    .flat_map(|p| {
+                        let port = p.from_port().unwrap_or(-1);
+                        let v4 = p
+                            .ip_ranges()
+                            .iter()
+                            .filter_map(|r| r.cidr_ip().map(str::to_string));
+                        let v6 = p
+                            .ipv6_ranges()
+                            .iter()
+                            .filter_map(|r| r.cidr_ipv6().map(str::to_string));
+                        v4.chain(v6).map(move |c| (port, c)).collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let wanted: Vec<(i32, String, &str)> = want
+            .iter()
+            .flat_map(|i| {
+                i.cidrs
+                    .iter()
+                    .map(move |c| (i32::from(i.port), c.clone(), i.description.as_str()))
+            })
+            .collect();
+        let stale: Vec<&(i32, String)> = have
+            .iter()
+            .filter(|(p, c)| !wanted.iter().any(|(wp, wc, _)| wp == p && wc == c))
+            .collect();
+        let missing: Vec<&(i32, String, &str)> = wanted
+            .iter()
+            .filter(|(p, c, _)| !have.iter().any(|(hp, hc)| hp == p && hc == c))
+            .collect();
+        if !stale.is_empty() {
+            let perms = stale.iter().map(|(p, c)| permission(*p, c, None)).collect();
+            self.ec2
+                .revoke_security_group_ingress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(|e| self.fail("ec2", "RevokeSecurityGroupIngress", group, &e))?;
+        }
+        if !missing.is_empty() {
+            let perms = missing
+                .iter()
+                .map(|(p, c, d)| permission(*p, c, Some(d)))
+                .collect();
+            self.ec2
+                .authorize_security_group_ingress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(|e| self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e))?;
+        }
+        Ok(!stale.is_empty() || !missing.is_empty())
+    }
+
+    /// labship's security groups (of one deployment, or all).
+    pub async fn security_groups(&self, deployment: Option<&str>) -> Result<Vec<SecurityGroup>> {
+        let mut req = self.ec2.describe_security_groups().filters(filter(
+            &format!("tag:{}", tags::MANAGED_BY),
+            &[tags::MANAGED_BY_VALUE],
+        ));
+        if let Some(d) = deployment {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        }
+        let out = req.send().await.map_err(|e| {
+            self.fail(
+                "ec2",
+                "DescribeSecurityGroups",
+                deployment.unwrap_or("labship"),
+                &e,
+            )
+        })?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .map(|g| SecurityGroup {
+                id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                deployment: g
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(tags::DEPLOYMENT))
+                    .and_then(|t| t.value())
+                    .map(str::to_string),
+                vpc: g.vpc_id().map(str::to_string),
+            })
+            .collect())
+    }
+
+    /// Deletes a security group, retrying while a terminated instance's network interface
+    /// still holds it (DependencyViolation), within `within`.
+    pub async fn delete_security_group(&self, id: &str, within: Duration) -> Result<bool> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.ec2.delete_security_group().group_id(id).send().await {
+                Ok(_) => return Ok(true),
+                Err(e) if error_code(&e) == "InvalidGroup.NotFound" => return Ok(false),
+                // The network interface of a just-terminated instance lets go within a
+                // minute or two; nothing else makes this transient.
+                Err(e) if error_code(&e) == "DependencyViolation" && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => return Err(self.fail("ec2", "DeleteSecurityGroup", id, &e)),
+            }
+        }
+    }
+
+    // ---- instances -----------------------------------------------------------------------
+
+    /// Launches one instance. A just-created instance profile is refused for a few seconds
+    /// ("Invalid IAM Instance Profile"): exactly that error is retried, for up to `profile_wait`.
+    pub async fn launch(&self, spec: &LaunchSpec, profile_wait: Duration) -> Result<Instance> {
+        let mut instance_tags: Vec<(&str, String)> =
+            tags::for_deployment(&spec.deployment).to_vec();
+        instance_tags.push(("Name", format!("labship-{}", spec.deployment)));
+        let volume_tags = instance_tags.clone();
+        instance_tags.push((tags::IMAGE, spec.image.clone()));
+        instance_tags.push((tags::PORT, spec.port.to_string()));
+        let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
+        // One token per `up`: the SDK's own retries of this call cannot make two instances.
+        let client_token = format!("labship-{}-{}", spec.deployment, hex::encode(rand_bytes()));
+        let deadline = Instant::now() + profile_wait;
+        loop {
+            let req = self
+                .ec2
+                .run_instances()
+                .image_id(&spec.ami)
+                .instance_type(InstanceType::from(spec.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .client_token(&client_token)
+                .user_data(&user_data)
+                .iam_instance_profile(
+                    IamInstanceProfileSpecification::builder()
+                        .name(INSTANCE_PROFILE)
+                        .build(),
+                )
+                .security_group_ids(&spec.security_group)
+                .set_subnet_id(spec.subnet.clone())
+                .set_key_name(spec.ssh_key.clone())
+                // IMDSv2 only, hop limit 1: containers on the host cannot reach the
+                // instance role's credentials.
+                .metadata_options(
+                    InstanceMetadataOptionsRequest::builder()
+                        .http_tokens(HttpTokensState::Required)
+                        .http_put_response_hop_limit(1)
+                        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                        .build(),
+                )
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(&spec.root_device)
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .volume_size(spec.root_gib)
+                                .volume_type(VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(tag_spec(ResourceType::Instance, &instance_tags))
+                .tag_specifications(tag_spec(ResourceType::Volume, &volume_tags))
+                .tag_specifications(tag_spec(ResourceType::NetworkInterface, &volume_tags));
+            match req.send().await {
+                Ok(out) => {
+                    let Some(first) = out.instances().first() else {
+                        return Err(Error::Aws {
+                            action: "ec2:RunInstances".into(),
+                            resource: spec.deployment.clone(),
+                            region: self.region.clone(),
+                            message: "RunInstances returned no instance".into(),
+                            hint:
+                                "check the EC2 console; run `labship down` to remove anything made"
+                                    .into(),
+                        });
+                    };
+                    return Ok(to_instance(first, &spec.deployment));
+                }
+                Err(e) if profile_not_ready(&e) && Instant::now() < deadline => {
+                    tracing::info!("the instance profile is not usable yet; retrying RunInstances");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Err(e) => return Err(self.fail("ec2", "RunInstances", &spec.deployment, &e)),
+            }
+        }
+    }
+
+    /// labship's instances that still exist (of one deployment, or all).
+    pub async fn instances(&self, deployment: Option<&str>) -> Result<Vec<Instance>> {
+        let mut req = self
+            .ec2
+            .describe_instances()
+            .filters(filter(
+                &format!("tag:{}", tags::MANAGED_BY),
+                &[tags::MANAGED_BY_VALUE],
+            ))
+            .filters(filter("instance-state-name", &LIVE_STATES));
+        if let Some(d) = deployment {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        }
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.fail(
+                    "ec2",
+                    "DescribeInstances",
+                    deployment.unwrap_or("labship"),
+                    &e,
+                )
+            })?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
+                    found.push(to_instance(i, &dep));
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            a.deployment
+                .cmp(&b.deployment)
+                .then(a.launched.cmp(&b.launched))
+        });
+        Ok(found)
+    }
+
+    /// One instance by id (None when it no longer exists).
+    pub async fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        let out = match self.ec2.describe_instances().instance_ids(id).send().await {
+            Ok(out) => out,
+            Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => return Ok(None),
+            Err(e) => return Err(self.fail("ec2", "DescribeInstances", id, &e)),
+        };
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .map(|i| {
+                let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
+                to_instance(i, &dep)
+            }))
+    }
+
+    /// The serial console (decoded lossily; None while EC2 has nothing yet).
+    pub async fn console(&self, id: &str, latest: bool) -> Result<Option<String>> {
+        let mut req = self.ec2.get_console_output().instance_id(id);
+        if latest {
+            req = req.latest(true);
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            // Latest is only for Nitro types; ask again without it.
+            Err(e) if latest && error_code(&e) == "UnsupportedOperation" => {
+                return Box::pin(self.console(id, false)).await
+            }
+            Err(e) => return Err(self.fail("ec2", "GetConsoleOutput", id, &e)),
+        };
+        Ok(out
+            .output()
+            .filter(|o| !o.is_empty())
+            // A non-base64 answer is passed on as it is (lossy decoding is the rule here).
+            .map(|o| {
+                crate::token::clean::decode_console_output(o).unwrap_or_else(|_| o.to_string())
+            }))
+    }
+
+    /// Replaces the `labship:image` tag after the container was replaced.
+    pub async fn set_image_tag(&self, id: &str, image: &str) -> Result<()> {
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .tags(Tag::builder().key(tags::IMAGE).value(image).build())
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
+        Ok(())
+    }
+
+    pub async fn terminate(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "TerminateInstances", &ids.join(","), &e))?;
+        Ok(())
+    }
+
+    /// Waits until none of `ids` exists any more (terminated or gone), within `within`.
+    pub async fn wait_terminated(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut left = Vec::new();
+            for id in ids {
+                if let Some(i) = self.instance(id).await? {
+                    if i.state != "terminated" {
+                        left.push(id.clone());
+                    }
+                }
+            }
+            if left.is_empty() || Instant::now() >= deadline {
+                return Ok(left);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+
+    // ---- Systems Manager -----------------------------------------------------------------
+
+    /// Whether the instance's SSM agent is online.
+    pub async fn ssm_online(&self, id: &str) -> Result<bool> {
+        let f = InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .values(id)
+            .build()
+            .map_err(|e| Error::Aws {
+                action: "ssm:DescribeInstanceInformation".into(),
+                resource: id.into(),
+                region: self.region.clone(),
+                message: e.to_string(),
+                hint: "this is a bug in labship".into(),
+            })?;
+        let out = self
+            .ssm
+            .describe_instance_information()
+            .filters(f)
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "DescribeInstanceInformation", id, &e))?;
+        Ok(out
+            .instance_information_list()
+            .iter()
+            .any(|i| i.instance_id() == Some(id) && i.ping_status() == Some(&PingStatus::Online)))
+    }
+
+    /// Runs a shell script on the instance through SSM RunCommand and waits for it
+    /// (bounded by `within`).
+    pub async fn run_script(
+        &self,
+        id: &str,
+        script: &str,
+        comment: &str,
+        within: Duration,
+    ) -> Result<CommandResult> {
+        let out = self
+            .ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(id)
+            .comment(comment)
+            .timeout_seconds(600)
+            .parameters("commands", vec![script.to_string()])
+            .parameters("executionTimeout", vec![within.as_secs().to_string()])
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "SendCommand", id, &e))?;
+        let command_id = out
+            .command()
+            .and_then(|c| c.command_id())
+            .unwrap_or_default()
+            .to_string();
+        let deadline = Instant::now() + within + Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let inv = match self
+                .ssm
+                .get_command_invocation()
+                .command_id(&command_id)
+                .instance_id(id)
+                .send()
+                .await
+            {
+                Ok(inv) => inv,
+                // Right after SendCommand the invocation does not exist yet for a while.
+                Err(e)
+                    if error_code(&e) == "InvocationDoesNotExist" && Instant::now() < deadline =>
+                {
+                    continue
+                }
+                Err(e) => return Err(self.fail("ssm", "GetCommandInvocation", id, &e)),
+            };
+            let status = inv.status().cloned();
+            let done = !matches!(
+                status,
+                Some(CommandInvocationStatus::Pending)
+                    | Some(CommandInvocationStatus::InProgress)
+                    | Some(CommandInvocationStatus::Delayed)
+                    | None
+            );
+            if done || Instant::now() >= deadline {
+                return Ok(CommandResult {
+                    success: status == Some(CommandInvocationStatus::Success),
+                    status: status
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    stdout: inv
+                        .standard_output_content()
+                        .unwrap_or_default()
+                        .to_string(),
+                    stderr: inv.standard_error_content().unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// EC2's answer while a new instance profile propagates: InvalidParameterValue, "Invalid IAM
+/// Instance Profile name".
+fn profile_not_ready<E>(err: &aws_sdk_ec2::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    error_code(err) == "InvalidParameterValue"
+        && crate::error::aws_message(err)
+            .to_ascii_lowercase()
+            .contains("instance profile")
+}
+
+fn permission(port: i32, cidr: &str, description: Option<&str>) -> IpPermission {
+    let b = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port);
+    if cidr.contains(':') {
+        let mut r = Ipv6Range::builder().cidr_ipv6(cidr);
+        if let Some(d) = description {
+            r = r.description(d);
+        }
+        b.ipv6_ranges(r.build()).build()
+    } else {
+        let mut r = IpRange::builder().cidr_ip(cidr);
+        if let Some(d) = description {
+            r = r.description(d);
+        }
+        b.ip_ranges(r.build()).build()
+    }
+}
+
+fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
+    let launched = i.launch_time();
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        deployment: deployment.to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_else(|| InstanceStateName::Pending.as_str().to_string()),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        public_ip: i.public_ip_address().map(str::to_string),
+        launched: launched.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        launched_secs: launched.map(|t| t.secs()),
+        image: tag_value(i.tags(), tags::IMAGE),
+        port: tag_value(i.tags(), tags::PORT).and_then(|p| p.parse().ok()),
+        security_groups: i
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+    }
+}
+
+/// 8 random bytes from the OS (for idempotency tokens; not a secret).
+fn rand_bytes() -> [u8; 8] {
+    let mut buf = [0u8; 8];
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut buf);
+    }
+    if buf == [0u8; 8] {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        buf = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    buf
+}

@@ -1,0 +1,205 @@
+//! `labship down --ec2`: removes a deployment's resources in reverse order of creation
+//! (instances, then their security group, then, when asked, its images and the shared IAM
+//! role), found by their tags. One failure does not stop the others; each is reported.
+//! Running it again finds nothing and says so.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::cloud::{self, Cloud};
+use crate::aws::Aws;
+use crate::error::{Error, Result};
+use crate::output::Printer;
+use crate::push::Ecr;
+
+/// How long termination may take before `down` gives up waiting (it is usually < 1 min).
+const TERMINATE_WAIT: Duration = Duration::from_secs(600);
+/// How long a security group may stay in use by a terminated instance's interface.
+const GROUP_WAIT: Duration = Duration::from_secs(180);
+
+pub struct DownOptions {
+    pub purge_images: bool,
+    pub all: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    pub deployment: String,
+    pub region: String,
+    pub terminated: Vec<String>,
+    pub security_groups_deleted: Vec<String>,
+    pub images_deleted: usize,
+    pub repository_deleted: Option<String>,
+    pub iam_removed: bool,
+    /// Why the shared IAM role stays (with --all).
+    pub iam_kept: Option<String>,
+    pub failures: Vec<String>,
+}
+
+impl DownReport {
+    pub fn nothing_found(&self) -> bool {
+        self.terminated.is_empty()
+            && self.security_groups_deleted.is_empty()
+            && self.images_deleted == 0
+            && self.repository_deleted.is_none()
+            && !self.iam_removed
+    }
+}
+
+impl std::fmt::Display for DownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.nothing_found() && self.failures.is_empty() {
+            return write!(
+                f,
+                "Nothing left of `{}` in {}: no instance, security group{}",
+                self.deployment,
+                self.region,
+                if self.iam_kept.is_some() {
+                    ""
+                } else {
+                    " or images to remove"
+                }
+            );
+        }
+        writeln!(f, "Removed `{}` in {}:", self.deployment, self.region)?;
+        for i in &self.terminated {
+            writeln!(f, "  terminated      {i}")?;
+        }
+        for g in &self.security_groups_deleted {
+            writeln!(f, "  security group  {g}")?;
+        }
+        if self.images_deleted > 0 {
+            writeln!(f, "  ECR images      {}", self.images_deleted)?;
+        }
+        if let Some(r) = &self.repository_deleted {
+            writeln!(f, "  ECR repository  {r}")?;
+        }
+        if self.iam_removed {
+            writeln!(
+                f,
+                "  IAM             role and instance profile {}",
+                cloud::INSTANCE_PROFILE
+            )?;
+        }
+        if let Some(why) = &self.iam_kept {
+            writeln!(f, "  IAM kept        {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `down` is about to remove, for the confirmation question.
+pub async fn preview(aws: &Aws, deployment: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let cloud = Cloud::new(aws);
+    let instances = cloud.instances(Some(deployment)).await?;
+    let groups = cloud.security_groups(Some(deployment)).await?;
+    Ok((
+        instances.into_iter().map(|i| i.id).collect(),
+        groups.into_iter().map(|g| g.id).collect(),
+    ))
+}
+
+pub async fn down(
+    aws: &Aws,
+    deployment: &str,
+    repository: &str,
+    registry_endpoint: Option<String>,
+    opts: &DownOptions,
+    printer: &Printer,
+) -> Result<DownReport> {
+    let cloud = Cloud::new(aws);
+    let mut report = DownReport {
+        deployment: deployment.to_string(),
+        region: cloud.region.clone(),
+        ..DownReport::default()
+    };
+
+    // 1. Instances (they hold the security group).
+    let instances = cloud.instances(Some(deployment)).await?;
+    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    if !ids.is_empty() {
+        printer.note(format!("Terminating {}", ids.join(", ")));
+        match cloud.terminate(&ids).await {
+            Ok(()) => match cloud.wait_terminated(&ids, TERMINATE_WAIT).await {
+                Ok(left) if left.is_empty() => report.terminated = ids.clone(),
+                Ok(left) => {
+                    report.terminated = ids.iter().filter(|i| !left.contains(i)).cloned().collect();
+                    report.failures.push(format!(
+                        "{} still not terminated after {}s",
+                        left.join(", "),
+                        TERMINATE_WAIT.as_secs()
+                    ));
+                }
+                Err(e) => report.failures.push(e.to_string()),
+            },
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+
+    // 2. Its security group(s), once no instance holds them.
+    if report.failures.is_empty() {
+        for g in cloud.security_groups(Some(deployment)).await? {
+            match cloud.delete_security_group(&g.id, GROUP_WAIT).await {
+                Ok(true) => report.security_groups_deleted.push(g.id),
+                Ok(false) => {}
+                Err(e) => report.failures.push(e.to_string()),
+            }
+        }
+    } else {
+        report
+            .failures
+            .push("security group kept: an instance of the deployment may still use it".into());
+    }
+
+    // 3. Images, only when asked.
+    if opts.purge_images {
+        let ecr = Ecr::new(aws, registry_endpoint);
+        match ecr.purge(repository).await {
+            Ok((count, deleted_repo)) => {
+                report.images_deleted = count;
+                if deleted_repo {
+                    report.repository_deleted = Some(repository.to_string());
+                }
+            }
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+
+    // 4. The shared role, only with --all and when no deployment uses it any more.
+    if opts.all {
+        match cloud.instances(None).await {
+            Ok(left) if left.is_empty() => {
+                if cloud.instance_profile_exists().await.unwrap_or(true) {
+                    let failures = cloud.remove_instance_profile().await;
+                    if failures.is_empty() {
+                        report.iam_removed = true;
+                    }
+                    report.failures.extend(failures);
+                }
+            }
+            Ok(left) => {
+                let mut users: Vec<String> = left.into_iter().map(|i| i.deployment).collect();
+                users.dedup();
+                report.iam_kept = Some(format!(
+                    "{} is still used by {}",
+                    cloud::INSTANCE_PROFILE,
+                    users.join(", ")
+                ));
+            }
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+
+    if !report.failures.is_empty() {
+        for f in &report.failures {
+            printer.note(format!("failed: {f}"));
+        }
+        return Err(Error::TeardownIncomplete {
+            deployment: deployment.to_string(),
+            count: report.failures.len(),
+            details: report.failures.join("\n"),
+        });
+    }
+    Ok(report)
+}

@@ -1,0 +1,270 @@
+//! Step 3 of the pipeline on AWS: launch a host for the pushed image and read its token.
+//!
+//! `up` checks everything that can be checked without changing anything (instance type and
+//! its architecture against the image's platform, the host image, the VPC, the caller's
+//! address), builds and prepares the push, makes sure the shared instance role and the
+//! deployment's security group exist, then launches the instance while the layers are still
+//! uploading: the user-data (rendered from `userdata/`) retries the pull until the image is
+//! there. The console shows the user-data's phase markers; the token is read from it.
+//!
+//! State lives in AWS tags only (see [`crate::tags`]): `status`, `token`, `logs` and `down`
+//! work from any machine.
+
+pub mod cloud;
+pub mod down;
+pub mod info;
+pub mod up;
+pub mod userdata;
+mod watch;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Arch, HostAmi};
+use crate::error::{Error, Result};
+
+pub use cloud::Cloud;
+
+/// The address service asked for the caller's public IP (plain HTTP: it only decides which
+/// address the security group opens to, and `--allow-cidr` replaces it).
+const CHECKIP: &str = "checkip.amazonaws.com:80";
+
+/// The SSM parameter holding the latest AMI id of a host kind and architecture.
+pub fn ami_parameter(ami: &HostAmi, arch: Arch) -> Option<String> {
+    let a = match arch {
+        Arch::Amd64 => "x86_64",
+        Arch::Arm64 => "arm64",
+    };
+    match ami {
+        HostAmi::Al2023 => Some(format!(
+            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{a}"
+        )),
+        HostAmi::Ecs => Some(match arch {
+            Arch::Amd64 => {
+                "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id".into()
+            }
+            Arch::Arm64 => {
+                "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id".into()
+            }
+        }),
+        HostAmi::Id(_) => None,
+    }
+}
+
+/// EC2's architecture name of an image platform.
+pub fn ec2_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64",
+        Arch::Arm64 => "arm64",
+    }
+}
+
+/// Resolves the host image: the latest Amazon Linux 2023 (plain or ECS-optimized) through
+/// the public SSM parameters, or the given AMI, which must exist and match `arch`.
+pub async fn resolve_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<cloud::HostImage> {
+    let min_root = match ami {
+        // The ECS-optimized AMI's snapshot is 30 GiB; EC2 refuses a smaller root volume.
+        HostAmi::Ecs => 30,
+        _ => 8,
+    };
+    let (id, source) = match ami {
+        HostAmi::Id(id) => (id.clone(), "given".to_string()),
+        kind => {
+            let param = ami_parameter(kind, arch).unwrap_or_default();
+            (cloud.parameter(&param).await?, param)
+        }
+    };
+    let described = cloud.describe_image(&id).await?;
+    match (ami, described) {
+        (HostAmi::Id(_), None) => Err(Error::Ami {
+            ami: id,
+            region: cloud.region.clone(),
+            message: "EC2 does not know this AMI (DescribeImages found nothing)".into(),
+            hint: "AMI ids differ per region: check the id and --region, or use --ami ecs / --ami al2023".into(),
+        }),
+        (_, Some(mut img)) => {
+            if let Some(found) = &img.architecture {
+                if found != ec2_arch(arch) {
+                    return Err(Error::Ami {
+                        ami: id,
+                        region: cloud.region.clone(),
+                        message: format!(
+                            "the AMI is for {found}, the instance type and image are {}",
+                            ec2_arch(arch)
+                        ),
+                        hint: "choose an AMI of the instance type's architecture".into(),
+                    });
+                }
+            }
+            img.source = source;
+            img.min_root_gib = img.min_root_gib.max(min_root);
+            Ok(img)
+        }
+        // Amazon's own AMIs are public and always described on AWS; an emulator may not
+        // know them. Their root device is /dev/xvda.
+        (_, None) => Ok(cloud::HostImage {
+            id,
+            source,
+            root_device: "/dev/xvda".into(),
+            min_root_gib: min_root,
+            architecture: None,
+        }),
+    }
+}
+
+/// The root volume: room for the OS, the compressed layers while they are pulled and the
+/// extracted image, never under the AMI's own size.
+pub fn root_volume_gib(min_root: i32, image_bytes: Option<u64>) -> i32 {
+    const GIB: u64 = 1 << 30;
+    let image_gib = image_bytes.map(|b| b.div_ceil(GIB)).unwrap_or(4);
+    let need = 4 + 2 * image_gib;
+    i32::try_from(need).unwrap_or(i32::MAX).max(min_root)
+}
+
+/// The CIDRs the Jupyter port opens to: `--allow-cidr`/`ec2.allow_cidr`, the whole internet
+/// with `--public`, else the caller's public IP (detected) as /32 (or /128).
+pub async fn ingress_cidrs(allow: &[String], public: bool) -> Result<(Vec<String>, String)> {
+    if public {
+        return Ok((
+            vec!["0.0.0.0/0".into(), "::/0".into()],
+            "--public: open to everyone".into(),
+        ));
+    }
+    if !allow.is_empty() {
+        let mut out = Vec::new();
+        for c in allow {
+            out.push(normalise_cidr(c)?);
+        }
+        return Ok((out, "--allow-cidr".into()));
+    }
+    let ip = caller_ip().await?;
+    let cidr = match ip {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    };
+    Ok((vec![cidr], "your public IP (detected)".into()))
+}
+
+/// `A.B.C.D` -> `A.B.C.D/32`; validates `ADDR/LEN`.
+pub fn normalise_cidr(c: &str) -> Result<String> {
+    let bad = |reason: &str| Error::InvalidSetting {
+        what: "CIDR",
+        value: c.to_string(),
+        reason: reason.to_string(),
+        hint: "use an address range like 203.0.113.7/32 or 2001:db8::/64".into(),
+    };
+    let (addr, len) = match c.trim().split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (c.trim(), None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = match len {
+        Some(l) => l
+            .parse()
+            .map_err(|_| bad("the prefix length is not a number"))?,
+        None => max,
+    };
+    if len > max {
+        return Err(bad("the prefix length is too long"));
+    }
+    Ok(format!("{ip}/{len}"))
+}
+
+/// The caller's public IP as AWS sees it. `LABSHIP_CHECKIP` (host:port) replaces the
+/// service (tests, proxies).
+pub async fn caller_ip() -> Result<IpAddr> {
+    let addr = std::env::var("LABSHIP_CHECKIP")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| CHECKIP.to_string());
+    let (status, body) = crate::http::get_text(&addr, "/", Duration::from_secs(8))
+        .await
+        .map_err(|message| Error::CallerIp {
+            message: format!("http://{addr}/: {message}"),
+        })?;
+    if status != 200 {
+        return Err(Error::CallerIp {
+            message: format!("http://{addr}/ answered HTTP {status}"),
+        });
+    }
+    body.trim().parse().map_err(|_| Error::CallerIp {
+        message: format!("http://{addr}/ answered something that is not an address"),
+    })
+}
+
+/// Where the time of an `up` went, in seconds (phases that did not run are absent).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub build: Option<f64>,
+    pub push: Option<f64>,
+    /// RunInstances until the instance reported running.
+    pub launch: Option<f64>,
+    /// Launch until the user-data began (firmware, kernel, cloud-init).
+    pub boot: Option<f64>,
+    /// Installing/starting Docker and logging in to ECR.
+    pub docker: Option<f64>,
+    pub pull: Option<f64>,
+    /// Container start until Jupyter answered with its token.
+    pub jupyter: Option<f64>,
+    pub total: f64,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = [
+            ("build", self.build),
+            ("push", self.push),
+            ("launch", self.launch),
+            ("boot", self.boot),
+            ("docker+login", self.docker),
+            ("pull", self.pull),
+            ("jupyter start", self.jupyter),
+        ];
+        writeln!(f, "Timings (s; push overlaps launch and boot):")?;
+        for (name, v) in rows {
+            match v {
+                Some(v) => writeln!(f, "  {name:<14} {v:>7.1}")?,
+                None => writeln!(f, "  {name:<14} {:>7}", "-")?,
+            }
+        }
+        write!(f, "  {:<14} {:>7.1}", "total", self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_normalised_and_checked() {
+        assert_eq!(normalise_cidr("203.0.113.7").unwrap(), "203.0.113.7/32");
+        assert_eq!(normalise_cidr("10.0.0.0/8").unwrap(), "10.0.0.0/8");
+        assert_eq!(normalise_cidr("2001:db8::1").unwrap(), "2001:db8::1/128");
+        assert!(normalise_cidr("10.0.0.0/33").is_err());
+        assert!(normalise_cidr("example.com/32").is_err());
+        assert!(normalise_cidr("10.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn root_volume_fits_the_image_and_the_ami() {
+        assert_eq!(root_volume_gib(8, Some(1 << 30)), 8);
+        assert_eq!(root_volume_gib(8, Some(3 << 30)), 10);
+        assert_eq!(root_volume_gib(30, Some(3 << 30)), 30);
+        assert_eq!(root_volume_gib(8, None), 12);
+    }
+
+    #[test]
+    fn ami_parameters_follow_kind_and_architecture() {
+        assert_eq!(
+            ami_parameter(&HostAmi::Al2023, Arch::Arm64).unwrap(),
+            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+        );
+        assert!(ami_parameter(&HostAmi::Ecs, Arch::Amd64)
+            .unwrap()
+            .ends_with("/amazon-linux-2023/recommended/image_id"));
+        assert!(ami_parameter(&HostAmi::Id("ami-1".into()), Arch::Amd64).is_none());
+    }
+}

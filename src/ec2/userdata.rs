@@ -1,0 +1,1646 @@
+//! The scripts a labship EC2 host runs: the user-data of its first boot and the replace
+//! script sent later through SSM RunCommand, rendered from the templates in `userdata/`
+//! (embedded in the binary), and the parser for the progress markers they print.
+//!
+//! In the pipeline: `push` has put (or is still putting) the image in ECR; `up` launches an
+//! instance with [`render_boot`] as its user-data. The script sets Docker up (a fragment per
+//! [`HostKind`]), logs in to ECR with the instance profile, pulls the image (retrying while
+//! the push finishes), runs Jupyter on the workspace volume and relays the login URL. Each
+//! step ends with a short marker line that cloud-init copies to the serial console, where
+//! `up` follows it with GetConsoleOutput and [`markers`]:
+//!
+//! ```text
+//! labship: begin t=1732200000.123
+//! labship: docker-ready t=...      labship: logged-in t=...     labship: pulled t=...
+//! labship: started t=...
+//! labship: token http://127.0.0.1:8888/lab?token=<48 hex>
+//! labship: ready t=...
+//! labship: error phase=pull docker pull: ... manifest unknown (gave up after 900s)
+//! ```
+//!
+//! A later `up` with a new image sends [`render_replace`] through SSM: same markers (except
+//! `begin` and `docker-ready`), written to the command's output and to `/dev/console`, and
+//! the old container is put back if the new one does not become ready.
+//!
+//! # Templates
+//!
+//! `{{NAME}}` (`NAME` = `[A-Z][A-Z0-9_]*`) is a placeholder. `{{COMMON}}` and
+//! `{{HOST_SETUP}}` splice in `userdata/common.sh` and the host kind's Docker fragment; every
+//! other placeholder becomes one shell word, single-quoted, from a value validated first.
+//! Any other `{{` is an error, so a Go template for `docker --format` is written with
+//! adjacent quoted strings, `'{''{.Config.WorkingDir}}'`, which the shell joins into
+//! `{{.Config.WorkingDir}}`; no `{{` ever appears in a template's text or in the output.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// EC2's limit on user-data, in bytes before base64. Both scripts are held to it.
+pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+
+/// The label on the container and the workspace volume; its value is the deployment.
+pub const DEPLOYMENT_LABEL: &str = "dev.labship.ec2.deployment";
+
+const BOOT: &str = include_str!("../../userdata/boot.sh");
+const REPLACE: &str = include_str!("../../userdata/replace.sh");
+const COMMON: &str = include_str!("../../userdata/common.sh");
+const DOCKER_AL2023: &str = include_str!("../../userdata/docker-al2023.sh");
+const DOCKER_ECS: &str = include_str!("../../userdata/docker-ecs.sh");
+const DOCKER_ANY: &str = include_str!("../../userdata/docker-any.sh");
+
+/// Longest deadline a script accepts (a day): every wait on the host stays bounded.
+const MAX_DEADLINE_SECS: u64 = 24 * 60 * 60;
+
+/// What the host's AMI is, which decides how the boot script gets Docker running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKind {
+    /// The standard Amazon Linux 2023 AMI: `dnf install docker`, then start it.
+    Al2023,
+    /// The ECS-optimized Amazon Linux 2023 AMI: Docker is preinstalled; the ECS agent is
+    /// stopped so that the host does not try to join a cluster.
+    EcsAl2023,
+    /// A custom AMI: Docker is installed with dnf, yum or apt-get when missing; the AMI
+    /// must bring the AWS CLI.
+    Custom,
+}
+
+impl HostKind {
+    /// The name used in JSON and logs: `al2023`, `ecsal2023`, `custom`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::Al2023 => "al2023",
+            HostKind::EcsAl2023 => "ecsal2023",
+            HostKind::Custom => "custom",
+        }
+    }
+
+    fn docker_fragment(self) -> &'static str {
+        match self {
+            HostKind::Al2023 => DOCKER_AL2023,
+            HostKind::EcsAl2023 => DOCKER_ECS,
+            HostKind::Custom => DOCKER_ANY,
+        }
+    }
+}
+
+impl fmt::Display for HostKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the scripts need to know about one deployment.
+///
+/// Jupyter listens on `container_port` inside the container; Docker publishes it on
+/// `bind:port` of the host. The script checks Jupyter through the host port (on 127.0.0.1
+/// when `bind` is `0.0.0.0`, `[::1]` when it is `::`), while the token URL it relays is
+/// the one Jupyter logged, with the container's port.
+#[derive(Debug, Clone, Copy)]
+pub struct UserDataInputs<'a> {
+    /// The deployment's name: `[a-z0-9-]{1,32}`. The container is `labship-ec2-NAME`, the
+    /// workspace volume `labship-ec2-NAME-work`.
+    pub deployment: &'a str,
+    /// The AWS region of the registry, passed to `aws ecr get-login-password --region`.
+    pub region: &'a str,
+    /// The registry to log in to: `host[:port]`, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
+    pub registry: &'a str,
+    /// The full image reference, `REGISTRY/repository:tag` (or `@sha256:...`).
+    pub image: &'a str,
+    /// How the host gets Docker (boot script only).
+    pub host_kind: HostKind,
+    /// The host address Jupyter's port is published on (`127.0.0.1`, `0.0.0.0`, ...).
+    pub bind: IpAddr,
+    /// The host port.
+    pub port: u16,
+    /// The port Jupyter listens on inside the container (8888 for Jupyter's images).
+    pub container_port: u16,
+    /// How long the host keeps retrying `docker pull` (the push may still be running).
+    pub pull_deadline_secs: u64,
+    /// How long the host waits for Jupyter's token URL and for Jupyter to answer.
+    pub jupyter_deadline_secs: u64,
+}
+
+/// Why a script could not be rendered.
+#[derive(Debug, Error, Diagnostic)]
+pub enum UserDataError {
+    /// A value is outside what may be put in a script.
+    #[error("invalid {field} `{value}` for the EC2 host script: {reason}")]
+    #[diagnostic(code(labship::ec2::userdata::invalid), help("{hint}"))]
+    Invalid {
+        /// Which input.
+        field: &'static str,
+        /// The value, escaped and shortened for display.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+        /// What a valid value looks like.
+        hint: &'static str,
+    },
+    /// A template holds a placeholder the renderer does not know (a bug in labship).
+    #[error("the EC2 host script template {template} has an unknown placeholder `{{{{{name}}}}}`")]
+    #[diagnostic(
+        code(labship::ec2::userdata::placeholder),
+        help("placeholders are {{{{NAME}}}} with a known NAME; write a literal double brace as '{{''{{'")
+    )]
+    UnknownPlaceholder {
+        /// The template's file name.
+        template: &'static str,
+        /// The text between the braces.
+        name: String,
+    },
+    /// The rendered script is larger than EC2 accepts.
+    #[error("the rendered {template} is {size} bytes; EC2 user-data may be at most {limit} bytes")]
+    #[diagnostic(
+        code(labship::ec2::userdata::too_large),
+        help("shorten the image reference or the registry name")
+    )]
+    TooLarge {
+        /// The template's file name.
+        template: &'static str,
+        /// The rendered size in bytes.
+        size: usize,
+        /// [`MAX_USER_DATA_BYTES`].
+        limit: usize,
+    },
+}
+
+/// The container a deployment's Jupyter runs in on its host.
+#[must_use]
+pub fn container_name(deployment: &str) -> String {
+    format!("labship-ec2-{deployment}")
+}
+
+/// The Docker volume that holds a deployment's workspace on its host.
+#[must_use]
+pub fn volume_name(deployment: &str) -> String {
+    format!("labship-ec2-{deployment}-work")
+}
+
+/// The user-data for a new instance: `userdata/boot.sh` with the Docker fragment of
+/// `inputs.host_kind`. Plain text (base64 it for RunInstances), at most
+/// [`MAX_USER_DATA_BYTES`].
+///
+/// # Errors
+///
+/// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
+/// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
+pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
+    render("userdata/boot.sh", BOOT, inputs)
+}
+
+/// The script that replaces the Jupyter container of a running host with `inputs.image`
+/// (send it as the `commands` of AWS-RunShellScript; its first line is `#!/bin/bash`).
+/// `inputs.host_kind` is not used. Held to [`MAX_USER_DATA_BYTES`] as well.
+///
+/// It can run for up to about 3 minutes (login) + `pull_deadline_secs` +
+/// `jupyter_deadline_secs` + 1 minute: give the command an execution timeout above that.
+///
+/// # Errors
+///
+/// As [`render_boot`].
+pub fn render_replace(inputs: &UserDataInputs) -> Result<String, UserDataError> {
+    render("userdata/replace.sh", REPLACE, inputs)
+}
+
+fn render(
+    template_name: &'static str,
+    template: &str,
+    inputs: &UserDataInputs,
+) -> Result<String, UserDataError> {
+    let values = values(inputs)?;
+    let fragment = inputs.host_kind.docker_fragment();
+    let spliced = expand(
+        template_name,
+        template,
+        |name| match name {
+            "COMMON" => Some(Cow::Borrowed(COMMON)),
+            "HOST_SETUP" => Some(Cow::Borrowed(fragment)),
+            _ => None,
+        },
+        Unknown::Keep,
+    )?;
+    let rendered = expand(
+        template_name,
+        &spliced,
+        |name| {
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| Cow::Owned(sh_quote(v)))
+        },
+        Unknown::Reject,
+    )?;
+    if let Some(at) = rendered.find("{{") {
+        return Err(UserDataError::UnknownPlaceholder {
+            template: template_name,
+            name: rendered[at..].chars().take(40).collect(),
+        });
+    }
+    if rendered.len() > MAX_USER_DATA_BYTES {
+        return Err(UserDataError::TooLarge {
+            template: template_name,
+            size: rendered.len(),
+            limit: MAX_USER_DATA_BYTES,
+        });
+    }
+    Ok(rendered)
+}
+
+/// The placeholder values, validated, unquoted.
+fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDataError> {
+    check_deployment(inputs.deployment)?;
+    check_word(
+        "region",
+        inputs.region,
+        32,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+        "an AWS region such as eu-west-1 (a-z, 0-9 and -)",
+    )?;
+    let reference_hint = "a registry host[:port] and an image reference REGISTRY/repository:tag, \
+                          made of A-Z a-z 0-9 . _ : / @ -";
+    check_word(
+        "registry",
+        inputs.registry,
+        255,
+        is_reference_byte,
+        reference_hint,
+    )?;
+    check_word(
+        "image",
+        inputs.image,
+        usize::MAX,
+        is_reference_byte,
+        reference_hint,
+    )?;
+    let in_registry = inputs
+        .image
+        .strip_prefix(inputs.registry)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty());
+    if !in_registry {
+        return Err(invalid(
+            "image",
+            inputs.image,
+            format!(
+                "it is not in the registry `{}` the host logs in to",
+                inputs.registry
+            ),
+            "the image reference must start with REGISTRY/",
+        ));
+    }
+    for (field, port) in [
+        ("port", inputs.port),
+        ("container port", inputs.container_port),
+    ] {
+        if port == 0 {
+            return Err(invalid(
+                field,
+                "0",
+                "a port must be 1-65535".into(),
+                "pick a port from 1 to 65535",
+            ));
+        }
+    }
+    for (field, secs) in [
+        ("pull deadline", inputs.pull_deadline_secs),
+        ("Jupyter deadline", inputs.jupyter_deadline_secs),
+    ] {
+        if secs == 0 || secs > MAX_DEADLINE_SECS {
+            return Err(invalid(
+                field,
+                &secs.to_string(),
+                format!("a deadline must be 1 to {MAX_DEADLINE_SECS} seconds"),
+                "give the host a deadline of at least a second and at most a day",
+            ));
+        }
+    }
+
+    let (bind, host_addr) = match inputs.bind {
+        IpAddr::V4(v4) if v4.is_unspecified() => (v4.to_string(), "127.0.0.1".to_string()),
+        IpAddr::V4(v4) => (v4.to_string(), v4.to_string()),
+        IpAddr::V6(v6) if v6.is_unspecified() => (format!("[{v6}]"), "[::1]".to_string()),
+        IpAddr::V6(v6) => (format!("[{v6}]"), format!("[{v6}]")),
+    };
+    Ok(vec![
+        ("HOST_KIND", inputs.host_kind.as_str().to_string()),
+        ("DEPLOYMENT", inputs.deployment.to_string()),
+        ("REGION", inputs.region.to_string()),
+        ("REGISTRY", inputs.registry.to_string()),
+        ("IMAGE", inputs.image.to_string()),
+        ("CONTAINER", container_name(inputs.deployment)),
+        ("VOLUME", volume_name(inputs.deployment)),
+        ("LABEL", DEPLOYMENT_LABEL.to_string()),
+        ("BIND", bind),
+        ("HOST_ADDR", host_addr),
+        ("PORT", inputs.port.to_string()),
+        ("CONTAINER_PORT", inputs.container_port.to_string()),
+        ("PULL_DEADLINE", inputs.pull_deadline_secs.to_string()),
+        ("JUPYTER_DEADLINE", inputs.jupyter_deadline_secs.to_string()),
+    ])
+}
+
+fn is_reference_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'-')
+}
+
+fn check_deployment(value: &str) -> Result<(), UserDataError> {
+    check_word(
+        "deployment name",
+        value,
+        32,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+        "a deployment name is 1-32 characters of a-z, 0-9 and -",
+    )
+}
+
+/// A non-empty value of at most `max_len` allowed bytes that does not start with `-`
+/// (it would read as an option to docker or aws).
+fn check_word(
+    field: &'static str,
+    value: &str,
+    max_len: usize,
+    allowed: fn(u8) -> bool,
+    hint: &'static str,
+) -> Result<(), UserDataError> {
+    if value.is_empty() {
+        return Err(invalid(field, value, "it is empty".into(), hint));
+    }
+    if let Some(bad) = value.chars().find(|c| !c.is_ascii() || !allowed(*c as u8)) {
+        return Err(invalid(
+            field,
+            value,
+            format!("the character {bad:?} is not allowed"),
+            hint,
+        ));
+    }
+    if value.starts_with('-') {
+        return Err(invalid(field, value, "it starts with `-`".into(), hint));
+    }
+    if value.len() > max_len {
+        return Err(invalid(
+            field,
+            value,
+            format!("it is longer than {max_len} characters"),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(field: &'static str, value: &str, reason: String, hint: &'static str) -> UserDataError {
+    let mut shown: String = value.escape_debug().take(80).collect();
+    if value.escape_debug().nth(80).is_some() {
+        shown.push_str("...");
+    }
+    UserDataError::Invalid {
+        field,
+        value: shown,
+        reason,
+        hint,
+    }
+}
+
+/// One shell word: `'...'`, with any `'` written as `'\''`.
+fn sh_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// Leave an unknown `{{NAME}}` for a later pass.
+    Keep,
+    /// An unknown `{{NAME}}` is an error.
+    Reject,
+}
+
+/// Replaces each `{{NAME}}` by `lookup(NAME)`, in one pass (substituted text is not scanned
+/// again). A `{{` that does not open a well-formed placeholder is always an error.
+fn expand<'t>(
+    template_name: &'static str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<Cow<'t, str>>,
+    unknown: Unknown,
+) -> Result<String, UserDataError> {
+    let mut out = String::with_capacity(text.len() + 4096);
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after.find("}}");
+        let name = close.map_or(after, |c| &after[..c]);
+        let well_formed = close.is_some()
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        let (Some(close), true) = (close, well_formed) else {
+            return Err(UserDataError::UnknownPlaceholder {
+                template: template_name,
+                name: name.chars().take(40).collect(),
+            });
+        };
+        match lookup(name) {
+            Some(value) => out.push_str(&value),
+            None if unknown == Unknown::Keep => out.push_str(&rest[open..open + 2 + close + 2]),
+            None => {
+                return Err(UserDataError::UnknownPlaceholder {
+                    template: template_name,
+                    name: name.to_string(),
+                })
+            }
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Markers
+
+/// A step the host scripts report, in the order they happen. Displayed (and serialized)
+/// as the marker word: `begin`, `docker-ready`, `logged-in`, `pulled`, `started`, `token`,
+/// `ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The boot script started.
+    Begin,
+    /// Docker answers.
+    DockerReady,
+    /// `docker login` to ECR succeeded.
+    LoggedIn,
+    /// The image is on the host.
+    Pulled,
+    /// The Jupyter container runs.
+    Started,
+    /// The line with Jupyter's login URL appeared (the URL itself is left to
+    /// `crate::token::find_token`).
+    Token,
+    /// Jupyter answers on the host port.
+    Ready,
+}
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Begin,
+        Phase::DockerReady,
+        Phase::LoggedIn,
+        Phase::Pulled,
+        Phase::Started,
+        Phase::Token,
+        Phase::Ready,
+    ];
+
+    /// The marker word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Begin => "begin",
+            Phase::DockerReady => "docker-ready",
+            Phase::LoggedIn => "logged-in",
+            Phase::Pulled => "pulled",
+            Phase::Started => "started",
+            Phase::Token => "token",
+            Phase::Ready => "ready",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == word)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a marker line says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum MarkerKind {
+    /// A step was reached.
+    Phase(Phase),
+    /// The script failed and exited.
+    Error {
+        /// The step that was running: `host`, `docker`, `login`, `pull`, `start` or
+        /// `jupyter` (empty if the line had no `phase=`).
+        phase: String,
+        /// A short cause, e.g. the failed command and the last line of its output.
+        cause: String,
+    },
+}
+
+/// One marker line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Marker {
+    /// What it says.
+    pub phase: MarkerKind,
+    /// The host's clock when it was printed (`t=`, Unix seconds); `None` for `token` and
+    /// `error` lines, and when the value was unreadable.
+    pub at: Option<f64>,
+}
+
+const MARKER_PREFIX: &str = "labship: ";
+
+/// The markers in console text, in order.
+///
+/// Grammar, searched anywhere in a line (console prefixes such as
+/// `[   37.061390] cloud-init[2179]: ` may come first):
+///
+/// ```text
+/// labship: <phase word> [t=<unix secs[.frac]>]
+/// labship: token <url>
+/// labship: error phase=<step> <cause>
+/// ```
+///
+/// The text is first cleaned with [`crate::token::clean::clean_console`], so raw console
+/// output works too: AWS timestamps inserted mid-line, colour codes and CRLF are removed.
+/// Lines with an unknown word after `labship: ` are ignored.
+#[must_use]
+pub fn markers(console_text: &str) -> Vec<Marker> {
+    let text = crate::token::clean::clean_console(console_text);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let starts: Vec<usize> = line.match_indices(MARKER_PREFIX).map(|(i, _)| i).collect();
+        for (n, &start) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(line.len());
+            if let Some(marker) = parse_marker(&line[start + MARKER_PREFIX.len()..end]) {
+                found.push(marker);
+            }
+        }
+    }
+    found
+}
+
+/// The text after `labship: ` up to the end of the line (or the next marker).
+fn parse_marker(text: &str) -> Option<Marker> {
+    let text = text.trim();
+    let (word, rest) = text
+        .split_once(char::is_whitespace)
+        .map_or((text, ""), |(w, r)| (w, r.trim_start()));
+    if word == "error" {
+        let (phase, cause) = match rest.strip_prefix("phase=") {
+            Some(after) => after
+                .split_once(char::is_whitespace)
+                .map_or((after, ""), |(p, c)| (p, c.trim())),
+            None => ("", rest),
+        };
+        return Some(Marker {
+            phase: MarkerKind::Error {
+                phase: phase.to_string(),
+                cause: cause.to_string(),
+            },
+            at: None,
+        });
+    }
+    let phase = Phase::from_word(word)?;
+    let at = if phase == Phase::Token {
+        None
+    } else {
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("t="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    };
+    Some(Marker {
+        phase: MarkerKind::Phase(phase),
+        at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+
+    use super::*;
+
+    const REGISTRY: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+    const IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/demo:ctx-0123abcd";
+    const PASSWORD: &str = "stub-ecr-password-4b1d";
+    const OLD_TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
+    const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    fn inputs(host_kind: HostKind, bind: &str) -> UserDataInputs<'static> {
+        UserDataInputs {
+            deployment: "demo",
+            region: "eu-west-1",
+            registry: REGISTRY,
+            image: IMAGE,
+            host_kind,
+            bind: bind.parse().expect("test address"),
+            port: 8888,
+            container_port: 8888,
+            pull_deadline_secs: 900,
+            jupyter_deadline_secs: 300,
+        }
+    }
+
+    /// Every script labship can render: 3 host kinds x boot/replace x 2 binds.
+    fn all_variants() -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for kind in [HostKind::Al2023, HostKind::EcsAl2023, HostKind::Custom] {
+            for bind in ["0.0.0.0", "127.0.0.1"] {
+                let i = inputs(kind, bind);
+                let boot = render_boot(&i).expect("boot renders");
+                let replace = render_replace(&i).expect("replace renders");
+                all.push((format!("boot {kind} {bind}"), boot));
+                all.push((format!("replace {kind} {bind}"), replace));
+            }
+        }
+        all
+    }
+
+    // ---- rendering ------------------------------------------------------------------
+
+    #[test]
+    fn every_variant_is_shellcheck_clean() {
+        for (name, script) in all_variants() {
+            let mut child = match Command::new("shellcheck")
+                .args(["-s", "bash", "-S", "style", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                    "shellcheck is not installed; run tests/rig/setup.sh (it installs the \
+                     Debian package shellcheck) and test again"
+                ),
+                Err(e) => panic!("cannot run shellcheck: {e}"),
+            };
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(script.as_bytes())
+                .expect("write to shellcheck");
+            let out = child.wait_with_output().expect("shellcheck runs");
+            assert!(
+                out.status.success() && out.stdout.is_empty(),
+                "shellcheck findings in the rendered {name}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    fn has_access_key_id(s: &str) -> bool {
+        s.as_bytes().windows(20).any(|w| {
+            w.starts_with(b"AKIA")
+                && w[4..]
+                    .iter()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+    }
+
+    #[test]
+    fn rendered_scripts_hold_no_secrets_and_no_braces() {
+        for (name, script) in all_variants() {
+            let lower = script.to_ascii_lowercase();
+            assert!(!has_access_key_id(&script), "{name}: access key id");
+            for needle in [
+                "aws_secret_access_key",
+                "aws_access_key_id",
+                "aws_session_token",
+                "password=",
+                "password:",
+                "set -x",
+                "xtrace",
+            ] {
+                assert!(!lower.contains(needle), "{name} contains {needle:?}");
+            }
+            assert!(!script.contains("{{"), "{name} contains a double brace");
+            assert!(script.starts_with("#!/bin/bash\n"), "{name}");
+            assert!(script.contains("\nset -euo pipefail\n"), "{name}");
+            assert!(
+                script.len() <= MAX_USER_DATA_BYTES,
+                "{name}: {} bytes",
+                script.len()
+            );
+        }
+        assert!(has_access_key_id("x AKIAIOSFODNN7EXAMPLE x"));
+    }
+
+    #[test]
+    fn values_are_single_quoted_and_fragments_follow_the_host_kind() {
+        let boot = render_boot(&inputs(HostKind::Al2023, "0.0.0.0")).expect("renders");
+        for line in [
+            "readonly DEPLOYMENT='demo'",
+            "readonly REGION='eu-west-1'",
+            "readonly CONTAINER='labship-ec2-demo'",
+            "readonly VOLUME='labship-ec2-demo-work'",
+            "readonly LABEL='dev.labship.ec2.deployment'",
+            "readonly BIND='0.0.0.0'",
+            "readonly HOST_ADDR='127.0.0.1'",
+            "readonly PORT='8888'",
+            "readonly PULL_DEADLINE='900'",
+        ] {
+            assert!(boot.contains(&format!("\n{line}\n")), "missing {line}");
+        }
+        assert!(boot.contains(&format!("\nreadonly IMAGE='{IMAGE}'\n")));
+        assert!(boot.contains("'{''{.Config.WorkingDir}}'"));
+        assert!(boot.contains("quiet dnf install -y docker"));
+        let ecs = render_boot(&inputs(HostKind::EcsAl2023, "127.0.0.1")).expect("renders");
+        assert!(ecs.contains("ecs.service") && !ecs.contains("dnf install -y docker"));
+        let any = render_boot(&inputs(HostKind::Custom, "127.0.0.1")).expect("renders");
+        assert!(
+            any.contains("apt-get install -y docker.io") && any.contains("yum install -y docker")
+        );
+
+        let v6 = render_replace(&inputs(HostKind::Custom, "::")).expect("renders");
+        assert!(
+            v6.contains("\nreadonly BIND='[::]'\n")
+                && v6.contains("\nreadonly HOST_ADDR='[::1]'\n")
+        );
+        let v6 = render_boot(&inputs(HostKind::Custom, "fd00::5")).expect("renders");
+        assert!(
+            v6.contains("\nreadonly BIND='[fd00::5]'\n")
+                && v6.contains("\nreadonly HOST_ADDR='[fd00::5]'\n")
+        );
+
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(container_name("demo"), "labship-ec2-demo");
+        assert_eq!(volume_name("demo"), "labship-ec2-demo-work");
+        assert_eq!(
+            serde_json::to_string(&HostKind::EcsAl2023).expect("json"),
+            "\"ecsal2023\""
+        );
+    }
+
+    #[test]
+    fn injection_attempts_are_rejected() {
+        let image_with = |suffix: &str| format!("{REGISTRY}/labship/demo:{suffix}");
+        type Mutation = Box<dyn Fn(&mut UserDataInputs<'static>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "deployment name",
+                Box::new(|i| i.deployment = "demo;reboot"),
+            ),
+            ("deployment name", Box::new(|i| i.deployment = "demo lab")),
+            (
+                "deployment name",
+                Box::new(|i| i.deployment = "demo\nreboot"),
+            ),
+            ("deployment name", Box::new(|i| i.deployment = "Demo")),
+            ("deployment name", Box::new(|i| i.deployment = "")),
+            (
+                "deployment name",
+                Box::new(|i| i.deployment = "a23456789012345678901234567890123"),
+            ),
+            ("deployment name", Box::new(|i| i.deployment = "d'emo")),
+            ("region", Box::new(|i| i.region = "eu-west-1 --debug")),
+            ("region", Box::new(|i| i.region = "-eu")),
+            ("registry", Box::new(|i| i.registry = "reg`id`.example")),
+            ("registry", Box::new(|i| i.registry = "")),
+            (
+                "image",
+                Box::new(move |i| i.image = image_with("$(reboot)").leak()),
+            ),
+            (
+                "image",
+                Box::new(move |i| i.image = image_with("a b").leak()),
+            ),
+            (
+                "image",
+                Box::new(move |i| i.image = image_with("tag\nreboot").leak()),
+            ),
+            (
+                "image",
+                Box::new(move |i| i.image = image_with("x';reboot;'").leak()),
+            ),
+            (
+                "image",
+                Box::new(move |i| i.image = image_with("x${IFS}").leak()),
+            ),
+            (
+                "image",
+                Box::new(|i| i.image = "docker.io/library/python:3.12"),
+            ),
+            ("image", Box::new(|i| i.image = "-v")),
+            ("port", Box::new(|i| i.port = 0)),
+            ("container port", Box::new(|i| i.container_port = 0)),
+            ("pull deadline", Box::new(|i| i.pull_deadline_secs = 0)),
+            (
+                "Jupyter deadline",
+                Box::new(|i| i.jupyter_deadline_secs = 1_000_000),
+            ),
+        ];
+        for (want_field, mutate) in cases {
+            let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+            mutate(&mut i);
+            for result in [render_boot(&i), render_replace(&i)] {
+                match result {
+                    Err(UserDataError::Invalid { field, value, .. }) => {
+                        assert_eq!(field, want_field, "value {value}");
+                        assert!(!value.contains('\n'), "the value is shown escaped: {value}");
+                    }
+                    other => panic!("{want_field}: expected Invalid, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversize_scripts_are_refused() {
+        let image = format!("{REGISTRY}/labship/{}:tag", "a".repeat(MAX_USER_DATA_BYTES));
+        let mut i = inputs(HostKind::Custom, "127.0.0.1");
+        i.image = &image;
+        match render_boot(&i) {
+            Err(UserDataError::TooLarge { size, limit, .. }) => {
+                assert!(size > limit);
+                assert_eq!(limit, MAX_USER_DATA_BYTES);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(matches!(
+            render_replace(&i),
+            Err(UserDataError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn placeholders_unknown_or_malformed_are_errors() {
+        let none = |_: &str| -> Option<Cow<'static, str>> { None };
+        for (text, name) in [
+            ("a {{NOPE}} b", "NOPE"),
+            (
+                "docker inspect --format '{{.Config.WorkingDir}}'",
+                ".Config.WorkingDir",
+            ),
+            ("{{lower}}", "lower"),
+            ("tail {{UNCLOSED", "UNCLOSED"),
+        ] {
+            match expand("t", text, none, Unknown::Reject) {
+                Err(UserDataError::UnknownPlaceholder { name: got, .. }) => assert_eq!(got, name),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // A first pass keeps names it does not know; values are not scanned again.
+        let kept = expand(
+            "t",
+            "{{A}} {{B}}",
+            |n| (n == "A").then_some(Cow::Borrowed("{{B}}")),
+            Unknown::Keep,
+        )
+        .expect("expands");
+        assert_eq!(kept, "{{B}} {{B}}");
+        assert!(expand("t", "{{.Id}}", none, Unknown::Keep).is_err());
+    }
+
+    // ---- markers --------------------------------------------------------------------
+
+    fn phase(p: Phase, at: Option<f64>) -> Marker {
+        Marker {
+            phase: MarkerKind::Phase(p),
+            at,
+        }
+    }
+
+    fn error(phase: &str, cause: &str) -> Marker {
+        Marker {
+            phase: MarkerKind::Error {
+                phase: phase.into(),
+                cause: cause.into(),
+            },
+            at: None,
+        }
+    }
+
+    #[test]
+    fn markers_table() {
+        let token_line = format!("labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}");
+        let cases: Vec<(String, Vec<Marker>)> = vec![
+            ("labship: begin t=1732200000.123\n".into(), vec![phase(Phase::Begin, Some(1_732_200_000.123))]),
+            (
+                "[   37.061390] cloud-init[2179]: labship: pulled t=1732200000.123\n".into(),
+                vec![phase(Phase::Pulled, Some(1_732_200_000.123))],
+            ),
+            // AWS cuts long console lines with a timestamp, even inside a word or a number.
+            (
+                "[   38.1] cloud-init[2179]: labship: dock[2026-11-21T10:00:01.123456]er-ready t=17322[2026-11-21T10:00:01.223456Z]00007.5\n"
+                    .into(),
+                vec![phase(Phase::DockerReady, Some(1_732_200_007.5))],
+            ),
+            (
+                "noise before labship: logged-in t=1732200008\r\n".into(),
+                vec![phase(Phase::LoggedIn, Some(1_732_200_008.0))],
+            ),
+            (format!("[   52.000001] cloud-init[2179]: {token_line}\n"), vec![phase(Phase::Token, None)]),
+            ("labship: ready\n".into(), vec![phase(Phase::Ready, None)]),
+            ("labship: started t=soon\n".into(), vec![phase(Phase::Started, None)]),
+            (
+                "[  960.5] cloud-init[2179]: labship: error phase=pull docker pull: Error response from daemon: manifest for x/y:z not found: manifest unknown: manifest unknown (gave up after 900s)\n"
+                    .into(),
+                vec![error(
+                    "pull",
+                    "docker pull: Error response from daemon: manifest for x/y:z not found: manifest unknown: manifest unknown (gave up after 900s)",
+                )],
+            ),
+            ("labship: error something broke\n".into(), vec![error("", "something broke")]),
+            ("labship: error phase=docker\n".into(), vec![error("docker", "")]),
+            // not markers
+            ("labship: frobnicated t=1\nlabship:begin t=1\nlabship begin\n\n".into(), vec![]),
+            ("[I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:\n".into(), vec![]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(markers(&text), want, "input: {text:?}");
+        }
+    }
+
+    #[test]
+    fn markers_come_in_order_from_a_whole_console() {
+        let console = format!(
+            "[    0.000000] Linux version 6.1.115-126.197.amzn2023.x86_64\r\n\
+             [   30.1] cloud-init[2179]: labship: begin t=1732200000.001\r\n\
+             [   31.5] cloud-init[2179]: Complete!\r\n\
+             [   37.0] cloud-init[2179]: labship: docker-ready t=1732200007.002\r\n\
+             [   38.0] cloud-init[2179]: labship: logged-in t=1732200008.003\r\n\
+             ip-172-31-0-5 login: \r\n\
+             [   45.0] cloud-init[2179]: labship: pulled t=1732200015.004\r\n\
+             [   46.0] cloud-init[2179]: labship: started t=1732200016.005\r\n\
+             [   52.0] cloud-init[2179]: labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}\r\n\
+             [   52.1] cloud-init[2179]: labship: ready t=1732200022.006\r\n"
+        );
+        let got: Vec<MarkerKind> = markers(&console).into_iter().map(|m| m.phase).collect();
+        let want: Vec<MarkerKind> = Phase::ALL.into_iter().map(MarkerKind::Phase).collect();
+        assert_eq!(got, want);
+        assert_eq!(Phase::DockerReady.to_string(), "docker-ready");
+        assert_eq!(
+            serde_json::to_string(&Phase::LoggedIn).expect("json"),
+            "\"logged-in\""
+        );
+        let json = serde_json::to_value(markers("labship: error phase=pull x")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!([{"phase": {"phase": "pull", "cause": "x"}, "at": null}])
+        );
+    }
+
+    // ---- running the scripts against fake docker, aws, curl, dnf and systemctl -------
+
+    const STUB_DOCKER: &str = r#"#!/bin/bash
+# Fake docker CLI: state under $STUB, one line per call in $STUB/calls.
+set -u
+# one write, so that the two ends of a pipe do not interleave their lines
+printf '%s\n' "docker$(printf ' %s' "$@")" >>"$STUB/calls"
+fmt=
+args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = --format ]; then fmt=$2; shift 2; else args+=("$1"); shift; fi
+done
+set -- "${args[@]}"
+if [ ! -e "$STUB/daemon" ]; then
+    echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2
+    exit 1
+fi
+image_id=${STUB_IMAGE_ID:-sha256:1111}
+c="$STUB/containers"
+last=${*: -1}
+case "$1" in
+info) echo "Server Version: 0.0-stub" ;;
+login)
+    [ "$2 $3 $4" = "--username AWS --password-stdin" ] || { echo "stub: login args" >&2; exit 1; }
+    cat >"$STUB/login-stdin"
+    echo "Login Succeeded" ;;
+pull)
+    n=$(( $(cat "$STUB/pulls" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" >"$STUB/pulls"
+    if [ "$n" -le "${STUB_PULL_FAILS:-2}" ]; then
+        echo "Error response from daemon: manifest for $2 not found: manifest unknown: manifest unknown" >&2
+        exit 1
+    fi
+    touch "$STUB/pulled"
+    echo "Status: Downloaded newer image for $2" ;;
+image)
+    [ -e "$STUB/pulled" ] || { echo "Error: No such image: $last" >&2; exit 1; }
+    case "$fmt" in
+    '{{.Config.WorkingDir}}') echo /home/jovyan ;;
+    '{{.Id}}') echo "$image_id" ;;
+    *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
+    esac ;;
+volume)
+    case "$2" in
+    inspect) [ -e "$STUB/volumes/$last" ] || { echo "Error: no such volume: $last" >&2; exit 1; } ;;
+    create) touch "$STUB/volumes/$last"; echo "$last" ;;
+    *) exit 2 ;;
+    esac ;;
+container)
+    [ -e "$c/$last" ] || { echo "Error: No such container: $last" >&2; exit 1; }
+    read -r img status restarts code <"$c/$last"
+    case "$fmt" in
+    '') echo '[{}]' ;;
+    '{{.Image}} {{.State.Running}}')
+        if [ "$status" = running ]; then echo "$img true"; else echo "$img false"; fi ;;
+    '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}') echo "$status $restarts $code" ;;
+    *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
+    esac ;;
+run)
+    name=; prev=
+    for a in "$@"; do
+        if [ "$prev" = --name ]; then name=$a; fi
+        prev=$a
+    done
+    if [ -e "$c/$name" ]; then echo "Conflict: the name $name is in use" >&2; exit 125; fi
+    if [ "$image_id" = "${STUB_CRASH_IMAGE:-none}" ]; then
+        echo "$image_id exited 0 1" >"$c/$name"
+    else
+        echo "$image_id running 0 0" >"$c/$name"
+    fi
+    echo 4f0c6d5e1a2b ;;
+start) read -r img _ <"$c/$last"; echo "$img running 0 0" >"$c/$last"; echo "$last" ;;
+stop) read -r img _ <"$c/$last"; echo "$img exited 0 0" >"$c/$last"; echo "$last" ;;
+rename) mv "$c/$2" "$c/$3" ;;
+rm) rm -f "$c/$last"; echo "$last" ;;
+logs)
+    read -r img _ <"$c/$last"
+    if [ "$img" = "${STUB_CRASH_IMAGE:-none}" ]; then
+        printf '%s\n' "Traceback (most recent call last):" "ModuleNotFoundError: No module named 'jupyterlab'" >&2
+    elif [ "$img" = "${STUB_SILENT_IMAGE:-none}" ]; then
+        echo "[I 2026-11-21 10:00:00.100 ServerApp] still starting" >&2
+    else
+        cat "$STUB_LIB/${STUB_LOG:-jupyter.log}" >&2
+    fi ;;
+*) echo "stub docker: unexpected $*" >&2; exit 2 ;;
+esac
+"#;
+
+    const STUB_AWS: &str = r#"#!/bin/bash
+# one write, so that the two ends of a pipe do not interleave their lines
+printf '%s\n' "aws$(printf ' %s' "$@")" >>"$STUB/calls"
+if [ "$*" = "ecr get-login-password --region eu-west-1" ]; then
+    printf '%s\n' "$STUB_PASSWORD"
+    exit 0
+fi
+echo "stub aws: unexpected $*" >&2
+exit 2
+"#;
+
+    const STUB_CURL: &str = r#"#!/bin/bash
+# one write, so that the two ends of a pipe do not interleave their lines
+printf '%s\n' "curl$(printf ' %s' "$@")" >>"$STUB/calls"
+for a in "$@"; do
+    if [ "$a" = -K ]; then cat >>"$STUB/curl-stdin"; fi
+done
+if ! grep -qs ' running ' "$STUB"/containers/*; then
+    echo "curl: (7) Failed to connect" >&2
+    exit 7
+fi
+for a in "$@"; do
+    if [ "$a" = -w ]; then printf '403'; exit 0; fi
+done
+echo '{"started": "2026-11-21T10:00:00Z"}'
+"#;
+
+    const STUB_DNF: &str = r#"#!/bin/bash
+# one write, so that the two ends of a pipe do not interleave their lines
+printf '%s\n' "dnf$(printf ' %s' "$@")" >>"$STUB/calls"
+if [ "$*" = "install -y docker" ]; then
+    cp "$STUB_LIB/docker" "$STUB_BIN/docker"
+    echo "Complete!"
+    exit 0
+fi
+echo "stub dnf: unexpected $*" >&2
+exit 1
+"#;
+
+    const STUB_SYSTEMCTL: &str = r#"#!/bin/bash
+# one write, so that the two ends of a pipe do not interleave their lines
+printf '%s\n' "systemctl$(printf ' %s' "$@")" >>"$STUB/calls"
+case "$*" in
+"enable --now docker") touch "$STUB/daemon" ;;
+"cat ecs.service") echo "No files found for ecs.service." >&2; exit 1 ;;
+*) echo "stub systemctl: unexpected $*" >&2; exit 1 ;;
+esac
+"#;
+
+    /// A jupyter_server 2.x log of a server that started twice: the newest token wins.
+    fn jupyter_log() -> String {
+        let mut log = String::new();
+        for token in [OLD_TOKEN, NEW_TOKEN] {
+            log.push_str(&format!(
+                "[I 2026-11-21 10:00:00.100 ServerApp] jupyterlab | extension was successfully loaded.\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp] Serving notebooks from local directory: /home/jovyan\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp] http://4f0c6d5e1a2b:8888/lab?token={token}\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp]     http://127.0.0.1:8888/lab?token={token}\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp] Use Control-C to stop this server and shut down all kernels (twice to skip confirmation).\n\
+                 [C 2026-11-21 10:00:00.510 ServerApp] \n\
+                 \x20   \n\
+                 \x20   To access the server, open this file in a browser:\n\
+                 \x20       file:///home/jovyan/.local/share/jupyter/runtime/jpserver-7-open.html\n\
+                 \x20   Or copy and paste one of these URLs:\n\
+                 \x20       http://4f0c6d5e1a2b:8888/lab?token={token}\n\
+                 \x20       http://127.0.0.1:8888/lab?token={token}\n\
+                 [I 2026-11-21 10:00:01.000 ServerApp] Skipped non-installed server(s): bash-language-server\n"
+            ));
+        }
+        log
+    }
+
+    /// The log of a server whose token was set explicitly (JUPYTER_TOKEN): no CRITICAL
+    /// block, and the URLs carry the literal `...`.
+    const EXPLICIT_TOKEN_LOG: &str = "\
+[I 2026-11-21 10:00:00.500 ServerApp] Serving notebooks from local directory: /home/jovyan
+[I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:
+[I 2026-11-21 10:00:00.500 ServerApp] http://4f0c6d5e1a2b:8888/lab?token=...
+[I 2026-11-21 10:00:00.500 ServerApp]     http://127.0.0.1:8888/lab?token=...
+[I 2026-11-21 10:00:00.500 ServerApp] Use Control-C to stop this server and shut down all kernels (twice to skip confirmation).
+";
+
+    /// A directory that plays an EC2 host: stub commands first on PATH, then only the
+    /// coreutils the scripts need (never the real docker, aws or curl).
+    struct FakeHost {
+        dir: tempfile::TempDir,
+    }
+
+    struct Run {
+        ok: bool,
+        stdout: String,
+        stderr: String,
+    }
+
+    impl FakeHost {
+        fn new(docker_installed: bool, daemon_running: bool) -> FakeHost {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for sub in [
+                "bin",
+                "sys",
+                "lib",
+                "tmp",
+                "home",
+                "state/containers",
+                "state/volumes",
+            ] {
+                fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+            }
+            let host = FakeHost { dir };
+            for (name, text) in [
+                ("docker", STUB_DOCKER),
+                ("aws", STUB_AWS),
+                ("curl", STUB_CURL),
+                ("dnf", STUB_DNF),
+                ("systemctl", STUB_SYSTEMCTL),
+            ] {
+                let lib = host.path("lib").join(name);
+                fs::write(&lib, text).expect("write stub");
+                fs::set_permissions(&lib, fs::Permissions::from_mode(0o755)).expect("chmod");
+                if name != "docker" || docker_installed {
+                    fs::copy(&lib, host.path("bin").join(name)).expect("install stub");
+                }
+            }
+            fs::write(host.path("lib/jupyter.log"), jupyter_log()).expect("write log");
+            fs::write(host.path("lib/explicit.log"), EXPLICIT_TOKEN_LOG).expect("write log");
+            for tool in [
+                "bash", "cat", "cp", "cut", "date", "grep", "head", "mktemp", "mv", "rm", "sleep",
+                "tail", "touch", "tr",
+            ] {
+                let real = ["/usr/bin", "/bin"]
+                    .iter()
+                    .map(|d| Path::new(d).join(tool))
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| panic!("{tool} not found in /usr/bin or /bin"));
+                std::os::unix::fs::symlink(real, host.path("sys").join(tool)).expect("symlink");
+            }
+            if daemon_running {
+                host.touch("state/daemon");
+            }
+            host.touch("console");
+            host
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        fn touch(&self, rel: &str) {
+            fs::write(self.path(rel), "").expect("touch");
+        }
+
+        fn read(&self, rel: &str) -> String {
+            fs::read_to_string(self.path(rel)).unwrap_or_default()
+        }
+
+        fn calls(&self) -> String {
+            self.read("state/calls")
+        }
+
+        fn container(&self, name: &str) -> Option<String> {
+            fs::read_to_string(self.path("state/containers").join(name))
+                .ok()
+                .map(|s| s.trim().to_string())
+        }
+
+        fn run(&self, script: &str, env: &[(&str, &str)]) -> Run {
+            let file = self.path("script.sh");
+            fs::write(&file, script).expect("write script");
+            let out: Output = Command::new(self.path("sys/bash"))
+                .arg(&file)
+                .env_clear()
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        self.path("bin").display(),
+                        self.path("sys").display()
+                    ),
+                )
+                .env("HOME", self.path("home"))
+                .env("TMPDIR", self.path("tmp"))
+                .env("LABSHIP_LOG_FILE", self.path("labship.log"))
+                .env("LABSHIP_CONSOLE", self.path("console"))
+                .env("STUB", self.path("state"))
+                .env("STUB_BIN", self.path("bin"))
+                .env("STUB_LIB", self.path("lib"))
+                .env("STUB_PASSWORD", PASSWORD)
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .output()
+                .expect("bash runs");
+            Run {
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    }
+
+    fn kinds(ms: &[Marker]) -> Vec<MarkerKind> {
+        ms.iter().map(|m| m.phase.clone()).collect()
+    }
+
+    fn phases(ps: &[Phase]) -> Vec<MarkerKind> {
+        ps.iter().copied().map(MarkerKind::Phase).collect()
+    }
+
+    fn count_lines(text: &str, line: &str) -> usize {
+        text.lines().filter(|l| *l == line).count()
+    }
+
+    #[test]
+    fn boot_script_runs_end_to_end_on_a_fake_al2023_host() {
+        let host = FakeHost::new(false, false);
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.port = 8890;
+        i.pull_deadline_secs = 60;
+        i.jupyter_deadline_secs = 30;
+        let script = render_boot(&i).expect("renders");
+        let run = host.run(&script, &[]);
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(run.ok, "{context}");
+        assert!(run.stderr.is_empty(), "{context}");
+
+        let found = markers(&run.stdout);
+        assert_eq!(kinds(&found), phases(&Phase::ALL), "{context}");
+        assert!(found
+            .iter()
+            .all(|m| (m.phase == MarkerKind::Phase(Phase::Token)) != m.at.is_some()));
+        let token_line = format!("labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}");
+        assert_eq!(count_lines(&run.stdout, &token_line), 1, "{context}");
+        for line in run
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("labship: token "))
+        {
+            assert!(line.len() < 70, "long marker line {line:?}");
+        }
+        let finding = crate::token::find_token(&run.stdout).expect("find_token reads the relay");
+        assert_eq!(finding.token.as_str(), NEW_TOKEN);
+
+        let calls = host.calls();
+        let position = |line: &str| {
+            calls
+                .lines()
+                .position(|l| l == line)
+                .unwrap_or_else(|| panic!("no call {line:?}\n{context}"))
+        };
+        let run_line = format!(
+            "docker run -d --name labship-ec2-demo --label dev.labship.ec2.deployment=demo \
+             --restart unless-stopped --init -p 127.0.0.1:8890:8888 \
+             -v labship-ec2-demo-work:/home/jovyan {IMAGE}"
+        );
+        let order = [
+            position("dnf install -y docker"),
+            position("systemctl enable --now docker"),
+            // aws and docker login run side by side in a pipe: either may log first
+            position("aws ecr get-login-password --region eu-west-1")
+                .max(position(&format!("docker login --username AWS --password-stdin {REGISTRY}"))),
+            position(&format!("docker pull {IMAGE}")),
+            position("docker volume create --label dev.labship.ec2.deployment=demo labship-ec2-demo-work"),
+            position(&run_line),
+            position("curl -fsS -o /dev/null --max-time 5 -K - http://127.0.0.1:8890/api/status"),
+        ];
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{order:?}\n{context}"
+        );
+        assert_eq!(
+            count_lines(&calls, &format!("docker pull {IMAGE}")),
+            3,
+            "{context}"
+        );
+
+        // The ECR password went through the pipe, nowhere else; the token went to curl
+        // on stdin, not in argv.
+        assert_eq!(host.read("state/login-stdin"), format!("{PASSWORD}\n"));
+        for (what, text) in [
+            ("stdout", &run.stdout),
+            ("calls", &calls),
+            ("log", &host.read("labship.log")),
+        ] {
+            assert!(!text.contains(PASSWORD), "password in {what}");
+        }
+        assert!(host
+            .read("state/curl-stdin")
+            .contains(&format!("Authorization: token {NEW_TOKEN}")));
+        assert!(calls
+            .lines()
+            .filter(|l| l.starts_with("curl"))
+            .all(|l| !l.contains(NEW_TOKEN)));
+
+        // Again: the running container of the same image is kept.
+        let again = host.run(&script, &[]);
+        assert!(again.ok, "{}", again.stdout);
+        assert_eq!(kinds(&markers(&again.stdout)), phases(&Phase::ALL));
+        assert_eq!(
+            host.calls()
+                .lines()
+                .filter(|l| l.starts_with("docker run "))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn boot_script_gives_up_on_a_pull_that_never_succeeds() {
+        // Docker answers already: the ECS fragment must do nothing (no systemctl).
+        let host = FakeHost::new(true, true);
+        let mut i = inputs(HostKind::EcsAl2023, "0.0.0.0");
+        i.pull_deadline_secs = 3;
+        let script = render_boot(&i).expect("renders");
+        let run = host.run(&script, &[("STUB_PULL_FAILS", "1000")]);
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(!run.ok, "{context}");
+        let found = markers(&run.stdout);
+        let want = phases(&[Phase::Begin, Phase::DockerReady, Phase::LoggedIn]);
+        assert_eq!(kinds(&found)[..3], want[..], "{context}");
+        match &found[3..] {
+            [Marker {
+                phase: MarkerKind::Error { phase, cause },
+                ..
+            }] => {
+                assert_eq!(phase, "pull");
+                assert!(cause.contains("manifest unknown"), "{cause}");
+                assert!(cause.contains("gave up after 3s"), "{cause}");
+            }
+            other => panic!("expected one error marker, got {other:?}\n{context}"),
+        }
+        assert!(run
+            .stdout
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("labship: error phase=pull ")));
+        let calls = host.calls();
+        assert!(
+            calls
+                .lines()
+                .filter(|l| l.starts_with("docker pull "))
+                .count()
+                >= 2,
+            "{context}"
+        );
+        // (reading whether an ECS agent unit exists is all, and only under systemd)
+        let changes_host =
+            |l: &&str| l.starts_with("systemctl") && *l != "systemctl cat ecs.service";
+        assert!(!calls.lines().any(|l| changes_host(&l)), "{context}");
+        assert!(!calls.contains("docker run"), "{context}");
+        assert!(
+            !run.stdout.contains("..."),
+            "a short cause is not cut: {}",
+            run.stdout
+        );
+    }
+
+    #[test]
+    fn boot_script_relays_an_explicit_token_placeholder_as_logged() {
+        let host = FakeHost::new(true, true);
+        let script = render_boot(&inputs(HostKind::Custom, "0.0.0.0")).expect("renders");
+        let run = host.run(
+            &script,
+            &[("STUB_PULL_FAILS", "0"), ("STUB_LOG", "explicit.log")],
+        );
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(run.ok && run.stderr.is_empty(), "{context}");
+        assert_eq!(
+            kinds(&markers(&run.stdout)),
+            phases(&Phase::ALL),
+            "{context}"
+        );
+        assert_eq!(
+            count_lines(
+                &run.stdout,
+                "labship: token http://127.0.0.1:8888/lab?token=..."
+            ),
+            1
+        );
+        // Jupyter answers (403 without the token it hides): good enough to be ready.
+        let probe =
+            "curl -sS -o /dev/null -w %{http_code} --max-time 5 http://127.0.0.1:8888/api/status";
+        assert!(count_lines(&host.calls(), probe) >= 1, "{context}");
+        assert_eq!(
+            crate::token::find_token(&run.stdout).map(|f| f.url),
+            Err(crate::token::TokenError::TokenNotLogged)
+        );
+    }
+
+    #[test]
+    fn boot_script_fails_fast_when_the_container_exits() {
+        let host = FakeHost::new(true, true);
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.jupyter_deadline_secs = 120;
+        let script = render_boot(&i).expect("renders");
+        let started = std::time::Instant::now();
+        let run = host.run(
+            &script,
+            &[
+                ("STUB_PULL_FAILS", "0"),
+                ("STUB_CRASH_IMAGE", "sha256:1111"),
+            ],
+        );
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(!run.ok, "{context}");
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "did not wait for the deadline\n{context}"
+        );
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "jupyter");
+                assert!(
+                    cause.starts_with("container stopped (exited, exit code 1): "),
+                    "{cause}"
+                );
+                assert!(cause.ends_with("No module named 'jupyterlab'"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{context}"),
+        }
+        assert!(
+            run.stdout.contains("Traceback (most recent call last):"),
+            "the log's last lines are shown"
+        );
+    }
+
+    #[test]
+    fn boot_script_on_a_custom_ami_without_aws_cli_says_so() {
+        let host = FakeHost::new(true, true);
+        fs::remove_file(host.path("bin/aws")).expect("rm aws");
+        let script = render_boot(&inputs(HostKind::Custom, "127.0.0.1")).expect("renders");
+        let run = host.run(&script, &[]);
+        assert!(!run.ok);
+        let found = markers(&run.stdout);
+        assert_eq!(found.len(), 2, "{}", run.stdout);
+        match &found[1].phase {
+            MarkerKind::Error { phase, cause } => {
+                assert_eq!(phase, "host");
+                assert!(cause.contains("needs the AWS CLI"), "{cause}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A host where labship's container runs an older image.
+    fn host_with_old_container() -> FakeHost {
+        let host = FakeHost::new(true, true);
+        fs::write(
+            host.path("state/containers/labship-ec2-demo"),
+            "sha256:old running 0 0\n",
+        )
+        .expect("container");
+        host.touch("state/volumes/labship-ec2-demo-work");
+        host
+    }
+
+    #[test]
+    fn replace_script_swaps_the_container_and_keeps_the_volume() {
+        let host = host_with_old_container();
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.jupyter_deadline_secs = 20;
+        let script = render_replace(&i).expect("renders");
+        let run = host.run(
+            &script,
+            &[("STUB_PULL_FAILS", "0"), ("STUB_IMAGE_ID", "sha256:new")],
+        );
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(run.ok, "{context}");
+        let want = phases(&[
+            Phase::LoggedIn,
+            Phase::Pulled,
+            Phase::Started,
+            Phase::Token,
+            Phase::Ready,
+        ]);
+        assert_eq!(kinds(&markers(&run.stdout)), want, "{context}");
+        assert_eq!(
+            kinds(&markers(&host.read("console"))),
+            want,
+            "the console gets the markers too"
+        );
+        let calls = host.calls();
+        for line in [
+            "docker stop labship-ec2-demo",
+            "docker rename labship-ec2-demo labship-ec2-demo-previous",
+            "docker rm labship-ec2-demo-previous",
+        ] {
+            assert_eq!(count_lines(&calls, line), 1, "{line}\n{context}");
+        }
+        assert!(!calls.contains("docker volume create"), "{context}");
+        assert_eq!(
+            host.container("labship-ec2-demo").as_deref(),
+            Some("sha256:new running 0 0")
+        );
+        assert_eq!(host.container("labship-ec2-demo-previous"), None);
+    }
+
+    #[test]
+    fn replace_script_restores_the_old_container_when_the_new_one_fails() {
+        let host = host_with_old_container();
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.jupyter_deadline_secs = 2;
+        let script = render_replace(&i).expect("renders");
+        let run = host.run(
+            &script,
+            &[
+                ("STUB_PULL_FAILS", "0"),
+                ("STUB_IMAGE_ID", "sha256:new"),
+                ("STUB_SILENT_IMAGE", "sha256:new"),
+            ],
+        );
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        );
+        assert!(!run.ok, "{context}");
+        let found = markers(&run.stdout);
+        match found.last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "jupyter");
+                assert!(cause.contains("no Jupyter token URL"), "{cause}");
+                assert!(cause.contains("restored the previous container"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{context}"),
+        }
+        assert!(!found
+            .iter()
+            .any(|m| m.phase == MarkerKind::Phase(Phase::Ready)));
+        assert!(host
+            .read("console")
+            .contains("labship: error phase=jupyter "));
+        assert_eq!(
+            host.container("labship-ec2-demo").as_deref(),
+            Some("sha256:old running 0 0")
+        );
+        assert_eq!(host.container("labship-ec2-demo-previous"), None);
+    }
+}

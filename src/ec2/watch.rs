@@ -1,0 +1,167 @@
+//! Watching an instance come up through its serial console: the user-data's phase markers
+//! drive the progress display, an error marker ends the wait with its phase and cause, and
+//! the token line ends it with the token. Every wait has a deadline.
+
+use std::time::{Duration, Instant};
+
+use super::cloud::{Cloud, Instance};
+use super::userdata::{self, Marker, MarkerKind, Phase};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+use crate::token::{self, TokenError, TokenFinding};
+
+/// How often the console is read. GetConsoleOutput is cheap; a token appears within seconds.
+const POLL: Duration = Duration::from_secs(2);
+/// Lines of console shown when something goes wrong.
+const TAIL: usize = 15;
+
+/// What the console showed when the token appeared.
+pub struct Ready {
+    pub finding: TokenFinding,
+    pub markers: Vec<Marker>,
+    pub instance: Instance,
+}
+
+/// Waits until the console of `instance` shows a token, an error marker, the instance going
+/// away, or `deadline`. With `replay`, phases already on the console are announced too.
+pub async fn until_token(
+    cloud: &Cloud,
+    instance: &Instance,
+    nitro: bool,
+    deadline: Instant,
+    wait_secs: u64,
+    replay: bool,
+    printer: &Printer,
+) -> Result<Ready> {
+    let mut shown = 0usize;
+    let mut first = true;
+    let mut last_text = String::new();
+    let mut polls = 0u32;
+    let mut last_phase = "boot".to_string();
+    loop {
+        polls += 1;
+        if let Some(text) = cloud.console(&instance.id, nitro).await? {
+            let markers = userdata::markers(&text);
+            if first && !replay {
+                // An instance that is already up: its history is not progress.
+                shown = markers.len();
+            }
+            first = false;
+            for m in markers.iter().skip(shown) {
+                if let MarkerKind::Phase(p) = &m.phase {
+                    printer.note(format!("  {}: {}", instance.id, describe(*p)));
+                    last_phase = p.to_string();
+                }
+            }
+            shown = shown.max(markers.len());
+            // The newest marker decides: an error after a token (a failed restart) is an error.
+            match markers.last().map(|m| &m.phase) {
+                Some(MarkerKind::Error { phase, cause }) => {
+                    return Err(Error::BootFailed {
+                        deployment: instance.deployment.clone(),
+                        instance: instance.id.clone(),
+                        phase: phase.clone(),
+                        cause: cause.clone(),
+                        hint: hint_for(phase, &instance.deployment),
+                    });
+                }
+                Some(MarkerKind::Phase(Phase::Token | Phase::Ready)) => {
+                    match token::find_token(&text) {
+                        Ok(finding) => {
+                            let instance = match cloud.instance(&instance.id).await? {
+                                Some(i) => i,
+                                None => instance.clone(),
+                            };
+                            return Ok(Ready {
+                                finding,
+                                markers,
+                                instance,
+                            });
+                        }
+                        Err(TokenError::TokenNotLogged) => {
+                            return Err(crate::local::token_error(
+                                TokenError::TokenNotLogged,
+                                &format!("the console of {}", instance.id),
+                            ))
+                        }
+                        // The token line may still be on its way (or split by the console).
+                        Err(TokenError::NoToken) => {}
+                    }
+                }
+                _ => {}
+            }
+            last_text = text;
+        }
+        // The instance may be terminated from elsewhere, or fail to start.
+        if polls % 5 == 0 {
+            match cloud.instance(&instance.id).await? {
+                Some(i) if matches!(i.state.as_str(), "pending" | "running") => {}
+                Some(i) => {
+                    return Err(Error::BootFailed {
+                        deployment: instance.deployment.clone(),
+                        instance: instance.id.clone(),
+                        phase: last_phase,
+                        cause: format!("the instance is {}", i.state),
+                        hint: format!("something else stopped or terminated it; `labship up {}` launches a new one", instance.deployment),
+                    })
+                }
+                None => {
+                    return Err(Error::BootFailed {
+                        deployment: instance.deployment.clone(),
+                        instance: instance.id.clone(),
+                        phase: last_phase,
+                        cause: "the instance no longer exists".into(),
+                        hint: format!("`labship up {}` launches a new one", instance.deployment),
+                    })
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::InstanceTimeout {
+                deployment: instance.deployment.clone(),
+                instance: instance.id.clone(),
+                seconds: wait_secs,
+                phase: last_phase,
+                hint: timeout_hint(&last_text, &instance.deployment),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn describe(p: Phase) -> &'static str {
+    match p {
+        Phase::Begin => "booted; user-data started",
+        Phase::DockerReady => "Docker is ready",
+        Phase::LoggedIn => "logged in to ECR",
+        Phase::Pulled => "image pulled",
+        Phase::Started => "container started",
+        Phase::Token => "Jupyter printed its token",
+        Phase::Ready => "Jupyter answers",
+    }
+}
+
+fn hint_for(phase: &str, deployment: &str) -> String {
+    let what = match phase {
+        "host" => "the host image lacks what labship needs (the AWS CLI v2 to log in to ECR): use --ami ecs or --ami al2023, or an AMI that has it",
+        "docker" | "docker-ready" => "Docker could not be installed or started on the host: with --ami, choose an AMI with Docker or dnf/apt; the default --ami ecs has Docker preinstalled",
+        "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance has AmazonEC2ContainerRegistryReadOnly and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
+        "pull" | "pulled" => "the instance could not pull the image: check that the push finished (`labship push`) and that the subnet reaches ECR",
+        "start" | "started" | "jupyter" | "token" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
+        _ => "see the cause above",
+    };
+    format!("{what}. `labship logs {deployment} --ec2` shows the whole console; `labship down {deployment} --ec2` removes the instance")
+}
+
+fn timeout_hint(console: &str, deployment: &str) -> String {
+    let clean = token::clean::clean_console(console);
+    let lines: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+    let tail = crate::local::redact(&tail);
+    let shown = if tail.is_empty() {
+        "the console is still empty (EC2 may take a few minutes to show it)".to_string()
+    } else {
+        format!("last console lines:\n{tail}")
+    };
+    format!("{shown}\nwait longer with `labship up --wait SECONDS`, look again with `labship logs {deployment} --ec2`, or remove it with `labship down {deployment} --ec2`")
+}

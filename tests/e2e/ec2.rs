@@ -1,0 +1,768 @@
+//! `labship up/token/status/logs/down --ec2` against moto, with the instance simulator
+//! (tests/rig/instance-sim.py) running each instance's user-data for real: real build, real
+//! push to the loopback registry, RunInstances, the user-data logs in and pulls from that
+//! registry, starts Jupyter from the pushed image, labship reads the console, and the test
+//! logs in to that Jupyter with the token. What labship created is checked through moto's
+//! API, the engine and the registry, independently of labship.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn token_of(url: &str) -> String {
+    url.split("token=")
+        .nth(1)
+        .expect("token in URL")
+        .to_string()
+}
+
+/// GET http://127.0.0.1:PORT/api/status with the token: the status code.
+fn jupyter_status(port: u16, token: Option<&str>) -> u16 {
+    let url = match token {
+        Some(t) => format!("http://127.0.0.1:{port}/api/status?token={t}"),
+        None => format!("http://127.0.0.1:{port}/api/status"),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .get(&url)
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn up_args(port: &str) -> Vec<&str> {
+    vec![
+        "up",
+        "--ec2",
+        "--allow-cidr",
+        "127.0.0.1/32",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--wait",
+        "600",
+        "-o",
+        "json",
+    ]
+}
+
+fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String, String> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Nothing of the deployment is left: no live instance, no security group, no repository,
+/// no container or volume made by its user-data.
+async fn assert_nothing_left(name: &str) {
+    let rig = rig();
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    let live = ec2
+        .describe_instances()
+        .filters(filter("tag:labship:deployment", name))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .values("shutting-down")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let count: usize = live
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum();
+    assert_eq!(count, 0, "instances of {name} left");
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter("group-name", &format!("labship-{name}")))
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    assert!(
+        groups.security_groups().is_empty(),
+        "security group of {name} left"
+    );
+    let ecr = ecr_client(&rig.aws_endpoint).await;
+    let repo = ecr
+        .describe_repositories()
+        .repository_names(format!("labship/{name}"))
+        .send()
+        .await;
+    assert!(repo.is_err(), "repository labship/{name} left");
+    let label = format!("label=dev.labship.ec2.deployment={name}");
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]).trim(), "");
+    assert_eq!(
+        docker_ok(&["volume", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2");
+    let name = p.name.clone();
+    let port = free_port();
+    let port_s = port.to_string();
+
+    let mut args = up_args(&port_s);
+    args.push("--timings");
+    let first = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(first["action"], "launched", "{first}");
+    assert_eq!(first["built"], true, "{first}");
+    assert!(first["bytes_uploaded"].as_u64().unwrap_or(0) > 0, "{first}");
+    for phase in [
+        "push", "launch", "boot", "docker", "pull", "jupyter", "total",
+    ] {
+        assert!(
+            first["timings"][phase].as_f64().is_some(),
+            "timing {phase}: {first}"
+        );
+    }
+    let url = first["url"].as_str().expect("url");
+    let token = token_of(url);
+    assert_eq!(token.len(), 48, "{url}");
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/lab?token=")),
+        "{url}"
+    );
+    // The URL works: Jupyter from the pushed image, on the instance, accepts the token...
+    assert_eq!(jupyter_status(port, Some(&token)), 200);
+    // ...and nothing gets in without it.
+    assert_eq!(jupyter_status(port, None), 403);
+
+    // What was created, seen through moto's API.
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    let id = first["instance_id"]
+        .as_str()
+        .expect("instance_id")
+        .to_string();
+    let described = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let inst = described
+        .reservations()
+        .first()
+        .and_then(|r| r.instances().first())
+        .expect("the instance")
+        .clone();
+    let md = inst.metadata_options().expect("metadata options");
+    assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(md.http_put_response_hop_limit(), Some(1));
+    let tags = tags_of(inst.tags());
+    assert_eq!(
+        tags.get("labship:managed-by").map(String::as_str),
+        Some("labship")
+    );
+    assert_eq!(tags.get("labship:deployment"), Some(&name));
+    assert_eq!(
+        tags.get("labship:image").map(String::as_str),
+        first["image"].as_str()
+    );
+    assert_eq!(tags.get("labship:port"), Some(&port_s));
+    assert!(
+        inst.iam_instance_profile()
+            .and_then(|p| p.arn())
+            .is_some_and(|a| a.ends_with("/labship-instance")),
+        "{:?}",
+        inst.iam_instance_profile()
+    );
+
+    // The root volume: encrypted gp3, tagged at creation.
+    let volumes = ec2
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", &id))
+        .send()
+        .await
+        .expect("DescribeVolumes");
+    let vol = volumes.volumes().first().expect("root volume");
+    assert_eq!(vol.encrypted(), Some(true));
+    assert_eq!(vol.volume_type().map(|t| t.as_str()), Some("gp3"));
+    assert_eq!(tags_of(vol.tags()).get("labship:deployment"), Some(&name));
+
+    // The security group: only the Jupyter port, only to the allowed /32, no SSH.
+    let groups = ec2
+        .describe_security_groups()
+        .group_ids(inst.security_groups()[0].group_id().expect("group id"))
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    let group = &groups.security_groups()[0];
+    assert_eq!(group.group_name(), Some(format!("labship-{name}").as_str()));
+    assert_eq!(tags_of(group.tags()).get("labship:deployment"), Some(&name));
+    let rules = group.ip_permissions();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].ip_protocol(), Some("tcp"));
+    assert_eq!(rules[0].from_port(), Some(i32::from(port)));
+    assert_eq!(rules[0].to_port(), Some(i32::from(port)));
+    let cidrs: Vec<&str> = rules[0]
+        .ip_ranges()
+        .iter()
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    assert_eq!(cidrs, ["127.0.0.1/32"]);
+    assert!(rules[0].ipv6_ranges().is_empty());
+
+    // The user-data: labship's script, and no secret in it.
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(&id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("DescribeInstanceAttribute");
+    let b64 = attr.user_data().and_then(|u| u.value()).expect("user data");
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64"),
+    )
+    .expect("utf-8");
+    assert!(script.starts_with("#!/bin/bash"), "{script}");
+    assert!(script.contains(first["image"].as_str().expect("image")));
+    assert!(
+        !script.contains(&rig.registry_password),
+        "the ECR password is in the user-data"
+    );
+    assert!(
+        !script.contains(&token),
+        "the Jupyter token is in the user-data"
+    );
+    let lower = script.to_ascii_lowercase();
+    assert!(!lower.contains("aws_secret_access_key") && !lower.contains("aws_access_key_id"));
+    assert!(
+        !script.as_bytes().windows(20).any(|w| w.starts_with(b"AKIA")
+            && w[4..]
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())),
+        "an access key id is in the user-data"
+    );
+
+    // The shared instance role: tagged, with exactly the two managed policies.
+    let iam = iam_client(&rig.aws_endpoint);
+    let role = iam
+        .get_role()
+        .role_name("labship-instance")
+        .send()
+        .await
+        .expect("GetRole");
+    assert!(role
+        .role()
+        .map(|r| r.tags().iter().any(|t| t.key() == "labship:managed-by"))
+        .unwrap_or(false));
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name("labship-instance")
+        .send()
+        .await
+        .expect("ListAttachedRolePolicies");
+    let mut arns: Vec<&str> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .collect();
+    arns.sort_unstable();
+    assert_eq!(
+        arns,
+        [
+            "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+        ]
+    );
+
+    // Again: nothing built, nothing uploaded, nothing launched, the same URL.
+    let again = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    assert_eq!(again["action"], "unchanged", "{again}");
+    assert_eq!(again["built"], false);
+    assert_eq!(again["bytes_uploaded"], 0);
+    assert_eq!(again["instance_id"], first["instance_id"]);
+    assert_eq!(again["url"], first["url"]);
+
+    // token, status and logs from AWS alone.
+    let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
+    assert!(t.status.success(), "{}", stderr(&t));
+    assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), token);
+    let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
+    let row = status["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .find(|d| d["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not in {status}"))
+        .clone();
+    assert_eq!(row["state"], "running");
+    assert_eq!(row["instance_id"], first["instance_id"]);
+    assert!(!row.to_string().contains(&token), "status shows the token");
+    let logs = p.labship_at(&sim, &["logs", "--ec2"], &[]);
+    let logs_text = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs_text.contains("labship: ready"), "{logs_text}");
+    assert!(logs_text.contains("labship: pulled"), "{logs_text}");
+
+    // down: everything goes, and a second down finds nothing.
+    let down = json(&p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
+    assert_eq!(
+        down["security_groups_deleted"].as_array().map(Vec::len),
+        Some(1),
+        "{down}"
+    );
+    assert_eq!(
+        down["repository_deleted"],
+        format!("labship/{name}"),
+        "{down}"
+    );
+    assert_nothing_left(&name).await;
+    let second = p.labship_at(&sim, &["down", "--ec2", "--yes"], &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("Nothing left"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2swap");
+    let name = p.name.clone();
+    let port = free_port();
+    let port_s = port.to_string();
+
+    let first = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    assert_eq!(first["action"], "launched", "{first}");
+    let container = format!("labship-ec2-{name}");
+    // A notebook written in Jupyter's workspace.
+    docker_ok(&[
+        "exec",
+        &container,
+        "sh",
+        "-c",
+        "echo keep-me > notes-e2e.txt",
+    ]);
+
+    // The default Dockerfile copies resources/ into the working directory.
+    p.write(
+        "docker/resources/extra.txt",
+        "a new file makes a new image\n",
+    );
+    let second = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    assert_eq!(second["action"], "replaced-container", "{second}");
+    assert_eq!(
+        second["instance_id"], first["instance_id"],
+        "the instance was replaced"
+    );
+    assert_ne!(second["image"], first["image"]);
+    let token = token_of(second["url"].as_str().expect("url"));
+    assert_ne!(token, token_of(first["url"].as_str().expect("url")));
+    assert_eq!(jupyter_status(port, Some(&token)), 200);
+    // The new container runs the new image, on the same workspace volume.
+    let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt; ls"]);
+    assert!(inside.contains("keep-me"), "{inside}");
+    // The new image's new file reached the workspace too (copied, never overwriting).
+    assert!(inside.contains("extra.txt"), "{inside}");
+    // The token can be recovered later, from the console.
+    let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
+    assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), token);
+
+    json(&p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[],
+    ));
+    assert_nothing_left(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
+    let sim = sim_endpoint();
+    let p = Project::with_files(
+        "ec2fail",
+        &[(
+            "Dockerfile",
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL purpose=fails\nCMD [\"sh\", \"-c\", \"echo no jupyter here >&2; exit 3\"]\n",
+        )],
+    );
+    let name = p.name.clone();
+    let port_s = free_port().to_string();
+    let out = p.labship_at(&sim, &up_args(&port_s), &[]);
+    let err = json_error(&out);
+    assert_eq!(err["code"], "labship::ec2::boot", "{err}");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&name), "{message}");
+    assert!(message.contains("failed while"), "{message}");
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("labship logs"),
+        "{err}"
+    );
+    // The instance stays for inspection; down removes it.
+    json(&p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[],
+    ));
+    assert_nothing_left(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_before_anything_is_created() {
+    let rig = rig();
+    let p = Project::default_workload("ec2bad");
+    let moto = rig.aws_endpoint.clone();
+    let code_of = |args: &[&str], env: &[(&str, &str)]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        json_error(&p.labship_at(&moto, &all, env))
+    };
+
+    let err = code_of(
+        &[
+            "up",
+            "--ec2",
+            "--instance-type",
+            "t3.gigantic",
+            "--allow-cidr",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    assert_eq!(err["code"], "labship::ec2::instance_type", "{err}");
+    assert!(err["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("t3.gigantic"));
+
+    let err = code_of(
+        &[
+            "up",
+            "--ec2",
+            "--instance-type",
+            "t4g.medium",
+            "--platform",
+            "linux/amd64",
+            "--allow-cidr",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    assert_eq!(err["code"], "labship::ec2::architecture", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("arm64"),
+        "{err}"
+    );
+
+    let err = code_of(&["up", "--ec2", "--allow-cidr", "300.1.2.3/32"], &[]);
+    assert_eq!(err["code"], "labship::config::invalid", "{err}");
+
+    let err = code_of(&["up", "--ec2", "--ami", "ubuntu"], &[]);
+    assert_eq!(err["code"], "labship::config::invalid", "{err}");
+
+    let err = code_of(
+        &[
+            "up",
+            "--ec2",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--allow-cidr",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    assert_eq!(err["code"], "labship::ec2::ami", "{err}");
+
+    // The caller's address cannot be found (nothing listens on the address service).
+    let closed = format!("127.0.0.1:{}", free_port());
+    let err = code_of(&["up", "--ec2"], &[("LABSHIP_CHECKIP", &closed)]);
+    assert_eq!(err["code"], "labship::ec2::caller_ip", "{err}");
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-cidr"),
+        "{err}"
+    );
+
+    // A deployment that does not exist.
+    let err = code_of(&["token", "--ec2", "no-such-deployment"], &[]);
+    assert_eq!(err["code"], "labship::deployment::not_found", "{err}");
+    let err = code_of(&["logs", "--ec2", "no-such-deployment"], &[]);
+    assert_eq!(err["code"], "labship::deployment::not_found", "{err}");
+    // down without a terminal and without --yes refuses only when there is something to remove.
+    let nothing = p.labship_at(&moto, &["down", "--ec2", "no-such-deployment"], &[]);
+    assert!(nothing.status.success(), "{}", stderr(&nothing));
+
+    // None of it created anything.
+    let ec2 = ec2_client(&moto);
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter("group-name", &format!("labship-{}", p.name)))
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    assert!(groups.security_groups().is_empty());
+    let instances = ec2
+        .describe_instances()
+        .filters(filter("tag:labship:deployment", &p.name))
+        .send()
+        .await
+        .expect("DescribeInstances");
+    assert!(instances.reservations().is_empty());
+    assert!(
+        !image_exists(&format!("labship/{}:latest", p.name)),
+        "bad input built an image"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing() {
+    let rig = rig();
+    let p = Project::default_workload("ec2plan");
+    let checkip = text_server("203.0.113.9\n");
+    let plan = json(&p.labship_at(
+        &rig.aws_endpoint,
+        &["up", "--ec2", "--dry-run", "-o", "json"],
+        &[("LABSHIP_CHECKIP", &checkip)],
+    ));
+    assert_eq!(plan["action"], "launch", "{plan}");
+    assert_eq!(
+        plan["security_group"]["ingress"][0]["cidrs"],
+        serde_json::json!(["203.0.113.9/32"])
+    );
+    assert_eq!(plan["security_group"]["ingress"][0]["port"], 8888);
+    assert_eq!(
+        plan["security_group"]["ingress"].as_array().map(Vec::len),
+        Some(1),
+        "no SSH unless asked"
+    );
+    assert_eq!(plan["metadata_options"]["http_tokens"], "required");
+    assert_eq!(plan["metadata_options"]["hop_limit"], 1);
+    assert_eq!(plan["root_volume"]["encrypted"], true);
+    assert!(
+        plan["root_volume"]["size_gib"].as_i64().unwrap_or(0) >= 30,
+        "ECS AMI needs 30 GiB: {plan}"
+    );
+    assert!(plan["ami"]["source"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("/ecs/optimized-ami/"));
+    assert_eq!(plan["tags"]["labship:deployment"], p.name.as_str());
+    let user_data = plan["user_data"].as_str().expect("user_data");
+    assert!(user_data.starts_with("#!/bin/bash"));
+    // The script labship would send is shellcheck-clean.
+    let mut check = std::process::Command::new("shellcheck")
+        .args(["-s", "bash", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("shellcheck (run tests/rig/setup.sh)");
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(user_data.as_bytes())
+            .expect("write");
+    }
+    let checked = check.wait_with_output().expect("shellcheck");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    // --public opens to everyone, IPv4 and IPv6, and says so.
+    let public = json(&p.labship_at(
+        &rig.aws_endpoint,
+        &["up", "--ec2", "--dry-run", "--public", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(
+        public["security_group"]["ingress"][0]["cidrs"],
+        serde_json::json!(["0.0.0.0/0", "::/0"])
+    );
+
+    // Nothing was created or built.
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter("group-name", &format!("labship-{}", p.name)))
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    assert!(groups.security_groups().is_empty());
+    let ecr = ecr_client(&rig.aws_endpoint).await;
+    assert!(ecr
+        .describe_repositories()
+        .repository_names(p.repository())
+        .send()
+        .await
+        .is_err());
+}
+
+/// On a private moto without the simulator: the console never shows a token (moto's is a
+/// fixed text), so `up` times out with the console's last lines; `down --all` then removes
+/// the shared IAM role too; and a region without a default VPC is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
+    let moto = Server::moto();
+    let endpoint = format!("http://{}", moto.addr);
+    let p = Project::default_workload("ec2wait");
+
+    let out = p.labship_at(
+        &endpoint,
+        &[
+            "up",
+            "--ec2",
+            "--allow-cidr",
+            "127.0.0.1",
+            "--wait",
+            "8",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    let err = json_error(&out);
+    assert_eq!(err["code"], "labship::ec2::token_timeout", "{err}");
+    let help = err["help"].as_str().unwrap_or_default();
+    assert!(help.contains("last console lines"), "{help}");
+    assert!(help.contains("--wait"), "{help}");
+
+    let down = json(&p.labship_at(
+        &endpoint,
+        &[
+            "down",
+            "--ec2",
+            "--yes",
+            "--all",
+            "--purge-images",
+            "-o",
+            "json",
+        ],
+        &[],
+    ));
+    assert_eq!(
+        down["terminated"].as_array().map(Vec::len),
+        Some(1),
+        "{down}"
+    );
+    assert_eq!(down["iam_removed"], true, "{down}");
+    let iam = iam_client(&endpoint);
+    assert!(iam
+        .get_role()
+        .role_name("labship-instance")
+        .send()
+        .await
+        .is_err());
+    assert!(iam
+        .get_instance_profile()
+        .instance_profile_name("labship-instance")
+        .send()
+        .await
+        .is_err());
+
+    // No default VPC: refused with the fix.
+    let ec2 = ec2_client(&endpoint);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter("is-default", "true"))
+        .send()
+        .await
+        .expect("DescribeVpcs");
+    let vpc = vpcs.vpcs()[0].vpc_id().expect("vpc id").to_string();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter("vpc-id", &vpc))
+        .send()
+        .await
+        .expect("DescribeSubnets");
+    for s in subnets.subnets() {
+        ec2.delete_subnet()
+            .subnet_id(s.subnet_id().expect("subnet id"))
+            .send()
+            .await
+            .expect("DeleteSubnet");
+    }
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(filter("attachment.vpc-id", &vpc))
+        .send()
+        .await
+        .expect("DescribeInternetGateways");
+    for g in igws.internet_gateways() {
+        let id = g.internet_gateway_id().expect("igw id");
+        ec2.detach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("DetachInternetGateway");
+        ec2.delete_internet_gateway()
+            .internet_gateway_id(id)
+            .send()
+            .await
+            .expect("DeleteInternetGateway");
+    }
+    ec2.delete_vpc()
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("DeleteVpc");
+    let err = json_error(&p.labship_at(
+        &endpoint,
+        &[
+            "up",
+            "--ec2",
+            "--dry-run",
+            "--allow-cidr",
+            "127.0.0.1",
+            "-o",
+            "json",
+        ],
+        &[],
+    ));
+    assert_eq!(err["code"], "labship::ec2::network", "{err}");
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("create-default-vpc"),
+        "{err}"
+    );
+}

@@ -1,0 +1,648 @@
+//! The IAM documents in `infra/`, checked against the code that needs them. The AWS calls
+//! labship makes are found by scanning `src/` for SDK operations (`self.ec2.run_instances()`
+//! is `ec2:RunInstances`); `infra/operator-policy.json` must allow each of them, grant nothing
+//! else, and keep every mutation on labship's own (named or tagged) resources.
+//!
+//! moto does not take part: its IAM enforcement ignores condition keys (a missing key passes)
+//! and checks every non-IAM call against the resource `*`, so a correctly scoped policy would
+//! be refused there and a wrong condition would pass (moto 5.x, `moto/iam/access_control.py`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+const MANAGED_BY: &str = "labship:managed-by";
+const MANAGED_BY_VALUE: &str = "labship";
+
+/// Actions that no SDK call in `src/` names but that labship's calls need.
+const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 10] = [
+    (
+        "iam:PassRole",
+        "RunInstances with the instance profile; AddRoleToInstanceProfile",
+    ),
+    ("iam:TagRole", "CreateRole with Tags"),
+    ("iam:TagInstanceProfile", "CreateInstanceProfile with Tags"),
+    (
+        "ec2:CreateTags",
+        "TagSpecifications on RunInstances and CreateSecurityGroup",
+    ),
+    ("ecr:BatchCheckLayerAvailability", "docker push"),
+    ("ecr:InitiateLayerUpload", "docker push"),
+    ("ecr:UploadLayerPart", "docker push"),
+    ("ecr:CompleteLayerUpload", "docker push"),
+    ("ecr:PutImage", "docker push"),
+    ("ecr:BatchGetImage", "docker push (manifest lookups)"),
+];
+
+/// Prefixes of actions that change something: never on `*` without a condition.
+const MUTATING: &str = "create delete run terminate put attach detach add remove authorize \
+    revoke passrole sendcommand batchdelete upload initiate complete tag untag";
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+fn read_json(rel: &str) -> Value {
+    serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not valid JSON: {e}"))
+}
+
+// ---- the code side ------------------------------------------------------------------------
+
+/// Every `src/**/*.rs` file with its text (whole-line comments dropped: prose about a call is
+/// not a call).
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(repo_path("src")) {
+        let entry = entry.expect("walk src/");
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            files.push((path.to_path_buf(), code));
+        }
+    }
+    files
+}
+
+fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The IAM action of an SDK method. A waiter polls a describe operation of its own.
+fn iam_action(service: &str, method: &str) -> String {
+    let Some(what) = method.strip_prefix("wait_until_") else {
+        return format!("{service}:{}", pascal(method));
+    };
+    let op = match (service, what) {
+        ("ec2", w) if w.starts_with("instance_status") || w.starts_with("system_status") => {
+            "DescribeInstanceStatus"
+        }
+        ("ec2", w) if w.starts_with("instance_") => "DescribeInstances",
+        ("ec2", w) if w.starts_with("security_group") => "DescribeSecurityGroups",
+        ("ec2", w) if w.starts_with("image_") => "DescribeImages",
+        ("ssm", "command_executed") => "GetCommandInvocation",
+        ("iam", w) if w.starts_with("role_") => "GetRole",
+        ("iam", w) if w.starts_with("instance_profile_") => "GetInstanceProfile",
+        _ => panic!(
+            "{service} waiter `{method}`: add the operation it polls to iam_action() in tests/e2e/policy.rs"
+        ),
+    };
+    format!("{service}:{op}")
+}
+
+/// The IAM actions of the SDK calls in `src/`: `.ec2.<op>(`, `.iam.<op>(`, `.ssm.<op>(` in
+/// files that use that SDK, and `.client.<op>(` in files that use the ECR SDK. Whitespace is
+/// removed first, so a call split over lines (`self\n    .ec2\n    .describe_vpcs()`) counts.
+fn actions_in_code() -> BTreeSet<String> {
+    const CLIENTS: [(&str, &str, &str); 4] = [
+        ("aws_sdk_ec2", ".ec2.", "ec2"),
+        ("aws_sdk_iam", ".iam.", "iam"),
+        ("aws_sdk_ssm", ".ssm.", "ssm"),
+        ("aws_sdk_ecr", ".client.", "ecr"),
+    ];
+    // Methods of the client itself, not operations.
+    const NOT_OPERATIONS: [&str; 3] = ["clone", "config", "to_owned"];
+    let mut found = BTreeSet::new();
+    for (_, code) in sources() {
+        let flat: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        for (sdk, needle, service) in CLIENTS {
+            if !code.contains(sdk) {
+                continue;
+            }
+            for (at, _) in flat.match_indices(needle) {
+                let rest = &flat[at + needle.len()..];
+                let method: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let called = rest[method.len()..].starts_with('(');
+                if called && !method.is_empty() && !NOT_OPERATIONS.contains(&method.as_str()) {
+                    found.insert(iam_action(service, &method));
+                }
+            }
+        }
+    }
+    // A scan that finds little is a broken scan, not a small program.
+    let expected = [
+        "ec2:RunInstances",
+        "ec2:TerminateInstances",
+        "iam:CreateRole",
+        "ecr:GetAuthorizationToken",
+        "ssm:SendCommand",
+    ];
+    for a in expected {
+        assert!(
+            found.contains(a),
+            "the scan of src/ did not find {a}: {found:?}"
+        );
+    }
+    assert!(
+        found.len() >= 25,
+        "the scan of src/ found only {} AWS actions: {found:?}",
+        found.len()
+    );
+    found
+}
+
+/// What the operator policy must allow: the scanned calls plus what they need besides.
+fn needed_actions() -> BTreeSet<String> {
+    let mut all = actions_in_code();
+    all.extend(NEEDED_WITHOUT_SDK_CALL.iter().map(|(a, _)| a.to_string()));
+    all
+}
+
+/// The AWS managed policies the code attaches to the instance role.
+fn instance_policies_in_code() -> BTreeSet<String> {
+    let prefix = "arn:aws:iam::aws:policy/";
+    let mut found = BTreeSet::new();
+    for (_, code) in sources() {
+        for (at, _) in code.match_indices(prefix) {
+            let name: String = code[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+                .collect();
+            found.insert(format!("{prefix}{name}"));
+        }
+    }
+    found
+}
+
+// ---- the policy side -----------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Statement {
+    sid: String,
+    allow: bool,
+    actions: Vec<String>,
+    resources: Vec<String>,
+    condition: Option<Value>,
+}
+
+fn strings(v: &Value, what: &str) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .unwrap_or_else(|| panic!("{what}: {i} is not a string"))
+                    .to_string()
+            })
+            .collect(),
+        other => panic!("{what} must be a string or a list of strings, not {other}"),
+    }
+}
+
+fn statements(policy: &Value) -> Vec<Statement> {
+    assert_eq!(policy["Version"], "2012-10-17", "policy version");
+    let list = policy["Statement"]
+        .as_array()
+        .expect("Statement must be a list");
+    list.iter()
+        .map(|s| {
+            let sid = s["Sid"].as_str().unwrap_or_default().to_string();
+            for inverted in ["NotAction", "NotResource", "NotPrincipal"] {
+                assert!(
+                    s.get(inverted).is_none(),
+                    "{sid}: {inverted} grants by exclusion"
+                );
+            }
+            Statement {
+                allow: match s["Effect"].as_str() {
+                    Some("Allow") => true,
+                    Some("Deny") => false,
+                    other => panic!("{sid}: Effect {other:?}"),
+                },
+                actions: strings(&s["Action"], &format!("{sid}.Action")),
+                resources: s
+                    .get("Resource")
+                    .map(|r| strings(r, &format!("{sid}.Resource")))
+                    .unwrap_or_default(),
+                condition: s.get("Condition").cloned(),
+                sid,
+            }
+        })
+        .collect()
+}
+
+fn operator_policy() -> Vec<Statement> {
+    statements(&read_json("infra/operator-policy.json"))
+}
+
+/// IAM's wildcard match: `*` any run of characters, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+impl Statement {
+    /// Action names are case-insensitive in IAM.
+    fn covers(&self, action: &str) -> bool {
+        self.actions
+            .iter()
+            .any(|a| glob(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()))
+    }
+
+    fn reaches(&self, arn: &str) -> bool {
+        self.resources.iter().any(|r| glob(r, arn))
+    }
+
+    /// The values of `operator` / `key` in the Condition (keys are case-insensitive).
+    fn condition(&self, operator: &str, key: &str) -> Option<Vec<String>> {
+        let block = self.condition.as_ref()?.get(operator)?.as_object()?;
+        block
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| strings(v, &format!("{}.Condition.{operator}.{key}", self.sid)))
+    }
+
+    fn requires(&self, operator: &str, key: &str, value: &str) -> bool {
+        self.condition(operator, key)
+            .is_some_and(|values| values == [value.to_string()])
+    }
+}
+
+/// The Allow statements that grant `action` on `arn`.
+fn granting<'a>(policy: &'a [Statement], action: &str, arn: &str) -> Vec<&'a Statement> {
+    policy
+        .iter()
+        .filter(|s| s.allow && s.covers(action) && s.reaches(arn))
+        .collect()
+}
+
+// ---- tests ---------------------------------------------------------------------------------
+
+#[test]
+fn operator_policy_allows_every_aws_call_labship_makes() {
+    let policy = operator_policy();
+    let needed = needed_actions();
+    eprintln!("AWS actions labship needs: {needed:?}");
+    let missing: Vec<String> = needed
+        .into_iter()
+        .filter(|a| !policy.iter().any(|s| s.allow && s.covers(a)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "infra/operator-policy.json does not allow {missing:?}; labship calls them (src/) or \
+         needs them for its calls. Add each to the statement of its resource in the policy, and \
+         describe it in infra/README.md"
+    );
+}
+
+#[test]
+fn operator_policy_grants_nothing_labship_does_not_use() {
+    let needed = needed_actions();
+    let unused: Vec<String> = operator_policy()
+        .iter()
+        .filter(|s| s.allow)
+        .flat_map(|s| s.actions.iter())
+        .filter(|granted| {
+            !needed
+                .iter()
+                .any(|n| glob(&granted.to_ascii_lowercase(), &n.to_ascii_lowercase()))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "infra/operator-policy.json grants {unused:?}, which no call in src/ needs; remove them \
+         (or, if a call needs them without naming them, add them to NEEDED_WITHOUT_SDK_CALL in \
+         tests/e2e/policy.rs with the reason)"
+    );
+}
+
+#[test]
+fn operator_policy_has_no_wildcard_grants() {
+    for s in operator_policy().iter().filter(|s| s.allow) {
+        for action in &s.actions {
+            assert!(
+                !action.contains('*') && !action.contains('?'),
+                "{}: the action {action} is a wildcard; name each action",
+                s.sid
+            );
+        }
+        let on_everything = s.resources.iter().any(|r| r == "*");
+        if on_everything && s.condition.is_none() {
+            for action in &s.actions {
+                let name = action
+                    .split_once(':')
+                    .map_or(action.as_str(), |(_, n)| n)
+                    .to_ascii_lowercase();
+                let mutating = MUTATING.split_whitespace().any(|m| name.starts_with(m));
+                assert!(
+                    !mutating,
+                    "{}: {action} changes resources, yet is granted on \"*\" without a condition",
+                    s.sid
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn operator_policy_keeps_to_labship_resources() {
+    let policy = operator_policy();
+    let tagged = |s: &Statement| {
+        s.requires(
+            "StringEquals",
+            &format!("aws:ResourceTag/{MANAGED_BY}"),
+            MANAGED_BY_VALUE,
+        )
+    };
+    let created_tagged = |s: &Statement| {
+        s.requires(
+            "StringEquals",
+            &format!("aws:RequestTag/{MANAGED_BY}"),
+            MANAGED_BY_VALUE,
+        )
+    };
+
+    // ECR: only repositories under labship/ (the default `labship/<name>`).
+    let ours = "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo";
+    let theirs = "arn:aws:ecr:eu-west-1:123456789012:repository/payments/api";
+    for action in needed_actions().iter().filter(|a| a.starts_with("ecr:")) {
+        if action == "ecr:GetAuthorizationToken" {
+            continue; // no resource-level permissions
+        }
+        assert!(
+            !granting(&policy, action, ours).is_empty(),
+            "{action} on {ours}"
+        );
+        assert!(
+            granting(&policy, action, theirs).is_empty(),
+            "{action} reaches {theirs}"
+        );
+    }
+
+    // IAM: the instance role and profile by their path and name, nothing else.
+    let role = "arn:aws:iam::123456789012:role/labship/labship-instance";
+    let profile = "arn:aws:iam::123456789012:instance-profile/labship/labship-instance";
+    for action in needed_actions().iter().filter(|a| a.starts_with("iam:")) {
+        for other in [
+            "arn:aws:iam::123456789012:role/Admin",
+            "arn:aws:iam::123456789012:role/labship-instance",
+            "arn:aws:iam::123456789012:instance-profile/Admin",
+        ] {
+            assert!(
+                granting(&policy, action, other).is_empty(),
+                "{action} reaches {other}"
+            );
+        }
+        let target = if action.contains("InstanceProfile") {
+            profile
+        } else {
+            role
+        };
+        assert!(
+            !granting(&policy, action, target).is_empty(),
+            "{action} on {target}"
+        );
+    }
+    for s in granting(&policy, "iam:PassRole", role) {
+        assert!(
+            s.requires("StringEquals", "iam:PassedToService", "ec2.amazonaws.com"),
+            "{}: PassRole must be limited to EC2 (iam:PassedToService)",
+            s.sid
+        );
+    }
+    let attachable = instance_policies_in_code();
+    assert!(
+        !attachable.is_empty(),
+        "no AWS managed policy ARN found in src/"
+    );
+    for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
+        for s in granting(&policy, action, role) {
+            let allowed: BTreeSet<String> = s
+                .condition("ArnEquals", "iam:PolicyARN")
+                .unwrap_or_else(|| panic!("{}: {action} without an iam:PolicyARN condition", s.sid))
+                .into_iter()
+                .collect();
+            assert_eq!(
+                allowed, attachable,
+                "{}: the policies {action} may attach",
+                s.sid
+            );
+        }
+    }
+
+    // EC2 resources that exist: only labship-tagged ones.
+    let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
+    let group = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0";
+    for (action, arn) in [
+        ("ec2:TerminateInstances", instance),
+        ("ec2:GetConsoleOutput", instance),
+        ("ec2:DeleteSecurityGroup", group),
+        ("ec2:AuthorizeSecurityGroupIngress", group),
+        ("ec2:RevokeSecurityGroupIngress", group),
+    ] {
+        let grants = granting(&policy, action, arn);
+        assert!(!grants.is_empty(), "{action} on {arn}");
+        for s in grants {
+            assert!(
+                tagged(s),
+                "{}: {action} must require the tag {MANAGED_BY}={MANAGED_BY_VALUE}",
+                s.sid
+            );
+        }
+    }
+    // Tagging: while creating, or labship's own resources.
+    for arn in [instance, group] {
+        for s in granting(&policy, "ec2:CreateTags", arn) {
+            let on_create = s
+                .condition("StringEquals", "ec2:CreateAction")
+                .is_some_and(|v| {
+                    v.iter()
+                        .all(|a| a == "RunInstances" || a == "CreateSecurityGroup")
+                });
+            assert!(
+                on_create || tagged(s),
+                "{}: CreateTags on {arn} is unconditioned",
+                s.sid
+            );
+        }
+    }
+    // What creation makes carries the tag.
+    for (action, arn) in [
+        ("ec2:RunInstances", instance),
+        (
+            "ec2:RunInstances",
+            "arn:aws:ec2:eu-west-1:123456789012:volume/vol-0123456789abcdef0",
+        ),
+        (
+            "ec2:RunInstances",
+            "arn:aws:ec2:eu-west-1:123456789012:network-interface/eni-0123456789abcdef0",
+        ),
+        ("ec2:CreateSecurityGroup", group),
+    ] {
+        let grants = granting(&policy, action, arn);
+        assert!(!grants.is_empty(), "{action} on {arn}");
+        for s in grants {
+            assert!(
+                created_tagged(s),
+                "{}: {action} must require the request tag {MANAGED_BY}",
+                s.sid
+            );
+        }
+    }
+
+    // Systems Manager: the shell-script document on labship's instances; public AMI parameters.
+    let document = "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript";
+    assert!(
+        !granting(&policy, "ssm:SendCommand", document).is_empty(),
+        "SendCommand {document}"
+    );
+    for other in [
+        "arn:aws:ssm:eu-west-1::document/AWS-RunPowerShellScript",
+        "arn:aws:ssm:eu-west-1:123456789012:document/Anything",
+    ] {
+        assert!(
+            granting(&policy, "ssm:SendCommand", other).is_empty(),
+            "SendCommand reaches {other}"
+        );
+    }
+    for s in granting(&policy, "ssm:SendCommand", instance) {
+        assert!(
+            s.requires(
+                "StringEquals",
+                &format!("ssm:resourceTag/{MANAGED_BY}"),
+                MANAGED_BY_VALUE
+            ),
+            "{}: SendCommand on instances must require the tag {MANAGED_BY}",
+            s.sid
+        );
+    }
+    let ami = "arn:aws:ssm:eu-west-1::parameter/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+    let ecs_ami = "arn:aws:ssm:eu-west-1::parameter/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id";
+    let secret = "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db-password";
+    assert!(
+        !granting(&policy, "ssm:GetParameter", ami).is_empty(),
+        "GetParameter {ami}"
+    );
+    assert!(
+        !granting(&policy, "ssm:GetParameter", ecs_ami).is_empty(),
+        "GetParameter {ecs_ami}"
+    );
+    assert!(
+        granting(&policy, "ssm:GetParameter", secret).is_empty(),
+        "GetParameter reaches {secret}"
+    );
+
+    // The tag the conditions name is the one the code writes.
+    let code: String = sources().into_iter().map(|(_, c)| c).collect();
+    assert!(
+        code.contains(&format!("\"{MANAGED_BY}\"")) && code.contains(&format!("\"{MANAGED_BY_VALUE}\"")),
+        "src/ no longer writes the tag {MANAGED_BY}={MANAGED_BY_VALUE} the policy's conditions name"
+    );
+}
+
+#[test]
+fn infra_documents_parse_and_ec2_may_assume_the_instance_role() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path("infra"))
+        .expect("infra/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "infra/ JSON documents: {files:?}");
+    for file in &files {
+        let rel = file
+            .strip_prefix(repo_path(""))
+            .expect("under the repo")
+            .to_string_lossy()
+            .into_owned();
+        let doc = read_json(&rel);
+        let mut sids = BTreeSet::new();
+        for s in statements(&doc) {
+            assert!(!s.sid.is_empty(), "{rel}: a statement without a Sid");
+            assert!(sids.insert(s.sid.clone()), "{rel}: Sid {} twice", s.sid);
+        }
+    }
+
+    let trust = read_json("infra/instance-trust-policy.json");
+    let statements = trust["Statement"].as_array().expect("Statement list");
+    assert_eq!(
+        statements.len(),
+        1,
+        "the trust policy has one statement: {trust}"
+    );
+    let s = &statements[0];
+    assert_eq!(s["Effect"], "Allow");
+    assert_eq!(strings(&s["Action"], "Action"), ["sts:AssumeRole"]);
+    let principal = s["Principal"].as_object().expect("Principal object");
+    assert_eq!(
+        principal.len(),
+        1,
+        "only a service principal: {principal:?}"
+    );
+    assert_eq!(
+        strings(&principal["Service"], "Service"),
+        ["ec2.amazonaws.com"]
+    );
+}
+
+#[test]
+fn infra_readme_covers_every_document_statement_and_instance_policy() {
+    let readme = read("infra/README.md");
+    for entry in std::fs::read_dir(repo_path("infra")).expect("infra/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name != "README.md" {
+            assert!(
+                readme.contains(&name),
+                "infra/README.md does not describe {name}"
+            );
+        }
+    }
+    for s in operator_policy() {
+        assert!(
+            readme.contains(&s.sid),
+            "infra/README.md does not explain statement {}",
+            s.sid
+        );
+    }
+    for arn in instance_policies_in_code() {
+        assert!(
+            readme.contains(&arn),
+            "infra/README.md does not name the instance policy {arn}"
+        );
+    }
+}

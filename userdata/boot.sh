@@ -1,0 +1,67 @@
+#!/bin/bash
+# labship user-data: runs once, as root, on the instance's first boot (cloud-init).
+# Rendered by labship from userdata/boot.sh; every value below was validated and quoted.
+# It sets up Docker, logs in to ECR with the instance profile, pulls the image (which may
+# still be on its way), runs Jupyter on the workspace volume and relays the login URL to
+# the serial console, where labship reads the "labship: ..." markers.
+set -euo pipefail
+set -o errtrace
+
+readonly HOST_KIND={{HOST_KIND}}
+readonly DEPLOYMENT={{DEPLOYMENT}}
+readonly REGION={{REGION}}
+readonly REGISTRY={{REGISTRY}}
+readonly IMAGE={{IMAGE}}
+readonly CONTAINER={{CONTAINER}}
+readonly VOLUME={{VOLUME}}
+readonly LABEL={{LABEL}}
+readonly BIND={{BIND}}
+readonly HOST_ADDR={{HOST_ADDR}}
+readonly PORT={{PORT}}
+readonly CONTAINER_PORT={{CONTAINER_PORT}}
+readonly PULL_DEADLINE={{PULL_DEADLINE}}
+readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
+# cloud-init already copies stdout to the console.
+readonly CONSOLE=
+
+{{COMMON}}
+
+{{HOST_SETUP}}
+
+mark begin
+log "boot: deployment $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND"
+
+PHASE=host
+setup_host
+PHASE=docker
+setup_docker
+mark docker-ready
+
+PHASE=login
+ecr_login
+mark logged-in
+
+PHASE=pull
+pull_image
+mark pulled
+
+PHASE=start
+image_workdir
+ensure_volume
+# Re-running this script keeps a container that already runs this image.
+want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
+have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER" 2>/dev/null || true)
+if [ "$have" = "$want true" ]; then
+    log "container $CONTAINER already runs $IMAGE"
+elif [ "${have% *}" = "$want" ]; then
+    quiet docker start "$CONTAINER"
+else
+    if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi
+    run_container
+fi
+mark started
+
+PHASE=jupyter
+wait_jupyter
+say "labship: token $TOKEN_URL"
+mark ready

@@ -1,0 +1,246 @@
+# ---- labship: helpers shared by boot.sh and replace.sh (userdata/common.sh) ----
+# Markers: one short line per step, "labship: <step> t=<unix secs.ms>", read back by
+# labship from the serial console (boot) or the SSM output (replace). On failure:
+# "labship: error phase=<step> <cause>". Nothing here prints a secret: the ECR password
+# only ever travels through a pipe, and commands are never traced.
+
+export LC_ALL=C
+readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
+PHASE=begin
+ROLLBACK=
+TOKEN_URL=
+WORKDIR=
+# Full command output goes to a log file on the host; the console gets markers and, on
+# failure, the last lines of what failed.
+LOG_FILE=${LABSHIP_LOG_FILE:-/var/log/labship-ec2.log}
+if ! (umask 077 && : >>"$LOG_FILE") 2>/dev/null; then LOG_FILE=$(mktemp); fi
+OUT=$(mktemp)
+trap 'rm -f "$OUT" "$OUT.aws"' EXIT
+
+now() {
+    local t=${EPOCHREALTIME:-}
+    if [ -n "$t" ]; then
+        t=${t/,/.}
+        printf '%s' "${t%???}"
+    else
+        date +%s
+    fi
+}
+
+# A line for labship: stdout (cloud-init copies it to the console) and $CONSOLE if set.
+say() {
+    printf '%s\n' "$1"
+    if [ -n "$CONSOLE" ] && [ -w "$CONSOLE" ]; then
+        printf '%s\n' "$1" >>"$CONSOLE" 2>/dev/null || true
+    fi
+}
+
+mark() { say "labship: $1 t=$(now)"; }
+
+log() { printf '%s %s\n' "$(now)" "$*" >>"$LOG_FILE"; }
+
+# The last non-empty line of a file, short: its end is kept (that is where docker and
+# aws say what went wrong).
+last_line() {
+    local line
+    line=$(grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | tr -d '\r' | tr '\t' ' ' || true)
+    line=${line#Error response from daemon: }
+    if [ "${#line}" -gt 150 ]; then line="...${line: -147}"; fi
+    printf '%s' "$line"
+}
+
+fail() {
+    trap - ERR
+    local cause=$1
+    if [ -n "$ROLLBACK" ]; then
+        if "$ROLLBACK" >>"$LOG_FILE" 2>&1; then
+            cause="$cause; restored the previous container"
+        else
+            cause="$cause; could not restore the previous container (see $LOG_FILE)"
+        fi
+    fi
+    say "labship: error phase=$PHASE $(printf '%s' "$cause" | tr '\r\n\t' '   ' | cut -c1-240)"
+    exit 1
+}
+
+# Unexpected failures. In a subshell ($(...)) only exit: the command that used it fails
+# in turn and reports.
+on_err() {
+    if [ "$BASH_SUBSHELL" -gt 0 ]; then exit "$1"; fi
+    fail "\`$(printf '%s' "$2" | cut -c1-100)\` exited $1"
+}
+trap 'on_err $? "$BASH_COMMAND"' ERR
+
+# Runs a command with its output in the log; on failure, fails with its last line.
+quiet() {
+    local rc=0
+    "$@" >"$OUT" 2>&1 || rc=$?
+    cat "$OUT" >>"$LOG_FILE"
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$OUT"
+        fail "$1${2:+ $2} exited $rc: $(last_line "$OUT")"
+    fi
+}
+
+# Sleeps 1, 2, ... 5 s between attempts, never past the deadline.
+backoff() {
+    local delay=$(($1 < 5 ? $1 : 5)) left=$(($2 - SECONDS))
+    if [ "$left" -lt "$delay" ]; then delay=$left; fi
+    if [ "$delay" -gt 0 ]; then sleep "$delay"; fi
+}
+
+wait_for_docker() {
+    local deadline=$((SECONDS + DOCKER_DEADLINE))
+    until docker info >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "docker did not start within ${DOCKER_DEADLINE}s"
+        fi
+        sleep 2
+    done
+}
+
+require_aws_cli() {
+    if ! command -v aws >/dev/null 2>&1; then
+        fail "this AMI needs the AWS CLI v2: 'aws' is not on PATH"
+    fi
+}
+
+# One login attempt: the instance profile's credentials, piped (never printed).
+login_once() {
+    : >"$OUT.aws"
+    aws ecr get-login-password --region "$REGION" 2>"$OUT.aws" |
+        docker login --username AWS --password-stdin "$REGISTRY" >"$OUT" 2>&1
+}
+
+# The instance profile's credentials can take seconds to appear after boot (and a new
+# role a little longer to propagate): retry any failure until LOGIN_DEADLINE.
+ecr_login() {
+    local deadline=$((SECONDS + LOGIN_DEADLINE)) n=0 why
+    require_aws_cli
+    until login_once; do
+        n=$((n + 1))
+        why=$(last_line "$OUT.aws")
+        why=${why:-$(last_line "$OUT")}
+        log "ecr login attempt $n: $why"
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "ECR login to $REGISTRY failed for ${LOGIN_DEADLINE}s: $why"
+        fi
+        backoff "$n" "$deadline"
+    done
+}
+
+# labship launches the instance while the image is still being pushed, so "manifest
+# unknown" / "not found" are normal at first: retry until PULL_DEADLINE. An auth error
+# means the login expired or was refused: log in again before the next attempt.
+pull_image() {
+    local deadline=$((SECONDS + PULL_DEADLINE)) n=0 why
+    until docker pull "$IMAGE" >"$OUT" 2>&1; do
+        n=$((n + 1))
+        why=$(last_line "$OUT")
+        log "pull attempt $n: $why"
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "docker pull: $why (gave up after ${PULL_DEADLINE}s)"
+        fi
+        if grep -qiE 'unauthorized|authentication required|no basic auth|denied|expired' "$OUT"; then
+            login_once || log "re-login failed: $(last_line "$OUT.aws")"
+        fi
+        backoff "$n" "$deadline"
+    done
+    cat "$OUT" >>"$LOG_FILE"
+}
+
+# Sets WORKDIR to the image's working directory (where the workspace volume goes).
+# Go templates are written '{''{...}}': labship's renderer rejects a literal double brace.
+image_workdir() {
+    WORKDIR=$(docker image inspect --format '{''{.Config.WorkingDir}}' "$IMAGE") ||
+        fail "docker image inspect $IMAGE failed"
+    WORKDIR=${WORKDIR:-/home/jovyan}
+}
+
+ensure_volume() {
+    if ! docker volume inspect "$VOLUME" >/dev/null 2>&1; then
+        quiet docker volume create --label "$LABEL=$DEPLOYMENT" "$VOLUME"
+    fi
+}
+
+# Files a new image brings into its working directory (a new notebook, a data set) are
+# copied into the existing workspace volume; what is already there wins (cp -n never
+# overwrites), so nobody's notebooks are touched. A fresh volume is filled by Docker itself.
+sync_workspace() {
+    if ! docker run --rm --user 0 --entrypoint cp -v "$VOLUME:/labship-workspace" \
+        "$IMAGE" -Rnp "$WORKDIR/." /labship-workspace/ >>"$LOG_FILE" 2>&1; then
+        log "could not copy the new image's files into $VOLUME; the workspace is unchanged"
+    fi
+}
+
+run_container() {
+    quiet docker run -d --name "$CONTAINER" --label "$LABEL=$DEPLOYMENT" \
+        --restart unless-stopped --init -p "$BIND:$PORT:$CONTAINER_PORT" \
+        -v "$VOLUME:$WORKDIR" "$IMAGE"
+}
+
+# The newest URL with a token in a Jupyter log, preferring the 127.0.0.1 / localhost
+# form of the newest token (Jupyter prints the container's hostname first).
+newest_token_url() {
+    local urls last local_url
+    urls=$(grep -oE "https?://[^[:space:]\"'<>]*[?&]token=[^[:space:]\"'<>&]+" "$1" || true)
+    [ -n "$urls" ] || return 0
+    last=$(printf '%s\n' "$urls" | tail -n 1)
+    local_url=$(printf '%s\n' "$urls" | grep -F -- "token=${last##*token=}" |
+        grep -E '^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]' | tail -n 1 || true)
+    printf '%s' "${local_url:-$last}"
+}
+
+# Does Jupyter answer on the host port? /api/status needs the token (sent in a header
+# read from stdin, so it is not in argv). A token set explicitly is logged as "...":
+# then any HTTP answer below 500 will do.
+jupyter_answers() {
+    local tok=${1##*token=} path code
+    path=${1#*://*/}
+    path=/${path%%\?*}
+    local status_url="http://$HOST_ADDR:$PORT${path%/*}/api/status"
+    if [ "$tok" = "..." ]; then
+        code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$status_url" 2>/dev/null) || return 1
+        case "$code" in
+        [1-4][0-9][0-9]) return 0 ;;
+        *) return 1 ;;
+        esac
+    else
+        printf 'header = "Authorization: token %s"\n' "$tok" |
+            curl -fsS -o /dev/null --max-time 5 -K - "$status_url" >/dev/null 2>&1
+    fi
+}
+
+container_state() {
+    docker container inspect --format '{''{.State.Status}} {''{.RestartCount}} {''{.State.ExitCode}}' "$CONTAINER" 2>/dev/null ||
+        printf 'missing 0 0'
+}
+
+# Waits until the container's log shows a token URL and Jupyter answers; sets TOKEN_URL.
+# Fails fast with the log's last lines if the container stops or restarts.
+wait_jupyter() {
+    local deadline=$((SECONDS + JUPYTER_DEADLINE)) state restarts url
+    state=$(container_state)
+    restarts=$(printf '%s' "$state" | cut -d' ' -f2)
+    while :; do
+        state=$(container_state)
+        if [ "${state%% *}" != running ] || [ "$(printf '%s' "$state" | cut -d' ' -f2)" != "$restarts" ]; then
+            docker logs --tail 20 "$CONTAINER" >"$OUT" 2>&1 || true
+            tail -n 20 "$OUT"
+            fail "container stopped (${state%% *}, exit code ${state##* }): $(last_line "$OUT")"
+        fi
+        docker logs "$CONTAINER" >"$OUT" 2>&1 || true
+        url=$(newest_token_url "$OUT")
+        if [ -n "$url" ] && jupyter_answers "$url"; then
+            TOKEN_URL=$url
+            return 0
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            if [ -n "$url" ]; then
+                fail "Jupyter logged its URL but did not answer on $HOST_ADDR:$PORT within ${JUPYTER_DEADLINE}s"
+            fi
+            fail "no Jupyter token URL in the log within ${JUPYTER_DEADLINE}s: $(last_line "$OUT")"
+        fi
+        sleep 1
+    done
+}

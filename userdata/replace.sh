@@ -1,0 +1,84 @@
+#!/bin/bash
+# labship replace: sent through SSM RunCommand (AWS-RunShellScript) to put a new image in
+# place of the running Jupyter container, keeping the workspace volume. Rendered by labship
+# from userdata/replace.sh; every value below was validated and quoted. Markers go to
+# stdout (the command's output) and to the console, where `labship token` finds the new
+# token later. If the new container does not become ready, the old one is put back.
+set -euo pipefail
+set -o errtrace
+
+readonly DEPLOYMENT={{DEPLOYMENT}}
+readonly REGION={{REGION}}
+readonly REGISTRY={{REGISTRY}}
+readonly IMAGE={{IMAGE}}
+readonly CONTAINER={{CONTAINER}}
+readonly VOLUME={{VOLUME}}
+readonly LABEL={{LABEL}}
+readonly BIND={{BIND}}
+readonly HOST_ADDR={{HOST_ADDR}}
+readonly PORT={{PORT}}
+readonly CONTAINER_PORT={{CONTAINER_PORT}}
+readonly PULL_DEADLINE={{PULL_DEADLINE}}
+readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
+readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
+readonly PREVIOUS="$CONTAINER-previous"
+
+{{COMMON}}
+
+# The rollback: the new container goes, the old one comes back under its name.
+restore_previous() {
+    docker rm -f "$CONTAINER" || true
+    docker rename "$PREVIOUS" "$CONTAINER"
+    docker start "$CONTAINER"
+}
+
+log "replace: deployment $DEPLOYMENT, image $IMAGE"
+PHASE=docker
+if ! docker info >/dev/null 2>&1; then
+    fail "docker does not answer on this host"
+fi
+
+PHASE=login
+ecr_login
+mark logged-in
+
+PHASE=pull
+pull_image
+mark pulled
+
+PHASE=start
+image_workdir
+ensure_volume
+have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER" 2>/dev/null || true)
+# A replace that was cut short leaves the old container under $PREVIOUS: put it back if
+# nothing took its name, otherwise it is stale.
+if docker container inspect "$PREVIOUS" >/dev/null 2>&1; then
+    if [ -z "$have" ]; then
+        quiet docker rename "$PREVIOUS" "$CONTAINER"
+        have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER")
+    else
+        quiet docker rm -f "$PREVIOUS"
+    fi
+fi
+want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
+if [ "$have" = "$want true" ]; then
+    log "container $CONTAINER already runs $IMAGE: nothing to replace"
+else
+    if [ -n "$have" ]; then
+        quiet docker stop "$CONTAINER"
+        quiet docker rename "$CONTAINER" "$PREVIOUS"
+        ROLLBACK=restore_previous
+    fi
+    sync_workspace
+    run_container
+fi
+mark started
+
+PHASE=jupyter
+wait_jupyter
+say "labship: token $TOKEN_URL"
+if [ -n "$ROLLBACK" ]; then
+    ROLLBACK=
+    docker rm "$PREVIOUS" >>"$LOG_FILE" 2>&1 || log "could not remove $PREVIOUS"
+fi
+mark ready
