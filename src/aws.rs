@@ -219,3 +219,117 @@ mod tests {
         assert_eq!(super::xml_message(b"{}"), None);
     }
 }
+
+#[cfg(test)]
+mod classify_tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// An endpoint that answers every request with an EC2 error document.
+    fn ec2_error_server(status: u16, code: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 8192];
+                let _ = s.read(&mut buf);
+                let body = format!("<?xml version=\"1.0\"?><Response><Errors><Error><Code>{code}</Code><Message>said {code}</Message></Error></Errors><RequestID>r</RequestID></Response>");
+                let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn run_instances_error(status: u16, code: &'static str) -> Error {
+        let endpoint = ec2_error_server(status, code);
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(endpoint)
+            .retry_config(RetryConfig::disabled())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("a", "b", None, None, "test"),
+                ),
+            )
+            .build();
+        let err = aws_sdk_ec2::Client::new(&sdk)
+            .run_instances()
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect_err("the server only answers errors");
+        api_error("eu-west-1", "ec2", "RunInstances", "demo", &err)
+    }
+
+    #[tokio::test]
+    async fn quotas_access_and_credentials_are_told_apart() {
+        match run_instances_error(400, "VcpuLimitExceeded").await {
+            Error::QuotaExceeded {
+                action,
+                hint,
+                message,
+                ..
+            } => {
+                assert_eq!(action, "ec2:RunInstances");
+                assert!(message.contains("said VcpuLimitExceeded"), "{message}");
+                assert!(hint.contains("Service Quotas"), "{hint}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match run_instances_error(403, "UnauthorizedOperation").await {
+            Error::AccessDenied { action, policy, .. } => {
+                assert_eq!(action, "ec2:RunInstances");
+                assert!(policy.contains("infra/operator-policy.json"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match run_instances_error(401, "AuthFailure").await {
+            Error::CredentialsRejected { region, .. } => assert_eq!(region, "eu-west-1"),
+            other => panic!("{other:?}"),
+        }
+        match run_instances_error(400, "InsufficientInstanceCapacity").await {
+            Error::QuotaExceeded { hint, .. } => assert!(hint.contains("capacity"), "{hint}"),
+            other => panic!("{other:?}"),
+        }
+        match run_instances_error(400, "InvalidAMIID.Malformed").await {
+            Error::Aws { message, .. } => {
+                assert!(message.starts_with("InvalidAMIID.Malformed"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_says_so_briefly() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .retry_config(RetryConfig::disabled())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("a", "b", None, None, "test"),
+                ),
+            )
+            .build();
+        let err = aws_sdk_ec2::Client::new(&sdk)
+            .describe_vpcs()
+            .send()
+            .await
+            .expect_err("nothing listens");
+        match api_error("eu-west-1", "ec2", "DescribeVpcs", "default VPC", &err) {
+            Error::Aws { message, .. } => {
+                assert!(message.starts_with("could not reach AWS"), "{message}");
+                assert!(!message.contains("DispatchFailure"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

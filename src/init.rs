@@ -61,6 +61,10 @@ fn template(name: &str) -> String {
 # Deployment name: tags every cloud resource and names the ECR repository.
 name = "{name}"
 
+# Where `up`, `token`, `logs`, `status` and `down` act: "local" (the Docker engine here,
+# no AWS account needed) or "ec2" (your AWS account). Flags: --local, --ec2.
+# target = "ec2"
+
 # AWS region and profile (default: the standard AWS chain, e.g. AWS_REGION, ~/.aws/config).
 # region = "eu-west-1"
 # profile = "default"
@@ -88,6 +92,17 @@ context = "docker"
 [ec2]
 # Instance type the image is for; its architecture decides the default platform.
 instance_type = "{instance_type}"
+# Host image: "ecs" (ECS-optimized Amazon Linux 2023, Docker preinstalled: the fastest start),
+# "al2023" (Docker installed at boot), or an AMI id.
+# ami = "ecs"
+# Launch in this subnet (default: the region's default VPC).
+# subnet = "subnet-0123456789abcdef0"
+# Jupyter's port on the instance.
+# port = 8888
+# Who may reach Jupyter (default: your public IP as /32).
+# allow_cidr = ["203.0.113.7/32"]
+# An EC2 key pair for SSH (opens port 22 to the same addresses; default: no SSH).
+# ssh_key = "my-key"
 "#,
         instance_type = config::DEFAULT_INSTANCE_TYPE
     )

@@ -54,6 +54,9 @@ pub enum UpAction {
     Launched,
     /// The deployment already ran this image: nothing changed.
     Unchanged,
+    /// The instance with this image was still starting (an interrupted `up`): its push was
+    /// completed when needed and the wait resumed.
+    Resumed,
     /// The image changed: the container was replaced on the same instance.
     ReplacedContainer,
 }
@@ -249,7 +252,13 @@ pub async fn up(
     let same_port = live.as_ref().is_some_and(|i| i.port == Some(opts.port));
 
     if let (Some(inst), true, true, false) = (&live, same_image, same_port, opts.dry_run) {
-        return unchanged(&cloud, config, opts, inst, itype.nitro, started, printer).await;
+        let ctx = Resume {
+            engine,
+            aws,
+            nitro: itype.nitro,
+            started,
+        };
+        return unchanged(&cloud, config, opts, inst, &ctx, printer).await;
     }
 
     // 2. Everything else that must hold before anything is created.
@@ -484,15 +493,22 @@ pub async fn up(
 
 /// The running deployment already has this image and port: only the token is read (and the
 /// security group follows the caller's address when it changed).
+struct Resume<'a> {
+    engine: &'a Engine,
+    aws: &'a Aws,
+    nitro: bool,
+    started: Instant,
+}
+
 async fn unchanged(
     cloud: &Cloud,
     config: &Config,
     opts: &UpOptions,
     inst: &Instance,
-    nitro: bool,
-    started: Instant,
+    ctx: &Resume<'_>,
     printer: &Printer,
 ) -> Result<UpOutcome> {
+    let (nitro, started) = (ctx.nitro, ctx.started);
     let name = &config.name;
     match ingress_for(config, opts).await {
         Ok((ingress, source)) => {
@@ -508,7 +524,24 @@ async fn unchanged(
         // The address service being down must not stop a no-op.
         Err(e) => printer.note(format!("Security group left as it is: {e}")),
     }
-    printer.note(format!("`{name}` already runs this image on {}", inst.id));
+    // Jupyter already printed its token: the no-op path (no build, no registry call).
+    let console = cloud.console(&inst.id, nitro).await?.unwrap_or_default();
+    let (mut action, mut built, mut bytes) = (UpAction::Unchanged, false, 0);
+    if crate::token::find_token(&console).is_ok() {
+        printer.note(format!("`{name}` already runs this image on {}", inst.id));
+    } else {
+        // Still starting: an `up` interrupted during its upload leaves an instance waiting
+        // for an image that may never come. Finish the push (nothing to do when it is there).
+        printer.note(format!(
+            "{} of `{name}` is still starting; making sure its image is in the registry",
+            inst.id
+        ));
+        let ecr = Ecr::new(ctx.aws, config.push.registry_endpoint.clone());
+        let pushed = push::push(ctx.engine, &ecr, config, printer).await?;
+        action = UpAction::Resumed;
+        built = pushed.built;
+        bytes = pushed.bytes_uploaded;
+    }
     let deadline = started + opts.wait;
     let ready = watch::until_token(
         cloud,
@@ -524,15 +557,22 @@ async fn unchanged(
     Ok(UpOutcome::Up(Box::new(UpReport {
         deployment: name.clone(),
         url: url(&ip, opts.port, &ready.finding),
-        action: UpAction::Unchanged,
-        reason: format!("{} already runs this image", inst.id),
+        action,
+        reason: if action == UpAction::Resumed {
+            format!(
+                "{} was still starting (an earlier `up` was interrupted)",
+                inst.id
+            )
+        } else {
+            format!("{} already runs this image", inst.id)
+        },
         instance_id: inst.id.clone(),
         instance_type: inst.instance_type.clone(),
         public_ip: ip,
         region: cloud.region.clone(),
         image: inst.image.clone().unwrap_or_default(),
-        built: false,
-        bytes_uploaded: 0,
+        built,
+        bytes_uploaded: bytes,
         timings: Timings {
             total: started.elapsed().as_secs_f64(),
             ..Timings::default()

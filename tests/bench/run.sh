@@ -2,10 +2,18 @@
 # Benchmarks against the rig (started if needed), with a release build of labship.
 #   bash tests/bench/run.sh              build + push vs docker CLI / aws CLI (issue figures)
 #   bash tests/bench/run.sh up-local     up --local vs docker run + polling docker logs
+#   bash tests/bench/run.sh up-ec2       up --ec2 vs aws CLI + docker CLI (tests/bench/manual_ec2.sh)
+#                                        on the instance simulator; also no-op up, API call counts
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
+# up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
+# the simulator's global call counter sees no other user (and no test run stops it midway);
+# servers are left running, like the shared rig's (`servers.sh stop` with that state ends them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/labship-target}"
+if [ "${1:-}" = up-ec2 ]; then
+    export LABSHIP_RIG_STATE="${LABSHIP_RIG_STATE:-/tmp/labship-rig-bench-ec2}"
+fi
 bash tests/rig/setup.sh >/dev/null
 bash tests/rig/servers.sh start
 # shellcheck disable=SC1091
@@ -15,8 +23,9 @@ export LABSHIP_BIN="$CARGO_TARGET_DIR/release/labship"
 case "${1:-build-push}" in
 build-push) python3 tests/bench/build_push.py ;;
 up-local) python3 tests/bench/up_local.py ;;
+up-ec2) python3 tests/bench/up_ec2.py ;;
 *)
-    echo "usage: $0 [build-push|up-local]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2]" >&2
     exit 2
     ;;
 esac

@@ -766,3 +766,161 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
         "{err}"
     );
 }
+
+/// Ctrl-C while the instance boots (and the upload may still run): what is left is tagged,
+/// a second `up` reuses it (finishing the push when needed), and `down` removes it all.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_up_is_resumed_by_the_next_one() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2int");
+    let name = p.name.clone();
+    let port = free_port();
+    let port_s = port.to_string();
+
+    let mut cmd = p.command(&up_args(&port_s));
+    cmd.env("AWS_ENDPOINT_URL", &sim)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start labship up");
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let launched = loop {
+        let out = ec2
+            .describe_instances()
+            .filters(filter("tag:labship:deployment", &name))
+            .send()
+            .await
+            .expect("DescribeInstances");
+        if let Some(i) = out
+            .reservations()
+            .first()
+            .and_then(|r| r.instances().first())
+        {
+            break i.instance_id().expect("id").to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("labship up ended ({status}) before launching");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no instance after 600s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the interrupted up should not succeed");
+
+    let again = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    assert!(
+        again["action"] == "resumed" || again["action"] == "unchanged",
+        "{again}"
+    );
+    assert_eq!(
+        again["instance_id"],
+        launched.as_str(),
+        "a second instance was launched"
+    );
+    let token = token_of(again["url"].as_str().expect("url"));
+    assert_eq!(jupyter_status(port, Some(&token)), 200);
+
+    json(&p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[],
+    ));
+    assert_nothing_left(&name).await;
+}
+
+/// A caller without EC2 permissions is told which action is missing and where the policy is.
+#[test]
+fn access_denied_names_the_ec2_action_and_labships_policy() {
+    let rig = rig();
+    let moto = Server::moto_with_iam(3);
+    let endpoint = format!("http://{}", moto.addr);
+    let aws = |args: &[&str]| -> String {
+        let out = std::process::Command::new(rig.venv.join("bin/aws"))
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &endpoint,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .expect("aws CLI");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws(&["iam", "create-user", "--user-name", "ecr-only"]);
+    let key: Value = serde_json::from_str(&aws(&[
+        "iam",
+        "create-access-key",
+        "--user-name",
+        "ecr-only",
+    ]))
+    .expect("key JSON");
+    aws(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "ecr-only",
+        "--policy-name",
+        "ecr-only",
+        "--policy-document",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:*"],"Resource":"*"}]}"#,
+    ]);
+    let p = Project::empty("ec2denied");
+    let out = p
+        .command(&[
+            "up",
+            "--ec2",
+            "--dry-run",
+            "--allow-cidr",
+            "127.0.0.1",
+            "-o",
+            "json",
+        ])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            key["AccessKey"]["AccessKeyId"].as_str().expect("key id"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            key["AccessKey"]["SecretAccessKey"]
+                .as_str()
+                .expect("secret"),
+        )
+        .output()
+        .expect("run labship");
+    let err = json_error(&out);
+    assert_eq!(err["code"], "labship::aws::access_denied", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ec2:DescribeInstanceTypes"),
+        "{err}"
+    );
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("infra/operator-policy.json"),
+        "{err}"
+    );
+}
