@@ -170,7 +170,8 @@ pub struct DownArgs {
     pub deployment: Option<String>,
     #[command(flatten)]
     pub on: TargetArgs,
-    /// Local: also delete the workspace volume and every notebook in it
+    /// Also delete the workspace and every notebook in it (local: the volume; EC2: terminate
+    /// without first saving the workspace to ./labship-backups/)
     #[arg(long)]
     pub delete_data: bool,
     /// EC2: also delete the deployment's images from ECR (and its repository, if labship made it)

@@ -238,6 +238,17 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("could not save the workspace of `{deployment}` from {instance}, so nothing was removed: {message}")]
+    #[diagnostic(
+        code(labship::ec2::backup),
+        help("labship saves the notebooks through Jupyter before terminating the instance (its disk goes with it). If Jupyter is not reachable from here (another network: `labship up --ec2` again updates the security group to your address), fix that and retry; or run `labship down {deployment} --ec2 --delete-data` to terminate without saving")
+    )]
+    BackupFailed {
+        deployment: String,
+        instance: String,
+        message: String,
+    },
+
     #[error("{count} of the resources of `{deployment}` could not be removed")]
     #[diagnostic(
         code(labship::ec2::down),

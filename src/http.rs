@@ -53,6 +53,19 @@ pub async fn get_text(
     path_and_query: &str,
     within: Duration,
 ) -> Result<(u16, String), String> {
+    let (status, body) = get_bytes(addr, path_and_query, None, 64 * 1024, within).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Status and body (at most `limit` bytes) of `GET http://{addr}{path_and_query}`, with an
+/// `Authorization: token ...` header when `token` is given (so it never sits in a URL).
+pub async fn get_bytes(
+    addr: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+    limit: usize,
+    within: Duration,
+) -> Result<(u16, Vec<u8>), String> {
     use http_body_util::BodyExt;
     let host = addr
         .rsplit_once(':')
@@ -63,21 +76,25 @@ pub async fn get_text(
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        let request = Request::get(path_and_query)
+        let mut request = Request::get(path_and_query)
             .header("Host", host)
-            .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")))
+            .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = token {
+            request = request.header("Authorization", format!("token {t}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = send(TokioIo::new(stream), request)
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+        let body = http_body_util::Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok((status, body.to_vec()))
     };
     tokio::time::timeout(within, attempt)
         .await

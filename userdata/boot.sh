@@ -50,10 +50,12 @@ image_workdir
 ensure_volume
 # Re-running this script keeps a container that already runs this image.
 want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
-have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER" 2>/dev/null || true)
-if [ "$have" = "$want true" ]; then
+have=$(container_identity)
+publish=$(publish_label)
+publish=${publish#*=}
+if [ "$have" = "$want true $publish" ]; then
     log "container $CONTAINER already runs $IMAGE"
-elif [ "${have% *}" = "$want" ]; then
+elif [ "$have" = "$want false $publish" ]; then
     quiet docker start "$CONTAINER"
 else
     if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi

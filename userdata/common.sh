@@ -173,8 +173,35 @@ sync_workspace() {
     fi
 }
 
+# The Jupyter token is made here on the host, once per deployment, and handed to every
+# container of it (JUPYTER_TOKEN, from a root-only env file, so it is in no command line):
+# a container that restarts (reboot, crash, a new image) keeps the URL labship read from
+# the console. It is never in the user-data.
+STATE_DIR=${LABSHIP_STATE_DIR:-/var/lib/labship}
+TOKEN_ENV="$STATE_DIR/$DEPLOYMENT.env"
+ensure_token() {
+    if [ ! -s "$TOKEN_ENV" ]; then
+        (
+            umask 077
+            mkdir -p "$STATE_DIR"
+            printf 'JUPYTER_TOKEN=%s\n' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$TOKEN_ENV.tmp"
+            mv "$TOKEN_ENV.tmp" "$TOKEN_ENV"
+        )
+    fi
+}
+
+# What a container must match to be kept: image, and where it is published.
+publish_label() { printf '%s' "dev.labship.ec2.publish=$BIND:$PORT"; }
+container_identity() {
+    docker container inspect --format \
+        '{''{.Image}} {''{.State.Running}} {''{index .Config.Labels "dev.labship.ec2.publish"}}' \
+        "$CONTAINER" 2>/dev/null || true
+}
+
 run_container() {
+    ensure_token
     quiet docker run -d --name "$CONTAINER" --label "$LABEL=$DEPLOYMENT" \
+        --label "$(publish_label)" --env-file "$TOKEN_ENV" \
         --restart unless-stopped --init -p "$BIND:$PORT:$CONTAINER_PORT" \
         -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
@@ -231,6 +258,16 @@ wait_jupyter() {
         fi
         docker logs "$CONTAINER" >"$OUT" 2>&1 || true
         url=$(newest_token_url "$OUT")
+        # Jupyter logs a token it was given as "token=...": relay the host's token when it
+        # is the one Jupyter accepts (an image may set its own).
+        if [ "${url##*token=}" = "..." ] && [ -s "$TOKEN_ENV" ]; then
+            local given
+            given="${url%token=...}token=$(sed -n 's/^JUPYTER_TOKEN=//p' "$TOKEN_ENV")"
+            if jupyter_answers "$given"; then
+                TOKEN_URL=$given
+                return 0
+            fi
+        fi
         if [ -n "$url" ] && jupyter_answers "$url"; then
             TOKEN_URL=$url
             return 0

@@ -49,20 +49,22 @@ mark pulled
 PHASE=start
 image_workdir
 ensure_volume
-have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER" 2>/dev/null || true)
+have=$(container_identity)
 # A replace that was cut short leaves the old container under $PREVIOUS: put it back if
 # nothing took its name, otherwise it is stale.
 if docker container inspect "$PREVIOUS" >/dev/null 2>&1; then
     if [ -z "$have" ]; then
         quiet docker rename "$PREVIOUS" "$CONTAINER"
-        have=$(docker container inspect --format '{''{.Image}} {''{.State.Running}}' "$CONTAINER")
+        have=$(container_identity)
     else
         quiet docker rm -f "$PREVIOUS"
     fi
 fi
 want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
-if [ "$have" = "$want true" ]; then
-    log "container $CONTAINER already runs $IMAGE: nothing to replace"
+publish=$(publish_label)
+publish=${publish#*=}
+if [ "$have" = "$want true $publish" ]; then
+    log "container $CONTAINER already runs $IMAGE on $publish: nothing to replace"
 else
     if [ -n "$have" ]; then
         quiet docker stop "$CONTAINER"

@@ -113,10 +113,18 @@ pub async fn down(config: Config, args: &DownArgs, printer: &Printer) -> Result<
         if !instances.is_empty() || !groups.is_empty() || args.purge_images || args.all {
             let mut what = Vec::new();
             if !instances.is_empty() {
-                what.push(format!(
-                    "terminate {} (its notebooks are deleted with the instance's disk)",
-                    instances.join(", ")
-                ));
+                what.push(if args.delete_data {
+                    format!(
+                        "terminate {} WITHOUT saving its workspace (its notebooks are deleted with the instance's disk)",
+                        instances.join(", ")
+                    )
+                } else {
+                    format!(
+                        "save the workspace of {} to {} and terminate it",
+                        instances.join(", "),
+                        config.root.join("labship-backups").display()
+                    )
+                });
             }
             if !groups.is_empty() {
                 what.push(format!("delete security group {}", groups.join(", ")));
@@ -146,6 +154,8 @@ pub async fn down(config: Config, args: &DownArgs, printer: &Printer) -> Result<
         &DownOptions {
             purge_images: args.purge_images,
             all: args.all,
+            delete_data: args.delete_data,
+            backup_root: config.root.join("labship-backups"),
         },
         printer,
     )

@@ -130,6 +130,7 @@ pub struct CommandResult {
 
 #[derive(Clone)]
 pub struct Cloud {
+    sdk: aws_config::SdkConfig,
     ec2: aws_sdk_ec2::Client,
     iam: aws_sdk_iam::Client,
     ssm: aws_sdk_ssm::Client,
@@ -160,6 +161,7 @@ fn filter(name: &str, values: &[&str]) -> Filter {
 impl Cloud {
     pub fn new(aws: &Aws) -> Self {
         Cloud {
+            sdk: aws.sdk.clone(),
             ec2: aws_sdk_ec2::Client::new(&aws.sdk),
             iam: aws_sdk_iam::Client::new(&aws.sdk),
             ssm: aws_sdk_ssm::Client::new(&aws.sdk),
@@ -297,16 +299,31 @@ impl Cloud {
                         self.fail("ec2", "DescribeSubnets", subnet, &e)
                     }
                 })?;
-            return out
-                .subnets()
-                .first()
-                .and_then(|s| s.vpc_id())
-                .map(str::to_string)
-                .ok_or_else(|| Error::Network {
+            let Some(found) = out.subnets().first() else {
+                return Err(Error::Network {
                     what: format!("subnet {subnet} does not exist"),
                     region: self.region.clone(),
                     message: "DescribeSubnets returned nothing".into(),
                     hint: "check ec2.subnet / --subnet and the region".into(),
+                });
+            };
+            // Jupyter is reached on the instance's public address.
+            if found.map_public_ip_on_launch() == Some(false) {
+                return Err(Error::Network {
+                    what: format!("subnet {subnet} gives instances no public IP address"),
+                    region: self.region.clone(),
+                    message: "its MapPublicIpOnLaunch is false, so Jupyter could not be reached from here".into(),
+                    hint: format!("choose a public subnet, or turn it on: `aws ec2 modify-subnet-attribute --subnet-id {subnet} --map-public-ip-on-launch`"),
+                });
+            }
+            return found
+                .vpc_id()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Network {
+                    what: format!("subnet {subnet} has no VPC"),
+                    region: self.region.clone(),
+                    message: "DescribeSubnets returned no VpcId".into(),
+                    hint: "check ec2.subnet / --subnet".into(),
                 });
         }
         let out = self
@@ -837,7 +854,8 @@ impl Cloud {
         let out = match req.send().await {
             Ok(out) => out,
             // Latest is only for Nitro types; ask again without it.
-            Err(e) if latest && error_code(&e) == "UnsupportedOperation" => {
+            // (AWS documents no error code for it: any refusal of the request is retried once.)
+            Err(e) if latest && matches!(e, aws_sdk_ec2::error::SdkError::ServiceError(_)) => {
                 return Box::pin(self.console(id, false)).await
             }
             Err(e) => return Err(self.fail("ec2", "GetConsoleOutput", id, &e)),
@@ -851,16 +869,51 @@ impl Cloud {
             }))
     }
 
-    /// Replaces the `labship:image` tag after the container was replaced.
-    pub async fn set_image_tag(&self, id: &str, image: &str) -> Result<()> {
+    /// Records what the instance now serves, after its container was replaced.
+    pub async fn set_serving_tags(&self, id: &str, image: &str, port: u16) -> Result<()> {
         self.ec2
             .create_tags()
             .resources(id)
             .tags(Tag::builder().key(tags::IMAGE).value(image).build())
+            .tags(
+                Tag::builder()
+                    .key(tags::PORT)
+                    .value(port.to_string())
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
         Ok(())
+    }
+
+    /// labship's instances in every region this account has enabled (the instance role is
+    /// global, so "is it still used?" is asked everywhere).
+    pub async fn instances_everywhere(&self) -> Result<Vec<(String, Instance)>> {
+        let regions = self
+            .ec2
+            .describe_regions()
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeRegions", "all regions", &e))?;
+        let mut found = Vec::new();
+        for r in regions.regions() {
+            let Some(name) = r.region_name() else {
+                continue;
+            };
+            let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
+                .region(aws_config::Region::new(name.to_string()))
+                .build();
+            let other = Cloud {
+                ec2: aws_sdk_ec2::Client::from_conf(conf),
+                region: name.to_string(),
+                ..self.clone()
+            };
+            for i in other.instances(None).await? {
+                found.push((name.to_string(), i));
+            }
+        }
+        Ok(found)
     }
 
     pub async fn terminate(&self, ids: &[String]) -> Result<()> {

@@ -3,11 +3,13 @@
 //! role), found by their tags. One failure does not stop the others; each is reported.
 //! Running it again finds nothing and says so.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::cloud::{self, Cloud};
+use super::backup;
+use super::cloud::{self, Cloud, Instance};
 use crate::aws::Aws;
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -21,12 +23,18 @@ const GROUP_WAIT: Duration = Duration::from_secs(180);
 pub struct DownOptions {
     pub purge_images: bool,
     pub all: bool,
+    /// Terminate without saving the workspace first.
+    pub delete_data: bool,
+    /// Where saved workspaces go (`<folder>/<deployment>-<UTC time>/`).
+    pub backup_root: PathBuf,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct DownReport {
     pub deployment: String,
     pub region: String,
+    /// Workspaces saved before termination.
+    pub saved: Vec<backup::Saved>,
     pub terminated: Vec<String>,
     pub security_groups_deleted: Vec<String>,
     pub images_deleted: usize,
@@ -63,6 +71,19 @@ impl std::fmt::Display for DownReport {
             );
         }
         writeln!(f, "Removed `{}` in {}:", self.deployment, self.region)?;
+        for s in &self.saved {
+            writeln!(
+                f,
+                "  saved           {} files ({}) of {} to {}",
+                s.files,
+                crate::output::human_bytes(s.bytes),
+                s.instance,
+                s.dir.display()
+            )?;
+            for skipped in &s.skipped {
+                writeln!(f, "    not saved: {skipped}")?;
+            }
+        }
         for i in &self.terminated {
             writeln!(f, "  terminated      {i}")?;
         }
@@ -87,6 +108,43 @@ impl std::fmt::Display for DownReport {
         }
         Ok(())
     }
+}
+
+/// Saves one instance's workspace through its Jupyter (token from the console).
+async fn save(
+    cloud: &Cloud,
+    inst: &Instance,
+    dest: &std::path::Path,
+) -> Result<backup::Saved, String> {
+    if inst.state != "running" {
+        return Err(format!(
+            "the instance is {}, so its Jupyter cannot be reached",
+            inst.state
+        ));
+    }
+    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
+        return Err("the instance has no public IP address and port to reach Jupyter on".into());
+    };
+    let console = cloud
+        .console(&inst.id, true)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let finding = crate::token::find_token(&console)
+        .map_err(|e| format!("no Jupyter token on its console ({e})"))?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.clone()
+    };
+    backup::save_workspace(
+        &format!("{host}:{port}"),
+        &backup::api_base(&finding.path),
+        finding.token.expose(),
+        &inst.id,
+        dest,
+    )
+    .await
 }
 
 /// What `down` is about to remove, for the confirmation question.
@@ -115,8 +173,39 @@ pub async fn down(
         ..DownReport::default()
     };
 
-    // 1. Instances (they hold the security group).
+    // 1. Instances (they hold the security group), after saving their workspaces: the
+    //    instance's disk is deleted with it.
     let instances = cloud.instances(Some(deployment)).await?;
+    if !opts.delete_data {
+        let stamp = aws_smithy_types::DateTime::from_secs(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default(),
+        )
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+        .replace(':', "");
+        for inst in &instances {
+            let mut dest = opts.backup_root.join(format!("{deployment}-{stamp}"));
+            if instances.len() > 1 {
+                dest = dest.join(&inst.id);
+            }
+            printer.note(format!(
+                "Saving the workspace of {} to {}",
+                inst.id,
+                dest.display()
+            ));
+            let saved = save(&cloud, inst, &dest)
+                .await
+                .map_err(|message| Error::BackupFailed {
+                    deployment: deployment.to_string(),
+                    instance: inst.id.clone(),
+                    message,
+                })?;
+            report.saved.push(saved);
+        }
+    }
     let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     if !ids.is_empty() {
         printer.note(format!("Terminating {}", ids.join(", ")));
@@ -168,7 +257,7 @@ pub async fn down(
 
     // 4. The shared role, only with --all and when no deployment uses it any more.
     if opts.all {
-        match cloud.instances(None).await {
+        match cloud.instances_everywhere().await {
             Ok(left) if left.is_empty() => {
                 if cloud.instance_profile_exists().await.unwrap_or(true) {
                     let failures = cloud.remove_instance_profile().await;
@@ -179,7 +268,11 @@ pub async fn down(
                 }
             }
             Ok(left) => {
-                let mut users: Vec<String> = left.into_iter().map(|i| i.deployment).collect();
+                let mut users: Vec<String> = left
+                    .into_iter()
+                    .map(|(region, i)| format!("{} ({region})", i.deployment))
+                    .collect();
+                users.sort();
                 users.dedup();
                 report.iam_kept = Some(format!(
                     "{} is still used by {}",

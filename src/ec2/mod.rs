@@ -10,6 +10,7 @@
 //! State lives in AWS tags only (see [`crate::tags`]): `status`, `token`, `logs` and `down`
 //! work from any machine.
 
+pub mod backup;
 pub mod cloud;
 pub mod down;
 pub mod info;
@@ -170,7 +171,27 @@ pub fn normalise_cidr(c: &str) -> Result<String> {
     if len > max {
         return Err(bad("the prefix length is too long"));
     }
-    Ok(format!("{ip}/{len}"))
+    // EC2 stores the network address (10.0.0.28/29 becomes 10.0.0.24/29): so does labship,
+    // or every `up` would see a changed rule.
+    let network = match ip {
+        IpAddr::V4(v4) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    Ok(format!("{network}/{len}"))
 }
 
 /// The caller's public IP as AWS sees it. `LABSHIP_CHECKIP` (host:port) replaces the
@@ -242,6 +263,9 @@ mod tests {
     fn cidrs_are_normalised_and_checked() {
         assert_eq!(normalise_cidr("203.0.113.7").unwrap(), "203.0.113.7/32");
         assert_eq!(normalise_cidr("10.0.0.0/8").unwrap(), "10.0.0.0/8");
+        assert_eq!(normalise_cidr("10.0.0.28/29").unwrap(), "10.0.0.24/29");
+        assert_eq!(normalise_cidr("0.0.0.0/0").unwrap(), "0.0.0.0/0");
+        assert_eq!(normalise_cidr("2001:db8::1/64").unwrap(), "2001:db8::/64");
         assert_eq!(normalise_cidr("2001:db8::1").unwrap(), "2001:db8::1/128");
         assert!(normalise_cidr("10.0.0.0/33").is_err());
         assert!(normalise_cidr("example.com/32").is_err());

@@ -57,6 +57,8 @@ pub enum UpAction {
     /// The instance with this image was still starting (an interrupted `up`): its push was
     /// completed when needed and the wait resumed.
     Resumed,
+    /// The last start on the instance had failed: the container was started again on it.
+    Restarted,
     /// The image changed: the container was replaced on the same instance.
     ReplacedContainer,
 }
@@ -237,7 +239,8 @@ pub async fn up(
     let existing = cloud.instances(Some(name)).await?;
     let live = existing.iter().rfind(|i| i.is_live()).cloned();
     if live.is_none() {
-        if let Some(other) = existing.first() {
+        // An instance on its way out (shutting-down) is no obstacle to a new one.
+        if let Some(other) = existing.iter().find(|i| i.state != "shutting-down") {
             return Err(Error::Replace {
                 deployment: name.clone(),
                 instance: other.id.clone(),
@@ -346,9 +349,6 @@ pub async fn up(
         let t_push = Instant::now();
         let pushed = push::finish(engine, &ecr, prepared, printer).await?;
         let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
-        if let Some(group) = inst.security_groups.first() {
-            cloud.reconcile_ingress(group, &ingress.0).await?;
-        }
         let reason = if same_image {
             format!("the port changed to {}", opts.port)
         } else {
@@ -361,6 +361,10 @@ pub async fn up(
         printer.note(format!("`{name}`: {reason}"));
         let script = userdata::render_replace(&user_inputs).map_err(user_data_error)?;
         let report = replace_container(&cloud, &inst, &script, &image, opts, printer).await?;
+        // Only now: had the new container failed, the old one (and its port) would still run.
+        if let Some(group) = inst.security_groups.first() {
+            cloud.reconcile_ingress(group, &ingress.0).await?;
+        }
         let timings = Timings {
             build: build_secs,
             push: push_secs,
@@ -455,12 +459,13 @@ pub async fn up(
         instance.id,
         opts.wait.as_secs()
     ));
-    let deadline = started + opts.wait;
+    // The wait is for the instance: build and push had their own bounds.
+    let deadline = Instant::now() + opts.wait;
     let ready = watch::until_token(
         &cloud,
         &instance,
         itype.nitro,
-        deadline.max(Instant::now() + Duration::from_secs(5)),
+        deadline,
         opts.wait.as_secs(),
         true,
         printer,
@@ -524,8 +529,52 @@ async fn unchanged(
         // The address service being down must not stop a no-op.
         Err(e) => printer.note(format!("Security group left as it is: {e}")),
     }
-    // Jupyter already printed its token: the no-op path (no build, no registry call).
     let console = cloud.console(&inst.id, nitro).await?.unwrap_or_default();
+    // The last start on this instance failed (a pull that gave up, a crashed container, a
+    // failed replace): start it again on the same instance, keeping its workspace.
+    if let Some((phase, cause)) = newest_error(&console) {
+        printer.note(format!(
+            "The last start on {} failed while {phase}: {}; starting it again through Systems Manager",
+            inst.id,
+            crate::local::redact(&cause)
+        ));
+        let ecr = Ecr::new(ctx.aws, config.push.registry_endpoint.clone());
+        let pushed = push::push(ctx.engine, &ecr, config, printer).await?;
+        let image = pushed.image_uri.clone();
+        let registry = image.split('/').next().unwrap_or_default().to_string();
+        let kind = ami_kind(&config.ec2.ami);
+        let script = userdata::render_replace(&inputs(
+            config,
+            &cloud.region,
+            &registry,
+            &image,
+            &kind,
+            opts,
+        ))
+        .map_err(user_data_error)?;
+        let (now, secs, finding) =
+            replace_container(cloud, inst, &script, &image, opts, printer).await?;
+        let ip = require_ip(&now, name)?;
+        return Ok(UpOutcome::Up(Box::new(UpReport {
+            deployment: name.clone(),
+            url: url(&ip, opts.port, &finding),
+            action: UpAction::Restarted,
+            reason: format!("the last start on {} had failed while {phase}", inst.id),
+            instance_id: inst.id.clone(),
+            instance_type: inst.instance_type.clone(),
+            public_ip: ip,
+            region: cloud.region.clone(),
+            image,
+            built: pushed.built,
+            bytes_uploaded: pushed.bytes_uploaded,
+            timings: Timings {
+                jupyter: Some(secs),
+                total: started.elapsed().as_secs_f64(),
+                ..Timings::default()
+            },
+        })));
+    }
+    // Jupyter already printed its token: the no-op path (no build, no registry call).
     let (mut action, mut built, mut bytes) = (UpAction::Unchanged, false, 0);
     if crate::token::find_token(&console).is_ok() {
         printer.note(format!("`{name}` already runs this image on {}", inst.id));
@@ -542,7 +591,7 @@ async fn unchanged(
         built = pushed.built;
         bytes = pushed.bytes_uploaded;
     }
-    let deadline = started + opts.wait;
+    let deadline = Instant::now() + opts.wait;
     let ready = watch::until_token(
         cloud,
         inst,
@@ -682,8 +731,8 @@ async fn replace_container(
             deployment: inst.deployment.clone(),
             instance: inst.id.clone(),
             phase: phase.clone(),
-            cause: cause.clone(),
-            hint: "the previous container was put back and still runs; fix the image and run `labship up --ec2` again".into(),
+            cause: crate::local::redact(cause),
+            hint: "the previous container, if there was one, was put back and still runs; fix the image and run `labship up --ec2` again".into(),
         });
     }
     if !result.success {
@@ -701,12 +750,20 @@ async fn replace_container(
     let finding = crate::token::find_token(&result.stdout).map_err(|e| {
         crate::local::token_error(e, &format!("the replace command's output on {}", inst.id))
     })?;
-    cloud.set_image_tag(&inst.id, image).await?;
+    cloud.set_serving_tags(&inst.id, image, opts.port).await?;
     let now = cloud
         .instance(&inst.id)
         .await?
         .unwrap_or_else(|| inst.clone());
     Ok((now, t.elapsed().as_secs_f64(), finding))
+}
+
+/// The phase and cause of the newest marker on a console, when it is an error.
+fn newest_error(console: &str) -> Option<(String, String)> {
+    match userdata::markers(console).pop()?.phase {
+        MarkerKind::Error { phase, cause } => Some((phase, cause)),
+        MarkerKind::Phase(_) => None,
+    }
 }
 
 fn inputs<'a>(
@@ -751,7 +808,7 @@ fn user_data_error(e: userdata::UserDataError) -> Error {
 fn require_ip(inst: &Instance, name: &str) -> Result<String> {
     inst.public_ip.clone().ok_or_else(|| Error::Network {
         what: format!("instance {} of `{name}` has no public IP address", inst.id),
-        region: String::new(),
+        region: "its region".into(),
         message: "Jupyter runs, but it cannot be reached from outside the VPC".into(),
         hint: "launch in a subnet that assigns public IPs (the default VPC's do), or reach it through SSM port forwarding".into(),
     })

@@ -1041,29 +1041,31 @@ volume)
     esac ;;
 container)
     [ -e "$c/$last" ] || { echo "Error: No such container: $last" >&2; exit 1; }
-    read -r img status restarts code <"$c/$last"
+    read -r img status restarts code pub <"$c/$last"
     case "$fmt" in
     '') echo '[{}]' ;;
-    '{{.Image}} {{.State.Running}}')
-        if [ "$status" = running ]; then echo "$img true"; else echo "$img false"; fi ;;
+    '{{.Image}} {{.State.Running}} {{index .Config.Labels "dev.labship.ec2.publish"}}')
+        if [ "$status" = running ]; then echo "$img true $pub"; else echo "$img false $pub"; fi ;;
     '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}') echo "$status $restarts $code" ;;
     *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
     esac ;;
 run)
-    name=; prev=
+    name=; prev=; pub=
     for a in "$@"; do
         if [ "$prev" = --name ]; then name=$a; fi
+        if [ "$prev" = --label ] && [ "${a%%=*}" = dev.labship.ec2.publish ]; then pub=${a#*=}; fi
+        if [ "$prev" = --env-file ]; then grep -q '^JUPYTER_TOKEN=[0-9a-f]\{48\}$' "$a" || { echo "stub: bad env file" >&2; exit 125; }; fi
         prev=$a
     done
     if [ -e "$c/$name" ]; then echo "Conflict: the name $name is in use" >&2; exit 125; fi
     if [ "$image_id" = "${STUB_CRASH_IMAGE:-none}" ]; then
-        echo "$image_id exited 0 1" >"$c/$name"
+        echo "$image_id exited 0 1 $pub" >"$c/$name"
     else
-        echo "$image_id running 0 0" >"$c/$name"
+        echo "$image_id running 0 0 $pub" >"$c/$name"
     fi
     echo 4f0c6d5e1a2b ;;
-start) read -r img _ <"$c/$last"; echo "$img running 0 0" >"$c/$last"; echo "$last" ;;
-stop) read -r img _ <"$c/$last"; echo "$img exited 0 0" >"$c/$last"; echo "$last" ;;
+start) read -r img _ _ _ pub <"$c/$last"; echo "$img running 0 0 $pub" >"$c/$last"; echo "$last" ;;
+stop) read -r img _ _ _ pub <"$c/$last"; echo "$img exited 0 0 $pub" >"$c/$last"; echo "$last" ;;
 rename) mv "$c/$2" "$c/$3" ;;
 rm) rm -f "$c/$last"; echo "$last" ;;
 logs)
@@ -1093,9 +1095,15 @@ exit 2
     const STUB_CURL: &str = r#"#!/bin/bash
 # one write, so that the two ends of a pipe do not interleave their lines
 printf '%s\n' "curl$(printf ' %s' "$@")" >>"$STUB/calls"
+hdr=
 for a in "$@"; do
-    if [ "$a" = -K ]; then cat >>"$STUB/curl-stdin"; fi
+    if [ "$a" = -K ]; then hdr=$(cat); printf '%s\n' "$hdr" >>"$STUB/curl-stdin"; fi
 done
+# A server with a token of its own refuses any other (curl -f: exit 22).
+if [ -n "${STUB_ACCEPTED_TOKEN:-}" ] && [ -n "$hdr" ] && [[ "$hdr" != *"token $STUB_ACCEPTED_TOKEN"* ]]; then
+    echo "curl: (22) The requested URL returned error: 403" >&2
+    exit 22
+fi
 if ! grep -qs ' running ' "$STUB"/containers/*; then
     echo "curl: (7) Failed to connect" >&2
     exit 7
@@ -1206,8 +1214,8 @@ esac
             fs::write(host.path("lib/jupyter.log"), jupyter_log()).expect("write log");
             fs::write(host.path("lib/explicit.log"), EXPLICIT_TOKEN_LOG).expect("write log");
             for tool in [
-                "bash", "cat", "cp", "cut", "date", "grep", "head", "mktemp", "mv", "rm", "sleep",
-                "tail", "touch", "tr",
+                "bash", "cat", "cp", "cut", "date", "grep", "head", "mkdir", "mktemp", "mv", "od",
+                "sed", "rm", "sleep", "tail", "touch", "tr",
             ] {
                 let real = ["/usr/bin", "/bin"]
                     .iter()
@@ -1262,6 +1270,7 @@ esac
                 .env("HOME", self.path("home"))
                 .env("TMPDIR", self.path("tmp"))
                 .env("LABSHIP_LOG_FILE", self.path("labship.log"))
+                .env("LABSHIP_STATE_DIR", self.path("state"))
                 .env("LABSHIP_CONSOLE", self.path("console"))
                 .env("STUB", self.path("state"))
                 .env("STUB_BIN", self.path("bin"))
@@ -1335,8 +1344,10 @@ esac
         };
         let run_line = format!(
             "docker run -d --name labship-ec2-demo --label dev.labship.ec2.deployment=demo \
+             --label dev.labship.ec2.publish=127.0.0.1:8890 --env-file {} \
              --restart unless-stopped --init -p 127.0.0.1:8890:8888 \
-             -v labship-ec2-demo-work:/home/jovyan {IMAGE}"
+             -v labship-ec2-demo-work:/home/jovyan {IMAGE}",
+            host.path("state/demo.env").display()
         );
         let order = [
             position("dnf install -y docker"),
@@ -1452,7 +1463,12 @@ esac
         let script = render_boot(&inputs(HostKind::Custom, "0.0.0.0")).expect("renders");
         let run = host.run(
             &script,
-            &[("STUB_PULL_FAILS", "0"), ("STUB_LOG", "explicit.log")],
+            &[
+                ("STUB_PULL_FAILS", "0"),
+                ("STUB_LOG", "explicit.log"),
+                // The image sets its own token: the host's is refused.
+                ("STUB_ACCEPTED_TOKEN", "the-image-own-token"),
+            ],
         );
         let context = format!(
             "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
@@ -1596,7 +1612,7 @@ esac
         assert!(!calls.contains("docker volume create"), "{context}");
         assert_eq!(
             host.container("labship-ec2-demo").as_deref(),
-            Some("sha256:new running 0 0")
+            Some("sha256:new running 0 0 127.0.0.1:8888")
         );
         assert_eq!(host.container("labship-ec2-demo-previous"), None);
     }

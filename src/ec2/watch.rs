@@ -61,7 +61,8 @@ pub async fn until_token(
                         deployment: instance.deployment.clone(),
                         instance: instance.id.clone(),
                         phase: phase.clone(),
-                        cause: cause.clone(),
+                        // The cause quotes a log line, which may carry a token.
+                        cause: crate::local::redact(cause),
                         hint: hint_for(phase, &instance.deployment),
                     });
                 }
@@ -150,7 +151,7 @@ fn hint_for(phase: &str, deployment: &str) -> String {
         "start" | "started" | "jupyter" | "token" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
         _ => "see the cause above",
     };
-    format!("{what}. `labship logs {deployment} --ec2` shows the whole console; `labship down {deployment} --ec2` removes the instance")
+    format!("{what}. `labship up --ec2` again retries on the same instance; `labship logs {deployment} --ec2` shows the whole console; `labship down {deployment} --ec2 --delete-data` removes the instance")
 }
 
 fn timeout_hint(console: &str, deployment: &str) -> String {

@@ -13,7 +13,8 @@
 #
 # STATE_DIR/steps gets one "STEP SECONDS" line per step of `up` (or `down`);
 # STATE_DIR/created one "KIND ID" line per resource made, written as soon as it exists, so
-# `down` cleans up after a failed `up` too.
+# `down` cleans up after a failed `up` too. `down` removes the AWS resources; local images
+# stay, as `labship down` leaves them.
 #
 # Environment:
 #   AWS_CLI          the aws CLI (v1 or v2)            AWS_ENDPOINT  --endpoint-url of every call
@@ -68,11 +69,8 @@ die() {
 
 # ---- up ---------------------------------------------------------------------------------
 
-REGISTRY=${IMAGE%%/*}
-REPO=${IMAGE#*/}
-REPO=${REPO%:*}
-LOCAL="$REPO:${IMAGE##*:}"
-VPC='' SG='' AMI='' IID='' IP='' URL=''
+# Set by cmd_up from IMAGE, and by the steps.
+REGISTRY='' REPO='' LOCAL='' VPC='' SG='' AMI='' IID='' IP='' URL=''
 
 ecr_repository() {
     aws_ ecr create-repository --repository-name "$REPO" \
@@ -198,6 +196,10 @@ check_url() {
 }
 
 cmd_up() {
+    REGISTRY=${IMAGE%%/*}
+    REPO=${IMAGE#*/}
+    REPO=${REPO%:*}
+    LOCAL="$REPO:${IMAGE##*:}"
     step ecr-create-repository ecr_repository
     step ecr-login ecr_login
     step docker-build build

@@ -334,6 +334,19 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         &[],
     ));
     assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
+    // The workspace was saved first, through Jupyter, byte for byte.
+    let saved_dir = std::path::PathBuf::from(down["saved"][0]["dir"].as_str().expect("saved dir"));
+    assert!(
+        saved_dir.starts_with(p.path().join("labship-backups")),
+        "{down}"
+    );
+    let notebook =
+        std::fs::read(saved_dir.join("parallel-processing.ipynb")).expect("saved notebook");
+    assert_eq!(
+        notebook,
+        std::fs::read(p.path().join("docker/resources/parallel-processing.ipynb"))
+            .expect("original")
+    );
     assert_eq!(
         down["security_groups_deleted"].as_array().map(Vec::len),
         Some(1),
@@ -383,7 +396,8 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     );
     assert_ne!(second["image"], first["image"]);
     let token = token_of(second["url"].as_str().expect("url"));
-    assert_ne!(token, token_of(first["url"].as_str().expect("url")));
+    // The token lives on the host, not in the container: the login URL survives the swap.
+    assert_eq!(token, token_of(first["url"].as_str().expect("url")));
     assert_eq!(jupyter_status(port, Some(&token)), 200);
     // The new container runs the new image, on the same workspace volume.
     let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt; ls"]);
@@ -394,11 +408,38 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
     assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), token);
 
-    json(&p.labship_at(
+    // Another port, same image: the container moves, the tags follow, the old port closes.
+    let new_port = free_port();
+    let new_port_s = new_port.to_string();
+    let moved = json(&p.labship_at(&sim, &up_args(&new_port_s), &[]));
+    assert_eq!(moved["action"], "replaced-container", "{moved}");
+    assert!(
+        moved["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("port"),
+        "{moved}"
+    );
+    assert_eq!(jupyter_status(new_port, Some(&token)), 200);
+    assert_eq!(
+        jupyter_status(port, Some(&token)),
+        0,
+        "the old port still answers"
+    );
+    let again = json(&p.labship_at(&sim, &up_args(&new_port_s), &[]));
+    assert_eq!(again["action"], "unchanged", "{again}");
+
+    let down = json(&p.labship_at(
         &sim,
         &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
         &[],
     ));
+    // The notebook written on the instance was saved before it was terminated.
+    let saved_dir = std::path::PathBuf::from(down["saved"][0]["dir"].as_str().expect("saved dir"));
+    assert_eq!(
+        std::fs::read_to_string(saved_dir.join("notes-e2e.txt")).expect("saved notes"),
+        "keep-me\n"
+    );
     assert_nothing_left(&name).await;
 }
 
@@ -427,10 +468,37 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
             .contains("labship logs"),
         "{err}"
     );
-    // The instance stays for inspection; down removes it.
+    // `up` again retries on the same instance (through Systems Manager), and fails the same way.
+    let retry = p.labship_at(&sim, &up_args(&port_s), &[]);
+    let err = json_error(&retry);
+    assert_eq!(err["code"], "labship::ec2::boot", "{err}");
+    assert!(
+        stderr(&retry).contains("starting it again"),
+        "{}",
+        stderr(&retry)
+    );
+    // The instance stays for inspection. Its Jupyter never ran, so its workspace cannot be
+    // saved: down refuses, and terminates only with --delete-data.
+    let refused = json_error(&p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]));
+    assert_eq!(refused["code"], "labship::ec2::backup", "{refused}");
+    assert!(
+        refused["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--delete-data"),
+        "{refused}"
+    );
     json(&p.labship_at(
         &sim,
-        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[
+            "down",
+            "--ec2",
+            "--yes",
+            "--delete-data",
+            "--purge-images",
+            "-o",
+            "json",
+        ],
         &[],
     ));
     assert_nothing_left(&name).await;
@@ -671,6 +739,7 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
             "--ec2",
             "--yes",
             "--all",
+            "--delete-data",
             "--purge-images",
             "-o",
             "json",
