@@ -33,12 +33,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// -v: labship's info, -vv: debug, -vvv: everything (the AWS SDK's traces included). The
-/// default shows warnings only, and nothing labship logs at any level holds a secret.
+/// -v: labship's info (and the SDKs' warnings), -vv: debug, -vvv: everything (the AWS SDK's
+/// traces included). The default shows labship's warnings only: the SDK's own warnings (a
+/// missing ~/.aws/config, an unreachable instance metadata service while it looks for
+/// credentials) are noise next to labship's errors, which carry their cause. Nothing labship
+/// logs at any level holds a secret.
 fn init_tracing(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (_, 0) => "warn",
+        (_, 0) => "error,labship=warn",
         (_, 1) => "warn,labship=info",
         (_, 2) => "warn,labship=debug",
         _ => "trace",
@@ -47,6 +50,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

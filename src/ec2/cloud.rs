@@ -562,7 +562,13 @@ impl Cloud {
                 }
             }
         };
-        self.reconcile_ingress(&id, ingress).await?;
+        if created {
+            // A new group has no ingress: add the rules without describing it first (a group
+            // just made may not be visible to a describe yet).
+            self.authorize(&id, ingress).await?;
+        } else {
+            self.reconcile_ingress(&id, ingress).await?;
+        }
         Ok((id, created))
     }
 
@@ -580,6 +586,38 @@ impl Cloud {
             .first()
             .and_then(|g| g.group_id())
             .map(str::to_string))
+    }
+
+    async fn authorize(&self, group: &str, rules: &[Ingress]) -> Result<()> {
+        let perms: Vec<IpPermission> = rules
+            .iter()
+            .flat_map(|i| {
+                i.cidrs
+                    .iter()
+                    .map(move |c| permission(i32::from(i.port), c, Some(&i.description)))
+            })
+            .collect();
+        // Eventual consistency: a group id can be unknown to other calls for a few seconds
+        // after CreateSecurityGroup returned it. Only that error is retried, for up to 30 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if error_code(&e) == "InvalidGroup.NotFound" && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e)),
+            }
+        }
     }
 
     /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
@@ -779,7 +817,11 @@ impl Cloud {
                     };
                     return Ok(to_instance(first, &spec.deployment));
                 }
-                Err(e) if profile_not_ready(&e) && Instant::now() < deadline => {
+                // Both are propagation delays of what this `up` just created.
+                Err(e)
+                    if (profile_not_ready(&e) || error_code(&e) == "InvalidGroup.NotFound")
+                        && Instant::now() < deadline =>
+                {
                     tracing::info!("the instance profile is not usable yet; retrying RunInstances");
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }

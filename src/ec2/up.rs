@@ -224,8 +224,11 @@ pub async fn up(
     let cloud = Cloud::new(aws);
     let name = &config.name;
 
-    // 1. Checks that change nothing.
-    let itype = cloud.instance_type(&config.ec2.instance_type).await?;
+    // 1. Checks that change nothing (the two reads at once: they are the no-op's latency).
+    let (itype, existing) = tokio::try_join!(
+        cloud.instance_type(&config.ec2.instance_type),
+        cloud.instances(Some(name))
+    )?;
     let arch = config.build.platform;
     if !itype.architectures.iter().any(|a| a == ec2_arch(arch)) {
         return Err(Error::ArchitectureMismatch {
@@ -236,7 +239,6 @@ pub async fn up(
     }
     let (tag, _) = build::planned_tag(config)?;
     let wanted = format!("/{}:{}", config.push.repository, tag);
-    let existing = cloud.instances(Some(name)).await?;
     let live = existing.iter().rfind(|i| i.is_live()).cloned();
     if live.is_none() {
         // An instance on its way out (shutting-down) is no obstacle to a new one.
@@ -265,9 +267,11 @@ pub async fn up(
     }
 
     // 2. Everything else that must hold before anything is created.
-    let ami = resolve_ami(&cloud, &config.ec2.ami, arch).await?;
-    let vpc = cloud.vpc(config.ec2.subnet.as_deref()).await?;
-    let ingress = ingress_for(config, opts).await?;
+    let (ami, vpc, ingress) = tokio::try_join!(
+        resolve_ami(&cloud, &config.ec2.ami, arch),
+        cloud.vpc(config.ec2.subnet.as_deref()),
+        ingress_for(config, opts)
+    )?;
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
 
     if opts.dry_run {
@@ -461,16 +465,14 @@ pub async fn up(
     ));
     // The wait is for the instance: build and push had their own bounds.
     let deadline = Instant::now() + opts.wait;
-    let ready = watch::until_token(
-        &cloud,
-        &instance,
-        itype.nitro,
+    let wait = watch::Wait {
         deadline,
-        opts.wait.as_secs(),
-        true,
-        printer,
-    )
-    .await?;
+        wait_secs: opts.wait.as_secs(),
+        replay: true,
+        first_read: None,
+        nitro: itype.nitro,
+    };
+    let ready = watch::until_token(&cloud, &instance, wait, printer).await?;
     let ip = require_ip(&ready.instance, name)?;
     let timings = phase_timings(
         &ready.markers,
@@ -592,16 +594,14 @@ async fn unchanged(
         bytes = pushed.bytes_uploaded;
     }
     let deadline = Instant::now() + opts.wait;
-    let ready = watch::until_token(
-        cloud,
-        inst,
-        nitro,
+    let wait = watch::Wait {
         deadline,
-        opts.wait.as_secs(),
-        false,
-        printer,
-    )
-    .await?;
+        wait_secs: opts.wait.as_secs(),
+        replay: false,
+        first_read: (!console.is_empty()).then(|| console.clone()),
+        nitro,
+    };
+    let ready = watch::until_token(cloud, inst, wait, printer).await?;
     let ip = require_ip(&ready.instance, name)?;
     Ok(UpOutcome::Up(Box::new(UpReport {
         deployment: name.clone(),

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::output::Printer;
 use crate::token::{self, TokenError, TokenFinding};
 
-/// How often the console is read. GetConsoleOutput is cheap; a token appears within seconds.
-const POLL: Duration = Duration::from_secs(2);
+/// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
+/// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
+const POLL: Duration = Duration::from_secs(1);
 /// Lines of console shown when something goes wrong.
 const TAIL: usize = 15;
 
@@ -22,17 +23,34 @@ pub struct Ready {
     pub instance: Instance,
 }
 
+/// How to wait.
+pub struct Wait {
+    pub deadline: Instant,
+    /// The user's `--wait`, for messages.
+    pub wait_secs: u64,
+    /// Announce phases already on the console too (a new instance) or only new ones.
+    pub replay: bool,
+    /// A console text read just before (saves one call).
+    pub first_read: Option<String>,
+    /// Nitro types serve the live console (`Latest`).
+    pub nitro: bool,
+}
+
 /// Waits until the console of `instance` shows a token, an error marker, the instance going
-/// away, or `deadline`. With `replay`, phases already on the console are announced too.
+/// away, or the deadline.
 pub async fn until_token(
     cloud: &Cloud,
     instance: &Instance,
-    nitro: bool,
-    deadline: Instant,
-    wait_secs: u64,
-    replay: bool,
+    wait: Wait,
     printer: &Printer,
 ) -> Result<Ready> {
+    let Wait {
+        deadline,
+        wait_secs,
+        replay,
+        mut first_read,
+        nitro,
+    } = wait;
     let mut shown = 0usize;
     let mut first = true;
     let mut last_text = String::new();
@@ -40,7 +58,11 @@ pub async fn until_token(
     let mut last_phase = "boot".to_string();
     loop {
         polls += 1;
-        if let Some(text) = cloud.console(&instance.id, nitro).await? {
+        let read = match first_read.take() {
+            Some(text) => Some(text),
+            None => cloud.console(&instance.id, nitro).await?,
+        };
+        if let Some(text) = read {
             let markers = userdata::markers(&text);
             if first && !replay {
                 // An instance that is already up: its history is not progress.

@@ -173,10 +173,13 @@ wait_console() {
         line=$(printf '%s\n' "$out" | grep -oE 'token=[0-9a-f]{32,}' | tail -n 1 || true)
         if [ -n "$line" ]; then
             URL="/lab?$line"
+            # Kept for the benchmark: the markers' times give the instance's own share.
+            printf '%s\n' "$out" >"$S/console"
             return 0
         fi
         [ "$SECONDS" -lt "$deadline" ] || die "no token on the console of $IID after ${WAIT:-900}s"
-        sleep 2
+        # As often as labship reads it.
+        sleep 1
     done
 }
 
