@@ -32,6 +32,10 @@ restore_previous() {
     docker start "$CONTAINER"
 }
 
+# SSM ends a command that runs past its execution timeout (or is cancelled) with a signal:
+# put the old container back then too.
+trap 'fail "stopped by a signal (cancelled, or past its execution timeout)"' TERM INT HUP
+
 log "replace: deployment $DEPLOYMENT, image $IMAGE"
 PHASE=docker
 if ! docker info >/dev/null 2>&1; then

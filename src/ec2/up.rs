@@ -717,12 +717,15 @@ async fn replace_container(
         "Replacing the container on {} through Systems Manager",
         inst.id
     ));
+    // The script bounds itself (login, pull and Jupyter deadlines): SSM's execution timeout
+    // follows those, not --wait, so SSM never cuts it off half-way.
+    let budget = Duration::from_secs(180 + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
     let result = cloud
         .run_script(
             &inst.id,
             script,
             "labship: replace the Jupyter container",
-            opts.wait,
+            budget,
         )
         .await?;
     let markers = userdata::markers(&result.stdout);
