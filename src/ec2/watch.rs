@@ -91,9 +91,14 @@ pub async fn until_token(
                 Some(MarkerKind::Phase(Phase::Token | Phase::Ready)) => {
                     match token::find_token(&text) {
                         Ok(finding) => {
-                            let instance = match cloud.instance(&instance.id).await? {
-                                Some(i) => i,
-                                None => instance.clone(),
+                            // A running instance already has its address; ask only when
+                            // it was seen before it had one.
+                            let instance = match &instance.public_ip {
+                                Some(_) => instance.clone(),
+                                None => cloud
+                                    .instance(&instance.id)
+                                    .await?
+                                    .unwrap_or_else(|| instance.clone()),
                             };
                             return Ok(Ready {
                                 finding,
