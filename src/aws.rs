@@ -241,8 +241,8 @@ mod classify_tests {
         format!("http://{addr}")
     }
 
-    async fn run_instances_error(status: u16, code: &'static str) -> Error {
-        let endpoint = ec2_error_server(status, code);
+    /// An EC2 client for `endpoint` with test credentials and no retries.
+    fn client_at(endpoint: &str) -> aws_sdk_ec2::Client {
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-1"))
@@ -254,7 +254,13 @@ mod classify_tests {
                 ),
             )
             .build();
-        let err = aws_sdk_ec2::Client::new(&sdk)
+        aws_sdk_ec2::Client::new(&sdk)
+    }
+
+    async fn run_instances_error(status: u16, code: &'static str) -> Error {
+        let endpoint = ec2_error_server(status, code);
+        let ec2 = client_at(&endpoint);
+        let err = ec2
             .run_instances()
             .min_count(1)
             .max_count(1)
@@ -308,18 +314,8 @@ mod classify_tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let sdk = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("eu-west-1"))
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .retry_config(RetryConfig::disabled())
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(
-                    aws_credential_types::Credentials::new("a", "b", None, None, "test"),
-                ),
-            )
-            .build();
-        let err = aws_sdk_ec2::Client::new(&sdk)
+        let ec2 = client_at(&format!("http://127.0.0.1:{port}"));
+        let err = ec2
             .describe_vpcs()
             .send()
             .await

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::cli::{DownArgs, UpArgs};
 use crate::config::Config;
 use crate::ec2::down::DownOptions;
@@ -56,54 +54,6 @@ pub async fn status(config: Config, printer: &Printer) -> Result<()> {
     let aws = crate::aws::load(&config).await?;
     let report = crate::ec2::info::status(&aws).await?;
     super::emit(printer, &report)
-}
-
-#[derive(Serialize)]
-pub struct TokenReport {
-    pub token: String,
-    pub url: String,
-}
-
-impl std::fmt::Display for TokenReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.token)
-    }
-}
-
-pub async fn token(config: Config, printer: &Printer) -> Result<()> {
-    let aws = crate::aws::load(&config).await?;
-    let (finding, url) = crate::ec2::info::token(&aws, &config.name).await?;
-    super::emit(
-        printer,
-        &TokenReport {
-            token: finding.token.expose().to_string(),
-            url,
-        },
-    )
-}
-
-#[derive(Serialize)]
-struct LogsReport {
-    name: String,
-    log: String,
-}
-
-impl std::fmt::Display for LogsReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.log.trim_end_matches('\n'))
-    }
-}
-
-pub async fn logs(config: Config, tail: Option<usize>, printer: &Printer) -> Result<()> {
-    let aws = crate::aws::load(&config).await?;
-    let log = crate::ec2::info::logs(&aws, &config.name, tail).await?;
-    super::emit(
-        printer,
-        &LogsReport {
-            name: config.name,
-            log,
-        },
-    )
 }
 
 pub async fn down(config: Config, args: &DownArgs, printer: &Printer) -> Result<()> {

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::cli::UpArgs;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -35,28 +33,4 @@ pub async fn status(printer: &Printer) -> Result<()> {
     let engine = Engine::connect().await?;
     let report: StatusReport = status::local(&engine).await?;
     super::emit(printer, &report)
-}
-
-#[derive(Serialize)]
-struct LogsReport {
-    name: String,
-    log: String,
-}
-
-impl std::fmt::Display for LogsReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.log.trim_end_matches('\n'))
-    }
-}
-
-pub async fn logs(config: Config, tail: Option<usize>, printer: &Printer) -> Result<()> {
-    let engine = Engine::connect().await?;
-    let log = local::logs(&engine, &config.name, tail).await?;
-    super::emit(
-        printer,
-        &LogsReport {
-            name: config.name,
-            log,
-        },
-    )
 }

@@ -35,11 +35,12 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
             }
         }
         Command::Logs(args) => {
-            let config = load(named(global, &args.deployment, args.on))?;
-            match config.target {
-                Target::Local => local::logs(config, args.tail, printer).await,
-                Target::Ec2 => ec2::logs(config, args.tail, printer).await,
-            }
+            logs(
+                load(named(global, &args.deployment, args.on))?,
+                args.tail,
+                printer,
+            )
+            .await
         }
         Command::Down(args) => {
             let config = load(named(global, &args.deployment, args.on))?;
@@ -50,6 +51,39 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Base => base::run(printer).await,
     }
+}
+
+#[derive(serde::Serialize)]
+struct LogsReport {
+    name: String,
+    log: String,
+}
+
+impl std::fmt::Display for LogsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.log.trim_end_matches('\n'))
+    }
+}
+
+/// The container's log (local) or the instance's cleaned console (EC2).
+async fn logs(config: Config, tail: Option<usize>, printer: &Printer) -> Result<()> {
+    let log = match config.target {
+        Target::Local => {
+            let engine = crate::engine::Engine::connect().await?;
+            crate::local::logs(&engine, &config.name, tail).await?
+        }
+        Target::Ec2 => {
+            let aws = crate::aws::load(&config).await?;
+            crate::ec2::info::logs(&aws, &config.name, tail).await?
+        }
+    };
+    emit(
+        printer,
+        &LogsReport {
+            name: config.name,
+            log,
+        },
+    )
 }
 
 fn current_dir() -> Result<std::path::PathBuf> {

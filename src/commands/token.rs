@@ -39,7 +39,16 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
         None => {
             let config = super::load(named(global, &args.deployment, args.on))?;
             if config.target == crate::config::Target::Ec2 {
-                return super::ec2::token(config, printer).await;
+                let aws = crate::aws::load(&config).await?;
+                // The URL on the instance's public address, not the one Jupyter logged.
+                let (found, url) = crate::ec2::info::token(&aws, &config.name).await?;
+                return super::emit(
+                    printer,
+                    &TokenReport {
+                        url,
+                        ..found.into()
+                    },
+                );
             }
             let engine = Engine::connect().await?;
             crate::local::token(&engine, &config.name).await?

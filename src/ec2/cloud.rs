@@ -565,7 +565,15 @@ impl Cloud {
         if created {
             // A new group has no ingress: add the rules without describing it first (a group
             // just made may not be visible to a describe yet).
-            self.authorize(&id, ingress).await?;
+            let perms = ingress
+                .iter()
+                .flat_map(|i| {
+                    i.cidrs
+                        .iter()
+                        .map(move |c| permission(i32::from(i.port), c, Some(&i.description)))
+                })
+                .collect();
+            self.authorize(&id, perms).await?;
         } else {
             self.reconcile_ingress(&id, ingress).await?;
         }
@@ -588,15 +596,8 @@ impl Cloud {
             .map(str::to_string))
     }
 
-    async fn authorize(&self, group: &str, rules: &[Ingress]) -> Result<()> {
-        let perms: Vec<IpPermission> = rules
-            .iter()
-            .flat_map(|i| {
-                i.cidrs
-                    .iter()
-                    .map(move |c| permission(i32::from(i.port), c, Some(&i.description)))
-            })
-            .collect();
+    /// Adds ingress permissions (the rules of a new group, or the missing ones of an old one).
+    async fn authorize(&self, group: &str, perms: Vec<IpPermission>) -> Result<()> {
         // Eventual consistency: a group id can be unknown to other calls for a few seconds
         // after CreateSecurityGroup returned it. Only that error is retried, for up to 30 s.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -681,13 +682,7 @@ impl Cloud {
                 .iter()
                 .map(|(p, c, d)| permission(*p, c, Some(d)))
                 .collect();
-            self.ec2
-                .authorize_security_group_ingress()
-                .group_id(group)
-                .set_ip_permissions(Some(perms))
-                .send()
-                .await
-                .map_err(|e| self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e))?;
+            self.authorize(group, perms).await?;
         }
         Ok(!stale.is_empty() || !missing.is_empty())
     }

@@ -161,53 +161,11 @@ async fn registry_login_refused_creates_nothing() {
 
 #[test]
 fn access_denied_names_the_action_and_the_policy() {
-    let rig = rig();
     // Our own moto with IAM checks on after the three calls that set up a limited user.
     let moto = Server::moto_with_iam(3);
     let endpoint = format!("http://{}", moto.addr);
-    let aws = |args: &[&str]| -> String {
-        let out = std::process::Command::new(rig.venv.join("bin/aws"))
-            .args(args)
-            .args([
-                "--endpoint-url",
-                &endpoint,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .output()
-            .expect("aws CLI");
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    aws(&["iam", "create-user", "--user-name", "student"]);
-    let key: serde_json::Value = serde_json::from_str(&aws(&[
-        "iam",
-        "create-access-key",
-        "--user-name",
-        "student",
-    ]))
-    .expect("key JSON");
     let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:GetAuthorizationToken","ecr:DescribeRepositories"],"Resource":"*"}]}"#;
-    aws(&[
-        "iam",
-        "put-user-policy",
-        "--user-name",
-        "student",
-        "--policy-name",
-        "pull-only",
-        "--policy-document",
-        policy,
-    ]);
+    let (key_id, secret) = limited_user(&endpoint, "student", policy);
 
     let p = Project::with_files(
         "denied",
@@ -216,16 +174,8 @@ fn access_denied_names_the_action_and_the_policy() {
     let out = p
         .command(&["push", "-o", "json"])
         .env("AWS_ENDPOINT_URL", &endpoint)
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            key["AccessKey"]["AccessKeyId"].as_str().expect("key id"),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            key["AccessKey"]["SecretAccessKey"]
-                .as_str()
-                .expect("secret"),
-        )
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
         .output()
         .expect("run");
     let (code, message) = failure(&out);

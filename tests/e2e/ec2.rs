@@ -70,6 +70,17 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String
         .collect()
 }
 
+/// Whether the deployment's security group exists.
+async fn has_group(ec2: &aws_sdk_ec2::Client, deployment: &str) -> bool {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter("group-name", &format!("labship-{deployment}")))
+        .send()
+        .await
+        .expect("DescribeSecurityGroups");
+    !groups.security_groups().is_empty()
+}
+
 /// Nothing of the deployment is left: no live instance, no security group, no repository,
 /// no container or volume made by its user-data.
 async fn assert_nothing_left(name: &str) {
@@ -97,14 +108,8 @@ async fn assert_nothing_left(name: &str) {
         .map(|r| r.instances().len())
         .sum();
     assert_eq!(count, 0, "instances of {name} left");
-    let groups = ec2
-        .describe_security_groups()
-        .filters(filter("group-name", &format!("labship-{name}")))
-        .send()
-        .await
-        .expect("DescribeSecurityGroups");
     assert!(
-        groups.security_groups().is_empty(),
+        !has_group(&ec2, name).await,
         "security group of {name} left"
     );
     let ecr = ecr_client(&rig.aws_endpoint).await;
@@ -596,13 +601,7 @@ async fn bad_input_is_refused_before_anything_is_created() {
 
     // None of it created anything.
     let ec2 = ec2_client(&moto);
-    let groups = ec2
-        .describe_security_groups()
-        .filters(filter("group-name", &format!("labship-{}", p.name)))
-        .send()
-        .await
-        .expect("DescribeSecurityGroups");
-    assert!(groups.security_groups().is_empty());
+    assert!(!has_group(&ec2, &p.name).await);
     let instances = ec2
         .describe_instances()
         .filters(filter("tag:labship:deployment", &p.name))
@@ -687,13 +686,7 @@ async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing()
 
     // Nothing was created or built.
     let ec2 = ec2_client(&rig.aws_endpoint);
-    let groups = ec2
-        .describe_security_groups()
-        .filters(filter("group-name", &format!("labship-{}", p.name)))
-        .send()
-        .await
-        .expect("DescribeSecurityGroups");
-    assert!(groups.security_groups().is_empty());
+    assert!(!has_group(&ec2, &p.name).await);
     let ecr = ecr_client(&rig.aws_endpoint).await;
     assert!(ecr
         .describe_repositories()
@@ -907,51 +900,13 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
 /// A caller without EC2 permissions is told which action is missing and where the policy is.
 #[test]
 fn access_denied_names_the_ec2_action_and_labships_policy() {
-    let rig = rig();
     let moto = Server::moto_with_iam(3);
     let endpoint = format!("http://{}", moto.addr);
-    let aws = |args: &[&str]| -> String {
-        let out = std::process::Command::new(rig.venv.join("bin/aws"))
-            .args(args)
-            .args([
-                "--endpoint-url",
-                &endpoint,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .output()
-            .expect("aws CLI");
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    aws(&["iam", "create-user", "--user-name", "ecr-only"]);
-    let key: Value = serde_json::from_str(&aws(&[
-        "iam",
-        "create-access-key",
-        "--user-name",
+    let (key_id, secret) = limited_user(
+        &endpoint,
         "ecr-only",
-    ]))
-    .expect("key JSON");
-    aws(&[
-        "iam",
-        "put-user-policy",
-        "--user-name",
-        "ecr-only",
-        "--policy-name",
-        "ecr-only",
-        "--policy-document",
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:*"],"Resource":"*"}]}"#,
-    ]);
+    );
     let p = Project::empty("ec2denied");
     let out = p
         .command(&[
@@ -964,16 +919,8 @@ fn access_denied_names_the_ec2_action_and_labships_policy() {
             "json",
         ])
         .env("AWS_ENDPOINT_URL", &endpoint)
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            key["AccessKey"]["AccessKeyId"].as_str().expect("key id"),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            key["AccessKey"]["SecretAccessKey"]
-                .as_str()
-                .expect("secret"),
-        )
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
         .output()
         .expect("run labship");
     let err = json_error(&out);

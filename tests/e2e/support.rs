@@ -114,14 +114,7 @@ impl Project {
 
     /// `labship ARGS` in this project with the rig's AWS and registry settings.
     pub fn labship(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("run labship");
-        eprintln!(
-            "$ labship {}\n--- stderr ---\n{}--- stdout ---\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr),
-            String::from_utf8_lossy(&output.stdout)
-        );
-        output
+        run_logged(self.command(args), args, "")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -338,12 +331,17 @@ impl Server {
     /// A moto server of our own with IAM authorization switched on after `free_actions`
     /// unauthenticated calls (moto's INITIAL_NO_AUTH_ACTION_COUNT).
     pub fn moto_with_iam(free_actions: u32) -> Server {
+        Server::moto_with("INITIAL_NO_AUTH_ACTION_COUNT", &free_actions.to_string())
+    }
+
+    /// A moto server of our own with one setting in its environment.
+    fn moto_with(key: &str, value: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(rig().venv.join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string())
+            .env(key, value)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -359,14 +357,7 @@ impl Server {
 
 /// An ECR client against moto (an independent view of what labship created).
 pub async fn ecr_client(endpoint: &str) -> aws_sdk_ecr::Client {
-    let creds = aws_sdk_ecr::config::Credentials::new("testing", "testing", None, None, "test");
-    let config = aws_sdk_ecr::Config::builder()
-        .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
-        .region(aws_sdk_ecr::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_ecr::Client::from_conf(config)
+    aws_sdk_ecr::Client::new(&sdk_config(endpoint))
 }
 
 /// The instance simulator in front of moto (tests/rig/instance-sim.py): EC2 calls through it
@@ -384,14 +375,7 @@ impl Project {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let output = cmd.output().expect("run labship");
-        eprintln!(
-            "$ labship {}  (AWS at {endpoint})\n--- stderr ---\n{}--- stdout ---\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr),
-            String::from_utf8_lossy(&output.stdout)
-        );
-        output
+        run_logged(cmd, args, &format!("  (AWS at {endpoint})"))
     }
 }
 
@@ -399,22 +383,7 @@ impl Server {
     /// A private moto like the rig's (AWS managed policies loaded), for tests that change
     /// account-wide things (the default VPC, the shared IAM role).
     pub fn moto() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(rig().venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        wait_for(&addr, Duration::from_secs(30));
-        Server {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Server::moto_with("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     }
 }
 
@@ -458,4 +427,65 @@ pub fn text_server(body: &'static str) -> String {
         }
     });
     addr
+}
+
+/// Runs labship and shows what it printed (cargo test prints it for a failing test).
+fn run_logged(mut cmd: Command, args: &[&str], note: &str) -> Output {
+    let output = cmd.output().expect("run labship");
+    eprintln!(
+        "$ labship {}{note}\n--- stderr ---\n{}--- stdout ---\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output
+}
+
+/// An IAM user on the moto at `endpoint` whose only permissions are `policy`: its key id and
+/// secret (made with the aws CLI, as an administrator would).
+pub fn limited_user(endpoint: &str, user: &str, policy: &str) -> (String, String) {
+    let aws = |args: &[&str]| -> String {
+        let out = Command::new(rig().venv.join("bin/aws"))
+            .args(args)
+            .args([
+                "--endpoint-url",
+                endpoint,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .expect("aws CLI");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws(&["iam", "create-user", "--user-name", user]);
+    let key: Value = serde_json::from_str(&aws(&["iam", "create-access-key", "--user-name", user]))
+        .expect("key JSON");
+    aws(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        user,
+        "--policy-name",
+        user,
+        "--policy-document",
+        policy,
+    ]);
+    let field = |f: &str| {
+        key["AccessKey"][f]
+            .as_str()
+            .expect("access key")
+            .to_string()
+    };
+    (field("AccessKeyId"), field("SecretAccessKey"))
 }
