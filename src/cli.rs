@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{parse_build_arg, Overrides, Target};
-use crate::output::OutputFormat;
+use labship::config::{parse_build_arg, Overrides, Target};
+use labship::output::OutputFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,14 +34,30 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// Result format on stdout
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
     /// More diagnostics on stderr (-v, -vv, -vvv)
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Only the result: no progress, no build output
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+}
+
+/// `--output`: the library's [`OutputFormat`], as clap parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Text => OutputFormat::Text,
+            Format::Json => OutputFormat::Json,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -72,9 +72,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error(transparent)]
+    #[error("{message}")]
     #[diagnostic(code(labship::build::dockerignore), help("fix the pattern; the syntax is Docker's: https://docs.docker.com/build/concepts/context/#dockerignore-files"))]
-    DockerIgnore(#[from] crate::build::dockerignore::IgnoreError),
+    DockerIgnore { message: String },
 
     // ---- the Docker engine ---------------------------------------------------------------
     #[error("cannot reach the Docker engine (tried {tried})")]
@@ -355,6 +355,14 @@ pub enum Error {
     TokenNotFound {
         origin: String,
         reason: String,
+        hint: String,
+    },
+
+    #[error("{option} does not apply to a deployment on {target}")]
+    #[diagnostic(code(labship::unsupported), help("{hint}"))]
+    Unsupported {
+        option: String,
+        target: String,
         hint: String,
     },
 

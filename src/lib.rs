@@ -1,11 +1,12 @@
 //! labship: ship JupyterLab to the cloud in one command.
 //!
 //! The modules follow the pipeline a user runs: settings ([`config`], [`init`]), then
-//! [`build`] the image on the Docker [`engine`], then [`push`] it to ECR through the one
-//! [`aws`] configuration and launch it on [`ec2`] (or run it on this machine, [`local`]), and
-//! recover the Jupyter [`token`] from its log; [`status`] lists what runs; `down` in both
-//! removes it. [`output`] keeps results on stdout and progress on stderr;
-//! [`error`] says what failed, why, and what to do.
+//! [`build`] the image (with the offline base), [`push`] it to a registry, run it on a
+//! [`hosts`] target (the local Docker engine or EC2), and recover the Jupyter [`token`].
+//! The adapters over the outside world come after: the Docker engine ([`docker`]) and AWS
+//! ([`aws`]); then support: [`output`] keeps results on stdout and progress on stderr,
+//! [`error`] says what failed, why, and what to do. The command line itself lives in the
+//! binary (`src/main.rs`, `src/cli.rs`, `src/commands/`): this library knows nothing of clap.
 
 // `Error` carries the config file's text for miette's source snippets, which makes it large;
 // errors are the cold path of a CLI, so the size is not worth boxing every variant for.
@@ -14,22 +15,17 @@
 pub mod config;
 pub mod init;
 
-pub mod base;
 pub mod build;
-pub mod engine;
 pub mod push;
 
-pub mod ec2;
-pub mod local;
-pub mod status;
+pub mod hosts;
 pub mod token;
 
 pub mod aws;
-pub mod tags;
+pub mod docker;
 
 pub mod browser;
-pub mod cli;
-pub mod commands;
 pub mod error;
 pub mod http;
 pub mod output;
+pub mod tags;

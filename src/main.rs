@@ -1,7 +1,14 @@
+// `Error` carries the config file's text for miette's source snippets, which makes it large;
+// errors are the cold path of a CLI, so the size is not worth boxing every variant for.
+#![allow(clippy::result_large_err)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use labship::cli::Cli;
+
+mod cli;
+mod commands;
+use cli::Cli;
 use labship::error::Error;
 use labship::output::{OutputFormat, Printer};
 use tracing_subscriber::EnvFilter;
@@ -9,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
-    let printer = Printer::new(cli.global.output, cli.global.quiet);
+    let printer = Printer::new(cli.global.output.into(), cli.global.quiet);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -23,11 +30,11 @@ fn main() -> ExitCode {
     };
     // Ctrl-C keeps its default meaning (stop now) except where a command needs to clean up
     // (`up --attach` stops its container), which installs its own handler.
-    let result = runtime.block_on(labship::commands::run(cli.command, &cli.global, &printer));
+    let result = runtime.block_on(commands::run(cli.command, &cli.global, &printer));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            report_error(err, cli.global.output);
+            report_error(err, cli.global.output.into());
             ExitCode::FAILURE
         }
     }

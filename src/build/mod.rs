@@ -4,6 +4,7 @@
 //! channel (memory stays flat whatever the context's size), hashed on the way, and the image
 //! is tagged with a content tag derived from that hash and the build inputs, plus `latest`.
 
+pub mod base;
 pub mod context;
 pub mod dockerignore;
 mod labels;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::engine::{build_options, Engine};
+use crate::docker::{build_options, Engine};
 use crate::error::{Error, Result};
 use crate::output::{human_bytes, Printer};
 
@@ -229,11 +230,11 @@ pub async fn build_with_offline_fallback(
     printer: &Printer,
 ) -> Result<BuildReport> {
     match build(engine, config, printer).await {
-        Err(Error::BaseImage { image, message }) if crate::base::may_fall_back(config) => {
+        Err(Error::BaseImage { image, message }) if crate::build::base::may_fall_back(config) => {
             printer.note(format!(
                 "Cannot pull the base image {image} ({message}).\nUsing an offline Jupyter base made from Debian packages and PyPI instead (`labship base` makes it on its own)."
             ));
-            let base = crate::base::ensure_offline_base(engine, printer).await?;
+            let base = crate::build::base::ensure_offline_base(engine, printer).await?;
             let mut config = config.clone();
             config.build.args.insert("BASE_IMAGE".into(), base);
             build(engine, &config, printer).await
@@ -255,7 +256,7 @@ fn resolve_base(config: &Config) -> Option<String> {
     config.build.args.get("BASE_IMAGE").cloned().or_else(|| {
         std::fs::read_to_string(&config.build.dockerfile)
             .ok()
-            .and_then(|text| crate::base::default_base_image(&text))
+            .and_then(|text| crate::build::base::default_base_image(&text))
     })
 }
 
@@ -306,6 +307,14 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+impl From<dockerignore::IgnoreError> for Error {
+    fn from(e: dockerignore::IgnoreError) -> Self {
+        Error::DockerIgnore {
+            message: e.to_string(),
+        }
     }
 }
 

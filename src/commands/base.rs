@@ -1,8 +1,8 @@
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::error::Result;
-use crate::output::Printer;
+use labship::docker::Engine;
+use labship::error::Result;
+use labship::output::Printer;
 
 #[derive(Serialize)]
 struct BaseReport {
@@ -17,6 +17,6 @@ impl std::fmt::Display for BaseReport {
 
 pub async fn run(printer: &Printer) -> Result<()> {
     let engine = Engine::connect().await?;
-    let image = crate::base::ensure_offline_base(&engine, printer).await?;
+    let image = labship::build::base::ensure_offline_base(&engine, printer).await?;
     super::emit(printer, &BaseReport { image })
 }

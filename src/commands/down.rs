@@ -1,28 +1,58 @@
+//! `labship down`: one handler for every target; asks before deleting (or `--yes`).
+
 use std::io::{BufRead, IsTerminal, Write};
 
+use labship::config::{Config, Target};
+use labship::error::{Error, Result};
+use labship::hosts::ec2::Ec2Host;
+use labship::hosts::local::LocalHost;
+use labship::hosts::{DownOptions, Host};
+use labship::output::Printer;
+
 use crate::cli::DownArgs;
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::output::Printer;
 
 pub async fn run(config: Config, args: &DownArgs, printer: &Printer) -> Result<()> {
-    let engine = Engine::connect().await?;
-    if args.delete_data && !args.yes {
-        let action = format!(
-            "delete the workspace volume {} with every notebook in it",
-            crate::local::volume_name(&config.name)
-        );
-        if !confirm(&action)? {
-            return Err(Error::NeedsConfirmation { action });
+    let options = DownOptions {
+        delete_data: args.delete_data,
+        purge_images: args.purge_images,
+        all: args.all,
+        backup_root: config.root.join("labship-backups"),
+    };
+    match config.target {
+        Target::Local => {
+            if args.purge_images || args.all {
+                return Err(Error::Unsupported {
+                    option: if args.all { "--all" } else { "--purge-images" }.into(),
+                    target: Target::Local.to_string(),
+                    hint: "the local image stays on the engine (`docker image rm` removes it); these options act on ECR and IAM: add --ec2".into(),
+                });
+            }
+            on(&LocalHost::connect().await?, &config, &options, args, printer).await
+        }
+        Target::Ec2 => on(&Ec2Host::connect(&config).await?, &config, &options, args, printer).await,
+    }
+}
+
+async fn on<H: Host>(
+    host: &H,
+    config: &Config,
+    options: &DownOptions,
+    args: &DownArgs,
+    printer: &Printer,
+) -> Result<()> {
+    if !args.yes {
+        if let Some(action) = host.down_preview(config, options).await? {
+            if !confirm(&action)? {
+                return Err(Error::NeedsConfirmation { action });
+            }
         }
     }
-    let report = crate::local::down(&engine, &config.name, args.delete_data).await?;
+    let report = host.down(config, options, printer).await?;
     super::emit(printer, &report)
 }
 
 /// Asks on the terminal; false when the answer is no or there is no terminal to ask on.
-pub(super) fn confirm(action: &str) -> Result<bool> {
+fn confirm(action: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }

@@ -1,6 +1,6 @@
-use crate::error::Result;
-use crate::init::{self, InitOptions};
-use crate::output::Printer;
+use labship::error::Result;
+use labship::init::{self, InitOptions};
+use labship::output::Printer;
 
 pub fn run(args: crate::cli::InitArgs, printer: &Printer) -> Result<()> {
     let cwd = super::current_dir()?;

@@ -1,60 +1,38 @@
+//! `labship token`: the deployment's token (from its host), or the one in a log (`--from-log`).
+
 use std::io::Read;
 
-use serde::Serialize;
+use labship::config::Target;
+use labship::error::{Error, Result};
+use labship::hosts::ec2::Ec2Host;
+use labship::hosts::local::LocalHost;
+use labship::hosts::{Host, TokenReport};
+use labship::output::Printer;
 
 use crate::cli::{named, GlobalArgs, TokenArgs};
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::output::Printer;
-use crate::token::TokenFinding;
-
-/// The token on its own line in text mode (for `$(labship token)`), an object in JSON.
-#[derive(Serialize)]
-struct TokenReport {
-    token: String,
-    url: String,
-}
-
-impl std::fmt::Display for TokenReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.token)
-    }
-}
-
-impl From<TokenFinding> for TokenReport {
-    fn from(found: TokenFinding) -> Self {
-        TokenReport {
-            token: found.token.expose().to_string(),
-            url: found.url,
-        }
-    }
-}
 
 pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Result<()> {
-    let found = match &args.from_log {
+    let report = match &args.from_log {
         Some(path) => {
             let (origin, text) = read_log(path)?;
-            crate::token::find_token(&text).map_err(|e| crate::local::token_error(e, &origin))?
+            let found = labship::token::find_token(&text)
+                .map_err(|e| labship::hosts::local::token_error(e, &origin))?;
+            TokenReport {
+                target: None,
+                deployment: None,
+                token: found.token.expose().to_string(),
+                url: found.url,
+            }
         }
         None => {
             let config = super::load(named(global, &args.deployment, args.on))?;
-            if config.target == crate::config::Target::Ec2 {
-                let aws = crate::aws::load(&config).await?;
-                // The URL on the instance's public address, not the one Jupyter logged.
-                let (found, url) = crate::ec2::info::token(&aws, &config.name).await?;
-                return super::emit(
-                    printer,
-                    &TokenReport {
-                        url,
-                        ..found.into()
-                    },
-                );
+            match config.target {
+                Target::Local => LocalHost::connect().await?.token(&config.name).await?,
+                Target::Ec2 => Ec2Host::connect(&config).await?.token(&config.name).await?,
             }
-            let engine = Engine::connect().await?;
-            crate::local::token(&engine, &config.name).await?
         }
     };
-    super::emit(printer, &TokenReport::from(found))
+    super::emit(printer, &report)
 }
 
 fn read_log(path: &std::path::Path) -> Result<(String, String)> {

@@ -5,7 +5,7 @@
 //! tag is used (or built), tagged with the registry's name, and pushed by the engine with
 //! per-layer progress on stderr.
 
-pub mod ecr;
+
 
 use std::collections::HashMap;
 
@@ -14,11 +14,11 @@ use serde::Serialize;
 
 use crate::build;
 use crate::config::Config;
-use crate::engine::{Engine, PushEvent};
+use crate::docker::{Engine, PushEvent};
 use crate::error::Result;
 use crate::output::{human_bytes, Printer};
 
-pub use ecr::{Ecr, ImageRegistry, Repository};
+pub use crate::aws::ecr::{Ecr, ImageRegistry, Repository};
 
 /// The result of `labship push`.
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +69,7 @@ pub async fn push(
 /// is the upload. `up` launches the instance at this point, so that it boots while the
 /// layers are still uploading (its user-data retries the pull until the tag exists).
 pub struct Prepared {
-    auth: crate::engine::RegistryAuth,
+    auth: crate::docker::RegistryAuth,
     local: String,
     remote: String,
     tag: String,
@@ -83,6 +83,11 @@ impl Prepared {
     /// `REGISTRY/REPOSITORY:CONTENT_TAG`, what an instance pulls.
     pub fn image_uri(&self) -> String {
         format!("{}:{}", self.remote, self.tag)
+    }
+
+    /// The image's content tag (the build's, when this run built it).
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// The registry host (`host[:port]`) instances log in to.
@@ -212,7 +217,7 @@ pub async fn finish(
 /// be pushed; the report then lists only the content tag.
 async fn move_latest(
     engine: &Engine,
-    auth: &crate::engine::RegistryAuth,
+    auth: &crate::docker::RegistryAuth,
     local: &str,
     remote: &str,
     tag: &str,
@@ -241,12 +246,12 @@ async fn move_latest(
 /// bars) and `latest` (layers already there by then).
 async fn upload(
     engine: &Engine,
-    auth: &crate::engine::RegistryAuth,
+    auth: &crate::docker::RegistryAuth,
     local: &str,
     remote: &str,
     tag: &str,
     printer: &Printer,
-) -> Result<crate::engine::PushOutcome> {
+) -> Result<crate::docker::PushOutcome> {
     let source = format!("{local}:{tag}");
     engine.tag(&source, remote, tag).await?;
     engine.tag(&source, remote, "latest").await?;

@@ -7,4 +7,4 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export LABSHIP_BASE_HOME="${LABSHIP_BASE_HOME:-${LABSHIP_RIG_HOME:-${HOME:-/root}/.cache/labship-rig}}"
-exec bash "$here/../../src/base/offline-base.sh" "$@"
+exec bash "$here/../../src/build/base/offline-base.sh" "$@"

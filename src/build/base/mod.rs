@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::output::Printer;
 

@@ -2,6 +2,8 @@
 //! chains (environment, profiles, SSO, instance roles), `--profile`/`--region` on top,
 //! `AWS_ENDPOINT_URL` honoured by the SDK itself, bounded retries and timeouts.
 
+pub mod ecr;
+
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;

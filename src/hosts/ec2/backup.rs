@@ -9,7 +9,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::Serialize;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::hosts::SavedWorkspace as Saved;
 
 /// One request may take this long (a large data file over a slow link).
 const PER_REQUEST: Duration = Duration::from_secs(300);
@@ -17,16 +19,6 @@ const PER_REQUEST: Duration = Duration::from_secs(300);
 const MAX_FILE: u64 = 1 << 30;
 /// Directory listings larger than this are refused.
 const MAX_LISTING: usize = 32 << 20;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Saved {
-    pub instance: String,
-    pub dir: PathBuf,
-    pub files: usize,
-    pub bytes: u64,
-    /// Paths not saved, with the reason.
-    pub skipped: Vec<String>,
-}
 
 /// Where Jupyter serves the API, from the path of its login URL (`/lab`, `/tree`, `/` or a
 /// base URL such as `/user/x/lab`).
@@ -154,19 +146,17 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
     Some(p.to_path_buf())
 }
 
+/// What stays unescaped in a path segment: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes each segment of a contents path (names may hold spaces, `#`, `?`, ...).
 fn encode_path(path: &str) -> String {
     path.split('/')
-        .map(|seg| {
-            seg.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
 }

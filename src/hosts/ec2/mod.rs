@@ -14,6 +14,7 @@ pub mod backup;
 pub mod cloud;
 pub mod down;
 pub mod info;
+pub mod plan;
 pub mod up;
 pub mod userdata;
 mod watch;
@@ -21,10 +22,15 @@ mod watch;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::config::{Arch, HostAmi};
+use crate::aws::Aws;
+use crate::config::{Arch, Config, HostAmi, Target};
+use crate::docker::Engine;
 use crate::error::{Error, Result};
+use crate::hosts::{
+    DeploymentStatus, DownOptions, DownReport, Host, Interrupt, LogsReport, Plan, TokenReport,
+    UpOptions, UpReport,
+};
+use crate::output::Printer;
 
 pub use cloud::Cloud;
 
@@ -148,7 +154,9 @@ pub async fn ingress_cidrs(allow: &[String], public: bool) -> Result<(Vec<String
     Ok((vec![cidr], "your public IP (detected)".into()))
 }
 
-/// `A.B.C.D` -> `A.B.C.D/32`; validates `ADDR/LEN`.
+/// `A.B.C.D` -> `A.B.C.D/32`; validates `ADDR/LEN` and masks it to its network address
+/// (EC2 stores 10.0.0.28/29 as 10.0.0.24/29: so does labship, or every `up` would see a
+/// changed rule).
 pub fn normalise_cidr(c: &str) -> Result<String> {
     let bad = |reason: &str| Error::InvalidSetting {
         what: "CIDR",
@@ -156,42 +164,21 @@ pub fn normalise_cidr(c: &str) -> Result<String> {
         reason: reason.to_string(),
         hint: "use an address range like 203.0.113.7/32 or 2001:db8::/64".into(),
     };
-    let (addr, len) = match c.trim().split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (c.trim(), None),
-    };
+    let trimmed = c.trim();
+    let addr = trimmed.split_once('/').map_or(trimmed, |(a, _)| a);
     let ip: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u8 = match len {
-        Some(l) => l
-            .parse()
-            .map_err(|_| bad("the prefix length is not a number"))?,
-        None => max,
-    };
-    if len > max {
-        return Err(bad("the prefix length is too long"));
-    }
-    // EC2 stores the network address (10.0.0.28/29 becomes 10.0.0.24/29): so does labship,
-    // or every `up` would see a changed rule.
-    let network = match ip {
-        IpAddr::V4(v4) => {
-            let mask = if len == 0 {
-                0
+    let net = if trimmed.contains('/') {
+        trimmed.parse::<ipnet::IpNet>().map_err(|_| {
+            bad(if ip.is_ipv4() {
+                "the prefix length is not a number from 0 to 32"
             } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
+                "the prefix length is not a number from 0 to 128"
+            })
+        })?
+    } else {
+        ipnet::IpNet::from(ip)
     };
-    Ok(format!("{network}/{len}"))
+    Ok(net.trunc().to_string())
 }
 
 /// The caller's public IP as AWS sees it. `LABSHIP_CHECKIP` (host:port) replaces the
@@ -216,42 +203,96 @@ pub async fn caller_ip() -> Result<IpAddr> {
     })
 }
 
-/// Where the time of an `up` went, in seconds (phases that did not run are absent).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timings {
-    pub build: Option<f64>,
-    pub push: Option<f64>,
-    /// RunInstances until the instance reported running.
-    pub launch: Option<f64>,
-    /// Launch until the user-data began (firmware, kernel, cloud-init).
-    pub boot: Option<f64>,
-    /// Installing/starting Docker and logging in to ECR.
-    pub docker: Option<f64>,
-    pub pull: Option<f64>,
-    /// Container start until Jupyter answered with its token.
-    pub jupyter: Option<f64>,
-    pub total: f64,
+/// EC2 in the user's AWS account as a [`Host`]. The engine builds and pushes the image; the
+/// AWS configuration is loaded once per command.
+pub struct Ec2Host {
+    engine: Option<Engine>,
+    aws: Aws,
 }
 
-impl std::fmt::Display for Timings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rows = [
-            ("build", self.build),
-            ("push", self.push),
-            ("launch", self.launch),
-            ("boot", self.boot),
-            ("docker+login", self.docker),
-            ("pull", self.pull),
-            ("jupyter start", self.jupyter),
-        ];
-        writeln!(f, "Timings (s; push overlaps launch and boot):")?;
-        for (name, v) in rows {
-            match v {
-                Some(v) => writeln!(f, "  {name:<14} {v:>7.1}")?,
-                None => writeln!(f, "  {name:<14} {:>7}", "-")?,
+impl Ec2Host {
+    /// For the commands that build and push (`up`).
+    pub async fn with_engine(config: &Config) -> Result<Ec2Host> {
+        let engine = Engine::connect().await?;
+        Ok(Ec2Host {
+            engine: Some(engine),
+            aws: crate::aws::load(config).await?,
+        })
+    }
+
+    /// For the commands that only read or remove (status, token, logs, down).
+    pub async fn connect(config: &Config) -> Result<Ec2Host> {
+        Ok(Ec2Host {
+            engine: None,
+            aws: crate::aws::load(config).await?,
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.aws.region
+    }
+}
+
+impl Host for Ec2Host {
+    fn target(&self) -> Target {
+        Target::Ec2
+    }
+
+    async fn plan(&self, config: &Config, options: &UpOptions, _printer: &Printer) -> Result<Plan> {
+        let connected;
+        let engine = match &self.engine {
+            Some(e) => e,
+            None => {
+                connected = Engine::connect().await?;
+                &connected
             }
+        };
+        let config = crate::build::base::prefer_offline(engine, config).await?;
+        let opts = plan::Options::resolve(&config, options)?;
+        up::dry_run(engine, &self.aws, &config, &opts).await
+    }
+
+    async fn up(&self, config: &Config, options: &UpOptions, printer: &Printer) -> Result<UpReport> {
+        let connected;
+        let engine = match &self.engine {
+            Some(e) => e,
+            None => {
+                connected = Engine::connect().await?;
+                &connected
+            }
+        };
+        let config = crate::build::base::prefer_offline(engine, config).await?;
+        let opts = plan::Options::resolve(&config, options)?;
+        up::up(engine, &self.aws, &config, &opts, printer).await
+    }
+
+    async fn status(&self) -> Result<Vec<DeploymentStatus>> {
+        info::status(&self.aws).await
+    }
+
+    async fn token(&self, deployment: &str) -> Result<TokenReport> {
+        info::token(&self.aws, deployment).await
+    }
+
+    async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport> {
+        info::logs(&self.aws, deployment, tail).await
+    }
+
+    async fn attach(&self, _deployment: &str, _interrupt: &mut Interrupt, _printer: &Printer) -> Result<()> {
+        // Refused before anything happens by `UpOptions::refuse`; kept an error here too.
+        UpOptions {
+            attach: true,
+            ..UpOptions::default()
         }
-        write!(f, "  {:<14} {:>7.1}", "total", self.total)
+        .refuse(Target::Ec2, false)
+    }
+
+    async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {
+        down::preview(&self.aws, config, options).await
+    }
+
+    async fn down(&self, config: &Config, options: &DownOptions, printer: &Printer) -> Result<DownReport> {
+        down::down(&self.aws, config, options, printer).await
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn until_token(
                         instance: instance.id.clone(),
                         phase: phase.clone(),
                         // The cause quotes a log line, which may carry a token.
-                        cause: crate::local::redact(cause),
+                        cause: crate::hosts::local::redact(cause),
                         hint: hint_for(phase, &instance.deployment),
                     });
                 }
@@ -107,7 +107,7 @@ pub async fn until_token(
                             });
                         }
                         Err(TokenError::TokenNotLogged) => {
-                            return Err(crate::local::token_error(
+                            return Err(crate::hosts::local::token_error(
                                 TokenError::TokenNotLogged,
                                 &format!("the console of {}", instance.id),
                             ))
@@ -185,7 +185,7 @@ fn timeout_hint(console: &str, deployment: &str) -> String {
     let clean = token::clean::clean_console(console);
     let lines: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
-    let tail = crate::local::redact(&tail);
+    let tail = crate::hosts::local::redact(&tail);
     let shown = if tail.is_empty() {
         "the console is still empty (EC2 may take a few minutes to show it)".to_string()
     } else {

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use crate::engine::Engine;
+use crate::docker::Engine;
 use crate::error::{Error, Result};
 
 /// How far past the start port to look for a free one.

@@ -3,15 +3,14 @@
 //! role), found by their tags. One failure does not stop the others; each is reported.
 //! Running it again finds nothing and says so.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use super::backup;
 use super::cloud::{self, Cloud, Instance};
 use crate::aws::Aws;
+use crate::config::{Config, Target};
 use crate::error::{Error, Result};
+use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
 use crate::output::Printer;
 use crate::push::Ecr;
 
@@ -20,102 +19,12 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 /// How long a security group may stay in use by a terminated instance's interface.
 const GROUP_WAIT: Duration = Duration::from_secs(180);
 
-pub struct DownOptions {
-    pub purge_images: bool,
-    pub all: bool,
-    /// Terminate without saving the workspace first.
-    pub delete_data: bool,
-    /// Where saved workspaces go (`<folder>/<deployment>-<UTC time>/`).
-    pub backup_root: PathBuf,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct DownReport {
-    pub deployment: String,
-    pub region: String,
-    /// Workspaces saved before termination.
-    pub saved: Vec<backup::Saved>,
-    pub terminated: Vec<String>,
-    pub security_groups_deleted: Vec<String>,
-    pub images_deleted: usize,
-    pub repository_deleted: Option<String>,
-    pub iam_removed: bool,
-    /// Why the shared IAM role stays (with --all).
-    pub iam_kept: Option<String>,
-    pub failures: Vec<String>,
-}
-
-impl DownReport {
-    pub fn nothing_found(&self) -> bool {
-        self.terminated.is_empty()
-            && self.security_groups_deleted.is_empty()
-            && self.images_deleted == 0
-            && self.repository_deleted.is_none()
-            && !self.iam_removed
-    }
-}
-
-impl std::fmt::Display for DownReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.nothing_found() && self.failures.is_empty() {
-            return write!(
-                f,
-                "Nothing left of `{}` in {}: no instance, security group{}",
-                self.deployment,
-                self.region,
-                if self.iam_kept.is_some() {
-                    ""
-                } else {
-                    " or images to remove"
-                }
-            );
-        }
-        writeln!(f, "Removed `{}` in {}:", self.deployment, self.region)?;
-        for s in &self.saved {
-            writeln!(
-                f,
-                "  saved           {} files ({}) of {} to {}",
-                s.files,
-                crate::output::human_bytes(s.bytes),
-                s.instance,
-                s.dir.display()
-            )?;
-            for skipped in &s.skipped {
-                writeln!(f, "    not saved: {skipped}")?;
-            }
-        }
-        for i in &self.terminated {
-            writeln!(f, "  terminated      {i}")?;
-        }
-        for g in &self.security_groups_deleted {
-            writeln!(f, "  security group  {g}")?;
-        }
-        if self.images_deleted > 0 {
-            writeln!(f, "  ECR images      {}", self.images_deleted)?;
-        }
-        if let Some(r) = &self.repository_deleted {
-            writeln!(f, "  ECR repository  {r}")?;
-        }
-        if self.iam_removed {
-            writeln!(
-                f,
-                "  IAM             role and instance profile {}",
-                cloud::INSTANCE_PROFILE
-            )?;
-        }
-        if let Some(why) = &self.iam_kept {
-            writeln!(f, "  IAM kept        {why}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Saves one instance's workspace through its Jupyter (token from the console).
 async fn save(
     cloud: &Cloud,
     inst: &Instance,
     dest: &std::path::Path,
-) -> Result<backup::Saved, String> {
+) -> Result<SavedWorkspace, String> {
     if inst.state != "running" {
         return Err(format!(
             "the instance is {}, so its Jupyter cannot be reached",
@@ -147,31 +56,63 @@ async fn save(
     .await
 }
 
-/// What `down` is about to remove, for the confirmation question.
-pub async fn preview(aws: &Aws, deployment: &str) -> Result<(Vec<String>, Vec<String>)> {
+/// What `down` is about to remove, in words, for the confirmation question (None: nothing).
+pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<Option<String>> {
     let cloud = Cloud::new(aws);
-    let instances = cloud.instances(Some(deployment)).await?;
-    let groups = cloud.security_groups(Some(deployment)).await?;
-    Ok((
-        instances.into_iter().map(|i| i.id).collect(),
-        groups.into_iter().map(|g| g.id).collect(),
-    ))
+    let deployment = &config.name;
+    let (instances, groups) = tokio::try_join!(
+        cloud.instances(Some(deployment)),
+        cloud.security_groups(Some(deployment))
+    )?;
+    let instances: Vec<String> = instances.into_iter().map(|i| i.id).collect();
+    let groups: Vec<String> = groups.into_iter().map(|g| g.id).collect();
+    if instances.is_empty() && groups.is_empty() && !opts.purge_images && !opts.all {
+        return Ok(None);
+    }
+    let mut what = Vec::new();
+    if !instances.is_empty() {
+        what.push(if opts.delete_data {
+            format!(
+                "terminate {} WITHOUT saving its workspace (its notebooks are deleted with the instance's disk)",
+                instances.join(", ")
+            )
+        } else {
+            format!(
+                "save the workspace of {} to {} and terminate it",
+                instances.join(", "),
+                opts.backup_root.display()
+            )
+        });
+    }
+    if !groups.is_empty() {
+        what.push(format!("delete security group {}", groups.join(", ")));
+    }
+    if opts.purge_images {
+        what.push(format!(
+            "delete every image in ECR repository {}",
+            config.push.repository
+        ));
+    }
+    if opts.all {
+        what.push("remove the shared IAM role labship-instance if no deployment uses it".into());
+    }
+    Ok(Some(format!(
+        "{} of `{deployment}` in {}",
+        what.join(", "),
+        cloud.region
+    )))
 }
 
 pub async fn down(
     aws: &Aws,
-    deployment: &str,
-    repository: &str,
-    registry_endpoint: Option<String>,
+    config: &Config,
     opts: &DownOptions,
     printer: &Printer,
 ) -> Result<DownReport> {
     let cloud = Cloud::new(aws);
-    let mut report = DownReport {
-        deployment: deployment.to_string(),
-        region: cloud.region.clone(),
-        ..DownReport::default()
-    };
+    let deployment = config.name.as_str();
+    let repository = config.push.repository.as_str();
+    let mut report = DownReport::new(Target::Ec2, deployment, Some(cloud.region.clone()));
 
     // 1. Instances (they hold the security group), after saving their workspaces: the
     //    instance's disk is deleted with it.
@@ -243,7 +184,7 @@ pub async fn down(
 
     // 3. Images, only when asked.
     if opts.purge_images {
-        let ecr = Ecr::new(aws, registry_endpoint);
+        let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
         match ecr.purge(repository).await {
             Ok((count, deleted_repo)) => {
                 report.images_deleted = count;
@@ -284,6 +225,22 @@ pub async fn down(
         }
     }
 
+    report.removed = report
+        .terminated
+        .iter()
+        .map(|i| format!("instance {i}"))
+        .chain(
+            report
+                .security_groups_deleted
+                .iter()
+                .map(|g| format!("security group {g}")),
+        )
+        .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
+        .chain(report.repository_deleted.iter().map(|r| format!("ECR repository {r}")))
+        .chain(report.iam_removed.then(|| {
+            format!("IAM role and instance profile {}", cloud::INSTANCE_PROFILE)
+        }))
+        .collect();
     if !report.failures.is_empty() {
         for f in &report.failures {
             printer.note(format!("failed: {f}"));

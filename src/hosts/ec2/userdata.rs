@@ -45,12 +45,12 @@ pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
 /// The label on the container and the workspace volume; its value is the deployment.
 pub const DEPLOYMENT_LABEL: &str = "dev.labship.ec2.deployment";
 
-const BOOT: &str = include_str!("../../userdata/boot.sh");
-const REPLACE: &str = include_str!("../../userdata/replace.sh");
-const COMMON: &str = include_str!("../../userdata/common.sh");
-const DOCKER_AL2023: &str = include_str!("../../userdata/docker-al2023.sh");
-const DOCKER_ECS: &str = include_str!("../../userdata/docker-ecs.sh");
-const DOCKER_ANY: &str = include_str!("../../userdata/docker-any.sh");
+const BOOT: &str = include_str!("../../../userdata/boot.sh");
+const REPLACE: &str = include_str!("../../../userdata/replace.sh");
+const COMMON: &str = include_str!("../../../userdata/common.sh");
+const DOCKER_AL2023: &str = include_str!("../../../userdata/docker-al2023.sh");
+const DOCKER_ECS: &str = include_str!("../../../userdata/docker-ecs.sh");
+const DOCKER_ANY: &str = include_str!("../../../userdata/docker-any.sh");
 
 /// Longest deadline a script accepts (a day): every wait on the host stays bounded.
 const MAX_DEADLINE_SECS: u64 = 24 * 60 * 60;

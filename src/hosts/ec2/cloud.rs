@@ -30,7 +30,7 @@ pub const INSTANCE_POLICIES: [&str; 2] = [
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 ];
-pub const TRUST_POLICY: &str = include_str!("../../infra/instance-trust-policy.json");
+pub const TRUST_POLICY: &str = include_str!("../../../infra/instance-trust-policy.json");
 
 /// States in which an instance still exists (and costs, or will).
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
@@ -103,20 +103,22 @@ pub struct Ingress {
     pub description: String,
 }
 
-/// What RunInstances gets.
+/// What RunInstances gets, decided by the plan (see `plan::plan`); the security group is
+/// added at launch, once it exists.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub deployment: String,
-    pub image: String,
-    pub port: u16,
     pub ami: String,
     pub instance_type: String,
     pub root_device: String,
     pub root_gib: i32,
-    pub security_group: String,
+    pub metadata_hop_limit: i32,
     pub subnet: Option<String>,
     pub ssh_key: Option<String>,
     pub user_data: String,
+    pub instance_tags: Vec<(String, String)>,
+    /// For the root volume and the network interface.
+    pub volume_tags: Vec<(String, String)>,
 }
 
 /// The outcome of a command run on an instance through Systems Manager.
@@ -743,13 +745,14 @@ impl Cloud {
 
     /// Launches one instance. A just-created instance profile is refused for a few seconds
     /// ("Invalid IAM Instance Profile"): exactly that error is retried, for up to `profile_wait`.
-    pub async fn launch(&self, spec: &LaunchSpec, profile_wait: Duration) -> Result<Instance> {
-        let mut instance_tags: Vec<(&str, String)> =
-            tags::for_deployment(&spec.deployment).to_vec();
-        instance_tags.push(("Name", format!("labship-{}", spec.deployment)));
-        let volume_tags = instance_tags.clone();
-        instance_tags.push((tags::IMAGE, spec.image.clone()));
-        instance_tags.push((tags::PORT, spec.port.to_string()));
+    pub async fn launch(
+        &self,
+        spec: &LaunchSpec,
+        security_group: &str,
+        profile_wait: Duration,
+    ) -> Result<Instance> {
+        let instance_tags = borrowed(&spec.instance_tags);
+        let volume_tags = borrowed(&spec.volume_tags);
         let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
         // One token per `up`: the SDK's own retries of this call cannot make two instances.
         let client_token = format!("labship-{}-{}", spec.deployment, hex::encode(rand_bytes()));
@@ -769,7 +772,7 @@ impl Cloud {
                         .name(INSTANCE_PROFILE)
                         .build(),
                 )
-                .security_group_ids(&spec.security_group)
+                .security_group_ids(security_group)
                 .set_subnet_id(spec.subnet.clone())
                 .set_key_name(spec.ssh_key.clone())
                 // IMDSv2 only, hop limit 1: containers on the host cannot reach the
@@ -777,7 +780,7 @@ impl Cloud {
                 .metadata_options(
                     InstanceMetadataOptionsRequest::builder()
                         .http_tokens(HttpTokensState::Required)
-                        .http_put_response_hop_limit(1)
+                        .http_put_response_hop_limit(spec.metadata_hop_limit)
                         .http_endpoint(InstanceMetadataEndpointState::Enabled)
                         .build(),
                 )
@@ -1150,14 +1153,15 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
     }
 }
 
-/// 8 random bytes from the OS (for idempotency tokens; not a secret).
+fn borrowed(tags: &[(String, String)]) -> Vec<(&str, String)> {
+    tags.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+}
+
+/// 8 random bytes from the OS (for idempotency tokens; not a secret). Should the OS refuse,
+/// the clock and process id still make the token unique enough for one `up`.
 fn rand_bytes() -> [u8; 8] {
     let mut buf = [0u8; 8];
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut buf);
-    }
-    if buf == [0u8; 8] {
+    if getrandom::getrandom(&mut buf).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

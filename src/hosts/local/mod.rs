@@ -5,16 +5,21 @@
 
 mod ports;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::build;
-use crate::config::Config;
-use crate::engine::{ContainerInfo, ContainerSpec, Engine};
+use crate::config::{Config, Target};
+use crate::docker::{ContainerInfo, ContainerSpec, Engine};
 use crate::error::{Error, Result};
+use crate::hosts::{
+    DeploymentStatus, DownOptions, DownReport, Host, Interrupt, LogsReport, Plan, PlanDetail,
+    PlannedAction, Timings, TokenReport, UpOptions as HostOptions, UpReport,
+};
 use crate::output::Printer;
 use crate::tags::labels;
 use crate::token::{self, TokenError};
@@ -34,6 +39,7 @@ pub fn volume_name(deployment: &str) -> String {
     format!("labship-{deployment}-work")
 }
 
+/// The settings `up` resolves for this target (defaults applied).
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub port: Option<u16>,
@@ -41,164 +47,250 @@ pub struct UpOptions {
     pub wait: Duration,
 }
 
-/// What `up --local` did to the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// A new container.
-    Created,
-    /// The running container already had this image: nothing changed.
-    Unchanged,
-    /// A stopped container with this image was started again.
-    Started,
-    /// The image changed: the container was replaced, the workspace volume kept.
-    Replaced,
+impl UpOptions {
+    fn resolve(options: &crate::hosts::UpOptions) -> UpOptions {
+        UpOptions {
+            port: options.port,
+            bind: options
+                .bind
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .to_string(),
+            wait: options.wait.unwrap_or(DEFAULT_WAIT),
+        }
+    }
 }
 
+/// Default wait for Jupyter to print its token and answer.
+const DEFAULT_WAIT: Duration = Duration::from_secs(180);
+
+/// What `up` found on the engine: the input of [`plan`].
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The image's content tag for the configured context.
+    pub tag: String,
+    /// Whether the engine already has that image.
+    pub image_present: bool,
+    /// The deployment's container, if any.
+    pub existing: Option<ContainerInfo>,
+    /// Its published address and port, if it has one.
+    pub binding: Option<(String, u16)>,
+    /// Its restart count (a no-op checks that it did not restart meanwhile).
+    pub restarts: i64,
+}
+
+/// The local decisions of a plan.
 #[derive(Debug, Clone, Serialize)]
-pub struct UpReport {
-    pub name: String,
-    pub url: String,
+pub struct LocalPlan {
     pub container: String,
-    pub image: String,
-    pub port: u16,
     pub volume: String,
-    pub action: Action,
-    /// Whether the image had to be built in this run.
-    pub built: bool,
-    /// Seconds from the container's (re)start to a URL that answers.
-    pub ready_seconds: f64,
+    /// The address the port is published on.
+    pub bind: String,
+    /// The port asked for or kept; None: the first free one from 8888.
+    pub port: Option<u16>,
+    /// The workspace volume gets the new image's files (without overwriting) first.
+    pub sync_workspace: bool,
+    pub labels: BTreeMap<String, String>,
+    pub wait_seconds: u64,
 }
 
-impl std::fmt::Display for UpReport {
+impl std::fmt::Display for LocalPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.url)
+        writeln!(f, "  container       {}", self.container)?;
+        writeln!(
+            f,
+            "  volume          {} (the workspace; kept by `down`){}",
+            self.volume,
+            if self.sync_workspace {
+                ", the new image's files added without overwriting"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "  published on    {}:{}",
+            self.bind,
+            self.port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| format!("first free port from {JUPYTER_PORT}"))
+        )?;
+        let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(f, "  labels          {}", labels.join(" "))?;
+        write!(f, "  wait            up to {}s for Jupyter", self.wait_seconds)
     }
 }
 
-/// Runs the deployment's image locally and returns its login URL once it answers.
-pub async fn up(
-    engine: &Engine,
-    config: &Config,
-    printer: &Printer,
-    options: &UpOptions,
-) -> Result<UpReport> {
-    let config = &crate::base::prefer_offline(engine, config).await?;
-    let (mut tag, _) = build::planned_tag(config)?;
-    let local = config.local_image();
-    let mut built = false;
-    if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
-        tag = build::build_with_offline_fallback(engine, config, printer)
-            .await?
-            .content_tag;
-        built = true;
-    }
-    let image = format!("{local}:{tag}");
-    let name = container_name(&config.name);
+/// Decides what `up` does, from the configuration and what the engine holds. Pure.
+pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
+    let tag = &observed.tag;
+    let image = format!("{}:{tag}", config.local_image());
+    let container = container_name(&config.name);
     let volume = volume_name(&config.name);
-    let existing = find(engine, &config.name).await?;
-    let binding = match &existing {
-        Some(c) => engine.container_binding(&c.name, JUPYTER_PORT).await?,
-        None => None,
-    };
-
-    let started = Instant::now();
-    let (action, port, url) = match (existing, binding) {
+    let mut labels: BTreeMap<String, String> = deployment_labels(&config.name).into_iter().collect();
+    labels.insert(labels::CONTENT_TAG.to_string(), tag.clone());
+    let (action, reason, port, sync_workspace) = match (&observed.existing, &observed.binding) {
         (Some(c), Some((bound_ip, bound_port)))
-            if c.labels.get(labels::CONTENT_TAG) == Some(&tag)
-                && options.port.is_none_or(|p| p == bound_port)
-                && options.bind == bound_ip =>
+            if c.labels.get(labels::CONTENT_TAG) == Some(tag)
+                && options.port.is_none_or(|p| p == *bound_port)
+                && options.bind == *bound_ip =>
         {
-            let restarts = engine
-                .container_status(&name)
-                .await?
-                .map_or(0, |s| s.restarts);
             if c.running() {
-                let url = wait_ready(
-                    engine,
-                    &name,
-                    &image,
-                    (&bound_ip, bound_port),
-                    0,
-                    restarts,
-                    options.wait,
+                (
+                    PlannedAction::Nothing,
+                    format!("{container} already runs this image on {bound_ip}:{bound_port}"),
+                    Some(*bound_port),
+                    false,
                 )
-                .await?;
-                (Action::Unchanged, bound_port, url)
             } else {
-                // Earlier runs' tokens are in the log too: read only what this start prints.
-                let offset = engine.container_logs(&name, None).await?.len();
-                printer.note(format!("Starting the stopped container {name}"));
-                engine.start_container(&name).await?;
-                let ready = wait_ready(
-                    engine,
-                    &name,
-                    &image,
-                    (&bound_ip, bound_port),
-                    offset,
-                    restarts,
-                    options.wait,
+                (
+                    PlannedAction::Start,
+                    format!("{container} has this image but is {}: it is started again", c.state),
+                    Some(*bound_port),
+                    false,
                 )
-                .await;
-                if ready.is_ok() {
-                    engine.keep_running(&name).await?;
-                }
-                (Action::Started, bound_port, ready?)
             }
         }
         (Some(c), binding) => {
-            let old_tag = c
-                .labels
-                .get(labels::CONTENT_TAG)
-                .cloned()
-                .unwrap_or_default();
-            let image_changed = old_tag != tag;
-            printer.note(if image_changed {
-                format!("The image changed ({old_tag} -> {tag}): replacing container {name}; the workspace volume {volume} is kept")
+            let old_tag = c.labels.get(labels::CONTENT_TAG).cloned().unwrap_or_default();
+            let image_changed = old_tag != *tag;
+            let reason = if image_changed {
+                format!("the image changed ({old_tag} -> {tag}): {container} is replaced; the workspace volume {volume} is kept")
             } else {
-                format!("The port or address changed: replacing container {name}; the workspace volume {volume} is kept")
-            });
-            let (port, url) = replace(
-                engine,
-                config,
-                printer,
-                &c,
-                binding,
-                &image,
-                &tag,
-                image_changed,
-                options,
-            )
-            .await?;
-            (Action::Replaced, port, url)
+                format!("the port or address changed: {container} is replaced; the workspace volume {volume} is kept")
+            };
+            // The old port, when it is the same address and the user named none.
+            let port = options.port.or(binding
+                .as_ref()
+                .filter(|(ip, _)| *ip == options.bind)
+                .map(|(_, p)| *p));
+            (PlannedAction::Replace, reason, port, image_changed)
         }
-        (None, _) => {
-            let volume_created = engine
-                .ensure_volume(&volume, deployment_labels(&config.name))
-                .await?;
-            match launch(engine, config, &image, &tag, options, None).await {
-                Ok((port, url)) => (Action::Created, port, url),
-                Err(e) => {
-                    // Nothing half-made: only a volume this run created goes again.
-                    if volume_created {
-                        let _ = engine.remove_volume(&volume).await;
+        (None, _) => (
+            PlannedAction::Create,
+            format!("no container of `{}` exists", config.name),
+            options.port,
+            false,
+        ),
+    };
+    Plan {
+        target: Target::Local,
+        deployment: config.name.clone(),
+        action,
+        reason,
+        image,
+        build: !observed.image_present,
+        detail: PlanDetail::Local(LocalPlan {
+            container,
+            volume,
+            bind: options.bind.clone(),
+            port,
+            sync_workspace,
+            labels,
+            wait_seconds: options.wait.as_secs(),
+        }),
+    }
+}
+
+/// The Docker engine on this machine as a [`Host`].
+pub struct LocalHost {
+    engine: Engine,
+}
+
+impl LocalHost {
+    pub async fn connect() -> Result<LocalHost> {
+        Ok(LocalHost {
+            engine: Engine::connect().await?,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads what [`plan`] needs from the engine (nothing is changed).
+    pub async fn observe(&self, config: &Config) -> Result<Observed> {
+        let engine = &self.engine;
+        let (tag, _) = build::planned_tag(config)?;
+        let image_present = engine
+            .image_id(&format!("{}:{tag}", config.local_image()))
+            .await?
+            .is_some();
+        let existing = find(engine, &config.name).await?;
+        let (binding, restarts) = match &existing {
+            Some(c) => (
+                engine.container_binding(&c.name, JUPYTER_PORT).await?,
+                engine.container_status(&c.name).await?.map_or(0, |s| s.restarts),
+            ),
+            None => (None, 0),
+        };
+        Ok(Observed {
+            tag,
+            image_present,
+            existing,
+            binding,
+            restarts,
+        })
+    }
+
+    /// Applies `plan` (made from `observed`) and returns the URL once it answers.
+    async fn apply(
+        &self,
+        config: &Config,
+        plan: &Plan,
+        observed: &Observed,
+        options: &UpOptions,
+        printer: &Printer,
+    ) -> Result<(String, u16)> {
+        let engine = &self.engine;
+        let PlanDetail::Local(local) = &plan.detail else {
+            return Err(Error::engine("applying a plan", "the plan is not for the local engine"));
+        };
+        let image = &plan.image;
+        let name = &local.container;
+        let tag = &observed.tag;
+        match plan.action {
+            PlannedAction::Nothing | PlannedAction::Start => {
+                let port = local.port.unwrap_or(JUPYTER_PORT);
+                let bind = (local.bind.as_str(), port);
+                if plan.action == PlannedAction::Nothing {
+                    let url = wait_ready(engine, name, image, bind, 0, observed.restarts, options.wait).await?;
+                    return Ok((url, port));
+                }
+                // Earlier runs' tokens are in the log too: read only what this start prints.
+                let offset = engine.container_logs(name, None).await?.len();
+                printer.note(format!("Starting the stopped container {name}"));
+                engine.start_container(name).await?;
+                let ready = wait_ready(engine, name, image, bind, offset, observed.restarts, options.wait).await;
+                if ready.is_ok() {
+                    engine.keep_running(name).await?;
+                }
+                Ok((ready?, port))
+            }
+            PlannedAction::Replace => {
+                let Some(old) = &observed.existing else {
+                    return Err(Error::engine("replacing the container", "it disappeared meanwhile"));
+                };
+                printer.note(format!("`{}`: {}", config.name, plan.reason));
+                let (port, url) = replace(engine, config, printer, old, local, image, tag, options).await?;
+                Ok((url, port))
+            }
+            PlannedAction::Create | PlannedAction::Resume | PlannedAction::Restart => {
+                let volume_created = engine
+                    .ensure_volume(&local.volume, deployment_labels(&config.name))
+                    .await?;
+                match launch(engine, config, image, tag, options, local.port).await {
+                    Ok((port, url)) => Ok((url, port)),
+                    Err(e) => {
+                        // Nothing half-made: only a volume this run created goes again.
+                        if volume_created {
+                            let _ = engine.remove_volume(&local.volume).await;
+                        }
+                        Err(e)
                     }
-                    return Err(e);
                 }
             }
         }
-    };
-    Ok(UpReport {
-        name: config.name.clone(),
-        url,
-        container: name,
-        image,
-        port,
-        volume,
-        action,
-        built,
-        ready_seconds: started.elapsed().as_secs_f64(),
-    })
+    }
 }
 
 /// Creates the container, waits until Jupyter answers, and sets the restart policy; a
@@ -243,10 +335,9 @@ async fn replace(
     config: &Config,
     printer: &Printer,
     old: &ContainerInfo,
-    old_binding: Option<(String, u16)>,
+    local: &LocalPlan,
     image: &str,
     tag: &str,
-    image_changed: bool,
     options: &UpOptions,
 ) -> Result<(u16, String)> {
     let name = container_name(&config.name);
@@ -254,14 +345,10 @@ async fn replace(
     let _ = engine.remove_container(&previous).await;
     engine.stop_container(&name).await?;
     engine.rename_container(&name, &previous).await?;
-    if image_changed {
+    if local.sync_workspace {
         sync_workspace(engine, config, printer, image).await;
     }
-    // The old port, when it is the same address and the user named none.
-    let preferred = old_binding
-        .filter(|(ip, _)| *ip == options.bind)
-        .map(|(_, p)| p);
-    match launch(engine, config, image, tag, options, preferred).await {
+    match launch(engine, config, image, tag, options, local.port).await {
         Ok(launched) => {
             engine.remove_container(&previous).await?;
             Ok(launched)
@@ -569,13 +656,6 @@ async fn require(engine: &Engine, name: &str) -> Result<ContainerInfo> {
         })
 }
 
-/// The current token and URL of a local deployment, from its container's log.
-pub async fn token(engine: &Engine, name: &str) -> Result<token::TokenFinding> {
-    let c = require(engine, name).await?;
-    let log = engine.container_logs(&c.name, None).await?;
-    token::find_token(&log).map_err(|e| token_error(e, &format!("the log of {}", c.name)))
-}
-
 /// A parser error as the user should read it.
 pub fn token_error(e: TokenError, origin: &str) -> Error {
     match e {
@@ -592,81 +672,201 @@ pub fn token_error(e: TokenError, origin: &str) -> Error {
     }
 }
 
-pub async fn logs(engine: &Engine, name: &str, tail: Option<usize>) -> Result<String> {
-    let c = require(engine, name).await?;
-    engine.container_logs(&c.name, tail).await
-}
-
-/// Streams the container's log to stderr until Ctrl-C, then stops the container (the
-/// `docker run` without `-d` experience).
-pub async fn attach(engine: &Engine, name: &str, printer: &Printer) -> Result<()> {
-    let container = container_name(name);
-    // One signal future for the whole loop: a Ctrl-C between two log chunks is not lost.
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
-    let mut stream = Box::pin(engine.follow_logs(&container));
-    printer.note("Attached: Ctrl-C stops the container (the workspace volume is kept)");
-    loop {
-        tokio::select! {
-            chunk = stream.next() => match chunk {
-                Some(Ok(text)) => eprint!("{text}"),
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            _ = &mut interrupted => {
-                printer.note(format!("Stopping {container}"));
-                return engine.stop_container(&container).await;
-            }
-        }
+impl Host for LocalHost {
+    fn target(&self) -> Target {
+        Target::Local
     }
-}
 
-#[derive(Debug, Clone, Serialize)]
-pub struct DownReport {
-    pub name: String,
-    pub removed: Vec<String>,
-    pub kept: Vec<String>,
-}
-
-impl std::fmt::Display for DownReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.removed.is_empty() {
-            write!(f, "nothing to remove for `{}`", self.name)?;
-        }
-        for (i, r) in self.removed.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "removed  {r}")?;
-        }
-        for k in &self.kept {
-            write!(f, "\nkept     {k} (delete it with --delete-data)")?;
-        }
-        Ok(())
+    async fn plan(
+        &self,
+        config: &Config,
+        options: &HostOptions,
+        _printer: &Printer,
+    ) -> Result<Plan> {
+        let config = &crate::build::base::prefer_offline(&self.engine, config).await?;
+        let observed = self.observe(config).await?;
+        Ok(plan(config, &UpOptions::resolve(options), &observed))
     }
-}
 
-/// Removes the container; the workspace volume only when `delete_data`.
-pub async fn down(engine: &Engine, name: &str, delete_data: bool) -> Result<DownReport> {
-    let container = container_name(name);
-    let volume = volume_name(name);
-    let mut report = DownReport {
-        name: name.to_string(),
-        removed: Vec::new(),
-        kept: Vec::new(),
-    };
-    if find(engine, name).await?.is_some() && engine.remove_container(&container).await? {
-        report.removed.push(format!("container {container}"));
-    }
-    if delete_data {
-        if engine.remove_volume(&volume).await? {
-            report.removed.push(format!(
-                "volume {volume} (the workspace and every notebook in it)"
+    async fn up(
+        &self,
+        config: &Config,
+        options: &HostOptions,
+        printer: &Printer,
+    ) -> Result<UpReport> {
+        let engine = &self.engine;
+        let started = Instant::now();
+        let config = &crate::build::base::prefer_offline(engine, config).await?;
+        let options = UpOptions::resolve(options);
+        let mut observed = self.observe(config).await?;
+        let mut build_secs = None;
+        if !observed.image_present {
+            // A build changes no deployment: it comes before the plan, which then sees the
+            // image (whose tag an offline-base fallback may have changed).
+            let t = Instant::now();
+            observed.tag = build::build_with_offline_fallback(engine, config, printer)
+                .await?
+                .content_tag;
+            observed.image_present = true;
+            build_secs = Some(t.elapsed().as_secs_f64());
+        }
+        let plan = plan(config, &options, &observed);
+        let t_ready = Instant::now();
+        let (url, port) = self
+            .apply(config, &plan, &observed, &options, printer)
+            .await?;
+        let PlanDetail::Local(local) = plan.detail else {
+            return Err(Error::engine(
+                "applying a plan",
+                "the plan is not for the local engine",
             ));
-        }
-    } else if engine.volume_exists(&volume).await? {
-        report.kept.push(format!("volume {volume}"));
+        };
+        Ok(UpReport {
+            target: Target::Local,
+            deployment: config.name.clone(),
+            url,
+            action: plan.action.done(),
+            reason: plan.reason,
+            image: plan.image,
+            built: build_secs.is_some(),
+            bytes_uploaded: 0,
+            port,
+            container: Some(local.container),
+            volume: Some(local.volume),
+            region: None,
+            instance_id: None,
+            instance_type: None,
+            public_ip: None,
+            timings: Timings {
+                build: build_secs,
+                jupyter: Some(t_ready.elapsed().as_secs_f64()),
+                total: started.elapsed().as_secs_f64(),
+                ..Timings::default()
+            },
+        })
     }
-    Ok(report)
+
+    async fn status(&self) -> Result<Vec<DeploymentStatus>> {
+        let now = crate::hosts::now_secs();
+        Ok(list(&self.engine)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let host = url_host(c.host_ip.as_deref().unwrap_or(""));
+                DeploymentStatus {
+                    target: Target::Local,
+                    name: c
+                        .labels
+                        .get(labels::DEPLOYMENT)
+                        .cloned()
+                        .unwrap_or_else(|| c.name.clone()),
+                    url: c
+                        .host_port
+                        .filter(|_| c.running())
+                        .map(|p| format!("http://{host}:{p}/lab")),
+                    state: c.state.clone(),
+                    image: c.labels.get(labels::CONTENT_TAG).cloned(),
+                    age_seconds: Some((now - c.created).max(0)),
+                    container: Some(c.name.clone()),
+                    region: None,
+                    instance_id: None,
+                    instance_type: None,
+                    public_ip: None,
+                    note: None,
+                }
+            })
+            .collect())
+    }
+
+    async fn token(&self, deployment: &str) -> Result<TokenReport> {
+        let c = require(&self.engine, deployment).await?;
+        let log = self.engine.container_logs(&c.name, None).await?;
+        let found = token::find_token(&log)
+            .map_err(|e| token_error(e, &format!("the log of {}", c.name)))?;
+        Ok(TokenReport {
+            target: Some(Target::Local),
+            deployment: Some(deployment.to_string()),
+            token: found.token.expose().to_string(),
+            url: found.url,
+        })
+    }
+
+    async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport> {
+        let c = require(&self.engine, deployment).await?;
+        Ok(LogsReport {
+            target: Target::Local,
+            deployment: deployment.to_string(),
+            log: self.engine.container_logs(&c.name, tail).await?,
+        })
+    }
+
+    /// Streams the container's log to stderr until Ctrl-C, then stops the container (the
+    /// `docker run` without `-d` experience).
+    async fn attach(
+        &self,
+        deployment: &str,
+        interrupt: &mut Interrupt,
+        printer: &Printer,
+    ) -> Result<()> {
+        let container = container_name(deployment);
+        let mut stream = Box::pin(self.engine.follow_logs(&container));
+        printer.note("Attached: Ctrl-C stops the container (the workspace volume is kept)");
+        loop {
+            tokio::select! {
+                chunk = stream.next() => match chunk {
+                    Some(Ok(text)) => eprint!("{text}"),
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                },
+                _ = interrupt.recv() => {
+                    printer.note(format!("Stopping {container}"));
+                    return self.engine.stop_container(&container).await;
+                }
+            }
+        }
+    }
+
+    async fn down_preview(
+        &self,
+        config: &Config,
+        options: &DownOptions,
+    ) -> Result<Option<String>> {
+        Ok(options.delete_data.then(|| {
+            format!(
+                "delete the workspace volume {} with every notebook in it",
+                volume_name(&config.name)
+            )
+        }))
+    }
+
+    /// Removes the container; the workspace volume only with `delete_data`.
+    async fn down(
+        &self,
+        config: &Config,
+        options: &DownOptions,
+        _printer: &Printer,
+    ) -> Result<DownReport> {
+        let engine = &self.engine;
+        let name = &config.name;
+        let container = container_name(name);
+        let volume = volume_name(name);
+        let mut report = DownReport::new(Target::Local, name, None);
+        if find(engine, name).await?.is_some() && engine.remove_container(&container).await? {
+            report.removed.push(format!("container {container}"));
+        }
+        if options.delete_data {
+            if engine.remove_volume(&volume).await? {
+                report.removed.push(format!(
+                    "volume {volume} (the workspace and every notebook in it)"
+                ));
+            }
+        } else if engine.volume_exists(&volume).await? {
+            report
+                .kept
+                .push(format!("volume {volume} (delete it with --delete-data)"));
+        }
+        Ok(report)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use aws_sdk_ecr::Client;
 use base64::Engine as _;
 
 use crate::aws::Aws;
-use crate::engine::RegistryAuth;
+use crate::docker::RegistryAuth;
 use crate::error::{aws_message, Error, Result};
 use crate::tags;
 

@@ -1,0 +1,63 @@
+//! `labship up`: one handler for every target.
+
+use std::time::Duration;
+
+use labship::config::{Config, Target};
+use labship::error::Result;
+use labship::hosts::ec2::Ec2Host;
+use labship::hosts::local::LocalHost;
+use labship::hosts::{Host, Interrupt, UpOptions};
+use labship::output::Printer;
+
+use crate::cli::UpArgs;
+
+pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()> {
+    let options = UpOptions {
+        port: args.port,
+        bind: args.bind,
+        wait: args.wait.map(Duration::from_secs),
+        allow_cidr: args.allow_cidr.clone(),
+        public: args.public,
+        attach: args.attach,
+    };
+    // Before anything is observed or created.
+    options.refuse(config.target, args.ami.is_some() || args.subnet.is_some())?;
+    match config.target {
+        Target::Local => on(&LocalHost::connect().await?, &config, &options, args, printer).await,
+        Target::Ec2 => {
+            on(&Ec2Host::with_engine(&config).await?, &config, &options, args, printer).await
+        }
+    }
+}
+
+async fn on<H: Host>(
+    host: &H,
+    config: &Config,
+    options: &UpOptions,
+    args: &UpArgs,
+    printer: &Printer,
+) -> Result<()> {
+    if args.dry_run {
+        let plan = host.plan(config, options, printer).await?;
+        return super::emit(printer, &plan);
+    }
+    let report = host.up(config, options, printer).await?;
+    if args.timings {
+        printer.note(&report.timings);
+    }
+    // Registered before the URL is printed: a Ctrl-C sent as soon as the URL is seen is not
+    // lost (and not the default "die at once", which would leave the container running).
+    let mut interrupt = if args.attach {
+        Some(Interrupt::install()?)
+    } else {
+        None
+    };
+    super::emit(printer, &report)?;
+    if args.open {
+        labship::browser::open(&report.url, printer);
+    }
+    if let Some(interrupt) = interrupt.as_mut() {
+        host.attach(&config.name, interrupt, printer).await?;
+    }
+    Ok(())
+}

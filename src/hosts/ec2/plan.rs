@@ -1,0 +1,670 @@
+//! What `up --ec2` will do, decided in one pure function from the configuration and what
+//! was observed in AWS and on the engine. `--dry-run` prints the [`Plan`] this returns and
+//! `up` applies exactly the same value (the [`LaunchSpec`] RunInstances receives is built
+//! here, tags, metadata options and volume included), so the preview and the launch cannot
+//! drift apart.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::cloud::{self, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec};
+use super::userdata::{self, HostKind, MarkerKind, UserDataInputs};
+use super::{ec2_arch, root_volume_gib};
+use crate::config::{Config, HostAmi, Target};
+use crate::error::{Error, Result};
+use crate::hosts::{Plan, PlanDetail, PlannedAction};
+use crate::tags;
+
+/// The port Jupyter listens on inside the container.
+pub const CONTAINER_PORT: u16 = 8888;
+/// How long the user-data retries the pull (the push may still be running).
+pub const PULL_DEADLINE: u64 = 900;
+/// How long the user-data waits for Jupyter after starting the container.
+pub const JUPYTER_DEADLINE: u64 = 300;
+/// Default wait for a new instance: boot, Docker, pull of a multi-GB image, Jupyter.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(900);
+
+/// `up`'s options with EC2's defaults applied.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub port: u16,
+    pub bind: IpAddr,
+    pub wait: Duration,
+    pub allow_cidr: Vec<String>,
+    pub public: bool,
+}
+
+impl Options {
+    pub fn resolve(config: &Config, options: &crate::hosts::UpOptions) -> Result<Options> {
+        let port = options.port.unwrap_or(config.ec2.port);
+        if port == 0 {
+            return Err(Error::InvalidSetting {
+                what: "port",
+                value: "0".into(),
+                reason: "a port is 1-65535".into(),
+                hint: "use e.g. --port 8888".into(),
+            });
+        }
+        Ok(Options {
+            port,
+            bind: options
+                .bind
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            wait: options.wait.unwrap_or(DEFAULT_WAIT),
+            allow_cidr: if options.allow_cidr.is_empty() {
+                config.ec2.allow_cidr.clone()
+            } else {
+                options.allow_cidr.clone()
+            },
+            public: options.public,
+        })
+    }
+}
+
+/// Everything [`plan`] decides from. Reading it changes nothing.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub region: String,
+    pub instance_type: InstanceTypeInfo,
+    /// The deployment's instances that still exist, oldest first.
+    pub instances: Vec<Instance>,
+    /// The image's content tag.
+    pub content_tag: String,
+    /// Whether the image must still be built.
+    pub needs_build: bool,
+    /// The console of the live instance when it already serves this image and port.
+    pub console: Option<String>,
+    /// The ingress rules and where their CIDRs came from; `Err` when the caller's address
+    /// could not be found (fatal for a launch, harmless for a no-op).
+    pub ingress: std::result::Result<(Vec<Ingress>, String), String>,
+    /// Read only when a launch is possible.
+    pub ami: Option<HostImage>,
+    pub vpc: Option<String>,
+    /// The registry host instances pull from (known once logged in).
+    pub registry: Option<String>,
+    /// Size of the local image (sizes the root volume); None when not built yet.
+    pub image_size: Option<u64>,
+    /// Whether the shared instance profile exists (None: not asked; `up` makes sure).
+    pub profile_exists: Option<bool>,
+}
+
+impl Observed {
+    /// The instance `up` would act on: the newest pending or running one.
+    pub fn live(&self) -> Option<&Instance> {
+        self.instances.iter().rfind(|i| i.is_live())
+    }
+
+    /// Whether the live instance already serves this image on this port (then only its
+    /// console decides what happens, and nothing else needs to be read).
+    pub fn serves(&self, config: &Config, port: u16) -> bool {
+        let wanted = format!("/{}:{}", config.push.repository, self.content_tag);
+        self.live().is_some_and(|i| {
+            i.image.as_deref().is_some_and(|img| img.ends_with(&wanted)) && i.port == Some(port)
+        })
+    }
+}
+
+/// EC2's part of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ec2Plan {
+    pub region: String,
+    pub instance_type: String,
+    pub architecture: String,
+    pub port: u16,
+    /// The existing instance acted on (not for a launch).
+    pub instance_id: Option<String>,
+    pub security_group: SecurityGroupPlan,
+    /// A launch: everything RunInstances receives.
+    pub ami: Option<HostImage>,
+    pub root_volume: Option<RootVolume>,
+    pub metadata_options: Option<MetadataPlan>,
+    pub vpc: Option<String>,
+    pub subnet: Option<String>,
+    pub iam: Option<IamPlan>,
+    /// The instance's tags (volume and network interface get the same without image/port).
+    pub tags: BTreeMap<String, String>,
+    /// A launch: the boot script; a replace or restart: the script Systems Manager runs.
+    pub user_data: Option<String>,
+    /// Whether the image is pushed (and built when needed) first.
+    pub push: bool,
+    /// What RunInstances gets, exactly (not printed: the fields above show it).
+    #[serde(skip)]
+    pub launch: Option<LaunchSpec>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RootVolume {
+    pub device: String,
+    pub size_gib: i32,
+    pub volume_type: &'static str,
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataPlan {
+    pub http_tokens: &'static str,
+    pub hop_limit: i32,
+}
+
+/// IMDSv2 only, hop limit 1: containers on the host cannot reach the role's credentials.
+pub const METADATA: MetadataPlan = MetadataPlan {
+    http_tokens: "required",
+    hop_limit: 1,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityGroupPlan {
+    pub name: String,
+    pub ingress: Vec<Ingress>,
+    /// Where the CIDRs came from.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IamPlan {
+    pub role: &'static str,
+    pub instance_profile: &'static str,
+    pub policies: Vec<&'static str>,
+    /// None: not checked (`up` creates it when missing).
+    pub exists: Option<bool>,
+}
+
+/// Decides what `up --ec2` does. Pure: everything it needs is in `observed`.
+pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan> {
+    let name = &config.name;
+    let arch = config.build.platform;
+    let itype = &observed.instance_type;
+    if !itype.architectures.iter().any(|a| a == ec2_arch(arch)) {
+        return Err(Error::ArchitectureMismatch {
+            platform: arch.platform().to_string(),
+            instance_type: itype.name.clone(),
+            architectures: itype.architectures.join(", "),
+        });
+    }
+    let live = observed.live();
+    if live.is_none() {
+        // An instance on its way out (shutting-down) is no obstacle to a new one.
+        if let Some(other) = observed
+            .instances
+            .iter()
+            .find(|i| i.state != "shutting-down")
+        {
+            return Err(Error::Replace {
+                deployment: name.clone(),
+                instance: other.id.clone(),
+                message: format!("the instance is {}", other.state),
+                hint: format!("start it again in the EC2 console, or remove it with `labship down {name} --ec2` (its notebooks go with it) and run `labship up --ec2`"),
+            });
+        }
+    }
+    let image = match &observed.registry {
+        Some(r) => format!("{r}/{}:{}", config.push.repository, observed.content_tag),
+        None => live
+            .and_then(|i| i.image.clone())
+            .unwrap_or_else(|| format!("{}:{}", config.push.repository, observed.content_tag)),
+    };
+    let (ingress, source) = match &observed.ingress {
+        Ok((rules, source)) => (rules.clone(), source.clone()),
+        Err(e) => (Vec::new(), format!("left as it is: {e}")),
+    };
+    let security_group = SecurityGroupPlan {
+        name: cloud::security_group_name(name),
+        ingress,
+        source,
+    };
+    let mut detail = Ec2Plan {
+        region: observed.region.clone(),
+        instance_type: itype.name.clone(),
+        architecture: ec2_arch(arch).to_string(),
+        port: opts.port,
+        instance_id: live.map(|i| i.id.clone()),
+        security_group,
+        ami: None,
+        root_volume: None,
+        metadata_options: None,
+        vpc: None,
+        subnet: None,
+        iam: None,
+        tags: BTreeMap::new(),
+        user_data: None,
+        push: true,
+        launch: None,
+    };
+    let kind = ami_kind(&config.ec2.ami);
+    let script = |registry: &str| {
+        userdata::render_replace(&inputs(config, &observed.region, registry, &image, &kind, opts))
+            .map_err(user_data_error)
+    };
+
+    let (action, reason) = match live {
+        Some(inst) if observed.serves(config, opts.port) => {
+            let console = observed.console.as_deref().unwrap_or_default();
+            if let Some((phase, cause)) = newest_error(console) {
+                // The last start on this instance failed (a pull that gave up, a crashed
+                // container, a failed replace): start it again there, keeping its workspace.
+                let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+                detail.user_data = Some(script(registry)?);
+                (
+                    PlannedAction::Restart,
+                    format!(
+                        "the last start on {} had failed while {phase}: {}",
+                        inst.id,
+                        crate::hosts::local::redact(&cause)
+                    ),
+                )
+            } else if crate::token::find_token(console).is_ok() {
+                detail.push = false;
+                (
+                    PlannedAction::Nothing,
+                    format!("{} already runs this image", inst.id),
+                )
+            } else {
+                // Still starting: an `up` interrupted during its upload leaves an instance
+                // waiting for an image that may never come. Finish the push, wait again.
+                (
+                    PlannedAction::Resume,
+                    format!(
+                        "{} was still starting (an earlier `up` was interrupted)",
+                        inst.id
+                    ),
+                )
+            }
+        }
+        Some(inst) => {
+            let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+            detail.user_data = Some(script(registry)?);
+            let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
+            let same_image = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted));
+            let reason = if same_image {
+                format!("the port changed to {}", opts.port)
+            } else {
+                format!(
+                    "the image changed ({} -> {image}); replacing the container on {} keeps the workspace volume and its notebooks",
+                    inst.image.as_deref().unwrap_or("unknown"),
+                    inst.id
+                )
+            };
+            (PlannedAction::Replace, reason)
+        }
+        None => {
+            let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+            let ami = observed.ami.clone().ok_or_else(|| missing("host image"))?;
+            let vpc = observed.vpc.clone().ok_or_else(|| missing("VPC"))?;
+            if let Err(e) = &observed.ingress {
+                return Err(Error::CallerIp { message: e.clone() });
+            }
+            let user_data = userdata::render_boot(&inputs(
+                config,
+                &observed.region,
+                registry,
+                &image,
+                &kind,
+                opts,
+            ))
+            .map_err(user_data_error)?;
+            let mut volume_tags: Vec<(String, String)> = tags::for_deployment(name)
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            volume_tags.push(("Name".into(), format!("labship-{name}")));
+            let mut instance_tags = volume_tags.clone();
+            instance_tags.push((tags::IMAGE.into(), image.clone()));
+            instance_tags.push((tags::PORT.into(), opts.port.to_string()));
+            let root = RootVolume {
+                device: ami.root_device.clone(),
+                size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
+                volume_type: "gp3",
+                encrypted: true,
+            };
+            detail.launch = Some(LaunchSpec {
+                deployment: name.clone(),
+                ami: ami.id.clone(),
+                instance_type: itype.name.clone(),
+                root_device: root.device.clone(),
+                root_gib: root.size_gib,
+                metadata_hop_limit: METADATA.hop_limit,
+                subnet: config.ec2.subnet.clone(),
+                ssh_key: config.ec2.ssh_key.clone(),
+                user_data: user_data.clone(),
+                instance_tags: instance_tags.clone(),
+                volume_tags,
+            });
+            detail.tags = instance_tags.into_iter().collect();
+            detail.root_volume = Some(root);
+            detail.metadata_options = Some(METADATA);
+            detail.ami = Some(ami);
+            detail.vpc = Some(vpc);
+            detail.subnet = config.ec2.subnet.clone();
+            detail.iam = Some(IamPlan {
+                role: cloud::INSTANCE_ROLE,
+                instance_profile: cloud::INSTANCE_PROFILE,
+                policies: cloud::INSTANCE_POLICIES.to_vec(),
+                exists: observed.profile_exists,
+            });
+            detail.user_data = Some(user_data);
+            (
+                PlannedAction::Create,
+                format!("no instance of `{name}` exists"),
+            )
+        }
+    };
+    Ok(Plan {
+        target: Target::Ec2,
+        deployment: name.clone(),
+        action,
+        reason,
+        image,
+        build: observed.needs_build && detail.push,
+        detail: PlanDetail::Ec2(Box::new(detail)),
+    })
+}
+
+/// A plan asked to launch without what a launch needs: a bug in the caller, said plainly.
+fn missing(what: &str) -> Error {
+    Error::InvalidSetting {
+        what: "plan",
+        value: what.to_string(),
+        reason: format!("the {what} was not observed before planning"),
+        hint: "this is a bug in labship; please report it".into(),
+    }
+}
+
+/// The phase and cause of the newest marker on a console, when it is an error.
+pub fn newest_error(console: &str) -> Option<(String, String)> {
+    match userdata::markers(console).pop()?.phase {
+        MarkerKind::Error { phase, cause } => Some((phase, cause)),
+        MarkerKind::Phase(_) => None,
+    }
+}
+
+fn inputs<'a>(
+    config: &'a Config,
+    region: &'a str,
+    registry: &'a str,
+    image: &'a str,
+    kind: &HostKind,
+    opts: &Options,
+) -> UserDataInputs<'a> {
+    UserDataInputs {
+        deployment: &config.name,
+        region,
+        registry,
+        image,
+        host_kind: *kind,
+        bind: opts.bind,
+        port: opts.port,
+        container_port: CONTAINER_PORT,
+        pull_deadline_secs: PULL_DEADLINE,
+        jupyter_deadline_secs: JUPYTER_DEADLINE,
+    }
+}
+
+fn ami_kind(ami: &HostAmi) -> HostKind {
+    match ami {
+        HostAmi::Ecs => HostKind::EcsAl2023,
+        HostAmi::Al2023 => HostKind::Al2023,
+        HostAmi::Id(_) => HostKind::Custom,
+    }
+}
+
+fn user_data_error(e: userdata::UserDataError) -> Error {
+    Error::InvalidSetting {
+        what: "user-data",
+        value: String::new(),
+        reason: e.to_string(),
+        hint: "check the deployment name, registry endpoint and image name".into(),
+    }
+}
+
+impl std::fmt::Display for Ec2Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines = vec![
+            format!("  region          {} (nothing was changed)", self.region),
+            format!(
+                "  instance type   {} ({})",
+                self.instance_type, self.architecture
+            ),
+        ];
+        if let Some(id) = &self.instance_id {
+            lines.push(format!("  instance        {id}"));
+        }
+        if let Some(ami) = &self.ami {
+            lines.push(format!("  AMI             {} (from {})", ami.id, ami.source));
+        }
+        if let Some(r) = &self.root_volume {
+            lines.push(format!(
+                "  root volume     {} {} GiB {}, encrypted",
+                r.device, r.size_gib, r.volume_type
+            ));
+        }
+        if let Some(m) = &self.metadata_options {
+            lines.push(format!(
+                "  metadata        IMDSv2 only (tokens {}), hop limit {}",
+                m.http_tokens, m.hop_limit
+            ));
+        }
+        if let Some(vpc) = &self.vpc {
+            lines.push(format!(
+                "  network         {vpc}{}",
+                self.subnet
+                    .as_deref()
+                    .map(|s| format!(", subnet {s}"))
+                    .unwrap_or_else(|| ", default subnets".into())
+            ));
+        }
+        lines.push(format!(
+            "  security group  {} ({})",
+            self.security_group.name, self.security_group.source
+        ));
+        for rule in &self.security_group.ingress {
+            lines.push(format!(
+                "    allow tcp/{} from {}",
+                rule.port,
+                rule.cidrs.join(", ")
+            ));
+        }
+        if let Some(iam) = &self.iam {
+            lines.push(format!(
+                "  IAM             role {} / instance profile {} ({}): {}",
+                iam.role,
+                iam.instance_profile,
+                match iam.exists {
+                    Some(true) => "exists",
+                    Some(false) => "would be created",
+                    None => "created when missing",
+                },
+                iam.policies.join(", ")
+            ));
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            lines.push(format!("  tags            {}", tags.join(" ")));
+        }
+        lines.push(format!(
+            "  push            {}",
+            if self.push {
+                "yes (nothing is uploaded when the registry has the image)"
+            } else {
+                "no"
+            }
+        ));
+        if let Some(script) = &self.user_data {
+            let what = if self.launch.is_some() || self.ami.is_some() {
+                "user-data"
+            } else {
+                "script run through Systems Manager"
+            };
+            lines.push(format!("  {what} ({} bytes):", script.len()));
+            lines.push(script.trim_end().to_string());
+        }
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn config() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("docker")).expect("docker/");
+        std::fs::write(dir.path().join("docker/Dockerfile"), "FROM scratch\n").expect("Dockerfile");
+        let flags = Overrides {
+            name: Some("lab".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(dir.path(), flags, Overrides::default()).expect("config");
+        (dir, config)
+    }
+
+    fn observed(instances: Vec<Instance>) -> Observed {
+        Observed {
+            region: "eu-west-1".into(),
+            instance_type: InstanceTypeInfo {
+                name: "t3.medium".into(),
+                architectures: vec!["x86_64".into()],
+                nitro: true,
+            },
+            instances,
+            content_tag: "ctx-1".into(),
+            needs_build: true,
+            console: None,
+            ingress: Ok((
+                vec![Ingress {
+                    port: 8888,
+                    cidrs: vec!["203.0.113.9/32".into()],
+                    description: "Jupyter (labship)".into(),
+                }],
+                "your public IP (detected)".into(),
+            )),
+            ami: Some(HostImage {
+                id: "ami-1".into(),
+                source: "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id".into(),
+                root_device: "/dev/xvda".into(),
+                min_root_gib: 30,
+                architecture: Some("x86_64".into()),
+            }),
+            vpc: Some("vpc-1".into()),
+            registry: Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()),
+            image_size: Some(3 << 30),
+            profile_exists: Some(false),
+        }
+    }
+
+    fn instance(state: &str, image: &str, port: u16) -> Instance {
+        Instance {
+            id: "i-1".into(),
+            deployment: "lab".into(),
+            state: state.into(),
+            instance_type: "t3.medium".into(),
+            public_ip: Some("203.0.113.7".into()),
+            launched: None,
+            launched_secs: None,
+            image: Some(image.into()),
+            port: Some(port),
+            security_groups: vec!["sg-1".into()],
+        }
+    }
+
+    fn opts(config: &Config) -> Options {
+        Options::resolve(config, &crate::hosts::UpOptions::default()).expect("options")
+    }
+
+    fn ec2(plan: &Plan) -> &Ec2Plan {
+        match &plan.detail {
+            PlanDetail::Ec2(p) => p,
+            PlanDetail::Local(_) => panic!("not an EC2 plan"),
+        }
+    }
+
+    #[test]
+    fn a_launch_is_decided_down_to_what_run_instances_gets() {
+        let (_dir, config) = config();
+        let plan = plan(&config, &opts(&config), &observed(vec![])).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Create);
+        assert!(plan.build);
+        let p = ec2(&plan);
+        let launch = p.launch.as_ref().expect("launch spec");
+        // What is printed is what is sent.
+        assert_eq!(p.tags, launch.instance_tags.iter().cloned().collect());
+        assert_eq!(p.tags["labship:deployment"], "lab");
+        assert_eq!(p.tags["labship:port"], "8888");
+        assert_eq!(p.tags["labship:image"], plan.image);
+        assert!(!launch.volume_tags.iter().any(|(k, _)| k == "labship:image"));
+        assert_eq!(p.user_data.as_deref(), Some(launch.user_data.as_str()));
+        assert!(launch.user_data.starts_with("#!/bin/bash"));
+        assert_eq!(p.root_volume.as_ref().map(|r| r.size_gib), Some(30));
+        assert_eq!(launch.root_gib, 30);
+        assert_eq!(launch.metadata_hop_limit, 1);
+        assert_eq!(
+            plan.image,
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1"
+        );
+    }
+
+    #[test]
+    fn a_running_instance_with_this_image_is_left_alone_once_it_printed_its_token() {
+        let (_dir, config) = config();
+        let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1";
+        let mut seen = observed(vec![instance("running", image, 8888)]);
+        seen.console = Some(format!(
+            "labship: token\nhttp://127.0.0.1:8888/lab?token={}\n",
+            "a".repeat(48)
+        ));
+        let plan = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Nothing);
+        assert!(!plan.build, "a no-op builds nothing");
+        assert!(!ec2(&plan).push);
+        assert!(ec2(&plan).launch.is_none());
+
+        // Still no token: the push is finished and the wait resumed.
+        seen.console = Some("labship: begin t=1\n".into());
+        assert_eq!(
+            super::plan(&config, &opts(&config), &seen).expect("plan").action,
+            PlannedAction::Resume
+        );
+        // An error marker last: started again in place, with the replace script.
+        seen.console = Some("labship: error phase=pull cause=denied\n".into());
+        let restart = super::plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(restart.action, PlannedAction::Restart);
+        assert!(ec2(&restart).user_data.is_some());
+    }
+
+    #[test]
+    fn a_changed_image_or_port_replaces_the_container_on_the_same_instance() {
+        let (_dir, config) = config();
+        let seen = observed(vec![instance("running", "r/labship/lab:ctx-0", 8888)]);
+        let plan = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Replace);
+        assert_eq!(ec2(&plan).instance_id.as_deref(), Some("i-1"));
+        assert!(plan.reason.contains("image changed"), "{}", plan.reason);
+        assert!(ec2(&plan).launch.is_none());
+    }
+
+    #[test]
+    fn refusals_are_decided_before_anything_is_made() {
+        let (_dir, config) = config();
+        // A stopped instance is not silently replaced by a second one.
+        let stopped = observed(vec![instance("stopped", "x", 8888)]);
+        let err = plan(&config, &opts(&config), &stopped).expect_err("stopped");
+        assert!(err.to_string().contains("stopped") || format!("{err:?}").contains("stopped"));
+        // An instance type of the other architecture.
+        let mut arm = observed(vec![]);
+        arm.instance_type.architectures = vec!["arm64".into()];
+        assert!(matches!(
+            plan(&config, &opts(&config), &arm),
+            Err(Error::ArchitectureMismatch { .. })
+        ));
+        // No caller address: a launch cannot open the port to anyone.
+        let mut no_ip = observed(vec![]);
+        no_ip.ingress = Err("checkip did not answer".into());
+        assert!(matches!(
+            plan(&config, &opts(&config), &no_ip),
+            Err(Error::CallerIp { .. })
+        ));
+    }
+}

@@ -1,0 +1,570 @@
+//! `labship up --ec2`: observe, plan (see [`super::plan`]), then apply that plan.
+//!
+//! The named steps, each only when the one before succeeded:
+//! 1. **checks** that change nothing: the instance type and the deployment's instances; a
+//!    live instance that already serves this image needs only its console read;
+//! 2. **observe** the rest: host image, VPC, the caller's address;
+//! 3. **prepare** the push: build when needed, log in, make sure the repository exists (a
+//!    failed build leaves nothing in AWS);
+//! 4. **plan** from all of that (the same function `--dry-run` prints);
+//! 5. **apply**: instance role and security group, then upload and RunInstances at the same
+//!    time (the host boots while layers upload; its user-data retries the pull), or the
+//!    container replaced in place through Systems Manager;
+//! 6. **wait** for the console's markers until the token.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::cloud::{self, Cloud, Ingress, Instance, LaunchSpec};
+use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
+use super::userdata::{self, MarkerKind, Phase};
+use super::{ingress_cidrs, resolve_ami, watch};
+use crate::aws::Aws;
+use crate::build;
+use crate::config::{Config, Target};
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+use crate::hosts::{Plan, PlanDetail, PlannedAction, Timings, UpReport};
+use crate::output::Printer;
+use crate::push::{self, Ecr, ImageRegistry};
+
+/// Steps 1 and 2 for `--dry-run`: everything a plan can show, with nothing created or built
+/// (the registry is asked for its address only, which is a read).
+pub async fn dry_run(
+    engine: &Engine,
+    aws: &Aws,
+    config: &Config,
+    opts: &Options,
+) -> Result<Plan> {
+    let cloud = Cloud::new(aws);
+    let mut observed = check(&cloud, engine, config).await?;
+    let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
+    let (ami, vpc, ingress, profile, auth) = tokio::try_join!(
+        resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
+        cloud.vpc(config.ec2.subnet.as_deref()),
+        ingress_for(config, opts),
+        cloud.instance_profile_exists(),
+        ecr.login(),
+    )?;
+    if let Some(live) = observed.live().filter(|_| observed.serves(config, opts.port)) {
+        observed.console = Some(
+            cloud
+                .console(&live.id, observed.instance_type.nitro)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    observed.ami = Some(ami);
+    observed.vpc = Some(vpc);
+    observed.ingress = Ok(ingress);
+    observed.profile_exists = Some(profile);
+    observed.registry = Some(auth.server);
+    plan::plan(config, opts, &observed)
+}
+
+/// Step 1: the reads every `up` makes (the two at once: they are the no-op's latency).
+async fn check(cloud: &Cloud, engine: &Engine, config: &Config) -> Result<Observed> {
+    let (instance_type, instances) = tokio::try_join!(
+        cloud.instance_type(&config.ec2.instance_type),
+        cloud.instances(Some(&config.name))
+    )?;
+    let (content_tag, _) = build::planned_tag(config)?;
+    let local = format!("{}:{content_tag}", config.local_image());
+    let image_size = engine.image_size(&local).await.ok().flatten();
+    Ok(Observed {
+        region: cloud.region.clone(),
+        instance_type,
+        instances,
+        needs_build: image_size.is_none(),
+        content_tag,
+        console: None,
+        ingress: Err("not read".into()),
+        ami: None,
+        vpc: None,
+        registry: None,
+        image_size,
+        profile_exists: None,
+    })
+}
+
+pub async fn up(
+    engine: &Engine,
+    aws: &Aws,
+    config: &Config,
+    opts: &Options,
+    printer: &Printer,
+) -> Result<UpReport> {
+    let started = Instant::now();
+    let cloud = Cloud::new(aws);
+    let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
+
+    // 1. Checks that change nothing.
+    let mut observed = check(&cloud, engine, config).await?;
+    if let Some(live) = observed
+        .live()
+        .filter(|_| observed.serves(config, opts.port))
+        .cloned()
+    {
+        // The no-op path: the console decides; the address service being down must not
+        // stop it (the security group is then left as it is).
+        let (console, ingress) = tokio::join!(
+            cloud.console(&live.id, observed.instance_type.nitro),
+            ingress_for(config, opts)
+        );
+        let console = console?.unwrap_or_default();
+        observed.ingress = ingress.map_err(|e| e.to_string());
+        if plan::newest_error(&console).is_some() {
+            observed.registry = Some(ecr.login().await?.server);
+        }
+        observed.console = Some(console);
+        let plan = plan::plan(config, opts, &observed)?;
+        return in_place(&cloud, engine, &ecr, config, opts, &observed, plan, started, printer)
+            .await;
+    }
+
+    // 2. Everything else that must hold before anything is created.
+    let (ami, vpc, ingress) = tokio::try_join!(
+        resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
+        cloud.vpc(config.ec2.subnet.as_deref()),
+        ingress_for(config, opts)
+    )?;
+    observed.ami = Some(ami);
+    observed.vpc = Some(vpc);
+    observed.ingress = Ok(ingress);
+
+    // 3. Build (when needed), log in, the repository: everything before the upload.
+    let t_build = Instant::now();
+    let prepared = push::prepare(engine, &ecr, config, printer).await?;
+    let build_secs = prepared.built().then(|| t_build.elapsed().as_secs_f64());
+    observed.registry = Some(prepared.registry_host().to_string());
+    observed.content_tag = prepared.tag().to_string();
+    observed.needs_build = false;
+    observed.image_size = engine.image_size(&prepared.local_image()).await?;
+
+    // 4. The plan.
+    let plan = plan::plan(config, opts, &observed)?;
+    let PlanDetail::Ec2(detail) = &plan.detail else {
+        return Err(not_ec2());
+    };
+    let image = plan.image.clone();
+    let name = &config.name;
+
+    // 5. Apply.
+    if plan.action == PlannedAction::Replace {
+        let (Some(inst), Some(script)) = (observed.live(), &detail.user_data) else {
+            return Err(not_ec2());
+        };
+        let t_push = Instant::now();
+        let pushed = push::finish(engine, &ecr, prepared, printer).await?;
+        let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
+        printer.note(format!("`{name}`: {}", plan.reason));
+        let (now, secs, finding) =
+            replace_container(&cloud, inst, script, &image, opts, printer).await?;
+        // Only now: had the new container failed, the old one (and its port) would still run.
+        if let Some(group) = inst.security_groups.first() {
+            cloud
+                .reconcile_ingress(group, &detail.security_group.ingress)
+                .await?;
+        }
+        let timings = Timings {
+            build: build_secs,
+            push: push_secs,
+            jupyter: Some(secs),
+            total: started.elapsed().as_secs_f64(),
+            ..Timings::default()
+        };
+        return report(&plan, detail, &now, &finding, opts, build_secs.is_some(), pushed.bytes_uploaded, timings);
+    }
+    let Some(spec) = &detail.launch else {
+        return Err(not_ec2());
+    };
+
+    // Role and security group.
+    let vpc = detail.vpc.clone().unwrap_or_default();
+    let (profile_created, (group, group_created)) = tokio::try_join!(
+        cloud.ensure_instance_profile(),
+        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress)
+    )?;
+    if profile_created {
+        printer.note(format!(
+            "Created IAM role and instance profile {}",
+            cloud::INSTANCE_PROFILE
+        ));
+    }
+    if group_created {
+        printer.note(format!(
+            "Created security group {group} ({})",
+            detail.security_group.name
+        ));
+    }
+
+    // Upload and launch together.
+    let t_push = Instant::now();
+    let upload = async {
+        let r = push::finish(engine, &ecr, prepared, printer).await;
+        (r, t_push.elapsed().as_secs_f64())
+    };
+    // A new profile propagates in seconds; one that exists needs no retry budget at all.
+    let profile_wait = Duration::from_secs(if profile_created { 120 } else { 20 });
+    let launch = launch_and_wait_running(&cloud, spec, &group, profile_wait, printer);
+    let ((pushed, push_secs), launched) = tokio::join!(upload, launch);
+    let (instance, launched_at, launch_secs) = match (pushed.as_ref(), launched) {
+        (Err(_), Ok((inst, _, _))) => {
+            // Nothing half-made: the instance would wait for an image that never comes.
+            printer.note(format!("The push failed: terminating {} again", inst.id));
+            if let Err(e) = cloud.terminate(std::slice::from_ref(&inst.id)).await {
+                printer.note(format!(
+                    "could not terminate {}: {e}; `labship down {name} --ec2` removes it",
+                    inst.id
+                ));
+            }
+            return Err(pushed.err().unwrap_or_else(|| Error::PushFailed {
+                image,
+                message: "the push failed".into(),
+                hint: "run `labship push` to see why".into(),
+            }));
+        }
+        (_, Err(e)) => return Err(e),
+        (Ok(_), Ok(l)) => l,
+    };
+    let pushed = pushed?;
+
+    // 6. The console, until the token.
+    printer.note(format!(
+        "Waiting for {} to boot and start Jupyter (up to {}s)",
+        instance.id,
+        opts.wait.as_secs()
+    ));
+    // The wait is for the instance: build and push had their own bounds.
+    let wait = watch::Wait {
+        deadline: Instant::now() + opts.wait,
+        wait_secs: opts.wait.as_secs(),
+        replay: true,
+        first_read: None,
+        nitro: observed.instance_type.nitro,
+    };
+    let ready = watch::until_token(&cloud, &instance, wait, printer).await?;
+    let timings = phase_timings(
+        &ready.markers,
+        launched_at,
+        build_secs,
+        (!pushed.skipped).then_some(push_secs),
+        launch_secs,
+        started.elapsed().as_secs_f64(),
+    );
+    report(&plan, detail, &ready.instance, &ready.finding, opts, build_secs.is_some(), pushed.bytes_uploaded, timings)
+}
+
+/// The plans that act on the live instance that already has this image and port: nothing,
+/// resume (finish the push, wait again) or restart (the last start failed).
+#[allow(clippy::too_many_arguments)]
+async fn in_place(
+    cloud: &Cloud,
+    engine: &Engine,
+    ecr: &Ecr,
+    config: &Config,
+    opts: &Options,
+    observed: &Observed,
+    plan: Plan,
+    started: Instant,
+    printer: &Printer,
+) -> Result<UpReport> {
+    let PlanDetail::Ec2(detail) = &plan.detail else {
+        return Err(not_ec2());
+    };
+    let Some(inst) = observed.live() else {
+        return Err(not_ec2());
+    };
+    let name = &config.name;
+    if let Some(group) = inst.security_groups.first() {
+        if !detail.security_group.ingress.is_empty()
+            && cloud
+                .reconcile_ingress(group, &detail.security_group.ingress)
+                .await?
+        {
+            printer.note(format!(
+                "Updated {group}: Jupyter is now open to {} ({})",
+                detail.security_group.ingress[0].cidrs.join(", "),
+                detail.security_group.source
+            ));
+        }
+    }
+    if let Err(e) = &observed.ingress {
+        printer.note(format!("Security group left as it is: {e}"));
+    }
+    let (mut built, mut bytes) = (false, 0);
+    match plan.action {
+        PlannedAction::Restart => {
+            printer.note(format!(
+                "{}; starting it again through Systems Manager",
+                plan.reason
+            ));
+            let pushed = push::push(engine, ecr, config, printer).await?;
+            let Some(script) = &detail.user_data else {
+                return Err(not_ec2());
+            };
+            let (now, secs, finding) =
+                replace_container(cloud, inst, script, &plan.image, opts, printer).await?;
+            let timings = Timings {
+                jupyter: Some(secs),
+                total: started.elapsed().as_secs_f64(),
+                ..Timings::default()
+            };
+            return report(&plan, detail, &now, &finding, opts, pushed.built, pushed.bytes_uploaded, timings);
+        }
+        PlannedAction::Resume => {
+            printer.note(format!(
+                "{} of `{name}` is still starting; making sure its image is in the registry",
+                inst.id
+            ));
+            let pushed = push::push(engine, ecr, config, printer).await?;
+            built = pushed.built;
+            bytes = pushed.bytes_uploaded;
+        }
+        _ => printer.note(format!("`{name}` already runs this image on {}", inst.id)),
+    }
+    let console = observed.console.clone().unwrap_or_default();
+    let wait = watch::Wait {
+        deadline: Instant::now() + opts.wait,
+        wait_secs: opts.wait.as_secs(),
+        replay: false,
+        first_read: (!console.is_empty()).then_some(console),
+        nitro: observed.instance_type.nitro,
+    };
+    let ready = watch::until_token(cloud, inst, wait, printer).await?;
+    let timings = Timings {
+        total: started.elapsed().as_secs_f64(),
+        ..Timings::default()
+    };
+    report(&plan, detail, &ready.instance, &ready.finding, opts, built, bytes, timings)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    plan: &Plan,
+    detail: &Ec2Plan,
+    instance: &Instance,
+    finding: &crate::token::TokenFinding,
+    opts: &Options,
+    built: bool,
+    bytes_uploaded: u64,
+    timings: Timings,
+) -> Result<UpReport> {
+    let ip = require_ip(instance, &plan.deployment)?;
+    Ok(UpReport {
+        target: Target::Ec2,
+        deployment: plan.deployment.clone(),
+        url: url(&ip, opts.port, finding),
+        action: plan.action.done(),
+        reason: plan.reason.clone(),
+        image: instance
+            .image
+            .clone()
+            .filter(|_| plan.action == PlannedAction::Nothing || plan.action == PlannedAction::Resume)
+            .unwrap_or_else(|| plan.image.clone()),
+        built,
+        bytes_uploaded,
+        port: opts.port,
+        container: None,
+        volume: None,
+        region: Some(detail.region.clone()),
+        instance_id: Some(instance.id.clone()),
+        instance_type: Some(instance.instance_type.clone()),
+        public_ip: Some(ip),
+        timings,
+    })
+}
+
+fn not_ec2() -> Error {
+    Error::InvalidSetting {
+        what: "plan",
+        value: String::new(),
+        reason: "the plan does not fit the EC2 step applying it".into(),
+        hint: "this is a bug in labship; please report it".into(),
+    }
+}
+
+/// The security group's rules: the Jupyter port (and SSH with `ec2.ssh_key`) from the CIDRs
+/// asked for, or the caller's address.
+async fn ingress_for(config: &Config, opts: &Options) -> Result<(Vec<Ingress>, String)> {
+    let (cidrs, source) = ingress_cidrs(&opts.allow_cidr, opts.public).await?;
+    let mut rules = vec![Ingress {
+        port: opts.port,
+        cidrs: cidrs.clone(),
+        description: "Jupyter (labship)".into(),
+    }];
+    if config.ec2.ssh_key.is_some() {
+        rules.push(Ingress {
+            port: 22,
+            cidrs,
+            description: "SSH (labship, ec2.ssh_key)".into(),
+        });
+    }
+    Ok((rules, source))
+}
+
+async fn launch_and_wait_running(
+    cloud: &Cloud,
+    spec: &LaunchSpec,
+    security_group: &str,
+    profile_wait: Duration,
+    printer: &Printer,
+) -> Result<(Instance, f64, f64)> {
+    let t = Instant::now();
+    let launched_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let inst = cloud.launch(spec, security_group, profile_wait).await?;
+    printer.note(format!(
+        "Launched {} ({}, {}, {} GiB encrypted gp3)",
+        inst.id, spec.instance_type, spec.ami, spec.root_gib
+    ));
+    // RunInstances answers with a pending instance; running takes seconds to a minute.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match cloud.instance(&inst.id).await? {
+            Some(i) if i.state == "running" => return Ok((i, launched_at, t.elapsed().as_secs_f64())),
+            Some(i) if i.state != "pending" => {
+                return Err(Error::BootFailed {
+                    deployment: spec.deployment.clone(),
+                    instance: inst.id.clone(),
+                    phase: "launch".into(),
+                    cause: format!("the instance went to {} before running", i.state),
+                    hint: "see the instance's state reason in the EC2 console (capacity, EBS limits); `labship down --ec2` cleans up".into(),
+                })
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(Error::BootFailed {
+                    deployment: spec.deployment.clone(),
+                    instance: inst.id.clone(),
+                    phase: "launch".into(),
+                    cause: "still pending after 300s".into(),
+                    hint: "try again later or another instance type; `labship down --ec2` cleans up".into(),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// Replaces the container through SSM RunCommand; returns (instance, seconds, token).
+async fn replace_container(
+    cloud: &Cloud,
+    inst: &Instance,
+    script: &str,
+    image: &str,
+    opts: &Options,
+    printer: &Printer,
+) -> Result<(Instance, f64, crate::token::TokenFinding)> {
+    let t = Instant::now();
+    if !cloud.ssm_online(&inst.id).await? {
+        return Err(Error::Replace {
+            deployment: inst.deployment.clone(),
+            instance: inst.id.clone(),
+            message: "its Systems Manager agent is not online, so labship cannot reach the host".into(),
+            hint: format!("the agent needs a minute after boot and the labship-instance role (AmazonSSMManagedInstanceCore); try again shortly, or remove the instance with `labship down {} --ec2` (its notebooks go with it) and run `labship up --ec2`", inst.deployment),
+        });
+    }
+    printer.note(format!(
+        "Replacing the container on {} through Systems Manager",
+        inst.id
+    ));
+    // The script bounds itself (login, pull and Jupyter deadlines): SSM's execution timeout
+    // follows those, not --wait, so SSM never cuts it off half-way.
+    let budget = Duration::from_secs(180 + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
+    let result = cloud
+        .run_script(
+            &inst.id,
+            script,
+            "labship: replace the Jupyter container",
+            budget,
+        )
+        .await?;
+    let markers = userdata::markers(&result.stdout);
+    if let Some(MarkerKind::Error { phase, cause }) = markers.last().map(|m| &m.phase) {
+        return Err(Error::BootFailed {
+            deployment: inst.deployment.clone(),
+            instance: inst.id.clone(),
+            phase: phase.clone(),
+            cause: crate::hosts::local::redact(cause),
+            hint: "the previous container, if there was one, was put back and still runs; fix the image and run `labship up --ec2` again".into(),
+        });
+    }
+    if !result.success {
+        let tail: Vec<&str> = result.stderr.lines().rev().take(10).collect();
+        return Err(Error::Replace {
+            deployment: inst.deployment.clone(),
+            instance: inst.id.clone(),
+            message: format!("the command ended with status {}", result.status),
+            hint: format!(
+                "its last error lines:\n{}",
+                crate::hosts::local::redact(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            ),
+        });
+    }
+    let finding = crate::token::find_token(&result.stdout).map_err(|e| {
+        crate::hosts::local::token_error(e, &format!("the replace command's output on {}", inst.id))
+    })?;
+    cloud.set_serving_tags(&inst.id, image, opts.port).await?;
+    let now = cloud
+        .instance(&inst.id)
+        .await?
+        .unwrap_or_else(|| inst.clone());
+    Ok((now, t.elapsed().as_secs_f64(), finding))
+}
+
+
+fn require_ip(inst: &Instance, name: &str) -> Result<String> {
+    inst.public_ip.clone().ok_or_else(|| Error::Network {
+        what: format!("instance {} of `{name}` has no public IP address", inst.id),
+        region: "its region".into(),
+        message: "Jupyter runs, but it cannot be reached from outside the VPC".into(),
+        hint: "launch in a subnet that assigns public IPs (the default VPC's do), or reach it through SSM port forwarding".into(),
+    })
+}
+
+fn url(ip: &str, port: u16, finding: &crate::token::TokenFinding) -> String {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!(
+        "http://{host}:{port}{}?token={}",
+        finding.path,
+        finding.token.expose()
+    )
+}
+
+/// Phase durations from the markers' own clock (the instance's), anchored at the launch.
+fn phase_timings(
+    markers: &[userdata::Marker],
+    launched_at: f64,
+    build: Option<f64>,
+    push: Option<f64>,
+    launch: f64,
+    total: f64,
+) -> Timings {
+    let at = |p: Phase| {
+        markers.iter().find_map(|m| match (&m.phase, m.at) {
+            (MarkerKind::Phase(q), Some(t)) if *q == p => Some(t),
+            _ => None,
+        })
+    };
+    let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some(b - a),
+        _ => None,
+    };
+    let begin = at(Phase::Begin);
+    let end = at(Phase::Ready).or(at(Phase::Token));
+    Timings {
+        build,
+        push,
+        launch: Some(launch),
+        boot: span(Some(launched_at + launch), begin).or(span(Some(launched_at), begin)),
+        docker: span(begin, at(Phase::LoggedIn)),
+        pull: span(at(Phase::LoggedIn), at(Phase::Pulled)),
+        jupyter: span(at(Phase::Pulled), end),
+        total,
+    }
+}

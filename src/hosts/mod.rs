@@ -1,0 +1,672 @@
+//! Step 3 of the pipeline: where Jupyter runs.
+//!
+//! Every target is a [`Host`] — the local Docker engine ([`local::LocalHost`], the default
+//! that needs no AWS account) and EC2 ([`ec2::Ec2Host`]) — with the same verbs in the
+//! domain's words: plan, up, status, token, logs, attach, down. Each verb returns ONE report
+//! type whatever the target ([`UpReport`], [`Plan`], [`StatusReport`], [`TokenReport`],
+//! [`LogsReport`], [`DownReport`]); a `target` field says where. A feature is written once,
+//! against this trait; the command handlers pick the host and print the report.
+//!
+//! `up` is plan-then-apply on every host: [`Host::plan`] observes the world and decides
+//! everything in a pure function (the value `--dry-run` prints), and `up` applies exactly
+//! that value. Options a target cannot honour are refused by [`UpOptions::refuse`] before
+//! anything is observed or created, never silently ignored.
+//!
+//! The two targets never import each other: what they share lives here or in the pipeline
+//! modules before them (token, push, build).
+
+pub mod ec2;
+pub mod local;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Config, Target};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+
+/// What the user asked of `up`, target-neutral. Each host applies its own defaults to what
+/// is `None` and refuses what it cannot do.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// The port users reach Jupyter on (local: on this machine; EC2: on the instance).
+    pub port: Option<u16>,
+    /// The address the port is published on.
+    pub bind: Option<IpAddr>,
+    /// How long to wait for Jupyter to answer.
+    pub wait: Option<Duration>,
+    /// EC2: the CIDRs the port opens to.
+    pub allow_cidr: Vec<String>,
+    /// EC2: open the port to everyone.
+    pub public: bool,
+    /// Stay attached to the log afterwards (local only).
+    pub attach: bool,
+}
+
+impl UpOptions {
+    /// The first option that `target` cannot honour, as an error naming it and the fix.
+    pub fn refuse(&self, target: Target, ami_or_subnet: bool) -> Result<()> {
+        let unsupported: Option<(&'static str, &'static str)> = match target {
+            Target::Local if !self.allow_cidr.is_empty() => Some((
+                "--allow-cidr",
+                "a local deployment listens on --bind (127.0.0.1 by default); there is no security group to open",
+            )),
+            Target::Local if self.public => Some((
+                "--public",
+                "publish on every interface with --bind 0.0.0.0 instead",
+            )),
+            Target::Local if ami_or_subnet => Some((
+                "--ami/--subnet (or ec2.ami/ec2.subnet given as a flag)",
+                "these choose an EC2 host; add --ec2, or drop them",
+            )),
+            Target::Ec2 if self.attach => Some((
+                "--attach",
+                "an instance keeps running without labship; follow it with `labship logs --ec2` and remove it with `labship down --ec2`",
+            )),
+            _ => None,
+        };
+        match unsupported {
+            Some((option, hint)) => Err(Error::Unsupported {
+                option: option.to_string(),
+                target: target.to_string(),
+                hint: hint.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What `down` is asked to do.
+#[derive(Debug, Clone)]
+pub struct DownOptions {
+    /// Also delete the workspace (local: the volume; EC2: terminate without saving it).
+    pub delete_data: bool,
+    /// EC2: also delete the deployment's images from ECR.
+    pub purge_images: bool,
+    /// EC2: also remove the shared IAM role when no deployment uses it.
+    pub all: bool,
+    /// Where saved workspaces go (`<folder>/<deployment>-<UTC time>/`).
+    pub backup_root: PathBuf,
+}
+
+/// A place Jupyter runs. Implemented by [`local::LocalHost`] and [`ec2::Ec2Host`].
+#[allow(async_fn_in_trait)] // used with concrete types only, inside labship
+pub trait Host {
+    fn target(&self) -> Target;
+
+    /// Observes the world and decides what `up` would do; changes nothing.
+    async fn plan(&self, config: &Config, options: &UpOptions, printer: &Printer) -> Result<Plan>;
+
+    /// Plans, then applies exactly that plan; returns the URL that answers.
+    async fn up(&self, config: &Config, options: &UpOptions, printer: &Printer)
+        -> Result<UpReport>;
+
+    /// Every deployment on this host.
+    async fn status(&self) -> Result<Vec<DeploymentStatus>>;
+
+    /// The deployment's current token and login URL.
+    async fn token(&self, deployment: &str) -> Result<TokenReport>;
+
+    /// The deployment's Jupyter log (optionally its last `tail` lines).
+    async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport>;
+
+    /// Streams the log until `interrupt` fires, then stops the deployment's server.
+    async fn attach(
+        &self,
+        deployment: &str,
+        interrupt: &mut Interrupt,
+        printer: &Printer,
+    ) -> Result<()>;
+
+    /// What `down` would remove that deserves a confirmation (None: nothing to ask about).
+    async fn down_preview(&self, config: &Config, options: &DownOptions)
+        -> Result<Option<String>>;
+
+    /// Removes the deployment (what `options` says of its data and images).
+    async fn down(
+        &self,
+        config: &Config,
+        options: &DownOptions,
+        printer: &Printer,
+    ) -> Result<DownReport>;
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, registered when this is made: a signal that arrives between
+/// the making and the first wait is not lost (the URL of `up --attach` is printed after).
+pub struct Interrupt {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    pub fn install() -> Result<Interrupt> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let failed = |source: std::io::Error| Error::Write {
+                path: "(signal handler)".into(),
+                source,
+            };
+            Ok(Interrupt {
+                int: signal(SignalKind::interrupt()).map_err(failed)?,
+                term: signal(SignalKind::terminate()).map_err(failed)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Interrupt {})
+        }
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+// ---- reports: one per command, the same shape on every target ------------------------------
+
+/// What `up` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpAction {
+    /// A new container (local) or instance (EC2).
+    Created,
+    /// The deployment already ran this image: nothing changed.
+    Unchanged,
+    /// A stopped deployment with this image was started again.
+    Started,
+    /// An interrupted `up` was completed (EC2: the push finished, the wait resumed).
+    Resumed,
+    /// The last start had failed: the server was started again in place.
+    Restarted,
+    /// The image, port or address changed: the server was replaced, the workspace kept.
+    Replaced,
+}
+
+/// What `up` will do: the plan's verb (the same set as [`UpAction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlannedAction {
+    Create,
+    Nothing,
+    Start,
+    Resume,
+    Restart,
+    Replace,
+}
+
+impl PlannedAction {
+    /// The report's word for this plan once applied.
+    pub fn done(self) -> UpAction {
+        match self {
+            PlannedAction::Create => UpAction::Created,
+            PlannedAction::Nothing => UpAction::Unchanged,
+            PlannedAction::Start => UpAction::Started,
+            PlannedAction::Resume => UpAction::Resumed,
+            PlannedAction::Restart => UpAction::Restarted,
+            PlannedAction::Replace => UpAction::Replaced,
+        }
+    }
+}
+
+/// `up`'s result. Fields that do not apply to a target are `null` in JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub target: Target,
+    pub deployment: String,
+    /// The login URL (it holds the token).
+    pub url: String,
+    pub action: UpAction,
+    /// Why, in words.
+    pub reason: String,
+    /// The image the server runs (local: `labship/NAME:ctx-...`; EC2: the registry URI).
+    pub image: String,
+    /// Whether the image had to be built in this run.
+    pub built: bool,
+    /// Bytes sent to the registry in this run (0 locally).
+    pub bytes_uploaded: u64,
+    /// The port Jupyter is reached on.
+    pub port: u16,
+    /// Local: the container and the workspace volume.
+    pub container: Option<String>,
+    pub volume: Option<String>,
+    /// EC2: where the instance runs.
+    pub region: Option<String>,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub public_ip: Option<String>,
+    pub timings: Timings,
+}
+
+impl std::fmt::Display for UpReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+/// `up --dry-run`: everything `up` would do. The common part is the same on every target;
+/// `detail` holds the target's own decisions (flattened into the same JSON object).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub target: Target,
+    pub deployment: String,
+    pub action: PlannedAction,
+    pub reason: String,
+    /// The image the server will run.
+    pub image: String,
+    /// Whether the image must be built first.
+    pub build: bool,
+    #[serde(flatten)]
+    pub detail: PlanDetail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PlanDetail {
+    Local(local::LocalPlan),
+    Ec2(Box<ec2::plan::Ec2Plan>),
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "Plan for `{}` ({}): {} — {}",
+            self.deployment,
+            self.target,
+            serde_plain(&self.action),
+            self.reason
+        )?;
+        writeln!(
+            f,
+            "  image           {}{}",
+            self.image,
+            if self.build { " (to be built)" } else { "" }
+        )?;
+        match &self.detail {
+            PlanDetail::Local(p) => write!(f, "{p}"),
+            PlanDetail::Ec2(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// An enum's serde name (`replace`), for text reports.
+fn serde_plain<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One deployment in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentStatus {
+    pub target: Target,
+    pub name: String,
+    /// `running`, `exited`, `stopped`, `pending`, ... as the host says.
+    pub state: String,
+    pub image: Option<String>,
+    /// The server's address without the token (`labship token` prints that).
+    pub url: Option<String>,
+    pub age_seconds: Option<i64>,
+    /// Local: the container.
+    pub container: Option<String>,
+    /// EC2: where the instance runs.
+    pub region: Option<String>,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub public_ip: Option<String>,
+    /// Something the user should know (a resource left behind, and what removes it).
+    pub note: Option<String>,
+}
+
+/// A target `status` could not look at, and why (it still lists the others).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotChecked {
+    pub target: Target,
+    pub reason: String,
+}
+
+/// `labship status`: every deployment of every target asked, in one table / one array.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub deployments: Vec<DeploymentStatus>,
+    pub not_checked: Vec<NotChecked>,
+}
+
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines: Vec<String> = Vec::new();
+        if self.deployments.is_empty() {
+            lines.push("no deployments (start one with `labship up`)".into());
+        } else {
+            let rows: Vec<[String; 6]> = self
+                .deployments
+                .iter()
+                .map(|d| {
+                    let place = match (&d.instance_id, &d.container) {
+                        (Some(id), _) => format!(
+                            "{id} {} {}",
+                            d.instance_type.as_deref().unwrap_or("-"),
+                            d.region.as_deref().unwrap_or("")
+                        )
+                        .trim_end()
+                        .to_string(),
+                        (None, Some(c)) => c.clone(),
+                        (None, None) => "-".into(),
+                    };
+                    [
+                        d.name.clone(),
+                        d.target.to_string(),
+                        d.state.clone(),
+                        place,
+                        d.url
+                            .clone()
+                            .or_else(|| d.note.clone())
+                            .unwrap_or_else(|| "-".into()),
+                        d.age_seconds.map(age).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            let header = ["NAME", "TARGET", "STATE", "WHERE", "URL", "AGE"].map(String::from);
+            let mut widths = header.clone().map(|h| h.len());
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            for row in std::iter::once(&header).chain(rows.iter()) {
+                let cells: Vec<String> = row
+                    .iter()
+                    .zip(widths)
+                    .map(|(cell, w)| format!("{cell:<w$}"))
+                    .collect();
+                lines.push(cells.join("  ").trim_end().to_string());
+            }
+        }
+        for n in &self.not_checked {
+            lines.push(format!("({} not checked: {})", n.target, n.reason));
+        }
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `labship token`: the token on its own line in text mode (for `$(labship token)`), an
+/// object in JSON. `target` and `deployment` are `null` for `--from-log`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenReport {
+    pub target: Option<Target>,
+    pub deployment: Option<String>,
+    pub token: String,
+    pub url: String,
+}
+
+impl std::fmt::Display for TokenReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.token)
+    }
+}
+
+/// `labship logs`: the container's log (local) or the instance's cleaned console (EC2).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogsReport {
+    pub target: Target,
+    pub deployment: String,
+    pub log: String,
+}
+
+impl std::fmt::Display for LogsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.log.trim_end_matches('\n'))
+    }
+}
+
+/// A workspace saved before its host went away.
+#[derive(Debug, Clone, Serialize)]
+pub struct SavedWorkspace {
+    /// The server it came from (EC2: the instance id).
+    pub instance: String,
+    pub dir: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+    /// Paths not saved, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// `labship down`. `removed` and `kept` list everything in words on every target; the other
+/// fields say the same by kind, for scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    pub target: Target,
+    pub deployment: String,
+    pub region: Option<String>,
+    /// Everything removed, in words (`container labship-x`, `instance i-...`).
+    pub removed: Vec<String>,
+    /// What stays on purpose (the workspace volume without --delete-data).
+    pub kept: Vec<String>,
+    /// Workspaces saved before termination.
+    pub saved: Vec<SavedWorkspace>,
+    pub terminated: Vec<String>,
+    pub security_groups_deleted: Vec<String>,
+    pub images_deleted: usize,
+    pub repository_deleted: Option<String>,
+    pub iam_removed: bool,
+    /// Why the shared IAM role stays (with --all).
+    pub iam_kept: Option<String>,
+    pub failures: Vec<String>,
+}
+
+impl DownReport {
+    pub fn new(target: Target, deployment: &str, region: Option<String>) -> DownReport {
+        DownReport {
+            target,
+            deployment: deployment.to_string(),
+            region,
+            removed: Vec::new(),
+            kept: Vec::new(),
+            saved: Vec::new(),
+            terminated: Vec::new(),
+            security_groups_deleted: Vec::new(),
+            images_deleted: 0,
+            repository_deleted: None,
+            iam_removed: false,
+            iam_kept: None,
+            failures: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for DownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match &self.region {
+            Some(r) => format!("{} in {r}", self.target),
+            None => self.target.to_string(),
+        };
+        let mut lines = Vec::new();
+        if self.removed.is_empty() && self.failures.is_empty() {
+            lines.push(format!(
+                "Nothing left of `{}` ({place}): nothing to remove",
+                self.deployment
+            ));
+        }
+        for s in &self.saved {
+            lines.push(format!(
+                "saved    {} files ({}) of {} to {}",
+                s.files,
+                crate::output::human_bytes(s.bytes),
+                s.instance,
+                s.dir.display()
+            ));
+            for skipped in &s.skipped {
+                lines.push(format!("  not saved: {skipped}"));
+            }
+        }
+        for r in &self.removed {
+            lines.push(format!("removed  {r}"));
+        }
+        for k in &self.kept {
+            lines.push(format!("kept     {k}"));
+        }
+        if let Some(why) = &self.iam_kept {
+            lines.push(format!("kept     IAM role: {why}"));
+        }
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// Where the time of an `up` went, in seconds (phases that did not run are absent).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub build: Option<f64>,
+    pub push: Option<f64>,
+    /// EC2: RunInstances until the instance reported running.
+    pub launch: Option<f64>,
+    /// EC2: launch until the user-data began (firmware, kernel, cloud-init).
+    pub boot: Option<f64>,
+    /// EC2: installing/starting Docker and logging in to ECR.
+    pub docker: Option<f64>,
+    pub pull: Option<f64>,
+    /// Container start until Jupyter answered with its token.
+    pub jupyter: Option<f64>,
+    pub total: f64,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = [
+            ("build", self.build),
+            ("push", self.push),
+            ("launch", self.launch),
+            ("boot", self.boot),
+            ("docker+login", self.docker),
+            ("pull", self.pull),
+            ("jupyter start", self.jupyter),
+        ];
+        writeln!(f, "Timings (s; on EC2 the push overlaps launch and boot):")?;
+        for (name, v) in rows {
+            match v {
+                Some(v) => writeln!(f, "  {name:<14} {v:>7.1}")?,
+                None => writeln!(f, "  {name:<14} {:>7}", "-")?,
+            }
+        }
+        write!(f, "  {:<14} {:>7.1}", "total", self.total)
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(target: Target, name: &str) -> DeploymentStatus {
+        DeploymentStatus {
+            target,
+            name: name.into(),
+            state: "running".into(),
+            image: Some("ctx-0123".into()),
+            url: Some("http://127.0.0.1:8888/lab".into()),
+            age_seconds: Some(30),
+            container: Some(format!("labship-{name}")),
+            region: None,
+            instance_id: None,
+            instance_type: None,
+            public_ip: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn status_is_one_table_for_every_target() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(600), "10m");
+        assert_eq!(age(3 * 86_400), "3d");
+        let mut ec2 = row(Target::Ec2, "big");
+        ec2.container = None;
+        ec2.instance_id = Some("i-0abc".into());
+        ec2.instance_type = Some("t3.medium".into());
+        ec2.region = Some("eu-west-1".into());
+        ec2.url = Some("http://203.0.113.7:8888/lab".into());
+        let report = StatusReport {
+            deployments: vec![row(Target::Local, "lab"), ec2],
+            not_checked: vec![],
+        };
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME  TARGET  STATE"), "{text}");
+        assert!(
+            lines[1].contains("lab   local   running  labship-lab")
+                && lines[1].contains("http://127.0.0.1:8888/lab")
+                && lines[1].ends_with("30s"),
+            "{text}"
+        );
+        assert!(lines[2].contains("i-0abc t3.medium eu-west-1"), "{text}");
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["deployments"][0]["target"], "local");
+        assert_eq!(json["deployments"][1]["target"], "ec2");
+        // One shape: every row has every key.
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&json["deployments"][0]), keys(&json["deployments"][1]));
+    }
+
+    #[test]
+    fn options_a_target_cannot_honour_are_refused() {
+        let attach = UpOptions {
+            attach: true,
+            ..UpOptions::default()
+        };
+        assert!(attach.refuse(Target::Local, false).is_ok());
+        let err = attach.refuse(Target::Ec2, false).unwrap_err().to_string();
+        assert!(err.contains("--attach"), "{err}");
+        let public = UpOptions {
+            public: true,
+            ..UpOptions::default()
+        };
+        assert!(public.refuse(Target::Ec2, false).is_ok());
+        assert!(public.refuse(Target::Local, false).is_err());
+        assert!(UpOptions::default().refuse(Target::Local, true).is_err());
+    }
+
+    #[test]
+    fn planned_actions_name_what_up_reports() {
+        assert_eq!(PlannedAction::Create.done(), UpAction::Created);
+        assert_eq!(PlannedAction::Nothing.done(), UpAction::Unchanged);
+        assert_eq!(serde_plain(&PlannedAction::Replace), "replace");
+        assert_eq!(serde_plain(&UpAction::Replaced), "replaced");
+    }
+}
