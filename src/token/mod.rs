@@ -11,7 +11,14 @@
 //! [`find_token`] first runs the input through [`clean::clean_console`] (ANSI colours,
 //! CR/CRLF, cloud-init console prefixes, AWS timestamps, getty prompts and SSM agent
 //! messages interleaved mid-line), then scans every line, unanchored, for
-//! `http(s)://host[:port][/path]?...token=<value>`.
+//! `http(s)://host[:port][/path]?...token=<value>`. The host may also be notebook 5.x's
+//! `(HOSTNAME or 127.0.0.1)`, which it prints when it listens on all addresses.
+//!
+//! The helpers that turn the result into what a user reads live here too, so that every
+//! place that shows a token (local engine, EC2, `labship token`) says the same thing:
+//! [`redact`] hides token values in text bound for messages and logs, and
+//! [`TokenError::into_error`] turns a parser error into the crate's
+//! [`Error::TokenNotFound`](crate::error::Error::TokenNotFound) with a reason and a hint.
 
 pub mod clean;
 
@@ -76,6 +83,13 @@ pub struct TokenFinding {
     pub token: JupyterToken,
     /// The full URL as Jupyter printed it, after console cleaning (and, when a console
     /// split the token, with the token rejoined). It contains the secret.
+    ///
+    /// One exception: notebook 5.x, listening on all addresses, prints the host as
+    /// `(HOSTNAME or 127.0.0.1)`, which no browser accepts; the URL here carries the
+    /// address after `or` (Jupyter always writes `127.0.0.1` there) instead. Loopback is
+    /// the choice that works wherever labship reaches the server (a published or
+    /// forwarded port on this machine), whereas a container's hostname resolves only
+    /// inside the container; it is also the URL later Jupyter versions print last.
     pub url: String,
     /// The port in the URL, if it had one.
     pub port: Option<u16>,
@@ -117,6 +131,53 @@ pub enum TokenError {
     /// yet, runs without a token, or the log is something else).
     #[error("no Jupyter server URL with a login token found in the log")]
     NoToken,
+}
+
+impl TokenError {
+    /// The error as the user should read it: [`Error::TokenNotFound`] naming `origin`
+    /// (what was searched, e.g. "the log of labship-demo"), with the reason and a hint
+    /// on what to do next.
+    ///
+    /// [`Error::TokenNotFound`]: crate::error::Error::TokenNotFound
+    #[must_use]
+    pub fn into_error(self, origin: &str) -> crate::error::Error {
+        match self {
+            TokenError::TokenNotLogged => crate::error::Error::TokenNotFound {
+                origin: origin.to_string(),
+                reason: "the server's token was set explicitly, so Jupyter logged `token=...` instead of it".into(),
+                hint: "use the token that was configured (JUPYTER_TOKEN or --IdentityProvider.token)".into(),
+            },
+            TokenError::NoToken => crate::error::Error::TokenNotFound {
+                origin: origin.to_string(),
+                reason: "no Jupyter server URL with a token was found".into(),
+                hint: "give the log of a Jupyter server start (docker logs, cloud-init-output.log or the EC2 console output); a server that is still starting has not printed it yet".into(),
+            },
+        }
+    }
+}
+
+/// Hide login tokens in text that goes into messages and logs: every `token=<value>`
+/// becomes `token=****`.
+///
+/// The value is the run of `[A-Za-z0-9_-]` after `token=`, the same characters
+/// [`find_token`] accepts, so `&x=1` and whatever follows stay readable. Jupyter's own
+/// placeholder `token=...` is no secret and is left as it is. Use
+/// [`TokenFinding::redacted_url`] for a URL whose token is known.
+#[must_use]
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("token=") {
+        let (head, tail) = rest.split_at(i + "token=".len());
+        out.push_str(head);
+        let secret_len = tail.bytes().take_while(|&b| is_token_byte(b)).count();
+        if secret_len > 0 {
+            out.push_str("****");
+        }
+        rest = &tail[secret_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Find the CURRENT token in `log`.
@@ -277,25 +338,28 @@ fn parse_url(text: &str, start: usize, scheme_len: usize) -> Option<(Candidate, 
     let b = text.as_bytes();
     let mut i = start + scheme_len;
 
-    // host
+    // host: as printed, or the usable address notebook 5's `(HOSTNAME or ADDRESS)` offers
     let host_start = i;
-    if b.get(i) == Some(&b'[') {
-        i += 1;
-        while i < b.len() && (b[i].is_ascii_hexdigit() || matches!(b[i], b':' | b'.')) {
-            i += 1;
-        }
-        if b.get(i) != Some(&b']') {
-            return None;
-        }
-        i += 1;
+    let usable_host = if b.get(i) == Some(&b'(') {
+        let (address, end) = parse_either_host(text, i)?;
+        i = end;
+        Some(address)
     } else {
-        while i < b.len() && is_host_byte(b[i]) {
-            i += 1;
+        i = parse_host(b, i)?;
+        None
+    };
+    let host_end = i;
+    // The URL from `start` up to `end`, with the host a browser can use.
+    let url_to = |end: usize| -> String {
+        match usable_host {
+            Some(address) => format!(
+                "{}{address}{}",
+                &text[start..host_start],
+                &text[host_end..end]
+            ),
+            None => text[start..end].to_string(),
         }
-    }
-    if i == host_start {
-        return None;
-    }
+    };
 
     // port
     let mut port = None;
@@ -342,7 +406,7 @@ fn parse_url(text: &str, start: usize, scheme_len: usize) -> Option<(Candidate, 
                 return Some((
                     Candidate {
                         value: Value::Placeholder,
-                        url: text[start..url_end].to_string(),
+                        url: url_to(url_end),
                         port,
                         path,
                         at_end_of_input: false,
@@ -358,7 +422,7 @@ fn parse_url(text: &str, start: usize, scheme_len: usize) -> Option<(Candidate, 
                 return None;
             }
             let mut token = text[vs..i].to_string();
-            let mut url = text[start..i].to_string();
+            let mut url = url_to(i);
             let mut end = i;
             if let Some(rest) = rejoin_split(b, &token, i) {
                 token.push_str(&text[i + 1..i + 1 + rest]);
@@ -396,6 +460,45 @@ fn parse_url(text: &str, start: usize, scheme_len: usize) -> Option<(Candidate, 
         }
         return None;
     }
+}
+
+/// The end of a host that starts at `at`: a name or IPv4 address, or a bracketed IPv6
+/// address. `None` when there is none.
+fn parse_host(b: &[u8], at: usize) -> Option<usize> {
+    let mut i = at;
+    if b.get(i) == Some(&b'[') {
+        i += 1;
+        while i < b.len() && (b[i].is_ascii_hexdigit() || matches!(b[i], b':' | b'.')) {
+            i += 1;
+        }
+        if b.get(i) != Some(&b']') {
+            return None;
+        }
+        i += 1;
+    } else {
+        while i < b.len() && is_host_byte(b[i]) {
+            i += 1;
+        }
+    }
+    (i > at).then_some(i)
+}
+
+/// notebook 5.x, listening on all addresses (`--ip=0.0.0.0` or `''`), prints its host as
+/// `(<socket.gethostname()> or 127.0.0.1)` (`NotebookApp.display_url`). For such a
+/// group starting at `at` (the `(`): the address after `or` and the end of the group.
+fn parse_either_host(text: &str, at: usize) -> Option<(&str, usize)> {
+    const OR: &[u8] = b" or ";
+    let b = text.as_bytes();
+    let name_end = parse_host(b, at + 1)?;
+    if !b[name_end..].starts_with(OR) {
+        return None;
+    }
+    let address_start = name_end + OR.len();
+    let address_end = parse_host(b, address_start)?;
+    if b.get(address_end) != Some(&b')') {
+        return None;
+    }
+    Some((&text[address_start..address_end], address_end + 1))
 }
 
 /// A hex token shorter than 48 that ends at `end`, right before a line break or a

@@ -13,6 +13,8 @@ macro_rules! fixture {
     };
 }
 
+const NB5_ALL: &str = fixture!("notebook-5.7.16-all-addresses.log");
+const EXPLICIT_ENV_NB5_ALL: &str = fixture!("explicit-token-env-notebook-5.7.16-all-addresses.log");
 const NB6: &str = fixture!("notebook-6.5.7.log");
 const JS124: &str = fixture!("jupyter_server-1.24.0.log");
 const JS124_LOCALHOST: &str = fixture!("jupyter_server-1.24.0-localhost.log");
@@ -32,6 +34,7 @@ const EC2_CONSOLE_B64: &str = fixture!("ec2-console.b64");
 const CLOUD_INIT_OUTPUT: &str = fixture!("cloud-init-output.log");
 
 // Tokens as reported by `jupyter ... list --json` for each captured server.
+const T_NB5_ALL: &str = "338c702766b7b2a1eeeba8841eca35a72aae056fe1dcf2fe";
 const T_NB6: &str = "b01cb6093b85495005c6b42c20cfab5e70d6392d88ef9b58";
 const T_JS124: &str = "1ce155e2bdf612546ea35fa4df89e3f6a4eb543d5d4053d5";
 const T_JS124_LOCALHOST: &str = "82520dd961f71c788be89e9faa57c6557ccee5305d41f799";
@@ -107,6 +110,15 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
+    Case {
+        // printed as `http://(3f2a1b0c9d8e or 127.0.0.1):8888/?token=...`
+        name: "notebook 5.7.16, --ip=0.0.0.0 with a container hostname",
+        log: NB5_ALL,
+        token: T_NB5_ALL,
+        url: "http://127.0.0.1:8888/?token=338c702766b7b2a1eeeba8841eca35a72aae056fe1dcf2fe",
+        port: 8888,
+        path: "/",
+    },
     Case {
         name: "notebook 6.5.7",
         log: NB6,
@@ -554,4 +566,172 @@ fn error_messages() {
     assert!(TokenError::NoToken
         .to_string()
         .contains("no Jupyter server URL"));
+}
+
+// ---------------------------------------------------------------------------
+// notebook 5.x on all addresses: `http://(HOSTNAME or 127.0.0.1):PORT/...`
+
+#[test]
+fn notebook_5_expected_tokens_match_server_list() {
+    assert_eq!(
+        list_json_token(fixture!(
+            "server-list/notebook-5.7.16-all-addresses.list.json"
+        )),
+        T_NB5_ALL
+    );
+    assert_eq!(
+        list_json_token(fixture!(
+            "server-list/explicit-token-env-notebook-5.7.16-all-addresses.list.json"
+        )),
+        "s3cr3t-Token_value"
+    );
+    // the capture really is the parenthesised form, and never names the explicit token
+    assert!(NB5_ALL.contains(&format!(
+        "http://(3f2a1b0c9d8e or 127.0.0.1):8888/?token={T_NB5_ALL}"
+    )));
+    assert!(EXPLICIT_ENV_NB5_ALL.contains("http://(3f2a1b0c9d8e or 127.0.0.1):8888/?token=..."));
+    assert!(!EXPLICIT_ENV_NB5_ALL.contains("s3cr3t-Token_value"));
+}
+
+#[test]
+fn notebook_5_explicit_token_is_not_logged() {
+    assert_eq!(
+        find_token(EXPLICIT_ENV_NB5_ALL),
+        Err(TokenError::TokenNotLogged)
+    );
+    // a restart into an explicit token, and the other way round
+    let log = format!("{NB5_ALL}{EXPLICIT_ENV_NB5_ALL}");
+    assert_eq!(find_token(&log), Err(TokenError::TokenNotLogged));
+    let log = format!("{EXPLICIT_ENV_NB5_ALL}{NB5_ALL}");
+    assert_eq!(
+        find_token(&log).map(|f| f.token.into_inner()),
+        Ok(T_NB5_ALL.to_string())
+    );
+}
+
+#[test]
+fn notebook_5_either_host_uses_the_address_after_or() {
+    let t = T_NB5_ALL;
+    for (log, url, port, path) in [
+        (
+            format!("[I 06:02:53.833 NotebookApp] http://(3f2a1b0c9d8e or 127.0.0.1):8888/?token={t}"),
+            format!("http://127.0.0.1:8888/?token={t}"),
+            Some(8888),
+            "/",
+        ),
+        // a base URL, TLS, a dotted hostname, no port
+        (
+            format!("https://(ip-10-0-0-5.ec2.internal or 127.0.0.1):9999/user/ana/?token={t}&x=1"),
+            format!("https://127.0.0.1:9999/user/ana/?token={t}&x=1"),
+            Some(9999),
+            "/user/ana/",
+        ),
+        (
+            format!("http://(box or 127.0.0.1)/?token={t}"),
+            format!("http://127.0.0.1/?token={t}"),
+            None,
+            "/",
+        ),
+        // through a tty: colour codes around the prefix
+        (
+            format!("\u{1b}[32m[I 06:02:53.833 NotebookApp]\u{1b}(B\u{1b}[m http://(3f2a1b0c9d8e or 127.0.0.1):8888/?token={t}\r\n"),
+            format!("http://127.0.0.1:8888/?token={t}"),
+            Some(8888),
+            "/",
+        ),
+        // a token split by a line break is still rejoined
+        (
+            format!("http://(h or 127.0.0.1):8888/?token={}\n{}\n", &t[..20], &t[20..]),
+            format!("http://127.0.0.1:8888/?token={t}"),
+            Some(8888),
+            "/",
+        ),
+    ] {
+        let found = find_token(&log);
+        assert_eq!(
+            found.map(|f| (f.token.into_inner(), f.url, f.port, f.path)),
+            Ok((t.to_string(), url, port, path.to_string())),
+            "{log:?}"
+        );
+    }
+    // the redacted URL is the usable one, without the secret
+    let found = find_token(NB5_ALL).map(|f| f.redacted_url());
+    assert_eq!(found, Ok("http://127.0.0.1:8888/?token=****".to_string()));
+}
+
+#[test]
+fn malformed_either_hosts_are_no_urls() {
+    let t = T_NB5_ALL;
+    for log in [
+        format!("http://(3f2a1b0c9d8e or 127.0.0.1:8888/?token={t}"),
+        format!("http://(or 127.0.0.1):8888/?token={t}"),
+        format!("http://(3f2a1b0c9d8e or ):8888/?token={t}"),
+        format!("http://(3f2a1b0c9d8e):8888/?token={t}"),
+        format!("http://(3f2a1b0c9d8e and 127.0.0.1):8888/?token={t}"),
+        format!("http://():8888/?token={t}"),
+    ] {
+        assert_eq!(find_token(&log), Err(TokenError::NoToken), "{log}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// helpers for what the user reads
+
+#[test]
+fn tokens_are_redacted() {
+    assert_eq!(
+        redact("open http://x:8888/lab?token=0123abcd&x=1 or token=... now"),
+        "open http://x:8888/lab?token=****&x=1 or token=... now"
+    );
+    assert_eq!(redact("no secrets"), "no secrets");
+    assert!(redact("http://h:8888/lab?token=deadbeef").contains("token=****"));
+    // every captured log loses its secret and keeps everything else
+    for (log, token) in [(NB5_ALL, T_NB5_ALL), (NB6, T_NB6), (JL4410, T_JL4410)] {
+        let r = redact(log);
+        assert!(!r.contains(token));
+        assert_eq!(r.lines().count(), log.lines().count());
+        assert!(r.contains("?token=****\n"));
+    }
+    assert_eq!(redact(EXPLICIT_ENV_NB5_ALL), EXPLICIT_ENV_NB5_ALL);
+    assert_eq!(redact("token="), "token=");
+    assert_eq!(redact("token=a b"), "token=**** b");
+}
+
+#[test]
+fn token_errors_become_token_not_found() {
+    use crate::error::Error;
+
+    match TokenError::TokenNotLogged.into_error("the log of labship-demo") {
+        Error::TokenNotFound {
+            origin,
+            reason,
+            hint,
+        } => {
+            assert_eq!(origin, "the log of labship-demo");
+            assert_eq!(
+                reason,
+                "the server's token was set explicitly, so Jupyter logged `token=...` instead of it"
+            );
+            assert_eq!(
+                hint,
+                "use the token that was configured (JUPYTER_TOKEN or --IdentityProvider.token)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match TokenError::NoToken.into_error("the console of i-0123") {
+        Error::TokenNotFound {
+            origin,
+            reason,
+            hint,
+        } => {
+            assert_eq!(origin, "the console of i-0123");
+            assert_eq!(reason, "no Jupyter server URL with a token was found");
+            assert_eq!(
+                hint,
+                "give the log of a Jupyter server start (docker logs, cloud-init-output.log or the EC2 console output); a server that is still starting has not printed it yet"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
