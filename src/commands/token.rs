@@ -16,7 +16,7 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
         Some(path) => {
             let (origin, text) = read_log(path)?;
             let found = labship::token::find_token(&text)
-                .map_err(|e| labship::hosts::local::token_error(e, &origin))?;
+                .map_err(|e| e.into_error(&origin))?;
             TokenReport {
                 target: None,
                 deployment: None,

@@ -246,7 +246,7 @@ impl BuildLog {
 
     fn push(&mut self, line: &str) {
         // The engine colours a step's stderr (ESC[91m); the hint shows plain text.
-        let clean = crate::token::clean::clean_console(line);
+        let clean = strip_ansi_escapes::strip_str(line);
         let line = clean.trim_end();
         if line.is_empty() {
             return;

@@ -3,7 +3,7 @@
 //! Text that reaches us from an EC2 serial console (GetConsoleOutput), a tty
 //! (`docker run -t`, `script`) or cloud-init carries noise that the program that
 //! printed a line never wrote. [`clean_console`] removes it so that each line reads
-//! as the program printed it; [`decode_console_output`] turns the base64 payload of
+//! as the program printed it; `hosts::ec2::console::decode_console_output` turns the base64 payload of
 //! GetConsoleOutput into text first.
 //!
 //! What is removed or undone, in this order:
@@ -33,25 +33,7 @@
 //!
 //! Nothing here knows about Jupyter; it only restores lines.
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 
-/// Lossy decode of the base64 payload of EC2 GetConsoleOutput.
-///
-/// AWS returns the console bytes base64-encoded (the Rust SDK hands the string back
-/// as is). ASCII whitespace (line wrapping) is ignored, padding is optional, and bytes
-/// that are not valid UTF-8 (consoles carry mojibake) become U+FFFD.
-pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
-    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let engine = GeneralPurpose::new(
-        &alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine.decode(compact)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
 
 /// Clean EC2 console / cloud-init / tty noise so lines read as the program printed them.
 ///
@@ -704,20 +686,5 @@ mod tests {
         // ordinary prose with "login: " is left alone
         let prose = "sshd: Failed login: root from 127.0.0.1";
         assert_eq!(clean_console(prose), prose);
-    }
-
-    #[test]
-    fn decodes_console_output_lossily() {
-        // "ok\xff\r\n" with and without padding, wrapped
-        assert_eq!(
-            decode_console_output("b2v/DQo=").ok().as_deref(),
-            Some("ok\u{fffd}\r\n")
-        );
-        assert_eq!(
-            decode_console_output("b2v/\nDQo").ok().as_deref(),
-            Some("ok\u{fffd}\r\n")
-        );
-        assert_eq!(decode_console_output("").ok().as_deref(), Some(""));
-        assert!(decode_console_output("not base64!").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Recovering the Jupyter login token from any log a user or an API hands us:
 //! `docker logs` output, `/var/log/cloud-init-output.log`, or EC2 console output
-//! (GetConsoleOutput, see [`clean::decode_console_output`]).
+//! (GetConsoleOutput, decoded by `hosts::ec2::console`).
 //!
 //! Jupyter prints the URLs that carry its generated token when it starts
 //! (`http://<host>:<port>/lab?token=<48 hex>`, several times: in the INFO lines and in

@@ -4,7 +4,8 @@
 //! reported for the same running server, saved next to the logs under `server-list/`;
 //! `expected_tokens_match_server_list` checks the constants below against those files.
 
-use super::clean::{clean_console, decode_console_output};
+use super::clean::clean_console;
+use crate::hosts::ec2::console::decode_console_output;
 use super::*;
 
 macro_rules! fixture {

@@ -905,7 +905,7 @@ impl Cloud {
             .filter(|o| !o.is_empty())
             // A non-base64 answer is passed on as it is (lossy decoding is the rule here).
             .map(|o| {
-                crate::token::clean::decode_console_output(o).unwrap_or_else(|_| o.to_string())
+                super::console::decode_console_output(o).unwrap_or_else(|_| o.to_string())
             }))
     }
 

@@ -95,7 +95,7 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
         reason: "EC2 has no console output for it yet".into(),
         hint: "a new instance shows its console after a minute or two; try again, or `labship logs --ec2`".into(),
     })?;
-    let finding = token::find_token(&text).map_err(|e| crate::hosts::local::token_error(e, &origin))?;
+    let finding = token::find_token(&text).map_err(|e| e.into_error(&origin))?;
     let url = match (&inst.public_ip, inst.port) {
         (Some(ip), Some(port)) => format!(
             "http://{ip}:{port}{}?token={}",

@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod cloud;
+pub mod console;
 pub mod down;
 pub mod info;
 pub mod plan;

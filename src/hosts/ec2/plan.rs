@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::cloud::{self, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec};
-use super::userdata::{self, HostKind, MarkerKind, UserDataInputs};
+use super::console::{self, MarkerKind};
+use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ec2_arch, root_volume_gib};
 use crate::config::{Config, HostAmi, Target};
 use crate::error::{Error, Result};
@@ -252,7 +253,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                     format!(
                         "the last start on {} had failed while {phase}: {}",
                         inst.id,
-                        crate::hosts::local::redact(&cause)
+                        crate::token::redact(&cause)
                     ),
                 )
             } else if crate::token::find_token(console).is_ok() {
@@ -374,7 +375,7 @@ fn missing(what: &str) -> Error {
 
 /// The phase and cause of the newest marker on a console, when it is an error.
 pub fn newest_error(console: &str) -> Option<(String, String)> {
-    match userdata::markers(console).pop()?.phase {
+    match console::markers(console).pop()?.phase {
         MarkerKind::Error { phase, cause } => Some((phase, cause)),
         MarkerKind::Phase(_) => None,
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::cloud::{self, Cloud, Ingress, Instance, LaunchSpec};
 use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
-use super::userdata::{self, MarkerKind, Phase};
+use super::console::{self, MarkerKind, Phase};
 use super::{ingress_cidrs, resolve_ami, watch};
 use crate::aws::Aws;
 use crate::build;
@@ -480,13 +480,13 @@ async fn replace_container(
             budget,
         )
         .await?;
-    let markers = userdata::markers(&result.stdout);
+    let markers = console::markers(&result.stdout);
     if let Some(MarkerKind::Error { phase, cause }) = markers.last().map(|m| &m.phase) {
         return Err(Error::BootFailed {
             deployment: inst.deployment.clone(),
             instance: inst.id.clone(),
             phase: phase.clone(),
-            cause: crate::hosts::local::redact(cause),
+            cause: crate::token::redact(cause),
             hint: "the previous container, if there was one, was put back and still runs; fix the image and run `labship up --ec2` again".into(),
         });
     }
@@ -498,13 +498,12 @@ async fn replace_container(
             message: format!("the command ended with status {}", result.status),
             hint: format!(
                 "its last error lines:\n{}",
-                crate::hosts::local::redact(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                crate::token::redact(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
             ),
         });
     }
-    let finding = crate::token::find_token(&result.stdout).map_err(|e| {
-        crate::hosts::local::token_error(e, &format!("the replace command's output on {}", inst.id))
-    })?;
+    let finding = crate::token::find_token(&result.stdout)
+        .map_err(|e| e.into_error(&format!("the replace command's output on {}", inst.id)))?;
     cloud.set_serving_tags(&inst.id, image, opts.port).await?;
     let now = cloud
         .instance(&inst.id)
@@ -538,7 +537,7 @@ fn url(ip: &str, port: u16, finding: &crate::token::TokenFinding) -> String {
 
 /// Phase durations from the markers' own clock (the instance's), anchored at the launch.
 fn phase_timings(
-    markers: &[userdata::Marker],
+    markers: &[console::Marker],
     launched_at: f64,
     build: Option<f64>,
     push: Option<f64>,

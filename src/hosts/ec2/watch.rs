@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, Instance};
-use super::userdata::{self, Marker, MarkerKind, Phase};
+use super::console::{self, Marker, MarkerKind, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 use crate::token::{self, TokenError, TokenFinding};
@@ -63,7 +63,7 @@ pub async fn until_token(
             None => cloud.console(&instance.id, nitro).await?,
         };
         if let Some(text) = read {
-            let markers = userdata::markers(&text);
+            let markers = console::markers(&text);
             if first && !replay {
                 // An instance that is already up: its history is not progress.
                 shown = markers.len();
@@ -84,7 +84,7 @@ pub async fn until_token(
                         instance: instance.id.clone(),
                         phase: phase.clone(),
                         // The cause quotes a log line, which may carry a token.
-                        cause: crate::hosts::local::redact(cause),
+                        cause: crate::token::redact(cause),
                         hint: hint_for(phase, &instance.deployment),
                     });
                 }
@@ -107,10 +107,8 @@ pub async fn until_token(
                             });
                         }
                         Err(TokenError::TokenNotLogged) => {
-                            return Err(crate::hosts::local::token_error(
-                                TokenError::TokenNotLogged,
-                                &format!("the console of {}", instance.id),
-                            ))
+                            return Err(TokenError::TokenNotLogged
+                                .into_error(&format!("the console of {}", instance.id)))
                         }
                         // The token line may still be on its way (or split by the console).
                         Err(TokenError::NoToken) => {}
@@ -185,7 +183,7 @@ fn timeout_hint(console: &str, deployment: &str) -> String {
     let clean = token::clean::clean_console(console);
     let lines: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
-    let tail = crate::hosts::local::redact(&tail);
+    let tail = crate::token::redact(&tail);
     let shown = if tail.is_empty() {
         "the console is still empty (EC2 may take a few minutes to show it)".to_string()
     } else {

@@ -394,7 +394,7 @@ async fn sync_workspace(engine: &Engine, config: &Config, printer: &Printer, ima
         )),
         Ok((code, log)) => printer.note(format!(
             "Could not add the image's new files to the workspace (exit {code}): {}",
-            redact(log.trim())
+            token::redact(log.trim())
         )),
         Err(e) => printer.note(format!(
             "Could not add the image's new files to the workspace: {e}"
@@ -486,32 +486,13 @@ fn tail(log: &str, lines: usize) -> String {
     if all.is_empty() {
         "the container printed nothing".to_string()
     } else {
-        redact(&format!(
+        token::redact(&format!(
             "last lines of its log:\n  {}",
             all[start..].join("\n  ")
         ))
     }
 }
 
-/// Hides login tokens in text that goes into messages (`token=abc...` -> `token=****`).
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("token=") {
-        let (head, tail) = rest.split_at(i + "token=".len());
-        out.push_str(head);
-        let secret_len = tail
-            .bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            .count();
-        if secret_len > 0 && &tail[..secret_len] != "..." {
-            out.push_str("****");
-        }
-        rest = &tail[secret_len..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Waits (bounded) until the log shows a token and the URL answers with it; returns that URL.
 async fn wait_ready(
@@ -656,22 +637,6 @@ async fn require(engine: &Engine, name: &str) -> Result<ContainerInfo> {
         })
 }
 
-/// A parser error as the user should read it.
-pub fn token_error(e: TokenError, origin: &str) -> Error {
-    match e {
-        TokenError::TokenNotLogged => Error::TokenNotFound {
-            origin: origin.to_string(),
-            reason: "the server's token was set explicitly, so Jupyter logged `token=...` instead of it".into(),
-            hint: "use the token that was configured (JUPYTER_TOKEN or --IdentityProvider.token)".into(),
-        },
-        TokenError::NoToken => Error::TokenNotFound {
-            origin: origin.to_string(),
-            reason: "no Jupyter server URL with a token was found".into(),
-            hint: "give the log of a Jupyter server start (docker logs, cloud-init-output.log or the EC2 console output); a server that is still starting has not printed it yet".into(),
-        },
-    }
-}
-
 impl Host for LocalHost {
     fn target(&self) -> Target {
         Target::Local
@@ -782,7 +747,7 @@ impl Host for LocalHost {
         let c = require(&self.engine, deployment).await?;
         let log = self.engine.container_logs(&c.name, None).await?;
         let found = token::find_token(&log)
-            .map_err(|e| token_error(e, &format!("the log of {}", c.name)))?;
+            .map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
         Ok(TokenReport {
             target: Some(Target::Local),
             deployment: Some(deployment.to_string()),
@@ -881,12 +846,7 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_redacted() {
-        assert_eq!(
-            redact("open http://x:8888/lab?token=0123abcd&x=1 or token=... now"),
-            "open http://x:8888/lab?token=****&x=1 or token=... now"
-        );
-        assert_eq!(redact("no secrets"), "no secrets");
+    fn tails_are_redacted() {
         assert!(tail("http://h:8888/lab?token=deadbeef", 3).contains("token=****"));
     }
 

@@ -1,0 +1,291 @@
+//! The EC2 serial console as labship reads it: GetConsoleOutput's base64 payload decoded
+//! ([`decode_console_output`]) and the progress markers the host scripts print
+//! ([`markers`], written by the templates in `userdata/`). Finding the Jupyter token in the
+//! decoded text is the token module's job ([`crate::token::find_token`]).
+
+use std::fmt;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use serde::Serialize;
+
+/// Lossy decode of the base64 payload of EC2 GetConsoleOutput.
+///
+/// AWS returns the console bytes base64-encoded (the Rust SDK hands the string back
+/// as is). ASCII whitespace (line wrapping) is ignored, padding is optional, and bytes
+/// that are not valid UTF-8 (consoles carry mojibake) become U+FFFD.
+pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
+    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let engine = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(compact)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A step the host scripts report, in the order they happen. Displayed (and serialized)
+/// as the marker word: `begin`, `docker-ready`, `logged-in`, `pulled`, `started`, `token`,
+/// `ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The boot script started.
+    Begin,
+    /// Docker answers.
+    DockerReady,
+    /// `docker login` to ECR succeeded.
+    LoggedIn,
+    /// The image is on the host.
+    Pulled,
+    /// The Jupyter container runs.
+    Started,
+    /// The line with Jupyter's login URL appeared (the URL itself is left to
+    /// `crate::token::find_token`).
+    Token,
+    /// Jupyter answers on the host port.
+    Ready,
+}
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Begin,
+        Phase::DockerReady,
+        Phase::LoggedIn,
+        Phase::Pulled,
+        Phase::Started,
+        Phase::Token,
+        Phase::Ready,
+    ];
+
+    /// The marker word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Begin => "begin",
+            Phase::DockerReady => "docker-ready",
+            Phase::LoggedIn => "logged-in",
+            Phase::Pulled => "pulled",
+            Phase::Started => "started",
+            Phase::Token => "token",
+            Phase::Ready => "ready",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == word)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a marker line says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum MarkerKind {
+    /// A step was reached.
+    Phase(Phase),
+    /// The script failed and exited.
+    Error {
+        /// The step that was running: `host`, `docker`, `login`, `pull`, `start` or
+        /// `jupyter` (empty if the line had no `phase=`).
+        phase: String,
+        /// A short cause, e.g. the failed command and the last line of its output.
+        cause: String,
+    },
+}
+
+/// One marker line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Marker {
+    /// What it says.
+    pub phase: MarkerKind,
+    /// The host's clock when it was printed (`t=`, Unix seconds); `None` for `token` and
+    /// `error` lines, and when the value was unreadable.
+    pub at: Option<f64>,
+}
+
+const MARKER_PREFIX: &str = "labship: ";
+
+/// The markers in console text, in order.
+///
+/// Grammar, searched anywhere in a line (console prefixes such as
+/// `[   37.061390] cloud-init[2179]: ` may come first):
+///
+/// ```text
+/// labship: <phase word> [t=<unix secs[.frac]>]
+/// labship: token <url>
+/// labship: error phase=<step> <cause>
+/// ```
+///
+/// The text is first cleaned with [`crate::token::clean::clean_console`], so raw console
+/// output works too: AWS timestamps inserted mid-line, colour codes and CRLF are removed.
+/// Lines with an unknown word after `labship: ` are ignored.
+#[must_use]
+pub fn markers(console_text: &str) -> Vec<Marker> {
+    let text = crate::token::clean::clean_console(console_text);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let starts: Vec<usize> = line.match_indices(MARKER_PREFIX).map(|(i, _)| i).collect();
+        for (n, &start) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(line.len());
+            if let Some(marker) = parse_marker(&line[start + MARKER_PREFIX.len()..end]) {
+                found.push(marker);
+            }
+        }
+    }
+    found
+}
+
+/// The text after `labship: ` up to the end of the line (or the next marker).
+fn parse_marker(text: &str) -> Option<Marker> {
+    let text = text.trim();
+    let (word, rest) = text
+        .split_once(char::is_whitespace)
+        .map_or((text, ""), |(w, r)| (w, r.trim_start()));
+    if word == "error" {
+        let (phase, cause) = match rest.strip_prefix("phase=") {
+            Some(after) => after
+                .split_once(char::is_whitespace)
+                .map_or((after, ""), |(p, c)| (p, c.trim())),
+            None => ("", rest),
+        };
+        return Some(Marker {
+            phase: MarkerKind::Error {
+                phase: phase.to_string(),
+                cause: cause.to_string(),
+            },
+            at: None,
+        });
+    }
+    let phase = Phase::from_word(word)?;
+    let at = if phase == Phase::Token {
+        None
+    } else {
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("t="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    };
+    Some(Marker {
+        phase: MarkerKind::Phase(phase),
+        at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    #[test]
+    fn decodes_console_output_lossily() {
+        // "ok\xff\r\n" with and without padding, wrapped
+        assert_eq!(
+            decode_console_output("b2v/DQo=").ok().as_deref(),
+            Some("ok\u{fffd}\r\n")
+        );
+        assert_eq!(
+            decode_console_output("b2v/\nDQo").ok().as_deref(),
+            Some("ok\u{fffd}\r\n")
+        );
+        assert_eq!(decode_console_output("").ok().as_deref(), Some(""));
+        assert!(decode_console_output("not base64!").is_err());
+    }
+
+    fn phase(p: Phase, at: Option<f64>) -> Marker {
+        Marker {
+            phase: MarkerKind::Phase(p),
+            at,
+        }
+    }
+
+    fn error(phase: &str, cause: &str) -> Marker {
+        Marker {
+            phase: MarkerKind::Error {
+                phase: phase.into(),
+                cause: cause.into(),
+            },
+            at: None,
+        }
+    }
+
+    #[test]
+    fn markers_table() {
+        let token_line = format!("labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}");
+        let cases: Vec<(String, Vec<Marker>)> = vec![
+            ("labship: begin t=1732200000.123\n".into(), vec![phase(Phase::Begin, Some(1_732_200_000.123))]),
+            (
+                "[   37.061390] cloud-init[2179]: labship: pulled t=1732200000.123\n".into(),
+                vec![phase(Phase::Pulled, Some(1_732_200_000.123))],
+            ),
+            // AWS cuts long console lines with a timestamp, even inside a word or a number.
+            (
+                "[   38.1] cloud-init[2179]: labship: dock[2026-11-21T10:00:01.123456]er-ready t=17322[2026-11-21T10:00:01.223456Z]00007.5\n"
+                    .into(),
+                vec![phase(Phase::DockerReady, Some(1_732_200_007.5))],
+            ),
+            (
+                "noise before labship: logged-in t=1732200008\r\n".into(),
+                vec![phase(Phase::LoggedIn, Some(1_732_200_008.0))],
+            ),
+            (format!("[   52.000001] cloud-init[2179]: {token_line}\n"), vec![phase(Phase::Token, None)]),
+            ("labship: ready\n".into(), vec![phase(Phase::Ready, None)]),
+            ("labship: started t=soon\n".into(), vec![phase(Phase::Started, None)]),
+            (
+                "[  960.5] cloud-init[2179]: labship: error phase=pull docker pull: Error response from daemon: manifest for x/y:z not found: manifest unknown: manifest unknown (gave up after 900s)\n"
+                    .into(),
+                vec![error(
+                    "pull",
+                    "docker pull: Error response from daemon: manifest for x/y:z not found: manifest unknown: manifest unknown (gave up after 900s)",
+                )],
+            ),
+            ("labship: error something broke\n".into(), vec![error("", "something broke")]),
+            ("labship: error phase=docker\n".into(), vec![error("docker", "")]),
+            // not markers
+            ("labship: frobnicated t=1\nlabship:begin t=1\nlabship begin\n\n".into(), vec![]),
+            ("[I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:\n".into(), vec![]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(markers(&text), want, "input: {text:?}");
+        }
+    }
+
+    #[test]
+    fn markers_come_in_order_from_a_whole_console() {
+        let console = format!(
+            "[    0.000000] Linux version 6.1.115-126.197.amzn2023.x86_64\r\n\
+             [   30.1] cloud-init[2179]: labship: begin t=1732200000.001\r\n\
+             [   31.5] cloud-init[2179]: Complete!\r\n\
+             [   37.0] cloud-init[2179]: labship: docker-ready t=1732200007.002\r\n\
+             [   38.0] cloud-init[2179]: labship: logged-in t=1732200008.003\r\n\
+             ip-172-31-0-5 login: \r\n\
+             [   45.0] cloud-init[2179]: labship: pulled t=1732200015.004\r\n\
+             [   46.0] cloud-init[2179]: labship: started t=1732200016.005\r\n\
+             [   52.0] cloud-init[2179]: labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}\r\n\
+             [   52.1] cloud-init[2179]: labship: ready t=1732200022.006\r\n"
+        );
+        let got: Vec<MarkerKind> = markers(&console).into_iter().map(|m| m.phase).collect();
+        let want: Vec<MarkerKind> = Phase::ALL.into_iter().map(MarkerKind::Phase).collect();
+        assert_eq!(got, want);
+        assert_eq!(Phase::DockerReady.to_string(), "docker-ready");
+        assert_eq!(
+            serde_json::to_string(&Phase::LoggedIn).expect("json"),
+            "\"logged-in\""
+        );
+        let json = serde_json::to_value(markers("labship: error phase=pull x")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!([{"phase": {"phase": "pull", "cause": "x"}, "at": null}])
+        );
+    }
+
+}
