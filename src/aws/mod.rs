@@ -1,8 +1,15 @@
-//! The one place that builds the AWS SDK configuration: the standard credential and region
-//! chains (environment, profiles, SSO, instance roles), `--profile`/`--region` on top,
-//! `AWS_ENDPOINT_URL` honoured by the SDK itself, bounded retries and timeouts.
+//! The AWS adapter. This file is the one place that builds the SDK configuration (the
+//! standard credential and region chains, `--profile`/`--region` on top, `AWS_ENDPOINT_URL`
+//! honoured by the SDK itself, the retry mode and timeouts) and classifies AWS errors for the
+//! user ([`api_error`]). [`Cloud`] is the account as labship sees it, with one module per
+//! service in the pipeline's words: [`ecr`], [`ec2`], [`iam`], [`ssm`]; [`retry`] is the one
+//! bounded wait-and-retry helper they share.
 
+pub mod ec2;
 pub mod ecr;
+pub mod iam;
+pub mod retry;
+pub mod ssm;
 
 use std::time::Duration;
 
@@ -20,6 +27,38 @@ use crate::error::{Error, Result};
 pub struct Aws {
     pub sdk: SdkConfig,
     pub region: String,
+}
+
+/// EC2, IAM and SSM of one account and region (ECR has its own [`ecr::Ecr`], which the push
+/// stage uses without the rest). The methods live with their service: [`ec2`], [`iam`],
+/// [`ssm`].
+#[derive(Clone)]
+pub struct Cloud {
+    sdk: SdkConfig,
+    ec2: aws_sdk_ec2::Client,
+    iam: aws_sdk_iam::Client,
+    ssm: aws_sdk_ssm::Client,
+    pub region: String,
+}
+
+impl Cloud {
+    pub fn new(aws: &Aws) -> Self {
+        Cloud {
+            sdk: aws.sdk.clone(),
+            ec2: aws_sdk_ec2::Client::new(&aws.sdk),
+            iam: aws_sdk_iam::Client::new(&aws.sdk),
+            ssm: aws_sdk_ssm::Client::new(&aws.sdk),
+            region: aws.region.clone(),
+        }
+    }
+
+    /// An SDK error as the user should read it, with this region.
+    fn fail<E>(&self, service: &str, op: &str, resource: &str, err: &SdkError<E>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        api_error(&self.region, service, op, resource, err)
+    }
 }
 
 /// How long the credential chain may take (SSO and instance metadata can hang).

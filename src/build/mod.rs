@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::docker::{build_options, Engine};
 use crate::error::{Error, Result};
-use crate::output::{human_bytes, Printer};
+use crate::output::Printer;
 
 pub use context::{Context, ContextSummary};
 
@@ -90,7 +90,7 @@ impl std::fmt::Display for BuildReport {
             f,
             "  context   {} files, {} ({:.1}s)",
             self.context_files,
-            human_bytes(self.context_bytes),
+            indicatif::HumanBytes(self.context_bytes),
             self.seconds
         )
     }

@@ -518,7 +518,7 @@ impl std::fmt::Display for DownReport {
             lines.push(format!(
                 "saved    {} files ({}) of {} to {}",
                 s.files,
-                crate::output::human_bytes(s.bytes),
+                indicatif::HumanBytes(s.bytes),
                 s.instance,
                 s.dir.display()
             ));

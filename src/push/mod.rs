@@ -16,7 +16,7 @@ use crate::build;
 use crate::config::Config;
 use crate::docker::{Engine, PushEvent};
 use crate::error::Result;
-use crate::output::{human_bytes, Printer};
+use crate::output::Printer;
 
 pub use crate::aws::ecr::{Ecr, ImageRegistry, Repository};
 
@@ -50,7 +50,7 @@ impl std::fmt::Display for PushReport {
                 "  uploaded  nothing: the registry already has this image"
             )
         } else {
-            write!(f, "  uploaded  {}", human_bytes(self.bytes_uploaded))
+            write!(f, "  uploaded  {}", indicatif::HumanBytes(self.bytes_uploaded))
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `expected_tokens_match_server_list` checks the constants below against those files.
 
 use super::clean::clean_console;
-use crate::hosts::ec2::console::decode_console_output;
+use crate::aws::ec2::decode_console_output;
 use super::*;
 
 macro_rules! fixture {

@@ -206,7 +206,7 @@ def labship_run(work, run_no, ours, noop):
         with open(os.path.join(work, f"{name}.up.log"), "w") as f:
             f.write(err)
         rep = json.loads(out)
-        assert rep["action"] == "launched" and rep["built"] and rep["bytes_uploaded"] > 0, rep
+        assert rep["action"] == "created" and rep["built"] and rep["bytes_uploaded"] > 0, rep
         assert answers(rep["url"]), f"labship's URL does not answer: {rep['url']}"
         res.update(wall=wall, timings=rep["timings"], bytes_uploaded=rep["bytes_uploaded"],
                    calls=c.calls, calls_clean=c.clean, stderr_tail=err[-4000:])

@@ -139,7 +139,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let mut args = up_args(&port_s);
     args.push("--timings");
     let first = json(&p.labship_at(&sim, &args, &[]));
-    assert_eq!(first["action"], "launched", "{first}");
+    assert_eq!(first["action"], "created", "{first}");
     assert_eq!(first["built"], true, "{first}");
     assert!(first["bytes_uploaded"].as_u64().unwrap_or(0) > 0, "{first}");
     for phase in [
@@ -316,7 +316,8 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
     assert!(t.status.success(), "{}", stderr(&t));
     assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), token);
-    let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
+    // One table for every target: without --ec2, status lists local and EC2 together.
+    let status = json(&p.labship_at(&sim, &["status", "-o", "json"], &[]));
     let row = status["deployments"]
         .as_array()
         .expect("deployments")
@@ -324,6 +325,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         .find(|d| d["name"] == name.as_str())
         .unwrap_or_else(|| panic!("{name} not in {status}"))
         .clone();
+    assert_eq!(row["target"], "ec2");
     assert_eq!(row["state"], "running");
     assert_eq!(row["instance_id"], first["instance_id"]);
     assert!(!row.to_string().contains(&token), "status shows the token");
@@ -377,7 +379,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let port_s = port.to_string();
 
     let first = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
-    assert_eq!(first["action"], "launched", "{first}");
+    assert_eq!(first["action"], "created", "{first}");
     let container = format!("labship-ec2-{name}");
     // A notebook written in Jupyter's workspace.
     docker_ok(&[
@@ -394,7 +396,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
         "a new file makes a new image\n",
     );
     let second = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
-    assert_eq!(second["action"], "replaced-container", "{second}");
+    assert_eq!(second["action"], "replaced", "{second}");
     assert_eq!(
         second["instance_id"], first["instance_id"],
         "the instance was replaced"
@@ -417,7 +419,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let new_port = free_port();
     let new_port_s = new_port.to_string();
     let moved = json(&p.labship_at(&sim, &up_args(&new_port_s), &[]));
-    assert_eq!(moved["action"], "replaced-container", "{moved}");
+    assert_eq!(moved["action"], "replaced", "{moved}");
     assert!(
         moved["reason"]
             .as_str()
@@ -625,7 +627,8 @@ async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing()
         &["up", "--ec2", "--dry-run", "-o", "json"],
         &[("LABSHIP_CHECKIP", &checkip)],
     ));
-    assert_eq!(plan["action"], "launch", "{plan}");
+    assert_eq!(plan["action"], "create", "{plan}");
+    assert_eq!(plan["target"], "ec2", "{plan}");
     assert_eq!(
         plan["security_group"]["ingress"][0]["cidrs"],
         serde_json::json!(["203.0.113.9/32"])

@@ -124,7 +124,7 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
         .collect();
     assert_eq!(mine.len(), 1, "{status}");
     assert_eq!(mine[0]["state"], "running");
-    assert_eq!(mine[0]["location"], "local");
+    assert_eq!(mine[0]["target"], "local");
     assert_eq!(
         mine[0]["url"],
         format!("{base}/lab"),
@@ -366,7 +366,16 @@ fn attach_streams_the_log_and_ctrl_c_stops_the_container() {
         container_state(&format!("labship-{}", p.name)).as_deref(),
         Some("running")
     );
-    std::thread::sleep(Duration::from_millis(1000));
+    // The Ctrl-C handler exists before the URL is printed; wait for a streamed log line (not
+    // a fixed sleep) so the assertion below has something to see.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&err_file)
+        .unwrap_or_default()
+        .contains("Jupyter Server")
+    {
+        assert!(Instant::now() < deadline, "no log line was streamed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -480,4 +489,59 @@ fn labship_base_makes_the_same_image_the_rig_uses() {
     let p = Project::empty("base");
     let out = json(&p.labship(&["base", "-o", "json"]));
     assert_eq!(out["image"], rig().base_image.as_str());
+}
+
+#[test]
+fn dry_run_plans_locally_and_changes_nothing() {
+    let p = Project::default_workload("localplan");
+    let _cleanup = Cleanup(p.name.clone());
+    let port = free_port().to_string();
+    let plan = json(&p.labship(&["up", "--local", "--dry-run", "--port", &port, "-o", "json"]));
+    assert_eq!(plan["target"], "local", "{plan}");
+    assert_eq!(plan["action"], "create", "{plan}");
+    assert_eq!(plan["container"], format!("labship-{}", p.name));
+    assert_eq!(plan["volume"], format!("labship-{}-work", p.name));
+    assert_eq!(plan["labels"]["dev.labship.deployment"], p.name.as_str());
+    assert!(container_state(&format!("labship-{}", p.name)).is_none());
+    assert!(!volume_exists(&format!("labship-{}-work", p.name)));
+
+    // Applied, the plan is what happens; planned again, nothing is left to do.
+    let up = json(&p.labship(&["up", "--local", "--port", &port, "-o", "json"]));
+    assert_eq!(up["action"], "created", "{up}");
+    assert_eq!(up["target"], "local");
+    let again = json(&p.labship(&["up", "--local", "--dry-run", "--port", &port, "-o", "json"]));
+    assert_eq!(again["action"], "nothing", "{again}");
+    assert_eq!(again["build"], false, "{again}");
+    assert_eq!(again["image"], up["image"]);
+    let other = free_port().to_string();
+    let moved = json(&p.labship(&["up", "--local", "--dry-run", "--port", &other, "-o", "json"]));
+    assert_eq!(moved["action"], "replace", "{moved}");
+    assert_eq!(
+        container_state(&format!("labship-{}", p.name)).as_deref(),
+        Some("running"),
+        "a dry run replaced nothing"
+    );
+}
+
+#[test]
+fn options_a_target_cannot_honour_are_refused_before_anything_is_made() {
+    let p = Project::default_workload("refused");
+    for (args, option) in [
+        (&["up", "--ec2", "--attach", "-o", "json"][..], "--attach"),
+        (&["up", "--local", "--public", "-o", "json"][..], "--public"),
+        (&["up", "--local", "--allow-cidr", "10.0.0.0/8", "-o", "json"][..], "--allow-cidr"),
+        (&["up", "--local", "--ami", "al2023", "-o", "json"][..], "--ami"),
+        (&["down", "--local", "--purge-images", "--yes", "-o", "json"][..], "--purge-images"),
+    ] {
+        let out = p.labship(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = json_error(&out);
+        assert_eq!(err["code"], "labship::unsupported", "{args:?}: {err}");
+        assert!(
+            err["message"].as_str().unwrap_or_default().contains(option),
+            "{args:?}: {err}"
+        );
+        assert!(!err["help"].as_str().unwrap_or_default().is_empty());
+    }
+    assert!(container_state(&format!("labship-{}", p.name)).is_none());
 }

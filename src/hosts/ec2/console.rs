@@ -1,30 +1,12 @@
-//! The EC2 serial console as labship reads it: GetConsoleOutput's base64 payload decoded
-//! ([`decode_console_output`]) and the progress markers the host scripts print
-//! ([`markers`], written by the templates in `userdata/`). Finding the Jupyter token in the
-//! decoded text is the token module's job ([`crate::token::find_token`]).
+//! The EC2 serial console as labship reads it: the progress markers the host scripts print
+//! ([`markers`], written by the templates in `userdata/`). The adapter decodes the console
+//! ([`crate::aws::ec2::decode_console_output`]); finding the Jupyter token in the text is the
+//! token module's job ([`crate::token::find_token`]).
 
 use std::fmt;
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use serde::Serialize;
 
-/// Lossy decode of the base64 payload of EC2 GetConsoleOutput.
-///
-/// AWS returns the console bytes base64-encoded (the Rust SDK hands the string back
-/// as is). ASCII whitespace (line wrapping) is ignored, padding is optional, and bytes
-/// that are not valid UTF-8 (consoles carry mojibake) become U+FFFD.
-pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
-    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let engine = GeneralPurpose::new(
-        &alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine.decode(compact)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
 
 /// A step the host scripts report, in the order they happen. Displayed (and serialized)
 /// as the marker word: `begin`, `docker-ready`, `logged-in`, `pulled`, `started`, `token`,
@@ -186,20 +168,6 @@ mod tests {
 
     const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
 
-    #[test]
-    fn decodes_console_output_lossily() {
-        // "ok\xff\r\n" with and without padding, wrapped
-        assert_eq!(
-            decode_console_output("b2v/DQo=").ok().as_deref(),
-            Some("ok\u{fffd}\r\n")
-        );
-        assert_eq!(
-            decode_console_output("b2v/\nDQo").ok().as_deref(),
-            Some("ok\u{fffd}\r\n")
-        );
-        assert_eq!(decode_console_output("").ok().as_deref(), Some(""));
-        assert!(decode_console_output("not base64!").is_err());
-    }
 
     fn phase(p: Phase, at: Option<f64>) -> Marker {
         Marker {

@@ -6,7 +6,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::backup;
-use super::cloud::{self, Cloud, Instance};
+use crate::aws::ec2::Instance;
+use crate::aws::iam::INSTANCE_PROFILE;
+use crate::aws::Cloud;
 use crate::aws::Aws;
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
@@ -217,7 +219,7 @@ pub async fn down(
                 users.dedup();
                 report.iam_kept = Some(format!(
                     "{} is still used by {}",
-                    cloud::INSTANCE_PROFILE,
+                    INSTANCE_PROFILE,
                     users.join(", ")
                 ));
             }
@@ -238,7 +240,7 @@ pub async fn down(
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
         .chain(report.repository_deleted.iter().map(|r| format!("ECR repository {r}")))
         .chain(report.iam_removed.then(|| {
-            format!("IAM role and instance profile {}", cloud::INSTANCE_PROFILE)
+            format!("IAM role and instance profile {}", INSTANCE_PROFILE)
         }))
         .collect();
     if !report.failures.is_empty() {

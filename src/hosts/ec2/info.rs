@@ -1,7 +1,8 @@
 //! `status`, `token` and `logs` for EC2 deployments, from AWS alone (tags and the serial
 //! console), so they work from any machine at any later time.
 
-use super::cloud::{Cloud, Instance};
+use crate::aws::ec2::Instance;
+use crate::aws::Cloud;
 use crate::aws::Aws;
 use crate::config::Target;
 use crate::error::{Error, Result};

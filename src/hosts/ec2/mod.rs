@@ -11,7 +11,6 @@
 //! work from any machine.
 
 pub mod backup;
-pub mod cloud;
 pub mod console;
 pub mod down;
 pub mod info;
@@ -33,7 +32,7 @@ use crate::hosts::{
 };
 use crate::output::Printer;
 
-pub use cloud::Cloud;
+pub use crate::aws::Cloud;
 
 /// The address service asked for the caller's public IP (plain HTTP: it only decides which
 /// address the security group opens to, and `--allow-cidr` replaces it).
@@ -71,7 +70,7 @@ pub fn ec2_arch(arch: Arch) -> &'static str {
 
 /// Resolves the host image: the latest Amazon Linux 2023 (plain or ECS-optimized) through
 /// the public SSM parameters, or the given AMI, which must exist and match `arch`.
-pub async fn resolve_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<cloud::HostImage> {
+pub async fn resolve_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<crate::aws::ec2::HostImage> {
     let min_root = match ami {
         // The ECS-optimized AMI's snapshot is 30 GiB; EC2 refuses a smaller root volume.
         HostAmi::Ecs => 30,
@@ -112,7 +111,7 @@ pub async fn resolve_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<clo
         }
         // Amazon's own AMIs are public and always described on AWS; an emulator may not
         // know them. Their root device is /dev/xvda.
-        (_, None) => Ok(cloud::HostImage {
+        (_, None) => Ok(crate::aws::ec2::HostImage {
             id,
             source,
             root_device: "/dev/xvda".into(),

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cloud::{self, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec};
+use crate::aws::ec2::{security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec};
+use crate::aws::iam;
 use super::console::{self, MarkerKind};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ec2_arch, root_volume_gib};
@@ -175,32 +176,11 @@ pub struct IamPlan {
 
 /// Decides what `up --ec2` does. Pure: everything it needs is in `observed`.
 pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan> {
+    refusals(config, observed)?;
     let name = &config.name;
     let arch = config.build.platform;
     let itype = &observed.instance_type;
-    if !itype.architectures.iter().any(|a| a == ec2_arch(arch)) {
-        return Err(Error::ArchitectureMismatch {
-            platform: arch.platform().to_string(),
-            instance_type: itype.name.clone(),
-            architectures: itype.architectures.join(", "),
-        });
-    }
     let live = observed.live();
-    if live.is_none() {
-        // An instance on its way out (shutting-down) is no obstacle to a new one.
-        if let Some(other) = observed
-            .instances
-            .iter()
-            .find(|i| i.state != "shutting-down")
-        {
-            return Err(Error::Replace {
-                deployment: name.clone(),
-                instance: other.id.clone(),
-                message: format!("the instance is {}", other.state),
-                hint: format!("start it again in the EC2 console, or remove it with `labship down {name} --ec2` (its notebooks go with it) and run `labship up --ec2`"),
-            });
-        }
-    }
     let image = match &observed.registry {
         Some(r) => format!("{r}/{}:{}", config.push.repository, observed.content_tag),
         None => live
@@ -212,7 +192,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         Err(e) => (Vec::new(), format!("left as it is: {e}")),
     };
     let security_group = SecurityGroupPlan {
-        name: cloud::security_group_name(name),
+        name: security_group_name(name),
         ingress,
         source,
     };
@@ -340,9 +320,9 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.vpc = Some(vpc);
             detail.subnet = config.ec2.subnet.clone();
             detail.iam = Some(IamPlan {
-                role: cloud::INSTANCE_ROLE,
-                instance_profile: cloud::INSTANCE_PROFILE,
-                policies: cloud::INSTANCE_POLICIES.to_vec(),
+                role: iam::INSTANCE_ROLE,
+                instance_profile: iam::INSTANCE_PROFILE,
+                policies: iam::INSTANCE_POLICIES.to_vec(),
                 exists: observed.profile_exists,
             });
             detail.user_data = Some(user_data);
@@ -361,6 +341,39 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         build: observed.needs_build && detail.push,
         detail: PlanDetail::Ec2(Box::new(detail)),
     })
+}
+
+/// What makes any `up` impossible, decided from the first reads alone, so that `up` can
+/// refuse before it builds or creates anything: an instance type of the other architecture,
+/// or a deployment whose instance is neither live nor on its way out (stopped, stopping).
+pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
+    let name = &config.name;
+    let arch = config.build.platform;
+    let itype = &observed.instance_type;
+    if !itype.architectures.iter().any(|a| a == ec2_arch(arch)) {
+        return Err(Error::ArchitectureMismatch {
+            platform: arch.platform().to_string(),
+            instance_type: itype.name.clone(),
+            architectures: itype.architectures.join(", "),
+        });
+    }
+    let live = observed.live();
+    if live.is_none() {
+        // An instance on its way out (shutting-down) is no obstacle to a new one.
+        if let Some(other) = observed
+            .instances
+            .iter()
+            .find(|i| i.state != "shutting-down")
+        {
+            return Err(Error::Replace {
+                deployment: name.clone(),
+                instance: other.id.clone(),
+                message: format!("the instance is {}", other.state),
+                hint: format!("start it again in the EC2 console, or remove it with `labship down {name} --ec2` (its notebooks go with it) and run `labship up --ec2`"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A plan asked to launch without what a launch needs: a bug in the caller, said plainly.

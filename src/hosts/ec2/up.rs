@@ -14,10 +14,13 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::cloud::{self, Cloud, Ingress, Instance, LaunchSpec};
+use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
+use crate::aws::iam::INSTANCE_PROFILE;
+use crate::aws::Cloud;
 use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::console::{self, MarkerKind, Phase};
 use super::{ingress_cidrs, resolve_ami, watch};
+use crate::aws::retry::{self, Step};
 use crate::aws::Aws;
 use crate::build;
 use crate::config::{Config, Target};
@@ -37,6 +40,7 @@ pub async fn dry_run(
 ) -> Result<Plan> {
     let cloud = Cloud::new(aws);
     let mut observed = check(&cloud, engine, config).await?;
+    plan::refusals(config, &observed)?;
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let (ami, vpc, ingress, profile, auth) = tokio::try_join!(
         resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
@@ -97,8 +101,10 @@ pub async fn up(
     let cloud = Cloud::new(aws);
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
 
-    // 1. Checks that change nothing.
+    // 1. Checks that change nothing; what makes any `up` impossible is refused here, before
+    //    a build or anything in AWS.
     let mut observed = check(&cloud, engine, config).await?;
+    plan::refusals(config, &observed)?;
     if let Some(live) = observed
         .live()
         .filter(|_| observed.serves(config, opts.port))
@@ -187,7 +193,7 @@ pub async fn up(
     if profile_created {
         printer.note(format!(
             "Created IAM role and instance profile {}",
-            cloud::INSTANCE_PROFILE
+            INSTANCE_PROFILE
         ));
     }
     if group_created {
@@ -419,32 +425,31 @@ async fn launch_and_wait_running(
         "Launched {} ({}, {}, {} GiB encrypted gp3)",
         inst.id, spec.instance_type, spec.ami, spec.root_gib
     ));
-    // RunInstances answers with a pending instance; running takes seconds to a minute.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    // RunInstances answers with a pending instance; running takes seconds to a minute. Not
+    // the SDK's `instance_running` waiter: its first retry comes after 15 s, which would add
+    // up to 15 s to every launch's time to a URL; a 2 s poll costs a few cheap describes.
+    let running = retry::until(Duration::from_secs(300), Duration::from_secs(2), || async {
+        let launch_failed = |cause: String, hint: &str| Error::BootFailed {
+            deployment: spec.deployment.clone(),
+            instance: inst.id.clone(),
+            phase: "launch".into(),
+            cause,
+            hint: hint.into(),
+        };
         match cloud.instance(&inst.id).await? {
-            Some(i) if i.state == "running" => return Ok((i, launched_at, t.elapsed().as_secs_f64())),
-            Some(i) if i.state != "pending" => {
-                return Err(Error::BootFailed {
-                    deployment: spec.deployment.clone(),
-                    instance: inst.id.clone(),
-                    phase: "launch".into(),
-                    cause: format!("the instance went to {} before running", i.state),
-                    hint: "see the instance's state reason in the EC2 console (capacity, EBS limits); `labship down --ec2` cleans up".into(),
-                })
-            }
-            _ if Instant::now() >= deadline => {
-                return Err(Error::BootFailed {
-                    deployment: spec.deployment.clone(),
-                    instance: inst.id.clone(),
-                    phase: "launch".into(),
-                    cause: "still pending after 300s".into(),
-                    hint: "try again later or another instance type; `labship down --ec2` cleans up".into(),
-                })
-            }
-            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+            Some(i) if i.state == "running" => Ok(Step::Done(i)),
+            Some(i) if i.state != "pending" => Err(launch_failed(
+                format!("the instance went to {} before running", i.state),
+                "see the instance's state reason in the EC2 console (capacity, EBS limits); `labship down --ec2` cleans up",
+            )),
+            _ => Ok(Step::Again(launch_failed(
+                "still pending after 300s".into(),
+                "try again later or another instance type; `labship down --ec2` cleans up",
+            ))),
         }
-    }
+    })
+    .await?;
+    Ok((running, launched_at, t.elapsed().as_secs_f64()))
 }
 
 /// Replaces the container through SSM RunCommand; returns (instance, seconds, token).

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::cloud::{Cloud, Instance};
+use crate::aws::ec2::Instance;
+use crate::aws::Cloud;
 use super::console::{self, Marker, MarkerKind, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;

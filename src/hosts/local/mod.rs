@@ -154,9 +154,9 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
             let old_tag = c.labels.get(labels::CONTENT_TAG).cloned().unwrap_or_default();
             let image_changed = old_tag != *tag;
             let reason = if image_changed {
-                format!("the image changed ({old_tag} -> {tag}): {container} is replaced; the workspace volume {volume} is kept")
+                format!("The image changed ({old_tag} -> {tag}): replacing container {container}; the workspace volume {volume} is kept")
             } else {
-                format!("the port or address changed: {container} is replaced; the workspace volume {volume} is kept")
+                format!("The port or address changed: replacing container {container}; the workspace volume {volume} is kept")
             };
             // The old port, when it is the same address and the user named none.
             let port = options.port.or(binding
@@ -270,7 +270,7 @@ impl LocalHost {
                 let Some(old) = &observed.existing else {
                     return Err(Error::engine("replacing the container", "it disappeared meanwhile"));
                 };
-                printer.note(format!("`{}`: {}", config.name, plan.reason));
+                printer.note(&plan.reason);
                 let (port, url) = replace(engine, config, printer, old, local, image, tag, options).await?;
                 Ok((url, port))
             }

@@ -1,36 +1,28 @@
-//! EC2, IAM and SSM in the pipeline's words: resolve a host image, check an instance type,
-//! make sure the instance role and the deployment's security group exist, launch, find,
-//! read the console, run a command on a host, terminate. Every create is tagged at creation
-//! and every create-or-reuse is idempotent, so an interrupted `up` leaves only tagged
-//! resources that the next `up` reuses and `down` removes.
-//!
-//! Errors name the action, the resource and the region (see [`crate::aws::api_error`]).
+//! EC2 in the pipeline's words: check an instance type, resolve a host image, find the VPC,
+//! make sure the deployment's security group exists with exactly its ingress, launch, find,
+//! read the console, tag, terminate. Every create is tagged at creation and every
+//! create-or-reuse is idempotent, so an interrupted `up` leaves only tagged resources that
+//! the next `up` reuses and `down` removes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, VolumeType,
 };
-use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
+use aws_sdk_ec2::client::Waiters;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::aws::{api_error, error_code, Aws};
+use super::iam::INSTANCE_PROFILE;
+use super::retry::{self, Step};
+use super::{error_code, Cloud};
 use crate::error::{Error, Result};
 use crate::tags;
-
-/// The instance role and profile every labship instance uses (shared by all deployments).
-pub const INSTANCE_ROLE: &str = "labship-instance";
-pub const INSTANCE_PROFILE: &str = "labship-instance";
-const IAM_PATH: &str = "/labship/";
-/// What the instance may do: pull from ECR, and be reached by Systems Manager.
-pub const INSTANCE_POLICIES: [&str; 2] = [
-    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-];
-pub const TRUST_POLICY: &str = include_str!("../../../infra/instance-trust-policy.json");
 
 /// States in which an instance still exists (and costs, or will).
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
@@ -121,24 +113,6 @@ pub struct LaunchSpec {
     pub volume_tags: Vec<(String, String)>,
 }
 
-/// The outcome of a command run on an instance through Systems Manager.
-#[derive(Debug, Clone)]
-pub struct CommandResult {
-    pub success: bool,
-    pub status: String,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-#[derive(Clone)]
-pub struct Cloud {
-    sdk: aws_config::SdkConfig,
-    ec2: aws_sdk_ec2::Client,
-    iam: aws_sdk_iam::Client,
-    ssm: aws_sdk_ssm::Client,
-    pub region: String,
-}
-
 fn ec2_tags(pairs: &[(&str, String)]) -> Vec<Tag> {
     pairs
         .iter()
@@ -161,29 +135,6 @@ fn filter(name: &str, values: &[&str]) -> Filter {
 }
 
 impl Cloud {
-    pub fn new(aws: &Aws) -> Self {
-        Cloud {
-            sdk: aws.sdk.clone(),
-            ec2: aws_sdk_ec2::Client::new(&aws.sdk),
-            iam: aws_sdk_iam::Client::new(&aws.sdk),
-            ssm: aws_sdk_ssm::Client::new(&aws.sdk),
-            region: aws.region.clone(),
-        }
-    }
-
-    fn fail<E>(
-        &self,
-        service: &str,
-        op: &str,
-        resource: &str,
-        err: &aws_sdk_ec2::error::SdkError<E>,
-    ) -> Error
-    where
-        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        api_error(&self.region, service, op, resource, err)
-    }
-
     // ---- what to launch ------------------------------------------------------------------
 
     /// The instance type's architectures and hypervisor; an unknown type is an error.
@@ -235,25 +186,6 @@ impl Cloud {
     }
 
     /// A public SSM parameter's value (the latest Amazon Linux AMI ids live there).
-    pub async fn parameter(&self, name: &str) -> Result<String> {
-        let out = self
-            .ssm
-            .get_parameter()
-            .name(name)
-            .send()
-            .await
-            .map_err(|e| self.fail("ssm", "GetParameter", name, &e))?;
-        out.parameter()
-            .and_then(|p| p.value())
-            .map(str::to_string)
-            .ok_or_else(|| Error::Ami {
-                ami: name.to_string(),
-                region: self.region.clone(),
-                message: "the SSM parameter has no value".into(),
-                hint: "pass an AMI id with --ami ami-...".into(),
-            })
-    }
-
     /// Root device and size of an AMI, when EC2 knows it (None: not found).
     pub async fn describe_image(&self, id: &str) -> Result<Option<HostImage>> {
         let out = match self.ec2.describe_images().image_ids(id).send().await {
@@ -347,181 +279,6 @@ impl Cloud {
             })
     }
 
-    // ---- IAM -----------------------------------------------------------------------------
-
-    /// The shared instance role and profile, created when missing. Returns true when
-    /// anything was created (a new profile needs a few seconds before EC2 accepts it).
-    pub async fn ensure_instance_profile(&self) -> Result<bool> {
-        let mut created = false;
-        let tags: Vec<aws_sdk_iam::types::Tag> = [(tags::MANAGED_BY, tags::MANAGED_BY_VALUE)]
-            .iter()
-            .filter_map(|(k, v)| {
-                aws_sdk_iam::types::Tag::builder()
-                    .key(*k)
-                    .value(*v)
-                    .build()
-                    .ok()
-            })
-            .collect();
-
-        let existing = match self
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(out) => out.instance_profile().map(|p| {
-                p.roles()
-                    .iter()
-                    .map(|r| r.role_name().to_string())
-                    .collect::<Vec<_>>()
-            }),
-            Err(e) if error_code(&e) == "NoSuchEntity" => None,
-            Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
-        };
-        if existing
-            .as_ref()
-            .is_some_and(|roles| roles.iter().any(|r| r == INSTANCE_ROLE))
-        {
-            return Ok(false);
-        }
-
-        match self
-            .iam
-            .create_role()
-            .role_name(INSTANCE_ROLE)
-            .path(IAM_PATH)
-            .description("labship instances: pull images from ECR, reachable by Systems Manager")
-            .assume_role_policy_document(TRUST_POLICY)
-            .set_tags(Some(tags.clone()))
-            .send()
-            .await
-        {
-            Ok(_) => created = true,
-            Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
-            Err(e) => return Err(self.fail("iam", "CreateRole", INSTANCE_ROLE, &e)),
-        }
-        for arn in INSTANCE_POLICIES {
-            self.iam
-                .attach_role_policy()
-                .role_name(INSTANCE_ROLE)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(|e| self.fail("iam", "AttachRolePolicy", INSTANCE_ROLE, &e))?;
-        }
-        if existing.is_none() {
-            match self
-                .iam
-                .create_instance_profile()
-                .instance_profile_name(INSTANCE_PROFILE)
-                .path(IAM_PATH)
-                .set_tags(Some(tags))
-                .send()
-                .await
-            {
-                Ok(_) => created = true,
-                Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
-                Err(e) => {
-                    return Err(self.fail("iam", "CreateInstanceProfile", INSTANCE_PROFILE, &e))
-                }
-            }
-        }
-        match self
-            .iam
-            .add_role_to_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .role_name(INSTANCE_ROLE)
-            .send()
-            .await
-        {
-            Ok(_) => created = true,
-            // A profile holds one role: LimitExceeded means it already has it.
-            Err(e) if matches!(error_code(&e), "LimitExceeded" | "EntityAlreadyExists") => {}
-            Err(e) => {
-                return Err(self.fail("iam", "AddRoleToInstanceProfile", INSTANCE_PROFILE, &e))
-            }
-        }
-        Ok(created)
-    }
-
-    /// Removes the shared role and profile (only labship's own, by name). Each failure is
-    /// returned, the rest still attempted.
-    pub async fn remove_instance_profile(&self) -> Vec<String> {
-        let mut failures = Vec::new();
-        match self
-            .iam
-            .remove_role_from_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .role_name(INSTANCE_ROLE)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == "NoSuchEntity" => {}
-            Err(e) => failures.push(
-                self.fail("iam", "RemoveRoleFromInstanceProfile", INSTANCE_PROFILE, &e)
-                    .to_string(),
-            ),
-        }
-        match self
-            .iam
-            .delete_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == "NoSuchEntity" => {}
-            Err(e) => failures.push(
-                self.fail("iam", "DeleteInstanceProfile", INSTANCE_PROFILE, &e)
-                    .to_string(),
-            ),
-        }
-        for arn in INSTANCE_POLICIES {
-            match self
-                .iam
-                .detach_role_policy()
-                .role_name(INSTANCE_ROLE)
-                .policy_arn(arn)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if error_code(&e) == "NoSuchEntity" => {}
-                Err(e) => failures.push(
-                    self.fail("iam", "DetachRolePolicy", INSTANCE_ROLE, &e)
-                        .to_string(),
-                ),
-            }
-        }
-        match self.iam.delete_role().role_name(INSTANCE_ROLE).send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == "NoSuchEntity" => {}
-            Err(e) => failures.push(
-                self.fail("iam", "DeleteRole", INSTANCE_ROLE, &e)
-                    .to_string(),
-            ),
-        }
-        failures
-    }
-
-    /// Whether the shared profile exists.
-    pub async fn instance_profile_exists(&self) -> Result<bool> {
-        match self
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == "NoSuchEntity" => Ok(false),
-            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
-        }
-    }
-
     // ---- network -------------------------------------------------------------------------
 
     /// The deployment's security group in `vpc`, created (tagged) when missing, with its
@@ -602,25 +359,27 @@ impl Cloud {
     async fn authorize(&self, group: &str, perms: Vec<IpPermission>) -> Result<()> {
         // Eventual consistency: a group id can be unknown to other calls for a few seconds
         // after CreateSecurityGroup returned it. Only that error is retried, for up to 30 s.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self
+        retry::until(Duration::from_secs(30), Duration::from_secs(2), || async {
+            let sent = self
                 .ec2
                 .authorize_security_group_ingress()
                 .group_id(group)
                 .set_ip_permissions(Some(perms.clone()))
                 .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if error_code(&e) == "InvalidGroup.NotFound" && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                .await;
+            match sent {
+                Ok(_) => Ok(Step::Done(())),
+                Err(e) => {
+                    let err = self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e);
+                    if error_code(&e) == "InvalidGroup.NotFound" {
+                        Ok(Step::Again(err))
+                    } else {
+                        Err(err)
+                    }
                 }
-                Err(e) => return Err(self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e)),
             }
-        }
+        })
+        .await
     }
 
     /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
@@ -726,19 +485,22 @@ impl Cloud {
     /// Deletes a security group, retrying while a terminated instance's network interface
     /// still holds it (DependencyViolation), within `within`.
     pub async fn delete_security_group(&self, id: &str, within: Duration) -> Result<bool> {
-        let deadline = Instant::now() + within;
-        loop {
+        retry::until(within, Duration::from_secs(5), || async {
             match self.ec2.delete_security_group().group_id(id).send().await {
-                Ok(_) => return Ok(true),
-                Err(e) if error_code(&e) == "InvalidGroup.NotFound" => return Ok(false),
+                Ok(_) => Ok(Step::Done(true)),
+                Err(e) if error_code(&e) == "InvalidGroup.NotFound" => Ok(Step::Done(false)),
                 // The network interface of a just-terminated instance lets go within a
                 // minute or two; nothing else makes this transient.
-                Err(e) if error_code(&e) == "DependencyViolation" && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                Err(e) => return Err(self.fail("ec2", "DeleteSecurityGroup", id, &e)),
+                Err(e) if error_code(&e) == "DependencyViolation" => Ok(Step::Again(self.fail(
+                    "ec2",
+                    "DeleteSecurityGroup",
+                    id,
+                    &e,
+                ))),
+                Err(e) => Err(self.fail("ec2", "DeleteSecurityGroup", id, &e)),
             }
-        }
+        })
+        .await
     }
 
     // ---- instances -----------------------------------------------------------------------
@@ -756,8 +518,7 @@ impl Cloud {
         let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
         // One token per `up`: the SDK's own retries of this call cannot make two instances.
         let client_token = format!("labship-{}-{}", spec.deployment, hex::encode(rand_bytes()));
-        let deadline = Instant::now() + profile_wait;
-        loop {
+        retry::until(profile_wait, Duration::from_secs(3), || async {
             let req = self
                 .ec2
                 .run_instances()
@@ -813,19 +574,17 @@ impl Cloud {
                                     .into(),
                         });
                     };
-                    return Ok(to_instance(first, &spec.deployment));
+                    Ok(Step::Done(to_instance(first, &spec.deployment)))
                 }
                 // Both are propagation delays of what this `up` just created.
-                Err(e)
-                    if (profile_not_ready(&e) || error_code(&e) == "InvalidGroup.NotFound")
-                        && Instant::now() < deadline =>
-                {
+                Err(e) if profile_not_ready(&e) || error_code(&e) == "InvalidGroup.NotFound" => {
                     tracing::info!("the instance profile is not usable yet; retrying RunInstances");
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Ok(Step::Again(self.fail("ec2", "RunInstances", &spec.deployment, &e)))
                 }
-                Err(e) => return Err(self.fail("ec2", "RunInstances", &spec.deployment, &e)),
+                Err(e) => Err(self.fail("ec2", "RunInstances", &spec.deployment, &e)),
             }
-        }
+        })
+        .await
     }
 
     /// labship's instances that still exist (of one deployment, or all).
@@ -905,7 +664,7 @@ impl Cloud {
             .filter(|o| !o.is_empty())
             // A non-base64 answer is passed on as it is (lossy decoding is the rule here).
             .map(|o| {
-                super::console::decode_console_output(o).unwrap_or_else(|_| o.to_string())
+                decode_console_output(o).unwrap_or_else(|_| o.to_string())
             }))
     }
 
@@ -969,123 +728,38 @@ impl Cloud {
         Ok(())
     }
 
-    /// Waits until none of `ids` exists any more (terminated or gone), within `within`.
+    /// Waits (the SDK's `instance_terminated` waiter) until none of `ids` exists any more,
+    /// within `within`; returns the ids still not terminated then.
     pub async fn wait_terminated(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut left = Vec::new();
-            for id in ids {
-                if let Some(i) = self.instance(id).await? {
-                    if i.state != "terminated" {
-                        left.push(id.clone());
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let waited = self
+            .ec2
+            .wait_until_instance_terminated()
+            .set_instance_ids(Some(ids.to_vec()))
+            .wait(within)
+            .await;
+        match waited {
+            Ok(_) => Ok(Vec::new()),
+            // Timed out or failed (an instance went elsewhere): say which are left.
+            Err(e) => {
+                tracing::debug!("instance_terminated waiter: {e}");
+                let mut left = Vec::new();
+                for id in ids {
+                    if let Some(i) = self.instance(id).await? {
+                        if i.state != "terminated" {
+                            left.push(id.clone());
+                        }
                     }
                 }
-            }
-            if left.is_empty() || Instant::now() >= deadline {
-                return Ok(left);
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
-    }
-
-    // ---- Systems Manager -----------------------------------------------------------------
-
-    /// Whether the instance's SSM agent is online.
-    pub async fn ssm_online(&self, id: &str) -> Result<bool> {
-        let f = InstanceInformationStringFilter::builder()
-            .key("InstanceIds")
-            .values(id)
-            .build()
-            .map_err(|e| Error::Aws {
-                action: "ssm:DescribeInstanceInformation".into(),
-                resource: id.into(),
-                region: self.region.clone(),
-                message: e.to_string(),
-                hint: "this is a bug in labship".into(),
-            })?;
-        let out = self
-            .ssm
-            .describe_instance_information()
-            .filters(f)
-            .send()
-            .await
-            .map_err(|e| self.fail("ssm", "DescribeInstanceInformation", id, &e))?;
-        Ok(out
-            .instance_information_list()
-            .iter()
-            .any(|i| i.instance_id() == Some(id) && i.ping_status() == Some(&PingStatus::Online)))
-    }
-
-    /// Runs a shell script on the instance through SSM RunCommand and waits for it
-    /// (bounded by `within`).
-    pub async fn run_script(
-        &self,
-        id: &str,
-        script: &str,
-        comment: &str,
-        within: Duration,
-    ) -> Result<CommandResult> {
-        let out = self
-            .ssm
-            .send_command()
-            .document_name("AWS-RunShellScript")
-            .instance_ids(id)
-            .comment(comment)
-            .timeout_seconds(600)
-            .parameters("commands", vec![script.to_string()])
-            .parameters("executionTimeout", vec![within.as_secs().to_string()])
-            .send()
-            .await
-            .map_err(|e| self.fail("ssm", "SendCommand", id, &e))?;
-        let command_id = out
-            .command()
-            .and_then(|c| c.command_id())
-            .unwrap_or_default()
-            .to_string();
-        let deadline = Instant::now() + within + Duration::from_secs(30);
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let inv = match self
-                .ssm
-                .get_command_invocation()
-                .command_id(&command_id)
-                .instance_id(id)
-                .send()
-                .await
-            {
-                Ok(inv) => inv,
-                // Right after SendCommand the invocation does not exist yet for a while.
-                Err(e)
-                    if error_code(&e) == "InvocationDoesNotExist" && Instant::now() < deadline =>
-                {
-                    continue
-                }
-                Err(e) => return Err(self.fail("ssm", "GetCommandInvocation", id, &e)),
-            };
-            let status = inv.status().cloned();
-            let done = !matches!(
-                status,
-                Some(CommandInvocationStatus::Pending)
-                    | Some(CommandInvocationStatus::InProgress)
-                    | Some(CommandInvocationStatus::Delayed)
-                    | None
-            );
-            if done || Instant::now() >= deadline {
-                return Ok(CommandResult {
-                    success: status == Some(CommandInvocationStatus::Success),
-                    status: status
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                    stdout: inv
-                        .standard_output_content()
-                        .unwrap_or_default()
-                        .to_string(),
-                    stderr: inv.standard_error_content().unwrap_or_default().to_string(),
-                });
+                Ok(left)
             }
         }
     }
+
 }
+
 
 /// EC2's answer while a new instance profile propagates: InvalidParameterValue, "Invalid IAM
 /// Instance Profile name".
@@ -1169,4 +843,39 @@ fn rand_bytes() -> [u8; 8] {
         buf = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
     buf
+}
+
+/// Lossy decode of the base64 payload of EC2 GetConsoleOutput.
+///
+/// AWS returns the console bytes base64-encoded (the Rust SDK hands the string back
+/// as is). ASCII whitespace (line wrapping) is ignored, padding is optional, and bytes
+/// that are not valid UTF-8 (consoles carry mojibake) become U+FFFD.
+pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
+    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let engine = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(compact)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_console_output_lossily() {
+        // "ok\xff\r\n" with and without padding, wrapped
+        assert_eq!(
+            decode_console_output("b2v/DQo=").ok().as_deref(),
+            Some("ok\u{fffd}\r\n")
+        );
+        assert_eq!(
+            decode_console_output("b2v/\nDQo").ok().as_deref(),
+            Some("ok\u{fffd}\r\n")
+        );
+        assert_eq!(decode_console_output("").ok().as_deref(), Some(""));
+        assert!(decode_console_output("not base64!").is_err());
+    }
 }

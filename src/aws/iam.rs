@@ -1,0 +1,199 @@
+//! IAM: the shared instance role and profile every labship instance uses, created when
+//! missing (tagged, under the `/labship/` path) and removed by `down --all` when no
+//! deployment uses them.
+
+use super::Cloud;
+use crate::error::Result;
+use crate::tags;
+
+/// The instance role and profile every labship instance uses (shared by all deployments).
+pub const INSTANCE_ROLE: &str = "labship-instance";
+pub const INSTANCE_PROFILE: &str = "labship-instance";
+const IAM_PATH: &str = "/labship/";
+/// What the instance may do: pull from ECR, and be reached by Systems Manager.
+pub const INSTANCE_POLICIES: [&str; 2] = [
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+];
+pub const TRUST_POLICY: &str = include_str!("../../infra/instance-trust-policy.json");
+
+impl Cloud {
+    // ---- IAM -----------------------------------------------------------------------------
+
+    /// The shared instance role and profile, created when missing. Returns true when
+    /// anything was created (a new profile needs a few seconds before EC2 accepts it).
+    pub async fn ensure_instance_profile(&self) -> Result<bool> {
+        let mut created = false;
+        let tags: Vec<aws_sdk_iam::types::Tag> = [(tags::MANAGED_BY, tags::MANAGED_BY_VALUE)]
+            .iter()
+            .filter_map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(*k)
+                    .value(*v)
+                    .build()
+                    .ok()
+            })
+            .collect();
+
+        let existing = match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(out) => out.instance_profile().map(|p| {
+                p.roles()
+                    .iter()
+                    .map(|r| r.role_name().to_string())
+                    .collect::<Vec<_>>()
+            }),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => None,
+            Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+        };
+        if existing
+            .as_ref()
+            .is_some_and(|roles| roles.iter().any(|r| r == INSTANCE_ROLE))
+        {
+            return Ok(false);
+        }
+
+        match self
+            .iam
+            .create_role()
+            .role_name(INSTANCE_ROLE)
+            .path(IAM_PATH)
+            .description("labship instances: pull images from ECR, reachable by Systems Manager")
+            .assume_role_policy_document(TRUST_POLICY)
+            .set_tags(Some(tags.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => created = true,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+            Err(e) => return Err(self.fail("iam", "CreateRole", INSTANCE_ROLE, &e)),
+        }
+        for arn in INSTANCE_POLICIES {
+            self.iam
+                .attach_role_policy()
+                .role_name(INSTANCE_ROLE)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(|e| self.fail("iam", "AttachRolePolicy", INSTANCE_ROLE, &e))?;
+        }
+        if existing.is_none() {
+            match self
+                .iam
+                .create_instance_profile()
+                .instance_profile_name(INSTANCE_PROFILE)
+                .path(IAM_PATH)
+                .set_tags(Some(tags))
+                .send()
+                .await
+            {
+                Ok(_) => created = true,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+                Err(e) => {
+                    return Err(self.fail("iam", "CreateInstanceProfile", INSTANCE_PROFILE, &e))
+                }
+            }
+        }
+        match self
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .role_name(INSTANCE_ROLE)
+            .send()
+            .await
+        {
+            Ok(_) => created = true,
+            // A profile holds one role: LimitExceeded means it already has it.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_limit_exceeded_exception() || s.is_entity_already_exists_exception()
+                }) => {}
+            Err(e) => {
+                return Err(self.fail("iam", "AddRoleToInstanceProfile", INSTANCE_PROFILE, &e))
+            }
+        }
+        Ok(created)
+    }
+
+    /// Removes the shared role and profile (only labship's own, by name). Each failure is
+    /// returned, the rest still attempted.
+    pub async fn remove_instance_profile(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        match self
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .role_name(INSTANCE_ROLE)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e) => failures.push(
+                self.fail("iam", "RemoveRoleFromInstanceProfile", INSTANCE_PROFILE, &e)
+                    .to_string(),
+            ),
+        }
+        match self
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e) => failures.push(
+                self.fail("iam", "DeleteInstanceProfile", INSTANCE_PROFILE, &e)
+                    .to_string(),
+            ),
+        }
+        for arn in INSTANCE_POLICIES {
+            match self
+                .iam
+                .detach_role_policy()
+                .role_name(INSTANCE_ROLE)
+                .policy_arn(arn)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+                Err(e) => failures.push(
+                    self.fail("iam", "DetachRolePolicy", INSTANCE_ROLE, &e)
+                        .to_string(),
+                ),
+            }
+        }
+        match self.iam.delete_role().role_name(INSTANCE_ROLE).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e) => failures.push(
+                self.fail("iam", "DeleteRole", INSTANCE_ROLE, &e)
+                    .to_string(),
+            ),
+        }
+        failures
+    }
+
+    /// Whether the shared profile exists.
+    pub async fn instance_profile_exists(&self) -> Result<bool> {
+        match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(false),
+            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+        }
+    }
+
+}
