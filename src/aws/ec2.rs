@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
+use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, VolumeType,
 };
-use aws_sdk_ec2::client::Waiters;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -491,12 +491,9 @@ impl Cloud {
                 Err(e) if error_code(&e) == "InvalidGroup.NotFound" => Ok(Step::Done(false)),
                 // The network interface of a just-terminated instance lets go within a
                 // minute or two; nothing else makes this transient.
-                Err(e) if error_code(&e) == "DependencyViolation" => Ok(Step::Again(self.fail(
-                    "ec2",
-                    "DeleteSecurityGroup",
-                    id,
-                    &e,
-                ))),
+                Err(e) if error_code(&e) == "DependencyViolation" => {
+                    Ok(Step::Again(self.fail("ec2", "DeleteSecurityGroup", id, &e)))
+                }
                 Err(e) => Err(self.fail("ec2", "DeleteSecurityGroup", id, &e)),
             }
         })
@@ -579,7 +576,12 @@ impl Cloud {
                 // Both are propagation delays of what this `up` just created.
                 Err(e) if profile_not_ready(&e) || error_code(&e) == "InvalidGroup.NotFound" => {
                     tracing::info!("the instance profile is not usable yet; retrying RunInstances");
-                    Ok(Step::Again(self.fail("ec2", "RunInstances", &spec.deployment, &e)))
+                    Ok(Step::Again(self.fail(
+                        "ec2",
+                        "RunInstances",
+                        &spec.deployment,
+                        &e,
+                    )))
                 }
                 Err(e) => Err(self.fail("ec2", "RunInstances", &spec.deployment, &e)),
             }
@@ -663,9 +665,7 @@ impl Cloud {
             .output()
             .filter(|o| !o.is_empty())
             // A non-base64 answer is passed on as it is (lossy decoding is the rule here).
-            .map(|o| {
-                decode_console_output(o).unwrap_or_else(|_| o.to_string())
-            }))
+            .map(|o| decode_console_output(o).unwrap_or_else(|_| o.to_string())))
     }
 
     /// Records what the instance now serves, after its container was replaced.
@@ -757,9 +757,7 @@ impl Cloud {
             }
         }
     }
-
 }
-
 
 /// EC2's answer while a new instance profile propagates: InvalidParameterValue, "Invalid IAM
 /// Instance Profile name".

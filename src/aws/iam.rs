@@ -48,7 +48,12 @@ impl Cloud {
                     .map(|r| r.role_name().to_string())
                     .collect::<Vec<_>>()
             }),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => None,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                None
+            }
             Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
         };
         if existing
@@ -70,7 +75,9 @@ impl Cloud {
             .await
         {
             Ok(_) => created = true,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
             Err(e) => return Err(self.fail("iam", "CreateRole", INSTANCE_ROLE, &e)),
         }
         for arn in INSTANCE_POLICIES {
@@ -93,7 +100,9 @@ impl Cloud {
                 .await
             {
                 Ok(_) => created = true,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
                 Err(e) => {
                     return Err(self.fail("iam", "CreateInstanceProfile", INSTANCE_PROFILE, &e))
                 }
@@ -133,7 +142,9 @@ impl Cloud {
             .await
         {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
             Err(e) => failures.push(
                 self.fail("iam", "RemoveRoleFromInstanceProfile", INSTANCE_PROFILE, &e)
                     .to_string(),
@@ -147,7 +158,9 @@ impl Cloud {
             .await
         {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
             Err(e) => failures.push(
                 self.fail("iam", "DeleteInstanceProfile", INSTANCE_PROFILE, &e)
                     .to_string(),
@@ -163,7 +176,9 @@ impl Cloud {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_no_such_entity_exception()) => {}
                 Err(e) => failures.push(
                     self.fail("iam", "DetachRolePolicy", INSTANCE_ROLE, &e)
                         .to_string(),
@@ -172,7 +187,9 @@ impl Cloud {
         }
         match self.iam.delete_role().role_name(INSTANCE_ROLE).send().await {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
             Err(e) => failures.push(
                 self.fail("iam", "DeleteRole", INSTANCE_ROLE, &e)
                     .to_string(),
@@ -191,9 +208,13 @@ impl Cloud {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
         }
     }
-
 }

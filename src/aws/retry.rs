@@ -73,13 +73,21 @@ mod tests {
     #[tokio::test]
     async fn the_deadline_returns_the_last_answer() {
         let tries = Cell::new(0);
-        let err = until(Duration::from_millis(30), Duration::from_millis(10), || async {
-            tries.set(tries.get() + 1);
-            Ok::<Step<()>, Error>(Step::Again(transient(tries.get())))
-        })
+        let err = until(
+            Duration::from_millis(30),
+            Duration::from_millis(10),
+            || async {
+                tries.set(tries.get() + 1);
+                Ok::<Step<()>, Error>(Step::Again(transient(tries.get())))
+            },
+        )
         .await
         .expect_err("times out");
-        assert!(err.to_string().contains(&format!("attempt {}", tries.get())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("attempt {}", tries.get())),
+            "{err}"
+        );
         assert!(tries.get() >= 2 && tries.get() <= 5, "{}", tries.get());
     }
 

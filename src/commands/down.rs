@@ -27,9 +27,25 @@ pub async fn run(config: Config, args: &DownArgs, printer: &Printer) -> Result<(
                     hint: "the local image stays on the engine (`docker image rm` removes it); these options act on ECR and IAM: add --ec2".into(),
                 });
             }
-            on(&LocalHost::connect().await?, &config, &options, args, printer).await
+            on(
+                &LocalHost::connect().await?,
+                &config,
+                &options,
+                args,
+                printer,
+            )
+            .await
         }
-        Target::Ec2 => on(&Ec2Host::connect(&config).await?, &config, &options, args, printer).await,
+        Target::Ec2 => {
+            on(
+                &Ec2Host::connect(&config).await?,
+                &config,
+                &options,
+                args,
+                printer,
+            )
+            .await
+        }
     }
 }
 

@@ -11,7 +11,12 @@ use crate::cli::LogsArgs;
 
 pub async fn run(config: Config, args: &LogsArgs, printer: &Printer) -> Result<()> {
     let report = match config.target {
-        Target::Local => LocalHost::connect().await?.logs(&config.name, args.tail).await?,
+        Target::Local => {
+            LocalHost::connect()
+                .await?
+                .logs(&config.name, args.tail)
+                .await?
+        }
         Target::Ec2 => {
             Ec2Host::connect(&config)
                 .await?

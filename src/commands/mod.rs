@@ -27,10 +27,20 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
             status::run(load(named(global, &None, args.target))?, &args, printer).await
         }
         Command::Logs(args) => {
-            logs::run(load(named(global, &args.deployment, args.on))?, &args, printer).await
+            logs::run(
+                load(named(global, &args.deployment, args.on))?,
+                &args,
+                printer,
+            )
+            .await
         }
         Command::Down(args) => {
-            down::run(load(named(global, &args.deployment, args.on))?, &args, printer).await
+            down::run(
+                load(named(global, &args.deployment, args.on))?,
+                &args,
+                printer,
+            )
+            .await
         }
         Command::Base => base::run(printer).await,
     }

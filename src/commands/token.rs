@@ -15,8 +15,7 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
     let report = match &args.from_log {
         Some(path) => {
             let (origin, text) = read_log(path)?;
-            let found = labship::token::find_token(&text)
-                .map_err(|e| e.into_error(&origin))?;
+            let found = labship::token::find_token(&text).map_err(|e| e.into_error(&origin))?;
             TokenReport {
                 target: None,
                 deployment: None,

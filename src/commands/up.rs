@@ -23,9 +23,25 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
     // Before anything is observed or created.
     options.refuse(config.target, args.ami.is_some() || args.subnet.is_some())?;
     match config.target {
-        Target::Local => on(&LocalHost::connect().await?, &config, &options, args, printer).await,
+        Target::Local => {
+            on(
+                &LocalHost::connect().await?,
+                &config,
+                &options,
+                args,
+                printer,
+            )
+            .await
+        }
         Target::Ec2 => {
-            on(&Ec2Host::with_engine(&config).await?, &config, &options, args, printer).await
+            on(
+                &Ec2Host::with_engine(&config).await?,
+                &config,
+                &options,
+                args,
+                printer,
+            )
+            .await
         }
     }
 }

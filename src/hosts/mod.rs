@@ -122,8 +122,7 @@ pub trait Host {
     ) -> Result<()>;
 
     /// What `down` would remove that deserves a confirmation (None: nothing to ask about).
-    async fn down_preview(&self, config: &Config, options: &DownOptions)
-        -> Result<Option<String>>;
+    async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>>;
 
     /// Removes the deployment (what `options` says of its data and images).
     async fn down(
@@ -637,7 +636,10 @@ mod tests {
         assert_eq!(json["deployments"][1]["target"], "ec2");
         // One shape: every row has every key.
         let keys = |v: &serde_json::Value| {
-            let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let mut k: Vec<String> = v
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
             k.sort();
             k
         };

@@ -5,8 +5,6 @@
 //! tag is used (or built), tagged with the registry's name, and pushed by the engine with
 //! per-layer progress on stderr.
 
-
-
 use std::collections::HashMap;
 
 use indicatif::ProgressBar;
@@ -50,7 +48,11 @@ impl std::fmt::Display for PushReport {
                 "  uploaded  nothing: the registry already has this image"
             )
         } else {
-            write!(f, "  uploaded  {}", indicatif::HumanBytes(self.bytes_uploaded))
+            write!(
+                f,
+                "  uploaded  {}",
+                indicatif::HumanBytes(self.bytes_uploaded)
+            )
         }
     }
 }

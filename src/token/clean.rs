@@ -33,8 +33,6 @@
 //!
 //! Nothing here knows about Jupyter; it only restores lines.
 
-
-
 /// Clean EC2 console / cloud-init / tty noise so lines read as the program printed them.
 ///
 /// See the module documentation for exactly what is removed. The result uses `\n`

@@ -5,8 +5,8 @@
 //! `expected_tokens_match_server_list` checks the constants below against those files.
 
 use super::clean::clean_console;
-use crate::aws::ec2::decode_console_output;
 use super::*;
+use crate::aws::ec2::decode_console_output;
 
 macro_rules! fixture {
     ($name:literal) => {

@@ -529,9 +529,18 @@ fn options_a_target_cannot_honour_are_refused_before_anything_is_made() {
     for (args, option) in [
         (&["up", "--ec2", "--attach", "-o", "json"][..], "--attach"),
         (&["up", "--local", "--public", "-o", "json"][..], "--public"),
-        (&["up", "--local", "--allow-cidr", "10.0.0.0/8", "-o", "json"][..], "--allow-cidr"),
-        (&["up", "--local", "--ami", "al2023", "-o", "json"][..], "--ami"),
-        (&["down", "--local", "--purge-images", "--yes", "-o", "json"][..], "--purge-images"),
+        (
+            &["up", "--local", "--allow-cidr", "10.0.0.0/8", "-o", "json"][..],
+            "--allow-cidr",
+        ),
+        (
+            &["up", "--local", "--ami", "al2023", "-o", "json"][..],
+            "--ami",
+        ),
+        (
+            &["down", "--local", "--purge-images", "--yes", "-o", "json"][..],
+            "--purge-images",
+        ),
     ] {
         let out = p.labship(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -7,7 +7,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-
 /// A step the host scripts report, in the order they happen. Displayed (and serialized)
 /// as the marker word: `begin`, `docker-ready`, `logged-in`, `pulled`, `started`, `token`,
 /// `ready`.
@@ -168,7 +167,6 @@ mod tests {
 
     const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
 
-
     fn phase(p: Phase, at: Option<f64>) -> Marker {
         Marker {
             phase: MarkerKind::Phase(p),
@@ -255,5 +253,4 @@ mod tests {
             serde_json::json!([{"phase": {"phase": "pull", "cause": "x"}, "at": null}])
         );
     }
-
 }

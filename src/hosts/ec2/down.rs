@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::backup;
 use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
-use crate::aws::Cloud;
 use crate::aws::Aws;
+use crate::aws::Cloud;
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
@@ -238,10 +238,17 @@ pub async fn down(
                 .map(|g| format!("security group {g}")),
         )
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
-        .chain(report.repository_deleted.iter().map(|r| format!("ECR repository {r}")))
-        .chain(report.iam_removed.then(|| {
-            format!("IAM role and instance profile {}", INSTANCE_PROFILE)
-        }))
+        .chain(
+            report
+                .repository_deleted
+                .iter()
+                .map(|r| format!("ECR repository {r}")),
+        )
+        .chain(
+            report
+                .iam_removed
+                .then(|| format!("IAM role and instance profile {}", INSTANCE_PROFILE)),
+        )
         .collect();
     if !report.failures.is_empty() {
         for f in &report.failures {

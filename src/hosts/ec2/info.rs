@@ -2,8 +2,8 @@
 //! console), so they work from any machine at any later time.
 
 use crate::aws::ec2::Instance;
-use crate::aws::Cloud;
 use crate::aws::Aws;
+use crate::aws::Cloud;
 use crate::config::Target;
 use crate::error::{Error, Result};
 use crate::hosts::{DeploymentStatus, LogsReport, TokenReport};

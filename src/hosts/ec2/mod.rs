@@ -70,7 +70,11 @@ pub fn ec2_arch(arch: Arch) -> &'static str {
 
 /// Resolves the host image: the latest Amazon Linux 2023 (plain or ECS-optimized) through
 /// the public SSM parameters, or the given AMI, which must exist and match `arch`.
-pub async fn resolve_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<crate::aws::ec2::HostImage> {
+pub async fn resolve_ami(
+    cloud: &Cloud,
+    ami: &HostAmi,
+    arch: Arch,
+) -> Result<crate::aws::ec2::HostImage> {
     let min_root = match ami {
         // The ECS-optimized AMI's snapshot is 30 GiB; EC2 refuses a smaller root volume.
         HostAmi::Ecs => 30,
@@ -252,7 +256,12 @@ impl Host for Ec2Host {
         up::dry_run(engine, &self.aws, &config, &opts).await
     }
 
-    async fn up(&self, config: &Config, options: &UpOptions, printer: &Printer) -> Result<UpReport> {
+    async fn up(
+        &self,
+        config: &Config,
+        options: &UpOptions,
+        printer: &Printer,
+    ) -> Result<UpReport> {
         let connected;
         let engine = match &self.engine {
             Some(e) => e,
@@ -278,7 +287,12 @@ impl Host for Ec2Host {
         info::logs(&self.aws, deployment, tail).await
     }
 
-    async fn attach(&self, _deployment: &str, _interrupt: &mut Interrupt, _printer: &Printer) -> Result<()> {
+    async fn attach(
+        &self,
+        _deployment: &str,
+        _interrupt: &mut Interrupt,
+        _printer: &Printer,
+    ) -> Result<()> {
         // Refused before anything happens by `UpOptions::refuse`; kept an error here too.
         UpOptions {
             attach: true,
@@ -291,7 +305,12 @@ impl Host for Ec2Host {
         down::preview(&self.aws, config, options).await
     }
 
-    async fn down(&self, config: &Config, options: &DownOptions, printer: &Printer) -> Result<DownReport> {
+    async fn down(
+        &self,
+        config: &Config,
+        options: &DownOptions,
+        printer: &Printer,
+    ) -> Result<DownReport> {
         down::down(&self.aws, config, options, printer).await
     }
 }

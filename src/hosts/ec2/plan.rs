@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::aws::ec2::{security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec};
-use crate::aws::iam;
 use super::console::{self, MarkerKind};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ec2_arch, root_volume_gib};
+use crate::aws::ec2::{
+    security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec,
+};
+use crate::aws::iam;
 use crate::config::{Config, HostAmi, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{Plan, PlanDetail, PlannedAction};
@@ -216,8 +218,15 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     };
     let kind = ami_kind(&config.ec2.ami);
     let script = |registry: &str| {
-        userdata::render_replace(&inputs(config, &observed.region, registry, &image, &kind, opts))
-            .map_err(user_data_error)
+        userdata::render_replace(&inputs(
+            config,
+            &observed.region,
+            registry,
+            &image,
+            &kind,
+            opts,
+        ))
+        .map_err(user_data_error)
     };
 
     let (action, reason) = match live {
@@ -226,7 +235,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             if let Some((phase, cause)) = newest_error(console) {
                 // The last start on this instance failed (a pull that gave up, a crashed
                 // container, a failed replace): start it again there, keeping its workspace.
-                let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+                let registry = observed
+                    .registry
+                    .as_deref()
+                    .ok_or_else(|| missing("registry"))?;
                 detail.user_data = Some(script(registry)?);
                 (
                     PlannedAction::Restart,
@@ -255,7 +267,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             }
         }
         Some(inst) => {
-            let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+            let registry = observed
+                .registry
+                .as_deref()
+                .ok_or_else(|| missing("registry"))?;
             detail.user_data = Some(script(registry)?);
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same_image = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted));
@@ -271,7 +286,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             (PlannedAction::Replace, reason)
         }
         None => {
-            let registry = observed.registry.as_deref().ok_or_else(|| missing("registry"))?;
+            let registry = observed
+                .registry
+                .as_deref()
+                .ok_or_else(|| missing("registry"))?;
             let ami = observed.ami.clone().ok_or_else(|| missing("host image"))?;
             let vpc = observed.vpc.clone().ok_or_else(|| missing("VPC"))?;
             if let Err(e) = &observed.ingress {
@@ -446,7 +464,10 @@ impl std::fmt::Display for Ec2Plan {
             lines.push(format!("  instance        {id}"));
         }
         if let Some(ami) = &self.ami {
-            lines.push(format!("  AMI             {} (from {})", ami.id, ami.source));
+            lines.push(format!(
+                "  AMI             {} (from {})",
+                ami.id, ami.source
+            ));
         }
         if let Some(r) = &self.root_volume {
             lines.push(format!(
@@ -557,7 +578,8 @@ mod tests {
             )),
             ami: Some(HostImage {
                 id: "ami-1".into(),
-                source: "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id".into(),
+                source: "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
+                    .into(),
                 root_device: "/dev/xvda".into(),
                 min_root_gib: 30,
                 architecture: Some("x86_64".into()),
@@ -638,7 +660,9 @@ mod tests {
         // Still no token: the push is finished and the wait resumed.
         seen.console = Some("labship: begin t=1\n".into());
         assert_eq!(
-            super::plan(&config, &opts(&config), &seen).expect("plan").action,
+            super::plan(&config, &opts(&config), &seen)
+                .expect("plan")
+                .action,
             PlannedAction::Resume
         );
         // An error marker last: started again in place, with the replace script.

@@ -14,14 +14,14 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::console::{self, MarkerKind, Phase};
+use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
+use super::{ingress_cidrs, resolve_ami, watch};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::INSTANCE_PROFILE;
-use crate::aws::Cloud;
-use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
-use super::console::{self, MarkerKind, Phase};
-use super::{ingress_cidrs, resolve_ami, watch};
 use crate::aws::retry::{self, Step};
 use crate::aws::Aws;
+use crate::aws::Cloud;
 use crate::build;
 use crate::config::{Config, Target};
 use crate::docker::Engine;
@@ -32,12 +32,7 @@ use crate::push::{self, Ecr, ImageRegistry};
 
 /// Steps 1 and 2 for `--dry-run`: everything a plan can show, with nothing created or built
 /// (the registry is asked for its address only, which is a read).
-pub async fn dry_run(
-    engine: &Engine,
-    aws: &Aws,
-    config: &Config,
-    opts: &Options,
-) -> Result<Plan> {
+pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options) -> Result<Plan> {
     let cloud = Cloud::new(aws);
     let mut observed = check(&cloud, engine, config).await?;
     plan::refusals(config, &observed)?;
@@ -49,7 +44,10 @@ pub async fn dry_run(
         cloud.instance_profile_exists(),
         ecr.login(),
     )?;
-    if let Some(live) = observed.live().filter(|_| observed.serves(config, opts.port)) {
+    if let Some(live) = observed
+        .live()
+        .filter(|_| observed.serves(config, opts.port))
+    {
         observed.console = Some(
             cloud
                 .console(&live.id, observed.instance_type.nitro)
@@ -123,8 +121,10 @@ pub async fn up(
         }
         observed.console = Some(console);
         let plan = plan::plan(config, opts, &observed)?;
-        return in_place(&cloud, engine, &ecr, config, opts, &observed, plan, started, printer)
-            .await;
+        return in_place(
+            &cloud, engine, &ecr, config, opts, &observed, plan, started, printer,
+        )
+        .await;
     }
 
     // 2. Everything else that must hold before anything is created.
@@ -178,7 +178,16 @@ pub async fn up(
             total: started.elapsed().as_secs_f64(),
             ..Timings::default()
         };
-        return report(&plan, detail, &now, &finding, opts, build_secs.is_some(), pushed.bytes_uploaded, timings);
+        return report(
+            &plan,
+            detail,
+            &now,
+            &finding,
+            opts,
+            build_secs.is_some(),
+            pushed.bytes_uploaded,
+            timings,
+        );
     }
     let Some(spec) = &detail.launch else {
         return Err(not_ec2());
@@ -257,7 +266,16 @@ pub async fn up(
         launch_secs,
         started.elapsed().as_secs_f64(),
     );
-    report(&plan, detail, &ready.instance, &ready.finding, opts, build_secs.is_some(), pushed.bytes_uploaded, timings)
+    report(
+        &plan,
+        detail,
+        &ready.instance,
+        &ready.finding,
+        opts,
+        build_secs.is_some(),
+        pushed.bytes_uploaded,
+        timings,
+    )
 }
 
 /// The plans that act on the live instance that already has this image and port: nothing,
@@ -315,7 +333,16 @@ async fn in_place(
                 total: started.elapsed().as_secs_f64(),
                 ..Timings::default()
             };
-            return report(&plan, detail, &now, &finding, opts, pushed.built, pushed.bytes_uploaded, timings);
+            return report(
+                &plan,
+                detail,
+                &now,
+                &finding,
+                opts,
+                pushed.built,
+                pushed.bytes_uploaded,
+                timings,
+            );
         }
         PlannedAction::Resume => {
             printer.note(format!(
@@ -341,7 +368,16 @@ async fn in_place(
         total: started.elapsed().as_secs_f64(),
         ..Timings::default()
     };
-    report(&plan, detail, &ready.instance, &ready.finding, opts, built, bytes, timings)
+    report(
+        &plan,
+        detail,
+        &ready.instance,
+        &ready.finding,
+        opts,
+        built,
+        bytes,
+        timings,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -365,7 +401,9 @@ fn report(
         image: instance
             .image
             .clone()
-            .filter(|_| plan.action == PlannedAction::Nothing || plan.action == PlannedAction::Resume)
+            .filter(|_| {
+                plan.action == PlannedAction::Nothing || plan.action == PlannedAction::Resume
+            })
             .unwrap_or_else(|| plan.image.clone()),
         built,
         bytes_uploaded,
@@ -516,7 +554,6 @@ async fn replace_container(
         .unwrap_or_else(|| inst.clone());
     Ok((now, t.elapsed().as_secs_f64(), finding))
 }
-
 
 fn require_ip(inst: &Instance, name: &str) -> Result<String> {
     inst.public_ip.clone().ok_or_else(|| Error::Network {

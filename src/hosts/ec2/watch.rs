@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::console::{self, Marker, MarkerKind, Phase};
 use crate::aws::ec2::Instance;
 use crate::aws::Cloud;
-use super::console::{self, Marker, MarkerKind, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 use crate::token::{self, TokenError, TokenFinding};

@@ -114,9 +114,17 @@ impl std::fmt::Display for LocalPlan {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| format!("first free port from {JUPYTER_PORT}"))
         )?;
-        let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         writeln!(f, "  labels          {}", labels.join(" "))?;
-        write!(f, "  wait            up to {}s for Jupyter", self.wait_seconds)
+        write!(
+            f,
+            "  wait            up to {}s for Jupyter",
+            self.wait_seconds
+        )
     }
 }
 
@@ -126,7 +134,8 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
     let image = format!("{}:{tag}", config.local_image());
     let container = container_name(&config.name);
     let volume = volume_name(&config.name);
-    let mut labels: BTreeMap<String, String> = deployment_labels(&config.name).into_iter().collect();
+    let mut labels: BTreeMap<String, String> =
+        deployment_labels(&config.name).into_iter().collect();
     labels.insert(labels::CONTENT_TAG.to_string(), tag.clone());
     let (action, reason, port, sync_workspace) = match (&observed.existing, &observed.binding) {
         (Some(c), Some((bound_ip, bound_port)))
@@ -144,14 +153,21 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
             } else {
                 (
                     PlannedAction::Start,
-                    format!("{container} has this image but is {}: it is started again", c.state),
+                    format!(
+                        "{container} has this image but is {}: it is started again",
+                        c.state
+                    ),
                     Some(*bound_port),
                     false,
                 )
             }
         }
         (Some(c), binding) => {
-            let old_tag = c.labels.get(labels::CONTENT_TAG).cloned().unwrap_or_default();
+            let old_tag = c
+                .labels
+                .get(labels::CONTENT_TAG)
+                .cloned()
+                .unwrap_or_default();
             let image_changed = old_tag != *tag;
             let reason = if image_changed {
                 format!("The image changed ({old_tag} -> {tag}): replacing container {container}; the workspace volume {volume} is kept")
@@ -219,7 +235,10 @@ impl LocalHost {
         let (binding, restarts) = match &existing {
             Some(c) => (
                 engine.container_binding(&c.name, JUPYTER_PORT).await?,
-                engine.container_status(&c.name).await?.map_or(0, |s| s.restarts),
+                engine
+                    .container_status(&c.name)
+                    .await?
+                    .map_or(0, |s| s.restarts),
             ),
             None => (None, 0),
         };
@@ -243,7 +262,10 @@ impl LocalHost {
     ) -> Result<(String, u16)> {
         let engine = &self.engine;
         let PlanDetail::Local(local) = &plan.detail else {
-            return Err(Error::engine("applying a plan", "the plan is not for the local engine"));
+            return Err(Error::engine(
+                "applying a plan",
+                "the plan is not for the local engine",
+            ));
         };
         let image = &plan.image;
         let name = &local.container;
@@ -253,14 +275,32 @@ impl LocalHost {
                 let port = local.port.unwrap_or(JUPYTER_PORT);
                 let bind = (local.bind.as_str(), port);
                 if plan.action == PlannedAction::Nothing {
-                    let url = wait_ready(engine, name, image, bind, 0, observed.restarts, options.wait).await?;
+                    let url = wait_ready(
+                        engine,
+                        name,
+                        image,
+                        bind,
+                        0,
+                        observed.restarts,
+                        options.wait,
+                    )
+                    .await?;
                     return Ok((url, port));
                 }
                 // Earlier runs' tokens are in the log too: read only what this start prints.
                 let offset = engine.container_logs(name, None).await?.len();
                 printer.note(format!("Starting the stopped container {name}"));
                 engine.start_container(name).await?;
-                let ready = wait_ready(engine, name, image, bind, offset, observed.restarts, options.wait).await;
+                let ready = wait_ready(
+                    engine,
+                    name,
+                    image,
+                    bind,
+                    offset,
+                    observed.restarts,
+                    options.wait,
+                )
+                .await;
                 if ready.is_ok() {
                     engine.keep_running(name).await?;
                 }
@@ -268,10 +308,14 @@ impl LocalHost {
             }
             PlannedAction::Replace => {
                 let Some(old) = &observed.existing else {
-                    return Err(Error::engine("replacing the container", "it disappeared meanwhile"));
+                    return Err(Error::engine(
+                        "replacing the container",
+                        "it disappeared meanwhile",
+                    ));
                 };
                 printer.note(&plan.reason);
-                let (port, url) = replace(engine, config, printer, old, local, image, tag, options).await?;
+                let (port, url) =
+                    replace(engine, config, printer, old, local, image, tag, options).await?;
                 Ok((url, port))
             }
             PlannedAction::Create | PlannedAction::Resume | PlannedAction::Restart => {
@@ -492,7 +536,6 @@ fn tail(log: &str, lines: usize) -> String {
         ))
     }
 }
-
 
 /// Waits (bounded) until the log shows a token and the URL answers with it; returns that URL.
 async fn wait_ready(
@@ -746,8 +789,8 @@ impl Host for LocalHost {
     async fn token(&self, deployment: &str) -> Result<TokenReport> {
         let c = require(&self.engine, deployment).await?;
         let log = self.engine.container_logs(&c.name, None).await?;
-        let found = token::find_token(&log)
-            .map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
+        let found =
+            token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
         Ok(TokenReport {
             target: Some(Target::Local),
             deployment: Some(deployment.to_string()),
@@ -791,11 +834,7 @@ impl Host for LocalHost {
         }
     }
 
-    async fn down_preview(
-        &self,
-        config: &Config,
-        options: &DownOptions,
-    ) -> Result<Option<String>> {
+    async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {
         Ok(options.delete_data.then(|| {
             format!(
                 "delete the workspace volume {} with every notebook in it",
