@@ -25,11 +25,13 @@
 //!   `**` is `.*`, `\x` is the regexp escape `\x`, `[...]` is copied verbatim)
 //!   or into a plain exact / prefix / suffix string comparison. This module
 //!   performs the same translation and runs the resulting regular expression
-//!   with its own small automaton, so the quirks are the same: for example
+//!   with `regex-automata`, read by Go's rules where `regex-syntax`'s differ
+//!   (see `go_to_regex_syntax`), so the quirks are the same: for example
 //!   `[!a]` is a class of `!` and `a` (only `^` negates), `\d` in a pattern
-//!   means "a digit" because it reaches Go's regexp engine as `\d`, and `|`,
-//!   `{` and `}` are not escaped (a bug in patternmatcher's escape table), so
-//!   in a pattern with wildcards `a|b*` is an alternation and `x{2}` a count;
+//!   means "an ASCII digit" because it reaches Go's regexp engine as `\d`,
+//!   `?` matches one character (`☺` too, not one byte), and `|`, `{` and `}`
+//!   are not escaped (a bug in patternmatcher's escape table), so in a
+//!   pattern with wildcards `a|b*` is an alternation and `x{2}` a count;
 //! * a pattern that matches a directory matches everything below it, and the
 //!   last matching pattern wins, so a later `!exception` re-includes and a
 //!   later plain pattern excludes again;
@@ -45,9 +47,17 @@
 //! class range such as `[z-a]`) are rejected here when the file is parsed.
 //! Deliberate limits: only Unix semantics (on Windows, Docker treats `\` in
 //! patterns as a separator, not an escape), and Unicode classes such as
-//! `\pL`, which Docker's regexp engine accepts, are refused as invalid.
+//! `\pL`, which Docker's regexp engine accepts, are refused as invalid
+//! (Go's Unicode tables and names differ from `regex-syntax`'s).
 
 use std::borrow::Cow;
+
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::nfa::thompson::{self, WhichCaptures};
+use regex_automata::{meta, Anchored, Input};
+use regex_syntax::ast::{self, Ast, RepetitionKind, RepetitionRange};
+use regex_syntax::hir::translate::Translator;
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// Parsed .dockerignore rules.
 #[derive(Debug, Clone, Default)]
@@ -116,7 +126,7 @@ impl DockerIgnore {
             return false;
         }
         let mut flags = Vec::new();
-        self.evaluate(&path, &mut flags, &mut Scratch::default())
+        self.evaluate(&path, &mut flags)
     }
 
     /// True when walking into the directory `dir_rel` (which is itself excluded) is still needed because some exception pattern (`!pattern`) could re-include something beneath it. When false, the caller prunes the whole directory without reading it (this is what makes big ignored folders like `node_modules` cheap).
@@ -133,9 +143,8 @@ impl DockerIgnore {
         if is_root(&dir) {
             return true;
         }
-        let mut scratch = Scratch::default();
         let mut flags = Vec::new();
-        if !self.evaluate(&dir, &mut flags, &mut scratch) {
+        if !self.evaluate(&dir, &mut flags) {
             return true; // not excluded: walk it like any other directory
         }
         // The last pattern that matched `dir` decided; it stays matched for
@@ -148,7 +157,7 @@ impl DockerIgnore {
         later
             .iter()
             .filter(|p| p.exception)
-            .any(|p| p.may_match_with_prefix(&prefix, &mut scratch))
+            .any(|p| p.may_match_with_prefix(&prefix))
     }
 
     /// Docker's verdict for a clean, non-root path: patternmatcher's
@@ -156,7 +165,7 @@ impl DockerIgnore {
     /// the top and then to `path`, which is what the classic builder's
     /// archiver and `BuildKit`'s context walker do. Leaves in `flags` which
     /// patterns count as matching `path` (its `MatchInfo`).
-    fn evaluate(&self, path: &str, flags: &mut Vec<bool>, scratch: &mut Scratch) -> bool {
+    fn evaluate(&self, path: &str, flags: &mut Vec<bool>) -> bool {
         flags.clear();
         flags.resize(self.patterns.len(), false);
         let mut excluded = false;
@@ -176,7 +185,7 @@ impl DockerIgnore {
                     if pattern.exception != excluded {
                         continue;
                     }
-                    *matched = pattern.matches_at(prefix, slashes, scratch);
+                    *matched = pattern.matches_at(prefix, slashes);
                 }
                 if *matched {
                     excluded = !pattern.exception;
@@ -251,7 +260,7 @@ enum Matcher {
     /// leading `/`).
     Suffix(Box<[u8]>),
     /// Everything else: the translated regular expression.
-    Regex(Program),
+    Regex(GoRegex),
 }
 
 impl Pattern {
@@ -270,10 +279,10 @@ impl Pattern {
             None => (false, cleaned.as_str()),
         };
         check_glob_syntax(text)?;
-        let matcher = translate(text).into_matcher()?;
+        let matcher = translate(text).into_matcher(exception)?;
         let fixed_slashes = match &matcher {
             Matcher::Exact => Some(text.matches('/').count()),
-            Matcher::Regex(program) => program.slashes,
+            Matcher::Regex(regex) => regex.slashes,
             Matcher::Prefix(_) | Matcher::Suffix(_) => None,
         };
         Ok(Some(Self {
@@ -284,7 +293,7 @@ impl Pattern {
         }))
     }
 
-    fn matches(&self, path: &str, scratch: &mut Scratch) -> bool {
+    fn matches(&self, path: &str) -> bool {
         match &self.matcher {
             Matcher::Exact => path == self.text,
             Matcher::Prefix(prefix) => path.as_bytes().starts_with(prefix),
@@ -292,18 +301,18 @@ impl Pattern {
                 let path = path.as_bytes();
                 path.ends_with(suffix) || (suffix.first() == Some(&b'/') && path == &suffix[1..])
             }
-            Matcher::Regex(program) => program.is_match(path, scratch),
+            Matcher::Regex(regex) => regex.is_match(path),
         }
     }
 
     /// [`Self::matches`] for a path holding `slashes` slashes.
-    fn matches_at(&self, path: &str, slashes: usize, scratch: &mut Scratch) -> bool {
-        self.fixed_slashes.is_none_or(|k| k == slashes) && self.matches(path, scratch)
+    fn matches_at(&self, path: &str, slashes: usize) -> bool {
+        self.fixed_slashes.is_none_or(|k| k == slashes) && self.matches(path)
     }
 
     /// Whether this pattern could match some path that starts with `prefix`
     /// (a directory followed by `/`). False only when that is impossible.
-    fn may_match_with_prefix(&self, prefix: &str, scratch: &mut Scratch) -> bool {
+    fn may_match_with_prefix(&self, prefix: &str) -> bool {
         match &self.matcher {
             Matcher::Exact => self.text.len() > prefix.len() && self.text.starts_with(prefix),
             Matcher::Prefix(p) => {
@@ -311,7 +320,7 @@ impl Pattern {
             }
             // `prefix` followed by `x/` and the suffix always matches.
             Matcher::Suffix(_) => true,
-            Matcher::Regex(program) => program.may_match_with_prefix(prefix, scratch),
+            Matcher::Regex(regex) => regex.may_match_with_prefix(prefix),
         }
     }
 }
@@ -585,465 +594,208 @@ fn translate(pattern: &str) -> Translation<'_> {
 }
 
 impl Translation<'_> {
-    fn into_matcher(self) -> Result<Matcher, String> {
+    /// `exception`: pruning asks exceptions (only)
+    /// [`Pattern::may_match_with_prefix`], so they get a prefix DFA.
+    fn into_matcher(self, exception: bool) -> Result<Matcher, String> {
         let bytes = self.pattern.as_bytes();
         Ok(match self.kind {
             MatchKind::Exact => Matcher::Exact,
             MatchKind::Prefix => Matcher::Prefix(bytes[..bytes.len().saturating_sub(2)].into()),
             MatchKind::Suffix => Matcher::Suffix(bytes.get(2..).unwrap_or_default().into()),
-            MatchKind::Regex => Matcher::Regex(Program::compile(&self.regex).map_err(|e| {
-                format!(
-                    "Docker translates it to the regular expression `{}`, which {e}",
-                    self.regex
-                )
-            })?),
+            MatchKind::Regex => {
+                Matcher::Regex(GoRegex::compile(&self.regex, exception).map_err(|e| {
+                    format!(
+                        "Docker translates it to the regular expression `{}`, which {e}",
+                        self.regex
+                    )
+                })?)
+            }
         })
     }
 }
 
 // ---------------------------------------------------------------------------
-// A small RE2-compatible regexp engine for the expressions `translate` emits
+// Go's regexp on regex-automata
 // ---------------------------------------------------------------------------
 
-const MAX_RUNE: u32 = 0x10_FFFF;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Assertion {
-    BeginText,
-    EndText,
-    WordBoundary,
-    NotWordBoundary,
-}
-
+/// A translated pattern, compiled once with `regex-automata` and searched
+/// like Go's `Regexp.MatchString`.
+///
+/// Go and `regex-syntax` agree on how to read most of what `translate` can
+/// emit, and on what it matches: `.` and classes match one code point
+/// (`?` matches `☺`), `^` and `$` anchor to the whole text, and `*`, `?`,
+/// `{n,m}`, `|` and groups mean the same. [`go_to_regex_syntax`] rewrites the
+/// rest, where the two dialects differ, before `regex-syntax` parses it.
 #[derive(Debug, Clone)]
-struct CharClass {
-    ranges: Box<[(u32, u32)]>,
-    negated: bool,
-}
-
-impl CharClass {
-    fn contains(&self, c: char) -> bool {
-        let c = u32::from(c);
-        self.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != self.negated
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Node {
-    Literal(u32),
-    Class(CharClass),
-    AnyNotNewline,
-    Assert(Assertion),
-    /// `inner{min,max}`; `max: None` is unbounded. `counted` marks the `{}`
-    /// form, which Go limits to 1000 copies.
-    Repeat {
-        min: u32,
-        max: Option<u32>,
-        counted: bool,
-        inner: Box<Node>,
-    },
-    Concat(Vec<Node>),
-    Alternate(Vec<Node>),
-}
-
-#[derive(Debug, Clone)]
-enum Inst {
-    Literal(u32),
-    Class(CharClass),
-    AnyNotNewline,
-    Assert(Assertion),
-    Split(usize, usize),
-    Jmp(usize),
-    Match,
-}
-
-/// A compiled regular expression (Thompson NFA), searched like Go's
-/// `Regexp.MatchString`.
-#[derive(Debug, Clone)]
-struct Program {
-    insts: Box<[Inst]>,
-    /// Starts with `^`: only a match starting at offset 0 is possible.
-    anchored: bool,
-    /// Text every match must start with (literals right after a leading `^`).
-    required_prefix: Box<str>,
-    /// Text every match must end with (literals right before a final `$`).
-    required_suffix: Box<str>,
+struct GoRegex {
+    regex: meta::Regex,
+    /// An anchored DFA that tells whether a match could still start with a
+    /// given text (for pruning). Only built for exceptions whose every match
+    /// starts at offset 0, and `None` when that DFA would be too large; then
+    /// pruning assumes a match is possible.
+    prefix_dfa: Option<Box<dense::DFA<Vec<u32>>>>,
     /// For `^...$` expressions whose every match holds the same number of
     /// `/`, that number: then only one of a path and its parents can match.
     slashes: Option<usize>,
 }
 
-/// Reusable buffers for running programs; one per top-level call.
-#[derive(Debug, Default)]
-struct Scratch {
-    current: Vec<usize>,
-    next: Vec<usize>,
-    seen: Vec<u64>,
-    stack: Vec<usize>,
-}
+/// Memory cap for one pruning DFA; past it, a pattern is just not pruned on.
+const PREFIX_DFA_LIMIT: usize = 1 << 20;
 
-impl Scratch {
-    fn reset_seen(&mut self, insts: usize) {
-        self.seen.clear();
-        self.seen.resize(insts.div_ceil(64), 0);
-    }
-}
-
-/// How far [`Program::run`] got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
-    /// A match was found.
-    Matched,
-    /// No thread survives (anchored programs only).
-    Dead,
-    /// The text was consumed without a match; threads may still be alive.
-    Live,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Upcoming {
-    Char(char),
-    End,
-    /// Some character we do not know yet (prefix feasibility checks).
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Ctx {
-    prev: Option<char>,
-    next: Upcoming,
-}
-
-fn is_word_char(c: Option<char>) -> bool {
-    c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-impl Ctx {
-    fn holds(self, assertion: Assertion) -> bool {
-        match (assertion, self.next) {
-            (Assertion::BeginText, _) => self.prev.is_none(),
-            (Assertion::EndText, Upcoming::Char(_)) => false,
-            (Assertion::EndText, _)
-            | (Assertion::WordBoundary | Assertion::NotWordBoundary, Upcoming::Unknown) => true,
-            (Assertion::WordBoundary, Upcoming::Char(c)) => {
-                is_word_char(self.prev) != is_word_char(Some(c))
-            }
-            (Assertion::WordBoundary, Upcoming::End) => is_word_char(self.prev),
-            (Assertion::NotWordBoundary, Upcoming::Char(c)) => {
-                is_word_char(self.prev) == is_word_char(Some(c))
-            }
-            (Assertion::NotWordBoundary, Upcoming::End) => !is_word_char(self.prev),
+impl GoRegex {
+    /// Compile Go regexp text; `for_pruning` also builds the prefix DFA.
+    fn compile(go: &str, for_pruning: bool) -> Result<Self, String> {
+        let syntax = go_to_regex_syntax(go)?;
+        let ast = ast::parse::Parser::new()
+            .parse(&syntax)
+            .map_err(|e| format!("is invalid: {}", e.kind()))?;
+        if !repeats_are_valid(&ast) {
+            return Err("has an invalid repeat count".into());
         }
-    }
-}
-
-impl Program {
-    fn compile(regex: &str) -> Result<Self, String> {
-        let chars: Vec<char> = regex.chars().collect();
-        let mut parser = RegexParser { s: &chars, i: 0 };
-        let node = parser.parse_regex(0)?;
-        let mut insts = Vec::new();
-        emit(&node, &mut insts);
-        insts.push(Inst::Match);
-        let anchored = matches!(insts.first(), Some(Inst::Assert(Assertion::BeginText)));
-        let (required_prefix, required_suffix) = required_literals(&node);
-        let whole_text = matches!(&node, Node::Concat(nodes)
-            if matches!(nodes.first(), Some(Node::Assert(Assertion::BeginText)))
-                && matches!(nodes.last(), Some(Node::Assert(Assertion::EndText))));
-        let slashes = if whole_text { slash_count(&node) } else { None };
+        let hir = Translator::new()
+            .translate(&syntax, &ast)
+            .map_err(|e| format!("is invalid: {}", e.kind()))?;
+        let regex = meta::Regex::builder()
+            .build_from_hir(&hir)
+            .map_err(|e| format!("cannot be compiled: {e}"))?;
+        let props = hir.properties();
+        let starts_at_zero = props.look_set_prefix().contains(Look::Start);
+        let whole_text = starts_at_zero && props.look_set_suffix().contains(Look::End);
         Ok(Self {
-            insts: insts.into_boxed_slice(),
-            anchored,
-            required_prefix,
-            required_suffix,
-            slashes,
+            regex,
+            prefix_dfa: if for_pruning && starts_at_zero {
+                prefix_dfa(&hir)
+            } else {
+                None
+            },
+            slashes: if whole_text { slash_count(&hir) } else { None },
         })
     }
 
-    fn consumes(&self, pc: usize, c: char) -> bool {
-        match &self.insts[pc] {
-            Inst::Literal(l) => *l == u32::from(c),
-            Inst::Class(class) => class.contains(c),
-            Inst::AnyNotNewline => c != '\n',
-            _ => false,
-        }
-    }
-
-    /// Follow empty transitions from `pc`, pushing consuming instructions to
-    /// `list`. Returns true when `Match` is reached.
-    fn add_closure(
-        &self,
-        pc: usize,
-        ctx: Ctx,
-        list: &mut Vec<usize>,
-        seen: &mut [u64],
-        stack: &mut Vec<usize>,
-    ) -> bool {
-        stack.clear();
-        stack.push(pc);
-        while let Some(pc) = stack.pop() {
-            let (word, bit) = (pc / 64, 1u64 << (pc % 64));
-            if seen[word] & bit != 0 {
-                continue;
-            }
-            seen[word] |= bit;
-            match &self.insts[pc] {
-                Inst::Jmp(target) => stack.push(*target),
-                Inst::Split(first, second) => {
-                    stack.push(*second);
-                    stack.push(*first);
-                }
-                Inst::Assert(assertion) => {
-                    if ctx.holds(*assertion) {
-                        stack.push(pc + 1);
-                    }
-                }
-                Inst::Match => return true,
-                Inst::Literal(_) | Inst::Class(_) | Inst::AnyNotNewline => list.push(pc),
-            }
-        }
-        false
-    }
-
-    /// Feed `text` through the automaton. With `open_end`, the text is only
-    /// the start of the subject, so the context at its end is unknown.
-    /// With [`Run::Live`], the surviving threads are left in
-    /// `scratch.current`.
-    fn run(&self, text: &str, open_end: bool, scratch: &mut Scratch) -> Run {
-        let n = self.insts.len();
-        scratch.reset_seen(n);
-        let Scratch {
-            current,
-            next,
-            seen,
-            stack,
-        } = scratch;
-        current.clear();
-        let end = if open_end {
-            Upcoming::Unknown
-        } else {
-            Upcoming::End
-        };
-        let mut chars = text.chars();
-        let mut prev: Option<char> = None;
-        let mut upcoming = chars.next();
-        loop {
-            let ctx = Ctx {
-                prev,
-                next: upcoming.map_or(end, Upcoming::Char),
-            };
-            // Unanchored search: a match may start at any position.
-            if (prev.is_none() || !self.anchored) && self.add_closure(0, ctx, current, seen, stack)
-            {
-                return Run::Matched;
-            }
-            let Some(c) = upcoming else {
-                return Run::Live;
-            };
-            if current.is_empty() && self.anchored {
-                return Run::Dead;
-            }
-            let after = chars.next();
-            let next_ctx = Ctx {
-                prev: Some(c),
-                next: after.map_or(end, Upcoming::Char),
-            };
-            seen.fill(0);
-            next.clear();
-            for &pc in current.iter() {
-                if self.consumes(pc, c) && self.add_closure(pc + 1, next_ctx, next, seen, stack) {
-                    return Run::Matched;
-                }
-            }
-            std::mem::swap(current, next);
-            prev = Some(c);
-            upcoming = after;
-        }
-    }
-
     /// Go's `Regexp.MatchString`.
-    fn is_match(&self, text: &str, scratch: &mut Scratch) -> bool {
-        // Cheap necessary conditions first: most paths fail them.
-        text.starts_with(&*self.required_prefix)
-            && text.ends_with(&*self.required_suffix)
-            && matches!(self.run(text, false, scratch), Run::Matched)
+    fn is_match(&self, text: &str) -> bool {
+        self.regex.is_match(text)
     }
 
-    /// Could this program match some string that starts with `prefix`?
+    /// Could this expression match some string that starts with `prefix`?
     /// Conservative: true unless provably impossible.
-    fn may_match_with_prefix(&self, prefix: &str, scratch: &mut Scratch) -> bool {
-        if !self.anchored {
+    fn may_match_with_prefix(&self, prefix: &str) -> bool {
+        let Some(dfa) = &self.prefix_dfa else {
             return true;
-        }
-        match self.run(prefix, true, scratch) {
-            Run::Matched => true,
-            Run::Dead => false,
-            Run::Live => {
-                // From the live threads, can `Match` be reached at all if the
-                // rest of the subject is chosen freely? `^` can no longer hold
-                // (we are past offset 0); every other step is assumed possible.
-                let n = self.insts.len();
-                scratch.reset_seen(n);
-                let Scratch {
-                    current,
-                    seen,
-                    stack,
-                    ..
-                } = scratch;
-                stack.clear();
-                stack.extend(current.iter().map(|pc| pc + 1));
-                while let Some(pc) = stack.pop() {
-                    let (word, bit) = (pc / 64, 1u64 << (pc % 64));
-                    if seen[word] & bit != 0 {
-                        continue;
-                    }
-                    seen[word] |= bit;
-                    match &self.insts[pc] {
-                        Inst::Match => return true,
-                        Inst::Jmp(target) => stack.push(*target),
-                        Inst::Split(first, second) => {
-                            stack.push(*first);
-                            stack.push(*second);
-                        }
-                        Inst::Assert(Assertion::BeginText) => {}
-                        Inst::Assert(_)
-                        | Inst::Literal(_)
-                        | Inst::Class(_)
-                        | Inst::AnyNotNewline => stack.push(pc + 1),
-                    }
-                }
-                false
+        };
+        let input = Input::new(prefix).anchored(Anchored::Yes);
+        let Ok(mut state) = dfa.start_state_forward(&input) else {
+            return true;
+        };
+        for &byte in prefix.as_bytes() {
+            state = dfa.next_state(state, byte);
+            if dfa.is_match_state(state) {
+                return true; // a match ends inside `prefix`
+            }
+            if dfa.is_dead_state(state) {
+                return false;
             }
         }
+        true
     }
 }
 
-/// The number of `/` in every string `node` matches, when it is fixed.
-fn slash_count(node: &Node) -> Option<usize> {
-    match node {
-        Node::Literal(c) => Some(usize::from(*c == u32::from('/'))),
-        Node::Class(class) => (!class.contains('/')).then_some(0),
-        Node::AnyNotNewline => None,
-        Node::Assert(_) => Some(0),
-        Node::Repeat {
-            min, max, inner, ..
-        } => match slash_count(inner)? {
+/// The DFA behind [`GoRegex::may_match_with_prefix`]: anchored at offset 0,
+/// and reporting every match (not leftmost-first), so that a state is dead
+/// only when no continuation of the text can match.
+fn prefix_dfa(hir: &Hir) -> Option<Box<dense::DFA<Vec<u32>>>> {
+    let nfa = thompson::Compiler::new()
+        .configure(thompson::Config::new().which_captures(WhichCaptures::None))
+        .build_from_hir(hir)
+        .ok()?;
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(regex_automata::MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .determinize_size_limit(Some(PREFIX_DFA_LIMIT))
+                .dfa_size_limit(Some(PREFIX_DFA_LIMIT)),
+        )
+        .build_from_nfa(&nfa)
+        .ok()
+        .map(Box::new)
+}
+
+/// The number of `/` in every string `hir` matches, when it is fixed.
+fn slash_count(hir: &Hir) -> Option<usize> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(literal) => Some(literal.0.iter().filter(|&&b| b == b'/').count()),
+        HirKind::Class(Class::Unicode(class)) => {
+            let slash = class
+                .ranges()
+                .iter()
+                .any(|r| r.start() <= '/' && '/' <= r.end());
+            (!slash).then_some(0)
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            let slash = class
+                .ranges()
+                .iter()
+                .any(|r| r.start() <= b'/' && b'/' <= r.end());
+            (!slash).then_some(0)
+        }
+        HirKind::Repetition(rep) => match slash_count(&rep.sub)? {
             0 => Some(0),
-            k if *max == Some(*min) => k.checked_mul(usize::try_from(*min).ok()?),
+            k if rep.max == Some(rep.min) => k.checked_mul(usize::try_from(rep.min).ok()?),
             _ => None,
         },
-        Node::Concat(nodes) => nodes
+        HirKind::Capture(capture) => slash_count(&capture.sub),
+        HirKind::Concat(subs) => subs
             .iter()
-            .try_fold(0usize, |sum, n| sum.checked_add(slash_count(n)?)),
-        Node::Alternate(branches) => {
-            let first = slash_count(branches.first()?)?;
-            branches[1..]
+            .try_fold(0usize, |sum, sub| sum.checked_add(slash_count(sub)?)),
+        HirKind::Alternation(subs) => {
+            let first = slash_count(subs.first()?)?;
+            subs[1..]
                 .iter()
-                .all(|b| slash_count(b) == Some(first))
+                .all(|sub| slash_count(sub) == Some(first))
                 .then_some(first)
         }
     }
 }
 
-/// For a top-level concatenation `^lit...` / `...lit$`, the literal text
-/// every match must start / end with (empty when there is none).
-fn required_literals(node: &Node) -> (Box<str>, Box<str>) {
-    let Node::Concat(nodes) = node else {
-        return (Box::default(), Box::default());
-    };
-    let literal = |n: &Node| match n {
-        Node::Literal(c) => char::from_u32(*c),
-        _ => None,
-    };
-    let prefix: String = match nodes.split_first() {
-        Some((Node::Assert(Assertion::BeginText), rest)) => {
-            rest.iter().map_while(literal).collect()
+/// Go's parser checks each counted repetition with a bound of 2 or more
+/// (`x{2}`, `x{0,5}`) with `repeatIsValid(re, 1000)`; `regex-syntax` has no
+/// such limit.
+fn repeats_are_valid(ast: &Ast) -> bool {
+    match ast {
+        Ast::Repetition(rep) => {
+            let checked = counted_bounds(rep).is_some_and(|(min, max)| min >= 2 || max >= Some(2));
+            (!checked || repeat_is_valid(ast, 1000)) && repeats_are_valid(&rep.ast)
         }
-        _ => String::new(),
-    };
-    let suffix: String = match nodes.split_last() {
-        Some((Node::Assert(Assertion::EndText), rest)) => {
-            let mut rev: Vec<char> = rest.iter().rev().map_while(literal).collect();
-            rev.reverse();
-            rev.into_iter().collect()
-        }
-        _ => String::new(),
-    };
-    (prefix.into(), suffix.into())
+        Ast::Group(group) => repeats_are_valid(&group.ast),
+        Ast::Concat(concat) => concat.asts.iter().all(repeats_are_valid),
+        Ast::Alternation(alt) => alt.asts.iter().all(repeats_are_valid),
+        _ => true,
+    }
 }
 
-fn emit(node: &Node, out: &mut Vec<Inst>) {
-    match node {
-        Node::Literal(c) => out.push(Inst::Literal(*c)),
-        Node::Class(class) => out.push(Inst::Class(class.clone())),
-        Node::AnyNotNewline => out.push(Inst::AnyNotNewline),
-        Node::Assert(a) => out.push(Inst::Assert(*a)),
-        Node::Concat(nodes) => {
-            for n in nodes {
-                emit(n, out);
-            }
-        }
-        Node::Alternate(branches) => {
-            let mut jumps = Vec::new();
-            for (k, branch) in branches.iter().enumerate() {
-                if k + 1 < branches.len() {
-                    let split = out.len();
-                    out.push(Inst::Jmp(0)); // placeholder
-                    emit(branch, out);
-                    jumps.push(out.len());
-                    out.push(Inst::Jmp(0)); // placeholder
-                    out[split] = Inst::Split(split + 1, out.len());
-                } else {
-                    emit(branch, out);
-                }
-            }
-            let end = out.len();
-            for j in jumps {
-                out[j] = Inst::Jmp(end);
-            }
-        }
-        Node::Repeat {
-            min, max, inner, ..
-        } => {
-            for _ in 0..*min {
-                emit(inner, out);
-            }
-            match max {
-                None => {
-                    let split = out.len();
-                    out.push(Inst::Jmp(0)); // placeholder
-                    emit(inner, out);
-                    out.push(Inst::Jmp(split));
-                    out[split] = Inst::Split(split + 1, out.len());
-                }
-                Some(max) => {
-                    for _ in *min..*max {
-                        let split = out.len();
-                        out.push(Inst::Jmp(0)); // placeholder
-                        emit(inner, out);
-                        out[split] = Inst::Split(split + 1, out.len());
-                    }
-                }
-            }
-        }
+/// `(min, max)` of a counted repetition (`max: None` is unbounded); `None`
+/// for `*`, `+` and `?`.
+fn counted_bounds(rep: &ast::Repetition) -> Option<(u32, Option<u32>)> {
+    match &rep.op.kind {
+        RepetitionKind::Range(RepetitionRange::Exactly(n)) => Some((*n, Some(*n))),
+        RepetitionKind::Range(RepetitionRange::AtLeast(n)) => Some((*n, None)),
+        RepetitionKind::Range(RepetitionRange::Bounded(min, max)) => Some((*min, Some(*max))),
+        _ => None,
     }
 }
 
 /// Go's `repeatIsValid`: nested counted repetitions may not produce more
 /// than `n` copies of the innermost expression.
-fn repeat_is_valid(node: &Node, mut n: u32) -> bool {
-    match node {
-        Node::Repeat {
-            min,
-            max,
-            counted,
-            inner,
-        } => {
-            if *counted {
+fn repeat_is_valid(ast: &Ast, mut n: u32) -> bool {
+    match ast {
+        Ast::Repetition(rep) => {
+            if let Some((min, max)) = counted_bounds(rep) {
                 let m = match max {
                     Some(0) => return true,
-                    Some(m) => *m,
-                    None => *min,
+                    Some(max) => max,
+                    None => min,
                 };
                 if m > n {
                     return false;
@@ -1052,216 +804,174 @@ fn repeat_is_valid(node: &Node, mut n: u32) -> bool {
                     n = q;
                 }
             }
-            repeat_is_valid(inner, n)
+            repeat_is_valid(&rep.ast, n)
         }
-        Node::Concat(nodes) | Node::Alternate(nodes) => nodes.iter().all(|x| repeat_is_valid(x, n)),
+        Ast::Group(group) => repeat_is_valid(&group.ast, n),
+        Ast::Concat(concat) => concat.asts.iter().all(|a| repeat_is_valid(a, n)),
+        Ast::Alternation(alt) => alt.asts.iter().all(|a| repeat_is_valid(a, n)),
         _ => true,
     }
 }
 
-const PERL_DIGIT: &[(u32, u32)] = &[(0x30, 0x39)];
-const PERL_SPACE: &[(u32, u32)] = &[(0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20)];
-const PERL_WORD: &[(u32, u32)] = &[(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)];
-
-/// `\d \D \s \S \w \W`: ASCII classes, upper case negates.
-fn perl_class(c: char) -> Option<(&'static [(u32, u32)], bool)> {
-    let ranges = match c.to_ascii_lowercase() {
-        'd' => PERL_DIGIT,
-        's' => PERL_SPACE,
-        'w' => PERL_WORD,
-        _ => return None,
+/// Rewrite Go regexp text into `regex-syntax` text with the same meaning.
+///
+/// Where the dialects differ, Go's reading wins:
+/// * `\d \s \w` and `\b \B` are ASCII-only in Go (Unicode in `regex-syntax`);
+/// * in brackets, `[`, `&&`, `--` and `~~` are plain characters in Go (nested
+///   classes and set operations in `regex-syntax`), so every member of a
+///   class is written out again, escaped;
+/// * a `{` that does not start `{n}`, `{n,}` or `{n,m}` (no leading zeros) is
+///   a literal in Go, and counts over 1000 are errors;
+/// * `\Q...\E` quotes text, and an escaped punctuation mark such as `\<` is
+///   that mark;
+/// * a repetition operator may not follow another one (`a**`, `x{2}{3}`).
+///
+/// Grouping, alternation, repetition, `.`, `^`, `$`, missing operands and
+/// reversed ranges read the same and are left to `regex-syntax`. Unicode
+/// classes (`\pL`) and flag groups (`(?i)`) are refused: `translate` never
+/// emits `(?`, and Go's Unicode tables differ from `regex-syntax`'s.
+fn go_to_regex_syntax(go: &str) -> Result<String, String> {
+    let chars: Vec<char> = go.chars().collect();
+    let mut rewriter = GoSyntax {
+        s: &chars,
+        i: 0,
+        out: String::with_capacity(go.len() * 2),
     };
-    Some((ranges, c.is_ascii_uppercase()))
+    rewriter.rewrite()?;
+    Ok(rewriter.out)
 }
 
-/// `[:name:]` / `[:^name:]` inside a bracket expression (ASCII only in RE2).
-fn posix_class(name: &str) -> Option<(&'static [(u32, u32)], bool)> {
-    let (negated, rest) = match name.strip_prefix("[:^") {
-        Some(rest) => (true, rest),
-        None => (false, name.strip_prefix("[:")?),
-    };
-    let ranges: &'static [(u32, u32)] = match rest.strip_suffix(":]")? {
-        "alnum" => &[(0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)],
-        "alpha" => &[(0x41, 0x5A), (0x61, 0x7A)],
-        "ascii" => &[(0x00, 0x7F)],
-        "blank" => &[(0x09, 0x09), (0x20, 0x20)],
-        "cntrl" => &[(0x00, 0x1F), (0x7F, 0x7F)],
-        "digit" => PERL_DIGIT,
-        "graph" => &[(0x21, 0x7E)],
-        "lower" => &[(0x61, 0x7A)],
-        "print" => &[(0x20, 0x7E)],
-        "punct" => &[(0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)],
-        "space" => &[(0x09, 0x0D), (0x20, 0x20)],
-        "upper" => &[(0x41, 0x5A)],
-        "word" => PERL_WORD,
-        "xdigit" => &[(0x30, 0x39), (0x41, 0x46), (0x61, 0x66)],
+/// A class that matches nothing: what Go makes of a surrogate code point
+/// such as `\x{D800}`, which no (UTF-8) path can contain.
+const NOTHING: &str = r"[^\x{0}-\x{10FFFF}]";
+
+const SURROGATES: std::ops::RangeInclusive<u32> = 0xD800..=0xDFFF;
+
+/// The ASCII classes Go and `regex-syntax` both know as `[:name:]`, with the
+/// same members.
+const POSIX_CLASSES: [&str; 14] = [
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
+    "space", "upper", "word", "xdigit",
+];
+
+/// `\d \s \w` (upper case negates): Go's ASCII members, as class contents.
+fn perl_class(c: char) -> Option<(&'static str, bool)> {
+    let members = match c.to_ascii_lowercase() {
+        'd' => "0-9",
+        's' => r"\t\n\f\r ",
+        'w' => "0-9A-Za-z_",
         _ => return None,
     };
-    Some((ranges, negated))
+    Some((members, c.is_ascii_uppercase()))
 }
 
-/// Append `ranges` (sorted, disjoint), or their complement, to `out`.
-fn push_ranges(out: &mut Vec<(u32, u32)>, ranges: &[(u32, u32)], negated: bool) {
-    if !negated {
-        out.extend_from_slice(ranges);
+fn unicode_class_refused() -> String {
+    "uses a Unicode class (`\\p`), which is not supported".into()
+}
+
+/// Append the code point `c` as a `regex-syntax` literal.
+fn push_literal(out: &mut String, c: u32) {
+    match char::from_u32(c) {
+        Some(c) if c.is_control() => out.push_str(&format!("\\x{{{:X}}}", u32::from(c))),
+        Some(c) => regex_syntax::escape_into(c.encode_utf8(&mut [0; 4]), out),
+        None => out.push_str(NOTHING),
+    }
+}
+
+/// Append the class member `lo-hi` (code points, `lo <= hi`), leaving out
+/// surrogates as Go's matcher effectively does.
+fn push_class_range(out: &mut String, lo: u32, hi: u32) {
+    let lo = if SURROGATES.contains(&lo) { 0xE000 } else { lo };
+    let hi = if SURROGATES.contains(&hi) { 0xD7FF } else { hi };
+    if lo > hi {
+        out.push_str(NOTHING);
         return;
     }
-    let mut next = 0u32;
-    for &(lo, hi) in ranges {
-        if lo > next {
-            out.push((next, lo - 1));
-        }
-        next = hi + 1;
-    }
-    if next <= MAX_RUNE {
-        out.push((next, MAX_RUNE));
+    push_literal(out, lo);
+    if hi != lo {
+        out.push('-');
+        push_literal(out, hi);
     }
 }
 
-/// Parser for the RE2 syntax (Go `regexp`, Perl flags) that `translate` can
-/// produce. Constructs it can never produce (`|`, `{n}`, `(?flags)`) and
-/// Unicode classes (`\pL`), which would need Unicode tables, are refused.
-struct RegexParser<'a> {
+/// The state of [`go_to_regex_syntax`]: Go text as characters, the read
+/// position, and the `regex-syntax` text written so far.
+struct GoSyntax<'a> {
     s: &'a [char],
     i: usize,
+    out: String,
 }
 
-impl RegexParser<'_> {
+impl GoSyntax<'_> {
     fn peek(&self) -> Option<char> {
-        self.s.get(self.i).copied()
+        self.peek_at(0)
     }
 
-    fn bump(&mut self) -> Option<char> {
-        let c = self.peek();
-        if c.is_some() {
-            self.i += 1;
-        }
-        c
+    fn peek_at(&self, k: usize) -> Option<char> {
+        self.s.get(self.i + k).copied()
     }
 
-    /// Parse up to the end of the text or an unmatched `)` (in a group).
-    fn parse_regex(&mut self, depth: usize) -> Result<Node, String> {
-        let mut branches: Vec<Node> = Vec::new();
-        let mut nodes: Vec<Node> = Vec::new();
+    fn rewrite(&mut self) -> Result<(), String> {
         let mut after_repeat = false;
         while let Some(c) = self.peek() {
             let mut repeat = false;
             match c {
-                '(' => {
-                    if self.s.get(self.i + 1) == Some(&'?') {
-                        return Err("uses an unsupported group flag".into());
-                    }
-                    self.i += 1;
-                    let inner = self.parse_regex(depth + 1)?;
-                    if self.bump() != Some(')') {
-                        return Err("has a missing closing )".into());
-                    }
-                    nodes.push(inner);
-                }
-                ')' => {
-                    if depth == 0 {
-                        return Err("has an unexpected )".into());
-                    }
-                    break;
-                }
-                '|' => {
-                    self.i += 1;
-                    branches.push(Node::Concat(std::mem::take(&mut nodes)));
-                }
-                '^' => {
-                    self.i += 1;
-                    nodes.push(Node::Assert(Assertion::BeginText));
-                }
-                '$' => {
-                    self.i += 1;
-                    nodes.push(Node::Assert(Assertion::EndText));
-                }
-                '.' => {
-                    self.i += 1;
-                    nodes.push(Node::AnyNotNewline);
-                }
-                '[' => {
-                    let class = self.parse_class()?;
-                    nodes.push(Node::Class(class));
-                }
                 '*' | '+' | '?' => {
-                    let (min, max) = match c {
-                        '*' => (0, None),
-                        '+' => (1, None),
-                        _ => (0, Some(1)),
-                    };
                     self.i += 1;
-                    self.push_repeat(&mut nodes, min, max, false, after_repeat)?;
+                    self.push_repeat(&c.to_string(), after_repeat)?;
                     repeat = true;
                 }
                 '{' => {
-                    if let Some((min, max, len)) = self.repeat_counts()? {
+                    if let Some((op, len)) = self.repeat_counts()? {
                         self.i += len;
-                        self.push_repeat(&mut nodes, min, max, true, after_repeat)?;
+                        self.push_repeat(&op, after_repeat)?;
                         repeat = true;
                     } else {
-                        // Not a valid `{n,m}`: a literal brace.
                         self.i += 1;
-                        nodes.push(Node::Literal(u32::from('{')));
+                        self.out.push_str(r"\{");
                     }
                 }
-                '\\' => self.parse_top_escape(&mut nodes)?,
+                '}' | ']' => {
+                    self.i += 1;
+                    self.out.push('\\');
+                    self.out.push(c);
+                }
+                '(' if self.peek_at(1) == Some('?') => {
+                    return Err("uses an unsupported group flag".into());
+                }
+                '[' => self.class()?,
+                '\\' => self.top_escape()?,
+                // `( ) | ^ $ .` and ordinary characters read the same.
                 _ => {
                     self.i += 1;
-                    nodes.push(Node::Literal(u32::from(c)));
+                    self.out.push(c);
                 }
             }
             after_repeat = repeat;
         }
-        if depth > 0 && self.peek() != Some(')') {
-            return Err("has a missing closing )".into());
-        }
-        let last = Node::Concat(nodes);
-        if branches.is_empty() {
-            Ok(last)
-        } else {
-            branches.push(last);
-            Ok(Node::Alternate(branches))
-        }
-    }
-
-    /// Apply a repetition operator (already consumed) to the last node, with
-    /// Go's checks: no operand, stacked operators, too many copies.
-    fn push_repeat(
-        &mut self,
-        nodes: &mut Vec<Node>,
-        min: u32,
-        max: Option<u32>,
-        counted: bool,
-        after_repeat: bool,
-    ) -> Result<(), String> {
-        if self.peek() == Some('?') {
-            self.i += 1; // non-greedy: same set of matches
-        }
-        if after_repeat {
-            return Err("has an invalid nested repetition operator".into());
-        }
-        let Some(operand) = nodes.pop() else {
-            return Err("has a missing argument to repetition operator".into());
-        };
-        let node = Node::Repeat {
-            min,
-            max,
-            counted,
-            inner: Box::new(operand),
-        };
-        if counted && (min >= 2 || max.is_some_and(|m| m >= 2)) && !repeat_is_valid(&node, 1000) {
-            return Err("has an invalid repeat count".into());
-        }
-        nodes.push(node);
         Ok(())
     }
 
-    /// Go's `parseRepeat` at a `{`: `Ok(Some((min, max, length)))` for
+    /// Write a repetition operator (already consumed) and its lazy `?`, with
+    /// Go's refusal of stacked operators. A missing operand is left to
+    /// `regex-syntax`, which refuses it too.
+    fn push_repeat(&mut self, op: &str, after_repeat: bool) -> Result<(), String> {
+        if after_repeat {
+            return Err("has an invalid nested repetition operator".into());
+        }
+        self.out.push_str(op);
+        if self.peek() == Some('?') {
+            self.i += 1;
+            self.out.push('?');
+        }
+        Ok(())
+    }
+
+    /// Go's `parseRepeat` at a `{`: `Ok(Some((operator, length)))` for
     /// `{n}`, `{n,}` or `{n,m}`, `Ok(None)` when the text is not of that
     /// form (the brace is then literal), an error for counts over 1000 or
     /// `min > max`.
-    fn repeat_counts(&self) -> Result<Option<(u32, Option<u32>, usize)>, String> {
+    fn repeat_counts(&self) -> Result<Option<(String, usize)>, String> {
         let mut pos = self.i + 1;
         let Some((min, after)) = self.parse_int(pos) else {
             return Ok(None);
@@ -1296,8 +1006,12 @@ impl RegexParser<'_> {
             return Err("has an invalid repeat count".into());
         }
         let min = min.unwrap_or_default();
-        let max = max.map(Option::unwrap_or_default);
-        Ok(Some((min, max, pos + 1 - self.i)))
+        let op = match max.map(Option::unwrap_or_default) {
+            None => format!("{{{min},}}"),
+            Some(max) if max == min => format!("{{{min}}}"),
+            Some(max) => format!("{{{min},{max}}}"),
+        };
+        Ok(Some((op, pos + 1 - self.i)))
     }
 
     /// Go's `parseInt` for repeat counts: decimal without leading zeros;
@@ -1318,58 +1032,59 @@ impl RegexParser<'_> {
     }
 
     /// A backslash outside a bracket expression.
-    fn parse_top_escape(&mut self, nodes: &mut Vec<Node>) -> Result<(), String> {
-        let Some(&c) = self.s.get(self.i + 1) else {
+    fn top_escape(&mut self) -> Result<(), String> {
+        let Some(c) = self.peek_at(1) else {
             return Err("ends with a trailing backslash".into());
         };
-        let assertion = match c {
-            'A' => Some(Assertion::BeginText),
-            'z' => Some(Assertion::EndText),
-            'b' => Some(Assertion::WordBoundary),
-            'B' => Some(Assertion::NotWordBoundary),
-            _ => None,
-        };
-        if let Some(assertion) = assertion {
-            self.i += 2;
-            nodes.push(Node::Assert(assertion));
-            return Ok(());
-        }
         match c {
+            'A' | 'z' => {
+                self.i += 2;
+                self.out.push('\\');
+                self.out.push(c);
+            }
+            'b' | 'B' => {
+                self.i += 2;
+                self.out
+                    .push_str(if c == 'b' { r"(?-u:\b)" } else { r"(?-u:\B)" });
+            }
             'Q' => {
                 // \Q...\E: everything up to \E (or the end) is literal.
                 self.i += 2;
-                while let Some(c) = self.bump() {
-                    if c == '\\' && self.peek() == Some('E') {
-                        self.i += 1;
-                        break;
-                    }
-                    nodes.push(Node::Literal(u32::from(c)));
+                let rest = &self.s[self.i..];
+                let end = rest.windows(2).position(|w| w == ['\\', 'E']);
+                for &q in &rest[..end.unwrap_or(rest.len())] {
+                    push_literal(&mut self.out, u32::from(q));
                 }
+                self.i += end.map_or(rest.len(), |e| e + 2);
             }
-            'p' | 'P' => return Err("uses a Unicode class (`\\p`), which is not supported".into()),
+            'p' | 'P' => return Err(unicode_class_refused()),
             'C' => return Err("uses the invalid escape `\\C`".into()),
             _ => {
-                if let Some((ranges, negated)) = perl_class(c) {
+                if let Some((members, negated)) = perl_class(c) {
                     self.i += 2;
-                    nodes.push(Node::Class(CharClass {
-                        ranges: ranges.into(),
-                        negated,
-                    }));
+                    self.push_perl_class(members, negated);
                 } else {
-                    let lit = self.parse_escape()?;
-                    nodes.push(Node::Literal(lit));
+                    let literal = self.parse_escape()?;
+                    push_literal(&mut self.out, literal);
                 }
             }
         }
         Ok(())
     }
 
+    fn push_perl_class(&mut self, members: &str, negated: bool) {
+        self.out.push_str(if negated { "[^" } else { "[" });
+        self.out.push_str(members);
+        self.out.push(']');
+    }
+
     /// Go's `parseEscape`: `self.i` is at the backslash.
     fn parse_escape(&mut self) -> Result<u32, String> {
         self.i += 1;
-        let Some(c) = self.bump() else {
+        let Some(c) = self.peek() else {
             return Err("ends with a trailing backslash".into());
         };
+        self.i += 1;
         let invalid = || format!("has an invalid escape sequence `\\{c}`");
         let is_octal = |c: Option<char>| matches!(c, Some('0'..='7'));
         match c {
@@ -1388,17 +1103,19 @@ impl RegexParser<'_> {
                 Ok(r)
             }
             'x' => {
-                let first = self.bump().ok_or_else(invalid)?;
+                let first = self.peek().ok_or_else(invalid)?;
+                self.i += 1;
                 if first == '{' {
                     let mut r = 0u32;
                     let mut digits = 0;
                     loop {
-                        let d = self.bump().ok_or_else(invalid)?;
+                        let d = self.peek().ok_or_else(invalid)?;
+                        self.i += 1;
                         if d == '}' {
                             break;
                         }
                         r = r * 16 + d.to_digit(16).ok_or_else(invalid)?;
-                        if r > MAX_RUNE {
+                        if r > u32::from(char::MAX) {
                             return Err(invalid());
                         }
                         digits += 1;
@@ -1409,7 +1126,10 @@ impl RegexParser<'_> {
                     Ok(r)
                 } else {
                     let hi = first.to_digit(16);
-                    let lo = self.bump().and_then(|d| d.to_digit(16));
+                    let lo = self.peek().and_then(|d| d.to_digit(16));
+                    if lo.is_some() {
+                        self.i += 1;
+                    }
                     match (hi, lo) {
                         (Some(hi), Some(lo)) => Ok(hi * 16 + lo),
                         _ => Err(invalid()),
@@ -1427,50 +1147,38 @@ impl RegexParser<'_> {
         }
     }
 
-    /// Go's `parseClass`: `self.i` is at the `[`.
-    fn parse_class(&mut self) -> Result<CharClass, String> {
+    /// Go's `parseClass`: `self.i` is at the `[`. Writes the class with every
+    /// member escaped.
+    fn class(&mut self) -> Result<(), String> {
         self.i += 1;
-        let negated = self.peek() == Some('^');
-        if negated {
+        self.out.push('[');
+        if self.peek() == Some('^') {
             self.i += 1;
+            self.out.push('^');
         }
-        let mut ranges = Vec::new();
         let mut first = true;
         loop {
             match self.peek() {
                 None => return Err("has a missing closing ]".into()),
                 Some(']') if !first => {
                     self.i += 1;
-                    break;
+                    self.out.push(']');
+                    return Ok(());
                 }
                 _ => {}
             }
             first = false;
-            // POSIX class such as [:alpha:].
-            if self.peek() == Some('[')
-                && self.s.get(self.i + 1) == Some(&':')
-                && self.s.len() - self.i > 2
-            {
-                let tail = &self.s[self.i + 2..];
-                if let Some(pos) = tail.windows(2).position(|w| w == [':', ']']) {
-                    let end = self.i + 2 + pos + 2;
-                    let name: String = self.s[self.i..end].iter().collect();
-                    let (class, neg) = posix_class(&name)
-                        .ok_or_else(|| format!("has an invalid character class `{name}`"))?;
-                    push_ranges(&mut ranges, class, neg);
-                    self.i = end;
-                    continue;
-                }
+            if self.posix_class()? {
+                continue;
             }
             if self.peek() == Some('\\') {
-                match self.s.get(self.i + 1) {
-                    Some('p' | 'P') => {
-                        return Err("uses a Unicode class (`\\p`), which is not supported".into())
-                    }
-                    Some(&c) => {
-                        if let Some((class, neg)) = perl_class(c) {
-                            push_ranges(&mut ranges, class, neg);
+                match self.peek_at(1) {
+                    Some('p' | 'P') => return Err(unicode_class_refused()),
+                    Some(c) => {
+                        if let Some((members, negated)) = perl_class(c) {
+                            // A nested class: `regex-syntax` takes the union.
                             self.i += 2;
+                            self.push_perl_class(members, negated);
                             continue;
                         }
                     }
@@ -1479,19 +1187,40 @@ impl RegexParser<'_> {
             }
             let lo = self.class_char()?;
             let mut hi = lo;
-            if self.peek() == Some('-') && matches!(self.s.get(self.i + 1), Some(c) if *c != ']') {
+            if self.peek() == Some('-') && self.peek_at(1).is_some_and(|c| c != ']') {
                 self.i += 1;
                 hi = self.class_char()?;
                 if hi < lo {
                     return Err("has an invalid character class range (end before start)".into());
                 }
             }
-            ranges.push((lo, hi));
+            push_class_range(&mut self.out, lo, hi);
         }
-        Ok(CharClass {
-            ranges: ranges.into_boxed_slice(),
-            negated,
-        })
+    }
+
+    /// Go's `parseNamedClass`: at `[:`, when a `:]` follows somewhere, the
+    /// text up to it must name a POSIX class. Writes it and returns true, or
+    /// returns false when this is not a named class.
+    fn posix_class(&mut self) -> Result<bool, String> {
+        if self.peek() != Some('[') || self.peek_at(1) != Some(':') || self.peek_at(2).is_none() {
+            return Ok(false);
+        }
+        let tail = &self.s[self.i + 2..];
+        let Some(pos) = tail.windows(2).position(|w| w == [':', ']']) else {
+            return Ok(false);
+        };
+        let end = self.i + 2 + pos + 2;
+        let name: String = self.s[self.i..end].iter().collect();
+        let bare = name
+            .strip_prefix("[:")
+            .map(|n| n.strip_prefix('^').unwrap_or(n))
+            .and_then(|n| n.strip_suffix(":]"));
+        if !bare.is_some_and(|n| POSIX_CLASSES.contains(&n)) {
+            return Err(format!("has an invalid character class `{name}`"));
+        }
+        self.out.push_str(&name);
+        self.i = end;
+        Ok(true)
     }
 
     /// Go's `parseClassChar`.
@@ -2154,7 +1883,6 @@ mod tests {
 
     #[test]
     fn regex_engine_basics() {
-        let mut scratch = Scratch::default();
         let cases = [
             (r"^a(.*/)?b$", "ab", true),
             (r"^a(.*/)?b$", "a/x/y/b", true),
@@ -2183,15 +1911,11 @@ mod tests {
             ("^{2}a", "a", true),
         ];
         for (re, text, want) in cases {
-            let program = match Program::compile(re) {
-                Ok(p) => p,
+            let regex = match GoRegex::compile(re, false) {
+                Ok(r) => r,
                 Err(e) => panic!("{re:?}: {e}"),
             };
-            assert_eq!(
-                program.is_match(text, &mut scratch),
-                want,
-                "{re:?} on {text:?}"
-            );
+            assert_eq!(regex.is_match(text), want, "{re:?} on {text:?}");
         }
         for bad in [
             "a**",
@@ -2207,7 +1931,58 @@ mod tests {
             "(x{100}){100}",
             "x{2}{3}",
         ] {
-            assert!(Program::compile(bad).is_err(), "{bad:?} should not compile");
+            assert!(
+                GoRegex::compile(bad, false).is_err(),
+                "{bad:?} should not compile"
+            );
+        }
+    }
+    /// Each place where Go's regexp syntax and `regex-syntax` read the same
+    /// text differently, in Go's favour (see `go_to_regex_syntax`).
+    #[test]
+    fn go_dialect_where_regex_syntax_differs() {
+        let cases = [
+            // Perl classes and word boundaries are ASCII-only in Go.
+            (r"^\s$", " ", true),
+            (r"^\s$", "\u{b}", false),
+            (r"^\d$", "\u{663}", false),
+            (r"^\w$", "é", false),
+            (r"^[\W]$", "é", true),
+            (r"^a\bé$", "aé", true),
+            (r"^é\Bé$", "éé", true),
+            // In brackets, `[`, `&&`, `--`, `~~` are plain characters.
+            ("^[[]$", "[", true),
+            ("^[&&~~]$", "~", true),
+            ("^[a[:digit:]]$", "7", true),
+            // Escaped punctuation is itself; `\Q...\E` quotes.
+            (r"^a\<\>$", "a<>", true),
+            (r"^\Q[^/]*\E$", "[^/]*", true),
+            // A `{` that is not a count is a literal.
+            ("^a{,2}$", "a{,2}", true),
+            ("^a{x}$", "a{x}", true),
+            // Surrogates are accepted and never match.
+            (r"^a\x{D800}?$", "a", true),
+            (r"^[\x{D800}-\x{E000}]$", "\u{e000}", true),
+            (r"^[^\x{DFFF}]$", "x", true),
+            // regex-automata 0.4 panics on this one ("ReverseInner always
+            // has a DFA") with `dfa-build` but not `hybrid`; `dfa-build` also
+            // comes in through tracing-subscriber, so `hybrid` must stay on.
+            (r"w{0} \D1[^/]*_", ".1 E", false),
+        ];
+        for (re, text, want) in cases {
+            let regex = match GoRegex::compile(re, true) {
+                Ok(r) => r,
+                Err(e) => panic!("{re:?}: {e}"),
+            };
+            assert_eq!(regex.is_match(text), want, "{re:?} on {text:?}");
+        }
+        for bad in [
+            r"^\1$", "^[a--b]$", "^a{2}*$", r"^\pL$", r"^[\pL]$", "^(?i)a$",
+        ] {
+            assert!(
+                GoRegex::compile(bad, false).is_err(),
+                "{bad:?} should not compile"
+            );
         }
     }
 }
