@@ -35,7 +35,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         }
         Target::Ec2 => {
             on(
-                &Ec2Host::with_engine(&config).await?,
+                &Ec2Host::connect(&config).await?,
                 &config,
                 &options,
                 args,

@@ -81,17 +81,24 @@ pub async fn running(cloud: &Cloud, deployment: &str) -> Result<Instance> {
         })
 }
 
-/// The token and full URL, from the instance's console.
-pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
-    let cloud = Cloud::new(aws);
-    let inst = running(&cloud, deployment).await?;
+/// The deployment's instance and its console (None while EC2 has none yet); the live one
+/// (`Latest`) on Nitro types.
+async fn console_of(cloud: &Cloud, deployment: &str) -> Result<(Instance, Option<String>)> {
+    let inst = running(cloud, deployment).await?;
     let nitro = cloud
         .instance_type(&inst.instance_type)
         .await
         .map(|t| t.nitro)
         .unwrap_or(false);
+    let console = cloud.console(&inst.id, nitro).await?;
+    Ok((inst, console))
+}
+
+/// The token and full URL, from the instance's console.
+pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
+    let (inst, console) = console_of(&Cloud::new(aws), deployment).await?;
     let origin = format!("the console of {} ({deployment})", inst.id);
-    let text = cloud.console(&inst.id, nitro).await?.ok_or_else(|| Error::TokenNotFound {
+    let text = console.ok_or_else(|| Error::TokenNotFound {
         origin: origin.clone(),
         reason: "EC2 has no console output for it yet".into(),
         hint: "a new instance shows its console after a minute or two; try again, or `labship logs --ec2`".into(),
@@ -115,14 +122,8 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
 
 /// The cleaned console output (optionally its last `tail` lines).
 pub async fn logs(aws: &Aws, deployment: &str, tail: Option<usize>) -> Result<LogsReport> {
-    let cloud = Cloud::new(aws);
-    let inst = running(&cloud, deployment).await?;
-    let nitro = cloud
-        .instance_type(&inst.instance_type)
-        .await
-        .map(|t| t.nitro)
-        .unwrap_or(false);
-    let text = cloud.console(&inst.id, nitro).await?.unwrap_or_default();
+    let (_, console) = console_of(&Cloud::new(aws), deployment).await?;
+    let text = console.unwrap_or_default();
     let clean = token::clean::clean_console(&text);
     let log = match tail {
         Some(n) => {

@@ -207,33 +207,37 @@ pub async fn caller_ip() -> Result<IpAddr> {
     })
 }
 
-/// EC2 in the user's AWS account as a [`Host`]. The engine builds and pushes the image; the
-/// AWS configuration is loaded once per command.
+/// EC2 in the user's AWS account as a [`Host`]. The AWS configuration is loaded once per
+/// command; the Docker engine (which builds and pushes the image) is reached only by the
+/// verbs that need it, so `status`, `token`, `logs` and `down` work without one.
 pub struct Ec2Host {
-    engine: Option<Engine>,
+    engine: tokio::sync::OnceCell<Engine>,
     aws: Aws,
 }
 
 impl Ec2Host {
-    /// For the commands that build and push (`up`).
-    pub async fn with_engine(config: &Config) -> Result<Ec2Host> {
-        let engine = Engine::connect().await?;
-        Ok(Ec2Host {
-            engine: Some(engine),
-            aws: crate::aws::load(config).await?,
-        })
-    }
-
-    /// For the commands that only read or remove (status, token, logs, down).
     pub async fn connect(config: &Config) -> Result<Ec2Host> {
         Ok(Ec2Host {
-            engine: None,
+            engine: tokio::sync::OnceCell::new(),
             aws: crate::aws::load(config).await?,
         })
     }
 
     pub fn region(&self) -> &str {
         &self.aws.region
+    }
+
+    /// The engine, the settings (with the offline base when the default cannot be pulled)
+    /// and EC2's options: what both planning and applying start from.
+    async fn start(
+        &self,
+        config: &Config,
+        options: &UpOptions,
+    ) -> Result<(&Engine, Config, plan::Options)> {
+        let engine = self.engine.get_or_try_init(Engine::connect).await?;
+        let config = crate::build::base::prefer_offline(engine, config).await?;
+        let opts = plan::Options::resolve(&config, options)?;
+        Ok((engine, config, opts))
     }
 }
 
@@ -243,16 +247,7 @@ impl Host for Ec2Host {
     }
 
     async fn plan(&self, config: &Config, options: &UpOptions, _printer: &Printer) -> Result<Plan> {
-        let connected;
-        let engine = match &self.engine {
-            Some(e) => e,
-            None => {
-                connected = Engine::connect().await?;
-                &connected
-            }
-        };
-        let config = crate::build::base::prefer_offline(engine, config).await?;
-        let opts = plan::Options::resolve(&config, options)?;
+        let (engine, config, opts) = self.start(config, options).await?;
         up::dry_run(engine, &self.aws, &config, &opts).await
     }
 
@@ -262,16 +257,7 @@ impl Host for Ec2Host {
         options: &UpOptions,
         printer: &Printer,
     ) -> Result<UpReport> {
-        let connected;
-        let engine = match &self.engine {
-            Some(e) => e,
-            None => {
-                connected = Engine::connect().await?;
-                &connected
-            }
-        };
-        let config = crate::build::base::prefer_offline(engine, config).await?;
-        let opts = plan::Options::resolve(&config, options)?;
+        let (engine, config, opts) = self.start(config, options).await?;
         up::up(engine, &self.aws, &config, &opts, printer).await
     }
 
