@@ -245,7 +245,12 @@ impl Ecr {
             .await
         {
             Ok(out) => out,
-            Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok((0, false)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                return Ok((0, false))
+            }
             Err(e) => return Err(self.fail("DescribeRepositories", repository, &e)),
         };
         let arn = described

@@ -235,7 +235,10 @@ where
     }
 }
 
-/// The AWS error code of an SDK error ("" when there is none).
+/// The AWS error code of an SDK error ("" when there is none). For EC2 only: its API models
+/// no error shapes (the SDK has no typed `is_*()` checks for it), so its documented codes
+/// (`InvalidGroup.NotFound`, `DependencyViolation`, ...) are compared as strings. IAM, SSM and
+/// ECR errors are checked with the SDK's typed `is_*()` methods.
 pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> &str {
     err.code().unwrap_or_default()
 }
