@@ -877,6 +877,120 @@ impl Host for LocalHost {
 mod tests {
     use super::*;
 
+    fn config() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("docker")).expect("docker/");
+        std::fs::write(dir.path().join("docker/Dockerfile"), "FROM scratch\n").expect("Dockerfile");
+        let flags = crate::config::Overrides {
+            name: Some("lab".into()),
+            ..Default::default()
+        };
+        let config = Config::load(dir.path(), flags, Default::default()).expect("config");
+        (dir, config)
+    }
+
+    fn options(port: Option<u16>) -> UpOptions {
+        UpOptions {
+            port,
+            bind: "127.0.0.1".into(),
+            wait: DEFAULT_WAIT,
+        }
+    }
+
+    fn container(state: &str, tag: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: "c1".into(),
+            name: "labship-lab".into(),
+            image: format!("labship/lab:{tag}"),
+            labels: HashMap::from([
+                (labels::DEPLOYMENT.to_string(), "lab".to_string()),
+                (labels::CONTENT_TAG.to_string(), tag.to_string()),
+            ]),
+            state: state.into(),
+            created: 0,
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(8890),
+        }
+    }
+
+    fn observed(existing: Option<ContainerInfo>) -> Observed {
+        Observed {
+            tag: "ctx-new".into(),
+            image_present: false,
+            binding: existing.as_ref().map(|_| ("127.0.0.1".to_string(), 8890)),
+            existing,
+            restarts: 0,
+        }
+    }
+
+    fn local(plan: &Plan) -> &LocalPlan {
+        match &plan.detail {
+            PlanDetail::Local(p) => p,
+            PlanDetail::Ec2(_) => panic!("not a local plan"),
+        }
+    }
+
+    #[test]
+    fn a_new_deployment_is_created_with_its_labels() {
+        let (_dir, config) = config();
+        let plan = plan(&config, &options(None), &observed(None));
+        assert_eq!(plan.action, PlannedAction::Create);
+        assert!(plan.build);
+        assert_eq!(plan.image, "labship/lab:ctx-new");
+        let p = local(&plan);
+        assert_eq!(p.container, "labship-lab");
+        assert_eq!(p.volume, "labship-lab-work");
+        assert_eq!(p.port, None, "the first free port from 8888");
+        assert_eq!(p.labels[labels::CONTENT_TAG], "ctx-new");
+        assert_eq!(p.labels[labels::DEPLOYMENT], "lab");
+    }
+
+    #[test]
+    fn the_same_image_is_left_alone_or_started_again() {
+        let (_dir, config) = config();
+        let mut seen = observed(Some(container("running", "ctx-new")));
+        seen.image_present = true;
+        let plan = plan(&config, &options(None), &seen);
+        assert_eq!(plan.action, PlannedAction::Nothing);
+        assert!(!plan.build);
+        assert_eq!(local(&plan).port, Some(8890));
+        // The same port asked for explicitly is no change either.
+        assert_eq!(
+            super::plan(&config, &options(Some(8890)), &seen).action,
+            PlannedAction::Nothing
+        );
+        let stopped = observed(Some(container("exited", "ctx-new")));
+        assert_eq!(
+            super::plan(&config, &options(None), &stopped).action,
+            PlannedAction::Start
+        );
+    }
+
+    #[test]
+    fn a_changed_image_or_port_replaces_and_keeps_the_port_it_can() {
+        let (_dir, config) = config();
+        let seen = observed(Some(container("running", "ctx-old")));
+        let plan = plan(&config, &options(None), &seen);
+        assert_eq!(plan.action, PlannedAction::Replace);
+        assert!(
+            plan.reason
+                .starts_with("The image changed (ctx-old -> ctx-new)"),
+            "{}",
+            plan.reason
+        );
+        assert!(
+            local(&plan).sync_workspace,
+            "the new image's files are added"
+        );
+        assert_eq!(local(&plan).port, Some(8890), "the old port is kept");
+
+        let same = observed(Some(container("running", "ctx-new")));
+        let moved = super::plan(&config, &options(Some(9999)), &same);
+        assert_eq!(moved.action, PlannedAction::Replace);
+        assert!(!local(&moved).sync_workspace, "same image: nothing to add");
+        assert_eq!(local(&moved).port, Some(9999));
+    }
+
     #[test]
     fn urls_use_a_reachable_host() {
         assert_eq!(url_host("127.0.0.1"), "127.0.0.1");
