@@ -119,13 +119,14 @@ pub struct UpArgs {
     #[command(flatten)]
     pub on: TargetArgs,
     /// Port for Jupyter (local default: the first free port from 8888; EC2: ec2.port, 8888)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// Host address to publish on (local default 127.0.0.1; on EC2 0.0.0.0, guarded by the security group)
     #[arg(long)]
     pub bind: Option<std::net::IpAddr>,
-    /// Seconds to wait for Jupyter to print its token and answer (default: 180 local, 900 on EC2)
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds to wait for Jupyter to print its token and answer, 1 to 86400 (default: 180
+    /// local, 900 on EC2)
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub wait: Option<u64>,
     /// EC2: only the CIDR(s) that may reach Jupyter (repeatable; default: your public IP as /32)
     #[arg(long, value_name = "CIDR")]

@@ -343,10 +343,7 @@ impl Config {
     ) -> Result<Config> {
         let name = match over.name.or(file.name) {
             Some(n) => validate_name(&n)?,
-            None => {
-                let folder = root.file_name().and_then(|s| s.to_str()).unwrap_or("lab");
-                sanitise_name(folder)
-            }
+            None => name_of_folder(root.file_name().and_then(|s| s.to_str()).unwrap_or("lab")),
         };
 
         // Relative paths from flags/env are relative to the current directory, from the file
@@ -414,12 +411,17 @@ impl Config {
             });
         }
 
+        let region = over.region.or(file.region).filter(|r| !r.is_empty());
+        if let Some(r) = &region {
+            validate_region(r)?;
+        }
+
         Ok(Config {
             root,
             file: file_path,
             name,
             target: deploy_target,
-            region: over.region.or(file.region),
+            region,
             profile: over.profile.or(file.profile),
             build: BuildSettings {
                 context,
@@ -501,6 +503,45 @@ pub fn sanitise_name(raw: &str) -> String {
         "lab".to_string()
     } else {
         name
+    }
+}
+
+/// The default deployment name of a project folder. A folder name with characters that do not
+/// survive sanitising (`données`, `数据`) gets a short hash of the original, so two such
+/// folders do not become the same deployment (`lab`).
+pub fn name_of_folder(folder: &str) -> String {
+    if folder.is_ascii() {
+        return sanitise_name(folder);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(folder.as_bytes());
+    let base: String = sanitise_name(folder).chars().take(23).collect();
+    format!(
+        "{}-{}",
+        base.trim_end_matches('-'),
+        hex::encode(&digest[..4])
+    )
+}
+
+/// An AWS region name as AWS spells them (`eu-west-1`, `us-gov-west-1`, `ap-southeast-5`).
+pub fn validate_region(region: &str) -> Result<()> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSetting {
+            what: "region",
+            value: region.to_string(),
+            reason: "not an AWS region name".into(),
+            hint: "use a region such as eu-west-1 or us-east-1 (`aws ec2 describe-regions` lists yours)".into(),
+        })
     }
 }
 
@@ -687,6 +728,37 @@ mod tests {
             parse_build_arg("K=a=b").unwrap(),
             ("K".into(), "a=b".into())
         );
+    }
+
+    #[test]
+    fn folder_names_that_do_not_survive_sanitising_stay_apart() {
+        assert_eq!(name_of_folder("My Project"), "my-project");
+        let a = name_of_folder("données");
+        let b = name_of_folder("数据");
+        let c = name_of_folder("ÄÖÜ");
+        assert!(a.starts_with("donn-es-"), "{a}");
+        assert!(b.starts_with("lab-") && c.starts_with("lab-"), "{b} {c}");
+        assert_ne!(b, c);
+        for n in [&a, &b, &c] {
+            assert!(validate_name(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn region_names() {
+        for ok in ["eu-west-1", "us-east-1", "us-gov-west-1", "ap-southeast-5"] {
+            assert!(validate_region(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "eu west 1",
+            "EU-WEST-1",
+            "euwest1",
+            "eu-west-",
+            "-west-1",
+            "eu-west-x",
+        ] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -34,22 +34,35 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
     super::emit(printer, &report)
 }
 
+/// Jupyter logs worth searching are small; a bigger input (`/dev/zero`, a wrong file) is
+/// refused instead of read forever.
+const MAX_LOG: u64 = 64 << 20;
+
 fn read_log(path: &std::path::Path) -> Result<(String, String)> {
-    let mut bytes = Vec::new();
-    let origin = if path.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|source| Error::ReadInput {
-                path: "(stdin)".into(),
-                source,
-            })?;
-        "standard input".to_string()
+    let (origin, reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
+        ("standard input".into(), Box::new(std::io::stdin()))
     } else {
-        bytes = std::fs::read(path).map_err(|source| Error::ReadInput {
+        let file = std::fs::File::open(path).map_err(|source| Error::ReadInput {
             path: path.to_path_buf(),
             source,
         })?;
-        path.display().to_string()
+        (path.display().to_string(), Box::new(file))
     };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_LOG + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_LOG {
+        return Err(Error::InvalidSetting {
+            what: "--from-log",
+            value: origin,
+            reason: format!("it is larger than {} MiB, more than any Jupyter log", MAX_LOG >> 20),
+            hint: "give the log of the server's start (e.g. `docker logs CONTAINER 2>&1 | head -n 200`)".into(),
+        });
+    }
     Ok((origin, String::from_utf8_lossy(&bytes).into_owned()))
 }

@@ -158,10 +158,33 @@ fn client(endpoint: &Endpoint) -> std::result::Result<Docker, bollard::errors::E
     }
 }
 
+/// A `tcp://` engine is spoken to in plain HTTP (TLS engines are refused above): fine on this
+/// machine, but across a network anyone on the path sees build contexts and the registry
+/// password labship hands the engine for a push.
+fn warn_if_plain_tcp(origin: &str, endpoint: &Endpoint) {
+    let Endpoint::Tcp(hostport) = endpoint else {
+        return;
+    };
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        tracing::warn!(
+            "{origin}: the Docker engine is reached over plain TCP without TLS; build contexts and registry credentials cross the network unencrypted (use an SSH tunnel or a unix socket)"
+        );
+    }
+}
+
 pub(super) async fn connect() -> Result<(Docker, EngineSource)> {
     let mut tried = Vec::new();
     let mut last_error = String::new();
     for (origin, endpoint) in candidates()? {
+        warn_if_plain_tcp(&origin, &endpoint);
         if let Endpoint::Unix(path) = &endpoint {
             if !path.exists() {
                 tried.push(format!("{origin} (no such socket)"));

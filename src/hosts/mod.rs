@@ -269,7 +269,8 @@ pub struct Plan {
     pub reason: String,
     /// The image the server will run.
     pub image: String,
-    /// Whether the image must be built first.
+    /// Whether the image must be built first (it is not on this engine yet; on EC2 the build
+    /// is skipped after all when the registry already has the content tag).
     pub build: bool,
     #[serde(flatten)]
     pub detail: PlanDetail,

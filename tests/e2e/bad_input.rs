@@ -214,3 +214,175 @@ fn a_base_image_that_cannot_be_pulled_is_named_with_the_way_out() {
         .to_string();
     assert!(help.contains("labship base"), "{help}");
 }
+
+/// The table of bad input to `up`: each case is refused before anything is created (no image
+/// built, no container, no security group), with exit code 2 for what the command line
+/// itself rejects and 1 with a cause and a hint for what labship checks.
+#[test]
+fn bad_input_to_up_is_refused_before_anything_is_made() {
+    let p = Project::default_workload("badup");
+    let many_cidrs: Vec<String> = (0..61).map(|i| format!("10.9.{i}.0/24")).collect();
+    let mut too_many = vec!["up", "--ec2"];
+    for c in &many_cidrs {
+        too_many.extend(["--allow-cidr", c.as_str()]);
+    }
+    let long_name = "a".repeat(33);
+    let big_log = p.path().join("big.log");
+    std::fs::File::create(&big_log)
+        .and_then(|f| f.set_len((64 << 20) + 1))
+        .expect("a sparse 64 MiB log");
+    let big_log = big_log.display().to_string();
+    // (arguments, exit code, the error code (exit 1) or a piece of clap's message (exit 2))
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["up", "--wait", "0"], 2, "--wait"),
+        (vec!["up", "--wait", "18446744073709551615"], 2, "--wait"),
+        (vec!["up", "--wait", "86401"], 2, "--wait"),
+        (vec!["up", "--port", "0"], 2, "--port"),
+        (vec!["up", "--port", "70000"], 2, "--port"),
+        (vec!["up", "--ec2", "--port", "0"], 2, "--port"),
+        (
+            vec!["up", "--ec2", "--port", "22"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--allow-cidr", "0.0.0.0/0"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--allow-cidr", "::/0"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--allow-cidr", ""],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--allow-cidr", "10.0.0.0/33"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--allow-cidr", "example.com"],
+            1,
+            "labship::config::invalid",
+        ),
+        (too_many, 1, "labship::config::invalid"),
+        (
+            vec!["up", "--ec2", "--region", "eu west 1"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--instance-type", "T3.MEDIUM"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--instance-type", "t3"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--ami", "ami-xyz"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["up", "--ec2", "--platform", "linux/s390x"],
+            1,
+            "labship::config::invalid",
+        ),
+        (vec!["up", "my lab"], 1, "labship::config::invalid"),
+        (vec!["up", &long_name], 1, "labship::config::invalid"),
+        (vec!["up", "Lab"], 1, "labship::config::invalid"),
+        (vec!["up", "--build-arg", "=x"], 2, "--build-arg"),
+        (vec!["up", "--build-arg", "NOEQUALS"], 2, "--build-arg"),
+        (
+            vec!["push", "--repository", "UPPER/case"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["push", "--repository", "a//b"],
+            1,
+            "labship::config::invalid",
+        ),
+        (vec!["up", "--local", "--public"], 1, "labship::unsupported"),
+        (vec!["up", "--ec2", "--attach"], 1, "labship::unsupported"),
+        (vec!["up", "--bind", "localhost"], 2, "--bind"),
+        (
+            vec!["token", "--from-log", &big_log],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["token", "--from-log", "/nonexistent/jupyter.log"],
+            1,
+            "labship::read",
+        ),
+        (vec!["status", "--local", "--ec2"], 2, "--ec2"),
+        (vec!["down", "--delete-data"], 1, "labship::confirm"),
+    ];
+    for (args, exit, expected) in &cases {
+        let mut all = args.clone();
+        all.extend(["-o", "json"]);
+        let out = p.labship(&all);
+        assert_eq!(out.status.code(), Some(*exit), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        if *exit == 2 {
+            assert!(
+                stderr(&out).contains(expected),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        } else {
+            let (code, _) = failure(&out);
+            assert_eq!(code, *expected, "{args:?}");
+        }
+    }
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    // Nothing was built or started for any of them.
+    assert!(!image_exists(&format!("labship/{}:latest", p.name)));
+    let containers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.labship.deployment={}", p.name),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(containers.stdout.is_empty(), "a container was made");
+}
+
+/// Values from labship.toml are checked like flags, with the file's line shown.
+#[test]
+fn bad_values_in_the_config_file_are_refused() {
+    let p = Project::default_workload("badfile");
+    for (toml, code) in [
+        ("[ec2]\nport = 70000\n", "labship::config::parse"),
+        ("[ec2]\nport = 0\n", "labship::config::invalid"),
+        (
+            "[ec2]\nallow_cidr = [\"0.0.0.0/0\"]\n",
+            "labship::config::invalid",
+        ),
+        ("region = \"Mars\"\n", "labship::config::invalid"),
+        (
+            "[ec2]\ninstance_typ = \"t3.micro\"\n",
+            "labship::config::parse",
+        ),
+    ] {
+        p.write("labship.toml", toml);
+        let (got, message) = failure(&p.labship(&["up", "--ec2", "-o", "json"]));
+        assert_eq!(got, code, "{toml}: {message}");
+    }
+    assert!(!image_exists(&format!("labship/{}:latest", p.name)));
+}

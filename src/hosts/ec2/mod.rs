@@ -144,11 +144,7 @@ pub async fn ingress_cidrs(allow: &[String], public: bool) -> Result<(Vec<String
         ));
     }
     if !allow.is_empty() {
-        let mut out = Vec::new();
-        for c in allow {
-            out.push(normalise_cidr(c)?);
-        }
-        return Ok((out, "--allow-cidr".into()));
+        return Ok((allowed_cidrs(allow)?, "--allow-cidr".into()));
     }
     let ip = caller_ip().await?;
     let cidr = match ip {
@@ -156,6 +152,42 @@ pub async fn ingress_cidrs(allow: &[String], public: bool) -> Result<(Vec<String
         IpAddr::V6(v6) => format!("{v6}/128"),
     };
     Ok((vec![cidr], "your public IP (detected)".into()))
+}
+
+/// A security group holds 60 inbound rules per address family by default (each CIDR is one
+/// rule, and SSH doubles them).
+const MAX_RULES: usize = 60;
+
+/// `--allow-cidr`/`ec2.allow_cidr`, checked and normalised: a range open to everyone (`/0`)
+/// must be asked for with `--public`, and no more ranges than a security group holds.
+pub fn allowed_cidrs(allow: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for c in allow {
+        let cidr = normalise_cidr(c)?;
+        if cidr.ends_with("/0") {
+            return Err(Error::InvalidSetting {
+                what: "CIDR",
+                value: c.clone(),
+                reason: "a /0 range opens Jupyter to the whole internet".into(),
+                hint: "if that is what you want, say so with --public (the token then is the only guard); otherwise use your address range, e.g. 203.0.113.7/32".into(),
+            });
+        }
+        if !out.contains(&cidr) {
+            out.push(cidr);
+        }
+    }
+    let v6 = out.iter().filter(|c| c.contains(':')).count();
+    if v6 > MAX_RULES || out.len() - v6 > MAX_RULES {
+        return Err(Error::InvalidSetting {
+            what: "CIDR list",
+            value: format!("{} ranges", out.len()),
+            reason: format!(
+                "a security group holds at most {MAX_RULES} inbound rules per address family"
+            ),
+            hint: "merge neighbouring ranges into wider prefixes, or use --public".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// `A.B.C.D` -> `A.B.C.D/32`; validates `ADDR/LEN` and masks it to its network address
@@ -316,6 +348,21 @@ mod tests {
         assert!(normalise_cidr("10.0.0.0/33").is_err());
         assert!(normalise_cidr("example.com/32").is_err());
         assert!(normalise_cidr("10.0.0.1/x").is_err());
+        assert!(normalise_cidr("").is_err());
+    }
+
+    #[test]
+    fn allowed_cidrs_refuse_everyone_and_too_many() {
+        assert_eq!(
+            allowed_cidrs(&["10.0.0.1".into(), "10.0.0.1/32".into()]).unwrap(),
+            vec!["10.0.0.1/32".to_string()],
+            "duplicates are one rule"
+        );
+        assert!(allowed_cidrs(&["0.0.0.0/0".into()]).is_err());
+        assert!(allowed_cidrs(&["::/0".into()]).is_err());
+        let many: Vec<String> = (0..61).map(|i| format!("10.0.{i}.0/24")).collect();
+        assert!(allowed_cidrs(&many).is_err());
+        assert!(allowed_cidrs(&many[..60]).is_ok());
     }
 
     #[test]

@@ -52,17 +52,28 @@ impl Options {
                 hint: "use e.g. --port 8888".into(),
             });
         }
+        // The host's sshd listens on 22: the container could not publish it, and with
+        // ec2.ssh_key the two rules would be one.
+        if port == 22 {
+            return Err(Error::InvalidSetting {
+                what: "port",
+                value: "22".into(),
+                reason: "port 22 is the instance's SSH port (its sshd listens there), so Jupyter cannot be published on it".into(),
+                hint: "use another port, e.g. --port 8888 (the default)".into(),
+            });
+        }
         Ok(Options {
             port,
             bind: options
                 .bind
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             wait: options.wait.unwrap_or(DEFAULT_WAIT),
-            allow_cidr: if options.allow_cidr.is_empty() {
-                config.ec2.allow_cidr.clone()
+            // Checked here, before any call: a bad range is refused even on a no-op `up`.
+            allow_cidr: super::allowed_cidrs(if options.allow_cidr.is_empty() {
+                &config.ec2.allow_cidr
             } else {
-                options.allow_cidr.clone()
-            },
+                &options.allow_cidr
+            })?,
             public: options.public,
         })
     }

@@ -422,12 +422,20 @@ async fn sync_workspace(engine: &Engine, config: &Config, printer: &Printer, ima
         Ok(w) => w.unwrap_or_else(|| DEFAULT_WORKSPACE.to_string()),
         Err(_) => DEFAULT_WORKSPACE.to_string(),
     };
-    let script = format!("cp -Rnp '{workspace}/.' /labship-workspace/");
+    // The path goes in as an argument, never into the script: an image's WORKDIR is the
+    // image author's text and may hold quotes or `$(...)`.
+    let script = r#"cp -Rnp "$1/." /labship-workspace/"#;
     let volume = volume_name(&config.name);
     match engine
         .run_once(
             image,
-            vec!["sh".into(), "-c".into(), script],
+            vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                "sh".into(),
+                workspace.clone(),
+            ],
             (&volume, "/labship-workspace"),
             Duration::from_secs(120),
         )
