@@ -369,6 +369,9 @@ impl Cloud {
                 .await;
             match sent {
                 Ok(_) => Ok(Step::Done(())),
+                // The rule is there: an earlier attempt whose answer was lost, or another
+                // `up` at the same time. What was asked holds.
+                Err(e) if error_code(&e) == "InvalidPermission.Duplicate" => Ok(Step::Done(())),
                 Err(e) => {
                     let err = self.fail("ec2", "AuthorizeSecurityGroupIngress", group, &e);
                     if error_code(&e) == "InvalidGroup.NotFound" {

@@ -297,14 +297,24 @@ impl Ecr {
         if !ours {
             return Ok((deleted, false));
         }
-        self.client
+        match self
+            .client
             .delete_repository()
             .repository_name(repository)
             .force(true)
             .send()
             .await
-            .map_err(|e| self.fail("DeleteRepository", repository, &e))?;
-        Ok((deleted, true))
+        {
+            Ok(_) => Ok((deleted, true)),
+            // Gone already: a retry whose first answer was lost, or another `down`.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                Ok((deleted, true))
+            }
+            Err(e) => Err(self.fail("DeleteRepository", repository, &e)),
+        }
     }
 }
 

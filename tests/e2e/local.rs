@@ -554,3 +554,54 @@ fn options_a_target_cannot_honour_are_refused_before_anything_is_made() {
     }
     assert!(container_state(&format!("labship-{}", p.name)).is_none());
 }
+
+/// What a replace killed half-way leaves (the old container renamed `-previous`, still
+/// holding the workspace volume) is neither mistaken for the server nor left behind.
+#[test]
+fn a_container_left_by_an_interrupted_replace_is_ignored_then_removed() {
+    let p = Project::default_workload("leftover");
+    let _cleanup = Cleanup(p.name.clone());
+    let port = free_port().to_string();
+    let first = json(&p.labship(&["up", "--local", "--port", &port, "-o", "json"]));
+    let image = first["image"].as_str().expect("image").to_string();
+    let previous = format!("labship-{}-previous", p.name);
+    let made = Command::new("docker")
+        .args([
+            "create",
+            "--name",
+            &previous,
+            "--label",
+            "dev.labship.managed-by=labship",
+            "--label",
+            &format!("dev.labship.deployment={}", p.name),
+            "-v",
+            &format!("labship-{}-work:/home/jovyan/work", p.name),
+            &image,
+        ])
+        .output()
+        .expect("docker create");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    let again = json(&p.labship(&["up", "--local", "--port", &port, "-o", "json"]));
+    assert_eq!(again["action"], "unchanged", "{again}");
+    assert_eq!(again["container"], format!("labship-{}", p.name));
+    let token = json(&p.labship(&["token", "-o", "json"]));
+    assert_eq!(
+        token_of(token["url"].as_str().expect("url")),
+        token_of(first["url"].as_str().expect("url")),
+        "the token of the server, not of the leftover"
+    );
+
+    let down = json(&p.labship(&["down", "--delete-data", "--yes", "-o", "json"]));
+    let removed = down["removed"].to_string();
+    assert!(removed.contains(&previous), "{down}");
+    assert!(container_state(&previous).is_none());
+    assert!(
+        !volume_exists(&format!("labship-{}-work", p.name)),
+        "{down}"
+    );
+}

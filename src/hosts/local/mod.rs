@@ -662,12 +662,27 @@ async fn bounded<T>(
 
 /// The local deployment `name`, if its container exists.
 pub async fn find(engine: &Engine, name: &str) -> Result<Option<ContainerInfo>> {
+    let container = container_name(name);
+    Ok(labelled(engine, name)
+        .await?
+        .into_iter()
+        .find(|c| c.name == container))
+}
+
+/// Every container labship made for deployment `name`: its server, and what an interrupted
+/// replace may have left (`labship-NAME-previous`). Found by label, then the exact name
+/// decides which is which, never a prefix.
+async fn labelled(engine: &Engine, name: &str) -> Result<Vec<ContainerInfo>> {
     let found = engine
         .containers_labelled(labels::DEPLOYMENT, Some(name))
         .await?;
-    Ok(found.into_iter().find(|c| {
-        c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(crate::tags::MANAGED_BY_VALUE)
-    }))
+    Ok(found
+        .into_iter()
+        .filter(|c| {
+            c.labels.get(labels::MANAGED_BY).map(String::as_str)
+                == Some(crate::tags::MANAGED_BY_VALUE)
+        })
+        .collect())
 }
 
 /// Every local deployment.
@@ -863,8 +878,14 @@ impl Host for LocalHost {
         let container = container_name(name);
         let volume = volume_name(name);
         let mut report = DownReport::new(Target::Local, name, None);
-        if find(engine, name).await?.is_some() && engine.remove_container(&container).await? {
-            report.removed.push(format!("container {container}"));
+        // The server first, then anything else of the deployment's (a container an
+        // interrupted replace left behind would otherwise keep the volume in use).
+        let mut containers = labelled(engine, name).await?;
+        containers.sort_by_key(|c| c.name != container);
+        for c in containers {
+            if engine.remove_container(&c.name).await? {
+                report.removed.push(format!("container {}", c.name));
+            }
         }
         if options.delete_data {
             if engine.remove_volume(&volume).await? {
