@@ -129,73 +129,68 @@ impl Cloud {
         Ok(created)
     }
 
-    /// Removes the shared role and profile (only labship's own, by name). Each failure is
-    /// returned, the rest still attempted.
-    pub async fn remove_instance_profile(&self) -> Vec<String> {
-        let mut failures = Vec::new();
-        match self
-            .iam
-            .remove_role_from_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .role_name(INSTANCE_ROLE)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-            Err(e) => failures.push(
-                self.fail("iam", "RemoveRoleFromInstanceProfile", INSTANCE_PROFILE, &e)
-                    .to_string(),
+    /// Removes the shared role and profile (only labship's own, by name), whichever parts
+    /// exist: a `up` killed between CreateRole and CreateInstanceProfile leaves a role alone,
+    /// and that goes too. Returns whether anything was removed, and each failure (the other
+    /// steps are still attempted).
+    pub async fn remove_instance_profile(&self) -> (bool, Vec<String>) {
+        use aws_sdk_iam::operation::{
+            delete_instance_profile::DeleteInstanceProfileError, delete_role::DeleteRoleError,
+            detach_role_policy::DetachRolePolicyError,
+            remove_role_from_instance_profile::RemoveRoleFromInstanceProfileError,
+        };
+        let mut steps = vec![
+            deleted(
+                self,
+                "RemoveRoleFromInstanceProfile",
+                INSTANCE_PROFILE,
+                self.iam
+                    .remove_role_from_instance_profile()
+                    .instance_profile_name(INSTANCE_PROFILE)
+                    .role_name(INSTANCE_ROLE)
+                    .send()
+                    .await,
+                RemoveRoleFromInstanceProfileError::is_no_such_entity_exception,
             ),
-        }
-        match self
-            .iam
-            .delete_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-            Err(e) => failures.push(
-                self.fail("iam", "DeleteInstanceProfile", INSTANCE_PROFILE, &e)
-                    .to_string(),
+            deleted(
+                self,
+                "DeleteInstanceProfile",
+                INSTANCE_PROFILE,
+                self.iam
+                    .delete_instance_profile()
+                    .instance_profile_name(INSTANCE_PROFILE)
+                    .send()
+                    .await,
+                DeleteInstanceProfileError::is_no_such_entity_exception,
             ),
-        }
+        ];
         for arn in INSTANCE_POLICIES {
-            match self
-                .iam
-                .detach_role_policy()
-                .role_name(INSTANCE_ROLE)
-                .policy_arn(arn)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-                Err(e) => failures.push(
-                    self.fail("iam", "DetachRolePolicy", INSTANCE_ROLE, &e)
-                        .to_string(),
-                ),
-            }
+            steps.push(deleted(
+                self,
+                "DetachRolePolicy",
+                INSTANCE_ROLE,
+                self.iam
+                    .detach_role_policy()
+                    .role_name(INSTANCE_ROLE)
+                    .policy_arn(arn)
+                    .send()
+                    .await,
+                DetachRolePolicyError::is_no_such_entity_exception,
+            ));
         }
-        match self.iam.delete_role().role_name(INSTANCE_ROLE).send().await {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-            Err(e) => failures.push(
-                self.fail("iam", "DeleteRole", INSTANCE_ROLE, &e)
-                    .to_string(),
-            ),
-        }
-        failures
+        steps.push(deleted(
+            self,
+            "DeleteRole",
+            INSTANCE_ROLE,
+            self.iam.delete_role().role_name(INSTANCE_ROLE).send().await,
+            DeleteRoleError::is_no_such_entity_exception,
+        ));
+        let removed = steps.iter().any(|s| matches!(s, Ok(true)));
+        let failures = steps
+            .into_iter()
+            .filter_map(|s| s.err().map(|e| e.to_string()))
+            .collect();
+        (removed, failures)
     }
 
     /// Whether the shared profile exists.
@@ -216,5 +211,24 @@ impl Cloud {
             }
             Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
         }
+    }
+}
+
+/// A delete's outcome: done (true), already gone (false: IAM's typed `NoSuchEntity`, so a
+/// retry after a lost answer is no error), or the error in words.
+fn deleted<O, E>(
+    cloud: &Cloud,
+    op: &str,
+    resource: &str,
+    sent: std::result::Result<O, aws_sdk_iam::error::SdkError<E>>,
+    gone: fn(&E) -> bool,
+) -> Result<bool>
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(gone) => Ok(false),
+        Err(e) => Err(cloud.fail("iam", op, resource, &e)),
     }
 }

@@ -202,13 +202,9 @@ pub async fn down(
     if opts.all {
         match cloud.instances_everywhere().await {
             Ok(left) if left.is_empty() => {
-                if cloud.instance_profile_exists().await.unwrap_or(true) {
-                    let failures = cloud.remove_instance_profile().await;
-                    if failures.is_empty() {
-                        report.iam_removed = true;
-                    }
-                    report.failures.extend(failures);
-                }
+                let (removed, failures) = cloud.remove_instance_profile().await;
+                report.iam_removed = removed && failures.is_empty();
+                report.failures.extend(failures);
             }
             Ok(left) => {
                 let mut users: Vec<String> = left
