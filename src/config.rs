@@ -596,6 +596,21 @@ pub fn validate_repository(repo: &str) -> Result<()> {
     }
 }
 
+/// A project with a trivial Dockerfile and the deployment name `name`, for the unit tests of
+/// the stages that plan from a `Config` (the folder lives as long as the returned guard).
+#[cfg(test)]
+pub fn test_project(name: &str) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("docker")).expect("docker/");
+    std::fs::write(dir.path().join("docker/Dockerfile"), "FROM scratch\n").expect("Dockerfile");
+    let flags = Overrides {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    let config = Config::load(dir.path(), flags, Overrides::default()).expect("config");
+    (dir, config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -553,18 +553,9 @@ impl std::fmt::Display for Ec2Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
 
     fn config() -> (tempfile::TempDir, Config) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("docker")).expect("docker/");
-        std::fs::write(dir.path().join("docker/Dockerfile"), "FROM scratch\n").expect("Dockerfile");
-        let flags = Overrides {
-            name: Some("lab".into()),
-            ..Overrides::default()
-        };
-        let config = Config::load(dir.path(), flags, Overrides::default()).expect("config");
-        (dir, config)
+        crate::config::test_project("lab")
     }
 
     fn observed(instances: Vec<Instance>) -> Observed {

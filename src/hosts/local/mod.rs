@@ -907,15 +907,7 @@ mod tests {
     use super::*;
 
     fn config() -> (tempfile::TempDir, Config) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("docker")).expect("docker/");
-        std::fs::write(dir.path().join("docker/Dockerfile"), "FROM scratch\n").expect("Dockerfile");
-        let flags = crate::config::Overrides {
-            name: Some("lab".into()),
-            ..Default::default()
-        };
-        let config = Config::load(dir.path(), flags, Default::default()).expect("config");
-        (dir, config)
+        crate::config::test_project("lab")
     }
 
     fn options(port: Option<u16>) -> UpOptions {
