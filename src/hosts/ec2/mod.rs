@@ -255,10 +255,6 @@ impl Ec2Host {
         })
     }
 
-    pub fn region(&self) -> &str {
-        &self.aws.region
-    }
-
     /// The engine, the settings (with the offline base when the default cannot be pulled)
     /// and EC2's options: what both planning and applying start from.
     async fn start(

@@ -219,10 +219,6 @@ impl LocalHost {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Reads what [`plan`] needs from the engine (nothing is changed).
     pub async fn observe(&self, config: &Config) -> Result<Observed> {
         let engine = &self.engine;
