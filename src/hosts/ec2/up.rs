@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::console::{self, MarkerKind, Phase};
-use super::plan::{self, Ec2Plan, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
+use super::plan::{self, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::{ingress_cidrs, resolve_ami, watch};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::INSTANCE_PROFILE;
@@ -180,12 +180,9 @@ pub async fn up(
         };
         return report(
             &plan,
-            detail,
             &now,
             &finding,
-            opts,
-            build_secs.is_some(),
-            pushed.bytes_uploaded,
+            (build_secs.is_some(), pushed.bytes_uploaded),
             timings,
         );
     }
@@ -268,12 +265,9 @@ pub async fn up(
     );
     report(
         &plan,
-        detail,
         &ready.instance,
         &ready.finding,
-        opts,
-        build_secs.is_some(),
-        pushed.bytes_uploaded,
+        (build_secs.is_some(), pushed.bytes_uploaded),
         timings,
     )
 }
@@ -335,12 +329,9 @@ async fn in_place(
             };
             return report(
                 &plan,
-                detail,
                 &now,
                 &finding,
-                opts,
-                pushed.built,
-                pushed.bytes_uploaded,
+                (pushed.built, pushed.bytes_uploaded),
                 timings,
             );
         }
@@ -370,44 +361,42 @@ async fn in_place(
     };
     report(
         &plan,
-        detail,
         &ready.instance,
         &ready.finding,
-        opts,
-        built,
-        bytes,
+        (built, bytes),
         timings,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The report of an applied plan, from the instance as it now is and the token its Jupyter
+/// printed; `pushed` is (built in this run, bytes uploaded).
 fn report(
     plan: &Plan,
-    detail: &Ec2Plan,
     instance: &Instance,
     finding: &crate::token::TokenFinding,
-    opts: &Options,
-    built: bool,
-    bytes_uploaded: u64,
+    (built, bytes_uploaded): (bool, u64),
     timings: Timings,
 ) -> Result<UpReport> {
+    let PlanDetail::Ec2(detail) = &plan.detail else {
+        return Err(not_ec2());
+    };
     let ip = require_ip(instance, &plan.deployment)?;
+    // A plan that left the container alone reports what the instance says it serves.
+    let in_place = matches!(plan.action, PlannedAction::Nothing | PlannedAction::Resume);
     Ok(UpReport {
         target: Target::Ec2,
         deployment: plan.deployment.clone(),
-        url: url(&ip, opts.port, finding),
+        url: url(&ip, detail.port, finding),
         action: plan.action.done(),
         reason: plan.reason.clone(),
         image: instance
             .image
             .clone()
-            .filter(|_| {
-                plan.action == PlannedAction::Nothing || plan.action == PlannedAction::Resume
-            })
+            .filter(|_| in_place)
             .unwrap_or_else(|| plan.image.clone()),
         built,
         bytes_uploaded,
-        port: opts.port,
+        port: detail.port,
         container: None,
         volume: None,
         region: Some(detail.region.clone()),
