@@ -578,6 +578,17 @@ impl std::fmt::Display for Timings {
     }
 }
 
+/// A plan that does not fit the step applying it (something a step needs was not observed,
+/// or a plan of the other target): a bug in labship, said plainly instead of a panic.
+pub(crate) fn plan_bug(what: &str) -> Error {
+    Error::InvalidSetting {
+        what: "plan",
+        value: String::new(),
+        reason: what.to_string(),
+        hint: "this is a bug in labship; please report it".into(),
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

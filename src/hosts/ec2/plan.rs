@@ -405,14 +405,9 @@ pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
     Ok(())
 }
 
-/// A plan asked to launch without what a launch needs: a bug in the caller, said plainly.
+/// A plan asked to launch without what a launch needs: a bug in the caller.
 fn missing(what: &str) -> Error {
-    Error::InvalidSetting {
-        what: "plan",
-        value: what.to_string(),
-        reason: format!("the {what} was not observed before planning"),
-        hint: "this is a bug in labship; please report it".into(),
-    }
+    crate::hosts::plan_bug(&format!("the {what} was not observed before planning"))
 }
 
 /// The phase and cause of the newest marker on a console, when it is an error.

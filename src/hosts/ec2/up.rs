@@ -408,12 +408,7 @@ fn report(
 }
 
 fn not_ec2() -> Error {
-    Error::InvalidSetting {
-        what: "plan",
-        value: String::new(),
-        reason: "the plan does not fit the EC2 step applying it".into(),
-        hint: "this is a bug in labship; please report it".into(),
-    }
+    crate::hosts::plan_bug("the plan does not fit the EC2 step applying it")
 }
 
 /// The security group's rules: the Jupyter port (and SSH with `ec2.ssh_key`) from the CIDRs

@@ -258,8 +258,7 @@ impl LocalHost {
     ) -> Result<(String, u16)> {
         let engine = &self.engine;
         let PlanDetail::Local(local) = &plan.detail else {
-            return Err(Error::engine(
-                "applying a plan",
+            return Err(crate::hosts::plan_bug(
                 "the plan is not for the local engine",
             ));
         };
@@ -743,8 +742,7 @@ impl Host for LocalHost {
             .apply(config, &plan, &observed, &options, printer)
             .await?;
         let PlanDetail::Local(local) = plan.detail else {
-            return Err(Error::engine(
-                "applying a plan",
+            return Err(crate::hosts::plan_bug(
                 "the plan is not for the local engine",
             ));
         };
