@@ -411,6 +411,11 @@ impl Config {
             });
         }
 
+        let subnet = over.subnet.or(file.ec2.subnet).filter(|s| !s.is_empty());
+        if let Some(subnet) = &subnet {
+            validate_subnet(subnet)?;
+        }
+
         let region = over.region.or(file.region).filter(|r| !r.is_empty());
         if let Some(r) = &region {
             validate_region(r)?;
@@ -440,7 +445,7 @@ impl Config {
             ec2: Ec2Settings {
                 instance_type,
                 ami,
-                subnet: over.subnet.or(file.ec2.subnet).filter(|s| !s.is_empty()),
+                subnet,
                 port,
                 allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
                 ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
@@ -521,6 +526,25 @@ pub fn name_of_folder(folder: &str) -> String {
         base.trim_end_matches('-'),
         hex::encode(&digest[..4])
     )
+}
+
+/// A subnet id as EC2 writes it: `subnet-` and 8 or 17 lower-case hex digits (whether it
+/// exists is asked of EC2 before anything is made).
+fn validate_subnet(subnet: &str) -> Result<()> {
+    let hex = subnet.strip_prefix("subnet-").unwrap_or_default();
+    if matches!(hex.len(), 8 | 17)
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Ok(());
+    }
+    Err(Error::InvalidSetting {
+        what: "subnet",
+        value: subnet.to_string(),
+        reason: "expected a subnet id: subnet- and 8 or 17 lower-case hex digits".into(),
+        hint: "list yours with `aws ec2 describe-subnets --query 'Subnets[].SubnetId'`, or leave --subnet out for the default VPC".into(),
+    })
 }
 
 /// An AWS region name as AWS spells them (`eu-west-1`, `us-gov-west-1`, `ap-southeast-5`).
@@ -773,6 +797,23 @@ mod tests {
             "eu-west-x",
         ] {
             assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subnet_ids() {
+        for ok in ["subnet-0123abcd", "subnet-0123456789abcdef0"] {
+            assert!(validate_subnet(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "vpc-123",
+            "subnet-",
+            "subnet-0123ABCD",
+            "subnet-0123abc",
+            "subnet-0123456789abcdef",
+            "subnet-0123abcd; rm -rf /",
+        ] {
+            assert!(validate_subnet(bad).is_err(), "{bad}");
         }
     }
 

@@ -270,6 +270,18 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("AWS {action} for {resource} in {region} did not get through: {message}")]
+    #[diagnostic(
+        code(labship::aws::unavailable),
+        help("AWS throttled the call, failed on its side or did not answer, after the SDK's retries (and labship's, in waits): try again in a minute; if it persists, check your network and the AWS Health Dashboard")
+    )]
+    AwsUnavailable {
+        action: String,
+        resource: String,
+        region: String,
+        message: String,
+    },
+
     // ---- the registry --------------------------------------------------------------------
     #[error("registry {registry} refused the login: {message}")]
     #[diagnostic(
@@ -377,6 +389,10 @@ pub enum Error {
     #[diagnostic(code(labship::base::offline), help("{hint}"))]
     OfflineBase { message: String, hint: String },
 
+    #[error("interrupted: stopped before {step}")]
+    #[diagnostic(code(labship::interrupted), help("{summary}"))]
+    Interrupted { step: String, summary: String },
+
     // ---- init ----------------------------------------------------------------------------
     #[error("cannot write {}: {source}", path.display())]
     #[diagnostic(code(labship::init::write), help("check that the folder is writable"))]
@@ -394,6 +410,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The process exit code for this error: 130 (the shell's "ended by SIGINT") for an
+    /// interruption, 1 for every other failure (clap exits 2 on usage errors by itself).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted { .. } => 130,
+            _ => 1,
+        }
+    }
+
+    /// True for an AWS answer that may well be different a moment later (throttling, a
+    /// server-side error, a timeout, a lost connection): waits keep trying until their own
+    /// deadline instead of failing.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::AwsUnavailable { .. })
+    }
+
     pub fn engine(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Engine {
             action: action.into(),

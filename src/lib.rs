@@ -27,5 +27,6 @@ pub mod docker;
 pub mod browser;
 pub mod error;
 pub mod http;
+pub mod interrupt;
 pub mod output;
 pub mod tags;

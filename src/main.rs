@@ -14,6 +14,7 @@ use labship::output::{OutputFormat, Printer};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    report_panics();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     let printer = Printer::new(cli.global.output.into(), cli.global.quiet);
@@ -28,16 +29,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Ctrl-C keeps its default meaning (stop now) except where a command needs to clean up
-    // (`up --attach` stops its container), which installs its own handler.
+    // Ctrl-C keeps its default meaning (stop now) except in the commands that change things
+    // (`up`, `down`, `push`), which install `labship::interrupt` to stop at a safe point.
     let result = runtime.block_on(commands::run(cli.command, &cli.global, &printer));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            let code = err.exit_code();
             report_error(err, cli.global.output.into());
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
+}
+
+/// A panic is a bug: say so, with the exact place (Rust keeps a panic's file, line and column
+/// in the binary, so this reads well even though the release binary has no symbol table) and
+/// how to get a backtrace with function names. Exit code 101, as for any Rust panic.
+fn report_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_else(|| "an unknown place".into());
+        eprintln!(
+            "labship {} hit a bug at {place}: {}",
+            env!("CARGO_PKG_VERSION"),
+            info.payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)")
+        );
+        eprintln!(
+            "Please report it with the command you ran. For a backtrace with function names, build with `cargo build --profile release-symbols` and run it again with RUST_BACKTRACE=1."
+        );
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+        }
+    }));
 }
 
 /// -v: labship's info (and the SDKs' warnings), -vv: debug, -vvv: everything (the AWS SDK's

@@ -26,4 +26,7 @@ pub mod labels {
     pub const DEPLOYMENT: &str = "dev.labship.deployment";
     /// The content tag of the image a container runs: an unchanged image keeps the container.
     pub const CONTENT_TAG: &str = "dev.labship.content-tag";
+    /// On a short-lived helper container (the workspace sync of a replace): the deployment
+    /// it works for. `down` removes any that a killed run left behind.
+    pub const HELPER_OF: &str = "dev.labship.helper-of";
 }

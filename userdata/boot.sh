@@ -32,6 +32,9 @@ mark begin
 log "boot: deployment $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND"
 
 PHASE=host
+take_lock
+
+PHASE=host
 setup_host
 PHASE=docker
 setup_docker

@@ -16,6 +16,13 @@ LOG_FILE=${LABSHIP_LOG_FILE:-/var/log/labship-ec2.log}
 if ! (umask 077 && : >>"$LOG_FILE") 2>/dev/null; then LOG_FILE=$(mktemp); fi
 OUT=$(mktemp)
 trap 'rm -f "$OUT" "$OUT.aws"' EXIT
+# One labship script at a time on a host: the boot script and a replace (or two copies of
+# one replace, when SendCommand's answer was lost and the call was sent again) take turns,
+# and the later one then finds the work done ("already runs this image"). The lock is held
+# until the script exits; it waits at most as long as a whole boot may take.
+LOCK_FILE=${LABSHIP_LOCK_FILE:-/var/lib/labship-ec2.lock}
+if ! (: >>"$LOCK_FILE") 2>/dev/null; then LOCK_FILE=/tmp/labship-ec2.lock; fi
+readonly LOCK_DEADLINE=$((LOGIN_DEADLINE + DOCKER_DEADLINE + PULL_DEADLINE + JUPYTER_DEADLINE))
 
 now() {
     local t=${EPOCHREALTIME:-}
@@ -87,6 +94,17 @@ backoff() {
     local delay=$(($1 < 5 ? $1 : 5)) left=$(($2 - SECONDS))
     if [ "$left" -lt "$delay" ]; then delay=$left; fi
     if [ "$delay" -gt 0 ]; then sleep "$delay"; fi
+}
+
+take_lock() {
+    if ! command -v flock >/dev/null 2>&1; then
+        log "no flock on this host: running without the lock"
+        return 0
+    fi
+    exec 9>>"$LOCK_FILE"
+    if ! flock -w "$LOCK_DEADLINE" 9; then
+        fail "another labship script on this host kept its lock for ${LOCK_DEADLINE}s"
+    fi
 }
 
 wait_for_docker() {

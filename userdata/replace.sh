@@ -37,6 +37,13 @@ restore_previous() {
 trap 'fail "stopped by a signal (cancelled, or past its execution timeout)"' TERM INT HUP
 
 log "replace: deployment $DEPLOYMENT, image $IMAGE"
+PHASE=host
+# The first boot's user-data may not have run yet (cloud-init starts it late in the boot):
+# let cloud-init finish, or the boot script would start the old image after this replace.
+if command -v cloud-init >/dev/null 2>&1; then
+    timeout "$LOCK_DEADLINE" cloud-init status --wait >/dev/null 2>&1 || true
+fi
+take_lock
 PHASE=docker
 if ! docker info >/dev/null 2>&1; then
     fail "docker does not answer on this host"

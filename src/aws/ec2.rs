@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, VolumeType,
 };
+use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -277,6 +278,26 @@ impl Cloud {
                 message: "DescribeVpcs found no VPC with isDefault=true".into(),
                 hint: "create one with `aws ec2 create-default-vpc`, or name a subnet with a route to the internet: --subnet subnet-... (or ec2.subnet in labship.toml)".into(),
             })
+    }
+
+    /// Refuses a key pair (`ec2.ssh_key`) that does not exist in this region, before
+    /// anything is made (RunInstances would refuse it only after the build and the push).
+    pub async fn require_key_pair(&self, name: Option<&str>) -> Result<()> {
+        let Some(name) = name else { return Ok(()) };
+        match self.ec2.describe_key_pairs().key_names(name).send().await {
+            Ok(out) if !out.key_pairs().is_empty() => Ok(()),
+            Ok(_) => Err(no_key_pair(
+                name,
+                &self.region,
+                "DescribeKeyPairs found none",
+            )),
+            Err(e) if error_code(&e) == "InvalidKeyPair.NotFound" => Err(no_key_pair(
+                name,
+                &self.region,
+                &crate::error::aws_message(&e),
+            )),
+            Err(e) => Err(self.fail("ec2", "DescribeKeyPairs", name, &e)),
+        }
     }
 
     // ---- network -------------------------------------------------------------------------
@@ -737,28 +758,59 @@ impl Cloud {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let waited = self
-            .ec2
-            .wait_until_instance_terminated()
-            .set_instance_ids(Some(ids.to_vec()))
-            .wait(within)
-            .await;
+        // The SDK's waiter; a call of it that fails transiently (throttled after the SDK's
+        // retries) starts it again, within the same deadline.
+        let deadline = std::time::Instant::now() + within;
+        let waited = retry::until(within, Duration::from_secs(2), || async {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self
+                .ec2
+                .wait_until_instance_terminated()
+                .set_instance_ids(Some(ids.to_vec()))
+                .wait(left.max(Duration::from_secs(1)))
+                .await
+            {
+                Ok(_) => Ok(Step::Done(true)),
+                Err(WaiterError::OperationFailed(failed)) => Err(self.fail(
+                    "ec2",
+                    "DescribeInstances",
+                    &ids.join(","),
+                    &failed.into_error(),
+                )),
+                // Timed out, or an instance went elsewhere: say which are left.
+                Err(e) => {
+                    tracing::debug!("instance_terminated waiter: {e}");
+                    Ok(Step::Done(false))
+                }
+            }
+        })
+        .await;
         match waited {
-            Ok(_) => Ok(Vec::new()),
-            // Timed out or failed (an instance went elsewhere): say which are left.
-            Err(e) => {
-                tracing::debug!("instance_terminated waiter: {e}");
+            Ok(true) => Ok(Vec::new()),
+            Ok(false) | Err(_) => {
                 let mut left = Vec::new();
                 for id in ids {
-                    if let Some(i) = self.instance(id).await? {
-                        if i.state != "terminated" {
-                            left.push(id.clone());
-                        }
+                    let now =
+                        retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
+                            Ok(Step::Done(self.instance(id).await?))
+                        })
+                        .await?;
+                    if now.is_some_and(|i| i.state != "terminated") {
+                        left.push(id.clone());
                     }
                 }
                 Ok(left)
             }
         }
+    }
+}
+
+fn no_key_pair(name: &str, region: &str, message: &str) -> Error {
+    Error::InvalidSetting {
+        what: "ec2.ssh_key",
+        value: name.to_string(),
+        reason: format!("there is no key pair of that name in {region} ({message})"),
+        hint: format!("list them with `aws ec2 describe-key-pairs --region {region}`, import yours with `aws ec2 import-key-pair`, or remove ec2.ssh_key"),
     }
 }
 

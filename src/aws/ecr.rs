@@ -164,28 +164,7 @@ impl Ecr {
             }
             Err(e) => return Err(self.fail("CreateRepository", name, &e)),
         };
-        let policy = serde_json::json!({
-            "rules": [{
-                "rulePriority": 1,
-                "description": "labship: expire untagged images",
-                "selection": {
-                    "tagStatus": "untagged",
-                    "countType": "sinceImagePushed",
-                    "countUnit": "days",
-                    "countNumber": UNTAGGED_EXPIRY_DAYS
-                },
-                "action": { "type": "expire" }
-            }]
-        });
-        if let Err(e) = self
-            .client
-            .put_lifecycle_policy()
-            .repository_name(name)
-            .lifecycle_policy_text(policy.to_string())
-            .send()
-            .await
-        {
-            let err = self.fail("PutLifecyclePolicy", name, &e);
+        if let Err(err) = self.put_lifecycle_policy(name).await {
             // Nothing half-made: remove the empty repository we just created.
             if let Err(cleanup) = self
                 .client
@@ -204,8 +183,71 @@ impl Ecr {
         Ok(repo)
     }
 
-    /// Records which deployment uses an existing repository. The managed-by tag is kept for
-    /// repositories labship created: teardown must never take it for one of its own.
+    /// labship's lifecycle policy: untagged images expire after [`UNTAGGED_EXPIRY_DAYS`].
+    /// Putting it again is harmless (it replaces itself).
+    async fn put_lifecycle_policy(&self, name: &str) -> Result<()> {
+        let policy = serde_json::json!({
+            "rules": [{
+                "rulePriority": 1,
+                "description": "labship: expire untagged images",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": UNTAGGED_EXPIRY_DAYS
+                },
+                "action": { "type": "expire" }
+            }]
+        });
+        self.client
+            .put_lifecycle_policy()
+            .repository_name(name)
+            .lifecycle_policy_text(policy.to_string())
+            .send()
+            .await
+            .map_err(|e| self.fail("PutLifecyclePolicy", name, &e))?;
+        Ok(())
+    }
+
+    /// Completes a repository labship created whose lifecycle policy never came (a run
+    /// killed between CreateRepository and PutLifecyclePolicy, or whose CreateRepository
+    /// answer was lost): only labship's own repositories (tag `labship:managed-by`), and
+    /// only when it has no policy at all.
+    async fn complete(&self, name: &str, arn: &str) -> Result<()> {
+        match self
+            .client
+            .get_lifecycle_policy()
+            .repository_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) => {}
+            Err(e) => return Err(self.fail("GetLifecyclePolicy", name, &e)),
+        }
+        let tags = self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| self.fail("ListTagsForResource", name, &e))?;
+        let ours = tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGED_BY_VALUE);
+        if ours {
+            tracing::info!("repository {name} has no lifecycle policy yet: adding labship's");
+            self.put_lifecycle_policy(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Records which deployment uses an existing repository (and completes it, see
+    /// [`Self::complete`]). The managed-by tag is kept for repositories labship created:
+    /// teardown must never take it for one of its own.
     async fn mark_as_used(&self, repo: &Repository, deployment: &str) -> Result<()> {
         let arn = self
             .client
@@ -218,6 +260,7 @@ impl Ecr {
             .first()
             .and_then(|r| r.repository_arn().map(str::to_string));
         let Some(arn) = arn else { return Ok(()) };
+        self.complete(&repo.name, &arn).await?;
         let tag = Tag::builder()
             .key(tags::DEPLOYMENT)
             .value(deployment)
@@ -326,13 +369,19 @@ impl ImageRegistry for Ecr {
         }
         match self.create(name, deployment).await? {
             Some(created) => Ok(created),
-            None => self.describe(name).await?.ok_or_else(|| Error::Aws {
-                action: "ecr:DescribeRepositories".into(),
-                resource: name.to_string(),
-                region: self.region.clone(),
-                message: "the repository was reported as existing, then not found".into(),
-                hint: "run the command again".into(),
-            }),
+            // It exists after all (a concurrent run, or our own call whose answer was lost
+            // and that the SDK sent again): the path of an existing repository.
+            None => {
+                let existing = self.describe(name).await?.ok_or_else(|| Error::Aws {
+                    action: "ecr:DescribeRepositories".into(),
+                    resource: name.to_string(),
+                    region: self.region.clone(),
+                    message: "the repository was reported as existing, then not found".into(),
+                    hint: "run the command again".into(),
+                })?;
+                self.mark_as_used(&existing, deployment).await?;
+                Ok(existing)
+            }
         }
     }
 

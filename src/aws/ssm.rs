@@ -8,6 +8,7 @@ use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilte
 
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 
+use super::retry::{self, Step};
 use super::Cloud;
 use crate::error::{Error, Result};
 
@@ -93,42 +94,55 @@ impl Cloud {
             .unwrap_or_default()
             .to_string();
         // The SDK's `command_executed` waiter: it retries while the invocation does not
-        // exist yet (right after SendCommand) and while it is pending or running.
-        let waited = self
-            .ssm
-            .wait_until_command_executed()
-            .command_id(&command_id)
-            .instance_id(id)
-            .wait(within + Duration::from_secs(30))
-            .await;
-        let done = match waited {
-            Ok(poll) => poll.into_result().ok(),
-            Err(WaiterError::FailureState(failed)) => failed.into_final_poll().into_result().ok(),
-            Err(WaiterError::ExceededMaxWait(_)) => None,
-            Err(WaiterError::OperationFailed(failed)) => {
-                return Err(self.fail("ssm", "GetCommandInvocation", id, &failed.into_error()))
-            }
-            Err(other) => {
-                return Err(Error::Aws {
+        // exist yet (right after SendCommand) and while it is pending or running. A call of it
+        // that fails transiently (throttled after the SDK's retries) starts it again, within
+        // the same deadline.
+        let within = within + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + within;
+        let done = retry::until(within, Duration::from_secs(2), || async {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let waited = self
+                .ssm
+                .wait_until_command_executed()
+                .command_id(&command_id)
+                .instance_id(id)
+                .wait(left.max(Duration::from_secs(1)))
+                .await;
+            match waited {
+                Ok(poll) => Ok(Step::Done(poll.into_result().ok())),
+                Err(WaiterError::FailureState(failed)) => {
+                    Ok(Step::Done(failed.into_final_poll().into_result().ok()))
+                }
+                Err(WaiterError::ExceededMaxWait(_)) => Ok(Step::Done(None)),
+                Err(WaiterError::OperationFailed(failed)) => {
+                    Err(self.fail("ssm", "GetCommandInvocation", id, &failed.into_error()))
+                }
+                Err(other) => Err(Error::Aws {
                     action: "ssm:GetCommandInvocation".into(),
                     resource: id.into(),
                     region: self.region.clone(),
                     message: format!("waiting for the command failed: {other:?}"),
                     hint: "try again; `labship logs --ec2` shows the host's console".into(),
-                })
+                }),
             }
-        };
+        })
+        .await?;
         // Out of time (or an answer without output): one last look says where it stands.
         let inv = match done {
             Some(inv) => inv,
-            None => self
-                .ssm
-                .get_command_invocation()
-                .command_id(&command_id)
-                .instance_id(id)
-                .send()
-                .await
-                .map_err(|e| self.fail("ssm", "GetCommandInvocation", id, &e))?,
+            None => {
+                retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
+                    self.ssm
+                        .get_command_invocation()
+                        .command_id(&command_id)
+                        .instance_id(id)
+                        .send()
+                        .await
+                        .map(Step::Done)
+                        .map_err(|e| self.fail("ssm", "GetCommandInvocation", id, &e))
+                })
+                .await?
+            }
         };
         let status = inv.status().cloned();
         Ok(CommandResult {

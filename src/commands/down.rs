@@ -63,6 +63,11 @@ async fn on<H: Host>(
             }
         }
     }
+    labship::interrupt::install(labship::interrupt::Then::Repeat(super::down_command(
+        config,
+        config.target,
+        "",
+    )))?;
     let report = host.down(config, options, printer).await?;
     super::emit(printer, &report)
 }

@@ -58,6 +58,23 @@ fn load(flags: Overrides) -> Result<Config> {
     Config::load(&current_dir()?, flags, env)
 }
 
+/// The `labship down ...` that removes what a command made for `config`'s deployment on
+/// `target`, with `extra` options.
+fn down_command(config: &Config, target: labship::config::Target, extra: &str) -> String {
+    let mut cmd = format!("labship down {}", config.name);
+    if target == labship::config::Target::Ec2 {
+        cmd.push_str(" --ec2");
+    }
+    if let Some(region) = &config.region {
+        cmd.push_str(&format!(" --region {region}"));
+    }
+    if let Some(profile) = &config.profile {
+        cmd.push_str(&format!(" --profile {profile}"));
+    }
+    cmd.push_str(extra);
+    cmd
+}
+
 fn emit<R: labship::output::Report>(printer: &Printer, report: &R) -> Result<()> {
     printer.result(report).map_err(|source| Error::Write {
         path: "(stdout)".into(),

@@ -6,7 +6,8 @@ use labship::config::{Config, Target};
 use labship::error::Result;
 use labship::hosts::ec2::Ec2Host;
 use labship::hosts::local::LocalHost;
-use labship::hosts::{Host, Interrupt, UpOptions};
+use labship::hosts::{Host, UpOptions};
+use labship::interrupt;
 use labship::output::Printer;
 
 use crate::cli::UpArgs;
@@ -57,23 +58,24 @@ async fn on<H: Host>(
         let plan = host.plan(config, options, printer).await?;
         return super::emit(printer, &plan);
     }
+    // From here Ctrl-C stops at the next safe point (exit 130) instead of at once. Also
+    // registered before the URL is printed: with --attach, a Ctrl-C sent as soon as the URL
+    // is seen stops the container rather than leaving it running.
+    interrupt::install(interrupt::Then::Remove(super::down_command(
+        config,
+        config.target,
+        "",
+    )))?;
     let report = host.up(config, options, printer).await?;
     if args.timings {
         printer.note(&report.timings);
     }
-    // Registered before the URL is printed: a Ctrl-C sent as soon as the URL is seen is not
-    // lost (and not the default "die at once", which would leave the container running).
-    let mut interrupt = if args.attach {
-        Some(Interrupt::install()?)
-    } else {
-        None
-    };
     super::emit(printer, &report)?;
     if args.open {
         labship::browser::open(&report.url, printer);
     }
-    if let Some(interrupt) = interrupt.as_mut() {
-        host.attach(&config.name, interrupt, printer).await?;
+    if args.attach {
+        host.attach(&config.name, printer).await?;
     }
     Ok(())
 }

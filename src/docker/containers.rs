@@ -428,17 +428,19 @@ impl Engine {
         }))
     }
 
-    /// Runs `cmd` in a throwaway container of `image` with `volume` mounted, waits (bounded)
-    /// for it to finish, removes it, and returns its exit code and log.
+    /// Runs `cmd` in a throwaway container of `image` with `volume` mounted and `labels` on
+    /// it, waits (bounded) for it to finish, removes it, and returns its exit code and log.
     pub async fn run_once(
         &self,
         image: &str,
         cmd: Vec<String>,
         volume: (&str, &str),
+        labels: HashMap<String, String>,
         within: std::time::Duration,
     ) -> Result<(i64, String)> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
+            labels: Some(labels),
             cmd: Some(cmd),
             entrypoint: Some(Vec::new()),
             user: Some("0".into()),

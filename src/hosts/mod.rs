@@ -113,13 +113,9 @@ pub trait Host {
     /// The deployment's Jupyter log (optionally its last `tail` lines).
     async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport>;
 
-    /// Streams the log until `interrupt` fires, then stops the deployment's server.
-    async fn attach(
-        &self,
-        deployment: &str,
-        interrupt: &mut Interrupt,
-        printer: &Printer,
-    ) -> Result<()>;
+    /// Streams the log until Ctrl-C ([`crate::interrupt`], installed by the caller before
+    /// the URL is printed), then stops the deployment's server.
+    async fn attach(&self, deployment: &str, printer: &Printer) -> Result<()>;
 
     /// What `down` would remove that deserves a confirmation (None: nothing to ask about).
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>>;
@@ -131,51 +127,6 @@ pub trait Host {
         options: &DownOptions,
         printer: &Printer,
     ) -> Result<DownReport>;
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM, registered when this is made: a signal that arrives between
-/// the making and the first wait is not lost (the URL of `up --attach` is printed after).
-pub struct Interrupt {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Interrupt {
-    pub fn install() -> Result<Interrupt> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let failed = |source: std::io::Error| Error::Write {
-                path: "(signal handler)".into(),
-                source,
-            };
-            Ok(Interrupt {
-                int: signal(SignalKind::interrupt()).map_err(failed)?,
-                term: signal(SignalKind::terminate()).map_err(failed)?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Interrupt {})
-        }
-    }
-
-    /// Resolves at the next SIGINT or SIGTERM.
-    pub async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.int.recv() => {}
-                _ = self.term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 // ---- reports: one per command, the same shape on every target ------------------------------

@@ -14,6 +14,7 @@ use crate::build;
 use crate::config::Config;
 use crate::docker::{Engine, PushEvent};
 use crate::error::Result;
+use crate::interrupt;
 use crate::output::Printer;
 
 pub use crate::aws::ecr::{Ecr, ImageRegistry, Repository};
@@ -124,11 +125,13 @@ pub async fn prepare(
     let (tag, _) = build::planned_tag(config)?;
     // Log in and ask the registry first: a refused login or an unchanged image stops here,
     // before anything is created or built.
-    let auth = registry.login().await?;
+    let auth = interrupt::cancellable("logging in to the registry", registry.login()).await?;
     let remote = format!("{}/{}", auth.server, config.push.repository);
-    let existing = engine
-        .remote_digest(&format!("{remote}:{tag}"), &auth)
-        .await?;
+    let existing = interrupt::cancellable(
+        "asking the registry for the image",
+        engine.remote_digest(&format!("{remote}:{tag}"), &auth),
+    )
+    .await?;
 
     let mut built = false;
     let mut tag = tag;
@@ -138,14 +141,21 @@ pub async fn prepare(
         ));
     } else if engine.image_id(&format!("{local}:{tag}")).await?.is_none() {
         // Build before creating anything in AWS: a failed build leaves no empty repository.
-        let report = build::build_with_offline_fallback(engine, config, printer).await?;
+        let report = interrupt::cancellable(
+            "building the image",
+            build::build_with_offline_fallback(engine, config, printer),
+        )
+        .await?;
         // The files may have changed since they were hashed; the build's tag is the truth.
         tag = report.content_tag;
         built = true;
     }
+    // Not cancellable: a repository is made with its lifecycle policy, or not at all.
+    interrupt::checkpoint("creating the ECR repository")?;
     let repo = registry
         .ensure_repository(&config.push.repository, &config.name)
         .await?;
+    interrupt::made(repository_made(&repo.name, registry.region()));
     if repo.created {
         printer.note(format!(
             "Created ECR repository {} in {}",
@@ -162,6 +172,11 @@ pub async fn prepare(
         built,
         repo,
     })
+}
+
+/// The repository as [`interrupt::made`] lists it.
+fn repository_made(name: &str, region: &str) -> String {
+    format!("ECR repository {name} in {region} (`down --purge-images` removes it)")
 }
 
 /// The upload (or, when the registry has the image, moving `latest`).
@@ -192,13 +207,20 @@ pub async fn finish(
             built: false,
         });
     }
-    let pushed = upload(engine, &auth, &local, &remote, &tag, printer).await;
+    let pushed = interrupt::cancellable(
+        "uploading the image",
+        upload(engine, &auth, &local, &remote, &tag, printer),
+    )
+    .await;
     let outcome = match pushed {
         Ok(outcome) => outcome,
         Err(e) => {
-            // Nothing half-made: a repository this run created and could not fill goes again.
-            if repo.created {
+            // Nothing half-made: a repository this run created and could not fill goes again
+            // (not when interrupted: the next run fills it, and an instance may be waiting
+            // for its image).
+            if repo.created && !matches!(e, crate::error::Error::Interrupted { .. }) {
                 registry.remove_repository(&repo.name).await;
+                interrupt::gone(&repository_made(&repo.name, registry.region()));
             }
             return Err(e);
         }

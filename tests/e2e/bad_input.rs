@@ -326,6 +326,17 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
         ),
         (vec!["status", "--local", "--ec2"], 2, "--ec2"),
         (vec!["down", "--delete-data"], 1, "labship::confirm"),
+        // Checked with a describe call before anything is made.
+        (
+            vec!["up", "--ec2", "--subnet", "subnet-0123456789abcdef0"],
+            1,
+            "labship::ec2::network",
+        ),
+        (
+            vec!["up", "--ec2", "--subnet", "vpc-123"],
+            1,
+            "labship::config::invalid",
+        ),
     ];
     for (args, exit, expected) in &cases {
         let mut all = args.clone();
@@ -348,7 +359,7 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
             assert_eq!(code, *expected, "{args:?}");
         }
     }
-    assert!(cases.len() >= 30, "{} cases", cases.len());
+    assert!(cases.len() >= 34, "{} cases", cases.len());
     // Nothing was built or started for any of them.
     assert!(!image_exists(&format!("labship/{}:latest", p.name)));
     let containers = std::process::Command::new("docker")
@@ -361,6 +372,52 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
         .output()
         .expect("docker ps");
     assert!(containers.stdout.is_empty(), "a container was made");
+    nothing_in_aws(&p);
+}
+
+/// Nothing of `p`'s deployment exists in moto: no repository, security group or instance.
+fn nothing_in_aws(p: &Project) {
+    let endpoint = rig().aws_endpoint.clone();
+    let name = p.name.clone();
+    let repository = p.repository();
+    let found = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async move {
+            let ec2 = ec2_client(&endpoint);
+            let tag = aws_sdk_ec2::types::Filter::builder()
+                .name("tag:labship:deployment")
+                .values(&name)
+                .build();
+            let groups = ec2
+                .describe_security_groups()
+                .filters(tag.clone())
+                .send()
+                .await
+                .expect("describe groups");
+            let instances = ec2
+                .describe_instances()
+                .filters(tag)
+                .send()
+                .await
+                .expect("describe instances");
+            let repo = ecr_client(&endpoint)
+                .await
+                .describe_repositories()
+                .repository_names(&repository)
+                .send()
+                .await;
+            (
+                groups.security_groups().len(),
+                instances.reservations().len(),
+                repo.is_ok(),
+            )
+        });
+    assert_eq!(
+        found,
+        (0, 0, false),
+        "(groups, reservations, repository) of {}",
+        p.name
+    );
 }
 
 /// Values from labship.toml are checked like flags, with the file's line shown.
@@ -379,10 +436,22 @@ fn bad_values_in_the_config_file_are_refused() {
             "[ec2]\ninstance_typ = \"t3.micro\"\n",
             "labship::config::parse",
         ),
+        // SSH's port is refused with and without a key pair for SSH.
+        ("[ec2]\nport = 22\n", "labship::config::invalid"),
+        (
+            "[ec2]\nport = 22\nssh_key = \"labship-test\"\n",
+            "labship::config::invalid",
+        ),
+        // A key pair that does not exist (DescribeKeyPairs), before anything is made.
+        (
+            "[ec2]\nssh_key = \"labship-no-such-key\"\n",
+            "labship::config::invalid",
+        ),
     ] {
         p.write("labship.toml", toml);
         let (got, message) = failure(&p.labship(&["up", "--ec2", "-o", "json"]));
         assert_eq!(got, code, "{toml}: {message}");
     }
     assert!(!image_exists(&format!("labship/{}:latest", p.name)));
+    nothing_in_aws(&p);
 }

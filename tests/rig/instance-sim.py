@@ -22,9 +22,54 @@ answer is returned, except for what makes launched instances behave like real on
   answer, bounded).
 * DescribeInstances / RunInstances answers: public IP 127.0.0.1 and DNS name localhost for
   simulated instances (their published ports are on this machine's loopback).
+* RunInstances with a ClientToken that succeeded before (same region): moto's first answer
+  again and nothing launched, or IdempotentParameterMismatch when the parameters differ (AWS's
+  idempotency; moto ignores the token).
 * SSM: SendCommand (AWS-RunShellScript) runs the commands with `docker exec` in the instance
   container; GetCommandInvocation and DescribeInstanceInformation answer for them.
 * /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances.
+* Fault injection for chaos tests, by access key (below).
+
+Fault injection. Rules apply to the calls signed with one access key (the "scope": the
+Credential=KEY/... of the SigV4 Authorization header or X-Amz-Credential query parameter), so
+tests with different keys do not interfere; other calls, the /_sim/ API and the simulated
+instances' own calls (signed with INSTANCE_ACCESS_KEY "testing", refused as a scope) are
+untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: ..."}.
+
+  POST /_sim/faults {"scope": "AKIDCHAOS1", "seed": 7, "pid": 1234, "rules": [RULE, ...]}
+      Replaces everything of the scope (rules, its random.Random(seed), counters, fired list,
+      pid); seed defaults to 0; pid (optional) is the process signal rules signal.
+  POST /_sim/faults/pid {"scope": ..., "pid": N}   registers the pid later (404 if no rules).
+  GET /_sim/faults?scope=X  {"scope", "seed", "pid", "rules", "calls": {"ec2:RunInstances": 2,
+      ...} (every call signed with the key), "fired": [{"action", "n" (the call's number among
+      the scope's calls of that action), "what", "t" (epoch), "rule" (index), "attempt" (of the
+      SDK's amz-sdk-request header, or null)}, ...]}; 404 for an unknown scope; without scope:
+      {"scopes": {KEY: the same, ...}}.
+  DELETE /_sim/faults?scope=X  {"scope", "deleted": true|false}: rules and counters gone.
+
+  RULE = {"action": A, [trigger], and one of  "signal": "KILL"|"INT"|"TERM", "when":
+          "before"|"after"[, "pid": N]  |  "delay": SECONDS  |  "fault": F}
+  A: "service:Action" (the call name of /_sim/calls, e.g. "ec2:RunInstances", "iam:CreateRole",
+     "ssm:SendCommand"), "service:*", "*" (every call) or "mutating" (the action name starts
+     with a word of MUTATING_PREFIXES: Create Delete Put Run Terminate Authorize Revoke Send Add
+     Remove Attach Detach Stop Start Associate Disassociate Modify Tag Untag Set Update).
+  trigger: "nth": N (only the Nth call the rule matches, counted from the POST, from 1) or
+     "share": P (each matching call with probability P, one draw of the scope's generator per
+     matching share rule, in rule order, under a lock: the same seed and the same sequence of
+     calls give the same faults); neither: every matching call. A signal rule fires once.
+  signal: os.kill of the rule's pid, else the scope's (waiting up to 10 s for one to be
+     registered, then skipped); "before": then the call goes on as usual; "after": the call is
+     forwarded (applied), then the signal, then the answer. Fired entries get "pid" and
+     "result": "sent" | "no such process" | "permission denied" | "skipped: no pid ...".
+  delay: sleep before forwarding (delays of several matching rules add up); "what": "delay S".
+  F: "throttle" (answered instead of forwarded): EC2 HTTP 503 RequestLimitExceeded; JSON
+     services (X-Amz-Target: ssm, ecr) 400 ThrottlingException; IAM/STS 400 Throttling
+     (ErrorResponse, Type Sender). "5xx": HTTP 500, EC2 InternalError, JSON InternalFailure,
+     IAM/STS ServiceFailure (Type Receiver). "throttle-or-5xx": one of the two (a draw).
+     "lose-response": forwarded (the call is applied, instances launch), then the 5xx answer
+     instead of the real one. Only the first fault rule that fires applies; "what" is
+     "throttle", "5xx" or "lose-response".
+  Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
 Python standard library only. Logs go to stderr. SIGTERM/SIGINT: removes every container it
 started (and their deployment containers/volumes), then exits.
@@ -39,6 +84,7 @@ import http.client
 import http.server
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -66,6 +112,27 @@ LABEL_RIG = "dev.labship.sim.rig"
 LABEL_OWNER = "dev.labship.sim.owner"
 LABEL_EC2_DEPLOYMENT = "dev.labship.ec2.deployment"
 DEPLOYMENT_TAG = "labship:deployment"
+
+# The access key the simulated instances sign with (AWS_ACCESS_KEY_ID of their containers): not
+# accepted as a fault scope, so faults never reach the instances' own calls.
+INSTANCE_ACCESS_KEY = "testing"
+
+# Fault injection (POST /_sim/faults). The rule action "mutating" matches the calls whose action
+# name starts with one of these words (then an upper-case letter, a digit or the end):
+# CreateTags, RunInstances, SendCommand, PutImage, AttachRolePolicy, ...; not Describe*, Get*,
+# List*, nor ECR's BatchDeleteImage, InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload.
+MUTATING_PREFIXES = (
+    "Create", "Delete", "Put", "Run", "Terminate", "Authorize", "Revoke", "Send", "Add", "Remove",
+    "Attach", "Detach", "Stop", "Start", "Associate", "Disassociate", "Modify", "Tag", "Untag",
+    "Set", "Update",
+)
+_MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
+FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response")
+FAULT_RULE_FIELDS = ("action", "nth", "share", "signal", "when", "pid", "delay", "fault")
+FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
+FAULT_MAX_DELAY = 300.0
+FAULT_FIRED_LIMIT = 10000  # entries kept per scope (the oldest half is dropped beyond)
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -207,6 +274,289 @@ class Instance:
                 del self.extra[:10000]
 
 
+# ------------------------------------------------------------------------ fault injection
+class FaultRuleError(ValueError):
+    """A bad fault rule set; the message starts with the bad field (e.g. `rules[1].share`)."""
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_scope(scope):
+    if not isinstance(scope, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", scope):
+        raise FaultRuleError("scope: must be an access key id (1 to 128 letters, digits, '_', '.', '-')")
+    if scope == INSTANCE_ACCESS_KEY:
+        raise FaultRuleError("scope: %r is the access key of the simulated instances (and of the ordinary "
+                             "tests); sign the faulted calls with a key of their own" % scope)
+    return scope
+
+
+def check_pid(pid, where):
+    if not is_int(pid) or pid <= 1 or pid == os.getpid():
+        raise FaultRuleError("%s: must be the id of a process to signal (an integer > 1, not the simulator)" % where)
+    return pid
+
+
+def parse_fault_rule(rule, where):
+    """One rule of POST /_sim/faults, checked; returns a copy."""
+    if not isinstance(rule, dict):
+        raise FaultRuleError("%s: must be an object" % where)
+    for k in rule:
+        if k not in FAULT_RULE_FIELDS:
+            raise FaultRuleError("%s.%s: unknown field (known: %s)" % (where, k, ", ".join(FAULT_RULE_FIELDS)))
+    action = rule.get("action")
+    if not isinstance(action, str) or not (
+            action in ("*", "mutating") or re.fullmatch(r"[a-z0-9-]+:(\*|[A-Za-z0-9]+)", action)):
+        raise FaultRuleError('%s.action: must be "*", "mutating", "service:*" or "service:Action" '
+                             '(e.g. "ec2:RunInstances")' % where)
+    kinds = [k for k in ("signal", "delay", "fault") if k in rule]
+    if len(kinds) != 1:
+        raise FaultRuleError("%s.%s: a rule has exactly one of signal, delay, fault" % (
+            where, kinds[1] if kinds else "fault"))
+    if "nth" in rule and "share" in rule:
+        raise FaultRuleError("%s.share: not with nth (nth picks one call, share a random part of them)" % where)
+    if "nth" in rule and (not is_int(rule["nth"]) or rule["nth"] < 1):
+        raise FaultRuleError("%s.nth: must be an integer >= 1" % where)
+    if "share" in rule and (not is_number(rule["share"]) or not 0 <= rule["share"] <= 1):
+        raise FaultRuleError("%s.share: must be a number from 0 to 1" % where)
+    if "signal" in rule:
+        if rule["signal"] not in FAULT_SIGNALS:
+            raise FaultRuleError("%s.signal: must be one of %s" % (where, ", ".join(FAULT_SIGNALS)))
+        if rule.get("when") not in ("before", "after"):
+            raise FaultRuleError('%s.when: must be "before" or "after"' % where)
+        if "pid" in rule:
+            check_pid(rule["pid"], "%s.pid" % where)
+    else:
+        for k in ("when", "pid"):
+            if k in rule:
+                raise FaultRuleError("%s.%s: only for signal rules" % (where, k))
+    if "delay" in rule and (not is_number(rule["delay"]) or not 0 <= rule["delay"] <= FAULT_MAX_DELAY):
+        raise FaultRuleError("%s.delay: must be seconds from 0 to %d" % (where, FAULT_MAX_DELAY))
+    if "fault" in rule and rule["fault"] not in FAULT_KINDS:
+        raise FaultRuleError("%s.fault: must be one of %s" % (where, ", ".join(FAULT_KINDS)))
+    return dict(rule)
+
+
+def parse_fault_rules(data):
+    """The body of POST /_sim/faults -> (scope, seed, pid or None, rules); FaultRuleError if bad."""
+    if not isinstance(data, dict):
+        raise FaultRuleError("body: must be a JSON object")
+    for k in data:
+        if k not in ("scope", "seed", "rules", "pid"):
+            raise FaultRuleError("%s: unknown field (known: scope, seed, rules, pid)" % k)
+    scope = check_scope(data.get("scope"))
+    seed = data.get("seed", 0)
+    if not is_int(seed):
+        raise FaultRuleError("seed: must be an integer")
+    pid = check_pid(data["pid"], "pid") if "pid" in data else None
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        raise FaultRuleError("rules: must be a list")
+    return scope, seed, pid, [parse_fault_rule(r, "rules[%d]" % i) for i, r in enumerate(rules)]
+
+
+def rule_matches(action, req):
+    if action == "*":
+        return True
+    if action == "mutating":
+        return req.service != "?" and _MUTATING_RE.match(req.action) is not None
+    if action.endswith(":*"):
+        return req.service == action[:-2]
+    return req.call_name == action
+
+
+def fault_answer(req, kind):
+    """What AWS answers when it throttles (kind "throttle") or fails (kind "5xx") the call, in the
+    shape of req's protocol: JSON (X-Amz-Target: ssm, ecr), EC2 query, other query (iam, sts)."""
+    throttle = kind == "throttle"
+    if req.headers.get("X-Amz-Target"):
+        if throttle:
+            return json_error(400, "ThrottlingException", "Rate exceeded")
+        return json_error(500, "InternalFailure", "The request processing has failed because of an unknown error.")
+    if req.service == "ec2":
+        if throttle:
+            return ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
+        return ec2_error(500, "InternalError", "An internal error has occurred.")
+    rid = str(uuid.uuid4())
+    status, typ, code, msg = (400, "Sender", "Throttling", "Rate exceeded") if throttle else (
+        500, "Receiver", "ServiceFailure", "An internal error has occurred.")
+    return xml_answer(status, rid, "<ErrorResponse><Error><Type>%s</Type><Code>%s</Code><Message>%s</Message>"
+                      "</Error><RequestId>%s</RequestId></ErrorResponse>" % (typ, code, msg, rid))
+
+
+class FaultScope:
+    """The fault rules of one access key, with its random generator, call counts and fired list."""
+
+    def __init__(self, key, seed, pid, rules):
+        self.key = key
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.pid = pid
+        self.rules = rules
+        self.seen = [0] * len(rules)  # matching calls per rule
+        self.done = [False] * len(rules)  # signal rules fire once
+        self.calls = collections.Counter()
+        self.fired = []
+
+    def record(self, req, n, rule_index, what):
+        m = re.search(r"attempt=(\d+)", req.headers.get("amz-sdk-request") or "")
+        rec = {"action": req.call_name, "n": n, "what": what, "t": time.time(), "rule": rule_index,
+               "attempt": int(m.group(1)) if m else None}
+        self.fired.append(rec)
+        if len(self.fired) > FAULT_FIRED_LIMIT:
+            del self.fired[:FAULT_FIRED_LIMIT // 2]
+        log("fault %s: %s #%d: %s" % (self.key, req.call_name, n, what))
+        return rec
+
+    def report(self):
+        return {"scope": self.key, "seed": self.seed, "pid": self.pid, "rules": self.rules,
+                "calls": dict(sorted(self.calls.items())), "fired": [dict(r) for r in self.fired]}
+
+
+FaultPlan = collections.namedtuple("FaultPlan", "before after delay fault")
+
+
+class Faults:
+    """Fault injection by access key (scope): see POST /_sim/faults in the module docstring."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)  # notified when a pid is registered
+        self.scopes = {}
+
+    # ------------------------------------------------------------ the /_sim/faults API
+    def post(self, data):
+        scope, seed, pid, rules = parse_fault_rules(data)
+        with self.cond:
+            self.scopes[scope] = FaultScope(scope, seed, pid, rules)
+            self.cond.notify_all()
+        log("faults %s: %d rule(s), seed %d" % (scope, len(rules), seed))
+        return {"scope": scope, "seed": seed, "pid": pid, "rules": rules}
+
+    def set_pid(self, data):
+        if not isinstance(data, dict):
+            raise FaultRuleError("body: must be a JSON object")
+        scope = check_scope(data.get("scope"))
+        pid = check_pid(data.get("pid"), "pid")
+        with self.cond:
+            s = self.scopes.get(scope)
+            if s is None:
+                return None
+            s.pid = pid
+            self.cond.notify_all()
+        log("faults %s: pid %d" % (scope, pid))
+        return {"scope": scope, "pid": pid}
+
+    def report(self, scope):
+        with self.lock:
+            if scope is None:
+                return {"scopes": {k: s.report() for k, s in sorted(self.scopes.items())}}
+            s = self.scopes.get(scope)
+            return s.report() if s is not None else None
+
+    def delete(self, scope):
+        with self.cond:
+            gone = self.scopes.pop(scope, None) is not None
+            self.cond.notify_all()
+        if gone:
+            log("faults %s: deleted" % scope)
+        return {"scope": scope, "deleted": gone}
+
+    # ------------------------------------------------------------ applying them to a call
+    def around(self, req, dispatch):
+        """Answer req through dispatch(req), with the faults its access key's rules call for."""
+        plan = self.plan(req)
+        if plan is None:
+            return dispatch(req)
+        for rule, rec in plan.before:
+            self.send_signal(req.access_key, rule, rec)
+        if plan.delay:
+            time.sleep(plan.delay)
+        if plan.fault in ("throttle", "5xx"):
+            answer = fault_answer(req, plan.fault)
+        else:
+            answer = dispatch(req)
+            if plan.fault == "lose-response":
+                answer = fault_answer(req, "5xx")
+        for rule, rec in plan.after:
+            self.send_signal(req.access_key, rule, rec)
+        return answer
+
+    def plan(self, req):
+        """Counts the call in its scope and decides its faults (under the lock, so that the random
+        draws follow the call order); None when nothing is to be done."""
+        with self.lock:
+            scope = self.scopes.get(req.access_key) if req.access_key else None
+            if scope is None:
+                return None
+            scope.calls[req.call_name] += 1
+            n = scope.calls[req.call_name]
+            before, after, delay, fault = [], [], 0.0, None
+            for i, rule in enumerate(scope.rules):
+                if not rule_matches(rule["action"], req):
+                    continue
+                scope.seen[i] += 1
+                if "nth" in rule:
+                    hit = scope.seen[i] == rule["nth"]
+                elif "share" in rule:
+                    hit = scope.rng.random() < rule["share"]  # one draw per matching share rule
+                else:
+                    hit = True
+                if not hit:
+                    continue
+                if "signal" in rule and not scope.done[i]:
+                    scope.done[i] = True
+                    rec = scope.record(req, n, i, "signal %s %s" % (rule["signal"], rule["when"]))
+                    (before if rule["when"] == "before" else after).append((rule, rec))
+                elif "delay" in rule:
+                    delay += rule["delay"]
+                    scope.record(req, n, i, "delay %g" % rule["delay"])
+                elif "fault" in rule and fault is None:
+                    fault = rule["fault"]
+                    if fault == "throttle-or-5xx":
+                        fault = "throttle" if scope.rng.random() < 0.5 else "5xx"
+                    scope.record(req, n, i, fault)
+            if not (before or after or delay or fault):
+                return None
+            return FaultPlan(before, after, delay, fault)
+
+    def send_signal(self, key, rule, rec):
+        pid = self.wait_pid(key, rule)
+        if pid is None:
+            result = "skipped: no pid registered within %g s" % FAULT_PID_WAIT
+        else:
+            try:
+                os.kill(pid, FAULT_SIGNALS[rule["signal"]])
+                result = "sent"
+            except ProcessLookupError:
+                result = "no such process"
+            except PermissionError:
+                result = "permission denied"
+        with self.lock:
+            rec["pid"], rec["result"] = pid, result
+        log("fault %s: %s: SIG%s to pid %s: %s" % (key, rec["action"], rule["signal"], pid, result))
+
+    def wait_pid(self, key, rule, timeout=FAULT_PID_WAIT):
+        """The rule's pid, else its scope's (waiting up to `timeout` for one to be registered)."""
+        if rule.get("pid"):
+            return rule["pid"]
+        end = time.time() + timeout
+        with self.cond:
+            while True:
+                scope = self.scopes.get(key)
+                if scope is not None and scope.pid:
+                    return scope.pid
+                left = end - time.time()
+                if left <= 0 or scope is None:
+                    return None
+                self.cond.wait(left)
+
+
 class Sim:
     def __init__(self, args):
         self.args = args
@@ -216,7 +566,9 @@ class Sim:
         self.self_url = args.self_url or "http://127.0.0.1:%d" % args.port
         self.instances = {}
         self.invocations = {}
+        self.client_tokens = {}  # (region, RunInstances ClientToken) -> (params, moto's answer)
         self.calls = collections.Counter()
+        self.faults = Faults()
         self.lock = threading.Lock()
         self.xml_lock = threading.Lock()
         self.owner = str(os.getpid())
@@ -246,6 +598,9 @@ class Sim:
     def handle(self, req):
         with self.lock:
             self.calls[req.call_name] += 1
+        return self.faults.around(req, self.dispatch)
+
+    def dispatch(self, req):
         if req.service == "ec2" or (req.service == "?" and req.params.get("Action")):
             action = req.action
             if action == "GetConsoleOutput":
@@ -253,9 +608,16 @@ class Sim:
                 if inst is not None:
                     return self.console_response(inst)
             elif action in ("RunInstances", "DescribeInstances"):
+                again = self.run_instances_again(req) if action == "RunInstances" else None
+                if again is not None:
+                    return again
                 status, headers, body = self.forward(req)
                 if status == 200 and action == "RunInstances":
                     self.launch(req, body)
+                    if req.params.get("ClientToken"):
+                        with self.lock:
+                            self.client_tokens[(req.region, req.params["ClientToken"])] = (
+                                dict(req.params), (status, headers, body))
                 if status == 200:
                     body = self.rewrite_ips(body)
                 return status, headers, body
@@ -281,6 +643,22 @@ class Sim:
         return self.forward(req)
 
     # ---------------------------------------------------------------- EC2
+    def run_instances_again(self, req):
+        """A RunInstances whose ClientToken succeeded before (moto ignores the token): like AWS,
+        the first answer again (nothing launched), or IdempotentParameterMismatch when the
+        parameters differ. None for a new token."""
+        token = req.params.get("ClientToken")
+        with self.lock:
+            seen = self.client_tokens.get((req.region, token)) if token else None
+        if seen is None:
+            return None
+        params, (status, headers, body) = seen
+        if params != req.params:
+            return ec2_error(400, "IdempotentParameterMismatch",
+                             "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+        log("RunInstances: ClientToken %s seen before: its first answer again" % token)
+        return status, headers, self.rewrite_ips(body)
+
     def launch(self, req, body):
         try:
             root = ET.fromstring(body)
@@ -692,6 +1070,18 @@ def xml_escape(s):
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def xml_answer(status, rid, body):
+    return status, [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", rid)], (
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
+
+
+def ec2_error(status, code, message):
+    """An EC2 (query protocol) error answer."""
+    rid = str(uuid.uuid4())
+    return xml_answer(status, rid, "<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors>"
+                      "<RequestID>%s</RequestID></Response>" % (code, xml_escape(message), rid))
+
+
 def json_response(obj, status=200):
     return status, [("Content-Type", JSON_TYPE), ("x-amzn-RequestId", str(uuid.uuid4()))], json.dumps(obj).encode()
 
@@ -721,6 +1111,7 @@ class Request:
                 self.params.setdefault(k, v)
         m = self._CRED.search(headers.get("Authorization") or "") or self._CRED.search(
             "Credential=" + urllib.parse.unquote(self.params.get("X-Amz-Credential", "")))
+        self.access_key = m.group(1) if m else None
         self.region = m.group(3) if m else None
         self.service = m.group(4) if m else "?"
         target = headers.get("X-Amz-Target") or ""
@@ -821,11 +1212,39 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return json_ok({})
         if path == "/_sim/instances" and self.command == "GET":
             return json_ok(sim.list_instances())
+        if path in ("/_sim/faults", "/_sim/faults/pid"):
+            try:
+                return self.faults_api(sim.faults, path, body)
+            except FaultRuleError as e:
+                return json_ok({"error": str(e)}, 400)
         return 404, [("Content-Type", "text/plain")], b"unknown simulator endpoint\n"
 
+    def faults_api(self, faults, path, body):
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        scope = query.get("scope")
+        if self.command == "POST":
+            try:
+                data = json.loads(body or b"null")
+            except ValueError as e:
+                raise FaultRuleError("body: not JSON: %s" % e) from None
+            if path == "/_sim/faults":
+                return json_ok(faults.post(data))
+            out = faults.set_pid(data)
+            if out is None:
+                return json_ok({"error": "scope: no rules posted for %r" % data.get("scope")}, 404)
+            return json_ok(out)
+        if path == "/_sim/faults" and self.command == "GET":
+            out = faults.report(scope)
+            return json_ok(out) if out is not None else json_ok({"error": "scope: no rules posted for %r" % scope}, 404)
+        if path == "/_sim/faults" and self.command == "DELETE":
+            if not scope:
+                raise FaultRuleError("scope: the query parameter is missing (DELETE /_sim/faults?scope=KEY)")
+            return json_ok(faults.delete(scope))
+        return json_ok({"error": "%s %s: no such simulator endpoint" % (self.command, path)}, 405)
 
-def json_ok(obj):
-    return 200, [("Content-Type", "application/json")], (json.dumps(obj, indent=1) + "\n").encode()
+
+def json_ok(obj, status=200):
+    return status, [("Content-Type", "application/json")], (json.dumps(obj, indent=1) + "\n").encode()
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -10,7 +10,9 @@
 # starts a labelled `sleep` container (and volume) from the offline base image and prints a
 # Jupyter-like token URL; then checks the console output, the public IP, SSM (instance
 # information, RunCommand), the call counts, and that TerminateInstances leaves nothing
-# behind on the engine. Exit 0 when every check passes.
+# behind on the engine. Then the fault injector (POST /_sim/faults), with calls signed with the
+# access key AKIDSELFTEST: throttling, a lost response, a signal, the same faults for the same seed,
+# and that calls signed with another key are left alone. Exit 0 when every check passes.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=env.sh
@@ -20,6 +22,8 @@ readonly DEP=simtest
 readonly LABEL="dev.labship.ec2.deployment=$DEP"
 readonly REGION="${AWS_DEFAULT_REGION:-eu-west-1}"
 readonly TOKEN_RE='http://127\.0\.0\.1:8888/lab\?token=[0-9a-f]{48}'
+readonly FKEY=AKIDSELFTEST                 # the fault scope: the access key of the faulted calls
+readonly LOST_GROUP=labship-simtest-lost   # the security group made through a lost response
 
 [ -s "$RIG_STATE/rig.env" ] || rig_die "no $RIG_STATE/rig.env: run tests/rig/servers.sh start first"
 # shellcheck source=/dev/null
@@ -31,6 +35,15 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGIO
 unset AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
 SIM="$LABSHIP_TEST_SIM_ENDPOINT"
 aws() { "$LABSHIP_RIG_VENV/bin/aws" --endpoint-url "$SIM" --output json "$@"; }
+# The AWS CLI signing with the fault scope's key, with at most $1 attempts.
+faws() {
+    local attempts="$1"
+    shift
+    env AWS_ACCESS_KEY_ID="$FKEY" AWS_MAX_ATTEMPTS="$attempts" \
+        "$LABSHIP_RIG_VENV/bin/aws" --endpoint-url "$SIM" --output json "$@"
+}
+# POST a JSON body to the simulator API ($1: path); prints the answer, fails on an HTTP error.
+sim_post() { curl -fsS --max-time 30 -X POST -H 'Content-Type: application/json' --data "$2" "$SIM$1"; }
 
 passed=0
 ok() {
@@ -45,11 +58,14 @@ fail() {
 }
 
 # A raw EC2 Query call (moto and the simulator do not check signatures; the credential scope
-# names the service and region). Prints the XML answer.
+# names the access key (RAW_KEY, default testing), the service and the region). Prints the XML
+# answer; arguments after the query go to curl.
 raw_ec2() {
-    curl -sS --max-time 30 -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/$(date -u +%Y%m%d)/$REGION/ec2/aws4_request, SignedHeaders=host, Signature=0" \
+    local query="$1"
+    shift
+    curl -sS --max-time 30 -H "Authorization: AWS4-HMAC-SHA256 Credential=${RAW_KEY:-testing}/$(date -u +%Y%m%d)/$REGION/ec2/aws4_request, SignedHeaders=host, Signature=0" \
         -H 'Content-Type: application/x-www-form-urlencoded; charset=utf-8' \
-        --data "Version=2016-11-15&$1" "$SIM/"
+        "$@" --data "Version=2016-11-15&$query" "$SIM/"
 }
 
 leftovers() {
@@ -58,6 +74,7 @@ leftovers() {
 }
 
 instance=""
+sleeper=""
 tmp="$(mktemp -d)"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 on_exit() {
@@ -66,6 +83,9 @@ on_exit() {
         rig_log "terminating $instance after the failure"
         aws ec2 terminate-instances --instance-ids "$instance" >/dev/null 2>&1 || true
     fi
+    if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
+    curl -sS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" >/dev/null 2>&1 || true
+    aws ec2 delete-security-group --group-name "$LOST_GROUP" >/dev/null 2>&1 || true
     rm -rf "$tmp"
     exit "$rc"
 }
@@ -192,5 +212,86 @@ aws ec2 get-console-output --instance-id "$instance" | jq -r '.Output' | grep -E
     fail "the console is gone after terminate"
 ok "/_sim/instances shows it removed; its last console stays readable"
 instance=""
+
+# --- fault injection --------------------------------------------------------------------
+fault_start=$SECONDS
+fired() { curl -fsS --max-time 10 "$SIM/_sim/faults?scope=$FKEY"; }
+
+code="$(curl -sS -o "$tmp/bad" -w '%{http_code}' -X POST --data \
+    "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeRegions\",\"share\":2,\"fault\":\"throttle\"}]}" "$SIM/_sim/faults")"
+if [ "$code" != 400 ] || ! jq -e '.error | startswith("rules[0].share:")' "$tmp/bad" >/dev/null; then
+    fail "a bad rule set: HTTP $code, $(cat "$tmp/bad")"
+fi
+ok "faults: a bad rule set gets HTTP 400 naming the field ($(jq -r .error "$tmp/bad"))"
+
+# (1) throttling, retried by the CLI, then its error; (5) another key meanwhile untouched.
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"seed\":1,\"rules\":[{\"action\":\"ec2:DescribeRegions\",\"share\":1.0,\"fault\":\"throttle\"}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+if faws 2 ec2 describe-regions >"$tmp/out" 2>"$tmp/err"; then fail "describe-regions passed a share-1.0 throttle rule"; fi
+grep -q 'RequestLimitExceeded' "$tmp/err" || fail "describe-regions under throttling: $(cat "$tmp/err")"
+f="$(fired)"
+jq -e '.calls == {"ec2:DescribeRegions": 2} and ([.fired[] | [.action, .n, .what, .attempt]]
+        == [["ec2:DescribeRegions", 1, "throttle", 1], ["ec2:DescribeRegions", 2, "throttle", 2]])' <<<"$f" >/dev/null ||
+    fail "fired after describe-regions under throttling: $f"
+ok "faults: throttle share 1.0: the CLI retried once and failed with RequestLimitExceeded; fired lists both attempts"
+aws ec2 describe-regions | jq -e '.Regions | length > 0' >/dev/null || fail "describe-regions with the key testing, while $FKEY is throttled"
+jq -e '.calls == {"ec2:DescribeRegions": 2}' <<<"$(fired)" >/dev/null || fail "a call with another key was counted in the scope $FKEY"
+ok "faults: a call signed with another key is untouched (and not counted in the scope)"
+
+# (2) a lost response: the call is applied, the client gets an error.
+aws ec2 delete-security-group --group-name "$LOST_GROUP" >/dev/null 2>&1 || true # an earlier failed run's
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"mutating\",\"share\":1.0,\"fault\":\"lose-response\"}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+if faws 1 ec2 create-security-group --group-name "$LOST_GROUP" --description 'sim self-test' >"$tmp/out" 2>"$tmp/err"; then
+    fail "create-security-group under lose-response succeeded: $(cat "$tmp/out")"
+fi
+grep -q 'InternalError' "$tmp/err" || fail "create-security-group under lose-response: $(cat "$tmp/err")"
+aws ec2 describe-security-groups --group-names "$LOST_GROUP" | jq -e '.SecurityGroups | length == 1' >/dev/null ||
+    fail "the security group of the lost response does not exist"
+jq -e '[.fired[] | .what] == ["lose-response"]' <<<"$(fired)" >/dev/null || fail "fired after the lost response: $(fired)"
+aws ec2 delete-security-group --group-name "$LOST_GROUP" >/dev/null || fail "delete-security-group $LOST_GROUP"
+ok "faults: lose-response: the CLI got InternalError, the security group exists all the same (deleted again)"
+
+# (3) SIGKILL to a registered pid after the call. The sleep is not our child (no job report
+# from bash when it is killed): gone or a zombie afterwards means it died.
+sleeper="$(sh -c 'sleep 60 </dev/null >/dev/null 2>&1 & echo $!')"
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeAvailabilityZones\",\"nth\":1,\"when\":\"after\",\"signal\":\"KILL\"}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+sim_post /_sim/faults/pid "{\"scope\":\"$FKEY\",\"pid\":$sleeper}" >/dev/null || fail "POST /_sim/faults/pid"
+faws 1 ec2 describe-availability-zones >/dev/null || fail "describe-availability-zones under a KILL-after rule"
+gone=""
+for _ in $(seq 20); do
+    case "$(ps -o stat= -p "$sleeper" 2>/dev/null || true)" in '' | Z*) gone=1 && break ;; esac
+    sleep 0.1
+done
+[ -n "$gone" ] || fail "pid $sleeper still runs after the KILL-after rule: $(fired)"
+sleeper=""
+jq -e '[.fired[] | [.what, .result]] == [["signal KILL after", "sent"]]' <<<"$(fired)" >/dev/null || fail "fired after the signal: $(fired)"
+ok "faults: signal KILL after describe-availability-zones killed the registered pid; the call was answered"
+
+# (4) the same seed gives the same faults for the same calls.
+det_rules="{\"scope\":\"$FKEY\",\"seed\":7,\"rules\":[{\"action\":\"ec2:DescribeRegions\",\"share\":0.3,\"fault\":\"throttle-or-5xx\"}]}"
+for run in 1 2; do
+    sim_post /_sim/faults "$det_rules" >/dev/null || fail "POST /_sim/faults"
+    codes=""
+    for _ in $(seq 20); do
+        codes+="$(RAW_KEY=$FKEY raw_ec2 Action=DescribeRegions -o /dev/null -w '%{http_code}') "
+    done
+    printf '%s\n' "$codes" >"$tmp/codes.$run"
+    fired | jq -c '[.fired[] | [.n, .what]]' >"$tmp/fired.$run"
+done
+if ! { cmp -s "$tmp/fired.1" "$tmp/fired.2" && cmp -s "$tmp/codes.1" "$tmp/codes.2"; }; then
+    fail "seed 7 gave different faults: $(cat "$tmp/fired.1" "$tmp/codes.1" "$tmp/fired.2" "$tmp/codes.2")"
+fi
+n_fired="$(jq length "$tmp/fired.1")"
+want_codes="$(jq -r '[range(1; 21)] as $all | (map({(.[0] | tostring): (if .[1] == "throttle" then "503" else "500" end)}) | add // {}) as $m
+    | $all | map($m[tostring] // "200") | join(" ")' "$tmp/fired.1") "
+[ "$codes" = "$want_codes" ] || fail "HTTP statuses $codes do not match the fired list $(cat "$tmp/fired.1")"
+if [ "$n_fired" -lt 1 ] || [ "$n_fired" -gt 19 ]; then fail "share 0.3 fired $n_fired times in 20 calls"; fi
+ok "faults: seed 7, share 0.3: the same $n_fired faults in both runs of 20 calls ($(tr -d '\n' <"$tmp/codes.1"))"
+
+curl -fsS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" | jq -e '.deleted == true' >/dev/null || fail "DELETE /_sim/faults"
+[ "$(curl -sS -o /dev/null -w '%{http_code}' "$SIM/_sim/faults?scope=$FKEY")" = 404 ] || fail "the scope is still there after DELETE"
+ok "faults: scope deleted ($((SECONDS - fault_start)) s for the fault checks)"
 
 rig_log "PASS: $passed checks"

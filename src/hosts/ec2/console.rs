@@ -125,6 +125,26 @@ pub fn markers(console_text: &str) -> Vec<Marker> {
     found
 }
 
+/// False only when the console proves that Jupyter never served: the boot script's `begin`
+/// marker is still in view (so nothing has scrolled out of the console's last 64 KiB) and
+/// no `token` or `ready` marker follows it. Anything else (an empty console, a console that
+/// has scrolled) counts as "may have served", the safe answer for `down`, which saves the
+/// workspace of an instance that may hold notebooks.
+#[must_use]
+pub fn ever_served(console_text: &str) -> bool {
+    let found = markers(console_text);
+    let begun = found
+        .iter()
+        .any(|m| m.phase == MarkerKind::Phase(Phase::Begin));
+    let served = found.iter().any(|m| {
+        matches!(
+            m.phase,
+            MarkerKind::Phase(Phase::Token) | MarkerKind::Phase(Phase::Ready)
+        )
+    });
+    !begun || served
+}
+
 /// The text after `labship: ` up to the end of the line (or the next marker).
 fn parse_marker(text: &str) -> Option<Marker> {
     let text = text.trim();
@@ -181,6 +201,27 @@ mod tests {
                 cause: cause.into(),
             },
             at: None,
+        }
+    }
+
+    #[test]
+    fn served_unless_the_whole_boot_is_in_view_without_a_token() {
+        let token = format!("labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}\n");
+        let cases = [
+            ("", true),
+            ("boot noise only\n", true),
+            ("labship: begin t=1\nlabship: pulled t=2\n", false),
+            (
+                "labship: begin t=1\nlabship: error phase=pull denied\n",
+                false,
+            ),
+            (&format!("labship: begin t=1\n{token}"), true),
+            ("labship: begin t=1\nlabship: ready t=3\n", true),
+            // The start scrolled out: it may have served long ago.
+            ("labship: pulled t=2\nlabship: started t=3\n", true),
+        ];
+        for (console, served) in cases {
+            assert_eq!(ever_served(console), served, "{console:?}");
         }
     }
 

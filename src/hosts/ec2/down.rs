@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::backup;
+use super::{backup, console};
 use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::Aws;
@@ -13,6 +13,7 @@ use crate::aws::Cloud;
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
+use crate::interrupt;
 use crate::output::Printer;
 use crate::push::Ecr;
 
@@ -21,26 +22,34 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 /// How long a security group may stay in use by a terminated instance's interface.
 const GROUP_WAIT: Duration = Duration::from_secs(180);
 
-/// Saves one instance's workspace through its Jupyter (token from the console).
+/// Saves one instance's workspace through its Jupyter (token from the console). None: its
+/// Jupyter never started (no token ever reached the console), so there is nothing to save.
 async fn save(
     cloud: &Cloud,
     inst: &Instance,
     dest: &std::path::Path,
-) -> Result<SavedWorkspace, String> {
+) -> Result<Option<SavedWorkspace>, String> {
+    // A pending instance has never run anything: nothing to save.
+    if inst.state == "pending" {
+        return Ok(None);
+    }
     if inst.state != "running" {
         return Err(format!(
             "the instance is {}, so its Jupyter cannot be reached",
             inst.state
         ));
     }
-    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
-        return Err("the instance has no public IP address and port to reach Jupyter on".into());
-    };
     let console = cloud
         .console(&inst.id, true)
         .await
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
+    if !console::ever_served(&console) {
+        return Ok(None);
+    }
+    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
+        return Err("the instance has no public IP address and port to reach Jupyter on".into());
+    };
     let finding = crate::token::find_token(&console)
         .map_err(|e| format!("no Jupyter token on its console ({e})"))?;
     let host = if ip.contains(':') {
@@ -56,6 +65,7 @@ async fn save(
         dest,
     )
     .await
+    .map(Some)
 }
 
 /// What `down` is about to remove, in words, for the confirmation question (None: nothing).
@@ -139,21 +149,37 @@ pub async fn down(
                 inst.id,
                 dest.display()
             ));
-            let saved = save(&cloud, inst, &dest)
-                .await
-                .map_err(|message| Error::BackupFailed {
-                    deployment: deployment.to_string(),
-                    instance: inst.id.clone(),
-                    message,
-                })?;
-            report.saved.push(saved);
+            let saved = interrupt::cancellable("saving the workspace", async {
+                save(&cloud, inst, &dest)
+                    .await
+                    .map_err(|message| Error::BackupFailed {
+                        deployment: deployment.to_string(),
+                        instance: inst.id.clone(),
+                        message,
+                    })
+            })
+            .await?;
+            match saved {
+                Some(saved) => report.saved.push(saved),
+                None => printer.note(format!(
+                    "{}: its Jupyter never started, so there is no workspace to save",
+                    inst.id
+                )),
+            }
         }
     }
     let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     if !ids.is_empty() {
+        interrupt::checkpoint("terminating the instances")?;
         printer.note(format!("Terminating {}", ids.join(", ")));
         match cloud.terminate(&ids).await {
-            Ok(()) => match cloud.wait_terminated(&ids, TERMINATE_WAIT).await {
+            Ok(()) => match interrupt::cancellable(
+                "the instances' termination",
+                cloud.wait_terminated(&ids, TERMINATE_WAIT),
+            )
+            .await
+            {
+                Err(e @ Error::Interrupted { .. }) => return Err(e),
                 Ok(left) if left.is_empty() => report.terminated = ids.clone(),
                 Ok(left) => {
                     report.terminated = ids.iter().filter(|i| !left.contains(i)).cloned().collect();
@@ -172,7 +198,13 @@ pub async fn down(
     // 2. Its security group(s), once no instance holds them.
     if report.failures.is_empty() {
         for g in cloud.security_groups(Some(deployment)).await? {
-            match cloud.delete_security_group(&g.id, GROUP_WAIT).await {
+            match interrupt::cancellable(
+                "deleting the security group",
+                cloud.delete_security_group(&g.id, GROUP_WAIT),
+            )
+            .await
+            {
+                Err(e @ Error::Interrupted { .. }) => return Err(e),
                 Ok(true) => report.security_groups_deleted.push(g.id),
                 Ok(false) => {}
                 Err(e) => report.failures.push(e.to_string()),

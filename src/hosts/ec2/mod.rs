@@ -27,8 +27,8 @@ use crate::config::{Arch, Config, HostAmi, Target};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::hosts::{
-    DeploymentStatus, DownOptions, DownReport, Host, Interrupt, LogsReport, Plan, TokenReport,
-    UpOptions, UpReport,
+    DeploymentStatus, DownOptions, DownReport, Host, LogsReport, Plan, TokenReport, UpOptions,
+    UpReport,
 };
 use crate::output::Printer;
 
@@ -301,12 +301,7 @@ impl Host for Ec2Host {
         info::logs(&self.aws, deployment, tail).await
     }
 
-    async fn attach(
-        &self,
-        _deployment: &str,
-        _interrupt: &mut Interrupt,
-        _printer: &Printer,
-    ) -> Result<()> {
+    async fn attach(&self, _deployment: &str, _printer: &Printer) -> Result<()> {
         // Refused before anything happens by `UpOptions::refuse`; kept an error here too.
         UpOptions {
             attach: true,

@@ -27,6 +27,7 @@ use crate::config::{Config, Target};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::hosts::{Plan, PlanDetail, PlannedAction, Timings, UpReport};
+use crate::interrupt;
 use crate::output::Printer;
 use crate::push::{self, Ecr, ImageRegistry};
 
@@ -37,12 +38,13 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
     let mut observed = check(&cloud, engine, config).await?;
     plan::refusals(config, &observed)?;
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
-    let (ami, vpc, ingress, profile, auth) = tokio::try_join!(
+    let (ami, vpc, ingress, profile, auth, ()) = tokio::try_join!(
         resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
         cloud.vpc(config.ec2.subnet.as_deref()),
         ingress_for(config, opts),
         cloud.instance_profile_exists(),
         ecr.login(),
+        cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
     )?;
     if let Some(live) = observed
         .live()
@@ -101,7 +103,8 @@ pub async fn up(
 
     // 1. Checks that change nothing; what makes any `up` impossible is refused here, before
     //    a build or anything in AWS.
-    let mut observed = check(&cloud, engine, config).await?;
+    let mut observed =
+        interrupt::cancellable("checking the deployment", check(&cloud, engine, config)).await?;
     plan::refusals(config, &observed)?;
     if let Some(live) = observed
         .live()
@@ -110,10 +113,14 @@ pub async fn up(
     {
         // The no-op path: the console decides; the address service being down must not
         // stop it (the security group is then left as it is).
-        let (console, ingress) = tokio::join!(
-            cloud.console(&live.id, observed.instance_type.nitro),
-            ingress_for(config, opts)
-        );
+        interrupt::made(instance_made(&live.id, &config.name));
+        let (console, ingress) = interrupt::cancellable("reading the console", async {
+            Ok(tokio::join!(
+                cloud.console(&live.id, observed.instance_type.nitro),
+                ingress_for(config, opts)
+            ))
+        })
+        .await?;
         let console = console?.unwrap_or_default();
         observed.ingress = ingress.map_err(|e| e.to_string());
         if plan::newest_error(&console).is_some() {
@@ -128,11 +135,16 @@ pub async fn up(
     }
 
     // 2. Everything else that must hold before anything is created.
-    let (ami, vpc, ingress) = tokio::try_join!(
-        resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
-        cloud.vpc(config.ec2.subnet.as_deref()),
-        ingress_for(config, opts)
-    )?;
+    let (ami, vpc, ingress, ()) =
+        interrupt::cancellable("looking up the AMI and the network", async {
+            tokio::try_join!(
+                resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
+                cloud.vpc(config.ec2.subnet.as_deref()),
+                ingress_for(config, opts),
+                cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
+            )
+        })
+        .await?;
     observed.ami = Some(ami);
     observed.vpc = Some(vpc);
     observed.ingress = Ok(ingress);
@@ -190,12 +202,18 @@ pub async fn up(
         return Err(not_ec2());
     };
 
-    // Role and security group.
+    // Role and security group: not cancellable (a role is made with its profile, a group
+    // with its rules, or not at all).
+    interrupt::checkpoint("creating the instance role and security group")?;
     let vpc = detail.vpc.clone().unwrap_or_default();
     let (profile_created, (group, group_created)) = tokio::try_join!(
         cloud.ensure_instance_profile(),
         cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress)
     )?;
+    interrupt::made(format!(
+        "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
+    ));
+    interrupt::made(format!("security group {group} of `{name}`"));
     if profile_created {
         printer.note(format!(
             "Created IAM role and instance profile {}",
@@ -220,14 +238,23 @@ pub async fn up(
     let launch = launch_and_wait_running(&cloud, spec, &group, profile_wait, printer);
     let ((pushed, push_secs), launched) = tokio::join!(upload, launch);
     let (instance, launched_at, launch_secs) = match (pushed.as_ref(), launched) {
+        // Interrupted during the upload: the instance stays (its user-data keeps retrying the
+        // pull) and the next `up` finishes the push and resumes the wait.
+        (Err(Error::Interrupted { .. }), Ok(_)) => {
+            return Err(pushed.err().unwrap_or_else(not_ec2));
+        }
         (Err(_), Ok((inst, _, _))) => {
             // Nothing half-made: the instance would wait for an image that never comes.
-            printer.note(format!("The push failed: terminating {} again", inst.id));
-            if let Err(e) = cloud.terminate(std::slice::from_ref(&inst.id)).await {
-                printer.note(format!(
+            printer.note(format!(
+                "The push did not finish: terminating {} again",
+                inst.id
+            ));
+            match cloud.terminate(std::slice::from_ref(&inst.id)).await {
+                Ok(()) => interrupt::gone(&instance_made(&inst.id, name)),
+                Err(e) => printer.note(format!(
                     "could not terminate {}: {e}; `labship down {name} --ec2` removes it",
                     inst.id
-                ));
+                )),
             }
             return Err(pushed.err().unwrap_or_else(|| Error::PushFailed {
                 image,
@@ -254,7 +281,11 @@ pub async fn up(
         first_read: None,
         nitro: observed.instance_type.nitro,
     };
-    let ready = watch::until_token(&cloud, &instance, wait, printer).await?;
+    let ready = interrupt::cancellable(
+        "Jupyter's token",
+        watch::until_token(&cloud, &instance, wait, printer),
+    )
+    .await?;
     let timings = phase_timings(
         &ready.markers,
         launched_at,
@@ -354,7 +385,11 @@ async fn in_place(
         first_read: (!console.is_empty()).then_some(console),
         nitro: observed.instance_type.nitro,
     };
-    let ready = watch::until_token(cloud, inst, wait, printer).await?;
+    let ready = interrupt::cancellable(
+        "Jupyter's token",
+        watch::until_token(cloud, inst, wait, printer),
+    )
+    .await?;
     let timings = Timings {
         total: started.elapsed().as_secs_f64(),
         ..Timings::default()
@@ -442,7 +477,9 @@ async fn launch_and_wait_running(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
+    interrupt::checkpoint("launching the instance")?;
     let inst = cloud.launch(spec, security_group, profile_wait).await?;
+    interrupt::made(instance_made(&inst.id, &spec.deployment));
     printer.note(format!(
         "Launched {} ({}, {}, {} GiB encrypted gp3)",
         inst.id, spec.instance_type, spec.ami, spec.root_gib
@@ -451,6 +488,7 @@ async fn launch_and_wait_running(
     // the SDK's `instance_running` waiter: its first retry comes after 15 s, which would add
     // up to 15 s to every launch's time to a URL; a 2 s poll costs a few cheap describes.
     let running = retry::until(Duration::from_secs(300), Duration::from_secs(2), || async {
+        interrupt::checkpoint("the instance running")?;
         let launch_failed = |cause: String, hint: &str| Error::BootFailed {
             deployment: spec.deployment.clone(),
             instance: inst.id.clone(),
@@ -496,17 +534,24 @@ async fn replace_container(
         "Replacing the container on {} through Systems Manager",
         inst.id
     ));
-    // The script bounds itself (login, pull and Jupyter deadlines): SSM's execution timeout
-    // follows those, not --wait, so SSM never cuts it off half-way.
-    let budget = Duration::from_secs(180 + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
-    let result = cloud
-        .run_script(
+    // The script bounds itself (its wait for the host's lock, then login, pull and Jupyter
+    // deadlines): SSM's execution timeout follows those, not --wait, so SSM never cuts it
+    // off half-way. The lock waits at most a whole boot (login 180 + docker 120 + pull +
+    // Jupyter; see userdata/common.sh).
+    let lock = 180 + 120 + PULL_DEADLINE + JUPYTER_DEADLINE;
+    let budget = Duration::from_secs(lock + 180 + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
+    // Abandoning this wait is safe: the script runs to its end on the host on its own (and
+    // puts the previous container back if the new one fails); `up` again sees the result.
+    let result = interrupt::cancellable(
+        "the end of the container replacement",
+        cloud.run_script(
             &inst.id,
             script,
             "labship: replace the Jupyter container",
             budget,
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let markers = console::markers(&result.stdout);
     if let Some(MarkerKind::Error { phase, cause }) = markers.last().map(|m| &m.phase) {
         return Err(Error::BootFailed {
@@ -537,6 +582,11 @@ async fn replace_container(
         .await?
         .unwrap_or_else(|| inst.clone());
     Ok((now, t.elapsed().as_secs_f64(), finding))
+}
+
+/// The instance as [`interrupt::made`] lists it.
+fn instance_made(id: &str, deployment: &str) -> String {
+    format!("instance {id} of `{deployment}`")
 }
 
 fn require_ip(inst: &Instance, name: &str) -> Result<String> {

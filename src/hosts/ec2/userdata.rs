@@ -969,8 +969,8 @@ esac
             fs::write(host.path("lib/jupyter.log"), jupyter_log()).expect("write log");
             fs::write(host.path("lib/explicit.log"), EXPLICIT_TOKEN_LOG).expect("write log");
             for tool in [
-                "bash", "cat", "cp", "cut", "date", "grep", "head", "mkdir", "mktemp", "mv", "od",
-                "sed", "rm", "sleep", "tail", "touch", "tr",
+                "bash", "cat", "cp", "cut", "date", "flock", "grep", "head", "mkdir", "mktemp",
+                "mv", "od", "sed", "rm", "sleep", "tail", "touch", "tr",
             ] {
                 let real = ["/usr/bin", "/bin"]
                     .iter()
@@ -1025,6 +1025,7 @@ esac
                 .env("HOME", self.path("home"))
                 .env("TMPDIR", self.path("tmp"))
                 .env("LABSHIP_LOG_FILE", self.path("labship.log"))
+                .env("LABSHIP_LOCK_FILE", self.path("labship.lock"))
                 .env("LABSHIP_STATE_DIR", self.path("state"))
                 .env("LABSHIP_CONSOLE", self.path("console"))
                 .env("STUB", self.path("state"))

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::console::{self, Marker, MarkerKind, Phase};
 use crate::aws::ec2::Instance;
+use crate::aws::retry::{self, Step};
 use crate::aws::Cloud;
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -14,6 +15,8 @@ use crate::token::{self, TokenError, TokenFinding};
 /// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
 /// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
 const POLL: Duration = Duration::from_secs(1);
+/// How long reading the instance's address may keep meeting transient errors.
+const RECHECK: Duration = Duration::from_secs(60);
 /// Lines of console shown when something goes wrong.
 const TAIL: usize = 15;
 
@@ -61,7 +64,8 @@ pub async fn until_token(
         polls += 1;
         let read = match first_read.take() {
             Some(text) => Some(text),
-            None => cloud.console(&instance.id, nitro).await?,
+            // Throttled or a 5xx: nothing new this time; the deadline still holds.
+            None => retry::tolerate(cloud.console(&instance.id, nitro).await)?.flatten(),
         };
         if let Some(text) = read {
             let markers = console::markers(&text);
@@ -96,10 +100,11 @@ pub async fn until_token(
                             // it was seen before it had one.
                             let instance = match &instance.public_ip {
                                 Some(_) => instance.clone(),
-                                None => cloud
-                                    .instance(&instance.id)
-                                    .await?
-                                    .unwrap_or_else(|| instance.clone()),
+                                None => retry::until(RECHECK, POLL, || async {
+                                    Ok(Step::Done(cloud.instance(&instance.id).await?))
+                                })
+                                .await?
+                                .unwrap_or_else(|| instance.clone()),
                             };
                             return Ok(Ready {
                                 finding,
@@ -121,9 +126,11 @@ pub async fn until_token(
         }
         // The instance may be terminated from elsewhere, or fail to start.
         if polls % 5 == 0 {
-            match cloud.instance(&instance.id).await? {
-                Some(i) if matches!(i.state.as_str(), "pending" | "running") => {}
-                Some(i) => {
+            match retry::tolerate(cloud.instance(&instance.id).await)? {
+                // Transient: look again at the next check.
+                None => {}
+                Some(Some(i)) if matches!(i.state.as_str(), "pending" | "running") => {}
+                Some(Some(i)) => {
                     return Err(Error::BootFailed {
                         deployment: instance.deployment.clone(),
                         instance: instance.id.clone(),
@@ -132,7 +139,7 @@ pub async fn until_token(
                         hint: format!("something else stopped or terminated it; `labship up {}` launches a new one", instance.deployment),
                     })
                 }
-                None => {
+                Some(None) => {
                     return Err(Error::BootFailed {
                         deployment: instance.deployment.clone(),
                         instance: instance.id.clone(),

@@ -17,9 +17,10 @@ use crate::config::{Config, Target};
 use crate::docker::{ContainerInfo, ContainerSpec, Engine};
 use crate::error::{Error, Result};
 use crate::hosts::{
-    DeploymentStatus, DownOptions, DownReport, Host, Interrupt, LogsReport, Plan, PlanDetail,
-    PlannedAction, Timings, TokenReport, UpOptions as HostOptions, UpReport,
+    DeploymentStatus, DownOptions, DownReport, Host, LogsReport, Plan, PlanDetail, PlannedAction,
+    Timings, TokenReport, UpOptions as HostOptions, UpReport,
 };
+use crate::interrupt;
 use crate::output::Printer;
 use crate::tags::labels;
 use crate::token::{self, TokenError};
@@ -269,15 +270,19 @@ impl LocalHost {
             PlannedAction::Nothing | PlannedAction::Start => {
                 let port = local.port.unwrap_or(JUPYTER_PORT);
                 let bind = (local.bind.as_str(), port);
+                interrupt::made(format!("container {name}"));
                 if plan.action == PlannedAction::Nothing {
-                    let url = wait_ready(
-                        engine,
-                        name,
-                        image,
-                        bind,
-                        0,
-                        observed.restarts,
-                        options.wait,
+                    let url = interrupt::cancellable(
+                        "Jupyter's token",
+                        wait_ready(
+                            engine,
+                            name,
+                            image,
+                            bind,
+                            0,
+                            observed.restarts,
+                            options.wait,
+                        ),
                     )
                     .await?;
                     return Ok((url, port));
@@ -286,14 +291,17 @@ impl LocalHost {
                 let offset = engine.container_logs(name, None).await?.len();
                 printer.note(format!("Starting the stopped container {name}"));
                 engine.start_container(name).await?;
-                let ready = wait_ready(
-                    engine,
-                    name,
-                    image,
-                    bind,
-                    offset,
-                    observed.restarts,
-                    options.wait,
+                let ready = interrupt::cancellable(
+                    "Jupyter's token",
+                    wait_ready(
+                        engine,
+                        name,
+                        image,
+                        bind,
+                        offset,
+                        observed.restarts,
+                        options.wait,
+                    ),
                 )
                 .await;
                 if ready.is_ok() {
@@ -314,6 +322,7 @@ impl LocalHost {
                 Ok((url, port))
             }
             PlannedAction::Create | PlannedAction::Resume | PlannedAction::Restart => {
+                interrupt::checkpoint("creating the workspace volume")?;
                 let volume_created = engine
                     .ensure_volume(&local.volume, deployment_labels(&config.name))
                     .await?;
@@ -343,15 +352,21 @@ async fn launch(
     preferred_port: Option<u16>,
 ) -> Result<(u16, String)> {
     let name = container_name(&config.name);
+    interrupt::checkpoint("creating the container")?;
     let port = create(engine, config, image, tag, options, preferred_port).await?;
-    match wait_ready(
-        engine,
-        &name,
-        image,
-        (&options.bind, port),
-        0,
-        0,
-        options.wait,
+    // Interrupted while Jupyter starts, the new container goes again (and a replace puts
+    // the previous one back), like any other failure to start.
+    match interrupt::cancellable(
+        "Jupyter's token",
+        wait_ready(
+            engine,
+            &name,
+            image,
+            (&options.bind, port),
+            0,
+            0,
+            options.wait,
+        ),
     )
     .await
     {
@@ -432,6 +447,7 @@ async fn sync_workspace(engine: &Engine, config: &Config, printer: &Printer, ima
                 workspace.clone(),
             ],
             (&volume, "/labship-workspace"),
+            HashMap::from([(labels::HELPER_OF.to_string(), config.name.clone())]),
             Duration::from_secs(120),
         )
         .await
@@ -730,9 +746,12 @@ impl Host for LocalHost {
             // A build changes no deployment: it comes before the plan, which then sees the
             // image (whose tag an offline-base fallback may have changed).
             let t = Instant::now();
-            observed.tag = build::build_with_offline_fallback(engine, config, printer)
-                .await?
-                .content_tag;
+            observed.tag = interrupt::cancellable(
+                "building the image",
+                build::build_with_offline_fallback(engine, config, printer),
+            )
+            .await?
+            .content_tag;
             observed.image_present = true;
             build_secs = Some(t.elapsed().as_secs_f64());
         }
@@ -827,12 +846,7 @@ impl Host for LocalHost {
 
     /// Streams the container's log to stderr until Ctrl-C, then stops the container (the
     /// `docker run` without `-d` experience).
-    async fn attach(
-        &self,
-        deployment: &str,
-        interrupt: &mut Interrupt,
-        printer: &Printer,
-    ) -> Result<()> {
+    async fn attach(&self, deployment: &str, printer: &Printer) -> Result<()> {
         let container = container_name(deployment);
         let mut stream = Box::pin(self.engine.follow_logs(&container));
         printer.note("Attached: Ctrl-C stops the container (the workspace volume is kept)");
@@ -843,7 +857,7 @@ impl Host for LocalHost {
                     Some(Err(e)) => return Err(e),
                     None => return Ok(()),
                 },
-                _ = interrupt.recv() => {
+                _ = crate::interrupt::stopped() => {
                     printer.note(format!("Stopping {container}"));
                     return self.engine.stop_container(&container).await;
                 }
@@ -876,6 +890,12 @@ impl Host for LocalHost {
         // interrupted replace left behind would otherwise keep the volume in use).
         let mut containers = labelled(engine, name).await?;
         containers.sort_by_key(|c| c.name != container);
+        // And a helper a killed `up` left (it holds the volume too).
+        containers.extend(
+            engine
+                .containers_labelled(labels::HELPER_OF, Some(name))
+                .await?,
+        );
         for c in containers {
             if engine.remove_container(&c.name).await? {
                 report.removed.push(format!("container {}", c.name));
