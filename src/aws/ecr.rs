@@ -227,6 +227,15 @@ impl Ecr {
                     .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) => {}
             Err(e) => return Err(self.fail("GetLifecyclePolicy", name, &e)),
         }
+        if self.made_by_labship(name, arn).await? {
+            tracing::info!("repository {name} has no lifecycle policy yet: adding labship's");
+            self.put_lifecycle_policy(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether labship created repository `name` (its `labship:managed-by` tag).
+    async fn made_by_labship(&self, name: &str, arn: &str) -> Result<bool> {
         let tags = self
             .client
             .list_tags_for_resource()
@@ -234,15 +243,10 @@ impl Ecr {
             .send()
             .await
             .map_err(|e| self.fail("ListTagsForResource", name, &e))?;
-        let ours = tags
+        Ok(tags
             .tags()
             .iter()
-            .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGED_BY_VALUE);
-        if ours {
-            tracing::info!("repository {name} has no lifecycle policy yet: adding labship's");
-            self.put_lifecycle_policy(name).await?;
-        }
-        Ok(())
+            .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGED_BY_VALUE))
     }
 
     /// Records which deployment uses an existing repository (and completes it, see
@@ -326,18 +330,7 @@ impl Ecr {
                 .map_err(|e| self.fail("BatchDeleteImage", repository, &e))?;
             deleted += out.image_ids().len();
         }
-        let tags = self
-            .client
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| self.fail("ListTagsForResource", repository, &e))?;
-        let ours = tags
-            .tags()
-            .iter()
-            .any(|t| t.key() == tags::MANAGED_BY && t.value() == tags::MANAGED_BY_VALUE);
-        if !ours {
+        if !self.made_by_labship(repository, &arn).await? {
             return Ok((deleted, false));
         }
         match self

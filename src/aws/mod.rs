@@ -225,32 +225,30 @@ where
             message: format!("could not reach AWS ({root}); check your network, proxy and AWS_ENDPOINT_URL (if set)"),
         };
     }
-    if is_transient_code(&code) || status.is_some_and(|s| s >= 500) {
-        return Error::AwsUnavailable {
-            action,
-            resource,
-            region,
-            message: if code.is_empty() {
-                message
-            } else {
-                format!("{code}: {message}")
-            },
-        };
-    }
     let hint = if code.is_empty() {
         "check your network and AWS_ENDPOINT_URL (if set), then try again".to_string()
     } else {
         "see the AWS message above; run again with -v for details".to_string()
     };
+    let transient = is_transient_code(&code) || status.is_some_and(|s| s >= 500);
+    let message = if code.is_empty() {
+        message
+    } else {
+        format!("{code}: {message}")
+    };
+    if transient {
+        return Error::AwsUnavailable {
+            action,
+            resource,
+            region,
+            message,
+        };
+    }
     Error::Aws {
         action,
         resource,
         region,
-        message: if code.is_empty() {
-            message
-        } else {
-            format!("{code}: {message}")
-        },
+        message,
         hint,
     }
 }

@@ -18,6 +18,15 @@ enum Mode {
     LostAnswers,
 }
 
+/// Mutating calls that must not make a second resource when the SDK sends them again.
+const CRITICAL: [&str; 5] = [
+    "ec2:RunInstances",
+    "ec2:CreateSecurityGroup",
+    "ecr:CreateRepository",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:TerminateInstances",
+];
+
 async fn injected(mode: Mode, seed: u64) {
     let rig = rig();
     let sim = sim_endpoint();
@@ -28,30 +37,16 @@ async fn injected(mode: Mode, seed: u64) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let rules = match mode {
         Mode::Busy => json!([{"action": "*", "share": 0.2, "fault": "throttle-or-5xx"}]),
-        Mode::LostAnswers => {
-            json!([{"action": "mutating", "share": 0.1, "fault": "lose-response"}])
-        }
+        // One of the calls whose retry most needs to be idempotent always loses its answer
+        // (a different one per seed), and 10 % of the others at random.
+        Mode::LostAnswers => json!([
+            {"action": CRITICAL[(seed as usize - 1) % CRITICAL.len()], "nth": 1, "fault": "lose-response"},
+            {"action": "mutating", "share": 0.1, "fault": "lose-response"},
+        ]),
     };
     faults.set(seed, rules);
     let port = free_port().to_string();
-    let up: Value = json(&p.labship_at(
-        &sim,
-        &[
-            "up",
-            "--ec2",
-            "--allow-cidr",
-            "127.0.0.1/32",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--wait",
-            "600",
-            "-o",
-            "json",
-        ],
-        &env,
-    ));
+    let up: Value = json(&p.labship_at(&sim, &ec2_up_args(&port), &env));
     let url = up["url"].as_str().expect("url").to_string();
     assert_eq!(jupyter_answers(&url), 200, "{mode:?} {seed}: {url}");
     let token: Value = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &env));

@@ -32,25 +32,6 @@ enum Run {
     Down,
 }
 
-const WAIT: &str = "600";
-
-fn up_args(port: &str) -> Vec<&str> {
-    vec![
-        "up",
-        "--ec2",
-        "--allow-cidr",
-        "127.0.0.1/32",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--wait",
-        WAIT,
-        "-o",
-        "json",
-    ]
-}
-
 fn live_instances(report: &[String]) -> Vec<String> {
     report
         .iter()
@@ -67,7 +48,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
         Some(s) => (s.url.clone(), s.moto_url.clone()),
         None => (sim_endpoint(), rig().aws_endpoint),
     };
-    let p = Project::default_workload(&format!("k{}", &name[..name.len().min(6)]));
+    let p = Project::default_workload(&short(name));
     let deployment = p.name.clone();
     let faults = Faults::new(&sim, name);
     let env = faults.env();
@@ -76,7 +57,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
 
     // What exists before the stopped run.
     if run != Run::Up {
-        json(&p.labship_at(&sim, &up_args(&port), &env));
+        json(&p.labship_at(&sim, &ec2_up_args(&port), &env));
     }
     if run == Run::Replace {
         p.write("docker/added.txt", "a change, so a new image\n");
@@ -93,7 +74,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
     faults.set(1, rules);
     let args: Vec<&str> = match run {
         Run::Down => vec!["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
-        _ => up_args(&port),
+        _ => ec2_up_args(&port),
     };
     let mut cmd = p.command(&args);
     for (k, v) in &env {
@@ -114,7 +95,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
     // A plain re-run converges: one instance (the same one, if one existed), a URL that works.
     let after_kill = live_instances(&aws_leftovers(&moto, &deployment, false).await);
     if run != Run::Down {
-        let again: Value = json(&p.labship_at(&sim, &up_args(&port), &env));
+        let again: Value = json(&p.labship_at(&sim, &ec2_up_args(&port), &env));
         let url = again["url"].as_str().expect("url").to_string();
         assert_eq!(jupyter_answers(&url), 200, "{name}: {url} does not answer");
         let now = live_instances(&aws_leftovers(&moto, &deployment, false).await);
@@ -141,7 +122,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
 
 /// One local kill point.
 fn local_point(name: &str, replace: bool, trigger: fn(String) -> Trigger, sig: Sig) {
-    let p = Project::default_workload(&format!("l{}", &name[..name.len().min(6)]));
+    let p = Project::default_workload(&short(name));
     let deployment = p.name.clone();
     let args = ["up", "--wait", "300", "-o", "json"];
     if replace {
@@ -174,6 +155,14 @@ fn local_point(name: &str, replace: bool, trigger: fn(String) -> Trigger, sig: S
         "",
         "{name}: left on the engine"
     );
+}
+
+/// A deployment-name prefix from a test's name (`ec2_kill_after_run` → `ec2killaf`).
+fn short(test: &str) -> String {
+    test.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(9)
+        .collect()
 }
 
 fn container_exists(name: &str) -> bool {

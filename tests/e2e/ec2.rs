@@ -42,23 +42,6 @@ fn jupyter_status(port: u16, token: Option<&str>) -> u16 {
         .unwrap_or(0)
 }
 
-fn up_args(port: &str) -> Vec<&str> {
-    vec![
-        "up",
-        "--ec2",
-        "--allow-cidr",
-        "127.0.0.1/32",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--wait",
-        "600",
-        "-o",
-        "json",
-    ]
-}
-
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String, String> {
     tags.iter()
         .map(|t| {
@@ -136,7 +119,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let port = free_port();
     let port_s = port.to_string();
 
-    let mut args = up_args(&port_s);
+    let mut args = ec2_up_args(&port_s);
     args.push("--timings");
     let first = json(&p.labship_at(&sim, &args, &[]));
     assert_eq!(first["action"], "created", "{first}");
@@ -305,7 +288,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     );
 
     // Again: nothing built, nothing uploaded, nothing launched, the same URL.
-    let again = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    let again = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert_eq!(again["action"], "unchanged", "{again}");
     assert_eq!(again["built"], false);
     assert_eq!(again["bytes_uploaded"], 0);
@@ -378,7 +361,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let port = free_port();
     let port_s = port.to_string();
 
-    let first = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    let first = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert_eq!(first["action"], "created", "{first}");
     let container = format!("labship-ec2-{name}");
     // A notebook written in Jupyter's workspace.
@@ -395,7 +378,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
         "docker/resources/extra.txt",
         "a new file makes a new image\n",
     );
-    let second = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    let second = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert_eq!(second["action"], "replaced", "{second}");
     assert_eq!(
         second["instance_id"], first["instance_id"],
@@ -418,7 +401,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     // Another port, same image: the container moves, the tags follow, the old port closes.
     let new_port = free_port();
     let new_port_s = new_port.to_string();
-    let moved = json(&p.labship_at(&sim, &up_args(&new_port_s), &[]));
+    let moved = json(&p.labship_at(&sim, &ec2_up_args(&new_port_s), &[]));
     assert_eq!(moved["action"], "replaced", "{moved}");
     assert!(
         moved["reason"]
@@ -433,7 +416,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
         0,
         "the old port still answers"
     );
-    let again = json(&p.labship_at(&sim, &up_args(&new_port_s), &[]));
+    let again = json(&p.labship_at(&sim, &ec2_up_args(&new_port_s), &[]));
     assert_eq!(again["action"], "unchanged", "{again}");
 
     let down = json(&p.labship_at(
@@ -462,7 +445,7 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
     );
     let name = p.name.clone();
     let port_s = free_port().to_string();
-    let out = p.labship_at(&sim, &up_args(&port_s), &[]);
+    let out = p.labship_at(&sim, &ec2_up_args(&port_s), &[]);
     let err = json_error(&out);
     assert_eq!(err["code"], "labship::ec2::boot", "{err}");
     let message = err["message"].as_str().unwrap_or_default();
@@ -476,7 +459,7 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
         "{err}"
     );
     // `up` again retries on the same instance (through Systems Manager), and fails the same way.
-    let retry = p.labship_at(&sim, &up_args(&port_s), &[]);
+    let retry = p.labship_at(&sim, &ec2_up_args(&port_s), &[]);
     let err = json_error(&retry);
     assert_eq!(err["code"], "labship::ec2::boot", "{err}");
     assert!(
@@ -484,30 +467,21 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
         "{}",
         stderr(&retry)
     );
-    // The instance stays for inspection. Its Jupyter never ran, so its workspace cannot be
-    // saved: down refuses, and terminates only with --delete-data.
-    let refused = json_error(&p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]));
-    assert_eq!(refused["code"], "labship::ec2::backup", "{refused}");
-    assert!(
-        refused["help"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("--delete-data"),
-        "{refused}"
-    );
-    json(&p.labship_at(
+    // The instance stays for inspection. Its Jupyter never served, so there is nothing to
+    // save: a plain down removes it (no --delete-data needed) and says why.
+    let down = p.labship_at(
         &sim,
-        &[
-            "down",
-            "--ec2",
-            "--yes",
-            "--delete-data",
-            "--purge-images",
-            "-o",
-            "json",
-        ],
+        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
         &[],
-    ));
+    );
+    let report = json(&down);
+    assert_eq!(report["saved"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["terminated"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert!(stderr(&down).contains("never started"), "{}", stderr(&down));
     assert_nothing_left(&name).await;
 }
 
@@ -843,7 +817,7 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
     let port = free_port();
     let port_s = port.to_string();
 
-    let mut cmd = p.command(&up_args(&port_s));
+    let mut cmd = p.command(&ec2_up_args(&port_s));
     cmd.env("AWS_ENDPOINT_URL", &sim)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -879,7 +853,7 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
     let status = child.wait().expect("wait");
     assert!(!status.success(), "the interrupted up should not succeed");
 
-    let again = json(&p.labship_at(&sim, &up_args(&port_s), &[]));
+    let again = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert!(
         again["action"] == "resumed" || again["action"] == "unchanged",
         "{again}"

@@ -360,6 +360,25 @@ pub async fn ecr_client(endpoint: &str) -> aws_sdk_ecr::Client {
     aws_sdk_ecr::Client::new(&sdk_config(endpoint))
 }
 
+/// `labship up --ec2` as the EC2 tests run it: Jupyter on `port` of 127.0.0.1 (where the
+/// simulator publishes it), open to 127.0.0.1 only, JSON out.
+pub fn ec2_up_args(port: &str) -> Vec<&str> {
+    vec![
+        "up",
+        "--ec2",
+        "--allow-cidr",
+        "127.0.0.1/32",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--wait",
+        "600",
+        "-o",
+        "json",
+    ]
+}
+
 /// The instance simulator in front of moto (tests/rig/instance-sim.py): EC2 calls through it
 /// run each instance's user-data for real and serve its output as the console.
 pub fn sim_endpoint() -> String {

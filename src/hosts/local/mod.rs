@@ -271,39 +271,28 @@ impl LocalHost {
                 let port = local.port.unwrap_or(JUPYTER_PORT);
                 let bind = (local.bind.as_str(), port);
                 interrupt::made(format!("container {name}"));
-                if plan.action == PlannedAction::Nothing {
-                    let url = interrupt::cancellable(
+                let ready_from = |offset| {
+                    interrupt::cancellable(
                         "Jupyter's token",
                         wait_ready(
                             engine,
                             name,
                             image,
                             bind,
-                            0,
+                            offset,
                             observed.restarts,
                             options.wait,
                         ),
                     )
-                    .await?;
-                    return Ok((url, port));
+                };
+                if plan.action == PlannedAction::Nothing {
+                    return Ok((ready_from(0).await?, port));
                 }
                 // Earlier runs' tokens are in the log too: read only what this start prints.
                 let offset = engine.container_logs(name, None).await?.len();
                 printer.note(format!("Starting the stopped container {name}"));
                 engine.start_container(name).await?;
-                let ready = interrupt::cancellable(
-                    "Jupyter's token",
-                    wait_ready(
-                        engine,
-                        name,
-                        image,
-                        bind,
-                        offset,
-                        observed.restarts,
-                        options.wait,
-                    ),
-                )
-                .await;
+                let ready = ready_from(offset).await;
                 if ready.is_ok() {
                     engine.keep_running(name).await?;
                 }
