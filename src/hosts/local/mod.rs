@@ -600,6 +600,13 @@ async fn wait_ready(
                 if matches!(s.state.as_str(), "exited" | "dead")
                     || s.restarts > restarts_before =>
             {
+                // The log read above came before this status: read it again now that the
+                // container has stopped, or its last lines may be missing.
+                let log = &engine
+                    .container_logs(name, None)
+                    .await
+                    .map(|full| full.get(log_offset..).unwrap_or(&full).to_string())
+                    .unwrap_or_else(|_| log.to_string());
                 // 127: the start command was not found (tini: "exec jupyter failed").
                 if s.exit_code == 127 || log.contains("No module named jupyter") {
                     return Err(Error::NoJupyter {
