@@ -790,11 +790,7 @@ impl Cloud {
             Ok(false) | Err(_) => {
                 let mut left = Vec::new();
                 for id in ids {
-                    let now =
-                        retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
-                            Ok(Step::Done(self.instance(id).await?))
-                        })
-                        .await?;
+                    let now = retry::read(Duration::from_secs(60), || self.instance(id)).await?;
                     if now.is_some_and(|i| i.state != "terminated") {
                         left.push(id.clone());
                     }

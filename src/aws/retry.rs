@@ -58,6 +58,20 @@ where
     }
 }
 
+/// A single read that keeps trying through transient errors (every 2 s, with backoff) for
+/// at most `within`; any other error ends it at once.
+pub async fn read<T, F, Fut>(within: Duration, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    until(within, Duration::from_secs(2), || {
+        let fut = call();
+        async move { fut.await.map(Step::Done) }
+    })
+    .await
+}
+
 /// `Ok(Some(value))`, or `Ok(None)` for a transient error (logged), which a polling loop
 /// treats as "nothing new this time"; other errors stay errors.
 pub fn tolerate<T>(result: Result<T>) -> Result<Option<T>> {

@@ -131,14 +131,13 @@ impl Cloud {
         let inv = match done {
             Some(inv) => inv,
             None => {
-                retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
+                retry::read(Duration::from_secs(60), || async {
                     self.ssm
                         .get_command_invocation()
                         .command_id(&command_id)
                         .instance_id(id)
                         .send()
                         .await
-                        .map(Step::Done)
                         .map_err(|e| self.fail("ssm", "GetCommandInvocation", id, &e))
                 })
                 .await?

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::console::{self, Marker, MarkerKind, Phase};
 use crate::aws::ec2::Instance;
-use crate::aws::retry::{self, Step};
+use crate::aws::retry;
 use crate::aws::Cloud;
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -100,11 +100,9 @@ pub async fn until_token(
                             // it was seen before it had one.
                             let instance = match &instance.public_ip {
                                 Some(_) => instance.clone(),
-                                None => retry::until(RECHECK, POLL, || async {
-                                    Ok(Step::Done(cloud.instance(&instance.id).await?))
-                                })
-                                .await?
-                                .unwrap_or_else(|| instance.clone()),
+                                None => retry::read(RECHECK, || cloud.instance(&instance.id))
+                                    .await?
+                                    .unwrap_or_else(|| instance.clone()),
                             };
                             return Ok(Ready {
                                 finding,
