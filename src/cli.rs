@@ -42,6 +42,10 @@ pub struct GlobalArgs {
     /// Only the result: no progress, no build output
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Accept a registry endpoint that is neither ECR nor on this machine (labship sends it
+    /// the ECR password); labship.toml cannot accept one for you
+    #[arg(long, global = true)]
+    pub insecure_registry_endpoint: bool,
 }
 
 /// `--output`: the library's [`OutputFormat`], as clap parses it.
@@ -164,8 +168,11 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub on: TargetArgs,
     /// Find the token in this Jupyter log instead (docker logs, cloud-init-output.log, EC2 console output; - for stdin)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "rotate")]
     pub from_log: Option<PathBuf>,
+    /// Seal a new token and restart Jupyter with it, keeping the workspace (EC2)
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +285,7 @@ impl GlobalArgs {
             config: self.config.clone(),
             profile: self.profile.clone(),
             region: self.region.clone(),
+            insecure_registry_endpoint: self.insecure_registry_endpoint,
             ..Default::default()
         }
     }

@@ -80,6 +80,9 @@ pub struct Overrides {
     pub build_args: Vec<(String, String)>,
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
+    /// `--insecure-registry-endpoint`: the user accepts a registry endpoint that is neither
+    /// on this machine nor ECR (never from labship.toml: see [`check_registry_endpoint`]).
+    pub insecure_registry_endpoint: bool,
     pub instance_type: Option<String>,
     pub deploy_target: Option<Target>,
     pub ami: Option<String>,
@@ -110,6 +113,8 @@ impl Overrides {
             build_args,
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
+            insecure_registry_endpoint: var("LABSHIP_INSECURE_REGISTRY_ENDPOINT")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
             instance_type: var("LABSHIP_INSTANCE_TYPE"),
             deploy_target: var("LABSHIP_DEPLOY_TARGET")
                 .map(|t| Target::parse(&t))
@@ -135,6 +140,8 @@ impl Overrides {
             build_args,
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
+            insecure_registry_endpoint: self.insecure_registry_endpoint
+                || lower.insecure_registry_endpoint,
             instance_type: self.instance_type.or(lower.instance_type),
             deploy_target: self.deploy_target.or(lower.deploy_target),
             ami: self.ami.or(lower.ami),
@@ -421,6 +428,17 @@ impl Config {
             validate_region(r)?;
         }
 
+        let registry_endpoint = match (over.registry_endpoint, file.push.registry_endpoint) {
+            (Some(e), _) if !e.is_empty() => {
+                Some((e, "--registry-endpoint / LABSHIP_REGISTRY_ENDPOINT"))
+            }
+            (_, Some(e)) if !e.is_empty() => Some((e, "push.registry_endpoint in labship.toml")),
+            _ => None,
+        };
+        if let Some((endpoint, from)) = &registry_endpoint {
+            check_registry_endpoint(endpoint, from, over.insecure_registry_endpoint)?;
+        }
+
         Ok(Config {
             root,
             file: file_path,
@@ -437,10 +455,7 @@ impl Config {
             },
             push: PushSettings {
                 repository,
-                registry_endpoint: over
-                    .registry_endpoint
-                    .or(file.push.registry_endpoint)
-                    .filter(|e| !e.is_empty()),
+                registry_endpoint: registry_endpoint.map(|(e, _)| e),
             },
             ec2: Ec2Settings {
                 instance_type,
@@ -545,6 +560,57 @@ fn validate_subnet(subnet: &str) -> Result<()> {
         reason: "expected a subnet id: subnet- and 8 or 17 lower-case hex digits".into(),
         hint: "list yours with `aws ec2 describe-subnets --query 'Subnets[].SubnetId'`, or leave --subnet out for the default VPC".into(),
     })
+}
+
+/// A registry endpoint labship may send the ECR password to: one on this machine
+/// (`localhost`, a loopback address: tests, a local mirror), or ECR itself
+/// (`<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`). Anything else needs the user's
+/// explicit `--insecure-registry-endpoint`, which no labship.toml can give: a checked-in file
+/// must not be able to send the password elsewhere.
+pub fn check_registry_endpoint(endpoint: &str, from: &str, acknowledged: bool) -> Result<()> {
+    let host = registry_endpoint_host(endpoint);
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let labels: Vec<&str> = host.split('.').collect();
+    let ecr = matches!(
+        labels.as_slice(),
+        [account, "dkr", "ecr" | "ecr-fips", region, "amazonaws", "com"]
+        | [account, "dkr", "ecr" | "ecr-fips", region, "amazonaws", "com", "cn"]
+            if account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && validate_region(region).is_ok()
+    );
+    if loopback || ecr || acknowledged {
+        return Ok(());
+    }
+    Err(Error::InvalidSetting {
+        what: "registry endpoint",
+        value: endpoint.to_string(),
+        reason: format!(
+            "it is neither ECR nor on this machine, and labship would send it your ECR password (from {from})"
+        ),
+        hint: "remove it to push to ECR; if you trust this registry (a private mirror), pass --insecure-registry-endpoint (or LABSHIP_INSECURE_REGISTRY_ENDPOINT=1): labship.toml cannot accept it for you".into(),
+    })
+}
+
+/// The host of `[scheme://]host[:port][/path]`, lowercased.
+fn registry_endpoint_host(endpoint: &str) -> String {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = if rest.starts_with('[') {
+        rest.split_once(']').map_or(rest, |(h, _)| h).to_string() + "]"
+    } else {
+        rest.rsplit_once(':').map_or(rest, |(h, _)| h).to_string()
+    };
+    host.to_ascii_lowercase()
 }
 
 /// An AWS region name as AWS spells them (`eu-west-1`, `us-gov-west-1`, `ap-southeast-5`).
@@ -654,6 +720,45 @@ mod tests {
             .unwrap();
         std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_registry_endpoint_must_be_ecr_or_on_this_machine_unless_the_user_accepts_it() {
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "[::1]:5000",
+            "http://127.0.0.2:5000",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com",
+            "https://123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
+        ] {
+            check_registry_endpoint(ok, "test", false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "evil.example.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example",
+            "12345.dkr.ecr.eu-west-1.amazonaws.com",
+            "10.0.0.5:5000",
+            "localhost.evil.example",
+        ] {
+            assert!(
+                check_registry_endpoint(bad, "test", false).is_err(),
+                "{bad} accepted"
+            );
+            check_registry_endpoint(bad, "test", true).expect("accepted when acknowledged");
+        }
+        // A checked-in labship.toml cannot accept it; the user's flag or variable can.
+        let dir = project("[push]\nregistry_endpoint = \"evil.example.com\"\n");
+        let err = Config::load(dir.path(), Overrides::default(), Overrides::default())
+            .expect_err("refused");
+        assert!(err.to_string().contains("evil.example.com"), "{err}");
+        let acknowledged = env(&[("LABSHIP_INSECURE_REGISTRY_ENDPOINT", "1")]);
+        let c = Config::load(dir.path(), Overrides::default(), acknowledged).expect("accepted");
+        assert_eq!(
+            c.push.registry_endpoint.as_deref(),
+            Some("evil.example.com")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client over any byte stream: the engine's unix socket for the push
-//! call, and loopback TCP for checking that a Jupyter URL answers. hyper is already in the
-//! tree through bollard and the AWS SDK, so this costs no new dependency.
+//! call, loopback TCP for checking that a Jupyter URL answers, and TLS (rustls, verified
+//! against the system's roots) for the caller's address. hyper and rustls are already in the
+//! tree through bollard and the AWS SDK, so this costs no new crate.
 
 use std::time::Duration;
 
@@ -66,7 +67,6 @@ pub async fn get_bytes(
     limit: usize,
     within: Duration,
 ) -> Result<(u16, Vec<u8>), String> {
-    use http_body_util::BodyExt;
     let host = addr
         .rsplit_once(':')
         .map(|(h, _)| h)
@@ -76,27 +76,114 @@ pub async fn get_bytes(
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        let mut request = Request::get(path_and_query)
-            .header("Host", host)
-            .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = token {
-            request = request.header("Authorization", format!("token {t}"));
-        }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = send(TokioIo::new(stream), request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, body.to_vec()))
+        exchange(stream, &host, path_and_query, token, limit).await
     };
     tokio::time::timeout(within, attempt)
         .await
         .map_err(|_| format!("no answer within {}s", within.as_secs()))?
+}
+
+/// Where a Jupyter answers: plain HTTP (on this machine), or HTTPS to a labship host whose
+/// certificate is pinned by its fingerprint.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Plain(String),
+    Pinned(String, crate::tls::Fingerprint),
+}
+
+impl Endpoint {
+    /// `http://ADDR` or `https://ADDR`, for messages.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        match self {
+            Endpoint::Plain(addr) => format!("http://{addr}"),
+            Endpoint::Pinned(addr, _) => format!("https://{addr}"),
+        }
+    }
+}
+
+/// [`get_bytes`] at an [`Endpoint`]: over TLS with the pinned certificate when it has one.
+pub async fn get_bytes_at(
+    endpoint: &Endpoint,
+    path_and_query: &str,
+    token: Option<&str>,
+    limit: usize,
+    within: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let (addr, pin) = match endpoint {
+        Endpoint::Plain(addr) => {
+            return get_bytes(addr, path_and_query, token, limit, within).await
+        }
+        Endpoint::Pinned(addr, pin) => (addr, *pin),
+    };
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let attempt = async {
+        let tls = crate::tls::connect_pinned(addr, pin)
+            .await
+            .map_err(|e| e.to_string())?;
+        exchange(tls, host, path_and_query, token, limit).await
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", within.as_secs()))?
+}
+
+/// Status and body (lossily decoded, at most 64 KiB) of `GET https://{host}:{port}{path}`,
+/// the server's certificate verified against this machine's root certificates.
+pub async fn get_text_https(
+    host: &str,
+    port: u16,
+    path_and_query: &str,
+    within: Duration,
+) -> Result<(u16, String), String> {
+    let attempt = async {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host} is not a server name: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(crate::tls::web_config()?);
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(tls, host, path_and_query, None, 64 * 1024).await
+    };
+    let (status, body) = tokio::time::timeout(within, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", within.as_secs()))??;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One GET on an open connection: status and body (at most `limit` bytes).
+async fn exchange<I>(
+    io: I,
+    host: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+    limit: usize,
+) -> Result<(u16, Vec<u8>), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let mut request = Request::get(path_and_query)
+        .header("Host", host)
+        .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = token {
+        request = request.header("Authorization", format!("token {t}"));
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = send(TokioIo::new(io), request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = http_body_util::Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body.to_vec()))
 }

@@ -86,7 +86,9 @@ context = "docker"
 [push]
 # ECR repository (default: labship/<name>); created on first push.
 # repository = "labship/{name}"
-# Push to this registry host[:port] instead of the one ECR reports (private endpoints, tests).
+# Push to this registry host[:port] instead of the one ECR reports (tests, local mirrors).
+# Only ECR or this machine: labship sends it your ECR password. Any other host needs
+# --insecure-registry-endpoint on the command line; this file cannot accept it.
 # registry_endpoint = "127.0.0.1:5000"
 
 [ec2]

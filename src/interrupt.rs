@@ -45,6 +45,8 @@ pub enum Then {
     Remove(String),
     /// A command that removes things (`down`): run this again to finish.
     Repeat(String),
+    /// A command that changes something in place (`token --rotate`): run it again to finish.
+    Retry(String),
 }
 
 /// Registers the handlers (once; later calls only update `then`): from now on SIGINT and
@@ -142,6 +144,7 @@ fn summary() -> String {
         Then::Repeat(cmd) => {
             format!(" What was removed stays removed; run `{cmd}` again to remove the rest.")
         }
+        Then::Retry(cmd) => format!(" Run `{cmd}` again to finish."),
         Then::Remove(_) if made.is_empty() => " Nothing was created.".into(),
         Then::Remove(cmd) => format!(
             " What exists now: {}. Run the same command again to finish, or `{cmd}` to remove it.",

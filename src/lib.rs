@@ -5,7 +5,8 @@
 //! [`hosts`] target (the local Docker engine or EC2), and recover the Jupyter [`token`].
 //! The adapters over the outside world come after: the Docker engine ([`docker`]) and AWS
 //! ([`aws`]); then support: [`output`] keeps results on stdout and progress on stderr,
-//! [`error`] says what failed, why, and what to do. The command line itself lives in the
+//! [`error`] says what failed, why, and what to do, [`secrets`] keeps what labship holds
+//! out of its diagnostics. The command line itself lives in the
 //! binary (`src/main.rs`, `src/cli.rs`, `src/commands/`): this library knows nothing of clap.
 
 // `Error` carries the config file's text for miette's source snippets, which makes it large;
@@ -29,4 +30,6 @@ pub mod error;
 pub mod http;
 pub mod interrupt;
 pub mod output;
+pub mod secrets;
 pub mod tags;
+pub mod tls;

@@ -74,8 +74,13 @@ fn report_panics() {
 /// traces included). The default shows labship's warnings only: the SDK's own warnings (a
 /// missing ~/.aws/config, an unreachable instance metadata service while it looks for
 /// credentials) are noise next to labship's errors, which carry their cause. Nothing labship
-/// logs at any level holds a secret.
+/// logs at any level holds a secret, and the writer scrubs every secret labship holds from
+/// what the libraries log (`labship::secrets`).
+const SDK_BODIES: &str = "aws_smithy_runtime::client::orchestrator=debug";
+
 fn init_tracing(verbose: u8, quiet: bool) {
+    // Read by the SDK at every response: set before any thread exists.
+    std::env::remove_var("LOG_SENSITIVE_BODIES");
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (_, 0) => "error,labship=warn",
@@ -83,10 +88,15 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (_, 2) => "warn,labship=debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("LABSHIP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // The SDK's orchestrator traces whole response bodies and outputs (an ECR authorization
+    // token among them, which its model does not mark sensitive): never shown, whatever the
+    // level asked for. And the SDK's own switch for logging sensitive bodies is turned off.
+    let filter = EnvFilter::try_from_env("LABSHIP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default))
+        .add_directive(SDK_BODIES.parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| labship::secrets::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
@@ -104,5 +114,8 @@ fn report_error(err: Error, format: OutputFormat) {
         });
         println!("{json:#}");
     }
-    eprintln!("{:?}", miette::Report::new(err));
+    eprintln!(
+        "{}",
+        labship::secrets::scrub(&format!("{:?}", miette::Report::new(err)))
+    );
 }

@@ -49,7 +49,11 @@ impl Printer {
     /// A progress note on stderr ("Building image ...").
     pub fn note(&self, msg: impl Display) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr(), "{msg}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}",
+                crate::secrets::scrub(&msg.to_string())
+            );
         }
     }
 
@@ -57,7 +61,7 @@ impl Printer {
     pub fn relay(&self, line: &str) {
         if !self.quiet {
             let mut err = std::io::stderr().lock();
-            let _ = err.write_all(line.as_bytes());
+            let _ = err.write_all(crate::secrets::scrub(line).as_bytes());
             if !line.ends_with('\n') {
                 let _ = err.write_all(b"\n");
             }

@@ -1,9 +1,10 @@
 #!/bin/bash
 # labship user-data: runs once, as root, on the instance's first boot (cloud-init).
 # Rendered by labship from userdata/boot.sh; every value below was validated and quoted.
-# It sets up Docker, logs in to ECR with the instance profile, pulls the image (which may
-# still be on its way), runs Jupyter on the workspace volume and relays the login URL to
-# the serial console, where labship reads the "labship: ..." markers.
+# It sets up Docker, logs in to ECR with the instance profile, reads the deployment's
+# sealed Jupyter token from SSM, pulls the image (which may still be on its way), runs
+# Jupyter on the workspace volume and reports each step on the serial console, where
+# labship reads the "labship: ..." markers. No secret is ever printed.
 set -euo pipefail
 set -o errtrace
 
@@ -44,6 +45,9 @@ PHASE=login
 ecr_login
 mark logged-in
 
+PHASE=token
+fetch_token
+
 PHASE=pull
 pull_image
 mark pulled
@@ -68,5 +72,5 @@ mark started
 
 PHASE=jupyter
 wait_jupyter
-say "labship: token $TOKEN_URL"
+say_served
 mark ready

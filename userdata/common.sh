@@ -8,7 +8,8 @@ export LC_ALL=C
 readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
 PHASE=begin
 ROLLBACK=
-TOKEN_URL=
+SERVED_PATH=
+TOKEN_SOURCE=
 WORKDIR=
 # Full command output goes to a log file on the host; the console gets markers and, on
 # failure, the last lines of what failed.
@@ -191,25 +192,47 @@ sync_workspace() {
     fi
 }
 
-# The Jupyter token is made here on the host, once per deployment, and handed to every
-# container of it (JUPYTER_TOKEN, from a root-only env file, so it is in no command line):
-# a container that restarts (reboot, crash, a new image) keeps the URL labship read from
-# the console. It is never in the user-data.
+# The Jupyter token is made by labship and sealed in SSM Parameter Store as a SecureString
+# ($TOKEN_PARAMETER); the host reads it with its instance role into a root-only env file
+# that every container of the deployment gets (JUPYTER_TOKEN). It is read again before
+# each new container, so a rotated token takes effect, and it is never printed: not to the
+# console, the log, the command's output, nor put in any command line.
+readonly TOKEN_PARAMETER="/labship/$DEPLOYMENT/token"
 STATE_DIR=${LABSHIP_STATE_DIR:-/var/lib/labship}
 TOKEN_ENV="$STATE_DIR/$DEPLOYMENT.env"
-ensure_token() {
-    if [ ! -s "$TOKEN_ENV" ]; then
-        (
-            umask 077
-            mkdir -p "$STATE_DIR"
-            printf 'JUPYTER_TOKEN=%s\n' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$TOKEN_ENV.tmp"
-            mv "$TOKEN_ENV.tmp" "$TOKEN_ENV"
-        )
+fetch_token() {
+    local deadline=$((SECONDS + LOGIN_DEADLINE)) n=0 why value=
+    require_aws_cli
+    # A new role can take a few seconds to be usable: retry until LOGIN_DEADLINE.
+    until value=$(aws ssm get-parameter --region "$REGION" --name "$TOKEN_PARAMETER" \
+        --with-decryption --query Parameter.Value --output text 2>"$OUT.aws"); do
+        n=$((n + 1))
+        why=$(last_line "$OUT.aws")
+        log "token read attempt $n: $why"
+        # labship writes the parameter before it launches the host: gone is final.
+        if grep -q 'ParameterNotFound' "$OUT.aws"; then
+            fail "the token parameter $TOKEN_PARAMETER does not exist (run \`labship up --ec2\` again)"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "could not read the token parameter $TOKEN_PARAMETER for ${LOGIN_DEADLINE}s: $why"
+        fi
+        backoff "$n" "$deadline"
+    done
+    if ! [[ "$value" =~ ^[0-9A-Za-z_-]{16,256}$ ]]; then
+        fail "the parameter $TOKEN_PARAMETER does not hold a Jupyter token"
     fi
+    (
+        umask 077
+        mkdir -p "$STATE_DIR"
+        printf 'JUPYTER_TOKEN=%s\n' "$value" >"$TOKEN_ENV.tmp"
+        mv "$TOKEN_ENV.tmp" "$TOKEN_ENV"
+    )
 }
 
 # What a container must match to be kept: image, and where it is published.
-publish_label() { printf '%s' "dev.labship.ec2.publish=$BIND:$PORT"; }
+# Where the container is published: $BIND unless a recreate keeps the running one's.
+PUBLISH_BIND=$BIND
+publish_label() { printf '%s' "dev.labship.ec2.publish=$PUBLISH_BIND:$PORT"; }
 container_identity() {
     docker container inspect --format \
         '{''{.Image}} {''{.State.Running}} {''{index .Config.Labels "dev.labship.ec2.publish"}}' \
@@ -217,10 +240,9 @@ container_identity() {
 }
 
 run_container() {
-    ensure_token
     quiet docker run -d --name "$CONTAINER" --label "$LABEL=$DEPLOYMENT" \
         --label "$(publish_label)" --env-file "$TOKEN_ENV" \
-        --restart unless-stopped --init -p "$BIND:$PORT:$CONTAINER_PORT" \
+        --restart unless-stopped --init -p "$PUBLISH_BIND:$PORT:$CONTAINER_PORT" \
         -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
 
@@ -261,41 +283,61 @@ container_state() {
         printf 'missing 0 0'
 }
 
-# Waits until the container's log shows a token URL and Jupyter answers; sets TOKEN_URL.
-# Fails fast with the log's last lines if the container stops or restarts.
+# The path of a Jupyter URL (`/lab` of http://127.0.0.1:8888/lab?token=...), limited to
+# characters that are safe on a console line.
+url_path() {
+    local rest=${1#*://} path=/
+    if [[ "$rest" == */* ]]; then path=/${rest#*/}; fi
+    path=${path%%\?*}
+    if [[ "$path" =~ ^/[A-Za-z0-9._~/-]*$ ]]; then printf '%s' "$path"; else printf '/lab'; fi
+}
+
+# Waits until Jupyter answers, and says with whose token: the sealed one labship handed it
+# (TOKEN_SOURCE=labship), or, for an image that sets its own, the one its log shows
+# (TOKEN_SOURCE=image). Sets SERVED_PATH. Neither token is printed. Fails fast with the
+# log's last lines if the container stops or restarts.
 wait_jupyter() {
-    local deadline=$((SECONDS + JUPYTER_DEADLINE)) state restarts url
+    local deadline=$((SECONDS + JUPYTER_DEADLINE)) state restarts url ours logged
+    ours=$(sed -n 's/^JUPYTER_TOKEN=//p' "$TOKEN_ENV" 2>/dev/null || true)
     state=$(container_state)
     restarts=$(printf '%s' "$state" | cut -d' ' -f2)
     while :; do
         state=$(container_state)
         if [ "${state%% *}" != running ] || [ "$(printf '%s' "$state" | cut -d' ' -f2)" != "$restarts" ]; then
             docker logs --tail 20 "$CONTAINER" >"$OUT" 2>&1 || true
-            tail -n 20 "$OUT"
-            fail "container stopped (${state%% *}, exit code ${state##* }): $(last_line "$OUT")"
+            tail -n 20 "$OUT" | redact_tokens
+            fail "container stopped (${state%% *}, exit code ${state##* }): $(last_line "$OUT" | redact_tokens)"
         fi
         docker logs "$CONTAINER" >"$OUT" 2>&1 || true
         url=$(newest_token_url "$OUT")
-        # Jupyter logs a token it was given as "token=...": relay the host's token when it
-        # is the one Jupyter accepts (an image may set its own).
-        if [ "${url##*token=}" = "..." ] && [ -s "$TOKEN_ENV" ]; then
-            local given
-            given="${url%token=...}token=$(sed -n 's/^JUPYTER_TOKEN=//p' "$TOKEN_ENV")"
-            if jupyter_answers "$given"; then
-                TOKEN_URL=$given
+        logged=${url##*token=}
+        if [ -n "$url" ] && [ -n "$ours" ]; then
+            # Jupyter logs a token it was given as "token=...".
+            if { [ "$logged" = "..." ] || [ "$logged" = "$ours" ]; } &&
+                jupyter_answers "${url%%token=*}token=$ours"; then
+                SERVED_PATH=$(url_path "$url")
+                TOKEN_SOURCE=labship
                 return 0
             fi
         fi
-        if [ -n "$url" ] && jupyter_answers "$url"; then
-            TOKEN_URL=$url
+        if [ -n "$url" ] && [ "$logged" != "..." ] && [ "$logged" != "$ours" ] &&
+            jupyter_answers "$url"; then
+            SERVED_PATH=$(url_path "$url")
+            TOKEN_SOURCE=image
             return 0
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
             if [ -n "$url" ]; then
                 fail "Jupyter logged its URL but did not answer on $HOST_ADDR:$PORT within ${JUPYTER_DEADLINE}s"
             fi
-            fail "no Jupyter token URL in the log within ${JUPYTER_DEADLINE}s: $(last_line "$OUT")"
+            fail "no Jupyter token URL in the log within ${JUPYTER_DEADLINE}s: $(last_line "$OUT" | redact_tokens)"
         fi
         sleep 1
     done
 }
+
+# Log lines may carry a token (an image's own): shown as **** on the console.
+redact_tokens() { sed -E 's/([?&]token=)[A-Za-z0-9_-]+/\1****/g'; }
+
+# The console line that ends a start: whose token Jupyter accepts, never the token.
+say_served() { say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"; }

@@ -2,8 +2,9 @@
 # labship replace: sent through SSM RunCommand (AWS-RunShellScript) to put a new image in
 # place of the running Jupyter container, keeping the workspace volume. Rendered by labship
 # from userdata/replace.sh; every value below was validated and quoted. Markers go to
-# stdout (the command's output) and to the console, where `labship token` finds the new
-# token later. If the new container does not become ready, the old one is put back.
+# stdout (the command's output) and to the console; the token is read again from SSM
+# (a rotated one takes effect) and never printed. If the new container does not become
+# ready, the old one is put back.
 set -euo pipefail
 set -o errtrace
 
@@ -20,6 +21,8 @@ readonly PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
+# 1: start a new container even if the running one has this image (a rotated token).
+readonly RECREATE={{RECREATE}}
 readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
 readonly PREVIOUS="$CONTAINER-previous"
 
@@ -53,6 +56,9 @@ PHASE=login
 ecr_login
 mark logged-in
 
+PHASE=token
+fetch_token
+
 PHASE=pull
 pull_image
 mark pulled
@@ -72,9 +78,14 @@ if docker container inspect "$PREVIOUS" >/dev/null 2>&1; then
     fi
 fi
 want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
+# A recreate (a rotated token) keeps the address the running container is published on.
+if [ "$RECREATE" = 1 ] && [ -n "$have" ]; then
+    published=${have##* }
+    if [ "${published##*:}" = "$PORT" ]; then PUBLISH_BIND=${published%:*}; fi
+fi
 publish=$(publish_label)
 publish=${publish#*=}
-if [ "$have" = "$want true $publish" ]; then
+if [ "$have" = "$want true $publish" ] && [ "$RECREATE" != 1 ]; then
     log "container $CONTAINER already runs $IMAGE on $publish: nothing to replace"
 else
     if [ -n "$have" ]; then
@@ -89,7 +100,7 @@ mark started
 
 PHASE=jupyter
 wait_jupyter
-say "labship: token $TOKEN_URL"
+say_served
 if [ -n "$ROLLBACK" ]; then
     ROLLBACK=
     docker rm "$PREVIOUS" >>"$LOG_FILE" 2>&1 || log "could not remove $PREVIOUS"

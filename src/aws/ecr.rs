@@ -397,6 +397,8 @@ impl ImageRegistry for Ecr {
                 registry: format!("ECR in {}", self.region),
                 message: "the authorization token is not base64 of USER:PASSWORD".into(),
             })?;
+        crate::secrets::hide(data.authorization_token().unwrap_or_default());
+        crate::secrets::hide_credentials(&username, &password);
         let server = match (&self.endpoint_override, data.proxy_endpoint()) {
             (Some(o), _) => registry_host(o),
             (None, Some(reported)) if !registry_host(reported).is_empty() => {

@@ -1,10 +1,16 @@
-//! Systems Manager: public parameters (the latest Amazon Linux AMI ids), whether a host's
-//! agent is online, and a shell script run on a host (RunCommand) and waited for.
+//! Systems Manager: public parameters (the latest Amazon Linux AMI ids), labship's own
+//! SecureString parameters (a deployment's sealed Jupyter token), whether a host's agent is
+//! online, and a shell script run on a host (RunCommand) and waited for.
 
 use std::time::Duration;
 
 use aws_sdk_ssm::client::Waiters;
-use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
+use aws_sdk_ssm::operation::delete_parameter::DeleteParameterError;
+use aws_sdk_ssm::operation::get_parameter::GetParameterError;
+use aws_sdk_ssm::operation::put_parameter::PutParameterError;
+use aws_sdk_ssm::types::{
+    CommandInvocationStatus, InstanceInformationStringFilter, ParameterType, PingStatus, Tag,
+};
 
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 
@@ -39,6 +45,117 @@ impl Cloud {
                 message: "the SSM parameter has no value".into(),
                 hint: "pass an AMI id with --ami ami-...".into(),
             })
+    }
+
+    /// The decrypted value of a SecureString parameter; `None` when it does not exist.
+    pub async fn secure_parameter(&self, name: &str) -> Result<Option<String>> {
+        match self
+            .ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(GetParameterError::is_parameter_not_found) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("ssm", "GetParameter", name, &e)),
+        }
+    }
+
+    /// Whether a parameter exists, without reading (or decrypting) its value.
+    pub async fn secure_parameter_exists(&self, name: &str) -> Result<bool> {
+        let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(name)
+            .build()
+            .map_err(|e| Error::Aws {
+                action: "ssm:DescribeParameters".into(),
+                resource: name.into(),
+                region: self.region.clone(),
+                message: e.to_string(),
+                hint: "this is a bug in labship".into(),
+            })?;
+        let out = self
+            .ssm
+            .describe_parameters()
+            .parameter_filters(filter)
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "DescribeParameters", name, &e))?;
+        Ok(out.parameters().iter().any(|p| p.name() == Some(name)))
+    }
+
+    /// Writes a SecureString parameter (encrypted with the account's `aws/ssm` key). A new
+    /// one is created with `tags`; `overwrite` replaces the value of an existing one (SSM
+    /// takes no tags then: it keeps those it has). Returns false when `overwrite` is off and
+    /// the parameter already exists (also when the answer to an earlier attempt of this very
+    /// call was lost and the SDK sent it again).
+    pub async fn put_secure_parameter(
+        &self,
+        name: &str,
+        value: &str,
+        description: &str,
+        tags: &[(&str, String)],
+        overwrite: bool,
+    ) -> Result<bool> {
+        let mut call = self
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .description(description)
+            .r#type(ParameterType::SecureString)
+            .overwrite(overwrite);
+        if !overwrite {
+            for (k, v) in tags {
+                call =
+                    call.tags(
+                        Tag::builder()
+                            .key(*k)
+                            .value(v)
+                            .build()
+                            .map_err(|e| Error::Aws {
+                                action: "ssm:PutParameter".into(),
+                                resource: name.into(),
+                                region: self.region.clone(),
+                                message: e.to_string(),
+                                hint: "this is a bug in labship".into(),
+                            })?,
+                    );
+            }
+        }
+        match call.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if !overwrite
+                    && e.as_service_error()
+                        .is_some_and(PutParameterError::is_parameter_already_exists) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.fail("ssm", "PutParameter", name, &e)),
+        }
+    }
+
+    /// Deletes a parameter; one that is already gone is not an error (false).
+    pub async fn delete_parameter(&self, name: &str) -> Result<bool> {
+        match self.ssm.delete_parameter().name(name).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DeleteParameterError::is_parameter_not_found) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.fail("ssm", "DeleteParameter", name, &e)),
+        }
     }
 
     /// Whether the instance's SSM agent is online.

@@ -61,7 +61,15 @@ fn load(flags: Overrides) -> Result<Config> {
 /// The `labship down ...` that removes what a command made for `config`'s deployment on
 /// `target`, with `extra` options.
 fn down_command(config: &Config, target: labship::config::Target, extra: &str) -> String {
-    let mut cmd = format!("labship down {}", config.name);
+    let mut cmd = command_for("down", config, target);
+    cmd.push_str(extra);
+    cmd
+}
+
+/// `labship VERB NAME [--ec2] [--region R] [--profile P]`: a command to suggest for this
+/// deployment.
+fn command_for(verb: &str, config: &Config, target: labship::config::Target) -> String {
+    let mut cmd = format!("labship {verb} {}", config.name);
     if target == labship::config::Target::Ec2 {
         cmd.push_str(" --ec2");
     }
@@ -71,7 +79,6 @@ fn down_command(config: &Config, target: labship::config::Target, extra: &str) -
     if let Some(profile) = &config.profile {
         cmd.push_str(&format!(" --profile {profile}"));
     }
-    cmd.push_str(extra);
     cmd
 }
 

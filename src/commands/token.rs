@@ -1,4 +1,5 @@
-//! `labship token`: the deployment's token (from its host), or the one in a log (`--from-log`).
+//! `labship token`: the deployment's token (from its host), or the one in a log
+//! (`--from-log`); `--rotate` seals a new one and restarts Jupyter with it.
 
 use std::io::Read;
 
@@ -21,6 +22,28 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
                 deployment: None,
                 token: found.token.expose().to_string(),
                 url: found.url,
+            }
+        }
+        None if args.rotate => {
+            let config = super::load(named(global, &args.deployment, args.on))?;
+            let again = format!(
+                "{} --rotate",
+                super::command_for("token", &config, config.target)
+            );
+            labship::interrupt::install(labship::interrupt::Then::Retry(again))?;
+            match config.target {
+                Target::Local => {
+                    LocalHost::connect()
+                        .await?
+                        .rotate_token(&config, printer)
+                        .await?
+                }
+                Target::Ec2 => {
+                    Ec2Host::connect(&config)
+                        .await?
+                        .rotate_token(&config, printer)
+                        .await?
+                }
             }
         }
         None => {

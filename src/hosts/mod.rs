@@ -110,6 +110,9 @@ pub trait Host {
     /// The deployment's current token and login URL.
     async fn token(&self, deployment: &str) -> Result<TokenReport>;
 
+    /// A new token for the deployment's Jupyter (`token --rotate`), the workspace kept.
+    async fn rotate_token(&self, config: &Config, printer: &Printer) -> Result<TokenReport>;
+
     /// The deployment's Jupyter log (optionally its last `tail` lines).
     async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport>;
 

@@ -38,10 +38,23 @@ impl JupyterToken {
     #[must_use]
     pub fn new(s: &str) -> Option<Self> {
         if !s.is_empty() && s.bytes().all(is_token_byte) {
+            crate::secrets::hide(s);
             Some(JupyterToken(s.to_string()))
         } else {
             None
         }
+    }
+
+    /// A new token: 24 bytes from the operating system's random source, as 48 lowercase
+    /// hex characters (the shape Jupyter itself generates). `None` when the OS has no
+    /// randomness to give, which callers report rather than fall back from.
+    #[must_use]
+    pub fn generate() -> Option<Self> {
+        let mut bytes = [0u8; 24];
+        getrandom::getrandom(&mut bytes).ok()?;
+        let token = hex::encode(bytes);
+        crate::secrets::hide(&token);
+        Some(JupyterToken(token))
     }
 
     /// The secret.

@@ -343,6 +343,16 @@ pub async fn aws_leftovers(endpoint: &str, name: &str, shared: bool) -> Vec<Stri
     for v in volumes.volumes() {
         left.push(format!("volume {}", v.volume_id().unwrap_or_default()));
     }
+    let parameter = format!("/labship/{name}/token");
+    let sealed = aws_cli(endpoint, &["ssm", "get-parameter", "--name", &parameter]);
+    if sealed.status.success() {
+        left.push(format!("SSM parameter {parameter}"));
+    } else if !String::from_utf8_lossy(&sealed.stderr).contains("ParameterNotFound") {
+        panic!(
+            "aws ssm get-parameter {parameter}: {}",
+            String::from_utf8_lossy(&sealed.stderr)
+        );
+    }
     let repo = ecr_client(endpoint)
         .await
         .describe_repositories()

@@ -306,7 +306,7 @@ use At::{Call, Line};
 use Run::{Down, Replace, Up};
 use Sig::{Int, Kill};
 
-// ---- the CI subset: one per kind of step, both signals ------------------------------------
+// ---- the CI subset: an EC2 kill and an EC2 interrupt mid-write, a local kill mid-replace --
 ec2!(
     ec2_kill_after_create_repository,
     Up,
@@ -319,20 +319,7 @@ ec2!(
     Call("ec2:RunInstances", 1, true),
     Int
 );
-ec2!(
-    ec2_kill_during_console_wait,
-    Up,
-    Call("ec2:GetConsoleOutput", 2, true),
-    Kill
-);
-ec2!(
-    ec2_int_during_down,
-    Down,
-    Call("ec2:TerminateInstances", 1, true),
-    Int
-);
 local!(local_kill_mid_replace, true, mid_replace, Kill);
-local!(local_int_during_wait, false, during_wait, Int);
 
 // ---- the rest of the matrix ---------------------------------------------------------------
 ec2!(ignore ec2_int_before_any_write, Up, Call("ecr:GetAuthorizationToken", 1, false), Int);
@@ -361,3 +348,6 @@ local!(ignore local_int_after_create, false, after_create, Int);
 local!(ignore local_kill_after_create, false, after_create, Kill);
 local!(ignore local_int_mid_replace, true, mid_replace, Int);
 local!(ignore local_kill_during_wait, false, during_wait, Kill);
+ec2!(ignore ec2_kill_during_console_wait, Up, Call("ec2:GetConsoleOutput", 2, true), Kill);
+ec2!(ignore ec2_int_during_down, Down, Call("ec2:TerminateInstances", 1, true), Int);
+local!(ignore local_int_during_wait, false, during_wait, Int);

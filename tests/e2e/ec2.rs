@@ -102,6 +102,17 @@ async fn assert_nothing_left(name: &str) {
         .send()
         .await;
     assert!(repo.is_err(), "repository labship/{name} left");
+    // The sealed token went with it.
+    let parameter = format!("/labship/{name}/token");
+    let gone = aws_cli(
+        &rig.aws_endpoint,
+        &["ssm", "get-parameter", "--name", &parameter],
+    );
+    assert!(
+        !gone.status.success()
+            && String::from_utf8_lossy(&gone.stderr).contains("ParameterNotFound"),
+        "token parameter {parameter} left"
+    );
     let label = format!("label=dev.labship.ec2.deployment={name}");
     assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]).trim(), "");
     assert_eq!(
@@ -353,15 +364,49 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     assert!(String::from_utf8_lossy(&second.stdout).contains("Nothing left"));
 }
 
+/// Where a secret must never be: what `secrets_are_nowhere` scans.
+struct Shown {
+    what: &'static str,
+    text: String,
+}
+
+/// No `secret` in any of `places`; each place named in the failure.
+fn secrets_are_nowhere(secrets: &[(&str, &str)], places: &[Shown]) {
+    for (secret_name, secret) in secrets {
+        assert!(
+            secret.len() >= 8,
+            "{secret_name} is not a real secret: {secret:?}"
+        );
+        for place in places {
+            assert!(
+                !place.text.contains(secret),
+                "the {secret_name} is in {} ({} bytes scanned)",
+                place.what,
+                place.text.len()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
+    let rig = rig();
     let sim = sim_endpoint();
     let p = Project::default_workload("ec2swap");
     let name = p.name.clone();
     let port = free_port();
     let port_s = port.to_string();
+    // Every command line on this machine while labship works, the simulated host's included.
+    let argv = Argv::sample();
+    fn verbose(port: &str) -> Vec<&str> {
+        let mut args = ec2_up_args(port);
+        args.push("-vvv");
+        args
+    }
 
-    let first = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    let up = p.labship_at(&sim, &verbose(&port_s), &[]);
+    let first = json(&up);
+    let mut diagnostics = stderr(&up);
     assert_eq!(first["action"], "created", "{first}");
     let container = format!("labship-ec2-{name}");
     // A notebook written in Jupyter's workspace.
@@ -378,7 +423,9 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
         "docker/resources/extra.txt",
         "a new file makes a new image\n",
     );
-    let second = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    let replaced = p.labship_at(&sim, &verbose(&port_s), &[]);
+    let second = json(&replaced);
+    diagnostics.push_str(&stderr(&replaced));
     assert_eq!(second["action"], "replaced", "{second}");
     assert_eq!(
         second["instance_id"], first["instance_id"],
@@ -386,17 +433,176 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     );
     assert_ne!(second["image"], first["image"]);
     let token = token_of(second["url"].as_str().expect("url"));
-    // The token lives on the host, not in the container: the login URL survives the swap.
+    // The token is sealed in SSM, not in the container: the login URL survives the swap.
     assert_eq!(token, token_of(first["url"].as_str().expect("url")));
     assert_eq!(jupyter_status(port, Some(&token)), 200);
+    // A SecureString under /labship/, tagged, whose value is the token.
+    let parameter = format!("/labship/{name}/token");
+    let described = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "describe-parameters",
+            "--parameter-filters",
+            &format!("Key=Name,Values={parameter}"),
+        ],
+    );
+    assert_eq!(
+        described["Parameters"][0]["Type"], "SecureString",
+        "{described}"
+    );
+    let sealed = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &parameter,
+            "--with-decryption",
+        ],
+    );
+    assert_eq!(sealed["Parameter"]["Value"], token.as_str());
+    let parameter_tags = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "list-tags-for-resource",
+            "--resource-type",
+            "Parameter",
+            "--resource-id",
+            &parameter,
+        ],
+    );
+    assert!(
+        parameter_tags.to_string().contains("labship:managed-by"),
+        "{parameter_tags}"
+    );
     // The new container runs the new image, on the same workspace volume.
     let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt; ls"]);
     assert!(inside.contains("keep-me"), "{inside}");
     // The new image's new file reached the workspace too (copied, never overwriting).
     assert!(inside.contains("extra.txt"), "{inside}");
-    // The token can be recovered later, from the console.
-    let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
+    // The token can be recovered later, from SSM (the only place it is).
+    let t = p.labship_at(&sim, &["token", "--ec2", "-vvv"], &[]);
     assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), token);
+    diagnostics.push_str(&stderr(&t));
+    // A new token: sealed, the container started again with it, the workspace kept; the old
+    // token no longer opens Jupyter.
+    let rotated = p.labship_at(
+        &sim,
+        &["token", "--ec2", "--rotate", "-vvv", "-o", "json"],
+        &[],
+    );
+    diagnostics.push_str(&stderr(&rotated));
+    let rotated = json(&rotated);
+    let new_token = rotated["token"].as_str().expect("token").to_string();
+    assert_ne!(new_token, token, "{rotated}");
+    assert_eq!(token_of(rotated["url"].as_str().expect("url")), new_token);
+    assert_eq!(jupyter_status(port, Some(&new_token)), 200);
+    assert_eq!(jupyter_status(port, Some(&token)), 403);
+    let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt"]);
+    assert!(inside.contains("keep-me"), "{inside}");
+    let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
+    assert_eq!(String::from_utf8_lossy(&t.stdout).trim(), new_token);
+    // Locally, a token is the container's own: --rotate is refused there, clearly.
+    let local = p.labship_at(&sim, &["token", "--local", "--rotate", "-o", "json"], &[]);
+    assert_eq!(json_error(&local)["code"], "labship::unsupported");
+    let logs = p.labship_at(&sim, &["logs", "--ec2", "-vvv"], &[]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    diagnostics.push_str(&stderr(&logs));
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    let command_lines = argv.stop();
+
+    // Everything AWS shows about the deployment, through the AWS CLI, and everything this
+    // machine showed: the token and the ECR password are in none of it.
+    let id = second["instance_id"].as_str().expect("instance id");
+    let console = aws_json(&sim, &["ec2", "get-console-output", "--instance-id", id]);
+    let console = console["Output"].as_str().unwrap_or_default().to_string();
+    assert!(
+        console.contains("labship: token path=/lab source=labship"),
+        "the console says whose token Jupyter accepts: {console}"
+    );
+    let user_data = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-instance-attribute",
+            "--instance-id",
+            id,
+            "--attribute",
+            "userData",
+        ],
+    );
+    let user_data = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(user_data["UserData"]["Value"].as_str().expect("user data"))
+            .expect("base64"),
+    )
+    .expect("utf-8");
+    let outputs = aws_json(
+        &sim,
+        &[
+            "ssm",
+            "list-command-invocations",
+            "--instance-id",
+            id,
+            "--details",
+        ],
+    );
+    assert!(
+        outputs.to_string().contains("labship: ready"),
+        "the replace's output is there to scan: {outputs}"
+    );
+    let tags = [
+        aws_json(&rig.aws_endpoint, &["ec2", "describe-tags"]).to_string(),
+        parameter_tags.to_string(),
+        aws_json(
+            &rig.aws_endpoint,
+            &["iam", "list-role-tags", "--role-name", "labship-instance"],
+        )
+        .to_string(),
+    ]
+    .join("\n");
+    let ecr_basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", rig.registry_password));
+    secrets_are_nowhere(
+        &[
+            ("Jupyter token", &token),
+            ("rotated Jupyter token", &new_token),
+            ("ECR password", &rig.registry_password),
+            ("ECR authorization token", &ecr_basic),
+        ],
+        &[
+            Shown {
+                what: "the console (GetConsoleOutput)",
+                text: console,
+            },
+            Shown {
+                what: "the user-data (DescribeInstanceAttribute)",
+                text: user_data,
+            },
+            Shown {
+                what: "the SSM command output (ListCommandInvocations)",
+                text: outputs.to_string(),
+            },
+            Shown {
+                what: "the tags (EC2, SSM, IAM)",
+                text: tags,
+            },
+            Shown {
+                what: "`labship logs --ec2`",
+                text: logs,
+            },
+            Shown {
+                what: "labship's stderr at -vvv (up, replace, token, logs)",
+                text: diagnostics,
+            },
+            Shown {
+                what: "a process's command line (/proc/*/cmdline)",
+                text: command_lines.into_iter().collect::<Vec<_>>().join("\n"),
+            },
+        ],
+    );
 
     // Another port, same image: the container moves, the tags follow, the old port closes.
     let new_port = free_port();
@@ -410,9 +616,9 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
             .contains("port"),
         "{moved}"
     );
-    assert_eq!(jupyter_status(new_port, Some(&token)), 200);
+    assert_eq!(jupyter_status(new_port, Some(&new_token)), 200);
     assert_eq!(
-        jupyter_status(port, Some(&token)),
+        jupyter_status(port, Some(&new_token)),
         0,
         "the old port still answers"
     );

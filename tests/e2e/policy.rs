@@ -16,7 +16,7 @@ const MANAGED_BY: &str = "labship:managed-by";
 const MANAGED_BY_VALUE: &str = "labship";
 
 /// Actions that no SDK call in `src/` names but that labship's calls need.
-const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 10] = [
+const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 11] = [
     (
         "iam:PassRole",
         "RunInstances with the instance profile; AddRoleToInstanceProfile",
@@ -33,6 +33,10 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 10] = [
     ("ecr:CompleteLayerUpload", "docker push"),
     ("ecr:PutImage", "docker push"),
     ("ecr:BatchGetImage", "docker push (manifest lookups)"),
+    (
+        "ssm:AddTagsToResource",
+        "PutParameter with Tags (the sealed token)",
+    ),
 ];
 
 /// Prefixes of actions that change something: never on `*` without a condition.
@@ -562,6 +566,28 @@ fn operator_policy_keeps_to_labship_resources() {
         granting(&policy, "ssm:GetParameter", secret).is_empty(),
         "GetParameter reaches {secret}"
     );
+    // The sealed tokens: labship's own parameters, /labship/*, and no one else's.
+    let token = "arn:aws:ssm:eu-west-1:123456789012:parameter/labship/demo/token";
+    for action in [
+        "ssm:PutParameter",
+        "ssm:GetParameter",
+        "ssm:DeleteParameter",
+        "ssm:AddTagsToResource",
+    ] {
+        assert!(
+            !granting(&policy, action, token).is_empty(),
+            "{action} on {token}"
+        );
+        for other in [
+            secret,
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/labshipper/x",
+        ] {
+            assert!(
+                granting(&policy, action, other).is_empty(),
+                "{action} reaches {other}"
+            );
+        }
+    }
 
     // The tag the conditions name is the one the code writes.
     let code: String = sources().into_iter().map(|(_, c)| c).collect();

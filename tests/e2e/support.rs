@@ -464,22 +464,7 @@ fn run_logged(mut cmd: Command, args: &[&str], note: &str) -> Output {
 /// secret (made with the aws CLI, as an administrator would).
 pub fn limited_user(endpoint: &str, user: &str, policy: &str) -> (String, String) {
     let aws = |args: &[&str]| -> String {
-        let out = Command::new(rig().venv.join("bin/aws"))
-            .args(args)
-            .args([
-                "--endpoint-url",
-                endpoint,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .output()
-            .expect("aws CLI");
+        let out = aws_cli(endpoint, args);
         assert!(
             out.status.success(),
             "aws {args:?}: {}",
@@ -507,4 +492,84 @@ pub fn limited_user(endpoint: &str, user: &str, policy: &str) -> (String, String
             .to_string()
     };
     (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
+/// `aws ARGS` (the AWS CLI of the rig's venv, the client a user would use) against
+/// `endpoint` as the test account, JSON out.
+pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(rig().venv.join("bin/aws"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .stdin(Stdio::null())
+        .output()
+        .expect("aws CLI")
+}
+
+/// [`aws_cli`], which must succeed: its stdout as JSON.
+pub fn aws_json(endpoint: &str, args: &[&str]) -> Value {
+    let out = aws_cli(endpoint, args);
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "aws {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Every distinct command line of this machine's processes (containers' included: they
+/// share the kernel), sampled every 20 ms from `/proc/*/cmdline` until [`Argv::stop`].
+pub struct Argv {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::collections::BTreeSet<String>>,
+}
+
+impl Argv {
+    pub fn sample() -> Argv {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            // Bounded: at most 30 minutes of sampling and 200,000 distinct lines.
+            let until = std::time::Instant::now() + Duration::from_secs(1800);
+            while !flag.load(Ordering::Relaxed)
+                && std::time::Instant::now() < until
+                && seen.len() < 200_000
+            {
+                if let Ok(dir) = std::fs::read_dir("/proc") {
+                    for entry in dir.flatten() {
+                        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+                            if !raw.is_empty() {
+                                seen.insert(String::from_utf8_lossy(&raw).replace('\0', " "));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Argv { stop, thread }
+    }
+
+    pub fn stop(self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sampler")
+    }
 }

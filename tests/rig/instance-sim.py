@@ -640,6 +640,8 @@ class Sim:
                     return json_response(inv.as_json())
             elif op == "DescribeInstanceInformation":
                 return self.ssm_describe_instance_information(req)
+            elif op == "ListCommandInvocations":
+                return self.ssm_list_command_invocations(req)
         return self.forward(req)
 
     # ---------------------------------------------------------------- EC2
@@ -951,6 +953,28 @@ class Sim:
                 inv.code = rc
                 inv.status = inv.details = "Success" if rc == 0 else "Failed"
         log("command %s on %s: %s (exit %s)" % (inv.command_id, inst.id, inv.status, inv.code))
+
+    def ssm_list_command_invocations(self, req):
+        """The simulated invocations (moto never ran them), filtered by CommandId and
+        InstanceId; with Details, each carries its plugin's output as AWS shows it (the first
+        2,500 characters of standard output)."""
+        data = req.json()
+        with self.lock:
+            invs = [inv for (cid, iid), inv in self.invocations.items()
+                    if data.get("CommandId") in (None, cid) and data.get("InstanceId") in (None, iid)]
+        out = []
+        for inv in sorted(invs, key=lambda i: i.start):
+            j = inv.as_json()
+            item = {"CommandId": j["CommandId"], "InstanceId": j["InstanceId"], "Comment": j["Comment"],
+                    "DocumentName": j["DocumentName"], "DocumentVersion": j["DocumentVersion"],
+                    "RequestedDateTime": inv.start, "Status": j["Status"], "StatusDetails": j["StatusDetails"]}
+            if data.get("Details"):
+                item["CommandPlugins"] = [{
+                    "Name": j["PluginName"], "Status": j["Status"], "StatusDetails": j["StatusDetails"],
+                    "ResponseCode": j["ResponseCode"], "Output": j["StandardOutputContent"][:2500],
+                    "StandardOutputUrl": "", "StandardErrorUrl": ""}]
+            out.append(item)
+        return json_response({"CommandInvocations": out})
 
     def ssm_describe_instance_information(self, req):
         data = req.json()

@@ -188,6 +188,10 @@ if [ "$status" != Success ] || [ "$(jq -r .StandardOutputContent <<<"$inv")" != 
     fail "get-command-invocation: $inv"
 fi
 ok "ssm send-command + get-command-invocation: Success, stdout 'hi'"
+inv="$(aws ssm list-command-invocations --command-id "$cid" --details)"
+[ "$(jq -r '.CommandInvocations[0].CommandPlugins[0].Output' <<<"$inv")" = hi ] ||
+    fail "list-command-invocations --details: $inv"
+ok "ssm list-command-invocations --details: the plugin's output"
 aws ec2 get-console-output --instance-id "$instance" | jq -r '.Output' | grep -qx hi ||
     fail "the command's output is not on the console"
 ok "the command's output is appended to the console"

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::hosts::SavedWorkspace as Saved;
+use crate::http::Endpoint;
 
 /// One request may take this long (a large data file over a slow link).
 const PER_REQUEST: Duration = Duration::from_secs(300);
@@ -33,7 +34,7 @@ pub fn api_base(url_path: &str) -> String {
 
 /// Downloads every file Jupyter lists under its root into `dest`.
 pub async fn save_workspace(
-    addr: &str,
+    endpoint: &Endpoint,
     base: &str,
     token: &str,
     instance: &str,
@@ -50,7 +51,7 @@ pub async fn save_workspace(
     let mut queue = VecDeque::from([String::new()]);
     while let Some(dir) = queue.pop_front() {
         let listing = get_json(
-            addr,
+            endpoint,
             &format!(
                 "{base}/api/contents/{}?content=1&type=directory",
                 encode_path(&dir)
@@ -82,7 +83,7 @@ pub async fn save_workspace(
                         continue;
                     }
                     let file = get_json(
-                        addr,
+                        endpoint,
                         &format!(
                             "{base}/api/contents/{}?content=1&type=file&format=base64",
                             encode_path(path)
@@ -115,22 +116,23 @@ pub async fn save_workspace(
 }
 
 async fn get_json(
-    addr: &str,
+    endpoint: &Endpoint,
     path: &str,
     token: &str,
     limit: usize,
 ) -> Result<serde_json::Value, String> {
-    let (status, body) = crate::http::get_bytes(addr, path, Some(token), limit, PER_REQUEST)
+    let base = endpoint.base_url();
+    let (status, body) = crate::http::get_bytes_at(endpoint, path, Some(token), limit, PER_REQUEST)
         .await
-        .map_err(|e| format!("http://{addr}{}: {e}", strip_query(path)))?;
+        .map_err(|e| format!("{base}{}: {e}", strip_query(path)))?;
     if status != 200 {
         return Err(format!(
-            "http://{addr}{} answered HTTP {status}",
+            "{base}{} answered HTTP {status}",
             strip_query(path)
         ));
     }
     serde_json::from_slice(&body)
-        .map_err(|e| format!("http://{addr}{}: not JSON ({e})", strip_query(path)))
+        .map_err(|e| format!("{base}{}: not JSON ({e})", strip_query(path)))
 }
 
 fn strip_query(path: &str) -> &str {

@@ -145,6 +145,76 @@ pub fn ever_served(console_text: &str) -> bool {
     !begun || served
 }
 
+/// Whose token the Jupyter on the host accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenFrom {
+    /// The token labship sealed in SSM (`/labship/<deployment>/token`): the host handed it
+    /// to Jupyter and checked that Jupyter accepts it. The console says only that.
+    Labship,
+    /// The image sets a token of its own (Jupyter refused labship's and accepted the one
+    /// in its log). labship does not hold it and never relays it.
+    Image,
+    /// A host started by labship before 0.2 relayed the whole login URL to the console.
+    Logged(crate::token::TokenFinding),
+}
+
+/// What the host says Jupyter serves: the newest `labship: token` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// The URL path Jupyter logged: `/lab`, `/tree`, `/user/x/lab`...
+    pub path: String,
+    /// Whose token it accepts.
+    pub token: TokenFrom,
+}
+
+/// The newest `labship: token path=<path> source=<labship|image>` line in console (or SSM
+/// command) output; a console of a host from before labship 0.2, whose token line carries
+/// the login URL itself, gives [`TokenFrom::Logged`]. `None` while there is no token line.
+#[must_use]
+pub fn served(console_text: &str) -> Option<Served> {
+    let text = crate::token::clean::clean_console(console_text);
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("labship: token ").map(|(_, rest)| rest.trim()));
+    let field = |line: &str, key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    if let Some(line) = line {
+        if let (Some(path), Some(source)) = (field(line, "path="), field(line, "source=")) {
+            if !path.starts_with('/') {
+                return None;
+            }
+            let token = match source.as_str() {
+                "image" => TokenFrom::Image,
+                _ => TokenFrom::Labship,
+            };
+            return Some(Served { path, token });
+        }
+    }
+    crate::token::find_token(&text).ok().map(|finding| Served {
+        path: finding.path.clone(),
+        token: TokenFrom::Logged(finding),
+    })
+}
+
+/// The SHA-256 fingerprint of the certificate Jupyter serves, from the newest
+/// `labship: tls sha256=AB:CD:...` line (the host prints it at every start). `None` on a
+/// host of a labship from before TLS.
+#[must_use]
+pub fn tls_fingerprint(console_text: &str) -> Option<crate::tls::Fingerprint> {
+    let text = crate::token::clean::clean_console(console_text);
+    text.lines().rev().find_map(|l| {
+        let rest = l.split_once("labship: tls ")?.1;
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("sha256="))?
+            .parse()
+            .ok()
+    })
+}
+
 /// The text after `labship: ` up to the end of the line (or the next marker).
 fn parse_marker(text: &str) -> Option<Marker> {
     let text = text.trim();
@@ -222,6 +292,34 @@ mod tests {
         ];
         for (console, served) in cases {
             assert_eq!(ever_served(console), served, "{console:?}");
+        }
+    }
+
+    #[test]
+    fn the_token_line_says_whose_token_and_never_carries_one() {
+        let cases = [
+            (
+                "[ 52.0] cloud-init[2179]: labship: token path=/lab source=labship\r\n",
+                Some(("/lab", TokenFrom::Labship)),
+            ),
+            (
+                "labship: token path=/lab source=labship\nlabship: token path=/user/x/tree source=image\n",
+                Some(("/user/x/tree", TokenFrom::Image)),
+            ),
+            ("labship: begin t=1\nlabship: started t=2\n", None),
+            ("labship: token path=lab source=labship\n", None),
+        ];
+        for (console, want) in cases {
+            let got = served(console).map(|s| (s.path, s.token));
+            assert_eq!(got, want.map(|(p, t)| (p.to_string(), t)), "{console:?}");
+        }
+        // A host of an older labship relayed the URL: still readable.
+        let legacy = format!("labship: token http://127.0.0.1:8888/tree?token={NEW_TOKEN}\n");
+        let got = served(&legacy).expect("legacy line");
+        assert_eq!(got.path, "/tree");
+        match got.token {
+            TokenFrom::Logged(f) => assert_eq!(f.token.as_str(), NEW_TOKEN),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,11 +1,12 @@
 //! `labship down --ec2`: removes a deployment's resources in reverse order of creation
-//! (instances, then their security group, then, when asked, its images and the shared IAM
-//! role), found by their tags. One failure does not stop the others; each is reported.
+//! (instances, then their security group and sealed token, then, when asked, its images and
+//! the shared IAM role), found by their tags and names. One failure does not stop the others; each is reported.
 //! Running it again finds nothing and says so.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{backup, console};
+use super::console::{self, TokenFrom};
+use super::{backup, sealed};
 use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::Aws;
@@ -22,8 +23,8 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 /// How long a security group may stay in use by a terminated instance's interface.
 const GROUP_WAIT: Duration = Duration::from_secs(180);
 
-/// Saves one instance's workspace through its Jupyter (token from the console). None: its
-/// Jupyter never started (no token ever reached the console), so there is nothing to save.
+/// Saves one instance's workspace through its Jupyter (with the sealed token). None: its
+/// Jupyter never started (the console never said it served), so there is nothing to save.
 async fn save(
     cloud: &Cloud,
     inst: &Instance,
@@ -50,17 +51,41 @@ async fn save(
     let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
         return Err("the instance has no public IP address and port to reach Jupyter on".into());
     };
-    let finding = crate::token::find_token(&console)
-        .map_err(|e| format!("no Jupyter token on its console ({e})"))?;
+    let served = console::served(&console);
+    let path = served
+        .as_ref()
+        .map_or_else(|| "/lab".to_string(), |s| s.path.clone());
+    let token = match served.map(|s| s.token) {
+        Some(TokenFrom::Image) => {
+            return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot read the workspace".into())
+        }
+        Some(TokenFrom::Logged(finding)) => finding.token,
+        _ => sealed::read(cloud, &inst.deployment)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "its token parameter {} is gone",
+                    sealed::parameter(&inst.deployment)
+                )
+            })?,
+    };
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
         ip.clone()
     };
+    // Over TLS to the certificate the host published; plain HTTP only for a host of a
+    // labship from before TLS, whose console has no fingerprint.
+    let addr = format!("{host}:{port}");
+    let endpoint = match console::tls_fingerprint(&console) {
+        Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
+        None => crate::http::Endpoint::Plain(addr),
+    };
     backup::save_workspace(
-        &format!("{host}:{port}"),
-        &backup::api_base(&finding.path),
-        finding.token.expose(),
+        &endpoint,
+        &backup::api_base(&path),
+        token.expose(),
         &inst.id,
         dest,
     )
@@ -72,13 +97,15 @@ async fn save(
 pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<Option<String>> {
     let cloud = Cloud::new(aws);
     let deployment = &config.name;
-    let (instances, groups) = tokio::try_join!(
+    let parameter = sealed::parameter(deployment);
+    let (instances, groups, token) = tokio::try_join!(
         cloud.instances(Some(deployment)),
-        cloud.security_groups(Some(deployment))
+        cloud.security_groups(Some(deployment)),
+        cloud.secure_parameter_exists(&parameter),
     )?;
     let instances: Vec<String> = instances.into_iter().map(|i| i.id).collect();
     let groups: Vec<String> = groups.into_iter().map(|g| g.id).collect();
-    if instances.is_empty() && groups.is_empty() && !opts.purge_images && !opts.all {
+    if instances.is_empty() && groups.is_empty() && !token && !opts.purge_images && !opts.all {
         return Ok(None);
     }
     let mut what = Vec::new();
@@ -98,6 +125,9 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     }
     if !groups.is_empty() {
         what.push(format!("delete security group {}", groups.join(", ")));
+    }
+    if token {
+        what.push(format!("delete its token parameter {parameter}"));
     }
     if opts.purge_images {
         what.push(format!(
@@ -216,6 +246,20 @@ pub async fn down(
             .push("security group kept: an instance of the deployment may still use it".into());
     }
 
+    // 2b. Its sealed token, once no instance needs it.
+    let parameter = sealed::parameter(deployment);
+    let mut token_deleted = false;
+    if report.failures.is_empty() {
+        match sealed::remove(&cloud, deployment).await {
+            Ok(deleted) => token_deleted = deleted,
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    } else {
+        report.failures.push(format!(
+            "token parameter {parameter} kept: an instance of the deployment may still use it"
+        ));
+    }
+
     // 3. Images, only when asked.
     if opts.purge_images {
         let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
@@ -265,6 +309,7 @@ pub async fn down(
                 .iter()
                 .map(|g| format!("security group {g}")),
         )
+        .chain(token_deleted.then(|| format!("SSM parameter {parameter}")))
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
         .chain(
             report

@@ -1,5 +1,5 @@
-//! `status`, `token` and `logs` for EC2 deployments, from AWS alone (tags and the serial
-//! console), so they work from any machine at any later time.
+//! `status`, `token` and `logs` for EC2 deployments, from AWS alone (tags, the serial
+//! console and the sealed token in SSM), so they work from any machine at any later time.
 
 use crate::aws::ec2::Instance;
 use crate::aws::Aws;
@@ -8,6 +8,9 @@ use crate::config::Target;
 use crate::error::{Error, Result};
 use crate::hosts::{DeploymentStatus, LogsReport, TokenReport};
 use crate::token;
+
+use super::console::{self, TokenFrom};
+use super::sealed;
 
 /// Every labship deployment in the region: its instances, and security groups left without
 /// an instance (an interrupted `up` or `down`).
@@ -94,28 +97,43 @@ async fn console_of(cloud: &Cloud, deployment: &str) -> Result<(Instance, Option
     Ok((inst, console))
 }
 
-/// The token and full URL, from the instance's console.
+/// The token (sealed in SSM) and the full URL (the path the host reported on its console).
 pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
-    let (inst, console) = console_of(&Cloud::new(aws), deployment).await?;
-    let origin = format!("the console of {} ({deployment})", inst.id);
-    let text = console.ok_or_else(|| Error::TokenNotFound {
-        origin: origin.clone(),
-        reason: "EC2 has no console output for it yet".into(),
-        hint: "a new instance shows its console after a minute or two; try again, or `labship logs --ec2`".into(),
-    })?;
-    let finding = token::find_token(&text).map_err(|e| e.into_error(&origin))?;
+    let cloud = Cloud::new(aws);
+    let ((inst, console), sealed) = tokio::try_join!(
+        console_of(&cloud, deployment),
+        sealed::read(&cloud, deployment)
+    )?;
+    let served = console.as_deref().and_then(console::served);
+    let token = match (served.as_ref().map(|s| &s.token), sealed) {
+        (Some(TokenFrom::Image), _) => {
+            return Err(Error::TokenNotFound {
+                origin: format!("the deployment `{deployment}` ({})", inst.id),
+                reason: "its image sets its own Jupyter token, which labship never holds".into(),
+                hint: "use the token the image's documentation (or its JUPYTER_TOKEN setting) gives; `labship status --ec2` shows the URL".into(),
+            })
+        }
+        (Some(TokenFrom::Logged(finding)), _) => finding.token.clone(),
+        (_, Some(token)) => token,
+        (_, None) => {
+            return Err(Error::TokenNotFound {
+                origin: format!("SSM parameter {}", sealed::parameter(deployment)),
+                reason: "the deployment has no sealed token".into(),
+                hint: format!(
+                    "`labship up {deployment} --ec2` seals one (and starts Jupyter with it)"
+                ),
+            })
+        }
+    };
+    let path = served.map_or_else(|| "/lab".to_string(), |s| s.path);
     let url = match (&inst.public_ip, inst.port) {
-        (Some(ip), Some(port)) => format!(
-            "http://{ip}:{port}{}?token={}",
-            finding.path,
-            finding.token.expose()
-        ),
-        _ => finding.url.clone(),
+        (Some(ip), Some(port)) => super::up::url(ip, port, &path, Some(&token)),
+        _ => format!("{path}?token={}", token.expose()),
     };
     Ok(TokenReport {
         target: Some(Target::Ec2),
         deployment: Some(deployment.to_string()),
-        token: finding.token.expose().to_string(),
+        token: token.expose().to_string(),
         url,
     })
 }
@@ -124,7 +142,8 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
 pub async fn logs(aws: &Aws, deployment: &str, tail: Option<usize>) -> Result<LogsReport> {
     let (_, console) = console_of(&Cloud::new(aws), deployment).await?;
     let text = console.unwrap_or_default();
-    let clean = token::clean::clean_console(&text);
+    // A host of an older labship relayed the login URL, and an error may quote a log line.
+    let clean = token::redact(&token::clean::clean_console(&text));
     let log = match tail {
         Some(n) => {
             let lines: Vec<&str> = clean.lines().collect();

@@ -15,6 +15,7 @@ pub mod console;
 pub mod down;
 pub mod info;
 pub mod plan;
+pub mod sealed;
 pub mod up;
 pub mod userdata;
 mod watch;
@@ -34,9 +35,9 @@ use crate::output::Printer;
 
 pub use crate::aws::Cloud;
 
-/// The address service asked for the caller's public IP (plain HTTP: it only decides which
-/// address the security group opens to, and `--allow-cidr` replaces it).
-const CHECKIP: &str = "checkip.amazonaws.com:80";
+/// The address service asked for the caller's public IP. Over HTTPS: its answer decides which
+/// address the security group opens to, so no one on the network path may choose it.
+const CHECKIP: &str = "https://checkip.amazonaws.com/";
 
 /// The SSM parameter holding the latest AMI id of a host kind and architecture.
 pub fn ami_parameter(ami: &HostAmi, arch: Arch) -> Option<String> {
@@ -217,26 +218,92 @@ pub fn normalise_cidr(c: &str) -> Result<String> {
     Ok(net.trunc().to_string())
 }
 
-/// The caller's public IP as AWS sees it. `LABSHIP_CHECKIP` (host:port) replaces the
-/// service (tests, proxies).
+/// The caller's public IP as AWS sees it, from `https://checkip.amazonaws.com/`.
+/// `LABSHIP_CHECKIP` replaces the service (tests, proxies): an `https://` URL anywhere, plain
+/// HTTP (`http://HOST:PORT/` or `HOST:PORT`) only on this machine. An answer that cannot be
+/// anyone's public address (private, loopback, link-local...) is refused: it would open the
+/// port to the wrong network.
 pub async fn caller_ip() -> Result<IpAddr> {
-    let addr = std::env::var("LABSHIP_CHECKIP")
+    let service = std::env::var("LABSHIP_CHECKIP")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| CHECKIP.to_string());
-    let (status, body) = crate::http::get_text(&addr, "/", Duration::from_secs(8))
-        .await
-        .map_err(|message| Error::CallerIp {
-            message: format!("http://{addr}/: {message}"),
-        })?;
-    if status != 200 {
-        return Err(Error::CallerIp {
-            message: format!("http://{addr}/ answered HTTP {status}"),
-        });
+    let fail = |message: String| Error::CallerIp { message };
+    let within = Duration::from_secs(8);
+    let (status, body) = match service.strip_prefix("https://") {
+        Some(rest) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| fail(format!("{service}: the port is not a number")))?,
+                ),
+                None => (authority, 443),
+            };
+            crate::http::get_text_https(host, port, &format!("/{path}"), within).await
+        }
+        None => {
+            let addr = service.strip_prefix("http://").unwrap_or(&service);
+            let addr = addr.split('/').next().unwrap_or_default();
+            let loopback = addr
+                .rsplit_once(':')
+                .map_or(addr, |(h, _)| h)
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(fail(format!(
+                    "{service}: plain HTTP is only accepted on this machine (LABSHIP_CHECKIP); use an https:// URL"
+                )));
+            }
+            crate::http::get_text(addr, "/", within).await
+        }
     }
-    body.trim().parse().map_err(|_| Error::CallerIp {
-        message: format!("http://{addr}/ answered something that is not an address"),
-    })
+    .map_err(|message| fail(format!("{service}: {message}")))?;
+    if status != 200 {
+        return Err(fail(format!("{service} answered HTTP {status}")));
+    }
+    let ip: IpAddr = body.trim().parse().map_err(|_| {
+        fail(format!(
+            "{service} answered something that is not an address"
+        ))
+    })?;
+    if !is_public(ip) {
+        return Err(fail(format!(
+            "{service} answered {ip}, which is not a public address (a proxy or a captive portal in the way?)"
+        )));
+    }
+    Ok(ip)
+}
+
+/// Whether `ip` can be a caller's address on the internet: not private, loopback,
+/// link-local, shared (carrier NAT), unspecified, broadcast or multicast.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
 }
 
 /// EC2 in the user's AWS account as a [`Host`]. The AWS configuration is loaded once per
@@ -297,6 +364,10 @@ impl Host for Ec2Host {
         info::token(&self.aws, deployment).await
     }
 
+    async fn rotate_token(&self, config: &Config, printer: &Printer) -> Result<TokenReport> {
+        up::rotate_token(&self.aws, config, printer).await
+    }
+
     async fn logs(&self, deployment: &str, tail: Option<usize>) -> Result<LogsReport> {
         info::logs(&self.aws, deployment, tail).await
     }
@@ -327,6 +398,35 @@ impl Host for Ec2Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_public_address_can_be_the_callers() {
+        for public in [
+            "203.0.113.9",
+            "52.95.110.1",
+            "2600:1f18::1",
+            "::ffff:52.95.110.1",
+        ] {
+            assert!(is_public(public.parse().expect("ip")), "{public}");
+        }
+        for not in [
+            "10.0.0.5",
+            "172.16.0.1",
+            "192.168.1.10",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "fd00::5",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(not.parse().expect("ip")), "{not}");
+        }
+    }
 
     #[test]
     fn cidrs_are_normalised_and_checked() {

@@ -259,7 +259,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                         crate::token::redact(&cause)
                     ),
                 )
-            } else if crate::token::find_token(console).is_ok() {
+            } else if super::console::served(console).is_some() {
                 detail.push = false;
                 (
                     PlannedAction::Nothing,
@@ -644,12 +644,20 @@ mod tests {
         let (_dir, config) = config();
         let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1";
         let mut seen = observed(vec![instance("running", image, 8888)]);
+        seen.console = Some("labship: token path=/lab source=labship\n".into());
+        let plan = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Nothing);
+        // A host of an older labship relayed the URL itself: served too.
         seen.console = Some(format!(
             "labship: token\nhttp://127.0.0.1:8888/lab?token={}\n",
             "a".repeat(48)
         ));
-        let plan = plan(&config, &opts(&config), &seen).expect("plan");
-        assert_eq!(plan.action, PlannedAction::Nothing);
+        assert_eq!(
+            super::plan(&config, &opts(&config), &seen)
+                .expect("plan")
+                .action,
+            PlannedAction::Nothing
+        );
         assert!(!plan.build, "a no-op builds nothing");
         assert!(!ec2(&plan).push);
         assert!(ec2(&plan).launch.is_none());

@@ -7,16 +7,18 @@
 //! 3. **prepare** the push: build when needed, log in, make sure the repository exists (a
 //!    failed build leaves nothing in AWS);
 //! 4. **plan** from all of that (the same function `--dry-run` prints);
-//! 5. **apply**: instance role and security group, then upload and RunInstances at the same
-//!    time (the host boots while layers upload; its user-data retries the pull), or the
-//!    container replaced in place through Systems Manager;
-//! 6. **wait** for the console's markers until the token.
+//! 5. **apply**: instance role, security group and the sealed token (an SSM SecureString,
+//!    see [`super::sealed`]), then upload and RunInstances at the same time (the host boots
+//!    while layers upload; its user-data retries the pull), or the container replaced in
+//!    place through Systems Manager;
+//! 6. **wait** for the console's markers until Jupyter accepts the token.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::console::{self, MarkerKind, Phase};
+use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
-use super::{ingress_cidrs, resolve_ami, watch};
+use super::userdata::{self, HostKind, UserDataInputs};
+use super::{ingress_cidrs, resolve_ami, sealed, watch};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::retry::{self, Step};
@@ -26,10 +28,11 @@ use crate::build;
 use crate::config::{Config, Target};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
-use crate::hosts::{Plan, PlanDetail, PlannedAction, Timings, UpReport};
+use crate::hosts::{Plan, PlanDetail, PlannedAction, Timings, TokenReport, UpReport};
 use crate::interrupt;
 use crate::output::Printer;
 use crate::push::{self, Ecr, ImageRegistry};
+use crate::token::JupyterToken;
 
 /// Steps 1 and 2 for `--dry-run`: everything a plan can show, with nothing created or built
 /// (the registry is asked for its address only, which is a read).
@@ -175,8 +178,9 @@ pub async fn up(
         let pushed = push::finish(engine, &ecr, prepared, printer).await?;
         let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
         printer.note(format!("`{name}`: {}", plan.reason));
-        let (now, secs, finding) =
-            replace_container(&cloud, inst, script, &image, opts, printer).await?;
+        let token = seal(&cloud, name).await?;
+        let (now, secs, served) =
+            replace_container(&cloud, inst, script, &image, opts.port, printer).await?;
         // Only now: had the new container failed, the old one (and its port) would still run.
         if let Some(group) = inst.security_groups.first() {
             cloud
@@ -193,22 +197,24 @@ pub async fn up(
         return report(
             &plan,
             &now,
-            &finding,
+            (&served, Some(&token)),
             (build_secs.is_some(), pushed.bytes_uploaded),
             timings,
+            printer,
         );
     }
     let Some(spec) = &detail.launch else {
         return Err(not_ec2());
     };
 
-    // Role and security group: not cancellable (a role is made with its profile, a group
-    // with its rules, or not at all).
+    // Role, security group and token: not cancellable (a role is made with its profile, a
+    // group with its rules, or not at all).
     interrupt::checkpoint("creating the instance role and security group")?;
     let vpc = detail.vpc.clone().unwrap_or_default();
-    let (profile_created, (group, group_created)) = tokio::try_join!(
+    let (profile_created, (group, group_created), token) = tokio::try_join!(
         cloud.ensure_instance_profile(),
-        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress)
+        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress),
+        seal(&cloud, name),
     )?;
     interrupt::made(format!(
         "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
@@ -297,9 +303,10 @@ pub async fn up(
     report(
         &plan,
         &ready.instance,
-        &ready.finding,
+        (&ready.served, Some(&token)),
         (build_secs.is_some(), pushed.bytes_uploaded),
         timings,
+        printer,
     )
 }
 
@@ -351,8 +358,9 @@ async fn in_place(
             let Some(script) = &detail.user_data else {
                 return Err(not_ec2());
             };
-            let (now, secs, finding) =
-                replace_container(cloud, inst, script, &plan.image, opts, printer).await?;
+            let token = seal(cloud, name).await?;
+            let (now, secs, served) =
+                replace_container(cloud, inst, script, &plan.image, opts.port, printer).await?;
             let timings = Timings {
                 jupyter: Some(secs),
                 total: started.elapsed().as_secs_f64(),
@@ -361,9 +369,10 @@ async fn in_place(
             return report(
                 &plan,
                 &now,
-                &finding,
+                (&served, Some(&token)),
                 (pushed.built, pushed.bytes_uploaded),
                 timings,
+                printer,
             );
         }
         PlannedAction::Resume => {
@@ -390,6 +399,7 @@ async fn in_place(
         watch::until_token(cloud, inst, wait, printer),
     )
     .await?;
+    let token = sealed::read(cloud, name).await?;
     let timings = Timings {
         total: started.elapsed().as_secs_f64(),
         ..Timings::default()
@@ -397,20 +407,44 @@ async fn in_place(
     report(
         &plan,
         &ready.instance,
-        &ready.finding,
+        (&ready.served, token.as_ref()),
         (built, bytes),
         timings,
+        printer,
     )
 }
 
-/// The report of an applied plan, from the instance as it now is and the token its Jupyter
-/// printed; `pushed` is (built in this run, bytes uploaded).
+/// The deployment's sealed token (made and stored now if it has none), recorded for the
+/// interruption report.
+async fn seal(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
+    let (token, _) = sealed::ensure(cloud, deployment).await?;
+    interrupt::made(format!(
+        "SSM parameter {} (the token of `{deployment}`)",
+        sealed::parameter(deployment)
+    ));
+    Ok(token)
+}
+
+/// The token of the login URL: the sealed one when the host says Jupyter accepts it, none
+/// when the image sets its own (labship does not hold that one), the one the console
+/// relayed for a host of an older labship.
+pub fn login_token(served: &Served, sealed: Option<&JupyterToken>) -> Option<JupyterToken> {
+    match &served.token {
+        TokenFrom::Labship => sealed.cloned(),
+        TokenFrom::Image => None,
+        TokenFrom::Logged(finding) => Some(finding.token.clone()),
+    }
+}
+
+/// The report of an applied plan, from the instance as it now is, what its host says Jupyter
+/// serves and the sealed token; `pushed` is (built in this run, bytes uploaded).
 fn report(
     plan: &Plan,
     instance: &Instance,
-    finding: &crate::token::TokenFinding,
+    (served, sealed): (&Served, Option<&JupyterToken>),
     (built, bytes_uploaded): (bool, u64),
     timings: Timings,
+    printer: &Printer,
 ) -> Result<UpReport> {
     let PlanDetail::Ec2(detail) = &plan.detail else {
         return Err(not_ec2());
@@ -418,10 +452,17 @@ fn report(
     let ip = require_ip(instance, &plan.deployment)?;
     // A plan that left the container alone reports what the instance says it serves.
     let in_place = matches!(plan.action, PlannedAction::Nothing | PlannedAction::Resume);
+    let token = login_token(served, sealed);
+    if served.token == TokenFrom::Image {
+        printer.note(format!(
+            "The image of `{}` sets its own Jupyter token, so the URL has none: use the image's token",
+            plan.deployment
+        ));
+    }
     Ok(UpReport {
         target: Target::Ec2,
         deployment: plan.deployment.clone(),
-        url: url(&ip, detail.port, finding),
+        url: url(&ip, detail.port, &served.path, token.as_ref()),
         action: plan.action.done(),
         reason: plan.reason.clone(),
         image: instance
@@ -512,15 +553,15 @@ async fn launch_and_wait_running(
     Ok((running, launched_at, t.elapsed().as_secs_f64()))
 }
 
-/// Replaces the container through SSM RunCommand; returns (instance, seconds, token).
+/// Replaces the container through SSM RunCommand; returns (instance, seconds, what it serves).
 async fn replace_container(
     cloud: &Cloud,
     inst: &Instance,
     script: &str,
     image: &str,
-    opts: &Options,
+    port: u16,
     printer: &Printer,
-) -> Result<(Instance, f64, crate::token::TokenFinding)> {
+) -> Result<(Instance, f64, Served)> {
     let t = Instant::now();
     if !cloud.ssm_online(&inst.id).await? {
         return Err(Error::Replace {
@@ -574,14 +615,94 @@ async fn replace_container(
             ),
         });
     }
-    let finding = crate::token::find_token(&result.stdout)
-        .map_err(|e| e.into_error(&format!("the replace command's output on {}", inst.id)))?;
-    cloud.set_serving_tags(&inst.id, image, opts.port).await?;
+    let served = console::served(&result.stdout).ok_or_else(|| Error::Replace {
+        deployment: inst.deployment.clone(),
+        instance: inst.id.clone(),
+        message: "the replace command succeeded but did not say that Jupyter answers".into(),
+        hint: format!(
+            "`labship logs {} --ec2` shows the host's console; `labship up --ec2` again checks it",
+            inst.deployment
+        ),
+    })?;
+    cloud.set_serving_tags(&inst.id, image, port).await?;
     let now = cloud
         .instance(&inst.id)
         .await?
         .unwrap_or_else(|| inst.clone());
-    Ok((now, t.elapsed().as_secs_f64(), finding))
+    Ok((now, t.elapsed().as_secs_f64(), served))
+}
+
+/// `token --rotate`: a new sealed token, then the deployment's container started again with
+/// it (same image, same workspace volume, same address) through Systems Manager. If the new
+/// container does not come up, the host puts the old one back and labship puts the old token
+/// back with it, so the old URL keeps working.
+pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Result<TokenReport> {
+    let cloud = Cloud::new(aws);
+    let name = &config.name;
+    let inst = super::info::running(&cloud, name).await?;
+    let refuse = |message: String| Error::Replace {
+        deployment: name.clone(),
+        instance: inst.id.clone(),
+        message,
+        hint: format!("`labship up {name} --ec2` starts it; then rotate the token"),
+    };
+    if inst.state != "running" {
+        return Err(refuse(format!("the instance is {}", inst.state)));
+    }
+    let (Some(image), Some(port)) = (inst.image.clone(), inst.port) else {
+        return Err(refuse(
+            "the instance has no labship:image and labship:port tags".into(),
+        ));
+    };
+    let registry = image.split('/').next().unwrap_or_default();
+    let script = userdata::render_recreate(&UserDataInputs {
+        deployment: name,
+        region: &cloud.region,
+        registry,
+        image: &image,
+        host_kind: HostKind::Custom,
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        port,
+        container_port: plan::CONTAINER_PORT,
+        pull_deadline_secs: PULL_DEADLINE,
+        jupyter_deadline_secs: JUPYTER_DEADLINE,
+    })
+    .map_err(|e| refuse(e.to_string()))?;
+    let old = sealed::read(&cloud, name).await?;
+    interrupt::checkpoint("sealing a new token")?;
+    let new = sealed::rotate(&cloud, name).await?;
+    printer.note(format!(
+        "Sealed a new token in {}; restarting Jupyter on {} with it (the workspace stays)",
+        sealed::parameter(name),
+        inst.id
+    ));
+    let (now, _, served) =
+        match replace_container(&cloud, &inst, &script, &image, port, printer).await {
+            Ok(done) => done,
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => {
+                if let Some(old) = old {
+                    sealed::restore(&cloud, name, &old).await?;
+                    printer.note("The old container and its token are back");
+                }
+                return Err(e);
+            }
+        };
+    let token = login_token(&served, Some(&new)).ok_or_else(|| Error::TokenNotFound {
+        origin: format!("the deployment `{name}` ({})", inst.id),
+        reason: "its image sets its own Jupyter token, so a sealed one does not apply".into(),
+        hint: "change the token in the image's configuration instead".into(),
+    })?;
+    let url = match &now.public_ip {
+        Some(ip) => url(ip, port, &served.path, Some(&token)),
+        None => format!("{}?token={}", served.path, token.expose()),
+    };
+    Ok(TokenReport {
+        target: Some(Target::Ec2),
+        deployment: Some(name.clone()),
+        token: token.expose().to_string(),
+        url,
+    })
 }
 
 /// The instance as [`interrupt::made`] lists it.
@@ -598,17 +719,18 @@ fn require_ip(inst: &Instance, name: &str) -> Result<String> {
     })
 }
 
-fn url(ip: &str, port: u16, finding: &crate::token::TokenFinding) -> String {
+/// The login URL: `http://IP:PORT/PATH?token=TOKEN`, without the query when the token is
+/// the image's own.
+pub fn url(ip: &str, port: u16, path: &str, token: Option<&JupyterToken>) -> String {
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
         ip.to_string()
     };
-    format!(
-        "http://{host}:{port}{}?token={}",
-        finding.path,
-        finding.token.expose()
-    )
+    match token {
+        Some(t) => format!("http://{host}:{port}{path}?token={}", t.expose()),
+        None => format!("http://{host}:{port}{path}"),
+    }
 }
 
 /// Phase durations from the markers' own clock (the instance's), anchored at the launch.

@@ -191,7 +191,7 @@ pub fn volume_name(deployment: &str) -> String {
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    render("userdata/boot.sh", BOOT, inputs)
+    render("userdata/boot.sh", BOOT, inputs, false)
 }
 
 /// The script that replaces the Jupyter container of a running host with `inputs.image`
@@ -205,22 +205,35 @@ pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
 ///
 /// As [`render_boot`].
 pub fn render_replace(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    render("userdata/replace.sh", REPLACE, inputs)
+    render("userdata/replace.sh", REPLACE, inputs, false)
+}
+
+/// The replace script that starts a new container even when the running one already has
+/// `inputs.image` (`token --rotate`: the new container reads the new sealed token; the
+/// workspace volume is kept, and the old container is put back if the new one fails).
+///
+/// # Errors
+///
+/// As [`render_boot`].
+pub fn render_recreate(inputs: &UserDataInputs) -> Result<String, UserDataError> {
+    render("userdata/replace.sh", REPLACE, inputs, true)
 }
 
 fn render(
     template_name: &'static str,
     template: &str,
     inputs: &UserDataInputs,
+    recreate: bool,
 ) -> Result<String, UserDataError> {
-    let values = values(inputs)?;
+    let mut values = values(inputs)?;
+    values.push(("RECREATE", if recreate { "1" } else { "0" }.to_string()));
     let fragment = inputs.host_kind.docker_fragment();
     let spliced = expand(
         template_name,
         template,
         |name| match name {
-            "COMMON" => Some(Cow::Borrowed(COMMON)),
-            "HOST_SETUP" => Some(Cow::Borrowed(fragment)),
+            "COMMON" => Some(Cow::Owned(without_comment_lines(COMMON))),
+            "HOST_SETUP" => Some(Cow::Owned(without_comment_lines(fragment))),
             _ => None,
         },
         Unknown::Keep,
@@ -250,6 +263,17 @@ fn render(
         });
     }
     Ok(rendered)
+}
+
+/// A fragment without its whole-line comments: the helpers are documented in `userdata/`,
+/// and EC2's 16 KiB limit is better spent on code. (The fragments hold no heredoc or
+/// multi-line string, where a line starting with `#` would be data.)
+fn without_comment_lines(fragment: &str) -> String {
+    fragment
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The placeholder values, validated, unquoted.
@@ -477,6 +501,8 @@ mod tests {
     const PASSWORD: &str = "stub-ecr-password-4b1d";
     const OLD_TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
     const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
+    /// The token labship sealed in SSM, as the stub `aws ssm get-parameter` gives it.
+    const SEALED_TOKEN: &str = "5eb1ed0c4a2b9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e";
 
     fn inputs(host_kind: HostKind, bind: &str) -> UserDataInputs<'static> {
         UserDataInputs {
@@ -830,7 +856,7 @@ logs)
     elif [ "$img" = "${STUB_SILENT_IMAGE:-none}" ]; then
         echo "[I 2026-11-21 10:00:00.100 ServerApp] still starting" >&2
     else
-        cat "$STUB_LIB/${STUB_LOG:-jupyter.log}" >&2
+        cat "$STUB_LIB/${STUB_LOG:-explicit.log}" >&2
     fi ;;
 *) echo "stub docker: unexpected $*" >&2; exit 2 ;;
 esac
@@ -841,6 +867,14 @@ esac
 printf '%s\n' "aws$(printf ' %s' "$@")" >>"$STUB/calls"
 if [ "$*" = "ecr get-login-password --region eu-west-1" ]; then
     printf '%s\n' "$STUB_PASSWORD"
+    exit 0
+fi
+if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/demo/token --with-decryption --query Parameter.Value --output text" ]; then
+    if [ -n "${STUB_NO_TOKEN:-}" ]; then
+        echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2
+        exit 254
+    fi
+    printf '%s\n' "$STUB_TOKEN"
     exit 0
 fi
 echo "stub aws: unexpected $*" >&2
@@ -1032,6 +1066,8 @@ esac
                 .env("STUB_BIN", self.path("bin"))
                 .env("STUB_LIB", self.path("lib"))
                 .env("STUB_PASSWORD", PASSWORD)
+                .env("STUB_TOKEN", SEALED_TOKEN)
+                .env("STUB_ACCEPTED_TOKEN", SEALED_TOKEN)
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .output()
@@ -1079,17 +1115,29 @@ esac
         assert!(found
             .iter()
             .all(|m| (m.phase == MarkerKind::Phase(Phase::Token)) != m.at.is_some()));
-        let token_line = format!("labship: token http://127.0.0.1:8888/lab?token={NEW_TOKEN}");
-        assert_eq!(count_lines(&run.stdout, &token_line), 1, "{context}");
-        for line in run
-            .stdout
-            .lines()
-            .filter(|l| !l.starts_with("labship: token "))
-        {
+        let token_line = "labship: token path=/lab source=labship";
+        assert_eq!(count_lines(&run.stdout, token_line), 1, "{context}");
+        for line in run.stdout.lines() {
             assert!(line.len() < 70, "long marker line {line:?}");
         }
-        let finding = crate::token::find_token(&run.stdout).expect("find_token reads the relay");
-        assert_eq!(finding.token.as_str(), NEW_TOKEN);
+        let served = super::super::console::served(&run.stdout).expect("the token line");
+        assert_eq!(served.path, "/lab");
+        assert_eq!(served.token, super::super::console::TokenFrom::Labship);
+        // The sealed token reached the container through a root-only env file, and nothing
+        // else: not the console, the log, any command line.
+        let env_file = host.path("state/demo.env");
+        assert_eq!(
+            fs::read_to_string(&env_file).expect("env file"),
+            format!("JUPYTER_TOKEN={SEALED_TOKEN}\n")
+        );
+        assert_eq!(
+            fs::metadata(&env_file)
+                .expect("env file")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
 
         let calls = host.calls();
         let position = |line: &str| {
@@ -1111,6 +1159,7 @@ esac
             // aws and docker login run side by side in a pipe: either may log first
             position("aws ecr get-login-password --region eu-west-1")
                 .max(position(&format!("docker login --username AWS --password-stdin {REGISTRY}"))),
+            position("aws ssm get-parameter --region eu-west-1 --name /labship/demo/token --with-decryption --query Parameter.Value --output text"),
             position(&format!("docker pull {IMAGE}")),
             position("docker volume create --label dev.labship.ec2.deployment=demo labship-ec2-demo-work"),
             position(&run_line),
@@ -1138,11 +1187,15 @@ esac
         }
         assert!(host
             .read("state/curl-stdin")
-            .contains(&format!("Authorization: token {NEW_TOKEN}")));
-        assert!(calls
-            .lines()
-            .filter(|l| l.starts_with("curl"))
-            .all(|l| !l.contains(NEW_TOKEN)));
+            .contains(&format!("Authorization: token {SEALED_TOKEN}")));
+        for (what, text) in [
+            ("stdout", &run.stdout),
+            ("calls (argv)", &calls),
+            ("log", &host.read("labship.log")),
+            ("console", &host.read("console")),
+        ] {
+            assert!(!text.contains(SEALED_TOKEN), "token in {what}\n{context}");
+        }
 
         // Again: the running container of the same image is kept.
         let again = host.run(&script, &[]);
@@ -1214,16 +1267,16 @@ esac
     }
 
     #[test]
-    fn boot_script_relays_an_explicit_token_placeholder_as_logged() {
+    fn boot_script_says_when_the_image_sets_its_own_token_and_never_prints_it() {
         let host = FakeHost::new(true, true);
         let script = render_boot(&inputs(HostKind::Custom, "0.0.0.0")).expect("renders");
         let run = host.run(
             &script,
             &[
                 ("STUB_PULL_FAILS", "0"),
-                ("STUB_LOG", "explicit.log"),
-                // The image sets its own token: the host's is refused.
-                ("STUB_ACCEPTED_TOKEN", "the-image-own-token"),
+                // The image sets its own token (logged in full): the host's is refused.
+                ("STUB_LOG", "jupyter.log"),
+                ("STUB_ACCEPTED_TOKEN", NEW_TOKEN),
             ],
         );
         let context = format!(
@@ -1239,20 +1292,42 @@ esac
             "{context}"
         );
         assert_eq!(
-            count_lines(
-                &run.stdout,
-                "labship: token http://127.0.0.1:8888/lab?token=..."
-            ),
-            1
+            count_lines(&run.stdout, "labship: token path=/lab source=image"),
+            1,
+            "{context}"
         );
-        // Jupyter answers (403 without the token it hides): good enough to be ready.
-        let probe =
-            "curl -sS -o /dev/null -w %{http_code} --max-time 5 http://127.0.0.1:8888/api/status";
-        assert!(count_lines(&host.calls(), probe) >= 1, "{context}");
-        assert_eq!(
-            crate::token::find_token(&run.stdout).map(|f| f.url),
-            Err(crate::token::TokenError::TokenNotLogged)
+        // The image's token answered (curl got it on stdin). Neither token is printed.
+        assert!(host.read("state/curl-stdin").contains(NEW_TOKEN));
+        for text in [&run.stdout, &host.read("console"), &host.calls()] {
+            assert!(
+                !text.contains(NEW_TOKEN) && !text.contains(SEALED_TOKEN),
+                "{context}"
+            );
+        }
+    }
+
+    #[test]
+    fn boot_script_stops_at_once_when_the_token_parameter_is_gone() {
+        let host = FakeHost::new(true, true);
+        let script = render_boot(&inputs(HostKind::Custom, "127.0.0.1")).expect("renders");
+        let started = std::time::Instant::now();
+        let run = host.run(&script, &[("STUB_NO_TOKEN", "1")]);
+        assert!(!run.ok, "{}", run.stdout);
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no retries on a missing parameter"
         );
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "token");
+                assert!(
+                    cause.contains("/labship/demo/token does not exist"),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
+        }
+        assert!(!host.calls().contains("docker run"));
     }
 
     #[test]

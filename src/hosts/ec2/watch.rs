@@ -1,16 +1,17 @@
 //! Watching an instance come up through its serial console: the user-data's phase markers
 //! drive the progress display, an error marker ends the wait with its phase and cause, and
-//! the token line ends it with the token. Every wait has a deadline.
+//! the token line (which says whose token Jupyter accepts, never the token) ends it. Every
+//! wait has a deadline.
 
 use std::time::{Duration, Instant};
 
-use super::console::{self, Marker, MarkerKind, Phase};
+use super::console::{self, Marker, MarkerKind, Phase, Served};
 use crate::aws::ec2::Instance;
 use crate::aws::retry;
 use crate::aws::Cloud;
 use crate::error::{Error, Result};
 use crate::output::Printer;
-use crate::token::{self, TokenError, TokenFinding};
+use crate::token;
 
 /// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
 /// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
@@ -20,9 +21,9 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// Lines of console shown when something goes wrong.
 const TAIL: usize = 15;
 
-/// What the console showed when the token appeared.
+/// What the console showed when Jupyter answered.
 pub struct Ready {
-    pub finding: TokenFinding,
+    pub served: Served,
     pub markers: Vec<Marker>,
     pub instance: Instance,
 }
@@ -40,8 +41,8 @@ pub struct Wait {
     pub nitro: bool,
 }
 
-/// Waits until the console of `instance` shows a token, an error marker, the instance going
-/// away, or the deadline.
+/// Waits until the console of `instance` shows the token line, an error marker, the
+/// instance going away, or the deadline.
 pub async fn until_token(
     cloud: &Cloud,
     instance: &Instance,
@@ -94,28 +95,21 @@ pub async fn until_token(
                     });
                 }
                 Some(MarkerKind::Phase(Phase::Token | Phase::Ready)) => {
-                    match token::find_token(&text) {
-                        Ok(finding) => {
-                            // A running instance already has its address; ask only when
-                            // it was seen before it had one.
-                            let instance = match &instance.public_ip {
-                                Some(_) => instance.clone(),
-                                None => retry::read(RECHECK, || cloud.instance(&instance.id))
-                                    .await?
-                                    .unwrap_or_else(|| instance.clone()),
-                            };
-                            return Ok(Ready {
-                                finding,
-                                markers,
-                                instance,
-                            });
-                        }
-                        Err(TokenError::TokenNotLogged) => {
-                            return Err(TokenError::TokenNotLogged
-                                .into_error(&format!("the console of {}", instance.id)))
-                        }
-                        // The token line may still be on its way (or split by the console).
-                        Err(TokenError::NoToken) => {}
+                    // The token line may still be on its way (or split by the console).
+                    if let Some(served) = console::served(&text) {
+                        // A running instance already has its address; ask only when it was
+                        // seen before it had one.
+                        let instance = match &instance.public_ip {
+                            Some(_) => instance.clone(),
+                            None => retry::read(RECHECK, || cloud.instance(&instance.id))
+                                .await?
+                                .unwrap_or_else(|| instance.clone()),
+                        };
+                        return Ok(Ready {
+                            served,
+                            markers,
+                            instance,
+                        });
                     }
                 }
                 _ => {}
@@ -168,7 +162,7 @@ fn describe(p: Phase) -> &'static str {
         Phase::LoggedIn => "logged in to ECR",
         Phase::Pulled => "image pulled",
         Phase::Started => "container started",
-        Phase::Token => "Jupyter printed its token",
+        Phase::Token => "Jupyter accepts the token",
         Phase::Ready => "Jupyter answers",
     }
 }
@@ -178,8 +172,9 @@ fn hint_for(phase: &str, deployment: &str) -> String {
         "host" => "the host image lacks what labship needs (the AWS CLI v2 to log in to ECR): use --ami ecs or --ami al2023, or an AMI that has it",
         "docker" | "docker-ready" => "Docker could not be installed or started on the host: with --ami, choose an AMI with Docker or dnf/apt; the default --ami ecs has Docker preinstalled",
         "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance has AmazonEC2ContainerRegistryReadOnly and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
+        "token" => "the instance could not read its token from SSM Parameter Store: check that the instance role labship-instance may call ssm:GetParameter on /labship/* and that the subnet reaches SSM",
         "pull" | "pulled" => "the instance could not pull the image: check that the push finished (`labship push`) and that the subnet reaches ECR",
-        "start" | "started" | "jupyter" | "token" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
+        "start" | "started" | "jupyter" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
         _ => "see the cause above",
     };
     format!("{what}. `labship up --ec2` again retries on the same instance; `labship logs {deployment} --ec2` shows the whole console; `labship down {deployment} --ec2 --delete-data` removes the instance")

@@ -818,6 +818,14 @@ impl Host for LocalHost {
             .collect())
     }
 
+    async fn rotate_token(&self, _config: &Config, _printer: &Printer) -> Result<TokenReport> {
+        Err(Error::Unsupported {
+            option: "--rotate".into(),
+            target: Target::Local.to_string(),
+            hint: "a local Jupyter generates its token when its container starts: `labship down` then `labship up` gives it a new one (the workspace volume is kept)".into(),
+        })
+    }
+
     async fn token(&self, deployment: &str) -> Result<TokenReport> {
         let c = require(&self.engine, deployment).await?;
         let log = self.engine.container_logs(&c.name, None).await?;

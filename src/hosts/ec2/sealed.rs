@@ -1,0 +1,125 @@
+//! A deployment's Jupyter token, sealed in SSM Parameter Store.
+//!
+//! labship makes the token (48 hex from the OS's random source) and stores it as a
+//! SecureString, `/labship/<deployment>/token`, tagged like every labship resource, before
+//! the instance exists. The host reads it with its instance role at boot (and at every
+//! container replacement) into a root-only env file handed to the container as
+//! `JUPYTER_TOKEN`. So the token is never in the user-data, never on the serial console,
+//! never in SSM command output, never in a tag and never in a process's argv: reading it
+//! takes `ssm:GetParameter` with decryption on labship's parameters, which is what
+//! `labship token` does from any machine. `down` deletes it.
+
+use crate::aws::Cloud;
+use crate::error::{Error, Result};
+use crate::token::JupyterToken;
+
+/// The parameter holding a deployment's token.
+#[must_use]
+pub fn parameter(deployment: &str) -> String {
+    format!("/labship/{deployment}/token")
+}
+
+/// The deployment's token: the sealed one, or a new one sealed now. Safe to repeat: a
+/// second `up` (or the SDK sending the call again after a lost answer) reads what the first
+/// wrote. Returns the token and whether it was made now.
+pub async fn ensure(cloud: &Cloud, deployment: &str) -> Result<(JupyterToken, bool)> {
+    let name = parameter(deployment);
+    if let Some(token) = read(cloud, deployment).await? {
+        return Ok((token, false));
+    }
+    let token = generate(&name)?;
+    let tags = crate::tags::for_deployment(deployment);
+    let written = cloud
+        .put_secure_parameter(&name, token.expose(), DESCRIPTION, &tags, false)
+        .await?;
+    if written {
+        return Ok((token, true));
+    }
+    // It exists after all: another `up` of the same deployment, or this call's own earlier
+    // attempt whose answer was lost. What is stored is the token.
+    let stored = read(cloud, deployment)
+        .await?
+        .ok_or_else(|| missing(&name))?;
+    Ok((stored, false))
+}
+
+/// A new token in place of the old one (`token --rotate`).
+pub async fn rotate(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
+    let name = parameter(deployment);
+    let token = generate(&name)?;
+    cloud
+        .put_secure_parameter(&name, token.expose(), DESCRIPTION, &[], true)
+        .await?;
+    Ok(token)
+}
+
+/// Puts back a token that [`rotate`] replaced (the new container did not start).
+pub async fn restore(cloud: &Cloud, deployment: &str, token: &JupyterToken) -> Result<()> {
+    cloud
+        .put_secure_parameter(
+            &parameter(deployment),
+            token.expose(),
+            DESCRIPTION,
+            &[],
+            true,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The sealed token; `None` when the deployment has none (never launched, or removed).
+pub async fn read(cloud: &Cloud, deployment: &str) -> Result<Option<JupyterToken>> {
+    let name = parameter(deployment);
+    match cloud.secure_parameter(&name).await? {
+        None => Ok(None),
+        Some(value) => JupyterToken::new(value.trim())
+            .map(Some)
+            .ok_or_else(|| Error::Aws {
+                action: "ssm:GetParameter".into(),
+                resource: name.clone(),
+                region: cloud.region.clone(),
+                message: "the parameter does not hold a Jupyter token (A-Z, a-z, 0-9, _ and -)"
+                    .into(),
+                hint: format!(
+                    "`labship token {deployment} --ec2 --rotate` writes a new one and restarts Jupyter with it"
+                ),
+            }),
+    }
+}
+
+/// Deletes the token; true if there was one.
+pub async fn remove(cloud: &Cloud, deployment: &str) -> Result<bool> {
+    cloud.delete_parameter(&parameter(deployment)).await
+}
+
+const DESCRIPTION: &str = "labship: the Jupyter token of this deployment (read by its instance)";
+
+fn generate(name: &str) -> Result<JupyterToken> {
+    JupyterToken::generate().ok_or_else(|| Error::Aws {
+        action: "ssm:PutParameter".into(),
+        resource: name.to_string(),
+        region: String::new(),
+        message: "the operating system gave no random bytes for a new token".into(),
+        hint: "check that /dev/urandom (or getrandom(2)) works on this machine".into(),
+    })
+}
+
+fn missing(name: &str) -> Error {
+    Error::Aws {
+        action: "ssm:GetParameter".into(),
+        resource: name.to_string(),
+        region: String::new(),
+        message: "SSM said the parameter exists, then that it does not".into(),
+        hint: "another labship may be removing this deployment; run the command again".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parameter_is_under_labships_prefix() {
+        assert_eq!(parameter("demo"), "/labship/demo/token");
+    }
+}
