@@ -76,6 +76,9 @@ pub enum Command {
     Up(UpArgs),
     /// Print the Jupyter login token of a deployment, or find it in a log (--from-log)
     Token(TokenArgs),
+    /// Open an EC2 deployment on http://127.0.0.1 through a local forwarder that speaks TLS to
+    /// the instance, checking its pinned certificate (runs until Ctrl-C)
+    Connect(ConnectArgs),
     /// List deployments (found by their labels or AWS tags; no local state)
     Status(StatusArgs),
     /// Print a deployment's Jupyter log
@@ -156,8 +159,27 @@ pub struct UpArgs {
     /// Stay attached: stream Jupyter's log, and stop the container on Ctrl-C
     #[arg(long)]
     pub attach: bool,
+    /// EC2: then serve it on http://127.0.0.1 through a forwarder that checks the instance's
+    /// certificate, as `labship connect` does (until Ctrl-C)
+    #[arg(long, conflicts_with = "attach")]
+    pub connect: bool,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Local port to listen on (default: the first free port from 8888)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Open the URL in a browser
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args)]

@@ -209,6 +209,17 @@ pub enum Error {
     )]
     CallerIp { message: String },
 
+    #[error("refusing the server on {address} for `{deployment}`: {cause}")]
+    #[diagnostic(
+        code(labship::ec2::tls_mismatch),
+        help("the instance published the certificate its Jupyter serves; another one answered, so labship sent no token. Something between you and the instance (a proxy, a hijacked address) may be reading your traffic: check the network, and `labship logs {deployment} --ec2` for the instance's own fingerprint")
+    )]
+    TlsMismatch {
+        deployment: String,
+        address: String,
+        cause: String,
+    },
+
     #[error("instance {instance} of `{deployment}` failed while {phase}: {cause}")]
     #[diagnostic(code(labship::ec2::boot), help("{hint}"))]
     BootFailed {

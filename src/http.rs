@@ -102,6 +102,25 @@ impl Endpoint {
     }
 }
 
+/// Why [`get_bytes_at`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The TLS connection to a pinned endpoint failed (a certificate that is not the pinned
+    /// one among the reasons).
+    Tls(crate::tls::TlsError),
+    /// Anything else: no connection, a broken answer, too slow.
+    Other(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Tls(e) => e.fmt(f),
+            FetchError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
 /// [`get_bytes`] at an [`Endpoint`]: over TLS with the pinned certificate when it has one.
 pub async fn get_bytes_at(
     endpoint: &Endpoint,
@@ -109,10 +128,12 @@ pub async fn get_bytes_at(
     token: Option<&str>,
     limit: usize,
     within: Duration,
-) -> Result<(u16, Vec<u8>), String> {
+) -> Result<(u16, Vec<u8>), FetchError> {
     let (addr, pin) = match endpoint {
         Endpoint::Plain(addr) => {
-            return get_bytes(addr, path_and_query, token, limit, within).await
+            return get_bytes(addr, path_and_query, token, limit, within)
+                .await
+                .map_err(FetchError::Other)
         }
         Endpoint::Pinned(addr, pin) => (addr, *pin),
     };
@@ -120,12 +141,14 @@ pub async fn get_bytes_at(
     let attempt = async {
         let tls = crate::tls::connect_pinned(addr, pin)
             .await
-            .map_err(|e| e.to_string())?;
-        exchange(tls, host, path_and_query, token, limit).await
+            .map_err(FetchError::Tls)?;
+        exchange(tls, host, path_and_query, token, limit)
+            .await
+            .map_err(FetchError::Other)
     };
     tokio::time::timeout(within, attempt)
         .await
-        .map_err(|_| format!("no answer within {}s", within.as_secs()))?
+        .map_err(|_| FetchError::Other(format!("no answer within {}s", within.as_secs())))?
 }
 
 /// Status and body (lossily decoded, at most 64 KiB) of `GET https://{host}:{port}{path}`,

@@ -27,6 +27,7 @@ pub mod docker;
 
 pub mod browser;
 pub mod error;
+pub mod forward;
 pub mod http;
 pub mod interrupt;
 pub mod output;

@@ -11,7 +11,9 @@ mod commands;
 use cli::Cli;
 use labship::error::Error;
 use labship::output::{OutputFormat, Printer};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 fn main() -> ExitCode {
     report_panics();
@@ -76,7 +78,8 @@ fn report_panics() {
 /// credentials) are noise next to labship's errors, which carry their cause. Nothing labship
 /// logs at any level holds a secret, and the writer scrubs every secret labship holds from
 /// what the libraries log (`labship::secrets`).
-const SDK_BODIES: &str = "aws_smithy_runtime::client::orchestrator=debug";
+/// The module of the SDK whose traces carry whole requests and responses.
+const SDK_ORCHESTRATOR: &str = "aws_smithy_runtime::client::orchestrator";
 
 fn init_tracing(verbose: u8, quiet: bool) {
     // Read by the SDK at every response: set before any thread exists.
@@ -91,14 +94,18 @@ fn init_tracing(verbose: u8, quiet: bool) {
     // The SDK's orchestrator traces whole response bodies and outputs (an ECR authorization
     // token among them, which its model does not mark sensitive): never shown, whatever the
     // level asked for. And the SDK's own switch for logging sensitive bodies is turned off.
-    let filter = EnvFilter::try_from_env("LABSHIP_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default))
-        .add_directive(SDK_BODIES.parse().expect("a valid directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_from_env("LABSHIP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with(SDK_ORCHESTRATOR) && *meta.level() == tracing::Level::TRACE)
+    });
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(|| labship::secrets::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        .with_filter(no_bodies);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
         .init();
 }
 

@@ -10,6 +10,9 @@ pub const DEPLOYMENT: &str = "labship:deployment";
 pub const IMAGE: &str = "labship:image";
 /// On an instance: the port Jupyter is published on.
 pub const PORT: &str = "labship:port";
+/// On an instance: `https` when its Jupyter serves TLS with a certificate the host made (every
+/// instance since labship 0.2); absent on older ones, which serve plain HTTP.
+pub const SCHEME: &str = "labship:scheme";
 
 /// The tags of a resource of `deployment`.
 pub fn for_deployment(deployment: &str) -> [(&'static str, String); 2] {

@@ -10,6 +10,7 @@ PHASE=begin
 ROLLBACK=
 SERVED_PATH=
 TOKEN_SOURCE=
+TLS_FINGERPRINT=
 WORKDIR=
 # Full command output goes to a log file on the host; the console gets markers and, on
 # failure, the last lines of what failed.
@@ -229,6 +230,45 @@ fetch_token() {
     )
 }
 
+# TLS: the host makes a key and a self-signed certificate once (they survive container
+# replacements and reboots) in a root-owned directory; only the group $TLS_GID may read the
+# key, and the container joins that group (--group-add) to serve HTTPS with it. The key never
+# leaves the host. The certificate's SHA-256 fingerprint goes to the console, where labship
+# reads it and pins it on every connection; the host's own checks pin its public key.
+TLS_DIR="$STATE_DIR/tls/$DEPLOYMENT"
+TLS_GID=${LABSHIP_TLS_GID:-64000}
+TLS_PIN=
+ensure_tls() {
+    local fp
+    if ! command -v openssl >/dev/null 2>&1; then
+        fail "this AMI needs openssl to make Jupyter's TLS certificate"
+    fi
+    if [ ! -s "$TLS_DIR/key.pem" ] || [ ! -s "$TLS_DIR/cert.pem" ]; then
+        mkdir -p "$TLS_DIR"
+        chmod 0750 "$TLS_DIR"
+        quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -days 3650 -subj "/CN=labship $DEPLOYMENT" \
+            -addext "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" \
+            -keyout "$TLS_DIR/key.pem.tmp" -out "$TLS_DIR/cert.pem.tmp"
+        chown "0:$TLS_GID" "$TLS_DIR" "$TLS_DIR/key.pem.tmp"
+        chmod 0440 "$TLS_DIR/key.pem.tmp"
+        chmod 0444 "$TLS_DIR/cert.pem.tmp"
+        mv "$TLS_DIR/key.pem.tmp" "$TLS_DIR/key.pem"
+        mv "$TLS_DIR/cert.pem.tmp" "$TLS_DIR/cert.pem"
+    fi
+    # Jupyter reads these from JUPYTER_CONFIG_PATH: Jupyter Server, and notebook < 7.
+    printf '{"ServerApp": {"certfile": "/etc/labship-tls/cert.pem", "keyfile": "/etc/labship-tls/key.pem"}}\n' \
+        >"$TLS_DIR/jupyter_server_config.json"
+    printf '{"NotebookApp": {"certfile": "/etc/labship-tls/cert.pem", "keyfile": "/etc/labship-tls/key.pem"}}\n' \
+        >"$TLS_DIR/jupyter_notebook_config.json"
+    chmod 0444 "$TLS_DIR/jupyter_server_config.json" "$TLS_DIR/jupyter_notebook_config.json"
+    fp=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -fingerprint -sha256) ||
+        fail "openssl could not read $TLS_DIR/cert.pem"
+    TLS_FINGERPRINT=${fp#*=}
+    TLS_PIN=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -pubkey | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64) || fail "openssl could not hash the certificate's key"
+}
+
 # What a container must match to be kept: image, and where it is published.
 # Where the container is published: $BIND unless a recreate keeps the running one's.
 PUBLISH_BIND=$BIND
@@ -242,6 +282,8 @@ container_identity() {
 run_container() {
     quiet docker run -d --name "$CONTAINER" --label "$LABEL=$DEPLOYMENT" \
         --label "$(publish_label)" --env-file "$TOKEN_ENV" \
+        --group-add "$TLS_GID" -v "$TLS_DIR:/etc/labship-tls:ro" \
+        -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
         --restart unless-stopped --init -p "$PUBLISH_BIND:$PORT:$CONTAINER_PORT" \
         -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
@@ -265,16 +307,18 @@ jupyter_answers() {
     local tok=${1##*token=} path code
     path=${1#*://*/}
     path=/${path%%\?*}
-    local status_url="http://$HOST_ADDR:$PORT${path%/*}/api/status"
+    local status_url="https://$HOST_ADDR:$PORT${path%/*}/api/status"
+    # The certificate is the host's own: its public key is pinned (its name is not checked).
+    local tls=(-k --pinnedpubkey "sha256//$TLS_PIN")
     if [ "$tok" = "..." ]; then
-        code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$status_url" 2>/dev/null) || return 1
+        code=$(curl "${tls[@]}" -sS -o /dev/null -w '%{http_code}' --max-time 5 "$status_url" 2>/dev/null) || return 1
         case "$code" in
         [1-4][0-9][0-9]) return 0 ;;
         *) return 1 ;;
         esac
     else
         printf 'header = "Authorization: token %s"\n' "$tok" |
-            curl -fsS -o /dev/null --max-time 5 -K - "$status_url" >/dev/null 2>&1
+            curl "${tls[@]}" -fsS -o /dev/null --max-time 5 -K - "$status_url" >/dev/null 2>&1
     fi
 }
 
@@ -311,6 +355,9 @@ wait_jupyter() {
         docker logs "$CONTAINER" >"$OUT" 2>&1 || true
         url=$(newest_token_url "$OUT")
         logged=${url##*token=}
+        if [ "${url%%://*}" = http ]; then
+            fail "Jupyter serves plain HTTP: the image overrides the host's TLS settings (its own certfile, or no JUPYTER_CONFIG_PATH support)"
+        fi
         if [ -n "$url" ] && [ -n "$ours" ]; then
             # Jupyter logs a token it was given as "token=...".
             if { [ "$logged" = "..." ] || [ "$logged" = "$ours" ]; } &&
@@ -340,4 +387,7 @@ wait_jupyter() {
 redact_tokens() { sed -E 's/([?&]token=)[A-Za-z0-9_-]+/\1****/g'; }
 
 # The console line that ends a start: whose token Jupyter accepts, never the token.
-say_served() { say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"; }
+say_served() {
+    say "labship: tls sha256=$TLS_FINGERPRINT"
+    say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"
+}

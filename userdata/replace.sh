@@ -58,6 +58,8 @@ mark logged-in
 
 PHASE=token
 fetch_token
+PHASE=tls
+ensure_tls
 
 PHASE=pull
 pull_image

@@ -70,6 +70,8 @@ pub struct Instance {
     /// The image its container runs (tag `labship:image`).
     pub image: Option<String>,
     pub port: Option<u16>,
+    /// Its Jupyter serves HTTPS (tag `labship:scheme=https`).
+    pub https: bool,
     pub security_groups: Vec<String>,
 }
 
@@ -868,6 +870,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         launched_secs: launched.map(|t| t.secs()),
         image: tag_value(i.tags(), tags::IMAGE),
         port: tag_value(i.tags(), tags::PORT).and_then(|p| p.parse().ok()),
+        https: tag_value(i.tags(), tags::SCHEME).as_deref() == Some("https"),
         security_groups: i
             .security_groups()
             .iter()

@@ -2,6 +2,7 @@
 
 mod base;
 mod build;
+mod connect;
 mod down;
 mod init;
 mod logs;
@@ -23,6 +24,10 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         Command::Push(args) => push::run(load(args.overrides(global))?, printer).await,
         Command::Up(args) => up::run(load(args.overrides(global))?, &args, printer).await,
         Command::Token(args) => token::run(&args, global, printer).await,
+        Command::Connect(args) => {
+            let config = load(named(global, &args.deployment, args.on))?;
+            connect::run(&config, args.port, args.open, printer).await
+        }
         Command::Status(args) => {
             status::run(load(named(global, &None, args.target))?, &args, printer).await
         }

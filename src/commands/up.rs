@@ -20,6 +20,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         allow_cidr: args.allow_cidr.clone(),
         public: args.public,
         attach: args.attach,
+        connect: args.connect,
     };
     // Before anything is observed or created.
     options.refuse(config.target, args.ami.is_some() || args.subnet.is_some())?;
@@ -76,6 +77,12 @@ async fn on<H: Host>(
     }
     if args.attach {
         host.attach(&config.name, printer).await?;
+    }
+    if args.connect {
+        // The connect report follows the up report on stdout (a second line, or a second
+        // JSON document).
+        let target = host.connect_target(&config.name).await?;
+        super::connect::serve(config, target, None, false, printer).await?;
     }
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct UpOptions {
     pub public: bool,
     /// Stay attached to the log afterwards (local only).
     pub attach: bool,
+    /// Serve it on 127.0.0.1 through the TLS forwarder afterwards (EC2 only).
+    pub connect: bool,
 }
 
 impl UpOptions {
@@ -61,6 +63,10 @@ impl UpOptions {
             Target::Local if ami_or_subnet => Some((
                 "--ami/--subnet (or ec2.ami/ec2.subnet given as a flag)",
                 "these choose an EC2 host; add --ec2, or drop them",
+            )),
+            Target::Local if self.connect => Some((
+                "--connect",
+                "a local deployment is already on this machine; its URL is what `up` prints",
             )),
             Target::Ec2 if self.attach => Some((
                 "--attach",
@@ -109,6 +115,9 @@ pub trait Host {
 
     /// The deployment's current token and login URL.
     async fn token(&self, deployment: &str) -> Result<TokenReport>;
+
+    /// Where `labship connect` forwards to.
+    async fn connect_target(&self, deployment: &str) -> Result<ConnectTarget>;
 
     /// A new token for the deployment's Jupyter (`token --rotate`), the workspace kept.
     async fn rotate_token(&self, config: &Config, printer: &Printer) -> Result<TokenReport>;
@@ -204,6 +213,9 @@ pub struct UpReport {
     pub instance_id: Option<String>,
     pub instance_type: Option<String>,
     pub public_ip: Option<String>,
+    /// EC2: the SHA-256 fingerprint of the certificate Jupyter serves (HTTPS), as the
+    /// instance published it; labship pins it on every connection.
+    pub tls_fingerprint: Option<crate::tls::Fingerprint>,
     pub timings: Timings,
 }
 
@@ -383,6 +395,37 @@ pub struct TokenReport {
 impl std::fmt::Display for TokenReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.token)
+    }
+}
+
+/// Where `labship connect` forwards to: Jupyter on the instance, the certificate it must
+/// present, and what the login URL needs.
+#[derive(Debug, Clone)]
+pub struct ConnectTarget {
+    pub remote: crate::forward::Remote,
+    /// The URL path Jupyter logged (`/lab`).
+    pub path: String,
+    /// The sealed token (`None` when the image sets its own).
+    pub token: Option<crate::token::JupyterToken>,
+}
+
+/// `labship connect`: the local URL (printed as soon as the forwarder listens; the command
+/// then serves until Ctrl-C).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectReport {
+    pub target: Target,
+    pub deployment: String,
+    /// `http://127.0.0.1:PORT/lab?token=...`: plain HTTP on this machine only.
+    pub url: String,
+    pub port: u16,
+    /// Where it forwards: Jupyter's HTTPS address on the instance.
+    pub remote: String,
+    pub tls_fingerprint: crate::tls::Fingerprint,
+}
+
+impl std::fmt::Display for ConnectReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
     }
 }
 

@@ -4,6 +4,8 @@
 #   bash tests/bench/run.sh up-local     up --local vs docker run + polling docker logs
 #   bash tests/bench/run.sh up-ec2       up --ec2 vs aws CLI + docker CLI (tests/bench/manual_ec2.sh)
 #                                        on the instance simulator; also no-op up, API call counts
+#   bash tests/bench/run.sh connect      up --ec2 with TLS vs without (LABSHIP_PLAIN_BIN), and
+#                                        the connect forwarder vs a direct TLS connection
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
 # up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
 # the simulator's global call counter sees no other user (and no test run stops it midway);
@@ -24,8 +26,9 @@ case "${1:-build-push}" in
 build-push) python3 tests/bench/build_push.py ;;
 up-local) python3 tests/bench/up_local.py ;;
 up-ec2) python3 tests/bench/up_ec2.py ;;
+connect) python3 tests/bench/connect.py ;;
 *)
-    echo "usage: $0 [build-push|up-local|up-ec2]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2|connect]" >&2
     exit 2
     ;;
 esac

@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -94,8 +95,12 @@ def answers(url):
     m = re.match(r"(https?://[^/]+)(/.*)?\?token=([0-9a-f]+)", url)
     if not m:
         return False
+    # An https URL is the instance's own certificate (labship pins it; here only the answer
+    # counts, so it is not verified).
+    ctx = ssl._create_unverified_context() if m.group(1).startswith("https") else None
     try:
-        with urllib.request.urlopen(f"{m.group(1)}/api/status?token={m.group(3)}", timeout=5) as r:
+        with urllib.request.urlopen(f"{m.group(1)}/api/status?token={m.group(3)}", timeout=5,
+                                    context=ctx) as r:
             return r.status == 200
     except Exception:
         return False

@@ -262,17 +262,6 @@ pub fn local_leftovers(name: &str) -> String {
 }
 
 /// A GET of Jupyter's API with the token of `url`: the HTTP status (0: no answer).
-pub fn jupyter_answers(url: &str) -> u16 {
-    let token = url.split("token=").nth(1).unwrap_or_default().to_string();
-    let base = url.split("/lab").next().unwrap_or_default().to_string();
-    agent()
-        .get(&format!("{base}/api/status"))
-        .header("Authorization", &format!("token {token}"))
-        .call()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 fn tag(name: &str) -> aws_sdk_ec2::types::Filter {
     aws_sdk_ec2::types::Filter::builder()
         .name("tag:labship:deployment")

@@ -48,7 +48,7 @@ async fn injected(mode: Mode, seed: u64) {
     let port = free_port().to_string();
     let up: Value = json(&p.labship_at(&sim, &ec2_up_args(&port), &env));
     let url = up["url"].as_str().expect("url").to_string();
-    assert_eq!(jupyter_answers(&url), 200, "{mode:?} {seed}: {url}");
+    assert_eq!(report_answers(&up), 200, "{mode:?} {seed}: {url}");
     let token: Value = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &env));
     assert!(url.contains(token["token"].as_str().expect("token")));
     json(&p.labship_at(

@@ -97,7 +97,7 @@ async fn ec2_point(name: &str, run: Run, at: At, sig: Sig, private: bool) {
     if run != Run::Down {
         let again: Value = json(&p.labship_at(&sim, &ec2_up_args(&port), &env));
         let url = again["url"].as_str().expect("url").to_string();
-        assert_eq!(jupyter_answers(&url), 200, "{name}: {url} does not answer");
+        assert_eq!(report_answers(&again), 200, "{name}: {url} does not answer");
         let now = live_instances(&aws_leftovers(&moto, &deployment, false).await);
         assert_eq!(now.len(), 1, "{name}: instances now {now:?}");
         if let Some(existing) = after_kill.first().or(before.first()) {
@@ -140,7 +140,7 @@ fn local_point(name: &str, replace: bool, trigger: fn(String) -> Trigger, sig: S
 
     let again = json(&p.labship(&args));
     let url = again["url"].as_str().expect("url").to_string();
-    assert_eq!(jupyter_answers(&url), 200, "{name}: {url} does not answer");
+    assert_eq!(report_answers(&again), 200, "{name}: {url} does not answer");
     let running = docker_ok(&[
         "ps",
         "-q",

@@ -24,22 +24,23 @@ fn token_of(url: &str) -> String {
         .to_string()
 }
 
-/// GET http://127.0.0.1:PORT/api/status with the token: the status code.
-fn jupyter_status(port: u16, token: Option<&str>) -> u16 {
+/// Jupyter on 127.0.0.1:PORT (where the simulator publishes the instance's port), over TLS
+/// pinned to `pin`, with the token or without: the status code of /api/status, 0 when there
+/// was no answer (a refused certificate among the reasons).
+fn jupyter_status(port: u16, pin: &str, token: Option<&str>) -> u16 {
     let url = match token {
-        Some(t) => format!("http://127.0.0.1:{port}/api/status?token={t}"),
-        None => format!("http://127.0.0.1:{port}/api/status"),
+        Some(t) => format!("https://127.0.0.1:{port}/lab?token={t}"),
+        None => format!("https://127.0.0.1:{port}/lab"),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    agent
-        .get(&url)
-        .call()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    crate::support::jupyter_status(&url, Some(pin), token.is_some())
+}
+
+/// The certificate fingerprint an `up` report gives.
+fn pin_of(report: &Value) -> String {
+    report["tls_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no tls_fingerprint in {report}"))
+        .to_string()
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String, String> {
@@ -51,6 +52,231 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String
             )
         })
         .collect()
+}
+
+/// `labship connect` running in the background: the URL it printed, stopped with Ctrl-C.
+struct Connect {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Connect {
+    fn start(p: &Project, sim: &str) -> Connect {
+        let mut cmd = p.command(&["connect", "--ec2"]);
+        cmd.env("AWS_ENDPOINT_URL", sim)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = cmd.spawn().expect("labship connect");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut url = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut url).expect("the URL line");
+        Connect {
+            child,
+            url: url.trim().to_string(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> String {
+        self.url
+            .split("/lab")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Ctrl-C: the forwarder ends cleanly.
+    fn stop(mut self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connect did not stop on Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "connect ended with {status} after Ctrl-C");
+    }
+}
+
+impl Drop for Connect {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TLS server with a key and certificate of its own (`openssl s_server`) on 127.0.0.1:PORT,
+/// pretending to be the instance.
+struct Forged {
+    child: std::process::Child,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Forged {
+    fn start(port: u16) -> Forged {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=labship forged"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl req");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let fp = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509");
+        let fingerprint = String::from_utf8_lossy(&fp.stdout)
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Forged {
+            child,
+            fingerprint,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Forged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Through `base` (`http://127.0.0.1:PORT`): a kernel started over Jupyter's REST API, `1+1`
+/// executed over its websocket (Jupyter's JSON message protocol, with the Origin a browser
+/// sends), the result's text/plain; the kernel is shut down again.
+fn kernel_round_trip(base: &str, token: &str) -> String {
+    use tungstenite::client::IntoClientRequest;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let auth = format!("token {token}");
+    let mut started = agent
+        .post(&format!("{base}/api/kernels"))
+        .header("Authorization", &auth)
+        .send_json(serde_json::json!({"name": "python3"}))
+        .expect("POST /api/kernels");
+    assert_eq!(started.status().as_u16(), 201, "POST /api/kernels");
+    let kernel: Value = started.body_mut().read_json().expect("kernel JSON");
+    let id = kernel["id"].as_str().expect("kernel id").to_string();
+
+    let host = base.trim_start_matches("http://");
+    let mut request = format!("ws://{host}/api/kernels/{id}/channels")
+        .into_client_request()
+        .expect("ws request");
+    request
+        .headers_mut()
+        .insert("Authorization", auth.parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("Origin", base.parse().expect("header"));
+    let (mut ws, _) = tungstenite::connect(request).expect("kernel websocket");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+    }
+    let msg_id = unique("exec");
+    let execute = serde_json::json!({
+        "header": {"msg_id": msg_id, "username": "labship-test", "session": unique("session"),
+                   "msg_type": "execute_request", "version": "5.3",
+                   "date": "2026-11-30T00:00:00.000000Z"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": "1+1", "silent": false, "store_history": false,
+                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    ws.send(tungstenite::Message::Text(execute.to_string().into()))
+        .expect("send execute_request");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let result = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no execute_result for 1+1"
+        );
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let msg: Value = serde_json::from_str(&text).unwrap_or_default();
+                if msg["parent_header"]["msg_id"] == msg_id.as_str()
+                    && msg["msg_type"] == "execute_result"
+                {
+                    break msg["content"]["data"]["text/plain"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("kernel websocket: {e}"),
+        }
+    };
+    let _ = ws.close(None);
+    let _ = agent
+        .delete(&format!("{base}/api/kernels/{id}"))
+        .header("Authorization", &auth)
+        .call();
+    result
 }
 
 /// Whether the deployment's security group exists.
@@ -148,13 +374,14 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let token = token_of(url);
     assert_eq!(token.len(), 48, "{url}");
     assert!(
-        url.starts_with(&format!("http://127.0.0.1:{port}/lab?token=")),
+        url.starts_with(&format!("https://127.0.0.1:{port}/lab?token=")),
         "{url}"
     );
     // The URL works: Jupyter from the pushed image, on the instance, accepts the token...
-    assert_eq!(jupyter_status(port, Some(&token)), 200);
+    let pin = pin_of(&first);
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
     // ...and nothing gets in without it.
-    assert_eq!(jupyter_status(port, None), 403);
+    assert_eq!(jupyter_status(port, &pin, None), 403);
 
     // What was created, seen through moto's API.
     let ec2 = ec2_client(&rig.aws_endpoint);
@@ -328,6 +555,63 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     assert!(logs_text.contains("labship: ready"), "{logs_text}");
     assert!(logs_text.contains("labship: pulled"), "{logs_text}");
 
+    // connect: JupyterLab on http://127.0.0.1 of this machine, through a forwarder that speaks
+    // TLS to the instance with the pinned certificate; pages, REST and kernel websockets pass.
+    let forwarder = Connect::start(&p, &sim);
+    assert!(
+        forwarder.url.starts_with("http://127.0.0.1:")
+            && forwarder.url.ends_with(&format!("/lab?token={token}")),
+        "{}",
+        forwarder.url
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut page = agent.get(&forwarder.url).call().expect("the lab page");
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.body_mut().read_to_string().expect("HTML");
+    assert!(
+        html.contains("jupyter-config-data") && html.contains("JupyterLab"),
+        "{html}"
+    );
+    assert_eq!(kernel_round_trip(&forwarder.base(), &token), "2");
+    forwarder.stop();
+
+    // Someone else answering on the instance's address (another key): refused before any
+    // token is sent, with both fingerprints named; `down` will not save through it either,
+    // and removes nothing.
+    let container = format!("labship-ec2-{name}");
+    docker_ok(&["stop", &container]);
+    let forged = Forged::start(port);
+    let refused = json_error(&p.labship_at(&sim, &["connect", "--ec2", "-o", "json"], &[]));
+    assert_eq!(refused["code"], "labship::ec2::tls_mismatch", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&pin) && message.contains(&forged.fingerprint),
+        "{refused}"
+    );
+    let kept = p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]);
+    let kept_err = json_error(&kept);
+    assert!(
+        kept_err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&forged.fingerprint),
+        "{kept_err}"
+    );
+    drop(forged);
+    docker_ok(&["start", &container]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while jupyter_status(port, &pin, Some(&token)) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Jupyter did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // down: everything goes, and a second down finds nothing.
     let down = json(&p.labship_at(
         &sim,
@@ -435,7 +719,10 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let token = token_of(second["url"].as_str().expect("url"));
     // The token is sealed in SSM, not in the container: the login URL survives the swap.
     assert_eq!(token, token_of(first["url"].as_str().expect("url")));
-    assert_eq!(jupyter_status(port, Some(&token)), 200);
+    // The certificate is the host's: a new container serves the same one.
+    let pin = pin_of(&first);
+    assert_eq!(pin_of(&second), pin);
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
     // A SecureString under /labship/, tagged, whose value is the token.
     let parameter = format!("/labship/{name}/token");
     let described = aws_json(
@@ -498,8 +785,8 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let new_token = rotated["token"].as_str().expect("token").to_string();
     assert_ne!(new_token, token, "{rotated}");
     assert_eq!(token_of(rotated["url"].as_str().expect("url")), new_token);
-    assert_eq!(jupyter_status(port, Some(&new_token)), 200);
-    assert_eq!(jupyter_status(port, Some(&token)), 403);
+    assert_eq!(jupyter_status(port, &pin, Some(&new_token)), 200);
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 403);
     let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt"]);
     assert!(inside.contains("keep-me"), "{inside}");
     let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
@@ -616,9 +903,9 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
             .contains("port"),
         "{moved}"
     );
-    assert_eq!(jupyter_status(new_port, Some(&new_token)), 200);
+    assert_eq!(jupyter_status(new_port, &pin, Some(&new_token)), 200);
     assert_eq!(
-        jupyter_status(port, Some(&new_token)),
+        jupyter_status(port, &pin, Some(&new_token)),
         0,
         "the old port still answers"
     );
@@ -1069,8 +1356,7 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
         launched.as_str(),
         "a second instance was launched"
     );
-    let token = token_of(again["url"].as_str().expect("url"));
-    assert_eq!(jupyter_status(port, Some(&token)), 200);
+    assert_eq!(report_answers(&again), 200, "{again}");
 
     json(&p.labship_at(
         &sim,

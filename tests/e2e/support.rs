@@ -573,3 +573,59 @@ impl Argv {
         self.thread.join().expect("the sampler")
     }
 }
+
+/// `GET <base>/api/status` for a Jupyter login URL (`<scheme>://host:port<path>?token=T`),
+/// with its token in a header, or without one: the status code, 0 when there was no answer.
+/// An `https://` URL is reached over TLS pinned to `pin` (the certificate the instance
+/// published), as labship does; an `http://` URL in the clear.
+pub fn jupyter_status(url: &str, pin: Option<&str>, with_token: bool) -> u16 {
+    let token = url
+        .split("token=")
+        .nth(1)
+        .filter(|_| with_token)
+        .map(str::to_string);
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = format!("/{}", path.split('?').next().unwrap_or_default());
+    let api = path
+        .trim_end_matches('/')
+        .trim_end_matches("/lab")
+        .trim_end_matches("/tree")
+        .to_string();
+    let endpoint = match (url.starts_with("https://"), pin) {
+        (true, Some(pin)) => labship::http::Endpoint::Pinned(
+            addr.to_string(),
+            pin.parse().expect("a SHA-256 fingerprint"),
+        ),
+        (true, None) => panic!("{url}: an https URL needs the fingerprint to pin"),
+        (false, _) => labship::http::Endpoint::Plain(addr.to_string()),
+    };
+    // Its own runtime on its own thread: callable from sync tests and async ones alike.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(labship::http::get_bytes_at(
+            &endpoint,
+            &format!("{api}/api/status"),
+            token.as_deref(),
+            1 << 16,
+            Duration::from_secs(10),
+        ))
+        .map(|(status, _)| status)
+        .unwrap_or(0)
+    })
+    .join()
+    .expect("the status thread")
+}
+
+/// [`jupyter_status`] of the URL in an `up`/`token` JSON report, pinned to its
+/// `tls_fingerprint` when it has one.
+pub fn report_answers(report: &Value) -> u16 {
+    jupyter_status(
+        report["url"].as_str().expect("url"),
+        report["tls_fingerprint"].as_str(),
+        true,
+    )
+}

@@ -13,7 +13,10 @@ answer is returned, except for what makes launched instances behave like real on
   from the "sim host" image (tests/rig/sim-host.sh) with --network host and this engine's
   socket mounted (docker-outside-of-docker), AWS_ENDPOINT_URL pointing back at this proxy and
   test credentials (standing in for the instance profile); it runs the request's user-data
-  like cloud-init does (bash scripts only) and then stays up like a host.
+  like cloud-init does (bash scripts only) and then stays up like a host. The host scripts'
+  state directory (LABSHIP_STATE_DIR) is a directory of this machine mounted at the same
+  path, so what they bind-mount into the Jupyter container (the TLS certificate) resolves on
+  the engine as it does on a real host.
 * GetConsoleOutput (simulated instances): fake boot lines, then the container's output as
   cloud-init journal lines `[%12.6f] cloud-init[2179]: <line>`, then (merged by time) the
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
@@ -26,7 +29,8 @@ answer is returned, except for what makes launched instances behave like real on
   again and nothing launched, or IdempotentParameterMismatch when the parameters differ (AWS's
   idempotency; moto ignores the token).
 * SSM: SendCommand (AWS-RunShellScript) runs the commands with `docker exec` in the instance
-  container; GetCommandInvocation and DescribeInstanceInformation answer for them.
+  container; GetCommandInvocation, ListCommandInvocations (with Details: the output) and
+  DescribeInstanceInformation answer for them.
 * /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances.
 * Fault injection for chaos tests, by access key (below).
 
@@ -724,10 +728,17 @@ class Sim:
             env = ["AWS_ENDPOINT_URL=" + self.self_url, "AWS_ACCESS_KEY_ID=testing",
                    "AWS_SECRET_ACCESS_KEY=testing", "AWS_DEFAULT_REGION=" + inst.region,
                    "AWS_REGION=" + inst.region]
+            # The host scripts' state (token env file, TLS key and certificate) is bind-mounted
+            # into the Jupyter container by the engine, which resolves paths on this machine:
+            # so the instance keeps it at the same absolute path here and in its container.
+            host_state = os.path.abspath(os.path.join(inst.dir, "var-lib-labship"))
+            os.makedirs(host_state, exist_ok=True)
+            env.append("LABSHIP_STATE_DIR=" + host_state)
             cmd = ["run", "-d", "--name", inst.container, *labels, "--network", "host", "--init",
                    "--log-driver", "json-file", "--log-opt", "max-size=20m",
                    "-v", "%s:/var/run/docker.sock" % self.args.docker_socket,
-                   "-v", "%s:%s:ro" % (ud_file, USER_DATA_PATH)]
+                   "-v", "%s:%s:ro" % (ud_file, USER_DATA_PATH),
+                   "-v", "%s:%s" % (host_state, host_state)]
             for e in env:
                 cmd += ["-e", e]
             cmd += [self.args.image, "bash", "-c", BOOT_SCRIPT]

@@ -165,6 +165,9 @@ pub struct Served {
     pub path: String,
     /// Whose token it accepts.
     pub token: TokenFrom,
+    /// The certificate Jupyter serves HTTPS with ([`tls_fingerprint`]); `None` on a host of
+    /// a labship from before TLS, which serves plain HTTP.
+    pub tls: Option<crate::tls::Fingerprint>,
 }
 
 /// The newest `labship: token path=<path> source=<labship|image>` line in console (or SSM
@@ -191,12 +194,17 @@ pub fn served(console_text: &str) -> Option<Served> {
                 "image" => TokenFrom::Image,
                 _ => TokenFrom::Labship,
             };
-            return Some(Served { path, token });
+            return Some(Served {
+                path,
+                token,
+                tls: tls_fingerprint(&text),
+            });
         }
     }
     crate::token::find_token(&text).ok().map(|finding| Served {
         path: finding.path.clone(),
         token: TokenFrom::Logged(finding),
+        tls: None,
     })
 }
 

@@ -40,9 +40,11 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             instance_type: Some(i.instance_type.clone()),
             public_ip: i.public_ip.clone(),
             url: match (&i.public_ip, i.port) {
-                (Some(ip), Some(port)) if i.state == "running" => {
-                    Some(format!("http://{ip}:{port}/lab"))
-                }
+                (Some(ip), Some(port)) if i.state == "running" => Some(format!(
+                    "{}://{}/lab",
+                    if i.https { "https" } else { "http" },
+                    super::up::host_port(ip, port)
+                )),
                 _ => None,
             },
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
@@ -125,9 +127,11 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
             })
         }
     };
+    // A host that has not said yet is a new one: it will serve HTTPS.
+    let tls = served.as_ref().is_none_or(|s| s.tls.is_some()) && inst.https;
     let path = served.map_or_else(|| "/lab".to_string(), |s| s.path);
     let url = match (&inst.public_ip, inst.port) {
-        (Some(ip), Some(port)) => super::up::url(ip, port, &path, Some(&token)),
+        (Some(ip), Some(port)) => super::up::url(ip, port, &path, tls, Some(&token)),
         _ => format!("{path}?token={}", token.expose()),
     };
     Ok(TokenReport {
@@ -135,6 +139,52 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
         deployment: Some(deployment.to_string()),
         token: token.expose().to_string(),
         url,
+    })
+}
+
+/// Where `labship connect` forwards to: the instance's Jupyter over TLS, pinned to the
+/// certificate its console published, with the sealed token.
+pub async fn connect_target(aws: &Aws, deployment: &str) -> Result<crate::hosts::ConnectTarget> {
+    let cloud = Cloud::new(aws);
+    let ((inst, console), sealed) = tokio::try_join!(
+        console_of(&cloud, deployment),
+        sealed::read(&cloud, deployment)
+    )?;
+    let not_yet = |reason: &str| {
+        Error::Unsupported {
+        option: "connect".into(),
+        target: format!("`{deployment}` ({}) yet: {reason}", inst.id),
+        hint: format!(
+            "wait for `labship up {deployment} --ec2` to print the URL, then connect; `labship logs {deployment} --ec2` shows how far it got"
+        ),
+    }
+    };
+    let served = console
+        .as_deref()
+        .and_then(console::served)
+        .ok_or_else(|| not_yet("its Jupyter has not answered"))?;
+    let Some(pin) = served.tls else {
+        return Err(Error::Unsupported {
+            option: "connect".into(),
+            target: format!("`{deployment}` ({}), which serves plain HTTP", inst.id),
+            hint: format!("it was started by an older labship; `labship down {deployment} --ec2` then `labship up --ec2` gives it TLS"),
+        });
+    };
+    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
+        return Err(not_yet("it has no public address"));
+    };
+    let token = match &served.token {
+        TokenFrom::Labship => sealed,
+        TokenFrom::Image => None,
+        TokenFrom::Logged(finding) => Some(finding.token.clone()),
+    };
+    Ok(crate::hosts::ConnectTarget {
+        remote: crate::forward::Remote {
+            addr: super::up::host_port(ip, port),
+            pin,
+        },
+        path: served.path,
+        token,
     })
 }
 

@@ -364,6 +364,10 @@ impl Host for Ec2Host {
         info::token(&self.aws, deployment).await
     }
 
+    async fn connect_target(&self, deployment: &str) -> Result<crate::hosts::ConnectTarget> {
+        info::connect_target(&self.aws, deployment).await
+    }
+
     async fn rotate_token(&self, config: &Config, printer: &Printer) -> Result<TokenReport> {
         up::rotate_token(&self.aws, config, printer).await
     }

@@ -323,6 +323,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             let mut instance_tags = volume_tags.clone();
             instance_tags.push((tags::IMAGE.into(), image.clone()));
             instance_tags.push((tags::PORT.into(), opts.port.to_string()));
+            instance_tags.push((tags::SCHEME.into(), "https".into()));
             let root = RootVolume {
                 device: ami.root_device.clone(),
                 size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
@@ -599,6 +600,7 @@ mod tests {
             launched_secs: None,
             image: Some(image.into()),
             port: Some(port),
+            https: true,
             security_groups: vec!["sg-1".into()],
         }
     }

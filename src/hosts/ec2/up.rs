@@ -201,7 +201,8 @@ pub async fn up(
             (build_secs.is_some(), pushed.bytes_uploaded),
             timings,
             printer,
-        );
+        )
+        .await;
     }
     let Some(spec) = &detail.launch else {
         return Err(not_ec2());
@@ -308,6 +309,7 @@ pub async fn up(
         timings,
         printer,
     )
+    .await
 }
 
 /// The plans that act on the live instance that already has this image and port: nothing,
@@ -373,7 +375,8 @@ async fn in_place(
                 (pushed.built, pushed.bytes_uploaded),
                 timings,
                 printer,
-            );
+            )
+            .await;
         }
         PlannedAction::Resume => {
             printer.note(format!(
@@ -412,6 +415,7 @@ async fn in_place(
         timings,
         printer,
     )
+    .await
 }
 
 /// The deployment's sealed token (made and stored now if it has none), recorded for the
@@ -438,7 +442,7 @@ pub fn login_token(served: &Served, sealed: Option<&JupyterToken>) -> Option<Jup
 
 /// The report of an applied plan, from the instance as it now is, what its host says Jupyter
 /// serves and the sealed token; `pushed` is (built in this run, bytes uploaded).
-fn report(
+async fn report(
     plan: &Plan,
     instance: &Instance,
     (served, sealed): (&Served, Option<&JupyterToken>),
@@ -453,6 +457,20 @@ fn report(
     // A plan that left the container alone reports what the instance says it serves.
     let in_place = matches!(plan.action, PlannedAction::Nothing | PlannedAction::Resume);
     let token = login_token(served, sealed);
+    check_from_here(
+        &plan.deployment,
+        &host_port(&ip, detail.port),
+        served,
+        token.as_ref(),
+        printer,
+    )
+    .await?;
+    if let Some(pin) = served.tls {
+        printer.note(format!(
+            "Jupyter serves HTTPS with a certificate made on the instance (SHA-256 {pin}); a browser warns about it. `labship connect {}` opens it on http://127.0.0.1 through a forwarder that checks exactly this certificate",
+            plan.deployment
+        ));
+    }
     if served.token == TokenFrom::Image {
         printer.note(format!(
             "The image of `{}` sets its own Jupyter token, so the URL has none: use the image's token",
@@ -462,7 +480,13 @@ fn report(
     Ok(UpReport {
         target: Target::Ec2,
         deployment: plan.deployment.clone(),
-        url: url(&ip, detail.port, &served.path, token.as_ref()),
+        url: url(
+            &ip,
+            detail.port,
+            &served.path,
+            served.tls.is_some(),
+            token.as_ref(),
+        ),
         action: plan.action.done(),
         reason: plan.reason.clone(),
         image: instance
@@ -479,6 +503,7 @@ fn report(
         instance_id: Some(instance.id.clone()),
         instance_type: Some(instance.instance_type.clone()),
         public_ip: Some(ip),
+        tls_fingerprint: served.tls,
         timings,
     })
 }
@@ -694,7 +719,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         hint: "change the token in the image's configuration instead".into(),
     })?;
     let url = match &now.public_ip {
-        Some(ip) => url(ip, port, &served.path, Some(&token)),
+        Some(ip) => url(ip, port, &served.path, served.tls.is_some(), Some(&token)),
         None => format!("{}?token={}", served.path, token.expose()),
     };
     Ok(TokenReport {
@@ -719,17 +744,72 @@ fn require_ip(inst: &Instance, name: &str) -> Result<String> {
     })
 }
 
-/// The login URL: `http://IP:PORT/PATH?token=TOKEN`, without the query when the token is
-/// the image's own.
-pub fn url(ip: &str, port: u16, path: &str, token: Option<&JupyterToken>) -> String {
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
+/// The login URL: `https://IP:PORT/PATH?token=TOKEN` (`http` for a host of a labship from
+/// before TLS), without the query when the token is the image's own.
+pub fn url(ip: &str, port: u16, path: &str, tls: bool, token: Option<&JupyterToken>) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = host_port(ip, port);
     match token {
-        Some(t) => format!("http://{host}:{port}{path}?token={}", t.expose()),
-        None => format!("http://{host}:{port}{path}"),
+        Some(t) => format!("{scheme}://{host}{path}?token={}", t.expose()),
+        None => format!("{scheme}://{host}{path}"),
+    }
+}
+
+/// `IP:PORT`, with an IPv6 address in brackets.
+pub fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// Checks from this machine that Jupyter answers with the token, over TLS to exactly the
+/// certificate the host published. Another certificate is a hard error (nothing is sent);
+/// no answer at all is only a note (this machine may not be the one the port is open to).
+async fn check_from_here(
+    deployment: &str,
+    addr: &str,
+    served: &Served,
+    token: Option<&JupyterToken>,
+    printer: &Printer,
+) -> Result<()> {
+    let Some(pin) = served.tls else {
+        return Ok(());
+    };
+    let endpoint = crate::http::Endpoint::Pinned(addr.to_string(), pin);
+    let api = super::backup::api_base(&served.path);
+    let result = crate::http::get_bytes_at(
+        &endpoint,
+        &format!("{api}/api/status"),
+        token.map(JupyterToken::expose),
+        64 * 1024,
+        Duration::from_secs(10),
+    )
+    .await;
+    match result {
+        Ok((200, _)) => Ok(()),
+        Ok((403, _)) if token.is_none() => Ok(()),
+        Ok((status, _)) => {
+            printer.note(format!(
+                "Jupyter on {addr} answered HTTP {status} to labship's check with the token"
+            ));
+            Ok(())
+        }
+        Err(crate::http::FetchError::Tls(e @ crate::tls::TlsError::Mismatch { .. })) => {
+            Err(Error::TlsMismatch {
+                deployment: deployment.to_string(),
+                address: addr.to_string(),
+                cause: e.to_string(),
+            })
+        }
+        Err(e) => {
+            printer.note(format!(
+                "Could not reach Jupyter on {addr} from this machine ({e}); the port is open to {}",
+                "the addresses of the security group only"
+            ));
+            Ok(())
+        }
     }
 }
 

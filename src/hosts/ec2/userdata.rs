@@ -13,7 +13,8 @@
 //! labship: begin t=1732200000.123
 //! labship: docker-ready t=...      labship: logged-in t=...     labship: pulled t=...
 //! labship: started t=...
-//! labship: token http://127.0.0.1:8888/lab?token=<48 hex>
+//! labship: tls sha256=AB:CD:...      (the certificate Jupyter serves, pinned by labship)
+//! labship: token path=/lab source=labship
 //! labship: ready t=...
 //! labship: error phase=pull docker pull: ... manifest unknown (gave up after 900s)
 //! ```
@@ -933,16 +934,16 @@ esac
                 "[I 2026-11-21 10:00:00.100 ServerApp] jupyterlab | extension was successfully loaded.\n\
                  [I 2026-11-21 10:00:00.500 ServerApp] Serving notebooks from local directory: /home/jovyan\n\
                  [I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:\n\
-                 [I 2026-11-21 10:00:00.500 ServerApp] http://4f0c6d5e1a2b:8888/lab?token={token}\n\
-                 [I 2026-11-21 10:00:00.500 ServerApp]     http://127.0.0.1:8888/lab?token={token}\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp] https://4f0c6d5e1a2b:8888/lab?token={token}\n\
+                 [I 2026-11-21 10:00:00.500 ServerApp]     https://127.0.0.1:8888/lab?token={token}\n\
                  [I 2026-11-21 10:00:00.500 ServerApp] Use Control-C to stop this server and shut down all kernels (twice to skip confirmation).\n\
                  [C 2026-11-21 10:00:00.510 ServerApp] \n\
                  \x20   \n\
                  \x20   To access the server, open this file in a browser:\n\
                  \x20       file:///home/jovyan/.local/share/jupyter/runtime/jpserver-7-open.html\n\
                  \x20   Or copy and paste one of these URLs:\n\
-                 \x20       http://4f0c6d5e1a2b:8888/lab?token={token}\n\
-                 \x20       http://127.0.0.1:8888/lab?token={token}\n\
+                 \x20       https://4f0c6d5e1a2b:8888/lab?token={token}\n\
+                 \x20       https://127.0.0.1:8888/lab?token={token}\n\
                  [I 2026-11-21 10:00:01.000 ServerApp] Skipped non-installed server(s): bash-language-server\n"
             ));
         }
@@ -954,8 +955,8 @@ esac
     const EXPLICIT_TOKEN_LOG: &str = "\
 [I 2026-11-21 10:00:00.500 ServerApp] Serving notebooks from local directory: /home/jovyan
 [I 2026-11-21 10:00:00.500 ServerApp] Jupyter Server 2.14.2 is running at:
-[I 2026-11-21 10:00:00.500 ServerApp] http://4f0c6d5e1a2b:8888/lab?token=...
-[I 2026-11-21 10:00:00.500 ServerApp]     http://127.0.0.1:8888/lab?token=...
+[I 2026-11-21 10:00:00.500 ServerApp] https://4f0c6d5e1a2b:8888/lab?token=...
+[I 2026-11-21 10:00:00.500 ServerApp]     https://127.0.0.1:8888/lab?token=...
 [I 2026-11-21 10:00:00.500 ServerApp] Use Control-C to stop this server and shut down all kernels (twice to skip confirmation).
 ";
 
@@ -1002,9 +1003,15 @@ esac
             }
             fs::write(host.path("lib/jupyter.log"), jupyter_log()).expect("write log");
             fs::write(host.path("lib/explicit.log"), EXPLICIT_TOKEN_LOG).expect("write log");
+            fs::write(
+                host.path("lib/plain.log"),
+                EXPLICIT_TOKEN_LOG.replace("https://", "http://"),
+            )
+            .expect("write log");
             for tool in [
-                "bash", "cat", "cp", "cut", "date", "flock", "grep", "head", "mkdir", "mktemp",
-                "mv", "od", "sed", "rm", "sleep", "tail", "touch", "tr",
+                "base64", "bash", "cat", "chmod", "chown", "cp", "cut", "date", "flock", "grep",
+                "head", "mkdir", "mktemp", "mv", "od", "openssl", "sed", "rm", "sleep", "tail",
+                "touch", "tr",
             ] {
                 let real = ["/usr/bin", "/bin"]
                     .iter()
@@ -1062,6 +1069,7 @@ esac
                 .env("LABSHIP_LOCK_FILE", self.path("labship.lock"))
                 .env("LABSHIP_STATE_DIR", self.path("state"))
                 .env("LABSHIP_CONSOLE", self.path("console"))
+                .env("LABSHIP_TLS_GID", gid())
                 .env("STUB", self.path("state"))
                 .env("STUB_BIN", self.path("bin"))
                 .env("STUB_LIB", self.path("lib"))
@@ -1078,6 +1086,15 @@ esac
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             }
         }
+    }
+
+    /// The group of files this process makes (the key's group on the fake host: a chown to
+    /// it works for any user running the tests).
+    fn gid() -> String {
+        use std::os::unix::fs::MetadataExt as _;
+        tempfile::tempfile()
+            .and_then(|f| f.metadata())
+            .map_or_else(|_| "0".to_string(), |m| m.gid().to_string())
     }
 
     fn kinds(ms: &[Marker]) -> Vec<MarkerKind> {
@@ -1117,9 +1134,38 @@ esac
             .all(|m| (m.phase == MarkerKind::Phase(Phase::Token)) != m.at.is_some()));
         let token_line = "labship: token path=/lab source=labship";
         assert_eq!(count_lines(&run.stdout, token_line), 1, "{context}");
-        for line in run.stdout.lines() {
+        for line in run
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("labship: tls "))
+        {
             assert!(line.len() < 70, "long marker line {line:?}");
         }
+        // The certificate Jupyter serves: made on the host, its fingerprint on the console, the
+        // key readable by root and the container's group only.
+        let tls = host.path("state/tls/demo");
+        let cert = fs::read_to_string(tls.join("cert.pem")).expect("cert.pem");
+        let der = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            cert.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .expect("PEM");
+        assert_eq!(
+            super::super::console::tls_fingerprint(&run.stdout),
+            Some(crate::tls::Fingerprint::of(&der)),
+            "{context}"
+        );
+        let key_mode = fs::metadata(tls.join("key.pem"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o440);
+        assert_eq!(
+            fs::metadata(&tls).expect("dir").permissions().mode() & 0o777,
+            0o750
+        );
         let served = super::super::console::served(&run.stdout).expect("the token line");
         assert_eq!(served.path, "/lab");
         assert_eq!(served.token, super::super::console::TokenFrom::Labship);
@@ -1149,9 +1195,12 @@ esac
         let run_line = format!(
             "docker run -d --name labship-ec2-demo --label dev.labship.ec2.deployment=demo \
              --label dev.labship.ec2.publish=127.0.0.1:8890 --env-file {} \
+             --group-add {} -v {}:/etc/labship-tls:ro -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
              --restart unless-stopped --init -p 127.0.0.1:8890:8888 \
              -v labship-ec2-demo-work:/home/jovyan {IMAGE}",
-            host.path("state/demo.env").display()
+            host.path("state/demo.env").display(),
+            gid(),
+            host.path("state/tls/demo").display()
         );
         let order = [
             position("dnf install -y docker"),
@@ -1163,7 +1212,13 @@ esac
             position(&format!("docker pull {IMAGE}")),
             position("docker volume create --label dev.labship.ec2.deployment=demo labship-ec2-demo-work"),
             position(&run_line),
-            position("curl -fsS -o /dev/null --max-time 5 -K - http://127.0.0.1:8890/api/status"),
+            calls
+                .lines()
+                .position(|l| {
+                    l.starts_with("curl -k --pinnedpubkey sha256//")
+                        && l.ends_with(" -fsS -o /dev/null --max-time 5 -K - https://127.0.0.1:8890/api/status")
+                })
+                .unwrap_or_else(|| panic!("no pinned curl\n{context}")),
         ];
         assert!(
             order.windows(2).all(|w| w[0] < w[1]),
@@ -1303,6 +1358,24 @@ esac
                 !text.contains(NEW_TOKEN) && !text.contains(SEALED_TOKEN),
                 "{context}"
             );
+        }
+    }
+
+    #[test]
+    fn boot_script_refuses_a_jupyter_that_ignores_the_tls_settings() {
+        let host = FakeHost::new(true, true);
+        let script = render_boot(&inputs(HostKind::Custom, "127.0.0.1")).expect("renders");
+        let run = host.run(
+            &script,
+            &[("STUB_PULL_FAILS", "0"), ("STUB_LOG", "plain.log")],
+        );
+        assert!(!run.ok, "{}", run.stdout);
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "jupyter");
+                assert!(cause.contains("serves plain HTTP"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
         }
     }
 

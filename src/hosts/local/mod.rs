@@ -777,6 +777,7 @@ impl Host for LocalHost {
             instance_id: None,
             instance_type: None,
             public_ip: None,
+            tls_fingerprint: None,
             timings: Timings {
                 build: build_secs,
                 jupyter: Some(t_ready.elapsed().as_secs_f64()),
@@ -816,6 +817,14 @@ impl Host for LocalHost {
                 }
             })
             .collect())
+    }
+
+    async fn connect_target(&self, _deployment: &str) -> Result<crate::hosts::ConnectTarget> {
+        Err(Error::Unsupported {
+            option: "connect".into(),
+            target: Target::Local.to_string(),
+            hint: "a local deployment is already on this machine: `labship token --local` prints its http://127.0.0.1 URL".into(),
+        })
     }
 
     async fn rotate_token(&self, _config: &Config, _printer: &Printer) -> Result<TokenReport> {

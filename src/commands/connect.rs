@@ -1,0 +1,84 @@
+//! `labship connect`: the deployment on http://127.0.0.1:PORT through the local forwarder
+//! (TLS to the instance with its pinned certificate), until Ctrl-C. Also the end of
+//! `up --ec2 --connect`.
+
+use labship::config::{Config, Target};
+use labship::error::{Error, Result};
+use labship::hosts::ec2::Ec2Host;
+use labship::hosts::local::LocalHost;
+use labship::hosts::{ConnectReport, ConnectTarget, Host};
+use labship::output::Printer;
+
+pub async fn run(config: &Config, port: Option<u16>, open: bool, printer: &Printer) -> Result<()> {
+    let target = match config.target {
+        Target::Local => {
+            LocalHost::connect()
+                .await?
+                .connect_target(&config.name)
+                .await?
+        }
+        Target::Ec2 => {
+            Ec2Host::connect(config)
+                .await?
+                .connect_target(&config.name)
+                .await?
+        }
+    };
+    serve(config, target, port, open, printer).await
+}
+
+/// Checks the instance's certificate, listens, prints the URL, serves until Ctrl-C.
+pub async fn serve(
+    config: &Config,
+    target: ConnectTarget,
+    port: Option<u16>,
+    open: bool,
+    printer: &Printer,
+) -> Result<()> {
+    let remote = target.remote.clone();
+    labship::forward::check(&remote)
+        .await
+        .map_err(|e| Error::TlsMismatch {
+            deployment: config.name.clone(),
+            address: remote.addr.clone(),
+            cause: e.to_string(),
+        })?;
+    let listener = labship::forward::listen(port).await?;
+    let local = listener.local_addr().map_err(|source| Error::Write {
+        path: "(the forwarder's socket)".into(),
+        source,
+    })?;
+    let url = match &target.token {
+        Some(t) => format!(
+            "http://127.0.0.1:{}{}?token={}",
+            local.port(),
+            target.path,
+            t.expose()
+        ),
+        None => format!("http://127.0.0.1:{}{}", local.port(), target.path),
+    };
+    // From here Ctrl-C ends the forwarder; nothing is left behind.
+    labship::interrupt::install(labship::interrupt::Then::Retry(format!(
+        "{} (to open it again)",
+        super::command_for("connect", config, config.target)
+    )))?;
+    let report = ConnectReport {
+        target: config.target,
+        deployment: config.name.clone(),
+        url: url.clone(),
+        port: local.port(),
+        remote: remote.addr.clone(),
+        tls_fingerprint: remote.pin,
+    };
+    super::emit(printer, &report)?;
+    printer.note(format!(
+        "Forwarding http://127.0.0.1:{} to https://{} (certificate SHA-256 {}); Ctrl-C stops",
+        local.port(),
+        remote.addr,
+        remote.pin
+    ));
+    if open {
+        labship::browser::open(&url, printer);
+    }
+    labship::forward::serve(listener, remote, labship::interrupt::stopped()).await
+}
