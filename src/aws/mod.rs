@@ -59,6 +59,17 @@ impl Cloud {
     {
         api_error(&self.region, service, op, resource, err)
     }
+
+    /// A request the SDK's builder refused before sending it (a field labship forgot).
+    fn unbuildable(&self, action: &str, resource: &str, err: impl std::fmt::Display) -> Error {
+        Error::Aws {
+            action: action.into(),
+            resource: resource.into(),
+            region: self.region.clone(),
+            message: err.to_string(),
+            hint: "this is a bug in labship; please report it".into(),
+        }
+    }
 }
 
 /// Attempts per AWS call (the first one included); see [`load`].

@@ -75,13 +75,7 @@ impl Cloud {
             .option("Equals")
             .values(name)
             .build()
-            .map_err(|e| Error::Aws {
-                action: "ssm:DescribeParameters".into(),
-                resource: name.into(),
-                region: self.region.clone(),
-                message: e.to_string(),
-                hint: "this is a bug in labship".into(),
-            })?;
+            .map_err(|e| self.unbuildable("ssm:DescribeParameters", name, e))?;
         let out = self
             .ssm
             .describe_parameters()
@@ -115,20 +109,13 @@ impl Cloud {
             .overwrite(overwrite);
         if !overwrite {
             for (k, v) in tags {
-                call =
-                    call.tags(
-                        Tag::builder()
-                            .key(*k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| Error::Aws {
-                                action: "ssm:PutParameter".into(),
-                                resource: name.into(),
-                                region: self.region.clone(),
-                                message: e.to_string(),
-                                hint: "this is a bug in labship".into(),
-                            })?,
-                    );
+                call = call.tags(
+                    Tag::builder()
+                        .key(*k)
+                        .value(v)
+                        .build()
+                        .map_err(|e| self.unbuildable("ssm:PutParameter", name, e))?,
+                );
             }
         }
         match call.send().await {
@@ -164,13 +151,7 @@ impl Cloud {
             .key("InstanceIds")
             .values(id)
             .build()
-            .map_err(|e| Error::Aws {
-                action: "ssm:DescribeInstanceInformation".into(),
-                resource: id.into(),
-                region: self.region.clone(),
-                message: e.to_string(),
-                hint: "this is a bug in labship".into(),
-            })?;
+            .map_err(|e| self.unbuildable("ssm:DescribeInstanceInformation", id, e))?;
         let out = self
             .ssm
             .describe_instance_information()

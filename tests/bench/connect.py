@@ -12,8 +12,9 @@
     LABSHIP_BIN=... LABSHIP_PLAIN_BIN=... python3 tests/bench/connect.py   (rig.env sourced)
     bash tests/bench/run.sh connect                                      (builds, then this)
 
-BENCH_RUNS (default 3) runs per side for 1; BENCH_DOWNLOADS (default 3) for 2. Timings are
-printed, never asserted; the JSON goes to ${TMPDIR:-/tmp}/labship-bench-connect-<time>.json.
+BENCH_RUNS (default 3) runs per side for 1; BENCH_DOWNLOADS (default 3) for 2; BENCH_PARTS
+(default "1,2") picks the parts (e.g. part 1 with two debug builds, part 2 with a release
+one). Timings are printed, never asserted; the JSON goes to ${TMPDIR:-/tmp}/labship-bench-connect-<time>.json.
 """
 
 import http.client
@@ -31,6 +32,7 @@ import time
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DOWNLOADS = int(os.environ.get("BENCH_DOWNLOADS", "3"))
 REQUESTS = 200
+PARTS = set(os.environ.get("BENCH_PARTS", "1,2").split(","))
 LABSHIP = os.environ.get("LABSHIP_BIN", "target/release/labship")
 PLAIN = os.environ.get("LABSHIP_PLAIN_BIN")
 SIM = os.environ["LABSHIP_TEST_SIM_ENDPOINT"]
@@ -142,25 +144,31 @@ def main():
     sides = [("tls", LABSHIP)] + ([("plain", PLAIN)] if PLAIN else [])
     if not PLAIN:
         log("LABSHIP_PLAIN_BIN is not set: only the TLS side of 1 runs")
-    for i in range(RUNS):
+    for i in range(RUNS if "1" in PARTS else 0):
         order = sides if i % 2 == 0 else list(reversed(sides))
         for side, binary in order:
             cwd, name = project(side)
             try:
-                report, took = up(binary, cwd, name, free_port())
+                answer, took = up(binary, cwd, name, free_port())
                 results["time_to_url"][side].append(took)
-                log(f"  run {i + 1} {side}: {took:.1f} s  {report['url'].split('?')[0]}")
+                log(f"  run {i + 1} {side}: {took:.1f} s  {answer['url'].split('?')[0]}")
             finally:
                 down(binary, cwd, name)
                 shutil.rmtree(cwd, ignore_errors=True)
 
     # 2. the forwarder against a direct TLS connection, on one deployment.
+    if "2" in PARTS:
+        forwarder_part(results)
+    summary(results)
+
+
+def forwarder_part(results):
     cwd, name = project("fwd")
     port = free_port()
     fwd = None
     try:
-        report, _ = up(LABSHIP, cwd, name, port)
-        token = report["url"].split("token=")[1]
+        answer, _ = up(LABSHIP, cwd, name, port)
+        token = answer["url"].split("token=")[1]
         container = f"labship-ec2-{name}"
         subprocess.run(["docker", "exec", container, "dd", "if=/dev/urandom",
                         "of=/home/jovyan/work/big.bin", "bs=1M", "count=100"],
@@ -193,13 +201,18 @@ def main():
         down(LABSHIP, cwd, name)
         shutil.rmtree(cwd, ignore_errors=True)
 
+
+def summary(results):
     t = results["time_to_url"]
-    print("1. time to a working URL (median of runs, seconds)")
-    print(f"   TLS   (this build): {med(t['tls']):.1f}  runs {[round(x, 1) for x in t['tls']]}")
+    if t["tls"]:
+        print("1. time to a working URL (median of runs, seconds)")
+        print(f"   TLS   (this build): {med(t['tls']):.1f}  runs {[round(x, 1) for x in t['tls']]}")
     if t["plain"]:
         print(f"   plain (LABSHIP_PLAIN_BIN): {med(t['plain']):.1f}  runs {[round(x, 1) for x in t['plain']]}")
         print(f"   TLS - plain: {med(t['tls']) - med(t['plain']):+.1f} s (target <= +2 s)")
     f = results["forwarder"]
+    if not f:
+        return
     d, w = f["download_mb_s"]["direct"], f["download_mb_s"]["forwarder"]
     print("2. 100 MB download from the workspace (median MB/s)")
     print(f"   direct TLS: {med(d):.0f}   through the forwarder: {med(w):.0f}   "
@@ -208,6 +221,10 @@ def main():
     print(f"3. GET /api/status on one keep-alive connection, {REQUESTS} requests (median ms/request)")
     print(f"   direct TLS: {med(ld):.2f}   through the forwarder: {med(lw):.2f}   "
           f"added {med(lw) - med(ld):+.2f} ms (target <= 2 ms)")
+    write(results)
+
+
+def write(results):
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"labship-bench-connect-{int(time.time())}.json")
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)

@@ -469,6 +469,9 @@ fn operator_policy_keeps_to_labship_resources() {
     let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
     let group = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0";
     for (action, arn) in [
+        // An instance can only be put in labship's own security groups (escalation: an
+        // operator launching into the account's other groups, with their rules).
+        ("ec2:RunInstances", group),
         ("ec2:TerminateInstances", instance),
         ("ec2:GetConsoleOutput", instance),
         ("ec2:DeleteSecurityGroup", group),
