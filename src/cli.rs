@@ -163,6 +163,9 @@ pub struct UpArgs {
     /// certificate, as `labship connect` does (until Ctrl-C)
     #[arg(long, conflicts_with = "attach")]
     pub connect: bool,
+    /// EC2: act on the deployment even if another identity created it (its labship:owner tag)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -226,6 +229,9 @@ pub struct DownArgs {
     /// EC2: also remove labship's shared IAM role and instance profile when no deployment uses them
     #[arg(long)]
     pub all: bool,
+    /// EC2: remove it even if another identity created it (its labship:owner tag)
+    #[arg(long)]
+    pub force: bool,
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -220,6 +220,18 @@ pub enum Error {
         cause: String,
     },
 
+    #[error("`{deployment}` belongs to {owner}, not to you ({caller}): refusing to {action} it")]
+    #[diagnostic(
+        code(labship::ec2::not_owner),
+        help("its resources carry labship:owner={owner}. If you mean to act on it anyway (its owner left, it is your class's), pass --force")
+    )]
+    NotOwner {
+        deployment: String,
+        owner: String,
+        caller: String,
+        action: &'static str,
+    },
+
     #[error("instance {instance} of `{deployment}` failed while {phase}: {cause}")]
     #[diagnostic(code(labship::ec2::boot), help("{hint}"))]
     BootFailed {

@@ -14,12 +14,29 @@ pub const PORT: &str = "labship:port";
 /// instance since labship 0.2); absent on older ones, which serve plain HTTP.
 pub const SCHEME: &str = "labship:scheme";
 
-/// The tags of a resource of `deployment`.
-pub fn for_deployment(deployment: &str) -> [(&'static str, String); 2] {
-    [
+/// On every resource `up` creates: the ARN of the identity that created it (STS
+/// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.
+pub const OWNER: &str = "labship:owner";
+
+static CALLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records who runs this command (once per process; later calls are ignored): from then
+/// on [`for_deployment`] adds the owner tag.
+pub fn set_caller(arn: &str) {
+    let _ = CALLER.set(arn.to_string());
+}
+
+/// The tags of a resource of `deployment`: managed-by, deployment, and the owner once the
+/// caller is known ([`set_caller`]).
+pub fn for_deployment(deployment: &str) -> Vec<(&'static str, String)> {
+    let mut tags = vec![
         (MANAGED_BY, MANAGED_BY_VALUE.to_string()),
         (DEPLOYMENT, deployment.to_string()),
-    ]
+    ];
+    if let Some(arn) = CALLER.get() {
+        tags.push((OWNER, arn.clone()));
+    }
+    tags
 }
 
 /// The same marks as Docker labels on local containers and volumes (reverse-DNS keys, as

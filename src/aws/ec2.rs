@@ -72,6 +72,8 @@ pub struct Instance {
     pub port: Option<u16>,
     /// Its Jupyter serves HTTPS (tag `labship:scheme=https`).
     pub https: bool,
+    /// Who launched it (tag `labship:owner`; none on instances of older labship versions).
+    pub owner: Option<String>,
     pub security_groups: Vec<String>,
 }
 
@@ -88,6 +90,8 @@ pub struct SecurityGroup {
     pub name: String,
     pub deployment: Option<String>,
     pub vpc: Option<String>,
+    /// Who created it (tag `labship:owner`; none on groups of older labship versions).
+    pub owner: Option<String>,
 }
 
 /// The ingress a deployment's security group should have: TCP `port` from `cidrs`.
@@ -504,6 +508,7 @@ impl Cloud {
                     .and_then(|t| t.value())
                     .map(str::to_string),
                 vpc: g.vpc_id().map(str::to_string),
+                owner: tag_value(g.tags(), tags::OWNER),
             })
             .collect())
     }
@@ -871,6 +876,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         image: tag_value(i.tags(), tags::IMAGE),
         port: tag_value(i.tags(), tags::PORT).and_then(|p| p.parse().ok()),
         https: tag_value(i.tags(), tags::SCHEME).as_deref() == Some("https"),
+        owner: tag_value(i.tags(), tags::OWNER),
         security_groups: i
             .security_groups()
             .iter()

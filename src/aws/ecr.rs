@@ -280,9 +280,9 @@ impl Ecr {
         Ok(())
     }
 
-    /// Deletes every image of `repository` and, when labship created it (tag
-    /// `labship:managed-by`), the repository itself. Returns (images deleted, repository
-    /// deleted); a missing repository is (0, false).
+    /// When labship created `repository` (tag `labship:managed-by`): deletes every image and
+    /// the repository. Otherwise only the content tags labship pushed (`ctx-...`). Returns
+    /// (image ids deleted, repository deleted); a missing repository is (0, false).
     pub async fn purge(&self, repository: &str) -> Result<(usize, bool)> {
         let described = match self
             .client
@@ -317,6 +317,15 @@ impl Ecr {
             let page = page.map_err(|e| self.fail("ListImages", repository, &e))?;
             ids.extend(page.image_ids().iter().cloned());
         }
+        // In a repository labship did not create, only what labship pushed goes: its content
+        // tags (`ctx-<16 hex>`), tag by tag; `latest` and everything else stay.
+        let ours = self.made_by_labship(repository, &arn).await?;
+        if !ours {
+            ids.retain(|id| id.image_tag().is_some_and(is_content_tag));
+            for id in &mut ids {
+                id.image_digest = None;
+            }
+        }
         let mut deleted = 0;
         // BatchDeleteImage takes at most 100 ids per call.
         for chunk in ids.chunks(100) {
@@ -330,7 +339,7 @@ impl Ecr {
                 .map_err(|e| self.fail("BatchDeleteImage", repository, &e))?;
             deleted += out.image_ids().len();
         }
-        if !self.made_by_labship(repository, &arn).await? {
+        if !ours {
             return Ok((deleted, false));
         }
         match self
@@ -439,6 +448,15 @@ impl ImageRegistry for Ecr {
     }
 }
 
+/// A content tag labship gives the images it builds: `ctx-` and 16 lowercase hex digits.
+fn is_content_tag(tag: &str) -> bool {
+    tag.strip_prefix("ctx-").is_some_and(|h| {
+        h.len() == 16
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// `base64("AWS:<password>")` split at the first colon.
 pub fn decode_token(token: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -471,6 +489,20 @@ fn policy_for(op: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_labships_content_tags_are_labships() {
+        assert!(is_content_tag("ctx-0123456789abcdef"));
+        for not in [
+            "latest",
+            "ctx-0123",
+            "ctx-0123456789ABCDEF",
+            "v1",
+            "ctx-0123456789abcdefg",
+        ] {
+            assert!(!is_content_tag(not), "{not}");
+        }
+    }
 
     #[test]
     fn tokens_split_at_the_first_colon() {

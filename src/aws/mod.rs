@@ -38,6 +38,7 @@ pub struct Cloud {
     ec2: aws_sdk_ec2::Client,
     iam: aws_sdk_iam::Client,
     ssm: aws_sdk_ssm::Client,
+    sts: aws_sdk_sts::Client,
     pub region: String,
 }
 
@@ -48,6 +49,7 @@ impl Cloud {
             ec2: aws_sdk_ec2::Client::new(&aws.sdk),
             iam: aws_sdk_iam::Client::new(&aws.sdk),
             ssm: aws_sdk_ssm::Client::new(&aws.sdk),
+            sts: aws_sdk_sts::Client::new(&aws.sdk),
             region: aws.region.clone(),
         }
     }
@@ -58,6 +60,31 @@ impl Cloud {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         api_error(&self.region, service, op, resource, err)
+    }
+
+    /// The ARN of the identity labship acts as (STS GetCallerIdentity, which every identity
+    /// may call), recorded as the owner of what this command creates.
+    pub async fn caller_arn(&self) -> Result<String> {
+        let out = retry::read(std::time::Duration::from_secs(60), || async {
+            self.sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| self.fail("sts", "GetCallerIdentity", "the caller", &e))
+        })
+        .await?;
+        let arn = out.arn().unwrap_or_default().to_string();
+        if arn.is_empty() {
+            return Err(Error::Aws {
+                action: "sts:GetCallerIdentity".into(),
+                resource: "the caller".into(),
+                region: self.region.clone(),
+                message: "STS answered without an ARN".into(),
+                hint: "check AWS_ENDPOINT_URL / the profile: this is not how AWS answers".into(),
+            });
+        }
+        crate::tags::set_caller(&arn);
+        Ok(arn)
     }
 
     /// A request the SDK's builder refused before sending it (a field labship forgot).

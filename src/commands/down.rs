@@ -16,6 +16,7 @@ pub async fn run(config: Config, args: &DownArgs, printer: &Printer) -> Result<(
         delete_data: args.delete_data,
         purge_images: args.purge_images,
         all: args.all,
+        force: args.force,
         backup_root: config.root.join("labship-backups"),
     };
     match config.target {

@@ -21,6 +21,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         public: args.public,
         attach: args.attach,
         connect: args.connect,
+        force: args.force,
     };
     // Before anything is observed or created.
     options.refuse(config.target, args.ami.is_some() || args.subnet.is_some())?;

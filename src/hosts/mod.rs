@@ -46,6 +46,8 @@ pub struct UpOptions {
     pub attach: bool,
     /// Serve it on 127.0.0.1 through the TLS forwarder afterwards (EC2 only).
     pub connect: bool,
+    /// EC2: act on a deployment another identity owns (`labship:owner`).
+    pub force: bool,
 }
 
 impl UpOptions {
@@ -94,6 +96,8 @@ pub struct DownOptions {
     pub purge_images: bool,
     /// EC2: also remove the shared IAM role when no deployment uses it.
     pub all: bool,
+    /// EC2: remove a deployment another identity owns (`labship:owner`).
+    pub force: bool,
     /// Where saved workspaces go (`<folder>/<deployment>-<UTC time>/`).
     pub backup_root: PathBuf,
 }

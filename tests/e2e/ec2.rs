@@ -415,6 +415,9 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         first["image"].as_str()
     );
     assert_eq!(tags.get("labship:port"), Some(&port_s));
+    // Who made it: the caller's ARN as STS gives it, on the instance and its group.
+    let owner = tags.get("labship:owner").cloned().unwrap_or_default();
+    assert!(owner.starts_with("arn:aws:"), "{tags:?}");
     assert!(
         inst.iam_instance_profile()
             .and_then(|p| p.arn())
@@ -554,6 +557,31 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let logs_text = String::from_utf8_lossy(&logs.stdout);
     assert!(logs_text.contains("labship: ready"), "{logs_text}");
     assert!(logs_text.contains("labship: pulled"), "{logs_text}");
+
+    // Another identity of the same account: its `up` and `down` of this deployment are refused,
+    // naming both, and nothing is removed.
+    let (key, secret) = limited_user(
+        &rig.aws_endpoint,
+        &format!("{name}-other"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    );
+    let other = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    for args in [
+        vec!["down", "--ec2", "--yes", "-o", "json"],
+        ec2_up_args(&port_s),
+    ] {
+        let err = json_error(&p.labship_at(&sim, &args, &other));
+        assert_eq!(err["code"], "labship::ec2::not_owner", "{args:?}: {err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&owner) && message.contains(&format!("user/{name}-other")),
+            "{err}"
+        );
+    }
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200, "still there");
 
     // connect: JupyterLab on http://127.0.0.1 of this machine, through a forwarder that speaks
     // TLS to the instance with the pinned certificate; pages, REST and kernel websockets pass.

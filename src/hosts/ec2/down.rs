@@ -156,9 +156,25 @@ pub async fn down(
     let repository = config.push.repository.as_str();
     let mut report = DownReport::new(Target::Ec2, deployment, Some(cloud.region.clone()));
 
+    // 0. Whose it is: another identity's deployment needs --force.
+    let (instances, groups, caller) = tokio::try_join!(
+        cloud.instances(Some(deployment)),
+        cloud.security_groups(Some(deployment)),
+        cloud.caller_arn(),
+    )?;
+    super::require_owner(
+        deployment,
+        &caller,
+        instances
+            .iter()
+            .map(|i| &i.owner)
+            .chain(groups.iter().map(|g| &g.owner)),
+        opts.force,
+        "remove",
+    )?;
+
     // 1. Instances (they hold the security group), after saving their workspaces: the
     //    instance's disk is deleted with it.
-    let instances = cloud.instances(Some(deployment)).await?;
     if !opts.delete_data {
         let stamp = aws_smithy_types::DateTime::from_secs(
             SystemTime::now()

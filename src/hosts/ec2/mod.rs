@@ -218,6 +218,29 @@ pub fn normalise_cidr(c: &str) -> Result<String> {
     Ok(net.trunc().to_string())
 }
 
+/// Refuses to `action` a deployment whose resources another identity created (their
+/// `labship:owner` tags), unless `force`. Resources without the tag (older labship) pass.
+pub fn require_owner<'a>(
+    deployment: &str,
+    caller: &str,
+    owners: impl IntoIterator<Item = &'a Option<String>>,
+    force: bool,
+    action: &'static str,
+) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    match owners.into_iter().flatten().find(|o| o.as_str() != caller) {
+        Some(owner) => Err(Error::NotOwner {
+            deployment: deployment.to_string(),
+            owner: owner.clone(),
+            caller: caller.to_string(),
+            action,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The caller's public IP as AWS sees it, from `https://checkip.amazonaws.com/`.
 /// `LABSHIP_CHECKIP` replaces the service (tests, proxies): an `https://` URL anywhere, plain
 /// HTTP (`http://HOST:PORT/` or `HOST:PORT`) only on this machine. An answer that cannot be
@@ -402,6 +425,22 @@ impl Host for Ec2Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_identitys_deployment_needs_force() {
+        let me = "arn:aws:iam::123456789012:user/ana";
+        let other = Some("arn:aws:iam::123456789012:user/bo".to_string());
+        let mine = Some(me.to_string());
+        assert!(require_owner("lab", me, [&mine, &None], false, "remove").is_ok());
+        match require_owner("lab", me, [&mine, &other], false, "remove") {
+            Err(Error::NotOwner { owner, caller, .. }) => {
+                assert_eq!(owner, "arn:aws:iam::123456789012:user/bo");
+                assert_eq!(caller, me);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(require_owner("lab", me, [&other], true, "remove").is_ok());
+    }
 
     #[test]
     fn only_a_public_address_can_be_the_callers() {

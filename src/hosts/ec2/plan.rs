@@ -39,6 +39,8 @@ pub struct Options {
     pub wait: Duration,
     pub allow_cidr: Vec<String>,
     pub public: bool,
+    /// Act on a deployment another identity owns.
+    pub force: bool,
 }
 
 impl Options {
@@ -75,6 +77,7 @@ impl Options {
                 &options.allow_cidr
             })?,
             public: options.public,
+            force: options.force,
         })
     }
 }
@@ -601,6 +604,7 @@ mod tests {
             image: Some(image.into()),
             port: Some(port),
             https: true,
+            owner: None,
             security_groups: vec!["sg-1".into()],
         }
     }

@@ -38,7 +38,7 @@ use crate::token::JupyterToken;
 /// (the registry is asked for its address only, which is a read).
 pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options) -> Result<Plan> {
     let cloud = Cloud::new(aws);
-    let mut observed = check(&cloud, engine, config).await?;
+    let mut observed = check(&cloud, engine, config, opts.force).await?;
     plan::refusals(config, &observed)?;
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let (ami, vpc, ingress, profile, auth, ()) = tokio::try_join!(
@@ -68,11 +68,20 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
     plan::plan(config, opts, &observed)
 }
 
-/// Step 1: the reads every `up` makes (the two at once: they are the no-op's latency).
-async fn check(cloud: &Cloud, engine: &Engine, config: &Config) -> Result<Observed> {
-    let (instance_type, instances) = tokio::try_join!(
+/// Step 1: the reads every `up` makes (at once: they are the no-op's latency), and the
+/// owner check: another identity's deployment is refused unless `force`.
+async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> Result<Observed> {
+    let (instance_type, instances, caller) = tokio::try_join!(
         cloud.instance_type(&config.ec2.instance_type),
-        cloud.instances(Some(&config.name))
+        cloud.instances(Some(&config.name)),
+        cloud.caller_arn(),
+    )?;
+    super::require_owner(
+        &config.name,
+        &caller,
+        instances.iter().map(|i| &i.owner),
+        force,
+        "update",
     )?;
     let (content_tag, _) = build::planned_tag(config)?;
     let local = format!("{}:{content_tag}", config.local_image());
@@ -106,8 +115,11 @@ pub async fn up(
 
     // 1. Checks that change nothing; what makes any `up` impossible is refused here, before
     //    a build or anything in AWS.
-    let mut observed =
-        interrupt::cancellable("checking the deployment", check(&cloud, engine, config)).await?;
+    let mut observed = interrupt::cancellable(
+        "checking the deployment",
+        check(&cloud, engine, config, opts.force),
+    )
+    .await?;
     plan::refusals(config, &observed)?;
     if let Some(live) = observed
         .live()
