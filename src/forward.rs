@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Result};
 use crate::tls::{Fingerprint, TlsError};
@@ -29,18 +30,18 @@ pub struct Remote {
 
 /// Listens on 127.0.0.1, on `port` or (when `None`) the first free port from 8888.
 pub async fn listen(port: Option<u16>) -> Result<TcpListener> {
-    let candidates: Vec<u16> = match port {
-        Some(p) => vec![p],
-        None => (8888..8888 + PORT_TRIES).collect(),
+    let (first, last) = match port {
+        Some(p) => (p, p),
+        None => (8888, 8888 + PORT_TRIES - 1),
     };
-    let mut last = None;
-    for p in candidates {
+    let mut p = first;
+    let e = loop {
         match TcpListener::bind(("127.0.0.1", p)).await {
             Ok(listener) => return Ok(listener),
-            Err(e) => last = Some((p, e)),
+            Err(e) if p >= last => break e,
+            Err(_) => p += 1,
         }
-    }
-    let (p, e) = last.expect("at least one port was tried");
+    };
     Err(Error::InvalidSetting {
         what: "port",
         value: p.to_string(),
@@ -58,20 +59,23 @@ pub async fn listen(port: Option<u16>) -> Result<TcpListener> {
 /// Connects once to check that the instance presents the pinned certificate, before the URL
 /// is given to anyone.
 pub async fn check(remote: &Remote) -> std::result::Result<(), TlsError> {
-    let tls = tokio::time::timeout(
+    connect(remote).await.map(drop)
+}
+
+/// A pinned TLS connection to the instance, bounded by [`CONNECT_WITHIN`].
+async fn connect(remote: &Remote) -> std::result::Result<TlsStream<TcpStream>, TlsError> {
+    tokio::time::timeout(
         CONNECT_WITHIN,
         crate::tls::connect_pinned(&remote.addr, remote.pin),
     )
     .await
     .map_err(|_| {
         TlsError::Failed(format!(
-            "{}: no TLS handshake within {}s",
+            "{} did not answer within {}s",
             remote.addr,
             CONNECT_WITHIN.as_secs()
         ))
-    })??;
-    drop(tls);
-    Ok(())
+    })?
 }
 
 /// Accepts connections until `stop` completes; each one is forwarded on its own task.
@@ -102,29 +106,13 @@ pub async fn serve(
 
 async fn forward(mut client: TcpStream, remote: &Remote) {
     let _ = client.set_nodelay(true);
-    let upstream = tokio::time::timeout(
-        CONNECT_WITHIN,
-        crate::tls::connect_pinned(&remote.addr, remote.pin),
-    )
-    .await;
-    match upstream {
-        Ok(Ok(mut tls)) => {
+    match connect(remote).await {
+        Ok(mut tls) => {
             if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut tls).await {
                 tracing::debug!("connection to {} closed: {e}", remote.addr);
             }
         }
-        Ok(Err(e)) => refuse(&mut client, &e.to_string()).await,
-        Err(_) => {
-            refuse(
-                &mut client,
-                &format!(
-                    "{} did not answer within {}s",
-                    remote.addr,
-                    CONNECT_WITHIN.as_secs()
-                ),
-            )
-            .await
-        }
+        Err(e) => refuse(&mut client, &e.to_string()).await,
     }
 }
 

@@ -160,16 +160,7 @@ pub async fn get_text_https(
     within: Duration,
 ) -> Result<(u16, String), String> {
     let attempt = async {
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host} is not a server name: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(crate::tls::web_config()?);
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
+        let tls = crate::tls::connect_web(host, port).await?;
         exchange(tls, host, path_and_query, None, 64 * 1024).await
     };
     let (status, body) = tokio::time::timeout(within, attempt)

@@ -72,15 +72,15 @@ fn report_panics() {
     }));
 }
 
+/// The module of the SDK whose traces carry whole requests and responses.
+const SDK_ORCHESTRATOR: &str = "aws_smithy_runtime::client::orchestrator";
+
 /// -v: labship's info (and the SDKs' warnings), -vv: debug, -vvv: everything (the AWS SDK's
 /// traces included). The default shows labship's warnings only: the SDK's own warnings (a
 /// missing ~/.aws/config, an unreachable instance metadata service while it looks for
 /// credentials) are noise next to labship's errors, which carry their cause. Nothing labship
 /// logs at any level holds a secret, and the writer scrubs every secret labship holds from
 /// what the libraries log (`labship::secrets`).
-/// The module of the SDK whose traces carry whole requests and responses.
-const SDK_ORCHESTRATOR: &str = "aws_smithy_runtime::client::orchestrator";
-
 fn init_tracing(verbose: u8, quiet: bool) {
     // Read by the SDK at every response: set before any thread exists.
     std::env::remove_var("LOG_SENSITIVE_BODIES");

@@ -179,16 +179,8 @@ pub async fn connect_pinned(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    let host = addr
-        .rsplit_once(':')
-        .map_or(addr, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let name = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_string())
-            .map_err(|e| TlsError::Failed(format!("{host} is not a server name: {e}")))?,
-    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = server_name(host).map_err(TlsError::Failed)?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| TlsError::Failed(format!("{addr}: {e}")))?;
@@ -205,8 +197,32 @@ pub async fn connect_pinned(
     }
 }
 
+/// A TLS connection to `host:port` on the public web, its certificate verified against this
+/// machine's root certificates and its name.
+pub async fn connect_web(host: &str, port: u16) -> Result<TlsStream<TcpStream>, String> {
+    let name = server_name(host)?;
+    let connector = tokio_rustls::TlsConnector::from(web_config()?);
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}:{port}: {e}"))
+}
+
+/// The name TLS checks (and sends as SNI) for a host: an IP address (`[v6]` too) or a DNS name.
+fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(ServerName::IpAddress(ip.into())),
+        Err(_) => ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host} is not a server name: {e}")),
+    }
+}
+
 /// A TLS client configuration that trusts this machine's root certificates (the public web).
-pub fn web_config() -> Result<Arc<ClientConfig>, String> {
+fn web_config() -> Result<Arc<ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {

@@ -8,6 +8,7 @@ use labship::hosts::ec2::Ec2Host;
 use labship::hosts::local::LocalHost;
 use labship::hosts::{ConnectReport, ConnectTarget, Host};
 use labship::output::Printer;
+use labship::tls::TlsError;
 
 pub async fn run(config: &Config, port: Option<u16>, open: bool, printer: &Printer) -> Result<()> {
     let target = match config.target {
@@ -36,27 +37,31 @@ pub async fn serve(
     printer: &Printer,
 ) -> Result<()> {
     let remote = target.remote.clone();
-    labship::forward::check(&remote)
-        .await
-        .map_err(|e| Error::TlsMismatch {
+    labship::forward::check(&remote).await.map_err(|e| match e {
+        TlsError::Mismatch { .. } => Error::TlsMismatch {
             deployment: config.name.clone(),
             address: remote.addr.clone(),
             cause: e.to_string(),
-        })?;
+        },
+        TlsError::Failed(why) => Error::Network {
+            what: format!("Jupyter of `{}` on {}", config.name, remote.addr),
+            region: "its instance's region".into(),
+            message: why,
+            hint: "the security group opens the port to the addresses `up` detected or was given (--allow-cidr); from another network run `labship up --ec2` there to update it".into(),
+        },
+    })?;
     let listener = labship::forward::listen(port).await?;
     let local = listener.local_addr().map_err(|source| Error::Write {
         path: "(the forwarder's socket)".into(),
         source,
     })?;
-    let url = match &target.token {
-        Some(t) => format!(
-            "http://127.0.0.1:{}{}?token={}",
-            local.port(),
-            target.path,
-            t.expose()
-        ),
-        None => format!("http://127.0.0.1:{}{}", local.port(), target.path),
-    };
+    let url = labship::hosts::ec2::up::url(
+        "127.0.0.1",
+        local.port(),
+        &target.path,
+        false,
+        target.token.as_ref(),
+    );
     // From here Ctrl-C ends the forwarder; nothing is left behind.
     labship::interrupt::install(labship::interrupt::Then::Retry(format!(
         "{} (to open it again)",

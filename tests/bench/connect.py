@@ -21,11 +21,9 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -35,33 +33,13 @@ REQUESTS = 200
 PARTS = set(os.environ.get("BENCH_PARTS", "1,2").split(","))
 LABSHIP = os.environ.get("LABSHIP_BIN", "target/release/labship")
 PLAIN = os.environ.get("LABSHIP_PLAIN_BIN")
-SIM = os.environ["LABSHIP_TEST_SIM_ENDPOINT"]
-REGISTRY = os.environ["LABSHIP_TEST_REGISTRY"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TIMEOUT = 1200
 
-ENV = dict(os.environ)
-ENV.update({
-    "AWS_ENDPOINT_URL": SIM,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": "/nonexistent",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "LABSHIP_REGISTRY_ENDPOINT": REGISTRY,
-})
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The rig's AWS environment and the small helpers are up_ec2.py's (same simulator, same
+# test account).
+from up_ec2 import ENV, free_port, log  # noqa: E402
 
 
 def project(tag):

@@ -170,6 +170,23 @@ pub struct Served {
     pub tls: Option<crate::tls::Fingerprint>,
 }
 
+impl Served {
+    /// The token of the login URL: the sealed one when Jupyter accepts labship's, none when
+    /// the image sets its own (labship does not hold that one), the one the console relayed
+    /// for a host of an older labship.
+    #[must_use]
+    pub fn login_token(
+        &self,
+        sealed: Option<&crate::token::JupyterToken>,
+    ) -> Option<crate::token::JupyterToken> {
+        match &self.token {
+            TokenFrom::Labship => sealed.cloned(),
+            TokenFrom::Image => None,
+            TokenFrom::Logged(finding) => Some(finding.token.clone()),
+        }
+    }
+}
+
 /// The newest `labship: token path=<path> source=<labship|image>` line in console (or SSM
 /// command) output; a console of a host from before labship 0.2, whose token line carries
 /// the login URL itself, gives [`TokenFrom::Logged`]. `None` while there is no token line.
@@ -197,7 +214,7 @@ pub fn served(console_text: &str) -> Option<Served> {
             return Some(Served {
                 path,
                 token,
-                tls: tls_fingerprint(&text),
+                tls: fingerprint_in(&text),
             });
         }
     }
@@ -213,7 +230,11 @@ pub fn served(console_text: &str) -> Option<Served> {
 /// host of a labship from before TLS.
 #[must_use]
 pub fn tls_fingerprint(console_text: &str) -> Option<crate::tls::Fingerprint> {
-    let text = crate::token::clean::clean_console(console_text);
+    fingerprint_in(&crate::token::clean::clean_console(console_text))
+}
+
+/// [`tls_fingerprint`] of text already cleaned.
+fn fingerprint_in(text: &str) -> Option<crate::tls::Fingerprint> {
     text.lines().rev().find_map(|l| {
         let rest = l.split_once("labship: tls ")?.1;
         rest.split_whitespace()

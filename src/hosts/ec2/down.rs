@@ -52,9 +52,9 @@ async fn save(
         return Err("the instance has no public IP address and port to reach Jupyter on".into());
     };
     let served = console::served(&console);
-    let path = served
+    let (path, pin) = served
         .as_ref()
-        .map_or_else(|| "/lab".to_string(), |s| s.path.clone());
+        .map_or(("/lab".to_string(), None), |s| (s.path.clone(), s.tls));
     let token = match served.map(|s| s.token) {
         Some(TokenFrom::Image) => {
             return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot read the workspace".into())
@@ -78,7 +78,7 @@ async fn save(
     // Over TLS to the certificate the host published; plain HTTP only for a host of a
     // labship from before TLS, whose console has no fingerprint.
     let addr = format!("{host}:{port}");
-    let endpoint = match console::tls_fingerprint(&console) {
+    let endpoint = match pin {
         Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
         None => crate::http::Endpoint::Plain(addr),
     };

@@ -107,26 +107,23 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
         sealed::read(&cloud, deployment)
     )?;
     let served = console.as_deref().and_then(console::served);
-    let token = match (served.as_ref().map(|s| &s.token), sealed) {
-        (Some(TokenFrom::Image), _) => {
-            return Err(Error::TokenNotFound {
-                origin: format!("the deployment `{deployment}` ({})", inst.id),
-                reason: "its image sets its own Jupyter token, which labship never holds".into(),
-                hint: "use the token the image's documentation (or its JUPYTER_TOKEN setting) gives; `labship status --ec2` shows the URL".into(),
-            })
-        }
-        (Some(TokenFrom::Logged(finding)), _) => finding.token.clone(),
-        (_, Some(token)) => token,
-        (_, None) => {
-            return Err(Error::TokenNotFound {
-                origin: format!("SSM parameter {}", sealed::parameter(deployment)),
-                reason: "the deployment has no sealed token".into(),
-                hint: format!(
-                    "`labship up {deployment} --ec2` seals one (and starts Jupyter with it)"
-                ),
-            })
-        }
-    };
+    if served.as_ref().is_some_and(|s| s.token == TokenFrom::Image) {
+        return Err(Error::TokenNotFound {
+            origin: format!("the deployment `{deployment}` ({})", inst.id),
+            reason: "its image sets its own Jupyter token, which labship never holds".into(),
+            hint: "use the token the image's documentation (or its JUPYTER_TOKEN setting) gives; `labship status --ec2` shows the URL".into(),
+        });
+    }
+    // Not served yet: the sealed token is the one it will accept.
+    let token = match &served {
+        Some(s) => s.login_token(sealed.as_ref()),
+        None => sealed,
+    }
+    .ok_or_else(|| Error::TokenNotFound {
+        origin: format!("SSM parameter {}", sealed::parameter(deployment)),
+        reason: "the deployment has no sealed token".into(),
+        hint: format!("`labship up {deployment} --ec2` seals one (and starts Jupyter with it)"),
+    })?;
     // A host that has not said yet is a new one: it will serve HTTPS.
     let tls = served.as_ref().is_none_or(|s| s.tls.is_some()) && inst.https;
     let path = served.map_or_else(|| "/lab".to_string(), |s| s.path);
@@ -173,11 +170,7 @@ pub async fn connect_target(aws: &Aws, deployment: &str) -> Result<crate::hosts:
     let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
         return Err(not_yet("it has no public address"));
     };
-    let token = match &served.token {
-        TokenFrom::Labship => sealed,
-        TokenFrom::Image => None,
-        TokenFrom::Logged(finding) => Some(finding.token.clone()),
-    };
+    let token = served.login_token(sealed.as_ref());
     Ok(crate::hosts::ConnectTarget {
         remote: crate::forward::Remote {
             addr: super::up::host_port(ip, port),

@@ -21,11 +21,11 @@ pub fn parameter(deployment: &str) -> String {
 
 /// The deployment's token: the sealed one, or a new one sealed now. Safe to repeat: a
 /// second `up` (or the SDK sending the call again after a lost answer) reads what the first
-/// wrote. Returns the token and whether it was made now.
-pub async fn ensure(cloud: &Cloud, deployment: &str) -> Result<(JupyterToken, bool)> {
+/// wrote.
+pub async fn ensure(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
     let name = parameter(deployment);
     if let Some(token) = read(cloud, deployment).await? {
-        return Ok((token, false));
+        return Ok(token);
     }
     let token = generate(&name)?;
     let tags = crate::tags::for_deployment(deployment);
@@ -33,14 +33,11 @@ pub async fn ensure(cloud: &Cloud, deployment: &str) -> Result<(JupyterToken, bo
         .put_secure_parameter(&name, token.expose(), DESCRIPTION, &tags, false)
         .await?;
     if written {
-        return Ok((token, true));
+        return Ok(token);
     }
     // It exists after all: another `up` of the same deployment, or this call's own earlier
     // attempt whose answer was lost. What is stored is the token.
-    let stored = read(cloud, deployment)
-        .await?
-        .ok_or_else(|| missing(&name))?;
-    Ok((stored, false))
+    read(cloud, deployment).await?.ok_or_else(|| missing(&name))
 }
 
 /// A new token in place of the old one (`token --rotate`).

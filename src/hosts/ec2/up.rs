@@ -433,23 +433,12 @@ async fn in_place(
 /// The deployment's sealed token (made and stored now if it has none), recorded for the
 /// interruption report.
 async fn seal(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
-    let (token, _) = sealed::ensure(cloud, deployment).await?;
+    let token = sealed::ensure(cloud, deployment).await?;
     interrupt::made(format!(
         "SSM parameter {} (the token of `{deployment}`)",
         sealed::parameter(deployment)
     ));
     Ok(token)
-}
-
-/// The token of the login URL: the sealed one when the host says Jupyter accepts it, none
-/// when the image sets its own (labship does not hold that one), the one the console
-/// relayed for a host of an older labship.
-pub fn login_token(served: &Served, sealed: Option<&JupyterToken>) -> Option<JupyterToken> {
-    match &served.token {
-        TokenFrom::Labship => sealed.cloned(),
-        TokenFrom::Image => None,
-        TokenFrom::Logged(finding) => Some(finding.token.clone()),
-    }
 }
 
 /// The report of an applied plan, from the instance as it now is, what its host says Jupyter
@@ -468,7 +457,7 @@ async fn report(
     let ip = require_ip(instance, &plan.deployment)?;
     // A plan that left the container alone reports what the instance says it serves.
     let in_place = matches!(plan.action, PlannedAction::Nothing | PlannedAction::Resume);
-    let token = login_token(served, sealed);
+    let token = served.login_token(sealed);
     check_from_here(
         &plan.deployment,
         &host_port(&ip, detail.port),
@@ -725,11 +714,13 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
                 return Err(e);
             }
         };
-    let token = login_token(&served, Some(&new)).ok_or_else(|| Error::TokenNotFound {
-        origin: format!("the deployment `{name}` ({})", inst.id),
-        reason: "its image sets its own Jupyter token, so a sealed one does not apply".into(),
-        hint: "change the token in the image's configuration instead".into(),
-    })?;
+    let token = served
+        .login_token(Some(&new))
+        .ok_or_else(|| Error::TokenNotFound {
+            origin: format!("the deployment `{name}` ({})", inst.id),
+            reason: "its image sets its own Jupyter token, so a sealed one does not apply".into(),
+            hint: "change the token in the image's configuration instead".into(),
+        })?;
     let url = match &now.public_ip {
         Some(ip) => url(ip, port, &served.path, served.tls.is_some(), Some(&token)),
         None => format!("{}?token={}", served.path, token.expose()),
@@ -817,8 +808,7 @@ async fn check_from_here(
         }
         Err(e) => {
             printer.note(format!(
-                "Could not reach Jupyter on {addr} from this machine ({e}); the port is open to {}",
-                "the addresses of the security group only"
+                "Could not reach Jupyter on {addr} from this machine ({e}); the port is open to the addresses of the security group only"
             ));
             Ok(())
         }
