@@ -141,6 +141,11 @@ pub struct UpArgs {
     /// EC2: open the Jupyter port to the whole internet (0.0.0.0/0, ::/0); only the token protects it
     #[arg(long, conflicts_with = "allow_cidr")]
     pub public: bool,
+    /// EC2: how Jupyter is reached: https (its port open to --allow-cidr or your IP; the
+    /// default, or ec2.access) or ssm (no inbound rule at all; `labship connect` goes through a
+    /// Systems Manager port-forwarding session and needs the AWS session-manager-plugin)
+    #[arg(long, value_name = "https|ssm", value_parser = parse_access, conflicts_with_all = ["allow_cidr", "public"])]
+    pub access: Option<labship::config::Access>,
     /// EC2 host image: ecs (ECS-optimized Amazon Linux 2023, the default), al2023, or an AMI id
     #[arg(long, value_name = "ecs|al2023|AMI-ID")]
     pub ami: Option<String>,
@@ -342,4 +347,8 @@ impl PushArgs {
             ..self.build.overrides(global)
         }
     }
+}
+
+fn parse_access(s: &str) -> Result<labship::config::Access, String> {
+    labship::config::Access::parse(s).map_err(|e| e.to_string())
 }

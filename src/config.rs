@@ -64,6 +64,8 @@ pub struct Ec2Section {
     pub allow_cidr: Option<Vec<String>>,
     /// An EC2 key pair: opens SSH (port 22) to the same CIDRs and installs the key.
     pub ssh_key: Option<String>,
+    /// "https" (the default) or "ssm" (no open port; SSM port forwarding).
+    pub access: Option<String>,
 }
 
 /// Settings that can come from flags or the environment (one struct for both layers).
@@ -246,6 +248,47 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// How users reach Jupyter on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// HTTPS on the instance's public address, its port open only to the allowed CIDRs (the
+    /// default).
+    #[default]
+    Https,
+    /// No inbound rule at all: an SSM port-forwarding session (the AWS session-manager-plugin)
+    /// carries the TLS connection.
+    Ssm,
+}
+
+impl Access {
+    pub fn parse(s: &str) -> Result<Access> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "https" => Ok(Access::Https),
+            "ssm" => Ok(Access::Ssm),
+            _ => Err(Error::InvalidSetting {
+                what: "access",
+                value: s.to_string(),
+                reason: "Jupyter on an instance is reached over HTTPS or through Systems Manager".into(),
+                hint: "use --access https (the port open to your address) or --access ssm (no open port; needs the AWS session-manager-plugin)".into(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Https => "https",
+            Access::Ssm => "ssm",
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The host image an instance boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -319,6 +362,7 @@ pub struct Ec2Settings {
     pub port: u16,
     pub allow_cidr: Vec<String>,
     pub ssh_key: Option<String>,
+    pub access: Access,
 }
 
 impl Config {
@@ -464,6 +508,13 @@ impl Config {
                 port,
                 allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
                 ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
+                access: file
+                    .ec2
+                    .access
+                    .as_deref()
+                    .map(Access::parse)
+                    .transpose()?
+                    .unwrap_or_default(),
             },
         })
     }

@@ -209,6 +209,35 @@ pub enum Error {
     )]
     CallerIp { message: String },
 
+    #[error("the instance role {role} does not exist, and your identity may not create it ({action}: {message})")]
+    #[diagnostic(
+        code(labship::ec2::instance_role_missing),
+        help("labship's operator policy grants no IAM writes, so that no operator can re-trust or widen the role instances run with. An administrator creates it once: `labship up --ec2` run with administrator credentials, or the commands under \"The instance role\" in infra/README.md; then run this again")
+    )]
+    InstanceRoleMissing {
+        role: String,
+        action: String,
+        message: String,
+    },
+
+    #[error("--access ssm needs the AWS {plugin}, which is not on PATH")]
+    #[diagnostic(
+        code(labship::ec2::ssm_plugin_missing),
+        help("install it ({install}) and check it with `{plugin} --version`; or use --access https, which needs no plugin. Nothing was created")
+    )]
+    SsmPluginMissing {
+        plugin: &'static str,
+        install: &'static str,
+    },
+
+    #[error("no Systems Manager session to {instance}: {message}")]
+    #[diagnostic(code(labship::ec2::ssm_session), help("{hint}"))]
+    SsmSession {
+        instance: String,
+        message: String,
+        hint: String,
+    },
+
     #[error("refusing the server on {address} for `{deployment}`: {cause}")]
     #[diagnostic(
         code(labship::ec2::tls_mismatch),

@@ -105,6 +105,9 @@ instance_type = "{instance_type}"
 # allow_cidr = ["203.0.113.7/32"]
 # An EC2 key pair for SSH (opens port 22 to the same addresses; default: no SSH).
 # ssh_key = "my-key"
+# How Jupyter is reached: "https" (its port open to the addresses above) or "ssm" (no open
+# port: `labship connect` goes through Systems Manager; needs the AWS session-manager-plugin).
+# access = "https"
 "#,
         instance_type = config::DEFAULT_INSTANCE_TYPE
     )

@@ -34,3 +34,4 @@ pub mod output;
 pub mod secrets;
 pub mod tags;
 pub mod tls;
+pub mod tunnel;

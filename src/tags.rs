@@ -13,6 +13,9 @@ pub const PORT: &str = "labship:port";
 /// On an instance: `https` when its Jupyter serves TLS with a certificate the host made (every
 /// instance since labship 0.2); absent on older ones, which serve plain HTTP.
 pub const SCHEME: &str = "labship:scheme";
+/// On an instance: how Jupyter is reached, `https` (its port open to the allowed addresses) or
+/// `ssm` (no inbound rule; Systems Manager port forwarding). Absent means `https`.
+pub const ACCESS: &str = "labship:access";
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

@@ -72,6 +72,8 @@ pub struct Instance {
     pub port: Option<u16>,
     /// Its Jupyter serves HTTPS (tag `labship:scheme=https`).
     pub https: bool,
+    /// How it is reached (tag `labship:access`; HTTPS when absent).
+    pub access: crate::config::Access,
     /// Who launched it (tag `labship:owner`; none on instances of older labship versions).
     pub owner: Option<String>,
     pub security_groups: Vec<String>,
@@ -699,6 +701,23 @@ impl Cloud {
             .map(|o| decode_console_output(o).unwrap_or_else(|_| o.to_string())))
     }
 
+    /// Records how the instance is reached (`up --access` changed it).
+    pub async fn set_access_tag(&self, id: &str, access: crate::config::Access) -> Result<()> {
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .tags(
+                Tag::builder()
+                    .key(tags::ACCESS)
+                    .value(access.as_str())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
+        Ok(())
+    }
+
     /// Records what the instance now serves, after its container was replaced.
     pub async fn set_serving_tags(&self, id: &str, image: &str, port: u16) -> Result<()> {
         self.ec2
@@ -876,6 +895,9 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         image: tag_value(i.tags(), tags::IMAGE),
         port: tag_value(i.tags(), tags::PORT).and_then(|p| p.parse().ok()),
         https: tag_value(i.tags(), tags::SCHEME).as_deref() == Some("https"),
+        access: tag_value(i.tags(), tags::ACCESS)
+            .and_then(|a| crate::config::Access::parse(&a).ok())
+            .unwrap_or_default(),
         owner: tag_value(i.tags(), tags::OWNER),
         security_groups: i
             .security_groups()

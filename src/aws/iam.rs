@@ -1,28 +1,51 @@
 //! IAM: the shared instance role and profile every labship instance uses, created when
 //! missing (tagged, under the `/labship/` path) and removed by `down --all` when no
-//! deployment uses them.
+//! deployment uses them. Creating and removing them is an administrator's act: the operator
+//! policy grants no IAM write at all (`infra/README.md`), so an operator meets
+//! [`Error::InstanceRoleMissing`] instead of a role it could re-trust or widen.
 
 use super::Cloud;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tags;
 
 /// The instance role and profile every labship instance uses (shared by all deployments).
 pub const INSTANCE_ROLE: &str = "labship-instance";
 pub const INSTANCE_PROFILE: &str = "labship-instance";
 const IAM_PATH: &str = "/labship/";
-/// What the instance may do: pull from ECR, and be reached by Systems Manager.
-pub const INSTANCE_POLICIES: [&str; 2] = [
+/// The role's one (inline) policy, by name.
+pub const INSTANCE_POLICY_NAME: &str = "labship-instance";
+/// What the instance may do: read `/labship/*` parameters (its sealed token), pull labship's
+/// images from ECR, and run the SSM agent (Run Command, port forwarding). Nothing else.
+pub const INSTANCE_POLICY: &str = include_str!("../../infra/instance-policy.json");
+pub const TRUST_POLICY: &str = include_str!("../../infra/instance-trust-policy.json");
+/// The AWS managed policies a labship from before the inline policy attached to the role
+/// (`AmazonSSMManagedInstanceCore` can read every parameter of the account). Only detached,
+/// when the role is removed.
+const LEGACY_MANAGED_POLICIES: [&str; 2] = [
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 ];
-pub const TRUST_POLICY: &str = include_str!("../../infra/instance-trust-policy.json");
 
 impl Cloud {
     // ---- IAM -----------------------------------------------------------------------------
 
-    /// The shared instance role and profile, created when missing. Returns true when
-    /// anything was created (a new profile needs a few seconds before EC2 accepts it).
+    /// The shared instance role and profile, created when missing (which takes an identity
+    /// allowed to write IAM). Returns true when anything was created (a new profile needs a
+    /// few seconds before EC2 accepts it).
     pub async fn ensure_instance_profile(&self) -> Result<bool> {
+        self.create_instance_profile().await.map_err(|e| match e {
+            Error::AccessDenied {
+                action, message, ..
+            } if action.starts_with("iam:") => Error::InstanceRoleMissing {
+                role: format!("{IAM_PATH}{INSTANCE_ROLE}"),
+                action,
+                message,
+            },
+            e => e,
+        })
+    }
+
+    async fn create_instance_profile(&self) -> Result<bool> {
         let mut created = false;
         let tags: Vec<aws_sdk_iam::types::Tag> = [(tags::MANAGED_BY, tags::MANAGED_BY_VALUE)]
             .iter()
@@ -68,7 +91,9 @@ impl Cloud {
             .create_role()
             .role_name(INSTANCE_ROLE)
             .path(IAM_PATH)
-            .description("labship instances: pull images from ECR, reachable by Systems Manager")
+            .description(
+                "labship instances: read /labship/* parameters, pull labship images, SSM agent",
+            )
             .assume_role_policy_document(TRUST_POLICY)
             .set_tags(Some(tags.clone()))
             .send()
@@ -80,15 +105,15 @@ impl Cloud {
                     .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
             Err(e) => return Err(self.fail("iam", "CreateRole", INSTANCE_ROLE, &e)),
         }
-        for arn in INSTANCE_POLICIES {
-            self.iam
-                .attach_role_policy()
-                .role_name(INSTANCE_ROLE)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(|e| self.fail("iam", "AttachRolePolicy", INSTANCE_ROLE, &e))?;
-        }
+        // Inline, so the role carries exactly this and nothing an AWS managed policy grows.
+        self.iam
+            .put_role_policy()
+            .role_name(INSTANCE_ROLE)
+            .policy_name(INSTANCE_POLICY_NAME)
+            .policy_document(INSTANCE_POLICY)
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "PutRolePolicy", INSTANCE_ROLE, &e))?;
         if existing.is_none() {
             match self
                 .iam
@@ -133,10 +158,10 @@ impl Cloud {
     /// exist: a `up` killed between CreateRole and CreateInstanceProfile leaves a role alone,
     /// and that goes too. Returns whether anything was removed, and each failure (the other
     /// steps are still attempted).
-    pub async fn remove_instance_profile(&self) -> (bool, Vec<String>) {
+    pub async fn remove_instance_profile(&self) -> (bool, Vec<Error>) {
         use aws_sdk_iam::operation::{
             delete_instance_profile::DeleteInstanceProfileError, delete_role::DeleteRoleError,
-            detach_role_policy::DetachRolePolicyError,
+            delete_role_policy::DeleteRolePolicyError, detach_role_policy::DetachRolePolicyError,
             remove_role_from_instance_profile::RemoveRoleFromInstanceProfileError,
         };
         let mut steps = vec![
@@ -164,7 +189,19 @@ impl Cloud {
                 DeleteInstanceProfileError::is_no_such_entity_exception,
             ),
         ];
-        for arn in INSTANCE_POLICIES {
+        steps.push(deleted(
+            self,
+            "DeleteRolePolicy",
+            INSTANCE_ROLE,
+            self.iam
+                .delete_role_policy()
+                .role_name(INSTANCE_ROLE)
+                .policy_name(INSTANCE_POLICY_NAME)
+                .send()
+                .await,
+            DeleteRolePolicyError::is_no_such_entity_exception,
+        ));
+        for arn in LEGACY_MANAGED_POLICIES {
             steps.push(deleted(
                 self,
                 "DetachRolePolicy",
@@ -186,10 +223,7 @@ impl Cloud {
             DeleteRoleError::is_no_such_entity_exception,
         ));
         let removed = steps.iter().any(|s| matches!(s, Ok(true)));
-        let failures = steps
-            .into_iter()
-            .filter_map(|s| s.err().map(|e| e.to_string()))
-            .collect();
+        let failures = steps.into_iter().filter_map(|s| s.err()).collect();
         (removed, failures)
     }
 

@@ -255,3 +255,83 @@ impl Cloud {
         })
     }
 }
+
+/// A Systems Manager session, as StartSession answers it: what the session-manager-plugin
+/// needs to open the data channel. `token` authenticates that channel: it never goes into
+/// argv, logs or errors (registered with [`crate::secrets::hide`]; no `Debug`).
+pub struct SsmSession {
+    pub id: String,
+    pub stream_url: String,
+    pub token: String,
+    /// The StartSession request, as the plugin receives it (no secret in it).
+    pub request: serde_json::Value,
+    /// The SSM endpoint the session was started at.
+    pub endpoint: String,
+}
+
+impl Cloud {
+    /// Starts a port-forwarding session (`AWS-StartPortForwardingSession`) from
+    /// `local_port` on this machine to `port` on the instance.
+    pub async fn start_port_forwarding(
+        &self,
+        instance: &str,
+        port: u16,
+        local_port: u16,
+    ) -> Result<SsmSession> {
+        const DOCUMENT: &str = "AWS-StartPortForwardingSession";
+        let out = self
+            .ssm
+            .start_session()
+            .target(instance)
+            .document_name(DOCUMENT)
+            .reason("labship connect")
+            .parameters("portNumber", vec![port.to_string()])
+            .parameters("localPortNumber", vec![local_port.to_string()])
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "StartSession", instance, &e))?;
+        let (Some(id), Some(stream_url), Some(token)) =
+            (out.session_id(), out.stream_url(), out.token_value())
+        else {
+            return Err(Error::Network {
+                what: format!("the Systems Manager session to {instance}"),
+                region: self.region.clone(),
+                message: "StartSession answered without a session id, stream URL or token".into(),
+                hint: "try again; if it persists, check the SSM endpoint (AWS_ENDPOINT_URL)".into(),
+            });
+        };
+        let endpoint = self
+            .sdk
+            .endpoint_url()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("https://ssm.{}.amazonaws.com", self.region));
+        Ok(SsmSession {
+            id: id.to_string(),
+            stream_url: stream_url.to_string(),
+            token: {
+                crate::secrets::hide(token);
+                token.to_string()
+            },
+            request: serde_json::json!({
+                "Target": instance,
+                "DocumentName": DOCUMENT,
+                "Parameters": {
+                    "portNumber": [port.to_string()],
+                    "localPortNumber": [local_port.to_string()],
+                },
+            }),
+            endpoint,
+        })
+    }
+
+    /// Ends a session (one that is already over is no error).
+    pub async fn terminate_session(&self, id: &str) -> Result<()> {
+        self.ssm
+            .terminate_session()
+            .session_id(id)
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "TerminateSession", id, &e))?;
+        Ok(())
+    }
+}

@@ -2,7 +2,7 @@
 //! (TLS to the instance with its pinned certificate), until Ctrl-C. Also the end of
 //! `up --ec2 --connect`.
 
-use labship::config::{Config, Target};
+use labship::config::{Access, Config, Target};
 use labship::error::{Error, Result};
 use labship::hosts::ec2::Ec2Host;
 use labship::hosts::local::LocalHost;
@@ -36,7 +36,26 @@ pub async fn serve(
     open: bool,
     printer: &Printer,
 ) -> Result<()> {
+    let served = forward(config, &target, port, open, printer).await;
+    if let Some(tunnel) = target.tunnel {
+        let session = tunnel.session_id().to_string();
+        tunnel.close().await;
+        printer.note(format!("Ended the Systems Manager session {session}"));
+    }
+    served
+}
+
+/// The forwarder itself, through the target's address (the instance, or the local end of its
+/// Systems Manager session).
+async fn forward(
+    config: &Config,
+    target: &ConnectTarget,
+    port: Option<u16>,
+    open: bool,
+    printer: &Printer,
+) -> Result<()> {
     let remote = target.remote.clone();
+    let via_ssm = target.tunnel.as_ref().map(|t| t.session_id().to_string());
     labship::forward::check(&remote).await.map_err(|e| match e {
         TlsError::Mismatch { .. } => Error::TlsMismatch {
             deployment: config.name.clone(),
@@ -47,7 +66,11 @@ pub async fn serve(
             what: format!("Jupyter of `{}` on {}", config.name, remote.addr),
             region: "its instance's region".into(),
             message: why,
-            hint: "the security group opens the port to the addresses `up` detected or was given (--allow-cidr); from another network run `labship up --ec2` there to update it".into(),
+            hint: if via_ssm.is_some() {
+                "the Systems Manager session opened, but Jupyter did not answer through it: `labship logs --ec2` shows the host's side".into()
+            } else {
+                "the security group opens the port to the addresses `up` detected or was given (--allow-cidr); from another network run `labship up --ec2` there to update it".into()
+            },
         },
     })?;
     let listener = labship::forward::listen(port).await?;
@@ -74,10 +97,20 @@ pub async fn serve(
         port: local.port(),
         remote: remote.addr.clone(),
         tls_fingerprint: remote.pin,
+        access: if via_ssm.is_some() {
+            Access::Ssm
+        } else {
+            Access::Https
+        },
+        ssm_session: via_ssm.clone(),
     };
     super::emit(printer, &report)?;
+    let through = match &via_ssm {
+        Some(session) => format!(" through the Systems Manager session {session}"),
+        None => String::new(),
+    };
     printer.note(format!(
-        "Forwarding http://127.0.0.1:{} to https://{} (certificate SHA-256 {}); Ctrl-C stops",
+        "Forwarding http://127.0.0.1:{} to https://{}{through} (certificate SHA-256 {}); Ctrl-C stops",
         local.port(),
         remote.addr,
         remote.pin

@@ -19,6 +19,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         wait: args.wait.map(Duration::from_secs),
         allow_cidr: args.allow_cidr.clone(),
         public: args.public,
+        access: args.access,
         attach: args.attach,
         connect: args.connect,
         force: args.force,
@@ -73,17 +74,20 @@ async fn on<H: Host>(
         printer.note(&report.timings);
     }
     super::emit(printer, &report)?;
-    if args.open {
-        labship::browser::open(&report.url, printer);
+    match &report.url {
+        Some(url) if args.open => labship::browser::open(url, printer),
+        _ => {}
     }
     if args.attach {
         host.attach(&config.name, printer).await?;
     }
-    if args.connect {
+    // With --access ssm there is no URL to open but the forwarder's.
+    let open_through_forwarder = args.open && report.url.is_none();
+    if args.connect || open_through_forwarder {
         // The connect report follows the up report on stdout (a second line, or a second
         // JSON document).
         let target = host.connect_target(&config.name).await?;
-        super::connect::serve(config, target, None, false, printer).await?;
+        super::connect::serve(config, target, None, open_through_forwarder, printer).await?;
     }
     Ok(())
 }

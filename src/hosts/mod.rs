@@ -42,6 +42,8 @@ pub struct UpOptions {
     pub allow_cidr: Vec<String>,
     /// EC2: open the port to everyone.
     pub public: bool,
+    /// EC2: how Jupyter is reached (`None`: `ec2.access`, else HTTPS).
+    pub access: Option<crate::config::Access>,
     /// Stay attached to the log afterwards (local only).
     pub attach: bool,
     /// Serve it on 127.0.0.1 through the TLS forwarder afterwards (EC2 only).
@@ -61,6 +63,10 @@ impl UpOptions {
             Target::Local if self.public => Some((
                 "--public",
                 "publish on every interface with --bind 0.0.0.0 instead",
+            )),
+            Target::Local if self.access.is_some() => Some((
+                "--access",
+                "a local deployment is reached on this machine; --access chooses how an EC2 instance is reached",
             )),
             Target::Local if ami_or_subnet => Some((
                 "--ami/--subnet (or ec2.ami/ec2.subnet given as a flag)",
@@ -196,8 +202,9 @@ impl PlannedAction {
 pub struct UpReport {
     pub target: Target,
     pub deployment: String,
-    /// The login URL (it holds the token).
-    pub url: String,
+    /// The login URL (it holds the token); `null` with `--access ssm`, where no port is open
+    /// and `labship connect` gives the URL.
+    pub url: Option<String>,
     pub action: UpAction,
     /// Why, in words.
     pub reason: String,
@@ -220,12 +227,21 @@ pub struct UpReport {
     /// EC2: the SHA-256 fingerprint of the certificate Jupyter serves (HTTPS), as the
     /// instance published it; labship pins it on every connection.
     pub tls_fingerprint: Option<crate::tls::Fingerprint>,
+    /// EC2: how Jupyter is reached, `https` or `ssm`.
+    pub access: Option<crate::config::Access>,
     pub timings: Timings,
 }
 
 impl std::fmt::Display for UpReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.url)
+        match &self.url {
+            Some(url) => write!(f, "{url}"),
+            None => write!(
+                f,
+                "labship connect {} --ec2   (no port is open: it goes through Systems Manager)",
+                self.deployment
+            ),
+        }
     }
 }
 
@@ -404,9 +420,12 @@ impl std::fmt::Display for TokenReport {
 
 /// Where `labship connect` forwards to: Jupyter on the instance, the certificate it must
 /// present, and what the login URL needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnectTarget {
     pub remote: crate::forward::Remote,
+    /// With `--access ssm`: the Systems Manager session `remote` goes through (close it when
+    /// done).
+    pub tunnel: Option<crate::tunnel::Tunnel>,
     /// The URL path Jupyter logged (`/lab`).
     pub path: String,
     /// The sealed token (`None` when the image sets its own).
@@ -422,8 +441,13 @@ pub struct ConnectReport {
     /// `http://127.0.0.1:PORT/lab?token=...`: plain HTTP on this machine only.
     pub url: String,
     pub port: u16,
-    /// Where it forwards: Jupyter's HTTPS address on the instance.
+    /// Where it forwards: Jupyter's HTTPS address on the instance, or (`--access ssm`) the
+    /// local end of the Systems Manager session.
     pub remote: String,
+    /// `https` (straight to the instance's open port) or `ssm` (a port-forwarding session).
+    pub access: crate::config::Access,
+    /// The Systems Manager session, with `--access ssm`.
+    pub ssm_session: Option<String>,
     pub tls_fingerprint: crate::tls::Fingerprint,
 }
 

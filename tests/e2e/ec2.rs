@@ -62,7 +62,14 @@ struct Connect {
 
 impl Connect {
     fn start(p: &Project, sim: &str) -> Connect {
+        Connect::start_with(p, sim, &[])
+    }
+
+    fn start_with(p: &Project, sim: &str, env: &[(&str, &str)]) -> Connect {
         let mut cmd = p.command(&["connect", "--ec2"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.env("AWS_ENDPOINT_URL", sim)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
@@ -496,7 +503,8 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         "an access key id is in the user-data"
     );
 
-    // The shared instance role: tagged, with exactly the two managed policies.
+    // The shared instance role: tagged, no managed policy, exactly infra/instance-policy.json
+    // inline (read /labship/* parameters, pull labship images, the SSM agent).
     let iam = iam_client(&rig.aws_endpoint);
     let role = iam
         .get_role()
@@ -514,19 +522,32 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         .send()
         .await
         .expect("ListAttachedRolePolicies");
-    let mut arns: Vec<&str> = attached
-        .attached_policies()
-        .iter()
-        .filter_map(|p| p.policy_arn())
-        .collect();
-    arns.sort_unstable();
-    assert_eq!(
-        arns,
-        [
-            "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-        ]
+    assert!(
+        attached.attached_policies().is_empty(),
+        "managed policies on the instance role: {:?}",
+        attached.attached_policies()
     );
+    let inline = iam
+        .get_role_policy()
+        .role_name("labship-instance")
+        .policy_name("labship-instance")
+        .send()
+        .await
+        .expect("GetRolePolicy labship-instance");
+    // IAM answers the document URL-encoded.
+    let document = percent_encoding::percent_decode_str(inline.policy_document())
+        .decode_utf8()
+        .expect("UTF-8 policy")
+        .into_owned();
+    let put: serde_json::Value = serde_json::from_str(&document).expect("policy JSON");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-policy.json"),
+        )
+        .expect("infra/instance-policy.json"),
+    )
+    .expect("infra JSON");
+    assert_eq!(put, file, "the role's inline policy");
 
     // Again: nothing built, nothing uploaded, nothing launched, the same URL.
     let again = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
@@ -605,6 +626,8 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         "{html}"
     );
     assert_eq!(kernel_round_trip(&forwarder.base(), &token), "2");
+    // What a user sees: a real browser renders JupyterLab through the forwarder.
+    crate::browser::assert_lab_renders(&forwarder.url);
     forwarder.stop();
 
     // Someone else answering on the instance's address (another key): refused before any
@@ -640,11 +663,164 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // --access ssm on the same deployment: no inbound rule any more, and every connection
+    // (up's check, connect, down's backup) goes through a Systems Manager session carried by
+    // the plugin: the rig's stand-in, which checks each session with the simulator and
+    // records how it was run.
+    let path_without_plugin = std::env::var("PATH").unwrap_or_default();
+    let ssm_up_args = [
+        "up",
+        "--ec2",
+        "--access",
+        "ssm",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "--wait",
+        "600",
+        "-o",
+        "json",
+    ];
+    let missing = json_error(&p.labship_at(
+        &sim,
+        &ssm_up_args,
+        &[("PATH", path_without_plugin.as_str())],
+    ));
+    assert_eq!(
+        missing["code"], "labship::ec2::ssm_plugin_missing",
+        "{missing}"
+    );
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session-manager-plugin"),
+        "{missing}"
+    );
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    let ingress_of_group = || async {
+        let groups = ec2
+            .describe_security_groups()
+            .filters(filter("tag:labship:deployment", &name))
+            .send()
+            .await
+            .expect("DescribeSecurityGroups");
+        groups
+            .security_groups()
+            .iter()
+            .map(|g| g.ip_permissions().len())
+            .sum::<usize>()
+    };
+    assert!(ingress_of_group().await > 0, "refused, so still open");
+    let plugin_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rig/ssm-plugin");
+    let plugin_log = p.path().join("ssm-plugin.log");
+    let with_plugin_path = format!("{}:{path_without_plugin}", plugin_dir.display());
+    let plugin_env = [
+        ("PATH", with_plugin_path.as_str()),
+        (
+            "LABSHIP_SSM_PLUGIN_LOG",
+            plugin_log.to_str().expect("UTF-8 path"),
+        ),
+    ];
+    let ssm_up = json(&p.labship_at(&sim, &ssm_up_args, &plugin_env));
+    assert_eq!(ssm_up["action"], "unchanged", "{ssm_up}");
+    assert_eq!(ssm_up["access"], "ssm", "{ssm_up}");
+    assert!(
+        ssm_up["url"].is_null(),
+        "no URL without an open port: {ssm_up}"
+    );
+    assert_eq!(
+        ingress_of_group().await,
+        0,
+        "--access ssm leaves no inbound rule"
+    );
+    let described = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let instance_tags = tags_of(described.reservations()[0].instances()[0].tags());
+    assert_eq!(instance_tags["labship:access"], "ssm");
+    let tunnelled = Connect::start_with(&p, &sim, &plugin_env);
+    assert!(
+        tunnelled.url.starts_with("http://127.0.0.1:")
+            && tunnelled.url.ends_with(&format!("/lab?token={token}")),
+        "{}",
+        tunnelled.url
+    );
+    let mut status_page = agent
+        .get(&format!("{}/api/status", tunnelled.base()))
+        .header("Authorization", &format!("token {token}"))
+        .call()
+        .expect("/api/status through the session");
+    assert_eq!(status_page.status().as_u16(), 200);
+    let _ = status_page.body_mut().read_to_string();
+    assert_eq!(kernel_round_trip(&tunnelled.base(), &token), "2");
+    tunnelled.stop();
+    // How the plugin was run: the session's answer in the environment, nothing secret in argv,
+    // every session ended by labship.
+    let events: Vec<Value> = std::fs::read_to_string(&plugin_log)
+        .expect("the plugin's log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let starts: Vec<&Value> = events.iter().filter(|e| e["event"] == "start").collect();
+    assert!(starts.len() >= 2, "up's check and connect: {events:?}");
+    for start in &starts {
+        assert_eq!(
+            start["argv"][1], "AWS_SSM_START_SESSION_RESPONSE",
+            "{start}"
+        );
+        assert_eq!(start["env_has_response"], true, "{start}");
+        assert_eq!(start["target"], id.as_str(), "{start}");
+        assert!(!start["argv"].to_string().contains(&token), "{start}");
+    }
+    assert!(
+        events.iter().any(|e| e["event"] == "connection"),
+        "no connection went through the session: {events:?}"
+    );
+    let sessions: Value = serde_json::from_str(
+        &agent
+            .get(&format!("{sim}/_sim/sessions"))
+            .call()
+            .expect("/_sim/sessions")
+            .body_mut()
+            .read_to_string()
+            .expect("sessions JSON"),
+    )
+    .expect("sessions");
+    let ours: Vec<&Value> = sessions["sessions"]
+        .as_array()
+        .expect("sessions list")
+        .iter()
+        .filter(|s| s["Target"] == id.as_str())
+        .collect();
+    assert!(ours.len() >= 2, "{sessions}");
+    for session in &ours {
+        assert_eq!(session["State"], "Terminated", "left open: {session}");
+    }
+    // Each plugin saw its session end and exited by itself; none is left running.
+    assert_eq!(
+        events_exited(&plugin_log),
+        starts.len(),
+        "{}",
+        std::fs::read_to_string(&plugin_log).unwrap_or_default()
+    );
+    for start in &starts {
+        let pid = start["pid"].as_u64().expect("pid");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the plugin {pid} is still running"
+        );
+    }
+
     // down: everything goes, and a second down finds nothing.
     let down = json(&p.labship_at(
         &sim,
         &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
-        &[],
+        &plugin_env,
     ));
     assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
     // The workspace was saved first, through Jupyter, byte for byte.
@@ -674,6 +850,16 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let second = p.labship_at(&sim, &["down", "--ec2", "--yes"], &[]);
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(String::from_utf8_lossy(&second.stdout).contains("Nothing left"));
+}
+
+/// How many plugin processes logged their exit because their session ended.
+fn events_exited(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "exit" && e["why"] == "terminated")
+        .count()
 }
 
 /// Where a secret must never be: what `secrets_are_nowhere` scans.
@@ -1058,6 +1244,25 @@ async fn bad_input_is_refused_before_anything_is_created() {
 
     let err = code_of(&["up", "--ec2", "--allow-cidr", "300.1.2.3/32"], &[]);
     assert_eq!(err["code"], "labship::config::invalid", "{err}");
+    // --access ssm opens no port: a port opened by the settings is a contradiction; locally
+    // there is nothing to reach through Systems Manager.
+    let toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("labship.toml");
+    p.write(
+        "labship.toml",
+        &format!("{toml}[ec2]\nallow_cidr = [\"203.0.113.0/24\"]\naccess = \"ssm\"\n"),
+    );
+    let err = code_of(&["up", "--ec2"], &[]);
+    assert_eq!(err["code"], "labship::config::invalid", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ec2.allow_cidr"),
+        "{err}"
+    );
+    p.write("labship.toml", &toml);
+    let err = code_of(&["up", "--local", "--access", "ssm"], &[]);
+    assert_eq!(err["code"], "labship::unsupported", "{err}");
 
     let err = code_of(&["up", "--ec2", "--ami", "ubuntu"], &[]);
     assert_eq!(err["code"], "labship::config::invalid", "{err}");
@@ -1395,6 +1600,91 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
 }
 
 /// A caller without EC2 permissions is told which action is missing and where the policy is.
+/// An operator (no IAM write, as infra/operator-policy.json) in an account without the instance
+/// role: told who must create it and how, before a build and before anything of the deployment
+/// exists.
+#[test]
+fn an_operator_without_the_instance_role_is_told_and_nothing_is_created() {
+    let moto = Server::moto_with_iam(3);
+    let endpoint = format!("http://{}", moto.addr);
+    let (key_id, secret) = limited_user(
+        &endpoint,
+        "operator",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","ecr:*","ssm:*","sts:*","iam:GetInstanceProfile","iam:PassRole"],"Resource":"*"}]}"#,
+    );
+    // A real context (never built: the refusal comes first).
+    let p = Project::with_files("ec2operator", &[("Dockerfile", "FROM scratch\n")]);
+    let out = p
+        .command(&["up", "--ec2", "--allow-cidr", "127.0.0.1/32", "-o", "json"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .output()
+        .expect("run labship");
+    let err = json_error(&out);
+    assert_eq!(err["code"], "labship::ec2::instance_role_missing", "{err}");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/labship/labship-instance") && message.contains("iam:CreateRole"),
+        "{err}"
+    );
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("infra/README.md"),
+        "{err}"
+    );
+    // What the operator itself sees (moto refuses unknown keys now).
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(&key_id, &secret, None, None, "test"),
+            ),
+        )
+        .build();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let groups = ec2
+            .describe_security_groups()
+            .filters(filter("tag-key", "labship:deployment"))
+            .send()
+            .await
+            .expect("DescribeSecurityGroups");
+        assert!(groups.security_groups().is_empty(), "{groups:?}");
+        let instances = ec2
+            .describe_instances()
+            .send()
+            .await
+            .expect("DescribeInstances");
+        assert!(instances.reservations().is_empty(), "{instances:?}");
+        let params = aws_sdk_ssm::Client::new(&sdk)
+            .describe_parameters()
+            .parameter_filters(
+                aws_sdk_ssm::types::ParameterStringFilter::builder()
+                    .key("Name")
+                    .option("BeginsWith")
+                    .values("/labship/")
+                    .build()
+                    .expect("filter"),
+            )
+            .send()
+            .await
+            .expect("DescribeParameters");
+        assert!(params.parameters().is_empty(), "{params:?}");
+        let profile = aws_sdk_iam::Client::new(&sdk)
+            .get_instance_profile()
+            .instance_profile_name("labship-instance")
+            .send()
+            .await;
+        assert!(profile.is_err(), "{profile:?}");
+    });
+}
+
 #[test]
 fn access_denied_names_the_ec2_action_and_labships_policy() {
     let moto = Server::moto_with_iam(3);

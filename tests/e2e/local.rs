@@ -100,6 +100,12 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
     assert_eq!(status, 200, "{body}");
     // Without the token Jupyter refuses: the token is real.
     assert_eq!(get(&format!("{base}/api/contents"), "wrong").0, 403);
+    // A real browser renders JupyterLab's application at the URL; with a wrong token it gets
+    // Jupyter's login page, which the check refuses.
+    crate::browser::assert_lab_renders(&url);
+    let refused = crate::browser::lab_renders(&format!("{base}/lab?token=wrong"))
+        .expect_err("a wrong token must not render JupyterLab");
+    assert!(refused.contains("login page"), "{refused}");
     // The starter material is in the workspace.
     assert!(read_file(&url, "mtcars.csv").is_some_and(|c| c.contains("Mazda RX4")));
 

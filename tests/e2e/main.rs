@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod browser;
 mod build;
 mod config;
 mod ec2;

@@ -16,13 +16,8 @@ const MANAGED_BY: &str = "labship:managed-by";
 const MANAGED_BY_VALUE: &str = "labship";
 
 /// Actions that no SDK call in `src/` names but that labship's calls need.
-const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 11] = [
-    (
-        "iam:PassRole",
-        "RunInstances with the instance profile; AddRoleToInstanceProfile",
-    ),
-    ("iam:TagRole", "CreateRole with Tags"),
-    ("iam:TagInstanceProfile", "CreateInstanceProfile with Tags"),
+const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 9] = [
+    ("iam:PassRole", "RunInstances with the instance profile"),
     (
         "ec2:CreateTags",
         "TagSpecifications on RunInstances and CreateSecurityGroup",
@@ -37,6 +32,24 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 11] = [
         "ssm:AddTagsToResource",
         "PutParameter with Tags (the sealed token)",
     ),
+];
+
+/// IAM writes the code makes only to create or remove the shared instance role: an
+/// administrator's act. The operator policy grants none of them, so an operator cannot
+/// re-create the role with another trust, widen it, or take it apart (`src/aws/iam.rs` turns
+/// the AccessDenied into `InstanceRoleMissing`, `down --all` into "kept").
+const ADMIN_ONLY: [&str; 11] = [
+    "iam:AddRoleToInstanceProfile",
+    "iam:CreateInstanceProfile",
+    "iam:CreateRole",
+    "iam:DeleteInstanceProfile",
+    "iam:DeleteRole",
+    "iam:DeleteRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:TagInstanceProfile",
+    "iam:TagRole",
 ];
 
 /// Prefixes of actions that change something: never on `*` without a condition.
@@ -167,27 +180,13 @@ fn actions_in_code() -> BTreeSet<String> {
     found
 }
 
-/// What the operator policy must allow: the scanned calls plus what they need besides.
+/// What the operator policy must allow: the scanned calls plus what they need besides, less
+/// the administrator's.
 fn needed_actions() -> BTreeSet<String> {
     let mut all = actions_in_code();
+    all.retain(|a| !ADMIN_ONLY.contains(&a.as_str()));
     all.extend(NEEDED_WITHOUT_SDK_CALL.iter().map(|(a, _)| a.to_string()));
     all
-}
-
-/// The AWS managed policies the code attaches to the instance role.
-fn instance_policies_in_code() -> BTreeSet<String> {
-    let prefix = "arn:aws:iam::aws:policy/";
-    let mut found = BTreeSet::new();
-    for (_, code) in sources() {
-        for (at, _) in code.match_indices(prefix) {
-            let name: String = code[at + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
-                .collect();
-            found.insert(format!("{prefix}{name}"));
-        }
-    }
-    found
 }
 
 // ---- the policy side -----------------------------------------------------------------------
@@ -250,6 +249,10 @@ fn statements(policy: &Value) -> Vec<Statement> {
 
 fn operator_policy() -> Vec<Statement> {
     statements(&read_json("infra/operator-policy.json"))
+}
+
+fn instance_policy() -> Vec<Statement> {
+    statements(&read_json("infra/instance-policy.json"))
 }
 
 /// IAM's wildcard match: `*` any run of characters, `?` one character.
@@ -445,26 +448,6 @@ fn operator_policy_keeps_to_labship_resources() {
             s.sid
         );
     }
-    let attachable = instance_policies_in_code();
-    assert!(
-        !attachable.is_empty(),
-        "no AWS managed policy ARN found in src/"
-    );
-    for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
-        for s in granting(&policy, action, role) {
-            let allowed: BTreeSet<String> = s
-                .condition("ArnEquals", "iam:PolicyARN")
-                .unwrap_or_else(|| panic!("{}: {action} without an iam:PolicyARN condition", s.sid))
-                .into_iter()
-                .collect();
-            assert_eq!(
-                allowed, attachable,
-                "{}: the policies {action} may attach",
-                s.sid
-            );
-        }
-    }
-
     // EC2 resources that exist: only labship-tagged ones.
     let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
     let group = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0";
@@ -592,6 +575,53 @@ fn operator_policy_keeps_to_labship_resources() {
         }
     }
 
+    // Port-forwarding sessions (--access ssm): only the port-forwarding document, only on
+    // labship's instances, and an operator ends only its own sessions.
+    let forwarding = "arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession";
+    assert!(
+        !granting(&policy, "ssm:StartSession", forwarding).is_empty(),
+        "StartSession {forwarding}"
+    );
+    for other in [
+        "arn:aws:ssm:eu-west-1::document/AWS-StartInteractiveCommand",
+        "arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSessionToRemoteHost",
+        "arn:aws:ssm:eu-west-1:123456789012:document/SSM-SessionManagerRunShell",
+    ] {
+        assert!(
+            granting(&policy, "ssm:StartSession", other).is_empty(),
+            "StartSession reaches {other} (a shell, or a hop to other hosts)"
+        );
+    }
+    let grants = granting(&policy, "ssm:StartSession", instance);
+    assert!(!grants.is_empty(), "StartSession on {instance}");
+    for s in grants {
+        assert!(
+            s.requires(
+                "StringEquals",
+                &format!("ssm:resourceTag/{MANAGED_BY}"),
+                MANAGED_BY_VALUE
+            ),
+            "{}: StartSession on instances must require the tag {MANAGED_BY}",
+            s.sid
+        );
+    }
+    let own = "arn:aws:ssm:eu-west-1:123456789012:session/${aws:userid}-0123456789abcdef0";
+    assert!(
+        !granting(&policy, "ssm:TerminateSession", own).is_empty(),
+        "TerminateSession on the caller's own sessions"
+    );
+    for s in operator_policy()
+        .iter()
+        .filter(|s| s.covers("ssm:TerminateSession"))
+    {
+        assert_eq!(
+            s.resources,
+            ["arn:aws:ssm:*:*:session/${aws:userid}-*"],
+            "{}: TerminateSession only on the caller's own sessions",
+            s.sid
+        );
+    }
+
     // The tag the conditions name is the one the code writes.
     let code: String = sources().into_iter().map(|(_, c)| c).collect();
     assert!(
@@ -668,10 +698,264 @@ fn infra_readme_covers_every_document_statement_and_instance_policy() {
             s.sid
         );
     }
-    for arn in instance_policies_in_code() {
+    for s in instance_policy() {
         assert!(
-            readme.contains(&arn),
-            "infra/README.md does not name the instance policy {arn}"
+            readme.contains(&s.sid),
+            "infra/README.md does not explain the instance policy's statement {}",
+            s.sid
         );
     }
+}
+
+// ---- escalation paths ----------------------------------------------------------------------
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/labship/labship-instance";
+const PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/labship/labship-instance";
+
+/// IAM actions that would let an operator turn the instance role (or IAM at large) against
+/// the account: re-create or re-trust the role, put or attach more power on it, lift its
+/// limits, or make a new identity or policy.
+const IAM_ESCALATIONS: [&str; 30] = [
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:UpdateRole",
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:TagRole",
+    "iam:UntagRole",
+    "iam:CreateInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:CreatePolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:CreateUser",
+    "iam:CreateAccessKey",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:AttachUserPolicy",
+    "iam:PutUserPolicy",
+    "iam:AttachGroupPolicy",
+    "iam:PutGroupPolicy",
+    "iam:AddUserToGroup",
+    "iam:CreateServiceLinkedRole",
+    "iam:UpdateRoleDescription",
+];
+
+fn iam_targets() -> [&'static str; 6] {
+    [
+        ROLE,
+        PROFILE,
+        "arn:aws:iam::123456789012:role/Admin",
+        "arn:aws:iam::123456789012:policy/labship-anything",
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:iam::123456789012:group/admins",
+    ]
+}
+
+#[test]
+fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
+    let code = actions_in_code();
+    let policy = operator_policy();
+    for action in ADMIN_ONLY {
+        let tagging = action == "iam:TagRole" || action == "iam:TagInstanceProfile";
+        assert!(
+            tagging || code.contains(action),
+            "{action} is listed as the administrator's, but src/ no longer calls it: drop it from ADMIN_ONLY"
+        );
+        for arn in iam_targets() {
+            let grants: Vec<&str> = granting(&policy, action, arn)
+                .iter()
+                .map(|s| s.sid.as_str())
+                .collect();
+            assert!(
+                grants.is_empty(),
+                "{grants:?} grant {action} on {arn}: an operator could re-create, re-trust or widen the instance role"
+            );
+        }
+    }
+    // The error an operator meets instead, naming the fix.
+    let iam_rs = read("src/aws/iam.rs");
+    assert!(
+        iam_rs.contains("Error::InstanceRoleMissing"),
+        "src/aws/iam.rs must turn an operator's AccessDenied into InstanceRoleMissing"
+    );
+}
+
+#[test]
+fn operator_cannot_recreate_retrust_or_widen_the_instance_role() {
+    let policy = operator_policy();
+    for action in IAM_ESCALATIONS {
+        for arn in iam_targets() {
+            let grants: Vec<&str> = granting(&policy, action, arn)
+                .iter()
+                .map(|s| s.sid.as_str())
+                .collect();
+            assert!(grants.is_empty(), "{grants:?} grant {action} on {arn}");
+        }
+    }
+    // The only IAM the operator holds: read the profile, pass the role.
+    let iam: BTreeSet<String> = policy
+        .iter()
+        .filter(|s| s.allow)
+        .flat_map(|s| s.actions.iter())
+        .filter(|a| a.to_ascii_lowercase().starts_with("iam:"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        iam,
+        BTreeSet::from([
+            "iam:GetInstanceProfile".to_string(),
+            "iam:PassRole".to_string()
+        ]),
+        "the operator's IAM actions"
+    );
+}
+
+#[test]
+fn operator_can_pass_only_the_instance_role_and_only_to_ec2() {
+    let policy = operator_policy();
+    let grants = granting(&policy, "iam:PassRole", ROLE);
+    assert!(!grants.is_empty(), "PassRole on {ROLE}");
+    for s in grants {
+        assert!(
+            s.requires("StringEquals", "iam:PassedToService", "ec2.amazonaws.com"),
+            "{}: PassRole must be limited to EC2 (iam:PassedToService)",
+            s.sid
+        );
+    }
+    for other in [
+        "arn:aws:iam::123456789012:role/Admin",
+        "arn:aws:iam::123456789012:role/labship/other",
+        "arn:aws:iam::123456789012:role/labship-instance",
+    ] {
+        assert!(
+            granting(&policy, "iam:PassRole", other).is_empty(),
+            "PassRole reaches {other}"
+        );
+    }
+}
+
+#[test]
+fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
+    let policy = instance_policy();
+    let token = "arn:aws:ssm:eu-west-1:123456789012:parameter/labship/demo/token";
+    assert!(
+        !granting(&policy, "ssm:GetParameter", token).is_empty(),
+        "the instance must read its sealed token {token}"
+    );
+    for other in [
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db-password",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/labshipper/x",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/",
+    ] {
+        for action in [
+            "ssm:GetParameter",
+            "ssm:GetParameters",
+            "ssm:GetParametersByPath",
+            "ssm:GetParameterHistory",
+        ] {
+            assert!(
+                granting(&policy, action, other).is_empty(),
+                "the instance role: {action} reaches {other}"
+            );
+        }
+    }
+    for s in policy.iter().filter(|s| s.allow) {
+        for action in &s.actions {
+            assert!(
+                !action.contains('*') && !action.contains('?'),
+                "{}: the instance policy's action {action} is a wildcard",
+                s.sid
+            );
+            let service = action.split_once(':').map_or("", |(svc, _)| svc);
+            assert!(
+                !matches!(
+                    service,
+                    "iam" | "sts" | "kms" | "ec2" | "s3" | "secretsmanager"
+                ),
+                "{}: the instance role may not hold {action}",
+                s.sid
+            );
+        }
+    }
+    // Nothing that acts on other instances or writes parameters.
+    let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
+    for (action, arn) in [
+        ("ssm:SendCommand", instance),
+        ("ssm:StartSession", instance),
+        ("ssm:PutParameter", token),
+        ("ssm:DeleteParameter", token),
+    ] {
+        assert!(
+            granting(&policy, action, arn).is_empty(),
+            "the instance role: {action} on {arn}"
+        );
+    }
+}
+
+/// An operator may run commands on labship's instances, so may read their role's credentials
+/// (IMDS, as root on the host): that role must hold nothing the operator lacks, except the SSM
+/// agent's own channels and pulling the images the operator pushes.
+#[test]
+fn an_instance_credentials_give_an_operator_nothing_more() {
+    const AGENT_ONLY: [(&str, &str); 4] = [
+        ("ec2messages:", "the SSM agent's Run Command channel"),
+        ("ssmmessages:", "the SSM agent's session channel"),
+        (
+            "ssm:UpdateInstanceInformation",
+            "the SSM agent registers its instance",
+        ),
+        (
+            "ecr:GetDownloadUrlForLayer",
+            "pulling labship's images, which the operator pushes",
+        ),
+    ];
+    let operator = operator_policy();
+    let samples = |resource: &str| -> Vec<String> {
+        match resource {
+            "*" => vec!["*".to_string()],
+            r => vec![r
+                .replace(":*:*:", ":eu-west-1:123456789012:")
+                .replace('*', "demo")],
+        }
+    };
+    for s in instance_policy().iter().filter(|s| s.allow) {
+        for action in &s.actions {
+            if AGENT_ONLY
+                .iter()
+                .any(|(prefix, _)| action.starts_with(prefix))
+            {
+                continue;
+            }
+            for resource in &s.resources {
+                for arn in samples(resource) {
+                    assert!(
+                        !granting(&operator, action, &arn).is_empty(),
+                        "the instance role grants {action} on {arn} ({}), which the operator lacks: an operator with SendCommand would gain it",
+                        s.sid
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_code_puts_exactly_the_infra_instance_policy() {
+    let iam_rs = read("src/aws/iam.rs");
+    assert!(
+        iam_rs.contains("include_str!(\"../../infra/instance-policy.json\")"),
+        "src/aws/iam.rs must compile in infra/instance-policy.json"
+    );
+    assert!(
+        iam_rs.contains(".put_role_policy()") && !iam_rs.contains(".attach_role_policy()"),
+        "the role gets the inline policy and no managed one"
+    );
 }

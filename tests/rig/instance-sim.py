@@ -31,7 +31,21 @@ answer is returned, except for what makes launched instances behave like real on
 * SSM: SendCommand (AWS-RunShellScript) runs the commands with `docker exec` in the instance
   container; GetCommandInvocation, ListCommandInvocations (with Details: the output) and
   DescribeInstanceInformation answer for them.
-* /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances.
+* SSM StartSession (moto has none), for port forwarding only: Target must be a simulated
+  instance of the request's region whose container runs, else HTTP 400 TargetNotConnected
+  "<id> is not connected."; DocumentName must be AWS-StartPortForwardingSession (else 400
+  InvalidDocument); Parameters: portNumber a list of one port number string, localPortNumber
+  optional (same shape; "0" = any), nothing else (else 400 InvalidParameters). Answers
+  {"SessionId": "<access key>-<17 hex>", "StreamUrl": "wss://ssmmessages.<region>.amazonaws.com
+  /v1/data-channel/<SessionId>?role=publish_subscribe", "TokenValue": <96 random characters>}
+  and keeps the session (Connected) in memory. Nothing speaks the data channel: the stand-in
+  session-manager-plugin (tests/rig/ssm-plugin/) checks the session here and forwards the
+  local port to the instance's port on this machine's loopback.
+* SSM TerminateSession {SessionId}: the session becomes Terminated; answers {"SessionId": id},
+  also for an unknown or already terminated id (as AWS does). Removing an instance (terminate,
+  stop, shutdown of the simulator) terminates its sessions too.
+* /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances, /_sim/sessions
+  (below).
 * Fault injection for chaos tests, by access key (below).
 
 Fault injection. Rules apply to the calls signed with one access key (the "scope": the
@@ -75,6 +89,17 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      "throttle", "5xx" or "lose-response".
   Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
+SSM sessions (StartSession above), for tests and for the stand-in plugin. JSON out; a session
+is {"SessionId", "Target", "DocumentName", "Parameters", "Reason", "State": "Connected" |
+"Terminated", "Region", "AccessKey" (the caller's), "StartDate", "EndDate" (null while
+Connected)}, never its TokenValue.
+
+  GET /_sim/sessions                  {"sessions": [SESSION, ...]} (in start order)
+  GET /_sim/sessions/ID               SESSION; 404 {"error": ...} for an unknown id
+  GET /_sim/sessions/ID?token=VALUE   SESSION with "token_ok": true|false (VALUE is the session's
+      TokenValue, compared in constant time): how the plugin verifies a token it was handed
+      without the simulator revealing one.
+
 Python standard library only. Logs go to stderr. SIGTERM/SIGINT: removes every container it
 started (and their deployment containers/volumes), then exits.
 """
@@ -84,12 +109,14 @@ import base64
 import collections
 import datetime
 import gzip
+import hmac
 import http.client
 import http.server
 import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -109,6 +136,7 @@ SSM_STDOUT_LIMIT = 24000
 SSM_STDERR_LIMIT = 8000
 KEEP_LIMIT = 1024 * 1024  # bytes of SSM output kept per stream
 USER_DATA_PATH = "/var/lib/cloud/instance/user-data.txt"
+PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSession"
 
 LABEL_INSTANCE = "dev.labship.sim.instance"
 LABEL_DEPLOYMENT = "dev.labship.sim.deployment"
@@ -276,6 +304,49 @@ class Instance:
             self.extra.append((time.time(), line))
             if len(self.extra) > 20000:
                 del self.extra[:10000]
+
+
+class Session:
+    """An SSM session (StartSession); nothing behind it but this record (see the plugin)."""
+
+    def __init__(self, session_id, target, document, parameters, reason, region, access_key):
+        self.id = session_id
+        self.target = target
+        self.document = document
+        self.parameters = parameters
+        self.reason = reason
+        self.region = region
+        self.access_key = access_key
+        self.token = secrets.token_urlsafe(72)  # 96 characters, URL-safe: opaque to everyone
+        self.state = "Connected"
+        self.start = time.time()
+        self.end = None
+
+    def terminate(self):
+        """Marks it Terminated (once); True when it was Connected."""
+        if self.state == "Terminated":
+            return False
+        self.state, self.end = "Terminated", time.time()
+        return True
+
+    def as_json(self):
+        return {"SessionId": self.id, "Target": self.target, "DocumentName": self.document,
+                "Parameters": self.parameters, "Reason": self.reason, "State": self.state,
+                "Region": self.region, "AccessKey": self.access_key, "StartDate": iso_now(self.start),
+                "EndDate": iso_now(self.end) if self.end else None}
+
+
+def port_parameter(params, name, required, lowest):
+    """Parameters[name] of a port forwarding session: a list of one decimal port string.
+    Returns the error message, or None when it is fine."""
+    if name not in params:
+        return "Parameter \"%s\" is required." % name if required else None
+    v = params[name]
+    if (not isinstance(v, list) or len(v) != 1 or not isinstance(v[0], str)
+            or not re.fullmatch(r"[0-9]{1,5}", v[0]) or not lowest <= int(v[0]) <= 65535):
+        return "Parameter \"%s\" must be a list of one port number from %d to 65535 as a string, got %s." % (
+            name, lowest, json.dumps(v))
+    return None
 
 
 # ------------------------------------------------------------------------ fault injection
@@ -570,6 +641,7 @@ class Sim:
         self.self_url = args.self_url or "http://127.0.0.1:%d" % args.port
         self.instances = {}
         self.invocations = {}
+        self.sessions = {}  # SessionId -> Session (all of them, Terminated ones too)
         self.client_tokens = {}  # (region, RunInstances ClientToken) -> (params, moto's answer)
         self.calls = collections.Counter()
         self.faults = Faults()
@@ -646,6 +718,10 @@ class Sim:
                 return self.ssm_describe_instance_information(req)
             elif op == "ListCommandInvocations":
                 return self.ssm_list_command_invocations(req)
+            elif op == "StartSession":
+                return self.ssm_start_session(req)
+            elif op == "TerminateSession":
+                return self.ssm_terminate_session(req)
         return self.forward(req)
 
     # ---------------------------------------------------------------- EC2
@@ -866,6 +942,7 @@ class Sim:
                 except Exception as e:  # noqa: BLE001
                     log("%s: could not capture the console: %s" % (inst.id, e))
             inst.state = "removed"
+            self.terminate_sessions_of(inst.id, why)
             cp = docker("rm", "-f", inst.container, timeout=30)
             if cp.returncode != 0 and b"No such container" not in cp.stderr:
                 log("%s: docker rm -f %s: %s" % (inst.id, inst.container, short_err(cp)[0]))
@@ -1009,6 +1086,76 @@ class Sim:
                         "PlatformName": "Amazon Linux", "PlatformVersion": "2023", "ResourceType": "EC2Instance",
                         "IPAddress": "127.0.0.1", "ComputerName": "ip-127-0-0-1." + inst.region + ".compute.internal"})
         return json_response({"InstanceInformationList": out})
+
+    def ssm_start_session(self, req):
+        data = req.json()
+        target = data.get("Target")
+        document = data.get("DocumentName")
+        params = data.get("Parameters") or {}
+        if not isinstance(target, str) or not target:
+            return json_error(400, "ValidationException", "1 validation error detected: Value null at 'target' "
+                              "failed to satisfy constraint: Member must not be null")
+        if document != PORT_FORWARDING_DOCUMENT:
+            return json_error(400, "InvalidDocument", "The simulator only has port forwarding sessions: "
+                              "DocumentName must be %s, got %s." % (PORT_FORWARDING_DOCUMENT, json.dumps(document)))
+        if not isinstance(params, dict):
+            return json_error(400, "InvalidParameters", "Parameters must be a map.")
+        unknown = sorted(set(params) - {"portNumber", "localPortNumber"})
+        if unknown:
+            return json_error(400, "InvalidParameters", "Parameter \"%s\" is not defined in %s." % (
+                unknown[0], PORT_FORWARDING_DOCUMENT))
+        bad = port_parameter(params, "portNumber", True, 1) or port_parameter(params, "localPortNumber", False, 0)
+        if bad:
+            return json_error(400, "InvalidParameters", bad)
+        region = req.region or self.args.default_region
+        inst = self.instances.get(target)
+        if (inst is None or inst.region != region or inst.state != "running"
+                or docker("inspect", "--format", "{{.State.Running}}", inst.container,
+                          timeout=20).stdout.strip() != b"true"):
+            log("StartSession: %s is not connected (%s)" % (
+                target, "unknown here" if inst is None else "region %s, %s" % (inst.region, inst.state)))
+            return json_error(400, "TargetNotConnected", "%s is not connected." % target)
+        who = re.sub(r"[^A-Za-z0-9_.@-]", "", req.access_key or "") or "labship-sim"
+        session = Session("%s-%s" % (who, secrets.token_hex(9)[:17]), target, document,
+                          {k: list(v) for k, v in params.items()}, data.get("Reason"), region, req.access_key)
+        with self.lock:
+            self.sessions[session.id] = session
+        log("StartSession %s: %s port %s" % (session.id, target, params["portNumber"][0]))
+        return json_response({
+            "SessionId": session.id, "TokenValue": session.token,
+            "StreamUrl": "wss://ssmmessages.%s.amazonaws.com/v1/data-channel/%s?role=publish_subscribe" % (
+                region, session.id)})
+
+    def ssm_terminate_session(self, req):
+        sid = req.json().get("SessionId")
+        if not isinstance(sid, str) or not sid:
+            return json_error(400, "ValidationException", "1 validation error detected: Value null at 'sessionId' "
+                              "failed to satisfy constraint: Member must not be null")
+        with self.lock:
+            session = self.sessions.get(sid)
+            ended = session is not None and session.terminate()
+        if ended:
+            log("TerminateSession %s" % sid)
+        return json_response({"SessionId": sid})
+
+    def terminate_sessions_of(self, iid, why):
+        with self.lock:
+            ended = [s.id for s in self.sessions.values() if s.target == iid and s.terminate()]
+        if ended:
+            log("%s: %s: terminated session(s) %s" % (iid, why, " ".join(ended)))
+
+    def session_report(self, sid=None, token=None):
+        """GET /_sim/sessions[/ID[?token=VALUE]]: the JSON, or None for an unknown id."""
+        with self.lock:
+            if sid is None:
+                return {"sessions": [s.as_json() for s in sorted(self.sessions.values(), key=lambda s: s.start)]}
+            session = self.sessions.get(sid)
+            if session is None:
+                return None
+            out = session.as_json()
+            if token is not None:
+                out["token_ok"] = hmac.compare_digest(token.encode(), session.token.encode())
+            return out
 
     # ---------------------------------------------------------------- engine views and cleanup
     def running_containers(self):
@@ -1247,6 +1394,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return json_ok({})
         if path == "/_sim/instances" and self.command == "GET":
             return json_ok(sim.list_instances())
+        if (path == "/_sim/sessions" or path.startswith("/_sim/sessions/")) and self.command == "GET":
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query, keep_blank_values=True))
+            sid = urllib.parse.unquote(path[len("/_sim/sessions/"):]) if path != "/_sim/sessions" else None
+            out = sim.session_report(sid, query.get("token"))
+            if out is None:
+                return json_ok({"error": "no session %r" % sid}, 404)
+            return json_ok(out)
         if path in ("/_sim/faults", "/_sim/faults/pid"):
             try:
                 return self.faults_api(sim.faults, path, body)

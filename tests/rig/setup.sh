@@ -3,7 +3,8 @@
 #
 #   bash tests/rig/setup.sh
 #
-# 1. Debian packages (installed only when missing: a second run needs no network).
+# 1. Debian packages (installed only when missing: a second run needs no network); chromium is
+#    the headless browser of tests/e2e/browser.rs.
 # 2. Makes sure the docker-registry package's system service is not running/enabled:
 #    the rig runs its own registry on a free port (servers.sh).
 # 3. A Python venv at ${LABSHIP_RIG_HOME:-$HOME/.cache/labship-rig}/venv with the exact pins
@@ -21,7 +22,7 @@ set -euo pipefail
 
 exec 3>&1 1>&2
 
-readonly APT_PACKAGES=(docker-registry debootstrap apache2-utils shellcheck hyperfine curl jq ca-certificates)
+readonly APT_PACKAGES=(docker-registry debootstrap apache2-utils shellcheck hyperfine curl jq ca-certificates chromium)
 readonly REQUIREMENTS="$RIG_DIR/requirements.txt"
 readonly HASH_FILE="$RIG_VENV/.labship-rig-requirements.sha256"
 

@@ -9,8 +9,11 @@
 # whose user-data logs in to the rig registry with `aws ecr get-login-password | docker login`,
 # starts a labelled `sleep` container (and volume) from the offline base image and prints a
 # Jupyter-like token URL; then checks the console output, the public IP, SSM (instance
-# information, RunCommand), the call counts, and that TerminateInstances leaves nothing
-# behind on the engine. Then the fault injector (POST /_sim/faults), with calls signed with the
+# information, RunCommand), SSM port forwarding sessions through the stand-in
+# session-manager-plugin (tests/rig/ssm-plugin: `aws ssm start-session` with the plugin, a
+# request through the local port to a web server on the instance, TerminateSession, the plugin
+# invoked as labship does, its refusals), the call counts, and that TerminateInstances leaves
+# nothing behind on the engine (and ends the instance's sessions). Then the fault injector (POST /_sim/faults), with calls signed with the
 # access key AKIDSELFTEST: throttling, a lost response, a signal, the same faults for the same seed,
 # and that calls signed with another key are left alone. Exit 0 when every check passes.
 set -euo pipefail
@@ -22,8 +25,13 @@ readonly DEP=simtest
 readonly LABEL="dev.labship.ec2.deployment=$DEP"
 readonly REGION="${AWS_DEFAULT_REGION:-eu-west-1}"
 readonly TOKEN_RE='http://127\.0\.0\.1:8888/lab\?token=[0-9a-f]{48}'
+PROBE="probe-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" # served by the instance on PROBE_PORT
+PROBE_PORT="$(rig_free_port)"
+readonly PROBE PROBE_PORT
 readonly FKEY=AKIDSELFTEST                 # the fault scope: the access key of the faulted calls
 readonly LOST_GROUP=labship-simtest-lost   # the security group made through a lost response
+readonly PLUGIN_DIR="$RIG_DIR/ssm-plugin"  # the stand-in session-manager-plugin
+readonly PFS=AWS-StartPortForwardingSession
 
 [ -s "$RIG_STATE/rig.env" ] || rig_die "no $RIG_STATE/rig.env: run tests/rig/servers.sh start first"
 # shellcheck source=/dev/null
@@ -68,6 +76,38 @@ raw_ec2() {
         "$@" --data "Version=2016-11-15&$query" "$SIM/"
 }
 
+# A raw SSM JSON call ($1: the operation, $2: the JSON body). Prints the answer, then a line
+# with the HTTP status.
+raw_ssm() {
+    curl -sS --max-time 30 -w '\n%{http_code}\n' -H "X-Amz-Target: AmazonSSM.$1" \
+        -H 'Content-Type: application/x-amz-json-1.1' \
+        -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/$(date -u +%Y%m%d)/$REGION/ssm/aws4_request, SignedHeaders=host, Signature=0" \
+        --data "$2" "$SIM/"
+}
+# The plugin's log events: jq -s over them (arguments: jq's, the filter last).
+plugin_log() { jq -s -c "$@" "$LABSHIP_SSM_PLUGIN_LOG"; }
+# Waits (at most $3 s) until the file $2 has the line $1 while the process $4 runs.
+wait_line() {
+    local deadline=$((SECONDS + $3))
+    until grep -qxF -- "$1" "$2" 2>/dev/null; do
+        kill -0 "$4" 2>/dev/null || fail "process $4 ended before printing '$1': $(cat "$2" "${2%.out}.err" 2>/dev/null)"
+        [ "$SECONDS" -lt "$deadline" ] || fail "no line '$1' within $3 s in $2: $(cat "$2")"
+        sleep 0.1
+    done
+}
+# Waits (at most $2 s) until the process $1 (a child of this shell) ends; its exit status in
+# $exit_rc. Fails (status 1) on the timeout.
+exit_rc=""
+wait_exit() {
+    local deadline=$((SECONDS + $2))
+    while kill -0 "$1" 2>/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+    exit_rc=0
+    wait "$1" || exit_rc=$?
+}
+
 leftovers() {
     docker ps -aq --filter "label=$LABEL"
     docker volume ls -q --filter "label=$LABEL"
@@ -75,7 +115,9 @@ leftovers() {
 
 instance=""
 sleeper=""
+bg_pids=""
 tmp="$(mktemp -d)"
+export LABSHIP_SSM_PLUGIN_LOG="$tmp/plugin.log"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 on_exit() {
     local rc=$?
@@ -84,6 +126,11 @@ on_exit() {
         aws ec2 terminate-instances --instance-ids "$instance" >/dev/null 2>&1 || true
     fi
     if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
+    # The AWS CLIs and stand-in plugins this test started (by pid: the plugins' from their log).
+    for p in $bg_pids $(jq -s -r 'group_by(.pid)[] | select(all(.event != "exit")) | .[0].pid' \
+        "$LABSHIP_SSM_PLUGIN_LOG" 2>/dev/null || true); do
+        kill "$p" 2>/dev/null || true
+    done
     curl -sS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" >/dev/null 2>&1 || true
     aws ec2 delete-security-group --group-name "$LOST_GROUP" >/dev/null 2>&1 || true
     rm -rf "$tmp"
@@ -116,6 +163,8 @@ docker volume create --label $LABEL labship-ec2-$DEP-work >/dev/null
 docker run -d --name labship-ec2-$DEP --label $LABEL --init \\
     -v labship-ec2-$DEP-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
 echo "labship: started labship-ec2-$DEP"
+mkdir -p /tmp/probe && echo $PROBE >/tmp/probe/probe.txt && head -c 3000000 /dev/urandom >/tmp/probe/big.bin
+(cd /tmp/probe && nohup python3 -m http.server --bind 127.0.0.1 $PROBE_PORT </dev/null >/dev/null 2>&1 &)
 echo "labship: token http://127.0.0.1:8888/lab?token=\$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')"
 EOF
 
@@ -196,6 +245,116 @@ aws ec2 get-console-output --instance-id "$instance" | jq -r '.Output' | grep -q
     fail "the command's output is not on the console"
 ok "the command's output is appended to the console"
 
+# --- SSM port forwarding sessions (the stand-in session-manager-plugin) -------------------
+ssm_start=$SECONDS
+out="$(raw_ssm StartSession '{"Target":"i-0000000000000dead","DocumentName":"'$PFS'","Parameters":{"portNumber":["80"]}}')"
+if ! { [ "$(tail -n 1 <<<"$out")" = 400 ] && jq -e '. == {"__type": "TargetNotConnected",
+        "message": "i-0000000000000dead is not connected."}' <<<"$(head -n 1 <<<"$out")" >/dev/null; }; then
+    fail "StartSession on an unknown instance: $out"
+fi
+out="$(raw_ssm StartSession '{"Target":"'"$instance"'","DocumentName":"AWS-StartSSHSession"}')"
+jq -e '.__type == "InvalidDocument"' <<<"$(head -n 1 <<<"$out")" >/dev/null || fail "StartSession, another document: $out"
+out="$(raw_ssm StartSession '{"Target":"'"$instance"'","DocumentName":"'$PFS'","Parameters":{"portNumber":[80]}}')"
+jq -e '.__type == "InvalidParameters"' <<<"$(head -n 1 <<<"$out")" >/dev/null || fail "StartSession, a numeric portNumber: $out"
+ok "ssm StartSession: TargetNotConnected (unknown instance), InvalidDocument, InvalidParameters"
+
+# (1) The AWS CLI's way: it calls StartSession, then runs the plugin (first on PATH).
+[ "$(PATH="$PLUGIN_DIR:$PATH" session-manager-plugin --version)" = 1.2.764.0 ] || fail "the stand-in is not first on PATH"
+local_port="$(rig_free_port)"
+env PATH="$PLUGIN_DIR:$PATH" "$LABSHIP_RIG_VENV/bin/aws" --endpoint-url "$SIM" ssm start-session --target "$instance" \
+    --document-name $PFS --parameters "portNumber=$PROBE_PORT,localPortNumber=$local_port" \
+    >"$tmp/cli.out" 2>"$tmp/cli.err" &
+cli_pid=$!
+bg_pids+=" $cli_pid"
+wait_line 'Waiting for connections...' "$tmp/cli.out" 30 "$cli_pid"
+sid="$(sed -n 's/^Starting session with SessionId: //p' "$tmp/cli.out")"
+[[ "$sid" =~ ^testing-[0-9a-f]{17}$ ]] || fail "start-session: no SessionId line: $(cat "$tmp/cli.out")"
+grep -qxF "Port $local_port opened for sessionId $sid." "$tmp/cli.out" || fail "start-session: no 'Port ... opened' line: $(cat "$tmp/cli.out")"
+got=""
+for _ in $(seq 50); do # the instance's web server may still be starting
+    got="$(curl -sS --max-time 5 "http://127.0.0.1:$local_port/probe.txt" 2>/dev/null)" && break
+    sleep 0.2
+done
+[ "$got" = "$PROBE" ] || fail "GET through the forwarded port $local_port: '$got'"
+want="$(docker exec "labship-sim-$instance" sha256sum /tmp/probe/big.bin | cut -c1-64)"
+[ "$(curl -fsS --max-time 20 "http://127.0.0.1:$local_port/big.bin" | sha256sum | cut -c1-64)" = "$want" ] ||
+    fail "3 MB through the forwarded port: different bytes"
+grep -qxF "Connection accepted for session [$sid]" "$tmp/cli.out" || fail "no 'Connection accepted' line: $(cat "$tmp/cli.out")"
+ok "ssm start-session (AWS CLI + stand-in plugin): $sid, a file and 3 MB from the instance's port $PROBE_PORT through 127.0.0.1:$local_port"
+s="$(curl -fsS "$SIM/_sim/sessions/$sid")"
+jq -e --arg i "$instance" --arg p "$PROBE_PORT" --arg l "$local_port" '.State == "Connected" and .Target == $i
+        and .Parameters == {"portNumber": [$p], "localPortNumber": [$l]} and .EndDate == null and (has("TokenValue") | not)' \
+    <<<"$s" >/dev/null || fail "/_sim/sessions/$sid: $s"
+# shellcheck disable=SC2016 # jq variables
+plugin_log --arg s "$sid" --arg sim "$SIM" --arg r "$REGION" --argjson p "$PROBE_PORT" --argjson l "$local_port" \
+    '[.[] | select(.session_id == $s and .event == "start")][0]
+        | .argv[1:] == ["AWS_SSM_START_SESSION_RESPONSE", $r, "StartSession", "", .argv[5], $sim]
+          and .env_has_response and .port == $p and .local_port == $l' | grep -qx true ||
+    fail "the plugin's start event: $(cat "$LABSHIP_SSM_PLUGIN_LOG")"
+ok "the CLI ran the plugin with the response in \$AWS_SSM_START_SESSION_RESPONSE (argv: the name); /_sim/sessions: Connected, no token"
+aws ssm terminate-session --session-id "$sid" | jq -e --arg s "$sid" '.SessionId == $s' >/dev/null || fail "terminate-session $sid"
+wait_exit "$cli_pid" 5 || fail "start-session still runs 5 s after terminate-session: $(cat "$tmp/cli.out" "$tmp/cli.err")"
+[ "$exit_rc" = 0 ] || fail "start-session exited $exit_rc after terminate-session: $(cat "$tmp/cli.err")"
+curl -fsS "$SIM/_sim/sessions" | jq -e --arg s "$sid" '[.sessions[] | select(.SessionId == $s and .State == "Terminated" and .EndDate != null)] | length == 1' \
+    >/dev/null || fail "/_sim/sessions after terminate-session: $(curl -fsS "$SIM/_sim/sessions")"
+# shellcheck disable=SC2016 # jq variables
+plugin_log --arg s "$sid" '[.[] | select(.session_id == $s) | .event] == ["start", "listening", "connection", "connection", "exit"]
+        and ([.[] | select(.session_id == $s and .event == "exit")][0] | .why == "terminated" and .rc == 0)' | grep -qx true ||
+    fail "the plugin's events: $(cat "$LABSHIP_SSM_PLUGIN_LOG")"
+out="$(raw_ssm TerminateSession '{"SessionId":"'"$sid"'"}')"
+[ "$(tail -n 1 <<<"$out")" = 200 ] || fail "TerminateSession of a terminated session: $out"
+ok "terminate-session: the plugin (and the CLI) exited 0 by itself; /_sim/sessions shows Terminated; terminating again is fine"
+
+# (2) labship's way: StartSession itself, then the plugin with the response in the environment.
+out="$(raw_ssm StartSession '{"Target":"'"$instance"'","DocumentName":"'$PFS'","Parameters":{"portNumber":["'"$PROBE_PORT"'"]}}')"
+resp="$(head -n 1 <<<"$out")"
+token="$(jq -r .TokenValue <<<"$resp")"
+sid2="$(jq -r .SessionId <<<"$resp")"
+if ! { [ "$(tail -n 1 <<<"$out")" = 200 ] && [[ "$sid2" =~ ^testing-[0-9a-f]{17}$ ]] && [ "${#token}" -ge 80 ] &&
+    [ "$(jq -r .StreamUrl <<<"$resp")" = "wss://ssmmessages.$REGION.amazonaws.com/v1/data-channel/$sid2?role=publish_subscribe" ]; }; then
+    fail "raw StartSession: $out"
+fi
+req='{"Target":"'"$instance"'","DocumentName":"'$PFS'","Parameters":{"portNumber":["'"$PROBE_PORT"'"]}}'
+plugin() { "$PLUGIN_DIR/session-manager-plugin" "$@"; }
+rc=0
+plugin "$resp" "$REGION" StartSession "" "$req" "$SIM" >"$tmp/p.out" 2>"$tmp/p.err" || rc=$?
+if [ "$rc" != 2 ] || ! grep -q 'must come through the environment' "$tmp/p.err"; then
+    fail "the plugin with the response in argv: exit $rc, $(cat "$tmp/p.err")"
+fi
+bad="$(jq -c '.TokenValue = "x" + .TokenValue[1:]' <<<"$resp")"
+rc=0
+AWS_SSM_START_SESSION_RESPONSE="$bad" plugin AWS_SSM_START_SESSION_RESPONSE "$REGION" StartSession "" "$req" "$SIM" \
+    >>"$tmp/p.out" 2>>"$tmp/p.err" || rc=$?
+if [ "$rc" != 1 ] || ! grep -q 'is not the one StartSession gave' "$tmp/p.err"; then
+    fail "the plugin with a wrong token: exit $rc, $(cat "$tmp/p.err")"
+fi
+ok "the plugin refuses the response in argv (exit 2) and a wrong token (exit 1)"
+AWS_SSM_START_SESSION_RESPONSE="$resp" plugin AWS_SSM_START_SESSION_RESPONSE "$REGION" StartSession "" "$req" "$SIM" \
+    >"$tmp/p2.out" 2>"$tmp/p2.err" &
+p2_pid=$!
+bg_pids+=" $p2_pid"
+wait_line 'Waiting for connections...' "$tmp/p2.out" 20 "$p2_pid"
+p2_port="$(sed -n "s/^Port \([0-9]*\) opened for sessionId $sid2\.\$/\1/p" "$tmp/p2.out")"
+[ "$(curl -sS --max-time 5 "http://127.0.0.1:${p2_port:-0}/probe.txt")" = "$PROBE" ] || fail "GET through the plugin's port ${p2_port:-?}"
+ok "the plugin as labship runs it: a port of its choice ($p2_port), the instance's file through it"
+
+# (3) A plugin too old (or unparseable) for the environment variable: the CLI passes the
+# response in argv, and the stand-in refuses.
+rc=0
+env PATH="$PLUGIN_DIR:$PATH" LABSHIP_SSM_PLUGIN_VERSION=1.2.0.0-labship-stand-in "$LABSHIP_RIG_VENV/bin/aws" --endpoint-url "$SIM" \
+    ssm start-session --target "$instance" --document-name $PFS --parameters "portNumber=$PROBE_PORT" \
+    >"$tmp/old.out" 2>"$tmp/old.err" || rc=$?
+sid3="$(plugin_log -r '[.[] | select(.event == "exit" and .why == "refused: response in argv")][-1].session_id')"
+if [ "$rc" = 0 ] || ! [[ "$sid3" =~ ^testing- ]] || [ "$sid3" = "$sid2" ]; then
+    fail "start-session with an old plugin version: exit $rc, $(cat "$tmp/old.err")"
+fi
+ok "with a plugin version it cannot parse, the CLI passes the response in argv: refused (exit 2, session $sid3)"
+for f in "$LABSHIP_SSM_PLUGIN_LOG" "$tmp"/*.out "$tmp"/*.err; do
+    if grep -qF -- "${token:-none}" "$f"; then fail "the session token is in $f"; fi
+done
+grep -q '"argv": \[[^]]*<redacted>' "$LABSHIP_SSM_PLUGIN_LOG" || fail "no redacted argv in the plugin log"
+ok "the token is nowhere in the plugin's log and output (the argv JSON is logged with the token redacted) ($((SECONDS - ssm_start)) s for the session checks)"
+
 # --- call counts ------------------------------------------------------------------------
 calls="$(curl -fsS "$SIM/_sim/calls")"
 for c in '"ec2:RunInstances"] == 1' '"ssm:SendCommand"] == 1' '"ecr:GetAuthorizationToken"] == 1' \
@@ -215,6 +374,11 @@ state="$(curl -fsS "$SIM/_sim/instances" | jq -r --arg i "$instance" '.[] | sele
 aws ec2 get-console-output --instance-id "$instance" | jq -r '.Output' | grep -Eq "$TOKEN_RE" ||
     fail "the console is gone after terminate"
 ok "/_sim/instances shows it removed; its last console stays readable"
+wait_exit "$p2_pid" 5 || fail "the plugin of session $sid2 still runs 5 s after terminate-instances"
+[ "$exit_rc" = 0 ] || fail "the plugin of session $sid2 exited $exit_rc after terminate-instances: $(cat "$tmp/p2.err")"
+curl -fsS "$SIM/_sim/sessions" | jq -e --arg a "$sid2" --arg b "$sid3" '[.sessions[] | select(.SessionId == ($a, $b)) | .State] == ["Terminated", "Terminated"]' \
+    >/dev/null || fail "/_sim/sessions after terminate-instances: $(curl -fsS "$SIM/_sim/sessions")"
+ok "terminate-instances terminated the instance's sessions; the plugin exited 0 by itself"
 instance=""
 
 # --- fault injection --------------------------------------------------------------------

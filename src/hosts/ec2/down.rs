@@ -11,7 +11,7 @@ use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::Aws;
 use crate::aws::Cloud;
-use crate::config::{Config, Target};
+use crate::config::{Access, Config, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
 use crate::interrupt;
@@ -48,8 +48,8 @@ async fn save(
     if !console::ever_served(&console) {
         return Ok(None);
     }
-    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
-        return Err("the instance has no public IP address and port to reach Jupyter on".into());
+    let Some(port) = inst.port else {
+        return Err("the instance has no labship:port tag to reach Jupyter on".into());
     };
     let served = console::served(&console);
     let (path, pin) = served
@@ -70,19 +70,28 @@ async fn save(
                 )
             })?,
     };
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.clone()
+    // Through a Systems Manager session when no port is open (--access ssm).
+    let (addr, tunnel) = match inst.access {
+        Access::Https => {
+            let Some(ip) = &inst.public_ip else {
+                return Err("the instance has no public IP address to reach Jupyter on".into());
+            };
+            (super::up::host_port(ip, port), None)
+        }
+        Access::Ssm => {
+            let tunnel = crate::tunnel::Tunnel::open(cloud, &inst.id, port)
+                .await
+                .map_err(|e| e.to_string())?;
+            (tunnel.addr(), Some(tunnel))
+        }
     };
     // Over TLS to the certificate the host published; plain HTTP only for a host of a
     // labship from before TLS, whose console has no fingerprint.
-    let addr = format!("{host}:{port}");
     let endpoint = match pin {
         Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
         None => crate::http::Endpoint::Plain(addr),
     };
-    backup::save_workspace(
+    let saved = backup::save_workspace(
         &endpoint,
         &backup::api_base(&path),
         token.expose(),
@@ -90,7 +99,11 @@ async fn save(
         dest,
     )
     .await
-    .map(Some)
+    .map(Some);
+    if let Some(tunnel) = tunnel {
+        tunnel.close().await;
+    }
+    saved
 }
 
 /// What `down` is about to remove, in words, for the confirmation question (None: nothing).
@@ -296,7 +309,20 @@ pub async fn down(
             Ok(left) if left.is_empty() => {
                 let (removed, failures) = cloud.remove_instance_profile().await;
                 report.iam_removed = removed && failures.is_empty();
-                report.failures.extend(failures);
+                if !failures.is_empty()
+                    && failures
+                        .iter()
+                        .all(|e| matches!(e, Error::AccessDenied { .. }))
+                {
+                    // An operator: the role is an administrator's to remove.
+                    report.iam_kept = Some(format!(
+                        "{INSTANCE_PROFILE} is kept: your identity may not remove it (operators hold no IAM write); an administrator removes it with the commands in infra/README.md"
+                    ));
+                } else {
+                    report
+                        .failures
+                        .extend(failures.into_iter().map(|e| e.to_string()));
+                }
             }
             Ok(left) => {
                 let mut users: Vec<String> = left

@@ -4,7 +4,7 @@
 use crate::aws::ec2::Instance;
 use crate::aws::Aws;
 use crate::aws::Cloud;
-use crate::config::Target;
+use crate::config::{Access, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{DeploymentStatus, LogsReport, TokenReport};
 use crate::token;
@@ -40,13 +40,17 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             instance_type: Some(i.instance_type.clone()),
             public_ip: i.public_ip.clone(),
             url: match (&i.public_ip, i.port) {
-                (Some(ip), Some(port)) if i.state == "running" => Some(format!(
-                    "{}://{}/lab",
-                    if i.https { "https" } else { "http" },
-                    super::up::host_port(ip, port)
-                )),
+                (Some(ip), Some(port)) if i.state == "running" && i.access == Access::Https => {
+                    Some(format!(
+                        "{}://{}/lab",
+                        if i.https { "https" } else { "http" },
+                        super::up::host_port(ip, port)
+                    ))
+                }
                 _ => None,
             },
+            note: (i.access == Access::Ssm)
+                .then(|| format!("no open port: `labship connect {} --ec2`", i.deployment)),
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
             image: i.image.clone(),
             ..row(i.deployment.clone())
@@ -128,7 +132,9 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
     let tls = served.as_ref().is_none_or(|s| s.tls.is_some()) && inst.https;
     let path = served.map_or_else(|| "/lab".to_string(), |s| s.path);
     let url = match (&inst.public_ip, inst.port) {
-        (Some(ip), Some(port)) => super::up::url(ip, port, &path, tls, Some(&token)),
+        (Some(ip), Some(port)) if inst.access == Access::Https => {
+            super::up::url(ip, port, &path, tls, Some(&token))
+        }
         _ => format!("{path}?token={}", token.expose()),
     };
     Ok(TokenReport {
@@ -167,15 +173,26 @@ pub async fn connect_target(aws: &Aws, deployment: &str) -> Result<crate::hosts:
             hint: format!("it was started by an older labship; `labship down {deployment} --ec2` then `labship up --ec2` gives it TLS"),
         });
     };
-    let (Some(ip), Some(port)) = (&inst.public_ip, inst.port) else {
-        return Err(not_yet("it has no public address"));
-    };
     let token = served.login_token(sealed.as_ref());
+    let port = inst
+        .port
+        .ok_or_else(|| not_yet("it has no labship:port tag"))?;
+    let (addr, tunnel) = match inst.access {
+        Access::Https => {
+            let ip = inst
+                .public_ip
+                .as_deref()
+                .ok_or_else(|| not_yet("it has no public address"))?;
+            (super::up::host_port(ip, port), None)
+        }
+        Access::Ssm => {
+            let tunnel = crate::tunnel::Tunnel::open(&cloud, &inst.id, port).await?;
+            (tunnel.addr(), Some(tunnel))
+        }
+    };
     Ok(crate::hosts::ConnectTarget {
-        remote: crate::forward::Remote {
-            addr: super::up::host_port(ip, port),
-            pin,
-        },
+        remote: crate::forward::Remote { addr, pin },
+        tunnel,
         path: served.path,
         token,
     })

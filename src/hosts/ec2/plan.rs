@@ -17,7 +17,7 @@ use crate::aws::ec2::{
     security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec,
 };
 use crate::aws::iam;
-use crate::config::{Config, HostAmi, Target};
+use crate::config::{Access, Config, HostAmi, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{Plan, PlanDetail, PlannedAction};
 use crate::tags;
@@ -39,6 +39,8 @@ pub struct Options {
     pub wait: Duration,
     pub allow_cidr: Vec<String>,
     pub public: bool,
+    /// How Jupyter is reached: through its open port, or an SSM session (no inbound rule).
+    pub access: Access,
     /// Act on a deployment another identity owns.
     pub force: bool,
 }
@@ -64,8 +66,31 @@ impl Options {
                 hint: "use another port, e.g. --port 8888 (the default)".into(),
             });
         }
+        let access = options.access.unwrap_or(config.ec2.access);
+        if access == Access::Ssm {
+            let opener = if options.public {
+                Some("--public")
+            } else if !options.allow_cidr.is_empty() {
+                Some("--allow-cidr")
+            } else if !config.ec2.allow_cidr.is_empty() {
+                Some("ec2.allow_cidr")
+            } else if config.ec2.ssh_key.is_some() {
+                Some("ec2.ssh_key (it opens port 22)")
+            } else {
+                None
+            };
+            if let Some(opener) = opener {
+                return Err(Error::InvalidSetting {
+                    what: "access",
+                    value: "ssm".into(),
+                    reason: format!("--access ssm opens no inbound port, and {opener} asks for one"),
+                    hint: format!("drop {opener} (in labship.toml or on the command line), or use --access https"),
+                });
+            }
+        }
         Ok(Options {
             port,
+            access,
             bind: options
                 .bind
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
@@ -176,6 +201,8 @@ pub const METADATA: MetadataPlan = MetadataPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityGroupPlan {
     pub name: String,
+    /// How Jupyter is reached: `https` (the rules below) or `ssm` (no rule at all).
+    pub access: Access,
     pub ingress: Vec<Ingress>,
     /// Where the CIDRs came from.
     pub source: String,
@@ -185,7 +212,8 @@ pub struct SecurityGroupPlan {
 pub struct IamPlan {
     pub role: &'static str,
     pub instance_profile: &'static str,
-    pub policies: Vec<&'static str>,
+    /// The role's inline policy (`infra/instance-policy.json`), by name.
+    pub policy: &'static str,
     /// None: not checked (`up` creates it when missing).
     pub exists: Option<bool>,
 }
@@ -209,6 +237,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     };
     let security_group = SecurityGroupPlan {
         name: security_group_name(name),
+        access: opts.access,
         ingress,
         source,
     };
@@ -327,6 +356,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             instance_tags.push((tags::IMAGE.into(), image.clone()));
             instance_tags.push((tags::PORT.into(), opts.port.to_string()));
             instance_tags.push((tags::SCHEME.into(), "https".into()));
+            instance_tags.push((tags::ACCESS.into(), opts.access.as_str().into()));
             let root = RootVolume {
                 device: ami.root_device.clone(),
                 size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
@@ -355,7 +385,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.iam = Some(IamPlan {
                 role: iam::INSTANCE_ROLE,
                 instance_profile: iam::INSTANCE_PROFILE,
-                policies: iam::INSTANCE_POLICIES.to_vec(),
+                policy: iam::INSTANCE_POLICY_NAME,
                 exists: observed.profile_exists,
             });
             detail.user_data = Some(user_data);
@@ -513,7 +543,7 @@ impl std::fmt::Display for Ec2Plan {
         }
         if let Some(iam) = &self.iam {
             lines.push(format!(
-                "  IAM             role {} / instance profile {} ({}): {}",
+                "  IAM             role {} / instance profile {} ({}): inline policy {} (read /labship/* parameters, pull labship images, SSM agent)",
                 iam.role,
                 iam.instance_profile,
                 match iam.exists {
@@ -521,7 +551,7 @@ impl std::fmt::Display for Ec2Plan {
                     Some(false) => "would be created",
                     None => "created when missing",
                 },
-                iam.policies.join(", ")
+                iam.policy
             ));
         }
         if !self.tags.is_empty() {
@@ -604,6 +634,7 @@ mod tests {
             image: Some(image.into()),
             port: Some(port),
             https: true,
+            access: Access::Https,
             owner: None,
             security_groups: vec!["sg-1".into()],
         }

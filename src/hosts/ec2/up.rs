@@ -25,7 +25,7 @@ use crate::aws::retry::{self, Step};
 use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::build;
-use crate::config::{Config, Target};
+use crate::config::{Access, Config, Target};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::hosts::{Plan, PlanDetail, PlannedAction, Timings, TokenReport, UpReport};
@@ -121,6 +121,16 @@ pub async fn up(
     )
     .await?;
     plan::refusals(config, &observed)?;
+    if opts.access == Access::Ssm {
+        // Without the plugin no one could reach what this would create.
+        crate::tunnel::find_plugin()?;
+    }
+    if !config.push.repository.starts_with("labship/") {
+        printer.note(format!(
+            "The repository {} is outside labship/: the instance role labship created pulls only from labship/* (widen it as infra/README.md says, or the host cannot pull)",
+            config.push.repository
+        ));
+    }
     if let Some(live) = observed
         .live()
         .filter(|_| observed.serves(config, opts.port))
@@ -149,17 +159,26 @@ pub async fn up(
         .await;
     }
 
-    // 2. Everything else that must hold before anything is created.
-    let (ami, vpc, ingress, ()) =
+    // 2. Everything else that must hold before anything is created. The shared instance role
+    //    is made here when missing (by an identity allowed to), so that an operator, who may
+    //    not, is told before a build and before anything of the deployment exists.
+    let (ami, vpc, ingress, (), profile_created) =
         interrupt::cancellable("looking up the AMI and the network", async {
             tokio::try_join!(
                 resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
                 cloud.vpc(config.ec2.subnet.as_deref()),
                 ingress_for(config, opts),
                 cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
+                cloud.ensure_instance_profile(),
             )
         })
         .await?;
+    if profile_created {
+        printer.note(format!(
+            "Created IAM role and instance profile {}",
+            INSTANCE_PROFILE
+        ));
+    }
     observed.ami = Some(ami);
     observed.vpc = Some(vpc);
     observed.ingress = Ok(ingress);
@@ -199,6 +218,7 @@ pub async fn up(
                 .reconcile_ingress(group, &detail.security_group.ingress)
                 .await?;
         }
+        retag_access(&cloud, inst, opts.access, printer).await?;
         let timings = Timings {
             build: build_secs,
             push: push_secs,
@@ -207,6 +227,7 @@ pub async fn up(
             ..Timings::default()
         };
         return report(
+            &cloud,
             &plan,
             &now,
             (&served, Some(&token)),
@@ -220,12 +241,11 @@ pub async fn up(
         return Err(not_ec2());
     };
 
-    // Role, security group and token: not cancellable (a role is made with its profile, a
-    // group with its rules, or not at all).
-    interrupt::checkpoint("creating the instance role and security group")?;
+    // Security group and token: not cancellable (a group is made with its rules, or not at
+    // all).
+    interrupt::checkpoint("creating the security group")?;
     let vpc = detail.vpc.clone().unwrap_or_default();
-    let (profile_created, (group, group_created), token) = tokio::try_join!(
-        cloud.ensure_instance_profile(),
+    let ((group, group_created), token) = tokio::try_join!(
         cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress),
         seal(&cloud, name),
     )?;
@@ -233,12 +253,6 @@ pub async fn up(
         "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
     ));
     interrupt::made(format!("security group {group} of `{name}`"));
-    if profile_created {
-        printer.note(format!(
-            "Created IAM role and instance profile {}",
-            INSTANCE_PROFILE
-        ));
-    }
     if group_created {
         printer.note(format!(
             "Created security group {group} ({})",
@@ -314,6 +328,7 @@ pub async fn up(
         started.elapsed().as_secs_f64(),
     );
     report(
+        &cloud,
         &plan,
         &ready.instance,
         (&ready.served, Some(&token)),
@@ -345,19 +360,25 @@ async fn in_place(
         return Err(not_ec2());
     };
     let name = &config.name;
-    if let Some(group) = inst.security_groups.first() {
-        if !detail.security_group.ingress.is_empty()
-            && cloud
-                .reconcile_ingress(group, &detail.security_group.ingress)
-                .await?
+    if let (Some(group), Ok(_)) = (inst.security_groups.first(), &observed.ingress) {
+        if cloud
+            .reconcile_ingress(group, &detail.security_group.ingress)
+            .await?
         {
-            printer.note(format!(
-                "Updated {group}: Jupyter is now open to {} ({})",
-                detail.security_group.ingress[0].cidrs.join(", "),
-                detail.security_group.source
-            ));
+            printer.note(match detail.security_group.ingress.first() {
+                Some(rule) => format!(
+                    "Updated {group}: Jupyter is now open to {} ({})",
+                    rule.cidrs.join(", "),
+                    detail.security_group.source
+                ),
+                None => format!(
+                    "Updated {group}: no inbound rule any more ({})",
+                    detail.security_group.source
+                ),
+            });
         }
     }
+    retag_access(cloud, inst, opts.access, printer).await?;
     if let Err(e) = &observed.ingress {
         printer.note(format!("Security group left as it is: {e}"));
     }
@@ -381,6 +402,7 @@ async fn in_place(
                 ..Timings::default()
             };
             return report(
+                cloud,
                 &plan,
                 &now,
                 (&served, Some(&token)),
@@ -420,6 +442,7 @@ async fn in_place(
         ..Timings::default()
     };
     report(
+        cloud,
         &plan,
         &ready.instance,
         (&ready.served, token.as_ref()),
@@ -444,6 +467,7 @@ async fn seal(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
 /// The report of an applied plan, from the instance as it now is, what its host says Jupyter
 /// serves and the sealed token; `pushed` is (built in this run, bytes uploaded).
 async fn report(
+    cloud: &Cloud,
     plan: &Plan,
     instance: &Instance,
     (served, sealed): (&Served, Option<&JupyterToken>),
@@ -454,23 +478,46 @@ async fn report(
     let PlanDetail::Ec2(detail) = &plan.detail else {
         return Err(not_ec2());
     };
-    let ip = require_ip(instance, &plan.deployment)?;
     // A plan that left the container alone reports what the instance says it serves.
     let in_place = matches!(plan.action, PlannedAction::Nothing | PlannedAction::Resume);
     let token = served.login_token(sealed);
-    check_from_here(
-        &plan.deployment,
-        &host_port(&ip, detail.port),
-        served,
-        token.as_ref(),
-        printer,
-    )
-    .await?;
-    if let Some(pin) = served.tls {
-        printer.note(format!(
+    let access = detail.security_group.access;
+    let ip = match access {
+        Access::Https => {
+            let ip = require_ip(instance, &plan.deployment)?;
+            check_from_here(
+                &plan.deployment,
+                &host_port(&ip, detail.port),
+                served,
+                token.as_ref(),
+                printer,
+            )
+            .await?;
+            Some(ip)
+        }
+        Access::Ssm => {
+            check_through_ssm(
+                cloud,
+                instance,
+                detail.port,
+                served,
+                token.as_ref(),
+                printer,
+            )
+            .await?;
+            instance.public_ip.clone()
+        }
+    };
+    match (access, served.tls) {
+        (Access::Https, Some(pin)) => printer.note(format!(
             "Jupyter serves HTTPS with a certificate made on the instance (SHA-256 {pin}); a browser warns about it. `labship connect {}` opens it on http://127.0.0.1 through a forwarder that checks exactly this certificate",
             plan.deployment
-        ));
+        )),
+        (Access::Ssm, _) => printer.note(format!(
+            "No port of {} is open (--access ssm): `labship connect {} --ec2` opens Jupyter on http://127.0.0.1 through a Systems Manager session",
+            instance.id, plan.deployment
+        )),
+        _ => {}
     }
     if served.token == TokenFrom::Image {
         printer.note(format!(
@@ -481,13 +528,17 @@ async fn report(
     Ok(UpReport {
         target: Target::Ec2,
         deployment: plan.deployment.clone(),
-        url: url(
-            &ip,
-            detail.port,
-            &served.path,
-            served.tls.is_some(),
-            token.as_ref(),
-        ),
+        url: match (access, &ip) {
+            (Access::Https, Some(ip)) => Some(url(
+                ip,
+                detail.port,
+                &served.path,
+                served.tls.is_some(),
+                token.as_ref(),
+            )),
+            _ => None,
+        },
+        access: Some(access),
         action: plan.action.done(),
         reason: plan.reason.clone(),
         image: instance
@@ -503,7 +554,7 @@ async fn report(
         region: Some(detail.region.clone()),
         instance_id: Some(instance.id.clone()),
         instance_type: Some(instance.instance_type.clone()),
-        public_ip: Some(ip),
+        public_ip: ip,
         tls_fingerprint: served.tls,
         timings,
     })
@@ -516,6 +567,13 @@ fn not_ec2() -> Error {
 /// The security group's rules: the Jupyter port (and SSH with `ec2.ssh_key`) from the CIDRs
 /// asked for, or the caller's address.
 async fn ingress_for(config: &Config, opts: &Options) -> Result<(Vec<Ingress>, String)> {
+    if opts.access == Access::Ssm {
+        // Nothing to open, and so no address to look up.
+        return Ok((
+            Vec::new(),
+            "no inbound rule: --access ssm, reached through Systems Manager port forwarding".into(),
+        ));
+    }
     let (cidrs, source) = ingress_cidrs(&opts.allow_cidr, opts.public).await?;
     let mut rules = vec![Ingress {
         port: opts.port,
@@ -594,7 +652,7 @@ async fn replace_container(
             deployment: inst.deployment.clone(),
             instance: inst.id.clone(),
             message: "its Systems Manager agent is not online, so labship cannot reach the host".into(),
-            hint: format!("the agent needs a minute after boot and the labship-instance role (AmazonSSMManagedInstanceCore); try again shortly, or remove the instance with `labship down {} --ec2` (its notebooks go with it) and run `labship up --ec2`", inst.deployment),
+            hint: format!("the agent needs a minute after boot and the labship-instance role (its inline policy lets the agent register); try again shortly, or remove the instance with `labship down {} --ec2` (its notebooks go with it) and run `labship up --ec2`", inst.deployment),
         });
     }
     printer.note(format!(
@@ -733,6 +791,23 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
     })
 }
 
+/// Records a changed `--access` on the instance, so that `connect` from any machine knows.
+async fn retag_access(
+    cloud: &Cloud,
+    inst: &Instance,
+    access: Access,
+    printer: &Printer,
+) -> Result<()> {
+    if inst.access != access {
+        cloud.set_access_tag(&inst.id, access).await?;
+        printer.note(format!(
+            "{} of `{}` is now reached with --access {access}",
+            inst.id, inst.deployment
+        ));
+    }
+    Ok(())
+}
+
 /// The instance as [`interrupt::made`] lists it.
 fn instance_made(id: &str, deployment: &str) -> String {
     format!("instance {id} of `{deployment}`")
@@ -813,6 +888,26 @@ async fn check_from_here(
             Ok(())
         }
     }
+}
+
+/// `check_from_here` through a Systems Manager session (`--access ssm`): the same pinned
+/// check, on the session's local port. The session ends afterwards.
+async fn check_through_ssm(
+    cloud: &Cloud,
+    instance: &Instance,
+    port: u16,
+    served: &Served,
+    token: Option<&JupyterToken>,
+    printer: &Printer,
+) -> Result<()> {
+    if served.tls.is_none() {
+        return Ok(());
+    }
+    let tunnel = crate::tunnel::Tunnel::open(cloud, &instance.id, port).await?;
+    let checked =
+        check_from_here(&instance.deployment, &tunnel.addr(), served, token, printer).await;
+    tunnel.close().await;
+    checked
 }
 
 /// Phase durations from the markers' own clock (the instance's), anchored at the launch.

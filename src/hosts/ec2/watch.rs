@@ -171,7 +171,7 @@ fn hint_for(phase: &str, deployment: &str) -> String {
     let what = match phase {
         "host" => "the host image lacks what labship needs (the AWS CLI v2 to log in to ECR): use --ami ecs or --ami al2023, or an AMI that has it",
         "docker" | "docker-ready" => "Docker could not be installed or started on the host: with --ami, choose an AMI with Docker or dnf/apt; the default --ami ecs has Docker preinstalled",
-        "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance has AmazonEC2ContainerRegistryReadOnly and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
+        "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance may pull from the repository (its inline policy covers repository/labship/*; see infra/README.md for another repository) and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
         "tls" => "the host could not make Jupyter's TLS certificate: with --ami, choose an AMI with openssl (the default ecs and al2023 have it)",
         "token" => "the instance could not read its token from SSM Parameter Store: check that the instance role labship-instance may call ssm:GetParameter on /labship/* and that the subnet reaches SSM",
         "pull" | "pulled" => "the instance could not pull the image: check that the push finished (`labship push`) and that the subnet reaches ECR",

@@ -764,7 +764,7 @@ impl Host for LocalHost {
         Ok(UpReport {
             target: Target::Local,
             deployment: config.name.clone(),
-            url,
+            url: Some(url),
             action: plan.action.done(),
             reason: plan.reason,
             image: plan.image,
@@ -778,6 +778,7 @@ impl Host for LocalHost {
             instance_type: None,
             public_ip: None,
             tls_fingerprint: None,
+            access: None,
             timings: Timings {
                 build: build_secs,
                 jupyter: Some(t_ready.elapsed().as_secs_f64()),
