@@ -162,17 +162,19 @@ pub async fn up(
     // 2. Everything else that must hold before anything is created. The shared instance role
     //    is made here when missing (by an identity allowed to), so that an operator, who may
     //    not, is told before a build and before anything of the deployment exists.
-    let (ami, vpc, ingress, (), profile_created) =
+    let (ami, vpc, ingress, ()) =
         interrupt::cancellable("looking up the AMI and the network", async {
             tokio::try_join!(
                 resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
                 cloud.vpc(config.ec2.subnet.as_deref()),
                 ingress_for(config, opts),
                 cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
-                cloud.ensure_instance_profile(),
             )
         })
         .await?;
+    // Not cancellable: a role is made with its profile, or not at all.
+    interrupt::checkpoint("creating the instance role")?;
+    let profile_created = cloud.ensure_instance_profile().await?;
     if profile_created {
         printer.note(format!(
             "Created IAM role and instance profile {}",
