@@ -272,6 +272,9 @@ pub struct BuildArgs {
     /// EC2 instance type the image is for (decides the default platform)
     #[arg(long)]
     pub instance_type: Option<String>,
+    /// The engine's builder: auto (BuildKit when the engine has it; the default), buildkit or classic
+    #[arg(long, value_name = "auto|buildkit|classic")]
+    pub builder: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -332,6 +335,7 @@ impl BuildArgs {
             dockerfile: self.dockerfile.clone(),
             target: self.target.clone(),
             platform: self.platform.clone(),
+            builder: self.builder.clone(),
             build_args: self.build_args.clone(),
             instance_type: self.instance_type.clone(),
             ..global.overrides()

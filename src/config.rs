@@ -41,6 +41,8 @@ pub struct BuildSection {
     pub platform: Option<String>,
     #[serde(default)]
     pub args: BTreeMap<String, String>,
+    /// "auto" (BuildKit when the engine has it), "buildkit" or "classic".
+    pub builder: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +81,7 @@ pub struct Overrides {
     pub dockerfile: Option<PathBuf>,
     pub target: Option<String>,
     pub platform: Option<String>,
+    pub builder: Option<String>,
     pub build_args: Vec<(String, String)>,
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
@@ -112,6 +115,7 @@ impl Overrides {
             dockerfile: var("LABSHIP_DOCKERFILE").map(PathBuf::from),
             target: var("LABSHIP_TARGET"),
             platform: var("LABSHIP_PLATFORM"),
+            builder: var("LABSHIP_BUILDER"),
             build_args,
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
@@ -139,6 +143,7 @@ impl Overrides {
             dockerfile: self.dockerfile.or(lower.dockerfile),
             target: self.target.or(lower.target),
             platform: self.platform.or(lower.platform),
+            builder: self.builder.or(lower.builder),
             build_args,
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
@@ -248,6 +253,35 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Which of the engine's builders runs the Dockerfile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit when the engine has it (Linux engines since API 1.39), else classic.
+    #[default]
+    Auto,
+    /// BuildKit (`RUN --mount`, parallel stages, its cache); an engine without it is an error.
+    Buildkit,
+    /// The classic builder (a layer per instruction; no `RUN --mount`).
+    Classic,
+}
+
+impl Builder {
+    pub fn parse(s: &str) -> Result<Builder> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Builder::Auto),
+            "buildkit" => Ok(Builder::Buildkit),
+            "classic" | "legacy" => Ok(Builder::Classic),
+            _ => Err(Error::InvalidSetting {
+                what: "builder",
+                value: s.to_string(),
+                reason: "the engine builds with BuildKit or with its classic builder".into(),
+                hint: "use --builder auto (the default), buildkit or classic (build.builder in labship.toml, LABSHIP_BUILDER)".into(),
+            }),
+        }
+    }
+}
+
 /// How users reach Jupyter on an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -345,6 +379,7 @@ pub struct BuildSettings {
     pub target: Option<String>,
     pub platform: Arch,
     pub args: BTreeMap<String, String>,
+    pub builder: Builder,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -496,6 +531,13 @@ impl Config {
                 target: over.target.or(file.build.target).filter(|t| !t.is_empty()),
                 platform,
                 args,
+                builder: over
+                    .builder
+                    .or(file.build.builder)
+                    .as_deref()
+                    .map(Builder::parse)
+                    .transpose()?
+                    .unwrap_or_default(),
             },
             push: PushSettings {
                 repository,

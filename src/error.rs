@@ -103,6 +103,13 @@ pub enum Error {
         tail: String,
     },
 
+    #[error("the engine refused a BuildKit build: {message}")]
+    #[diagnostic(
+        code(labship::build::buildkit_refused),
+        help("this engine has no BuildKit (or it is turned off): build with --builder classic (Dockerfiles with RUN --mount need BuildKit), or use a Docker Engine 18.09 or newer on Linux")
+    )]
+    BuildKitRefused { message: String },
+
     #[error("the engine cannot build for platform {platform}: {message}")]
     #[diagnostic(
         code(labship::build::platform),

@@ -10,13 +10,17 @@ use http_body_util::Empty;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-/// Sends one request on a fresh connection.
-pub async fn send<I>(
+/// Sends one request on a fresh connection (any body: empty, or a stream such as a build
+/// context).
+pub async fn send<I, B>(
     io: I,
-    request: Request<Empty<Bytes>>,
+    request: Request<B>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {

@@ -18,8 +18,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::config::Builder;
 use crate::config::Config;
-use crate::docker::{build_options, Engine};
+use crate::docker::{BuildRequest, Engine};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 
@@ -77,6 +78,8 @@ pub struct BuildReport {
     pub platform: String,
     pub context_files: u64,
     pub context_bytes: u64,
+    /// `buildkit` or `classic`.
+    pub builder: &'static str,
     pub seconds: f64,
 }
 
@@ -86,6 +89,7 @@ impl std::fmt::Display for BuildReport {
         writeln!(f, "  id        {}", self.image_id)?;
         writeln!(f, "  tags      {}", self.tags.join(", "))?;
         writeln!(f, "  platform  {}", self.platform)?;
+        writeln!(f, "  builder   {}", self.builder)?;
         write!(
             f,
             "  context   {} files, {} ({:.1}s)",
@@ -116,6 +120,43 @@ fn labels(config: &Config) -> HashMap<String, String> {
 
 /// Builds the image from the configured context and tags it `<content tag>` and `latest`.
 pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
+    let builder = match config.build.builder {
+        Builder::Auto => {
+            let dockerfile = std::fs::read_to_string(&config.build.dockerfile).unwrap_or_default();
+            match buildkit_syntax(&dockerfile) {
+                Some(why) if engine.has_buildkit().await? => {
+                    printer.note(format!("The Dockerfile uses {why}: building with BuildKit"));
+                    Builder::Buildkit
+                }
+                Some(why) => {
+                    printer.note(format!(
+                        "The Dockerfile uses {why}, which needs BuildKit, and this engine has none: trying the classic builder"
+                    ));
+                    Builder::Classic
+                }
+                None => Builder::Classic,
+            }
+        }
+        chosen => chosen,
+    };
+    match build_with(engine, config, builder, printer).await {
+        // An engine that says it has BuildKit but turns it away: once more, classic.
+        Err(Error::BuildKitRefused { message }) if config.build.builder == Builder::Auto => {
+            printer.note(format!(
+                "The engine refused BuildKit ({message}): building with the classic builder"
+            ));
+            build_with(engine, config, Builder::Classic, printer).await
+        }
+        other => other,
+    }
+}
+
+async fn build_with(
+    engine: &Engine,
+    config: &Config,
+    builder: Builder,
+    printer: &Printer,
+) -> Result<BuildReport> {
     let started = Instant::now();
     let mut context = Context::open(&config.build.context, &config.build.dockerfile)?;
     let inputs = BuildInputs::from_config(config, &context);
@@ -137,10 +178,11 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
             None => image_labels.into_iter().collect(),
         };
     printer.note(format!(
-        "Building {repo} for {} from {} (engine: {})",
+        "Building {repo} for {} from {} (engine: {}, builder: {})",
         inputs.platform,
         config.build.context.display(),
-        engine.source().origin
+        engine.source().origin,
+        builder_name(builder)
     ));
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
@@ -164,15 +206,15 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
     });
 
     // Untagged until it passes the checks below; then tagged with its content tag and latest.
-    let options = build_options(
-        &inputs.dockerfile,
-        &inputs.platform,
-        inputs.target.as_deref(),
-        inputs.args.clone().into_iter().collect(),
-        api_labels,
-    );
+    let request = BuildRequest {
+        dockerfile: inputs.dockerfile.clone(),
+        platform: inputs.platform.clone(),
+        target: inputs.target.clone(),
+        args: inputs.args.clone().into_iter().collect(),
+        labels: api_labels,
+    };
     let built = engine
-        .build(options, body, |line| printer.relay(line))
+        .build(builder, &request, body, |line| printer.relay(line))
         .await;
     let written = writer
         .await
@@ -184,6 +226,25 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         Err(e) if is_disconnect(&e) => return Err(built.err().unwrap_or(e)),
         // A context that could not be read explains the failed upload better than the engine.
         Err(e) => return Err(e),
+    };
+    // BuildKit looks a base image up for the platform asked for; one the engine has only for
+    // its own platform is then "not found", which is the platform's fault, not the name's.
+    let built = match built {
+        Err(Error::BaseImage { image, message }) if builder == Builder::Buildkit => {
+            let native = engine.native_arch().await.unwrap_or_default();
+            if !native.is_empty() && !inputs.platform.ends_with(&format!("/{native}")) {
+                Err(Error::PlatformMismatch {
+                    platform: inputs.platform.clone(),
+                    message: format!(
+                        "this linux/{native} engine has no {image} for {} and could not fetch one ({message})",
+                        inputs.platform
+                    ),
+                })
+            } else {
+                Err(Error::BaseImage { image, message })
+            }
+        }
+        other => other,
     };
     let built = built.map_err(|e| match e {
         // The step line shows `FROM ${BASE_IMAGE}`; name the image that was really asked for.
@@ -218,8 +279,58 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         platform: inputs.platform,
         context_files: summary.files,
         context_bytes: summary.bytes,
+        builder: builder_name(builder),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What in a Dockerfile only BuildKit builds (`auto` then chooses it): `RUN --mount`, a
+/// `# syntax=` frontend, here-documents (`RUN <<EOF`), `COPY --link`/`--chmod`/`--parents`.
+/// Other Dockerfiles keep the classic builder until BuildKit is served its context through
+/// a session (the tar context BuildKit gets now copies an ignored Dockerfile with `COPY .`).
+pub fn buildkit_syntax(dockerfile: &str) -> Option<&'static str> {
+    for raw in dockerfile.lines() {
+        let line = raw.trim();
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("# syntax=") || lower.starts_with("#syntax=") {
+            return Some("a `# syntax=` frontend");
+        }
+        if lower.starts_with('#') {
+            continue;
+        }
+        let mut words = lower.split_whitespace();
+        let instruction = words.next().unwrap_or_default();
+        let flags: Vec<&str> = words
+            .take_while(|w| w.starts_with("--") || w.starts_with("<<"))
+            .collect();
+        match instruction {
+            "run" if flags.iter().any(|f| f.starts_with("--mount")) => {
+                return Some("`RUN --mount`")
+            }
+            "run" | "copy" if flags.iter().any(|f| f.starts_with("<<")) => {
+                return Some("a here-document")
+            }
+            "copy" | "add"
+                if flags.iter().any(|f| {
+                    f.starts_with("--link")
+                        || f.starts_with("--parents")
+                        || f.starts_with("--exclude")
+                }) =>
+            {
+                return Some("`COPY --link`/`--parents`/`--exclude`")
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The builder as reports name it.
+fn builder_name(builder: Builder) -> &'static str {
+    match builder {
+        Builder::Classic => "classic",
+        Builder::Buildkit | Builder::Auto => "buildkit",
+    }
 }
 
 /// Builds; when the base image cannot be pulled and the user chose none, makes the offline
@@ -320,6 +431,20 @@ impl From<dockerignore::IgnoreError> for Error {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn buildkit_syntax_is_recognised_and_nothing_else() {
+        use super::buildkit_syntax;
+        assert!(buildkit_syntax(
+            "FROM x\nRUN --mount=type=cache,target=/root/.cache/pip pip install -r r.txt\n"
+        )
+        .is_some());
+        assert!(buildkit_syntax("# syntax=docker/dockerfile:1\nFROM x\n").is_some());
+        assert!(buildkit_syntax("FROM x\nRUN <<EOF\necho hi\nEOF\n").is_some());
+        assert!(buildkit_syntax("FROM x\nCOPY --link a /a\n").is_some());
+        assert!(buildkit_syntax("FROM x\n# RUN --mount=type=cache in a comment\nRUN echo --mount\nCOPY --chown=1000 a /a\n").is_none());
+    }
+
     use super::*;
 
     fn inputs() -> BuildInputs {

@@ -6,6 +6,7 @@
 //! bollard's `PushImageInfo` drops the per-layer `id` and the final `aux` record that carries
 //! the pushed digest, both of which labship reports.
 
+mod buildkit;
 mod connect;
 pub mod containers;
 pub mod push;
@@ -76,14 +77,65 @@ impl Engine {
         &self.source
     }
 
-    /// Builds from a tar stream. `on_output` sees each line the engine prints; a failing step
-    /// becomes [`Error::BuildStepFailed`] naming the step and its last lines.
+    /// Whether this engine builds with BuildKit: a Linux engine whose API is at least 1.39
+    /// (Docker 18.09).
+    pub async fn has_buildkit(&self) -> Result<bool> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| Error::engine("reading the engine's version", engine_message(&e)))?;
+        let linux = version.os.as_deref().is_none_or(|os| os == "linux");
+        Ok(linux && api_at_least(&self.docker.client_version().to_string(), (1, 39)))
+    }
+
+    /// The engine's own architecture (`amd64`, `arm64`).
+    pub async fn native_arch(&self) -> Result<String> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| Error::engine("reading the engine's version", engine_message(&e)))?;
+        Ok(version.arch.unwrap_or_default())
+    }
+
+    /// Builds from a tar stream with `builder` (`Auto` is BuildKit; see [`Self::has_buildkit`]).
+    /// `on_output` sees each line the engine prints; a failing step becomes
+    /// [`Error::BuildStepFailed`] naming the step and its last lines.
     pub async fn build(
         &self,
-        options: BuildImageOptions,
+        builder: crate::config::Builder,
+        request: &BuildRequest,
+        context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+        on_output: impl FnMut(&str),
+    ) -> Result<Built> {
+        match builder {
+            crate::config::Builder::Classic => {
+                self.build_classic(request, context, on_output).await
+            }
+            _ => {
+                let version = self.docker.client_version().to_string();
+                buildkit::build(&self.source.endpoint, &version, request, context, on_output).await
+            }
+        }
+    }
+
+    async fn build_classic(
+        &self,
+        request: &BuildRequest,
         context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
         mut on_output: impl FnMut(&str),
     ) -> Result<Built> {
+        let options = BuildImageOptions {
+            dockerfile: request.dockerfile.clone(),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(request.args.clone()),
+            labels: Some(request.labels.clone()),
+            platform: request.platform.clone(),
+            target: request.target.clone().unwrap_or_default(),
+            ..Default::default()
+        };
         let platform = options.platform.clone();
         let mut stream =
             self.docker
@@ -291,37 +343,39 @@ impl BuildLog {
             }
         }
         let tail: Vec<&str> = self.tail.iter().map(String::as_str).collect();
+        let mut tail = if tail.is_empty() {
+            String::from("(the step printed nothing)")
+        } else {
+            format!("last lines of the step:\n  {}", tail.join("\n  "))
+        };
+        if lower.contains("requires buildkit") {
+            tail.push_str("\nthis step needs BuildKit: build with --builder buildkit (or auto, the default) instead of classic");
+        }
         Error::BuildStepFailed {
             step: self
                 .step
                 .clone()
                 .unwrap_or_else(|| "the start of the build".to_string()),
             message,
-            tail: if tail.is_empty() {
-                String::from("(the step printed nothing)")
-            } else {
-                format!("last lines of the step:\n  {}", tail.join("\n  "))
-            },
+            tail,
         }
     }
 }
 
-/// Labels and options shared by every build request.
-pub fn build_options(
-    dockerfile: &str,
-    platform: &str,
-    target: Option<&str>,
-    args: HashMap<String, String>,
-    labels: HashMap<String, String>,
-) -> BuildImageOptions {
-    BuildImageOptions {
-        dockerfile: dockerfile.to_string(),
-        rm: true,
-        forcerm: true,
-        buildargs: Some(args),
-        labels: Some(labels),
-        platform: platform.to_string(),
-        target: target.unwrap_or_default().to_string(),
-        ..Default::default()
-    }
+/// What a build is asked to do, whichever builder runs it.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub dockerfile: String,
+    pub platform: String,
+    pub target: Option<String>,
+    pub args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// Whether an API version `1.NN` is at least `min`.
+fn api_at_least(version: &str, min: (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
 }

@@ -1,12 +1,57 @@
-//! `labship build` on the real engine, checked with the docker CLI.
+//! `labship build` on the real engine, checked with the docker CLI. Every test runs once per
+//! builder (`--builder classic` and `--builder buildkit`); `auto` picks BuildKit for
+//! Dockerfiles that need it (the last tests).
 
 use crate::support::*;
 
-#[test]
-fn builds_the_default_workload_from_the_offline_base() {
+/// The engine's two builders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum B {
+    Classic,
+    Buildkit,
+}
+
+impl B {
+    fn flag(self) -> &'static str {
+        match self {
+            B::Classic => "classic",
+            B::Buildkit => "buildkit",
+        }
+    }
+}
+
+/// `labship build ARGS --builder B`.
+fn build(p: &Project, b: B, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    all.extend(["--builder", b.flag()]);
+    p.labship(&all)
+}
+
+/// One test per builder from `fn $name(b: B)`.
+macro_rules! both {
+    ($name:ident, $classic:ident, $buildkit:ident) => {
+        #[test]
+        fn $classic() {
+            $name(B::Classic);
+        }
+        #[test]
+        fn $buildkit() {
+            $name(B::Buildkit);
+        }
+    };
+}
+
+both!(
+    builds_the_default_workload_from_the_offline_base,
+    builds_the_default_workload_classic,
+    builds_the_default_workload_buildkit
+);
+fn builds_the_default_workload_from_the_offline_base(b: B) {
     let p = Project::default_workload("build");
-    let out = p.labship(&["build", "--output", "json"]);
+    let out = build(&p, b, &["--output", "json"]);
     let report = json(&out);
+    assert_eq!(report["builder"], b.flag(), "{report}");
     let tag = report["content_tag"].as_str().expect("content_tag");
     let image = format!("{}:{tag}", p.repository());
     assert_eq!(report["image"], image);
@@ -16,7 +61,11 @@ fn builds_the_default_workload_from_the_offline_base() {
         "{report}"
     );
     // Build output went to stderr, step by step; stdout held only JSON (checked by json()).
-    assert!(stderr(&out).contains("Step 1/"), "{}", stderr(&out));
+    let steps = match b {
+        B::Classic => "Step 1/",
+        B::Buildkit => "#1 [internal] load remote build context",
+    };
+    assert!(stderr(&out).contains(steps), "{}", stderr(&out));
 
     // The engine has both tags, with the labels and the platform asked for.
     assert!(image_exists(&image));
@@ -53,8 +102,12 @@ fn builds_the_default_workload_from_the_offline_base() {
     let _ = docker(&["rmi", "-f", &image, &format!("{}:latest", p.repository())]);
 }
 
-#[test]
-fn same_inputs_give_the_same_tag_and_any_change_a_new_one() {
+both!(
+    same_inputs_give_the_same_tag_and_any_change_a_new_one,
+    same_inputs_same_tag_classic,
+    same_inputs_same_tag_buildkit
+);
+fn same_inputs_give_the_same_tag_and_any_change_a_new_one(b: B) {
     let p = Project::with_files(
         "tags",
         &[
@@ -67,13 +120,17 @@ fn same_inputs_give_the_same_tag_and_any_change_a_new_one() {
     );
     let tag =
         |out: &std::process::Output| json(out)["content_tag"].as_str().expect("tag").to_string();
-    let first = tag(&p.labship(&["build", "-o", "json", "-q"]));
-    let again = tag(&p.labship(&["build", "-o", "json", "-q"]));
+    let first = tag(&build(&p, b, &["-o", "json", "-q"]));
+    let again = tag(&build(&p, b, &["-o", "json", "-q"]));
     assert_eq!(first, again);
     p.write("docker/data.txt", "two");
-    let changed = tag(&p.labship(&["build", "-o", "json", "-q"]));
+    let changed = tag(&build(&p, b, &["-o", "json", "-q"]));
     assert_ne!(first, changed);
-    let with_arg = tag(&p.labship(&["build", "-o", "json", "-q", "--build-arg", "EXTRA=1"]));
+    let with_arg = tag(&build(
+        &p,
+        b,
+        &["-o", "json", "-q", "--build-arg", "EXTRA=1"],
+    ));
     assert_ne!(changed, with_arg);
     let content = docker_ok(&[
         "run",
@@ -95,8 +152,8 @@ fn same_inputs_give_the_same_tag_and_any_change_a_new_one() {
 }
 
 /// What the engine received, listed from inside the image.
-fn files_in_image(p: &Project) -> Vec<String> {
-    let report = json(&p.labship(&["build", "-o", "json", "-q"]));
+fn files_in_image(p: &Project, b: B) -> Vec<String> {
+    let report = json(&build(p, b, &["-o", "json", "-q"]));
     let image = report["image"].as_str().expect("image").to_string();
     let listing = docker_ok(&[
         "run",
@@ -117,8 +174,12 @@ fn files_in_image(p: &Project) -> Vec<String> {
     files
 }
 
-#[test]
-fn dockerignore_is_honoured_like_docker_does() {
+both!(
+    dockerignore_is_honoured_like_docker_does,
+    dockerignore_classic,
+    dockerignore_buildkit
+);
+fn dockerignore_is_honoured_like_docker_does(b: B) {
     let p = Project::with_files(
         "ignore",
         &[
@@ -139,7 +200,7 @@ fn dockerignore_is_honoured_like_docker_does() {
         ],
     );
     assert_eq!(
-        files_in_image(&p),
+        files_in_image(&p, b),
         [
             ".dockerignore",
             "Dockerfile",
@@ -151,8 +212,12 @@ fn dockerignore_is_honoured_like_docker_does() {
     );
 }
 
-#[test]
-fn dockerfile_and_dockerignore_are_sent_even_when_ignored() {
+both!(
+    dockerfile_and_dockerignore_are_sent_even_when_ignored,
+    ignored_dockerfile_classic,
+    ignored_dockerfile_buildkit
+);
+fn dockerfile_and_dockerignore_are_sent_even_when_ignored(b: B) {
     let p = Project::with_files(
         "ignore-df",
         &[
@@ -166,11 +231,23 @@ fn dockerfile_and_dockerignore_are_sent_even_when_ignored() {
         ],
     );
     // The build works (the engine got its Dockerfile) and COPY sees only what is not ignored.
-    assert_eq!(files_in_image(&p), ["data/a.csv"]);
+    // BuildKit, given the context as a tar (not yet through a session), reads its Dockerfile
+    // and .dockerignore from it and copies them too: a known difference from `docker build`,
+    // and why `--builder auto` keeps the classic builder for Dockerfiles that do not need
+    // BuildKit.
+    let expected: &[&str] = match b {
+        B::Classic => &["data/a.csv"],
+        B::Buildkit => &[".dockerignore", "Dockerfile", "data/a.csv"],
+    };
+    assert_eq!(files_in_image(&p, b), expected);
 }
 
-#[test]
-fn multi_stage_target_and_build_args() {
+both!(
+    multi_stage_target_and_build_args,
+    multi_stage_classic,
+    multi_stage_buildkit
+);
+fn multi_stage_target_and_build_args(b: B) {
     let p = Project::with_files(
         "stages",
         &[(
@@ -178,16 +255,19 @@ fn multi_stage_target_and_build_args() {
             "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS base\nARG GREETING=hello\nRUN echo \"$GREETING\" > /greeting\nFROM base AS dev\nRUN echo dev > /stage\nFROM base AS prod\nRUN echo prod > /stage\n",
         )],
     );
-    let report = json(&p.labship(&[
-        "build",
-        "-o",
-        "json",
-        "-q",
-        "--target",
-        "dev",
-        "--build-arg",
-        "GREETING=bonjour",
-    ]));
+    let report = json(&build(
+        &p,
+        b,
+        &[
+            "-o",
+            "json",
+            "-q",
+            "--target",
+            "dev",
+            "--build-arg",
+            "GREETING=bonjour",
+        ],
+    ));
     let image = report["image"].as_str().expect("image");
     assert_eq!(
         docker_ok(&["run", "--rm", "--entrypoint", "cat", image, "/stage"]).trim(),
@@ -200,19 +280,27 @@ fn multi_stage_target_and_build_args() {
     let _ = docker(&["rmi", "-f", image, &format!("{}:latest", p.repository())]);
 }
 
-#[test]
-fn a_failing_step_is_shown_with_its_last_lines() {
+both!(
+    a_failing_step_is_shown_with_its_last_lines,
+    a_failing_step_classic,
+    a_failing_step_buildkit
+);
+fn a_failing_step_is_shown_with_its_last_lines(b: B) {
     let p = Project::with_files(
         "fail",
         &[("Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo preparing-things && echo the-last-words >&2 && exit 3\n")],
     );
-    let out = p.labship(&["build", "-o", "json"]);
+    let out = build(&p, b, &["-o", "json"]);
     let err = json_error(&out);
     assert_eq!(err["code"], "labship::build::step_failed");
     let message = err["message"].as_str().unwrap_or_default();
-    assert!(message.starts_with("build failed at Step "), "{message}");
-    assert!(message.contains(": RUN echo preparing-things"), "{message}");
-    assert!(message.contains("returned a non-zero code: 3"), "{message}");
+    let (step, code) = match b {
+        B::Classic => ("build failed at Step ", "returned a non-zero code: 3"),
+        B::Buildkit => ("build failed at [2/2] RUN ", "exit code: 3"),
+    };
+    assert!(message.starts_with(step), "{message}");
+    assert!(message.contains("RUN echo preparing-things"), "{message}");
+    assert!(message.contains(code), "{message}");
     let help = err["help"].as_str().unwrap_or_default();
     assert!(
         help.contains("the-last-words") && help.contains("preparing-things"),
@@ -222,7 +310,7 @@ fn a_failing_step_is_shown_with_its_last_lines() {
         !help.contains('\u{1b}'),
         "no colour codes in the hint: {help:?}"
     );
-    let out = p.labship(&["build"]);
+    let out = build(&p, b, &[]);
     assert!(!out.status.success());
     assert!(
         out.stdout.is_empty(),
@@ -234,8 +322,12 @@ fn a_failing_step_is_shown_with_its_last_lines() {
     );
 }
 
-#[test]
-fn a_platform_the_engine_cannot_build_is_a_clear_error() {
+both!(
+    a_platform_the_engine_cannot_build_is_a_clear_error,
+    a_foreign_platform_classic,
+    a_foreign_platform_buildkit
+);
+fn a_platform_the_engine_cannot_build_is_a_clear_error(b: B) {
     let p = Project::with_files(
         "arch",
         &[(
@@ -245,7 +337,7 @@ fn a_platform_the_engine_cannot_build_is_a_clear_error() {
     );
     // t4g is Graviton: the default platform follows the instance type to linux/arm64, which
     // this amd64 engine (no emulation, no registry) cannot build from the amd64 base.
-    let out = p.labship(&["build", "-o", "json", "--instance-type", "t4g.medium"]);
+    let out = build(&p, b, &["-o", "json", "--instance-type", "t4g.medium"]);
     let err = json_error(&out);
     assert_eq!(err["code"], "labship::build::platform", "{err}");
     assert!(
@@ -256,4 +348,166 @@ fn a_platform_the_engine_cannot_build_is_a_clear_error() {
         "{err}"
     );
     assert!(!image_exists(&format!("{}:latest", p.repository())));
+}
+
+// ---- what only BuildKit builds -------------------------------------------------------------
+
+/// A cache mount keeps its content from one build to the next: the step counts the builds that
+/// saw the cache (a pip cache would keep the wheels it downloaded the same way).
+#[test]
+fn auto_builds_a_cache_mount_with_buildkit_and_the_cache_persists() {
+    let id = unique("cache");
+    let dockerfile = format!(
+        "ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY requirements.txt /tmp/requirements.txt\nRUN --mount=type=cache,id={id},target=/cache sh -c 'n=$(cat /cache/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /cache/n; echo cache-builds=$n'\n"
+    );
+    let p = Project::with_files(
+        "cache",
+        &[
+            ("Dockerfile", dockerfile.as_str()),
+            ("requirements.txt", "six==1.16.0\n"),
+        ],
+    );
+    let first = p.labship(&["build", "-o", "json"]);
+    let report = json(&first);
+    assert_eq!(report["builder"], "buildkit", "{report}");
+    let err = stderr(&first);
+    assert!(
+        err.contains("uses `RUN --mount`: building with BuildKit"),
+        "{err}"
+    );
+    assert!(err.contains("cache-builds=1"), "{err}");
+    // A changed requirements file runs the step again, and it finds the cache it left.
+    p.write("docker/requirements.txt", "six==1.16.0\nidna==3.7\n");
+    let second = p.labship(&["build", "-o", "json"]);
+    let err = stderr(&second);
+    assert!(err.contains("cache-builds=2"), "{err}");
+    // The classic builder cannot, and says what to do.
+    let classic = json_error(&p.labship(&["build", "-o", "json", "--builder", "classic"]));
+    assert_eq!(classic["code"], "labship::build::step_failed", "{classic}");
+    assert!(
+        classic["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs BuildKit"),
+        "{classic}"
+    );
+    let image = json(&second)["image"].as_str().expect("image").to_string();
+    let _ = docker(&[
+        "rmi",
+        "-f",
+        report["image"].as_str().unwrap_or_default(),
+        &image,
+        &format!("{}:latest", p.repository()),
+    ]);
+}
+
+/// Two stages that do not depend on each other run at the same time with BuildKit: each
+/// records when it ran, and the two intervals overlap.
+#[test]
+fn buildkit_runs_independent_stages_in_parallel() {
+    let stage = |name: &str| {
+        format!(
+            "FROM ${{BASE_IMAGE}} AS {name}\nRUN date +%s.%N > /start && sleep 3 && date +%s.%N > /end\n"
+        )
+    };
+    let dockerfile = format!(
+        "ARG BASE_IMAGE\n{}{}FROM ${{BASE_IMAGE}}\nCOPY --from=a /start /a.start\nCOPY --from=a /end /a.end\nCOPY --from=b /start /b.start\nCOPY --from=b /end /b.end\n",
+        stage("a"),
+        stage("b")
+    );
+    let p = Project::with_files("parallel", &[("Dockerfile", dockerfile.as_str())]);
+    let report = json(&build(&p, B::Buildkit, &["-o", "json", "-q"]));
+    let image = report["image"].as_str().expect("image");
+    let read = |f: &str| -> f64 {
+        docker_ok(&["run", "--rm", "--entrypoint", "cat", image, f])
+            .trim()
+            .parse()
+            .expect("a time")
+    };
+    let (a0, a1, b0, b1) = (
+        read("/a.start"),
+        read("/a.end"),
+        read("/b.start"),
+        read("/b.end"),
+    );
+    assert!(
+        a0 < b1 && b0 < a1,
+        "the stages ran one after the other: a {a0}..{a1}, b {b0}..{b1}"
+    );
+    let _ = docker(&["rmi", "-f", image, &format!("{}:latest", p.repository())]);
+}
+
+/// An engine that turns BuildKit away (a proxy in front of this one answers `/build?version=2`
+/// as an engine without BuildKit does): `auto` says so in one line and builds with the classic
+/// builder, which then names what the Dockerfile needs.
+#[test]
+fn an_engine_that_refuses_buildkit_gets_the_classic_builder_with_a_note() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || refuse_buildkit(client));
+        }
+    });
+    fn refuse_buildkit(mut client: std::net::TcpStream) {
+        let mut head = [0u8; 512];
+        let Ok(n) = client.peek(&mut head) else {
+            return;
+        };
+        let first = String::from_utf8_lossy(&head[..n]);
+        if first.starts_with("POST ") && first.contains("/build?version=2") {
+            let body = r#"{"message":"buildkit not supported by daemon"}"#;
+            let _ = write!(
+                client,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 65536];
+            while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
+            return;
+        }
+        let Ok(engine) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else {
+            return;
+        };
+        let (mut c2, mut e2) = (
+            client.try_clone().expect("clone"),
+            engine.try_clone().expect("clone"),
+        );
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut e2);
+            let _ = e2.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut engine, mut client) = (engine, client);
+        let _ = std::io::copy(&mut engine, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        let _ = up.join();
+    }
+
+    let p = Project::with_files(
+        "refused",
+        &[(
+            "Dockerfile",
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN --mount=type=cache,target=/cache true\n",
+        )],
+    );
+    let out = p
+        .command(&["build", "-o", "json"])
+        .env("DOCKER_HOST", format!("tcp://{addr}"))
+        .output()
+        .expect("run labship");
+    let err = stderr(&out);
+    assert!(
+        err.contains("The engine refused BuildKit (buildkit not supported by daemon): building with the classic builder"),
+        "{err}"
+    );
+    let failure = json_error(&out);
+    assert!(
+        failure["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs BuildKit"),
+        "{failure}"
+    );
 }
