@@ -275,6 +275,10 @@ pub struct BuildArgs {
     /// The engine's builder: auto (BuildKit when the engine has it; the default), buildkit or classic
     #[arg(long, value_name = "auto|buildkit|classic")]
     pub builder: Option<String>,
+    /// A secret for RUN --mount=type=secret,id=NAME (BuildKit; repeatable): id=NAME,src=FILE or
+    /// id=NAME,env=VAR. It reaches neither the image, its history, the output nor the tag
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -336,6 +340,7 @@ impl BuildArgs {
             target: self.target.clone(),
             platform: self.platform.clone(),
             builder: self.builder.clone(),
+            secrets: self.secrets.clone(),
             build_args: self.build_args.clone(),
             instance_type: self.instance_type.clone(),
             ..global.overrides()

@@ -43,6 +43,9 @@ pub struct BuildSection {
     pub args: BTreeMap<String, String>,
     /// "auto" (BuildKit when the engine has it), "buildkit" or "classic".
     pub builder: Option<String>,
+    /// Build secrets, as `--secret` takes them: `id=NAME,src=FILE` or `id=NAME,env=VAR`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +85,8 @@ pub struct Overrides {
     pub target: Option<String>,
     pub platform: Option<String>,
     pub builder: Option<String>,
+    /// `--secret` (added to those of labship.toml).
+    pub secrets: Vec<String>,
     pub build_args: Vec<(String, String)>,
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
@@ -116,6 +121,7 @@ impl Overrides {
             target: var("LABSHIP_TARGET"),
             platform: var("LABSHIP_PLATFORM"),
             builder: var("LABSHIP_BUILDER"),
+            secrets: Vec::new(),
             build_args,
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
@@ -144,6 +150,7 @@ impl Overrides {
             target: self.target.or(lower.target),
             platform: self.platform.or(lower.platform),
             builder: self.builder.or(lower.builder),
+            secrets: [lower.secrets, self.secrets].concat(),
             build_args,
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
@@ -250,6 +257,60 @@ impl std::fmt::Display for Target {
             Target::Local => "local",
             Target::Ec2 => "ec2",
         })
+    }
+}
+
+/// A build secret and where its value comes from (never the value itself: it is read when
+/// the build starts, and never reaches labship.toml, argv or the content tag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSpec {
+    /// `id=NAME,src=FILE` (also `source=`), or `id=NAME,env=VAR`, as `docker build --secret`
+    /// takes them (`type=` is accepted and checked). A relative FILE is relative to `base`.
+    pub fn parse(spec: &str, base: &Path) -> Result<SecretSpec> {
+        let bad = |reason: &str| {
+            Error::InvalidSetting {
+            what: "secret",
+            value: spec.to_string(),
+            reason: reason.to_string(),
+            hint: "write it as id=NAME,src=FILE or id=NAME,env=VAR (the value itself never goes on the command line)".into(),
+        }
+        };
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("`{part}` is not KEY=VALUE")))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "id" => id = Some(v.trim().to_string()),
+                "src" | "source" => src = Some(v.trim().to_string()),
+                "env" => env = Some(v.trim().to_string()),
+                "type" => kind = Some(v.trim().to_ascii_lowercase()),
+                other => return Err(bad(&format!("unknown key `{other}`"))),
+            }
+        }
+        let id = id.filter(|i| !i.is_empty()).ok_or_else(|| bad("no id"))?;
+        let source = match (src, env, kind.as_deref()) {
+            (Some(_), Some(_), _) => return Err(bad("both src and env")),
+            (Some(f), None, None | Some("file")) => {
+                SecretSource::File(absolute(base, Path::new(&f)))
+            }
+            (None, Some(v), None | Some("env")) => SecretSource::Env(v),
+            (None, None, _) => return Err(bad("no src=FILE or env=VAR")),
+            _ => return Err(bad("type= does not match src/env")),
+        };
+        Ok(SecretSpec { id, source })
     }
 }
 
@@ -380,6 +441,8 @@ pub struct BuildSettings {
     pub platform: Arch,
     pub args: BTreeMap<String, String>,
     pub builder: Builder,
+    /// Secrets for `RUN --mount=type=secret` (BuildKit), read when the build starts.
+    pub secrets: Vec<SecretSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -518,6 +581,15 @@ impl Config {
             check_registry_endpoint(endpoint, from, over.insecure_registry_endpoint)?;
         }
 
+        let secrets = {
+            let from_file = file
+                .build
+                .secrets
+                .iter()
+                .map(|spec| SecretSpec::parse(spec, &root));
+            let from_flags = over.secrets.iter().map(|spec| SecretSpec::parse(spec, cwd));
+            from_file.chain(from_flags).collect::<Result<Vec<_>>>()?
+        };
         Ok(Config {
             root,
             file: file_path,
@@ -531,6 +603,7 @@ impl Config {
                 target: over.target.or(file.build.target).filter(|t| !t.is_empty()),
                 platform,
                 args,
+                secrets,
                 builder: over
                     .builder
                     .or(file.build.builder)
@@ -796,6 +869,34 @@ pub fn test_project(name: &str) -> (tempfile::TempDir, Config) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn secrets_parse_like_docker_build_and_name_what_is_wrong() {
+        let base = Path::new("/proj");
+        assert_eq!(
+            SecretSpec::parse("id=pypi,src=conf/pypirc", base).expect("file"),
+            SecretSpec {
+                id: "pypi".into(),
+                source: SecretSource::File(PathBuf::from("/proj/conf/pypirc")),
+            }
+        );
+        assert_eq!(
+            SecretSpec::parse("type=env,id=gh,env=GH_TOKEN", base)
+                .expect("env")
+                .source,
+            SecretSource::Env("GH_TOKEN".into())
+        );
+        for bad in [
+            "src=x",
+            "id=a",
+            "id=a,src=x,env=Y",
+            "id=a,value=hunter2",
+            "id=a,type=env,src=x",
+        ] {
+            assert!(SecretSpec::parse(bad, base).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Overrides {

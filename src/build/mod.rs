@@ -120,7 +120,21 @@ fn labels(config: &Config) -> HashMap<String, String> {
 
 /// Builds the image from the configured context and tags it `<content tag>` and `latest`.
 pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
+    let secrets = read_secrets(&config.build.secrets)?;
     let builder = match config.build.builder {
+        Builder::Classic if !secrets.is_empty() => {
+            return Err(Error::InvalidSetting {
+                what: "builder",
+                value: "classic".into(),
+                reason: "build secrets reach RUN --mount=type=secret, which only BuildKit has"
+                    .into(),
+                hint: "build with --builder buildkit (or auto, the default)".into(),
+            })
+        }
+        Builder::Auto if !secrets.is_empty() => {
+            printer.note("Build secrets are given: building with BuildKit");
+            Builder::Buildkit
+        }
         Builder::Auto => {
             let dockerfile = std::fs::read_to_string(&config.build.dockerfile).unwrap_or_default();
             match buildkit_syntax(&dockerfile) {
@@ -139,22 +153,57 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         }
         chosen => chosen,
     };
-    match build_with(engine, config, builder, printer).await {
-        // An engine that says it has BuildKit but turns it away: once more, classic.
-        Err(Error::BuildKitRefused { message }) if config.build.builder == Builder::Auto => {
+    match build_with(engine, config, builder, &secrets, printer).await {
+        // An engine that says it has BuildKit but turns it away: once more, classic (unless
+        // secrets need BuildKit).
+        Err(Error::BuildKitRefused { message })
+            if config.build.builder == Builder::Auto && secrets.is_empty() =>
+        {
             printer.note(format!(
                 "The engine refused BuildKit ({message}): building with the classic builder"
             ));
-            build_with(engine, config, Builder::Classic, printer).await
+            build_with(engine, config, Builder::Classic, &[], printer).await
         }
         other => other,
     }
+}
+
+/// The secrets' values, read now (a missing file or variable is an error naming it).
+fn read_secrets(
+    specs: &[crate::config::SecretSpec],
+) -> Result<Vec<crate::docker::session::BuildSecret>> {
+    use crate::config::SecretSource;
+    specs
+        .iter()
+        .map(|spec| {
+            let value = match &spec.source {
+                SecretSource::File(path) => {
+                    std::fs::read(path).map_err(|source| Error::ContextIo {
+                        path: path.clone(),
+                        source,
+                    })?
+                }
+                SecretSource::Env(var) => std::env::var(var)
+                    .map_err(|_| Error::InvalidSetting {
+                        what: "secret",
+                        value: format!("id={},env={var}", spec.id),
+                        reason: format!("the environment variable {var} is not set (or not UTF-8)"),
+                        hint: format!(
+                            "export {var} before the build, or give the secret as src=FILE"
+                        ),
+                    })?
+                    .into_bytes(),
+            };
+            Ok(crate::docker::session::BuildSecret::new(&spec.id, value))
+        })
+        .collect()
 }
 
 async fn build_with(
     engine: &Engine,
     config: &Config,
     builder: Builder,
+    secrets: &[crate::docker::session::BuildSecret],
     printer: &Printer,
 ) -> Result<BuildReport> {
     let started = Instant::now();
@@ -212,6 +261,7 @@ async fn build_with(
         target: inputs.target.clone(),
         args: inputs.args.clone().into_iter().collect(),
         labels: api_labels,
+        secrets: secrets.to_vec(),
     };
     let built = engine
         .build(builder, &request, body, |line| printer.relay(line))

@@ -103,7 +103,7 @@ impl Timestamp {
 // ---- the request ---------------------------------------------------------------------------
 
 impl super::BuildRequest {
-    fn query(&self) -> Result<String> {
+    fn query(&self, session: Option<&str>) -> Result<String> {
         let json = |v: &HashMap<String, String>| {
             serde_json::to_string(v).map_err(|e| Error::engine("encoding the build request", e))
         };
@@ -118,6 +118,9 @@ impl super::BuildRequest {
         ];
         if let Some(t) = &self.target {
             q.push(("target", t.clone()));
+        }
+        if let Some(id) = session {
+            q.push(("session", id.to_string()));
         }
         Ok(q.into_iter()
             .map(|(k, v)| {
@@ -137,12 +140,13 @@ pub(super) async fn build(
     endpoint: &Endpoint,
     api_version: &str,
     request: &super::BuildRequest,
+    session: Option<&str>,
     context: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     mut on_output: impl FnMut(&str),
 ) -> Result<Built> {
     let fail = |e: &dyn std::fmt::Display| Error::engine("building the image", e.to_string());
     let body = StreamBody::new(context.map(|chunk| chunk.map(Frame::data)));
-    let http = Request::post(format!("/v{api_version}/build?{}", request.query()?))
+    let http = Request::post(format!("/v{api_version}/build?{}", request.query(session)?))
         .header("Host", "docker")
         .header("Content-Type", "application/x-tar")
         .body(body)
@@ -615,9 +619,11 @@ mod tests {
             target: Some("final stage".into()),
             args: HashMap::from([("A".into(), "x&y".into())]),
             labels: HashMap::new(),
+            secrets: Vec::new(),
         }
-        .query()
+        .query(Some("abc"))
         .expect("query");
+        assert!(q.ends_with("&session=abc"), "{q}");
         assert!(q.starts_with("version=2&"), "{q}");
         assert!(q.contains("platform=linux%2Famd64"), "{q}");
         assert!(q.contains("target=final%20stage"), "{q}");

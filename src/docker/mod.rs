@@ -10,6 +10,7 @@ mod buildkit;
 mod connect;
 pub mod containers;
 pub mod push;
+pub mod session;
 
 use std::collections::HashMap;
 
@@ -115,7 +116,24 @@ impl Engine {
             }
             _ => {
                 let version = self.docker.client_version().to_string();
-                buildkit::build(&self.source.endpoint, &version, request, context, on_output).await
+                // The session lives until the build is over (dropped at the end of this arm).
+                let session = if request.secrets.is_empty() {
+                    None
+                } else {
+                    Some(
+                        session::Session::start(&self.source.endpoint, &version, &request.secrets)
+                            .await?,
+                    )
+                };
+                buildkit::build(
+                    &self.source.endpoint,
+                    &version,
+                    request,
+                    session.as_ref().map(|s| s.id.as_str()),
+                    context,
+                    on_output,
+                )
+                .await
             }
         }
     }
@@ -370,6 +388,8 @@ pub struct BuildRequest {
     pub target: Option<String>,
     pub args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
+    /// For `RUN --mount=type=secret` (BuildKit only), served through a session.
+    pub secrets: Vec<session::BuildSecret>,
 }
 
 /// Whether an API version `1.NN` is at least `min`.

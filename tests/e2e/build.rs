@@ -511,3 +511,105 @@ fn an_engine_that_refuses_buildkit_gets_the_classic_builder_with_a_note() {
         "{failure}"
     );
 }
+
+/// A build secret reaches `RUN --mount=type=secret` and nothing else: not the image's layers
+/// or history, not labship's output at any verbosity, not the content tag.
+#[test]
+fn a_build_secret_reaches_the_step_and_nothing_else() {
+    let value = format!("s3cr3t-{}", unique("value"));
+    let p = Project::with_files(
+        "secret",
+        &[(
+            "Dockerfile",
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN --mount=type=secret,id=token,required=true sh -c 'test -s /run/secrets/token && wc -c < /run/secrets/token > /token-length && echo secret-was-readable'\n",
+        )],
+    );
+    let secret_file = p.path().join("token.txt");
+    std::fs::write(&secret_file, &value).expect("write the secret");
+    let from_file = format!("id=token,src={}", secret_file.display());
+    let out = p.labship(&["build", "-o", "json", "-vvv", "--secret", &from_file]);
+    let report = json(&out);
+    assert_eq!(report["builder"], "buildkit", "{report}");
+    let err = stderr(&out);
+    assert!(err.contains("secret-was-readable"), "{err}");
+    let image = report["image"].as_str().expect("image").to_string();
+    assert_eq!(
+        docker_ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            &image,
+            "/token-length"
+        ])
+        .trim(),
+        value.len().to_string(),
+        "the step read the whole secret"
+    );
+    // Nowhere it must not be: labship's output (-vvv), the history, every byte of the image.
+    let history = docker_ok(&["history", "--no-trunc", &image]);
+    let saved = std::process::Command::new("docker")
+        .args(["save", &image])
+        .output()
+        .expect("docker save");
+    assert!(saved.status.success());
+    for (place, text) in [
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("stderr at -vvv", err.clone()),
+        ("docker history", history),
+    ] {
+        assert!(!text.contains(&value), "the secret is in {place}");
+    }
+    assert!(
+        !saved
+            .stdout
+            .windows(value.len())
+            .any(|w| w == value.as_bytes()),
+        "the secret is in the image's layers or config"
+    );
+    // Another value of the secret is the same build: the tag does not depend on it.
+    std::fs::write(&secret_file, "another-value").expect("write");
+    let again = json(&p.labship(&["build", "-o", "json", "-q", "--secret", &from_file]));
+    assert_eq!(again["content_tag"], report["content_tag"]);
+    // From the environment too; and a missing one is named.
+    let by_env = p
+        .command(&[
+            "build",
+            "-o",
+            "json",
+            "-q",
+            "--secret",
+            "id=token,env=LABSHIP_TEST_TOKEN",
+        ])
+        .env("LABSHIP_TEST_TOKEN", &value)
+        .output()
+        .expect("run labship");
+    assert!(by_env.status.success(), "{}", stderr(&by_env));
+    let missing = json_error(&p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--secret",
+        "id=token,env=LABSHIP_TEST_NO_SUCH_VAR",
+    ]));
+    assert_eq!(missing["code"], "labship::config::invalid", "{missing}");
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("LABSHIP_TEST_NO_SUCH_VAR"),
+        "{missing}"
+    );
+    // The classic builder has no secret mounts: refused before anything is built.
+    let classic = json_error(&p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--builder",
+        "classic",
+        "--secret",
+        &from_file,
+    ]));
+    assert_eq!(classic["code"], "labship::config::invalid", "{classic}");
+    let _ = docker(&["rmi", "-f", &image, &format!("{}:latest", p.repository())]);
+}

@@ -1,0 +1,292 @@
+//! A BuildKit session with the engine: what `RUN --mount=type=secret` reads its secrets from.
+//!
+//! `POST /session` upgrades the connection (`Upgrade: h2c`); from then on the engine is a gRPC
+//! client on it and labship the server, answering the methods it announced in the upgrade's
+//! headers: `moby.buildkit.secrets.v1.Secrets/GetSecret` and the gRPC health check BuildKit
+//! uses to see that the session is alive. A build names the session (`/build?session=ID`).
+//!
+//! The gRPC framing is written here over the `h2` crate (already in the tree through hyper)
+//! instead of taking tonic and tower: two unary methods are a few dozen lines, and the release
+//! binary stays within its size budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::Empty;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+
+use super::connect::Endpoint;
+use crate::error::{Error, Result};
+
+const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+#[derive(Clone, PartialEq, Message)]
+struct GetSecretRequest {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GetSecretResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckResponse {
+    /// 1 = SERVING.
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// A build secret: its id (`RUN --mount=type=secret,id=ID`) and value. The value is hidden
+/// from diagnostics when it is made and has no `Debug`.
+#[derive(Clone)]
+pub struct BuildSecret {
+    pub id: String,
+    value: Arc<Vec<u8>>,
+}
+
+impl BuildSecret {
+    pub fn new(id: &str, value: Vec<u8>) -> BuildSecret {
+        if let Ok(text) = std::str::from_utf8(&value) {
+            crate::secrets::hide(text.trim());
+        }
+        BuildSecret {
+            id: id.to_string(),
+            value: Arc::new(value),
+        }
+    }
+}
+
+impl std::fmt::Debug for BuildSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BuildSecret({}, ****)", self.id)
+    }
+}
+
+/// A running session: its id for `/build?session=`, and the task serving it (ended on drop).
+pub struct Session {
+    pub id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Session {
+    /// Opens a session on the engine that serves `secrets`.
+    pub async fn start(
+        endpoint: &Endpoint,
+        api_version: &str,
+        secrets: &[BuildSecret],
+    ) -> Result<Session> {
+        let fail =
+            |e: &dyn std::fmt::Display| Error::engine("opening a BuildKit session", e.to_string());
+        let id = new_id();
+        let request = Request::post(format!("/v{api_version}/session"))
+            .header("Host", "docker")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "h2c")
+            .header("X-Docker-Expose-Session-Uuid", &id)
+            .header("X-Docker-Expose-Session-Name", "labship")
+            .header("X-Docker-Expose-Session-Sharedkey", &id)
+            .header("X-Docker-Expose-Session-Grpc-Method", GET_SECRET)
+            .header("X-Docker-Expose-Session-Grpc-Method", HEALTH_CHECK)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(&e))?;
+        let upgraded = match endpoint {
+            Endpoint::Unix(path) => {
+                let io = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                upgrade(TokioIo::new(io), request).await
+            }
+            Endpoint::Tcp(hostport) => {
+                let io = tokio::net::TcpStream::connect(hostport)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                upgrade(TokioIo::new(io), request).await
+            }
+        }
+        .map_err(|e| fail(&e))?;
+        let mut h2 = h2::server::handshake(TokioIo::new(upgraded))
+            .await
+            .map_err(|e| fail(&e))?;
+        let secrets: Arc<HashMap<String, BuildSecret>> =
+            Arc::new(secrets.iter().map(|s| (s.id.clone(), s.clone())).collect());
+        let task = tokio::spawn(async move {
+            while let Some(accepted) = h2.accept().await {
+                let Ok((request, respond)) = accepted else {
+                    break;
+                };
+                let secrets = Arc::clone(&secrets);
+                tokio::spawn(async move {
+                    if let Err(e) = answer(request, respond, &secrets).await {
+                        tracing::debug!("BuildKit session call failed: {e}");
+                    }
+                });
+            }
+        });
+        Ok(Session { id, task })
+    }
+}
+
+/// Sends the upgrade request and returns the upgraded connection.
+async fn upgrade<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> std::result::Result<hyper::upgrade::Upgraded, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!("session connection closed: {e}");
+        }
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!(
+            "the engine answered HTTP {} instead of switching protocols",
+            response.status()
+        ));
+    }
+    hyper::upgrade::on(response)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Answers one unary gRPC call.
+async fn answer(
+    request: hyper::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    secrets: &HashMap<String, BuildSecret>,
+) -> std::result::Result<(), h2::Error> {
+    let path = request.uri().path().to_string();
+    let mut body = request.into_body();
+    let mut raw = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        raw.extend_from_slice(&chunk);
+    }
+    let message = unframe(raw.freeze());
+    let reply: std::result::Result<Vec<u8>, (u32, String)> = match path.as_str() {
+        HEALTH_CHECK => Ok(HealthCheckResponse { status: 1 }.encode_to_vec()),
+        GET_SECRET => match GetSecretRequest::decode(message) {
+            Ok(req) => match secrets.get(&req.id) {
+                Some(secret) => Ok(GetSecretResponse {
+                    data: secret.value.as_ref().clone(),
+                }
+                .encode_to_vec()),
+                // NOT_FOUND: BuildKit then fails the mount, or skips it with required=false.
+                None => Err((5, format!("secret {} not provided", req.id))),
+            },
+            Err(e) => Err((3, format!("bad request: {e}"))),
+        },
+        other => Err((12, format!("{other} is not served by labship"))),
+    };
+    let head = hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
+    let mut trailers = hyper::HeaderMap::new();
+    match reply {
+        Ok(bytes) => {
+            let mut stream = respond.send_response(head, false)?;
+            stream.send_data(frame(&bytes), false)?;
+            trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+            stream.send_trailers(trailers)?;
+        }
+        Err((code, text)) => {
+            let mut stream = respond.send_response(head, false)?;
+            trailers.insert(
+                "grpc-status",
+                hyper::header::HeaderValue::from_str(&code.to_string())
+                    .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("2")),
+            );
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&text) {
+                trailers.insert("grpc-message", v);
+            }
+            stream.send_trailers(trailers)?;
+        }
+    }
+    Ok(())
+}
+
+/// The message of a gRPC frame (1 byte "compressed", 4 bytes length, the message); empty when
+/// the frame is short.
+fn unframe(mut raw: Bytes) -> Bytes {
+    if raw.len() < 5 {
+        return Bytes::new();
+    }
+    raw.advance(1);
+    let len = raw.get_u32() as usize;
+    raw.slice(..len.min(raw.len()))
+}
+
+fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(message);
+    out.freeze()
+}
+
+/// A session id: 25 random lowercase alphanumerics, as the docker CLI makes them.
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 25];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Unique enough for a session name on one engine when the OS gives no randomness.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        return format!("labship{nanos}");
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let message = GetSecretRequest { id: "pypi".into() }.encode_to_vec();
+        let framed = frame(&message);
+        assert_eq!(framed[0], 0);
+        let back = GetSecretRequest::decode(unframe(framed)).expect("decode");
+        assert_eq!(back.id, "pypi");
+        assert!(unframe(Bytes::from_static(b"\0\0")).is_empty());
+    }
+
+    #[test]
+    fn ids_look_like_the_clis() {
+        let id = new_id();
+        assert_eq!(id.len(), 25);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_ne!(id, new_id());
+    }
+}
