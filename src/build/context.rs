@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::dockerignore::DockerIgnore;
+use super::hashes::HashCache;
 use crate::error::{Error, Result};
 
 /// The name a Dockerfile from outside the context is sent under (as the docker CLI does).
@@ -35,7 +36,8 @@ pub struct Context {
 /// What a walk saw.
 #[derive(Debug, Clone, Default)]
 pub struct ContextSummary {
-    /// sha256 over every sent entry's path, kind, mode, size and content.
+    /// sha256 over every sent entry's path, kind, mode, size and (for files) the SHA-256 of its
+    /// content.
     pub digest: String,
     pub files: u64,
     pub bytes: u64,
@@ -104,6 +106,7 @@ impl Context {
         let mut tar = tar::Builder::new(out);
         tar.mode(tar::HeaderMode::Complete);
         let mut hasher = ContextHasher::default();
+        let mut cache = HashCache::open(&self.root);
         self.walk(|entry| {
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&entry.meta, tar::HeaderMode::Complete);
@@ -131,8 +134,11 @@ impl Context {
                     if entry.rel == self.dockerfile_name && self.dockerfile_override.is_some() =>
                 {
                     let original = std::fs::read(&entry.path).map_err(io_err)?;
-                    hasher.file_header(&entry.rel, &entry.meta);
-                    hasher.content(&original);
+                    hasher.file(
+                        &entry.rel,
+                        &entry.meta,
+                        &hex::encode(Sha256::digest(&original)),
+                    );
                     let sent = self.dockerfile_override.as_deref().unwrap_or_default();
                     header.set_size(sent.len() as u64);
                     tar.append_data(&mut header, &entry.rel, sent)
@@ -141,11 +147,14 @@ impl Context {
                 Kind::File => {
                     let size = entry.meta.len();
                     let file = File::open(&entry.path).map_err(io_err)?;
-                    hasher.file_header(&entry.rel, &entry.meta);
-                    let reader = Exact::new(file, size, &mut hasher);
+                    let mut sha = Sha256::new();
+                    let reader = Exact::new(file, size, &mut sha);
                     header.set_size(size);
                     tar.append_data(&mut header, &entry.rel, reader)
                         .map_err(io_err)?;
+                    let sha = hex::encode(sha.finalize());
+                    hasher.file(&entry.rel, &entry.meta, &sha);
+                    cache.record(&entry.rel, &entry.meta, &sha);
                 }
             }
             Ok(())
@@ -155,31 +164,45 @@ impl Context {
             source,
         })?;
         drop(out);
+        cache.save();
         Ok(hasher.finish())
     }
 
-    /// Hashes the context without building a tar (same digest as [`Context::write_tar`]).
+    /// Hashes the context without building a tar (same digest as [`Context::write_tar`]),
+    /// reading only the files the hash cache cannot vouch for.
     pub fn summarise(&self) -> Result<ContextSummary> {
+        self.summarise_with(HashCache::open(&self.root))
+    }
+
+    fn summarise_with(&self, mut cache: HashCache) -> Result<ContextSummary> {
         let mut hasher = ContextHasher::default();
         self.walk(|entry| {
             match &entry.kind {
                 Kind::Dir => hasher.dir(&entry.rel, &entry.meta),
                 Kind::Symlink(target) => hasher.symlink(&entry.rel, target),
                 Kind::File => {
-                    let file = File::open(&entry.path).map_err(|source| Error::ContextIo {
-                        path: entry.path.clone(),
-                        source,
-                    })?;
-                    hasher.file_header(&entry.rel, &entry.meta);
-                    let mut reader = Exact::new(file, entry.meta.len(), &mut hasher);
-                    io::copy(&mut reader, &mut io::sink()).map_err(|source| Error::ContextIo {
-                        path: entry.path.clone(),
-                        source,
-                    })?;
+                    let sha = match cache.lookup(&entry.rel, &entry.meta) {
+                        Some(sha) => sha,
+                        None => {
+                            let io_err = |source| Error::ContextIo {
+                                path: entry.path.clone(),
+                                source,
+                            };
+                            let file = File::open(&entry.path).map_err(io_err)?;
+                            let mut sha = Sha256::new();
+                            let mut reader = Exact::new(file, entry.meta.len(), &mut sha);
+                            io::copy(&mut reader, &mut io::sink()).map_err(io_err)?;
+                            let sha = hex::encode(sha.finalize());
+                            cache.record(&entry.rel, &entry.meta, &sha);
+                            sha
+                        }
+                    };
+                    hasher.file(&entry.rel, &entry.meta, &sha);
                 }
             }
             Ok(())
         })?;
+        cache.save();
         Ok(hasher.finish())
     }
 
@@ -298,18 +321,15 @@ impl ContextHasher {
         self.sha.update(format!("L\0{rel}\0{}\n", target.display()));
     }
 
-    fn file_header(&mut self, rel: &str, meta: &Metadata) {
+    /// A file by its path, permission bits, size and the SHA-256 of its content.
+    fn file(&mut self, rel: &str, meta: &Metadata, sha256: &str) {
         self.files += 1;
+        self.bytes += meta.len();
         self.sha.update(format!(
-            "F\0{rel}\0{:o}\0{}\n",
+            "F\0{rel}\0{:o}\0{}\0{sha256}\n",
             meta.mode() & 0o7777,
             meta.len()
         ));
-    }
-
-    fn content(&mut self, bytes: &[u8]) {
-        self.bytes += bytes.len() as u64;
-        self.sha.update(bytes);
     }
 
     fn finish(self) -> ContextSummary {
@@ -326,11 +346,11 @@ impl ContextHasher {
 struct Exact<'h> {
     inner: io::Take<File>,
     remaining: u64,
-    hasher: &'h mut ContextHasher,
+    hasher: &'h mut Sha256,
 }
 
 impl<'h> Exact<'h> {
-    fn new(file: File, size: u64, hasher: &'h mut ContextHasher) -> Self {
+    fn new(file: File, size: u64, hasher: &'h mut Sha256) -> Self {
         Exact {
             inner: file.take(size),
             remaining: size,
@@ -349,7 +369,7 @@ impl Read for Exact<'_> {
             ));
         }
         self.remaining -= n as u64;
-        self.hasher.content(&buf[..n]);
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }

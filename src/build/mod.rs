@@ -7,6 +7,7 @@
 pub mod base;
 pub mod context;
 pub mod dockerignore;
+mod hashes;
 mod labels;
 
 use std::collections::{BTreeMap, HashMap};
