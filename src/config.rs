@@ -460,7 +460,8 @@ pub struct Ec2Settings {
     pub port: u16,
     pub allow_cidr: Vec<String>,
     pub ssh_key: Option<String>,
-    pub access: Access,
+    /// `None`: not set (an existing instance keeps how it is reached; a new one is HTTPS).
+    pub access: Option<Access>,
 }
 
 impl Config {
@@ -623,13 +624,7 @@ impl Config {
                 port,
                 allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
                 ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
-                access: file
-                    .ec2
-                    .access
-                    .as_deref()
-                    .map(Access::parse)
-                    .transpose()?
-                    .unwrap_or_default(),
+                access: file.ec2.access.as_deref().map(Access::parse).transpose()?,
             },
         })
     }

@@ -230,7 +230,7 @@ pub enum Error {
     #[error("--access ssm needs the AWS {plugin}, which is not on PATH")]
     #[diagnostic(
         code(labship::ec2::ssm_plugin_missing),
-        help("install it ({install}) and check it with `{plugin} --version`; or use --access https, which needs no plugin. Nothing was created")
+        help("install it ({install}) and check it with `{plugin} --version` (`up --access ssm` creates nothing without it); or use --access https, which needs no plugin")
     )]
     SsmPluginMissing {
         plugin: &'static str,

@@ -60,6 +60,22 @@ pub struct Tunnel {
     session: String,
     child: Child,
     port: u16,
+    /// Set by [`Tunnel::close`]; a tunnel dropped without it still ends its session.
+    closed: bool,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        // The plugin dies with the handle (kill_on_drop); the session is ended best-effort.
+        if !self.closed {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (cloud, session) = (self.cloud.clone(), self.session.clone());
+                runtime.spawn(async move {
+                    let _ = cloud.terminate_session(&session).await;
+                });
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -114,6 +130,7 @@ impl Tunnel {
             session: session.id,
             child,
             port: local,
+            closed: false,
         };
         match tunnel.until_listening(instance).await {
             Ok(()) => Ok(tunnel),
@@ -215,6 +232,7 @@ impl Tunnel {
     /// [`EXIT_WITHIN`] is killed. A failure to end the session is only logged (AWS ends idle
     /// sessions by itself).
     pub async fn close(mut self) {
+        self.closed = true;
         if let Err(e) = self.cloud.terminate_session(&self.session).await {
             tracing::warn!(
                 "could not end the Systems Manager session {}: {e}",

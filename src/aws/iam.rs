@@ -36,11 +36,13 @@ impl Cloud {
         self.create_instance_profile().await.map_err(|e| match e {
             Error::AccessDenied {
                 action, message, ..
-            } if action.starts_with("iam:") => Error::InstanceRoleMissing {
-                role: format!("{IAM_PATH}{INSTANCE_ROLE}"),
-                action,
-                message,
-            },
+            } if action.starts_with("iam:") && action != "iam:GetInstanceProfile" => {
+                Error::InstanceRoleMissing {
+                    role: format!("{IAM_PATH}{INSTANCE_ROLE}"),
+                    action,
+                    message,
+                }
+            }
             e => e,
         })
     }

@@ -96,6 +96,33 @@ impl Context {
         &self.dockerfile_path
     }
 
+    /// Whether the file at `path` would be sent with this context (it lies under the root and
+    /// neither it nor a folder above it is ignored), as the walk decides.
+    pub fn sends(&self, path: &Path) -> bool {
+        let (Ok(root), Ok(path)) = (self.root.canonicalize(), path.canonicalize()) else {
+            return false;
+        };
+        let Ok(rel) = path.strip_prefix(&root) else {
+            return false;
+        };
+        let rel = slash_path(rel);
+        if rel == self.dockerfile_name || rel == ".dockerignore" {
+            return true;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            let holds_dockerfile = self.dockerfile_name.starts_with(&format!("{dir}/"));
+            if self.ignore.is_excluded(&dir)
+                && !holds_dockerfile
+                && !self.ignore.may_reinclude_under(&dir)
+            {
+                return false;
+            }
+        }
+        !self.ignore.is_excluded(&rel)
+    }
+
     /// Sends `text` in place of the Dockerfile (see `build::labels`).
     pub fn override_dockerfile(&mut self, text: Vec<u8>) {
         self.dockerfile_override = Some(text);

@@ -7,11 +7,14 @@
 //! recorded, by a margin: a file written within the same clock tick as its hashing (git's
 //! "racy" case) is read again. Any doubt (no cache, an unreadable or foreign one, another
 //! size, time or inode) means the file is read and hashed, so a stale cache can cost time but
-//! never a wrong tag.
+//! never a wrong tag. A cache folder or file that others could write is not read. Not covered:
+//! a file system whose clock runs more than the margin behind this machine's (a remote mount),
+//! or one whose ctime is not a change time (FAT, exFAT): there an edit that keeps a file's size
+//! and times within the margin's tick could be missed.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped when the meaning of an entry changes; another version is an empty cache.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Times this close to (or after) the recording are not trusted.
 const RACY_MARGIN_NS: i128 = 2_000_000_000;
 
@@ -28,6 +31,7 @@ struct Entry {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
+    dev: u64,
     ino: u64,
     sha256: String,
 }
@@ -38,6 +42,7 @@ impl Entry {
             size: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            dev: meta.dev(),
             ino: meta.ino(),
             sha256,
         }
@@ -76,6 +81,7 @@ impl HashCache {
         });
         let previous = file
             .as_ref()
+            .filter(|f| private(f))
             .and_then(|f| std::fs::read(f).ok())
             .and_then(|bytes| serde_json::from_slice::<Stored>(&bytes).ok())
             .filter(|s| s.version == VERSION)
@@ -98,6 +104,7 @@ impl HashCache {
         let same = old.size == now.size
             && old.mtime_ns == now.mtime_ns
             && old.ctime_ns == now.ctime_ns
+            && old.dev == now.dev
             && old.ino == now.ino;
         if same && now.mtime_ns < settled && now.ctime_ns < settled {
             self.seen.insert(rel.to_string(), old.clone());
@@ -126,7 +133,10 @@ impl HashCache {
         };
         let write = || -> std::io::Result<()> {
             let dir = file.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
             let tmp = tempfile::NamedTempFile::new_in(dir)?;
             serde_json::to_writer(std::io::BufWriter::new(tmp.as_file()), &stored)
                 .map_err(std::io::Error::other)?;
@@ -137,6 +147,22 @@ impl HashCache {
             tracing::debug!("could not save the hash cache {}: {e}", file.display());
         }
     }
+}
+
+/// Whether a cache file can only have been written by whoever may read it here: its folder
+/// open to no one else, the file writable by no one else. Another user's entries could name
+/// an old file's hash and so an old image; such a cache is not read.
+fn private(file: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(dir), Ok(meta)) = (file.parent(), std::fs::metadata(file)) else {
+        return false;
+    };
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    dir_meta.permissions().mode() & 0o077 == 0
+        && meta.permissions().mode() & 0o022 == 0
+        && dir_meta.uid() == meta.uid()
 }
 
 fn cache_dir() -> Option<PathBuf> {

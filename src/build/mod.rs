@@ -121,6 +121,7 @@ fn labels(config: &Config) -> HashMap<String, String> {
 
 /// Builds the image from the configured context and tags it `<content tag>` and `latest`.
 pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
+    refuse_secrets_in_context(config)?;
     let secrets = read_secrets(&config.build.secrets)?;
     let builder = match config.build.builder {
         Builder::Classic if !secrets.is_empty() => {
@@ -169,6 +170,38 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
     }
 }
 
+/// A secret file the context would send reaches the engine (and `COPY .` puts it in the
+/// image) whatever `--secret` does: refused, naming the way out.
+fn refuse_secrets_in_context(config: &Config) -> Result<()> {
+    use crate::config::SecretSource;
+    let files: Vec<&crate::config::SecretSpec> = config
+        .build
+        .secrets
+        .iter()
+        .filter(|s| matches!(s.source, SecretSource::File(_)))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let context = Context::open(&config.build.context, &config.build.dockerfile)?;
+    for spec in files {
+        if let SecretSource::File(path) = &spec.source {
+            if context.sends(path) {
+                return Err(Error::InvalidSetting {
+                    what: "secret",
+                    value: format!("id={},src={}", spec.id, path.display()),
+                    reason: "the file is inside the build context, so it would be sent with it (and `COPY .` would put it in the image)".into(),
+                    hint: format!(
+                        "move it out of {}, or list it in its .dockerignore",
+                        config.build.context.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The secrets' values, read now (a missing file or variable is an error naming it).
 fn read_secrets(
     specs: &[crate::config::SecretSpec],
@@ -178,12 +211,12 @@ fn read_secrets(
         .iter()
         .map(|spec| {
             let value = match &spec.source {
-                SecretSource::File(path) => {
-                    std::fs::read(path).map_err(|source| Error::ContextIo {
-                        path: path.clone(),
-                        source,
-                    })?
-                }
+                SecretSource::File(path) => std::fs::read(path).map_err(|e| Error::InvalidSetting {
+                    what: "secret",
+                    value: format!("id={},src={}", spec.id, path.display()),
+                    reason: format!("cannot read the file: {e}"),
+                    hint: "check the path (relative paths are from labship.toml's folder, or the current one on the command line)".into(),
+                })?,
                 SecretSource::Env(var) => std::env::var(var)
                     .map_err(|_| Error::InvalidSetting {
                         what: "secret",
@@ -340,35 +373,52 @@ async fn build_with(
 /// Other Dockerfiles keep the classic builder until BuildKit is served its context through
 /// a session (the tar context BuildKit gets now copies an ignored Dockerfile with `COPY .`).
 pub fn buildkit_syntax(dockerfile: &str) -> Option<&'static str> {
+    if dockerfile.lines().any(|l| {
+        let l = l.trim().to_ascii_lowercase();
+        l.starts_with("# syntax=") || l.starts_with("#syntax=")
+    }) {
+        return Some("a `# syntax=` frontend");
+    }
+    // Instructions with their continuation lines joined, comments dropped.
+    let mut instructions = Vec::new();
+    let mut current = String::new();
     for raw in dockerfile.lines() {
         let line = raw.trim();
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("# syntax=") || lower.starts_with("#syntax=") {
-            return Some("a `# syntax=` frontend");
-        }
-        if lower.starts_with('#') {
+        if line.starts_with('#') {
             continue;
         }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    instructions.push(current);
+    for instruction in instructions {
+        let lower = instruction.to_ascii_lowercase();
         let mut words = lower.split_whitespace();
-        let instruction = words.next().unwrap_or_default();
+        let name = words.next().unwrap_or_default();
         let flags: Vec<&str> = words
             .take_while(|w| w.starts_with("--") || w.starts_with("<<"))
             .collect();
-        match instruction {
-            "run" if flags.iter().any(|f| f.starts_with("--mount")) => {
-                return Some("`RUN --mount`")
+        let has = |prefixes: &[&str]| {
+            flags
+                .iter()
+                .any(|f| prefixes.iter().any(|p| f.starts_with(p)))
+        };
+        match name {
+            "run" if has(&["--mount"]) => return Some("`RUN --mount`"),
+            "run" if has(&["--network", "--security"]) => {
+                return Some("`RUN --network`/`--security`")
             }
-            "run" | "copy" if flags.iter().any(|f| f.starts_with("<<")) => {
-                return Some("a here-document")
-            }
-            "copy" | "add"
-                if flags.iter().any(|f| {
-                    f.starts_with("--link")
-                        || f.starts_with("--parents")
-                        || f.starts_with("--exclude")
-                }) =>
-            {
-                return Some("`COPY --link`/`--parents`/`--exclude`")
+            "run" | "copy" if has(&["<<"]) => return Some("a here-document"),
+            "copy" | "add" if has(&["--link", "--parents", "--exclude", "--chmod"]) => {
+                return Some("`COPY --link`/`--chmod`/`--parents`/`--exclude`")
             }
             _ => {}
         }
@@ -493,6 +543,11 @@ mod tests {
         assert!(buildkit_syntax("# syntax=docker/dockerfile:1\nFROM x\n").is_some());
         assert!(buildkit_syntax("FROM x\nRUN <<EOF\necho hi\nEOF\n").is_some());
         assert!(buildkit_syntax("FROM x\nCOPY --link a /a\n").is_some());
+        assert!(
+            buildkit_syntax("FROM x\nRUN \\\n  --mount=type=cache,target=/c \\\n  true\n")
+                .is_some()
+        );
+        assert!(buildkit_syntax("FROM x\nCOPY --chmod=755 a /a\n").is_some());
         assert!(buildkit_syntax("FROM x\n# RUN --mount=type=cache in a comment\nRUN echo --mount\nCOPY --chown=1000 a /a\n").is_none());
     }
 

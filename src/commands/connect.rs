@@ -11,6 +11,11 @@ use labship::output::Printer;
 use labship::tls::TlsError;
 
 pub async fn run(config: &Config, port: Option<u16>, open: bool, printer: &Printer) -> Result<()> {
+    // Before a Systems Manager session may be opened: a Ctrl-C then ends it, not labship alone.
+    labship::interrupt::install(labship::interrupt::Then::Retry(format!(
+        "{} (to open it again)",
+        super::command_for("connect", config, config.target)
+    )))?;
     let target = match config.target {
         Target::Local => {
             LocalHost::connect()

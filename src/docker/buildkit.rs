@@ -403,12 +403,19 @@ impl Progress {
             "no match for platform",
             "no matching manifest for",
         ];
-        let failed = self
-            .order
-            .iter()
-            .rev()
-            .filter_map(|d| self.steps.get(d))
-            .find(|s| !s.error.is_empty());
+        // The step whose own error the final message carries; else the last one that failed
+        // for a reason of its own (parallel steps stopped by that failure say "canceled").
+        let failing = || {
+            self.order
+                .iter()
+                .rev()
+                .filter_map(|d| self.steps.get(d))
+                .filter(|s| !s.error.is_empty())
+        };
+        let failed = failing()
+            .find(|s| message.contains(s.error.trim()))
+            .or_else(|| failing().find(|s| !s.error.contains("canceled")))
+            .or_else(|| failing().next());
         if platform_word.iter().any(|w| lower.contains(w)) {
             return Error::PlatformMismatch {
                 platform: self.platform.clone(),

@@ -367,7 +367,7 @@ impl BuildLog {
             format!("last lines of the step:\n  {}", tail.join("\n  "))
         };
         if lower.contains("requires buildkit") {
-            tail.push_str("\nthis step needs BuildKit: build with --builder buildkit (or auto, the default) instead of classic");
+            tail.push_str("\nthis step needs BuildKit: build with --builder buildkit");
         }
         Error::BuildStepFailed {
             step: self

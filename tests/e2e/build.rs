@@ -600,6 +600,27 @@ fn a_build_secret_reaches_the_step_and_nothing_else() {
             .contains("LABSHIP_TEST_NO_SUCH_VAR"),
         "{missing}"
     );
+    // A secret file inside the context would travel with it: refused, naming .dockerignore.
+    p.write("docker/token.txt", &value);
+    let inside = json_error(&p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--secret",
+        &format!(
+            "id=token,src={}",
+            p.path().join("docker/token.txt").display()
+        ),
+    ]));
+    assert_eq!(inside["code"], "labship::config::invalid", "{inside}");
+    assert!(
+        inside["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(".dockerignore"),
+        "{inside}"
+    );
+    std::fs::remove_file(p.path().join("docker/token.txt")).expect("remove");
     // The classic builder has no secret mounts: refused before anything is built.
     let classic = json_error(&p.labship(&[
         "build",

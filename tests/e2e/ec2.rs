@@ -743,6 +743,19 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         .expect("DescribeInstances");
     let instance_tags = tags_of(described.reservations()[0].instances()[0].tags());
     assert_eq!(instance_tags["labship:access"], "ssm");
+    // A plain `up` later (no --access, no address) keeps it so: no port opened behind its back.
+    let plain_up: Vec<&str> = ssm_up_args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--access" && *a != "ssm")
+        .collect();
+    let kept = json(&p.labship_at(&sim, &plain_up, &plugin_env));
+    assert_eq!(kept["access"], "ssm", "{kept}");
+    assert_eq!(
+        ingress_of_group().await,
+        0,
+        "a plain up opened the port again"
+    );
     let tunnelled = Connect::start_with(&p, &sim, &plugin_env);
     assert!(
         tunnelled.url.starts_with("http://127.0.0.1:")

@@ -41,6 +41,8 @@ pub struct Options {
     pub public: bool,
     /// How Jupyter is reached: through its open port, or an SSM session (no inbound rule).
     pub access: Access,
+    /// Whether `access` was asked for (`--access`, `ec2.access`), rather than defaulted.
+    pub access_asked: bool,
     /// Act on a deployment another identity owns.
     pub force: bool,
 }
@@ -66,7 +68,8 @@ impl Options {
                 hint: "use another port, e.g. --port 8888 (the default)".into(),
             });
         }
-        let access = options.access.unwrap_or(config.ec2.access);
+        let asked = options.access.or(config.ec2.access);
+        let access = asked.unwrap_or_default();
         if access == Access::Ssm {
             let opener = if options.public {
                 Some("--public")
@@ -91,6 +94,7 @@ impl Options {
         Ok(Options {
             port,
             access,
+            access_asked: asked.is_some(),
             bind: options
                 .bind
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
@@ -104,6 +108,20 @@ impl Options {
             public: options.public,
             force: options.force,
         })
+    }
+}
+
+impl Options {
+    /// These options for `live`: a deployment reached through SSM stays so unless a way in
+    /// was asked for (`--access`, `ec2.access`, `--allow-cidr`, `--public`), so that a plain
+    /// `up` never opens a port it had closed.
+    pub fn following(&self, live: Option<&crate::aws::ec2::Instance>) -> Options {
+        let mut opts = self.clone();
+        let asked = self.access_asked || self.public || !self.allow_cidr.is_empty();
+        if let (false, Some(inst)) = (asked, live) {
+            opts.access = inst.access;
+        }
+        opts
     }
 }
 
@@ -649,6 +667,37 @@ mod tests {
             PlanDetail::Ec2(p) => p,
             PlanDetail::Local(_) => panic!("not an EC2 plan"),
         }
+    }
+
+    #[test]
+    fn a_deployment_reached_through_ssm_stays_so_unless_asked() {
+        let (_dir, config) = config();
+        let mut ssm = instance("running", "img", 8888);
+        ssm.access = Access::Ssm;
+        // Nothing asked: the instance's way in is kept (no port opened behind its back).
+        assert_eq!(opts(&config).following(Some(&ssm)).access, Access::Ssm);
+        assert_eq!(opts(&config).following(None).access, Access::Https);
+        // Asked for: --access, or an address to open the port to.
+        let asked = |o: crate::hosts::UpOptions| {
+            Options::resolve(&config, &o)
+                .expect("options")
+                .following(Some(&ssm))
+                .access
+        };
+        assert_eq!(
+            asked(crate::hosts::UpOptions {
+                access: Some(Access::Https),
+                ..Default::default()
+            }),
+            Access::Https
+        );
+        assert_eq!(
+            asked(crate::hosts::UpOptions {
+                allow_cidr: vec!["203.0.113.0/24".into()],
+                ..Default::default()
+            }),
+            Access::Https
+        );
     }
 
     #[test]

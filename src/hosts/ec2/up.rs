@@ -40,6 +40,7 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
     let cloud = Cloud::new(aws);
     let mut observed = check(&cloud, engine, config, opts.force).await?;
     plan::refusals(config, &observed)?;
+    let opts = &opts.following(observed.live());
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let (ami, vpc, ingress, profile, auth, ()) = tokio::try_join!(
         resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
@@ -121,6 +122,7 @@ pub async fn up(
     )
     .await?;
     plan::refusals(config, &observed)?;
+    let opts = &opts.following(observed.live());
     if opts.access == Access::Ssm {
         // Without the plugin no one could reach what this would create.
         crate::tunnel::find_plugin()?;
@@ -492,6 +494,7 @@ async fn report(
                 &host_port(&ip, detail.port),
                 served,
                 token.as_ref(),
+                "the port is open to the addresses of the security group only",
                 printer,
             )
             .await?;
@@ -852,6 +855,7 @@ async fn check_from_here(
     addr: &str,
     served: &Served,
     token: Option<&JupyterToken>,
+    why_unreachable: &str,
     printer: &Printer,
 ) -> Result<()> {
     let Some(pin) = served.tls else {
@@ -885,7 +889,7 @@ async fn check_from_here(
         }
         Err(e) => {
             printer.note(format!(
-                "Could not reach Jupyter on {addr} from this machine ({e}); the port is open to the addresses of the security group only"
+                "Could not reach Jupyter on {addr} from this machine ({e}); {why_unreachable}"
             ));
             Ok(())
         }
@@ -905,9 +909,27 @@ async fn check_through_ssm(
     if served.tls.is_none() {
         return Ok(());
     }
-    let tunnel = crate::tunnel::Tunnel::open(cloud, &instance.id, port).await?;
-    let checked =
-        check_from_here(&instance.deployment, &tunnel.addr(), served, token, printer).await;
+    // As over HTTPS, not reaching Jupyter from here is a note: it runs, and `connect` retries.
+    let tunnel = match crate::tunnel::Tunnel::open(cloud, &instance.id, port).await {
+        Ok(t) => t,
+        Err(e @ Error::SsmPluginMissing { .. }) => return Err(e),
+        Err(e) => {
+            printer.note(format!(
+                "Could not check Jupyter through Systems Manager from here ({e}); `labship connect {} --ec2` tries again",
+                instance.deployment
+            ));
+            return Ok(());
+        }
+    };
+    let checked = check_from_here(
+        &instance.deployment,
+        &tunnel.addr(),
+        served,
+        token,
+        "the Systems Manager session opened, but Jupyter did not answer through it",
+        printer,
+    )
+    .await;
     tunnel.close().await;
     checked
 }
