@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use prost::Message;
 
 use super::connect::Endpoint;
@@ -151,34 +150,14 @@ pub(super) async fn build(
         .header("Content-Type", "application/x-tar")
         .body(body)
         .map_err(|e| fail(&e))?;
-    let response = match endpoint {
-        Endpoint::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(|e| fail(&e))?;
-            crate::http::send(TokioIo::new(stream), http).await
-        }
-        Endpoint::Tcp(hostport) => {
-            let stream = tokio::net::TcpStream::connect(hostport)
-                .await
-                .map_err(|e| fail(&e))?;
-            crate::http::send(TokioIo::new(stream), http).await
-        }
-    }
-    .map_err(|e| fail(&e))?;
+    let response = endpoint.send(http).await.map_err(|e| fail(&e))?;
 
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let bytes = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        let message = super::connect::error_message(body)
+            .await
+            .map_err(|e| fail(&e))?;
         if message.to_ascii_lowercase().contains("buildkit") {
             return Err(Error::BuildKitRefused { message });
         }

@@ -40,6 +40,35 @@ pub struct EngineSource {
 }
 
 impl Endpoint {
+    /// Sends one request to the engine on a fresh connection (the calls labship makes by
+    /// hand: push, BuildKit builds).
+    pub(super) async fn send<B>(
+        &self,
+        request: hyper::Request<B>,
+    ) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use hyper_util::rt::TokioIo;
+        let sent = match self {
+            Endpoint::Unix(path) => {
+                let io = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                crate::http::send(TokioIo::new(io), request).await
+            }
+            Endpoint::Tcp(hostport) => {
+                let io = tokio::net::TcpStream::connect(hostport)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                crate::http::send(TokioIo::new(io), request).await
+            }
+        };
+        sent.map_err(|e| e.to_string())
+    }
+
     pub fn parse(host: &str) -> Result<Endpoint> {
         if let Some(path) = host.strip_prefix("unix://") {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
@@ -230,6 +259,22 @@ pub(super) async fn connect() -> Result<(Docker, EngineSource)> {
         tried: tried.join(", "),
         detail: last_error,
     })
+}
+
+/// The engine's own words in an error answer: its JSON `message`, else the body as text.
+pub(super) async fn error_message(
+    body: hyper::body::Incoming,
+) -> std::result::Result<String, String> {
+    use http_body_util::BodyExt;
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::connect::Endpoint;
@@ -162,26 +161,7 @@ pub(super) async fn push(
     let fail = |e: &dyn std::fmt::Display| Error::engine(format!("pushing {image}"), e.to_string());
     // The engine answers (headers) at once and then sends progress at least every few
     // seconds while it uploads; silence for IDLE means the engine or registry hung.
-    let connect = async {
-        match endpoint {
-            Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| fail(&e))?;
-                crate::http::send(TokioIo::new(stream), request)
-                    .await
-                    .map_err(|e| fail(&e))
-            }
-            Endpoint::Tcp(hostport) => {
-                let stream = tokio::net::TcpStream::connect(hostport)
-                    .await
-                    .map_err(|e| fail(&e))?;
-                crate::http::send(TokioIo::new(stream), request)
-                    .await
-                    .map_err(|e| fail(&e))
-            }
-        }
-    };
+    let connect = async { endpoint.send(request).await.map_err(|e| fail(&e)) };
     let response = tokio::time::timeout(IDLE, connect).await.map_err(|_| {
         fail(&format!(
             "the engine did not answer within {}s",
@@ -192,15 +172,9 @@ pub(super) async fn push(
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let bytes = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        let message = super::connect::error_message(body)
+            .await
+            .map_err(|e| fail(&e))?;
         return Err(classify(&image, &auth.server, message));
     }
 
