@@ -703,34 +703,29 @@ impl Cloud {
 
     /// Records how the instance is reached (`up --access` changed it).
     pub async fn set_access_tag(&self, id: &str, access: crate::config::Access) -> Result<()> {
-        self.ec2
-            .create_tags()
-            .resources(id)
-            .tags(
-                Tag::builder()
-                    .key(tags::ACCESS)
-                    .value(access.as_str())
-                    .build(),
-            )
-            .send()
+        self.retag(id, &[(tags::ACCESS, access.as_str().to_string())])
             .await
-            .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
-        Ok(())
     }
 
     /// Records what the instance now serves, after its container was replaced.
     pub async fn set_serving_tags(&self, id: &str, image: &str, port: u16) -> Result<()> {
-        self.ec2
-            .create_tags()
-            .resources(id)
-            .tags(Tag::builder().key(tags::IMAGE).value(image).build())
-            .tags(
-                Tag::builder()
-                    .key(tags::PORT)
-                    .value(port.to_string())
-                    .build(),
-            )
-            .send()
+        self.retag(
+            id,
+            &[
+                (tags::IMAGE, image.to_string()),
+                (tags::PORT, port.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// Sets (or replaces) tags of an existing instance.
+    async fn retag(&self, id: &str, pairs: &[(&str, String)]) -> Result<()> {
+        let mut call = self.ec2.create_tags().resources(id);
+        for (k, v) in pairs {
+            call = call.tags(Tag::builder().key(*k).value(v).build());
+        }
+        call.send()
             .await
             .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
         Ok(())

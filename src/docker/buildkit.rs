@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper::Request;
 use prost::Message;
@@ -153,7 +153,7 @@ pub(super) async fn build(
     let response = endpoint.send(http).await.map_err(|e| fail(&e))?;
 
     let status = response.status();
-    let mut body = response.into_body();
+    let body = response.into_body();
     if !status.is_success() {
         let message = super::connect::error_message(body)
             .await
@@ -171,22 +171,11 @@ pub(super) async fn build(
         platform: request.platform.clone(),
         ..Progress::default()
     };
-    let mut pending = Vec::new();
     let mut image_id = None;
-    while let Some(frame) = tokio::time::timeout(IDLE, body.frame())
-        .await
-        .map_err(|_| fail(&format!("no word from the engine for {}s", IDLE.as_secs())))?
-    {
-        let Ok(data) = frame.map_err(|e| fail(&e))?.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            record(&line, &mut progress, &mut image_id, &mut on_output)?;
-        }
-    }
-    record(&pending, &mut progress, &mut image_id, &mut on_output)?;
+    super::connect::each_line(body, IDLE, fail, |line| {
+        record(line, &mut progress, &mut image_id, &mut on_output)
+    })
+    .await?;
     progress.flush(&mut on_output);
     image_id.map(|image_id| Built { image_id }).ok_or_else(|| {
         Error::engine(

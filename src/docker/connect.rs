@@ -277,6 +277,37 @@ pub(super) async fn error_message(
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Reads the engine's JSON-lines answer, handing each line (without its newline) to `each`;
+/// a silence longer than `idle` is an error.
+pub(super) async fn each_line(
+    mut body: hyper::body::Incoming,
+    idle: Duration,
+    fail: impl Fn(&dyn std::fmt::Display) -> Error,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    use http_body_util::BodyExt;
+    let mut pending = Vec::new();
+    while let Some(frame) = tokio::time::timeout(idle, body.frame())
+        .await
+        .map_err(|_| {
+            fail(&format!(
+                "no progress from the engine for {}s",
+                idle.as_secs()
+            ))
+        })?
+    {
+        let Ok(data) = frame.map_err(|e| fail(&e))?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            each(line.trim_ascii())?;
+        }
+    }
+    each(pending.trim_ascii())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::Request;
 use serde::Deserialize;
 
@@ -170,7 +170,7 @@ pub(super) async fn push(
     })??;
 
     let status = response.status();
-    let mut body = response.into_body();
+    let body = response.into_body();
     if !status.is_success() {
         let message = super::connect::error_message(body)
             .await
@@ -179,27 +179,10 @@ pub(super) async fn push(
     }
 
     let mut tally = Tally::default();
-    let mut pending = Vec::new();
-    while let Some(frame) = tokio::time::timeout(IDLE, body.frame())
-        .await
-        .map_err(|_| {
-            fail(&format!(
-                "no progress from the engine for {}s",
-                IDLE.as_secs()
-            ))
-        })?
-    {
-        let frame = frame.map_err(|e| fail(&e))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            handle_line(&line, &image, &auth.server, &mut tally, &mut on_event)?;
-        }
-    }
-    handle_line(&pending, &image, &auth.server, &mut tally, &mut on_event)?;
+    super::connect::each_line(body, IDLE, fail, |line| {
+        handle_line(line, &image, &auth.server, &mut tally, &mut on_event)
+    })
+    .await?;
     Ok(tally.outcome())
 }
 

@@ -11,7 +11,7 @@ use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::Aws;
 use crate::aws::Cloud;
-use crate::config::{Access, Config, Target};
+use crate::config::{Config, Target};
 use crate::error::{Error, Result};
 use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
 use crate::interrupt;
@@ -71,20 +71,10 @@ async fn save(
             })?,
     };
     // Through a Systems Manager session when no port is open (--access ssm).
-    let (addr, tunnel) = match inst.access {
-        Access::Https => {
-            let Some(ip) = &inst.public_ip else {
-                return Err("the instance has no public IP address to reach Jupyter on".into());
-            };
-            (super::up::host_port(ip, port), None)
-        }
-        Access::Ssm => {
-            let tunnel = crate::tunnel::Tunnel::open(cloud, &inst.id, port)
-                .await
-                .map_err(|e| e.to_string())?;
-            (tunnel.addr(), Some(tunnel))
-        }
-    };
+    let (addr, tunnel) = super::jupyter_address(cloud, inst, port)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the instance has no public IP address to reach Jupyter on")?;
     // Over TLS to the certificate the host published; plain HTTP only for a host of a
     // labship from before TLS, whose console has no fingerprint.
     let endpoint = match pin {

@@ -177,19 +177,9 @@ pub async fn connect_target(aws: &Aws, deployment: &str) -> Result<crate::hosts:
     let port = inst
         .port
         .ok_or_else(|| not_yet("it has no labship:port tag"))?;
-    let (addr, tunnel) = match inst.access {
-        Access::Https => {
-            let ip = inst
-                .public_ip
-                .as_deref()
-                .ok_or_else(|| not_yet("it has no public address"))?;
-            (super::up::host_port(ip, port), None)
-        }
-        Access::Ssm => {
-            let tunnel = crate::tunnel::Tunnel::open(&cloud, &inst.id, port).await?;
-            (tunnel.addr(), Some(tunnel))
-        }
-    };
+    let (addr, tunnel) = super::jupyter_address(&cloud, &inst, port)
+        .await?
+        .ok_or_else(|| not_yet("it has no public address"))?;
     Ok(crate::hosts::ConnectTarget {
         remote: crate::forward::Remote { addr, pin },
         tunnel,

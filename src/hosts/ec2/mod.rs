@@ -422,6 +422,26 @@ impl Host for Ec2Host {
     }
 }
 
+/// Where labship reaches Jupyter on `inst` (on `port`): its public address, or with
+/// `--access ssm` the local end of a Systems Manager session opened now (the caller closes
+/// it). `None` for an HTTPS instance without a public address.
+pub(crate) async fn jupyter_address(
+    cloud: &crate::aws::Cloud,
+    inst: &crate::aws::ec2::Instance,
+    port: u16,
+) -> Result<Option<(String, Option<crate::tunnel::Tunnel>)>> {
+    Ok(match inst.access {
+        crate::config::Access::Https => inst
+            .public_ip
+            .as_deref()
+            .map(|ip| (up::host_port(ip, port), None)),
+        crate::config::Access::Ssm => {
+            let tunnel = crate::tunnel::Tunnel::open(cloud, &inst.id, port).await?;
+            Some((tunnel.addr(), Some(tunnel)))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
