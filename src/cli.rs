@@ -279,6 +279,10 @@ pub struct BuildArgs {
     /// id=NAME,env=VAR. It reaches neither the image, its history, the output nor the tag
     #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
+    /// The network RUN steps use: default, host (reaches this machine's loopback: a local
+    /// package index or proxy) or none
+    #[arg(long, value_name = "default|host|none")]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -341,6 +345,7 @@ impl BuildArgs {
             platform: self.platform.clone(),
             builder: self.builder.clone(),
             secrets: self.secrets.clone(),
+            network: self.network.clone(),
             build_args: self.build_args.clone(),
             instance_type: self.instance_type.clone(),
             ..global.overrides()

@@ -46,6 +46,8 @@ pub struct BuildSection {
     /// Build secrets, as `--secret` takes them: `id=NAME,src=FILE` or `id=NAME,env=VAR`.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The network RUN steps use: "default", "host" or "none".
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +89,7 @@ pub struct Overrides {
     pub builder: Option<String>,
     /// `--secret` (added to those of labship.toml).
     pub secrets: Vec<String>,
+    pub network: Option<String>,
     pub build_args: Vec<(String, String)>,
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
@@ -122,6 +125,7 @@ impl Overrides {
             platform: var("LABSHIP_PLATFORM"),
             builder: var("LABSHIP_BUILDER"),
             secrets: Vec::new(),
+            network: var("LABSHIP_BUILD_NETWORK"),
             build_args,
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
@@ -151,6 +155,7 @@ impl Overrides {
             platform: self.platform.or(lower.platform),
             builder: self.builder.or(lower.builder),
             secrets: [lower.secrets, self.secrets].concat(),
+            network: self.network.or(lower.network),
             build_args,
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
@@ -443,6 +448,46 @@ pub struct BuildSettings {
     pub builder: Builder,
     /// Secrets for `RUN --mount=type=secret` (BuildKit), read when the build starts.
     pub secrets: Vec<SecretSpec>,
+    /// The network RUN steps use (`docker build --network`).
+    pub network: BuildNetwork,
+}
+
+/// The network a build's RUN steps use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildNetwork {
+    /// The engine's default (a bridge network with outside access).
+    #[default]
+    Default,
+    /// The machine's own network: a package index or proxy on this machine's loopback.
+    Host,
+    /// No network at all.
+    None,
+}
+
+impl BuildNetwork {
+    pub fn parse(value: &str) -> Result<BuildNetwork> {
+        match value {
+            "default" => Ok(BuildNetwork::Default),
+            "host" => Ok(BuildNetwork::Host),
+            "none" => Ok(BuildNetwork::None),
+            other => Err(Error::InvalidSetting {
+                what: "build network",
+                value: other.to_string(),
+                reason: "RUN steps use the engine's default network, the host's, or none".into(),
+                hint: "use --network default, host or none (build.network in labship.toml, LABSHIP_BUILD_NETWORK)".into(),
+            }),
+        }
+    }
+
+    /// The value of the engine API's `networkmode`.
+    pub fn api_value(self) -> &'static str {
+        match self {
+            BuildNetwork::Default => "default",
+            BuildNetwork::Host => "host",
+            BuildNetwork::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -610,6 +655,13 @@ impl Config {
                     .or(file.build.builder)
                     .as_deref()
                     .map(Builder::parse)
+                    .transpose()?
+                    .unwrap_or_default(),
+                network: over
+                    .network
+                    .or(file.build.network)
+                    .as_deref()
+                    .map(BuildNetwork::parse)
                     .transpose()?
                     .unwrap_or_default(),
             },

@@ -123,6 +123,33 @@ impl Context {
         !self.ignore.is_excluded(&rel)
     }
 
+    /// The context as BuildKit's file sync serves it.
+    pub fn synced(&self) -> super::sync::SyncedContext {
+        super::sync::SyncedContext {
+            root: self.root.clone(),
+            ignore: self.ignore.clone(),
+        }
+    }
+
+    /// The Dockerfile as sent (labels added), alone in a folder for BuildKit's file sync.
+    pub fn synced_dockerfile(&self) -> Result<super::sync::SyncedDockerfile> {
+        let io_err = |source| Error::ContextIo {
+            path: self.dockerfile_path.clone(),
+            source,
+        };
+        let text = match &self.dockerfile_override {
+            Some(text) => text.clone(),
+            None => std::fs::read(&self.dockerfile_path).map_err(io_err)?,
+        };
+        super::sync::SyncedDockerfile::new(&self.dockerfile_path, text).map_err(io_err)
+    }
+
+    /// Names the engine's copy of this context from one build to the next (the docker CLI
+    /// keys it by the folder too), so BuildKit asks only for files that changed.
+    pub fn shared_key(&self) -> String {
+        hex::encode(Sha256::digest(format!("labship:{}", self.root.display())))
+    }
+
     /// Sends `text` in place of the Dockerfile (see `build::labels`).
     pub fn override_dockerfile(&mut self, text: Vec<u8>) {
         self.dockerfile_override = Some(text);

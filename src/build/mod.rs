@@ -9,6 +9,7 @@ pub mod context;
 pub mod dockerignore;
 mod hashes;
 mod labels;
+mod sync;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -79,6 +80,10 @@ pub struct BuildReport {
     pub platform: String,
     pub context_files: u64,
     pub context_bytes: u64,
+    /// What of the context reached the engine: all of it with the classic builder, only
+    /// what changed since the last build with BuildKit.
+    pub sent_files: u64,
+    pub sent_bytes: u64,
     /// `buildkit` or `classic`.
     pub builder: &'static str,
     pub seconds: f64,
@@ -93,9 +98,11 @@ impl std::fmt::Display for BuildReport {
         writeln!(f, "  builder   {}", self.builder)?;
         write!(
             f,
-            "  context   {} files, {} ({:.1}s)",
+            "  context   {} files, {}, sent {} files, {} ({:.1}s)",
             self.context_files,
             indicatif::HumanBytes(self.context_bytes),
+            self.sent_files,
+            indicatif::HumanBytes(self.sent_bytes),
             self.seconds
         )
     }
@@ -137,21 +144,15 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
             printer.note("Build secrets are given: building with BuildKit");
             Builder::Buildkit
         }
+        Builder::Auto if engine.has_buildkit().await? => Builder::Buildkit,
         Builder::Auto => {
             let dockerfile = std::fs::read_to_string(&config.build.dockerfile).unwrap_or_default();
-            match buildkit_syntax(&dockerfile) {
-                Some(why) if engine.has_buildkit().await? => {
-                    printer.note(format!("The Dockerfile uses {why}: building with BuildKit"));
-                    Builder::Buildkit
-                }
-                Some(why) => {
-                    printer.note(format!(
-                        "The Dockerfile uses {why}, which needs BuildKit, and this engine has none: trying the classic builder"
-                    ));
-                    Builder::Classic
-                }
-                None => Builder::Classic,
+            if let Some(why) = buildkit_syntax(&dockerfile) {
+                printer.note(format!(
+                    "The Dockerfile uses {why}, which needs BuildKit, and this engine has none: trying the classic builder"
+                ));
             }
+            Builder::Classic
         }
         chosen => chosen,
     };
@@ -268,27 +269,6 @@ async fn build_with(
         builder_name(builder)
     ));
 
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter::new(tx.clone());
-        let result = context.write_tar(&mut out).and_then(|summary| {
-            out.flush().map_err(|source| Error::ContextIo {
-                path: std::path::PathBuf::from("(engine connection)"),
-                source,
-            })?;
-            Ok(summary)
-        });
-        if let Err(e) = &result {
-            // Make the upload fail too, so the engine does not build a truncated context.
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-
-    // Untagged until it passes the checks below; then tagged with its content tag and latest.
     let request = BuildRequest {
         dockerfile: inputs.dockerfile.clone(),
         platform: inputs.platform.clone(),
@@ -296,20 +276,13 @@ async fn build_with(
         args: inputs.args.clone().into_iter().collect(),
         labels: api_labels,
         secrets: secrets.to_vec(),
+        network: config.build.network.api_value(),
     };
-    let built = engine
-        .build(builder, &request, body, |line| printer.relay(line))
-        .await;
-    let written = writer
-        .await
-        .map_err(|e| Error::engine("streaming the build context", e))?;
-
-    let summary = match written {
-        Ok(summary) => summary,
-        // The engine hung up mid-upload: its own error (a failed FROM, say) says why.
-        Err(e) if is_disconnect(&e) => return Err(built.err().unwrap_or(e)),
-        // A context that could not be read explains the failed upload better than the engine.
-        Err(e) => return Err(e),
+    // Untagged until it passes the checks below; then tagged with its content tag and latest.
+    let (built, summary, sent) = if builder == Builder::Buildkit {
+        build_synced(engine, context, request, printer).await?
+    } else {
+        build_tar(engine, context, request, printer).await?
     };
     // BuildKit looks a base image up for the platform asked for; one the engine has only for
     // its own platform is then "not found", which is the platform's fault, not the name's.
@@ -363,15 +336,113 @@ async fn build_with(
         platform: inputs.platform,
         context_files: summary.files,
         context_bytes: summary.bytes,
+        sent_files: sent.0,
+        sent_bytes: sent.1,
         builder: builder_name(builder),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// What in a Dockerfile only BuildKit builds (`auto` then chooses it): `RUN --mount`, a
-/// `# syntax=` frontend, here-documents (`RUN <<EOF`), `COPY --link`/`--chmod`/`--parents`.
-/// Other Dockerfiles keep the classic builder until BuildKit is served its context through
-/// a session (the tar context BuildKit gets now copies an ignored Dockerfile with `COPY .`).
+/// A build's outcome, the context it hashed, and what of it was sent (files, bytes).
+type Outcome = (Result<crate::docker::Built>, ContextSummary, (u64, u64));
+
+/// BuildKit fetches the context through the session, only what its copy from the last build
+/// lacks; the content tag is hashed meanwhile on another thread (from the hash cache).
+async fn build_synced(
+    engine: &Engine,
+    context: Context,
+    mut request: BuildRequest,
+    printer: &Printer,
+) -> Result<Outcome> {
+    let dockerfile = context.synced_dockerfile()?;
+    request.dockerfile = dockerfile.name.clone();
+    let shared_key = context.shared_key();
+    let synced = std::sync::Arc::new(context.synced());
+    let hashing = tokio::task::spawn_blocking(move || context.summarise());
+    let built = engine
+        .build_synced(
+            &request,
+            synced,
+            std::sync::Arc::new(dockerfile),
+            shared_key,
+            |line| printer.relay(line),
+        )
+        .await;
+    let summary = hashing
+        .await
+        .map_err(|e| Error::engine("hashing the build context", e))??;
+    let (built, sent) = match built {
+        Ok((built, sent)) => (Ok(built), sent),
+        Err(e) => (Err(e), (0, 0)),
+    };
+    if built.is_ok() {
+        printer.note(if sent.1 < summary.bytes {
+            format!(
+                "Sent {} of the context's {} files ({} of {}); the engine had the rest from an earlier build",
+                sent.0,
+                summary.files,
+                indicatif::HumanBytes(sent.1),
+                indicatif::HumanBytes(summary.bytes)
+            )
+        } else {
+            format!(
+                "Sent the whole context: {} files, {}",
+                sent.0,
+                indicatif::HumanBytes(sent.1)
+            )
+        });
+    }
+    Ok((built, summary, sent))
+}
+
+/// The context as a tar in the request body, streamed from a blocking thread and hashed on
+/// the way (the classic builder, and BuildKit builds that need no session).
+async fn build_tar(
+    engine: &Engine,
+    context: Context,
+    request: BuildRequest,
+    printer: &Printer,
+) -> Result<Outcome> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter::new(tx.clone());
+        let result = context.write_tar(&mut out).and_then(|summary| {
+            out.flush().map_err(|source| Error::ContextIo {
+                path: std::path::PathBuf::from("(engine connection)"),
+                source,
+            })?;
+            Ok(summary)
+        });
+        if let Err(e) = &result {
+            // Make the upload fail too, so the engine does not build a truncated context.
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+        result
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let built = engine
+        .build(&request, body, |line| printer.relay(line))
+        .await;
+    let written = writer
+        .await
+        .map_err(|e| Error::engine("streaming the build context", e))?;
+    match written {
+        Ok(summary) => {
+            let sent = (summary.files, summary.bytes);
+            Ok((built, summary, sent))
+        }
+        // The engine hung up mid-upload: its own error (a failed FROM, say) says why.
+        Err(e) if is_disconnect(&e) => Err(built.err().unwrap_or(e)),
+        // A context that could not be read explains the failed upload better than the engine.
+        Err(e) => Err(e),
+    }
+}
+
+/// What in a Dockerfile only BuildKit builds: `RUN --mount`, a `# syntax=` frontend,
+/// here-documents (`RUN <<EOF`), `COPY --link`/`--chmod`/`--parents`; named when an engine
+/// without BuildKit is asked to build it.
 pub fn buildkit_syntax(dockerfile: &str) -> Option<&'static str> {
     if dockerfile.lines().any(|l| {
         let l = l.trim().to_ascii_lowercase();

@@ -1,5 +1,5 @@
-//! BuildKit builds through the engine API: `POST /build?version=2` with the context as a tar
-//! body, sent by hand because bollard (without its gRPC `buildkit` feature) cannot read the
+//! BuildKit builds through the engine API: `POST /build?version=2&remote=client-session`, the
+//! context served through the session (see [`super::filesync`]), sent by hand because bollard (without its gRPC `buildkit` feature) cannot read the
 //! answer: BuildKit reports progress as `{"id":"moby.buildkit.trace","aux":"<base64>"}`
 //! records whose payload is a protobuf `moby.buildkit.v1.StatusResponse`, decoded here with
 //! prost (the few fields labship shows, declared below rather than generated from the .proto).
@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::StreamBody;
-use hyper::body::Frame;
 use hyper::Request;
 use prost::Message;
 
@@ -102,7 +99,7 @@ impl Timestamp {
 // ---- the request ---------------------------------------------------------------------------
 
 impl super::BuildRequest {
-    fn query(&self, session: Option<&str>) -> Result<String> {
+    fn query(&self, session: &str) -> Result<String> {
         let json = |v: &HashMap<String, String>| {
             serde_json::to_string(v).map_err(|e| Error::engine("encoding the build request", e))
         };
@@ -112,15 +109,16 @@ impl super::BuildRequest {
             ("platform", self.platform.clone()),
             ("buildargs", json(&self.args)?),
             ("labels", json(&self.labels)?),
+            ("networkmode", self.network.to_string()),
             ("rm", "1".into()),
             ("forcerm", "1".into()),
         ];
         if let Some(t) = &self.target {
             q.push(("target", t.clone()));
         }
-        if let Some(id) = session {
-            q.push(("session", id.to_string()));
-        }
+        q.push(("session", session.to_string()));
+        // The context comes through the session's file sync, not the request body.
+        q.push(("remote", "client-session".to_string()));
         Ok(q.into_iter()
             .map(|(k, v)| {
                 format!(
@@ -139,16 +137,13 @@ pub(super) async fn build(
     endpoint: &Endpoint,
     api_version: &str,
     request: &super::BuildRequest,
-    session: Option<&str>,
-    context: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    session: &str,
     mut on_output: impl FnMut(&str),
 ) -> Result<Built> {
     let fail = |e: &dyn std::fmt::Display| Error::engine("building the image", e.to_string());
-    let body = StreamBody::new(context.map(|chunk| chunk.map(Frame::data)));
     let http = Request::post(format!("/v{api_version}/build?{}", request.query(session)?))
         .header("Host", "docker")
-        .header("Content-Type", "application/x-tar")
-        .body(body)
+        .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| fail(&e))?;
     let response = endpoint.send(http).await.map_err(|e| fail(&e))?;
 
@@ -595,12 +590,14 @@ mod tests {
             args: HashMap::from([("A".into(), "x&y".into())]),
             labels: HashMap::new(),
             secrets: Vec::new(),
+            network: "host",
         }
-        .query(Some("abc"))
+        .query("abc")
         .expect("query");
-        assert!(q.ends_with("&session=abc"), "{q}");
+        assert!(q.ends_with("&session=abc&remote=client%2Dsession"), "{q}");
         assert!(q.starts_with("version=2&"), "{q}");
         assert!(q.contains("platform=linux%2Famd64"), "{q}");
+        assert!(q.contains("networkmode=host"), "{q}");
         assert!(q.contains("target=final%20stage"), "{q}");
         assert!(q.contains("buildargs=%7B%22A%22%3A%22x%26y%22%7D"), "{q}");
     }

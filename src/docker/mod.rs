@@ -9,10 +9,12 @@
 mod buildkit;
 mod connect;
 pub mod containers;
+pub mod filesync;
 pub mod push;
 pub mod session;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
@@ -100,45 +102,44 @@ impl Engine {
         Ok(version.arch.unwrap_or_default())
     }
 
-    /// Builds from a tar stream with `builder` (`Auto` is BuildKit; see [`Self::has_buildkit`]).
-    /// `on_output` sees each line the engine prints; a failing step becomes
-    /// [`Error::BuildStepFailed`] naming the step and its last lines.
-    pub async fn build(
+    /// Builds with BuildKit, which fetches the context and the Dockerfile from the folders
+    /// given, through the session's file sync: only the files its copy from the last build
+    /// with the same `shared_key` lacks. `request.dockerfile` is the Dockerfile's name in
+    /// `dockerfile`. Returns the build and what was sent of `context` (files, bytes). The
+    /// engine's refusal of BuildKit itself is [`Error::BuildKitRefused`].
+    pub async fn build_synced(
         &self,
-        builder: crate::config::Builder,
         request: &BuildRequest,
-        context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+        context: Arc<dyn filesync::SyncedDir>,
+        dockerfile: Arc<dyn filesync::SyncedDir>,
+        shared_key: String,
         on_output: impl FnMut(&str),
-    ) -> Result<Built> {
-        match builder {
-            crate::config::Builder::Classic => {
-                self.build_classic(request, context, on_output).await
-            }
-            _ => {
-                let version = self.docker.client_version().to_string();
-                // The session lives until the build is over (dropped at the end of this arm).
-                let session = if request.secrets.is_empty() {
-                    None
-                } else {
-                    Some(
-                        session::Session::start(&self.source.endpoint, &version, &request.secrets)
-                            .await?,
-                    )
-                };
-                buildkit::build(
-                    &self.source.endpoint,
-                    &version,
-                    request,
-                    session.as_ref().map(|s| s.id.as_str()),
-                    context,
-                    on_output,
-                )
-                .await
-            }
-        }
+    ) -> Result<(Built, (u64, u64))> {
+        let version = self.docker.client_version().to_string();
+        let services = session::Services {
+            secrets: request.secrets.clone(),
+            dirs: HashMap::from([
+                ("context".to_string(), context),
+                ("dockerfile".to_string(), dockerfile),
+            ]),
+            shared_key: Some(shared_key),
+        };
+        let session = session::Session::start(&self.source.endpoint, &version, services).await?;
+        let built = buildkit::build(
+            &self.source.endpoint,
+            &version,
+            request,
+            &session.id,
+            on_output,
+        )
+        .await?;
+        Ok((built, session.sent("context")))
     }
 
-    async fn build_classic(
+    /// Builds from a tar stream with the classic builder. `on_output` sees each line the
+    /// engine prints; a failing step becomes [`Error::BuildStepFailed`] naming the step and
+    /// its last lines.
+    pub async fn build(
         &self,
         request: &BuildRequest,
         context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
@@ -152,6 +153,7 @@ impl Engine {
             labels: Some(request.labels.clone()),
             platform: request.platform.clone(),
             target: request.target.clone().unwrap_or_default(),
+            networkmode: Some(request.network.to_string()),
             ..Default::default()
         };
         let platform = options.platform.clone();
@@ -390,6 +392,8 @@ pub struct BuildRequest {
     pub labels: HashMap<String, String>,
     /// For `RUN --mount=type=secret` (BuildKit only), served through a session.
     pub secrets: Vec<session::BuildSecret>,
+    /// The engine API's `networkmode` for RUN steps (`default`, `host`, `none`).
+    pub network: &'static str,
 }
 
 /// Whether an API version `1.NN` is at least `min`.

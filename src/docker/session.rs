@@ -1,9 +1,11 @@
-//! A BuildKit session with the engine: what `RUN --mount=type=secret` reads its secrets from.
+//! A BuildKit session with the engine: where BuildKit fetches the build context (file sync,
+//! see [`super::filesync`]) and `RUN --mount=type=secret` reads its secrets from.
 //!
 //! `POST /session` upgrades the connection (`Upgrade: h2c`); from then on the engine is a gRPC
 //! client on it and labship the server, answering the methods it announced in the upgrade's
-//! headers: `moby.buildkit.secrets.v1.Secrets/GetSecret` and the gRPC health check BuildKit
-//! uses to see that the session is alive. A build names the session (`/build?session=ID`).
+//! headers: `moby.filesync.v1.FileSync/DiffCopy`, `moby.buildkit.secrets.v1.Secrets/GetSecret`
+//! and the gRPC health check BuildKit uses to see that the session is alive. A build names the
+//! session (`/build?session=ID`).
 //!
 //! The gRPC framing is written here over the `h2` crate (already in the tree through hyper)
 //! instead of taking tonic and tower: two unary methods are a few dozen lines, and the release
@@ -12,13 +14,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::Empty;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 
 use super::connect::Endpoint;
+use super::filesync::{self, frame, Sent, Served, SyncedDir, DIFF_COPY};
 use crate::error::{Error, Result};
 
 const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
@@ -69,10 +72,22 @@ impl std::fmt::Debug for BuildSecret {
     }
 }
 
+/// What a session serves.
+#[derive(Default)]
+pub struct Services {
+    pub secrets: Vec<BuildSecret>,
+    /// Folders for file sync, by the name BuildKit asks for (`context`, `dockerfile`).
+    pub dirs: HashMap<String, Arc<dyn SyncedDir>>,
+    /// Names the engine's copies of the folders from one build to the next: the same key
+    /// lets BuildKit ask only for what changed.
+    pub shared_key: Option<String>,
+}
+
 /// A running session: its id for `/build?session=`, and the task serving it (ended on drop).
 pub struct Session {
     pub id: String,
     task: tokio::task::JoinHandle<()>,
+    sent: HashMap<String, Arc<Sent>>,
 }
 
 impl Drop for Session {
@@ -82,11 +97,16 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Opens a session on the engine that serves `secrets`.
+    /// Files and bytes of the folder `name` sent so far.
+    pub fn sent(&self, name: &str) -> (u64, u64) {
+        self.sent.get(name).map_or((0, 0), |s| s.get())
+    }
+
+    /// Opens a session on the engine that serves `services`.
     pub async fn start(
         endpoint: &Endpoint,
         api_version: &str,
-        secrets: &[BuildSecret],
+        services: Services,
     ) -> Result<Session> {
         let fail =
             |e: &dyn std::fmt::Display| Error::engine("opening a BuildKit session", e.to_string());
@@ -97,9 +117,13 @@ impl Session {
             .header("Upgrade", "h2c")
             .header("X-Docker-Expose-Session-Uuid", &id)
             .header("X-Docker-Expose-Session-Name", "labship")
-            .header("X-Docker-Expose-Session-Sharedkey", &id)
+            .header(
+                "X-Docker-Expose-Session-Sharedkey",
+                services.shared_key.as_deref().unwrap_or(&id),
+            )
             .header("X-Docker-Expose-Session-Grpc-Method", GET_SECRET)
             .header("X-Docker-Expose-Session-Grpc-Method", HEALTH_CHECK)
+            .header("X-Docker-Expose-Session-Grpc-Method", DIFF_COPY)
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(&e))?;
         let upgraded = match endpoint {
@@ -120,22 +144,47 @@ impl Session {
         let mut h2 = h2::server::handshake(TokioIo::new(upgraded))
             .await
             .map_err(|e| fail(&e))?;
-        let secrets: Arc<HashMap<String, BuildSecret>> =
-            Arc::new(secrets.iter().map(|s| (s.id.clone(), s.clone())).collect());
+        let secrets: Arc<HashMap<String, BuildSecret>> = Arc::new(
+            services
+                .secrets
+                .iter()
+                .map(|s| (s.id.clone(), s.clone()))
+                .collect(),
+        );
+        let dirs: Arc<HashMap<String, Served>> = Arc::new(
+            services
+                .dirs
+                .into_iter()
+                .map(|(name, dir)| {
+                    let sent = Arc::new(Sent::default());
+                    (name, Served { dir, sent })
+                })
+                .collect(),
+        );
+        let sent = dirs
+            .iter()
+            .map(|(name, served)| (name.clone(), Arc::clone(&served.sent)))
+            .collect();
         let task = tokio::spawn(async move {
             while let Some(accepted) = h2.accept().await {
                 let Ok((request, respond)) = accepted else {
                     break;
                 };
                 let secrets = Arc::clone(&secrets);
+                let dirs = Arc::clone(&dirs);
                 tokio::spawn(async move {
-                    if let Err(e) = answer(request, respond, &secrets).await {
+                    let result = if request.uri().path() == DIFF_COPY {
+                        filesync::serve(request, respond, &dirs).await
+                    } else {
+                        answer(request, respond, &secrets).await
+                    };
+                    if let Err(e) = result {
                         tracing::debug!("BuildKit session call failed: {e}");
                     }
                 });
             }
         });
-        Ok(Session { id, task })
+        Ok(Session { id, task, sent })
     }
 }
 
@@ -238,14 +287,6 @@ fn unframe(mut raw: Bytes) -> Bytes {
     raw.advance(1);
     let len = raw.get_u32() as usize;
     raw.slice(..len.min(raw.len()))
-}
-
-fn frame(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.len());
-    out.put_u8(0);
-    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(message);
-    out.freeze()
 }
 
 /// A session id: 25 random lowercase alphanumerics, as the docker CLI makes them.

@@ -629,3 +629,61 @@ pub fn report_answers(report: &Value) -> u16 {
         true,
     )
 }
+
+/// A PyPI-like index on loopback (`tests/rig/pypi.py`) that reports every wheel it sends.
+pub struct PackageIndex {
+    child: Child,
+    pub port: u16,
+    downloads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PackageIndex {
+    /// Serves `packages` (`name==version`), each a generated pure-Python wheel.
+    pub fn start(packages: &[&str]) -> PackageIndex {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rig/pypi.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(packages)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the package index");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let port = first
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the package index did not start: {first:?}"));
+        let downloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&downloads);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(file) = line.strip_prefix("download ") {
+                    seen.lock().expect("lock").push(file.to_string());
+                }
+            }
+        });
+        PackageIndex {
+            child,
+            port,
+            downloads,
+        }
+    }
+
+    /// The wheels sent since the last call.
+    pub fn take_downloads(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut all = std::mem::take(&mut *self.downloads.lock().expect("lock"));
+        all.sort();
+        all
+    }
+}
+
+impl Drop for PackageIndex {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
