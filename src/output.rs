@@ -46,6 +46,12 @@ impl Printer {
         self.quiet
     }
 
+    /// Whether live views (progress bars, a build's running steps) are drawn: stderr is a
+    /// terminal, the output is text, and not `-q`.
+    pub fn is_live(&self) -> bool {
+        self.bars
+    }
+
     /// A progress note on stderr ("Building image ...").
     pub fn note(&self, msg: impl Display) {
         if !self.quiet {

@@ -10,6 +10,7 @@ pub mod dockerignore;
 mod hashes;
 mod labels;
 mod sync;
+mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -359,15 +360,17 @@ async fn build_synced(
     let shared_key = context.shared_key();
     let synced = std::sync::Arc::new(context.synced());
     let hashing = tokio::task::spawn_blocking(move || context.summarise());
+    let mut view = view::BuildView::new(printer);
     let built = engine
         .build_synced(
             &request,
             synced,
             std::sync::Arc::new(dockerfile),
             shared_key,
-            |line| printer.relay(line),
+            |event| view.event(event),
         )
         .await;
+    view.close();
     let summary = hashing
         .await
         .map_err(|e| Error::engine("hashing the build context", e))??;

@@ -138,7 +138,7 @@ pub(super) async fn build(
     api_version: &str,
     request: &super::BuildRequest,
     session: &str,
-    mut on_output: impl FnMut(&str),
+    mut on_output: impl FnMut(StepEvent<'_>),
 ) -> Result<Built> {
     let fail = |e: &dyn std::fmt::Display| Error::engine("building the image", e.to_string());
     let http = Request::post(format!("/v{api_version}/build?{}", request.query(session)?))
@@ -185,7 +185,7 @@ fn record(
     line: &[u8],
     progress: &mut Progress,
     image_id: &mut Option<String>,
-    on_output: &mut impl FnMut(&str),
+    on_output: &mut impl FnMut(StepEvent<'_>),
 ) -> Result<()> {
     let line = line.trim_ascii();
     if line.is_empty() {
@@ -219,7 +219,7 @@ fn record(
         None => {
             if let Some(text) = value.get("stream").and_then(|s| s.as_str()) {
                 for l in text.lines().filter(|l| !l.trim().is_empty()) {
-                    on_output(l);
+                    on_output(StepEvent::Text(l));
                 }
             }
         }
@@ -228,6 +228,51 @@ fn record(
 }
 
 // ---- progress ------------------------------------------------------------------------------
+
+/// What BuildKit reports about its steps, in the order it happens. `Display` gives the line
+/// `docker build --progress=plain` prints for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepEvent<'a> {
+    /// Step `n` began (or was found cached, or printed before its start was reported).
+    Start {
+        n: usize,
+        name: &'a str,
+    },
+    /// A line the step printed.
+    Line {
+        n: usize,
+        text: &'a str,
+    },
+    Cached {
+        n: usize,
+    },
+    Done {
+        n: usize,
+        seconds: Option<f64>,
+    },
+    Error {
+        n: usize,
+        message: &'a str,
+    },
+    /// Text of the engine's own, outside any step.
+    Text(&'a str),
+}
+
+impl std::fmt::Display for StepEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepEvent::Start { n, name } => write!(f, "#{n} {name}"),
+            StepEvent::Line { n, text } => write!(f, "#{n} {text}"),
+            StepEvent::Cached { n } => write!(f, "#{n} CACHED"),
+            StepEvent::Done { n, seconds } => match seconds {
+                Some(t) => write!(f, "#{n} DONE {t:.1}s"),
+                None => write!(f, "#{n} DONE "),
+            },
+            StepEvent::Error { n, message } => write!(f, "#{n} ERROR: {message}"),
+            StepEvent::Text(text) => f.write_str(text),
+        }
+    }
+}
 
 /// A step as BuildKit reports it.
 #[derive(Default)]
@@ -273,20 +318,23 @@ impl Progress {
 
     /// Numbers the step and prints its name, once: when it starts (or is found cached, or
     /// prints before its start was reported).
-    fn announce(&mut self, digest: &str, out: &mut impl FnMut(&str)) -> usize {
+    fn announce(&mut self, digest: &str, out: &mut impl FnMut(StepEvent<'_>)) -> usize {
         let next = self.announced + 1;
         let step = self.step(digest);
         if !step.announced {
             step.announced = true;
             step.number = next;
-            out(&format!("#{} {}", step.number, step.name));
+            out(StepEvent::Start {
+                n: step.number,
+                name: &step.name,
+            });
             self.announced = next;
         }
         self.step(digest).number
     }
 
     /// Applies one status record, printing what changed.
-    pub fn apply(&mut self, status: &StatusResponse, out: &mut impl FnMut(&str)) {
+    pub fn apply(&mut self, status: &StatusResponse, out: &mut impl FnMut(StepEvent<'_>)) {
         for v in &status.vertexes {
             let step = self.step(&v.digest);
             if !v.name.is_empty() {
@@ -302,18 +350,20 @@ impl Progress {
             let step = self.step(&v.digest);
             if !v.error.is_empty() && step.error.is_empty() {
                 step.error = v.error.clone();
-                out(&format!("#{} ERROR: {}", step.number, v.error));
+                out(StepEvent::Error {
+                    n: step.number,
+                    message: &v.error,
+                });
             } else if v.cached && !step.done {
                 step.done = true;
-                out(&format!("#{} CACHED", step.number));
+                out(StepEvent::Cached { n: step.number });
             } else if let (Some(end), false) = (v.completed, step.done) {
                 step.done = true;
                 let took = step.started.map(|s| (end.secs() - s).max(0.0));
-                out(&format!(
-                    "#{} DONE {}",
-                    step.number,
-                    took.map_or_else(String::new, |t| format!("{t:.1}s"))
-                ));
+                out(StepEvent::Done {
+                    n: step.number,
+                    seconds: took,
+                });
             }
         }
         for log in &status.logs {
@@ -336,21 +386,27 @@ impl Progress {
                     continue;
                 }
                 step.keep(clean);
-                out(&format!("#{number} {clean}"));
+                out(StepEvent::Line {
+                    n: number,
+                    text: clean,
+                });
             }
             step.partial = rest;
         }
     }
 
     /// Prints what steps began but did not end with a newline.
-    fn flush(&mut self, out: &mut impl FnMut(&str)) {
+    fn flush(&mut self, out: &mut impl FnMut(StepEvent<'_>)) {
         for digest in &self.order {
             if let Some(step) = self.steps.get_mut(digest) {
                 let rest = std::mem::take(&mut step.partial);
                 let clean = strip_ansi_escapes::strip_str(rest.trim_end());
                 if !clean.is_empty() {
                     step.keep(&clean);
-                    out(&format!("#{} {clean}", step.number));
+                    out(StepEvent::Line {
+                        n: step.number,
+                        text: &clean,
+                    });
                 }
             }
         }
@@ -453,7 +509,7 @@ mod tests {
         let mut p = Progress::default();
         let mut lines = Vec::new();
         for r in records {
-            p.apply(r, &mut |l: &str| lines.push(l.to_string()));
+            p.apply(r, &mut |e: StepEvent<'_>| lines.push(e.to_string()));
         }
         (p, lines)
     }

@@ -7,6 +7,7 @@
 //! the pushed digest, both of which labship reports.
 
 mod buildkit;
+pub use buildkit::StepEvent;
 mod connect;
 pub mod containers;
 pub mod filesync;
@@ -113,7 +114,7 @@ impl Engine {
         context: Arc<dyn filesync::SyncedDir>,
         dockerfile: Arc<dyn filesync::SyncedDir>,
         shared_key: String,
-        on_output: impl FnMut(&str),
+        on_output: impl FnMut(StepEvent<'_>),
     ) -> Result<(Built, (u64, u64))> {
         let version = self.docker.client_version().to_string();
         let services = session::Services {

@@ -524,6 +524,55 @@ fn a_pip_cache_mount_downloads_each_package_once() {
     let _ = docker(&["rmi", "-f", &format!("{}:latest", p.repository())]);
 }
 
+/// On a terminal, a BuildKit build is drawn live as `docker build` draws it (a header with the
+/// time and the steps done, a spinner per running step, each finished step printed once); the
+/// terminal is a real pseudo-terminal (`script`), as a user's would be.
+#[test]
+fn on_a_terminal_buildkit_steps_are_drawn_live() {
+    let p = Project::with_files(
+        "live",
+        &[(
+            "Dockerfile",
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN for i in 1 2 3; do echo working-$i; sleep 0.5; done\n",
+        )],
+    );
+    let command = p.command(&["build", "--name", &p.name]);
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let typescript = p.path().join("typescript");
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qfec", &line])
+        .arg(&typescript)
+        .current_dir(p.path())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let status = script.status().expect("run script");
+    let seen = std::fs::read_to_string(&typescript).expect("typescript");
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("[+] Building"), "{seen}");
+    assert!(seen.contains("\u{1b}["), "cursor movement: {seen}");
+    assert!(seen.contains(" => #"), "{seen}");
+    assert!(
+        seen.contains("RUN for i in 1 2 3") && seen.contains("DONE"),
+        "{seen}"
+    );
+    // The step's output was shown while it ran, under its name.
+    assert!(seen.contains("> working-"), "{seen}");
+    // The report still follows, once the view is gone.
+    assert!(seen.contains("builder   buildkit"), "{seen}");
+    let _ = docker(&["rmi", "-f", &format!("{}:latest", p.repository())]);
+    remove_images(&p.repository());
+}
+
 /// Two stages that do not depend on each other run at the same time with BuildKit: each
 /// records when it ran, and the two intervals overlap.
 #[test]

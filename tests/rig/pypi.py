@@ -3,10 +3,11 @@
 (/simple/NAME/) over wheels it makes itself (pure-Python, each with a payload of the size asked),
 files served with PyPI's long-lived Cache-Control, every file download reported.
 
-    python3 tests/rig/pypi.py [--payload BYTES] NAME==VERSION ...
+    python3 tests/rig/pypi.py [--payload BYTES] [--rate BYTES_PER_S] NAME==VERSION ...
 
 Prints `port N` once it listens, then `download FILE` for each wheel sent (HTTP 200), on
 stdout, flushed. Runs until killed or until stdin closes (so a test that dies takes it along).
+`--rate` sends files no faster than that (a benchmark's stand-in for a remote index).
 """
 
 import base64
@@ -16,6 +17,7 @@ import io
 import os
 import sys
 import threading
+import time
 import zipfile
 
 
@@ -43,9 +45,13 @@ def wheel(name, version, payload):
 
 def main():
     args = sys.argv[1:]
-    payload = 1024
-    if args[:1] == ["--payload"]:
-        payload, args = int(args[1]), args[2:]
+    payload, rate = 1024, 0
+    while args[:1] in (["--payload"], ["--rate"]):
+        if args[0] == "--payload":
+            payload = int(args[1])
+        else:
+            rate = int(args[1])
+        args = args[2:]
     wheels = {}  # normalized project name -> [(filename, bytes)]
     for spec in args:
         name, version = spec.split("==")
@@ -64,7 +70,13 @@ def main():
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", cache)
             self.end_headers()
-            self.wfile.write(body)
+            if rate <= 0:
+                self.wfile.write(body)
+                return
+            step = max(rate // 20, 1)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                time.sleep(step / rate)
 
         def do_GET(self):
             path = self.path.split("?")[0].split("#")[0]
