@@ -1,8 +1,11 @@
 //! Step 1 of the pipeline: the user's `docker/` folder becomes an image on the Docker engine.
 //!
-//! The context is streamed to the engine from a blocking thread through a small bounded
-//! channel (memory stays flat whatever the context's size), hashed on the way, and the image
-//! is tagged with a content tag derived from that hash and the build inputs, plus `latest`.
+//! With BuildKit (the default on an engine that has it) the engine fetches the context file by
+//! file through a session and asks only for what changed since its last build of the folder
+//! (`sync.rs`); with the classic builder the context is streamed as a tar from a blocking
+//! thread through a small bounded channel. Either way memory stays flat whatever the context's
+//! size, and the image is tagged with a content tag derived from the context's hash and the
+//! build inputs, plus `latest`.
 
 pub mod base;
 pub mod context;
