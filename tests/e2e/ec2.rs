@@ -359,6 +359,9 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let rig = rig();
     let sim = sim_endpoint();
     let p = Project::default_workload("ec2");
+    // A file of its own, so that its layers are not all in the registry already (BuildKit's
+    // layers are reproducible, and other tests push the same workload).
+    p.write("docker/resources/marker.txt", &p.name);
     let name = p.name.clone();
     let port = free_port();
     let port_s = port.to_string();
