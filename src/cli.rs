@@ -283,6 +283,10 @@ pub struct BuildArgs {
     /// package index or proxy) or none
     #[arg(long, value_name = "default|host|none")]
     pub network: Option<String>,
+    /// An SSH agent for RUN --mount=type=ssh (BuildKit; repeatable): default (the agent of
+    /// $SSH_AUTH_SOCK) or ID=SOCKET. Keys stay in the agent
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -346,6 +350,7 @@ impl BuildArgs {
             builder: self.builder.clone(),
             secrets: self.secrets.clone(),
             network: self.network.clone(),
+            ssh: self.ssh.clone(),
             build_args: self.build_args.clone(),
             instance_type: self.instance_type.clone(),
             ..global.overrides()

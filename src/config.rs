@@ -48,6 +48,9 @@ pub struct BuildSection {
     pub secrets: Vec<String>,
     /// The network RUN steps use: "default", "host" or "none".
     pub network: Option<String>,
+    /// SSH agents for `RUN --mount=type=ssh`, as `--ssh` takes them: `default` or `ID=SOCKET`.
+    #[serde(default)]
+    pub ssh: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +93,8 @@ pub struct Overrides {
     /// `--secret` (added to those of labship.toml).
     pub secrets: Vec<String>,
     pub network: Option<String>,
+    /// `--ssh` (added to those of labship.toml).
+    pub ssh: Vec<String>,
     pub build_args: Vec<(String, String)>,
     pub repository: Option<String>,
     pub registry_endpoint: Option<String>,
@@ -126,6 +131,7 @@ impl Overrides {
             builder: var("LABSHIP_BUILDER"),
             secrets: Vec::new(),
             network: var("LABSHIP_BUILD_NETWORK"),
+            ssh: Vec::new(),
             build_args,
             repository: var("LABSHIP_REPOSITORY"),
             registry_endpoint: var("LABSHIP_REGISTRY_ENDPOINT"),
@@ -156,6 +162,7 @@ impl Overrides {
             builder: self.builder.or(lower.builder),
             secrets: [lower.secrets, self.secrets].concat(),
             network: self.network.or(lower.network),
+            ssh: [lower.ssh, self.ssh].concat(),
             build_args,
             repository: self.repository.or(lower.repository),
             registry_endpoint: self.registry_endpoint.or(lower.registry_endpoint),
@@ -450,6 +457,54 @@ pub struct BuildSettings {
     pub secrets: Vec<SecretSpec>,
     /// The network RUN steps use (`docker build --network`).
     pub network: BuildNetwork,
+    /// SSH agents forwarded to `RUN --mount=type=ssh` (BuildKit).
+    pub ssh: Vec<SshSpec>,
+}
+
+/// An SSH agent a build may use: `RUN --mount=type=ssh[,id=ID]` talks to the agent listening
+/// on `socket` (keys never leave it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSpec {
+    pub id: String,
+    pub socket: PathBuf,
+}
+
+impl SshSpec {
+    /// `default` (or `ID`): the agent of `$SSH_AUTH_SOCK`; `ID=SOCKET`: that socket, relative
+    /// to `base` when relative. As `docker build --ssh` takes them, but agent sockets only.
+    pub fn parse(spec: &str, base: &Path, auth_sock: Option<&str>) -> Result<SshSpec> {
+        let bad = |reason: String| {
+            Error::InvalidSetting {
+            what: "ssh",
+            value: spec.to_string(),
+            reason,
+            hint: "write it as default (the agent of $SSH_AUTH_SOCK) or ID=/path/to/agent.sock; start an agent with `eval $(ssh-agent)` and add keys with `ssh-add`".into(),
+        }
+        };
+        let (id, socket) = match spec.trim().split_once('=') {
+            Some((id, path)) => (id.trim(), Some(path.trim())),
+            None => (spec.trim(), None),
+        };
+        if id.is_empty() || id.contains(',') {
+            return Err(bad("no id".into()));
+        }
+        let socket = match socket {
+            Some("") => return Err(bad("no socket after `=`".into())),
+            Some(path) if path.contains(',') => {
+                return Err(bad(
+                    "one agent socket per id (key files are not read: add them to an agent)".into(),
+                ))
+            }
+            Some(path) => absolute(base, Path::new(path)),
+            None => PathBuf::from(auth_sock.filter(|s| !s.is_empty()).ok_or_else(|| {
+                bad("SSH_AUTH_SOCK is not set, so there is no agent to forward".into())
+            })?),
+        };
+        Ok(SshSpec {
+            id: id.to_string(),
+            socket,
+        })
+    }
 }
 
 /// The network a build's RUN steps use.
@@ -636,6 +691,19 @@ impl Config {
             let from_flags = over.secrets.iter().map(|spec| SecretSpec::parse(spec, cwd));
             from_file.chain(from_flags).collect::<Result<Vec<_>>>()?
         };
+        let ssh = {
+            let auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
+            let from_file = file
+                .build
+                .ssh
+                .iter()
+                .map(|spec| SshSpec::parse(spec, &root, auth_sock.as_deref()));
+            let from_flags = over
+                .ssh
+                .iter()
+                .map(|spec| SshSpec::parse(spec, cwd, auth_sock.as_deref()));
+            from_file.chain(from_flags).collect::<Result<Vec<_>>>()?
+        };
         Ok(Config {
             root,
             file: file_path,
@@ -657,6 +725,7 @@ impl Config {
                     .map(Builder::parse)
                     .transpose()?
                     .unwrap_or_default(),
+                ssh,
                 network: over
                     .network
                     .or(file.build.network)
@@ -916,6 +985,22 @@ pub fn test_project(name: &str) -> (tempfile::TempDir, Config) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ssh_specs_name_an_agent_socket() {
+        let base = Path::new("/project");
+        let spec = SshSpec::parse("default", base, Some("/tmp/agent.sock")).expect("default");
+        assert_eq!(spec.id, "default");
+        assert_eq!(spec.socket, PathBuf::from("/tmp/agent.sock"));
+        let spec = SshSpec::parse("gitlab=run/agent.sock", base, None).expect("id=socket");
+        assert_eq!(spec.id, "gitlab");
+        assert_eq!(spec.socket, PathBuf::from("/project/run/agent.sock"));
+        for bad in ["", "default=", "=x", "a=b,c"] {
+            assert!(SshSpec::parse(bad, base, Some("/s")).is_err(), "{bad}");
+        }
+        let err = SshSpec::parse("default", base, None).expect_err("no agent");
+        assert!(err.to_string().contains("ssh") || format!("{err:?}").contains("SSH_AUTH_SOCK"));
+    }
 
     #[test]
     fn secrets_parse_like_docker_build_and_name_what_is_wrong() {

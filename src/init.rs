@@ -78,6 +78,14 @@ context = "docker"
 # target = "runtime"
 # Image platform: linux/amd64 or linux/arm64 (default: the instance type's architecture).
 # platform = "linux/amd64"
+# Builder: auto (BuildKit when the engine has it), buildkit or classic.
+# builder = "auto"
+# Secrets for RUN --mount=type=secret,id=NAME (the value never goes into the image).
+# secrets = ["id=pypi,env=PIP_INDEX_TOKEN"]
+# ssh-agents for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK) or ID=SOCKET.
+# ssh = ["default"]
+# Network of RUN steps: default, host (this machine's loopback) or none.
+# network = "default"
 
 # Build arguments, e.g. a base image from a private mirror or one made offline.
 [build.args]

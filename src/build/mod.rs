@@ -134,20 +134,37 @@ fn labels(config: &Config) -> HashMap<String, String> {
 pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Result<BuildReport> {
     refuse_secrets_in_context(config)?;
     let secrets = read_secrets(&config.build.secrets)?;
-    let builder = match config.build.builder {
-        Builder::Classic if !secrets.is_empty() => {
+    check_ssh_agents(&config.build.ssh)?;
+    let session_only = if !secrets.is_empty() {
+        Some((
+            "Build secrets are given",
+            "build secrets reach RUN --mount=type=secret",
+        ))
+    } else if !config.build.ssh.is_empty() {
+        Some((
+            "An SSH agent is given",
+            "SSH agents reach RUN --mount=type=ssh",
+        ))
+    } else {
+        None
+    };
+    let builder = match (config.build.builder, session_only) {
+        (Builder::Classic, Some((_, reach))) => {
             return Err(Error::InvalidSetting {
                 what: "builder",
                 value: "classic".into(),
-                reason: "build secrets reach RUN --mount=type=secret, which only BuildKit has"
-                    .into(),
+                reason: format!("{reach}, which only BuildKit has"),
                 hint: "build with --builder buildkit (or auto, the default)".into(),
             })
         }
-        Builder::Auto if !secrets.is_empty() => {
-            printer.note("Build secrets are given: building with BuildKit");
+        (Builder::Auto, Some((given, _))) => {
+            printer.note(format!("{given}: building with BuildKit"));
             Builder::Buildkit
         }
+        (builder, None) => builder,
+        (Builder::Buildkit, Some(_)) => Builder::Buildkit,
+    };
+    let builder = match builder {
         Builder::Auto if engine.has_buildkit().await? => Builder::Buildkit,
         Builder::Auto => {
             let dockerfile = std::fs::read_to_string(&config.build.dockerfile).unwrap_or_default();
@@ -173,6 +190,39 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         }
         other => other,
     }
+}
+
+/// Each `--ssh` agent must be a socket that is there now: a key file is refused with the way
+/// to use it (an agent holds it), before anything is built.
+fn check_ssh_agents(agents: &[crate::config::SshSpec]) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    for agent in agents {
+        let value = format!("{}={}", agent.id, agent.socket.display());
+        match std::fs::metadata(&agent.socket) {
+            Ok(meta) if meta.file_type().is_socket() => {}
+            Ok(_) => {
+                return Err(Error::InvalidSetting {
+                    what: "ssh",
+                    value,
+                    reason: "it is not an agent socket (labship forwards an ssh-agent; it does not read key files)".into(),
+                    hint: format!(
+                        "add the key to an agent (`eval $(ssh-agent)`, `ssh-add {}`) and pass --ssh {}",
+                        agent.socket.display(),
+                        agent.id
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(Error::InvalidSetting {
+                    what: "ssh",
+                    value,
+                    reason: format!("the agent socket cannot be reached: {e}"),
+                    hint: "start an agent (`eval $(ssh-agent)`, then `ssh-add`) or give the socket's path".into(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A secret file the context would send reaches the engine (and `COPY .` puts it in the
@@ -281,6 +331,12 @@ async fn build_with(
         labels: api_labels,
         secrets: secrets.to_vec(),
         network: config.build.network.api_value(),
+        ssh: config
+            .build
+            .ssh
+            .iter()
+            .map(|a| (a.id.clone(), a.socket.clone()))
+            .collect(),
     };
     // Untagged until it passes the checks below; then tagged with its content tag and latest.
     let (built, summary, sent) = if builder == Builder::Buildkit {
@@ -384,7 +440,7 @@ async fn build_synced(
     if built.is_ok() {
         printer.note(if sent.1 < summary.bytes {
             format!(
-                "Sent {} of the context's {} files ({} of {}); the engine had the rest from an earlier build",
+                "Sent {} of the context's {} files ({} of {}); the engine already had the rest or did not ask for it",
                 sent.0,
                 summary.files,
                 indicatif::HumanBytes(sent.1),

@@ -647,6 +647,7 @@ mod tests {
             labels: HashMap::new(),
             secrets: Vec::new(),
             network: "host",
+            ssh: HashMap::new(),
         }
         .query("abc")
         .expect("query");

@@ -187,7 +187,7 @@ pub async fn serve(
     let mut stream = respond.send_response(head, false)?;
     let Some(served) = name.as_ref().and_then(|n| dirs.get(n)).cloned() else {
         // INVALID_ARGUMENT, as BuildKit's own provider answers for a folder it does not have.
-        return end(
+        return end_call(
             &mut stream,
             3,
             &format!("no access allowed to dir {:?}", name.unwrap_or_default()),
@@ -203,7 +203,7 @@ pub async fn serve(
         Ok(entries) => Arc::new(entries),
         Err(message) => {
             let _ = stream.send_data(frame(&error_packet(&message)), false);
-            return end(&mut stream, 2, &message);
+            return end_call(&mut stream, 2, &message);
         }
     };
 
@@ -414,16 +414,17 @@ async fn write_out(mut stream: h2::SendStream<Bytes>, mut rx: mpsc::Receiver<Out
                 }
             }
             Out::End(code, message) => {
-                let _ = end(&mut stream, code, &message);
+                let _ = end_call(&mut stream, code, &message);
                 return;
             }
         }
     }
     // Every sender is gone without an end (the engine hung up): close the call cleanly.
-    let _ = end(&mut stream, 0, "");
+    let _ = end_call(&mut stream, 0, "");
 }
 
-fn end(
+/// Ends a call with its gRPC status (and message, when not OK).
+pub(super) fn end_call(
     stream: &mut h2::SendStream<Bytes>,
     code: u32,
     message: &str,
@@ -527,7 +528,7 @@ pub(super) fn frame(message: &[u8]) -> Bytes {
 }
 
 /// Takes one whole gRPC message off the front of `pending`, if it holds one.
-fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
+pub(super) fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
     if pending.len() < 5 {
         return None;
     }

@@ -13,6 +13,7 @@ pub mod containers;
 pub mod filesync;
 pub mod push;
 pub mod session;
+mod sshforward;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -119,6 +120,7 @@ impl Engine {
         let version = self.docker.client_version().to_string();
         let services = session::Services {
             secrets: request.secrets.clone(),
+            ssh: request.ssh.clone(),
             dirs: HashMap::from([
                 ("context".to_string(), context),
                 ("dockerfile".to_string(), dockerfile),
@@ -395,6 +397,8 @@ pub struct BuildRequest {
     pub secrets: Vec<session::BuildSecret>,
     /// The engine API's `networkmode` for RUN steps (`default`, `host`, `none`).
     pub network: &'static str,
+    /// SSH agents for `RUN --mount=type=ssh` (BuildKit only): id and socket.
+    pub ssh: HashMap<String, std::path::PathBuf>,
 }
 
 /// Whether an API version `1.NN` is at least `min`.

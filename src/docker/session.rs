@@ -12,6 +12,7 @@
 //! binary stays within its size budget.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -22,6 +23,7 @@ use prost::Message;
 
 use super::connect::Endpoint;
 use super::filesync::{self, frame, Sent, Served, SyncedDir, DIFF_COPY};
+use super::sshforward::{self, CHECK_AGENT, FORWARD_AGENT};
 use crate::error::{Error, Result};
 
 const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
@@ -78,6 +80,8 @@ pub struct Services {
     pub secrets: Vec<BuildSecret>,
     /// Folders for file sync, by the name BuildKit asks for (`context`, `dockerfile`).
     pub dirs: HashMap<String, Arc<dyn SyncedDir>>,
+    /// SSH agents by id, for `RUN --mount=type=ssh` (their sockets).
+    pub ssh: HashMap<String, PathBuf>,
     /// Names the engine's copies of the folders from one build to the next: the same key
     /// lets BuildKit ask only for what changed.
     pub shared_key: Option<String>,
@@ -111,7 +115,7 @@ impl Session {
         let fail =
             |e: &dyn std::fmt::Display| Error::engine("opening a BuildKit session", e.to_string());
         let id = new_id();
-        let request = Request::post(format!("/v{api_version}/session"))
+        let mut request = Request::post(format!("/v{api_version}/session"))
             .header("Host", "docker")
             .header("Connection", "Upgrade")
             .header("Upgrade", "h2c")
@@ -123,9 +127,13 @@ impl Session {
             )
             .header("X-Docker-Expose-Session-Grpc-Method", GET_SECRET)
             .header("X-Docker-Expose-Session-Grpc-Method", HEALTH_CHECK)
-            .header("X-Docker-Expose-Session-Grpc-Method", DIFF_COPY)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(&e))?;
+            .header("X-Docker-Expose-Session-Grpc-Method", DIFF_COPY);
+        if !services.ssh.is_empty() {
+            request = request
+                .header("X-Docker-Expose-Session-Grpc-Method", CHECK_AGENT)
+                .header("X-Docker-Expose-Session-Grpc-Method", FORWARD_AGENT);
+        }
+        let request = request.body(Empty::<Bytes>::new()).map_err(|e| fail(&e))?;
         let upgraded = match endpoint {
             Endpoint::Unix(path) => {
                 let io = tokio::net::UnixStream::connect(path)
@@ -161,6 +169,7 @@ impl Session {
                 })
                 .collect(),
         );
+        let agents = Arc::new(services.ssh);
         let sent = dirs
             .iter()
             .map(|(name, served)| (name.clone(), Arc::clone(&served.sent)))
@@ -172,11 +181,12 @@ impl Session {
                 };
                 let secrets = Arc::clone(&secrets);
                 let dirs = Arc::clone(&dirs);
+                let agents = Arc::clone(&agents);
                 tokio::spawn(async move {
-                    let result = if request.uri().path() == DIFF_COPY {
-                        filesync::serve(request, respond, &dirs).await
-                    } else {
-                        answer(request, respond, &secrets).await
+                    let result = match request.uri().path() {
+                        DIFF_COPY => filesync::serve(request, respond, &dirs).await,
+                        FORWARD_AGENT => sshforward::serve(request, respond, &agents).await,
+                        _ => answer(request, respond, &secrets, &agents).await,
                     };
                     if let Err(e) = result {
                         tracing::debug!("BuildKit session call failed: {e}");
@@ -224,6 +234,7 @@ async fn answer(
     request: hyper::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     secrets: &HashMap<String, BuildSecret>,
+    agents: &HashMap<String, PathBuf>,
 ) -> std::result::Result<(), h2::Error> {
     let path = request.uri().path().to_string();
     let mut body = request.into_body();
@@ -247,6 +258,7 @@ async fn answer(
             },
             Err(e) => Err((3, format!("bad request: {e}"))),
         },
+        CHECK_AGENT => sshforward::check(message, agents),
         other => Err((12, format!("{other} is not served by labship"))),
     };
     let head = hyper::Response::builder()

@@ -529,13 +529,12 @@ fn a_pip_cache_mount_downloads_each_package_once() {
 /// terminal is a real pseudo-terminal (`script`), as a user's would be.
 #[test]
 fn on_a_terminal_buildkit_steps_are_drawn_live() {
-    let p = Project::with_files(
-        "live",
-        &[(
-            "Dockerfile",
-            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN for i in 1 2 3; do echo working-$i; sleep 0.5; done\n",
-        )],
+    // A step of its own, so that BuildKit runs it (an identical step would be CACHED).
+    let dockerfile = format!(
+        "ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN echo {} && for i in 1 2 3; do echo working-$i; sleep 0.5; done\n",
+        unique("live")
     );
+    let p = Project::with_files("live", &[("Dockerfile", dockerfile.as_str())]);
     let command = p.command(&["build", "--name", &p.name]);
     let line = std::iter::once(command.get_program())
         .chain(command.get_args())
@@ -557,20 +556,121 @@ fn on_a_terminal_buildkit_steps_are_drawn_live() {
     }
     let status = script.status().expect("run script");
     let seen = std::fs::read_to_string(&typescript).expect("typescript");
-    assert!(status.success(), "{seen}");
-    assert!(seen.contains("[+] Building"), "{seen}");
-    assert!(seen.contains("\u{1b}["), "cursor movement: {seen}");
-    assert!(seen.contains(" => #"), "{seen}");
+    // What the terminal showed last (the whole typescript is long).
+    let end: String = {
+        let chars: Vec<char> = seen.chars().collect();
+        chars[chars.len().saturating_sub(2000)..].iter().collect()
+    };
+    assert!(status.success(), "{end}");
+    assert!(seen.contains("[+] Building"), "{end}");
+    assert!(seen.contains("\u{1b}["), "cursor movement: {end}");
+    assert!(seen.contains(" => #"), "{end}");
     assert!(
-        seen.contains("RUN for i in 1 2 3") && seen.contains("DONE"),
-        "{seen}"
+        seen.contains("for i in 1 2 3") && seen.contains("DONE"),
+        "{end}"
     );
     // The step's output was shown while it ran, under its name.
-    assert!(seen.contains("> working-"), "{seen}");
+    assert!(seen.contains("> working-"), "{end}");
     // The report still follows, once the view is gone.
-    assert!(seen.contains("builder   buildkit"), "{seen}");
+    assert!(seen.contains("builder   buildkit"), "{end}");
     let _ = docker(&["rmi", "-f", &format!("{}:latest", p.repository())]);
     remove_images(&p.repository());
+}
+
+/// `RUN --mount=type=ssh` talks to the user's own ssh-agent through the session: the step
+/// lists the agent's keys with the agent protocol (REQUEST_IDENTITIES) and sees the test key,
+/// which stays in the agent. A key file is refused as an agent, and so is the classic builder.
+#[test]
+fn an_ssh_mount_reaches_the_users_agent() {
+    let agent_py = "import os, socket, struct\ns = socket.socket(socket.AF_UNIX)\ns.connect(os.environ['SSH_AUTH_SOCK'])\ns.sendall(struct.pack('>IB', 1, 11))\ndef read(n):\n    d = b''\n    while len(d) < n:\n        d += s.recv(n - len(d))\n    return d\nbody = read(struct.unpack('>I', read(4))[0])\nassert body[0] == 12, body[0]\ncount = struct.unpack('>I', body[1:5])[0]\npos, comments = 5, []\nfor _ in range(count):\n    for field in range(2):\n        n = struct.unpack('>I', body[pos:pos + 4])[0]\n        if field == 1:\n            comments.append(body[pos + 4:pos + 4 + n].decode())\n        pos += 4 + n\nprint('agent-keys', count, ' '.join(comments))\n";
+    let p = Project::with_files(
+        "ssh",
+        &[
+            (
+                "Dockerfile",
+                "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY agent.py /agent.py\nRUN --mount=type=ssh python3 /agent.py\n",
+            ),
+            ("agent.py", agent_py),
+        ],
+    );
+    let dir = p.path();
+    let socket = dir.join("agent.sock");
+    let key = dir.join("id_test");
+    let comment = unique("labship-key");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start ssh-agent");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    for _ in 0..50 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("ssh-add");
+    assert!(added.success());
+
+    let out = p
+        .command(&["build", "-o", "json", "--ssh", "default"])
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .expect("run labship");
+    let report = json(&out);
+    assert_eq!(report["builder"], "buildkit", "{report}");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("agent-keys 1 {comment}")), "{err}");
+    let private = std::fs::read_to_string(&key).expect("key");
+    let body = private.lines().nth(1).unwrap_or_default();
+    assert!(!err.contains(body), "the private key stays in the agent");
+
+    // An explicit id=socket works the same; a key file is not an agent; classic has no mounts.
+    let by_path = format!("default={}", socket.display());
+    let again = json(&p.labship(&["build", "-o", "json", "--ssh", &by_path]));
+    assert_eq!(again["builder"], "buildkit", "{again}");
+    let not_agent = json_error(&p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--ssh",
+        &format!("default={}", key.display()),
+    ]));
+    assert_eq!(not_agent["code"], "labship::config::invalid", "{not_agent}");
+    assert!(
+        not_agent["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ssh-add"),
+        "{not_agent}"
+    );
+    let classic = json_error(&p.labship(&[
+        "build",
+        "-o",
+        "json",
+        "--builder",
+        "classic",
+        "--ssh",
+        &by_path,
+    ]));
+    assert_eq!(classic["code"], "labship::config::invalid", "{classic}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    for r in [&report, &again] {
+        let _ = docker(&["rmi", "-f", r["image"].as_str().unwrap_or_default()]);
+    }
+    let _ = docker(&["rmi", "-f", &format!("{}:latest", p.repository())]);
 }
 
 /// Two stages that do not depend on each other run at the same time with BuildKit: each
