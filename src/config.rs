@@ -702,7 +702,19 @@ impl Config {
                 .ssh
                 .iter()
                 .map(|spec| SshSpec::parse(spec, cwd, auth_sock.as_deref()));
-            from_file.chain(from_flags).collect::<Result<Vec<_>>>()?
+            let all = from_file.chain(from_flags).collect::<Result<Vec<_>>>()?;
+            let mut ids = std::collections::BTreeSet::new();
+            if let Some(twice) = all.iter().find(|a| !ids.insert(a.id.as_str())) {
+                return Err(Error::InvalidSetting {
+                    what: "ssh",
+                    value: twice.id.clone(),
+                    reason: "the same id is given twice (labship.toml and --ssh add up)".into(),
+                    hint:
+                        "give each agent its own id: --ssh default, --ssh work=/path/to/agent.sock"
+                            .into(),
+                });
+            }
+            all
         };
         Ok(Config {
             root,

@@ -110,6 +110,13 @@ pub enum Error {
     )]
     BuildKitRefused { message: String },
 
+    #[error("files in the build context {} changed while the engine read them", path.display())]
+    #[diagnostic(
+        code(labship::build::context_changed),
+        help("the image might not match its content tag, so it was not tagged; run the build again once the files are saved (a notebook's autosave, a download still being written)")
+    )]
+    ContextChanged { path: std::path::PathBuf },
+
     #[error("the engine cannot build for platform {platform}: {message}")]
     #[diagnostic(
         code(labship::build::platform),

@@ -88,6 +88,11 @@ impl Context {
         })
     }
 
+    /// The context folder (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn dockerfile_name(&self) -> &str {
         &self.dockerfile_name
     }

@@ -181,7 +181,7 @@ pub async fn build(engine: &Engine, config: &Config, printer: &Printer) -> Resul
         // An engine that says it has BuildKit but turns it away: once more, classic (unless
         // secrets need BuildKit).
         Err(Error::BuildKitRefused { message })
-            if config.build.builder == Builder::Auto && secrets.is_empty() =>
+            if config.build.builder == Builder::Auto && session_only.is_none() =>
         {
             printer.note(format!(
                 "The engine refused BuildKit ({message}): building with the classic builder"
@@ -418,7 +418,11 @@ async fn build_synced(
     request.dockerfile = dockerfile.name.clone();
     let shared_key = context.shared_key();
     let synced = std::sync::Arc::new(context.synced());
-    let hashing = tokio::task::spawn_blocking(move || context.summarise());
+    let context = std::sync::Arc::new(context);
+    let hashing = {
+        let context = std::sync::Arc::clone(&context);
+        tokio::task::spawn_blocking(move || context.summarise())
+    };
     let mut view = view::BuildView::new(printer);
     let built = engine
         .build_synced(
@@ -437,6 +441,22 @@ async fn build_synced(
         Ok((built, sent)) => (Ok(built), sent),
         Err(e) => (Err(e), (0, 0)),
     };
+    // BuildKit read the files while they were hashed: a file saved meanwhile (an autosave)
+    // could give the image a tag that describes other bytes. Hashed again (from the hash
+    // cache, so cheap); a change means the build is not trusted.
+    if built.is_ok() {
+        let again = {
+            let context = std::sync::Arc::clone(&context);
+            tokio::task::spawn_blocking(move || context.summarise())
+                .await
+                .map_err(|e| Error::engine("hashing the build context", e))??
+        };
+        if again.digest != summary.digest {
+            return Err(Error::ContextChanged {
+                path: context.root().to_path_buf(),
+            });
+        }
+    }
     if built.is_ok() {
         printer.note(if sent.1 < summary.bytes {
             format!(
@@ -457,8 +477,8 @@ async fn build_synced(
     Ok((built, summary, sent))
 }
 
-/// The context as a tar in the request body, streamed from a blocking thread and hashed on
-/// the way (the classic builder, and BuildKit builds that need no session).
+/// The context as a tar in the request body for the classic builder, streamed from a blocking
+/// thread and hashed on the way.
 async fn build_tar(
     engine: &Engine,
     context: Context,

@@ -61,7 +61,10 @@ impl SyncedDockerfile {
             name,
             text: Bytes::from(text),
             mode: meta.permissions().mode() & 0o7777,
-            mtime_ns: meta.mtime() * 1_000_000_000 + i64::from(nanos),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(nanos)),
         })
     }
 }
@@ -73,7 +76,7 @@ impl SyncedDir for SyncedContext {
             None
         } else {
             Some(
-                DockerIgnore::parse(&wanted.exclude.join("\n"))
+                DockerIgnore::parse(&as_lines(&wanted.exclude))
                     .map_err(|e| format!("the engine's exclude patterns: {e}"))?,
             )
         };
@@ -95,17 +98,28 @@ impl SyncedDir for SyncedContext {
             .sort_by_file_name()
             .into_iter();
         while let Some(item) = walker.next() {
-            let item = item.map_err(|e| e.to_string())?;
+            let item = match item {
+                Ok(item) => item,
+                // Removed while the walk went on: as fsutil does, it is simply not there.
+                Err(e)
+                    if e.io_error().map(std::io::Error::kind)
+                        == Some(std::io::ErrorKind::NotFound) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let depth = item.depth();
             while held.last().is_some_and(|(d, _)| *d >= depth) {
                 held.pop();
             }
             let rel_path = item.path().strip_prefix(&self.root).unwrap_or(item.path());
-            let rel = rel_path
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let Some(rel) = rel_path.to_str().map(str::to_string) else {
+                return Err(format!(
+                    "{} has a name that is not UTF-8, which BuildKit's file sync cannot carry; rename it or list it in .dockerignore",
+                    item.path().display()
+                ));
+            };
             let is_dir = item.file_type().is_dir();
             let included = includes.as_ref().is_none_or(|i| i.matches(&rel));
             let left_out = excluded(&rel);
@@ -118,13 +132,14 @@ impl SyncedDir for SyncedContext {
                     continue;
                 }
             }
+            if (!included || left_out) && !is_dir {
+                continue;
+            }
             let Some(entry) = entry(item.path(), rel, &item)? else {
                 continue;
             };
             if !included || left_out {
-                if is_dir {
-                    held.push((depth, entry));
-                }
+                held.push((depth, entry));
                 continue;
             }
             out.extend(held.drain(..).map(|(_, e)| e));
@@ -137,16 +152,23 @@ impl SyncedDir for SyncedContext {
 /// One walked entry as a [`SyncEntry`]; None for what cannot be sent (sockets, FIFOs,
 /// devices; the docker CLI skips them too).
 fn entry(path: &Path, rel: String, item: &walkdir::DirEntry) -> Result<Option<SyncEntry>, String> {
-    let meta = item
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let meta = match item.metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.io_error().is_some_and(gone) => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let file_type = item.file_type();
     let kind = if file_type.is_dir() {
         EntryKind::Dir
     } else if file_type.is_file() {
         EntryKind::File(Source::Disk(path.to_path_buf()))
     } else if file_type.is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let target = match std::fs::read_link(path) {
+            Ok(target) => target,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
         EntryKind::Symlink(target.to_string_lossy().into_owned())
     } else {
         return Ok(None);
@@ -156,7 +178,10 @@ fn entry(path: &Path, rel: String, item: &walkdir::DirEntry) -> Result<Option<Sy
         kind,
         mode: meta.mode() & 0o7777,
         size: meta.len(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
     }))
 }
 
@@ -175,15 +200,15 @@ impl Includes {
         }
         let mut patterns: Vec<String> = wanted.include.iter().map(|p| clean(p)).collect();
         for path in &wanted.follow {
-            let path = clean(path);
-            patterns.push(path.clone());
-            if let Some(target) = link_target(root, &path) {
-                patterns.push(target);
-            }
+            patterns.extend(follow(root, &clean(path)));
+        }
+        // The root itself (`.` or `/`) asks for everything, as fsutil's dedupePaths reads it.
+        if patterns.iter().any(String::is_empty) {
+            return Ok(None);
         }
         patterns.sort();
         patterns.dedup();
-        let matcher = DockerIgnore::parse(&patterns.join("\n"))
+        let matcher = DockerIgnore::parse(&as_lines(&patterns))
             .map_err(|e| format!("the engine's include patterns: {e}"))?;
         let literal: Option<Vec<String>> = patterns
             .iter()
@@ -221,22 +246,80 @@ fn clean(pattern: &str) -> String {
     while let Some(rest) = p.strip_prefix("./").or_else(|| p.strip_prefix('/')) {
         p = rest;
     }
-    p.trim_end_matches('/').to_string()
+    let p = p.trim_end_matches('/');
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
 }
 
-/// Where a symlink inside the root points, relative to the root, when it stays inside it.
-fn link_target(root: &Path, rel: &str) -> Option<String> {
-    let link = root.join(rel);
-    let target = std::fs::read_link(&link).ok()?;
-    let joined = if target.is_absolute() {
-        root.join(target.strip_prefix("/").ok()?)
-    } else {
-        link.parent()?.join(target)
-    };
+/// Patterns given as a list, as `.dockerignore` lines: a leading `#` would make a comment of
+/// one, so it is written `./#...` (which the parser cleans back to the same pattern).
+fn as_lines(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| {
+            if p.trim_start().starts_with('#') {
+                format!("./{}", p.trim_start())
+            } else {
+                p.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A followed path and every symlink met on the way, resolved as fsutil's `FollowLinks`
+/// does: each component is checked, a symlink's target (inside the root) replaces the part
+/// read so far and is resolved again, so `configs -> shared/configs` followed by
+/// `configs/app.yaml` brings `configs`, `shared/configs/app.yaml` and the folders to it.
+fn follow(root: &Path, path: &str) -> Vec<String> {
+    let mut out = vec![path.to_string()];
+    let mut pending = vec![path.to_string()];
+    let mut hops = 0;
+    while let Some(current) = pending.pop() {
+        let parts: Vec<&str> = current.split('/').filter(|p| !p.is_empty()).collect();
+        for i in 0..parts.len() {
+            let prefix = parts[..=i].join("/");
+            let Ok(target) = std::fs::read_link(root.join(&prefix)) else {
+                continue;
+            };
+            hops += 1;
+            if hops > 40 {
+                return out; // a loop of links: what was found so far
+            }
+            out.push(prefix.clone());
+            let base = if target.is_absolute() {
+                Some(root.to_path_buf())
+            } else {
+                root.join(&prefix).parent().map(Path::to_path_buf)
+            };
+            let Some(resolved) = base
+                .and_then(|b| inside(root, &b.join(target.strip_prefix("/").unwrap_or(&target))))
+            else {
+                break;
+            };
+            let rest = parts[i + 1..].join("/");
+            let next = if rest.is_empty() {
+                resolved
+            } else {
+                format!("{resolved}/{rest}")
+            };
+            out.push(next.clone());
+            pending.push(next);
+            break;
+        }
+    }
+    out
+}
+
+/// `path` relative to the root, `..` resolved, when it stays inside it.
+fn inside(root: &Path, path: &Path) -> Option<String> {
     let mut parts: Vec<String> = Vec::new();
-    for c in joined.strip_prefix(root).ok()?.components() {
+    for c in path.strip_prefix(root).ok()?.components() {
         match c {
-            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            std::path::Component::Normal(n) => parts.push(n.to_str()?.to_string()),
             std::path::Component::ParentDir => {
                 parts.pop()?;
             }
@@ -359,6 +442,50 @@ mod tests {
             listed(dir.path(), "", &wanted),
             ["Dockerfile", "real", "real/Dockerfile"]
         );
+    }
+
+    #[test]
+    fn links_inside_a_followed_path_are_resolved_like_fsutil() {
+        let dir = tree(&["shared/configs/app.yaml", "shared/configs/other.yaml", "z"]);
+        std::os::unix::fs::symlink("shared/configs", dir.path().join("configs")).expect("link");
+        std::os::unix::fs::symlink("configs", dir.path().join("cfg")).expect("chain");
+        let follow = |p: &str| Wanted {
+            follow: vec![p.into()],
+            ..Wanted::default()
+        };
+        let expected = [
+            "configs",
+            "shared",
+            "shared/configs",
+            "shared/configs/app.yaml",
+        ];
+        assert_eq!(
+            listed(dir.path(), "", &follow("configs/app.yaml")),
+            expected
+        );
+        // A chain of links: cfg -> configs -> shared/configs.
+        assert_eq!(
+            listed(dir.path(), "", &follow("cfg/app.yaml")),
+            [
+                "cfg",
+                "configs",
+                "shared",
+                "shared/configs",
+                "shared/configs/app.yaml"
+            ]
+        );
+        // The root asks for everything.
+        assert_eq!(listed(dir.path(), "", &follow(".")).len(), 7);
+    }
+
+    #[test]
+    fn patterns_that_look_like_comments_stay_patterns() {
+        let dir = tree(&["#notes", "a"]);
+        let wanted = Wanted {
+            include: vec!["#notes".into()],
+            ..Wanted::default()
+        };
+        assert_eq!(listed(dir.path(), "", &wanted), ["#notes"]);
     }
 
     #[test]

@@ -164,6 +164,10 @@ enum Out {
 enum Job {
     File(u32),
     Fin,
+    /// The engine gave up: send nothing more.
+    Stop,
+    /// End the call with this error (INTERNAL).
+    Fail(String),
 }
 
 /// Serves one DiffCopy call.
@@ -210,23 +214,25 @@ pub async fn serve(
     let (out_tx, out_rx) = mpsc::channel::<Out>(QUEUED);
     let writer = tokio::spawn(write_out(stream, out_rx));
 
-    // The list, in batches of frames.
-    let mut batch = BytesMut::new();
-    for entry in entries.iter() {
-        batch.extend_from_slice(&frame(&stat_packet(entry)));
-        if batch.len() >= 64 * 1024
-            && out_tx
-                .send(Out::Frame(batch.split().freeze()))
-                .await
-                .is_err()
-        {
-            return Ok(());
-        }
-    }
-    batch.extend_from_slice(&frame(&Packet::default().encode_to_vec()));
-    if out_tx.send(Out::Frame(batch.freeze())).await.is_err() {
-        return Ok(());
-    }
+    // The list, in batches of frames, sent while the engine's requests are read below (it
+    // asks for files as the list arrives; unread requests would fill the connection window).
+    let lister = {
+        let out = out_tx.clone();
+        let entries = Arc::clone(&entries);
+        tokio::spawn(async move {
+            let mut batch = BytesMut::new();
+            for entry in entries.iter() {
+                batch.extend_from_slice(&frame(&stat_packet(entry)));
+                if batch.len() >= 64 * 1024
+                    && out.send(Out::Frame(batch.split().freeze())).await.is_err()
+                {
+                    return;
+                }
+            }
+            batch.extend_from_slice(&frame(&Packet::default().encode_to_vec()));
+            let _ = out.send(Out::Frame(batch.freeze())).await;
+        })
+    };
 
     // Files, in the order asked, read on a blocking thread.
     let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
@@ -236,7 +242,6 @@ pub async fn serve(
         let sent = Arc::clone(&served.sent);
         tokio::task::spawn_blocking(move || send_files(&entries, &job_rx, &out, &sent))
     };
-    drop(out_tx);
 
     // The engine's packets.
     let mut pending = BytesMut::new();
@@ -246,6 +251,9 @@ pub async fn serve(
         pending.extend_from_slice(&chunk);
         while let Some(message) = next_message(&mut pending) {
             let Ok(packet) = Packet::decode(message) else {
+                let _ = job_tx.send(Job::Fail(
+                    "the engine sent a packet labship cannot read".into(),
+                ));
                 break 'calls;
             };
             match packet.kind {
@@ -264,6 +272,7 @@ pub async fn serve(
                         "BuildKit ended the file sync: {}",
                         String::from_utf8_lossy(&packet.data)
                     );
+                    let _ = job_tx.send(Job::Stop);
                     break 'calls;
                 }
                 _ => {}
@@ -272,6 +281,8 @@ pub async fn serve(
     }
     drop(job_tx);
     let _ = reader.await;
+    lister.abort();
+    drop(out_tx);
     let _ = writer.await;
     Ok(())
 }
@@ -293,6 +304,12 @@ fn send_files(
                 };
                 put(Out::Frame(frame(&fin.encode_to_vec())));
                 put(Out::End(0, String::new()));
+                return;
+            }
+            Job::Stop => return,
+            Job::Fail(message) => {
+                put(Out::Frame(frame(&error_packet(&message))));
+                put(Out::End(13, message));
                 return;
             }
             Job::File(id) => id,
@@ -353,7 +370,13 @@ fn send_file(
             }
         }
         Source::Disk(path) => {
-            let mut file = std::fs::File::open(path)?.take(size.saturating_add(1));
+            use std::os::unix::fs::OpenOptionsExt;
+            // Not through a symlink put in the file's place since it was listed.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?;
+            let mut file = file.take(size.saturating_add(1));
             let mut total = 0u64;
             loop {
                 let mut buf = vec![0u8; CHUNK];
@@ -447,7 +470,7 @@ fn metadata(headers: &hyper::HeaderMap, key: &str) -> Vec<String> {
     let encoded = headers
         .get(format!("{key}-encoded"))
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"));
     headers
         .get_all(key)
         .iter()

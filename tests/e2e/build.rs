@@ -583,15 +583,14 @@ fn on_a_terminal_buildkit_steps_are_drawn_live() {
 #[test]
 fn an_ssh_mount_reaches_the_users_agent() {
     let agent_py = "import os, socket, struct\ns = socket.socket(socket.AF_UNIX)\ns.connect(os.environ['SSH_AUTH_SOCK'])\ns.sendall(struct.pack('>IB', 1, 11))\ndef read(n):\n    d = b''\n    while len(d) < n:\n        d += s.recv(n - len(d))\n    return d\nbody = read(struct.unpack('>I', read(4))[0])\nassert body[0] == 12, body[0]\ncount = struct.unpack('>I', body[1:5])[0]\npos, comments = 5, []\nfor _ in range(count):\n    for field in range(2):\n        n = struct.unpack('>I', body[pos:pos + 4])[0]\n        if field == 1:\n            comments.append(body[pos + 4:pos + 4 + n].decode())\n        pos += 4 + n\nprint('agent-keys', count, ' '.join(comments))\n";
+    // A step of its own, so that BuildKit runs it (an identical step would be CACHED).
+    let dockerfile = format!(
+        "ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY agent.py /agent.py\nRUN --mount=type=ssh echo {} && python3 /agent.py\n",
+        unique("ssh")
+    );
     let p = Project::with_files(
         "ssh",
-        &[
-            (
-                "Dockerfile",
-                "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY agent.py /agent.py\nRUN --mount=type=ssh python3 /agent.py\n",
-            ),
-            ("agent.py", agent_py),
-        ],
+        &[("Dockerfile", dockerfile.as_str()), ("agent.py", agent_py)],
     );
     let dir = p.path();
     let socket = dir.join("agent.sock");
