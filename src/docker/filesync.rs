@@ -173,7 +173,7 @@ enum Job {
 /// Serves one DiffCopy call.
 pub async fn serve(
     request: hyper::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     dirs: &HashMap<String, Served>,
 ) -> std::result::Result<(), h2::Error> {
     let headers = request.headers().clone();
@@ -183,12 +183,7 @@ pub async fn serve(
         follow: metadata(&headers, "followpaths"),
     };
     let name = metadata(&headers, "dir-name").into_iter().next();
-    let head = hyper::Response::builder()
-        .status(200)
-        .header("content-type", "application/grpc")
-        .body(())
-        .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
-    let mut stream = respond.send_response(head, false)?;
+    let mut stream = open_call(respond)?;
     let Some(served) = name.as_ref().and_then(|n| dirs.get(n)).cloned() else {
         // INVALID_ARGUMENT, as BuildKit's own provider answers for a folder it does not have.
         return end_call(
@@ -444,6 +439,18 @@ async fn write_out(mut stream: h2::SendStream<Bytes>, mut rx: mpsc::Receiver<Out
     }
     // Every sender is gone without an end (the engine hung up): close the call cleanly.
     let _ = end_call(&mut stream, 0, "");
+}
+
+/// Answers a call's headers (HTTP 200, `application/grpc`); messages and trailers follow.
+pub(super) fn open_call(
+    mut respond: h2::server::SendResponse<Bytes>,
+) -> std::result::Result<h2::SendStream<Bytes>, h2::Error> {
+    let head = hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
+    respond.send_response(head, false)
 }
 
 /// Ends a call with its gRPC status (and message, when not OK).

@@ -232,7 +232,7 @@ where
 /// Answers one unary gRPC call.
 async fn answer(
     request: hyper::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     secrets: &HashMap<String, BuildSecret>,
     agents: &HashMap<String, PathBuf>,
 ) -> std::result::Result<(), h2::Error> {
@@ -261,33 +261,14 @@ async fn answer(
         CHECK_AGENT => sshforward::check(message, agents),
         other => Err((12, format!("{other} is not served by labship"))),
     };
-    let head = hyper::Response::builder()
-        .status(200)
-        .header("content-type", "application/grpc")
-        .body(())
-        .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
-    let mut trailers = hyper::HeaderMap::new();
+    let mut stream = filesync::open_call(respond)?;
     match reply {
         Ok(bytes) => {
-            let mut stream = respond.send_response(head, false)?;
             stream.send_data(frame(&bytes), false)?;
-            trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
-            stream.send_trailers(trailers)?;
+            filesync::end_call(&mut stream, 0, "")
         }
-        Err((code, text)) => {
-            let mut stream = respond.send_response(head, false)?;
-            trailers.insert(
-                "grpc-status",
-                hyper::header::HeaderValue::from_str(&code.to_string())
-                    .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("2")),
-            );
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&text) {
-                trailers.insert("grpc-message", v);
-            }
-            stream.send_trailers(trailers)?;
-        }
+        Err((code, text)) => filesync::end_call(&mut stream, code, &text),
     }
-    Ok(())
 }
 
 /// The message of a gRPC frame (1 byte "compressed", 4 bytes length, the message); empty when

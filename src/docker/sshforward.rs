@@ -60,7 +60,7 @@ pub(super) fn check(
 /// until either side closes.
 pub async fn serve(
     request: hyper::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     agents: &HashMap<String, PathBuf>,
 ) -> std::result::Result<(), h2::Error> {
     let id = request
@@ -70,12 +70,7 @@ pub async fn serve(
         .filter(|v| !v.is_empty())
         .unwrap_or("default")
         .to_string();
-    let head = hyper::Response::builder()
-        .status(200)
-        .header("content-type", "application/grpc")
-        .body(())
-        .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
-    let mut stream = respond.send_response(head, false)?;
+    let mut stream = super::filesync::open_call(respond)?;
     let agent = match agents.get(&id) {
         Some(path) => tokio::net::UnixStream::connect(path)
             .await
