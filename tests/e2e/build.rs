@@ -788,13 +788,13 @@ fn an_engine_that_refuses_buildkit_gets_the_classic_builder_with_a_note() {
 #[test]
 fn a_build_secret_reaches_the_step_and_nothing_else() {
     let value = format!("s3cr3t-{}", unique("value"));
-    let p = Project::with_files(
-        "secret",
-        &[(
-            "Dockerfile",
-            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN --mount=type=secret,id=token,required=true sh -c 'test -s /run/secrets/token && wc -c < /run/secrets/token > /token-length && echo secret-was-readable'\n",
-        )],
+    // A step of its own: BuildKit's cache key leaves secrets out, so an identical step from an
+    // earlier run would be CACHED with that run's secret length.
+    let dockerfile = format!(
+        "ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN --mount=type=secret,id=token,required=true sh -c 'echo {} && test -s /run/secrets/token && wc -c < /run/secrets/token > /token-length && echo secret-was-readable'\n",
+        unique("step")
     );
+    let p = Project::with_files("secret", &[("Dockerfile", dockerfile.as_str())]);
     let secret_file = p.path().join("token.txt");
     std::fs::write(&secret_file, &value).expect("write the secret");
     let from_file = format!("id=token,src={}", secret_file.display());
