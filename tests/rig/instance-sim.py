@@ -20,9 +20,13 @@ answer is returned, except for what makes launched instances behave like real on
 * GetConsoleOutput (simulated instances): fake boot lines, then the container's output as
   cloud-init journal lines `[%12.6f] cloud-init[2179]: <line>`, then (merged by time) the
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
-* TerminateInstances / StopInstances: after moto, the instance container and the containers
-  and volumes labelled dev.labship.ec2.deployment=<its deployment> are removed (before the
-  answer, bounded).
+* TerminateInstances: after moto, the instance container and the containers and volumes
+  labelled dev.labship.ec2.deployment=<its deployment> are removed (before the answer, bounded).
+* StopInstances / StartInstances: after moto, the instance container and its deployment's
+  containers are stopped (disk, state directory and volumes kept, sessions terminated), and
+  started again: the deployment's containers whose restart policy is always or unless-stopped
+  (as Docker does at boot), then the instance container, whose boot script does not run the
+  user-data a second time (cloud-init's per-instance marker).
 * DescribeInstances / RunInstances answers: public IP 127.0.0.1 and DNS name localhost for
   simulated instances (their published ports are on this machine's loopback).
 * RunInstances with a ClientToken that succeeded before (same region): moto's first answer
@@ -179,7 +183,10 @@ ud=/var/lib/cloud/instance/user-data.txt
 now() { date -u '+%Y-%m-%d %H:%M:%S,%3N'; }
 echo "Cloud-init v. 22.2.2 running 'modules:final' at $(date -u '+%a, %d %b %Y %H:%M:%S +0000'). Up ${SECONDS}.00 seconds."
 rc=0
-if [ ! -s "$ud" ]; then
+done_marker=/var/lib/cloud/instance/boot-finished
+if [ -e "$done_marker" ]; then
+    :  # a start after a stop: cloud-init runs user-data once per instance
+elif [ ! -s "$ud" ]; then
     :
 elif head -n 1 "$ud" | grep -Eq '^#!.*(bash|sh)'; then
     mkdir -p /var/lib/cloud/instance/scripts
@@ -193,6 +200,7 @@ elif head -n 1 "$ud" | grep -Eq '^#!.*(bash|sh)'; then
 else
     echo "$(now) - __init__.py[WARNING]: Unhandled non-multipart (text/x-not-multipart) userdata: 'b'$(head -c 40 "$ud" | tr -c '[:print:]' '?')'...'"
 fi
+mkdir -p /var/lib/cloud/instance && touch "$done_marker"
 echo "Cloud-init v. 22.2.2 finished at $(date -u '+%a, %d %b %Y %H:%M:%S +0000'). Datasource DataSourceEc2.  Up ${SECONDS}.00 seconds"
 exec sleep infinity
 """
@@ -697,11 +705,15 @@ class Sim:
                 if status == 200:
                     body = self.rewrite_ips(body)
                 return status, headers, body
-            elif action in ("TerminateInstances", "StopInstances"):
+            elif action in ("TerminateInstances", "StopInstances", "StartInstances"):
                 status, headers, body = self.forward(req)
                 if status == 200:
                     ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
-                    self.remove_instances([self.instances[i] for i in ids if i in self.instances], action)
+                    insts = [self.instances[i] for i in ids if i in self.instances]
+                    if action == "TerminateInstances":
+                        self.remove_instances(insts, action)
+                    else:
+                        self.power(insts, action == "StartInstances")
                 return status, headers, body
         elif req.service == "ssm" and req.target_op:
             op = req.target_op
@@ -919,6 +931,66 @@ class Sim:
                 return body
             return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
 
+    def power(self, instances, on, deadline=60.0):
+        threads = []
+        for inst in instances:
+            t = threading.Thread(target=self.start_instance if on else self.stop_instance, args=(inst,), daemon=True)
+            t.start()
+            threads.append(t)
+        end = time.time() + deadline
+        for t in threads:
+            t.join(max(0.0, end - time.time()))
+
+    def deployment_containers(self, inst):
+        if not inst.deployment:
+            return []
+        cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_EC2_DEPLOYMENT, inst.deployment), timeout=20)
+        return cp.stdout.decode().split()
+
+    def stop_instance(self, inst):
+        """StopInstances: the host powers off; its disk (the container's file system, the state
+        directory, the deployment's volumes) stays, its sessions end."""
+        acquired = inst.busy.acquire(timeout=60)
+        try:
+            if inst.state != "running":
+                return
+            inst.state = "stopped"
+            self.terminate_sessions_of(inst.id, "StopInstances")
+            ids = self.deployment_containers(inst)
+            if ids:
+                docker("stop", "-t", "10", *ids, timeout=60)
+            cp = docker("stop", "-t", "10", inst.container, timeout=60)
+            log("%s: stopped container %s and %d of deployment %s%s" % (
+                inst.id, inst.container, len(ids), inst.deployment,
+                "" if cp.returncode == 0 else ": " + short_err(cp)[0]))
+        finally:
+            if acquired:
+                inst.busy.release()
+
+    def start_instance(self, inst):
+        """StartInstances: the host boots again. Docker brings back the containers whose restart
+        policy says so (always, unless-stopped); cloud-init does not run the user-data again
+        (BOOT_SCRIPT finds its per-instance marker)."""
+        acquired = inst.busy.acquire(timeout=60)
+        try:
+            if inst.state != "stopped":
+                return
+            for cid in self.deployment_containers(inst):
+                cp = docker("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", cid, timeout=20)
+                if cp.stdout.decode().strip() in ("always", "unless-stopped"):
+                    docker("start", cid, timeout=60)
+            cp = docker("start", inst.container, timeout=60)
+            if cp.returncode != 0:
+                inst.state = "failed"
+                inst.error = "docker start failed: %s" % short_err(cp)[0]
+                log("%s: %s" % (inst.id, inst.error))
+                return
+            inst.state = "running"
+            log("%s: started container %s again" % (inst.id, inst.container))
+        finally:
+            if acquired:
+                inst.busy.release()
+
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
         for inst in instances:
@@ -936,7 +1008,7 @@ class Sim:
         try:
             if inst.state == "removed":
                 return
-            if inst.state == "running":
+            if inst.state in ("running", "stopped"):
                 try:
                     inst.final_console = self.console_bytes(inst)
                 except Exception as e:  # noqa: BLE001

@@ -381,6 +381,50 @@ curl -fsS "$SIM/_sim/sessions" | jq -e --arg a "$sid2" --arg b "$sid3" '[.sessio
 ok "terminate-instances terminated the instance's sessions; the plugin exited 0 by itself"
 instance=""
 
+# --- stop and start ---------------------------------------------------------------------
+# A host whose container restarts with Docker (unless-stopped) and keeps a file on its volume.
+cat >"$tmp/user-data-2.sh" <<EOF
+#!/bin/bash
+set -euo pipefail
+echo "labship: boot-run $DEP"
+docker volume create --label $LABEL labship-ec2-$DEP-work >/dev/null
+docker run -d --name labship-ec2-$DEP --label $LABEL --init --restart unless-stopped \\
+    -v labship-ec2-$DEP-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
+echo "labship: started-2"
+EOF
+out="$(aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
+    --user-data "file://$tmp/user-data-2.sh" \
+    --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP}]")" ||
+    fail "run-instances (stop/start)"
+instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
+deadline=$((SECONDS + 60))
+until aws ec2 get-console-output --instance-id "$instance" --latest | jq -r '.Output // ""' | grep -q 'labship: started-2'; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "stop/start: the user-data did not finish in 60 s"
+    sleep 1
+done
+docker exec "labship-ec2-$DEP" sh -c 'echo kept > /work/notebook.txt' || fail "writing to the volume"
+aws ec2 stop-instances --instance-ids "$instance" >/dev/null || fail "stop-instances"
+[ "$(aws ec2 describe-instances --instance-ids "$instance" | jq -r '.Reservations[0].Instances[0].State.Name')" = stopped ] ||
+    fail "describe-instances after stop-instances: not stopped"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = false ] || fail "the instance container still runs after stop"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$DEP")" = false ] || fail "the deployment's container still runs after stop"
+[ -n "$(docker volume ls -q --filter "label=$LABEL")" ] || fail "stop-instances removed the volume"
+ok "stop-instances: stopped in EC2, the host and its container stopped, the volume kept"
+aws ec2 start-instances --instance-ids "$instance" >/dev/null || fail "start-instances"
+[ "$(aws ec2 describe-instances --instance-ids "$instance" | jq -r '.Reservations[0].Instances[0].State.Name')" = running ] ||
+    fail "describe-instances after start-instances: not running"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = true ] || fail "the instance container did not start again"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$DEP")" = true ] || fail "the unless-stopped container did not start again"
+[ "$(docker exec "labship-ec2-$DEP" cat /work/notebook.txt)" = kept ] || fail "the file on the volume is gone after stop/start"
+sleep 2
+runs="$(docker logs "labship-sim-$instance" 2>&1 | grep -c 'labship: boot-run' || true)"
+[ "$runs" = 1 ] || fail "the user-data ran $runs times across stop/start (cloud-init runs it once)"
+ok "start-instances: running again, the unless-stopped container back with the volume's file, the user-data not run again"
+aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (stop/start)"
+[ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
+ok "terminate-instances after stop/start leaves nothing"
+instance=""
+
 # --- fault injection --------------------------------------------------------------------
 fault_start=$SECONDS
 fired() { curl -fsS --max-time 10 "$SIM/_sim/faults?scope=$FKEY"; }
