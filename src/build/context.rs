@@ -268,11 +268,7 @@ impl Context {
     /// Visits every entry that is sent, in a fixed order (sorted by name, parents first).
     fn walk(&self, mut visit: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         let always = |rel: &str| rel == self.dockerfile_name || rel == ".dockerignore";
-        let mut walker = walkdir::WalkDir::new(&self.root)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walker = sorted_walk(&self.root);
         while let Some(item) = walker.next() {
             let item = item.map_err(|e| {
                 let path = e
@@ -350,6 +346,17 @@ enum Kind {
     Dir,
     File,
     Symlink(PathBuf),
+}
+
+/// The walk every listing of the context makes: below the root, symlinks not followed, names
+/// sorted byte-wise in each folder (the order the tar, the digest and BuildKit's file sync
+/// rely on).
+pub(super) fn sorted_walk(root: &Path) -> walkdir::IntoIter {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
 }
 
 fn slash_path(p: &Path) -> String {

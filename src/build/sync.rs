@@ -92,11 +92,7 @@ impl SyncedDir for SyncedContext {
         let mut out = Vec::new();
         // Folders walked but not sent (yet): sent before the first entry below them that is.
         let mut held: Vec<(usize, SyncEntry)> = Vec::new();
-        let mut walker = walkdir::WalkDir::new(&self.root)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walker = super::context::sorted_walk(&self.root);
         while let Some(item) = walker.next() {
             let item = match item {
                 Ok(item) => item,

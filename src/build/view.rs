@@ -23,7 +23,9 @@ pub struct BuildView<'p> {
 struct Live {
     multi: MultiProgress,
     header: ProgressBar,
-    running: HashMap<usize, (ProgressBar, String)>,
+    /// The spinner of each running step.
+    running: HashMap<usize, ProgressBar>,
+    /// Every step's name, by number (running or finished).
     names: HashMap<usize, String>,
     done: usize,
 }
@@ -60,11 +62,11 @@ impl<'p> BuildView<'p> {
                 bar.set_prefix(n.to_string());
                 bar.set_message(cut(&name));
                 bar.enable_steady_tick(Duration::from_millis(120));
-                live.names.insert(n, name.clone());
-                live.running.insert(n, (bar, name));
+                live.names.insert(n, name);
+                live.running.insert(n, bar);
             }
             StepEvent::Line { n, text } => {
-                if let Some((bar, name)) = live.running.get(&n) {
+                if let (Some(bar), Some(name)) = (live.running.get(&n), live.names.get(&n)) {
                     let text = crate::secrets::scrub(text);
                     bar.set_message(format!("{}\n     > {}", cut(name), cut(&text)));
                 }
@@ -86,7 +88,7 @@ impl<'p> BuildView<'p> {
     /// Ends the live view (the header goes; finished steps stay printed).
     pub fn close(self) {
         if let Some(live) = self.live {
-            for (bar, _) in live.running.values() {
+            for bar in live.running.values() {
                 bar.finish_and_clear();
             }
             live.header.finish_and_clear();
@@ -96,7 +98,7 @@ impl<'p> BuildView<'p> {
 
 impl Live {
     fn finish(&mut self, n: usize, how: &str) {
-        if let Some((bar, _)) = self.running.remove(&n) {
+        if let Some(bar) = self.running.remove(&n) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }

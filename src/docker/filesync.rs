@@ -176,13 +176,13 @@ pub async fn serve(
     respond: h2::server::SendResponse<Bytes>,
     dirs: &HashMap<String, Served>,
 ) -> std::result::Result<(), h2::Error> {
-    let headers = request.headers().clone();
+    let headers = request.headers();
     let wanted = Wanted {
-        include: metadata(&headers, "include-patterns"),
-        exclude: metadata(&headers, "exclude-patterns"),
-        follow: metadata(&headers, "followpaths"),
+        include: metadata(headers, "include-patterns"),
+        exclude: metadata(headers, "exclude-patterns"),
+        follow: metadata(headers, "followpaths"),
     };
-    let name = metadata(&headers, "dir-name").into_iter().next();
+    let name = metadata(headers, "dir-name").into_iter().next();
     let mut stream = open_call(respond)?;
     let Some(served) = name.as_ref().and_then(|n| dirs.get(n)).cloned() else {
         // INVALID_ARGUMENT, as BuildKit's own provider answers for a folder it does not have.
@@ -417,18 +417,9 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 async fn write_out(mut stream: h2::SendStream<Bytes>, mut rx: mpsc::Receiver<Out>) {
     while let Some(item) = rx.recv().await {
         match item {
-            Out::Frame(mut bytes) => {
-                while !bytes.is_empty() {
-                    stream.reserve_capacity(bytes.len());
-                    let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n > 0 => n,
-                        Some(Ok(_)) => continue,
-                        _ => return,
-                    };
-                    let part = bytes.split_to(granted.min(bytes.len()));
-                    if stream.send_data(part, false).is_err() {
-                        return;
-                    }
+            Out::Frame(bytes) => {
+                if !send_within_window(&mut stream, bytes).await {
+                    return;
                 }
             }
             Out::End(code, message) => {
@@ -439,6 +430,27 @@ async fn write_out(mut stream: h2::SendStream<Bytes>, mut rx: mpsc::Receiver<Out
     }
     // Every sender is gone without an end (the engine hung up): close the call cleanly.
     let _ = end_call(&mut stream, 0, "");
+}
+
+/// Sends `bytes` on the call as the peer's flow-control window allows (never buffering more
+/// than it grants); false when the call is gone.
+pub(super) async fn send_within_window(
+    stream: &mut h2::SendStream<Bytes>,
+    mut bytes: Bytes,
+) -> bool {
+    while !bytes.is_empty() {
+        stream.reserve_capacity(bytes.len());
+        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(n)) if n > 0 => n,
+            Some(Ok(_)) => continue,
+            _ => return false,
+        };
+        let part = bytes.split_to(granted.min(bytes.len()));
+        if stream.send_data(part, false).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Answers a call's headers (HTTP 200, `application/grpc`); messages and trailers follow.

@@ -15,14 +15,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::Empty;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 
 use super::connect::Endpoint;
-use super::filesync::{self, frame, Sent, Served, SyncedDir, DIFF_COPY};
+use super::filesync::{self, frame, next_message, Sent, Served, SyncedDir, DIFF_COPY};
 use super::sshforward::{self, CHECK_AGENT, FORWARD_AGENT};
 use crate::error::{Error, Result};
 
@@ -244,7 +244,8 @@ async fn answer(
         let _ = body.flow_control().release_capacity(chunk.len());
         raw.extend_from_slice(&chunk);
     }
-    let message = unframe(raw.freeze());
+    // A unary call's one message (empty when the body is short).
+    let message = next_message(&mut raw).unwrap_or_default();
     let reply: std::result::Result<Vec<u8>, (u32, String)> = match path.as_str() {
         HEALTH_CHECK => Ok(HealthCheckResponse { status: 1 }.encode_to_vec()),
         GET_SECRET => match GetSecretRequest::decode(message) {
@@ -269,17 +270,6 @@ async fn answer(
         }
         Err((code, text)) => filesync::end_call(&mut stream, code, &text),
     }
-}
-
-/// The message of a gRPC frame (1 byte "compressed", 4 bytes length, the message); empty when
-/// the frame is short.
-fn unframe(mut raw: Bytes) -> Bytes {
-    if raw.len() < 5 {
-        return Bytes::new();
-    }
-    raw.advance(1);
-    let len = raw.get_u32() as usize;
-    raw.slice(..len.min(raw.len()))
 }
 
 /// A session id: 25 random lowercase alphanumerics, as the docker CLI makes them.
@@ -309,9 +299,12 @@ mod tests {
         let message = GetSecretRequest { id: "pypi".into() }.encode_to_vec();
         let framed = frame(&message);
         assert_eq!(framed[0], 0);
-        let back = GetSecretRequest::decode(unframe(framed)).expect("decode");
+        let back = GetSecretRequest::decode(
+            next_message(&mut BytesMut::from(&framed[..])).expect("a whole frame"),
+        )
+        .expect("decode");
         assert_eq!(back.id, "pypi");
-        assert!(unframe(Bytes::from_static(b"\0\0")).is_empty());
+        assert!(next_message(&mut BytesMut::from(&b"\0\0"[..])).is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::filesync::{frame, next_message};
+use super::filesync::{frame, next_message, send_within_window};
 
 pub const CHECK_AGENT: &str = "/moby.sshforward.v1.SSH/CheckAgent";
 pub const FORWARD_AGENT: &str = "/moby.sshforward.v1.SSH/ForwardAgent";
@@ -110,24 +110,15 @@ pub async fn serve(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut out = frame(
+        let out = frame(
             &BytesMessage {
                 data: Bytes::copy_from_slice(&buf[..n]),
             }
             .encode_to_vec(),
         );
-        while !out.is_empty() {
-            stream.reserve_capacity(out.len());
-            let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
-                Some(Ok(n)) if n > 0 => n,
-                Some(Ok(_)) => continue,
-                _ => {
-                    upstream.abort();
-                    return Ok(());
-                }
-            };
-            let part = out.split_to(granted.min(out.len()));
-            stream.send_data(part, false)?;
+        if !send_within_window(&mut stream, out).await {
+            upstream.abort();
+            return Ok(());
         }
     }
     upstream.abort();

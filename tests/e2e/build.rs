@@ -158,17 +158,23 @@ fn same_inputs_give_the_same_tag_and_any_change_a_new_one(b: B) {
 fn files_in_image(p: &Project, b: B) -> Vec<String> {
     let report = json(&build(p, b, &["-o", "json", "-q"]));
     let image = report["image"].as_str().expect("image").to_string();
+    let files = ctx_files(&image);
+    let _ = docker(&["rmi", "-f", &image, &format!("{}:latest", p.repository())]);
+    files
+}
+
+/// The files under /ctx in an image, relative and sorted.
+fn ctx_files(image: &str) -> Vec<String> {
     let listing = docker_ok(&[
         "run",
         "--rm",
         "--entrypoint",
         "find",
-        &image,
+        image,
         "/ctx",
         "-type",
         "f",
     ]);
-    let _ = docker(&["rmi", "-f", &image, &format!("{}:latest", p.repository())]);
     let mut files: Vec<String> = listing
         .lines()
         .map(|l| l.trim_start_matches("/ctx/").to_string())
@@ -444,21 +450,7 @@ fn buildkit_sends_only_the_files_that_changed() {
     let fourth = built(&p);
     assert_eq!(fourth["sent_files"], 0, "{fourth}");
     let image4 = fourth["image"].as_str().expect("image").to_string();
-    let listing = docker_ok(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "find",
-        &image4,
-        "/ctx",
-        "-type",
-        "f",
-    ]);
-    let mut files: Vec<&str> = listing
-        .lines()
-        .map(|l| l.trim_start_matches("/ctx/"))
-        .collect();
-    files.sort_unstable();
+    let files = ctx_files(&image4);
     assert_eq!(
         files,
         [

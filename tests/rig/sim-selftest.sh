@@ -108,6 +108,13 @@ wait_exit() {
     wait "$1" || exit_rc=$?
 }
 
+# One instance of the deployment running the user-data file $1; prints RunInstances' answer.
+run_instance() {
+    aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
+        --user-data "file://$1" \
+        --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP}]"
+}
+
 leftovers() {
     docker ps -aq --filter "label=$LABEL"
     docker volume ls -q --filter "label=$LABEL"
@@ -169,10 +176,7 @@ echo "labship: token http://127.0.0.1:8888/lab?token=\$(od -An -N24 -tx1 /dev/ur
 EOF
 
 # --- launch -----------------------------------------------------------------------------
-out="$(aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
-    --user-data "file://$tmp/user-data.sh" \
-    --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP}]")" ||
-    fail "run-instances"
+out="$(run_instance "$tmp/user-data.sh")" || fail "run-instances"
 instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
 [[ "$instance" == i-* ]] || fail "run-instances gave no instance id: $out"
 ok "run-instances: $instance"
@@ -392,10 +396,7 @@ docker run -d --name labship-ec2-$DEP --label $LABEL --init --restart unless-sto
     -v labship-ec2-$DEP-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
 echo "labship: started-2"
 EOF
-out="$(aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
-    --user-data "file://$tmp/user-data-2.sh" \
-    --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP}]")" ||
-    fail "run-instances (stop/start)"
+out="$(run_instance "$tmp/user-data-2.sh")" || fail "run-instances (stop/start)"
 instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
 deadline=$((SECONDS + 60))
 until aws ec2 get-console-output --instance-id "$instance" --latest | jq -r '.Output // ""' | grep -q 'labship: started-2'; do
