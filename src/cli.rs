@@ -83,6 +83,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print a deployment's Jupyter log
     Logs(LogsArgs),
+    /// Stop a deployment and keep it: its workspace (and on EC2 its token) stays, and `up`
+    /// starts it again; an EC2 instance no longer bills compute, only its disk
+    Stop(StopArgs),
     /// Remove a deployment (locally the workspace volume is kept unless --delete-data)
     Down(DownArgs),
     /// Make the offline Jupyter base image from Debian packages and PyPI (no registry needed)
@@ -152,6 +155,14 @@ pub struct UpArgs {
     /// EC2: launch in this subnet (default: the default VPC)
     #[arg(long, value_name = "SUBNET-ID")]
     pub subnet: Option<String>,
+    /// EC2: stop the instance after this long without activity in Jupyter: no kernel busy or
+    /// active, no terminal in use (30s to 30d, or off; default ec2.idle_stop, 60m)
+    #[arg(long, value_name = "DURATION|off")]
+    pub idle_stop: Option<String>,
+    /// EC2: stop the instance this long after each start, busy or not (30s to 30d, or off;
+    /// default ec2.ttl, 24h)
+    #[arg(long, value_name = "DURATION|off")]
+    pub ttl: Option<String>,
     /// EC2: show the plan (AMI, instance type, security group, IAM, tags, user-data) and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -243,6 +254,18 @@ pub struct DownArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// EC2: stop it even if another identity created it (its labship:owner tag)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct InitArgs {
     /// Deployment name to write into labship.toml (default: the folder's name)
     #[arg(long)]
@@ -323,6 +346,8 @@ impl UpArgs {
         o.deploy_target = self.on.target();
         o.ami = self.ami.clone();
         o.subnet = self.subnet.clone();
+        o.idle_stop = self.idle_stop.clone();
+        o.ttl = self.ttl.clone();
         o
     }
 }

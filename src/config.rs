@@ -76,6 +76,10 @@ pub struct Ec2Section {
     pub ssh_key: Option<String>,
     /// "https" (the default) or "ssm" (no open port; SSM port forwarding).
     pub access: Option<String>,
+    /// Stop the instance after this long without activity in Jupyter ("60m", "off").
+    pub idle_stop: Option<String>,
+    /// Stop the instance this long after it started, busy or not ("24h", "off").
+    pub ttl: Option<String>,
 }
 
 /// Settings that can come from flags or the environment (one struct for both layers).
@@ -105,6 +109,8 @@ pub struct Overrides {
     pub deploy_target: Option<Target>,
     pub ami: Option<String>,
     pub subnet: Option<String>,
+    pub idle_stop: Option<String>,
+    pub ttl: Option<String>,
 }
 
 impl Overrides {
@@ -143,6 +149,8 @@ impl Overrides {
                 .transpose()?,
             ami: var("LABSHIP_AMI"),
             subnet: var("LABSHIP_SUBNET"),
+            idle_stop: var("LABSHIP_IDLE_STOP"),
+            ttl: var("LABSHIP_TTL"),
         })
     }
 
@@ -172,6 +180,8 @@ impl Overrides {
             deploy_target: self.deploy_target.or(lower.deploy_target),
             ami: self.ami.or(lower.ami),
             subnet: self.subnet.or(lower.subnet),
+            idle_stop: self.idle_stop.or(lower.idle_stop),
+            ttl: self.ttl.or(lower.ttl),
         }
     }
 }
@@ -562,6 +572,63 @@ pub struct Ec2Settings {
     pub ssh_key: Option<String>,
     /// `None`: not set (an existing instance keeps how it is reached; a new one is HTTPS).
     pub access: Option<Access>,
+    /// How long the instance may be idle before it stops itself (`None`: never).
+    pub idle_stop: Option<std::time::Duration>,
+    /// How long the instance may run after it started before it stops itself (`None`: no
+    /// limit).
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// The default idle stop: an hour without a kernel or terminal doing anything.
+pub const DEFAULT_IDLE_STOP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// The default TTL: a day after each start, whatever it does.
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// `30s`, `45m`, `8h`, `2d` or `off` (`None`), for `--idle-stop` and `--ttl`: at least 30
+/// seconds, at most 30 days.
+///
+/// Hand-written rather than a duration crate's parser: those accept months, years and sums
+/// (`1h 30m`), which read ambiguously for a limit; here a value is one number and one unit.
+pub fn parse_lifetime(what: &'static str, value: &str) -> Result<Option<std::time::Duration>> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = |reason: &str| Error::InvalidSetting {
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+        hint: "give a number and a unit, s, m, h or d (e.g. 45m, 8h), from 30s to 30d; or `off`"
+            .to_string(),
+    };
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| bad("it does not start with a number"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        "" => return Err(bad("it has no unit")),
+        _ => return Err(bad("the unit is not s, m, h or d")),
+    };
+    if !(30..=30 * 86_400).contains(&secs) {
+        return Err(bad("it is outside 30s to 30d"));
+    }
+    Ok(Some(std::time::Duration::from_secs(secs)))
+}
+
+/// A lifetime the way it is written (`90s`, `45m`, `8h`, `2d`, `off`): tags, plans, status.
+pub fn lifetime_text(d: Option<std::time::Duration>) -> String {
+    match d.map(|d| d.as_secs()) {
+        None => "off".into(),
+        Some(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        Some(s) if s % 3600 == 0 => format!("{}h", s / 3600),
+        Some(s) if s % 60 == 0 => format!("{}m", s / 60),
+        Some(s) => format!("{s}s"),
+    }
 }
 
 impl Config {
@@ -758,6 +825,14 @@ impl Config {
                 allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
                 ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
                 access: file.ec2.access.as_deref().map(Access::parse).transpose()?,
+                idle_stop: match over.idle_stop.or(file.ec2.idle_stop) {
+                    Some(v) => parse_lifetime("idle stop", &v)?,
+                    None => Some(DEFAULT_IDLE_STOP),
+                },
+                ttl: match over.ttl.or(file.ec2.ttl) {
+                    Some(v) => parse_lifetime("ttl", &v)?,
+                    None => Some(DEFAULT_TTL),
+                },
             },
         })
     }
@@ -1240,6 +1315,34 @@ mod tests {
             "eu-west-x",
         ] {
             assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lifetimes_are_one_number_and_one_unit() {
+        let secs = |v: &str| parse_lifetime("ttl", v).map(|d| d.map(|d| d.as_secs()));
+        assert_eq!(secs("45m").ok(), Some(Some(2700)));
+        assert_eq!(secs("8h").ok(), Some(Some(28_800)));
+        assert_eq!(secs("2d").ok(), Some(Some(172_800)));
+        assert_eq!(secs("90s").ok(), Some(Some(90)));
+        assert_eq!(secs("off").ok(), Some(None));
+        assert_eq!(secs("OFF").ok(), Some(None));
+        for bad in [
+            "", "60", "m", "1h30m", "10s", "31d", "-5m", "5 m", "1w", "5M",
+        ] {
+            let err = secs(bad).expect_err(bad).to_string();
+            assert!(err.contains("ttl"), "{bad}: {err}");
+        }
+        for d in [
+            Some(90),
+            Some(2700),
+            Some(28_800),
+            Some(172_800),
+            Some(3601),
+            None,
+        ] {
+            let d = d.map(std::time::Duration::from_secs);
+            assert_eq!(parse_lifetime("x", &lifetime_text(d)).ok(), Some(d));
         }
     }
 

@@ -16,6 +16,10 @@ pub const SCHEME: &str = "labship:scheme";
 /// On an instance: how Jupyter is reached, `https` (its port open to the allowed addresses) or
 /// `ssm` (no inbound rule; Systems Manager port forwarding). Absent means `https`.
 pub const ACCESS: &str = "labship:access";
+/// On an instance: how long it may be idle before it stops itself (`60m`, `off`).
+pub const IDLE_STOP: &str = "labship:idle-stop";
+/// On an instance: how long after each start it stops itself (`24h`, `off`).
+pub const TTL: &str = "labship:ttl";
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

@@ -22,6 +22,9 @@ readonly PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
+# Idle stop and TTL in seconds (0: off): see the watchdog in common.sh.
+readonly IDLE_STOP={{IDLE_STOP}}
+readonly TTL={{TTL}}
 # cloud-init already copies stdout to the console.
 readonly CONSOLE=
 
@@ -34,6 +37,9 @@ log "boot: deployment $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND"
 
 PHASE=host
 take_lock
+# The first boot: the TTL counts from here (later boots: the per-boot hook). The watchdog
+# runs from now on, so that a boot that fails still stops when nothing happens.
+install_watch boot
 
 PHASE=host
 setup_host

@@ -265,8 +265,13 @@ ensure_tls() {
     fp=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -fingerprint -sha256) ||
         fail "openssl could not read $TLS_DIR/cert.pem"
     TLS_FINGERPRINT=${fp#*=}
-    TLS_PIN=$(openssl x509 -in "$TLS_DIR/cert.pem" -noout -pubkey | openssl pkey -pubin -outform der |
-        openssl dgst -sha256 -binary | base64) || fail "openssl could not hash the certificate's key"
+    TLS_PIN=$(tls_pin) || fail "openssl could not hash the certificate's key"
+}
+
+# The SHA-256 of the certificate's public key, base64: what curl's --pinnedpubkey checks.
+tls_pin() {
+    openssl x509 -in "$TLS_DIR/cert.pem" -noout -pubkey | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64
 }
 
 # What a container must match to be kept: image, and where it is published.
@@ -391,3 +396,164 @@ say_served() {
     say "labship: tls sha256=$TLS_FINGERPRINT"
     say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"
 }
+
+# ---- idle stop and TTL: the watchdog ----
+# IDLE_STOP and TTL are seconds (0: off), set by the template. The boot and replace scripts
+# copy themselves to $HOST_SCRIPT, and `LABSHIP_MODE=watch bash $HOST_SCRIPT` runs
+# watch_main instead of their body: one watchdog per deployment (a lock), started by them and,
+# at every later boot, by a cloud-init per-boot hook, which also notes when the boot began
+# ($BOOT_STAMP: the TTL counts from there). It judges idleness from Jupyter itself: a kernel
+# busy or starting is activity now; otherwise the newest of the kernels' and terminals'
+# last_activity and the workspace's top-level last_modified (a saved notebook). Polling the
+# API (an open browser tab, /api/status) is not activity. When Jupyter does not answer (an
+# image with its own token, a crashed server), the host's CPU decides: more than a tenth of
+# one CPU busy since the last check is activity. Idle for IDLE_STOP, or TTL after the boot:
+# a marker on the console and `shutdown -h now` (the instance stops: RunInstances says
+# InstanceInitiatedShutdownBehavior=stop). The TTL is also handed to the system's own
+# scheduled shutdown when the watchdog starts, so it holds if the watchdog dies.
+HOST_SCRIPT="$STATE_DIR/$DEPLOYMENT.host.sh"
+BOOT_STAMP="$STATE_DIR/$DEPLOYMENT.boot"
+WATCH_PID="$STATE_DIR/$DEPLOYMENT.watch.pid"
+PER_BOOT="${LABSHIP_PER_BOOT_DIR:-/var/lib/cloud/scripts/per-boot}/labship-$DEPLOYMENT.sh"
+WATCH_CONSOLE=${LABSHIP_WATCH_CONSOLE:-/dev/console}
+
+# Installs this script as $HOST_SCRIPT with the per-boot hook, and (re)starts the watchdog
+# with this script's settings (`install_watch boot`: the boot began now; `keep`: the boot
+# time stays). $0 is the script's file (cloud-init, SSM); `bash -c` has none but its text.
+install_watch() {
+    mkdir -p "$STATE_DIR" "${PER_BOOT%/*}"
+    if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
+        printf '%s\n' "$BASH_EXECUTION_STRING" >"$HOST_SCRIPT.tmp"
+    elif [ -f "$0" ] && [ -r "$0" ]; then
+        cat -- "$0" >"$HOST_SCRIPT.tmp"
+    else
+        log "cannot copy this script to $HOST_SCRIPT: no idle stop or TTL on this host"
+        return 0
+    fi
+    chmod 0700 "$HOST_SCRIPT.tmp"
+    mv "$HOST_SCRIPT.tmp" "$HOST_SCRIPT"
+    printf '#!/bin/bash\ndate +%%s >%q\nLABSHIP_MODE=watch setsid bash %q </dev/null >>%q 2>&1 &\n' \
+        "$BOOT_STAMP" "$HOST_SCRIPT" "$LOG_FILE" >"$PER_BOOT.tmp"
+    chmod 0700 "$PER_BOOT.tmp"
+    mv "$PER_BOOT.tmp" "$PER_BOOT"
+    if [ "${1:-}" = boot ] || [ ! -s "$BOOT_STAMP" ]; then date +%s >"$BOOT_STAMP"; fi
+    local old
+    old=$(cat "$WATCH_PID" 2>/dev/null || true)
+    if [[ "$old" =~ ^[0-9]+$ ]]; then kill "$old" 2>/dev/null || true; fi
+    LABSHIP_MODE=watch setsid bash "$HOST_SCRIPT" </dev/null >>"$LOG_FILE" 2>&1 9>&- &
+    log "watchdog started: idle stop ${IDLE_STOP}s, ttl ${TTL}s (0: off)"
+}
+
+watch_say() {
+    local line
+    line="labship: $1 t=$(now)"
+    printf '%s\n' "$line"
+    if [ -w "$WATCH_CONSOLE" ]; then printf '%s\n' "$line" >>"$WATCH_CONSOLE" 2>/dev/null || true; fi
+}
+
+# 90s, 45m, 8h, 2d: a span as labship's settings write it.
+span() {
+    local s=$1
+    if [ $((s % 86400)) -eq 0 ]; then printf '%dd' $((s / 86400))
+    elif [ $((s % 3600)) -eq 0 ]; then printf '%dh' $((s / 3600))
+    elif [ $((s % 60)) -eq 0 ] || [ "$s" -ge 3600 ]; then printf '%dm' $((s / 60))
+    else printf '%ds' "$s"; fi
+}
+
+# Sets ACT to "busy" or to the newest activity (Unix seconds, 0: none); fails when Jupyter
+# does not answer with the sealed token.
+jupyter_activity() {
+    local tok out page t
+    tok=$(sed -n 's/^JUPYTER_TOKEN=//p' "$TOKEN_ENV" 2>/dev/null || true)
+    [ -n "$tok" ] || return 1
+    # The watchdog may start before the certificate exists (early in the first boot).
+    if [ -z "$TLS_PIN" ]; then TLS_PIN=$(tls_pin 2>/dev/null) && [ -n "$TLS_PIN" ] || return 1; fi
+    out=
+    for page in api/kernels api/terminals 'api/contents?content=0'; do
+        out+=$(printf 'header = "Authorization: token %s"\n' "$tok" |
+            curl -k --pinnedpubkey "sha256//$TLS_PIN" -fsS --max-time 10 -K - \
+                "https://$HOST_ADDR:$PORT/$page" 2>/dev/null) || return 1
+    done
+    if grep -Eq '"execution_state": *"(busy|starting)"' <<<"$out"; then
+        ACT=busy
+        return 0
+    fi
+    ACT=0
+    while read -r t; do
+        t=$(date -d "$t" +%s 2>/dev/null) || continue
+        if [ "$t" -gt "$ACT" ]; then ACT=$t; fi
+    done < <(grep -oE '"(last_activity|last_modified)": *"[^"]+"' <<<"$out" | sed -E 's/.*"([^"]+)"$/\1/')
+}
+
+# Sets ACT to "busy" when the CPUs worked more than a tenth of one CPU since the last call.
+CPU_PREV=
+cpu_activity() {
+    local _ user nice sys idle iow irq sirq steal busy total
+    read -r _ user nice sys idle iow irq sirq steal _ </proc/stat
+    total=$((user + nice + sys + idle + iow + irq + sirq + steal))
+    busy=$((total - idle - iow))
+    ACT=0
+    if [ -n "$CPU_PREV" ] &&
+        [ $(((busy - ${CPU_PREV% *}) * $(nproc) * 10)) -gt $((total - ${CPU_PREV#* })) ]; then
+        ACT=busy
+    fi
+    CPU_PREV="$busy $total"
+}
+
+watch_main() {
+    trap - ERR
+    set +e
+    local every booted last now said='' left
+    exec 8>>"$STATE_DIR/$DEPLOYMENT.watch.lock"
+    flock -w 30 8 || exit 0
+    printf '%s\n' "$$" >"$WATCH_PID"
+    booted=$(cat "$BOOT_STAMP" 2>/dev/null || date +%s)
+    if [ "$TTL" -gt 0 ]; then
+        left=$((booted + TTL - $(date +%s)))
+        if [ "$left" -gt 0 ]; then shutdown -h "+$(((left + 59) / 60))" >/dev/null 2>&1; fi
+    else
+        shutdown -c >/dev/null 2>&1
+    fi
+    [ "$IDLE_STOP" -gt 0 ] || [ "$TTL" -gt 0 ] || exit 0
+    every=$((IDLE_STOP > 0 ? IDLE_STOP / 6 : 60))
+    if [ "$every" -gt 60 ]; then every=60; elif [ "$every" -lt 5 ]; then every=5; fi
+    TLS_PIN=
+    watch_say "watch idle-stop=$IDLE_STOP ttl=$TTL boot=$booted"
+    last=$(date +%s)
+    while :; do
+        now=$(date +%s)
+        if [ "$TTL" -gt 0 ] && [ "$now" -ge $((booted + TTL)) ]; then
+            watch_say "ttl-stop ttl=$(span "$TTL")"
+            shutdown -h now
+            exit 0
+        fi
+        if [ "$IDLE_STOP" -gt 0 ]; then
+            jupyter_activity || cpu_activity
+            if [ "$ACT" = busy ]; then
+                last=$now
+            elif [ "$ACT" -gt "$last" ]; then
+                last=$ACT
+            fi
+            if [ $((now - last)) -ge "$every" ]; then
+                if [ "$said" != "$last" ]; then
+                    said=$last
+                    watch_say "idle since=$last"
+                fi
+            elif [ -n "$said" ]; then
+                said=
+                watch_say "active"
+            fi
+            if [ $((now - last)) -ge "$IDLE_STOP" ]; then
+                watch_say "idle-stop idle=$(span $((now - last)))"
+                shutdown -h now
+                exit 0
+            fi
+        fi
+        sleep "$every" 8>&-
+    done
+}
+
+if [ "${LABSHIP_MODE:-}" = watch ]; then
+    watch_main
+    exit 0
+fi

@@ -21,6 +21,9 @@ readonly PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
+# Idle stop and TTL in seconds (0: off): see the watchdog in common.sh.
+readonly IDLE_STOP={{IDLE_STOP}}
+readonly TTL={{TTL}}
 # 1: start a new container even if the running one has this image (a rotated token).
 readonly RECREATE={{RECREATE}}
 readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
@@ -47,6 +50,8 @@ if command -v cloud-init >/dev/null 2>&1; then
     timeout "$LOCK_DEADLINE" cloud-init status --wait >/dev/null 2>&1 || true
 fi
 take_lock
+# This script's idle stop and TTL from now on (the TTL still counts from the boot).
+install_watch keep
 PHASE=docker
 if ! docker info >/dev/null 2>&1; then
     fail "docker does not answer on this host"

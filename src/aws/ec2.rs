@@ -10,7 +10,8 @@ use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, VolumeType,
+    IpPermission, IpRange, Ipv6Range, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+    VolumeType,
 };
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use base64::alphabet;
@@ -77,6 +78,10 @@ pub struct Instance {
     /// Who launched it (tag `labship:owner`; none on instances of older labship versions).
     pub owner: Option<String>,
     pub security_groups: Vec<String>,
+    /// Its idle stop and TTL (tags `labship:idle-stop`, `labship:ttl`; `None` on instances
+    /// of older labship versions, which have neither).
+    pub idle_stop: Option<Option<Duration>>,
+    pub ttl: Option<Option<Duration>>,
 }
 
 impl Instance {
@@ -116,7 +121,8 @@ pub struct LaunchSpec {
     pub metadata_hop_limit: i32,
     pub subnet: Option<String>,
     pub ssh_key: Option<String>,
-    pub user_data: String,
+    /// The user-data's bytes, gzipped (cloud-init unpacks it).
+    pub user_data: Vec<u8>,
     pub instance_tags: Vec<(String, String)>,
     /// For the root volume and the network interface.
     pub volume_tags: Vec<(String, String)>,
@@ -558,6 +564,9 @@ impl Cloud {
                 .max_count(1)
                 .client_token(&client_token)
                 .user_data(&user_data)
+                // A `shutdown` on the host (the idle watchdog, the TTL) stops the instance:
+                // its disk, token and notebooks stay for the next `up`.
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
                 .iam_instance_profile(
                     IamInstanceProfileSpecification::builder()
                         .name(INSTANCE_PROFILE)
@@ -707,13 +716,22 @@ impl Cloud {
             .await
     }
 
-    /// Records what the instance now serves, after its container was replaced.
-    pub async fn set_serving_tags(&self, id: &str, image: &str, port: u16) -> Result<()> {
+    /// Records what the instance now serves, after its container was replaced, and the idle
+    /// stop and TTL its watchdog now has.
+    pub async fn set_serving_tags(
+        &self,
+        id: &str,
+        image: &str,
+        port: u16,
+        life: (Option<Duration>, Option<Duration>),
+    ) -> Result<()> {
         self.retag(
             id,
             &[
                 (tags::IMAGE, image.to_string()),
                 (tags::PORT, port.to_string()),
+                (tags::IDLE_STOP, crate::config::lifetime_text(life.0)),
+                (tags::TTL, crate::config::lifetime_text(life.1)),
             ],
         )
         .await
@@ -771,6 +789,76 @@ impl Cloud {
             .await
             .map_err(|e| self.fail("ec2", "TerminateInstances", &ids.join(","), &e))?;
         Ok(())
+    }
+
+    /// Stops instances (StopInstances; stopping or stopped ones are left as they are).
+    pub async fn stop(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .stop_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "StopInstances", &ids.join(","), &e))?;
+        Ok(())
+    }
+
+    /// Starts a stopped instance (StartInstances; a running one is left as it is).
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.ec2
+            .start_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "StartInstances", id, &e))?;
+        Ok(())
+    }
+
+    /// Waits (the SDK's `instance_stopped` waiter) until every one of `ids` is stopped,
+    /// within `within`; returns the ids not stopped then.
+    pub async fn wait_stopped(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = std::time::Instant::now() + within;
+        let waited = retry::until(within, Duration::from_secs(2), || async {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self
+                .ec2
+                .wait_until_instance_stopped()
+                .set_instance_ids(Some(ids.to_vec()))
+                .wait(left.max(Duration::from_secs(1)))
+                .await
+            {
+                Ok(_) => Ok(Step::Done(true)),
+                Err(WaiterError::OperationFailed(failed)) => Err(self.fail(
+                    "ec2",
+                    "DescribeInstances",
+                    &ids.join(","),
+                    &failed.into_error(),
+                )),
+                Err(e) => {
+                    tracing::debug!("instance_stopped waiter: {e}");
+                    Ok(Step::Done(false))
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(true) => Ok(Vec::new()),
+            Ok(false) | Err(_) => {
+                let mut left = Vec::new();
+                for id in ids {
+                    let now = retry::read(Duration::from_secs(60), || self.instance(id)).await?;
+                    if now.is_some_and(|i| i.state != "stopped") {
+                        left.push(id.clone());
+                    }
+                }
+                Ok(left)
+            }
+        }
     }
 
     /// Waits (the SDK's `instance_terminated` waiter) until none of `ids` exists any more,
@@ -894,6 +982,10 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
             .and_then(|a| crate::config::Access::parse(&a).ok())
             .unwrap_or_default(),
         owner: tag_value(i.tags(), tags::OWNER),
+        idle_stop: tag_value(i.tags(), tags::IDLE_STOP)
+            .and_then(|v| crate::config::parse_lifetime("idle stop", &v).ok()),
+        ttl: tag_value(i.tags(), tags::TTL)
+            .and_then(|v| crate::config::parse_lifetime("ttl", &v).ok()),
         security_groups: i
             .security_groups()
             .iter()

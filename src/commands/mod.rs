@@ -8,6 +8,7 @@ mod init;
 mod logs;
 mod push;
 mod status;
+mod stop;
 mod token;
 mod up;
 
@@ -33,6 +34,14 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Logs(args) => {
             logs::run(
+                load(named(global, &args.deployment, args.on))?,
+                &args,
+                printer,
+            )
+            .await
+        }
+        Command::Stop(args) => {
+            stop::run(
                 load(named(global, &args.deployment, args.on))?,
                 &args,
                 printer,

@@ -25,7 +25,16 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         force: args.force,
     };
     // Before anything is observed or created.
-    options.refuse(config.target, args.ami.is_some() || args.subnet.is_some())?;
+    let ec2_flags: Vec<&'static str> = [
+        ("--ami", args.ami.is_some()),
+        ("--subnet", args.subnet.is_some()),
+        ("--idle-stop", args.idle_stop.is_some()),
+        ("--ttl", args.ttl.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    options.refuse(config.target, &ec2_flags)?;
     match config.target {
         Target::Local => {
             on(

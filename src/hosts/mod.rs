@@ -54,7 +54,8 @@ pub struct UpOptions {
 
 impl UpOptions {
     /// The first option that `target` cannot honour, as an error naming it and the fix.
-    pub fn refuse(&self, target: Target, ami_or_subnet: bool) -> Result<()> {
+    /// `ec2_flags` are the EC2-only settings given on the command line (`--ami`, `--ttl`, ...).
+    pub fn refuse(&self, target: Target, ec2_flags: &[&'static str]) -> Result<()> {
         let unsupported: Option<(&'static str, &'static str)> = match target {
             Target::Local if !self.allow_cidr.is_empty() => Some((
                 "--allow-cidr",
@@ -68,9 +69,9 @@ impl UpOptions {
                 "--access",
                 "a local deployment is reached on this machine; --access chooses how an EC2 instance is reached",
             )),
-            Target::Local if ami_or_subnet => Some((
-                "--ami/--subnet (or ec2.ami/ec2.subnet given as a flag)",
-                "these choose an EC2 host; add --ec2, or drop them",
+            Target::Local if !ec2_flags.is_empty() => Some((
+                ec2_flags[0],
+                "it is a setting of an EC2 host; add --ec2, or drop it",
             )),
             Target::Local if self.connect => Some((
                 "--connect",
@@ -138,6 +139,10 @@ pub trait Host {
     /// Streams the log until Ctrl-C ([`crate::interrupt`], installed by the caller before
     /// the URL is printed), then stops the deployment's server.
     async fn attach(&self, deployment: &str, printer: &Printer) -> Result<()>;
+
+    /// Stops the deployment's server and keeps everything else (`labship stop`): the next
+    /// `up` starts it again with the same workspace (on EC2 also the same token).
+    async fn stop(&self, deployment: &str, force: bool, printer: &Printer) -> Result<StopReport>;
 
     /// What `down` would remove that deserves a confirmation (None: nothing to ask about).
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>>;
@@ -320,6 +325,17 @@ pub struct DeploymentStatus {
     pub public_ip: Option<String>,
     /// Something the user should know (a resource left behind, and what removes it).
     pub note: Option<String>,
+    /// EC2: seconds since the host booted (running only).
+    pub uptime_seconds: Option<i64>,
+    /// EC2: seconds since anything happened in Jupyter, as the host's watchdog judges it
+    /// (`null` while active or unknown).
+    pub idle_seconds: Option<i64>,
+    /// EC2: the host's idle stop and TTL in seconds (`null`: off, or a host without them).
+    pub idle_stop_seconds: Option<u64>,
+    pub ttl_seconds: Option<u64>,
+    /// EC2: when it will stop itself, in seconds from now, and why (`idle` or `ttl`).
+    pub stops_in_seconds: Option<i64>,
+    pub stops_because: Option<String>,
 }
 
 /// A target `status` could not look at, and why (it still lists the others).
@@ -351,7 +367,7 @@ impl std::fmt::Display for StatusReport {
         if self.deployments.is_empty() {
             lines.push("no deployments (start one with `labship up`)".into());
         } else {
-            let rows: Vec<[String; 6]> = self
+            let rows: Vec<[String; 7]> = self
                 .deployments
                 .iter()
                 .map(|d| {
@@ -376,10 +392,15 @@ impl std::fmt::Display for StatusReport {
                             .or_else(|| d.note.clone())
                             .unwrap_or_else(|| "-".into()),
                         d.age_seconds.map(age).unwrap_or_else(|| "-".into()),
+                        match (d.stops_in_seconds, &d.stops_because) {
+                            (Some(s), Some(why)) => format!("in {} ({why})", age(s.max(0))),
+                            _ => "-".into(),
+                        },
                     ]
                 })
                 .collect();
-            let header = ["NAME", "TARGET", "STATE", "WHERE", "URL", "AGE"].map(String::from);
+            let header =
+                ["NAME", "TARGET", "STATE", "WHERE", "URL", "AGE", "STOPS"].map(String::from);
             let mut widths = header.clone().map(|h| h.len());
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -468,6 +489,39 @@ pub struct LogsReport {
 impl std::fmt::Display for LogsReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.log.trim_end_matches('\n'))
+    }
+}
+
+/// `labship stop`: what was stopped, and what goes on costing while it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct StopReport {
+    pub target: Target,
+    pub deployment: String,
+    pub region: Option<String>,
+    /// Stopped by this command, in words (`instance i-...`, `container labship-x`).
+    pub stopped: Vec<String>,
+    /// Already stopped before it.
+    pub already_stopped: Vec<String>,
+    /// What stays and how to have it back.
+    pub kept: Vec<String>,
+}
+
+impl std::fmt::Display for StopReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines = Vec::new();
+        if self.stopped.is_empty() && self.already_stopped.is_empty() {
+            lines.push(format!("`{}` has nothing to stop", self.deployment));
+        }
+        for s in &self.stopped {
+            lines.push(format!("stopped  {s}"));
+        }
+        for s in &self.already_stopped {
+            lines.push(format!("stopped  {s} (already)"));
+        }
+        for k in &self.kept {
+            lines.push(format!("kept     {k}"));
+        }
+        write!(f, "{}", lines.join("\n"))
     }
 }
 
@@ -640,6 +694,12 @@ mod tests {
             instance_type: None,
             public_ip: None,
             note: None,
+            uptime_seconds: None,
+            idle_seconds: None,
+            idle_stop_seconds: None,
+            ttl_seconds: None,
+            stops_in_seconds: None,
+            stops_because: None,
         }
     }
 
@@ -653,6 +713,8 @@ mod tests {
         ec2.instance_id = Some("i-0abc".into());
         ec2.instance_type = Some("t3.medium".into());
         ec2.region = Some("eu-west-1".into());
+        ec2.stops_in_seconds = Some(23 * 60);
+        ec2.stops_because = Some("idle".into());
         ec2.url = Some("http://203.0.113.7:8888/lab".into());
         let report = StatusReport {
             deployments: vec![row(Target::Local, "lab"), ec2],
@@ -664,10 +726,11 @@ mod tests {
         assert!(
             lines[1].contains("lab   local   running  labship-lab")
                 && lines[1].contains("http://127.0.0.1:8888/lab")
-                && lines[1].ends_with("30s"),
+                && lines[1].ends_with("30s  -"),
             "{text}"
         );
         assert!(lines[2].contains("i-0abc t3.medium eu-west-1"), "{text}");
+        assert!(lines[2].ends_with("in 23m (idle)"), "{text}");
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["deployments"][0]["target"], "local");
         assert_eq!(json["deployments"][1]["target"], "ec2");
@@ -689,16 +752,18 @@ mod tests {
             attach: true,
             ..UpOptions::default()
         };
-        assert!(attach.refuse(Target::Local, false).is_ok());
-        let err = attach.refuse(Target::Ec2, false).unwrap_err().to_string();
+        assert!(attach.refuse(Target::Local, &[]).is_ok());
+        let err = attach.refuse(Target::Ec2, &[]).unwrap_err().to_string();
         assert!(err.contains("--attach"), "{err}");
         let public = UpOptions {
             public: true,
             ..UpOptions::default()
         };
-        assert!(public.refuse(Target::Ec2, false).is_ok());
-        assert!(public.refuse(Target::Local, false).is_err());
-        assert!(UpOptions::default().refuse(Target::Local, true).is_err());
+        assert!(public.refuse(Target::Ec2, &[]).is_ok());
+        assert!(public.refuse(Target::Local, &[]).is_err());
+        assert!(UpOptions::default()
+            .refuse(Target::Local, &["--ttl"])
+            .is_err());
     }
 
     #[test]

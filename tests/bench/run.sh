@@ -6,6 +6,8 @@
 #                                        on the instance simulator; also no-op up, API call counts
 #   bash tests/bench/run.sh connect      up --ec2 with TLS vs without (LABSHIP_PLAIN_BIN), and
 #                                        the connect forwarder vs a direct TLS connection
+#   bash tests/bench/run.sh life-ec2     up of a stopped deployment vs a fresh up, and the host
+#                                        watchdog's CPU and memory, on the instance simulator
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
 # up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
 # the simulator's global call counter sees no other user (and no test run stops it midway);
@@ -27,8 +29,9 @@ build-push) python3 tests/bench/build_push.py ;;
 up-local) python3 tests/bench/up_local.py ;;
 up-ec2) python3 tests/bench/up_ec2.py ;;
 connect) python3 tests/bench/connect.py ;;
+life-ec2) python3 tests/bench/life_ec2.py ;;
 *)
-    echo "usage: $0 [build-push|up-local|up-ec2|connect]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2]" >&2
     exit 2
     ;;
 esac

@@ -17,7 +17,7 @@ fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
-fn token_of(url: &str) -> String {
+pub(crate) fn token_of(url: &str) -> String {
     url.split("token=")
         .nth(1)
         .expect("token in URL")
@@ -27,7 +27,7 @@ fn token_of(url: &str) -> String {
 /// Jupyter on 127.0.0.1:PORT (where the simulator publishes the instance's port), over TLS
 /// pinned to `pin`, with the token or without: the status code of /api/status, 0 when there
 /// was no answer (a refused certificate among the reasons).
-fn jupyter_status(port: u16, pin: &str, token: Option<&str>) -> u16 {
+pub(crate) fn jupyter_status(port: u16, pin: &str, token: Option<&str>) -> u16 {
     let url = match token {
         Some(t) => format!("https://127.0.0.1:{port}/lab?token={t}"),
         None => format!("https://127.0.0.1:{port}/lab"),
@@ -35,8 +35,24 @@ fn jupyter_status(port: u16, pin: &str, token: Option<&str>) -> u16 {
     crate::support::jupyter_status(&url, Some(pin), token.is_some())
 }
 
+/// The user-data as EC2 shows it (base64 of gzip, which cloud-init unpacks), as text.
+pub(crate) fn user_data_text(b64: &str) -> String {
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    assert_eq!(
+        gz.get(..2),
+        Some(&[0x1f, 0x8b][..]),
+        "the user-data is gzipped"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut text)
+        .expect("gzip of UTF-8 text");
+    text
+}
+
 /// The certificate fingerprint an `up` report gives.
-fn pin_of(report: &Value) -> String {
+pub(crate) fn pin_of(report: &Value) -> String {
     report["tls_fingerprint"]
         .as_str()
         .unwrap_or_else(|| panic!("no tls_fingerprint in {report}"))
@@ -55,13 +71,13 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::HashMap<String
 }
 
 /// `labship connect` running in the background: the URL it printed, stopped with Ctrl-C.
-struct Connect {
+pub(crate) struct Connect {
     child: std::process::Child,
     url: String,
 }
 
 impl Connect {
-    fn start(p: &Project, sim: &str) -> Connect {
+    pub(crate) fn start(p: &Project, sim: &str) -> Connect {
         Connect::start_with(p, sim, &[])
     }
 
@@ -84,7 +100,7 @@ impl Connect {
     }
 
     /// `http://127.0.0.1:PORT`.
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         self.url
             .split("/lab")
             .next()
@@ -299,7 +315,7 @@ async fn has_group(ec2: &aws_sdk_ec2::Client, deployment: &str) -> bool {
 
 /// Nothing of the deployment is left: no live instance, no security group, no repository,
 /// no container or volume made by its user-data.
-async fn assert_nothing_left(name: &str) {
+pub(crate) async fn assert_nothing_left(name: &str) {
     let rig = rig();
     let ec2 = ec2_client(&rig.aws_endpoint);
     let live = ec2
@@ -480,12 +496,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         .await
         .expect("DescribeInstanceAttribute");
     let b64 = attr.user_data().and_then(|u| u.value()).expect("user data");
-    let script = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .expect("base64"),
-    )
-    .expect("utf-8");
+    let script = user_data_text(b64);
     assert!(script.starts_with("#!/bin/bash"), "{script}");
     assert!(script.contains(first["image"].as_str().expect("image")));
     assert!(
@@ -1050,12 +1061,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
             "userData",
         ],
     );
-    let user_data = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(user_data["UserData"]["Value"].as_str().expect("user data"))
-            .expect("base64"),
-    )
-    .expect("utf-8");
+    let user_data = user_data_text(user_data["UserData"]["Value"].as_str().expect("user data"));
     let outputs = aws_json(
         &sim,
         &[

@@ -421,6 +421,25 @@ fn attach_streams_the_log_and_ctrl_c_stops_the_container() {
         get(&format!("{}/api/status", base_of(url)), &token_of(url)).0,
         200
     );
+
+    // `labship stop` stops it and keeps it; `up` starts it again.
+    let stopped = json(&p.labship(&["stop", "--local", "-o", "json"]));
+    let container = format!("labship-{}", p.name);
+    assert_eq!(
+        stopped["stopped"][0],
+        format!("container {container}"),
+        "{stopped}"
+    );
+    assert_eq!(container_state(&container).as_deref(), Some("exited"));
+    let again = json(&p.labship(&["stop", "--local", "-o", "json"]));
+    assert_eq!(again["stopped"], serde_json::json!([]), "{again}");
+    let restarted = json(&p.labship(&["up", "--local", "-o", "json"]));
+    assert_eq!(restarted["action"], "started", "{restarted}");
+    // EC2-only settings are refused here, naming the flag.
+    let refused = p.labship(&["up", "--local", "--idle-stop", "30m", "-o", "json"]);
+    let err = json_error(&refused);
+    assert_eq!(err["code"], "labship::unsupported", "{err}");
+    assert!(err.to_string().contains("--idle-stop"), "{err}");
 }
 
 #[test]

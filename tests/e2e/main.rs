@@ -9,6 +9,7 @@ mod browser;
 mod build;
 mod config;
 mod ec2;
+mod life;
 mod local;
 mod policy;
 mod push;

@@ -456,6 +456,8 @@ fn operator_policy_keeps_to_labship_resources() {
         // operator launching into the account's other groups, with their rules).
         ("ec2:RunInstances", group),
         ("ec2:TerminateInstances", instance),
+        ("ec2:StopInstances", instance),
+        ("ec2:StartInstances", instance),
         ("ec2:GetConsoleOutput", instance),
         ("ec2:DeleteSecurityGroup", group),
         ("ec2:AuthorizeSecurityGroupIngress", group),

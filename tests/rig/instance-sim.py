@@ -27,6 +27,17 @@ answer is returned, except for what makes launched instances behave like real on
   started again: the deployment's containers whose restart policy is always or unless-stopped
   (as Docker does at boot), then the instance container, whose boot script does not run the
   user-data a second time (cloud-init's per-instance marker).
+* Instance-initiated shutdown: each instance container has `shutdown` (SHUTDOWN_SHIM, mounted
+  at /usr/local/sbin/shutdown): `shutdown -h now` (or +0, `poweroff`-like forms: -h/-P/-r are
+  all a halt here) asks this simulator, as the host's ACPI power-off does EC2, to stop the
+  instance or, when RunInstances had InstanceInitiatedShutdownBehavior=terminate, to
+  terminate it (moto is told first, as the instance itself: POST /_sim/instances/ID/shutdown);
+  `shutdown -h +M` schedules that in M minutes (a new schedule replaces the old one) and
+  `shutdown -c` cancels it, as systemd's shutdown does. The host's /dev/console is its
+  container's output: LABSHIP_WATCH_CONSOLE=/proc/1/fd/1 in its environment.
+* Boots: every boot of an instance runs cloud-init's per-boot scripts
+  (/var/lib/cloud/scripts/per-boot/*, in name order) before the user-data (first boot only);
+  the console shows the current boot only, as EC2's does after a stop and start.
 * DescribeInstances / RunInstances answers: public IP 127.0.0.1 and DNS name localhost for
   simulated instances (their published ports are on this machine's loopback).
 * RunInstances with a ClientToken that succeeded before (same region): moto's first answer
@@ -184,6 +195,10 @@ now() { date -u '+%Y-%m-%d %H:%M:%S,%3N'; }
 echo "Cloud-init v. 22.2.2 running 'modules:final' at $(date -u '+%a, %d %b %Y %H:%M:%S +0000'). Up ${SECONDS}.00 seconds."
 rc=0
 done_marker=/var/lib/cloud/instance/boot-finished
+for hook in /var/lib/cloud/scripts/per-boot/*; do
+    [ -f "$hook" ] && [ -x "$hook" ] || continue
+    "$hook" </dev/null 2>&1 || echo "$(now) - cc_scripts_per_boot.py[WARNING]: Failed to run module scripts-per-boot ($hook)"
+done
 if [ -e "$done_marker" ]; then
     :  # a start after a stop: cloud-init runs user-data once per instance
 elif [ ! -s "$ud" ]; then
@@ -203,6 +218,29 @@ fi
 mkdir -p /var/lib/cloud/instance && touch "$done_marker"
 echo "Cloud-init v. 22.2.2 finished at $(date -u '+%a, %d %b %Y %H:%M:%S +0000'). Datasource DataSourceEc2.  Up ${SECONDS}.00 seconds"
 exec sleep infinity
+"""
+
+# `shutdown` on a simulated host (see the module docstring): now, +M (scheduled), -c (cancel).
+SHUTDOWN_SHIM = r"""#!/bin/bash
+pidfile=/run/labship-sim-shutdown.pid
+when=now
+for a in "$@"; do
+    case "$a" in
+    -c) if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+        echo "Shutdown cancelled."; exit 0 ;;
+    now | +0) when=now ;;
+    +[0-9]*) when=${a#+} ;;
+    -*) ;;
+    *) echo "shutdown: unsupported argument $a" >&2; exit 1 ;;
+    esac
+done
+if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+if [ "$when" = now ]; then
+    exec curl -fsS -o /dev/null -X POST "$AWS_ENDPOINT_URL/_sim/instances/$LABSHIP_SIM_INSTANCE_ID/shutdown"
+fi
+setsid bash -c 'sleep "$1"; rm -f "$2"; exec shutdown -h now' _ "$((when * 60))" "$pidfile" </dev/null >/dev/null 2>&1 &
+echo "$!" >"$pidfile"
+echo "Shutdown scheduled in $when minutes."
 """
 
 BOOT_LINES = [
@@ -291,8 +329,9 @@ class Invocation:
 
 
 class Instance:
-    def __init__(self, iid, deployment, region, user_data, state_dir):
+    def __init__(self, iid, deployment, region, user_data, state_dir, shutdown_behavior="stop"):
         self.id = iid
+        self.shutdown_behavior = shutdown_behavior  # RunInstances InstanceInitiatedShutdownBehavior
         self.deployment = deployment
         self.region = region
         self.user_data = user_data
@@ -300,6 +339,7 @@ class Instance:
         self.dir = os.path.join(state_dir, iid)
         self.created = time.time()
         self.started_at = None  # epoch of the container's start (docker inspect)
+        self.boot_at = None  # epoch of the latest start after a stop (None: the first boot)
         self.state = "pending"  # pending, running, failed, removed
         self.error = None
         self.extra = []  # (epoch, bytes line): SSM command output written "to the console"
@@ -657,6 +697,10 @@ class Sim:
         self.xml_lock = threading.Lock()
         self.owner = str(os.getpid())
         os.makedirs(args.state_dir, exist_ok=True)
+        self.shutdown_shim = os.path.abspath(os.path.join(args.state_dir, "shutdown"))
+        with open(self.shutdown_shim, "w") as f:
+            f.write(SHUTDOWN_SHIM)
+        os.chmod(self.shutdown_shim, 0o755)
 
     # ---------------------------------------------------------------- forwarding to moto
     def forward(self, req):
@@ -793,7 +837,8 @@ class Sim:
                 deployment = m.group(1).decode()
         region = req.region or self.args.default_region
         for iid in ids:
-            inst = Instance(iid, deployment, region, user_data, self.args.state_dir)
+            inst = Instance(iid, deployment, region, user_data, self.args.state_dir,
+                            req.params.get("InstanceInitiatedShutdownBehavior") or "stop")
             inst.busy.acquire()  # released by the start thread
             with self.lock:
                 self.instances[iid] = inst
@@ -815,7 +860,8 @@ class Sim:
                 labels += ["--label", "%s=%s" % (LABEL_DEPLOYMENT, inst.deployment)]
             env = ["AWS_ENDPOINT_URL=" + self.self_url, "AWS_ACCESS_KEY_ID=testing",
                    "AWS_SECRET_ACCESS_KEY=testing", "AWS_DEFAULT_REGION=" + inst.region,
-                   "AWS_REGION=" + inst.region]
+                   "AWS_REGION=" + inst.region, "LABSHIP_SIM_INSTANCE_ID=" + inst.id,
+                   "LABSHIP_WATCH_CONSOLE=/proc/1/fd/1"]
             # The host scripts' state (token env file, TLS key and certificate) is bind-mounted
             # into the Jupyter container by the engine, which resolves paths on this machine:
             # so the instance keeps it at the same absolute path here and in its container.
@@ -826,7 +872,8 @@ class Sim:
                    "--log-driver", "json-file", "--log-opt", "max-size=20m",
                    "-v", "%s:/var/run/docker.sock" % self.args.docker_socket,
                    "-v", "%s:%s:ro" % (ud_file, USER_DATA_PATH),
-                   "-v", "%s:%s" % (host_state, host_state)]
+                   "-v", "%s:%s" % (host_state, host_state),
+                   "-v", "%s:/usr/local/sbin/shutdown:ro" % self.shutdown_shim]
             for e in env:
                 cmd += ["-e", e]
             cmd += [self.args.image, "bash", "-c", BOOT_SCRIPT]
@@ -856,7 +903,7 @@ class Sim:
             extra = list(inst.extra)
             state = inst.state
         lines = []
-        if state == "running":
+        if state in ("running", "stopped"):
             cp = docker("logs", "-t", inst.container, timeout=30)
             data = cp.stdout + cp.stderr if cp.returncode == 0 else b""
             # `docker logs` writes the container's stdout and stderr to its own two streams:
@@ -866,8 +913,8 @@ class Sim:
                     continue
                 ts, _, text = raw.partition(b" ")
                 t = parse_docker_ts(ts)
-                if t is None:
-                    continue
+                if t is None or (inst.boot_at is not None and t < inst.boot_at):
+                    continue  # an earlier boot's: EC2 shows the current boot's console
                 lines.append((t, 0, text.rstrip(b"\r")))
         if not lines and not extra:
             return b""
@@ -985,11 +1032,40 @@ class Sim:
                 inst.error = "docker start failed: %s" % short_err(cp)[0]
                 log("%s: %s" % (inst.id, inst.error))
                 return
+            cp = docker("inspect", "--format", "{{.State.StartedAt}}", inst.container, timeout=20)
+            started = parse_docker_ts(cp.stdout.strip()) if cp.returncode == 0 else None
+            with inst.lock:
+                inst.boot_at = started or time.time()
+                inst.started_at = inst.boot_at
+                inst.extra = []
             inst.state = "running"
             log("%s: started container %s again" % (inst.id, inst.container))
         finally:
             if acquired:
                 inst.busy.release()
+
+    def shutdown_from_host(self, inst):
+        """`shutdown -h now` on the host: EC2 sees the power-off and stops (or terminates) the
+        instance. moto is told first, with a request of the instance's own region."""
+        time.sleep(0.5)  # let the shim's request finish before its container goes
+        action = "TerminateInstances" if inst.shutdown_behavior == "terminate" else "StopInstances"
+        body = urllib.parse.urlencode({"Action": action, "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
+        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
+        try:
+            status, _, answer = self.forward(Request("POST", "/", headers, body))
+        except (OSError, http.client.HTTPException) as e:
+            log("%s: shutdown from the host: moto unreachable: %s" % (inst.id, e))
+            return
+        if status != 200:
+            log("%s: shutdown from the host: moto %s -> %d %s" % (inst.id, action, status, answer[:200]))
+            return
+        log("%s: shutdown from the host: %s" % (inst.id, action))
+        if action == "TerminateInstances":
+            self.remove_instance(inst, "shutdown from the host")
+        else:
+            self.stop_instance(inst)
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
@@ -1466,6 +1542,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return json_ok({})
         if path == "/_sim/instances" and self.command == "GET":
             return json_ok(sim.list_instances())
+        m = re.fullmatch(r"/_sim/instances/(i-[0-9a-f]+)/shutdown", path)
+        if m and self.command == "POST":
+            inst = sim.instances.get(m.group(1))
+            if inst is None:
+                return json_ok({"error": "no simulated instance %s" % m.group(1)}, 404)
+            threading.Thread(target=sim.shutdown_from_host, args=(inst,), daemon=True).start()
+            return json_ok({"instance": inst.id, "behavior": inst.shutdown_behavior}, 202)
         if (path == "/_sim/sessions" or path.startswith("/_sim/sessions/")) and self.command == "GET":
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query, keep_blank_values=True))
             sid = urllib.parse.unquote(path[len("/_sim/sessions/"):]) if path != "/_sim/sessions" else None

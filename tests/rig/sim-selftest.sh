@@ -111,7 +111,7 @@ wait_exit() {
 # One instance of the deployment running the user-data file $1; prints RunInstances' answer.
 run_instance() {
     aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
-        --user-data "file://$1" \
+        --user-data "file://$1" "${@:2}" \
         --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP}]"
 }
 
@@ -421,9 +421,58 @@ sleep 2
 runs="$(docker logs "labship-sim-$instance" 2>&1 | grep -c 'labship: boot-run' || true)"
 [ "$runs" = 1 ] || fail "the user-data ran $runs times across stop/start (cloud-init runs it once)"
 ok "start-instances: running again, the unless-stopped container back with the volume's file, the user-data not run again"
+state_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name'; }
+console_of() { aws ec2 get-console-output --instance-id "$1" --latest | jq -r '.Output // ""'; }
+# A shutdown scheduled on the host, then cancelled; cloud-init's per-boot hook for the next boot.
+docker exec "labship-sim-$instance" shutdown -h +5 >/dev/null || fail "shutdown -h +5 on the host"
+docker exec "labship-sim-$instance" test -s /run/labship-sim-shutdown.pid || fail "shutdown +5 scheduled nothing"
+docker exec "labship-sim-$instance" shutdown -c >/dev/null || fail "shutdown -c on the host"
+! docker exec "labship-sim-$instance" test -e /run/labship-sim-shutdown.pid || fail "shutdown -c left the schedule"
+[ "$(state_of "$instance")" = running ] || fail "a cancelled shutdown stopped the instance"
+docker exec "labship-sim-$instance" sh -c 'mkdir -p /var/lib/cloud/scripts/per-boot &&
+    printf "#!/bin/bash\necho labship: per-boot-ran\n" >/var/lib/cloud/scripts/per-boot/10-selftest &&
+    chmod 0755 /var/lib/cloud/scripts/per-boot/10-selftest' || fail "writing a per-boot hook"
+ok "shutdown on the host: +5 schedules, -c cancels, the instance keeps running"
+# The host powers itself off: EC2 stops the instance (the default shutdown behaviour).
+docker exec "labship-sim-$instance" shutdown -h now >/dev/null || fail "shutdown -h now on the host"
+deadline=$((SECONDS + 60))
+until [ "$(state_of "$instance")" = stopped ] &&
+    [ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = false ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "shutdown -h now on the host: still $(state_of "$instance") after 60 s"
+    sleep 1
+done
+ok "shutdown -h now on the host: the instance stopped (InstanceInitiatedShutdownBehavior stop)"
+aws ec2 start-instances --instance-ids "$instance" >/dev/null || fail "start-instances (after a shutdown)"
+deadline=$((SECONDS + 30))
+until console_of "$instance" | grep -q 'labship: per-boot-ran'; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the per-boot hook did not run at the start: $(console_of "$instance" | tail -n 5)"
+    sleep 1
+done
+if console_of "$instance" | grep -q 'labship: boot-run'; then
+    fail "the console still shows the first boot after a start"
+fi
+ok "start-instances: the per-boot hook ran, the console shows the current boot only"
 aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (stop/start)"
 [ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
 ok "terminate-instances after stop/start leaves nothing"
+instance=""
+
+# A host launched to terminate itself (InstanceInitiatedShutdownBehavior terminate).
+printf '#!/bin/bash\necho "labship: started-3"\n' >"$tmp/user-data-3.sh"
+out="$(run_instance "$tmp/user-data-3.sh" --instance-initiated-shutdown-behavior terminate)" || fail "run-instances (terminate on shutdown)"
+instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
+deadline=$((SECONDS + 60))
+until console_of "$instance" | grep -q 'labship: started-3'; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "terminate on shutdown: the user-data did not run in 60 s"
+    sleep 1
+done
+docker exec "labship-sim-$instance" shutdown -h now >/dev/null || fail "shutdown -h now (terminate)"
+deadline=$((SECONDS + 60))
+until [ "$(state_of "$instance")" = terminated ] && [ -z "$(leftovers)" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "shutdown with behaviour terminate: $(state_of "$instance"), left: $(leftovers)"
+    sleep 1
+done
+ok "shutdown -h now on a host launched with shutdown behaviour terminate: terminated, nothing left"
 instance=""
 
 # --- fault injection --------------------------------------------------------------------

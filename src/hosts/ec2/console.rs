@@ -280,9 +280,121 @@ fn parse_marker(text: &str) -> Option<Marker> {
     })
 }
 
+/// What the host's watchdog (idle stop and TTL, `userdata/common.sh`) last said on the
+/// console of the current boot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Watch {
+    /// Its settings when it started: idle stop and TTL in seconds (0: off), and when the boot
+    /// began (Unix seconds).
+    pub idle_stop: Option<u64>,
+    pub ttl: Option<u64>,
+    pub boot: Option<i64>,
+    /// Nothing has happened in Jupyter since then (Unix seconds); `None` while active.
+    pub idle_since: Option<i64>,
+    /// Why it stopped the host: `idle-stop idle=61m` or `ttl-stop ttl=8h`.
+    pub stopped: Option<String>,
+}
+
+impl Watch {
+    /// When the host will stop itself, and why (`idle` or `ttl`): the earlier of the TTL and,
+    /// when idle, the idle stop. `None` when neither is known.
+    #[must_use]
+    pub fn stops_at(&self) -> Option<(i64, &'static str)> {
+        let ttl = match (self.ttl, self.boot) {
+            (Some(t), Some(b)) if t > 0 => Some((b + t as i64, "ttl")),
+            _ => None,
+        };
+        let idle = match (self.idle_stop, self.idle_since) {
+            (Some(i), Some(since)) if i > 0 => Some((since + i as i64, "idle")),
+            _ => None,
+        };
+        match (ttl, idle) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The watchdog's lines in console text (`labship: watch ...`, `idle since=`, `active`,
+/// `idle-stop`, `ttl-stop`), the newest of each kind.
+#[must_use]
+pub fn watch(console_text: &str) -> Watch {
+    let text = crate::token::clean::clean_console(console_text);
+    let mut w = Watch::default();
+    let field = |rest: &str, key: &str| {
+        rest.split_whitespace()
+            .find_map(|f| f.strip_prefix(key))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once(MARKER_PREFIX) else {
+            continue;
+        };
+        let (word, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        match word {
+            "watch" => {
+                w = Watch {
+                    idle_stop: field(rest, "idle-stop=").and_then(|v| u64::try_from(v).ok()),
+                    ttl: field(rest, "ttl=").and_then(|v| u64::try_from(v).ok()),
+                    boot: field(rest, "boot="),
+                    ..Watch::default()
+                };
+            }
+            "idle" => w.idle_since = field(rest, "since="),
+            "active" => w.idle_since = None,
+            "idle-stop" | "ttl-stop" => {
+                let what = rest
+                    .split_whitespace()
+                    .filter(|f| !f.starts_with("t="))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                w.stopped = Some(format!("{word} {what}").trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdogs_lines_say_when_and_why_the_host_stops() {
+        let console = "\
+[  1.0] cloud-init[2179]: labship: ready t=1000.5
+labship: watch idle-stop=3600 ttl=86400 boot=990 t=1001.0
+labship: idle since=1001 t=1700.0
+labship: active t=1800.0
+labship: idle since=1900 t=2500.0
+";
+        let w = watch(console);
+        assert_eq!(w.idle_stop, Some(3600));
+        assert_eq!(w.ttl, Some(86_400));
+        assert_eq!(w.boot, Some(990));
+        assert_eq!(w.idle_since, Some(1900));
+        assert_eq!(w.stops_at(), Some((5500, "idle")));
+        // Active again: only the TTL is known.
+        let active = format!("{console}labship: active t=2600\n");
+        assert_eq!(watch(&active).stops_at(), Some((87_390, "ttl")));
+        // The TTL comes first.
+        let short =
+            "labship: watch idle-stop=3600 ttl=60 boot=100 t=1\nlabship: idle since=100 t=2\n";
+        assert_eq!(watch(short).stops_at(), Some((160, "ttl")));
+        // Stopped by it: the reason, without the time stamp.
+        let stopped = format!("{console}labship: idle-stop idle=61m t=5600.1\n");
+        assert_eq!(
+            watch(&stopped).stopped.as_deref(),
+            Some("idle-stop idle=61m")
+        );
+        // Both off, or no watchdog (an older host): nothing is known.
+        assert_eq!(
+            watch("labship: watch idle-stop=0 ttl=0 boot=5 t=1\n").stops_at(),
+            None
+        );
+        assert_eq!(watch("labship: ready t=1\n"), Watch::default());
+    }
 
     const NEW_TOKEN: &str = "8a6cbd3f0e4f4b2a9c1d7e5f3a2b1c0d9e8f7a6b5c4d3e2f";
 

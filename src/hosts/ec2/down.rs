@@ -34,6 +34,12 @@ async fn save(
     if inst.state == "pending" {
         return Ok(None);
     }
+    if inst.state == "stopped" {
+        return Err(format!(
+            "the instance is stopped, so its Jupyter cannot be reached; `labship up {} --ec2` starts it with its notebooks, and `down` then saves them",
+            inst.deployment
+        ));
+    }
     if inst.state != "running" {
         return Err(format!(
             "the instance is {}, so its Jupyter cannot be reached",

@@ -31,10 +31,29 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
         instance_type: None,
         public_ip: None,
         note: None,
+        uptime_seconds: None,
+        idle_seconds: None,
+        idle_stop_seconds: None,
+        ttl_seconds: None,
+        stops_in_seconds: None,
+        stops_because: None,
     };
+    // What the hosts' watchdogs said (when and why they stop), read at once; a console that
+    // cannot be read leaves those columns empty rather than failing the listing.
+    let watches = futures_util::future::join_all(instances.iter().map(|i| async {
+        if !matches!(i.state.as_str(), "running" | "stopped") {
+            return console::Watch::default();
+        }
+        match cloud.console(&i.id, true).await {
+            Ok(Some(text)) => console::watch(&text),
+            _ => console::Watch::default(),
+        }
+    }))
+    .await;
     let mut rows: Vec<DeploymentStatus> = instances
         .iter()
-        .map(|i| DeploymentStatus {
+        .zip(watches)
+        .map(|(i, w)| DeploymentStatus {
             state: i.state.clone(),
             instance_id: Some(i.id.clone()),
             instance_type: Some(i.instance_type.clone()),
@@ -49,10 +68,38 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
                 }
                 _ => None,
             },
-            note: (i.access == Access::Ssm)
-                .then(|| format!("no open port: `labship connect {} --ec2`", i.deployment)),
+            note: match (i.state.as_str(), &w.stopped, i.access) {
+                ("stopped", Some(why), _) => Some(format!(
+                    "stopped itself ({why}); `labship up {} --ec2` starts it",
+                    i.deployment
+                )),
+                ("stopped", None, _) => {
+                    Some(format!("`labship up {} --ec2` starts it", i.deployment))
+                }
+                (_, _, Access::Ssm) => Some(format!(
+                    "no open port: `labship connect {} --ec2`",
+                    i.deployment
+                )),
+                _ => None,
+            },
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
             image: i.image.clone(),
+            uptime_seconds: (i.state == "running")
+                .then(|| w.boot.or(i.launched_secs).map(|b| (now - b).max(0)))
+                .flatten(),
+            idle_seconds: (i.state == "running")
+                .then(|| w.idle_since.map(|t| (now - t).max(0)))
+                .flatten(),
+            idle_stop_seconds: i.idle_stop.flatten().map(|d| d.as_secs()),
+            ttl_seconds: i.ttl.flatten().map(|d| d.as_secs()),
+            stops_in_seconds: w
+                .stops_at()
+                .filter(|_| i.state == "running")
+                .map(|(at, _)| (at - now).max(0)),
+            stops_because: w
+                .stops_at()
+                .filter(|_| i.state == "running")
+                .map(|(_, why)| why.to_string()),
             ..row(i.deployment.clone())
         })
         .collect();

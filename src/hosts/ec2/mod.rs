@@ -16,6 +16,7 @@ pub mod down;
 pub mod info;
 pub mod plan;
 pub mod sealed;
+pub mod stop;
 pub mod up;
 pub mod userdata;
 mod watch;
@@ -28,8 +29,8 @@ use crate::config::{Arch, Config, HostAmi, Target};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::hosts::{
-    DeploymentStatus, DownOptions, DownReport, Host, LogsReport, Plan, TokenReport, UpOptions,
-    UpReport,
+    DeploymentStatus, DownOptions, DownReport, Host, LogsReport, Plan, StopReport, TokenReport,
+    UpOptions, UpReport,
 };
 use crate::output::Printer;
 
@@ -405,7 +406,11 @@ impl Host for Ec2Host {
             attach: true,
             ..UpOptions::default()
         }
-        .refuse(Target::Ec2, false)
+        .refuse(Target::Ec2, &[])
+    }
+
+    async fn stop(&self, deployment: &str, force: bool, printer: &Printer) -> Result<StopReport> {
+        stop::stop(&self.aws, deployment, force, printer).await
     }
 
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {

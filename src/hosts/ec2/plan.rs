@@ -45,6 +45,9 @@ pub struct Options {
     pub access_asked: bool,
     /// Act on a deployment another identity owns.
     pub force: bool,
+    /// The host's watchdog: stop after this long idle / this long after each start.
+    pub idle_stop: Option<Duration>,
+    pub ttl: Option<Duration>,
 }
 
 impl Options {
@@ -107,6 +110,8 @@ impl Options {
             })?,
             public: options.public,
             force: options.force,
+            idle_stop: config.ec2.idle_stop,
+            ttl: config.ec2.ttl,
         })
     }
 }
@@ -158,12 +163,23 @@ impl Observed {
         self.instances.iter().rfind(|i| i.is_live())
     }
 
-    /// Whether the live instance already serves this image on this port (then only its
-    /// console decides what happens, and nothing else needs to be read).
-    pub fn serves(&self, config: &Config, port: u16) -> bool {
+    /// The stopped instance `up` would start again, when none is live.
+    pub fn stopped(&self) -> Option<&Instance> {
+        if self.live().is_some() {
+            return None;
+        }
+        self.instances.iter().rfind(|i| i.state == "stopped")
+    }
+
+    /// Whether the live instance already serves this image on this port with this idle stop
+    /// and TTL (then only its console decides what happens, and nothing else needs to be
+    /// read).
+    pub fn serves(&self, config: &Config, opts: &Options) -> bool {
         let wanted = format!("/{}:{}", config.push.repository, self.content_tag);
         self.live().is_some_and(|i| {
-            i.image.as_deref().is_some_and(|img| img.ends_with(&wanted)) && i.port == Some(port)
+            i.image.as_deref().is_some_and(|img| img.ends_with(&wanted))
+                && i.port == Some(opts.port)
+                && same_life(i, opts)
         })
     }
 }
@@ -291,7 +307,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     };
 
     let (action, reason) = match live {
-        Some(inst) if observed.serves(config, opts.port) => {
+        Some(inst) if observed.serves(config, opts) => {
             let console = observed.console.as_deref().unwrap_or_default();
             if let Some((phase, cause)) = newest_error(console) {
                 // The last start on this instance failed (a pull that gave up, a crashed
@@ -335,7 +351,12 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.user_data = Some(script(registry)?);
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same_image = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted));
-            let reason = if same_image {
+            let reason = if same_image && inst.port == Some(opts.port) {
+                format!(
+                    "the host's watchdog changes ({}); the container and its workspace stay",
+                    life_change(inst, opts)
+                )
+            } else if same_image {
                 format!("the port changed to {}", opts.port)
             } else {
                 format!(
@@ -345,6 +366,36 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 )
             };
             (PlannedAction::Replace, reason)
+        }
+        None if observed.stopped().is_some() => {
+            let inst = observed
+                .stopped()
+                .ok_or_else(|| missing("stopped instance"))?;
+            let registry = observed
+                .registry
+                .as_deref()
+                .ok_or_else(|| missing("registry"))?;
+            // Started again, the host's containers come back by their restart policy; this
+            // script (sent through Systems Manager once the instance runs) makes sure the
+            // one that serves is this image on this port, reads the token again and says
+            // when Jupyter answers.
+            detail.user_data = Some(script(registry)?);
+            detail.instance_id = Some(inst.id.clone());
+            let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
+            let same = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted))
+                && inst.port == Some(opts.port);
+            let then = if same {
+                "the same image, token and notebooks".to_string()
+            } else {
+                format!(
+                    "its token and notebooks, and {image} on port {} in place of its container",
+                    opts.port
+                )
+            };
+            (
+                PlannedAction::Start,
+                format!("{} is stopped: it is started again with {then}", inst.id),
+            )
         }
         None => {
             let registry = observed
@@ -375,6 +426,11 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             instance_tags.push((tags::PORT.into(), opts.port.to_string()));
             instance_tags.push((tags::SCHEME.into(), "https".into()));
             instance_tags.push((tags::ACCESS.into(), opts.access.as_str().into()));
+            instance_tags.push((
+                tags::IDLE_STOP.into(),
+                crate::config::lifetime_text(opts.idle_stop),
+            ));
+            instance_tags.push((tags::TTL.into(), crate::config::lifetime_text(opts.ttl)));
             let root = RootVolume {
                 device: ami.root_device.clone(),
                 size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
@@ -390,7 +446,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 metadata_hop_limit: METADATA.hop_limit,
                 subnet: config.ec2.subnet.clone(),
                 ssh_key: config.ec2.ssh_key.clone(),
-                user_data: user_data.clone(),
+                user_data: userdata::gzip(&user_data),
                 instance_tags: instance_tags.clone(),
                 volume_tags,
             });
@@ -424,9 +480,39 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     })
 }
 
+/// Whether the instance's watchdog has these settings (an instance of an older labship has
+/// none: it gets one with the next replace).
+fn same_life(inst: &Instance, opts: &Options) -> bool {
+    inst.idle_stop == Some(opts.idle_stop) && inst.ttl == Some(opts.ttl)
+}
+
+/// "idle stop 60m -> 30m, ttl 24h -> off": what changes of the instance's watchdog.
+fn life_change(inst: &Instance, opts: &Options) -> String {
+    let text = |v: Option<Option<Duration>>| match v {
+        Some(d) => crate::config::lifetime_text(d),
+        None => "none".into(),
+    };
+    let mut parts = Vec::new();
+    if inst.idle_stop != Some(opts.idle_stop) {
+        parts.push(format!(
+            "idle stop {} -> {}",
+            text(inst.idle_stop),
+            crate::config::lifetime_text(opts.idle_stop)
+        ));
+    }
+    if inst.ttl != Some(opts.ttl) {
+        parts.push(format!(
+            "ttl {} -> {}",
+            text(inst.ttl),
+            crate::config::lifetime_text(opts.ttl)
+        ));
+    }
+    parts.join(", ")
+}
+
 /// What makes any `up` impossible, decided from the first reads alone, so that `up` can
 /// refuse before it builds or creates anything: an instance type of the other architecture,
-/// or a deployment whose instance is neither live nor on its way out (stopped, stopping).
+/// or a deployment whose instance is neither live, stopped nor on its way out (stopping).
 pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
     let name = &config.name;
     let arch = config.build.platform;
@@ -439,8 +525,9 @@ pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
         });
     }
     let live = observed.live();
-    if live.is_none() {
-        // An instance on its way out (shutting-down) is no obstacle to a new one.
+    if live.is_none() && observed.stopped().is_none() {
+        // An instance on its way out (shutting-down) is no obstacle to a new one; a stopped
+        // one is started again. What is left is an instance still stopping.
         if let Some(other) = observed
             .instances
             .iter()
@@ -450,7 +537,7 @@ pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
                 deployment: name.clone(),
                 instance: other.id.clone(),
                 message: format!("the instance is {}", other.state),
-                hint: format!("start it again in the EC2 console, or remove it with `labship down {name} --ec2` (its notebooks go with it) and run `labship up --ec2`"),
+                hint: format!("wait until it has stopped and run `labship up {name} --ec2` again (it starts it with its notebooks), or remove it with `labship down {name} --ec2`"),
             });
         }
     }
@@ -489,6 +576,8 @@ fn inputs<'a>(
         container_port: CONTAINER_PORT,
         pull_deadline_secs: PULL_DEADLINE,
         jupyter_deadline_secs: JUPYTER_DEADLINE,
+        idle_stop_secs: opts.idle_stop.map_or(0, |d| d.as_secs()),
+        ttl_secs: opts.ttl.map_or(0, |d| d.as_secs()),
     }
 }
 
@@ -655,6 +744,8 @@ mod tests {
             access: Access::Https,
             owner: None,
             security_groups: vec!["sg-1".into()],
+            idle_stop: Some(Some(crate::config::DEFAULT_IDLE_STOP)),
+            ttl: Some(Some(crate::config::DEFAULT_TTL)),
         }
     }
 
@@ -714,8 +805,14 @@ mod tests {
         assert_eq!(p.tags["labship:port"], "8888");
         assert_eq!(p.tags["labship:image"], plan.image);
         assert!(!launch.volume_tags.iter().any(|(k, _)| k == "labship:image"));
-        assert_eq!(p.user_data.as_deref(), Some(launch.user_data.as_str()));
-        assert!(launch.user_data.starts_with("#!/bin/bash"));
+        let mut sent = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(launch.user_data.as_slice()),
+            &mut sent,
+        )
+        .expect("gzip");
+        assert_eq!(p.user_data.as_deref(), Some(sent.as_str()));
+        assert!(sent.starts_with("#!/bin/bash"));
         assert_eq!(p.root_volume.as_ref().map(|r| r.size_gib), Some(30));
         assert_eq!(launch.root_gib, 30);
         assert_eq!(launch.metadata_hop_limit, 1);
@@ -775,12 +872,49 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_instance_is_started_again_not_launched_anew() {
+        let (_dir, config) = config();
+        let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1";
+        let seen = observed(vec![instance("stopped", image, 8888)]);
+        let plan = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Start);
+        assert_eq!(plan.action.done(), crate::hosts::UpAction::Started);
+        let p = ec2(&plan);
+        assert_eq!(p.instance_id.as_deref(), Some("i-1"));
+        assert!(p.launch.is_none(), "nothing is launched");
+        // The script that makes sure of the container once it runs again.
+        let script = p.user_data.as_deref().expect("script");
+        assert!(script.contains("labship replace"), "{script}");
+        assert!(plan.reason.contains("same image"), "{}", plan.reason);
+        // Another image: started, then its container replaced in place.
+        let older = observed(vec![instance("stopped", "r/labship/lab:ctx-0", 8888)]);
+        let plan = super::plan(&config, &opts(&config), &older).expect("plan");
+        assert_eq!(plan.action, PlannedAction::Start);
+        assert!(
+            plan.reason.contains("in place of its container"),
+            "{}",
+            plan.reason
+        );
+        // A terminated-and-gone older instance does not matter; the newest stopped one does.
+        let two = observed(vec![
+            instance("shutting-down", image, 8888),
+            instance("stopped", image, 8888),
+        ]);
+        assert_eq!(
+            super::plan(&config, &opts(&config), &two)
+                .expect("plan")
+                .action,
+            PlannedAction::Start
+        );
+    }
+
+    #[test]
     fn refusals_are_decided_before_anything_is_made() {
         let (_dir, config) = config();
-        // A stopped instance is not silently replaced by a second one.
-        let stopped = observed(vec![instance("stopped", "x", 8888)]);
-        let err = plan(&config, &opts(&config), &stopped).expect_err("stopped");
-        assert!(err.to_string().contains("stopped") || format!("{err:?}").contains("stopped"));
+        // An instance still stopping is not silently replaced by a second one.
+        let stopping = observed(vec![instance("stopping", "x", 8888)]);
+        let err = plan(&config, &opts(&config), &stopping).expect_err("stopping");
+        assert!(err.to_string().contains("stopping") || format!("{err:?}").contains("stopping"));
         // An instance type of the other architecture.
         let mut arm = observed(vec![]);
         arm.instance_type.architectures = vec!["arm64".into()];

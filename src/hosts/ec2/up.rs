@@ -50,10 +50,7 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
         ecr.login(),
         cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
     )?;
-    if let Some(live) = observed
-        .live()
-        .filter(|_| observed.serves(config, opts.port))
-    {
+    if let Some(live) = observed.live().filter(|_| observed.serves(config, opts)) {
         observed.console = Some(
             cloud
                 .console(&live.id, observed.instance_type.nitro)
@@ -135,7 +132,7 @@ pub async fn up(
     }
     if let Some(live) = observed
         .live()
-        .filter(|_| observed.serves(config, opts.port))
+        .filter(|_| observed.serves(config, opts))
         .cloned()
     {
         // The no-op path: the console decides; the address service being down must not
@@ -157,6 +154,13 @@ pub async fn up(
         let plan = plan::plan(config, opts, &observed)?;
         return in_place(
             &cloud, engine, &ecr, config, opts, &observed, plan, started, printer,
+        )
+        .await;
+    }
+
+    if let Some(stopped) = observed.stopped().cloned() {
+        return start(
+            &cloud, engine, &ecr, config, opts, observed, &stopped, started, printer,
         )
         .await;
     }
@@ -214,8 +218,15 @@ pub async fn up(
         let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
         printer.note(format!("`{name}`: {}", plan.reason));
         let token = seal(&cloud, name).await?;
-        let (now, secs, served) =
-            replace_container(&cloud, inst, script, &image, opts.port, printer).await?;
+        let (now, secs, served) = replace_container(
+            &cloud,
+            inst,
+            script,
+            (&image, opts.port),
+            (opts.idle_stop, opts.ttl),
+            printer,
+        )
+        .await?;
         // Only now: had the new container failed, the old one (and its port) would still run.
         if let Some(group) = inst.security_groups.first() {
             cloud
@@ -398,8 +409,15 @@ async fn in_place(
                 return Err(not_ec2());
             };
             let token = seal(cloud, name).await?;
-            let (now, secs, served) =
-                replace_container(cloud, inst, script, &plan.image, opts.port, printer).await?;
+            let (now, secs, served) = replace_container(
+                cloud,
+                inst,
+                script,
+                (&plan.image, opts.port),
+                (opts.idle_stop, opts.ttl),
+                printer,
+            )
+            .await?;
             let timings = Timings {
                 jupyter: Some(secs),
                 total: started.elapsed().as_secs_f64(),
@@ -451,6 +469,143 @@ async fn in_place(
         &ready.instance,
         (&ready.served, token.as_ref()),
         (built, bytes),
+        timings,
+        printer,
+    )
+    .await
+}
+
+/// `up` of a stopped deployment: the image is pushed when needed, the instance started
+/// (StartInstances), its security group follows the caller's address, and once Systems
+/// Manager reaches the host the replace script makes sure its container serves this image on
+/// this port with the sealed token (the container its restart policy brought back, unless
+/// the image or port changed), then says when Jupyter answers. The workspace volume, the TLS
+/// certificate and the token are the ones from before the stop.
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    cloud: &Cloud,
+    engine: &Engine,
+    ecr: &Ecr,
+    config: &Config,
+    opts: &Options,
+    mut observed: Observed,
+    stopped: &Instance,
+    started: Instant,
+    printer: &Printer,
+) -> Result<UpReport> {
+    let name = &config.name;
+    interrupt::made(instance_made(&stopped.id, name));
+    let t_push = Instant::now();
+    let (pushed, ingress) = interrupt::cancellable("pushing the image", async {
+        Ok(tokio::join!(
+            push::push(engine, ecr, config, printer),
+            ingress_for(config, opts)
+        ))
+    })
+    .await?;
+    let pushed = pushed?;
+    let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
+    observed.ingress = ingress.map_err(|e| e.to_string());
+    // REGISTRY/REPOSITORY:CONTENT_TAG
+    let (Some((registry, _)), Some((_, tag))) = (
+        pushed.image_uri.split_once('/'),
+        pushed.image_uri.rsplit_once(':'),
+    ) else {
+        return Err(crate::hosts::plan_bug(&format!(
+            "the pushed image `{}` is not REGISTRY/REPOSITORY:TAG",
+            pushed.image_uri
+        )));
+    };
+    observed.registry = Some(registry.to_string());
+    observed.content_tag = tag.to_string();
+    observed.needs_build = false;
+    let plan = plan::plan(config, opts, &observed)?;
+    let PlanDetail::Ec2(detail) = &plan.detail else {
+        return Err(not_ec2());
+    };
+    let Some(script) = &detail.user_data else {
+        return Err(not_ec2());
+    };
+    printer.note(format!("`{name}`: {}", plan.reason));
+    let token = seal(cloud, name).await?;
+    interrupt::checkpoint("starting the instance")?;
+    let t_start = Instant::now();
+    cloud.start(&stopped.id).await?;
+    let running = retry::until(Duration::from_secs(300), Duration::from_secs(2), || async {
+        interrupt::checkpoint("the instance running")?;
+        let failed = |cause: String| Error::BootFailed {
+            deployment: name.clone(),
+            instance: stopped.id.clone(),
+            phase: "start".into(),
+            cause,
+            hint: "see the instance's state reason in the EC2 console (capacity for this type in its zone); `labship up --ec2` again tries once more".into(),
+        };
+        match cloud.instance(&stopped.id).await? {
+            Some(i) if i.state == "running" => Ok(Step::Done(i)),
+            Some(i) if matches!(i.state.as_str(), "pending" | "stopped" | "stopping") => {
+                Ok(Step::Again(failed(format!("still {} after 300s", i.state))))
+            }
+            Some(i) => Err(failed(format!("the instance went to {}", i.state))),
+            None => Err(failed("the instance no longer exists".into())),
+        }
+    })
+    .await?;
+    let launch_secs = t_start.elapsed().as_secs_f64();
+    printer.note(format!(
+        "Started {} again{}",
+        running.id,
+        running
+            .public_ip
+            .as_deref()
+            .map(|ip| format!(" (address {ip})"))
+            .unwrap_or_default()
+    ));
+    if let (Some(group), Ok(_)) = (running.security_groups.first(), &observed.ingress) {
+        cloud
+            .reconcile_ingress(group, &detail.security_group.ingress)
+            .await?;
+    }
+    retag_access(cloud, &running, opts.access, printer).await?;
+    // The agent registers again a few seconds after boot.
+    let t_boot = Instant::now();
+    retry::until(Duration::from_secs(300), Duration::from_secs(3), || async {
+        interrupt::checkpoint("Systems Manager reaching the host")?;
+        if cloud.ssm_online(&running.id).await? {
+            Ok(Step::Done(()))
+        } else {
+            Ok(Step::Again(Error::Replace {
+                deployment: name.clone(),
+                instance: running.id.clone(),
+                message: "its Systems Manager agent was not online 300s after the start".into(),
+                hint: format!("the host may not have booted (see `labship logs {name} --ec2`); `labship up {name} --ec2` again waits once more"),
+            }))
+        }
+    })
+    .await?;
+    let boot_secs = t_boot.elapsed().as_secs_f64();
+    let (now, secs, served) = replace_container(
+        cloud,
+        &running,
+        script,
+        (&plan.image, opts.port),
+        (opts.idle_stop, opts.ttl),
+        printer,
+    )
+    .await?;
+    let timings = Timings {
+        push: push_secs,
+        launch: Some(launch_secs),
+        boot: Some(boot_secs),
+        jupyter: Some(secs),
+        total: started.elapsed().as_secs_f64(),
+        ..Timings::default()
+    };
+    report(
+        cloud,
+        &plan,
+        &now,
+        (&served, Some(&token)),
+        (pushed.built, pushed.bytes_uploaded),
         timings,
         printer,
     )
@@ -647,8 +802,8 @@ async fn replace_container(
     cloud: &Cloud,
     inst: &Instance,
     script: &str,
-    image: &str,
-    port: u16,
+    (image, port): (&str, u16),
+    life: (Option<Duration>, Option<Duration>),
     printer: &Printer,
 ) -> Result<(Instance, f64, Served)> {
     let t = Instant::now();
@@ -713,7 +868,7 @@ async fn replace_container(
             inst.deployment
         ),
     })?;
-    cloud.set_serving_tags(&inst.id, image, port).await?;
+    cloud.set_serving_tags(&inst.id, image, port, life).await?;
     let now = cloud
         .instance(&inst.id)
         .await?
@@ -755,6 +910,9 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         container_port: plan::CONTAINER_PORT,
         pull_deadline_secs: PULL_DEADLINE,
         jupyter_deadline_secs: JUPYTER_DEADLINE,
+        // The watchdog keeps what the instance has.
+        idle_stop_secs: inst.idle_stop.flatten().map_or(0, |d| d.as_secs()),
+        ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
     })
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;
@@ -765,18 +923,26 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         sealed::parameter(name),
         inst.id
     ));
-    let (now, _, served) =
-        match replace_container(&cloud, &inst, &script, &image, port, printer).await {
-            Ok(done) => done,
-            Err(e @ Error::Interrupted { .. }) => return Err(e),
-            Err(e) => {
-                if let Some(old) = old {
-                    sealed::restore(&cloud, name, &old).await?;
-                    printer.note("The old container and its token are back");
-                }
-                return Err(e);
+    let (now, _, served) = match replace_container(
+        &cloud,
+        &inst,
+        &script,
+        (&image, port),
+        (inst.idle_stop.flatten(), inst.ttl.flatten()),
+        printer,
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Err(e) => {
+            if let Some(old) = old {
+                sealed::restore(&cloud, name, &old).await?;
+                printer.note("The old container and its token are back");
             }
-        };
+            return Err(e);
+        }
+    };
     let token = served
         .login_token(Some(&new))
         .ok_or_else(|| Error::TokenNotFound {

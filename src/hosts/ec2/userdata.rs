@@ -40,8 +40,13 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// EC2's limit on user-data, in bytes before base64. Both scripts are held to it.
+/// EC2's limit on user-data, in bytes before base64. The boot script goes gzipped
+/// ([`gzip`]; cloud-init unpacks it), and that is what is held to this.
 pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+
+/// labship's own bound on a rendered script as text (the replace script goes through SSM
+/// RunCommand as text).
+pub const MAX_SCRIPT_BYTES: usize = 48 * 1024;
 
 /// The label on the container and the workspace volume; its value is the deployment.
 pub const DEPLOYMENT_LABEL: &str = "dev.labship.ec2.deployment";
@@ -125,6 +130,10 @@ pub struct UserDataInputs<'a> {
     pub pull_deadline_secs: u64,
     /// How long the host waits for Jupyter's token URL and for Jupyter to answer.
     pub jupyter_deadline_secs: u64,
+    /// Stop the host after this long without activity in Jupyter (0: never).
+    pub idle_stop_secs: u64,
+    /// Stop the host this long after its boot (0: never).
+    pub ttl_secs: u64,
 }
 
 /// Why a script could not be rendered.
@@ -155,8 +164,8 @@ pub enum UserDataError {
         /// The text between the braces.
         name: String,
     },
-    /// The rendered script is larger than EC2 accepts.
-    #[error("the rendered {template} is {size} bytes; EC2 user-data may be at most {limit} bytes")]
+    /// The rendered script is larger than EC2 (or labship) accepts.
+    #[error("the rendered {template} is {size} bytes {form}; it may be at most {limit} bytes")]
     #[diagnostic(
         code(labship::ec2::userdata::too_large),
         help("shorten the image reference or the registry name")
@@ -166,7 +175,9 @@ pub enum UserDataError {
         template: &'static str,
         /// The rendered size in bytes.
         size: usize,
-        /// [`MAX_USER_DATA_BYTES`].
+        /// `gzipped` (EC2 user-data) or `as text`.
+        form: &'static str,
+        /// [`MAX_USER_DATA_BYTES`] or [`MAX_SCRIPT_BYTES`].
         limit: usize,
     },
 }
@@ -184,7 +195,7 @@ pub fn volume_name(deployment: &str) -> String {
 }
 
 /// The user-data for a new instance: `userdata/boot.sh` with the Docker fragment of
-/// `inputs.host_kind`. Plain text (base64 it for RunInstances), at most
+/// `inputs.host_kind`, as text; RunInstances gets it [`gzip`]ped, at most
 /// [`MAX_USER_DATA_BYTES`].
 ///
 /// # Errors
@@ -192,12 +203,33 @@ pub fn volume_name(deployment: &str) -> String {
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    render("userdata/boot.sh", BOOT, inputs, false)
+    let text = render("userdata/boot.sh", BOOT, inputs, false)?;
+    let size = gzip(&text).len();
+    if size > MAX_USER_DATA_BYTES {
+        return Err(UserDataError::TooLarge {
+            template: "userdata/boot.sh",
+            size,
+            form: "gzipped",
+            limit: MAX_USER_DATA_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// The user-data as RunInstances gets it: gzip, which cloud-init recognises and unpacks
+/// (EC2's 16 KiB limit applies to these bytes).
+#[must_use]
+pub fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(text.as_bytes());
+    encoder.finish().unwrap_or_default()
 }
 
 /// The script that replaces the Jupyter container of a running host with `inputs.image`
 /// (send it as the `commands` of AWS-RunShellScript; its first line is `#!/bin/bash`).
-/// `inputs.host_kind` is not used. Held to [`MAX_USER_DATA_BYTES`] as well.
+/// `inputs.host_kind` is not used. Held to [`MAX_SCRIPT_BYTES`].
 ///
 /// It can run for up to about 3 minutes (login) + `pull_deadline_secs` +
 /// `jupyter_deadline_secs` + 1 minute: give the command an execution timeout above that.
@@ -256,23 +288,26 @@ fn render(
             name: rendered[at..].chars().take(40).collect(),
         });
     }
-    if rendered.len() > MAX_USER_DATA_BYTES {
+    if rendered.len() > MAX_SCRIPT_BYTES {
         return Err(UserDataError::TooLarge {
             template: template_name,
             size: rendered.len(),
-            limit: MAX_USER_DATA_BYTES,
+            form: "as text",
+            limit: MAX_SCRIPT_BYTES,
         });
     }
     Ok(rendered)
 }
 
-/// A fragment without its whole-line comments: the helpers are documented in `userdata/`,
-/// and EC2's 16 KiB limit is better spent on code. (The fragments hold no heredoc or
-/// multi-line string, where a line starting with `#` would be data.)
+/// A fragment without its whole-line comments and its indentation: the helpers are
+/// documented in `userdata/`, and EC2's 16 KiB limit is better spent on code. (The fragments
+/// hold no heredoc or multi-line string, where a line starting with `#` or its leading
+/// blanks would be data.)
 fn without_comment_lines(fragment: &str) -> String {
     fragment
         .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(str::trim_start)
+        .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))
         .collect()
 }
@@ -367,6 +402,8 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         ("CONTAINER_PORT", inputs.container_port.to_string()),
         ("PULL_DEADLINE", inputs.pull_deadline_secs.to_string()),
         ("JUPYTER_DEADLINE", inputs.jupyter_deadline_secs.to_string()),
+        ("IDLE_STOP", inputs.idle_stop_secs.to_string()),
+        ("TTL", inputs.ttl_secs.to_string()),
     ])
 }
 
@@ -517,6 +554,8 @@ mod tests {
             container_port: 8888,
             pull_deadline_secs: 900,
             jupyter_deadline_secs: 300,
+            idle_stop_secs: 3600,
+            ttl_secs: 86_400,
         }
     }
 
@@ -599,9 +638,9 @@ mod tests {
             assert!(script.starts_with("#!/bin/bash\n"), "{name}");
             assert!(script.contains("\nset -euo pipefail\n"), "{name}");
             assert!(
-                script.len() <= MAX_USER_DATA_BYTES,
-                "{name}: {} bytes",
-                script.len()
+                gzip(&script).len() <= MAX_USER_DATA_BYTES / 2,
+                "{name}: {} bytes gzipped: keep room for long image names",
+                gzip(&script).len()
             );
         }
         assert!(has_access_key_id("x AKIAIOSFODNN7EXAMPLE x"));
@@ -728,20 +767,42 @@ mod tests {
 
     #[test]
     fn oversize_scripts_are_refused() {
-        let image = format!("{REGISTRY}/labship/{}:tag", "a".repeat(MAX_USER_DATA_BYTES));
+        // A name that gzip cannot shrink: within the text bound, beyond EC2's once gzipped.
+        let mut x: u32 = 7;
+        let noise: String = (0..24 * 1024)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x >> 16) as usize % 36])
+            })
+            .collect();
+        let image = format!("{REGISTRY}/labship/{noise}:tag");
         let mut i = inputs(HostKind::Custom, "127.0.0.1");
         i.image = &image;
         match render_boot(&i) {
-            Err(UserDataError::TooLarge { size, limit, .. }) => {
+            Err(UserDataError::TooLarge {
+                size, limit, form, ..
+            }) => {
                 assert!(size > limit);
-                assert_eq!(limit, MAX_USER_DATA_BYTES);
+                assert_eq!((limit, form), (MAX_USER_DATA_BYTES, "gzipped"));
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert!(matches!(
-            render_replace(&i),
-            Err(UserDataError::TooLarge { .. })
-        ));
+        assert!(render_replace(&i).is_ok(), "text within its bound");
+        // Beyond the text bound: refused before anything is sent.
+        let image = format!("{REGISTRY}/labship/{}:tag", "a".repeat(MAX_SCRIPT_BYTES));
+        i.image = &image;
+        for r in [render_boot(&i), render_replace(&i)] {
+            assert!(
+                matches!(
+                    r,
+                    Err(UserDataError::TooLarge {
+                        form: "as text",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

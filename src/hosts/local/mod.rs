@@ -18,7 +18,7 @@ use crate::docker::{ContainerInfo, ContainerSpec, Engine};
 use crate::error::{Error, Result};
 use crate::hosts::{
     DeploymentStatus, DownOptions, DownReport, Host, LogsReport, Plan, PlanDetail, PlannedAction,
-    Timings, TokenReport, UpOptions as HostOptions, UpReport,
+    StopReport, Timings, TokenReport, UpOptions as HostOptions, UpReport,
 };
 use crate::interrupt;
 use crate::output::Printer;
@@ -815,6 +815,12 @@ impl Host for LocalHost {
                     instance_type: None,
                     public_ip: None,
                     note: None,
+                    uptime_seconds: None,
+                    idle_seconds: None,
+                    idle_stop_seconds: None,
+                    ttl_seconds: None,
+                    stops_in_seconds: None,
+                    stops_because: None,
                 }
             })
             .collect())
@@ -877,6 +883,34 @@ impl Host for LocalHost {
                 }
             }
         }
+    }
+
+    /// Stops the container (`docker stop`): its restart policy does not bring it back
+    /// until `up` starts it; the workspace volume stays. Jupyter makes a new token when it
+    /// starts again (an image that sets its own keeps that).
+    async fn stop(&self, deployment: &str, _force: bool, printer: &Printer) -> Result<StopReport> {
+        let c = require(&self.engine, deployment).await?;
+        let mut report = StopReport {
+            target: Target::Local,
+            deployment: deployment.to_string(),
+            region: None,
+            stopped: Vec::new(),
+            already_stopped: Vec::new(),
+            kept: vec![format!(
+                "volume {} (the workspace); `labship up` starts the container again",
+                volume_name(deployment)
+            )],
+        };
+        if c.running() {
+            printer.note(format!("Stopping {}", c.name));
+            self.engine.stop_container(&c.name).await?;
+            report.stopped.push(format!("container {}", c.name));
+        } else {
+            report
+                .already_stopped
+                .push(format!("container {} ({})", c.name, c.state));
+        }
+        Ok(report)
     }
 
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {

@@ -1,0 +1,399 @@
+//! The life of an EC2 deployment, on the instance simulator: `labship stop` and the next `up`
+//! keep the token, the certificate and the notebooks; the host's watchdog stops an idle
+//! instance by itself (a busy kernel keeps it up, a client that only polls does not) and a
+//! busy one at its TTL. What AWS shows is read with the AWS CLI; Jupyter is driven through
+//! its REST API and kernel websocket, as a browser does.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::ec2::{assert_nothing_left, jupyter_status, pin_of, token_of, Connect};
+use crate::support::*;
+
+/// The instance's state as `aws ec2 describe-instances` shows it.
+fn state_of(id: &str) -> String {
+    let rig = rig();
+    let out = aws_json(
+        &rig.aws_endpoint,
+        &["ec2", "describe-instances", "--instance-ids", id],
+    );
+    out["Reservations"][0]["Instances"][0]["State"]["Name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the instance is in `want`, calling `meanwhile` between looks; the time it took.
+fn wait_state(id: &str, want: &str, within: Duration, mut meanwhile: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    loop {
+        let now = state_of(id);
+        if now == want {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < within,
+            "{id} still {now}, not {want}, after {within:?}"
+        );
+        meanwhile();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn console_of(sim: &str, id: &str) -> String {
+    let out = aws_json(sim, &["ec2", "get-console-output", "--instance-id", id]);
+    out["Output"].as_str().unwrap_or_default().to_string()
+}
+
+fn status_row(p: &Project, sim: &str) -> Value {
+    let status = json(&p.labship_at(sim, &["status", "--ec2", "-o", "json"], &[]));
+    status["deployments"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == p.name.as_str()).cloned())
+        .unwrap_or_else(|| panic!("{} not in {status}", p.name))
+}
+
+/// A kernel driven as JupyterLab drives it: started over REST, code sent over its websocket
+/// without waiting, the REST API polled as an open tab polls it.
+struct Kernel {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+    id: String,
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+}
+
+impl Kernel {
+    fn start(base: &str, token: &str) -> Kernel {
+        use tungstenite::client::IntoClientRequest;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let auth = format!("token {token}");
+        let mut started = agent
+            .post(&format!("{base}/api/kernels"))
+            .header("Authorization", &auth)
+            .send_json(serde_json::json!({"name": "python3"}))
+            .expect("POST /api/kernels");
+        assert_eq!(started.status().as_u16(), 201, "POST /api/kernels");
+        let kernel: Value = started.body_mut().read_json().expect("kernel JSON");
+        let id = kernel["id"].as_str().expect("kernel id").to_string();
+        let host = base.trim_start_matches("http://");
+        let mut request = format!("ws://{host}/api/kernels/{id}/channels")
+            .into_client_request()
+            .expect("ws request");
+        request
+            .headers_mut()
+            .insert("Authorization", auth.parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("Origin", base.parse().expect("header"));
+        let (mut ws, _) = tungstenite::connect(request).expect("kernel websocket");
+        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+            tcp.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+        }
+        Kernel {
+            agent,
+            base: base.to_string(),
+            auth,
+            id,
+            ws,
+        }
+    }
+
+    /// Sends `code` for execution; returns the request's id.
+    fn execute(&mut self, code: &str) -> String {
+        let msg_id = unique("exec");
+        let execute = serde_json::json!({
+            "header": {"msg_id": msg_id, "username": "labship-test", "session": unique("session"),
+                       "msg_type": "execute_request", "version": "5.3",
+                       "date": "2026-11-30T00:00:00.000000Z"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": false, "store_history": false,
+                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+        });
+        self.ws
+            .send(tungstenite::Message::Text(execute.to_string().into()))
+            .expect("send execute_request");
+        msg_id
+    }
+
+    /// What Jupyter says of the kernel over REST (`busy`, `idle`, ...): the polling of an
+    /// open tab, which must not count as activity.
+    fn poll(&self) -> String {
+        for page in ["api/status", "api/sessions", "api/terminals"] {
+            let _ = self
+                .agent
+                .get(&format!("{}/{page}", self.base))
+                .header("Authorization", &self.auth)
+                .call();
+        }
+        let mut kernels = match self
+            .agent
+            .get(&format!("{}/api/kernels", self.base))
+            .header("Authorization", &self.auth)
+            .call()
+        {
+            Ok(r) => r,
+            Err(_) => return "unreachable".into(),
+        };
+        let list: Value = kernels.body_mut().read_json().unwrap_or_default();
+        list.as_array()
+            .and_then(|ks| ks.iter().find(|k| k["id"] == self.id.as_str()))
+            .and_then(|k| k["execution_state"].as_str())
+            .unwrap_or("gone")
+            .to_string()
+    }
+
+    /// Reads the websocket until the kernel says it is idle after `msg_id` (the code ran).
+    fn wait_done(&mut self, msg_id: &str, within: Duration, mut meanwhile: impl FnMut()) {
+        let t = Instant::now();
+        let mut last_poll = Instant::now();
+        loop {
+            assert!(
+                t.elapsed() < within,
+                "{msg_id} did not finish in {within:?}"
+            );
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    let msg: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if msg["parent_header"]["msg_id"] == msg_id
+                        && msg["msg_type"] == "status"
+                        && msg["content"]["execution_state"] == "idle"
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("kernel websocket: {e}"),
+            }
+            if last_poll.elapsed() > Duration::from_secs(3) {
+                last_poll = Instant::now();
+                meanwhile();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2stop");
+    let port = free_port();
+    let port_s = port.to_string();
+    let first = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    let id = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let token = token_of(first["url"].as_str().expect("url"));
+    let pin = pin_of(&first);
+    let container = format!("labship-ec2-{}", p.name);
+    docker_ok(&[
+        "exec",
+        &container,
+        "sh",
+        "-c",
+        "echo before-the-stop > notes-stop.txt",
+    ]);
+    // The watchdog runs with the defaults and says so on the console.
+    let running = status_row(&p, &sim);
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(running["idle_stop_seconds"], 3600, "{running}");
+    assert_eq!(running["ttl_seconds"], 86_400, "{running}");
+    assert_eq!(running["stops_because"], "ttl", "{running}");
+    let left = running["stops_in_seconds"]
+        .as_i64()
+        .expect("stops_in_seconds");
+    assert!((86_000..=86_400).contains(&left), "{running}");
+
+    let stop = p.labship_at(&sim, &["stop", "--ec2", "-o", "json"], &[]);
+    let stopped = json(&stop);
+    assert_eq!(stopped["stopped"][0], format!("instance {id}"), "{stopped}");
+    assert!(
+        stopped["kept"].to_string().contains("still billed"),
+        "the stop says what still costs: {stopped}"
+    );
+    assert_eq!(state_of(&id), "stopped");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &container]).trim(),
+        "false"
+    );
+    assert_eq!(
+        jupyter_status(port, &pin, Some(&token)),
+        0,
+        "a stopped host answers"
+    );
+    let row = status_row(&p, &sim);
+    assert_eq!(row["state"], "stopped", "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("labship up"),
+        "{row}"
+    );
+    assert_eq!(row["stops_in_seconds"], Value::Null, "{row}");
+    // Again: nothing to do, said so.
+    let again = json(&p.labship_at(&sim, &["stop", "--ec2", "-o", "json"], &[]));
+    assert_eq!(again["stopped"], serde_json::json!([]), "{again}");
+    assert!(
+        again["already_stopped"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&id),
+        "{again}"
+    );
+    // The plan says what `up` will do.
+    let plan = json(&p.labship_at(
+        &sim,
+        &[
+            "up",
+            "--ec2",
+            "--dry-run",
+            "--allow-cidr",
+            "127.0.0.1/32",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port_s,
+            "-o",
+            "json",
+        ],
+        &[],
+    ));
+    assert_eq!(plan["action"], "start", "{plan}");
+    assert_eq!(state_of(&id), "stopped", "the dry run started it");
+
+    let second = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(second["action"], "started", "{second}");
+    assert_eq!(
+        second["instance_id"],
+        id.as_str(),
+        "a new instance was launched"
+    );
+    assert_eq!(token_of(second["url"].as_str().expect("url")), token);
+    assert_eq!(pin_of(&second), pin, "the host made a new certificate");
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    let notes = docker_ok(&["exec", &container, "cat", "notes-stop.txt"]);
+    assert_eq!(notes.trim(), "before-the-stop");
+    // After a start the console is the new boot's, and the watchdog runs again.
+    let console = console_of(&sim, &id);
+    assert!(
+        console.contains("labship: watch idle-stop=3600 ttl=86400"),
+        "{console}"
+    );
+    let row = status_row(&p, &sim);
+    assert_eq!(row["state"], "running", "{row}");
+    assert!(
+        row["uptime_seconds"].as_i64().is_some_and(|s| s < 600),
+        "{row}"
+    );
+    let unchanged = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(unchanged["action"], "unchanged", "{unchanged}");
+
+    p.labship_at(&sim, &["down", "--ec2", "--yes", "--purge-images"], &[]);
+    assert_nothing_left(&p.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchdog_stops_an_idle_host_not_a_busy_one_and_the_ttl_stops_it_anyway() {
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2idle");
+    let port_s = free_port().to_string();
+    let mut args = ec2_up_args(&port_s);
+    args.extend(["--idle-stop", "45s", "--ttl", "off"]);
+    let first = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    let id = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let token = token_of(first["url"].as_str().expect("url"));
+
+    // A kernel busy for longer than the idle stop keeps the host up; a client that keeps
+    // polling the API (an open tab) and keeps its websocket open does not, once it is idle.
+    let connect = Connect::start(&p, &sim);
+    let mut kernel = Kernel::start(&connect.base(), &token);
+    let busy_for = Duration::from_secs(70);
+    let run = kernel.execute(&format!("import time; time.sleep({})", busy_for.as_secs()));
+    let t_busy = Instant::now();
+    let mut states = Vec::new();
+    kernel.wait_done(&run, busy_for + Duration::from_secs(60), || {
+        states.push(state_of(&id));
+    });
+    assert!(t_busy.elapsed() >= busy_for - Duration::from_secs(2));
+    assert!(
+        states.iter().all(|s| s == "running"),
+        "the host stopped while a kernel was busy: {states:?}"
+    );
+    let t_idle = Instant::now();
+    let mut polled = 0;
+    let took = wait_state(&id, "stopped", Duration::from_secs(180), || {
+        kernel.poll();
+        polled += 1;
+    });
+    assert!(polled > 5, "the test polled only {polled} times");
+    assert!(
+        t_idle.elapsed() >= Duration::from_secs(40),
+        "stopped {took:?} after the kernel went idle: sooner than the idle stop"
+    );
+    let console = console_of(&sim, &id);
+    assert!(console.contains("labship: idle-stop idle="), "{console}");
+    assert!(console.contains("labship: idle since="), "{console}");
+    let row = status_row(&p, &sim);
+    assert_eq!(row["state"], "stopped", "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("idle-stop"),
+        "status says why it stopped: {row}"
+    );
+    drop(kernel);
+    drop(connect);
+
+    // Started again with a TTL and no idle stop: a kernel busy forever does not keep it up.
+    let mut args = ec2_up_args(&port_s);
+    args.extend(["--idle-stop", "off", "--ttl", "90s"]);
+    let started = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(started["action"], "started", "{started}");
+    assert_eq!(started["instance_id"], id.as_str());
+    let connect = Connect::start(&p, &sim);
+    let mut kernel = Kernel::start(&connect.base(), &token);
+    kernel.execute("import time; time.sleep(600)");
+    assert_eq!(kernel.poll(), "busy");
+    let row = status_row(&p, &sim);
+    assert_eq!(row["stops_because"], "ttl", "{row}");
+    assert_eq!(row["ttl_seconds"], 90, "{row}");
+    assert_eq!(row["idle_stop_seconds"], Value::Null, "{row}");
+    wait_state(&id, "stopped", Duration::from_secs(180), || {});
+    let console = console_of(&sim, &id);
+    assert!(console.contains("labship: ttl-stop ttl=90s"), "{console}");
+    drop(kernel);
+    drop(connect);
+
+    // A stopped host's notebooks cannot be saved through its Jupyter: `down` says so and
+    // removes nothing; with --delete-data it goes.
+    let refused = p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]);
+    let err = json_error(&refused);
+    assert_eq!(err["code"], "labship::ec2::backup", "{err}");
+    assert!(err.to_string().contains("labship up"), "{err}");
+    assert_eq!(state_of(&id), "stopped");
+    p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--delete-data", "--purge-images"],
+        &[],
+    );
+    assert_nothing_left(&p.name).await;
+}
