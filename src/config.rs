@@ -572,11 +572,13 @@ pub struct Ec2Settings {
     pub ssh_key: Option<String>,
     /// `None`: not set (an existing instance keeps how it is reached; a new one is HTTPS).
     pub access: Option<Access>,
-    /// How long the instance may be idle before it stops itself (`None`: never).
-    pub idle_stop: Option<std::time::Duration>,
-    /// How long the instance may run after it started before it stops itself (`None`: no
-    /// limit).
-    pub ttl: Option<std::time::Duration>,
+    /// How long the instance may be idle before it stops itself (`Some(None)`: never;
+    /// `None`: not set, so a running deployment keeps its own and a new one gets
+    /// [`DEFAULT_IDLE_STOP`]).
+    pub idle_stop: Option<Option<std::time::Duration>>,
+    /// How long the instance may run after it started before it stops itself (`Some(None)`:
+    /// no limit; `None`: not set, as for `idle_stop`, with [`DEFAULT_TTL`]).
+    pub ttl: Option<Option<std::time::Duration>>,
 }
 
 /// The default idle stop: an hour without a kernel or terminal doing anything.
@@ -825,14 +827,16 @@ impl Config {
                 allow_cidr: file.ec2.allow_cidr.unwrap_or_default(),
                 ssh_key: file.ec2.ssh_key.filter(|s| !s.is_empty()),
                 access: file.ec2.access.as_deref().map(Access::parse).transpose()?,
-                idle_stop: match over.idle_stop.or(file.ec2.idle_stop) {
-                    Some(v) => parse_lifetime("idle stop", &v)?,
-                    None => Some(DEFAULT_IDLE_STOP),
-                },
-                ttl: match over.ttl.or(file.ec2.ttl) {
-                    Some(v) => parse_lifetime("ttl", &v)?,
-                    None => Some(DEFAULT_TTL),
-                },
+                idle_stop: over
+                    .idle_stop
+                    .or(file.ec2.idle_stop)
+                    .map(|v| parse_lifetime("idle stop", &v))
+                    .transpose()?,
+                ttl: over
+                    .ttl
+                    .or(file.ec2.ttl)
+                    .map(|v| parse_lifetime("ttl", &v))
+                    .transpose()?,
             },
         })
     }

@@ -5,6 +5,9 @@
 # only ever travels through a pipe, and commands are never traced.
 
 export LC_ALL=C
+# The watchdog (LABSHIP_MODE=watch, below) never fails the way a boot does: no `set -e`, no
+# error marker.
+if [ "${LABSHIP_MODE:-}" = watch ]; then set +e; fi
 readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
 PHASE=begin
 ROLLBACK=
@@ -78,7 +81,7 @@ on_err() {
     if [ "$BASH_SUBSHELL" -gt 0 ]; then exit "$1"; fi
     fail "\`$(printf '%s' "$2" | cut -c1-100)\` exited $1"
 }
-trap 'on_err $? "$BASH_COMMAND"' ERR
+if [ "${LABSHIP_MODE:-}" != watch ]; then trap 'on_err $? "$BASH_COMMAND"' ERR; fi
 
 # Runs a command with its output in the log; on failure, fails with its last line.
 quiet() {
@@ -395,6 +398,7 @@ redact_tokens() { sed -E 's/([?&]token=)[A-Za-z0-9_-]+/\1****/g'; }
 say_served() {
     say "labship: tls sha256=$TLS_FINGERPRINT"
     say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"
+    printf '%s %s %s\n' "$SERVED_PATH" "$TOKEN_SOURCE" "$TLS_FINGERPRINT" >"$STATE_DIR/$DEPLOYMENT.served" || true
 }
 
 # ---- idle stop and TTL: the watchdog ----
@@ -402,15 +406,18 @@ say_served() {
 # copy themselves to $HOST_SCRIPT, and `LABSHIP_MODE=watch bash $HOST_SCRIPT` runs
 # watch_main instead of their body: one watchdog per deployment (a lock), started by them and,
 # at every later boot, by a cloud-init per-boot hook, which also notes when the boot began
-# ($BOOT_STAMP: the TTL counts from there). It judges idleness from Jupyter itself: a kernel
-# busy or starting is activity now; otherwise the newest of the kernels' and terminals'
-# last_activity and the workspace's top-level last_modified (a saved notebook). Polling the
-# API (an open browser tab, /api/status) is not activity. When Jupyter does not answer (an
-# image with its own token, a crashed server), the host's CPU decides: more than a tenth of
-# one CPU busy since the last check is activity. Idle for IDLE_STOP, or TTL after the boot:
-# a marker on the console and `shutdown -h now` (the instance stops: RunInstances says
-# InstanceInitiatedShutdownBehavior=stop). The TTL is also handed to the system's own
-# scheduled shutdown when the watchdog starts, so it holds if the watchdog dies.
+# ($BOOT_STAMP: the TTL counts from there) and has the watchdog say again on the console what
+# Jupyter serves once it answers (a start from outside labship runs no other script).
+# Activity, checked every IDLE_STOP/6 (5 to 60 s): a kernel busy or starting; the newest
+# last_activity of the kernels and terminals and last_modified of the workspace's top-level
+# entries (a saved notebook); the Jupyter container using more than a tenth of one CPU (a
+# job in a terminal, a kernel's background work); a boot or replace script running (it holds
+# the lock). Polling the API (an open browser tab, /api/status) is not activity. When Jupyter
+# does not answer and the container's CPU cannot be read, the host's CPU decides. Idle for
+# IDLE_STOP, or TTL after the boot: a marker on the console and `shutdown -h now` (the
+# instance stops: RunInstances says InstanceInitiatedShutdownBehavior=stop). The TTL is also
+# handed, three minutes later, to the system's own scheduled shutdown when the watchdog
+# starts, so it holds if the watchdog dies.
 HOST_SCRIPT="$STATE_DIR/$DEPLOYMENT.host.sh"
 BOOT_STAMP="$STATE_DIR/$DEPLOYMENT.boot"
 WATCH_PID="$STATE_DIR/$DEPLOYMENT.watch.pid"
@@ -421,7 +428,8 @@ WATCH_CONSOLE=${LABSHIP_WATCH_CONSOLE:-/dev/console}
 # with this script's settings (`install_watch boot`: the boot began now; `keep`: the boot
 # time stays). $0 is the script's file (cloud-init, SSM); `bash -c` has none but its text.
 install_watch() {
-    mkdir -p "$STATE_DIR" "${PER_BOOT%/*}"
+    (umask 077 && mkdir -p "$STATE_DIR")
+    mkdir -p "${PER_BOOT%/*}"
     if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
         printf '%s\n' "$BASH_EXECUTION_STRING" >"$HOST_SCRIPT.tmp"
     elif [ -f "$0" ] && [ -r "$0" ]; then
@@ -432,14 +440,19 @@ install_watch() {
     fi
     chmod 0700 "$HOST_SCRIPT.tmp"
     mv "$HOST_SCRIPT.tmp" "$HOST_SCRIPT"
-    printf '#!/bin/bash\ndate +%%s >%q\nLABSHIP_MODE=watch setsid bash %q </dev/null >>%q 2>&1 &\n' \
+    printf '#!/bin/bash\ndate +%%s >%q\nLABSHIP_MODE=watch LABSHIP_WATCH_ANNOUNCE=1 setsid bash %q </dev/null >>%q 2>&1 &\n' \
         "$BOOT_STAMP" "$HOST_SCRIPT" "$LOG_FILE" >"$PER_BOOT.tmp"
     chmod 0700 "$PER_BOOT.tmp"
     mv "$PER_BOOT.tmp" "$PER_BOOT"
-    if [ "${1:-}" = boot ] || [ ! -s "$BOOT_STAMP" ]; then date +%s >"$BOOT_STAMP"; fi
+    if [ "${1:-}" = boot ] || ! [[ "$(cat "$BOOT_STAMP" 2>/dev/null)" =~ ^[0-9]+$ ]]; then
+        date +%s >"$BOOT_STAMP"
+    fi
     local old
     old=$(cat "$WATCH_PID" 2>/dev/null || true)
-    if [[ "$old" =~ ^[0-9]+$ ]]; then kill "$old" 2>/dev/null || true; fi
+    # Only the watchdog: a stale pid may be another process by now.
+    if [[ "$old" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -qF -- "$HOST_SCRIPT"; then
+        kill "$old" 2>/dev/null || true
+    fi
     LABSHIP_MODE=watch setsid bash "$HOST_SCRIPT" </dev/null >>"$LOG_FILE" 2>&1 9>&- &
     log "watchdog started: idle stop ${IDLE_STOP}s, ttl ${TTL}s (0: off)"
 }
@@ -460,19 +473,36 @@ span() {
     else printf '%ds' "$s"; fi
 }
 
+# One page of Jupyter's API, with the sealed token (read from stdin by curl, never in argv).
+jupyter_get() {
+    printf 'header = "Authorization: token %s"\n' "$2" |
+        curl -k --pinnedpubkey "sha256//$TLS_PIN" -sS --max-time 10 -K - \
+            -w '\n%{http_code}' "https://$HOST_ADDR:$PORT$BASE_PATH/$1" 2>/dev/null
+}
+
 # Sets ACT to "busy" or to the newest activity (Unix seconds, 0: none); fails when Jupyter
-# does not answer with the sealed token.
+# does not answer with the sealed token. Sets SERVED (path source fingerprint) when it
+# answers.
 jupyter_activity() {
-    local tok out page t
+    local tok out page t answer code
     tok=$(sed -n 's/^JUPYTER_TOKEN=//p' "$TOKEN_ENV" 2>/dev/null || true)
     [ -n "$tok" ] || return 1
     # The watchdog may start before the certificate exists (early in the first boot).
     if [ -z "$TLS_PIN" ]; then TLS_PIN=$(tls_pin 2>/dev/null) && [ -n "$TLS_PIN" ] || return 1; fi
+    SERVED=$(cat "$STATE_DIR/$DEPLOYMENT.served" 2>/dev/null || true)
+    BASE_PATH=${SERVED%% *}
+    BASE_PATH=${BASE_PATH%/lab}
+    BASE_PATH=${BASE_PATH%/tree}
+    BASE_PATH=${BASE_PATH%/}
     out=
-    for page in api/kernels api/terminals 'api/contents?content=0'; do
-        out+=$(printf 'header = "Authorization: token %s"\n' "$tok" |
-            curl -k --pinnedpubkey "sha256//$TLS_PIN" -fsS --max-time 10 -K - \
-                "https://$HOST_ADDR:$PORT/$page" 2>/dev/null) || return 1
+    for page in api/kernels api/terminals 'api/contents?content=1'; do
+        answer=$(jupyter_get "$page" "$tok") || return 1
+        code=${answer##*$'\n'}
+        answer=${answer%$'\n'*}
+        # Terminals may be turned off (404): none, then.
+        if [ "$code" = 404 ] && [ "$page" = api/terminals ]; then continue; fi
+        [ "$code" = 200 ] || return 1
+        out+=$answer
     done
     if grep -Eq '"execution_state": *"(busy|starting)"' <<<"$out"; then
         ACT=busy
@@ -485,7 +515,18 @@ jupyter_activity() {
     done < <(grep -oE '"(last_activity|last_modified)": *"[^"]+"' <<<"$out" | sed -E 's/.*"([^"]+)"$/\1/')
 }
 
-# Sets ACT to "busy" when the CPUs worked more than a tenth of one CPU since the last call.
+# Whether the Jupyter container uses more than a tenth of one CPU (0: no, 1: yes, 2: unknown).
+container_busy() {
+    local pct
+    pct=$(docker stats --no-stream --format '{''{.CPUPerc}}' "$CONTAINER" 2>/dev/null) || return 2
+    pct=${pct%%[.%]*}
+    [[ "$pct" =~ ^[0-9]+$ ]] || return 2
+    [ "$pct" -ge 10 ] && return 1
+    return 0
+}
+
+# Sets ACT to "busy" when the host's CPUs worked more than a tenth of one CPU since the last
+# call.
 CPU_PREV=
 cpu_activity() {
     local _ user nice sys idle iow irq sirq steal busy total
@@ -500,21 +541,36 @@ cpu_activity() {
     CPU_PREV="$busy $total"
 }
 
+# ACT for this check (see the section's comment); ANSWERED=1 when Jupyter answered.
+activity() {
+    local cpu
+    ANSWERED=0
+    if jupyter_activity; then ANSWERED=1; fi
+    container_busy
+    cpu=$?
+    if [ "$cpu" = 1 ]; then ACT=busy; fi
+    if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then cpu_activity; fi
+    if [ "$ANSWERED" = 0 ] && [ "$cpu" = 0 ]; then ACT=0; fi
+    if command -v flock >/dev/null 2>&1 && ! flock -n "$LOCK_FILE" true 2>/dev/null; then ACT=busy; fi
+}
+
 watch_main() {
-    trap - ERR
-    set +e
-    local every booted last now said='' left
+    local every booted last now said='' left nap announced=0
+    # fd 8 holds the lock: no child that may outlive this process (a scheduled shutdown's
+    # timer) gets it.
     exec 8>>"$STATE_DIR/$DEPLOYMENT.watch.lock"
     flock -w 30 8 || exit 0
-    printf '%s\n' "$$" >"$WATCH_PID"
-    booted=$(cat "$BOOT_STAMP" 2>/dev/null || date +%s)
+    booted=$(cat "$BOOT_STAMP" 2>/dev/null)
+    [[ "$booted" =~ ^[0-9]+$ ]] || booted=$(date +%s)
     if [ "$TTL" -gt 0 ]; then
         left=$((booted + TTL - $(date +%s)))
-        if [ "$left" -gt 0 ]; then shutdown -h "+$(((left + 59) / 60))" >/dev/null 2>&1; fi
+        if [ "$left" -gt 0 ]; then shutdown -h "+$(((left + 59) / 60 + 3))" >/dev/null 2>&1 8>&-; fi
     else
-        shutdown -c >/dev/null 2>&1
+        shutdown -c >/dev/null 2>&1 8>&-
     fi
     [ "$IDLE_STOP" -gt 0 ] || [ "$TTL" -gt 0 ] || exit 0
+    printf '%s\n' "$$" >"$WATCH_PID"
+    trap '[ "$(cat "$WATCH_PID" 2>/dev/null)" = "$$" ] && rm -f "$WATCH_PID"' EXIT
     every=$((IDLE_STOP > 0 ? IDLE_STOP / 6 : 60))
     if [ "$every" -gt 60 ]; then every=60; elif [ "$every" -lt 5 ]; then every=5; fi
     TLS_PIN=
@@ -524,15 +580,22 @@ watch_main() {
         now=$(date +%s)
         if [ "$TTL" -gt 0 ] && [ "$now" -ge $((booted + TTL)) ]; then
             watch_say "ttl-stop ttl=$(span "$TTL")"
-            shutdown -h now
+            shutdown -h now 8>&-
             exit 0
         fi
+        activity
+        # After a boot no other labship script may run: say what Jupyter serves, once.
+        if [ "$ANSWERED" = 1 ] && [ "$announced" = 0 ] && [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ] &&
+            [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
+            announced=1
+            watch_say "tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
+            watch_say "token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"
+        fi
         if [ "$IDLE_STOP" -gt 0 ]; then
-            jupyter_activity || cpu_activity
             if [ "$ACT" = busy ]; then
                 last=$now
             elif [ "$ACT" -gt "$last" ]; then
-                last=$ACT
+                last=$((ACT > now ? now : ACT))
             fi
             if [ $((now - last)) -ge "$every" ]; then
                 if [ "$said" != "$last" ]; then
@@ -545,11 +608,18 @@ watch_main() {
             fi
             if [ $((now - last)) -ge "$IDLE_STOP" ]; then
                 watch_say "idle-stop idle=$(span $((now - last)))"
-                shutdown -h now
+                shutdown -h now 8>&-
                 exit 0
             fi
         fi
-        sleep "$every" 8>&-
+        nap=$every
+        # After a boot, until Jupyter has been announced: look again soon.
+        if [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ] && [ "$announced" = 0 ]; then nap=2; fi
+        if [ "$TTL" -gt 0 ] && [ $((booted + TTL - now)) -lt "$nap" ]; then
+            nap=$((booted + TTL - now))
+            if [ "$nap" -lt 1 ]; then nap=1; fi
+        fi
+        sleep "$nap" 8>&-
     done
 }
 

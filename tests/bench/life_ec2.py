@@ -108,8 +108,18 @@ def watchdog(name, instance):
     container = "labship-sim-" + instance
     state = subprocess.run(["docker", "exec", container, "sh", "-c", "echo $LABSHIP_STATE_DIR"],
                            stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    pid = int(subprocess.run(["docker", "exec", container, "cat", "%s/%s.watch.pid" % (state, name)],
-                             stdout=subprocess.PIPE, text=True, check=True).stdout.strip())
+    # The replace of `up` has just started a new watchdog, which writes its pid once the old
+    # one has let go of the lock.
+    deadline = time.monotonic() + 60
+    while True:
+        cp = subprocess.run(["docker", "exec", container, "cat", "%s/%s.watch.pid" % (state, name)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if cp.returncode == 0 and cp.stdout.strip().isdigit():
+            pid = int(cp.stdout.strip())
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("no watchdog pid file on %s after 60 s" % container)
+        time.sleep(1)
     t0 = time.monotonic()
     ticks0, hz, mem0 = proc_sample(container, pid)
     time.sleep(WATCH_SECS)

@@ -195,6 +195,7 @@ now() { date -u '+%Y-%m-%d %H:%M:%S,%3N'; }
 echo "Cloud-init v. 22.2.2 running 'modules:final' at $(date -u '+%a, %d %b %Y %H:%M:%S +0000'). Up ${SECONDS}.00 seconds."
 rc=0
 done_marker=/var/lib/cloud/instance/boot-finished
+rm -f /run/labship-sim-shutdown.pid  # a schedule ends with the boot it was made in
 for hook in /var/lib/cloud/scripts/per-boot/*; do
     [ -f "$hook" ] && [ -x "$hook" ] || continue
     "$hook" </dev/null 2>&1 || echo "$(now) - cc_scripts_per_boot.py[WARNING]: Failed to run module scripts-per-boot ($hook)"

@@ -315,6 +315,28 @@ impl Watch {
     }
 }
 
+/// The console text from the current boot on: from the last watchdog line
+/// (`labship: watch ... boot=T`) whose boot began at `not_before` (Unix seconds) or later.
+/// `None` while the console shows no such boot yet (an older boot's text is still there).
+#[must_use]
+pub fn since_boot(console_text: &str, not_before: i64) -> Option<&str> {
+    let mut at = None;
+    let mut offset = 0;
+    for line in console_text.split_inclusive('\n') {
+        if let Some((_, rest)) = line.split_once("labship: watch ") {
+            let boot = rest
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("boot="))
+                .and_then(|v| v.parse::<i64>().ok());
+            if boot.is_some_and(|b| b >= not_before) {
+                at = Some(offset);
+            }
+        }
+        offset += line.len();
+    }
+    at.map(|i| &console_text[i..])
+}
+
 /// The watchdog's lines in console text (`labship: watch ...`, `idle since=`, `active`,
 /// `idle-stop`, `ttl-stop`), the newest of each kind.
 #[must_use]
@@ -359,6 +381,25 @@ pub fn watch(console_text: &str) -> Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_current_boot_counts_after_a_start() {
+        let console = "\
+labship: watch idle-stop=3600 ttl=0 boot=100 t=101
+labship: token path=/lab source=labship
+labship: watch idle-stop=3600 ttl=0 boot=500 t=501
+";
+        // The boot that began at 500 has not said what it serves yet.
+        let now = since_boot(console, 490).expect("the new boot");
+        assert!(now.starts_with("labship: watch idle-stop=3600 ttl=0 boot=500"));
+        assert!(served(now).is_none());
+        // No boot after 600 yet: nothing to read.
+        assert!(since_boot(console, 600).is_none());
+        let later = format!(
+            "{console}labship: tls sha256=AB\nlabship: token path=/lab source=labship t=503\n"
+        );
+        assert!(served(since_boot(&later, 490).expect("boot")).is_some());
+    }
 
     #[test]
     fn the_watchdogs_lines_say_when_and_why_the_host_stops() {

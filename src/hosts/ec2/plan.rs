@@ -48,6 +48,9 @@ pub struct Options {
     /// The host's watchdog: stop after this long idle / this long after each start.
     pub idle_stop: Option<Duration>,
     pub ttl: Option<Duration>,
+    /// Whether they were asked for (flag, `LABSHIP_*`, labship.toml) rather than defaulted.
+    pub idle_stop_asked: bool,
+    pub ttl_asked: bool,
 }
 
 impl Options {
@@ -110,21 +113,36 @@ impl Options {
             })?,
             public: options.public,
             force: options.force,
-            idle_stop: config.ec2.idle_stop,
-            ttl: config.ec2.ttl,
+            idle_stop: config
+                .ec2
+                .idle_stop
+                .unwrap_or(Some(crate::config::DEFAULT_IDLE_STOP)),
+            ttl: config.ec2.ttl.unwrap_or(Some(crate::config::DEFAULT_TTL)),
+            idle_stop_asked: config.ec2.idle_stop.is_some(),
+            ttl_asked: config.ec2.ttl.is_some(),
         })
     }
 }
 
 impl Options {
-    /// These options for `live`: a deployment reached through SSM stays so unless a way in
-    /// was asked for (`--access`, `ec2.access`, `--allow-cidr`, `--public`), so that a plain
-    /// `up` never opens a port it had closed.
-    pub fn following(&self, live: Option<&crate::aws::ec2::Instance>) -> Options {
+    /// These options for the deployment's existing instance (live or stopped): a deployment
+    /// reached through SSM stays so unless a way in was asked for (`--access`, `ec2.access`,
+    /// `--allow-cidr`, `--public`), so that a plain `up` never opens a port it had closed;
+    /// its idle stop and TTL stay unless others were asked for.
+    pub fn following(&self, existing: Option<&crate::aws::ec2::Instance>) -> Options {
         let mut opts = self.clone();
         let asked = self.access_asked || self.public || !self.allow_cidr.is_empty();
-        if let (false, Some(inst)) = (asked, live) {
+        let Some(inst) = existing else {
+            return opts;
+        };
+        if !asked {
             opts.access = inst.access;
+        }
+        if let (false, Some(kept)) = (self.idle_stop_asked, inst.idle_stop) {
+            opts.idle_stop = kept;
+        }
+        if let (false, Some(kept)) = (self.ttl_asked, inst.ttl) {
+            opts.ttl = kept;
         }
         opts
     }
@@ -375,21 +393,24 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 .registry
                 .as_deref()
                 .ok_or_else(|| missing("registry"))?;
-            // Started again, the host's containers come back by their restart policy; this
-            // script (sent through Systems Manager once the instance runs) makes sure the
-            // one that serves is this image on this port, reads the token again and says
-            // when Jupyter answers.
-            detail.user_data = Some(script(registry)?);
+            // Started again, the host's containers come back by their restart policy and
+            // its watchdog says on the console when Jupyter answers. Another image, port,
+            // idle stop or TTL: the replace script (sent through Systems Manager once the
+            // instance runs) puts them in place, reading the token again.
             detail.instance_id = Some(inst.id.clone());
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted))
-                && inst.port == Some(opts.port);
+                && inst.port == Some(opts.port)
+                && same_life(inst, opts);
             let then = if same {
                 "the same image, token and notebooks".to_string()
             } else {
+                detail.user_data = Some(script(registry)?);
                 format!(
-                    "its token and notebooks, and {image} on port {} in place of its container",
-                    opts.port
+                    "its token and notebooks, and then {image} on port {} (idle stop {}, ttl {}) put in place",
+                    opts.port,
+                    crate::config::lifetime_text(opts.idle_stop),
+                    crate::config::lifetime_text(opts.ttl)
                 )
             };
             (
@@ -789,6 +810,35 @@ mod tests {
             }),
             Access::Https
         );
+        // A stopped instance is followed the same way (its start opens no port either).
+        ssm.state = "stopped".into();
+        assert_eq!(opts(&config).following(Some(&ssm)).access, Access::Ssm);
+    }
+
+    #[test]
+    fn idle_stop_and_ttl_stay_as_the_instance_has_them_unless_asked() {
+        let (_dir, mut config) = config();
+        let mut inst = instance("stopped", "img", 8888);
+        inst.idle_stop = Some(None);
+        inst.ttl = Some(Some(Duration::from_secs(90)));
+        let kept = opts(&config).following(Some(&inst));
+        assert_eq!(
+            (kept.idle_stop, kept.ttl),
+            (None, Some(Duration::from_secs(90)))
+        );
+        // A new deployment gets the defaults.
+        let fresh = opts(&config).following(None);
+        assert_eq!(fresh.idle_stop, Some(crate::config::DEFAULT_IDLE_STOP));
+        assert_eq!(fresh.ttl, Some(crate::config::DEFAULT_TTL));
+        // An instance of an older labship (no tags) gets the defaults too.
+        inst.idle_stop = None;
+        inst.ttl = None;
+        let old = opts(&config).following(Some(&inst));
+        assert_eq!(old.ttl, Some(crate::config::DEFAULT_TTL));
+        // Asked for: that wins.
+        config.ec2.ttl = Some(None);
+        inst.ttl = Some(Some(Duration::from_secs(90)));
+        assert_eq!(opts(&config).following(Some(&inst)).ttl, None);
     }
 
     #[test]
@@ -882,19 +932,16 @@ mod tests {
         let p = ec2(&plan);
         assert_eq!(p.instance_id.as_deref(), Some("i-1"));
         assert!(p.launch.is_none(), "nothing is launched");
-        // The script that makes sure of the container once it runs again.
-        let script = p.user_data.as_deref().expect("script");
-        assert!(script.contains("labship replace"), "{script}");
+        // Nothing to change on the host: no script, the console says when Jupyter answers.
+        assert!(p.user_data.is_none());
         assert!(plan.reason.contains("same image"), "{}", plan.reason);
-        // Another image: started, then its container replaced in place.
+        // Another image: started, then its container replaced in place by the script.
         let older = observed(vec![instance("stopped", "r/labship/lab:ctx-0", 8888)]);
         let plan = super::plan(&config, &opts(&config), &older).expect("plan");
         assert_eq!(plan.action, PlannedAction::Start);
-        assert!(
-            plan.reason.contains("in place of its container"),
-            "{}",
-            plan.reason
-        );
+        assert!(plan.reason.contains("put in place"), "{}", plan.reason);
+        let script = ec2(&plan).user_data.as_deref().expect("script");
+        assert!(script.contains("labship replace"), "{script}");
         // A terminated-and-gone older instance does not matter; the newest stopped one does.
         let two = observed(vec![
             instance("shutting-down", image, 8888),

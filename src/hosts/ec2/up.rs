@@ -40,7 +40,7 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
     let cloud = Cloud::new(aws);
     let mut observed = check(&cloud, engine, config, opts.force).await?;
     plan::refusals(config, &observed)?;
-    let opts = &opts.following(observed.live());
+    let opts = &opts.following(observed.live().or(observed.stopped()));
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let (ami, vpc, ingress, profile, auth, ()) = tokio::try_join!(
         resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
@@ -119,7 +119,7 @@ pub async fn up(
     )
     .await?;
     plan::refusals(config, &observed)?;
-    let opts = &opts.following(observed.live());
+    let opts = &opts.following(observed.live().or(observed.stopped()));
     if opts.access == Access::Ssm {
         // Without the plugin no one could reach what this would create.
         crate::tunnel::find_plugin()?;
@@ -328,6 +328,7 @@ pub async fn up(
         replay: true,
         first_read: None,
         nitro: observed.instance_type.nitro,
+        boot_after: None,
     };
     let ready = interrupt::cancellable(
         "Jupyter's token",
@@ -452,6 +453,7 @@ async fn in_place(
         replay: false,
         first_read: (!console.is_empty()).then_some(console),
         nitro: observed.instance_type.nitro,
+        boot_after: None,
     };
     let ready = interrupt::cancellable(
         "Jupyter's token",
@@ -523,15 +525,15 @@ async fn start(
     let PlanDetail::Ec2(detail) = &plan.detail else {
         return Err(not_ec2());
     };
-    let Some(script) = &detail.user_data else {
-        return Err(not_ec2());
-    };
     printer.note(format!("`{name}`: {}", plan.reason));
     let token = seal(cloud, name).await?;
     interrupt::checkpoint("starting the instance")?;
     let t_start = Instant::now();
+    // The host's clock says when its boot began (the watchdog's `boot=`): a boot from before
+    // this start is not this one (a minute's leeway for the two clocks).
+    let boot_after = crate::hosts::now_secs() - 60;
     cloud.start(&stopped.id).await?;
-    let running = retry::until(Duration::from_secs(300), Duration::from_secs(2), || async {
+    let running = retry::until(Duration::from_secs(300), Duration::from_secs(1), || async {
         interrupt::checkpoint("the instance running")?;
         let failed = |cause: String| Error::BootFailed {
             deployment: name.clone(),
@@ -566,9 +568,43 @@ async fn start(
             .await?;
     }
     retag_access(cloud, &running, opts.access, printer).await?;
+    let Some(script) = &detail.user_data else {
+        // The same image, port and watchdog: the container comes back by its restart policy
+        // and the watchdog says on the console when Jupyter answers.
+        let wait = watch::Wait {
+            deadline: Instant::now() + opts.wait,
+            wait_secs: opts.wait.as_secs(),
+            replay: true,
+            first_read: None,
+            nitro: observed.instance_type.nitro,
+            boot_after: Some(boot_after),
+        };
+        let ready = interrupt::cancellable(
+            "Jupyter's token",
+            watch::until_token(cloud, &running, wait, printer),
+        )
+        .await?;
+        let timings = Timings {
+            push: push_secs,
+            launch: Some(launch_secs),
+            jupyter: Some(t_start.elapsed().as_secs_f64() - launch_secs),
+            total: started.elapsed().as_secs_f64(),
+            ..Timings::default()
+        };
+        return report(
+            cloud,
+            &plan,
+            &ready.instance,
+            (&ready.served, Some(&token)),
+            (pushed.built, pushed.bytes_uploaded),
+            timings,
+            printer,
+        )
+        .await;
+    };
     // The agent registers again a few seconds after boot.
     let t_boot = Instant::now();
-    retry::until(Duration::from_secs(300), Duration::from_secs(3), || async {
+    retry::until(Duration::from_secs(300), Duration::from_secs(1), || async {
         interrupt::checkpoint("Systems Manager reaching the host")?;
         if cloud.ssm_online(&running.id).await? {
             Ok(Step::Done(()))

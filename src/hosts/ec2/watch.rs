@@ -39,6 +39,9 @@ pub struct Wait {
     pub first_read: Option<String>,
     /// Nitro types serve the live console (`Latest`).
     pub nitro: bool,
+    /// After a start: only the console of a boot that began at this time or later (Unix
+    /// seconds; the watchdog's `boot=`) counts.
+    pub boot_after: Option<i64>,
 }
 
 /// Waits until the console of `instance` shows the token line, an error marker, the
@@ -55,6 +58,7 @@ pub async fn until_token(
         replay,
         mut first_read,
         nitro,
+        boot_after,
     } = wait;
     let mut shown = 0usize;
     let mut first = true;
@@ -67,6 +71,10 @@ pub async fn until_token(
             Some(text) => Some(text),
             // Throttled or a 5xx: nothing new this time; the deadline still holds.
             None => retry::tolerate(cloud.console(&instance.id, nitro).await)?.flatten(),
+        };
+        let read = match (read, boot_after) {
+            (Some(text), Some(after)) => console::since_boot(&text, after).map(str::to_string),
+            (read, _) => read,
         };
         if let Some(text) = read {
             let markers = console::markers(&text);
