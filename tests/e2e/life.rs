@@ -308,7 +308,10 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
     let changed = json(&p.labship_at(&sim, &args, &[]));
     assert_eq!(changed["action"], "replaced", "{changed}");
     assert!(
-        changed["reason"].as_str().unwrap_or_default().contains("idle stop 1h -> 30m"),
+        changed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("idle stop 1h -> 30m"),
         "{changed}"
     );
     let t = Instant::now();
