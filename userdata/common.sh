@@ -555,7 +555,7 @@ activity() {
 }
 
 watch_main() {
-    local every booted last now said='' left nap announced=0
+    local every booted last now said='' left nap
     # fd 8 holds the lock: no child that may outlive this process (a scheduled shutdown's
     # timer) gets it.
     exec 8>>"$STATE_DIR/$DEPLOYMENT.watch.lock"
@@ -575,6 +575,20 @@ watch_main() {
     if [ "$every" -gt 60 ]; then every=60; elif [ "$every" -lt 5 ]; then every=5; fi
     TLS_PIN=
     watch_say "watch idle-stop=$IDLE_STOP ttl=$TTL boot=$booted"
+    # After a boot no other labship script may run: say what Jupyter serves as soon as it
+    # answers (looked at every second, for at most JUPYTER_DEADLINE).
+    if [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ]; then
+        left=$JUPYTER_DEADLINE
+        while [ "$left" -gt 0 ]; do
+            if jupyter_activity && [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
+                watch_say "tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
+                watch_say "token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"
+                break
+            fi
+            sleep 1 8>&-
+            left=$((left - 1))
+        done
+    fi
     last=$(date +%s)
     while :; do
         now=$(date +%s)
@@ -584,13 +598,6 @@ watch_main() {
             exit 0
         fi
         activity
-        # After a boot no other labship script may run: say what Jupyter serves, once.
-        if [ "$ANSWERED" = 1 ] && [ "$announced" = 0 ] && [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ] &&
-            [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
-            announced=1
-            watch_say "tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
-            watch_say "token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"
-        fi
         if [ "$IDLE_STOP" -gt 0 ]; then
             if [ "$ACT" = busy ]; then
                 last=$now
@@ -613,8 +620,6 @@ watch_main() {
             fi
         fi
         nap=$every
-        # After a boot, until Jupyter has been announced: look again soon.
-        if [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ] && [ "$announced" = 0 ]; then nap=2; fi
         if [ "$TTL" -gt 0 ] && [ $((booted + TTL - now)) -lt "$nap" ]; then
             nap=$((booted + TTL - now))
             if [ "$nap" -lt 1 ]; then nap=1; fi

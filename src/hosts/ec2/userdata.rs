@@ -1129,6 +1129,8 @@ esac
                 .env("LABSHIP_LOG_FILE", self.path("labship.log"))
                 .env("LABSHIP_LOCK_FILE", self.path("labship.lock"))
                 .env("LABSHIP_STATE_DIR", self.path("state"))
+                .env("LABSHIP_PER_BOOT_DIR", self.path("per-boot"))
+                .env("LABSHIP_WATCH_CONSOLE", self.path("watch-console"))
                 .env("LABSHIP_CONSOLE", self.path("console"))
                 .env("LABSHIP_TLS_GID", gid())
                 .env("STUB", self.path("state"))
@@ -1312,6 +1314,18 @@ esac
         ] {
             assert!(!text.contains(SEALED_TOKEN), "token in {what}\n{context}");
         }
+
+        // The watchdog's pieces: this script as the host script, the per-boot hook that
+        // starts it at every later boot with the boot time, and that time.
+        assert_eq!(host.read("state/demo.host.sh"), script);
+        let hook = host.read("per-boot/labship-demo.sh");
+        assert!(hook.starts_with("#!/bin/bash\n"), "{hook}");
+        assert!(
+            hook.contains("LABSHIP_MODE=watch LABSHIP_WATCH_ANNOUNCE=1 setsid bash")
+                && hook.contains(&host.path("state/demo.host.sh").display().to_string()),
+            "{hook}"
+        );
+        assert!(host.read("state/demo.boot").trim().parse::<i64>().is_ok());
 
         // Again: the running container of the same image is kept.
         let again = host.run(&script, &[]);
