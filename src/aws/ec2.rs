@@ -819,67 +819,52 @@ impl Cloud {
     /// Waits (the SDK's `instance_stopped` waiter) until every one of `ids` is stopped,
     /// within `within`; returns the ids not stopped then.
     pub async fn wait_stopped(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let deadline = std::time::Instant::now() + within;
-        let waited = retry::until(within, Duration::from_secs(2), || async {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self
-                .ec2
-                .wait_until_instance_stopped()
-                .set_instance_ids(Some(ids.to_vec()))
-                .wait(left.max(Duration::from_secs(1)))
-                .await
-            {
-                Ok(_) => Ok(Step::Done(true)),
-                Err(WaiterError::OperationFailed(failed)) => Err(self.fail(
-                    "ec2",
-                    "DescribeInstances",
-                    &ids.join(","),
-                    &failed.into_error(),
-                )),
-                Err(e) => {
-                    tracing::debug!("instance_stopped waiter: {e}");
-                    Ok(Step::Done(false))
-                }
-            }
-        })
-        .await;
-        match waited {
-            Ok(true) => Ok(Vec::new()),
-            Ok(false) | Err(_) => {
-                let mut left = Vec::new();
-                for id in ids {
-                    let now = retry::read(Duration::from_secs(60), || self.instance(id)).await?;
-                    if now.is_some_and(|i| i.state != "stopped") {
-                        left.push(id.clone());
-                    }
-                }
-                Ok(left)
-            }
-        }
+        self.wait_settled(ids, within, InstanceStateName::Stopped)
+            .await
     }
 
     /// Waits (the SDK's `instance_terminated` waiter) until none of `ids` exists any more,
     /// within `within`; returns the ids still not terminated then.
     pub async fn wait_terminated(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
+        self.wait_settled(ids, within, InstanceStateName::Terminated)
+            .await
+    }
+
+    /// The SDK's waiter for `state` (stopped or terminated) on `ids`; a call of it that
+    /// fails transiently (throttled after the SDK's retries) starts it again, within the
+    /// same deadline. Returns the ids not in `state` when it ends.
+    async fn wait_settled(
+        &self,
+        ids: &[String],
+        within: Duration,
+        state: InstanceStateName,
+    ) -> Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // The SDK's waiter; a call of it that fails transiently (throttled after the SDK's
-        // retries) starts it again, within the same deadline.
         let deadline = std::time::Instant::now() + within;
         let waited = retry::until(within, Duration::from_secs(2), || async {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self
-                .ec2
-                .wait_until_instance_terminated()
-                .set_instance_ids(Some(ids.to_vec()))
-                .wait(left.max(Duration::from_secs(1)))
-                .await
-            {
-                Ok(_) => Ok(Step::Done(true)),
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_secs(1));
+            let polled = match state {
+                InstanceStateName::Stopped => self
+                    .ec2
+                    .wait_until_instance_stopped()
+                    .set_instance_ids(Some(ids.to_vec()))
+                    .wait(left)
+                    .await
+                    .map(drop),
+                _ => self
+                    .ec2
+                    .wait_until_instance_terminated()
+                    .set_instance_ids(Some(ids.to_vec()))
+                    .wait(left)
+                    .await
+                    .map(drop),
+            };
+            match polled {
+                Ok(()) => Ok(Step::Done(true)),
                 Err(WaiterError::OperationFailed(failed)) => Err(self.fail(
                     "ec2",
                     "DescribeInstances",
@@ -888,7 +873,7 @@ impl Cloud {
                 )),
                 // Timed out, or an instance went elsewhere: say which are left.
                 Err(e) => {
-                    tracing::debug!("instance_terminated waiter: {e}");
+                    tracing::debug!("instance {} waiter: {e}", state.as_str());
                     Ok(Step::Done(false))
                 }
             }
@@ -900,7 +885,7 @@ impl Cloud {
                 let mut left = Vec::new();
                 for id in ids {
                     let now = retry::read(Duration::from_secs(60), || self.instance(id)).await?;
-                    if now.is_some_and(|i| i.state != "terminated") {
+                    if now.is_some_and(|i| i.state != state.as_str()) {
                         left.push(id.clone());
                     }
                 }

@@ -325,15 +325,23 @@ pub struct DeploymentStatus {
     pub public_ip: Option<String>,
     /// Something the user should know (a resource left behind, and what removes it).
     pub note: Option<String>,
-    /// EC2: seconds since the host booted (running only).
+    /// EC2: the host's life (its watchdog); every field `null` elsewhere.
+    #[serde(flatten)]
+    pub life: HostLife,
+}
+
+/// What `status` knows of a host's life from its watchdog (flattened into each row).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostLife {
+    /// Seconds since the host booted (running only).
     pub uptime_seconds: Option<i64>,
-    /// EC2: seconds since anything happened in Jupyter, as the host's watchdog judges it
+    /// Seconds since anything happened in Jupyter, as the host's watchdog judges it
     /// (`null` while active or unknown).
     pub idle_seconds: Option<i64>,
-    /// EC2: the host's idle stop and TTL in seconds (`null`: off, or a host without them).
+    /// The host's idle stop and TTL in seconds (`null`: off, or a host without them).
     pub idle_stop_seconds: Option<u64>,
     pub ttl_seconds: Option<u64>,
-    /// EC2: when it will stop itself, in seconds from now, and why (`idle` or `ttl`).
+    /// When it will stop itself, in seconds from now, and why (`idle` or `ttl`).
     pub stops_in_seconds: Option<i64>,
     pub stops_because: Option<String>,
 }
@@ -392,7 +400,7 @@ impl std::fmt::Display for StatusReport {
                             .or_else(|| d.note.clone())
                             .unwrap_or_else(|| "-".into()),
                         d.age_seconds.map(age).unwrap_or_else(|| "-".into()),
-                        match (d.stops_in_seconds, &d.stops_because) {
+                        match (d.life.stops_in_seconds, &d.life.stops_because) {
                             (Some(s), Some(why)) => format!("in {} ({why})", age(s.max(0))),
                             _ => "-".into(),
                         },
@@ -694,12 +702,7 @@ mod tests {
             instance_type: None,
             public_ip: None,
             note: None,
-            uptime_seconds: None,
-            idle_seconds: None,
-            idle_stop_seconds: None,
-            ttl_seconds: None,
-            stops_in_seconds: None,
-            stops_because: None,
+            life: HostLife::default(),
         }
     }
 
@@ -713,8 +716,8 @@ mod tests {
         ec2.instance_id = Some("i-0abc".into());
         ec2.instance_type = Some("t3.medium".into());
         ec2.region = Some("eu-west-1".into());
-        ec2.stops_in_seconds = Some(23 * 60);
-        ec2.stops_because = Some("idle".into());
+        ec2.life.stops_in_seconds = Some(23 * 60);
+        ec2.life.stops_because = Some("idle".into());
         ec2.url = Some("http://203.0.113.7:8888/lab".into());
         let report = StatusReport {
             deployments: vec![row(Target::Local, "lab"), ec2],

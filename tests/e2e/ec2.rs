@@ -225,80 +225,10 @@ impl Drop for Forged {
 /// executed over its websocket (Jupyter's JSON message protocol, with the Origin a browser
 /// sends), the result's text/plain; the kernel is shut down again.
 fn kernel_round_trip(base: &str, token: &str) -> String {
-    use tungstenite::client::IntoClientRequest;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let auth = format!("token {token}");
-    let mut started = agent
-        .post(&format!("{base}/api/kernels"))
-        .header("Authorization", &auth)
-        .send_json(serde_json::json!({"name": "python3"}))
-        .expect("POST /api/kernels");
-    assert_eq!(started.status().as_u16(), 201, "POST /api/kernels");
-    let kernel: Value = started.body_mut().read_json().expect("kernel JSON");
-    let id = kernel["id"].as_str().expect("kernel id").to_string();
-
-    let host = base.trim_start_matches("http://");
-    let mut request = format!("ws://{host}/api/kernels/{id}/channels")
-        .into_client_request()
-        .expect("ws request");
-    request
-        .headers_mut()
-        .insert("Authorization", auth.parse().expect("header"));
-    request
-        .headers_mut()
-        .insert("Origin", base.parse().expect("header"));
-    let (mut ws, _) = tungstenite::connect(request).expect("kernel websocket");
-    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
-        tcp.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-    }
-    let msg_id = unique("exec");
-    let execute = serde_json::json!({
-        "header": {"msg_id": msg_id, "username": "labship-test", "session": unique("session"),
-                   "msg_type": "execute_request", "version": "5.3",
-                   "date": "2026-11-30T00:00:00.000000Z"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": "1+1", "silent": false, "store_history": false,
-                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-    });
-    ws.send(tungstenite::Message::Text(execute.to_string().into()))
-        .expect("send execute_request");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let result = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no execute_result for 1+1"
-        );
-        match ws.read() {
-            Ok(tungstenite::Message::Text(text)) => {
-                let msg: Value = serde_json::from_str(&text).unwrap_or_default();
-                if msg["parent_header"]["msg_id"] == msg_id.as_str()
-                    && msg["msg_type"] == "execute_result"
-                {
-                    break msg["content"]["data"]["text/plain"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                }
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("kernel websocket: {e}"),
-        }
-    };
-    let _ = ws.close(None);
-    let _ = agent
-        .delete(&format!("{base}/api/kernels/{id}"))
-        .header("Authorization", &auth)
-        .call();
+    let mut kernel = Kernel::start(base, token);
+    let run = kernel.execute("1+1");
+    let result = kernel.result(&run, Duration::from_secs(90));
+    kernel.shutdown();
     result
 }
 

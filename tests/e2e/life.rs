@@ -46,142 +46,25 @@ fn console_of(sim: &str, id: &str) -> String {
     out["Output"].as_str().unwrap_or_default().to_string()
 }
 
+/// Waits until the instance's console shows `line`.
+fn wait_console(sim: &str, id: &str, line: &str, within: Duration) {
+    let t = Instant::now();
+    while !console_of(sim, id).contains(line) {
+        assert!(
+            t.elapsed() < within,
+            "no `{line}` on the console within {within:?}: {}",
+            console_of(sim, id)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn status_row(p: &Project, sim: &str) -> Value {
     let status = json(&p.labship_at(sim, &["status", "--ec2", "-o", "json"], &[]));
     status["deployments"]
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["name"] == p.name.as_str()).cloned())
         .unwrap_or_else(|| panic!("{} not in {status}", p.name))
-}
-
-/// A kernel driven as JupyterLab drives it: started over REST, code sent over its websocket
-/// without waiting, the REST API polled as an open tab polls it.
-struct Kernel {
-    agent: ureq::Agent,
-    base: String,
-    auth: String,
-    id: String,
-    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
-}
-
-impl Kernel {
-    fn start(base: &str, token: &str) -> Kernel {
-        use tungstenite::client::IntoClientRequest;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let auth = format!("token {token}");
-        let mut started = agent
-            .post(&format!("{base}/api/kernels"))
-            .header("Authorization", &auth)
-            .send_json(serde_json::json!({"name": "python3"}))
-            .expect("POST /api/kernels");
-        assert_eq!(started.status().as_u16(), 201, "POST /api/kernels");
-        let kernel: Value = started.body_mut().read_json().expect("kernel JSON");
-        let id = kernel["id"].as_str().expect("kernel id").to_string();
-        let host = base.trim_start_matches("http://");
-        let mut request = format!("ws://{host}/api/kernels/{id}/channels")
-            .into_client_request()
-            .expect("ws request");
-        request
-            .headers_mut()
-            .insert("Authorization", auth.parse().expect("header"));
-        request
-            .headers_mut()
-            .insert("Origin", base.parse().expect("header"));
-        let (mut ws, _) = tungstenite::connect(request).expect("kernel websocket");
-        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
-            tcp.set_read_timeout(Some(Duration::from_millis(500)))
-                .expect("timeout");
-        }
-        Kernel {
-            agent,
-            base: base.to_string(),
-            auth,
-            id,
-            ws,
-        }
-    }
-
-    /// Sends `code` for execution; returns the request's id.
-    fn execute(&mut self, code: &str) -> String {
-        let msg_id = unique("exec");
-        let execute = serde_json::json!({
-            "header": {"msg_id": msg_id, "username": "labship-test", "session": unique("session"),
-                       "msg_type": "execute_request", "version": "5.3",
-                       "date": "2026-11-30T00:00:00.000000Z"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": false, "store_history": false,
-                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-        });
-        self.ws
-            .send(tungstenite::Message::Text(execute.to_string().into()))
-            .expect("send execute_request");
-        msg_id
-    }
-
-    /// What Jupyter says of the kernel over REST (`busy`, `idle`, ...): the polling of an
-    /// open tab, which must not count as activity.
-    fn poll(&self) -> String {
-        for page in ["api/status", "api/sessions", "api/terminals"] {
-            let _ = self
-                .agent
-                .get(&format!("{}/{page}", self.base))
-                .header("Authorization", &self.auth)
-                .call();
-        }
-        let mut kernels = match self
-            .agent
-            .get(&format!("{}/api/kernels", self.base))
-            .header("Authorization", &self.auth)
-            .call()
-        {
-            Ok(r) => r,
-            Err(_) => return "unreachable".into(),
-        };
-        let list: Value = kernels.body_mut().read_json().unwrap_or_default();
-        list.as_array()
-            .and_then(|ks| ks.iter().find(|k| k["id"] == self.id.as_str()))
-            .and_then(|k| k["execution_state"].as_str())
-            .unwrap_or("gone")
-            .to_string()
-    }
-
-    /// Reads the websocket until the kernel says it is idle after `msg_id` (the code ran).
-    fn wait_done(&mut self, msg_id: &str, within: Duration, mut meanwhile: impl FnMut()) {
-        let t = Instant::now();
-        let mut last_poll = Instant::now();
-        loop {
-            assert!(
-                t.elapsed() < within,
-                "{msg_id} did not finish in {within:?}"
-            );
-            match self.ws.read() {
-                Ok(tungstenite::Message::Text(text)) => {
-                    let msg: Value = serde_json::from_str(&text).unwrap_or_default();
-                    if msg["parent_header"]["msg_id"] == msg_id
-                        && msg["msg_type"] == "status"
-                        && msg["content"]["execution_state"] == "idle"
-                    {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("kernel websocket: {e}"),
-            }
-            if last_poll.elapsed() > Duration::from_secs(3) {
-                last_poll = Instant::now();
-                meanwhile();
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,15 +197,12 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
             .contains("idle stop 1h -> 30m"),
         "{changed}"
     );
-    let t = Instant::now();
-    while !console_of(&sim, &id).contains("labship: watch idle-stop=1800 ttl=86400") {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no watchdog with the new idle stop: {}",
-            console_of(&sim, &id)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_console(
+        &sim,
+        &id,
+        "labship: watch idle-stop=1800 ttl=86400",
+        Duration::from_secs(60),
+    );
     let row = status_row(&p, &sim);
     assert_eq!(row["idle_stop_seconds"], 1800, "{row}");
     // Kept from now on: a plain `up` changes nothing.
@@ -334,15 +214,12 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
     p.labship_at(&sim, &["stop", "--ec2", "-o", "json"], &[]);
     assert_eq!(state_of(&id), "stopped");
     aws_json(&sim, &["ec2", "start-instances", "--instance-ids", &id]);
-    let t = Instant::now();
-    while !console_of(&sim, &id).contains("labship: token path=/lab source=labship") {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no token line after a start from outside: {}",
-            console_of(&sim, &id)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_console(
+        &sim,
+        &id,
+        "labship: token path=/lab source=labship",
+        Duration::from_secs(120),
+    );
     let after = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert!(
         after["action"] == "unchanged" || after["action"] == "resumed",

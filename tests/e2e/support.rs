@@ -687,3 +687,177 @@ impl Drop for PackageIndex {
         let _ = self.child.wait();
     }
 }
+
+/// A kernel driven as JupyterLab drives it: started over REST, code sent over its websocket
+/// without waiting, the REST API polled as an open tab polls it.
+pub struct Kernel {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+    id: String,
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+}
+
+impl Kernel {
+    pub fn start(base: &str, token: &str) -> Kernel {
+        use tungstenite::client::IntoClientRequest;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let auth = format!("token {token}");
+        let mut started = agent
+            .post(&format!("{base}/api/kernels"))
+            .header("Authorization", &auth)
+            .send_json(serde_json::json!({"name": "python3"}))
+            .expect("POST /api/kernels");
+        assert_eq!(started.status().as_u16(), 201, "POST /api/kernels");
+        let kernel: Value = started.body_mut().read_json().expect("kernel JSON");
+        let id = kernel["id"].as_str().expect("kernel id").to_string();
+        let host = base.trim_start_matches("http://");
+        let mut request = format!("ws://{host}/api/kernels/{id}/channels")
+            .into_client_request()
+            .expect("ws request");
+        request
+            .headers_mut()
+            .insert("Authorization", auth.parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("Origin", base.parse().expect("header"));
+        let (mut ws, _) = tungstenite::connect(request).expect("kernel websocket");
+        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+            tcp.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+        }
+        Kernel {
+            agent,
+            base: base.to_string(),
+            auth,
+            id,
+            ws,
+        }
+    }
+
+    /// Sends `code` for execution; returns the request's id.
+    pub fn execute(&mut self, code: &str) -> String {
+        let msg_id = unique("exec");
+        let execute = serde_json::json!({
+            "header": {"msg_id": msg_id, "username": "labship-test", "session": unique("session"),
+                       "msg_type": "execute_request", "version": "5.3",
+                       "date": "2026-11-30T00:00:00.000000Z"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": false, "store_history": false,
+                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+        });
+        self.ws
+            .send(tungstenite::Message::Text(execute.to_string().into()))
+            .expect("send execute_request");
+        msg_id
+    }
+
+    /// What Jupyter says of the kernel over REST (`busy`, `idle`, ...): the polling of an
+    /// open tab, which must not count as activity.
+    pub fn poll(&self) -> String {
+        for page in ["api/status", "api/sessions", "api/terminals"] {
+            let _ = self
+                .agent
+                .get(&format!("{}/{page}", self.base))
+                .header("Authorization", &self.auth)
+                .call();
+        }
+        let mut kernels = match self
+            .agent
+            .get(&format!("{}/api/kernels", self.base))
+            .header("Authorization", &self.auth)
+            .call()
+        {
+            Ok(r) => r,
+            Err(_) => return "unreachable".into(),
+        };
+        let list: Value = kernels.body_mut().read_json().unwrap_or_default();
+        list.as_array()
+            .and_then(|ks| ks.iter().find(|k| k["id"] == self.id.as_str()))
+            .and_then(|k| k["execution_state"].as_str())
+            .unwrap_or("gone")
+            .to_string()
+    }
+
+    /// Reads the websocket until `pick` returns something for a message, calling
+    /// `meanwhile` about every 3 s.
+    fn read_until<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut pick: impl FnMut(&Value) -> Option<T>,
+        mut meanwhile: impl FnMut(),
+    ) -> T {
+        let t = Instant::now();
+        let mut last_poll = Instant::now();
+        loop {
+            assert!(t.elapsed() < within, "{what}: nothing within {within:?}");
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    let msg: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if let Some(found) = pick(&msg) {
+                        return found;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("kernel websocket: {e}"),
+            }
+            if last_poll.elapsed() > Duration::from_secs(3) {
+                last_poll = Instant::now();
+                meanwhile();
+            }
+        }
+    }
+
+    /// Reads the websocket until the kernel says it is idle after `msg_id` (the code ran).
+    pub fn wait_done(&mut self, msg_id: &str, within: Duration, meanwhile: impl FnMut()) {
+        self.read_until(
+            msg_id,
+            within,
+            |msg| {
+                (msg["parent_header"]["msg_id"] == msg_id
+                    && msg["msg_type"] == "status"
+                    && msg["content"]["execution_state"] == "idle")
+                    .then_some(())
+            },
+            meanwhile,
+        )
+    }
+
+    /// The text/plain result of `msg_id`.
+    pub fn result(&mut self, msg_id: &str, within: Duration) -> String {
+        self.read_until(
+            msg_id,
+            within,
+            |msg| {
+                (msg["parent_header"]["msg_id"] == msg_id && msg["msg_type"] == "execute_result")
+                    .then(|| {
+                        msg["content"]["data"]["text/plain"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+            },
+            || {},
+        )
+    }
+
+    /// Closes the websocket and shuts the kernel down.
+    pub fn shutdown(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self
+            .agent
+            .delete(&format!("{}/api/kernels/{}", self.base, self.id))
+            .header("Authorization", &self.auth)
+            .call();
+    }
+}

@@ -6,7 +6,7 @@ use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::config::{Access, Target};
 use crate::error::{Error, Result};
-use crate::hosts::{DeploymentStatus, LogsReport, TokenReport};
+use crate::hosts::{DeploymentStatus, HostLife, LogsReport, TokenReport};
 use crate::token;
 
 use super::console::{self, TokenFrom};
@@ -31,12 +31,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
         instance_type: None,
         public_ip: None,
         note: None,
-        uptime_seconds: None,
-        idle_seconds: None,
-        idle_stop_seconds: None,
-        ttl_seconds: None,
-        stops_in_seconds: None,
-        stops_because: None,
+        life: HostLife::default(),
     };
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
     // cannot be read leaves those columns empty rather than failing the listing.
@@ -84,22 +79,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             },
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
             image: i.image.clone(),
-            uptime_seconds: (i.state == "running")
-                .then(|| w.boot.or(i.launched_secs).map(|b| (now - b).max(0)))
-                .flatten(),
-            idle_seconds: (i.state == "running")
-                .then(|| w.idle_since.map(|t| (now - t).max(0)))
-                .flatten(),
-            idle_stop_seconds: i.idle_stop.flatten().map(|d| d.as_secs()),
-            ttl_seconds: i.ttl.flatten().map(|d| d.as_secs()),
-            stops_in_seconds: w
-                .stops_at()
-                .filter(|_| i.state == "running")
-                .map(|(at, _)| (at - now).max(0)),
-            stops_because: w
-                .stops_at()
-                .filter(|_| i.state == "running")
-                .map(|(_, why)| why.to_string()),
+            life: life(i, &w, now),
             ..row(i.deployment.clone())
         })
         .collect();
@@ -118,6 +98,27 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)
+}
+
+/// What the watchdog's console lines and the instance's tags say of its life; only a running
+/// host has an uptime, an idle time and a time it stops at.
+fn life(i: &Instance, w: &console::Watch, now: i64) -> HostLife {
+    let settings = HostLife {
+        idle_stop_seconds: i.idle_stop.flatten().map(|d| d.as_secs()),
+        ttl_seconds: i.ttl.flatten().map(|d| d.as_secs()),
+        ..HostLife::default()
+    };
+    if i.state != "running" {
+        return settings;
+    }
+    let stops = w.stops_at();
+    HostLife {
+        uptime_seconds: w.boot.or(i.launched_secs).map(|b| (now - b).max(0)),
+        idle_seconds: w.idle_since.map(|t| (now - t).max(0)),
+        stops_in_seconds: stops.map(|(at, _)| (at - now).max(0)),
+        stops_because: stops.map(|(_, why)| why.to_string()),
+        ..settings
+    }
 }
 
 /// The deployment's running instance (the newest when there are several).

@@ -815,12 +815,7 @@ impl Host for LocalHost {
                     instance_type: None,
                     public_ip: None,
                     note: None,
-                    uptime_seconds: None,
-                    idle_seconds: None,
-                    idle_stop_seconds: None,
-                    ttl_seconds: None,
-                    stops_in_seconds: None,
-                    stops_because: None,
+                    life: crate::hosts::HostLife::default(),
                 }
             })
             .collect())
