@@ -86,7 +86,10 @@ pub enum Command {
     /// Stop a deployment and keep it: its workspace (and on EC2 its token) stays, and `up`
     /// starts it again; an EC2 instance no longer bills compute, only its disk
     Stop(StopArgs),
-    /// Remove a deployment (locally the workspace volume is kept unless --delete-data)
+    /// Save a running deployment's workspace to a local folder, through its Jupyter
+    Backup(BackupArgs),
+    /// Remove a deployment (its workspace is kept unless --delete-data: locally its volume,
+    /// on EC2 its data volume)
     Down(DownArgs),
     /// Make the offline Jupyter base image from Debian packages and PyPI (no registry needed)
     Base,
@@ -163,6 +166,11 @@ pub struct UpArgs {
     /// default ec2.ttl, 24h)
     #[arg(long, value_name = "DURATION|off")]
     pub ttl: Option<String>,
+    /// EC2: size of a new data volume, the encrypted gp3 volume that holds the workspace and
+    /// outlives the instance (1 GiB to 16 TiB; default ec2.volume_size, 20GiB; a kept volume
+    /// keeps its size)
+    #[arg(long, value_name = "GiB")]
+    pub volume_size: Option<String>,
     /// EC2: show the plan (AMI, instance type, security group, IAM, tags, user-data) and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -235,8 +243,9 @@ pub struct DownArgs {
     pub deployment: Option<String>,
     #[command(flatten)]
     pub on: TargetArgs,
-    /// Also delete the workspace and every notebook in it (local: the volume; EC2: terminate
-    /// without first saving the workspace to ./labship-backups/)
+    /// Also delete the workspace and every notebook in it (local: the volume; EC2: the data
+    /// volume, and an instance without one is terminated without first saving its workspace
+    /// to ./labship-backups/)
     #[arg(long)]
     pub delete_data: bool,
     /// EC2: also delete the deployment's images from ECR (and its repository, if labship made it)
@@ -263,6 +272,18 @@ pub struct StopArgs {
     /// EC2: stop it even if another identity created it (its labship:owner tag)
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// The folder to save into (default: ./labship-backups/NAME-TIME)
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +369,7 @@ impl UpArgs {
         o.subnet = self.subnet.clone();
         o.idle_stop = self.idle_stop.clone();
         o.ttl = self.ttl.clone();
+        o.volume_size = self.volume_size.clone();
         o
     }
 }

@@ -80,6 +80,8 @@ pub struct Ec2Section {
     pub idle_stop: Option<String>,
     /// Stop the instance this long after it started, busy or not ("24h", "off").
     pub ttl: Option<String>,
+    /// Size of a new data volume (the workspace), in GiB.
+    pub volume_size: Option<u32>,
 }
 
 /// Settings that can come from flags or the environment (one struct for both layers).
@@ -111,6 +113,7 @@ pub struct Overrides {
     pub subnet: Option<String>,
     pub idle_stop: Option<String>,
     pub ttl: Option<String>,
+    pub volume_size: Option<String>,
 }
 
 impl Overrides {
@@ -151,6 +154,7 @@ impl Overrides {
             subnet: var("LABSHIP_SUBNET"),
             idle_stop: var("LABSHIP_IDLE_STOP"),
             ttl: var("LABSHIP_TTL"),
+            volume_size: var("LABSHIP_VOLUME_SIZE"),
         })
     }
 
@@ -182,6 +186,7 @@ impl Overrides {
             subnet: self.subnet.or(lower.subnet),
             idle_stop: self.idle_stop.or(lower.idle_stop),
             ttl: self.ttl.or(lower.ttl),
+            volume_size: self.volume_size.or(lower.volume_size),
         }
     }
 }
@@ -579,6 +584,43 @@ pub struct Ec2Settings {
     /// How long the instance may run after it started before it stops itself (`Some(None)`:
     /// no limit; `None`: not set, as for `idle_stop`, with [`DEFAULT_TTL`]).
     pub ttl: Option<Option<std::time::Duration>>,
+    /// Size in GiB of a new data volume (`None`: not set; a new one gets
+    /// [`DEFAULT_VOLUME_GIB`], a kept one keeps its size).
+    pub volume_size: Option<i32>,
+}
+
+/// The default size of a data volume: room for a course's notebooks and data sets at a
+/// small monthly cost (gp3 is billed per GiB-month).
+pub const DEFAULT_VOLUME_GIB: i32 = 20;
+/// gp3's limits.
+const VOLUME_GIB: std::ops::RangeInclusive<i32> = 1..=16384;
+
+/// `20`, `20G`, `20GiB` or `1T`/`1TiB` (a whole number of GiB or TiB), for `--volume-size`.
+pub fn parse_volume_size(value: &str) -> Result<i32> {
+    let v = value.trim();
+    let bad = |reason: &str| {
+        Error::InvalidSetting {
+        what: "volume size",
+        value: value.to_string(),
+        reason: reason.to_string(),
+        hint: "give the data volume's size in GiB, e.g. --volume-size 20 (or 20GiB, 1TiB; ec2.volume_size = 20 in labship.toml)".into(),
+    }
+    };
+    let digits = v.chars().take_while(char::is_ascii_digit).count();
+    let (number, unit) = v.split_at(digits);
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "g" | "gb" | "gib" => 1,
+        "t" | "tb" | "tib" => 1024,
+        _ => return Err(bad("the unit must be GiB or TiB")),
+    };
+    let gib = number
+        .parse::<i64>()
+        .map_err(|_| bad("it is not a whole number"))?
+        .saturating_mul(factor);
+    i32::try_from(gib)
+        .ok()
+        .filter(|g| VOLUME_GIB.contains(g))
+        .ok_or_else(|| bad("a gp3 volume is 1 GiB to 16 TiB"))
 }
 
 /// The default idle stop: an hour without a kernel or terminal doing anything.
@@ -836,6 +878,11 @@ impl Config {
                     .ttl
                     .or(file.ec2.ttl)
                     .map(|v| parse_lifetime("ttl", &v))
+                    .transpose()?,
+                volume_size: over
+                    .volume_size
+                    .or(file.ec2.volume_size.map(|g| g.to_string()))
+                    .map(|v| parse_volume_size(&v))
                     .transpose()?,
             },
         })
@@ -1319,6 +1366,37 @@ mod tests {
             "eu-west-x",
         ] {
             assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_sizes_are_whole_gib_or_tib_within_gp3_limits() {
+        for (v, gib) in [
+            ("20", 20),
+            (" 20GiB ", 20),
+            ("20g", 20),
+            ("1T", 1024),
+            ("1tib", 1024),
+            ("16384", 16384),
+        ] {
+            assert_eq!(parse_volume_size(v).ok(), Some(gib), "{v}");
+        }
+        for bad in [
+            "0",
+            "16385",
+            "17T",
+            "",
+            "GiB",
+            "1.5",
+            "-3",
+            "20 MB",
+            "9999999999999999999",
+        ] {
+            let e = parse_volume_size(bad).expect_err(bad);
+            let help = miette::Diagnostic::help(&e)
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(help.contains("--volume-size"), "{bad}: {e}: {help}");
         }
     }
 

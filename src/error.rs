@@ -304,10 +304,19 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("could not save the workspace of `{deployment}` from {instance}, so nothing was removed: {message}")]
+    #[error("the data volume {volume} of `{deployment}`: {message}")]
+    #[diagnostic(code(labship::ec2::data_volume), help("{hint}"))]
+    DataVolume {
+        deployment: String,
+        volume: String,
+        message: String,
+        hint: String,
+    },
+
+    #[error("could not save the workspace of `{deployment}` from {instance}: {message}")]
     #[diagnostic(
         code(labship::ec2::backup),
-        help("labship saves the notebooks through Jupyter before terminating the instance (its disk goes with it). If Jupyter is not reachable from here (another network: `labship up --ec2` again updates the security group to your address), fix that and retry; or run `labship down {deployment} --ec2 --delete-data` to terminate without saving")
+        help("labship reads the notebooks through Jupyter (`labship backup`; and `down` of an instance without a data volume first, as its disk goes with it, removing nothing until they are saved). If Jupyter is not reachable from here (another network: `labship up {deployment} --ec2` again updates the security group to your address), fix that and retry; `labship down {deployment} --ec2 --delete-data` terminates without saving")
     )]
     BackupFailed {
         deployment: String,

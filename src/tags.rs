@@ -20,6 +20,13 @@ pub const ACCESS: &str = "labship:access";
 pub const IDLE_STOP: &str = "labship:idle-stop";
 /// On an instance: how long after each start it stops itself (`24h`, `off`).
 pub const TTL: &str = "labship:ttl";
+/// On an instance: `yes` when its workspace lives on the deployment's data volume; absent on
+/// instances launched before labship had data volumes, whose workspace is on their own disk.
+pub const DATA_VOLUME: &str = "labship:data-volume";
+/// On an EBS volume: what it holds for its deployment (`workspace`: the data volume that
+/// outlives the instances).
+pub const VOLUME: &str = "labship:volume";
+pub const VOLUME_WORKSPACE: &str = "workspace";
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

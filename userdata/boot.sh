@@ -25,6 +25,8 @@ readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
 # Idle stop and TTL in seconds (0: off): see the watchdog in common.sh.
 readonly IDLE_STOP={{IDLE_STOP}}
 readonly TTL={{TTL}}
+# 1: the workspace lives on the deployment's data volume (see ensure_data in common.sh).
+readonly DATA_VOLUME={{DATA_VOLUME}}
 # cloud-init already copies stdout to the console.
 readonly CONSOLE=
 
@@ -60,6 +62,8 @@ PHASE=pull
 pull_image
 mark pulled
 
+PHASE=data
+ensure_data
 PHASE=start
 image_workdir
 ensure_volume
@@ -74,6 +78,9 @@ elif [ "$have" = "$want false $publish" ]; then
     quiet docker start "$CONTAINER"
 else
     if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi
+    # A kept data volume's workspace gets the image's new files; a new one is filled by
+    # Docker from the image.
+    if [ "$DATA_REUSED" = 1 ]; then sync_workspace; fi
     run_container
 fi
 mark started

@@ -180,7 +180,112 @@ image_workdir() {
     WORKDIR=${WORKDIR:-/home/jovyan}
 }
 
+# The workspace on the deployment's data volume (DATA_VOLUME=1): an encrypted EBS volume
+# that outlives the instance, which labship attaches as /dev/sdf once the instance runs.
+# It is formatted (ext4, or XFS) only when it holds no file system at all, mounted at
+# $DATA_MOUNT and put in /etc/fstab (later boots mount it before Docker starts), and the
+# deployment's Docker volume binds its workspace folder. Until it is mounted that folder
+# does not exist, so a container can never write to the root disk instead.
+DATA_MOUNT=${LABSHIP_DATA_MOUNT:-/var/lib/labship-data/$DEPLOYMENT}
+FSTAB=${LABSHIP_FSTAB:-/etc/fstab}
+readonly DATA_DEADLINE=${LABSHIP_DATA_DEADLINE:-600}
+DATA_DIR=
+DATA_REUSED=0
+
+# The data volume's block device (nothing while it is not attached): /dev/sdf or /dev/xvdf,
+# or on Nitro hosts the EBS NVMe disk (serial vol...) that does not hold /.
+data_device() {
+    local dev root names
+    read -ra names <<<"${LABSHIP_DATA_DEVICES:-/dev/sdf /dev/xvdf}"
+    for dev in "${names[@]}"; do
+        if [ -b "$dev" ]; then
+            readlink -f "$dev"
+            return 0
+        fi
+    done
+    root=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -n 1 || true)
+    lsblk -dno NAME,SERIAL 2>/dev/null |
+        awk -v root="$root" '$2 ~ /^vol/ && $1 != root { print "/dev/" $1; exit }' || true
+}
+
+# The test rig's instance simulator has no block devices: there an attached volume is a
+# folder, $LABSHIP_SIM_EBS_DIR/<volume id>, a link its AttachVolume makes.
+sim_data_dir() {
+    local f
+    for f in "$LABSHIP_SIM_EBS_DIR"/vol-*; do
+        if [ -e "$f" ]; then
+            readlink -f "$f"
+            return 0
+        fi
+    done
+}
+
+mount_data() {
+    local dev=$1 rc=0 fstype uuid
+    mkdir -p "$DATA_MOUNT"
+    if mountpoint -q "$DATA_MOUNT"; then return 0; fi
+    # Exit status 2: no file system, no partition table, nothing (a new volume).
+    blkid -p "$dev" >/dev/null 2>&1 || rc=$?
+    if [ "$rc" = 2 ]; then
+        # ext4, or XFS on a host without e2fsprogs (Amazon Linux 2023's root is XFS).
+        if command -v mkfs.ext4 >/dev/null 2>&1; then
+            log "formatting the new data volume $dev (ext4)"
+            quiet mkfs.ext4 -q -L labship-data "$dev"
+        else
+            log "formatting the new data volume $dev (xfs)"
+            quiet mkfs.xfs -q -L labship-data "$dev"
+        fi
+    elif [ "$rc" != 0 ]; then
+        fail "blkid could not read the data volume $dev (exit $rc); nothing was formatted"
+    fi
+    fstype=$(blkid -o value -s TYPE "$dev" || true)
+    uuid=$(blkid -o value -s UUID "$dev" || true)
+    case "$fstype" in
+        ext4 | xfs) ;;
+        *) fail "the data volume $dev holds ${fstype:-something without a file system}, not the ext4 or XFS labship makes; it was left as it is" ;;
+    esac
+    if ! grep -q "^UUID=$uuid " "$FSTAB"; then
+        printf 'UUID=%s %s %s defaults,nofail 0 2\n' "$uuid" "$DATA_MOUNT" "$fstype" >>"$FSTAB"
+    fi
+    quiet mount "$DATA_MOUNT"
+}
+
+# Waits (DATA_DEADLINE) for the data volume, mounts it; sets DATA_DIR (the workspace folder
+# on it) and DATA_REUSED (1: it already holds a workspace, from an earlier instance).
+ensure_data() {
+    if [ "$DATA_VOLUME" != 1 ]; then return 0; fi
+    local deadline=$((SECONDS + DATA_DEADLINE)) found=
+    while :; do
+        if [ -n "${LABSHIP_SIM_EBS_DIR:-}" ]; then found=$(sim_data_dir); else found=$(data_device); fi
+        if [ -n "$found" ]; then break; fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "no data volume was attached within ${DATA_DEADLINE}s; \`labship up\` again attaches it"
+        fi
+        sleep 1
+    done
+    if [ -n "${LABSHIP_SIM_EBS_DIR:-}" ]; then
+        DATA_DIR=$found/workspace
+    else
+        mount_data "$found"
+        DATA_DIR=$DATA_MOUNT/workspace
+    fi
+    if [ -n "$(ls -A "$DATA_DIR" 2>/dev/null || true)" ]; then DATA_REUSED=1; fi
+    mkdir -p "$DATA_DIR"
+    log "data volume: $found, workspace $DATA_DIR (reused: $DATA_REUSED)"
+}
+
 ensure_volume() {
+    local bound
+    if [ -n "$DATA_DIR" ]; then
+        bound=$(docker volume inspect --format '{''{index .Options "device"}}' "$VOLUME" 2>/dev/null || true)
+        if [ "$bound" = "$DATA_DIR" ]; then return 0; fi
+        if docker volume inspect "$VOLUME" >/dev/null 2>&1; then
+            fail "the Docker volume $VOLUME exists but is not on the data volume (${bound:-not bound}); nothing was changed"
+        fi
+        quiet docker volume create --label "$LABEL=$DEPLOYMENT" --opt type=none --opt o=bind \
+            --opt device="$DATA_DIR" "$VOLUME"
+        return 0
+    fi
     if ! docker volume inspect "$VOLUME" >/dev/null 2>&1; then
         quiet docker volume create --label "$LABEL=$DEPLOYMENT" "$VOLUME"
     fi

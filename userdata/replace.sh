@@ -24,6 +24,8 @@ readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
 # Idle stop and TTL in seconds (0: off): see the watchdog in common.sh.
 readonly IDLE_STOP={{IDLE_STOP}}
 readonly TTL={{TTL}}
+# 1: the workspace lives on the deployment's data volume (see ensure_data in common.sh).
+readonly DATA_VOLUME={{DATA_VOLUME}}
 # 1: start a new container even if the running one has this image (a rotated token).
 readonly RECREATE={{RECREATE}}
 readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
@@ -70,6 +72,8 @@ PHASE=pull
 pull_image
 mark pulled
 
+PHASE=data
+ensure_data
 PHASE=start
 image_workdir
 ensure_volume

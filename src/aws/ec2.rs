@@ -10,8 +10,8 @@ use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    IpPermission, IpRange, Ipv6Range, ResourceType, ShutdownBehavior, Tag, TagSpecification,
-    VolumeType,
+    IpPermission, IpRange, Ipv6Range, Placement, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification, VolumeType,
 };
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use base64::alphabet;
@@ -28,6 +28,13 @@ use crate::tags;
 
 /// States in which an instance still exists (and costs, or will).
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// Where an instance launches: a VPC and, with a configured subnet, its Availability Zone.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub vpc: String,
+    pub subnet_zone: Option<String>,
+}
 
 /// The security group of a deployment.
 pub fn security_group_name(deployment: &str) -> String {
@@ -82,6 +89,10 @@ pub struct Instance {
     /// of older labship versions, which have neither).
     pub idle_stop: Option<Option<Duration>>,
     pub ttl: Option<Option<Duration>>,
+    /// Its Availability Zone.
+    pub availability_zone: Option<String>,
+    /// Its workspace lives on the deployment's data volume (tag `labship:data-volume`).
+    pub data_volume: bool,
 }
 
 impl Instance {
@@ -120,6 +131,9 @@ pub struct LaunchSpec {
     pub root_gib: i32,
     pub metadata_hop_limit: i32,
     pub subnet: Option<String>,
+    /// The Availability Zone to launch in (where the deployment's data volume is); None: EC2
+    /// chooses (or the subnet decides).
+    pub availability_zone: Option<String>,
     pub ssh_key: Option<String>,
     /// The user-data's bytes, gzipped (cloud-init unpacks it).
     pub user_data: Vec<u8>,
@@ -142,7 +156,7 @@ fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
         .build()
 }
 
-fn filter(name: &str, values: &[&str]) -> Filter {
+pub(super) fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder()
         .name(name)
         .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
@@ -227,8 +241,9 @@ impl Cloud {
         }))
     }
 
-    /// The VPC to launch in: the subnet's, or the region's default VPC.
-    pub async fn vpc(&self, subnet: Option<&str>) -> Result<String> {
+    /// The VPC to launch in: the subnet's, or the region's default VPC; with a subnet, its
+    /// Availability Zone too (where the instance, and so its data volume, will be).
+    pub async fn vpc(&self, subnet: Option<&str>) -> Result<Network> {
         if let Some(subnet) = subnet {
             let out = self
                 .ec2
@@ -265,7 +280,7 @@ impl Cloud {
                     hint: format!("choose a public subnet, or turn it on: `aws ec2 modify-subnet-attribute --subnet-id {subnet} --map-public-ip-on-launch`"),
                 });
             }
-            return found
+            let vpc = found
                 .vpc_id()
                 .map(str::to_string)
                 .ok_or_else(|| Error::Network {
@@ -273,7 +288,11 @@ impl Cloud {
                     region: self.region.clone(),
                     message: "DescribeSubnets returned no VpcId".into(),
                     hint: "check ec2.subnet / --subnet".into(),
-                });
+                })?;
+            return Ok(Network {
+                vpc,
+                subnet_zone: found.availability_zone().map(str::to_string),
+            });
         }
         let out = self
             .ec2
@@ -282,7 +301,8 @@ impl Cloud {
             .send()
             .await
             .map_err(|e| self.fail("ec2", "DescribeVpcs", "default VPC", &e))?;
-        out.vpcs()
+        let vpc = out
+            .vpcs()
             .first()
             .and_then(|v| v.vpc_id())
             .map(str::to_string)
@@ -291,7 +311,11 @@ impl Cloud {
                 region: self.region.clone(),
                 message: "DescribeVpcs found no VPC with isDefault=true".into(),
                 hint: "create one with `aws ec2 create-default-vpc`, or name a subnet with a route to the internet: --subnet subnet-... (or ec2.subnet in labship.toml)".into(),
-            })
+            })?;
+        Ok(Network {
+            vpc,
+            subnet_zone: None,
+        })
     }
 
     /// Refuses a key pair (`ec2.ssh_key`) that does not exist in this region, before
@@ -574,6 +598,11 @@ impl Cloud {
                 )
                 .security_group_ids(security_group)
                 .set_subnet_id(spec.subnet.clone())
+                .set_placement(
+                    spec.availability_zone
+                        .as_ref()
+                        .map(|az| Placement::builder().availability_zone(az).build()),
+                )
                 .set_key_name(spec.ssh_key.clone())
                 // IMDSv2 only, hop limit 1: containers on the host cannot reach the
                 // instance role's credentials.
@@ -936,7 +965,7 @@ fn permission(port: i32, cidr: &str, description: Option<&str>) -> IpPermission 
     }
 }
 
-fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
+pub(super) fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
     tags.iter()
         .find(|t| t.key() == Some(key))
         .and_then(|t| t.value())
@@ -971,6 +1000,11 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
             .and_then(|v| crate::config::parse_lifetime("idle stop", &v).ok()),
         ttl: tag_value(i.tags(), tags::TTL)
             .and_then(|v| crate::config::parse_lifetime("ttl", &v).ok()),
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         security_groups: i
             .security_groups()
             .iter()

@@ -1,5 +1,6 @@
 //! Thin handlers: load the settings, pick the host, call the library, print the report.
 
+mod backup;
 mod base;
 mod build;
 mod connect;
@@ -42,6 +43,14 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Stop(args) => {
             stop::run(
+                load(named(global, &args.deployment, args.on))?,
+                &args,
+                printer,
+            )
+            .await
+        }
+        Command::Backup(args) => {
+            backup::run(
                 load(named(global, &args.deployment, args.on))?,
                 &args,
                 printer,

@@ -15,6 +15,7 @@
 //! The two targets never import each other: what they share lives here or in the pipeline
 //! modules before them (token, push, build).
 
+pub mod backup;
 pub mod ec2;
 pub mod local;
 
@@ -143,6 +144,15 @@ pub trait Host {
     /// Stops the deployment's server and keeps everything else (`labship stop`): the next
     /// `up` starts it again with the same workspace (on EC2 also the same token).
     async fn stop(&self, deployment: &str, force: bool, printer: &Printer) -> Result<StopReport>;
+
+    /// Downloads the running deployment's workspace into `dest` through its Jupyter
+    /// (`labship backup`): every file Jupyter lists, byte for byte.
+    async fn backup(
+        &self,
+        deployment: &str,
+        dest: &std::path::Path,
+        printer: &Printer,
+    ) -> Result<BackupReport>;
 
     /// What `down` would remove that deserves a confirmation (None: nothing to ask about).
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>>;
@@ -325,6 +335,9 @@ pub struct DeploymentStatus {
     pub public_ip: Option<String>,
     /// Something the user should know (a resource left behind, and what removes it).
     pub note: Option<String>,
+    /// EC2: the data volume that holds the workspace (also listed, with state `down`, when
+    /// it is all that is left of a deployment).
+    pub data_volume: Option<crate::aws::ebs::DataVolume>,
     /// EC2: the host's life (its watchdog); every field `null` elsewhere.
     #[serde(flatten)]
     pub life: HostLife,
@@ -388,7 +401,10 @@ impl std::fmt::Display for StatusReport {
                         .trim_end()
                         .to_string(),
                         (None, Some(c)) => c.clone(),
-                        (None, None) => "-".into(),
+                        (None, None) => d
+                            .data_volume
+                            .as_ref()
+                            .map_or_else(|| "-".into(), |v| v.id.clone()),
                     };
                     [
                         d.name.clone(),
@@ -533,7 +549,35 @@ impl std::fmt::Display for StopReport {
     }
 }
 
-/// A workspace saved before its host went away.
+/// `labship backup`: where the workspace went.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub target: Target,
+    pub deployment: String,
+    pub region: Option<String>,
+    pub saved: SavedWorkspace,
+}
+
+impl std::fmt::Display for BackupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.saved;
+        write!(
+            f,
+            "saved    {} files ({}) of `{}` ({}) to {}",
+            s.files,
+            indicatif::HumanBytes(s.bytes),
+            self.deployment,
+            s.instance,
+            s.dir.display()
+        )?;
+        for skipped in &s.skipped {
+            write!(f, "\n  not saved: {skipped}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A workspace saved (by `backup`, or by `down` before a host without a data volume went).
 #[derive(Debug, Clone, Serialize)]
 pub struct SavedWorkspace {
     /// The server it came from (EC2: the instance id).
@@ -560,6 +604,10 @@ pub struct DownReport {
     pub saved: Vec<SavedWorkspace>,
     pub terminated: Vec<String>,
     pub security_groups_deleted: Vec<String>,
+    /// EC2: the data volumes that stay (without --delete-data), with their workspace.
+    pub data_volumes_kept: Vec<crate::aws::ebs::DataVolume>,
+    /// EC2: the data volumes deleted (--delete-data).
+    pub data_volumes_deleted: Vec<String>,
     pub images_deleted: usize,
     pub repository_deleted: Option<String>,
     pub iam_removed: bool,
@@ -579,6 +627,8 @@ impl DownReport {
             saved: Vec::new(),
             terminated: Vec::new(),
             security_groups_deleted: Vec::new(),
+            data_volumes_kept: Vec::new(),
+            data_volumes_deleted: Vec::new(),
             images_deleted: 0,
             repository_deleted: None,
             iam_removed: false,
@@ -702,6 +752,7 @@ mod tests {
             instance_type: None,
             public_ip: None,
             note: None,
+            data_volume: None,
             life: HostLife::default(),
         }
     }

@@ -3,7 +3,8 @@
 //! of the mutating calls and then loses the answer (the SDK sends them again). Every run
 //! must succeed, launch exactly one instance, and leave nothing behind.
 //!
-//! One seed per mode runs in CI; seeds 2-5 run with `--include-ignored`.
+//! One seed per mode runs in CI; seeds 2-5 (and 6-7 for lost answers: the data volume's
+//! CreateVolume and AttachVolume) run with `--include-ignored`.
 
 use serde_json::{json, Value};
 
@@ -19,12 +20,14 @@ enum Mode {
 }
 
 /// Mutating calls that must not make a second resource when the SDK sends them again.
-const CRITICAL: [&str; 5] = [
+const CRITICAL: [&str; 7] = [
     "ec2:RunInstances",
     "ec2:CreateSecurityGroup",
     "ecr:CreateRepository",
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:TerminateInstances",
+    "ec2:CreateVolume",
+    "ec2:AttachVolume",
 ];
 
 async fn injected(mode: Mode, seed: u64) {
@@ -53,15 +56,7 @@ async fn injected(mode: Mode, seed: u64) {
     assert!(url.contains(token["token"].as_str().expect("token")));
     json(&p.labship_at(
         &sim,
-        &[
-            "down",
-            "--ec2",
-            "--yes",
-            "--delete-data",
-            "--purge-images",
-            "-o",
-            "json",
-        ],
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
         &env,
     ));
     let report = faults.report();
@@ -123,3 +118,5 @@ case!(ignore lost_answers_seed_2, Mode::LostAnswers, 2);
 case!(ignore lost_answers_seed_3, Mode::LostAnswers, 3);
 case!(ignore lost_answers_seed_4, Mode::LostAnswers, 4);
 case!(ignore lost_answers_seed_5, Mode::LostAnswers, 5);
+case!(ignore lost_answers_seed_6, Mode::LostAnswers, 6);
+case!(ignore lost_answers_seed_7, Mode::LostAnswers, 7);

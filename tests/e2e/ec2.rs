@@ -274,6 +274,19 @@ pub(crate) async fn assert_nothing_left(name: &str) {
         !has_group(&ec2, name).await,
         "security group of {name} left"
     );
+    let volumes = ec2
+        .describe_volumes()
+        .filters(filter("tag:labship:deployment", name))
+        .filters(filter("tag:labship:volume", "workspace"))
+        .send()
+        .await
+        .expect("DescribeVolumes");
+    let left: Vec<&str> = volumes
+        .volumes()
+        .iter()
+        .filter_map(|v| v.volume_id())
+        .collect();
+    assert!(left.is_empty(), "data volumes of {name} left: {left:?}");
     let ecr = ecr_client(&rig.aws_endpoint).await;
     let repo = ecr
         .describe_repositories()
@@ -575,8 +588,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     forwarder.stop();
 
     // Someone else answering on the instance's address (another key): refused before any
-    // token is sent, with both fingerprints named; `down` will not save through it either,
-    // and removes nothing.
+    // token is sent, with both fingerprints named; `backup` will not read through it either.
     let container = format!("labship-ec2-{name}");
     docker_ok(&["stop", &container]);
     let forged = Forged::start(port);
@@ -587,7 +599,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         message.contains(&pin) && message.contains(&forged.fingerprint),
         "{refused}"
     );
-    let kept = p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]);
+    let kept = p.labship_at(&sim, &["backup", "--ec2", "-o", "json"], &[]);
     let kept_err = json_error(&kept);
     assert!(
         kept_err["message"]
@@ -773,25 +785,35 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
         );
     }
 
-    // down: everything goes, and a second down finds nothing.
-    let down = json(&p.labship_at(
-        &sim,
-        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
-        &plugin_env,
-    ));
-    assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
-    // The workspace was saved first, through Jupyter, byte for byte.
-    let saved_dir = std::path::PathBuf::from(down["saved"][0]["dir"].as_str().expect("saved dir"));
+    // backup: the workspace, through Jupyter (here through a session), byte for byte.
+    let backup = json(&p.labship_at(&sim, &["backup", "--ec2", "-o", "json"], &plugin_env));
+    let saved_dir = std::path::PathBuf::from(backup["saved"]["dir"].as_str().expect("saved dir"));
     assert!(
         saved_dir.starts_with(p.path().join("labship-backups")),
-        "{down}"
+        "{backup}"
     );
+    assert_eq!(backup["saved"]["instance"], id.as_str(), "{backup}");
     let notebook =
         std::fs::read(saved_dir.join("parallel-processing.ipynb")).expect("saved notebook");
     assert_eq!(
         notebook,
         std::fs::read(p.path().join("docker/resources/parallel-processing.ipynb"))
             .expect("original")
+    );
+
+    // down: everything goes (the data volume with --delete-data), and a second down finds
+    // nothing.
+    let down = json(&p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &plugin_env,
+    ));
+    assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
+    assert_eq!(down["saved"], serde_json::json!([]), "{down}");
+    assert_eq!(
+        down["data_volumes_deleted"].as_array().map(Vec::len),
+        Some(1),
+        "{down}"
     );
     assert_eq!(
         down["security_groups_deleted"].as_array().map(Vec::len),
@@ -1078,17 +1100,34 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let again = json(&p.labship_at(&sim, &ec2_up_args(&new_port_s), &[]));
     assert_eq!(again["action"], "unchanged", "{again}");
 
-    let down = json(&p.labship_at(
+    // The notebook written on the instance, saved where asked.
+    let dest = p.path().join("saved-here");
+    let backup = json(&p.labship_at(
         &sim,
-        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &[
+            "backup",
+            "--ec2",
+            "--to",
+            dest.to_str().expect("utf-8"),
+            "-o",
+            "json",
+        ],
         &[],
     ));
-    // The notebook written on the instance was saved before it was terminated.
-    let saved_dir = std::path::PathBuf::from(down["saved"][0]["dir"].as_str().expect("saved dir"));
     assert_eq!(
-        std::fs::read_to_string(saved_dir.join("notes-e2e.txt")).expect("saved notes"),
+        backup["saved"]["dir"],
+        dest.to_str().expect("utf-8"),
+        "{backup}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes-e2e.txt")).expect("saved notes"),
         "keep-me\n"
     );
+    json(&p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &[],
+    ));
     assert_nothing_left(&name).await;
 }
 
@@ -1126,13 +1165,10 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
         "{}",
         stderr(&retry)
     );
-    // The instance stays for inspection. Its Jupyter never served, so there is nothing to
-    // save: a plain down removes it (no --delete-data needed) and says why.
-    let down = p.labship_at(
-        &sim,
-        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
-        &[],
-    );
+    // The instance stays for inspection. A plain down removes it and keeps the data volume
+    // (nothing to save through Jupyter: the workspace is on the volume); --delete-data then
+    // deletes that.
+    let down = p.labship_at(&sim, &ec2_down_args(&["--purge-images"]), &[]);
     let report = json(&down);
     assert_eq!(report["saved"], serde_json::json!([]), "{report}");
     assert_eq!(
@@ -1140,7 +1176,17 @@ async fn a_failing_container_surfaces_the_phase_and_cause_from_the_console() {
         Some(1),
         "{report}"
     );
-    assert!(stderr(&down).contains("never started"), "{}", stderr(&down));
+    assert_eq!(
+        report["data_volumes_kept"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let gone = json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    assert_eq!(
+        gone["data_volumes_deleted"].as_array().map(Vec::len),
+        Some(1),
+        "{gone}"
+    );
     assert_nothing_left(&name).await;
 }
 
@@ -1382,16 +1428,7 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
 
     let down = json(&p.labship_at(
         &endpoint,
-        &[
-            "down",
-            "--ec2",
-            "--yes",
-            "--all",
-            "--delete-data",
-            "--purge-images",
-            "-o",
-            "json",
-        ],
+        &ec2_down_args(&["--all", "--delete-data", "--purge-images"]),
         &[],
     ));
     assert_eq!(
@@ -1545,7 +1582,7 @@ async fn an_interrupted_up_is_resumed_by_the_next_one() {
 
     json(&p.labship_at(
         &sim,
-        &["down", "--ec2", "--yes", "--purge-images", "-o", "json"],
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
         &[],
     ));
     assert_nothing_left(&name).await;
@@ -1664,10 +1701,12 @@ fn access_denied_names_the_ec2_action_and_labships_policy() {
         .expect("run labship");
     let err = json_error(&out);
     assert_eq!(err["code"], "labship::aws::access_denied", "{err}");
-    // The first two reads run together: whichever is refused first is named.
+    // The first reads run together: whichever is refused first is named.
     let message = err["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("ec2:DescribeInstanceTypes") || message.contains("ec2:DescribeInstances "),
+        message.contains("ec2:DescribeInstanceTypes")
+            || message.contains("ec2:DescribeInstances ")
+            || message.contains("ec2:DescribeVolumes "),
         "{err}"
     );
     assert!(

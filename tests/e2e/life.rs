@@ -1,7 +1,8 @@
 //! The life of an EC2 deployment, on the instance simulator: `labship stop` and the next `up`
 //! keep the token, the certificate and the notebooks; the host's watchdog stops an idle
 //! instance by itself (a busy kernel keeps it up, a client that only polls does not) and a
-//! busy one at its TTL. What AWS shows is read with the AWS CLI; Jupyter is driven through
+//! busy one at its TTL; the data volume outlives the instance and brings the notebooks back
+//! on the next one. What AWS shows is read with the AWS CLI; Jupyter is driven through
 //! its REST API and kernel websocket, as a browser does.
 
 use std::time::{Duration, Instant};
@@ -228,7 +229,11 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
     assert_eq!(token_of(after["url"].as_str().expect("url")), token);
     assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
 
-    p.labship_at(&sim, &["down", "--ec2", "--yes", "--purge-images"], &[]);
+    p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--delete-data", "--purge-images"],
+        &[],
+    );
     assert_nothing_left(&p.name).await;
 }
 
@@ -316,17 +321,163 @@ async fn the_watchdog_stops_an_idle_host_not_a_busy_one_and_the_ttl_stops_it_any
     drop(kernel);
     drop(connect);
 
-    // A stopped host's notebooks cannot be saved through its Jupyter: `down` says so and
-    // removes nothing; with --delete-data it goes.
-    let refused = p.labship_at(&sim, &["down", "--ec2", "--yes", "-o", "json"], &[]);
-    let err = json_error(&refused);
-    assert_eq!(err["code"], "labship::ec2::backup", "{err}");
-    assert!(err.to_string().contains("labship up"), "{err}");
-    assert_eq!(state_of(&id), "stopped");
+    // A stopped host's workspace is on its data volume: `down` terminates it and keeps that;
+    // with --delete-data it goes too.
+    let down = json(&p.labship_at(&sim, &ec2_down_args(&[]), &[]));
+    assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
+    assert_eq!(
+        down["data_volumes_kept"].as_array().map(Vec::len),
+        Some(1),
+        "{down}"
+    );
     p.labship_at(
         &sim,
         &["down", "--ec2", "--yes", "--delete-data", "--purge-images"],
         &[],
     );
+    assert_nothing_left(&p.name).await;
+}
+
+/// The data volume outlives the instance: `down` keeps it (and says so, and `status` lists
+/// it), the next `up` launches a new instance in its zone with the user's files back and the
+/// image's new ones added beside them; `--delete-data` deletes it. What AWS shows is read
+/// with the AWS CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() {
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2vol");
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = ec2_up_args(&port_s);
+    args.extend(["--volume-size", "2"]);
+    let first = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    let id = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let volumes = |extra: &[&str]| {
+        let tag = format!("Name=tag:labship:deployment,Values={}", p.name);
+        let mut args = vec![
+            "ec2",
+            "describe-volumes",
+            "--filters",
+            &tag,
+            "Name=tag:labship:volume,Values=workspace",
+        ];
+        args.extend(extra);
+        aws_json(&sim, &args)["Volumes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let found = volumes(&[]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let v = &found[0];
+    let vol = v["VolumeId"].as_str().expect("volume id").to_string();
+    assert_eq!(
+        (v["Size"].as_i64(), v["VolumeType"].as_str()),
+        (Some(2), Some("gp3")),
+        "{v}"
+    );
+    assert_eq!(v["Encrypted"], true, "{v}");
+    assert_eq!(v["Attachments"][0]["InstanceId"], id.as_str(), "{v}");
+    assert_eq!(v["Attachments"][0]["Device"], "/dev/sdf", "{v}");
+    // (moto leaves out the attachment's DeleteOnTermination; the termination below shows it.)
+    assert!(
+        v["Tags"]
+            .to_string()
+            .contains(r#""Key":"labship:managed-by","Value":"labship""#),
+        "{v}"
+    );
+    let row = status_row(&p, &sim);
+    assert_eq!(row["data_volume"]["id"], vol.as_str(), "{row}");
+
+    // The user's own notebook, and a file of the image they changed.
+    let container = format!("labship-ec2-{}", p.name);
+    docker_ok(&[
+        "exec",
+        &container,
+        "sh",
+        "-c",
+        "echo mine > notes-vol.txt && echo changed > parallel-processing.ipynb",
+    ]);
+
+    let down = json(&p.labship_at(&sim, &ec2_down_args(&[]), &[]));
+    assert_eq!(down["terminated"], serde_json::json!([id]), "{down}");
+    assert_eq!(down["data_volumes_kept"][0]["id"], vol.as_str(), "{down}");
+    assert!(down["kept"].to_string().contains(&vol), "{down}");
+    assert_eq!(state_of(&id), "terminated");
+    let kept = volumes(&[]);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["State"], "available", "{kept:?}");
+    let row = status_row(&p, &sim);
+    assert_eq!(row["state"], "down", "{row}");
+    assert_eq!(row["data_volume"]["id"], vol.as_str(), "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--delete-data"),
+        "{row}"
+    );
+
+    // A new file in the image; the plan attaches the kept volume, in its zone.
+    p.write("docker/resources/added-later.txt", "new in the image\n");
+    let up_args = ec2_up_args(&port_s);
+    let mut dry = up_args.clone();
+    dry.push("--dry-run");
+    let plan = json(&p.labship_at(&sim, &dry, &[]));
+    assert_eq!(plan["action"], "create", "{plan}");
+    assert_eq!(plan["data_volume"]["action"], "attach", "{plan}");
+    assert_eq!(plan["data_volume"]["id"], vol.as_str(), "{plan}");
+    assert_eq!(
+        plan["data_volume"]["availability_zone"], kept[0]["AvailabilityZone"],
+        "{plan}"
+    );
+
+    let second = json(&p.labship_at(&sim, &up_args, &[]));
+    assert_eq!(second["action"], "created", "{second}");
+    let new_id = second["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    assert_ne!(new_id, id, "{second}");
+    assert!(
+        second["reason"].as_str().unwrap_or_default().contains(&vol),
+        "{second}"
+    );
+    let token = token_of(second["url"].as_str().expect("url"));
+    assert_eq!(jupyter_status(port, &pin_of(&second), Some(&token)), 200);
+    let cat = |file: &str| {
+        docker_ok(&["exec", &container, "cat", file])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cat("notes-vol.txt"), "mine");
+    assert_eq!(
+        cat("parallel-processing.ipynb"),
+        "changed",
+        "the image's file overwrote the user's"
+    );
+    assert_eq!(cat("added-later.txt"), "new in the image");
+    let attached = volumes(&[]);
+    assert_eq!(
+        attached[0]["Attachments"][0]["InstanceId"],
+        new_id.as_str(),
+        "{attached:?}"
+    );
+
+    let gone = json(&p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &[],
+    ));
+    assert_eq!(
+        gone["data_volumes_deleted"],
+        serde_json::json!([vol]),
+        "{gone}"
+    );
+    assert!(volumes(&[]).is_empty());
     assert_nothing_left(&p.name).await;
 }

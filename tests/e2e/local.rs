@@ -111,6 +111,30 @@ fn up_local_serves_jupyter_and_the_workspace_outlives_the_container() {
 
     // A file written through Jupyter's contents API, into the workspace.
     put_file(&url, "notes.txt", "kept across down/up");
+    // backup: every file of the workspace, through Jupyter, into the folder asked for.
+    let dest = p.path().join("backup-here");
+    let backup = json(&p.labship(&[
+        "backup",
+        "--local",
+        "--to",
+        dest.to_str().expect("utf-8"),
+        "-o",
+        "json",
+    ]));
+    assert_eq!(backup["target"], "local", "{backup}");
+    assert_eq!(
+        backup["saved"]["dir"],
+        dest.to_str().expect("utf-8"),
+        "{backup}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes.txt")).expect("saved notes"),
+        "kept across down/up"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("mtcars.csv")).expect("saved data"),
+        std::fs::read(p.path().join("docker/resources/mtcars.csv")).expect("original")
+    );
 
     // A second up changes nothing and prints the same URL.
     let again = json(&p.labship(&["up", "--local", "-o", "json"]));
@@ -499,7 +523,7 @@ fn token_from_a_pasted_log() {
 #[test]
 fn verbs_on_an_unknown_deployment_say_so() {
     let p = Project::empty("ghost");
-    for verb in ["token", "logs"] {
+    for verb in ["token", "logs", "backup"] {
         let err = json_error(&p.labship(&[verb, "-o", "json"]));
         assert_eq!(
             err["code"], "labship::deployment::not_found",
@@ -561,6 +585,10 @@ fn options_a_target_cannot_honour_are_refused_before_anything_is_made() {
         (
             &["up", "--local", "--ami", "al2023", "-o", "json"][..],
             "--ami",
+        ),
+        (
+            &["up", "--local", "--volume-size", "50", "-o", "json"][..],
+            "--volume-size",
         ),
         (
             &["down", "--local", "--purge-images", "--yes", "-o", "json"][..],

@@ -20,7 +20,7 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 9] = [
     ("iam:PassRole", "RunInstances with the instance profile"),
     (
         "ec2:CreateTags",
-        "TagSpecifications on RunInstances and CreateSecurityGroup",
+        "TagSpecifications on RunInstances, CreateSecurityGroup and CreateVolume",
     ),
     ("ecr:BatchCheckLayerAvailability", "docker push"),
     ("ecr:InitiateLayerUpload", "docker push"),
@@ -116,6 +116,7 @@ fn iam_action(service: &str, method: &str) -> String {
         ("ec2", w) if w.starts_with("instance_") => "DescribeInstances",
         ("ec2", w) if w.starts_with("security_group") => "DescribeSecurityGroups",
         ("ec2", w) if w.starts_with("image_") => "DescribeImages",
+        ("ec2", w) if w.starts_with("volume_") => "DescribeVolumes",
         ("ssm", "command_executed") => "GetCommandInvocation",
         ("iam", w) if w.starts_with("role_") => "GetRole",
         ("iam", w) if w.starts_with("instance_profile_") => "GetInstanceProfile",
@@ -451,10 +452,16 @@ fn operator_policy_keeps_to_labship_resources() {
     // EC2 resources that exist: only labship-tagged ones.
     let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
     let group = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0";
+    let volume = "arn:aws:ec2:eu-west-1:123456789012:volume/vol-0123456789abcdef0";
     for (action, arn) in [
         // An instance can only be put in labship's own security groups (escalation: an
         // operator launching into the account's other groups, with their rules).
         ("ec2:RunInstances", group),
+        // A data volume goes only to labship's instances (attaching another volume to a
+        // labship instance, or a labship volume to another instance, would read it).
+        ("ec2:AttachVolume", volume),
+        ("ec2:AttachVolume", instance),
+        ("ec2:DeleteVolume", volume),
         ("ec2:TerminateInstances", instance),
         ("ec2:StopInstances", instance),
         ("ec2:StartInstances", instance),
@@ -474,13 +481,14 @@ fn operator_policy_keeps_to_labship_resources() {
         }
     }
     // Tagging: while creating, or labship's own resources.
-    for arn in [instance, group] {
+    for arn in [instance, group, volume] {
         for s in granting(&policy, "ec2:CreateTags", arn) {
             let on_create = s
                 .condition("StringEquals", "ec2:CreateAction")
                 .is_some_and(|v| {
-                    v.iter()
-                        .all(|a| a == "RunInstances" || a == "CreateSecurityGroup")
+                    v.iter().all(|a| {
+                        a == "RunInstances" || a == "CreateSecurityGroup" || a == "CreateVolume"
+                    })
                 });
             assert!(
                 on_create || tagged(s),
@@ -492,10 +500,8 @@ fn operator_policy_keeps_to_labship_resources() {
     // What creation makes carries the tag.
     for (action, arn) in [
         ("ec2:RunInstances", instance),
-        (
-            "ec2:RunInstances",
-            "arn:aws:ec2:eu-west-1:123456789012:volume/vol-0123456789abcdef0",
-        ),
+        ("ec2:RunInstances", volume),
+        ("ec2:CreateVolume", volume),
         (
             "ec2:RunInstances",
             "arn:aws:ec2:eu-west-1:123456789012:network-interface/eni-0123456789abcdef0",

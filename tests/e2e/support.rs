@@ -379,6 +379,15 @@ pub fn ec2_up_args(port: &str) -> Vec<&str> {
     ]
 }
 
+/// `labship down --ec2 --yes EXTRA... -o json`: the EC2 tests' teardown (with
+/// `--delete-data --purge-images`, everything goes).
+pub fn ec2_down_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["down", "--ec2", "--yes"];
+    args.extend(extra);
+    args.extend(["-o", "json"]);
+    args
+}
+
 /// The instance simulator in front of moto (tests/rig/instance-sim.py): EC2 calls through it
 /// run each instance's user-data for real and serve its output as the console.
 pub fn sim_endpoint() -> String {

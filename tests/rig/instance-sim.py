@@ -27,6 +27,13 @@ answer is returned, except for what makes launched instances behave like real on
   started again: the deployment's containers whose restart policy is always or unless-stopped
   (as Docker does at boot), then the instance container, whose boot script does not run the
   user-data a second time (cloud-init's per-instance marker).
+* EBS volumes (moto keeps their state): an attached volume is a folder of this machine,
+  <state dir>/ebs/volumes/<volume id>, its disk, made on the first AttachVolume and removed
+  by DeleteVolume. Each instance container has <state dir>/ebs mounted at the same path and
+  LABSHIP_SIM_EBS_DIR=<state dir>/ebs/attached/<instance id>, where AttachVolume puts a link
+  <volume id> to the disk and DetachVolume, DeleteVolume and TerminateInstances take it
+  away: the host scripts find "the attached device" there (they cannot mount block devices
+  here). Its files outlive the instance and follow the volume to the next one.
 * Instance-initiated shutdown: each instance container has `shutdown` (SHUTDOWN_SHIM, mounted
   at /usr/local/sbin/shutdown): `shutdown -h now` (or +0, `poweroff`-like forms: -h/-P/-r are
   all a halt here) asks this simulator, as the host's ACPI power-off does EC2, to stop the
@@ -40,9 +47,9 @@ answer is returned, except for what makes launched instances behave like real on
   the console shows the current boot only, as EC2's does after a stop and start.
 * DescribeInstances / RunInstances answers: public IP 127.0.0.1 and DNS name localhost for
   simulated instances (their published ports are on this machine's loopback).
-* RunInstances with a ClientToken that succeeded before (same region): moto's first answer
-  again and nothing launched, or IdempotentParameterMismatch when the parameters differ (AWS's
-  idempotency; moto ignores the token).
+* RunInstances and CreateVolume with a ClientToken that succeeded before (same region): moto's
+  first answer again and nothing made, or IdempotentParameterMismatch when the parameters
+  differ (AWS's idempotency; moto ignores the token).
 * SSM: SendCommand (AWS-RunShellScript) runs the commands with `docker exec` in the instance
   container; GetCommandInvocation, ListCommandInvocations (with Details: the output) and
   DescribeInstanceInformation answer for them.
@@ -691,7 +698,7 @@ class Sim:
         self.instances = {}
         self.invocations = {}
         self.sessions = {}  # SessionId -> Session (all of them, Terminated ones too)
-        self.client_tokens = {}  # (region, RunInstances ClientToken) -> (params, moto's answer)
+        self.client_tokens = {}  # (region, action, ClientToken) -> (params, moto's answer)
         self.calls = collections.Counter()
         self.faults = Faults()
         self.lock = threading.Lock()
@@ -736,19 +743,24 @@ class Sim:
                 inst = self.instances.get(req.params.get("InstanceId", ""))
                 if inst is not None:
                     return self.console_response(inst)
-            elif action in ("RunInstances", "DescribeInstances"):
-                again = self.run_instances_again(req) if action == "RunInstances" else None
+            elif action in ("RunInstances", "DescribeInstances", "CreateVolume"):
+                again = self.client_token_again(req) if action != "DescribeInstances" else None
                 if again is not None:
                     return again
                 status, headers, body = self.forward(req)
                 if status == 200 and action == "RunInstances":
                     self.launch(req, body)
-                    if req.params.get("ClientToken"):
-                        with self.lock:
-                            self.client_tokens[(req.region, req.params["ClientToken"])] = (
-                                dict(req.params), (status, headers, body))
+                if status == 200 and action != "DescribeInstances" and req.params.get("ClientToken"):
+                    with self.lock:
+                        self.client_tokens[(req.region, action, req.params["ClientToken"])] = (
+                            dict(req.params), (status, headers, body))
                 if status == 200:
                     body = self.rewrite_ips(body)
+                return status, headers, body
+            elif action in ("AttachVolume", "DetachVolume", "DeleteVolume"):
+                status, headers, body = self.forward(req)
+                if status == 200:
+                    self.ebs_after(action, req.params)
                 return status, headers, body
             elif action in ("TerminateInstances", "StopInstances", "StartInstances"):
                 status, headers, body = self.forward(req)
@@ -782,21 +794,60 @@ class Sim:
         return self.forward(req)
 
     # ---------------------------------------------------------------- EC2
-    def run_instances_again(self, req):
-        """A RunInstances whose ClientToken succeeded before (moto ignores the token): like AWS,
-        the first answer again (nothing launched), or IdempotentParameterMismatch when the
-        parameters differ. None for a new token."""
+    def client_token_again(self, req):
+        """A RunInstances or CreateVolume whose ClientToken succeeded before (moto ignores the
+        token): like AWS, the first answer again (nothing made), or
+        IdempotentParameterMismatch when the parameters differ. None for a new token."""
         token = req.params.get("ClientToken")
         with self.lock:
-            seen = self.client_tokens.get((req.region, token)) if token else None
+            seen = self.client_tokens.get((req.region, req.action, token)) if token else None
         if seen is None:
             return None
         params, (status, headers, body) = seen
         if params != req.params:
             return ec2_error(400, "IdempotentParameterMismatch",
                              "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
-        log("RunInstances: ClientToken %s seen before: its first answer again" % token)
+        log("%s: ClientToken %s seen before: its first answer again" % (req.action, token))
         return status, headers, self.rewrite_ips(body)
+
+    # ---------------------------------------------------------------- EBS volumes
+    def ebs_dir(self):
+        return os.path.abspath(os.path.join(self.args.state_dir, "ebs"))
+
+    def ebs_attached_dir(self, instance_id):
+        """Where an instance sees its attached volumes (LABSHIP_SIM_EBS_DIR): one link per
+        volume, named by its id, to the volume's folder."""
+        return os.path.join(self.ebs_dir(), "attached", instance_id)
+
+    def ebs_after(self, action, params):
+        """After moto applied AttachVolume / DetachVolume / DeleteVolume: the volume's folder
+        (its disk, kept until DeleteVolume) appears in or leaves the instance's attached
+        folder."""
+        vol = params.get("VolumeId", "")
+        if not re.fullmatch(r"vol-[0-9a-f]{8,17}", vol):
+            return
+        disk = os.path.join(self.ebs_dir(), "volumes", vol)
+        if action == "AttachVolume":
+            inst = params.get("InstanceId", "")
+            if not re.fullmatch(r"i-[0-9a-f]{8,17}", inst):
+                return
+            os.makedirs(disk, exist_ok=True)
+            where = self.ebs_attached_dir(inst)
+            os.makedirs(where, exist_ok=True)
+            link = os.path.join(where, vol)
+            if not os.path.lexists(link):
+                os.symlink(disk, link)
+            log("AttachVolume: %s -> %s (%s)" % (vol, inst, disk))
+            return
+        attached = os.path.join(self.ebs_dir(), "attached")
+        for inst in os.listdir(attached) if os.path.isdir(attached) else []:
+            link = os.path.join(attached, inst, vol)
+            if os.path.lexists(link):
+                os.unlink(link)
+                log("%s: %s detached from %s" % (action, vol, inst))
+        if action == "DeleteVolume":
+            shutil.rmtree(disk, ignore_errors=True)
+            log("DeleteVolume: %s and its disk removed" % vol)
 
     def launch(self, req, body):
         try:
@@ -869,11 +920,17 @@ class Sim:
             host_state = os.path.abspath(os.path.join(inst.dir, "var-lib-labship"))
             os.makedirs(host_state, exist_ok=True)
             env.append("LABSHIP_STATE_DIR=" + host_state)
+            # Attached EBS volumes: folders at the same path here and in the container (the
+            # engine resolves a bind of one on this machine).
+            ebs = self.ebs_dir()
+            os.makedirs(self.ebs_attached_dir(inst.id), exist_ok=True)
+            env.append("LABSHIP_SIM_EBS_DIR=" + self.ebs_attached_dir(inst.id))
             cmd = ["run", "-d", "--name", inst.container, *labels, "--network", "host", "--init",
                    "--log-driver", "json-file", "--log-opt", "max-size=20m",
                    "-v", "%s:/var/run/docker.sock" % self.args.docker_socket,
                    "-v", "%s:%s:ro" % (ud_file, USER_DATA_PATH),
                    "-v", "%s:%s" % (host_state, host_state),
+                   "-v", "%s:%s" % (ebs, ebs),
                    "-v", "%s:/usr/local/sbin/shutdown:ro" % self.shutdown_shim]
             for e in env:
                 cmd += ["-e", e]
@@ -1096,6 +1153,8 @@ class Sim:
             if cp.returncode != 0 and b"No such container" not in cp.stderr:
                 log("%s: docker rm -f %s: %s" % (inst.id, inst.container, short_err(cp)[0]))
             shutil.rmtree(inst.dir, ignore_errors=True)
+            # Terminated: its volumes are detached (moto says so too), their disks stay.
+            shutil.rmtree(self.ebs_attached_dir(inst.id), ignore_errors=True)
             with self.lock:
                 others = [i.id for i in self.instances.values()
                           if i is not inst and i.deployment == inst.deployment and i.state not in ("removed", "failed")]

@@ -37,7 +37,10 @@ readonly PFS=AWS-StartPortForwardingSession
 # shellcheck source=/dev/null
 . "$RIG_STATE/rig.env"
 [ -n "${LABSHIP_TEST_SIM_ENDPOINT:-}" ] || rig_die "rig.env has no LABSHIP_TEST_SIM_ENDPOINT (restart the servers)"
-for t in jq curl docker base64; do command -v "$t" >/dev/null || rig_die "$t missing"; done
+for t in jq curl docker base64 timeout; do command -v "$t" >/dev/null || rig_die "$t missing"; done
+# Every request is bounded (a later --max-time of a caller wins): a hung answer fails its step
+# instead of the whole stage's bound.
+curl() { command curl --max-time 60 "$@"; }
 
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION="$REGION"
 unset AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
@@ -144,6 +147,8 @@ on_exit() {
     exit "$rc"
 }
 trap on_exit EXIT
+# run.sh's bound (timeout) sends TERM: say where the test was before the EXIT trap cleans up.
+trap 'rig_log "stopped by SIGTERM at line $LINENO (after $passed checks)"; exit 143' TERM
 
 # A previous failed run may have left the deployment's container and volume.
 if [ -n "$(leftovers)" ]; then
@@ -319,7 +324,8 @@ if ! { [ "$(tail -n 1 <<<"$out")" = 200 ] && [[ "$sid2" =~ ^testing-[0-9a-f]{17}
     fail "raw StartSession: $out"
 fi
 req='{"Target":"'"$instance"'","DocumentName":"'$PFS'","Parameters":{"portNumber":["'"$PROBE_PORT"'"]}}'
-plugin() { "$PLUGIN_DIR/session-manager-plugin" "$@"; }
+# The plugin when it should exit by itself: bounded, so a hang fails here and says so (exit 124).
+plugin() { timeout --kill-after=5 30 "$PLUGIN_DIR/session-manager-plugin" "$@"; }
 rc=0
 plugin "$resp" "$REGION" StartSession "" "$req" "$SIM" >"$tmp/p.out" 2>"$tmp/p.err" || rc=$?
 if [ "$rc" != 2 ] || ! grep -q 'must come through the environment' "$tmp/p.err"; then
@@ -333,7 +339,7 @@ if [ "$rc" != 1 ] || ! grep -q 'is not the one StartSession gave' "$tmp/p.err"; 
     fail "the plugin with a wrong token: exit $rc, $(cat "$tmp/p.err")"
 fi
 ok "the plugin refuses the response in argv (exit 2) and a wrong token (exit 1)"
-AWS_SSM_START_SESSION_RESPONSE="$resp" plugin AWS_SSM_START_SESSION_RESPONSE "$REGION" StartSession "" "$req" "$SIM" \
+AWS_SSM_START_SESSION_RESPONSE="$resp" "$PLUGIN_DIR/session-manager-plugin" AWS_SSM_START_SESSION_RESPONSE "$REGION" StartSession "" "$req" "$SIM" \
     >"$tmp/p2.out" 2>"$tmp/p2.err" &
 p2_pid=$!
 bg_pids+=" $p2_pid"
@@ -421,6 +427,30 @@ sleep 2
 runs="$(docker logs "labship-sim-$instance" 2>&1 | grep -c 'labship: boot-run' || true)"
 [ "$runs" = 1 ] || fail "the user-data ran $runs times across stop/start (cloud-init runs it once)"
 ok "start-instances: running again, the unless-stopped container back with the volume's file, the user-data not run again"
+# EBS: a volume attached to the host is a folder it finds in $LABSHIP_SIM_EBS_DIR; its files
+# stay through detach and attach; the same client token makes one volume.
+az="$(aws ec2 describe-instances --instance-ids "$instance" | jq -r '.Reservations[0].Instances[0].Placement.AvailabilityZone')"
+new_volume() {
+    aws ec2 create-volume --availability-zone "$az" --size 1 --volume-type gp3 --encrypted \
+        --client-token "selftest-$instance" \
+        --tag-specifications "ResourceType=volume,Tags=[{Key=labship:deployment,Value=$DEP}]" | jq -r .VolumeId
+}
+vol="$(new_volume)"
+[[ "$vol" =~ ^vol-[0-9a-f]+$ ]] || fail "create-volume: $vol"
+[ "$(new_volume)" = "$vol" ] || fail "create-volume with the same client token made another volume than $vol"
+ebs_of() { docker exec "labship-sim-$instance" sh -c 'ls "$LABSHIP_SIM_EBS_DIR"'; }
+aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdf >/dev/null || fail "attach-volume"
+[ "$(ebs_of)" = "$vol" ] || fail "the host does not see $vol in LABSHIP_SIM_EBS_DIR: '$(ebs_of)'"
+docker exec "labship-sim-$instance" sh -c "echo on-ebs > \"\$LABSHIP_SIM_EBS_DIR/$vol/f.txt\"" || fail "writing to $vol"
+# (moto 5.2 fails DetachVolume without InstanceId with a 500; AWS does not need it.)
+aws ec2 detach-volume --volume-id "$vol" --instance-id "$instance" >/dev/null || fail "detach-volume"
+[ -z "$(ebs_of)" ] || fail "the host still sees '$(ebs_of)' after detach-volume"
+aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdf >/dev/null || fail "attach-volume again"
+[ "$(docker exec "labship-sim-$instance" sh -c "cat \"\$LABSHIP_SIM_EBS_DIR/$vol/f.txt\"")" = on-ebs ] ||
+    fail "the file on $vol is gone after detach and attach"
+[ "$(aws ec2 describe-volumes --volume-ids "$vol" | jq -r '.Volumes[0].Attachments[0].InstanceId')" = "$instance" ] ||
+    fail "describe-volumes does not show $vol attached to $instance"
+ok "EBS: create-volume (idempotent by client token), attach-volume shows $vol to the host, its file survives detach and attach"
 state_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name'; }
 console_of() { aws ec2 get-console-output --instance-id "$1" --latest | jq -r '.Output // ""'; }
 # A shutdown scheduled on the host, then cancelled; cloud-init's per-boot hook for the next boot.
@@ -455,6 +485,13 @@ ok "start-instances: the per-boot hook ran, the console shows the current boot o
 aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (stop/start)"
 [ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
 ok "terminate-instances after stop/start leaves nothing"
+disk="$LABSHIP_RIG_STATE/sim/ebs/volumes/$vol"
+[ ! -e "$LABSHIP_RIG_STATE/sim/ebs/attached/$instance" ] || fail "terminate-instances left the attachment of $vol"
+[ "$(cat "$disk/f.txt")" = on-ebs ] || fail "terminate-instances took the disk of $vol"
+[ "$(aws ec2 describe-volumes --volume-ids "$vol" | jq -r '.Volumes[0].State')" = available ] || fail "$vol is not available after the termination"
+aws ec2 delete-volume --volume-id "$vol" >/dev/null || fail "delete-volume"
+[ ! -e "$disk" ] || fail "delete-volume left the disk of $vol"
+ok "EBS: terminate-instances detaches $vol and keeps its disk; delete-volume removes it"
 instance=""
 
 # A host launched to terminate itself (InstanceInitiatedShutdownBehavior terminate).

@@ -1,187 +1,128 @@
-//! Saving a deployment's workspace before `down` terminates its instance (the instance's
-//! disk goes with it). The files are read through Jupyter's own contents API, over the URL
-//! the deployment already serves to this machine, with the token in a header: no SSH, no
-//! extra AWS permission, and exactly what the user sees in JupyterLab (hidden files and
-//! checkpoints excluded, as Jupyter lists them).
+//! `labship backup --ec2`: the workspace of a running instance, downloaded through its own
+//! Jupyter (the contents API, with the sealed token, over the pinned TLS or an SSM session)
+//! into a local folder. `down` of an instance without a data volume (an older labship's)
+//! saves the same way first, because its disk goes with it.
 
-use std::collections::VecDeque;
-use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use base64::Engine as _;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use super::console::{self, TokenFrom};
+use super::{info, sealed};
+use crate::aws::ec2::Instance;
+use crate::aws::Aws;
+use crate::aws::Cloud;
+use crate::config::Target;
+use crate::error::{Error, Result};
+use crate::hosts::{BackupReport, SavedWorkspace};
+use crate::interrupt;
+use crate::output::Printer;
 
-use crate::hosts::SavedWorkspace as Saved;
-use crate::http::Endpoint;
-
-/// One request may take this long (a large data file over a slow link).
-const PER_REQUEST: Duration = Duration::from_secs(300);
-/// Files larger than this are not downloaded (they are listed as skipped).
-const MAX_FILE: u64 = 1 << 30;
-/// Directory listings larger than this are refused.
-const MAX_LISTING: usize = 32 << 20;
-
-/// Where Jupyter serves the API, from the path of its login URL (`/lab`, `/tree`, `/` or a
-/// base URL such as `/user/x/lab`).
-pub fn api_base(url_path: &str) -> String {
-    let p = url_path.trim_end_matches('/');
-    let base = p
-        .strip_suffix("/lab")
-        .or_else(|| p.strip_suffix("/tree"))
-        .unwrap_or(p);
-    base.to_string()
-}
-
-/// Downloads every file Jupyter lists under its root into `dest`.
-pub async fn save_workspace(
-    endpoint: &Endpoint,
-    base: &str,
-    token: &str,
-    instance: &str,
+/// `labship backup --ec2`: the deployment's running instance's workspace into `dest`.
+pub async fn backup(
+    aws: &Aws,
+    deployment: &str,
     dest: &Path,
-) -> Result<Saved, String> {
-    let mut saved = Saved {
-        instance: instance.to_string(),
-        dir: dest.to_path_buf(),
-        files: 0,
-        bytes: 0,
-        skipped: Vec::new(),
+    printer: &Printer,
+) -> Result<BackupReport> {
+    let cloud = Cloud::new(aws);
+    let inst = info::running(&cloud, deployment).await?;
+    printer.note(format!(
+        "Saving the workspace of {} to {}",
+        inst.id,
+        dest.display()
+    ));
+    let fail = |message: String| Error::BackupFailed {
+        deployment: deployment.to_string(),
+        instance: inst.id.clone(),
+        message,
     };
-    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let mut queue = VecDeque::from([String::new()]);
-    while let Some(dir) = queue.pop_front() {
-        let listing = get_json(
-            endpoint,
-            &format!(
-                "{base}/api/contents/{}?content=1&type=directory",
-                encode_path(&dir)
-            ),
-            token,
-            MAX_LISTING,
-        )
-        .await?;
-        let entries = listing["content"].as_array().cloned().unwrap_or_default();
-        for entry in entries {
-            let Some(path) = entry["path"].as_str() else {
-                continue;
-            };
-            let Some(rel) = safe_relative(path) else {
-                saved
-                    .skipped
-                    .push(format!("{path}: not a plain relative path"));
-                continue;
-            };
-            match entry["type"].as_str() {
-                Some("directory") => {
-                    std::fs::create_dir_all(dest.join(&rel))
-                        .map_err(|e| format!("cannot create {}: {e}", dest.join(&rel).display()))?;
-                    queue.push_back(path.to_string());
-                }
-                Some("file") | Some("notebook") => {
-                    if entry["size"].as_u64().is_some_and(|s| s > MAX_FILE) {
-                        saved.skipped.push(format!("{path}: larger than 1 GiB"));
-                        continue;
-                    }
-                    let file = get_json(
-                        endpoint,
-                        &format!(
-                            "{base}/api/contents/{}?content=1&type=file&format=base64",
-                            encode_path(path)
-                        ),
-                        token,
-                        usize::try_from(MAX_FILE * 4 / 3 + 4096).unwrap_or(usize::MAX),
-                    )
-                    .await?;
-                    let raw = file["content"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .replace('\n', "");
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(raw.as_bytes())
-                        .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))?;
-                    let target = dest.join(&rel);
-                    std::fs::write(&target, &bytes)
-                        .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
-                    saved.files += 1;
-                    saved.bytes += bytes.len() as u64;
-                }
-                other => saved.skipped.push(format!(
-                    "{path}: unknown entry type {}",
-                    other.unwrap_or("?")
-                )),
-            }
-        }
-    }
-    Ok(saved)
+    let saved = interrupt::cancellable("saving the workspace", async {
+        save(&cloud, &inst, dest).await.map_err(fail)
+    })
+    .await?
+    .ok_or_else(|| fail("its Jupyter never started, so there is no workspace to save".into()))?;
+    Ok(BackupReport {
+        target: Target::Ec2,
+        deployment: deployment.to_string(),
+        region: Some(cloud.region.clone()),
+        saved,
+    })
 }
 
-async fn get_json(
-    endpoint: &Endpoint,
-    path: &str,
-    token: &str,
-    limit: usize,
-) -> Result<serde_json::Value, String> {
-    let base = endpoint.base_url();
-    let (status, body) = crate::http::get_bytes_at(endpoint, path, Some(token), limit, PER_REQUEST)
-        .await
-        .map_err(|e| format!("{base}{}: {e}", strip_query(path)))?;
-    if status != 200 {
+/// Saves one instance's workspace through its Jupyter (with the sealed token). None: its
+/// Jupyter never started (the console never said it served), so there is nothing to save.
+pub(crate) async fn save(
+    cloud: &Cloud,
+    inst: &Instance,
+    dest: &std::path::Path,
+) -> Result<Option<SavedWorkspace>, String> {
+    // A pending instance has never run anything: nothing to save.
+    if inst.state == "pending" {
+        return Ok(None);
+    }
+    if inst.state == "stopped" {
         return Err(format!(
-            "{base}{} answered HTTP {status}",
-            strip_query(path)
+            "the instance is stopped, so its Jupyter cannot be reached; `labship up {} --ec2` starts it with its notebooks, and `down` then saves them",
+            inst.deployment
         ));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("{base}{}: not JSON ({e})", strip_query(path)))
-}
-
-fn strip_query(path: &str) -> &str {
-    path.split('?').next().unwrap_or(path)
-}
-
-/// A Jupyter path as a relative path with no `..`, root or prefix components.
-fn safe_relative(path: &str) -> Option<PathBuf> {
-    let p = Path::new(path);
-    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return None;
+    if inst.state != "running" {
+        return Err(format!(
+            "the instance is {}, so its Jupyter cannot be reached",
+            inst.state
+        ));
     }
-    Some(p.to_path_buf())
-}
-
-/// What stays unescaped in a path segment: RFC 3986's unreserved characters.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encodes each segment of a contents path (names may hold spaces, `#`, `?`, ...).
-fn encode_path(path: &str) -> String {
-    path.split('/')
-        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_base_follows_the_login_path() {
-        assert_eq!(api_base("/lab"), "");
-        assert_eq!(api_base("/tree"), "");
-        assert_eq!(api_base("/"), "");
-        assert_eq!(api_base("/user/ann/lab"), "/user/ann");
+    let console = cloud
+        .console(&inst.id, true)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    if !console::ever_served(&console) {
+        return Ok(None);
     }
-
-    #[test]
-    fn paths_are_encoded_per_segment_and_checked() {
-        assert_eq!(encode_path("my data/a b#1.csv"), "my%20data/a%20b%231.csv");
-        assert_eq!(encode_path(""), "");
-        assert!(safe_relative("../etc/passwd").is_none());
-        assert!(safe_relative("/etc/passwd").is_none());
-        assert!(safe_relative("").is_none());
-        assert_eq!(safe_relative("a/b.ipynb"), Some(PathBuf::from("a/b.ipynb")));
+    let Some(port) = inst.port else {
+        return Err("the instance has no labship:port tag to reach Jupyter on".into());
+    };
+    let served = console::served(&console);
+    let (path, pin) = served
+        .as_ref()
+        .map_or(("/lab".to_string(), None), |s| (s.path.clone(), s.tls));
+    let token = match served.map(|s| s.token) {
+        Some(TokenFrom::Image) => {
+            return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot read the workspace".into())
+        }
+        Some(TokenFrom::Logged(finding)) => finding.token,
+        _ => sealed::read(cloud, &inst.deployment)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "its token parameter {} is gone",
+                    sealed::parameter(&inst.deployment)
+                )
+            })?,
+    };
+    // Through a Systems Manager session when no port is open (--access ssm).
+    let (addr, tunnel) = super::jupyter_address(cloud, inst, port)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the instance has no public IP address to reach Jupyter on")?;
+    // Over TLS to the certificate the host published; plain HTTP only for a host of a
+    // labship from before TLS, whose console has no fingerprint.
+    let endpoint = match pin {
+        Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
+        None => crate::http::Endpoint::Plain(addr),
+    };
+    let saved = crate::hosts::backup::save_workspace(
+        &endpoint,
+        &crate::hosts::backup::api_base(&path),
+        token.expose(),
+        &inst.id,
+        dest,
+    )
+    .await
+    .map(Some);
+    if let Some(tunnel) = tunnel {
+        tunnel.close().await;
     }
+    saved
 }

@@ -3,134 +3,89 @@
 //! the shared IAM role), found by their tags and names. One failure does not stop the others; each is reported.
 //! Running it again finds nothing and says so.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::console::{self, TokenFrom};
-use super::{backup, sealed};
+use super::backup::save;
+use super::sealed;
+use crate::aws::ebs::DataVolume;
 use crate::aws::ec2::Instance;
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
-use crate::hosts::{DownOptions, DownReport, SavedWorkspace};
+use crate::hosts::{DownOptions, DownReport};
 use crate::interrupt;
 use crate::output::Printer;
 use crate::push::Ecr;
 
 /// How long termination may take before `down` gives up waiting (it is usually < 1 min).
 const TERMINATE_WAIT: Duration = Duration::from_secs(600);
+/// How long a terminated instance's data volume may take to become available.
+const VOLUME_WAIT: Duration = Duration::from_secs(300);
 /// How long a security group may stay in use by a terminated instance's interface.
 const GROUP_WAIT: Duration = Duration::from_secs(180);
-
-/// Saves one instance's workspace through its Jupyter (with the sealed token). None: its
-/// Jupyter never started (the console never said it served), so there is nothing to save.
-async fn save(
-    cloud: &Cloud,
-    inst: &Instance,
-    dest: &std::path::Path,
-) -> Result<Option<SavedWorkspace>, String> {
-    // A pending instance has never run anything: nothing to save.
-    if inst.state == "pending" {
-        return Ok(None);
-    }
-    if inst.state == "stopped" {
-        return Err(format!(
-            "the instance is stopped, so its Jupyter cannot be reached; `labship up {} --ec2` starts it with its notebooks, and `down` then saves them",
-            inst.deployment
-        ));
-    }
-    if inst.state != "running" {
-        return Err(format!(
-            "the instance is {}, so its Jupyter cannot be reached",
-            inst.state
-        ));
-    }
-    let console = cloud
-        .console(&inst.id, true)
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    if !console::ever_served(&console) {
-        return Ok(None);
-    }
-    let Some(port) = inst.port else {
-        return Err("the instance has no labship:port tag to reach Jupyter on".into());
-    };
-    let served = console::served(&console);
-    let (path, pin) = served
-        .as_ref()
-        .map_or(("/lab".to_string(), None), |s| (s.path.clone(), s.tls));
-    let token = match served.map(|s| s.token) {
-        Some(TokenFrom::Image) => {
-            return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot read the workspace".into())
-        }
-        Some(TokenFrom::Logged(finding)) => finding.token,
-        _ => sealed::read(cloud, &inst.deployment)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "its token parameter {} is gone",
-                    sealed::parameter(&inst.deployment)
-                )
-            })?,
-    };
-    // Through a Systems Manager session when no port is open (--access ssm).
-    let (addr, tunnel) = super::jupyter_address(cloud, inst, port)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the instance has no public IP address to reach Jupyter on")?;
-    // Over TLS to the certificate the host published; plain HTTP only for a host of a
-    // labship from before TLS, whose console has no fingerprint.
-    let endpoint = match pin {
-        Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
-        None => crate::http::Endpoint::Plain(addr),
-    };
-    let saved = backup::save_workspace(
-        &endpoint,
-        &backup::api_base(&path),
-        token.expose(),
-        &inst.id,
-        dest,
-    )
-    .await
-    .map(Some);
-    if let Some(tunnel) = tunnel {
-        tunnel.close().await;
-    }
-    saved
-}
 
 /// What `down` is about to remove, in words, for the confirmation question (None: nothing).
 pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<Option<String>> {
     let cloud = Cloud::new(aws);
     let deployment = &config.name;
     let parameter = sealed::parameter(deployment);
-    let (instances, groups, token) = tokio::try_join!(
+    let (instances, groups, token, volumes) = tokio::try_join!(
         cloud.instances(Some(deployment)),
         cloud.security_groups(Some(deployment)),
         cloud.secure_parameter_exists(&parameter),
+        cloud.data_volumes(Some(deployment)),
     )?;
-    let instances: Vec<String> = instances.into_iter().map(|i| i.id).collect();
+    let (on_volume, on_disk): (Vec<Instance>, Vec<Instance>) =
+        instances.into_iter().partition(|i| i.data_volume);
+    let ids = |list: &[Instance]| {
+        list.iter()
+            .map(|i| i.id.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let volume_ids: Vec<String> = volumes.iter().map(DataVolume::describe).collect();
     let groups: Vec<String> = groups.into_iter().map(|g| g.id).collect();
-    if instances.is_empty() && groups.is_empty() && !token && !opts.purge_images && !opts.all {
+    let deletes_volumes = opts.delete_data && !volumes.is_empty();
+    if on_volume.is_empty()
+        && on_disk.is_empty()
+        && groups.is_empty()
+        && !token
+        && !deletes_volumes
+        && !opts.purge_images
+        && !opts.all
+    {
         return Ok(None);
     }
     let mut what = Vec::new();
-    if !instances.is_empty() {
+    if !on_disk.is_empty() {
         what.push(if opts.delete_data {
             format!(
                 "terminate {} WITHOUT saving its workspace (its notebooks are deleted with the instance's disk)",
-                instances.join(", ")
+                ids(&on_disk)
             )
         } else {
             format!(
                 "save the workspace of {} to {} and terminate it",
-                instances.join(", "),
+                ids(&on_disk),
                 opts.backup_root.display()
             )
         });
+    }
+    if !on_volume.is_empty() {
+        what.push(format!("terminate {}", ids(&on_volume)));
+    }
+    if deletes_volumes {
+        what.push(format!(
+            "DELETE data volume {} with the workspace and every notebook in it",
+            volume_ids.join(", ")
+        ));
+    } else if !volumes.is_empty() {
+        what.push(format!(
+            "keep data volume {} with the workspace (`--delete-data` deletes it)",
+            volume_ids.join(", ")
+        ));
     }
     if !groups.is_empty() {
         what.push(format!("delete security group {}", groups.join(", ")));
@@ -166,9 +121,10 @@ pub async fn down(
     let mut report = DownReport::new(Target::Ec2, deployment, Some(cloud.region.clone()));
 
     // 0. Whose it is: another identity's deployment needs --force.
-    let (instances, groups, caller) = tokio::try_join!(
+    let (instances, groups, volumes, caller) = tokio::try_join!(
         cloud.instances(Some(deployment)),
         cloud.security_groups(Some(deployment)),
+        cloud.data_volumes(Some(deployment)),
         cloud.caller_arn(),
     )?;
     super::require_owner(
@@ -177,26 +133,21 @@ pub async fn down(
         instances
             .iter()
             .map(|i| &i.owner)
-            .chain(groups.iter().map(|g| &g.owner)),
+            .chain(groups.iter().map(|g| &g.owner))
+            .chain(volumes.iter().map(|v| &v.owner)),
         opts.force,
         "remove",
     )?;
 
-    // 1. Instances (they hold the security group), after saving their workspaces: the
-    //    instance's disk is deleted with it.
+    // 1. Instances (they hold the security group). The workspace of one on the data volume
+    //    stays there; one of an older labship has it on its own disk, which goes with it:
+    //    that is saved first through Jupyter.
+    let on_disk: Vec<&Instance> = instances.iter().filter(|i| !i.data_volume).collect();
     if !opts.delete_data {
-        let stamp = aws_smithy_types::DateTime::from_secs(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default(),
-        )
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
-        .replace(':', "");
-        for inst in &instances {
-            let mut dest = opts.backup_root.join(format!("{deployment}-{stamp}"));
-            if instances.len() > 1 {
+        let stamped = crate::hosts::backup::stamped_dir(&opts.backup_root, deployment);
+        for inst in on_disk.iter().copied() {
+            let mut dest = stamped.clone();
+            if on_disk.len() > 1 {
                 dest = dest.join(&inst.id);
             }
             printer.note(format!(
@@ -248,6 +199,40 @@ pub async fn down(
             },
             Err(e) => report.failures.push(e.to_string()),
         }
+    }
+
+    // 1b. Its data volumes: kept, unless --delete-data (once no instance holds them).
+    if report.failures.is_empty() {
+        for v in cloud.data_volumes(Some(deployment)).await? {
+            if !opts.delete_data {
+                report.kept.push(format!(
+                    "data volume {} with the workspace: the next `labship up {deployment} --ec2` attaches it; `labship down {deployment} --ec2 --delete-data` deletes it",
+                    v.describe()
+                ));
+                report.data_volumes_kept.push(v);
+                continue;
+            }
+            interrupt::checkpoint("deleting the data volume")?;
+            // Detached by the termination: available within seconds.
+            let deleted = match interrupt::cancellable(
+                "the data volume's detachment",
+                cloud.wait_volume_available(&v.id, VOLUME_WAIT),
+            )
+            .await
+            {
+                Err(e @ Error::Interrupted { .. }) => return Err(e),
+                Ok(()) => cloud.delete_data_volume(&v.id).await,
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(_) => report.data_volumes_deleted.push(v.id),
+                Err(e) => report.failures.push(e.to_string()),
+            }
+        }
+    } else if !volumes.is_empty() {
+        report
+            .failures
+            .push("data volume kept: an instance of the deployment may still use it".into());
     }
 
     // 2. Its security group(s), once no instance holds them.
@@ -346,6 +331,12 @@ pub async fn down(
                 .security_groups_deleted
                 .iter()
                 .map(|g| format!("security group {g}")),
+        )
+        .chain(
+            report
+                .data_volumes_deleted
+                .iter()
+                .map(|v| format!("data volume {v}")),
         )
         .chain(token_deleted.then(|| format!("SSM parameter {parameter}")))
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))

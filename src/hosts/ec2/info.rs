@@ -16,7 +16,11 @@ use super::sealed;
 /// an instance (an interrupted `up` or `down`).
 pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     let cloud = Cloud::new(aws);
-    let (instances, groups) = tokio::try_join!(cloud.instances(None), cloud.security_groups(None))?;
+    let (instances, groups, volumes) = tokio::try_join!(
+        cloud.instances(None),
+        cloud.security_groups(None),
+        cloud.data_volumes(None)
+    )?;
     let now = crate::hosts::now_secs();
     let row = |name: String| DeploymentStatus {
         target: Target::Ec2,
@@ -31,6 +35,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
         instance_type: None,
         public_ip: None,
         note: None,
+        data_volume: None,
         life: HostLife::default(),
     };
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
@@ -80,9 +85,30 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
             image: i.image.clone(),
             life: life(i, &w, now),
+            data_volume: volumes
+                .iter()
+                .find(|v| v.attached_to.as_deref() == Some(i.id.as_str()))
+                .cloned(),
             ..row(i.deployment.clone())
         })
         .collect();
+    // A deployment that was taken down keeps its data volume (and its notebooks): shown, as
+    // it is billed.
+    for v in volumes {
+        if v.deployment.is_empty() || rows.iter().any(|r| r.name == v.deployment) {
+            continue;
+        }
+        let dep = v.deployment.clone();
+        rows.push(DeploymentStatus {
+            state: "down".into(),
+            note: Some(format!(
+                "data volume {} kept with the workspace: `labship up {dep} --ec2` brings it back, `labship down {dep} --ec2 --delete-data` deletes it",
+                v.describe()
+            )),
+            data_volume: Some(v),
+            ..row(dep)
+        });
+    }
     for g in groups {
         let Some(dep) = g.deployment else { continue };
         if !rows.iter().any(|r| r.name == dep) {

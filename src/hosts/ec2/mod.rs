@@ -413,6 +413,15 @@ impl Host for Ec2Host {
         stop::stop(&self.aws, deployment, force, printer).await
     }
 
+    async fn backup(
+        &self,
+        deployment: &str,
+        dest: &std::path::Path,
+        printer: &Printer,
+    ) -> Result<crate::hosts::BackupReport> {
+        backup::backup(&self.aws, deployment, dest, printer).await
+    }
+
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {
         down::preview(&self.aws, config, options).await
     }

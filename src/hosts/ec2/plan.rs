@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::console::{self, MarkerKind};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ec2_arch, root_volume_gib};
+use crate::aws::ebs::{self, DataVolume};
 use crate::aws::ec2::{
     security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec,
 };
@@ -51,6 +52,9 @@ pub struct Options {
     /// Whether they were asked for (flag, `LABSHIP_*`, labship.toml) rather than defaulted.
     pub idle_stop_asked: bool,
     pub ttl_asked: bool,
+    /// Size of a new data volume (GiB), and whether it was asked for.
+    pub volume_gib: i32,
+    pub volume_gib_asked: bool,
 }
 
 impl Options {
@@ -120,6 +124,11 @@ impl Options {
             ttl: config.ec2.ttl.unwrap_or(Some(crate::config::DEFAULT_TTL)),
             idle_stop_asked: config.ec2.idle_stop.is_some(),
             ttl_asked: config.ec2.ttl.is_some(),
+            volume_gib: config
+                .ec2
+                .volume_size
+                .unwrap_or(crate::config::DEFAULT_VOLUME_GIB),
+            volume_gib_asked: config.ec2.volume_size.is_some(),
         })
     }
 }
@@ -173,6 +182,10 @@ pub struct Observed {
     pub image_size: Option<u64>,
     /// Whether the shared instance profile exists (None: not asked; `up` makes sure).
     pub profile_exists: Option<bool>,
+    /// The deployment's data volumes (normally none or one).
+    pub data_volumes: Vec<DataVolume>,
+    /// The configured subnet's Availability Zone (read with the VPC, for a launch).
+    pub subnet_zone: Option<String>,
 }
 
 impl Observed {
@@ -215,6 +228,8 @@ pub struct Ec2Plan {
     /// A launch: everything RunInstances receives.
     pub ami: Option<HostImage>,
     pub root_volume: Option<RootVolume>,
+    /// A launch: the data volume that holds the workspace (made or kept, then attached).
+    pub data_volume: Option<DataVolumePlan>,
     pub metadata_options: Option<MetadataPlan>,
     pub vpc: Option<String>,
     pub subnet: Option<String>,
@@ -236,6 +251,24 @@ pub struct RootVolume {
     pub size_gib: i32,
     pub volume_type: &'static str,
     pub encrypted: bool,
+}
+
+/// The deployment's data volume for a launch: a new one in the instance's zone, or the one
+/// an earlier instance left (the instance then launches in its zone).
+#[derive(Debug, Clone, Serialize)]
+pub struct DataVolumePlan {
+    /// `create` or `attach` (the kept one).
+    pub action: &'static str,
+    /// The kept volume (None for a new one).
+    pub id: Option<String>,
+    pub size_gib: i32,
+    /// Where it is (None for a new one: the instance's zone, known once it launched).
+    pub availability_zone: Option<String>,
+    pub device: &'static str,
+    pub volume_type: &'static str,
+    pub encrypted: bool,
+    /// What a new one is tagged with.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,6 +335,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         security_group,
         ami: None,
         root_volume: None,
+        data_volume: None,
         metadata_options: None,
         vpc: None,
         subnet: None,
@@ -312,6 +346,9 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         launch: None,
     };
     let kind = ami_kind(&config.ec2.ami);
+    // A replace keeps where the instance has its workspace (instances launched before data
+    // volumes have it on their own disk).
+    let on_data_volume = live.or(observed.stopped()).is_some_and(|i| i.data_volume);
     let script = |registry: &str| {
         userdata::render_replace(&inputs(
             config,
@@ -320,6 +357,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             &image,
             &kind,
             opts,
+            on_data_volume,
         ))
         .map_err(user_data_error)
     };
@@ -435,6 +473,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 &image,
                 &kind,
                 opts,
+                true,
             ))
             .map_err(user_data_error)?;
             let mut volume_tags: Vec<(String, String)> = tags::for_deployment(name)
@@ -452,6 +491,9 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 crate::config::lifetime_text(opts.idle_stop),
             ));
             instance_tags.push((tags::TTL.into(), crate::config::lifetime_text(opts.ttl)));
+            instance_tags.push((tags::DATA_VOLUME.into(), "yes".into()));
+            let data_tags = data_volume_tags(name).into_iter().collect();
+            let (data, data_reason) = data_volume_plan(config, opts, observed, data_tags)?;
             let root = RootVolume {
                 device: ami.root_device.clone(),
                 size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
@@ -466,6 +508,11 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 root_gib: root.size_gib,
                 metadata_hop_limit: METADATA.hop_limit,
                 subnet: config.ec2.subnet.clone(),
+                // In the kept volume's zone (with a subnet, the subnet's: the same one).
+                availability_zone: data
+                    .availability_zone
+                    .clone()
+                    .filter(|_| config.ec2.subnet.is_none()),
                 ssh_key: config.ec2.ssh_key.clone(),
                 user_data: userdata::gzip(&user_data),
                 instance_tags: instance_tags.clone(),
@@ -473,6 +520,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             });
             detail.tags = instance_tags.into_iter().collect();
             detail.root_volume = Some(root);
+            detail.data_volume = Some(data);
             detail.metadata_options = Some(METADATA);
             detail.ami = Some(ami);
             detail.vpc = Some(vpc);
@@ -486,7 +534,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.user_data = Some(user_data);
             (
                 PlannedAction::Create,
-                format!("no instance of `{name}` exists"),
+                format!("no instance of `{name}` exists; {data_reason}"),
             )
         }
     };
@@ -499,6 +547,127 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         build: observed.needs_build && detail.push,
         detail: PlanDetail::Ec2(Box::new(detail)),
     })
+}
+
+/// The tags of a new data volume: the deployment's, its name, `labship:volume=workspace`.
+pub fn data_volume_tags(name: &str) -> Vec<(String, String)> {
+    let mut tags: Vec<(String, String)> = tags::for_deployment(name)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    tags.push(("Name".into(), format!("labship-{name}-workspace")));
+    tags.push((tags::VOLUME.into(), tags::VOLUME_WORKSPACE.into()));
+    tags
+}
+
+/// Refuses a launch whose kept data volume cannot be attached (see [`data_volume_plan`]),
+/// before anything is built or made.
+pub fn check_data_volume(config: &Config, opts: &Options, observed: &Observed) -> Result<()> {
+    data_volume_plan(config, opts, observed, BTreeMap::new()).map(drop)
+}
+
+/// The data volume of a launch, and why, in words: the one an earlier instance left (the
+/// instance goes to its zone), or a new one. Refused: several kept volumes, one still attached
+/// elsewhere or failed, or one in another zone than the configured subnet's.
+fn data_volume_plan(
+    config: &Config,
+    opts: &Options,
+    observed: &Observed,
+    tags: BTreeMap<String, String>,
+) -> Result<(DataVolumePlan, String)> {
+    let name = &config.name;
+    let refuse = |volume: &str, message: String, hint: String| Error::DataVolume {
+        deployment: name.clone(),
+        volume: volume.to_string(),
+        message,
+        hint,
+    };
+    let kept = match observed.data_volumes.as_slice() {
+        [] => None,
+        [one] => Some(one),
+        several => {
+            let ids: Vec<&str> = several.iter().map(|v| v.id.as_str()).collect();
+            return Err(refuse(
+                &ids.join(", "),
+                format!("`{name}` has {} data volumes, and labship attaches one", ids.len()),
+                "keep the one with the notebooks and delete the others (`aws ec2 delete-volume --volume-id ...`), then run `labship up` again".into(),
+            ));
+        }
+    };
+    let Some(vol) = kept else {
+        let zone = observed.subnet_zone.clone();
+        return Ok((
+            DataVolumePlan {
+                action: "create",
+                id: None,
+                size_gib: opts.volume_gib,
+                availability_zone: zone,
+                device: ebs::DEVICE,
+                volume_type: "gp3",
+                encrypted: true,
+                tags,
+            },
+            format!(
+                "a new {} GiB data volume holds the workspace (it outlives the instance)",
+                opts.volume_gib
+            ),
+        ));
+    };
+    // Attached: only to an instance on its way out (the others would be live or stopped,
+    // and then this is no launch).
+    if let Some(other) = &vol.attached_to {
+        return Err(refuse(
+            &vol.id,
+            format!("the data volume is still attached to {other}"),
+            "wait until that instance is terminated (a minute), then run `labship up` again".into(),
+        ));
+    }
+    if vol.state == "error" {
+        return Err(refuse(
+            &vol.id,
+            "the data volume is in the error state".into(),
+            format!("see it in the EC2 console; restore it from a snapshot, or delete it (`labship down {name} --delete-data`) to start with a new one"),
+        ));
+    }
+    if let (Some(subnet), Some(zone)) = (&config.ec2.subnet, &observed.subnet_zone) {
+        if zone != &vol.availability_zone {
+            return Err(refuse(
+                &vol.id,
+                format!(
+                    "the data volume is in {}, and the subnet {subnet} is in {zone}: an EBS volume attaches only in its own Availability Zone",
+                    vol.availability_zone
+                ),
+                format!(
+                    "launch in {}: name a subnet there (--subnet, ec2.subnet) or none (the default VPC has one per zone); or move the volume with a snapshot (`aws ec2 create-snapshot`, then `aws ec2 create-volume --snapshot-id ... --availability-zone {zone}` with the volume's tags) and delete the old one",
+                    vol.availability_zone
+                ),
+            ));
+        }
+    }
+    let size_note = if opts.volume_gib_asked && opts.volume_gib != vol.size_gib {
+        format!(
+            " (it keeps its {} GiB: --volume-size sizes a new volume)",
+            vol.size_gib
+        )
+    } else {
+        String::new()
+    };
+    Ok((
+        DataVolumePlan {
+            action: "attach",
+            id: Some(vol.id.clone()),
+            size_gib: vol.size_gib,
+            availability_zone: Some(vol.availability_zone.clone()),
+            device: ebs::DEVICE,
+            volume_type: "gp3",
+            encrypted: true,
+            tags,
+        },
+        format!(
+            "the kept data volume {} brings the workspace back{size_note}",
+            vol.describe()
+        ),
+    ))
 }
 
 /// Whether the instance's watchdog has these settings (an instance of an older labship has
@@ -585,6 +754,7 @@ fn inputs<'a>(
     image: &'a str,
     kind: &HostKind,
     opts: &Options,
+    data_volume: bool,
 ) -> UserDataInputs<'a> {
     UserDataInputs {
         deployment: &config.name,
@@ -599,6 +769,7 @@ fn inputs<'a>(
         jupyter_deadline_secs: JUPYTER_DEADLINE,
         idle_stop_secs: opts.idle_stop.map_or(0, |d| d.as_secs()),
         ttl_secs: opts.ttl.map_or(0, |d| d.as_secs()),
+        data_volume,
     }
 }
 
@@ -642,6 +813,21 @@ impl std::fmt::Display for Ec2Plan {
                 "  root volume     {} {} GiB {}, encrypted",
                 r.device, r.size_gib, r.volume_type
             ));
+        }
+        if let Some(d) = &self.data_volume {
+            lines.push(match &d.id {
+                Some(id) => format!(
+                    "  data volume     {} {id} ({} GiB {}, {}), kept on termination",
+                    d.device,
+                    d.size_gib,
+                    d.volume_type,
+                    d.availability_zone.as_deref().unwrap_or("its zone")
+                ),
+                None => format!(
+                    "  data volume     {} new {} GiB {}, encrypted, in the instance's zone, kept on termination",
+                    d.device, d.size_gib, d.volume_type
+                ),
+            });
         }
         if let Some(m) = &self.metadata_options {
             lines.push(format!(
@@ -747,6 +933,26 @@ mod tests {
             registry: Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()),
             image_size: Some(3 << 30),
             profile_exists: Some(false),
+            data_volumes: Vec::new(),
+            subnet_zone: None,
+        }
+    }
+
+    fn kept_volume(zone: &str, attached_to: Option<&str>) -> DataVolume {
+        DataVolume {
+            id: "vol-1".into(),
+            deployment: "lab".into(),
+            size_gib: 50,
+            availability_zone: zone.into(),
+            state: if attached_to.is_some() {
+                "in-use"
+            } else {
+                "available"
+            }
+            .into(),
+            attached_to: attached_to.map(str::to_string),
+            owner: None,
+            created: None,
         }
     }
 
@@ -767,6 +973,8 @@ mod tests {
             security_groups: vec!["sg-1".into()],
             idle_stop: Some(Some(crate::config::DEFAULT_IDLE_STOP)),
             ttl: Some(Some(crate::config::DEFAULT_TTL)),
+            availability_zone: Some("eu-west-1a".into()),
+            data_volume: true,
         }
     }
 
@@ -869,6 +1077,133 @@ mod tests {
         assert_eq!(
             plan.image,
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1"
+        );
+    }
+
+    #[test]
+    fn a_launch_makes_a_data_volume_or_attaches_the_kept_one_in_its_zone() {
+        let (_dir, config) = config();
+        let user_data = |p: &Ec2Plan| p.user_data.clone().unwrap_or_default();
+
+        // None kept: a new one of the default size, zone left to the launch.
+        let plan_new = plan(&config, &opts(&config), &observed(vec![])).expect("plan");
+        let p = ec2(&plan_new);
+        let data = p.data_volume.as_ref().expect("data volume");
+        assert_eq!((data.action, data.id.as_deref()), ("create", None));
+        assert_eq!(data.size_gib, crate::config::DEFAULT_VOLUME_GIB);
+        assert_eq!(
+            (data.volume_type, data.encrypted, data.device),
+            ("gp3", true, "/dev/sdf")
+        );
+        assert_eq!(data.tags["labship:volume"], "workspace");
+        assert_eq!(data.tags["labship:deployment"], "lab");
+        assert_eq!(p.tags["labship:data-volume"], "yes");
+        assert_eq!(
+            p.launch.as_ref().and_then(|l| l.availability_zone.clone()),
+            None
+        );
+        assert!(
+            user_data(p).contains("readonly DATA_VOLUME='1'"),
+            "{}",
+            user_data(p)
+        );
+        assert!(
+            plan_new.reason.contains("a new 20 GiB data volume"),
+            "{}",
+            plan_new.reason
+        );
+
+        // --volume-size sizes a new one.
+        let mut sized = opts(&config);
+        sized.volume_gib = 100;
+        sized.volume_gib_asked = true;
+        let plan_sized = plan(&config, &sized, &observed(vec![])).expect("plan");
+        assert_eq!(
+            ec2(&plan_sized).data_volume.as_ref().map(|d| d.size_gib),
+            Some(100)
+        );
+
+        // One kept: attached, and the instance launches in its zone; its size stays.
+        let mut seen = observed(vec![]);
+        seen.data_volumes = vec![kept_volume("eu-west-1b", None)];
+        let plan_kept = plan(&config, &sized, &seen).expect("plan");
+        let p = ec2(&plan_kept);
+        let data = p.data_volume.as_ref().expect("data volume");
+        assert_eq!((data.action, data.id.as_deref()), ("attach", Some("vol-1")));
+        assert_eq!(data.size_gib, 50);
+        assert_eq!(
+            p.launch
+                .as_ref()
+                .and_then(|l| l.availability_zone.as_deref()),
+            Some("eu-west-1b")
+        );
+        assert!(plan_kept.reason.contains("the kept data volume vol-1 (50 GiB gp3, eu-west-1b) brings the workspace back (it keeps its 50 GiB"), "{}", plan_kept.reason);
+
+        // A replace keeps where the instance has its workspace.
+        let mut older = instance("running", "labship/lab:ctx-0", 8888);
+        older.data_volume = false;
+        let replace = plan(&config, &opts(&config), &observed(vec![older])).expect("plan");
+        assert_eq!(replace.action, PlannedAction::Replace);
+        assert!(user_data(ec2(&replace)).contains("readonly DATA_VOLUME='0'"));
+        let newer = instance("running", "labship/lab:ctx-0", 8888);
+        let replace = plan(&config, &opts(&config), &observed(vec![newer])).expect("plan");
+        assert!(user_data(ec2(&replace)).contains("readonly DATA_VOLUME='1'"));
+    }
+
+    #[test]
+    fn a_kept_data_volume_that_cannot_be_attached_is_refused_before_anything_is_made() {
+        let (_dir, mut config) = config();
+        let refused = |config: &Config, seen: &Observed| {
+            let err = check_data_volume(config, &opts(config), seen).expect_err("refused");
+            assert!(matches!(err, Error::DataVolume { .. }), "{err:?}");
+            let text = format!(
+                "{err} {}",
+                miette::Diagnostic::help(&err)
+                    .map(|h| h.to_string())
+                    .unwrap_or_default()
+            );
+            assert!(plan(config, &opts(config), seen).is_err());
+            text
+        };
+        let mut seen = observed(vec![]);
+        seen.data_volumes = vec![kept_volume("eu-west-1a", Some("i-old"))];
+        assert!(refused(&config, &seen).contains("still attached to i-old"));
+        let mut failed = kept_volume("eu-west-1a", None);
+        failed.state = "error".into();
+        seen.data_volumes = vec![failed];
+        assert!(refused(&config, &seen).contains("error state"));
+        let mut second = kept_volume("eu-west-1a", None);
+        second.id = "vol-2".into();
+        seen.data_volumes = vec![kept_volume("eu-west-1a", None), second];
+        assert!(refused(&config, &seen).contains("has 2 data volumes"));
+        // A subnet in another zone than the volume's.
+        config.ec2.subnet = Some("subnet-1".into());
+        seen.data_volumes = vec![kept_volume("eu-west-1a", None)];
+        seen.subnet_zone = Some("eu-west-1c".into());
+        let text = refused(&config, &seen);
+        assert!(
+            text.contains("in eu-west-1a, and the subnet subnet-1 is in eu-west-1c"),
+            "{text}"
+        );
+        assert!(text.contains("create-snapshot"), "{text}");
+        // The same zone is fine, and the subnet decides the placement.
+        seen.subnet_zone = Some("eu-west-1a".into());
+        check_data_volume(&config, &opts(&config), &seen).expect("same zone");
+        let p = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(
+            ec2(&p)
+                .launch
+                .as_ref()
+                .and_then(|l| l.availability_zone.clone()),
+            None
+        );
+        assert_eq!(
+            ec2(&p)
+                .launch
+                .as_ref()
+                .and_then(|l| l.subnet.clone())
+                .as_deref(),
+            Some("subnet-1")
         );
     }
 

@@ -19,6 +19,7 @@ use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ingress_cidrs, resolve_ami, sealed, watch};
+use crate::aws::ebs::{DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::INSTANCE_PROFILE;
 use crate::aws::retry::{self, Step};
@@ -59,7 +60,8 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
         );
     }
     observed.ami = Some(ami);
-    observed.vpc = Some(vpc);
+    observed.vpc = Some(vpc.vpc);
+    observed.subnet_zone = vpc.subnet_zone;
     observed.ingress = Ok(ingress);
     observed.profile_exists = Some(profile);
     observed.registry = Some(auth.server);
@@ -69,15 +71,19 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
 /// Step 1: the reads every `up` makes (at once: they are the no-op's latency), and the
 /// owner check: another identity's deployment is refused unless `force`.
 async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> Result<Observed> {
-    let (instance_type, instances, caller) = tokio::try_join!(
+    let (instance_type, instances, data_volumes, caller) = tokio::try_join!(
         cloud.instance_type(&config.ec2.instance_type),
         cloud.instances(Some(&config.name)),
+        cloud.data_volumes(Some(&config.name)),
         cloud.caller_arn(),
     )?;
     super::require_owner(
         &config.name,
         &caller,
-        instances.iter().map(|i| &i.owner),
+        instances
+            .iter()
+            .map(|i| &i.owner)
+            .chain(data_volumes.iter().map(|v| &v.owner)),
         force,
         "update",
     )?;
@@ -97,6 +103,8 @@ async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> 
         registry: None,
         image_size,
         profile_exists: None,
+        data_volumes,
+        subnet_zone: None,
     })
 }
 
@@ -178,6 +186,12 @@ pub async fn up(
             )
         })
         .await?;
+    observed.subnet_zone = vpc.subnet_zone.clone();
+    // For a launch: a kept data volume that cannot be attached is refused before anything is
+    // made.
+    if observed.live().is_none() {
+        plan::check_data_volume(config, opts, &observed)?;
+    }
     // Not cancellable: a role is made with its profile, or not at all.
     interrupt::checkpoint("creating the instance role")?;
     let profile_created = cloud.ensure_instance_profile().await?;
@@ -188,7 +202,7 @@ pub async fn up(
         ));
     }
     observed.ami = Some(ami);
-    observed.vpc = Some(vpc);
+    observed.vpc = Some(vpc.vpc);
     observed.ingress = Ok(ingress);
 
     // 3. Build (when needed), log in, the repository: everything before the upload.
@@ -283,7 +297,13 @@ pub async fn up(
     };
     // A new profile propagates in seconds; one that exists needs no retry budget at all.
     let profile_wait = Duration::from_secs(if profile_created { 120 } else { 20 });
-    let launch = launch_and_wait_running(&cloud, spec, &group, profile_wait, printer);
+    // The data volume is attached as soon as the instance runs (its host waits for it after
+    // the pull), while the upload goes on.
+    let launch = async {
+        let launched = launch_and_wait_running(&cloud, spec, &group, profile_wait, printer).await?;
+        ensure_data_volume(&cloud, config, opts, &launched.0, printer).await?;
+        Ok::<_, Error>(launched)
+    };
     let ((pushed, push_secs), launched) = tokio::join!(upload, launch);
     let (instance, launched_at, launch_secs) = match (pushed.as_ref(), launched) {
         // Interrupted during the upload: the instance stays (its user-data keeps retrying the
@@ -409,6 +429,9 @@ async fn in_place(
             let Some(script) = &detail.user_data else {
                 return Err(not_ec2());
             };
+            if inst.data_volume {
+                ensure_data_volume(cloud, config, opts, inst, printer).await?;
+            }
             let token = seal(cloud, name).await?;
             let (now, secs, served) = replace_container(
                 cloud,
@@ -443,6 +466,10 @@ async fn in_place(
             let pushed = push::push(engine, ecr, config, printer).await?;
             built = pushed.built;
             bytes = pushed.bytes_uploaded;
+            // An `up` interrupted before the data volume was attached: its host still waits.
+            if inst.data_volume {
+                ensure_data_volume(cloud, config, opts, inst, printer).await?;
+            }
         }
         _ => printer.note(format!("`{name}` already runs this image on {}", inst.id)),
     }
@@ -532,6 +559,9 @@ async fn start(
     // The host's clock says when its boot began (the watchdog's `boot=`): a boot from before
     // this start is not this one (a minute's leeway for the two clocks).
     let boot_after = crate::hosts::now_secs() - 60;
+    if stopped.data_volume {
+        ensure_data_volume(cloud, config, opts, stopped, printer).await?;
+    }
     cloud.start(&stopped.id).await?;
     let running = retry::until(Duration::from_secs(300), Duration::from_secs(1), || async {
         interrupt::checkpoint("the instance running")?;
@@ -833,6 +863,93 @@ async fn launch_and_wait_running(
     Ok((running, launched_at, t.elapsed().as_secs_f64()))
 }
 
+/// Makes sure the instance has the deployment's data volume attached: the one attached to it
+/// already, else the kept one in its zone, else a new one there (tagged, encrypted gp3 of
+/// `opts.volume_gib`). Its host waits for the device, so nothing else waits here.
+async fn ensure_data_volume(
+    cloud: &Cloud,
+    config: &Config,
+    opts: &Options,
+    inst: &Instance,
+    printer: &Printer,
+) -> Result<DataVolume> {
+    let name = &config.name;
+    let volumes = cloud.data_volumes(Some(name)).await?;
+    if let Some(v) = volumes
+        .iter()
+        .find(|v| v.attached_to.as_deref() == Some(inst.id.as_str()))
+    {
+        return Ok(v.clone());
+    }
+    let zone = match &inst.availability_zone {
+        Some(z) => z.clone(),
+        None => cloud
+            .instance(&inst.id)
+            .await?
+            .and_then(|i| i.availability_zone)
+            .ok_or_else(|| Error::Aws {
+                action: "ec2:DescribeInstances".into(),
+                resource: inst.id.clone(),
+                region: cloud.region.clone(),
+                message: "the instance has no Availability Zone".into(),
+                hint: "run `labship up` again".into(),
+            })?,
+    };
+    let free: Vec<&DataVolume> = volumes
+        .iter()
+        .filter(|v| v.attached_to.is_none() && v.state != "error")
+        .collect();
+    let volume = match free.as_slice() {
+        [one] if one.availability_zone == zone => {
+            printer.note(format!(
+                "Attaching the kept data volume {} to {}: the workspace comes back",
+                one.describe(),
+                inst.id
+            ));
+            (*one).clone()
+        }
+        [] => {
+            interrupt::checkpoint("creating the data volume")?;
+            let spec = VolumeSpec {
+                deployment: name.clone(),
+                availability_zone: zone,
+                size_gib: opts.volume_gib,
+                tags: plan::data_volume_tags(name),
+            };
+            // One volume per instance, however often this is sent (a lost answer, an `up`
+            // interrupted and run again).
+            let token = format!("labship-{}-data", inst.id);
+            let made = cloud
+                .create_data_volume(&spec, &token, Duration::from_secs(300))
+                .await?;
+            interrupt::made(format!(
+                "data volume {} of `{name}` (`labship down {name} --ec2 --delete-data` deletes it)",
+                made.id
+            ));
+            printer.note(format!(
+                "Created data volume {} for the workspace; it outlives the instance",
+                made.describe()
+            ));
+            made
+        }
+        other => {
+            let ids: Vec<String> = other.iter().map(|v| v.describe()).collect();
+            return Err(Error::DataVolume {
+                deployment: name.clone(),
+                volume: ids.join(", "),
+                message: format!(
+                    "{} has no data volume attached, and the kept one(s) cannot be (another Availability Zone than {zone}, or several)",
+                    inst.id
+                ),
+                hint: format!("`labship down {name} --ec2` keeps the volumes and terminates the instance; the next `up` launches in the volume's zone"),
+            });
+        }
+    };
+    interrupt::checkpoint("attaching the data volume")?;
+    cloud.attach_data_volume(&volume.id, &inst.id).await?;
+    Ok(volume)
+}
+
 /// Replaces the container through SSM RunCommand; returns (instance, seconds, what it serves).
 async fn replace_container(
     cloud: &Cloud,
@@ -949,6 +1066,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         // The watchdog keeps what the instance has.
         idle_stop_secs: inst.idle_stop.flatten().map_or(0, |d| d.as_secs()),
         ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
+        data_volume: inst.data_volume,
     })
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;
@@ -1064,7 +1182,7 @@ async fn check_from_here(
         return Ok(());
     };
     let endpoint = crate::http::Endpoint::Pinned(addr.to_string(), pin);
-    let api = super::backup::api_base(&served.path);
+    let api = crate::hosts::backup::api_base(&served.path);
     let result = crate::http::get_bytes_at(
         &endpoint,
         &format!("{api}/api/status"),

@@ -134,6 +134,9 @@ pub struct UserDataInputs<'a> {
     pub idle_stop_secs: u64,
     /// Stop the host this long after its boot (0: never).
     pub ttl_secs: u64,
+    /// The workspace lives on the deployment's data volume, which labship attaches (the
+    /// host waits for it, formats it the first time and mounts it).
+    pub data_volume: bool,
 }
 
 /// Why a script could not be rendered.
@@ -404,6 +407,7 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         ("JUPYTER_DEADLINE", inputs.jupyter_deadline_secs.to_string()),
         ("IDLE_STOP", inputs.idle_stop_secs.to_string()),
         ("TTL", inputs.ttl_secs.to_string()),
+        ("DATA_VOLUME", u8::from(inputs.data_volume).to_string()),
     ])
 }
 
@@ -556,6 +560,7 @@ mod tests {
             jupyter_deadline_secs: 300,
             idle_stop_secs: 3600,
             ttl_secs: 86_400,
+            data_volume: false,
         }
     }
 
@@ -878,8 +883,18 @@ image)
     esac ;;
 volume)
     case "$2" in
-    inspect) [ -e "$STUB/volumes/$last" ] || { echo "Error: no such volume: $last" >&2; exit 1; } ;;
-    create) touch "$STUB/volumes/$last"; echo "$last" ;;
+    inspect)
+        [ -e "$STUB/volumes/$last" ] || { echo "Error: no such volume: $last" >&2; exit 1; }
+        case "$fmt" in
+        '') ;;
+        '{{index .Options "device"}}') cat "$STUB/volumes/$last" ;;
+        *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
+        esac ;;
+    create)
+        # the file holds the bound folder (--opt device=...), if any
+        device=
+        for a in "$@"; do case "$a" in device=*) device=${a#device=} ;; esac; done
+        printf '%s' "$device" >"$STUB/volumes/$last"; echo "$last" ;;
     *) exit 2 ;;
     esac ;;
 container)
@@ -1071,8 +1086,8 @@ esac
             .expect("write log");
             for tool in [
                 "base64", "bash", "cat", "chmod", "chown", "cp", "cut", "date", "flock", "grep",
-                "head", "mkdir", "mktemp", "mv", "od", "openssl", "sed", "rm", "sleep", "tail",
-                "touch", "tr",
+                "head", "ls", "awk", "mkdir", "mktemp", "mv", "od", "openssl", "readlink", "sed",
+                "rm", "sleep", "tail", "touch", "tr",
             ] {
                 let real = ["/usr/bin", "/bin"]
                     .iter()
@@ -1594,6 +1609,205 @@ esac
             Some("sha256:new running 0 0 127.0.0.1:8888")
         );
         assert_eq!(host.container("labship-ec2-demo-previous"), None);
+    }
+
+    /// Writes an executable stub into the fake host's PATH; it logs its call like the others.
+    fn stub(host: &FakeHost, name: &str, body: &str) {
+        let file = host.path("bin").join(name);
+        let text = format!(
+            "#!/bin/bash\nprintf '%s\\n' \"{name}$(printf ' %s' \"$@\")\" >>\"$STUB/calls\"\n{body}\n"
+        );
+        fs::write(&file, text).expect("write stub");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn data_inputs() -> UserDataInputs<'static> {
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.data_volume = true;
+        i.pull_deadline_secs = 60;
+        i.jupyter_deadline_secs = 30;
+        i
+    }
+
+    #[test]
+    fn boot_script_puts_the_workspace_on_the_data_volume() {
+        for reused in [false, true] {
+            let host = FakeHost::new(false, false);
+            // The simulator's attachment: a link to the volume's folder.
+            let vol = host.path("ebs/vol-0abc");
+            fs::create_dir_all(&vol).expect("volume folder");
+            if reused {
+                fs::create_dir_all(vol.join("workspace")).expect("workspace");
+                fs::write(vol.join("workspace/mine.ipynb"), "{}").expect("notebook");
+            }
+            fs::create_dir_all(host.path("attached")).expect("attached");
+            std::os::unix::fs::symlink(&vol, host.path("attached/vol-0abc")).expect("link");
+            let attached = host.path("attached");
+            let script = render_boot(&data_inputs()).expect("renders");
+            let run = host.run(
+                &script,
+                &[(
+                    "LABSHIP_SIM_EBS_DIR",
+                    attached.to_str().expect("utf-8 path"),
+                )],
+            );
+            let calls = host.calls();
+            let context = format!(
+                "reused: {reused}\nstdout:\n{}\nstderr:\n{}\ncalls:\n{calls}",
+                run.stdout, run.stderr
+            );
+            assert!(run.ok, "{context}");
+            assert_eq!(
+                kinds(&markers(&run.stdout)),
+                phases(&Phase::ALL),
+                "{context}"
+            );
+            let real = fs::canonicalize(&vol).expect("canonical");
+            let create = format!(
+                "docker volume create --label dev.labship.ec2.deployment=demo --opt type=none --opt o=bind --opt device={}/workspace labship-ec2-demo-work",
+                real.display()
+            );
+            assert_eq!(count_lines(&calls, &create), 1, "{context}");
+            assert!(real.join("workspace").is_dir(), "{context}");
+            assert!(
+                calls
+                    .lines()
+                    .any(|l| l.starts_with("docker run -d --name labship-ec2-demo ")
+                        && l.contains(" -v labship-ec2-demo-work:/home/jovyan ")),
+                "{context}"
+            );
+            // A kept workspace gets the image's new files (cp -n); a new one is Docker's to fill.
+            let synced = calls.lines().any(|l| {
+                l.starts_with("docker run --rm --user 0 --entrypoint cp -v labship-ec2-demo-work:")
+            });
+            assert_eq!(synced, reused, "{context}");
+        }
+    }
+
+    #[test]
+    fn boot_script_without_its_data_volume_stops_at_the_deadline() {
+        let host = FakeHost::new(true, true);
+        fs::create_dir_all(host.path("attached")).expect("attached");
+        let attached = host.path("attached");
+        let script = render_boot(&data_inputs()).expect("renders");
+        let run = host.run(
+            &script,
+            &[
+                (
+                    "LABSHIP_SIM_EBS_DIR",
+                    attached.to_str().expect("utf-8 path"),
+                ),
+                ("LABSHIP_DATA_DEADLINE", "2"),
+                ("STUB_PULL_FAILS", "0"),
+            ],
+        );
+        assert!(!run.ok, "{}", run.stdout);
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "data");
+                assert!(
+                    cause.contains(
+                        "no data volume was attached within 2s; `labship up` again attaches it"
+                    ),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
+        }
+        let calls = host.calls();
+        assert!(!calls.contains("docker run"), "{calls}");
+        assert!(!calls.contains("docker volume create"), "{calls}");
+    }
+
+    /// The real host's way, with util-linux and mkfs stubbed: the EBS NVMe disk that is not
+    /// the root's is formatted once, put in fstab once, mounted, and bound.
+    #[test]
+    fn boot_script_formats_mounts_and_binds_an_ebs_disk_once() {
+        let host = FakeHost::new(true, true);
+        stub(
+            &host,
+            "findmnt",
+            r#"[ "$*" = "-no SOURCE /" ] && echo /dev/nvme0n1p1"#,
+        );
+        stub(
+            &host,
+            "lsblk",
+            r#"case "$*" in
+"-no PKNAME /dev/nvme0n1p1") echo nvme0n1 ;;
+"-dno NAME,SERIAL") printf 'nvme0n1 vol0aaaaroot\nnvme1n1 vol0bbbbdata\nnvme2n1 AWS1234instancestore\n' ;;
+*) exit 2 ;;
+esac"#,
+        );
+        stub(
+            &host,
+            "blkid",
+            r#"case "$*" in
+"-p /dev/nvme1n1") [ -e "$STUB/formatted" ] || exit 2 ;;
+"-o value -s TYPE /dev/nvme1n1") [ -e "$STUB/formatted" ] && echo ext4 ;;
+"-o value -s UUID /dev/nvme1n1") [ -e "$STUB/formatted" ] && echo 0b5e7a11-uuid ;;
+*) exit 4 ;;
+esac"#,
+        );
+        stub(
+            &host,
+            "mkfs.ext4",
+            r#"[ "$*" = "-q -L labship-data /dev/nvme1n1" ] && touch "$STUB/formatted""#,
+        );
+        stub(&host, "mountpoint", r#"[ -e "$STUB/mounted" ]"#);
+        stub(
+            &host,
+            "mount",
+            r#"grep -qx "UUID=0b5e7a11-uuid $1 ext4 defaults,nofail 0 2" "$LABSHIP_FSTAB" && touch "$STUB/mounted""#,
+        );
+        let mnt = host.path("mnt");
+        let fstab = host.path("fstab");
+        let none = host.path("no-such-device");
+        let env = [
+            ("LABSHIP_DATA_MOUNT", mnt.to_str().expect("utf-8 path")),
+            ("LABSHIP_FSTAB", fstab.to_str().expect("utf-8 path")),
+            ("LABSHIP_DATA_DEVICES", none.to_str().expect("utf-8 path")),
+            ("STUB_PULL_FAILS", "0"),
+        ];
+        let script = render_boot(&data_inputs()).expect("renders");
+        // First boot, then a boot where the disk (already formatted) is not mounted yet.
+        for boot in 1..=2 {
+            let _ = fs::remove_file(host.path("state/mounted"));
+            let _ = fs::remove_dir_all(host.path("state/containers/labship-ec2-demo"));
+            let run = host.run(&script, &env);
+            let calls = host.calls();
+            let context = format!("boot {boot}\nstdout:\n{}\ncalls:\n{calls}", run.stdout);
+            assert!(run.ok, "{context}");
+            assert_eq!(
+                count_lines(&calls, "mkfs.ext4 -q -L labship-data /dev/nvme1n1"),
+                1,
+                "{context}"
+            );
+            assert_eq!(
+                count_lines(&calls, &format!("mount {}", mnt.display())),
+                boot,
+                "{context}"
+            );
+            assert_eq!(
+                host.read("fstab"),
+                format!(
+                    "UUID=0b5e7a11-uuid {} ext4 defaults,nofail 0 2\n",
+                    mnt.display()
+                ),
+                "{context}"
+            );
+            assert!(mnt.join("workspace").is_dir(), "{context}");
+            assert_eq!(
+                count_lines(
+                    &calls,
+                    &format!(
+                        "docker volume create --label dev.labship.ec2.deployment=demo --opt type=none --opt o=bind --opt device={}/workspace labship-ec2-demo-work",
+                        mnt.display()
+                    )
+                ),
+                1,
+                "{context}"
+            );
+        }
     }
 
     #[test]

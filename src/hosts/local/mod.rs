@@ -815,6 +815,7 @@ impl Host for LocalHost {
                     instance_type: None,
                     public_ip: None,
                     note: None,
+                    data_volume: None,
                     life: crate::hosts::HostLife::default(),
                 }
             })
@@ -906,6 +907,61 @@ impl Host for LocalHost {
                 .push(format!("container {} ({})", c.name, c.state));
         }
         Ok(report)
+    }
+
+    /// Through the container's Jupyter on its published port, with the token of its log.
+    async fn backup(
+        &self,
+        deployment: &str,
+        dest: &std::path::Path,
+        printer: &Printer,
+    ) -> Result<crate::hosts::BackupReport> {
+        let c = require(&self.engine, deployment).await?;
+        let fail = |message: String| Error::BackupFailed {
+            deployment: deployment.to_string(),
+            instance: c.name.clone(),
+            message,
+        };
+        let port = c.host_port.filter(|_| c.running()).ok_or_else(|| {
+            fail(format!(
+                "the container is {}: `labship up` starts it",
+                c.state
+            ))
+        })?;
+        let log = self.engine.container_logs(&c.name, None).await?;
+        let found =
+            token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
+        // The path Jupyter printed (a base URL, /lab or /tree), without its query.
+        let path = found
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/lab");
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let addr = format!("{}:{port}", url_host(c.host_ip.as_deref().unwrap_or("")));
+        printer.note(format!(
+            "Saving the workspace of {} to {}",
+            c.name,
+            dest.display()
+        ));
+        let saved = crate::interrupt::cancellable("saving the workspace", async {
+            crate::hosts::backup::save_workspace(
+                &crate::http::Endpoint::Plain(addr),
+                &crate::hosts::backup::api_base(path),
+                found.token.expose(),
+                &c.name,
+                dest,
+            )
+            .await
+            .map_err(fail)
+        })
+        .await?;
+        Ok(crate::hosts::BackupReport {
+            target: Target::Local,
+            deployment: deployment.to_string(),
+            region: None,
+            saved,
+        })
     }
 
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {

@@ -1,0 +1,262 @@
+//! EBS in the pipeline's words: a deployment's data volume, which holds its workspace and
+//! outlives its instances. Found by its tags (`labship:volume=workspace` and the deployment),
+//! created tagged and encrypted in the instance's Availability Zone, attached as
+//! [`DEVICE`], deleted only when asked. Every call is safe to repeat: a create carries a
+//! client token, attaching what is already attached to the same instance is done, deleting
+//! what is gone is done.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
+use aws_smithy_runtime_api::client::waiters::error::WaiterError;
+use serde::Serialize;
+
+use super::ec2::{filter, tag_value};
+use super::retry::{self, Step};
+use super::{error_code, Cloud};
+use crate::error::{Error, Result};
+use crate::tags;
+
+/// The device name the data volume is attached as (Nitro hosts show it as an NVMe device
+/// whose serial is the volume id; the host script finds it either way).
+pub const DEVICE: &str = "/dev/sdf";
+
+/// A deployment's data volume.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DataVolume {
+    pub id: String,
+    pub deployment: String,
+    pub size_gib: i32,
+    pub availability_zone: String,
+    /// creating, available, in-use, error (deleting and deleted ones are not listed).
+    pub state: String,
+    /// The instance it is attached to, if any.
+    pub attached_to: Option<String>,
+    /// Who created it (tag `labship:owner`).
+    pub owner: Option<String>,
+    /// RFC 3339.
+    pub created: Option<String>,
+}
+
+impl DataVolume {
+    /// "vol-0abc (20 GiB gp3, eu-west-1a)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} GiB gp3, {})",
+            self.id, self.size_gib, self.availability_zone
+        )
+    }
+}
+
+/// What a new data volume is.
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub deployment: String,
+    pub availability_zone: String,
+    pub size_gib: i32,
+    /// Every tag it is created with (the deployment's and `labship:volume=workspace`).
+    pub tags: Vec<(String, String)>,
+}
+
+fn to_volume(v: &aws_sdk_ec2::types::Volume) -> DataVolume {
+    DataVolume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        deployment: tag_value(v.tags(), tags::DEPLOYMENT).unwrap_or_default(),
+        size_gib: v.size().unwrap_or_default(),
+        availability_zone: v.availability_zone().unwrap_or_default().to_string(),
+        state: v
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        attached_to: v
+            .attachments()
+            .iter()
+            .find(|a| {
+                a.state().map(|s| s.as_str()) != Some("detached")
+                    && a.state().map(|s| s.as_str()) != Some("detaching")
+            })
+            .and_then(|a| a.instance_id())
+            .map(str::to_string),
+        owner: tag_value(v.tags(), tags::OWNER),
+        created: v
+            .create_time()
+            .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+    }
+}
+
+impl Cloud {
+    /// labship's data volumes that exist (of one deployment, or all), oldest first.
+    pub async fn data_volumes(&self, deployment: Option<&str>) -> Result<Vec<DataVolume>> {
+        let mut req = self
+            .ec2
+            .describe_volumes()
+            .filters(filter(
+                &format!("tag:{}", tags::MANAGED_BY),
+                &[tags::MANAGED_BY_VALUE],
+            ))
+            .filters(filter(
+                &format!("tag:{}", tags::VOLUME),
+                &[tags::VOLUME_WORKSPACE],
+            ))
+            .filters(filter(
+                "status",
+                &["creating", "available", "in-use", "error"],
+            ));
+        if let Some(d) = deployment {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        }
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.fail(
+                    "ec2",
+                    "DescribeVolumes",
+                    deployment.unwrap_or("labship"),
+                    &e,
+                )
+            })?;
+            found.extend(page.volumes().iter().map(to_volume));
+        }
+        found.sort_by(|a, b| {
+            a.deployment
+                .cmp(&b.deployment)
+                .then(a.created.cmp(&b.created))
+        });
+        Ok(found)
+    }
+
+    /// One data volume by id (None once it is gone).
+    pub async fn data_volume(&self, id: &str) -> Result<Option<DataVolume>> {
+        match self.ec2.describe_volumes().volume_ids(id).send().await {
+            Ok(out) => Ok(out.volumes().first().map(to_volume)),
+            Err(e) if error_code(&e) == "InvalidVolume.NotFound" => Ok(None),
+            Err(e) => Err(self.fail("ec2", "DescribeVolumes", id, &e)),
+        }
+    }
+
+    /// Creates an encrypted gp3 volume, tagged at creation, and waits until it is available
+    /// (the SDK's `volume_available` waiter). `client_token` makes the SDK's own retries of
+    /// the call (and a repeat with the same token) one volume.
+    pub async fn create_data_volume(
+        &self,
+        spec: &VolumeSpec,
+        client_token: &str,
+        within: Duration,
+    ) -> Result<DataVolume> {
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .ec2
+            .create_volume()
+            .availability_zone(&spec.availability_zone)
+            .size(spec.size_gib)
+            .volume_type(VolumeType::Gp3)
+            .encrypted(true)
+            .client_token(client_token)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "CreateVolume", &spec.deployment, &e))?;
+        let id = out.volume_id().unwrap_or_default().to_string();
+        if id.is_empty() {
+            return Err(Error::Aws {
+                action: "ec2:CreateVolume".into(),
+                resource: spec.deployment.clone(),
+                region: self.region.clone(),
+                message: "CreateVolume returned no volume id".into(),
+                hint:
+                    "check the EC2 console; `labship down --delete-data` removes labship's volumes"
+                        .into(),
+            });
+        }
+        self.wait_volume_available(&id, within).await?;
+        self.data_volume(&id).await?.ok_or_else(|| Error::Aws {
+            action: "ec2:DescribeVolumes".into(),
+            resource: id.clone(),
+            region: self.region.clone(),
+            message: "the volume just created is gone".into(),
+            hint: "run `labship up` again".into(),
+        })
+    }
+
+    /// Waits until the volume is available (the SDK's `volume_available` waiter), within
+    /// `within`.
+    pub async fn wait_volume_available(&self, id: &str, within: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + within;
+        retry::until(within, Duration::from_secs(2), || async {
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_secs(1));
+            match self
+                .ec2
+                .wait_until_volume_available()
+                .volume_ids(id)
+                .wait(left)
+                .await
+            {
+                Ok(_) => Ok(Step::Done(())),
+                // A transient one (throttled past the SDK's retries) starts the waiter again.
+                Err(WaiterError::OperationFailed(failed)) => {
+                    Err(self.fail("ec2", "DescribeVolumes", id, &failed.into_error()))
+                }
+                Err(e) => Err(Error::Aws {
+                    action: "ec2:DescribeVolumes".into(),
+                    resource: id.to_string(),
+                    region: self.region.clone(),
+                    message: format!(
+                        "the volume did not become available within {}s: {e}",
+                        within.as_secs()
+                    ),
+                    hint: format!(
+                        "see the volume in the EC2 console (`aws ec2 describe-volumes --volume-ids {id}`); run the command again once it is available"
+                    ),
+                }),
+            }
+        })
+        .await
+    }
+
+    /// Attaches the volume to the instance as [`DEVICE`]. Already attached to this instance:
+    /// done. The instance must be running or stopped.
+    pub async fn attach_data_volume(&self, volume: &str, instance: &str) -> Result<()> {
+        match self
+            .ec2
+            .attach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(DEVICE)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // A lost answer sent again: the volume is in use, by this instance.
+                if let Some(v) = self.data_volume(volume).await? {
+                    if v.attached_to.as_deref() == Some(instance) {
+                        return Ok(());
+                    }
+                }
+                Err(self.fail("ec2", "AttachVolume", volume, &e))
+            }
+        }
+    }
+
+    /// Deletes a volume; false when it was already gone.
+    pub async fn delete_data_volume(&self, id: &str) -> Result<bool> {
+        match self.ec2.delete_volume().volume_id(id).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == "InvalidVolume.NotFound" => Ok(false),
+            Err(e) => Err(self.fail("ec2", "DeleteVolume", id, &e)),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Saving a deployment's workspace to a local folder (`labship backup`, and `down` of an EC2
+//! instance without a data volume, whose disk goes with it). The files are read through
+//! Jupyter's own contents API, over the URL
+//! the deployment already serves to this machine, with the token in a header: no SSH, no
+//! extra AWS permission, and exactly what the user sees in JupyterLab (hidden files and
+//! checkpoints excluded, as Jupyter lists them).
+
+use std::collections::VecDeque;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::hosts::SavedWorkspace as Saved;
+use crate::http::Endpoint;
+
+/// One request may take this long (a large data file over a slow link).
+const PER_REQUEST: Duration = Duration::from_secs(300);
+/// Files larger than this are not downloaded (they are listed as skipped).
+const MAX_FILE: u64 = 1 << 30;
+/// Directory listings larger than this are refused.
+const MAX_LISTING: usize = 32 << 20;
+
+/// `ROOT/DEPLOYMENT-<UTC time>` (`labship-backups/lab-2026-12-01T031500Z`): a new folder per
+/// save, in the order they were made.
+pub fn stamped_dir(root: &Path, deployment: &str) -> PathBuf {
+    let stamp = aws_smithy_types::DateTime::from_secs(crate::hosts::now_secs())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+        .replace(':', "");
+    root.join(format!("{deployment}-{stamp}"))
+}
+
+/// Where Jupyter serves the API, from the path of its login URL (`/lab`, `/tree`, `/` or a
+/// base URL such as `/user/x/lab`).
+pub fn api_base(url_path: &str) -> String {
+    let p = url_path.trim_end_matches('/');
+    let base = p
+        .strip_suffix("/lab")
+        .or_else(|| p.strip_suffix("/tree"))
+        .unwrap_or(p);
+    base.to_string()
+}
+
+/// Downloads every file Jupyter lists under its root into `dest`.
+pub async fn save_workspace(
+    endpoint: &Endpoint,
+    base: &str,
+    token: &str,
+    instance: &str,
+    dest: &Path,
+) -> Result<Saved, String> {
+    let mut saved = Saved {
+        instance: instance.to_string(),
+        dir: dest.to_path_buf(),
+        files: 0,
+        bytes: 0,
+        skipped: Vec::new(),
+    };
+    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut queue = VecDeque::from([String::new()]);
+    while let Some(dir) = queue.pop_front() {
+        let listing = get_json(
+            endpoint,
+            &format!(
+                "{base}/api/contents/{}?content=1&type=directory",
+                encode_path(&dir)
+            ),
+            token,
+            MAX_LISTING,
+        )
+        .await?;
+        let entries = listing["content"].as_array().cloned().unwrap_or_default();
+        for entry in entries {
+            let Some(path) = entry["path"].as_str() else {
+                continue;
+            };
+            let Some(rel) = safe_relative(path) else {
+                saved
+                    .skipped
+                    .push(format!("{path}: not a plain relative path"));
+                continue;
+            };
+            match entry["type"].as_str() {
+                Some("directory") => {
+                    std::fs::create_dir_all(dest.join(&rel))
+                        .map_err(|e| format!("cannot create {}: {e}", dest.join(&rel).display()))?;
+                    queue.push_back(path.to_string());
+                }
+                Some("file") | Some("notebook") => {
+                    if entry["size"].as_u64().is_some_and(|s| s > MAX_FILE) {
+                        saved.skipped.push(format!("{path}: larger than 1 GiB"));
+                        continue;
+                    }
+                    let file = get_json(
+                        endpoint,
+                        &format!(
+                            "{base}/api/contents/{}?content=1&type=file&format=base64",
+                            encode_path(path)
+                        ),
+                        token,
+                        usize::try_from(MAX_FILE * 4 / 3 + 4096).unwrap_or(usize::MAX),
+                    )
+                    .await?;
+                    let raw = file["content"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace('\n', "");
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(raw.as_bytes())
+                        .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))?;
+                    let target = dest.join(&rel);
+                    std::fs::write(&target, &bytes)
+                        .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+                    saved.files += 1;
+                    saved.bytes += bytes.len() as u64;
+                }
+                other => saved.skipped.push(format!(
+                    "{path}: unknown entry type {}",
+                    other.unwrap_or("?")
+                )),
+            }
+        }
+    }
+    Ok(saved)
+}
+
+async fn get_json(
+    endpoint: &Endpoint,
+    path: &str,
+    token: &str,
+    limit: usize,
+) -> Result<serde_json::Value, String> {
+    let base = endpoint.base_url();
+    let (status, body) = crate::http::get_bytes_at(endpoint, path, Some(token), limit, PER_REQUEST)
+        .await
+        .map_err(|e| format!("{base}{}: {e}", strip_query(path)))?;
+    if status != 200 {
+        return Err(format!(
+            "{base}{} answered HTTP {status}",
+            strip_query(path)
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("{base}{}: not JSON ({e})", strip_query(path)))
+}
+
+fn strip_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+/// A Jupyter path as a relative path with no `..`, root or prefix components.
+fn safe_relative(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(p.to_path_buf())
+}
+
+/// What stays unescaped in a path segment: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes each segment of a contents path (names may hold spaces, `#`, `?`, ...).
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_base_follows_the_login_path() {
+        assert_eq!(api_base("/lab"), "");
+        assert_eq!(api_base("/tree"), "");
+        assert_eq!(api_base("/"), "");
+        assert_eq!(api_base("/user/ann/lab"), "/user/ann");
+    }
+
+    #[test]
+    fn paths_are_encoded_per_segment_and_checked() {
+        assert_eq!(encode_path("my data/a b#1.csv"), "my%20data/a%20b%231.csv");
+        assert_eq!(encode_path(""), "");
+        assert!(safe_relative("../etc/passwd").is_none());
+        assert!(safe_relative("/etc/passwd").is_none());
+        assert!(safe_relative("").is_none());
+        assert_eq!(safe_relative("a/b.ipynb"), Some(PathBuf::from("a/b.ipynb")));
+    }
+}
