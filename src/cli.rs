@@ -171,6 +171,10 @@ pub struct UpArgs {
     /// keeps its size)
     #[arg(long, value_name = "GiB")]
     pub volume_size: Option<String>,
+    /// EC2: launch a spot instance (persistent request: an interruption stops it, keeping its
+    /// disk, data volume and token, and `up` starts it again); default ec2.spot, off
+    #[arg(long)]
+    pub spot: bool,
     /// EC2: show the plan (AMI, instance type, security group, IAM, tags, user-data) and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -370,6 +374,7 @@ impl UpArgs {
         o.idle_stop = self.idle_stop.clone();
         o.ttl = self.ttl.clone();
         o.volume_size = self.volume_size.clone();
+        o.spot = self.spot.then_some(true);
         o
     }
 }

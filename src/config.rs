@@ -82,6 +82,8 @@ pub struct Ec2Section {
     pub ttl: Option<String>,
     /// Size of a new data volume (the workspace), in GiB.
     pub volume_size: Option<u32>,
+    /// Launch spot instances (persistent request, stopped on interruption).
+    pub spot: Option<bool>,
 }
 
 /// Settings that can come from flags or the environment (one struct for both layers).
@@ -114,6 +116,7 @@ pub struct Overrides {
     pub idle_stop: Option<String>,
     pub ttl: Option<String>,
     pub volume_size: Option<String>,
+    pub spot: Option<bool>,
 }
 
 impl Overrides {
@@ -155,6 +158,9 @@ impl Overrides {
             idle_stop: var("LABSHIP_IDLE_STOP"),
             ttl: var("LABSHIP_TTL"),
             volume_size: var("LABSHIP_VOLUME_SIZE"),
+            spot: var("LABSHIP_SPOT")
+                .map(|v| parse_switch("LABSHIP_SPOT", &v))
+                .transpose()?,
         })
     }
 
@@ -187,6 +193,7 @@ impl Overrides {
             idle_stop: self.idle_stop.or(lower.idle_stop),
             ttl: self.ttl.or(lower.ttl),
             volume_size: self.volume_size.or(lower.volume_size),
+            spot: self.spot.or(lower.spot),
         }
     }
 }
@@ -587,6 +594,22 @@ pub struct Ec2Settings {
     /// Size in GiB of a new data volume (`None`: not set; a new one gets
     /// [`DEFAULT_VOLUME_GIB`], a kept one keeps its size).
     pub volume_size: Option<i32>,
+    /// Launch spot instances (`None`: not set; a new one is on-demand).
+    pub spot: Option<bool>,
+}
+
+/// `1`/`true`/`yes` or `0`/`false`/`no` (any case), for a `LABSHIP_*` switch.
+pub fn parse_switch(what: &'static str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(Error::InvalidSetting {
+            what,
+            value: value.to_string(),
+            reason: "a switch is on or off".into(),
+            hint: format!("set {what} to 1, true or yes (on), or 0, false or no (off)"),
+        }),
+    }
 }
 
 /// The default size of a data volume: room for a course's notebooks and data sets at a
@@ -884,6 +907,7 @@ impl Config {
                     .or(file.ec2.volume_size.map(|g| g.to_string()))
                     .map(|v| parse_volume_size(&v))
                     .transpose()?,
+                spot: over.spot.or(file.ec2.spot),
             },
         })
     }

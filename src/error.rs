@@ -304,6 +304,17 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("EC2 has no capacity to start {instance} in {region} now: {message}")]
+    #[diagnostic(
+        code(labship::ec2::no_capacity),
+        help("a spot instance stopped by an interruption is started again by EC2 itself when capacity returns (its persistent request stays open), with its disk, data volume and token: run `labship up` again later, or `labship down` then `labship up` without --spot for an on-demand instance (the data volume keeps the workspace)")
+    )]
+    NoCapacity {
+        instance: String,
+        region: String,
+        message: String,
+    },
+
     #[error("the data volume {volume} of `{deployment}`: {message}")]
     #[diagnostic(code(labship::ec2::data_volume), help("{hint}"))]
     DataVolume {

@@ -9,9 +9,10 @@ use std::time::Duration;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    IpPermission, IpRange, Ipv6Range, Placement, ResourceType, ShutdownBehavior, Tag,
-    TagSpecification, VolumeType,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, IpPermission, IpRange,
+    Ipv6Range, MarketType, Placement, ResourceType, ShutdownBehavior, SpotInstanceType,
+    SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use base64::alphabet;
@@ -93,11 +94,26 @@ pub struct Instance {
     pub availability_zone: Option<String>,
     /// Its workspace lives on the deployment's data volume (tag `labship:data-volume`).
     pub data_volume: bool,
+    /// A spot instance (EC2's InstanceLifecycle).
+    pub spot: bool,
+    /// Why it is in its state (EC2's StateReason code, e.g. `Server.SpotInstanceShutdown`).
+    pub state_reason: Option<String>,
 }
 
 impl Instance {
     pub fn is_live(&self) -> bool {
         matches!(self.state.as_str(), "pending" | "running")
+    }
+
+    /// A spot instance EC2 stopped for want of capacity (it starts it again by itself when
+    /// capacity returns; `up` asks for it too).
+    pub fn interrupted(&self) -> bool {
+        self.spot
+            && self.state == "stopped"
+            && self
+                .state_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Server.Spot"))
     }
 }
 
@@ -134,6 +150,8 @@ pub struct LaunchSpec {
     /// The Availability Zone to launch in (where the deployment's data volume is); None: EC2
     /// chooses (or the subnet decides).
     pub availability_zone: Option<String>,
+    /// A spot instance: persistent request, stopped (not terminated) on interruption.
+    pub spot: bool,
     pub ssh_key: Option<String>,
     /// The user-data's bytes, gzipped (cloud-init unpacks it).
     pub user_data: Vec<u8>,
@@ -603,6 +621,19 @@ impl Cloud {
                         .as_ref()
                         .map(|az| Placement::builder().availability_zone(az).build()),
                 )
+                // Spot: a persistent request whose interruption stops the instance, so its
+                // disk, data volume and token stay and it can run again.
+                .set_instance_market_options(spec.spot.then(|| {
+                    InstanceMarketOptionsRequest::builder()
+                        .market_type(MarketType::Spot)
+                        .spot_options(
+                            SpotMarketOptions::builder()
+                                .spot_instance_type(SpotInstanceType::Persistent)
+                                .instance_interruption_behavior(InstanceInterruptionBehavior::Stop)
+                                .build(),
+                        )
+                        .build()
+                }))
                 .set_key_name(spec.ssh_key.clone())
                 // IMDSv2 only, hop limit 1: containers on the host cannot reach the
                 // instance role's credentials.
@@ -629,6 +660,13 @@ impl Cloud {
                 .tag_specifications(tag_spec(ResourceType::Instance, &instance_tags))
                 .tag_specifications(tag_spec(ResourceType::Volume, &volume_tags))
                 .tag_specifications(tag_spec(ResourceType::NetworkInterface, &volume_tags));
+            // The spot request a spot launch makes is tagged too (the operator policy allows
+            // only tagged creations).
+            let req = if spec.spot {
+                req.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest, &volume_tags))
+            } else {
+                req
+            };
             match req.send().await {
                 Ok(out) => {
                     let Some(first) = out.instances().first() else {
@@ -834,15 +872,28 @@ impl Cloud {
         Ok(())
     }
 
-    /// Starts a stopped instance (StartInstances; a running one is left as it is).
+    /// Starts a stopped instance (StartInstances; a running one is left as it is). No
+    /// capacity for it now (a spot instance after an interruption, or a type the zone is out
+    /// of) is [`Error::NoCapacity`].
     pub async fn start(&self, id: &str) -> Result<()> {
-        self.ec2
-            .start_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(|e| self.fail("ec2", "StartInstances", id, &e))?;
-        Ok(())
+        match self.ec2.start_instances().instance_ids(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    "InsufficientInstanceCapacity"
+                        | "IncorrectSpotRequestState"
+                        | "SpotMaxPriceTooLow"
+                ) =>
+            {
+                Err(Error::NoCapacity {
+                    instance: id.to_string(),
+                    region: self.region.clone(),
+                    message: crate::error::aws_message(&e),
+                })
+            }
+            Err(e) => Err(self.fail("ec2", "StartInstances", id, &e)),
+        }
     }
 
     /// Waits (the SDK's `instance_stopped` waiter) until every one of `ids` is stopped,
@@ -1005,6 +1056,12 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
+        spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.code())
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
         security_groups: i
             .security_groups()
             .iter()

@@ -31,6 +31,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         ("--idle-stop", args.idle_stop.is_some()),
         ("--ttl", args.ttl.is_some()),
         ("--volume-size", args.volume_size.is_some()),
+        ("--spot", args.spot),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))

@@ -338,6 +338,9 @@ pub struct DeploymentStatus {
     /// EC2: the data volume that holds the workspace (also listed, with state `down`, when
     /// it is all that is left of a deployment).
     pub data_volume: Option<crate::aws::ebs::DataVolume>,
+    /// EC2: a spot instance, and whether EC2 stopped it for want of capacity.
+    pub spot: Option<bool>,
+    pub interrupted: Option<bool>,
     /// EC2: the host's life (its watchdog); every field `null` elsewhere.
     #[serde(flatten)]
     pub life: HostLife,
@@ -753,6 +756,8 @@ mod tests {
             public_ip: None,
             note: None,
             data_volume: None,
+            spot: None,
+            interrupted: None,
             life: HostLife::default(),
         }
     }

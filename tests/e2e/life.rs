@@ -2,7 +2,7 @@
 //! keep the token, the certificate and the notebooks; the host's watchdog stops an idle
 //! instance by itself (a busy kernel keeps it up, a client that only polls does not) and a
 //! busy one at its TTL; the data volume outlives the instance and brings the notebooks back
-//! on the next one. What AWS shows is read with the AWS CLI; Jupyter is driven through
+//! on the next one; a spot interruption stops the host and `up` resumes it. What AWS shows is read with the AWS CLI; Jupyter is driven through
 //! its REST API and kernel websocket, as a browser does.
 
 use std::time::{Duration, Instant};
@@ -479,5 +479,112 @@ async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() 
         "{gone}"
     );
     assert!(volumes(&[]).is_empty());
+    assert_nothing_left(&p.name).await;
+}
+
+/// POST to the simulator's own API (`/_sim/...`); the answer's JSON.
+fn sim_post(sim: &str, path: &str, body: Value) -> Value {
+    let mut answer = ureq::post(&format!("{sim}{path}"))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    answer
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// A spot deployment: EC2 interrupting it stops it, and `status` says so; while there is no
+/// capacity `up` says that and changes nothing; once there is, `up` starts the same instance
+/// with its token and notebooks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2spot");
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = ec2_up_args(&port_s);
+    args.push("--spot");
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let plan = json(&p.labship_at(&sim, &dry, &[]));
+    assert_eq!(plan["market"], "spot", "{plan}");
+    let first = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    let id = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let token = token_of(first["url"].as_str().expect("url"));
+    let pin = pin_of(&first);
+    let described = aws_json(&sim, &["ec2", "describe-instances", "--instance-ids", &id]);
+    assert_eq!(
+        described["Reservations"][0]["Instances"][0]["InstanceLifecycle"], "spot",
+        "{described}"
+    );
+    let container = format!("labship-ec2-{}", p.name);
+    docker_ok(&[
+        "exec",
+        &container,
+        "sh",
+        "-c",
+        "echo before > notes-spot.txt",
+    ]);
+    let row = status_row(&p, &sim);
+    assert_eq!(
+        (row["spot"].as_bool(), row["interrupted"].as_bool()),
+        (Some(true), Some(false)),
+        "{row}"
+    );
+
+    // EC2 takes the capacity back.
+    let interrupted = sim_post(
+        &sim,
+        &format!("/_sim/instances/{id}/interrupt"),
+        serde_json::json!({"capacity": false}),
+    );
+    assert_eq!(interrupted["interrupted"], true, "{interrupted}");
+    assert_eq!(state_of(&id), "stopped");
+    let row = status_row(&p, &sim);
+    assert_eq!(row["interrupted"], true, "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{row}"
+    );
+    // No capacity yet: `up` says so, and nothing changes.
+    let refused = json_error(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(refused["code"], "labship::ec2::no_capacity", "{refused}");
+    assert_eq!(state_of(&id), "stopped");
+
+    // Capacity is back: the same instance, token and notebooks.
+    sim_post(
+        &sim,
+        &format!("/_sim/instances/{id}/capacity"),
+        serde_json::json!({}),
+    );
+    let second = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(second["action"], "started", "{second}");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{second}"
+    );
+    assert_eq!(second["instance_id"], id.as_str(), "{second}");
+    assert_eq!(token_of(second["url"].as_str().expect("url")), token);
+    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    let notes = docker_ok(&["exec", &container, "cat", "notes-spot.txt"]);
+    assert_eq!(notes.trim(), "before");
+    let row = status_row(&p, &sim);
+    assert_eq!(row["interrupted"], false, "{row}");
+
+    p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &[],
+    );
     assert_nothing_left(&p.name).await;
 }

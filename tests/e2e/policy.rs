@@ -501,6 +501,10 @@ fn operator_policy_keeps_to_labship_resources() {
     for (action, arn) in [
         ("ec2:RunInstances", instance),
         ("ec2:RunInstances", volume),
+        (
+            "ec2:RunInstances",
+            "arn:aws:ec2:eu-west-1:123456789012:spot-instances-request/sir-0123abcd",
+        ),
         ("ec2:CreateVolume", volume),
         (
             "ec2:RunInstances",

@@ -27,6 +27,12 @@ answer is returned, except for what makes launched instances behave like real on
   started again: the deployment's containers whose restart policy is always or unless-stopped
   (as Docker does at boot), then the instance container, whose boot script does not run the
   user-data a second time (cloud-init's per-instance marker).
+* Spot (RunInstances InstanceMarketOptions.MarketType=spot; moto says InstanceLifecycle spot):
+  POST /_sim/instances/ID/interrupt [{"capacity": false}] is EC2 interrupting it with
+  interruption behaviour stop: the instance stops (as StopInstances), and DescribeInstances
+  shows StateReason Server.SpotInstanceShutdown until it is started again. With
+  "capacity": false, StartInstances of it is refused (400 InsufficientInstanceCapacity) until
+  POST /_sim/instances/ID/capacity. 400 for an on-demand instance.
 * EBS volumes (moto keeps their state): an attached volume is a folder of this machine,
   <state dir>/ebs/volumes/<volume id>, its disk, made on the first AttachVolume and removed
   by DeleteVolume. Each instance container has <state dir>/ebs mounted at the same path and
@@ -67,7 +73,7 @@ answer is returned, except for what makes launched instances behave like real on
   also for an unknown or already terminated id (as AWS does). Removing an instance (terminate,
   stop, shutdown of the simulator) terminates its sessions too.
 * /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances, /_sim/sessions
-  (below).
+  (below), POST /_sim/instances/ID/interrupt and .../capacity (spot, above).
 * Fault injection for chaos tests, by access key (below).
 
 Fault injection. Rules apply to the calls signed with one access key (the "scope": the
@@ -354,6 +360,9 @@ class Instance:
         self.final_console = None  # bytes captured just before removal
         self.lock = threading.Lock()  # guards extra / final_console (short sections only)
         self.busy = threading.Lock()  # held while the container starts and while it is removed
+        self.spot = False  # RunInstances InstanceMarketOptions.MarketType=spot
+        self.interrupted = False  # stopped by a simulated spot interruption (until a start)
+        self.no_capacity = False  # StartInstances refused (InsufficientInstanceCapacity)
 
     def add_console(self, line):
         with self.lock:
@@ -763,6 +772,11 @@ class Sim:
                     self.ebs_after(action, req.params)
                 return status, headers, body
             elif action in ("TerminateInstances", "StopInstances", "StartInstances"):
+                if action == "StartInstances":
+                    ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
+                    if any(self.instances[i].no_capacity for i in ids if i in self.instances):
+                        return ec2_error(400, "InsufficientInstanceCapacity",
+                                         "There is no Spot capacity available that matches your request.")
                 status, headers, body = self.forward(req)
                 if status == 200:
                     ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
@@ -770,6 +784,8 @@ class Sim:
                     if action == "TerminateInstances":
                         self.remove_instances(insts, action)
                     else:
+                        for inst in insts:
+                            inst.interrupted = False
                         self.power(insts, action == "StartInstances")
                 return status, headers, body
         elif req.service == "ssm" and req.target_op:
@@ -891,6 +907,7 @@ class Sim:
         for iid in ids:
             inst = Instance(iid, deployment, region, user_data, self.args.state_dir,
                             req.params.get("InstanceInitiatedShutdownBehavior") or "stop")
+            inst.spot = req.params.get("InstanceMarketOptions.MarketType") == "spot"
             inst.busy.acquire()  # released by the start thread
             with self.lock:
                 self.instances[iid] = inst
@@ -1001,9 +1018,11 @@ class Sim:
         return 200, [("Content-Type", "text/xml;charset=UTF-8")], "".join(parts).encode()
 
     def rewrite_ips(self, body):
-        """Public address 127.0.0.1 / localhost for simulated instances in an EC2 XML answer."""
+        """Public address 127.0.0.1 / localhost for simulated instances in an EC2 XML answer,
+        and the state reason of a spot interruption."""
         with self.lock:
             sim_ids = {i for i, inst in self.instances.items() if inst.state != "removed"}
+            interrupted = {i for i, inst in self.instances.items() if inst.interrupted}
         if not sim_ids or not any(i.encode() in body for i in sim_ids):
             return body
         with self.xml_lock:
@@ -1024,6 +1043,18 @@ class Sim:
                         child.text, changed = "127.0.0.1", True
                     elif name == "dnsName" and child.text:
                         child.text, changed = "localhost", True
+                # A spot interruption: EC2's reason, not the StopInstances moto applied.
+                if child_text(item, "instanceId") in interrupted:
+                    for child in item:
+                        name = local(child.tag)
+                        if name == "stateReason":
+                            for c in child:
+                                if local(c.tag) == "code":
+                                    c.text, changed = "Server.SpotInstanceShutdown", True
+                                elif local(c.tag) == "message":
+                                    c.text = "Server.SpotInstanceShutdown: The instance was stopped because the Spot price exceeded the bid price or capacity was not available."
+                        elif name == "reason":
+                            child.text, changed = "Service initiated (spot interruption)", True
                 for assoc in item.iter():
                     if local(assoc.tag) != "association":
                         continue
@@ -1124,6 +1155,24 @@ class Sim:
             self.remove_instance(inst, "shutdown from the host")
         else:
             self.stop_instance(inst)
+
+    def interrupt(self, inst, capacity):
+        """A spot interruption (InstanceInterruptionBehavior stop): EC2 stops the instance
+        (moto is told, as the instance itself); until a start, DescribeInstances says
+        Server.SpotInstanceShutdown. Without capacity, StartInstances is refused until
+        POST /_sim/instances/ID/capacity."""
+        body = urllib.parse.urlencode({"Action": "StopInstances", "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
+        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
+        status, _, answer = self.forward(Request("POST", "/", headers, body))
+        if status != 200:
+            raise RuntimeError("moto StopInstances -> %d %s" % (status, answer[:200]))
+        inst.interrupted = True
+        inst.no_capacity = not capacity
+        self.terminate_sessions_of(inst.id, "spot interruption")
+        self.stop_instance(inst)
+        log("%s: spot interruption: stopped%s" % (inst.id, "" if capacity else ", no capacity until POST .../capacity"))
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
@@ -1388,7 +1437,8 @@ class Sim:
             out.append({"id": inst.id, "deployment": inst.deployment, "region": inst.region,
                         "container": inst.container, "sim_state": inst.state,
                         "container_state": states.get(inst.id, "absent"), "error": inst.error,
-                        "created": iso_now(inst.created)})
+                        "created": iso_now(inst.created), "spot": inst.spot,
+                        "interrupted": inst.interrupted})
         return out
 
     def remove_stale(self):
@@ -1602,6 +1652,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return json_ok({})
         if path == "/_sim/instances" and self.command == "GET":
             return json_ok(sim.list_instances())
+        m = re.fullmatch(r"/_sim/instances/(i-[0-9a-f]+)/(interrupt|capacity)", path)
+        if m and self.command == "POST":
+            inst = sim.instances.get(m.group(1))
+            if inst is None:
+                return json_ok({"error": "no simulated instance %s" % m.group(1)}, 404)
+            if m.group(2) == "capacity":
+                inst.no_capacity = False
+                return json_ok({"instance": inst.id, "capacity": True})
+            if not inst.spot:
+                return json_ok({"error": "%s is not a spot instance" % inst.id}, 400)
+            try:
+                opts = json.loads(body or b"{}")
+            except ValueError:
+                return json_ok({"error": "the body is not JSON"}, 400)
+            capacity = opts.get("capacity", True) if isinstance(opts, dict) else True
+            if not isinstance(capacity, bool):
+                return json_ok({"error": "capacity: true or false"}, 400)
+            try:
+                sim.interrupt(inst, capacity)
+            except (OSError, RuntimeError, http.client.HTTPException) as e:
+                return json_ok({"error": "interruption failed: %s" % e}, 502)
+            return json_ok({"instance": inst.id, "interrupted": True, "capacity": capacity})
         m = re.fullmatch(r"/_sim/instances/(i-[0-9a-f]+)/shutdown", path)
         if m and self.command == "POST":
             inst = sim.instances.get(m.group(1))

@@ -512,6 +512,39 @@ done
 ok "shutdown -h now on a host launched with shutdown behaviour terminate: terminated, nothing left"
 instance=""
 
+# A spot instance: an injected interruption stops it (with EC2's reason); without capacity a
+# start is refused until capacity returns.
+printf '#!/bin/bash\necho "labship: started-4"\n' >"$tmp/user-data-4.sh"
+out="$(run_instance "$tmp/user-data-4.sh" --instance-initiated-shutdown-behavior stop \
+    --instance-market-options 'MarketType=spot,SpotOptions={SpotInstanceType=persistent,InstanceInterruptionBehavior=stop}')" ||
+    fail "run-instances (spot)"
+instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
+[ "$(jq -r '.Instances[0].InstanceLifecycle' <<<"$out")" = spot ] || fail "run-instances (spot): $out"
+deadline=$((SECONDS + 60))
+until console_of "$instance" | grep -q 'labship: started-4'; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "spot: the user-data did not run in 60 s"
+    sleep 1
+done
+sim_post "/_sim/instances/$instance/interrupt" '{"capacity": false}' | jq -e '.interrupted == true and .capacity == false' >/dev/null ||
+    fail "POST /_sim/instances/$instance/interrupt"
+reason_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].StateReason.Code'; }
+[ "$(state_of "$instance")" = stopped ] || fail "spot interruption: $(state_of "$instance"), not stopped"
+[ "$(reason_of "$instance")" = Server.SpotInstanceShutdown ] || fail "spot interruption: state reason $(reason_of "$instance")"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = false ] || fail "the interrupted host still runs"
+if aws ec2 start-instances --instance-ids "$instance" >/dev/null 2>"$tmp/start.err"; then
+    fail "start-instances of an interrupted spot instance without capacity succeeded"
+fi
+grep -q InsufficientInstanceCapacity "$tmp/start.err" || fail "start without capacity: $(cat "$tmp/start.err")"
+sim_post "/_sim/instances/$instance/capacity" '{}' >/dev/null || fail "POST .../capacity"
+aws ec2 start-instances --instance-ids "$instance" >/dev/null || fail "start-instances once capacity returned"
+[ "$(state_of "$instance")" = running ] || fail "spot: $(state_of "$instance") after start-instances"
+[ "$(reason_of "$instance")" != Server.SpotInstanceShutdown ] || fail "the interruption reason stayed after a start"
+code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$SIM/_sim/instances/i-0000000000000000/interrupt")"
+[ "$code" = 404 ] || fail "interrupting an unknown instance: HTTP $code"
+aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (spot)"
+ok "spot: an interruption stops the instance (StateReason Server.SpotInstanceShutdown); without capacity start-instances is refused, then works"
+instance=""
+
 # --- fault injection --------------------------------------------------------------------
 fault_start=$SECONDS
 fired() { curl -fsS --max-time 10 "$SIM/_sim/faults?scope=$FKEY"; }

@@ -36,6 +36,8 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
         public_ip: None,
         note: None,
         data_volume: None,
+        spot: None,
+        interrupted: None,
         life: HostLife::default(),
     };
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
@@ -69,6 +71,10 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
                 _ => None,
             },
             note: match (i.state.as_str(), &w.stopped, i.access) {
+                ("stopped", _, _) if i.interrupted() => Some(format!(
+                    "interrupted by EC2 (no spot capacity); it starts again when capacity returns, or `labship up {} --ec2` asks for it",
+                    i.deployment
+                )),
                 ("stopped", Some(why), _) => Some(format!(
                     "stopped itself ({why}); `labship up {} --ec2` starts it",
                     i.deployment
@@ -85,6 +91,8 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             age_seconds: i.launched_secs.map(|t| (now - t).max(0)),
             image: i.image.clone(),
             life: life(i, &w, now),
+            spot: Some(i.spot),
+            interrupted: Some(i.interrupted()),
             data_volume: volumes
                 .iter()
                 .find(|v| v.attached_to.as_deref() == Some(i.id.as_str()))

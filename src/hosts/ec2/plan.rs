@@ -55,6 +55,9 @@ pub struct Options {
     /// Size of a new data volume (GiB), and whether it was asked for.
     pub volume_gib: i32,
     pub volume_gib_asked: bool,
+    /// Launch a spot instance (`--spot`, `ec2.spot`); `None`: not asked (on-demand for a new
+    /// one; an existing one stays what it is).
+    pub spot: Option<bool>,
 }
 
 impl Options {
@@ -129,6 +132,7 @@ impl Options {
                 .volume_size
                 .unwrap_or(crate::config::DEFAULT_VOLUME_GIB),
             volume_gib_asked: config.ec2.volume_size.is_some(),
+            spot: config.ec2.spot,
         })
     }
 }
@@ -221,6 +225,8 @@ pub struct Ec2Plan {
     pub region: String,
     pub instance_type: String,
     pub architecture: String,
+    /// `spot` or `on-demand`: what is launched, or what the existing instance is.
+    pub market: &'static str,
     pub port: u16,
     /// The existing instance acted on (not for a launch).
     pub instance_id: Option<String>,
@@ -330,6 +336,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         region: observed.region.clone(),
         instance_type: itype.name.clone(),
         architecture: ec2_arch(arch).to_string(),
+        market: market(
+            live.or(observed.stopped())
+                .map_or(opts.spot == Some(true), |i| i.spot),
+        ),
         port: opts.port,
         instance_id: live.map(|i| i.id.clone()),
         security_group,
@@ -451,9 +461,17 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                     crate::config::lifetime_text(opts.ttl)
                 )
             };
+            let why = if inst.interrupted() {
+                " (EC2 interrupted it: no spot capacity then)"
+            } else {
+                ""
+            };
             (
                 PlannedAction::Start,
-                format!("{} is stopped: it is started again with {then}", inst.id),
+                format!(
+                    "{} is stopped{why}: it is started again with {then}",
+                    inst.id
+                ),
             )
         }
         None => {
@@ -513,6 +531,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                     .availability_zone
                     .clone()
                     .filter(|_| config.ec2.subnet.is_none()),
+                spot: opts.spot == Some(true),
                 ssh_key: config.ec2.ssh_key.clone(),
                 user_data: userdata::gzip(&user_data),
                 instance_tags: instance_tags.clone(),
@@ -537,6 +556,15 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 format!("no instance of `{name}` exists; {data_reason}"),
             )
         }
+    };
+    // An existing instance stays on its market: say so when another was asked for.
+    let reason = match (live.or(observed.stopped()), opts.spot) {
+        (Some(inst), Some(asked)) if asked != inst.spot => format!(
+            "{reason}; it stays {} (`labship down` then `labship up{}` launches a new instance, and the data volume keeps the workspace)",
+            market(inst.spot),
+            if asked { " --spot" } else { "" }
+        ),
+        _ => reason,
     };
     Ok(Plan {
         target: Target::Ec2,
@@ -668,6 +696,14 @@ fn data_volume_plan(
             vol.describe()
         ),
     ))
+}
+
+fn market(spot: bool) -> &'static str {
+    if spot {
+        "spot"
+    } else {
+        "on-demand"
+    }
 }
 
 /// Whether the instance's watchdog has these settings (an instance of an older labship has
@@ -802,6 +838,15 @@ impl std::fmt::Display for Ec2Plan {
         if let Some(id) = &self.instance_id {
             lines.push(format!("  instance        {id}"));
         }
+        lines.push(format!(
+            "  market          {}{}",
+            self.market,
+            if self.market == "spot" {
+                " (persistent request; an interruption stops it, and it starts again)"
+            } else {
+                ""
+            }
+        ));
         if let Some(ami) = &self.ami {
             lines.push(format!(
                 "  AMI             {} (from {})",
@@ -975,6 +1020,8 @@ mod tests {
             ttl: Some(Some(crate::config::DEFAULT_TTL)),
             availability_zone: Some("eu-west-1a".into()),
             data_volume: true,
+            spot: false,
+            state_reason: None,
         }
     }
 
@@ -1148,6 +1195,51 @@ mod tests {
         let newer = instance("running", "labship/lab:ctx-0", 8888);
         let replace = plan(&config, &opts(&config), &observed(vec![newer])).expect("plan");
         assert!(user_data(ec2(&replace)).contains("readonly DATA_VOLUME='1'"));
+    }
+
+    #[test]
+    fn spot_is_asked_for_a_launch_and_an_existing_instance_stays_what_it_is() {
+        let (_dir, config) = config();
+        let mut spot = opts(&config);
+        spot.spot = Some(true);
+        let launch = plan(&config, &spot, &observed(vec![])).expect("plan");
+        let p = ec2(&launch);
+        assert_eq!(p.market, "spot");
+        assert!(p.launch.as_ref().is_some_and(|l| l.spot));
+        assert!(format!("{launch}").contains("market          spot (persistent request"));
+        let on_demand = plan(&config, &opts(&config), &observed(vec![])).expect("plan");
+        assert_eq!(ec2(&on_demand).market, "on-demand");
+        assert!(ec2(&on_demand).launch.as_ref().is_some_and(|l| !l.spot));
+
+        // A running on-demand instance with --spot: it stays on-demand, and the plan says how
+        // to change that.
+        let replace = plan(
+            &config,
+            &spot,
+            &observed(vec![instance("running", "labship/lab:ctx-0", 8888)]),
+        )
+        .expect("plan");
+        assert_eq!(ec2(&replace).market, "on-demand");
+        assert!(
+            replace
+                .reason
+                .contains("it stays on-demand (`labship down` then `labship up --spot`"),
+            "{}",
+            replace.reason
+        );
+        // An interrupted spot instance is started again, and the reason says why it stopped.
+        let mut interrupted = instance("stopped", "labship/lab:ctx-1", 8888);
+        interrupted.spot = true;
+        interrupted.state_reason = Some("Server.SpotInstanceShutdown".into());
+        assert!(interrupted.interrupted());
+        let start = plan(&config, &opts(&config), &observed(vec![interrupted])).expect("plan");
+        assert_eq!(start.action, PlannedAction::Start);
+        assert_eq!(ec2(&start).market, "spot");
+        assert!(
+            start.reason.contains("EC2 interrupted it"),
+            "{}",
+            start.reason
+        );
     }
 
     #[test]

@@ -816,6 +816,8 @@ impl Host for LocalHost {
                     public_ip: None,
                     note: None,
                     data_volume: None,
+                    spot: None,
+                    interrupted: None,
                     life: crate::hosts::HostLife::default(),
                 }
             })
