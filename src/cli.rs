@@ -175,6 +175,9 @@ pub struct UpArgs {
     /// disk, data volume and token, and `up` starts it again); default ec2.spot, off
     #[arg(long)]
     pub spot: bool,
+    /// EC2: launch an on-demand instance even when ec2.spot is set
+    #[arg(long, conflicts_with = "spot")]
+    pub on_demand: bool,
     /// EC2: show the plan (AMI, instance type, security group, IAM, tags, user-data) and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -374,7 +377,13 @@ impl UpArgs {
         o.idle_stop = self.idle_stop.clone();
         o.ttl = self.ttl.clone();
         o.volume_size = self.volume_size.clone();
-        o.spot = self.spot.then_some(true);
+        o.spot = if self.spot {
+            Some(true)
+        } else if self.on_demand {
+            Some(false)
+        } else {
+            None
+        };
         o
     }
 }

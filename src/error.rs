@@ -307,7 +307,7 @@ pub enum Error {
     #[error("EC2 has no capacity to start {instance} in {region} now: {message}")]
     #[diagnostic(
         code(labship::ec2::no_capacity),
-        help("a spot instance stopped by an interruption is started again by EC2 itself when capacity returns (its persistent request stays open), with its disk, data volume and token: run `labship up` again later, or `labship down` then `labship up` without --spot for an on-demand instance (the data volume keeps the workspace)")
+        help("EC2 lacks capacity for this instance type in its zone now. A spot instance stopped by an interruption is started again by EC2 itself when capacity returns (its persistent request stays open), with its disk, data volume and token: run `labship up` again later (or with a longer --wait); or `labship down`, then `labship up --on-demand` (or another --instance-type) launches a new instance, and the data volume keeps the workspace")
     )]
     NoCapacity {
         instance: String,
@@ -327,7 +327,7 @@ pub enum Error {
     #[error("could not save the workspace of `{deployment}` from {instance}: {message}")]
     #[diagnostic(
         code(labship::ec2::backup),
-        help("labship reads the notebooks through Jupyter (`labship backup`; and `down` of an instance without a data volume first, as its disk goes with it, removing nothing until they are saved). If Jupyter is not reachable from here (another network: `labship up {deployment} --ec2` again updates the security group to your address), fix that and retry; `labship down {deployment} --ec2 --delete-data` terminates without saving")
+        help("labship reads the notebooks through the deployment's Jupyter (`labship backup`; and `down` of an EC2 instance without a data volume first, as its disk goes with it, removing nothing until they are saved). Start it if it is stopped (`labship up {deployment}`); on EC2 from another network, `labship up {deployment} --ec2` again updates the security group to your address; `labship down {deployment} --ec2 --delete-data` terminates without saving")
     )]
     BackupFailed {
         deployment: String,

@@ -9,6 +9,8 @@ export LC_ALL=C
 # error marker.
 if [ "${LABSHIP_MODE:-}" = watch ]; then set +e; fi
 readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
+# How long a script waits for the data volume to be attached (see ensure_data).
+readonly DATA_DEADLINE=${LABSHIP_DATA_DEADLINE:-600}
 PHASE=begin
 ROLLBACK=
 SERVED_PATH=
@@ -27,7 +29,7 @@ trap 'rm -f "$OUT" "$OUT.aws"' EXIT
 # until the script exits; it waits at most as long as a whole boot may take.
 LOCK_FILE=${LABSHIP_LOCK_FILE:-/var/lib/labship-ec2.lock}
 if ! (: >>"$LOCK_FILE") 2>/dev/null; then LOCK_FILE=/tmp/labship-ec2.lock; fi
-readonly LOCK_DEADLINE=$((LOGIN_DEADLINE + DOCKER_DEADLINE + PULL_DEADLINE + JUPYTER_DEADLINE))
+readonly LOCK_DEADLINE=$((LOGIN_DEADLINE + DOCKER_DEADLINE + DATA_DEADLINE + PULL_DEADLINE + JUPYTER_DEADLINE))
 
 now() {
     local t=${EPOCHREALTIME:-}
@@ -188,7 +190,6 @@ image_workdir() {
 # does not exist, so a container can never write to the root disk instead.
 DATA_MOUNT=${LABSHIP_DATA_MOUNT:-/var/lib/labship-data/$DEPLOYMENT}
 FSTAB=${LABSHIP_FSTAB:-/etc/fstab}
-readonly DATA_DEADLINE=${LABSHIP_DATA_DEADLINE:-600}
 DATA_DIR=
 DATA_REUSED=0
 
@@ -205,7 +206,8 @@ data_device() {
     done
     root=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -n 1 || true)
     lsblk -dno NAME,SERIAL 2>/dev/null |
-        awk -v root="$root" '$2 ~ /^vol/ && $1 != root { print "/dev/" $1; exit }' || true
+        awk -v root="$root" -v dev="${LABSHIP_DEV_DIR:-/dev}" \
+            '$2 ~ /^vol/ && $1 != root { print dev "/" $1; exit }' || true
 }
 
 # The test rig's instance simulator has no block devices: there an attached volume is a
@@ -220,12 +222,24 @@ sim_data_dir() {
     done
 }
 
+# Whether the device reads, and its first MiB is all zeros (a new EBS volume).
+blank_device() {
+    local nonzero
+    head -c 1 "$1" >/dev/null 2>&1 || return 1
+    nonzero=$(head -c 1048576 "$1" 2>/dev/null | tr -d '\000' | wc -c) || return 1
+    [ "$nonzero" = 0 ]
+}
+
 mount_data() {
-    local dev=$1 rc=0 fstype uuid
+    local dev=$1 rc=0 fstype uuid line
     mkdir -p "$DATA_MOUNT"
     if mountpoint -q "$DATA_MOUNT"; then return 0; fi
-    # Exit status 2: no file system, no partition table, nothing (a new volume).
+    # Exit status 2: no file system, no partition table, nothing (a new volume); but also a
+    # device blkid could not read. So a format also needs the first MiB to read as zeros.
     blkid -p "$dev" >/dev/null 2>&1 || rc=$?
+    if [ "$rc" = 2 ] && ! blank_device "$dev"; then
+        fail "blkid finds no file system on the data volume $dev, but it is not blank (or cannot be read); nothing was formatted"
+    fi
     if [ "$rc" = 2 ]; then
         # ext4, or XFS on a host without e2fsprogs (Amazon Linux 2023's root is XFS).
         if command -v mkfs.ext4 >/dev/null 2>&1; then
@@ -244,8 +258,13 @@ mount_data() {
         ext4 | xfs) ;;
         *) fail "the data volume $dev holds ${fstype:-something without a file system}, not the ext4 or XFS labship makes; it was left as it is" ;;
     esac
-    if ! grep -q "^UUID=$uuid " "$FSTAB"; then
-        printf 'UUID=%s %s %s defaults,nofail 0 2\n' "$uuid" "$DATA_MOUNT" "$fstype" >>"$FSTAB"
+    # One line for the mount point (another volume's, from before, goes); mounted before
+    # Docker starts at later boots, so the containers find their workspace.
+    line="UUID=$uuid $DATA_MOUNT $fstype defaults,nofail,x-systemd.before=docker.service 0 2"
+    if ! grep -qxF "$line" "$FSTAB" 2>/dev/null; then
+        { grep -vF " $DATA_MOUNT " "$FSTAB" 2>/dev/null || true; printf '%s\n' "$line"; } >"$FSTAB.labship"
+        cat "$FSTAB.labship" >"$FSTAB"
+        rm -f "$FSTAB.labship"
     fi
     quiet mount "$DATA_MOUNT"
 }

@@ -57,6 +57,8 @@ pub struct VolumeSpec {
     pub size_gib: i32,
     /// Every tag it is created with (the deployment's and `labship:volume=workspace`).
     pub tags: Vec<(String, String)>,
+    /// Made from this snapshot (a kept volume moved to another zone); its size then.
+    pub snapshot: Option<String>,
 }
 
 fn to_volume(v: &aws_sdk_ec2::types::Volume) -> DataVolume {
@@ -155,6 +157,7 @@ impl Cloud {
             .create_volume()
             .availability_zone(&spec.availability_zone)
             .size(spec.size_gib)
+            .set_snapshot_id(spec.snapshot.clone())
             .volume_type(VolumeType::Gp3)
             .encrypted(true)
             .client_token(client_token)
@@ -192,38 +195,135 @@ impl Cloud {
     /// Waits until the volume is available (the SDK's `volume_available` waiter), within
     /// `within`.
     pub async fn wait_volume_available(&self, id: &str, within: Duration) -> Result<()> {
+        self.settle(
+            "DescribeVolumes",
+            id,
+            "available",
+            within,
+            |left| async move {
+                self.ec2
+                    .wait_until_volume_available()
+                    .volume_ids(id)
+                    .wait(left)
+                    .await
+                    .map(drop)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the snapshot is complete (the SDK's `snapshot_completed` waiter).
+    async fn wait_snapshot_completed(&self, id: &str, within: Duration) -> Result<()> {
+        self.settle(
+            "DescribeSnapshots",
+            id,
+            "completed",
+            within,
+            |left| async move {
+                self.ec2
+                    .wait_until_snapshot_completed()
+                    .snapshot_ids(id)
+                    .wait(left)
+                    .await
+                    .map(drop)
+            },
+        )
+        .await
+    }
+
+    /// Runs an SDK waiter (`wait(time left)`) until it succeeds, within `within`; a poll that
+    /// failed transiently (throttled past the SDK's retries) starts it again.
+    async fn settle<O, E, F, Fut>(
+        &self,
+        op: &str,
+        id: &str,
+        state: &str,
+        within: Duration,
+        wait: F,
+    ) -> Result<()>
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), WaiterError<O, E>>>,
+    {
         let deadline = std::time::Instant::now() + within;
         retry::until(within, Duration::from_secs(2), || async {
             let left = deadline
                 .saturating_duration_since(std::time::Instant::now())
                 .max(Duration::from_secs(1));
-            match self
-                .ec2
-                .wait_until_volume_available()
-                .volume_ids(id)
-                .wait(left)
-                .await
-            {
-                Ok(_) => Ok(Step::Done(())),
-                // A transient one (throttled past the SDK's retries) starts the waiter again.
+            match wait(left).await {
+                Ok(()) => Ok(Step::Done(())),
                 Err(WaiterError::OperationFailed(failed)) => {
-                    Err(self.fail("ec2", "DescribeVolumes", id, &failed.into_error()))
+                    Err(self.fail("ec2", op, id, &failed.into_error()))
                 }
                 Err(e) => Err(Error::Aws {
-                    action: "ec2:DescribeVolumes".into(),
+                    action: format!("ec2:{op}"),
                     resource: id.to_string(),
                     region: self.region.clone(),
-                    message: format!(
-                        "the volume did not become available within {}s: {e}",
-                        within.as_secs()
-                    ),
+                    message: format!("it was not {state} within {}s: {e}", within.as_secs()),
                     hint: format!(
-                        "see the volume in the EC2 console (`aws ec2 describe-volumes --volume-ids {id}`); run the command again once it is available"
+                        "see {id} in the EC2 console; run the command again once it is {state}"
                     ),
                 }),
             }
         })
         .await
+    }
+
+    /// Copies a data volume into another Availability Zone (volumes cannot move; snapshots
+    /// can): a snapshot of it, tagged like it, then a volume made from that snapshot per
+    /// `spec`. Returns the copy and the snapshot; the caller deletes the original and the
+    /// snapshot once the copy is attached.
+    pub async fn copy_data_volume(
+        &self,
+        from: &DataVolume,
+        spec: &VolumeSpec,
+        client_token: &str,
+        within: Duration,
+    ) -> Result<(DataVolume, String)> {
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .filter(|(k, _)| k != tags::VOLUME)
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let snapshot = self
+            .ec2
+            .create_snapshot()
+            .volume_id(&from.id)
+            .description(format!(
+                "labship: the workspace of {}, moving to {}",
+                spec.deployment, spec.availability_zone
+            ))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "CreateSnapshot", &from.id, &e))?
+            .snapshot_id()
+            .unwrap_or_default()
+            .to_string();
+        self.wait_snapshot_completed(&snapshot, within).await?;
+        let spec = VolumeSpec {
+            snapshot: Some(snapshot.clone()),
+            size_gib: spec.size_gib.max(from.size_gib),
+            ..spec.clone()
+        };
+        let copy = self.create_data_volume(&spec, client_token, within).await?;
+        Ok((copy, snapshot))
+    }
+
+    /// Deletes a snapshot; false when it was already gone.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<bool> {
+        match self.ec2.delete_snapshot().snapshot_id(id).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == "InvalidSnapshot.NotFound" => Ok(false),
+            Err(e) => Err(self.fail("ec2", "DeleteSnapshot", id, &e)),
+        }
     }
 
     /// Attaches the volume to the instance as [`DEVICE`]. Already attached to this instance:

@@ -94,8 +94,9 @@ pub struct Instance {
     pub availability_zone: Option<String>,
     /// Its workspace lives on the deployment's data volume (tag `labship:data-volume`).
     pub data_volume: bool,
-    /// A spot instance (EC2's InstanceLifecycle).
+    /// A spot instance (EC2's InstanceLifecycle), and its spot request.
     pub spot: bool,
+    pub spot_request: Option<String>,
     /// Why it is in its state (EC2's StateReason code, e.g. `Server.SpotInstanceShutdown`).
     pub state_reason: Option<String>,
 }
@@ -858,6 +859,21 @@ impl Cloud {
         Ok(())
     }
 
+    /// Cancels spot requests (CancelSpotInstanceRequests): a persistent request left open
+    /// would launch a new instance once its instance is terminated.
+    pub async fn cancel_spot_requests(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .cancel_spot_instance_requests()
+            .set_spot_instance_request_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "CancelSpotInstanceRequests", &ids.join(","), &e))?;
+        Ok(())
+    }
+
     /// Stops instances (StopInstances; stopping or stopped ones are left as they are).
     pub async fn stop(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
@@ -1057,6 +1073,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
             .map(str::to_string),
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
+        spot_request: i.spot_instance_request_id().map(str::to_string),
         state_reason: i
             .state_reason()
             .and_then(|r| r.code())

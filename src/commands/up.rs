@@ -32,6 +32,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         ("--ttl", args.ttl.is_some()),
         ("--volume-size", args.volume_size.is_some()),
         ("--spot", args.spot),
+        ("--on-demand", args.on_demand),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))

@@ -340,7 +340,8 @@ async fn the_watchdog_stops_an_idle_host_not_a_busy_one_and_the_ttl_stops_it_any
 
 /// The data volume outlives the instance: `down` keeps it (and says so, and `status` lists
 /// it), the next `up` launches a new instance in its zone with the user's files back and the
-/// image's new ones added beside them; `--delete-data` deletes it. What AWS shows is read
+/// image's new ones added beside them; an `up` in a subnet of another zone copies it there
+/// through a snapshot; `--delete-data` deletes it. What AWS shows is read
 /// with the AWS CLI.
 #[tokio::test(flavor = "multi_thread")]
 async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() {
@@ -468,6 +469,70 @@ async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() 
         "{attached:?}"
     );
 
+    // Down again, and up in a subnet of another zone: the volume is copied there through a
+    // snapshot, with the files; the original and the snapshot go.
+    json(&p.labship_at(&sim, &ec2_down_args(&[]), &[]));
+    let zone = kept[0]["AvailabilityZone"]
+        .as_str()
+        .expect("zone")
+        .to_string();
+    let other = if zone.ends_with('b') {
+        format!("{}c", &zone[..zone.len() - 1])
+    } else {
+        format!("{}b", &zone[..zone.len() - 1])
+    };
+    let subnets = aws_json(
+        &sim,
+        &[
+            "ec2",
+            "describe-subnets",
+            "--filters",
+            &format!("Name=availability-zone,Values={other}"),
+        ],
+    );
+    let subnet = subnets["Subnets"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["MapPublicIpOnLaunch"] == true))
+        .and_then(|s| s["SubnetId"].as_str())
+        .unwrap_or_else(|| panic!("no public subnet in {other}: {subnets}"))
+        .to_string();
+    let mut in_subnet = ec2_up_args(&port_s);
+    in_subnet.extend(["--subnet", &subnet]);
+    let third = json(&p.labship_at(&sim, &in_subnet, &[]));
+    assert_eq!(third["action"], "created", "{third}");
+    assert!(
+        third["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("through a snapshot"),
+        "{third}"
+    );
+    assert_eq!(cat("notes-vol.txt"), "mine");
+    let moved = volumes(&[]);
+    assert_eq!(moved.len(), 1, "the original stayed: {moved:?}");
+    assert_eq!(moved[0]["AvailabilityZone"], other.as_str(), "{moved:?}");
+    assert_eq!(
+        moved[0]["Attachments"][0]["InstanceId"], third["instance_id"],
+        "{moved:?}"
+    );
+    let moved_id = moved[0]["VolumeId"]
+        .as_str()
+        .expect("volume id")
+        .to_string();
+    assert_ne!(moved_id, vol);
+    let snapshots = aws_json(
+        &sim,
+        &[
+            "ec2",
+            "describe-snapshots",
+            "--owner-ids",
+            "self",
+            "--filters",
+            &format!("Name=tag:labship:deployment,Values={}", p.name),
+        ],
+    );
+    assert_eq!(snapshots["Snapshots"], serde_json::json!([]), "{snapshots}");
+
     let gone = json(&p.labship_at(
         &sim,
         &ec2_down_args(&["--delete-data", "--purge-images"]),
@@ -475,7 +540,7 @@ async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() 
     ));
     assert_eq!(
         gone["data_volumes_deleted"],
-        serde_json::json!([vol]),
+        serde_json::json!([moved_id]),
         "{gone}"
     );
     assert!(volumes(&[]).is_empty());
@@ -493,9 +558,9 @@ fn sim_post(sim: &str, path: &str, body: Value) -> Value {
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
-/// A spot deployment: EC2 interrupting it stops it, and `status` says so; while there is no
-/// capacity `up` says that and changes nothing; once there is, `up` starts the same instance
-/// with its token and notebooks.
+/// A spot deployment: EC2 interrupting it stops it, and `status` says so; only EC2 restarts
+/// it, so `up` waits: with no capacity it says so and changes nothing; when capacity returns
+/// it brings back the same instance with its token and notebooks.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
     let sim = sim_endpoint();
@@ -553,24 +618,38 @@ async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
             .contains("interrupted"),
         "{row}"
     );
-    // No capacity yet: `up` says so, and nothing changes.
-    let refused = json_error(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    // Only EC2 restarts it: `up` waits (here 5 s) and, with no capacity yet, says so and
+    // changes nothing.
+    let mut short = ec2_up_args(&port_s);
+    if let Some(w) = short.iter_mut().find(|a| **a == "600") {
+        *w = "5";
+    }
+    let refused = json_error(&p.labship_at(&sim, &short, &[]));
     assert_eq!(refused["code"], "labship::ec2::no_capacity", "{refused}");
     assert_eq!(state_of(&id), "stopped");
 
-    // Capacity is back: the same instance, token and notebooks.
-    sim_post(
-        &sim,
-        &format!("/_sim/instances/{id}/capacity"),
-        serde_json::json!({}),
-    );
+    // Capacity returns while `up` waits: EC2 starts it, and `up` brings back the same
+    // instance, token and notebooks.
+    let restart = {
+        let (sim, id) = (sim.clone(), id.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(8));
+            sim_post(
+                &sim,
+                &format!("/_sim/instances/{id}/capacity"),
+                serde_json::json!({}),
+            )
+        })
+    };
     let second = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    let returned = restart.join().expect("the capacity thread");
+    assert_eq!(returned["capacity"], true, "{returned}");
     assert_eq!(second["action"], "started", "{second}");
     assert!(
         second["reason"]
             .as_str()
             .unwrap_or_default()
-            .contains("interrupted"),
+            .contains("spot interruption"),
         "{second}"
     );
     assert_eq!(second["instance_id"], id.as_str(), "{second}");

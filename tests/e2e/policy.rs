@@ -20,7 +20,7 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 9] = [
     ("iam:PassRole", "RunInstances with the instance profile"),
     (
         "ec2:CreateTags",
-        "TagSpecifications on RunInstances, CreateSecurityGroup and CreateVolume",
+        "TagSpecifications on RunInstances, CreateSecurityGroup, CreateVolume and CreateSnapshot",
     ),
     ("ecr:BatchCheckLayerAvailability", "docker push"),
     ("ecr:InitiateLayerUpload", "docker push"),
@@ -117,6 +117,7 @@ fn iam_action(service: &str, method: &str) -> String {
         ("ec2", w) if w.starts_with("security_group") => "DescribeSecurityGroups",
         ("ec2", w) if w.starts_with("image_") => "DescribeImages",
         ("ec2", w) if w.starts_with("volume_") => "DescribeVolumes",
+        ("ec2", w) if w.starts_with("snapshot_") => "DescribeSnapshots",
         ("ssm", "command_executed") => "GetCommandInvocation",
         ("iam", w) if w.starts_with("role_") => "GetRole",
         ("iam", w) if w.starts_with("instance_profile_") => "GetInstanceProfile",
@@ -453,6 +454,7 @@ fn operator_policy_keeps_to_labship_resources() {
     let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
     let group = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0";
     let volume = "arn:aws:ec2:eu-west-1:123456789012:volume/vol-0123456789abcdef0";
+    let snapshot = "arn:aws:ec2:eu-west-1::snapshot/snap-0123456789abcdef0";
     for (action, arn) in [
         // An instance can only be put in labship's own security groups (escalation: an
         // operator launching into the account's other groups, with their rules).
@@ -462,6 +464,14 @@ fn operator_policy_keeps_to_labship_resources() {
         ("ec2:AttachVolume", volume),
         ("ec2:AttachVolume", instance),
         ("ec2:DeleteVolume", volume),
+        (
+            "ec2:CancelSpotInstanceRequests",
+            "arn:aws:ec2:eu-west-1:123456789012:spot-instances-request/sir-0123abcd",
+        ),
+        // Only labship's volumes are snapshotted, only labship's snapshots restored or deleted.
+        ("ec2:CreateSnapshot", volume),
+        ("ec2:CreateVolume", snapshot),
+        ("ec2:DeleteSnapshot", snapshot),
         ("ec2:TerminateInstances", instance),
         ("ec2:StopInstances", instance),
         ("ec2:StartInstances", instance),
@@ -481,13 +491,19 @@ fn operator_policy_keeps_to_labship_resources() {
         }
     }
     // Tagging: while creating, or labship's own resources.
-    for arn in [instance, group, volume] {
+    for arn in [instance, group, volume, snapshot] {
         for s in granting(&policy, "ec2:CreateTags", arn) {
             let on_create = s
                 .condition("StringEquals", "ec2:CreateAction")
                 .is_some_and(|v| {
                     v.iter().all(|a| {
-                        a == "RunInstances" || a == "CreateSecurityGroup" || a == "CreateVolume"
+                        [
+                            "RunInstances",
+                            "CreateSecurityGroup",
+                            "CreateVolume",
+                            "CreateSnapshot",
+                        ]
+                        .contains(&a.as_str())
                     })
                 });
             assert!(
@@ -510,6 +526,7 @@ fn operator_policy_keeps_to_labship_resources() {
             "ec2:RunInstances",
             "arn:aws:ec2:eu-west-1:123456789012:network-interface/eni-0123456789abcdef0",
         ),
+        ("ec2:CreateSnapshot", snapshot),
         ("ec2:CreateSecurityGroup", group),
     ] {
         let grants = granting(&policy, action, arn);

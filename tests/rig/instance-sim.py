@@ -30,16 +30,19 @@ answer is returned, except for what makes launched instances behave like real on
 * Spot (RunInstances InstanceMarketOptions.MarketType=spot; moto says InstanceLifecycle spot):
   POST /_sim/instances/ID/interrupt [{"capacity": false}] is EC2 interrupting it with
   interruption behaviour stop: the instance stops (as StopInstances), and DescribeInstances
-  shows StateReason Server.SpotInstanceShutdown until it is started again. With
-  "capacity": false, StartInstances of it is refused (400 InsufficientInstanceCapacity) until
-  POST /_sim/instances/ID/capacity. 400 for an on-demand instance.
+  shows StateReason Server.SpotInstanceShutdown. As on AWS, only EC2 restarts it:
+  StartInstances of it is refused (400 IncorrectInstanceState), and EC2 starts it again at
+  once, or with "capacity": false when POST /_sim/instances/ID/capacity says capacity
+  returned. 400 for an on-demand instance.
 * EBS volumes (moto keeps their state): an attached volume is a folder of this machine,
   <state dir>/ebs/volumes/<volume id>, its disk, made on the first AttachVolume and removed
   by DeleteVolume. Each instance container has <state dir>/ebs mounted at the same path and
   LABSHIP_SIM_EBS_DIR=<state dir>/ebs/attached/<instance id>, where AttachVolume puts a link
   <volume id> to the disk and DetachVolume, DeleteVolume and TerminateInstances take it
   away: the host scripts find "the attached device" there (they cannot mount block devices
-  here). Its files outlive the instance and follow the volume to the next one.
+  here). Its files outlive the instance and follow the volume to the next one. CreateSnapshot
+  copies the disk to <state dir>/ebs/snapshots/<snapshot id> (DeleteSnapshot removes it), and
+  CreateVolume with a SnapshotId starts the new volume's disk as that copy.
 * Instance-initiated shutdown: each instance container has `shutdown` (SHUTDOWN_SHIM, mounted
   at /usr/local/sbin/shutdown): `shutdown -h now` (or +0, `poweroff`-like forms: -h/-P/-r are
   all a halt here) asks this simulator, as the host's ACPI power-off does EC2, to stop the
@@ -361,8 +364,7 @@ class Instance:
         self.lock = threading.Lock()  # guards extra / final_console (short sections only)
         self.busy = threading.Lock()  # held while the container starts and while it is removed
         self.spot = False  # RunInstances InstanceMarketOptions.MarketType=spot
-        self.interrupted = False  # stopped by a simulated spot interruption (until a start)
-        self.no_capacity = False  # StartInstances refused (InsufficientInstanceCapacity)
+        self.interrupted = False  # stopped by a simulated spot interruption (until EC2 restarts it)
 
     def add_console(self, line):
         with self.lock:
@@ -759,6 +761,8 @@ class Sim:
                 status, headers, body = self.forward(req)
                 if status == 200 and action == "RunInstances":
                     self.launch(req, body)
+                if status == 200 and action == "CreateVolume" and req.params.get("SnapshotId"):
+                    self.ebs_restore(req.params["SnapshotId"], body)
                 if status == 200 and action != "DescribeInstances" and req.params.get("ClientToken"):
                     with self.lock:
                         self.client_tokens[(req.region, action, req.params["ClientToken"])] = (
@@ -771,12 +775,17 @@ class Sim:
                 if status == 200:
                     self.ebs_after(action, req.params)
                 return status, headers, body
+            elif action in ("CreateSnapshot", "DeleteSnapshot"):
+                status, headers, body = self.forward(req)
+                if status == 200:
+                    self.ebs_snapshot(action, req.params, body)
+                return status, headers, body
             elif action in ("TerminateInstances", "StopInstances", "StartInstances"):
                 if action == "StartInstances":
                     ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
-                    if any(self.instances[i].no_capacity for i in ids if i in self.instances):
-                        return ec2_error(400, "InsufficientInstanceCapacity",
-                                         "There is no Spot capacity available that matches your request.")
+                    if any(self.instances[i].interrupted for i in ids if i in self.instances):
+                        return ec2_error(400, "IncorrectInstanceState",
+                                         "Only Amazon EC2 can restart an interrupted Spot Instance.")
                 status, headers, body = self.forward(req)
                 if status == 200:
                     ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
@@ -834,6 +843,42 @@ class Sim:
         """Where an instance sees its attached volumes (LABSHIP_SIM_EBS_DIR): one link per
         volume, named by its id, to the volume's folder."""
         return os.path.join(self.ebs_dir(), "attached", instance_id)
+
+    def ebs_snapshot(self, action, params, body):
+        """CreateSnapshot: a copy of the volume's disk as it is (snapshots complete at once in
+        moto); DeleteSnapshot: the copy goes."""
+        if action == "CreateSnapshot":
+            vol = params.get("VolumeId", "")
+            m = re.search(rb"<snapshotId>(snap-[0-9a-f]+)</snapshotId>", body)
+            if not m or not re.fullmatch(r"vol-[0-9a-f]{8,17}", vol):
+                return
+            snap = m.group(1).decode()
+            disk = os.path.join(self.ebs_dir(), "volumes", vol)
+            dest = os.path.join(self.ebs_dir(), "snapshots", snap)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if os.path.isdir(disk):
+                subprocess.run(["cp", "-a", disk, dest], check=False, timeout=600)
+            else:
+                os.makedirs(dest, exist_ok=True)
+            log("CreateSnapshot: %s of %s" % (snap, vol))
+        else:
+            snap = params.get("SnapshotId", "")
+            if re.fullmatch(r"snap-[0-9a-f]{8,17}", snap):
+                shutil.rmtree(os.path.join(self.ebs_dir(), "snapshots", snap), ignore_errors=True)
+                log("DeleteSnapshot: %s removed" % snap)
+
+    def ebs_restore(self, snap, body):
+        """CreateVolume from a snapshot: the new volume's disk starts as the snapshot's copy."""
+        m = re.search(rb"<volumeId>(vol-[0-9a-f]+)</volumeId>", body)
+        src = os.path.join(self.ebs_dir(), "snapshots", snap)
+        if not m or not re.fullmatch(r"snap-[0-9a-f]{8,17}", snap) or not os.path.isdir(src):
+            return
+        vol = m.group(1).decode()
+        dest = os.path.join(self.ebs_dir(), "volumes", vol)
+        if not os.path.exists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            subprocess.run(["cp", "-a", src, dest], check=False, timeout=600)
+        log("CreateVolume: %s from snapshot %s" % (vol, snap))
 
     def ebs_after(self, action, params):
         """After moto applied AttachVolume / DetachVolume / DeleteVolume: the volume's folder
@@ -1169,10 +1214,27 @@ class Sim:
         if status != 200:
             raise RuntimeError("moto StopInstances -> %d %s" % (status, answer[:200]))
         inst.interrupted = True
-        inst.no_capacity = not capacity
         self.terminate_sessions_of(inst.id, "spot interruption")
         self.stop_instance(inst)
-        log("%s: spot interruption: stopped%s" % (inst.id, "" if capacity else ", no capacity until POST .../capacity"))
+        log("%s: spot interruption: stopped" % inst.id)
+        if capacity:
+            self.capacity_returns(inst)
+
+    def capacity_returns(self, inst):
+        """EC2 restarts an interrupted spot instance once capacity returns (moto is told, as
+        the instance itself)."""
+        if not inst.interrupted:
+            return
+        body = urllib.parse.urlencode({"Action": "StartInstances", "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
+        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
+        status, _, answer = self.forward(Request("POST", "/", headers, body))
+        if status != 200:
+            raise RuntimeError("moto StartInstances -> %d %s" % (status, answer[:200]))
+        inst.interrupted = False
+        self.start_instance(inst)
+        log("%s: spot capacity returned: EC2 started it again" % inst.id)
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
@@ -1658,7 +1720,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if inst is None:
                 return json_ok({"error": "no simulated instance %s" % m.group(1)}, 404)
             if m.group(2) == "capacity":
-                inst.no_capacity = False
+                try:
+                    sim.capacity_returns(inst)
+                except (OSError, RuntimeError, http.client.HTTPException) as e:
+                    return json_ok({"error": "the restart failed: %s" % e}, 502)
                 return json_ok({"instance": inst.id, "capacity": True})
             if not inst.spot:
                 return json_ok({"error": "%s is not a spot instance" % inst.id}, 400)

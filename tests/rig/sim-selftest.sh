@@ -485,13 +485,21 @@ ok "start-instances: the per-boot hook ran, the console shows the current boot o
 aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (stop/start)"
 [ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
 ok "terminate-instances after stop/start leaves nothing"
-disk="$LABSHIP_RIG_STATE/sim/ebs/volumes/$vol"
-[ ! -e "$LABSHIP_RIG_STATE/sim/ebs/attached/$instance" ] || fail "terminate-instances left the attachment of $vol"
+disk="$RIG_STATE/sim/ebs/volumes/$vol"
+[ ! -e "$RIG_STATE/sim/ebs/attached/$instance" ] || fail "terminate-instances left the attachment of $vol"
 [ "$(cat "$disk/f.txt")" = on-ebs ] || fail "terminate-instances took the disk of $vol"
 [ "$(aws ec2 describe-volumes --volume-ids "$vol" | jq -r '.Volumes[0].State')" = available ] || fail "$vol is not available after the termination"
+# A snapshot carries the disk to a volume in another zone.
+snap="$(aws ec2 create-snapshot --volume-id "$vol" | jq -r .SnapshotId)"
+[[ "$snap" =~ ^snap-[0-9a-f]+$ ]] || fail "create-snapshot: $snap"
+copy="$(aws ec2 create-volume --availability-zone "${az%?}b" --snapshot-id "$snap" --volume-type gp3 | jq -r .VolumeId)"
+[ "$(cat "$RIG_STATE/sim/ebs/volumes/$copy/f.txt")" = on-ebs ] || fail "the volume $copy made from $snap lacks the file"
+aws ec2 delete-snapshot --snapshot-id "$snap" >/dev/null || fail "delete-snapshot"
+[ ! -e "$RIG_STATE/sim/ebs/snapshots/$snap" ] || fail "delete-snapshot left $snap's copy"
+aws ec2 delete-volume --volume-id "$copy" >/dev/null || fail "delete-volume $copy"
 aws ec2 delete-volume --volume-id "$vol" >/dev/null || fail "delete-volume"
 [ ! -e "$disk" ] || fail "delete-volume left the disk of $vol"
-ok "EBS: terminate-instances detaches $vol and keeps its disk; delete-volume removes it"
+ok "EBS: terminate-instances detaches $vol and keeps its disk; a snapshot carries it to a volume in ${az%?}b; delete-volume and delete-snapshot remove them"
 instance=""
 
 # A host launched to terminate itself (InstanceInitiatedShutdownBehavior terminate).
@@ -532,17 +540,17 @@ reason_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservati
 [ "$(reason_of "$instance")" = Server.SpotInstanceShutdown ] || fail "spot interruption: state reason $(reason_of "$instance")"
 [ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = false ] || fail "the interrupted host still runs"
 if aws ec2 start-instances --instance-ids "$instance" >/dev/null 2>"$tmp/start.err"; then
-    fail "start-instances of an interrupted spot instance without capacity succeeded"
+    fail "start-instances of an interrupted spot instance succeeded (only EC2 restarts it)"
 fi
-grep -q InsufficientInstanceCapacity "$tmp/start.err" || fail "start without capacity: $(cat "$tmp/start.err")"
+grep -q IncorrectInstanceState "$tmp/start.err" || fail "start of an interrupted instance: $(cat "$tmp/start.err")"
 sim_post "/_sim/instances/$instance/capacity" '{}' >/dev/null || fail "POST .../capacity"
-aws ec2 start-instances --instance-ids "$instance" >/dev/null || fail "start-instances once capacity returned"
-[ "$(state_of "$instance")" = running ] || fail "spot: $(state_of "$instance") after start-instances"
-[ "$(reason_of "$instance")" != Server.SpotInstanceShutdown ] || fail "the interruption reason stayed after a start"
+[ "$(state_of "$instance")" = running ] || fail "spot: $(state_of "$instance") once capacity returned"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = true ] || fail "the host did not start again"
+[ "$(reason_of "$instance")" != Server.SpotInstanceShutdown ] || fail "the interruption reason stayed after the restart"
 code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$SIM/_sim/instances/i-0000000000000000/interrupt")"
 [ "$code" = 404 ] || fail "interrupting an unknown instance: HTTP $code"
 aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (spot)"
-ok "spot: an interruption stops the instance (StateReason Server.SpotInstanceShutdown); without capacity start-instances is refused, then works"
+ok "spot: an interruption stops the instance (StateReason Server.SpotInstanceShutdown); start-instances is refused; EC2 restarts it when capacity returns"
 instance=""
 
 # --- fault injection --------------------------------------------------------------------

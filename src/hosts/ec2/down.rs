@@ -177,6 +177,14 @@ pub async fn down(
     let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     if !ids.is_empty() {
         interrupt::checkpoint("terminating the instances")?;
+        // A spot instance's persistent request first: left open, it would launch another.
+        let requests: Vec<String> = instances
+            .iter()
+            .filter_map(|i| i.spot_request.clone())
+            .collect();
+        if let Err(e) = cloud.cancel_spot_requests(&requests).await {
+            report.failures.push(e.to_string());
+        }
         printer.note(format!("Terminating {}", ids.join(", ")));
         match cloud.terminate(&ids).await {
             Ok(()) => match interrupt::cancellable(
@@ -214,16 +222,20 @@ pub async fn down(
             }
             interrupt::checkpoint("deleting the data volume")?;
             // Detached by the termination: available within seconds.
-            let deleted = match interrupt::cancellable(
-                "the data volume's detachment",
-                cloud.wait_volume_available(&v.id, VOLUME_WAIT),
-            )
-            .await
-            {
-                Err(e @ Error::Interrupted { .. }) => return Err(e),
-                Ok(()) => cloud.delete_data_volume(&v.id).await,
-                Err(e) => Err(e),
+            // (A failed volume never becomes available: it is deleted as it is.)
+            let detached = async {
+                if v.state == "error" {
+                    Ok(())
+                } else {
+                    cloud.wait_volume_available(&v.id, VOLUME_WAIT).await
+                }
             };
+            let deleted =
+                match interrupt::cancellable("the data volume's detachment", detached).await {
+                    Err(e @ Error::Interrupted { .. }) => return Err(e),
+                    Ok(()) => cloud.delete_data_volume(&v.id).await,
+                    Err(e) => Err(e),
+                };
             match deleted {
                 Ok(_) => report.data_volumes_deleted.push(v.id),
                 Err(e) => report.failures.push(e.to_string()),

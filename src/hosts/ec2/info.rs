@@ -72,7 +72,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             },
             note: match (i.state.as_str(), &w.stopped, i.access) {
                 ("stopped", _, _) if i.interrupted() => Some(format!(
-                    "interrupted by EC2 (no spot capacity); it starts again when capacity returns, or `labship up {} --ec2` asks for it",
+                    "interrupted by EC2 (no spot capacity): EC2 starts it again when capacity returns; `labship up {} --ec2` waits for that",
                     i.deployment
                 )),
                 ("stopped", Some(why), _) => Some(format!(
@@ -93,9 +93,11 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             life: life(i, &w, now),
             spot: Some(i.spot),
             interrupted: Some(i.interrupted()),
+            // Its own, or the deployment's when none is attached (an interrupted `up`).
             data_volume: volumes
                 .iter()
                 .find(|v| v.attached_to.as_deref() == Some(i.id.as_str()))
+                .or_else(|| volumes.iter().find(|v| v.deployment == i.deployment))
                 .cloned(),
             ..row(i.deployment.clone())
         })

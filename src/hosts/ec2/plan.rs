@@ -29,6 +29,9 @@ pub const CONTAINER_PORT: u16 = 8888;
 pub const PULL_DEADLINE: u64 = 900;
 /// How long the user-data waits for Jupyter after starting the container.
 pub const JUPYTER_DEADLINE: u64 = 300;
+/// How long the host scripts wait for the data volume to be attached (`DATA_DEADLINE` in
+/// userdata/common.sh).
+pub const DATA_DEADLINE: u64 = 600;
 /// Default wait for a new instance: boot, Docker, pull of a multi-GB image, Jupyter.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(900);
 
@@ -263,13 +266,17 @@ pub struct RootVolume {
 /// an earlier instance left (the instance then launches in its zone).
 #[derive(Debug, Clone, Serialize)]
 pub struct DataVolumePlan {
-    /// `create` or `attach` (the kept one).
+    /// `create`, `attach` (the kept one) or `move` (the kept one, copied through a snapshot
+    /// into the subnet's zone; the original and the snapshot are deleted once the copy is
+    /// attached).
     pub action: &'static str,
     /// The kept volume (None for a new one).
     pub id: Option<String>,
     pub size_gib: i32,
-    /// Where it is (None for a new one: the instance's zone, known once it launched).
+    /// Where it will be (None for a new one: the instance's zone, known once it launched).
     pub availability_zone: Option<String>,
+    /// `move`: the zone it is in now.
+    pub from_zone: Option<String>,
     pub device: &'static str,
     pub volume_type: &'static str,
     pub encrypted: bool,
@@ -461,17 +468,14 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                     crate::config::lifetime_text(opts.ttl)
                 )
             };
-            let why = if inst.interrupted() {
-                " (EC2 interrupted it: no spot capacity then)"
+            let how = if inst.interrupted() {
+                " by EC2 (a spot interruption): EC2 starts it again when capacity returns, and `up` waits for that"
             } else {
-                ""
+                ": it is started again"
             };
             (
                 PlannedAction::Start,
-                format!(
-                    "{} is stopped{why}: it is started again with {then}",
-                    inst.id
-                ),
+                format!("{} is stopped{how}, with {then}", inst.id),
             )
         }
         None => {
@@ -560,9 +564,9 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     // An existing instance stays on its market: say so when another was asked for.
     let reason = match (live.or(observed.stopped()), opts.spot) {
         (Some(inst), Some(asked)) if asked != inst.spot => format!(
-            "{reason}; it stays {} (`labship down` then `labship up{}` launches a new instance, and the data volume keeps the workspace)",
+            "{reason}; it stays {} (`labship down` then `labship up {}` launches a new instance, and the data volume keeps the workspace)",
             market(inst.spot),
-            if asked { " --spot" } else { "" }
+            if asked { "--spot" } else { "--on-demand" }
         ),
         _ => reason,
     };
@@ -595,8 +599,8 @@ pub fn check_data_volume(config: &Config, opts: &Options, observed: &Observed) -
 }
 
 /// The data volume of a launch, and why, in words: the one an earlier instance left (the
-/// instance goes to its zone), or a new one. Refused: several kept volumes, one still attached
-/// elsewhere or failed, or one in another zone than the configured subnet's.
+/// instance goes to its zone, or with a subnet in another zone it is copied there), or a new
+/// one. Refused: several kept volumes, or one still attached elsewhere or failed.
 fn data_volume_plan(
     config: &Config,
     opts: &Options,
@@ -630,6 +634,7 @@ fn data_volume_plan(
                 id: None,
                 size_gib: opts.volume_gib,
                 availability_zone: zone,
+                from_zone: None,
                 device: ebs::DEVICE,
                 volume_type: "gp3",
                 encrypted: true,
@@ -657,17 +662,25 @@ fn data_volume_plan(
             format!("see it in the EC2 console; restore it from a snapshot, or delete it (`labship down {name} --delete-data`) to start with a new one"),
         ));
     }
+    // The subnet is in another zone: an EBS volume attaches only in its own, so it is copied
+    // there through a snapshot.
     if let (Some(subnet), Some(zone)) = (&config.ec2.subnet, &observed.subnet_zone) {
         if zone != &vol.availability_zone {
-            return Err(refuse(
-                &vol.id,
+            return Ok((
+                DataVolumePlan {
+                    action: "move",
+                    id: Some(vol.id.clone()),
+                    size_gib: vol.size_gib,
+                    availability_zone: Some(zone.clone()),
+                    from_zone: Some(vol.availability_zone.clone()),
+                    device: ebs::DEVICE,
+                    volume_type: "gp3",
+                    encrypted: true,
+                    tags,
+                },
                 format!(
-                    "the data volume is in {}, and the subnet {subnet} is in {zone}: an EBS volume attaches only in its own Availability Zone",
-                    vol.availability_zone
-                ),
-                format!(
-                    "launch in {}: name a subnet there (--subnet, ec2.subnet) or none (the default VPC has one per zone); or move the volume with a snapshot (`aws ec2 create-snapshot`, then `aws ec2 create-volume --snapshot-id ... --availability-zone {zone}` with the volume's tags) and delete the old one",
-                    vol.availability_zone
+                    "the kept data volume {} is copied to {zone}, the zone of the subnet {subnet}, through a snapshot, and brings the workspace back there (the original and the snapshot are deleted once the copy is attached)",
+                    vol.describe()
                 ),
             ));
         }
@@ -686,6 +699,7 @@ fn data_volume_plan(
             id: Some(vol.id.clone()),
             size_gib: vol.size_gib,
             availability_zone: Some(vol.availability_zone.clone()),
+            from_zone: None,
             device: ebs::DEVICE,
             volume_type: "gp3",
             encrypted: true,
@@ -861,6 +875,14 @@ impl std::fmt::Display for Ec2Plan {
         }
         if let Some(d) = &self.data_volume {
             lines.push(match &d.id {
+                Some(id) if d.action == "move" => format!(
+                    "  data volume     {} {id} ({} GiB {}), copied from {} to {} through a snapshot",
+                    d.device,
+                    d.size_gib,
+                    d.volume_type,
+                    d.from_zone.as_deref().unwrap_or("its zone"),
+                    d.availability_zone.as_deref().unwrap_or("the subnet's zone")
+                ),
                 Some(id) => format!(
                     "  data volume     {} {id} ({} GiB {}, {}), kept on termination",
                     d.device,
@@ -1021,6 +1043,7 @@ mod tests {
             availability_zone: Some("eu-west-1a".into()),
             data_volume: true,
             spot: false,
+            spot_request: None,
             state_reason: None,
         }
     }
@@ -1236,14 +1259,14 @@ mod tests {
         assert_eq!(start.action, PlannedAction::Start);
         assert_eq!(ec2(&start).market, "spot");
         assert!(
-            start.reason.contains("EC2 interrupted it"),
+            start.reason.contains("a spot interruption"),
             "{}",
             start.reason
         );
     }
 
     #[test]
-    fn a_kept_data_volume_that_cannot_be_attached_is_refused_before_anything_is_made() {
+    fn a_kept_data_volume_is_moved_to_the_subnets_zone_or_refused_when_it_cannot_be_attached() {
         let (_dir, mut config) = config();
         let refused = |config: &Config, seen: &Observed| {
             let err = check_data_volume(config, &opts(config), seen).expect_err("refused");
@@ -1268,16 +1291,30 @@ mod tests {
         second.id = "vol-2".into();
         seen.data_volumes = vec![kept_volume("eu-west-1a", None), second];
         assert!(refused(&config, &seen).contains("has 2 data volumes"));
-        // A subnet in another zone than the volume's.
+        // A subnet in another zone than the volume's: it is copied there.
         config.ec2.subnet = Some("subnet-1".into());
         seen.data_volumes = vec![kept_volume("eu-west-1a", None)];
         seen.subnet_zone = Some("eu-west-1c".into());
-        let text = refused(&config, &seen);
+        check_data_volume(&config, &opts(&config), &seen).expect("a move");
+        let moved = plan(&config, &opts(&config), &seen).expect("plan");
+        let data = ec2(&moved).data_volume.clone().expect("data volume");
+        assert_eq!((data.action, data.id.as_deref()), ("move", Some("vol-1")));
+        assert_eq!(data.from_zone.as_deref(), Some("eu-west-1a"));
+        assert_eq!(data.availability_zone.as_deref(), Some("eu-west-1c"));
         assert!(
-            text.contains("in eu-west-1a, and the subnet subnet-1 is in eu-west-1c"),
-            "{text}"
+            moved.reason.contains(
+                "copied to eu-west-1c, the zone of the subnet subnet-1, through a snapshot"
+            ),
+            "{}",
+            moved.reason
         );
-        assert!(text.contains("create-snapshot"), "{text}");
+        assert_eq!(
+            ec2(&moved)
+                .launch
+                .as_ref()
+                .and_then(|l| l.availability_zone.clone()),
+            None
+        );
         // The same zone is fine, and the subnet decides the placement.
         seen.subnet_zone = Some("eu-west-1a".into());
         check_data_volume(&config, &opts(&config), &seen).expect("same zone");

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
-use super::plan::{self, Observed, Options, JUPYTER_DEADLINE, PULL_DEADLINE};
+use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ingress_cidrs, resolve_ami, sealed, watch};
 use crate::aws::ebs::{DataVolume, VolumeSpec};
@@ -231,6 +231,11 @@ pub async fn up(
         let pushed = push::finish(engine, &ecr, prepared, printer).await?;
         let push_secs = (!pushed.skipped).then(|| t_push.elapsed().as_secs_f64());
         printer.note(format!("`{name}`: {}", plan.reason));
+        // An `up` interrupted before it attached the data volume: the replace script would
+        // wait for it in vain.
+        if inst.data_volume {
+            ensure_data_volume(&cloud, config, opts, inst, printer).await?;
+        }
         let token = seal(&cloud, name).await?;
         let (now, secs, served) = replace_container(
             &cloud,
@@ -562,8 +567,20 @@ async fn start(
     if stopped.data_volume {
         ensure_data_volume(cloud, config, opts, stopped, printer).await?;
     }
-    cloud.start(&stopped.id).await?;
-    let running = retry::until(Duration::from_secs(300), Duration::from_secs(1), || async {
+    // Only EC2 restarts a spot instance it interrupted (its persistent request stays open),
+    // when capacity returns: `up` waits for that, within --wait.
+    let (within, pause) = if stopped.interrupted() {
+        printer.note(format!(
+            "{} was interrupted (no spot capacity); EC2 starts it again by itself when capacity returns: waiting up to {}s",
+            stopped.id,
+            opts.wait.as_secs()
+        ));
+        (opts.wait, Duration::from_secs(5))
+    } else {
+        cloud.start(&stopped.id).await?;
+        (Duration::from_secs(300), Duration::from_secs(1))
+    };
+    let running = retry::until(within, pause, || async {
         interrupt::checkpoint("the instance running")?;
         let failed = |cause: String| Error::BootFailed {
             deployment: name.clone(),
@@ -574,9 +591,17 @@ async fn start(
         };
         match cloud.instance(&stopped.id).await? {
             Some(i) if i.state == "running" => Ok(Step::Done(i)),
-            Some(i) if matches!(i.state.as_str(), "pending" | "stopped" | "stopping") => {
-                Ok(Step::Again(failed(format!("still {} after 300s", i.state))))
-            }
+            Some(i) if i.interrupted() => Ok(Step::Again(Error::NoCapacity {
+                instance: i.id.clone(),
+                region: cloud.region.clone(),
+                message: format!(
+                    "it is still stopped by its spot interruption after {}s",
+                    within.as_secs()
+                ),
+            })),
+            Some(i) if matches!(i.state.as_str(), "pending" | "stopped" | "stopping") => Ok(
+                Step::Again(failed(format!("still {} after {}s", i.state, within.as_secs()))),
+            ),
             Some(i) => Err(failed(format!("the instance went to {}", i.state))),
             None => Err(failed("the instance no longer exists".into())),
         }
@@ -895,18 +920,50 @@ async fn ensure_data_volume(
                 hint: "run `labship up` again".into(),
             })?,
     };
-    let free: Vec<&DataVolume> = volumes
-        .iter()
-        .filter(|v| v.attached_to.is_none() && v.state != "error")
-        .collect();
-    let volume = match free.as_slice() {
-        [one] if one.availability_zone == zone => {
+    // Only the deployment's one kept volume is attached (or moved); a new one is made only
+    // when there is none at all.
+    let usable = |v: &DataVolume| v.attached_to.is_none() && v.state != "error";
+    // A kept volume moved to this zone leaves its original and a snapshot, deleted once the
+    // copy is attached.
+    let mut moved: Option<(String, String)> = None;
+    let volume = match volumes.as_slice() {
+        [one] if usable(one) && one.availability_zone == zone => {
             printer.note(format!(
                 "Attaching the kept data volume {} to {}: the workspace comes back",
                 one.describe(),
                 inst.id
             ));
-            (*one).clone()
+            // Still being created, or detaching from a terminated instance: wait.
+            if one.state != "available" {
+                cloud
+                    .wait_volume_available(&one.id, Duration::from_secs(300))
+                    .await?;
+            }
+            one.clone()
+        }
+        [one] if usable(one) => {
+            interrupt::checkpoint("copying the data volume")?;
+            printer.note(format!(
+                "Copying the kept data volume {} to {zone}, the instance's zone, through a snapshot (minutes for a large volume)",
+                one.describe()
+            ));
+            let spec = VolumeSpec {
+                deployment: name.clone(),
+                availability_zone: zone,
+                size_gib: one.size_gib,
+                tags: plan::data_volume_tags(name),
+                snapshot: None,
+            };
+            let token = format!("labship-{}-data", inst.id);
+            let (copy, snapshot) = cloud
+                .copy_data_volume(one, &spec, &token, Duration::from_secs(3600))
+                .await?;
+            interrupt::made(format!(
+                "data volume {} of `{name}`, a copy of {} through snapshot {snapshot} (delete those two once it is attached)",
+                copy.id, one.id
+            ));
+            moved = Some((one.id.clone(), snapshot));
+            copy
         }
         [] => {
             interrupt::checkpoint("creating the data volume")?;
@@ -915,6 +972,7 @@ async fn ensure_data_volume(
                 availability_zone: zone,
                 size_gib: opts.volume_gib,
                 tags: plan::data_volume_tags(name),
+                snapshot: None,
             };
             // One volume per instance, however often this is sent (a lost answer, an `up`
             // interrupted and run again).
@@ -932,21 +990,43 @@ async fn ensure_data_volume(
             ));
             made
         }
-        other => {
-            let ids: Vec<String> = other.iter().map(|v| v.describe()).collect();
+        others => {
+            let found: Vec<String> = others
+                .iter()
+                .map(|v| match &v.attached_to {
+                    Some(other) => format!("{} ({}, attached to {other})", v.id, v.state),
+                    None => format!("{} ({})", v.id, v.state),
+                })
+                .collect();
             return Err(Error::DataVolume {
                 deployment: name.clone(),
-                volume: ids.join(", "),
+                volume: found.join(", "),
                 message: format!(
-                    "{} has no data volume attached, and the kept one(s) cannot be (another Availability Zone than {zone}, or several)",
+                    "{} has no data volume attached, and `{name}`'s cannot be: labship attaches the one kept volume that is not in use or failed",
                     inst.id
                 ),
-                hint: format!("`labship down {name} --ec2` keeps the volumes and terminates the instance; the next `up` launches in the volume's zone"),
+                hint: "keep the volume with the notebooks (detached from any other instance) and delete the others (`aws ec2 delete-volume --volume-id ...`), then run `labship up` again".into(),
             });
         }
     };
     interrupt::checkpoint("attaching the data volume")?;
     cloud.attach_data_volume(&volume.id, &inst.id).await?;
+    if let Some((original, snapshot)) = moved {
+        let cleaned = async {
+            cloud.delete_data_volume(&original).await?;
+            cloud.delete_snapshot(&snapshot).await
+        };
+        match cleaned.await {
+            Ok(_) => printer.note(format!(
+                "Moved the data volume to {}: {} attached; {original} and snapshot {snapshot} deleted",
+                volume.availability_zone, volume.id
+            )),
+            Err(e) => printer.note(format!(
+                "Moved the data volume ({} attached), but could not delete the original {original} or snapshot {snapshot}: {e}; delete them with `aws ec2 delete-volume --volume-id {original}` and `aws ec2 delete-snapshot --snapshot-id {snapshot}`",
+                volume.id
+            )),
+        }
+    }
     Ok(volume)
 }
 
@@ -974,10 +1054,11 @@ async fn replace_container(
     ));
     // The script bounds itself (its wait for the host's lock, then login, pull and Jupyter
     // deadlines): SSM's execution timeout follows those, not --wait, so SSM never cuts it
-    // off half-way. The lock waits at most a whole boot (login 180 + docker 120 + pull +
-    // Jupyter; see userdata/common.sh).
-    let lock = 180 + 120 + PULL_DEADLINE + JUPYTER_DEADLINE;
-    let budget = Duration::from_secs(lock + 180 + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
+    // off half-way. The lock waits at most a whole boot (login 180 + docker 120 + data volume
+    // + pull + Jupyter; see userdata/common.sh).
+    let lock = 180 + 120 + DATA_DEADLINE + PULL_DEADLINE + JUPYTER_DEADLINE;
+    let budget =
+        Duration::from_secs(lock + 180 + DATA_DEADLINE + PULL_DEADLINE + JUPYTER_DEADLINE + 120);
     // Abandoning this wait is safe: the script runs to its end on the host on its own (and
     // puts the previous container back if the new one fails); `up` again sees the result.
     let result = interrupt::cancellable(

@@ -642,11 +642,22 @@ mod tests {
             assert!(!script.contains("{{"), "{name} contains a double brace");
             assert!(script.starts_with("#!/bin/bash\n"), "{name}");
             assert!(script.contains("\nset -euo pipefail\n"), "{name}");
-            assert!(
-                gzip(&script).len() <= MAX_USER_DATA_BYTES / 2,
-                "{name}: {} bytes gzipped: keep room for long image names",
-                gzip(&script).len()
-            );
+            // The boot script goes to EC2 gzipped (16 KiB); a replace goes through SSM as
+            // text (MAX_SCRIPT_BYTES). A quarter of the first and half of the second leave
+            // room for long image names (a few hundred bytes) and what comes next.
+            if name.starts_with("boot") {
+                assert!(
+                    gzip(&script).len() <= MAX_USER_DATA_BYTES * 3 / 4,
+                    "{name}: {} bytes gzipped: keep room for long image names",
+                    gzip(&script).len()
+                );
+            } else {
+                assert!(
+                    script.len() <= MAX_SCRIPT_BYTES / 2,
+                    "{name}: {} bytes: keep room for long image names",
+                    script.len()
+                );
+            }
         }
         assert!(has_access_key_id("x AKIAIOSFODNN7EXAMPLE x"));
     }
@@ -1087,7 +1098,7 @@ esac
             for tool in [
                 "base64", "bash", "cat", "chmod", "chown", "cp", "cut", "date", "flock", "grep",
                 "head", "ls", "awk", "mkdir", "mktemp", "mv", "od", "openssl", "readlink", "sed",
-                "rm", "sleep", "tail", "touch", "tr",
+                "rm", "sleep", "tail", "touch", "tr", "wc",
             ] {
                 let real = ["/usr/bin", "/bin"]
                     .iter()
@@ -1719,6 +1730,56 @@ esac
         assert!(!calls.contains("docker volume create"), "{calls}");
     }
 
+    /// blkid finding nothing is not enough to format: a disk that is not all zeros in its
+    /// first MiB (or cannot be read) is left as it is, and the boot stops there.
+    #[test]
+    fn boot_script_never_formats_a_disk_that_is_not_blank() {
+        let host = FakeHost::new(true, true);
+        stub(&host, "findmnt", r#"echo /dev/nvme0n1p1"#);
+        stub(
+            &host,
+            "lsblk",
+            r#"case "$*" in
+"-no PKNAME /dev/nvme0n1p1") echo nvme0n1 ;;
+"-dno NAME,SERIAL") printf 'nvme0n1 vol0aaaaroot\nnvme1n1 vol0bbbbdata\n' ;;
+esac"#,
+        );
+        stub(&host, "blkid", "exit 2");
+        stub(&host, "mkfs.ext4", r#"touch "$STUB/formatted""#);
+        stub(&host, "mkfs.xfs", r#"touch "$STUB/formatted""#);
+        let dev = host.path("dev");
+        fs::create_dir_all(&dev).expect("dev");
+        let mut disk = vec![0u8; 2 << 20];
+        disk[4096..4105].copy_from_slice(b"notebooks");
+        fs::write(dev.join("nvme1n1"), disk).expect("disk");
+        let mnt = host.path("mnt");
+        let fstab = host.path("fstab");
+        let none = host.path("no-such-device");
+        let run = host.run(
+            &render_boot(&data_inputs()).expect("renders"),
+            &[
+                ("LABSHIP_DATA_MOUNT", mnt.to_str().expect("utf-8 path")),
+                ("LABSHIP_FSTAB", fstab.to_str().expect("utf-8 path")),
+                ("LABSHIP_DATA_DEVICES", none.to_str().expect("utf-8 path")),
+                ("LABSHIP_DEV_DIR", dev.to_str().expect("utf-8 path")),
+                ("STUB_PULL_FAILS", "0"),
+            ],
+        );
+        assert!(!run.ok, "{}", run.stdout);
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "data");
+                assert!(cause.contains("not blank"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
+        }
+        assert!(
+            !host.path("state/formatted").exists(),
+            "it formatted the disk"
+        );
+        assert!(!host.calls().contains("docker run"), "{}", host.calls());
+    }
+
     /// The real host's way, with util-linux and mkfs stubbed: the EBS NVMe disk that is not
     /// the root's is formatted once, put in fstab once, mounted, and bound.
     #[test]
@@ -1742,30 +1803,45 @@ esac"#,
             &host,
             "blkid",
             r#"case "$*" in
-"-p /dev/nvme1n1") [ -e "$STUB/formatted" ] || exit 2 ;;
-"-o value -s TYPE /dev/nvme1n1") [ -e "$STUB/formatted" ] && echo ext4 ;;
-"-o value -s UUID /dev/nvme1n1") [ -e "$STUB/formatted" ] && echo 0b5e7a11-uuid ;;
+"-p $DEV/nvme1n1") [ -e "$STUB/formatted" ] || exit 2 ;;
+"-o value -s TYPE $DEV/nvme1n1") [ -e "$STUB/formatted" ] && echo ext4 ;;
+"-o value -s UUID $DEV/nvme1n1") [ -e "$STUB/formatted" ] && echo 0b5e7a11-uuid ;;
 *) exit 4 ;;
 esac"#,
         );
         stub(
             &host,
             "mkfs.ext4",
-            r#"[ "$*" = "-q -L labship-data /dev/nvme1n1" ] && touch "$STUB/formatted""#,
+            r#"[ "$*" = "-q -L labship-data $DEV/nvme1n1" ] && touch "$STUB/formatted""#,
         );
         stub(&host, "mountpoint", r#"[ -e "$STUB/mounted" ]"#);
         stub(
             &host,
             "mount",
-            r#"grep -qx "UUID=0b5e7a11-uuid $1 ext4 defaults,nofail 0 2" "$LABSHIP_FSTAB" && touch "$STUB/mounted""#,
+            r#"grep -qx "UUID=0b5e7a11-uuid $1 ext4 defaults,nofail,x-systemd.before=docker.service 0 2" "$LABSHIP_FSTAB" && touch "$STUB/mounted""#,
         );
         let mnt = host.path("mnt");
         let fstab = host.path("fstab");
         let none = host.path("no-such-device");
+        // The new EBS disk reads as zeros.
+        let dev = host.path("dev");
+        fs::create_dir_all(&dev).expect("dev");
+        fs::write(dev.join("nvme1n1"), vec![0u8; 2 << 20]).expect("disk");
+        // An earlier volume's line for the same mount point, and the root's.
+        fs::write(
+            &fstab,
+            format!(
+                "UUID=older-volume {} ext4 defaults,nofail 0 2\n/dev/root / xfs defaults 0 0\n",
+                mnt.display()
+            ),
+        )
+        .expect("fstab");
         let env = [
             ("LABSHIP_DATA_MOUNT", mnt.to_str().expect("utf-8 path")),
             ("LABSHIP_FSTAB", fstab.to_str().expect("utf-8 path")),
             ("LABSHIP_DATA_DEVICES", none.to_str().expect("utf-8 path")),
+            ("LABSHIP_DEV_DIR", dev.to_str().expect("utf-8 path")),
+            ("DEV", dev.to_str().expect("utf-8 path")),
             ("STUB_PULL_FAILS", "0"),
         ];
         let script = render_boot(&data_inputs()).expect("renders");
@@ -1778,7 +1854,10 @@ esac"#,
             let context = format!("boot {boot}\nstdout:\n{}\ncalls:\n{calls}", run.stdout);
             assert!(run.ok, "{context}");
             assert_eq!(
-                count_lines(&calls, "mkfs.ext4 -q -L labship-data /dev/nvme1n1"),
+                count_lines(
+                    &calls,
+                    &format!("mkfs.ext4 -q -L labship-data {}/nvme1n1", dev.display())
+                ),
                 1,
                 "{context}"
             );
@@ -1790,7 +1869,7 @@ esac"#,
             assert_eq!(
                 host.read("fstab"),
                 format!(
-                    "UUID=0b5e7a11-uuid {} ext4 defaults,nofail 0 2\n",
+                    "/dev/root / xfs defaults 0 0\nUUID=0b5e7a11-uuid {} ext4 defaults,nofail,x-systemd.before=docker.service 0 2\n",
                     mnt.display()
                 ),
                 "{context}"

@@ -182,7 +182,7 @@ fn hint_for(phase: &str, deployment: &str) -> String {
         "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance may pull from the repository (its inline policy covers repository/labship/*; see infra/README.md for another repository) and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
         "tls" => "the host could not make Jupyter's TLS certificate: with --ami, choose an AMI with openssl (the default ecs and al2023 have it)",
         "token" => "the instance could not read its token from SSM Parameter Store: check that the instance role labship-instance may call ssm:GetParameter on /labship/* and that the subnet reaches SSM",
-        "data" => "the host found no data volume (the workspace's EBS volume): `labship up` attaches it when it is missing; `aws ec2 describe-volumes --filters Name=tag:labship:deployment,Values=<name>` shows where it is",
+        "data" => "the host could not put the workspace on its data volume (not attached in time, not blank without a file system, or not mountable: the cause above says which); a missing one is attached by `labship up`, and `aws ec2 describe-volumes --filters Name=tag:labship:volume,Values=workspace` shows where it is",
         "pull" | "pulled" => "the instance could not pull the image: check that the push finished (`labship push`) and that the subnet reaches ECR",
         "start" | "started" | "jupyter" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
         _ => "see the cause above",
