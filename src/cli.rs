@@ -258,8 +258,9 @@ pub struct DownArgs {
     /// EC2: also delete the deployment's images from ECR (and its repository, if labship made it)
     #[arg(long)]
     pub purge_images: bool,
-    /// EC2: also remove labship's shared IAM role and instance profile when no deployment uses them
-    #[arg(long)]
+    /// EC2: every labship deployment in every region you can see (after one confirmation
+    /// listing them), then labship's shared IAM role and instance profile when none is left
+    #[arg(long, conflicts_with = "deployment")]
     pub all: bool,
     /// EC2: remove it even if another identity created it (its labship:owner tag)
     #[arg(long)]

@@ -817,30 +817,36 @@ impl Cloud {
         Ok(())
     }
 
-    /// labship's instances in every region this account has enabled (the instance role is
-    /// global, so "is it still used?" is asked everywhere).
-    pub async fn instances_everywhere(&self) -> Result<Vec<(String, Instance)>> {
-        let regions = self
+    /// The regions this account has enabled (DescribeRegions).
+    pub async fn regions(&self) -> Result<Vec<String>> {
+        let out = self
             .ec2
             .describe_regions()
             .send()
             .await
             .map_err(|e| self.fail("ec2", "DescribeRegions", "all regions", &e))?;
+        Ok(out
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name().map(str::to_string))
+            .collect())
+    }
+
+    /// labship's instances in every region this account has enabled (the instance role is
+    /// global, so "is it still used?" is asked everywhere).
+    pub async fn instances_everywhere(&self) -> Result<Vec<(String, Instance)>> {
         let mut found = Vec::new();
-        for r in regions.regions() {
-            let Some(name) = r.region_name() else {
-                continue;
-            };
+        for name in self.regions().await? {
             let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
-                .region(aws_config::Region::new(name.to_string()))
+                .region(aws_config::Region::new(name.clone()))
                 .build();
             let other = Cloud {
                 ec2: aws_sdk_ec2::Client::from_conf(conf),
-                region: name.to_string(),
+                region: name.clone(),
                 ..self.clone()
             };
             for i in other.instances(None).await? {
-                found.push((name.to_string(), i));
+                found.push((name.clone(), i));
             }
         }
         Ok(found)

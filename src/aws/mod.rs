@@ -30,6 +30,20 @@ pub struct Aws {
     pub region: String,
 }
 
+impl Aws {
+    /// The same account and settings in another region.
+    pub fn in_region(&self, region: &str) -> Aws {
+        Aws {
+            sdk: self
+                .sdk
+                .to_builder()
+                .region(Region::new(region.to_string()))
+                .build(),
+            region: region.to_string(),
+        }
+    }
+}
+
 /// EC2, IAM and SSM of one account and region (ECR has its own [`ecr::Ecr`], which the push
 /// stage uses without the rest). The methods live with their service: [`ec2`], [`iam`],
 /// [`ssm`].

@@ -64,11 +64,17 @@ async fn on<H: Host>(
             }
         }
     }
-    labship::interrupt::install(labship::interrupt::Then::Repeat(super::down_command(
-        config,
-        config.target,
-        "",
-    )))?;
+    let again = if args.all {
+        // No name: every deployment.
+        super::down_command(config, config.target, " --all").replacen(
+            &format!("labship down {} ", config.name),
+            "labship down ",
+            1,
+        )
+    } else {
+        super::down_command(config, config.target, "")
+    };
+    labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
     let report = host.down(config, options, printer).await?;
     super::emit(printer, &report)
 }

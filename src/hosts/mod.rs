@@ -102,7 +102,7 @@ pub struct DownOptions {
     pub delete_data: bool,
     /// EC2: also delete the deployment's images from ECR.
     pub purge_images: bool,
-    /// EC2: also remove the shared IAM role when no deployment uses it.
+    /// EC2: every deployment in every region, then the shared IAM role when none is left.
     pub all: bool,
     /// EC2: remove a deployment another identity owns (`labship:owner`).
     pub force: bool,
@@ -637,6 +637,31 @@ impl DownReport {
             iam_removed: false,
             iam_kept: None,
             failures: Vec::new(),
+        }
+    }
+}
+
+impl DownReport {
+    /// Adds one deployment's teardown to this one (`down --all`): its words prefixed with the
+    /// deployment and region, its lists appended.
+    pub fn absorb(&mut self, other: DownReport) {
+        let tag = match &other.region {
+            Some(r) => format!("`{}` in {r}: ", other.deployment),
+            None => format!("`{}`: ", other.deployment),
+        };
+        let tagged = |list: Vec<String>| list.into_iter().map(|w| format!("{tag}{w}"));
+        self.removed.extend(tagged(other.removed));
+        self.kept.extend(tagged(other.kept));
+        self.failures.extend(tagged(other.failures));
+        self.saved.extend(other.saved);
+        self.terminated.extend(other.terminated);
+        self.security_groups_deleted
+            .extend(other.security_groups_deleted);
+        self.data_volumes_kept.extend(other.data_volumes_kept);
+        self.data_volumes_deleted.extend(other.data_volumes_deleted);
+        self.images_deleted += other.images_deleted;
+        if other.repository_deleted.is_some() {
+            self.repository_deleted = other.repository_deleted;
         }
     }
 }

@@ -1398,8 +1398,9 @@ async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing()
 }
 
 /// On a private moto without the simulator: the console never shows a token (moto's is a
-/// fixed text), so `up` times out with the console's last lines; `down --all` then removes
-/// the shared IAM role too; and a region without a default VPC is refused.
+/// fixed text), so `up` times out with the console's last lines; `down --all` then takes down
+/// every deployment in every region (after a confirmation naming them) and the shared IAM
+/// role; and a region without a default VPC is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     let moto = Server::moto();
@@ -1426,17 +1427,134 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     assert!(help.contains("last console lines"), "{help}");
     assert!(help.contains("--wait"), "{help}");
 
+    // Another deployment in another region (made with the AWS CLI, tagged as labship tags):
+    // `down --all` takes down both, after one confirmation that lists them.
+    let other = unique("ec2far");
+    let tags = |extra: &str| {
+        format!(
+            "Tags=[{{Key=labship:managed-by,Value=labship}},{{Key=labship:deployment,Value={other}}}{extra}]"
+        )
+    };
+    let far = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "run-instances",
+            "--region",
+            "eu-west-1",
+            "--image-id",
+            "ami-12345678",
+            "--instance-type",
+            "t3.micro",
+            "--tag-specifications",
+            &format!("ResourceType=instance,{}", tags("")),
+        ],
+    );
+    let far_id = far["Instances"][0]["InstanceId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let far_volume = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "create-volume",
+            "--region",
+            "eu-west-1",
+            "--availability-zone",
+            "eu-west-1a",
+            "--size",
+            "1",
+            "--tag-specifications",
+            &format!(
+                "ResourceType=volume,{}",
+                tags(",{Key=labship:volume,Value=workspace}")
+            ),
+        ],
+    )["VolumeId"]
+        .as_str()
+        .expect("volume id")
+        .to_string();
+    // Without a terminal to confirm on, nothing happens; the question names both.
+    let asked =
+        json_error(&p.labship_at(&endpoint, &["down", "--ec2", "--all", "-o", "json"], &[]));
+    assert_eq!(asked["code"], "labship::confirm", "{asked}");
+    let question = asked.to_string();
+    for needle in [
+        format!("`{}` in us-east-1", p.name),
+        format!("`{other}` in eu-west-1"),
+        far_id.clone(),
+        format!("data volume {far_volume}"),
+    ] {
+        assert!(question.contains(&needle), "{needle}: {question}");
+    }
+    let still = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--region",
+            "eu-west-1",
+            "--instance-ids",
+            &far_id,
+        ],
+    );
+    assert_eq!(
+        still["Reservations"][0]["Instances"][0]["State"]["Name"], "running",
+        "{still}"
+    );
+
     let down = json(&p.labship_at(
         &endpoint,
         &ec2_down_args(&["--all", "--delete-data", "--purge-images"]),
         &[],
     ));
+    assert_eq!(down["deployment"], "all", "{down}");
     assert_eq!(
         down["terminated"].as_array().map(Vec::len),
-        Some(1),
+        Some(2),
+        "{down}"
+    );
+    assert!(
+        down["data_volumes_deleted"]
+            .to_string()
+            .contains(&far_volume),
+        "{down}"
+    );
+    assert!(
+        down["removed"]
+            .to_string()
+            .contains(&format!("`{other}` in eu-west-1: instance {far_id}")),
         "{down}"
     );
     assert_eq!(down["iam_removed"], true, "{down}");
+    let gone = aws_cli(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-volumes",
+            "--region",
+            "eu-west-1",
+            "--volume-ids",
+            &far_volume,
+        ],
+    );
+    assert!(!gone.status.success(), "{far_volume} is still there");
+    let far_state = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--region",
+            "eu-west-1",
+            "--instance-ids",
+            &far_id,
+        ],
+    );
+    assert_eq!(
+        far_state["Reservations"][0]["Instances"][0]["State"]["Name"], "terminated",
+        "{far_state}"
+    );
     let iam = iam_client(&endpoint);
     assert!(iam
         .get_role()

@@ -504,18 +504,18 @@ pub fn limited_user(endpoint: &str, user: &str, policy: &str) -> (String, String
 }
 
 /// `aws ARGS` (the AWS CLI of the rig's venv, the client a user would use) against
-/// `endpoint` as the test account, JSON out.
+/// `endpoint` as the test account (in us-east-1 unless ARGS name `--region`), JSON out.
 pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
+    // us-east-1 unless the arguments name a region.
+    let region: &[&str] = if args.contains(&"--region") {
+        &[]
+    } else {
+        &["--region", "us-east-1"]
+    };
     Command::new(rig().venv.join("bin/aws"))
         .args(args)
-        .args([
-            "--endpoint-url",
-            endpoint,
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ])
+        .args(region)
+        .args(["--endpoint-url", endpoint, "--output", "json"])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_CONFIG_FILE", "/nonexistent")

@@ -1,8 +1,10 @@
 //! `labship down --ec2`: removes a deployment's resources in reverse order of creation
-//! (instances, then their security group and sealed token, then, when asked, its images and
-//! the shared IAM role), found by their tags and names. One failure does not stop the others; each is reported.
+//! (instances, then its data volume when asked, its security group and sealed token, then,
+//! when asked, its images), found by their tags and names; `--all` does that for every
+//! deployment in every region, then removes the shared IAM role. One failure does not stop the others; each is reported.
 //! Running it again finds nothing and says so.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::backup::save;
@@ -54,7 +56,6 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
         && !token
         && !deletes_volumes
         && !opts.purge_images
-        && !opts.all
     {
         return Ok(None);
     }
@@ -98,9 +99,6 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
             "delete every image in ECR repository {}",
             config.push.repository
         ));
-    }
-    if opts.all {
-        what.push("remove the shared IAM role labship-instance if no deployment uses it".into());
     }
     Ok(Some(format!(
         "{} of `{deployment}` in {}",
@@ -296,44 +294,6 @@ pub async fn down(
         }
     }
 
-    // 4. The shared role, only with --all and when no deployment uses it any more.
-    if opts.all {
-        match cloud.instances_everywhere().await {
-            Ok(left) if left.is_empty() => {
-                let (removed, failures) = cloud.remove_instance_profile().await;
-                report.iam_removed = removed && failures.is_empty();
-                if !failures.is_empty()
-                    && failures
-                        .iter()
-                        .all(|e| matches!(e, Error::AccessDenied { .. }))
-                {
-                    // An operator: the role is an administrator's to remove.
-                    report.iam_kept = Some(format!(
-                        "{INSTANCE_PROFILE} is kept: your identity may not remove it (operators hold no IAM write); an administrator removes it with the commands in infra/README.md"
-                    ));
-                } else {
-                    report
-                        .failures
-                        .extend(failures.into_iter().map(|e| e.to_string()));
-                }
-            }
-            Ok(left) => {
-                let mut users: Vec<String> = left
-                    .into_iter()
-                    .map(|(region, i)| format!("{} ({region})", i.deployment))
-                    .collect();
-                users.sort();
-                users.dedup();
-                report.iam_kept = Some(format!(
-                    "{} is still used by {}",
-                    INSTANCE_PROFILE,
-                    users.join(", ")
-                ));
-            }
-            Err(e) => report.failures.push(e.to_string()),
-        }
-    }
-
     report.removed = report
         .terminated
         .iter()
@@ -358,11 +318,6 @@ pub async fn down(
                 .iter()
                 .map(|r| format!("ECR repository {r}")),
         )
-        .chain(
-            report
-                .iam_removed
-                .then(|| format!("IAM role and instance profile {}", INSTANCE_PROFILE)),
-        )
         .collect();
     if !report.failures.is_empty() {
         for f in &report.failures {
@@ -370,6 +325,177 @@ pub async fn down(
         }
         return Err(Error::TeardownIncomplete {
             deployment: deployment.to_string(),
+            count: report.failures.len(),
+            details: report.failures.join("\n"),
+        });
+    }
+    Ok(report)
+}
+
+/// The shared role, when no deployment in any region uses it any more (`down --all`, last).
+async fn remove_shared_role(cloud: &Cloud, report: &mut DownReport) {
+    match cloud.instances_everywhere().await {
+        Ok(left) if left.is_empty() => {
+            let (removed, failures) = cloud.remove_instance_profile().await;
+            report.iam_removed = removed && failures.is_empty();
+            if report.iam_removed {
+                report
+                    .removed
+                    .push(format!("IAM role and instance profile {INSTANCE_PROFILE}"));
+            }
+            if !failures.is_empty()
+                && failures
+                    .iter()
+                    .all(|e| matches!(e, Error::AccessDenied { .. }))
+            {
+                // An operator: the role is an administrator's to remove.
+                report.iam_kept = Some(format!(
+                    "{INSTANCE_PROFILE} is kept: your identity may not remove it (operators hold no IAM write); an administrator removes it with the commands in infra/README.md"
+                ));
+            } else {
+                report
+                    .failures
+                    .extend(failures.into_iter().map(|e| e.to_string()));
+            }
+        }
+        Ok(left) => {
+            let mut users: Vec<String> = left
+                .into_iter()
+                .map(|(region, i)| format!("{} ({region})", i.deployment))
+                .collect();
+            users.sort();
+            users.dedup();
+            report.iam_kept = Some(format!(
+                "{} is still used by {}",
+                INSTANCE_PROFILE,
+                users.join(", ")
+            ));
+        }
+        Err(e) => report.failures.push(e.to_string()),
+    }
+}
+
+/// One deployment `down --all` found: what it has in one region.
+#[derive(Debug, Default)]
+struct Found {
+    instances: Vec<Instance>,
+    volumes: Vec<DataVolume>,
+    groups: Vec<String>,
+}
+
+/// Every labship deployment in every region this account has enabled, by (region, name):
+/// its instances, data volumes and security groups (a few regions at a time).
+async fn everywhere(aws: &Aws) -> Result<BTreeMap<(String, String), Found>> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    let regions = Cloud::new(aws).regions().await?;
+    let per_region: Vec<_> = futures_util::stream::iter(regions)
+        .map(|region| async move {
+            let cloud = Cloud::new(&aws.in_region(&region));
+            let (instances, groups, volumes) = tokio::try_join!(
+                cloud.instances(None),
+                cloud.security_groups(None),
+                cloud.data_volumes(None),
+            )?;
+            Ok::<_, Error>((region, instances, groups, volumes))
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let mut found: BTreeMap<(String, String), Found> = BTreeMap::new();
+    for (region, instances, groups, volumes) in per_region {
+        for i in instances.into_iter().filter(|i| !i.deployment.is_empty()) {
+            let key = (region.clone(), i.deployment.clone());
+            found.entry(key).or_default().instances.push(i);
+        }
+        for g in groups {
+            if let Some(dep) = g.deployment {
+                found
+                    .entry((region.clone(), dep))
+                    .or_default()
+                    .groups
+                    .push(g.id);
+            }
+        }
+        for v in volumes.into_iter().filter(|v| !v.deployment.is_empty()) {
+            let key = (region.clone(), v.deployment.clone());
+            found.entry(key).or_default().volumes.push(v);
+        }
+    }
+    Ok(found)
+}
+
+/// `down --all`'s confirmation: every deployment it will take down, where, and what it has.
+pub async fn preview_all(aws: &Aws, opts: &DownOptions) -> Result<Option<String>> {
+    let found = everywhere(aws).await?;
+    let mut what: Vec<String> = found
+        .iter()
+        .map(|((region, name), f)| {
+            let mut parts: Vec<String> = f
+                .instances
+                .iter()
+                .map(|i| format!("instance {} ({}, {})", i.id, i.instance_type, i.state))
+                .collect();
+            parts.extend(f.volumes.iter().map(|v| {
+                format!(
+                    "data volume {} {}",
+                    v.describe(),
+                    if opts.delete_data {
+                        "DELETED with its notebooks"
+                    } else {
+                        "kept"
+                    }
+                )
+            }));
+            parts.extend(f.groups.iter().map(|g| format!("security group {g}")));
+            format!("`{name}` in {region}: {}", parts.join(", "))
+        })
+        .collect();
+    if what.is_empty() && !opts.all {
+        return Ok(None);
+    }
+    what.push(format!(
+        "then the shared IAM role {INSTANCE_PROFILE} if no deployment uses it"
+    ));
+    Ok(Some(format!(
+        "take down every labship deployment in every region: {}",
+        what.join("; ")
+    )))
+}
+
+/// `down --all`: every deployment `everywhere` finds, each as `down NAME` in its region would
+/// (its sealed token, and with --purge-images its `labship/NAME` images, go too), then the
+/// shared role when none is left. One deployment's failure does not stop the others.
+pub async fn down_all(
+    aws: &Aws,
+    config: &Config,
+    opts: &DownOptions,
+    printer: &Printer,
+) -> Result<DownReport> {
+    let found = everywhere(aws).await?;
+    let mut report = DownReport::new(Target::Ec2, "all", None);
+    let each = DownOptions {
+        all: false,
+        ..opts.clone()
+    };
+    for (region, name) in found.keys() {
+        interrupt::checkpoint("the next deployment")?;
+        printer.note(format!("Taking down `{name}` in {region}"));
+        let mut one = config.clone();
+        one.name = name.clone();
+        one.push.repository = format!("labship/{name}");
+        match down(&aws.in_region(region), &one, &each, printer).await {
+            Ok(done) => report.absorb(done),
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
+        }
+    }
+    remove_shared_role(&Cloud::new(aws), &mut report).await;
+    if !report.failures.is_empty() {
+        for f in &report.failures {
+            printer.note(format!("failed: {f}"));
+        }
+        return Err(Error::TeardownIncomplete {
+            deployment: "all".into(),
             count: report.failures.len(),
             details: report.failures.join("\n"),
         });

@@ -423,7 +423,11 @@ impl Host for Ec2Host {
     }
 
     async fn down_preview(&self, config: &Config, options: &DownOptions) -> Result<Option<String>> {
-        down::preview(&self.aws, config, options).await
+        if options.all {
+            down::preview_all(&self.aws, options).await
+        } else {
+            down::preview(&self.aws, config, options).await
+        }
     }
 
     async fn down(
@@ -432,7 +436,11 @@ impl Host for Ec2Host {
         options: &DownOptions,
         printer: &Printer,
     ) -> Result<DownReport> {
-        down::down(&self.aws, config, options, printer).await
+        if options.all {
+            down::down_all(&self.aws, config, options, printer).await
+        } else {
+            down::down(&self.aws, config, options, printer).await
+        }
     }
 }
 
