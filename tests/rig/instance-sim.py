@@ -1178,17 +1178,24 @@ class Sim:
             if acquired:
                 inst.busy.release()
 
+    def as_ec2(self, inst, action):
+        """EC2 acting on the instance itself (its power-off, a spot interruption or restart):
+        `action` on it, told to moto in the instance's region, signed with the instances' key
+        (never a fault scope). Returns (status, body)."""
+        body = urllib.parse.urlencode({"Action": action, "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
+        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
+        status, _, answer = self.forward(Request("POST", "/", headers, body))
+        return status, answer
+
     def shutdown_from_host(self, inst):
         """`shutdown -h now` on the host: EC2 sees the power-off and stops (or terminates) the
         instance. moto is told first, with a request of the instance's own region."""
         time.sleep(0.5)  # let the shim's request finish before its container goes
         action = "TerminateInstances" if inst.shutdown_behavior == "terminate" else "StopInstances"
-        body = urllib.parse.urlencode({"Action": action, "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
-        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
-        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
         try:
-            status, _, answer = self.forward(Request("POST", "/", headers, body))
+            status, answer = self.as_ec2(inst, action)
         except (OSError, http.client.HTTPException) as e:
             log("%s: shutdown from the host: moto unreachable: %s" % (inst.id, e))
             return
@@ -1206,11 +1213,7 @@ class Sim:
         (moto is told, as the instance itself); until a start, DescribeInstances says
         Server.SpotInstanceShutdown. Without capacity, StartInstances is refused until
         POST /_sim/instances/ID/capacity."""
-        body = urllib.parse.urlencode({"Action": "StopInstances", "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
-        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
-        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
-        status, _, answer = self.forward(Request("POST", "/", headers, body))
+        status, answer = self.as_ec2(inst, "StopInstances")
         if status != 200:
             raise RuntimeError("moto StopInstances -> %d %s" % (status, answer[:200]))
         inst.interrupted = True
@@ -1225,11 +1228,7 @@ class Sim:
         the instance itself)."""
         if not inst.interrupted:
             return
-        body = urllib.parse.urlencode({"Action": "StartInstances", "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
-        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
-        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                   "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
-        status, _, answer = self.forward(Request("POST", "/", headers, body))
+        status, answer = self.as_ec2(inst, "StartInstances")
         if status != 200:
             raise RuntimeError("moto StartInstances -> %d %s" % (status, answer[:200]))
         inst.interrupted = False
