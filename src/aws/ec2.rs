@@ -837,14 +837,7 @@ impl Cloud {
     pub async fn instances_everywhere(&self) -> Result<Vec<(String, Instance)>> {
         let mut found = Vec::new();
         for name in self.regions().await? {
-            let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
-                .region(aws_config::Region::new(name.clone()))
-                .build();
-            let other = Cloud {
-                ec2: aws_sdk_ec2::Client::from_conf(conf),
-                region: name.clone(),
-                ..self.clone()
-            };
+            let other = Cloud::new(&self.aws().in_region(&name));
             for i in other.instances(None).await? {
                 found.push((name.clone(), i));
             }

@@ -69,6 +69,14 @@ impl Cloud {
         }
     }
 
+    /// The account and settings this was made from.
+    fn aws(&self) -> Aws {
+        Aws {
+            sdk: self.sdk.clone(),
+            region: self.region.clone(),
+        }
+    }
+
     /// An SDK error as the user should read it, with this region.
     fn fail<E>(&self, service: &str, op: &str, resource: &str, err: &SdkError<E>) -> Error
     where

@@ -1488,21 +1488,21 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     ] {
         assert!(question.contains(&needle), "{needle}: {question}");
     }
-    let still = aws_json(
-        &endpoint,
-        &[
-            "ec2",
-            "describe-instances",
-            "--region",
-            "eu-west-1",
-            "--instance-ids",
-            &far_id,
-        ],
-    );
-    assert_eq!(
-        still["Reservations"][0]["Instances"][0]["State"]["Name"], "running",
-        "{still}"
-    );
+    let far_state = || {
+        aws_json(
+            &endpoint,
+            &[
+                "ec2",
+                "describe-instances",
+                "--region",
+                "eu-west-1",
+                "--instance-ids",
+                &far_id,
+            ],
+        )["Reservations"][0]["Instances"][0]["State"]["Name"]
+            .clone()
+    };
+    assert_eq!(far_state(), "running");
 
     let down = json(&p.labship_at(
         &endpoint,
@@ -1540,21 +1540,7 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
         ],
     );
     assert!(!gone.status.success(), "{far_volume} is still there");
-    let far_state = aws_json(
-        &endpoint,
-        &[
-            "ec2",
-            "describe-instances",
-            "--region",
-            "eu-west-1",
-            "--instance-ids",
-            &far_id,
-        ],
-    );
-    assert_eq!(
-        far_state["Reservations"][0]["Instances"][0]["State"]["Name"], "terminated",
-        "{far_state}"
-    );
+    assert_eq!(far_state(), "terminated");
     let iam = iam_client(&endpoint);
     assert!(iam
         .get_role()

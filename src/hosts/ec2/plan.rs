@@ -284,6 +284,30 @@ pub struct DataVolumePlan {
     pub tags: BTreeMap<String, String>,
 }
 
+impl DataVolumePlan {
+    /// An encrypted gp3 volume at [`ebs::DEVICE`]: the kept `volume` (or a new one), in
+    /// `zones` = (where it will be, where it is now when it moves).
+    fn new(
+        action: &'static str,
+        volume: Option<&DataVolume>,
+        size_gib: i32,
+        (availability_zone, from_zone): (Option<String>, Option<String>),
+        tags: BTreeMap<String, String>,
+    ) -> DataVolumePlan {
+        DataVolumePlan {
+            action,
+            id: volume.map(|v| v.id.clone()),
+            size_gib,
+            availability_zone,
+            from_zone,
+            device: ebs::DEVICE,
+            volume_type: "gp3",
+            encrypted: true,
+            tags,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MetadataPlan {
     pub http_tokens: &'static str,
@@ -629,17 +653,7 @@ fn data_volume_plan(
     let Some(vol) = kept else {
         let zone = observed.subnet_zone.clone();
         return Ok((
-            DataVolumePlan {
-                action: "create",
-                id: None,
-                size_gib: opts.volume_gib,
-                availability_zone: zone,
-                from_zone: None,
-                device: ebs::DEVICE,
-                volume_type: "gp3",
-                encrypted: true,
-                tags,
-            },
+            DataVolumePlan::new("create", None, opts.volume_gib, (zone, None), tags),
             format!(
                 "a new {} GiB data volume holds the workspace (it outlives the instance)",
                 opts.volume_gib
@@ -667,17 +681,13 @@ fn data_volume_plan(
     if let (Some(subnet), Some(zone)) = (&config.ec2.subnet, &observed.subnet_zone) {
         if zone != &vol.availability_zone {
             return Ok((
-                DataVolumePlan {
-                    action: "move",
-                    id: Some(vol.id.clone()),
-                    size_gib: vol.size_gib,
-                    availability_zone: Some(zone.clone()),
-                    from_zone: Some(vol.availability_zone.clone()),
-                    device: ebs::DEVICE,
-                    volume_type: "gp3",
-                    encrypted: true,
+                DataVolumePlan::new(
+                    "move",
+                    Some(vol),
+                    vol.size_gib,
+                    (Some(zone.clone()), Some(vol.availability_zone.clone())),
                     tags,
-                },
+                ),
                 format!(
                     "the kept data volume {} is copied to {zone}, the zone of the subnet {subnet}, through a snapshot, and brings the workspace back there (the original and the snapshot are deleted once the copy is attached)",
                     vol.describe()
@@ -694,17 +704,13 @@ fn data_volume_plan(
         String::new()
     };
     Ok((
-        DataVolumePlan {
-            action: "attach",
-            id: Some(vol.id.clone()),
-            size_gib: vol.size_gib,
-            availability_zone: Some(vol.availability_zone.clone()),
-            from_zone: None,
-            device: ebs::DEVICE,
-            volume_type: "gp3",
-            encrypted: true,
+        DataVolumePlan::new(
+            "attach",
+            Some(vol),
+            vol.size_gib,
+            (Some(vol.availability_zone.clone()), None),
             tags,
-        },
+        ),
         format!(
             "the kept data volume {} brings the workspace back{size_note}",
             vol.describe()
