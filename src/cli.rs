@@ -53,6 +53,8 @@ pub struct GlobalArgs {
 pub enum Format {
     Text,
     Json,
+    /// The class roster as CSV (`up --seats`/`--roster`, `token` of a class)
+    Csv,
 }
 
 impl From<Format> for OutputFormat {
@@ -60,6 +62,7 @@ impl From<Format> for OutputFormat {
         match f {
             Format::Text => OutputFormat::Text,
             Format::Json => OutputFormat::Json,
+            Format::Csv => OutputFormat::Csv,
         }
     }
 }
@@ -73,7 +76,7 @@ pub enum Command {
     /// Build if needed and push the image to ECR (creating the repository on first use)
     Push(PushArgs),
     /// Run the image (locally, or on EC2 with --ec2) and print its Jupyter URL
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Print the Jupyter login token of a deployment, or find it in a log (--from-log)
     Token(TokenArgs),
     /// Open an EC2 deployment on http://127.0.0.1 through a local forwarder that speaks TLS to
@@ -88,6 +91,11 @@ pub enum Command {
     Stop(StopArgs),
     /// Save a running deployment's workspace to a local folder, through its Jupyter
     Backup(BackupArgs),
+    /// Copy each seat's notebooks (or the given paths) of a class into collected/<seat>/
+    Collect(CollectArgs),
+    /// Add files to every seat's workspace of a class, keeping a student's own file of the
+    /// same name
+    Distribute(DistributeArgs),
     /// Remove a deployment (its workspace is kept unless --delete-data: locally its volume,
     /// on EC2 its data volume)
     Down(DownArgs),
@@ -197,6 +205,20 @@ pub struct UpArgs {
     /// EC2: act on the deployment even if another identity created it (its labship:owner tag)
     #[arg(long)]
     pub force: bool,
+    /// A class: N seats (1 to 500), each its own Jupyter, token, workspace and URL, named
+    /// NAME-1 .. NAME-N; prints the roster (seat, URL); local only for now
+    #[arg(long, value_name = "N", conflicts_with_all = ["roster", "attach", "connect", "dry_run"])]
+    pub seats: Option<usize>,
+    /// A class from a roster CSV: a header row with an `id` column (and optionally `name`,
+    /// `email`), one row per student
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["attach", "connect", "dry_run"])]
+    pub roster: Option<PathBuf>,
+    /// A class: each seat's memory limit in MiB (default 2048)
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(64..))]
+    pub seat_memory: Option<u64>,
+    /// A class: each seat's CPU limit (default 1.0)
+    #[arg(long, value_name = "CPUS")]
+    pub seat_cpus: Option<f64>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -229,6 +251,43 @@ pub struct TokenArgs {
     /// Seal a new token and restart Jupyter with it, keeping the workspace (EC2)
     #[arg(long)]
     pub rotate: bool,
+    /// One seat of the class NAME (without it, a class prints its whole roster)
+    #[arg(long, value_name = "ID", conflicts_with = "from_log")]
+    pub seat: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The class (or a single deployment; default: labship.toml, then the project folder's name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Only this seat
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
+    /// Where to put them: DIR/<seat>/ (default: ./collected)
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Only these files or folders of each workspace (default: all of it)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DistributeArgs {
+    /// The class (or a single deployment; default: labship.toml, then the project folder's name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Only this seat
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
+    /// Files (or folders) to add to each workspace's top folder; a file a student already
+    /// has of the same name is kept
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +324,9 @@ pub struct DownArgs {
     /// EC2: remove it even if another identity created it (its labship:owner tag)
     #[arg(long)]
     pub force: bool,
+    /// Only this seat of the class NAME (without it, `down` of a class ends every seat)
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub seat: Option<String>,
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,

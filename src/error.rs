@@ -448,6 +448,55 @@ pub enum Error {
     )]
     DeploymentNotFound { name: String, place: String },
 
+    #[error("the Jupyter of `{deployment}` ({server}, {state}) cannot be reached")]
+    #[diagnostic(code(labship::not_running), help("{hint}"))]
+    NotRunning {
+        deployment: String,
+        server: String,
+        state: String,
+        hint: String,
+    },
+
+    #[error("roster {}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    #[diagnostic(code(labship::class::roster), help("{hint}"))]
+    Roster {
+        path: PathBuf,
+        line: Option<u64>,
+        message: String,
+        hint: String,
+    },
+
+    #[error("class `{class}` has no seat `{seat}` on {target}")]
+    #[diagnostic(
+        code(labship::class::no_seat),
+        help("`labship status` lists the seats (the class's deployments are `{class}-SEAT`)")
+    )]
+    SeatNotFound {
+        class: String,
+        seat: String,
+        target: String,
+    },
+
+    #[error("`{class}` is not a class on {target}: no deployment is a seat of it")]
+    #[diagnostic(
+        code(labship::class::none),
+        help("start one with `labship up {class} --seats N` (or --roster FILE); `labship status` lists what runs")
+    )]
+    NotAClass { class: String, target: String },
+
+    #[error("{failed} of the {total} seats of `{class}` failed: {seats}")]
+    #[diagnostic(
+        code(labship::class::seats_failed),
+        help("the report above says why for each; the other seats are ready. `{again}` tries the failed seats again and leaves the others as they are")
+    )]
+    SeatsFailed {
+        class: String,
+        failed: usize,
+        total: usize,
+        seats: String,
+        again: String,
+    },
+
     #[error("no Jupyter token in {origin}: {reason}")]
     #[diagnostic(code(labship::token::not_found), help("{hint}"))]
     TokenNotFound {
@@ -496,6 +545,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The command already printed its report, which says what failed (`SeatsFailed`): with
+    /// `-o json` no error document follows it on stdout.
+    pub fn reported(&self) -> bool {
+        matches!(self, Error::SeatsFailed { .. })
+    }
+
     /// The process exit code for this error: 130 (the shell's "ended by SIGINT") for an
     /// interruption, 1 for every other failure (clap exits 2 on usage errors by itself).
     pub fn exit_code(&self) -> u8 {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -80,7 +80,7 @@ pub async fn get_bytes(
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        exchange(stream, &host, path_and_query, token, limit).await
+        exchange(stream, &host, Call::get(path_and_query, token), limit).await
     };
     tokio::time::timeout(within, attempt)
         .await
@@ -133,22 +133,77 @@ pub async fn get_bytes_at(
     limit: usize,
     within: Duration,
 ) -> Result<(u16, Vec<u8>), FetchError> {
-    let (addr, pin) = match endpoint {
-        Endpoint::Plain(addr) => {
-            return get_bytes(addr, path_and_query, token, limit, within)
-                .await
-                .map_err(FetchError::Other)
+    call_at(endpoint, Call::get(path_and_query, token), limit, within).await
+}
+
+/// `PUT` of a JSON body at an [`Endpoint`] (Jupyter's contents API saving a file): status
+/// and answer (at most `limit` bytes).
+pub async fn put_json_at(
+    endpoint: &Endpoint,
+    path_and_query: &str,
+    token: &str,
+    body: Vec<u8>,
+    limit: usize,
+    within: Duration,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    let call = Call {
+        method: hyper::Method::PUT,
+        path_and_query,
+        token: Some(token),
+        json: Some(body),
+    };
+    call_at(endpoint, call, limit, within).await
+}
+
+/// One request: its method, path, token and JSON body.
+struct Call<'a> {
+    method: hyper::Method,
+    path_and_query: &'a str,
+    token: Option<&'a str>,
+    json: Option<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    fn get(path_and_query: &'a str, token: Option<&'a str>) -> Call<'a> {
+        Call {
+            method: hyper::Method::GET,
+            path_and_query,
+            token,
+            json: None,
         }
-        Endpoint::Pinned(addr, pin) => (addr, *pin),
+    }
+}
+
+async fn call_at(
+    endpoint: &Endpoint,
+    call: Call<'_>,
+    limit: usize,
+    within: Duration,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    let (addr, pin) = match endpoint {
+        Endpoint::Plain(addr) => (addr, None),
+        Endpoint::Pinned(addr, pin) => (addr, Some(*pin)),
     };
     let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
     let attempt = async {
-        let tls = crate::tls::connect_pinned(addr, pin)
-            .await
-            .map_err(FetchError::Tls)?;
-        exchange(tls, host, path_and_query, token, limit)
-            .await
-            .map_err(FetchError::Other)
+        match pin {
+            Some(pin) => {
+                let tls = crate::tls::connect_pinned(addr, pin)
+                    .await
+                    .map_err(FetchError::Tls)?;
+                exchange(tls, host, call, limit)
+                    .await
+                    .map_err(FetchError::Other)
+            }
+            None => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|e| FetchError::Other(e.to_string()))?;
+                exchange(stream, host, call, limit)
+                    .await
+                    .map_err(FetchError::Other)
+            }
+        }
     };
     tokio::time::timeout(within, attempt)
         .await
@@ -165,7 +220,7 @@ pub async fn get_text_https(
 ) -> Result<(u16, String), String> {
     let attempt = async {
         let tls = crate::tls::connect_web(host, port).await?;
-        exchange(tls, host, path_and_query, None, 64 * 1024).await
+        exchange(tls, host, Call::get(path_and_query, None), 64 * 1024).await
     };
     let (status, body) = tokio::time::timeout(within, attempt)
         .await
@@ -173,26 +228,30 @@ pub async fn get_text_https(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// One GET on an open connection: status and body (at most `limit` bytes).
+/// One request on an open connection: status and body (at most `limit` bytes).
 async fn exchange<I>(
     io: I,
     host: &str,
-    path_and_query: &str,
-    token: Option<&str>,
+    call: Call<'_>,
     limit: usize,
 ) -> Result<(u16, Vec<u8>), String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use http_body_util::BodyExt;
-    let mut request = Request::get(path_and_query)
+    let mut request = Request::builder()
+        .method(call.method)
+        .uri(call.path_and_query)
         .header("Host", host)
         .header("User-Agent", concat!("labship/", env!("CARGO_PKG_VERSION")));
-    if let Some(t) = token {
+    if let Some(t) = call.token {
         request = request.header("Authorization", format!("token {t}"));
     }
+    if call.json.is_some() {
+        request = request.header("Content-Type", "application/json");
+    }
     let request = request
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(call.json.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
     let response = send(TokioIo::new(io), request)
         .await

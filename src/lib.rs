@@ -19,6 +19,7 @@ pub mod init;
 pub mod build;
 pub mod push;
 
+pub mod class;
 pub mod hosts;
 pub mod token;
 

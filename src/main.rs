@@ -111,7 +111,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
 
 fn report_error(err: Error, format: OutputFormat) {
     use miette::Diagnostic;
-    if format == OutputFormat::Json {
+    // A partial failure whose report is already on stdout (seats of a class) is not
+    // followed by a second JSON document: the report says what failed.
+    if format == OutputFormat::Json && !err.reported() {
         let json = serde_json::json!({
             "error": {
                 "code": err.code().map(|c| c.to_string()),

@@ -17,6 +17,8 @@ pub enum OutputFormat {
     #[default]
     Text,
     Json,
+    /// A table as CSV: only the class roster has one (`up --seats`, `token` of a class).
+    Csv,
 }
 
 /// A command's result.
@@ -94,12 +96,28 @@ impl Printer {
         bar
     }
 
+    /// A bar counting things (seats) done.
+    pub fn count_bar(&self, group: &MultiProgress, label: &str, total: u64) -> ProgressBar {
+        let bar = group.add(ProgressBar::new(total));
+        let style =
+            ProgressStyle::with_template("{prefix:>14} {bar:30.cyan/blue} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()); // ok: the template is a constant
+        bar.set_style(style.progress_chars("=> "));
+        bar.set_prefix(label.to_string());
+        bar
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
     /// The command's result, on stdout.
     pub fn result<R: Report>(&self, report: &R) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         match self.format {
             OutputFormat::Text => writeln!(out, "{report}"),
-            OutputFormat::Json => {
+            // Reports without a table get JSON; the handlers refuse `-o csv` for them first.
+            OutputFormat::Json | OutputFormat::Csv => {
                 serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::other)?;
                 writeln!(out)
             }

@@ -63,4 +63,10 @@ pub mod labels {
     /// On a short-lived helper container (the workspace sync of a replace): the deployment
     /// it works for. `down` removes any that a killed run left behind.
     pub const HELPER_OF: &str = "dev.labship.helper-of";
+    /// On a seat of a class (`up --seats`, `--roster`): the class, the seat's id, and the
+    /// student's name and email when the roster gives them.
+    pub const CLASS: &str = "dev.labship.class";
+    pub const SEAT: &str = "dev.labship.seat";
+    pub const STUDENT: &str = "dev.labship.student";
+    pub const EMAIL: &str = "dev.labship.email";
 }

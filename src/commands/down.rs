@@ -57,6 +57,11 @@ async fn on<H: Host>(
     args: &DownArgs,
     printer: &Printer,
 ) -> Result<()> {
+    let class =
+        !args.all && (args.seat.is_some() || labship::class::is_class(host, &config.name).await?);
+    if class {
+        return down_class(host, config, options, args, printer).await;
+    }
     if !args.yes {
         if let Some(action) = host.down_preview(config, options).await? {
             if !confirm(&action)? {
@@ -76,6 +81,32 @@ async fn on<H: Host>(
     };
     labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
     let report = host.down(config, options, printer).await?;
+    super::emit(printer, &report)
+}
+
+/// `down` of a class: every seat, or `--seat ID`.
+async fn down_class<H: Host>(
+    host: &H,
+    config: &Config,
+    options: &DownOptions,
+    args: &DownArgs,
+    printer: &Printer,
+) -> Result<()> {
+    let seat = args.seat.as_deref();
+    if !args.yes {
+        if let Some(action) = labship::class::down_preview(host, config, options, seat).await? {
+            if !confirm(&action)? {
+                return Err(Error::NeedsConfirmation { action });
+            }
+        }
+    }
+    let again = super::down_command(
+        config,
+        config.target,
+        &seat.map(|s| format!(" --seat {s}")).unwrap_or_default(),
+    );
+    labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
+    let report = labship::class::down(host, config, options, seat, printer).await?;
     super::emit(printer, &report)
 }
 

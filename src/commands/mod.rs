@@ -3,6 +3,7 @@
 mod backup;
 mod base;
 mod build;
+mod class;
 mod connect;
 mod down;
 mod init;
@@ -65,6 +66,12 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
             )
             .await
         }
+        Command::Collect(args) => {
+            class::collect(load(named(global, &args.name, args.on))?, &args, printer).await
+        }
+        Command::Distribute(args) => {
+            class::distribute(load(named(global, &args.name, args.on))?, &args, printer).await
+        }
         Command::Base => base::run(printer).await,
     }
 }
@@ -106,6 +113,40 @@ fn command_for(verb: &str, config: &Config, target: labship::config::Target) -> 
 }
 
 fn emit<R: labship::output::Report>(printer: &Printer, report: &R) -> Result<()> {
+    if printer.format() == labship::output::OutputFormat::Csv {
+        return Err(no_csv());
+    }
+    printer.result(report).map_err(|source| Error::Write {
+        path: "(stdout)".into(),
+        source,
+    })
+}
+
+/// `-o csv` of a command whose result is not a table of seats.
+fn no_csv() -> Error {
+    Error::InvalidSetting {
+        what: "--output",
+        value: "csv".into(),
+        reason:
+            "only a class's roster is a table (`up --seats N`/`--roster FILE`, `token` of a class)"
+                .into(),
+        hint: "use --output json (or text) for this command".into(),
+    }
+}
+
+/// A class's roster: a table, JSON, or CSV.
+fn emit_roster(printer: &Printer, report: &labship::class::RosterReport) -> Result<()> {
+    if printer.format() == labship::output::OutputFormat::Csv {
+        use std::io::Write;
+        let csv = report.to_csv()?;
+        return std::io::stdout()
+            .lock()
+            .write_all(csv.as_bytes())
+            .map_err(|source| Error::Write {
+                path: "(stdout)".into(),
+                source,
+            });
+    }
     printer.result(report).map_err(|source| Error::Write {
         path: "(stdout)".into(),
         source,

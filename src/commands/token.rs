@@ -24,6 +24,13 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
                 url: found.url,
             }
         }
+        None if args.rotate && args.seat.is_some() => {
+            return Err(Error::Unsupported {
+                option: "--rotate --seat".into(),
+                target: "a class's seat".into(),
+                hint: "a local seat's Jupyter makes its token when it starts: `labship down NAME --seat ID` then `labship up NAME --seats N` gives that seat a new one, its workspace kept".into(),
+            });
+        }
         None if args.rotate => {
             let config = super::load(named(global, &args.deployment, args.on))?;
             let again = format!(
@@ -49,12 +56,34 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
         None => {
             let config = super::load(named(global, &args.deployment, args.on))?;
             match config.target {
-                Target::Local => LocalHost::connect().await?.token(&config.name).await?,
-                Target::Ec2 => Ec2Host::connect(&config).await?.token(&config.name).await?,
+                Target::Local => {
+                    return of(&LocalHost::connect().await?, &config.name, args, printer).await
+                }
+                Target::Ec2 => {
+                    return of(
+                        &Ec2Host::connect(&config).await?,
+                        &config.name,
+                        args,
+                        printer,
+                    )
+                    .await
+                }
             }
         }
     };
     super::emit(printer, &report)
+}
+
+/// The token of a deployment, of one seat (`--seat`), or a class's whole roster.
+async fn of<H: Host>(host: &H, name: &str, args: &TokenArgs, printer: &Printer) -> Result<()> {
+    if let Some(seat) = &args.seat {
+        let deployment = labship::class::seat(host, name, seat).await?;
+        return super::emit(printer, &host.token(&deployment).await?);
+    }
+    if labship::class::is_class(host, name).await? {
+        return super::emit_roster(printer, &labship::class::roster(host, name).await?);
+    }
+    super::emit(printer, &host.token(name).await?)
 }
 
 /// Jupyter logs worth searching are small; a bigger input (`/dev/zero`, a wrong file) is

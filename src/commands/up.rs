@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use labship::class::Roster;
 use labship::config::{Config, Target};
-use labship::error::Result;
+use labship::error::{Error, Result};
 use labship::hosts::ec2::Ec2Host;
 use labship::hosts::local::LocalHost;
 use labship::hosts::{Host, UpOptions};
@@ -23,7 +24,29 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         attach: args.attach,
         connect: args.connect,
         force: args.force,
+        ..UpOptions::default()
     };
+    let roster = match (args.seats, &args.roster) {
+        (Some(n), _) => Some(Roster::numbered(n)?),
+        (None, Some(path)) => Some(Roster::from_file(path)?),
+        (None, None) => None,
+    };
+    if roster.is_none() {
+        if let Some(flag) = [
+            ("--seat-memory", args.seat_memory.is_some()),
+            ("--seat-cpus", args.seat_cpus.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+        {
+            return Err(Error::InvalidSetting {
+                what: "option",
+                value: flag.into(),
+                reason: "it sets a limit of a class's seats".into(),
+                hint: "add --seats N or --roster FILE, or drop it".into(),
+            });
+        }
+    }
     // Before anything is observed or created.
     let ec2_flags: Vec<&'static str> = [
         ("--ami", args.ami.is_some()),
@@ -38,6 +61,9 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
     .filter_map(|(flag, given)| given.then_some(flag))
     .collect();
     options.refuse(config.target, &ec2_flags)?;
+    if let Some(roster) = roster {
+        return class(config, roster, options, args, printer).await;
+    }
     match config.target {
         Target::Local => {
             on(
@@ -100,6 +126,74 @@ async fn on<H: Host>(
         // JSON document).
         let target = host.connect_target(&config.name).await?;
         super::connect::serve(config, target, None, open_through_forwarder, printer).await?;
+    }
+    Ok(())
+}
+
+/// `up --seats N` / `--roster FILE`: the class's seats side by side, the roster on stdout.
+async fn class(
+    config: Config,
+    roster: Roster,
+    mut options: UpOptions,
+    args: &UpArgs,
+    printer: &Printer,
+) -> Result<()> {
+    if config.target == Target::Ec2 {
+        return Err(Error::Unsupported {
+            option: if args.seats.is_some() { "--seats" } else { "--roster" }.into(),
+            target: Target::Ec2.to_string(),
+            hint: "a class runs on the local engine for now (`labship up --local --seats N`); on EC2 give each student a deployment of their own".into(),
+        });
+    }
+    if let Some(cpus) = args.seat_cpus {
+        if !(0.01..=1024.0).contains(&cpus) {
+            return Err(Error::InvalidSetting {
+                what: "--seat-cpus",
+                value: cpus.to_string(),
+                reason: "a seat has between 0.01 and 1024 CPUs".into(),
+                hint: "e.g. --seat-cpus 0.5".into(),
+            });
+        }
+    }
+    options.limits = labship::hosts::Limits {
+        memory_mib: Some(args.seat_memory.unwrap_or(labship::class::SEAT_MEMORY_MIB)),
+        cpus: Some(args.seat_cpus.unwrap_or(labship::class::SEAT_CPUS)),
+    };
+    // Interrupted, `down` of the class removes every seat made so far.
+    interrupt::install(interrupt::Then::Remove(super::down_command(
+        &config,
+        config.target,
+        "",
+    )))?;
+    let host = LocalHost::connect().await?;
+    let report = labship::class::up(&host, &config, &roster, &options, printer).await?;
+    super::emit_roster(printer, &report)?;
+    if report.failed > 0 {
+        let again = match &args.roster {
+            Some(path) => format!(
+                "{} --roster {}",
+                super::command_for("up", &config, config.target),
+                path.display()
+            ),
+            None => format!(
+                "{} --seats {}",
+                super::command_for("up", &config, config.target),
+                roster.seats.len()
+            ),
+        };
+        return Err(Error::SeatsFailed {
+            class: config.name.clone(),
+            failed: report.failed,
+            total: report.seats.len(),
+            seats: report
+                .seats
+                .iter()
+                .filter(|s| s.url.is_none())
+                .map(|s| s.seat.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            again,
+        });
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, StreamExt};
 
@@ -30,6 +30,16 @@ pub struct ContainerSpec {
     pub host_port: u16,
     /// A named volume and where it is mounted.
     pub volume: Option<(String, String)>,
+    /// Limits: memory in bytes, CPUs in billionths (`None`: unlimited).
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+}
+
+/// A volume and its labels.
+#[derive(Debug, Clone)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: HashMap<String, String>,
 }
 
 /// A container as `status` shows it.
@@ -140,6 +150,10 @@ impl Engine {
             }),
             // Reaps the zombies finished kernels leave behind.
             init: Some(true),
+            memory: spec.memory_bytes,
+            // No swap beyond the memory limit: a seat that runs out is stopped, not the machine.
+            memory_swap: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -254,6 +268,30 @@ impl Engine {
             None => label.to_string(),
         };
         self.list(true, "label", filter).await
+    }
+
+    /// Every volume that carries `label` (any value).
+    pub async fn volumes_labelled(&self, label: &str) -> Result<Vec<VolumeInfo>> {
+        let options = ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+        };
+        let found = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| Error::engine("listing volumes", engine_message(&e)))?;
+        Ok(found
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                name: v.name,
+                labels: v.labels,
+            })
+            .collect())
     }
 
     /// Containers matching one engine filter (`label`, `publish`, ...).

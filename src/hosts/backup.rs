@@ -1,5 +1,6 @@
-//! Saving a deployment's workspace to a local folder (`labship backup`, and `down` of an EC2
-//! instance without a data volume, whose disk goes with it). The files are read through
+//! Saving a deployment's workspace to a local folder (`labship backup`, `labship collect`,
+//! and `down` of an EC2 instance without a data volume, whose disk goes with it), and adding
+//! files to it without overwriting (`labship distribute`). The files go through
 //! Jupyter's own contents API, over the URL
 //! the deployment already serves to this machine, with the token in a header: no SSH, no
 //! extra AWS permission, and exactly what the user sees in JupyterLab (hidden files and
@@ -12,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::hosts::SavedWorkspace as Saved;
+use crate::hosts::{JupyterAccess, SavedWorkspace as Saved};
 use crate::http::Endpoint;
 
 /// One request may take this long (a large data file over a slow link).
@@ -43,16 +44,26 @@ pub fn api_base(url_path: &str) -> String {
     base.to_string()
 }
 
-/// Downloads every file Jupyter lists under its root into `dest`.
+/// Downloads every file Jupyter lists under its root into `dest`; with `only`, the files and
+/// folders at those workspace paths alone.
 pub async fn save_workspace(
-    endpoint: &Endpoint,
-    base: &str,
-    token: &str,
-    instance: &str,
+    jupyter: &JupyterAccess,
+    only: &[String],
     dest: &Path,
 ) -> Result<Saved, String> {
+    let (endpoint, base, token) = (&jupyter.endpoint, jupyter.base.as_str(), &jupyter.token);
+    let only: Vec<&str> = only.iter().map(|p| p.trim_matches('/')).collect();
+    // A path is wanted when it is one of `only` or inside one; a folder is also visited when
+    // one of `only` is inside it.
+    let wanted = |path: &str| {
+        only.is_empty()
+            || only
+                .iter()
+                .any(|o| path == *o || path.starts_with(&format!("{o}/")))
+    };
+    let leads_to = |dir: &str| only.iter().any(|o| o.starts_with(&format!("{dir}/")));
     let mut saved = Saved {
-        instance: instance.to_string(),
+        instance: jupyter.server.clone(),
         dir: dest.to_path_buf(),
         files: 0,
         bytes: 0,
@@ -82,10 +93,17 @@ pub async fn save_workspace(
                     .push(format!("{path}: not a plain relative path"));
                 continue;
             };
+            let is_dir = entry["type"].as_str() == Some("directory");
+            if !(wanted(path) || is_dir && leads_to(path)) {
+                continue;
+            }
             match entry["type"].as_str() {
                 Some("directory") => {
-                    std::fs::create_dir_all(dest.join(&rel))
-                        .map_err(|e| format!("cannot create {}: {e}", dest.join(&rel).display()))?;
+                    if wanted(path) {
+                        std::fs::create_dir_all(dest.join(&rel)).map_err(|e| {
+                            format!("cannot create {}: {e}", dest.join(&rel).display())
+                        })?;
+                    }
                     queue.push_back(path.to_string());
                 }
                 Some("file") | Some("notebook") => {
@@ -111,6 +129,10 @@ pub async fn save_workspace(
                         .decode(raw.as_bytes())
                         .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))?;
                     let target = dest.join(&rel);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    }
                     std::fs::write(&target, &bytes)
                         .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
                     saved.files += 1;
@@ -123,7 +145,122 @@ pub async fn save_workspace(
             }
         }
     }
+    let missing: Vec<&&str> = only.iter().filter(|o| !dest.join(o).exists()).collect();
+    for o in missing {
+        saved.skipped.push(format!("{o}: not in the workspace"));
+    }
     Ok(saved)
+}
+
+/// What [`add_files`] did in one workspace.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Added {
+    /// Files written (they were not there).
+    pub added: Vec<String>,
+    /// Files already there, left as they were (a student's own work wins).
+    pub kept: Vec<String>,
+}
+
+/// Adds each `(workspace path, bytes)` that the workspace does not have yet; a file of the
+/// same name stays as it is. Folders on the way are made.
+pub async fn add_files(
+    jupyter: &JupyterAccess,
+    files: &[(String, Vec<u8>)],
+) -> Result<Added, String> {
+    let (endpoint, base, token) = (&jupyter.endpoint, jupyter.base.as_str(), &jupyter.token);
+    let mut done = Added::default();
+    for (path, bytes) in files {
+        let path = path.trim_matches('/');
+        if safe_relative(path).is_none() {
+            return Err(format!("{path}: not a plain relative path"));
+        }
+        let url = format!("{base}/api/contents/{}", encode_path(path));
+        let (status, _) = crate::http::get_bytes_at(
+            endpoint,
+            &format!("{url}?content=0"),
+            Some(token),
+            MAX_LISTING,
+            PER_REQUEST,
+        )
+        .await
+        .map_err(|e| format!("{}{url}: {e}", endpoint.base_url()))?;
+        match status {
+            200 => {
+                done.kept.push(path.to_string());
+                continue;
+            }
+            404 => {}
+            other => {
+                return Err(format!(
+                    "{}{url} answered HTTP {other}",
+                    endpoint.base_url()
+                ))
+            }
+        }
+        // Its folders first (Jupyter does not make them for a file).
+        let mut folder = String::new();
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, d)| d)
+        {
+            folder = if folder.is_empty() {
+                (*part).to_string()
+            } else {
+                format!("{folder}/{part}")
+            };
+            put(
+                endpoint,
+                base,
+                token,
+                &folder,
+                serde_json::json!({"type": "directory"}),
+            )
+            .await?;
+        }
+        let model = serde_json::json!({
+            "type": "file",
+            "format": "base64",
+            "content": base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+        put(endpoint, base, token, path, model).await?;
+        done.added.push(path.to_string());
+    }
+    Ok(done)
+}
+
+/// Saves one contents model (a folder that exists already is left as it is).
+async fn put(
+    endpoint: &Endpoint,
+    base: &str,
+    token: &str,
+    path: &str,
+    model: serde_json::Value,
+) -> Result<(), String> {
+    let url = format!("{base}/api/contents/{}", encode_path(path));
+    let (status, body) = crate::http::put_json_at(
+        endpoint,
+        &url,
+        token,
+        model.to_string().into_bytes(),
+        64 * 1024,
+        PER_REQUEST,
+    )
+    .await
+    .map_err(|e| format!("{}{url}: {e}", endpoint.base_url()))?;
+    if matches!(status, 200 | 201) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{url} answered HTTP {status}: {}",
+            endpoint.base_url(),
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ))
+    }
 }
 
 async fn get_json(

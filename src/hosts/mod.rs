@@ -51,6 +51,52 @@ pub struct UpOptions {
     pub connect: bool,
     /// EC2: act on a deployment another identity owns (`labship:owner`).
     pub force: bool,
+    /// This deployment is a seat of a class (`up --seats`, `--roster`): its labels or tags say
+    /// which class and which seat.
+    pub seat: Option<SeatOf>,
+    /// Local: the port a new container takes when it is free (a class's seats take
+    /// consecutive ports); an existing one keeps its own.
+    pub preferred_port: Option<u16>,
+    /// Local: the container's memory and CPU limits (a class's seats share one machine).
+    pub limits: Limits,
+}
+
+/// A seat of a class: the deployment `<class>-<seat>`, with the student's name and email
+/// when the roster gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeatOf {
+    pub class: String,
+    pub seat: String,
+    pub student: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A container's limits (`None`: the engine's default, no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<f64>,
+}
+
+/// How to reach one deployment's Jupyter from this machine: the address (over the pinned
+/// TLS on EC2), the path its API is served under, and its token. A Systems Manager session
+/// opened for it is closed by [`JupyterAccess::close`].
+pub struct JupyterAccess {
+    pub endpoint: crate::http::Endpoint,
+    /// The API's base path (`""`, or a base URL such as `/user/ann`).
+    pub base: String,
+    pub token: String,
+    /// The container or instance that serves it (for messages).
+    pub server: String,
+    pub tunnel: Option<crate::tunnel::Tunnel>,
+}
+
+impl JupyterAccess {
+    pub async fn close(self) {
+        if let Some(tunnel) = self.tunnel {
+            tunnel.close().await;
+        }
+    }
 }
 
 impl UpOptions {
@@ -114,6 +160,13 @@ pub struct DownOptions {
 #[allow(async_fn_in_trait)] // used with concrete types only, inside labship
 pub trait Host {
     fn target(&self) -> Target;
+
+    /// Makes what every seat of a class shares before their `up`s run side by side (the
+    /// image), so it is made once.
+    async fn prepare(&self, config: &Config, printer: &Printer) -> Result<()>;
+
+    /// How to reach the deployment's running Jupyter (`collect`, `distribute`, `backup`).
+    async fn jupyter(&self, deployment: &str) -> Result<JupyterAccess>;
 
     /// Observes the world and decides what `up` would do; changes nothing.
     async fn plan(&self, config: &Config, options: &UpOptions, printer: &Printer) -> Result<Plan>;
@@ -344,6 +397,8 @@ pub struct DeploymentStatus {
     /// EC2: the host's life (its watchdog); every field `null` elsewhere.
     #[serde(flatten)]
     pub life: HostLife,
+    /// The class and seat when it is a seat of a class (`null` otherwise).
+    pub seat: Option<SeatOf>,
 }
 
 /// What `status` knows of a host's life from its watchdog (flattened into each row).
@@ -784,6 +839,7 @@ mod tests {
             spot: None,
             interrupted: None,
             life: HostLife::default(),
+            seat: None,
         }
     }
 

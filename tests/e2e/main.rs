@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod browser;
 mod build;
+mod class;
 mod config;
 mod ec2;
 mod life;

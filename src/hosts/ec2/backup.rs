@@ -55,13 +55,30 @@ pub(crate) async fn save(
     inst: &Instance,
     dest: &std::path::Path,
 ) -> Result<Option<SavedWorkspace>, String> {
-    // A pending instance has never run anything: nothing to save.
+    let Some(jupyter) = access(cloud, inst).await? else {
+        return Ok(None);
+    };
+    let saved = crate::hosts::backup::save_workspace(&jupyter, &[], dest)
+        .await
+        .map(Some);
+    jupyter.close().await;
+    saved
+}
+
+/// How to reach one instance's Jupyter (with the sealed token, over the pinned TLS or a
+/// Systems Manager session). None: its Jupyter never started (the console never said it
+/// served).
+pub(crate) async fn access(
+    cloud: &Cloud,
+    inst: &Instance,
+) -> Result<Option<crate::hosts::JupyterAccess>, String> {
+    // A pending instance has never run anything.
     if inst.state == "pending" {
         return Ok(None);
     }
     if inst.state == "stopped" {
         return Err(format!(
-            "the instance is stopped, so its Jupyter cannot be reached; `labship up {} --ec2` starts it with its notebooks, and `down` then saves them",
+            "the instance is stopped, so its Jupyter cannot be reached; `labship up {} --ec2` starts it with its notebooks",
             inst.deployment
         ));
     }
@@ -88,7 +105,7 @@ pub(crate) async fn save(
         .map_or(("/lab".to_string(), None), |s| (s.path.clone(), s.tls));
     let token = match served.map(|s| s.token) {
         Some(TokenFrom::Image) => {
-            return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot read the workspace".into())
+            return Err("its image sets its own Jupyter token, which labship does not hold, so it cannot reach the workspace".into())
         }
         Some(TokenFrom::Logged(finding)) => finding.token,
         _ => sealed::read(cloud, &inst.deployment)
@@ -112,17 +129,11 @@ pub(crate) async fn save(
         Some(pin) => crate::http::Endpoint::Pinned(addr, pin),
         None => crate::http::Endpoint::Plain(addr),
     };
-    let saved = crate::hosts::backup::save_workspace(
-        &endpoint,
-        &crate::hosts::backup::api_base(&path),
-        token.expose(),
-        &inst.id,
-        dest,
-    )
-    .await
-    .map(Some);
-    if let Some(tunnel) = tunnel {
-        tunnel.close().await;
-    }
-    saved
+    Ok(Some(crate::hosts::JupyterAccess {
+        endpoint,
+        base: crate::hosts::backup::api_base(&path),
+        token: token.expose().to_string(),
+        server: inst.id.clone(),
+        tunnel,
+    }))
 }

@@ -39,6 +39,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
         spot: None,
         interrupted: None,
         life: HostLife::default(),
+        seat: None,
     };
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
     // cannot be read leaves those columns empty rather than failing the listing.

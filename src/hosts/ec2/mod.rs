@@ -413,6 +413,35 @@ impl Host for Ec2Host {
         stop::stop(&self.aws, deployment, force, printer).await
     }
 
+    /// A class on EC2 (seats packed several to an instance, one RunInstances per batch) is
+    /// not built yet.
+    async fn prepare(&self, _config: &Config, _printer: &Printer) -> Result<()> {
+        Err(Error::Unsupported {
+            option: "--seats/--roster".into(),
+            target: Target::Ec2.to_string(),
+            hint: "a class runs on the local engine for now (`labship up --local --seats N`); on EC2 give each student a deployment of their own".into(),
+        })
+    }
+
+    async fn jupyter(&self, deployment: &str) -> Result<crate::hosts::JupyterAccess> {
+        let cloud = crate::aws::Cloud::new(&self.aws);
+        let inst = info::running(&cloud, deployment).await?;
+        let unreachable = |message: String| Error::NotRunning {
+            deployment: deployment.to_string(),
+            server: inst.id.clone(),
+            state: inst.state.clone(),
+            hint: message,
+        };
+        backup::access(&cloud, &inst)
+            .await
+            .map_err(unreachable)?
+            .ok_or_else(|| {
+                unreachable(format!(
+                    "its Jupyter never started: `labship logs {deployment} --ec2` shows why"
+                ))
+            })
+    }
+
     async fn backup(
         &self,
         deployment: &str,

@@ -46,6 +46,11 @@ pub struct UpOptions {
     pub port: Option<u16>,
     pub bind: String,
     pub wait: Duration,
+    /// A class's seat: its labels say so.
+    pub seat: Option<crate::hosts::SeatOf>,
+    /// The port a new container takes when it is free.
+    pub preferred_port: Option<u16>,
+    pub limits: crate::hosts::Limits,
 }
 
 impl UpOptions {
@@ -57,6 +62,9 @@ impl UpOptions {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
                 .to_string(),
             wait: options.wait.unwrap_or(DEFAULT_WAIT),
+            seat: options.seat.clone(),
+            preferred_port: options.preferred_port,
+            limits: options.limits,
         }
     }
 }
@@ -136,7 +144,9 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
     let container = container_name(&config.name);
     let volume = volume_name(&config.name);
     let mut labels: BTreeMap<String, String> =
-        deployment_labels(&config.name).into_iter().collect();
+        deployment_labels(&config.name, options.seat.as_ref())
+            .into_iter()
+            .collect();
     labels.insert(labels::CONTENT_TAG.to_string(), tag.clone());
     let (action, reason, port, sync_workspace) = match (&observed.existing, &observed.binding) {
         (Some(c), Some((bound_ip, bound_port)))
@@ -185,7 +195,7 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
         (None, _) => (
             PlannedAction::Create,
             format!("no container of `{}` exists", config.name),
-            options.port,
+            options.port.or(options.preferred_port),
             false,
         ),
     };
@@ -313,7 +323,10 @@ impl LocalHost {
             PlannedAction::Create | PlannedAction::Resume | PlannedAction::Restart => {
                 interrupt::checkpoint("creating the workspace volume")?;
                 let volume_created = engine
-                    .ensure_volume(&local.volume, deployment_labels(&config.name))
+                    .ensure_volume(
+                        &local.volume,
+                        deployment_labels(&config.name, options.seat.as_ref()),
+                    )
                     .await?;
                 match launch(engine, config, image, tag, options, local.port).await {
                     Ok((port, url)) => Ok((url, port)),
@@ -454,14 +467,38 @@ async fn sync_workspace(engine: &Engine, config: &Config, printer: &Printer, ima
     }
 }
 
-fn deployment_labels(deployment: &str) -> HashMap<String, String> {
-    HashMap::from([
+fn deployment_labels(
+    deployment: &str,
+    seat: Option<&crate::hosts::SeatOf>,
+) -> HashMap<String, String> {
+    let mut all = HashMap::from([
         (
             labels::MANAGED_BY.to_string(),
             crate::tags::MANAGED_BY_VALUE.to_string(),
         ),
         (labels::DEPLOYMENT.to_string(), deployment.to_string()),
-    ])
+    ]);
+    if let Some(seat) = seat {
+        all.insert(labels::CLASS.to_string(), seat.class.clone());
+        all.insert(labels::SEAT.to_string(), seat.seat.clone());
+        if let Some(student) = &seat.student {
+            all.insert(labels::STUDENT.to_string(), student.clone());
+        }
+        if let Some(email) = &seat.email {
+            all.insert(labels::EMAIL.to_string(), email.clone());
+        }
+    }
+    all
+}
+
+/// The seat a container or volume belongs to, from its labels.
+fn seat_of(labels: &HashMap<String, String>) -> Option<crate::hosts::SeatOf> {
+    Some(crate::hosts::SeatOf {
+        class: labels.get(labels::CLASS)?.clone(),
+        seat: labels.get(labels::SEAT)?.clone(),
+        student: labels.get(labels::STUDENT).cloned(),
+        email: labels.get(labels::EMAIL).cloned(),
+    })
 }
 
 /// Creates and starts the container; returns the host port it publishes. Without `--port`
@@ -479,7 +516,7 @@ async fn create(
         .image_workdir(image)
         .await?
         .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
-    let mut container_labels = deployment_labels(&config.name);
+    let mut container_labels = deployment_labels(&config.name, options.seat.as_ref());
     container_labels.insert(labels::CONTENT_TAG.to_string(), tag.to_string());
     let mut next = match (options.port, preferred) {
         (Some(p), _) => p,
@@ -499,6 +536,11 @@ async fn create(
             host_ip: options.bind.clone(),
             host_port: port,
             volume: Some((volume_name(&config.name), workspace.clone())),
+            memory_bytes: options
+                .limits
+                .memory_mib
+                .and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
+            nano_cpus: options.limits.cpus.map(|c| (c * 1e9).round() as i64),
         };
         match engine.run_container(&spec).await {
             Ok(_) => return Ok(port),
@@ -520,6 +562,15 @@ async fn create(
         }
     }
     Err(ports::busy(engine, &options.bind, next).await)
+}
+
+/// The path of the login URL Jupyter printed (a base URL, /lab or /tree), without its query.
+fn login_path(url: &str) -> &str {
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/lab");
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 /// The host to put in the URL: the bound address, or loopback for "all interfaces".
@@ -788,10 +839,90 @@ impl Host for LocalHost {
         })
     }
 
+    async fn prepare(&self, config: &Config, printer: &Printer) -> Result<()> {
+        let engine = &self.engine;
+        let config = &crate::build::base::prefer_offline(engine, config).await?;
+        if !self.observe(config).await?.image_present {
+            interrupt::cancellable(
+                "building the image",
+                build::build_with_offline_fallback(engine, config, printer),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Through the container's published port, with the token of its log.
+    async fn jupyter(&self, deployment: &str) -> Result<crate::hosts::JupyterAccess> {
+        let c = require(&self.engine, deployment).await?;
+        let port = c
+            .host_port
+            .filter(|_| c.running())
+            .ok_or_else(|| Error::NotRunning {
+                deployment: deployment.to_string(),
+                server: c.name.clone(),
+                state: c.state.clone(),
+                hint: format!("`labship up {deployment} --local` starts it"),
+            })?;
+        let log = self.engine.container_logs(&c.name, None).await?;
+        let found =
+            token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
+        let path = login_path(&found.url);
+        Ok(crate::hosts::JupyterAccess {
+            endpoint: crate::http::Endpoint::Plain(format!(
+                "{}:{port}",
+                url_host(c.host_ip.as_deref().unwrap_or(""))
+            )),
+            base: crate::hosts::backup::api_base(path),
+            token: found.token.expose().to_string(),
+            server: c.name,
+            tunnel: None,
+        })
+    }
+
     async fn status(&self) -> Result<Vec<DeploymentStatus>> {
         let now = crate::hosts::now_secs();
-        Ok(list(&self.engine)
+        let containers = list(&self.engine).await?;
+        // A workspace volume whose container is gone (`down` keeps it): listed as `down`.
+        let kept: Vec<DeploymentStatus> = self
+            .engine
+            .volumes_labelled(labels::DEPLOYMENT)
             .await?
+            .into_iter()
+            .filter(|v| {
+                v.labels.get(labels::MANAGED_BY).map(String::as_str)
+                    == Some(crate::tags::MANAGED_BY_VALUE)
+            })
+            .filter_map(|v| {
+                let name = v.labels.get(labels::DEPLOYMENT)?.clone();
+                let has_container = containers
+                    .iter()
+                    .any(|c| c.labels.get(labels::DEPLOYMENT) == Some(&name));
+                (!has_container && v.name == volume_name(&name)).then(|| DeploymentStatus {
+                    target: Target::Local,
+                    state: "down".into(),
+                    image: None,
+                    url: None,
+                    age_seconds: None,
+                    container: None,
+                    region: None,
+                    instance_id: None,
+                    instance_type: None,
+                    public_ip: None,
+                    note: Some(format!(
+                        "volume {} kept with the workspace: `labship up {name} --local` brings it back, `labship down {name} --local --delete-data` deletes it",
+                        v.name
+                    )),
+                    data_volume: None,
+                    spot: None,
+                    interrupted: None,
+                    life: crate::hosts::HostLife::default(),
+                    seat: seat_of(&v.labels),
+                    name,
+                })
+            })
+            .collect();
+        let mut rows: Vec<DeploymentStatus> = containers
             .into_iter()
             .map(|c| {
                 let host = url_host(c.host_ip.as_deref().unwrap_or(""));
@@ -819,9 +950,13 @@ impl Host for LocalHost {
                     spot: None,
                     interrupted: None,
                     life: crate::hosts::HostLife::default(),
+                    seat: seat_of(&c.labels),
                 }
             })
-            .collect())
+            .collect();
+        rows.extend(kept);
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
     }
 
     async fn connect_target(&self, _deployment: &str) -> Result<crate::hosts::ConnectTarget> {
@@ -845,11 +980,21 @@ impl Host for LocalHost {
         let log = self.engine.container_logs(&c.name, None).await?;
         let found =
             token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
+        // Jupyter prints its own port inside the container; the user reaches the published one.
+        let url = match c.host_port.filter(|_| c.running()) {
+            Some(port) => format!(
+                "http://{}:{port}{}?token={}",
+                url_host(c.host_ip.as_deref().unwrap_or("")),
+                login_path(&found.url),
+                found.token.expose()
+            ),
+            None => found.url,
+        };
         Ok(TokenReport {
             target: Some(Target::Local),
             deployment: Some(deployment.to_string()),
             token: found.token.expose().to_string(),
-            url: found.url,
+            url,
         })
     }
 
@@ -918,44 +1063,20 @@ impl Host for LocalHost {
         dest: &std::path::Path,
         printer: &Printer,
     ) -> Result<crate::hosts::BackupReport> {
-        let c = require(&self.engine, deployment).await?;
-        let fail = |message: String| Error::BackupFailed {
-            deployment: deployment.to_string(),
-            instance: c.name.clone(),
-            message,
-        };
-        let port = c.host_port.filter(|_| c.running()).ok_or_else(|| {
-            fail(format!(
-                "the container is {}: `labship up` starts it",
-                c.state
-            ))
-        })?;
-        let log = self.engine.container_logs(&c.name, None).await?;
-        let found =
-            token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
-        // The path Jupyter printed (a base URL, /lab or /tree), without its query.
-        let path = found
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-            .unwrap_or("/lab");
-        let path = path.split(['?', '#']).next().unwrap_or(path);
-        let addr = format!("{}:{port}", url_host(c.host_ip.as_deref().unwrap_or("")));
+        let jupyter = self.jupyter(deployment).await?;
         printer.note(format!(
             "Saving the workspace of {} to {}",
-            c.name,
+            jupyter.server,
             dest.display()
         ));
         let saved = crate::interrupt::cancellable("saving the workspace", async {
-            crate::hosts::backup::save_workspace(
-                &crate::http::Endpoint::Plain(addr),
-                &crate::hosts::backup::api_base(path),
-                found.token.expose(),
-                &c.name,
-                dest,
-            )
-            .await
-            .map_err(fail)
+            crate::hosts::backup::save_workspace(&jupyter, &[], dest)
+                .await
+                .map_err(|message| Error::BackupFailed {
+                    deployment: deployment.to_string(),
+                    instance: jupyter.server.clone(),
+                    message,
+                })
         })
         .await?;
         Ok(crate::hosts::BackupReport {
@@ -1030,6 +1151,9 @@ mod tests {
             port,
             bind: "127.0.0.1".into(),
             wait: DEFAULT_WAIT,
+            seat: None,
+            preferred_port: None,
+            limits: crate::hosts::Limits::default(),
         }
     }
 
@@ -1125,6 +1249,13 @@ mod tests {
         assert_eq!(moved.action, PlannedAction::Replace);
         assert!(!local(&moved).sync_workspace, "same image: nothing to add");
         assert_eq!(local(&moved).port, Some(9999));
+    }
+
+    #[test]
+    fn the_login_path_is_what_jupyter_printed() {
+        assert_eq!(login_path("http://127.0.0.1:8888/lab?token=abc"), "/lab");
+        assert_eq!(login_path("http://host:8888/user/ann/tree?token=abc"), "/user/ann/tree");
+        assert_eq!(login_path("garbage"), "/lab");
     }
 
     #[test]

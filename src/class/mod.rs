@@ -1,0 +1,788 @@
+//! A class: N seats from one image, for an instructor. Each seat is a deployment of its own,
+//! `<class>-<seat>`, with its own server, token, workspace and URL, labelled with the class
+//! and the seat, so every verb finds a class's seats from its host alone (no state file):
+//!
+//! - [`up`]: the image made once ([`Host::prepare`]), then every seat's `up` side by side
+//!   (bounded); a seat that fails is reported and the others still come up;
+//! - [`roster`]: seat → login URL (and student), for `up` and `token`; `-o csv` for an LMS;
+//! - [`collect`]: each seat's notebooks (or some paths) into `collected/<seat>/`;
+//! - [`distribute`]: files added to every seat's workspace, a student's own file of the same
+//!   name kept;
+//! - [`down`]: every seat, or one.
+//!
+//! The seats' servers are reached through their own Jupyter ([`Host::jupyter`]), as a student
+//! reaches them: no shell, no extra permission.
+
+pub mod roster;
+
+use std::path::{Path, PathBuf};
+
+use futures_util::{stream, StreamExt};
+use serde::Serialize;
+
+pub use roster::{Roster, Seat};
+
+use crate::config::{Config, Target};
+use crate::error::{Error, Result};
+use crate::hosts::backup::{add_files, save_workspace, Added};
+use crate::hosts::{DeploymentStatus, DownOptions, DownReport, Host, SeatOf, UpAction, UpOptions};
+use crate::output::Printer;
+
+/// How many seats are started, collected or given files at once.
+pub const CONCURRENCY: usize = 6;
+/// The first port of a local class's seats (one after another from here).
+const FIRST_PORT: u16 = 8888;
+/// Defaults of a seat's container: a notebook's pandas and plots fit; one runaway kernel
+/// cannot take the machine from the others.
+pub const SEAT_MEMORY_MIB: u64 = 2048;
+pub const SEAT_CPUS: f64 = 1.0;
+
+/// The deployment of one seat.
+pub fn seat_deployment(class: &str, seat: &str) -> String {
+    format!("{class}-{seat}")
+}
+
+/// `config` for one seat's deployment.
+fn seat_config(config: &Config, seat: &str) -> Config {
+    let mut c = config.clone();
+    c.name = seat_deployment(&config.name, seat);
+    c
+}
+
+/// One seat as the roster shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeatRow {
+    pub seat: String,
+    pub student: Option<String>,
+    pub email: Option<String>,
+    pub deployment: String,
+    /// `running`, `failed`, or what the host says (`exited`, `down`, ...).
+    pub state: String,
+    /// The login URL (with the token): what the student opens.
+    pub url: Option<String>,
+    pub token: Option<String>,
+    /// `up` only: what it did for this seat.
+    pub action: Option<UpAction>,
+    /// Why the seat is not ready.
+    pub error: Option<String>,
+}
+
+/// `labship up --seats` / `--roster`, and `labship token` of a class: one row per seat.
+#[derive(Debug, Clone, Serialize)]
+pub struct RosterReport {
+    pub target: Target,
+    pub class: String,
+    pub seats: Vec<SeatRow>,
+    pub ready: usize,
+    pub failed: usize,
+}
+
+impl RosterReport {
+    fn new(target: Target, class: &str, seats: Vec<SeatRow>) -> RosterReport {
+        let ready = seats.iter().filter(|s| s.url.is_some()).count();
+        RosterReport {
+            target,
+            class: class.to_string(),
+            failed: seats.len() - ready,
+            seats,
+            ready,
+        }
+    }
+
+    /// The roster as CSV (`-o csv`): a header row, then `seat,student,email,url,token,state,error`
+    /// per seat, quoted where a field needs it — ready for a mail merge or an LMS import.
+    pub fn to_csv(&self) -> Result<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let fail = |e: csv::Error| Error::Write {
+            path: "(stdout)".into(),
+            source: std::io::Error::other(e),
+        };
+        w.write_record(["seat", "student", "email", "url", "token", "state", "error"])
+            .map_err(fail)?;
+        for s in &self.seats {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            w.write_record([
+                s.seat.clone(),
+                opt(&s.student),
+                opt(&s.email),
+                opt(&s.url),
+                opt(&s.token),
+                s.state.clone(),
+                opt(&s.error),
+            ])
+            .map_err(fail)?;
+        }
+        let bytes = w.into_inner().map_err(|e| Error::Write {
+            path: "(stdout)".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+impl std::fmt::Display for RosterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: Vec<[String; 3]> = self
+            .seats
+            .iter()
+            .map(|s| {
+                [
+                    s.seat.clone(),
+                    s.student.clone().unwrap_or_else(|| "-".into()),
+                    match (&s.url, &s.error) {
+                        (Some(url), _) => url.clone(),
+                        (None, Some(e)) => format!("{} ({e})", s.state),
+                        (None, None) => s.state.clone(),
+                    },
+                ]
+            })
+            .collect();
+        let header = ["SEAT", "STUDENT", "URL"].map(String::from);
+        let widths = [0, 1].map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        });
+        for row in std::iter::once(&header).chain(rows.iter()) {
+            writeln!(
+                f,
+                "{:<w0$}  {:<w1$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                w0 = widths[0],
+                w1 = widths[1]
+            )?;
+        }
+        write!(
+            f,
+            "class `{}` on {}: {} of {} seats ready",
+            self.class,
+            self.target,
+            self.ready,
+            self.seats.len()
+        )?;
+        if self.failed > 0 {
+            write!(f, ", {} not", self.failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// `labship up --seats N` / `--roster FILE`: the image once, then each seat's `up`, at most
+/// [`CONCURRENCY`] at a time. Seats that fail are rows with their error; the others come up.
+pub async fn up<H: Host>(
+    host: &H,
+    config: &Config,
+    roster: &Roster,
+    options: &UpOptions,
+    printer: &Printer,
+) -> Result<RosterReport> {
+    host.prepare(config, printer).await?;
+    let first_port = options.port.unwrap_or(FIRST_PORT);
+    let total = roster.seats.len();
+    printer.note(format!(
+        "Starting {total} seats of class `{}` ({} at a time)",
+        config.name, CONCURRENCY
+    ));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let rows: Vec<SeatRow> = stream::iter(roster.seats.iter().enumerate())
+        .map(|(i, seat)| {
+            let done = &done;
+            async move {
+                let seat_config = seat_config(config, &seat.id);
+                let seat_options = UpOptions {
+                    port: None,
+                    preferred_port: u16::try_from(i)
+                        .ok()
+                        .and_then(|i| first_port.checked_add(i)),
+                    seat: Some(SeatOf {
+                        class: config.name.clone(),
+                        seat: seat.id.clone(),
+                        student: seat.student.clone(),
+                        email: seat.email.clone(),
+                    }),
+                    ..options.clone()
+                };
+                let mut row = SeatRow {
+                    seat: seat.id.clone(),
+                    student: seat.student.clone(),
+                    email: seat.email.clone(),
+                    deployment: seat_config.name.clone(),
+                    state: "failed".into(),
+                    url: None,
+                    token: None,
+                    action: None,
+                    error: None,
+                };
+                let up = host.up(&seat_config, &seat_options, printer).await;
+                let up = match up {
+                    Ok(report) => host
+                        .token(&seat_config.name)
+                        .await
+                        .map(|token| (report, token)),
+                    Err(e) => Err(e),
+                };
+                match up {
+                    Ok((report, token)) => {
+                        row.state = "running".into();
+                        row.action = Some(report.action);
+                        row.url = Some(token.url);
+                        row.token = Some(token.token);
+                    }
+                    Err(e) => row.error = Some(one_line(&e)),
+                }
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                printer.note(format!(
+                    "[{n}/{total}] seat {}: {}",
+                    seat.id,
+                    row.error.as_deref().unwrap_or("ready")
+                ));
+                row
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    Ok(RosterReport::new(host.target(), &config.name, rows))
+}
+
+/// An error on one line, with its fix: for a seat's row.
+fn one_line(e: &Error) -> String {
+    let help = miette::Diagnostic::help(e).map(|h| h.to_string());
+    let text = match help {
+        Some(h) => format!("{e}; {h}"),
+        None => e.to_string(),
+    };
+    crate::token::redact(&text.replace('\n', " "))
+}
+
+/// The seats of `class` on the host, in seat order (numbers by their value).
+pub async fn seats<H: Host>(host: &H, class: &str) -> Result<Vec<DeploymentStatus>> {
+    let mut seats: Vec<DeploymentStatus> = host
+        .status()
+        .await?
+        .into_iter()
+        .filter(|d| d.seat.as_ref().is_some_and(|s| s.class == class))
+        .collect();
+    seats.sort_by_key(|d| seat_order(d.seat.as_ref().map_or("", |s| s.seat.as_str())));
+    // A container being replaced is listed beside its successor: one row per seat.
+    seats.dedup_by(|a, b| a.name == b.name);
+    Ok(seats)
+}
+
+fn seat_order(id: &str) -> (u64, String) {
+    (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string())
+}
+
+/// Whether `name` is a class on this host (some deployment is a seat of it).
+pub async fn is_class<H: Host>(host: &H, name: &str) -> Result<bool> {
+    Ok(!seats(host, name).await?.is_empty())
+}
+
+/// The seats to act on: all of the class's, or the one asked for.
+async fn chosen<H: Host>(
+    host: &H,
+    class: &str,
+    only: Option<&str>,
+) -> Result<Vec<DeploymentStatus>> {
+    let all = seats(host, class).await?;
+    if all.is_empty() && only.is_none() {
+        // A single deployment is a class of one (`collect`, `distribute`).
+        if let Some(d) = host
+            .status()
+            .await?
+            .into_iter()
+            .find(|d| d.name == class && d.seat.is_none())
+        {
+            return Ok(vec![d]);
+        }
+    }
+    if all.is_empty() {
+        return Err(Error::NotAClass {
+            class: class.to_string(),
+            target: host.target().to_string(),
+        });
+    }
+    match only {
+        None => Ok(all),
+        Some(id) => {
+            let one: Vec<DeploymentStatus> = all
+                .into_iter()
+                .filter(|d| d.seat.as_ref().is_some_and(|s| s.seat == id))
+                .collect();
+            if one.is_empty() {
+                Err(Error::SeatNotFound {
+                    class: class.to_string(),
+                    seat: id.to_string(),
+                    target: host.target().to_string(),
+                })
+            } else {
+                Ok(one)
+            }
+        }
+    }
+}
+
+/// The deployment of one seat, checked to exist.
+pub async fn seat<H: Host>(host: &H, class: &str, id: &str) -> Result<String> {
+    Ok(chosen(host, class, Some(id)).await?.remove(0).name)
+}
+
+/// `labship token` of a class: the roster again, from the host.
+pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
+    let seats = chosen(host, class, None).await?;
+    let rows: Vec<SeatRow> = stream::iter(seats)
+        .map(|d| async move {
+            let seat = d.seat.clone().unwrap_or(SeatOf {
+                class: class.to_string(),
+                seat: d.name.clone(),
+                student: None,
+                email: None,
+            });
+            let mut row = SeatRow {
+                seat: seat.seat,
+                student: seat.student,
+                email: seat.email,
+                deployment: d.name.clone(),
+                state: d.state.clone(),
+                url: None,
+                token: None,
+                action: None,
+                error: None,
+            };
+            if d.url.is_none() {
+                row.error = d.note.clone().or_else(|| Some("not serving".into()));
+                return row;
+            }
+            match host.token(&d.name).await {
+                Ok(t) => {
+                    row.url = Some(t.url);
+                    row.token = Some(t.token);
+                }
+                Err(e) => row.error = Some(one_line(&e)),
+            }
+            row
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    Ok(RosterReport::new(host.target(), class, rows))
+}
+
+/// What `down` of a class would delete that deserves a confirmation.
+pub async fn down_preview<H: Host>(
+    host: &H,
+    config: &Config,
+    options: &DownOptions,
+    only: Option<&str>,
+) -> Result<Option<String>> {
+    let mut asks = Vec::new();
+    for d in chosen(host, &config.name, only).await? {
+        let mut c = config.clone();
+        c.name = d.name;
+        if let Some(ask) = host.down_preview(&c, options).await? {
+            asks.push(ask);
+        }
+    }
+    Ok((!asks.is_empty()).then(|| asks.join("; ")))
+}
+
+/// `labship down` of a class (or `--seat ID`): each seat as `down` of its deployment would,
+/// side by side; one report. One seat's failure does not stop the others.
+pub async fn down<H: Host>(
+    host: &H,
+    config: &Config,
+    options: &DownOptions,
+    only: Option<&str>,
+    printer: &Printer,
+) -> Result<DownReport> {
+    let seats = chosen(host, &config.name, only).await?;
+    let results: Vec<(String, Result<DownReport>)> = stream::iter(seats)
+        .map(|d| async move {
+            let mut c = config.clone();
+            c.name = d.name.clone();
+            (d.name, host.down(&c, options, printer).await)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut report = DownReport::new(host.target(), &config.name, None);
+    let mut results = results;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, result) in results {
+        match result {
+            Ok(r) => report.absorb(r),
+            Err(e) => report.failures.push(format!("`{name}`: {}", one_line(&e))),
+        }
+    }
+    Ok(report)
+}
+
+/// What one seat gave `collect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectedSeat {
+    pub seat: String,
+    pub student: Option<String>,
+    pub dir: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+    pub skipped: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// `labship collect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectReport {
+    pub target: Target,
+    pub class: String,
+    pub dir: PathBuf,
+    pub seats: Vec<CollectedSeat>,
+    pub files: usize,
+    pub bytes: u64,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for CollectReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.seats {
+            match &s.error {
+                Some(e) => writeln!(f, "seat {}: not collected: {e}", s.seat)?,
+                None => {
+                    writeln!(
+                        f,
+                        "seat {}: {} files ({} bytes) in {}",
+                        s.seat,
+                        s.files,
+                        s.bytes,
+                        s.dir.display()
+                    )?;
+                    for skipped in &s.skipped {
+                        writeln!(f, "  skipped {skipped}")?;
+                    }
+                }
+            }
+        }
+        write!(
+            f,
+            "collected {} files ({} bytes) from {} of {} seats of `{}` into {}",
+            self.files,
+            self.bytes,
+            self.seats.len() - self.failed,
+            self.seats.len(),
+            self.class,
+            self.dir.display()
+        )
+    }
+}
+
+/// `labship collect [--seat ID] [PATH...]`: each seat's workspace (or those paths in it)
+/// into `<dest>/<seat>/`, side by side, through the seat's Jupyter. A folder of an earlier
+/// collect is replaced, so it holds what the seat has now.
+pub async fn collect<H: Host>(
+    host: &H,
+    class: &str,
+    only: Option<&str>,
+    paths: &[String],
+    dest: &Path,
+    printer: &Printer,
+) -> Result<CollectReport> {
+    let seats = chosen(host, class, only).await?;
+    let bars = printer.bars();
+    let bar = printer.count_bar(&bars, "collecting", seats.len() as u64);
+    let rows: Vec<CollectedSeat> = stream::iter(seats)
+        .map(|d| {
+            let bar = &bar;
+            async move {
+                let seat = d.seat.clone();
+                let id = seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
+                let dir = dest.join(&id);
+                let mut row = CollectedSeat {
+                    seat: id.clone(),
+                    student: seat.and_then(|s| s.student),
+                    dir: dir.clone(),
+                    files: 0,
+                    bytes: 0,
+                    skipped: Vec::new(),
+                    error: None,
+                };
+                let saved = async {
+                    let jupyter = host.jupyter(&d.name).await.map_err(|e| one_line(&e))?;
+                    // Into a fresh folder beside it, then in its place: a collect that fails
+                    // halfway leaves the last good copy.
+                    let fresh = dest.join(format!(".{id}.partial"));
+                    let _ = std::fs::remove_dir_all(&fresh);
+                    let saved = save_workspace(&jupyter, paths, &fresh).await;
+                    jupyter.close().await;
+                    let saved = saved?;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::rename(&fresh, &dir).map_err(|e| {
+                        format!("cannot move {} to {}: {e}", fresh.display(), dir.display())
+                    })?;
+                    Ok::<_, String>(saved)
+                }
+                .await;
+                match saved {
+                    Ok(s) => {
+                        row.files = s.files;
+                        row.bytes = s.bytes;
+                        row.skipped = s.skipped;
+                    }
+                    Err(e) => row.error = Some(e),
+                }
+                bar.inc(1);
+                bar.set_message(format!("seat {id}"));
+                row
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    Ok(CollectReport {
+        target: host.target(),
+        class: class.to_string(),
+        dir: dest.to_path_buf(),
+        files: rows.iter().map(|r| r.files).sum(),
+        bytes: rows.iter().map(|r| r.bytes).sum(),
+        failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        seats: rows,
+    })
+}
+
+/// What one seat got from `distribute`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributedSeat {
+    pub seat: String,
+    pub student: Option<String>,
+    #[serde(flatten)]
+    pub files: Added,
+    pub error: Option<String>,
+}
+
+/// `labship distribute`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributeReport {
+    pub target: Target,
+    pub class: String,
+    /// The workspace paths given out.
+    pub files: Vec<String>,
+    pub seats: Vec<DistributedSeat>,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for DistributeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.seats {
+            match &s.error {
+                Some(e) => writeln!(f, "seat {}: not given the files: {e}", s.seat)?,
+                None if s.files.kept.is_empty() => {
+                    writeln!(f, "seat {}: added {}", s.seat, s.files.added.len())?
+                }
+                None => writeln!(
+                    f,
+                    "seat {}: added {}, kept its own {}",
+                    s.seat,
+                    s.files.added.len(),
+                    s.files.kept.join(", ")
+                )?,
+            }
+        }
+        write!(
+            f,
+            "gave {} file(s) to {} of {} seats of `{}`",
+            self.files.len(),
+            self.seats.len() - self.failed,
+            self.seats.len(),
+            self.class
+        )
+    }
+}
+
+/// The largest file `distribute` sends (it goes through Jupyter's API, in memory).
+const MAX_DISTRIBUTED: u64 = 256 << 20;
+
+/// Reads what `distribute` gives out: each FILE as its name, each folder with its files
+/// under the folder's name. Err: a path that is missing or too large.
+pub fn files_to_give(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let read = |p: &Path| -> Result<Vec<u8>> {
+            let len = std::fs::metadata(p)
+                .map_err(|source| Error::ReadInput {
+                    path: p.to_path_buf(),
+                    source,
+                })?
+                .len();
+            if len > MAX_DISTRIBUTED {
+                return Err(Error::InvalidSetting {
+                    what: "file to distribute",
+                    value: p.display().to_string(),
+                    reason: format!("it is larger than {} MiB", MAX_DISTRIBUTED >> 20),
+                    hint: "put large data in the image (docker/) or give students a link".into(),
+                });
+            }
+            std::fs::read(p).map_err(|source| Error::ReadInput {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::InvalidSetting {
+                what: "file to distribute",
+                value: path.display().to_string(),
+                reason: "it has no file name".into(),
+                hint: "name a file or a folder".into(),
+            })?;
+        if path.is_dir() {
+            for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
+                let entry = entry.map_err(|e| Error::ReadInput {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                if entry.file_type().is_file() {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(path)
+                        .unwrap_or(entry.path())
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    out.push((format!("{name}/{rel}"), read(entry.path())?));
+                }
+            }
+        } else {
+            out.push((name, read(path)?));
+        }
+    }
+    Ok(out)
+}
+
+/// `labship distribute FILE...`: adds the files to every seat's workspace (or one seat's),
+/// side by side; a student's file of the same name is kept, and the report says whose.
+pub async fn distribute<H: Host>(
+    host: &H,
+    class: &str,
+    only: Option<&str>,
+    files: &[(String, Vec<u8>)],
+    printer: &Printer,
+) -> Result<DistributeReport> {
+    let seats = chosen(host, class, only).await?;
+    let bars = printer.bars();
+    let bar = printer.count_bar(&bars, "distributing", seats.len() as u64);
+    let rows: Vec<DistributedSeat> = stream::iter(seats)
+        .map(|d| {
+            let bar = &bar;
+            async move {
+                let seat = d.seat.clone();
+                let id = seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
+                let given = async {
+                    let jupyter = host.jupyter(&d.name).await.map_err(|e| one_line(&e))?;
+                    let added = add_files(&jupyter, files).await;
+                    jupyter.close().await;
+                    added
+                }
+                .await;
+                bar.inc(1);
+                let (files, error) = match given {
+                    Ok(a) => (a, None),
+                    Err(e) => (Added::default(), Some(e)),
+                };
+                DistributedSeat {
+                    seat: id,
+                    student: seat.and_then(|s| s.student),
+                    files,
+                    error,
+                }
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    Ok(DistributeReport {
+        target: host.target(),
+        class: class.to_string(),
+        files: files.iter().map(|(p, _)| p.clone()).collect(),
+        failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        seats: rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seat: &str, url: Option<&str>, error: Option<&str>) -> SeatRow {
+        SeatRow {
+            seat: seat.into(),
+            student: Some("Lee, \"Ann\"".into()),
+            email: None,
+            deployment: format!("c-{seat}"),
+            state: if url.is_some() { "running" } else { "failed" }.into(),
+            url: url.map(String::from),
+            token: url.map(|_| "abc".into()),
+            action: None,
+            error: error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_roster_is_a_table_and_a_csv() {
+        let r = RosterReport::new(
+            Target::Local,
+            "c",
+            vec![
+                row("1", Some("http://127.0.0.1:8888/lab?token=abc"), None),
+                row("2", None, Some("port busy")),
+            ],
+        );
+        assert_eq!((r.ready, r.failed), (1, 1));
+        let text = r.to_string();
+        assert!(
+            text.contains("http://127.0.0.1:8888/lab?token=abc"),
+            "{text}"
+        );
+        assert!(text.contains("failed (port busy)"), "{text}");
+        assert!(text.ends_with("1 of 2 seats ready, 1 not"), "{text}");
+        let csv = r.to_csv().unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("seat,student,email,url,token,state,error")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("1,\"Lee, \"\"Ann\"\"\",,http://127.0.0.1:8888/lab?token=abc,abc,running,")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("2,\"Lee, \"\"Ann\"\"\",,,,failed,port busy")
+        );
+    }
+
+    #[test]
+    fn seats_sort_by_number_then_name() {
+        let mut ids = vec!["10", "2", "ann", "1"];
+        ids.sort_by_key(|s| seat_order(s));
+        assert_eq!(ids, ["1", "2", "10", "ann"]);
+        assert_eq!(seat_deployment("ds101", "7"), "ds101-7");
+    }
+
+    #[test]
+    fn folders_are_given_with_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("week2/data")).unwrap();
+        std::fs::write(dir.path().join("week2/data/a.csv"), "x").unwrap();
+        std::fs::write(dir.path().join("week2/lab.ipynb"), "{}").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "hi").unwrap();
+        let files =
+            files_to_give(&[dir.path().join("week2"), dir.path().join("notes.md")]).unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["week2/data/a.csv", "week2/lab.ipynb", "notes.md"]);
+        assert!(files_to_give(&[dir.path().join("missing")]).is_err());
+    }
+}

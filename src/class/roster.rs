@@ -1,0 +1,253 @@
+//! Who the seats are for: `--seats N` (seats `1`..`N`) or a roster file (`--roster FILE`),
+//! a CSV with a header row naming an `id` column and optionally `name` and `email` (other
+//! columns, as an LMS export has, are ignored). Spreadsheet exports are taken as they come:
+//! a UTF-8 byte-order mark, quoted fields with commas and quotes, CRLF line ends, blank lines.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The most seats one class may have (a room, not a campus).
+pub const MAX_SEATS: usize = 500;
+/// The longest seat id (it goes into container, volume and resource names).
+const MAX_ID: usize = 20;
+
+/// One seat: its id (`3`, `ann-lee`), and the student's name and email when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seat {
+    pub id: String,
+    pub student: Option<String>,
+    pub email: Option<String>,
+}
+
+/// The seats of a class, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    pub seats: Vec<Seat>,
+}
+
+impl Roster {
+    /// Seats `1`..=`n`.
+    pub fn numbered(n: usize) -> Result<Roster> {
+        if n == 0 || n > MAX_SEATS {
+            return Err(Error::InvalidSetting {
+                what: "--seats",
+                value: n.to_string(),
+                reason: format!("a class has 1 to {MAX_SEATS} seats"),
+                hint: "give the number of students".into(),
+            });
+        }
+        Ok(Roster {
+            seats: (1..=n)
+                .map(|i| Seat {
+                    id: i.to_string(),
+                    student: None,
+                    email: None,
+                })
+                .collect(),
+        })
+    }
+
+    /// Reads a roster file.
+    pub fn from_file(path: &Path) -> Result<Roster> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Roster::parse(path, &bytes)
+    }
+
+    /// Parses a roster's bytes (`path` names it in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Roster> {
+        let fail = |line: Option<u64>, message: String, hint: &str| Error::Roster {
+            path: path.to_path_buf(),
+            line,
+            message,
+            hint: hint.to_string(),
+        };
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(bytes);
+        let headers = reader
+            .headers()
+            .map_err(|e| fail(Some(1), format!("unreadable header: {e}"), HEADER_HINT))?
+            .clone();
+        let column = |names: &[&str]| {
+            headers
+                .iter()
+                .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+        };
+        let Some(id_col) = column(&["id", "seat"]) else {
+            return Err(fail(
+                Some(1),
+                format!(
+                    "the header row ({}) has no `id` column",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+                HEADER_HINT,
+            ));
+        };
+        let name_col = column(&["name", "student"]);
+        let email_col = column(&["email", "e-mail", "mail"]);
+        let mut seats = Vec::new();
+        let mut lines: HashMap<String, u64> = HashMap::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map(|p| p.line());
+                fail(line, format!("unreadable row: {e}"), "check the row's quotes: a field with a comma or a quote is written \"like, this\" with quotes doubled (\"\")")
+            })?;
+            let line = record.position().map(|p| p.line());
+            let field = |col: Option<usize>| {
+                col.and_then(|c| record.get(c))
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            // A row of empty cells (a spreadsheet's trailing rows) is no seat.
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let Some(id) = field(Some(id_col)) else {
+                return Err(fail(
+                    line,
+                    "the row has no id".into(),
+                    "give every student an id (a student number or a short name: lowercase letters, digits and dashes)",
+                ));
+            };
+            check_id(&id)
+                .map_err(|(reason, hint)| fail(line, format!("seat id `{id}` {reason}"), &hint))?;
+            if let Some(first) = lines.get(&id) {
+                return Err(fail(
+                    line,
+                    format!("seat id `{id}` is also on line {first}"),
+                    "every seat needs its own id: fix or remove one of the two rows",
+                ));
+            }
+            lines.insert(id.clone(), line.unwrap_or_default());
+            seats.push(Seat {
+                id,
+                student: field(name_col),
+                email: field(email_col),
+            });
+        }
+        if seats.is_empty() {
+            return Err(fail(None, "it lists no students".into(), HEADER_HINT));
+        }
+        if seats.len() > MAX_SEATS {
+            return Err(fail(
+                None,
+                format!("it lists {} students, more than {MAX_SEATS}", seats.len()),
+                "split the class into rosters of at most 500 (a class each)",
+            ));
+        }
+        Ok(Roster { seats })
+    }
+}
+
+const HEADER_HINT: &str =
+    "the first row names the columns, e.g. `id,name,email`, then one row per student";
+
+/// A seat id names containers, volumes and resources: 1-20 lowercase letters, digits and
+/// single dashes. Err: why not, and a fix.
+pub fn check_id(id: &str) -> std::result::Result<(), (String, String)> {
+    let clean = crate::config::sanitise_name(id);
+    let clean: String = clean.chars().take(MAX_ID).collect();
+    let clean = clean.trim_end_matches('-');
+    let ok = id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+        && !id.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            format!("is not a seat id: use 1-{MAX_ID} lowercase letters, digits and single dashes"),
+            format!("try `{clean}`"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Roster> {
+        Roster::parse(Path::new("roster.csv"), text.as_bytes())
+    }
+
+    fn message(e: Error) -> String {
+        let help = miette::Diagnostic::help(&e)
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        format!("{e} | {help}")
+    }
+
+    #[test]
+    fn numbered_seats_count_from_one() {
+        let r = Roster::numbered(3).unwrap();
+        let ids: Vec<&str> = r.seats.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert!(Roster::numbered(0).is_err());
+        assert!(Roster::numbered(MAX_SEATS + 1).is_err());
+    }
+
+    #[test]
+    fn a_spreadsheet_export_is_read_as_it_comes() {
+        let text = "\u{feff}Student Number,Name,Email,Section\r\n";
+        // No `id` column: refused with the header shown.
+        let e = message(parse(text).unwrap_err());
+        assert!(e.contains("line 1") && e.contains("no `id` column"), "{e}");
+        let text = "\u{feff}ID,Name,Email,Section\r\n\
+                    s1,\"Lee, Ann\",ann@example.org,A\r\n\
+                    \r\n\
+                    s2,\"Bo \"\"Bobby\"\" Chen\",,B\r\n\
+                    ,,,\r\n";
+        let r = parse(text).unwrap();
+        assert_eq!(
+            r.seats,
+            vec![
+                Seat {
+                    id: "s1".into(),
+                    student: Some("Lee, Ann".into()),
+                    email: Some("ann@example.org".into())
+                },
+                Seat {
+                    id: "s2".into(),
+                    student: Some("Bo \"Bobby\" Chen".into()),
+                    email: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_rosters_name_the_line_and_the_fix() {
+        let e = message(parse("id,name\nann,Ann\nbo,Bo\nann,Another Ann\n").unwrap_err());
+        assert!(
+            e.contains("line 4") && e.contains("`ann` is also on line 2"),
+            "{e}"
+        );
+        let e = message(parse("id,name\nAnn Lee,Ann\n").unwrap_err());
+        assert!(
+            e.contains("line 2") && e.contains("`Ann Lee`") && e.contains("try `ann-lee`"),
+            "{e}"
+        );
+        let e = message(parse("id,name\n,Nobody\n").unwrap_err());
+        assert!(e.contains("line 2") && e.contains("no id"), "{e}");
+        let e = message(parse("id,name\n").unwrap_err());
+        assert!(e.contains("lists no students"), "{e}");
+        let e = message(parse("id,name\n\"ann,Ann\n").unwrap_err());
+        assert!(e.contains("roster.csv"), "{e}");
+        assert!(check_id("a-very-long-seat-id-indeed").is_err());
+        assert!(check_id("-a").is_err() && check_id("a--b").is_err());
+        assert!(check_id("42").is_ok() && check_id("ann-lee").is_ok());
+    }
+}

@@ -1,0 +1,106 @@
+//! `labship collect` and `labship distribute`: an instructor's verbs over a class's seats
+//! (or a single deployment, as a class of one).
+
+use labship::class;
+use labship::config::{Config, Target};
+use labship::error::Result;
+use labship::hosts::ec2::Ec2Host;
+use labship::hosts::local::LocalHost;
+use labship::hosts::Host;
+use labship::output::Printer;
+
+use crate::cli::{CollectArgs, DistributeArgs};
+
+pub async fn collect(config: Config, args: &CollectArgs, printer: &Printer) -> Result<()> {
+    let dest = args
+        .to
+        .clone()
+        .unwrap_or_else(|| config.root.join("collected"));
+    match config.target {
+        Target::Local => {
+            collect_on(&LocalHost::connect().await?, &config, args, &dest, printer).await
+        }
+        Target::Ec2 => {
+            collect_on(
+                &Ec2Host::connect(&config).await?,
+                &config,
+                args,
+                &dest,
+                printer,
+            )
+            .await
+        }
+    }
+}
+
+async fn collect_on<H: Host>(
+    host: &H,
+    config: &Config,
+    args: &CollectArgs,
+    dest: &std::path::Path,
+    printer: &Printer,
+) -> Result<()> {
+    let report = class::collect(
+        host,
+        &config.name,
+        args.seat.as_deref(),
+        &args.paths,
+        dest,
+        printer,
+    )
+    .await?;
+    super::emit(printer, &report)?;
+    failed(report.failed, report.seats.len(), &config.name, "collected")
+}
+
+pub async fn distribute(config: Config, args: &DistributeArgs, printer: &Printer) -> Result<()> {
+    // Read (and checked) before any seat is touched.
+    let files = class::files_to_give(&args.files)?;
+    match config.target {
+        Target::Local => {
+            distribute_on(&LocalHost::connect().await?, &config, args, &files, printer).await
+        }
+        Target::Ec2 => {
+            distribute_on(
+                &Ec2Host::connect(&config).await?,
+                &config,
+                args,
+                &files,
+                printer,
+            )
+            .await
+        }
+    }
+}
+
+async fn distribute_on<H: Host>(
+    host: &H,
+    config: &Config,
+    args: &DistributeArgs,
+    files: &[(String, Vec<u8>)],
+    printer: &Printer,
+) -> Result<()> {
+    let report =
+        class::distribute(host, &config.name, args.seat.as_deref(), files, printer).await?;
+    super::emit(printer, &report)?;
+    failed(
+        report.failed,
+        report.seats.len(),
+        &config.name,
+        "given the files",
+    )
+}
+
+/// A non-zero exit when some seats were not reached (the report above says which and why).
+fn failed(failed: usize, total: usize, class: &str, what: &str) -> Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(labship::error::Error::SeatsFailed {
+        class: class.to_string(),
+        failed,
+        total,
+        seats: format!("not {what}"),
+        again: "the same command".into(),
+    })
+}

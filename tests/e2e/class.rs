@@ -1,0 +1,373 @@
+//! A class on the local engine (`up --local --seats N` / `--roster`): every seat its own
+//! Jupyter, token and workspace; the instructor's verbs (token, distribute, collect, down)
+//! checked through Jupyter's own REST API, as a student's browser would reach each seat.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Status and body of a GET with a token.
+fn get(url: &str, token: &str) -> (u16, String) {
+    match agent()
+        .get(url)
+        .header("Authorization", &format!("token {token}"))
+        .call()
+    {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// A seat: its base URL and token, from a roster row.
+struct Seat {
+    base: String,
+    token: String,
+}
+
+impl Seat {
+    fn of(row: &Value) -> Seat {
+        let url = row["url"].as_str().expect("a ready seat has a URL");
+        Seat {
+            base: url.split("/lab").next().expect("base").to_string(),
+            token: row["token"].as_str().expect("token").to_string(),
+        }
+    }
+
+    fn put_text(&self, path: &str, content: &str) {
+        let r = agent()
+            .put(&format!("{}/api/contents/{path}", self.base))
+            .header("Authorization", &format!("token {}", self.token))
+            .send_json(serde_json::json!({"type": "file", "format": "text", "content": content}))
+            .expect("PUT contents");
+        assert!(matches!(r.status().as_u16(), 200 | 201), "PUT {path}");
+    }
+
+    fn read_text(&self, path: &str) -> Option<String> {
+        let (code, body) = get(
+            &format!("{}/api/contents/{path}?type=file&format=text", self.base),
+            &self.token,
+        );
+        (code == 200).then(|| {
+            let v: Value = serde_json::from_str(&body).expect("contents JSON");
+            v["content"].as_str().expect("text").to_string()
+        })
+    }
+}
+
+/// Everything of the class's, whatever the test did.
+struct ClassCleanup(String);
+impl Drop for ClassCleanup {
+    fn drop(&mut self) {
+        let label = format!("label=dev.labship.class={}", self.0);
+        let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
+        for id in ids.split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        let vols = docker_ok(&["volume", "ls", "-q", "--filter", &label]);
+        for v in vols.split_whitespace() {
+            let _ = docker(&["volume", "rm", v]);
+        }
+    }
+}
+
+fn labelled(kind: &str, class: &str) -> Vec<String> {
+    let label = format!("label=dev.labship.class={class}");
+    let out = match kind {
+        "container" => docker_ok(&["ps", "-a", "--format", "{{.Names}}", "--filter", &label]),
+        _ => docker_ok(&["volume", "ls", "-q", "--filter", &label]),
+    };
+    let mut all: Vec<String> = out.split_whitespace().map(String::from).collect();
+    all.sort();
+    all
+}
+
+fn rows_by_seat(report: &Value) -> BTreeMap<String, Value> {
+    report["seats"]
+        .as_array()
+        .expect("seats")
+        .iter()
+        .map(|r| (r["seat"].as_str().expect("seat").to_string(), r.clone()))
+        .collect()
+}
+
+#[test]
+fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
+    let p = Project::default_workload("class");
+    let class = p.name.clone();
+    let _cleanup = ClassCleanup(class.clone());
+    // Seat 3 cannot start: a container that is not labship's holds its name.
+    let squatter = format!("labship-{class}-3");
+    docker_ok(&["create", "--name", &squatter, &rig().base_image, "true"]);
+    let failed = p.labship(&["up", "--local", "--seats", "4", "-o", "json"]);
+    assert!(!failed.status.success(), "a failed seat fails the command");
+    let err = stderr(&failed);
+    assert!(
+        err.contains("1 of the 4 seats") && err.contains(": 3"),
+        "{err}"
+    );
+    // One JSON document, the roster, which says what failed.
+    let report: Value = serde_json::from_slice(&failed.stdout).expect("the roster as JSON");
+    assert_eq!(
+        (report["ready"].as_u64(), report["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let rows = rows_by_seat(&report);
+    assert_eq!(rows["3"]["state"], "failed");
+    assert!(
+        rows["3"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already in use")),
+        "{}",
+        rows["3"]
+    );
+    // Nothing half-made for the failed seat: no volume of its own.
+    assert!(!labelled("volume", &class).contains(&format!("labship-{class}-3-work")));
+    docker_ok(&["rm", "-f", &squatter]);
+
+    // Again: the three seats are left as they are, seat 3 comes up; the roster as CSV.
+    let again = p.labship(&["up", "--local", "--seats", "4", "-o", "csv"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let csv = String::from_utf8_lossy(&again.stdout).to_string();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("seat,student,email,url,token,state,error")
+    );
+    assert_eq!(lines.clone().count(), 4, "{csv}");
+    let roster = json(&p.labship(&["token", "--local", "-o", "json"]));
+    let rows = rows_by_seat(&roster);
+    assert_eq!(rows.len(), 4, "{roster}");
+    for line in lines {
+        let seat = line.split(',').next().expect("seat");
+        assert!(
+            line.contains(rows[seat]["url"].as_str().expect("url")),
+            "{line}"
+        );
+    }
+    let seats: BTreeMap<String, Seat> =
+        rows.iter().map(|(k, v)| (k.clone(), Seat::of(v))).collect();
+
+    // Every seat answers with its own token, and only with it.
+    let mut bases: Vec<&str> = seats.values().map(|s| s.base.as_str()).collect();
+    bases.dedup();
+    assert_eq!(bases.len(), 4, "one URL per seat");
+    for s in seats.values() {
+        assert_eq!(get(&format!("{}/api/status", s.base), &s.token).0, 200);
+    }
+    assert_eq!(
+        get(
+            &format!("{}/api/contents", seats["2"].base),
+            &seats["1"].token
+        )
+        .0,
+        403,
+        "seat 1's token must not open seat 2"
+    );
+    // `token --seat` prints one seat's.
+    let one = json(&p.labship(&["token", "--local", "--seat", "2", "-o", "json"]));
+    assert_eq!(one["token"].as_str(), Some(seats["2"].token.as_str()));
+    // The clean first screen: JupyterLab's own settings say it fetches no news and asks
+    // nobody.
+    let (code, body) = get(
+        &format!(
+            "{}/lab/api/settings/@jupyterlab/apputils-extension:notification",
+            seats["1"].base
+        ),
+        &seats["1"].token,
+    );
+    assert_eq!(code, 200, "{body}");
+    let settings: Value = serde_json::from_str(&body).expect("settings JSON");
+    // The override becomes the setting's default ("none" would ask each student).
+    assert_eq!(
+        settings["schema"]["properties"]["fetchNews"]["default"],
+        "false",
+        "{settings}"
+    );
+    // Each seat has its limits.
+    let memory = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        &format!("labship-{class}-1"),
+    ]);
+    assert_eq!(memory.trim(), format!("{} 1000000000", 2048u64 << 20));
+    // status lists the seats with their class.
+    let status = json(&p.labship(&["status", "--local", "-o", "json"]));
+    let in_class = status["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .filter(|d| d["seat"]["class"] == class.as_str())
+        .count();
+    assert_eq!(in_class, 4, "{status}");
+
+    // distribute: a file and a folder to every seat; seat 2's student has her own hello.py.
+    seats["2"].put_text("hello.py", "print('mine')\n");
+    p.write("handout/hello.py", "print('from the instructor')\n");
+    p.write("handout/week2/data/points.csv", "x,y\n1,2\n");
+    let given = json(&p.labship(&[
+        "distribute",
+        "--local",
+        "handout/hello.py",
+        "handout/week2",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(given["failed"], 0, "{given}");
+    let by_seat = rows_by_seat(&given);
+    assert_eq!(
+        by_seat["2"]["kept"],
+        serde_json::json!(["hello.py"]),
+        "{given}"
+    );
+    assert_eq!(by_seat["1"]["kept"], serde_json::json!([]), "{given}");
+    for (id, s) in &seats {
+        let expected = if id == "2" {
+            "print('mine')\n"
+        } else {
+            "print('from the instructor')\n"
+        };
+        assert_eq!(
+            s.read_text("hello.py").as_deref(),
+            Some(expected),
+            "seat {id}"
+        );
+        assert_eq!(
+            s.read_text("week2/data/points.csv").as_deref(),
+            Some("x,y\n1,2\n"),
+            "seat {id}"
+        );
+    }
+
+    // collect: the notebook each seat wrote, byte for byte, into collected/<seat>/.
+    for (id, s) in &seats {
+        s.put_text(
+            "answers.ipynb",
+            &format!("{{\"cells\": [], \"seat\": \"{id}\", \"é\": \"ü\"}}\n"),
+        );
+    }
+    let collected = json(&p.labship(&["collect", "--local", "-o", "json"]));
+    assert_eq!(collected["failed"], 0, "{collected}");
+    for id in seats.keys() {
+        let got = std::fs::read_to_string(p.path().join(format!("collected/{id}/answers.ipynb")))
+            .expect("collected notebook");
+        assert_eq!(
+            got,
+            format!("{{\"cells\": [], \"seat\": \"{id}\", \"é\": \"ü\"}}\n")
+        );
+        assert!(p.path().join(format!("collected/{id}/mtcars.csv")).exists());
+    }
+    // Only some paths, of one seat.
+    let dest = p.path().join("only");
+    let one = json(&p.labship(&[
+        "collect",
+        "--local",
+        "--seat",
+        "4",
+        "--to",
+        dest.to_str().expect("utf-8"),
+        "answers.ipynb",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(one["files"], 1, "{one}");
+    assert!(dest.join("4/answers.ipynb").exists() && !dest.join("4/mtcars.csv").exists());
+
+    // down --seat: that seat only (its workspace kept), the others still answer.
+    let down_one = p.labship(&["down", "--local", "--seat", "1", "-o", "json"]);
+    assert!(down_one.status.success(), "{}", stderr(&down_one));
+    let containers = labelled("container", &class);
+    assert!(
+        !containers.contains(&format!("labship-{class}-1")),
+        "{containers:?}"
+    );
+    assert_eq!(containers.len(), 3, "{containers:?}");
+    assert!(labelled("volume", &class).contains(&format!("labship-{class}-1-work")));
+    assert_eq!(
+        get(
+            &format!("{}/api/status", seats["2"].base),
+            &seats["2"].token
+        )
+        .0,
+        200
+    );
+    // A seat that is not in the class.
+    let none = p.labship(&["token", "--local", "--seat", "9"]);
+    assert!(
+        !none.status.success() && stderr(&none).contains("no seat `9`"),
+        "{}",
+        stderr(&none)
+    );
+
+    // down of the class with its data: nothing of it left.
+    let down = p.labship(&["down", "--local", "--delete-data", "--yes", "-o", "json"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(labelled("container", &class), Vec::<String>::new());
+    assert_eq!(labelled("volume", &class), Vec::<String>::new());
+}
+
+#[test]
+fn a_roster_names_the_seats_and_a_bad_one_creates_nothing() {
+    let p = Project::default_workload("roster");
+    let class = p.name.clone();
+    let _cleanup = ClassCleanup(class.clone());
+    for (body, expected) in [
+        (
+            "id,name\nann,Ann\nann,Ann again\n",
+            "line 3: seat id `ann` is also on line 2",
+        ),
+        ("id,name\nAnn Lee,Ann\n", "try `ann-lee`"),
+        ("name,email\nAnn,a@x\n", "no `id` column"),
+        ("id,name\n\"ann,Ann\n", "roster.csv"),
+    ] {
+        p.write("roster.csv", body);
+        let out = p.labship(&["up", "--local", "--roster", "roster.csv"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    }
+    assert_eq!(labelled("container", &class), Vec::<String>::new());
+    // A spreadsheet's export: byte-order mark, CRLF, quotes, extra columns.
+    p.write(
+        "roster.csv",
+        "\u{feff}ID,Name,Email,Section\r\nann-lee,\"Lee, Ann\",ann@example.org,A\r\n42,\"Bo \"\"B\"\" Chen\",,B\r\n",
+    );
+    let up = json(&p.labship(&["up", "--local", "--roster", "roster.csv", "-o", "json"]));
+    let rows = rows_by_seat(&up);
+    assert_eq!(rows["ann-lee"]["student"], "Lee, Ann");
+    assert_eq!(rows["ann-lee"]["email"], "ann@example.org");
+    assert_eq!(rows["42"]["student"], "Bo \"B\" Chen");
+    for row in rows.values() {
+        let s = Seat::of(row);
+        assert_eq!(get(&format!("{}/api/status", s.base), &s.token).0, 200);
+    }
+    assert_eq!(
+        labelled("container", &class),
+        vec![
+            format!("labship-{class}-42"),
+            format!("labship-{class}-ann-lee")
+        ]
+    );
+    // The roster again, as the instructor's table.
+    let table = p.labship(&["token", "--local"]);
+    let text = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        text.contains("Lee, Ann") && text.contains("2 of 2 seats ready"),
+        "{text}"
+    );
+    let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(labelled("volume", &class), Vec::<String>::new());
+}
