@@ -28,6 +28,12 @@ pub const DATA_VOLUME: &str = "labship:data-volume";
 pub const VOLUME: &str = "labship:volume";
 pub const VOLUME_WORKSPACE: &str = "workspace";
 
+/// On a seat of a class (`up --seats`, `--roster`), on its instance and data volume: the
+/// class and the seat's id. Students' names and emails are not tags: anyone who may list
+/// the account's instances would read them.
+pub const CLASS: &str = "labship:class";
+pub const SEAT: &str = "labship:seat";
+
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.
 pub const OWNER: &str = "labship:owner";

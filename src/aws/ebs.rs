@@ -37,6 +37,8 @@ pub struct DataVolume {
     pub owner: Option<String>,
     /// RFC 3339.
     pub created: Option<String>,
+    /// A class's seat (tags `labship:class`, `labship:seat`).
+    pub seat: Option<crate::hosts::SeatOf>,
 }
 
 impl DataVolume {
@@ -81,6 +83,7 @@ fn to_volume(v: &aws_sdk_ec2::types::Volume) -> DataVolume {
             .and_then(|a| a.instance_id())
             .map(str::to_string),
         owner: tag_value(v.tags(), tags::OWNER),
+        seat: super::ec2::seat_of(v.tags()),
         created: v
             .create_time()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),

@@ -99,6 +99,8 @@ pub struct Instance {
     pub spot_request: Option<String>,
     /// Why it is in its state (EC2's StateReason code, e.g. `Server.SpotInstanceShutdown`).
     pub state_reason: Option<String>,
+    /// A class's seat (tags `labship:class`, `labship:seat`).
+    pub seat: Option<crate::hosts::SeatOf>,
 }
 
 impl Instance {
@@ -1031,6 +1033,16 @@ fn permission(port: i32, cidr: &str, description: Option<&str>) -> IpPermission 
     }
 }
 
+/// The class and seat a resource's tags name, if any.
+pub(super) fn seat_of(tags: &[aws_sdk_ec2::types::Tag]) -> Option<crate::hosts::SeatOf> {
+    Some(crate::hosts::SeatOf {
+        class: tag_value(tags, tags::CLASS)?,
+        seat: tag_value(tags, tags::SEAT)?,
+        student: None,
+        email: None,
+    })
+}
+
 pub(super) fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
     tags.iter()
         .find(|t| t.key() == Some(key))
@@ -1073,6 +1085,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
+        seat: seat_of(i.tags()),
         state_reason: i
             .state_reason()
             .and_then(|r| r.code())

@@ -61,6 +61,8 @@ pub struct SeatRow {
     /// The login URL (with the token): what the student opens.
     pub url: Option<String>,
     pub token: Option<String>,
+    /// EC2: the fingerprint of the certificate the seat's Jupyter serves.
+    pub tls_fingerprint: Option<crate::tls::Fingerprint>,
     /// `up` only: what it did for this seat.
     pub action: Option<UpAction>,
     /// Why the seat is not ready.
@@ -214,6 +216,7 @@ pub async fn up<H: Host>(
                     state: "failed".into(),
                     url: None,
                     token: None,
+                    tls_fingerprint: None,
                     action: None,
                     error: None,
                 };
@@ -231,6 +234,7 @@ pub async fn up<H: Host>(
                         row.action = Some(report.action);
                         row.url = Some(token.url);
                         row.token = Some(token.token);
+                        row.tls_fingerprint = token.tls_fingerprint;
                     }
                     Err(e) => row.error = Some(one_line(&e)),
                 }
@@ -350,6 +354,7 @@ pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
                 state: d.state.clone(),
                 url: None,
                 token: None,
+                tls_fingerprint: None,
                 action: None,
                 error: None,
             };
@@ -361,6 +366,7 @@ pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
                 Ok(t) => {
                     row.url = Some(t.url);
                     row.token = Some(t.token);
+                    row.tls_fingerprint = t.tls_fingerprint;
                 }
                 Err(e) => row.error = Some(one_line(&e)),
             }
@@ -725,6 +731,7 @@ mod tests {
             state: if url.is_some() { "running" } else { "failed" }.into(),
             url: url.map(String::from),
             token: url.map(|_| "abc".into()),
+            tls_fingerprint: None,
             action: None,
             error: error.map(String::from),
         }

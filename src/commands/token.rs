@@ -22,6 +22,7 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
                 deployment: None,
                 token: found.token.expose().to_string(),
                 url: found.url,
+                tls_fingerprint: None,
             }
         }
         None if args.rotate && args.seat.is_some() => {

@@ -139,11 +139,19 @@ async fn class(
     printer: &Printer,
 ) -> Result<()> {
     if config.target == Target::Ec2 {
-        return Err(Error::Unsupported {
-            option: if args.seats.is_some() { "--seats" } else { "--roster" }.into(),
-            target: Target::Ec2.to_string(),
-            hint: "a class runs on the local engine for now (`labship up --local --seats N`); on EC2 give each student a deployment of their own".into(),
-        });
+        if let Some(flag) = [
+            ("--seat-memory", args.seat_memory.is_some()),
+            ("--seat-cpus", args.seat_cpus.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+        {
+            return Err(Error::Unsupported {
+                option: flag.into(),
+                target: Target::Ec2.to_string(),
+                hint: "each seat has an instance of its own on EC2: choose its size with --instance-type (ec2.instance_type)".into(),
+            });
+        }
     }
     if let Some(cpus) = args.seat_cpus {
         if !(0.01..=1024.0).contains(&cpus) {
@@ -155,18 +163,28 @@ async fn class(
             });
         }
     }
-    options.limits = labship::hosts::Limits {
-        memory_mib: Some(args.seat_memory.unwrap_or(labship::class::SEAT_MEMORY_MIB)),
-        cpus: Some(args.seat_cpus.unwrap_or(labship::class::SEAT_CPUS)),
-    };
+    if config.target == Target::Local {
+        options.limits = labship::hosts::Limits {
+            memory_mib: Some(args.seat_memory.unwrap_or(labship::class::SEAT_MEMORY_MIB)),
+            cpus: Some(args.seat_cpus.unwrap_or(labship::class::SEAT_CPUS)),
+        };
+    }
     // Interrupted, `down` of the class removes every seat made so far.
     interrupt::install(interrupt::Then::Remove(super::down_command(
         &config,
         config.target,
         "",
     )))?;
-    let host = LocalHost::connect().await?;
-    let report = labship::class::up(&host, &config, &roster, &options, printer).await?;
+    let report = match config.target {
+        Target::Local => {
+            let host = LocalHost::connect().await?;
+            labship::class::up(&host, &config, &roster, &options, printer).await?
+        }
+        Target::Ec2 => {
+            let host = Ec2Host::connect(&config).await?;
+            labship::class::up(&host, &config, &roster, &options, printer).await?
+        }
+    };
     super::emit_roster(printer, &report)?;
     if report.failed > 0 {
         let again = match &args.roster {

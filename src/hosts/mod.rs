@@ -54,8 +54,8 @@ pub struct UpOptions {
     /// This deployment is a seat of a class (`up --seats`, `--roster`): its labels or tags say
     /// which class and which seat.
     pub seat: Option<SeatOf>,
-    /// Local: the port a new container takes when it is free (a class's seats take
-    /// consecutive ports); an existing one keeps its own.
+    /// A class's seat's port: consecutive ones from the first. Local: taken when free by a
+    /// new container (an existing one keeps its own); EC2: the port, as `--port` would be.
     pub preferred_port: Option<u16>,
     /// Local: the container's memory and CPU limits (a class's seats share one machine).
     pub limits: Limits,
@@ -513,6 +513,8 @@ pub struct TokenReport {
     pub deployment: Option<String>,
     pub token: String,
     pub url: String,
+    /// EC2: the SHA-256 fingerprint of the certificate its Jupyter serves (`null` locally).
+    pub tls_fingerprint: Option<crate::tls::Fingerprint>,
 }
 
 impl std::fmt::Display for TokenReport {

@@ -192,8 +192,7 @@ fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
     let settings: Value = serde_json::from_str(&body).expect("settings JSON");
     // The override becomes the setting's default ("none" would ask each student).
     assert_eq!(
-        settings["schema"]["properties"]["fetchNews"]["default"],
-        "false",
+        settings["schema"]["properties"]["fetchNews"]["default"], "false",
         "{settings}"
     );
     // Each seat has its limits.
@@ -370,4 +369,117 @@ fn a_roster_names_the_seats_and_a_bad_one_creates_nothing() {
     let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert_eq!(labelled("volume", &class), Vec::<String>::new());
+}
+
+/// Two ports in a row that are free now (a class's seats take consecutive ports).
+fn two_free_ports() -> u16 {
+    for _ in 0..50 {
+        let first = free_port();
+        if first < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", first + 1)).is_ok() {
+            return first;
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() {
+    let sim = sim_endpoint();
+    let rig = rig();
+    let p = Project::default_workload("ecls");
+    let class = p.name.clone();
+    let port = two_free_ports();
+    let port_s = port.to_string();
+    let mut args = ec2_up_args(&port_s);
+    args.extend(["--seats", "2"]);
+    let report = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(report["ready"], 2, "{report}");
+    let rows = rows_by_seat(&report);
+    // Each seat: its own instance on its own port, its own token, its own certificate.
+    for (id, seat_port) in [("1", port), ("2", port + 1)] {
+        let row = &rows[id];
+        let url = row["url"].as_str().expect("url");
+        assert!(
+            url.starts_with(&format!("https://127.0.0.1:{seat_port}/lab?token=")),
+            "{row}"
+        );
+        let pin = row["tls_fingerprint"].as_str().expect("pin");
+        let token = row["token"].as_str().expect("token");
+        assert_eq!(
+            crate::ec2::jupyter_status(seat_port, pin, Some(token)),
+            200,
+            "seat {id}"
+        );
+    }
+    let other = rows["1"]["token"].as_str().expect("token");
+    let pin2 = rows["2"]["tls_fingerprint"].as_str().expect("pin");
+    assert_eq!(
+        crate::ec2::jupyter_status(port + 1, pin2, Some(other)),
+        403,
+        "seat 1's token must not open seat 2"
+    );
+    // Tagged with the class and the seat, as AWS shows them.
+    let described = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:class,Values={class}"),
+            "Name=instance-state-name,Values=running",
+        ],
+    );
+    let mut seats_tagged: Vec<String> = described["Reservations"]
+        .as_array()
+        .expect("reservations")
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
+        .map(|i| {
+            i["Tags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .find(|t| t["Key"] == "labship:seat")
+                .and_then(|t| t["Value"].as_str())
+                .expect("a seat tag")
+                .to_string()
+        })
+        .collect();
+    seats_tagged.sort();
+    assert_eq!(seats_tagged, ["1", "2"], "{described}");
+
+    // distribute and collect through each seat's own Jupyter (pinned TLS).
+    p.write("handout/week1.md", "# Week 1\n");
+    let given = json(&p.labship_at(
+        &sim,
+        &["distribute", "--ec2", "handout/week1.md", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(given["failed"], 0, "{given}");
+    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
+    assert_eq!(collected["files"], 2, "{collected}");
+    for id in ["1", "2"] {
+        assert_eq!(
+            std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
+                .expect("collected"),
+            "# Week 1\n"
+        );
+    }
+    // token of the class: the roster again, from AWS alone.
+    let roster = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &[]));
+    assert_eq!(
+        rows_by_seat(&roster)["2"]["token"],
+        rows["2"]["token"],
+        "{roster}"
+    );
+
+    // down --seat 1: that seat's instance only.
+    json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
+    crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
+    let pin = rows["2"]["tls_fingerprint"].as_str().expect("pin");
+    let token = rows["2"]["token"].as_str().expect("token");
+    assert_eq!(crate::ec2::jupyter_status(port + 1, pin, Some(token)), 200);
+    // down of the class: nothing left of it.
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
 }

@@ -95,6 +95,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
             spot: Some(i.spot),
             interrupted: Some(i.interrupted()),
             // Its own, or the deployment's when none is attached (an interrupted `up`).
+            seat: i.seat.clone(),
             data_volume: volumes
                 .iter()
                 .find(|v| v.attached_to.as_deref() == Some(i.id.as_str()))
@@ -116,6 +117,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
                 "data volume {} kept with the workspace: `labship up {dep} --ec2` brings it back, `labship down {dep} --ec2 --delete-data` deletes it",
                 v.describe()
             )),
+            seat: v.seat.clone(),
             data_volume: Some(v),
             ..row(dep)
         });
@@ -215,6 +217,7 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
     })?;
     // A host that has not said yet is a new one: it will serve HTTPS.
     let tls = served.as_ref().is_none_or(|s| s.tls.is_some()) && inst.https;
+    let tls_fingerprint = served.as_ref().and_then(|s| s.tls);
     let path = served.map_or_else(|| "/lab".to_string(), |s| s.path);
     let url = match (&inst.public_ip, inst.port) {
         (Some(ip), Some(port)) if inst.access == Access::Https => {
@@ -227,6 +230,7 @@ pub async fn token(aws: &Aws, deployment: &str) -> Result<TokenReport> {
         deployment: Some(deployment.to_string()),
         token: token.expose().to_string(),
         url,
+        tls_fingerprint,
     })
 }
 

@@ -413,14 +413,16 @@ impl Host for Ec2Host {
         stop::stop(&self.aws, deployment, force, printer).await
     }
 
-    /// A class on EC2 (seats packed several to an instance, one RunInstances per batch) is
-    /// not built yet.
-    async fn prepare(&self, _config: &Config, _printer: &Printer) -> Result<()> {
-        Err(Error::Unsupported {
-            option: "--seats/--roster".into(),
-            target: Target::Ec2.to_string(),
-            hint: "a class runs on the local engine for now (`labship up --local --seats N`); on EC2 give each student a deployment of their own".into(),
-        })
+    /// The image in ECR (built and pushed when missing), so the seats' `up`s find it there.
+    async fn prepare(&self, config: &Config, printer: &Printer) -> Result<()> {
+        let (engine, config, _) = self.start(config, &UpOptions::default()).await?;
+        let ecr = crate::push::Ecr::new(&self.aws, config.push.registry_endpoint.clone());
+        crate::interrupt::cancellable(
+            "pushing the image",
+            crate::push::push(engine, &ecr, &config, printer),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn jupyter(&self, deployment: &str) -> Result<crate::hosts::JupyterAccess> {

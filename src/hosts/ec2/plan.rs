@@ -61,11 +61,17 @@ pub struct Options {
     /// Launch a spot instance (`--spot`, `ec2.spot`); `None`: not asked (on-demand for a new
     /// one; an existing one stays what it is).
     pub spot: Option<bool>,
+    /// A class's seat: its instance and data volume carry the class and seat tags.
+    pub seat: Option<crate::hosts::SeatOf>,
 }
 
 impl Options {
     pub fn resolve(config: &Config, options: &crate::hosts::UpOptions) -> Result<Options> {
-        let port = options.port.unwrap_or(config.ec2.port);
+        // A class's seats take consecutive ports (seats that share an address need them).
+        let port = options
+            .port
+            .or(options.preferred_port)
+            .unwrap_or(config.ec2.port);
         if port == 0 {
             return Err(Error::InvalidSetting {
                 what: "port",
@@ -136,6 +142,7 @@ impl Options {
                 .unwrap_or(crate::config::DEFAULT_VOLUME_GIB),
             volume_gib_asked: config.ec2.volume_size.is_some(),
             spot: config.ec2.spot,
+            seat: options.seat.clone(),
         })
     }
 }
@@ -527,6 +534,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             volume_tags.push(("Name".into(), format!("labship-{name}")));
+            volume_tags.extend(seat_tags(opts.seat.as_ref()));
             let mut instance_tags = volume_tags.clone();
             instance_tags.push((tags::IMAGE.into(), image.clone()));
             instance_tags.push((tags::PORT.into(), opts.port.to_string()));
@@ -538,7 +546,9 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             ));
             instance_tags.push((tags::TTL.into(), crate::config::lifetime_text(opts.ttl)));
             instance_tags.push((tags::DATA_VOLUME.into(), "yes".into()));
-            let data_tags = data_volume_tags(name).into_iter().collect();
+            let data_tags = data_volume_tags(name, opts.seat.as_ref())
+                .into_iter()
+                .collect();
             let (data, data_reason) = data_volume_plan(config, opts, observed, data_tags)?;
             let root = RootVolume {
                 device: ami.root_device.clone(),
@@ -605,14 +615,27 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     })
 }
 
-/// The tags of a new data volume: the deployment's, its name, `labship:volume=workspace`.
-pub fn data_volume_tags(name: &str) -> Vec<(String, String)> {
+/// A class's seat's tags (none for a deployment of its own).
+pub fn seat_tags(seat: Option<&crate::hosts::SeatOf>) -> Vec<(String, String)> {
+    seat.map(|s| {
+        vec![
+            (tags::CLASS.to_string(), s.class.clone()),
+            (tags::SEAT.to_string(), s.seat.clone()),
+        ]
+    })
+    .unwrap_or_default()
+}
+
+/// The tags of a new data volume: the deployment's, its name, `labship:volume=workspace`,
+/// and a seat's class and seat.
+pub fn data_volume_tags(name: &str, seat: Option<&crate::hosts::SeatOf>) -> Vec<(String, String)> {
     let mut tags: Vec<(String, String)> = tags::for_deployment(name)
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     tags.push(("Name".into(), format!("labship-{name}-workspace")));
     tags.push((tags::VOLUME.into(), tags::VOLUME_WORKSPACE.into()));
+    tags.extend(seat_tags(seat));
     tags
 }
 
@@ -1026,6 +1049,7 @@ mod tests {
             attached_to: attached_to.map(str::to_string),
             owner: None,
             created: None,
+            seat: None,
         }
     }
 
@@ -1050,6 +1074,7 @@ mod tests {
             data_volume: true,
             spot: false,
             spot_request: None,
+            seat: None,
             state_reason: None,
         }
     }

@@ -951,7 +951,7 @@ async fn ensure_data_volume(
                 deployment: name.clone(),
                 availability_zone: zone,
                 size_gib: one.size_gib,
-                tags: plan::data_volume_tags(name),
+                tags: plan::data_volume_tags(name, opts.seat.as_ref()),
                 snapshot: None,
             };
             let token = format!("labship-{}-data", inst.id);
@@ -971,7 +971,7 @@ async fn ensure_data_volume(
                 deployment: name.clone(),
                 availability_zone: zone,
                 size_gib: opts.volume_gib,
-                tags: plan::data_volume_tags(name),
+                tags: plan::data_volume_tags(name, opts.seat.as_ref()),
                 snapshot: None,
             };
             // One volume per instance, however often this is sent (a lost answer, an `up`
@@ -1194,6 +1194,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         deployment: Some(name.clone()),
         token: token.expose().to_string(),
         url,
+        tls_fingerprint: served.tls,
     })
 }
 

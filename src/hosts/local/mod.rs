@@ -995,6 +995,7 @@ impl Host for LocalHost {
             deployment: Some(deployment.to_string()),
             token: found.token.expose().to_string(),
             url,
+            tls_fingerprint: None,
         })
     }
 
@@ -1254,7 +1255,10 @@ mod tests {
     #[test]
     fn the_login_path_is_what_jupyter_printed() {
         assert_eq!(login_path("http://127.0.0.1:8888/lab?token=abc"), "/lab");
-        assert_eq!(login_path("http://host:8888/user/ann/tree?token=abc"), "/user/ann/tree");
+        assert_eq!(
+            login_path("http://host:8888/user/ann/tree?token=abc"),
+            "/user/ann/tree"
+        );
         assert_eq!(login_path("garbage"), "/lab");
     }
 
