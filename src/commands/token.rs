@@ -25,32 +25,32 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
                 tls_fingerprint: None,
             }
         }
-        None if args.rotate && args.seat.is_some() => {
-            return Err(Error::Unsupported {
-                option: "--rotate --seat".into(),
-                target: "a class's seat".into(),
-                hint: "a local seat's Jupyter makes its token when it starts: `labship down NAME --seat ID` then `labship up NAME --seats N` gives that seat a new one, its workspace kept".into(),
-            });
-        }
         None if args.rotate => {
-            let config = super::load(named(global, &args.deployment, args.on))?;
+            let mut config = super::load(named(global, &args.deployment, args.on))?;
             let again = format!(
-                "{} --rotate",
-                super::command_for("token", &config, config.target)
+                "{} --rotate{}",
+                super::command_for("token", &config, config.target),
+                args.seat
+                    .as_ref()
+                    .map(|s| format!(" --seat {s}"))
+                    .unwrap_or_default()
             );
             labship::interrupt::install(labship::interrupt::Then::Retry(again))?;
+            // One seat of a class alone: its own deployment.
             match config.target {
                 Target::Local => {
-                    LocalHost::connect()
-                        .await?
-                        .rotate_token(&config, printer)
-                        .await?
+                    let host = LocalHost::connect().await?;
+                    if let Some(seat) = &args.seat {
+                        config.name = labship::class::seat(&host, &config.name, seat).await?;
+                    }
+                    host.rotate_token(&config, printer).await?
                 }
                 Target::Ec2 => {
-                    Ec2Host::connect(&config)
-                        .await?
-                        .rotate_token(&config, printer)
-                        .await?
+                    let host = Ec2Host::connect(&config).await?;
+                    if let Some(seat) = &args.seat {
+                        config.name = labship::class::seat(&host, &config.name, seat).await?;
+                    }
+                    host.rotate_token(&config, printer).await?
                 }
             }
         }

@@ -473,12 +473,25 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         "{roster}"
     );
 
+    // A seat's token rotated alone: the new one opens seat 2, the old one no longer does,
+    // and seat 1 keeps its own.
+    let rotated = json(&p.labship_at(
+        &sim,
+        &["token", "--ec2", "--rotate", "--seat", "2", "-o", "json"],
+        &[],
+    ));
+    let new = rotated["token"].as_str().expect("new token");
+    let old = rows["2"]["token"].as_str().expect("old token");
+    assert_ne!(new, old);
+    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
+    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(old)), 403);
+    let pin1 = rows["1"]["tls_fingerprint"].as_str().expect("pin");
+    assert_eq!(crate::ec2::jupyter_status(port, pin1, Some(other)), 200);
+
     // down --seat 1: that seat's instance only.
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
-    let pin = rows["2"]["tls_fingerprint"].as_str().expect("pin");
-    let token = rows["2"]["token"].as_str().expect("token");
-    assert_eq!(crate::ec2::jupyter_status(port + 1, pin, Some(token)), 200);
+    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
     // down of the class: nothing left of it.
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
