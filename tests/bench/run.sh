@@ -8,6 +8,8 @@
 #                                        the connect forwarder vs a direct TLS connection
 #   bash tests/bench/run.sh life-ec2     up of a stopped deployment vs a fresh up, and the host
 #                                        watchdog's CPU and memory, on the instance simulator
+#   bash tests/bench/run.sh class        a class of 1 and 10 seats locally (vs docker run by hand)
+#                                        and of 1, 10 and 30 on the simulator, with API call counts
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
 # up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
 # the simulator's global call counter sees no other user (and no test run stops it midway);
@@ -15,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/labship-target}"
-if [ "${1:-}" = up-ec2 ]; then
+if [ "${1:-}" = up-ec2 ] || [ "${1:-}" = class ]; then
     export LABSHIP_RIG_STATE="${LABSHIP_RIG_STATE:-/tmp/labship-rig-bench-ec2}"
 fi
 bash tests/rig/setup.sh >/dev/null
@@ -30,8 +32,9 @@ up-local) python3 tests/bench/up_local.py ;;
 up-ec2) python3 tests/bench/up_ec2.py ;;
 connect) python3 tests/bench/connect.py ;;
 life-ec2) python3 tests/bench/life_ec2.py ;;
+class) python3 tests/bench/class.py ;;
 *)
-    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2|class]" >&2
     exit 2
     ;;
 esac
