@@ -219,6 +219,11 @@ pub struct UpArgs {
     /// A class: each seat's CPU limit (default 1.0)
     #[arg(long, value_name = "CPUS")]
     pub seat_cpus: Option<f64>,
+    /// Put this git repository's files into the workspace (`URL` or `URL#BRANCH|TAG|COMMIT`;
+    /// `[workspace] git`): fetched here with your git, so its credentials stay on this machine;
+    /// a file someone changed in the workspace is kept
+    #[arg(long, value_name = "URL[#REF]")]
+    pub git: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -286,8 +291,16 @@ pub struct DistributeArgs {
     pub seat: Option<String>,
     /// Files (or folders) to add to each workspace's top folder; a file a student already
     /// has of the same name is kept
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
     pub files: Vec<PathBuf>,
+    /// The notebooks' repository (`[workspace] git`, `--git` of up, LABSHIP_GIT) at its
+    /// newest commit instead: new files added, files no one changed updated, changed ones kept
+    #[arg(long)]
+    pub git: bool,
 }
 
 #[derive(Debug, Args)]
@@ -440,6 +453,7 @@ impl UpArgs {
         o.idle_stop = self.idle_stop.clone();
         o.ttl = self.ttl.clone();
         o.volume_size = self.volume_size.clone();
+        o.git = self.git.clone();
         o.spot = if self.spot {
             Some(true)
         } else if self.on_demand {

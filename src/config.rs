@@ -30,6 +30,16 @@ pub struct FileConfig {
     pub push: PushSection,
     #[serde(default)]
     pub ec2: Ec2Section,
+    #[serde(default)]
+    pub workspace: WorkspaceSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSection {
+    /// A git repository (`URL` or `URL#REF`) whose files every deployment and seat gets in
+    /// its workspace when it starts (a student's changed file is kept).
+    pub git: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +127,8 @@ pub struct Overrides {
     pub ttl: Option<String>,
     pub volume_size: Option<String>,
     pub spot: Option<bool>,
+    /// `--git URL[#REF]`.
+    pub git: Option<String>,
 }
 
 impl Overrides {
@@ -161,6 +173,7 @@ impl Overrides {
             spot: var("LABSHIP_SPOT")
                 .map(|v| parse_switch("LABSHIP_SPOT", &v))
                 .transpose()?,
+            git: var("LABSHIP_GIT"),
         })
     }
 
@@ -194,6 +207,7 @@ impl Overrides {
             ttl: self.ttl.or(lower.ttl),
             volume_size: self.volume_size.or(lower.volume_size),
             spot: self.spot.or(lower.spot),
+            git: self.git.or(lower.git),
         }
     }
 }
@@ -465,6 +479,98 @@ pub struct Config {
     pub build: BuildSettings,
     pub push: PushSettings,
     pub ec2: Ec2Settings,
+    /// What goes into every workspace when a deployment starts.
+    pub workspace: WorkspaceSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkspaceSettings {
+    /// The notebooks' git repository (`[workspace] git`, `--git`, `LABSHIP_GIT`).
+    pub git: Option<GitSource>,
+}
+
+/// `scheme://user:secret@host/...` with the user and secret replaced by `***` (for messages).
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A git repository and the branch, tag or commit to take (`URL#REF`; default its HEAD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitSource {
+    pub url: String,
+    pub reference: Option<String>,
+}
+
+impl GitSource {
+    /// `URL` or `URL#REF`. A URL with a password or token in it is refused: it would reach
+    /// git's command line and its logs; git's credential helpers and ssh-agent keep those.
+    pub fn parse(spec: &str) -> Result<GitSource> {
+        let bad = |reason: &str, hint: &str| Error::InvalidSetting {
+            what: "git repository",
+            value: without_credentials(spec),
+            reason: reason.to_string(),
+            hint: hint.to_string(),
+        };
+        let spec = spec.trim();
+        let (url, reference) = match spec.rsplit_once('#') {
+            Some((url, r)) => (url, Some(r)),
+            None => (spec, None),
+        };
+        if url.is_empty() {
+            return Err(bad(
+                "it names no repository",
+                "write it as URL or URL#BRANCH (a tag or a commit also works)",
+            ));
+        }
+        if let Some(r) = reference {
+            if r.is_empty()
+                || r.starts_with('-')
+                || r.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(bad(
+                    "the part after # is not a branch, tag or commit",
+                    "write it as URL#main, URL#v2 or URL#<commit>",
+                ));
+            }
+        }
+        if url.starts_with('-') || url.chars().any(char::is_control) {
+            return Err(bad(
+                "it is not a repository URL",
+                "use https://host/owner/repo.git, git@host:owner/repo.git or a local path",
+            ));
+        }
+        // https://user:secret@host/...: the secret would be on git's command line.
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if scheme.starts_with("http") && authority.contains('@') {
+                return Err(bad(
+                    "it holds credentials, which would reach git's command line and its messages",
+                    "drop them from the URL: git asks its credential helper (`git config --global credential.helper store`, or your platform's), and an ssh URL uses your ssh-agent",
+                ));
+            }
+        }
+        Ok(GitSource {
+            url: url.to_string(),
+            reference: reference.map(str::to_string),
+        })
+    }
+
+    /// `URL#REF` as given (a URL with credentials never gets this far).
+    pub fn spec(&self) -> String {
+        match &self.reference {
+            Some(r) => format!("{}#{r}", self.url),
+            None => self.url.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -909,6 +1015,14 @@ impl Config {
                     .transpose()?,
                 spot: over.spot.or(file.ec2.spot),
             },
+            workspace: WorkspaceSettings {
+                git: over
+                    .git
+                    .or(file.workspace.git)
+                    .filter(|g| !g.trim().is_empty())
+                    .map(|g| GitSource::parse(&g))
+                    .transpose()?,
+            },
         })
     }
 
@@ -1147,6 +1261,34 @@ pub fn test_project(name: &str) -> (tempfile::TempDir, Config) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn git_sources_take_a_ref_and_refuse_credentials() {
+        let s = GitSource::parse("https://github.com/me/course.git#week-2").expect("url#ref");
+        assert_eq!(s.url, "https://github.com/me/course.git");
+        assert_eq!(s.reference.as_deref(), Some("week-2"));
+        assert_eq!(s.spec(), "https://github.com/me/course.git#week-2");
+        let plain = GitSource::parse("git@github.com:me/course.git").expect("scp-like");
+        assert_eq!(plain.reference, None);
+        let e = GitSource::parse("https://me:ghp_secret123@github.com/me/c.git").unwrap_err();
+        let text = format!(
+            "{e} {}",
+            miette::Diagnostic::help(&e)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        );
+        assert!(
+            text.contains("credentials") && text.contains("credential helper"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("ghp_secret123") && text.contains("https://***@github.com/me/c.git"),
+            "{text}"
+        );
+        assert!(GitSource::parse("https://github.com/me/c.git#").is_err());
+        assert!(GitSource::parse("--upload-pack=evil").is_err());
+        assert!(GitSource::parse("#main").is_err());
+    }
 
     #[test]
     fn ssh_specs_name_an_agent_socket() {

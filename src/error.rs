@@ -448,6 +448,14 @@ pub enum Error {
     )]
     DeploymentNotFound { name: String, place: String },
 
+    #[error("the notebooks' repository {repository}: {reason}")]
+    #[diagnostic(code(labship::workspace::git), help("{hint}"))]
+    GitWorkspace {
+        repository: String,
+        reason: String,
+        hint: String,
+    },
+
     #[error("the Jupyter of `{deployment}` ({server}, {state}) cannot be reached")]
     #[diagnostic(code(labship::not_running), help("{hint}"))]
     NotRunning {

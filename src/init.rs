@@ -116,6 +116,12 @@ instance_type = "{instance_type}"
 # How Jupyter is reached: "https" (its port open to the addresses above) or "ssm" (no open
 # port: `labship connect` goes through Systems Manager; needs the AWS session-manager-plugin).
 # access = "https"
+
+[workspace]
+# A git repository (URL or URL#branch/tag/commit) whose files every deployment and seat gets
+# in its workspace when it starts (fetched on this machine with your git and its credentials);
+# `labship distribute --git` brings new commits, keeping files someone changed.
+# git = "https://github.com/me/course-notebooks.git"
 "#,
         instance_type = config::DEFAULT_INSTANCE_TYPE
     )

@@ -22,6 +22,7 @@ pub mod push;
 pub mod class;
 pub mod hosts;
 pub mod token;
+pub mod workspace;
 
 pub mod aws;
 pub mod docker;

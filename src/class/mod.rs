@@ -27,6 +27,8 @@ use crate::error::{Error, Result};
 use crate::hosts::backup::{add_files, save_workspace, Added};
 use crate::hosts::{DeploymentStatus, DownOptions, DownReport, Host, SeatOf, UpAction, UpOptions};
 use crate::output::Printer;
+use crate::workspace::git::Snapshot;
+use crate::workspace::GitSynced;
 
 /// How many seats are started, collected or given files at once.
 pub const CONCURRENCY: usize = 6;
@@ -65,6 +67,8 @@ pub struct SeatRow {
     pub tls_fingerprint: Option<crate::tls::Fingerprint>,
     /// `up` only: what it did for this seat.
     pub action: Option<UpAction>,
+    /// `up` only: the notebooks' repository put into its workspace.
+    pub git: Option<crate::workspace::GitSynced>,
     /// Why the seat is not ready.
     pub error: Option<String>,
 }
@@ -81,7 +85,10 @@ pub struct RosterReport {
 
 impl RosterReport {
     fn new(target: Target, class: &str, seats: Vec<SeatRow>) -> RosterReport {
-        let ready = seats.iter().filter(|s| s.url.is_some()).count();
+        let ready = seats
+            .iter()
+            .filter(|s| s.url.is_some() && s.error.is_none())
+            .count();
         RosterReport {
             target,
             class: class.to_string(),
@@ -180,6 +187,7 @@ pub async fn up<H: Host>(
     config: &Config,
     roster: &Roster,
     options: &UpOptions,
+    snapshot: Option<&Snapshot>,
     printer: &Printer,
 ) -> Result<RosterReport> {
     host.prepare(config, printer).await?;
@@ -218,6 +226,7 @@ pub async fn up<H: Host>(
                     token: None,
                     tls_fingerprint: None,
                     action: None,
+                    git: None,
                     error: None,
                 };
                 let up = host.up(&seat_config, &seat_options, printer).await;
@@ -235,6 +244,16 @@ pub async fn up<H: Host>(
                         row.url = Some(token.url);
                         row.token = Some(token.token);
                         row.tls_fingerprint = token.tls_fingerprint;
+                        if let Some(snapshot) = snapshot {
+                            match git_into(host, &seat_config.name, snapshot).await {
+                                Ok(synced) => row.git = Some(synced),
+                                Err(e) => {
+                                    row.error = Some(format!(
+                                        "up, but the notebooks' repository could not be put in: {e}"
+                                    ))
+                                }
+                            }
+                        }
                     }
                     Err(e) => row.error = Some(one_line(&e)),
                 }
@@ -251,6 +270,18 @@ pub async fn up<H: Host>(
         .collect()
         .await;
     Ok(RosterReport::new(host.target(), &config.name, rows))
+}
+
+/// The repository's files into one workspace, through its Jupyter.
+async fn git_into<H: Host>(
+    host: &H,
+    deployment: &str,
+    snapshot: &Snapshot,
+) -> std::result::Result<GitSynced, String> {
+    let jupyter = host.jupyter(deployment).await.map_err(|e| one_line(&e))?;
+    let synced = crate::workspace::sync(&jupyter, snapshot).await;
+    jupyter.close().await;
+    synced
 }
 
 /// An error on one line, with its fix: for a seat's row.
@@ -356,6 +387,7 @@ pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
                 token: None,
                 tls_fingerprint: None,
                 action: None,
+                git: None,
                 error: None,
             };
             if d.url.is_none() {
@@ -573,6 +605,9 @@ pub struct DistributedSeat {
 pub struct DistributeReport {
     pub target: Target,
     pub class: String,
+    /// `--git`: the notebooks' repository and the commit given out (`null` for files).
+    pub repository: Option<String>,
+    pub commit: Option<String>,
     /// The workspace paths given out.
     pub files: Vec<String>,
     pub seats: Vec<DistributedSeat>,
@@ -584,16 +619,16 @@ impl std::fmt::Display for DistributeReport {
         for s in &self.seats {
             match &s.error {
                 Some(e) => writeln!(f, "seat {}: not given the files: {e}", s.seat)?,
-                None if s.files.kept.is_empty() => {
-                    writeln!(f, "seat {}: added {}", s.seat, s.files.added.len())?
+                None => {
+                    write!(f, "seat {}: added {}", s.seat, s.files.added.len())?;
+                    if !s.files.updated.is_empty() {
+                        write!(f, ", updated {}", s.files.updated.len())?;
+                    }
+                    if !s.files.kept.is_empty() {
+                        write!(f, ", kept its own {}", s.files.kept.join(", "))?;
+                    }
+                    writeln!(f)?;
                 }
-                None => writeln!(
-                    f,
-                    "seat {}: added {}, kept its own {}",
-                    s.seat,
-                    s.files.added.len(),
-                    s.files.kept.join(", ")
-                )?,
             }
         }
         write!(
@@ -667,13 +702,23 @@ pub fn files_to_give(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// `labship distribute FILE...`: adds the files to every seat's workspace (or one seat's),
-/// side by side; a student's file of the same name is kept, and the report says whose.
+/// What `distribute` gives out.
+#[derive(Clone, Copy)]
+pub enum Handout<'a> {
+    /// Files, added where the workspace lacks them.
+    Files(&'a [(String, Vec<u8>)]),
+    /// The notebooks' repository: added, updated where unchanged, kept where changed.
+    Git(&'a Snapshot),
+}
+
+/// `labship distribute FILE...` (or `--git`): gives every seat's workspace (or one seat's)
+/// the files, side by side; a student's file of the same name is kept, and the report says
+/// whose.
 pub async fn distribute<H: Host>(
     host: &H,
     class: &str,
     only: Option<&str>,
-    files: &[(String, Vec<u8>)],
+    handout: Handout<'_>,
     printer: &Printer,
 ) -> Result<DistributeReport> {
     let seats = chosen(host, class, only).await?;
@@ -687,7 +732,12 @@ pub async fn distribute<H: Host>(
                 let id = seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
                 let given = async {
                     let jupyter = host.jupyter(&d.name).await.map_err(|e| one_line(&e))?;
-                    let added = add_files(&jupyter, files).await;
+                    let added = match handout {
+                        Handout::Files(files) => add_files(&jupyter, files).await,
+                        Handout::Git(snapshot) => crate::workspace::sync(&jupyter, snapshot)
+                            .await
+                            .map(|s| s.files),
+                    };
                     jupyter.close().await;
                     added
                 }
@@ -712,7 +762,18 @@ pub async fn distribute<H: Host>(
     Ok(DistributeReport {
         target: host.target(),
         class: class.to_string(),
-        files: files.iter().map(|(p, _)| p.clone()).collect(),
+        repository: match handout {
+            Handout::Git(snapshot) => Some(crate::token::redact(&snapshot.source.spec())),
+            Handout::Files(_) => None,
+        },
+        commit: match handout {
+            Handout::Git(snapshot) => Some(snapshot.commit.clone()),
+            Handout::Files(_) => None,
+        },
+        files: match handout {
+            Handout::Files(files) => files.iter().map(|(p, _)| p.clone()).collect(),
+            Handout::Git(snapshot) => snapshot.files.iter().map(|f| f.path.clone()).collect(),
+        },
         failed: rows.iter().filter(|r| r.error.is_some()).count(),
         seats: rows,
     })
@@ -733,6 +794,7 @@ mod tests {
             token: url.map(|_| "abc".into()),
             tls_fingerprint: None,
             action: None,
+            git: None,
             error: error.map(String::from),
         }
     }

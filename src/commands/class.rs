@@ -55,17 +55,48 @@ async fn collect_on<H: Host>(
 
 pub async fn distribute(config: Config, args: &DistributeArgs, printer: &Printer) -> Result<()> {
     // Read (and checked) before any seat is touched.
-    let files = class::files_to_give(&args.files)?;
+    let (files, snapshot) =
+        if args.git {
+            let source = config.workspace.git.as_ref().ok_or_else(|| {
+                labship::error::Error::InvalidSetting {
+                    what: "--git",
+                    value: config.name.clone(),
+                    reason: "no notebooks' repository is configured".into(),
+                    hint: "set `[workspace] git = \"URL\"` in labship.toml (or LABSHIP_GIT)".into(),
+                }
+            })?;
+            printer.note(format!(
+                "Fetching the notebooks' repository {}",
+                source.spec()
+            ));
+            (
+                Vec::new(),
+                Some(labship::workspace::git::snapshot(source).await?),
+            )
+        } else {
+            (class::files_to_give(&args.files)?, None)
+        };
+    let handout = match &snapshot {
+        Some(s) => class::Handout::Git(s),
+        None => class::Handout::Files(&files),
+    };
     match config.target {
         Target::Local => {
-            distribute_on(&LocalHost::connect().await?, &config, args, &files, printer).await
+            distribute_on(
+                &LocalHost::connect().await?,
+                &config,
+                args,
+                handout,
+                printer,
+            )
+            .await
         }
         Target::Ec2 => {
             distribute_on(
                 &Ec2Host::connect(&config).await?,
                 &config,
                 args,
-                &files,
+                handout,
                 printer,
             )
             .await
@@ -77,11 +108,11 @@ async fn distribute_on<H: Host>(
     host: &H,
     config: &Config,
     args: &DistributeArgs,
-    files: &[(String, Vec<u8>)],
+    handout: class::Handout<'_>,
     printer: &Printer,
 ) -> Result<()> {
     let report =
-        class::distribute(host, &config.name, args.seat.as_deref(), files, printer).await?;
+        class::distribute(host, &config.name, args.seat.as_deref(), handout, printer).await?;
     super::emit(printer, &report)?;
     failed(
         report.failed,

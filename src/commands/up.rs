@@ -107,11 +107,36 @@ async fn on<H: Host>(
         config.target,
         "",
     )))?;
-    let report = host.up(config, options, printer).await?;
+    // The notebooks' repository is fetched first: a wrong URL or ref is an error before
+    // anything is made.
+    let snapshot = match &config.workspace.git {
+        Some(source) => {
+            printer.note(format!(
+                "Fetching the notebooks' repository {}",
+                source.spec()
+            ));
+            Some(labship::workspace::git::snapshot(source).await?)
+        }
+        None => None,
+    };
+    let mut report = host.up(config, options, printer).await?;
     if args.timings {
         printer.note(&report.timings);
     }
+    let mut git_failed = None;
+    if let Some(snapshot) = &snapshot {
+        match git_into(host, &config.name, snapshot).await {
+            Ok(synced) => {
+                printer.note(format!("Workspace: {synced}"));
+                report.git = Some(synced);
+            }
+            Err(e) => git_failed = Some(e),
+        }
+    }
     super::emit(printer, &report)?;
+    if let Some(e) = git_failed {
+        return Err(e);
+    }
     match &report.url {
         Some(url) if args.open => labship::browser::open(url, printer),
         _ => {}
@@ -175,14 +200,25 @@ async fn class(
         config.target,
         "",
     )))?;
+    let snapshot = match &config.workspace.git {
+        Some(source) => {
+            printer.note(format!(
+                "Fetching the notebooks' repository {}",
+                source.spec()
+            ));
+            Some(labship::workspace::git::snapshot(source).await?)
+        }
+        None => None,
+    };
+    let snapshot = snapshot.as_ref();
     let report = match config.target {
         Target::Local => {
             let host = LocalHost::connect().await?;
-            labship::class::up(&host, &config, &roster, &options, printer).await?
+            labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
         }
         Target::Ec2 => {
             let host = Ec2Host::connect(&config).await?;
-            labship::class::up(&host, &config, &roster, &options, printer).await?
+            labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
         }
     };
     super::emit_roster(printer, &report)?;
@@ -214,4 +250,20 @@ async fn class(
         });
     }
     Ok(())
+}
+
+/// The repository's files into the deployment's workspace, through its Jupyter.
+async fn git_into<H: Host>(
+    host: &H,
+    deployment: &str,
+    snapshot: &labship::workspace::git::Snapshot,
+) -> Result<labship::workspace::GitSynced> {
+    let jupyter = host.jupyter(deployment).await?;
+    let synced = labship::workspace::sync(&jupyter, snapshot).await;
+    jupyter.close().await;
+    synced.map_err(|reason| Error::GitWorkspace {
+        repository: snapshot.source.spec(),
+        reason: format!("the deployment is up, but its files could not be put in: {reason}"),
+        hint: format!("`labship distribute --name {deployment} --git` tries again"),
+    })
 }

@@ -152,11 +152,14 @@ pub async fn save_workspace(
     Ok(saved)
 }
 
-/// What [`add_files`] did in one workspace.
+/// What [`add_files`] (or a git sync) did in one workspace.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Added {
     /// Files written (they were not there).
     pub added: Vec<String>,
+    /// Files replaced by a newer version (git: the workspace held an earlier version of the
+    /// repository's, which no one had changed).
+    pub updated: Vec<String>,
     /// Files already there, left as they were (a student's own work wins).
     pub kept: Vec<String>,
 }
@@ -167,67 +170,99 @@ pub async fn add_files(
     jupyter: &JupyterAccess,
     files: &[(String, Vec<u8>)],
 ) -> Result<Added, String> {
-    let (endpoint, base, token) = (&jupyter.endpoint, jupyter.base.as_str(), &jupyter.token);
     let mut done = Added::default();
     for (path, bytes) in files {
         let path = path.trim_matches('/');
-        if safe_relative(path).is_none() {
-            return Err(format!("{path}: not a plain relative path"));
+        if exists(jupyter, path).await? {
+            done.kept.push(path.to_string());
+        } else {
+            write_file(jupyter, path, bytes).await?;
+            done.added.push(path.to_string());
         }
-        let url = format!("{base}/api/contents/{}", encode_path(path));
-        let (status, _) = crate::http::get_bytes_at(
-            endpoint,
-            &format!("{url}?content=0"),
-            Some(token),
-            MAX_LISTING,
-            PER_REQUEST,
-        )
-        .await
-        .map_err(|e| format!("{}{url}: {e}", endpoint.base_url()))?;
-        match status {
-            200 => {
-                done.kept.push(path.to_string());
-                continue;
-            }
-            404 => {}
-            other => {
-                return Err(format!(
-                    "{}{url} answered HTTP {other}",
-                    endpoint.base_url()
-                ))
-            }
-        }
-        // Its folders first (Jupyter does not make them for a file).
-        let mut folder = String::new();
-        for part in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |(_, d)| d)
-        {
-            folder = if folder.is_empty() {
-                (*part).to_string()
-            } else {
-                format!("{folder}/{part}")
-            };
-            put(
-                endpoint,
-                base,
-                token,
-                &folder,
-                serde_json::json!({"type": "directory"}),
-            )
-            .await?;
-        }
-        let model = serde_json::json!({
-            "type": "file",
-            "format": "base64",
-            "content": base64::engine::general_purpose::STANDARD.encode(bytes),
-        });
-        put(endpoint, base, token, path, model).await?;
-        done.added.push(path.to_string());
     }
     Ok(done)
+}
+
+/// Whether the workspace has something at `path`.
+pub async fn exists(jupyter: &JupyterAccess, path: &str) -> Result<bool, String> {
+    let (endpoint, base) = (&jupyter.endpoint, jupyter.base.as_str());
+    if safe_relative(path).is_none() {
+        return Err(format!("{path}: not a plain relative path"));
+    }
+    let url = format!("{base}/api/contents/{}?content=0", encode_path(path));
+    let (status, _) = crate::http::get_bytes_at(
+        endpoint,
+        &url,
+        Some(&jupyter.token),
+        MAX_LISTING,
+        PER_REQUEST,
+    )
+    .await
+    .map_err(|e| format!("{}{}: {e}", endpoint.base_url(), strip_query(&url)))?;
+    match status {
+        200 => Ok(true),
+        404 => Ok(false),
+        other => Err(format!(
+            "{}{} answered HTTP {other}",
+            endpoint.base_url(),
+            strip_query(&url)
+        )),
+    }
+}
+
+/// The bytes of the workspace file at `path` (None: there is none).
+pub async fn read_file(jupyter: &JupyterAccess, path: &str) -> Result<Option<Vec<u8>>, String> {
+    if !exists(jupyter, path).await? {
+        return Ok(None);
+    }
+    let url = format!(
+        "{}/api/contents/{}?content=1&type=file&format=base64",
+        jupyter.base,
+        encode_path(path)
+    );
+    let file = get_json(
+        &jupyter.endpoint,
+        &url,
+        &jupyter.token,
+        usize::try_from(MAX_FILE * 4 / 3 + 4096).unwrap_or(usize::MAX),
+    )
+    .await?;
+    let raw = file["content"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('\n', "");
+    base64::engine::general_purpose::STANDARD
+        .decode(raw.as_bytes())
+        .map(Some)
+        .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))
+}
+
+/// Writes `bytes` at `path` (replacing a file there), making the folders on the way.
+pub async fn write_file(jupyter: &JupyterAccess, path: &str, bytes: &[u8]) -> Result<(), String> {
+    let (endpoint, base, token) = (&jupyter.endpoint, jupyter.base.as_str(), &jupyter.token);
+    let path = path.trim_matches('/');
+    if safe_relative(path).is_none() {
+        return Err(format!("{path}: not a plain relative path"));
+    }
+    // Its folders first (Jupyter does not make them for a file).
+    let parts: Vec<&str> = path.split('/').collect();
+    for depth in 1..parts.len() {
+        let folder = parts[..depth].join("/");
+        put(
+            endpoint,
+            base,
+            token,
+            &folder,
+            serde_json::json!({"type": "directory"}),
+        )
+        .await?;
+    }
+    let model = serde_json::json!({
+        "type": "file",
+        "format": "base64",
+        "content": base64::engine::general_purpose::STANDARD.encode(bytes),
+    });
+    put(endpoint, base, token, path, model).await
 }
 
 /// Saves one contents model (a folder that exists already is left as it is).

@@ -298,6 +298,8 @@ pub struct UpReport {
     /// EC2: how Jupyter is reached, `https` or `ssm`.
     pub access: Option<crate::config::Access>,
     pub timings: Timings,
+    /// The notebooks' git repository put into the workspace (`[workspace] git`, `--git`).
+    pub git: Option<crate::workspace::GitSynced>,
 }
 
 impl std::fmt::Display for UpReport {

@@ -496,3 +496,168 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
 }
+
+/// `git ARGS` in `dir` (a committer set, so it works on a machine without git config).
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=Instructor",
+            "-c",
+            "user.email=i@example.org",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn notebooks_from_git_reach_every_seat_and_a_students_change_is_kept() {
+    // The course's repository: lesson v1 and data, tagged v1.
+    let repo = tempfile::tempdir().expect("tempdir");
+    let r = repo.path();
+    std::fs::write(r.join("lesson.ipynb"), "{\"v\": 1}\n").expect("write");
+    std::fs::create_dir_all(r.join("data")).expect("mkdir");
+    std::fs::write(r.join("data/points.csv"), "x,y\n1,2\n").expect("write");
+    git(r, &["init", "-q"]);
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-q", "-m", "week 1"]);
+    git(r, &["tag", "v1"]);
+    let url = r.to_str().expect("utf-8").to_string();
+
+    let p = Project::default_workload("gitcls");
+    let class = p.name.clone();
+    let _cleanup = ClassCleanup(class.clone());
+    // Cache of its own, so the test starts from a first clone.
+    let cache = tempfile::tempdir().expect("cache");
+    let mut toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("toml");
+    toml.push_str(&format!("[workspace]\ngit = \"{url}\"\n"));
+    p.write("labship.toml", &toml);
+    let with_cache = |args: &[&str]| {
+        let mut cmd = p.command(args);
+        cmd.env("LABSHIP_CACHE_DIR", cache.path());
+        cmd.output().expect("labship")
+    };
+    let up = json(&with_cache(&[
+        "up", "--local", "--seats", "2", "-o", "json",
+    ]));
+    let rows = rows_by_seat(&up);
+    let seats: BTreeMap<String, Seat> =
+        rows.iter().map(|(k, v)| (k.clone(), Seat::of(v))).collect();
+    for (id, s) in &seats {
+        assert_eq!(
+            s.read_text("lesson.ipynb").as_deref(),
+            Some("{\"v\": 1}\n"),
+            "seat {id}"
+        );
+        assert_eq!(
+            s.read_text("data/points.csv").as_deref(),
+            Some("x,y\n1,2\n"),
+            "seat {id}"
+        );
+        assert_eq!(
+            rows[id]["git"]["added"].as_array().map(Vec::len),
+            Some(2),
+            "{}",
+            rows[id]
+        );
+    }
+    // Seat 1's student works on the lesson; the instructor publishes week 2.
+    seats["1"].put_text("lesson.ipynb", "{\"v\": 1, \"mine\": true}\n");
+    std::fs::write(r.join("lesson.ipynb"), "{\"v\": 2}\n").expect("write");
+    std::fs::write(r.join("week2.md"), "# Week 2\n").expect("write");
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-q", "-m", "week 2"]);
+    let given = json(&with_cache(&[
+        "distribute",
+        "--local",
+        "--git",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(given["failed"], 0, "{given}");
+    let by_seat = rows_by_seat(&given);
+    assert_eq!(
+        by_seat["1"]["kept"],
+        serde_json::json!(["lesson.ipynb"]),
+        "{given}"
+    );
+    assert_eq!(
+        by_seat["1"]["added"],
+        serde_json::json!(["week2.md"]),
+        "{given}"
+    );
+    assert_eq!(
+        by_seat["2"]["updated"],
+        serde_json::json!(["lesson.ipynb"]),
+        "{given}"
+    );
+    assert_eq!(
+        seats["1"].read_text("lesson.ipynb").as_deref(),
+        Some("{\"v\": 1, \"mine\": true}\n")
+    );
+    assert_eq!(
+        seats["2"].read_text("lesson.ipynb").as_deref(),
+        Some("{\"v\": 2}\n")
+    );
+    for s in seats.values() {
+        assert_eq!(s.read_text("week2.md").as_deref(), Some("# Week 2\n"));
+    }
+    let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+
+    // A single deployment with --git URL#REF: the tagged week 1, not the branch's week 2.
+    let single = Project::default_workload("gitone");
+    let _single_cleanup = crate::local::Cleanup(single.name.clone());
+    let spec = format!("{url}#v1");
+    let mut cmd = single.command(&["up", "--local", "--git", &spec, "-o", "json"]);
+    cmd.env("LABSHIP_CACHE_DIR", cache.path());
+    let one = json(&cmd.output().expect("labship"));
+    assert_eq!(
+        one["git"]["added"],
+        serde_json::json!(["data/points.csv", "lesson.ipynb"]),
+        "{one}"
+    );
+    let seat = Seat {
+        base: one["url"]
+            .as_str()
+            .expect("url")
+            .split("/lab")
+            .next()
+            .expect("base")
+            .to_string(),
+        token: one["url"]
+            .as_str()
+            .expect("url")
+            .split("token=")
+            .nth(1)
+            .expect("token")
+            .to_string(),
+    };
+    assert_eq!(
+        seat.read_text("lesson.ipynb").as_deref(),
+        Some("{\"v\": 1}\n")
+    );
+    assert!(seat.read_text("week2.md").is_none());
+    // A reference the repository does not have: an error before anything is made.
+    let bad = single
+        .command(&["up", "--local", "--git", &format!("{url}#nope")])
+        .output()
+        .expect("labship");
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("no branch, tag or") && err.contains("`nope`"),
+        "{err}"
+    );
+    let down = single.labship(&["down", "--local", "--delete-data", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+}

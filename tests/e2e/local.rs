@@ -67,7 +67,7 @@ fn container_state(name: &str) -> Option<String> {
 }
 
 /// Cleans a deployment up whatever a test did.
-struct Cleanup(String);
+pub(crate) struct Cleanup(pub(crate) String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &format!("labship-{}", self.0)]);

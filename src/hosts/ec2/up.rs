@@ -808,6 +808,7 @@ async fn report(
         public_ip: ip,
         tls_fingerprint: served.tls,
         timings,
+        git: None,
     })
 }
 

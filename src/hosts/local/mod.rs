@@ -830,6 +830,7 @@ impl Host for LocalHost {
             public_ip: None,
             tls_fingerprint: None,
             access: None,
+            git: None,
             timings: Timings {
                 build: build_secs,
                 jupyter: Some(t_ready.elapsed().as_secs_f64()),
