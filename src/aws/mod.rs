@@ -129,6 +129,26 @@ pub const SDK_ATTEMPTS: u32 = 5;
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub async fn load(config: &Config) -> Result<Aws> {
+    load_with(config, RetryMode::Standard).await
+}
+
+/// How the SDK retries (see [`load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    /// One command's few calls: `standard`.
+    Standard,
+    /// Many deployments at once (a class's seats side by side): `adaptive`, whose client-side
+    /// rate limiter slows every call down together once AWS throttles one, instead of each
+    /// seat retrying on its own into the same limit.
+    Bulk,
+}
+
+/// [`load`] with the retry mode for the work at hand.
+pub async fn load_with(config: &Config, mode: RetryMode) -> Result<Aws> {
+    let retry = match mode {
+        RetryMode::Standard => RetryConfig::standard(),
+        RetryMode::Bulk => RetryConfig::adaptive(),
+    };
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         // Throttling, 5xx, timeouts and lost connections are retried by the SDK's `standard`
         // mode: exponential backoff with full jitter (base 1 s, at most 20 s), within its
@@ -136,8 +156,9 @@ pub async fn load(config: &Config) -> Result<Aws> {
         // call in five, a call then fails one time in 3,000 instead of one in 125, which is
         // what a 50-call `up` needs; a refused connection still fails within ~10 s. Not
         // `adaptive`: it rate-limits the client, which suits bulk jobs, not a CLI making a
-        // call every few seconds. Waits add their own retries on top (see `retry`).
-        .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS))
+        // call every few seconds ([`RetryMode::Bulk`] is for a class's seats). Waits add their
+        // own retries on top (see `retry`).
+        .retry_config(retry.with_max_attempts(SDK_ATTEMPTS))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))

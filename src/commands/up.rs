@@ -217,7 +217,7 @@ async fn class(
             labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
         }
         Target::Ec2 => {
-            let host = Ec2Host::connect(&config).await?;
+            let host = Ec2Host::connect_bulk(&config).await?;
             labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
         }
     };

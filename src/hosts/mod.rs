@@ -500,6 +500,30 @@ impl std::fmt::Display for StatusReport {
                 lines.push(cells.join("  ").trim_end().to_string());
             }
         }
+        // A class's totals: its seats by state.
+        let mut classes: std::collections::BTreeMap<(String, String), Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for d in &self.deployments {
+            if let Some(seat) = &d.seat {
+                classes
+                    .entry((seat.class.clone(), d.target.to_string()))
+                    .or_default()
+                    .push(d.state.as_str());
+            }
+        }
+        for ((class, target), states) in classes {
+            let mut counts: std::collections::BTreeMap<&str, usize> =
+                std::collections::BTreeMap::new();
+            for s in &states {
+                *counts.entry(s).or_default() += 1;
+            }
+            let by_state: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            lines.push(format!(
+                "class `{class}` on {target}: {} seats ({})",
+                states.len(),
+                by_state.join(", ")
+            ));
+        }
         for n in &self.not_checked {
             lines.push(format!("({} not checked: {})", n.target, n.reason));
         }
@@ -845,6 +869,35 @@ mod tests {
             life: HostLife::default(),
             seat: None,
         }
+    }
+
+    #[test]
+    fn status_totals_a_class_by_state() {
+        let seat = |name: &str, seat: &str, state: &str| {
+            let mut d = row(Target::Local, name);
+            d.state = state.into();
+            d.seat = Some(SeatOf {
+                class: "ds".into(),
+                seat: seat.into(),
+                student: None,
+                email: None,
+            });
+            d
+        };
+        let report = StatusReport {
+            deployments: vec![
+                seat("ds-1", "1", "running"),
+                seat("ds-2", "2", "running"),
+                seat("ds-3", "3", "down"),
+                row(Target::Local, "solo"),
+            ],
+            not_checked: vec![],
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("class `ds` on local: 3 seats (1 down, 2 running)"),
+            "{text}"
+        );
     }
 
     #[test]

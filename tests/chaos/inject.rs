@@ -1,7 +1,8 @@
 //! Fault injection: `up --ec2` → `token` → `down` while the simulator answers a share of the
 //! AWS calls with throttling or a server error (before they reach moto), or applies a share
 //! of the mutating calls and then loses the answer (the SDK sends them again). Every run
-//! must succeed, launch exactly one instance, and leave nothing behind.
+//! must succeed, launch exactly one instance (one per seat for a class), and leave nothing
+//! behind.
 //!
 //! One seed per mode runs in CI; seeds 2-5 (and 6-7 for lost answers: the data volume's
 //! CreateVolume and AttachVolume) run with `--include-ignored`.
@@ -120,3 +121,73 @@ case!(ignore lost_answers_seed_4, Mode::LostAnswers, 4);
 case!(ignore lost_answers_seed_5, Mode::LostAnswers, 5);
 case!(ignore lost_answers_seed_6, Mode::LostAnswers, 6);
 case!(ignore lost_answers_seed_7, Mode::LostAnswers, 7);
+
+/// A class of three seats on EC2 while AWS throttles or fails 20 % of the calls: every seat
+/// comes up (the SDK's adaptive retry backs the seats off together), each with exactly one
+/// instance, and `down` of the class leaves nothing.
+async fn busy_class(seed: u64) {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload(&format!("fc{seed}"));
+    let class = p.name.clone();
+    let faults = Faults::new(&sim, &format!("class{seed}"));
+    let env = faults.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    faults.set(
+        seed,
+        json!([{"action": "*", "share": 0.2, "fault": "throttle-or-5xx"}]),
+    );
+    // Three consecutive free ports for the three seats.
+    let first = (0..50)
+        .map(|_| free_port())
+        .find(|p| {
+            *p < u16::MAX - 2
+                && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        })
+        .expect("three free ports in a row");
+    let first_s = first.to_string();
+    let mut args = ec2_up_args(&first_s);
+    args.extend(["--seats", "3"]);
+    let up: Value = json(&p.labship_at(&sim, &args, &env));
+    assert_eq!(up["ready"], 3, "seed {seed}: {up}");
+    let roster: Value = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &env));
+    assert_eq!(roster["ready"], 3, "seed {seed}: {roster}");
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
+    let report = faults.report();
+    let fired = report["fired"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(fired > 0, "seed {seed}: no fault was injected: {report}");
+    eprintln!("class seed {seed}: {fired} faults");
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    for seat in 1..=3 {
+        let deployment = format!("{class}-{seat}");
+        let all = ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:labship:deployment")
+                    .values(&deployment)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let launched: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
+        assert_eq!(launched, 1, "seed {seed}: instances of seat {seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(
+            left.is_empty(),
+            "seed {seed}: left of seat {seat}: {left:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_aws_class_seed_1() {
+    busy_class(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "exhaustive fault injection: --include-ignored"]
+async fn busy_aws_class_seed_2() {
+    busy_class(2).await;
+}

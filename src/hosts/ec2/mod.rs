@@ -346,6 +346,15 @@ impl Ec2Host {
         })
     }
 
+    /// For many deployments at once (a class): the SDK's adaptive retry, whose client-side
+    /// rate limiter backs every seat off together when AWS throttles.
+    pub async fn connect_bulk(config: &Config) -> Result<Ec2Host> {
+        Ok(Ec2Host {
+            engine: tokio::sync::OnceCell::new(),
+            aws: crate::aws::load_with(config, crate::aws::RetryMode::Bulk).await?,
+        })
+    }
+
     /// The engine, the settings (with the offline base when the default cannot be pulled)
     /// and EC2's options: what both planning and applying start from.
     async fn start(
