@@ -30,8 +30,20 @@ use crate::output::Printer;
 use crate::workspace::git::Snapshot;
 use crate::workspace::GitSynced;
 
-/// How many seats are started, collected or given files at once.
+/// How many seats are collected, given files or taken down at once.
 pub const CONCURRENCY: usize = 6;
+
+/// How many seats start at once: locally they share this machine's CPUs (a Jupyter start is
+/// about a CPU-second, so more at once only interleaves them); on EC2 each seat boots on its
+/// own instance, so the bound is what AWS's request rates allow (with the adaptive retry).
+pub fn starting_at_once(target: Target) -> usize {
+    match target {
+        Target::Local => std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .clamp(2, CONCURRENCY),
+        Target::Ec2 => 32,
+    }
+}
 /// The first port of a local class's seats (one after another from here).
 const FIRST_PORT: u16 = 8888;
 /// Defaults of a seat's container: a notebook's pandas and plots fit; one runaway kernel
@@ -181,7 +193,8 @@ impl std::fmt::Display for RosterReport {
 }
 
 /// `labship up --seats N` / `--roster FILE`: the image once, then each seat's `up`, at most
-/// [`CONCURRENCY`] at a time. Seats that fail are rows with their error; the others come up.
+/// [`starting_at_once`] at a time. Seats that fail are rows with their error; the others
+/// come up.
 pub async fn up<H: Host>(
     host: &H,
     config: &Config,
@@ -193,9 +206,10 @@ pub async fn up<H: Host>(
     host.prepare(config, printer).await?;
     let first_port = options.port.unwrap_or(FIRST_PORT);
     let total = roster.seats.len();
+    let at_once = starting_at_once(host.target());
     printer.note(format!(
-        "Starting {total} seats of class `{}` ({} at a time)",
-        config.name, CONCURRENCY
+        "Starting {total} seats of class `{}` ({at_once} at a time)",
+        config.name
     ));
     let done = std::sync::atomic::AtomicUsize::new(0);
     let rows: Vec<SeatRow> = stream::iter(roster.seats.iter().enumerate())
@@ -266,7 +280,7 @@ pub async fn up<H: Host>(
                 row
             }
         })
-        .buffered(CONCURRENCY)
+        .buffered(at_once)
         .collect()
         .await;
     Ok(RosterReport::new(host.target(), &config.name, rows))

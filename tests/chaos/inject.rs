@@ -122,10 +122,12 @@ case!(ignore lost_answers_seed_5, Mode::LostAnswers, 5);
 case!(ignore lost_answers_seed_6, Mode::LostAnswers, 6);
 case!(ignore lost_answers_seed_7, Mode::LostAnswers, 7);
 
-/// A class of three seats on EC2 while AWS throttles or fails 20 % of the calls: every seat
-/// comes up (the SDK's adaptive retry backs the seats off together), each with exactly one
-/// instance, and `down` of the class leaves nothing.
-async fn busy_class(seed: u64) {
+/// A class of three seats on EC2 while AWS throttles or fails a share of the calls (10 % in
+/// CI, 20 % in the exhaustive seeds): every seat comes up (the SDK's adaptive retry backs the
+/// seats off together), each with exactly one instance, and `down` of the class leaves
+/// nothing. The simulator throttles at random, whatever the rate, which the adaptive rate
+/// limiter answers by slowing down further: the 20 % runs take minutes.
+async fn busy_class(seed: u64, share: f64) {
     let rig = rig();
     let sim = sim_endpoint();
     let p = Project::default_workload(&format!("fc{seed}"));
@@ -135,7 +137,7 @@ async fn busy_class(seed: u64) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     faults.set(
         seed,
-        json!([{"action": "*", "share": 0.2, "fault": "throttle-or-5xx"}]),
+        json!([{"action": "*", "share": share, "fault": "throttle-or-5xx"}]),
     );
     // Three consecutive free ports for the three seats.
     let first = (0..50)
@@ -183,11 +185,11 @@ async fn busy_class(seed: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_aws_class_seed_1() {
-    busy_class(1).await;
+    busy_class(1, 0.1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "exhaustive fault injection: --include-ignored"]
 async fn busy_aws_class_seed_2() {
-    busy_class(2).await;
+    busy_class(2, 0.2).await;
 }
