@@ -542,57 +542,55 @@ pub async fn collect<H: Host>(
     printer: &Printer,
 ) -> Result<CollectReport> {
     let seats = chosen(host, class, only).await?;
-    let bars = printer.bars();
-    let bar = printer.count_bar(&bars, "collecting", seats.len() as u64);
-    let rows: Vec<CollectedSeat> = stream::iter(seats)
-        .map(|d| {
-            let bar = &bar;
-            async move {
-                let seat = d.seat.clone();
-                let id = seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
-                let dir = dest.join(&id);
-                let mut row = CollectedSeat {
-                    seat: id.clone(),
-                    student: seat.and_then(|s| s.student),
-                    dir: dir.clone(),
+    let done = through_each_jupyter(
+        host,
+        seats,
+        "collecting",
+        printer,
+        |id, jupyter| async move {
+            // Into a fresh folder beside it, then in its place: a collect that fails halfway
+            // leaves the last good copy.
+            let dir = dest.join(&id);
+            let fresh = dest.join(format!(".{id}.partial"));
+            let _ = std::fs::remove_dir_all(&fresh);
+            let saved = save_workspace(&jupyter, paths, &fresh)
+                .await
+                .and_then(|saved| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::rename(&fresh, &dir).map(|()| saved).map_err(|e| {
+                        format!("cannot move {} to {}: {e}", fresh.display(), dir.display())
+                    })
+                });
+            (jupyter, saved)
+        },
+    )
+    .await;
+    let rows: Vec<CollectedSeat> = done
+        .into_iter()
+        .map(|(id, student, saved)| {
+            let dir = dest.join(&id);
+            match saved {
+                Ok(s) => CollectedSeat {
+                    seat: id,
+                    student,
+                    dir,
+                    files: s.files,
+                    bytes: s.bytes,
+                    skipped: s.skipped,
+                    error: None,
+                },
+                Err(e) => CollectedSeat {
+                    seat: id,
+                    student,
+                    dir,
                     files: 0,
                     bytes: 0,
                     skipped: Vec::new(),
-                    error: None,
-                };
-                let saved = async {
-                    let jupyter = host.jupyter(&d.name).await.map_err(|e| one_line(&e))?;
-                    // Into a fresh folder beside it, then in its place: a collect that fails
-                    // halfway leaves the last good copy.
-                    let fresh = dest.join(format!(".{id}.partial"));
-                    let _ = std::fs::remove_dir_all(&fresh);
-                    let saved = save_workspace(&jupyter, paths, &fresh).await;
-                    jupyter.close().await;
-                    let saved = saved?;
-                    let _ = std::fs::remove_dir_all(&dir);
-                    std::fs::rename(&fresh, &dir).map_err(|e| {
-                        format!("cannot move {} to {}: {e}", fresh.display(), dir.display())
-                    })?;
-                    Ok::<_, String>(saved)
-                }
-                .await;
-                match saved {
-                    Ok(s) => {
-                        row.files = s.files;
-                        row.bytes = s.bytes;
-                        row.skipped = s.skipped;
-                    }
-                    Err(e) => row.error = Some(e),
-                }
-                bar.inc(1);
-                bar.set_message(format!("seat {id}"));
-                row
+                    error: Some(e),
+                },
             }
         })
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-    bar.finish_and_clear();
+        .collect();
     Ok(CollectReport {
         target: host.target(),
         class: class.to_string(),
@@ -654,6 +652,50 @@ impl std::fmt::Display for DistributeReport {
             self.class
         )
     }
+}
+
+/// Runs `work` on each seat's Jupyter ([`CONCURRENCY`] at a time, a progress bar on a
+/// terminal): per seat, in order, its id, its student, and what `work` gave or why the seat
+/// could not be reached. `work` hands the access back, to be closed.
+async fn through_each_jupyter<H, T, F, Fut>(
+    host: &H,
+    seats: Vec<DeploymentStatus>,
+    label: &str,
+    printer: &Printer,
+    work: F,
+) -> Vec<(String, Option<String>, std::result::Result<T, String>)>
+where
+    H: Host,
+    F: Fn(String, crate::hosts::JupyterAccess) -> Fut,
+    Fut:
+        std::future::Future<Output = (crate::hosts::JupyterAccess, std::result::Result<T, String>)>,
+{
+    let bars = printer.bars();
+    let bar = printer.count_bar(&bars, label, seats.len() as u64);
+    let done = stream::iter(seats)
+        .map(|d| {
+            let (bar, work) = (&bar, &work);
+            async move {
+                let id = d.seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
+                let student = d.seat.and_then(|s| s.student);
+                let result = match host.jupyter(&d.name).await {
+                    Ok(jupyter) => {
+                        let (jupyter, result) = work(id.clone(), jupyter).await;
+                        jupyter.close().await;
+                        result
+                    }
+                    Err(e) => Err(one_line(&e)),
+                };
+                bar.inc(1);
+                bar.set_message(format!("seat {id}"));
+                (id, student, result)
+            }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    done
 }
 
 /// The largest file `distribute` sends (it goes through Jupyter's API, in memory).
@@ -736,43 +778,37 @@ pub async fn distribute<H: Host>(
     printer: &Printer,
 ) -> Result<DistributeReport> {
     let seats = chosen(host, class, only).await?;
-    let bars = printer.bars();
-    let bar = printer.count_bar(&bars, "distributing", seats.len() as u64);
-    let rows: Vec<DistributedSeat> = stream::iter(seats)
-        .map(|d| {
-            let bar = &bar;
-            async move {
-                let seat = d.seat.clone();
-                let id = seat.as_ref().map_or(d.name.clone(), |s| s.seat.clone());
-                let given = async {
-                    let jupyter = host.jupyter(&d.name).await.map_err(|e| one_line(&e))?;
-                    let added = match handout {
-                        Handout::Files(files) => add_files(&jupyter, files).await,
-                        Handout::Git(snapshot) => crate::workspace::sync(&jupyter, snapshot)
-                            .await
-                            .map(|s| s.files),
-                    };
-                    jupyter.close().await;
-                    added
-                }
-                .await;
-                bar.inc(1);
-                let (files, error) = match given {
-                    Ok(a) => (a, None),
-                    Err(e) => (Added::default(), Some(e)),
-                };
-                DistributedSeat {
-                    seat: id,
-                    student: seat.and_then(|s| s.student),
-                    files,
-                    error,
-                }
+    let done = through_each_jupyter(
+        host,
+        seats,
+        "distributing",
+        printer,
+        |_, jupyter| async move {
+            let added = match handout {
+                Handout::Files(files) => add_files(&jupyter, files).await,
+                Handout::Git(snapshot) => crate::workspace::sync(&jupyter, snapshot)
+                    .await
+                    .map(|s| s.files),
+            };
+            (jupyter, added)
+        },
+    )
+    .await;
+    let rows: Vec<DistributedSeat> = done
+        .into_iter()
+        .map(|(seat, student, given)| {
+            let (files, error) = match given {
+                Ok(a) => (a, None),
+                Err(e) => (Added::default(), Some(e)),
+            };
+            DistributedSeat {
+                seat,
+                student,
+                files,
+                error,
             }
         })
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-    bar.finish_and_clear();
+        .collect();
     Ok(DistributeReport {
         target: host.target(),
         class: class.to_string(),

@@ -55,27 +55,19 @@ async fn collect_on<H: Host>(
 
 pub async fn distribute(config: Config, args: &DistributeArgs, printer: &Printer) -> Result<()> {
     // Read (and checked) before any seat is touched.
-    let (files, snapshot) =
-        if args.git {
-            let source = config.workspace.git.as_ref().ok_or_else(|| {
-                labship::error::Error::InvalidSetting {
-                    what: "--git",
-                    value: config.name.clone(),
-                    reason: "no notebooks' repository is configured".into(),
-                    hint: "set `[workspace] git = \"URL\"` in labship.toml (or LABSHIP_GIT)".into(),
-                }
+    let (files, snapshot) = if args.git {
+        let snapshot = labship::workspace::fetch(&config, printer)
+            .await?
+            .ok_or_else(|| labship::error::Error::InvalidSetting {
+                what: "--git",
+                value: config.name.clone(),
+                reason: "no notebooks' repository is configured".into(),
+                hint: "set `[workspace] git = \"URL\"` in labship.toml (or LABSHIP_GIT)".into(),
             })?;
-            printer.note(format!(
-                "Fetching the notebooks' repository {}",
-                source.spec()
-            ));
-            (
-                Vec::new(),
-                Some(labship::workspace::git::snapshot(source).await?),
-            )
-        } else {
-            (class::files_to_give(&args.files)?, None)
-        };
+        (Vec::new(), Some(snapshot))
+    } else {
+        (class::files_to_give(&args.files)?, None)
+    };
     let handout = match &snapshot {
         Some(s) => class::Handout::Git(s),
         None => class::Handout::Files(&files),

@@ -109,16 +109,7 @@ async fn on<H: Host>(
     )))?;
     // The notebooks' repository is fetched first: a wrong URL or ref is an error before
     // anything is made.
-    let snapshot = match &config.workspace.git {
-        Some(source) => {
-            printer.note(format!(
-                "Fetching the notebooks' repository {}",
-                source.spec()
-            ));
-            Some(labship::workspace::git::snapshot(source).await?)
-        }
-        None => None,
-    };
+    let snapshot = labship::workspace::fetch(config, printer).await?;
     let mut report = host.up(config, options, printer).await?;
     if args.timings {
         printer.note(&report.timings);
@@ -200,16 +191,7 @@ async fn class(
         config.target,
         "",
     )))?;
-    let snapshot = match &config.workspace.git {
-        Some(source) => {
-            printer.note(format!(
-                "Fetching the notebooks' repository {}",
-                source.spec()
-            ));
-            Some(labship::workspace::git::snapshot(source).await?)
-        }
-        None => None,
-    };
+    let snapshot = labship::workspace::fetch(&config, printer).await?;
     let snapshot = snapshot.as_ref();
     let report = match config.target {
         Target::Local => {

@@ -111,23 +111,7 @@ pub async fn save_workspace(
                         saved.skipped.push(format!("{path}: larger than 1 GiB"));
                         continue;
                     }
-                    let file = get_json(
-                        endpoint,
-                        &format!(
-                            "{base}/api/contents/{}?content=1&type=file&format=base64",
-                            encode_path(path)
-                        ),
-                        token,
-                        usize::try_from(MAX_FILE * 4 / 3 + 4096).unwrap_or(usize::MAX),
-                    )
-                    .await?;
-                    let raw = file["content"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .replace('\n', "");
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(raw.as_bytes())
-                        .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))?;
+                    let bytes = download(jupyter, path).await?;
                     let target = dest.join(&rel);
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent)
@@ -215,6 +199,11 @@ pub async fn read_file(jupyter: &JupyterAccess, path: &str) -> Result<Option<Vec
     if !exists(jupyter, path).await? {
         return Ok(None);
     }
+    download(jupyter, path).await.map(Some)
+}
+
+/// The bytes of one workspace file, through the contents API (base64).
+async fn download(jupyter: &JupyterAccess, path: &str) -> Result<Vec<u8>, String> {
     let url = format!(
         "{}/api/contents/{}?content=1&type=file&format=base64",
         jupyter.base,
@@ -233,7 +222,6 @@ pub async fn read_file(jupyter: &JupyterAccess, path: &str) -> Result<Option<Vec
         .replace('\n', "");
     base64::engine::general_purpose::STANDARD
         .decode(raw.as_bytes())
-        .map(Some)
         .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))
 }
 

@@ -48,6 +48,21 @@ impl std::fmt::Display for GitSynced {
     }
 }
 
+/// The configured notebooks' repository (`[workspace] git`), fetched, if there is one.
+pub async fn fetch(
+    config: &crate::config::Config,
+    printer: &crate::output::Printer,
+) -> crate::error::Result<Option<git::Snapshot>> {
+    let Some(source) = &config.workspace.git else {
+        return Ok(None);
+    };
+    printer.note(format!(
+        "Fetching the notebooks' repository {}",
+        source.spec()
+    ));
+    git::snapshot(source).await.map(Some)
+}
+
 /// Puts the snapshot's files into the workspace behind `jupyter` (see the module's rules).
 pub async fn sync(jupyter: &JupyterAccess, snapshot: &git::Snapshot) -> Result<GitSynced, String> {
     let mut done = GitSynced {

@@ -76,21 +76,29 @@ async fn injected(mode: Mode, seed: u64) {
 
     // Exactly one instance was ever launched, and nothing is left.
     let ec2 = ec2_client(&rig.aws_endpoint);
+    assert_eq!(
+        launched(&ec2, &deployment).await,
+        1,
+        "{mode:?} {seed}: instances launched"
+    );
+    let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+    assert!(left.is_empty(), "{mode:?} {seed}: left in moto: {left:?}");
+}
+
+/// How many instances were ever launched for the deployment (terminated ones included).
+async fn launched(ec2: &aws_sdk_ec2::Client, deployment: &str) -> usize {
     let all = ec2
         .describe_instances()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("tag:labship:deployment")
-                .values(&deployment)
+                .values(deployment)
                 .build(),
         )
         .send()
         .await
         .expect("DescribeInstances");
-    let launched: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
-    assert_eq!(launched, 1, "{mode:?} {seed}: instances launched");
-    let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-    assert!(left.is_empty(), "{mode:?} {seed}: left in moto: {left:?}");
+    all.reservations().iter().map(|r| r.instances().len()).sum()
 }
 
 macro_rules! case {
@@ -162,19 +170,11 @@ async fn busy_class(seed: u64, share: f64) {
     let ec2 = ec2_client(&rig.aws_endpoint);
     for seat in 1..=3 {
         let deployment = format!("{class}-{seat}");
-        let all = ec2
-            .describe_instances()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:labship:deployment")
-                    .values(&deployment)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("DescribeInstances");
-        let launched: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
-        assert_eq!(launched, 1, "seed {seed}: instances of seat {seat}");
+        assert_eq!(
+            launched(&ec2, &deployment).await,
+            1,
+            "seed {seed}: instances of seat {seat}"
+        );
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
         assert!(
             left.is_empty(),
