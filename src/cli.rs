@@ -261,8 +261,9 @@ pub struct TokenArgs {
     pub seat: Option<String>,
 }
 
+/// Which seats of which class an instructor's verb acts on.
 #[derive(Debug, Args)]
-pub struct CollectArgs {
+pub struct SeatsArgs {
     /// The class (or a single deployment; default: labship.toml, then the project folder's name)
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -271,6 +272,12 @@ pub struct CollectArgs {
     /// Only this seat
     #[arg(long, value_name = "ID")]
     pub seat: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub seats: SeatsArgs,
     /// Where to put them: DIR/<seat>/ (default: ./collected)
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -281,14 +288,8 @@ pub struct CollectArgs {
 
 #[derive(Debug, Args)]
 pub struct DistributeArgs {
-    /// The class (or a single deployment; default: labship.toml, then the project folder's name)
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
     #[command(flatten)]
-    pub on: TargetArgs,
-    /// Only this seat
-    #[arg(long, value_name = "ID")]
-    pub seat: Option<String>,
+    pub seats: SeatsArgs,
     /// Files (or folders) to add to each workspace's top folder; a file a student already
     /// has of the same name is kept
     #[arg(

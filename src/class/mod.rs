@@ -28,7 +28,6 @@ use crate::hosts::backup::{add_files, save_workspace, Added};
 use crate::hosts::{DeploymentStatus, DownOptions, DownReport, Host, SeatOf, UpAction, UpOptions};
 use crate::output::Printer;
 use crate::workspace::git::Snapshot;
-use crate::workspace::GitSynced;
 
 /// How many seats are collected, given files or taken down at once.
 pub const CONCURRENCY: usize = 6;
@@ -58,8 +57,13 @@ pub fn seat_deployment(class: &str, seat: &str) -> String {
 
 /// `config` for one seat's deployment.
 fn seat_config(config: &Config, seat: &str) -> Config {
+    seat_config_of(config, &seat_deployment(&config.name, seat))
+}
+
+/// `config` for the seat deployment `deployment` (the class's image and settings).
+fn seat_config_of(config: &Config, deployment: &str) -> Config {
     let mut c = config.clone();
-    c.name = seat_deployment(&config.name, seat);
+    c.name = deployment.to_string();
     c
 }
 
@@ -259,13 +263,15 @@ pub async fn up<H: Host>(
                         row.token = Some(token.token);
                         row.tls_fingerprint = token.tls_fingerprint;
                         if let Some(snapshot) = snapshot {
-                            match git_into(host, &seat_config.name, snapshot).await {
+                            match crate::workspace::sync_deployment(
+                                host,
+                                &seat_config.name,
+                                snapshot,
+                            )
+                            .await
+                            {
                                 Ok(synced) => row.git = Some(synced),
-                                Err(e) => {
-                                    row.error = Some(format!(
-                                        "up, but the notebooks' repository could not be put in: {e}"
-                                    ))
-                                }
+                                Err(e) => row.error = Some(one_line(&e)),
                             }
                         }
                     }
@@ -286,18 +292,6 @@ pub async fn up<H: Host>(
     Ok(RosterReport::new(host.target(), &config.name, rows))
 }
 
-/// The repository's files into one workspace, through its Jupyter.
-async fn git_into<H: Host>(
-    host: &H,
-    deployment: &str,
-    snapshot: &Snapshot,
-) -> std::result::Result<GitSynced, String> {
-    let jupyter = host.jupyter(deployment).await.map_err(|e| one_line(&e))?;
-    let synced = crate::workspace::sync(&jupyter, snapshot).await;
-    jupyter.close().await;
-    synced
-}
-
 /// An error on one line, with its fix: for a seat's row.
 fn one_line(e: &Error) -> String {
     let help = miette::Diagnostic::help(e).map(|h| h.to_string());
@@ -308,70 +302,74 @@ fn one_line(e: &Error) -> String {
     crate::token::redact(&text.replace('\n', " "))
 }
 
-/// The seats of `class` on the host, in seat order (numbers by their value).
+/// The seats of `class` on the host (one `status`), in seat order.
 pub async fn seats<H: Host>(host: &H, class: &str) -> Result<Vec<DeploymentStatus>> {
-    let mut seats: Vec<DeploymentStatus> = host
-        .status()
-        .await?
+    Ok(seats_in(host.status().await?, class))
+}
+
+/// The seats of `class` among the host's deployments, in seat order (numbers by their value).
+fn seats_in(status: Vec<DeploymentStatus>, class: &str) -> Vec<DeploymentStatus> {
+    let mut seats: Vec<DeploymentStatus> = status
         .into_iter()
         .filter(|d| d.seat.as_ref().is_some_and(|s| s.class == class))
         .collect();
     seats.sort_by_key(|d| seat_order(d.seat.as_ref().map_or("", |s| s.seat.as_str())));
     // A container being replaced is listed beside its successor: one row per seat.
     seats.dedup_by(|a, b| a.name == b.name);
-    Ok(seats)
+    seats
 }
 
 fn seat_order(id: &str) -> (u64, String) {
     (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string())
 }
 
-/// Whether `name` is a class on this host (some deployment is a seat of it).
-pub async fn is_class<H: Host>(host: &H, name: &str) -> Result<bool> {
-    Ok(!seats(host, name).await?.is_empty())
+/// Of a class's `seats` ([`seats`]), those to act on: all, or the one asked for. Err: the
+/// class has none, or not that one.
+pub fn pick(
+    seats: Vec<DeploymentStatus>,
+    class: &str,
+    only: Option<&str>,
+    target: Target,
+) -> Result<Vec<DeploymentStatus>> {
+    if seats.is_empty() {
+        return Err(Error::NotAClass {
+            class: class.to_string(),
+            target: target.to_string(),
+        });
+    }
+    let Some(id) = only else {
+        return Ok(seats);
+    };
+    let one: Vec<DeploymentStatus> = seats
+        .into_iter()
+        .filter(|d| d.seat.as_ref().is_some_and(|s| s.seat == id))
+        .collect();
+    if one.is_empty() {
+        return Err(Error::SeatNotFound {
+            class: class.to_string(),
+            seat: id.to_string(),
+            target: target.to_string(),
+        });
+    }
+    Ok(one)
 }
 
-/// The seats to act on: all of the class's, or the one asked for.
+/// The seats to act on (one `status`); without `only`, a single deployment named `class` is a
+/// class of one (`collect`, `distribute`).
 async fn chosen<H: Host>(
     host: &H,
     class: &str,
     only: Option<&str>,
 ) -> Result<Vec<DeploymentStatus>> {
-    let all = seats(host, class).await?;
-    if all.is_empty() && only.is_none() {
-        // A single deployment is a class of one (`collect`, `distribute`).
-        if let Some(d) = host
-            .status()
-            .await?
-            .into_iter()
-            .find(|d| d.name == class && d.seat.is_none())
-        {
-            return Ok(vec![d]);
-        }
-    }
-    if all.is_empty() {
-        return Err(Error::NotAClass {
-            class: class.to_string(),
-            target: host.target().to_string(),
-        });
-    }
-    match only {
-        None => Ok(all),
-        Some(id) => {
-            let one: Vec<DeploymentStatus> = all
-                .into_iter()
-                .filter(|d| d.seat.as_ref().is_some_and(|s| s.seat == id))
-                .collect();
-            if one.is_empty() {
-                Err(Error::SeatNotFound {
-                    class: class.to_string(),
-                    seat: id.to_string(),
-                    target: host.target().to_string(),
-                })
-            } else {
-                Ok(one)
-            }
-        }
+    let status = host.status().await?;
+    let single = status
+        .iter()
+        .find(|d| only.is_none() && d.name == class && d.seat.is_none())
+        .cloned();
+    let seats = seats_in(status, class);
+    match single {
+        Some(d) if seats.is_empty() => Ok(vec![d]),
+        _ => pick(seats, class, only, host.target()),
     }
 }
 
@@ -380,9 +378,12 @@ pub async fn seat<H: Host>(host: &H, class: &str, id: &str) -> Result<String> {
     Ok(chosen(host, class, Some(id)).await?.remove(0).name)
 }
 
-/// `labship token` of a class: the roster again, from the host.
-pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
-    let seats = chosen(host, class, None).await?;
+/// `labship token` of a class: the roster again, from the host (`seats` from [`seats`]).
+pub async fn roster<H: Host>(
+    host: &H,
+    class: &str,
+    seats: Vec<DeploymentStatus>,
+) -> Result<RosterReport> {
     let rows: Vec<SeatRow> = stream::iter(seats)
         .map(|d| async move {
             let seat = d.seat.clone().unwrap_or(SeatOf {
@@ -424,17 +425,16 @@ pub async fn roster<H: Host>(host: &H, class: &str) -> Result<RosterReport> {
     Ok(RosterReport::new(host.target(), class, rows))
 }
 
-/// What `down` of a class would delete that deserves a confirmation.
+/// What `down` of these seats ([`pick`]) would delete that deserves a confirmation.
 pub async fn down_preview<H: Host>(
     host: &H,
     config: &Config,
     options: &DownOptions,
-    only: Option<&str>,
+    seats: &[DeploymentStatus],
 ) -> Result<Option<String>> {
     let mut asks = Vec::new();
-    for d in chosen(host, &config.name, only).await? {
-        let mut c = config.clone();
-        c.name = d.name;
+    for d in seats {
+        let c = seat_config_of(config, &d.name);
         if let Some(ask) = host.down_preview(&c, options).await? {
             asks.push(ask);
         }
@@ -442,20 +442,18 @@ pub async fn down_preview<H: Host>(
     Ok((!asks.is_empty()).then(|| asks.join("; ")))
 }
 
-/// `labship down` of a class (or `--seat ID`): each seat as `down` of its deployment would,
+/// `labship down` of these seats ([`pick`]): each as `down` of its deployment would,
 /// side by side; one report. One seat's failure does not stop the others.
 pub async fn down<H: Host>(
     host: &H,
     config: &Config,
     options: &DownOptions,
-    only: Option<&str>,
+    seats: Vec<DeploymentStatus>,
     printer: &Printer,
 ) -> Result<DownReport> {
-    let seats = chosen(host, &config.name, only).await?;
     let results: Vec<(String, Result<DownReport>)> = stream::iter(seats)
         .map(|d| async move {
-            let mut c = config.clone();
-            c.name = d.name.clone();
+            let c = seat_config_of(config, &d.name);
             (d.name, host.down(&c, options, printer).await)
         })
         .buffer_unordered(CONCURRENCY)

@@ -43,14 +43,23 @@ async fn collect_on<H: Host>(
     let report = class::collect(
         host,
         &config.name,
-        args.seat.as_deref(),
+        args.seats.seat.as_deref(),
         &args.paths,
         dest,
         printer,
     )
     .await?;
     super::emit(printer, &report)?;
-    failed(report.failed, report.seats.len(), &config.name, "collected")
+    failed(
+        &config.name,
+        report.seats.len(),
+        report
+            .seats
+            .iter()
+            .filter(|s| s.error.is_some())
+            .map(|s| s.seat.as_str()),
+        "collect",
+    )
 }
 
 pub async fn distribute(config: Config, args: &DistributeArgs, printer: &Printer) -> Result<()> {
@@ -103,27 +112,43 @@ async fn distribute_on<H: Host>(
     handout: class::Handout<'_>,
     printer: &Printer,
 ) -> Result<()> {
-    let report =
-        class::distribute(host, &config.name, args.seat.as_deref(), handout, printer).await?;
+    let report = class::distribute(
+        host,
+        &config.name,
+        args.seats.seat.as_deref(),
+        handout,
+        printer,
+    )
+    .await?;
     super::emit(printer, &report)?;
     failed(
-        report.failed,
-        report.seats.len(),
         &config.name,
-        "given the files",
+        report.seats.len(),
+        report
+            .seats
+            .iter()
+            .filter(|s| s.error.is_some())
+            .map(|s| s.seat.as_str()),
+        "distribute",
     )
 }
 
-/// A non-zero exit when some seats were not reached (the report above says which and why).
-fn failed(failed: usize, total: usize, class: &str, what: &str) -> Result<()> {
-    if failed == 0 {
+/// A non-zero exit when some seats were not reached (the report above says why for each).
+fn failed<'a>(
+    class: &str,
+    total: usize,
+    not_reached: impl Iterator<Item = &'a str>,
+    verb: &str,
+) -> Result<()> {
+    let seats: Vec<&str> = not_reached.collect();
+    if seats.is_empty() {
         return Ok(());
     }
     Err(labship::error::Error::SeatsFailed {
         class: class.to_string(),
-        failed,
+        failed: seats.len(),
         total,
-        seats: format!("not {what}"),
-        again: "the same command".into(),
+        seats: seats.join(", "),
+        again: format!("`labship {verb}` with --seat ID"),
     })
 }

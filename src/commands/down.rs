@@ -57,13 +57,22 @@ async fn on<H: Host>(
     args: &DownArgs,
     printer: &Printer,
 ) -> Result<()> {
-    let class =
-        !args.all && (args.seat.is_some() || labship::class::is_class(host, &config.name).await?);
-    if class {
-        return down_class(host, config, options, args, printer).await;
-    }
+    // A class (or one of its seats): its seats, from one listing.
+    let seat = args.seat.as_deref();
+    let seats = if args.all {
+        Vec::new()
+    } else {
+        labship::class::seats(host, &config.name).await?
+    };
+    let seats = (seat.is_some() || !seats.is_empty())
+        .then(|| labship::class::pick(seats, &config.name, seat, host.target()))
+        .transpose()?;
     if !args.yes {
-        if let Some(action) = host.down_preview(config, options).await? {
+        let preview = match &seats {
+            Some(seats) => labship::class::down_preview(host, config, options, seats).await?,
+            None => host.down_preview(config, options).await?,
+        };
+        if let Some(action) = preview {
             if !confirm(&action)? {
                 return Err(Error::NeedsConfirmation { action });
             }
@@ -77,36 +86,14 @@ async fn on<H: Host>(
             1,
         )
     } else {
-        super::down_command(config, config.target, "")
+        let extra = seat.map(|s| format!(" --seat {s}")).unwrap_or_default();
+        super::down_command(config, config.target, &extra)
     };
     labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
-    let report = host.down(config, options, printer).await?;
-    super::emit(printer, &report)
-}
-
-/// `down` of a class: every seat, or `--seat ID`.
-async fn down_class<H: Host>(
-    host: &H,
-    config: &Config,
-    options: &DownOptions,
-    args: &DownArgs,
-    printer: &Printer,
-) -> Result<()> {
-    let seat = args.seat.as_deref();
-    if !args.yes {
-        if let Some(action) = labship::class::down_preview(host, config, options, seat).await? {
-            if !confirm(&action)? {
-                return Err(Error::NeedsConfirmation { action });
-            }
-        }
-    }
-    let again = super::down_command(
-        config,
-        config.target,
-        &seat.map(|s| format!(" --seat {s}")).unwrap_or_default(),
-    );
-    labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
-    let report = labship::class::down(host, config, options, seat, printer).await?;
+    let report = match seats {
+        Some(seats) => labship::class::down(host, config, options, seats, printer).await?,
+        None => host.down(config, options, printer).await?,
+    };
     super::emit(printer, &report)
 }
 

@@ -67,10 +67,20 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
             .await
         }
         Command::Collect(args) => {
-            class::collect(load(named(global, &args.name, args.on))?, &args, printer).await
+            class::collect(
+                load(named(global, &args.seats.name, args.seats.on))?,
+                &args,
+                printer,
+            )
+            .await
         }
         Command::Distribute(args) => {
-            class::distribute(load(named(global, &args.name, args.on))?, &args, printer).await
+            class::distribute(
+                load(named(global, &args.seats.name, args.seats.on))?,
+                &args,
+                printer,
+            )
+            .await
         }
         Command::Base => base::run(printer).await,
     }

@@ -77,12 +77,14 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
 
 /// The token of a deployment, of one seat (`--seat`), or a class's whole roster.
 async fn of<H: Host>(host: &H, name: &str, args: &TokenArgs, printer: &Printer) -> Result<()> {
+    let seats = labship::class::seats(host, name).await?;
     if let Some(seat) = &args.seat {
-        let deployment = labship::class::seat(host, name, seat).await?;
-        return super::emit(printer, &host.token(&deployment).await?);
+        let one = labship::class::pick(seats, name, Some(seat), host.target())?;
+        return super::emit(printer, &host.token(&one[0].name).await?);
     }
-    if labship::class::is_class(host, name).await? {
-        return super::emit_roster(printer, &labship::class::roster(host, name).await?);
+    if !seats.is_empty() {
+        let roster = labship::class::roster(host, name, seats).await?;
+        return super::emit_roster(printer, &roster);
     }
     super::emit(printer, &host.token(name).await?)
 }

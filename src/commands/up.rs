@@ -116,7 +116,7 @@ async fn on<H: Host>(
     }
     let mut git_failed = None;
     if let Some(snapshot) = &snapshot {
-        match git_into(host, &config.name, snapshot).await {
+        match labship::workspace::sync_deployment(host, &config.name, snapshot).await {
             Ok(synced) => {
                 printer.note(format!("Workspace: {synced}"));
                 report.git = Some(synced);
@@ -232,20 +232,4 @@ async fn class(
         });
     }
     Ok(())
-}
-
-/// The repository's files into the deployment's workspace, through its Jupyter.
-async fn git_into<H: Host>(
-    host: &H,
-    deployment: &str,
-    snapshot: &labship::workspace::git::Snapshot,
-) -> Result<labship::workspace::GitSynced> {
-    let jupyter = host.jupyter(deployment).await?;
-    let synced = labship::workspace::sync(&jupyter, snapshot).await;
-    jupyter.close().await;
-    synced.map_err(|reason| Error::GitWorkspace {
-        repository: snapshot.source.spec(),
-        reason: format!("the deployment is up, but its files could not be put in: {reason}"),
-        hint: format!("`labship distribute --name {deployment} --git` tries again"),
-    })
 }

@@ -111,7 +111,9 @@ pub async fn save_workspace(
                         saved.skipped.push(format!("{path}: larger than 1 GiB"));
                         continue;
                     }
-                    let bytes = download(jupyter, path).await?;
+                    let bytes = download(jupyter, path)
+                        .await?
+                        .ok_or_else(|| format!("{path}: gone while it was being saved"))?;
                     let target = dest.join(&rel);
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent)
@@ -196,32 +198,37 @@ pub async fn exists(jupyter: &JupyterAccess, path: &str) -> Result<bool, String>
 
 /// The bytes of the workspace file at `path` (None: there is none).
 pub async fn read_file(jupyter: &JupyterAccess, path: &str) -> Result<Option<Vec<u8>>, String> {
-    if !exists(jupyter, path).await? {
-        return Ok(None);
+    if safe_relative(path).is_none() {
+        return Err(format!("{path}: not a plain relative path"));
     }
-    download(jupyter, path).await.map(Some)
+    download(jupyter, path).await
 }
 
-/// The bytes of one workspace file, through the contents API (base64).
-async fn download(jupyter: &JupyterAccess, path: &str) -> Result<Vec<u8>, String> {
+/// The bytes of one workspace file, through the contents API (base64), in one request
+/// (None: there is none).
+async fn download(jupyter: &JupyterAccess, path: &str) -> Result<Option<Vec<u8>>, String> {
     let url = format!(
         "{}/api/contents/{}?content=1&type=file&format=base64",
         jupyter.base,
         encode_path(path)
     );
-    let file = get_json(
+    let Some(file) = get_json_if_any(
         &jupyter.endpoint,
         &url,
         &jupyter.token,
         usize::try_from(MAX_FILE * 4 / 3 + 4096).unwrap_or(usize::MAX),
     )
-    .await?;
+    .await?
+    else {
+        return Ok(None);
+    };
     let raw = file["content"]
         .as_str()
         .unwrap_or_default()
         .replace('\n', "");
     base64::engine::general_purpose::STANDARD
         .decode(raw.as_bytes())
+        .map(Some)
         .map_err(|e| format!("{path}: Jupyter sent undecodable content ({e})"))
 }
 
@@ -292,18 +299,35 @@ async fn get_json(
     token: &str,
     limit: usize,
 ) -> Result<serde_json::Value, String> {
+    get_json_if_any(endpoint, path, token, limit)
+        .await?
+        .ok_or_else(|| {
+            format!(
+                "{}{} answered HTTP 404",
+                endpoint.base_url(),
+                strip_query(path)
+            )
+        })
+}
+
+/// [`get_json`], with None for a 404 (nothing at that path).
+async fn get_json_if_any(
+    endpoint: &Endpoint,
+    path: &str,
+    token: &str,
+    limit: usize,
+) -> Result<Option<serde_json::Value>, String> {
     let base = endpoint.base_url();
     let (status, body) = crate::http::get_bytes_at(endpoint, path, Some(token), limit, PER_REQUEST)
         .await
         .map_err(|e| format!("{base}{}: {e}", strip_query(path)))?;
-    if status != 200 {
-        return Err(format!(
-            "{base}{} answered HTTP {status}",
-            strip_query(path)
-        ));
+    match status {
+        200 => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| format!("{base}{}: not JSON ({e})", strip_query(path))),
+        404 => Ok(None),
+        other => Err(format!("{base}{} answered HTTP {other}", strip_query(path))),
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("{base}{}: not JSON ({e})", strip_query(path)))
 }
 
 fn strip_query(path: &str) -> &str {

@@ -63,6 +63,22 @@ pub async fn fetch(
     git::snapshot(source).await.map(Some)
 }
 
+/// Puts the snapshot's files into the running deployment's workspace, through its Jupyter.
+pub async fn sync_deployment<H: crate::hosts::Host>(
+    host: &H,
+    deployment: &str,
+    snapshot: &git::Snapshot,
+) -> crate::error::Result<GitSynced> {
+    let jupyter = host.jupyter(deployment).await?;
+    let synced = sync(&jupyter, snapshot).await;
+    jupyter.close().await;
+    synced.map_err(|reason| crate::error::Error::GitWorkspace {
+        repository: crate::token::redact(&snapshot.source.spec()),
+        reason: format!("`{deployment}` is up, but its files could not be put in: {reason}"),
+        hint: format!("`labship distribute --name {deployment} --git` tries again"),
+    })
+}
+
 /// Puts the snapshot's files into the workspace behind `jupyter` (see the module's rules).
 pub async fn sync(jupyter: &JupyterAccess, snapshot: &git::Snapshot) -> Result<GitSynced, String> {
     let mut done = GitSynced {

@@ -258,6 +258,29 @@ impl LocalHost {
         })
     }
 
+    /// [`observe`](Self::observe), with the image built first when the engine lacks it (and
+    /// the seconds that took). A build changes no deployment: it comes before the plan, which
+    /// then sees the image (whose tag an offline-base fallback may have changed).
+    async fn observe_built(
+        &self,
+        config: &Config,
+        printer: &Printer,
+    ) -> Result<(Observed, Option<f64>)> {
+        let mut observed = self.observe(config).await?;
+        if observed.image_present {
+            return Ok((observed, None));
+        }
+        let t = Instant::now();
+        observed.tag = interrupt::cancellable(
+            "building the image",
+            build::build_with_offline_fallback(&self.engine, config, printer),
+        )
+        .await?
+        .content_tag;
+        observed.image_present = true;
+        Ok((observed, Some(t.elapsed().as_secs_f64())))
+    }
+
     /// Applies `plan` (made from `observed`) and returns the URL once it answers.
     async fn apply(
         &self,
@@ -787,21 +810,7 @@ impl Host for LocalHost {
         let started = Instant::now();
         let config = &crate::build::base::prefer_offline(engine, config).await?;
         let options = UpOptions::resolve(options);
-        let mut observed = self.observe(config).await?;
-        let mut build_secs = None;
-        if !observed.image_present {
-            // A build changes no deployment: it comes before the plan, which then sees the
-            // image (whose tag an offline-base fallback may have changed).
-            let t = Instant::now();
-            observed.tag = interrupt::cancellable(
-                "building the image",
-                build::build_with_offline_fallback(engine, config, printer),
-            )
-            .await?
-            .content_tag;
-            observed.image_present = true;
-            build_secs = Some(t.elapsed().as_secs_f64());
-        }
+        let (observed, build_secs) = self.observe_built(config, printer).await?;
         let plan = plan(config, &options, &observed);
         let t_ready = Instant::now();
         let (url, port) = self
@@ -841,16 +850,8 @@ impl Host for LocalHost {
     }
 
     async fn prepare(&self, config: &Config, printer: &Printer) -> Result<()> {
-        let engine = &self.engine;
-        let config = &crate::build::base::prefer_offline(engine, config).await?;
-        if !self.observe(config).await?.image_present {
-            interrupt::cancellable(
-                "building the image",
-                build::build_with_offline_fallback(engine, config, printer),
-            )
-            .await?;
-        }
-        Ok(())
+        let config = &crate::build::base::prefer_offline(&self.engine, config).await?;
+        self.observe_built(config, printer).await.map(|_| ())
     }
 
     /// Through the container's published port, with the token of its log.
