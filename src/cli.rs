@@ -206,7 +206,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub force: bool,
     /// A class: N seats (1 to 500), each its own Jupyter, token, workspace and URL, named
-    /// NAME-1 .. NAME-N; prints the roster (seat, URL); local only for now
+    /// NAME-1 .. NAME-N; prints the roster (seat, URL)
     #[arg(long, value_name = "N", conflicts_with_all = ["roster", "attach", "connect", "dry_run"])]
     pub seats: Option<usize>,
     /// A class from a roster CSV: a header row with an `id` column (and optionally `name`,
@@ -219,6 +219,10 @@ pub struct UpArgs {
     /// A class: each seat's CPU limit (default 1.0)
     #[arg(long, value_name = "CPUS")]
     pub seat_cpus: Option<f64>,
+    /// An EC2 class: the instance type for the seats EC2 has no capacity for (tried in a
+    /// second batch; without it, they are tried again on --instance-type)
+    #[arg(long, value_name = "TYPE")]
+    pub fallback_type: Option<String>,
     /// Put this git repository's files into the workspace (`URL` or `URL#BRANCH|TAG|COMMIT`;
     /// `[workspace] git`): fetched here with your git, so its credentials stay on this machine;
     /// a file someone changed in the workspace is kept

@@ -1208,6 +1208,44 @@ pub fn validate_name(name: &str) -> Result<String> {
     }
 }
 
+/// A class's `--fallback-type`: an instance type name of the image's architecture (a seat
+/// started on it runs the same pushed image).
+pub fn check_fallback_type(config: &Config, fallback: &str) -> Result<()> {
+    if !valid_instance_type(fallback) {
+        return Err(Error::InvalidSetting {
+            what: "--fallback-type",
+            value: fallback.to_string(),
+            reason: "expected FAMILY.SIZE".into(),
+            hint: "use an EC2 instance type name such as t3a.medium or m5.large".into(),
+        });
+    }
+    let arch = Arch::of_instance_type(fallback);
+    if arch != config.build.platform {
+        return Err(Error::InvalidSetting {
+            what: "--fallback-type",
+            value: fallback.to_string(),
+            reason: format!(
+                "it runs {} images, and the class's image is {}",
+                arch.platform(),
+                config.build.platform.platform()
+            ),
+            hint: format!(
+                "choose a fallback of the same architecture as {} (e.g. t3a.medium for t3.medium, t4g.large for m7g.large)",
+                config.ec2.instance_type
+            ),
+        });
+    }
+    if fallback == config.ec2.instance_type {
+        return Err(Error::InvalidSetting {
+            what: "--fallback-type",
+            value: fallback.to_string(),
+            reason: "it is the class's own instance type".into(),
+            hint: "seats EC2 has no capacity for are tried again on the same type anyway; name another type, or drop it".into(),
+        });
+    }
+    Ok(())
+}
+
 fn valid_instance_type(t: &str) -> bool {
     match t.split_once('.') {
         Some((family, size)) => {
@@ -1621,6 +1659,24 @@ mod tests {
             ("data.science 101", "data-science-101"),
         ] {
             assert_eq!(sanitise_name(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_fallback_type_runs_the_classs_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), Overrides::default(), Overrides::default()).unwrap();
+        assert_eq!(c.ec2.instance_type, "t3.medium");
+        assert!(check_fallback_type(&c, "t3a.medium").is_ok());
+        assert!(check_fallback_type(&c, "m5.large").is_ok());
+        for (bad, why) in [
+            ("t4g.medium", "linux/arm64"),
+            ("t3.medium", "own instance type"),
+            ("medium", "FAMILY.SIZE"),
+            ("T3.Large", "FAMILY.SIZE"),
+        ] {
+            let err = check_fallback_type(&c, bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 

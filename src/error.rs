@@ -553,6 +553,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// EC2 had no capacity for the instance type (in the zone, now): another type, or the
+    /// same one a little later, may start.
+    pub fn is_no_capacity(&self) -> bool {
+        match self {
+            Error::NoCapacity { .. } => true,
+            Error::QuotaExceeded { message, .. } => {
+                message.starts_with("InsufficientInstanceCapacity")
+            }
+            _ => false,
+        }
+    }
+
     /// The command already printed its report, which says what failed (`SeatsFailed`): with
     /// `-o json` no error document follows it on stdout.
     pub fn reported(&self) -> bool {

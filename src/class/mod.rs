@@ -85,6 +85,9 @@ pub struct SeatRow {
     pub action: Option<UpAction>,
     /// `up` only: the notebooks' repository put into its workspace.
     pub git: Option<crate::workspace::GitSynced>,
+    /// `up` only: the seat was started on this instance type, as EC2 had no capacity for the
+    /// class's.
+    pub fallback_type: Option<String>,
     /// Why the seat is not ready.
     pub error: Option<String>,
 }
@@ -198,32 +201,81 @@ impl std::fmt::Display for RosterReport {
 
 /// `labship up --seats N` / `--roster FILE`: the image once, then each seat's `up`, at most
 /// [`starting_at_once`] at a time. Seats that fail are rows with their error; the others
-/// come up.
+/// come up. Seats EC2 had no capacity for are tried once more, in a second batch after the
+/// first, on `fallback_type` when given (else the same type: capacity comes back).
 pub async fn up<H: Host>(
     host: &H,
     config: &Config,
     roster: &Roster,
     options: &UpOptions,
     snapshot: Option<&Snapshot>,
+    fallback_type: Option<&str>,
     printer: &Printer,
 ) -> Result<RosterReport> {
     host.prepare(config, printer).await?;
-    let first_port = options.port.unwrap_or(FIRST_PORT);
     let total = roster.seats.len();
-    let at_once = starting_at_once(host.target());
     printer.note(format!(
-        "Starting {total} seats of class `{}` ({at_once} at a time)",
-        config.name
+        "Starting {total} seats of class `{}` ({} at a time)",
+        config.name,
+        starting_at_once(host.target())
     ));
+    let all: Vec<(usize, &Seat)> = roster.seats.iter().enumerate().collect();
+    let mut started = start_seats(host, config, &all, options, snapshot, printer).await;
+    let again: Vec<(usize, &Seat)> = started
+        .iter()
+        .zip(&all)
+        .filter(|(s, _)| s.no_capacity)
+        .map(|(_, seat)| *seat)
+        .collect();
+    if !again.is_empty() {
+        let instead = fallback_type.unwrap_or(&config.ec2.instance_type);
+        printer.note(format!(
+            "EC2 had no {} capacity for {} of the seats: starting them again on {instead}",
+            config.ec2.instance_type,
+            again.len()
+        ));
+        let mut second = config.clone();
+        second.ec2.instance_type = instead.to_string();
+        let retried = start_seats(host, &second, &again, options, snapshot, printer).await;
+        for ((i, _), mut row) in again.iter().zip(retried) {
+            if fallback_type.is_some() {
+                row.row.fallback_type = Some(instead.to_string());
+            }
+            started[*i] = row;
+        }
+    }
+    let rows = started.into_iter().map(|s| s.row).collect();
+    Ok(RosterReport::new(host.target(), &config.name, rows))
+}
+
+/// One seat's `up` as the roster shows it.
+struct Started {
+    row: SeatRow,
+    /// It failed as EC2 had no capacity for its instance type.
+    no_capacity: bool,
+}
+
+/// The `up` of `seats` (each with its place in the roster, which gives its port), at most
+/// [`starting_at_once`] at a time, in their order.
+async fn start_seats<H: Host>(
+    host: &H,
+    config: &Config,
+    seats: &[(usize, &Seat)],
+    options: &UpOptions,
+    snapshot: Option<&Snapshot>,
+    printer: &Printer,
+) -> Vec<Started> {
+    let first_port = options.port.unwrap_or(FIRST_PORT);
+    let total = seats.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let rows: Vec<SeatRow> = stream::iter(roster.seats.iter().enumerate())
+    stream::iter(seats)
         .map(|(i, seat)| {
             let done = &done;
             async move {
                 let seat_config = seat_config(config, &seat.id);
                 let seat_options = UpOptions {
                     port: None,
-                    preferred_port: u16::try_from(i)
+                    preferred_port: u16::try_from(*i)
                         .ok()
                         .and_then(|i| first_port.checked_add(i)),
                     seat: Some(SeatOf {
@@ -245,8 +297,10 @@ pub async fn up<H: Host>(
                     tls_fingerprint: None,
                     action: None,
                     git: None,
+                    fallback_type: None,
                     error: None,
                 };
+                let mut no_capacity = false;
                 let up = host.up(&seat_config, &seat_options, printer).await;
                 let up = match up {
                     Ok(report) => host
@@ -275,7 +329,10 @@ pub async fn up<H: Host>(
                             }
                         }
                     }
-                    Err(e) => row.error = Some(one_line(&e)),
+                    Err(e) => {
+                        no_capacity = e.is_no_capacity();
+                        row.error = Some(one_line(&e));
+                    }
                 }
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 printer.note(format!(
@@ -283,13 +340,12 @@ pub async fn up<H: Host>(
                     seat.id,
                     row.error.as_deref().unwrap_or("ready")
                 ));
-                row
+                Started { row, no_capacity }
             }
         })
-        .buffered(at_once)
+        .buffered(starting_at_once(host.target()))
         .collect()
-        .await;
-    Ok(RosterReport::new(host.target(), &config.name, rows))
+        .await
 }
 
 /// An error on one line, with its fix: for a seat's row.
@@ -403,6 +459,7 @@ pub async fn roster<H: Host>(
                 tls_fingerprint: None,
                 action: None,
                 git: None,
+                fallback_type: None,
                 error: None,
             };
             if d.url.is_none() {
@@ -843,6 +900,7 @@ mod tests {
             tls_fingerprint: None,
             action: None,
             git: None,
+            fallback_type: None,
             error: error.map(String::from),
         }
     }

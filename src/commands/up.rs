@@ -35,6 +35,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         if let Some(flag) = [
             ("--seat-memory", args.seat_memory.is_some()),
             ("--seat-cpus", args.seat_cpus.is_some()),
+            ("--fallback-type", args.fallback_type.is_some()),
         ]
         .into_iter()
         .find_map(|(flag, given)| given.then_some(flag))
@@ -42,7 +43,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
             return Err(Error::InvalidSetting {
                 what: "option",
                 value: flag.into(),
-                reason: "it sets a limit of a class's seats".into(),
+                reason: "it is for a class's seats".into(),
                 hint: "add --seats N or --roster FILE, or drop it".into(),
             });
         }
@@ -56,6 +57,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         ("--volume-size", args.volume_size.is_some()),
         ("--spot", args.spot),
         ("--on-demand", args.on_demand),
+        ("--fallback-type", args.fallback_type.is_some()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -169,6 +171,9 @@ async fn class(
             });
         }
     }
+    if let Some(fallback) = &args.fallback_type {
+        labship::config::check_fallback_type(&config, fallback)?;
+    }
     if let Some(cpus) = args.seat_cpus {
         if !(0.01..=1024.0).contains(&cpus) {
             return Err(Error::InvalidSetting {
@@ -196,11 +201,29 @@ async fn class(
     let report = match config.target {
         Target::Local => {
             let host = LocalHost::connect().await?;
-            labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
+            labship::class::up(
+                &host,
+                &config,
+                &roster,
+                &options,
+                snapshot,
+                args.fallback_type.as_deref(),
+                printer,
+            )
+            .await?
         }
         Target::Ec2 => {
             let host = Ec2Host::connect_bulk(&config).await?;
-            labship::class::up(&host, &config, &roster, &options, snapshot, printer).await?
+            labship::class::up(
+                &host,
+                &config,
+                &roster,
+                &options,
+                snapshot,
+                args.fallback_type.as_deref(),
+                printer,
+            )
+            .await?
         }
     };
     super::emit_roster(printer, &report)?;

@@ -180,10 +180,17 @@ def ec2_labship(proj, n):
     first = free_run(n)
     sim("/_sim/calls/reset", "POST")
     out, _, wall = run([LABSHIP, "up", "--ec2", "--seats", str(n), "--allow-cidr", "127.0.0.1/32", "--bind",
-                        "127.0.0.1", "--port", str(first), "--wait", "900", "-o", "json"], cwd=proj)
+                        "127.0.0.1", "--port", str(first), "--wait", "900", "-o", "json"], cwd=proj,
+                       check=False)
     calls = sim("/_sim/calls")
     rep = json.loads(out)
-    assert rep["ready"] == n, rep
+    if rep["ready"] != n:
+        # Each failed seat's own error (the roster holds it), then the seats are taken down.
+        for s in rep["seats"]:
+            if s.get("error"):
+                log(f"seat {s['seat']}: {s['error']}")
+        run([LABSHIP, "down", "--ec2", "--delete-data", "--yes"], cwd=proj, check=False)
+        raise SystemExit(f"{n - rep['ready']} of {n} seats failed (their errors above)")
     assert all(answers(s["url"]) for s in rep["seats"]), "a seat's URL does not answer"
     sim("/_sim/calls/reset", "POST")
     _, _, down = run([LABSHIP, "down", "--ec2", "--delete-data", "--yes"], cwd=proj)

@@ -193,3 +193,87 @@ async fn busy_aws_class_seed_1() {
 async fn busy_aws_class_seed_2() {
     busy_class(2, 0.2).await;
 }
+
+/// A class whose instance type EC2 has no capacity for (every RunInstances of t3.medium is
+/// answered InsufficientInstanceCapacity, the SDK's retries included). Without a fallback:
+/// every seat is reported with the cause, the command fails, and nothing is left of the
+/// seats (their security groups and tokens go with the refused launch). With
+/// `--fallback-type t3a.medium`: the second batch starts every seat on it, the roster says
+/// so, and `down` leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_capacity_class_falls_back_to_another_type() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("cap");
+    let class = p.name.clone();
+    let faults = Faults::new(&sim, "capacity");
+    let env = faults.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    faults.set(
+        1,
+        json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}]),
+    );
+    let first = (0..50)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX - 1 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("two free ports in a row");
+    let first_s = first.to_string();
+    let mut args = ec2_up_args(&first_s);
+    args.extend(["--seats", "2", "--instance-type", "t3.medium"]);
+
+    let refused = p.labship_at(&sim, &args, &env);
+    assert!(!refused.status.success(), "no capacity fails the command");
+    let report: Value = serde_json::from_slice(&refused.stdout).expect("the roster as JSON");
+    assert_eq!(
+        (report["ready"].as_u64(), report["failed"].as_u64()),
+        (Some(0), Some(2)),
+        "{report}"
+    );
+    for row in report["seats"].as_array().expect("seats") {
+        let error = row["error"].as_str().unwrap_or_default();
+        assert!(error.contains("InsufficientInstanceCapacity"), "{row}");
+    }
+    let err = stderr(&refused);
+    assert!(err.contains("starting them again on t3.medium"), "{err}");
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    for seat in 1..=2 {
+        let deployment = format!("{class}-{seat}");
+        assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(
+            left.is_empty(),
+            "left of seat {seat} after the refused launch: {left:?}"
+        );
+    }
+
+    args.extend(["--fallback-type", "t3a.medium"]);
+    let up: Value = json(&p.labship_at(&sim, &args, &env));
+    assert_eq!(up["ready"], 2, "{up}");
+    for row in up["seats"].as_array().expect("seats") {
+        assert_eq!(row["fallback_type"], "t3a.medium", "{row}");
+    }
+    let described = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:class,Values={class}"),
+            "Name=instance-state-name,Values=running",
+        ],
+    );
+    let types: Vec<&str> = described["Reservations"]
+        .as_array()
+        .expect("reservations")
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
+        .filter_map(|i| i["InstanceType"].as_str())
+        .collect();
+    assert_eq!(types, ["t3a.medium", "t3a.medium"], "{described}");
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
+    for seat in 1..=2 {
+        let deployment = format!("{class}-{seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
+    }
+}

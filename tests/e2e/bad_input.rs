@@ -287,6 +287,35 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
             "labship::config::invalid",
         ),
         (
+            vec!["up", "--ec2", "--fallback-type", "t3a.medium"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec![
+                "up",
+                "--local",
+                "--seats",
+                "2",
+                "--fallback-type",
+                "t3a.medium",
+            ],
+            1,
+            "labship::unsupported",
+        ),
+        (
+            vec![
+                "up",
+                "--ec2",
+                "--seats",
+                "2",
+                "--fallback-type",
+                "t4g.medium",
+            ],
+            1,
+            "labship::config::invalid",
+        ),
+        (
             vec!["up", "--ec2", "--ami", "ami-xyz"],
             1,
             "labship::config::invalid",

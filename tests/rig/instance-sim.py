@@ -96,12 +96,15 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
       {"scopes": {KEY: the same, ...}}.
   DELETE /_sim/faults?scope=X  {"scope", "deleted": true|false}: rules and counters gone.
 
-  RULE = {"action": A, [trigger], and one of  "signal": "KILL"|"INT"|"TERM", "when":
-          "before"|"after"[, "pid": N]  |  "delay": SECONDS  |  "fault": F}
+  RULE = {"action": A, ["param": {NAME: VALUE, ...}], [trigger], and one of  "signal":
+          "KILL"|"INT"|"TERM", "when": "before"|"after"[, "pid": N]  |  "delay": SECONDS  |
+          "fault": F}
   A: "service:Action" (the call name of /_sim/calls, e.g. "ec2:RunInstances", "iam:CreateRole",
      "ssm:SendCommand"), "service:*", "*" (every call) or "mutating" (the action name starts
      with a word of MUTATING_PREFIXES: Create Delete Put Run Terminate Authorize Revoke Send Add
      Remove Attach Detach Stop Start Associate Disassociate Modify Tag Untag Set Update).
+  param: the rule matches only calls whose query/form parameters hold these values (EC2 and
+     the other query protocols; e.g. {"InstanceType": "t3.medium"} for RunInstances).
   trigger: "nth": N (only the Nth call the rule matches, counted from the POST, from 1) or
      "share": P (each matching call with probability P, one draw of the scope's generator per
      matching share rule, in rule order, under a lock: the same seed and the same sequence of
@@ -116,7 +119,8 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      (ErrorResponse, Type Sender). "5xx": HTTP 500, EC2 InternalError, JSON InternalFailure,
      IAM/STS ServiceFailure (Type Receiver). "throttle-or-5xx": one of the two (a draw).
      "lose-response": forwarded (the call is applied, instances launch), then the 5xx answer
-     instead of the real one. Only the first fault rule that fires applies; "what" is
+     instead of the real one. "capacity": EC2's HTTP 500 InsufficientInstanceCapacity (no
+     capacity for the instance type in the zone; not retried by the SDK). Only the first fault rule that fires applies; "what" is
      "throttle", "5xx" or "lose-response".
   Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
@@ -191,8 +195,8 @@ MUTATING_PREFIXES = (
 )
 _MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
 FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
-FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response")
-FAULT_RULE_FIELDS = ("action", "nth", "share", "signal", "when", "pid", "delay", "fault")
+FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity")
+FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault")
 FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
 FAULT_MAX_DELAY = 300.0
 FAULT_FIRED_LIMIT = 10000  # entries kept per scope (the oldest half is dropped beyond)
@@ -456,6 +460,10 @@ def parse_fault_rule(rule, where):
             action in ("*", "mutating") or re.fullmatch(r"[a-z0-9-]+:(\*|[A-Za-z0-9]+)", action)):
         raise FaultRuleError('%s.action: must be "*", "mutating", "service:*" or "service:Action" '
                              '(e.g. "ec2:RunInstances")' % where)
+    if "param" in rule and not (isinstance(rule["param"], dict) and rule["param"] and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rule["param"].items())):
+        raise FaultRuleError('%s.param: must be an object of parameter names to string values '
+                             '(e.g. {"InstanceType": "t3.medium"})' % where)
     kinds = [k for k in ("signal", "delay", "fault") if k in rule]
     if len(kinds) != 1:
         raise FaultRuleError("%s.%s: a rule has exactly one of signal, delay, fault" % (
@@ -515,6 +523,11 @@ def rule_matches(action, req):
 def fault_answer(req, kind):
     """What AWS answers when it throttles (kind "throttle") or fails (kind "5xx") the call, in the
     shape of req's protocol: JSON (X-Amz-Target: ssm, ecr), EC2 query, other query (iam, sts)."""
+    if kind == "capacity":
+        return ec2_error(500, "InsufficientInstanceCapacity",
+                         "We currently do not have sufficient %s capacity in the Availability Zone "
+                         "you requested. Our system will be working on provisioning additional "
+                         "capacity." % req.params.get("InstanceType", "instance"))
     throttle = kind == "throttle"
     if req.headers.get("X-Amz-Target"):
         if throttle:
@@ -619,7 +632,7 @@ class Faults:
             self.send_signal(req.access_key, rule, rec)
         if plan.delay:
             time.sleep(plan.delay)
-        if plan.fault in ("throttle", "5xx"):
+        if plan.fault in ("throttle", "5xx", "capacity"):
             answer = fault_answer(req, plan.fault)
         else:
             answer = dispatch(req)
@@ -640,7 +653,8 @@ class Faults:
             n = scope.calls[req.call_name]
             before, after, delay, fault = [], [], 0.0, None
             for i, rule in enumerate(scope.rules):
-                if not rule_matches(rule["action"], req):
+                if not rule_matches(rule["action"], req) or any(
+                        req.params.get(k) != v for k, v in rule.get("param", {}).items()):
                     continue
                 scope.seen[i] += 1
                 if "nth" in rule:

@@ -592,6 +592,19 @@ jq -e '[.fired[] | .what] == ["lose-response"]' <<<"$(fired)" >/dev/null || fail
 aws ec2 delete-security-group --group-name "$LOST_GROUP" >/dev/null || fail "delete-security-group $LOST_GROUP"
 ok "faults: lose-response: the CLI got InternalError, the security group exists all the same (deleted again)"
 
+# (2b) a rule for one parameter value only, answered as EC2 without capacity (a describe stands
+# in for RunInstances here: the rule matches by the call's parameters, not its meaning).
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeInstanceTypes\",\"param\":{\"InstanceType.1\":\"t3.medium\"},\"fault\":\"capacity\"}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+if faws 1 ec2 describe-instance-types --instance-types t3.medium >"$tmp/out" 2>"$tmp/err"; then
+    fail "describe-instance-types t3.medium passed a capacity rule for it: $(cat "$tmp/out")"
+fi
+grep -q 'InsufficientInstanceCapacity' "$tmp/err" || fail "the capacity fault: $(cat "$tmp/err")"
+faws 1 ec2 describe-instance-types --instance-types t3a.medium | jq -e '.InstanceTypes | length == 1' >/dev/null ||
+    fail "describe-instance-types t3a.medium under a rule for t3.medium only"
+jq -e '[.fired[] | .what] == ["capacity"]' <<<"$(fired)" >/dev/null || fail "fired after the capacity rule: $(fired)"
+ok "faults: a param rule matches its value only; capacity answers InsufficientInstanceCapacity"
+
 # (3) SIGKILL to a registered pid after the call. The sleep is not our child (no job report
 # from bash when it is killed): gone or a zombie afterwards means it died.
 sleeper="$(sh -c 'sleep 60 </dev/null >/dev/null 2>&1 & echo $!')"

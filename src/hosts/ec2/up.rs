@@ -335,7 +335,12 @@ pub async fn up(
                 hint: "run `labship push` to see why".into(),
             }));
         }
-        (_, Err(e)) => return Err(e),
+        // Ctrl-C: its report lists what was made, and `down` removes it.
+        (_, Err(e @ Error::Interrupted { .. })) => return Err(e),
+        (_, Err(e)) => {
+            undo_refused_launch(&cloud, name, &group, printer).await;
+            return Err(e);
+        }
         (Ok(_), Ok(l)) => l,
     };
     let pushed = pushed?;
@@ -701,6 +706,36 @@ async fn start(
         printer,
     )
     .await
+}
+
+/// After a launch that failed: when no instance of the deployment exists (AWS refused the
+/// launch: capacity, a quota, a parameter), its security group and sealed token serve nothing
+/// and are removed, so that nothing is left half-made. A class's `down` finds its seats by
+/// their instances and volumes, and would not find them. What cannot be checked or removed
+/// now is left as it is (said on stderr): `down` of the deployment removes it.
+async fn undo_refused_launch(cloud: &Cloud, name: &str, group: &str, printer: &Printer) {
+    match cloud.instances(Some(name)).await {
+        Ok(instances) if instances.is_empty() => {}
+        _ => return,
+    }
+    match cloud
+        .delete_security_group(group, Duration::from_secs(30))
+        .await
+    {
+        Ok(_) => interrupt::gone(&format!("security group {group} of `{name}`")),
+        Err(e) => printer.note(format!(
+            "could not delete the security group {group} of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
+        )),
+    }
+    match sealed::remove(cloud, name).await {
+        Ok(_) => interrupt::gone(&format!(
+            "SSM parameter {} (the token of `{name}`)",
+            sealed::parameter(name)
+        )),
+        Err(e) => printer.note(format!(
+            "could not delete the token parameter of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
+        )),
+    }
 }
 
 /// The deployment's sealed token (made and stored now if it has none), recorded for the
