@@ -16,6 +16,27 @@ use crate::token;
 /// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
 /// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
 const POLL: Duration = Duration::from_secs(1);
+/// Console reads of this process together, at most one per this interval: a class waits for
+/// many instances at once, and 30 seats at one read a second each would outrun EC2's refill of
+/// its bucket for reads (20 a second, shared with every other read) and be throttled. One
+/// deployment is not slowed; seats are read in turn, each less often.
+const PACE: Duration = Duration::from_millis(100);
+
+/// Waits for this process's next console read (see [`PACE`]).
+async fn paced() {
+    static NEXT: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
+    let wait = match NEXT.lock() {
+        Ok(mut next) => {
+            let now = tokio::time::Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + PACE);
+            at - now
+        }
+        // A poisoned lock: a panic elsewhere; reading unpaced is still correct.
+        Err(_) => Duration::ZERO,
+    };
+    tokio::time::sleep(wait).await;
+}
 /// How long reading the instance's address may keep meeting transient errors.
 const RECHECK: Duration = Duration::from_secs(60);
 /// Lines of console shown when something goes wrong.
@@ -70,7 +91,10 @@ pub async fn until_token(
         let read = match first_read.take() {
             Some(text) => Some(text),
             // Throttled or a 5xx: nothing new this time; the deadline still holds.
-            None => retry::tolerate(cloud.console(&instance.id, nitro).await)?.flatten(),
+            None => {
+                paced().await;
+                retry::tolerate(cloud.console(&instance.id, nitro).await)?.flatten()
+            }
         };
         let read = match (read, boot_after) {
             (Some(text), Some(after)) => console::since_boot(&text, after).map(str::to_string),
@@ -201,4 +225,25 @@ fn timeout_hint(console: &str, deployment: &str) -> String {
         format!("last console lines:\n{tail}")
     };
     format!("{shown}\nwait longer with `labship up --wait SECONDS`, look again with `labship logs {deployment} --ec2`, or remove it with `labship down {deployment} --ec2`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn console_reads_of_many_waits_take_turns() {
+        let t0 = tokio::time::Instant::now();
+        let mut reads: Vec<Duration> = futures_util::future::join_all((0..5).map(|_| async {
+            paced().await;
+            t0.elapsed()
+        }))
+        .await;
+        reads.sort();
+        // One read now, then one every PACE, whatever the number of waits.
+        for pair in reads.windows(2) {
+            assert!(pair[1] - pair[0] >= PACE, "{reads:?}");
+        }
+        assert!(reads[4] >= PACE * 4, "{reads:?}");
+    }
 }
