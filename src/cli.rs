@@ -96,6 +96,9 @@ pub enum Command {
     /// Add files to every seat's workspace of a class, keeping a student's own file of the
     /// same name
     Distribute(DistributeArgs),
+    /// Run a notebook (or a .py script) top to bottom as a job, parameters injected the
+    /// papermill way; the executed notebook and its outputs/ land in runs/<run-id>/
+    Run(Box<RunArgs>),
     /// Remove a deployment (its workspace is kept unless --delete-data: locally its volume,
     /// on EC2 its data volume)
     Down(DownArgs),
@@ -379,6 +382,42 @@ pub struct InitArgs {
     /// Deployment name to write into labship.toml (default: the folder's name)
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The notebook (.ipynb) or Python script (.py) to run
+    #[arg(value_name = "NOTEBOOK")]
+    pub notebook: PathBuf,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// A parameter (repeatable), injected after the notebook's cell tagged `parameters`:
+    /// NAME=VALUE, VALUE an int, a float, True/False, None or else a string
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// The job's deadline, 30s to 30d (e.g. 45m, 2h; default 6h): then it is stopped, and what
+    /// ran is saved
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Where each run's folder goes (default: runs/ beside labship.toml)
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+    /// The job's CPU limit (default: every CPU of the machine)
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<f64>,
+    /// The job's memory limit in MiB (default: none)
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(64..))]
+    pub memory: Option<u64>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+impl RunArgs {
+    pub fn overrides(&self, global: &GlobalArgs) -> Overrides {
+        let mut o = self.build.overrides(global);
+        o.deploy_target = self.on.target();
+        o
+    }
 }
 
 #[derive(Debug, Args, Default)]

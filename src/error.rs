@@ -505,6 +505,33 @@ pub enum Error {
         again: String,
     },
 
+    #[error("run {run_id}: cell {cell} of {of} failed: {ename}: {evalue}")]
+    #[diagnostic(
+        code(labship::job::failed),
+        help("the executed notebook in {results} shows the cell, its output and the traceback; fix it and `labship run` again")
+    )]
+    JobFailed {
+        run_id: String,
+        cell: usize,
+        of: usize,
+        ename: String,
+        evalue: String,
+        results: String,
+    },
+
+    #[error("run {run_id}: stopped after {seconds}s (--timeout), in cell {cell} of {of}")]
+    #[diagnostic(
+        code(labship::job::timeout),
+        help("what ran is in {results}; give the job more time with --timeout (e.g. --timeout 2h), or make it faster")
+    )]
+    JobTimedOut {
+        run_id: String,
+        seconds: u64,
+        cell: usize,
+        of: usize,
+        results: String,
+    },
+
     #[error("no Jupyter token in {origin}: {reason}")]
     #[diagnostic(code(labship::token::not_found), help("{hint}"))]
     TokenNotFound {
@@ -565,10 +592,14 @@ impl Error {
         }
     }
 
-    /// The command already printed its report, which says what failed (`SeatsFailed`): with
+    /// The command already printed its report, which says what failed (`SeatsFailed`, a
+    /// job's): with
     /// `-o json` no error document follows it on stdout.
     pub fn reported(&self) -> bool {
-        matches!(self, Error::SeatsFailed { .. })
+        matches!(
+            self,
+            Error::SeatsFailed { .. } | Error::JobFailed { .. } | Error::JobTimedOut { .. }
+        )
     }
 
     /// The process exit code for this error: 130 (the shell's "ended by SIGINT") for an

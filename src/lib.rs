@@ -21,6 +21,7 @@ pub mod push;
 
 pub mod class;
 pub mod hosts;
+pub mod job;
 pub mod token;
 pub mod workspace;
 

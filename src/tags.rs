@@ -75,4 +75,7 @@ pub mod labels {
     pub const SEAT: &str = "dev.labship.seat";
     pub const STUDENT: &str = "dev.labship.student";
     pub const EMAIL: &str = "dev.labship.email";
+    /// On a job's container (`labship run`): its run id, and the deployment whose image it runs.
+    pub const JOB: &str = "dev.labship.job";
+    pub const JOB_OF: &str = "dev.labship.job-of";
 }

@@ -9,6 +9,7 @@ mod down;
 mod init;
 mod logs;
 mod push;
+mod run;
 mod status;
 mod stop;
 mod token;
@@ -26,6 +27,7 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         Command::Build(args) => build::run(load(args.overrides(global))?, printer).await,
         Command::Push(args) => push::run(load(args.overrides(global))?, printer).await,
         Command::Up(args) => up::run(load(args.overrides(global))?, &args, printer).await,
+        Command::Run(args) => run::run(load(args.overrides(global))?, &args, printer).await,
         Command::Token(args) => token::run(&args, global, printer).await,
         Command::Connect(args) => {
             let config = load(named(global, &args.deployment, args.on))?;

@@ -11,6 +11,7 @@ pub use buildkit::StepEvent;
 mod connect;
 pub mod containers;
 pub mod filesync;
+pub mod jobs;
 pub mod push;
 pub mod session;
 mod sshforward;

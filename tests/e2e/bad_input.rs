@@ -287,6 +287,27 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
             "labship::config::invalid",
         ),
         (
+            vec!["run", "/nonexistent/analysis.ipynb"],
+            1,
+            "labship::config::invalid",
+        ),
+        (vec!["run", "labship.toml"], 1, "labship::config::invalid"),
+        (
+            vec!["run", "x.ipynb", "-p", "1n=2"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["run", "x.ipynb", "--timeout", "off"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["run", "x.ipynb", "--ec2"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
             vec!["up", "--ec2", "--fallback-type", "t3a.medium"],
             1,
             "labship::config::invalid",

@@ -10,6 +10,7 @@ mod build;
 mod class;
 mod config;
 mod ec2;
+mod job;
 mod life;
 mod local;
 mod policy;

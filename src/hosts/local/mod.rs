@@ -230,6 +230,19 @@ impl LocalHost {
         })
     }
 
+    /// The engine the deployments run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The image of `config` on this engine, built when missing (as `up` builds it): for a
+    /// job, which runs it in a container of its own.
+    pub async fn image_for_job(&self, config: &Config, printer: &Printer) -> Result<String> {
+        let config = crate::build::base::prefer_offline(&self.engine, config).await?;
+        let (observed, _) = self.observe_built(&config, printer).await?;
+        Ok(format!("{}:{}", config.local_image(), observed.tag))
+    }
+
     /// Reads what [`plan`] needs from the engine (nothing is changed).
     pub async fn observe(&self, config: &Config) -> Result<Observed> {
         let engine = &self.engine;

@@ -1,0 +1,94 @@
+//! `labship run NOTEBOOK`: a notebook as a job.
+
+use labship::config::{Config, Target};
+use labship::error::{Error, Result};
+use labship::hosts::local::LocalHost;
+use labship::interrupt;
+use labship::job::{self, JobSpec};
+use labship::output::Printer;
+
+use crate::cli::RunArgs;
+
+pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()> {
+    // Everything the user gave is checked before anything is built or started.
+    let parameters = args
+        .parameters
+        .iter()
+        .map(|p| job::parse_parameter(p))
+        .collect::<Result<Vec<_>>>()?;
+    let timeout = match &args.timeout {
+        None => job::DEFAULT_TIMEOUT,
+        Some(t) => labship::config::parse_lifetime("--timeout", t)?.ok_or_else(|| {
+            Error::InvalidSetting {
+                what: "--timeout",
+                value: t.clone(),
+                reason: "a job always has a deadline".into(),
+                hint: "give one, e.g. --timeout 12h (at most 30d)".into(),
+            }
+        })?,
+    };
+    if let Some(cpus) = args.cpus {
+        if !(0.01..=1024.0).contains(&cpus) {
+            return Err(Error::InvalidSetting {
+                what: "--cpus",
+                value: cpus.to_string(),
+                reason: "a job has between 0.01 and 1024 CPUs".into(),
+                hint: "e.g. --cpus 2".into(),
+            });
+        }
+    }
+    if config.target == Target::Ec2 {
+        return Err(Error::InvalidSetting {
+            what: "target",
+            value: "ec2".into(),
+            reason: "`labship run` runs jobs on the local engine for now: EC2 job hosts are not built yet".into(),
+            hint: "run it here with `labship run NOTEBOOK --local`".into(),
+        });
+    }
+    let source = job::read_source(&args.notebook)?;
+    let spec = JobSpec {
+        source,
+        parameters,
+        timeout,
+        runs_dir: args
+            .runs_dir
+            .clone()
+            .unwrap_or_else(|| config.root.join("runs")),
+        cpus: args.cpus,
+        memory_mib: args.memory,
+    };
+    // Interrupted: the job's container is removed by the run itself; should that fail, this
+    // removes every job container of the deployment.
+    interrupt::install(interrupt::Then::Remove(format!(
+        "docker rm -f $(docker ps -aq --filter label={}={})",
+        labship::tags::labels::JOB_OF,
+        config.name
+    )))?;
+    let host = LocalHost::connect().await?;
+    let image = host.image_for_job(&config, printer).await?;
+    let report = job::run_local(host.engine(), &config, &image, &spec, printer).await?;
+    super::emit(printer, &report)?;
+    let results = report.results.display().to_string();
+    match (&report.state[..], &report.failed_cell) {
+        ("succeeded", _) => Ok(()),
+        ("timed_out", _) => Err(Error::JobTimedOut {
+            run_id: report.run_id.clone(),
+            seconds: timeout.as_secs(),
+            cell: report.cells_run,
+            of: report.cells,
+            results,
+        }),
+        (_, failed) => Err(Error::JobFailed {
+            run_id: report.run_id.clone(),
+            cell: failed.as_ref().map_or(report.cells_run, |f| f.cell),
+            of: report.cells,
+            ename: failed
+                .as_ref()
+                .map_or_else(String::new, |f| f.ename.clone()),
+            evalue: failed
+                .as_ref()
+                .map_or_else(String::new, |f| f.evalue.clone()),
+            results,
+        }),
+    }
+}

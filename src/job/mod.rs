@@ -1,0 +1,586 @@
+//! `labship run`: a notebook (or a Python script) as a job. The image is made as `up` makes
+//! it; the job's container executes the notebook top to bottom with nbclient (the runner,
+//! `runner.py`, put into the container with the notebook), parameters injected the papermill
+//! way; progress (cell K of N) goes to stderr as it runs; at the end the executed notebook
+//! and the job's `outputs/` folder land in `runs/<run-id>/`, and the container is removed.
+//! The run ends at its deadline whatever happens: the runner stops itself, and labship kills
+//! the container shortly after, should the runner not.
+//!
+//! This is the local engine's job host. EC2 job hosts, S3 inputs and outputs, `--detach`,
+//! `runs`, `fetch` and `--matrix` are not built yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Config, Target};
+use crate::docker::jobs::JobContainer;
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+use crate::interrupt;
+use crate::output::Printer;
+use crate::tags::labels;
+
+/// The runner, run by the image's Python inside the job's container.
+const RUNNER: &str = include_str!("runner.py");
+/// Where the job's files go in its container, and where the executed notebook is written.
+const JOB_DIR: &str = "/tmp/labship-job";
+const EXECUTED_DIR: &str = "/tmp/labship-job-out";
+/// The runner's progress lines start with this.
+const TAG: &str = "LABSHIP-JOB ";
+/// How long after the deadline labship kills a container whose runner did not stop itself.
+const GRACE: Duration = Duration::from_secs(30);
+/// The default deadline of a job.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// The notebook or script to run, read (and checked) before anything is built.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its file name: `analysis.ipynb`, `train.py`.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What to run, and how.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub source: Source,
+    /// `-p NAME=VALUE`, in order, typed as papermill types them.
+    pub parameters: Vec<(String, Value)>,
+    pub timeout: Duration,
+    /// Where `runs/<run-id>/` goes.
+    pub runs_dir: PathBuf,
+    /// CPU and memory limits of the job's container (`None`: the machine's).
+    pub cpus: Option<f64>,
+    pub memory_mib: Option<u64>,
+}
+
+/// The failing cell of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedCell {
+    pub cell: usize,
+    pub ename: String,
+    pub evalue: String,
+}
+
+/// `labship run`: what ran, how it ended, where its results are.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub target: Target,
+    pub deployment: String,
+    pub notebook: String,
+    /// `succeeded`, `failed` (a cell raised) or `timed_out`.
+    pub state: String,
+    pub parameters: BTreeMap<String, Value>,
+    /// Code cells in the notebook (the injected parameters included), and how many started.
+    pub cells: usize,
+    pub cells_run: usize,
+    pub failed_cell: Option<FailedCell>,
+    pub duration_secs: f64,
+    /// `runs/<run-id>/`: the executed notebook and `outputs/`.
+    pub results: PathBuf,
+    /// The files there, relative to it.
+    pub files: Vec<String>,
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match (&self.state[..], &self.failed_cell) {
+            ("succeeded", _) => format!("all {} cells ran", self.cells),
+            (_, Some(c)) => format!(
+                "cell {} of {} failed: {}: {}",
+                c.cell, self.cells, c.ename, c.evalue
+            ),
+            ("timed_out", None) => format!(
+                "stopped at its deadline in cell {} of {}",
+                self.cells_run, self.cells
+            ),
+            (state, None) => state.to_string(),
+        };
+        writeln!(
+            f,
+            "run {} of {} on {}: {} ({}) in {:.1}s",
+            self.run_id, self.notebook, self.target, self.state, how, self.duration_secs
+        )?;
+        write!(f, "results: {}", self.results.display())?;
+        for file in &self.files {
+            write!(f, "\n  {file}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `-p NAME=VALUE` as papermill reads it: NAME a Python identifier; VALUE `True`/`False`,
+/// `None`, an integer, a float, else the text as a string.
+pub fn parse_parameter(raw: &str) -> Result<(String, Value)> {
+    let bad = |reason: &str| {
+        Error::InvalidSetting {
+        what: "parameter",
+        value: raw.to_string(),
+        reason: reason.to_string(),
+        hint: "give -p NAME=VALUE, NAME a Python name (letters, digits, _; not first a digit), e.g. -p alpha=0.5 -p region=eu".into(),
+    }
+    };
+    let (name, value) = raw.split_once('=').ok_or_else(|| bad("it has no `=`"))?;
+    let name = name.trim();
+    let identifier = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return Err(bad("its name is not a Python name"));
+    }
+    let typed = match value {
+        "True" | "true" => Value::Bool(true),
+        "False" | "false" => Value::Bool(false),
+        "None" => Value::Null,
+        v => {
+            if let Ok(i) = v.parse::<i64>() {
+                Value::from(i)
+            } else if let Some(x) = v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .and_then(serde_json::Number::from_f64)
+            {
+                Value::Number(x)
+            } else {
+                Value::String(v.to_string())
+            }
+        }
+    };
+    Ok((name.to_string(), typed))
+}
+
+/// A new run id: the UTC time and 4 random hex digits (`20261201-112233-3fa9`): sorts by time,
+/// unique across machines.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let stamp = aws_sdk_ec2::primitives::DateTime::from_secs(now)
+        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default();
+    // 2026-12-01T11:22:33Z -> 20261201-112233
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let (day, time) = digits.split_at(digits.len().min(8));
+    let mut random = [0u8; 2];
+    if getrandom::getrandom(&mut random).is_err() {
+        random = (std::process::id() as u16).to_le_bytes();
+    }
+    format!(
+        "{day}-{}-{}",
+        &time[..time.len().min(6)],
+        hex::encode(random)
+    )
+}
+
+/// The notebook (`.ipynb`) or script (`.py`) at `path`, checked: a notebook must be one.
+pub fn read_source(path: &Path) -> Result<Source> {
+    let bad = |reason: String, hint: &str| Error::InvalidSetting {
+        what: "notebook",
+        value: path.display().to_string(),
+        reason,
+        hint: hint.to_string(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".ipynb") || n.ends_with(".py"))
+        .ok_or_else(|| {
+            bad(
+                "it is neither a notebook (.ipynb) nor a Python script (.py)".into(),
+                "give the path of a .ipynb or .py file",
+            )
+        })?
+        .to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        bad(
+            format!("it cannot be read: {e}"),
+            "check the path (relative to where you run labship)",
+        )
+    })?;
+    if name.ends_with(".ipynb") {
+        let nb: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            bad(
+                format!("it is not a notebook (not JSON: {e})"),
+                "open and save it in JupyterLab, or check that it is the file you meant",
+            )
+        })?;
+        if !nb.get("cells").is_some_and(Value::is_array) {
+            return Err(bad(
+                "it is not a notebook (no list of cells)".into(),
+                "open and save it in JupyterLab, or check that it is the file you meant",
+            ));
+        }
+    }
+    Ok(Source { name, bytes })
+}
+
+/// A tar archive of `(path, bytes)` files, readable by any user of the container.
+fn tar_of(files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(crate::hosts::now_secs().max(0) as u64);
+        tar.append_data(&mut header, path, *bytes)
+            .map_err(|e| Error::engine("packing the job's files", e))?;
+    }
+    tar.into_inner()
+        .map_err(|e| Error::engine("packing the job's files", e))
+}
+
+/// The last event the runner printed, and the cells it reached.
+#[derive(Debug, Default)]
+struct Progress {
+    cells: usize,
+    cell: usize,
+    failed: Option<FailedCell>,
+    timed_out: bool,
+    done: bool,
+}
+
+impl Progress {
+    /// One line of the container's output: a runner event is noted (and shown), anything
+    /// else ignored (the kernel's own warnings).
+    fn line(&mut self, line: &str, started: Instant, printer: &Printer) {
+        let Some(event) = line
+            .trim()
+            .strip_prefix(TAG)
+            .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        else {
+            return;
+        };
+        let n = |k: &str| event[k].as_u64().unwrap_or_default() as usize;
+        let text = |k: &str| event[k].as_str().unwrap_or_default().to_string();
+        match event["event"].as_str().unwrap_or_default() {
+            "start" => self.cells = n("cells"),
+            "cell" => {
+                self.cell = n("cell");
+                printer.note(format!(
+                    "  cell {} of {} ({:.1}s)",
+                    self.cell,
+                    n("of"),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            "failed" => {
+                self.failed = Some(FailedCell {
+                    cell: n("cell"),
+                    ename: text("ename"),
+                    evalue: text("evalue"),
+                });
+            }
+            "timeout" => self.timed_out = true,
+            "done" => self.done = true,
+            _ => {}
+        }
+    }
+}
+
+/// Runs `spec` as a job on the local engine with the image `image` (built by the caller).
+pub async fn run_local(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    printer: &Printer,
+) -> Result<RunReport> {
+    let Source { name, bytes } = &spec.source;
+    let name = name.clone();
+    let run_id = new_run_id();
+    let container = format!("labship-run-{}-{run_id}", config.name);
+    let cwd = engine
+        .image_workdir(image)
+        .await?
+        .unwrap_or_else(|| "/tmp".into());
+    let executed_name = match name.strip_suffix(".py") {
+        Some(stem) => format!("{stem}.ipynb"),
+        None => name.clone(),
+    };
+    let parameters: BTreeMap<String, Value> = spec.parameters.iter().cloned().collect();
+    let job = serde_json::json!({
+        "source": format!("{JOB_DIR}/{name}"),
+        "executed": format!("{EXECUTED_DIR}/{executed_name}"),
+        "cwd": cwd,
+        // In the order given, as papermill writes them.
+        "parameters": spec.parameters.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
+        "timeout": spec.timeout.as_secs(),
+    });
+    let job_json = serde_json::to_vec(&job).map_err(|e| Error::engine("writing the job", e))?;
+    let tar = tar_of(&[
+        ("labship-job/runner.py", RUNNER.as_bytes()),
+        ("labship-job/job.json", &job_json),
+        (&format!("labship-job/{name}"), bytes),
+    ])?;
+    let spec_container = JobContainer {
+        name: container.clone(),
+        image: image.to_string(),
+        labels: HashMap::from([
+            (labels::MANAGED_BY.to_string(), "labship".to_string()),
+            (labels::JOB.to_string(), run_id.clone()),
+            (labels::JOB_OF.to_string(), config.name.clone()),
+        ]),
+        cmd: vec![
+            "python".into(),
+            format!("{JOB_DIR}/runner.py"),
+            format!("{JOB_DIR}/job.json"),
+        ],
+        memory_bytes: spec
+            .memory_mib
+            .and_then(|m| i64::try_from(m.saturating_mul(1024 * 1024)).ok()),
+        nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+    };
+    interrupt::checkpoint("creating the job's container")?;
+    engine.create_job(&spec_container).await?;
+    interrupt::made(format!("container {container} (the job {run_id})"));
+    let started = Instant::now();
+    let outcome = async {
+        engine.put_files(&container, "/tmp", tar).await?;
+        engine.start_container(&container).await?;
+        printer.note(format!(
+            "Running {name} as job {run_id} in {container} (deadline {}s)",
+            spec.timeout.as_secs()
+        ));
+        let mut progress = Progress::default();
+        let deadline = spec.timeout + GRACE;
+        let follow = async {
+            let mut logs = Box::pin(engine.follow_logs(&container));
+            let mut pending = String::new();
+            while let Some(chunk) = logs.next().await {
+                pending.push_str(&chunk?);
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    progress.line(&line, started, printer);
+                }
+            }
+            progress.line(&pending, started, printer);
+            Ok::<_, Error>(())
+        };
+        let killed = match interrupt::cancellable("the job", async {
+            Ok(tokio::time::timeout(deadline, follow).await)
+        })
+        .await?
+        {
+            Ok(followed) => {
+                followed?;
+                false
+            }
+            Err(_) => {
+                engine.kill_container(&container).await?;
+                true
+            }
+        };
+        let status = engine.container_status(&container).await?;
+        Ok::<_, Error>((progress, killed, status.map(|s| s.exit_code)))
+    }
+    .await;
+    let duration = started.elapsed().as_secs_f64();
+    // What ran is saved whatever the outcome, then the container goes.
+    let results = spec.runs_dir.join(&run_id);
+    let saved = save_results(engine, &container, &cwd, &results).await;
+    match engine.remove_container(&container).await {
+        Ok(_) => interrupt::gone(&format!("container {container} (the job {run_id})")),
+        Err(e) => printer.note(format!(
+            "could not remove the job's container {container}: {e}; `docker rm -f {container}` does"
+        )),
+    }
+    let (progress, killed, exit) = outcome?;
+    let files = saved?;
+    let timed_out = progress.timed_out || killed;
+    let state = if progress.done && exit == Some(0) {
+        "succeeded"
+    } else if timed_out {
+        "timed_out"
+    } else {
+        "failed"
+    };
+    let failed_cell = match (&progress.failed, state) {
+        (Some(f), _) => Some(f.clone()),
+        (None, "failed") => Some(FailedCell {
+            cell: progress.cell,
+            ename: "JobEnded".into(),
+            evalue: format!(
+                "the job's container ended with exit code {} before every cell ran (out of memory?)",
+                exit.map_or("unknown".into(), |c| c.to_string())
+            ),
+        }),
+        _ => None,
+    };
+    Ok(RunReport {
+        run_id,
+        target: Target::Local,
+        deployment: config.name.clone(),
+        notebook: name,
+        state: state.into(),
+        parameters,
+        cells: progress.cells,
+        cells_run: progress.cell,
+        failed_cell,
+        duration_secs: duration,
+        results,
+        files,
+    })
+}
+
+/// The executed notebook and `outputs/` of the job's container into `dest` (made), and the
+/// files there, relative to it.
+async fn save_results(
+    engine: &Engine,
+    container: &str,
+    cwd: &str,
+    dest: &Path,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dest).map_err(|e| Error::Write {
+        path: dest.to_path_buf(),
+        source: e,
+    })?;
+    let outputs = format!("{}/outputs", cwd.trim_end_matches('/'));
+    for (path, strip) in [(EXECUTED_DIR, true), (outputs.as_str(), false)] {
+        let Some(tar) = engine.get_files(container, path).await? else {
+            continue;
+        };
+        unpack(&tar, dest, strip).map_err(|e| Error::Write {
+            path: dest.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let mut files = Vec::new();
+    list(dest, dest, &mut files);
+    files.sort();
+    Ok(files)
+}
+
+/// Unpacks `tar` into `dest`; `strip`: without its top folder. Entries that would land
+/// outside `dest` (`..`, absolute paths, links) are skipped.
+fn unpack(tar: &[u8], dest: &Path, strip: bool) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let rel: PathBuf = if strip {
+            path.components().skip(1).collect()
+        } else {
+            path
+        };
+        // Only plain names: nothing lands outside `dest`.
+        if rel.as_os_str().is_empty()
+            || !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let target = dest.join(&rel);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        entry.unpack(&target)?;
+    }
+    Ok(())
+}
+
+fn list(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            list(root, &path, files);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            files.push(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_typed_as_papermill_types_them() {
+        for (raw, name, value) in [
+            ("n=5", "n", Value::from(5)),
+            ("alpha=0.5", "alpha", serde_json::json!(0.5)),
+            ("on=True", "on", Value::Bool(true)),
+            ("off=false", "off", Value::Bool(false)),
+            ("x=None", "x", Value::Null),
+            ("region=eu-west-1", "region", Value::from("eu-west-1")),
+            ("empty=", "empty", Value::from("")),
+            ("eq=a=b", "eq", Value::from("a=b")),
+            ("_private=nan", "_private", Value::from("nan")),
+        ] {
+            assert_eq!(parse_parameter(raw).unwrap(), (name.into(), value), "{raw}");
+        }
+        for bad in ["novalue", "1x=2", "a-b=1", "=3", "a b=1"] {
+            assert!(parse_parameter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let a = new_run_id();
+        let b = new_run_id();
+        for id in [&a, &b] {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 6, 4],
+                "{id}"
+            );
+            assert!(
+                parts[..2]
+                    .iter()
+                    .all(|p| p.chars().all(|c| c.is_ascii_digit())),
+                "{id}"
+            );
+            assert!(parts[2].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert!(a.starts_with("20"), "{a}");
+        assert!(a[..15] <= b[..15], "{a} then {b}");
+    }
+
+    #[test]
+    fn results_never_leave_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, body) in [("out/ok.ipynb", "{}"), ("out/sub/b.csv", "1")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, path, body.as_bytes()).unwrap();
+        }
+        // A hand-made entry climbing out (tar::Builder refuses to write one).
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"out/../escape");
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &b"x"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        unpack(&bytes, dir.path(), true).unwrap();
+        let mut files = Vec::new();
+        list(dir.path(), dir.path(), &mut files);
+        files.sort();
+        assert_eq!(files, ["ok.ipynb", "sub/b.csv"]);
+        assert!(!dir.path().parent().unwrap().join("escape").exists());
+    }
+}

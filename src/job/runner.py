@@ -1,0 +1,140 @@
+"""labship's job runner, run inside the job's container by `labship run`.
+
+Executes a notebook top to bottom with nbclient (a .py script runs as one cell), with the
+parameters injected the papermill way: a cell tagged `injected-parameters` right after the cell
+tagged `parameters` (at the top when there is none), replacing one injected before. The
+executed notebook is written after every cell (so a failed or timed-out run keeps what ran),
+and progress goes to stdout as lines `LABSHIP-JOB {json}` for labship to show:
+
+    {"event": "start", "cells": N}
+    {"event": "cell", "cell": K, "of": N}                  K counts code cells from 1
+    {"event": "failed", "cell": K, "of": N, "ename": ..., "evalue": ...}
+    {"event": "timeout", "cell": K, "of": N, "seconds": S}
+    {"event": "done", "cells": N}
+
+Usage: python runner.py JOB.json, where JOB.json holds "source" (the notebook or script),
+"executed" (where the executed notebook goes), "cwd", "parameters" and
+"timeout" (seconds for the whole run); "parameters" is a list of [name, value] pairs, injected
+in that order. Exit status: 0 every cell ran, 1 a cell failed,
+124 the timeout passed, 2 the job could not start.
+"""
+
+import json
+import os
+import sys
+import threading
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+TAG = "LABSHIP-JOB "
+
+
+def emit(**event):
+    sys.stdout.write(TAG + json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def load(source):
+    if source.endswith(".py"):
+        with open(source, encoding="utf-8") as f:
+            code = f.read()
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(code)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        return nb
+    return nbformat.read(source, as_version=4)
+
+
+def inject(nb, parameters):
+    """Papermill's way: after the `parameters` cell, a cell of assignments (Python literals)."""
+    if not parameters:
+        return
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    lines = ["# Parameters"] + ["%s = %r" % (k, v) for k, v in parameters]
+    cell = nbformat.v4.new_code_cell("\n".join(lines) + "\n")
+    cell.metadata["tags"] = ["injected-parameters"]
+    at = 0
+    for i, c in enumerate(nb.cells):
+        if "parameters" in c.get("metadata", {}).get("tags", []):
+            at = i + 1
+            break
+    nb.cells.insert(at, cell)
+
+
+def save(nb, path):
+    tmp = path + ".part"
+    nbformat.write(nb, tmp)
+    os.replace(tmp, path)
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    try:
+        nb = load(job["source"])
+    except Exception as e:  # the notebook itself is unreadable: nothing ran
+        emit(event="failed", cell=0, of=0, ename=type(e).__name__, evalue=str(e))
+        return 2
+    inject(nb, job.get("parameters") or [])
+    executed = job["executed"]
+    os.makedirs(os.path.dirname(executed), exist_ok=True)
+    os.makedirs(os.path.join(job["cwd"], "outputs"), exist_ok=True)
+    code = {i: n for n, i in enumerate(
+        (i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()), start=1)}
+    total = len(code)
+    current = {"cell": 0}
+    lock = threading.Lock()
+
+    def started(cell, cell_index, **_):
+        if cell_index in code:  # markdown and empty cells are not run
+            current["cell"] = code[cell_index]
+            emit(event="cell", cell=current["cell"], of=total)
+
+    def executed_cell(cell, cell_index, **_):
+        with lock:
+            save(nb, executed)
+
+    def out_of_time():
+        with lock:
+            emit(event="timeout", cell=current["cell"], of=total, seconds=job["timeout"])
+            try:
+                save(nb, executed)
+            finally:
+                # The kernel goes with the container: this process is the one its init waits for.
+                os._exit(124)
+
+    timer = threading.Timer(job["timeout"], out_of_time)
+    timer.daemon = True
+    timer.start()
+    kernel = (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        timeout=None,
+        resources={"metadata": {"path": job["cwd"]}},
+        on_cell_start=started,
+        on_cell_executed=executed_cell,
+    )
+    emit(event="start", cells=total)
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        with lock:
+            save(nb, executed)
+            emit(event="failed", cell=current["cell"], of=total, ename=e.ename, evalue=e.evalue)
+        return 1
+    except Exception as e:  # the kernel died or could not start
+        with lock:
+            save(nb, executed)
+            emit(event="failed", cell=current["cell"], of=total, ename=type(e).__name__, evalue=str(e))
+        return 1
+    with lock:
+        save(nb, executed)
+        emit(event="done", cells=total)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

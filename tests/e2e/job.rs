@@ -1,0 +1,147 @@
+//! `labship run`: a notebook as a job on the local engine, run for real by the image's own
+//! Jupyter stack (nbclient and the python3 kernel), with its results read back from disk.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A notebook with a `parameters` cell that fans work out with multiprocessing and writes a
+/// CSV and a PNG (made with the standard library: the default image has no plotting
+/// library); `label = "fail"` makes its last cell raise.
+fn analysis() -> String {
+    let code = |tags: &[&str], source: &str| {
+        json!({"cell_type": "code", "execution_count": null, "metadata": {"tags": tags},
+               "outputs": [], "source": source})
+    };
+    json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# Squares"},
+            code(&["parameters"], "n = 3\nlabel = 'default'\n"),
+            code(&[], "from multiprocessing import Pool\n\ndef square(x):\n    return x * x\n\nwith Pool(2) as pool:\n    squares = pool.map(square, range(n))\nprint(label, squares)\n"),
+            code(&[], "import os, struct, zlib\nos.makedirs('outputs', exist_ok=True)\nwith open('outputs/squares.csv', 'w') as f:\n    f.write('x,square\\n' + ''.join(f'{i},{s}\\n' for i, s in enumerate(squares)))\ndef chunk(kind, data):\n    c = struct.pack('>I', len(data)) + kind + data\n    return c + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)\nrows = b''.join(b'\\x00' + bytes([min(255, s)] * n) for s in squares)\npng = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', n, n, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')\nopen('outputs/plot.png', 'wb').write(png)\n"),
+            code(&[], "if label == 'fail':\n    raise ValueError('asked to fail')\n"),
+        ]
+    })
+    .to_string()
+}
+
+fn job_containers(name: &str) -> String {
+    docker_ok(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=dev.labship.job-of={name}"),
+    ])
+}
+
+#[test]
+fn a_notebook_runs_as_a_job_with_its_parameters_and_its_results_come_back() {
+    let p = Project::default_workload("job");
+    p.write("analysis.ipynb", &analysis());
+
+    // Every cell runs; the parameters are injected after the `parameters` cell.
+    let out = p.labship(&[
+        "run",
+        "analysis.ipynb",
+        "--local",
+        "-p",
+        "n=5",
+        "-p",
+        "label=demo",
+        "--cpus",
+        "2",
+        "-o",
+        "json",
+    ]);
+    let report = json(&out);
+    assert_eq!(report["state"], "succeeded", "{report}");
+    assert_eq!(report["cells"], 5, "{report}");
+    assert_eq!(report["parameters"], json!({"n": 5, "label": "demo"}));
+    let err = stderr(&out);
+    assert!(err.contains("cell 5 of 5"), "progress on stderr: {err}");
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    assert!(results.starts_with(p.path().join("runs")), "{report}");
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        files,
+        ["analysis.ipynb", "outputs/plot.png", "outputs/squares.csv"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/squares.csv")).expect("csv"),
+        "x,square\n0,0\n1,1\n2,4\n3,9\n4,16\n"
+    );
+    let png = std::fs::read(results.join("outputs/plot.png")).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let executed: Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("analysis.ipynb")).expect("executed notebook"),
+    )
+    .expect("notebook JSON");
+    let cells = executed["cells"].as_array().expect("cells");
+    assert_eq!(cells[2]["metadata"]["tags"], json!(["injected-parameters"]));
+    let injected: String = cells[2]["source"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .or_else(|| cells[2]["source"].as_str().map(String::from))
+        .expect("source");
+    assert!(injected.contains("n = 5\nlabel = 'demo'"), "{injected}");
+    let printed = cells[3]["outputs"].to_string();
+    assert!(printed.contains("demo [0, 1, 4, 9, 16]"), "{printed}");
+    assert_eq!(
+        job_containers(&p.name),
+        "",
+        "the job's container is removed"
+    );
+
+    // A failing cell: exit 1, the cell and its error said, what ran kept.
+    let out = p.labship(&["run", "analysis.ipynb", "-p", "label=fail", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["state"], "failed", "{report}");
+    assert_eq!(
+        report["failed_cell"],
+        json!({"cell": 5, "ename": "ValueError", "evalue": "asked to fail"})
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("cell 5 of 5 failed: ValueError: asked to fail"),
+        "{err}"
+    );
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    let executed = std::fs::read_to_string(results.join("analysis.ipynb")).expect("partial");
+    assert!(executed.contains("asked to fail"), "the traceback is kept");
+    assert!(results.join("outputs/squares.csv").exists());
+    assert_eq!(job_containers(&p.name), "");
+}
+
+#[test]
+fn a_job_past_its_deadline_is_stopped_and_what_ran_is_kept() {
+    let p = Project::default_workload("jobt");
+    p.write(
+        "slow.py",
+        "import time\nprint('started', flush=True)\ntime.sleep(600)\n",
+    );
+    let out = p.labship(&["run", "slow.py", "--timeout", "30s", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["state"], "timed_out", "{report}");
+    assert!(
+        report["duration_secs"].as_f64().expect("duration") < 120.0,
+        "stopped at its deadline, not at the end of the sleep: {report}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("stopped after 30s (--timeout)"), "{err}");
+    // The script ran as one cell of a notebook, saved with what it printed.
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    let executed = std::fs::read_to_string(results.join("slow.ipynb")).expect("slow.ipynb");
+    assert!(executed.contains("time.sleep(600)"), "{executed}");
+    assert_eq!(job_containers(&p.name), "");
+}
