@@ -395,6 +395,12 @@ pub struct RunArgs {
     /// NAME=VALUE, VALUE an int, a float, True/False, None or else a string
     #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
     pub parameters: Vec<String>,
+    /// One run per value, side by side (repeatable: every combination): NAME=V1,V2,...
+    #[arg(long, value_name = "NAME=V1,V2,...")]
+    pub matrix: Vec<String>,
+    /// How many runs of a --matrix run at once (default 2)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: Option<u16>,
     /// The job's deadline, 30s to 30d (e.g. 45m, 2h; default 6h): then it is stopped, and what
     /// ran is saved
     #[arg(long, value_name = "DURATION")]

@@ -519,6 +519,13 @@ pub enum Error {
         results: String,
     },
 
+    #[error("{failed} of {total} runs did not succeed")]
+    #[diagnostic(
+        code(labship::job::runs_failed),
+        help("the table above says why for each, and where each run's executed notebook is")
+    )]
+    RunsFailed { failed: usize, total: usize },
+
     #[error("run {run_id}: stopped after {seconds}s (--timeout), in cell {cell} of {of}")]
     #[diagnostic(
         code(labship::job::timeout),
@@ -598,7 +605,10 @@ impl Error {
     pub fn reported(&self) -> bool {
         matches!(
             self,
-            Error::SeatsFailed { .. } | Error::JobFailed { .. } | Error::JobTimedOut { .. }
+            Error::SeatsFailed { .. }
+                | Error::JobFailed { .. }
+                | Error::JobTimedOut { .. }
+                | Error::RunsFailed { .. }
         )
     }
 

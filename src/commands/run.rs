@@ -16,6 +16,31 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         .iter()
         .map(|p| job::parse_parameter(p))
         .collect::<Result<Vec<_>>>()?;
+    let grid = if args.matrix.is_empty() {
+        None
+    } else {
+        let grid = job::parse_matrix(&args.matrix)?;
+        if let Some((name, _)) = grid[0]
+            .iter()
+            .find(|(name, _)| parameters.iter().any(|(p, _)| p == name))
+        {
+            return Err(Error::InvalidSetting {
+                what: "--matrix",
+                value: name.clone(),
+                reason: "it is also given with -p".into(),
+                hint: "give each parameter once: with -p for every run, or in --matrix".into(),
+            });
+        }
+        Some(grid)
+    };
+    if args.parallel.is_some() && grid.is_none() {
+        return Err(Error::InvalidSetting {
+            what: "option",
+            value: "--parallel".into(),
+            reason: "it says how many runs of a --matrix run at once".into(),
+            hint: "add --matrix NAME=V1,V2,..., or drop it".into(),
+        });
+    }
     let timeout = match &args.timeout {
         None => job::DEFAULT_TIMEOUT,
         Some(t) => labship::config::parse_lifetime("--timeout", t)?.ok_or_else(|| {
@@ -56,6 +81,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
             .unwrap_or_else(|| config.root.join("runs")),
         cpus: args.cpus,
         memory_mib: args.memory,
+        label: None,
     };
     // Interrupted: the job's container is removed by the run itself; should that fail, this
     // removes every job container of the deployment.
@@ -66,6 +92,27 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     )))?;
     let host = LocalHost::connect().await?;
     let image = host.image_for_job(&config, printer).await?;
+    if let Some(grid) = grid {
+        let at_once = usize::from(args.parallel.unwrap_or(2));
+        let report = job::run_matrix_local(
+            host.engine(),
+            &config,
+            &image,
+            &spec,
+            grid,
+            at_once,
+            printer,
+        )
+        .await?;
+        super::emit(printer, &report)?;
+        if report.failed > 0 {
+            return Err(Error::RunsFailed {
+                failed: report.failed,
+                total: report.runs.len(),
+            });
+        }
+        return Ok(());
+    }
     let report = job::run_local(host.engine(), &config, &image, &spec, printer).await?;
     super::emit(printer, &report)?;
     let results = report.results.display().to_string();

@@ -57,6 +57,8 @@ pub struct JobSpec {
     /// CPU and memory limits of the job's container (`None`: the machine's).
     pub cpus: Option<f64>,
     pub memory_mib: Option<u64>,
+    /// Said before its progress lines (one run of a matrix: `n=3`).
+    pub label: Option<String>,
 }
 
 /// The failing cell of a run.
@@ -158,6 +160,57 @@ pub fn parse_parameter(raw: &str) -> Result<(String, Value)> {
     Ok((name.to_string(), typed))
 }
 
+/// The most runs one `--matrix` may make.
+pub const MATRIX_LIMIT: usize = 64;
+
+/// `--matrix NAME=V1,V2,...` (repeatable): every combination of the values, each a list of
+/// parameters (typed as `-p` types them), in the order given.
+pub fn parse_matrix(raw: &[String]) -> Result<Vec<Vec<(String, Value)>>> {
+    let bad = |value: &str, reason: String| Error::InvalidSetting {
+        what: "--matrix",
+        value: value.to_string(),
+        reason,
+        hint: "give --matrix NAME=V1,V2,... (repeatable for a grid), e.g. --matrix alpha=0.1,0.5,1"
+            .into(),
+    };
+    let mut combos: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+    for axis in raw {
+        let (name, values) = axis
+            .split_once('=')
+            .ok_or_else(|| bad(axis, "it has no `=`".into()))?;
+        if combos[0].iter().any(|(k, _)| k == name.trim()) {
+            return Err(bad(axis, format!("`{}` is given twice", name.trim())));
+        }
+        let values = values
+            .split(',')
+            .map(|v| parse_parameter(&format!("{name}={v}")))
+            .collect::<Result<Vec<_>>>()?;
+        if values.len() < 2 {
+            return Err(bad(
+                axis,
+                "it has one value (for one, use -p NAME=VALUE)".into(),
+            ));
+        }
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push(v.clone());
+                    c
+                })
+            })
+            .collect();
+        if combos.len() > MATRIX_LIMIT {
+            return Err(bad(
+                axis,
+                format!("the grid has more than {MATRIX_LIMIT} runs"),
+            ));
+        }
+    }
+    Ok(combos)
+}
+
 /// A new run id: the UTC time and 4 random hex digits (`20261201-112233-3fa9`): sorts by time,
 /// unique across machines.
 pub fn new_run_id() -> String {
@@ -242,6 +295,7 @@ fn tar_of(files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
 /// The last event the runner printed, and the cells it reached.
 #[derive(Debug, Default)]
 struct Progress {
+    prefix: String,
     cells: usize,
     cell: usize,
     failed: Option<FailedCell>,
@@ -267,7 +321,8 @@ impl Progress {
             "cell" => {
                 self.cell = n("cell");
                 printer.note(format!(
-                    "  cell {} of {} ({:.1}s)",
+                    "  {}cell {} of {} ({:.1}s)",
+                    self.prefix,
                     self.cell,
                     n("of"),
                     started.elapsed().as_secs_f64()
@@ -297,7 +352,7 @@ pub async fn run_local(
 ) -> Result<RunReport> {
     let Source { name, bytes } = &spec.source;
     let name = name.clone();
-    let run_id = new_run_id();
+    let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
     let container = format!("labship-run-{}-{run_id}", config.name);
     let cwd = engine
         .image_workdir(image)
@@ -351,7 +406,14 @@ pub async fn run_local(
             "Running {name} as job {run_id} in {container} (deadline {}s)",
             spec.timeout.as_secs()
         ));
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            prefix: spec
+                .label
+                .as_ref()
+                .map(|l| format!("[{l}] "))
+                .unwrap_or_default(),
+            ..Progress::default()
+        };
         let deadline = spec.timeout + GRACE;
         let follow = async {
             let mut logs = Box::pin(engine.follow_logs(&container));
@@ -386,7 +448,6 @@ pub async fn run_local(
     .await;
     let duration = started.elapsed().as_secs_f64();
     // What ran is saved whatever the outcome, then the container goes.
-    let results = spec.runs_dir.join(&run_id);
     let saved = save_results(engine, &container, &cwd, &results).await;
     match engine.remove_container(&container).await {
         Ok(_) => interrupt::gone(&format!("container {container} (the job {run_id})")),
@@ -430,6 +491,186 @@ pub async fn run_local(
         results,
         files,
     })
+}
+
+/// One run of a matrix: its values, and its report or why it could not run at all.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRun {
+    pub matrix: BTreeMap<String, Value>,
+    pub run: Option<RunReport>,
+    pub error: Option<String>,
+}
+
+impl MatrixRun {
+    pub fn succeeded(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.state == "succeeded")
+    }
+}
+
+/// `labship run --matrix`: every run in the grid's order, and the count of each outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixReport {
+    pub target: Target,
+    pub notebook: String,
+    pub runs: Vec<MatrixRun>,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub duration_secs: f64,
+}
+
+impl std::fmt::Display for MatrixReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: Vec<[String; 5]> = self
+            .runs
+            .iter()
+            .map(|m| {
+                let values = values_label(&m.matrix);
+                match &m.run {
+                    Some(r) => [
+                        r.run_id.clone(),
+                        values,
+                        match &r.failed_cell {
+                            Some(c) => format!("{} (cell {}: {})", r.state, c.cell, c.ename),
+                            None => r.state.clone(),
+                        },
+                        format!("{:.1}", r.duration_secs),
+                        r.results.display().to_string(),
+                    ],
+                    None => [
+                        "-".into(),
+                        values,
+                        format!("error: {}", m.error.as_deref().unwrap_or("it did not run")),
+                        "-".into(),
+                        "-".into(),
+                    ],
+                }
+            })
+            .collect();
+        let header = ["RUN", "VALUES", "STATE", "SECONDS", "RESULTS"].map(String::from);
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&header).chain(rows.iter()) {
+            writeln!(
+                f,
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )?;
+        }
+        write!(
+            f,
+            "{} runs of {} on {}: {} succeeded, {} not, in {:.1}s",
+            self.runs.len(),
+            self.notebook,
+            self.target,
+            self.succeeded,
+            self.failed,
+            self.duration_secs
+        )
+    }
+}
+
+/// `n=3 label=a`: a run's matrix values in words.
+fn values_label(values: &BTreeMap<String, Value>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `labship run --matrix`: one run of `spec` per combination of values (added to its
+/// parameters), at most `at_once` at a time; a run that fails does not stop the others.
+pub async fn run_matrix_local(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    combos: Vec<Vec<(String, Value)>>,
+    at_once: usize,
+    printer: &Printer,
+) -> Result<MatrixReport> {
+    use futures_util::stream;
+    let started = Instant::now();
+    printer.note(format!(
+        "Running {} {} times ({} at a time)",
+        spec.source.name,
+        combos.len(),
+        at_once.max(1)
+    ));
+    let outcomes: Vec<(BTreeMap<String, Value>, Result<RunReport>)> = stream::iter(combos)
+        .map(|combo| async move {
+            let matrix: BTreeMap<String, Value> = combo.iter().cloned().collect();
+            let mut one = spec.clone();
+            one.parameters.extend(combo);
+            one.label = Some(values_label(&matrix));
+            let run = run_local(engine, config, image, &one, printer).await;
+            (matrix, run)
+        })
+        .buffered(at_once.max(1))
+        .collect()
+        .await;
+    let mut runs = Vec::new();
+    for (matrix, run) in outcomes {
+        match run {
+            Ok(r) => runs.push(MatrixRun {
+                matrix,
+                run: Some(r),
+                error: None,
+            }),
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => runs.push(MatrixRun {
+                matrix,
+                run: None,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    let succeeded = runs.iter().filter(|r| r.succeeded()).count();
+    Ok(MatrixReport {
+        target: Target::Local,
+        notebook: spec.source.name.clone(),
+        failed: runs.len() - succeeded,
+        runs,
+        succeeded,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A new run id and its folder in `runs_dir`, made now (so that two runs started in the same
+/// second never share one).
+fn claim_run_folder(runs_dir: &Path) -> Result<(String, PathBuf)> {
+    let failed = |e: std::io::Error| Error::Write {
+        path: runs_dir.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(runs_dir).map_err(failed)?;
+    loop {
+        let id = new_run_id();
+        let dir = runs_dir.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    }
 }
 
 /// The executed notebook and `outputs/` of the job's container into `dest` (made), and the
@@ -533,6 +774,26 @@ mod tests {
         for bad in ["novalue", "1x=2", "a-b=1", "=3", "a b=1"] {
             assert!(parse_parameter(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_matrix_is_every_combination_in_order() {
+        let grid = parse_matrix(&["n=1,2".into(), "mode=a,b,c".into()]).unwrap();
+        assert_eq!(grid.len(), 6);
+        assert_eq!(
+            grid[1],
+            [
+                ("n".to_string(), Value::from(1)),
+                ("mode".into(), Value::from("b"))
+            ]
+        );
+        assert_eq!(grid[5][0], ("n".to_string(), Value::from(2)));
+        for bad in ["n", "n=1", "1n=1,2", "n=1,2 n=3,4"] {
+            let axes: Vec<String> = bad.split(' ').map(String::from).collect();
+            assert!(parse_matrix(&axes).is_err(), "{bad}");
+        }
+        let values: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+        assert!(parse_matrix(&[format!("i={}", values.join(","))]).is_err());
     }
 
     #[test]

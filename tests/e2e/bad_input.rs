@@ -303,6 +303,16 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
             "labship::config::invalid",
         ),
         (
+            vec!["run", "x.ipynb", "--matrix", "n=1"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec!["run", "x.ipynb", "-p", "n=1", "--matrix", "n=2,3"],
+            1,
+            "labship::config::invalid",
+        ),
+        (
             vec!["run", "x.ipynb", "--ec2"],
             1,
             "labship::config::invalid",

@@ -145,3 +145,60 @@ fn a_job_past_its_deadline_is_stopped_and_what_ran_is_kept() {
     assert!(executed.contains("time.sleep(600)"), "{executed}");
     assert_eq!(job_containers(&p.name), "");
 }
+
+#[test]
+fn a_matrix_runs_once_per_value_side_by_side_with_one_summary() {
+    let p = Project::default_workload("jobm");
+    p.write("analysis.ipynb", &analysis());
+    let out = p.labship(&[
+        "run",
+        "analysis.ipynb",
+        "-p",
+        "n=4",
+        "--matrix",
+        "label=a,b,fail",
+        "--parallel",
+        "3",
+        "-o",
+        "json",
+    ]);
+    // One run failed, so the command did; the summary is the one document on stdout.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON summary");
+    assert_eq!(
+        (report["succeeded"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    let runs = report["runs"].as_array().expect("runs");
+    let labels: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["matrix"]["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["a", "b", "fail"], "in the grid's order");
+    let mut folders = std::collections::BTreeSet::new();
+    for run in runs {
+        let run = &run["run"];
+        let label = run["parameters"]["label"].as_str().expect("label");
+        assert_eq!(run["parameters"]["n"], 4, "{run}");
+        let results = std::path::PathBuf::from(run["results"].as_str().expect("results"));
+        folders.insert(results.clone());
+        let executed =
+            std::fs::read_to_string(results.join("analysis.ipynb")).expect("executed notebook");
+        assert!(
+            executed.contains(&format!("{label} [0, 1, 4, 9]")),
+            "run {label} printed its own label"
+        );
+        let expected = if label == "fail" {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(run["state"], expected, "{run}");
+    }
+    assert_eq!(folders.len(), 3, "a folder of its own per run");
+    let err = stderr(&out);
+    assert!(err.contains("[label=b] cell 5 of 5"), "{err}");
+    assert!(err.contains("1 of 3 runs did not succeed"), "{err}");
+    assert_eq!(job_containers(&p.name), "");
+}
