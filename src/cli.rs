@@ -99,6 +99,11 @@ pub enum Command {
     /// Run a notebook (or a .py script) top to bottom as a job, parameters injected the
     /// papermill way; the executed notebook and its outputs/ land in runs/<run-id>/
     Run(Box<RunArgs>),
+    /// List the runs of `labship run`: still going, ended, fetched
+    Runs(RunsArgs),
+    /// Bring a run's executed notebook and outputs/ into runs/<run-id>/ (following it to its
+    /// end if it still runs)
+    Fetch(FetchArgs),
     /// Remove a deployment (its workspace is kept unless --delete-data: locally its volume,
     /// on EC2 its data volume)
     Down(DownArgs),
@@ -395,6 +400,10 @@ pub struct RunArgs {
     /// NAME=VALUE, VALUE an int, a float, True/False, None or else a string
     #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
     pub parameters: Vec<String>,
+    /// Start the job and return: it runs on, and stops by itself at its deadline;
+    /// `labship fetch RUN` brings its results
+    #[arg(long, conflicts_with_all = ["matrix", "parallel"])]
+    pub detach: bool,
     /// One run per value, side by side (repeatable: every combination): NAME=V1,V2,...
     #[arg(long, value_name = "NAME=V1,V2,...")]
     pub matrix: Vec<String>,
@@ -416,6 +425,33 @@ pub struct RunArgs {
     pub memory: Option<u64>,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(value_name = "NAME")]
+    pub deployment: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Where the runs' folders are (default: runs/ beside labship.toml)
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The run's id (the RUN column of `labship runs`)
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Deployment name (default: labship.toml, then the project folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub on: TargetArgs,
+    /// Where the run's folder goes (default: runs/ beside labship.toml)
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl RunArgs {

@@ -275,7 +275,7 @@ impl Arch {
 }
 
 /// Where a deployment runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// The local Docker engine (the default: needs no AWS account).

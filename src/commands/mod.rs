@@ -28,6 +28,17 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         Command::Push(args) => push::run(load(args.overrides(global))?, printer).await,
         Command::Up(args) => up::run(load(args.overrides(global))?, &args, printer).await,
         Command::Run(args) => run::run(load(args.overrides(global))?, &args, printer).await,
+        Command::Runs(args) => {
+            run::runs(
+                load(named(global, &args.deployment, args.on))?,
+                &args,
+                printer,
+            )
+            .await
+        }
+        Command::Fetch(args) => {
+            run::fetch(load(named(global, &args.name, args.on))?, &args, printer).await
+        }
         Command::Token(args) => token::run(&args, global, printer).await,
         Command::Connect(args) => {
             let config = load(named(global, &args.deployment, args.on))?;

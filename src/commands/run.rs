@@ -7,7 +7,7 @@ use labship::interrupt;
 use labship::job::{self, JobSpec};
 use labship::output::Printer;
 
-use crate::cli::RunArgs;
+use crate::cli::{FetchArgs, RunArgs, RunsArgs};
 
 pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()> {
     // Everything the user gave is checked before anything is built or started.
@@ -62,14 +62,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
             });
         }
     }
-    if config.target == Target::Ec2 {
-        return Err(Error::InvalidSetting {
-            what: "target",
-            value: "ec2".into(),
-            reason: "`labship run` runs jobs on the local engine for now: EC2 job hosts are not built yet".into(),
-            hint: "run it here with `labship run NOTEBOOK --local`".into(),
-        });
-    }
+    local_only(&config)?;
     let source = job::read_source(&args.notebook)?;
     let spec = JobSpec {
         source,
@@ -92,6 +85,10 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     )))?;
     let host = LocalHost::connect().await?;
     let image = host.image_for_job(&config, printer).await?;
+    if args.detach {
+        let report = job::start_detached(host.engine(), &config, &image, &spec, printer).await?;
+        return super::emit(printer, &report);
+    }
     if let Some(grid) = grid {
         let at_once = usize::from(args.parallel.unwrap_or(2));
         let report = job::run_matrix_local(
@@ -114,13 +111,18 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         return Ok(());
     }
     let report = job::run_local(host.engine(), &config, &image, &spec, printer).await?;
-    super::emit(printer, &report)?;
+    finished(printer, &report)
+}
+
+/// The report of a run that ended, and its outcome as the exit status.
+fn finished(printer: &Printer, report: &job::RunReport) -> Result<()> {
+    super::emit(printer, report)?;
     let results = report.results.display().to_string();
     match (&report.state[..], &report.failed_cell) {
         ("succeeded", _) => Ok(()),
         ("timed_out", _) => Err(Error::JobTimedOut {
             run_id: report.run_id.clone(),
-            seconds: timeout.as_secs(),
+            seconds: report.timeout_secs,
             cell: report.cells_run,
             of: report.cells,
             results,
@@ -138,4 +140,45 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
             results,
         }),
     }
+}
+
+/// Jobs run on the local engine for now.
+fn local_only(config: &Config) -> Result<()> {
+    if config.target == Target::Ec2 {
+        return Err(Error::InvalidSetting {
+            what: "target",
+            value: "ec2".into(),
+            reason: "`labship run` runs jobs on the local engine for now: EC2 job hosts are not built yet".into(),
+            hint: "run it here with `labship run NOTEBOOK --local`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `labship runs`.
+pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<()> {
+    local_only(&config)?;
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| config.root.join("runs"));
+    let host = LocalHost::connect().await?;
+    let report = job::list_local(host.engine(), &config, &runs_dir).await?;
+    super::emit(printer, &report)
+}
+
+/// `labship fetch RUN`.
+pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Result<()> {
+    local_only(&config)?;
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| config.root.join("runs"));
+    interrupt::install(interrupt::Then::Retry(format!(
+        "labship fetch {}",
+        args.run
+    )))?;
+    let host = LocalHost::connect().await?;
+    let report = job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;
+    finished(printer, &report)
 }

@@ -62,7 +62,7 @@ pub struct JobSpec {
 }
 
 /// The failing cell of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedCell {
     pub cell: usize,
     pub ename: String,
@@ -70,7 +70,7 @@ pub struct FailedCell {
 }
 
 /// `labship run`: what ran, how it ended, where its results are.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub run_id: String,
     pub target: Target,
@@ -84,6 +84,8 @@ pub struct RunReport {
     pub cells_run: usize,
     pub failed_cell: Option<FailedCell>,
     pub duration_secs: f64,
+    /// Its deadline.
+    pub timeout_secs: u64,
     /// `runs/<run-id>/`: the executed notebook and `outputs/`.
     pub results: PathBuf,
     /// The files there, relative to it.
@@ -301,12 +303,14 @@ struct Progress {
     failed: Option<FailedCell>,
     timed_out: bool,
     done: bool,
+    /// The runner's own clock at its last event (seconds since it started).
+    seconds: f64,
 }
 
 impl Progress {
     /// One line of the container's output: a runner event is noted (and shown), anything
     /// else ignored (the kernel's own warnings).
-    fn line(&mut self, line: &str, started: Instant, printer: &Printer) {
+    fn line(&mut self, line: &str, printer: &Printer) {
         let Some(event) = line
             .trim()
             .strip_prefix(TAG)
@@ -315,6 +319,7 @@ impl Progress {
             return;
         };
         let n = |k: &str| event[k].as_u64().unwrap_or_default() as usize;
+        self.seconds = event["t"].as_f64().unwrap_or(self.seconds);
         let text = |k: &str| event[k].as_str().unwrap_or_default().to_string();
         match event["event"].as_str().unwrap_or_default() {
             "start" => self.cells = n("cells"),
@@ -325,7 +330,7 @@ impl Progress {
                     self.prefix,
                     self.cell,
                     n("of"),
-                    started.elapsed().as_secs_f64()
+                    self.seconds
                 ));
             }
             "failed" => {
@@ -342,18 +347,55 @@ impl Progress {
     }
 }
 
-/// Runs `spec` as a job on the local engine with the image `image` (built by the caller).
-pub async fn run_local(
+/// The job as its container holds it (`job.json`, read by the runner; `fetch` reads it back).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct JobFile {
+    /// The notebook or script in the container, and where the executed notebook goes.
+    source: String,
+    executed: String,
+    /// The job's working folder (the image's WORKDIR): its `outputs/` is the results.
+    cwd: String,
+    /// `[name, value]` pairs, in the order given (papermill's).
+    parameters: Vec<(String, Value)>,
+    /// Seconds for the whole run.
+    timeout: u64,
+}
+
+impl JobFile {
+    fn notebook(&self) -> String {
+        self.source
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A job whose container was started.
+struct Launched {
+    run_id: String,
+    container: String,
+    results: PathBuf,
+    job: JobFile,
+}
+
+/// The container's name for a run.
+fn container_of(config: &Config, run_id: &str) -> String {
+    format!("labship-run-{}-{run_id}", config.name)
+}
+
+/// Claims the run's folder, then creates the job's container, puts the runner, the job and
+/// the notebook into it and starts it. A container that cannot be started is removed again.
+async fn launch(
     engine: &Engine,
     config: &Config,
     image: &str,
     spec: &JobSpec,
     printer: &Printer,
-) -> Result<RunReport> {
+) -> Result<Launched> {
     let Source { name, bytes } = &spec.source;
-    let name = name.clone();
     let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
-    let container = format!("labship-run-{}-{run_id}", config.name);
+    let container = container_of(config, &run_id);
     let cwd = engine
         .image_workdir(image)
         .await?
@@ -362,15 +404,13 @@ pub async fn run_local(
         Some(stem) => format!("{stem}.ipynb"),
         None => name.clone(),
     };
-    let parameters: BTreeMap<String, Value> = spec.parameters.iter().cloned().collect();
-    let job = serde_json::json!({
-        "source": format!("{JOB_DIR}/{name}"),
-        "executed": format!("{EXECUTED_DIR}/{executed_name}"),
-        "cwd": cwd,
-        // In the order given, as papermill writes them.
-        "parameters": spec.parameters.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
-        "timeout": spec.timeout.as_secs(),
-    });
+    let job = JobFile {
+        source: format!("{JOB_DIR}/{name}"),
+        executed: format!("{EXECUTED_DIR}/{executed_name}"),
+        cwd,
+        parameters: spec.parameters.clone(),
+        timeout: spec.timeout.as_secs(),
+    };
     let job_json = serde_json::to_vec(&job).map_err(|e| Error::engine("writing the job", e))?;
     let tar = tar_of(&[
         ("labship-job/runner.py", RUNNER.as_bytes()),
@@ -397,39 +437,78 @@ pub async fn run_local(
     };
     interrupt::checkpoint("creating the job's container")?;
     engine.create_job(&spec_container).await?;
-    interrupt::made(format!("container {container} (the job {run_id})"));
-    let started = Instant::now();
-    let outcome = async {
+    let made = format!("container {container} (the job {run_id})");
+    interrupt::made(&made);
+    let started = async {
         engine.put_files(&container, "/tmp", tar).await?;
-        engine.start_container(&container).await?;
-        printer.note(format!(
-            "Running {name} as job {run_id} in {container} (deadline {}s)",
-            spec.timeout.as_secs()
-        ));
+        engine.start_container(&container).await
+    }
+    .await;
+    if let Err(e) = started {
+        if engine.remove_container(&container).await.is_ok() {
+            interrupt::gone(&made);
+        }
+        return Err(e);
+    }
+    printer.note(format!(
+        "Running {name} as job {run_id} in {container} (deadline {})",
+        words(spec.timeout)
+    ));
+    Ok(Launched {
+        run_id,
+        container,
+        results,
+        job,
+    })
+}
+
+/// `45m`, `6h`, `90s`: a deadline in words.
+fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Follows a started job to its end (its progress on stderr), kills it should it outlive
+/// `kill_after`, saves the executed notebook and `outputs/` into its run folder (with the
+/// report as `run.json`), and removes the container.
+async fn follow(
+    engine: &Engine,
+    deployment: &str,
+    launched: Launched,
+    label: Option<&str>,
+    kill_after: Duration,
+    printer: &Printer,
+) -> Result<RunReport> {
+    let Launched {
+        run_id,
+        container,
+        results,
+        job,
+    } = launched;
+    let outcome = async {
         let mut progress = Progress {
-            prefix: spec
-                .label
-                .as_ref()
-                .map(|l| format!("[{l}] "))
-                .unwrap_or_default(),
+            prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
             ..Progress::default()
         };
-        let deadline = spec.timeout + GRACE;
-        let follow = async {
+        let logs = async {
             let mut logs = Box::pin(engine.follow_logs(&container));
             let mut pending = String::new();
             while let Some(chunk) = logs.next().await {
                 pending.push_str(&chunk?);
                 while let Some(end) = pending.find('\n') {
                     let line: String = pending.drain(..=end).collect();
-                    progress.line(&line, started, printer);
+                    progress.line(&line, printer);
                 }
             }
-            progress.line(&pending, started, printer);
+            progress.line(&pending, printer);
             Ok::<_, Error>(())
         };
         let killed = match interrupt::cancellable("the job", async {
-            Ok(tokio::time::timeout(deadline, follow).await)
+            Ok(tokio::time::timeout(kill_after, logs).await)
         })
         .await?
         {
@@ -446,9 +525,8 @@ pub async fn run_local(
         Ok::<_, Error>((progress, killed, status.map(|s| s.exit_code)))
     }
     .await;
-    let duration = started.elapsed().as_secs_f64();
     // What ran is saved whatever the outcome, then the container goes.
-    let saved = save_results(engine, &container, &cwd, &results).await;
+    let saved = save_results(engine, &container, &job.cwd, &results).await;
     match engine.remove_container(&container).await {
         Ok(_) => interrupt::gone(&format!("container {container} (the job {run_id})")),
         Err(e) => printer.note(format!(
@@ -456,7 +534,7 @@ pub async fn run_local(
         )),
     }
     let (progress, killed, exit) = outcome?;
-    let files = saved?;
+    let mut files = saved?;
     let timed_out = progress.timed_out || killed;
     let state = if progress.done && exit == Some(0) {
         "succeeded"
@@ -477,19 +555,323 @@ pub async fn run_local(
         }),
         _ => None,
     };
-    Ok(RunReport {
+    files.push(RUN_FILE.into());
+    files.sort();
+    files.dedup();
+    let report = RunReport {
         run_id,
         target: Target::Local,
-        deployment: config.name.clone(),
-        notebook: name,
+        deployment: deployment.to_string(),
+        notebook: job.notebook(),
         state: state.into(),
-        parameters,
+        parameters: job.parameters.iter().cloned().collect(),
         cells: progress.cells,
         cells_run: progress.cell,
         failed_cell,
-        duration_secs: duration,
+        duration_secs: progress.seconds,
+        timeout_secs: job.timeout,
         results,
         files,
+    };
+    write_report(&report)?;
+    Ok(report)
+}
+
+/// The report of a run in its folder: what `runs` lists once the container is gone.
+const RUN_FILE: &str = "run.json";
+
+fn write_report(report: &RunReport) -> Result<()> {
+    let path = report.results.join(RUN_FILE);
+    let json =
+        serde_json::to_vec_pretty(report).map_err(|e| Error::engine("writing run.json", e))?;
+    std::fs::write(&path, json).map_err(|e| Error::Write { path, source: e })
+}
+
+/// Runs `spec` as a job on the local engine with the image `image` (built by the caller),
+/// to its end.
+pub async fn run_local(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    printer: &Printer,
+) -> Result<RunReport> {
+    let launched = launch(engine, config, image, spec, printer).await?;
+    follow(
+        engine,
+        &config.name,
+        launched,
+        spec.label.as_deref(),
+        spec.timeout + GRACE,
+        printer,
+    )
+    .await
+}
+
+/// `labship run --detach`: the job started, and where its results will be.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetachedReport {
+    pub run_id: String,
+    pub target: Target,
+    pub deployment: String,
+    pub notebook: String,
+    pub state: String,
+    pub container: String,
+    pub results: PathBuf,
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Display for DetachedReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} of {} started on {} in {}; it stops by itself within {}s.\n`labship fetch {}` follows it and brings its results to {}",
+            self.run_id,
+            self.notebook,
+            self.target,
+            self.container,
+            self.timeout_secs,
+            self.run_id,
+            self.results.display()
+        )
+    }
+}
+
+/// `labship run --detach`: starts the job and leaves it running (its runner keeps the
+/// deadline); `fetch` follows it later and brings its results.
+pub async fn start_detached(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    printer: &Printer,
+) -> Result<DetachedReport> {
+    let launched = launch(engine, config, image, spec, printer).await?;
+    // It is meant to outlive this process.
+    interrupt::gone(&format!(
+        "container {} (the job {})",
+        launched.container, launched.run_id
+    ));
+    Ok(DetachedReport {
+        notebook: launched.job.notebook(),
+        run_id: launched.run_id,
+        target: Target::Local,
+        deployment: config.name.clone(),
+        state: "running".into(),
+        container: launched.container,
+        results: launched.results,
+        timeout_secs: spec.timeout.as_secs(),
+    })
+}
+
+/// `labship fetch RUN`: a run's results in its folder. A run still going is followed to its
+/// end (within its deadline); a finished one is saved at once; one fetched before is
+/// reported from its folder.
+pub async fn fetch_local(
+    engine: &Engine,
+    config: &Config,
+    runs_dir: &Path,
+    run_id: &str,
+    printer: &Printer,
+) -> Result<RunReport> {
+    let results = runs_dir.join(run_id);
+    let containers = engine
+        .containers_labelled(labels::JOB, Some(run_id))
+        .await?;
+    let Some(c) = containers.into_iter().next() else {
+        return read_report(&results).ok_or_else(|| Error::InvalidSetting {
+            what: "run",
+            value: run_id.to_string(),
+            reason: format!(
+                "no job container of that run on this engine, and no {} in {}",
+                RUN_FILE,
+                results.display()
+            ),
+            hint: "`labship runs` lists the runs (give the RUN column's id)".into(),
+        });
+    };
+    let job: JobFile = match engine
+        .get_files(&c.name, &format!("{JOB_DIR}/job.json"))
+        .await?
+        .and_then(|tar| first_file(&tar))
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    {
+        Some(job) => job,
+        None => {
+            return Err(Error::engine(
+                format!("reading the job of {}", c.name),
+                "its job.json is missing or unreadable; `docker logs` shows what it did",
+            ))
+        }
+    };
+    std::fs::create_dir_all(&results).map_err(|e| Error::Write {
+        path: results.clone(),
+        source: e,
+    })?;
+    if c.running() {
+        printer.note(format!(
+            "Run {run_id} is still going: following it to its end"
+        ));
+    }
+    let deployment = c
+        .labels
+        .get(labels::JOB_OF)
+        .cloned()
+        .unwrap_or_else(|| config.name.clone());
+    let kill_after = Duration::from_secs(job.timeout) + GRACE;
+    follow(
+        engine,
+        &deployment,
+        Launched {
+            run_id: run_id.to_string(),
+            container: c.name,
+            results,
+            job,
+        },
+        None,
+        kill_after,
+        printer,
+    )
+    .await
+}
+
+/// The report a run left in its folder, if any.
+fn read_report(results: &Path) -> Option<RunReport> {
+    let bytes = std::fs::read(results.join(RUN_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The first file of a tar archive.
+fn first_file(tar: &[u8]) -> Option<Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entry = archive
+        .entries()
+        .ok()?
+        .flatten()
+        .find(|e| e.header().entry_type().is_file())?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// One run as `labship runs` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub notebook: String,
+    /// `running`, `ended (not fetched)`, or the fetched run's `succeeded`/`failed`/`timed_out`.
+    pub state: String,
+    pub duration_secs: Option<f64>,
+    pub results: Option<PathBuf>,
+}
+
+/// `labship runs`: the deployment's runs, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunsReport {
+    pub target: Target,
+    pub deployment: String,
+    pub runs: Vec<RunRow>,
+}
+
+impl std::fmt::Display for RunsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.runs.is_empty() {
+            return write!(
+                f,
+                "no runs of `{}` on {} (`labship run NOTEBOOK` starts one)",
+                self.deployment, self.target
+            );
+        }
+        let rows: Vec<[String; 4]> = self
+            .runs
+            .iter()
+            .map(|r| {
+                [
+                    r.run_id.clone(),
+                    r.notebook.clone(),
+                    r.state.clone(),
+                    r.duration_secs.map_or("-".into(), |d| format!("{d:.1}")),
+                ]
+            })
+            .collect();
+        let header = ["RUN", "NOTEBOOK", "STATE", "SECONDS"].map(String::from);
+        let widths: Vec<usize> = (0..3)
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let lines: Vec<String> = std::iter::once(&header)
+            .chain(rows.iter())
+            .map(|row| {
+                format!(
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>7}",
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    w0 = widths[0],
+                    w1 = widths[1],
+                    w2 = widths[2]
+                )
+            })
+            .collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `labship runs`: the runs of `config`'s deployment on this engine (their containers: still
+/// running, or ended and not fetched) and in `runs_dir` (their `run.json`), newest first.
+pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Result<RunsReport> {
+    let mut runs: BTreeMap<String, RunRow> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(runs_dir) {
+        for entry in entries.flatten() {
+            if let Some(r) = read_report(&entry.path()).filter(|r| r.deployment == config.name) {
+                runs.insert(
+                    r.run_id.clone(),
+                    RunRow {
+                        run_id: r.run_id.clone(),
+                        notebook: r.notebook.clone(),
+                        state: r.state.clone(),
+                        duration_secs: Some(r.duration_secs),
+                        results: Some(r.results.clone()),
+                    },
+                );
+            }
+        }
+    }
+    for c in engine
+        .containers_labelled(labels::JOB_OF, Some(&config.name))
+        .await?
+    {
+        let Some(run_id) = c.labels.get(labels::JOB).cloned() else {
+            continue;
+        };
+        let state = if c.running() {
+            "running".to_string()
+        } else {
+            format!("ended (not fetched: `labship fetch {run_id}`)")
+        };
+        runs.insert(
+            run_id.clone(),
+            RunRow {
+                run_id,
+                notebook: "-".into(),
+                state,
+                duration_secs: None,
+                results: None,
+            },
+        );
+    }
+    let mut runs: Vec<RunRow> = runs.into_values().collect();
+    runs.reverse();
+    Ok(RunsReport {
+        target: Target::Local,
+        deployment: config.name.clone(),
+        runs,
     })
 }
 

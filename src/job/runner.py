@@ -4,7 +4,8 @@ Executes a notebook top to bottom with nbclient (a .py script runs as one cell),
 parameters injected the papermill way: a cell tagged `injected-parameters` right after the cell
 tagged `parameters` (at the top when there is none), replacing one injected before. The
 executed notebook is written after every cell (so a failed or timed-out run keeps what ran),
-and progress goes to stdout as lines `LABSHIP-JOB {json}` for labship to show:
+and progress goes to stdout as lines `LABSHIP-JOB {json}` for labship to show (each also has "t", the
+seconds since the runner started):
 
     {"event": "start", "cells": N}
     {"event": "cell", "cell": K, "of": N}                  K counts code cells from 1
@@ -23,15 +24,18 @@ import json
 import os
 import sys
 import threading
+import time
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 TAG = "LABSHIP-JOB "
+STARTED = time.monotonic()
 
 
 def emit(**event):
+    event["t"] = round(time.monotonic() - STARTED, 3)
     sys.stdout.write(TAG + json.dumps(event) + "\n")
     sys.stdout.flush()
 

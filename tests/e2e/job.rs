@@ -73,8 +73,19 @@ fn a_notebook_runs_as_a_job_with_its_parameters_and_its_results_come_back() {
         .collect();
     assert_eq!(
         files,
-        ["analysis.ipynb", "outputs/plot.png", "outputs/squares.csv"]
+        [
+            "analysis.ipynb",
+            "outputs/plot.png",
+            "outputs/squares.csv",
+            "run.json"
+        ]
     );
+    // The report beside the results: what `labship runs` reads once the container is gone.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("run.json")).expect("run.json"))
+            .expect("run.json is JSON");
+    assert_eq!(saved["run_id"], report["run_id"]);
+    assert_eq!(saved["state"], "succeeded");
     assert_eq!(
         std::fs::read_to_string(results.join("outputs/squares.csv")).expect("csv"),
         "x,square\n0,0\n1,1\n2,4\n3,9\n4,16\n"
@@ -200,5 +211,89 @@ fn a_matrix_runs_once_per_value_side_by_side_with_one_summary() {
     let err = stderr(&out);
     assert!(err.contains("[label=b] cell 5 of 5"), "{err}");
     assert!(err.contains("1 of 3 runs did not succeed"), "{err}");
+    assert_eq!(job_containers(&p.name), "");
+}
+
+/// A notebook that works for a few seconds, then writes its result.
+fn slow_notebook() -> String {
+    json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+             "source": "import os, time\ntime.sleep(6)\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/done.txt', 'w').write('done')\n"},
+        ]
+    })
+    .to_string()
+}
+
+fn run_state(p: &Project, run_id: &str) -> Option<String> {
+    let runs = json(&p.labship(&["runs", "-o", "json"]));
+    runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == run_id)
+        .and_then(|r| r["state"].as_str().map(String::from))
+}
+
+#[test]
+fn a_detached_or_abandoned_run_goes_on_and_fetch_brings_its_results() {
+    let p = Project::default_workload("jobd");
+    p.write("slow.ipynb", &slow_notebook());
+
+    // --detach: labship returns at once, the job runs on.
+    let started = json(&p.labship(&["run", "slow.ipynb", "--detach", "-o", "json"]));
+    assert_eq!(started["state"], "running", "{started}");
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(run_state(&p, &run_id).as_deref(), Some("running"));
+    // fetch follows it to its end and brings the results.
+    let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+    let results = std::path::PathBuf::from(fetched["results"].as_str().expect("results"));
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/done.txt")).expect("done.txt"),
+        "done"
+    );
+    assert_eq!(run_state(&p, &run_id).as_deref(), Some("succeeded"));
+    assert_eq!(job_containers(&p.name), "");
+
+    // labship killed while it follows a run: the job finishes all the same, and fetch gets
+    // what it wrote.
+    let mut child = p
+        .command(&["run", "slow.ipynb", "-o", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("labship run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let container = loop {
+        let names = job_containers(&p.name);
+        if let Some(name) = names.split_whitespace().next() {
+            break name.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no job container");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    child.kill().expect("SIGKILL labship");
+    let _ = child.wait();
+    let run_id = container
+        .rsplit('-')
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("-");
+    let state = run_state(&p, &run_id).expect("the abandoned run is listed");
+    assert!(
+        state == "running" || state.starts_with("ended"),
+        "{run_id}: {state}"
+    );
+    let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+    let results = std::path::PathBuf::from(fetched["results"].as_str().expect("results"));
+    assert!(results.join("outputs/done.txt").exists());
+    assert!(results.join("slow.ipynb").exists());
     assert_eq!(job_containers(&p.name), "");
 }
