@@ -78,4 +78,6 @@ pub mod labels {
     /// On a job's container (`labship run`): its run id, and the deployment whose image it runs.
     pub const JOB: &str = "dev.labship.job";
     pub const JOB_OF: &str = "dev.labship.job-of";
+    /// The notebook's (or script's) file name.
+    pub const JOB_NOTEBOOK: &str = "dev.labship.job-notebook";
 }

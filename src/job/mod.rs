@@ -424,6 +424,7 @@ async fn launch(
             (labels::MANAGED_BY.to_string(), "labship".to_string()),
             (labels::JOB.to_string(), run_id.clone()),
             (labels::JOB_OF.to_string(), config.name.clone()),
+            (labels::JOB_NOTEBOOK.to_string(), name.clone()),
         ]),
         cmd: vec![
             "python".into(),
@@ -625,12 +626,12 @@ impl std::fmt::Display for DetachedReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "run {} of {} started on {} in {}; it stops by itself within {}s.\n`labship fetch {}` follows it and brings its results to {}",
+            "run {} of {} started on {} in {}; it stops by itself within {}.\n`labship fetch {}` follows it and brings its results to {}",
             self.run_id,
             self.notebook,
             self.target,
             self.container,
-            self.timeout_secs,
+            words(Duration::from_secs(self.timeout_secs)),
             self.run_id,
             self.results.display()
         )
@@ -859,7 +860,11 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
             run_id.clone(),
             RunRow {
                 run_id,
-                notebook: "-".into(),
+                notebook: c
+                    .labels
+                    .get(labels::JOB_NOTEBOOK)
+                    .cloned()
+                    .unwrap_or_else(|| "-".into()),
                 state,
                 duration_secs: None,
                 results: None,

@@ -247,6 +247,13 @@ fn a_detached_or_abandoned_run_goes_on_and_fetch_brings_its_results() {
     assert_eq!(started["state"], "running", "{started}");
     let run_id = started["run_id"].as_str().expect("run id").to_string();
     assert_eq!(run_state(&p, &run_id).as_deref(), Some("running"));
+    // A job is not a deployment: `status` does not list its container.
+    let status = p.labship(&["status", "--local", "-o", "json"]);
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains(&run_id),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     // fetch follows it to its end and brings the results.
     let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
     assert_eq!(fetched["state"], "succeeded", "{fetched}");

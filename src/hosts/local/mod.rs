@@ -779,11 +779,14 @@ async fn labelled(engine: &Engine, name: &str) -> Result<Vec<ContainerInfo>> {
         .collect())
 }
 
-/// Every local deployment.
+/// Every local deployment (a job's container is not one: `labship runs` lists those).
 pub async fn list(engine: &Engine) -> Result<Vec<ContainerInfo>> {
-    let mut all = engine
+    let mut all: Vec<ContainerInfo> = engine
         .containers_labelled(labels::MANAGED_BY, Some(crate::tags::MANAGED_BY_VALUE))
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|c| !c.labels.contains_key(labels::JOB))
+        .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
 }
