@@ -589,14 +589,11 @@ pub enum Error {
 impl Error {
     /// EC2 had no capacity for the instance type (in the zone, now): another type, or the
     /// same one a little later, may start.
+    /// (A launch's answer: starting a stopped instance without capacity is `NoCapacity`,
+    /// which another type cannot help.)
     pub fn is_no_capacity(&self) -> bool {
-        match self {
-            Error::NoCapacity { .. } => true,
-            Error::QuotaExceeded { message, .. } => {
-                message.starts_with("InsufficientInstanceCapacity")
-            }
-            _ => false,
-        }
+        matches!(self, Error::QuotaExceeded { message, .. }
+            if message.starts_with("InsufficientInstanceCapacity"))
     }
 
     /// The command already printed its report, which says what failed (`SeatsFailed`, a

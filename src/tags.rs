@@ -80,4 +80,6 @@ pub mod labels {
     pub const JOB_OF: &str = "dev.labship.job-of";
     /// The notebook's (or script's) file name.
     pub const JOB_NOTEBOOK: &str = "dev.labship.job-notebook";
+    /// The `labship run` invocation that started it (an interrupted one names its own).
+    pub const JOB_BATCH: &str = "dev.labship.job-batch";
 }

@@ -238,7 +238,7 @@ pub async fn up<H: Host>(
         second.ec2.instance_type = instead.to_string();
         let retried = start_seats(host, &second, &again, options, snapshot, printer).await;
         for ((i, _), mut row) in again.iter().zip(retried) {
-            if fallback_type.is_some() {
+            if fallback_type.is_some() && row.row.url.is_some() {
                 row.row.fallback_type = Some(instead.to_string());
             }
             started[*i] = row;

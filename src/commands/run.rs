@@ -11,6 +11,7 @@ use crate::cli::{FetchArgs, RunArgs, RunsArgs};
 
 pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()> {
     // Everything the user gave is checked before anything is built or started.
+    no_csv(printer)?;
     let parameters = args
         .parameters
         .iter()
@@ -75,13 +76,15 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         cpus: args.cpus,
         memory_mib: args.memory,
         label: None,
+        batch: job::new_run_id(),
     };
-    // Interrupted: the job's container is removed by the run itself; should that fail, this
+    // Interrupted: the run removes its containers itself; should that fail, this removes
+    // this invocation's (and no detached run's).
     // removes every job container of the deployment.
     interrupt::install(interrupt::Then::Remove(format!(
         "docker rm -f $(docker ps -aq --filter label={}={})",
-        labship::tags::labels::JOB_OF,
-        config.name
+        labship::tags::labels::JOB_BATCH,
+        spec.batch
     )))?;
     let host = LocalHost::connect().await?;
     let image = host.image_for_job(&config, printer).await?;
@@ -157,6 +160,7 @@ fn local_only(config: &Config) -> Result<()> {
 
 /// `labship runs`.
 pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<()> {
+    no_csv(printer)?;
     local_only(&config)?;
     let runs_dir = args
         .runs_dir
@@ -169,6 +173,7 @@ pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<
 
 /// `labship fetch RUN`.
 pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Result<()> {
+    no_csv(printer)?;
     local_only(&config)?;
     let runs_dir = args
         .runs_dir
@@ -181,4 +186,12 @@ pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Resul
     let host = LocalHost::connect().await?;
     let report = job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;
     finished(printer, &report)
+}
+
+/// `-o csv` is a class roster's: refused before anything runs, not after a job of hours.
+fn no_csv(printer: &Printer) -> Result<()> {
+    if printer.format() == labship::output::OutputFormat::Csv {
+        return Err(super::no_csv());
+    }
+    Ok(())
 }

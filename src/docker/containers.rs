@@ -378,6 +378,8 @@ impl Engine {
 pub struct ContainerStatus {
     pub state: String,
     pub exit_code: i64,
+    /// The kernel ended it for using more than its memory limit.
+    pub oom_killed: bool,
     /// How often the engine restarted it (restart policy) since it was created.
     pub restarts: i64,
 }
@@ -390,6 +392,7 @@ impl Engine {
                 Ok(Some(ContainerStatus {
                     state: state.status.map(|s| enum_name(&s)).unwrap_or_default(),
                     exit_code: state.exit_code.unwrap_or_default(),
+                    oom_killed: state.oom_killed.unwrap_or_default(),
                     restarts: c.restart_count.unwrap_or_default(),
                 }))
             }

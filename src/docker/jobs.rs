@@ -78,29 +78,30 @@ impl Engine {
             })
     }
 
-    /// The container's file or folder `path` as a tar archive (named by its last component);
-    /// None when it does not exist.
-    pub async fn get_files(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    /// The container's file or folder `path` as a tar archive (named by its last component),
+    /// spooled to a temporary file (a job's outputs may be larger than memory); None when it
+    /// does not exist.
+    pub async fn get_files(&self, container: &str, path: &str) -> Result<Option<std::fs::File>> {
+        use std::io::{Seek, Write};
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::engine(format!("copying {container}:{path} out"), e.to_string())
+        };
         let options = DownloadFromContainerOptions {
             path: path.to_string(),
         };
         let mut stream = self
             .docker
             .download_from_container(container, Some(options));
-        let mut tar = Vec::new();
+        let mut spool = tempfile::tempfile().map_err(|e| failed(&e))?;
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bytes) => tar.extend_from_slice(&bytes),
+                Ok(bytes) => spool.write_all(&bytes).map_err(|e| failed(&e))?,
                 Err(e) if not_found(&e) => return Ok(None),
-                Err(e) => {
-                    return Err(Error::engine(
-                        format!("copying {container}:{path} out"),
-                        engine_message(&e),
-                    ))
-                }
+                Err(e) => return Err(failed(&engine_message(&e))),
             }
         }
-        Ok(Some(tar))
+        spool.rewind().map_err(|e| failed(&e))?;
+        Ok(Some(spool))
     }
 
     /// Kills the container's processes at once (a job past its deadline); one already ended

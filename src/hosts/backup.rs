@@ -169,6 +169,70 @@ pub async fn add_files(
     Ok(done)
 }
 
+/// What a Jupyter server did last, as the EC2 host's watchdog judges it: a kernel busy or
+/// starting is activity now; else the newest `last_activity` of its kernels and terminals and
+/// `last_modified` of the workspace's top-level entries (a saved notebook). Reading its API
+/// (an open tab polling it) is not activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    pub busy: bool,
+    /// Unix seconds of the newest activity (None: none seen).
+    pub last: Option<i64>,
+}
+
+/// How long `status` waits for one answer of a server's API.
+const ACTIVITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`Activity`] of the server behind `jupyter`.
+pub async fn activity(jupyter: &JupyterAccess) -> Result<Activity, String> {
+    let mut newest: Option<i64> = None;
+    let mut busy = false;
+    for page in ["api/kernels", "api/terminals", "api/contents?content=1"] {
+        let url = format!("{}/{page}", jupyter.base);
+        // Terminals may be turned off (404): none, then. A server slow to answer is not
+        // waited for long: `status` lists many.
+        let Some(answer) = tokio::time::timeout(
+            ACTIVITY_WAIT,
+            get_json_if_any(&jupyter.endpoint, &url, &jupyter.token, MAX_LISTING),
+        )
+        .await
+        .map_err(|_| format!("{url}: no answer within {}s", ACTIVITY_WAIT.as_secs()))??
+        else {
+            continue;
+        };
+        let entries = match &answer {
+            serde_json::Value::Array(list) => list.clone(),
+            other => other["content"].as_array().cloned().unwrap_or_default(),
+        };
+        for e in entries {
+            busy |= matches!(e["execution_state"].as_str(), Some("busy" | "starting"));
+            for key in ["last_activity", "last_modified"] {
+                if let Some(t) = e[key].as_str().and_then(unix_of) {
+                    newest = Some(newest.map_or(t, |n| n.max(t)));
+                }
+            }
+        }
+    }
+    Ok(Activity { busy, last: newest })
+}
+
+/// Unix seconds of an RFC 3339 time as Jupyter writes it (`2026-12-01T11:22:33.123456Z`).
+fn unix_of(text: &str) -> Option<i64> {
+    aws_sdk_ec2::primitives::DateTime::from_str(
+        text,
+        aws_sdk_ec2::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+    .map(|t| t.secs())
+}
+
+/// RFC 3339 of Unix seconds (`2026-12-01T11:22:33Z`), for reports.
+pub fn rfc3339(secs: i64) -> Option<String> {
+    aws_sdk_ec2::primitives::DateTime::from_secs(secs)
+        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+        .ok()
+}
+
 /// Whether the workspace has something at `path`.
 pub async fn exists(jupyter: &JupyterAccess, path: &str) -> Result<bool, String> {
     let (endpoint, base) = (&jupyter.endpoint, jupyter.base.as_str());

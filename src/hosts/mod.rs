@@ -411,6 +411,8 @@ pub struct HostLife {
     /// Seconds since anything happened in Jupyter, as the host's watchdog judges it
     /// (`null` while active or unknown).
     pub idle_seconds: Option<i64>,
+    /// When something last happened in Jupyter (RFC 3339; `null`: unknown, or active now).
+    pub last_activity: Option<String>,
     /// The host's idle stop and TTL in seconds (`null`: off, or a host without them).
     pub idle_stop_seconds: Option<u64>,
     pub ttl_seconds: Option<u64>,
@@ -433,7 +435,8 @@ pub struct StatusReport {
     pub not_checked: Vec<NotChecked>,
 }
 
-fn age(seconds: i64) -> String {
+/// A span of seconds in words: `45s`, `12m`, `6h`, `3d`.
+pub(crate) fn age(seconds: i64) -> String {
     match seconds {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -448,7 +451,7 @@ impl std::fmt::Display for StatusReport {
         if self.deployments.is_empty() {
             lines.push("no deployments (start one with `labship up`)".into());
         } else {
-            let rows: Vec<[String; 7]> = self
+            let rows: Vec<[String; 8]> = self
                 .deployments
                 .iter()
                 .map(|d| {
@@ -476,6 +479,7 @@ impl std::fmt::Display for StatusReport {
                             .or_else(|| d.note.clone())
                             .unwrap_or_else(|| "-".into()),
                         d.age_seconds.map(age).unwrap_or_else(|| "-".into()),
+                        d.life.idle_seconds.map(age).unwrap_or_else(|| "-".into()),
                         match (d.life.stops_in_seconds, &d.life.stops_because) {
                             (Some(s), Some(why)) => format!("in {} ({why})", age(s.max(0))),
                             _ => "-".into(),
@@ -483,8 +487,10 @@ impl std::fmt::Display for StatusReport {
                     ]
                 })
                 .collect();
-            let header =
-                ["NAME", "TARGET", "STATE", "WHERE", "URL", "AGE", "STOPS"].map(String::from);
+            let header = [
+                "NAME", "TARGET", "STATE", "WHERE", "URL", "AGE", "IDLE", "STOPS",
+            ]
+            .map(String::from);
             let mut widths = header.clone().map(|h| h.len());
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -912,6 +918,7 @@ mod tests {
         ec2.region = Some("eu-west-1".into());
         ec2.life.stops_in_seconds = Some(23 * 60);
         ec2.life.stops_because = Some("idle".into());
+        ec2.life.idle_seconds = Some(7 * 60);
         ec2.url = Some("http://203.0.113.7:8888/lab".into());
         let report = StatusReport {
             deployments: vec![row(Target::Local, "lab"), ec2],
@@ -923,11 +930,11 @@ mod tests {
         assert!(
             lines[1].contains("lab   local   running  labship-lab")
                 && lines[1].contains("http://127.0.0.1:8888/lab")
-                && lines[1].ends_with("30s  -"),
+                && lines[1].ends_with("30s  -     -"),
             "{text}"
         );
         assert!(lines[2].contains("i-0abc t3.medium eu-west-1"), "{text}");
-        assert!(lines[2].ends_with("in 23m (idle)"), "{text}");
+        assert!(lines[2].ends_with("30s  7m    in 23m (idle)"), "{text}");
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["deployments"][0]["target"], "local");
         assert_eq!(json["deployments"][1]["target"], "ec2");

@@ -59,6 +59,9 @@ pub struct JobSpec {
     pub memory_mib: Option<u64>,
     /// Said before its progress lines (one run of a matrix: `n=3`).
     pub label: Option<String>,
+    /// The invocation's mark on its containers (`labship run` once, however many runs):
+    /// what an interrupted run tells the user to remove.
+    pub batch: String,
 }
 
 /// The failing cell of a run.
@@ -119,6 +122,14 @@ impl std::fmt::Display for RunReport {
     }
 }
 
+/// Python's keywords: not a parameter's name (the injected cell would not parse).
+const PYTHON_KEYWORDS: [&str; 35] = [
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
 /// `-p NAME=VALUE` as papermill reads it: NAME a Python identifier; VALUE `True`/`False`,
 /// `None`, an integer, a float, else the text as a string.
 pub fn parse_parameter(raw: &str) -> Result<(String, Value)> {
@@ -139,6 +150,9 @@ pub fn parse_parameter(raw: &str) -> Result<(String, Value)> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !identifier {
         return Err(bad("its name is not a Python name"));
+    }
+    if PYTHON_KEYWORDS.contains(&name) {
+        return Err(bad("its name is a Python keyword"));
     }
     let typed = match value {
         "True" | "true" => Value::Bool(true),
@@ -393,8 +407,28 @@ async fn launch(
     spec: &JobSpec,
     printer: &Printer,
 ) -> Result<Launched> {
-    let Source { name, bytes } = &spec.source;
+    interrupt::checkpoint("starting the job")?;
     let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
+    let launched = launch_in(engine, config, image, spec, &run_id, &results, printer).await;
+    if launched.is_err() {
+        // Nothing ran: no folder for it (it is empty).
+        let _ = std::fs::remove_dir(&results);
+    }
+    launched
+}
+
+async fn launch_in(
+    engine: &Engine,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    run_id: &str,
+    results: &Path,
+    printer: &Printer,
+) -> Result<Launched> {
+    let Source { name, bytes } = &spec.source;
+    let run_id = run_id.to_string();
+    let results = results.to_path_buf();
     let container = container_of(config, &run_id);
     let cwd = engine
         .image_workdir(image)
@@ -405,7 +439,8 @@ async fn launch(
         None => name.clone(),
     };
     let job = JobFile {
-        source: format!("{JOB_DIR}/{name}"),
+        // In a folder of its own: a script named runner.py stays the user's.
+        source: format!("{JOB_DIR}/src/{name}"),
         executed: format!("{EXECUTED_DIR}/{executed_name}"),
         cwd,
         parameters: spec.parameters.clone(),
@@ -415,7 +450,7 @@ async fn launch(
     let tar = tar_of(&[
         ("labship-job/runner.py", RUNNER.as_bytes()),
         ("labship-job/job.json", &job_json),
-        (&format!("labship-job/{name}"), bytes),
+        (&format!("labship-job/src/{name}"), bytes),
     ])?;
     let spec_container = JobContainer {
         name: container.clone(),
@@ -425,6 +460,7 @@ async fn launch(
             (labels::JOB.to_string(), run_id.clone()),
             (labels::JOB_OF.to_string(), config.name.clone()),
             (labels::JOB_NOTEBOOK.to_string(), name.clone()),
+            (labels::JOB_BATCH.to_string(), spec.batch.clone()),
         ]),
         cmd: vec![
             "python".into(),
@@ -436,7 +472,6 @@ async fn launch(
             .and_then(|m| i64::try_from(m.saturating_mul(1024 * 1024)).ok()),
         nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
     };
-    interrupt::checkpoint("creating the job's container")?;
     engine.create_job(&spec_container).await?;
     let made = format!("container {container} (the job {run_id})");
     interrupt::made(&made);
@@ -453,7 +488,7 @@ async fn launch(
     }
     printer.note(format!(
         "Running {name} as job {run_id} in {container} (deadline {})",
-        words(spec.timeout)
+        crate::hosts::age(spec.timeout.as_secs() as i64)
     ));
     Ok(Launched {
         run_id,
@@ -461,16 +496,6 @@ async fn launch(
         results,
         job,
     })
-}
-
-/// `45m`, `6h`, `90s`: a deadline in words.
-fn words(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 /// Follows a started job to its end (its progress on stderr), kills it should it outlive
@@ -482,6 +507,7 @@ async fn follow(
     launched: Launched,
     label: Option<&str>,
     kill_after: Duration,
+    leave_running: bool,
     printer: &Printer,
 ) -> Result<RunReport> {
     let Launched {
@@ -490,11 +516,12 @@ async fn follow(
         results,
         job,
     } = launched;
+    let made = format!("container {container} (the job {run_id})");
+    let mut progress = Progress {
+        prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
+        ..Progress::default()
+    };
     let outcome = async {
-        let mut progress = Progress {
-            prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
-            ..Progress::default()
-        };
         let logs = async {
             let mut logs = Box::pin(engine.follow_logs(&container));
             let mut pending = String::new();
@@ -522,45 +549,135 @@ async fn follow(
                 true
             }
         };
-        let status = engine.container_status(&container).await?;
-        Ok::<_, Error>((progress, killed, status.map(|s| s.exit_code)))
+        Ok::<_, Error>((killed, engine.container_status(&container).await?))
     }
     .await;
+    let (killed, status) = match outcome {
+        Ok(o) => o,
+        // Ctrl-C, or the engine's log stream broke.
+        Err(cause) => {
+            let running = matches!(
+                engine.container_status(&container).await,
+                Ok(Some(s)) if s.state == "running"
+            );
+            if leave_running && running {
+                // `fetch` of a run that goes on: it stays as it was.
+                interrupt::gone(&made);
+                printer.note(format!(
+                    "Run {run_id} goes on in {container}; `labship fetch {run_id}` follows it again"
+                ));
+                return Err(cause);
+            }
+            // An attached run ends with its labship: what ran is saved, the container goes.
+            let _ = engine.kill_container(&container).await;
+            let saved = save_results(engine, &container, &job.cwd, &results).await;
+            if engine.remove_container(&container).await.is_ok() {
+                interrupt::gone(&made);
+            }
+            if let Ok(files) = saved {
+                let report = report_of(
+                    deployment,
+                    &run_id,
+                    &job,
+                    &progress,
+                    "interrupted",
+                    None,
+                    results.clone(),
+                    files,
+                );
+                let _ = write_report(&report);
+            }
+            // The interruption's words as things are now (the container gone).
+            return Err(match cause {
+                Error::Interrupted { .. } => interrupt::checkpoint(&format!(
+                    "the end of the job (what ran is saved in {})",
+                    results.display()
+                ))
+                .err()
+                .unwrap_or(cause),
+                other => other,
+            });
+        }
+    };
+    // Another labship followed this run to its end and removed it meanwhile: its report
+    // stands.
+    let Some(status) = status else {
+        return read_report(&results).ok_or_else(|| {
+            Error::engine(
+                format!("following the job {run_id}"),
+                format!(
+                    "its container {container} is gone, and left no {RUN_FILE} in {}",
+                    results.display()
+                ),
+            )
+        });
+    };
     // What ran is saved whatever the outcome, then the container goes.
     let saved = save_results(engine, &container, &job.cwd, &results).await;
     match engine.remove_container(&container).await {
-        Ok(_) => interrupt::gone(&format!("container {container} (the job {run_id})")),
+        Ok(_) => interrupt::gone(&made),
         Err(e) => printer.note(format!(
             "could not remove the job's container {container}: {e}; `docker rm -f {container}` does"
         )),
     }
-    let (progress, killed, exit) = outcome?;
-    let mut files = saved?;
-    let timed_out = progress.timed_out || killed;
-    let state = if progress.done && exit == Some(0) {
+    let files = saved?;
+    let exit = status.exit_code;
+    let state = if progress.done && exit == 0 {
         "succeeded"
-    } else if timed_out {
+    } else if progress.timed_out || killed {
         "timed_out"
     } else {
         "failed"
     };
     let failed_cell = match (&progress.failed, state) {
+        // A kernel the memory limit ended dies without saying why.
+        (Some(f), _) if status.oom_killed => Some(FailedCell {
+            evalue: format!("{} (it ran out of memory: raise --memory)", f.evalue),
+            ..f.clone()
+        }),
         (Some(f), _) => Some(f.clone()),
         (None, "failed") => Some(FailedCell {
             cell: progress.cell,
             ename: "JobEnded".into(),
-            evalue: format!(
-                "the job's container ended with exit code {} before every cell ran (out of memory?)",
-                exit.map_or("unknown".into(), |c| c.to_string())
-            ),
+            evalue: if status.oom_killed {
+                "the job ran out of memory (its --memory limit) and was ended".into()
+            } else {
+                format!("the job's container ended with exit code {exit} before every cell ran")
+            },
         }),
         _ => None,
     };
+    let report = report_of(
+        deployment,
+        &run_id,
+        &job,
+        &progress,
+        state,
+        failed_cell,
+        results,
+        files,
+    );
+    write_report(&report)?;
+    Ok(report)
+}
+
+/// The report of a run that ended (`state`), its `files` as saved.
+#[allow(clippy::too_many_arguments)]
+fn report_of(
+    deployment: &str,
+    run_id: &str,
+    job: &JobFile,
+    progress: &Progress,
+    state: &str,
+    failed_cell: Option<FailedCell>,
+    results: PathBuf,
+    mut files: Vec<String>,
+) -> RunReport {
     files.push(RUN_FILE.into());
     files.sort();
     files.dedup();
-    let report = RunReport {
-        run_id,
+    RunReport {
+        run_id: run_id.to_string(),
         target: Target::Local,
         deployment: deployment.to_string(),
         notebook: job.notebook(),
@@ -573,9 +690,7 @@ async fn follow(
         timeout_secs: job.timeout,
         results,
         files,
-    };
-    write_report(&report)?;
-    Ok(report)
+    }
 }
 
 /// The report of a run in its folder: what `runs` lists once the container is gone.
@@ -604,6 +719,7 @@ pub async fn run_local(
         launched,
         spec.label.as_deref(),
         spec.timeout + GRACE,
+        false,
         printer,
     )
     .await
@@ -631,7 +747,7 @@ impl std::fmt::Display for DetachedReport {
             self.notebook,
             self.target,
             self.container,
-            words(Duration::from_secs(self.timeout_secs)),
+            crate::hosts::age(self.timeout_secs as i64),
             self.run_id,
             self.results.display()
         )
@@ -694,7 +810,7 @@ pub async fn fetch_local(
     let job: JobFile = match engine
         .get_files(&c.name, &format!("{JOB_DIR}/job.json"))
         .await?
-        .and_then(|tar| first_file(&tar))
+        .and_then(first_file)
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
     {
         Some(job) => job,
@@ -731,6 +847,7 @@ pub async fn fetch_local(
         },
         None,
         kill_after,
+        true,
         printer,
     )
     .await
@@ -743,7 +860,7 @@ fn read_report(results: &Path) -> Option<RunReport> {
 }
 
 /// The first file of a tar archive.
-fn first_file(tar: &[u8]) -> Option<Vec<u8>> {
+fn first_file(tar: impl std::io::Read) -> Option<Vec<u8>> {
     let mut archive = tar::Archive::new(tar);
     let mut entry = archive
         .entries()
@@ -760,10 +877,13 @@ fn first_file(tar: &[u8]) -> Option<Vec<u8>> {
 pub struct RunRow {
     pub run_id: String,
     pub notebook: String,
-    /// `running`, `ended (not fetched)`, or the fetched run's `succeeded`/`failed`/`timed_out`.
+    /// `running`, `ended` (not fetched yet), or the fetched run's `succeeded`, `failed`,
+    /// `timed_out` or `interrupted`.
     pub state: String,
     pub duration_secs: Option<f64>,
     pub results: Option<PathBuf>,
+    /// What to do next (`labship fetch RUN`), for a run not fetched yet.
+    pub note: Option<String>,
 }
 
 /// `labship runs`: the deployment's runs, newest first.
@@ -839,6 +959,7 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
                         state: r.state.clone(),
                         duration_secs: Some(r.duration_secs),
                         results: Some(r.results.clone()),
+                        note: None,
                     },
                 );
             }
@@ -851,10 +972,16 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
         let Some(run_id) = c.labels.get(labels::JOB).cloned() else {
             continue;
         };
-        let state = if c.running() {
-            "running".to_string()
+        let (state, note) = if c.running() {
+            (
+                "running",
+                format!("`labship fetch {run_id}` follows it to its end"),
+            )
         } else {
-            format!("ended (not fetched: `labship fetch {run_id}`)")
+            (
+                "ended",
+                format!("not fetched yet: `labship fetch {run_id}`"),
+            )
         };
         runs.insert(
             run_id.clone(),
@@ -865,9 +992,10 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
                     .get(labels::JOB_NOTEBOOK)
                     .cloned()
                     .unwrap_or_else(|| "-".into()),
-                state,
+                state: state.into(),
                 duration_secs: None,
                 results: None,
+                note: Some(note),
             },
         );
     }
@@ -1077,7 +1205,7 @@ async fn save_results(
         let Some(tar) = engine.get_files(container, path).await? else {
             continue;
         };
-        unpack(&tar, dest, strip).map_err(|e| Error::Write {
+        unpack(tar, dest, strip).map_err(|e| Error::Write {
             path: dest.to_path_buf(),
             source: e,
         })?;
@@ -1090,7 +1218,7 @@ async fn save_results(
 
 /// Unpacks `tar` into `dest`; `strip`: without its top folder. Entries that would land
 /// outside `dest` (`..`, absolute paths, links) are skipped.
-fn unpack(tar: &[u8], dest: &Path, strip: bool) -> std::io::Result<()> {
+fn unpack(tar: impl std::io::Read, dest: &Path, strip: bool) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -1104,8 +1232,10 @@ fn unpack(tar: &[u8], dest: &Path, strip: bool) -> std::io::Result<()> {
         } else {
             path
         };
-        // Only plain names: nothing lands outside `dest`.
+        // Only plain names: nothing lands outside `dest`; a save the runner was cut off in
+        // (`X.ipynb.part`) is not a result.
         if rel.as_os_str().is_empty()
+            || rel.extension().is_some_and(|e| e == "part")
             || !rel
                 .components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)))
@@ -1158,7 +1288,9 @@ mod tests {
         ] {
             assert_eq!(parse_parameter(raw).unwrap(), (name.into(), value), "{raw}");
         }
-        for bad in ["novalue", "1x=2", "a-b=1", "=3", "a b=1"] {
+        for bad in [
+            "novalue", "1x=2", "a-b=1", "=3", "a b=1", "class=1", "None=2",
+        ] {
             assert!(parse_parameter(bad).is_err(), "{bad}");
         }
     }
@@ -1207,6 +1339,34 @@ mod tests {
     }
 
     #[test]
+    fn the_runners_events_make_the_progress() {
+        let printer = Printer::new(crate::output::OutputFormat::Text, true);
+        let mut p = Progress::default();
+        for line in [
+            "[IPKernelApp] WARNING | not an event",
+            "LABSHIP-JOB {\"event\": \"start\", \"cells\": 3, \"t\": 0.1}",
+            "LABSHIP-JOB {\"event\": \"cell\", \"cell\": 1, \"of\": 3, \"t\": 0.5}",
+            "LABSHIP-JOB {\"event\": \"cell\", \"cell\": 2, \"of\": 3, \"t\": 1.5}",
+            "LABSHIP-JOB {not json",
+            "LABSHIP-JOB {\"event\": \"failed\", \"cell\": 2, \"of\": 3, \"ename\": \"KeyError\", \"evalue\": \"'x'\", \"t\": 2.25}",
+        ] {
+            p.line(line, &printer);
+        }
+        assert_eq!((p.cells, p.cell, p.seconds), (3, 2, 2.25));
+        let failed = p.failed.clone().expect("failed");
+        assert_eq!(
+            (failed.cell, &failed.ename[..], &failed.evalue[..]),
+            (2, "KeyError", "'x'")
+        );
+        assert!(!p.done && !p.timed_out);
+        p.line(
+            "LABSHIP-JOB {\"event\": \"timeout\", \"cell\": 2, \"of\": 3, \"t\": 9}",
+            &printer,
+        );
+        assert!(p.timed_out);
+    }
+
+    #[test]
     fn results_never_leave_their_folder() {
         let dir = tempfile::tempdir().unwrap();
         let mut tar = tar::Builder::new(Vec::new());
@@ -1224,7 +1384,7 @@ mod tests {
         h.set_cksum();
         tar.append(&h, &b"x"[..]).unwrap();
         let bytes = tar.into_inner().unwrap();
-        unpack(&bytes, dir.path(), true).unwrap();
+        unpack(&bytes[..], dir.path(), true).unwrap();
         let mut files = Vec::new();
         list(dir.path(), dir.path(), &mut files);
         files.sort();

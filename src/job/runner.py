@@ -26,9 +26,13 @@ import sys
 import threading
 import time
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+try:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    MISSING = None
+except ImportError as e:  # an image without Jupyter's executor: said as the job's failure
+    MISSING = e
 
 TAG = "LABSHIP-JOB "
 STARTED = time.monotonic()
@@ -76,20 +80,27 @@ def save(nb, path):
 def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
+    if MISSING is not None:
+        emit(event="failed", cell=0, of=0, ename="ImportError",
+             evalue="%s: the image needs nbclient and nbformat to run notebooks "
+                    "(JupyterLab brings them; or pip install nbclient)" % MISSING)
+        return 2
+    executed = job["executed"]
     try:
         nb = load(job["source"])
-    except Exception as e:  # the notebook itself is unreadable: nothing ran
+        inject(nb, job.get("parameters") or [])
+        os.makedirs(os.path.dirname(executed), exist_ok=True)
+        os.makedirs(os.path.join(job["cwd"], "outputs"), exist_ok=True)
+    except Exception as e:  # an unreadable notebook, a working folder this user cannot write
         emit(event="failed", cell=0, of=0, ename=type(e).__name__, evalue=str(e))
         return 2
-    inject(nb, job.get("parameters") or [])
-    executed = job["executed"]
-    os.makedirs(os.path.dirname(executed), exist_ok=True)
-    os.makedirs(os.path.join(job["cwd"], "outputs"), exist_ok=True)
     code = {i: n for n, i in enumerate(
         (i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()), start=1)}
     total = len(code)
     current = {"cell": 0}
+    # One ending only: the timer's or the main thread's, whichever takes the lock first.
     lock = threading.Lock()
+    ended = {"yes": False}
 
     def started(cell, cell_index, **_):
         if cell_index in code:  # markdown and empty cells are not run
@@ -98,16 +109,33 @@ def main():
 
     def executed_cell(cell, cell_index, **_):
         with lock:
-            save(nb, executed)
+            if not ended["yes"]:
+                save(nb, executed)
 
     def out_of_time():
         with lock:
+            if ended["yes"]:
+                return
+            ended["yes"] = True
             emit(event="timeout", cell=current["cell"], of=total, seconds=job["timeout"])
             try:
+                # Outputs may be arriving meanwhile: the copy saved after the last cell stays
+                # should this one fail.
                 save(nb, executed)
-            finally:
-                # The kernel goes with the container: this process is the one its init waits for.
-                os._exit(124)
+            except Exception:
+                pass
+            # The kernel goes with the container: this process is the one its init waits for.
+            os._exit(124)
+
+    def finish(**event):
+        """The main thread's ending, unless the timer's came first (then it never returns)."""
+        with lock:
+            if ended["yes"]:
+                time.sleep(3600)  # the timer is ending the process
+            ended["yes"] = True
+            timer.cancel()
+            save(nb, executed)
+            emit(**event)
 
     timer = threading.Timer(job["timeout"], out_of_time)
     timer.daemon = True
@@ -125,18 +153,12 @@ def main():
     try:
         client.execute()
     except CellExecutionError as e:
-        with lock:
-            save(nb, executed)
-            emit(event="failed", cell=current["cell"], of=total, ename=e.ename, evalue=e.evalue)
+        finish(event="failed", cell=current["cell"], of=total, ename=e.ename, evalue=e.evalue)
         return 1
     except Exception as e:  # the kernel died or could not start
-        with lock:
-            save(nb, executed)
-            emit(event="failed", cell=current["cell"], of=total, ename=type(e).__name__, evalue=str(e))
+        finish(event="failed", cell=current["cell"], of=total, ename=type(e).__name__, evalue=str(e))
         return 1
-    with lock:
-        save(nb, executed)
-        emit(event="done", cells=total)
+    finish(event="done", cells=total)
     return 0
 
 

@@ -215,6 +215,30 @@ fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
 
     // distribute: a file and a folder to every seat; seat 2's student has her own hello.py.
     seats["2"].put_text("hello.py", "print('mine')\n");
+    // status: each seat's last activity, from its own Jupyter; the save just now is seat 2's.
+    let status = json(&p.labship(&["status", "--local", "-o", "json"]));
+    let activity: BTreeMap<String, (String, i64)> = status["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .filter(|d| d["seat"]["class"] == class.as_str())
+        .map(|d| {
+            (
+                d["seat"]["seat"].as_str().expect("seat").to_string(),
+                (
+                    d["last_activity"]
+                        .as_str()
+                        .expect("last_activity")
+                        .to_string(),
+                    d["idle_seconds"].as_i64().expect("idle_seconds"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(activity.len(), 4, "{status}");
+    let newest = activity.values().map(|(t, _)| t).max().expect("times");
+    assert_eq!(&activity["2"].0, newest, "{activity:?}");
+    assert!(activity["2"].1 < 120, "idle since the save: {activity:?}");
     p.write("handout/hello.py", "print('from the instructor')\n");
     p.write("handout/week2/data/points.csv", "x,y\n1,2\n");
     let given = json(&p.labship(&[

@@ -304,3 +304,69 @@ fn a_detached_or_abandoned_run_goes_on_and_fetch_brings_its_results() {
     assert!(results.join("slow.ipynb").exists());
     assert_eq!(job_containers(&p.name), "");
 }
+
+/// Spawns `labship ARGS` in `p`, waits until its stderr shows `marker`, sends it SIGINT, and
+/// returns its exit code and whole stderr.
+fn interrupted(p: &Project, args: &[&str], marker: &str) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    let mut child = p
+        .command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("labship");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("stderr line") == 0 {
+            panic!("labship ended before `{marker}`: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(marker) {
+            break;
+        }
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).expect("the rest of stderr");
+    seen.push_str(&rest);
+    let code = child.wait().expect("wait").code();
+    (code, seen)
+}
+
+#[test]
+fn ctrl_c_ends_an_attached_run_but_never_a_fetched_one() {
+    let p = Project::default_workload("jobi");
+    p.write("slow.ipynb", &slow_notebook());
+
+    // Ctrl-C while `fetch` follows a detached run: the run goes on, `fetch` again ends it.
+    let started = json(&p.labship(&["run", "slow.ipynb", "--detach", "-o", "json"]));
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    let (code, err) = interrupted(&p, &["fetch", &run_id], "still going");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(&format!("`labship fetch {run_id}` follows it again")),
+        "{err}"
+    );
+    assert_eq!(run_state(&p, &run_id).as_deref(), Some("running"), "{err}");
+    let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+
+    // Ctrl-C during an attached run: it ends with its labship, what ran is kept and said.
+    let (code, err) = interrupted(&p, &["run", "slow.ipynb"], "cell 1 of 1");
+    assert_eq!(code, Some(130), "{err}");
+    assert_eq!(job_containers(&p.name), "", "{err}");
+    let runs = json(&p.labship(&["runs", "-o", "json"]));
+    let states: Vec<&str> = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["state"].as_str())
+        .collect();
+    assert!(states.contains(&"interrupted"), "{runs}");
+}

@@ -335,12 +335,14 @@ pub async fn up(
                 hint: "run `labship push` to see why".into(),
             }));
         }
-        // Ctrl-C: its report lists what was made, and `down` removes it.
-        (_, Err(e @ Error::Interrupted { .. })) => return Err(e),
-        (_, Err(e)) => {
+        // AWS said no (capacity, a quota, a permission): nothing was launched.
+        (_, Err(e @ (Error::QuotaExceeded { .. } | Error::AccessDenied { .. }))) => {
             undo_refused_launch(&cloud, name, &group, printer).await;
             return Err(e);
         }
+        // Ctrl-C (its report lists what was made), or an answer that may have been lost
+        // after the launch: `down` removes what there is.
+        (_, Err(e)) => return Err(e),
         (Ok(_), Ok(l)) => l,
     };
     let pushed = pushed?;

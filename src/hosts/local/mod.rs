@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{stream, StreamExt};
 use serde::Serialize;
 
 use crate::build;
@@ -972,6 +972,30 @@ impl Host for LocalHost {
                 }
             })
             .collect();
+        // How long each running server has been idle, from its own API (a few at a time; one
+        // that does not answer is simply not known).
+        let lives: Vec<Option<crate::hosts::backup::Activity>> = stream::iter(&rows)
+            .map(|d| async move {
+                d.url.as_ref()?;
+                let jupyter = self.jupyter(&d.name).await.ok()?;
+                crate::hosts::backup::activity(&jupyter).await.ok()
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        for (d, activity) in rows.iter_mut().zip(lives) {
+            if let Some(a) = activity.filter(|a| !a.busy) {
+                // The server's start is activity too (as for the watchdog): files older than
+                // the container do not make a new seat look idle for days.
+                let started = d.age_seconds.map(|age| now - age);
+                let last = match (a.last, started) {
+                    (Some(l), Some(s)) => Some(l.max(s)),
+                    (l, s) => l.or(s),
+                };
+                d.life.idle_seconds = last.map(|t| (now - t).max(0));
+                d.life.last_activity = last.and_then(crate::hosts::backup::rfc3339);
+            }
+        }
         rows.extend(kept);
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rows)
