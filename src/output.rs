@@ -124,3 +124,46 @@ impl Printer {
         }
     }
 }
+
+/// Rows under a header as aligned columns, two spaces apart; the columns whose index is in
+/// `right` are aligned right (numbers), the last column is never padded.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]], right: &[usize]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header = header.map(String::from);
+    std::iter::once(&header)
+        .chain(rows)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| match (i + 1 == N, right.contains(&i)) {
+                    (true, _) => cell.clone(),
+                    (false, true) => format!("{cell:>w$}", w = widths[i]),
+                    (false, false) => format!("{cell:<w$}", w = widths[i]),
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod table_tests {
+    #[test]
+    fn columns_line_up() {
+        let rows = [
+            ["a".to_string(), "1.5".to_string(), "x".to_string()],
+            ["long".to_string(), "12.0".to_string(), "".to_string()],
+        ];
+        assert_eq!(
+            super::table(["NAME", "SECONDS", "NOTE"], &rows, &[1]),
+            "NAME  SECONDS  NOTE\na         1.5  x\nlong     12.0"
+        );
+    }
+}

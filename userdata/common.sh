@@ -54,10 +54,12 @@ mark() { say "labship: $1 t=$(now)"; }
 log() { printf '%s %s\n' "$(now)" "$*" >>"$LOG_FILE"; }
 
 # The last non-empty line of a file, short: its end is kept (that is where docker and
-# aws say what went wrong).
+# aws say what went wrong). The docker CLI's closing "Run 'docker run --help' ..." is not it.
 last_line() {
     local line
-    line=$(grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | tr -d '\r' | tr '\t' ' ' || true)
+    line=$(grep -v -e '^[[:space:]]*$' -e "^Run 'docker .*--help' for more information" "$1" 2>/dev/null |
+        tail -n 1 | tr -d '\r' | tr '\t' ' ' || true)
+    line=${line#docker: }
     line=${line#Error response from daemon: }
     if [ "${#line}" -gt 150 ]; then line="...${line: -147}"; fi
     printf '%s' "$line"

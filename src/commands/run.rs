@@ -69,10 +69,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         source,
         parameters,
         timeout,
-        runs_dir: args
-            .runs_dir
-            .clone()
-            .unwrap_or_else(|| config.root.join("runs")),
+        runs_dir: runs_dir(&config, &args.runs_dir),
         cpus: args.cpus,
         memory_mib: args.memory,
         label: None,
@@ -162,10 +159,7 @@ fn local_only(config: &Config) -> Result<()> {
 pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<()> {
     no_csv(printer)?;
     local_only(&config)?;
-    let runs_dir = args
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| config.root.join("runs"));
+    let runs_dir = runs_dir(&config, &args.runs_dir);
     let host = LocalHost::connect().await?;
     let report = job::list_local(host.engine(), &config, &runs_dir).await?;
     super::emit(printer, &report)
@@ -175,10 +169,7 @@ pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<
 pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Result<()> {
     no_csv(printer)?;
     local_only(&config)?;
-    let runs_dir = args
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| config.root.join("runs"));
+    let runs_dir = runs_dir(&config, &args.runs_dir);
     interrupt::install(interrupt::Then::Retry(format!(
         "labship fetch {}",
         args.run
@@ -194,4 +185,9 @@ fn no_csv(printer: &Printer) -> Result<()> {
         return Err(super::no_csv());
     }
     Ok(())
+}
+
+/// `--runs-dir`, else `runs/` beside labship.toml.
+fn runs_dir(config: &Config, given: &Option<std::path::PathBuf>) -> std::path::PathBuf {
+    given.clone().unwrap_or_else(|| config.root.join("runs"))
 }

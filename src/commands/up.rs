@@ -198,30 +198,19 @@ async fn class(
     )))?;
     let snapshot = labship::workspace::fetch(&config, printer).await?;
     let snapshot = snapshot.as_ref();
+    let fallback = args.fallback_type.as_deref();
     let report = match config.target {
         Target::Local => {
             let host = LocalHost::connect().await?;
             labship::class::up(
-                &host,
-                &config,
-                &roster,
-                &options,
-                snapshot,
-                args.fallback_type.as_deref(),
-                printer,
+                &host, &config, &roster, &options, snapshot, fallback, printer,
             )
             .await?
         }
         Target::Ec2 => {
             let host = Ec2Host::connect_bulk(&config).await?;
             labship::class::up(
-                &host,
-                &config,
-                &roster,
-                &options,
-                snapshot,
-                args.fallback_type.as_deref(),
-                printer,
+                &host, &config, &roster, &options, snapshot, fallback, printer,
             )
             .await?
         }

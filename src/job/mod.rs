@@ -915,32 +915,11 @@ impl std::fmt::Display for RunsReport {
                 ]
             })
             .collect();
-        let header = ["RUN", "NOTEBOOK", "STATE", "SECONDS"].map(String::from);
-        let widths: Vec<usize> = (0..3)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let lines: Vec<String> = std::iter::once(&header)
-            .chain(rows.iter())
-            .map(|row| {
-                format!(
-                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>7}",
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    w0 = widths[0],
-                    w1 = widths[1],
-                    w2 = widths[2]
-                )
-            })
-            .collect();
-        write!(f, "{}", lines.join("\n"))
+        write!(
+            f,
+            "{}",
+            crate::output::table(["RUN", "NOTEBOOK", "STATE", "SECONDS"], &rows, &[3])
+        )
     }
 }
 
@@ -1061,31 +1040,15 @@ impl std::fmt::Display for MatrixReport {
                 }
             })
             .collect();
-        let header = ["RUN", "VALUES", "STATE", "SECONDS", "RESULTS"].map(String::from);
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for row in std::iter::once(&header).chain(rows.iter()) {
-            writeln!(
-                f,
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            )?;
-        }
+        writeln!(
+            f,
+            "{}",
+            crate::output::table(
+                ["RUN", "VALUES", "STATE", "SECONDS", "RESULTS"],
+                &rows,
+                &[3]
+            )
+        )?;
         write!(
             f,
             "{} runs of {} on {}: {} succeeded, {} not, in {:.1}s",

@@ -148,13 +148,7 @@ async fn busy_class(seed: u64, share: f64) {
         json!([{"action": "*", "share": share, "fault": "throttle-or-5xx"}]),
     );
     // Three consecutive free ports for the three seats.
-    let first = (0..50)
-        .map(|_| free_port())
-        .find(|p| {
-            *p < u16::MAX - 2
-                && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-        })
-        .expect("three free ports in a row");
+    let first = free_ports(3);
     let first_s = first.to_string();
     let mut args = ec2_up_args(&first_s);
     args.extend(["--seats", "3"]);
@@ -213,10 +207,7 @@ async fn no_capacity_class_falls_back_to_another_type() {
         1,
         json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}]),
     );
-    let first = (0..50)
-        .map(|_| free_port())
-        .find(|p| *p < u16::MAX - 1 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
-        .expect("two free ports in a row");
+    let first = free_ports(2);
     let first_s = first.to_string();
     let mut args = ec2_up_args(&first_s);
     args.extend(["--seats", "2", "--instance-type", "t3.medium"]);

@@ -397,13 +397,7 @@ fn a_roster_names_the_seats_and_a_bad_one_creates_nothing() {
 
 /// Two ports in a row that are free now (a class's seats take consecutive ports).
 fn two_free_ports() -> u16 {
-    for _ in 0..50 {
-        let first = free_port();
-        if first < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", first + 1)).is_ok() {
-            return first;
-        }
-    }
-    panic!("no two consecutive free ports");
+    free_ports(2)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -280,11 +280,33 @@ impl Drop for Server {
     }
 }
 
+/// A port free on 127.0.0.1 now, for a server a test starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports free on 127.0.0.1 now. They are taken below the
+/// kernel's ephemeral range (32768-60999 here): an ephemeral port the OS handed out for a
+/// check is the next one any outgoing connection may take before the test's server binds it
+/// (seen as a seat's `docker run` failing with "port is already allocated"). Each call starts
+/// elsewhere in 12000-31999 (the process id and a counter), so concurrent tests do not meet.
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    let seed = std::process::id().wrapping_mul(7919)
+        + CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729);
+    for attempt in 0..SPAN {
+        let first = LOW + (seed.wrapping_add(attempt.wrapping_mul(61)) % (SPAN - u32::from(n)));
+        let Ok(first) = u16::try_from(first) else {
+            continue;
+        };
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports in 12000-31999");
 }
 
 fn wait_for(addr: &str, within: Duration) {

@@ -927,6 +927,11 @@ run)
         prev=$a
     done
     if [ -e "$c/$name" ]; then echo "Conflict: the name $name is in use" >&2; exit 125; fi
+    if [ -n "${STUB_RUN_PORT_TAKEN:-}" ]; then
+        # as the real CLI says it: the daemon's reason, then its own hint
+        printf '%s\n' "docker: Error response from daemon: driver failed programming external connectivity on endpoint $name: Bind for 0.0.0.0:8888 failed: port is already allocated." "" "Run 'docker run --help' for more information" >&2
+        exit 125
+    fi
     if [ "$image_id" = "${STUB_CRASH_IMAGE:-none}" ]; then
         echo "$image_id exited 0 1 $pub" >"$c/$name"
     else
@@ -1502,6 +1507,24 @@ esac
             other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
         }
         assert!(!host.calls().contains("docker run"));
+    }
+
+    #[test]
+    fn a_refused_docker_run_is_said_with_the_daemons_reason() {
+        let host = FakeHost::new(true, true);
+        let script = render_boot(&inputs(HostKind::Al2023, "127.0.0.1")).expect("renders");
+        let run = host.run(
+            &script,
+            &[("STUB_PULL_FAILS", "0"), ("STUB_RUN_PORT_TAKEN", "1")],
+        );
+        assert!(!run.ok, "{}", run.stdout);
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { cause, .. }) => {
+                assert!(cause.contains("port is already allocated"), "{cause}");
+                assert!(!cause.contains("--help"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{}", run.stdout),
+        }
     }
 
     #[test]
