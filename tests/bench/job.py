@@ -91,7 +91,7 @@ def main():
     with open(os.path.join(proj, "empty.ipynb"), "w") as f:
         json.dump(notebook(CELLS), f)
     out, _ = run([LABSHIP, "build", "-o", "json"], cwd=proj)
-    image = json.loads(out)["tags"][0]
+    image = json.loads(out)["image_id"]
     results = {"commit": commit, "cells": CELLS, "labship": [], "hand": [], "matrix": {}}
     for r in range(RUNS):
         order = ("labship", "hand") if r % 2 == 0 else ("hand", "labship")
@@ -112,7 +112,7 @@ def main():
     for x in range(3):
         by_hand(image, proj, work, f"m{x}")
     results["matrix"]["hand"] = time.perf_counter() - t0
-    subprocess.run(["docker", "rmi", "-f", image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["docker", "rmi", "-f", f"labship/{name}:latest"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out_file = os.path.join(tempfile.gettempdir(), f"labship-bench-job-{int(time.time())}.json")
     with open(out_file, "w") as f:
         json.dump(results, f, indent=2)
