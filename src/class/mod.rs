@@ -623,26 +623,18 @@ pub async fn collect<H: Host>(
     let rows: Vec<CollectedSeat> = done
         .into_iter()
         .map(|(id, student, saved)| {
-            let dir = dest.join(&id);
-            match saved {
-                Ok(s) => CollectedSeat {
-                    seat: id,
-                    student,
-                    dir,
-                    files: s.files,
-                    bytes: s.bytes,
-                    skipped: s.skipped,
-                    error: None,
-                },
-                Err(e) => CollectedSeat {
-                    seat: id,
-                    student,
-                    dir,
-                    files: 0,
-                    bytes: 0,
-                    skipped: Vec::new(),
-                    error: Some(e),
-                },
+            let (files, bytes, skipped, error) = match saved {
+                Ok(s) => (s.files, s.bytes, s.skipped, None),
+                Err(e) => (0, 0, Vec::new(), Some(e)),
+            };
+            CollectedSeat {
+                dir: dest.join(&id),
+                seat: id,
+                student,
+                files,
+                bytes,
+                skipped,
+                error,
             }
         })
         .collect();

@@ -54,14 +54,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         })?,
     };
     if let Some(cpus) = args.cpus {
-        if !(0.01..=1024.0).contains(&cpus) {
-            return Err(Error::InvalidSetting {
-                what: "--cpus",
-                value: cpus.to_string(),
-                reason: "a job has between 0.01 and 1024 CPUs".into(),
-                hint: "e.g. --cpus 2".into(),
-            });
-        }
+        labship::hosts::Limits::check_cpus("--cpus", cpus)?;
     }
     local_only(&config)?;
     let source = job::read_source(&args.notebook)?;
@@ -70,8 +63,10 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         parameters,
         timeout,
         runs_dir: runs_dir(&config, &args.runs_dir),
-        cpus: args.cpus,
-        memory_mib: args.memory,
+        limits: labship::hosts::Limits {
+            memory_mib: args.memory,
+            cpus: args.cpus,
+        },
         label: None,
         batch: job::new_run_id(),
     };

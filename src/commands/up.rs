@@ -175,14 +175,7 @@ async fn class(
         labship::config::check_fallback_type(&config, fallback)?;
     }
     if let Some(cpus) = args.seat_cpus {
-        if !(0.01..=1024.0).contains(&cpus) {
-            return Err(Error::InvalidSetting {
-                what: "--seat-cpus",
-                value: cpus.to_string(),
-                reason: "a seat has between 0.01 and 1024 CPUs".into(),
-                hint: "e.g. --seat-cpus 0.5".into(),
-            });
-        }
+        labship::hosts::Limits::check_cpus("--seat-cpus", cpus)?;
     }
     if config.target == Target::Local {
         options.limits = labship::hosts::Limits {

@@ -71,6 +71,20 @@ fn enum_name<T: serde::Serialize>(value: &T) -> String {
         .unwrap_or_default()
 }
 
+/// A container with an init process (it reaps the zombies finished kernels leave behind, and
+/// ends the container's other processes when the main one ends) and these limits: memory
+/// in bytes, with no swap beyond it (a container that runs out is stopped, not the
+/// machine), and CPUs in billionths.
+pub(super) fn confined(memory_bytes: Option<i64>, nano_cpus: Option<i64>) -> HostConfig {
+    HostConfig {
+        init: Some(true),
+        memory: memory_bytes,
+        memory_swap: memory_bytes,
+        nano_cpus,
+        ..Default::default()
+    }
+}
+
 pub(super) fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -148,13 +162,7 @@ impl Engine {
                     ..Default::default()
                 }]
             }),
-            // Reaps the zombies finished kernels leave behind.
-            init: Some(true),
-            memory: spec.memory_bytes,
-            // No swap beyond the memory limit: a seat that runs out is stopped, not the machine.
-            memory_swap: spec.memory_bytes,
-            nano_cpus: spec.nano_cpus,
-            ..Default::default()
+            ..confined(spec.memory_bytes, spec.nano_cpus)
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions,
     UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 
-use super::containers::not_found;
+use super::containers::{confined, not_found};
 use super::Engine;
 use crate::error::{engine_message, Error, Result};
 
@@ -34,15 +34,9 @@ impl Engine {
             labels: Some(job.labels.clone()),
             cmd: Some(job.cmd.clone()),
             entrypoint: Some(Vec::new()),
-            host_config: Some(HostConfig {
-                // The runner is the process init waits for: when it ends, the kernel and any
-                // worker processes end with the container.
-                init: Some(true),
-                memory: job.memory_bytes,
-                memory_swap: job.memory_bytes,
-                nano_cpus: job.nano_cpus,
-                ..Default::default()
-            }),
+            // The runner is the process init waits for: when it ends, the kernel and any
+            // worker processes end with the container.
+            host_config: Some(confined(job.memory_bytes, job.nano_cpus)),
             ..Default::default()
         };
         let options = CreateContainerOptions {

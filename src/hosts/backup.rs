@@ -26,8 +26,7 @@ const MAX_LISTING: usize = 32 << 20;
 /// `ROOT/DEPLOYMENT-<UTC time>` (`labship-backups/lab-2026-12-01T031500Z`): a new folder per
 /// save, in the order they were made.
 pub fn stamped_dir(root: &Path, deployment: &str) -> PathBuf {
-    let stamp = aws_smithy_types::DateTime::from_secs(crate::hosts::now_secs())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
+    let stamp = crate::hosts::rfc3339(crate::hosts::now_secs())
         .unwrap_or_default()
         .replace(':', "");
     root.join(format!("{deployment}-{stamp}"))
@@ -207,30 +206,13 @@ pub async fn activity(jupyter: &JupyterAccess) -> Result<Activity, String> {
         for e in entries {
             busy |= matches!(e["execution_state"].as_str(), Some("busy" | "starting"));
             for key in ["last_activity", "last_modified"] {
-                if let Some(t) = e[key].as_str().and_then(unix_of) {
+                if let Some(t) = e[key].as_str().and_then(crate::hosts::unix_of) {
                     newest = Some(newest.map_or(t, |n| n.max(t)));
                 }
             }
         }
     }
     Ok(Activity { busy, last: newest })
-}
-
-/// Unix seconds of an RFC 3339 time as Jupyter writes it (`2026-12-01T11:22:33.123456Z`).
-fn unix_of(text: &str) -> Option<i64> {
-    aws_sdk_ec2::primitives::DateTime::from_str(
-        text,
-        aws_sdk_ec2::primitives::DateTimeFormat::DateTime,
-    )
-    .ok()
-    .map(|t| t.secs())
-}
-
-/// RFC 3339 of Unix seconds (`2026-12-01T11:22:33Z`), for reports.
-pub fn rfc3339(secs: i64) -> Option<String> {
-    aws_sdk_ec2::primitives::DateTime::from_secs(secs)
-        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
-        .ok()
 }
 
 /// Whether the workspace has something at `path`.

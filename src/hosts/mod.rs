@@ -78,6 +78,32 @@ pub struct Limits {
     pub cpus: Option<f64>,
 }
 
+impl Limits {
+    /// A CPU limit given with `flag` (`--cpus`, `--seat-cpus`), checked: 0.01 to 1024.
+    pub fn check_cpus(flag: &'static str, cpus: f64) -> crate::error::Result<()> {
+        if (0.01..=1024.0).contains(&cpus) {
+            return Ok(());
+        }
+        Err(crate::error::Error::InvalidSetting {
+            what: flag,
+            value: cpus.to_string(),
+            reason: "a container has between 0.01 and 1024 CPUs".into(),
+            hint: format!("e.g. {flag} 0.5"),
+        })
+    }
+
+    /// The memory limit as the engine takes it (bytes).
+    pub fn memory_bytes(&self) -> Option<i64> {
+        self.memory_mib
+            .and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok())
+    }
+
+    /// The CPU limit as the engine takes it (billionths of a CPU).
+    pub fn nano_cpus(&self) -> Option<i64> {
+        self.cpus.map(|c| (c * 1e9).round() as i64)
+    }
+}
+
 /// How to reach one deployment's Jupyter from this machine: the address (over the pinned
 /// TLS on EC2), the path its API is served under, and its token. A Systems Manager session
 /// opened for it is closed by [`JupyterAccess::close`].
@@ -849,6 +875,20 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+/// RFC 3339 of Unix seconds (`2026-12-01T11:22:33Z`).
+pub fn rfc3339(secs: i64) -> Option<String> {
+    aws_smithy_types::DateTime::from_secs(secs)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+}
+
+/// Unix seconds of an RFC 3339 time (`2026-12-01T11:22:33.123456Z`, as Jupyter writes it).
+pub fn unix_of(text: &str) -> Option<i64> {
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .map(|t| t.secs())
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! The run ends at its deadline whatever happens: the runner stops itself, and labship kills
 //! the container shortly after, should the runner not.
 //!
-//! This is the local engine's job host. EC2 job hosts, S3 inputs and outputs, `--detach`,
-//! `runs`, `fetch` and `--matrix` are not built yet.
+//! A run can be detached (`fetch` follows it later), listed (`runs`), and run once per value
+//! of a `--matrix`. This is the local engine's job host: EC2 job hosts and S3 inputs and
+//! outputs are not built yet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -55,8 +56,7 @@ pub struct JobSpec {
     /// Where `runs/<run-id>/` goes.
     pub runs_dir: PathBuf,
     /// CPU and memory limits of the job's container (`None`: the machine's).
-    pub cpus: Option<f64>,
-    pub memory_mib: Option<u64>,
+    pub limits: crate::hosts::Limits,
     /// Said before its progress lines (one run of a matrix: `n=3`).
     pub label: Option<String>,
     /// The invocation's mark on its containers (`labship run` once, however many runs):
@@ -230,13 +230,7 @@ pub fn parse_matrix(raw: &[String]) -> Result<Vec<Vec<(String, Value)>>> {
 /// A new run id: the UTC time and 4 random hex digits (`20261201-112233-3fa9`): sorts by time,
 /// unique across machines.
 pub fn new_run_id() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    let stamp = aws_sdk_ec2::primitives::DateTime::from_secs(now)
-        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
-        .unwrap_or_default();
+    let stamp = crate::hosts::rfc3339(crate::hosts::now_secs()).unwrap_or_default();
     // 2026-12-01T11:22:33Z -> 20261201-112233
     let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
     let (day, time) = digits.split_at(digits.len().min(8));
@@ -393,6 +387,56 @@ struct Launched {
     job: JobFile,
 }
 
+impl Launched {
+    /// The job's container as the interruption report names it.
+    fn made(&self) -> String {
+        format!("container {} (the job {})", self.container, self.run_id)
+    }
+
+    /// Saves what ran into the run folder, then removes the container (said when it cannot
+    /// be); the files saved.
+    async fn save_and_remove(&self, engine: &Engine, printer: &Printer) -> Result<Vec<String>> {
+        let saved = save_results(engine, &self.container, &self.job.cwd, &self.results).await;
+        match engine.remove_container(&self.container).await {
+            Ok(_) => interrupt::gone(&self.made()),
+            Err(e) => printer.note(format!(
+                "could not remove the job's container {}: {e}; `docker rm -f {}` does",
+                self.container, self.container
+            )),
+        }
+        saved
+    }
+
+    /// The report of the run, ended in `state`, with the `files` saved (and `run.json`).
+    fn report(
+        &self,
+        deployment: &str,
+        progress: &Progress,
+        state: &str,
+        failed_cell: Option<FailedCell>,
+        mut files: Vec<String>,
+    ) -> RunReport {
+        files.push(RUN_FILE.into());
+        files.sort();
+        files.dedup();
+        RunReport {
+            run_id: self.run_id.clone(),
+            target: Target::Local,
+            deployment: deployment.to_string(),
+            notebook: self.job.notebook(),
+            state: state.into(),
+            parameters: self.job.parameters.iter().cloned().collect(),
+            cells: progress.cells,
+            cells_run: progress.cell,
+            failed_cell,
+            duration_secs: progress.seconds,
+            timeout_secs: self.job.timeout,
+            results: self.results.clone(),
+            files,
+        }
+    }
+}
+
 /// The container's name for a run.
 fn container_of(config: &Config, run_id: &str) -> String {
     format!("labship-run-{}-{run_id}", config.name)
@@ -409,7 +453,16 @@ async fn launch(
 ) -> Result<Launched> {
     interrupt::checkpoint("starting the job")?;
     let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
-    let launched = launch_in(engine, config, image, spec, &run_id, &results, printer).await;
+    let launched = launch_in(
+        engine,
+        config,
+        image,
+        spec,
+        run_id,
+        results.clone(),
+        printer,
+    )
+    .await;
     if launched.is_err() {
         // Nothing ran: no folder for it (it is empty).
         let _ = std::fs::remove_dir(&results);
@@ -422,13 +475,11 @@ async fn launch_in(
     config: &Config,
     image: &str,
     spec: &JobSpec,
-    run_id: &str,
-    results: &Path,
+    run_id: String,
+    results: PathBuf,
     printer: &Printer,
 ) -> Result<Launched> {
     let Source { name, bytes } = &spec.source;
-    let run_id = run_id.to_string();
-    let results = results.to_path_buf();
     let container = container_of(config, &run_id);
     let cwd = engine
         .image_workdir(image)
@@ -467,35 +518,35 @@ async fn launch_in(
             format!("{JOB_DIR}/runner.py"),
             format!("{JOB_DIR}/job.json"),
         ],
-        memory_bytes: spec
-            .memory_mib
-            .and_then(|m| i64::try_from(m.saturating_mul(1024 * 1024)).ok()),
-        nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+        memory_bytes: spec.limits.memory_bytes(),
+        nano_cpus: spec.limits.nano_cpus(),
     };
     engine.create_job(&spec_container).await?;
-    let made = format!("container {container} (the job {run_id})");
-    interrupt::made(&made);
-    let started = async {
-        engine.put_files(&container, "/tmp", tar).await?;
-        engine.start_container(&container).await
-    }
-    .await;
-    if let Err(e) = started {
-        if engine.remove_container(&container).await.is_ok() {
-            interrupt::gone(&made);
-        }
-        return Err(e);
-    }
-    printer.note(format!(
-        "Running {name} as job {run_id} in {container} (deadline {})",
-        crate::hosts::age(spec.timeout.as_secs() as i64)
-    ));
-    Ok(Launched {
+    let launched = Launched {
         run_id,
         container,
         results,
         job,
-    })
+    };
+    interrupt::made(launched.made());
+    let started = async {
+        engine.put_files(&launched.container, "/tmp", tar).await?;
+        engine.start_container(&launched.container).await
+    }
+    .await;
+    if let Err(e) = started {
+        if engine.remove_container(&launched.container).await.is_ok() {
+            interrupt::gone(&launched.made());
+        }
+        return Err(e);
+    }
+    printer.note(format!(
+        "Running {name} as job {} in {} (deadline {})",
+        launched.run_id,
+        launched.container,
+        crate::hosts::age(spec.timeout.as_secs() as i64)
+    ));
+    Ok(launched)
 }
 
 /// Follows a started job to its end (its progress on stderr), kills it should it outlive
@@ -510,20 +561,14 @@ async fn follow(
     leave_running: bool,
     printer: &Printer,
 ) -> Result<RunReport> {
-    let Launched {
-        run_id,
-        container,
-        results,
-        job,
-    } = launched;
-    let made = format!("container {container} (the job {run_id})");
+    let (run_id, container) = (&launched.run_id, &launched.container);
     let mut progress = Progress {
         prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
         ..Progress::default()
     };
     let outcome = async {
         let logs = async {
-            let mut logs = Box::pin(engine.follow_logs(&container));
+            let mut logs = Box::pin(engine.follow_logs(container));
             let mut pending = String::new();
             while let Some(chunk) = logs.next().await {
                 pending.push_str(&chunk?);
@@ -545,11 +590,11 @@ async fn follow(
                 false
             }
             Err(_) => {
-                engine.kill_container(&container).await?;
+                engine.kill_container(container).await?;
                 true
             }
         };
-        Ok::<_, Error>((killed, engine.container_status(&container).await?))
+        Ok::<_, Error>((killed, engine.container_status(container).await?))
     }
     .await;
     let (killed, status) = match outcome {
@@ -557,41 +602,33 @@ async fn follow(
         // Ctrl-C, or the engine's log stream broke.
         Err(cause) => {
             let running = matches!(
-                engine.container_status(&container).await,
+                engine.container_status(container).await,
                 Ok(Some(s)) if s.state == "running"
             );
             if leave_running && running {
                 // `fetch` of a run that goes on: it stays as it was.
-                interrupt::gone(&made);
+                interrupt::gone(&launched.made());
                 printer.note(format!(
                     "Run {run_id} goes on in {container}; `labship fetch {run_id}` follows it again"
                 ));
                 return Err(cause);
             }
             // An attached run ends with its labship: what ran is saved, the container goes.
-            let _ = engine.kill_container(&container).await;
-            let saved = save_results(engine, &container, &job.cwd, &results).await;
-            if engine.remove_container(&container).await.is_ok() {
-                interrupt::gone(&made);
-            }
-            if let Ok(files) = saved {
-                let report = report_of(
+            let _ = engine.kill_container(container).await;
+            if let Ok(files) = launched.save_and_remove(engine, printer).await {
+                let _ = write_report(&launched.report(
                     deployment,
-                    &run_id,
-                    &job,
                     &progress,
                     "interrupted",
                     None,
-                    results.clone(),
                     files,
-                );
-                let _ = write_report(&report);
+                ));
             }
             // The interruption's words as things are now (the container gone).
             return Err(match cause {
                 Error::Interrupted { .. } => interrupt::checkpoint(&format!(
                     "the end of the job (what ran is saved in {})",
-                    results.display()
+                    launched.results.display()
                 ))
                 .err()
                 .unwrap_or(cause),
@@ -602,25 +639,18 @@ async fn follow(
     // Another labship followed this run to its end and removed it meanwhile: its report
     // stands.
     let Some(status) = status else {
-        return read_report(&results).ok_or_else(|| {
+        return read_report(&launched.results).ok_or_else(|| {
             Error::engine(
                 format!("following the job {run_id}"),
                 format!(
                     "its container {container} is gone, and left no {RUN_FILE} in {}",
-                    results.display()
+                    launched.results.display()
                 ),
             )
         });
     };
     // What ran is saved whatever the outcome, then the container goes.
-    let saved = save_results(engine, &container, &job.cwd, &results).await;
-    match engine.remove_container(&container).await {
-        Ok(_) => interrupt::gone(&made),
-        Err(e) => printer.note(format!(
-            "could not remove the job's container {container}: {e}; `docker rm -f {container}` does"
-        )),
-    }
-    let files = saved?;
+    let files = launched.save_and_remove(engine, printer).await?;
     let exit = status.exit_code;
     let state = if progress.done && exit == 0 {
         "succeeded"
@@ -647,50 +677,9 @@ async fn follow(
         }),
         _ => None,
     };
-    let report = report_of(
-        deployment,
-        &run_id,
-        &job,
-        &progress,
-        state,
-        failed_cell,
-        results,
-        files,
-    );
+    let report = launched.report(deployment, &progress, state, failed_cell, files);
     write_report(&report)?;
     Ok(report)
-}
-
-/// The report of a run that ended (`state`), its `files` as saved.
-#[allow(clippy::too_many_arguments)]
-fn report_of(
-    deployment: &str,
-    run_id: &str,
-    job: &JobFile,
-    progress: &Progress,
-    state: &str,
-    failed_cell: Option<FailedCell>,
-    results: PathBuf,
-    mut files: Vec<String>,
-) -> RunReport {
-    files.push(RUN_FILE.into());
-    files.sort();
-    files.dedup();
-    RunReport {
-        run_id: run_id.to_string(),
-        target: Target::Local,
-        deployment: deployment.to_string(),
-        notebook: job.notebook(),
-        state: state.into(),
-        parameters: job.parameters.iter().cloned().collect(),
-        cells: progress.cells,
-        cells_run: progress.cell,
-        failed_cell,
-        duration_secs: progress.seconds,
-        timeout_secs: job.timeout,
-        results,
-        files,
-    }
 }
 
 /// The report of a run in its folder: what `runs` lists once the container is gone.
@@ -765,10 +754,7 @@ pub async fn start_detached(
 ) -> Result<DetachedReport> {
     let launched = launch(engine, config, image, spec, printer).await?;
     // It is meant to outlive this process.
-    interrupt::gone(&format!(
-        "container {} (the job {})",
-        launched.container, launched.run_id
-    ));
+    interrupt::gone(&launched.made());
     Ok(DetachedReport {
         notebook: launched.job.notebook(),
         run_id: launched.run_id,

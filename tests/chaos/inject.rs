@@ -243,24 +243,12 @@ async fn no_capacity_class_falls_back_to_another_type() {
     for row in up["seats"].as_array().expect("seats") {
         assert_eq!(row["fallback_type"], "t3a.medium", "{row}");
     }
-    let described = aws_json(
-        &rig.aws_endpoint,
-        &[
-            "ec2",
-            "describe-instances",
-            "--filters",
-            &format!("Name=tag:labship:class,Values={class}"),
-            "Name=instance-state-name,Values=running",
-        ],
-    );
-    let types: Vec<&str> = described["Reservations"]
-        .as_array()
-        .expect("reservations")
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    let types: Vec<&str> = instances
         .iter()
-        .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
         .filter_map(|i| i["InstanceType"].as_str())
         .collect();
-    assert_eq!(types, ["t3a.medium", "t3a.medium"], "{described}");
+    assert_eq!(types, ["t3a.medium", "t3a.medium"], "{instances:?}");
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
     for seat in 1..=2 {
         let deployment = format!("{class}-{seat}");

@@ -437,21 +437,9 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         "seat 1's token must not open seat 2"
     );
     // Tagged with the class and the seat, as AWS shows them.
-    let described = aws_json(
-        &rig.aws_endpoint,
-        &[
-            "ec2",
-            "describe-instances",
-            "--filters",
-            &format!("Name=tag:labship:class,Values={class}"),
-            "Name=instance-state-name,Values=running",
-        ],
-    );
-    let mut seats_tagged: Vec<String> = described["Reservations"]
-        .as_array()
-        .expect("reservations")
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    let mut seats_tagged: Vec<String> = instances
         .iter()
-        .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
         .map(|i| {
             i["Tags"]
                 .as_array()
@@ -464,7 +452,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         })
         .collect();
     seats_tagged.sort();
-    assert_eq!(seats_tagged, ["1", "2"], "{described}");
+    assert_eq!(seats_tagged, ["1", "2"], "{instances:?}");
 
     // distribute and collect through each seat's own Jupyter (pinned TLS).
     p.write("handout/week1.md", "# Week 1\n");

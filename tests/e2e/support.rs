@@ -548,6 +548,26 @@ pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
 }
 
 /// [`aws_cli`], which must succeed: its stdout as JSON.
+/// The running instances of a class, as the AWS CLI describes them.
+pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {
+    let described = aws_json(
+        endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:class,Values={class}"),
+            "Name=instance-state-name,Values=running",
+        ],
+    );
+    described["Reservations"]
+        .as_array()
+        .expect("reservations")
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 pub fn aws_json(endpoint: &str, args: &[&str]) -> Value {
     let out = aws_cli(endpoint, args);
     assert!(

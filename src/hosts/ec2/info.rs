@@ -154,7 +154,7 @@ fn life(i: &Instance, w: &console::Watch, now: i64) -> HostLife {
     HostLife {
         uptime_seconds: w.boot.or(i.launched_secs).map(|b| (now - b).max(0)),
         idle_seconds: w.idle_since.map(|t| (now - t).max(0)),
-        last_activity: w.idle_since.and_then(crate::hosts::backup::rfc3339),
+        last_activity: w.idle_since.and_then(crate::hosts::rfc3339),
         stops_in_seconds: stops.map(|(at, _)| (at - now).max(0)),
         stops_because: stops.map(|(_, why)| why.to_string()),
         ..settings

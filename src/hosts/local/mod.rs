@@ -572,11 +572,8 @@ async fn create(
             host_ip: options.bind.clone(),
             host_port: port,
             volume: Some((volume_name(&config.name), workspace.clone())),
-            memory_bytes: options
-                .limits
-                .memory_mib
-                .and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
-            nano_cpus: options.limits.cpus.map(|c| (c * 1e9).round() as i64),
+            memory_bytes: options.limits.memory_bytes(),
+            nano_cpus: options.limits.nano_cpus(),
         };
         match engine.run_container(&spec).await {
             Ok(_) => return Ok(port),
@@ -800,6 +797,38 @@ async fn require(engine: &Engine, name: &str) -> Result<ContainerInfo> {
         })
 }
 
+/// How to reach the Jupyter of `c`, the container of `deployment`: its published port and
+/// the token of its log.
+async fn jupyter_of(
+    engine: &Engine,
+    deployment: &str,
+    c: ContainerInfo,
+) -> Result<crate::hosts::JupyterAccess> {
+    let port = c
+        .host_port
+        .filter(|_| c.running())
+        .ok_or_else(|| Error::NotRunning {
+            deployment: deployment.to_string(),
+            server: c.name.clone(),
+            state: c.state.clone(),
+            hint: format!("`labship up {deployment} --local` starts it"),
+        })?;
+    let log = engine.container_logs(&c.name, None).await?;
+    let found =
+        token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
+    let path = login_path(&found.url);
+    Ok(crate::hosts::JupyterAccess {
+        endpoint: crate::http::Endpoint::Plain(format!(
+            "{}:{port}",
+            url_host(c.host_ip.as_deref().unwrap_or(""))
+        )),
+        base: crate::hosts::backup::api_base(path),
+        token: found.token.expose().to_string(),
+        server: c.name,
+        tunnel: None,
+    })
+}
+
 impl Host for LocalHost {
     fn target(&self) -> Target {
         Target::Local
@@ -872,35 +901,28 @@ impl Host for LocalHost {
 
     /// Through the container's published port, with the token of its log.
     async fn jupyter(&self, deployment: &str) -> Result<crate::hosts::JupyterAccess> {
-        let c = require(&self.engine, deployment).await?;
-        let port = c
-            .host_port
-            .filter(|_| c.running())
-            .ok_or_else(|| Error::NotRunning {
-                deployment: deployment.to_string(),
-                server: c.name.clone(),
-                state: c.state.clone(),
-                hint: format!("`labship up {deployment} --local` starts it"),
-            })?;
-        let log = self.engine.container_logs(&c.name, None).await?;
-        let found =
-            token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
-        let path = login_path(&found.url);
-        Ok(crate::hosts::JupyterAccess {
-            endpoint: crate::http::Endpoint::Plain(format!(
-                "{}:{port}",
-                url_host(c.host_ip.as_deref().unwrap_or(""))
-            )),
-            base: crate::hosts::backup::api_base(path),
-            token: found.token.expose().to_string(),
-            server: c.name,
-            tunnel: None,
-        })
+        jupyter_of(
+            &self.engine,
+            deployment,
+            require(&self.engine, deployment).await?,
+        )
+        .await
     }
 
     async fn status(&self) -> Result<Vec<DeploymentStatus>> {
         let now = crate::hosts::now_secs();
         let containers = list(&self.engine).await?;
+        // How long each running server has been idle, from its own API (a few at a time; one
+        // that does not answer is simply not known).
+        let activities: Vec<Option<crate::hosts::backup::Activity>> = stream::iter(&containers)
+            .map(|c| async move {
+                let deployment = c.labels.get(labels::DEPLOYMENT)?;
+                let jupyter = jupyter_of(&self.engine, deployment, c.clone()).await.ok()?;
+                crate::hosts::backup::activity(&jupyter).await.ok()
+            })
+            .buffered(8)
+            .collect()
+            .await;
         // A workspace volume whose container is gone (`down` keeps it): listed as `down`.
         let kept: Vec<DeploymentStatus> = self
             .engine
@@ -942,8 +964,22 @@ impl Host for LocalHost {
             .collect();
         let mut rows: Vec<DeploymentStatus> = containers
             .into_iter()
-            .map(|c| {
+            .zip(activities)
+            .map(|(c, activity)| {
                 let host = url_host(c.host_ip.as_deref().unwrap_or(""));
+                let life = match activity.filter(|a| !a.busy) {
+                    Some(a) => {
+                        // The server's start is activity too (as for the watchdog): files
+                        // older than the container do not make a new seat look idle for days.
+                        let last = a.last.map_or(c.created, |l| l.max(c.created));
+                        crate::hosts::HostLife {
+                            idle_seconds: Some((now - last).max(0)),
+                            last_activity: crate::hosts::rfc3339(last),
+                            ..crate::hosts::HostLife::default()
+                        }
+                    }
+                    None => crate::hosts::HostLife::default(),
+                };
                 DeploymentStatus {
                     target: Target::Local,
                     name: c
@@ -967,35 +1003,11 @@ impl Host for LocalHost {
                     data_volume: None,
                     spot: None,
                     interrupted: None,
-                    life: crate::hosts::HostLife::default(),
+                    life,
                     seat: seat_of(&c.labels),
                 }
             })
             .collect();
-        // How long each running server has been idle, from its own API (a few at a time; one
-        // that does not answer is simply not known).
-        let lives: Vec<Option<crate::hosts::backup::Activity>> = stream::iter(&rows)
-            .map(|d| async move {
-                d.url.as_ref()?;
-                let jupyter = self.jupyter(&d.name).await.ok()?;
-                crate::hosts::backup::activity(&jupyter).await.ok()
-            })
-            .buffered(8)
-            .collect()
-            .await;
-        for (d, activity) in rows.iter_mut().zip(lives) {
-            if let Some(a) = activity.filter(|a| !a.busy) {
-                // The server's start is activity too (as for the watchdog): files older than
-                // the container do not make a new seat look idle for days.
-                let started = d.age_seconds.map(|age| now - age);
-                let last = match (a.last, started) {
-                    (Some(l), Some(s)) => Some(l.max(s)),
-                    (l, s) => l.or(s),
-                };
-                d.life.idle_seconds = last.map(|t| (now - t).max(0));
-                d.life.last_activity = last.and_then(crate::hosts::backup::rfc3339);
-            }
-        }
         rows.extend(kept);
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rows)
