@@ -423,6 +423,13 @@ pub struct RunArgs {
     /// The job's memory limit in MiB (default: none)
     #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(64..))]
     pub memory: Option<u64>,
+    /// An S3 folder or object the job reads (repeatable; added to `[data] inputs`): copied
+    /// here first, then given to the job read-only at inputs/<its name>
+    #[arg(long = "input", value_name = "s3://BUCKET/PREFIX")]
+    pub inputs: Vec<String>,
+    /// Where each run's folder goes in S3 as well: s3://BUCKET/PREFIX/<run-id>/
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub output_uri: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -458,6 +465,7 @@ impl RunArgs {
     pub fn overrides(&self, global: &GlobalArgs) -> Overrides {
         let mut o = self.build.overrides(global);
         o.deploy_target = self.on.target();
+        o.inputs = self.inputs.clone();
         o
     }
 }

@@ -32,6 +32,16 @@ pub struct FileConfig {
     pub ec2: Ec2Section,
     #[serde(default)]
     pub workspace: WorkspaceSection,
+    #[serde(default)]
+    pub data: DataSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// S3 folders or objects (`s3://bucket/prefix/`) a job gets in `inputs/<name>/` of its
+    /// workspace.
+    pub inputs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +139,8 @@ pub struct Overrides {
     pub spot: Option<bool>,
     /// `--git URL[#REF]`.
     pub git: Option<String>,
+    /// `--input s3://...` (repeatable), added to `[data] inputs`.
+    pub inputs: Vec<String>,
 }
 
 impl Overrides {
@@ -174,6 +186,7 @@ impl Overrides {
                 .map(|v| parse_switch("LABSHIP_SPOT", &v))
                 .transpose()?,
             git: var("LABSHIP_GIT"),
+            inputs: Vec::new(),
         })
     }
 
@@ -208,6 +221,7 @@ impl Overrides {
             volume_size: self.volume_size.or(lower.volume_size),
             spot: self.spot.or(lower.spot),
             git: self.git.or(lower.git),
+            inputs: [lower.inputs, self.inputs].concat(),
         }
     }
 }
@@ -481,6 +495,14 @@ pub struct Config {
     pub ec2: Ec2Settings,
     /// What goes into every workspace when a deployment starts.
     pub workspace: WorkspaceSettings,
+    /// A job's data from S3.
+    pub data: DataSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataSettings {
+    /// `[data] inputs` and then `--input`, each once, in that order.
+    pub inputs: Vec<crate::aws::s3::S3Uri>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -1023,6 +1045,9 @@ impl Config {
                     .map(|g| GitSource::parse(&g))
                     .transpose()?,
             },
+            data: DataSettings {
+                inputs: data_inputs(file.data.inputs.unwrap_or_default(), over.inputs)?,
+            },
         })
     }
 
@@ -1030,6 +1055,45 @@ impl Config {
     pub fn local_image(&self) -> &str {
         &self.push.repository
     }
+}
+
+/// The file's inputs, then the command line's (added, not instead: the data a project
+/// declares stays, and a run can bring more), each once; two that would land in the same
+/// `inputs/<name>` are refused.
+fn data_inputs(file: Vec<String>, given: Vec<String>) -> Result<Vec<crate::aws::s3::S3Uri>> {
+    let mut inputs: Vec<crate::aws::s3::S3Uri> = Vec::new();
+    for raw in file.iter().chain(&given) {
+        let uri = crate::aws::s3::S3Uri::parse(raw.trim())?;
+        if inputs.contains(&uri) {
+            continue;
+        }
+        if let Some(other) = inputs.iter().find(|i| i.name() == uri.name()) {
+            return Err(Error::InvalidSetting {
+                what: "input",
+                value: uri.to_string(),
+                reason: format!(
+                    "{other} lands in inputs/{} as well",
+                    uri.name()
+                ),
+                hint: "give one of them a narrower or differently named prefix (each input lands in inputs/<its last folder name>)".into(),
+            });
+        }
+        inputs.push(uri);
+    }
+    Ok(inputs)
+}
+
+/// labship's cache (`$LABSHIP_CACHE_DIR`, else `$XDG_CACHE_HOME/labship`, else
+/// `~/.cache/labship`): the build's file hashes, the notebooks' repositories, the inputs.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("LABSHIP_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("labship")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("labship")))
 }
 
 fn absolute(base: &Path, p: &Path) -> PathBuf {

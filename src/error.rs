@@ -448,6 +448,14 @@ pub enum Error {
     )]
     DeploymentNotFound { name: String, place: String },
 
+    #[error("{uri}: {reason}")]
+    #[diagnostic(code(labship::data::s3), help("{hint}"))]
+    S3Data {
+        uri: String,
+        reason: String,
+        hint: String,
+    },
+
     #[error("the notebooks' repository {repository}: {reason}")]
     #[diagnostic(code(labship::workspace::git), help("{hint}"))]
     GitWorkspace {

@@ -1,7 +1,7 @@
 //! labship: ship JupyterLab to the cloud in one command.
 //!
 //! The modules follow the pipeline a user runs: settings ([`config`], [`init`]), then
-//! [`build`] the image (with the offline base), [`push`] it to a registry, run it on a
+//! [`build`] the image (with the offline base), copy a job's [`data`] from S3, [`push`] it to a registry, run it on a
 //! [`hosts`] target (the local Docker engine or EC2), and recover the Jupyter [`token`].
 //! The adapters over the outside world come after: the Docker engine ([`docker`]) and AWS
 //! ([`aws`]); then support: [`output`] keeps results on stdout and progress on stderr,
@@ -17,6 +17,7 @@ pub mod config;
 pub mod init;
 
 pub mod build;
+pub mod data;
 pub mod push;
 
 pub mod class;

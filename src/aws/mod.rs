@@ -2,7 +2,8 @@
 //! standard credential and region chains, `--profile`/`--region` on top, `AWS_ENDPOINT_URL`
 //! honoured by the SDK itself, the retry mode and timeouts) and classifies AWS errors for the
 //! user ([`api_error`]). [`Cloud`] is the account as labship sees it, with one module per
-//! service in the pipeline's words: [`ecr`], [`ec2`] (and [`ebs`], its volumes), [`iam`], [`ssm`]; [`retry`] is the one
+//! service in the pipeline's words: [`ecr`], [`ec2`] (and [`ebs`], its volumes), [`iam`], [`ssm`],
+//! [`s3`] (a job's data in and results out); [`retry`] is the one
 //! bounded wait-and-retry helper they share.
 
 pub mod ebs;
@@ -10,6 +11,7 @@ pub mod ec2;
 pub mod ecr;
 pub mod iam;
 pub mod retry;
+pub mod s3;
 pub mod ssm;
 
 use std::time::Duration;

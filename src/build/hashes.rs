@@ -72,7 +72,7 @@ impl HashCache {
     /// The cache of `context` (under `$LABSHIP_CACHE_DIR`, else `$XDG_CACHE_HOME/labship`, else
     /// `~/.cache/labship`); empty when there is none or it cannot be read.
     pub fn open(context: &Path) -> HashCache {
-        let file = cache_dir().map(|dir| {
+        let file = crate::config::cache_dir().map(|dir| {
             let canonical = context
                 .canonicalize()
                 .unwrap_or_else(|_| context.to_path_buf());
@@ -163,17 +163,6 @@ fn private(file: &Path) -> bool {
     dir_meta.permissions().mode() & 0o077 == 0
         && meta.permissions().mode() & 0o022 == 0
         && dir_meta.uid() == meta.uid()
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("LABSHIP_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("labship")))
-        .or_else(|| var("HOME").map(|h| h.join(".cache").join("labship")))
 }
 
 fn now_ns() -> i128 {

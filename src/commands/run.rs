@@ -1,6 +1,8 @@
 //! `labship run NOTEBOOK`: a notebook as a job.
 
+use labship::aws::s3::{S3Uri, S3};
 use labship::config::{Config, Target};
+use labship::data;
 use labship::error::{Error, Result};
 use labship::hosts::local::LocalHost;
 use labship::interrupt;
@@ -58,7 +60,22 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     }
     local_only(&config)?;
     let source = job::read_source(&args.notebook)?;
-    let spec = JobSpec {
+    // The data in and the place for the results out are checked before the build.
+    let output_uri = args.output_uri.as_deref().map(S3Uri::parse).transpose()?;
+    let (checked, output) = if config.data.inputs.is_empty() && output_uri.is_none() {
+        (Vec::new(), None)
+    } else {
+        let s3 = S3::new(&labship::aws::load(&config).await?);
+        let output = match output_uri {
+            Some(uri) => Some(job::Output {
+                bucket: data::check_output(&s3, &uri).await?,
+                uri,
+            }),
+            None => None,
+        };
+        (data::check(&s3, &config.data.inputs).await?, output)
+    };
+    let mut spec = JobSpec {
         source,
         parameters,
         timeout,
@@ -69,6 +86,8 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         },
         label: None,
         batch: job::new_run_id(),
+        inputs: Vec::new(),
+        output,
     };
     // Interrupted: the run removes its containers itself; should that fail, this removes
     // this invocation's (and no detached run's).
@@ -79,7 +98,12 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         spec.batch
     )))?;
     let host = LocalHost::connect().await?;
-    let image = host.image_for_job(&config, printer).await?;
+    // The inputs are copied while the image builds.
+    let (image, inputs) = tokio::try_join!(
+        host.image_for_job(&config, printer),
+        data::sync(&checked, printer)
+    )?;
+    spec.inputs = inputs;
     if args.detach {
         let report = job::start_detached(host.engine(), &config, &image, &spec, printer).await?;
         return super::emit(printer, &report);
@@ -170,7 +194,15 @@ pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Resul
         args.run
     )))?;
     let host = LocalHost::connect().await?;
-    let report = job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;
+    let mut report =
+        job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;
+    // A run with --output-uri goes to S3 once saved (again, if its upload failed before).
+    if let (Some(at), false) = (&report.output_uri, report.uploaded) {
+        let uri = S3Uri::parse(at)?;
+        let s3 = S3::new(&labship::aws::load(&config).await?);
+        let bucket = data::check_output(&s3, &uri).await?;
+        job::deliver(&bucket, &mut report, printer).await?;
+    }
     finished(printer, &report)
 }
 

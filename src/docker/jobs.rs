@@ -24,6 +24,8 @@ pub struct JobContainer {
     /// Memory in bytes and CPUs in billionths (`None`: unlimited).
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
+    /// Bind mounts (`HOST:CONTAINER:ro`): the job's inputs.
+    pub binds: Vec<String>,
 }
 
 impl Engine {
@@ -36,7 +38,10 @@ impl Engine {
             entrypoint: Some(Vec::new()),
             // The runner is the process init waits for: when it ends, the kernel and any
             // worker processes end with the container.
-            host_config: Some(confined(job.memory_bytes, job.nano_cpus)),
+            host_config: Some(bollard::models::HostConfig {
+                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
+                ..confined(job.memory_bytes, job.nano_cpus)
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptions {

@@ -7,8 +7,9 @@
 //! the container shortly after, should the runner not.
 //!
 //! A run can be detached (`fetch` follows it later), listed (`runs`), and run once per value
-//! of a `--matrix`. This is the local engine's job host: EC2 job hosts and S3 inputs and
-//! outputs are not built yet.
+//! of a `--matrix`. Inputs from S3 ([`crate::data`]) are mounted read-only at `inputs/<name>`;
+//! with `--output-uri`, each run's folder is put in S3 when it ends ([`deliver`]). This is the
+//! local engine's job host: EC2 job hosts are not built yet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::aws::s3::{Bucket, S3Uri};
 use crate::config::{Config, Target};
+use crate::data::Copied;
 use crate::docker::jobs::JobContainer;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
@@ -62,6 +65,17 @@ pub struct JobSpec {
     /// The invocation's mark on its containers (`labship run` once, however many runs):
     /// what an interrupted run tells the user to remove.
     pub batch: String,
+    /// The inputs, copied, given to the container read-only at `inputs/<name>`.
+    pub inputs: Vec<Copied>,
+    /// `--output-uri`: each run's folder is put at `<uri>/<run-id>/` when it ends.
+    pub output: Option<Output>,
+}
+
+/// Where the results go in S3: the address given, and its bucket (located, in its region).
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub uri: S3Uri,
+    pub bucket: Bucket,
 }
 
 /// The failing cell of a run.
@@ -93,6 +107,15 @@ pub struct RunReport {
     pub results: PathBuf,
     /// The files there, relative to it.
     pub files: Vec<String>,
+    /// The inputs the job was given (`inputs/<name>` in its working folder).
+    #[serde(default)]
+    pub inputs: Vec<Copied>,
+    /// `--output-uri`: where the run's folder goes in S3 (`<uri>/<run-id>/`), and whether it
+    /// is there.
+    #[serde(default)]
+    pub output_uri: Option<String>,
+    #[serde(default)]
+    pub uploaded: bool,
 }
 
 impl std::fmt::Display for RunReport {
@@ -114,9 +137,23 @@ impl std::fmt::Display for RunReport {
             "run {} of {} on {}: {} ({}) in {:.1}s",
             self.run_id, self.notebook, self.target, self.state, how, self.duration_secs
         )?;
+        for input in &self.inputs {
+            writeln!(
+                f,
+                "input {} -> {} ({} objects, {})",
+                input.uri,
+                input.path,
+                input.objects,
+                crate::data::human_bytes(input.bytes)
+            )?;
+        }
         write!(f, "results: {}", self.results.display())?;
         for file in &self.files {
             write!(f, "\n  {file}")?;
+        }
+        if let Some(uri) = &self.output_uri {
+            let how = if self.uploaded { "" } else { " (not uploaded)" };
+            write!(f, "\nin S3: {uri}{how}")?;
         }
         Ok(())
     }
@@ -367,6 +404,11 @@ struct JobFile {
     parameters: Vec<(String, Value)>,
     /// Seconds for the whole run.
     timeout: u64,
+    /// The inputs it was given, and where its results go in S3 (the address given).
+    #[serde(default)]
+    inputs: Vec<Copied>,
+    #[serde(default)]
+    output_uri: Option<String>,
 }
 
 impl JobFile {
@@ -433,6 +475,15 @@ impl Launched {
             timeout_secs: self.job.timeout,
             results: self.results.clone(),
             files,
+            inputs: self.job.inputs.clone(),
+            output_uri: self.job.output_uri.as_deref().map(|base| {
+                format!(
+                    "{}/",
+                    S3Uri::parse(base)
+                        .map_or_else(|_| base.to_string(), |u| u.join(&self.run_id).to_string())
+                )
+            }),
+            uploaded: false,
         }
     }
 }
@@ -496,6 +547,8 @@ async fn launch_in(
         cwd,
         parameters: spec.parameters.clone(),
         timeout: spec.timeout.as_secs(),
+        inputs: spec.inputs.clone(),
+        output_uri: spec.output.as_ref().map(|o| o.uri.to_string()),
     };
     let job_json = serde_json::to_vec(&job).map_err(|e| Error::engine("writing the job", e))?;
     let tar = tar_of(&[
@@ -520,6 +573,7 @@ async fn launch_in(
         ],
         memory_bytes: spec.limits.memory_bytes(),
         nano_cpus: spec.limits.nano_cpus(),
+        binds: spec.inputs.iter().map(|i| i.bind(&job.cwd)).collect(),
     };
     engine.create_job(&spec_container).await?;
     let launched = Launched {
@@ -702,7 +756,7 @@ pub async fn run_local(
     printer: &Printer,
 ) -> Result<RunReport> {
     let launched = launch(engine, config, image, spec, printer).await?;
-    follow(
+    let mut report = follow(
         engine,
         &config.name,
         launched,
@@ -711,7 +765,47 @@ pub async fn run_local(
         false,
         printer,
     )
-    .await
+    .await?;
+    if let Some(output) = &spec.output {
+        deliver(&output.bucket, &mut report, printer).await?;
+    }
+    Ok(report)
+}
+
+/// Puts a run's folder (its `run.json` saying so) at its `output_uri`. A run already there
+/// is left as it is; when the upload fails, `run.json` says it is not there, and the
+/// error says how to put it there by hand.
+pub async fn deliver(bucket: &Bucket, report: &mut RunReport, printer: &Printer) -> Result<()> {
+    let Some(at) = report.output_uri.clone() else {
+        return Ok(());
+    };
+    if report.uploaded {
+        return Ok(());
+    }
+    let uri = S3Uri::parse(&at)?;
+    report.uploaded = true;
+    write_report(report)?;
+    printer.note(format!("Uploading run {} to {at}", report.run_id));
+    let put = interrupt::cancellable(
+        "uploading the results",
+        bucket.upload_dir(&report.results, &uri),
+    )
+    .await;
+    if let Err(e) = put {
+        report.uploaded = false;
+        let _ = write_report(report);
+        return Err(Error::S3Data {
+            uri: at.clone(),
+            reason: format!("the results were not uploaded: {e}"),
+            hint: format!(
+                "they are in {}; `labship fetch {}` tries again, `aws s3 cp --recursive {} {at}` puts them by hand",
+                report.results.display(),
+                report.run_id,
+                report.results.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `labship run --detach`: the job started, and where its results will be.

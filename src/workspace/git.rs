@@ -54,11 +54,7 @@ impl Snapshot {
 
 /// The cache folder of a repository URL.
 fn cache_dir(url: &str) -> PathBuf {
-    let base = std::env::var_os("LABSHIP_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("labship")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/labship")))
-        .unwrap_or_else(|| std::env::temp_dir().join("labship"));
+    let base = crate::config::cache_dir().unwrap_or_else(|| std::env::temp_dir().join("labship"));
     let digest = sha2::Sha256::digest(url.as_bytes());
     base.join("git").join(hex::encode(&digest[..8]))
 }

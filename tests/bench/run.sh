@@ -12,6 +12,7 @@
 #                                        and of 1, 10 and 30 on the simulator, with API call counts
 #   bash tests/bench/run.sh job          labship run of an empty notebook (and a --matrix of 3) vs
 #                                        docker create/cp/start/cp/rm with jupyter nbconvert
+#   bash tests/bench/run.sh data         a job's 1 GiB of inputs from S3 (moto) vs aws s3 cp --recursive
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
 # up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
 # the simulator's global call counter sees no other user (and no test run stops it midway);
@@ -36,8 +37,9 @@ connect) python3 tests/bench/connect.py ;;
 life-ec2) python3 tests/bench/life_ec2.py ;;
 class) python3 tests/bench/class.py ;;
 job) python3 tests/bench/job.py ;;
+data) python3 tests/bench/data.py ;;
 *)
-    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2|class|job]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2|class|job|data]" >&2
     exit 2
     ;;
 esac

@@ -370,3 +370,252 @@ fn ctrl_c_ends_an_attached_run_but_never_a_fetched_one() {
         .collect();
     assert!(states.contains(&"interrupted"), "{runs}");
 }
+
+/// A notebook that reads its inputs (and finds them read-only) and writes a result.
+fn reads_inputs() -> String {
+    let code = |source: &str| {
+        json!({"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+               "source": source})
+    };
+    json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            code("import csv, os\nrows = list(csv.DictReader(open('inputs/data/points.csv')))\ntotal = sum(int(r['v']) for r in rows)\nextra = open('inputs/data/more/extra.txt').read().strip()\nnote = open('inputs/note.txt').read().strip()\n"),
+            code("try:\n    open('inputs/data/mine.txt', 'w')\n    writable = 'writable'\nexcept OSError:\n    writable = 'read-only'\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/sum.txt', 'w').write(f'{total} {extra} {note} {writable}\\n')\n"),
+        ]
+    })
+    .to_string()
+}
+
+/// `labship run` with the cache of inputs in `cache`.
+fn run_with_cache(p: &Project, cache: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = p.command(args);
+    cmd.env("LABSHIP_CACHE_DIR", cache);
+    run_logged(cmd, args, "")
+}
+
+#[test]
+fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("jobs3");
+    p.write("sum.ipynb", &reads_inputs());
+    let cache = tempfile::tempdir().expect("cache");
+    let (input, output) = (unique("in"), unique("out"));
+    // The data in another region than labship's (us-east-1); the results' bucket here.
+    aws_json(
+        &endpoint,
+        &[
+            "s3api",
+            "create-bucket",
+            "--bucket",
+            &input,
+            "--region",
+            "eu-west-1",
+            "--create-bucket-configuration",
+            "LocationConstraint=eu-west-1",
+        ],
+    );
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let put = |key: &str, body: &str| {
+        let file = p.path().join("upload.tmp");
+        std::fs::write(&file, body).expect("write");
+        let out = aws_cli(
+            &endpoint,
+            &[
+                "s3",
+                "cp",
+                file.to_str().expect("path"),
+                &format!("s3://{input}/{key}"),
+                "--region",
+                "eu-west-1",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    put("data/points.csv", "v\n1\n2\n3\n");
+    put("data/more/extra.txt", "extra\n");
+    put("data-other/not-mine.txt", "not under data/\n");
+    put("notes/note.txt", "first\n");
+    p.write(
+        "labship.toml",
+        &format!("[data]\ninputs = [\"s3://{input}/data/\"]\n"),
+    );
+
+    let single = format!("s3://{input}/notes/note.txt");
+    let out_uri = format!("s3://{output}/results");
+    let args = [
+        "run",
+        "sum.ipynb",
+        "--input",
+        &single,
+        "--output-uri",
+        &out_uri,
+        "-o",
+        "json",
+    ];
+    let out = run_with_cache(&p, cache.path(), &args);
+    let report = json(&out);
+    assert_eq!(report["state"], "succeeded", "{report}");
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/sum.txt")).expect("sum"),
+        "6 extra first read-only\n",
+        "the inputs' contents, read-only"
+    );
+    let inputs = report["inputs"].as_array().expect("inputs");
+    assert_eq!(inputs.len(), 2, "{report}");
+    assert_eq!(inputs[0]["path"], "inputs/data");
+    assert_eq!(inputs[0]["region"], "eu-west-1", "the bucket's own region");
+    assert_eq!(inputs[0]["objects"], 2, "data-other/ is not under data/");
+    assert_eq!(inputs[0]["bytes"], 14);
+    assert_eq!(inputs[0]["fetched_bytes"], 14);
+    assert_eq!(inputs[1]["path"], "inputs/note.txt");
+
+    // The run's folder is in S3 as the AWS CLI lists it, run.json saying so.
+    let run_id = report["run_id"].as_str().expect("run id");
+    assert_eq!(report["output_uri"], format!("{out_uri}/{run_id}/"));
+    assert_eq!(report["uploaded"], true);
+    let listed = aws_json(
+        &endpoint,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            &output,
+            "--prefix",
+            &format!("results/{run_id}/"),
+        ],
+    );
+    let mut keys: Vec<&str> = listed["Contents"]
+        .as_array()
+        .expect("contents")
+        .iter()
+        .filter_map(|o| o["Key"].as_str())
+        .collect();
+    keys.sort();
+    let prefix = format!("results/{run_id}");
+    assert_eq!(
+        keys,
+        [
+            format!("{prefix}/outputs/sum.txt"),
+            format!("{prefix}/run.json"),
+            format!("{prefix}/sum.ipynb")
+        ]
+    );
+    let got = p.path().join("got.txt");
+    let out = aws_cli(
+        &endpoint,
+        &[
+            "s3",
+            "cp",
+            &format!("s3://{output}/{prefix}/outputs/sum.txt"),
+            got.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&got).expect("got"),
+        "6 extra first read-only\n"
+    );
+
+    // Again: only what changed is fetched; what is gone from S3 is gone from the copy.
+    put("data/points.csv", "v\n10\n20\n");
+    let out = aws_cli(
+        &endpoint,
+        &[
+            "s3",
+            "rm",
+            &format!("s3://{input}/data/more/extra.txt"),
+            "--region",
+            "eu-west-1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    put("data/more/extra.txt", "again\n");
+    let out = run_with_cache(
+        &p,
+        cache.path(),
+        &["run", "sum.ipynb", "--input", &single, "-o", "json"],
+    );
+    let report = json(&out);
+    assert_eq!(report["state"], "succeeded", "{report}");
+    let inputs = report["inputs"].as_array().expect("inputs");
+    // Both files changed with their sizes kept: their ETags tell.
+    assert_eq!(
+        inputs[0]["fetched_bytes"], 14,
+        "points.csv and extra.txt changed: {report}"
+    );
+    assert_eq!(inputs[1]["fetched_bytes"], 0, "note.txt did not");
+    assert_eq!(report["output_uri"], Value::Null);
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/sum.txt")).expect("sum"),
+        "30 again first read-only\n"
+    );
+    assert_eq!(job_containers(&p.name), "");
+}
+
+#[test]
+fn inputs_or_an_output_that_cannot_be_used_are_refused_before_anything_runs() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("jobs3bad");
+    p.write("job.py", "print('ran')\n");
+    let bucket = unique("data");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &bucket]);
+    let cache = tempfile::tempdir().expect("cache");
+    let cases: [(Vec<String>, &str); 5] = [
+        (
+            vec!["--input".into(), format!("s3://{bucket}-missing/x/")],
+            "does not exist",
+        ),
+        (
+            vec!["--input".into(), format!("s3://{bucket}/nothing-here/")],
+            "no object under this address",
+        ),
+        (
+            vec!["--input".into(), "s3://Bad_Bucket/x".into()],
+            "bucket name is not one S3 allows",
+        ),
+        (
+            vec![
+                "--input".into(),
+                format!("s3://{bucket}/a/data"),
+                "--input".into(),
+                format!("s3://{bucket}/b/data"),
+            ],
+            "lands in inputs/data as well",
+        ),
+        (
+            vec!["--output-uri".into(), format!("s3://{bucket}-gone/results")],
+            "does not exist",
+        ),
+    ];
+    for (extra, said) in cases {
+        let mut args = vec!["run", "job.py", "-o", "json"];
+        args.extend(extra.iter().map(String::as_str));
+        let out = run_with_cache(&p, cache.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = json_error(&out).to_string();
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert_eq!(job_containers(&p.name), "", "{args:?}: nothing started");
+        assert!(!p.path().join("runs").exists(), "{args:?}: no run folder");
+        assert_eq!(
+            docker_ok(&["images", "-q", &p.repository()]),
+            "",
+            "{args:?}: nothing built"
+        );
+    }
+}

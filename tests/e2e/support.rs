@@ -480,7 +480,7 @@ pub fn text_server(body: &'static str) -> String {
 }
 
 /// Runs labship and shows what it printed (cargo test prints it for a failing test).
-fn run_logged(mut cmd: Command, args: &[&str], note: &str) -> Output {
+pub fn run_logged(mut cmd: Command, args: &[&str], note: &str) -> Output {
     let output = cmd.output().expect("run labship");
     eprintln!(
         "$ labship {}{note}\n--- stderr ---\n{}--- stdout ---\n{}",

@@ -1,0 +1,294 @@
+//! A job's data from S3 (`[data] inputs`, `--input`): each input is checked before anything
+//! is built or started (the bucket exists, in whichever region, the caller may list it, and
+//! there is something under the address), mirrored into labship's cache (only what changed
+//! since the last copy is fetched: a file whose size and ETag are those listed is kept; a
+//! file gone from S3 goes from the copy too), and given to the job's container read-only
+//! at `inputs/<name>` in its working folder.
+//!
+//! The copy is made with the caller's credentials on this machine: no credential enters
+//! the container. The results go the other way with [`upload_results`] (`--output-uri`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::aws::s3::{Bucket, Object, S3Uri, S3};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+
+/// Where the inputs appear in the job's working folder.
+pub const INPUTS_DIR: &str = "inputs";
+
+/// An input as checked: its bucket (in its region) and what is under it.
+pub struct Checked {
+    pub uri: S3Uri,
+    bucket: Bucket,
+    objects: Vec<Object>,
+}
+
+impl Checked {
+    pub fn bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.size).sum()
+    }
+
+    /// A single object (`s3://b/data/iris.csv`), not a folder.
+    fn single(&self) -> bool {
+        self.objects.len() == 1 && self.objects[0].key == self.uri.key
+    }
+}
+
+/// An input copied: where it is on this machine, where the job sees it, and what the copy
+/// took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Copied {
+    pub uri: String,
+    /// Its bucket's region.
+    pub region: String,
+    /// In the job's working folder: `inputs/<name>`.
+    pub path: String,
+    /// The copy on this machine (a folder, or the file of a single object).
+    #[serde(skip)]
+    pub local: PathBuf,
+    pub objects: usize,
+    pub bytes: u64,
+    /// Bytes fetched this time (the rest was in the copy already).
+    pub fetched_bytes: u64,
+    pub seconds: f64,
+}
+
+impl Copied {
+    /// The bind mount that gives it to a container whose working folder is `cwd`.
+    pub fn bind(&self, cwd: &str) -> String {
+        format!(
+            "{}:{}/{}:ro",
+            self.local.display(),
+            cwd.trim_end_matches('/'),
+            self.path
+        )
+    }
+}
+
+/// Checks every input, four at a time: each bucket is located and each address listed; an
+/// address with nothing under it is an error (a typo would otherwise run the job on no data).
+pub async fn check(s3: &S3, inputs: &[S3Uri]) -> Result<Vec<Checked>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(inputs.iter().cloned())
+        .map(|uri| async move {
+            let bucket = s3.locate(&uri).await?;
+            let objects = bucket.list(&uri).await?;
+            if objects.is_empty() {
+                return Err(Error::S3Data {
+                    uri: uri.to_string(),
+                    reason: "there is no object under this address".into(),
+                    hint: format!(
+                        "check the prefix (`aws s3 ls s3://{}/` lists the bucket's folders)",
+                        uri.bucket
+                    ),
+                });
+            }
+            Ok(Checked {
+                uri,
+                bucket,
+                objects,
+            })
+        })
+        .buffered(4)
+        .try_collect()
+        .await
+}
+
+/// The output address, checked before the job runs: its bucket exists and may be listed.
+pub async fn check_output(s3: &S3, uri: &S3Uri) -> Result<Bucket> {
+    s3.locate(uri).await
+}
+
+/// What the copy of an input held after its last sync: each file's size and ETag.
+#[derive(Default, Serialize, Deserialize)]
+struct Manifest {
+    files: BTreeMap<String, (u64, String)>,
+}
+
+/// The cache folder of an input address.
+fn cache_of(uri: &S3Uri) -> PathBuf {
+    let base = crate::config::cache_dir().unwrap_or_else(|| std::env::temp_dir().join("labship"));
+    let digest = sha2::Sha256::digest(uri.to_string().as_bytes());
+    base.join("inputs").join(hex::encode(&digest[..8]))
+}
+
+/// Brings the copy of every checked input up to date, one after the other, each with its
+/// objects fetched in parallel; a byte bar (on a terminal) and one line per input say how
+/// it went.
+pub async fn sync(checked: &[Checked], printer: &Printer) -> Result<Vec<Copied>> {
+    let mut copied = Vec::new();
+    for input in checked {
+        copied.push(sync_one(input, &cache_of(&input.uri), printer).await?);
+    }
+    Ok(copied)
+}
+
+async fn sync_one(input: &Checked, cache: &Path, printer: &Printer) -> Result<Copied> {
+    let write_err = |path: &Path, e: std::io::Error| Error::Write {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let started = Instant::now();
+    let files = cache.join("files");
+    std::fs::create_dir_all(&files).map_err(|e| write_err(&files, e))?;
+    let manifest_path = cache.join("manifest.json");
+    let old: Manifest = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    // Kept: listed with the same size and ETag as copied, and still that size on disk.
+    let fetch: Vec<Object> = input
+        .objects
+        .iter()
+        .filter(|o| {
+            !(old.files.get(&o.rel) == Some(&(o.size, o.etag.clone()))
+                && std::fs::metadata(files.join(&o.rel)).is_ok_and(|m| m.len() == o.size))
+        })
+        .cloned()
+        .collect();
+    // Gone from S3: gone from the copy (and any file a broken copy left).
+    let listed: std::collections::HashSet<&str> =
+        input.objects.iter().map(|o| o.rel.as_str()).collect();
+    remove_unlisted(&files, &files, &listed);
+    let bytes = input.bytes();
+    let fetch_bytes: u64 = fetch.iter().map(|o| o.size).sum();
+    printer.note(format!(
+        "Copying {} ({} objects, {}; {} to fetch)",
+        input.uri,
+        input.objects.len(),
+        human_bytes(bytes),
+        human_bytes(fetch_bytes)
+    ));
+    let bars = printer.bars();
+    let bar = printer.byte_bar(&bars, "inputs", fetch_bytes);
+    let landed = AtomicU64::new(0);
+    let progress = |n: u64| {
+        landed.fetch_add(n, Ordering::Relaxed);
+        bar.inc(n);
+    };
+    let fetched = crate::interrupt::cancellable(
+        "copying the inputs",
+        input.bucket.download(&input.uri, &fetch, &files, &progress),
+    )
+    .await;
+    bar.finish_and_clear();
+    fetched?;
+    let manifest = Manifest {
+        files: input
+            .objects
+            .iter()
+            .map(|o| (o.rel.clone(), (o.size, o.etag.clone())))
+            .collect(),
+    };
+    let body = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::engine("writing the inputs' manifest", e))?;
+    let partial = cache.join("manifest.json.part");
+    std::fs::write(&partial, body).map_err(|e| write_err(&partial, e))?;
+    std::fs::rename(&partial, &manifest_path).map_err(|e| write_err(&manifest_path, e))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let name = input.uri.name();
+    Ok(Copied {
+        uri: input.uri.to_string(),
+        region: input.bucket.region.clone(),
+        path: format!("{INPUTS_DIR}/{name}"),
+        local: if input.single() {
+            files.join(name)
+        } else {
+            files
+        },
+        objects: input.objects.len(),
+        bytes,
+        fetched_bytes: landed.load(Ordering::Relaxed),
+        seconds,
+    })
+}
+
+/// Removes the files under `dir` that are not `listed` (relative to `root`), and folders
+/// left empty.
+fn remove_unlisted(root: &Path, dir: &Path, listed: &std::collections::HashSet<&str>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            remove_unlisted(root, &path, listed);
+            let _ = std::fs::remove_dir(&path); // only when empty
+            continue;
+        }
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        if !listed.contains(rel.as_str()) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Puts a run's folder at `uri`/`<run-id>/`; the address written to.
+pub async fn upload_results(
+    bucket: &Bucket,
+    results: &Path,
+    uri: &S3Uri,
+    run_id: &str,
+) -> Result<String> {
+    let at = uri.join(run_id);
+    bucket.upload_dir(results, &at).await?;
+    Ok(format!("{}/", at))
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn a_copy_keeps_only_what_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("old")).unwrap();
+        for f in ["a/b/keep.csv", "a/drop.csv", "old/x", "top.txt"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let listed = ["a/b/keep.csv", "top.txt"].into_iter().collect();
+        remove_unlisted(root, root, &listed);
+        assert!(root.join("a/b/keep.csv").exists());
+        assert!(root.join("top.txt").exists());
+        assert!(!root.join("a/drop.csv").exists());
+        assert!(!root.join("old").exists(), "an emptied folder goes too");
+    }
+}
