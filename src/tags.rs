@@ -66,6 +66,9 @@ pub mod labels {
     pub const DEPLOYMENT: &str = "dev.labship.deployment";
     /// The content tag of the image a container runs: an unchanged image keeps the container.
     pub const CONTENT_TAG: &str = "dev.labship.content-tag";
+    /// A deployment's S3 inputs (their addresses, space-separated), mounted at `inputs/`:
+    /// other inputs replace the container.
+    pub const INPUTS: &str = "dev.labship.inputs";
     /// On a short-lived helper container (the workspace sync of a replace): the deployment
     /// it works for. `down` removes any that a killed run left behind.
     pub const HELPER_OF: &str = "dev.labship.helper-of";

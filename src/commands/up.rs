@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use labship::aws::s3::S3;
 use labship::class::Roster;
 use labship::config::{Config, Target};
+use labship::data;
 use labship::error::{Error, Result};
 use labship::hosts::ec2::Ec2Host;
 use labship::hosts::local::LocalHost;
@@ -14,7 +16,7 @@ use labship::output::Printer;
 use crate::cli::UpArgs;
 
 pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()> {
-    let options = UpOptions {
+    let mut options = UpOptions {
         port: args.port,
         bind: args.bind,
         wait: args.wait.map(Duration::from_secs),
@@ -63,6 +65,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
     .filter_map(|(flag, given)| given.then_some(flag))
     .collect();
     options.refuse(config.target, &ec2_flags)?;
+    inputs(&config, &mut options, args.dry_run, printer).await?;
     if let Some(roster) = roster {
         return class(config, roster, options, args, printer).await;
     }
@@ -88,6 +91,33 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
             .await
         }
     }
+}
+
+/// `[data] inputs`: checked before anything is made, then (not for a dry run) copied; a
+/// local deployment (every seat of a local class) gets them read-only at `inputs/<name>`.
+/// An EC2 host does not get them yet: said, not refused, so that a project whose inputs
+/// are for its jobs still deploys.
+async fn inputs(
+    config: &Config,
+    options: &mut UpOptions,
+    dry_run: bool,
+    printer: &Printer,
+) -> Result<()> {
+    if config.data.inputs.is_empty() {
+        return Ok(());
+    }
+    if config.target == Target::Ec2 {
+        printer.note(
+            "[data] inputs are not copied to EC2 hosts yet: they are given to local deployments and to jobs (`labship run`)",
+        );
+        return Ok(());
+    }
+    let s3 = S3::new(&labship::aws::load(config).await?);
+    let checked = data::check(&s3, &config.data.inputs).await?;
+    if !dry_run {
+        options.inputs = data::sync(&checked, printer).await?;
+    }
+    Ok(())
 }
 
 async fn on<H: Host>(

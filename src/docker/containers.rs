@@ -30,6 +30,8 @@ pub struct ContainerSpec {
     pub host_port: u16,
     /// A named volume and where it is mounted.
     pub volume: Option<(String, String)>,
+    /// Bind mounts (`HOST:CONTAINER:ro`): the deployment's inputs.
+    pub binds: Vec<String>,
     /// Limits: memory in bytes, CPUs in billionths (`None`: unlimited).
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
@@ -162,6 +164,7 @@ impl Engine {
                     ..Default::default()
                 }]
             }),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..confined(spec.memory_bytes, spec.nano_cpus)
         };
         let body = ContainerCreateBody {

@@ -59,6 +59,8 @@ pub struct UpOptions {
     pub preferred_port: Option<u16>,
     /// Local: the container's memory and CPU limits (a class's seats share one machine).
     pub limits: Limits,
+    /// Local: the `[data] inputs`, copied, mounted read-only at `inputs/<name>`.
+    pub inputs: Vec<crate::data::Copied>,
 }
 
 /// A seat of a class: the deployment `<class>-<seat>`, with the student's name and email

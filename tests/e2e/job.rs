@@ -417,26 +417,7 @@ fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
         ],
     );
     aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
-    let put = |key: &str, body: &str| {
-        let file = p.path().join("upload.tmp");
-        std::fs::write(&file, body).expect("write");
-        let out = aws_cli(
-            &endpoint,
-            &[
-                "s3",
-                "cp",
-                file.to_str().expect("path"),
-                &format!("s3://{input}/{key}"),
-                "--region",
-                "eu-west-1",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let put = |key: &str, body: &str| s3_put(&endpoint, &input, key, body, "eu-west-1");
     put("data/points.csv", "v\n1\n2\n3\n");
     put("data/more/extra.txt", "extra\n");
     put("data-other/not-mine.txt", "not under data/\n");

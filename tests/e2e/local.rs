@@ -658,3 +658,93 @@ fn a_container_left_by_an_interrupted_replace_is_ignored_then_removed() {
         "{down}"
     );
 }
+
+#[test]
+fn a_local_deployment_reads_its_inputs_and_other_inputs_replace_its_container() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("localin");
+    let _cleanup = Cleanup(p.name.clone());
+    let cache = tempfile::tempdir().expect("cache");
+    let bucket = unique("course");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &bucket]);
+    s3_put(
+        &endpoint,
+        &bucket,
+        "week1/grades.csv",
+        "a,b\n1,2\n",
+        "us-east-1",
+    );
+    s3_put(&endpoint, &bucket, "week2/more.txt", "more\n", "us-east-1");
+    let inputs = |uris: &[&str]| {
+        let list: Vec<String> = uris
+            .iter()
+            .map(|u| format!("\"s3://{bucket}/{u}\""))
+            .collect();
+        p.write(
+            "labship.toml",
+            &format!(
+                "name = \"{}\"\n[data]\ninputs = [{}]\n",
+                p.name,
+                list.join(", ")
+            ),
+        );
+    };
+    let up = |args: &[&str]| {
+        let mut cmd = p.command(args);
+        cmd.env("LABSHIP_CACHE_DIR", cache.path());
+        json(&run_logged(cmd, args, ""))
+    };
+    inputs(&["week1/"]);
+    let first = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(first["action"], "created", "{first}");
+    let url = first["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        read_file(&url, "inputs/week1/grades.csv").as_deref(),
+        Some("a,b\n1,2\n"),
+        "the input, through Jupyter's contents API"
+    );
+    // The inputs are read-only: a save there is refused; the rest of the workspace is not.
+    let save = ureq::put(&format!(
+        "{}/api/contents/inputs/week1/mine.txt",
+        base_of(&url)
+    ))
+    .header("Authorization", &format!("token {}", token_of(&url)))
+    .send_json(serde_json::json!({"type": "file", "format": "text", "content": "x"}));
+    assert!(
+        !matches!(&save, Ok(r) if r.status() == 201),
+        "a file saved into the inputs: {save:?}"
+    );
+    put_file(&url, "notes.txt", "mine");
+
+    // The same inputs: nothing to do. Another one: the container is replaced, the
+    // workspace kept, both inputs there.
+    let again = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(again["action"], "unchanged", "{again}");
+    inputs(&["week1/", "week2/"]);
+    let plan = up(&["up", "--local", "--dry-run", "-o", "json"]);
+    assert_eq!(plan["action"], "replace", "{plan}");
+    assert!(
+        plan["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inputs changed"),
+        "{plan}"
+    );
+    let replaced = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(replaced["action"], "replaced", "{replaced}");
+    let url = replaced["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        read_file(&url, "inputs/week2/more.txt").as_deref(),
+        Some("more\n")
+    );
+    assert_eq!(
+        read_file(&url, "inputs/week1/grades.csv").as_deref(),
+        Some("a,b\n1,2\n")
+    );
+    assert_eq!(read_file(&url, "notes.txt").as_deref(), Some("mine"));
+
+    let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(container_state(&format!("labship-{}", p.name)), None);
+    assert!(!volume_exists(&format!("labship-{}-work", p.name)));
+}

@@ -547,6 +547,29 @@ pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
         .expect("aws CLI")
 }
 
+/// Puts `body` at `s3://bucket/key` with the AWS CLI (the bucket in `region`).
+pub fn s3_put(endpoint: &str, bucket: &str, key: &str, body: &str, region: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("object");
+    std::fs::write(&file, body).expect("write");
+    let out = aws_cli(
+        endpoint,
+        &[
+            "s3",
+            "cp",
+            file.to_str().expect("path"),
+            &format!("s3://{bucket}/{key}"),
+            "--region",
+            region,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// [`aws_cli`], which must succeed: its stdout as JSON.
 /// The running instances of a class, as the AWS CLI describes them.
 pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {

@@ -51,6 +51,7 @@ pub struct UpOptions {
     /// The port a new container takes when it is free.
     pub preferred_port: Option<u16>,
     pub limits: crate::hosts::Limits,
+    pub inputs: Vec<crate::data::Copied>,
 }
 
 impl UpOptions {
@@ -65,6 +66,7 @@ impl UpOptions {
             seat: options.seat.clone(),
             preferred_port: options.preferred_port,
             limits: options.limits,
+            inputs: options.inputs.clone(),
         }
     }
 }
@@ -137,6 +139,12 @@ impl std::fmt::Display for LocalPlan {
     }
 }
 
+/// The label that records a deployment's inputs (`None`: it has none).
+fn inputs_label(config: &Config) -> Option<String> {
+    let uris: Vec<String> = config.data.inputs.iter().map(|u| u.to_string()).collect();
+    (!uris.is_empty()).then(|| uris.join(" "))
+}
+
 /// Decides what `up` does, from the configuration and what the engine holds. Pure.
 pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
     let tag = &observed.tag;
@@ -148,9 +156,14 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
             .into_iter()
             .collect();
     labels.insert(labels::CONTENT_TAG.to_string(), tag.clone());
+    let inputs = inputs_label(config);
+    if let Some(inputs) = &inputs {
+        labels.insert(labels::INPUTS.to_string(), inputs.clone());
+    }
     let (action, reason, port, sync_workspace) = match (&observed.existing, &observed.binding) {
         (Some(c), Some((bound_ip, bound_port)))
             if c.labels.get(labels::CONTENT_TAG) == Some(tag)
+                && c.labels.get(labels::INPUTS) == inputs.as_ref()
                 && options.port.is_none_or(|p| p == *bound_port)
                 && options.bind == *bound_ip =>
         {
@@ -182,6 +195,8 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
             let image_changed = old_tag != *tag;
             let reason = if image_changed {
                 format!("The image changed ({old_tag} -> {tag}): replacing container {container}; the workspace volume {volume} is kept")
+            } else if c.labels.get(labels::INPUTS) != inputs.as_ref() {
+                format!("The inputs changed: replacing container {container}; the workspace volume {volume} is kept")
             } else {
                 format!("The port or address changed: replacing container {container}; the workspace volume {volume} is kept")
             };
@@ -554,6 +569,9 @@ async fn create(
         .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
     let mut container_labels = deployment_labels(&config.name, options.seat.as_ref());
     container_labels.insert(labels::CONTENT_TAG.to_string(), tag.to_string());
+    if let Some(inputs) = inputs_label(config) {
+        container_labels.insert(labels::INPUTS.to_string(), inputs);
+    }
     let mut next = match (options.port, preferred) {
         (Some(p), _) => p,
         (None, Some(p)) if ports::is_free(&options.bind, p) => p,
@@ -572,6 +590,7 @@ async fn create(
             host_ip: options.bind.clone(),
             host_port: port,
             volume: Some((volume_name(&config.name), workspace.clone())),
+            binds: options.inputs.iter().map(|i| i.bind(&workspace)).collect(),
             memory_bytes: options.limits.memory_bytes(),
             nano_cpus: options.limits.nano_cpus(),
         };
