@@ -1365,6 +1365,32 @@ pub fn test_project(name: &str) -> (tempfile::TempDir, Config) {
 mod tests {
 
     #[test]
+    fn inputs_are_the_files_then_the_flags_each_once_each_in_its_own_folder() {
+        let got = data_inputs(
+            vec![
+                "s3://class-data/week1/".into(),
+                "s3://class-data/week1/".into(),
+            ],
+            vec![" s3://other-data/iris.csv".into()],
+        )
+        .unwrap();
+        let names: Vec<String> = got.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            names,
+            ["s3://class-data/week1/", "s3://other-data/iris.csv"]
+        );
+        let clash = data_inputs(
+            vec!["s3://a-data/x/week1".into()],
+            vec!["s3://b-data/week1/".into()],
+        );
+        assert!(
+            matches!(&clash, Err(Error::InvalidSetting { reason, .. }) if reason.contains("inputs/week1")),
+            "{clash:?}"
+        );
+        assert!(data_inputs(vec!["class-data/week1".into()], vec![]).is_err());
+    }
+
+    #[test]
     fn git_sources_take_a_ref_and_refuse_credentials() {
         let s = GitSource::parse("https://github.com/me/course.git#week-2").expect("url#ref");
         assert_eq!(s.url, "https://github.com/me/course.git");

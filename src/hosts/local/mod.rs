@@ -1228,6 +1228,7 @@ mod tests {
             seat: None,
             preferred_port: None,
             limits: crate::hosts::Limits::default(),
+            inputs: Vec::new(),
         }
     }
 
@@ -1277,6 +1278,44 @@ mod tests {
         assert_eq!(p.port, None, "the first free port from 8888");
         assert_eq!(p.labels[labels::CONTENT_TAG], "ctx-new");
         assert_eq!(p.labels[labels::DEPLOYMENT], "lab");
+    }
+
+    #[test]
+    fn other_inputs_replace_the_container_and_the_same_ones_do_not() {
+        let (_dir, mut config) = config();
+        let mut seen = observed(Some(container("running", "ctx-new")));
+        seen.image_present = true;
+        config.data.inputs = vec![crate::aws::s3::S3Uri::parse("s3://class-data/week1/").unwrap()];
+        let plan = plan(&config, &options(None), &seen);
+        assert_eq!(
+            plan.action,
+            PlannedAction::Replace,
+            "inputs where none were"
+        );
+        assert!(
+            plan.reason.contains("The inputs changed"),
+            "{}",
+            plan.reason
+        );
+        assert_eq!(
+            local(&plan).labels[labels::INPUTS],
+            "s3://class-data/week1/"
+        );
+        assert!(!local(&plan).sync_workspace, "the image is the same");
+        if let Some(c) = seen.existing.as_mut() {
+            c.labels
+                .insert(labels::INPUTS.into(), "s3://class-data/week1/".into());
+        }
+        assert_eq!(
+            super::plan(&config, &options(None), &seen).action,
+            PlannedAction::Nothing
+        );
+        config.data.inputs.clear();
+        assert_eq!(
+            super::plan(&config, &options(None), &seen).action,
+            PlannedAction::Replace,
+            "inputs removed"
+        );
     }
 
     #[test]
