@@ -130,6 +130,12 @@ pub struct Bucket {
     client: aws_sdk_s3::Client,
 }
 
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3 ({})", self.aws.region)
+    }
+}
+
 impl S3 {
     pub fn new(aws: &Aws) -> S3 {
         S3 {

@@ -67,10 +67,13 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     } else {
         let s3 = S3::new(&labship::aws::load(&config).await?);
         let output = match output_uri {
-            Some(uri) => Some(job::Output {
-                bucket: data::check_output(&s3, &uri).await?,
-                uri,
-            }),
+            Some(uri) => {
+                data::check_output(&s3, &uri).await?;
+                Some(job::Output {
+                    uri,
+                    s3: s3.clone(),
+                })
+            }
             None => None,
         };
         (data::check(&s3, &config.data.inputs).await?, output)
@@ -197,11 +200,9 @@ pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Resul
     let mut report =
         job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;
     // A run with --output-uri goes to S3 once saved (again, if its upload failed before).
-    if let (Some(at), false) = (&report.output_uri, report.uploaded) {
-        let uri = S3Uri::parse(at)?;
+    if report.output_uri.is_some() && !report.uploaded {
         let s3 = S3::new(&labship::aws::load(&config).await?);
-        let bucket = data::check_output(&s3, &uri).await?;
-        job::deliver(&bucket, &mut report, printer).await?;
+        job::deliver(&s3, &mut report, printer).await?;
     }
     finished(printer, &report)
 }

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::aws::s3::{Bucket, S3Uri};
+use crate::aws::s3::{S3Uri, S3};
 use crate::config::{Config, Target};
 use crate::data::Copied;
 use crate::docker::jobs::JobContainer;
@@ -71,11 +71,12 @@ pub struct JobSpec {
     pub output: Option<Output>,
 }
 
-/// Where the results go in S3: the address given, and its bucket (located, in its region).
+/// Where the results go in S3: the address given (its bucket checked before the run), and
+/// the account's S3.
 #[derive(Debug, Clone)]
 pub struct Output {
     pub uri: S3Uri,
-    pub bucket: Bucket,
+    pub s3: S3,
 }
 
 /// The failing cell of a run.
@@ -767,7 +768,7 @@ pub async fn run_local(
     )
     .await?;
     if let Some(output) = &spec.output {
-        deliver(&output.bucket, &mut report, printer).await?;
+        deliver(&output.s3, &mut report, printer).await?;
     }
     Ok(report)
 }
@@ -775,7 +776,7 @@ pub async fn run_local(
 /// Puts a run's folder (its `run.json` saying so) at its `output_uri`. A run already there
 /// is left as it is; when the upload fails, `run.json` says it is not there, and the
 /// error says how to put it there by hand.
-pub async fn deliver(bucket: &Bucket, report: &mut RunReport, printer: &Printer) -> Result<()> {
+pub async fn deliver(s3: &S3, report: &mut RunReport, printer: &Printer) -> Result<()> {
     let Some(at) = report.output_uri.clone() else {
         return Ok(());
     };
@@ -786,10 +787,13 @@ pub async fn deliver(bucket: &Bucket, report: &mut RunReport, printer: &Printer)
     report.uploaded = true;
     write_report(report)?;
     printer.note(format!("Uploading run {} to {at}", report.run_id));
-    let put = interrupt::cancellable(
-        "uploading the results",
-        bucket.upload_dir(&report.results, &uri),
-    )
+    let put = interrupt::cancellable("uploading the results", async {
+        // Located again: the bucket checked before the run may have gone since.
+        s3.locate(&uri)
+            .await?
+            .upload_dir(&report.results, &uri)
+            .await
+    })
     .await;
     if let Err(e) = put {
         report.uploaded = false;

@@ -600,3 +600,79 @@ fn inputs_or_an_output_that_cannot_be_used_are_refused_before_anything_runs() {
         );
     }
 }
+
+#[test]
+fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_again() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("jobs3d");
+    p.write("slow.ipynb", &slow_notebook());
+    let output = unique("results");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let out_uri = format!("s3://{output}/runs");
+    let started = json(&p.labship(&[
+        "run",
+        "slow.ipynb",
+        "--detach",
+        "--output-uri",
+        &out_uri,
+        "-o",
+        "json",
+    ]));
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    // The bucket goes while the job runs: the results stay here, and say they are not in S3.
+    let gone = aws_cli(&endpoint, &["s3", "rb", &format!("s3://{output}")]);
+    assert!(
+        gone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    let fetched = p.labship(&["fetch", &run_id, "-o", "json"]);
+    assert_eq!(fetched.status.code(), Some(1), "{}", stderr(&fetched));
+    let err = json_error(&fetched).to_string();
+    assert!(err.contains("were not uploaded"), "{err}");
+    assert!(
+        err.contains(&format!("labship fetch {run_id}")),
+        "how to try again: {err}"
+    );
+    let results = p.path().join("runs").join(&run_id);
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("run.json")).expect("run.json"))
+            .expect("JSON");
+    assert_eq!(saved["state"], "succeeded");
+    assert_eq!(saved["uploaded"], false);
+    assert!(results.join("outputs/done.txt").exists());
+    assert_eq!(job_containers(&p.name), "");
+
+    // The bucket back: fetch puts the run there.
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
+    assert_eq!(fetched["uploaded"], true, "{fetched}");
+    assert_eq!(fetched["output_uri"], format!("{out_uri}/{run_id}/"));
+    let listed = aws_json(
+        &endpoint,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            &output,
+            "--prefix",
+            &format!("runs/{run_id}/"),
+        ],
+    );
+    let mut keys: Vec<&str> = listed["Contents"]
+        .as_array()
+        .expect("contents")
+        .iter()
+        .filter_map(|o| o["Key"].as_str())
+        .collect();
+    keys.sort();
+    let prefix = format!("runs/{run_id}");
+    assert_eq!(
+        keys,
+        [
+            format!("{prefix}/outputs/done.txt"),
+            format!("{prefix}/run.json"),
+            format!("{prefix}/slow.ipynb")
+        ]
+    );
+}
