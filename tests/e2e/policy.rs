@@ -104,8 +104,18 @@ fn pascal(snake: &str) -> String {
         .collect()
 }
 
-/// The IAM action of an SDK method. A waiter polls a describe operation of its own.
+/// The IAM action of an SDK method. A waiter polls a describe operation of its own; S3's
+/// operations are authorized under other names.
 fn iam_action(service: &str, method: &str) -> String {
+    match (service, method) {
+        ("s3", "head_bucket" | "list_objects_v2") => return "s3:ListBucket".into(),
+        ("s3", "get_object") => return "s3:GetObject".into(),
+        ("s3", "put_object") => return "s3:PutObject".into(),
+        ("s3", other) => panic!(
+            "s3 `{other}`: add the action it is authorized as to iam_action() in tests/e2e/policy.rs"
+        ),
+        _ => {}
+    }
     let Some(what) = method.strip_prefix("wait_until_") else {
         return format!("{service}:{}", pascal(method));
     };
@@ -132,11 +142,12 @@ fn iam_action(service: &str, method: &str) -> String {
 /// files that use that SDK, and `.client.<op>(` in files that use the ECR SDK. Whitespace is
 /// removed first, so a call split over lines (`self\n    .ec2\n    .describe_vpcs()`) counts.
 fn actions_in_code() -> BTreeSet<String> {
-    const CLIENTS: [(&str, &str, &str); 4] = [
+    const CLIENTS: [(&str, &str, &str); 5] = [
         ("aws_sdk_ec2", ".ec2.", "ec2"),
         ("aws_sdk_iam", ".iam.", "iam"),
         ("aws_sdk_ssm", ".ssm.", "ssm"),
         ("aws_sdk_ecr", ".client.", "ecr"),
+        ("aws_sdk_s3", ".client.", "s3"),
     ];
     // Methods of the client itself, not operations.
     const NOT_OPERATIONS: [&str; 3] = ["clone", "config", "to_owned"];
@@ -167,6 +178,7 @@ fn actions_in_code() -> BTreeSet<String> {
         "iam:CreateRole",
         "ecr:GetAuthorizationToken",
         "ssm:SendCommand",
+        "s3:GetObject",
     ];
     for a in expected {
         assert!(
@@ -409,6 +421,26 @@ fn operator_policy_keeps_to_labship_resources() {
         if action == "ecr:GetAuthorizationToken" {
             continue; // no resource-level permissions
         }
+        assert!(
+            !granting(&policy, action, ours).is_empty(),
+            "{action} on {ours}"
+        );
+        assert!(
+            granting(&policy, action, theirs).is_empty(),
+            "{action} reaches {theirs}"
+        );
+    }
+
+    // S3: the job data buckets by name (`labship-*`), not every bucket of the account.
+    for action in needed_actions().iter().filter(|a| a.starts_with("s3:")) {
+        let (ours, theirs) = if action == "s3:ListBucket" {
+            ("arn:aws:s3:::labship-course", "arn:aws:s3:::payroll")
+        } else {
+            (
+                "arn:aws:s3:::labship-course/week1/a.csv",
+                "arn:aws:s3:::payroll/2026/march.csv",
+            )
+        };
         assert!(
             !granting(&policy, action, ours).is_empty(),
             "{action} on {ours}"
