@@ -122,6 +122,11 @@ instance_type = "{instance_type}"
 # in its workspace when it starts (fetched on this machine with your git and its credentials);
 # `labship distribute --git` brings new commits, keeping files someone changed.
 # git = "https://github.com/me/course-notebooks.git"
+
+[data]
+# S3 folders or objects a job (`labship run`, and `up --local`) gets read-only at
+# inputs/<name> in its working folder, copied with your AWS credentials on this machine.
+# inputs = ["s3://labship-course/week1/"]
 "#,
         instance_type = config::DEFAULT_INSTANCE_TYPE
     )
