@@ -273,7 +273,7 @@ impl Bucket {
     /// once, a large object in PART-sized ranges, each range of the version listed (If-Match
     /// its ETag: an object replaced meanwhile fails instead of mixing two versions). Each file
     /// is written beside its name and renamed when whole; on failure, the partial files
-    /// are removed. `progress` is called with the bytes of each chunk as it lands.
+    /// are removed. `progress` is called with the bytes of each range as it lands.
     pub async fn download(
         &self,
         uri: &S3Uri,
@@ -327,6 +327,10 @@ impl Bucket {
         Ok(())
     }
 
+    /// One range of an object into its place in `partial`; a range whose answer failed or
+    /// broke off on the way (AWS busy, a lost connection) is asked for again, from its start,
+    /// for up to two minutes (the SDK's own retries do not cover a body cut short).
+    /// `progress` hears of the range once it is written.
     async fn fetch_range(
         &self,
         uri: &S3Uri,
@@ -335,6 +339,22 @@ impl Bucket {
         len: u64,
         partial: &Path,
         progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        super::retry::read(std::time::Duration::from_secs(120), || {
+            self.fetch_range_once(uri, o, start, len, partial)
+        })
+        .await?;
+        progress(len);
+        Ok(())
+    }
+
+    async fn fetch_range_once(
+        &self,
+        uri: &S3Uri,
+        o: &Object,
+        start: u64,
+        len: u64,
+        partial: &Path,
     ) -> Result<()> {
         let at = uri.join(&o.rel);
         let mut request = self
@@ -380,7 +400,6 @@ impl Bucket {
             })?;
             file.write_all(&chunk).await.map_err(write_err)?;
             got += chunk.len() as u64;
-            progress(chunk.len() as u64);
         }
         file.flush().await.map_err(write_err)?;
         if got != len {

@@ -8,6 +8,7 @@
 #[path = "../e2e/support.rs"]
 mod support;
 
+mod data;
 mod driver;
 mod inject;
 mod kill;
