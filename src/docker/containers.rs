@@ -393,6 +393,8 @@ pub struct ContainerStatus {
     pub oom_killed: bool,
     /// How often the engine restarted it (restart policy) since it was created.
     pub restarts: i64,
+    /// When it last started (Unix seconds; `None`: never).
+    pub started_at: Option<i64>,
 }
 
 impl Engine {
@@ -405,6 +407,12 @@ impl Engine {
                     exit_code: state.exit_code.unwrap_or_default(),
                     oom_killed: state.oom_killed.unwrap_or_default(),
                     restarts: c.restart_count.unwrap_or_default(),
+                    // Docker says 0001-01-01T00:00:00Z for a container never started.
+                    started_at: state
+                        .started_at
+                        .as_deref()
+                        .and_then(crate::hosts::unix_of)
+                        .filter(|t| *t > 0),
                 }))
             }
             Err(e) if not_found(&e) => Ok(None),

@@ -897,6 +897,20 @@ pub fn unix_of(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn times_as_docker_and_jupyter_write_them() {
+        assert_eq!(
+            unix_of("2026-12-01T13:15:06.123456789Z"),
+            Some(1_796_130_906)
+        );
+        assert_eq!(unix_of("2026-12-01T13:15:06.123456Z"), Some(1_796_130_906));
+        assert_eq!(unix_of("0001-01-01T00:00:00Z").filter(|t| *t > 0), None);
+        assert_eq!(
+            rfc3339(1_796_130_906).as_deref(),
+            Some("2026-12-01T13:15:06Z")
+        );
+    }
+
     fn row(target: Target, name: &str) -> DeploymentStatus {
         DeploymentStatus {
             target,

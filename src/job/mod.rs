@@ -919,7 +919,15 @@ pub async fn fetch_local(
         .get(labels::JOB_OF)
         .cloned()
         .unwrap_or_else(|| config.name.clone());
-    let kill_after = Duration::from_secs(job.timeout) + GRACE;
+    // The deadline counts from the job's start, not from this fetch.
+    let ran_for = engine
+        .container_status(&c.name)
+        .await?
+        .and_then(|s| s.started_at)
+        .map_or(0, |t| (crate::hosts::now_secs() - t).max(0) as u64);
+    let kill_after = (Duration::from_secs(job.timeout) + GRACE)
+        .saturating_sub(Duration::from_secs(ran_for))
+        .max(Duration::from_secs(1));
     follow(
         engine,
         &deployment,
