@@ -1064,7 +1064,10 @@ fn data_inputs(file: Vec<String>, given: Vec<String>) -> Result<Vec<crate::aws::
     let mut inputs: Vec<crate::aws::s3::S3Uri> = Vec::new();
     for raw in file.iter().chain(&given) {
         let uri = crate::aws::s3::S3Uri::parse(raw.trim())?;
-        if inputs.contains(&uri) {
+        // `s3://b/week1` and `s3://b/week1/` are one input.
+        let folder =
+            |u: &crate::aws::s3::S3Uri| (u.bucket.clone(), u.key.trim_end_matches('/').to_string());
+        if inputs.iter().any(|i| folder(i) == folder(&uri)) {
             continue;
         }
         if let Some(other) = inputs.iter().find(|i| i.name() == uri.name()) {

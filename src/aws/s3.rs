@@ -163,10 +163,13 @@ impl S3 {
     /// of another region answers a 301 that names it. A bucket that does not exist, or that
     /// the caller may not read, is said so with the fix.
     pub async fn locate(&self, uri: &S3Uri) -> Result<Bucket> {
-        let here = self.aws.region.clone();
-        let client = self.client(&here);
+        let here = Bucket {
+            name: uri.bucket.clone(),
+            region: self.aws.region.clone(),
+            client: self.client(&self.aws.region),
+        };
         let answer = super::retry::read(std::time::Duration::from_secs(60), || async {
-            match client.head_bucket().bucket(&uri.bucket).send().await {
+            match here.client.head_bucket().bucket(&here.name).send().await {
                 Ok(out) => Ok(out.bucket_region().map(str::to_string)),
                 Err(e) => {
                     let status = e.raw_response().map(|r| r.status().as_u16());
@@ -181,26 +184,48 @@ impl S3 {
                             reason: format!("bucket {} does not exist", uri.bucket),
                             hint: "check the bucket's name (`aws s3 ls` lists yours)".into(),
                         }),
-                        (Some(403), _) => Err(Error::S3Data {
+                        // A HEAD's 403 has no body: rejected credentials look the same.
+                        (Some(403), _) => Err(self.rejected_credentials().await.unwrap_or(Error::S3Data {
                             uri: uri.to_string(),
                             reason: format!(
                                 "access to bucket {} is denied (s3:ListBucket)",
                                 uri.bucket
                             ),
                             hint: "ask the bucket's owner for s3:ListBucket and s3:GetObject (inputs) or s3:PutObject (results) on it, or use another profile (--profile)".into(),
-                        }),
-                        _ => Err(api_error(&here, "s3", "HeadBucket", &uri.bucket, &e)),
+                        })),
+                        _ => Err(api_error(&here.region, "s3", "HeadBucket", &uri.bucket, &e)),
                     }
                 }
             }
         })
         .await?;
-        let region = answer.unwrap_or(here);
+        let region = answer.unwrap_or(here.region);
         Ok(Bucket {
             name: uri.bucket.clone(),
             client: self.client(&region),
             region,
         })
+    }
+}
+
+impl S3 {
+    /// The error of credentials AWS does not accept (STS GetCallerIdentity, which any valid
+    /// credentials may call), if that is what they are.
+    async fn rejected_credentials(&self) -> Option<Error> {
+        let sts = aws_sdk_sts::Client::new(&self.aws.sdk);
+        match sts.get_caller_identity().send().await {
+            Ok(_) => None,
+            Err(e) => match api_error(
+                &self.aws.region,
+                "sts",
+                "GetCallerIdentity",
+                "the caller",
+                &e,
+            ) {
+                rejected @ Error::CredentialsRejected { .. } => Some(rejected),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -266,6 +291,16 @@ impl Bucket {
             objects.retain(|o| o.key == uri.key);
         }
         objects.sort_by(|a, b| a.rel.cmp(&b.rel));
+        if let Some((parent, rel)) = file_and_folder(&objects) {
+            return Err(Error::S3Data {
+                uri: uri.to_string(),
+                reason: format!(
+                    "{} is an object and a folder (of {rel}) at once",
+                    uri.join(&parent)
+                ),
+                hint: "rename one of them, or give a narrower prefix".into(),
+            });
+        }
         Ok(objects)
     }
 
@@ -413,8 +448,22 @@ impl Bucket {
         Ok(())
     }
 
-    /// Puts every file under `dir` at `uri`/its path, CONCURRENCY at once; the keys put.
-    pub async fn upload_dir(&self, dir: &Path, uri: &S3Uri) -> Result<Vec<String>> {
+    /// Puts `bytes` at `uri`.
+    pub async fn put_bytes(&self, uri: &S3Uri, bytes: Vec<u8>) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(&uri.key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.fail("PutObject", uri, &e))?;
+        Ok(())
+    }
+
+    /// Puts every file under `dir` (but `except`, a path relative to it) at `uri`/its path,
+    /// CONCURRENCY at once; the keys put.
+    pub async fn upload_dir(&self, dir: &Path, uri: &S3Uri, except: &str) -> Result<Vec<String>> {
         let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
             let entry = entry.map_err(|e| Error::ReadInput {
@@ -430,6 +479,9 @@ impl Bucket {
                 .unwrap_or(entry.path())
                 .to_string_lossy()
                 .replace(std::path::MAIN_SEPARATOR, "/");
+            if rel == except {
+                continue;
+            }
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
             if size > MAX_PUT {
                 return Err(Error::S3Data {
@@ -465,6 +517,22 @@ impl Bucket {
     }
 }
 
+/// `a` and `a/b` among `objects`: a file and a folder of one name, which no disk can hold.
+/// The first such (folder, object in it).
+fn file_and_folder(objects: &[Object]) -> Option<(String, String)> {
+    let files: std::collections::HashSet<&str> = objects.iter().map(|o| o.rel.as_str()).collect();
+    objects.iter().find_map(|o| {
+        let mut folder = o.rel.as_str();
+        while let Some((parent, _)) = folder.rsplit_once('/') {
+            if files.contains(parent) {
+                return Some((parent.to_string(), o.rel.clone()));
+            }
+            folder = parent;
+        }
+        None
+    })
+}
+
 /// Where a file is written until it is whole.
 fn part_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -475,6 +543,29 @@ fn part_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_and_a_folder_of_one_name_are_found() {
+        let objects = |rels: &[&str]| -> Vec<Object> {
+            rels.iter()
+                .map(|r| Object {
+                    rel: r.to_string(),
+                    key: format!("p/{r}"),
+                    size: 1,
+                    etag: String::new(),
+                })
+                .collect()
+        };
+        assert_eq!(file_and_folder(&objects(&["a", "a-b", "b/c"])), None);
+        assert_eq!(
+            file_and_folder(&objects(&["a", "a-x", "a/b/c.csv"])),
+            Some(("a".into(), "a/b/c.csv".into()))
+        );
+        assert_eq!(
+            file_and_folder(&objects(&["d/e", "d/e/f"])),
+            Some(("d/e".into(), "d/e/f".into()))
+        );
+    }
 
     #[test]
     fn addresses() {

@@ -114,7 +114,14 @@ async fn inputs(
     }
     let s3 = S3::new(&labship::aws::load(config).await?);
     let checked = data::check(&s3, &config.data.inputs).await?;
+    options.inputs_label = data::label(&checked);
     if !dry_run {
+        // Nothing is made yet: a Ctrl-C during the copy only stops it.
+        interrupt::install(interrupt::Then::Remove(super::down_command(
+            config,
+            config.target,
+            "",
+        )))?;
         options.inputs = data::sync(&checked, printer).await?;
     }
     Ok(())

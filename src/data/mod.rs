@@ -6,7 +6,7 @@
 //! at `inputs/<name>` in its working folder.
 //!
 //! The copy is made with the caller's credentials on this machine: no credential enters
-//! the container. The results go the other way with [`upload_results`] (`--output-uri`).
+//! the container. The results go the other way with [`crate::job::deliver`] (`--output-uri`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,20 @@ impl Checked {
     }
 }
 
+/// What a container's inputs are, for its label: each address, a single object's with its
+/// ETag (a file mounted alone is not replaced under a running container, as the files of a
+/// mounted folder are: a new version of it means a new container). `None`: no inputs.
+pub fn label(checked: &[Checked]) -> Option<String> {
+    let each: Vec<String> = checked
+        .iter()
+        .map(|c| match c.single() {
+            true => format!("{}@{}", c.uri, c.objects[0].etag.trim_matches('"')),
+            false => c.uri.to_string(),
+        })
+        .collect();
+    (!each.is_empty()).then(|| each.join(" "))
+}
+
 /// An input copied: where it is on this machine, where the job sees it, and what the copy
 /// took.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,13 +75,12 @@ pub struct Copied {
 }
 
 impl Copied {
-    /// The bind mount that gives it to a container whose working folder is `cwd`.
-    pub fn bind(&self, cwd: &str) -> String {
-        format!(
-            "{}:{}/{}:ro",
-            self.local.display(),
-            cwd.trim_end_matches('/'),
-            self.path
+    /// The read-only bind mount that gives it to a container whose working folder is `cwd`:
+    /// (this machine's path, the container's).
+    pub fn mount(&self, cwd: &str) -> (String, String) {
+        (
+            self.local.display().to_string(),
+            format!("{}/{}", cwd.trim_end_matches('/'), self.path),
         )
     }
 }
@@ -112,22 +125,80 @@ struct Manifest {
     files: BTreeMap<String, (u64, String)>,
 }
 
-/// The cache folder of an input address.
-fn cache_of(uri: &S3Uri) -> PathBuf {
-    let base = crate::config::cache_dir().unwrap_or_else(|| std::env::temp_dir().join("labship"));
-    let digest = sha2::Sha256::digest(uri.to_string().as_bytes());
-    base.join("inputs").join(hex::encode(&digest[..8]))
+/// The copies' folder, made private to this user (`inputs/` 0700; the copies below it are
+/// readable, for the containers they are mounted into). No folder in /tmp: another user
+/// could put files there first.
+fn inputs_root() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = crate::config::cache_dir().ok_or_else(|| Error::InvalidSetting {
+        what: "cache folder",
+        value: "(none)".into(),
+        reason: "neither LABSHIP_CACHE_DIR, XDG_CACHE_HOME nor HOME is set, so there is no place for the copy of the inputs".into(),
+        hint: "set LABSHIP_CACHE_DIR to a folder of yours".into(),
+    })?;
+    let root = base.join("inputs");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&root)
+        .map_err(|e| Error::Write {
+            path: root.clone(),
+            source: e,
+        })?;
+    Ok(root)
+}
+
+/// The cache folder of an input address (`s3://b/week1` and `s3://b/week1/` share one).
+fn cache_of(root: &Path, uri: &S3Uri) -> PathBuf {
+    let key = format!("s3://{}/{}", uri.bucket, uri.key.trim_end_matches('/'));
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    root.join(hex::encode(&digest[..8]))
 }
 
 /// Brings the copy of every checked input up to date, one after the other, each with its
 /// objects fetched in parallel; a byte bar (on a terminal) and one line per input say how
 /// it went.
 pub async fn sync(checked: &[Checked], printer: &Printer) -> Result<Vec<Copied>> {
+    if checked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = inputs_root()?;
     let mut copied = Vec::new();
     for input in checked {
-        copied.push(sync_one(input, &cache_of(&input.uri), printer).await?);
+        copied.push(sync_one(input, &cache_of(&root, &input.uri), printer).await?);
     }
     Ok(copied)
+}
+
+/// The copy's lock, held while it is brought up to date: two labships copying the same
+/// input take turns (the second finds the files there). Released when dropped.
+async fn lock_copy(cache: &Path, uri: &S3Uri, printer: &Printer) -> Result<std::fs::File> {
+    let path = cache.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Write {
+            path: path.clone(),
+            source: e,
+        })?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::Write { path, source: e }),
+    }
+    printer.note(format!(
+        "Waiting for another labship that copies {uri} to finish"
+    ));
+    let waited = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+    crate::interrupt::cancellable("waiting for the copy of the inputs", async {
+        waited
+            .await
+            .map_err(|e| Error::engine("waiting for the inputs' lock", e))?
+            .map_err(|e| Error::Write { path, source: e })
+    })
+    .await
 }
 
 async fn sync_one(input: &Checked, cache: &Path, printer: &Printer) -> Result<Copied> {
@@ -138,6 +209,7 @@ async fn sync_one(input: &Checked, cache: &Path, printer: &Printer) -> Result<Co
     let started = Instant::now();
     let files = cache.join("files");
     std::fs::create_dir_all(&files).map_err(|e| write_err(&files, e))?;
+    let _lock = lock_copy(cache, &input.uri, printer).await?;
     let manifest_path = cache.join("manifest.json");
     let old: Manifest = std::fs::read(&manifest_path)
         .ok()
@@ -235,18 +307,6 @@ fn remove_unlisted(root: &Path, dir: &Path, listed: &std::collections::HashSet<&
             let _ = std::fs::remove_file(&path);
         }
     }
-}
-
-/// Puts a run's folder at `uri`/`<run-id>/`; the address written to.
-pub async fn upload_results(
-    bucket: &Bucket,
-    results: &Path,
-    uri: &S3Uri,
-    run_id: &str,
-) -> Result<String> {
-    let at = uri.join(run_id);
-    bucket.upload_dir(results, &at).await?;
-    Ok(format!("{}/", at))
 }
 
 /// `1.5 GiB`, `12.0 MiB`, `512 B`.

@@ -30,8 +30,8 @@ pub struct ContainerSpec {
     pub host_port: u16,
     /// A named volume and where it is mounted.
     pub volume: Option<(String, String)>,
-    /// Bind mounts (`HOST:CONTAINER:ro`): the deployment's inputs.
-    pub binds: Vec<String>,
+    /// Read-only bind mounts (this machine's path, the container's): the inputs.
+    pub inputs: Vec<(String, String)>,
     /// Limits: memory in bytes, CPUs in billionths (`None`: unlimited).
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
@@ -77,6 +77,21 @@ fn enum_name<T: serde::Serialize>(value: &T) -> String {
 /// ends the container's other processes when the main one ends) and these limits: memory
 /// in bytes, with no swap beyond it (a container that runs out is stopped, not the
 /// machine), and CPUs in billionths.
+/// Read-only bind mounts of (this machine's path, the container's). Unlike `-v`'s binds, a
+/// path that does not exist is an error, not an empty folder made in its place.
+pub(super) fn read_only_binds(pairs: &[(String, String)]) -> Vec<Mount> {
+    pairs
+        .iter()
+        .map(|(source, target)| Mount {
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect()
+}
+
 pub(super) fn confined(memory_bytes: Option<i64>, nano_cpus: Option<i64>) -> HostConfig {
     HostConfig {
         init: Some(true),
@@ -156,15 +171,18 @@ impl Engine {
             )])),
             // No restart policy yet: a server that fails at start must stay down, with its exit
             // code, for us to report. `keep_running` sets it once Jupyter is up.
-            mounts: spec.volume.as_ref().map(|(source, target)| {
-                vec![Mount {
-                    source: Some(source.clone()),
-                    target: Some(target.clone()),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]
-            }),
-            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            mounts: Some(
+                spec.volume
+                    .iter()
+                    .map(|(source, target)| Mount {
+                        source: Some(source.clone()),
+                        target: Some(target.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    })
+                    .chain(read_only_binds(&spec.inputs))
+                    .collect(),
+            ),
             ..confined(spec.memory_bytes, spec.nano_cpus)
         };
         let body = ContainerCreateBody {

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::containers::{confined, not_found};
+use super::containers::{confined, not_found, read_only_binds};
 use super::Engine;
 use crate::error::{engine_message, Error, Result};
 
@@ -24,8 +24,8 @@ pub struct JobContainer {
     /// Memory in bytes and CPUs in billionths (`None`: unlimited).
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
-    /// Bind mounts (`HOST:CONTAINER:ro`): the job's inputs.
-    pub binds: Vec<String>,
+    /// Read-only bind mounts (this machine's path, the container's): the job's inputs.
+    pub inputs: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -39,7 +39,7 @@ impl Engine {
             // The runner is the process init waits for: when it ends, the kernel and any
             // worker processes end with the container.
             host_config: Some(bollard::models::HostConfig {
-                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
+                mounts: Some(read_only_binds(&job.inputs)),
                 ..confined(job.memory_bytes, job.nano_cpus)
             }),
             ..Default::default()

@@ -59,8 +59,10 @@ pub struct UpOptions {
     pub preferred_port: Option<u16>,
     /// Local: the container's memory and CPU limits (a class's seats share one machine).
     pub limits: Limits,
-    /// Local: the `[data] inputs`, copied, mounted read-only at `inputs/<name>`.
+    /// Local: the `[data] inputs`, copied, mounted read-only at `inputs/<name>`, and what
+    /// they are (`data::label`: a dry run has the label, not the copy).
     pub inputs: Vec<crate::data::Copied>,
+    pub inputs_label: Option<String>,
 }
 
 /// A seat of a class: the deployment `<class>-<seat>`, with the student's name and email

@@ -574,7 +574,7 @@ async fn launch_in(
         ],
         memory_bytes: spec.limits.memory_bytes(),
         nano_cpus: spec.limits.nano_cpus(),
-        binds: spec.inputs.iter().map(|i| i.bind(&job.cwd)).collect(),
+        inputs: spec.inputs.iter().map(|i| i.mount(&job.cwd)).collect(),
     };
     engine.create_job(&spec_container).await?;
     let launched = Launched {
@@ -773,9 +773,9 @@ pub async fn run_local(
     Ok(report)
 }
 
-/// Puts a run's folder (its `run.json` saying so) at its `output_uri`. A run already there
-/// is left as it is; when the upload fails, `run.json` says it is not there, and the
-/// error says how to put it there by hand.
+/// Puts a run's folder at its `output_uri`: every file, then `run.json` saying so, which
+/// is written here only once it is there (so a run cut off on the way, by a failure or a
+/// kill, is tried again by `fetch`). A run already there is left as it is.
 pub async fn deliver(s3: &S3, report: &mut RunReport, printer: &Printer) -> Result<()> {
     let Some(at) = report.output_uri.clone() else {
         return Ok(());
@@ -784,21 +784,27 @@ pub async fn deliver(s3: &S3, report: &mut RunReport, printer: &Printer) -> Resu
         return Ok(());
     }
     let uri = S3Uri::parse(&at)?;
-    report.uploaded = true;
-    write_report(report)?;
     printer.note(format!("Uploading run {} to {at}", report.run_id));
+    let delivered = RunReport {
+        uploaded: true,
+        ..report.clone()
+    };
+    let run_json =
+        serde_json::to_vec_pretty(&delivered).map_err(|e| Error::engine("writing run.json", e))?;
     let put = interrupt::cancellable("uploading the results", async {
         // Located again: the bucket checked before the run may have gone since.
-        s3.locate(&uri)
-            .await?
-            .upload_dir(&report.results, &uri)
-            .await
+        let bucket = s3.locate(&uri).await?;
+        bucket.upload_dir(&report.results, &uri, RUN_FILE).await?;
+        bucket.put_bytes(&uri.join(RUN_FILE), run_json).await
     })
     .await;
-    if let Err(e) = put {
-        report.uploaded = false;
-        let _ = write_report(report);
-        return Err(Error::S3Data {
+    match put {
+        Ok(()) => {
+            *report = delivered;
+            write_report(report)
+        }
+        Err(e @ Error::Interrupted { .. }) => Err(e),
+        Err(e) => Err(Error::S3Data {
             uri: at.clone(),
             reason: format!("the results were not uploaded: {e}"),
             hint: format!(
@@ -807,9 +813,8 @@ pub async fn deliver(s3: &S3, report: &mut RunReport, printer: &Printer) -> Resu
                 report.run_id,
                 report.results.display()
             ),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// `labship run --detach`: the job started, and where its results will be.

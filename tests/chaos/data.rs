@@ -126,7 +126,12 @@ fn the_copy_of_inputs_survives_failing_gets_and_ctrl_c_leaves_no_half_file() {
         Duration::from_secs(120),
     );
     assert_stopped_by(&ended, Sig::Int, "Ctrl-C during the copy");
-    let (_, whole) = cached(cache.path());
+    let (partial, whole) = cached(cache.path());
+    assert_eq!(
+        partial,
+        ["big.bin.labship-part"],
+        "the copy was cut off midway"
+    );
     assert!(
         whole.is_empty(),
         "a file in the copy after Ctrl-C: {whole:?}"

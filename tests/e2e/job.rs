@@ -381,8 +381,8 @@ fn reads_inputs() -> String {
         "nbformat": 4, "nbformat_minor": 5,
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "cells": [
-            code("import csv, os\nrows = list(csv.DictReader(open('inputs/data/points.csv')))\ntotal = sum(int(r['v']) for r in rows)\nextra = open('inputs/data/more/extra.txt').read().strip()\nnote = open('inputs/note.txt').read().strip()\n"),
-            code("try:\n    open('inputs/data/mine.txt', 'w')\n    writable = 'writable'\nexcept OSError:\n    writable = 'read-only'\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/sum.txt', 'w').write(f'{total} {extra} {note} {writable}\\n')\n"),
+            code("import csv, os\nrows = list(csv.DictReader(open('inputs/data/points.csv')))\ntotal = sum(int(r['v']) for r in rows)\nextra_file = 'inputs/data/more/extra.txt'\nextra = open(extra_file).read().strip() if os.path.exists(extra_file) else 'gone'\nnote = open('inputs/note.txt').read().strip()\n"),
+            code("ro = all(os.statvfs(d).f_flag & os.ST_RDONLY for d in ('inputs/data', 'inputs/note.txt'))\nwritable = 'read-only' if ro else 'writable'\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/sum.txt', 'w').write(f'{total} {extra} {note} {writable}\\n')\n"),
         ]
     })
     .to_string()
@@ -424,7 +424,8 @@ fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
     put("notes/note.txt", "first\n");
     p.write(
         "labship.toml",
-        &format!("[data]\ninputs = [\"s3://{input}/data/\"]\n"),
+        // No slash: the folder data/, not data-other/ beside it.
+        &format!("[data]\ninputs = [\"s3://{input}/data\"]\n"),
     );
 
     let single = format!("s3://{input}/notes/note.txt");
@@ -461,24 +462,7 @@ fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
     let run_id = report["run_id"].as_str().expect("run id");
     assert_eq!(report["output_uri"], format!("{out_uri}/{run_id}/"));
     assert_eq!(report["uploaded"], true);
-    let listed = aws_json(
-        &endpoint,
-        &[
-            "s3api",
-            "list-objects-v2",
-            "--bucket",
-            &output,
-            "--prefix",
-            &format!("results/{run_id}/"),
-        ],
-    );
-    let mut keys: Vec<&str> = listed["Contents"]
-        .as_array()
-        .expect("contents")
-        .iter()
-        .filter_map(|o| o["Key"].as_str())
-        .collect();
-    keys.sort();
+    let keys = s3_keys(&endpoint, &output, &format!("results/{run_id}/"));
     let prefix = format!("results/{run_id}");
     assert_eq!(
         keys,
@@ -525,7 +509,6 @@ fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    put("data/more/extra.txt", "again\n");
     let out = run_with_cache(
         &p,
         cache.path(),
@@ -534,17 +517,19 @@ fn a_job_reads_its_inputs_from_s3_and_its_results_go_back_to_s3() {
     let report = json(&out);
     assert_eq!(report["state"], "succeeded", "{report}");
     let inputs = report["inputs"].as_array().expect("inputs");
-    // Both files changed with their sizes kept: their ETags tell.
+    // points.csv changed with its size kept (its ETag tells); extra.txt is gone.
+    assert_eq!(inputs[0]["objects"], 1, "{report}");
     assert_eq!(
-        inputs[0]["fetched_bytes"], 14,
-        "points.csv and extra.txt changed: {report}"
+        inputs[0]["fetched_bytes"], 8,
+        "only points.csv is fetched: {report}"
     );
     assert_eq!(inputs[1]["fetched_bytes"], 0, "note.txt did not");
     assert_eq!(report["output_uri"], Value::Null);
     let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
     assert_eq!(
         std::fs::read_to_string(results.join("outputs/sum.txt")).expect("sum"),
-        "30 again first read-only\n"
+        "30 gone first read-only\n",
+        "the removed object is gone from the job's inputs too"
     );
     assert_eq!(job_containers(&p.name), "");
 }
@@ -648,24 +633,7 @@ fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_ag
     let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));
     assert_eq!(fetched["uploaded"], true, "{fetched}");
     assert_eq!(fetched["output_uri"], format!("{out_uri}/{run_id}/"));
-    let listed = aws_json(
-        &endpoint,
-        &[
-            "s3api",
-            "list-objects-v2",
-            "--bucket",
-            &output,
-            "--prefix",
-            &format!("runs/{run_id}/"),
-        ],
-    );
-    let mut keys: Vec<&str> = listed["Contents"]
-        .as_array()
-        .expect("contents")
-        .iter()
-        .filter_map(|o| o["Key"].as_str())
-        .collect();
-    keys.sort();
+    let keys = s3_keys(&endpoint, &output, &format!("runs/{run_id}/"));
     let prefix = format!("runs/{run_id}");
     assert_eq!(
         keys,

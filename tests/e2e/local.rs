@@ -703,17 +703,26 @@ fn a_local_deployment_reads_its_inputs_and_other_inputs_replace_its_container() 
         Some("a,b\n1,2\n"),
         "the input, through Jupyter's contents API"
     );
-    // The inputs are read-only: a save there is refused; the rest of the workspace is not.
-    let save = ureq::put(&format!(
-        "{}/api/contents/inputs/week1/mine.txt",
-        base_of(&url)
-    ))
-    .header("Authorization", &format!("token {}", token_of(&url)))
-    .send_json(serde_json::json!({"type": "file", "format": "text", "content": "x"}));
-    assert!(
-        !matches!(&save, Ok(r) if r.status() == 201),
-        "a file saved into the inputs: {save:?}"
-    );
+    // The inputs are mounted read-only (as the engine says); the rest of the workspace is not.
+    let mounts: Value = serde_json::from_str(&docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        &format!("labship-{}", p.name),
+    ]))
+    .expect("mounts JSON");
+    let input = mounts
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| {
+            m["Destination"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("/inputs/week1"))
+        })
+        .unwrap_or_else(|| panic!("no inputs/week1 mount: {mounts}"));
+    assert_eq!(input["RW"], false, "{input}");
+    assert_eq!(input["Type"], "bind", "{input}");
     put_file(&url, "notes.txt", "mine");
 
     // The same inputs: nothing to do. Another one: the container is replaced, the
@@ -742,6 +751,27 @@ fn a_local_deployment_reads_its_inputs_and_other_inputs_replace_its_container() 
         Some("a,b\n1,2\n")
     );
     assert_eq!(read_file(&url, "notes.txt").as_deref(), Some("mine"));
+
+    // A single object is mounted as a file: its new version is a new container.
+    s3_put(&endpoint, &bucket, "syllabus.md", "v1\n", "us-east-1");
+    inputs(&["week1/", "syllabus.md"]);
+    let with_file = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(with_file["action"], "replaced", "{with_file}");
+    let url = with_file["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        read_file(&url, "inputs/syllabus.md").as_deref(),
+        Some("v1\n")
+    );
+    let same = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(same["action"], "unchanged", "{same}");
+    s3_put(&endpoint, &bucket, "syllabus.md", "v2\n", "us-east-1");
+    let newer = up(&["up", "--local", "-o", "json"]);
+    assert_eq!(newer["action"], "replaced", "{newer}");
+    let url = newer["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        read_file(&url, "inputs/syllabus.md").as_deref(),
+        Some("v2\n")
+    );
 
     let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));

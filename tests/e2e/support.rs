@@ -570,6 +570,31 @@ pub fn s3_put(endpoint: &str, bucket: &str, key: &str, body: &str, region: &str)
     );
 }
 
+/// The keys under `prefix` of `bucket`, sorted, as the AWS CLI lists them.
+pub fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let listed = aws_json(
+        endpoint,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+        ],
+    );
+    let mut keys: Vec<String> = listed["Contents"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|o| o["Key"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
 /// [`aws_cli`], which must succeed: its stdout as JSON.
 /// The running instances of a class, as the AWS CLI describes them.
 pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {

@@ -52,6 +52,8 @@ pub struct UpOptions {
     pub preferred_port: Option<u16>,
     pub limits: crate::hosts::Limits,
     pub inputs: Vec<crate::data::Copied>,
+    /// What the container's `dev.labship.inputs` label says (`None`: no inputs).
+    pub inputs_label: Option<String>,
 }
 
 impl UpOptions {
@@ -67,6 +69,7 @@ impl UpOptions {
             preferred_port: options.preferred_port,
             limits: options.limits,
             inputs: options.inputs.clone(),
+            inputs_label: options.inputs_label.clone(),
         }
     }
 }
@@ -139,12 +142,6 @@ impl std::fmt::Display for LocalPlan {
     }
 }
 
-/// The label that records a deployment's inputs (`None`: it has none).
-fn inputs_label(config: &Config) -> Option<String> {
-    let uris: Vec<String> = config.data.inputs.iter().map(|u| u.to_string()).collect();
-    (!uris.is_empty()).then(|| uris.join(" "))
-}
-
 /// Decides what `up` does, from the configuration and what the engine holds. Pure.
 pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
     let tag = &observed.tag;
@@ -156,7 +153,7 @@ pub fn plan(config: &Config, options: &UpOptions, observed: &Observed) -> Plan {
             .into_iter()
             .collect();
     labels.insert(labels::CONTENT_TAG.to_string(), tag.clone());
-    let inputs = inputs_label(config);
+    let inputs = options.inputs_label.clone();
     if let Some(inputs) = &inputs {
         labels.insert(labels::INPUTS.to_string(), inputs.clone());
     }
@@ -569,8 +566,8 @@ async fn create(
         .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
     let mut container_labels = deployment_labels(&config.name, options.seat.as_ref());
     container_labels.insert(labels::CONTENT_TAG.to_string(), tag.to_string());
-    if let Some(inputs) = inputs_label(config) {
-        container_labels.insert(labels::INPUTS.to_string(), inputs);
+    if let Some(inputs) = &options.inputs_label {
+        container_labels.insert(labels::INPUTS.to_string(), inputs.clone());
     }
     let mut next = match (options.port, preferred) {
         (Some(p), _) => p,
@@ -590,7 +587,7 @@ async fn create(
             host_ip: options.bind.clone(),
             host_port: port,
             volume: Some((volume_name(&config.name), workspace.clone())),
-            binds: options.inputs.iter().map(|i| i.bind(&workspace)).collect(),
+            inputs: options.inputs.iter().map(|i| i.mount(&workspace)).collect(),
             memory_bytes: options.limits.memory_bytes(),
             nano_cpus: options.limits.nano_cpus(),
         };
@@ -1229,6 +1226,7 @@ mod tests {
             preferred_port: None,
             limits: crate::hosts::Limits::default(),
             inputs: Vec::new(),
+            inputs_label: None,
         }
     }
 
@@ -1282,11 +1280,12 @@ mod tests {
 
     #[test]
     fn other_inputs_replace_the_container_and_the_same_ones_do_not() {
-        let (_dir, mut config) = config();
+        let (_dir, config) = config();
         let mut seen = observed(Some(container("running", "ctx-new")));
         seen.image_present = true;
-        config.data.inputs = vec![crate::aws::s3::S3Uri::parse("s3://class-data/week1/").unwrap()];
-        let plan = plan(&config, &options(None), &seen);
+        let mut opts = options(None);
+        opts.inputs_label = Some("s3://class-data/week1/".into());
+        let plan = plan(&config, &opts, &seen);
         assert_eq!(
             plan.action,
             PlannedAction::Replace,
@@ -1307,12 +1306,12 @@ mod tests {
                 .insert(labels::INPUTS.into(), "s3://class-data/week1/".into());
         }
         assert_eq!(
-            super::plan(&config, &options(None), &seen).action,
+            super::plan(&config, &opts, &seen).action,
             PlannedAction::Nothing
         );
-        config.data.inputs.clear();
+        opts.inputs_label = None;
         assert_eq!(
-            super::plan(&config, &options(None), &seen).action,
+            super::plan(&config, &opts, &seen).action,
             PlannedAction::Replace,
             "inputs removed"
         );
