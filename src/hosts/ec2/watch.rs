@@ -149,7 +149,7 @@ pub async fn until_token(
             last_text = text;
         }
         // The instance may be terminated from elsewhere, or fail to start.
-        if polls % 5 == 0 {
+        if polls.is_multiple_of(5) {
             match retry::tolerate(cloud.instance(&instance.id).await)? {
                 // Transient: look again at the next check.
                 None => {}
