@@ -371,6 +371,30 @@ impl Engine {
             tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
             ..Default::default()
         };
+        self.read_logs(name, options).await
+    }
+
+    /// What the container wrote from `since` to `until` (Unix seconds, by the engine's own
+    /// timestamps of each line).
+    pub async fn container_logs_between(
+        &self,
+        name: &str,
+        since: i64,
+        until: i64,
+    ) -> Result<String> {
+        let seconds = |t: i64| i32::try_from(t.max(1)).unwrap_or(i32::MAX);
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            since: seconds(since),
+            until: seconds(until),
+            tail: "all".into(),
+            ..Default::default()
+        };
+        self.read_logs(name, options).await
+    }
+
+    async fn read_logs(&self, name: &str, options: LogsOptions) -> Result<String> {
         let mut stream = self.docker.logs(name, Some(options));
         let mut text = String::new();
         while let Some(chunk) = stream.next().await {

@@ -979,7 +979,10 @@ pub struct RunRow {
     pub state: String,
     pub duration_secs: Option<f64>,
     pub results: Option<PathBuf>,
-    /// What to do next (`labship fetch RUN`), for a run not fetched yet.
+    /// `--output-uri`: where the run goes in S3, and whether it is there.
+    pub output_uri: Option<String>,
+    pub uploaded: bool,
+    /// What to do next (`labship fetch RUN`), for a run not fetched (or not uploaded) yet.
     pub note: Option<String>,
 }
 
@@ -1000,7 +1003,7 @@ impl std::fmt::Display for RunsReport {
                 self.deployment, self.target
             );
         }
-        let rows: Vec<[String; 4]> = self
+        let rows: Vec<[String; 5]> = self
             .runs
             .iter()
             .map(|r| {
@@ -1009,13 +1012,22 @@ impl std::fmt::Display for RunsReport {
                     r.notebook.clone(),
                     r.state.clone(),
                     r.duration_secs.map_or("-".into(), |d| format!("{d:.1}")),
+                    match (&r.output_uri, r.uploaded) {
+                        (None, _) => "-".into(),
+                        (Some(uri), true) => uri.clone(),
+                        (Some(_), false) => "not yet".into(),
+                    },
                 ]
             })
             .collect();
         write!(
             f,
             "{}",
-            crate::output::table(["RUN", "NOTEBOOK", "STATE", "SECONDS"], &rows, &[3])
+            crate::output::table(
+                ["RUN", "NOTEBOOK", "STATE", "SECONDS", "IN S3"],
+                &rows,
+                &[3]
+            )
         )
     }
 }
@@ -1035,7 +1047,11 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
                         state: r.state.clone(),
                         duration_secs: Some(r.duration_secs),
                         results: Some(r.results.clone()),
-                        note: None,
+                        note: (r.output_uri.is_some() && !r.uploaded).then(|| {
+                            format!("not in S3 yet: `labship fetch {}` uploads it", r.run_id)
+                        }),
+                        output_uri: r.output_uri.clone(),
+                        uploaded: r.uploaded,
                     },
                 );
             }
@@ -1071,6 +1087,8 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
                 state: state.into(),
                 duration_secs: None,
                 results: None,
+                output_uri: None,
+                uploaded: false,
                 note: Some(note),
             },
         );

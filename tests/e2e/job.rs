@@ -628,6 +628,23 @@ fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_ag
     assert!(results.join("outputs/done.txt").exists());
     assert_eq!(job_containers(&p.name), "");
 
+    let runs = json(&p.labship(&["runs", "-o", "json"]));
+    let row = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .cloned()
+        .expect("the run is listed");
+    assert_eq!(row["uploaded"], false, "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("labship fetch"),
+        "{row}"
+    );
+
     // The bucket back: fetch puts the run there.
     aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
     let fetched = json(&p.labship(&["fetch", &run_id, "-o", "json"]));

@@ -613,6 +613,29 @@ async fn create(
     Err(ports::busy(engine, &options.bind, next).await)
 }
 
+/// How long after a start Jupyter has printed its token (well past `up`'s wait): the part
+/// of the log `status` and `token` read, instead of a log that may hold weeks of requests.
+const STARTUP_WINDOW_SECS: i64 = 900;
+
+/// The log of the container's current start, its first [`STARTUP_WINDOW_SECS`] (where
+/// Jupyter prints its token); the whole log when the engine does not say when it started or
+/// that window holds no token.
+async fn startup_log(engine: &Engine, name: &str) -> Result<String> {
+    if let Some(started) = engine
+        .container_status(name)
+        .await?
+        .and_then(|s| s.started_at)
+    {
+        let log = engine
+            .container_logs_between(name, started, started + STARTUP_WINDOW_SECS)
+            .await?;
+        if token::find_token(&log).is_ok() {
+            return Ok(log);
+        }
+    }
+    engine.container_logs(name, None).await
+}
+
 /// The path of the login URL Jupyter printed (a base URL, /lab or /tree), without its query.
 fn login_path(url: &str) -> &str {
     let path = url
@@ -829,7 +852,7 @@ async fn jupyter_of(
             state: c.state.clone(),
             hint: format!("`labship up {deployment} --local` starts it"),
         })?;
-    let log = engine.container_logs(&c.name, None).await?;
+    let log = startup_log(engine, &c.name).await?;
     let found =
         token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
     let path = login_path(&found.url);
@@ -1047,7 +1070,7 @@ impl Host for LocalHost {
 
     async fn token(&self, deployment: &str) -> Result<TokenReport> {
         let c = require(&self.engine, deployment).await?;
-        let log = self.engine.container_logs(&c.name, None).await?;
+        let log = startup_log(&self.engine, &c.name).await?;
         let found =
             token::find_token(&log).map_err(|e| e.into_error(&format!("the log of {}", c.name)))?;
         // Jupyter prints its own port inside the container; the user reaches the published one.
