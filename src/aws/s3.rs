@@ -21,8 +21,15 @@ use crate::error::{Error, Result};
 pub const PART: u64 = 8 * 1024 * 1024;
 /// Requests in flight at once (the AWS CLI's default `max_concurrent_requests`).
 pub const CONCURRENCY: usize = 10;
-/// PutObject's limit; larger results are refused with the reason.
-const MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
+/// Files above this go up in parts (multipart upload), several at once.
+pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
+/// The smallest part; a file of more than 10,000 of them gets larger ones (S3's limit).
+const UPLOAD_PART: u64 = 16 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+/// Parts of one file in flight.
+const PARTS_AT_ONCE: usize = 4;
+/// S3's largest object.
+const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 /// `s3://bucket/key-or-prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -483,18 +490,22 @@ impl Bucket {
                 continue;
             }
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if size > MAX_PUT {
+            if size > MAX_OBJECT {
                 return Err(Error::S3Data {
                     uri: uri.join(&rel).to_string(),
-                    reason: format!("{rel} is {size} bytes, above S3's 5 GiB for one upload"),
-                    hint: "write large results in parts (several files), or copy them with `aws s3 cp` from the run's folder".into(),
+                    reason: format!("{rel} is {size} bytes, above S3's 5 TiB for one object"),
+                    hint: "write the result as several files".into(),
                 });
             }
-            files.push((entry.path().to_path_buf(), rel));
+            files.push((entry.path().to_path_buf(), rel, size));
         }
         futures_util::stream::iter(files)
-            .map(|(path, rel)| async move {
+            .map(|(path, rel, size)| async move {
                 let at = uri.join(&rel);
+                if size > MULTIPART_FROM {
+                    self.put_in_parts(&path, &at, size).await?;
+                    return Ok(at.key);
+                }
                 let body = ByteStream::from_path(&path)
                     .await
                     .map_err(|e| Error::ReadInput {
@@ -515,6 +526,113 @@ impl Bucket {
             .try_collect()
             .await
     }
+
+    /// A large file as a multipart upload: its parts PARTS_AT_ONCE at a time, then the
+    /// whole; an upload that fails is aborted (S3 would otherwise keep, and bill, its parts).
+    async fn put_in_parts(&self, path: &Path, at: &S3Uri, size: u64) -> Result<()> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(&at.key)
+            .send()
+            .await
+            .map_err(|e| self.fail("CreateMultipartUpload", at, &e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(Error::Aws {
+                action: "s3:CreateMultipartUpload".into(),
+                resource: at.to_string(),
+                region: self.region.clone(),
+                message: "S3 answered without an upload id".into(),
+                hint: "check AWS_ENDPOINT_URL: this is not how S3 answers".into(),
+            });
+        };
+        let parts = async {
+            let mut parts: Vec<aws_sdk_s3::types::CompletedPart> =
+                futures_util::stream::iter(part_ranges(size))
+                    .map(|(number, start, len)| {
+                        let upload_id = &upload_id;
+                        async move {
+                            let bytes = read_range(path, start, len).await?;
+                            let part = self
+                                .client
+                                .upload_part()
+                                .bucket(&self.name)
+                                .key(&at.key)
+                                .upload_id(upload_id)
+                                .part_number(number)
+                                .body(ByteStream::from(bytes))
+                                .send()
+                                .await
+                                .map_err(|e| self.fail("UploadPart", at, &e))?;
+                            Ok::<_, Error>(
+                                aws_sdk_s3::types::CompletedPart::builder()
+                                    .part_number(number)
+                                    .set_e_tag(part.e_tag().map(str::to_string))
+                                    .build(),
+                            )
+                        }
+                    })
+                    .buffer_unordered(PARTS_AT_ONCE)
+                    .try_collect()
+                    .await?;
+            parts.sort_by_key(|p| p.part_number());
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.name)
+                .key(&at.key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.fail("CompleteMultipartUpload", at, &e))?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if parts.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.name)
+                .key(&at.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        parts
+    }
+}
+
+/// The parts of a file of `size` bytes: (part number from 1, start, length), UPLOAD_PART
+/// each, larger when it would take more than MAX_PARTS.
+fn part_ranges(size: u64) -> Vec<(i32, u64, u64)> {
+    let part = UPLOAD_PART.max(size.div_ceil(MAX_PARTS));
+    (0..size.div_ceil(part))
+        .map(|i| {
+            let start = i * part;
+            (i as i32 + 1, start, part.min(size - start))
+        })
+        .collect()
+}
+
+/// `len` bytes of `path` from `start`.
+async fn read_range(path: &Path, start: u64, len: u64) -> Result<bytes::Bytes> {
+    use tokio::io::AsyncReadExt;
+    let read_err = |e: std::io::Error| Error::ReadInput {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(read_err)?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).await.map_err(read_err)?;
+    Ok(bytes::Bytes::from(buf))
 }
 
 /// `a` and `a/b` among `objects`: a file and a folder of one name, which no disk can hold.
@@ -543,6 +661,27 @@ fn part_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_go_up_in_parts_of_at_least_16_mib_and_at_most_10000() {
+        const MIB: u64 = 1024 * 1024;
+        let parts = part_ranges(70 * MIB);
+        assert_eq!(
+            parts,
+            [
+                (1, 0, 16 * MIB),
+                (2, 16 * MIB, 16 * MIB),
+                (3, 32 * MIB, 16 * MIB),
+                (4, 48 * MIB, 16 * MIB),
+                (5, 64 * MIB, 6 * MIB)
+            ]
+        );
+        let huge = 400 * 1024 * MIB;
+        let parts = part_ranges(huge);
+        assert!(parts.len() <= 10_000, "{}", parts.len());
+        assert_eq!(parts.iter().map(|p| p.2).sum::<u64>(), huge);
+        assert_eq!(parts.last().map(|p| p.0), Some(parts.len() as i32));
+    }
 
     #[test]
     fn a_file_and_a_folder_of_one_name_are_found() {

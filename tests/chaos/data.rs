@@ -169,3 +169,73 @@ fn the_copy_of_inputs_survives_failing_gets_and_ctrl_c_leaves_no_half_file() {
     );
     assert_eq!(whole, ["big.bin"]);
 }
+
+#[test]
+fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("s3parts");
+    p.write(
+        "big.py",
+        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/big.bin', 'wb').write(b'x' * (70 << 20))\n",
+    );
+    let bucket = unique("chaos-out");
+    aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "create-bucket", "--bucket", &bucket],
+    );
+    let faults = Faults::new(&sim, "s3parts");
+    // Every part is refused (a 500 the SDK retries, then gives up on).
+    faults.set(
+        1,
+        json!([{"action": "s3:*", "param": {"x-id": "UploadPart"}, "fault": "5xx"}]),
+    );
+    let out_uri = format!("s3://{bucket}/runs");
+    let mut cmd = p.command(&["run", "big.py", "--output-uri", &out_uri, "-o", "json"]);
+    for (k, v) in faults.env() {
+        cmd.env(k, v);
+    }
+    let ended = run(
+        cmd,
+        Some(&faults),
+        Trigger::Simulator,
+        Sig::Int,
+        Duration::from_secs(300),
+    );
+    assert_eq!(ended.status.code(), Some(1), "{}", ended.stderr);
+    assert!(
+        ended.stdout.contains("were not uploaded"),
+        "{}",
+        ended.stdout
+    );
+    let pending = aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "list-multipart-uploads", "--bucket", &bucket],
+    );
+    assert!(
+        pending
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
+        "the failed upload is aborted: {pending}"
+    );
+    // Files that went up may stay; run.json, which says the run is there, did not go.
+    let keys = s3_keys(&rig.aws_endpoint, &bucket, "runs/");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("/run.json") || k.ends_with("/big.bin")),
+        "{keys:?}"
+    );
+    // The run is kept here, marked as not uploaded.
+    let runs = std::fs::read_dir(p.path().join("runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
+    assert_eq!(runs.len(), 1);
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("run.json")).expect("run.json"))
+            .expect("JSON");
+    assert_eq!(saved["uploaded"], false);
+    assert_eq!(saved["state"], "succeeded");
+}

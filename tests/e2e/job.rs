@@ -661,3 +661,68 @@ fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_ag
         ]
     );
 }
+
+#[test]
+fn a_large_result_goes_to_s3_in_parts() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("jobs3big");
+    // 70 MiB: five parts of a multipart upload (16 MiB each, the last 6 MiB).
+    p.write(
+        "big.py",
+        "import os\nos.makedirs('outputs', exist_ok=True)\nwith open('outputs/big.bin', 'wb') as f:\n    for i in range(70):\n        f.write(bytes([i]) * (1 << 20))\n",
+    );
+    let output = unique("big");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let out_uri = format!("s3://{output}/runs");
+    let report = json(&p.labship(&["run", "big.py", "--output-uri", &out_uri, "-o", "json"]));
+    assert_eq!(report["uploaded"], true, "{report}");
+    let run_id = report["run_id"].as_str().expect("run id");
+    let head = aws_json(
+        &endpoint,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            &output,
+            "--key",
+            &format!("runs/{run_id}/outputs/big.bin"),
+        ],
+    );
+    assert_eq!(head["ContentLength"], 70 << 20, "{head}");
+    assert!(
+        head["ETag"].as_str().unwrap_or_default().ends_with("-5\""),
+        "a multipart upload of five parts: {head}"
+    );
+    let got = p.path().join("got.bin");
+    let copy = aws_cli(
+        &endpoint,
+        &[
+            "s3",
+            "cp",
+            &format!("s3://{output}/runs/{run_id}/outputs/big.bin"),
+            got.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    assert!(
+        std::fs::read(&got).expect("got")
+            == std::fs::read(results.join("outputs/big.bin")).expect("local"),
+        "the object in S3 is the result, byte for byte"
+    );
+    // No upload left half-made in the bucket.
+    let pending = aws_json(
+        &endpoint,
+        &["s3api", "list-multipart-uploads", "--bucket", &output],
+    );
+    assert!(
+        pending
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
+        "{pending}"
+    );
+}

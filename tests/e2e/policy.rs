@@ -110,7 +110,12 @@ fn iam_action(service: &str, method: &str) -> String {
     match (service, method) {
         ("s3", "head_bucket" | "list_objects_v2") => return "s3:ListBucket".into(),
         ("s3", "get_object") => return "s3:GetObject".into(),
-        ("s3", "put_object") => return "s3:PutObject".into(),
+        // A multipart upload is authorized as PutObject, all but its abort.
+        (
+            "s3",
+            "put_object" | "create_multipart_upload" | "upload_part" | "complete_multipart_upload",
+        ) => return "s3:PutObject".into(),
+        ("s3", "abort_multipart_upload") => return "s3:AbortMultipartUpload".into(),
         ("s3", other) => panic!(
             "s3 `{other}`: add the action it is authorized as to iam_action() in tests/e2e/policy.rs"
         ),
