@@ -94,35 +94,55 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     };
     // Interrupted: the run removes its containers itself; should that fail, this removes
     // this invocation's (and no detached run's).
-    // removes every job container of the deployment.
     interrupt::install(interrupt::Then::Remove(format!(
         "docker rm -f $(docker ps -aq --filter label={}={})",
         labship::tags::labels::JOB_BATCH,
         spec.batch
     )))?;
     let host = LocalHost::connect().await?;
-    // The inputs are copied while the image builds.
-    let (image, inputs) = tokio::try_join!(
+    // The inputs are copied (and their snapshot for this invocation taken) while the image
+    // builds.
+    let prepared = tokio::try_join!(
         host.image_for_job(&config, printer),
-        data::sync(&checked, printer)
-    )?;
+        data::sync(&checked, Some(&spec.batch), printer)
+    );
+    let (image, inputs) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            data::release(&spec.batch);
+            return Err(e);
+        }
+    };
     spec.inputs = inputs;
     if args.detach {
-        let report = job::start_detached(host.engine(), &config, &image, &spec, printer).await?;
-        return super::emit(printer, &report);
+        // The snapshot stays with the running job; `fetch` removes it with the container.
+        let started = job::start_detached(host.engine(), &config, &image, &spec, printer).await;
+        if started.is_err() {
+            data::release(&spec.batch);
+        }
+        return super::emit(printer, &started?);
     }
+    let ran = attached(&host, &config, &image, &spec, grid, args, printer).await;
+    // The jobs' containers are gone: so goes the snapshot of their inputs.
+    data::release(&spec.batch);
+    ran
+}
+
+/// An attached run, or a matrix of them, to the end, and its outcome as the exit status.
+async fn attached(
+    host: &LocalHost,
+    config: &Config,
+    image: &str,
+    spec: &JobSpec,
+    grid: Option<Vec<Vec<(String, serde_json::Value)>>>,
+    args: &RunArgs,
+    printer: &Printer,
+) -> Result<()> {
     if let Some(grid) = grid {
         let at_once = usize::from(args.parallel.unwrap_or(2));
-        let report = job::run_matrix_local(
-            host.engine(),
-            &config,
-            &image,
-            &spec,
-            grid,
-            at_once,
-            printer,
-        )
-        .await?;
+        let report =
+            job::run_matrix_local(host.engine(), config, image, spec, grid, at_once, printer)
+                .await?;
         super::emit(printer, &report)?;
         if report.failed > 0 {
             return Err(Error::RunsFailed {
@@ -132,7 +152,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         }
         return Ok(());
     }
-    let report = job::run_local(host.engine(), &config, &image, &spec, printer).await?;
+    let report = job::run_local(host.engine(), config, image, spec, printer).await?;
     finished(printer, &report)
 }
 

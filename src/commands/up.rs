@@ -122,7 +122,7 @@ async fn inputs(
             config.target,
             "",
         )))?;
-        options.inputs = data::sync(&checked, printer).await?;
+        options.inputs = data::sync(&checked, None, printer).await?;
     }
     Ok(())
 }

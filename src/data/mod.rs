@@ -158,16 +158,74 @@ fn cache_of(root: &Path, uri: &S3Uri) -> PathBuf {
 /// Brings the copy of every checked input up to date, one after the other, each with its
 /// objects fetched in parallel; a byte bar (on a terminal) and one line per input say how
 /// it went.
-pub async fn sync(checked: &[Checked], printer: &Printer) -> Result<Vec<Copied>> {
+///
+/// With `snapshot` (a `labship run`'s mark on its containers), what is given to the
+/// containers is a snapshot of each copy, taken under the copy's lock: hard links of its
+/// files, which a later sync never changes (it renames new files into the copy and removes
+/// old ones), so a job reads the same data from its first cell to its last whatever another
+/// labship copies meanwhile. [`release`] removes it once the job's container is gone.
+pub async fn sync(
+    checked: &[Checked],
+    snapshot: Option<&str>,
+    printer: &Printer,
+) -> Result<Vec<Copied>> {
     if checked.is_empty() {
         return Ok(Vec::new());
     }
     let root = inputs_root()?;
     let mut copied = Vec::new();
     for input in checked {
-        copied.push(sync_one(input, &cache_of(&root, &input.uri), printer).await?);
+        let cache = cache_of(&root, &input.uri);
+        let snapshot = match snapshot {
+            Some(mark) => {
+                Some(snapshot_of(&root, mark)?.join(cache.file_name().unwrap_or_default()))
+            }
+            None => None,
+        };
+        copied.push(sync_one(input, &cache, snapshot.as_deref(), printer).await?);
     }
     Ok(copied)
+}
+
+/// Where the snapshot of an invocation's inputs is (`mark`: its containers' batch label).
+fn snapshot_of(root: &Path, mark: &str) -> Result<PathBuf> {
+    if mark.is_empty() || !mark.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(Error::InvalidSetting {
+            what: "run mark",
+            value: mark.to_string(),
+            reason: "it is not one labship makes (letters, digits and -)".into(),
+            hint: "this is a bug in labship, or a container labelled by hand; please report it"
+                .into(),
+        });
+    }
+    Ok(root.join("snapshots").join(mark))
+}
+
+/// Removes the snapshot of the inputs of the invocation marked `mark` (nothing when there is
+/// none): its containers are gone.
+pub fn release(mark: &str) {
+    let Some(base) = crate::config::cache_dir() else {
+        return;
+    };
+    if let Ok(dir) = snapshot_of(&base.join("inputs"), mark) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Hard links of every file under `from` at the same place under `to` (made).
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in walkdir::WalkDir::new(from).min_depth(1) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let target = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if entry.file_type().is_file() {
+            std::fs::hard_link(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// The copy's lock, held while it is brought up to date: two labships copying the same
@@ -201,7 +259,12 @@ async fn lock_copy(cache: &Path, uri: &S3Uri, printer: &Printer) -> Result<std::
     .await
 }
 
-async fn sync_one(input: &Checked, cache: &Path, printer: &Printer) -> Result<Copied> {
+async fn sync_one(
+    input: &Checked,
+    cache: &Path,
+    snapshot: Option<&Path>,
+    printer: &Printer,
+) -> Result<Copied> {
     let write_err = |path: &Path, e: std::io::Error| Error::Write {
         path: path.to_path_buf(),
         source: e,
@@ -264,6 +327,15 @@ async fn sync_one(input: &Checked, cache: &Path, printer: &Printer) -> Result<Co
     let partial = cache.join("manifest.json.part");
     std::fs::write(&partial, body).map_err(|e| write_err(&partial, e))?;
     std::fs::rename(&partial, &manifest_path).map_err(|e| write_err(&manifest_path, e))?;
+    // Still under the lock: the snapshot is of a whole copy.
+    let files = match snapshot {
+        Some(at) => {
+            let _ = std::fs::remove_dir_all(at);
+            link_tree(&files, at).map_err(|e| write_err(at, e))?;
+            at.to_path_buf()
+        }
+        None => files,
+    };
     let seconds = started.elapsed().as_secs_f64();
     let name = input.uri.name();
     Ok(Copied {
@@ -333,6 +405,30 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_files_when_the_copy_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (copy, snap) = (dir.path().join("files"), dir.path().join("snap"));
+        std::fs::create_dir_all(copy.join("a")).unwrap();
+        std::fs::write(copy.join("a/x.csv"), "v1").unwrap();
+        std::fs::write(copy.join("gone.txt"), "old").unwrap();
+        link_tree(&copy, &snap).unwrap();
+        // What a sync does: a new file renamed into place, an old one removed.
+        std::fs::write(copy.join("a/x.csv.labship-part"), "v2").unwrap();
+        std::fs::rename(copy.join("a/x.csv.labship-part"), copy.join("a/x.csv")).unwrap();
+        std::fs::remove_file(copy.join("gone.txt")).unwrap();
+        assert_eq!(std::fs::read_to_string(snap.join("a/x.csv")).unwrap(), "v1");
+        assert_eq!(
+            std::fs::read_to_string(snap.join("gone.txt")).unwrap(),
+            "old"
+        );
+        assert_eq!(std::fs::read_to_string(copy.join("a/x.csv")).unwrap(), "v2");
+        assert!(snapshot_of(dir.path(), "20261201-141742-7f50").is_ok());
+        for bad in ["", "../x", "a/b", "."] {
+            assert!(snapshot_of(dir.path(), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

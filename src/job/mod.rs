@@ -924,6 +924,7 @@ pub async fn fetch_local(
         .get(labels::JOB_OF)
         .cloned()
         .unwrap_or_else(|| config.name.clone());
+    let batch = c.labels.get(labels::JOB_BATCH).cloned();
     // The deadline counts from the job's start, not from this fetch.
     let ran_for = engine
         .container_status(&c.name)
@@ -933,7 +934,7 @@ pub async fn fetch_local(
     let kill_after = (Duration::from_secs(job.timeout) + GRACE)
         .saturating_sub(Duration::from_secs(ran_for))
         .max(Duration::from_secs(1));
-    follow(
+    let followed = follow(
         engine,
         &deployment,
         Launched {
@@ -947,7 +948,13 @@ pub async fn fetch_local(
         true,
         printer,
     )
-    .await
+    .await;
+    // Followed to its end, its container gone: so goes the snapshot of its inputs (a run
+    // left running keeps it).
+    if let (Ok(_), Some(batch)) = (&followed, batch) {
+        crate::data::release(&batch);
+    }
+    followed
 }
 
 /// The report a run left in its folder, if any.

@@ -726,3 +726,62 @@ fn a_large_result_goes_to_s3_in_parts() {
         "{pending}"
     );
 }
+
+#[test]
+fn a_running_job_keeps_the_inputs_it_started_with() {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload("jobsnap");
+    // Reads its input after another run has brought the copy up to date (bounded: the
+    // second run takes seconds; the read comes 15 s after the start either way).
+    p.write(
+        "late.py",
+        "import os, time\ntime.sleep(15)\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/seen.txt', 'w').write(open('inputs/data/v.txt').read())\n",
+    );
+    p.write(
+        "now.py",
+        "print('seen:', open('inputs/data/v.txt').read())\n",
+    );
+    let bucket = unique("snap");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &bucket]);
+    s3_put(&endpoint, &bucket, "data/v.txt", "one", "us-east-1");
+    let cache = tempfile::tempdir().expect("cache");
+    let input = format!("s3://{bucket}/data");
+    let started = json(&run_with_cache(
+        &p,
+        cache.path(),
+        &[
+            "run", "late.py", "--input", &input, "--detach", "-o", "json",
+        ],
+    ));
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    s3_put(&endpoint, &bucket, "data/v.txt", "two", "us-east-1");
+    let now = json(&run_with_cache(
+        &p,
+        cache.path(),
+        &["run", "now.py", "--input", &input, "-o", "json"],
+    ));
+    let results = std::path::PathBuf::from(now["results"].as_str().expect("results"));
+    let executed = std::fs::read_to_string(results.join("now.ipynb")).expect("notebook");
+    assert!(
+        executed.contains("seen: two"),
+        "the new run sees the new version"
+    );
+    let fetched = json(&run_with_cache(
+        &p,
+        cache.path(),
+        &["fetch", &run_id, "-o", "json"],
+    ));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+    let results = std::path::PathBuf::from(fetched["results"].as_str().expect("results"));
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/seen.txt")).expect("seen"),
+        "one",
+        "the running job kept the version it started with"
+    );
+    // Both runs are over: their snapshots are gone, the copy stays.
+    let snapshots = cache.path().join("inputs/snapshots");
+    let left: Vec<_> = std::fs::read_dir(&snapshots)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
