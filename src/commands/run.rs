@@ -100,6 +100,17 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         spec.batch
     )))?;
     let host = LocalHost::connect().await?;
+    if !checked.is_empty() {
+        // Snapshots that no job container uses any more (a killed labship's).
+        let live = host
+            .engine()
+            .containers_labelled(labship::tags::labels::JOB_BATCH, None)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.labels.get(labship::tags::labels::JOB_BATCH).cloned())
+            .collect();
+        data::prune(&live);
+    }
     // The inputs are copied (and their snapshot for this invocation taken) while the image
     // builds.
     let prepared = tokio::try_join!(

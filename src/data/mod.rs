@@ -212,6 +212,45 @@ pub fn release(mark: &str) {
     }
 }
 
+/// How old a snapshot with no container may get before [`prune`] removes it: longer than
+/// any copy and build between a snapshot and its job's container.
+const ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Removes the snapshots no container uses any more (`live`: the marks of the job
+/// containers on the engine) that are older than [`ORPHAN_AFTER`]: those of a labship that
+/// was killed, or of a detached run removed without `fetch`. A younger one may belong to a
+/// labship between its copy and its container. The marks removed.
+pub fn prune(live: &std::collections::HashSet<String>) -> Vec<String> {
+    match crate::config::cache_dir() {
+        Some(base) => prune_in(&base.join("inputs").join("snapshots"), live, ORPHAN_AFTER),
+        None => Vec::new(),
+    }
+}
+
+fn prune_in(
+    snapshots: &Path,
+    live: &std::collections::HashSet<String>,
+    orphan_after: std::time::Duration,
+) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(snapshots) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let mark = entry.file_name().to_string_lossy().to_string();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > orphan_after);
+        if old && !live.contains(&mark) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(mark);
+        }
+    }
+    removed
+}
+
 /// Hard links of every file under `from` at the same place under `to` (made).
 fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -429,6 +468,28 @@ mod tests {
         for bad in ["", "../x", "a/b", "."] {
             assert!(snapshot_of(dir.path(), bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_old_snapshots_of_no_container_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        for (mark, old) in [("orphan", true), ("running", true), ("young", false)] {
+            let at = dir.path().join(mark);
+            std::fs::create_dir_all(at.join("h")).unwrap();
+            std::fs::write(at.join("h/x.csv"), "x").unwrap();
+            if old {
+                std::fs::File::open(&at)
+                    .unwrap()
+                    .set_modified(day_ago)
+                    .unwrap();
+            }
+        }
+        let live = ["running".to_string()].into_iter().collect();
+        let removed = prune_in(dir.path(), &live, ORPHAN_AFTER);
+        assert_eq!(removed, ["orphan"]);
+        assert!(dir.path().join("running/h/x.csv").exists());
+        assert!(dir.path().join("young/h/x.csv").exists());
     }
 
     #[test]
