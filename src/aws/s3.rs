@@ -523,8 +523,12 @@ impl Bucket {
                 Ok::<_, Error>(at.key)
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
+            // Every file to its end (a multipart upload that fails aborts itself; dropped
+            // half-way, it could not), then the first failure.
+            .collect::<Vec<Result<String>>>()
             .await
+            .into_iter()
+            .collect()
     }
 
     /// A large file as a multipart upload: its parts PARTS_AT_ONCE at a time, then the
@@ -547,13 +551,30 @@ impl Bucket {
                 hint: "check AWS_ENDPOINT_URL: this is not how S3 answers".into(),
             });
         };
+        // Dropped before the end (Ctrl-C, or another file's upload failed): aborted all the
+        // same, in the background.
+        let mut guard = AbortOnDrop {
+            bucket: Some(self.clone()),
+            at: at.clone(),
+            upload_id: upload_id.clone(),
+        };
         let parts = async {
             let mut parts: Vec<aws_sdk_s3::types::CompletedPart> =
                 futures_util::stream::iter(part_ranges(size))
                     .map(|(number, start, len)| {
                         let upload_id = &upload_id;
                         async move {
-                            let bytes = read_range(path, start, len).await?;
+                            // Streamed from the file, not read into memory first.
+                            let body = ByteStream::read_from()
+                                .path(path)
+                                .offset(start)
+                                .length(aws_sdk_s3::primitives::Length::Exact(len))
+                                .build()
+                                .await
+                                .map_err(|e| Error::ReadInput {
+                                    path: path.to_path_buf(),
+                                    source: std::io::Error::other(e.to_string()),
+                                })?;
                             let part = self
                                 .client
                                 .upload_part()
@@ -561,7 +582,7 @@ impl Bucket {
                                 .key(&at.key)
                                 .upload_id(upload_id)
                                 .part_number(number)
-                                .body(ByteStream::from(bytes))
+                                .body(body)
                                 .send()
                                 .await
                                 .map_err(|e| self.fail("UploadPart", at, &e))?;
@@ -591,19 +612,65 @@ impl Bucket {
                 .await
                 .map_err(|e| self.fail("CompleteMultipartUpload", at, &e))?;
             Ok::<_, Error>(())
-        }
-        .await;
+        };
+        // A Ctrl-C ends the upload here, so that it is aborted before labship exits.
+        let parts = tokio::select! {
+            done = parts => done,
+            () = crate::interrupt::stopped() => {
+                crate::interrupt::checkpoint(&format!("the upload of {at}"))
+            }
+        };
         if parts.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.name)
-                .key(&at.key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            self.abort(at, &upload_id).await;
         }
+        guard.disarm();
         parts
+    }
+
+    /// Aborts a multipart upload (its parts are deleted); says how to do it by hand when S3
+    /// refuses.
+    async fn abort(&self, at: &S3Uri, upload_id: &str) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.name)
+            .key(&at.key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = aborted {
+            tracing::warn!(
+                "could not abort the upload of {at} ({}): `aws s3api abort-multipart-upload --bucket {} --key {} --upload-id {upload_id}` does; S3 keeps its parts until then",
+                crate::error::aws_message(&e),
+                self.name,
+                at.key
+            );
+        }
+    }
+}
+
+/// Aborts a multipart upload that is dropped before its end (see [`Bucket::put_in_parts`]).
+struct AbortOnDrop {
+    bucket: Option<Bucket>,
+    at: S3Uri,
+    upload_id: String,
+}
+
+impl AbortOnDrop {
+    fn disarm(&mut self) {
+        self.bucket = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(bucket) = self.bucket.take() else {
+            return;
+        };
+        let (at, upload_id) = (self.at.clone(), self.upload_id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { bucket.abort(&at, &upload_id).await });
+        }
     }
 }
 
@@ -617,22 +684,6 @@ fn part_ranges(size: u64) -> Vec<(i32, u64, u64)> {
             (i as i32 + 1, start, part.min(size - start))
         })
         .collect()
-}
-
-/// `len` bytes of `path` from `start`.
-async fn read_range(path: &Path, start: u64, len: u64) -> Result<bytes::Bytes> {
-    use tokio::io::AsyncReadExt;
-    let read_err = |e: std::io::Error| Error::ReadInput {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(read_err)?;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf).await.map_err(read_err)?;
-    Ok(bytes::Bytes::from(buf))
 }
 
 /// `a` and `a/b` among `objects`: a file and a folder of one name, which no disk can hold.

@@ -173,6 +173,14 @@ pub async fn sync(
         return Ok(Vec::new());
     }
     let root = inputs_root()?;
+    if let Some(mark) = snapshot {
+        let at = snapshot_of(&root, mark)?;
+        std::fs::create_dir_all(&at).map_err(|e| Error::Write {
+            path: at.clone(),
+            source: e,
+        })?;
+        hold(&at, mark)?;
+    }
     let mut copied = Vec::new();
     for input in checked {
         let cache = cache_of(&root, &input.uri);
@@ -201,6 +209,29 @@ fn snapshot_of(root: &Path, mark: &str) -> Result<PathBuf> {
     Ok(root.join("snapshots").join(mark))
 }
 
+/// The snapshots this process uses, each with its lock held (so that another labship's
+/// [`prune`] leaves them alone, whatever their age and whether a container uses them now).
+static HELD: std::sync::Mutex<Vec<(String, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
+
+/// `<snapshot>.lock`, locked and kept until [`release`] (or the end of this process).
+fn hold(snapshot: &Path, mark: &str) -> Result<()> {
+    let path = snapshot.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Write {
+            path: path.clone(),
+            source: e,
+        })?;
+    file.lock().map_err(|e| Error::Write { path, source: e })?;
+    HELD.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((mark.to_string(), file));
+    Ok(())
+}
+
 /// Removes the snapshot of the inputs of the invocation marked `mark` (nothing when there is
 /// none): its containers are gone.
 pub fn release(mark: &str) {
@@ -208,8 +239,12 @@ pub fn release(mark: &str) {
         return;
     };
     if let Ok(dir) = snapshot_of(&base.join("inputs"), mark) {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(dir.with_extension("lock"));
     }
+    HELD.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(held, _)| held != mark);
 }
 
 /// How old a snapshot with no container may get before [`prune`] removes it: longer than
@@ -237,14 +272,23 @@ fn prune_in(
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let mark = entry.file_name().to_string_lossy().to_string();
+        // A labship still running holds its snapshot's lock.
+        let lock_path = entry.path().with_extension("lock");
+        let in_use = std::fs::File::open(&lock_path)
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > orphan_after);
-        if old && !live.contains(&mark) && std::fs::remove_dir_all(entry.path()).is_ok() {
+        if old && !in_use && !live.contains(&mark) && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            let _ = std::fs::remove_file(&lock_path);
             removed.push(mark);
         }
     }
@@ -261,7 +305,10 @@ fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         if entry.file_type().is_dir() {
             std::fs::create_dir_all(&target)?;
         } else if entry.file_type().is_file() {
-            std::fs::hard_link(entry.path(), &target)?;
+            // A file system without hard links (exFAT, some network shares): a copy.
+            if std::fs::hard_link(entry.path(), &target).is_err() {
+                std::fs::copy(entry.path(), &target)?;
+            }
         }
     }
     Ok(())
@@ -485,9 +532,19 @@ mod tests {
                     .unwrap();
             }
         }
+        // An old one whose labship still holds its lock (a matrix between two runs).
+        let held = dir.path().join("held");
+        std::fs::create_dir_all(&held).unwrap();
+        std::fs::File::open(&held)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let lock = std::fs::File::create(dir.path().join("held.lock")).unwrap();
+        lock.lock().unwrap();
         let live = ["running".to_string()].into_iter().collect();
         let removed = prune_in(dir.path(), &live, ORPHAN_AFTER);
         assert_eq!(removed, ["orphan"]);
+        assert!(held.exists(), "a held snapshot stays");
         assert!(dir.path().join("running/h/x.csv").exists());
         assert!(dir.path().join("young/h/x.csv").exists());
     }

@@ -791,12 +791,15 @@ pub async fn deliver(s3: &S3, report: &mut RunReport, printer: &Printer) -> Resu
     };
     let run_json =
         serde_json::to_vec_pretty(&delivered).map_err(|e| Error::engine("writing run.json", e))?;
-    let put = interrupt::cancellable("uploading the results", async {
+    // Not abandoned at a Ctrl-C: the upload stops by itself (a large file's upload is aborted
+    // first, so S3 keeps no parts), then run.json is not put.
+    let put = async {
         // Located again: the bucket checked before the run may have gone since.
         let bucket = s3.locate(&uri).await?;
         bucket.upload_dir(&report.results, &uri, RUN_FILE).await?;
+        interrupt::checkpoint("putting run.json")?;
         bucket.put_bytes(&uri.join(RUN_FILE), run_json).await
-    })
+    }
     .await;
     match put {
         Ok(()) => {
@@ -934,6 +937,7 @@ pub async fn fetch_local(
     let kill_after = (Duration::from_secs(job.timeout) + GRACE)
         .saturating_sub(Duration::from_secs(ran_for))
         .max(Duration::from_secs(1));
+    let name = c.name.clone();
     let followed = follow(
         engine,
         &deployment,
@@ -949,10 +953,12 @@ pub async fn fetch_local(
         printer,
     )
     .await;
-    // Followed to its end, its container gone: so goes the snapshot of its inputs (a run
-    // left running keeps it).
-    if let (Ok(_), Some(batch)) = (&followed, batch) {
-        crate::data::release(&batch);
+    // Its container gone (followed to its end, or ended and saved whatever failed after):
+    // so goes the snapshot of its inputs. A run left running keeps it.
+    if let Some(batch) = batch {
+        if matches!(engine.container_status(&name).await, Ok(None)) {
+            crate::data::release(&batch);
+        }
     }
     followed
 }

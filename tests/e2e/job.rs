@@ -731,11 +731,11 @@ fn a_large_result_goes_to_s3_in_parts() {
 fn a_running_job_keeps_the_inputs_it_started_with() {
     let endpoint = rig().aws_endpoint;
     let p = Project::default_workload("jobsnap");
-    // Reads its input after another run has brought the copy up to date (bounded: the
-    // second run takes seconds; the read comes 15 s after the start either way).
+    // Reads its input when the test says so (a file it waits for, at most two minutes):
+    // after another run has brought the copy up to date.
     p.write(
         "late.py",
-        "import os, time\ntime.sleep(15)\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/seen.txt', 'w').write(open('inputs/data/v.txt').read())\n",
+        "import os, time\nfor _ in range(1200):\n    if os.path.exists('/tmp/go'):\n        break\n    time.sleep(0.1)\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/seen.txt', 'w').write(open('inputs/data/v.txt').read())\n",
     );
     p.write(
         "now.py",
@@ -766,6 +766,14 @@ fn a_running_job_keeps_the_inputs_it_started_with() {
         executed.contains("seen: two"),
         "the new run sees the new version"
     );
+    // The detached run's snapshot is there while it runs; now it reads.
+    let snapshots = cache.path().join("inputs/snapshots");
+    let held: Vec<_> = std::fs::read_dir(&snapshots)
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).collect())
+        .unwrap_or_default();
+    assert_eq!(held.len(), 1, "{snapshots:?}");
+    let container = started["container"].as_str().expect("container");
+    docker_ok(&["exec", container, "touch", "/tmp/go"]);
     let fetched = json(&run_with_cache(
         &p,
         cache.path(),
@@ -779,7 +787,6 @@ fn a_running_job_keeps_the_inputs_it_started_with() {
         "the running job kept the version it started with"
     );
     // Both runs are over: their snapshots are gone, the copy stays.
-    let snapshots = cache.path().join("inputs/snapshots");
     let left: Vec<_> = std::fs::read_dir(&snapshots)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

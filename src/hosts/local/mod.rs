@@ -618,8 +618,9 @@ async fn create(
 const STARTUP_WINDOW_SECS: i64 = 900;
 
 /// The log of the container's current start, its first [`STARTUP_WINDOW_SECS`] (where
-/// Jupyter prints its token); the whole log when the engine does not say when it started or
-/// that window holds no token.
+/// Jupyter prints its token). The whole log only when the engine does not say when it
+/// started, or when that window is over and held no token: a server still starting has not
+/// printed this start's token yet, and an earlier start's would be the wrong one.
 async fn startup_log(engine: &Engine, name: &str) -> Result<String> {
     if let Some(started) = engine
         .container_status(name)
@@ -629,7 +630,8 @@ async fn startup_log(engine: &Engine, name: &str) -> Result<String> {
         let log = engine
             .container_logs_between(name, started, started + STARTUP_WINDOW_SECS)
             .await?;
-        if token::find_token(&log).is_ok() {
+        let window_over = crate::hosts::now_secs() > started + STARTUP_WINDOW_SECS;
+        if token::find_token(&log).is_ok() || !window_over {
             return Ok(log);
         }
     }
