@@ -85,4 +85,6 @@ pub mod labels {
     pub const JOB_NOTEBOOK: &str = "dev.labship.job-notebook";
     /// The `labship run` invocation that started it (an interrupted one names its own).
     pub const JOB_BATCH: &str = "dev.labship.job-batch";
+    /// Where a job's results go in S3 (`--output-uri`; the run id is added), for `runs`.
+    pub const JOB_OUTPUT: &str = "dev.labship.job-output";
 }

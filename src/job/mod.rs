@@ -560,13 +560,22 @@ async fn launch_in(
     let spec_container = JobContainer {
         name: container.clone(),
         image: image.to_string(),
-        labels: HashMap::from([
-            (labels::MANAGED_BY.to_string(), "labship".to_string()),
-            (labels::JOB.to_string(), run_id.clone()),
-            (labels::JOB_OF.to_string(), config.name.clone()),
-            (labels::JOB_NOTEBOOK.to_string(), name.clone()),
-            (labels::JOB_BATCH.to_string(), spec.batch.clone()),
-        ]),
+        labels: HashMap::from_iter(
+            [
+                (labels::MANAGED_BY.to_string(), "labship".to_string()),
+                (labels::JOB.to_string(), run_id.clone()),
+                (labels::JOB_OF.to_string(), config.name.clone()),
+                (labels::JOB_NOTEBOOK.to_string(), name.clone()),
+                (labels::JOB_BATCH.to_string(), spec.batch.clone()),
+            ]
+            .into_iter()
+            .chain(spec.output.as_ref().map(|o| {
+                (
+                    labels::JOB_OUTPUT.to_string(),
+                    format!("{}/", o.uri.join(&run_id)),
+                )
+            })),
+        ),
         cmd: vec![
             "python".into(),
             format!("{JOB_DIR}/runner.py"),
@@ -1100,7 +1109,7 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
                 state: state.into(),
                 duration_secs: None,
                 results: None,
-                output_uri: None,
+                output_uri: c.labels.get(labels::JOB_OUTPUT).cloned(),
                 uploaded: false,
                 note: Some(note),
             },

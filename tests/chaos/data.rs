@@ -239,3 +239,55 @@ fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
     assert_eq!(saved["uploaded"], false);
     assert_eq!(saved["state"], "succeeded");
 }
+
+#[test]
+fn ctrl_c_during_a_large_upload_aborts_it_before_labship_exits() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("s3cut");
+    p.write(
+        "big.py",
+        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/big.bin', 'wb').write(b'y' * (70 << 20))\n",
+    );
+    let bucket = unique("chaos-cut");
+    aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "create-bucket", "--bucket", &bucket],
+    );
+    let faults = Faults::new(&sim, "s3cut");
+    // Every part takes 5 s: the upload is under way when the Ctrl-C comes.
+    faults.set(
+        1,
+        json!([{"action": "s3:*", "param": {"x-id": "UploadPart"}, "delay": 5}]),
+    );
+    let out_uri = format!("s3://{bucket}/runs");
+    let mut cmd = p.command(&["run", "big.py", "--output-uri", &out_uri, "-o", "json"]);
+    for (k, v) in faults.env() {
+        cmd.env(k, v);
+    }
+    let ended = run(
+        cmd,
+        Some(&faults),
+        Trigger::Stderr("Uploading run"),
+        Sig::Int,
+        Duration::from_secs(300),
+    );
+    assert_stopped_by(&ended, Sig::Int, "Ctrl-C during the upload");
+    let pending = aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "list-multipart-uploads", "--bucket", &bucket],
+    );
+    assert!(
+        pending
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
+        "the upload is aborted before labship exits: {pending}"
+    );
+    let keys = s3_keys(&rig.aws_endpoint, &bucket, "runs/");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("/run.json") || k.ends_with("/big.bin")),
+        "{keys:?}"
+    );
+}

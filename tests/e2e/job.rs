@@ -604,6 +604,13 @@ fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_ag
         "json",
     ]));
     let run_id = started["run_id"].as_str().expect("run id").to_string();
+    // Listed while it runs with where it will go.
+    let runs = json(&p.labship(&["runs", "-o", "json"]));
+    assert_eq!(
+        runs["runs"][0]["output_uri"],
+        format!("{out_uri}/{run_id}/"),
+        "{runs}"
+    );
     // The bucket goes while the job runs: the results stay here, and say they are not in S3.
     let gone = aws_cli(&endpoint, &["s3", "rb", &format!("s3://{output}")]);
     assert!(
