@@ -216,15 +216,7 @@ static HELD: std::sync::Mutex<Vec<(String, std::fs::File)>> = std::sync::Mutex::
 /// `<snapshot>.lock`, locked and kept until [`release`] (or the end of this process).
 fn hold(snapshot: &Path, mark: &str) -> Result<()> {
     let path = snapshot.with_extension("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Write {
-            path: path.clone(),
-            source: e,
-        })?;
+    let file = lock_file(&path)?;
     file.lock().map_err(|e| Error::Write { path, source: e })?;
     HELD.lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -314,19 +306,24 @@ fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A lock file, opened (made when missing), not locked yet.
+fn lock_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::Write {
+            path: path.to_path_buf(),
+            source: e,
+        })
+}
+
 /// The copy's lock, held while it is brought up to date: two labships copying the same
 /// input take turns (the second finds the files there). Released when dropped.
 async fn lock_copy(cache: &Path, uri: &S3Uri, printer: &Printer) -> Result<std::fs::File> {
     let path = cache.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Write {
-            path: path.clone(),
-            source: e,
-        })?;
+    let file = lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => return Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {}

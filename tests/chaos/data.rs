@@ -170,31 +170,63 @@ fn the_copy_of_inputs_survives_failing_gets_and_ctrl_c_leaves_no_half_file() {
     assert_eq!(whole, ["big.bin"]);
 }
 
-#[test]
-fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
+/// A project whose job writes a 70 MiB result (five parts of a multipart upload), a bucket
+/// for it, and the fault rules on UploadPart: the command that runs it with
+/// `--output-uri s3://BUCKET/runs` in the faults' scope.
+fn large_result(name: &str, rule: Value) -> (Project, String, Faults, std::process::Command) {
     let rig = rig();
-    let sim = sim_endpoint();
-    let p = Project::default_workload("s3parts");
+    let p = Project::default_workload(name);
     p.write(
         "big.py",
         "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/big.bin', 'wb').write(b'x' * (70 << 20))\n",
     );
-    let bucket = unique("chaos-out");
+    let bucket = unique(name);
     aws_json(
         &rig.aws_endpoint,
         &["s3api", "create-bucket", "--bucket", &bucket],
     );
-    let faults = Faults::new(&sim, "s3parts");
-    // Every part is refused (a 500 the SDK retries, then gives up on).
-    faults.set(
-        1,
-        json!([{"action": "s3:*", "param": {"x-id": "UploadPart"}, "fault": "5xx"}]),
-    );
+    let faults = Faults::new(&sim_endpoint(), name);
+    let mut rule = rule;
+    if let Some(r) = rule.as_object_mut() {
+        r.insert("action".into(), json!("s3:*"));
+        r.insert("param".into(), json!({"x-id": "UploadPart"}));
+    }
+    faults.set(1, json!([rule]));
     let out_uri = format!("s3://{bucket}/runs");
     let mut cmd = p.command(&["run", "big.py", "--output-uri", &out_uri, "-o", "json"]);
     for (k, v) in faults.env() {
         cmd.env(k, v);
     }
+    (p, bucket, faults, cmd)
+}
+
+/// No multipart upload pending in `bucket`, and neither run.json nor the large file there.
+fn nothing_half_uploaded(bucket: &str) {
+    let endpoint = rig().aws_endpoint;
+    let pending = aws_json(
+        &endpoint,
+        &["s3api", "list-multipart-uploads", "--bucket", bucket],
+    );
+    assert!(
+        pending
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
+        "the failed upload is aborted: {pending}"
+    );
+    // Files that went up may stay; run.json, which says the run is there, did not go.
+    let keys = s3_keys(&endpoint, bucket, "runs/");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("/run.json") || k.ends_with("/big.bin")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
+    // Every part is refused (a 500 the SDK retries, then gives up on).
+    let (p, bucket, faults, cmd) = large_result("s3parts", json!({"fault": "5xx"}));
     let ended = run(
         cmd,
         Some(&faults),
@@ -208,24 +240,7 @@ fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
         "{}",
         ended.stdout
     );
-    let pending = aws_json(
-        &rig.aws_endpoint,
-        &["s3api", "list-multipart-uploads", "--bucket", &bucket],
-    );
-    assert!(
-        pending
-            .get("Uploads")
-            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
-        "the failed upload is aborted: {pending}"
-    );
-    // Files that went up may stay; run.json, which says the run is there, did not go.
-    let keys = s3_keys(&rig.aws_endpoint, &bucket, "runs/");
-    assert!(
-        !keys
-            .iter()
-            .any(|k| k.ends_with("/run.json") || k.ends_with("/big.bin")),
-        "{keys:?}"
-    );
+    nothing_half_uploaded(&bucket);
     // The run is kept here, marked as not uploaded.
     let runs = std::fs::read_dir(p.path().join("runs"))
         .expect("runs")
@@ -242,29 +257,8 @@ fn a_large_result_whose_parts_fail_leaves_no_upload_behind() {
 
 #[test]
 fn ctrl_c_during_a_large_upload_aborts_it_before_labship_exits() {
-    let rig = rig();
-    let sim = sim_endpoint();
-    let p = Project::default_workload("s3cut");
-    p.write(
-        "big.py",
-        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/big.bin', 'wb').write(b'y' * (70 << 20))\n",
-    );
-    let bucket = unique("chaos-cut");
-    aws_json(
-        &rig.aws_endpoint,
-        &["s3api", "create-bucket", "--bucket", &bucket],
-    );
-    let faults = Faults::new(&sim, "s3cut");
     // Every part takes 5 s: the upload is under way when the Ctrl-C comes.
-    faults.set(
-        1,
-        json!([{"action": "s3:*", "param": {"x-id": "UploadPart"}, "delay": 5}]),
-    );
-    let out_uri = format!("s3://{bucket}/runs");
-    let mut cmd = p.command(&["run", "big.py", "--output-uri", &out_uri, "-o", "json"]);
-    for (k, v) in faults.env() {
-        cmd.env(k, v);
-    }
+    let (_p, bucket, faults, cmd) = large_result("s3cut", json!({"delay": 5}));
     let ended = run(
         cmd,
         Some(&faults),
@@ -273,21 +267,5 @@ fn ctrl_c_during_a_large_upload_aborts_it_before_labship_exits() {
         Duration::from_secs(300),
     );
     assert_stopped_by(&ended, Sig::Int, "Ctrl-C during the upload");
-    let pending = aws_json(
-        &rig.aws_endpoint,
-        &["s3api", "list-multipart-uploads", "--bucket", &bucket],
-    );
-    assert!(
-        pending
-            .get("Uploads")
-            .is_none_or(|u| u.as_array().is_none_or(Vec::is_empty)),
-        "the upload is aborted before labship exits: {pending}"
-    );
-    let keys = s3_keys(&rig.aws_endpoint, &bucket, "runs/");
-    assert!(
-        !keys
-            .iter()
-            .any(|k| k.ends_with("/run.json") || k.ends_with("/big.bin")),
-        "{keys:?}"
-    );
+    nothing_half_uploaded(&bucket);
 }
