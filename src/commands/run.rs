@@ -68,7 +68,8 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         let s3 = S3::new(&labship::aws::load(&config).await?);
         let output = match output_uri {
             Some(uri) => {
-                data::check_output(&s3, &uri).await?;
+                // Its bucket exists and may be listed (deliver finds it again at the end).
+                s3.locate(&uri).await?;
                 Some(job::Output {
                     uri,
                     s3: s3.clone(),

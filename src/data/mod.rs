@@ -114,11 +114,6 @@ pub async fn check(s3: &S3, inputs: &[S3Uri]) -> Result<Vec<Checked>> {
         .await
 }
 
-/// The output address, checked before the job runs: its bucket exists and may be listed.
-pub async fn check_output(s3: &S3, uri: &S3Uri) -> Result<Bucket> {
-    s3.locate(uri).await
-}
-
 /// What the copy of an input held after its last sync: each file's size and ETag.
 #[derive(Default, Serialize, Deserialize)]
 struct Manifest {
@@ -381,8 +376,8 @@ async fn sync_one(
         "Copying {} ({} objects, {}; {} to fetch)",
         input.uri,
         input.objects.len(),
-        human_bytes(bytes),
-        human_bytes(fetch_bytes)
+        indicatif::HumanBytes(bytes),
+        indicatif::HumanBytes(fetch_bytes)
     ));
     let bars = printer.bars();
     let bar = printer.byte_bar(&bars, "inputs", fetch_bytes);
@@ -464,31 +459,9 @@ fn remove_unlisted(root: &Path, dir: &Path, listed: &std::collections::HashSet<&
     }
 }
 
-/// `1.5 GiB`, `12.0 MiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_people_read_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
-    }
 
     #[test]
     fn a_snapshot_keeps_its_files_when_the_copy_moves_on() {

@@ -145,7 +145,7 @@ impl std::fmt::Display for RunReport {
                 input.uri,
                 input.path,
                 input.objects,
-                crate::data::human_bytes(input.bytes)
+                indicatif::HumanBytes(input.bytes)
             )?;
         }
         write!(f, "results: {}", self.results.display())?;
@@ -405,7 +405,7 @@ struct JobFile {
     parameters: Vec<(String, Value)>,
     /// Seconds for the whole run.
     timeout: u64,
-    /// The inputs it was given, and where its results go in S3 (the address given).
+    /// The inputs it was given, and where its results go in S3 (`<--output-uri>/<run-id>/`).
     #[serde(default)]
     inputs: Vec<Copied>,
     #[serde(default)]
@@ -477,13 +477,7 @@ impl Launched {
             results: self.results.clone(),
             files,
             inputs: self.job.inputs.clone(),
-            output_uri: self.job.output_uri.as_deref().map(|base| {
-                format!(
-                    "{}/",
-                    S3Uri::parse(base)
-                        .map_or_else(|_| base.to_string(), |u| u.join(&self.run_id).to_string())
-                )
-            }),
+            output_uri: self.job.output_uri.clone(),
             uploaded: false,
         }
     }
@@ -549,7 +543,10 @@ async fn launch_in(
         parameters: spec.parameters.clone(),
         timeout: spec.timeout.as_secs(),
         inputs: spec.inputs.clone(),
-        output_uri: spec.output.as_ref().map(|o| o.uri.to_string()),
+        output_uri: spec
+            .output
+            .as_ref()
+            .map(|o| format!("{}/", o.uri.join(&run_id))),
     };
     let job_json = serde_json::to_vec(&job).map_err(|e| Error::engine("writing the job", e))?;
     let tar = tar_of(&[
@@ -569,12 +566,11 @@ async fn launch_in(
                 (labels::JOB_BATCH.to_string(), spec.batch.clone()),
             ]
             .into_iter()
-            .chain(spec.output.as_ref().map(|o| {
-                (
-                    labels::JOB_OUTPUT.to_string(),
-                    format!("{}/", o.uri.join(&run_id)),
-                )
-            })),
+            .chain(
+                job.output_uri
+                    .clone()
+                    .map(|at| (labels::JOB_OUTPUT.to_string(), at)),
+            ),
         ),
         cmd: vec![
             "python".into(),

@@ -418,14 +418,8 @@ fn operator_policy_keeps_to_labship_resources() {
             MANAGED_BY_VALUE,
         )
     };
-
-    // ECR: only repositories under labship/ (the default `labship/<name>`).
-    let ours = "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo";
-    let theirs = "arn:aws:ecr:eu-west-1:123456789012:repository/payments/api";
-    for action in needed_actions().iter().filter(|a| a.starts_with("ecr:")) {
-        if action == "ecr:GetAuthorizationToken" {
-            continue; // no resource-level permissions
-        }
+    // `action` reaches `ours` and not `theirs`.
+    let only_ours = |action: &str, ours: &str, theirs: &str| {
         assert!(
             !granting(&policy, action, ours).is_empty(),
             "{action} on {ours}"
@@ -434,6 +428,16 @@ fn operator_policy_keeps_to_labship_resources() {
             granting(&policy, action, theirs).is_empty(),
             "{action} reaches {theirs}"
         );
+    };
+
+    // ECR: only repositories under labship/ (the default `labship/<name>`).
+    let ours = "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo";
+    let theirs = "arn:aws:ecr:eu-west-1:123456789012:repository/payments/api";
+    for action in needed_actions().iter().filter(|a| a.starts_with("ecr:")) {
+        if action == "ecr:GetAuthorizationToken" {
+            continue; // no resource-level permissions
+        }
+        only_ours(action, ours, theirs);
     }
 
     // S3: the job data buckets by name (`labship-*`), not every bucket of the account.
@@ -446,14 +450,7 @@ fn operator_policy_keeps_to_labship_resources() {
                 "arn:aws:s3:::payroll/2026/march.csv",
             )
         };
-        assert!(
-            !granting(&policy, action, ours).is_empty(),
-            "{action} on {ours}"
-        );
-        assert!(
-            granting(&policy, action, theirs).is_empty(),
-            "{action} reaches {theirs}"
-        );
+        only_ours(action, ours, theirs);
     }
 
     // IAM: the instance role and profile by their path and name, nothing else.
