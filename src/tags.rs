@@ -38,6 +38,13 @@ pub const SEAT: &str = "labship:seat";
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.
 pub const OWNER: &str = "labship:owner";
 
+/// On a job host (`labship run --ec2`), its security group and root volume: the run's id,
+/// the deployment (project) it ran for, and where its results go in S3. A job host is not a
+/// deployment: it has no `labship:deployment` tag, and the deployment verbs leave it alone.
+pub const JOB: &str = "labship:job";
+pub const JOB_OF: &str = "labship:job-of";
+pub const JOB_OUTPUT: &str = "labship:job-output";
+
 static CALLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Records who runs this command (once per process; later calls are ignored): from then
@@ -52,6 +59,21 @@ pub fn for_deployment(deployment: &str) -> Vec<(&'static str, String)> {
     let mut tags = vec![
         (MANAGED_BY, MANAGED_BY_VALUE.to_string()),
         (DEPLOYMENT, deployment.to_string()),
+    ];
+    if let Some(arn) = CALLER.get() {
+        tags.push((OWNER, arn.clone()));
+    }
+    tags
+}
+
+/// The tags of a job host's resources: managed-by, the run, its project, where its results
+/// go, and the owner once the caller is known.
+pub fn for_job(run_id: &str, of: &str, output: &str) -> Vec<(&'static str, String)> {
+    let mut tags = vec![
+        (MANAGED_BY, MANAGED_BY_VALUE.to_string()),
+        (JOB, run_id.to_string()),
+        (JOB_OF, of.to_string()),
+        (JOB_OUTPUT, output.to_string()),
     ];
     if let Some(arn) = CALLER.get() {
         tags.push((OWNER, arn.clone()));

@@ -12,6 +12,7 @@ readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
 # How long a script waits for the data volume to be attached (see ensure_data).
 readonly DATA_DEADLINE=${LABSHIP_DATA_DEADLINE:-600}
 PHASE=begin
+LAST_ERROR=
 ROLLBACK=
 SERVED_PATH=
 TOKEN_SOURCE=
@@ -75,7 +76,8 @@ fail() {
             cause="$cause; could not restore the previous container (see $LOG_FILE)"
         fi
     fi
-    say "labship: error phase=$PHASE $(printf '%s' "$cause" | tr '\r\n\t' '   ' | cut -c1-240)"
+    LAST_ERROR="phase=$PHASE $(printf '%s' "$cause" | tr '\r\n\t' '   ' | cut -c1-240)"
+    say "labship: error $LAST_ERROR"
     exit 1
 }
 

@@ -120,6 +120,15 @@ impl Instance {
     }
 }
 
+/// A job host (`labship run --ec2`): its instance (`deployment` holds the project it runs
+/// for), its run and where its results go.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobHost {
+    pub instance: Instance,
+    pub run_id: String,
+    pub output: Option<String>,
+}
+
 /// A labship security group.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityGroup {
@@ -161,6 +170,9 @@ pub struct LaunchSpec {
     pub instance_tags: Vec<(String, String)>,
     /// For the root volume and the network interface.
     pub volume_tags: Vec<(String, String)>,
+    /// A job host: a `shutdown` on it terminates it (a deployment's host is stopped, and
+    /// keeps its disk).
+    pub terminate_on_shutdown: bool,
 }
 
 fn ec2_tags(pairs: &[(&str, String)]) -> Vec<Tag> {
@@ -610,8 +622,12 @@ impl Cloud {
                 .client_token(&client_token)
                 .user_data(&user_data)
                 // A `shutdown` on the host (the idle watchdog, the TTL) stops the instance:
-                // its disk, token and notebooks stay for the next `up`.
-                .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+                // its disk, token and notebooks stay for the next `up`. A job host's ends it.
+                .instance_initiated_shutdown_behavior(if spec.terminate_on_shutdown {
+                    ShutdownBehavior::Terminate
+                } else {
+                    ShutdownBehavior::Stop
+                })
                 .iam_instance_profile(
                     IamInstanceProfileSpecification::builder()
                         .name(INSTANCE_PROFILE)
@@ -726,7 +742,12 @@ impl Cloud {
                 )
             })?;
             for r in page.reservations() {
-                for i in r.instances() {
+                // A job host is not a deployment's.
+                for i in r
+                    .instances()
+                    .iter()
+                    .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
+                {
                     let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
                     found.push(to_instance(i, &dep));
                 }
@@ -738,6 +759,95 @@ impl Cloud {
                 .then(a.launched.cmp(&b.launched))
         });
         Ok(found)
+    }
+
+    /// Job hosts (`labship run --ec2`) that still exist, of one run or all, as (instance,
+    /// run id, project, results address), oldest first.
+    pub async fn job_hosts(&self, run: Option<&str>) -> Result<Vec<JobHost>> {
+        let mut req = self.ec2.describe_instances().filters(filter(
+            &format!("tag:{}", tags::MANAGED_BY),
+            &[tags::MANAGED_BY_VALUE],
+        ));
+        req = match run {
+            Some(run) => req.filters(filter(&format!("tag:{}", tags::JOB), &[run])),
+            None => req
+                .filters(filter("tag-key", &[tags::JOB]))
+                .filters(filter("instance-state-name", &LIVE_STATES)),
+        };
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.fail(
+                    "ec2",
+                    "DescribeInstances",
+                    run.unwrap_or("labship jobs"),
+                    &e,
+                )
+            })?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let of = tag_value(i.tags(), tags::JOB_OF).unwrap_or_default();
+                found.push(JobHost {
+                    run_id: tag_value(i.tags(), tags::JOB).unwrap_or_default(),
+                    output: tag_value(i.tags(), tags::JOB_OUTPUT),
+                    instance: to_instance(i, &of),
+                });
+            }
+        }
+        found.sort_by(|a, b| a.instance.launched.cmp(&b.instance.launched));
+        Ok(found)
+    }
+
+    /// A job host's security group in `vpc`: no inbound rule at all (the host reaches ECR
+    /// and S3; nothing reaches it), tagged as the run's, created when missing. Returns its id.
+    pub async fn ensure_job_security_group(
+        &self,
+        name: &str,
+        vpc: &str,
+        tags: &[(&str, String)],
+    ) -> Result<String> {
+        if let Some(id) = self.find_security_group(name, vpc).await? {
+            return Ok(id);
+        }
+        let mut pairs = tags.to_vec();
+        pairs.push(("Name", name.to_string()));
+        match self
+            .ec2
+            .create_security_group()
+            .group_name(name)
+            .description("labship job host: no inbound traffic")
+            .vpc_id(vpc)
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, &pairs))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.group_id().unwrap_or_default().to_string()),
+            Err(e) if error_code(&e) == "InvalidGroup.Duplicate" => self
+                .find_security_group(name, vpc)
+                .await?
+                .ok_or_else(|| self.fail("ec2", "CreateSecurityGroup", name, &e)),
+            Err(e) => Err(self.fail("ec2", "CreateSecurityGroup", name, &e)),
+        }
+    }
+
+    /// The security groups tagged as a job's (`labship:job` = `run`).
+    pub async fn job_security_groups(&self, run: &str) -> Result<Vec<String>> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(filter(
+                &format!("tag:{}", tags::MANAGED_BY),
+                &[tags::MANAGED_BY_VALUE],
+            ))
+            .filters(filter(&format!("tag:{}", tags::JOB), &[run]))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", run, &e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect())
     }
 
     /// One instance by id (None when it no longer exists).

@@ -455,6 +455,33 @@ impl Bucket {
         Ok(())
     }
 
+    /// The object at `uri`, whole (a small one: a run's report), or `None` when there is none.
+    pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Option<Vec<u8>>> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(&uri.key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(self.fail("GetObject", uri, &e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::AwsUnavailable {
+                action: "s3:GetObject".into(),
+                resource: uri.to_string(),
+                region: self.region.clone(),
+                message: format!("the download broke off: {e}"),
+            })?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+
     /// Puts `bytes` at `uri`.
     pub async fn put_bytes(&self, uri: &S3Uri, bytes: Vec<u8>) -> Result<()> {
         self.client

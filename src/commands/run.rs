@@ -58,7 +58,9 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     if let Some(cpus) = args.cpus {
         labship::hosts::Limits::check_cpus("--cpus", cpus)?;
     }
-    local_only(&config)?;
+    if config.target == Target::Ec2 {
+        ec2_refusals(args, grid.is_some())?;
+    }
     let source = job::read_source(&args.notebook)?;
     // The data in and the place for the results out are checked before the build.
     let output_uri = args.output_uri.as_deref().map(S3Uri::parse).transpose()?;
@@ -95,6 +97,9 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     };
     // Interrupted: the run removes its containers itself; should that fail, this removes
     // this invocation's (and no detached run's).
+    if config.target == Target::Ec2 {
+        return on_ec2(&config, spec, &checked, args, printer).await;
+    }
     interrupt::install(interrupt::Then::Remove(format!(
         "docker rm -f $(docker ps -aq --filter label={}={})",
         labship::tags::labels::JOB_BATCH,
@@ -138,6 +143,76 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     // The jobs' containers are gone: so goes the snapshot of their inputs.
     data::release(&spec.batch);
     ran
+}
+
+/// What a run on EC2 does not do (yet, or ever), refused before anything is built.
+fn ec2_refusals(args: &RunArgs, matrix: bool) -> Result<()> {
+    let refuse = |option: &str, reason: &str, hint: &str| {
+        Err(Error::InvalidSetting {
+            what: "option",
+            value: option.into(),
+            reason: reason.into(),
+            hint: hint.into(),
+        })
+    };
+    if matrix {
+        return refuse(
+            "--matrix",
+            "a sweep runs on the local engine only for now: one EC2 host per value is not built yet",
+            "run the sweep with --local, or one `labship run --ec2 -p NAME=VALUE` per value",
+        );
+    }
+    if args.cpus.is_some() || args.memory.is_some() {
+        return refuse(
+            if args.cpus.is_some() {
+                "--cpus"
+            } else {
+                "--memory"
+            },
+            "a job on EC2 has its instance to itself",
+            "choose the machine with --instance-type (e.g. c7i.4xlarge), and drop --cpus/--memory",
+        );
+    }
+    if args.output_uri.is_none() {
+        return refuse(
+            "--ec2",
+            "a job on EC2 sends its results through S3 (the host ends itself, whether this machine is awake or not)",
+            "add --output-uri s3://BUCKET/PREFIX: a bucket the instance role may write (labship-* by default, infra/README.md)",
+        );
+    }
+    Ok(())
+}
+
+/// `run --ec2`: a host of its own that ends itself; followed to its end unless `--detach`.
+async fn on_ec2(
+    config: &Config,
+    mut spec: JobSpec,
+    checked: &[data::Checked],
+    args: &RunArgs,
+    printer: &Printer,
+) -> Result<()> {
+    // Interrupted before the host runs: what was made is listed; after, an attached run
+    // ends its host itself.
+    interrupt::install(interrupt::Then::Remove(
+        "aws ec2 terminate-instances / delete-security-group on what it names".into(),
+    ))?;
+    spec.inputs = Vec::new();
+    let aws = labship::aws::load(config).await?;
+    let host = LocalHost::connect().await?;
+    match job::ec2::run(
+        host.engine(),
+        &aws,
+        config,
+        &spec,
+        checked,
+        args.detach,
+        printer,
+    )
+    .await?
+    {
+        job::ec2::Outcome::Detached(started) => super::emit(printer, &started),
+        job::ec2::Outcome::Ended(report) => finished(printer, &report),
+    }
 }
 
 /// An attached run, or a matrix of them, to the end, and its outcome as the exit status.
@@ -196,24 +271,14 @@ fn finished(printer: &Printer, report: &job::RunReport) -> Result<()> {
     }
 }
 
-/// Jobs run on the local engine for now.
-fn local_only(config: &Config) -> Result<()> {
-    if config.target == Target::Ec2 {
-        return Err(Error::InvalidSetting {
-            what: "target",
-            value: "ec2".into(),
-            reason: "`labship run` runs jobs on the local engine for now: EC2 job hosts are not built yet".into(),
-            hint: "run it here with `labship run NOTEBOOK --local`".into(),
-        });
-    }
-    Ok(())
-}
-
 /// `labship runs`.
 pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<()> {
     no_csv(printer)?;
-    local_only(&config)?;
     let runs_dir = runs_dir(&config, &args.runs_dir);
+    if config.target == Target::Ec2 {
+        let aws = labship::aws::load(&config).await?;
+        return super::emit(printer, &job::ec2::list(&aws, &config, &runs_dir).await?);
+    }
     let host = LocalHost::connect().await?;
     let report = job::list_local(host.engine(), &config, &runs_dir).await?;
     super::emit(printer, &report)
@@ -222,12 +287,27 @@ pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<
 /// `labship fetch RUN`.
 pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Result<()> {
     no_csv(printer)?;
-    local_only(&config)?;
     let runs_dir = runs_dir(&config, &args.runs_dir);
     interrupt::install(interrupt::Then::Retry(format!(
         "labship fetch {}",
         args.run
     )))?;
+    if config.target == Target::Ec2 {
+        let aws = labship::aws::load(&config).await?;
+        return match job::ec2::fetch(&aws, &runs_dir, &args.run, printer).await? {
+            Some(report) => finished(printer, &report),
+            None => Err(Error::InvalidSetting {
+                what: "run",
+                value: args.run.clone(),
+                reason: format!(
+                    "no job host of that run in {}, and no record of it in {}",
+                    aws.region,
+                    runs_dir.join(&args.run).display()
+                ),
+                hint: "check the run id and the region (`labship runs --ec2` lists runs)".into(),
+            }),
+        };
+    }
     let host = LocalHost::connect().await?;
     let mut report =
         job::fetch_local(host.engine(), &config, &runs_dir, &args.run, printer).await?;

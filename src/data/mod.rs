@@ -35,6 +35,43 @@ impl Checked {
         self.objects.iter().map(|o| o.size).sum()
     }
 
+    /// The input as a job host copies it itself (`run --ec2`): its line of the host's
+    /// `inputs.tsv` (`file` or `folder`, the name under `inputs/`, the bucket's region, the
+    /// address, a folder's ending in `/`), and what the run's report says of it (nothing is
+    /// copied on this machine).
+    pub fn on_host(&self) -> Result<(String, Copied)> {
+        let name = self.uri.name().to_string();
+        if self.uri.key.chars().any(char::is_control) {
+            return Err(Error::S3Data {
+                uri: self.uri.to_string(),
+                reason: "its address holds a control character (a tab, a new line)".into(),
+                hint: "give the input an address without one (rename or copy the objects)".into(),
+            });
+        }
+        let (kind, address) = if self.single() {
+            ("file", self.uri.to_string())
+        } else {
+            match self.uri.key.trim_end_matches('/') {
+                "" => ("folder", format!("s3://{}/", self.uri.bucket)),
+                key => ("folder", format!("s3://{}/{key}/", self.uri.bucket)),
+            }
+        };
+        let line = format!("{kind}\t{name}\t{}\t{address}\n", self.bucket.region);
+        Ok((
+            line,
+            Copied {
+                uri: self.uri.to_string(),
+                region: self.bucket.region.clone(),
+                path: format!("{INPUTS_DIR}/{name}"),
+                local: PathBuf::new(),
+                objects: self.objects.len(),
+                bytes: self.bytes(),
+                fetched_bytes: 0,
+                seconds: 0.0,
+            },
+        ))
+    }
+
     /// A single object (`s3://b/data/iris.csv`), not a folder.
     fn single(&self) -> bool {
         self.objects.len() == 1 && self.objects[0].key == self.uri.key

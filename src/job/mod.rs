@@ -9,7 +9,9 @@
 //! A run can be detached (`fetch` follows it later), listed (`runs`), and run once per value
 //! of a `--matrix`. Inputs from S3 ([`crate::data`]) are mounted read-only at `inputs/<name>`;
 //! with `--output-uri`, each run's folder is put in S3 when it ends ([`deliver`]). This is the
-//! local engine's job host: EC2 job hosts are not built yet.
+//! local engine's job host; [`ec2`] is EC2's (an instance of its own that ends itself).
+
+pub mod ec2;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1053,28 +1055,7 @@ impl std::fmt::Display for RunsReport {
 /// `labship runs`: the runs of `config`'s deployment on this engine (their containers: still
 /// running, or ended and not fetched) and in `runs_dir` (their `run.json`), newest first.
 pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Result<RunsReport> {
-    let mut runs: BTreeMap<String, RunRow> = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(runs_dir) {
-        for entry in entries.flatten() {
-            if let Some(r) = read_report(&entry.path()).filter(|r| r.deployment == config.name) {
-                runs.insert(
-                    r.run_id.clone(),
-                    RunRow {
-                        run_id: r.run_id.clone(),
-                        notebook: r.notebook.clone(),
-                        state: r.state.clone(),
-                        duration_secs: Some(r.duration_secs),
-                        results: Some(r.results.clone()),
-                        note: (r.output_uri.is_some() && !r.uploaded).then(|| {
-                            format!("not in S3 yet: `labship fetch {}` uploads it", r.run_id)
-                        }),
-                        output_uri: r.output_uri.clone(),
-                        uploaded: r.uploaded,
-                    },
-                );
-            }
-        }
-    }
+    let mut runs: BTreeMap<String, RunRow> = folders(config, runs_dir, Target::Local);
     for c in engine
         .containers_labelled(labels::JOB_OF, Some(&config.name))
         .await?
@@ -1118,6 +1099,47 @@ pub async fn list_local(engine: &Engine, config: &Config, runs_dir: &Path) -> Re
         deployment: config.name.clone(),
         runs,
     })
+}
+
+/// The runs of `target` whose folders in `runs_dir` hold a report, by id.
+fn folders(config: &Config, runs_dir: &Path, target: Target) -> BTreeMap<String, RunRow> {
+    let mut runs = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return runs;
+    };
+    for entry in entries.flatten() {
+        let Some(r) = read_report(&entry.path())
+            .filter(|r| r.deployment == config.name && r.target == target)
+        else {
+            continue;
+        };
+        runs.insert(
+            r.run_id.clone(),
+            RunRow {
+                run_id: r.run_id.clone(),
+                notebook: r.notebook.clone(),
+                state: r.state.clone(),
+                duration_secs: Some(r.duration_secs),
+                results: Some(r.results.clone()),
+                note: (r.output_uri.is_some() && !r.uploaded)
+                    .then(|| format!("not in S3 yet: `labship fetch {}` uploads it", r.run_id)),
+                output_uri: r.output_uri.clone(),
+                uploaded: r.uploaded,
+            },
+        );
+    }
+    runs
+}
+
+/// The runs of `target` fetched into `runs_dir`, newest first.
+fn list_folders(config: &Config, runs_dir: &Path, target: Target) -> RunsReport {
+    let mut runs: Vec<RunRow> = folders(config, runs_dir, target).into_values().collect();
+    runs.reverse();
+    RunsReport {
+        target,
+        deployment: config.name.clone(),
+        runs,
+    }
 }
 
 /// One run of a matrix: its values, and its report or why it could not run at all.

@@ -11,6 +11,7 @@ mod class;
 mod config;
 mod ec2;
 mod job;
+mod job_ec2;
 mod life;
 mod local;
 mod policy;

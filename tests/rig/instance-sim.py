@@ -22,6 +22,8 @@ answer is returned, except for what makes launched instances behave like real on
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
 * TerminateInstances: after moto, the instance container and the containers and volumes
   labelled dev.labship.ec2.deployment=<its deployment> are removed (before the answer, bounded).
+  A job host (tag labship:job, no labship:deployment) counts as deployment run-<its run id>,
+  the label its job's container has.
 * StopInstances / StartInstances: after moto, the instance container and its deployment's
   containers are stopped (disk, state directory and volumes kept, sessions terminated), and
   started again: the deployment's containers whose restart policy is always or unless-stopped
@@ -179,6 +181,7 @@ LABEL_RIG = "dev.labship.sim.rig"
 LABEL_OWNER = "dev.labship.sim.owner"
 LABEL_EC2_DEPLOYMENT = "dev.labship.ec2.deployment"
 DEPLOYMENT_TAG = "labship:deployment"
+JOB_TAG = "labship:job"
 
 # The access key the simulated instances sign with (AWS_ACCESS_KEY_ID of their containers): not
 # accepted as a fault scope, so faults never reach the instances' own calls.
@@ -958,6 +961,9 @@ class Sim:
                     mm = re.fullmatch(r"TagSpecification\.%s\.Tag\.(\d+)\.Key" % n, kk)
                     if mm and vv == DEPLOYMENT_TAG:
                         deployment = req.params.get("TagSpecification.%s.Tag.%s.Value" % (n, mm.group(1)))
+                    # A job host (labship run --ec2): its container is labelled run-<run id>.
+                    if mm and vv == JOB_TAG and deployment is None:
+                        deployment = "run-" + req.params.get("TagSpecification.%s.Tag.%s.Value" % (n, mm.group(1)), "")
         if deployment is None:
             m = re.search(rb"%s=([A-Za-z0-9][A-Za-z0-9_.-]*)" % re.escape(LABEL_EC2_DEPLOYMENT.encode()), user_data)
             if m:

@@ -574,6 +574,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 user_data: userdata::gzip(&user_data),
                 instance_tags: instance_tags.clone(),
                 volume_tags,
+                terminate_on_shutdown: false,
             });
             detail.tags = instance_tags.into_iter().collect();
             detail.root_volume = Some(root);
@@ -852,7 +853,7 @@ fn inputs<'a>(
     }
 }
 
-fn ami_kind(ami: &HostAmi) -> HostKind {
+pub fn ami_kind(ami: &HostAmi) -> HostKind {
     match ami {
         HostAmi::Ecs => HostKind::EcsAl2023,
         HostAmi::Al2023 => HostKind::Al2023,

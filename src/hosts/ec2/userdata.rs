@@ -54,6 +54,7 @@ pub const DEPLOYMENT_LABEL: &str = "dev.labship.ec2.deployment";
 const BOOT: &str = include_str!("../../../userdata/boot.sh");
 const REPLACE: &str = include_str!("../../../userdata/replace.sh");
 const COMMON: &str = include_str!("../../../userdata/common.sh");
+const JOB: &str = include_str!("../../../userdata/job.sh");
 const DOCKER_AL2023: &str = include_str!("../../../userdata/docker-al2023.sh");
 const DOCKER_ECS: &str = include_str!("../../../userdata/docker-ecs.sh");
 const DOCKER_ANY: &str = include_str!("../../../userdata/docker-any.sh");
@@ -255,6 +256,113 @@ pub fn render_recreate(inputs: &UserDataInputs) -> Result<String, UserDataError>
     render("userdata/replace.sh", REPLACE, inputs, true)
 }
 
+/// Everything a job host's script (`userdata/job.sh`) needs: the image, and where the job
+/// is and its results go.
+#[derive(Debug, Clone, Copy)]
+pub struct JobHostInputs<'a> {
+    /// `run-<run id>`: names the host's lock and log, as a deployment's name does.
+    pub name: &'a str,
+    /// The registry's region, and the registry and image as [`UserDataInputs`] has them.
+    pub region: &'a str,
+    pub registry: &'a str,
+    pub image: &'a str,
+    pub host_kind: HostKind,
+    pub pull_deadline_secs: u64,
+    /// The run's folder in S3, `s3://bucket/prefix/<run id>/`, and its bucket's region.
+    pub job_uri: &'a str,
+    pub job_region: &'a str,
+    /// The job's deadline.
+    pub timeout_secs: u64,
+}
+
+/// How long a job host may live from its boot, in minutes: the pull, the inputs, the job
+/// with its grace, and the upload of the results (at most 30 minutes each besides the job).
+#[must_use]
+pub fn job_host_deadline_min(pull_deadline_secs: u64, timeout_secs: u64) -> u64 {
+    (pull_deadline_secs + timeout_secs + 60 + 2 * 30 * 60).div_ceil(60)
+}
+
+/// The user-data of a job host, as text (RunInstances gets it [`gzip`]ped, at most
+/// [`MAX_USER_DATA_BYTES`]).
+///
+/// # Errors
+///
+/// As [`render_boot`].
+pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
+    // The values a deployment's script would have, checked the same way.
+    let deployment_like = UserDataInputs {
+        deployment: inputs.name,
+        region: inputs.region,
+        registry: inputs.registry,
+        image: inputs.image,
+        host_kind: inputs.host_kind,
+        bind: IpAddr::from([127, 0, 0, 1]),
+        port: 1,
+        container_port: 1,
+        pull_deadline_secs: inputs.pull_deadline_secs,
+        jupyter_deadline_secs: 1,
+        idle_stop_secs: 0,
+        ttl_secs: 0,
+        data_volume: false,
+    };
+    let mut values: Vec<(&'static str, String)> = values(&deployment_like)?
+        .into_iter()
+        .filter(|(n, _)| {
+            matches!(
+                *n,
+                "HOST_KIND" | "DEPLOYMENT" | "REGISTRY" | "IMAGE" | "PULL_DEADLINE"
+            )
+        })
+        .collect();
+    check_word(
+        "region",
+        inputs.job_region,
+        32,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+        "an AWS region such as eu-west-1 (a-z, 0-9 and -)",
+    )?;
+    if !inputs.job_uri.starts_with("s3://")
+        || !inputs.job_uri.ends_with('/')
+        || inputs.job_uri.bytes().any(|b| b.is_ascii_control())
+    {
+        return Err(invalid(
+            "job address",
+            inputs.job_uri,
+            "it is not an S3 folder address without control characters".into(),
+            "s3://bucket/prefix/<run id>/",
+        ));
+    }
+    if inputs.timeout_secs == 0 || inputs.timeout_secs > 30 * MAX_DEADLINE_SECS {
+        return Err(invalid(
+            "job deadline",
+            &inputs.timeout_secs.to_string(),
+            "a job's deadline must be 1 second to 30 days".into(),
+            "give --timeout a duration from 1s to 30d",
+        ));
+    }
+    values.extend([
+        ("REGISTRY_REGION", inputs.region.to_string()),
+        ("JOB_URI", inputs.job_uri.to_string()),
+        ("JOB_REGION", inputs.job_region.to_string()),
+        ("TIMEOUT", inputs.timeout_secs.to_string()),
+        (
+            "HOST_DEADLINE_MIN",
+            job_host_deadline_min(inputs.pull_deadline_secs, inputs.timeout_secs).to_string(),
+        ),
+    ]);
+    let text = render_values("userdata/job.sh", JOB, inputs.host_kind, &values)?;
+    let size = gzip(&text).len();
+    if size > MAX_USER_DATA_BYTES {
+        return Err(UserDataError::TooLarge {
+            template: "userdata/job.sh",
+            size,
+            form: "gzipped",
+            limit: MAX_USER_DATA_BYTES,
+        });
+    }
+    Ok(text)
+}
+
 fn render(
     template_name: &'static str,
     template: &str,
@@ -263,7 +371,18 @@ fn render(
 ) -> Result<String, UserDataError> {
     let mut values = values(inputs)?;
     values.push(("RECREATE", if recreate { "1" } else { "0" }.to_string()));
-    let fragment = inputs.host_kind.docker_fragment();
+    render_values(template_name, template, inputs.host_kind, &values)
+}
+
+/// `template` with COMMON and the host kind's fragment spliced in and every other
+/// placeholder replaced by its value in `values`, quoted.
+fn render_values(
+    template_name: &'static str,
+    template: &str,
+    host_kind: HostKind,
+    values: &[(&'static str, String)],
+) -> Result<String, UserDataError> {
+    let fragment = host_kind.docker_fragment();
     let spliced = expand(
         template_name,
         template,
@@ -575,8 +694,56 @@ mod tests {
                 all.push((format!("boot {kind} {bind}"), boot));
                 all.push((format!("replace {kind} {bind}"), replace));
             }
+            let job = render_job(&job_inputs(kind)).expect("job renders");
+            all.push((format!("boot (job host) {kind}"), job));
         }
         all
+    }
+
+    fn job_inputs(host_kind: HostKind) -> JobHostInputs<'static> {
+        JobHostInputs {
+            name: "run-20261201-161500-ab12",
+            region: "us-east-1",
+            registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/labship/lab:ctx-1",
+            host_kind,
+            pull_deadline_secs: 900,
+            job_uri: "s3://labship-results/it's here/20261201-161500-ab12/",
+            job_region: "eu-west-1",
+            timeout_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn a_job_hosts_script_ends_the_host_at_its_deadline_and_takes_only_s3_folders() {
+        let script = render_job(&job_inputs(HostKind::Al2023)).expect("renders");
+        // Pull (15 min), the job (60 min) and a minute's grace, and 30 min each for the
+        // inputs and the upload: 136 minutes, scheduled before anything else runs.
+        assert!(
+            script.contains("readonly HOST_DEADLINE_MIN='136'"),
+            "{script}"
+        );
+        let schedule = script
+            .find("shutdown -h \"+$HOST_DEADLINE_MIN\"")
+            .expect("schedules its power-off");
+        assert!(schedule < script.find("\nnow() {").expect("the helpers"));
+        assert!(script.contains(r"readonly JOB_URI='s3://labship-results/it'\''s here/"));
+        for bad in [
+            "s3://b/run",       // not a folder
+            "https://b/run/",   // not S3
+            "s3://b/a\nb/run/", // a new line
+        ] {
+            let inputs = JobHostInputs {
+                job_uri: bad,
+                ..job_inputs(HostKind::Al2023)
+            };
+            assert!(render_job(&inputs).is_err(), "{bad:?} is refused");
+        }
+        let forever = JobHostInputs {
+            timeout_secs: 31 * 24 * 3600,
+            ..job_inputs(HostKind::Al2023)
+        };
+        assert!(render_job(&forever).is_err(), "at most 30 days");
     }
 
     // ---- rendering ------------------------------------------------------------------

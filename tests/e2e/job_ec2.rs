@@ -1,0 +1,314 @@
+//! `labship run --ec2`: a job on a host of its own, in the instance simulator, which runs
+//! the job host's user-data for real (the job's container on this machine's engine, the AWS
+//! CLI against moto), with its data from moto's S3 and its results back there. The AWS CLI
+//! (against moto itself) is the witness of what is left.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A notebook with a `parameters` cell that reads a CSV input and a folder input, fans work
+/// out with multiprocessing and writes a CSV, a PNG (standard library only) and what it
+/// found; `label = "fail"` makes its last cell raise, `pause` makes it sleep first.
+fn analysis() -> String {
+    let code = |tags: &[&str], source: &str| {
+        json!({"cell_type": "code", "execution_count": null, "metadata": {"tags": tags},
+               "outputs": [], "source": source})
+    };
+    json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            code(&["parameters"], "n = 3\nlabel = 'default'\npause = 0\n"),
+            code(&[], "import csv, os, time\ntime.sleep(pause)\ntotal = sum(int(r['v']) for r in csv.DictReader(open('inputs/points.csv')))\nextra = open('inputs/data/more/extra.txt').read().strip()\nlocked = 'locked' if not os.access('inputs/data', os.W_OK) else 'writable'\n"),
+            code(&[], "from multiprocessing import Pool\n\ndef square(x):\n    return x * x\n\nwith Pool(2) as pool:\n    squares = pool.map(square, range(n))\nprint(label, squares)\n"),
+            code(&[], "import struct, zlib\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/found.txt', 'w').write(f'{total} {extra} {locked}\\n')\nwith open('outputs/squares.csv', 'w') as f:\n    f.write('x,square\\n' + ''.join(f'{i},{s}\\n' for i, s in enumerate(squares)))\ndef chunk(kind, data):\n    c = struct.pack('>I', len(data)) + kind + data\n    return c + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)\nrows = b''.join(b'\\x00' + bytes([min(255, s)] * n) for s in squares)\npng = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', n, n, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')\nopen('outputs/plot.png', 'wb').write(png)\n"),
+            code(&[], "if label == 'fail':\n    raise ValueError('asked to fail')\n"),
+        ]
+    })
+    .to_string()
+}
+
+/// The job hosts of a run, as the AWS CLI describes them: (instance id, state).
+fn hosts_of(endpoint: &str, run_id: &str) -> Vec<(String, String)> {
+    let described = aws_json(
+        endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:job,Values={run_id}"),
+        ],
+    );
+    described["Reservations"]
+        .as_array()
+        .expect("reservations")
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
+        .map(|i| {
+            (
+                i["InstanceId"].as_str().unwrap_or_default().to_string(),
+                i["State"]["Name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The run's security groups left, as the AWS CLI describes them.
+fn groups_of(endpoint: &str, run_id: &str) -> usize {
+    let described = aws_json(
+        endpoint,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            &format!("Name=tag:labship:job,Values={run_id}"),
+        ],
+    );
+    described["SecurityGroups"]
+        .as_array()
+        .map_or(0, |g| g.len())
+}
+
+/// A project with the analysis notebook, its input bucket filled and an output bucket.
+fn project(prefix: &str) -> (Project, String, String) {
+    let endpoint = rig().aws_endpoint;
+    let p = Project::default_workload(prefix);
+    // A file of its own, so that its layers are not all in the registry already.
+    p.write("docker/resources/marker.txt", &p.name);
+    p.write("analysis.ipynb", &analysis());
+    let (input, output) = (unique("labship-in"), unique("labship-out"));
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &input]);
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    s3_put(&endpoint, &input, "points.csv", "v\n1\n2\n3\n", "us-east-1");
+    s3_put(
+        &endpoint,
+        &input,
+        "data/more/extra.txt",
+        "extra\n",
+        "us-east-1",
+    );
+    (p, input, output)
+}
+
+fn files_of(report: &Value) -> Vec<&str> {
+    report["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+#[test]
+fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() {
+    let endpoint = rig().aws_endpoint;
+    let sim = sim_endpoint();
+    let (p, input, output) = project("jobec2");
+    let (points, data) = (
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+    );
+    let out_uri = format!("s3://{output}/results");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "analysis.ipynb",
+            "--ec2",
+            "--input",
+            &points,
+            "--input",
+            &data,
+            "--output-uri",
+            &out_uri,
+            "-o",
+            "json",
+        ];
+        args.extend(extra);
+        p.labship_at(&sim, &args, &[])
+    };
+
+    let out = run(&["-p", "n=5", "-p", "label=demo"]);
+    let report = json(&out);
+    assert_eq!(report["state"], "succeeded", "{report}");
+    assert_eq!(report["target"], "ec2", "{report}");
+    assert_eq!(report["cells"], 6, "{report}");
+    assert_eq!(report["parameters"], json!({"n": 5, "label": "demo"}));
+    let err = stderr(&out);
+    assert!(err.contains("cell 6 of 6"), "progress on stderr: {err}");
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(
+        files_of(&report),
+        [
+            "analysis.ipynb",
+            "outputs/found.txt",
+            "outputs/plot.png",
+            "outputs/squares.csv",
+            "run.json"
+        ]
+    );
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/found.txt")).expect("found"),
+        "6 extra locked\n",
+        "both inputs, and the job cannot change them"
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.join("outputs/squares.csv")).expect("csv"),
+        "x,square\n0,0\n1,1\n2,4\n3,9\n4,16\n"
+    );
+    let png = std::fs::read(results.join("outputs/plot.png")).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let executed = std::fs::read_to_string(results.join("analysis.ipynb")).expect("executed");
+    assert!(executed.contains("injected-parameters"), "{executed}");
+    assert!(
+        executed.contains("n = 5"),
+        "the injected parameter is in the notebook"
+    );
+    assert!(executed.contains("demo [0, 1, 4, 9, 16]"), "{executed}");
+
+    // In S3 as the AWS CLI lists it: the results, run.json saying so, and the job as staged.
+    let prefix = format!("results/{run_id}");
+    assert_eq!(report["output_uri"], format!("{out_uri}/{run_id}/"));
+    assert_eq!(report["uploaded"], true);
+    let keys = s3_keys(&endpoint, &output, &format!("{prefix}/"));
+    for key in [
+        "analysis.ipynb",
+        "outputs/found.txt",
+        "outputs/plot.png",
+        "outputs/squares.csv",
+        "run.json",
+        ".labship-host.json",
+        ".labship-job/job.json",
+    ] {
+        assert!(
+            keys.contains(&format!("{prefix}/{key}")),
+            "{key} in S3: {keys:?}"
+        );
+    }
+    let in_s3 = aws_cli(
+        &endpoint,
+        &["s3", "cp", &format!("s3://{output}/{prefix}/run.json"), "-"],
+    );
+    let in_s3: Value = serde_json::from_slice(&in_s3.stdout).expect("run.json in S3");
+    assert_eq!(in_s3["state"], "succeeded");
+
+    // The host ended itself, and its security group is gone.
+    let hosts = hosts_of(&endpoint, &run_id);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+    assert_eq!(groups_of(&endpoint, &run_id), 0);
+    // No deployment sees it.
+    let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
+    assert!(
+        !status.to_string().contains(&hosts[0].0),
+        "a job host is not a deployment: {status}"
+    );
+
+    // A failing cell: exit 1, the cell and its error said, what ran kept, the host gone.
+    let out = run(&["-p", "label=fail"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["state"], "failed", "{report}");
+    assert_eq!(
+        report["failed_cell"],
+        json!({"cell": 6, "ename": "ValueError", "evalue": "asked to fail"})
+    );
+    assert!(
+        stderr(&out).contains("cell 6 of 6 failed: ValueError: asked to fail"),
+        "{}",
+        stderr(&out)
+    );
+    let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
+    let executed = std::fs::read_to_string(results.join("analysis.ipynb")).expect("partial");
+    assert!(executed.contains("asked to fail"), "the traceback is kept");
+    let run_id = report["run_id"].as_str().expect("run id");
+    let hosts = hosts_of(&endpoint, run_id);
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+    assert_eq!(groups_of(&endpoint, run_id), 0);
+}
+
+#[test]
+fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
+    let endpoint = rig().aws_endpoint;
+    let sim = sim_endpoint();
+    let (p, input, output) = project("jobec2d");
+    let (points, data) = (
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+    );
+    let out_uri = format!("s3://{output}/results");
+    let common = [
+        "--input",
+        &points,
+        "--input",
+        &data,
+        "--output-uri",
+        &out_uri,
+        "-o",
+        "json",
+    ];
+
+    // Detached: labship is gone once the host runs; the job goes on.
+    let mut args = vec!["run", "analysis.ipynb", "--ec2", "--detach", "-p", "n=4"];
+    args.extend(common);
+    let started = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(started["state"], "running", "{started}");
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    let instance = started["container"].as_str().expect("instance").to_string();
+    assert!(instance.starts_with("i-"), "{started}");
+    let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
+    assert!(
+        runs["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .any(|r| r["run_id"] == run_id.as_str()),
+        "runs lists it from its host's tags: {runs}"
+    );
+
+    // `fetch` from another machine (no record of the run there): found by its host's tags.
+    let elsewhere = tempfile::tempdir().expect("runs dir");
+    let dir = elsewhere.path().to_str().expect("path");
+    let fetched = json(&p.labship_at(
+        &sim,
+        &["fetch", &run_id, "--ec2", "--runs-dir", dir, "-o", "json"],
+        &[],
+    ));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+    assert_eq!(fetched["parameters"], json!({"n": 4}));
+    assert!(
+        elsewhere
+            .path()
+            .join(&run_id)
+            .join("outputs/squares.csv")
+            .exists(),
+        "{fetched}"
+    );
+    assert_eq!(hosts_of(&endpoint, &run_id)[0].1, "terminated");
+    assert_eq!(groups_of(&endpoint, &run_id), 0);
+
+    // Past its deadline: the runner stops, the host puts what ran and ends itself.
+    let mut args = vec![
+        "run",
+        "analysis.ipynb",
+        "--ec2",
+        "-p",
+        "pause=600",
+        "--timeout",
+        "30s",
+    ];
+    args.extend(common);
+    let out = p.labship_at(&sim, &args, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["state"], "timed_out", "{report}");
+    let run_id = report["run_id"].as_str().expect("run id");
+    assert!(
+        files_of(&report).contains(&"analysis.ipynb"),
+        "what ran is kept: {report}"
+    );
+    assert_eq!(hosts_of(&endpoint, run_id)[0].1, "terminated");
+    assert_eq!(groups_of(&endpoint, run_id), 0);
+}

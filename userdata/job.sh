@@ -1,0 +1,154 @@
+#!/bin/bash
+# labship job host: the user-data of an instance that runs one job (`labship run --ec2`)
+# and then ends itself. Rendered by labship from userdata/job.sh; every value below was
+# validated and quoted. It powers the host off at its deadline whatever happens (RunInstances
+# set InstanceInitiatedShutdownBehavior=terminate, so power-off is termination), sets Docker
+# up, logs in to ECR with the instance profile, pulls the image, fetches the job (runner,
+# job.json, the notebook, the list of inputs) and the inputs from S3 with the instance role,
+# runs the job's container to its end, and puts the executed notebook, outputs/, the
+# runner's progress log and last `.labship-host.json` (how the host ended) at JOB_URI; then
+# it powers off. Progress lines (`LABSHIP-JOB {...}`) and markers go to the console. No
+# credential enters the job's container (IMDSv2, hop limit 1) and no secret is printed.
+set -euo pipefail
+set -o errtrace
+
+readonly HOST_KIND={{HOST_KIND}}
+readonly DEPLOYMENT={{DEPLOYMENT}}
+readonly REGION={{REGISTRY_REGION}}
+readonly REGISTRY={{REGISTRY}}
+readonly IMAGE={{IMAGE}}
+readonly PULL_DEADLINE={{PULL_DEADLINE}}
+readonly JUPYTER_DEADLINE=1
+# The run's folder in S3 (ends with /), its bucket's region, the job's deadline in seconds
+# and the host's own, in minutes from boot (pull, inputs and upload included).
+readonly JOB_URI={{JOB_URI}}
+readonly JOB_REGION={{JOB_REGION}}
+readonly TIMEOUT={{TIMEOUT}}
+readonly HOST_DEADLINE_MIN={{HOST_DEADLINE_MIN}}
+readonly CONTAINER="labship-$DEPLOYMENT"
+readonly CONSOLE=
+# Not used by a job host: the helpers read it where they are defined.
+readonly BIND=127.0.0.1
+
+# The host's own deadline, first: whatever happens below, even a script that breaks before
+# its own end can run, it powers off by then. No deadline, no job: it powers off now.
+trap 'shutdown -h now' EXIT
+if ! shutdown -h "+$HOST_DEADLINE_MIN" >/dev/null 2>&1; then
+    echo "labship: error phase=host could not schedule the host's power-off"
+    exit 1
+fi
+
+{{COMMON}}
+
+{{HOST_SETUP}}
+
+readonly SPEC_DIR=/var/lib/labship/job/spec
+readonly INPUTS_DIR=/var/lib/labship/job/inputs
+readonly RESULTS=/var/lib/labship/job/results
+EXIT_CODE=null
+OOM=false
+
+# Puts what there is at JOB_URI (a few attempts), `.labship-host.json` last: labship waits
+# for it. Never fails.
+upload_results() {
+    local n
+    for n in 1 2 3; do
+        if aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" \
+            --exclude .labship-host.json "$RESULTS/" "$JOB_URI" >>"$LOG_FILE" 2>&1; then
+            break
+        fi
+        log "upload attempt $n failed"
+        sleep "$n"
+    done
+    for n in 1 2 3; do
+        if aws s3 cp --only-show-errors --region "$JOB_REGION" "$RESULTS/.labship-host.json" \
+            "${JOB_URI}.labship-host.json" >>"$LOG_FILE" 2>&1; then
+            return 0
+        fi
+        log "upload of .labship-host.json, attempt $n, failed"
+        sleep "$n"
+    done
+}
+
+json_string() {
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '"%s"' "$s"
+}
+
+# The end, whatever came before: results up, then power off (which terminates the host).
+finish() {
+    local rc=$?
+    trap - EXIT ERR
+    set +e
+    rm -f "$OUT" "$OUT.aws"
+    mkdir -p "$RESULTS"
+    find "$RESULTS" -name '*.part' -type f -delete 2>/dev/null
+    printf '{"host_exit":%d,"exit_code":%s,"oom_killed":%s,"phase":%s,"error":%s}\n' \
+        "$rc" "$EXIT_CODE" "$OOM" "$(json_string "$PHASE")" "$(json_string "$LAST_ERROR")" \
+        >"$RESULTS/.labship-host.json"
+    PHASE=upload
+    upload_results
+    mark ended
+    shutdown -h now
+}
+trap finish EXIT
+
+mark begin
+log "job host: run $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND, deadline ${TIMEOUT}s"
+
+PHASE=host
+setup_host
+PHASE=docker
+setup_docker
+mark docker-ready
+
+PHASE=login
+ecr_login
+PHASE=pull
+pull_image
+mark pulled
+
+PHASE=data
+mkdir -p "$SPEC_DIR" "$INPUTS_DIR" "$RESULTS"
+quiet aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" "${JOB_URI}.labship-job/" "$SPEC_DIR/"
+# inputs.tsv: one line per input, "file|folder <TAB> name <TAB> bucket region <TAB> address".
+while IFS=$'\t' read -r kind name region uri; do
+    [ -n "$name" ] || continue
+    case $kind in
+    file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$INPUTS_DIR/$name" ;;
+    folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$INPUTS_DIR/$name/" ;;
+    *) fail "unknown input kind $kind in inputs.tsv" ;;
+    esac
+    log "input $name copied"
+done <"$SPEC_DIR/inputs.tsv"
+mark inputs
+
+PHASE=start
+image_workdir
+quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" "$IMAGE" \
+    python /tmp/labship-job/runner.py /tmp/labship-job/job.json
+quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
+# The inputs, owned by root: the job (the image's user) reads them and cannot change them.
+if [ -n "$(ls -A "$INPUTS_DIR")" ]; then
+    quiet docker cp "$INPUTS_DIR" "$CONTAINER:$WORKDIR/inputs"
+fi
+mark job-started
+
+PHASE=job
+# The runner ends itself at its deadline; the container is killed a little after, should
+# it not. Its progress lines go to the console (for labship) and to the job's log.
+# (A job that fails is an outcome, not the host's error.)
+{ timeout --kill-after=10 "$((TIMEOUT + 30))" docker start -a "$CONTAINER" 2>&1 |
+    tee -a "$LOG_FILE" | grep --line-buffered '^LABSHIP-JOB ' | tee "$RESULTS/.labship-job.log"; } || true
+if [ "$(docker inspect --format '{''{.State.Running}}' "$CONTAINER")" = true ]; then
+    docker kill "$CONTAINER" >>"$LOG_FILE" 2>&1 || true
+fi
+EXIT_CODE=$(docker inspect --format '{''{.State.ExitCode}}' "$CONTAINER")
+OOM=$(docker inspect --format '{''{.State.OOMKilled}}' "$CONTAINER")
+mark job-ended
+
+PHASE=results
+docker cp "$CONTAINER:/tmp/labship-job-out/." "$RESULTS/" >>"$LOG_FILE" 2>&1 || log "no executed notebook"
+docker cp "$CONTAINER:$WORKDIR/outputs" "$RESULTS/outputs" >>"$LOG_FILE" 2>&1 || log "no outputs/"
+PHASE=finished
