@@ -318,6 +318,32 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
             "labship::config::invalid",
         ),
         (
+            vec![
+                "run",
+                "x.ipynb",
+                "--ec2",
+                "--output-uri",
+                "s3://labship-b/p",
+                "--matrix",
+                "n=1,2",
+            ],
+            1,
+            "labship::config::invalid",
+        ),
+        (
+            vec![
+                "run",
+                "x.ipynb",
+                "--ec2",
+                "--output-uri",
+                "s3://labship-b/p",
+                "--memory",
+                "512",
+            ],
+            1,
+            "labship::config::invalid",
+        ),
+        (
             vec!["up", "--ec2", "--fallback-type", "t3a.medium"],
             1,
             "labship::config::invalid",
