@@ -12,6 +12,8 @@
 #                                        and of 1, 10 and 30 on the simulator, with API call counts
 #   bash tests/bench/run.sh job          labship run of an empty notebook (and a --matrix of 3) vs
 #                                        docker create/cp/start/cp/rm with jupyter nbconvert
+#   bash tests/bench/run.sh job-ec2      labship run --ec2 of an empty notebook vs up + Jupyter's API +
+#                                        down, on the instance simulator (own rig), with API call counts
 #   bash tests/bench/run.sh data         a job's 1 GiB of inputs from S3 (moto) vs aws s3 cp --recursive
 # BENCH_RUNS sets the runs per side. Timings are printed, never asserted.
 # up-ec2 runs on a rig of its own (LABSHIP_RIG_STATE, default /tmp/labship-rig-bench-ec2) so
@@ -20,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/labship-target}"
-if [ "${1:-}" = up-ec2 ] || [ "${1:-}" = class ]; then
+if [ "${1:-}" = up-ec2 ] || [ "${1:-}" = class ] || [ "${1:-}" = job-ec2 ]; then
     export LABSHIP_RIG_STATE="${LABSHIP_RIG_STATE:-/tmp/labship-rig-bench-ec2}"
 fi
 bash tests/rig/setup.sh >/dev/null
@@ -37,9 +39,10 @@ connect) python3 tests/bench/connect.py ;;
 life-ec2) python3 tests/bench/life_ec2.py ;;
 class) python3 tests/bench/class.py ;;
 job) python3 tests/bench/job.py ;;
+job-ec2) python3 tests/bench/job_ec2.py ;;
 data) python3 tests/bench/data.py ;;
 *)
-    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2|class|job|data]" >&2
+    echo "usage: $0 [build-push|up-local|up-ec2|connect|life-ec2|class|job|job-ec2|data]" >&2
     exit 2
     ;;
 esac
