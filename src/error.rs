@@ -234,6 +234,13 @@ pub enum Error {
         message: String,
     },
 
+    #[error("the instance role {role} lacks what a job host needs: the statements {missing} of infra/instance-policy.json (it was made by an older labship, or changed by hand)")]
+    #[diagnostic(
+        code(labship::ec2::instance_role_outdated),
+        help("an administrator puts the current policy (keep any bucket you added by name): `aws iam put-role-policy --role-name labship-instance --policy-name labship-instance --policy-document file://infra/instance-policy.json`; then run this again. Nothing was created")
+    )]
+    InstanceRoleOutdated { role: String, missing: String },
+
     #[error("--access ssm needs the AWS {plugin}, which is not on PATH")]
     #[diagnostic(
         code(labship::ec2::ssm_plugin_missing),

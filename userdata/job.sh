@@ -30,8 +30,8 @@ readonly CONSOLE=
 # Not used by a job host: the helpers read it where they are defined.
 readonly BIND=127.0.0.1
 
-# The host's own deadline, first: whatever happens below, even a script that breaks before
-# its own end can run, it powers off by then. No deadline, no job: it powers off now.
+# The host's own deadline, first: whatever happens below, it powers off by then. No
+# deadline, no job: it powers off now. (From the helpers on, the EXIT trap below does it.)
 trap 'shutdown -h now' EXIT
 if ! shutdown -h "+$HOST_DEADLINE_MIN" >/dev/null 2>&1; then
     echo "labship: error phase=host could not schedule the host's power-off"
@@ -47,21 +47,47 @@ readonly INPUTS_DIR=/var/lib/labship/job/inputs
 readonly RESULTS=/var/lib/labship/job/results
 EXIT_CODE=null
 OOM=false
+KILLED=false
+UPLOADED=false
 
-# Puts what there is at JOB_URI (a few attempts), `.labship-host.json` last: labship waits
-# for it. Never fails.
+# Puts the results at JOB_URI (a few attempts; links are not results, and are never
+# followed), and the host's log beside them. Never fails: UPLOADED says how it went.
 upload_results() {
     local n
+    find "$RESULTS" \( -type l -o -name '*.part' \) -delete 2>/dev/null
     for n in 1 2 3; do
-        if aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" \
-            --exclude .labship-host.json "$RESULTS/" "$JOB_URI" >>"$LOG_FILE" 2>&1; then
+        if aws s3 cp --recursive --only-show-errors --no-follow-symlinks --region "$JOB_REGION" \
+            "$RESULTS/" "$JOB_URI" >>"$LOG_FILE" 2>&1; then
+            UPLOADED=true
             break
         fi
         log "upload attempt $n failed"
         sleep "$n"
     done
+    aws s3 cp --only-show-errors --region "$JOB_REGION" "$LOG_FILE" "${JOB_URI}.labship-host.log" \
+        >/dev/null 2>&1 || true
+}
+
+# A JSON string of printable ASCII (a cut may split a character; the console's text may
+# hold anything).
+json_string() {
+    local s
+    s=$(printf '%s' "$1" | tr -cd '[:print:]')
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '"%s"' "$s"
+}
+
+# How the host ended, put last: labship waits for it. A few attempts; never fails.
+put_end() {
+    local n
+    case $EXIT_CODE in '' | *[!0-9-]*) EXIT_CODE=null ;; esac
+    case $OOM in true | false) ;; *) OOM=false ;; esac
+    printf '{"host_exit":%d,"exit_code":%s,"oom_killed":%s,"killed":%s,"uploaded":%s,"phase":%s,"error":%s}\n' \
+        "$1" "$EXIT_CODE" "$OOM" "$KILLED" "$UPLOADED" "$(json_string "$PHASE")" "$(json_string "$LAST_ERROR")" \
+        >"$SPEC_DIR.end.json"
     for n in 1 2 3; do
-        if aws s3 cp --only-show-errors --region "$JOB_REGION" "$RESULTS/.labship-host.json" \
+        if aws s3 cp --only-show-errors --region "$JOB_REGION" "$SPEC_DIR.end.json" \
             "${JOB_URI}.labship-host.json" >>"$LOG_FILE" 2>&1; then
             return 0
         fi
@@ -70,29 +96,24 @@ upload_results() {
     done
 }
 
-json_string() {
-    local s=${1//\\/\\\\}
-    s=${s//\"/\\\"}
-    printf '"%s"' "$s"
-}
-
-# The end, whatever came before: results up, then power off (which terminates the host).
+# The end, whatever came before: results up, how it ended, then power off (which
+# terminates the host). At the deadline, the power-off's TERM says so.
 finish() {
     local rc=$?
-    trap - EXIT ERR
+    trap - EXIT ERR TERM
     set +e
     rm -f "$OUT" "$OUT.aws"
-    mkdir -p "$RESULTS"
-    find "$RESULTS" -name '*.part' -type f -delete 2>/dev/null
-    printf '{"host_exit":%d,"exit_code":%s,"oom_killed":%s,"phase":%s,"error":%s}\n' \
-        "$rc" "$EXIT_CODE" "$OOM" "$(json_string "$PHASE")" "$(json_string "$LAST_ERROR")" \
-        >"$RESULTS/.labship-host.json"
+    mkdir -p "$RESULTS" "$(dirname "$SPEC_DIR")"
+    local phase=$PHASE
     PHASE=upload
     upload_results
+    PHASE=$phase
+    put_end "$rc"
     mark ended
     shutdown -h now
 }
 trap finish EXIT
+trap 'LAST_ERROR="phase=$PHASE the host reached its deadline (${HOST_DEADLINE_MIN} minutes)"; exit 124' TERM
 
 mark begin
 log "job host: run $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND, deadline ${TIMEOUT}s"
@@ -125,7 +146,9 @@ done <"$SPEC_DIR/inputs.tsv"
 mark inputs
 
 PHASE=start
-image_workdir
+# The working folder the job's runner was told (labship read it from the image).
+WORKDIR=$(cat "$SPEC_DIR/workdir")
+[ -n "$WORKDIR" ] || fail "the staged job has no working folder"
 quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" "$IMAGE" \
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
@@ -137,15 +160,18 @@ mark job-started
 
 PHASE=job
 # The runner ends itself at its deadline; the container is killed a little after, should
-# it not. Its progress lines go to the console (for labship) and to the job's log.
-# (A job that fails is an outcome, not the host's error.)
+# it not. Its progress lines go to the job's log and to the console (for labship), but for
+# a failed cell's error, which is the job's own and only goes to S3. (A job that fails is an
+# outcome, not the host's error.)
 { timeout --kill-after=10 "$((TIMEOUT + 30))" docker start -a "$CONTAINER" 2>&1 |
-    tee -a "$LOG_FILE" | grep --line-buffered '^LABSHIP-JOB ' | tee "$RESULTS/.labship-job.log"; } || true
-if [ "$(docker inspect --format '{''{.State.Running}}' "$CONTAINER")" = true ]; then
+    tee -a "$LOG_FILE" | grep --line-buffered '^LABSHIP-JOB ' | tee "$RESULTS/.labship-job.log" |
+    grep --line-buffered -v '"event": "failed"'; } || true
+if [ "$(docker inspect --format '{''{.State.Running}}' "$CONTAINER" 2>/dev/null)" = true ]; then
     docker kill "$CONTAINER" >>"$LOG_FILE" 2>&1 || true
+    KILLED=true
 fi
-EXIT_CODE=$(docker inspect --format '{''{.State.ExitCode}}' "$CONTAINER")
-OOM=$(docker inspect --format '{''{.State.OOMKilled}}' "$CONTAINER")
+EXIT_CODE=$(docker inspect --format '{''{.State.ExitCode}}' "$CONTAINER" 2>>"$LOG_FILE") || EXIT_CODE=null
+OOM=$(docker inspect --format '{''{.State.OOMKilled}}' "$CONTAINER" 2>>"$LOG_FILE") || OOM=false
 mark job-ended
 
 PHASE=results

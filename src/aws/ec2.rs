@@ -830,24 +830,34 @@ impl Cloud {
         }
     }
 
-    /// The security groups tagged as a job's (`labship:job` = `run`).
-    pub async fn job_security_groups(&self, run: &str) -> Result<Vec<String>> {
-        let out = self
-            .ec2
-            .describe_security_groups()
-            .filters(filter(
-                &format!("tag:{}", tags::MANAGED_BY),
-                &[tags::MANAGED_BY_VALUE],
-            ))
-            .filters(filter(&format!("tag:{}", tags::JOB), &[run]))
-            .send()
-            .await
-            .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", run, &e))?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id().map(str::to_string))
-            .collect())
+    /// The security groups of job hosts (of one run, or all), as (group id, run id).
+    pub async fn job_security_groups(&self, run: Option<&str>) -> Result<Vec<(String, String)>> {
+        let req = self.ec2.describe_security_groups().filters(filter(
+            &format!("tag:{}", tags::MANAGED_BY),
+            &[tags::MANAGED_BY_VALUE],
+        ));
+        let req = match run {
+            Some(run) => req.filters(filter(&format!("tag:{}", tags::JOB), &[run])),
+            None => req.filters(filter("tag-key", &[tags::JOB])),
+        };
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.fail(
+                    "ec2",
+                    "DescribeSecurityGroups",
+                    run.unwrap_or("labship jobs"),
+                    &e,
+                )
+            })?;
+            for g in page.security_groups() {
+                if let (Some(id), Some(run)) = (g.group_id(), tag_value(g.tags(), tags::JOB)) {
+                    found.push((id.to_string(), run));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// One instance by id (None when it no longer exists).

@@ -47,6 +47,41 @@ impl Cloud {
         })
     }
 
+    /// Whether the instance role's policy has every statement named in `sids` (the role's
+    /// policy as an administrator put it; a role made by an older labship lacks newer ones).
+    pub async fn instance_policy_has(&self, sids: &[&str]) -> Result<bool> {
+        let out = match self
+            .iam
+            .get_role_policy()
+            .role_name(INSTANCE_ROLE)
+            .policy_name(INSTANCE_POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(self.fail("iam", "GetRolePolicy", INSTANCE_ROLE, &e)),
+        };
+        // IAM returns the document URL-encoded.
+        let raw = out.policy_document();
+        let text = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let document: serde_json::Value = serde_json::from_str(&text)
+            .or_else(|_| serde_json::from_str(raw))
+            .unwrap_or_default();
+        let statements = match &document["Statement"] {
+            serde_json::Value::Array(all) => all.clone(),
+            one => vec![one.clone()],
+        };
+        Ok(sids
+            .iter()
+            .all(|sid| statements.iter().any(|s| s["Sid"].as_str() == Some(*sid))))
+    }
+
     async fn create_instance_profile(&self) -> Result<bool> {
         let mut created = false;
         let tags: Vec<aws_sdk_iam::types::Tag> = [(tags::MANAGED_BY, tags::MANAGED_BY_VALUE)]

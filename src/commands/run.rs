@@ -191,12 +191,14 @@ async fn on_ec2(
     args: &RunArgs,
     printer: &Printer,
 ) -> Result<()> {
-    // Interrupted before the host runs: what was made is listed; after, an attached run
-    // ends its host itself.
-    interrupt::install(interrupt::Then::Remove(
-        "aws ec2 terminate-instances / delete-security-group on what it names".into(),
-    ))?;
+    // Interrupted: what was made is listed, with the command that removes it (the job's
+    // launch names it once there is something; an attached run ends its host itself).
+    interrupt::install(interrupt::Then::Remove(String::new()))?;
     spec.inputs = Vec::new();
+    let Some(output) = spec.output.clone() else {
+        // Refused before anything was built.
+        return ec2_refusals(args, false);
+    };
     let aws = labship::aws::load(config).await?;
     let host = LocalHost::connect().await?;
     match job::ec2::run(
@@ -204,6 +206,7 @@ async fn on_ec2(
         &aws,
         config,
         &spec,
+        &output,
         checked,
         args.detach,
         printer,

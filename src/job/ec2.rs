@@ -16,6 +16,7 @@
 //! this machine's record (`runs/<run-id>/ec2.json`) or, on any machine, from the host's tags.
 //! Results travel through S3: an EC2 run needs `--output-uri`.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     claim_run_folder, list as list_files, read_report, write_report, DetachedReport, FailedCell,
-    JobFile, JobSpec, Progress, RunReport, Source, EXECUTED_DIR, JOB_DIR, RUNNER, RUN_FILE, TAG,
+    JobFile, JobSpec, Output, Progress, RunReport, RUNNER, RUN_FILE, TAG,
 };
-use crate::aws::ec2::LaunchSpec;
+use crate::aws::ec2::{HostImage, InstanceTypeInfo, LaunchSpec};
 use crate::aws::s3::{Bucket, S3Uri, S3};
 use crate::aws::{Aws, Cloud};
 use crate::config::{Config, Target};
@@ -35,18 +36,29 @@ use crate::error::{Error, Result};
 use crate::hosts::ec2::{plan, userdata};
 use crate::interrupt;
 use crate::output::Printer;
-use crate::push::Ecr;
+use crate::push::{self, Ecr};
 use crate::tags;
 
 /// Beside the results in the run's folder in S3, and not results: the job as staged, how
-/// the host ended, and the runner's progress log.
+/// the host ended, the runner's progress log and the host's own log.
 const STAGED: &str = ".labship-job";
 const HOST_END: &str = ".labship-host.json";
+const HOST_LOG: &str = ".labship-host.log";
 const JOB_LOG: &str = ".labship-job.log";
 /// This machine's record of a run it launched on EC2 (in its run folder).
 const RECORD: &str = "ec2.json";
 /// How often a run's end is looked for.
 const POLL: Duration = Duration::from_secs(5);
+/// How long after its host is gone a run's end may still appear in S3.
+const GONE_GRACE: Duration = Duration::from_secs(60);
+/// The statements of the instance role's policy a job host needs.
+const JOB_STATEMENTS: [&str; 2] = [
+    "JobHostsReadInputsFromLabshipBuckets",
+    "JobHostsReadJobsAndInputsAndPutResultsInLabshipBuckets",
+];
+/// Security groups of job hosts that are gone are removed once this old (a group is made
+/// seconds before its host: a younger one may be another labship's launch in progress).
+const LEAKED_AFTER_SECS: i64 = 3600;
 
 /// What `fetch` needs to follow a run on EC2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,10 +78,31 @@ struct Record {
 #[derive(Debug, Clone, Deserialize)]
 struct HostEnd {
     host_exit: i64,
+    /// The job's container's exit code; `None`: the job never ran.
     exit_code: Option<i64>,
     oom_killed: bool,
+    /// The host killed the container past its deadline (its runner did not stop itself).
+    #[serde(default)]
+    killed: bool,
+    /// The results are in S3.
+    uploaded: bool,
     phase: String,
     error: String,
+}
+
+impl HostEnd {
+    /// The end of a host whose `.labship-host.json` cannot be read.
+    fn unreadable(why: &str) -> HostEnd {
+        HostEnd {
+            host_exit: -1,
+            exit_code: None,
+            oom_killed: false,
+            killed: false,
+            uploaded: false,
+            phase: "unknown".into(),
+            error: format!("its {HOST_END} is unreadable: {why}"),
+        }
+    }
 }
 
 /// A run on EC2: its report when followed to its end, or what was started (`--detach`).
@@ -78,23 +111,36 @@ pub enum Outcome {
     Detached(DetachedReport),
 }
 
+/// Where a run on EC2 happens: the account, the bucket of its folder, and how to say things.
+struct Place<'a> {
+    cloud: &'a Cloud,
+    bucket: &'a Bucket,
+    printer: &'a Printer,
+}
+
+/// What the job host is: the image it runs, on what.
+struct HostSpec<'a> {
+    image: &'a str,
+    itype: &'a InstanceTypeInfo,
+    ami: &'a HostImage,
+    vpc: &'a str,
+    root_gib: i32,
+}
+
 /// `labship run --ec2`: launches the job host and, unless `detach`, follows it to its end.
-/// `checked`: the inputs, checked (the host copies them itself).
+/// `checked`: the inputs, checked (the host copies them itself); `output`: where the run's
+/// folder goes (an EC2 run's results travel through S3).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: &Engine,
     aws: &Aws,
     config: &Config,
     spec: &JobSpec,
+    output: &Output,
     checked: &[Checked],
     detach: bool,
     printer: &Printer,
 ) -> Result<Outcome> {
-    let output = spec.output.as_ref().ok_or_else(|| Error::InvalidSetting {
-        what: "--output-uri",
-        value: "(none)".into(),
-        reason: "a job on EC2 sends its results through S3".into(),
-        hint: "add --output-uri s3://BUCKET/PREFIX (a bucket the instance role may write)".into(),
-    })?;
     let cloud = Cloud::new(aws);
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let host_inputs = checked
@@ -123,9 +169,27 @@ pub async fn run(
             crate::aws::iam::INSTANCE_PROFILE
         ));
     }
+    if !cloud.instance_policy_has(&JOB_STATEMENTS).await? {
+        return Err(Error::InstanceRoleOutdated {
+            role: format!("labship/{}", crate::aws::iam::INSTANCE_ROLE),
+            missing: JOB_STATEMENTS.join(", "),
+        });
+    }
+    let outside: Vec<&str> = std::iter::once(&output.uri.bucket)
+        .chain(checked.iter().map(|c| &c.uri.bucket))
+        .filter(|b| !b.starts_with("labship-"))
+        .map(String::as_str)
+        .collect();
+    if !outside.is_empty() {
+        printer.note(format!(
+            "The instance role reads and writes buckets named labship-* only: unless an administrator added {} to it by name (infra/README.md), the job host will be refused there",
+            outside.join(", ")
+        ));
+    }
+    sweep_leaked_groups(&cloud, printer).await;
 
     // The image: built when needed, then (below) uploaded while the host boots.
-    let prepared = crate::push::prepare(engine, &ecr, config, printer).await?;
+    let prepared = push::prepare(engine, &ecr, config, printer).await?;
     let image = format!(
         "{}/{}:{}",
         prepared.registry_host(),
@@ -138,36 +202,57 @@ pub async fn run(
         .await?
         .unwrap_or_else(|| "/tmp".into());
     let image_size = engine.image_size(&local_image).await?;
+    // The inputs are on the host's disk twice (copied, then in the container), beside the
+    // image.
+    let inputs_bytes: u64 = checked.iter().map(Checked::bytes).sum();
+    let root_gib = crate::hosts::ec2::root_volume_gib(ami.min_root_gib, image_size)
+        + i32::try_from((2 * inputs_bytes).div_ceil(1 << 30)).unwrap_or(i32::MAX / 2);
 
     interrupt::checkpoint("starting the job")?;
     let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
     let job_uri = format!("{}/", output.uri.join(&run_id));
-    let job = job_file(spec, &cwd, &host_inputs, &job_uri);
+    let job = JobFile::new(
+        spec,
+        &cwd,
+        host_inputs.iter().map(|(_, c)| c.clone()).collect(),
+        Some(job_uri.clone()),
+    );
     let record = Record {
         run_id: run_id.clone(),
         deployment: config.name.clone(),
         instance: String::new(),
         region: aws.region.clone(),
-        job_uri: job_uri.clone(),
+        job_uri,
         host_deadline: crate::hosts::now_secs()
             + 60 * userdata::job_host_deadline_min(plan::PULL_DEADLINE, job.timeout) as i64,
     };
-    let launched = launch(
-        &cloud,
-        &bucket,
+    let place = Place {
+        cloud: &cloud,
+        bucket: &bucket,
+        printer,
+    };
+    let host = HostSpec {
+        image: &image,
+        itype: &itype,
+        ami: &ami,
+        vpc: &vpc.vpc,
+        root_gib,
+    };
+    let inputs_tsv: String = host_inputs.iter().map(|(line, _)| line.as_str()).collect();
+    let record = match launch(
+        &place,
         config,
         spec,
-        (&job, &host_inputs),
-        (&image, &itype, &ami, &vpc.vpc, image_size),
+        (&job, inputs_tsv),
+        &host,
         record,
         (engine, &ecr, prepared),
-        printer,
     )
-    .await;
-    let record = match launched {
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
-            // Nothing runs: no folder for it (it is empty).
+            // Nothing runs: no folder for it.
             let _ = std::fs::remove_dir_all(&results);
             return Err(e);
         }
@@ -185,67 +270,45 @@ pub async fn run(
             timeout_secs: job.timeout,
         }));
     }
-    follow(&cloud, &bucket, &record, &results, true, printer)
+    follow(&place, &record, &results, true)
         .await
         .map(Outcome::Ended)
 }
 
-/// The job as its host's runner reads it: the same `job.json` a local run has, its inputs
-/// at `inputs/<name>` of the image's working folder.
-fn job_file(
-    spec: &JobSpec,
-    cwd: &str,
-    host_inputs: &[(String, crate::data::Copied)],
-    job_uri: &str,
-) -> JobFile {
-    let Source { name, .. } = &spec.source;
-    let executed_name = match name.strip_suffix(".py") {
-        Some(stem) => format!("{stem}.ipynb"),
-        None => name.clone(),
-    };
-    JobFile {
-        source: format!("{JOB_DIR}/src/{name}"),
-        executed: format!("{EXECUTED_DIR}/{executed_name}"),
-        cwd: cwd.to_string(),
-        parameters: spec.parameters.clone(),
-        timeout: spec.timeout.as_secs(),
-        inputs: host_inputs.iter().map(|(_, c)| c.clone()).collect(),
-        output_uri: Some(job_uri.to_string()),
-    }
-}
-
+/// The job host as the interruption report names it.
 fn made(record: &Record) -> String {
     format!(
-        "job host {} (run {}; it ends itself; `aws ec2 terminate-instances --instance-ids {}` ends it now)",
-        record.instance, record.run_id, record.instance
+        "job host {} of run {} (it ends itself by its deadline)",
+        record.instance, record.run_id
     )
 }
 
+/// The run's security group as the interruption report names it.
+fn group_made(group: &str, run_id: &str) -> String {
+    format!("security group {group} of run {run_id}")
+}
+
 /// Stages the job in S3, makes the run's security group, launches the host (while the
-/// image uploads) and records the run in its folder. Whatever fails undoes what was made.
-#[allow(clippy::too_many_arguments)]
+/// image uploads) and records the run in its folder. Whatever fails undoes what was made,
+/// and an error means no host runs.
 async fn launch(
-    cloud: &Cloud,
-    bucket: &Bucket,
+    place: &Place<'_>,
     config: &Config,
     spec: &JobSpec,
-    (job, host_inputs): (&JobFile, &[(String, crate::data::Copied)]),
-    (image, itype, ami, vpc, image_size): (
-        &str,
-        &crate::aws::ec2::InstanceTypeInfo,
-        &crate::aws::ec2::HostImage,
-        &str,
-        Option<u64>,
-    ),
+    (job, inputs_tsv): (&JobFile, String),
+    host: &HostSpec<'_>,
     mut record: Record,
-    (engine, ecr, prepared): (&Engine, &Ecr, crate::push::Prepared),
-    printer: &Printer,
+    (engine, ecr, prepared): (&Engine, &Ecr, push::Prepared),
 ) -> Result<Record> {
+    let Place {
+        cloud,
+        bucket,
+        printer,
+    } = *place;
     let run_id = record.run_id.clone();
     let job_uri = S3Uri::parse(&record.job_uri)?;
     let staged = job_uri.join(STAGED);
     let job_json = serde_json::to_vec(job).map_err(|e| Error::engine("writing the job", e))?;
-    let inputs_tsv: String = host_inputs.iter().map(|(line, _)| line.as_str()).collect();
     for (rel, bytes) in [
         ("runner.py", RUNNER.as_bytes().to_vec()),
         ("job.json", job_json),
@@ -254,6 +317,7 @@ async fn launch(
             spec.source.bytes.clone(),
         ),
         ("inputs.tsv", inputs_tsv.into_bytes()),
+        ("workdir", job.cwd.clone().into_bytes()),
     ] {
         bucket.put_bytes(&staged.join(rel), bytes).await?;
     }
@@ -262,16 +326,18 @@ async fn launch(
     let host_name = format!("labship-run-{}-{run_id}", config.name);
     interrupt::checkpoint("creating the job's security group")?;
     let group = cloud
-        .ensure_job_security_group(&host_name, vpc, &job_tags)
+        .ensure_job_security_group(&host_name, host.vpc, &job_tags)
         .await?;
-    let group_made = format!("security group {group} of run {run_id}");
-    interrupt::made(group_made.clone());
+    interrupt::made(group_made(&group, &run_id));
+    interrupt::install(interrupt::Then::Remove(format!(
+        "aws ec2 delete-security-group --group-id {group}"
+    )))?;
 
     let user_data = userdata::render_job(&userdata::JobHostInputs {
         name: &format!("run-{run_id}"),
         region: &record.region,
-        registry: image.split('/').next().unwrap_or_default(),
-        image,
+        registry: host.image.split('/').next().unwrap_or_default(),
+        image: host.image,
         host_kind: plan::ami_kind(&config.ec2.ami),
         pull_deadline_secs: plan::PULL_DEADLINE,
         job_uri: &record.job_uri,
@@ -294,10 +360,10 @@ async fn launch(
     instance_tags.push(("Name".into(), host_name.clone()));
     let launch_spec = LaunchSpec {
         deployment: format!("{}-{run_id}", config.name),
-        ami: ami.id.clone(),
-        instance_type: itype.name.clone(),
-        root_device: ami.root_device.clone(),
-        root_gib: crate::hosts::ec2::root_volume_gib(ami.min_root_gib, image_size),
+        ami: host.ami.id.clone(),
+        instance_type: host.itype.name.clone(),
+        root_device: host.ami.root_device.clone(),
+        root_gib: host.root_gib,
         metadata_hop_limit: plan::METADATA.hop_limit,
         subnet: config.ec2.subnet.clone(),
         availability_zone: None,
@@ -311,7 +377,7 @@ async fn launch(
 
     // The upload and the launch together: the host retries its pull until the image is
     // there.
-    let upload = crate::push::finish(engine, ecr, prepared, printer);
+    let upload = push::finish(engine, ecr, prepared, printer);
     let start = async {
         interrupt::checkpoint("launching the job host")?;
         cloud
@@ -319,26 +385,6 @@ async fn launch(
             .await
     };
     let (pushed, started) = tokio::join!(upload, start);
-    let undo = |instance: Option<String>| async move {
-        if let Some(id) = &instance {
-            if cloud.terminate(std::slice::from_ref(id)).await.is_err() {
-                printer.note(format!(
-                    "could not terminate the job host {id}: `aws ec2 terminate-instances --instance-ids {id}` does"
-                ));
-                return;
-            }
-            let _ = cloud
-                .wait_terminated(std::slice::from_ref(id), Duration::from_secs(300))
-                .await;
-        }
-        if cloud
-            .delete_security_group(&group, Duration::from_secs(180))
-            .await
-            .is_ok()
-        {
-            interrupt::gone(&group_made);
-        }
-    };
     let instance = match (pushed, started) {
         (Ok(_), Ok(instance)) => instance,
         (Err(e), Ok(instance)) => {
@@ -346,138 +392,291 @@ async fn launch(
                 "The push did not finish: terminating the job host {} again",
                 instance.id
             ));
-            undo(Some(instance.id)).await;
+            undo(cloud, &group, &run_id, Some(&instance.id), printer).await;
             return Err(e);
         }
         (_, Err(e)) => {
-            undo(None).await;
+            undo(cloud, &group, &run_id, None, printer).await;
             return Err(e);
         }
     };
     record.instance = instance.id.clone();
     interrupt::made(made(&record));
-    let results = spec.runs_dir.join(&run_id);
-    let body =
-        serde_json::to_vec_pretty(&record).map_err(|e| Error::engine("writing ec2.json", e))?;
-    let path = results.join(RECORD);
-    std::fs::write(&path, body).map_err(|e| Error::Write { path, source: e })?;
+    interrupt::install(interrupt::Then::Remove(format!(
+        "aws ec2 terminate-instances --instance-ids {}",
+        instance.id
+    )))?;
+    // The record is what `fetch` on this machine starts from; without it, the host's tags.
+    let path = spec.runs_dir.join(&run_id).join(RECORD);
+    let written = serde_json::to_vec_pretty(&record)
+        .map_err(std::io::Error::other)
+        .and_then(|body| std::fs::write(&path, body));
+    if let Err(e) = written {
+        printer.note(format!(
+            "could not write {}: {e}; `labship fetch {run_id} --ec2` finds the run by its host's tags",
+            path.display()
+        ));
+    }
     printer.note(format!(
         "Running {} as job {run_id} on {} ({}); it ends itself within {}",
         spec.source.name,
         instance.id,
-        itype.name,
+        host.itype.name,
         crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
     ));
     Ok(record)
 }
 
-/// The runner's events in `text` newer than the last one `progress` saw (the console is a
-/// moving window, and the log repeats what the console showed).
-fn take_events(progress: &mut Progress, text: &str, printer: &Printer) {
-    for line in text.lines() {
-        let Some(at) = line.find(TAG) else { continue };
-        let event = &line[at..];
-        let t = event[TAG.len()..]
-            .trim()
-            .parse::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v["t"].as_f64());
-        if t.is_some_and(|t| t <= progress.seconds) && progress.cells > 0 {
+/// What a launch that failed made, removed again (said when it cannot be).
+async fn undo(cloud: &Cloud, group: &str, run_id: &str, instance: Option<&str>, printer: &Printer) {
+    if let Some(id) = instance {
+        let ids = [id.to_string()];
+        if let Err(e) = cloud.terminate(&ids).await {
+            printer.note(format!(
+                "could not terminate the job host {id}: {e}; `aws ec2 terminate-instances --instance-ids {id}` does (it ends itself by its deadline anyway)"
+            ));
+            return;
+        }
+        let _ = cloud.wait_terminated(&ids, Duration::from_secs(300)).await;
+    }
+    match cloud
+        .delete_security_group(group, Duration::from_secs(180))
+        .await
+    {
+        Ok(_) => interrupt::gone(&group_made(group, run_id)),
+        Err(e) => printer.note(format!(
+            "could not delete the run's security group {group}: {e}; `aws ec2 delete-security-group --group-id {group}` does"
+        )),
+    }
+}
+
+/// Security groups of job hosts that are gone (a detached run never fetched, a killed
+/// labship), removed; best effort, said in the log only.
+async fn sweep_leaked_groups(cloud: &Cloud, printer: &Printer) {
+    let (groups, hosts) =
+        match tokio::try_join!(cloud.job_security_groups(None), cloud.job_hosts(None)) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::info!("not sweeping job security groups: {e}");
+                return;
+            }
+        };
+    let live: HashSet<&str> = hosts.iter().map(|h| h.run_id.as_str()).collect();
+    let now = crate::hosts::now_secs();
+    for (group, run_id) in groups {
+        let old = run_started(&run_id).is_some_and(|t| now - t > LEAKED_AFTER_SECS);
+        if live.contains(run_id.as_str()) || !old {
             continue;
         }
-        progress.line(event, printer);
+        match cloud.delete_security_group(&group, Duration::ZERO).await {
+            Ok(true) => printer.note(format!(
+                "Removed the security group {group} of run {run_id}, whose host is gone"
+            )),
+            Ok(false) => {}
+            Err(e) => tracing::info!("could not remove {group} of run {run_id}: {e}"),
+        }
+    }
+}
+
+/// When a run started, from its id (`YYYYMMDD-HHMMSS-xxxx`, UTC), in Unix seconds.
+fn run_started(run_id: &str) -> Option<i64> {
+    let digits: String = run_id.chars().filter(char::is_ascii_digit).collect();
+    let stamp = digits.get(..14)?;
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[8..10],
+        &stamp[10..12],
+        &stamp[12..14]
+    );
+    aws_smithy_types::DateTime::from_str(&rfc, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .map(|t| t.secs())
+}
+
+/// The runner's events in `text` not seen before (the console is a moving window, and the
+/// log repeats what the console showed), in order.
+fn take_events(progress: &mut Progress, seen: &mut HashSet<String>, text: &str, printer: &Printer) {
+    for line in text.lines() {
+        let Some(at) = line.find(TAG) else { continue };
+        let event = line[at..].trim_end();
+        if seen.insert(event.to_string()) {
+            progress.line(event, printer);
+        }
+    }
+}
+
+/// An answer that could not be had this time (throttling, a 5xx, a timeout) is "not known
+/// yet": the wait goes on.
+fn for_now<T>(answer: Result<Option<T>>) -> Result<Option<T>> {
+    match answer {
+        Err(Error::AwsUnavailable { message, .. }) => {
+            tracing::info!("not known yet: {message}");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// Waits for the run's end: `.labship-host.json` in S3. Progress from the console on the
+/// way. A host gone without putting it, or one past its deadline, is an error.
+async fn wait_for_end(
+    place: &Place<'_>,
+    record: &Record,
+    progress: &mut Progress,
+    seen: &mut HashSet<String>,
+) -> Result<HostEnd> {
+    let job_uri = S3Uri::parse(&record.job_uri)?;
+    let mut gone_since: Option<Instant> = None;
+    loop {
+        if let Some(bytes) = for_now(place.bucket.get_bytes(&job_uri.join(HOST_END)).await)? {
+            return Ok(serde_json::from_slice::<HostEnd>(&bytes)
+                .unwrap_or_else(|e| HostEnd::unreadable(&e.to_string())));
+        }
+        if let Ok(Some(console)) = place.cloud.console(&record.instance, true).await {
+            take_events(progress, seen, &console, place.printer);
+        }
+        let instance = match place.cloud.instance(&record.instance).await {
+            Ok(i) => Some(i),
+            Err(Error::AwsUnavailable { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let gone =
+            instance.is_some_and(|i| !i.is_some_and(|i| i.is_live() && i.state != "shutting-down"));
+        // The host puts its end before it powers off: gone without it (no capacity, a
+        // hand's termination, a host that broke), S3 gets a little while, then it is said.
+        if !gone {
+            gone_since = None;
+        } else if gone_since.get_or_insert_with(Instant::now).elapsed() > GONE_GRACE {
+            return Err(host_failed(
+                record,
+                format!(
+                    "the job host ended without putting its results at {}",
+                    record.job_uri
+                ),
+            ));
+        }
+        if crate::hosts::now_secs() > record.host_deadline + 600 {
+            let _ = place
+                .cloud
+                .terminate(std::slice::from_ref(&record.instance))
+                .await;
+            return Err(host_failed(
+                record,
+                "the job host outlived its deadline; labship terminated it".into(),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn host_failed(record: &Record, cause: String) -> Error {
+    Error::BootFailed {
+        deployment: record.deployment.clone(),
+        instance: record.instance.clone(),
+        phase: "job".into(),
+        cause,
+        hint: format!(
+            "the host's console (`aws ec2 get-console-output --instance-id {}`) and its log ({}{HOST_LOG}, when it could put it) show the last step; run the job again",
+            record.instance, record.job_uri
+        ),
     }
 }
 
 /// Follows a run on EC2 to its end: progress from the host's console, the end from S3;
 /// then its folder into `results`, `run.json` in S3 (last), and the host's security group
 /// removed once the host is gone. Ctrl-C ends the host when `end_on_interrupt` (an attached
-/// run ends with its labship, as a local one does); a `fetch` leaves it going.
+/// run ends with its labship, as a local one does); a `fetch` leaves it going, as does an
+/// error reading AWS while the host lives.
 async fn follow(
-    cloud: &Cloud,
-    bucket: &Bucket,
+    place: &Place<'_>,
     record: &Record,
     results: &Path,
     end_on_interrupt: bool,
-    printer: &Printer,
 ) -> Result<RunReport> {
-    let job_uri = S3Uri::parse(&record.job_uri)?;
+    let printer = place.printer;
     let mut progress = Progress::default();
+    let mut seen = HashSet::new();
     let started = Instant::now();
-    let waited = interrupt::cancellable("the job", async {
-        let mut host_gone_at: Option<Instant> = None;
-        loop {
-            if let Some(bytes) = bucket.get_bytes(&job_uri.join(HOST_END)).await? {
-                return serde_json::from_slice::<HostEnd>(&bytes).map_err(|e| {
-                    Error::engine(format!("reading {}{HOST_END}", record.job_uri), e)
-                });
-            }
-            if let Ok(Some(console)) = cloud.console(&record.instance, true).await {
-                take_events(&mut progress, &console, printer);
-            }
-            let live = cloud
-                .instance(&record.instance)
-                .await?
-                .is_some_and(|i| i.is_live() && i.state != "shutting-down");
-            // The host puts its end before it powers off: gone without it (capacity, a
-            // hand's termination, a host that broke), give S3 a little while, then say so.
-            if !live {
-                let since = *host_gone_at.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(60) {
-                    return Err(Error::BootFailed {
-                        deployment: record.deployment.clone(),
-                        instance: record.instance.clone(),
-                        phase: "job".into(),
-                        cause: format!(
-                            "the job host ended without putting its results at {}",
-                            record.job_uri
-                        ),
-                        hint: format!(
-                            "its console (`aws ec2 get-console-output --instance-id {}`) shows the last step; run the job again",
-                            record.instance
-                        ),
-                    });
-                }
-            }
-            if crate::hosts::now_secs() > record.host_deadline + 600 {
-                let _ = cloud.terminate(std::slice::from_ref(&record.instance)).await;
-                return Err(Error::BootFailed {
-                    deployment: record.deployment.clone(),
-                    instance: record.instance.clone(),
-                    phase: "job".into(),
-                    cause: "the job host outlived its deadline; labship terminated it".into(),
-                    hint: "see its console in the EC2 console; run the job again".into(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    })
+    let waited = interrupt::cancellable(
+        "the job",
+        wait_for_end(place, record, &mut progress, &mut seen),
+    )
     .await;
     let end = match waited {
         Ok(end) => end,
+        Err(e @ Error::Interrupted { .. }) if end_on_interrupt => {
+            printer.note(format!(
+                "Interrupted: terminating the job host {}",
+                record.instance
+            ));
+            clean_up(place.cloud, record, true, printer).await;
+            // The interruption's words as things are now (the host gone).
+            return Err(
+                interrupt::checkpoint(&format!("the end of run {}", record.run_id))
+                    .err()
+                    .unwrap_or(e),
+            );
+        }
+        // The host is gone (or was ended at its deadline): what it left is removed.
+        Err(e @ Error::BootFailed { .. }) => {
+            clean_up(place.cloud, record, false, printer).await;
+            return Err(e);
+        }
         Err(e) => {
-            if matches!(e, Error::Interrupted { .. }) {
-                if !end_on_interrupt {
-                    interrupt::gone(&made(record));
-                    printer.note(format!(
-                        "Run {} goes on on {}; `labship fetch {} --ec2` follows it again",
-                        record.run_id, record.instance, record.run_id
-                    ));
-                    return Err(e);
-                }
-                printer.note(format!(
-                    "Interrupted: terminating the job host {}",
-                    record.instance
-                ));
-            }
-            // Ended with its labship, or ended by itself: either way nothing stays.
-            clean_up(cloud, record, printer).await;
+            interrupt::gone(&made(record));
+            printer.note(format!(
+                "Run {} goes on on {}; `labship fetch {} --ec2` follows it again",
+                record.run_id, record.instance, record.run_id
+            ));
             return Err(e);
         }
     };
-    // The rest of the progress, and the folder.
+    let fetched = fetch_results(
+        place,
+        record,
+        results,
+        &mut progress,
+        &mut seen,
+        &end,
+        started,
+    )
+    .await;
+    clean_up(place.cloud, record, false, printer).await;
+    fetched.map_err(|e| Error::S3Data {
+        uri: record.job_uri.clone(),
+        reason: format!("the run ended, but its results could not be brought here: {e}"),
+        hint: format!(
+            "`labship fetch {} --ec2` tries again; `aws s3 cp --recursive {} {}` by hand",
+            record.run_id,
+            record.job_uri,
+            results.display()
+        ),
+    })
+}
+
+/// The run's folder from S3 into `results`, its report (`run.json` here, and in S3 last).
+async fn fetch_results(
+    place: &Place<'_>,
+    record: &Record,
+    results: &Path,
+    progress: &mut Progress,
+    seen: &mut HashSet<String>,
+    end: &HostEnd,
+    started: Instant,
+) -> Result<RunReport> {
+    let bucket = place.bucket;
+    let job_uri = S3Uri::parse(&record.job_uri)?;
+    // The rest of the progress.
     if let Some(log) = bucket.get_bytes(&job_uri.join(JOB_LOG)).await? {
-        take_events(&mut progress, &String::from_utf8_lossy(&log), printer);
+        take_events(
+            progress,
+            seen,
+            &String::from_utf8_lossy(&log),
+            place.printer,
+        );
     }
     std::fs::create_dir_all(results).map_err(|e| Error::Write {
         path: results.to_path_buf(),
@@ -492,26 +691,21 @@ async fn follow(
     bucket
         .download(&job_uri, &objects, results, &|_| {})
         .await?;
-    let job: JobFile = match bucket
+    let job: JobFile = bucket
         .get_bytes(&job_uri.join(STAGED).join("job.json"))
         .await?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::engine(format!("reading the job of {}", record.run_id), e))?,
-        None => {
-            return Err(Error::engine(
-                format!("reading the job of {}", record.run_id),
-                format!("{}{STAGED}/job.json is gone", record.job_uri),
-            ))
-        }
-    };
-    let report = report(record, &job, &progress, &end, results, started);
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| Error::S3Data {
+            uri: format!("{}{STAGED}/job.json", record.job_uri),
+            reason: "the job as staged is gone or unreadable".into(),
+            hint: "the results are in the run's folder in S3 all the same".into(),
+        })?;
+    let report = report(record, &job, progress, end, results, started);
     // run.json last: in S3, its presence says the run is whole there.
     let body =
         serde_json::to_vec_pretty(&report).map_err(|e| Error::engine("writing run.json", e))?;
     bucket.put_bytes(&job_uri.join(RUN_FILE), body).await?;
     write_report(&report)?;
-    clean_up(cloud, record, printer).await;
     Ok(report)
 }
 
@@ -524,34 +718,21 @@ fn report(
     results: &Path,
     started: Instant,
 ) -> RunReport {
-    let exit = end.exit_code;
-    let state = if progress.done && exit == Some(0) {
-        "succeeded"
-    } else if progress.timed_out || exit == Some(124) {
-        "timed_out"
-    } else {
-        "failed"
-    };
-    let failed_cell = match (&progress.failed, state) {
-        (Some(f), _) if end.oom_killed => Some(FailedCell {
-            evalue: format!(
-                "{} (it ran out of memory: choose a larger --instance-type)",
-                f.evalue
-            ),
-            ..f.clone()
-        }),
-        (Some(f), _) => Some(f.clone()),
-        (None, "failed") => Some(FailedCell {
-            cell: progress.cell,
-            ename: if exit.is_none() {
-                "JobHostFailed"
-            } else {
-                "JobEnded"
-            }
-            .into(),
-            evalue: match exit {
-                None => format!(
-                    "the job host failed before the job ran ({}; host exit {})",
+    let host_log = format!("{}{HOST_LOG}", record.job_uri);
+    let (mut state, mut failed_cell) = match end.exit_code {
+        Some(exit) => progress.outcome(
+            exit,
+            end.oom_killed,
+            end.killed,
+            "the instance's memory: choose a larger --instance-type",
+        ),
+        None => (
+            "failed",
+            Some(FailedCell {
+                cell: progress.cell,
+                ename: "JobHostFailed".into(),
+                evalue: format!(
+                    "the job host failed before the job ran ({}; host exit {}); its log: {host_log}",
                     if end.error.is_empty() {
                         &end.phase
                     } else {
@@ -559,17 +740,21 @@ fn report(
                     },
                     end.host_exit
                 ),
-                Some(_) if end.oom_killed => {
-                    "the job ran out of memory and was ended: choose a larger --instance-type"
-                        .into()
-                }
-                Some(code) => {
-                    format!("the job's container ended with exit code {code} before every cell ran")
-                }
-            },
-        }),
-        _ => None,
+            }),
+        ),
     };
+    if !end.uploaded {
+        state = "failed";
+        failed_cell = failed_cell.or_else(|| {
+            Some(FailedCell {
+                cell: progress.cell,
+                ename: "ResultsNotUploaded".into(),
+                evalue: format!(
+                    "the job host could not put all its results in S3 (what is there was brought here); its log: {host_log}"
+                ),
+            })
+        });
+    }
     let mut files = Vec::new();
     list_files(results, results, &mut files);
     files.retain(|f| f != RECORD);
@@ -596,21 +781,22 @@ fn report(
         files,
         inputs: job.inputs.clone(),
         output_uri: job.output_uri.clone(),
-        uploaded: true,
+        uploaded: end.uploaded,
     }
 }
 
-/// The host terminated (it normally is by now) and the run's security group removed; what
-/// cannot be is said with the command that does it.
-async fn clean_up(cloud: &Cloud, record: &Record, printer: &Printer) {
+/// The host terminated (`now`: at once; else it normally is by now) and the run's security
+/// group removed; what cannot be is said with the command that does it.
+async fn clean_up(cloud: &Cloud, record: &Record, now: bool, printer: &Printer) {
     let id = std::slice::from_ref(&record.instance);
-    let gone = match cloud.wait_terminated(id, Duration::from_secs(30)).await {
-        Ok(left) if left.is_empty() => true,
-        _ => {
-            let _ = cloud.terminate(id).await;
-            matches!(cloud.wait_terminated(id, Duration::from_secs(300)).await, Ok(left) if left.is_empty())
-        }
-    };
+    if now {
+        let _ = cloud.terminate(id).await;
+    }
+    let mut gone = matches!(cloud.wait_terminated(id, Duration::from_secs(60)).await, Ok(left) if left.is_empty());
+    if !gone {
+        let _ = cloud.terminate(id).await;
+        gone = matches!(cloud.wait_terminated(id, Duration::from_secs(300)).await, Ok(left) if left.is_empty());
+    }
     if gone {
         interrupt::gone(&made(record));
     } else {
@@ -619,25 +805,29 @@ async fn clean_up(cloud: &Cloud, record: &Record, printer: &Printer) {
             record.instance, record.instance
         ));
     }
-    match cloud.job_security_groups(&record.run_id).await {
+    match cloud.job_security_groups(Some(&record.run_id)).await {
         Ok(groups) => {
-            for g in groups {
-                match cloud
-                    .delete_security_group(&g, Duration::from_secs(180))
-                    .await
-                {
-                    Ok(_) => interrupt::gone(&format!(
-                        "security group {g} of run {}",
-                        record.run_id
-                    )),
+            for (g, _) in groups {
+                match cloud.delete_security_group(&g, Duration::from_secs(180)).await {
+                    Ok(_) => interrupt::gone(&group_made(&g, &record.run_id)),
                     Err(e) => printer.note(format!(
                         "could not delete the run's security group {g}: {e}; `aws ec2 delete-security-group --group-id {g}` does"
                     )),
                 }
             }
         }
-        Err(e) => printer.note(format!("could not list the run's security groups: {e}")),
+        Err(e) => printer.note(format!(
+            "could not list the security groups of run {}: {e}; the next `labship run --ec2` removes them",
+            record.run_id
+        )),
     }
+}
+
+/// This machine's record of a run, if any.
+fn read_record(results: &Path) -> Option<Record> {
+    std::fs::read(results.join(RECORD))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// `labship fetch RUN` of a run on EC2: its report when fetched before; else its record
@@ -654,10 +844,8 @@ pub async fn fetch(
         return Ok(Some(report));
     }
     let cloud = Cloud::new(aws);
-    let record: Option<Record> = std::fs::read(results.join(RECORD))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let record = match record {
+    let s3 = S3::new(aws);
+    let record = match read_record(&results) {
         Some(r) => r,
         None => {
             let Some(host) = cloud.job_hosts(Some(run_id)).await?.into_iter().next() else {
@@ -667,16 +855,12 @@ pub async fn fetch(
                 return Ok(None);
             };
             // Its deadline from its launch and the job's own (staged beside its results).
-            let bucket = S3::new(aws).locate(&S3Uri::parse(&job_uri)?).await?;
+            let bucket = s3.locate(&S3Uri::parse(&job_uri)?).await?;
             let timeout = bucket
                 .get_bytes(&S3Uri::parse(&job_uri)?.join(STAGED).join("job.json"))
                 .await?
                 .and_then(|b| serde_json::from_slice::<JobFile>(&b).ok())
                 .map_or(super::DEFAULT_TIMEOUT.as_secs(), |j| j.timeout);
-            std::fs::create_dir_all(&results).map_err(|e| Error::Write {
-                path: results.clone(),
-                source: e,
-            })?;
             Record {
                 run_id: run_id.to_string(),
                 deployment: host.instance.deployment.clone(),
@@ -691,27 +875,31 @@ pub async fn fetch(
             }
         }
     };
-    let bucket = S3::new(aws).locate(&S3Uri::parse(&record.job_uri)?).await?;
+    let bucket = s3.locate(&S3Uri::parse(&record.job_uri)?).await?;
     printer.note(format!(
         "Following run {run_id} on {} to its end",
         record.instance
     ));
-    follow(&cloud, &bucket, &record, &results, false, printer)
-        .await
-        .map(Some)
+    let place = Place {
+        cloud: &cloud,
+        bucket: &bucket,
+        printer,
+    };
+    follow(&place, &record, &results, false).await.map(Some)
 }
 
-/// `labship runs --ec2`: the runs fetched into `runs_dir`, and the job hosts of this project
-/// that still exist in the region (from their tags: any machine sees them).
+/// `labship runs --ec2`: the runs fetched into `runs_dir`, those launched from here and not
+/// fetched yet, and the job hosts of this project that still exist in the region (from
+/// their tags: any machine sees them).
 pub async fn list(aws: &Aws, config: &Config, runs_dir: &Path) -> Result<super::RunsReport> {
     let mut report = super::list_folders(config, runs_dir, Target::Ec2);
-    for host in Cloud::new(aws).job_hosts(None).await? {
-        if host.instance.deployment != config.name
-            || report.runs.iter().any(|r| r.run_id == host.run_id)
-        {
-            continue;
-        }
-        report.runs.push(super::RunRow {
+    let hosts = Cloud::new(aws).job_hosts(None).await?;
+    let mut extra = Vec::new();
+    for host in hosts
+        .into_iter()
+        .filter(|h| h.instance.deployment == config.name)
+    {
+        extra.push(super::RunRow {
             note: Some(format!(
                 "on {} ({}): `labship fetch {} --ec2` follows it to its end",
                 host.instance.id, host.instance.state, host.run_id
@@ -725,6 +913,67 @@ pub async fn list(aws: &Aws, config: &Config, runs_dir: &Path) -> Result<super::
             uploaded: false,
         });
     }
+    if let Ok(entries) = std::fs::read_dir(runs_dir) {
+        for entry in entries.flatten() {
+            let Some(record) = read_record(&entry.path()).filter(|r| r.deployment == config.name)
+            else {
+                continue;
+            };
+            extra.push(super::RunRow {
+                note: Some(format!(
+                    "not fetched yet: `labship fetch {} --ec2`",
+                    record.run_id
+                )),
+                run_id: record.run_id,
+                notebook: "-".into(),
+                state: "ended".into(),
+                duration_secs: None,
+                results: None,
+                output_uri: Some(record.job_uri),
+                uploaded: false,
+            });
+        }
+    }
+    // A fetched run's report wins, then a live host, then a record.
+    for row in extra {
+        if !report.runs.iter().any(|r| r.run_id == row.run_id) {
+            report.runs.push(row);
+        }
+    }
     report.runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_says_when_it_started() {
+        assert_eq!(run_started("20261201-161500-ab12"), Some(1_796_141_700));
+        assert_eq!(run_started("not-a-run"), None);
+    }
+
+    #[test]
+    fn events_seen_once_are_not_taken_again_whatever_the_window() {
+        let printer = Printer::new(crate::output::OutputFormat::Json, true);
+        let (mut progress, mut seen) = (Progress::default(), HashSet::new());
+        let start = r#"LABSHIP-JOB {"event": "start", "cells": 2, "t": 0.1}"#;
+        let cell = r#"LABSHIP-JOB {"event": "cell", "cell": 1, "of": 2, "t": 0.2}"#;
+        let two = r#"LABSHIP-JOB {"event": "cell", "cell": 2, "of": 2, "t": 0.2}"#;
+        // The console's lines have a prefix; the window moves on and repeats.
+        let window = format!("[ 1.0] cloud-init[1]: {start}\n[ 1.1] cloud-init[1]: {cell}\n");
+        take_events(&mut progress, &mut seen, &window, &printer);
+        take_events(&mut progress, &mut seen, &window, &printer);
+        assert_eq!((progress.cells, progress.cell), (2, 1));
+        // An event of the same time as the last is still new.
+        take_events(
+            &mut progress,
+            &mut seen,
+            &format!("{cell}\n{two}\n"),
+            &printer,
+        );
+        assert_eq!(progress.cell, 2);
+        assert_eq!(seen.len(), 3);
+    }
 }

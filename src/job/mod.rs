@@ -395,6 +395,46 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// How a run ended, from the runner's events, the container's exit code and whether it
+    /// ran out of memory (`memory`: what limited it, and the fix) or was killed at its
+    /// deadline: its state and, unless it succeeded, the failing cell.
+    fn outcome(
+        &self,
+        exit: i64,
+        oom_killed: bool,
+        killed: bool,
+        memory: &str,
+    ) -> (&'static str, Option<FailedCell>) {
+        let state = if self.done && exit == 0 {
+            "succeeded"
+        } else if self.timed_out || killed {
+            "timed_out"
+        } else {
+            "failed"
+        };
+        let failed_cell = match (&self.failed, state) {
+            // A kernel the memory limit ended dies without saying why.
+            (Some(f), _) if oom_killed => Some(FailedCell {
+                evalue: format!("{} (it ran out of memory, {memory})", f.evalue),
+                ..f.clone()
+            }),
+            (Some(f), _) => Some(f.clone()),
+            (None, "failed") => Some(FailedCell {
+                cell: self.cell,
+                ename: "JobEnded".into(),
+                evalue: if oom_killed {
+                    format!("the job ran out of memory ({memory}) and was ended")
+                } else {
+                    format!("the job's container ended with exit code {exit} before every cell ran")
+                },
+            }),
+            _ => None,
+        };
+        (state, failed_cell)
+    }
+}
+
 /// The job as its container holds it (`job.json`, read by the runner; `fetch` reads it back).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct JobFile {
@@ -415,6 +455,26 @@ struct JobFile {
 }
 
 impl JobFile {
+    /// The job of `spec` in a container whose working folder is `cwd`, given `inputs`, its
+    /// run's folder in S3 being `output_uri`.
+    fn new(spec: &JobSpec, cwd: &str, inputs: Vec<Copied>, output_uri: Option<String>) -> JobFile {
+        let name = &spec.source.name;
+        let executed_name = match name.strip_suffix(".py") {
+            Some(stem) => format!("{stem}.ipynb"),
+            None => name.clone(),
+        };
+        JobFile {
+            // In a folder of its own: a script named runner.py stays the user's.
+            source: format!("{JOB_DIR}/src/{name}"),
+            executed: format!("{EXECUTED_DIR}/{executed_name}"),
+            cwd: cwd.to_string(),
+            parameters: spec.parameters.clone(),
+            timeout: spec.timeout.as_secs(),
+            inputs,
+            output_uri,
+        }
+    }
+
     fn notebook(&self) -> String {
         self.source
             .rsplit('/')
@@ -533,23 +593,14 @@ async fn launch_in(
         .image_workdir(image)
         .await?
         .unwrap_or_else(|| "/tmp".into());
-    let executed_name = match name.strip_suffix(".py") {
-        Some(stem) => format!("{stem}.ipynb"),
-        None => name.clone(),
-    };
-    let job = JobFile {
-        // In a folder of its own: a script named runner.py stays the user's.
-        source: format!("{JOB_DIR}/src/{name}"),
-        executed: format!("{EXECUTED_DIR}/{executed_name}"),
-        cwd,
-        parameters: spec.parameters.clone(),
-        timeout: spec.timeout.as_secs(),
-        inputs: spec.inputs.clone(),
-        output_uri: spec
-            .output
+    let job = JobFile::new(
+        spec,
+        &cwd,
+        spec.inputs.clone(),
+        spec.output
             .as_ref()
             .map(|o| format!("{}/", o.uri.join(&run_id))),
-    };
+    );
     let job_json = serde_json::to_vec(&job).map_err(|e| Error::engine("writing the job", e))?;
     let tar = tar_of(&[
         ("labship-job/runner.py", RUNNER.as_bytes()),
@@ -713,32 +764,12 @@ async fn follow(
     };
     // What ran is saved whatever the outcome, then the container goes.
     let files = launched.save_and_remove(engine, printer).await?;
-    let exit = status.exit_code;
-    let state = if progress.done && exit == 0 {
-        "succeeded"
-    } else if progress.timed_out || killed {
-        "timed_out"
-    } else {
-        "failed"
-    };
-    let failed_cell = match (&progress.failed, state) {
-        // A kernel the memory limit ended dies without saying why.
-        (Some(f), _) if status.oom_killed => Some(FailedCell {
-            evalue: format!("{} (it ran out of memory: raise --memory)", f.evalue),
-            ..f.clone()
-        }),
-        (Some(f), _) => Some(f.clone()),
-        (None, "failed") => Some(FailedCell {
-            cell: progress.cell,
-            ename: "JobEnded".into(),
-            evalue: if status.oom_killed {
-                "the job ran out of memory (its --memory limit) and was ended".into()
-            } else {
-                format!("the job's container ended with exit code {exit} before every cell ran")
-            },
-        }),
-        _ => None,
-    };
+    let (state, failed_cell) = progress.outcome(
+        status.exit_code,
+        status.oom_killed,
+        killed,
+        "its --memory limit: raise --memory",
+    );
     let report = launched.report(deployment, &progress, state, failed_cell, files);
     write_report(&report)?;
     Ok(report)

@@ -308,9 +308,16 @@ fn a_detached_or_abandoned_run_goes_on_and_fetch_brings_its_results() {
 /// Spawns `labship ARGS` in `p`, waits until its stderr shows `marker`, sends it SIGINT, and
 /// returns its exit code and whole stderr.
 fn interrupted(p: &Project, args: &[&str], marker: &str) -> (Option<i32>, String) {
+    interrupted_command(p.command(args), marker)
+}
+
+/// [`interrupted`] of a labship command made by the caller.
+pub(crate) fn interrupted_command(
+    mut command: std::process::Command,
+    marker: &str,
+) -> (Option<i32>, String) {
     use std::io::BufRead;
-    let mut child = p
-        .command(args)
+    let mut child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -312,3 +312,152 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
     assert_eq!(hosts_of(&endpoint, run_id)[0].1, "terminated");
     assert_eq!(groups_of(&endpoint, run_id), 0);
 }
+
+#[test]
+fn a_role_without_the_job_hosts_statements_is_refused_before_anything_is_made() {
+    // A moto of its own: the shared role is account-wide.
+    let moto = Server::moto();
+    let endpoint = format!("http://{}", moto.addr);
+    let trust = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-trust-policy.json"),
+    )
+    .expect("trust policy");
+    // The role as an older labship made it: no S3 for job hosts.
+    let old = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ReadOnlyLabshipParameters","Effect":"Allow","Action":"ssm:GetParameter","Resource":"arn:aws:ssm:*:*:parameter/labship/*"}]}"#;
+    for args in [
+        vec![
+            "iam",
+            "create-role",
+            "--path",
+            "/labship/",
+            "--role-name",
+            "labship-instance",
+            "--assume-role-policy-document",
+            &trust,
+        ],
+        vec![
+            "iam",
+            "put-role-policy",
+            "--role-name",
+            "labship-instance",
+            "--policy-name",
+            "labship-instance",
+            "--policy-document",
+            old,
+        ],
+        vec![
+            "iam",
+            "create-instance-profile",
+            "--path",
+            "/labship/",
+            "--instance-profile-name",
+            "labship-instance",
+        ],
+        vec![
+            "iam",
+            "add-role-to-instance-profile",
+            "--instance-profile-name",
+            "labship-instance",
+            "--role-name",
+            "labship-instance",
+        ],
+    ] {
+        let out = aws_cli(&endpoint, &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let output = unique("labship-out");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let p = Project::default_workload("jobrole");
+    p.write("analysis.ipynb", &analysis());
+    let out_uri = format!("s3://{output}/results");
+    let out = p.labship_at(
+        &endpoint,
+        &[
+            "run",
+            "analysis.ipynb",
+            "--ec2",
+            "--output-uri",
+            &out_uri,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    let err = json_error(&out);
+    assert_eq!(err["code"], "labship::ec2::instance_role_outdated", "{err}");
+    assert!(
+        err["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("put-role-policy"),
+        "the fix: {err}"
+    );
+    // Nothing made: no host, no group, nothing staged, no run folder.
+    let described = aws_json(&endpoint, &["ec2", "describe-instances"]);
+    assert_eq!(described["Reservations"], json!([]), "{described}");
+    let groups = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            "Name=tag-key,Values=labship:job",
+        ],
+    );
+    assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
+    assert!(s3_keys(&endpoint, &output, "").is_empty());
+    assert!(
+        !p.path().join("runs").exists()
+            || std::fs::read_dir(p.path().join("runs"))
+                .expect("runs")
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
+    let endpoint = rig().aws_endpoint;
+    let sim = sim_endpoint();
+    let (p, input, output) = project("jobec2i");
+    let (points, data) = (
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+    );
+    let out_uri = format!("s3://{output}/results");
+    let mut command = p.command(&[
+        "run",
+        "analysis.ipynb",
+        "--ec2",
+        "--input",
+        &points,
+        "--input",
+        &data,
+        "--output-uri",
+        &out_uri,
+        "-p",
+        "pause=600",
+    ]);
+    command.env("AWS_ENDPOINT_URL", &sim);
+    // The first cell ran on the host: its progress came through the console.
+    let (code, err) = crate::job::interrupted_command(command, "cell 1 of");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains("Interrupted: terminating the job host"),
+        "{err}"
+    );
+    let run_id = err
+        .split("as job ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the run's id on stderr")
+        .to_string();
+    let hosts = hosts_of(&endpoint, &run_id);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0].1, "terminated", "{err}");
+    assert_eq!(groups_of(&endpoint, &run_id), 0, "{err}");
+}

@@ -875,9 +875,10 @@ fn operator_cannot_recreate_retrust_or_widen_the_instance_role() {
         iam,
         BTreeSet::from([
             "iam:GetInstanceProfile".to_string(),
+            "iam:GetRolePolicy".to_string(),
             "iam:PassRole".to_string()
         ]),
-        "the operator's IAM actions"
+        "the operator's IAM actions (reads, and passing the role)"
     );
 }
 
@@ -939,14 +940,62 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
             );
             let service = action.split_once(':').map_or("", |(svc, _)| svc);
             assert!(
-                !matches!(
-                    service,
-                    "iam" | "sts" | "kms" | "ec2" | "s3" | "secretsmanager"
-                ),
+                !matches!(service, "iam" | "sts" | "kms" | "ec2" | "secretsmanager"),
                 "{}: the instance role may not hold {action}",
                 s.sid
             );
+            // S3 (job hosts): only this account's labship-* buckets.
+            if service == "s3" {
+                assert!(
+                    s.requires(
+                        "StringEquals",
+                        "s3:ResourceAccount",
+                        "${aws:PrincipalAccount}"
+                    ),
+                    "{}: {action} must be held to the account's own buckets",
+                    s.sid
+                );
+            }
         }
+    }
+    // Job hosts read their job and inputs and put results in labship-* buckets; nothing else
+    // of S3, and no deletion or bucket setting anywhere.
+    for (action, ours, theirs) in [
+        (
+            "s3:GetObject",
+            "arn:aws:s3:::labship-course/data/x.csv",
+            "arn:aws:s3:::payroll/x.csv",
+        ),
+        (
+            "s3:PutObject",
+            "arn:aws:s3:::labship-course/results/r/x",
+            "arn:aws:s3:::payroll/x",
+        ),
+        (
+            "s3:ListBucket",
+            "arn:aws:s3:::labship-course",
+            "arn:aws:s3:::payroll",
+        ),
+    ] {
+        assert!(
+            !granting(&policy, action, ours).is_empty(),
+            "job hosts need {action} on {ours}"
+        );
+        assert!(
+            granting(&policy, action, theirs).is_empty(),
+            "the instance role: {action} reaches {theirs}"
+        );
+    }
+    for (action, arn) in [
+        ("s3:DeleteObject", "arn:aws:s3:::labship-course/x"),
+        ("s3:PutBucketPolicy", "arn:aws:s3:::labship-course"),
+        ("s3:PutBucketAcl", "arn:aws:s3:::labship-course"),
+        ("s3:PutObjectAcl", "arn:aws:s3:::labship-course/x"),
+    ] {
+        assert!(
+            granting(&policy, action, arn).is_empty(),
+            "the instance role: {action} on {arn}"
+        );
     }
     // Nothing that acts on other instances or writes parameters.
     let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0";
