@@ -50,11 +50,12 @@ OOM=false
 KILLED=false
 UPLOADED=false
 
-# Puts the results at JOB_URI (a few attempts; links are not results, and are never
-# followed), and the host's log beside them. Never fails: UPLOADED says how it went.
+# Puts the results at JOB_URI with the host's log (a few attempts; links are not results,
+# and are never followed). Never fails: UPLOADED says how it went.
 upload_results() {
     local n
     find "$RESULTS" \( -type l -o -name '*.part' \) -delete 2>/dev/null
+    cp "$LOG_FILE" "$RESULTS/.labship-host.log" 2>/dev/null || true
     for n in 1 2 3; do
         if aws s3 cp --recursive --only-show-errors --no-follow-symlinks --region "$JOB_REGION" \
             "$RESULTS/" "$JOB_URI" >>"$LOG_FILE" 2>&1; then
@@ -64,8 +65,6 @@ upload_results() {
         log "upload attempt $n failed"
         sleep "$n"
     done
-    aws s3 cp --only-show-errors --region "$JOB_REGION" "$LOG_FILE" "${JOB_URI}.labship-host.log" \
-        >/dev/null 2>&1 || true
 }
 
 # A JSON string of printable ASCII (a cut may split a character; the console's text may

@@ -59,7 +59,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
         labship::hosts::Limits::check_cpus("--cpus", cpus)?;
     }
     if config.target == Target::Ec2 {
-        ec2_refusals(args, grid.is_some())?;
+        ec2_refusals(args)?;
     }
     let source = job::read_source(&args.notebook)?;
     // The data in and the place for the results out are checked before the build.
@@ -98,7 +98,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     // Interrupted: the run removes its containers itself; should that fail, this removes
     // this invocation's (and no detached run's).
     if config.target == Target::Ec2 {
-        return on_ec2(&config, spec, &checked, args, printer).await;
+        return on_ec2(&config, spec, &checked, grid, args, printer).await;
     }
     interrupt::install(interrupt::Then::Remove(format!(
         "docker rm -f $(docker ps -aq --filter label={}={})",
@@ -145,8 +145,8 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
     ran
 }
 
-/// What a run on EC2 does not do (yet, or ever), refused before anything is built.
-fn ec2_refusals(args: &RunArgs, matrix: bool) -> Result<()> {
+/// What a run on EC2 does not do, refused before anything is built.
+fn ec2_refusals(args: &RunArgs) -> Result<()> {
     let refuse = |option: &str, reason: &str, hint: &str| {
         Err(Error::InvalidSetting {
             what: "option",
@@ -155,13 +155,6 @@ fn ec2_refusals(args: &RunArgs, matrix: bool) -> Result<()> {
             hint: hint.into(),
         })
     };
-    if matrix {
-        return refuse(
-            "--matrix",
-            "a sweep runs on the local engine only for now: one EC2 host per value is not built yet",
-            "run the sweep with --local, or one `labship run --ec2 -p NAME=VALUE` per value",
-        );
-    }
     if args.cpus.is_some() || args.memory.is_some() {
         return refuse(
             if args.cpus.is_some() {
@@ -183,11 +176,13 @@ fn ec2_refusals(args: &RunArgs, matrix: bool) -> Result<()> {
     Ok(())
 }
 
-/// `run --ec2`: a host of its own that ends itself; followed to its end unless `--detach`.
+/// `run --ec2`: a host of its own that ends itself (one per value of a `--matrix`); followed
+/// to its end unless `--detach`.
 async fn on_ec2(
     config: &Config,
     mut spec: JobSpec,
     checked: &[data::Checked],
+    grid: Option<Vec<Vec<(String, serde_json::Value)>>>,
     args: &RunArgs,
     printer: &Printer,
 ) -> Result<()> {
@@ -197,12 +192,21 @@ async fn on_ec2(
     spec.inputs = Vec::new();
     let Some(output) = spec.output.clone() else {
         // Refused before anything was built.
-        return ec2_refusals(args, false);
+        return ec2_refusals(args);
     };
     let aws = labship::aws::load(config).await?;
     let host = LocalHost::connect().await?;
+    let engine = host.engine();
+    if let Some(grid) = grid {
+        let at_once = usize::from(args.parallel.unwrap_or(2));
+        let report = job::ec2::run_matrix(
+            engine, &aws, config, &spec, &output, checked, grid, at_once, printer,
+        )
+        .await?;
+        return matrix_ended(printer, &report);
+    }
     match job::ec2::run(
-        host.engine(),
+        engine,
         &aws,
         config,
         &spec,
@@ -216,6 +220,18 @@ async fn on_ec2(
         job::ec2::Outcome::Detached(started) => super::emit(printer, &started),
         job::ec2::Outcome::Ended(report) => finished(printer, &report),
     }
+}
+
+/// The report of a matrix that ended, and its outcome as the exit status.
+fn matrix_ended(printer: &Printer, report: &job::MatrixReport) -> Result<()> {
+    super::emit(printer, report)?;
+    if report.failed > 0 {
+        return Err(Error::RunsFailed {
+            failed: report.failed,
+            total: report.runs.len(),
+        });
+    }
+    Ok(())
 }
 
 /// An attached run, or a matrix of them, to the end, and its outcome as the exit status.
@@ -233,14 +249,7 @@ async fn attached(
         let report =
             job::run_matrix_local(host.engine(), config, image, spec, grid, at_once, printer)
                 .await?;
-        super::emit(printer, &report)?;
-        if report.failed > 0 {
-            return Err(Error::RunsFailed {
-                failed: report.failed,
-                total: report.runs.len(),
-            });
-        }
-        return Ok(());
+        return matrix_ended(printer, &report);
     }
     let report = job::run_local(host.engine(), config, image, spec, printer).await?;
     finished(printer, &report)

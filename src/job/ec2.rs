@@ -30,7 +30,7 @@ use crate::aws::ec2::{HostImage, InstanceTypeInfo, LaunchSpec};
 use crate::aws::s3::{Bucket, S3Uri, S3};
 use crate::aws::{Aws, Cloud};
 use crate::config::{Config, Target};
-use crate::data::Checked;
+use crate::data::{Checked, Copied};
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::hosts::ec2::{plan, userdata};
@@ -47,8 +47,11 @@ const HOST_LOG: &str = ".labship-host.log";
 const JOB_LOG: &str = ".labship-job.log";
 /// This machine's record of a run it launched on EC2 (in its run folder).
 const RECORD: &str = "ec2.json";
-/// How often a run's end is looked for.
+/// How often a run's end is looked for: every second at first (a short job's end is seen
+/// at once), every 5 s after a minute (a GET and two describes each time).
+const POLL_FIRST: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_secs(5);
+const POLL_FIRST_FOR: Duration = Duration::from_secs(60);
 /// How long after its host is gone a run's end may still appear in S3.
 const GONE_GRACE: Duration = Duration::from_secs(60);
 /// The statements of the instance role's policy a job host needs.
@@ -127,28 +130,40 @@ struct HostSpec<'a> {
     root_gib: i32,
 }
 
-/// `labship run --ec2`: launches the job host and, unless `detach`, follows it to its end.
-/// `checked`: the inputs, checked (the host copies them itself); `output`: where the run's
-/// folder goes (an EC2 run's results travel through S3).
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+/// What every run of an invocation shares, checked and made once: the account, the bucket
+/// of the results, the image (built; its upload prepared) and what the hosts are.
+struct Ready {
+    cloud: Cloud,
+    bucket: Bucket,
+    ecr: Ecr,
+    itype: InstanceTypeInfo,
+    ami: HostImage,
+    vpc: String,
+    image: String,
+    /// The image's working folder (the job's, where its inputs and outputs are).
+    cwd: String,
+    root_gib: i32,
+    /// Each input's line of `inputs.tsv`, and what the report says of it.
+    host_inputs: Vec<(String, Copied)>,
+    region: String,
+}
+
+/// Everything that must hold before anything is created, then the image built (when
+/// needed) and its upload prepared.
+async fn ready(
     engine: &Engine,
     aws: &Aws,
     config: &Config,
-    spec: &JobSpec,
     output: &Output,
     checked: &[Checked],
-    detach: bool,
     printer: &Printer,
-) -> Result<Outcome> {
+) -> Result<(Ready, push::Prepared)> {
     let cloud = Cloud::new(aws);
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let host_inputs = checked
         .iter()
         .map(Checked::on_host)
         .collect::<Result<Vec<_>>>()?;
-
-    // Everything that must hold before anything is created.
     let (itype, ami, vpc, _, bucket) = interrupt::cancellable(
         "looking up the instance type, the AMI and the network",
         async {
@@ -188,7 +203,6 @@ pub async fn run(
     }
     sweep_leaked_groups(&cloud, printer).await;
 
-    // The image: built when needed, then (below) uploaded while the host boots.
     let prepared = push::prepare(engine, &ecr, config, printer).await?;
     let image = format!(
         "{}/{}:{}",
@@ -207,60 +221,135 @@ pub async fn run(
     let inputs_bytes: u64 = checked.iter().map(Checked::bytes).sum();
     let root_gib = crate::hosts::ec2::root_volume_gib(ami.min_root_gib, image_size)
         + i32::try_from((2 * inputs_bytes).div_ceil(1 << 30)).unwrap_or(i32::MAX / 2);
+    Ok((
+        Ready {
+            cloud,
+            bucket,
+            ecr,
+            itype,
+            ami,
+            vpc: vpc.vpc,
+            image,
+            cwd,
+            root_gib,
+            host_inputs,
+            region: aws.region.clone(),
+        },
+        prepared,
+    ))
+}
 
+/// A run started on a host of its own: its record, folder and job.
+struct Started {
+    record: Record,
+    results: std::path::PathBuf,
+    job: JobFile,
+}
+
+/// Claims the run's folder and launches its host (`upload`: the image's upload, done
+/// meanwhile; none when it is there already). Nothing is left of a run that did not start.
+async fn start(
+    engine: &Engine,
+    ready: &Ready,
+    config: &Config,
+    spec: &JobSpec,
+    output: &Output,
+    upload: Option<push::Prepared>,
+    printer: &Printer,
+) -> Result<Started> {
     interrupt::checkpoint("starting the job")?;
     let (run_id, results) = claim_run_folder(&spec.runs_dir)?;
     let job_uri = format!("{}/", output.uri.join(&run_id));
     let job = JobFile::new(
         spec,
-        &cwd,
-        host_inputs.iter().map(|(_, c)| c.clone()).collect(),
+        &ready.cwd,
+        ready.host_inputs.iter().map(|(_, c)| c.clone()).collect(),
         Some(job_uri.clone()),
     );
     let record = Record {
-        run_id: run_id.clone(),
+        run_id,
         deployment: config.name.clone(),
         instance: String::new(),
-        region: aws.region.clone(),
+        region: ready.region.clone(),
         job_uri,
         host_deadline: crate::hosts::now_secs()
             + 60 * userdata::job_host_deadline_min(plan::PULL_DEADLINE, job.timeout) as i64,
     };
     let place = Place {
-        cloud: &cloud,
-        bucket: &bucket,
+        cloud: &ready.cloud,
+        bucket: &ready.bucket,
         printer,
     };
     let host = HostSpec {
-        image: &image,
-        itype: &itype,
-        ami: &ami,
-        vpc: &vpc.vpc,
-        root_gib,
+        image: &ready.image,
+        itype: &ready.itype,
+        ami: &ready.ami,
+        vpc: &ready.vpc,
+        root_gib: ready.root_gib,
     };
-    let inputs_tsv: String = host_inputs.iter().map(|(line, _)| line.as_str()).collect();
-    let record = match launch(
+    let inputs_tsv: String = ready
+        .host_inputs
+        .iter()
+        .map(|(line, _)| line.as_str())
+        .collect();
+    match launch(
         &place,
         config,
         spec,
         (&job, inputs_tsv),
         &host,
         record,
-        (engine, &ecr, prepared),
+        upload.map(|p| (engine, &ready.ecr, p)),
     )
     .await
     {
-        Ok(r) => r,
+        Ok(record) => Ok(Started {
+            record,
+            results,
+            job,
+        }),
         Err(e) => {
             // Nothing runs: no folder for it.
             let _ = std::fs::remove_dir_all(&results);
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// `labship run --ec2`: launches the job host (while the image uploads) and, unless
+/// `detach`, follows it to its end. `checked`: the inputs, checked (the host copies them
+/// itself); `output`: where the run's folder goes (an EC2 run's results travel through S3).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    engine: &Engine,
+    aws: &Aws,
+    config: &Config,
+    spec: &JobSpec,
+    output: &Output,
+    checked: &[Checked],
+    detach: bool,
+    printer: &Printer,
+) -> Result<Outcome> {
+    let (ready, prepared) = ready(engine, aws, config, output, checked, printer).await?;
+    let started = start(
+        engine,
+        &ready,
+        config,
+        spec,
+        output,
+        Some(prepared),
+        printer,
+    )
+    .await?;
+    let Started {
+        record,
+        results,
+        job,
+    } = started;
     if detach {
         interrupt::gone(&made(&record));
         return Ok(Outcome::Detached(DetachedReport {
-            run_id,
+            run_id: record.run_id.clone(),
             target: Target::Ec2,
             deployment: config.name.clone(),
             notebook: job.notebook(),
@@ -270,9 +359,64 @@ pub async fn run(
             timeout_secs: job.timeout,
         }));
     }
+    let place = Place {
+        cloud: &ready.cloud,
+        bucket: &ready.bucket,
+        printer,
+    };
     follow(&place, &record, &results, true)
         .await
         .map(Outcome::Ended)
+}
+
+/// `labship run --ec2 --matrix`: one host per combination, `at_once` at a time, each run
+/// followed to its end; the image is built and uploaded once, before the first launch.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_matrix(
+    engine: &Engine,
+    aws: &Aws,
+    config: &Config,
+    spec: &JobSpec,
+    output: &Output,
+    checked: &[Checked],
+    combos: Vec<Vec<(String, serde_json::Value)>>,
+    at_once: usize,
+    printer: &Printer,
+) -> Result<super::MatrixReport> {
+    use futures_util::StreamExt as _;
+    let began = Instant::now();
+    let (ready, prepared) = ready(engine, aws, config, output, checked, printer).await?;
+    push::finish(engine, &ready.ecr, prepared, printer).await?;
+    printer.note(format!(
+        "Running {} {} times, a host each ({} at a time)",
+        spec.source.name,
+        combos.len(),
+        at_once.max(1)
+    ));
+    let ready = &ready;
+    let outcomes: Vec<_> = futures_util::stream::iter(combos)
+        .map(|combo| async move {
+            let matrix: std::collections::BTreeMap<String, serde_json::Value> =
+                combo.iter().cloned().collect();
+            let mut one = spec.clone();
+            one.parameters.extend(combo);
+            one.label = Some(super::values_label(&matrix));
+            let ran = async {
+                let started = start(engine, ready, config, &one, output, None, printer).await?;
+                let place = Place {
+                    cloud: &ready.cloud,
+                    bucket: &ready.bucket,
+                    printer,
+                };
+                follow(&place, &started.record, &started.results, true).await
+            }
+            .await;
+            (matrix, ran)
+        })
+        .buffered(at_once.max(1))
+        .collect()
+        .await;
+    super::matrix_report(Target::Ec2, &spec.source.name, outcomes, began)
 }
 
 /// The job host as the interruption report names it.
@@ -298,7 +442,7 @@ async fn launch(
     (job, inputs_tsv): (&JobFile, String),
     host: &HostSpec<'_>,
     mut record: Record,
-    (engine, ecr, prepared): (&Engine, &Ecr, push::Prepared),
+    upload: Option<(&Engine, &Ecr, push::Prepared)>,
 ) -> Result<Record> {
     let Place {
         cloud,
@@ -309,18 +453,19 @@ async fn launch(
     let job_uri = S3Uri::parse(&record.job_uri)?;
     let staged = job_uri.join(STAGED);
     let job_json = serde_json::to_vec(job).map_err(|e| Error::engine("writing the job", e))?;
-    for (rel, bytes) in [
+    let source = format!("src/{}", spec.source.name);
+    let files = [
         ("runner.py", RUNNER.as_bytes().to_vec()),
         ("job.json", job_json),
-        (
-            &format!("src/{}", spec.source.name)[..],
-            spec.source.bytes.clone(),
-        ),
+        (source.as_str(), spec.source.bytes.clone()),
         ("inputs.tsv", inputs_tsv.into_bytes()),
         ("workdir", job.cwd.clone().into_bytes()),
-    ] {
-        bucket.put_bytes(&staged.join(rel), bytes).await?;
-    }
+    ];
+    futures_util::future::try_join_all(files.into_iter().map(|(rel, bytes)| {
+        let at = staged.join(rel);
+        async move { bucket.put_bytes(&at, bytes).await }
+    }))
+    .await?;
 
     let job_tags = tags::for_job(&run_id, &config.name, &record.job_uri);
     let host_name = format!("labship-run-{}-{run_id}", config.name);
@@ -377,7 +522,14 @@ async fn launch(
 
     // The upload and the launch together: the host retries its pull until the image is
     // there.
-    let upload = push::finish(engine, ecr, prepared, printer);
+    let upload = async {
+        match upload {
+            Some((engine, ecr, prepared)) => push::finish(engine, ecr, prepared, printer)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    };
     let start = async {
         interrupt::checkpoint("launching the job host")?;
         cloud
@@ -530,6 +682,7 @@ async fn wait_for_end(
 ) -> Result<HostEnd> {
     let job_uri = S3Uri::parse(&record.job_uri)?;
     let mut gone_since: Option<Instant> = None;
+    let began = Instant::now();
     loop {
         if let Some(bytes) = for_now(place.bucket.get_bytes(&job_uri.join(HOST_END)).await)? {
             return Ok(serde_json::from_slice::<HostEnd>(&bytes)
@@ -568,7 +721,12 @@ async fn wait_for_end(
                 "the job host outlived its deadline; labship terminated it".into(),
             ));
         }
-        tokio::time::sleep(POLL).await;
+        let every = if began.elapsed() < POLL_FIRST_FOR {
+            POLL_FIRST
+        } else {
+            POLL
+        };
+        tokio::time::sleep(every).await;
     }
 }
 

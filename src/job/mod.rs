@@ -1291,6 +1291,17 @@ pub async fn run_matrix_local(
         .buffered(at_once.max(1))
         .collect()
         .await;
+    matrix_report(Target::Local, &spec.source.name, outcomes, started)
+}
+
+/// The report of a matrix from each combination's outcome; an interruption is the
+/// matrix's.
+fn matrix_report(
+    target: Target,
+    notebook: &str,
+    outcomes: Vec<(BTreeMap<String, Value>, Result<RunReport>)>,
+    started: Instant,
+) -> Result<MatrixReport> {
     let mut runs = Vec::new();
     for (matrix, run) in outcomes {
         match run {
@@ -1309,8 +1320,8 @@ pub async fn run_matrix_local(
     }
     let succeeded = runs.iter().filter(|r| r.succeeded()).count();
     Ok(MatrixReport {
-        target: Target::Local,
-        notebook: spec.source.name.clone(),
+        target,
+        notebook: notebook.to_string(),
         failed: runs.len() - succeeded,
         runs,
         succeeded,

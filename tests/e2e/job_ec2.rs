@@ -461,3 +461,56 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     assert_eq!(hosts[0].1, "terminated", "{err}");
     assert_eq!(groups_of(&endpoint, &run_id), 0, "{err}");
 }
+
+#[test]
+fn a_matrix_on_ec2_runs_a_host_per_value_side_by_side_with_one_summary() {
+    let endpoint = rig().aws_endpoint;
+    let sim = sim_endpoint();
+    let (p, input, output) = project("jobec2m");
+    let (points, data) = (
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+    );
+    let out_uri = format!("s3://{output}/results");
+    let report = json(&p.labship_at(
+        &sim,
+        &[
+            "run",
+            "analysis.ipynb",
+            "--ec2",
+            "--matrix",
+            "n=2,3,4",
+            "--parallel",
+            "3",
+            "--input",
+            &points,
+            "--input",
+            &data,
+            "--output-uri",
+            &out_uri,
+            "-o",
+            "json",
+        ],
+        &[],
+    ));
+    assert_eq!(report["target"], "ec2", "{report}");
+    assert_eq!(report["succeeded"], 3, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let runs = report["runs"].as_array().expect("runs");
+    let mut ids = std::collections::BTreeSet::new();
+    for (run, n) in runs.iter().zip([2, 3, 4]) {
+        assert_eq!(run["matrix"], json!({"n": n}), "{report}");
+        let one = &run["run"];
+        assert_eq!(one["target"], "ec2", "{one}");
+        let run_id = one["run_id"].as_str().expect("run id");
+        ids.insert(run_id.to_string());
+        let results = std::path::PathBuf::from(one["results"].as_str().expect("results"));
+        let csv = std::fs::read_to_string(results.join("outputs/squares.csv")).expect("csv");
+        assert_eq!(csv.lines().count(), n + 1, "n={n}: {csv}");
+        let hosts = hosts_of(&endpoint, run_id);
+        assert_eq!(hosts.len(), 1, "a host per run: {hosts:?}");
+        assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+        assert_eq!(groups_of(&endpoint, run_id), 0);
+    }
+    assert_eq!(ids.len(), 3, "a run id each: {report}");
+}
