@@ -38,12 +38,14 @@ pub const SEAT: &str = "labship:seat";
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.
 pub const OWNER: &str = "labship:owner";
 
-/// On a job host (`labship run --ec2`), its security group and root volume: the run's id,
+/// On a job host (`labship run --ec2`) and its root volume: the run's id,
 /// the deployment (project) it ran for, and where its results go in S3. A job host is not a
 /// deployment: it has no `labship:deployment` tag, and the deployment verbs leave it alone.
 pub const JOB: &str = "labship:job";
 pub const JOB_OF: &str = "labship:job-of";
 pub const JOB_OUTPUT: &str = "labship:job-output";
+/// On the job hosts' security group of a VPC (shared by every run; `down --all` removes it).
+pub const JOB_GROUP: &str = "labship:job-group";
 
 static CALLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -51,6 +53,11 @@ static CALLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// on [`for_deployment`] adds the owner tag.
 pub fn set_caller(arn: &str) {
     let _ = CALLER.set(arn.to_string());
+}
+
+/// Who runs this command, once known ([`set_caller`]).
+pub fn owner() -> Option<String> {
+    CALLER.get().cloned()
 }
 
 /// The tags of a resource of `deployment`: managed-by, deployment, and the owner once the

@@ -120,6 +120,10 @@ impl Instance {
     }
 }
 
+/// The job hosts' security group (per VPC). Its name cannot be a deployment's group
+/// (`labship-<name>`, names being `[a-z0-9-]`).
+pub const JOB_GROUP: &str = "labship.job-hosts";
+
 /// A job host (`labship run --ec2`): its instance (`deployment` holds the project it runs
 /// for), its run and where its results go.
 #[derive(Debug, Clone, Serialize)]
@@ -798,66 +802,68 @@ impl Cloud {
         Ok(found)
     }
 
-    /// A job host's security group in `vpc`: no inbound rule at all (the host reaches ECR
-    /// and S3; nothing reaches it), tagged as the run's, created when missing. Returns its id.
-    pub async fn ensure_job_security_group(
-        &self,
-        name: &str,
-        vpc: &str,
-        tags: &[(&str, String)],
-    ) -> Result<String> {
-        if let Some(id) = self.find_security_group(name, vpc).await? {
+    /// The job hosts' security group in `vpc` (one per VPC, shared by every run, like the
+    /// instance role): no inbound rule at all (a host reaches ECR and S3; nothing reaches
+    /// it), created (tagged) when missing. Returns its id.
+    pub async fn ensure_job_security_group(&self, vpc: &str) -> Result<String> {
+        if let Some(id) = self.find_security_group(JOB_GROUP, vpc).await? {
             return Ok(id);
         }
-        let mut pairs = tags.to_vec();
-        pairs.push(("Name", name.to_string()));
+        let mut pairs = vec![
+            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_string()),
+            (tags::JOB_GROUP, "yes".to_string()),
+            ("Name", JOB_GROUP.to_string()),
+        ];
+        if let Some(owner) = tags::owner() {
+            pairs.push((tags::OWNER, owner));
+        }
         match self
             .ec2
             .create_security_group()
-            .group_name(name)
-            .description("labship job host: no inbound traffic")
+            .group_name(JOB_GROUP)
+            .description("labship job hosts: no inbound traffic")
             .vpc_id(vpc)
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, &pairs))
             .send()
             .await
         {
-            Ok(out) => Ok(out.group_id().unwrap_or_default().to_string()),
+            Ok(out) => out
+                .group_id()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Aws {
+                    action: "ec2:CreateSecurityGroup".into(),
+                    resource: JOB_GROUP.into(),
+                    region: self.region.clone(),
+                    message: "CreateSecurityGroup answered without a group id".into(),
+                    hint: "run the command again: the group is found by its name then".into(),
+                }),
+            // Another labship made it meanwhile.
             Err(e) if error_code(&e) == "InvalidGroup.Duplicate" => self
-                .find_security_group(name, vpc)
+                .find_security_group(JOB_GROUP, vpc)
                 .await?
-                .ok_or_else(|| self.fail("ec2", "CreateSecurityGroup", name, &e)),
-            Err(e) => Err(self.fail("ec2", "CreateSecurityGroup", name, &e)),
+                .ok_or_else(|| self.fail("ec2", "CreateSecurityGroup", JOB_GROUP, &e)),
+            Err(e) => Err(self.fail("ec2", "CreateSecurityGroup", JOB_GROUP, &e)),
         }
     }
 
-    /// The security groups of job hosts (of one run, or all), as (group id, run id).
-    pub async fn job_security_groups(&self, run: Option<&str>) -> Result<Vec<(String, String)>> {
-        let req = self.ec2.describe_security_groups().filters(filter(
-            &format!("tag:{}", tags::MANAGED_BY),
-            &[tags::MANAGED_BY_VALUE],
-        ));
-        let req = match run {
-            Some(run) => req.filters(filter(&format!("tag:{}", tags::JOB), &[run])),
-            None => req.filters(filter("tag-key", &[tags::JOB])),
-        };
-        let mut found = Vec::new();
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                self.fail(
-                    "ec2",
-                    "DescribeSecurityGroups",
-                    run.unwrap_or("labship jobs"),
-                    &e,
-                )
-            })?;
-            for g in page.security_groups() {
-                if let (Some(id), Some(run)) = (g.group_id(), tag_value(g.tags(), tags::JOB)) {
-                    found.push((id.to_string(), run));
-                }
-            }
-        }
-        Ok(found)
+    /// The job hosts' security groups of this region (one per VPC).
+    pub async fn job_security_groups(&self) -> Result<Vec<String>> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(filter(
+                &format!("tag:{}", tags::MANAGED_BY),
+                &[tags::MANAGED_BY_VALUE],
+            ))
+            .filters(filter("tag-key", &[tags::JOB_GROUP]))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", JOB_GROUP, &e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect())
     }
 
     /// One instance by id (None when it no longer exists).
@@ -962,6 +968,10 @@ impl Cloud {
             let other = Cloud::new(&self.aws().in_region(&name));
             for i in other.instances(None).await? {
                 found.push((name.clone(), i));
+            }
+            // A job host runs with the role too (its `deployment` is the project it runs for).
+            for h in other.job_hosts(None).await? {
+                found.push((name.clone(), h.instance));
             }
         }
         Ok(found)

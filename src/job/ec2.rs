@@ -11,9 +11,10 @@
 //! depends on this machine: a laptop closed or asleep changes nothing.
 //!
 //! labship follows the run (progress from the console, the end from S3), brings the run's
-//! folder into `runs/<run-id>/`, puts `run.json` in S3 (last), and removes the run's security
-//! group once the host is gone. A detached run is followed the same way by `fetch`, from
-//! this machine's record (`runs/<run-id>/ec2.json`) or, on any machine, from the host's tags.
+//! folder into `runs/<run-id>/`, puts `run.json` in S3 (last), and sees the host end. The hosts
+//! share a security group per VPC with no inbound rule. A detached run is followed the same way
+//! by `fetch`, from this machine's record (`runs/<run-id>/ec2.json`) or, on any machine, from
+//! the host's tags.
 //! Results travel through S3: an EC2 run needs `--output-uri`.
 
 use std::collections::HashSet;
@@ -59,9 +60,6 @@ const JOB_STATEMENTS: [&str; 2] = [
     "JobHostsReadInputsFromLabshipBuckets",
     "JobHostsReadJobsAndInputsAndPutResultsInLabshipBuckets",
 ];
-/// Security groups of job hosts that are gone are removed once this old (a group is made
-/// seconds before its host: a younger one may be another labship's launch in progress).
-const LEAKED_AFTER_SECS: i64 = 3600;
 
 /// What `fetch` needs to follow a run on EC2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,7 +199,6 @@ async fn ready(
             outside.join(", ")
         ));
     }
-    sweep_leaked_groups(&cloud, printer).await;
 
     let prepared = push::prepare(engine, &ecr, config, printer).await?;
     let image = format!(
@@ -427,14 +424,8 @@ fn made(record: &Record) -> String {
     )
 }
 
-/// The run's security group as the interruption report names it.
-fn group_made(group: &str, run_id: &str) -> String {
-    format!("security group {group} of run {run_id}")
-}
-
-/// Stages the job in S3, makes the run's security group, launches the host (while the
-/// image uploads) and records the run in its folder. Whatever fails undoes what was made,
-/// and an error means no host runs.
+/// Stages the job in S3, launches the host in the job hosts' security group (while the
+/// image uploads) and records the run in its folder. An error means no host runs.
 async fn launch(
     place: &Place<'_>,
     config: &Config,
@@ -469,14 +460,8 @@ async fn launch(
 
     let job_tags = tags::for_job(&run_id, &config.name, &record.job_uri);
     let host_name = format!("labship-run-{}-{run_id}", config.name);
-    interrupt::checkpoint("creating the job's security group")?;
-    let group = cloud
-        .ensure_job_security_group(&host_name, host.vpc, &job_tags)
-        .await?;
-    interrupt::made(group_made(&group, &run_id));
-    interrupt::install(interrupt::Then::Remove(format!(
-        "aws ec2 delete-security-group --group-id {group}"
-    )))?;
+    interrupt::checkpoint("the job hosts' security group")?;
+    let group = cloud.ensure_job_security_group(host.vpc).await?;
 
     let user_data = userdata::render_job(&userdata::JobHostInputs {
         name: &format!("run-{run_id}"),
@@ -544,13 +529,16 @@ async fn launch(
                 "The push did not finish: terminating the job host {} again",
                 instance.id
             ));
-            undo(cloud, &group, &run_id, Some(&instance.id), printer).await;
+            let ids = [instance.id.clone()];
+            if let Err(t) = cloud.terminate(&ids).await {
+                printer.note(format!(
+                    "could not terminate the job host {}: {t}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself by its deadline anyway)",
+                    instance.id, instance.id
+                ));
+            }
             return Err(e);
         }
-        (_, Err(e)) => {
-            undo(cloud, &group, &run_id, None, printer).await;
-            return Err(e);
-        }
+        (_, Err(e)) => return Err(e),
     };
     record.instance = instance.id.clone();
     interrupt::made(made(&record));
@@ -577,75 +565,6 @@ async fn launch(
         crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
     ));
     Ok(record)
-}
-
-/// What a launch that failed made, removed again (said when it cannot be).
-async fn undo(cloud: &Cloud, group: &str, run_id: &str, instance: Option<&str>, printer: &Printer) {
-    if let Some(id) = instance {
-        let ids = [id.to_string()];
-        if let Err(e) = cloud.terminate(&ids).await {
-            printer.note(format!(
-                "could not terminate the job host {id}: {e}; `aws ec2 terminate-instances --instance-ids {id}` does (it ends itself by its deadline anyway)"
-            ));
-            return;
-        }
-        let _ = cloud.wait_terminated(&ids, Duration::from_secs(300)).await;
-    }
-    match cloud
-        .delete_security_group(group, Duration::from_secs(180))
-        .await
-    {
-        Ok(_) => interrupt::gone(&group_made(group, run_id)),
-        Err(e) => printer.note(format!(
-            "could not delete the run's security group {group}: {e}; `aws ec2 delete-security-group --group-id {group}` does"
-        )),
-    }
-}
-
-/// Security groups of job hosts that are gone (a detached run never fetched, a killed
-/// labship), removed; best effort, said in the log only.
-async fn sweep_leaked_groups(cloud: &Cloud, printer: &Printer) {
-    let (groups, hosts) =
-        match tokio::try_join!(cloud.job_security_groups(None), cloud.job_hosts(None)) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::info!("not sweeping job security groups: {e}");
-                return;
-            }
-        };
-    let live: HashSet<&str> = hosts.iter().map(|h| h.run_id.as_str()).collect();
-    let now = crate::hosts::now_secs();
-    for (group, run_id) in groups {
-        let old = run_started(&run_id).is_some_and(|t| now - t > LEAKED_AFTER_SECS);
-        if live.contains(run_id.as_str()) || !old {
-            continue;
-        }
-        match cloud.delete_security_group(&group, Duration::ZERO).await {
-            Ok(true) => printer.note(format!(
-                "Removed the security group {group} of run {run_id}, whose host is gone"
-            )),
-            Ok(false) => {}
-            Err(e) => tracing::info!("could not remove {group} of run {run_id}: {e}"),
-        }
-    }
-}
-
-/// When a run started, from its id (`YYYYMMDD-HHMMSS-xxxx`, UTC), in Unix seconds.
-fn run_started(run_id: &str) -> Option<i64> {
-    let digits: String = run_id.chars().filter(char::is_ascii_digit).collect();
-    let stamp = digits.get(..14)?;
-    let rfc = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &stamp[..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[8..10],
-        &stamp[10..12],
-        &stamp[12..14]
-    );
-    aws_smithy_types::DateTime::from_str(&rfc, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .map(|t| t.secs())
 }
 
 /// The runner's events in `text` not seen before (the console is a moving window, and the
@@ -744,8 +663,7 @@ fn host_failed(record: &Record, cause: String) -> Error {
 }
 
 /// Follows a run on EC2 to its end: progress from the host's console, the end from S3;
-/// then its folder into `results`, `run.json` in S3 (last), and the host's security group
-/// removed once the host is gone. Ctrl-C ends the host when `end_on_interrupt` (an attached
+/// then its folder into `results`, `run.json` in S3 (last), and the host seen ending. Ctrl-C ends the host when `end_on_interrupt` (an attached
 /// run ends with its labship, as a local one does); a `fetch` leaves it going, as does an
 /// error reading AWS while the host lives.
 async fn follow(
@@ -770,7 +688,7 @@ async fn follow(
                 "Interrupted: terminating the job host {}",
                 record.instance
             ));
-            clean_up(place.cloud, record, true, printer).await;
+            end_host(place.cloud, record, true, printer).await;
             // The interruption's words as things are now (the host gone).
             return Err(
                 interrupt::checkpoint(&format!("the end of run {}", record.run_id))
@@ -780,7 +698,7 @@ async fn follow(
         }
         // The host is gone (or was ended at its deadline): what it left is removed.
         Err(e @ Error::BootFailed { .. }) => {
-            clean_up(place.cloud, record, false, printer).await;
+            end_host(place.cloud, record, false, printer).await;
             return Err(e);
         }
         Err(e) => {
@@ -802,7 +720,7 @@ async fn follow(
         started,
     )
     .await;
-    clean_up(place.cloud, record, false, printer).await;
+    end_host(place.cloud, record, false, printer).await;
     fetched.map_err(|e| Error::S3Data {
         uri: record.job_uri.clone(),
         reason: format!("the run ended, but its results could not be brought here: {e}"),
@@ -943,41 +861,36 @@ fn report(
     }
 }
 
-/// The host terminated (`now`: at once; else it normally is by now) and the run's security
-/// group removed; what cannot be is said with the command that does it.
-async fn clean_up(cloud: &Cloud, record: &Record, now: bool, printer: &Printer) {
-    let id = std::slice::from_ref(&record.instance);
-    if now {
-        let _ = cloud.terminate(id).await;
+/// The host ended: terminated at once when `now` (Ctrl-C, its deadline passed), else seen
+/// shutting down (it powers itself off once its end is in S3; a host still running a minute
+/// after that is terminated). What cannot be is said with the command that does it.
+async fn end_host(cloud: &Cloud, record: &Record, now: bool, printer: &Printer) {
+    let ids = std::slice::from_ref(&record.instance);
+    let ending = |i: &Option<crate::aws::ec2::Instance>| {
+        i.as_ref()
+            .is_none_or(|i| matches!(i.state.as_str(), "shutting-down" | "terminated"))
+    };
+    let mut ended = false;
+    if !now {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if matches!(cloud.instance(&record.instance).await, Ok(i) if ending(&i)) {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(POLL_FIRST).await;
+        }
     }
-    let mut gone = matches!(cloud.wait_terminated(id, Duration::from_secs(60)).await, Ok(left) if left.is_empty());
-    if !gone {
-        let _ = cloud.terminate(id).await;
-        gone = matches!(cloud.wait_terminated(id, Duration::from_secs(300)).await, Ok(left) if left.is_empty());
+    if !ended {
+        ended = cloud.terminate(ids).await.is_ok();
     }
-    if gone {
+    if ended {
         interrupt::gone(&made(record));
     } else {
         printer.note(format!(
-            "the job host {} is not terminated yet: `aws ec2 terminate-instances --instance-ids {}` ends it",
+            "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
             record.instance, record.instance
         ));
-    }
-    match cloud.job_security_groups(Some(&record.run_id)).await {
-        Ok(groups) => {
-            for (g, _) in groups {
-                match cloud.delete_security_group(&g, Duration::from_secs(180)).await {
-                    Ok(_) => interrupt::gone(&group_made(&g, &record.run_id)),
-                    Err(e) => printer.note(format!(
-                        "could not delete the run's security group {g}: {e}; `aws ec2 delete-security-group --group-id {g}` does"
-                    )),
-                }
-            }
-        }
-        Err(e) => printer.note(format!(
-            "could not list the security groups of run {}: {e}; the next `labship run --ec2` removes them",
-            record.run_id
-        )),
     }
 }
 
@@ -1105,12 +1018,6 @@ pub async fn list(aws: &Aws, config: &Config, runs_dir: &Path) -> Result<super::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_run_id_says_when_it_started() {
-        assert_eq!(run_started("20261201-161500-ab12"), Some(1_796_141_700));
-        assert_eq!(run_started("not-a-run"), None);
-    }
 
     #[test]
     fn events_seen_once_are_not_taken_again_whatever_the_window() {

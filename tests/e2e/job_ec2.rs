@@ -54,20 +54,25 @@ fn hosts_of(endpoint: &str, run_id: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The run's security groups left, as the AWS CLI describes them.
-fn groups_of(endpoint: &str, run_id: &str) -> usize {
+/// The job hosts' security group: there (one per VPC), with no inbound rule.
+fn assert_job_group_closed(endpoint: &str) {
     let described = aws_json(
         endpoint,
         &[
             "ec2",
             "describe-security-groups",
             "--filters",
-            &format!("Name=tag:labship:job,Values={run_id}"),
+            "Name=tag-key,Values=labship:job-group",
         ],
     );
-    described["SecurityGroups"]
-        .as_array()
-        .map_or(0, |g| g.len())
+    let groups = described["SecurityGroups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "one per VPC: {described}");
+    assert_eq!(groups[0]["GroupName"], "labship.job-hosts");
+    assert_eq!(
+        groups[0]["IpPermissions"],
+        json!([]),
+        "nothing reaches a job host: {described}"
+    );
 }
 
 /// A project with the analysis notebook, its input bucket filled and an output bucket.
@@ -197,7 +202,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let hosts = hosts_of(&endpoint, &run_id);
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
-    assert_eq!(groups_of(&endpoint, &run_id), 0);
+    assert_job_group_closed(&endpoint);
     // No deployment sees it.
     let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
     assert!(
@@ -226,7 +231,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let hosts = hosts_of(&endpoint, run_id);
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
-    assert_eq!(groups_of(&endpoint, run_id), 0);
+    assert_job_group_closed(&endpoint);
 }
 
 #[test]
@@ -287,7 +292,7 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
         "{fetched}"
     );
     assert_eq!(hosts_of(&endpoint, &run_id)[0].1, "terminated");
-    assert_eq!(groups_of(&endpoint, &run_id), 0);
+    assert_job_group_closed(&endpoint);
 
     // Past its deadline: the runner stops, the host puts what ran and ends itself.
     let mut args = vec![
@@ -310,11 +315,11 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
         "what ran is kept: {report}"
     );
     assert_eq!(hosts_of(&endpoint, run_id)[0].1, "terminated");
-    assert_eq!(groups_of(&endpoint, run_id), 0);
+    assert_job_group_closed(&endpoint);
 }
 
 #[test]
-fn a_role_without_the_job_hosts_statements_is_refused_before_anything_is_made() {
+fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_job_group() {
     // A moto of its own: the shared role is account-wide.
     let moto = Server::moto();
     let endpoint = format!("http://{}", moto.addr);
@@ -405,7 +410,7 @@ fn a_role_without_the_job_hosts_statements_is_refused_before_anything_is_made() 
             "ec2",
             "describe-security-groups",
             "--filters",
-            "Name=tag-key,Values=labship:job",
+            "Name=tag-key,Values=labship:job-group",
         ],
     );
     assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
@@ -417,6 +422,74 @@ fn a_role_without_the_job_hosts_statements_is_refused_before_anything_is_made() 
                 .next()
                 .is_none()
     );
+
+    // With the current policy it starts (detached: this moto runs no user-data); once its
+    // host is gone, `down --all` removes the job hosts' group with the shared role.
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-policy.json");
+    let policy = format!("file://{}", policy.display());
+    let put = aws_cli(
+        &endpoint,
+        &[
+            "iam",
+            "put-role-policy",
+            "--role-name",
+            "labship-instance",
+            "--policy-name",
+            "labship-instance",
+            "--policy-document",
+            &policy,
+        ],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let started = json(&p.labship_at(
+        &endpoint,
+        &[
+            "run",
+            "analysis.ipynb",
+            "--ec2",
+            "--detach",
+            "--output-uri",
+            &out_uri,
+            "-o",
+            "json",
+        ],
+        &[],
+    ));
+    let instance = started["container"].as_str().expect("instance").to_string();
+    assert_job_group_closed(&endpoint);
+    // A job host still there keeps the group.
+    let kept = json(&p.labship_at(
+        &endpoint,
+        &["down", "--all", "--ec2", "--yes", "-o", "json"],
+        &[],
+    ));
+    assert!(!kept.to_string().contains("job hosts"), "{kept}");
+    assert_job_group_closed(&endpoint);
+    aws_json(
+        &endpoint,
+        &["ec2", "terminate-instances", "--instance-ids", &instance],
+    );
+    let down = json(&p.labship_at(
+        &endpoint,
+        &["down", "--all", "--ec2", "--yes", "-o", "json"],
+        &[],
+    ));
+    assert!(down.to_string().contains("of the job hosts"), "{down}");
+    let groups = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            "Name=tag-key,Values=labship:job-group",
+        ],
+    );
+    assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
 }
 
 #[test]
@@ -459,7 +532,7 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     let hosts = hosts_of(&endpoint, &run_id);
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0].1, "terminated", "{err}");
-    assert_eq!(groups_of(&endpoint, &run_id), 0, "{err}");
+    assert_job_group_closed(&endpoint);
 }
 
 #[test]
@@ -510,7 +583,7 @@ fn a_matrix_on_ec2_runs_a_host_per_value_side_by_side_with_one_summary() {
         let hosts = hosts_of(&endpoint, run_id);
         assert_eq!(hosts.len(), 1, "a host per run: {hosts:?}");
         assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
-        assert_eq!(groups_of(&endpoint, run_id), 0);
+        assert_job_group_closed(&endpoint);
     }
     assert_eq!(ids.len(), 3, "a run id each: {report}");
 }

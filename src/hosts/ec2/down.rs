@@ -333,6 +333,40 @@ pub async fn down(
 }
 
 /// The shared role, when no deployment in any region uses it any more (`down --all`, last).
+/// The job hosts' security groups (`run --ec2`, one per VPC), in every region where no job
+/// host is left.
+async fn remove_job_groups(aws: &Aws, report: &mut DownReport) {
+    let regions = match Cloud::new(aws).regions().await {
+        Ok(r) => r,
+        Err(e) => return report.failures.push(e.to_string()),
+    };
+    for region in regions {
+        let cloud = Cloud::new(&aws.in_region(&region));
+        let (hosts, groups) =
+            match tokio::try_join!(cloud.job_hosts(None), cloud.job_security_groups()) {
+                Ok(found) => found,
+                Err(e) => {
+                    report.failures.push(e.to_string());
+                    continue;
+                }
+            };
+        if !hosts.is_empty() {
+            continue;
+        }
+        for g in groups {
+            match cloud
+                .delete_security_group(&g, Duration::from_secs(60))
+                .await
+            {
+                Ok(_) => report
+                    .removed
+                    .push(format!("security group {g} of the job hosts ({region})")),
+                Err(e) => report.failures.push(e.to_string()),
+            }
+        }
+    }
+}
+
 async fn remove_shared_role(cloud: &Cloud, report: &mut DownReport) {
     match cloud.instances_everywhere().await {
         Ok(left) if left.is_empty() => {
@@ -454,7 +488,7 @@ pub async fn preview_all(aws: &Aws, opts: &DownOptions) -> Result<Option<String>
         return Ok(None);
     }
     what.push(format!(
-        "then the shared IAM role {INSTANCE_PROFILE} if no deployment uses it"
+        "then the job hosts' security groups where no job runs, and the shared IAM role {INSTANCE_PROFILE} if no deployment or job uses it"
     ));
     Ok(Some(format!(
         "take down every labship deployment in every region: {}",
@@ -489,6 +523,7 @@ pub async fn down_all(
             Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
         }
     }
+    remove_job_groups(aws, &mut report).await;
     remove_shared_role(&Cloud::new(aws), &mut report).await;
     if !report.failures.is_empty() {
         for f in &report.failures {
