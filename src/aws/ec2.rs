@@ -735,33 +735,42 @@ impl Cloud {
             req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
         }
         let mut found = Vec::new();
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                self.fail(
-                    "ec2",
-                    "DescribeInstances",
-                    deployment.unwrap_or("labship"),
-                    &e,
-                )
-            })?;
-            for r in page.reservations() {
-                // A job host is not a deployment's.
-                for i in r
-                    .instances()
-                    .iter()
-                    .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
-                {
-                    let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
-                    found.push(to_instance(i, &dep));
-                }
-            }
+        // A job host is not a deployment's.
+        for i in self
+            .described(req, deployment.unwrap_or("labship"))
+            .await?
+            .iter()
+            .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
+        {
+            let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
+            found.push(to_instance(i, &dep));
         }
         found.sort_by(|a, b| {
             a.deployment
                 .cmp(&b.deployment)
                 .then(a.launched.cmp(&b.launched))
         });
+        Ok(found)
+    }
+
+    /// Every instance a DescribeInstances request finds, page after page (`resource`: what
+    /// an error names).
+    async fn described(
+        &self,
+        req: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
+        resource: &str,
+    ) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ec2", "DescribeInstances", resource, &e))?;
+            found.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .cloned(),
+            );
+        }
         Ok(found)
     }
 
@@ -779,24 +788,13 @@ impl Cloud {
                 .filters(filter("instance-state-name", &LIVE_STATES)),
         };
         let mut found = Vec::new();
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                self.fail(
-                    "ec2",
-                    "DescribeInstances",
-                    run.unwrap_or("labship jobs"),
-                    &e,
-                )
-            })?;
-            for i in page.reservations().iter().flat_map(|r| r.instances()) {
-                let of = tag_value(i.tags(), tags::JOB_OF).unwrap_or_default();
-                found.push(JobHost {
-                    run_id: tag_value(i.tags(), tags::JOB).unwrap_or_default(),
-                    output: tag_value(i.tags(), tags::JOB_OUTPUT),
-                    instance: to_instance(i, &of),
-                });
-            }
+        for i in self.described(req, run.unwrap_or("labship jobs")).await? {
+            let of = tag_value(i.tags(), tags::JOB_OF).unwrap_or_default();
+            found.push(JobHost {
+                run_id: tag_value(i.tags(), tags::JOB).unwrap_or_default(),
+                output: tag_value(i.tags(), tags::JOB_OUTPUT),
+                instance: to_instance(&i, &of),
+            });
         }
         found.sort_by(|a, b| a.instance.launched.cmp(&b.instance.launched));
         Ok(found)
