@@ -587,3 +587,72 @@ fn a_matrix_on_ec2_runs_a_host_per_value_side_by_side_with_one_summary() {
     }
     assert_eq!(ids.len(), 3, "a run id each: {report}");
 }
+
+#[test]
+fn a_killed_labship_leaves_the_job_going_and_fetch_brings_it_from_the_record() {
+    use std::io::BufRead;
+    let endpoint = rig().aws_endpoint;
+    let sim = sim_endpoint();
+    let (p, input, output) = project("jobec2k");
+    let (points, data) = (
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+    );
+    let out_uri = format!("s3://{output}/results");
+    let mut child = p
+        .command(&[
+            "run",
+            "analysis.ipynb",
+            "--ec2",
+            "--input",
+            &points,
+            "--input",
+            &data,
+            "--output-uri",
+            &out_uri,
+            "-p",
+            "pause=8",
+        ])
+        .env("AWS_ENDPOINT_URL", &sim)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("labship");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    // Killed (no Ctrl-C, no clean-up) once its job runs on the host.
+    while !seen.contains("cell 1 of") {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("stderr") == 0 {
+            panic!("labship ended before the job ran: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let run_id = seen
+        .split("as job ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the run's id on stderr")
+        .to_string();
+    // The same project (its record in runs/<id>/ec2.json): fetch follows the run to its end.
+    let fetched = json(&p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]));
+    assert_eq!(fetched["state"], "succeeded", "{fetched}");
+    assert_eq!(fetched["parameters"], json!({"pause": 8}));
+    let results = std::path::PathBuf::from(fetched["results"].as_str().expect("results"));
+    assert!(results.join("outputs/squares.csv").exists(), "{fetched}");
+    assert_eq!(hosts_of(&endpoint, &run_id)[0].1, "terminated");
+    // Fetched once: reported from its folder again, and listed as such.
+    let again = json(&p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]));
+    assert_eq!(again["run_id"], run_id.as_str());
+    let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
+    let row = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{run_id} in {runs}"));
+    assert_eq!(row["state"], "succeeded", "{runs}");
+}
