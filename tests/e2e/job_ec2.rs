@@ -75,8 +75,10 @@ fn assert_job_group_closed(endpoint: &str) {
     );
 }
 
-/// A project with the analysis notebook, its input bucket filled and an output bucket.
-fn project(prefix: &str) -> (Project, String, String) {
+/// A project with the analysis notebook, its input bucket filled and an output bucket: the
+/// project, the output bucket, and the addresses a run gets (the CSV input, the folder input,
+/// the output).
+fn project(prefix: &str) -> (Project, String, [String; 3]) {
     let endpoint = rig().aws_endpoint;
     let p = Project::default_workload(prefix);
     // A file of its own, so that its layers are not all in the registry already.
@@ -93,7 +95,12 @@ fn project(prefix: &str) -> (Project, String, String) {
         "extra\n",
         "us-east-1",
     );
-    (p, input, output)
+    let addresses = [
+        format!("s3://{input}/points.csv"),
+        format!("s3://{input}/data"),
+        format!("s3://{output}/results"),
+    ];
+    (p, output, addresses)
 }
 
 fn files_of(report: &Value) -> Vec<&str> {
@@ -109,12 +116,7 @@ fn files_of(report: &Value) -> Vec<&str> {
 fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() {
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
-    let (p, input, output) = project("jobec2");
-    let (points, data) = (
-        format!("s3://{input}/points.csv"),
-        format!("s3://{input}/data"),
-    );
-    let out_uri = format!("s3://{output}/results");
+    let (p, output, [points, data, out_uri]) = project("jobec2");
     let run = |extra: &[&str]| {
         let mut args = vec![
             "run",
@@ -238,12 +240,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
 fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
-    let (p, input, output) = project("jobec2d");
-    let (points, data) = (
-        format!("s3://{input}/points.csv"),
-        format!("s3://{input}/data"),
-    );
-    let out_uri = format!("s3://{output}/results");
+    let (p, _, [points, data, out_uri]) = project("jobec2d");
     let common = [
         "--input",
         &points,
@@ -496,12 +493,7 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
 fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
-    let (p, input, output) = project("jobec2i");
-    let (points, data) = (
-        format!("s3://{input}/points.csv"),
-        format!("s3://{input}/data"),
-    );
-    let out_uri = format!("s3://{output}/results");
+    let (p, _, [points, data, out_uri]) = project("jobec2i");
     let mut command = p.command(&[
         "run",
         "analysis.ipynb",
@@ -539,12 +531,7 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
 fn a_matrix_on_ec2_runs_a_host_per_value_side_by_side_with_one_summary() {
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
-    let (p, input, output) = project("jobec2m");
-    let (points, data) = (
-        format!("s3://{input}/points.csv"),
-        format!("s3://{input}/data"),
-    );
-    let out_uri = format!("s3://{output}/results");
+    let (p, _, [points, data, out_uri]) = project("jobec2m");
     let report = json(&p.labship_at(
         &sim,
         &[
@@ -593,12 +580,7 @@ fn a_killed_labship_leaves_the_job_going_and_fetch_brings_it_from_the_record() {
     use std::io::BufRead;
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
-    let (p, input, output) = project("jobec2k");
-    let (points, data) = (
-        format!("s3://{input}/points.csv"),
-        format!("s3://{input}/data"),
-    );
-    let out_uri = format!("s3://{output}/results");
+    let (p, _, [points, data, out_uri]) = project("jobec2k");
     let mut child = p
         .command(&[
             "run",
