@@ -8,6 +8,9 @@ pub const MANAGED_BY_VALUE: &str = "labship";
 pub const DEPLOYMENT: &str = "labship:deployment";
 /// On an instance: the image its container runs (`REGISTRY/REPOSITORY:CONTENT_TAG`).
 pub const IMAGE: &str = "labship:image";
+/// On an instance: which `[data] inputs` its host copied (`labship::hosts::ec2::userdata::
+/// inputs_id`; `none`; absent on instances of older labship versions, which have none).
+pub const INPUTS: &str = "labship:inputs";
 /// On an instance: the port Jupyter is published on.
 pub const PORT: &str = "labship:port";
 /// On an instance: `https` when its Jupyter serves TLS with a certificate the host made (every

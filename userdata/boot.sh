@@ -27,6 +27,9 @@ readonly IDLE_STOP={{IDLE_STOP}}
 readonly TTL={{TTL}}
 # 1: the workspace lives on the deployment's data volume (see ensure_data in common.sh).
 readonly DATA_VOLUME={{DATA_VOLUME}}
+# The [data] inputs (inputs.tsv lines) and their id (see fetch_inputs in common.sh).
+readonly INPUTS={{INPUTS}}
+readonly INPUTS_ID={{INPUTS_ID}}
 # cloud-init already copies stdout to the console.
 readonly CONSOLE=
 
@@ -72,9 +75,9 @@ want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
 have=$(container_identity)
 publish=$(publish_label)
 publish=${publish#*=}
-if [ "$have" = "$want true $publish" ]; then
+if [ "$have" = "$want true $(inputs_wanted) $publish" ]; then
     log "container $CONTAINER already runs $IMAGE"
-elif [ "$have" = "$want false $publish" ]; then
+elif [ "$have" = "$want false $(inputs_wanted) $publish" ]; then
     quiet docker start "$CONTAINER"
 else
     if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi

@@ -405,23 +405,66 @@ tls_pin() {
         openssl dgst -sha256 -binary | base64
 }
 
-# What a container must match to be kept: image, and where it is published.
+# What a container must match to be kept: image, its inputs, and where it is published.
 # Where the container is published: $BIND unless a recreate keeps the running one's.
 PUBLISH_BIND=$BIND
 publish_label() { printf '%s' "dev.labship.ec2.publish=$PUBLISH_BIND:$PORT"; }
 container_identity() {
     docker container inspect --format \
-        '{''{.Image}} {''{.State.Running}} {''{index .Config.Labels "dev.labship.ec2.publish"}}' \
+        '{''{.Image}} {''{.State.Running}} {''{with index .Config.Labels "dev.labship.ec2.inputs"}}{''{.}}{''{else}}none{''{end}} {''{index .Config.Labels "dev.labship.ec2.publish"}}' \
         "$CONTAINER" 2>/dev/null || true
 }
 
+# The deployment's [data] inputs (INPUTS: inputs.tsv lines, kind, name, bucket region,
+# address; INPUTS_ID what identifies them, `-` for "those the host has"): copied with the
+# instance role into a folder of their own, made readable, and mounted read-only at
+# <workdir>/inputs of each new container, whose label carries the id (other inputs: a new
+# container). Copied again for every new container, so it gets the objects as they are now.
+INPUTS_ROOT="$STATE_DIR/inputs/$DEPLOYMENT"
+inputs_wanted() {
+    if [ "$INPUTS_ID" = - ]; then
+        cat "$INPUTS_ROOT.id" 2>/dev/null || printf none
+    else
+        printf '%s' "$INPUTS_ID"
+    fi
+}
+fetch_inputs() {
+    local kind name region uri old next="$INPUTS_ROOT/$INPUTS_ID.new"
+    if [ "$INPUTS_ID" = - ]; then return 0; fi
+    mkdir -p "$INPUTS_ROOT"
+    for old in "$INPUTS_ROOT"/*; do
+        if [ -e "$old" ] && [ "${old##*/}" != "$INPUTS_ID" ]; then rm -rf "$old"; fi
+    done
+    printf '%s\n' "$INPUTS_ID" >"$INPUTS_ROOT.id"
+    if [ "$INPUTS_ID" = none ]; then return 0; fi
+    mkdir -p "$next"
+    while IFS=$'\t' read -r kind name region uri; do
+        [ -n "$name" ] || continue
+        case $kind in
+        file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$next/$name" ;;
+        folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$next/$name/" ;;
+        *) fail "unknown input kind $kind" ;;
+        esac
+    done <<<"$INPUTS"
+    chmod -R a+rX "$next"
+    rm -rf "${next%.new}"
+    mv "$next" "${next%.new}"
+    log "inputs $INPUTS_ID copied"
+}
+
 run_container() {
+    local id inputs=()
+    fetch_inputs
+    id=$(inputs_wanted)
+    if [ "$id" != none ] && [ -d "$INPUTS_ROOT/$id" ]; then
+        inputs=(-v "$INPUTS_ROOT/$id:$WORKDIR/inputs:ro")
+    fi
     quiet docker run -d --name "$CONTAINER" --label "$LABEL=$DEPLOYMENT" \
-        --label "$(publish_label)" --env-file "$TOKEN_ENV" \
+        --label "$(publish_label)" --label "dev.labship.ec2.inputs=$id" --env-file "$TOKEN_ENV" \
         --group-add "$TLS_GID" -v "$TLS_DIR:/etc/labship-tls:ro" \
         -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
         --restart unless-stopped --init -p "$PUBLISH_BIND:$PORT:$CONTAINER_PORT" \
-        -v "$VOLUME:$WORKDIR" "$IMAGE"
+        "${inputs[@]}" -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
 
 # The newest URL with a token in a Jupyter log, preferring the 127.0.0.1 / localhost

@@ -27,8 +27,8 @@ readonly TIMEOUT={{TIMEOUT}}
 readonly HOST_DEADLINE_MIN={{HOST_DEADLINE_MIN}}
 readonly CONTAINER="labship-$DEPLOYMENT"
 readonly CONSOLE=
-# Not used by a job host: the helpers read it where they are defined.
-readonly BIND=127.0.0.1
+# Not used by a job host: the helpers read them where they are defined.
+readonly BIND=127.0.0.1 INPUTS='' INPUTS_ID=none
 
 # The host's own deadline, first: whatever happens below, it powers off by then. No
 # deadline, no job: it powers off now. (From the helpers on, the EXIT trap below does it.)

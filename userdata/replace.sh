@@ -26,6 +26,9 @@ readonly IDLE_STOP={{IDLE_STOP}}
 readonly TTL={{TTL}}
 # 1: the workspace lives on the deployment's data volume (see ensure_data in common.sh).
 readonly DATA_VOLUME={{DATA_VOLUME}}
+# The [data] inputs (inputs.tsv lines) and their id (see fetch_inputs in common.sh).
+readonly INPUTS={{INPUTS}}
+readonly INPUTS_ID={{INPUTS_ID}}
 # 1: start a new container even if the running one has this image (a rotated token).
 readonly RECREATE={{RECREATE}}
 readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
@@ -96,7 +99,7 @@ if [ "$RECREATE" = 1 ] && [ -n "$have" ]; then
 fi
 publish=$(publish_label)
 publish=${publish#*=}
-if [ "$have" = "$want true $publish" ] && [ "$RECREATE" != 1 ]; then
+if [ "$have" = "$want true $(inputs_wanted) $publish" ] && [ "$RECREATE" != 1 ]; then
     log "container $CONTAINER already runs $IMAGE on $publish: nothing to replace"
 else
     if [ -n "$have" ]; then

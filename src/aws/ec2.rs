@@ -101,6 +101,8 @@ pub struct Instance {
     pub state_reason: Option<String>,
     /// A class's seat (tags `labship:class`, `labship:seat`).
     pub seat: Option<crate::hosts::SeatOf>,
+    /// Which inputs its host copied (tag `labship:inputs`).
+    pub inputs: Option<String>,
 }
 
 impl Instance {
@@ -918,12 +920,14 @@ impl Cloud {
         image: &str,
         port: u16,
         life: (Option<Duration>, Option<Duration>),
+        inputs: &str,
     ) -> Result<()> {
         self.retag(
             id,
             &[
                 (tags::IMAGE, image.to_string()),
                 (tags::PORT, port.to_string()),
+                (tags::INPUTS, inputs.to_string()),
                 (tags::IDLE_STOP, crate::config::lifetime_text(life.0)),
                 (tags::TTL, crate::config::lifetime_text(life.1)),
             ],
@@ -1214,6 +1218,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
         seat: seat_of(i.tags()),
+        inputs: tag_value(i.tags(), tags::INPUTS),
         state_reason: i
             .state_reason()
             .and_then(|r| r.code())

@@ -95,8 +95,8 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
 
 /// `[data] inputs`: checked before anything is made, then (not for a dry run) copied; a
 /// local deployment (every seat of a local class) gets them read-only at `inputs/<name>`.
-/// An EC2 host does not get them yet: said, not refused, so that a project whose inputs
-/// are for its jobs still deploys.
+/// An EC2 host copies them itself with its role (their lines go into its scripts, and so
+/// into the plan), and mounts them read-only the same way.
 async fn inputs(
     config: &Config,
     options: &mut UpOptions,
@@ -106,14 +106,16 @@ async fn inputs(
     if config.data.inputs.is_empty() {
         return Ok(());
     }
-    if config.target == Target::Ec2 {
-        printer.note(
-            "[data] inputs are not copied to EC2 hosts yet: they are given to local deployments and to jobs (`labship run`)",
-        );
-        return Ok(());
-    }
     let s3 = S3::new(&labship::aws::load(config).await?);
     let checked = data::check(&s3, &config.data.inputs).await?;
+    if config.target == Target::Ec2 {
+        // The host copies them itself, with its role, before Jupyter starts.
+        options.host_inputs = checked
+            .iter()
+            .map(|c| c.on_host().map(|(line, _)| line))
+            .collect::<Result<String>>()?;
+        return Ok(());
+    }
     options.inputs_label = data::label(&checked);
     if !dry_run {
         // Nothing is made yet: a Ctrl-C during the copy only stops it.

@@ -63,6 +63,9 @@ pub struct UpOptions {
     /// they are (`data::label`: a dry run has the label, not the copy).
     pub inputs: Vec<crate::data::Copied>,
     pub inputs_label: Option<String>,
+    /// EC2: the `[data] inputs` as the host copies them itself (`inputs.tsv` lines, see
+    /// `data::Checked::on_host`; empty: none).
+    pub host_inputs: String,
 }
 
 /// A seat of a class: the deployment `<class>-<seat>`, with the student's name and email

@@ -1821,3 +1821,124 @@ fn access_denied_names_the_ec2_action_and_labships_policy() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_its_container() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2in");
+    p.write("docker/resources/marker.txt", &p.name);
+    let name = p.name.clone();
+    let bucket = unique("labship-in");
+    aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "create-bucket", "--bucket", &bucket],
+    );
+    s3_put(
+        &rig.aws_endpoint,
+        &bucket,
+        "points.csv",
+        "v\n1\n2\n",
+        "us-east-1",
+    );
+    s3_put(
+        &rig.aws_endpoint,
+        &bucket,
+        "data/more/extra.txt",
+        "extra\n",
+        "us-east-1",
+    );
+    // The project's own settings (its name, the rig's base image), then the inputs.
+    let toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("labship.toml");
+    p.write(
+        "labship.toml",
+        &format!("{toml}[data]\ninputs = [\"s3://{bucket}/points.csv\"]\n"),
+    );
+    let port = free_port();
+    let port_s = port.to_string();
+    let first = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    // The host copied it: Jupyter lists it in the workspace, at inputs/.
+    let saved = p.path().join("saved-1");
+    let backup = |dest: &std::path::Path| {
+        json(&p.labship_at(
+            &sim,
+            &[
+                "backup",
+                "--ec2",
+                "--to",
+                dest.to_str().expect("utf-8"),
+                "-o",
+                "json",
+            ],
+            &[],
+        ))
+    };
+    backup(&saved);
+    assert_eq!(
+        std::fs::read_to_string(saved.join("inputs/points.csv")).expect("the input"),
+        "v\n1\n2\n"
+    );
+    let again = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(again["action"], "unchanged", "the same inputs: {again}");
+
+    // Another input: the plan says so, and the container is replaced on the same instance.
+    p.write(
+        "labship.toml",
+        &format!(
+            "{toml}[data]\ninputs = [\"s3://{bucket}/points.csv\", \"s3://{bucket}/data/\"]\n"
+        ),
+    );
+    let mut dry = ec2_up_args(&port_s);
+    dry.push("--dry-run");
+    let plan = json(&p.labship_at(&sim, &dry, &[]));
+    assert_eq!(plan["action"], "replace", "{plan}");
+    assert!(
+        plan["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inputs changed"),
+        "{plan}"
+    );
+    let replaced = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(replaced["action"], "replaced", "{replaced}");
+    assert_eq!(replaced["instance_id"], first["instance_id"]);
+    let saved = p.path().join("saved-2");
+    backup(&saved);
+    assert_eq!(
+        std::fs::read_to_string(saved.join("inputs/data/more/extra.txt")).expect("the folder"),
+        "extra\n"
+    );
+    assert!(saved.join("inputs/points.csv").exists());
+    // Read-only, as the engine says.
+    let mounts = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        &format!("labship-ec2-{name}"),
+    ]);
+    let mounts: Value = serde_json::from_str(&mounts).expect("mounts");
+    let inputs = mounts
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| {
+            m["Destination"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("/inputs"))
+        })
+        .unwrap_or_else(|| panic!("an inputs mount in {mounts}"));
+    assert_eq!(inputs["RW"], false, "{inputs}");
+    // A token rotation makes a new container with the inputs the host has.
+    let rotated = p.labship_at(&sim, &["token", "--rotate", "--ec2"], &[]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let saved = p.path().join("saved-3");
+    backup(&saved);
+    assert!(saved.join("inputs/data/more/extra.txt").exists());
+    json(&p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &[],
+    ));
+    assert_nothing_left(&name).await;
+}

@@ -63,6 +63,9 @@ pub struct Options {
     pub spot: Option<bool>,
     /// A class's seat: its instance and data volume carry the class and seat tags.
     pub seat: Option<crate::hosts::SeatOf>,
+    /// The `[data] inputs` the host copies and mounts read-only at `inputs/` (`inputs.tsv`
+    /// lines; empty: none).
+    pub inputs: String,
 }
 
 impl Options {
@@ -143,6 +146,7 @@ impl Options {
             volume_gib_asked: config.ec2.volume_size.is_some(),
             spot: config.ec2.spot,
             seat: options.seat.clone(),
+            inputs: options.host_inputs.clone(),
         })
     }
 }
@@ -224,6 +228,8 @@ impl Observed {
         self.live().is_some_and(|i| {
             i.image.as_deref().is_some_and(|img| img.ends_with(&wanted))
                 && i.port == Some(opts.port)
+                && i.inputs.as_deref().unwrap_or(userdata::NO_INPUTS)
+                    == userdata::inputs_id(&opts.inputs)
                 && same_life(i, opts)
         })
     }
@@ -455,7 +461,14 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.user_data = Some(script(registry)?);
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same_image = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted));
-            let reason = if same_image && inst.port == Some(opts.port) {
+            let same_inputs = inst.inputs.as_deref().unwrap_or(userdata::NO_INPUTS)
+                == userdata::inputs_id(&opts.inputs);
+            let reason = if same_image && inst.port == Some(opts.port) && !same_inputs {
+                format!(
+                    "the [data] inputs changed; the host copies them and replaces the container on {}, which keeps the workspace volume and its notebooks",
+                    inst.id
+                )
+            } else if same_image && inst.port == Some(opts.port) {
                 format!(
                     "the host's watchdog changes ({}); the container and its workspace stay",
                     life_change(inst, opts)
@@ -538,6 +551,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             let mut instance_tags = volume_tags.clone();
             instance_tags.push((tags::IMAGE.into(), image.clone()));
             instance_tags.push((tags::PORT.into(), opts.port.to_string()));
+            instance_tags.push((tags::INPUTS.into(), userdata::inputs_id(&opts.inputs)));
             instance_tags.push((tags::SCHEME.into(), "https".into()));
             instance_tags.push((tags::ACCESS.into(), opts.access.as_str().into()));
             instance_tags.push((
@@ -833,7 +847,7 @@ fn inputs<'a>(
     registry: &'a str,
     image: &'a str,
     kind: &HostKind,
-    opts: &Options,
+    opts: &'a Options,
     data_volume: bool,
 ) -> UserDataInputs<'a> {
     UserDataInputs {
@@ -850,6 +864,7 @@ fn inputs<'a>(
         idle_stop_secs: opts.idle_stop.map_or(0, |d| d.as_secs()),
         ttl_secs: opts.ttl.map_or(0, |d| d.as_secs()),
         data_volume,
+        inputs: &opts.inputs,
     }
 }
 
@@ -1077,6 +1092,7 @@ mod tests {
             spot_request: None,
             seat: None,
             state_reason: None,
+            inputs: None,
         }
     }
 
@@ -1404,6 +1420,33 @@ mod tests {
         let restart = super::plan(&config, &opts(&config), &seen).expect("plan");
         assert_eq!(restart.action, PlannedAction::Restart);
         assert!(ec2(&restart).user_data.is_some());
+    }
+
+    #[test]
+    fn other_inputs_replace_the_container_and_the_same_ones_leave_it() {
+        let (_dir, config) = config();
+        let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/lab:ctx-1";
+        let mut seen = observed(vec![instance("running", image, 8888)]);
+        seen.console = Some("labship: token path=/lab source=labship\n".into());
+        seen.registry = Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com".into());
+        let mut with = opts(&config);
+        with.inputs = "file\tnotes.txt\teu-west-1\ts3://labship-data/notes.txt\n".into();
+        let replace = plan(&config, &with, &seen).expect("plan");
+        assert_eq!(replace.action, PlannedAction::Replace, "{}", replace.reason);
+        assert!(
+            replace.reason.contains("inputs changed"),
+            "{}",
+            replace.reason
+        );
+        let script = ec2(&replace).user_data.clone().expect("the replace script");
+        assert!(
+            script.contains("s3://labship-data/notes.txt"),
+            "plan = apply"
+        );
+        // The instance says it has them: nothing to do.
+        seen.instances[0].inputs = Some(userdata::inputs_id(&with.inputs));
+        let same = plan(&config, &with, &seen).expect("plan");
+        assert_ne!(same.action, PlannedAction::Replace, "{}", same.reason);
     }
 
     #[test]

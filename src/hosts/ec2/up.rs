@@ -241,7 +241,7 @@ pub async fn up(
             &cloud,
             inst,
             script,
-            (&image, opts.port),
+            (&image, opts.port, &userdata::inputs_id(&opts.inputs)),
             (opts.idle_stop, opts.ttl),
             printer,
         )
@@ -449,7 +449,7 @@ async fn in_place(
                 cloud,
                 inst,
                 script,
-                (&plan.image, opts.port),
+                (&plan.image, opts.port, &userdata::inputs_id(&opts.inputs)),
                 (opts.idle_stop, opts.ttl),
                 printer,
             )
@@ -685,7 +685,7 @@ async fn start(
         cloud,
         &running,
         script,
-        (&plan.image, opts.port),
+        (&plan.image, opts.port, &userdata::inputs_id(&opts.inputs)),
         (opts.idle_stop, opts.ttl),
         printer,
     )
@@ -1073,7 +1073,7 @@ async fn replace_container(
     cloud: &Cloud,
     inst: &Instance,
     script: &str,
-    (image, port): (&str, u16),
+    (image, port, inputs): (&str, u16, &str),
     life: (Option<Duration>, Option<Duration>),
     printer: &Printer,
 ) -> Result<(Instance, f64, Served)> {
@@ -1140,7 +1140,9 @@ async fn replace_container(
             inst.deployment
         ),
     })?;
-    cloud.set_serving_tags(&inst.id, image, port, life).await?;
+    cloud
+        .set_serving_tags(&inst.id, image, port, life, inputs)
+        .await?;
     let now = cloud
         .instance(&inst.id)
         .await?
@@ -1186,6 +1188,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         idle_stop_secs: inst.idle_stop.flatten().map_or(0, |d| d.as_secs()),
         ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
         data_volume: inst.data_volume,
+        inputs: userdata::KEEP_INPUTS,
     })
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;
@@ -1200,7 +1203,11 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         &cloud,
         &inst,
         &script,
-        (&image, port),
+        (
+            &image,
+            port,
+            inst.inputs.as_deref().unwrap_or(userdata::NO_INPUTS),
+        ),
         (inst.idle_stop.flatten(), inst.ttl.flatten()),
         printer,
     )

@@ -138,6 +138,26 @@ pub struct UserDataInputs<'a> {
     /// The workspace lives on the deployment's data volume, which labship attaches (the
     /// host waits for it, formats it the first time and mounts it).
     pub data_volume: bool,
+    /// The `[data] inputs` the host copies with its role and mounts read-only at
+    /// `<workdir>/inputs` (`inputs.tsv` lines: kind, name, bucket region, address); empty:
+    /// none; [`KEEP_INPUTS`]: those the host has (a token rotation).
+    pub inputs: &'a str,
+}
+
+/// The inputs of a script that keeps those the host has.
+pub const KEEP_INPUTS: &str = "-";
+/// The inputs id of no inputs.
+pub const NO_INPUTS: &str = "none";
+
+/// What identifies a list of inputs on an instance's tag and its container's label: the
+/// first 16 hex digits of its SHA-256, or [`NO_INPUTS`].
+#[must_use]
+pub fn inputs_id(inputs: &str) -> String {
+    use sha2::Digest as _;
+    if inputs.is_empty() {
+        return NO_INPUTS.into();
+    }
+    hex::encode(sha2::Sha256::digest(inputs.as_bytes()))[..16].to_string()
 }
 
 /// Why a script could not be rendered.
@@ -304,6 +324,7 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
         idle_stop_secs: 0,
         ttl_secs: 0,
         data_volume: false,
+        inputs: "",
     };
     let mut values: Vec<(&'static str, String)> = values(&deployment_like)?
         .into_iter()
@@ -503,6 +524,18 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         }
     }
 
+    if inputs
+        .inputs
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n')
+    {
+        return Err(invalid(
+            "inputs",
+            inputs.inputs,
+            "an input's line holds a control character".into(),
+            "give inputs whose addresses hold no control characters",
+        ));
+    }
     let (bind, host_addr) = match inputs.bind {
         IpAddr::V4(v4) if v4.is_unspecified() => (v4.to_string(), "127.0.0.1".to_string()),
         IpAddr::V4(v4) => (v4.to_string(), v4.to_string()),
@@ -527,6 +560,14 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         ("IDLE_STOP", inputs.idle_stop_secs.to_string()),
         ("TTL", inputs.ttl_secs.to_string()),
         ("DATA_VOLUME", u8::from(inputs.data_volume).to_string()),
+        ("INPUTS", inputs.inputs.to_string()),
+        (
+            "INPUTS_ID",
+            match inputs.inputs {
+                KEEP_INPUTS => KEEP_INPUTS.to_string(),
+                list => inputs_id(list),
+            },
+        ),
     ])
 }
 
@@ -680,10 +721,15 @@ mod tests {
             idle_stop_secs: 3600,
             ttl_secs: 86_400,
             data_volume: false,
+            inputs: "",
         }
     }
 
-    /// Every script labship can render: 3 host kinds x boot/replace x 2 binds.
+    /// Two inputs as `data::Checked::on_host` writes them (a quote in an address).
+    const INPUTS: &str = "file\tnotes.txt\teu-west-1\ts3://labship-data/it's/notes.txt\nfolder\tcsv\tus-east-1\ts3://labship-data/csv/\n";
+
+    /// Every script labship can render: 3 host kinds x boot/replace x 2 binds, with and
+    /// without inputs.
     fn all_variants() -> Vec<(String, String)> {
         let mut all = Vec::new();
         for kind in [HostKind::Al2023, HostKind::EcsAl2023, HostKind::Custom] {
@@ -694,6 +740,14 @@ mod tests {
                 all.push((format!("boot {kind} {bind}"), boot));
                 all.push((format!("replace {kind} {bind}"), replace));
             }
+            let with_inputs = UserDataInputs {
+                inputs: INPUTS,
+                ..inputs(kind, "0.0.0.0")
+            };
+            let boot = render_boot(&with_inputs).expect("boot renders");
+            let replace = render_replace(&with_inputs).expect("replace renders");
+            all.push((format!("boot {kind} with inputs"), boot));
+            all.push((format!("replace {kind} with inputs"), replace));
             let job = render_job(&job_inputs(kind)).expect("job renders");
             all.push((format!("boot (job host) {kind}"), job));
         }
@@ -712,6 +766,36 @@ mod tests {
             job_region: "eu-west-1",
             timeout_secs: 3600,
         }
+    }
+
+    #[test]
+    fn inputs_go_into_the_scripts_quoted_with_their_id_and_a_rotation_keeps_the_hosts() {
+        let with = UserDataInputs {
+            inputs: INPUTS,
+            ..inputs(HostKind::Al2023, "0.0.0.0")
+        };
+        let boot = render_boot(&with).expect("renders");
+        assert!(
+            boot.contains("s3://labship-data/it'\\''s/notes.txt"),
+            "{boot}"
+        );
+        let id = inputs_id(INPUTS);
+        assert_eq!(id.len(), 16);
+        assert!(boot.contains(&format!("readonly INPUTS_ID='{id}'")));
+        let none = render_boot(&inputs(HostKind::Al2023, "0.0.0.0")).expect("renders");
+        assert!(none.contains("readonly INPUTS_ID='none'"));
+        let keep = UserDataInputs {
+            inputs: KEEP_INPUTS,
+            ..inputs(HostKind::Al2023, "0.0.0.0")
+        };
+        assert!(render_recreate(&keep)
+            .expect("renders")
+            .contains("readonly INPUTS_ID='-'"));
+        let bad = UserDataInputs {
+            inputs: "file\tx\tus-east-1\ts3://b/\u{7}\n",
+            ..inputs(HostKind::Al2023, "0.0.0.0")
+        };
+        assert!(render_boot(&bad).is_err(), "a control character is refused");
     }
 
     #[test]
@@ -810,8 +894,9 @@ mod tests {
             assert!(script.starts_with("#!/bin/bash\n"), "{name}");
             assert!(script.contains("\nset -euo pipefail\n"), "{name}");
             // The boot script goes to EC2 gzipped (16 KiB); a replace goes through SSM as
-            // text (MAX_SCRIPT_BYTES). A quarter of the first and half of the second leave
-            // room for long image names (a few hundred bytes) and what comes next.
+            // text (MAX_SCRIPT_BYTES). A quarter of the first and three fifths of the second
+            // leave room for long image names (a few hundred bytes each), a deployment's
+            // inputs (a line each) and what comes next.
             if name.starts_with("boot") {
                 assert!(
                     gzip(&script).len() <= MAX_USER_DATA_BYTES * 3 / 4,
@@ -820,7 +905,7 @@ mod tests {
                 );
             } else {
                 assert!(
-                    script.len() <= MAX_SCRIPT_BYTES / 2,
+                    script.len() <= MAX_SCRIPT_BYTES * 3 / 5,
                     "{name}: {} bytes: keep room for long image names",
                     script.len()
                 );
@@ -952,7 +1037,7 @@ mod tests {
     fn oversize_scripts_are_refused() {
         // A name that gzip cannot shrink: within the text bound, beyond EC2's once gzipped.
         let mut x: u32 = 7;
-        let noise: String = (0..24 * 1024)
+        let noise: String = (0..20 * 1024)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x >> 16) as usize % 36])
@@ -1077,19 +1162,20 @@ volume)
     esac ;;
 container)
     [ -e "$c/$last" ] || { echo "Error: No such container: $last" >&2; exit 1; }
-    read -r img status restarts code pub <"$c/$last"
+    read -r img status restarts code pub inp <"$c/$last"
     case "$fmt" in
     '') echo '[{}]' ;;
-    '{{.Image}} {{.State.Running}} {{index .Config.Labels "dev.labship.ec2.publish"}}')
-        if [ "$status" = running ]; then echo "$img true $pub"; else echo "$img false $pub"; fi ;;
+    '{{.Image}} {{.State.Running}} {{with index .Config.Labels "dev.labship.ec2.inputs"}}{{.}}{{else}}none{{end}} {{index .Config.Labels "dev.labship.ec2.publish"}}')
+        if [ "$status" = running ]; then echo "$img true ${inp:-none} $pub"; else echo "$img false ${inp:-none} $pub"; fi ;;
     '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}') echo "$status $restarts $code" ;;
     *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
     esac ;;
 run)
-    name=; prev=; pub=
+    name=; prev=; pub=; inp=
     for a in "$@"; do
         if [ "$prev" = --name ]; then name=$a; fi
         if [ "$prev" = --label ] && [ "${a%%=*}" = dev.labship.ec2.publish ]; then pub=${a#*=}; fi
+        if [ "$prev" = --label ] && [ "${a%%=*}" = dev.labship.ec2.inputs ]; then inp=${a#*=}; fi
         if [ "$prev" = --env-file ]; then grep -q '^JUPYTER_TOKEN=[0-9a-f]\{48\}$' "$a" || { echo "stub: bad env file" >&2; exit 125; }; fi
         prev=$a
     done
@@ -1100,13 +1186,13 @@ run)
         exit 125
     fi
     if [ "$image_id" = "${STUB_CRASH_IMAGE:-none}" ]; then
-        echo "$image_id exited 0 1 $pub" >"$c/$name"
+        echo "$image_id exited 0 1 $pub $inp" >"$c/$name"
     else
-        echo "$image_id running 0 0 $pub" >"$c/$name"
+        echo "$image_id running 0 0 $pub $inp" >"$c/$name"
     fi
     echo 4f0c6d5e1a2b ;;
-start) read -r img _ _ _ pub <"$c/$last"; echo "$img running 0 0 $pub" >"$c/$last"; echo "$last" ;;
-stop) read -r img _ _ _ pub <"$c/$last"; echo "$img exited 0 0 $pub" >"$c/$last"; echo "$last" ;;
+start) read -r img _ _ _ pub inp <"$c/$last"; echo "$img running 0 0 $pub $inp" >"$c/$last"; echo "$last" ;;
+stop) read -r img _ _ _ pub inp <"$c/$last"; echo "$img exited 0 0 $pub $inp" >"$c/$last"; echo "$last" ;;
 rename) mv "$c/$2" "$c/$3" ;;
 rm) rm -f "$c/$last"; echo "$last" ;;
 logs)
@@ -1455,7 +1541,7 @@ esac
         };
         let run_line = format!(
             "docker run -d --name labship-ec2-demo --label dev.labship.ec2.deployment=demo \
-             --label dev.labship.ec2.publish=127.0.0.1:8890 --env-file {} \
+             --label dev.labship.ec2.publish=127.0.0.1:8890 --label dev.labship.ec2.inputs=none --env-file {} \
              --group-add {} -v {}:/etc/labship-tls:ro -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
              --restart unless-stopped --init -p 127.0.0.1:8890:8888 \
              -v labship-ec2-demo-work:/home/jovyan {IMAGE}",
@@ -1807,7 +1893,7 @@ esac
         assert!(!calls.contains("docker volume create"), "{context}");
         assert_eq!(
             host.container("labship-ec2-demo").as_deref(),
-            Some("sha256:new running 0 0 127.0.0.1:8888")
+            Some("sha256:new running 0 0 127.0.0.1:8888 none")
         );
         assert_eq!(host.container("labship-ec2-demo-previous"), None);
     }
