@@ -1911,23 +1911,7 @@ async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_it
     );
     assert!(saved.join("inputs/points.csv").exists());
     // Read-only, as the engine says.
-    let mounts = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{json .Mounts}}",
-        &format!("labship-ec2-{name}"),
-    ]);
-    let mounts: Value = serde_json::from_str(&mounts).expect("mounts");
-    let inputs = mounts
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .find(|m| {
-            m["Destination"]
-                .as_str()
-                .is_some_and(|d| d.ends_with("/inputs"))
-        })
-        .unwrap_or_else(|| panic!("an inputs mount in {mounts}"));
+    let inputs = mount_of(&format!("labship-ec2-{name}"), "/inputs");
     assert_eq!(inputs["RW"], false, "{inputs}");
     // A token rotation makes a new container with the inputs the host has.
     let rotated = p.labship_at(&sim, &["token", "--rotate", "--ec2"], &[]);

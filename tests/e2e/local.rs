@@ -704,23 +704,7 @@ fn a_local_deployment_reads_its_inputs_and_other_inputs_replace_its_container() 
         "the input, through Jupyter's contents API"
     );
     // The inputs are mounted read-only (as the engine says); the rest of the workspace is not.
-    let mounts: Value = serde_json::from_str(&docker_ok(&[
-        "inspect",
-        "--format",
-        "{{json .Mounts}}",
-        &format!("labship-{}", p.name),
-    ]))
-    .expect("mounts JSON");
-    let input = mounts
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .find(|m| {
-            m["Destination"]
-                .as_str()
-                .is_some_and(|d| d.ends_with("/inputs/week1"))
-        })
-        .unwrap_or_else(|| panic!("no inputs/week1 mount: {mounts}"));
+    let input = mount_of(&format!("labship-{}", p.name), "/inputs/week1");
     assert_eq!(input["RW"], false, "{input}");
     assert_eq!(input["Type"], "bind", "{input}");
     put_file(&url, "notes.txt", "mine");

@@ -197,6 +197,29 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The mount of `container` whose destination ends with `suffix`, as the engine describes
+/// it (`docker inspect`'s `.Mounts`).
+pub fn mount_of(container: &str, suffix: &str) -> Value {
+    let mounts: Value = serde_json::from_str(&docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        container,
+    ]))
+    .expect("mounts JSON");
+    mounts
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| {
+            m["Destination"]
+                .as_str()
+                .is_some_and(|d| d.ends_with(suffix))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no mount at …{suffix} in {mounts}"))
+}
+
 /// Removes every tag of `repo` (locally built, or named with a registry in front).
 pub fn remove_images(repo: &str) {
     let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
