@@ -70,9 +70,7 @@ pub fn for_deployment(deployment: &str) -> Vec<(&'static str, String)> {
         (MANAGED_BY, MANAGED_BY_VALUE.to_string()),
         (DEPLOYMENT, deployment.to_string()),
     ];
-    if let Some(arn) = CALLER.get() {
-        tags.push((OWNER, arn.clone()));
-    }
+    tags.extend(owner().map(|arn| (OWNER, arn)));
     tags
 }
 
@@ -85,9 +83,7 @@ pub fn for_job(run_id: &str, of: &str, output: &str) -> Vec<(&'static str, Strin
         (JOB_OF, of.to_string()),
         (JOB_OUTPUT, output.to_string()),
     ];
-    if let Some(arn) = CALLER.get() {
-        tags.push((OWNER, arn.clone()));
-    }
+    tags.extend(owner().map(|arn| (OWNER, arn)));
     tags
 }
 

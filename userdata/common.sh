@@ -428,8 +428,23 @@ inputs_wanted() {
         printf '%s' "$INPUTS_ID"
     fi
 }
+# Copies the inputs listed on stdin (inputs.tsv lines: `file` or `folder`, the name under
+# the folder, the bucket's region, the address) into the folder $1, with the instance role.
+copy_inputs() {
+    local kind name region uri
+    mkdir -p "$1"
+    while IFS=$'\t' read -r kind name region uri; do
+        [ -n "$name" ] || continue
+        case $kind in
+        file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$1/$name" ;;
+        folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$1/$name/" ;;
+        *) fail "unknown input kind $kind" ;;
+        esac
+        log "input $name copied"
+    done
+}
 fetch_inputs() {
-    local kind name region uri old next="$INPUTS_ROOT/$INPUTS_ID.new"
+    local old next="$INPUTS_ROOT/$INPUTS_ID.new"
     if [ "$INPUTS_ID" = - ]; then return 0; fi
     mkdir -p "$INPUTS_ROOT"
     for old in "$INPUTS_ROOT"/*; do
@@ -437,15 +452,7 @@ fetch_inputs() {
     done
     printf '%s\n' "$INPUTS_ID" >"$INPUTS_ROOT.id"
     if [ "$INPUTS_ID" = none ]; then return 0; fi
-    mkdir -p "$next"
-    while IFS=$'\t' read -r kind name region uri; do
-        [ -n "$name" ] || continue
-        case $kind in
-        file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$next/$name" ;;
-        folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$next/$name/" ;;
-        *) fail "unknown input kind $kind" ;;
-        esac
-    done <<<"$INPUTS"
+    copy_inputs "$next" <<<"$INPUTS"
     chmod -R a+rX "$next"
     rm -rf "${next%.new}"
     mv "$next" "${next%.new}"

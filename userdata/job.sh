@@ -132,16 +132,7 @@ mark pulled
 PHASE=data
 mkdir -p "$SPEC_DIR" "$INPUTS_DIR" "$RESULTS"
 quiet aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" "${JOB_URI}.labship-job/" "$SPEC_DIR/"
-# inputs.tsv: one line per input, "file|folder <TAB> name <TAB> bucket region <TAB> address".
-while IFS=$'\t' read -r kind name region uri; do
-    [ -n "$name" ] || continue
-    case $kind in
-    file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$INPUTS_DIR/$name" ;;
-    folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$INPUTS_DIR/$name/" ;;
-    *) fail "unknown input kind $kind in inputs.tsv" ;;
-    esac
-    log "input $name copied"
-done <"$SPEC_DIR/inputs.tsv"
+copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
 mark inputs
 
 PHASE=start

@@ -814,9 +814,7 @@ impl Cloud {
             (tags::JOB_GROUP, "yes".to_string()),
             ("Name", JOB_GROUP.to_string()),
         ];
-        if let Some(owner) = tags::owner() {
-            pairs.push((tags::OWNER, owner));
-        }
+        pairs.extend(tags::owner().map(|arn| (tags::OWNER, arn)));
         match self
             .ec2
             .create_security_group()

@@ -180,7 +180,7 @@ fn ec2_refusals(args: &RunArgs) -> Result<()> {
 /// to its end unless `--detach`.
 async fn on_ec2(
     config: &Config,
-    mut spec: JobSpec,
+    spec: JobSpec,
     checked: &[data::Checked],
     grid: Option<Vec<Vec<(String, serde_json::Value)>>>,
     args: &RunArgs,
@@ -189,7 +189,6 @@ async fn on_ec2(
     // Interrupted: what was made is listed, with the command that removes it (the job's
     // launch names it once there is something; an attached run ends its host itself).
     interrupt::install(interrupt::Then::Remove(String::new()))?;
-    spec.inputs = Vec::new();
     let Some(output) = spec.output.clone() else {
         // Refused before anything was built.
         return ec2_refusals(args);

@@ -361,7 +361,7 @@ pub async fn run(
         bucket: &ready.bucket,
         printer,
     };
-    follow(&place, &record, &results, true)
+    follow(&place, &record, Some(job), &results, true)
         .await
         .map(Outcome::Ended)
 }
@@ -405,7 +405,14 @@ pub async fn run_matrix(
                     bucket: &ready.bucket,
                     printer,
                 };
-                follow(&place, &started.record, &started.results, true).await
+                follow(
+                    &place,
+                    &started.record,
+                    Some(started.job),
+                    &started.results,
+                    true,
+                )
+                .await
             }
             .await;
             (matrix, ran)
@@ -567,14 +574,23 @@ async fn launch(
     Ok(record)
 }
 
-/// The runner's events in `text` not seen before (the console is a moving window, and the
-/// log repeats what the console showed), in order.
-fn take_events(progress: &mut Progress, seen: &mut HashSet<String>, text: &str, printer: &Printer) {
-    for line in text.lines() {
-        let Some(at) = line.find(TAG) else { continue };
-        let event = line[at..].trim_end();
-        if seen.insert(event.to_string()) {
-            progress.line(event, printer);
+/// A run's progress from the runner's events, each taken once.
+#[derive(Default)]
+struct Events {
+    progress: Progress,
+    seen: HashSet<String>,
+}
+
+impl Events {
+    /// The runner's events in `text` not seen before (the console is a moving window, and
+    /// the log repeats what the console showed), in order.
+    fn take(&mut self, text: &str, printer: &Printer) {
+        for line in text.lines() {
+            let Some(at) = line.find(TAG) else { continue };
+            let event = line[at..].trim_end();
+            if self.seen.insert(event.to_string()) {
+                self.progress.line(event, printer);
+            }
         }
     }
 }
@@ -593,12 +609,7 @@ fn for_now<T>(answer: Result<Option<T>>) -> Result<Option<T>> {
 
 /// Waits for the run's end: `.labship-host.json` in S3. Progress from the console on the
 /// way. A host gone without putting it, or one past its deadline, is an error.
-async fn wait_for_end(
-    place: &Place<'_>,
-    record: &Record,
-    progress: &mut Progress,
-    seen: &mut HashSet<String>,
-) -> Result<HostEnd> {
+async fn wait_for_end(place: &Place<'_>, record: &Record, events: &mut Events) -> Result<HostEnd> {
     let job_uri = S3Uri::parse(&record.job_uri)?;
     let mut gone_since: Option<Instant> = None;
     let began = Instant::now();
@@ -608,7 +619,7 @@ async fn wait_for_end(
                 .unwrap_or_else(|e| HostEnd::unreadable(&e.to_string())));
         }
         if let Ok(Some(console)) = place.cloud.console(&record.instance, true).await {
-            take_events(progress, seen, &console, place.printer);
+            events.take(&console, place.printer);
         }
         let instance = match place.cloud.instance(&record.instance).await {
             Ok(i) => Some(i),
@@ -663,24 +674,21 @@ fn host_failed(record: &Record, cause: String) -> Error {
 }
 
 /// Follows a run on EC2 to its end: progress from the host's console, the end from S3;
-/// then its folder into `results`, `run.json` in S3 (last), and the host seen ending. Ctrl-C ends the host when `end_on_interrupt` (an attached
-/// run ends with its labship, as a local one does); a `fetch` leaves it going, as does an
-/// error reading AWS while the host lives.
+/// then its folder into `results`, `run.json` in S3 (last), and the host seen ending. `job`:
+/// the job, when known here (else read back from where it was staged). Ctrl-C ends the host
+/// when `end_on_interrupt` (an attached run ends with its labship, as a local one does); a
+/// `fetch` leaves it going, as does an error reading AWS while the host lives.
 async fn follow(
     place: &Place<'_>,
     record: &Record,
+    job: Option<JobFile>,
     results: &Path,
     end_on_interrupt: bool,
 ) -> Result<RunReport> {
     let printer = place.printer;
-    let mut progress = Progress::default();
-    let mut seen = HashSet::new();
+    let mut events = Events::default();
     let started = Instant::now();
-    let waited = interrupt::cancellable(
-        "the job",
-        wait_for_end(place, record, &mut progress, &mut seen),
-    )
-    .await;
+    let waited = interrupt::cancellable("the job", wait_for_end(place, record, &mut events)).await;
     let end = match waited {
         Ok(end) => end,
         Err(e @ Error::Interrupted { .. }) if end_on_interrupt => {
@@ -710,16 +718,7 @@ async fn follow(
             return Err(e);
         }
     };
-    let fetched = fetch_results(
-        place,
-        record,
-        results,
-        &mut progress,
-        &mut seen,
-        &end,
-        started,
-    )
-    .await;
+    let fetched = fetch_results(place, job, record, results, &mut events, &end, started).await;
     end_host(place.cloud, record, false, printer).await;
     fetched.map_err(|e| Error::S3Data {
         uri: record.job_uri.clone(),
@@ -736,10 +735,10 @@ async fn follow(
 /// The run's folder from S3 into `results`, its report (`run.json` here, and in S3 last).
 async fn fetch_results(
     place: &Place<'_>,
+    job: Option<JobFile>,
     record: &Record,
     results: &Path,
-    progress: &mut Progress,
-    seen: &mut HashSet<String>,
+    events: &mut Events,
     end: &HostEnd,
     started: Instant,
 ) -> Result<RunReport> {
@@ -747,12 +746,7 @@ async fn fetch_results(
     let job_uri = S3Uri::parse(&record.job_uri)?;
     // The rest of the progress.
     if let Some(log) = bucket.get_bytes(&job_uri.join(JOB_LOG)).await? {
-        take_events(
-            progress,
-            seen,
-            &String::from_utf8_lossy(&log),
-            place.printer,
-        );
+        events.take(&String::from_utf8_lossy(&log), place.printer);
     }
     std::fs::create_dir_all(results).map_err(|e| Error::Write {
         path: results.to_path_buf(),
@@ -767,22 +761,30 @@ async fn fetch_results(
     bucket
         .download(&job_uri, &objects, results, &|_| {})
         .await?;
-    let job: JobFile = bucket
-        .get_bytes(&job_uri.join(STAGED).join("job.json"))
-        .await?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| Error::S3Data {
-            uri: format!("{}{STAGED}/job.json", record.job_uri),
-            reason: "the job as staged is gone or unreadable".into(),
-            hint: "the results are in the run's folder in S3 all the same".into(),
-        })?;
-    let report = report(record, &job, progress, end, results, started);
+    let job = match job {
+        Some(job) => Some(job),
+        None => staged_job(bucket, &job_uri).await?,
+    };
+    let job = job.ok_or_else(|| Error::S3Data {
+        uri: format!("{}{STAGED}/job.json", record.job_uri),
+        reason: "the job as staged is gone or unreadable".into(),
+        hint: "the results are in the run's folder in S3 all the same".into(),
+    })?;
+    let report = report(record, &job, &events.progress, end, results, started);
     // run.json last: in S3, its presence says the run is whole there.
     let body =
         serde_json::to_vec_pretty(&report).map_err(|e| Error::engine("writing run.json", e))?;
     bucket.put_bytes(&job_uri.join(RUN_FILE), body).await?;
     write_report(&report)?;
     Ok(report)
+}
+
+/// The job as it was staged beside the run's results, if it is still there.
+async fn staged_job(bucket: &Bucket, job_uri: &S3Uri) -> Result<Option<JobFile>> {
+    Ok(bucket
+        .get_bytes(&job_uri.join(STAGED).join("job.json"))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 /// The run's report from what its host left.
@@ -916,8 +918,11 @@ pub async fn fetch(
     }
     let cloud = Cloud::new(aws);
     let s3 = S3::new(aws);
-    let record = match read_record(&results) {
-        Some(r) => r,
+    let (record, bucket, job) = match read_record(&results) {
+        Some(record) => {
+            let bucket = s3.locate(&S3Uri::parse(&record.job_uri)?).await?;
+            (record, bucket, None)
+        }
         None => {
             let Some(host) = cloud.job_hosts(Some(run_id)).await?.into_iter().next() else {
                 return Ok(None);
@@ -926,13 +931,13 @@ pub async fn fetch(
                 return Ok(None);
             };
             // Its deadline from its launch and the job's own (staged beside its results).
-            let bucket = s3.locate(&S3Uri::parse(&job_uri)?).await?;
-            let timeout = bucket
-                .get_bytes(&S3Uri::parse(&job_uri)?.join(STAGED).join("job.json"))
-                .await?
-                .and_then(|b| serde_json::from_slice::<JobFile>(&b).ok())
+            let uri = S3Uri::parse(&job_uri)?;
+            let bucket = s3.locate(&uri).await?;
+            let job = staged_job(&bucket, &uri).await?;
+            let timeout = job
+                .as_ref()
                 .map_or(super::DEFAULT_TIMEOUT.as_secs(), |j| j.timeout);
-            Record {
+            let record = Record {
                 run_id: run_id.to_string(),
                 deployment: host.instance.deployment.clone(),
                 instance: host.instance.id.clone(),
@@ -943,10 +948,10 @@ pub async fn fetch(
                     .launched_secs
                     .unwrap_or_else(crate::hosts::now_secs)
                     + 60 * userdata::job_host_deadline_min(plan::PULL_DEADLINE, timeout) as i64,
-            }
+            };
+            (record, bucket, job)
         }
     };
-    let bucket = s3.locate(&S3Uri::parse(&record.job_uri)?).await?;
     printer.note(format!(
         "Following run {run_id} on {} to its end",
         record.instance
@@ -956,7 +961,9 @@ pub async fn fetch(
         bucket: &bucket,
         printer,
     };
-    follow(&place, &record, &results, false).await.map(Some)
+    follow(&place, &record, job, &results, false)
+        .await
+        .map(Some)
 }
 
 /// `labship runs --ec2`: the runs fetched into `runs_dir`, those launched from here and not
@@ -1022,23 +1029,18 @@ mod tests {
     #[test]
     fn events_seen_once_are_not_taken_again_whatever_the_window() {
         let printer = Printer::new(crate::output::OutputFormat::Json, true);
-        let (mut progress, mut seen) = (Progress::default(), HashSet::new());
+        let mut events = Events::default();
         let start = r#"LABSHIP-JOB {"event": "start", "cells": 2, "t": 0.1}"#;
         let cell = r#"LABSHIP-JOB {"event": "cell", "cell": 1, "of": 2, "t": 0.2}"#;
         let two = r#"LABSHIP-JOB {"event": "cell", "cell": 2, "of": 2, "t": 0.2}"#;
         // The console's lines have a prefix; the window moves on and repeats.
         let window = format!("[ 1.0] cloud-init[1]: {start}\n[ 1.1] cloud-init[1]: {cell}\n");
-        take_events(&mut progress, &mut seen, &window, &printer);
-        take_events(&mut progress, &mut seen, &window, &printer);
-        assert_eq!((progress.cells, progress.cell), (2, 1));
+        events.take(&window, &printer);
+        events.take(&window, &printer);
+        assert_eq!((events.progress.cells, events.progress.cell), (2, 1));
         // An event of the same time as the last is still new.
-        take_events(
-            &mut progress,
-            &mut seen,
-            &format!("{cell}\n{two}\n"),
-            &printer,
-        );
-        assert_eq!(progress.cell, 2);
-        assert_eq!(seen.len(), 3);
+        events.take(&format!("{cell}\n{two}\n"), &printer);
+        assert_eq!(events.progress.cell, 2);
+        assert_eq!(events.seen.len(), 3);
     }
 }

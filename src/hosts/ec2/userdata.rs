@@ -227,11 +227,18 @@ pub fn volume_name(deployment: &str) -> String {
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    let text = render("userdata/boot.sh", BOOT, inputs, false)?;
+    user_data(
+        "userdata/boot.sh",
+        render("userdata/boot.sh", BOOT, inputs, false)?,
+    )
+}
+
+/// `text`, when it fits EC2's user-data limit once gzipped.
+fn user_data(template: &'static str, text: String) -> Result<String, UserDataError> {
     let size = gzip(&text).len();
     if size > MAX_USER_DATA_BYTES {
         return Err(UserDataError::TooLarge {
-            template: "userdata/boot.sh",
+            template,
             size,
             form: "gzipped",
             limit: MAX_USER_DATA_BYTES,
@@ -335,13 +342,7 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
             )
         })
         .collect();
-    check_word(
-        "region",
-        inputs.job_region,
-        32,
-        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
-        "an AWS region such as eu-west-1 (a-z, 0-9 and -)",
-    )?;
+    check_region(inputs.job_region)?;
     if !inputs.job_uri.starts_with("s3://")
         || !inputs.job_uri.ends_with('/')
         || inputs.job_uri.bytes().any(|b| b.is_ascii_control())
@@ -371,17 +372,10 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
             job_host_deadline_min(inputs.pull_deadline_secs, inputs.timeout_secs).to_string(),
         ),
     ]);
-    let text = render_values("userdata/job.sh", JOB, inputs.host_kind, &values)?;
-    let size = gzip(&text).len();
-    if size > MAX_USER_DATA_BYTES {
-        return Err(UserDataError::TooLarge {
-            template: "userdata/job.sh",
-            size,
-            form: "gzipped",
-            limit: MAX_USER_DATA_BYTES,
-        });
-    }
-    Ok(text)
+    user_data(
+        "userdata/job.sh",
+        render_values("userdata/job.sh", JOB, inputs.host_kind, &values)?,
+    )
 }
 
 fn render(
@@ -458,13 +452,7 @@ fn without_comment_lines(fragment: &str) -> String {
 /// The placeholder values, validated, unquoted.
 fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDataError> {
     check_deployment(inputs.deployment)?;
-    check_word(
-        "region",
-        inputs.region,
-        32,
-        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
-        "an AWS region such as eu-west-1 (a-z, 0-9 and -)",
-    )?;
+    check_region(inputs.region)?;
     let reference_hint = "a registry host[:port] and an image reference REGISTRY/repository:tag, \
                           made of A-Z a-z 0-9 . _ : / @ -";
     check_word(
@@ -573,6 +561,16 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
 
 fn is_reference_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'-')
+}
+
+fn check_region(value: &str) -> Result<(), UserDataError> {
+    check_word(
+        "region",
+        value,
+        32,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+        "an AWS region such as eu-west-1 (a-z, 0-9 and -)",
+    )
 }
 
 fn check_deployment(value: &str) -> Result<(), UserDataError> {
