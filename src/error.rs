@@ -226,7 +226,7 @@ pub enum Error {
     #[error("the instance role {role} does not exist, and your identity may not create it ({action}: {message})")]
     #[diagnostic(
         code(labship::ec2::instance_role_missing),
-        help("labship's operator policy grants no IAM writes, so that no operator can re-trust or widen the role instances run with. An administrator creates it once: `labship up --ec2` run with administrator credentials, or the commands under \"The instance role\" in infra/README.md; then run this again")
+        help("labship's operator policy grants no IAM write on the shared role, so that no operator can re-trust or widen the role instances run with. An administrator creates it once: `labship up --ec2` run with administrator credentials, or the commands under \"The instance role\" in infra/README.md; then run this again")
     )]
     InstanceRoleMissing {
         role: String,
@@ -234,12 +234,16 @@ pub enum Error {
         message: String,
     },
 
-    #[error("the instance role {role} lacks what a job host needs: the statements {missing} of infra/instance-policy.json (it was made by an older labship, or changed by hand)")]
+    #[error("the job hosts' permissions boundary {policy} does not exist, and your identity may not create it ({action}: {message})")]
     #[diagnostic(
-        code(labship::ec2::instance_role_outdated),
-        help("an administrator puts the current policy (keep any bucket you added by name): `aws iam put-role-policy --role-name labship-instance --policy-name labship-instance --policy-document file://infra/instance-policy.json`; then run this again. Nothing was created")
+        code(labship::ec2::job_boundary_missing),
+        help("an administrator creates it once: `aws iam create-policy --policy-name labship-job-boundary --path /labship/ --policy-document file://infra/job-boundary-policy.json --tags Key=labship:managed-by,Value=labship` (infra/README.md says why); then run this again. Nothing was created")
     )]
-    InstanceRoleOutdated { role: String, missing: String },
+    JobBoundaryMissing {
+        policy: String,
+        action: String,
+        message: String,
+    },
 
     #[error("--access ssm needs the AWS {plugin}, which is not on PATH")]
     #[diagnostic(

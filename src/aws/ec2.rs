@@ -21,7 +21,6 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::iam::INSTANCE_PROFILE;
 use super::retry::{self, Step};
 use super::{error_code, Cloud};
 use crate::error::{Error, Result};
@@ -179,6 +178,8 @@ pub struct LaunchSpec {
     /// A job host: a `shutdown` on it terminates it (a deployment's host is stopped, and
     /// keeps its disk).
     pub terminate_on_shutdown: bool,
+    /// The instance profile: the shared one (deployments), or a run's own (job hosts).
+    pub instance_profile: String,
 }
 
 fn ec2_tags(pairs: &[(&str, String)]) -> Vec<Tag> {
@@ -636,7 +637,7 @@ impl Cloud {
                 })
                 .iam_instance_profile(
                     IamInstanceProfileSpecification::builder()
-                        .name(INSTANCE_PROFILE)
+                        .name(&spec.instance_profile)
                         .build(),
                 )
                 .security_group_ids(security_group)

@@ -1,8 +1,15 @@
-//! IAM: the shared instance role and profile every labship instance uses, created when
+//! IAM: the shared instance role and profile every deployment's instance uses, created when
 //! missing (tagged, under the `/labship/` path) and removed by `down --all` when no
 //! deployment uses them. Creating and removing them is an administrator's act: the operator
-//! policy grants no IAM write at all (`infra/README.md`), so an operator meets
+//! policy grants no IAM write on them (`infra/README.md`), so an operator meets
 //! [`Error::InstanceRoleMissing`] instead of a role it could re-trust or widen.
+//!
+//! A job host (`run --ec2`) has a role of its own instead: `labship-job-<run id>` under
+//! `/labship/jobs/<region>/`, with one inline policy naming exactly its job, its inputs and its
+//! results, and the permissions boundary `labship-job-boundary` (an administrator's managed
+//! policy, `infra/job-boundary-policy.json`), which caps whatever such a role is given. The
+//! operator may create these roles only with that boundary, and labship removes each when
+//! its host is gone.
 
 use super::Cloud;
 use crate::error::{Error, Result};
@@ -45,41 +52,6 @@ impl Cloud {
             }
             e => e,
         })
-    }
-
-    /// Whether the instance role's policy has every statement named in `sids` (the role's
-    /// policy as an administrator put it; a role made by an older labship lacks newer ones).
-    pub async fn instance_policy_has(&self, sids: &[&str]) -> Result<bool> {
-        let out = match self
-            .iam
-            .get_role_policy()
-            .role_name(INSTANCE_ROLE)
-            .policy_name(INSTANCE_POLICY_NAME)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                return Ok(false)
-            }
-            Err(e) => return Err(self.fail("iam", "GetRolePolicy", INSTANCE_ROLE, &e)),
-        };
-        // IAM returns the document URL-encoded.
-        let raw = out.policy_document();
-        let text = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        let document: serde_json::Value = serde_json::from_str(&text)
-            .or_else(|_| serde_json::from_str(raw))
-            .unwrap_or_default();
-        let statements = match &document["Statement"] {
-            serde_json::Value::Array(all) => all.clone(),
-            one => vec![one.clone()],
-        };
-        Ok(sids
-            .iter()
-            .all(|sid| statements.iter().any(|s| s["Sid"].as_str() == Some(*sid))))
     }
 
     async fn create_instance_profile(&self) -> Result<bool> {
@@ -196,6 +168,24 @@ impl Cloud {
     /// and that goes too. Returns whether anything was removed, and each failure (the other
     /// steps are still attempted).
     pub async fn remove_instance_profile(&self) -> (bool, Vec<Error>) {
+        self.remove_role(
+            INSTANCE_ROLE,
+            INSTANCE_PROFILE,
+            INSTANCE_POLICY_NAME,
+            &LEGACY_MANAGED_POLICIES,
+        )
+        .await
+    }
+
+    /// A role and its profile of the same name, whichever parts exist: out of the profile,
+    /// the profile, the inline policy, the managed ones (`detach`), the role.
+    async fn remove_role(
+        &self,
+        role: &str,
+        profile: &str,
+        policy: &str,
+        detach: &[&str],
+    ) -> (bool, Vec<Error>) {
         use aws_sdk_iam::operation::{
             delete_instance_profile::DeleteInstanceProfileError, delete_role::DeleteRoleError,
             delete_role_policy::DeleteRolePolicyError, detach_role_policy::DetachRolePolicyError,
@@ -205,11 +195,11 @@ impl Cloud {
             deleted(
                 self,
                 "RemoveRoleFromInstanceProfile",
-                INSTANCE_PROFILE,
+                profile,
                 self.iam
                     .remove_role_from_instance_profile()
-                    .instance_profile_name(INSTANCE_PROFILE)
-                    .role_name(INSTANCE_ROLE)
+                    .instance_profile_name(profile)
+                    .role_name(role)
                     .send()
                     .await,
                 RemoveRoleFromInstanceProfileError::is_no_such_entity_exception,
@@ -217,10 +207,10 @@ impl Cloud {
             deleted(
                 self,
                 "DeleteInstanceProfile",
-                INSTANCE_PROFILE,
+                profile,
                 self.iam
                     .delete_instance_profile()
-                    .instance_profile_name(INSTANCE_PROFILE)
+                    .instance_profile_name(profile)
                     .send()
                     .await,
                 DeleteInstanceProfileError::is_no_such_entity_exception,
@@ -229,24 +219,24 @@ impl Cloud {
         steps.push(deleted(
             self,
             "DeleteRolePolicy",
-            INSTANCE_ROLE,
+            role,
             self.iam
                 .delete_role_policy()
-                .role_name(INSTANCE_ROLE)
-                .policy_name(INSTANCE_POLICY_NAME)
+                .role_name(role)
+                .policy_name(policy)
                 .send()
                 .await,
             DeleteRolePolicyError::is_no_such_entity_exception,
         ));
-        for arn in LEGACY_MANAGED_POLICIES {
+        for arn in detach {
             steps.push(deleted(
                 self,
                 "DetachRolePolicy",
-                INSTANCE_ROLE,
+                role,
                 self.iam
                     .detach_role_policy()
-                    .role_name(INSTANCE_ROLE)
-                    .policy_arn(arn)
+                    .role_name(role)
+                    .policy_arn(*arn)
                     .send()
                     .await,
                 DetachRolePolicyError::is_no_such_entity_exception,
@@ -255,8 +245,8 @@ impl Cloud {
         steps.push(deleted(
             self,
             "DeleteRole",
-            INSTANCE_ROLE,
-            self.iam.delete_role().role_name(INSTANCE_ROLE).send().await,
+            role,
+            self.iam.delete_role().role_name(role).send().await,
             DeleteRoleError::is_no_such_entity_exception,
         ));
         let removed = steps.iter().any(|s| matches!(s, Ok(true)));
@@ -282,6 +272,225 @@ impl Cloud {
             }
             Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
         }
+    }
+}
+
+// ---- job roles ---------------------------------------------------------------------------
+
+/// The job hosts' permissions boundary, a managed policy under `/labship/`: the most any job
+/// role may do, whatever its inline policy says.
+pub const JOB_BOUNDARY: &str = "labship-job-boundary";
+pub const JOB_BOUNDARY_POLICY: &str = include_str!("../../infra/job-boundary-policy.json");
+/// Where job roles and their profiles are: `/labship/jobs/<region>/` (IAM is global, a job
+/// host regional: the path says where to look for the host).
+const JOB_PATH: &str = "/labship/jobs/";
+/// A job role's one inline policy, by name.
+pub const JOB_POLICY_NAME: &str = "labship-job";
+const JOB_ROLE_PREFIX: &str = "labship-job-";
+
+/// The role and instance profile of a run's host (the same name).
+pub fn job_role_name(run_id: &str) -> String {
+    format!("{JOB_ROLE_PREFIX}{run_id}")
+}
+
+/// The job boundary's ARN in `account`.
+pub fn job_boundary_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:policy/labship/{JOB_BOUNDARY}")
+}
+
+/// A job role as IAM lists it.
+#[derive(Debug, Clone)]
+pub struct JobRole {
+    pub name: String,
+    pub run_id: String,
+    /// Where its host is (from the role's path).
+    pub region: String,
+    pub created_secs: i64,
+}
+
+/// What a run's role is made of: its run, where its host runs, its tags and its policy.
+pub struct JobRoleSpec<'a> {
+    pub run_id: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub tags: &'a [(&'static str, String)],
+    /// The inline policy (JSON).
+    pub policy: &'a str,
+}
+
+/// IAM takes tag values of letters, digits, spaces and `_.:/=+-@` only (EC2 takes anything).
+fn iam_tags(pairs: &[(&str, String)]) -> Vec<aws_sdk_iam::types::Tag> {
+    pairs
+        .iter()
+        .filter(|(_, v)| {
+            v.len() <= 256
+                && v.chars()
+                    .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+        })
+        .filter_map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(*k)
+                .value(v)
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+impl Cloud {
+    /// The job boundary, created when missing (which takes an identity allowed to create
+    /// policies; an operator gets [`Error::JobBoundaryMissing`]). Returns true when created.
+    pub async fn ensure_job_boundary(&self, account: &str) -> Result<bool> {
+        let arn = job_boundary_arn(account);
+        match self.iam.get_policy().policy_arn(&arn).send().await {
+            Ok(_) => return Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e) => return Err(self.fail("iam", "GetPolicy", &arn, &e)),
+        }
+        match self
+            .iam
+            .create_policy()
+            .policy_name(JOB_BOUNDARY)
+            .path(IAM_PATH)
+            .description("labship job hosts: the most a job role may do (ECR pull, S3 of labship-* buckets, from EC2 only)")
+            .policy_document(JOB_BOUNDARY_POLICY)
+            .set_tags(Some(iam_tags(&[(
+                tags::MANAGED_BY,
+                tags::MANAGED_BY_VALUE.to_string(),
+            )])))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(match self.fail("iam", "CreatePolicy", &arn, &e) {
+                Error::AccessDenied {
+                    action, message, ..
+                } => Error::JobBoundaryMissing {
+                    policy: format!("/labship/{JOB_BOUNDARY}"),
+                    action,
+                    message,
+                },
+                other => other,
+            }),
+        }
+    }
+
+    /// Removes the job boundary (when no job role is left: `down --all`). True when removed.
+    pub async fn remove_job_boundary(&self, account: &str) -> Result<bool> {
+        use aws_sdk_iam::operation::delete_policy::DeletePolicyError;
+        let arn = job_boundary_arn(account);
+        deleted(
+            self,
+            "DeletePolicy",
+            &arn,
+            self.iam.delete_policy().policy_arn(&arn).send().await,
+            DeletePolicyError::is_no_such_entity_exception,
+        )
+    }
+
+    /// A run's role (trusted by EC2, under the job boundary, with its one inline policy) in
+    /// an instance profile of the same name, which is returned. What a failure leaves is
+    /// removed again.
+    pub async fn create_job_role(&self, spec: &JobRoleSpec<'_>) -> Result<String> {
+        let name = job_role_name(spec.run_id);
+        let made = self.make_job_role(&name, spec).await;
+        if made.is_err() {
+            let (_, failures) = self.remove_job_role(spec.run_id).await;
+            for f in failures {
+                tracing::warn!("removing the job role {name} again: {f}");
+            }
+        }
+        made.map(|()| name)
+    }
+
+    async fn make_job_role(&self, name: &str, spec: &JobRoleSpec<'_>) -> Result<()> {
+        let path = format!("{JOB_PATH}{}/", spec.region);
+        let tags = iam_tags(spec.tags);
+        self.iam
+            .create_role()
+            .role_name(name)
+            .path(&path)
+            .description(format!(
+                "labship run {}: its job, inputs and results only",
+                spec.run_id
+            ))
+            .assume_role_policy_document(TRUST_POLICY)
+            .permissions_boundary(job_boundary_arn(spec.account))
+            .set_tags(Some(tags.clone()))
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "CreateRole", name, &e))?;
+        self.iam
+            .put_role_policy()
+            .role_name(name)
+            .policy_name(JOB_POLICY_NAME)
+            .policy_document(spec.policy)
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "PutRolePolicy", name, &e))?;
+        self.iam
+            .create_instance_profile()
+            .instance_profile_name(name)
+            .path(&path)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "CreateInstanceProfile", name, &e))?;
+        self.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "AddRoleToInstanceProfile", name, &e))?;
+        Ok(())
+    }
+
+    /// Removes a run's role and profile, whichever parts exist (as
+    /// [`Cloud::remove_instance_profile`]).
+    pub async fn remove_job_role(&self, run_id: &str) -> (bool, Vec<Error>) {
+        let name = job_role_name(run_id);
+        self.remove_role(&name, &name, JOB_POLICY_NAME, &[]).await
+    }
+
+    /// Every job role of the account (ListRoles under `/labship/jobs/`, all pages).
+    pub async fn job_roles(&self) -> Result<Vec<JobRole>> {
+        let mut pages = self
+            .iam
+            .list_roles()
+            .path_prefix(JOB_PATH)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("iam", "ListRoles", JOB_PATH, &e))?;
+            for role in page.roles() {
+                let Some(run_id) = role.role_name().strip_prefix(JOB_ROLE_PREFIX) else {
+                    continue;
+                };
+                let region = role
+                    .path()
+                    .strip_prefix(JOB_PATH)
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string();
+                found.push(JobRole {
+                    name: role.role_name().to_string(),
+                    run_id: run_id.to_string(),
+                    region,
+                    created_secs: role.create_date().secs(),
+                });
+            }
+        }
+        Ok(found)
     }
 }
 

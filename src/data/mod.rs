@@ -73,7 +73,7 @@ impl Checked {
     }
 
     /// A single object (`s3://b/data/iris.csv`), not a folder.
-    fn single(&self) -> bool {
+    pub fn single(&self) -> bool {
         self.objects.len() == 1 && self.objects[0].key == self.uri.key
     }
 }

@@ -28,6 +28,7 @@ use super::{
     JobFile, JobSpec, Output, Progress, RunReport, RUNNER, RUN_FILE, TAG,
 };
 use crate::aws::ec2::{HostImage, InstanceTypeInfo, LaunchSpec};
+use crate::aws::iam::{job_role_name, JobRoleSpec};
 use crate::aws::s3::{Bucket, S3Uri, S3};
 use crate::aws::{Aws, Cloud};
 use crate::config::{Config, Target};
@@ -55,11 +56,11 @@ const POLL: Duration = Duration::from_secs(5);
 const POLL_FIRST_FOR: Duration = Duration::from_secs(60);
 /// How long after its host is gone a run's end may still appear in S3.
 const GONE_GRACE: Duration = Duration::from_secs(60);
-/// The statements of the instance role's policy a job host needs.
-const JOB_STATEMENTS: [&str; 2] = [
-    "JobHostsReadInputsFromLabshipBuckets",
-    "JobHostsReadJobsAndInputsAndPutResultsInLabshipBuckets",
-];
+/// How old a job role with no host must be before another run removes it (younger, its run
+/// may be between creating it and launching).
+const ORPHAN_AGE_SECS: i64 = 15 * 60;
+/// IAM's bound on a role's inline policies, in characters without whitespace.
+const ROLE_POLICY_MAX: usize = 10_240;
 
 /// What `fetch` needs to follow a run on EC2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,13 +120,16 @@ struct Place<'a> {
     printer: &'a Printer,
 }
 
-/// What the job host is: the image it runs, on what.
+/// What the job host is: the image it runs, on what, and what its role may reach.
 struct HostSpec<'a> {
     image: &'a str,
     itype: &'a InstanceTypeInfo,
     ami: &'a HostImage,
     vpc: &'a str,
     root_gib: i32,
+    account: &'a str,
+    repository_arn: &'a str,
+    reach: &'a [(S3Uri, bool)],
 }
 
 /// What every run of an invocation shares, checked and made once: the account, the bucket
@@ -143,7 +147,12 @@ struct Ready {
     root_gib: i32,
     /// Each input's line of `inputs.tsv`, and what the report says of it.
     host_inputs: Vec<(String, Copied)>,
+    /// Each input's address, and whether it is one object (what a run's role may read).
+    reach: Vec<(S3Uri, bool)>,
     region: String,
+    account: String,
+    /// The image's repository, as IAM names it (what a run's role may pull).
+    repository_arn: String,
 }
 
 /// Everything that must hold before anything is created, then the image built (when
@@ -162,7 +171,7 @@ async fn ready(
         .iter()
         .map(Checked::on_host)
         .collect::<Result<Vec<_>>>()?;
-    let (itype, ami, vpc, _, bucket) = interrupt::cancellable(
+    let (itype, ami, vpc, caller, bucket) = interrupt::cancellable(
         "looking up the instance type, the AMI and the network",
         async {
             tokio::try_join!(
@@ -175,19 +184,26 @@ async fn ready(
         },
     )
     .await?;
-    interrupt::checkpoint("creating the instance role")?;
-    if cloud.ensure_instance_profile().await? {
+    // arn:aws:sts::ACCOUNT:assumed-role/...
+    let account = caller.split(':').nth(4).unwrap_or_default().to_string();
+    let reach: Vec<(S3Uri, bool)> = checked
+        .iter()
+        .map(|c| (c.uri.clone(), c.single()))
+        .collect();
+    let repository_arn = format!(
+        "arn:aws:ecr:{}:{account}:repository/{}",
+        aws.region, config.push.repository
+    );
+    // The policy is checked before anything is made (too many inputs for IAM).
+    job_policy(&account, &repository_arn, &output.uri.join("run"), &reach)?;
+    interrupt::checkpoint("the job hosts' permissions boundary")?;
+    if cloud.ensure_job_boundary(&account).await? {
         printer.note(format!(
-            "Created IAM role and instance profile {}",
-            crate::aws::iam::INSTANCE_PROFILE
+            "Created the job hosts' permissions boundary {} (IAM policy)",
+            crate::aws::iam::JOB_BOUNDARY
         ));
     }
-    if !cloud.instance_policy_has(&JOB_STATEMENTS).await? {
-        return Err(Error::InstanceRoleOutdated {
-            role: format!("labship/{}", crate::aws::iam::INSTANCE_ROLE),
-            missing: JOB_STATEMENTS.join(", "),
-        });
-    }
+    sweep_job_roles(&cloud, &aws.region, printer).await;
     let outside: Vec<&str> = std::iter::once(&output.uri.bucket)
         .chain(checked.iter().map(|c| &c.uri.bucket))
         .filter(|b| !b.starts_with("labship-"))
@@ -195,7 +211,8 @@ async fn ready(
         .collect();
     if !outside.is_empty() {
         printer.note(format!(
-            "The instance role reads and writes buckets named labship-* only: unless an administrator added {} to it by name (infra/README.md), the job host will be refused there",
+            "The job hosts' permissions boundary ({}) allows buckets named labship-* only: unless an administrator added {} to it by name (infra/README.md), the job host will be refused there",
+            crate::aws::iam::JOB_BOUNDARY,
             outside.join(", ")
         ));
     }
@@ -230,7 +247,10 @@ async fn ready(
             cwd,
             root_gib,
             host_inputs,
+            reach,
             region: aws.region.clone(),
+            account,
+            repository_arn,
         },
         prepared,
     ))
@@ -264,7 +284,7 @@ async fn start(
         Some(job_uri.clone()),
     );
     let record = Record {
-        run_id,
+        run_id: run_id.clone(),
         deployment: config.name.clone(),
         instance: String::new(),
         region: ready.region.clone(),
@@ -283,6 +303,9 @@ async fn start(
         ami: &ready.ami,
         vpc: &ready.vpc,
         root_gib: ready.root_gib,
+        account: &ready.account,
+        repository_arn: &ready.repository_arn,
+        reach: &ready.reach,
     };
     let inputs_tsv: String = ready
         .host_inputs
@@ -306,8 +329,9 @@ async fn start(
             job,
         }),
         Err(e) => {
-            // Nothing runs: no folder for it.
+            // Nothing runs: no folder for it, no role.
             let _ = std::fs::remove_dir_all(&results);
+            remove_role(&ready.cloud, &run_id, printer).await;
             Err(e)
         }
     }
@@ -459,13 +483,23 @@ async fn launch(
         ("inputs.tsv", inputs_tsv.into_bytes()),
         ("workdir", job.cwd.clone().into_bytes()),
     ];
-    futures_util::future::try_join_all(files.into_iter().map(|(rel, bytes)| {
+    let stage = futures_util::future::try_join_all(files.into_iter().map(|(rel, bytes)| {
         let at = staged.join(rel);
         async move { bucket.put_bytes(&at, bytes).await }
-    }))
-    .await?;
-
+    }));
+    // The host's own role, meanwhile: exactly this run's job, inputs and folder.
     let job_tags = tags::for_job(&run_id, &config.name, &record.job_uri);
+    let policy = job_policy(host.account, host.repository_arn, &job_uri, host.reach)?;
+    let role = JobRoleSpec {
+        run_id: &run_id,
+        region: &record.region,
+        account: host.account,
+        tags: &job_tags,
+        policy: &policy,
+    };
+    interrupt::checkpoint("the job host's role")?;
+    let (_, profile) = tokio::try_join!(stage, cloud.create_job_role(&role))?;
+
     let host_name = format!("labship-run-{}-{run_id}", config.name);
     interrupt::checkpoint("the job hosts' security group")?;
     let group = cloud.ensure_job_security_group(host.vpc).await?;
@@ -510,6 +544,7 @@ async fn launch(
         instance_tags,
         volume_tags: owned(&job_tags),
         terminate_on_shutdown: true,
+        instance_profile: profile,
     };
 
     // The upload and the launch together: the host retries its pull until the image is
@@ -888,10 +923,59 @@ async fn end_host(cloud: &Cloud, record: &Record, now: bool, printer: &Printer) 
     }
     if ended {
         interrupt::gone(&made(record));
+        remove_role(cloud, &record.run_id, printer).await;
     } else {
         printer.note(format!(
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
             record.instance, record.instance
+        ));
+    }
+}
+
+/// A run's role and profile, once its host is gone or never ran. What cannot be removed is
+/// said; the next run in the region, or `down --all`, removes it.
+async fn remove_role(cloud: &Cloud, run_id: &str, printer: &Printer) {
+    let (_, failures) = cloud.remove_job_role(run_id).await;
+    if let Some(failure) = failures.first() {
+        printer.note(format!(
+            "could not remove the job role {}: {failure}; the next `labship run --ec2` here or `labship down --ec2 --all` removes it",
+            job_role_name(run_id)
+        ));
+    }
+}
+
+/// The job roles of `region` whose host is gone (a detached run never fetched, a labship
+/// killed at the wrong moment) and that are old enough not to belong to a run being started
+/// elsewhere: removed. Best effort: what fails is logged, and tried again next time.
+async fn sweep_job_roles(cloud: &Cloud, region: &str, printer: &Printer) {
+    let (roles, hosts) = match tokio::try_join!(cloud.job_roles(), cloud.job_hosts(None)) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::info!("job roles not swept: {e}");
+            return;
+        }
+    };
+    let now = crate::hosts::now_secs();
+    let mut removed = Vec::new();
+    for role in roles.iter().filter(|r| {
+        r.region == region
+            && now - r.created_secs > ORPHAN_AGE_SECS
+            && !hosts.iter().any(|h| h.run_id == r.run_id)
+    }) {
+        match cloud.remove_job_role(&role.run_id).await {
+            (true, failures) if failures.is_empty() => removed.push(role.name.clone()),
+            (_, failures) => {
+                for f in failures {
+                    tracing::info!("job role {} not removed: {f}", role.name);
+                }
+            }
+        }
+    }
+    if !removed.is_empty() {
+        printer.note(format!(
+            "Removed {} job role(s) whose hosts are gone: {}",
+            removed.len(),
+            removed.join(", ")
         ));
     }
 }
@@ -1022,9 +1106,263 @@ pub async fn list(aws: &Aws, config: &Config, runs_dir: &Path) -> Result<super::
     Ok(report)
 }
 
+/// An S3 ARN's key as IAM reads it: `*`, `?` and `$` are policy syntax, and `${*}`,
+/// `${?}` and `${$}` stand for them.
+fn arn_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c {
+            '*' | '?' | '$' => {
+                out.push_str("${");
+                out.push(c);
+                out.push('}');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A run's role policy: pull its image (`repository`: the repository's ARN), read its staged
+/// job and exactly its inputs (`inputs`: each address, and whether it is one object rather
+/// than a folder), list only those folders, and put objects only in its own folder
+/// (`job_uri`). Nothing else, and only in `account`'s buckets.
+fn job_policy(
+    account: &str,
+    repository: &str,
+    job_uri: &S3Uri,
+    inputs: &[(S3Uri, bool)],
+) -> Result<String> {
+    use serde_json::json;
+    let folder = |uri: &S3Uri| -> String {
+        let key = uri.key.trim_end_matches('/');
+        if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        }
+    };
+    let run = folder(job_uri);
+    let staged = format!("{run}{STAGED}/");
+    let mut read = vec![format!(
+        "arn:aws:s3:::{}/{}*",
+        job_uri.bucket,
+        arn_key(&staged)
+    )];
+    // Per bucket, the prefixes listed: the staged job (copied as a folder) and each folder
+    // input (an empty prefix: the whole bucket).
+    let mut listed: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    listed
+        .entry(job_uri.bucket.as_str())
+        .or_default()
+        .push(staged.clone());
+    for (uri, object) in inputs {
+        if *object {
+            read.push(format!("arn:aws:s3:::{}/{}", uri.bucket, arn_key(&uri.key)));
+        } else {
+            let prefix = folder(uri);
+            read.push(format!("arn:aws:s3:::{}/{}*", uri.bucket, arn_key(&prefix)));
+            listed.entry(uri.bucket.as_str()).or_default().push(prefix);
+        }
+    }
+    read.sort();
+    read.dedup();
+    let account_only = json!({ "StringEquals": { "s3:ResourceAccount": account } });
+    let mut statements = vec![
+        json!({
+            "Sid": "LogInToEcr",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": "PullTheJobsImage",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repository
+        }),
+        json!({
+            "Sid": "ReadTheJobAndItsInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": read,
+            "Condition": account_only
+        }),
+        json!({
+            "Sid": "PutTheResultsInTheRunsFolder",
+            "Effect": "Allow",
+            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
+            "Resource": format!("arn:aws:s3:::{}/{}*", job_uri.bucket, arn_key(&run)),
+            "Condition": account_only
+        }),
+    ];
+    for (n, (bucket, mut prefixes)) in listed.into_iter().enumerate() {
+        prefixes.sort();
+        prefixes.dedup();
+        let mut condition = json!({ "StringEquals": { "s3:ResourceAccount": account } });
+        // A whole bucket's input lists all of it.
+        if !prefixes.iter().any(String::is_empty) {
+            let values: Vec<String> = prefixes
+                .iter()
+                .flat_map(|p| [arn_key(p), format!("{}*", arn_key(p))])
+                .collect();
+            condition["StringLike"] = json!({ "s3:prefix": values });
+        }
+        statements.push(json!({
+            "Sid": format!("ListTheJobAndItsInputFolders{}", n + 1),
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": format!("arn:aws:s3:::{bucket}"),
+            "Condition": condition
+        }));
+    }
+    let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
+    if policy.len() > ROLE_POLICY_MAX {
+        return Err(Error::InvalidSetting {
+            what: "[data] inputs",
+            value: format!("{} inputs", inputs.len()),
+            reason: format!(
+                "the job host's role would name each of them, and its policy would be {} characters, over IAM's {ROLE_POLICY_MAX}",
+                policy.len()
+            ),
+            hint: "put the inputs under fewer folders in S3 and give the folders".into(),
+        });
+    }
+    Ok(policy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn uri(s: &str) -> S3Uri {
+        S3Uri::parse(s).expect("address")
+    }
+
+    #[test]
+    fn a_runs_policy_names_exactly_its_job_inputs_and_folder() {
+        let policy = job_policy(
+            "123456789012",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo",
+            &uri("s3://labship-out/runs/20261201-101010-abcd/"),
+            &[
+                (uri("s3://labship-data/week1/iris.csv"), true),
+                (uri("s3://labship-data/week1/images/"), false),
+                (uri("s3://labship-other/odd*key?$"), true),
+            ],
+        )
+        .expect("policy");
+        let doc: serde_json::Value = serde_json::from_str(&policy).expect("JSON");
+        let statement = |sid: &str| -> serde_json::Value {
+            doc["Statement"]
+                .as_array()
+                .expect("statements")
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .cloned()
+                .unwrap_or_else(|| panic!("{sid} in {doc}"))
+        };
+        assert_eq!(
+            statement("ReadTheJobAndItsInputs")["Resource"],
+            serde_json::json!([
+                "arn:aws:s3:::labship-data/week1/images/*",
+                "arn:aws:s3:::labship-data/week1/iris.csv",
+                "arn:aws:s3:::labship-other/odd${*}key${?}${$}",
+                "arn:aws:s3:::labship-out/runs/20261201-101010-abcd/.labship-job/*",
+            ])
+        );
+        let put = statement("PutTheResultsInTheRunsFolder");
+        assert_eq!(
+            put["Resource"],
+            "arn:aws:s3:::labship-out/runs/20261201-101010-abcd/*"
+        );
+        assert_eq!(
+            put["Condition"]["StringEquals"]["s3:ResourceAccount"],
+            "123456789012"
+        );
+        // One list statement per bucket, held to the folders (a file needs no listing).
+        let list = statement("ListTheJobAndItsInputFolders1");
+        assert_eq!(list["Resource"], "arn:aws:s3:::labship-data");
+        assert_eq!(
+            list["Condition"]["StringLike"]["s3:prefix"],
+            serde_json::json!(["week1/images/", "week1/images/*"])
+        );
+        let list = statement("ListTheJobAndItsInputFolders2");
+        assert_eq!(list["Resource"], "arn:aws:s3:::labship-out");
+        assert_eq!(
+            list["Condition"]["StringLike"]["s3:prefix"],
+            serde_json::json!([
+                "runs/20261201-101010-abcd/.labship-job/",
+                "runs/20261201-101010-abcd/.labship-job/*"
+            ])
+        );
+        assert_eq!(doc["Statement"].as_array().map(Vec::len), Some(6), "{doc}");
+        assert_eq!(
+            statement("PullTheJobsImage")["Resource"],
+            "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo"
+        );
+        // Nothing of IAM, SSM, EC2, and no deletion.
+        for service in ["iam:", "ssm:", "ec2:", "sts:", "s3:Delete", "s3:PutBucket"] {
+            assert!(!policy.contains(service), "{service} in {policy}");
+        }
+        // Within the boundary: every action of the run's policy is one the boundary allows
+        // (else the host would be refused it whatever the policy says).
+        let boundary: serde_json::Value =
+            serde_json::from_str(crate::aws::iam::JOB_BOUNDARY_POLICY).expect("boundary JSON");
+        let actions = |doc: &serde_json::Value| -> Vec<String> {
+            let mut all = Vec::new();
+            for s in doc["Statement"].as_array().expect("statements") {
+                match &s["Action"] {
+                    serde_json::Value::String(a) => all.push(a.clone()),
+                    list => all.extend(
+                        list.as_array()
+                            .expect("actions")
+                            .iter()
+                            .filter_map(|a| a.as_str().map(String::from)),
+                    ),
+                }
+            }
+            all
+        };
+        let allowed = actions(&boundary);
+        for action in actions(&doc) {
+            assert!(
+                allowed.contains(&action),
+                "{action} is outside the boundary"
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_bucket_input_is_listed_whole_and_too_many_inputs_are_refused() {
+        let policy = job_policy(
+            "123456789012",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/labship/demo",
+            &uri("s3://labship-out/r1/"),
+            &[(uri("s3://labship-out"), false)],
+        )
+        .expect("policy");
+        let doc: serde_json::Value = serde_json::from_str(&policy).expect("JSON");
+        let list = &doc["Statement"][4];
+        assert_eq!(list["Resource"], "arn:aws:s3:::labship-out");
+        assert!(list["Condition"].get("StringLike").is_none(), "{list}");
+        assert!(
+            policy.contains("\"arn:aws:s3:::labship-out/*\""),
+            "{policy}"
+        );
+
+        let many: Vec<(S3Uri, bool)> = (0..400)
+            .map(|i| {
+                (
+                    uri(&format!("s3://labship-data/files/part-{i:05}.csv")),
+                    true,
+                )
+            })
+            .collect();
+        let err = job_policy("123456789012", "arn", &uri("s3://labship-out/r1/"), &many)
+            .expect_err("over IAM's bound");
+        assert!(err.to_string().contains("10240"), "{err}");
+    }
 
     #[test]
     fn events_seen_once_are_not_taken_again_whatever_the_window() {

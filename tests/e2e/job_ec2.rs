@@ -103,6 +103,64 @@ fn project(prefix: &str) -> (Project, String, [String; 3]) {
     (p, output, addresses)
 }
 
+/// The inline policy of a run's own role as the AWS CLI shows it, or None when the role or
+/// its policy is gone.
+fn job_role_policy(endpoint: &str, run_id: &str) -> Option<Value> {
+    let out = aws_cli(
+        endpoint,
+        &[
+            "iam",
+            "get-role-policy",
+            "--role-name",
+            &format!("labship-job-{run_id}"),
+            "--policy-name",
+            "labship-job",
+        ],
+    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("NoSuchEntity"), "{err}");
+        return None;
+    }
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The CLI decodes the document; a string is decoded here.
+    match &answer["PolicyDocument"] {
+        Value::String(text) => Some(serde_json::from_str(text).expect("policy JSON")),
+        doc => Some(doc.clone()),
+    }
+}
+
+/// A statement of a policy, by its Sid.
+fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+    policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("{sid} in {policy}"))
+}
+
+/// A run's role and instance profile are gone (the AWS CLI's view).
+fn assert_job_role_gone(endpoint: &str, run_id: &str) {
+    let name = format!("labship-job-{run_id}");
+    for args in [
+        vec!["iam", "get-role", "--role-name", name.as_str()],
+        vec![
+            "iam",
+            "get-instance-profile",
+            "--instance-profile-name",
+            name.as_str(),
+        ],
+    ] {
+        let out = aws_cli(endpoint, &args);
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NoSuchEntity"),
+            "{args:?} is still there: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 fn files_of(report: &Value) -> Vec<&str> {
     report["files"]
         .as_array()
@@ -200,10 +258,11 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let in_s3: Value = serde_json::from_slice(&in_s3.stdout).expect("run.json in S3");
     assert_eq!(in_s3["state"], "succeeded");
 
-    // The host ended itself, and its security group is gone.
+    // The host ended itself, and its own role went with it.
     let hosts = hosts_of(&endpoint, &run_id);
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+    assert_job_role_gone(&endpoint, &run_id);
     assert_job_group_closed(&endpoint);
     // No deployment sees it.
     let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
@@ -233,6 +292,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let hosts = hosts_of(&endpoint, run_id);
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+    assert_job_role_gone(&endpoint, run_id);
     assert_job_group_closed(&endpoint);
 }
 
@@ -260,6 +320,61 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
     let run_id = started["run_id"].as_str().expect("run id").to_string();
     let instance = started["container"].as_str().expect("instance").to_string();
     assert!(instance.starts_with("i-"), "{started}");
+    // Its host runs with a role of its own, which reads exactly this run's job and inputs
+    // and writes exactly its folder.
+    let described = aws_json(
+        &endpoint,
+        &["ec2", "describe-instances", "--instance-ids", &instance],
+    );
+    let profile = described["Reservations"][0]["Instances"][0]["IamInstanceProfile"]["Arn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        profile.ends_with(&format!(
+            ":instance-profile/labship/jobs/us-east-1/labship-job-{run_id}"
+        )),
+        "{described}"
+    );
+    let role = aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "get-role",
+            "--role-name",
+            &format!("labship-job-{run_id}"),
+        ],
+    );
+    assert!(
+        role["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(":policy/labship/labship-job-boundary"),
+        "{role}"
+    );
+    let policy = job_role_policy(&endpoint, &run_id).expect("the run's role policy");
+    let (input, output) = (
+        points["s3://".len()..].split('/').next().expect("bucket"),
+        out_uri["s3://".len()..].split('/').next().expect("bucket"),
+    );
+    assert_eq!(
+        statement(&policy, "ReadTheJobAndItsInputs")["Resource"],
+        json!([
+            format!("arn:aws:s3:::{input}/data/*"),
+            format!("arn:aws:s3:::{input}/points.csv"),
+            format!("arn:aws:s3:::{output}/results/{run_id}/.labship-job/*"),
+        ]),
+        "{policy}"
+    );
+    assert_eq!(
+        statement(&policy, "PutTheResultsInTheRunsFolder")["Resource"],
+        format!("arn:aws:s3:::{output}/results/{run_id}/*"),
+        "{policy}"
+    );
+    assert!(
+        !policy.to_string().contains("ssm:"),
+        "no parameter, no agent: {policy}"
+    );
     let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
     assert!(
         runs["runs"]
@@ -288,6 +403,7 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
             .exists(),
         "{fetched}"
     );
+    assert_job_role_gone(&endpoint, &run_id);
     assert_eq!(hosts_of(&endpoint, &run_id)[0].1, "terminated");
     assert_job_group_closed(&endpoint);
 
@@ -315,65 +431,36 @@ fn a_detached_run_on_ec2_goes_on_without_labship_and_its_deadline_ends_it() {
     assert_job_group_closed(&endpoint);
 }
 
+/// An operator in an account without the job hosts' permissions boundary is told who makes
+/// it and how, and nothing is made.
 #[test]
-fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_job_group() {
-    // A moto of its own: the shared role is account-wide.
-    let moto = Server::moto();
+fn an_operator_without_the_job_boundary_is_told_and_nothing_is_created() {
+    let moto = Server::moto_with_iam(3);
     let endpoint = format!("http://{}", moto.addr);
-    let trust = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-trust-policy.json"),
-    )
-    .expect("trust policy");
-    // The role as an older labship made it: no S3 for job hosts.
-    let old = r#"{"Version":"2012-10-17","Statement":[{"Sid":"ReadOnlyLabshipParameters","Effect":"Allow","Action":"ssm:GetParameter","Resource":"arn:aws:ssm:*:*:parameter/labship/*"}]}"#;
-    for args in [
-        vec![
-            "iam",
-            "create-role",
-            "--path",
-            "/labship/",
-            "--role-name",
-            "labship-instance",
-            "--assume-role-policy-document",
-            &trust,
-        ],
-        vec![
-            "iam",
-            "put-role-policy",
-            "--role-name",
-            "labship-instance",
-            "--policy-name",
-            "labship-instance",
-            "--policy-document",
-            old,
-        ],
-        vec![
-            "iam",
-            "create-instance-profile",
-            "--path",
-            "/labship/",
-            "--instance-profile-name",
-            "labship-instance",
-        ],
-        vec![
-            "iam",
-            "add-role-to-instance-profile",
-            "--instance-profile-name",
-            "labship-instance",
-            "--role-name",
-            "labship-instance",
-        ],
-    ] {
-        let out = aws_cli(&endpoint, &args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // An operator's reach, less what moto cannot judge (conditions): no CreatePolicy.
+    let (key_id, secret) = limited_user(
+        &endpoint,
+        "operator",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","ecr:*","ssm:*","sts:*","s3:*","iam:GetPolicy","iam:ListRoles","iam:CreateRole","iam:PutRolePolicy","iam:CreateInstanceProfile","iam:AddRoleToInstanceProfile","iam:PassRole"],"Resource":"*"}]}"#,
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
     let output = unique("labship-out");
-    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
-    let p = Project::default_workload("jobrole");
+    let operator = (key_id.as_str(), secret.as_str());
+    let made = aws_cli_as(
+        &endpoint,
+        &["s3api", "create-bucket", "--bucket", &output],
+        operator,
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // A real context (never built: the refusal comes first).
+    let p = Project::with_files("jobboundary", &[("Dockerfile", "FROM scratch\n")]);
     p.write("analysis.ipynb", &analysis());
     let out_uri = format!("s3://{output}/results");
     let out = p.labship_at(
@@ -387,31 +474,43 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
             "-o",
             "json",
         ],
-        &[],
+        &env,
     );
     let err = json_error(&out);
-    assert_eq!(err["code"], "labship::ec2::instance_role_outdated", "{err}");
+    assert_eq!(err["code"], "labship::ec2::job_boundary_missing", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("iam:CreatePolicy"),
+        "{err}"
+    );
     assert!(
         err["help"]
             .as_str()
             .unwrap_or_default()
-            .contains("put-role-policy"),
+            .contains("file://infra/job-boundary-policy.json"),
         "the fix: {err}"
     );
-    // Nothing made: no host, no group, nothing staged, no run folder.
-    let described = aws_json(&endpoint, &["ec2", "describe-instances"]);
-    assert_eq!(described["Reservations"], json!([]), "{described}");
-    let groups = aws_json(
-        &endpoint,
-        &[
-            "ec2",
-            "describe-security-groups",
-            "--filters",
-            "Name=tag-key,Values=labship:job-group",
-        ],
-    );
-    assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
-    assert!(s3_keys(&endpoint, &output, "").is_empty());
+    // Nothing made: no host, no role, nothing staged, no run folder.
+    for (args, field) in [
+        (vec!["ec2", "describe-instances"], "Reservations"),
+        (
+            vec!["iam", "list-roles", "--path-prefix", "/labship/jobs/"],
+            "Roles",
+        ),
+        (
+            vec!["s3api", "list-objects-v2", "--bucket", output.as_str()],
+            "Contents",
+        ),
+    ] {
+        let listed = aws_cli_as(&endpoint, &args, operator);
+        let value: Value = serde_json::from_slice(&listed.stdout).unwrap_or(json!({}));
+        assert!(
+            value[field].as_array().is_none_or(Vec::is_empty),
+            "{args:?}: {value}"
+        );
+    }
     assert!(
         !p.path().join("runs").exists()
             || std::fs::read_dir(p.path().join("runs"))
@@ -419,30 +518,22 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
                 .next()
                 .is_none()
     );
+}
 
-    // With the current policy it starts (detached: this moto runs no user-data); once its
-    // host is gone, `down --all` removes the job hosts' group with the shared role.
-    let policy =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-policy.json");
-    let policy = format!("file://{}", policy.display());
-    let put = aws_cli(
-        &endpoint,
-        &[
-            "iam",
-            "put-role-policy",
-            "--role-name",
-            "labship-instance",
-            "--policy-name",
-            "labship-instance",
-            "--policy-document",
-            &policy,
-        ],
-    );
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+/// A run's role is made (with the boundary, when missing) and kept while its host lives;
+/// `down --all` then removes it with the job hosts' group and the boundary once the host is
+/// gone.
+#[test]
+fn down_all_removes_the_job_roles_group_and_boundary_once_no_job_host_is_left() {
+    // A moto of its own: the boundary and the shared role are account-wide.
+    let moto = Server::moto();
+    let endpoint = format!("http://{}", moto.addr);
+    let output = unique("labship-out");
+    aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
+    let p = Project::default_workload("jobrole");
+    p.write("analysis.ipynb", &analysis());
+    let out_uri = format!("s3://{output}/results");
+    // Detached: this moto runs no user-data.
     let started = json(&p.labship_at(
         &endpoint,
         &[
@@ -458,14 +549,32 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
         &[],
     ));
     let instance = started["container"].as_str().expect("instance").to_string();
+    let run_id = started["run_id"].as_str().expect("run id").to_string();
+    let boundary = aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "list-policies",
+            "--scope",
+            "Local",
+            "--path-prefix",
+            "/labship/",
+        ],
+    );
+    assert_eq!(
+        boundary["Policies"][0]["PolicyName"], "labship-job-boundary",
+        "{boundary}"
+    );
+    assert!(job_role_policy(&endpoint, &run_id).is_some());
     assert_job_group_closed(&endpoint);
-    // A job host still there keeps the group.
+    // A job host still there keeps its role, the group and the boundary.
     let kept = json(&p.labship_at(
         &endpoint,
         &["down", "--all", "--ec2", "--yes", "-o", "json"],
         &[],
     ));
     assert!(!kept.to_string().contains("job hosts"), "{kept}");
+    assert!(job_role_policy(&endpoint, &run_id).is_some(), "{kept}");
     assert_job_group_closed(&endpoint);
     aws_json(
         &endpoint,
@@ -476,7 +585,14 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
         &["down", "--all", "--ec2", "--yes", "-o", "json"],
         &[],
     ));
-    assert!(down.to_string().contains("of the job hosts"), "{down}");
+    let said = down.to_string();
+    for removed in [
+        "of the job hosts",
+        &format!("labship-job-{run_id}"),
+        "labship-job-boundary",
+    ] {
+        assert!(said.contains(removed), "{removed}: {down}");
+    }
     let groups = aws_json(
         &endpoint,
         &[
@@ -487,6 +603,19 @@ fn a_role_without_the_job_hosts_statements_is_refused_and_down_all_removes_the_j
         ],
     );
     assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
+    assert_job_role_gone(&endpoint, &run_id);
+    let policies = aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "list-policies",
+            "--scope",
+            "Local",
+            "--path-prefix",
+            "/labship/",
+        ],
+    );
+    assert_eq!(policies["Policies"], json!([]), "{policies}");
 }
 
 #[test]
@@ -524,6 +653,7 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     let hosts = hosts_of(&endpoint, &run_id);
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0].1, "terminated", "{err}");
+    assert_job_role_gone(&endpoint, &run_id);
     assert_job_group_closed(&endpoint);
 }
 
@@ -570,6 +700,7 @@ fn a_matrix_on_ec2_runs_a_host_per_value_side_by_side_with_one_summary() {
         let hosts = hosts_of(&endpoint, run_id);
         assert_eq!(hosts.len(), 1, "a host per run: {hosts:?}");
         assert_eq!(hosts[0].1, "terminated", "{hosts:?}");
+        assert_job_role_gone(&endpoint, run_id);
         assert_job_group_closed(&endpoint);
     }
     assert_eq!(ids.len(), 3, "a run id each: {report}");
@@ -625,6 +756,7 @@ fn a_killed_labship_leaves_the_job_going_and_fetch_brings_it_from_the_record() {
     let results = std::path::PathBuf::from(fetched["results"].as_str().expect("results"));
     assert!(results.join("outputs/squares.csv").exists(), "{fetched}");
     assert_eq!(hosts_of(&endpoint, &run_id)[0].1, "terminated");
+    assert_job_role_gone(&endpoint, &run_id);
     // Fetched once: reported from its folder again, and listed as such.
     let again = json(&p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]));
     assert_eq!(again["run_id"], run_id.as_str());

@@ -16,8 +16,16 @@ const MANAGED_BY: &str = "labship:managed-by";
 const MANAGED_BY_VALUE: &str = "labship";
 
 /// Actions that no SDK call in `src/` names but that labship's calls need.
-const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 9] = [
-    ("iam:PassRole", "RunInstances with the instance profile"),
+const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 11] = [
+    (
+        "iam:PassRole",
+        "RunInstances with an instance profile; AddRoleToInstanceProfile",
+    ),
+    ("iam:TagRole", "CreateRole with Tags (a run's role)"),
+    (
+        "iam:TagInstanceProfile",
+        "CreateInstanceProfile with Tags (a run's profile)",
+    ),
     (
         "ec2:CreateTags",
         "TagSpecifications on RunInstances, CreateSecurityGroup, CreateVolume and CreateSnapshot",
@@ -34,23 +42,39 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 9] = [
     ),
 ];
 
-/// IAM writes the code makes only to create or remove the shared instance role: an
-/// administrator's act. The operator policy grants none of them, so an operator cannot
-/// re-create the role with another trust, widen it, or take it apart (`src/aws/iam.rs` turns
-/// the AccessDenied into `InstanceRoleMissing`, `down --all` into "kept").
-const ADMIN_ONLY: [&str; 11] = [
+/// IAM writes the code makes only as an administrator: the shared instance role's legacy
+/// policies detached, the job hosts' permissions boundary created and removed. The operator
+/// policy grants none of them (`src/aws/iam.rs` turns the AccessDenied into
+/// `InstanceRoleMissing` or `JobBoundaryMissing`, `down --all` into "kept").
+const ADMIN_ONLY: [&str; 3] = [
+    "iam:CreatePolicy",
+    "iam:DeletePolicy",
+    "iam:DetachRolePolicy",
+];
+
+/// IAM writes the operator makes, on a run's own role and profile only (`role/labship/jobs/*`,
+/// `instance-profile/labship/jobs/*`), never on the shared instance role (an administrator's)
+/// nor anything else; a role only under the job boundary.
+const JOB_ROLE_ONLY: [&str; 10] = [
     "iam:AddRoleToInstanceProfile",
     "iam:CreateInstanceProfile",
     "iam:CreateRole",
     "iam:DeleteInstanceProfile",
     "iam:DeleteRole",
     "iam:DeleteRolePolicy",
-    "iam:DetachRolePolicy",
     "iam:PutRolePolicy",
     "iam:RemoveRoleFromInstanceProfile",
     "iam:TagInstanceProfile",
     "iam:TagRole",
 ];
+
+const JOB_ROLE: &str =
+    "arn:aws:iam::123456789012:role/labship/jobs/eu-west-1/labship-job-20261201-101010-abcd";
+const JOB_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/labship/jobs/eu-west-1/labship-job-20261201-101010-abcd";
+const BOUNDARY: &str = "arn:aws:iam::123456789012:policy/labship/labship-job-boundary";
+/// The boundary as the operator policy's condition names it.
+const BOUNDARY_IN_POLICY: &str =
+    "arn:aws:iam::${aws:PrincipalAccount}:policy/labship/labship-job-boundary";
 
 /// Prefixes of actions that change something: never on `*` without a condition.
 const MUTATING: &str = "create delete run terminate put attach detach add remove authorize \
@@ -270,6 +294,10 @@ fn operator_policy() -> Vec<Statement> {
     statements(&read_json("infra/operator-policy.json"))
 }
 
+fn boundary_policy() -> Vec<Statement> {
+    statements(&read_json("infra/job-boundary-policy.json"))
+}
+
 fn instance_policy() -> Vec<Statement> {
     statements(&read_json("infra/instance-policy.json"))
 }
@@ -453,29 +481,40 @@ fn operator_policy_keeps_to_labship_resources() {
         only_ours(action, ours, theirs);
     }
 
-    // IAM: the instance role and profile by their path and name, nothing else.
+    // IAM: the instance role and profile by their path and name, the job boundary by name,
+    // runs' roles and profiles by their path; nothing else.
     let role = "arn:aws:iam::123456789012:role/labship/labship-instance";
     let profile = "arn:aws:iam::123456789012:instance-profile/labship/labship-instance";
     for action in needed_actions().iter().filter(|a| a.starts_with("iam:")) {
+        if action == "iam:ListRoles" {
+            continue; // no resource-level permissions; read-only
+        }
         for other in [
             "arn:aws:iam::123456789012:role/Admin",
             "arn:aws:iam::123456789012:role/labship-instance",
+            "arn:aws:iam::123456789012:role/labship/jobsx/labship-job-1",
             "arn:aws:iam::123456789012:instance-profile/Admin",
+            "arn:aws:iam::123456789012:policy/Admin",
         ] {
             assert!(
                 granting(&policy, action, other).is_empty(),
                 "{action} reaches {other}"
             );
         }
-        let target = if action.contains("InstanceProfile") {
-            profile
-        } else {
-            role
+        let targets: &[&str] = match action.as_str() {
+            "iam:GetPolicy" => &[BOUNDARY],
+            "iam:GetInstanceProfile" => &[profile],
+            "iam:PassRole" => &[role, JOB_ROLE],
+            a if JOB_ROLE_ONLY.contains(&a) && a.contains("InstanceProfile") => &[JOB_PROFILE],
+            a if JOB_ROLE_ONLY.contains(&a) => &[JOB_ROLE],
+            a => panic!("{a}: an IAM action this test does not know the resource of"),
         };
-        assert!(
-            !granting(&policy, action, target).is_empty(),
-            "{action} on {target}"
-        );
+        for target in targets {
+            assert!(
+                !granting(&policy, action, target).is_empty(),
+                "{action} on {target}"
+            );
+        }
     }
     for s in granting(&policy, "iam:PassRole", role) {
         assert!(
@@ -768,6 +807,13 @@ fn infra_readme_covers_every_document_statement_and_instance_policy() {
             s.sid
         );
     }
+    for s in boundary_policy() {
+        assert!(
+            readme.contains(&s.sid),
+            "infra/README.md does not explain the job boundary's statement {}",
+            s.sid
+        );
+    }
 }
 
 // ---- escalation paths ----------------------------------------------------------------------
@@ -826,13 +872,19 @@ fn iam_targets() -> [&'static str; 6] {
 fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
     let code = actions_in_code();
     let policy = operator_policy();
-    for action in ADMIN_ONLY {
+    for action in JOB_ROLE_ONLY {
         let tagging = action == "iam:TagRole" || action == "iam:TagInstanceProfile";
         assert!(
             tagging || code.contains(action),
+            "{action} is listed as a job role's, but src/ no longer calls it: drop it from JOB_ROLE_ONLY"
+        );
+    }
+    for action in ADMIN_ONLY.iter().chain(JOB_ROLE_ONLY.iter()).copied() {
+        assert!(
+            !ADMIN_ONLY.contains(&action) || code.contains(action),
             "{action} is listed as the administrator's, but src/ no longer calls it: drop it from ADMIN_ONLY"
         );
-        for arn in iam_targets() {
+        for arn in iam_targets().into_iter().chain([BOUNDARY]) {
             let grants: Vec<&str> = granting(&policy, action, arn)
                 .iter()
                 .map(|s| s.sid.as_str())
@@ -843,12 +895,148 @@ fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
             );
         }
     }
-    // The error an operator meets instead, naming the fix.
+    // The errors an operator meets instead, naming the fix.
+    let iam_rs = read("src/aws/iam.rs");
+    for error in ["Error::InstanceRoleMissing", "Error::JobBoundaryMissing"] {
+        assert!(
+            iam_rs.contains(error),
+            "src/aws/iam.rs must turn an operator's AccessDenied into {error}"
+        );
+    }
+}
+
+/// A run's role is the operator's to make, so it must not be a way out: made only with the
+/// job boundary, which the operator can neither change nor lift, and passed only to EC2.
+#[test]
+fn operator_makes_job_roles_only_within_the_job_boundary() {
+    let policy = operator_policy();
+    for action in ["iam:CreateRole", "iam:PutRolePolicy"] {
+        let grants = granting(&policy, action, JOB_ROLE);
+        assert!(!grants.is_empty(), "{action} on {JOB_ROLE}");
+        for s in grants {
+            assert!(
+                s.requires(
+                    "StringEquals",
+                    "iam:PermissionsBoundary",
+                    BOUNDARY_IN_POLICY
+                ),
+                "{}: {action} must require the permissions boundary {BOUNDARY_IN_POLICY}",
+                s.sid
+            );
+        }
+    }
+    for s in granting(&policy, "iam:PassRole", JOB_ROLE) {
+        assert!(
+            s.requires("StringEquals", "iam:PassedToService", "ec2.amazonaws.com"),
+            "{}: a job role is passed to EC2 only",
+            s.sid
+        );
+    }
+    // Lifting or changing the boundary, or re-trusting, attaching to or renaming a job role.
+    for action in [
+        "iam:PutRolePermissionsBoundary",
+        "iam:DeleteRolePermissionsBoundary",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:UpdateRole",
+        "iam:UntagRole",
+    ] {
+        assert!(
+            granting(&policy, action, JOB_ROLE).is_empty(),
+            "{action} on {JOB_ROLE}"
+        );
+    }
+    for action in [
+        "iam:CreatePolicy",
+        "iam:CreatePolicyVersion",
+        "iam:SetDefaultPolicyVersion",
+        "iam:DeletePolicy",
+        "iam:DeletePolicyVersion",
+        "iam:TagPolicy",
+    ] {
+        assert!(
+            granting(&policy, action, BOUNDARY).is_empty(),
+            "{action} on the boundary {BOUNDARY}"
+        );
+    }
+    // The code makes them with it.
     let iam_rs = read("src/aws/iam.rs");
     assert!(
-        iam_rs.contains("Error::InstanceRoleMissing"),
-        "src/aws/iam.rs must turn an operator's AccessDenied into InstanceRoleMissing"
+        iam_rs.contains(".permissions_boundary(job_boundary_arn(")
+            && iam_rs.contains("include_str!(\"../../infra/job-boundary-policy.json\")"),
+        "src/aws/iam.rs must create job roles with the boundary of infra/job-boundary-policy.json"
     );
+}
+
+/// The boundary is the most a job role can do whatever its inline policy: pull labship's
+/// images and use the objects of the account's labship-* buckets, with EC2 instance
+/// credentials only (a role re-trusted to someone else gets nothing), and nothing the
+/// operator lacks.
+#[test]
+fn the_job_boundary_caps_job_roles_at_what_the_operator_has() {
+    let boundary = boundary_policy();
+    let operator = operator_policy();
+    assert!(!boundary.is_empty());
+    for s in boundary.iter().filter(|s| s.allow) {
+        assert!(
+            s.requires("Null", "aws:Ec2InstanceSourceVpc", "false"),
+            "{}: only with EC2 instance credentials (Null aws:Ec2InstanceSourceVpc false)",
+            s.sid
+        );
+        for action in &s.actions {
+            let service = action.split_once(':').map_or("", |(svc, _)| svc);
+            assert!(
+                matches!(service, "ecr" | "s3") && !action.contains('*'),
+                "{}: the job boundary may not hold {action}",
+                s.sid
+            );
+            if service == "s3" {
+                assert!(
+                    s.requires(
+                        "StringEquals",
+                        "s3:ResourceAccount",
+                        "${aws:PrincipalAccount}"
+                    ),
+                    "{}: {action} must be held to the account's own buckets",
+                    s.sid
+                );
+            }
+            if action == "ecr:GetDownloadUrlForLayer" {
+                continue; // pulling the images the operator pushes
+            }
+            for resource in &s.resources {
+                let arn = resource
+                    .replace(":*:*:", ":eu-west-1:123456789012:")
+                    .replace('*', "demo");
+                assert!(
+                    !granting(&operator, action, &arn).is_empty(),
+                    "the job boundary allows {action} on {arn} ({}), which the operator lacks",
+                    s.sid
+                );
+            }
+        }
+    }
+    for (action, arn) in [
+        ("s3:GetObject", "arn:aws:s3:::payroll/x.csv"),
+        ("s3:PutObject", "arn:aws:s3:::payroll/x.csv"),
+        ("s3:ListBucket", "arn:aws:s3:::payroll"),
+        ("s3:DeleteObject", "arn:aws:s3:::labship-course/x"),
+        ("s3:PutBucketPolicy", "arn:aws:s3:::labship-course"),
+        (
+            "ssm:GetParameter",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/labship/demo/token",
+        ),
+        (
+            "ecr:BatchGetImage",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/payments/api",
+        ),
+    ] {
+        assert!(
+            granting(&boundary, action, arn).is_empty(),
+            "the job boundary: {action} on {arn}"
+        );
+    }
 }
 
 #[test]
@@ -871,14 +1059,19 @@ fn operator_cannot_recreate_retrust_or_widen_the_instance_role() {
         .filter(|a| a.to_ascii_lowercase().starts_with("iam:"))
         .cloned()
         .collect();
+    let expected: BTreeSet<String> = JOB_ROLE_ONLY
+        .iter()
+        .chain(&[
+            "iam:GetInstanceProfile",
+            "iam:GetPolicy",
+            "iam:ListRoles",
+            "iam:PassRole",
+        ])
+        .map(|a| a.to_string())
+        .collect();
     assert_eq!(
-        iam,
-        BTreeSet::from([
-            "iam:GetInstanceProfile".to_string(),
-            "iam:GetRolePolicy".to_string(),
-            "iam:PassRole".to_string()
-        ]),
-        "the operator's IAM actions (reads, and passing the role)"
+        iam, expected,
+        "the operator's IAM actions (reads, passing the roles, and runs' own roles)"
     );
 }
 
@@ -944,7 +1137,7 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
                 "{}: the instance role may not hold {action}",
                 s.sid
             );
-            // S3 (job hosts): only this account's labship-* buckets.
+            // S3 (a deployment's inputs): only this account's labship-* buckets.
             if service == "s3" {
                 assert!(
                     s.requires(
@@ -958,18 +1151,13 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
             }
         }
     }
-    // Job hosts read their job and inputs and put results in labship-* buckets; nothing else
-    // of S3, and no deletion or bucket setting anywhere.
+    // A deployment's host reads its inputs from labship-* buckets; nothing else of S3, and
+    // no write (job hosts, which put results, have roles of their own).
     for (action, ours, theirs) in [
         (
             "s3:GetObject",
             "arn:aws:s3:::labship-course/data/x.csv",
             "arn:aws:s3:::payroll/x.csv",
-        ),
-        (
-            "s3:PutObject",
-            "arn:aws:s3:::labship-course/results/r/x",
-            "arn:aws:s3:::payroll/x",
         ),
         (
             "s3:ListBucket",
@@ -987,6 +1175,7 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
         );
     }
     for (action, arn) in [
+        ("s3:PutObject", "arn:aws:s3:::labship-course/x"),
         ("s3:DeleteObject", "arn:aws:s3:::labship-course/x"),
         ("s3:PutBucketPolicy", "arn:aws:s3:::labship-course"),
         ("s3:PutBucketAcl", "arn:aws:s3:::labship-course"),

@@ -551,6 +551,11 @@ pub fn limited_user(endpoint: &str, user: &str, policy: &str) -> (String, String
 /// `aws ARGS` (the AWS CLI of the rig's venv, the client a user would use) against
 /// `endpoint` as the test account (in us-east-1 unless ARGS name `--region`), JSON out.
 pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
+    aws_cli_as(endpoint, args, ("testing", "testing"))
+}
+
+/// [`aws_cli`] as the identity of `(key id, secret)`.
+pub fn aws_cli_as(endpoint: &str, args: &[&str], (key, secret): (&str, &str)) -> Output {
     // us-east-1 unless the arguments name a region.
     let region: &[&str] = if args.contains(&"--region") {
         &[]
@@ -561,8 +566,8 @@ pub fn aws_cli(endpoint: &str, args: &[&str]) -> Output {
         .args(args)
         .args(region)
         .args(["--endpoint-url", endpoint, "--output", "json"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .stdin(Stdio::null())

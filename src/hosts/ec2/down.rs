@@ -335,11 +335,20 @@ pub async fn down(
 /// The shared role, when no deployment in any region uses it any more (`down --all`, last).
 /// The job hosts' security groups (`run --ec2`, one per VPC), in every region where no job
 /// host is left.
-async fn remove_job_groups(aws: &Aws, report: &mut DownReport) {
+/// Returns the (region, run id) of every job host still there, or None when a region could
+/// not be looked at.
+async fn remove_job_groups(
+    aws: &Aws,
+    report: &mut DownReport,
+) -> Option<std::collections::HashSet<(String, String)>> {
     let regions = match Cloud::new(aws).regions().await {
         Ok(r) => r,
-        Err(e) => return report.failures.push(e.to_string()),
+        Err(e) => {
+            report.failures.push(e.to_string());
+            return None;
+        }
     };
+    let mut live = Some(std::collections::HashSet::new());
     for region in regions {
         let cloud = Cloud::new(&aws.in_region(&region));
         let (hosts, groups) =
@@ -347,10 +356,14 @@ async fn remove_job_groups(aws: &Aws, report: &mut DownReport) {
                 Ok(found) => found,
                 Err(e) => {
                     report.failures.push(e.to_string());
+                    live = None;
                     continue;
                 }
             };
         if !hosts.is_empty() {
+            if let Some(live) = live.as_mut() {
+                live.extend(hosts.into_iter().map(|h| (region.clone(), h.run_id)));
+            }
             continue;
         }
         for g in groups {
@@ -364,6 +377,61 @@ async fn remove_job_groups(aws: &Aws, report: &mut DownReport) {
                 Err(e) => report.failures.push(e.to_string()),
             }
         }
+    }
+    live
+}
+
+/// The job roles whose host is gone (`live`: the job hosts still there, by region and run),
+/// then the job hosts' permissions boundary when no job role is left. An operator may remove
+/// job roles, not the boundary (an administrator's): it is kept, and said.
+async fn remove_job_roles(
+    cloud: &Cloud,
+    live: &std::collections::HashSet<(String, String)>,
+    report: &mut DownReport,
+) {
+    let roles = match cloud.job_roles().await {
+        Ok(roles) => roles,
+        Err(e) => return report.failures.push(e.to_string()),
+    };
+    let mut left = 0;
+    for role in roles {
+        if live.contains(&(role.region.clone(), role.run_id.clone())) {
+            left += 1;
+            continue;
+        }
+        let (removed, failures) = cloud.remove_job_role(&role.run_id).await;
+        if failures.is_empty() {
+            if removed {
+                report.removed.push(format!(
+                    "IAM role and instance profile {} (a run's)",
+                    role.name
+                ));
+            }
+        } else {
+            left += 1;
+            report
+                .failures
+                .extend(failures.into_iter().map(|e| e.to_string()));
+        }
+    }
+    if left > 0 || !live.is_empty() {
+        return;
+    }
+    let account = match cloud.caller_arn().await {
+        Ok(arn) => arn.split(':').nth(4).unwrap_or_default().to_string(),
+        Err(e) => return report.failures.push(e.to_string()),
+    };
+    match cloud.remove_job_boundary(&account).await {
+        Ok(true) => report.removed.push(format!(
+            "IAM policy {} (the job hosts' permissions boundary)",
+            crate::aws::iam::JOB_BOUNDARY
+        )),
+        Ok(false) => {}
+        Err(Error::AccessDenied { .. }) => report.kept.push(format!(
+            "the job hosts' permissions boundary {} is kept: your identity may not remove it (an administrator's, infra/README.md)",
+            crate::aws::iam::JOB_BOUNDARY
+        )),
+        Err(e) => report.failures.push(e.to_string()),
     }
 }
 
@@ -384,7 +452,7 @@ async fn remove_shared_role(cloud: &Cloud, report: &mut DownReport) {
             {
                 // An operator: the role is an administrator's to remove.
                 report.iam_kept = Some(format!(
-                    "{INSTANCE_PROFILE} is kept: your identity may not remove it (operators hold no IAM write); an administrator removes it with the commands in infra/README.md"
+                    "{INSTANCE_PROFILE} is kept: your identity may not remove it (operators hold no IAM write on it); an administrator removes it with the commands in infra/README.md"
                 ));
             } else {
                 report
@@ -488,7 +556,7 @@ pub async fn preview_all(aws: &Aws, opts: &DownOptions) -> Result<Option<String>
         return Ok(None);
     }
     what.push(format!(
-        "then the job hosts' security groups where no job runs, and the shared IAM role {INSTANCE_PROFILE} if no deployment or job uses it"
+        "then the job hosts' security groups where no job runs, the IAM roles of runs whose host is gone (and the job hosts' permissions boundary when none is left), and the shared IAM role {INSTANCE_PROFILE} if no deployment or job uses it"
     ));
     Ok(Some(format!(
         "take down every labship deployment in every region: {}",
@@ -523,8 +591,11 @@ pub async fn down_all(
             Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
         }
     }
-    remove_job_groups(aws, &mut report).await;
-    remove_shared_role(&Cloud::new(aws), &mut report).await;
+    let cloud = Cloud::new(aws);
+    if let Some(live) = remove_job_groups(aws, &mut report).await {
+        remove_job_roles(&cloud, &live, &mut report).await;
+    }
+    remove_shared_role(&cloud, &mut report).await;
     if !report.failures.is_empty() {
         for f in &report.failures {
             printer.note(format!("failed: {f}"));

@@ -589,6 +589,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 instance_tags: instance_tags.clone(),
                 volume_tags,
                 terminate_on_shutdown: false,
+                instance_profile: iam::INSTANCE_PROFILE.into(),
             });
             detail.tags = instance_tags.into_iter().collect();
             detail.root_volume = Some(root);
