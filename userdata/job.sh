@@ -101,7 +101,7 @@ finish() {
     local rc=$?
     trap - EXIT ERR TERM
     set +e
-    rm -f "$OUT" "$OUT.aws"
+    rm -f "$OUT" "$OUT.aws" "$OUT.job"
     mkdir -p "$RESULTS" "$(dirname "$SPEC_DIR")"
     local phase=$PHASE
     PHASE=upload
@@ -124,14 +124,24 @@ setup_docker
 mark docker-ready
 
 PHASE=login
+require_aws_cli
+mkdir -p "$SPEC_DIR" "$INPUTS_DIR" "$RESULTS"
+# The staged job comes down while the registry login and the pull go on.
+aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" "${JOB_URI}.labship-job/" "$SPEC_DIR/" \
+    >"$OUT.job" 2>&1 &
+JOB_COPY=$!
 ecr_login
 PHASE=pull
 pull_image
 mark pulled
 
 PHASE=data
-mkdir -p "$SPEC_DIR" "$INPUTS_DIR" "$RESULTS"
-quiet aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" "${JOB_URI}.labship-job/" "$SPEC_DIR/"
+JOB_COPIED=0
+wait "$JOB_COPY" || JOB_COPIED=$?
+cat "$OUT.job" >>"$LOG_FILE"
+if [ "$JOB_COPIED" -ne 0 ]; then
+    fail "aws s3 cp ${JOB_URI}.labship-job/ exited $JOB_COPIED: $(last_line "$OUT.job")"
+fi
 copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
 mark inputs
 

@@ -203,7 +203,6 @@ async fn ready(
             crate::aws::iam::JOB_BOUNDARY
         ));
     }
-    sweep_job_roles(&cloud, &aws.region, printer).await;
     let outside: Vec<&str> = std::iter::once(&output.uri.bucket)
         .chain(checked.iter().map(|c| &c.uri.bucket))
         .filter(|b| !b.starts_with("labship-"))
@@ -217,7 +216,12 @@ async fn ready(
         ));
     }
 
-    let prepared = push::prepare(engine, &ecr, config, printer).await?;
+    // Roles of runs whose host is gone are removed while the image is readied.
+    let (prepared, ()) = tokio::join!(
+        push::prepare(engine, &ecr, config, printer),
+        sweep_job_roles(&cloud, &aws.region, printer)
+    );
+    let prepared = prepared?;
     let image = format!(
         "{}/{}:{}",
         prepared.registry_host(),
@@ -753,8 +757,11 @@ async fn follow(
             return Err(e);
         }
     };
-    let fetched = fetch_results(place, job, record, results, &mut events, &end, started).await;
-    end_host(place.cloud, record, false, printer).await;
+    // The host powers itself off once its end is in S3: seen ending while its folder comes.
+    let (fetched, ()) = tokio::join!(
+        fetch_results(place, job, record, results, &mut events, &end, started),
+        end_host(place.cloud, record, false, printer)
+    );
     fetched.map_err(|e| Error::S3Data {
         uri: record.job_uri.clone(),
         reason: format!("the run ended, but its results could not be brought here: {e}"),
