@@ -49,9 +49,10 @@ const HOST_LOG: &str = ".labship-host.log";
 const JOB_LOG: &str = ".labship-job.log";
 /// This machine's record of a run it launched on EC2 (in its run folder).
 const RECORD: &str = "ec2.json";
-/// How often a run's end is looked for: every second at first (a short job's end is seen
-/// at once), every 5 s after a minute (a GET and two describes each time).
-const POLL_FIRST: Duration = Duration::from_secs(1);
+/// How often a run's end is looked for: every half second at first (a short job's end is
+/// seen at once; a GET of S3), every 5 s after a minute. The console and the host's state
+/// (two EC2 calls, whose rates are lower) are looked at every other time.
+const POLL_FIRST: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_secs(5);
 const POLL_FIRST_FOR: Duration = Duration::from_secs(60);
 /// How long after its host is gone a run's end may still appear in S3.
@@ -650,18 +651,43 @@ fn for_now<T>(answer: Result<Option<T>>) -> Result<Option<T>> {
 /// way. A host gone without putting it, or one past its deadline, is an error.
 async fn wait_for_end(place: &Place<'_>, record: &Record, events: &mut Events) -> Result<HostEnd> {
     let job_uri = S3Uri::parse(&record.job_uri)?;
+    let end_at = job_uri.join(HOST_END);
     let mut gone_since: Option<Instant> = None;
     let began = Instant::now();
+    let mut round = 0u64;
     loop {
-        if let Some(bytes) = for_now(place.bucket.get_bytes(&job_uri.join(HOST_END)).await)? {
+        round += 1;
+        let early = began.elapsed() < POLL_FIRST_FOR;
+        // The end, and (every other time early on) the console and the host, together.
+        let look = !early || round % 2 == 1;
+        let (end, console, instance) = tokio::join!(
+            place.bucket.get_bytes(&end_at),
+            async {
+                match look {
+                    true => Some(place.cloud.console(&record.instance, true).await),
+                    false => None,
+                }
+            },
+            async {
+                match look {
+                    true => Some(place.cloud.instance(&record.instance).await),
+                    false => None,
+                }
+            },
+        );
+        if let Some(bytes) = for_now(end)? {
             return Ok(serde_json::from_slice::<HostEnd>(&bytes)
                 .unwrap_or_else(|e| HostEnd::unreadable(&e.to_string())));
         }
-        if let Ok(Some(console)) = place.cloud.console(&record.instance, true).await {
+        if let Some(Ok(Some(console))) = console {
             events.take(&console, place.printer);
         }
-        let instance = match place.cloud.instance(&record.instance).await {
-            Ok(i) => Some(i),
+        let Some(instance) = instance else {
+            tokio::time::sleep(POLL_FIRST).await;
+            continue;
+        };
+        let instance = match instance {
+            Ok(instance) => Some(instance),
             Err(Error::AwsUnavailable { .. }) => None,
             Err(e) => return Err(e),
         };
