@@ -11,7 +11,8 @@
 //! depends on this machine: a laptop closed or asleep changes nothing.
 //!
 //! labship follows the run (progress from the console, the end from S3), brings the run's
-//! folder into `runs/<run-id>/`, puts `run.json` in S3 (last), and sees the host end. The hosts
+//! folder into `runs/<run-id>/`, puts `run.json` in S3 (last), and ends the host (which has
+//! nothing left to do once its end is in S3) with its role. The hosts
 //! share a security group per VPC with no inbound rule. A detached run is followed the same way
 //! by `fetch`, from this machine's record (`runs/<run-id>/ec2.json`) or, on any machine, from
 //! the host's tags.
@@ -739,7 +740,7 @@ fn host_failed(record: &Record, cause: String) -> Error {
 }
 
 /// Follows a run on EC2 to its end: progress from the host's console, the end from S3;
-/// then its folder into `results`, `run.json` in S3 (last), and the host seen ending. `job`:
+/// then its folder into `results`, `run.json` in S3 (last), and the host ended. `job`:
 /// the job, when known here (else read back from where it was staged). Ctrl-C ends the host
 /// when `end_on_interrupt` (an attached run ends with its labship, as a local one does); a
 /// `fetch` leaves it going, as does an error reading AWS while the host lives.
@@ -761,7 +762,7 @@ async fn follow(
                 "Interrupted: terminating the job host {}",
                 record.instance
             ));
-            end_host(place.cloud, record, true, printer).await;
+            end_host(place.cloud, record, printer).await;
             // The interruption's words as things are now (the host gone).
             return Err(
                 interrupt::checkpoint(&format!("the end of run {}", record.run_id))
@@ -771,7 +772,7 @@ async fn follow(
         }
         // The host is gone (or was ended at its deadline): what it left is removed.
         Err(e @ Error::BootFailed { .. }) => {
-            end_host(place.cloud, record, false, printer).await;
+            end_host(place.cloud, record, printer).await;
             return Err(e);
         }
         Err(e) => {
@@ -783,10 +784,10 @@ async fn follow(
             return Err(e);
         }
     };
-    // The host powers itself off once its end is in S3: seen ending while its folder comes.
+    // The host has put its end: it is ended while its folder comes.
     let (fetched, ()) = tokio::join!(
         fetch_results(place, job, record, results, &mut events, &end, started),
-        end_host(place.cloud, record, false, printer)
+        end_host(place.cloud, record, printer)
     );
     fetched.map_err(|e| Error::S3Data {
         uri: record.job_uri.clone(),
@@ -931,30 +932,17 @@ fn report(
     }
 }
 
-/// The host ended: terminated at once when `now` (Ctrl-C, its deadline passed), else seen
-/// shutting down (it powers itself off once its end is in S3; a host still running a minute
-/// after that is terminated). What cannot be is said with the command that does it.
-async fn end_host(cloud: &Cloud, record: &Record, now: bool, printer: &Printer) {
+/// The host ends: terminated at once unless it is going already. It has nothing left to do
+/// (its end is in S3, or it is gone, or Ctrl-C), and waiting for its own power-off would only
+/// keep it billing while EC2 notices (seconds, on EC2). Its role goes with it. What cannot be
+/// done is said with the command that does it.
+async fn end_host(cloud: &Cloud, record: &Record, printer: &Printer) {
     let ids = std::slice::from_ref(&record.instance);
-    let ending = |i: &Option<crate::aws::ec2::Instance>| {
-        i.as_ref()
-            .is_none_or(|i| matches!(i.state.as_str(), "shutting-down" | "terminated"))
-    };
-    let mut ended = false;
-    if !now {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if matches!(cloud.instance(&record.instance).await, Ok(i) if ending(&i)) {
-                ended = true;
-                break;
-            }
-            tokio::time::sleep(POLL_FIRST).await;
-        }
-    }
-    if !ended {
-        ended = cloud.terminate(ids).await.is_ok();
-    }
-    if ended {
+    let going = matches!(
+        cloud.instance(&record.instance).await,
+        Ok(i) if i.as_ref().is_none_or(|i| matches!(i.state.as_str(), "shutting-down" | "terminated"))
+    );
+    if going || cloud.terminate(ids).await.is_ok() {
         interrupt::gone(&made(record));
         remove_role(cloud, &record.run_id, printer).await;
     } else {
