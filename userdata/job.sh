@@ -166,12 +166,15 @@ PHASE=job
 { timeout --kill-after=10 "$((TIMEOUT + 30))" docker start -a "$CONTAINER" 2>&1 |
     tee -a "$LOG_FILE" | grep --line-buffered '^LABSHIP-JOB ' | tee "$RESULTS/.labship-job.log" |
     grep --line-buffered -v '"event": "failed"'; } || true
-if [ "$(docker inspect --format '{''{.State.Running}}' "$CONTAINER" 2>/dev/null)" = true ]; then
+# How it ended, in one look: running (still, past its deadline), exit code, killed for memory.
+STATE=$(docker inspect --format '{''{.State.Running}} {''{.State.ExitCode}} {''{.State.OOMKilled}}' \
+    "$CONTAINER" 2>>"$LOG_FILE") || STATE="false null false"
+read -r RUNNING EXIT_CODE OOM <<<"$STATE"
+if [ "$RUNNING" = true ]; then
     docker kill "$CONTAINER" >>"$LOG_FILE" 2>&1 || true
     KILLED=true
+    EXIT_CODE=$(docker inspect --format '{''{.State.ExitCode}}' "$CONTAINER" 2>>"$LOG_FILE") || EXIT_CODE=null
 fi
-EXIT_CODE=$(docker inspect --format '{''{.State.ExitCode}}' "$CONTAINER" 2>>"$LOG_FILE") || EXIT_CODE=null
-OOM=$(docker inspect --format '{''{.State.OOMKilled}}' "$CONTAINER" 2>>"$LOG_FILE") || OOM=false
 mark job-ended
 
 PHASE=results
