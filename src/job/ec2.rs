@@ -762,7 +762,7 @@ async fn follow(
                 "Interrupted: terminating the job host {}",
                 record.instance
             ));
-            end_host(place.cloud, record, printer).await;
+            end_host(place.cloud, record, false, printer).await;
             // The interruption's words as things are now (the host gone).
             return Err(
                 interrupt::checkpoint(&format!("the end of run {}", record.run_id))
@@ -772,7 +772,7 @@ async fn follow(
         }
         // The host is gone (or was ended at its deadline): what it left is removed.
         Err(e @ Error::BootFailed { .. }) => {
-            end_host(place.cloud, record, printer).await;
+            end_host(place.cloud, record, false, printer).await;
             return Err(e);
         }
         Err(e) => {
@@ -787,7 +787,7 @@ async fn follow(
     // The host has put its end: it is ended while its folder comes.
     let (fetched, ()) = tokio::join!(
         fetch_results(place, job, record, results, &mut events, &end, started),
-        end_host(place.cloud, record, printer)
+        end_host(place.cloud, record, true, printer)
     );
     fetched.map_err(|e| Error::S3Data {
         uri: record.job_uri.clone(),
@@ -934,17 +934,30 @@ fn report(
 
 /// The host ends: terminated at once unless it is going already. It has nothing left to do
 /// (its end is in S3, or it is gone, or Ctrl-C), and waiting for its own power-off would only
-/// keep it billing while EC2 notices (seconds, on EC2). Its role goes with it. What cannot be
-/// done is said with the command that does it.
-async fn end_host(cloud: &Cloud, record: &Record, printer: &Printer) {
+/// keep it billing while EC2 notices (seconds, on EC2). Its role goes with it: meanwhile when
+/// `put_end` (its end is in S3: it needs the role no more), else once it is ended (a host
+/// that may still run keeps its role). What cannot be done is said with the command that
+/// does it.
+async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Printer) {
     let ids = std::slice::from_ref(&record.instance);
-    let going = matches!(
-        cloud.instance(&record.instance).await,
-        Ok(i) if i.as_ref().is_none_or(|i| matches!(i.state.as_str(), "shutting-down" | "terminated"))
-    );
-    if going || cloud.terminate(ids).await.is_ok() {
+    let end = async {
+        let going = matches!(
+            cloud.instance(&record.instance).await,
+            Ok(i) if i.as_ref().is_none_or(|i| matches!(i.state.as_str(), "shutting-down" | "terminated"))
+        );
+        going || cloud.terminate(ids).await.is_ok()
+    };
+    let ended = if put_end {
+        tokio::join!(end, remove_role(cloud, &record.run_id, printer)).0
+    } else {
+        let ended = end.await;
+        if ended {
+            remove_role(cloud, &record.run_id, printer).await;
+        }
+        ended
+    };
+    if ended {
         interrupt::gone(&made(record));
-        remove_role(cloud, &record.run_id, printer).await;
     } else {
         printer.note(format!(
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
