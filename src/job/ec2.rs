@@ -989,13 +989,9 @@ async fn sweep_job_roles(cloud: &Cloud, region: &str, printer: &Printer) {
             return;
         }
     };
-    let now = crate::hosts::now_secs();
+    let live: Vec<&str> = hosts.iter().map(|h| h.run_id.as_str()).collect();
     let mut removed = Vec::new();
-    for role in roles.iter().filter(|r| {
-        r.region == region
-            && now - r.created_secs > ORPHAN_AGE_SECS
-            && !hosts.iter().any(|h| h.run_id == r.run_id)
-    }) {
+    for role in orphaned(&roles, &live, region, crate::hosts::now_secs()) {
         match cloud.remove_job_role(&role.run_id).await {
             (true, failures) if failures.is_empty() => removed.push(role.name.clone()),
             (_, failures) => {
@@ -1012,6 +1008,24 @@ async fn sweep_job_roles(cloud: &Cloud, region: &str, printer: &Printer) {
             removed.join(", ")
         ));
     }
+}
+
+/// The job roles of `region` that no live job host (`live`: their run ids) uses and that are
+/// old enough (at `now`) not to be a run's between its role and its launch.
+fn orphaned<'a>(
+    roles: &'a [crate::aws::iam::JobRole],
+    live: &[&str],
+    region: &str,
+    now: i64,
+) -> Vec<&'a crate::aws::iam::JobRole> {
+    roles
+        .iter()
+        .filter(|r| {
+            r.region == region
+                && now - r.created_secs > ORPHAN_AGE_SECS
+                && !live.contains(&r.run_id.as_str())
+        })
+        .collect()
 }
 
 /// This machine's record of a run, if any.
@@ -1365,6 +1379,29 @@ mod tests {
                 "{action} is outside the boundary"
             );
         }
+    }
+
+    #[test]
+    fn only_old_roles_of_this_region_without_a_live_host_are_swept() {
+        let role = |run: &str, region: &str, created: i64| crate::aws::iam::JobRole {
+            name: job_role_name(run),
+            run_id: run.into(),
+            region: region.into(),
+            created_secs: created,
+        };
+        let now = 1_000_000;
+        let old = now - ORPHAN_AGE_SECS - 1;
+        let roles = [
+            role("gone", "eu-west-1", old),
+            role("running", "eu-west-1", old),
+            role("starting", "eu-west-1", now - 60),
+            role("elsewhere", "us-east-1", old),
+        ];
+        let swept: Vec<&str> = orphaned(&roles, &["running"], "eu-west-1", now)
+            .into_iter()
+            .map(|r| r.run_id.as_str())
+            .collect();
+        assert_eq!(swept, ["gone"]);
     }
 
     #[test]
