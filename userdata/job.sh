@@ -101,7 +101,7 @@ finish() {
     local rc=$?
     trap - EXIT ERR TERM
     set +e
-    rm -f "$OUT" "$OUT.aws" "$OUT.job"
+    rm -f "$OUT" "$OUT.aws" "$OUT.job" "$OUT.job.failed"
     mkdir -p "$RESULTS" "$(dirname "$SPEC_DIR")"
     local phase=$PHASE
     PHASE=upload
@@ -123,12 +123,28 @@ PHASE=docker
 setup_docker
 mark docker-ready
 
+# The staged job, with the host's role. A new role's credentials may take a moment to reach
+# the host (as the registry login allows for): attempts until the login's deadline. Run in
+# the background, it never fails (ERR would fire there): it leaves $OUT.job.failed instead.
+copy_job() {
+    local deadline=$((SECONDS + LOGIN_DEADLINE)) n=0
+    until aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" \
+        "${JOB_URI}.labship-job/" "$SPEC_DIR/"; do
+        n=$((n + 1))
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            : >"$OUT.job.failed"
+            return 0
+        fi
+        sleep "$((n < 5 ? n : 5))"
+    done
+}
+
 PHASE=login
 require_aws_cli
 mkdir -p "$SPEC_DIR" "$INPUTS_DIR" "$RESULTS"
+rm -f "$OUT.job.failed"
 # The staged job comes down while the registry login and the pull go on.
-aws s3 cp --recursive --only-show-errors --region "$JOB_REGION" "${JOB_URI}.labship-job/" "$SPEC_DIR/" \
-    >"$OUT.job" 2>&1 &
+copy_job >"$OUT.job" 2>&1 &
 JOB_COPY=$!
 ecr_login
 PHASE=pull
@@ -136,11 +152,10 @@ pull_image
 mark pulled
 
 PHASE=data
-JOB_COPIED=0
-wait "$JOB_COPY" || JOB_COPIED=$?
+wait "$JOB_COPY" || true
 cat "$OUT.job" >>"$LOG_FILE"
-if [ "$JOB_COPIED" -ne 0 ]; then
-    fail "aws s3 cp ${JOB_URI}.labship-job/ exited $JOB_COPIED: $(last_line "$OUT.job")"
+if [ -e "$OUT.job.failed" ] || [ ! -s "$SPEC_DIR/job.json" ]; then
+    fail "aws s3 cp ${JOB_URI}.labship-job/ failed for ${LOGIN_DEADLINE}s: $(last_line "$OUT.job")"
 fi
 copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
 mark inputs

@@ -298,6 +298,16 @@ pub fn job_boundary_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:policy/labship/{JOB_BOUNDARY}")
 }
 
+/// What became of something labship removes when unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// It was not there.
+    Gone,
+    /// It is someone's as well (changed by an administrator): left as it is.
+    Kept,
+}
+
 /// A job role as IAM lists it.
 #[derive(Debug, Clone)]
 pub struct JobRole {
@@ -306,6 +316,9 @@ pub struct JobRole {
     /// Where its host is (from the role's path).
     pub region: String,
     pub created_secs: i64,
+    /// Its trust is labship's (EC2 may assume it, nothing else may): a job role trusted by
+    /// anyone else was not made by labship as it is, and is removed on sight.
+    pub trusted_by_ec2_only: bool,
 }
 
 /// What a run's role is made of: its run, where its host runs, its tags and its policy.
@@ -318,14 +331,15 @@ pub struct JobRoleSpec<'a> {
     pub policy: &'a str,
 }
 
-/// IAM takes tag values of letters, digits, spaces and `_.:/=+-@` only (EC2 takes anything).
+/// IAM takes tag values of letters, digits, spaces and `_.:/=+-@` only (EC2 takes anything):
+/// a value it would refuse is left out.
 fn iam_tags(pairs: &[(&str, String)]) -> Vec<aws_sdk_iam::types::Tag> {
     pairs
         .iter()
         .filter(|(_, v)| {
-            v.len() <= 256
+            v.chars().count() <= 256
                 && v.chars()
-                    .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+                    .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
         })
         .filter_map(|(k, v)| {
             aws_sdk_iam::types::Tag::builder()
@@ -383,40 +397,40 @@ impl Cloud {
         }
     }
 
-    /// Removes the job boundary (when no job role is left: `down --all`). True when removed.
-    pub async fn remove_job_boundary(&self, account: &str) -> Result<bool> {
-        use aws_sdk_iam::operation::delete_policy::DeletePolicyError;
+    /// Removes the job boundary (when no job role is left: `down --all`). One an
+    /// administrator changed (it has versions of theirs: IAM's DeleteConflict) is kept, with
+    /// their changes.
+    pub async fn remove_job_boundary(&self, account: &str) -> Result<Removal> {
         let arn = job_boundary_arn(account);
-        deleted(
-            self,
-            "DeletePolicy",
-            &arn,
-            self.iam.delete_policy().policy_arn(&arn).send().await,
-            DeletePolicyError::is_no_such_entity_exception,
-        )
+        match self.iam.delete_policy().policy_arn(&arn).send().await {
+            Ok(_) => Ok(Removal::Removed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(Removal::Gone)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_delete_conflict_exception()) =>
+            {
+                Ok(Removal::Kept)
+            }
+            Err(e) => Err(self.fail("iam", "DeletePolicy", &arn, &e)),
+        }
     }
 
     /// A run's role (trusted by EC2, under the job boundary, with its one inline policy) in
-    /// an instance profile of the same name, which is returned. What a failure leaves is
-    /// removed again.
+    /// an instance profile of the same name, which is returned. What a failure after the role
+    /// was made leaves is removed again; a role of that name that existed before (another
+    /// run's) is never touched.
     pub async fn create_job_role(&self, spec: &JobRoleSpec<'_>) -> Result<String> {
         let name = job_role_name(spec.run_id);
-        let made = self.make_job_role(&name, spec).await;
-        if made.is_err() {
-            let (_, failures) = self.remove_job_role(spec.run_id).await;
-            for f in failures {
-                tracing::warn!("removing the job role {name} again: {f}");
-            }
-        }
-        made.map(|()| name)
-    }
-
-    async fn make_job_role(&self, name: &str, spec: &JobRoleSpec<'_>) -> Result<()> {
         let path = format!("{JOB_PATH}{}/", spec.region);
         let tags = iam_tags(spec.tags);
         self.iam
             .create_role()
-            .role_name(name)
+            .role_name(&name)
             .path(&path)
             .description(format!(
                 "labship run {}: its job, inputs and results only",
@@ -427,19 +441,37 @@ impl Cloud {
             .set_tags(Some(tags.clone()))
             .send()
             .await
-            .map_err(|e| self.fail("iam", "CreateRole", name, &e))?;
+            .map_err(|e| self.fail("iam", "CreateRole", &name, &e))?;
+        let made = self.fill_job_role(&name, &path, tags, spec.policy).await;
+        if made.is_err() {
+            let (_, failures) = self.remove_job_role(spec.run_id).await;
+            for f in failures {
+                tracing::warn!("removing the job role {name} again: {f}");
+            }
+        }
+        made.map(|()| name)
+    }
+
+    /// A new job role's policy, and its profile.
+    async fn fill_job_role(
+        &self,
+        name: &str,
+        path: &str,
+        tags: Vec<aws_sdk_iam::types::Tag>,
+        policy: &str,
+    ) -> Result<()> {
         self.iam
             .put_role_policy()
             .role_name(name)
             .policy_name(JOB_POLICY_NAME)
-            .policy_document(spec.policy)
+            .policy_document(policy)
             .send()
             .await
             .map_err(|e| self.fail("iam", "PutRolePolicy", name, &e))?;
         self.iam
             .create_instance_profile()
             .instance_profile_name(name)
-            .path(&path)
+            .path(path)
             .set_tags(Some(tags))
             .send()
             .await
@@ -487,11 +519,50 @@ impl Cloud {
                     run_id: run_id.to_string(),
                     region,
                     created_secs: role.create_date().secs(),
+                    trusted_by_ec2_only: role
+                        .assume_role_policy_document()
+                        .is_some_and(is_labships_trust),
                 });
             }
         }
         Ok(found)
     }
+}
+
+/// Whether a trust policy as IAM returns it (URL-encoded JSON) is labship's: every statement
+/// lets the EC2 service, and no one else, assume the role (IAM may give a string as a list).
+fn is_labships_trust(document: &str) -> bool {
+    use serde_json::Value;
+    let text = percent_encoding::percent_decode_str(document).decode_utf8_lossy();
+    let Some(doc) = serde_json::from_str::<Value>(&text)
+        .ok()
+        .or_else(|| serde_json::from_str::<Value>(document).ok())
+    else {
+        return false;
+    };
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        match v {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(all) => all.iter().map(|x| x.as_str().map(String::from)).collect(),
+            _ => None,
+        }
+    };
+    let statements = match &doc["Statement"] {
+        Value::Array(all) => all.clone(),
+        one @ Value::Object(_) => vec![one.clone()],
+        _ => return false,
+    };
+    !statements.is_empty()
+        && statements.iter().all(|s| {
+            let principal_ok = s["Principal"].as_object().is_some_and(|p| {
+                p.len() == 1
+                    && p.get("Service").and_then(strings) == Some(vec!["ec2.amazonaws.com".into()])
+            });
+            s["Effect"] == "Allow"
+                && s.get("NotPrincipal").is_none()
+                && principal_ok
+                && strings(&s["Action"]) == Some(vec!["sts:AssumeRole".into()])
+        })
 }
 
 /// A delete's outcome: done (true), already gone (false: IAM's typed `NoSuchEntity`, so a
@@ -510,5 +581,32 @@ where
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(gone) => Ok(false),
         Err(e) => Err(cloud.fail("iam", op, resource, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_ec2_only_trust_is_labships() {
+        assert!(is_labships_trust(TRUST_POLICY));
+        // As IAM returns it: URL-encoded, a list for a string.
+        let encoded = percent_encoding::utf8_percent_encode(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":["ec2.amazonaws.com"]},"Action":["sts:AssumeRole"]}]}"#,
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string();
+        assert!(is_labships_trust(&encoded));
+        for other in [
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"sts:AssumeRole"}]}"#,
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com","AWS":"*"},"Action":"sts:AssumeRole"}]}"#,
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":["ec2.amazonaws.com","lambda.amazonaws.com"]},"Action":"sts:AssumeRole"}]}"#,
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"},{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#,
+            r#"{"Statement":[]}"#,
+            "not json",
+        ] {
+            assert!(!is_labships_trust(other), "{other}");
+        }
     }
 }

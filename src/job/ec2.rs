@@ -61,6 +61,9 @@ const GONE_GRACE: Duration = Duration::from_secs(60);
 /// How old a job role with no host must be before another run removes it (younger, its run
 /// may be between creating it and launching).
 const ORPHAN_AGE_SECS: i64 = 15 * 60;
+/// How long a host that was told to end (Ctrl-C, gone) is waited for before its role is
+/// removed; past that, the role is left to the next run's sweep.
+const ROLE_AFTER_END: Duration = Duration::from_secs(20);
 /// IAM's bound on a role's inline policies, in characters without whitespace.
 const ROLE_POLICY_MAX: usize = 10_240;
 
@@ -196,8 +199,10 @@ async fn ready(
         "arn:aws:ecr:{}:{account}:repository/{}",
         aws.region, config.push.repository
     );
-    // The policy is checked before anything is made (too many inputs for IAM).
-    job_policy(&account, &repository_arn, &output.uri.join("run"), &reach)?;
+    // The policy is checked before anything is made (too many inputs for IAM), with a run
+    // id as long as the run's.
+    let sample = output.uri.join(&super::new_run_id());
+    job_policy(&account, &repository_arn, &sample, &reach)?;
     interrupt::checkpoint("the job hosts' permissions boundary")?;
     if cloud.ensure_job_boundary(&account).await? {
         printer.note(format!(
@@ -335,9 +340,8 @@ async fn start(
             job,
         }),
         Err(e) => {
-            // Nothing runs: no folder for it, no role.
+            // Nothing runs: no folder for it.
             let _ = std::fs::remove_dir_all(&results);
-            remove_role(&ready.cloud, &run_id, printer).await;
             Err(e)
         }
     }
@@ -504,115 +508,126 @@ async fn launch(
         policy: &policy,
     };
     interrupt::checkpoint("the job host's role")?;
-    let (_, profile) = tokio::try_join!(stage, cloud.create_job_role(&role))?;
+    // Both to their end: a role made while the staging failed is removed again.
+    let (staged, profile) = tokio::join!(stage, cloud.create_job_role(&role));
+    let profile = profile?;
+    let launched = async {
+        staged?;
 
-    let host_name = format!("labship-run-{}-{run_id}", config.name);
-    interrupt::checkpoint("the job hosts' security group")?;
-    let group = cloud.ensure_job_security_group(host.vpc).await?;
+        let host_name = format!("labship-run-{}-{run_id}", config.name);
+        interrupt::checkpoint("the job hosts' security group")?;
+        let group = cloud.ensure_job_security_group(host.vpc).await?;
 
-    let user_data = userdata::render_job(&userdata::JobHostInputs {
-        name: &format!("run-{run_id}"),
-        region: &record.region,
-        registry: host.image.split('/').next().unwrap_or_default(),
-        image: host.image,
-        host_kind: plan::ami_kind(&config.ec2.ami),
-        pull_deadline_secs: plan::PULL_DEADLINE,
-        job_uri: &record.job_uri,
-        job_region: &bucket.region,
-        timeout_secs: job.timeout,
-    })
-    .map_err(|e| Error::InvalidSetting {
-        what: "job host script",
-        value: run_id.clone(),
-        reason: e.to_string(),
-        hint: "this is a bug in labship, or a setting outside what a host script may hold".into(),
-    })?;
-    let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    };
-    let mut instance_tags = owned(&job_tags);
-    instance_tags.push(("Name".into(), host_name.clone()));
-    let launch_spec = LaunchSpec {
-        deployment: format!("{}-{run_id}", config.name),
-        ami: host.ami.id.clone(),
-        instance_type: host.itype.name.clone(),
-        root_device: host.ami.root_device.clone(),
-        root_gib: host.root_gib,
-        metadata_hop_limit: plan::METADATA.hop_limit,
-        subnet: config.ec2.subnet.clone(),
-        availability_zone: None,
-        spot: false,
-        ssh_key: None,
-        user_data: userdata::gzip(&user_data),
-        instance_tags,
-        volume_tags: owned(&job_tags),
-        terminate_on_shutdown: true,
-        instance_profile: profile,
-    };
+        let user_data = userdata::render_job(&userdata::JobHostInputs {
+            name: &format!("run-{run_id}"),
+            region: &record.region,
+            registry: host.image.split('/').next().unwrap_or_default(),
+            image: host.image,
+            host_kind: plan::ami_kind(&config.ec2.ami),
+            pull_deadline_secs: plan::PULL_DEADLINE,
+            job_uri: &record.job_uri,
+            job_region: &bucket.region,
+            timeout_secs: job.timeout,
+        })
+        .map_err(|e| Error::InvalidSetting {
+            what: "job host script",
+            value: run_id.clone(),
+            reason: e.to_string(),
+            hint: "this is a bug in labship, or a setting outside what a host script may hold".into(),
+        })?;
+        let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let mut instance_tags = owned(&job_tags);
+        instance_tags.push(("Name".into(), host_name.clone()));
+        let launch_spec = LaunchSpec {
+            deployment: format!("{}-{run_id}", config.name),
+            ami: host.ami.id.clone(),
+            instance_type: host.itype.name.clone(),
+            root_device: host.ami.root_device.clone(),
+            root_gib: host.root_gib,
+            metadata_hop_limit: plan::METADATA.hop_limit,
+            subnet: config.ec2.subnet.clone(),
+            availability_zone: None,
+            spot: false,
+            ssh_key: None,
+            user_data: userdata::gzip(&user_data),
+            instance_tags,
+            volume_tags: owned(&job_tags),
+            terminate_on_shutdown: true,
+            instance_profile: profile,
+        };
 
-    // The upload and the launch together: the host retries its pull until the image is
-    // there.
-    let upload = async {
-        match upload {
-            Some((engine, ecr, prepared)) => push::finish(engine, ecr, prepared, printer)
-                .await
-                .map(|_| ()),
-            None => Ok(()),
-        }
-    };
-    let start = async {
-        interrupt::checkpoint("launching the job host")?;
-        cloud
-            .launch(&launch_spec, &group, Duration::from_secs(120))
-            .await
-    };
-    let (pushed, started) = tokio::join!(upload, start);
-    let instance = match (pushed, started) {
-        (Ok(_), Ok(instance)) => instance,
-        (Err(e), Ok(instance)) => {
-            printer.note(format!(
-                "The push did not finish: terminating the job host {} again",
-                instance.id
-            ));
-            let ids = [instance.id.clone()];
-            if let Err(t) = cloud.terminate(&ids).await {
-                printer.note(format!(
-                    "could not terminate the job host {}: {t}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself by its deadline anyway)",
-                    instance.id, instance.id
-                ));
+        // The upload and the launch together: the host retries its pull until the image is
+        // there.
+        let upload = async {
+            match upload {
+                Some((engine, ecr, prepared)) => push::finish(engine, ecr, prepared, printer)
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
             }
-            return Err(e);
+        };
+        let start = async {
+            interrupt::checkpoint("launching the job host")?;
+            cloud
+                .launch(&launch_spec, &group, Duration::from_secs(120))
+                .await
+        };
+        let (pushed, started) = tokio::join!(upload, start);
+        let instance = match (pushed, started) {
+            (Ok(_), Ok(instance)) => instance,
+            (Err(e), Ok(instance)) => {
+                printer.note(format!(
+                    "The push did not finish: terminating the job host {} again",
+                    instance.id
+                ));
+                let ids = [instance.id.clone()];
+                if let Err(t) = cloud.terminate(&ids).await {
+                    printer.note(format!(
+                        "could not terminate the job host {}: {t}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself by its deadline anyway)",
+                        instance.id, instance.id
+                    ));
+                }
+                return Err(e);
+            }
+            (_, Err(e)) => return Err(e),
+        };
+        record.instance = instance.id.clone();
+        interrupt::made(made(&record));
+        interrupt::install(interrupt::Then::Remove(format!(
+            "aws ec2 terminate-instances --instance-ids {}",
+            instance.id
+        )))?;
+        // The record is what `fetch` on this machine starts from; without it, the host's tags.
+        let path = spec.runs_dir.join(&run_id).join(RECORD);
+        let written = serde_json::to_vec_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|body| std::fs::write(&path, body));
+        if let Err(e) = written {
+            printer.note(format!(
+                "could not write {}: {e}; `labship fetch {run_id} --ec2` finds the run by its host's tags",
+                path.display()
+            ));
         }
-        (_, Err(e)) => return Err(e),
-    };
-    record.instance = instance.id.clone();
-    interrupt::made(made(&record));
-    interrupt::install(interrupt::Then::Remove(format!(
-        "aws ec2 terminate-instances --instance-ids {}",
-        instance.id
-    )))?;
-    // The record is what `fetch` on this machine starts from; without it, the host's tags.
-    let path = spec.runs_dir.join(&run_id).join(RECORD);
-    let written = serde_json::to_vec_pretty(&record)
-        .map_err(std::io::Error::other)
-        .and_then(|body| std::fs::write(&path, body));
-    if let Err(e) = written {
         printer.note(format!(
-            "could not write {}: {e}; `labship fetch {run_id} --ec2` finds the run by its host's tags",
-            path.display()
+            "Running {} as job {run_id} on {} ({}); it ends itself within {}",
+            spec.source.name,
+            instance.id,
+            host.itype.name,
+            crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
         ));
+        Ok(record)
     }
-    printer.note(format!(
-        "Running {} as job {run_id} on {} ({}); it ends itself within {}",
-        spec.source.name,
-        instance.id,
-        host.itype.name,
-        crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
-    ));
-    Ok(record)
+    .await;
+    if launched.is_err() {
+        // No host runs: its role goes.
+        remove_role(cloud, &run_id, printer).await;
+    }
+    launched
 }
 
 /// A run's progress from the runner's events, each taken once.
@@ -935,9 +950,9 @@ fn report(
 /// The host ends: terminated at once unless it is going already. It has nothing left to do
 /// (its end is in S3, or it is gone, or Ctrl-C), and waiting for its own power-off would only
 /// keep it billing while EC2 notices (seconds, on EC2). Its role goes with it: meanwhile when
-/// `put_end` (its end is in S3: it needs the role no more), else once it is ended (a host
-/// that may still run keeps its role). What cannot be done is said with the command that
-/// does it.
+/// `put_end` (its end is in S3: it needs the role no more), else once it is terminated (a
+/// host told to end may still put what it has), or, past [`ROLE_AFTER_END`], by the next
+/// run's sweep. What cannot be done is said with the command that does it.
 async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Printer) {
     let ids = std::slice::from_ref(&record.instance);
     let end = async {
@@ -951,8 +966,14 @@ async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Print
         tokio::join!(end, remove_role(cloud, &record.run_id, printer)).0
     } else {
         let ended = end.await;
-        if ended {
+        // A host told to end may still put what it has (its exit trap) until it is gone.
+        if ended && terminated_within(cloud, &record.instance, ROLE_AFTER_END).await {
             remove_role(cloud, &record.run_id, printer).await;
+        } else if ended {
+            printer.note(format!(
+                "the job role {} stays until its host is gone: the next `labship run --ec2` here or `labship down --ec2 --all` removes it",
+                job_role_name(&record.run_id)
+            ));
         }
         ended
     };
@@ -963,6 +984,22 @@ async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Print
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
             record.instance, record.instance
         ));
+    }
+}
+
+/// Whether `instance` is terminated (or gone) within `wait`.
+async fn terminated_within(cloud: &Cloud, instance: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(found) = cloud.instance(instance).await {
+            if found.is_none_or(|i| i.state == "terminated") {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_FIRST).await;
     }
 }
 
@@ -1011,7 +1048,9 @@ async fn sweep_job_roles(cloud: &Cloud, region: &str, printer: &Printer) {
 }
 
 /// The job roles of `region` that no live job host (`live`: their run ids) uses and that are
-/// old enough (at `now`) not to be a run's between its role and its launch.
+/// old enough (at `now`) not to be a run's between its role and its launch; and, at any age,
+/// one without a live host whose trust is not labship's (not made by labship as it is: an
+/// identity that can make job roles could have made it for someone else).
 fn orphaned<'a>(
     roles: &'a [crate::aws::iam::JobRole],
     live: &[&str],
@@ -1022,7 +1061,7 @@ fn orphaned<'a>(
         .iter()
         .filter(|r| {
             r.region == region
-                && now - r.created_secs > ORPHAN_AGE_SECS
+                && (now - r.created_secs > ORPHAN_AGE_SECS || !r.trusted_by_ec2_only)
                 && !live.contains(&r.run_id.as_str())
         })
         .collect()
@@ -1388,6 +1427,7 @@ mod tests {
             run_id: run.into(),
             region: region.into(),
             created_secs: created,
+            trusted_by_ec2_only: !run.starts_with("trusting"),
         };
         let now = 1_000_000;
         let old = now - ORPHAN_AGE_SECS - 1;
@@ -1396,12 +1436,15 @@ mod tests {
             role("running", "eu-west-1", old),
             role("starting", "eu-west-1", now - 60),
             role("elsewhere", "us-east-1", old),
+            role("trusting-another", "eu-west-1", now - 60),
+            role("trusting-another-running", "eu-west-1", now - 60),
         ];
-        let swept: Vec<&str> = orphaned(&roles, &["running"], "eu-west-1", now)
+        let live = ["running", "trusting-another-running"];
+        let swept: Vec<&str> = orphaned(&roles, &live, "eu-west-1", now)
             .into_iter()
             .map(|r| r.run_id.as_str())
             .collect();
-        assert_eq!(swept, ["gone"]);
+        assert_eq!(swept, ["gone", "trusting-another"]);
     }
 
     #[test]

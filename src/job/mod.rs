@@ -267,16 +267,18 @@ pub fn parse_matrix(raw: &[String]) -> Result<Vec<Vec<(String, Value)>>> {
     Ok(combos)
 }
 
-/// A new run id: the UTC time and 4 random hex digits (`20261201-112233-3fa9`): sorts by time,
+/// A new run id: the UTC time and 8 random hex digits (`20261201-112233-3fa9c2e1`): sorts by time,
 /// unique across machines.
 pub fn new_run_id() -> String {
     let stamp = crate::hosts::rfc3339(crate::hosts::now_secs()).unwrap_or_default();
     // 2026-12-01T11:22:33Z -> 20261201-112233
     let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
     let (day, time) = digits.split_at(digits.len().min(8));
-    let mut random = [0u8; 2];
+    // 32 random bits: run ids name account-wide things (a job host's IAM role), so two
+    // machines starting runs in the same second must not meet.
+    let mut random = [0u8; 4];
     if getrandom::getrandom(&mut random).is_err() {
-        random = (std::process::id() as u16).to_le_bytes();
+        random = std::process::id().to_le_bytes();
     }
     format!(
         "{day}-{}-{}",
@@ -1483,7 +1485,7 @@ mod tests {
             let parts: Vec<&str> = id.split('-').collect();
             assert_eq!(
                 parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-                [8, 6, 4],
+                [8, 6, 8],
                 "{id}"
             );
             assert!(

@@ -123,7 +123,7 @@ fn a_notebook_runs_as_a_job_with_its_parameters_and_its_results_come_back() {
     );
     let err = stderr(&out);
     assert!(
-        err.contains("cell 5 of 5 failed: ValueError: asked to fail"),
+        unwrapped(&err).contains("cell 5 of 5 failed: ValueError: asked to fail"),
         "{err}"
     );
     let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));

@@ -281,7 +281,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
         json!({"cell": 6, "ename": "ValueError", "evalue": "asked to fail"})
     );
     assert!(
-        stderr(&out).contains("cell 6 of 6 failed: ValueError: asked to fail"),
+        unwrapped(&stderr(&out)).contains("cell 6 of 6 failed: ValueError: asked to fail"),
         "{}",
         stderr(&out)
     );

@@ -932,6 +932,21 @@ fn operator_makes_job_roles_only_within_the_job_boundary() {
             s.sid
         );
     }
+    // Tags: labship's keys only (an account's tag-based access control reads its own).
+    for (action, arn) in [
+        ("iam:TagRole", JOB_ROLE),
+        ("iam:TagInstanceProfile", JOB_PROFILE),
+    ] {
+        let grants = granting(&policy, action, arn);
+        assert!(!grants.is_empty(), "{action} on {arn}");
+        for s in grants {
+            assert!(
+                s.requires("ForAllValues:StringLike", "aws:TagKeys", "labship:*"),
+                "{}: {action} only with tag keys labship:*",
+                s.sid
+            );
+        }
+    }
     // Lifting or changing the boundary, or re-trusting, attaching to or renaming a job role.
     for action in [
         "iam:PutRolePermissionsBoundary",

@@ -180,6 +180,15 @@ pub fn stderr(output: &Output) -> String {
 }
 
 /// The docker CLI, as an independent witness of what is on the engine.
+/// An error's words as one line: miette wraps its message at the terminal's width (with a
+/// `│` margin), so a longer name moves where lines break.
+pub fn unwrapped(text: &str) -> String {
+    text.replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)

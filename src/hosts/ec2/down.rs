@@ -11,7 +11,7 @@ use super::backup::save;
 use super::sealed;
 use crate::aws::ebs::DataVolume;
 use crate::aws::ec2::Instance;
-use crate::aws::iam::INSTANCE_PROFILE;
+use crate::aws::iam::{Removal, INSTANCE_PROFILE};
 use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::config::{Config, Target};
@@ -422,11 +422,15 @@ async fn remove_job_roles(
         Err(e) => return report.failures.push(e.to_string()),
     };
     match cloud.remove_job_boundary(&account).await {
-        Ok(true) => report.removed.push(format!(
+        Ok(Removal::Removed) => report.removed.push(format!(
             "IAM policy {} (the job hosts' permissions boundary)",
             crate::aws::iam::JOB_BOUNDARY
         )),
-        Ok(false) => {}
+        Ok(Removal::Gone) => {}
+        Ok(Removal::Kept) => report.kept.push(format!(
+            "the job hosts' permissions boundary {} is kept: an administrator changed it (it has versions of theirs); `aws iam delete-policy-version` of those, then `down --all`, removes it",
+            crate::aws::iam::JOB_BOUNDARY
+        )),
         Err(Error::AccessDenied { .. }) => report.kept.push(format!(
             "the job hosts' permissions boundary {} is kept: your identity may not remove it (an administrator's, infra/README.md)",
             crate::aws::iam::JOB_BOUNDARY
