@@ -161,6 +161,22 @@ fn assert_job_role_gone(endpoint: &str, run_id: &str) {
     }
 }
 
+/// The account's own IAM policies under `/labship/` (the job boundary), as the AWS CLI lists
+/// them.
+fn labship_policies(endpoint: &str) -> Value {
+    aws_json(
+        endpoint,
+        &[
+            "iam",
+            "list-policies",
+            "--scope",
+            "Local",
+            "--path-prefix",
+            "/labship/",
+        ],
+    )
+}
+
 fn files_of(report: &Value) -> Vec<&str> {
     report["files"]
         .as_array()
@@ -550,17 +566,7 @@ fn down_all_removes_the_job_roles_group_and_boundary_once_no_job_host_is_left() 
     ));
     let instance = started["container"].as_str().expect("instance").to_string();
     let run_id = started["run_id"].as_str().expect("run id").to_string();
-    let boundary = aws_json(
-        &endpoint,
-        &[
-            "iam",
-            "list-policies",
-            "--scope",
-            "Local",
-            "--path-prefix",
-            "/labship/",
-        ],
-    );
+    let boundary = labship_policies(&endpoint);
     assert_eq!(
         boundary["Policies"][0]["PolicyName"], "labship-job-boundary",
         "{boundary}"
@@ -604,17 +610,7 @@ fn down_all_removes_the_job_roles_group_and_boundary_once_no_job_host_is_left() 
     );
     assert_eq!(groups["SecurityGroups"], json!([]), "{groups}");
     assert_job_role_gone(&endpoint, &run_id);
-    let policies = aws_json(
-        &endpoint,
-        &[
-            "iam",
-            "list-policies",
-            "--scope",
-            "Local",
-            "--path-prefix",
-            "/labship/",
-        ],
-    );
+    let policies = labship_policies(&endpoint);
     assert_eq!(policies["Policies"], json!([]), "{policies}");
 }
 

@@ -360,6 +360,25 @@ fn granting<'a>(policy: &'a [Statement], action: &str, arn: &str) -> Vec<&'a Sta
         .collect()
 }
 
+/// `action` on `arn` is granted, and every statement granting it carries the condition
+/// `operator` `key` = `value`.
+fn assert_granted_only_with(
+    policy: &[Statement],
+    action: &str,
+    arn: &str,
+    (operator, key, value): (&str, &str, &str),
+) {
+    let grants = granting(policy, action, arn);
+    assert!(!grants.is_empty(), "{action} on {arn}");
+    for s in grants {
+        assert!(
+            s.requires(operator, key, value),
+            "{}: {action} on {arn} must require {operator} {key} = {value}",
+            s.sid
+        );
+    }
+}
+
 // ---- tests ---------------------------------------------------------------------------------
 
 #[test]
@@ -911,42 +930,19 @@ fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
 fn operator_makes_job_roles_only_within_the_job_boundary() {
     let policy = operator_policy();
     for action in ["iam:CreateRole", "iam:PutRolePolicy"] {
-        let grants = granting(&policy, action, JOB_ROLE);
-        assert!(!grants.is_empty(), "{action} on {JOB_ROLE}");
-        for s in grants {
-            assert!(
-                s.requires(
-                    "StringEquals",
-                    "iam:PermissionsBoundary",
-                    BOUNDARY_IN_POLICY
-                ),
-                "{}: {action} must require the permissions boundary {BOUNDARY_IN_POLICY}",
-                s.sid
-            );
-        }
-    }
-    for s in granting(&policy, "iam:PassRole", JOB_ROLE) {
-        assert!(
-            s.requires("StringEquals", "iam:PassedToService", "ec2.amazonaws.com"),
-            "{}: a job role is passed to EC2 only",
-            s.sid
+        let boundary = (
+            "StringEquals",
+            "iam:PermissionsBoundary",
+            BOUNDARY_IN_POLICY,
         );
+        assert_granted_only_with(&policy, action, JOB_ROLE, boundary);
     }
+    let to_ec2 = ("StringEquals", "iam:PassedToService", "ec2.amazonaws.com");
+    assert_granted_only_with(&policy, "iam:PassRole", JOB_ROLE, to_ec2);
     // Tags: labship's keys only (an account's tag-based access control reads its own).
-    for (action, arn) in [
-        ("iam:TagRole", JOB_ROLE),
-        ("iam:TagInstanceProfile", JOB_PROFILE),
-    ] {
-        let grants = granting(&policy, action, arn);
-        assert!(!grants.is_empty(), "{action} on {arn}");
-        for s in grants {
-            assert!(
-                s.requires("ForAllValues:StringLike", "aws:TagKeys", "labship:*"),
-                "{}: {action} only with tag keys labship:*",
-                s.sid
-            );
-        }
-    }
+    let labship_keys = ("ForAllValues:StringLike", "aws:TagKeys", "labship:*");
+    assert_granted_only_with(&policy, "iam:TagRole", JOB_ROLE, labship_keys);
+    assert_granted_only_with(&policy, "iam:TagInstanceProfile", JOB_PROFILE, labship_keys);
     // Lifting or changing the boundary, or re-trusting, attaching to or renaming a job role.
     for action in [
         "iam:PutRolePermissionsBoundary",
