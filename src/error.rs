@@ -558,6 +558,18 @@ pub enum Error {
         results: String,
     },
 
+    #[error("run {run_id}: interrupted (Ctrl-C) in cell {cell} of {of}")]
+    #[diagnostic(
+        code(labship::job::interrupted),
+        help("what it left is in {results}; `labship run` runs it again")
+    )]
+    JobInterrupted {
+        run_id: String,
+        cell: usize,
+        of: usize,
+        results: String,
+    },
+
     #[error("no Jupyter token in {origin}: {reason}")]
     #[diagnostic(code(labship::token::not_found), help("{hint}"))]
     TokenNotFound {
@@ -624,6 +636,7 @@ impl Error {
             Error::SeatsFailed { .. }
                 | Error::JobFailed { .. }
                 | Error::JobTimedOut { .. }
+                | Error::JobInterrupted { .. }
                 | Error::RunsFailed { .. }
         )
     }

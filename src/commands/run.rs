@@ -267,6 +267,13 @@ fn finished(printer: &Printer, report: &job::RunReport) -> Result<()> {
             of: report.cells,
             results,
         }),
+        // A run ended by Ctrl-C before (`fetch` of it).
+        ("interrupted", _) => Err(Error::JobInterrupted {
+            run_id: report.run_id.clone(),
+            cell: report.cells_run,
+            of: report.cells,
+            results,
+        }),
         (_, failed) => Err(Error::JobFailed {
             run_id: report.run_id.clone(),
             cell: failed.as_ref().map_or(report.cells_run, |f| f.cell),

@@ -778,6 +778,16 @@ async fn follow(
                 record.instance
             ));
             end_host(place.cloud, record, false, printer).await;
+            // The run's folder says so (`runs`, `fetch`), rather than "not fetched yet".
+            if let Some(job) = &job {
+                let _ = write_report(&interrupted(
+                    record,
+                    job,
+                    &events.progress,
+                    results,
+                    started,
+                ));
+            }
             // The interruption's words as things are now (the host gone).
             return Err(
                 interrupt::checkpoint(&format!("the end of run {}", record.run_id))
@@ -944,6 +954,35 @@ fn report(
         inputs: job.inputs.clone(),
         output_uri: job.output_uri.clone(),
         uploaded: end.uploaded,
+    }
+}
+
+/// The report of a run ended by Ctrl-C: how far it got. What its host could still put is in
+/// its folder in S3 (`output_uri`); nothing of it is here.
+fn interrupted(
+    record: &Record,
+    job: &JobFile,
+    progress: &Progress,
+    results: &Path,
+    started: Instant,
+) -> RunReport {
+    RunReport {
+        run_id: record.run_id.clone(),
+        target: Target::Ec2,
+        deployment: record.deployment.clone(),
+        notebook: job.notebook(),
+        state: "interrupted".into(),
+        parameters: job.parameters.iter().cloned().collect(),
+        cells: progress.cells,
+        cells_run: progress.cell,
+        failed_cell: None,
+        duration_secs: started.elapsed().as_secs_f64(),
+        timeout_secs: job.timeout,
+        results: results.to_path_buf(),
+        files: vec![RUN_FILE.into()],
+        inputs: job.inputs.clone(),
+        output_uri: job.output_uri.clone(),
+        uploaded: false,
     }
 }
 

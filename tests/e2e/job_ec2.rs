@@ -651,6 +651,27 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     assert_eq!(hosts[0].1, "terminated", "{err}");
     assert_job_role_gone(&endpoint, &run_id);
     assert_job_group_closed(&endpoint);
+    // Its folder says how it ended: `runs` lists it interrupted, and `fetch` reports that
+    // (not a host to follow).
+    let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
+    let row = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{run_id} in {runs}"));
+    assert_eq!(row["state"], "interrupted", "{runs}");
+    let out = p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let fetched: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(fetched["state"], "interrupted", "{fetched}");
+    assert!(fetched["cells_run"].as_u64().unwrap_or(0) >= 1, "{fetched}");
+    assert!(
+        unwrapped(&stderr(&out)).contains("interrupted (Ctrl-C) in cell"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
