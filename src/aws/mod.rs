@@ -59,6 +59,11 @@ pub struct Cloud {
     pub region: String,
 }
 
+/// The account of an ARN (`arn:aws:sts::ACCOUNT:assumed-role/...`); empty when it has none.
+pub fn account_of(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
+}
+
 impl Cloud {
     pub fn new(aws: &Aws) -> Self {
         Cloud {

@@ -135,6 +135,8 @@ struct HostSpec<'a> {
     account: &'a str,
     repository_arn: &'a str,
     reach: &'a [(S3Uri, bool)],
+    /// The region of the bucket of the run's folder.
+    job_region: &'a str,
 }
 
 /// What every run of an invocation shares, checked and made once: the account, the bucket
@@ -189,8 +191,7 @@ async fn ready(
         },
     )
     .await?;
-    // arn:aws:sts::ACCOUNT:assumed-role/...
-    let account = caller.split(':').nth(4).unwrap_or_default().to_string();
+    let account = crate::aws::account_of(&caller).to_string();
     let reach: Vec<(S3Uri, bool)> = checked
         .iter()
         .map(|c| (c.uri.clone(), c.single()))
@@ -317,6 +318,7 @@ async fn start(
         account: &ready.account,
         repository_arn: &ready.repository_arn,
         reach: &ready.reach,
+        job_region: &ready.bucket.region,
     };
     let inputs_tsv: String = ready
         .host_inputs
@@ -465,8 +467,9 @@ fn made(record: &Record) -> String {
     )
 }
 
-/// Stages the job in S3, launches the host in the job hosts' security group (while the
-/// image uploads) and records the run in its folder. An error means no host runs.
+/// Stages the job in S3 while the host's own role is made, launches the host in the job
+/// hosts' security group (while the image uploads) and records the run in its folder. An
+/// error means no host runs, and no role is left of it.
 async fn launch(
     place: &Place<'_>,
     config: &Config,
@@ -511,123 +514,148 @@ async fn launch(
     // Both to their end: a role made while the staging failed is removed again.
     let (staged, profile) = tokio::join!(stage, cloud.create_job_role(&role));
     let profile = profile?;
-    let launched = async {
+    let started = async {
         staged?;
-
-        let host_name = format!("labship-run-{}-{run_id}", config.name);
-        interrupt::checkpoint("the job hosts' security group")?;
-        let group = cloud.ensure_job_security_group(host.vpc).await?;
-
-        let user_data = userdata::render_job(&userdata::JobHostInputs {
-            name: &format!("run-{run_id}"),
-            region: &record.region,
-            registry: host.image.split('/').next().unwrap_or_default(),
-            image: host.image,
-            host_kind: plan::ami_kind(&config.ec2.ami),
-            pull_deadline_secs: plan::PULL_DEADLINE,
-            job_uri: &record.job_uri,
-            job_region: &bucket.region,
-            timeout_secs: job.timeout,
-        })
-        .map_err(|e| Error::InvalidSetting {
-            what: "job host script",
-            value: run_id.clone(),
-            reason: e.to_string(),
-            hint: "this is a bug in labship, or a setting outside what a host script may hold".into(),
-        })?;
-        let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect()
-        };
-        let mut instance_tags = owned(&job_tags);
-        instance_tags.push(("Name".into(), host_name.clone()));
-        let launch_spec = LaunchSpec {
-            deployment: format!("{}-{run_id}", config.name),
-            ami: host.ami.id.clone(),
-            instance_type: host.itype.name.clone(),
-            root_device: host.ami.root_device.clone(),
-            root_gib: host.root_gib,
-            metadata_hop_limit: plan::METADATA.hop_limit,
-            subnet: config.ec2.subnet.clone(),
-            availability_zone: None,
-            spot: false,
-            ssh_key: None,
-            user_data: userdata::gzip(&user_data),
-            instance_tags,
-            volume_tags: owned(&job_tags),
-            terminate_on_shutdown: true,
-            instance_profile: profile,
-        };
-
-        // The upload and the launch together: the host retries its pull until the image is
-        // there.
-        let upload = async {
-            match upload {
-                Some((engine, ecr, prepared)) => push::finish(engine, ecr, prepared, printer)
-                    .await
-                    .map(|_| ()),
-                None => Ok(()),
-            }
-        };
-        let start = async {
-            interrupt::checkpoint("launching the job host")?;
-            cloud
-                .launch(&launch_spec, &group, Duration::from_secs(120))
-                .await
-        };
-        let (pushed, started) = tokio::join!(upload, start);
-        let instance = match (pushed, started) {
-            (Ok(_), Ok(instance)) => instance,
-            (Err(e), Ok(instance)) => {
-                printer.note(format!(
-                    "The push did not finish: terminating the job host {} again",
-                    instance.id
-                ));
-                let ids = [instance.id.clone()];
-                if let Err(t) = cloud.terminate(&ids).await {
-                    printer.note(format!(
-                        "could not terminate the job host {}: {t}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself by its deadline anyway)",
-                        instance.id, instance.id
-                    ));
-                }
-                return Err(e);
-            }
-            (_, Err(e)) => return Err(e),
-        };
-        record.instance = instance.id.clone();
-        interrupt::made(made(&record));
-        interrupt::install(interrupt::Then::Remove(format!(
-            "aws ec2 terminate-instances --instance-ids {}",
-            instance.id
-        )))?;
-        // The record is what `fetch` on this machine starts from; without it, the host's tags.
-        let path = spec.runs_dir.join(&run_id).join(RECORD);
-        let written = serde_json::to_vec_pretty(&record)
-            .map_err(std::io::Error::other)
-            .and_then(|body| std::fs::write(&path, body));
-        if let Err(e) = written {
-            printer.note(format!(
-                "could not write {}: {e}; `labship fetch {run_id} --ec2` finds the run by its host's tags",
-                path.display()
-            ));
-        }
-        printer.note(format!(
-            "Running {} as job {run_id} on {} ({}); it ends itself within {}",
-            spec.source.name,
-            instance.id,
-            host.itype.name,
-            crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
-        ));
-        Ok(record)
+        let launch_spec = host_launch(config, job, host, &record, &job_tags, profile)?;
+        start_host(place, &launch_spec, host.vpc, upload).await
     }
     .await;
-    if launched.is_err() {
-        // No host runs: its role goes.
-        remove_role(cloud, &run_id, printer).await;
+    let instance = match started {
+        Ok(instance) => instance,
+        Err(e) => {
+            // No host runs: its role goes.
+            remove_role(cloud, &run_id, printer).await;
+            return Err(e);
+        }
+    };
+    record.instance = instance.id.clone();
+    interrupt::made(made(&record));
+    interrupt::install(interrupt::Then::Remove(format!(
+        "aws ec2 terminate-instances --instance-ids {}",
+        instance.id
+    )))?;
+    // The record is what `fetch` on this machine starts from; without it, the host's tags.
+    let path = spec.runs_dir.join(&run_id).join(RECORD);
+    let written = serde_json::to_vec_pretty(&record)
+        .map_err(std::io::Error::other)
+        .and_then(|body| std::fs::write(&path, body));
+    if let Err(e) = written {
+        printer.note(format!(
+            "could not write {}: {e}; `labship fetch {run_id} --ec2` finds the run by its host's tags",
+            path.display()
+        ));
     }
-    launched
+    printer.note(format!(
+        "Running {} as job {run_id} on {} ({}); it ends itself within {}",
+        spec.source.name,
+        instance.id,
+        host.itype.name,
+        crate::hosts::age(record.host_deadline - crate::hosts::now_secs())
+    ));
+    Ok(record)
+}
+
+/// What RunInstances gets for a run's host: its script, its tags, its own profile.
+fn host_launch(
+    config: &Config,
+    job: &JobFile,
+    host: &HostSpec<'_>,
+    record: &Record,
+    job_tags: &[(&str, String)],
+    profile: String,
+) -> Result<LaunchSpec> {
+    let run_id = &record.run_id;
+    let user_data = userdata::render_job(&userdata::JobHostInputs {
+        name: &format!("run-{run_id}"),
+        region: &record.region,
+        registry: host.image.split('/').next().unwrap_or_default(),
+        image: host.image,
+        host_kind: plan::ami_kind(&config.ec2.ami),
+        pull_deadline_secs: plan::PULL_DEADLINE,
+        job_uri: &record.job_uri,
+        job_region: host.job_region,
+        timeout_secs: job.timeout,
+    })
+    .map_err(|e| Error::InvalidSetting {
+        what: "job host script",
+        value: run_id.clone(),
+        reason: e.to_string(),
+        hint: "this is a bug in labship, or a setting outside what a host script may hold".into(),
+    })?;
+    let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let mut instance_tags = owned(job_tags);
+    instance_tags.push((
+        "Name".into(),
+        format!("labship-run-{}-{run_id}", config.name),
+    ));
+    Ok(LaunchSpec {
+        deployment: format!("{}-{run_id}", config.name),
+        ami: host.ami.id.clone(),
+        instance_type: host.itype.name.clone(),
+        root_device: host.ami.root_device.clone(),
+        root_gib: host.root_gib,
+        metadata_hop_limit: plan::METADATA.hop_limit,
+        subnet: config.ec2.subnet.clone(),
+        availability_zone: None,
+        spot: false,
+        ssh_key: None,
+        user_data: userdata::gzip(&user_data),
+        instance_tags,
+        volume_tags: owned(job_tags),
+        terminate_on_shutdown: true,
+        instance_profile: profile,
+    })
+}
+
+/// Launches a run's host in the job hosts' security group of `vpc` while the image uploads
+/// (`upload`; the host retries its pull until the image is there). A host whose image did
+/// not arrive is terminated again.
+async fn start_host(
+    place: &Place<'_>,
+    launch_spec: &LaunchSpec,
+    vpc: &str,
+    upload: Option<(&Engine, &Ecr, push::Prepared)>,
+) -> Result<crate::aws::ec2::Instance> {
+    let Place { cloud, printer, .. } = *place;
+    interrupt::checkpoint("the job hosts' security group")?;
+    let group = cloud.ensure_job_security_group(vpc).await?;
+    let upload = async {
+        match upload {
+            Some((engine, ecr, prepared)) => push::finish(engine, ecr, prepared, printer)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let start = async {
+        interrupt::checkpoint("launching the job host")?;
+        cloud
+            .launch(launch_spec, &group, Duration::from_secs(120))
+            .await
+    };
+    match tokio::join!(upload, start) {
+        (Ok(()), Ok(instance)) => Ok(instance),
+        (Err(e), Ok(instance)) => {
+            printer.note(format!(
+                "The push did not finish: terminating the job host {} again",
+                instance.id
+            ));
+            let ids = [instance.id.clone()];
+            if let Err(t) = cloud.terminate(&ids).await {
+                printer.note(format!(
+                    "could not terminate the job host {}: {t}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself by its deadline anyway)",
+                    instance.id, instance.id
+                ));
+            }
+            Err(e)
+        }
+        (_, Err(e)) => Err(e),
+    }
 }
 
 /// A run's progress from the runner's events, each taken once.

@@ -1102,18 +1102,7 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
 
     // The notebook written on the instance, saved where asked.
     let dest = p.path().join("saved-here");
-    let backup = json(&p.labship_at(
-        &sim,
-        &[
-            "backup",
-            "--ec2",
-            "--to",
-            dest.to_str().expect("utf-8"),
-            "-o",
-            "json",
-        ],
-        &[],
-    ));
+    let backup = backup_ec2_to(&p, &sim, &dest);
     assert_eq!(
         backup["saved"]["dir"],
         dest.to_str().expect("utf-8"),
@@ -1860,20 +1849,7 @@ async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_it
     assert_eq!(first["action"], "created", "{first}");
     // The host copied it: Jupyter lists it in the workspace, at inputs/.
     let saved = p.path().join("saved-1");
-    let backup = |dest: &std::path::Path| {
-        json(&p.labship_at(
-            &sim,
-            &[
-                "backup",
-                "--ec2",
-                "--to",
-                dest.to_str().expect("utf-8"),
-                "-o",
-                "json",
-            ],
-            &[],
-        ))
-    };
+    let backup = |dest: &std::path::Path| backup_ec2_to(&p, &sim, dest);
     backup(&saved);
     assert_eq!(
         std::fs::read_to_string(saved.join("inputs/points.csv")).expect("the input"),

@@ -643,13 +643,7 @@ fn a_detached_runs_results_go_to_s3_when_fetched_and_a_failed_upload_is_tried_ag
     assert_eq!(job_containers(&p.name), "");
 
     let runs = json(&p.labship(&["runs", "-o", "json"]));
-    let row = runs["runs"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .find(|r| r["run_id"] == run_id.as_str())
-        .cloned()
-        .expect("the run is listed");
+    let row = run_row(&runs, &run_id);
     assert_eq!(row["uploaded"], false, "{row}");
     assert!(
         row["note"]

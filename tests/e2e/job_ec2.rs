@@ -654,13 +654,7 @@ fn ctrl_c_during_an_attached_run_on_ec2_ends_its_host_and_leaves_nothing() {
     // Its folder says how it ended: `runs` lists it interrupted, and `fetch` reports that
     // (not a host to follow).
     let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
-    let row = runs["runs"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .find(|r| r["run_id"] == run_id.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("{run_id} in {runs}"));
+    let row = run_row(&runs, &run_id);
     assert_eq!(row["state"], "interrupted", "{runs}");
     let out = p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -778,12 +772,6 @@ fn a_killed_labship_leaves_the_job_going_and_fetch_brings_it_from_the_record() {
     let again = json(&p.labship_at(&sim, &["fetch", &run_id, "--ec2", "-o", "json"], &[]));
     assert_eq!(again["run_id"], run_id.as_str());
     let runs = json(&p.labship_at(&sim, &["runs", "--ec2", "-o", "json"], &[]));
-    let row = runs["runs"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .find(|r| r["run_id"] == run_id.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("{run_id} in {runs}"));
+    let row = run_row(&runs, &run_id);
     assert_eq!(row["state"], "succeeded", "{runs}");
 }

@@ -414,6 +414,33 @@ pub async fn ecr_client(endpoint: &str) -> aws_sdk_ecr::Client {
     aws_sdk_ecr::Client::new(&sdk_config(endpoint))
 }
 
+/// `labship backup --ec2 --to DEST` of `p`'s deployment through `endpoint`: its JSON report.
+pub fn backup_ec2_to(p: &Project, endpoint: &str, dest: &Path) -> Value {
+    json(&p.labship_at(
+        endpoint,
+        &[
+            "backup",
+            "--ec2",
+            "--to",
+            dest.to_str().expect("utf-8"),
+            "-o",
+            "json",
+        ],
+        &[],
+    ))
+}
+
+/// The row of `run_id` in a `labship runs -o json` report.
+pub fn run_row(runs: &Value, run_id: &str) -> Value {
+    runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == run_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{run_id} in {runs}"))
+}
+
 /// `labship up --ec2` as the EC2 tests run it: Jupyter on `port` of 127.0.0.1 (where the
 /// simulator publishes it), open to 127.0.0.1 only, JSON out.
 pub fn ec2_up_args(port: &str) -> Vec<&str> {

@@ -418,7 +418,7 @@ async fn remove_job_roles(
         return;
     }
     let account = match cloud.caller_arn().await {
-        Ok(arn) => arn.split(':').nth(4).unwrap_or_default().to_string(),
+        Ok(arn) => crate::aws::account_of(&arn).to_string(),
         Err(e) => return report.failures.push(e.to_string()),
     };
     match cloud.remove_job_boundary(&account).await {
