@@ -118,10 +118,13 @@ fn the_copy_of_inputs_survives_failing_gets_and_ctrl_c_leaves_no_half_file() {
     let runs = || std::fs::read_dir(p.path().join("runs")).map_or(0, |d| d.count());
     let runs_before = runs();
     faults.set(2, json!([get(json!({"delay": 20}))]));
+    // Signalled once the copy has begun its file (the GET of it is held 20 s): a signal on
+    // the "Copying" line alone may land before the copy starts, which leaves nothing to see.
+    let begun = cache.path().to_path_buf();
     let ended = run(
         command(&args),
         Some(&faults),
-        Trigger::Stderr("Copying s3://"),
+        Trigger::Engine(Box::new(move || !cached(&begun).0.is_empty())),
         Sig::Int,
         Duration::from_secs(120),
     );
