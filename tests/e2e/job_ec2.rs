@@ -29,29 +29,37 @@ fn analysis() -> String {
     .to_string()
 }
 
-/// The job hosts of a run, as the AWS CLI describes them: (instance id, state).
+/// The job hosts of a run, as the AWS CLI describes them: (instance id, state), once none is
+/// shutting-down any more (waited for up to 60 s).
 fn hosts_of(endpoint: &str, run_id: &str) -> Vec<(String, String)> {
-    let described = aws_json(
-        endpoint,
-        &[
-            "ec2",
-            "describe-instances",
-            "--filters",
-            &format!("Name=tag:labship:job,Values={run_id}"),
-        ],
-    );
-    described["Reservations"]
-        .as_array()
-        .expect("reservations")
-        .iter()
-        .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
-        .map(|i| {
-            (
-                i["InstanceId"].as_str().unwrap_or_default().to_string(),
-                i["State"]["Name"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let described = aws_json(
+            endpoint,
+            &[
+                "ec2",
+                "describe-instances",
+                "--filters",
+                &format!("Name=tag:labship:job,Values={run_id}"),
+            ],
+        );
+        let hosts: Vec<(String, String)> = described["Reservations"]
+            .as_array()
+            .expect("reservations")
+            .iter()
+            .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
+            .map(|i| {
+                (
+                    i["InstanceId"].as_str().unwrap_or_default().to_string(),
+                    i["State"]["Name"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        if hosts.iter().all(|h| h.1 != "shutting-down") || std::time::Instant::now() > deadline {
+            return hosts;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }
 
 /// The job hosts' security group: there (one per VPC), with no inbound rule.

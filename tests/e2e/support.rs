@@ -659,7 +659,6 @@ pub fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
     keys
 }
 
-/// [`aws_cli`], which must succeed: its stdout as JSON.
 /// The running instances of a class, as the AWS CLI describes them.
 pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {
     let described = aws_json(
@@ -680,6 +679,7 @@ pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {
         .collect()
 }
 
+/// [`aws_cli`], which must succeed: its stdout as JSON.
 pub fn aws_json(endpoint: &str, args: &[&str]) -> Value {
     let out = aws_cli(endpoint, args);
     assert!(

@@ -20,8 +20,10 @@ answer is returned, except for what makes launched instances behave like real on
 * GetConsoleOutput (simulated instances): fake boot lines, then the container's output as
   cloud-init journal lines `[%12.6f] cloud-init[2179]: <line>`, then (merged by time) the
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
-* TerminateInstances: after moto, the instance container and the containers and volumes
-  labelled dev.labship.ec2.deployment=<its deployment> are removed (before the answer, bounded).
+* TerminateInstances: answered at once, as EC2 does, with the instance shutting-down (moto
+  has it terminated): the instance container and the containers and volumes labelled
+  dev.labship.ec2.deployment=<its deployment> are removed meanwhile (bounded), and until they
+  are gone DescribeInstances says shutting-down (code 32); terminated after.
   A job host (tag labship:job, no labship:deployment) counts as deployment run-<its run id>,
   the label its job's container has.
 * StopInstances / StartInstances: after moto, the instance container and its deployment's
@@ -372,6 +374,7 @@ class Instance:
         self.busy = threading.Lock()  # held while the container starts and while it is removed
         self.spot = False  # RunInstances InstanceMarketOptions.MarketType=spot
         self.interrupted = False  # stopped by a simulated spot interruption (until EC2 restarts it)
+        self.shutting_down = False  # TerminateInstances answered; its containers still going
 
     def add_console(self, line):
         with self.lock:
@@ -808,7 +811,8 @@ class Sim:
                     ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"InstanceId\.\d+", k)]
                     insts = [self.instances[i] for i in ids if i in self.instances]
                     if action == "TerminateInstances":
-                        self.remove_instances(insts, action)
+                        self.terminate(insts)
+                        body = self.rewrite_ips(body)
                     else:
                         for inst in insts:
                             inst.interrupted = False
@@ -1084,9 +1088,11 @@ class Sim:
 
     def rewrite_ips(self, body):
         """Public address 127.0.0.1 / localhost for simulated instances in an EC2 XML answer,
-        and the state reason of a spot interruption."""
+        the state reason of a spot interruption, and shutting-down (not moto's terminated)
+        for an instance whose containers are still going."""
         with self.lock:
-            sim_ids = {i for i, inst in self.instances.items() if inst.state != "removed"}
+            shutting = {i for i, inst in self.instances.items() if inst.shutting_down}
+            sim_ids = {i for i, inst in self.instances.items() if inst.state != "removed"} | shutting
             interrupted = {i for i, inst in self.instances.items() if inst.interrupted}
         if not sim_ids or not any(i.encode() in body for i in sim_ids):
             return body
@@ -1104,6 +1110,12 @@ class Sim:
                     continue
                 for child in item:
                     name = local(child.tag)
+                    if name in ("instanceState", "currentState") and child_text(item, "instanceId") in shutting:
+                        for c in child:
+                            if local(c.tag) == "code":
+                                c.text, changed = "32", True
+                            elif local(c.tag) == "name":
+                                c.text = "shutting-down"
                     if name == "ipAddress" and child.text:
                         child.text, changed = "127.0.0.1", True
                     elif name == "dnsName" and child.text:
@@ -1211,22 +1223,27 @@ class Sim:
 
     def shutdown_from_host(self, inst):
         """`shutdown -h now` on the host: EC2 sees the power-off and stops (or terminates) the
-        instance. moto is told first, with a request of the instance's own region."""
+        instance. moto is told first, with a request of the instance's own region; a
+        terminated one is shutting-down until its containers are gone."""
         time.sleep(0.5)  # let the shim's request finish before its container goes
         action = "TerminateInstances" if inst.shutdown_behavior == "terminate" else "StopInstances"
+        inst.shutting_down = action == "TerminateInstances"
         try:
-            status, answer = self.as_ec2(inst, action)
-        except (OSError, http.client.HTTPException) as e:
-            log("%s: shutdown from the host: moto unreachable: %s" % (inst.id, e))
-            return
-        if status != 200:
-            log("%s: shutdown from the host: moto %s -> %d %s" % (inst.id, action, status, answer[:200]))
-            return
-        log("%s: shutdown from the host: %s" % (inst.id, action))
-        if action == "TerminateInstances":
-            self.remove_instance(inst, "shutdown from the host")
-        else:
-            self.stop_instance(inst)
+            try:
+                status, answer = self.as_ec2(inst, action)
+            except (OSError, http.client.HTTPException) as e:
+                log("%s: shutdown from the host: moto unreachable: %s" % (inst.id, e))
+                return
+            if status != 200:
+                log("%s: shutdown from the host: moto %s -> %d %s" % (inst.id, action, status, answer[:200]))
+                return
+            log("%s: shutdown from the host: %s" % (inst.id, action))
+            if action == "TerminateInstances":
+                self.remove_instance(inst, "shutdown from the host")
+            else:
+                self.stop_instance(inst)
+        finally:
+            inst.shutting_down = False
 
     def interrupt(self, inst, capacity):
         """A spot interruption (InstanceInterruptionBehavior stop): EC2 stops the instance
@@ -1254,6 +1271,22 @@ class Sim:
         inst.interrupted = False
         self.start_instance(inst)
         log("%s: spot capacity returned: EC2 started it again" % inst.id)
+
+    def terminate(self, instances):
+        """TerminateInstances: EC2 answers with the instances shutting-down and takes them
+        down after; they are shutting-down until their containers are gone."""
+        going = [inst for inst in instances if inst.state != "removed"]
+        for inst in going:
+            inst.shutting_down = True
+
+        def down():
+            try:
+                self.remove_instances(going, "TerminateInstances")
+            finally:
+                for inst in going:
+                    inst.shutting_down = False
+
+        threading.Thread(target=down, daemon=True).start()
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []

@@ -53,6 +53,20 @@ faws() {
     env AWS_ACCESS_KEY_ID="$FKEY" AWS_MAX_ATTEMPTS="$attempts" \
         "$LABSHIP_RIG_VENV/bin/aws" --endpoint-url "$SIM" --output json "$@"
 }
+# terminate-instances $1 as EC2 answers it: shutting-down at once, terminated (its containers
+# gone) within 60 s.
+terminate() {
+    local answer state deadline=$((SECONDS + 60))
+    answer="$(aws ec2 terminate-instances --instance-ids "$1")" || fail "terminate-instances $1"
+    state="$(jq -r '.TerminatingInstances[0].CurrentState.Name' <<<"$answer")"
+    [ "$state" = shutting-down ] || fail "terminate-instances $1 answered $state, not shutting-down"
+    while state="$(aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name')" &&
+        [ "$state" != terminated ]; do
+        [ "$state" = shutting-down ] || fail "$1 is $state while it shuts down"
+        [ "$SECONDS" -lt "$deadline" ] || fail "$1 still $state 60 s after terminate-instances"
+        sleep 0.2
+    done
+}
 # POST a JSON body to the simulator API ($1: path); prints the answer, fails on an HTTP error.
 sim_post() { curl -fsS --max-time 30 -X POST -H 'Content-Type: application/json' --data "$2" "$SIM$1"; }
 
@@ -374,11 +388,11 @@ done
 ok "call counts: $(jq -c . <<<"$calls")"
 
 # --- terminate --------------------------------------------------------------------------
-aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances"
+terminate "$instance"
 left="$(leftovers)"
 [ -z "$left" ] || fail "left after terminate-instances (label $LABEL): $left"
 [ -z "$(docker ps -aq --filter "name=^labship-sim-$instance\$")" ] || fail "labship-sim-$instance still exists"
-ok "terminate-instances removed the instance container and the deployment's container and volume"
+ok "terminate-instances answered shutting-down, then terminated once the instance container and the deployment's container and volume were removed"
 state="$(curl -fsS "$SIM/_sim/instances" | jq -r --arg i "$instance" '.[] | select(.id == $i) | .sim_state + "/" + .container_state')"
 [ "$state" = removed/absent ] || fail "/_sim/instances: $instance is $state"
 aws ec2 get-console-output --instance-id "$instance" | jq -r '.Output' | grep -Eq "$TOKEN_RE" ||
@@ -482,7 +496,7 @@ if console_of "$instance" | grep -q 'labship: boot-run'; then
     fail "the console still shows the first boot after a start"
 fi
 ok "start-instances: the per-boot hook ran, the console shows the current boot only"
-aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (stop/start)"
+terminate "$instance"
 [ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
 ok "terminate-instances after stop/start leaves nothing"
 disk="$RIG_STATE/sim/ebs/volumes/$vol"
@@ -549,7 +563,7 @@ sim_post "/_sim/instances/$instance/capacity" '{}' >/dev/null || fail "POST .../
 [ "$(reason_of "$instance")" != Server.SpotInstanceShutdown ] || fail "the interruption reason stayed after the restart"
 code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$SIM/_sim/instances/i-0000000000000000/interrupt")"
 [ "$code" = 404 ] || fail "interrupting an unknown instance: HTTP $code"
-aws ec2 terminate-instances --instance-ids "$instance" >/dev/null || fail "terminate-instances (spot)"
+terminate "$instance"
 ok "spot: an interruption stops the instance (StateReason Server.SpotInstanceShutdown); start-instances is refused; EC2 restarts it when capacity returns"
 instance=""
 
