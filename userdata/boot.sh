@@ -80,6 +80,9 @@ if [ "$have" = "$want true $(inputs_wanted) $publish" ]; then
 elif [ "$have" = "$want false $(inputs_wanted) $publish" ]; then
     quiet docker start "$CONTAINER"
 else
+    PHASE=data
+    fetch_inputs
+    PHASE=start
     if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi
     # A kept data volume's workspace gets the image's new files; a new one is filled by
     # Docker from the image.
@@ -91,4 +94,5 @@ mark started
 PHASE=jupyter
 wait_jupyter
 say_served
+keep_inputs
 mark ready

@@ -419,7 +419,10 @@ container_identity() {
 # address; INPUTS_ID what identifies them, `-` for "those the host has"): copied with the
 # instance role into a folder of their own, made readable, and mounted read-only at
 # <workdir>/inputs of each new container, whose label carries the id (other inputs: a new
-# container). Copied again for every new container, so it gets the objects as they are now.
+# container). Copied again for every new container, so it gets the objects as they are now,
+# and before the running container is touched: a copy that fails leaves it serving. The
+# host's record of its inputs ($INPUTS_ROOT.id) and the copies of other inputs change only
+# once the new container is ready (keep_inputs), so a container put back still has its own.
 INPUTS_ROOT="$STATE_DIR/inputs/$DEPLOYMENT"
 inputs_wanted() {
     if [ "$INPUTS_ID" = - ]; then
@@ -443,25 +446,36 @@ copy_inputs() {
         log "input $name copied"
     done
 }
+# The inputs' copy for the next container, at $INPUTS_ROOT/$INPUTS_ID. A container running
+# with a copy of the same id keeps what it mounted (the folder moves aside, its mount
+# follows it) until it stops.
 fetch_inputs() {
-    local old next="$INPUTS_ROOT/$INPUTS_ID.new"
-    if [ "$INPUTS_ID" = - ]; then return 0; fi
+    local dir="$INPUTS_ROOT/$INPUTS_ID"
+    case $INPUTS_ID in - | none) return 0 ;; esac
     mkdir -p "$INPUTS_ROOT"
-    for old in "$INPUTS_ROOT"/*; do
-        if [ -e "$old" ] && [ "${old##*/}" != "$INPUTS_ID" ]; then rm -rf "$old"; fi
-    done
-    printf '%s\n' "$INPUTS_ID" >"$INPUTS_ROOT.id"
-    if [ "$INPUTS_ID" = none ]; then return 0; fi
-    copy_inputs "$next" <<<"$INPUTS"
-    chmod -R a+rX "$next"
-    rm -rf "${next%.new}"
-    mv "$next" "${next%.new}"
+    rm -rf "$dir.new"
+    copy_inputs "$dir.new" <<<"$INPUTS"
+    chmod -R a+rX "$dir.new"
+    rm -rf "$dir.old"
+    if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi
+    mv "$dir.new" "$dir"
     log "inputs $INPUTS_ID copied"
 }
+# Once the container with the inputs it wanted is ready: the host's record of them, and no
+# other inputs' copy left.
+keep_inputs() {
+    local id old
+    id=$(inputs_wanted)
+    mkdir -p "$INPUTS_ROOT"
+    printf '%s\n' "$id" >"$INPUTS_ROOT.id"
+    for old in "$INPUTS_ROOT"/*; do
+        if [ -e "$old" ] && [ "${old##*/}" != "$id" ]; then rm -rf "$old"; fi
+    done
+}
 
+# A new container (fetch_inputs first).
 run_container() {
     local id inputs=()
-    fetch_inputs
     id=$(inputs_wanted)
     if [ "$id" != none ] && [ -d "$INPUTS_ROOT/$id" ]; then
         inputs=(-v "$INPUTS_ROOT/$id:$WORKDIR/inputs:ro")

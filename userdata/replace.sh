@@ -102,6 +102,9 @@ publish=${publish#*=}
 if [ "$have" = "$want true $(inputs_wanted) $publish" ] && [ "$RECREATE" != 1 ]; then
     log "container $CONTAINER already runs $IMAGE on $publish: nothing to replace"
 else
+    PHASE=data
+    fetch_inputs
+    PHASE=start
     if [ -n "$have" ]; then
         quiet docker stop "$CONTAINER"
         quiet docker rename "$CONTAINER" "$PREVIOUS"
@@ -119,4 +122,5 @@ if [ -n "$ROLLBACK" ]; then
     ROLLBACK=
     docker rm "$PREVIOUS" >>"$LOG_FILE" 2>&1 || log "could not remove $PREVIOUS"
 fi
+keep_inputs
 mark ready

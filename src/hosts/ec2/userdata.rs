@@ -1221,6 +1221,18 @@ if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/demo/token --w
     printf '%s\n' "$STUB_TOKEN"
     exit 0
 fi
+if [ "$1 $2" = "s3 cp" ]; then
+    if [ -n "${STUB_S3_FAILS:-}" ]; then
+        echo "fatal error: An error occurred (AccessDenied) when calling the GetObject operation: Access Denied" >&2
+        exit 1
+    fi
+    dest=${*: -1}
+    case $dest in
+    */) mkdir -p "$dest" && printf 'stub\n' >"${dest}object" ;;
+    *) mkdir -p "${dest%/*}" && printf 'stub\n' >"$dest" ;;
+    esac
+    exit 0
+fi
 echo "stub aws: unexpected $*" >&2
 exit 2
 "#;
@@ -2161,6 +2173,99 @@ esac"#,
                 "{context}"
             );
         }
+    }
+
+    #[test]
+    fn new_inputs_leave_the_running_container_and_its_inputs_alone_until_the_new_one_is_ready() {
+        let host = FakeHost::new(true, true);
+        fs::write(
+            host.path("state/containers/labship-ec2-demo"),
+            "sha256:old running 0 0 127.0.0.1:8888 0123456789abcdef\n",
+        )
+        .expect("container");
+        host.touch("state/volumes/labship-ec2-demo-work");
+        let old_copy = host.path("state/inputs/demo/0123456789abcdef");
+        fs::create_dir_all(&old_copy).expect("mkdir");
+        fs::write(old_copy.join("points.csv"), "v\n1\n").expect("input");
+        fs::write(host.path("state/inputs/demo.id"), "0123456789abcdef\n").expect("id");
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.inputs = INPUTS;
+        i.jupyter_deadline_secs = 2;
+        let script = render_replace(&i).expect("renders");
+        let new_id = inputs_id(INPUTS);
+        let replace = |extra: &[(&str, &str)]| {
+            let mut env = vec![("STUB_PULL_FAILS", "0"), ("STUB_IMAGE_ID", "sha256:old")];
+            env.extend_from_slice(extra);
+            let run = host.run(&script, &env);
+            let context = format!(
+                "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+                run.stdout,
+                run.stderr,
+                host.calls()
+            );
+            (run, context)
+        };
+        let untouched = |context: &str| {
+            assert_eq!(
+                host.container("labship-ec2-demo").as_deref(),
+                Some("sha256:old running 0 0 127.0.0.1:8888 0123456789abcdef"),
+                "{context}"
+            );
+            assert_eq!(host.container("labship-ec2-demo-previous"), None);
+            assert_eq!(
+                host.read("state/inputs/demo/0123456789abcdef/points.csv"),
+                "v\n1\n",
+                "the running container's inputs are kept\n{context}"
+            );
+            assert_eq!(host.read("state/inputs/demo.id"), "0123456789abcdef\n");
+        };
+
+        // The copy fails: the running container was never stopped.
+        let (run, context) = replace(&[("STUB_S3_FAILS", "1")]);
+        assert!(!run.ok, "{context}");
+        match markers(&run.stdout).last().map(|m| &m.phase) {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "data", "{context}");
+                assert!(cause.contains("AccessDenied"), "{cause}");
+                assert!(!cause.contains("restored"), "{cause}");
+            }
+            other => panic!("expected an error marker, got {other:?}\n{context}"),
+        }
+        assert!(!host.calls().contains("docker stop"), "{context}");
+        untouched(&context);
+
+        // The copy works but the new container never serves: the old one is put back with
+        // the inputs it had.
+        let (run, context) = replace(&[("STUB_SILENT_IMAGE", "sha256:old")]);
+        assert!(!run.ok, "{context}");
+        assert!(
+            run.stdout.contains("restored the previous container"),
+            "{context}"
+        );
+        untouched(&context);
+
+        // It serves: the host keeps the new inputs only.
+        let (run, context) = replace(&[]);
+        assert!(run.ok, "{context}");
+        assert_eq!(
+            host.container("labship-ec2-demo").as_deref(),
+            Some(format!("sha256:old running 0 0 127.0.0.1:8888 {new_id}").as_str())
+        );
+        assert_eq!(host.read("state/inputs/demo.id"), format!("{new_id}\n"));
+        let copies: Vec<String> = fs::read_dir(host.path("state/inputs/demo"))
+            .expect("inputs")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(copies, std::slice::from_ref(&new_id), "{context}");
+        assert_eq!(
+            host.read(&format!("state/inputs/demo/{new_id}/notes.txt")),
+            "stub\n"
+        );
+        assert_eq!(
+            host.read(&format!("state/inputs/demo/{new_id}/csv/object")),
+            "stub\n"
+        );
     }
 
     #[test]
