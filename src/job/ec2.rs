@@ -381,6 +381,7 @@ pub async fn run(
     } = started;
     if detach {
         interrupt::gone(&made(&record));
+        let _ = running(&record.instance, false);
         return Ok(Outcome::Detached(DetachedReport {
             run_id: record.run_id.clone(),
             target: Target::Ec2,
@@ -459,6 +460,42 @@ pub async fn run_matrix(
     super::matrix_report(Target::Ec2, &spec.source.name, outcomes, began)
 }
 
+/// The job hosts this labship launched and still answers for, in launch order (a matrix has
+/// several at once): the interruption's hint terminates every one of them.
+#[derive(Debug, Default)]
+struct Running(Vec<String>);
+
+impl Running {
+    /// Records `instance` as running (`up`) or no longer this labship's to end; the hint for
+    /// the hosts left, if any.
+    fn set(&mut self, instance: &str, up: bool) -> Option<String> {
+        self.0.retain(|i| i != instance);
+        if up {
+            self.0.push(instance.to_string());
+        }
+        (!self.0.is_empty()).then(|| {
+            format!(
+                "aws ec2 terminate-instances --instance-ids {}",
+                self.0.join(" ")
+            )
+        })
+    }
+}
+
+static RUNNING: std::sync::Mutex<Running> = std::sync::Mutex::new(Running(Vec::new()));
+
+/// [`Running::set`] for this process, and the interruption's hint pointed at what is left.
+fn running(instance: &str, up: bool) -> Result<()> {
+    let hint = match RUNNING.lock() {
+        Ok(mut running) => running.set(instance, up),
+        Err(_) => return Ok(()),
+    };
+    match hint {
+        Some(hint) => interrupt::install(interrupt::Then::Remove(hint)),
+        None => Ok(()),
+    }
+}
+
 /// The job host as the interruption report names it.
 fn made(record: &Record) -> String {
     format!(
@@ -530,10 +567,7 @@ async fn launch(
     };
     record.instance = instance.id.clone();
     interrupt::made(made(&record));
-    interrupt::install(interrupt::Then::Remove(format!(
-        "aws ec2 terminate-instances --instance-ids {}",
-        instance.id
-    )))?;
+    running(&instance.id, true)?;
     // The record is what `fetch` on this machine starts from; without it, the host's tags.
     let path = spec.runs_dir.join(&run_id).join(RECORD);
     let written = serde_json::to_vec_pretty(&record)
@@ -830,6 +864,7 @@ async fn follow(
         }
         Err(e) => {
             interrupt::gone(&made(record));
+            let _ = running(&record.instance, false);
             printer.note(format!(
                 "Run {} goes on on {}; `labship fetch {} --ec2` follows it again",
                 record.run_id, record.instance, record.run_id
@@ -1046,6 +1081,7 @@ async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Print
     };
     if ended {
         interrupt::gone(&made(record));
+        let _ = running(&record.instance, false);
     } else {
         printer.note(format!(
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
@@ -1391,6 +1427,20 @@ mod tests {
 
     fn uri(s: &str) -> S3Uri {
         S3Uri::parse(s).expect("address")
+    }
+
+    #[test]
+    fn the_interruptions_hint_ends_every_host_of_a_matrix_still_running() {
+        let mut running = Running::default();
+        let hint = |ids: &str| Some(format!("aws ec2 terminate-instances --instance-ids {ids}"));
+        assert_eq!(running.set("i-1", true), hint("i-1"));
+        assert_eq!(running.set("i-2", true), hint("i-1 i-2"));
+        assert_eq!(running.set("i-3", true), hint("i-1 i-2 i-3"));
+        assert_eq!(running.set("i-2", false), hint("i-1 i-3"));
+        assert_eq!(running.set("i-1", true), hint("i-3 i-1"), "once each");
+        assert_eq!(running.set("i-3", false), hint("i-1"));
+        assert_eq!(running.set("i-1", false), None);
+        assert_eq!(running.set("i-9", false), None);
     }
 
     #[test]
