@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
@@ -14,7 +13,6 @@ use aws_sdk_ec2::types::{
     Ipv6Range, MarketType, Placement, ResourceType, ShutdownBehavior, SpotInstanceType,
     SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
-use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -617,7 +615,7 @@ impl Cloud {
         let volume_tags = borrowed(&spec.volume_tags);
         let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
         // One token per `up`: the SDK's own retries of this call cannot make two instances.
-        let client_token = format!("labship-{}-{}", spec.deployment, hex::encode(rand_bytes()));
+        let client_token = client_token(&spec.deployment, rand_bytes());
         retry::until(profile_wait, Duration::from_secs(3), || async {
             let req = self
                 .ec2
@@ -1044,23 +1042,26 @@ impl Cloud {
         }
     }
 
-    /// Waits (the SDK's `instance_stopped` waiter) until every one of `ids` is stopped,
-    /// within `within`; returns the ids not stopped then.
+    /// Waits until every one of `ids` is stopped, within `within`; returns the ids not
+    /// stopped then.
     pub async fn wait_stopped(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
         self.wait_settled(ids, within, InstanceStateName::Stopped)
             .await
     }
 
-    /// Waits (the SDK's `instance_terminated` waiter) until none of `ids` exists any more,
-    /// within `within`; returns the ids still not terminated then.
+    /// Waits until none of `ids` runs any more (terminated, or gone), within `within`;
+    /// returns the ids still not terminated then.
     pub async fn wait_terminated(&self, ids: &[String], within: Duration) -> Result<Vec<String>> {
         self.wait_settled(ids, within, InstanceStateName::Terminated)
             .await
     }
 
-    /// The SDK's waiter for `state` (stopped or terminated) on `ids`; a call of it that
-    /// fails transiently (throttled after the SDK's retries) starts it again, within the
-    /// same deadline. Returns the ids not in `state` when it ends.
+    /// Polls DescribeInstances until every one of `ids` is in `state` (or gone), after 1 s,
+    /// then half as long again each time, at most 5 s apart. Not the SDK's waiters: they ask
+    /// 15 s apart at the soonest (up to 120 s later on), so a host gone in two seconds would
+    /// hold `down` for fifteen. A call that fails transiently (throttled past the SDK's
+    /// retries) is asked again within the same deadline. Returns the ids not in `state` when
+    /// the time is up.
     async fn wait_settled(
         &self,
         ids: &[String],
@@ -1071,55 +1072,64 @@ impl Cloud {
             return Ok(Vec::new());
         }
         let deadline = std::time::Instant::now() + within;
-        let waited = retry::until(within, Duration::from_secs(2), || async {
-            let left = deadline
-                .saturating_duration_since(std::time::Instant::now())
-                .max(Duration::from_secs(1));
-            let polled = match state {
-                InstanceStateName::Stopped => self
-                    .ec2
-                    .wait_until_instance_stopped()
-                    .set_instance_ids(Some(ids.to_vec()))
-                    .wait(left)
-                    .await
-                    .map(drop),
-                _ => self
-                    .ec2
-                    .wait_until_instance_terminated()
-                    .set_instance_ids(Some(ids.to_vec()))
-                    .wait(left)
-                    .await
-                    .map(drop),
-            };
-            match polled {
-                Ok(()) => Ok(Step::Done(true)),
-                Err(WaiterError::OperationFailed(failed)) => Err(self.fail(
-                    "ec2",
-                    "DescribeInstances",
-                    &ids.join(","),
-                    &failed.into_error(),
-                )),
-                // Timed out, or an instance went elsewhere: say which are left.
-                Err(e) => {
-                    tracing::debug!("instance {} waiter: {e}", state.as_str());
-                    Ok(Step::Done(false))
-                }
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let unsettled = retry::read(left.max(Duration::from_secs(1)), || {
+                self.not_in(ids, &state)
+            })
+            .await?;
+            if unsettled.is_empty() || std::time::Instant::now() + pause >= deadline {
+                return Ok(unsettled);
             }
-        })
-        .await;
-        match waited {
-            Ok(true) => Ok(Vec::new()),
-            Ok(false) | Err(_) => {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Those of `ids` that DescribeInstances shows in another state than `state` (one
+    /// unknown to EC2 is gone: not among them).
+    async fn not_in(&self, ids: &[String], state: &InstanceStateName) -> Result<Vec<String>> {
+        let out = match self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            // One is unknown (EC2 forgets a terminated instance after a while): one by one.
+            Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => {
                 let mut left = Vec::new();
                 for id in ids {
-                    let now = retry::read(Duration::from_secs(60), || self.instance(id)).await?;
-                    if now.is_some_and(|i| i.state != state.as_str()) {
+                    if self
+                        .instance(id)
+                        .await?
+                        .is_some_and(|i| i.state != state.as_str())
+                    {
                         left.push(id.clone());
                     }
                 }
-                Ok(left)
+                return Ok(left);
             }
-        }
+            Err(e) => return Err(self.fail("ec2", "DescribeInstances", &ids.join(","), &e)),
+        };
+        let seen: std::collections::HashMap<&str, &str> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                Some((
+                    i.instance_id()?,
+                    i.state().and_then(|s| s.name()).map(|n| n.as_str())?,
+                ))
+            })
+            .collect();
+        Ok(ids
+            .iter()
+            .filter(|id| seen.get(id.as_str()).is_some_and(|s| *s != state.as_str()))
+            .cloned()
+            .collect())
     }
 }
 
@@ -1235,6 +1245,19 @@ fn borrowed(tags: &[(String, String)]) -> Vec<(&str, String)> {
     tags.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
 }
 
+/// EC2's most characters in a ClientToken.
+const CLIENT_TOKEN_MAX: usize = 64;
+
+/// A launch's idempotency token: `labship-<deployment>-<16 hex of random>`, the deployment
+/// cut short where the whole would pass [`CLIENT_TOKEN_MAX`] (a job host's deployment is its
+/// project's name and run id, up to 57 characters); the random part alone makes it unique.
+fn client_token(deployment: &str, random: [u8; 8]) -> String {
+    let random = hex::encode(random);
+    let room = CLIENT_TOKEN_MAX - "labship-".len() - 1 - random.len();
+    let deployment: String = deployment.chars().take(room).collect();
+    format!("labship-{deployment}-{random}")
+}
+
 /// 8 random bytes from the OS (for idempotency tokens; not a secret). Should the OS refuse,
 /// the clock and process id still make the token unique enough for one `up`.
 fn rand_bytes() -> [u8; 8] {
@@ -1267,6 +1290,26 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_launchs_client_token_fits_ec2s_64_characters_whatever_the_name() {
+        let random = [0xab; 8];
+        assert_eq!(
+            client_token("demo", random),
+            "labship-demo-abababababababab"
+        );
+        // A job host of a 32-character project: name, dash, run id.
+        let job = format!("{}-20261201-112233-3fa9c2e1", "n".repeat(32));
+        let token = client_token(&job, random);
+        assert_eq!(token.len(), CLIENT_TOKEN_MAX, "{token}");
+        assert!(token.starts_with("labship-nnnn"), "{token}");
+        assert!(token.ends_with("-abababababababab"), "{token}");
+        assert_ne!(
+            client_token(&job, [1; 8]),
+            token,
+            "unique by its random part"
+        );
+    }
 
     #[test]
     fn decodes_console_output_lossily() {

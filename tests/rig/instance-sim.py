@@ -62,7 +62,8 @@ answer is returned, except for what makes launched instances behave like real on
   simulated instances (their published ports are on this machine's loopback).
 * RunInstances and CreateVolume with a ClientToken that succeeded before (same region): moto's
   first answer again and nothing made, or IdempotentParameterMismatch when the parameters
-  differ (AWS's idempotency; moto ignores the token).
+  differ (AWS's idempotency; moto ignores the token). A token of more than 64 ASCII
+  characters is refused (400 InvalidParameterValue), as EC2 refuses it.
 * SSM: SendCommand (AWS-RunShellScript) runs the commands with `docker exec` in the instance
   container; GetCommandInvocation, ListCommandInvocations (with Details: the output) and
   DescribeInstanceInformation answer for them.
@@ -775,6 +776,10 @@ class Sim:
                 if inst is not None:
                     return self.console_response(inst)
             elif action in ("RunInstances", "DescribeInstances", "CreateVolume"):
+                token = req.params.get("ClientToken") or ""
+                if len(token) > 64 or not token.isascii():
+                    return ec2_error(400, "InvalidParameterValue",
+                                     "Value (%s) for parameter clientToken is invalid. The ClientToken may be up to 64 ASCII characters." % token)
                 again = self.client_token_again(req) if action != "DescribeInstances" else None
                 if again is not None:
                     return again

@@ -452,6 +452,11 @@ new_volume() {
 vol="$(new_volume)"
 [[ "$vol" =~ ^vol-[0-9a-f]+$ ]] || fail "create-volume: $vol"
 [ "$(new_volume)" = "$vol" ] || fail "create-volume with the same client token made another volume than $vol"
+long_token="selftest-$(printf '%057d' 0)"
+if aws ec2 create-volume --availability-zone "$az" --size 1 --client-token "$long_token" >/dev/null 2>"$tmp/long.err" ||
+    ! grep -q InvalidParameterValue "$tmp/long.err"; then
+    fail "create-volume with a client token of ${#long_token} characters: not refused ($(cat "$tmp/long.err"))"
+fi
 ebs_of() { docker exec "labship-sim-$instance" sh -c 'ls "$LABSHIP_SIM_EBS_DIR"'; }
 aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdf >/dev/null || fail "attach-volume"
 [ "$(ebs_of)" = "$vol" ] || fail "the host does not see $vol in LABSHIP_SIM_EBS_DIR: '$(ebs_of)'"
@@ -464,7 +469,7 @@ aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev
     fail "the file on $vol is gone after detach and attach"
 [ "$(aws ec2 describe-volumes --volume-ids "$vol" | jq -r '.Volumes[0].Attachments[0].InstanceId')" = "$instance" ] ||
     fail "describe-volumes does not show $vol attached to $instance"
-ok "EBS: create-volume (idempotent by client token), attach-volume shows $vol to the host, its file survives detach and attach"
+ok "EBS: create-volume (idempotent by client token, one over 64 characters refused), attach-volume shows $vol to the host, its file survives detach and attach"
 state_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name'; }
 console_of() { aws ec2 get-console-output --instance-id "$1" --latest | jq -r '.Output // ""'; }
 # A shutdown scheduled on the host, then cancelled; cloud-init's per-boot hook for the next boot.
