@@ -89,10 +89,12 @@ else
     if [ "$DATA_REUSED" = 1 ]; then sync_workspace; fi
     run_container
 fi
+# No container to go back to: the host's inputs are this one's from now on, ready or not (a
+# token rotation after a slow first start keeps them).
+keep_inputs
 mark started
 
 PHASE=jupyter
 wait_jupyter
 say_served
-keep_inputs
 mark ready

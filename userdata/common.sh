@@ -422,7 +422,7 @@ container_identity() {
 # container). Copied again for every new container, so it gets the objects as they are now,
 # and before the running container is touched: a copy that fails leaves it serving. The
 # host's record of its inputs ($INPUTS_ROOT.id) and the copies of other inputs change only
-# once the new container is ready (keep_inputs), so a container put back still has its own.
+# once the new container stays (keep_inputs), so a container put back still has its own.
 INPUTS_ROOT="$STATE_DIR/inputs/$DEPLOYMENT"
 inputs_wanted() {
     if [ "$INPUTS_ID" = - ]; then
@@ -461,8 +461,9 @@ fetch_inputs() {
     mv "$dir.new" "$dir"
     log "inputs $INPUTS_ID copied"
 }
-# Once the container with the inputs it wanted is ready: the host's record of them, and no
-# other inputs' copy left.
+# Once the container with the inputs it wanted runs for good (ready after a replace, which
+# may still put the old one back; started at boot): the host's record of them, and no other
+# inputs' copy left.
 keep_inputs() {
     local id old
     id=$(inputs_wanted)

@@ -2269,6 +2269,47 @@ esac"#,
     }
 
     #[test]
+    fn a_rotation_after_a_first_start_that_was_not_ready_in_time_keeps_the_inputs() {
+        let host = FakeHost::new(true, true);
+        let mut i = inputs(HostKind::Al2023, "127.0.0.1");
+        i.inputs = INPUTS;
+        i.jupyter_deadline_secs = 2;
+        let id = inputs_id(INPUTS);
+        let boot = host.run(
+            &render_boot(&i).expect("renders"),
+            &[
+                ("STUB_PULL_FAILS", "0"),
+                ("STUB_SILENT_IMAGE", "sha256:1111"),
+            ],
+        );
+        assert!(!boot.ok, "{}\n{}", boot.stdout, host.calls());
+        // The container runs on (its restart policy) with the inputs, and the host says so.
+        assert_eq!(host.read("state/inputs/demo.id"), format!("{id}\n"));
+        i.inputs = KEEP_INPUTS;
+        let rotated = host.run(
+            &render_recreate(&i).expect("renders"),
+            &[("STUB_PULL_FAILS", "0")],
+        );
+        let context = format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            rotated.stdout,
+            rotated.stderr,
+            host.calls()
+        );
+        assert!(rotated.ok, "{context}");
+        assert_eq!(
+            host.container("labship-ec2-demo").as_deref(),
+            Some(format!("sha256:1111 running 0 0 127.0.0.1:8888 {id}").as_str()),
+            "{context}"
+        );
+        assert_eq!(
+            host.read(&format!("state/inputs/demo/{id}/notes.txt")),
+            "stub\n",
+            "{context}"
+        );
+    }
+
+    #[test]
     fn replace_script_restores_the_old_container_when_the_new_one_fails() {
         let host = host_with_old_container();
         let mut i = inputs(HostKind::Al2023, "127.0.0.1");
