@@ -168,8 +168,9 @@ quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEP
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
 # The inputs, owned by root: the job (the image's user) reads them and cannot change them.
+# Their contents go into inputs/ (made when the image has none; not under an image's own).
 if [ -n "$(ls -A "$INPUTS_DIR")" ]; then
-    quiet docker cp "$INPUTS_DIR" "$CONTAINER:$WORKDIR/inputs"
+    quiet docker cp "$INPUTS_DIR/." "$CONTAINER:$WORKDIR/inputs"
 fi
 mark job-started
 

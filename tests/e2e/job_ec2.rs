@@ -91,6 +91,11 @@ fn project(prefix: &str) -> (Project, String, [String; 3]) {
     let p = Project::default_workload(prefix);
     // A file of its own, so that its layers are not all in the registry already.
     p.write("docker/resources/marker.txt", &p.name);
+    // An inputs/ folder of the image's own: a run's inputs land in it, not under it.
+    p.write(
+        "docker/resources/inputs/README.txt",
+        "the image's inputs/\n",
+    );
     p.write("analysis.ipynb", &analysis());
     let (input, output) = (unique("labship-in"), unique("labship-out"));
     aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &input]);
