@@ -234,6 +234,17 @@ pub enum Error {
         message: String,
     },
 
+    #[error("the instance profile {profile} holds the role {role}, not labship's {expected}: instances launched with it would run with that role's permissions")]
+    #[diagnostic(
+        code(labship::ec2::instance_profile_foreign_role),
+        help("an administrator checks why, then takes that role out of the profile: `aws iam remove-role-from-instance-profile --instance-profile-name {profile} --role-name {role}`; the next `labship up --ec2` run by an administrator puts labship's role in. Nothing was launched")
+    )]
+    InstanceProfileForeignRole {
+        profile: String,
+        role: String,
+        expected: String,
+    },
+
     #[error("the job hosts' permissions boundary {policy} does not exist, and your identity may not create it ({action}: {message})")]
     #[diagnostic(
         code(labship::ec2::job_boundary_missing),

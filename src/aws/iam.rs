@@ -33,6 +33,15 @@ const LEGACY_MANAGED_POLICIES: [&str; 2] = [
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 ];
 
+/// The shared profile holds `role`, which is not labship's.
+fn foreign_role(role: &str) -> Error {
+    Error::InstanceProfileForeignRole {
+        profile: INSTANCE_PROFILE.to_string(),
+        role: role.to_string(),
+        expected: INSTANCE_ROLE.to_string(),
+    }
+}
+
 impl Cloud {
     // ---- IAM -----------------------------------------------------------------------------
 
@@ -88,11 +97,10 @@ impl Cloud {
             }
             Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
         };
-        if existing
-            .as_ref()
-            .is_some_and(|roles| roles.iter().any(|r| r == INSTANCE_ROLE))
-        {
-            return Ok(false);
+        match existing.as_deref() {
+            Some(roles) if roles.iter().any(|r| r == INSTANCE_ROLE) => return Ok(false),
+            Some([other, ..]) => return Err(foreign_role(other)),
+            _ => {}
         }
 
         match self
@@ -151,16 +159,43 @@ impl Cloud {
             .await
         {
             Ok(_) => created = true,
-            // A profile holds one role: LimitExceeded means it already has it.
+            // A profile holds one role: another `up` put one in meanwhile. Labship's, or
+            // someone else's, which instances must not get.
             Err(e)
                 if e.as_service_error().is_some_and(|s| {
                     s.is_limit_exceeded_exception() || s.is_entity_already_exists_exception()
-                }) => {}
+                }) =>
+            {
+                let roles = self.profile_roles().await?;
+                if let Some(other) = roles.iter().find(|r| *r != INSTANCE_ROLE) {
+                    return Err(foreign_role(other));
+                }
+            }
             Err(e) => {
                 return Err(self.fail("iam", "AddRoleToInstanceProfile", INSTANCE_PROFILE, &e))
             }
         }
         Ok(created)
+    }
+
+    /// The roles the shared profile holds.
+    async fn profile_roles(&self) -> Result<Vec<String>> {
+        let out = self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e))?;
+        Ok(out
+            .instance_profile()
+            .map(|p| {
+                p.roles()
+                    .iter()
+                    .map(|r| r.role_name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Removes the shared role and profile (only labship's own, by name), whichever parts

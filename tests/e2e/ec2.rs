@@ -1386,6 +1386,90 @@ async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing()
         .is_err());
 }
 
+/// On a private moto: a shared instance profile that holds someone else's role is refused
+/// before anything is made (instances launched with it would run with that role).
+#[test]
+fn a_shared_profile_holding_another_role_is_refused() {
+    let moto = Server::moto();
+    let endpoint = format!("http://{}", moto.addr);
+    let trust = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-trust-policy.json"),
+    )
+    .expect("trust policy");
+    aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "create-role",
+            "--role-name",
+            "someone-else",
+            "--assume-role-policy-document",
+            &trust,
+        ],
+    );
+    for args in [
+        vec![
+            "iam",
+            "create-instance-profile",
+            "--instance-profile-name",
+            "labship-instance",
+            "--path",
+            "/labship/",
+        ],
+        vec![
+            "iam",
+            "add-role-to-instance-profile",
+            "--instance-profile-name",
+            "labship-instance",
+            "--role-name",
+            "someone-else",
+        ],
+    ] {
+        let out = aws_cli(&endpoint, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let p = Project::default_workload("ec2foreign");
+    let err = json_error(&p.labship_at(
+        &endpoint,
+        &["up", "--ec2", "--allow-cidr", "127.0.0.1", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(
+        err["code"], "labship::ec2::instance_profile_foreign_role",
+        "{err}"
+    );
+    let message = unwrapped(err["message"].as_str().unwrap_or_default());
+    assert!(message.contains("someone-else"), "{err}");
+    assert!(
+        unwrapped(err["help"].as_str().unwrap_or_default()).contains(
+            "`aws iam remove-role-from-instance-profile --instance-profile-name labship-instance --role-name someone-else`"
+        ),
+        "{err}"
+    );
+    // Nothing made: no instance, no security group of the deployment, no role of labship's.
+    let instances = aws_json(&endpoint, &["ec2", "describe-instances"]);
+    assert_eq!(
+        instances["Reservations"],
+        serde_json::json!([]),
+        "{instances}"
+    );
+    let groups = aws_json(
+        &endpoint,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            "Name=tag-key,Values=labship:deployment",
+        ],
+    );
+    assert_eq!(groups["SecurityGroups"], serde_json::json!([]), "{groups}");
+    let roles = aws_cli(
+        &endpoint,
+        &["iam", "get-role", "--role-name", "labship-instance"],
+    );
+    assert!(!roles.status.success(), "labship's role was made");
+}
+
 /// On a private moto without the simulator: the console never shows a token (moto's is a
 /// fixed text), so `up` times out with the console's last lines; `down --all` then takes down
 /// every deployment in every region (after a confirmation naming them) and the shared IAM
