@@ -76,27 +76,7 @@ impl Cloud {
             })
             .collect();
 
-        let existing = match self
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(out) => out.instance_profile().map(|p| {
-                p.roles()
-                    .iter()
-                    .map(|r| r.role_name().to_string())
-                    .collect::<Vec<_>>()
-            }),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                None
-            }
-            Err(e) => return Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
-        };
+        let existing = self.profile_roles().await?;
         match existing.as_deref() {
             Some(roles) if roles.iter().any(|r| r == INSTANCE_ROLE) => return Ok(false),
             Some([other, ..]) => return Err(foreign_role(other)),
@@ -166,7 +146,7 @@ impl Cloud {
                     s.is_limit_exceeded_exception() || s.is_entity_already_exists_exception()
                 }) =>
             {
-                let roles = self.profile_roles().await?;
+                let roles = self.profile_roles().await?.unwrap_or_default();
                 if let Some(other) = roles.iter().find(|r| *r != INSTANCE_ROLE) {
                     return Err(foreign_role(other));
                 }
@@ -178,24 +158,29 @@ impl Cloud {
         Ok(created)
     }
 
-    /// The roles the shared profile holds.
-    async fn profile_roles(&self) -> Result<Vec<String>> {
-        let out = self
+    /// The roles the shared profile holds (None: there is no such profile).
+    async fn profile_roles(&self) -> Result<Option<Vec<String>>> {
+        match self
             .iam
             .get_instance_profile()
             .instance_profile_name(INSTANCE_PROFILE)
             .send()
             .await
-            .map_err(|e| self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e))?;
-        Ok(out
-            .instance_profile()
-            .map(|p| {
+        {
+            Ok(out) => Ok(out.instance_profile().map(|p| {
                 p.roles()
                     .iter()
                     .map(|r| r.role_name().to_string())
                     .collect()
-            })
-            .unwrap_or_default())
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+        }
     }
 
     /// Removes the shared role and profile (only labship's own, by name), whichever parts

@@ -1445,6 +1445,16 @@ esac
         }
     }
 
+    /// A run's output and the fake host's calls, for an assertion's message.
+    fn context(run: &Run, host: &FakeHost) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            run.stdout,
+            run.stderr,
+            host.calls()
+        )
+    }
+
     /// The group of files this process makes (the key's group on the fake host: a chown to
     /// it works for any user running the tests).
     fn gid() -> String {
@@ -1475,12 +1485,7 @@ esac
         i.jupyter_deadline_secs = 30;
         let script = render_boot(&i).expect("renders");
         let run = host.run(&script, &[]);
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(run.ok, "{context}");
         assert!(run.stderr.is_empty(), "{context}");
 
@@ -1642,12 +1647,7 @@ esac
         i.pull_deadline_secs = 3;
         let script = render_boot(&i).expect("renders");
         let run = host.run(&script, &[("STUB_PULL_FAILS", "1000")]);
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(!run.ok, "{context}");
         let found = markers(&run.stdout);
         let want = phases(&[Phase::Begin, Phase::DockerReady, Phase::LoggedIn]);
@@ -1703,12 +1703,7 @@ esac
                 ("STUB_ACCEPTED_TOKEN", NEW_TOKEN),
             ],
         );
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(run.ok && run.stderr.is_empty(), "{context}");
         assert_eq!(
             kinds(&markers(&run.stdout)),
@@ -1804,12 +1799,7 @@ esac
                 ("STUB_CRASH_IMAGE", "sha256:1111"),
             ],
         );
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(!run.ok, "{context}");
         assert!(
             started.elapsed().as_secs() < 60,
@@ -1872,12 +1862,7 @@ esac
             &script,
             &[("STUB_PULL_FAILS", "0"), ("STUB_IMAGE_ID", "sha256:new")],
         );
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(run.ok, "{context}");
         let want = phases(&[
             Phase::LoggedIn,
@@ -2197,12 +2182,7 @@ esac"#,
             let mut env = vec![("STUB_PULL_FAILS", "0"), ("STUB_IMAGE_ID", "sha256:old")];
             env.extend_from_slice(extra);
             let run = host.run(&script, &env);
-            let context = format!(
-                "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-                run.stdout,
-                run.stderr,
-                host.calls()
-            );
+            let context = context(&run, &host);
             (run, context)
         };
         let untouched = |context: &str| {
@@ -2290,12 +2270,7 @@ esac"#,
             &render_recreate(&i).expect("renders"),
             &[("STUB_PULL_FAILS", "0")],
         );
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            rotated.stdout,
-            rotated.stderr,
-            host.calls()
-        );
+        let context = context(&rotated, &host);
         assert!(rotated.ok, "{context}");
         assert_eq!(
             host.container("labship-ec2-demo").as_deref(),
@@ -2323,12 +2298,7 @@ esac"#,
                 ("STUB_SILENT_IMAGE", "sha256:new"),
             ],
         );
-        let context = format!(
-            "stdout:\n{}\nstderr:\n{}\ncalls:\n{}",
-            run.stdout,
-            run.stderr,
-            host.calls()
-        );
+        let context = context(&run, &host);
         assert!(!run.ok, "{context}");
         let found = markers(&run.stdout);
         match found.last().map(|m| &m.phase) {
