@@ -446,9 +446,8 @@ copy_inputs() {
         log "input $name copied"
     done
 }
-# The inputs' copy for the next container, at $INPUTS_ROOT/$INPUTS_ID. A container running
-# with a copy of the same id keeps what it mounted (the folder moves aside, its mount
-# follows it) until it stops.
+# The inputs' copy for the next container, made at $INPUTS_ROOT/$INPUTS_ID.new while the
+# running container goes on; run_container puts it in place once that one is stopped.
 fetch_inputs() {
     local dir="$INPUTS_ROOT/$INPUTS_ID"
     case $INPUTS_ID in - | none) return 0 ;; esac
@@ -456,9 +455,6 @@ fetch_inputs() {
     rm -rf "$dir.new"
     copy_inputs "$dir.new" <<<"$INPUTS"
     chmod -R a+rX "$dir.new"
-    rm -rf "$dir.old"
-    if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi
-    mv "$dir.new" "$dir"
     log "inputs $INPUTS_ID copied"
 }
 # Once the container with the inputs it wanted runs for good (ready after a replace, which
@@ -474,9 +470,13 @@ keep_inputs() {
     done
 }
 
-# A new container (fetch_inputs first).
+# A new container (fetch_inputs first; no container runs with the inputs' folder now).
 run_container() {
-    local id inputs=()
+    local id inputs=() dir="$INPUTS_ROOT/$INPUTS_ID"
+    if [ -d "$dir.new" ]; then
+        rm -rf "$dir"
+        mv "$dir.new" "$dir"
+    fi
     id=$(inputs_wanted)
     if [ "$id" != none ] && [ -d "$INPUTS_ROOT/$id" ]; then
         inputs=(-v "$INPUTS_ROOT/$id:$WORKDIR/inputs:ro")
