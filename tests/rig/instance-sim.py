@@ -1231,24 +1231,26 @@ class Sim:
         instance. moto is told first, with a request of the instance's own region; a
         terminated one is shutting-down until its containers are gone."""
         time.sleep(0.5)  # let the shim's request finish before its container goes
+        if inst.state == "removed":
+            return
         action = "TerminateInstances" if inst.shutdown_behavior == "terminate" else "StopInstances"
-        inst.shutting_down = action == "TerminateInstances"
+        terminating = action == "TerminateInstances" and not inst.shutting_down
+        if terminating:
+            inst.shutting_down = True  # remove_instance clears it once the host is gone
         try:
-            try:
-                status, answer = self.as_ec2(inst, action)
-            except (OSError, http.client.HTTPException) as e:
-                log("%s: shutdown from the host: moto unreachable: %s" % (inst.id, e))
-                return
-            if status != 200:
-                log("%s: shutdown from the host: moto %s -> %d %s" % (inst.id, action, status, answer[:200]))
-                return
-            log("%s: shutdown from the host: %s" % (inst.id, action))
-            if action == "TerminateInstances":
-                self.remove_instance(inst, "shutdown from the host")
-            else:
-                self.stop_instance(inst)
-        finally:
-            inst.shutting_down = False
+            status, answer = self.as_ec2(inst, action)
+        except (OSError, http.client.HTTPException) as e:
+            status, answer = None, str(e).encode()
+        if status != 200:
+            log("%s: shutdown from the host: moto %s -> %s %s" % (inst.id, action, status, answer[:200]))
+            if terminating:
+                inst.shutting_down = False
+            return
+        log("%s: shutdown from the host: %s" % (inst.id, action))
+        if action == "TerminateInstances":
+            self.remove_instance(inst, "shutdown from the host")
+        else:
+            self.stop_instance(inst)
 
     def interrupt(self, inst, capacity):
         """A spot interruption (InstanceInterruptionBehavior stop): EC2 stops the instance
@@ -1282,16 +1284,9 @@ class Sim:
         down after; they are shutting-down until their containers are gone."""
         going = [inst for inst in instances if inst.state != "removed"]
         for inst in going:
-            inst.shutting_down = True
-
-        def down():
-            try:
-                self.remove_instances(going, "TerminateInstances")
-            finally:
-                for inst in going:
-                    inst.shutting_down = False
-
-        threading.Thread(target=down, daemon=True).start()
+            inst.shutting_down = True  # remove_instance clears it once the host is gone
+        threading.Thread(target=self.remove_instances, args=(going, "TerminateInstances"),
+                         daemon=True).start()
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
@@ -1335,6 +1330,7 @@ class Sim:
                 remove_deployment(inst.deployment)
             log("%s: %s: removed container %s (deployment %s)" % (inst.id, why, inst.container, inst.deployment))
         finally:
+            inst.shutting_down = False  # gone: DescribeInstances may say terminated now
             if acquired:
                 inst.busy.release()
 

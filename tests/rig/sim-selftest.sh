@@ -60,8 +60,10 @@ terminate() {
     answer="$(aws ec2 terminate-instances --instance-ids "$1")" || fail "terminate-instances $1"
     state="$(jq -r '.TerminatingInstances[0].CurrentState.Name' <<<"$answer")"
     [ "$state" = shutting-down ] || fail "terminate-instances $1 answered $state, not shutting-down"
-    while state="$(aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name')" &&
-        [ "$state" != terminated ]; do
+    while :; do
+        state="$(aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name')" ||
+            fail "describe-instances $1"
+        [ "$state" != terminated ] || break
         [ "$state" = shutting-down ] || fail "$1 is $state while it shuts down"
         [ "$SECONDS" -lt "$deadline" ] || fail "$1 still $state 60 s after terminate-instances"
         sleep 0.2
