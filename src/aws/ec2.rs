@@ -1061,7 +1061,8 @@ impl Cloud {
     /// 15 s apart at the soonest (up to 120 s later on), so a host gone in two seconds would
     /// hold `down` for fifteen. A call that fails transiently (throttled past the SDK's
     /// retries) is asked again within the same deadline. Returns the ids not in `state` when
-    /// the time is up.
+    /// the time is up, or at once when one of them cannot get there any more (waiting for
+    /// stopped, it is being terminated).
     async fn wait_settled(
         &self,
         ids: &[String],
@@ -1079,17 +1080,22 @@ impl Cloud {
                 self.not_in(ids, &state)
             })
             .await?;
-            if unsettled.is_empty() || std::time::Instant::now() + pause >= deadline {
-                return Ok(unsettled);
+            let hopeless = unsettled.iter().any(|(_, now)| never_gets(now, &state));
+            if unsettled.is_empty() || hopeless || std::time::Instant::now() + pause >= deadline {
+                return Ok(unsettled.into_iter().map(|(id, _)| id).collect());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 3 / 2).min(Duration::from_secs(5));
         }
     }
 
-    /// Those of `ids` that DescribeInstances shows in another state than `state` (one
-    /// unknown to EC2 is gone: not among them).
-    async fn not_in(&self, ids: &[String], state: &InstanceStateName) -> Result<Vec<String>> {
+    /// Those of `ids` that DescribeInstances shows in another state than `state`, with the
+    /// state they are in (one unknown to EC2 is gone: not among them).
+    async fn not_in(
+        &self,
+        ids: &[String],
+        state: &InstanceStateName,
+    ) -> Result<Vec<(String, String)>> {
         let out = match self
             .ec2
             .describe_instances()
@@ -1102,12 +1108,10 @@ impl Cloud {
             Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => {
                 let mut left = Vec::new();
                 for id in ids {
-                    if self
-                        .instance(id)
-                        .await?
-                        .is_some_and(|i| i.state != state.as_str())
-                    {
-                        left.push(id.clone());
+                    if let Some(i) = self.instance(id).await? {
+                        if i.state != state.as_str() {
+                            left.push((id.clone(), i.state));
+                        }
                     }
                 }
                 return Ok(left);
@@ -1127,8 +1131,10 @@ impl Cloud {
             .collect();
         Ok(ids
             .iter()
-            .filter(|id| seen.get(id.as_str()).is_some_and(|s| *s != state.as_str()))
-            .cloned()
+            .filter_map(|id| {
+                let now = seen.get(id.as_str())?;
+                (*now != state.as_str()).then(|| (id.clone(), now.to_string()))
+            })
             .collect())
     }
 }
@@ -1245,6 +1251,12 @@ fn borrowed(tags: &[(String, String)]) -> Vec<(&str, String)> {
     tags.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
 }
 
+/// Whether an instance `now` in this state can no longer get to `state` (one being terminated
+/// never stops).
+fn never_gets(now: &str, state: &InstanceStateName) -> bool {
+    *state == InstanceStateName::Stopped && matches!(now, "shutting-down" | "terminated")
+}
+
 /// EC2's most characters in a ClientToken.
 const CLIENT_TOKEN_MAX: usize = 64;
 
@@ -1290,6 +1302,20 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_for_stopped_gives_up_on_an_instance_being_terminated() {
+        let stopped = InstanceStateName::Stopped;
+        let terminated = InstanceStateName::Terminated;
+        assert!(never_gets("shutting-down", &stopped));
+        assert!(never_gets("terminated", &stopped));
+        for now in ["pending", "running", "stopping"] {
+            assert!(!never_gets(now, &stopped), "{now}");
+        }
+        for now in ["pending", "running", "stopping", "stopped", "shutting-down"] {
+            assert!(!never_gets(now, &terminated), "{now}");
+        }
+    }
 
     #[test]
     fn a_launchs_client_token_fits_ec2s_64_characters_whatever_the_name() {
