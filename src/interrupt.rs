@@ -146,6 +146,10 @@ fn summary() -> String {
         }
         Then::Retry(cmd) => format!(" Run `{cmd}` again to finish."),
         Then::Remove(_) if made.is_empty() => " Nothing was created.".into(),
+        Then::Remove(cmd) if cmd.is_empty() => format!(
+            " What exists now: {}. Run the same command again to finish.",
+            made.join("; ")
+        ),
         Then::Remove(cmd) => format!(
             " What exists now: {}. Run the same command again to finish, or `{cmd}` to remove it.",
             made.join("; ")

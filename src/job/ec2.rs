@@ -484,16 +484,14 @@ impl Running {
 
 static RUNNING: std::sync::Mutex<Running> = std::sync::Mutex::new(Running(Vec::new()));
 
-/// [`Running::set`] for this process, and the interruption's hint pointed at what is left.
+/// [`Running::set`] for this process, and the interruption's hint pointed at what is left
+/// (none once no host is).
 fn running(instance: &str, up: bool) -> Result<()> {
     let hint = match RUNNING.lock() {
         Ok(mut running) => running.set(instance, up),
         Err(_) => return Ok(()),
     };
-    match hint {
-        Some(hint) => interrupt::install(interrupt::Then::Remove(hint)),
-        None => Ok(()),
-    }
+    interrupt::install(interrupt::Then::Remove(hint.unwrap_or_default()))
 }
 
 /// The job host as the interruption report names it.
