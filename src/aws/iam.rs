@@ -276,22 +276,7 @@ impl Cloud {
 
     /// Whether the shared profile exists.
     pub async fn instance_profile_exists(&self) -> Result<bool> {
-        match self
-            .iam
-            .get_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
-        }
+        Ok(self.profile_roles().await?.is_some())
     }
 }
 

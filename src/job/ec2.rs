@@ -380,8 +380,7 @@ pub async fn run(
         job,
     } = started;
     if detach {
-        interrupt::gone(&made(&record));
-        let _ = running(&record.instance, false);
+        let_go(&record);
         return Ok(Outcome::Detached(DetachedReport {
             run_id: record.run_id.clone(),
             target: Target::Ec2,
@@ -492,6 +491,13 @@ fn running(instance: &str, up: bool) -> Result<()> {
         Err(_) => return Ok(()),
     };
     interrupt::install(interrupt::Then::Remove(hint.unwrap_or_default()))
+}
+
+/// The run's host is no longer this labship's to end (it ended, or goes on without it): the
+/// interruption neither reports it nor offers to terminate it.
+fn let_go(record: &Record) {
+    interrupt::gone(&made(record));
+    let _ = running(&record.instance, false);
 }
 
 /// The job host as the interruption report names it.
@@ -861,8 +867,7 @@ async fn follow(
             return Err(e);
         }
         Err(e) => {
-            interrupt::gone(&made(record));
-            let _ = running(&record.instance, false);
+            let_go(record);
             printer.note(format!(
                 "Run {} goes on on {}; `labship fetch {} --ec2` follows it again",
                 record.run_id, record.instance, record.run_id
@@ -1078,8 +1083,7 @@ async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Print
         ended
     };
     if ended {
-        interrupt::gone(&made(record));
-        let _ = running(&record.instance, false);
+        let_go(record);
     } else {
         printer.note(format!(
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",

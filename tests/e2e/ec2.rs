@@ -1392,10 +1392,7 @@ async fn dry_run_prints_the_plan_with_the_detected_address_and_changes_nothing()
 fn a_shared_profile_holding_another_role_is_refused() {
     let moto = Server::moto();
     let endpoint = format!("http://{}", moto.addr);
-    let trust = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/instance-trust-policy.json"),
-    )
-    .expect("trust policy");
+    let trust = crate::policy::read("infra/instance-trust-policy.json");
     aws_json(
         &endpoint,
         &[

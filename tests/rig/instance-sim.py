@@ -1282,11 +1282,11 @@ class Sim:
     def terminate(self, instances):
         """TerminateInstances: EC2 answers with the instances shutting-down and takes them
         down after; they are shutting-down until their containers are gone."""
-        going = [inst for inst in instances if inst.state != "removed"]
-        for inst in going:
-            inst.shutting_down = True  # remove_instance clears it once the host is gone
-        threading.Thread(target=self.remove_instances, args=(going, "TerminateInstances"),
-                         daemon=True).start()
+        for inst in instances:
+            if inst.state != "removed":
+                inst.shutting_down = True  # remove_instance clears it once the host is gone
+                threading.Thread(target=self.remove_instance, args=(inst, "TerminateInstances"),
+                                 daemon=True).start()
 
     def remove_instances(self, instances, why, deadline=60.0):
         threads = []
