@@ -245,13 +245,15 @@ pub enum Error {
         expected: String,
     },
 
-    #[error("the job hosts' permissions boundary {policy} does not exist, and your identity may not create it ({action}: {message})")]
+    #[error("{of} /labship/{name} does not exist, and your identity may not create it ({action}: {message})")]
     #[diagnostic(
-        code(labship::ec2::job_boundary_missing),
-        help("an administrator creates it once: `aws iam create-policy --policy-name labship-job-boundary --path /labship/ --policy-document file://infra/job-boundary-policy.json --tags Key=labship:managed-by,Value=labship` (infra/README.md says why); then run this again. Nothing was created")
+        code(labship::ec2::boundary_missing),
+        help("an administrator creates it once: `aws iam create-policy --policy-name {name} --path /labship/ --policy-document file://infra/{document} --tags Key=labship:managed-by,Value=labship` (infra/README.md says why); then run this again. Nothing was created")
     )]
-    JobBoundaryMissing {
-        policy: String,
+    BoundaryMissing {
+        of: &'static str,
+        name: &'static str,
+        document: &'static str,
         action: String,
         message: String,
     },

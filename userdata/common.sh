@@ -431,6 +431,23 @@ inputs_wanted() {
         printf '%s' "$INPUTS_ID"
     fi
 }
+# One copy, as `quiet` runs it, tried again while S3 refuses it (until LOGIN_DEADLINE): a
+# role the host was just moved to (a deployment gaining inputs) reaches its credentials
+# seconds later. Any other failure is final at once.
+copy_input() {
+    local deadline=$((SECONDS + LOGIN_DEADLINE)) n=0
+    until "$@" >"$OUT" 2>&1; do
+        n=$((n + 1))
+        cat "$OUT" >>"$LOG_FILE"
+        if [ "$SECONDS" -ge "$deadline" ] || ! grep -qE 'AccessDenied|Forbidden|\(403\)' "$OUT"; then
+            tail -n 20 "$OUT"
+            fail "$1${2:+ $2} could not copy an input: $(last_line "$OUT")"
+        fi
+        log "input copy attempt $n refused: $(last_line "$OUT")"
+        backoff "$n" "$deadline"
+    done
+    cat "$OUT" >>"$LOG_FILE"
+}
 # Copies the inputs listed on stdin (inputs.tsv lines: `file` or `folder`, the name under
 # the folder, the bucket's region, the address) into the folder $1, with the instance role.
 copy_inputs() {
@@ -439,8 +456,8 @@ copy_inputs() {
     while IFS=$'\t' read -r kind name region uri; do
         [ -n "$name" ] || continue
         case $kind in
-        file) quiet aws s3 cp --only-show-errors --region "$region" "$uri" "$1/$name" ;;
-        folder) quiet aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$1/$name/" ;;
+        file) copy_input aws s3 cp --only-show-errors --region "$region" "$uri" "$1/$name" ;;
+        folder) copy_input aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$1/$name/" ;;
         *) fail "unknown input kind $kind" ;;
         esac
         log "input $name copied"

@@ -100,6 +100,8 @@ pub struct Instance {
     pub seat: Option<crate::hosts::SeatOf>,
     /// Which inputs its host copied (tag `labship:inputs`).
     pub inputs: Option<String>,
+    /// Its instance profile, by name (the shared one, or its deployment's own).
+    pub profile: Option<String>,
 }
 
 impl Instance {
@@ -976,6 +978,61 @@ impl Cloud {
         Ok(found)
     }
 
+    /// Gives a running or stopped instance `profile` instead of the one it has (a
+    /// deployment moving from the shared role to its own): the association is replaced, or
+    /// made when it has none. The instance's credentials follow within seconds.
+    pub async fn set_instance_profile(&self, instance: &str, profile: &str) -> Result<()> {
+        let spec = IamInstanceProfileSpecification::builder()
+            .name(profile)
+            .build();
+        let found = self
+            .ec2
+            .describe_iam_instance_profile_associations()
+            .filters(filter("instance-id", &[instance]))
+            .send()
+            .await
+            .map_err(|e| {
+                self.fail(
+                    "ec2",
+                    "DescribeIamInstanceProfileAssociations",
+                    instance,
+                    &e,
+                )
+            })?;
+        let current = found.iam_instance_profile_associations().iter().find(|a| {
+            matches!(
+                a.state(),
+                Some(
+                    aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associated
+                        | aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associating
+                )
+            )
+        });
+        match current.and_then(|a| a.association_id()) {
+            Some(association) => {
+                self.ec2
+                    .replace_iam_instance_profile_association()
+                    .association_id(association)
+                    .iam_instance_profile(spec)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.fail("ec2", "ReplaceIamInstanceProfileAssociation", instance, &e)
+                    })?;
+            }
+            None => {
+                self.ec2
+                    .associate_iam_instance_profile()
+                    .instance_id(instance)
+                    .iam_instance_profile(spec)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("ec2", "AssociateIamInstanceProfile", instance, &e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn terminate(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -1234,6 +1291,11 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         spot_request: i.spot_instance_request_id().map(str::to_string),
         seat: seat_of(i.tags()),
         inputs: tag_value(i.tags(), tags::INPUTS),
+        profile: i
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .and_then(|arn| arn.rsplit('/').next())
+            .map(String::from),
         state_reason: i
             .state_reason()
             .and_then(|r| r.code())

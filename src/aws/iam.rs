@@ -160,10 +160,15 @@ impl Cloud {
 
     /// The roles the shared profile holds (None: there is no such profile).
     async fn profile_roles(&self) -> Result<Option<Vec<String>>> {
+        self.roles_in_profile(INSTANCE_PROFILE).await
+    }
+
+    /// The roles an instance profile holds (None: there is no such profile).
+    async fn roles_in_profile(&self, profile: &str) -> Result<Option<Vec<String>>> {
         match self
             .iam
             .get_instance_profile()
-            .instance_profile_name(INSTANCE_PROFILE)
+            .instance_profile_name(profile)
             .send()
             .await
         {
@@ -179,7 +184,7 @@ impl Cloud {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.fail("iam", "GetInstanceProfile", INSTANCE_PROFILE, &e)),
+            Err(e) => Err(self.fail("iam", "GetInstanceProfile", profile, &e)),
         }
     }
 
@@ -300,7 +305,7 @@ pub fn job_role_name(run_id: &str) -> String {
 
 /// The job boundary's ARN in `account`.
 pub fn job_boundary_arn(account: &str) -> String {
-    format!("arn:aws:iam::{account}:policy/labship/{JOB_BOUNDARY}")
+    Boundary::Job.arn(account)
 }
 
 /// What became of something labship removes when unused.
@@ -356,11 +361,62 @@ fn iam_tags(pairs: &[(&str, String)]) -> Vec<aws_sdk_iam::types::Tag> {
         .collect()
 }
 
+/// A permissions boundary labship makes when missing (an administrator's act): the most
+/// the roles of one kind may do, whatever their inline policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// Job hosts' roles (`run --ec2`).
+    Job,
+    /// Deployments' own roles (`up --ec2` with `[data] inputs`).
+    Deployment,
+}
+
+impl Boundary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Boundary::Job => JOB_BOUNDARY,
+            Boundary::Deployment => DEPLOYMENT_BOUNDARY,
+        }
+    }
+
+    /// Its ARN in `account`.
+    pub fn arn(self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:policy/labship/{}", self.name())
+    }
+
+    /// Whose boundary it is, in words.
+    pub fn of(self) -> &'static str {
+        match self {
+            Boundary::Job => "the job hosts' permissions boundary",
+            Boundary::Deployment => "the deployments' permissions boundary",
+        }
+    }
+
+    fn document(self) -> &'static str {
+        match self {
+            Boundary::Job => JOB_BOUNDARY_POLICY,
+            Boundary::Deployment => DEPLOYMENT_BOUNDARY_POLICY,
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Boundary::Job => "labship job hosts: the most a job role may do (ECR pull, S3 of labship-* buckets, from EC2 only)",
+            Boundary::Deployment => "labship deployments with inputs: the most a deployment's role may do (its token, ECR pull, SSM agent, reading S3 of labship-* buckets, from EC2 only)",
+        }
+    }
+}
+
 impl Cloud {
     /// The job boundary, created when missing (which takes an identity allowed to create
-    /// policies; an operator gets [`Error::JobBoundaryMissing`]). Returns true when created.
+    /// policies; an operator gets [`Error::BoundaryMissing`]). Returns true when created.
     pub async fn ensure_job_boundary(&self, account: &str) -> Result<bool> {
-        let arn = job_boundary_arn(account);
+        self.ensure_boundary(account, Boundary::Job).await
+    }
+
+    /// A boundary, created when missing (as [`Cloud::ensure_job_boundary`]).
+    pub async fn ensure_boundary(&self, account: &str, boundary: Boundary) -> Result<bool> {
+        let arn = boundary.arn(account);
         match self.iam.get_policy().policy_arn(&arn).send().await {
             Ok(_) => return Ok(false),
             Err(e)
@@ -371,10 +427,10 @@ impl Cloud {
         match self
             .iam
             .create_policy()
-            .policy_name(JOB_BOUNDARY)
+            .policy_name(boundary.name())
             .path(IAM_PATH)
-            .description("labship job hosts: the most a job role may do (ECR pull, S3 of labship-* buckets, from EC2 only)")
-            .policy_document(JOB_BOUNDARY_POLICY)
+            .description(boundary.description())
+            .policy_document(boundary.document())
             .set_tags(Some(iam_tags(&[(
                 tags::MANAGED_BY,
                 tags::MANAGED_BY_VALUE.to_string(),
@@ -392,8 +448,13 @@ impl Cloud {
             Err(e) => Err(match self.fail("iam", "CreatePolicy", &arn, &e) {
                 Error::AccessDenied {
                     action, message, ..
-                } => Error::JobBoundaryMissing {
-                    policy: format!("/labship/{JOB_BOUNDARY}"),
+                } => Error::BoundaryMissing {
+                    of: boundary.of(),
+                    name: boundary.name(),
+                    document: match boundary {
+                        Boundary::Job => "job-boundary-policy.json",
+                        Boundary::Deployment => "deployment-boundary-policy.json",
+                    },
                     action,
                     message,
                 },
@@ -402,11 +463,11 @@ impl Cloud {
         }
     }
 
-    /// Removes the job boundary (when no job role is left: `down --all`). One an
+    /// Removes a boundary (when no role of its kind is left: `down --all`). One an
     /// administrator changed (it has versions of theirs: IAM's DeleteConflict) is kept, with
     /// their changes.
-    pub async fn remove_job_boundary(&self, account: &str) -> Result<Removal> {
-        let arn = job_boundary_arn(account);
+    pub async fn remove_boundary(&self, account: &str, boundary: Boundary) -> Result<Removal> {
+        let arn = boundary.arn(account);
         match self.iam.delete_policy().policy_arn(&arn).send().await {
             Ok(_) => Ok(Removal::Removed),
             Err(e)
@@ -527,6 +588,196 @@ impl Cloud {
                     trusted_by_ec2_only: role
                         .assume_role_policy_document()
                         .is_some_and(is_labships_trust),
+                });
+            }
+        }
+        Ok(found)
+    }
+}
+
+// ---- deployments' own roles --------------------------------------------------------------
+
+/// The permissions boundary of every deployment's own role (a managed policy under
+/// `/labship/`, `infra/deployment-boundary-policy.json`).
+pub const DEPLOYMENT_BOUNDARY: &str = "labship-deployment-boundary";
+pub const DEPLOYMENT_BOUNDARY_POLICY: &str =
+    include_str!("../../infra/deployment-boundary-policy.json");
+/// Where deployments' roles and profiles are: `/labship/deployments/<region>/<deployment>/`
+/// (the path says whose role it is; IAM's ListRoles does not return tags).
+const DEPLOYMENT_PATH: &str = "/labship/deployments/";
+/// A deployment role's one inline policy, by name.
+pub const DEPLOYMENT_POLICY_NAME: &str = "labship-deployment";
+const DEPLOYMENT_ROLE_PREFIX: &str = "labship-dep-";
+
+/// The role and instance profile (the same name) of `deployment` in `region`: a hash of
+/// both, since IAM's names are global, at most 64 characters, and a deployment's name may
+/// take most of that.
+pub fn deployment_role_name(region: &str, deployment: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{region}/{deployment}").as_bytes());
+    format!("{DEPLOYMENT_ROLE_PREFIX}{}", &hex::encode(digest)[..16])
+}
+
+fn deployment_path(region: &str, deployment: &str) -> String {
+    format!("{DEPLOYMENT_PATH}{region}/{deployment}/")
+}
+
+/// A deployment's role as IAM lists it.
+#[derive(Debug, Clone)]
+pub struct DeploymentRole {
+    pub name: String,
+    pub region: String,
+    pub deployment: String,
+}
+
+/// What a deployment's role is made of.
+pub struct DeploymentRoleSpec<'a> {
+    pub deployment: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub tags: &'a [(&'static str, String)],
+    /// The inline policy (JSON).
+    pub policy: &'a str,
+}
+
+impl Cloud {
+    /// A deployment's own role (trusted by EC2, under the deployments' boundary) and its
+    /// profile of the same name, made when missing; its inline policy is put every time (so a
+    /// replace with other inputs changes what it reads). Returns the profile's name and
+    /// whether anything was made (a new profile needs seconds before EC2 accepts it).
+    pub async fn ensure_deployment_role(
+        &self,
+        spec: &DeploymentRoleSpec<'_>,
+    ) -> Result<(String, bool)> {
+        let name = deployment_role_name(spec.region, spec.deployment);
+        let existing = self.roles_in_profile(&name).await?;
+        let holds_it = |roles: &[String]| roles.contains(&name);
+        if existing.as_deref().is_some_and(holds_it) {
+            self.put_deployment_policy(&name, spec.policy).await?;
+            return Ok((name, false));
+        }
+        let path = deployment_path(spec.region, spec.deployment);
+        let tags = iam_tags(spec.tags);
+        match self
+            .iam
+            .create_role()
+            .role_name(&name)
+            .path(&path)
+            .description(format!(
+                "labship deployment {} in {}: its token, its image and its inputs only",
+                spec.deployment, spec.region
+            ))
+            .assume_role_policy_document(TRUST_POLICY)
+            .permissions_boundary(Boundary::Deployment.arn(spec.account))
+            .set_tags(Some(tags.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // A role an `up` killed before its profile was made.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+            Err(e) => return Err(self.fail("iam", "CreateRole", &name, &e)),
+        }
+        self.put_deployment_policy(&name, spec.policy).await?;
+        if existing.is_none() {
+            match self
+                .iam
+                .create_instance_profile()
+                .instance_profile_name(&name)
+                .path(&path)
+                .set_tags(Some(tags))
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_entity_already_exists_exception()) => {}
+                Err(e) => return Err(self.fail("iam", "CreateInstanceProfile", &name, &e)),
+            }
+        }
+        match self
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(&name)
+            .role_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // Another `up` of the same deployment put it in meanwhile.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_limit_exceeded_exception() || s.is_entity_already_exists_exception()
+                }) && self
+                    .roles_in_profile(&name)
+                    .await?
+                    .is_some_and(|r| holds_it(&r)) => {}
+            Err(e) => return Err(self.fail("iam", "AddRoleToInstanceProfile", &name, &e)),
+        }
+        Ok((name, true))
+    }
+
+    async fn put_deployment_policy(&self, role: &str, policy: &str) -> Result<()> {
+        self.iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(DEPLOYMENT_POLICY_NAME)
+            .policy_document(policy)
+            .send()
+            .await
+            .map_err(|e| self.fail("iam", "PutRolePolicy", role, &e))?;
+        Ok(())
+    }
+
+    /// Whether `deployment` in `region` has a role of its own (its profile exists).
+    pub async fn deployment_role_exists(&self, region: &str, deployment: &str) -> Result<bool> {
+        let name = deployment_role_name(region, deployment);
+        Ok(self.roles_in_profile(&name).await?.is_some())
+    }
+
+    /// Removes a deployment's role and profile, whichever parts exist (as
+    /// [`Cloud::remove_instance_profile`]).
+    pub async fn remove_deployment_role(
+        &self,
+        region: &str,
+        deployment: &str,
+    ) -> (bool, Vec<Error>) {
+        let name = deployment_role_name(region, deployment);
+        self.remove_role(&name, &name, DEPLOYMENT_POLICY_NAME, &[])
+            .await
+    }
+
+    /// Every deployment's role of the account (ListRoles under `/labship/deployments/`, all
+    /// pages).
+    pub async fn deployment_roles(&self) -> Result<Vec<DeploymentRole>> {
+        let mut pages = self
+            .iam
+            .list_roles()
+            .path_prefix(DEPLOYMENT_PATH)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("iam", "ListRoles", DEPLOYMENT_PATH, &e))?;
+            for role in page.roles() {
+                let Some((region, deployment)) = role
+                    .path()
+                    .strip_prefix(DEPLOYMENT_PATH)
+                    .map(|rest| rest.trim_end_matches('/'))
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    continue;
+                };
+                if role.role_name() != deployment_role_name(region, deployment) {
+                    continue;
+                }
+                found.push(DeploymentRole {
+                    name: role.role_name().to_string(),
+                    region: region.to_string(),
+                    deployment: deployment.to_string(),
                 });
             }
         }

@@ -3,12 +3,13 @@
 //! honoured by the SDK itself, the retry mode and timeouts) and classifies AWS errors for the
 //! user ([`api_error`]). [`Cloud`] is the account as labship sees it, with one module per
 //! service in the pipeline's words: [`ecr`], [`ec2`] (and [`ebs`], its volumes), [`iam`], [`ssm`],
-//! [`s3`] (a job's data in and results out); [`retry`] is the one
-//! bounded wait-and-retry helper they share.
+//! [`s3`] (a job's data in and results out), [`grants`] (what a host's own role reads there);
+//! [`retry`] is the one bounded wait-and-retry helper they share.
 
 pub mod ebs;
 pub mod ec2;
 pub mod ecr;
+pub mod grants;
 pub mod iam;
 pub mod retry;
 pub mod s3;

@@ -114,6 +114,10 @@ async fn inputs(
             .iter()
             .map(|c| c.on_host().map(|(line, _)| line))
             .collect::<Result<String>>()?;
+        options.host_reach = checked
+            .iter()
+            .map(|c| (c.uri.clone(), c.single()))
+            .collect();
         return Ok(());
     }
     options.inputs_label = data::label(&checked);

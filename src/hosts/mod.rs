@@ -66,6 +66,9 @@ pub struct UpOptions {
     /// EC2: the `[data] inputs` as the host copies them itself (`inputs.tsv` lines, see
     /// `data::Checked::on_host`; empty: none).
     pub host_inputs: String,
+    /// EC2: the same inputs as the deployment's own role reads them (each address, and
+    /// whether it is one object rather than a folder).
+    pub host_reach: Vec<(crate::aws::s3::S3Uri, bool)>,
 }
 
 /// A seat of a class: the deployment `<class>-<seat>`, with the student's name and email

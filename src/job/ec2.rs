@@ -64,8 +64,6 @@ const ORPHAN_AGE_SECS: i64 = 15 * 60;
 /// How long a host that was told to end (Ctrl-C, gone) is waited for before its role is
 /// removed; past that, the role is left to the next run's sweep.
 const ROLE_AFTER_END: Duration = Duration::from_secs(20);
-/// IAM's bound on a role's inline policies, in characters without whitespace.
-const ROLE_POLICY_MAX: usize = 10_240;
 
 /// What `fetch` needs to follow a run on EC2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1298,23 +1296,6 @@ pub async fn list(aws: &Aws, config: &Config, runs_dir: &Path) -> Result<super::
     Ok(report)
 }
 
-/// An S3 ARN's key as IAM reads it: `*`, `?` and `$` are policy syntax, and `${*}`,
-/// `${?}` and `${$}` stand for them.
-fn arn_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        match c {
-            '*' | '?' | '$' => {
-                out.push_str("${");
-                out.push(c);
-                out.push('}');
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A run's role policy: pull its image (`repository`: the repository's ARN), read its staged
 /// job and exactly its inputs (`inputs`: each address, and whether it is one object rather
 /// than a folder), list only those folders, and put objects only in its own folder
@@ -1325,41 +1306,17 @@ fn job_policy(
     job_uri: &S3Uri,
     inputs: &[(S3Uri, bool)],
 ) -> Result<String> {
+    use crate::aws::grants::{arn_key, folder, Reads, ROLE_POLICY_MAX};
     use serde_json::json;
-    let folder = |uri: &S3Uri| -> String {
-        let key = uri.key.trim_end_matches('/');
-        if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}/")
-        }
-    };
     let run = folder(job_uri);
     let staged = format!("{run}{STAGED}/");
-    let mut read = vec![format!(
-        "arn:aws:s3:::{}/{}*",
-        job_uri.bucket,
-        arn_key(&staged)
-    )];
-    // Per bucket, the prefixes listed: the staged job (copied as a folder) and each folder
-    // input (an empty prefix: the whole bucket).
-    let mut listed: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    listed
-        .entry(job_uri.bucket.as_str())
-        .or_default()
-        .push(staged.clone());
-    for (uri, object) in inputs {
-        if *object {
-            read.push(format!("arn:aws:s3:::{}/{}", uri.bucket, arn_key(&uri.key)));
-        } else {
-            let prefix = folder(uri);
-            read.push(format!("arn:aws:s3:::{}/{}*", uri.bucket, arn_key(&prefix)));
-            listed.entry(uri.bucket.as_str()).or_default().push(prefix);
-        }
-    }
-    read.sort();
-    read.dedup();
-    let account_only = json!({ "StringEquals": { "s3:ResourceAccount": account } });
+    let reads = Reads {
+        account,
+        inputs,
+        folders: &[(job_uri.bucket.as_str(), staged)],
+        what: "TheJobAndItsInputs",
+        list: "TheJobAndItsInputFolders",
+    };
     let mut statements = vec![
         json!({
             "Sid": "LogInToEcr",
@@ -1374,40 +1331,14 @@ fn job_policy(
             "Resource": repository
         }),
         json!({
-            "Sid": "ReadTheJobAndItsInputs",
-            "Effect": "Allow",
-            "Action": "s3:GetObject",
-            "Resource": read,
-            "Condition": account_only
-        }),
-        json!({
             "Sid": "PutTheResultsInTheRunsFolder",
             "Effect": "Allow",
             "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
             "Resource": format!("arn:aws:s3:::{}/{}*", job_uri.bucket, arn_key(&run)),
-            "Condition": account_only
+            "Condition": reads.account_only()
         }),
     ];
-    for (n, (bucket, mut prefixes)) in listed.into_iter().enumerate() {
-        prefixes.sort();
-        prefixes.dedup();
-        let mut condition = json!({ "StringEquals": { "s3:ResourceAccount": account } });
-        // A whole bucket's input lists all of it.
-        if !prefixes.iter().any(String::is_empty) {
-            let values: Vec<String> = prefixes
-                .iter()
-                .flat_map(|p| [arn_key(p), format!("{}*", arn_key(p))])
-                .collect();
-            condition["StringLike"] = json!({ "s3:prefix": values });
-        }
-        statements.push(json!({
-            "Sid": format!("ListTheJobAndItsInputFolders{}", n + 1),
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": format!("arn:aws:s3:::{bucket}"),
-            "Condition": condition
-        }));
-    }
+    statements.extend(reads.statements());
     let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
     if policy.len() > ROLE_POLICY_MAX {
         return Err(Error::InvalidSetting {

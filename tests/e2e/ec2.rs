@@ -305,6 +305,8 @@ pub(crate) async fn assert_nothing_left(name: &str) {
             && String::from_utf8_lossy(&gone.stderr).contains("ParameterNotFound"),
         "token parameter {parameter} left"
     );
+    // And its own role, if it had one.
+    assert_eq!(deployment_role(name), None, "the IAM role of {name} left");
     let label = format!("label=dev.labship.ec2.deployment={name}");
     assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]).trim(), "");
     assert_eq!(
@@ -1892,6 +1894,109 @@ fn access_denied_names_the_ec2_action_and_labships_policy() {
     );
 }
 
+/// A deployment's own role, as IAM lists it (under `/labship/deployments/<region>/<name>/`):
+/// its name and its one inline policy.
+fn deployment_role(name: &str) -> Option<(String, Value)> {
+    let endpoint = rig().aws_endpoint.clone();
+    let roles = aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "list-roles",
+            "--path-prefix",
+            "/labship/deployments/",
+        ],
+    );
+    let role = roles["Roles"].as_array()?.iter().find(|r| {
+        r["Path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("/{name}/")))
+    })?["RoleName"]
+        .as_str()?
+        .to_string();
+    let policy = aws_json(
+        &endpoint,
+        &[
+            "iam",
+            "get-role-policy",
+            "--role-name",
+            &role,
+            "--policy-name",
+            "labship-deployment",
+        ],
+    );
+    let document = match &policy["PolicyDocument"] {
+        Value::String(text) => {
+            serde_json::from_str(&percent_decode(text)).expect("the policy as JSON")
+        }
+        doc => doc.clone(),
+    };
+    Some((role, document))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The S3 resources a deployment's role reads (its `ReadItsInputs` statement).
+fn reads(policy: &Value) -> Vec<String> {
+    policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["Sid"] == "ReadItsInputs")
+        .flat_map(|s| match &s["Resource"] {
+            Value::Array(all) => all
+                .iter()
+                .filter_map(|r| r.as_str())
+                .map(String::from)
+                .collect(),
+            one => one
+                .as_str()
+                .map(String::from)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        })
+        .collect()
+}
+
+/// The instance profile an instance runs with (EC2's association), by name.
+fn profile_of(instance: &str) -> String {
+    let found = aws_json(
+        &rig().aws_endpoint,
+        &[
+            "ec2",
+            "describe-iam-instance-profile-associations",
+            "--filters",
+            &format!("Name=instance-id,Values={instance}"),
+        ],
+    );
+    found["IamInstanceProfileAssociations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["State"] == "associated")
+        .filter_map(|a| a["IamInstanceProfile"]["Arn"].as_str())
+        .filter_map(|arn| arn.rsplit('/').next())
+        .map(String::from)
+        .next_back()
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_its_container() {
     let rig = rig();
@@ -1936,6 +2041,18 @@ async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_it
         std::fs::read_to_string(saved.join("inputs/points.csv")).expect("the input"),
         "v\n1\n2\n"
     );
+    // Its host runs with a role of its own that reads exactly that input.
+    let (role, policy) = deployment_role(&name).expect("the deployment's own role");
+    let instance = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    assert_eq!(profile_of(&instance), role);
+    assert_eq!(
+        reads(&policy),
+        [format!("arn:aws:s3:::{bucket}/points.csv")],
+        "{policy}"
+    );
     let again = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
     assert_eq!(again["action"], "unchanged", "the same inputs: {again}");
 
@@ -1967,6 +2084,17 @@ async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_it
         "extra\n"
     );
     assert!(saved.join("inputs/points.csv").exists());
+    // The same role, its policy put again: the folder too.
+    let (same, policy) = deployment_role(&name).expect("the deployment's own role");
+    assert_eq!(same, role);
+    assert_eq!(
+        reads(&policy),
+        [
+            format!("arn:aws:s3:::{bucket}/data/*"),
+            format!("arn:aws:s3:::{bucket}/points.csv")
+        ],
+        "{policy}"
+    );
     // Read-only, as the engine says.
     let inputs = mount_of(&format!("labship-ec2-{name}"), "/inputs");
     assert_eq!(inputs["RW"], false, "{inputs}");
@@ -1976,6 +2104,89 @@ async fn a_deployments_inputs_are_copied_by_its_host_and_other_inputs_replace_it
     let saved = p.path().join("saved-3");
     backup(&saved);
     assert!(saved.join("inputs/data/more/extra.txt").exists());
+    json(&p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data", "--purge-images"]),
+        &[],
+    ));
+    assert_nothing_left(&name).await;
+}
+
+/// A deployment launched on the shared role (no inputs) that gains inputs is moved to a role
+/// of its own before its host copies them; the plan says so; `down` removes the role.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_that_gains_inputs_moves_to_a_role_of_its_own() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("ec2mv");
+    p.write("docker/resources/marker.txt", &p.name);
+    let name = p.name.clone();
+    let bucket = unique("labship-mv");
+    aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "create-bucket", "--bucket", &bucket],
+    );
+    s3_put(
+        &rig.aws_endpoint,
+        &bucket,
+        "week1/a.csv",
+        "a\n1\n",
+        "us-east-1",
+    );
+    let port = free_port();
+    let port_s = port.to_string();
+    let first = json(&p.labship_at(&sim, &ec2_up_args(&port_s), &[]));
+    assert_eq!(first["action"], "created", "{first}");
+    let instance = first["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    assert_eq!(profile_of(&instance), "labship-instance");
+    assert_eq!(
+        deployment_role(&name),
+        None,
+        "no inputs, no role of its own"
+    );
+
+    let toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("labship.toml");
+    p.write(
+        "labship.toml",
+        &format!("{toml}[data]\ninputs = [\"s3://{bucket}/week1/\"]\n"),
+    );
+    let mut dry = ec2_up_args(&port_s);
+    dry.push("--dry-run");
+    let plan = json(&p.labship_at(&sim, &dry, &[]));
+    assert_eq!(plan["action"], "replace", "{plan}");
+    let own = &plan["iam"]["own"];
+    assert_eq!(own["moves_instance"], true, "{plan}");
+    assert_eq!(own["boundary"], "labship-deployment-boundary", "{plan}");
+    assert_eq!(
+        reads(&own["policy"]),
+        [format!("arn:aws:s3:::{bucket}/week1/*")],
+        "{plan}"
+    );
+    // The dry run made nothing.
+    assert_eq!(deployment_role(&name), None);
+
+    let replaced = p.labship_at(&sim, &ec2_up_args(&port_s), &[]);
+    let moved = json(&replaced);
+    assert_eq!(moved["action"], "replaced", "{moved}");
+    assert_eq!(moved["instance_id"], first["instance_id"]);
+    assert!(
+        stderr(&replaced).contains("from the shared role"),
+        "{}",
+        stderr(&replaced)
+    );
+    let (role, policy) = deployment_role(&name).expect("the deployment's own role");
+    assert_eq!(profile_of(&instance), role);
+    // Exactly what the plan showed.
+    assert_eq!(policy, *own.get("policy").expect("the planned policy"));
+    let saved = p.path().join("saved");
+    backup_ec2_to(&p, &sim, &saved);
+    assert_eq!(
+        std::fs::read_to_string(saved.join("inputs/week1/a.csv")).expect("the input"),
+        "a\n1\n"
+    );
     json(&p.labship_at(
         &sim,
         &ec2_down_args(&["--delete-data", "--purge-images"]),

@@ -506,7 +506,7 @@ fn an_operator_without_the_job_boundary_is_told_and_nothing_is_created() {
         &env,
     );
     let err = json_error(&out);
-    assert_eq!(err["code"], "labship::ec2::job_boundary_missing", "{err}");
+    assert_eq!(err["code"], "labship::ec2::boundary_missing", "{err}");
     assert!(
         err["message"]
             .as_str()

@@ -45,7 +45,7 @@ const NEEDED_WITHOUT_SDK_CALL: [(&str, &str); 11] = [
 /// IAM writes the code makes only as an administrator: the shared instance role's legacy
 /// policies detached, the job hosts' permissions boundary created and removed. The operator
 /// policy grants none of them (`src/aws/iam.rs` turns the AccessDenied into
-/// `InstanceRoleMissing` or `JobBoundaryMissing`, `down --all` into "kept").
+/// `InstanceRoleMissing` or `BoundaryMissing`, `down --all` into "kept").
 const ADMIN_ONLY: [&str; 3] = [
     "iam:CreatePolicy",
     "iam:DeletePolicy",
@@ -75,6 +75,35 @@ const BOUNDARY: &str = "arn:aws:iam::123456789012:policy/labship/labship-job-bou
 /// The boundary as the operator policy's condition names it.
 const BOUNDARY_IN_POLICY: &str =
     "arn:aws:iam::${aws:PrincipalAccount}:policy/labship/labship-job-boundary";
+const DEP_ROLE: &str =
+    "arn:aws:iam::123456789012:role/labship/deployments/eu-west-1/demo/labship-dep-0123456789abcdef";
+const DEP_PROFILE: &str = "arn:aws:iam::123456789012:instance-profile/labship/deployments/eu-west-1/demo/labship-dep-0123456789abcdef";
+const DEP_BOUNDARY: &str = "arn:aws:iam::123456789012:policy/labship/labship-deployment-boundary";
+const DEP_BOUNDARY_IN_POLICY: &str =
+    "arn:aws:iam::${aws:PrincipalAccount}:policy/labship/labship-deployment-boundary";
+
+/// The two kinds of host role the operator makes: (what, role, profile, the boundary, as the
+/// operator policy names it, its document, how the code names its ARN).
+const HOST_ROLES: [(&str, &str, &str, &str, &str, &str, &str); 2] = [
+    (
+        "job",
+        JOB_ROLE,
+        JOB_PROFILE,
+        BOUNDARY,
+        BOUNDARY_IN_POLICY,
+        "job-boundary-policy.json",
+        ".permissions_boundary(job_boundary_arn(",
+    ),
+    (
+        "deployment",
+        DEP_ROLE,
+        DEP_PROFILE,
+        DEP_BOUNDARY,
+        DEP_BOUNDARY_IN_POLICY,
+        "deployment-boundary-policy.json",
+        ".permissions_boundary(Boundary::Deployment.arn(",
+    ),
+];
 
 /// Prefixes of actions that change something: never on `*` without a condition.
 const MUTATING: &str = "create delete run terminate put attach detach add remove authorize \
@@ -296,6 +325,10 @@ fn operator_policy() -> Vec<Statement> {
 
 fn boundary_policy() -> Vec<Statement> {
     statements(&read_json("infra/job-boundary-policy.json"))
+}
+
+fn deployment_boundary_policy() -> Vec<Statement> {
+    statements(&read_json("infra/deployment-boundary-policy.json"))
 }
 
 fn instance_policy() -> Vec<Statement> {
@@ -536,6 +569,7 @@ fn operator_policy_keeps_to_labship_resources() {
             "arn:aws:iam::123456789012:role/Admin",
             "arn:aws:iam::123456789012:role/labship-instance",
             "arn:aws:iam::123456789012:role/labship/jobsx/labship-job-1",
+            "arn:aws:iam::123456789012:role/labship/deploymentsx/labship-dep-1",
             "arn:aws:iam::123456789012:instance-profile/Admin",
             "arn:aws:iam::123456789012:policy/Admin",
         ] {
@@ -545,11 +579,13 @@ fn operator_policy_keeps_to_labship_resources() {
             );
         }
         let targets: &[&str] = match action.as_str() {
-            "iam:GetPolicy" => &[BOUNDARY],
-            "iam:GetInstanceProfile" => &[profile],
-            "iam:PassRole" => &[role, JOB_ROLE],
-            a if JOB_ROLE_ONLY.contains(&a) && a.contains("InstanceProfile") => &[JOB_PROFILE],
-            a if JOB_ROLE_ONLY.contains(&a) => &[JOB_ROLE],
+            "iam:GetPolicy" => &[BOUNDARY, DEP_BOUNDARY],
+            "iam:GetInstanceProfile" => &[profile, DEP_PROFILE],
+            "iam:PassRole" => &[role, JOB_ROLE, DEP_ROLE],
+            a if JOB_ROLE_ONLY.contains(&a) && a.contains("InstanceProfile") => {
+                &[JOB_PROFILE, DEP_PROFILE]
+            }
+            a if JOB_ROLE_ONLY.contains(&a) => &[JOB_ROLE, DEP_ROLE],
             a => panic!("{a}: an IAM action this test does not know the resource of"),
         };
         for target in targets {
@@ -589,6 +625,9 @@ fn operator_policy_keeps_to_labship_resources() {
         ("ec2:CreateVolume", snapshot),
         ("ec2:DeleteSnapshot", snapshot),
         ("ec2:TerminateInstances", instance),
+        // Moving an instance to its deployment's role: only labship's instances.
+        ("ec2:ReplaceIamInstanceProfileAssociation", instance),
+        ("ec2:AssociateIamInstanceProfile", instance),
         ("ec2:StopInstances", instance),
         ("ec2:StartInstances", instance),
         ("ec2:GetConsoleOutput", instance),
@@ -850,10 +889,13 @@ fn infra_readme_covers_every_document_statement_and_instance_policy() {
             s.sid
         );
     }
-    for s in boundary_policy() {
+    for s in boundary_policy()
+        .into_iter()
+        .chain(deployment_boundary_policy())
+    {
         assert!(
             readme.contains(&s.sid),
-            "infra/README.md does not explain the job boundary's statement {}",
+            "infra/README.md does not explain the boundary statement {}",
             s.sid
         );
     }
@@ -927,7 +969,7 @@ fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
             !ADMIN_ONLY.contains(&action) || code.contains(action),
             "{action} is listed as the administrator's, but src/ no longer calls it: drop it from ADMIN_ONLY"
         );
-        for arn in iam_targets().into_iter().chain([BOUNDARY]) {
+        for arn in iam_targets().into_iter().chain([BOUNDARY, DEP_BOUNDARY]) {
             let grants: Vec<&str> = granting(&policy, action, arn)
                 .iter()
                 .map(|s| s.sid.as_str())
@@ -940,7 +982,7 @@ fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
     }
     // The errors an operator meets instead, naming the fix.
     let iam_rs = read("src/aws/iam.rs");
-    for error in ["Error::InstanceRoleMissing", "Error::JobBoundaryMissing"] {
+    for error in ["Error::InstanceRoleMissing", "Error::BoundaryMissing"] {
         assert!(
             iam_rs.contains(error),
             "src/aws/iam.rs must turn an operator's AccessDenied into {error}"
@@ -948,60 +990,59 @@ fn admin_only_iam_calls_are_made_by_the_code_and_granted_to_no_operator() {
     }
 }
 
-/// A run's role is the operator's to make, so it must not be a way out: made only with the
-/// job boundary, which the operator can neither change nor lift, and passed only to EC2.
+/// A run's or a deployment's role is the operator's to make, so it must not be a way out:
+/// made only with its boundary, which the operator can neither change nor lift, and passed
+/// only to EC2.
 #[test]
-fn operator_makes_job_roles_only_within_the_job_boundary() {
+fn operator_makes_job_and_deployment_roles_only_within_their_boundary() {
     let policy = operator_policy();
-    for action in ["iam:CreateRole", "iam:PutRolePolicy"] {
-        let boundary = (
-            "StringEquals",
-            "iam:PermissionsBoundary",
-            BOUNDARY_IN_POLICY,
-        );
-        assert_granted_only_with(&policy, action, JOB_ROLE, boundary);
-    }
-    let to_ec2 = ("StringEquals", "iam:PassedToService", "ec2.amazonaws.com");
-    assert_granted_only_with(&policy, "iam:PassRole", JOB_ROLE, to_ec2);
-    // Tags: labship's keys only (an account's tag-based access control reads its own).
-    let labship_keys = ("ForAllValues:StringLike", "aws:TagKeys", "labship:*");
-    assert_granted_only_with(&policy, "iam:TagRole", JOB_ROLE, labship_keys);
-    assert_granted_only_with(&policy, "iam:TagInstanceProfile", JOB_PROFILE, labship_keys);
-    // Lifting or changing the boundary, or re-trusting, attaching to or renaming a job role.
-    for action in [
-        "iam:PutRolePermissionsBoundary",
-        "iam:DeleteRolePermissionsBoundary",
-        "iam:UpdateAssumeRolePolicy",
-        "iam:AttachRolePolicy",
-        "iam:DetachRolePolicy",
-        "iam:UpdateRole",
-        "iam:UntagRole",
-    ] {
-        assert!(
-            granting(&policy, action, JOB_ROLE).is_empty(),
-            "{action} on {JOB_ROLE}"
-        );
-    }
-    for action in [
-        "iam:CreatePolicy",
-        "iam:CreatePolicyVersion",
-        "iam:SetDefaultPolicyVersion",
-        "iam:DeletePolicy",
-        "iam:DeletePolicyVersion",
-        "iam:TagPolicy",
-    ] {
-        assert!(
-            granting(&policy, action, BOUNDARY).is_empty(),
-            "{action} on the boundary {BOUNDARY}"
-        );
-    }
-    // The code makes them with it.
     let iam_rs = read("src/aws/iam.rs");
-    assert!(
-        iam_rs.contains(".permissions_boundary(job_boundary_arn(")
-            && iam_rs.contains("include_str!(\"../../infra/job-boundary-policy.json\")"),
-        "src/aws/iam.rs must create job roles with the boundary of infra/job-boundary-policy.json"
-    );
+    for (what, role, profile, boundary, in_policy, document, in_code) in HOST_ROLES {
+        for action in ["iam:CreateRole", "iam:PutRolePolicy"] {
+            let boundary = ("StringEquals", "iam:PermissionsBoundary", in_policy);
+            assert_granted_only_with(&policy, action, role, boundary);
+        }
+        let to_ec2 = ("StringEquals", "iam:PassedToService", "ec2.amazonaws.com");
+        assert_granted_only_with(&policy, "iam:PassRole", role, to_ec2);
+        // Tags: labship's keys only (an account's tag-based access control reads its own).
+        let labship_keys = ("ForAllValues:StringLike", "aws:TagKeys", "labship:*");
+        assert_granted_only_with(&policy, "iam:TagRole", role, labship_keys);
+        assert_granted_only_with(&policy, "iam:TagInstanceProfile", profile, labship_keys);
+        // Lifting or changing the boundary, or re-trusting, attaching to or renaming the role.
+        for action in [
+            "iam:PutRolePermissionsBoundary",
+            "iam:DeleteRolePermissionsBoundary",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:AttachRolePolicy",
+            "iam:DetachRolePolicy",
+            "iam:UpdateRole",
+            "iam:UntagRole",
+        ] {
+            assert!(
+                granting(&policy, action, role).is_empty(),
+                "{action} on {role}"
+            );
+        }
+        for action in [
+            "iam:CreatePolicy",
+            "iam:CreatePolicyVersion",
+            "iam:SetDefaultPolicyVersion",
+            "iam:DeletePolicy",
+            "iam:DeletePolicyVersion",
+            "iam:TagPolicy",
+        ] {
+            assert!(
+                granting(&policy, action, boundary).is_empty(),
+                "{action} on the boundary {boundary}"
+            );
+        }
+        // The code makes them with it.
+        assert!(
+            iam_rs.contains(in_code)
+                && iam_rs.contains(&format!("include_str!(\"../../infra/{document}\")")),
+            "src/aws/iam.rs must create {what} roles with the boundary of infra/{document}"
+        );
+    }
 }
 
 /// The boundary is the most a job role can do whatever its inline policy: pull labship's
@@ -1071,6 +1112,104 @@ fn the_job_boundary_caps_job_roles_at_what_the_operator_has() {
         assert!(
             granting(&boundary, action, arn).is_empty(),
             "the job boundary: {action} on {arn}"
+        );
+    }
+}
+
+/// The deployments' boundary is the most a deployment's own role can do: read labship's
+/// parameters (its token), pull labship's images, run the SSM agent and read the objects of
+/// the account's labship-* buckets; parameters and S3 with EC2 instance credentials only;
+/// no write anywhere; nothing the operator lacks but the agent's channels and the pull.
+#[test]
+fn the_deployment_boundary_caps_deployment_roles_at_what_the_operator_has() {
+    const AGENT: [&str; 3] = [
+        "ec2messages:",
+        "ssmmessages:",
+        "ssm:UpdateInstanceInformation",
+    ];
+    let boundary = deployment_boundary_policy();
+    let operator = operator_policy();
+    assert!(!boundary.is_empty());
+    for s in boundary.iter().filter(|s| s.allow) {
+        let agent_only = s
+            .actions
+            .iter()
+            .all(|a| AGENT.iter().any(|p| a.starts_with(p)));
+        let pulls_only = s.actions.iter().all(|a| {
+            [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ]
+            .contains(&a.as_str())
+        });
+        assert!(
+            agent_only || pulls_only || s.requires("Null", "aws:Ec2InstanceSourceVpc", "false"),
+            "{}: only with EC2 instance credentials (Null aws:Ec2InstanceSourceVpc false)",
+            s.sid
+        );
+        for action in &s.actions {
+            let service = action.split_once(':').map_or("", |(svc, _)| svc);
+            assert!(
+                matches!(
+                    service,
+                    "ecr" | "s3" | "ssm" | "ec2messages" | "ssmmessages"
+                ) && !action.contains('*'),
+                "{}: the deployments' boundary may not hold {action}",
+                s.sid
+            );
+            if service == "s3" {
+                assert_held_to_the_account(s, action);
+            }
+            if action == "ecr:GetDownloadUrlForLayer" || AGENT.iter().any(|p| action.starts_with(p))
+            {
+                continue;
+            }
+            for resource in &s.resources {
+                let arn = sample_arn(resource);
+                assert!(
+                    !granting(&operator, action, &arn).is_empty(),
+                    "the deployments' boundary allows {action} on {arn} ({}), which the operator lacks",
+                    s.sid
+                );
+            }
+        }
+    }
+    assert!(
+        !granting(
+            &boundary,
+            "ssm:GetParameter",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/labship/demo/token"
+        )
+        .is_empty(),
+        "a deployment's host reads its token"
+    );
+    for (action, arn) in [
+        ("s3:GetObject", "arn:aws:s3:::payroll/x.csv"),
+        ("s3:ListBucket", "arn:aws:s3:::payroll"),
+        ("s3:PutObject", "arn:aws:s3:::labship-course/x"),
+        ("s3:DeleteObject", "arn:aws:s3:::labship-course/x"),
+        ("s3:PutBucketPolicy", "arn:aws:s3:::labship-course"),
+        (
+            "ssm:GetParameter",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db-password",
+        ),
+        (
+            "ssm:PutParameter",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/labship/demo/token",
+        ),
+        (
+            "ssm:SendCommand",
+            "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0",
+        ),
+        (
+            "ecr:BatchGetImage",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/payments/api",
+        ),
+    ] {
+        assert!(
+            granting(&boundary, action, arn).is_empty(),
+            "the deployments' boundary: {action} on {arn}"
         );
     }
 }
@@ -1173,36 +1312,18 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
                 "{}: the instance role may not hold {action}",
                 s.sid
             );
-            // S3 (a deployment's inputs): only this account's labship-* buckets.
-            if service == "s3" {
-                assert_held_to_the_account(s, action);
-            }
+            // No S3 at all: a deployment with inputs has a role of its own, which reads
+            // exactly them (src/hosts/ec2/role.rs).
+            assert!(
+                service != "s3",
+                "{}: the shared instance role may not hold {action}",
+                s.sid
+            );
         }
     }
-    // A deployment's host reads its inputs from labship-* buckets; nothing else of S3, and
-    // no write (job hosts, which put results, have roles of their own).
-    for (action, ours, theirs) in [
-        (
-            "s3:GetObject",
-            "arn:aws:s3:::labship-course/data/x.csv",
-            "arn:aws:s3:::payroll/x.csv",
-        ),
-        (
-            "s3:ListBucket",
-            "arn:aws:s3:::labship-course",
-            "arn:aws:s3:::payroll",
-        ),
-    ] {
-        assert!(
-            !granting(&policy, action, ours).is_empty(),
-            "job hosts need {action} on {ours}"
-        );
-        assert!(
-            granting(&policy, action, theirs).is_empty(),
-            "the instance role: {action} reaches {theirs}"
-        );
-    }
     for (action, arn) in [
+        ("s3:GetObject", "arn:aws:s3:::labship-course/data/x.csv"),
+        ("s3:ListBucket", "arn:aws:s3:::labship-course"),
         ("s3:PutObject", "arn:aws:s3:::labship-course/x"),
         ("s3:DeleteObject", "arn:aws:s3:::labship-course/x"),
         ("s3:PutBucketPolicy", "arn:aws:s3:::labship-course"),

@@ -11,7 +11,7 @@ use super::backup::save;
 use super::sealed;
 use crate::aws::ebs::DataVolume;
 use crate::aws::ec2::Instance;
-use crate::aws::iam::{Removal, INSTANCE_PROFILE};
+use crate::aws::iam::{Boundary, Removal, INSTANCE_PROFILE};
 use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::config::{Config, Target};
@@ -33,11 +33,12 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     let cloud = Cloud::new(aws);
     let deployment = &config.name;
     let parameter = sealed::parameter(deployment);
-    let (instances, groups, token, volumes) = tokio::try_join!(
+    let (instances, groups, token, volumes, own_role) = tokio::try_join!(
         cloud.instances(Some(deployment)),
         cloud.security_groups(Some(deployment)),
         cloud.secure_parameter_exists(&parameter),
         cloud.data_volumes(Some(deployment)),
+        cloud.deployment_role_exists(&cloud.region, deployment),
     )?;
     let (on_volume, on_disk): (Vec<Instance>, Vec<Instance>) =
         instances.into_iter().partition(|i| i.data_volume);
@@ -54,6 +55,7 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
         && on_disk.is_empty()
         && groups.is_empty()
         && !token
+        && !own_role
         && !deletes_volumes
         && !opts.purge_images
     {
@@ -93,6 +95,12 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     }
     if token {
         what.push(format!("delete its token parameter {parameter}"));
+    }
+    if own_role {
+        what.push(format!(
+            "delete its IAM role and instance profile {}",
+            crate::aws::iam::deployment_role_name(&cloud.region, deployment)
+        ));
     }
     if opts.purge_images {
         what.push(format!(
@@ -280,6 +288,32 @@ pub async fn down(
         ));
     }
 
+    // 2c. Its own role (a deployment with inputs), once no instance runs with it.
+    let role = crate::aws::iam::deployment_role_name(&cloud.region, deployment);
+    let mut role_deleted = false;
+    if report.failures.is_empty() {
+        match cloud
+            .deployment_role_exists(&cloud.region, deployment)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                let (removed, failures) = cloud
+                    .remove_deployment_role(&cloud.region, deployment)
+                    .await;
+                role_deleted = removed && failures.is_empty();
+                report
+                    .failures
+                    .extend(failures.into_iter().map(|e| e.to_string()));
+            }
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    } else {
+        report.failures.push(format!(
+            "IAM role {role} kept, if there is one: an instance of the deployment may still use it"
+        ));
+    }
+
     // 3. Images, only when asked.
     if opts.purge_images {
         let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
@@ -311,6 +345,7 @@ pub async fn down(
                 .map(|v| format!("data volume {v}")),
         )
         .chain(token_deleted.then(|| format!("SSM parameter {parameter}")))
+        .chain(role_deleted.then(|| format!("IAM role and instance profile {role}")))
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
         .chain(
             report
@@ -417,23 +452,71 @@ async fn remove_job_roles(
     if left > 0 || !live.is_empty() {
         return;
     }
+    remove_boundary(cloud, Boundary::Job, report).await;
+}
+
+/// Deployments' own roles whose deployment has no instance left (one `down` could not
+/// remove, or an `up` killed before its launch), then the deployments' permissions boundary
+/// when no such role is left (as [`remove_job_roles`] for runs).
+async fn remove_deployment_roles(aws: &Aws, cloud: &Cloud, report: &mut DownReport) {
+    let roles = match cloud.deployment_roles().await {
+        Ok(roles) => roles,
+        Err(e) => return report.failures.push(e.to_string()),
+    };
+    let mut left = 0;
+    for role in roles {
+        let there = Cloud::new(&aws.in_region(&role.region));
+        match there.instances(Some(&role.deployment)).await {
+            Ok(instances) if instances.is_empty() => {}
+            Ok(_) => {
+                left += 1;
+                continue;
+            }
+            Err(e) => {
+                left += 1;
+                report.failures.push(e.to_string());
+                continue;
+            }
+        }
+        let (removed, failures) = cloud
+            .remove_deployment_role(&role.region, &role.deployment)
+            .await;
+        if failures.is_empty() {
+            if removed {
+                report.removed.push(format!(
+                    "IAM role and instance profile {} (`{}` in {})",
+                    role.name, role.deployment, role.region
+                ));
+            }
+        } else {
+            left += 1;
+            report
+                .failures
+                .extend(failures.into_iter().map(|e| e.to_string()));
+        }
+    }
+    if left > 0 {
+        return;
+    }
+    remove_boundary(cloud, Boundary::Deployment, report).await;
+}
+
+/// A permissions boundary once no role of its kind is left. An operator may not remove it
+/// (an administrator's): it is kept, and said.
+async fn remove_boundary(cloud: &Cloud, boundary: Boundary, report: &mut DownReport) {
     let account = match cloud.caller_arn().await {
         Ok(arn) => crate::aws::account_of(&arn).to_string(),
         Err(e) => return report.failures.push(e.to_string()),
     };
-    match cloud.remove_job_boundary(&account).await {
-        Ok(Removal::Removed) => report.removed.push(format!(
-            "IAM policy {} (the job hosts' permissions boundary)",
-            crate::aws::iam::JOB_BOUNDARY
-        )),
+    let (name, of) = (boundary.name(), boundary.of());
+    match cloud.remove_boundary(&account, boundary).await {
+        Ok(Removal::Removed) => report.removed.push(format!("IAM policy {name} ({of})")),
         Ok(Removal::Gone) => {}
         Ok(Removal::Kept) => report.kept.push(format!(
-            "the job hosts' permissions boundary {} is kept: an administrator changed it (it has versions of theirs); `aws iam delete-policy-version` of those, then `down --all`, removes it",
-            crate::aws::iam::JOB_BOUNDARY
+            "{of} {name} is kept: an administrator changed it (it has versions of theirs); `aws iam delete-policy-version` of those, then `down --all`, removes it"
         )),
         Err(Error::AccessDenied { .. }) => report.kept.push(format!(
-            "the job hosts' permissions boundary {} is kept: your identity may not remove it (an administrator's, infra/README.md)",
-            crate::aws::iam::JOB_BOUNDARY
+            "{of} {name} is kept: your identity may not remove it (an administrator's, infra/README.md)"
         )),
         Err(e) => report.failures.push(e.to_string()),
     }
@@ -560,7 +643,7 @@ pub async fn preview_all(aws: &Aws, opts: &DownOptions) -> Result<Option<String>
         return Ok(None);
     }
     what.push(format!(
-        "then the job hosts' security groups where no job runs, the IAM roles of runs whose host is gone (and the job hosts' permissions boundary when none is left), and the shared IAM role {INSTANCE_PROFILE} if no deployment or job uses it"
+        "then the job hosts' security groups where no job runs, the IAM roles of runs whose host is gone (and the job hosts' permissions boundary when none is left), the IAM roles of deployments with no instance left (and the deployments' permissions boundary when none is left), and the shared IAM role {INSTANCE_PROFILE} if no deployment or job uses it"
     ));
     Ok(Some(format!(
         "take down every labship deployment in every region: {}",
@@ -599,6 +682,7 @@ pub async fn down_all(
     if let Some(live) = remove_job_groups(aws, &mut report).await {
         remove_job_roles(&cloud, &live, &mut report).await;
     }
+    remove_deployment_roles(aws, &cloud, &mut report).await;
     remove_shared_role(&cloud, &mut report).await;
     if !report.failures.is_empty() {
         for f in &report.failures {

@@ -15,6 +15,7 @@ pub mod console;
 pub mod down;
 pub mod info;
 pub mod plan;
+pub mod role;
 pub mod sealed;
 pub mod stop;
 pub mod up;

@@ -66,6 +66,9 @@ pub struct Options {
     /// The `[data] inputs` the host copies and mounts read-only at `inputs/` (`inputs.tsv`
     /// lines; empty: none).
     pub inputs: String,
+    /// The same inputs as the deployment's own role reads them: each address, and whether
+    /// it is one object (see [`super::role`]).
+    pub reach: Vec<(crate::aws::s3::S3Uri, bool)>,
 }
 
 impl Options {
@@ -147,6 +150,7 @@ impl Options {
             spot: config.ec2.spot,
             seat: options.seat.clone(),
             inputs: options.host_inputs.clone(),
+            reach: options.host_reach.clone(),
         })
     }
 }
@@ -200,6 +204,8 @@ pub struct Observed {
     pub image_size: Option<u64>,
     /// Whether the shared instance profile exists (None: not asked; `up` makes sure).
     pub profile_exists: Option<bool>,
+    /// The caller's account (a deployment's own role names its resources).
+    pub account: String,
     /// The deployment's data volumes (normally none or one).
     pub data_volumes: Vec<DataVolume>,
     /// The configured subnet's Availability Zone (read with the VPC, for a launch).
@@ -345,12 +351,38 @@ pub struct SecurityGroupPlan {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IamPlan {
-    pub role: &'static str,
-    pub instance_profile: &'static str,
-    /// The role's inline policy (`infra/instance-policy.json`), by name.
+    pub role: String,
+    pub instance_profile: String,
+    /// The role's inline policy (`infra/instance-policy.json` for the shared role), by name.
     pub policy: &'static str,
     /// None: not checked (`up` creates it when missing).
     pub exists: Option<bool>,
+    /// The deployment's own role (it has `[data] inputs`): its boundary, the policy put on
+    /// it, and whether the instance moves to it. None: the shared role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own: Option<super::role::OwnRole>,
+}
+
+impl IamPlan {
+    fn shared(exists: Option<bool>) -> IamPlan {
+        IamPlan {
+            role: iam::INSTANCE_ROLE.into(),
+            instance_profile: iam::INSTANCE_PROFILE.into(),
+            policy: iam::INSTANCE_POLICY_NAME,
+            exists,
+            own: None,
+        }
+    }
+
+    fn own(own: super::role::OwnRole) -> IamPlan {
+        IamPlan {
+            role: own.role.clone(),
+            instance_profile: own.role.clone(),
+            policy: own.policy_name,
+            exists: None,
+            own: Some(own),
+        }
+    }
 }
 
 /// Decides what `up --ec2` does. Pure: everything it needs is in `observed`.
@@ -461,9 +493,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.user_data = Some(script(registry)?);
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same_image = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted));
-            let same_inputs = inst.inputs.as_deref().unwrap_or(userdata::NO_INPUTS)
-                == userdata::inputs_id(&opts.inputs);
-            let reason = if same_image && inst.port == Some(opts.port) && !same_inputs {
+            let reason = if same_image && inst.port == Some(opts.port) && !same_inputs(inst, opts) {
                 format!(
                     "the [data] inputs changed; the host copies them and replaces the container on {}, which keeps the workspace volume and its notebooks",
                     inst.id
@@ -500,7 +530,8 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             let wanted = format!("/{}:{}", config.push.repository, observed.content_tag);
             let same = inst.image.as_deref().is_some_and(|i| i.ends_with(&wanted))
                 && inst.port == Some(opts.port)
-                && same_life(inst, opts);
+                && same_life(inst, opts)
+                && same_inputs(inst, opts);
             let then = if same {
                 "the same image, token and notebooks".to_string()
             } else {
@@ -560,6 +591,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             ));
             instance_tags.push((tags::TTL.into(), crate::config::lifetime_text(opts.ttl)));
             instance_tags.push((tags::DATA_VOLUME.into(), "yes".into()));
+            let iam = iam_plan(config, opts, observed, None)?;
             let data_tags = data_volume_tags(name, opts.seat.as_ref())
                 .into_iter()
                 .collect();
@@ -589,7 +621,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 instance_tags: instance_tags.clone(),
                 volume_tags,
                 terminate_on_shutdown: false,
-                instance_profile: iam::INSTANCE_PROFILE.into(),
+                instance_profile: iam.instance_profile.clone(),
             });
             detail.tags = instance_tags.into_iter().collect();
             detail.root_volume = Some(root);
@@ -598,12 +630,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             detail.ami = Some(ami);
             detail.vpc = Some(vpc);
             detail.subnet = config.ec2.subnet.clone();
-            detail.iam = Some(IamPlan {
-                role: iam::INSTANCE_ROLE,
-                instance_profile: iam::INSTANCE_PROFILE,
-                policy: iam::INSTANCE_POLICY_NAME,
-                exists: observed.profile_exists,
-            });
+            detail.iam = Some(iam);
             detail.user_data = Some(user_data);
             (
                 PlannedAction::Create,
@@ -611,6 +638,15 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             )
         }
     };
+    // A replace, restart or start that sends the host its script (which copies the inputs):
+    // a deployment with its own role has its policy put again first, and its instance moved
+    // to it from the shared role.
+    if detail.launch.is_none() && detail.user_data.is_some() {
+        let iam = iam_plan(config, opts, observed, live.or(observed.stopped()))?;
+        if iam.own.is_some() {
+            detail.iam = Some(iam);
+        }
+    }
     // An existing instance stays on its market: say so when another was asked for.
     let reason = match (live.or(observed.stopped()), opts.spot) {
         (Some(inst), Some(asked)) if asked != inst.spot => format!(
@@ -629,6 +665,45 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         build: observed.needs_build && detail.push,
         detail: PlanDetail::Ec2(Box::new(detail)),
     })
+}
+
+/// A policy's string or list of strings, on one line.
+fn compact(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(all) => all
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Whether `inst`'s host copied the inputs `opts` names.
+fn same_inputs(inst: &Instance, opts: &Options) -> bool {
+    inst.inputs.as_deref().unwrap_or(userdata::NO_INPUTS) == userdata::inputs_id(&opts.inputs)
+}
+
+/// The role the deployment's instance runs with: its own when it has inputs (or has it
+/// already), else the shared one. `live`: the instance a replace, restart or start acts on.
+fn iam_plan(
+    config: &Config,
+    opts: &Options,
+    observed: &Observed,
+    live: Option<&Instance>,
+) -> Result<IamPlan> {
+    let (region, name) = (&observed.region, &config.name);
+    if !super::role::wanted(region, name, &opts.reach, live) {
+        return Ok(IamPlan::shared(observed.profile_exists));
+    }
+    Ok(IamPlan::own(super::role::own_role(
+        &observed.account,
+        region,
+        name,
+        &config.push.repository,
+        &opts.reach,
+        live,
+    )?))
 }
 
 /// A class's seat's tags (none for a deployment of its own).
@@ -968,8 +1043,8 @@ impl std::fmt::Display for Ec2Plan {
                 rule.cidrs.join(", ")
             ));
         }
-        if let Some(iam) = &self.iam {
-            lines.push(format!(
+        match self.iam.as_ref().map(|iam| (iam, iam.own.as_ref())) {
+            Some((iam, None)) => lines.push(format!(
                 "  IAM             role {} / instance profile {} ({}): inline policy {} (read /labship/* parameters, pull labship images, SSM agent)",
                 iam.role,
                 iam.instance_profile,
@@ -979,7 +1054,29 @@ impl std::fmt::Display for Ec2Plan {
                     None => "created when missing",
                 },
                 iam.policy
-            ));
+            )),
+            Some((iam, Some(own))) => {
+                lines.push(format!(
+                    "  IAM             the deployment's own role {} / instance profile {} (created when missing, within the permissions boundary {}): inline policy {} put as below{}",
+                    iam.role,
+                    iam.instance_profile,
+                    own.boundary,
+                    iam.policy,
+                    if own.moves_instance {
+                        "; the instance moves to it from the shared role before its container is replaced"
+                    } else {
+                        ""
+                    }
+                ));
+                for statement in own.policy["Statement"].as_array().into_iter().flatten() {
+                    lines.push(format!(
+                        "    allow {} on {}",
+                        compact(&statement["Action"]),
+                        compact(&statement["Resource"])
+                    ));
+                }
+            }
+            None => {}
         }
         if !self.tags.is_empty() {
             let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1046,6 +1143,7 @@ mod tests {
             registry: Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()),
             image_size: Some(3 << 30),
             profile_exists: Some(false),
+            account: "123456789012".into(),
             data_volumes: Vec::new(),
             subnet_zone: None,
         }
@@ -1094,6 +1192,7 @@ mod tests {
             seat: None,
             state_reason: None,
             inputs: None,
+            profile: Some(crate::aws::iam::INSTANCE_PROFILE.into()),
         }
     }
 
@@ -1432,6 +1531,10 @@ mod tests {
         seen.registry = Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com".into());
         let mut with = opts(&config);
         with.inputs = "file\tnotes.txt\teu-west-1\ts3://labship-data/notes.txt\n".into();
+        with.reach = vec![(
+            crate::aws::s3::S3Uri::parse("s3://labship-data/notes.txt").expect("address"),
+            true,
+        )];
         let replace = plan(&config, &with, &seen).expect("plan");
         assert_eq!(replace.action, PlannedAction::Replace, "{}", replace.reason);
         assert!(
@@ -1444,10 +1547,78 @@ mod tests {
             script.contains("s3://labship-data/notes.txt"),
             "plan = apply"
         );
+        // Its instance, on the shared role, moves to the deployment's own, which reads exactly
+        // those inputs.
+        let iam = ec2(&replace).iam.clone().expect("the deployment's role");
+        let own = iam.own.expect("its own role");
+        assert!(own.moves_instance);
+        assert_eq!(
+            iam.role,
+            iam::deployment_role_name("eu-west-1", &config.name)
+        );
+        assert!(
+            own.policy
+                .to_string()
+                .contains("arn:aws:s3:::labship-data/notes.txt"),
+            "{}",
+            own.policy
+        );
         // The instance says it has them: nothing to do.
         seen.instances[0].inputs = Some(userdata::inputs_id(&with.inputs));
         let same = plan(&config, &with, &seen).expect("plan");
         assert_ne!(same.action, PlannedAction::Replace, "{}", same.reason);
+        // Without inputs, an instance on the shared role stays there, one on its own stays
+        // on its own (with no S3 read).
+        let shared = plan(&config, &opts(&config), &seen).expect("plan");
+        assert!(ec2(&shared)
+            .iam
+            .as_ref()
+            .and_then(|i| i.own.as_ref())
+            .is_none());
+        seen.instances[0].image = Some("r/labship/lab:ctx-0".into());
+        seen.instances[0].profile = Some(iam::deployment_role_name("eu-west-1", &config.name));
+        let kept = plan(&config, &opts(&config), &seen).expect("plan");
+        let own = ec2(&kept)
+            .iam
+            .clone()
+            .and_then(|i| i.own)
+            .expect("its own role");
+        assert!(!own.moves_instance);
+        assert!(!own.policy.to_string().contains("s3:"), "{}", own.policy);
+    }
+
+    #[test]
+    fn a_launch_with_inputs_gets_the_deployments_own_role_and_one_without_the_shared_one() {
+        let (_dir, config) = config();
+        let seen = observed(vec![]);
+        let mut with = opts(&config);
+        with.inputs = "file\tnotes.txt\teu-west-1\ts3://labship-data/notes.txt\n".into();
+        with.reach = vec![(
+            crate::aws::s3::S3Uri::parse("s3://labship-data/notes.txt").expect("address"),
+            true,
+        )];
+        let launch = plan(&config, &with, &seen).expect("plan");
+        let own_name = iam::deployment_role_name("eu-west-1", &config.name);
+        let detail = ec2(&launch);
+        assert_eq!(
+            detail.launch.as_ref().map(|l| l.instance_profile.as_str()),
+            Some(own_name.as_str())
+        );
+        let own = detail
+            .iam
+            .clone()
+            .and_then(|i| i.own)
+            .expect("its own role");
+        assert!(!own.moves_instance);
+        assert!(detail.to_string().contains("labship-deployment-boundary"));
+        let shared = plan(&config, &opts(&config), &seen).expect("plan");
+        assert_eq!(
+            ec2(&shared)
+                .launch
+                .as_ref()
+                .map(|l| l.instance_profile.as_str()),
+            Some(iam::INSTANCE_PROFILE)
+        );
     }
 
     #[test]

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::userdata::{self, HostKind, UserDataInputs};
-use super::{ingress_cidrs, resolve_ami, sealed, watch};
+use super::{ingress_cidrs, resolve_ami, role, sealed, watch};
 use crate::aws::ebs::{DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
-use crate::aws::iam::INSTANCE_PROFILE;
+use crate::aws::iam::{Boundary, DeploymentRoleSpec, INSTANCE_PROFILE};
 use crate::aws::retry::{self, Step};
 use crate::aws::Aws;
 use crate::aws::Cloud;
@@ -87,6 +87,7 @@ async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> 
         force,
         "update",
     )?;
+    let account = crate::aws::account_of(&caller).to_string();
     let (content_tag, _) = build::planned_tag(config)?;
     let local = format!("{}:{content_tag}", config.local_image());
     let image_size = engine.image_size(&local).await.ok().flatten();
@@ -103,6 +104,7 @@ async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> 
         registry: None,
         image_size,
         profile_exists: None,
+        account,
         data_volumes,
         subnet_zone: None,
     })
@@ -192,14 +194,31 @@ pub async fn up(
     if observed.live().is_none() {
         plan::check_data_volume(config, opts, &observed)?;
     }
-    // Not cancellable: a role is made with its profile, or not at all.
+    // Not cancellable: a role is made with its profile, or not at all. A deployment with
+    // inputs gets a role of its own (made with the launch); its boundary is made here.
     interrupt::checkpoint("creating the instance role")?;
-    let profile_created = cloud.ensure_instance_profile().await?;
-    if profile_created {
-        printer.note(format!(
-            "Created IAM role and instance profile {}",
-            INSTANCE_PROFILE
-        ));
+    let own_role =
+        observed.live().is_none() && role::wanted(&cloud.region, &config.name, &opts.reach, None);
+    let mut profile_created = false;
+    if own_role {
+        if cloud
+            .ensure_boundary(&observed.account, Boundary::Deployment)
+            .await?
+        {
+            printer.note(format!(
+                "Created {} {} (IAM policy)",
+                Boundary::Deployment.of(),
+                Boundary::Deployment.name()
+            ));
+        }
+    } else {
+        profile_created = cloud.ensure_instance_profile().await?;
+        if profile_created {
+            printer.note(format!(
+                "Created IAM role and instance profile {}",
+                INSTANCE_PROFILE
+            ));
+        }
     }
     observed.ami = Some(ami);
     observed.vpc = Some(vpc.vpc);
@@ -237,6 +256,7 @@ pub async fn up(
             ensure_data_volume(&cloud, config, opts, inst, printer).await?;
         }
         let token = seal(&cloud, name).await?;
+        apply_own_role(&cloud, name, &observed.account, detail, Some(inst), printer).await?;
         let (now, secs, served) = replace_container(
             &cloud,
             inst,
@@ -279,13 +299,16 @@ pub async fn up(
     // all).
     interrupt::checkpoint("creating the security group")?;
     let vpc = detail.vpc.clone().unwrap_or_default();
-    let ((group, group_created), token) = tokio::try_join!(
+    let ((group, group_created), token, own_created) = tokio::try_join!(
         cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress),
         seal(&cloud, name),
+        apply_own_role(&cloud, name, &observed.account, detail, None, printer),
     )?;
-    interrupt::made(format!(
-        "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
-    ));
+    if !own_role {
+        interrupt::made(format!(
+            "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
+        ));
+    }
     interrupt::made(format!("security group {group} of `{name}`"));
     if group_created {
         printer.note(format!(
@@ -301,7 +324,11 @@ pub async fn up(
         (r, t_push.elapsed().as_secs_f64())
     };
     // A new profile propagates in seconds; one that exists needs no retry budget at all.
-    let profile_wait = Duration::from_secs(if profile_created { 120 } else { 20 });
+    let profile_wait = Duration::from_secs(if profile_created || own_created {
+        120
+    } else {
+        20
+    });
     // The data volume is attached as soon as the instance runs (its host waits for it after
     // the pull), while the upload goes on.
     let launch = async {
@@ -337,7 +364,7 @@ pub async fn up(
         }
         // AWS said no (capacity, a quota, a permission): nothing was launched.
         (_, Err(e @ (Error::QuotaExceeded { .. } | Error::AccessDenied { .. }))) => {
-            undo_refused_launch(&cloud, name, &group, printer).await;
+            undo_refused_launch(&cloud, name, &group, own_role, printer).await;
             return Err(e);
         }
         // Ctrl-C (its report lists what was made), or an answer that may have been lost
@@ -445,6 +472,7 @@ async fn in_place(
                 ensure_data_volume(cloud, config, opts, inst, printer).await?;
             }
             let token = seal(cloud, name).await?;
+            apply_own_role(cloud, name, &observed.account, detail, Some(inst), printer).await?;
             let (now, secs, served) = replace_container(
                 cloud,
                 inst,
@@ -574,6 +602,15 @@ async fn start(
     if stopped.data_volume {
         ensure_data_volume(cloud, config, opts, stopped, printer).await?;
     }
+    apply_own_role(
+        cloud,
+        name,
+        &observed.account,
+        detail,
+        Some(stopped),
+        printer,
+    )
+    .await?;
     // Only EC2 restarts a spot instance it interrupted (its persistent request stays open),
     // when capacity returns: `up` waits for that, within --wait.
     let (within, pause) = if stopped.interrupted() {
@@ -715,10 +752,25 @@ async fn start(
 /// and are removed, so that nothing is left half-made. A class's `down` finds its seats by
 /// their instances and volumes, and would not find them. What cannot be checked or removed
 /// now is left as it is (said on stderr): `down` of the deployment removes it.
-async fn undo_refused_launch(cloud: &Cloud, name: &str, group: &str, printer: &Printer) {
+async fn undo_refused_launch(
+    cloud: &Cloud,
+    name: &str,
+    group: &str,
+    own_role: bool,
+    printer: &Printer,
+) {
     match cloud.instances(Some(name)).await {
         Ok(instances) if instances.is_empty() => {}
         _ => return,
+    }
+    if own_role {
+        let (_, failures) = cloud.remove_deployment_role(&cloud.region, name).await;
+        match failures.first() {
+            None => interrupt::gone(&own_role_made(&cloud.region, name)),
+            Some(e) => printer.note(format!(
+                "could not remove the IAM role of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
+            )),
+        }
     }
     match cloud
         .delete_security_group(group, Duration::from_secs(30))
@@ -738,6 +790,64 @@ async fn undo_refused_launch(cloud: &Cloud, name: &str, group: &str, printer: &P
             "could not delete the token parameter of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
         )),
     }
+}
+
+/// The deployment's own role, when the plan gives it one (see [`role`]): made when missing
+/// with its policy put again, and `inst` (a replace's, restart's or start's instance) moved
+/// to it from the shared role. The deployments' boundary is made when missing first (a
+/// launch made sure of it before the build). Returns whether the role's profile was made now
+/// (EC2 takes seconds to accept a new one).
+async fn apply_own_role(
+    cloud: &Cloud,
+    name: &str,
+    account: &str,
+    detail: &plan::Ec2Plan,
+    inst: Option<&Instance>,
+    printer: &Printer,
+) -> Result<bool> {
+    let Some(own) = detail.iam.as_ref().and_then(|iam| iam.own.as_ref()) else {
+        return Ok(false);
+    };
+    interrupt::checkpoint("the deployment's role")?;
+    if inst.is_some() && cloud.ensure_boundary(account, Boundary::Deployment).await? {
+        printer.note(format!(
+            "Created {} {} (IAM policy)",
+            Boundary::Deployment.of(),
+            Boundary::Deployment.name()
+        ));
+    }
+    let tags = crate::tags::for_deployment(name);
+    let policy = own.policy.to_string();
+    let (profile, made) = cloud
+        .ensure_deployment_role(&DeploymentRoleSpec {
+            deployment: name,
+            region: &cloud.region,
+            account,
+            tags: &tags,
+            policy: &policy,
+        })
+        .await?;
+    interrupt::made(own_role_made(&cloud.region, name));
+    if made {
+        printer.note(format!(
+            "Created IAM role and instance profile {profile} for `{name}`: it reads exactly its [data] inputs"
+        ));
+    }
+    if let Some(inst) = inst.filter(|_| own.moves_instance) {
+        cloud.set_instance_profile(&inst.id, &profile).await?;
+        printer.note(format!(
+            "Moved {} from the shared role to {profile}, which reads exactly its [data] inputs",
+            inst.id
+        ));
+    }
+    Ok(made)
+}
+
+fn own_role_made(region: &str, name: &str) -> String {
+    format!(
+        "IAM role and instance profile {} (`{name}`'s own; `labship down {name} --ec2` removes it)",
+        crate::aws::iam::deployment_role_name(region, name)
+    )
 }
 
 /// The deployment's sealed token (made and stored now if it has none), recorded for the

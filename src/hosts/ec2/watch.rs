@@ -203,9 +203,9 @@ fn hint_for(phase: &str, deployment: &str) -> String {
     let what = match phase {
         "host" => "the host image lacks what labship needs (the AWS CLI v2 to log in to ECR): use --ami ecs or --ami al2023, or an AMI that has it",
         "docker" | "docker-ready" => "Docker could not be installed or started on the host: with --ami, choose an AMI with Docker or dnf/apt; the default --ami ecs has Docker preinstalled",
-        "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role labship-instance may pull from the repository (its inline policy covers repository/labship/*; see infra/README.md for another repository) and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
+        "login" | "logged-in" => "the instance could not log in to ECR: check that the instance role (labship-instance, or the deployment's own labship-dep-* when it has [data] inputs) may pull from the repository (their inline policies cover repository/labship/*; see infra/README.md for another repository) and that the subnet reaches ECR (internet gateway, NAT or VPC endpoints)",
         "tls" => "the host could not make Jupyter's TLS certificate: with --ami, choose an AMI with openssl (the default ecs and al2023 have it)",
-        "token" => "the instance could not read its token from SSM Parameter Store: check that the instance role labship-instance may call ssm:GetParameter on /labship/* and that the subnet reaches SSM",
+        "token" => "the instance could not read its token from SSM Parameter Store: check that the instance role (labship-instance, or the deployment's own labship-dep-*) may call ssm:GetParameter on its /labship/<name>/token and that the subnet reaches SSM",
         "data" => "the host could not put the workspace on its data volume (not attached in time, not blank without a file system, or not mountable: the cause above says which); a missing one is attached by `labship up`, and `aws ec2 describe-volumes --filters Name=tag:labship:volume,Values=workspace` shows where it is",
         "pull" | "pulled" => "the instance could not pull the image: check that the push finished (`labship push`) and that the subnet reaches ECR",
         "start" | "started" | "jupyter" | "ready" => "the container did not start Jupyter: run the image locally (`labship up --local`) to see why",
