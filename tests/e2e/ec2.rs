@@ -2194,3 +2194,98 @@ async fn a_deployment_that_gains_inputs_moves_to_a_role_of_its_own() {
     ));
     assert_nothing_left(&name).await;
 }
+
+/// An operator (no iam:CreatePolicy) whose deployment has inputs, in an account without the
+/// deployments' permissions boundary: told who makes it and how, before a build, and nothing
+/// is made.
+#[test]
+fn an_operator_without_the_deployment_boundary_is_told_and_nothing_is_created() {
+    let moto = Server::moto_with_iam(3);
+    let endpoint = format!("http://{}", moto.addr);
+    let (key_id, secret) = limited_user(
+        &endpoint,
+        "operator",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","ecr:*","ssm:*","sts:*","s3:*","iam:GetPolicy","iam:GetInstanceProfile","iam:ListRoles","iam:CreateRole","iam:PutRolePolicy","iam:CreateInstanceProfile","iam:AddRoleToInstanceProfile","iam:PassRole"],"Resource":"*"}]}"#,
+    );
+    let operator = (key_id.as_str(), secret.as_str());
+    let bucket = unique("labship-op");
+    for args in [
+        vec!["s3api", "create-bucket", "--bucket", bucket.as_str()],
+        vec![
+            "s3api",
+            "put-object",
+            "--bucket",
+            bucket.as_str(),
+            "--key",
+            "week1/a.csv",
+        ],
+    ] {
+        let out = aws_cli_as(&endpoint, &args, operator);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let p = Project::default_workload("ec2opin");
+    let toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("labship.toml");
+    p.write(
+        "labship.toml",
+        &format!("{toml}[data]\ninputs = [\"s3://{bucket}/week1/\"]\n"),
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let err = json_error(&p.labship_at(
+        &endpoint,
+        &["up", "--ec2", "--allow-cidr", "127.0.0.1", "-o", "json"],
+        &env,
+    ));
+    assert_eq!(err["code"], "labship::ec2::boundary_missing", "{err}");
+    let message = unwrapped(err["message"].as_str().unwrap_or_default());
+    assert!(
+        message.contains("labship-deployment-boundary") && message.contains("iam:CreatePolicy"),
+        "{err}"
+    );
+    assert!(
+        unwrapped(err["help"].as_str().unwrap_or_default())
+            .contains("file://infra/deployment-boundary-policy.json"),
+        "the fix: {err}"
+    );
+    // Nothing made: no instance, no group, no role, no token, no image built.
+    for (args, field) in [
+        (vec!["ec2", "describe-instances"], "Reservations"),
+        (
+            vec![
+                "ec2",
+                "describe-security-groups",
+                "--filters",
+                "Name=tag-key,Values=labship:deployment",
+            ],
+            "SecurityGroups",
+        ),
+        (
+            vec!["iam", "list-roles", "--path-prefix", "/labship/"],
+            "Roles",
+        ),
+        (
+            vec![
+                "ssm",
+                "describe-parameters",
+                "--parameter-filters",
+                "Key=Name,Option=BeginsWith,Values=/labship/",
+            ],
+            "Parameters",
+        ),
+    ] {
+        let listed = aws_cli_as(&endpoint, &args, operator);
+        let value: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        assert!(
+            value[field].as_array().is_none_or(Vec::is_empty),
+            "{args:?}: {value}"
+        );
+    }
+    assert!(
+        docker_ok(&["images", "-q", &format!("labship/{}", p.name)])
+            .trim()
+            .is_empty(),
+        "built before the refusal"
+    );
+}
