@@ -431,17 +431,19 @@ inputs_wanted() {
         printf '%s' "$INPUTS_ID"
     fi
 }
-# One copy, as `quiet` runs it, tried again while S3 refuses it (until LOGIN_DEADLINE): a
-# role the host was just moved to (a deployment gaining inputs) reaches its credentials
-# seconds later. Any other failure is final at once.
+# One copy of the input $1 (the command after it), as `quiet` runs it, tried again while S3
+# refuses it (until LOGIN_DEADLINE): a role the host was just moved to (a deployment gaining
+# inputs) reaches its credentials seconds later. Any other failure is final at once.
 copy_input() {
-    local deadline=$((SECONDS + LOGIN_DEADLINE)) n=0
+    local uri=$1 deadline=$((SECONDS + LOGIN_DEADLINE)) n=0
+    shift
     until "$@" >"$OUT" 2>&1; do
         n=$((n + 1))
         cat "$OUT" >>"$LOG_FILE"
-        if [ "$SECONDS" -ge "$deadline" ] || ! grep -qE 'AccessDenied|Forbidden|\(403\)' "$OUT"; then
+        if [ "$SECONDS" -ge "$deadline" ] ||
+            ! grep -qE 'AccessDenied|Forbidden|\(403\)|Unable to locate credentials' "$OUT"; then
             tail -n 20 "$OUT"
-            fail "$1${2:+ $2} could not copy an input: $(last_line "$OUT")"
+            fail "could not copy the input $uri: $(last_line "$OUT")"
         fi
         log "input copy attempt $n refused: $(last_line "$OUT")"
         backoff "$n" "$deadline"
@@ -456,8 +458,8 @@ copy_inputs() {
     while IFS=$'\t' read -r kind name region uri; do
         [ -n "$name" ] || continue
         case $kind in
-        file) copy_input aws s3 cp --only-show-errors --region "$region" "$uri" "$1/$name" ;;
-        folder) copy_input aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$1/$name/" ;;
+        file) copy_input "$uri" aws s3 cp --only-show-errors --region "$region" "$uri" "$1/$name" ;;
+        folder) copy_input "$uri" aws s3 cp --recursive --only-show-errors --region "$region" "$uri" "$1/$name/" ;;
         *) fail "unknown input kind $kind" ;;
         esac
         log "input $name copied"

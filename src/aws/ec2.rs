@@ -980,57 +980,98 @@ impl Cloud {
 
     /// Gives a running or stopped instance `profile` instead of the one it has (a
     /// deployment moving from the shared role to its own): the association is replaced, or
-    /// made when it has none. The instance's credentials follow within seconds.
-    pub async fn set_instance_profile(&self, instance: &str, profile: &str) -> Result<()> {
-        let spec = IamInstanceProfileSpecification::builder()
-            .name(profile)
-            .build();
-        let found = self
-            .ec2
-            .describe_iam_instance_profile_associations()
-            .filters(filter("instance-id", &[instance]))
-            .send()
-            .await
-            .map_err(|e| {
-                self.fail(
-                    "ec2",
-                    "DescribeIamInstanceProfileAssociations",
-                    instance,
-                    &e,
-                )
-            })?;
-        let current = found.iam_instance_profile_associations().iter().find(|a| {
-            matches!(
-                a.state(),
-                Some(
-                    aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associated
-                        | aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associating
-                )
-            )
-        });
-        match current.and_then(|a| a.association_id()) {
-            Some(association) => {
-                self.ec2
-                    .replace_iam_instance_profile_association()
-                    .association_id(association)
-                    .iam_instance_profile(spec)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        self.fail("ec2", "ReplaceIamInstanceProfileAssociation", instance, &e)
-                    })?;
+    /// made when it has none; nothing when it has `profile` already. A profile made moments
+    /// ago is not usable yet, and another `up` may have replaced the association meanwhile:
+    /// both are tried again within `wait`. The instance's credentials follow within seconds.
+    pub async fn set_instance_profile(
+        &self,
+        instance: &str,
+        profile: &str,
+        wait: Duration,
+    ) -> Result<()> {
+        use aws_sdk_ec2::types::IamInstanceProfileAssociationState as State;
+        retry::until(wait, Duration::from_secs(3), || async {
+            let spec = IamInstanceProfileSpecification::builder()
+                .name(profile)
+                .build();
+            let found = self
+                .ec2
+                .describe_iam_instance_profile_associations()
+                .filters(filter("instance-id", &[instance]))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.fail(
+                        "ec2",
+                        "DescribeIamInstanceProfileAssociations",
+                        instance,
+                        &e,
+                    )
+                })?;
+            let current = found
+                .iam_instance_profile_associations()
+                .iter()
+                .find(|a| matches!(a.state(), Some(State::Associated | State::Associating)));
+            let holds = |a: &aws_sdk_ec2::types::IamInstanceProfileAssociation| {
+                a.iam_instance_profile()
+                    .and_then(|p| p.arn())
+                    .is_some_and(|arn| arn.rsplit('/').next() == Some(profile))
+            };
+            if current.is_some_and(holds) {
+                return Ok(Step::Done(()));
             }
-            None => {
-                self.ec2
-                    .associate_iam_instance_profile()
-                    .instance_id(instance)
-                    .iam_instance_profile(spec)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("ec2", "AssociateIamInstanceProfile", instance, &e))?;
+            let (op, sent) = match current.and_then(|a| a.association_id()) {
+                Some(association) => (
+                    "ReplaceIamInstanceProfileAssociation",
+                    self.ec2
+                        .replace_iam_instance_profile_association()
+                        .association_id(association)
+                        .iam_instance_profile(spec)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            let again = profile_not_ready(&e)
+                                || error_code(&e) == "InvalidAssociationID.NotFound";
+                            (
+                                again,
+                                self.fail(
+                                    "ec2",
+                                    "ReplaceIamInstanceProfileAssociation",
+                                    instance,
+                                    &e,
+                                ),
+                            )
+                        }),
+                ),
+                None => (
+                    "AssociateIamInstanceProfile",
+                    self.ec2
+                        .associate_iam_instance_profile()
+                        .instance_id(instance)
+                        .iam_instance_profile(spec)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            let again = profile_not_ready(&e) || error_code(&e) == "IncorrectState";
+                            (
+                                again,
+                                self.fail("ec2", "AssociateIamInstanceProfile", instance, &e),
+                            )
+                        }),
+                ),
+            };
+            match sent {
+                Ok(()) => Ok(Step::Done(())),
+                Err((true, e)) => {
+                    tracing::info!("{op} of {instance}: not yet ({e}); trying again");
+                    Ok(Step::Again(e))
+                }
+                Err((false, e)) => Err(e),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     pub async fn terminate(&self, ids: &[String]) -> Result<()> {

@@ -628,6 +628,10 @@ pub struct DeploymentRole {
     pub name: String,
     pub region: String,
     pub deployment: String,
+    pub created_secs: i64,
+    /// Its trust is labship's (EC2 may assume it, nothing else may). One trusted by anyone
+    /// else was not made by labship as it is: `up` replaces it.
+    pub trusted_by_ec2_only: bool,
 }
 
 /// What a deployment's role is made of.
@@ -650,7 +654,24 @@ impl Cloud {
         spec: &DeploymentRoleSpec<'_>,
     ) -> Result<(String, bool)> {
         let name = deployment_role_name(spec.region, spec.deployment);
-        let existing = self.roles_in_profile(&name).await?;
+        // Found by listing its path (a name-only read of a profile that does not exist may
+        // be judged against another ARN than the path's).
+        let mut listed = self.deployment_role(spec.region, spec.deployment).await?;
+        if listed.as_ref().is_some_and(|r| !r.trusted_by_ec2_only) {
+            // Trusted by someone besides EC2: not labship's as it is. Made again.
+            tracing::warn!("the role {name} is trusted by more than EC2: removing it");
+            let (_, failures) = self
+                .remove_deployment_role(spec.region, spec.deployment)
+                .await;
+            if let Some(e) = failures.into_iter().next() {
+                return Err(e);
+            }
+            listed = None;
+        }
+        let existing = match listed {
+            Some(_) => self.roles_in_profile(&name).await?,
+            None => None,
+        };
         let holds_it = |roles: &[String]| roles.contains(&name);
         if existing.as_deref().is_some_and(holds_it) {
             self.put_deployment_policy(&name, spec.policy).await?;
@@ -732,10 +753,24 @@ impl Cloud {
         Ok(())
     }
 
-    /// Whether `deployment` in `region` has a role of its own (its profile exists).
+    /// Whether `deployment` in `region` has a role of its own (with or without its profile:
+    /// an `up` killed between the two leaves the role alone).
     pub async fn deployment_role_exists(&self, region: &str, deployment: &str) -> Result<bool> {
-        let name = deployment_role_name(region, deployment);
-        Ok(self.roles_in_profile(&name).await?.is_some())
+        Ok(self.deployment_role(region, deployment).await?.is_some())
+    }
+
+    /// `deployment`'s own role in `region`, as IAM lists it under its path.
+    pub async fn deployment_role(
+        &self,
+        region: &str,
+        deployment: &str,
+    ) -> Result<Option<DeploymentRole>> {
+        let path = deployment_path(region, deployment);
+        Ok(self
+            .deployment_roles_under(&path)
+            .await?
+            .into_iter()
+            .find(|r| r.region == region && r.deployment == deployment))
     }
 
     /// Removes a deployment's role and profile, whichever parts exist (as
@@ -753,15 +788,19 @@ impl Cloud {
     /// Every deployment's role of the account (ListRoles under `/labship/deployments/`, all
     /// pages).
     pub async fn deployment_roles(&self) -> Result<Vec<DeploymentRole>> {
+        self.deployment_roles_under(DEPLOYMENT_PATH).await
+    }
+
+    async fn deployment_roles_under(&self, prefix: &str) -> Result<Vec<DeploymentRole>> {
         let mut pages = self
             .iam
             .list_roles()
-            .path_prefix(DEPLOYMENT_PATH)
+            .path_prefix(prefix)
             .into_paginator()
             .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("iam", "ListRoles", DEPLOYMENT_PATH, &e))?;
+            let page = page.map_err(|e| self.fail("iam", "ListRoles", prefix, &e))?;
             for role in page.roles() {
                 let Some((region, deployment)) = role
                     .path()
@@ -778,6 +817,10 @@ impl Cloud {
                     name: role.role_name().to_string(),
                     region: region.to_string(),
                     deployment: deployment.to_string(),
+                    created_secs: role.create_date().secs(),
+                    trusted_by_ec2_only: role
+                        .assume_role_policy_document()
+                        .is_some_and(is_labships_trust),
                 });
             }
         }

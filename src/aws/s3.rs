@@ -495,6 +495,18 @@ impl Bucket {
         Ok(())
     }
 
+    /// Deletes the object at `uri` (S3 answers the same whether or not it was there).
+    pub async fn delete(&self, uri: &S3Uri) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| self.fail("DeleteObject", uri, &e))?;
+        Ok(())
+    }
+
     /// Puts every file under `dir` (but `except`, a path relative to it) at `uri`/its path,
     /// CONCURRENCY at once; the keys put.
     pub async fn upload_dir(&self, dir: &Path, uri: &S3Uri, except: &str) -> Result<Vec<String>> {

@@ -118,6 +118,17 @@ async fn inputs(
             .iter()
             .map(|c| (c.uri.clone(), c.single()))
             .collect();
+        let outside: Vec<&str> = checked
+            .iter()
+            .map(|c| c.uri.bucket.as_str())
+            .filter(|b| !b.starts_with("labship-"))
+            .collect();
+        if !outside.is_empty() {
+            printer.note(format!(
+                "The deployments' permissions boundary (labship-deployment-boundary) allows buckets named labship-* only: unless an administrator added {} to it by name (infra/README.md), the host will be refused there",
+                outside.join(", ")
+            ));
+        }
         return Ok(());
     }
     options.inputs_label = data::label(&checked);

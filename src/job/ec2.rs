@@ -535,6 +535,7 @@ async fn launch(
         ("inputs.tsv", inputs_tsv.into_bytes()),
         ("workdir", job.cwd.clone().into_bytes()),
     ];
+    let staged_files: Vec<S3Uri> = files.iter().map(|(rel, _)| staged.join(rel)).collect();
     let stage = futures_util::future::try_join_all(files.into_iter().map(|(rel, bytes)| {
         let at = staged.join(rel);
         async move { bucket.put_bytes(&at, bytes).await }
@@ -562,8 +563,12 @@ async fn launch(
     let instance = match started {
         Ok(instance) => instance,
         Err(e) => {
-            // No host runs: its role goes.
+            // No host runs: its role goes. A launch whose every answer was lost made its
+            // host all the same (its client token made the SDK's retries one instance):
+            // that one is ended now rather than at its registry login's deadline.
+            end_lost_hosts(cloud, &run_id, printer).await;
             remove_role(cloud, &run_id, printer).await;
+            unstage(bucket, &staged_files, printer).await;
             return Err(e);
         }
     };
@@ -1086,6 +1091,51 @@ async fn end_host(cloud: &Cloud, record: &Record, put_end: bool, printer: &Print
         printer.note(format!(
             "the job host {} may still run: `aws ec2 terminate-instances --instance-ids {}` ends it",
             record.instance, record.instance
+        ));
+    }
+}
+
+/// After a failed launch: the run's hosts EC2 has all the same (found by the run's tag),
+/// terminated. What cannot be looked up or ended is said: such a host ends itself when its
+/// registry login fails without the role, or at its deadline.
+async fn end_lost_hosts(cloud: &Cloud, run_id: &str, printer: &Printer) {
+    let hosts = match cloud.job_hosts(Some(run_id)).await {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            return printer.note(format!(
+                "could not look for a job host of run {run_id} that the failed launch may have made ({e}); such a host ends itself"
+            ))
+        }
+    };
+    let ids: Vec<String> = hosts
+        .into_iter()
+        .filter(|h| h.instance.is_live())
+        .map(|h| h.instance.id)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    printer.note(format!(
+        "The launch failed but EC2 made the job host {} all the same: terminating it",
+        ids.join(", ")
+    ));
+    if let Err(e) = cloud.terminate(&ids).await {
+        printer.note(format!(
+            "could not terminate {}: {e}; `aws ec2 terminate-instances --instance-ids {}` does (it ends itself anyway)",
+            ids.join(", "),
+            ids.join(" ")
+        ));
+    }
+}
+
+/// A run that never started: its staged job (the runner, the job, its source, its inputs'
+/// list) goes from the results folder, which holds nothing else of it yet.
+async fn unstage(bucket: &Bucket, staged: &[S3Uri], printer: &Printer) {
+    let removed = futures_util::future::join_all(staged.iter().map(|uri| bucket.delete(uri))).await;
+    if let Some(Err(e)) = removed.into_iter().find(Result::is_err) {
+        printer.note(format!(
+            "could not remove the staged job of the run that did not start: {e}; it is under {}",
+            staged.first().map(|u| u.to_string()).unwrap_or_default()
         ));
     }
 }

@@ -256,3 +256,99 @@ async fn no_capacity_class_falls_back_to_another_type() {
         assert!(left.is_empty(), "left of seat {seat}: {left:?}");
     }
 }
+
+/// A job whose host's launch never gets an answer (every RunInstances is applied and its
+/// answer lost, the SDK's retries included: the client token makes them one instance):
+/// `run --ec2` fails, and the host EC2 made all the same is terminated at once with the
+/// run's role and its staged job gone, instead of waiting for its registry login to fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_host_whose_launch_answers_are_all_lost_is_ended_with_its_role() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("lostjob");
+    // Long enough to still run when labship gives up on the launch (its SDK retries, then
+    // its own within the new role's propagation allowance).
+    p.write("hello.py", "import time\ntime.sleep(900)\n");
+    let output = unique("labship-lost");
+    aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "create-bucket", "--bucket", &output],
+    );
+    let faults = Faults::new(&sim, "lostjob");
+    let env = faults.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    faults.set(
+        1,
+        json!([{"action": "ec2:RunInstances", "share": 1.0, "fault": "lose-response"}]),
+    );
+    let uri = format!("s3://{output}/runs");
+    let out = p.labship_at(
+        &sim,
+        &[
+            "run",
+            "hello.py",
+            "--ec2",
+            "--output-uri",
+            &uri,
+            "-o",
+            "json",
+        ],
+        &env,
+    );
+    faults.clear();
+    assert!(!out.status.success(), "every launch answer was lost");
+    let err = stderr(&out);
+    assert!(err.contains("all the same: terminating it"), "{err}");
+    let described = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:job-of,Values={}", p.name),
+        ],
+    );
+    let hosts: Vec<&Value> = described["Reservations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(hosts.len(), 1, "one host for all the retries: {described}");
+    let state = hosts[0]["State"]["Name"].as_str().unwrap_or_default();
+    assert!(
+        matches!(state, "shutting-down" | "terminated"),
+        "the host is ended: {state}"
+    );
+    let run_id = hosts[0]["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["Key"] == "labship:job")
+        .and_then(|t| t["Value"].as_str())
+        .expect("the run's tag");
+    let role = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "iam",
+            "get-role",
+            "--role-name",
+            &format!("labship-job-{run_id}"),
+        ],
+    );
+    assert!(!role.status.success(), "the run's role is gone");
+    // Nor is the staged job left in the results bucket, nor a run folder here.
+    let listed = aws_json(
+        &rig.aws_endpoint,
+        &["s3api", "list-objects-v2", "--bucket", &output],
+    );
+    let staged: Vec<&str> = listed["Contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["Key"].as_str())
+        .filter(|k| k.contains("/.labship-job/"))
+        .collect();
+    assert!(staged.is_empty(), "{listed}");
+    assert!(!p.path().join("runs").join(run_id).exists());
+}

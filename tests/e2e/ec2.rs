@@ -2167,6 +2167,23 @@ async fn a_deployment_that_gains_inputs_moves_to_a_role_of_its_own() {
     );
     // The dry run made nothing.
     assert_eq!(deployment_role(&name), None);
+    // A role of that name someone else made, under its path, trusted by another account:
+    // not labship's as it is, so `up` makes it again, trusted by EC2 alone.
+    let squatted = labship::aws::iam::deployment_role_name("us-east-1", &name);
+    let foreign = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"sts:AssumeRole"}]}"#;
+    aws_json(
+        &rig.aws_endpoint,
+        &[
+            "iam",
+            "create-role",
+            "--role-name",
+            &squatted,
+            "--path",
+            &format!("/labship/deployments/us-east-1/{name}/"),
+            "--assume-role-policy-document",
+            foreign,
+        ],
+    );
 
     let replaced = p.labship_at(&sim, &ec2_up_args(&port_s), &[]);
     let moved = json(&replaced);
@@ -2179,6 +2196,16 @@ async fn a_deployment_that_gains_inputs_moves_to_a_role_of_its_own() {
     );
     let (role, policy) = deployment_role(&name).expect("the deployment's own role");
     assert_eq!(profile_of(&instance), role);
+    assert_eq!(role, squatted);
+    let trust = aws_json(
+        &rig.aws_endpoint,
+        &["iam", "get-role", "--role-name", &role],
+    );
+    let trust = trust["Role"]["AssumeRolePolicyDocument"].to_string();
+    assert!(
+        trust.contains("ec2.amazonaws.com") && !trust.contains("999999999999"),
+        "{trust}"
+    );
     // Exactly what the plan showed.
     assert_eq!(policy, *own.get("policy").expect("the planned policy"));
     let saved = p.path().join("saved");

@@ -169,6 +169,7 @@ fn iam_action(service: &str, method: &str) -> String {
             "put_object" | "create_multipart_upload" | "upload_part" | "complete_multipart_upload",
         ) => return "s3:PutObject".into(),
         ("s3", "abort_multipart_upload") => return "s3:AbortMultipartUpload".into(),
+        ("s3", "delete_object") => return "s3:DeleteObject".into(),
         ("s3", other) => panic!(
             "s3 `{other}`: add the action it is authorized as to iam_action() in tests/e2e/policy.rs"
         ),
@@ -546,6 +547,20 @@ fn operator_policy_keeps_to_labship_resources() {
 
     // S3: the job data buckets by name (`labship-*`), not every bucket of the account.
     for action in needed_actions().iter().filter(|a| a.starts_with("s3:")) {
+        if action == "s3:DeleteObject" {
+            // Only a staged job that never started: not a run's results, not other data.
+            only_ours(
+                action,
+                "arn:aws:s3:::labship-course/runs/r1/.labship-job/job.json",
+                "arn:aws:s3:::labship-course/runs/r1/analysis.ipynb",
+            );
+            only_ours(
+                action,
+                "arn:aws:s3:::labship-course/r1/.labship-job/runner.py",
+                "arn:aws:s3:::payroll/r1/.labship-job/runner.py",
+            );
+            continue;
+        }
         let (ours, theirs) = if action == "s3:ListBucket" {
             ("arn:aws:s3:::labship-course", "arn:aws:s3:::payroll")
         } else {

@@ -455,9 +455,14 @@ async fn remove_job_roles(
     remove_boundary(cloud, Boundary::Job, report).await;
 }
 
+/// How old a deployment's role with no instance must be before `down --all` takes it for a
+/// leftover rather than an `up` between its role and its launch.
+const NEW_ROLE_SECS: i64 = 15 * 60;
+
 /// Deployments' own roles whose deployment has no instance left (one `down` could not
-/// remove, or an `up` killed before its launch), then the deployments' permissions boundary
-/// when no such role is left (as [`remove_job_roles`] for runs).
+/// remove, or an `up` killed before its launch) and that are older than [`NEW_ROLE_SECS`],
+/// then the deployments' permissions boundary when no such role is left (as
+/// [`remove_job_roles`] for runs).
 async fn remove_deployment_roles(aws: &Aws, cloud: &Cloud, report: &mut DownReport) {
     let roles = match cloud.deployment_roles().await {
         Ok(roles) => roles,
@@ -465,6 +470,11 @@ async fn remove_deployment_roles(aws: &Aws, cloud: &Cloud, report: &mut DownRepo
     };
     let mut left = 0;
     for role in roles {
+        // A role this young may be an `up` that has not launched yet.
+        if crate::hosts::now_secs() - role.created_secs < NEW_ROLE_SECS {
+            left += 1;
+            continue;
+        }
         let there = Cloud::new(&aws.in_region(&role.region));
         match there.instances(Some(&role.deployment)).await {
             Ok(instances) if instances.is_empty() => {}

@@ -136,7 +136,7 @@ pub async fn up(
     }
     if !config.push.repository.starts_with("labship/") {
         printer.note(format!(
-            "The repository {} is outside labship/: the instance role labship created pulls only from labship/* (widen it as infra/README.md says, or the host cannot pull)",
+            "The repository {} is outside labship/: the instance role labship created, and the deployments' permissions boundary, pull only from labship/* (widen them as infra/README.md says, or the host cannot pull)",
             config.push.repository
         ));
     }
@@ -200,18 +200,12 @@ pub async fn up(
     let own_role =
         observed.live().is_none() && role::wanted(&cloud.region, &config.name, &opts.reach, None);
     let mut profile_created = false;
-    if own_role {
-        if cloud
-            .ensure_boundary(&observed.account, Boundary::Deployment)
-            .await?
-        {
-            printer.note(format!(
-                "Created {} {} (IAM policy)",
-                Boundary::Deployment.of(),
-                Boundary::Deployment.name()
-            ));
-        }
-    } else {
+    ensure_own_boundary(&cloud, config, opts, &observed, observed.live(), printer).await?;
+    if !own_role
+        && !observed
+            .live()
+            .is_some_and(|i| role::has_own(&cloud.region, &config.name, i))
+    {
         profile_created = cloud.ensure_instance_profile().await?;
         if profile_created {
             printer.note(format!(
@@ -299,10 +293,13 @@ pub async fn up(
     // all).
     interrupt::checkpoint("creating the security group")?;
     let vpc = detail.vpc.clone().unwrap_or_default();
-    let ((group, group_created), token, own_created) = tokio::try_join!(
+    // The role first, on its own: a group is made with its rules, or not at all, and a
+    // failure beside it would drop it half-way.
+    let own_created =
+        apply_own_role(&cloud, name, &observed.account, detail, None, printer).await?;
+    let ((group, group_created), token) = tokio::try_join!(
         cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress),
         seal(&cloud, name),
-        apply_own_role(&cloud, name, &observed.account, detail, None, printer),
     )?;
     if !own_role {
         interrupt::made(format!(
@@ -464,6 +461,7 @@ async fn in_place(
                 "{}; starting it again through Systems Manager",
                 plan.reason
             ));
+            ensure_own_boundary(cloud, config, opts, observed, Some(inst), printer).await?;
             let pushed = push::push(engine, ecr, config, printer).await?;
             let Some(script) = &detail.user_data else {
                 return Err(not_ec2());
@@ -564,6 +562,7 @@ async fn start(
 ) -> Result<UpReport> {
     let name = &config.name;
     interrupt::made(instance_made(&stopped.id, name));
+    ensure_own_boundary(cloud, config, opts, &observed, Some(stopped), printer).await?;
     let t_push = Instant::now();
     let (pushed, ingress) = interrupt::cancellable("pushing the image", async {
         Ok(tokio::join!(
@@ -792,11 +791,38 @@ async fn undo_refused_launch(
     }
 }
 
+/// The deployments' permissions boundary, made when missing, when the deployment runs (or
+/// will run) with a role of its own: before a build or a push, so that an operator who may
+/// not make it is told before anything is (`inst`: the instance a replace, restart or start
+/// acts on).
+async fn ensure_own_boundary(
+    cloud: &Cloud,
+    config: &Config,
+    opts: &Options,
+    observed: &Observed,
+    inst: Option<&Instance>,
+    printer: &Printer,
+) -> Result<()> {
+    if !role::wanted(&cloud.region, &config.name, &opts.reach, inst) {
+        return Ok(());
+    }
+    if cloud
+        .ensure_boundary(&observed.account, Boundary::Deployment)
+        .await?
+    {
+        printer.note(format!(
+            "Created {} {} (IAM policy)",
+            Boundary::Deployment.of(),
+            Boundary::Deployment.name()
+        ));
+    }
+    Ok(())
+}
+
 /// The deployment's own role, when the plan gives it one (see [`role`]): made when missing
 /// with its policy put again, and `inst` (a replace's, restart's or start's instance) moved
-/// to it from the shared role. The deployments' boundary is made when missing first (a
-/// launch made sure of it before the build). Returns whether the role's profile was made now
-/// (EC2 takes seconds to accept a new one).
+/// to it from the shared role. Its boundary was made sure of before ([`ensure_own_boundary`]).
+/// Returns whether the role's profile was made now (EC2 takes seconds to accept a new one).
 async fn apply_own_role(
     cloud: &Cloud,
     name: &str,
@@ -809,13 +835,6 @@ async fn apply_own_role(
         return Ok(false);
     };
     interrupt::checkpoint("the deployment's role")?;
-    if inst.is_some() && cloud.ensure_boundary(account, Boundary::Deployment).await? {
-        printer.note(format!(
-            "Created {} {} (IAM policy)",
-            Boundary::Deployment.of(),
-            Boundary::Deployment.name()
-        ));
-    }
     let tags = crate::tags::for_deployment(name);
     let policy = own.policy.to_string();
     let (profile, made) = cloud
@@ -834,7 +853,9 @@ async fn apply_own_role(
         ));
     }
     if let Some(inst) = inst.filter(|_| own.moves_instance) {
-        cloud.set_instance_profile(&inst.id, &profile).await?;
+        // A profile made now takes EC2 seconds to accept.
+        let wait = Duration::from_secs(if made { 120 } else { 30 });
+        cloud.set_instance_profile(&inst.id, &profile, wait).await?;
         printer.note(format!(
             "Moved {} from the shared role to {profile}, which reads exactly its [data] inputs",
             inst.id
