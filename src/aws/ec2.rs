@@ -980,14 +980,17 @@ impl Cloud {
 
     /// Gives a running or stopped instance `profile` instead of the one it has (a
     /// deployment moving from the shared role to its own): the association is replaced, or
-    /// made when it has none; nothing when it has `profile` already. A profile made moments
-    /// ago is not usable yet, and another `up` may have replaced the association meanwhile:
-    /// both are tried again within `wait`. The instance's credentials follow within seconds.
+    /// made when it has none; nothing when it has `profile` already, unless `anew` (a profile
+    /// of that name was made again: the association holds the old one's id, the name the new
+    /// one's). A profile made moments ago is not usable yet, and another `up` may have
+    /// replaced the association meanwhile: both are tried again within `wait`. The instance's
+    /// credentials follow within seconds.
     pub async fn set_instance_profile(
         &self,
         instance: &str,
         profile: &str,
         wait: Duration,
+        anew: bool,
     ) -> Result<()> {
         use aws_sdk_ec2::types::IamInstanceProfileAssociationState as State;
         retry::until(wait, Duration::from_secs(3), || async {
@@ -1017,7 +1020,7 @@ impl Cloud {
                     .and_then(|p| p.arn())
                     .is_some_and(|arn| arn.rsplit('/').next() == Some(profile))
             };
-            if current.is_some_and(holds) {
+            if !anew && current.is_some_and(holds) {
                 return Ok(Step::Done(()));
             }
             let (op, sent) = match current.and_then(|a| a.association_id()) {
@@ -1032,7 +1035,10 @@ impl Cloud {
                         .map(|_| ())
                         .map_err(|e| {
                             let again = profile_not_ready(&e)
-                                || error_code(&e) == "InvalidAssociationID.NotFound";
+                                || matches!(
+                                    error_code(&e),
+                                    "InvalidAssociationID.NotFound" | "IncorrectState"
+                                );
                             (
                                 again,
                                 self.fail(

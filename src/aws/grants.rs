@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::s3::S3Uri;
+use crate::error::{Error, Result};
 
 /// IAM's limit on a role's inline policies, in characters (whitespace not counted; labship
 /// writes none).
@@ -39,6 +40,24 @@ pub fn folder(uri: &S3Uri) -> String {
     } else {
         format!("{key}/")
     }
+}
+
+/// A role's inline policy of `statements`, refused (before anything is made) when IAM would
+/// refuse it for its size: `whose` role it is, for `inputs` inputs.
+pub fn policy_document(statements: Vec<Value>, whose: &str, inputs: usize) -> Result<String> {
+    let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
+    if policy.len() > ROLE_POLICY_MAX {
+        return Err(Error::InvalidSetting {
+            what: "[data] inputs",
+            value: format!("{inputs} inputs"),
+            reason: format!(
+                "{whose} role would name each of them, and its policy would be {} characters, over IAM's {ROLE_POLICY_MAX}",
+                policy.len()
+            ),
+            hint: "put the inputs under fewer folders in S3 and give the folders".into(),
+        });
+    }
+    Ok(policy)
 }
 
 /// What one role reads: `inputs` (each address, and whether it is one object rather than a

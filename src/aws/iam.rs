@@ -195,7 +195,7 @@ impl Cloud {
     pub async fn remove_instance_profile(&self) -> (bool, Vec<Error>) {
         self.remove_role(
             INSTANCE_ROLE,
-            INSTANCE_PROFILE,
+            Some(INSTANCE_PROFILE),
             INSTANCE_POLICY_NAME,
             &LEGACY_MANAGED_POLICIES,
         )
@@ -207,7 +207,7 @@ impl Cloud {
     async fn remove_role(
         &self,
         role: &str,
-        profile: &str,
+        profile: Option<&str>,
         policy: &str,
         detach: &[&str],
     ) -> (bool, Vec<Error>) {
@@ -216,8 +216,9 @@ impl Cloud {
             delete_role_policy::DeleteRolePolicyError, detach_role_policy::DetachRolePolicyError,
             remove_role_from_instance_profile::RemoveRoleFromInstanceProfileError,
         };
-        let mut steps = vec![
-            deleted(
+        let mut steps = Vec::new();
+        if let Some(profile) = profile {
+            steps.push(deleted(
                 self,
                 "RemoveRoleFromInstanceProfile",
                 profile,
@@ -228,8 +229,8 @@ impl Cloud {
                     .send()
                     .await,
                 RemoveRoleFromInstanceProfileError::is_no_such_entity_exception,
-            ),
-            deleted(
+            ));
+            steps.push(deleted(
                 self,
                 "DeleteInstanceProfile",
                 profile,
@@ -239,8 +240,8 @@ impl Cloud {
                     .send()
                     .await,
                 DeleteInstanceProfileError::is_no_such_entity_exception,
-            ),
-        ];
+            ));
+        }
         steps.push(deleted(
             self,
             "DeleteRolePolicy",
@@ -556,7 +557,8 @@ impl Cloud {
     /// [`Cloud::remove_instance_profile`]).
     pub async fn remove_job_role(&self, run_id: &str) -> (bool, Vec<Error>) {
         let name = job_role_name(run_id);
-        self.remove_role(&name, &name, JOB_POLICY_NAME, &[]).await
+        self.remove_role(&name, Some(&name), JOB_POLICY_NAME, &[])
+            .await
     }
 
     /// Every job role of the account (ListRoles under `/labship/jobs/`, all pages).
@@ -634,6 +636,18 @@ pub struct DeploymentRole {
     pub trusted_by_ec2_only: bool,
 }
 
+/// A deployment's role once made sure of.
+#[derive(Debug, Clone)]
+pub struct EnsuredRole {
+    /// Its instance profile (the role's name).
+    pub profile: String,
+    /// Made now: EC2 takes seconds to accept a new profile.
+    pub made: bool,
+    /// A role of that name trusted by more than EC2 was removed and made again: an instance
+    /// associated with the old profile (by its id) must be given the new one.
+    pub remade: bool,
+}
+
 /// What a deployment's role is made of.
 pub struct DeploymentRoleSpec<'a> {
     pub deployment: &'a str,
@@ -647,17 +661,17 @@ pub struct DeploymentRoleSpec<'a> {
 impl Cloud {
     /// A deployment's own role (trusted by EC2, under the deployments' boundary) and its
     /// profile of the same name, made when missing; its inline policy is put every time (so a
-    /// replace with other inputs changes what it reads). Returns the profile's name and
-    /// whether anything was made (a new profile needs seconds before EC2 accepts it).
+    /// replace with other inputs changes what it reads).
     pub async fn ensure_deployment_role(
         &self,
         spec: &DeploymentRoleSpec<'_>,
-    ) -> Result<(String, bool)> {
+    ) -> Result<EnsuredRole> {
         let name = deployment_role_name(spec.region, spec.deployment);
         // Found by listing its path (a name-only read of a profile that does not exist may
         // be judged against another ARN than the path's).
         let mut listed = self.deployment_role(spec.region, spec.deployment).await?;
-        if listed.as_ref().is_some_and(|r| !r.trusted_by_ec2_only) {
+        let remade = listed.as_ref().is_some_and(|r| !r.trusted_by_ec2_only);
+        if remade {
             // Trusted by someone besides EC2: not labship's as it is. Made again.
             tracing::warn!("the role {name} is trusted by more than EC2: removing it");
             let (_, failures) = self
@@ -675,7 +689,11 @@ impl Cloud {
         let holds_it = |roles: &[String]| roles.contains(&name);
         if existing.as_deref().is_some_and(holds_it) {
             self.put_deployment_policy(&name, spec.policy).await?;
-            return Ok((name, false));
+            return Ok(EnsuredRole {
+                profile: name,
+                made: false,
+                remade: false,
+            });
         }
         let path = deployment_path(spec.region, spec.deployment);
         let tags = iam_tags(spec.tags);
@@ -738,7 +756,11 @@ impl Cloud {
                     .is_some_and(|r| holds_it(&r)) => {}
             Err(e) => return Err(self.fail("iam", "AddRoleToInstanceProfile", &name, &e)),
         }
-        Ok((name, true))
+        Ok(EnsuredRole {
+            profile: name,
+            made: true,
+            remade,
+        })
     }
 
     async fn put_deployment_policy(&self, role: &str, policy: &str) -> Result<()> {
@@ -781,7 +803,13 @@ impl Cloud {
         deployment: &str,
     ) -> (bool, Vec<Error>) {
         let name = deployment_role_name(region, deployment);
-        self.remove_role(&name, &name, DEPLOYMENT_POLICY_NAME, &[])
+        // Its profile's steps only when it has one: a change to a profile that does not
+        // exist may be judged against another ARN than the path's, and refused.
+        let profile = match self.roles_in_profile(&name).await {
+            Ok(None) => None,
+            Ok(Some(_)) | Err(_) => Some(name.as_str()),
+        };
+        self.remove_role(&name, profile, DEPLOYMENT_POLICY_NAME, &[])
             .await
     }
 

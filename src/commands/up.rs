@@ -118,7 +118,7 @@ async fn inputs(
             .iter()
             .map(|c| (c.uri.clone(), c.single()))
             .collect();
-        let outside: Vec<&str> = checked
+        let outside: std::collections::BTreeSet<&str> = checked
             .iter()
             .map(|c| c.uri.bucket.as_str())
             .filter(|b| !b.starts_with("labship-"))
@@ -126,7 +126,7 @@ async fn inputs(
         if !outside.is_empty() {
             printer.note(format!(
                 "The deployments' permissions boundary (labship-deployment-boundary) allows buckets named labship-* only: unless an administrator added {} to it by name (infra/README.md), the host will be refused there",
-                outside.join(", ")
+                outside.into_iter().collect::<Vec<_>>().join(", ")
             ));
         }
         return Ok(());

@@ -536,10 +536,17 @@ async fn launch(
         ("workdir", job.cwd.clone().into_bytes()),
     ];
     let staged_files: Vec<S3Uri> = files.iter().map(|(rel, _)| staged.join(rel)).collect();
-    let stage = futures_util::future::try_join_all(files.into_iter().map(|(rel, bytes)| {
-        let at = staged.join(rel);
-        async move { bucket.put_bytes(&at, bytes).await }
-    }));
+    // Every put to its end (none dropped in flight), so that what a failure leaves is
+    // known and removed.
+    let stage = async {
+        futures_util::future::join_all(files.into_iter().map(|(rel, bytes)| {
+            let at = staged.join(rel);
+            async move { bucket.put_bytes(&at, bytes).await }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+    };
     // The host's own role, meanwhile: exactly this run's job, inputs and folder.
     let job_tags = tags::for_job(&run_id, &config.name, &record.job_uri);
     let policy = job_policy(host.account, host.repository_arn, &job_uri, host.reach)?;
@@ -553,7 +560,13 @@ async fn launch(
     interrupt::checkpoint("the job host's role")?;
     // Both to their end: a role made while the staging failed is removed again.
     let (staged, profile) = tokio::join!(stage, cloud.create_job_role(&role));
-    let profile = profile?;
+    let profile = match profile {
+        Ok(profile) => profile,
+        Err(e) => {
+            unstage(bucket, &staged_files, printer).await;
+            return Err(e);
+        }
+    };
     let started = async {
         staged?;
         let launch_spec = host_launch(config, job, host, &record, &job_tags, profile)?;
@@ -1116,7 +1129,7 @@ async fn end_lost_hosts(cloud: &Cloud, run_id: &str, printer: &Printer) {
         return;
     }
     printer.note(format!(
-        "The launch failed but EC2 made the job host {} all the same: terminating it",
+        "The launch failed, but the job host {} is there all the same: terminating it",
         ids.join(", ")
     ));
     if let Err(e) = cloud.terminate(&ids).await {
@@ -1356,7 +1369,7 @@ fn job_policy(
     job_uri: &S3Uri,
     inputs: &[(S3Uri, bool)],
 ) -> Result<String> {
-    use crate::aws::grants::{arn_key, folder, Reads, ROLE_POLICY_MAX};
+    use crate::aws::grants::{arn_key, folder, policy_document, Reads};
     use serde_json::json;
     let run = folder(job_uri);
     let staged = format!("{run}{STAGED}/");
@@ -1389,19 +1402,7 @@ fn job_policy(
         }),
     ];
     statements.extend(reads.statements());
-    let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
-    if policy.len() > ROLE_POLICY_MAX {
-        return Err(Error::InvalidSetting {
-            what: "[data] inputs",
-            value: format!("{} inputs", inputs.len()),
-            reason: format!(
-                "the job host's role would name each of them, and its policy would be {} characters, over IAM's {ROLE_POLICY_MAX}",
-                policy.len()
-            ),
-            hint: "put the inputs under fewer folders in S3 and give the folders".into(),
-        });
-    }
-    Ok(policy)
+    policy_document(statements, "the job host's", inputs.len())
 }
 
 #[cfg(test)]

@@ -473,6 +473,10 @@ async fn remove_deployment_roles(aws: &Aws, cloud: &Cloud, report: &mut DownRepo
         // A role this young may be an `up` that has not launched yet.
         if crate::hosts::now_secs() - role.created_secs < NEW_ROLE_SECS {
             left += 1;
+            report.kept.push(format!(
+                "IAM role {} (`{}` in {}) is kept: made less than 15 minutes ago with no instance yet, it may be an `up` about to launch; `labship down {} --ec2` removes it now, a later `down --all` once it is older",
+                role.name, role.deployment, role.region, role.deployment
+            ));
             continue;
         }
         let there = Cloud::new(&aws.in_region(&role.region));

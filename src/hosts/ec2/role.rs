@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::aws::ec2::Instance;
-use crate::aws::grants::{Reads, ROLE_POLICY_MAX};
+use crate::aws::grants::{policy_document, Reads};
 use crate::aws::iam;
 use crate::aws::s3::S3Uri;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The role a deployment's instance runs with, as the plan shows it and `up` makes it.
 #[derive(Debug, Clone, Serialize)]
@@ -133,19 +133,7 @@ pub fn policy(
         }
         .statements(),
     );
-    let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
-    if policy.len() > ROLE_POLICY_MAX {
-        return Err(Error::InvalidSetting {
-            what: "[data] inputs",
-            value: format!("{} inputs", reach.len()),
-            reason: format!(
-                "the deployment's role would name each of them, and its policy would be {} characters, over IAM's {ROLE_POLICY_MAX}",
-                policy.len()
-            ),
-            hint: "put the inputs under fewer folders in S3 and give the folders".into(),
-        });
-    }
-    Ok(policy)
+    policy_document(statements, "the deployment's", reach.len())
 }
 
 #[cfg(test)]

@@ -837,7 +837,7 @@ async fn apply_own_role(
     interrupt::checkpoint("the deployment's role")?;
     let tags = crate::tags::for_deployment(name);
     let policy = own.policy.to_string();
-    let (profile, made) = cloud
+    let ensured = cloud
         .ensure_deployment_role(&DeploymentRoleSpec {
             deployment: name,
             region: &cloud.region,
@@ -846,22 +846,35 @@ async fn apply_own_role(
             policy: &policy,
         })
         .await?;
+    let profile = &ensured.profile;
     interrupt::made(own_role_made(&cloud.region, name));
-    if made {
+    if ensured.made {
         printer.note(format!(
             "Created IAM role and instance profile {profile} for `{name}`: it reads exactly its [data] inputs"
         ));
     }
-    if let Some(inst) = inst.filter(|_| own.moves_instance) {
+    // Moved from the shared role, or given the role made again in place of one trusted by
+    // more than EC2 (its association names the old profile's id, which the name no longer
+    // reaches).
+    if let Some(inst) = inst.filter(|_| own.moves_instance || ensured.remade) {
         // A profile made now takes EC2 seconds to accept.
-        let wait = Duration::from_secs(if made { 120 } else { 30 });
-        cloud.set_instance_profile(&inst.id, &profile, wait).await?;
-        printer.note(format!(
-            "Moved {} from the shared role to {profile}, which reads exactly its [data] inputs",
-            inst.id
-        ));
+        let wait = Duration::from_secs(if ensured.made { 120 } else { 30 });
+        cloud
+            .set_instance_profile(&inst.id, profile, wait, ensured.remade)
+            .await?;
+        printer.note(if own.moves_instance {
+            format!(
+                "Moved {} from the shared role to {profile}, which reads exactly its [data] inputs",
+                inst.id
+            )
+        } else {
+            format!(
+                "{profile} was trusted by more than EC2: made again, and {} given the new one",
+                inst.id
+            )
+        });
     }
-    Ok(made)
+    Ok(ensured.made)
 }
 
 fn own_role_made(region: &str, name: &str) -> String {
