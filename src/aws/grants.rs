@@ -42,6 +42,25 @@ pub fn folder(uri: &S3Uri) -> String {
     }
 }
 
+/// The registry login and pulling one repository (`repository`: its ARN), the pull named
+/// `pull_sid`: what every host role needs to start its image.
+pub fn pull(repository: &str, pull_sid: &str) -> [Value; 2] {
+    [
+        json!({
+            "Sid": "LogInToEcr",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": pull_sid,
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repository
+        }),
+    ]
+}
+
 /// A role's inline policy of `statements`, refused (before anything is made) when IAM would
 /// refuse it for its size: `whose` role it is, for `inputs` inputs.
 pub fn policy_document(statements: Vec<Value>, whose: &str, inputs: usize) -> Result<String> {

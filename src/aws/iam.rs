@@ -393,6 +393,14 @@ impl Boundary {
         }
     }
 
+    /// Its document's file under `infra/`.
+    fn file(self) -> &'static str {
+        match self {
+            Boundary::Job => "job-boundary-policy.json",
+            Boundary::Deployment => "deployment-boundary-policy.json",
+        }
+    }
+
     fn document(self) -> &'static str {
         match self {
             Boundary::Job => JOB_BOUNDARY_POLICY,
@@ -409,13 +417,8 @@ impl Boundary {
 }
 
 impl Cloud {
-    /// The job boundary, created when missing (which takes an identity allowed to create
-    /// policies; an operator gets [`Error::BoundaryMissing`]). Returns true when created.
-    pub async fn ensure_job_boundary(&self, account: &str) -> Result<bool> {
-        self.ensure_boundary(account, Boundary::Job).await
-    }
-
-    /// A boundary, created when missing (as [`Cloud::ensure_job_boundary`]).
+    /// A boundary, created when missing (which takes an identity allowed to create policies;
+    /// an operator gets [`Error::BoundaryMissing`]). Returns true when created.
     pub async fn ensure_boundary(&self, account: &str, boundary: Boundary) -> Result<bool> {
         let arn = boundary.arn(account);
         match self.iam.get_policy().policy_arn(&arn).send().await {
@@ -452,10 +455,7 @@ impl Cloud {
                 } => Error::BoundaryMissing {
                     of: boundary.of(),
                     name: boundary.name(),
-                    document: match boundary {
-                        Boundary::Job => "job-boundary-policy.json",
-                        Boundary::Deployment => "deployment-boundary-policy.json",
-                    },
+                    document: boundary.file(),
                     action,
                     message,
                 },

@@ -203,7 +203,10 @@ async fn ready(
     let sample = output.uri.join(&super::new_run_id());
     job_policy(&account, &repository_arn, &sample, &reach)?;
     interrupt::checkpoint("the job hosts' permissions boundary")?;
-    if cloud.ensure_job_boundary(&account).await? {
+    if cloud
+        .ensure_boundary(&account, crate::aws::iam::Boundary::Job)
+        .await?
+    {
         printer.note(format!(
             "Created the job hosts' permissions boundary {} (IAM policy)",
             crate::aws::iam::JOB_BOUNDARY
@@ -1369,7 +1372,7 @@ fn job_policy(
     job_uri: &S3Uri,
     inputs: &[(S3Uri, bool)],
 ) -> Result<String> {
-    use crate::aws::grants::{arn_key, folder, policy_document, Reads};
+    use crate::aws::grants::{arn_key, folder, policy_document, pull, Reads};
     use serde_json::json;
     let run = folder(job_uri);
     let staged = format!("{run}{STAGED}/");
@@ -1380,27 +1383,14 @@ fn job_policy(
         what: "TheJobAndItsInputs",
         list: "TheJobAndItsInputFolders",
     };
-    let mut statements = vec![
-        json!({
-            "Sid": "LogInToEcr",
-            "Effect": "Allow",
-            "Action": "ecr:GetAuthorizationToken",
-            "Resource": "*"
-        }),
-        json!({
-            "Sid": "PullTheJobsImage",
-            "Effect": "Allow",
-            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-            "Resource": repository
-        }),
-        json!({
-            "Sid": "PutTheResultsInTheRunsFolder",
-            "Effect": "Allow",
-            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
-            "Resource": format!("arn:aws:s3:::{}/{}*", job_uri.bucket, arn_key(&run)),
-            "Condition": reads.account_only()
-        }),
-    ];
+    let mut statements = pull(repository, "PullTheJobsImage").to_vec();
+    statements.extend([json!({
+        "Sid": "PutTheResultsInTheRunsFolder",
+        "Effect": "Allow",
+        "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
+        "Resource": format!("arn:aws:s3:::{}/{}*", job_uri.bucket, arn_key(&run)),
+        "Condition": reads.account_only()
+    })]);
     statements.extend(reads.statements());
     policy_document(statements, "the job host's", inputs.len())
 }

@@ -1927,29 +1927,12 @@ fn deployment_role(name: &str) -> Option<(String, Value)> {
     );
     let document = match &policy["PolicyDocument"] {
         Value::String(text) => {
-            serde_json::from_str(&percent_decode(text)).expect("the policy as JSON")
+            serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
+                .expect("the policy as JSON")
         }
         doc => doc.clone(),
     };
     Some((role, document))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The S3 resources a deployment's role reads (its `ReadItsInputs` statement).

@@ -1060,15 +1060,19 @@ fn operator_makes_job_and_deployment_roles_only_within_their_boundary() {
     }
 }
 
-/// The boundary is the most a job role can do whatever its inline policy: pull labship's
-/// images and use the objects of the account's labship-* buckets, with EC2 instance
-/// credentials only (a role re-trusted to someone else gets nothing), and nothing the
-/// operator lacks.
-#[test]
-fn the_job_boundary_caps_job_roles_at_what_the_operator_has() {
-    let boundary = boundary_policy();
+/// A permissions boundary (`what`) holds only actions of `services`, none a wildcard; each of
+/// its statements but the pull and the `agent`'s (action prefixes: the SSM agent's own
+/// channels) needs EC2 instance credentials; S3 only in the account's own buckets; and
+/// nothing the operator lacks, but pulling the images the operator pushes and the agent's.
+fn assert_capped_by_the_operator(
+    boundary: &[Statement],
+    what: &str,
+    services: &[&str],
+    agent: &[&str],
+) {
     let operator = operator_policy();
-    assert!(!boundary.is_empty());
+    assert!(!boundary.is_empty(), "{what} is empty");
+    let agents = |a: &str| agent.iter().any(|p| a.starts_with(p));
     for s in boundary.iter().filter(|s| s.allow) {
         // The registry's own calls (docker pull's manifest and layers) carry the login's
         // token, not a signature of the instance's credentials: no such key there. Pulling
@@ -1081,34 +1085,45 @@ fn the_job_boundary_caps_job_roles_at_what_the_operator_has() {
             ]
             .contains(&a.as_str())
         });
+        let agent_only = !agent.is_empty() && s.actions.iter().all(|a| agents(a));
         assert!(
-            pulls_only || s.requires("Null", "aws:Ec2InstanceSourceVpc", "false"),
+            agent_only || pulls_only || s.requires("Null", "aws:Ec2InstanceSourceVpc", "false"),
             "{}: only with EC2 instance credentials (Null aws:Ec2InstanceSourceVpc false)",
             s.sid
         );
         for action in &s.actions {
             let service = action.split_once(':').map_or("", |(svc, _)| svc);
             assert!(
-                matches!(service, "ecr" | "s3") && !action.contains('*'),
-                "{}: the job boundary may not hold {action}",
+                services.contains(&service) && !action.contains('*'),
+                "{}: {what} may not hold {action}",
                 s.sid
             );
             if service == "s3" {
                 assert_held_to_the_account(s, action);
             }
-            if action == "ecr:GetDownloadUrlForLayer" {
-                continue; // pulling the images the operator pushes
+            if action == "ecr:GetDownloadUrlForLayer" || agents(action) {
+                continue; // pulling the images the operator pushes; the agent's own
             }
             for resource in &s.resources {
                 let arn = sample_arn(resource);
                 assert!(
                     !granting(&operator, action, &arn).is_empty(),
-                    "the job boundary allows {action} on {arn} ({}), which the operator lacks",
+                    "{what} allows {action} on {arn} ({}), which the operator lacks",
                     s.sid
                 );
             }
         }
     }
+}
+
+/// The boundary is the most a job role can do whatever its inline policy: pull labship's
+/// images and use the objects of the account's labship-* buckets, with EC2 instance
+/// credentials only (a role re-trusted to someone else gets nothing), and nothing the
+/// operator lacks.
+#[test]
+fn the_job_boundary_caps_job_roles_at_what_the_operator_has() {
+    let boundary = boundary_policy();
+    assert_capped_by_the_operator(&boundary, "the job boundary", &["ecr", "s3"], &[]);
     for (action, arn) in [
         ("s3:GetObject", "arn:aws:s3:::payroll/x.csv"),
         ("s3:PutObject", "arn:aws:s3:::payroll/x.csv"),
@@ -1143,53 +1158,12 @@ fn the_deployment_boundary_caps_deployment_roles_at_what_the_operator_has() {
         "ssm:UpdateInstanceInformation",
     ];
     let boundary = deployment_boundary_policy();
-    let operator = operator_policy();
-    assert!(!boundary.is_empty());
-    for s in boundary.iter().filter(|s| s.allow) {
-        let agent_only = s
-            .actions
-            .iter()
-            .all(|a| AGENT.iter().any(|p| a.starts_with(p)));
-        let pulls_only = s.actions.iter().all(|a| {
-            [
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ]
-            .contains(&a.as_str())
-        });
-        assert!(
-            agent_only || pulls_only || s.requires("Null", "aws:Ec2InstanceSourceVpc", "false"),
-            "{}: only with EC2 instance credentials (Null aws:Ec2InstanceSourceVpc false)",
-            s.sid
-        );
-        for action in &s.actions {
-            let service = action.split_once(':').map_or("", |(svc, _)| svc);
-            assert!(
-                matches!(
-                    service,
-                    "ecr" | "s3" | "ssm" | "ec2messages" | "ssmmessages"
-                ) && !action.contains('*'),
-                "{}: the deployments' boundary may not hold {action}",
-                s.sid
-            );
-            if service == "s3" {
-                assert_held_to_the_account(s, action);
-            }
-            if action == "ecr:GetDownloadUrlForLayer" || AGENT.iter().any(|p| action.starts_with(p))
-            {
-                continue;
-            }
-            for resource in &s.resources {
-                let arn = sample_arn(resource);
-                assert!(
-                    !granting(&operator, action, &arn).is_empty(),
-                    "the deployments' boundary allows {action} on {arn} ({}), which the operator lacks",
-                    s.sid
-                );
-            }
-        }
-    }
+    assert_capped_by_the_operator(
+        &boundary,
+        "the deployments' boundary",
+        &["ecr", "s3", "ssm", "ec2messages", "ssmmessages"],
+        &AGENT,
+    );
     assert!(
         !granting(
             &boundary,

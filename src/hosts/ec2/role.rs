@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::aws::ec2::Instance;
-use crate::aws::grants::{policy_document, Reads};
+use crate::aws::grants::{policy_document, pull, Reads};
 use crate::aws::iam;
 use crate::aws::s3::S3Uri;
 use crate::error::Result;
@@ -88,18 +88,6 @@ pub fn policy(
             )
         }),
         json!({
-            "Sid": "LogInToEcr",
-            "Effect": "Allow",
-            "Action": "ecr:GetAuthorizationToken",
-            "Resource": "*"
-        }),
-        json!({
-            "Sid": "PullItsImage",
-            "Effect": "Allow",
-            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-            "Resource": format!("arn:aws:ecr:{region}:{account}:repository/{repository}")
-        }),
-        json!({
             "Sid": "SsmAgentRegistersItsOwnInstance",
             "Effect": "Allow",
             "Action": "ssm:UpdateInstanceInformation",
@@ -123,6 +111,10 @@ pub fn policy(
             "Resource": "*"
         }),
     ];
+    statements.extend(pull(
+        &format!("arn:aws:ecr:{region}:{account}:repository/{repository}"),
+        "PullItsImage",
+    ));
     statements.extend(
         Reads {
             account,

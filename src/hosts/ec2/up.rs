@@ -197,15 +197,11 @@ pub async fn up(
     // Not cancellable: a role is made with its profile, or not at all. A deployment with
     // inputs gets a role of its own (made with the launch); its boundary is made here.
     interrupt::checkpoint("creating the instance role")?;
-    let own_role =
-        observed.live().is_none() && role::wanted(&cloud.region, &config.name, &opts.reach, None);
+    let own_role = role::wanted(&cloud.region, &config.name, &opts.reach, observed.live());
     let mut profile_created = false;
-    ensure_own_boundary(&cloud, config, opts, &observed, observed.live(), printer).await?;
-    if !own_role
-        && !observed
-            .live()
-            .is_some_and(|i| role::has_own(&cloud.region, &config.name, i))
-    {
+    if own_role {
+        ensure_own_boundary(&cloud, config, opts, &observed, observed.live(), printer).await?;
+    } else {
         profile_created = cloud.ensure_instance_profile().await?;
         if profile_created {
             printer.note(format!(
