@@ -25,6 +25,9 @@ readonly JOB_URI={{JOB_URI}}
 readonly JOB_REGION={{JOB_REGION}}
 readonly TIMEOUT={{TIMEOUT}}
 readonly HOST_DEADLINE_MIN={{HOST_DEADLINE_MIN}}
+# Kept out of the host's deadline for what comes after the job: the upload of its results,
+# and the runner's grace (its container is killed 40 s past the job's time).
+readonly UPLOAD_ALLOWANCE=1800 JOB_GRACE=60
 readonly CONTAINER="labship-$DEPLOYMENT"
 readonly CONSOLE=
 # Not used by a job host: the helpers read them where they are defined.
@@ -46,6 +49,7 @@ readonly SPEC_DIR=/var/lib/labship/job/spec
 readonly INPUTS_DIR=/var/lib/labship/job/inputs
 readonly RESULTS=/var/lib/labship/job/results
 EXIT_CODE=null
+JOB_TIMEOUT=null
 OOM=false
 KILLED=false
 UPLOADED=false
@@ -82,8 +86,9 @@ put_end() {
     local n
     case $EXIT_CODE in '' | *[!0-9-]*) EXIT_CODE=null ;; esac
     case $OOM in true | false) ;; *) OOM=false ;; esac
-    printf '{"host_exit":%d,"exit_code":%s,"oom_killed":%s,"killed":%s,"uploaded":%s,"phase":%s,"error":%s}\n' \
-        "$1" "$EXIT_CODE" "$OOM" "$KILLED" "$UPLOADED" "$(json_string "$PHASE")" "$(json_string "$LAST_ERROR")" \
+    case $JOB_TIMEOUT in '' | *[!0-9]*) JOB_TIMEOUT=null ;; esac
+    printf '{"host_exit":%d,"exit_code":%s,"oom_killed":%s,"killed":%s,"uploaded":%s,"job_timeout":%s,"phase":%s,"error":%s}\n' \
+        "$1" "$EXIT_CODE" "$OOM" "$KILLED" "$UPLOADED" "$JOB_TIMEOUT" "$(json_string "$PHASE")" "$(json_string "$LAST_ERROR")" \
         >"$SPEC_DIR.end.json"
     for n in 1 2 3; do
         if aws s3 cp --only-show-errors --region "$JOB_REGION" "$SPEC_DIR.end.json" \
@@ -112,6 +117,23 @@ finish() {
     shutdown -h now
 }
 trap finish EXIT
+
+# The seconds the job may run when it starts $1 seconds after the host's deadline was set:
+# its timeout, or what the deadline leaves once the upload and the grace are kept aside,
+# when the pull and the inputs took that long (the job is then cut short by its own runner,
+# which saves the notebook as far as it ran, rather than by the power-off, which could cut
+# the upload of its results). 0: nothing is left.
+job_time() {
+    local left=$((HOST_DEADLINE_MIN * 60 - $1 - UPLOAD_ALLOWANCE - JOB_GRACE))
+    if [ "$left" -lt 0 ]; then
+        left=0
+    fi
+    if [ "$left" -lt "$TIMEOUT" ]; then
+        echo "$left"
+    else
+        echo "$TIMEOUT"
+    fi
+}
 trap 'LAST_ERROR="phase=$PHASE the host reached its deadline (${HOST_DEADLINE_MIN} minutes)"; exit 124' TERM
 
 mark begin
@@ -161,10 +183,18 @@ copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
 mark inputs
 
 PHASE=start
+JOB_TIMEOUT=$(job_time "$SECONDS")
+if [ "$JOB_TIMEOUT" -eq 0 ]; then
+    fail "no time is left for the job: the pull and the inputs took ${SECONDS}s of the host's ${HOST_DEADLINE_MIN} minutes"
+fi
+if [ "$JOB_TIMEOUT" -lt "$TIMEOUT" ]; then
+    log "the job gets ${JOB_TIMEOUT}s of its ${TIMEOUT}s: the pull and the inputs took ${SECONDS}s"
+fi
 # The working folder the job's runner was told (labship read it from the image).
 WORKDIR=$(cat "$SPEC_DIR/workdir")
 [ -n "$WORKDIR" ] || fail "the staged job has no working folder"
-quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" "$IMAGE" \
+quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" \
+    -e "LABSHIP_JOB_TIMEOUT=$JOB_TIMEOUT" "$IMAGE" \
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
 # The inputs, owned by root: the job (the image's user) reads them and cannot change them.
@@ -179,7 +209,7 @@ PHASE=job
 # it not. Its progress lines go to the job's log and to the console (for labship), but for
 # a failed cell's error, which is the job's own and only goes to S3. (A job that fails is an
 # outcome, not the host's error.)
-{ timeout --kill-after=10 "$((TIMEOUT + 30))" docker start -a "$CONTAINER" 2>&1 |
+{ timeout --kill-after=10 "$((JOB_TIMEOUT + 30))" docker start -a "$CONTAINER" 2>&1 |
     tee -a "$LOG_FILE" | grep --line-buffered '^LABSHIP-JOB ' | tee "$RESULTS/.labship-job.log" |
     grep --line-buffered -v '"event": "failed"'; } || true
 # How it ended, in one look: running (still, past its deadline), exit code, killed for memory.

@@ -319,6 +319,111 @@ fn prune_in(
     removed
 }
 
+/// How long a copy of an input stays in the cache once no `up` or `run` has brought it up to
+/// date: one used again within it is fetched only where S3 changed; one left longer goes
+/// (a later use fetches it whole).
+pub const COPY_UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Removes the copies of inputs that no `up` or `run` has brought up to date for
+/// [`COPY_UNUSED_FOR`], unless a container mounts them (`mounted`: every mount source on the
+/// engine, of running containers and stopped ones, which would start with them again) or
+/// another labship holds their lock. What they took (folders and bytes).
+pub fn prune_copies(mounted: &std::collections::HashSet<PathBuf>) -> Pruned {
+    match crate::config::cache_dir() {
+        Some(base) => prune_copies_in(&base.join("inputs"), mounted, COPY_UNUSED_FOR),
+        None => Pruned::default(),
+    }
+}
+
+/// Before a copy: the copies of inputs no one used for [`COPY_UNUSED_FOR`] go
+/// ([`prune_copies`], with what the engine's containers mount), said when any did.
+///
+/// # Errors
+///
+/// The engine cannot list its containers.
+pub async fn prune_unused_copies(engine: &crate::docker::Engine, printer: &Printer) -> Result<()> {
+    let mounted = engine.mount_sources().await?;
+    let pruned = tokio::task::spawn_blocking(move || prune_copies(&mounted))
+        .await
+        .map_err(|e| Error::engine("removing unused copies of inputs", e))?;
+    if pruned.copies > 0 {
+        printer.note(format!(
+            "Removed {} cached cop{} of inputs unused for {} days ({})",
+            pruned.copies,
+            if pruned.copies == 1 { "y" } else { "ies" },
+            COPY_UNUSED_FOR.as_secs() / 86_400,
+            indicatif::HumanBytes(pruned.bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// What [`prune_copies`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub copies: usize,
+    pub bytes: u64,
+}
+
+fn prune_copies_in(
+    root: &Path,
+    mounted: &std::collections::HashSet<PathBuf>,
+    unused_for: std::time::Duration,
+) -> Pruned {
+    let mut pruned = Pruned::default();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return pruned;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if entry.file_name() == "snapshots" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // Its last sync wrote its manifest; a copy that never finished one, its folder.
+        let last_use = std::fs::metadata(dir.join("manifest.json"))
+            .or_else(|_| entry.metadata())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if last_use.is_none_or(|age| age <= unused_for)
+            || mounted
+                .iter()
+                .any(|m| m.starts_with(&dir) || m.starts_with(&real))
+        {
+            continue;
+        }
+        // Held while it goes: a labship that waits for it finds it gone ([`same_file`]).
+        let Ok(lock) = std::fs::File::open(dir.join("lock")) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let bytes = walkdir::WalkDir::new(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum::<u64>();
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            pruned.copies += 1;
+            pruned.bytes += bytes;
+        }
+    }
+    pruned
+}
+
+/// `file` (open) is the file at `path` now: not removed, nor replaced by another.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Hard links of every file under `from` at the same place under `to` (made).
 fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -386,8 +491,15 @@ async fn sync_one(
     };
     let started = Instant::now();
     let files = cache.join("files");
-    std::fs::create_dir_all(&files).map_err(|e| write_err(&files, e))?;
-    let _lock = lock_copy(cache, &input.uri, printer).await?;
+    let _lock = loop {
+        std::fs::create_dir_all(&files).map_err(|e| write_err(&files, e))?;
+        let lock = lock_copy(cache, &input.uri, printer).await?;
+        // Another labship's [`prune_copies`] may have removed the copy while this one waited
+        // for its lock: then again, on a new one.
+        if same_file(&lock, &cache.join("lock")) {
+            break lock;
+        }
+    };
     let manifest_path = cache.join("manifest.json");
     let old: Manifest = std::fs::read(&manifest_path)
         .ok()
@@ -554,6 +666,85 @@ mod tests {
         assert!(held.exists(), "a held snapshot stays");
         assert!(dir.path().join("running/h/x.csv").exists());
         assert!(dir.path().join("young/h/x.csv").exists());
+    }
+
+    #[test]
+    fn copies_unused_for_a_month_go_unless_mounted_or_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let long_ago =
+            std::time::SystemTime::now() - COPY_UNUSED_FOR - std::time::Duration::from_secs(60);
+        let copy = |name: &str, old: bool| {
+            let at = root.join(name);
+            std::fs::create_dir_all(at.join("files/week1")).unwrap();
+            std::fs::write(at.join("files/week1/points.csv"), "x,y\n1,2\n").unwrap();
+            std::fs::write(at.join("lock"), "").unwrap();
+            let manifest = at.join("manifest.json");
+            std::fs::write(&manifest, "{}").unwrap();
+            if old {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&manifest)
+                    .unwrap()
+                    .set_modified(long_ago)
+                    .unwrap();
+            }
+            at
+        };
+        let unused = copy("aaaa", true);
+        let recent = copy("bbbb", false);
+        let mounted = copy("cccc", true);
+        let locked = copy("dddd", true);
+        // A copy that never finished a sync: its folder's age.
+        let broken = root.join("eeee");
+        std::fs::create_dir_all(broken.join("files")).unwrap();
+        std::fs::write(broken.join("lock"), "").unwrap();
+        std::fs::File::open(&broken)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        // Snapshots are [`prune`]'s.
+        std::fs::create_dir_all(root.join("snapshots/run-1")).unwrap();
+        std::fs::File::open(root.join("snapshots"))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let holder = std::fs::File::open(locked.join("lock")).unwrap();
+        holder.lock().unwrap();
+        // A single-file input is mounted by its file.
+        let in_use = [mounted.join("files/week1/points.csv")]
+            .into_iter()
+            .collect();
+        let pruned = prune_copies_in(root, &in_use, COPY_UNUSED_FOR);
+        assert_eq!(
+            pruned,
+            Pruned {
+                copies: 2,
+                // The one whole copy's file and manifest; the broken one held nothing.
+                bytes: 8 + 2
+            }
+        );
+        assert!(!unused.exists() && !broken.exists());
+        for kept in [&recent, &mounted, &locked] {
+            assert!(kept.join("files/week1/points.csv").exists(), "{kept:?}");
+        }
+        assert!(root.join("snapshots/run-1").exists());
+        // Released, the lock no longer keeps it.
+        drop(holder);
+        assert_eq!(prune_copies_in(root, &in_use, COPY_UNUSED_FOR).copies, 1);
+        assert!(!locked.exists());
+    }
+
+    #[test]
+    fn a_lock_on_a_copy_removed_meanwhile_is_not_the_copys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = lock_file(&path).unwrap();
+        assert!(same_file(&held, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!same_file(&held, &path), "removed");
+        let _new = lock_file(&path).unwrap();
+        assert!(!same_file(&held, &path), "another file under the name");
     }
 
     #[test]

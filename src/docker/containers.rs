@@ -299,6 +299,26 @@ impl Engine {
         self.list(true, "label", filter).await
     }
 
+    /// What every container, running or not, mounts from this machine (bind mounts'
+    /// sources; a volume's own folder too).
+    pub async fn mount_sources(&self) -> Result<std::collections::HashSet<std::path::PathBuf>> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
+        Ok(found
+            .into_iter()
+            .flat_map(|c| c.mounts.unwrap_or_default())
+            .filter_map(|m| m.source)
+            .map(std::path::PathBuf::from)
+            .collect())
+    }
+
     /// Every volume that carries `label` (any value).
     pub async fn volumes_labelled(&self, label: &str) -> Result<Vec<VolumeInfo>> {
         let options = ListVolumesOptions {

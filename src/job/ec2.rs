@@ -91,6 +91,10 @@ struct HostEnd {
     killed: bool,
     /// The results are in S3.
     uploaded: bool,
+    /// The seconds the job was given (its timeout, or fewer: see `userdata/job.sh`'s
+    /// `job_time`); `None`: it never started.
+    #[serde(default)]
+    job_timeout: Option<u64>,
     phase: String,
     error: String,
 }
@@ -104,6 +108,7 @@ impl HostEnd {
             oom_killed: false,
             killed: false,
             uploaded: false,
+            job_timeout: None,
             phase: "unknown".into(),
             error: format!("its {HOST_END} is unreadable: {why}"),
         }
@@ -1034,6 +1039,7 @@ fn report(
             started.elapsed().as_secs_f64()
         },
         timeout_secs: job.timeout,
+        time_given_secs: end.job_timeout.filter(|given| *given < job.timeout),
         results: results.to_path_buf(),
         files,
         inputs: job.inputs.clone(),
@@ -1063,6 +1069,7 @@ fn interrupted(
         failed_cell: None,
         duration_secs: started.elapsed().as_secs_f64(),
         timeout_secs: job.timeout,
+        time_given_secs: None,
         results: results.to_path_buf(),
         files: vec![RUN_FILE.into()],
         inputs: job.inputs.clone(),

@@ -106,6 +106,11 @@ pub struct RunReport {
     pub duration_secs: f64,
     /// Its deadline.
     pub timeout_secs: u64,
+    /// `run --ec2`: the seconds the job was given when fewer than its deadline, as its host's
+    /// pull and inputs took so long that the whole deadline would not have left time for the
+    /// upload of its results before the host's own.
+    #[serde(default)]
+    pub time_given_secs: Option<u64>,
     /// `runs/<run-id>/`: the executed notebook and `outputs/`.
     pub results: PathBuf,
     /// The files there, relative to it.
@@ -140,6 +145,13 @@ impl std::fmt::Display for RunReport {
             "run {} of {} on {}: {} ({}) in {:.1}s",
             self.run_id, self.notebook, self.target, self.state, how, self.duration_secs
         )?;
+        if let Some(given) = self.time_given_secs {
+            writeln!(
+                f,
+                "the job had {given}s of its {}s: its host's pull and inputs took so long that the rest was kept for the upload of its results (copy large inputs once into a bucket of the run's region, or give a longer --timeout)",
+                self.timeout_secs
+            )?;
+        }
         for input in &self.inputs {
             writeln!(
                 f,
@@ -538,6 +550,7 @@ impl Launched {
             failed_cell,
             duration_secs: progress.seconds,
             timeout_secs: self.job.timeout,
+            time_given_secs: None,
             results: self.results.clone(),
             files,
             inputs: self.job.inputs.clone(),

@@ -286,6 +286,22 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     );
     let in_s3: Value = serde_json::from_slice(&in_s3.stdout).expect("run.json in S3");
     assert_eq!(in_s3["state"], "succeeded");
+    // A quick pull and copy: the host gave the job its whole deadline (the default hour).
+    let host_end = aws_cli(
+        &endpoint,
+        &[
+            "s3",
+            "cp",
+            &format!("s3://{output}/{prefix}/.labship-host.json"),
+            "-",
+        ],
+    );
+    let host_end: Value = serde_json::from_slice(&host_end.stdout).expect("the host's end");
+    assert_eq!(
+        host_end["job_timeout"], report["timeout_secs"],
+        "{host_end}"
+    );
+    assert_eq!(report["time_given_secs"], Value::Null, "{report}");
 
     // The host ended itself, and its own role went with it.
     let hosts = hosts_of(&endpoint, &run_id);

@@ -723,8 +723,41 @@ fn a_local_deployment_reads_its_inputs_and_other_inputs_replace_its_container() 
             .contains("inputs changed"),
         "{plan}"
     );
+    // Copies of inputs no one used for a month go before a copy, unless a container mounts
+    // them: week1's, aged, stays as it is (the running container mounts it); an abandoned
+    // one goes.
+    use std::os::unix::fs::MetadataExt;
+    let copies = cache.path().join("inputs");
+    let week1_copy = std::fs::read_dir(&copies)
+        .expect("the copies")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("manifest.json").exists())
+        .expect("week1's copy");
+    let abandoned = copies.join("00000000deadbeef");
+    std::fs::create_dir_all(abandoned.join("files")).unwrap();
+    std::fs::write(abandoned.join("files/old.csv"), "old\n").unwrap();
+    std::fs::write(abandoned.join("lock"), "").unwrap();
+    std::fs::write(abandoned.join("manifest.json"), "{}").unwrap();
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 24 * 3600);
+    for copy in [&week1_copy, &abandoned] {
+        std::fs::File::options()
+            .write(true)
+            .open(copy.join("manifest.json"))
+            .and_then(|f| f.set_modified(month_ago))
+            .expect("aged");
+    }
+    let week1_lock = std::fs::metadata(week1_copy.join("lock")).unwrap().ino();
     let replaced = up(&["up", "--local", "-o", "json"]);
     assert_eq!(replaced["action"], "replaced", "{replaced}");
+    assert!(!abandoned.exists(), "an unused copy is removed");
+    assert_eq!(
+        std::fs::metadata(week1_copy.join("lock"))
+            .map(|m| m.ino())
+            .ok(),
+        Some(week1_lock),
+        "a mounted copy is kept, not removed and fetched again"
+    );
     let url = replaced["url"].as_str().expect("url").to_string();
     assert_eq!(
         read_file(&url, "inputs/week2/more.txt").as_deref(),

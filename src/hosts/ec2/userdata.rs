@@ -828,6 +828,61 @@ mod tests {
         assert!(render_job(&forever).is_err(), "at most 30 days");
     }
 
+    /// `job_time N` of the rendered job script, in bash: the seconds its job gets when it
+    /// starts N seconds after the host's deadline was set.
+    fn job_time(script: &str, started_after: u64) -> u64 {
+        let values: String = script
+            .lines()
+            .filter(|l| {
+                [
+                    "readonly TIMEOUT=",
+                    "readonly HOST_DEADLINE_MIN=",
+                    "readonly UPLOAD_ALLOWANCE=",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let start = script.find("\njob_time() {").expect("job_time");
+        let end = start + script[start..].find("\n}\n").expect("its end") + 3;
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -eu\n{values}{}\njob_time {started_after}",
+                &script[start..end]
+            ))
+            .output()
+            .expect("bash runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a number of seconds")
+    }
+
+    #[test]
+    fn a_job_whose_pull_and_inputs_ate_into_the_hosts_deadline_gets_what_is_left() {
+        let inputs = job_inputs(HostKind::Al2023);
+        let script = render_job(&inputs).expect("renders");
+        let (pull, timeout) = (inputs.pull_deadline_secs, inputs.timeout_secs);
+        // Within the pull's deadline and 30 minutes of inputs: the whole timeout.
+        assert_eq!(job_time(&script, 0), timeout);
+        assert_eq!(job_time(&script, pull + 1800), timeout);
+        // Inputs that took longer: what is left, so that the upload keeps its 30 minutes
+        // before the host's power-off (the deadline is whole minutes: up to 59 s more).
+        let given = job_time(&script, pull + 1800 + 600);
+        assert!(
+            (timeout - 600..timeout - 600 + 60).contains(&given),
+            "{given} of {timeout}"
+        );
+        // Past the point where the upload's allowance begins: nothing.
+        assert_eq!(job_time(&script, pull + timeout + 2 * 3600), 0);
+        // The host passes it to the runner and bounds the container by it.
+        assert!(script.contains(r#"-e "LABSHIP_JOB_TIMEOUT=$JOB_TIMEOUT""#));
+        assert!(script.contains(r#"timeout --kill-after=10 "$((JOB_TIMEOUT + 30))""#));
+    }
+
     // ---- rendering ------------------------------------------------------------------
 
     #[test]
