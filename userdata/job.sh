@@ -36,6 +36,8 @@ readonly BIND=127.0.0.1 INPUTS='' INPUTS_ID=none
 # The host's own deadline, first: whatever happens below, it powers off by then. No
 # deadline, no job: it powers off now. (From the helpers on, the EXIT trap below does it.)
 trap 'shutdown -h now' EXIT
+STARTED_AT=$(date +%s)
+readonly STARTED_AT
 if ! shutdown -h "+$HOST_DEADLINE_MIN" >/dev/null 2>&1; then
     echo "labship: error phase=host could not schedule the host's power-off"
     exit 1
@@ -122,7 +124,8 @@ trap finish EXIT
 # its timeout, or what the deadline leaves once the upload and the grace are kept aside,
 # when the pull and the inputs took that long (the job is then cut short by its own runner,
 # which saves the notebook as far as it ran, rather than by the power-off, which could cut
-# the upload of its results). 0: nothing is left.
+# the upload of its results). 0: nothing is left. The runner is told the same end as a time
+# (LABSHIP_JOB_END_BY, Unix seconds), as it starts after the inputs' copy into its container.
 job_time() {
     local left=$((HOST_DEADLINE_MIN * 60 - $1 - UPLOAD_ALLOWANCE - JOB_GRACE))
     if [ "$left" -lt 0 ]; then
@@ -183,24 +186,30 @@ copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
 mark inputs
 
 PHASE=start
-JOB_TIMEOUT=$(job_time "$SECONDS")
-if [ "$JOB_TIMEOUT" -eq 0 ]; then
-    fail "no time is left for the job: the pull and the inputs took ${SECONDS}s of the host's ${HOST_DEADLINE_MIN} minutes"
-fi
-if [ "$JOB_TIMEOUT" -lt "$TIMEOUT" ]; then
-    log "the job gets ${JOB_TIMEOUT}s of its ${TIMEOUT}s: the pull and the inputs took ${SECONDS}s"
-fi
+# No time left: the job's end.
+no_time_left() {
+    if [ "$(job_time "$SECONDS")" -eq 0 ]; then
+        fail "no time is left for the job: the pull and the inputs took ${SECONDS}s of the host's ${HOST_DEADLINE_MIN} minutes"
+    fi
+}
+no_time_left
 # The working folder the job's runner was told (labship read it from the image).
 WORKDIR=$(cat "$SPEC_DIR/workdir")
 [ -n "$WORKDIR" ] || fail "the staged job has no working folder"
 quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" \
-    -e "LABSHIP_JOB_TIMEOUT=$JOB_TIMEOUT" "$IMAGE" \
+    -e "LABSHIP_JOB_END_BY=$((STARTED_AT + HOST_DEADLINE_MIN * 60 - UPLOAD_ALLOWANCE - JOB_GRACE))" \
+    "$IMAGE" \
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
 # The inputs, owned by root: the job (the image's user) reads them and cannot change them.
 # Their contents go into inputs/ (made when the image has none; not under an image's own).
 if [ -n "$(ls -A "$INPUTS_DIR")" ]; then
     quiet docker cp "$INPUTS_DIR/." "$CONTAINER:$WORKDIR/inputs"
+fi
+no_time_left
+JOB_TIMEOUT=$(job_time "$SECONDS")
+if [ "$JOB_TIMEOUT" -lt "$TIMEOUT" ]; then
+    log "the job gets ${JOB_TIMEOUT}s of its ${TIMEOUT}s: the pull and the inputs took ${SECONDS}s"
 fi
 mark job-started
 

@@ -116,7 +116,7 @@ pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()
             .filter_map(|c| c.labels.get(labship::tags::labels::JOB_BATCH).cloned())
             .collect();
         data::prune(&live);
-        data::prune_unused_copies(host.engine(), printer).await?;
+        data::prune_unused_copies(host.engine(), printer).await;
     }
     // The inputs are copied (and their snapshot for this invocation taken) while the image
     // builds.

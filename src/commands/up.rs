@@ -139,7 +139,7 @@ async fn inputs(
             config.target,
             "",
         )))?;
-        data::prune_unused_copies(&labship::docker::Engine::connect().await?, printer).await?;
+        data::prune_unused_copies(&labship::docker::Engine::connect().await?, printer).await;
         options.inputs = data::sync(&checked, None, printer).await?;
     }
     Ok(())

@@ -336,16 +336,20 @@ pub fn prune_copies(mounted: &std::collections::HashSet<PathBuf>) -> Pruned {
 }
 
 /// Before a copy: the copies of inputs no one used for [`COPY_UNUSED_FOR`] go
-/// ([`prune_copies`], with what the engine's containers mount), said when any did.
-///
-/// # Errors
-///
-/// The engine cannot list its containers.
-pub async fn prune_unused_copies(engine: &crate::docker::Engine, printer: &Printer) -> Result<()> {
-    let mounted = engine.mount_sources().await?;
-    let pruned = tokio::task::spawn_blocking(move || prune_copies(&mounted))
-        .await
-        .map_err(|e| Error::engine("removing unused copies of inputs", e))?;
+/// ([`prune_copies`], with what the engine's containers mount), said when any did; when the
+/// engine cannot list its containers, none goes.
+pub async fn prune_unused_copies(engine: &crate::docker::Engine, printer: &Printer) {
+    // A cache that cannot be tidied this time is no reason to stop: it is the next time.
+    let mounted = match engine.mount_sources().await {
+        Ok(m) => m,
+        Err(e) => {
+            printer.note(format!("Unused copies of inputs left as they are: {e}"));
+            return;
+        }
+    };
+    let Ok(pruned) = tokio::task::spawn_blocking(move || prune_copies(&mounted)).await else {
+        return;
+    };
     if pruned.copies > 0 {
         printer.note(format!(
             "Removed {} cached cop{} of inputs unused for {} days ({})",
@@ -355,7 +359,6 @@ pub async fn prune_unused_copies(engine: &crate::docker::Engine, printer: &Print
             indicatif::HumanBytes(pruned.bytes)
         ));
     }
-    Ok(())
 }
 
 /// What [`prune_copies`] removed.
@@ -374,46 +377,66 @@ fn prune_copies_in(
     let Ok(entries) = std::fs::read_dir(root) else {
         return pruned;
     };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if entry.file_name() == "snapshots" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        // Its last sync wrote its manifest; a copy that never finished one, its folder.
-        let last_use = std::fs::metadata(dir.join("manifest.json"))
-            .or_else(|_| entry.metadata())
+    // Its last sync wrote its manifest; a copy that never finished one, its folder.
+    let unused = |dir: &Path| {
+        std::fs::metadata(dir.join("manifest.json"))
+            .or_else(|_| std::fs::metadata(dir))
             .and_then(|m| m.modified())
             .ok()
-            .and_then(|t| t.elapsed().ok());
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > unused_for)
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "snapshots" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // What a pruning labship had set aside and did not finish removing.
+        if name.starts_with(REMOVING) {
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
         let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-        if last_use.is_none_or(|age| age <= unused_for)
+        if !unused(&dir)
             || mounted
                 .iter()
                 .any(|m| m.starts_with(&dir) || m.starts_with(&real))
         {
             continue;
         }
-        // Held while it goes: a labship that waits for it finds it gone ([`same_file`]).
-        let Ok(lock) = std::fs::File::open(dir.join("lock")) else {
+        // Under its lock (made if an old copy has none): unused still (a sync may have ended
+        // meanwhile), it is set aside at once by a rename, so that a labship about to copy it
+        // makes a new one rather than fill one being removed, and one waiting for the lock
+        // finds it gone ([`same_file`]); then removed.
+        let Ok(lock) = lock_file(&dir.join("lock")) else {
             continue;
         };
-        if lock.try_lock().is_err() {
+        if lock.try_lock().is_err() || !unused(&dir) {
             continue;
         }
-        let bytes = walkdir::WalkDir::new(&dir)
+        let aside = root.join(format!("{REMOVING}{name}-{}", std::process::id()));
+        if std::fs::rename(&dir, &aside).is_err() {
+            continue;
+        }
+        drop(lock);
+        // What removing it frees: files a snapshot also links stay.
+        let bytes = walkdir::WalkDir::new(&aside)
             .into_iter()
             .flatten()
             .filter_map(|e| e.metadata().ok())
-            .filter(std::fs::Metadata::is_file)
+            .filter(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(m) == 1)
             .map(|m| m.len())
             .sum::<u64>();
-        if std::fs::remove_dir_all(&dir).is_ok() {
-            pruned.copies += 1;
-            pruned.bytes += bytes;
-        }
+        let _ = std::fs::remove_dir_all(&aside);
+        pruned.copies += 1;
+        pruned.bytes += bytes;
     }
     pruned
 }
+
+/// The name a copy being removed takes first ([`prune_copies_in`]).
+const REMOVING: &str = ".removing-";
 
 /// `file` (open) is the file at `path` now: not removed, nor replaced by another.
 fn same_file(file: &std::fs::File, path: &Path) -> bool {
@@ -491,13 +514,25 @@ async fn sync_one(
     };
     let started = Instant::now();
     let files = cache.join("files");
+    // Another labship's [`prune_copies`] may remove the copy between the folder and the lock,
+    // or while this one waits for the lock: then again, on a new one (a few times: a copy is
+    // removed once, and one just made is not old enough to be).
+    let mut attempts = 0;
     let _lock = loop {
+        attempts += 1;
         std::fs::create_dir_all(&files).map_err(|e| write_err(&files, e))?;
-        let lock = lock_copy(cache, &input.uri, printer).await?;
-        // Another labship's [`prune_copies`] may have removed the copy while this one waited
-        // for its lock: then again, on a new one.
-        if same_file(&lock, &cache.join("lock")) {
-            break lock;
+        match lock_copy(cache, &input.uri, printer).await {
+            Ok(lock) if same_file(&lock, &cache.join("lock")) => break lock,
+            Err(Error::Write { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {}
+            Ok(_) if attempts < 5 => {}
+            Ok(_) => {
+                return Err(Error::Write {
+                    path: cache.join("lock"),
+                    source: std::io::Error::other("the copy was removed while labship took it"),
+                })
+            }
+            Err(e) => return Err(e),
         }
     };
     let manifest_path = cache.join("manifest.json");
@@ -703,6 +738,12 @@ mod tests {
             .unwrap()
             .set_modified(long_ago)
             .unwrap();
+        // A copy from before copies had a lock; what an interrupted prune set aside.
+        let lockless = copy("ffff", true);
+        std::fs::remove_file(lockless.join("lock")).unwrap();
+        let aside = root.join(".removing-gggg-1");
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join("x"), "x").unwrap();
         // Snapshots are [`prune`]'s.
         std::fs::create_dir_all(root.join("snapshots/run-1")).unwrap();
         std::fs::File::open(root.join("snapshots"))
@@ -715,16 +756,30 @@ mod tests {
         let in_use = [mounted.join("files/week1/points.csv")]
             .into_iter()
             .collect();
+        // A file the copy shares with a snapshot frees nothing.
+        std::fs::hard_link(
+            unused.join("manifest.json"),
+            root.join("snapshots/run-1/manifest.json"),
+        )
+        .unwrap();
         let pruned = prune_copies_in(root, &in_use, COPY_UNUSED_FOR);
         assert_eq!(
             pruned,
             Pruned {
-                copies: 2,
-                // The one whole copy's file and manifest; the broken one held nothing.
-                bytes: 8 + 2
+                copies: 3,
+                // Two copies' files (one's manifest is linked); the broken one held nothing.
+                bytes: 8 + 8 + 2
             }
         );
-        assert!(!unused.exists() && !broken.exists());
+        assert!(!unused.exists() && !broken.exists() && !lockless.exists());
+        assert!(!aside.exists(), "a copy set aside is removed");
+        let left: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(REMOVING))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         for kept in [&recent, &mounted, &locked] {
             assert!(kept.join("files/week1/points.csv").exists(), "{kept:?}");
         }

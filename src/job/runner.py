@@ -15,8 +15,8 @@ seconds since the runner started):
 
 Usage: python runner.py JOB.json, where JOB.json holds "source" (the notebook or script),
 "executed" (where the executed notebook goes), "cwd", "parameters" and
-"timeout" (seconds for the whole run; LABSHIP_JOB_TIMEOUT, when set to fewer seconds, is the
-time given instead: a job host whose pull and inputs took long); "parameters" is a list of
+"timeout" (seconds for the whole run; LABSHIP_JOB_END_BY, Unix seconds, ends it earlier when
+it comes first: a job host whose pull and inputs took long); "parameters" is a list of
 [name, value] pairs, injected in that order. Exit status: 0 every cell ran, 1 a cell failed,
 124 the timeout passed, 2 the job could not start.
 """
@@ -78,10 +78,11 @@ def save(nb, path):
     os.replace(tmp, path)
 
 
-def time_given(timeout, given):
-    """The job's seconds: its timeout, or `given` (LABSHIP_JOB_TIMEOUT) when that is fewer."""
-    if given is not None and given.isdigit():
-        return min(timeout, int(given))
+def time_given(timeout, end_by, now):
+    """The job's seconds from `now`: its timeout, or fewer when `end_by` (LABSHIP_JOB_END_BY,
+    Unix seconds) comes first."""
+    if end_by is not None and end_by.isdigit():
+        return max(0, min(timeout, int(end_by) - int(now)))
     return timeout
 
 
@@ -94,7 +95,7 @@ def main():
                     "(JupyterLab brings them; or pip install nbclient)" % MISSING)
         return 2
     executed = job["executed"]
-    limit = time_given(job["timeout"], os.environ.get("LABSHIP_JOB_TIMEOUT"))
+    limit = time_given(job["timeout"], os.environ.get("LABSHIP_JOB_END_BY"), time.time())
     try:
         nb = load(job["source"])
         inject(nb, job.get("parameters") or [])

@@ -23,7 +23,9 @@ answer is returned, except for what makes launched instances behave like real on
 * TerminateInstances: answered at once, as EC2 does, with the instance shutting-down (moto
   has it terminated): the instance container and the containers and volumes labelled
   dev.labship.ec2.deployment=<its deployment> are removed meanwhile (bounded), and until they
-  are gone DescribeInstances says shutting-down (code 32); terminated after.
+  are gone DescribeInstances says shutting-down (code 32); terminated after. A
+  DescribeInstances filtered on instance-state-name shutting-down (and not terminated) lists
+  them too (its first page), with its other filters, as EC2 does.
   A job host (tag labship:job, no labship:deployment) counts as deployment run-<its run id>,
   the label its job's container has.
 * StopInstances / StartInstances: after moto, the instance container and its deployment's
@@ -792,6 +794,8 @@ class Sim:
                     with self.lock:
                         self.client_tokens[(req.region, action, req.params["ClientToken"])] = (
                             dict(req.params), (status, headers, body))
+                if status == 200 and action == "DescribeInstances":
+                    body = self.shutting_down_too(req, body)
                 if status == 200:
                     body = self.rewrite_ips(body)
                 return status, headers, body
@@ -1219,12 +1223,79 @@ class Sim:
         """EC2 acting on the instance itself (its power-off, a spot interruption or restart):
         `action` on it, told to moto in the instance's region, signed with the instances' key
         (never a fault scope). Returns (status, body)."""
-        body = urllib.parse.urlencode({"Action": action, "Version": "2016-11-15", "InstanceId.1": inst.id}).encode()
-        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), inst.region)
+        return self.ec2_call(inst.region, {"Action": action, "Version": "2016-11-15", "InstanceId.1": inst.id})
+
+    def ec2_call(self, region, params):
+        """An EC2 query call of the simulator's own to moto in `region`, signed with the
+        instances' key. Returns (status, body)."""
+        body = urllib.parse.urlencode(params).encode()
+        cred = "Credential=%s/%s/%s/ec2/aws4_request" % (INSTANCE_ACCESS_KEY, time.strftime("%Y%m%d"), region)
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
                    "Authorization": "AWS4-HMAC-SHA256 %s, SignedHeaders=host, Signature=0" % cred}
         status, _, answer = self.forward(Request("POST", "/", headers, body))
         return status, answer
+
+    def shutting_down_too(self, req, body):
+        """DescribeInstances filtered on instance-state-name with shutting-down (or
+        instance-state-code 32) and not terminated: moto, which has the instances shown
+        shutting-down as terminated already, leaves them out; they are added to the answer's
+        first page as EC2 would list them (moto is asked for them by id, with the request's
+        other filters and the state filter as terminated; rewrite_ips then says
+        shutting-down)."""
+        if req.params.get("NextToken"):
+            return body
+        filters = {}
+        for k, v in req.params.items():
+            m = re.fullmatch(r"Filter\.(\d+)\.Name", k)
+            if m:
+                filters.setdefault(int(m.group(1)), [None, []])[0] = v
+            m = re.fullmatch(r"Filter\.(\d+)\.Value\.(\d+)", k)
+            if m:
+                filters.setdefault(int(m.group(1)), [None, []])[1].append(v)
+        wanted = {n for n, (name, values) in filters.items()
+                  if (name == "instance-state-name" and "shutting-down" in values and "terminated" not in values)
+                  or (name == "instance-state-code" and "32" in values and "48" not in values)}
+        if not wanted:
+            return body
+        region = req.region or self.args.default_region
+        asked = {v for k, v in req.params.items() if re.fullmatch(r"InstanceId\.\d+", k)}
+        with self.lock:
+            shutting = sorted(i for i, inst in self.instances.items()
+                              if inst.shutting_down and inst.region == region and (not asked or i in asked))
+        if not shutting:
+            return body
+        params = {"Action": "DescribeInstances", "Version": req.params.get("Version", "2016-11-15")}
+        for j, n in enumerate(sorted(filters), 1):
+            name, values = filters[n]
+            if n in wanted:
+                values = ["terminated"] if name == "instance-state-name" else ["48"]
+            params["Filter.%d.Name" % j] = name
+            for m, v in enumerate(values, 1):
+                params["Filter.%d.Value.%d" % (j, m)] = v
+        for m, i in enumerate(shutting, 1):
+            params["InstanceId.%d" % m] = i
+        status, extra = self.ec2_call(region, params)
+        if status != 200:
+            log("DescribeInstances of the instances shutting down: moto answered %d" % status)
+            return body
+        with self.xml_lock:
+            try:
+                root, more = ET.fromstring(body), ET.fromstring(extra)
+            except ET.ParseError as e:
+                log("cannot parse a DescribeInstances answer to add the instances shutting down: %s" % e)
+                return body
+            ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+            ET.register_namespace("", ns)
+            into = next((el for el in root.iter() if local(el.tag) == "reservationSet"), None)
+            found = next((el for el in more.iter() if local(el.tag) == "reservationSet"), None)
+            if into is None or found is None or len(found) == 0:
+                return body
+            listed = {child_text(it, "instanceId") for it in root.iter() if local(it.tag) == "item"} - {None}
+            for reservation in list(found):
+                ids = {child_text(it, "instanceId") for it in reservation.iter() if local(it.tag) == "item"} - {None}
+                if not ids & listed:
+                    into.append(reservation)
+            return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
 
     def shutdown_from_host(self, inst):
         """`shutdown -h now` on the host: EC2 sees the power-off and stops (or terminates) the

@@ -55,19 +55,35 @@ faws() {
 }
 # terminate-instances $1 as EC2 answers it: shutting-down at once, terminated (its containers
 # gone) within 60 s.
+# Meanwhile a describe-instances filtered on the states of a live instance lists it
+# shutting-down (one filtered on running does not), as EC2 does.
 terminate() {
-    local answer state deadline=$((SECONDS + 60))
+    local answer state listed running seen=0 deadline=$((SECONDS + 60))
     answer="$(aws ec2 terminate-instances --instance-ids "$1")" || fail "terminate-instances $1"
     state="$(jq -r '.TerminatingInstances[0].CurrentState.Name' <<<"$answer")"
     [ "$state" = shutting-down ] || fail "terminate-instances $1 answered $state, not shutting-down"
     while :; do
+        listed="$(aws ec2 describe-instances --filters Name=instance-state-name,Values=pending,running,shutting-down,stopping,stopped |
+            jq -r --arg id "$1" '[.Reservations[].Instances[] | select(.InstanceId == $id) | .State.Name] | join(",")')" ||
+            fail "describe-instances --filters (live states)"
+        running="$(aws ec2 describe-instances --filters Name=instance-state-name,Values=running |
+            jq -r --arg id "$1" '[.Reservations[].Instances[] | select(.InstanceId == $id)] | length')" ||
+            fail "describe-instances --filters (running)"
         state="$(aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name')" ||
             fail "describe-instances $1"
+        [ "$running" = 0 ] || fail "$1 is listed as running while it shuts down"
+        case "$listed" in
+        shutting-down) seen=1 ;;
+        '') ;;
+        *) fail "$1 is listed as $listed by a filter on the live states while it shuts down" ;;
+        esac
         [ "$state" != terminated ] || break
+        [ -n "$listed" ] || fail "$1 is $state but left out by a filter on shutting-down"
         [ "$state" = shutting-down ] || fail "$1 is $state while it shuts down"
         [ "$SECONDS" -lt "$deadline" ] || fail "$1 still $state 60 s after terminate-instances"
         sleep 0.2
     done
+    [ "$seen" = 1 ] || fail "$1 was never listed shutting-down by a filter on that state"
 }
 # POST a JSON body to the simulator API ($1: path); prints the answer, fails on an HTTP error.
 sim_post() { curl -fsS --max-time 30 -X POST -H 'Content-Type: application/json' --data "$2" "$SIM$1"; }

@@ -878,9 +878,22 @@ mod tests {
         );
         // Past the point where the upload's allowance begins: nothing.
         assert_eq!(job_time(&script, pull + timeout + 2 * 3600), 0);
-        // The host passes it to the runner and bounds the container by it.
-        assert!(script.contains(r#"-e "LABSHIP_JOB_TIMEOUT=$JOB_TIMEOUT""#));
-        assert!(script.contains(r#"timeout --kill-after=10 "$((JOB_TIMEOUT + 30))""#));
+        // The runner is told the same end as a time; the host bounds the container by what
+        // is left once the inputs are in it, and fails when nothing is.
+        assert!(script.contains(
+            r#"-e "LABSHIP_JOB_END_BY=$((STARTED_AT + HOST_DEADLINE_MIN * 60 - UPLOAD_ALLOWANCE - JOB_GRACE))""#
+        ));
+        let copied = script
+            .find(r#"quiet docker cp "$INPUTS_DIR/.""#)
+            .expect("the inputs' copy");
+        let timed = script
+            .find(r#"JOB_TIMEOUT=$(job_time "$SECONDS")"#)
+            .expect("the job's time");
+        let started = script
+            .find(r#"timeout --kill-after=10 "$((JOB_TIMEOUT + 30))" docker start"#)
+            .expect("the job's start");
+        assert!(copied < timed && timed < started);
+        assert!(script[copied..timed].contains("no_time_left"));
     }
 
     // ---- rendering ------------------------------------------------------------------
