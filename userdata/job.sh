@@ -48,7 +48,8 @@ fi
 {{HOST_SETUP}}
 
 readonly SPEC_DIR=/var/lib/labship/job/spec
-readonly INPUTS_DIR=/var/lib/labship/job/inputs
+# Under the state folder: what is bind-mounted into the job's container must be there.
+readonly INPUTS_DIR="$STATE_DIR/job/inputs"
 readonly RESULTS=/var/lib/labship/job/results
 EXIT_CODE=null
 JOB_TIMEOUT=null
@@ -183,6 +184,7 @@ if [ -e "$OUT.job.failed" ] || [ ! -s "$SPEC_DIR/job.json" ]; then
     fail "aws s3 cp ${JOB_URI}.labship-job/ failed for ${LOGIN_DEADLINE}s: $(last_line "$OUT.job")"
 fi
 copy_inputs "$INPUTS_DIR" <"$SPEC_DIR/inputs.tsv"
+chmod -R a+rX "$INPUTS_DIR"
 mark inputs
 
 PHASE=start
@@ -196,16 +198,21 @@ no_time_left
 # The working folder the job's runner was told (labship read it from the image).
 WORKDIR=$(cat "$SPEC_DIR/workdir")
 [ -n "$WORKDIR" ] || fail "the staged job has no working folder"
+# Each input mounted read-only at inputs/<name>, as a local run mounts them: the job reads
+# them and cannot change them, they take no second copy on the host's disk, and an image's
+# own inputs/ keeps its other files.
+# (--mount's fields quoted as CSV: a name may hold a comma or a colon.)
+csv_field() { printf '"%s"' "${1//\"/\"\"}"; }
+MOUNTS=()
+for INPUT in "$INPUTS_DIR"/*; do
+    [ -e "$INPUT" ] || continue
+    MOUNTS+=(--mount "type=bind,$(csv_field "source=$INPUT"),$(csv_field "target=$WORKDIR/inputs/${INPUT##*/}"),readonly")
+done
 quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" \
     -e "LABSHIP_JOB_END_BY=$((STARTED_AT + HOST_DEADLINE_MIN * 60 - UPLOAD_ALLOWANCE - JOB_GRACE))" \
-    "$IMAGE" \
+    "${MOUNTS[@]}" "$IMAGE" \
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
-# The inputs, owned by root: the job (the image's user) reads them and cannot change them.
-# Their contents go into inputs/ (made when the image has none; not under an image's own).
-if [ -n "$(ls -A "$INPUTS_DIR")" ]; then
-    quiet docker cp "$INPUTS_DIR/." "$CONTAINER:$WORKDIR/inputs"
-fi
 no_time_left
 JOB_TIMEOUT=$(job_time "$SECONDS")
 if [ "$JOB_TIMEOUT" -lt "$TIMEOUT" ]; then

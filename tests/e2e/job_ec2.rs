@@ -20,9 +20,9 @@ fn analysis() -> String {
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "cells": [
             code(&["parameters"], "n = 3\nlabel = 'default'\npause = 0\n"),
-            code(&[], "import csv, os, time\ntime.sleep(pause)\ntotal = sum(int(r['v']) for r in csv.DictReader(open('inputs/points.csv')))\nextra = open('inputs/data/more/extra.txt').read().strip()\nlocked = 'locked' if not os.access('inputs/data', os.W_OK) else 'writable'\n"),
+            code(&[], "import csv, os, time\ntime.sleep(pause)\ntotal = sum(int(r['v']) for r in csv.DictReader(open('inputs/points.csv')))\nextra = open('inputs/data/more/extra.txt').read().strip()\nlocked = 'locked' if not os.access('inputs/data', os.W_OK) else 'writable'\nodd = open('inputs/v1,\"a\":b.txt').read().strip() if os.path.exists('inputs/v1,\"a\":b.txt') else '-'\nown = 'own' if os.path.exists('inputs/README.txt') else '-'\n"),
             code(&[], "from multiprocessing import Pool\n\ndef square(x):\n    return x * x\n\nwith Pool(2) as pool:\n    squares = pool.map(square, range(n))\nprint(label, squares)\n"),
-            code(&[], "import struct, zlib\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/found.txt', 'w').write(f'{total} {extra} {locked}\\n')\nwith open('outputs/squares.csv', 'w') as f:\n    f.write('x,square\\n' + ''.join(f'{i},{s}\\n' for i, s in enumerate(squares)))\ndef chunk(kind, data):\n    c = struct.pack('>I', len(data)) + kind + data\n    return c + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)\nrows = b''.join(b'\\x00' + bytes([min(255, s)] * n) for s in squares)\npng = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', n, n, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')\nopen('outputs/plot.png', 'wb').write(png)\n"),
+            code(&[], "import struct, zlib\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/found.txt', 'w').write(f'{total} {extra} {locked} {odd} {own}\\n')\nwith open('outputs/squares.csv', 'w') as f:\n    f.write('x,square\\n' + ''.join(f'{i},{s}\\n' for i, s in enumerate(squares)))\ndef chunk(kind, data):\n    c = struct.pack('>I', len(data)) + kind + data\n    return c + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)\nrows = b''.join(b'\\x00' + bytes([min(255, s)] * n) for s in squares)\npng = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', n, n, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')\nopen('outputs/plot.png', 'wb').write(png)\n"),
             code(&[], "if label == 'fail':\n    raise ValueError('asked to fail')\n"),
         ]
     })
@@ -86,6 +86,9 @@ fn assert_job_group_closed(endpoint: &str) {
 /// A project with the analysis notebook, its input bucket filled and an output bucket: the
 /// project, the output bucket, and the addresses a run gets (the CSV input, the folder input,
 /// the output).
+/// An input whose name a `docker -v`/`--mount` option would split.
+const ODD: &str = "v1,\"a\":b.txt";
+
 fn project(prefix: &str) -> (Project, String, [String; 3]) {
     let endpoint = rig().aws_endpoint;
     let p = Project::default_workload(prefix);
@@ -101,6 +104,8 @@ fn project(prefix: &str) -> (Project, String, [String; 3]) {
     aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &input]);
     aws_json(&endpoint, &["s3api", "create-bucket", "--bucket", &output]);
     s3_put(&endpoint, &input, "points.csv", "v\n1\n2\n3\n", "us-east-1");
+    // A name with a comma, quotes and a colon, which a mount's options hold too.
+    s3_put(&endpoint, &input, ODD, "odd\n", "us-east-1");
     s3_put(
         &endpoint,
         &input,
@@ -204,6 +209,7 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let endpoint = rig().aws_endpoint;
     let sim = sim_endpoint();
     let (p, output, [points, data, out_uri]) = project("jobec2");
+    let odd = points.replace("points.csv", ODD);
     let run = |extra: &[&str]| {
         let mut args = vec![
             "run",
@@ -213,6 +219,8 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
             &points,
             "--input",
             &data,
+            "--input",
+            &odd,
             "--output-uri",
             &out_uri,
             "-o",
@@ -244,8 +252,8 @@ fn a_notebook_runs_on_a_host_of_its_own_with_s3_data_and_the_host_ends_itself() 
     let results = std::path::PathBuf::from(report["results"].as_str().expect("results"));
     assert_eq!(
         std::fs::read_to_string(results.join("outputs/found.txt")).expect("found"),
-        "6 extra locked\n",
-        "both inputs, and the job cannot change them"
+        "6 extra locked odd own\n",
+        "every input, read-only, beside the image's own inputs/"
     );
     assert_eq!(
         std::fs::read_to_string(results.join("outputs/squares.csv")).expect("csv"),

@@ -879,13 +879,13 @@ mod tests {
         // Past the point where the upload's allowance begins: nothing.
         assert_eq!(job_time(&script, pull + timeout + 2 * 3600), 0);
         // The runner is told the same end as a time; the host bounds the container by what
-        // is left once the inputs are in it, and fails when nothing is.
+        // is left once the job is in it, and fails when nothing is.
         assert!(script.contains(
             r#"-e "LABSHIP_JOB_END_BY=$((STARTED_AT + HOST_DEADLINE_MIN * 60 - UPLOAD_ALLOWANCE - JOB_GRACE))""#
         ));
         let copied = script
-            .find(r#"quiet docker cp "$INPUTS_DIR/.""#)
-            .expect("the inputs' copy");
+            .find(r#"quiet docker cp "$SPEC_DIR/.""#)
+            .expect("the job's copy");
         let timed = script
             .find(r#"JOB_TIMEOUT=$(job_time "$SECONDS")"#)
             .expect("the job's time");
