@@ -126,7 +126,7 @@ trap finish EXIT
 # when the pull and the inputs took that long (the job is then cut short by its own runner,
 # which saves the notebook as far as it ran, rather than by the power-off, which could cut
 # the upload of its results). 0: nothing is left. The runner is told the same end as a time
-# (LABSHIP_JOB_END_BY, Unix seconds), as it starts after the inputs' copy into its container.
+# (LABSHIP_JOB_END_BY, Unix seconds), as it starts a little later than the host decides.
 job_time() {
     local left=$((HOST_DEADLINE_MIN * 60 - $1 - UPLOAD_ALLOWANCE - JOB_GRACE))
     if [ "$left" -lt 0 ]; then
@@ -203,14 +203,16 @@ WORKDIR=$(cat "$SPEC_DIR/workdir")
 # own inputs/ keeps its other files.
 # (--mount's fields quoted as CSV: a name may hold a comma or a colon.)
 csv_field() { printf '"%s"' "${1//\"/\"\"}"; }
+# The names are the job's list of inputs (a name may begin with a dot).
 MOUNTS=()
-for INPUT in "$INPUTS_DIR"/*; do
-    [ -e "$INPUT" ] || continue
-    MOUNTS+=(--mount "type=bind,$(csv_field "source=$INPUT"),$(csv_field "target=$WORKDIR/inputs/${INPUT##*/}"),readonly")
-done
+while IFS=$'\t' read -r _ INPUT _; do
+    [ -n "$INPUT" ] || continue
+    [ -e "$INPUTS_DIR/$INPUT" ] || fail "the input $INPUT was not copied"
+    MOUNTS+=(--mount "type=bind,$(csv_field "source=$INPUTS_DIR/$INPUT"),$(csv_field "target=$WORKDIR/inputs/$INPUT"),readonly")
+done <"$SPEC_DIR/inputs.tsv"
 quiet docker create --name "$CONTAINER" --label "dev.labship.ec2.deployment=$DEPLOYMENT" \
     -e "LABSHIP_JOB_END_BY=$((STARTED_AT + HOST_DEADLINE_MIN * 60 - UPLOAD_ALLOWANCE - JOB_GRACE))" \
-    "${MOUNTS[@]}" "$IMAGE" \
+    ${MOUNTS[@]+"${MOUNTS[@]}"} "$IMAGE" \
     python /tmp/labship-job/runner.py /tmp/labship-job/job.json
 quiet docker cp "$SPEC_DIR/." "$CONTAINER:/tmp/labship-job"
 no_time_left

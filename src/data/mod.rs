@@ -428,9 +428,11 @@ fn prune_copies_in(
             .filter(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(m) == 1)
             .map(|m| m.len())
             .sum::<u64>();
-        let _ = std::fs::remove_dir_all(&aside);
-        pruned.copies += 1;
-        pruned.bytes += bytes;
+        // Should it not all go, the rest goes at the next prune (a `.removing-` leftover).
+        if std::fs::remove_dir_all(&aside).is_ok() {
+            pruned.copies += 1;
+            pruned.bytes += bytes;
+        }
     }
     pruned
 }

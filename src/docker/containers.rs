@@ -302,16 +302,9 @@ impl Engine {
     /// What every container, running or not, mounts from this machine (bind mounts'
     /// sources; a volume's own folder too).
     pub async fn mount_sources(&self) -> Result<std::collections::HashSet<std::path::PathBuf>> {
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
-        Ok(found
+        Ok(self
+            .summaries(true, None)
+            .await?
             .into_iter()
             .flat_map(|c| c.mounts.unwrap_or_default())
             .filter_map(|m| m.source)
@@ -343,19 +336,29 @@ impl Engine {
             .collect())
     }
 
-    /// Containers matching one engine filter (`label`, `publish`, ...).
-    async fn list(&self, all: bool, filter: &str, value: String) -> Result<Vec<ContainerInfo>> {
+    /// The engine's list of containers (`all`: stopped ones too), filtered.
+    async fn summaries(
+        &self,
+        all: bool,
+        filters: Option<HashMap<String, Vec<String>>>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
         let options = ListContainersOptions {
             all,
-            filters: Some(HashMap::from([(filter.to_string(), vec![value])])),
+            filters,
             ..Default::default()
         };
-        let found = self
-            .docker
+        self.docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| Error::engine("listing containers", engine_message(&e)))?;
-        Ok(found
+            .map_err(|e| Error::engine("listing containers", engine_message(&e)))
+    }
+
+    /// Containers matching one engine filter (`label`, `publish`, ...).
+    async fn list(&self, all: bool, filter: &str, value: String) -> Result<Vec<ContainerInfo>> {
+        let filters = HashMap::from([(filter.to_string(), vec![value])]);
+        Ok(self
+            .summaries(all, Some(filters))
+            .await?
             .into_iter()
             .map(|c| {
                 let published = c

@@ -81,9 +81,13 @@ def save(nb, path):
 def time_given(timeout, end_by, now):
     """The job's seconds from `now`: its timeout, or fewer when `end_by` (LABSHIP_JOB_END_BY,
     Unix seconds) comes first."""
-    if end_by is not None and end_by.isdigit():
-        return max(0, min(timeout, int(end_by) - int(now)))
-    return timeout
+    if end_by is None:
+        return timeout
+    try:
+        return max(0, min(timeout, int(float(end_by) - now)))
+    except (ValueError, OverflowError):
+        print("labship runner: LABSHIP_JOB_END_BY=%r ignored" % end_by, file=sys.stderr)
+        return timeout
 
 
 def main():

@@ -20,7 +20,7 @@ fn analysis() -> String {
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "cells": [
             code(&["parameters"], "n = 3\nlabel = 'default'\npause = 0\n"),
-            code(&[], "import csv, os, time\ntime.sleep(pause)\ntotal = sum(int(r['v']) for r in csv.DictReader(open('inputs/points.csv')))\nextra = open('inputs/data/more/extra.txt').read().strip()\nlocked = 'locked' if not os.access('inputs/data', os.W_OK) else 'writable'\nodd = open('inputs/v1,\"a\":b.txt').read().strip() if os.path.exists('inputs/v1,\"a\":b.txt') else '-'\nown = 'own' if os.path.exists('inputs/README.txt') else '-'\n"),
+            code(&[], "import csv, os, time\ntime.sleep(pause)\ntotal = sum(int(r['v']) for r in csv.DictReader(open('inputs/points.csv')))\nextra = open('inputs/data/more/extra.txt').read().strip()\nlocked = 'locked' if not os.access('inputs/data', os.W_OK) else 'writable'\nodd = open('inputs/.v1,\"a\":b.txt').read().strip() if os.path.exists('inputs/.v1,\"a\":b.txt') else '-'\nown = 'own' if os.path.exists('inputs/README.txt') else '-'\n"),
             code(&[], "from multiprocessing import Pool\n\ndef square(x):\n    return x * x\n\nwith Pool(2) as pool:\n    squares = pool.map(square, range(n))\nprint(label, squares)\n"),
             code(&[], "import struct, zlib\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/found.txt', 'w').write(f'{total} {extra} {locked} {odd} {own}\\n')\nwith open('outputs/squares.csv', 'w') as f:\n    f.write('x,square\\n' + ''.join(f'{i},{s}\\n' for i, s in enumerate(squares)))\ndef chunk(kind, data):\n    c = struct.pack('>I', len(data)) + kind + data\n    return c + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)\nrows = b''.join(b'\\x00' + bytes([min(255, s)] * n) for s in squares)\npng = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', n, n, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')\nopen('outputs/plot.png', 'wb').write(png)\n"),
             code(&[], "if label == 'fail':\n    raise ValueError('asked to fail')\n"),
@@ -83,12 +83,12 @@ fn assert_job_group_closed(endpoint: &str) {
     );
 }
 
+/// An input whose name a `docker -v`/`--mount` option would split, and a glob leave out.
+const ODD: &str = ".v1,\"a\":b.txt";
+
 /// A project with the analysis notebook, its input bucket filled and an output bucket: the
 /// project, the output bucket, and the addresses a run gets (the CSV input, the folder input,
 /// the output).
-/// An input whose name a `docker -v`/`--mount` option would split.
-const ODD: &str = "v1,\"a\":b.txt";
-
 fn project(prefix: &str) -> (Project, String, [String; 3]) {
     let endpoint = rig().aws_endpoint;
     let p = Project::default_workload(prefix);

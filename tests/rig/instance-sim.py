@@ -1293,8 +1293,18 @@ class Sim:
             listed = {child_text(it, "instanceId") for it in root.iter() if local(it.tag) == "item"} - {None}
             for reservation in list(found):
                 ids = {child_text(it, "instanceId") for it in reservation.iter() if local(it.tag) == "item"} - {None}
-                if not ids & listed:
-                    into.append(reservation)
+                if ids & listed:
+                    continue
+                # Shutting down as this answer says it, whatever the instance is by the time
+                # rewrite_ips reads the simulator's state again.
+                for state in reservation.iter():
+                    if local(state.tag) == "instanceState":
+                        for c in state:
+                            if local(c.tag) == "code":
+                                c.text = "32"
+                            elif local(c.tag) == "name":
+                                c.text = "shutting-down"
+                into.append(reservation)
             return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
 
     def shutdown_from_host(self, inst):

@@ -56,9 +56,10 @@ faws() {
 # terminate-instances $1 as EC2 answers it: shutting-down at once, terminated (its containers
 # gone) within 60 s.
 # Meanwhile a describe-instances filtered on the states of a live instance lists it
-# shutting-down (one filtered on running does not), as EC2 does.
+# shutting-down (one filtered on running does not, nor one with another filter it fails), as
+# EC2 does.
 terminate() {
-    local answer state listed running seen=0 deadline=$((SECONDS + 60))
+    local answer state listed running other seen=0 deadline=$((SECONDS + 60))
     answer="$(aws ec2 terminate-instances --instance-ids "$1")" || fail "terminate-instances $1"
     state="$(jq -r '.TerminatingInstances[0].CurrentState.Name' <<<"$answer")"
     [ "$state" = shutting-down ] || fail "terminate-instances $1 answered $state, not shutting-down"
@@ -69,6 +70,11 @@ terminate() {
         running="$(aws ec2 describe-instances --filters Name=instance-state-name,Values=running |
             jq -r --arg id "$1" '[.Reservations[].Instances[] | select(.InstanceId == $id)] | length')" ||
             fail "describe-instances --filters (running)"
+        other="$(aws ec2 describe-instances --filters Name=instance-state-name,Values=shutting-down \
+            Name=tag:labship:deployment,Values=not-this-one |
+            jq -r --arg id "$1" '[.Reservations[].Instances[] | select(.InstanceId == $id)] | length')" ||
+            fail "describe-instances --filters (shutting-down, another tag)"
+        [ "$other" = 0 ] || fail "$1 is listed by a filter on a tag it does not have"
         state="$(aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name')" ||
             fail "describe-instances $1"
         [ "$running" = 0 ] || fail "$1 is listed as running while it shuts down"
