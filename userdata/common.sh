@@ -505,7 +505,7 @@ run_container() {
         --group-add "$TLS_GID" -v "$TLS_DIR:/etc/labship-tls:ro" \
         -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
         --restart unless-stopped --init -p "$PUBLISH_BIND:$PORT:$CONTAINER_PORT" \
-        "${inputs[@]}" -v "$VOLUME:$WORKDIR" "$IMAGE"
+        ${inputs[@]+"${inputs[@]}"} -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
 
 # The newest URL with a token in a Jupyter log, preferring the 127.0.0.1 / localhost

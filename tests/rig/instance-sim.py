@@ -1236,8 +1236,8 @@ class Sim:
         return status, answer
 
     def shutting_down_too(self, req, body):
-        """DescribeInstances filtered on instance-state-name with shutting-down (or
-        instance-state-code 32) and not terminated: moto, which has the instances shown
+        """DescribeInstances filtered on instance-state-name with shutting-down and not
+        terminated (moto has no instance-state-code filter: it answers 500): moto, which has the instances shown
         shutting-down as terminated already, leaves them out; they are added to the answer's
         first page as EC2 would list them (moto is asked for them by id, with the request's
         other filters and the state filter as terminated; rewrite_ips then says
@@ -1253,8 +1253,7 @@ class Sim:
             if m:
                 filters.setdefault(int(m.group(1)), [None, []])[1].append(v)
         wanted = {n for n, (name, values) in filters.items()
-                  if (name == "instance-state-name" and "shutting-down" in values and "terminated" not in values)
-                  or (name == "instance-state-code" and "32" in values and "48" not in values)}
+                  if name == "instance-state-name" and "shutting-down" in values and "terminated" not in values}
         if not wanted:
             return body
         region = req.region or self.args.default_region
@@ -1268,7 +1267,7 @@ class Sim:
         for j, n in enumerate(sorted(filters), 1):
             name, values = filters[n]
             if n in wanted:
-                values = ["terminated"] if name == "instance-state-name" else ["48"]
+                values = ["terminated"]
             params["Filter.%d.Name" % j] = name
             for m, v in enumerate(values, 1):
                 params["Filter.%d.Value.%d" % (j, m)] = v
