@@ -1023,61 +1023,55 @@ impl Cloud {
             if !anew && current.is_some_and(holds) {
                 return Ok(Step::Done(()));
             }
-            let (op, sent) = match current.and_then(|a| a.association_id()) {
-                Some(association) => (
-                    "ReplaceIamInstanceProfileAssociation",
-                    self.ec2
-                        .replace_iam_instance_profile_association()
-                        .association_id(association)
-                        .iam_instance_profile(spec)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            let again = profile_not_ready(&e)
-                                || matches!(
-                                    error_code(&e),
-                                    "InvalidAssociationID.NotFound" | "IncorrectState"
-                                );
-                            (
-                                again,
-                                self.fail(
-                                    "ec2",
-                                    "ReplaceIamInstanceProfileAssociation",
-                                    instance,
-                                    &e,
-                                ),
-                            )
-                        }),
-                ),
-                None => (
-                    "AssociateIamInstanceProfile",
-                    self.ec2
-                        .associate_iam_instance_profile()
-                        .instance_id(instance)
-                        .iam_instance_profile(spec)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            let again = profile_not_ready(&e) || error_code(&e) == "IncorrectState";
-                            (
-                                again,
-                                self.fail("ec2", "AssociateIamInstanceProfile", instance, &e),
-                            )
-                        }),
-                ),
+            let sent = match current.and_then(|a| a.association_id()) {
+                Some(association) => self
+                    .ec2
+                    .replace_iam_instance_profile_association()
+                    .association_id(association)
+                    .iam_instance_profile(spec)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.association_refused(REPLACE, instance, &e)),
+                None => self
+                    .ec2
+                    .associate_iam_instance_profile()
+                    .instance_id(instance)
+                    .iam_instance_profile(spec)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.association_refused(ASSOCIATE, instance, &e)),
             };
             match sent {
                 Ok(()) => Ok(Step::Done(())),
-                Err((true, e)) => {
+                Err((op, true, e)) => {
                     tracing::info!("{op} of {instance}: not yet ({e}); trying again");
                     Ok(Step::Again(e))
                 }
-                Err((false, e)) => Err(e),
+                Err((_, false, e)) => Err(e),
             }
         })
         .await
+    }
+
+    /// A refused `op` ([`ASSOCIATE`] or [`REPLACE`]) of `instance`'s profile: the call, whether
+    /// to try again (EC2 does not accept a profile made moments ago yet, or another `up` is
+    /// moving the association), and the error.
+    fn association_refused<E>(
+        &self,
+        op: &'static str,
+        instance: &str,
+        err: &aws_sdk_ec2::error::SdkError<E>,
+    ) -> (&'static str, bool, Error)
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let code = error_code(err);
+        let again = profile_not_ready(err)
+            || code == "IncorrectState"
+            || (op == REPLACE && code == "InvalidAssociationID.NotFound");
+        (op, again, self.fail("ec2", op, instance, err))
     }
 
     pub async fn terminate(&self, ids: &[String]) -> Result<()> {
@@ -1254,6 +1248,10 @@ fn no_key_pair(name: &str, region: &str, message: &str) -> Error {
 
 /// EC2's answer while a new instance profile propagates: InvalidParameterValue, "Invalid IAM
 /// Instance Profile name".
+/// The two calls that give an instance its profile ([`Cloud::set_instance_profile`]).
+const ASSOCIATE: &str = "AssociateIamInstanceProfile";
+const REPLACE: &str = "ReplaceIamInstanceProfileAssociation";
+
 fn profile_not_ready<E>(err: &aws_sdk_ec2::error::SdkError<E>) -> bool
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,

@@ -397,11 +397,13 @@ fn prune_copies_in(
             let _ = std::fs::remove_dir_all(&dir);
             continue;
         }
+        if !unused(&dir) {
+            continue;
+        }
         let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-        if !unused(&dir)
-            || mounted
-                .iter()
-                .any(|m| m.starts_with(&dir) || m.starts_with(&real))
+        if mounted
+            .iter()
+            .any(|m| m.starts_with(&dir) || m.starts_with(&real))
         {
             continue;
         }
