@@ -208,6 +208,13 @@ impl Cloud {
 
     /// The instance type's architectures and hypervisor; an unknown type is an error.
     pub async fn instance_type(&self, name: &str) -> Result<InstanceTypeInfo> {
+        self.lookups
+            .instance_types
+            .get_or_try(name.to_string(), || self.ask_instance_type(name))
+            .await
+    }
+
+    async fn ask_instance_type(&self, name: &str) -> Result<InstanceTypeInfo> {
         let out = self
             .ec2
             .describe_instance_types()
@@ -284,6 +291,13 @@ impl Cloud {
     /// The VPC to launch in: the subnet's, or the region's default VPC; with a subnet, its
     /// Availability Zone too (where the instance, and so its data volume, will be).
     pub async fn vpc(&self, subnet: Option<&str>) -> Result<Network> {
+        self.lookups
+            .networks
+            .get_or_try(subnet.map(str::to_string), || self.ask_vpc(subnet))
+            .await
+    }
+
+    async fn ask_vpc(&self, subnet: Option<&str>) -> Result<Network> {
         if let Some(subnet) = subnet {
             let out = self
                 .ec2
@@ -362,6 +376,13 @@ impl Cloud {
     /// anything is made (RunInstances would refuse it only after the build and the push).
     pub async fn require_key_pair(&self, name: Option<&str>) -> Result<()> {
         let Some(name) = name else { return Ok(()) };
+        self.lookups
+            .key_pairs
+            .get_or_try(name.to_string(), || self.ask_key_pair(name))
+            .await
+    }
+
+    async fn ask_key_pair(&self, name: &str) -> Result<()> {
         match self.ec2.describe_key_pairs().key_names(name).send().await {
             Ok(out) if !out.key_pairs().is_empty() => Ok(()),
             Ok(_) => Err(no_key_pair(

@@ -43,6 +43,7 @@ pub struct Ecr {
     region: String,
     /// Replaces the registry host GetAuthorizationToken reports (tests, private endpoints).
     endpoint_override: Option<String>,
+    lookups: std::sync::Arc<crate::aws::lookups::Lookups>,
 }
 
 impl Ecr {
@@ -51,6 +52,7 @@ impl Ecr {
             client: Client::new(&aws.sdk),
             region: aws.region.clone(),
             endpoint_override,
+            lookups: aws.lookups.clone(),
         }
     }
 
@@ -365,6 +367,50 @@ impl Ecr {
 
 impl ImageRegistry for Ecr {
     async fn ensure_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
+        // Made sure of once per command: a class's seats share the class's repository, which
+        // keeps the tag of the first deployment (the class) that used it. Only the caller
+        // that made it sees it as created (and would remove it after a failed push).
+        let (mut repo, first) = self
+            .lookups
+            .repositories
+            .get_or_try_first(name.to_string(), || self.ask_repository(name, deployment))
+            .await?;
+        repo.created &= first;
+        Ok(repo)
+    }
+
+    async fn login(&self) -> Result<RegistryAuth> {
+        self.lookups
+            .registry_logins
+            .get_or_try(self.endpoint_override.clone(), || self.ask_login())
+            .await
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn remove_repository(&self, name: &str) {
+        self.lookups.repositories.forget(&name.to_string());
+        if let Err(e) = self
+            .client
+            .delete_repository()
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await
+        {
+            tracing::warn!(
+                "could not remove repository {name} after a failed push: {}",
+                aws_message(&e)
+            );
+        }
+    }
+}
+
+/// The calls behind [`Lookups`](crate::aws::lookups::Lookups)' answers.
+impl Ecr {
+    async fn ask_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
         if let Some(existing) = self.describe(name).await? {
             self.mark_as_used(&existing, deployment).await?;
             return Ok(existing);
@@ -387,7 +433,7 @@ impl ImageRegistry for Ecr {
         }
     }
 
-    async fn login(&self) -> Result<RegistryAuth> {
+    async fn ask_login(&self) -> Result<RegistryAuth> {
         let out = self
             .client
             .get_authorization_token()
@@ -425,26 +471,6 @@ impl ImageRegistry for Ecr {
             username,
             password,
         })
-    }
-
-    fn region(&self) -> &str {
-        &self.region
-    }
-
-    async fn remove_repository(&self, name: &str) {
-        if let Err(e) = self
-            .client
-            .delete_repository()
-            .repository_name(name)
-            .force(true)
-            .send()
-            .await
-        {
-            tracing::warn!(
-                "could not remove repository {name} after a failed push: {}",
-                aws_message(&e)
-            );
-        }
     }
 }
 

@@ -46,9 +46,19 @@ impl Cloud {
     // ---- IAM -----------------------------------------------------------------------------
 
     /// The shared instance role and profile, created when missing (which takes an identity
-    /// allowed to write IAM). Returns true when anything was created (a new profile needs a
-    /// few seconds before EC2 accepts it).
-    pub async fn ensure_instance_profile(&self) -> Result<bool> {
+    /// allowed to write IAM), once per command. Returns (whether this command created
+    /// anything: a new profile needs a few seconds before EC2 accepts it; whether this call
+    /// did, which reports it).
+    pub async fn ensure_instance_profile(&self) -> Result<(bool, bool)> {
+        let (created, first) = self
+            .lookups
+            .shared_profile
+            .get_or_try_first((), || self.ask_instance_profile())
+            .await?;
+        Ok((created, created && first))
+    }
+
+    async fn ask_instance_profile(&self) -> Result<bool> {
         self.create_instance_profile().await.map_err(|e| match e {
             Error::AccessDenied {
                 action, message, ..

@@ -11,6 +11,7 @@ pub mod ec2;
 pub mod ecr;
 pub mod grants;
 pub mod iam;
+pub mod lookups;
 pub mod retry;
 pub mod s3;
 pub mod ssm;
@@ -31,6 +32,8 @@ use crate::error::{Error, Result};
 pub struct Aws {
     pub sdk: SdkConfig,
     pub region: String,
+    /// What this command has already asked of AWS in this region, and will not ask again.
+    pub lookups: std::sync::Arc<lookups::Lookups>,
 }
 
 impl Aws {
@@ -43,6 +46,7 @@ impl Aws {
                 .region(Region::new(region.to_string()))
                 .build(),
             region: region.to_string(),
+            lookups: Default::default(),
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct Cloud {
     ssm: aws_sdk_ssm::Client,
     sts: aws_sdk_sts::Client,
     pub region: String,
+    lookups: std::sync::Arc<lookups::Lookups>,
 }
 
 /// The account of an ARN (`arn:aws:sts::ACCOUNT:assumed-role/...`); empty when it has none.
@@ -74,6 +79,7 @@ impl Cloud {
             ssm: aws_sdk_ssm::Client::new(&aws.sdk),
             sts: aws_sdk_sts::Client::new(&aws.sdk),
             region: aws.region.clone(),
+            lookups: aws.lookups.clone(),
         }
     }
 
@@ -82,6 +88,7 @@ impl Cloud {
         Aws {
             sdk: self.sdk.clone(),
             region: self.region.clone(),
+            lookups: self.lookups.clone(),
         }
     }
 
@@ -96,6 +103,18 @@ impl Cloud {
     /// The ARN of the identity labship acts as (STS GetCallerIdentity, which every identity
     /// may call), recorded as the owner of what this command creates.
     pub async fn caller_arn(&self) -> Result<String> {
+        self.lookups
+            .caller
+            .get_or_try((), || self.ask_caller_arn())
+            .await
+    }
+
+    /// The lookups this command keeps (see [`lookups`]).
+    pub fn lookups(&self) -> &lookups::Lookups {
+        &self.lookups
+    }
+
+    async fn ask_caller_arn(&self) -> Result<String> {
         let out = retry::read(std::time::Duration::from_secs(60), || async {
             self.sts
                 .get_caller_identity()
@@ -213,7 +232,11 @@ pub async fn load_with(config: &Config, mode: RetryMode) -> Result<Aws> {
             })
         }
     }
-    Ok(Aws { sdk, region })
+    Ok(Aws {
+        sdk,
+        region,
+        lookups: Default::default(),
+    })
 }
 
 /// Where an administrator finds every permission labship needs.

@@ -78,6 +78,14 @@ pub async fn resolve_ami(
     ami: &HostAmi,
     arch: Arch,
 ) -> Result<crate::aws::ec2::HostImage> {
+    cloud
+        .lookups()
+        .host_images
+        .get_or_try(format!("{ami:?}/{arch:?}"), || ask_ami(cloud, ami, arch))
+        .await
+}
+
+async fn ask_ami(cloud: &Cloud, ami: &HostAmi, arch: Arch) -> Result<crate::aws::ec2::HostImage> {
     let min_root = match ami {
         // The ECS-optimized AMI's snapshot is 30 GiB; EC2 refuses a smaller root volume.
         HostAmi::Ecs => 30,

@@ -202,8 +202,9 @@ pub async fn up(
     if own_role {
         ensure_own_boundary(&cloud, config, opts, &observed, observed.live(), printer).await?;
     } else {
-        profile_created = cloud.ensure_instance_profile().await?;
-        if profile_created {
+        let reported;
+        (profile_created, reported) = cloud.ensure_instance_profile().await?;
+        if reported {
             printer.note(format!(
                 "Created IAM role and instance profile {}",
                 INSTANCE_PROFILE

@@ -1,0 +1,163 @@
+//! Answers that hold for the whole of one command, asked of AWS once however many
+//! deployments ask for them. A class's `up` runs one `up` per seat, and each needs the same
+//! caller, instance type, host image, network, key pair, shared instance profile, registry
+//! login and repository: without this, a class of 30 asks each of them 30 times.
+//!
+//! Only answers that cannot change because of what labship itself does in the same command
+//! are kept (never instances, volumes, groups or tokens). Callers asking at once wait for the
+//! one call in flight; a failed call is not kept, so the next caller asks again. Each
+//! [`super::Aws`] has its own (`Aws::in_region` starts afresh: answers are per region).
+//!
+//! Written here rather than taken from a caching crate (moka, cached): what is needed is a
+//! map of `tokio::sync::OnceCell`s, whose `get_or_try_init` already makes concurrent callers
+//! share one call and keeps nothing on failure; a cache crate would add eviction and expiry
+//! that a command lasting minutes has no use for.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::OnceCell;
+
+use super::ec2::{HostImage, InstanceTypeInfo, Network};
+use super::ecr::Repository;
+use crate::docker::RegistryAuth;
+use crate::error::Result;
+
+/// One answer per key, asked once.
+pub struct Keyed<K, V>(Mutex<HashMap<K, Arc<OnceCell<V>>>>);
+
+impl<K, V> Default for Keyed<K, V> {
+    fn default() -> Self {
+        Keyed(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Keyed<K, V> {
+    /// The answer for `key`: kept from an earlier call, awaited from one in flight, or asked
+    /// now with `ask` (and kept when it succeeds).
+    pub async fn get_or_try<F, Fut>(&self, key: K, ask: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        Ok(self.get_or_try_first(key, ask).await?.0)
+    }
+
+    /// [`Self::get_or_try`], and whether this caller's `ask` made the answer (a resource it
+    /// reports as created is reported so once, and removed again only by the one who made
+    /// it).
+    pub async fn get_or_try_first<F, Fut>(&self, key: K, ask: F) -> Result<(V, bool)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let cell = self.cell(key);
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let answer = cell
+            .get_or_try_init(|| {
+                asked.store(true, std::sync::atomic::Ordering::Relaxed);
+                ask()
+            })
+            .await?;
+        Ok((answer.clone(), asked.into_inner()))
+    }
+
+    /// Forgets the answer for `key` (what it names was removed): the next caller asks again.
+    pub fn forget(&self, key: &K) {
+        self.map().remove(key);
+    }
+
+    fn cell(&self, key: K) -> Arc<OnceCell<V>> {
+        self.map().entry(key).or_default().clone()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<OnceCell<V>>>> {
+        // A poisoned lock means a panic elsewhere while inserting; the map is still whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The answers one [`super::Aws`] keeps (see the module's documentation).
+#[derive(Default)]
+pub struct Lookups {
+    /// STS GetCallerIdentity's ARN.
+    pub caller: Keyed<(), String>,
+    /// DescribeInstanceTypes, by type (a class's fallback type is a second key).
+    pub instance_types: Keyed<String, InstanceTypeInfo>,
+    /// The host image (its SSM parameter and DescribeImages), by what `ec2.ami` says and the
+    /// architecture.
+    pub host_images: Keyed<String, HostImage>,
+    /// The VPC (and the subnet's zone), by subnet.
+    pub networks: Keyed<Option<String>, Network>,
+    /// Key pairs found to exist, by name.
+    pub key_pairs: Keyed<String, ()>,
+    /// The shared instance role and profile made sure of, and whether this command made them.
+    pub shared_profile: Keyed<(), bool>,
+    /// ECR's login, by the registry endpoint that replaces ECR's (tests, private endpoints).
+    /// Its password is valid for 12 hours; a command lasts minutes.
+    pub registry_logins: Keyed<Option<String>, RegistryAuth>,
+    /// Repositories made sure of (created, lifecycle policy, tagged), by name.
+    pub repositories: Keyed<String, Repository>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn callers_at_once_share_one_call_and_a_failure_is_not_kept() {
+        let keyed: Keyed<&str, usize> = Keyed::default();
+        let calls = AtomicUsize::new(0);
+        let ask = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(calls.load(Ordering::SeqCst))
+        };
+        let answers = futures_util::future::join_all((0..8).map(|_| keyed.get_or_try("a", ask)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+            .expect("answers");
+        assert_eq!(answers, vec![1; 8]);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one call for eight callers"
+        );
+
+        // Another key is asked on its own.
+        assert_eq!(keyed.get_or_try("b", ask).await.expect("b"), 2);
+
+        // A failure is not kept: the next caller asks again, and its answer is kept.
+        let failed = keyed
+            .get_or_try("c", || async {
+                Err(crate::error::Error::CallerIp {
+                    message: "down".into(),
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(keyed.get_or_try("c", ask).await.expect("c"), 3);
+        assert_eq!(keyed.get_or_try("c", ask).await.expect("c again"), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // Only the caller whose call made the answer is told so; a forgotten answer is asked
+        // again.
+        assert_eq!(
+            keyed.get_or_try_first("d", ask).await.expect("d"),
+            (4, true)
+        );
+        assert_eq!(
+            keyed.get_or_try_first("d", ask).await.expect("d"),
+            (4, false)
+        );
+        keyed.forget(&"d");
+        assert_eq!(
+            keyed.get_or_try_first("d", ask).await.expect("d"),
+            (5, true)
+        );
+    }
+}
