@@ -344,14 +344,15 @@ impl Ecr {
         if !ours {
             return Ok((deleted, false));
         }
-        match self
+        let removed = self
             .client
             .delete_repository()
             .repository_name(repository)
             .force(true)
             .send()
-            .await
-        {
+            .await;
+        self.lookups.repositories.forget(&repository.to_string());
+        match removed {
             Ok(_) => Ok((deleted, true)),
             // Gone already: a retry whose first answer was lost, or another `down`.
             Err(e)
@@ -391,15 +392,17 @@ impl ImageRegistry for Ecr {
     }
 
     async fn remove_repository(&self, name: &str) {
-        self.lookups.repositories.forget(&name.to_string());
-        if let Err(e) = self
+        let removed = self
             .client
             .delete_repository()
             .repository_name(name)
             .force(true)
             .send()
-            .await
-        {
+            .await;
+        // After the delete: an `ensure_repository` before it would keep a repository about
+        // to go.
+        self.lookups.repositories.forget(&name.to_string());
+        if let Err(e) = removed {
             tracing::warn!(
                 "could not remove repository {name} after a failed push: {}",
                 aws_message(&e)

@@ -203,13 +203,16 @@ impl Cloud {
     /// and that goes too. Returns whether anything was removed, and each failure (the other
     /// steps are still attempted).
     pub async fn remove_instance_profile(&self) -> (bool, Vec<Error>) {
-        self.remove_role(
-            INSTANCE_ROLE,
-            Some(INSTANCE_PROFILE),
-            INSTANCE_POLICY_NAME,
-            &LEGACY_MANAGED_POLICIES,
-        )
-        .await
+        let removed = self
+            .remove_role(
+                INSTANCE_ROLE,
+                Some(INSTANCE_PROFILE),
+                INSTANCE_POLICY_NAME,
+                &LEGACY_MANAGED_POLICIES,
+            )
+            .await;
+        self.lookups.shared_profile.forget(&());
+        removed
     }
 
     /// A role and its profile of the same name, whichever parts exist: out of the profile,

@@ -3,15 +3,16 @@
 //! caller, instance type, host image, network, key pair, shared instance profile, registry
 //! login and repository: without this, a class of 30 asks each of them 30 times.
 //!
-//! Only answers that cannot change because of what labship itself does in the same command
-//! are kept (never instances, volumes, groups or tokens). Callers asking at once wait for the
-//! one call in flight; a failed call is not kept, so the next caller asks again. Each
-//! [`super::Aws`] has its own (`Aws::in_region` starts afresh: answers are per region).
+//! Only answers that labship itself does not change in the same command are kept (never
+//! instances, volumes, groups or tokens); what removes a kept resource (a repository, the
+//! shared profile) forgets it. Callers asking at once wait for the one call in flight; when
+//! it fails, nothing is kept and the callers that waited each ask at once, as they would
+//! have without this (a failing lookup is not retried seat after seat). Each [`super::Aws`]
+//! has its own (`Aws::in_region` starts afresh: answers are per region).
 //!
 //! Written here rather than taken from a caching crate (moka, cached): what is needed is a
-//! map of `tokio::sync::OnceCell`s, whose `get_or_try_init` already makes concurrent callers
-//! share one call and keeps nothing on failure; a cache crate would add eviction and expiry
-//! that a command lasting minutes has no use for.
+//! map of `tokio::sync::OnceCell`s and a lock for the call in flight; a cache crate would
+//! add eviction and expiry that a command lasting minutes has no use for.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +27,22 @@ use crate::docker::RegistryAuth;
 use crate::error::Result;
 
 /// One answer per key, asked once.
-pub struct Keyed<K, V>(Mutex<HashMap<K, Arc<OnceCell<V>>>>);
+pub struct Keyed<K, V>(Mutex<HashMap<K, Arc<Slot<V>>>>);
+
+/// A key's answer, and the lock its one call in flight holds.
+struct Slot<V> {
+    answer: OnceCell<V>,
+    asking: tokio::sync::Mutex<()>,
+}
+
+impl<V> Default for Slot<V> {
+    fn default() -> Self {
+        Slot {
+            answer: OnceCell::new(),
+            asking: tokio::sync::Mutex::new(()),
+        }
+    }
+}
 
 impl<K, V> Default for Keyed<K, V> {
     fn default() -> Self {
@@ -53,15 +69,24 @@ impl<K: Eq + Hash, V: Clone> Keyed<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V>>,
     {
-        let cell = self.cell(key);
-        let asked = std::sync::atomic::AtomicBool::new(false);
-        let answer = cell
-            .get_or_try_init(|| {
-                asked.store(true, std::sync::atomic::Ordering::Relaxed);
-                ask()
-            })
-            .await?;
-        Ok((answer.clone(), asked.into_inner()))
+        let slot = self.slot(key);
+        if let Some(kept) = slot.answer.get() {
+            return Ok((kept.clone(), false));
+        }
+        let first = slot.asking.try_lock();
+        match first {
+            // No call in flight: this one asks, and the others wait for it.
+            Ok(_asking) => Ok(keep(&slot, ask().await?)),
+            Err(_) => {
+                // Wait for the call in flight to end.
+                drop(slot.asking.lock().await);
+                match slot.answer.get() {
+                    Some(kept) => Ok((kept.clone(), false)),
+                    // It failed: every caller that waited asks on its own, at once.
+                    None => Ok(keep(&slot, ask().await?)),
+                }
+            }
+        }
     }
 
     /// Forgets the answer for `key` (what it names was removed): the next caller asks again.
@@ -69,14 +94,21 @@ impl<K: Eq + Hash, V: Clone> Keyed<K, V> {
         self.map().remove(key);
     }
 
-    fn cell(&self, key: K) -> Arc<OnceCell<V>> {
+    fn slot(&self, key: K) -> Arc<Slot<V>> {
         self.map().entry(key).or_default().clone()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<OnceCell<V>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Slot<V>>>> {
         // A poisoned lock means a panic elsewhere while inserting; the map is still whole.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Keeps `answer` unless another caller's was kept first: (the kept one, whether it is
+/// this caller's).
+fn keep<V: Clone>(slot: &Slot<V>, answer: V) -> (V, bool) {
+    let mine = slot.answer.set(answer.clone()).is_ok();
+    (slot.answer.get().cloned().unwrap_or(answer), mine)
 }
 
 /// The answers one [`super::Aws`] keeps (see the module's documentation).
@@ -143,6 +175,45 @@ mod tests {
         assert_eq!(keyed.get_or_try("c", ask).await.expect("c"), 3);
         assert_eq!(keyed.get_or_try("c", ask).await.expect("c again"), 3);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A failed call with callers waiting: they ask at once (not one after another), and
+        // one answer is kept for all.
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let tries = AtomicUsize::new(0);
+        let flaky = || async {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            if n == 0 {
+                Err(crate::error::Error::CallerIp {
+                    message: "throttled".into(),
+                })
+            } else {
+                Ok(n)
+            }
+        };
+        let answers =
+            futures_util::future::join_all((0..6).map(|_| keyed.get_or_try_first("e", flaky)))
+                .await;
+        assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1);
+        let kept: Vec<usize> = answers.iter().flatten().map(|(v, _)| *v).collect();
+        assert!(
+            kept.windows(2).all(|w| w[0] == w[1]),
+            "one answer: {kept:?}"
+        );
+        assert_eq!(
+            answers.iter().flatten().filter(|(_, mine)| *mine).count(),
+            1
+        );
+        assert_eq!(tries.load(Ordering::SeqCst), 6);
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            5,
+            "the five that waited asked together"
+        );
 
         // Only the caller whose call made the answer is told so; a forgotten answer is asked
         // again.

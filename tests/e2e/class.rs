@@ -469,6 +469,9 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     ] {
         assert_eq!(counted.of(once), 1, "{once}");
     }
+    assert_eq!(counted.of("iam:GetInstanceProfile"), 1);
+    // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
+    assert!(counted.of("ecr:DescribeRepositories") <= 2);
     assert_eq!(counted.of("ec2:RunInstances"), 2);
     let rows = rows_by_seat(&report);
     // Each seat: its own instance on its own port, its own token, its own certificate.
