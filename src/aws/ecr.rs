@@ -344,15 +344,7 @@ impl Ecr {
         if !ours {
             return Ok((deleted, false));
         }
-        let removed = self
-            .client
-            .delete_repository()
-            .repository_name(repository)
-            .force(true)
-            .send()
-            .await;
-        self.lookups.repositories.forget(&repository.to_string());
-        match removed {
+        match self.delete_repository(repository).await {
             Ok(_) => Ok((deleted, true)),
             // Gone already: a retry whose first answer was lost, or another `down`.
             Err(e)
@@ -392,17 +384,7 @@ impl ImageRegistry for Ecr {
     }
 
     async fn remove_repository(&self, name: &str) {
-        let removed = self
-            .client
-            .delete_repository()
-            .repository_name(name)
-            .force(true)
-            .send()
-            .await;
-        // After the delete: an `ensure_repository` before it would keep a repository about
-        // to go.
-        self.lookups.repositories.forget(&name.to_string());
-        if let Err(e) = removed {
+        if let Err(e) = self.delete_repository(name).await {
             tracing::warn!(
                 "could not remove repository {name} after a failed push: {}",
                 aws_message(&e)
@@ -411,8 +393,28 @@ impl ImageRegistry for Ecr {
     }
 }
 
-/// The calls behind [`Lookups`](crate::aws::lookups::Lookups)' answers.
+/// The calls behind [`Lookups`](crate::aws::lookups::Lookups)' answers, and the delete that forgets one.
 impl Ecr {
+    /// Deletes repository `name` with its images, and forgets it as made sure of (after the
+    /// delete: an `ensure_repository` before it would keep a repository about to go).
+    async fn delete_repository(
+        &self,
+        name: &str,
+    ) -> std::result::Result<
+        aws_sdk_ecr::operation::delete_repository::DeleteRepositoryOutput,
+        SdkError<aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError>,
+    > {
+        let removed = self
+            .client
+            .delete_repository()
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await;
+        self.lookups.repositories.forget(&name.to_string());
+        removed
+    }
+
     async fn ask_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
         if let Some(existing) = self.describe(name).await? {
             self.mark_as_used(&existing, deployment).await?;
