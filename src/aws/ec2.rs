@@ -904,34 +904,6 @@ impl Cloud {
             }))
     }
 
-    /// [`Self::instance`], read with the other instances this command asks about at the same
-    /// moment (a class's seats each waiting for its own): one DescribeInstances for all of
-    /// them ([`super::together`]).
-    pub async fn instance_with_others(&self, id: &str) -> Result<Option<Instance>> {
-        self.lookups
-            .instance_reads
-            .read(id, |ids| self.instances_by_id(ids), || self.instance(id))
-            .await
-    }
-
-    /// The instances `ids`, by id (one DescribeInstances; an unknown id fails it).
-    async fn instances_by_id(
-        &self,
-        ids: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, Instance>> {
-        let req = self.ec2.describe_instances().set_instance_ids(Some(ids));
-        Ok(self
-            .described(req, "the instances being waited for")
-            .await?
-            .iter()
-            .map(|i| {
-                let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
-                let inst = to_instance(i, &dep);
-                (inst.id.clone(), inst)
-            })
-            .collect())
-    }
-
     /// The serial console (decoded lossily; None while EC2 has nothing yet).
     pub async fn console(&self, id: &str, latest: bool) -> Result<Option<String>> {
         let mut req = self.ec2.get_console_output().instance_id(id);

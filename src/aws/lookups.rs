@@ -10,9 +10,6 @@
 //! have without this (a failing lookup is not retried seat after seat). Each [`super::Aws`]
 //! has its own (`Aws::in_region` starts afresh: answers are per region).
 //!
-//! Beside them, [`Lookups::instance_reads`] keeps nothing: it answers the instance reads
-//! asked at the same moment with one call ([`super::together`]).
-//!
 //! Written here rather than taken from a caching crate (moka, cached): what is needed is a
 //! map of `tokio::sync::OnceCell`s and a lock for the call in flight; a cache crate would
 //! add eviction and expiry that a command lasting minutes has no use for.
@@ -135,9 +132,6 @@ pub struct Lookups {
     pub registry_logins: Keyed<Option<String>, RegistryAuth>,
     /// Repositories made sure of (created, lifecycle policy, tagged), by name.
     pub repositories: Keyed<String, Repository>,
-    /// Not an answer kept: single instances' reads asked at the same moment, made as one
-    /// DescribeInstances (`Cloud::instance_with_others`).
-    pub instance_reads: super::together::Together<super::ec2::Instance>,
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ pub mod lookups;
 pub mod retry;
 pub mod s3;
 pub mod ssm;
-pub mod together;
 
 use std::time::Duration;
 

@@ -1051,7 +1051,7 @@ async fn launch_and_wait_running(
             cause,
             hint: hint.into(),
         };
-        match cloud.instance_with_others(&inst.id).await? {
+        match cloud.instance(&inst.id).await? {
             Some(i) if i.state == "running" => Ok(Step::Done(i)),
             Some(i) if i.state != "pending" => Err(launch_failed(
                 format!("the instance went to {} before running", i.state),

@@ -150,7 +150,7 @@ pub async fn until_token(
         }
         // The instance may be terminated from elsewhere, or fail to start.
         if polls.is_multiple_of(5) {
-            match retry::tolerate(cloud.instance_with_others(&instance.id).await)? {
+            match retry::tolerate(cloud.instance(&instance.id).await)? {
                 // Transient: look again at the next check.
                 None => {}
                 Some(Some(i)) if matches!(i.state.as_str(), "pending" | "running") => {}
