@@ -2,6 +2,7 @@
 //! push, encrypted, untagged images expired, tagged as labship's) and log in.
 
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
 };
@@ -393,17 +394,15 @@ impl ImageRegistry for Ecr {
     }
 }
 
-/// The calls behind [`Lookups`](crate::aws::lookups::Lookups)' answers, and the delete that forgets one.
+/// The calls behind [`Lookups`](crate::aws::lookups::Lookups)' answers, and the delete that
+/// forgets one.
 impl Ecr {
     /// Deletes repository `name` with its images, and forgets it as made sure of (after the
     /// delete: an `ensure_repository` before it would keep a repository about to go).
     async fn delete_repository(
         &self,
         name: &str,
-    ) -> std::result::Result<
-        aws_sdk_ecr::operation::delete_repository::DeleteRepositoryOutput,
-        SdkError<aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError>,
-    > {
+    ) -> std::result::Result<(), SdkError<DeleteRepositoryError>> {
         let removed = self
             .client
             .delete_repository()
@@ -412,7 +411,7 @@ impl Ecr {
             .send()
             .await;
         self.lookups.repositories.forget(&name.to_string());
-        removed
+        removed.map(|_| ())
     }
 
     async fn ask_repository(&self, name: &str, deployment: &str) -> Result<Repository> {
