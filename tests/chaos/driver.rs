@@ -7,8 +7,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use crate::support::*;
 
 /// SIGINT (the first Ctrl-C) or SIGKILL (nothing runs after it).
@@ -30,86 +28,6 @@ impl Sig {
         let _ = Command::new("kill")
             .args([&format!("-{}", self.name()), &pid.to_string()])
             .status();
-    }
-}
-
-/// One scope of the simulator's fault injector: the rules apply only to calls signed with
-/// this access key, so tests running at the same time do not see each other's faults.
-pub struct Faults {
-    sim: String,
-    pub key: String,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-impl Faults {
-    pub fn new(sim: &str, test: &str) -> Faults {
-        let key = format!(
-            "AKIDCHAOS{}",
-            unique(test).replace('-', "").to_ascii_uppercase()
-        );
-        let f = Faults {
-            sim: sim.trim_end_matches('/').to_string(),
-            key,
-        };
-        f.clear();
-        f
-    }
-
-    /// Replaces the scope's rules.
-    pub fn set(&self, seed: u64, rules: Value) {
-        let body = json!({"scope": self.key, "seed": seed, "rules": rules});
-        let mut resp = agent()
-            .post(&format!("{}/_sim/faults", self.sim))
-            .send_json(&body)
-            .expect("POST /_sim/faults");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(status, 200, "fault rules refused: {text}");
-    }
-
-    /// The process that signal rules signal.
-    pub fn pid(&self, pid: u32) {
-        let resp = agent()
-            .post(format!("{}/_sim/faults/pid", self.sim))
-            .send_json(json!({"scope": self.key, "pid": pid}))
-            .expect("POST /_sim/faults/pid");
-        assert_eq!(resp.status().as_u16(), 200);
-    }
-
-    /// `{"calls": {...}, "fired": [...]}` of this scope.
-    pub fn report(&self) -> Value {
-        let mut resp = agent()
-            .get(&format!("{}/_sim/faults?scope={}", self.sim, self.key))
-            .call()
-            .expect("GET /_sim/faults");
-        resp.body_mut().read_json().expect("fault report JSON")
-    }
-
-    pub fn clear(&self) {
-        let _ = agent()
-            .delete(&format!("{}/_sim/faults?scope={}", self.sim, self.key))
-            .call();
-    }
-
-    /// Environment for a labship run whose calls are in this scope.
-    pub fn env(&self) -> [(&'static str, String); 2] {
-        [
-            ("AWS_ENDPOINT_URL", self.sim.clone()),
-            ("AWS_ACCESS_KEY_ID", self.key.clone()),
-        ]
-    }
-}
-
-impl Drop for Faults {
-    fn drop(&mut self) {
-        self.clear();
     }
 }
 

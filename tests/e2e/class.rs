@@ -400,51 +400,6 @@ fn two_free_ports() -> u16 {
     free_ports(2)
 }
 
-/// The AWS calls of the commands run with its key, as the simulator counts them: a fault
-/// scope with no rules (tests/rig/instance-sim.py). The hosts' own calls are signed with
-/// another key and not counted.
-struct Counted {
-    sim: String,
-    key: String,
-}
-
-impl Counted {
-    fn new(sim: &str) -> Counted {
-        let c = Counted {
-            sim: sim.trim_end_matches('/').to_string(),
-            key: format!("AKIDCLASSCALLS{}", std::process::id()),
-        };
-        let status = agent()
-            .post(&format!("{}/_sim/faults", c.sim))
-            .send_json(serde_json::json!({"scope": c.key, "rules": []}))
-            .expect("POST /_sim/faults")
-            .status()
-            .as_u16();
-        assert_eq!(status, 200, "the simulator refused the scope");
-        c
-    }
-
-    /// Calls of `action` (`service:Action`) so far.
-    fn of(&self, action: &str) -> u64 {
-        let report: Value = agent()
-            .get(&format!("{}/_sim/faults?scope={}", self.sim, self.key))
-            .call()
-            .expect("GET /_sim/faults")
-            .body_mut()
-            .read_json()
-            .expect("the scope's report");
-        report["calls"][action].as_u64().unwrap_or(0)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let _ = agent()
-            .delete(&format!("{}/_sim/faults?scope={}", self.sim, self.key))
-            .call();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() {
     let sim = sim_endpoint();
@@ -455,8 +410,12 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let port_s = port.to_string();
     let mut args = ec2_up_args(&port_s);
     args.extend(["--seats", "2"]);
-    let counted = Counted::new(&sim);
+    // A fault scope with no rules counts the calls signed with its key (the hosts sign
+    // with another).
+    let counted = Faults::new(&sim, "class-calls");
+    counted.set(0, serde_json::json!([]));
     let report = json(&p.labship_at(&sim, &args, &[("AWS_ACCESS_KEY_ID", counted.key.as_str())]));
+    let calls = |action: &str| counted.report()["calls"][action].as_u64().unwrap_or(0);
     assert_eq!(report["ready"], 2, "{report}");
     // What is the same for every seat is asked once for the class; each seat has its own
     // launch (one RunInstances per seat: batches are not built).
@@ -467,12 +426,12 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         "ec2:DescribeVpcs",
         "ecr:GetAuthorizationToken",
     ] {
-        assert_eq!(counted.of(once), 1, "{once}");
+        assert_eq!(calls(once), 1, "{once}");
     }
-    assert_eq!(counted.of("iam:GetInstanceProfile"), 1);
+    assert_eq!(calls("iam:GetInstanceProfile"), 1);
     // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
-    assert!(counted.of("ecr:DescribeRepositories") <= 2);
-    assert_eq!(counted.of("ec2:RunInstances"), 2);
+    assert!(calls("ecr:DescribeRepositories") <= 2);
+    assert_eq!(calls("ec2:RunInstances"), 2);
     let rows = rows_by_seat(&report);
     // Each seat: its own instance on its own port, its own token, its own certificate.
     for (id, seat_port) in [("1", port), ("2", port + 1)] {
