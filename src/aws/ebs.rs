@@ -93,6 +93,26 @@ fn to_volume(v: &aws_sdk_ec2::types::Volume) -> DataVolume {
 impl Cloud {
     /// labship's data volumes that exist (of one deployment, or all), oldest first.
     pub async fn data_volumes(&self, deployment: Option<&str>) -> Result<Vec<DataVolume>> {
+        self.data_volumes_where(deployment.as_ref().map(std::slice::from_ref))
+            .await
+    }
+
+    /// The data volumes of these deployments (a few calls for a whole class), in the order
+    /// of [`Cloud::data_volumes`].
+    pub async fn data_volumes_of(&self, deployments: &[&str]) -> Result<Vec<DataVolume>> {
+        let mut found = Vec::new();
+        for some in deployments.chunks(super::ec2::TAG_VALUES_PER_CALL) {
+            found.extend(self.data_volumes_where(Some(some)).await?);
+        }
+        found.sort_by(|a, b| {
+            a.deployment
+                .cmp(&b.deployment)
+                .then(a.created.cmp(&b.created))
+        });
+        Ok(found)
+    }
+
+    async fn data_volumes_where(&self, deployments: Option<&[&str]>) -> Result<Vec<DataVolume>> {
         let mut req = self
             .ec2
             .describe_volumes()
@@ -108,8 +128,8 @@ impl Cloud {
                 "status",
                 &["creating", "available", "in-use", "error"],
             ));
-        if let Some(d) = deployment {
-            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        if let Some(d) = deployments {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), d));
         }
         let mut found = Vec::new();
         let mut pages = req.into_paginator().send();
@@ -118,7 +138,7 @@ impl Cloud {
                 self.fail(
                     "ec2",
                     "DescribeVolumes",
-                    deployment.unwrap_or("labship"),
+                    &super::ec2::named(deployments),
                     &e,
                 )
             })?;

@@ -196,6 +196,23 @@ fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
         .build()
 }
 
+/// At most this many deployments are named in one describe's tag filter: EC2 takes up to 200
+/// filter values in a call, and the other filters use a few.
+pub(super) const TAG_VALUES_PER_CALL: usize = 100;
+
+/// What a describe of `deployments` (None: all of labship's) names in an error.
+pub(super) fn named(deployments: Option<&[&str]>) -> String {
+    match deployments {
+        None => "labship".into(),
+        Some([one]) => (*one).to_string(),
+        Some(many) => format!(
+            "{} deployments ({}, ...)",
+            many.len(),
+            many.first().copied().unwrap_or_default()
+        ),
+    }
+}
+
 pub(super) fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder()
         .name(name)
@@ -573,23 +590,38 @@ impl Cloud {
 
     /// labship's security groups (of one deployment, or all).
     pub async fn security_groups(&self, deployment: Option<&str>) -> Result<Vec<SecurityGroup>> {
+        self.security_groups_where(deployment.as_ref().map(std::slice::from_ref))
+            .await
+    }
+
+    /// The security groups of these deployments (a few calls for a whole class).
+    pub async fn security_groups_of(&self, deployments: &[&str]) -> Result<Vec<SecurityGroup>> {
+        let mut found = Vec::new();
+        for some in deployments.chunks(TAG_VALUES_PER_CALL) {
+            found.extend(self.security_groups_where(Some(some)).await?);
+        }
+        Ok(found)
+    }
+
+    async fn security_groups_where(
+        &self,
+        deployments: Option<&[&str]>,
+    ) -> Result<Vec<SecurityGroup>> {
         let mut req = self.ec2.describe_security_groups().filters(filter(
             &format!("tag:{}", tags::MANAGED_BY),
             &[tags::MANAGED_BY_VALUE],
         ));
-        if let Some(d) = deployment {
-            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        if let Some(d) = deployments {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), d));
         }
-        let out = req.send().await.map_err(|e| {
-            self.fail(
-                "ec2",
-                "DescribeSecurityGroups",
-                deployment.unwrap_or("labship"),
-                &e,
-            )
-        })?;
-        Ok(out
-            .security_groups()
+        let mut groups = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", &named(deployments), &e))?;
+            groups.extend(page.security_groups().iter().cloned());
+        }
+        Ok(groups
             .iter()
             .map(|g| SecurityGroup {
                 id: g.group_id().unwrap_or_default().to_string(),
@@ -747,6 +779,26 @@ impl Cloud {
 
     /// labship's instances that still exist (of one deployment, or all).
     pub async fn instances(&self, deployment: Option<&str>) -> Result<Vec<Instance>> {
+        self.instances_where(deployment.as_ref().map(std::slice::from_ref))
+            .await
+    }
+
+    /// The instances of these deployments that still exist (a few calls for a whole class),
+    /// in the order of [`Cloud::instances`].
+    pub async fn instances_of(&self, deployments: &[&str]) -> Result<Vec<Instance>> {
+        let mut found = Vec::new();
+        for some in deployments.chunks(TAG_VALUES_PER_CALL) {
+            found.extend(self.instances_where(Some(some)).await?);
+        }
+        found.sort_by(|a, b| {
+            a.deployment
+                .cmp(&b.deployment)
+                .then(a.launched.cmp(&b.launched))
+        });
+        Ok(found)
+    }
+
+    async fn instances_where(&self, deployments: Option<&[&str]>) -> Result<Vec<Instance>> {
         let mut req = self
             .ec2
             .describe_instances()
@@ -755,13 +807,13 @@ impl Cloud {
                 &[tags::MANAGED_BY_VALUE],
             ))
             .filters(filter("instance-state-name", &LIVE_STATES));
-        if let Some(d) = deployment {
-            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), &[d]));
+        if let Some(d) = deployments {
+            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), d));
         }
         let mut found = Vec::new();
         // A job host is not a deployment's.
         for i in self
-            .described(req, deployment.unwrap_or("labship"))
+            .described(req, &named(deployments))
             .await?
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())

@@ -832,6 +832,12 @@ impl Cloud {
         self.deployment_roles_under(DEPLOYMENT_PATH).await
     }
 
+    /// The deployments' roles of `region` (one listing for a whole class).
+    pub async fn deployment_roles_in(&self, region: &str) -> Result<Vec<DeploymentRole>> {
+        self.deployment_roles_under(&format!("{DEPLOYMENT_PATH}{region}/"))
+            .await
+    }
+
     async fn deployment_roles_under(&self, prefix: &str) -> Result<Vec<DeploymentRole>> {
         let mut pages = self
             .iam

@@ -145,6 +145,22 @@ impl Cloud {
         }
     }
 
+    /// Deletes these parameters (at most ten: DeleteParameters' limit) in one call; returns
+    /// the names that were there and are deleted now (one already gone is not among them).
+    pub async fn delete_parameters(&self, names: &[String]) -> Result<Vec<String>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .ssm
+            .delete_parameters()
+            .set_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.fail("ssm", "DeleteParameters", &names.join(", "), &e))?;
+        Ok(out.deleted_parameters().to_vec())
+    }
+
     /// Whether the instance's SSM agent is online.
     pub async fn ssm_online(&self, id: &str) -> Result<bool> {
         let f = InstanceInformationStringFilter::builder()

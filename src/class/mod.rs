@@ -499,8 +499,9 @@ pub async fn down_preview<H: Host>(
     Ok((!asks.is_empty()).then(|| asks.join("; ")))
 }
 
-/// `labship down` of these seats ([`pick`]): each as `down` of its deployment would,
-/// side by side; one report. One seat's failure does not stop the others.
+/// `labship down` of these seats ([`pick`]): each as `down` of its deployment would, all
+/// together ([`Host::down_each`]); one report. One seat's failure does not stop the others;
+/// the seats that failed make it an error ([`Error::TeardownIncomplete`]) naming each.
 pub async fn down<H: Host>(
     host: &H,
     config: &Config,
@@ -508,22 +509,25 @@ pub async fn down<H: Host>(
     seats: Vec<DeploymentStatus>,
     printer: &Printer,
 ) -> Result<DownReport> {
-    let results: Vec<(String, Result<DownReport>)> = stream::iter(seats)
-        .map(|d| async move {
-            let c = seat_config_of(config, &d.name);
-            (d.name, host.down(&c, options, printer).await)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let configs: Vec<Config> = seats
+        .iter()
+        .map(|d| seat_config_of(config, &d.name))
+        .collect();
+    let results = host.down_each(&configs, options, printer).await?;
     let mut report = DownReport::new(host.target(), &config.name, None);
-    let mut results = results;
-    results.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, result) in results {
         match result {
             Ok(r) => report.absorb(r),
             Err(e) => report.failures.push(format!("`{name}`: {}", one_line(&e))),
         }
+    }
+    // As `down` of one deployment: what is left is an error (the others are gone).
+    if !report.failures.is_empty() {
+        return Err(Error::TeardownIncomplete {
+            deployment: config.name.clone(),
+            count: report.failures.len(),
+            details: report.failures.join("\n"),
+        });
     }
     Ok(report)
 }

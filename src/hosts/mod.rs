@@ -253,6 +253,32 @@ pub trait Host {
         options: &DownOptions,
         printer: &Printer,
     ) -> Result<DownReport>;
+
+    /// Removes several deployments (a class's seats), each as [`Host::down`] would; one
+    /// result per deployment, in their order. One's failure does not stop the others. Err:
+    /// what stops them all (Ctrl-C; on EC2 also the first listing, before anything is
+    /// removed). By default side by side, a few at a time; a host whose API takes many
+    /// resources in one call (EC2) does each step for all at once.
+    async fn down_each(
+        &self,
+        configs: &[Config],
+        options: &DownOptions,
+        printer: &Printer,
+    ) -> Result<Vec<(String, Result<DownReport>)>> {
+        use futures_util::StreamExt;
+        let mut done: Vec<(String, Result<DownReport>)> = futures_util::stream::iter(configs)
+            .map(|c| async move { (c.name.clone(), self.down(c, options, printer).await) })
+            .buffered(crate::class::CONCURRENCY)
+            .collect()
+            .await;
+        let interrupted = done
+            .iter()
+            .position(|(_, r)| matches!(r, Err(Error::Interrupted { .. })));
+        if let Some((_, Err(e))) = interrupted.map(|n| done.swap_remove(n)) {
+            return Err(e);
+        }
+        Ok(done)
+    }
 }
 
 // ---- reports: one per command, the same shape on every target ------------------------------

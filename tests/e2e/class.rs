@@ -395,28 +395,24 @@ fn a_roster_names_the_seats_and_a_bad_one_creates_nothing() {
     assert_eq!(labelled("volume", &class), Vec::<String>::new());
 }
 
-/// Two ports in a row that are free now (a class's seats take consecutive ports).
-fn two_free_ports() -> u16 {
-    free_ports(2)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() {
     let sim = sim_endpoint();
     let rig = rig();
     let p = Project::default_workload("ecls");
     let class = p.name.clone();
-    let port = two_free_ports();
+    // Three seats: one is taken down alone, then the two left together.
+    let port = free_ports(3);
     let port_s = port.to_string();
     let mut args = ec2_up_args(&port_s);
-    args.extend(["--seats", "2"]);
+    args.extend(["--seats", "3"]);
     // A fault scope with no rules counts the calls signed with its key (the hosts sign
     // with another).
     let counted = Faults::new(&sim, "class-calls");
     counted.set(0, serde_json::json!([]));
     let report = json(&p.labship_at(&sim, &args, &[("AWS_ACCESS_KEY_ID", counted.key.as_str())]));
     let calls = |action: &str| counted.report()["calls"][action].as_u64().unwrap_or(0);
-    assert_eq!(report["ready"], 2, "{report}");
+    assert_eq!(report["ready"], 3, "{report}");
     // What is the same for every seat is asked once for the class; each seat has its own
     // launch (one RunInstances per seat: batches are not built).
     for once in [
@@ -431,7 +427,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert_eq!(calls("iam:GetInstanceProfile"), 1);
     // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
     assert!(calls("ecr:DescribeRepositories") <= 2);
-    assert_eq!(calls("ec2:RunInstances"), 2);
+    assert_eq!(calls("ec2:RunInstances"), 3);
     let rows = rows_by_seat(&report);
     // Each seat: its own instance on its own port, its own token, its own certificate.
     for (id, seat_port) in [("1", port), ("2", port + 1)] {
@@ -472,7 +468,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         })
         .collect();
     seats_tagged.sort();
-    assert_eq!(seats_tagged, ["1", "2"], "{instances:?}");
+    assert_eq!(seats_tagged, ["1", "2", "3"], "{instances:?}");
 
     // distribute and collect through each seat's own Jupyter (pinned TLS).
     p.write("handout/week1.md", "# Week 1\n");
@@ -483,8 +479,8 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     ));
     assert_eq!(given["failed"], 0, "{given}");
     let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
-    assert_eq!(collected["files"], 2, "{collected}");
-    for id in ["1", "2"] {
+    assert_eq!(collected["files"], 3, "{collected}");
+    for id in ["1", "2", "3"] {
         assert_eq!(
             std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
                 .expect("collected"),
@@ -518,9 +514,76 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
     assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
-    // down of the class: nothing left of it.
-    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    // down of the class, with seat 3's data volume refused (HTTP 500 on every attempt): the
+    // seats are taken down together — one termination, one listing of each kind, one token
+    // delete (each once per seat before) — and seat 3's failure is its own: seat 2 is gone
+    // entirely, seat 3 keeps what follows its volume, and the command fails naming it.
+    let volume_of = |seat: &str| {
+        let found = aws_json(
+            &rig.aws_endpoint,
+            &[
+                "ec2",
+                "describe-volumes",
+                "--filters",
+                &format!("Name=tag:labship:deployment,Values={class}-{seat}"),
+                "Name=tag:labship:volume,Values=workspace",
+            ],
+        );
+        found["Volumes"][0]["VolumeId"]
+            .as_str()
+            .expect("a data volume")
+            .to_string()
+    };
+    let refused = volume_of("3");
+    let counted = Faults::new(&sim, "class-down-calls");
+    counted.set(
+        0,
+        serde_json::json!([
+            {"action": "ec2:DeleteVolume", "param": {"VolumeId": refused}, "fault": "5xx"}
+        ]),
+    );
+    let failed = p.labship_at(
+        &sim,
+        &ec2_down_args(&["--delete-data"]),
+        &[("AWS_ACCESS_KEY_ID", counted.key.as_str())],
+    );
+    let error = json_error(&failed);
+    let said = error.to_string();
+    assert!(said.contains(&format!("`{class}-3`")), "{said}");
+    assert!(!said.contains(&format!("`{class}-2`")), "{said}");
+    let all = counted.report();
+    let calls = |action: &str| all["calls"][action].as_u64().unwrap_or(0);
+    for once in [
+        "ec2:TerminateInstances",
+        "ssm:DeleteParameters",
+        "iam:ListRoles",
+    ] {
+        assert_eq!(calls(once), 1, "{once}: {all}");
+    }
+    assert_eq!(calls("ssm:DeleteParameter"), 0, "{all}");
+    // Listed for the class's seats (`status`), then by `down`: found, and found again once
+    // the instances are gone.
+    assert_eq!(calls("ec2:DescribeSecurityGroups"), 3, "{all}");
+    assert_eq!(calls("ec2:DeleteSecurityGroup"), 1, "{all}");
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
+    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    assert_eq!(volume_of("3"), refused);
+    let token_left = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &format!("/labship/{class}-3/token"),
+        ],
+    );
+    assert!(
+        token_left.status.success(),
+        "seat 3's token went before its volume"
+    );
+    // Again: the rest of seat 3 goes, and nothing of the class is left.
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    crate::ec2::assert_nothing_left(&format!("{class}-3")).await;
 }
 
 /// `git ARGS` in `dir` (a committer set, so it works on a machine without git config).

@@ -757,6 +757,7 @@ fn operator_policy_keeps_to_labship_resources() {
         "ssm:PutParameter",
         "ssm:GetParameter",
         "ssm:DeleteParameter",
+        "ssm:DeleteParameters",
         "ssm:AddTagsToResource",
     ] {
         assert!(
@@ -1331,6 +1332,7 @@ fn instance_role_reads_only_labship_parameters_and_holds_no_write() {
         ("ssm:StartSession", instance),
         ("ssm:PutParameter", token),
         ("ssm:DeleteParameter", token),
+        ("ssm:DeleteParameters", token),
     ] {
         assert!(
             granting(&policy, action, arn).is_empty(),

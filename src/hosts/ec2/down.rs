@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::{stream, StreamExt};
+
 use super::backup::save;
 use super::sealed;
 use crate::aws::ebs::DataVolume;
@@ -27,6 +29,8 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 const VOLUME_WAIT: Duration = Duration::from_secs(300);
 /// How long a security group may stay in use by a terminated instance's interface.
 const GROUP_WAIT: Duration = Duration::from_secs(180);
+/// How many data volumes or security groups of a class are deleted at once.
+const AT_ONCE: usize = 8;
 
 /// What `down` is about to remove, in words, for the confirmation question (None: nothing).
 pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<Option<String>> {
@@ -115,219 +119,541 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     )))
 }
 
+/// `labship down NAME --ec2`: [`down_many`] of one deployment.
 pub async fn down(
     aws: &Aws,
     config: &Config,
     opts: &DownOptions,
     printer: &Printer,
 ) -> Result<DownReport> {
-    let cloud = Cloud::new(aws);
-    let deployment = config.name.as_str();
-    let repository = config.push.repository.as_str();
-    let mut report = DownReport::new(Target::Ec2, deployment, Some(cloud.region.clone()));
+    let mut each = down_many(aws, std::slice::from_ref(config), opts, printer).await?;
+    match each.pop() {
+        Some((_, done)) => done,
+        None => Err(crate::hosts::plan_bug(
+            "the down of one deployment reported none",
+        )),
+    }
+}
 
-    // 0. Whose it is: another identity's deployment needs --force.
+/// One deployment's part of [`down_many`].
+struct Teardown<'c> {
+    config: &'c Config,
+    report: DownReport,
+    /// Its instances, as step 0 found them.
+    instances: Vec<Instance>,
+    /// It had data volumes at step 0.
+    had_volumes: bool,
+    /// Why nothing (more) of it is removed: another identity's, or its workspace could not be
+    /// saved.
+    stopped: Option<Error>,
+    token_deleted: bool,
+    role_deleted: bool,
+}
+
+impl Teardown<'_> {
+    /// Its next step may run: nothing stopped it and nothing failed (what follows a failure
+    /// could be in use by an instance that is still there).
+    fn clear(&self) -> bool {
+        self.stopped.is_none() && self.report.failures.is_empty()
+    }
+}
+
+/// Removes these deployments' resources in one region, each as `down NAME` would, step by step
+/// together: each step asks AWS once for all of them (a describe, TerminateInstances and its
+/// wait, DeleteParameters by ten), and the deletes that take one resource each (volumes,
+/// groups) run side by side. A class of N seats costs a few calls per seat, not fifteen, and
+/// one termination wait rather than N. One deployment's failure stops only its own later
+/// steps; a call for all that AWS refuses is made again for each alone, so that one
+/// deployment's refusal stays its own. Err: what stops every one of them (Ctrl-C, or the first
+/// listing, before anything is removed); else one result per deployment, in the order given.
+pub async fn down_many(
+    aws: &Aws,
+    configs: &[Config],
+    opts: &DownOptions,
+    printer: &Printer,
+) -> Result<Vec<(String, Result<DownReport>)>> {
+    let cloud = Cloud::new(aws);
+    let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+
+    // 0. Whose each is: another identity's deployment needs --force.
     let (instances, groups, volumes, caller) = tokio::try_join!(
-        cloud.instances(Some(deployment)),
-        cloud.security_groups(Some(deployment)),
-        cloud.data_volumes(Some(deployment)),
+        cloud.instances_of(&names),
+        cloud.security_groups_of(&names),
+        cloud.data_volumes_of(&names),
         cloud.caller_arn(),
     )?;
-    super::require_owner(
-        deployment,
-        &caller,
-        instances
-            .iter()
-            .map(|i| &i.owner)
-            .chain(groups.iter().map(|g| &g.owner))
-            .chain(volumes.iter().map(|v| &v.owner)),
-        opts.force,
-        "remove",
-    )?;
+    let mut each: Vec<Teardown> = configs
+        .iter()
+        .map(|config| {
+            let name = config.name.as_str();
+            let instances: Vec<Instance> = instances
+                .iter()
+                .filter(|i| i.deployment == name)
+                .cloned()
+                .collect();
+            let volumes: Vec<&DataVolume> =
+                volumes.iter().filter(|v| v.deployment == name).collect();
+            let owned = super::require_owner(
+                name,
+                &caller,
+                instances
+                    .iter()
+                    .map(|i| &i.owner)
+                    .chain(
+                        groups
+                            .iter()
+                            .filter(|g| g.deployment.as_deref() == Some(name))
+                            .map(|g| &g.owner),
+                    )
+                    .chain(volumes.iter().map(|v| &v.owner)),
+                opts.force,
+                "remove",
+            );
+            Teardown {
+                config,
+                report: DownReport::new(Target::Ec2, name, Some(cloud.region.clone())),
+                instances,
+                had_volumes: !volumes.is_empty(),
+                stopped: owned.err(),
+                token_deleted: false,
+                role_deleted: false,
+            }
+        })
+        .collect();
 
-    // 1. Instances (they hold the security group). The workspace of one on the data volume
+    // 1. Instances (they hold the security groups). The workspace of one on the data volume
     //    stays there; one of an older labship has it on its own disk, which goes with it:
     //    that is saved first through Jupyter.
-    let on_disk: Vec<&Instance> = instances.iter().filter(|i| !i.data_volume).collect();
     if !opts.delete_data {
-        let stamped = crate::hosts::backup::stamped_dir(&opts.backup_root, deployment);
-        for inst in on_disk.iter().copied() {
-            let mut dest = stamped.clone();
-            if on_disk.len() > 1 {
-                dest = dest.join(&inst.id);
+        for t in each.iter_mut().filter(|t| t.stopped.is_none()) {
+            save_on_disk(&cloud, t, opts, printer).await?;
+        }
+    }
+    terminate(&cloud, &mut each, printer).await?;
+
+    // 1b. Their data volumes: kept, unless --delete-data (once no instance holds them).
+    let volumes = match clear_names(&each) {
+        clear if clear.is_empty() => Vec::new(),
+        clear => match cloud.data_volumes_of(&clear).await {
+            Ok(found) => found,
+            Err(e) => failed_all(&mut each, &e),
+        },
+    };
+    let mut doomed = Vec::new();
+    for (n, t) in each.iter_mut().enumerate() {
+        if !t.clear() {
+            if t.stopped.is_none() && t.had_volumes {
+                t.report.failures.push(
+                    "data volume kept: an instance of the deployment may still use it".into(),
+                );
             }
-            printer.note(format!(
-                "Saving the workspace of {} to {}",
-                inst.id,
-                dest.display()
+            continue;
+        }
+        for v in volumes.iter().filter(|v| v.deployment == t.config.name) {
+            if opts.delete_data {
+                doomed.push((n, v));
+                continue;
+            }
+            let name = &t.config.name;
+            t.report.kept.push(format!(
+                "data volume {} with the workspace: the next `labship up {name} --ec2` attaches it; `labship down {name} --ec2 --delete-data` deletes it",
+                v.describe()
             ));
-            let saved = interrupt::cancellable("saving the workspace", async {
-                save(&cloud, inst, &dest)
-                    .await
-                    .map_err(|message| Error::BackupFailed {
-                        deployment: deployment.to_string(),
-                        instance: inst.id.clone(),
-                        message,
-                    })
-            })
-            .await?;
-            match saved {
-                Some(saved) => report.saved.push(saved),
-                None => printer.note(format!(
-                    "{}: its Jupyter never started, so there is no workspace to save",
-                    inst.id
-                )),
+            t.report.data_volumes_kept.push(v.clone());
+        }
+    }
+    let deleted: Vec<(usize, &DataVolume, Result<bool>)> = stream::iter(doomed)
+        .map(|(n, v)| {
+            let cloud = &cloud;
+            async move {
+                if let Err(e) = interrupt::checkpoint("deleting the data volume") {
+                    return (n, v, Err(e));
+                }
+                // Detached by the termination: available within seconds. (A failed volume
+                // never becomes available: it is deleted as it is.)
+                let detached = async {
+                    if v.state == "error" {
+                        Ok(())
+                    } else {
+                        cloud.wait_volume_available(&v.id, VOLUME_WAIT).await
+                    }
+                };
+                let deleted =
+                    match interrupt::cancellable("the data volume's detachment", detached).await {
+                        Ok(()) => cloud.delete_data_volume(&v.id).await,
+                        Err(e) => Err(e),
+                    };
+                (n, v, deleted)
+            }
+        })
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+    for (n, v, deleted) in deleted {
+        match deleted {
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Ok(_) => each[n].report.data_volumes_deleted.push(v.id.clone()),
+            Err(e) => each[n].report.failures.push(e.to_string()),
+        }
+    }
+
+    // 2. Their security groups, once no instance holds them.
+    let groups = match clear_names(&each) {
+        clear if clear.is_empty() => Vec::new(),
+        clear => match cloud.security_groups_of(&clear).await {
+            Ok(found) => found,
+            Err(e) => failed_all(&mut each, &e),
+        },
+    };
+    let mut doomed = Vec::new();
+    for (n, t) in each.iter_mut().enumerate() {
+        if t.clear() {
+            let mine = groups
+                .iter()
+                .filter(|g| g.deployment.as_deref() == Some(t.config.name.as_str()));
+            doomed.extend(mine.map(|g| (n, g.id.clone())));
+        } else if t.stopped.is_none() {
+            t.report
+                .failures
+                .push("security group kept: an instance of the deployment may still use it".into());
+        }
+    }
+    let deleted: Vec<(usize, String, Result<bool>)> = stream::iter(doomed)
+        .map(|(n, id)| {
+            let cloud = &cloud;
+            async move {
+                let deleted = interrupt::cancellable(
+                    "deleting the security group",
+                    cloud.delete_security_group(&id, GROUP_WAIT),
+                )
+                .await;
+                (n, id, deleted)
+            }
+        })
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+    for (n, id, deleted) in deleted {
+        match deleted {
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Ok(true) => each[n].report.security_groups_deleted.push(id),
+            Ok(false) => {}
+            Err(e) => each[n].report.failures.push(e.to_string()),
+        }
+    }
+
+    // 2b. Their sealed tokens, once no instance needs them: ten to a DeleteParameters (a single
+    //     deployment's with DeleteParameter, as before that call was used).
+    interrupt::checkpoint("deleting the token parameters")?;
+    let clear: Vec<usize> = (0..each.len()).filter(|n| each[*n].clear()).collect();
+    for t in each
+        .iter_mut()
+        .filter(|t| t.stopped.is_none() && !t.clear())
+    {
+        t.report.failures.push(format!(
+            "token parameter {} kept: an instance of the deployment may still use it",
+            sealed::parameter(&t.config.name)
+        ));
+    }
+    for some in clear.chunks(sealed::REMOVED_AT_ONCE) {
+        let deployments: Vec<&str> = some.iter().map(|n| each[*n].config.name.as_str()).collect();
+        let removed = remove_tokens(&cloud, &deployments, configs.len() > 1).await;
+        for (n, removed) in some.iter().zip(removed) {
+            match removed {
+                Ok(deleted) => each[*n].token_deleted = deleted,
+                Err(e) => each[*n].report.failures.push(e.to_string()),
             }
         }
     }
-    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
-    if !ids.is_empty() {
-        interrupt::checkpoint("terminating the instances")?;
-        // A spot instance's persistent request first: left open, it would launch another.
-        let requests: Vec<String> = instances
-            .iter()
-            .filter_map(|i| i.spot_request.clone())
-            .collect();
-        if let Err(e) = cloud.cancel_spot_requests(&requests).await {
-            report.failures.push(e.to_string());
+
+    // 2c. Their own roles (deployments with inputs), once no instance runs with them: one
+    //     listing for all.
+    for t in each
+        .iter_mut()
+        .filter(|t| t.stopped.is_none() && !t.clear())
+    {
+        t.report.failures.push(format!(
+            "IAM role {} kept, if there is one: an instance of the deployment may still use it",
+            crate::aws::iam::deployment_role_name(&cloud.region, &t.config.name)
+        ));
+    }
+    interrupt::checkpoint("deleting the deployments' roles")?;
+    if each.iter().any(Teardown::clear) {
+        // One deployment's own path, or every deployment's of the region.
+        let roles = match configs {
+            [one] => cloud
+                .deployment_role(&cloud.region, &one.name)
+                .await
+                .map(|r| r.into_iter().collect()),
+            _ => cloud.deployment_roles_in(&cloud.region).await,
+        };
+        match roles {
+            Ok(roles) => {
+                for t in each.iter_mut().filter(|t| t.clear()) {
+                    if !roles.iter().any(|r| r.deployment == t.config.name) {
+                        continue;
+                    }
+                    let (removed, failures) = cloud
+                        .remove_deployment_role(&cloud.region, &t.config.name)
+                        .await;
+                    t.role_deleted = removed && failures.is_empty();
+                    t.report
+                        .failures
+                        .extend(failures.into_iter().map(|e| e.to_string()));
+                }
+            }
+            Err(e) => {
+                for t in each.iter_mut().filter(|t| t.clear()) {
+                    t.report.failures.push(e.to_string());
+                }
+            }
         }
-        printer.note(format!("Terminating {}", ids.join(", ")));
-        match cloud.terminate(&ids).await {
-            Ok(()) => match interrupt::cancellable(
-                "the instances' termination",
-                cloud.wait_terminated(&ids, TERMINATE_WAIT),
-            )
-            .await
-            {
-                Err(e @ Error::Interrupted { .. }) => return Err(e),
-                Ok(left) if left.is_empty() => report.terminated = ids.clone(),
-                Ok(left) => {
-                    report.terminated = ids.iter().filter(|i| !left.contains(i)).cloned().collect();
-                    report.failures.push(format!(
+    }
+
+    // 3. Images, only when asked: each repository once (a class's seats share one), told in
+    //    the report of a deployment that uses it, one with no failure if there is one (a
+    //    failed deployment's report becomes its error).
+    if opts.purge_images {
+        let ecr = Ecr::new(
+            aws,
+            configs
+                .first()
+                .and_then(|c| c.push.registry_endpoint.clone()),
+        );
+        let mut repositories: Vec<String> = Vec::new();
+        for t in each.iter().filter(|t| t.stopped.is_none()) {
+            if !repositories.contains(&t.config.push.repository) {
+                repositories.push(t.config.push.repository.clone());
+            }
+        }
+        for repository in &repositories {
+            interrupt::checkpoint("deleting the images")?;
+            let users: Vec<usize> = (0..each.len())
+                .filter(|n| {
+                    each[*n].stopped.is_none() && &each[*n].config.push.repository == repository
+                })
+                .collect();
+            let Some(&n) = users.iter().find(|n| each[**n].clear()).or(users.first()) else {
+                continue;
+            };
+            let t = &mut each[n];
+            match ecr.purge(repository).await {
+                Ok((count, deleted_repo)) => {
+                    t.report.images_deleted = count;
+                    if deleted_repo {
+                        t.report.repository_deleted = Some(repository.to_string());
+                    }
+                }
+                Err(e) => t.report.failures.push(e.to_string()),
+            }
+        }
+    }
+
+    Ok(each
+        .into_iter()
+        .map(|t| finish(t, &cloud, printer))
+        .collect())
+}
+
+/// The names of the deployments whose next step may run ([`Teardown::clear`]).
+fn clear_names<'a>(each: &[Teardown<'a>]) -> Vec<&'a str> {
+    each.iter()
+        .filter(|t| t.clear())
+        .map(|t| t.config.name.as_str())
+        .collect()
+}
+
+/// Step 1's backups: the workspace of each instance that has it on its own disk (an older
+/// labship's), saved through its Jupyter. One that cannot be saved stops its deployment.
+async fn save_on_disk(
+    cloud: &Cloud,
+    t: &mut Teardown<'_>,
+    opts: &DownOptions,
+    printer: &Printer,
+) -> Result<()> {
+    let deployment = t.config.name.as_str();
+    let on_disk: Vec<&Instance> = t.instances.iter().filter(|i| !i.data_volume).collect();
+    let stamped = crate::hosts::backup::stamped_dir(&opts.backup_root, deployment);
+    for inst in on_disk.iter().copied() {
+        let mut dest = stamped.clone();
+        if on_disk.len() > 1 {
+            dest = dest.join(&inst.id);
+        }
+        printer.note(format!(
+            "Saving the workspace of {} to {}",
+            inst.id,
+            dest.display()
+        ));
+        let saved = interrupt::cancellable("saving the workspace", async {
+            save(cloud, inst, &dest)
+                .await
+                .map_err(|message| Error::BackupFailed {
+                    deployment: deployment.to_string(),
+                    instance: inst.id.clone(),
+                    message,
+                })
+        })
+        .await;
+        match saved {
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => {
+                t.stopped = Some(e);
+                return Ok(());
+            }
+            Ok(Some(saved)) => t.report.saved.push(saved),
+            Ok(None) => printer.note(format!(
+                "{}: its Jupyter never started, so there is no workspace to save",
+                inst.id
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Step 1's termination: every instance of the deployments still going, in one
+/// TerminateInstances (their persistent spot requests cancelled first, in one call), then one
+/// wait for all of them.
+async fn terminate(cloud: &Cloud, each: &mut [Teardown<'_>], printer: &Printer) -> Result<()> {
+    let instances = per_deployment(each, |i| Some(i.id.clone()));
+    if instances.is_empty() {
+        return Ok(());
+    }
+    interrupt::checkpoint("terminating the instances")?;
+    // A spot instance's persistent request first: left open, it would launch another.
+    let requests = per_deployment(each, |i| i.spot_request.clone());
+    let cancel = |ids: Vec<String>| async move { cloud.cancel_spot_requests(&ids).await };
+    for (n, e) in at_once_else_alone(&requests, cancel).await {
+        each[n].report.failures.push(e);
+    }
+    let ids: Vec<&str> = instances
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().map(String::as_str))
+        .collect();
+    printer.note(format!("Terminating {}", ids.join(", ")));
+    let end = |ids: Vec<String>| async move { cloud.terminate(&ids).await };
+    let refused = at_once_else_alone(&instances, end).await;
+    let accepted: Vec<&(usize, Vec<String>)> = instances
+        .iter()
+        .filter(|(n, _)| !refused.iter().any(|(r, _)| r == n))
+        .collect();
+    for (n, e) in refused {
+        each[n].report.failures.push(e);
+    }
+    let waited: Vec<String> = accepted
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().cloned())
+        .collect();
+    let left = match interrupt::cancellable(
+        "the instances' termination",
+        cloud.wait_terminated(&waited, TERMINATE_WAIT),
+    )
+    .await
+    {
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Ok(left) => Ok(left),
+        Err(e) => Err(e.to_string()),
+    };
+    for (n, mine) in accepted {
+        let t = &mut each[*n];
+        match &left {
+            Ok(left) => {
+                let (still, gone): (Vec<&String>, Vec<&String>) =
+                    mine.iter().partition(|id| left.contains(id));
+                t.report.terminated = gone.into_iter().cloned().collect();
+                if !still.is_empty() {
+                    let still: Vec<&str> = still.into_iter().map(String::as_str).collect();
+                    t.report.failures.push(format!(
                         "{} still not terminated after {}s",
-                        left.join(", "),
+                        still.join(", "),
                         TERMINATE_WAIT.as_secs()
                     ));
                 }
-                Err(e) => report.failures.push(e.to_string()),
-            },
-            Err(e) => report.failures.push(e.to_string()),
-        }
-    }
-
-    // 1b. Its data volumes: kept, unless --delete-data (once no instance holds them).
-    if report.failures.is_empty() {
-        for v in cloud.data_volumes(Some(deployment)).await? {
-            if !opts.delete_data {
-                report.kept.push(format!(
-                    "data volume {} with the workspace: the next `labship up {deployment} --ec2` attaches it; `labship down {deployment} --ec2 --delete-data` deletes it",
-                    v.describe()
-                ));
-                report.data_volumes_kept.push(v);
-                continue;
             }
-            interrupt::checkpoint("deleting the data volume")?;
-            // Detached by the termination: available within seconds.
-            // (A failed volume never becomes available: it is deleted as it is.)
-            let detached = async {
-                if v.state == "error" {
-                    Ok(())
-                } else {
-                    cloud.wait_volume_available(&v.id, VOLUME_WAIT).await
-                }
-            };
-            let deleted =
-                match interrupt::cancellable("the data volume's detachment", detached).await {
-                    Err(e @ Error::Interrupted { .. }) => return Err(e),
-                    Ok(()) => cloud.delete_data_volume(&v.id).await,
-                    Err(e) => Err(e),
-                };
-            match deleted {
-                Ok(_) => report.data_volumes_deleted.push(v.id),
-                Err(e) => report.failures.push(e.to_string()),
-            }
-        }
-    } else if !volumes.is_empty() {
-        report
-            .failures
-            .push("data volume kept: an instance of the deployment may still use it".into());
-    }
-
-    // 2. Its security group(s), once no instance holds them.
-    if report.failures.is_empty() {
-        for g in cloud.security_groups(Some(deployment)).await? {
-            match interrupt::cancellable(
-                "deleting the security group",
-                cloud.delete_security_group(&g.id, GROUP_WAIT),
-            )
-            .await
-            {
-                Err(e @ Error::Interrupted { .. }) => return Err(e),
-                Ok(true) => report.security_groups_deleted.push(g.id),
-                Ok(false) => {}
-                Err(e) => report.failures.push(e.to_string()),
-            }
-        }
-    } else {
-        report
-            .failures
-            .push("security group kept: an instance of the deployment may still use it".into());
-    }
-
-    // 2b. Its sealed token, once no instance needs it.
-    let parameter = sealed::parameter(deployment);
-    let mut token_deleted = false;
-    if report.failures.is_empty() {
-        match sealed::remove(&cloud, deployment).await {
-            Ok(deleted) => token_deleted = deleted,
-            Err(e) => report.failures.push(e.to_string()),
-        }
-    } else {
-        report.failures.push(format!(
-            "token parameter {parameter} kept: an instance of the deployment may still use it"
-        ));
-    }
-
-    // 2c. Its own role (a deployment with inputs), once no instance runs with it.
-    let role = crate::aws::iam::deployment_role_name(&cloud.region, deployment);
-    let mut role_deleted = false;
-    if report.failures.is_empty() {
-        match cloud
-            .deployment_role_exists(&cloud.region, deployment)
-            .await
-        {
-            Ok(false) => {}
-            Ok(true) => {
-                let (removed, failures) = cloud
-                    .remove_deployment_role(&cloud.region, deployment)
-                    .await;
-                role_deleted = removed && failures.is_empty();
-                report
-                    .failures
-                    .extend(failures.into_iter().map(|e| e.to_string()));
-            }
-            Err(e) => report.failures.push(e.to_string()),
-        }
-    } else {
-        report.failures.push(format!(
-            "IAM role {role} kept, if there is one: an instance of the deployment may still use it"
-        ));
-    }
-
-    // 3. Images, only when asked.
-    if opts.purge_images {
-        let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
-        match ecr.purge(repository).await {
-            Ok((count, deleted_repo)) => {
-                report.images_deleted = count;
-                if deleted_repo {
-                    report.repository_deleted = Some(repository.to_string());
-                }
-            }
-            Err(e) => report.failures.push(e.to_string()),
+            Err(e) => t.report.failures.push(e.clone()),
         }
     }
+    Ok(())
+}
 
+/// The deployments still going ([`Teardown::stopped`] not set) with what `pick` takes of
+/// their instances (ids), those that have any: by their place in `each`.
+fn per_deployment(
+    each: &[Teardown<'_>],
+    pick: impl Fn(&Instance) -> Option<String>,
+) -> Vec<(usize, Vec<String>)> {
+    each.iter()
+        .enumerate()
+        .filter(|(_, t)| t.stopped.is_none())
+        .map(|(n, t)| (n, t.instances.iter().filter_map(&pick).collect::<Vec<_>>()))
+        .filter(|(_, ids)| !ids.is_empty())
+        .collect()
+}
+
+/// `call` once with the ids of every deployment in `ids`; when AWS refuses that (one refused id
+/// fails a whole TerminateInstances, and one instance with termination protection fails it
+/// while others are terminated), `call` again for each deployment's ids alone, so that one
+/// deployment's refusal is its own. Returns the deployments that failed, with why.
+async fn at_once_else_alone<F, Fut>(ids: &[(usize, Vec<String>)], call: F) -> Vec<(usize, String)>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    if ids.len() > 1 {
+        let all: Vec<String> = ids
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
+        if call(all).await.is_ok() {
+            return Vec::new();
+        }
+    }
+    let mut failed = Vec::new();
+    for (n, one) in ids {
+        if let Err(e) = call(one.clone()).await {
+            failed.push((*n, e.to_string()));
+        }
+    }
+    failed
+}
+
+/// These deployments' sealed tokens removed: in one DeleteParameters (`batch`), or when that is
+/// refused (an operator policy from before labship used it), one by one. Per deployment, in
+/// order: whether it had one.
+async fn remove_tokens(cloud: &Cloud, deployments: &[&str], batch: bool) -> Vec<Result<bool>> {
+    if batch {
+        if let Ok(deleted) = sealed::remove_all(cloud, deployments).await {
+            return deployments
+                .iter()
+                .map(|d| Ok(deleted.iter().any(|x| x == d)))
+                .collect();
+        }
+    }
+    let mut removed = Vec::new();
+    for d in deployments {
+        removed.push(sealed::remove(cloud, d).await);
+    }
+    removed
+}
+
+/// A listing after the termination failed: every deployment still clear fails with it (none of
+/// its later steps runs); nothing was found.
+fn failed_all<T>(each: &mut [Teardown<'_>], e: &Error) -> Vec<T> {
+    for t in each.iter_mut().filter(|t| t.clear()) {
+        t.report.failures.push(e.to_string());
+    }
+    Vec::new()
+}
+
+/// One deployment's result: its report, or what stopped it, or what failed (each said on
+/// stderr).
+fn finish(t: Teardown<'_>, cloud: &Cloud, printer: &Printer) -> (String, Result<DownReport>) {
+    let deployment = t.config.name.clone();
+    if let Some(e) = t.stopped {
+        return (deployment, Err(e));
+    }
+    let mut report = t.report;
+    let parameter = sealed::parameter(&deployment);
+    let role = crate::aws::iam::deployment_role_name(&cloud.region, &deployment);
     report.removed = report
         .terminated
         .iter()
@@ -344,8 +670,14 @@ pub async fn down(
                 .iter()
                 .map(|v| format!("data volume {v}")),
         )
-        .chain(token_deleted.then(|| format!("SSM parameter {parameter}")))
-        .chain(role_deleted.then(|| format!("IAM role and instance profile {role}")))
+        .chain(
+            t.token_deleted
+                .then(|| format!("SSM parameter {parameter}")),
+        )
+        .chain(
+            t.role_deleted
+                .then(|| format!("IAM role and instance profile {role}")),
+        )
         .chain((report.images_deleted > 0).then(|| format!("{} ECR images", report.images_deleted)))
         .chain(
             report
@@ -354,17 +686,18 @@ pub async fn down(
                 .map(|r| format!("ECR repository {r}")),
         )
         .collect();
-    if !report.failures.is_empty() {
-        for f in &report.failures {
-            printer.note(format!("failed: {f}"));
-        }
-        return Err(Error::TeardownIncomplete {
-            deployment: deployment.to_string(),
-            count: report.failures.len(),
-            details: report.failures.join("\n"),
-        });
+    if report.failures.is_empty() {
+        return (deployment, Ok(report));
     }
-    Ok(report)
+    for f in &report.failures {
+        printer.note(format!("failed: {f}"));
+    }
+    let failed = Error::TeardownIncomplete {
+        deployment: deployment.clone(),
+        count: report.failures.len(),
+        details: report.failures.join("\n"),
+    };
+    (deployment, Err(failed))
 }
 
 /// The shared role, when no deployment in any region uses it any more (`down --all`, last).
@@ -680,16 +1013,32 @@ pub async fn down_all(
         all: false,
         ..opts.clone()
     };
+    // Region by region, each region's deployments together (a class's seats in one
+    // termination).
+    let mut by_region: BTreeMap<&str, Vec<Config>> = BTreeMap::new();
     for (region, name) in found.keys() {
-        interrupt::checkpoint("the next deployment")?;
-        printer.note(format!("Taking down `{name}` in {region}"));
         let mut one = config.clone();
         one.name = name.clone();
         one.push.repository = format!("labship/{name}");
-        match down(&aws.in_region(region), &one, &each, printer).await {
-            Ok(done) => report.absorb(done),
+        by_region.entry(region.as_str()).or_default().push(one);
+    }
+    for (region, configs) in by_region {
+        interrupt::checkpoint("the next region")?;
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        printer.note(format!("Taking down `{}` in {region}", names.join("`, `")));
+        match down_many(&aws.in_region(region), &configs, &each, printer).await {
+            Ok(results) => {
+                for (name, done) in results {
+                    match done {
+                        Ok(done) => report.absorb(done),
+                        Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
+                    }
+                }
+            }
             Err(e @ Error::Interrupted { .. }) => return Err(e),
-            Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
+            Err(e) => report
+                .failures
+                .push(format!("`{}` in {region}: {e}", names.join("`, `"))),
         }
     }
     let cloud = Cloud::new(aws);

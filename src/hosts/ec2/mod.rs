@@ -491,6 +491,15 @@ impl Host for Ec2Host {
             down::down(&self.aws, config, options, printer).await
         }
     }
+
+    async fn down_each(
+        &self,
+        configs: &[Config],
+        options: &DownOptions,
+        printer: &Printer,
+    ) -> Result<Vec<(String, Result<DownReport>)>> {
+        down::down_many(&self.aws, configs, options, printer).await
+    }
 }
 
 /// Where labship reaches Jupyter on `inst` (on `port`): its public address, or with

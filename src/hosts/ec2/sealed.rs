@@ -89,6 +89,21 @@ pub async fn remove(cloud: &Cloud, deployment: &str) -> Result<bool> {
     cloud.delete_parameter(&parameter(deployment)).await
 }
 
+/// How many tokens [`remove_all`] takes: DeleteParameters' limit.
+pub const REMOVED_AT_ONCE: usize = 10;
+
+/// Deletes the tokens of these deployments (at most [`REMOVED_AT_ONCE`]) in one call;
+/// returns the deployments that had one.
+pub async fn remove_all(cloud: &Cloud, deployments: &[&str]) -> Result<Vec<String>> {
+    let names: Vec<String> = deployments.iter().map(|d| parameter(d)).collect();
+    let deleted = cloud.delete_parameters(&names).await?;
+    Ok(deployments
+        .iter()
+        .filter(|d| deleted.contains(&parameter(d)))
+        .map(|d| d.to_string())
+        .collect())
+}
+
 const DESCRIPTION: &str = "labship: the Jupyter token of this deployment (read by its instance)";
 
 fn generate(name: &str) -> Result<JupyterToken> {
