@@ -489,13 +489,18 @@ pub async fn down_preview<H: Host>(
     options: &DownOptions,
     seats: &[DeploymentStatus],
 ) -> Result<Option<String>> {
-    let mut asks = Vec::new();
-    for d in seats {
-        let c = seat_config_of(config, &d.name);
-        if let Some(ask) = host.down_preview(&c, options).await? {
-            asks.push(ask);
-        }
-    }
+    // Asked side by side, told in seat order.
+    let asks: Vec<Option<String>> = stream::iter(seats)
+        .map(|d| async move {
+            let c = seat_config_of(config, &d.name);
+            host.down_preview(&c, options).await
+        })
+        .buffered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let asks: Vec<String> = asks.into_iter().flatten().collect();
     Ok((!asks.is_empty()).then(|| asks.join("; ")))
 }
 
