@@ -524,6 +524,19 @@ pub enum Error {
     )]
     NotAClass { class: String, target: String },
 
+    #[error("{failed} of the {total} seats of `{class}` are not all removed: {seats}")]
+    #[diagnostic(
+        code(labship::class::seats_left),
+        help("the report above says what is left of each and why; the other seats are gone. `{again}` removes what is left")
+    )]
+    SeatsLeft {
+        class: String,
+        failed: usize,
+        total: usize,
+        seats: String,
+        again: String,
+    },
+
     #[error("{failed} of the {total} seats of `{class}` failed: {seats}")]
     #[diagnostic(
         code(labship::class::seats_failed),
@@ -640,13 +653,14 @@ impl Error {
             if message.starts_with("InsufficientInstanceCapacity"))
     }
 
-    /// The command already printed its report, which says what failed (`SeatsFailed`, a
-    /// job's): with
+    /// The command already printed its report, which says what failed (`SeatsFailed`,
+    /// `SeatsLeft`, a job's): with
     /// `-o json` no error document follows it on stdout.
     pub fn reported(&self) -> bool {
         matches!(
             self,
             Error::SeatsFailed { .. }
+                | Error::SeatsLeft { .. }
                 | Error::JobFailed { .. }
                 | Error::JobTimedOut { .. }
                 | Error::JobInterrupted { .. }

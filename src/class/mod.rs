@@ -505,36 +505,38 @@ pub async fn down_preview<H: Host>(
 }
 
 /// `labship down` of these seats ([`pick`]): each as `down` of its deployment would, all
-/// together ([`Host::down_each`]); one report. One seat's failure does not stop the others;
-/// the seats that failed make it an error ([`Error::TeardownIncomplete`]) naming each.
+/// together ([`Host::down_each`]); one report, and the seats that are not all removed (their
+/// failures are in the report). One seat's failure does not stop the others.
 pub async fn down<H: Host>(
     host: &H,
     config: &Config,
     options: &DownOptions,
     seats: Vec<DeploymentStatus>,
     printer: &Printer,
-) -> Result<DownReport> {
+) -> Result<(DownReport, Vec<String>)> {
     let configs: Vec<Config> = seats
         .iter()
         .map(|d| seat_config_of(config, &d.name))
         .collect();
     let results = host.down_each(&configs, options, printer).await?;
     let mut report = DownReport::new(host.target(), &config.name, None);
-    for (name, result) in results {
+    let mut left = Vec::new();
+    for ((name, result), d) in results.into_iter().zip(&seats) {
+        let seat = d.seat.as_ref().map_or(name.clone(), |s| s.seat.clone());
         match result {
-            Ok(r) => report.absorb(r),
-            Err(e) => report.failures.push(format!("`{name}`: {}", one_line(&e))),
+            Ok(r) => {
+                if !r.failures.is_empty() {
+                    left.push(seat);
+                }
+                report.absorb(r);
+            }
+            Err(e) => {
+                report.failures.push(format!("`{name}`: {}", one_line(&e)));
+                left.push(seat);
+            }
         }
     }
-    // As `down` of one deployment: what is left is an error (the others are gone).
-    if !report.failures.is_empty() {
-        return Err(Error::TeardownIncomplete {
-            deployment: config.name.clone(),
-            count: report.failures.len(),
-            details: report.failures.join("\n"),
-        });
-    }
-    Ok(report)
+    Ok((report, left))
 }
 
 /// What one seat gave `collect`.

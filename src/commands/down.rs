@@ -89,12 +89,24 @@ async fn on<H: Host>(
         let extra = seat.map(|s| format!(" --seat {s}")).unwrap_or_default();
         super::down_command(config, config.target, &extra)
     };
-    labship::interrupt::install(labship::interrupt::Then::Repeat(again))?;
-    let report = match seats {
-        Some(seats) => labship::class::down(host, config, options, seats, printer).await?,
-        None => host.down(config, options, printer).await?,
+    labship::interrupt::install(labship::interrupt::Then::Repeat(again.clone()))?;
+    let Some(seats) = seats else {
+        let report = host.down(config, options, printer).await?;
+        return super::emit(printer, &report);
     };
-    super::emit(printer, &report)
+    let total = seats.len();
+    let (report, left) = labship::class::down(host, config, options, seats, printer).await?;
+    super::emit(printer, &report)?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SeatsLeft {
+        class: config.name.clone(),
+        failed: left.len(),
+        total,
+        seats: left.join(", "),
+        again,
+    })
 }
 
 /// Asks on the terminal; false when the answer is no or there is no terminal to ask on.

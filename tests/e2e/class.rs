@@ -514,10 +514,12 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
     assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
-    // down of the class, with seat 3's data volume refused (HTTP 500 on every attempt): the
-    // seats are taken down together — one termination, one listing of each kind, one token
-    // delete (each once per seat before) — and seat 3's failure is its own: seat 2 is gone
-    // entirely, seat 3 keeps what follows its volume, and the command fails naming it.
+    // down of the class, with AWS refusing: seat 3's data volume (HTTP 500 on every attempt),
+    // the TerminateInstances that names both seats' instances (seat 3's second), and every
+    // DeleteParameters. The seats are taken down together — one listing of each kind, one
+    // ListRoles — and what AWS refuses for both is asked again for each alone, so seat 3's
+    // failure is its own: seat 2 is gone entirely, seat 3 keeps what follows its volume, and
+    // the command prints the report and fails naming seat 3.
     let volume_of = |seat: &str| {
         let found = aws_json(
             &rig.aws_endpoint,
@@ -535,11 +537,23 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
             .to_string()
     };
     let refused = volume_of("3");
+    let seat3 = class_instances(&rig.aws_endpoint, &class)
+        .into_iter()
+        .find(|i| {
+            i["Tags"].as_array().is_some_and(|tags| {
+                tags.iter()
+                    .any(|t| t["Key"] == "labship:seat" && t["Value"] == "3")
+            })
+        })
+        .and_then(|i| i["InstanceId"].as_str().map(str::to_string))
+        .expect("seat 3's instance");
     let counted = Faults::new(&sim, "class-down-calls");
     counted.set(
         0,
         serde_json::json!([
-            {"action": "ec2:DeleteVolume", "param": {"VolumeId": refused}, "fault": "5xx"}
+            {"action": "ec2:DeleteVolume", "param": {"VolumeId": refused}, "fault": "5xx"},
+            {"action": "ec2:TerminateInstances", "param": {"InstanceId.2": seat3}, "fault": "5xx"},
+            {"action": "ssm:DeleteParameters", "fault": "5xx"}
         ]),
     );
     let failed = p.labship_at(
@@ -547,20 +561,46 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         &ec2_down_args(&["--delete-data"]),
         &[("AWS_ACCESS_KEY_ID", counted.key.as_str())],
     );
-    let error = json_error(&failed);
-    let said = error.to_string();
-    assert!(said.contains(&format!("`{class}-3`")), "{said}");
-    assert!(!said.contains(&format!("`{class}-2`")), "{said}");
+    assert!(!failed.status.success(), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains(&format!(
+            "1 of the 2 seats of `{class}` are not all removed: 3"
+        )),
+        "{}",
+        stderr(&failed)
+    );
+    let report: Value = serde_json::from_slice(&failed.stdout).expect("the report on stdout");
+    let failures = report["failures"].to_string();
+    assert!(failures.contains(&format!("`{class}-3`")), "{report}");
+    assert!(!failures.contains(&format!("`{class}-2`")), "{report}");
+    assert!(
+        report["terminated"].to_string().contains(&seat3),
+        "{report}"
+    );
     let all = counted.report();
     let calls = |action: &str| all["calls"][action].as_u64().unwrap_or(0);
-    for once in [
-        "ec2:TerminateInstances",
-        "ssm:DeleteParameters",
-        "iam:ListRoles",
-    ] {
-        assert_eq!(calls(once), 1, "{once}: {all}");
-    }
-    assert_eq!(calls("ssm:DeleteParameter"), 0, "{all}");
+    let fired = |action: &str| {
+        all["fired"]
+            .as_array()
+            .map_or(0, |f| f.iter().filter(|x| x["action"] == action).count()) as u64
+    };
+    // The call for both, refused on each of the SDK's attempts, then one for each seat alone.
+    assert!(fired("ec2:TerminateInstances") >= 1, "{all}");
+    assert_eq!(
+        calls("ec2:TerminateInstances") - fired("ec2:TerminateInstances"),
+        2,
+        "{all}"
+    );
+    // Seat 2's token (seat 3's stays with its volume): asked for in one DeleteParameters,
+    // refused, then deleted alone.
+    assert_eq!(
+        calls("ssm:DeleteParameters"),
+        fired("ssm:DeleteParameters"),
+        "{all}"
+    );
+    assert!(calls("ssm:DeleteParameters") >= 1, "{all}");
+    assert_eq!(calls("ssm:DeleteParameter"), 1, "{all}");
+    assert_eq!(calls("iam:ListRoles"), 1, "{all}");
     // Listed for the class's seats (`status`), then by `down`: found, and found again once
     // the instances are gone.
     assert_eq!(calls("ec2:DescribeSecurityGroups"), 3, "{all}");

@@ -128,6 +128,11 @@ pub async fn down(
 ) -> Result<DownReport> {
     let mut each = down_many(aws, std::slice::from_ref(config), opts, printer).await?;
     match each.pop() {
+        Some((_, Ok(report))) if !report.failures.is_empty() => Err(Error::TeardownIncomplete {
+            deployment: config.name.clone(),
+            count: report.failures.len(),
+            details: report.failures.join("\n"),
+        }),
         Some((_, done)) => done,
         None => Err(crate::hosts::plan_bug(
             "the down of one deployment reported none",
@@ -165,7 +170,9 @@ impl Teardown<'_> {
 /// one termination wait rather than N. One deployment's failure stops only its own later
 /// steps; a call for all that AWS refuses is made again for each alone, so that one
 /// deployment's refusal stays its own. Err: what stops every one of them (Ctrl-C, or the first
-/// listing, before anything is removed); else one result per deployment, in the order given.
+/// listing, before anything is removed); else one result per deployment, in the order given:
+/// its report, whose `failures` say what is left of it and why, or what stopped it before
+/// anything of it was removed (another identity's, a workspace not saved).
 pub async fn down_many(
     aws: &Aws,
     configs: &[Config],
@@ -644,8 +651,8 @@ fn failed_all<T>(each: &mut [Teardown<'_>], e: &Error) -> Vec<T> {
     Vec::new()
 }
 
-/// One deployment's result: its report, or what stopped it, or what failed (each said on
-/// stderr).
+/// One deployment's result: its report (with what failed, each also said on stderr), or what
+/// stopped it.
 fn finish(t: Teardown<'_>, cloud: &Cloud, printer: &Printer) -> (String, Result<DownReport>) {
     let deployment = t.config.name.clone();
     if let Some(e) = t.stopped {
@@ -686,18 +693,10 @@ fn finish(t: Teardown<'_>, cloud: &Cloud, printer: &Printer) -> (String, Result<
                 .map(|r| format!("ECR repository {r}")),
         )
         .collect();
-    if report.failures.is_empty() {
-        return (deployment, Ok(report));
-    }
     for f in &report.failures {
         printer.note(format!("failed: {f}"));
     }
-    let failed = Error::TeardownIncomplete {
-        deployment: deployment.clone(),
-        count: report.failures.len(),
-        details: report.failures.join("\n"),
-    };
-    (deployment, Err(failed))
+    (deployment, Ok(report))
 }
 
 /// The shared role, when no deployment in any region uses it any more (`down --all`, last).
@@ -1030,6 +1029,7 @@ pub async fn down_all(
             Ok(results) => {
                 for (name, done) in results {
                     match done {
+                        // Its failures, if any, are absorbed with its name.
                         Ok(done) => report.absorb(done),
                         Err(e) => report.failures.push(format!("`{name}` in {region}: {e}")),
                     }
