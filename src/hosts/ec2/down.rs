@@ -396,13 +396,23 @@ pub async fn down_many(
         };
         match roles {
             Ok(roles) => {
-                for t in each.iter_mut().filter(|t| t.clear()) {
-                    if !roles.iter().any(|r| r.deployment == t.config.name) {
-                        continue;
-                    }
-                    let (removed, failures) = cloud
-                        .remove_deployment_role(&cloud.region, &t.config.name)
-                        .await;
+                // Side by side, in order (a class with inputs has a role per seat).
+                let doomed: Vec<usize> = (0..each.len())
+                    .filter(|n| {
+                        each[*n].clear()
+                            && roles.iter().any(|r| r.deployment == each[*n].config.name)
+                    })
+                    .collect();
+                let removed: Vec<(usize, (bool, Vec<Error>))> = stream::iter(doomed)
+                    .map(|n| {
+                        let (cloud, name) = (&cloud, each[n].config.name.as_str());
+                        async move { (n, cloud.remove_deployment_role(&cloud.region, name).await) }
+                    })
+                    .buffered(AT_ONCE)
+                    .collect()
+                    .await;
+                for (n, (removed, failures)) in removed {
+                    let t = &mut each[n];
                     t.role_deleted = removed && failures.is_empty();
                     t.report
                         .failures
