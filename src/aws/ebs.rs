@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::client::Waiters;
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeState, VolumeType};
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use serde::Serialize;
 
@@ -233,6 +233,62 @@ impl Cloud {
             },
         )
         .await
+    }
+
+    /// Waits until every one of `ids` is available, or cannot be any more (failed, being
+    /// deleted, gone), within `within`: one DescribeVolumes for all of them each time, after
+    /// 1 s, then half as long again, at most 5 s apart (the SDK's waiter asks each volume 15 s
+    /// apart at the soonest). They are named in a `volume-id` filter, not as VolumeIds, so one
+    /// EC2 no longer knows is simply not listed (as VolumeIds it would fail the call). A call
+    /// that fails transiently is asked again within the same deadline. Returns the ids still
+    /// not available when the time is up.
+    pub async fn wait_volumes_available(
+        &self,
+        ids: &[String],
+        within: Duration,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = std::time::Instant::now() + within;
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let waiting =
+                retry::read(left.max(Duration::from_secs(1)), || self.not_available(ids)).await?;
+            if waiting.is_empty() || std::time::Instant::now() + pause >= deadline {
+                return Ok(waiting);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Those of `ids` that are listed in a state from which they become available.
+    async fn not_available(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut waiting = Vec::new();
+        for some in ids.chunks(super::ec2::TAG_VALUES_PER_CALL) {
+            let named: Vec<&str> = some.iter().map(String::as_str).collect();
+            let mut pages = self
+                .ec2
+                .describe_volumes()
+                .filters(filter("volume-id", &named))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page =
+                    page.map_err(|e| self.fail("ec2", "DescribeVolumes", &some.join(", "), &e))?;
+                waiting.extend(
+                    page.volumes()
+                        .iter()
+                        .filter(|v| {
+                            matches!(v.state(), Some(VolumeState::Creating | VolumeState::InUse))
+                        })
+                        .filter_map(|v| v.volume_id().map(str::to_string)),
+                );
+            }
+        }
+        Ok(waiting)
     }
 
     /// Waits until the snapshot is complete (the SDK's `snapshot_completed` waiter).

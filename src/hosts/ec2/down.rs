@@ -269,27 +269,43 @@ pub async fn down_many(
             t.report.data_volumes_kept.push(v.clone());
         }
     }
-    let deleted: Vec<(usize, &DataVolume, Result<bool>)> = stream::iter(doomed)
+    // Detached by the termination: available within seconds; one wait for all of them. (A
+    // failed volume never becomes available: it is deleted as it is.)
+    let detaching: Vec<String> = doomed
+        .iter()
+        .filter(|(_, v)| v.state != "error")
+        .map(|(_, v)| v.id.clone())
+        .collect();
+    let stuck = match interrupt::cancellable(
+        "the data volumes' detachment",
+        cloud.wait_volumes_available(&detaching, VOLUME_WAIT),
+    )
+    .await
+    {
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Ok(stuck) => Ok(stuck),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut detached = Vec::new();
+    for (n, v) in doomed {
+        match &stuck {
+            Err(e) => each[n].report.failures.push(e.clone()),
+            Ok(stuck) if stuck.contains(&v.id) => each[n].report.failures.push(format!(
+                "data volume {} was still attached {}s after its instance ended: see it in the EC2 console",
+                v.id,
+                VOLUME_WAIT.as_secs()
+            )),
+            Ok(_) => detached.push((n, v)),
+        }
+    }
+    let deleted: Vec<(usize, &DataVolume, Result<bool>)> = stream::iter(detached)
         .map(|(n, v)| {
             let cloud = &cloud;
             async move {
-                if let Err(e) = interrupt::checkpoint("deleting the data volume") {
-                    return (n, v, Err(e));
-                }
-                // Detached by the termination: available within seconds. (A failed volume
-                // never becomes available: it is deleted as it is.)
-                let detached = async {
-                    if v.state == "error" {
-                        Ok(())
-                    } else {
-                        cloud.wait_volume_available(&v.id, VOLUME_WAIT).await
-                    }
+                let deleted = match interrupt::checkpoint("deleting the data volume") {
+                    Ok(()) => cloud.delete_data_volume(&v.id).await,
+                    Err(e) => Err(e),
                 };
-                let deleted =
-                    match interrupt::cancellable("the data volume's detachment", detached).await {
-                        Ok(()) => cloud.delete_data_volume(&v.id).await,
-                        Err(e) => Err(e),
-                    };
                 (n, v, deleted)
             }
         })
