@@ -444,8 +444,7 @@ pub async fn down_many(
     }
 
     // 3. Images, only when asked: each repository once (a class's seats share one), told in
-    //    the report of a deployment that uses it, one with no failure if there is one (a
-    //    failed deployment's report becomes its error).
+    //    the report of the first deployment that uses it.
     if opts.purge_images {
         let ecr = Ecr::new(
             aws,
@@ -461,15 +460,12 @@ pub async fn down_many(
         }
         for repository in &repositories {
             interrupt::checkpoint("deleting the images")?;
-            let users: Vec<usize> = (0..each.len())
-                .filter(|n| {
-                    each[*n].stopped.is_none() && &each[*n].config.push.repository == repository
-                })
-                .collect();
-            let Some(&n) = users.iter().find(|n| each[**n].clear()).or(users.first()) else {
+            let Some(t) = each
+                .iter_mut()
+                .find(|t| t.stopped.is_none() && &t.config.push.repository == repository)
+            else {
                 continue;
             };
-            let t = &mut each[n];
             match ecr.purge(repository).await {
                 Ok((count, deleted_repo)) => {
                     t.report.images_deleted = count;
