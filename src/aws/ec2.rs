@@ -143,6 +143,9 @@ pub struct SecurityGroup {
     pub vpc: Option<String>,
     /// Who created it (tag `labship:owner`; none on groups of older labship versions).
     pub owner: Option<String>,
+    /// A class's seat (tags `labship:class`, `labship:seat`; none on groups of older labship
+    /// versions).
+    pub seat: Option<crate::hosts::SeatOf>,
 }
 
 /// The ingress a deployment's security group should have: TCP `port` from `cidrs`.
@@ -426,6 +429,7 @@ impl Cloud {
         deployment: &str,
         vpc: &str,
         ingress: &[Ingress],
+        seat_tags: &[(String, String)],
     ) -> Result<(String, bool)> {
         let name = security_group_name(deployment);
         let (id, created) = match self.find_security_group(&name, vpc).await? {
@@ -434,6 +438,7 @@ impl Cloud {
                 let pairs = tags::for_deployment(deployment);
                 let mut pairs: Vec<(&str, String)> = pairs.to_vec();
                 pairs.push(("Name", name.clone()));
+                pairs.extend(seat_tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
                 match self
                     .ec2
                     .create_security_group()
@@ -634,6 +639,7 @@ impl Cloud {
                     .map(str::to_string),
                 vpc: g.vpc_id().map(str::to_string),
                 owner: tag_value(g.tags(), tags::OWNER),
+                seat: seat_of(g.tags()),
             })
             .collect())
     }

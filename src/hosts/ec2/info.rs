@@ -131,6 +131,8 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
                     "security group {} left; `labship down {dep} --ec2` removes it",
                     g.id
                 )),
+                // A seat's, so that `down` of its class finds what is left of it.
+                seat: g.seat,
                 ..row(dep.clone())
             });
         }

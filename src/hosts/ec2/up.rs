@@ -294,8 +294,11 @@ pub async fn up(
     // failure beside it would drop it half-way.
     let own_created =
         apply_own_role(&cloud, name, &observed.account, detail, None, printer).await?;
+    // A seat's group carries its class and seat, as its instance and volume do: `down` of the
+    // class finds a seat whose group alone is left.
+    let seat_tags = plan::seat_tags(opts.seat.as_ref());
     let ((group, group_created), token) = tokio::try_join!(
-        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress),
+        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress, &seat_tags),
         seal(&cloud, name),
     )?;
     if !own_role {
