@@ -86,7 +86,18 @@ async fn on<H: Host>(
             1,
         )
     } else {
-        let extra = seat.map(|s| format!(" --seat {s}")).unwrap_or_default();
+        // The same down again: the same seat and the same flags (a volume the user asked to
+        // delete must not become a kept one).
+        let mut extra = seat.map(|s| format!(" --seat {s}")).unwrap_or_default();
+        for (set, flag) in [
+            (args.delete_data, " --delete-data"),
+            (args.purge_images, " --purge-images"),
+            (args.force, " --force"),
+        ] {
+            if set {
+                extra.push_str(flag);
+            }
+        }
         super::down_command(config, config.target, &extra)
     };
     labship::interrupt::install(labship::interrupt::Then::Repeat(again.clone()))?;

@@ -853,6 +853,9 @@ impl std::fmt::Display for DownReport {
         if let Some(why) = &self.iam_kept {
             lines.push(format!("kept     IAM role: {why}"));
         }
+        for why in &self.failures {
+            lines.push(format!("failed   {why}"));
+        }
         write!(f, "{}", lines.join("\n"))
     }
 }
@@ -932,6 +935,25 @@ pub fn unix_of(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_down_report_says_what_failed_of_which_seat() {
+        let mut seat = DownReport::new(Target::Ec2, "c-3", Some("us-east-1".into()));
+        seat.removed.push("instance i-3".into());
+        seat.failures
+            .push("AWS ec2:DeleteVolume failed for vol-3".into());
+        let mut class = DownReport::new(Target::Ec2, "c", None);
+        class.absorb(seat);
+        let text = class.to_string();
+        assert!(
+            text.contains("removed  `c-3` in us-east-1: instance i-3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("failed   `c-3` in us-east-1: AWS ec2:DeleteVolume failed for vol-3"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn times_as_docker_and_jupyter_write_them() {

@@ -514,12 +514,25 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
     assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
-    // down of the class, with AWS refusing: seat 3's security group (HTTP 500 on every
-    // attempt), the TerminateInstances that names both seats' instances (seat 3's second), and
-    // every DeleteParameters. The seats are taken down together — one listing of each kind,
-    // one ListRoles — and what AWS refuses for both is asked again for each alone, so seat 3's
-    // failure is its own: seat 2 is gone entirely, seat 3 keeps what follows its group, and
+    // down of the class, with AWS refusing: seat 3's data volume (HTTP 500 on every attempt),
+    // the TerminateInstances that names both seats' instances (seat 3's second), and every
+    // DeleteParameters. The seats are taken down together — one listing of each kind, one
+    // ListRoles — and what AWS refuses for both is asked again for each alone, so seat 3's
+    // failure is its own: seat 2 is gone entirely, seat 3 keeps what follows its volume, and
     // the command prints the report and fails naming seat 3.
+    let volume_of = |seat: &str| {
+        let found = aws_json(
+            &rig.aws_endpoint,
+            &[
+                "ec2",
+                "describe-volumes",
+                "--filters",
+                &format!("Name=tag:labship:deployment,Values={class}-{seat}"),
+                "Name=tag:labship:volume,Values=workspace",
+            ],
+        );
+        found["Volumes"][0]["VolumeId"].as_str().map(str::to_string)
+    };
     let group_of = |seat: &str| {
         let found = aws_json(
             &rig.aws_endpoint,
@@ -534,7 +547,8 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
             .as_str()
             .map(str::to_string)
     };
-    let refused = group_of("3").expect("seat 3's security group");
+    let refused = volume_of("3").expect("seat 3's data volume");
+    let group3 = group_of("3").expect("seat 3's security group");
     let seat3 = class_instances(&rig.aws_endpoint, &class)
         .into_iter()
         .find(|i| {
@@ -549,7 +563,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     counted.set(
         0,
         serde_json::json!([
-            {"action": "ec2:DeleteSecurityGroup", "param": {"GroupId": refused}, "fault": "5xx"},
+            {"action": "ec2:DeleteVolume", "param": {"VolumeId": refused}, "fault": "5xx"},
             {"action": "ec2:TerminateInstances", "param": {"InstanceId.2": seat3}, "fault": "5xx"},
             {"action": "ssm:DeleteParameters", "fault": "5xx"}
         ]),
@@ -561,7 +575,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     );
     assert!(!failed.status.success(), "{}", stderr(&failed));
     assert!(
-        stderr(&failed).contains(&format!(
+        unwrapped(&stderr(&failed)).contains(&format!(
             "1 of the 2 seats of `{class}` are not all removed: 3"
         )),
         "{}",
@@ -602,15 +616,11 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     // Listed for the class's seats (`status`), then by `down`: found, and found again once
     // the instances are gone.
     assert_eq!(calls("ec2:DescribeSecurityGroups"), 3, "{all}");
-    // Seat 2's, then seat 3's, refused on each attempt.
-    assert_eq!(
-        calls("ec2:DeleteSecurityGroup") - fired("ec2:DeleteSecurityGroup"),
-        1,
-        "{all}"
-    );
+    assert_eq!(calls("ec2:DeleteSecurityGroup"), 1, "{all}");
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
     assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
-    assert_eq!(group_of("3"), Some(refused));
+    assert_eq!(volume_of("3"), Some(refused.clone()));
+    assert_eq!(group_of("3"), Some(group3));
     let token_left = aws_cli(
         &rig.aws_endpoint,
         &[
@@ -622,10 +632,16 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     );
     assert!(
         token_left.status.success(),
-        "seat 3's token went before its group"
+        "seat 3's token went before its volume"
     );
-    // Again: what is left of seat 3 (its group, which names its class and seat, and its
-    // token) is found as the class's and goes; nothing of the class is left.
+    // The volume deleted by hand (in the console, say): seat 3's group, which names its class
+    // and seat, and its token are all that is left of it. The next down of the class finds
+    // them as the seat's and removes them; nothing of the class is left.
+    let deleted = aws_cli(
+        &rig.aws_endpoint,
+        &["ec2", "delete-volume", "--volume-id", &refused],
+    );
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-3")).await;
 }
