@@ -100,10 +100,8 @@ impl Cloud {
     /// The data volumes of these deployments (a few calls for a whole class), in the order
     /// of [`Cloud::data_volumes`].
     pub async fn data_volumes_of(&self, deployments: &[&str]) -> Result<Vec<DataVolume>> {
-        let mut found = Vec::new();
-        for some in deployments.chunks(super::ec2::TAG_VALUES_PER_CALL) {
-            found.extend(self.data_volumes_where(Some(some)).await?);
-        }
+        let mut found =
+            super::ec2::in_chunks(deployments, |some| self.data_volumes_where(Some(some))).await?;
         found.sort_by(|a, b| {
             a.deployment
                 .cmp(&b.deployment)

@@ -203,6 +203,22 @@ fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
 /// filter values in a call, and the other filters use a few.
 pub(super) const TAG_VALUES_PER_CALL: usize = 100;
 
+/// `describe` of `deployments`, [`TAG_VALUES_PER_CALL`] names to a call, the answers together.
+pub(super) async fn in_chunks<'a, T, F, Fut>(
+    deployments: &'a [&'a str],
+    describe: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(&'a [&'a str]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    let mut found = Vec::new();
+    for some in deployments.chunks(TAG_VALUES_PER_CALL) {
+        found.extend(describe(some).await?);
+    }
+    Ok(found)
+}
+
 /// What a describe of `deployments` (None: all of labship's) names in an error.
 pub(super) fn named(deployments: Option<&[&str]>) -> String {
     match deployments {
@@ -601,11 +617,7 @@ impl Cloud {
 
     /// The security groups of these deployments (a few calls for a whole class).
     pub async fn security_groups_of(&self, deployments: &[&str]) -> Result<Vec<SecurityGroup>> {
-        let mut found = Vec::new();
-        for some in deployments.chunks(TAG_VALUES_PER_CALL) {
-            found.extend(self.security_groups_where(Some(some)).await?);
-        }
-        Ok(found)
+        in_chunks(deployments, |some| self.security_groups_where(Some(some))).await
     }
 
     async fn security_groups_where(
@@ -792,10 +804,7 @@ impl Cloud {
     /// The instances of these deployments that still exist (a few calls for a whole class),
     /// in the order of [`Cloud::instances`].
     pub async fn instances_of(&self, deployments: &[&str]) -> Result<Vec<Instance>> {
-        let mut found = Vec::new();
-        for some in deployments.chunks(TAG_VALUES_PER_CALL) {
-            found.extend(self.instances_where(Some(some)).await?);
-        }
+        let mut found = in_chunks(deployments, |some| self.instances_where(Some(some))).await?;
         found.sort_by(|a, b| {
             a.deployment
                 .cmp(&b.deployment)

@@ -257,10 +257,9 @@ pub trait Host {
     /// Removes several deployments (a class's seats), each as [`Host::down`] would; one
     /// result per deployment, in their order: a report (whose `failures`, when there are any,
     /// say what is left of it), or the error that left it. One's failure does not stop the
-    /// others. Err:
-    /// what stops them all (Ctrl-C; on EC2 also the first listing, before anything is
-    /// removed). By default side by side, a few at a time; a host whose API takes many
-    /// resources in one call (EC2) does each step for all at once.
+    /// others. Err: what stops them all (Ctrl-C; on EC2 also the first listing, before
+    /// anything is removed). By default side by side, a few at a time; a host whose API takes
+    /// many resources in one call (EC2) does each step for all at once.
     async fn down_each(
         &self,
         configs: &[Config],

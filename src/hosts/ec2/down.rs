@@ -276,16 +276,13 @@ pub async fn down_many(
         .filter(|(_, v)| v.state != "error")
         .map(|(_, v)| v.id.clone())
         .collect();
-    let stuck = match interrupt::cancellable(
-        "the data volumes' detachment",
-        cloud.wait_volumes_available(&detaching, VOLUME_WAIT),
-    )
-    .await
-    {
-        Err(e @ Error::Interrupted { .. }) => return Err(e),
-        Ok(stuck) => Ok(stuck),
-        Err(e) => Err(e.to_string()),
-    };
+    let stuck = unless_interrupted(
+        interrupt::cancellable(
+            "the data volumes' detachment",
+            cloud.wait_volumes_available(&detaching, VOLUME_WAIT),
+        )
+        .await,
+    )?;
     let mut detached = Vec::new();
     for (n, v) in doomed {
         match &stuck {
@@ -572,16 +569,13 @@ async fn terminate(cloud: &Cloud, each: &mut [Teardown<'_>], printer: &Printer) 
         .iter()
         .flat_map(|(_, ids)| ids.iter().cloned())
         .collect();
-    let left = match interrupt::cancellable(
-        "the instances' termination",
-        cloud.wait_terminated(&waited, TERMINATE_WAIT),
-    )
-    .await
-    {
-        Err(e @ Error::Interrupted { .. }) => return Err(e),
-        Ok(left) => Ok(left),
-        Err(e) => Err(e.to_string()),
-    };
+    let left = unless_interrupted(
+        interrupt::cancellable(
+            "the instances' termination",
+            cloud.wait_terminated(&waited, TERMINATE_WAIT),
+        )
+        .await,
+    )?;
     for (n, mine) in accepted {
         let t = &mut each[*n];
         match &left {
@@ -651,10 +645,7 @@ where
 async fn remove_tokens(cloud: &Cloud, deployments: &[&str], batch: bool) -> Vec<Result<bool>> {
     if batch {
         if let Ok(deleted) = sealed::remove_all(cloud, deployments).await {
-            return deployments
-                .iter()
-                .map(|d| Ok(deleted.iter().any(|x| x == d)))
-                .collect();
+            return deleted.into_iter().map(Ok).collect();
         }
     }
     let mut removed = Vec::new();
@@ -662,6 +653,16 @@ async fn remove_tokens(cloud: &Cloud, deployments: &[&str], batch: bool) -> Vec<
         removed.push(sealed::remove(cloud, d).await);
     }
     removed
+}
+
+/// A wait's outcome for the reports: Ctrl-C stops every deployment (Err); any other failure
+/// becomes a failure, in words, of each deployment waited for.
+fn unless_interrupted<T>(waited: Result<T>) -> Result<std::result::Result<T, String>> {
+    match waited {
+        Err(e @ Error::Interrupted { .. }) => Err(e),
+        Err(e) => Ok(Err(e.to_string())),
+        Ok(done) => Ok(Ok(done)),
+    }
 }
 
 /// A listing after the termination failed: every deployment still clear fails with it (none of

@@ -93,15 +93,11 @@ pub async fn remove(cloud: &Cloud, deployment: &str) -> Result<bool> {
 pub const REMOVED_AT_ONCE: usize = 10;
 
 /// Deletes the tokens of these deployments (at most [`REMOVED_AT_ONCE`]) in one call;
-/// returns the deployments that had one.
-pub async fn remove_all(cloud: &Cloud, deployments: &[&str]) -> Result<Vec<String>> {
+/// for each deployment, in order, whether it had one.
+pub async fn remove_all(cloud: &Cloud, deployments: &[&str]) -> Result<Vec<bool>> {
     let names: Vec<String> = deployments.iter().map(|d| parameter(d)).collect();
     let deleted = cloud.delete_parameters(&names).await?;
-    Ok(deployments
-        .iter()
-        .filter(|d| deleted.contains(&parameter(d)))
-        .map(|d| d.to_string())
-        .collect())
+    Ok(names.iter().map(|n| deleted.contains(n)).collect())
 }
 
 const DESCRIPTION: &str = "labship: the Jupyter token of this deployment (read by its instance)";
