@@ -4,6 +4,7 @@
 //! create-or-reuse is idempotent, so an interrupted `up` leaves only tagged resources that
 //! the next `up` reuses and `down` removes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
@@ -954,7 +955,41 @@ impl Cloud {
     }
 
     /// One instance by id (None when it no longer exists).
+    /// Reads made at about the same time by other tasks of this command (a class's seats)
+    /// share one DescribeInstances (see [`super::rounds`]).
     pub async fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        self.lookups
+            .instance_reads
+            .read(
+                id,
+                |ids| self.instances_by_id(ids),
+                || self.instance_alone(id),
+            )
+            .await
+    }
+
+    /// The instances of `ids` that EC2 knows, by id, in one call (any unknown id fails it).
+    async fn instances_by_id(&self, ids: Vec<String>) -> Result<HashMap<String, Instance>> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .send()
+            .await
+            .map_err(|e| self.fail("ec2", "DescribeInstances", &ids.join(","), &e))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
+                let found = to_instance(i, &dep);
+                (found.id.clone(), found)
+            })
+            .collect())
+    }
+
+    async fn instance_alone(&self, id: &str) -> Result<Option<Instance>> {
         let out = match self.ec2.describe_instances().instance_ids(id).send().await {
             Ok(out) => out,
             Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => return Ok(None),

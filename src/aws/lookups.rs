@@ -132,6 +132,9 @@ pub struct Lookups {
     pub registry_logins: Keyed<Option<String>, RegistryAuth>,
     /// Repositories made sure of (created, lifecycle policy, tagged), by name.
     pub repositories: Keyed<String, Repository>,
+    /// Not an answer kept: instances read by id at about the same time (a class's seats
+    /// waiting for theirs), one DescribeInstances a round, rounds at least a second apart.
+    pub instance_reads: super::rounds::Rounds<super::ec2::Instance>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod grants;
 pub mod iam;
 pub mod lookups;
 pub mod retry;
+pub mod rounds;
 pub mod s3;
 pub mod ssm;
 

@@ -358,9 +358,9 @@ fn one_line(e: &Error) -> String {
     crate::token::redact(&text.replace('\n', " "))
 }
 
-/// The seats of `class` on the host (one `status`), in seat order.
+/// The seats of `class` on the host (one [`Host::listing`]), in seat order.
 pub async fn seats<H: Host>(host: &H, class: &str) -> Result<Vec<DeploymentStatus>> {
-    Ok(seats_in(host.status().await?, class))
+    Ok(seats_in(host.listing().await?, class))
 }
 
 /// The seats of `class` among the host's deployments, in seat order (numbers by their value).
@@ -410,14 +410,14 @@ pub fn pick(
     Ok(one)
 }
 
-/// The seats to act on (one `status`); without `only`, a single deployment named `class` is a
+/// The seats to act on (one [`Host::listing`]); without `only`, a single deployment named `class` is a
 /// class of one (`collect`, `distribute`).
 async fn chosen<H: Host>(
     host: &H,
     class: &str,
     only: Option<&str>,
 ) -> Result<Vec<DeploymentStatus>> {
-    let status = host.status().await?;
+    let status = host.listing().await?;
     let single = status
         .iter()
         .find(|d| only.is_none() && d.name == class && d.seat.is_none())

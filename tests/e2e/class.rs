@@ -406,10 +406,16 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let port_s = port.to_string();
     let mut args = ec2_up_args(&port_s);
     args.extend(["--seats", "3"]);
-    // A fault scope with no rules counts the calls signed with its key (the hosts sign
-    // with another).
+    // A fault scope counts the calls signed with its key (the hosts sign with another); its
+    // one rule, a delay of 0, only records each DescribeInstances that names two instances or
+    // more.
     let counted = Faults::new(&sim, "class-calls");
-    counted.set(0, serde_json::json!([]));
+    counted.set(
+        0,
+        serde_json::json!([
+            {"action": "ec2:DescribeInstances", "param": {"InstanceId.2": "*"}, "delay": 0}
+        ]),
+    );
     let report = json(&p.labship_at(&sim, &args, &[("AWS_ACCESS_KEY_ID", counted.key.as_str())]));
     let calls = |action: &str| counted.report()["calls"][action].as_u64().unwrap_or(0);
     assert_eq!(report["ready"], 3, "{report}");
@@ -428,6 +434,14 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
     assert!(calls("ecr:DescribeRepositories") <= 2);
     assert_eq!(calls("ec2:RunInstances"), 3);
+    // The seats' waits read their instances together (aws::rounds): a DescribeInstances
+    // named several.
+    let shared = counted.report()["fired"].as_array().map_or(0, |f| {
+        f.iter()
+            .filter(|x| x["action"] == "ec2:DescribeInstances")
+            .count()
+    });
+    assert!(shared >= 1, "{}", counted.report());
     let rows = rows_by_seat(&report);
     // Each seat: its own instance on its own port, its own token, its own certificate.
     for (id, seat_port) in [("1", port), ("2", port + 1)] {
@@ -613,8 +627,9 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert!(calls("ssm:DeleteParameters") >= 1, "{all}");
     assert_eq!(calls("ssm:DeleteParameter"), 1, "{all}");
     assert_eq!(calls("iam:ListRoles"), 1, "{all}");
-    // Listed for the class's seats (`status`), then by `down`: found, and found again once
-    // the instances are gone.
+    // Listed for the class's seats (`Host::listing`, which reads no console), then by
+    // `down`: found, and found again once the instances are gone.
+    assert_eq!(calls("ec2:GetConsoleOutput"), 0, "{all}");
     assert_eq!(calls("ec2:DescribeSecurityGroups"), 3, "{all}");
     assert_eq!(calls("ec2:DeleteSecurityGroup"), 1, "{all}");
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;

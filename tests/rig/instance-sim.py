@@ -111,7 +111,9 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      with a word of MUTATING_PREFIXES: Create Delete Put Run Terminate Authorize Revoke Send Add
      Remove Attach Detach Stop Start Associate Disassociate Modify Tag Untag Set Update).
   param: the rule matches only calls whose query/form parameters hold these values (EC2 and
-     the other query protocols; e.g. {"InstanceType": "t3.medium"} for RunInstances).
+     the other query protocols; e.g. {"InstanceType": "t3.medium"} for RunInstances); the
+     value "*" matches any value of a parameter that is there (e.g. {"InstanceId.2": "*"}:
+     a describe that names several instances).
   trigger: "nth": N (only the Nth call the rule matches, counted from the POST, from 1) or
      "share": P (each matching call with probability P, one draw of the scope's generator per
      matching share rule, in rule order, under a lock: the same seed and the same sequence of
@@ -662,8 +664,9 @@ class Faults:
             n = scope.calls[req.call_name]
             before, after, delay, fault = [], [], 0.0, None
             for i, rule in enumerate(scope.rules):
-                if not rule_matches(rule["action"], req) or any(
-                        req.params.get(k) != v for k, v in rule.get("param", {}).items()):
+                if not rule_matches(rule["action"], req) or not all(
+                        k in req.params and v in ("*", req.params[k])
+                        for k, v in rule.get("param", {}).items()):
                     continue
                 scope.seen[i] += 1
                 if "nth" in rule:

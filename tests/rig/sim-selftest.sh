@@ -648,6 +648,16 @@ faws 1 ec2 describe-instance-types --instance-types t3a.medium | jq -e '.Instanc
 jq -e '[.fired[] | .what] == ["capacity"]' <<<"$(fired)" >/dev/null || fail "fired after the capacity rule: $(fired)"
 ok "faults: a param rule matches its value only; capacity answers InsufficientInstanceCapacity"
 
+# (2c) a parameter rule with the value "*" matches any call that has the parameter, and a delay
+# of 0 only records it: how a test sees that one describe named several instances.
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeInstanceTypes\",\"param\":{\"InstanceType.2\":\"*\"},\"delay\":0}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+faws 1 ec2 describe-instance-types --instance-types t3.medium >/dev/null || fail "describe-instance-types t3.medium"
+faws 1 ec2 describe-instance-types --instance-types t3.medium t3a.medium | jq -e '.InstanceTypes | length == 2' >/dev/null ||
+    fail "describe-instance-types of two types under a delay-0 rule"
+jq -e '[.fired[] | .what] == ["delay 0"]' <<<"$(fired)" >/dev/null || fail "fired after the \"*\" rule: $(fired)"
+ok "faults: a param rule with \"*\" matches any value of a parameter that is there"
+
 # (3) SIGKILL to a registered pid after the call. The sleep is not our child (no job report
 # from bash when it is killed): gone or a zombie afterwards means it died.
 sleeper="$(sh -c 'sleep 60 </dev/null >/dev/null 2>&1 & echo $!')"

@@ -13,8 +13,18 @@ use super::console::{self, TokenFrom};
 use super::sealed;
 
 /// Every labship deployment in the region: its instances, and security groups left without
-/// an instance (an interrupted `up` or `down`).
+/// an instance (an interrupted `up` or `down`), with what each host's watchdog says.
 pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
+    list(aws, true).await
+}
+
+/// [`status`] without reading each running host's console for its watchdog: what a verb
+/// needs to find deployments (a class's seats), in three describes whatever their number.
+pub async fn listing(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
+    list(aws, false).await
+}
+
+async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
     let cloud = Cloud::new(aws);
     let (instances, groups, volumes) = tokio::try_join!(
         cloud.instances(None),
@@ -44,7 +54,7 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
     // cannot be read leaves those columns empty rather than failing the listing.
     let watches = futures_util::future::join_all(instances.iter().map(|i| async {
-        if !matches!(i.state.as_str(), "running" | "stopped") {
+        if !watchdogs || !matches!(i.state.as_str(), "running" | "stopped") {
             return console::Watch::default();
         }
         match cloud.console(&i.id, true).await {

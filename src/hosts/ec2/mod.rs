@@ -402,6 +402,10 @@ impl Host for Ec2Host {
         info::status(&self.aws).await
     }
 
+    async fn listing(&self) -> Result<Vec<DeploymentStatus>> {
+        info::listing(&self.aws).await
+    }
+
     async fn token(&self, deployment: &str) -> Result<TokenReport> {
         info::token(&self.aws, deployment).await
     }
