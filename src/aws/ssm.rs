@@ -86,6 +86,58 @@ impl Cloud {
         Ok(out.parameters().iter().any(|p| p.name() == Some(name)))
     }
 
+    /// The names of the parameters under `prefix` (names only, never values: DescribeParameters),
+    /// every page.
+    pub async fn parameter_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
+            .key("Name")
+            .option("BeginsWith")
+            .values(prefix)
+            .build()
+            .map_err(|e| self.unbuildable("ssm:DescribeParameters", prefix, e))?;
+        let mut pages = self
+            .ssm
+            .describe_parameters()
+            .parameter_filters(filter)
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ssm", "DescribeParameters", prefix, &e))?;
+            names.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.name().map(str::to_string)),
+            );
+        }
+        Ok(names)
+    }
+
+    /// A parameter's tags (ListTagsForResource; none once it is gone).
+    pub async fn parameter_tags(&self, name: &str) -> Result<Vec<(String, String)>> {
+        match self
+            .ssm
+            .list_tags_for_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .tag_list()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invalid_resource_id()) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(self.fail("ssm", "ListTagsForResource", name, &e)),
+        }
+    }
+
     /// Writes a SecureString parameter (encrypted with the account's `aws/ssm` key). A new
     /// one is created with `tags`; `overwrite` replaces the value of an existing one (SSM
     /// takes no tags then: it keeps those it has). Returns false when `overwrite` is off and

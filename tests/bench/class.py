@@ -15,7 +15,10 @@ uses (docker stats), and `down --delete-data` vs `docker rm -f` + `docker volume
 
 EC2 (simulator), for each N: `labship up --ec2 --seats N` to every URL answering, then
 `down --delete-data`, with the AWS calls the simulator counted for each (its global counter,
-reset before each command; run.sh gives this benchmark a rig of its own). The image is pushed
+reset before each command; run.sh gives this benchmark a rig of its own), the CPU seconds the
+whole machine was busy during `up` and labship's own. Every simulated host runs on this
+machine, so N seats cost N hosts' CPU here, where EC2 gives each its own: the time of N
+seats cannot be less than that CPU divided among this machine's cores (the "floor"). The image is pushed
 once beforehand (not timed), so every N starts from the same registry state.
 
 Timings are printed, never asserted. The summary goes to stdout, progress to stderr, the JSON
@@ -26,6 +29,7 @@ import collections
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import ssl
@@ -176,12 +180,28 @@ def local_manual(image, name, n):
     return {"wall": wall, "down": time.perf_counter() - t0}
 
 
+def machine_busy():
+    """CPU seconds this machine has been busy since boot, all cores (/proc/stat: user, nice,
+    system, irq, softirq)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    """CPU seconds of this benchmark's finished children (labship), user + system."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def ec2_labship(proj, n):
     first = free_run(n)
     sim("/_sim/calls/reset", "POST")
+    busy0, own0 = machine_busy(), children_cpu()
     out, _, wall = run([LABSHIP, "up", "--ec2", "--seats", str(n), "--allow-cidr", "127.0.0.1/32", "--bind",
                         "127.0.0.1", "--port", str(first), "--wait", "900", "-o", "json"], cwd=proj,
                        check=False)
+    busy, own = machine_busy() - busy0, children_cpu() - own0
     calls = sim("/_sim/calls")
     rep = json.loads(out)
     if rep["ready"] != n:
@@ -195,7 +215,8 @@ def ec2_labship(proj, n):
     sim("/_sim/calls/reset", "POST")
     _, _, down = run([LABSHIP, "down", "--ec2", "--delete-data", "--yes"], cwd=proj)
     down_calls = sim("/_sim/calls")
-    return {"wall": wall, "down": down, "calls": calls, "down_calls": down_calls}
+    return {"wall": wall, "down": down, "calls": calls, "down_calls": down_calls,
+            "machine_cpu": busy, "labship_cpu": own}
 
 
 def calls_of(calls):
@@ -257,15 +278,20 @@ def main():
     p("")
     p("EC2 on the simulator: `up --seats N` to every URL answering, then `down --delete-data`")
     p(f"{'seats':>6s} {'up s':>7s} {'x 1 seat':>9s} {'down s':>7s} {'up calls':>9s} {'RunInstances':>13s} "
-      f"{'down calls':>11s}")
+      f"{'down calls':>11s} {'cpu s':>7s} {'floor s':>8s} {'labship cpu s':>14s}")
     base = None
+    cores = os.cpu_count() or 1
     for n in SEATS_EC2:
         rs = results["ec2"][str(n)]
         w = med([x["wall"] for x in rs])
         base = base or w
         calls = calls_of(rs[0]["calls"])
+        cpu = med([x["machine_cpu"] for x in rs])
         p(f"{n:6d} {w:7.1f} {w / base:9.2f} {med([x['down'] for x in rs]):7.1f} {sum(calls.values()):9d} "
-          f"{calls.get('ec2:RunInstances', 0):13d} {sum(calls_of(rs[0]['down_calls']).values()):11d}")
+          f"{calls.get('ec2:RunInstances', 0):13d} {sum(calls_of(rs[0]['down_calls']).values()):11d} "
+          f"{cpu:7.1f} {cpu / cores:8.1f} {med([x['labship_cpu'] for x in rs]):14.1f}")
+    p(f"cpu s: this machine's busy CPU seconds during `up` (every simulated host, moto, the engine,"
+      f" labship); floor s: cpu s / {cores} cores, the least time this machine can do that work in")
     biggest = calls_of(results["ec2"][str(SEATS_EC2[-1])][0]["calls"])
     top = collections.Counter(biggest).most_common(8)
     p(f"calls of `up --seats {SEATS_EC2[-1]}` by action: " + ", ".join(f"{k} {v}" for k, v in top))

@@ -635,7 +635,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
     assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
     assert_eq!(volume_of("3"), Some(refused.clone()));
-    assert_eq!(group_of("3"), Some(group3));
+    assert_eq!(group_of("3").as_ref(), Some(&group3));
     let token_left = aws_cli(
         &rig.aws_endpoint,
         &[
@@ -649,14 +649,30 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         token_left.status.success(),
         "seat 3's token went before its volume"
     );
-    // The volume deleted by hand (in the console, say): seat 3's group, which names its class
-    // and seat, and its token are all that is left of it. The next down of the class finds
-    // them as the seat's and removes them; nothing of the class is left.
-    let deleted = aws_cli(
-        &rig.aws_endpoint,
-        &["ec2", "delete-volume", "--volume-id", &refused],
-    );
-    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    // The volume and the group deleted by hand (in the console, say): seat 3's token, which
+    // names its class and seat in its tags, is all that is left of it. `status` lists it as
+    // the seat's, so the next down of the class finds and removes it; nothing of the class
+    // is left.
+    for args in [
+        ["ec2", "delete-volume", "--volume-id", refused.as_str()],
+        [
+            "ec2",
+            "delete-security-group",
+            "--group-id",
+            group3.as_str(),
+        ],
+    ] {
+        let deleted = aws_cli(&rig.aws_endpoint, &args);
+        assert!(deleted.status.success(), "{}", stderr(&deleted));
+    }
+    let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
+    let left = status["deployments"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == format!("{class}-3")))
+        .unwrap_or_else(|| panic!("seat 3's token is not listed: {status}"));
+    assert_eq!(left["state"], "token left", "{left}");
+    assert_eq!(left["seat"]["class"], class.as_str(), "{left}");
+    assert_eq!(left["seat"]["seat"], "3", "{left}");
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-3")).await;
 }

@@ -12,24 +12,32 @@ use crate::token;
 use super::console::{self, TokenFrom};
 use super::sealed;
 
-/// Every labship deployment in the region: its instances, and security groups left without
-/// an instance (an interrupted `up` or `down`), with what each host's watchdog says.
+/// Every labship deployment in the region: its instances, and data volumes, security groups
+/// and tokens left without an instance (a `down` that kept the volume, an interrupted `up` or
+/// `down`), with what each host's watchdog says.
 pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     list(aws, true).await
 }
 
 /// [`status`] without reading each running host's console for its watchdog: what a verb
-/// needs to find deployments (a class's seats), in three describes whatever their number.
+/// needs to find deployments (a class's seats), in four listings whatever their number.
 pub async fn listing(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     list(aws, false).await
 }
 
 async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
     let cloud = Cloud::new(aws);
-    let (instances, groups, volumes) = tokio::try_join!(
+    let (instances, groups, volumes, tokens) = tokio::try_join!(
         cloud.instances(None),
         cloud.security_groups(None),
-        cloud.data_volumes(None)
+        cloud.data_volumes(None),
+        // Names only. A listing that cannot be had (an older operator policy without
+        // DescribeParameters) leaves out the tokens left alone, not the rest.
+        async {
+            Ok(sealed::deployments_with_tokens(&cloud)
+                .await
+                .unwrap_or_default())
+        }
     )?;
     let now = crate::hosts::now_secs();
     let row = |name: String| DeploymentStatus {
@@ -146,6 +154,26 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
                 ..row(dep.clone())
             });
         }
+    }
+    // A token with nothing else of its deployment: a `down` interrupted after the rest, or an
+    // `up` about to launch. Listed with the class and seat its tags name (one call for each
+    // such token), so that `down` of a class finds a seat's.
+    let alone: Vec<String> = tokens
+        .into_iter()
+        .filter(|d| !rows.iter().any(|r| &r.name == d))
+        .collect();
+    let seats =
+        futures_util::future::join_all(alone.iter().map(|d| sealed::seat_of(&cloud, d))).await;
+    for (dep, seat) in alone.into_iter().zip(seats) {
+        rows.push(DeploymentStatus {
+            state: "token left".into(),
+            note: Some(format!(
+                "only its token (SSM parameter {}) is here: an interrupted `down` left it, or an `up` is about to launch; `labship down {dep} --ec2` removes it",
+                sealed::parameter(&dep)
+            )),
+            seat: seat.ok().flatten(),
+            ..row(dep)
+        });
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)

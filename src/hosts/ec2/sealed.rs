@@ -19,16 +19,55 @@ pub fn parameter(deployment: &str) -> String {
     format!("/labship/{deployment}/token")
 }
 
-/// The deployment's token: the sealed one, or a new one sealed now. Safe to repeat: a
-/// second `up` (or the SDK sending the call again after a lost answer) reads what the first
-/// wrote.
-pub async fn ensure(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
+/// The deployments whose token parameter is in the region (names only: no value is read).
+pub async fn deployments_with_tokens(cloud: &Cloud) -> Result<Vec<String>> {
+    Ok(cloud
+        .parameter_names("/labship/")
+        .await?
+        .iter()
+        .filter_map(|name| deployment_of(name))
+        .collect())
+}
+
+/// The deployment whose token parameter `name` is (`/labship/<deployment>/token`).
+fn deployment_of(name: &str) -> Option<String> {
+    let deployment = name.strip_prefix("/labship/")?.strip_suffix("/token")?;
+    (!deployment.is_empty() && !deployment.contains('/')).then(|| deployment.to_string())
+}
+
+/// The class and seat a token names in its tags (a seat's token is tagged at creation as its
+/// instance is); None for a deployment of its own, or a token sealed by an older labship.
+pub async fn seat_of(cloud: &Cloud, deployment: &str) -> Result<Option<crate::hosts::SeatOf>> {
+    let tags = cloud.parameter_tags(&parameter(deployment)).await?;
+    let value = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    Ok(
+        match (value(crate::tags::CLASS), value(crate::tags::SEAT)) {
+            (Some(class), Some(seat)) => Some(crate::hosts::SeatOf {
+                class,
+                seat,
+                student: None,
+                email: None,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// The deployment's token: the sealed one, or a new one sealed now, tagged like the
+/// deployment's resources and with `seat_tags` (a class's seat). Safe to repeat: a second
+/// `up` (or the SDK sending the call again after a lost answer) reads what the first wrote.
+pub async fn ensure(
+    cloud: &Cloud,
+    deployment: &str,
+    seat_tags: &[(String, String)],
+) -> Result<JupyterToken> {
     let name = parameter(deployment);
     if let Some(token) = read(cloud, deployment).await? {
         return Ok(token);
     }
     let token = generate(&name)?;
-    let tags = crate::tags::for_deployment(deployment);
+    let mut tags: Vec<(&str, String)> = crate::tags::for_deployment(deployment);
+    tags.extend(seat_tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let written = cloud
         .put_secure_parameter(&name, token.expose(), DESCRIPTION, &tags, false)
         .await?;
@@ -125,6 +164,20 @@ fn missing(name: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_deployments_token_parameter_names_a_deployment() {
+        assert_eq!(deployment_of(&parameter("lab-3")).as_deref(), Some("lab-3"));
+        for other in [
+            "/labship/token",
+            "/labship//token",
+            "/labship/a/b/token",
+            "/labship/lab-3/other",
+            "/other/lab-3/token",
+        ] {
+            assert_eq!(deployment_of(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn the_parameter_is_under_labships_prefix() {

@@ -246,7 +246,7 @@ pub async fn up(
         if inst.data_volume {
             ensure_data_volume(&cloud, config, opts, inst, printer).await?;
         }
-        let token = seal(&cloud, name).await?;
+        let token = seal(&cloud, name, opts).await?;
         apply_own_role(&cloud, name, &observed.account, detail, Some(inst), printer).await?;
         let (now, secs, served) = replace_container(
             &cloud,
@@ -299,7 +299,7 @@ pub async fn up(
     let seat_tags = plan::seat_tags(opts.seat.as_ref());
     let ((group, group_created), token) = tokio::try_join!(
         cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress, &seat_tags),
-        seal(&cloud, name),
+        seal(&cloud, name, opts),
     )?;
     if !own_role {
         interrupt::made(format!(
@@ -469,7 +469,7 @@ async fn in_place(
             if inst.data_volume {
                 ensure_data_volume(cloud, config, opts, inst, printer).await?;
             }
-            let token = seal(cloud, name).await?;
+            let token = seal(cloud, name, opts).await?;
             apply_own_role(cloud, name, &observed.account, detail, Some(inst), printer).await?;
             let (now, secs, served) = replace_container(
                 cloud,
@@ -592,7 +592,7 @@ async fn start(
         return Err(not_ec2());
     };
     printer.note(format!("`{name}`: {}", plan.reason));
-    let token = seal(cloud, name).await?;
+    let token = seal(cloud, name, opts).await?;
     interrupt::checkpoint("starting the instance")?;
     let t_start = Instant::now();
     // The host's clock says when its boot began (the watchdog's `boot=`): a boot from before
@@ -886,8 +886,11 @@ fn own_role_made(region: &str, name: &str) -> String {
 
 /// The deployment's sealed token (made and stored now if it has none), recorded for the
 /// interruption report.
-async fn seal(cloud: &Cloud, deployment: &str) -> Result<JupyterToken> {
-    let token = sealed::ensure(cloud, deployment).await?;
+/// The deployment's token, sealed now unless it is; a seat's is tagged with its class and
+/// seat, as its instance is, so that `down` of the class finds a token left alone.
+async fn seal(cloud: &Cloud, deployment: &str, opts: &Options) -> Result<JupyterToken> {
+    let seat_tags = plan::seat_tags(opts.seat.as_ref());
+    let token = sealed::ensure(cloud, deployment, &seat_tags).await?;
     interrupt::made(format!(
         "SSM parameter {} (the token of `{deployment}`)",
         sealed::parameter(deployment)
