@@ -1325,11 +1325,12 @@ impl Cloud {
             .await
         {
             Ok(out) => out,
-            // One is unknown (EC2 forgets a terminated instance after a while): one by one.
+            // One is unknown (EC2 forgets a terminated instance after a while): one by one,
+            // each alone (in rounds, each would wait for the next).
             Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => {
                 let mut left = Vec::new();
                 for id in ids {
-                    if let Some(i) = self.instance(id).await? {
+                    if let Some(i) = self.instance_alone(id).await? {
                         if i.state != state.as_str() {
                             left.push((id.clone(), i.state));
                         }

@@ -99,6 +99,9 @@ impl Cloud {
             .ssm
             .describe_parameters()
             .parameter_filters(filter)
+            // SSM filters each page after reading it (10 a page by default): the most a page
+            // may hold is the fewest calls.
+            .max_results(50)
             .into_paginator()
             .send();
         let mut names = Vec::new();

@@ -215,8 +215,8 @@ pub trait Host {
     async fn status(&self) -> Result<Vec<DeploymentStatus>>;
 
     /// Every deployment on this host, as [`Host::status`] lists them, less what costs a call
-    /// per deployment and only `status` shows (EC2: why and when each host's watchdog stops
-    /// it, from its console). What verbs use to find deployments (a class's seats, whether a
+    /// per running deployment and only `status` shows (EC2: why and when each host's watchdog
+    /// stops it, from its console). What verbs use to find deployments (a class's seats, whether a
     /// name is a class).
     async fn listing(&self) -> Result<Vec<DeploymentStatus>> {
         self.status().await

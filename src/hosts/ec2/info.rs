@@ -20,7 +20,8 @@ pub async fn status(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
 }
 
 /// [`status`] without reading each running host's console for its watchdog: what a verb
-/// needs to find deployments (a class's seats), in four listings whatever their number.
+/// needs to find deployments (a class's seats): the listings of instances, volumes, groups and
+/// token names, and the tags of each token left alone.
 pub async fn listing(aws: &Aws) -> Result<Vec<DeploymentStatus>> {
     list(aws, false).await
 }
@@ -31,12 +32,18 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
         cloud.instances(None),
         cloud.security_groups(None),
         cloud.data_volumes(None),
-        // Names only. A listing that cannot be had (an older operator policy without
-        // DescribeParameters) leaves out the tokens left alone, not the rest.
+        // Names only. A listing that cannot be had (throttled, an operator policy without
+        // DescribeParameters) leaves out the tokens left alone, not the rest, and says so.
         async {
-            Ok(sealed::deployments_with_tokens(&cloud)
-                .await
-                .unwrap_or_default())
+            Ok(match sealed::deployments_with_tokens(&cloud).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(
+                        "tokens left without the rest of their deployment are not listed: {e}"
+                    );
+                    Vec::new()
+                }
+            })
         }
     )?;
     let now = crate::hosts::now_secs();
@@ -162,16 +169,24 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
         .into_iter()
         .filter(|d| !rows.iter().any(|r| &r.name == d))
         .collect();
-    let seats =
-        futures_util::future::join_all(alone.iter().map(|d| sealed::seat_of(&cloud, d))).await;
+    let seats: Vec<Result<Option<crate::hosts::SeatOf>>> =
+        futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(alone.iter().map(|d| sealed::seat_of(&cloud, d))),
+            8,
+        ))
+        .await;
     for (dep, seat) in alone.into_iter().zip(seats) {
+        let seat = seat.unwrap_or_else(|e| {
+            tracing::warn!("whether the token of `{dep}` is a class's seat is not known: {e}");
+            None
+        });
         rows.push(DeploymentStatus {
             state: "token left".into(),
             note: Some(format!(
                 "only its token (SSM parameter {}) is here: an interrupted `down` left it, or an `up` is about to launch; `labship down {dep} --ec2` removes it",
                 sealed::parameter(&dep)
             )),
-            seat: seat.ok().flatten(),
+            seat,
             ..row(dep)
         });
     }

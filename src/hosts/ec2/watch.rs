@@ -16,6 +16,41 @@ use crate::token;
 /// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
 /// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a wait reads the console while the host has not pulled the image yet, when this
+/// process waits for other instances too (a class): booting, setting up, logging in and
+/// pulling take most of a boot, and only an error would be acted on before the image is
+/// there; the token comes after. Each read saved leaves the class's shared pace (see
+/// [`PACE`]) to the seats whose token is near. A lone wait reads every [`POLL`] throughout.
+const EARLY_POLL: Duration = Duration::from_secs(4);
+/// The waits of this process now.
+static WAITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a wait in [`WAITS`] while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Self {
+        WAITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long to wait before the next read, given the newest phase marker seen (None: none
+/// yet) and the number of waits in this process.
+fn next_poll(newest: Option<Phase>, waits: usize) -> Duration {
+    if waits > 1 && newest.is_none_or(|p| p < Phase::Pulled) {
+        EARLY_POLL
+    } else {
+        POLL
+    }
+}
+
 /// Console reads of this process together, at most one per this interval: a class waits for
 /// many instances at once, and 30 seats at one read a second each would outrun EC2's refill of
 /// its bucket for reads (20 a second, shared with every other read) and be throttled. One
@@ -86,6 +121,8 @@ pub async fn until_token(
     let mut last_text = String::new();
     let mut polls = 0u32;
     let mut last_phase = "boot".to_string();
+    let mut newest: Option<Phase> = None;
+    let _waiting = Waiting::new();
     loop {
         polls += 1;
         let read = match first_read.take() {
@@ -114,6 +151,14 @@ pub async fn until_token(
                 }
             }
             shown = shown.max(markers.len());
+            newest = markers
+                .iter()
+                .rev()
+                .find_map(|m| match m.phase {
+                    MarkerKind::Phase(p) => Some(p),
+                    MarkerKind::Error { .. } => None,
+                })
+                .or(newest);
             // The newest marker decides: an error after a token (a failed restart) is an error.
             match markers.last().map(|m| &m.phase) {
                 Some(MarkerKind::Error { phase, cause }) => {
@@ -183,7 +228,11 @@ pub async fn until_token(
                 hint: timeout_hint(&last_text, &instance.deployment),
             });
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(next_poll(
+            newest,
+            WAITS.load(std::sync::atomic::Ordering::SeqCst),
+        ))
+        .await;
     }
 }
 
@@ -230,6 +279,31 @@ fn timeout_hint(console: &str, deployment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_reads_a_console_less_often_until_its_image_is_pulled() {
+        // One wait: every second throughout.
+        for phase in [
+            None,
+            Some(Phase::Begin),
+            Some(Phase::Pulled),
+            Some(Phase::Started),
+        ] {
+            assert_eq!(next_poll(phase, 1), POLL, "{phase:?}");
+        }
+        // Several: slowly while the host boots, logs in and pulls, every second after.
+        for phase in [
+            None,
+            Some(Phase::Begin),
+            Some(Phase::DockerReady),
+            Some(Phase::LoggedIn),
+        ] {
+            assert_eq!(next_poll(phase, 30), EARLY_POLL, "{phase:?}");
+        }
+        for phase in [Phase::Pulled, Phase::Started, Phase::Token, Phase::Ready] {
+            assert_eq!(next_poll(Some(phase), 30), POLL, "{phase:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn console_reads_of_many_waits_take_turns() {
