@@ -82,10 +82,8 @@ struct Closing<'a, T> {
 }
 
 impl<T> Closing<'_, T> {
-    /// Closes the round and returns its ids, sorted and once each. Under the state's lock,
-    /// so that no read joins a round whose ids are already taken. A round of several waits
-    /// puts the next one a period later.
-    fn close(&self) -> Vec<String> {
+    /// Takes the state's lock and, if the round is still open, closes it to new reads.
+    fn shut(&self) -> std::sync::MutexGuard<'_, State<T>> {
         let mut state = self
             .rounds
             .state
@@ -98,6 +96,14 @@ impl<T> Closing<'_, T> {
         {
             state.open = None;
         }
+        state
+    }
+
+    /// Closes the round and returns its ids, sorted and once each. Under the state's lock,
+    /// so that no read joins a round whose ids are already taken. A round of several waits
+    /// puts the next one a period later.
+    fn close(&self) -> Vec<String> {
+        let mut state = self.shut();
         let mut ids = std::mem::take(
             &mut *self
                 .round
@@ -124,18 +130,7 @@ impl<T> Closing<'_, T> {
 
 impl<T> Drop for Closing<'_, T> {
     fn drop(&mut self) {
-        let mut state = self
-            .rounds
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if state
-            .open
-            .as_ref()
-            .is_some_and(|open| Arc::ptr_eq(open, &self.round))
-        {
-            state.open = None;
-        }
+        drop(self.shut());
     }
 }
 
