@@ -4,17 +4,18 @@
 //! few seconds, where one call can name all 30 instances.
 //!
 //! A read joins the round that is still gathering ids, or opens one. Its opener waits until
-//! the round is due (a brief gathering time, and at least a period after a round of several
-//! waits), closes it and makes one call for every id in it; the others wait for its answer.
-//! A round is "of several waits" when it named several ids, or named another id than the
-//! round before: from then on, each round gathers every read that came since the last, so
-//! the reads of many waits make at most one call a period however many they are. A round
-//! that gathered only its opener's id is that read alone, as it would have been without
-//! this: one wait's reads of its one instance are only delayed by the gathering time. When the call for a round fails (one unknown id fails
-//! DescribeInstances for all), or its opener is cancelled, each read of the round is made
-//! alone, and gets its own answer or error; when it was throttled or met a server error,
-//! each read gets that error (waits take it as "not yet"). Nothing is kept: the next read
-//! asks again.
+//! the round is due (a brief gathering time, and at least a period after the last round of
+//! several waits), closes it and makes one call for every id in it; the others wait for
+//! its answer. A round is "of several waits" when it named several ids, or one id other than
+//! the last round that named one: the next round then gathers for up to a period, so while
+//! several waits read, each round gathers every read since the last and they make about one
+//! call a period however many they are. A round that gathered only its opener's id is that
+//! read alone, as it would have been without this: one wait's reads of its one instance are
+//! only delayed by the gathering time. When the call for a round fails (one unknown id
+//! fails DescribeInstances for all), or its opener is cancelled, each read of the round is
+//! made alone, and gets its own answer or error; when it was throttled or met a server
+//! error, each read gets that error (waits take it as "not yet"). Nothing is kept: the next
+//! read asks again.
 //!
 //! Written here rather than taken from a crate: the data-loader crates (dataloader,
 //! async-dataloader) batch by a fixed delay and cache answers, and a read here must never be
@@ -82,8 +83,9 @@ struct Closing<'a, T> {
 }
 
 impl<T> Closing<'_, T> {
-    /// Takes the state's lock and, if the round is still open, closes it to new reads.
-    fn shut(&self) -> std::sync::MutexGuard<'_, State<T>> {
+    /// Takes the state's lock and, if the round is still open, closes it to new reads (and
+    /// says so).
+    fn shut(&self) -> (std::sync::MutexGuard<'_, State<T>>, bool) {
         let mut state = self
             .rounds
             .state
@@ -95,15 +97,16 @@ impl<T> Closing<'_, T> {
             .is_some_and(|open| Arc::ptr_eq(open, &self.round))
         {
             state.open = None;
+            return (state, true);
         }
-        state
+        (state, false)
     }
 
     /// Closes the round and returns its ids, sorted and once each. Under the state's lock,
     /// so that no read joins a round whose ids are already taken. A round of several waits
     /// puts the next one a period later.
     fn close(&self) -> Vec<String> {
-        let mut state = self.shut();
+        let (mut state, _) = self.shut();
         let mut ids = std::mem::take(
             &mut *self
                 .round
@@ -130,7 +133,12 @@ impl<T> Closing<'_, T> {
 
 impl<T> Drop for Closing<'_, T> {
     fn drop(&mut self) {
-        drop(self.shut());
+        // Cancelled before it was due: its readers read alone now, so the next round is a
+        // period later.
+        let (mut state, cancelled) = self.shut();
+        if cancelled {
+            state.next_at = Some(Instant::now() + self.rounds.period);
+        }
     }
 }
 

@@ -16,11 +16,13 @@ use crate::token;
 /// How often the console is read: the token is seen at most this late. GetConsoleOutput is a
 /// cheap read; one call a second for the few minutes of a boot is well within EC2's limits.
 const POLL: Duration = Duration::from_secs(1);
-/// How often a wait reads the console while the host has not pulled the image yet, when this
-/// process waits for other instances too (a class): booting, setting up, logging in and
-/// pulling take most of a boot, and only an error would be acted on before the image is
-/// there; the token comes after. Each read saved leaves the class's shared pace (see
-/// [`PACE`]) to the seats whose token is near. A lone wait reads every [`POLL`] throughout.
+/// How often a wait for a new instance's first boot reads the console while its host has not
+/// pulled the image yet, when this process waits for other instances too (a class):
+/// booting, setting up, logging in and pulling take most of a first boot, and only an error
+/// would be acted on before the image is there; the token comes after. Each read saved
+/// leaves the class's shared pace (see [`PACE`]) to the seats whose token is near. A lone
+/// wait, and a wait for a started or restarted host (whose console says no `pulled`), read
+/// every [`POLL`] throughout.
 const EARLY_POLL: Duration = Duration::from_secs(4);
 /// The waits of this process now.
 static WAITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -41,10 +43,13 @@ impl Drop for Waiting {
     }
 }
 
+/// How often the wait asks whether the instance is still there.
+const CHECK: Duration = Duration::from_secs(5);
+
 /// How long to wait before the next read, given the newest phase marker seen (None: none
-/// yet) and the number of waits in this process.
-fn next_poll(newest: Option<Phase>, waits: usize) -> Duration {
-    if waits > 1 && newest.is_none_or(|p| p < Phase::Pulled) {
+/// yet), the number of waits in this process and whether this is a new instance's first boot.
+fn next_poll(newest: Option<Phase>, waits: usize, first_boot: bool) -> Duration {
+    if first_boot && waits > 1 && newest.is_none_or(|p| p < Phase::Pulled) {
         EARLY_POLL
     } else {
         POLL
@@ -119,12 +124,12 @@ pub async fn until_token(
     let mut shown = 0usize;
     let mut first = true;
     let mut last_text = String::new();
-    let mut polls = 0u32;
     let mut last_phase = "boot".to_string();
     let mut newest: Option<Phase> = None;
+    let first_boot = replay && boot_after.is_none() && first_read.is_none();
+    let mut checked = Instant::now();
     let _waiting = Waiting::new();
     loop {
-        polls += 1;
         let read = match first_read.take() {
             Some(text) => Some(text),
             // Throttled or a 5xx: nothing new this time; the deadline still holds.
@@ -194,7 +199,8 @@ pub async fn until_token(
             last_text = text;
         }
         // The instance may be terminated from elsewhere, or fail to start.
-        if polls.is_multiple_of(5) {
+        if checked.elapsed() >= CHECK {
+            checked = Instant::now();
             match retry::tolerate(cloud.instance(&instance.id).await)? {
                 // Transient: look again at the next check.
                 None => {}
@@ -228,11 +234,13 @@ pub async fn until_token(
                 hint: timeout_hint(&last_text, &instance.deployment),
             });
         }
-        tokio::time::sleep(next_poll(
+        let next = next_poll(
             newest,
             WAITS.load(std::sync::atomic::Ordering::SeqCst),
-        ))
-        .await;
+            first_boot,
+        );
+        // Never past the deadline: its message comes on time.
+        tokio::time::sleep(next.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
@@ -289,19 +297,22 @@ mod tests {
             Some(Phase::Pulled),
             Some(Phase::Started),
         ] {
-            assert_eq!(next_poll(phase, 1), POLL, "{phase:?}");
+            assert_eq!(next_poll(phase, 1, true), POLL, "{phase:?}");
         }
-        // Several: slowly while the host boots, logs in and pulls, every second after.
+        // Several, on first boots: slowly while the hosts boot, log in and pull, every
+        // second after.
         for phase in [
             None,
             Some(Phase::Begin),
             Some(Phase::DockerReady),
             Some(Phase::LoggedIn),
         ] {
-            assert_eq!(next_poll(phase, 30), EARLY_POLL, "{phase:?}");
+            assert_eq!(next_poll(phase, 30, true), EARLY_POLL, "{phase:?}");
+            // A started or restarted host says no `pulled`: every second.
+            assert_eq!(next_poll(phase, 30, false), POLL, "{phase:?}");
         }
         for phase in [Phase::Pulled, Phase::Started, Phase::Token, Phase::Ready] {
-            assert_eq!(next_poll(Some(phase), 30), POLL, "{phase:?}");
+            assert_eq!(next_poll(Some(phase), 30, true), POLL, "{phase:?}");
         }
     }
 
