@@ -104,17 +104,23 @@ pub struct RosterReport {
 
 impl RosterReport {
     fn new(target: Target, class: &str, seats: Vec<SeatRow>) -> RosterReport {
-        let ready = seats
-            .iter()
-            .filter(|s| s.url.is_some() && s.error.is_none())
-            .count();
-        RosterReport {
+        let mut report = RosterReport {
             target,
             class: class.to_string(),
-            failed: seats.len() - ready,
             seats,
-            ready,
-        }
+            ready: 0,
+            failed: 0,
+        };
+        report.failed = report.not_ready().count();
+        report.ready = report.seats.len() - report.failed;
+        report
+    }
+
+    /// The seats not ready: without a URL, or up with an error (their notebooks from git).
+    pub fn not_ready(&self) -> impl Iterator<Item = &SeatRow> {
+        self.seats
+            .iter()
+            .filter(|s| s.url.is_none() || s.error.is_some())
     }
 
     /// The roster as CSV (`-o csv`): a header row, then `seat,student,email,url,token,state,error`
@@ -158,7 +164,9 @@ impl std::fmt::Display for RosterReport {
                     s.seat.clone(),
                     s.student.clone().unwrap_or_else(|| "-".into()),
                     match (&s.url, &s.error) {
-                        (Some(url), _) => url.clone(),
+                        (Some(url), None) => url.clone(),
+                        // Up, but not all done (its notebooks from git): the URL and why.
+                        (Some(url), Some(e)) => format!("{url} ({e})"),
                         (None, Some(e)) => format!("{} ({e})", s.state),
                         (None, None) => s.state.clone(),
                     },
@@ -202,7 +210,9 @@ impl std::fmt::Display for RosterReport {
 /// `labship up --seats N` / `--roster FILE`: the image once, then each seat's `up`, at most
 /// [`starting_at_once`] at a time. Seats that fail are rows with their error; the others
 /// come up. Seats EC2 had no capacity for are tried once more, in a second batch after the
-/// first, on `fallback_type` when given (else the same type: capacity comes back).
+/// first, on `fallback_type` when given (else the same type: capacity comes back); seats
+/// that met the account's instance quota too, when a `fallback_type` is given (the same type
+/// would meet the same quota, now used by the seats that started).
 pub async fn up<H: Host>(
     host: &H,
     config: &Config,
@@ -224,13 +234,13 @@ pub async fn up<H: Host>(
     let again: Vec<(usize, &Seat)> = started
         .iter()
         .zip(&all)
-        .filter(|(s, _)| s.no_capacity)
+        .filter(|(s, _)| s.no_capacity || (s.instance_quota && fallback_type.is_some()))
         .map(|(_, seat)| *seat)
         .collect();
     if !again.is_empty() {
         let instead = fallback_type.unwrap_or(&config.ec2.instance_type);
         printer.note(format!(
-            "EC2 had no {} capacity for {} of the seats: starting them again on {instead}",
+            "EC2 had no {} capacity (or instance quota) for {} of the seats: starting them again on {instead}",
             config.ec2.instance_type,
             again.len()
         ));
@@ -253,6 +263,8 @@ struct Started {
     row: SeatRow,
     /// It failed as EC2 had no capacity for its instance type.
     no_capacity: bool,
+    /// It failed as the account's instance (vCPU) quota for its type's family is used up.
+    instance_quota: bool,
 }
 
 /// The `up` of `seats` (each with its place in the roster, which gives its port), at most
@@ -300,7 +312,7 @@ async fn start_seats<H: Host>(
                     fallback_type: None,
                     error: None,
                 };
-                let mut no_capacity = false;
+                let (mut no_capacity, mut instance_quota) = (false, false);
                 let up = host.up(&seat_config, &seat_options, printer).await;
                 let up = match up {
                     Ok(report) => host
@@ -331,6 +343,7 @@ async fn start_seats<H: Host>(
                     }
                     Err(e) => {
                         no_capacity = e.is_no_capacity();
+                        instance_quota = e.is_instance_quota();
                         row.error = Some(one_line(&e));
                     }
                 }
@@ -340,7 +353,11 @@ async fn start_seats<H: Host>(
                     seat.id,
                     row.error.as_deref().unwrap_or("ready")
                 ));
-                Started { row, no_capacity }
+                Started {
+                    row,
+                    no_capacity,
+                    instance_quota,
+                }
             }
         })
         .buffered(starting_at_once(host.target()))
@@ -916,16 +933,28 @@ mod tests {
             vec![
                 row("1", Some("http://127.0.0.1:8888/lab?token=abc"), None),
                 row("2", None, Some("port busy")),
+                row(
+                    "3",
+                    Some("http://127.0.0.1:8890/lab?token=abc"),
+                    Some("git clone failed"),
+                ),
             ],
         );
-        assert_eq!((r.ready, r.failed), (1, 1));
+        assert_eq!((r.ready, r.failed), (1, 2));
+        // Up but its notebooks from git failed: not ready, and named with its error.
+        let not_ready: Vec<&str> = r.not_ready().map(|s| s.seat.as_str()).collect();
+        assert_eq!(not_ready, ["2", "3"]);
         let text = r.to_string();
         assert!(
             text.contains("http://127.0.0.1:8888/lab?token=abc"),
             "{text}"
         );
         assert!(text.contains("failed (port busy)"), "{text}");
-        assert!(text.ends_with("1 of 2 seats ready, 1 not"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:8890/lab?token=abc (git clone failed)"),
+            "{text}"
+        );
+        assert!(text.ends_with("1 of 3 seats ready, 2 not"), "{text}");
         let csv = r.to_csv().unwrap();
         let mut lines = csv.lines();
         assert_eq!(
@@ -939,6 +968,10 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some("2,\"Lee, \"\"Ann\"\"\",,,,failed,port busy")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("3,\"Lee, \"\"Ann\"\"\",,http://127.0.0.1:8890/lab?token=abc,abc,running,git clone failed")
         );
     }
 

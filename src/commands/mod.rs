@@ -22,6 +22,7 @@ use labship::output::Printer;
 use crate::cli::{named, Command, GlobalArgs};
 
 pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Result<()> {
+    csv_only_for_rosters(&command, printer)?;
     match command {
         Command::Init(args) => init::run(args, printer),
         Command::Build(args) => build::run(load(args.overrides(global))?, printer).await,
@@ -143,6 +144,25 @@ fn emit<R: labship::output::Report>(printer: &Printer, report: &R) -> Result<()>
         path: "(stdout)".into(),
         source,
     })
+}
+
+/// `-o csv` is refused before a command acts, not after it has (a `down` that removed a
+/// class, an `up` that launched, a job of hours): only a class's roster is a table, and only
+/// `up --seats N`/`--roster FILE` and a plain `token` (of a class) may print one.
+fn csv_only_for_rosters(command: &Command, printer: &Printer) -> Result<()> {
+    if printer.format() != labship::output::OutputFormat::Csv {
+        return Ok(());
+    }
+    let may_be_a_roster = match command {
+        Command::Up(args) => args.seats.is_some() || args.roster.is_some(),
+        Command::Token(args) => !args.rotate && args.seat.is_none() && args.from_log.is_none(),
+        _ => false,
+    };
+    if may_be_a_roster {
+        Ok(())
+    } else {
+        Err(no_csv())
+    }
 }
 
 /// `-o csv` of a command whose result is not a table of seats.

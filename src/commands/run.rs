@@ -12,8 +12,8 @@ use labship::output::Printer;
 use crate::cli::{FetchArgs, RunArgs, RunsArgs};
 
 pub async fn run(config: Config, args: &RunArgs, printer: &Printer) -> Result<()> {
-    // Everything the user gave is checked before anything is built or started.
-    no_csv(printer)?;
+    // Everything the user gave is checked before anything is built or started (`-o csv`
+    // already, by `commands::run`).
     let parameters = args
         .parameters
         .iter()
@@ -292,7 +292,6 @@ fn finished(printer: &Printer, report: &job::RunReport) -> Result<()> {
 
 /// `labship runs`.
 pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<()> {
-    no_csv(printer)?;
     let runs_dir = runs_dir(&config, &args.runs_dir);
     if config.target == Target::Ec2 {
         let aws = labship::aws::load(&config).await?;
@@ -305,7 +304,6 @@ pub async fn runs(config: Config, args: &RunsArgs, printer: &Printer) -> Result<
 
 /// `labship fetch RUN`.
 pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Result<()> {
-    no_csv(printer)?;
     let runs_dir = runs_dir(&config, &args.runs_dir);
     interrupt::install(interrupt::Then::Retry(format!(
         "labship fetch {}",
@@ -336,14 +334,6 @@ pub async fn fetch(config: Config, args: &FetchArgs, printer: &Printer) -> Resul
         job::deliver(&s3, &mut report, printer).await?;
     }
     finished(printer, &report)
-}
-
-/// `-o csv` is a class roster's: refused before anything runs, not after a job of hours.
-fn no_csv(printer: &Printer) -> Result<()> {
-    if printer.format() == labship::output::OutputFormat::Csv {
-        return Err(super::no_csv());
-    }
-    Ok(())
 }
 
 /// `--runs-dir`, else `runs/` beside labship.toml.

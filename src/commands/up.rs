@@ -229,6 +229,20 @@ async fn class(
     if let Some(fallback) = &args.fallback_type {
         labship::config::check_fallback_type(&config, fallback)?;
     }
+    // A class's students are elsewhere: a seat opened only to the instructor's own address
+    // (the default) is a URL they cannot reach.
+    if config.target == Target::Ec2
+        && options.access.or(config.ec2.access) != Some(labship::config::Access::Ssm)
+        && !options.public
+        && options.allow_cidr.is_empty()
+        && config.ec2.allow_cidr.is_empty()
+    {
+        printer.note(
+            "Warning: new seats open only to this machine's public IP (detected), so students on other networks cannot reach their URLs. \
+             Give their networks with --allow-cidr CIDR (repeatable, e.g. the campus range; ec2.allow_cidr in labship.toml), \
+             or --public for everyone (each seat still needs its own token, over TLS).",
+        );
+    }
     if let Some(cpus) = args.seat_cpus {
         labship::hosts::Limits::check_cpus("--seat-cpus", cpus)?;
     }
@@ -282,9 +296,7 @@ async fn class(
             failed: report.failed,
             total: report.seats.len(),
             seats: report
-                .seats
-                .iter()
-                .filter(|s| s.url.is_none())
+                .not_ready()
                 .map(|s| s.seat.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),

@@ -191,9 +191,11 @@ async fn busy_aws_class_seed_2() {
 /// A class whose instance type EC2 has no capacity for (every RunInstances of t3.medium is
 /// answered InsufficientInstanceCapacity, the SDK's retries included). Without a fallback:
 /// every seat is reported with the cause, the command fails, and nothing is left of the
-/// seats (their security groups and tokens go with the refused launch). With
-/// `--fallback-type t3a.medium`: the second batch starts every seat on it, the roster says
-/// so, and `down` leaves nothing.
+/// seats (their security groups and tokens go with the refused launch). The account's vCPU
+/// quota used up, without a fallback: the seats fail at once, not tried again on the same
+/// type. With `--fallback-type t3a.medium`, one seat meeting the quota and the other no
+/// capacity: the second batch starts every seat on it, the roster says so, and `down`
+/// leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_capacity_class_falls_back_to_another_type() {
     let rig = rig();
@@ -237,8 +239,44 @@ async fn no_capacity_class_falls_back_to_another_type() {
         );
     }
 
+    faults.set(
+        1,
+        json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "vcpu-quota"}]),
+    );
+    let refused = p.labship_at(&sim, &args, &env);
+    assert!(!refused.status.success(), "no quota fails the command");
+    let report: Value = serde_json::from_slice(&refused.stdout).expect("the roster as JSON");
+    for row in report["seats"].as_array().expect("seats") {
+        let error = row["error"].as_str().unwrap_or_default();
+        assert!(error.contains("VcpuLimitExceeded"), "{row}");
+    }
+    let err = stderr(&refused);
+    assert!(!err.contains("starting them again"), "{err}");
+    for seat in 1..=2 {
+        let deployment = format!("{class}-{seat}");
+        assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(
+            left.is_empty(),
+            "left of seat {seat} after the quota: {left:?}"
+        );
+    }
+
+    // The first launch meets the quota, the other finds no capacity.
+    faults.set(
+        1,
+        json!([
+            {"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "nth": 1, "fault": "vcpu-quota"},
+            {"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}
+        ]),
+    );
     args.extend(["--fallback-type", "t3a.medium"]);
     let up: Value = json(&p.labship_at(&sim, &args, &env));
+    let fired = faults.report()["fired"].to_string();
+    assert!(
+        fired.contains("vcpu-quota") && fired.contains("\"capacity\""),
+        "{fired}"
+    );
     assert_eq!(up["ready"], 2, "{up}");
     for row in up["seats"].as_array().expect("seats") {
         assert_eq!(row["fallback_type"], "t3a.medium", "{row}");

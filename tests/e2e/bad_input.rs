@@ -455,6 +455,42 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
     nothing_in_aws(&p);
 }
 
+/// `-o csv` of a command whose result is not a class's roster is refused before the command
+/// acts: `up` builds and starts nothing, `down` and `stop` find nothing to touch.
+#[test]
+fn csv_output_of_a_command_without_a_roster_is_refused_before_it_acts() {
+    let p = Project::default_workload("csvup");
+    for args in [
+        vec!["up", "-o", "csv"],
+        vec!["up", "--ec2", "-o", "csv"],
+        vec!["down", "-y", "-o", "csv"],
+        vec!["stop", "-o", "csv"],
+        vec!["token", "--rotate", "-o", "csv"],
+        vec!["run", "x.ipynb", "-o", "csv"],
+    ] {
+        let out = p.labship(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("only a class's roster is a table"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Nothing was built or started.
+    assert!(!image_exists(&format!("labship/{}:latest", p.name)));
+    let containers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.labship.deployment={}", p.name),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(containers.stdout.is_empty(), "a container was made");
+    nothing_in_aws(&p);
+}
+
 /// Nothing of `p`'s deployment exists in moto: no repository, security group or instance.
 fn nothing_in_aws(p: &Project) {
     let endpoint = rig().aws_endpoint.clone();

@@ -129,8 +129,9 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      IAM/STS ServiceFailure (Type Receiver). "throttle-or-5xx": one of the two (a draw).
      "lose-response": forwarded (the call is applied, instances launch), then the 5xx answer
      instead of the real one. "capacity": EC2's HTTP 500 InsufficientInstanceCapacity (no
-     capacity for the instance type in the zone; not retried by the SDK). Only the first fault rule that fires applies; "what" is
-     "throttle", "5xx" or "lose-response".
+     capacity for the instance type in the zone; not retried by the SDK). "vcpu-quota": EC2's
+     HTTP 400 VcpuLimitExceeded (the account's vCPU quota for the type's family is used up).
+     Only the first fault rule that fires applies; "what" is the fault's kind.
   Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
 SSM sessions (StartSession above), for tests and for the stand-in plugin. JSON out; a session
@@ -205,7 +206,7 @@ MUTATING_PREFIXES = (
 )
 _MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
 FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
-FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity")
+FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity", "vcpu-quota")
 FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault")
 FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
 FAULT_MAX_DELAY = 300.0
@@ -534,6 +535,12 @@ def rule_matches(action, req):
 def fault_answer(req, kind):
     """What AWS answers when it throttles (kind "throttle") or fails (kind "5xx") the call, in the
     shape of req's protocol: JSON (X-Amz-Target: ssm, ecr), EC2 query, other query (iam, sts)."""
+    if kind == "vcpu-quota":
+        return ec2_error(400, "VcpuLimitExceeded",
+                         "You have requested more vCPU capacity than your current vCPU limit of 32 "
+                         "allows for the instance bucket that the specified instance type %s belongs "
+                         "to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an "
+                         "adjustment to this limit." % req.params.get("InstanceType", "instance"))
     if kind == "capacity":
         return ec2_error(500, "InsufficientInstanceCapacity",
                          "We currently do not have sufficient %s capacity in the Availability Zone "
@@ -643,7 +650,7 @@ class Faults:
             self.send_signal(req.access_key, rule, rec)
         if plan.delay:
             time.sleep(plan.delay)
-        if plan.fault in ("throttle", "5xx", "capacity"):
+        if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota"):
             answer = fault_answer(req, plan.fault)
         else:
             answer = dispatch(req)

@@ -648,6 +648,21 @@ faws 1 ec2 describe-instance-types --instance-types t3a.medium | jq -e '.Instanc
 jq -e '[.fired[] | .what] == ["capacity"]' <<<"$(fired)" >/dev/null || fail "fired after the capacity rule: $(fired)"
 ok "faults: a param rule matches its value only; capacity answers InsufficientInstanceCapacity"
 
+# (2b') the account's vCPU quota on the first matching call only ("nth": 1), EC2 without
+# capacity on the others: only the first fault rule that fires applies.
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeInstanceTypes\",\"param\":{\"InstanceType.1\":\"t3.medium\"},\"nth\":1,\"fault\":\"vcpu-quota\"},{\"action\":\"ec2:DescribeInstanceTypes\",\"param\":{\"InstanceType.1\":\"t3.medium\"},\"fault\":\"capacity\"}]}" >/dev/null ||
+    fail "POST /_sim/faults"
+if faws 1 ec2 describe-instance-types --instance-types t3.medium >"$tmp/out" 2>"$tmp/err"; then
+    fail "describe-instance-types t3.medium passed a vcpu-quota rule for it: $(cat "$tmp/out")"
+fi
+grep -q 'VcpuLimitExceeded' "$tmp/err" || fail "the vcpu-quota fault: $(cat "$tmp/err")"
+if faws 1 ec2 describe-instance-types --instance-types t3.medium >"$tmp/out" 2>"$tmp/err"; then
+    fail "describe-instance-types t3.medium passed a capacity rule for it: $(cat "$tmp/out")"
+fi
+grep -q 'InsufficientInstanceCapacity' "$tmp/err" || fail "the capacity fault after the quota's one: $(cat "$tmp/err")"
+jq -e '[.fired[] | .what] == ["vcpu-quota", "capacity"]' <<<"$(fired)" >/dev/null || fail "fired after the vcpu-quota rule: $(fired)"
+ok "faults: vcpu-quota answers VcpuLimitExceeded; nth 1 fires once, and the next rule answers the next call"
+
 # (2c) a parameter rule with the value "*" matches any call that has the parameter, and a delay
 # of 0 only records it: how a test sees that one describe named several instances.
 sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:DescribeInstanceTypes\",\"param\":{\"InstanceType.2\":\"*\"},\"delay\":0}]}" >/dev/null ||
