@@ -1,7 +1,10 @@
 //! Who the seats are for: `--seats N` (seats `1`..`N`) or a roster file (`--roster FILE`),
 //! a CSV with a header row naming an `id` column and optionally `name` and `email` (other
 //! columns, as an LMS export has, are ignored). Spreadsheet exports are taken as they come:
-//! a UTF-8 byte-order mark, quoted fields with commas and quotes, CRLF line ends, blank lines.
+//! a UTF-8 byte-order mark, quoted fields with commas and quotes, CRLF line ends, blank lines,
+//! and columns separated by `;` or tabs (as a spreadsheet in a language with decimal commas
+//! saves "CSV", or as a copy of its cells is pasted). A file in another encoding than UTF-8
+//! (UTF-16, Windows-1252) is refused with the line and the way to save it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,7 +72,28 @@ impl Roster {
             hint: hint.to_string(),
         };
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+            return Err(fail(
+                Some(1),
+                "the file is UTF-16 (as a spreadsheet's \"Unicode text\" saves it), not UTF-8"
+                    .into(),
+                SAVE_AS_UTF8,
+            ));
+        }
+        if let Err(e) = std::str::from_utf8(bytes) {
+            let at = e.valid_up_to();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return Err(fail(
+                u64::try_from(line).ok(),
+                format!(
+                    "byte 0x{:02X} is not UTF-8: the file was saved in another encoding (e.g. Windows-1252)",
+                    bytes[at]
+                ),
+                SAVE_AS_UTF8,
+            ));
+        }
         let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter(bytes))
             .has_headers(true)
             .flexible(true)
             .trim(csv::Trim::All)
@@ -146,6 +170,24 @@ impl Roster {
             ));
         }
         Ok(Roster { seats })
+    }
+}
+
+const SAVE_AS_UTF8: &str =
+    "save the roster as \"CSV UTF-8\" (Excel: File > Save As > CSV UTF-8; LibreOffice: character set Unicode (UTF-8))";
+
+/// The header row's separator: `,`, else `;` or a tab when the header row has no comma
+/// but one of them.
+fn delimiter(bytes: &[u8]) -> u8 {
+    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    if header.contains(&b',') {
+        b','
+    } else if header.contains(&b';') {
+        b';'
+    } else if header.contains(&b'\t') {
+        b'\t'
+    } else {
+        b','
     }
 }
 
@@ -229,6 +271,32 @@ mod tests {
     }
 
     #[test]
+    fn semicolons_and_tabs_separate_columns_when_the_header_has_no_comma() {
+        for text in [
+            "\u{feff}id;name;email\r\nann;\"Lee; Ann\";ann@example.org\r\nbo;Bo, Chen;\r\n",
+            "id\tname\temail\nann\tLee; Ann\tann@example.org\nbo\tBo, Chen\t\n",
+        ] {
+            let r = parse(text).unwrap();
+            let seats: Vec<(&str, Option<&str>, Option<&str>)> = r
+                .seats
+                .iter()
+                .map(|s| (s.id.as_str(), s.student.as_deref(), s.email.as_deref()))
+                .collect();
+            assert_eq!(
+                seats,
+                [
+                    ("ann", Some("Lee; Ann"), Some("ann@example.org")),
+                    ("bo", Some("Bo, Chen"), None)
+                ],
+                "{text:?}"
+            );
+        }
+        // A comma in the header row: commas separate, a `;` is in a field.
+        let r = parse("id,name\nann,Lee; Ann\n").unwrap();
+        assert_eq!(r.seats[0].student.as_deref(), Some("Lee; Ann"));
+    }
+
+    #[test]
     fn bad_rosters_name_the_line_and_the_fix() {
         let e = message(parse("id,name\nann,Ann\nbo,Bo\nann,Another Ann\n").unwrap_err());
         assert!(
@@ -247,6 +315,19 @@ mod tests {
         let e = message(parse("id,name\n\"ann,Ann\n").unwrap_err());
         assert!(e.contains("roster.csv"), "{e}");
         assert!(check_id("a-very-long-seat-id-indeed").is_err());
+        // Another encoding than UTF-8: the line and how to save it.
+        let cp1252 = b"id,name\nann,Ann\njose,Jos\xE9\n";
+        let e = message(Roster::parse(Path::new("roster.csv"), cp1252).unwrap_err());
+        assert!(
+            e.contains("line 3") && e.contains("0xE9") && e.contains("CSV UTF-8"),
+            "{e}"
+        );
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("id\r\n1\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let e = message(Roster::parse(Path::new("roster.csv"), &utf16).unwrap_err());
+        assert!(e.contains("UTF-16") && e.contains("CSV UTF-8"), "{e}");
         assert!(check_id("-a").is_err() && check_id("a--b").is_err());
         assert!(check_id("42").is_ok() && check_id("ann-lee").is_ok());
     }
