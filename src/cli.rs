@@ -310,10 +310,11 @@ pub struct DistributeArgs {
         conflicts_with = "git"
     )]
     pub files: Vec<PathBuf>,
-    /// The notebooks' repository (`[workspace] git`, `--git` of up, LABSHIP_GIT) at its
-    /// newest commit instead: new files added, files no one changed updated, changed ones kept
-    #[arg(long)]
-    pub git: bool,
+    /// The notebooks' repository at its newest commit instead: this `URL` (or `URL#REF`), else
+    /// `[workspace] git` or LABSHIP_GIT; new files added, files no one changed updated,
+    /// changed ones kept
+    #[arg(long, value_name = "URL[#REF]", num_args = 0..=1, default_missing_value = "")]
+    pub git: Option<String>,
 }
 
 #[derive(Debug, Args)]

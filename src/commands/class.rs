@@ -64,14 +64,14 @@ async fn collect_on<H: Host>(
 
 pub async fn distribute(config: Config, args: &DistributeArgs, printer: &Printer) -> Result<()> {
     // Read (and checked) before any seat is touched.
-    let (files, snapshot) = if args.git {
+    let (files, snapshot) = if args.git.is_some() {
         let snapshot = labship::workspace::fetch(&config, printer)
             .await?
             .ok_or_else(|| labship::error::Error::InvalidSetting {
                 what: "--git",
                 value: config.name.clone(),
                 reason: "no notebooks' repository is configured".into(),
-                hint: "set `[workspace] git = \"URL\"` in labship.toml (or LABSHIP_GIT)".into(),
+                hint: "name it: `labship distribute --git URL[#REF]` (the one `up --git` was given), or set `[workspace] git = \"URL\"` in labship.toml (or LABSHIP_GIT)".into(),
             })?;
         (Vec::new(), Some(snapshot))
     } else {

@@ -89,12 +89,10 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
             .await
         }
         Command::Distribute(args) => {
-            class::distribute(
-                load(named(global, &args.seats.name, args.seats.on))?,
-                &args,
-                printer,
-            )
-            .await
+            let mut flags = named(global, &args.seats.name, args.seats.on);
+            // `--git URL`: that repository, as `up --git URL` took it.
+            flags.git = args.git.clone().filter(|url| !url.is_empty());
+            class::distribute(load(flags)?, &args, printer).await
         }
         Command::Base => base::run(printer).await,
     }

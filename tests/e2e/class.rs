@@ -791,6 +791,40 @@ fn notebooks_from_git_reach_every_seat_and_a_students_change_is_kept() {
     for s in seats.values() {
         assert_eq!(s.read_text("week2.md").as_deref(), Some("# Week 2\n"));
     }
+    // Without `[workspace] git` (a class made with `up --git URL`): `distribute --git` alone
+    // says how to name the repository, and `--git URL` brings week 3.
+    let toml = std::fs::read_to_string(p.path().join("labship.toml")).expect("toml");
+    p.write(
+        "labship.toml",
+        &toml.replace(&format!("[workspace]\ngit = \"{url}\"\n"), ""),
+    );
+    let unnamed = with_cache(&["distribute", "--local", "--git"]);
+    assert!(!unnamed.status.success());
+    assert!(
+        stderr(&unnamed).contains("labship distribute --git URL"),
+        "{}",
+        stderr(&unnamed)
+    );
+    std::fs::write(r.join("week3.md"), "# Week 3\n").expect("write");
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-q", "-m", "week 3"]);
+    let given = json(&with_cache(&[
+        "distribute",
+        "--local",
+        "--git",
+        &url,
+        "-o",
+        "json",
+    ]));
+    let by_seat = rows_by_seat(&given);
+    for (id, s) in &seats {
+        assert_eq!(
+            by_seat[id]["added"],
+            serde_json::json!(["week3.md"]),
+            "{given}"
+        );
+        assert_eq!(s.read_text("week3.md").as_deref(), Some("# Week 3\n"));
+    }
     let down = p.labship(&["down", "--local", "--delete-data", "--yes"]);
     assert!(down.status.success(), "{}", stderr(&down));
 
