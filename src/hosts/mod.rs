@@ -81,6 +81,28 @@ pub struct SeatOf {
     pub email: Option<String>,
 }
 
+/// The `labship up` (quoted) that starts a deployment again or brings it back: a class's
+/// seat by its class's `up`, which keeps it a seat (by its own name, a seat whose instance
+/// is gone would come back without its class's tags and port). `flag`: `--ec2`/`--local`.
+pub fn up_again(deployment: &str, seat: Option<&SeatOf>, flag: &str) -> String {
+    match seat {
+        Some(s) => format!(
+            "the class's `labship up {} {flag} --seats N` (or `--roster FILE`)",
+            s.class
+        ),
+        None => format!("`labship up {deployment} {flag}`"),
+    }
+}
+
+/// How a command names a deployment: a class's seat as `CLASS --seat ID` (a seat's own name
+/// can be longer than a name given on the command line may be).
+pub fn named(deployment: &str, seat: Option<&SeatOf>) -> String {
+    match seat {
+        Some(s) => format!("{} --seat {}", s.class, s.seat),
+        None => deployment.to_string(),
+    }
+}
+
 /// A container's limits (`None`: the engine's default, no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {

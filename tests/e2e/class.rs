@@ -319,6 +319,24 @@ fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
     );
     assert_eq!(containers.len(), 3, "{containers:?}");
     assert!(labelled("volume", &class).contains(&format!("labship-{class}-1-work")));
+    // `status` names the seat whose workspace is kept by its class: the class's `up` brings
+    // it back as a seat, `down --seat` deletes it.
+    let status = json(&p.labship(&["status", "--local", "-o", "json"]));
+    let kept = status["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().find(|r| r["name"] == format!("{class}-1")))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(kept["state"], "down", "{status}");
+    let note = kept["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "the class's `labship up {class} --local --seats N`"
+        )) && note.contains(&format!(
+            "`labship down {class} --seat 1 --local --delete-data`"
+        )),
+        "{note}"
+    );
     assert_eq!(
         get(
             &format!("{}/api/status", seats["2"].base),

@@ -6,7 +6,7 @@ use crate::aws::Aws;
 use crate::aws::Cloud;
 use crate::config::{Access, Target};
 use crate::error::{Error, Result};
-use crate::hosts::{DeploymentStatus, HostLife, LogsReport, TokenReport};
+use crate::hosts::{named, up_again, DeploymentStatus, HostLife, LogsReport, TokenReport};
 use crate::token;
 
 use super::console::{self, TokenFrom};
@@ -98,16 +98,17 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
             },
             note: match (i.state.as_str(), &w.stopped, i.access) {
                 ("stopped", _, _) if i.interrupted() => Some(format!(
-                    "interrupted by EC2 (no spot capacity): EC2 starts it again when capacity returns; `labship up {} --ec2` waits for that",
-                    i.deployment
+                    "interrupted by EC2 (no spot capacity): EC2 starts it again when capacity returns; {} waits for that",
+                    up_again(&i.deployment, i.seat.as_ref(), "--ec2")
                 )),
                 ("stopped", Some(why), _) => Some(format!(
-                    "stopped itself ({why}); `labship up {} --ec2` starts it",
-                    i.deployment
+                    "stopped itself ({why}); {} starts it",
+                    up_again(&i.deployment, i.seat.as_ref(), "--ec2")
                 )),
-                ("stopped", None, _) => {
-                    Some(format!("`labship up {} --ec2` starts it", i.deployment))
-                }
+                ("stopped", None, _) => Some(format!(
+                    "{} starts it",
+                    up_again(&i.deployment, i.seat.as_ref(), "--ec2")
+                )),
                 (_, _, Access::Ssm) => Some(format!(
                     "no open port: `labship connect {} --ec2`",
                     i.deployment
@@ -139,8 +140,10 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
         rows.push(DeploymentStatus {
             state: "down".into(),
             note: Some(format!(
-                "data volume {} kept with the workspace: `labship up {dep} --ec2` brings it back, `labship down {dep} --ec2 --delete-data` deletes it",
-                v.describe()
+                "data volume {} kept with the workspace: {} brings it back, `labship down {} --ec2 --delete-data` deletes it",
+                v.describe(),
+                up_again(&dep, v.seat.as_ref(), "--ec2"),
+                named(&dep, v.seat.as_ref())
             )),
             seat: v.seat.clone(),
             data_volume: Some(v),

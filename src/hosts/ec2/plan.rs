@@ -39,6 +39,8 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(900);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub port: u16,
+    /// Whether `--port` was given (a class's seats are given none: each is placed on one).
+    pub port_asked: bool,
     pub bind: IpAddr,
     pub wait: Duration,
     pub allow_cidr: Vec<String>,
@@ -121,6 +123,7 @@ impl Options {
         }
         Ok(Options {
             port,
+            port_asked: options.port.is_some(),
             access,
             access_asked: asked.is_some(),
             bind: options
@@ -159,7 +162,9 @@ impl Options {
     /// These options for the deployment's existing instance (live or stopped): a deployment
     /// reached through SSM stays so unless a way in was asked for (`--access`, `ec2.access`,
     /// `--allow-cidr`, `--public`), so that a plain `up` never opens a port it had closed;
-    /// its idle stop and TTL stay unless others were asked for.
+    /// its idle stop and TTL stay unless others were asked for. A class's seat keeps its
+    /// port unless `--port` is given: a seat's place in the roster (or a `up` of the seat's
+    /// deployment by its name) moves no URL a student was given, nor restarts its Jupyter.
     pub fn following(&self, existing: Option<&crate::aws::ec2::Instance>) -> Options {
         let mut opts = self.clone();
         let asked = self.access_asked || self.public || !self.allow_cidr.is_empty();
@@ -168,6 +173,13 @@ impl Options {
         };
         if !asked {
             opts.access = inst.access;
+        }
+        if let (false, true, Some(kept)) = (
+            self.port_asked,
+            self.seat.is_some() || inst.seat.is_some(),
+            inst.port,
+        ) {
+            opts.port = kept;
         }
         if let (false, Some(kept)) = (self.idle_stop_asked, inst.idle_stop) {
             opts.idle_stop = kept;
@@ -1239,6 +1251,40 @@ mod tests {
         // A stopped instance is followed the same way (its start opens no port either).
         ssm.state = "stopped".into();
         assert_eq!(opts(&config).following(Some(&ssm)).access, Access::Ssm);
+    }
+
+    #[test]
+    fn a_seat_keeps_its_port_unless_one_is_asked_for() {
+        let (_dir, config) = config();
+        let seat = crate::hosts::SeatOf {
+            class: "ds".into(),
+            seat: "3".into(),
+            student: None,
+            email: None,
+        };
+        let mut inst = instance("running", "img", 8890);
+        inst.seat = Some(seat.clone());
+        // The seat's place in the roster moved (it is given 8891 now): it keeps 8890.
+        let moved = crate::hosts::UpOptions {
+            preferred_port: Some(8891),
+            seat: Some(seat.clone()),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &moved).expect("options");
+        assert_eq!(o.port, 8891);
+        assert_eq!(o.following(Some(&inst)).port, 8890);
+        // `up ds-3 --ec2`, the seat by its deployment's name (no seat options): kept too.
+        assert_eq!(opts(&config).following(Some(&inst)).port, 8890);
+        // `--port`: that.
+        let asked = crate::hosts::UpOptions {
+            port: Some(9000),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &asked).expect("options");
+        assert_eq!(o.following(Some(&inst)).port, 9000);
+        // A deployment that is no seat takes the port of its settings.
+        inst.seat = None;
+        assert_eq!(opts(&config).following(Some(&inst)).port, 8888);
     }
 
     #[test]

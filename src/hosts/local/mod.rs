@@ -979,6 +979,7 @@ impl Host for LocalHost {
                 let has_container = containers
                     .iter()
                     .any(|c| c.labels.get(labels::DEPLOYMENT) == Some(&name));
+                let seat = seat_of(&v.labels);
                 (!has_container && v.name == volume_name(&name)).then(|| DeploymentStatus {
                     target: Target::Local,
                     state: "down".into(),
@@ -991,14 +992,16 @@ impl Host for LocalHost {
                     instance_type: None,
                     public_ip: None,
                     note: Some(format!(
-                        "volume {} kept with the workspace: `labship up {name} --local` brings it back, `labship down {name} --local --delete-data` deletes it",
-                        v.name
+                        "volume {} kept with the workspace: {} brings it back, `labship down {} --local --delete-data` deletes it",
+                        v.name,
+                        crate::hosts::up_again(&name, seat.as_ref(), "--local"),
+                        crate::hosts::named(&name, seat.as_ref())
                     )),
                     data_volume: None,
                     spot: None,
                     interrupted: None,
                     life: crate::hosts::HostLife::default(),
-                    seat: seat_of(&v.labels),
+                    seat,
                     name,
                 })
             })
