@@ -271,6 +271,10 @@ pub struct TokenArgs {
     /// One seat of the class NAME (without it, a class prints its whole roster)
     #[arg(long, value_name = "ID", conflicts_with = "from_log")]
     pub seat: Option<String>,
+    /// The class's roster file: its students' names and emails fill the roster's columns
+    /// where the host does not keep them (EC2 puts no names or emails in tags)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from_log", "rotate", "seat"])]
+    pub roster: Option<PathBuf>,
 }
 
 /// Which seats of which class an instructor's verb acts on.

@@ -116,6 +116,26 @@ impl RosterReport {
         report
     }
 
+    /// Fills each seat's student name and email from `roster` (by seat id) where the host
+    /// keeps none; returns the roster's ids that are no seat of the class.
+    pub fn with_names(&mut self, roster: &Roster) -> Vec<String> {
+        let mut unknown = Vec::new();
+        for given in &roster.seats {
+            match self.seats.iter_mut().find(|s| s.seat == given.id) {
+                Some(row) => {
+                    if row.student.is_none() {
+                        row.student.clone_from(&given.student);
+                    }
+                    if row.email.is_none() {
+                        row.email.clone_from(&given.email);
+                    }
+                }
+                None => unknown.push(given.id.clone()),
+            }
+        }
+        unknown
+    }
+
     /// The seats not ready: without a URL, or up with an error (their notebooks from git).
     pub fn not_ready(&self) -> impl Iterator<Item = &SeatRow> {
         self.seats
@@ -973,6 +993,34 @@ mod tests {
             lines.next(),
             Some("3,\"Lee, \"\"Ann\"\"\",,http://127.0.0.1:8890/lab?token=abc,abc,running,git clone failed")
         );
+    }
+
+    #[test]
+    fn a_roster_file_fills_the_names_the_host_does_not_keep() {
+        let mut kept = row("2", None, None);
+        kept.student = Some("Kept Name".into());
+        let mut r = RosterReport::new(
+            Target::Ec2,
+            "c",
+            vec![
+                SeatRow {
+                    student: None,
+                    ..row("1", Some("https://127.0.0.1:8888/lab?token=abc"), None)
+                },
+                kept,
+            ],
+        );
+        let roster = Roster::parse(
+            std::path::Path::new("r.csv"),
+            b"id,name,email\n1,Ann Lee,ann@example.org\n2,Other,bo@example.org\n7,Gone,\n",
+        )
+        .unwrap();
+        assert_eq!(r.with_names(&roster), ["7"]);
+        assert_eq!(r.seats[0].student.as_deref(), Some("Ann Lee"));
+        assert_eq!(r.seats[0].email.as_deref(), Some("ann@example.org"));
+        // What the host keeps stays.
+        assert_eq!(r.seats[1].student.as_deref(), Some("Kept Name"));
+        assert_eq!(r.seats[1].email.as_deref(), Some("bo@example.org"));
     }
 
     #[test]

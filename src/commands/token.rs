@@ -75,16 +75,43 @@ pub async fn run(args: &TokenArgs, global: &GlobalArgs, printer: &Printer) -> Re
     super::emit(printer, &report)
 }
 
-/// The token of a deployment, of one seat (`--seat`), or a class's whole roster.
+/// The token of a deployment, of one seat (`--seat`), or a class's whole roster (its names
+/// and emails from `--roster` where the host keeps none).
 async fn of<H: Host>(host: &H, name: &str, args: &TokenArgs, printer: &Printer) -> Result<()> {
+    // Read (and checked) before anything is asked of the host.
+    let names = args
+        .roster
+        .as_deref()
+        .map(labship::class::Roster::from_file)
+        .transpose()?;
     let seats = labship::class::seats(host, name).await?;
     if let Some(seat) = &args.seat {
         let one = labship::class::pick(seats, name, Some(seat), host.target())?;
         return super::emit(printer, &host.token(&one[0].name).await?);
     }
     if !seats.is_empty() {
-        let roster = labship::class::roster(host, name, seats).await?;
+        let mut roster = labship::class::roster(host, name, seats).await?;
+        if let Some(names) = &names {
+            let unknown = roster.with_names(names);
+            if !unknown.is_empty() {
+                printer.note(format!(
+                    "Warning: {} of the roster file's seats are not seats of class `{name}`: {}",
+                    unknown.len(),
+                    unknown.join(", ")
+                ));
+            }
+        }
         return super::emit_roster(printer, &roster);
+    }
+    if let Some(path) = &args.roster {
+        return Err(Error::InvalidSetting {
+            what: "--roster",
+            value: path.display().to_string(),
+            reason: format!("`{name}` is no class: it has no seats to name"),
+            hint:
+                "give the class's name (`labship token CLASS --roster FILE`), or leave --roster out"
+                    .into(),
+        });
     }
     super::emit(printer, &host.token(name).await?)
 }

@@ -520,7 +520,23 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         );
     }
     // token of the class: the roster again, from AWS alone.
-    let roster = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &[]));
+    // The names and emails EC2 does not keep come from the roster file.
+    p.write(
+        "names.csv",
+        "id,name,email\n2,\"Lee, Ann\",ann@example.org\n",
+    );
+    let roster = json(&p.labship_at(
+        &sim,
+        &["token", "--ec2", "--roster", "names.csv", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(
+        rows_by_seat(&roster)["2"]["student"],
+        "Lee, Ann",
+        "{roster}"
+    );
+    assert_eq!(rows_by_seat(&roster)["2"]["email"], "ann@example.org");
+    assert_eq!(rows_by_seat(&roster)["1"]["student"], Value::Null);
     assert_eq!(
         rows_by_seat(&roster)["2"]["token"],
         rows["2"]["token"],
