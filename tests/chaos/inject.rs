@@ -228,16 +228,23 @@ async fn no_capacity_class_falls_back_to_another_type() {
     }
     let err = stderr(&refused);
     assert!(err.contains("starting them again on t3.medium"), "{err}");
-    let ec2 = ec2_client(&rig.aws_endpoint);
-    for seat in 1..=2 {
-        let deployment = format!("{class}-{seat}");
-        assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-        assert!(
-            left.is_empty(),
-            "left of seat {seat} after the refused launch: {left:?}"
-        );
-    }
+    // Nothing launched, and nothing left of the seats.
+    let nothing_of_the_seats = |after: &'static str| {
+        let (endpoint, class) = (rig.aws_endpoint.clone(), class.clone());
+        async move {
+            let ec2 = ec2_client(&endpoint);
+            for seat in 1..=2 {
+                let deployment = format!("{class}-{seat}");
+                assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
+                let left = aws_leftovers(&endpoint, &deployment, false).await;
+                assert!(
+                    left.is_empty(),
+                    "left of seat {seat} after {after}: {left:?}"
+                );
+            }
+        }
+    };
+    nothing_of_the_seats("the refused launch").await;
 
     faults.set(
         1,
@@ -252,15 +259,7 @@ async fn no_capacity_class_falls_back_to_another_type() {
     }
     let err = stderr(&refused);
     assert!(!err.contains("starting them again"), "{err}");
-    for seat in 1..=2 {
-        let deployment = format!("{class}-{seat}");
-        assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-        assert!(
-            left.is_empty(),
-            "left of seat {seat} after the quota: {left:?}"
-        );
-    }
+    nothing_of_the_seats("the quota").await;
 
     // The first launch meets the quota, the other finds no capacity.
     faults.set(

@@ -441,18 +441,7 @@ fn bad_input_to_up_is_refused_before_anything_is_made() {
     }
     assert!(cases.len() >= 34, "{} cases", cases.len());
     // Nothing was built or started for any of them.
-    assert!(!image_exists(&format!("labship/{}:latest", p.name)));
-    let containers = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.labship.deployment={}", p.name),
-        ])
-        .output()
-        .expect("docker ps");
-    assert!(containers.stdout.is_empty(), "a container was made");
-    nothing_in_aws(&p);
+    nothing_made(&p);
 }
 
 /// `-o csv` of a command whose result is not a class's roster is refused before the command
@@ -477,6 +466,11 @@ fn csv_output_of_a_command_without_a_roster_is_refused_before_it_acts() {
         );
     }
     // Nothing was built or started.
+    nothing_made(&p);
+}
+
+/// Nothing of `p`'s deployment was made: no image, no container, nothing in moto.
+fn nothing_made(p: &Project) {
     assert!(!image_exists(&format!("labship/{}:latest", p.name)));
     let containers = std::process::Command::new("docker")
         .args([
@@ -488,7 +482,7 @@ fn csv_output_of_a_command_without_a_roster_is_refused_before_it_acts() {
         .output()
         .expect("docker ps");
     assert!(containers.stdout.is_empty(), "a container was made");
-    nothing_in_aws(&p);
+    nothing_in_aws(p);
 }
 
 /// Nothing of `p`'s deployment exists in moto: no repository, security group or instance.
