@@ -253,6 +253,9 @@ pub struct ConnectArgs {
     /// Open the URL in a browser
     #[arg(long)]
     pub open: bool,
+    /// One seat of the class NAME
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -331,6 +334,9 @@ pub struct LogsArgs {
     /// Only the last N lines
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+    /// One seat of the class NAME
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -373,6 +379,9 @@ pub struct StopArgs {
     /// EC2: stop it even if another identity created it (its labship:owner tag)
     #[arg(long)]
     pub force: bool,
+    /// One seat of the class NAME
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +394,9 @@ pub struct BackupArgs {
     /// The folder to save into (default: ./labship-backups/NAME-TIME)
     #[arg(long, value_name = "DIR")]
     pub to: Option<std::path::PathBuf>,
+    /// One seat of the class NAME
+    #[arg(long, value_name = "ID")]
+    pub seat: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -42,7 +42,8 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Token(args) => token::run(&args, global, printer).await,
         Command::Connect(args) => {
-            let config = load(named(global, &args.deployment, args.on))?;
+            let config =
+                for_seat(load(named(global, &args.deployment, args.on))?, &args.seat).await?;
             connect::run(&config, args.port, args.open, printer).await
         }
         Command::Status(args) => {
@@ -50,7 +51,7 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Logs(args) => {
             logs::run(
-                load(named(global, &args.deployment, args.on))?,
+                for_seat(load(named(global, &args.deployment, args.on))?, &args.seat).await?,
                 &args,
                 printer,
             )
@@ -58,7 +59,7 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Stop(args) => {
             stop::run(
-                load(named(global, &args.deployment, args.on))?,
+                for_seat(load(named(global, &args.deployment, args.on))?, &args.seat).await?,
                 &args,
                 printer,
             )
@@ -66,7 +67,7 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Backup(args) => {
             backup::run(
-                load(named(global, &args.deployment, args.on))?,
+                for_seat(load(named(global, &args.deployment, args.on))?, &args.seat).await?,
                 &args,
                 printer,
             )
@@ -103,6 +104,24 @@ fn current_dir() -> Result<std::path::PathBuf> {
         path: ".".into(),
         source,
     })
+}
+
+/// `--seat ID` of the class `config.name`: `config` for that seat's deployment (found on
+/// the host, so a seat that is not there is named as such). Without it, `config` as it is.
+async fn for_seat(mut config: Config, seat: &Option<String>) -> Result<Config> {
+    use labship::hosts::{ec2::Ec2Host, local::LocalHost};
+    let Some(seat) = seat else {
+        return Ok(config);
+    };
+    config.name = match config.target {
+        labship::config::Target::Local => {
+            labship::class::seat(&LocalHost::connect().await?, &config.name, seat).await?
+        }
+        labship::config::Target::Ec2 => {
+            labship::class::seat(&Ec2Host::connect(&config).await?, &config.name, seat).await?
+        }
+    };
+    Ok(config)
 }
 
 fn load(flags: Overrides) -> Result<Config> {

@@ -345,6 +345,19 @@ fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
         .0,
         200
     );
+    // One seat's log, by the class and the seat.
+    let log = json(&p.labship(&["logs", "--local", "--seat", "2", "-o", "json"]));
+    assert_eq!(log["deployment"], format!("{class}-2"), "{log}");
+    assert!(
+        log["log"].as_str().unwrap_or_default().contains("Jupyter"),
+        "{log}"
+    );
+    let none = p.labship(&["logs", "--local", "--seat", "9"]);
+    assert!(
+        !none.status.success() && stderr(&none).contains("no seat `9`"),
+        "{}",
+        stderr(&none)
+    );
     // A seat that is not in the class.
     let none = p.labship(&["token", "--local", "--seat", "9"]);
     assert!(

@@ -111,7 +111,7 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
                 )),
                 (_, _, Access::Ssm) => Some(format!(
                     "no open port: `labship connect {} --ec2`",
-                    i.deployment
+                    named(&i.deployment, i.seat.as_ref())
                 )),
                 _ => None,
             },
