@@ -653,13 +653,6 @@ impl Error {
             if message.starts_with("InsufficientInstanceCapacity"))
     }
 
-    /// The account's quota of instances (vCPUs) for the instance family is used up: a
-    /// smaller type, or one of another family, may still start.
-    pub fn is_instance_quota(&self) -> bool {
-        matches!(self, Error::QuotaExceeded { message, .. }
-            if message.starts_with("VcpuLimitExceeded") || message.starts_with("InstanceLimitExceeded"))
-    }
-
     /// The command already printed its report, which says what failed (`SeatsFailed`,
     /// `SeatsLeft`, a job's): with
     /// `-o json` no error document follows it on stdout.

@@ -230,9 +230,10 @@ impl std::fmt::Display for RosterReport {
 /// `labship up --seats N` / `--roster FILE`: the image once, then each seat's `up`, at most
 /// [`starting_at_once`] at a time. Seats that fail are rows with their error; the others
 /// come up. Seats EC2 had no capacity for are tried once more, in a second batch after the
-/// first, on `fallback_type` when given (else the same type: capacity comes back); seats
-/// that met the account's instance quota too, when a `fallback_type` is given (the same type
-/// would meet the same quota, now used by the seats that started).
+/// first, on `fallback_type` when given (else the same type: capacity comes back). Seats
+/// that met the account's vCPU quota are not: the seats that started use it, and another
+/// type of the same quota group (every T, M, C, R... type is one group) meets the same
+/// limit; their rows say how to raise it.
 pub async fn up<H: Host>(
     host: &H,
     config: &Config,
@@ -254,13 +255,13 @@ pub async fn up<H: Host>(
     let again: Vec<(usize, &Seat)> = started
         .iter()
         .zip(&all)
-        .filter(|(s, _)| s.no_capacity || (s.instance_quota && fallback_type.is_some()))
+        .filter(|(s, _)| s.no_capacity)
         .map(|(_, seat)| *seat)
         .collect();
     if !again.is_empty() {
         let instead = fallback_type.unwrap_or(&config.ec2.instance_type);
         printer.note(format!(
-            "EC2 had no {} capacity (or instance quota) for {} of the seats: starting them again on {instead}",
+            "EC2 had no {} capacity for {} of the seats: starting them again on {instead}",
             config.ec2.instance_type,
             again.len()
         ));
@@ -283,8 +284,6 @@ struct Started {
     row: SeatRow,
     /// It failed as EC2 had no capacity for its instance type.
     no_capacity: bool,
-    /// It failed as the account's instance (vCPU) quota for its type's family is used up.
-    instance_quota: bool,
 }
 
 /// The `up` of `seats` (each with its place in the roster, which gives its port), at most
@@ -305,11 +304,18 @@ async fn start_seats<H: Host>(
             let done = &done;
             async move {
                 let seat_config = seat_config(config, &seat.id);
+                // Its place: asked for with `--port` (existing seats move there too), else
+                // where a new seat goes (an existing one keeps its port).
+                let place = u16::try_from(*i)
+                    .ok()
+                    .and_then(|i| first_port.checked_add(i));
+                let (port, preferred_port) = match options.port {
+                    Some(_) => (place, None),
+                    None => (None, place),
+                };
                 let seat_options = UpOptions {
-                    port: None,
-                    preferred_port: u16::try_from(*i)
-                        .ok()
-                        .and_then(|i| first_port.checked_add(i)),
+                    port,
+                    preferred_port,
                     seat: Some(SeatOf {
                         class: config.name.clone(),
                         seat: seat.id.clone(),
@@ -332,7 +338,7 @@ async fn start_seats<H: Host>(
                     fallback_type: None,
                     error: None,
                 };
-                let (mut no_capacity, mut instance_quota) = (false, false);
+                let mut no_capacity = false;
                 let up = host.up(&seat_config, &seat_options, printer).await;
                 let up = match up {
                     Ok(report) => host
@@ -363,7 +369,6 @@ async fn start_seats<H: Host>(
                     }
                     Err(e) => {
                         no_capacity = e.is_no_capacity();
-                        instance_quota = e.is_instance_quota();
                         row.error = Some(one_line(&e));
                     }
                 }
@@ -373,11 +378,7 @@ async fn start_seats<H: Host>(
                     seat.id,
                     row.error.as_deref().unwrap_or("ready")
                 ));
-                Started {
-                    row,
-                    no_capacity,
-                    instance_quota,
-                }
+                Started { row, no_capacity }
             }
         })
         .buffered(starting_at_once(host.target()))

@@ -72,7 +72,8 @@ impl Roster {
             hint: hint.to_string(),
         };
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        // UTF-16 with a byte-order mark, or without one (its ASCII has a NUL every other byte).
+        if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") || bytes.contains(&0) {
             return Err(fail(
                 Some(1),
                 "the file is UTF-16 (as a spreadsheet's \"Unicode text\" saves it), not UTF-8"
@@ -92,15 +93,26 @@ impl Roster {
                 SAVE_AS_UTF8,
             ));
         }
+        let (delimiter, header_at) = delimiter(bytes);
+        // The file's line of a line of the CSV (an Excel `sep=` line before it is skipped).
+        let skipped = u64::try_from(bytes[..header_at].iter().filter(|b| **b == b'\n').count())
+            .unwrap_or_default();
+        let bytes = &bytes[header_at..];
         let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter(bytes))
+            .delimiter(delimiter)
             .has_headers(true)
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(bytes);
         let headers = reader
             .headers()
-            .map_err(|e| fail(Some(1), format!("unreadable header: {e}"), HEADER_HINT))?
+            .map_err(|e| {
+                fail(
+                    Some(1 + skipped),
+                    format!("unreadable header: {e}"),
+                    HEADER_HINT,
+                )
+            })?
             .clone();
         let column = |names: &[&str]| {
             headers
@@ -109,7 +121,7 @@ impl Roster {
         };
         let Some(id_col) = column(&["id", "seat"]) else {
             return Err(fail(
-                Some(1),
+                Some(1 + skipped),
                 format!(
                     "the header row ({}) has no `id` column",
                     headers.iter().collect::<Vec<_>>().join(",")
@@ -123,10 +135,10 @@ impl Roster {
         let mut lines: HashMap<String, u64> = HashMap::new();
         for record in reader.records() {
             let record = record.map_err(|e| {
-                let line = e.position().map(|p| p.line());
+                let line = e.position().map(|p| p.line() + skipped);
                 fail(line, format!("unreadable row: {e}"), "check the row's quotes: a field with a comma or a quote is written \"like, this\" with quotes doubled (\"\")")
             })?;
-            let line = record.position().map(|p| p.line());
+            let line = record.position().map(|p| p.line() + skipped);
             let field = |col: Option<usize>| {
                 col.and_then(|c| record.get(c))
                     .filter(|v| !v.is_empty())
@@ -176,19 +188,36 @@ impl Roster {
 const SAVE_AS_UTF8: &str =
     "save the roster as \"CSV UTF-8\" (Excel: File > Save As > CSV UTF-8; LibreOffice: character set Unicode (UTF-8))";
 
-/// The header row's separator: `,`, else `;` or a tab when the header row has no comma
-/// but one of them.
-fn delimiter(bytes: &[u8]) -> u8 {
-    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    if header.contains(&b',') {
-        b','
-    } else if header.contains(&b';') {
-        b';'
-    } else if header.contains(&b'\t') {
-        b'\t'
-    } else {
-        b','
+/// The columns' separator, and where the CSV starts in `bytes`: Excel's `sep=X` first line
+/// says it (and is no header); else the one of `,`, `;` and tab that the first non-blank
+/// line holds most often outside quotes (`,` when none; a tie goes to `,`, then to tab).
+fn delimiter(bytes: &[u8]) -> (u8, usize) {
+    let mut lines = bytes.split(|b| *b == b'\n');
+    let header = lines
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or_default();
+    let trimmed = header.trim_ascii();
+    if let [b's' | b'S', b'e' | b'E', b'p' | b'P', b'=', sep] = trimmed {
+        // The CSV starts on the line after `sep=`.
+        let end = header.as_ptr() as usize - bytes.as_ptr() as usize + header.len();
+        return (*sep, (end + 1).min(bytes.len()));
     }
+    let mut counts = [(b',', 0usize), (b'\t', 0), (b';', 0)];
+    let mut quoted = false;
+    for b in header {
+        if *b == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            if let Some(c) = counts.iter_mut().find(|(d, _)| d == b) {
+                c.1 += 1;
+            }
+        }
+    }
+    // The first of the most frequent: `,` wins a tie, then a tab.
+    let best = counts
+        .iter()
+        .fold((b',', 0), |best, c| if c.1 > best.1 { *c } else { best });
+    (best.0, 0)
 }
 
 const HEADER_HINT: &str =
@@ -291,9 +320,25 @@ mod tests {
                 "{text:?}"
             );
         }
+        // Lines are the file's, the `sep=` line counted.
+        let e = message(parse("sep=;\nid;name\nann;Ann\nann;Again\n").unwrap_err());
+        assert!(e.contains("line 4") && e.contains("also on line 3"), "{e}");
         // A comma in the header row: commas separate, a `;` is in a field.
         let r = parse("id,name\nann,Lee; Ann\n").unwrap();
         assert_eq!(r.seats[0].student.as_deref(), Some("Lee; Ann"));
+        // Counted outside quotes, on the first line that is not blank; Excel's `sep=` line.
+        for text in [
+            "\n\"id\";\"name\";\"Notes, extra\"\nann;Ann;x\n",
+            "id\tname\tnotes; more\nann\tAnn\tx\n",
+            "sep=;\r\nid;name\r\nann;Ann\r\n",
+        ] {
+            let r = parse(text).unwrap_or_else(|e| panic!("{text:?}: {}", message(e)));
+            assert_eq!(
+                (r.seats[0].id.as_str(), r.seats[0].student.as_deref()),
+                ("ann", Some("Ann")),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
@@ -327,6 +372,8 @@ mod tests {
             .chain("id\r\n1\r\n".encode_utf16().flat_map(u16::to_le_bytes))
             .collect();
         let e = message(Roster::parse(Path::new("roster.csv"), &utf16).unwrap_err());
+        assert!(e.contains("UTF-16") && e.contains("CSV UTF-8"), "{e}");
+        let e = message(Roster::parse(Path::new("roster.csv"), &utf16[2..]).unwrap_err());
         assert!(e.contains("UTF-16") && e.contains("CSV UTF-8"), "{e}");
         assert!(check_id("-a").is_err() && check_id("a--b").is_err());
         assert!(check_id("42").is_ok() && check_id("ann-lee").is_ok());

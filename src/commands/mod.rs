@@ -91,8 +91,21 @@ pub async fn run(command: Command, global: &GlobalArgs, printer: &Printer) -> Re
         }
         Command::Distribute(args) => {
             let mut flags = named(global, &args.seats.name, args.seats.on);
-            // `--git URL`: that repository, as `up --git URL` took it.
+            // `--git URL`: that repository, as `up --git URL` took it (a file is no repository:
+            // `--git notes.md` meant the files to hand out).
             flags.git = args.git.clone().filter(|url| !url.is_empty());
+            if let Some(file) = flags
+                .git
+                .as_deref()
+                .filter(|u| std::path::Path::new(u).is_file())
+            {
+                return Err(Error::InvalidSetting {
+                    what: "--git",
+                    value: file.to_string(),
+                    reason: "a file, not a repository: `--git` takes the notebooks' repository (URL[#REF]) or nothing".into(),
+                    hint: format!("to hand out files: `labship distribute {file}`; for the configured repository: `labship distribute --git`"),
+                });
+            }
             class::distribute(load(flags)?, &args, printer).await
         }
         Command::Base => base::run(printer).await,

@@ -238,9 +238,9 @@ async fn class(
         && config.ec2.allow_cidr.is_empty()
     {
         printer.note(
-            "Warning: new seats open only to this machine's public IP (detected), so students on other networks cannot reach their URLs. \
-             Give their networks with --allow-cidr CIDR (repeatable, e.g. the campus range; ec2.allow_cidr in labship.toml), \
-             or --public for everyone (each seat still needs its own token, over TLS).",
+            "Warning: the seats' port opens only to this machine's public IP (detected), and a seat opened to other networks before is narrowed to it: \
+             students on other networks cannot reach their URLs. Give their networks with --allow-cidr CIDR (repeatable, e.g. the campus range; \
+             ec2.allow_cidr in labship.toml keeps it for every run), or --public for everyone (each seat still needs its own token, over TLS).",
         );
     }
     if let Some(cpus) = args.seat_cpus {

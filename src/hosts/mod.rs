@@ -87,7 +87,7 @@ pub struct SeatOf {
 pub fn up_again(deployment: &str, seat: Option<&SeatOf>, flag: &str) -> String {
     match seat {
         Some(s) => format!(
-            "the class's `labship up {} {flag} --seats N` (or `--roster FILE`)",
+            "the class's `labship up {} {flag}` run again as it was made (`--seats N` or `--roster FILE`, and its `--allow-cidr`)",
             s.class
         ),
         None => format!("`labship up {deployment} {flag}`"),

@@ -331,7 +331,7 @@ fn a_local_class_of_four_seats_is_handed_out_collected_and_ended() {
     let note = kept["note"].as_str().unwrap_or_default();
     assert!(
         note.contains(&format!(
-            "the class's `labship up {class} --local --seats N`"
+            "the class's `labship up {class} --local` run again"
         )) && note.contains(&format!(
             "`labship down {class} --seat 1 --local --delete-data`"
         )),
@@ -851,6 +851,14 @@ fn notebooks_from_git_reach_every_seat_and_a_students_change_is_kept() {
         stderr(&unnamed).contains("labship distribute --git URL"),
         "{}",
         stderr(&unnamed)
+    );
+    // A file after `--git` is no repository: refused, with the command that hands it out.
+    p.write("notes.md", "# Notes\n");
+    let file = with_cache(&["distribute", "--local", "--git", "notes.md"]);
+    assert!(
+        !file.status.success() && stderr(&file).contains("labship distribute notes.md"),
+        "{}",
+        stderr(&file)
     );
     std::fs::write(r.join("week3.md"), "# Week 3\n").expect("write");
     git(r, &["add", "-A"]);
