@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.parse
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DOWNLOADS = int(os.environ.get("BENCH_DOWNLOADS", "3"))
@@ -69,17 +70,19 @@ def down(binary, cwd, name):
     labship(binary, ["down", name, "--ec2", "--yes", "--delete-data", "--purge-images"], cwd)
 
 
-def conn(port, tls):
+def conn(at, tls):
+    """A connection to `at`, (host, port): the instance's address (TLS) or the forwarder's."""
+    host, port = at
     if tls:
         # The instance's own certificate: the forwarder pins it; for the direct side of the
         # comparison only the bytes count.
-        return http.client.HTTPSConnection("127.0.0.1", port, timeout=60,
+        return http.client.HTTPSConnection(host, port, timeout=60,
                                            context=ssl._create_unverified_context())
-    return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    return http.client.HTTPConnection(host, port, timeout=60)
 
 
-def download(port, tls, token, path):
-    c = conn(port, tls)
+def download(at, tls, token, path):
+    c = conn(at, tls)
     t0 = time.perf_counter()
     c.request("GET", path, headers={"Authorization": f"token {token}"})
     r = c.getresponse()
@@ -96,8 +99,8 @@ def download(port, tls, token, path):
     return n / took / 1e6, n
 
 
-def latency(port, tls, token):
-    c = conn(port, tls)
+def latency(at, tls, token):
+    c = conn(at, tls)
     c.request("GET", "/api/status", headers={"Authorization": f"token {token}"})
     c.getresponse().read()  # the connection (and, direct, the TLS handshake) is made
     t0 = time.perf_counter()
@@ -147,6 +150,8 @@ def forwarder_part(results):
     try:
         answer, _ = up(LABSHIP, cwd, name, port)
         token = answer["url"].split("token=")[1]
+        # The instance's address (the simulator gives each its own), and the forwarder's.
+        direct_at = (urllib.parse.urlsplit(answer["url"]).hostname, port)
         container = f"labship-ec2-{name}"
         subprocess.run(["docker", "exec", container, "dd", "if=/dev/urandom",
                         "of=/home/jovyan/work/big.bin", "bs=1M", "count=100"],
@@ -155,16 +160,17 @@ def forwarder_part(results):
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         local = fwd.stdout.readline().strip()
         lport = int(local.split(":")[2].split("/")[0])
+        forwarder_at = ("127.0.0.1", lport)
         direct, forwarded = [], []
         for i in range(DOWNLOADS):
-            for side, p, tls, out in ([("direct", port, True, direct), ("forwarder", lport, False, forwarded)]
+            for side, p, tls, out in ([("direct", direct_at, True, direct), ("forwarder", forwarder_at, False, forwarded)]
                                       if i % 2 == 0 else
-                                      [("forwarder", lport, False, forwarded), ("direct", port, True, direct)]):
+                                      [("forwarder", forwarder_at, False, forwarded), ("direct", direct_at, True, direct)]):
                 mbps, n = download(p, tls, token, "/files/big.bin")
                 out.append(mbps)
                 log(f"  download {i + 1} {side}: {mbps:.0f} MB/s ({n} bytes)")
-        lat_direct = [latency(port, True, token) for _ in range(3)]
-        lat_fwd = [latency(lport, False, token) for _ in range(3)]
+        lat_direct = [latency(direct_at, True, token) for _ in range(3)]
+        lat_fwd = [latency(forwarder_at, False, token) for _ in range(3)]
         results["forwarder"] = {
             "download_mb_s": {"direct": direct, "forwarder": forwarded},
             "ms_per_request": {"direct": lat_direct, "forwarder": lat_fwd},

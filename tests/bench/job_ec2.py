@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -218,12 +219,13 @@ def by_hand(work, proj, n):
     t_up = time.perf_counter() - t0
     url = json.loads(out)["url"]
     token = url.split("token=", 1)[1]
-    base = f"https://127.0.0.1:{port}"
+    host = urllib.parse.urlsplit(url).hostname  # the instance's address
+    base = f"https://{host}:{port}"
     nb = notebook()
     api(base, token, "PUT", "/api/contents/bench.ipynb", {"type": "notebook", "format": "json", "content": nb})
     kernel = api(base, token, "POST", "/api/kernels", {"name": "python3"})
     session = uuid.uuid4().hex
-    ws = Websocket("127.0.0.1", port, f"/api/kernels/{kernel['id']}/channels?session_id={session}", token)
+    ws = Websocket(host, port, f"/api/kernels/{kernel['id']}/channels?session_id={session}", token)
     for i, cell in enumerate(nb["cells"], 1):
         outputs, status = execute(ws, session, cell["source"])
         if status != "ok":

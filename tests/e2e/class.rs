@@ -432,8 +432,8 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let rig = rig();
     let p = Project::default_workload("ecls");
     let class = p.name.clone();
-    // Three seats: one is taken down alone, then the two left together.
-    let port = free_ports(3);
+    // Three seats: one is taken down alone, then the two left together. All on one port.
+    let port = free_port();
     let port_s = port.to_string();
     let mut args = ec2_up_args(&port_s);
     args.extend(["--seats", "3"]);
@@ -474,26 +474,35 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     });
     assert!(shared >= 1, "{}", counted.report());
     let rows = rows_by_seat(&report);
-    // Each seat: its own instance on its own port, its own token, its own certificate.
-    for (id, seat_port) in [("1", port), ("2", port + 1)] {
+    // Each seat: its own instance, so its own address, all on the class's one port; its own
+    // token, its own certificate.
+    let mut at = BTreeMap::new();
+    for id in ["1", "2", "3"] {
         let row = &rows[id];
         let url = row["url"].as_str().expect("url");
+        let origin = crate::ec2::origin_of(url);
         assert!(
-            url.starts_with(&format!("https://127.0.0.1:{seat_port}/lab?token=")),
+            url.starts_with(&format!(
+                "{}/lab?token=",
+                crate::ec2::on_port(&origin, port)
+            )),
             "{row}"
         );
         let pin = row["tls_fingerprint"].as_str().expect("pin");
         let token = row["token"].as_str().expect("token");
         assert_eq!(
-            crate::ec2::jupyter_status(seat_port, pin, Some(token)),
+            crate::ec2::jupyter_status(&origin, pin, Some(token)),
             200,
             "seat {id}"
         );
+        at.insert(id, origin);
     }
+    let addresses: std::collections::BTreeSet<&String> = at.values().collect();
+    assert_eq!(addresses.len(), 3, "a seat's address is its own: {at:?}");
     let other = rows["1"]["token"].as_str().expect("token");
     let pin2 = rows["2"]["tls_fingerprint"].as_str().expect("pin");
     assert_eq!(
-        crate::ec2::jupyter_status(port + 1, pin2, Some(other)),
+        crate::ec2::jupyter_status(&at["2"], pin2, Some(other)),
         403,
         "seat 1's token must not open seat 2"
     );
@@ -566,15 +575,15 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let new = rotated["token"].as_str().expect("new token");
     let old = rows["2"]["token"].as_str().expect("old token");
     assert_ne!(new, old);
-    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
-    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(old)), 403);
+    assert_eq!(crate::ec2::jupyter_status(&at["2"], pin2, Some(new)), 200);
+    assert_eq!(crate::ec2::jupyter_status(&at["2"], pin2, Some(old)), 403);
     let pin1 = rows["1"]["tls_fingerprint"].as_str().expect("pin");
-    assert_eq!(crate::ec2::jupyter_status(port, pin1, Some(other)), 200);
+    assert_eq!(crate::ec2::jupyter_status(&at["1"], pin1, Some(other)), 200);
 
     // down --seat 1: that seat's instance only.
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
-    assert_eq!(crate::ec2::jupyter_status(port + 1, pin2, Some(new)), 200);
+    assert_eq!(crate::ec2::jupyter_status(&at["2"], pin2, Some(new)), 200);
     // down of the class, with AWS refusing: seat 3's data volume (HTTP 500 on every attempt),
     // the TerminateInstances that names both seats' instances (seat 3's second), and every
     // DeleteParameters. The seats are taken down together — one listing of each kind, one

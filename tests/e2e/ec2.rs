@@ -24,13 +24,42 @@ pub(crate) fn token_of(url: &str) -> String {
         .to_string()
 }
 
-/// Jupyter on 127.0.0.1:PORT (where the simulator publishes the instance's port), over TLS
-/// pinned to `pin`, with the token or without: the status code of /api/status, 0 when there
-/// was no answer (a refused certificate among the reasons).
-pub(crate) fn jupyter_status(port: u16, pin: &str, token: Option<&str>) -> u16 {
+/// The origin (`https://ADDRESS:PORT`) of a deployment's Jupyter URL on the simulator, whose
+/// address must be the instance's own: one of 127.0.0.0/8 but not 127.0.0.1 (the simulator
+/// gives each instance one and publishes its ports there).
+pub(crate) fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("no scheme in {url}"));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("no port in {url}"));
+    let ip: std::net::Ipv4Addr = host
+        .parse()
+        .unwrap_or_else(|_| panic!("no IPv4 address in {url}"));
+    assert!(
+        ip.is_loopback() && ip != std::net::Ipv4Addr::LOCALHOST,
+        "{url}: not an instance's own address"
+    );
+    port.parse::<u16>()
+        .unwrap_or_else(|_| panic!("bad port in {url}"));
+    format!("{scheme}://{authority}")
+}
+
+/// `origin` (see [`origin_of`]) on another port.
+pub(crate) fn on_port(origin: &str, port: u16) -> String {
+    let (head, _) = origin.rsplit_once(':').expect("origin with a port");
+    format!("{head}:{port}")
+}
+
+/// Jupyter at `origin` (`https://ADDRESS:PORT`, where the simulator publishes the instance's
+/// port), over TLS pinned to `pin`, with the token or without: the status code of
+/// /api/status, 0 when there was no answer (a refused certificate among the reasons).
+pub(crate) fn jupyter_status(origin: &str, pin: &str, token: Option<&str>) -> u16 {
     let url = match token {
-        Some(t) => format!("https://127.0.0.1:{port}/lab?token={t}"),
-        None => format!("https://127.0.0.1:{port}/lab"),
+        Some(t) => format!("{origin}/lab?token={t}"),
+        None => format!("{origin}/lab"),
     };
     crate::support::jupyter_status(&url, Some(pin), token.is_some())
 }
@@ -137,7 +166,7 @@ impl Drop for Connect {
     }
 }
 
-/// A TLS server with a key and certificate of its own (`openssl s_server`) on 127.0.0.1:PORT,
+/// A TLS server with a key and certificate of its own (`openssl s_server`) on the instance's address and port,
 /// pretending to be the instance.
 struct Forged {
     child: std::process::Child,
@@ -146,7 +175,9 @@ struct Forged {
 }
 
 impl Forged {
-    fn start(port: u16) -> Forged {
+    /// On `origin`'s address and port (`https://ADDRESS:PORT`).
+    fn start(origin: &str) -> Forged {
+        let authority = origin.split("://").nth(1).expect("an origin");
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         let made = std::process::Command::new("openssl")
@@ -182,13 +213,7 @@ impl Forged {
             .unwrap_or_default()
             .to_string();
         let child = std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-quiet",
-                "-www",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-            ])
+            .args(["s_server", "-quiet", "-www", "-accept", authority])
             .arg("-cert")
             .arg(&cert)
             .arg("-key")
@@ -199,7 +224,7 @@ impl Forged {
             .spawn()
             .expect("openssl s_server");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(authority).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "s_server did not listen"
@@ -344,15 +369,16 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     let url = first["url"].as_str().expect("url");
     let token = token_of(url);
     assert_eq!(token.len(), 48, "{url}");
+    let at = origin_of(url);
     assert!(
-        url.starts_with(&format!("https://127.0.0.1:{port}/lab?token=")),
+        url.starts_with(&format!("{}/lab?token=", on_port(&at, port))),
         "{url}"
     );
     // The URL works: Jupyter from the pushed image, on the instance, accepts the token...
     let pin = pin_of(&first);
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200);
     // ...and nothing gets in without it.
-    assert_eq!(jupyter_status(port, &pin, None), 403);
+    assert_eq!(jupyter_status(&at, &pin, None), 403);
 
     // What was created, seen through moto's API.
     let ec2 = ec2_client(&rig.aws_endpoint);
@@ -561,7 +587,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
             "{err}"
         );
     }
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200, "still there");
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200, "still there");
 
     // connect: JupyterLab on http://127.0.0.1 of this machine, through a forwarder that speaks
     // TLS to the instance with the pinned certificate; pages, REST and kernel websockets pass.
@@ -593,7 +619,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     // token is sent, with both fingerprints named; `backup` will not read through it either.
     let container = format!("labship-ec2-{name}");
     docker_ok(&["stop", &container]);
-    let forged = Forged::start(port);
+    let forged = Forged::start(&at);
     let refused = json_error(&p.labship_at(&sim, &["connect", "--ec2", "-o", "json"], &[]));
     assert_eq!(refused["code"], "labship::ec2::tls_mismatch", "{refused}");
     let message = refused["message"].as_str().unwrap_or_default();
@@ -613,7 +639,7 @@ async fn up_reaches_jupyter_on_the_instance_and_down_leaves_nothing() {
     drop(forged);
     docker_ok(&["start", &container]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while jupyter_status(port, &pin, Some(&token)) != 200 {
+    while jupyter_status(&at, &pin, Some(&token)) != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "Jupyter did not come back"
@@ -912,12 +938,13 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     );
     assert_ne!(second["image"], first["image"]);
     let token = token_of(second["url"].as_str().expect("url"));
+    let at = origin_of(second["url"].as_str().expect("url"));
     // The token is sealed in SSM, not in the container: the login URL survives the swap.
     assert_eq!(token, token_of(first["url"].as_str().expect("url")));
     // The certificate is the host's: a new container serves the same one.
     let pin = pin_of(&first);
     assert_eq!(pin_of(&second), pin);
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200);
     // A SecureString under /labship/, tagged, whose value is the token.
     let parameter = format!("/labship/{name}/token");
     let described = aws_json(
@@ -980,8 +1007,8 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
     let new_token = rotated["token"].as_str().expect("token").to_string();
     assert_ne!(new_token, token, "{rotated}");
     assert_eq!(token_of(rotated["url"].as_str().expect("url")), new_token);
-    assert_eq!(jupyter_status(port, &pin, Some(&new_token)), 200);
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 403);
+    assert_eq!(jupyter_status(&at, &pin, Some(&new_token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 403);
     let inside = docker_ok(&["exec", &container, "sh", "-c", "cat notes-e2e.txt"]);
     assert!(inside.contains("keep-me"), "{inside}");
     let t = p.labship_at(&sim, &["token", "--ec2"], &[]);
@@ -1093,9 +1120,12 @@ async fn a_changed_image_replaces_the_container_and_keeps_the_notebooks() {
             .contains("port"),
         "{moved}"
     );
-    assert_eq!(jupyter_status(new_port, &pin, Some(&new_token)), 200);
     assert_eq!(
-        jupyter_status(port, &pin, Some(&new_token)),
+        jupyter_status(&on_port(&at, new_port), &pin, Some(&new_token)),
+        200
+    );
+    assert_eq!(
+        jupyter_status(&at, &pin, Some(&new_token)),
         0,
         "the old port still answers"
     );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::ec2::{assert_nothing_left, jupyter_status, pin_of, token_of, Connect};
+use crate::ec2::{assert_nothing_left, jupyter_status, origin_of, pin_of, token_of, Connect};
 use crate::support::*;
 
 /// The instance's state as `aws ec2 describe-instances` shows it.
@@ -81,6 +81,7 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
         .expect("instance id")
         .to_string();
     let token = token_of(first["url"].as_str().expect("url"));
+    let at = origin_of(first["url"].as_str().expect("url"));
     let pin = pin_of(&first);
     let container = format!("labship-ec2-{}", p.name);
     docker_ok(&[
@@ -114,7 +115,7 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
         "false"
     );
     assert_eq!(
-        jupyter_status(port, &pin, Some(&token)),
+        jupyter_status(&at, &pin, Some(&token)),
         0,
         "a stopped host answers"
     );
@@ -168,7 +169,7 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
     );
     assert_eq!(token_of(second["url"].as_str().expect("url")), token);
     assert_eq!(pin_of(&second), pin, "the host made a new certificate");
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200);
     let notes = docker_ok(&["exec", &container, "cat", "notes-stop.txt"]);
     assert_eq!(notes.trim(), "before-the-stop");
     // After a start the console is the new boot's, and the watchdog runs again.
@@ -227,7 +228,7 @@ async fn stop_then_up_keeps_the_token_the_certificate_and_the_notebooks() {
         "{after}"
     );
     assert_eq!(token_of(after["url"].as_str().expect("url")), token);
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200);
 
     p.labship_at(
         &sim,
@@ -449,7 +450,8 @@ async fn down_keeps_the_data_volume_and_the_next_up_brings_the_notebooks_back() 
         "{second}"
     );
     let token = token_of(second["url"].as_str().expect("url"));
-    assert_eq!(jupyter_status(port, &pin_of(&second), Some(&token)), 200);
+    let at = origin_of(second["url"].as_str().expect("url"));
+    assert_eq!(jupyter_status(&at, &pin_of(&second), Some(&token)), 200);
     let cat = |file: &str| {
         docker_ok(&["exec", &container, "cat", file])
             .trim()
@@ -580,6 +582,7 @@ async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
         .expect("instance id")
         .to_string();
     let token = token_of(first["url"].as_str().expect("url"));
+    let at = origin_of(first["url"].as_str().expect("url"));
     let pin = pin_of(&first);
     let described = aws_json(&sim, &["ec2", "describe-instances", "--instance-ids", &id]);
     assert_eq!(
@@ -654,7 +657,7 @@ async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
     );
     assert_eq!(second["instance_id"], id.as_str(), "{second}");
     assert_eq!(token_of(second["url"].as_str().expect("url")), token);
-    assert_eq!(jupyter_status(port, &pin, Some(&token)), 200);
+    assert_eq!(jupyter_status(&at, &pin, Some(&token)), 200);
     let notes = docker_ok(&["exec", &container, "cat", "notes-spot.txt"]);
     assert_eq!(notes.trim(), "before");
     let row = status_row(&p, &sim);

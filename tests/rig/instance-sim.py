@@ -60,8 +60,9 @@ answer is returned, except for what makes launched instances behave like real on
 * Boots: every boot of an instance runs cloud-init's per-boot scripts
   (/var/lib/cloud/scripts/per-boot/*, in name order) before the user-data (first boot only);
   the console shows the current boot only, as EC2's does after a stop and start.
-* DescribeInstances / RunInstances answers: public IP 127.0.0.1 and DNS name localhost for
-  simulated instances (their published ports are on this machine's loopback).
+* DescribeInstances / RunInstances answers: a simulated instance's public IP and DNS name are
+  its own address in 127.0.0.0/8, where its containers' published ports are (DOCKER_SHIM says
+  how); DescribeInstanceInformation's IPAddress too. It keeps it when stopped and started.
 * RunInstances and CreateVolume with a ClientToken that succeeded before (same region): moto's
   first answer again and nothing made, or IdempotentParameterMismatch when the parameters
   differ (AWS's idempotency; moto ignores the token). A token of more than 64 ASCII
@@ -275,6 +276,70 @@ echo "$!" >"$pidfile"
 echo "Shutdown scheduled in $when minutes."
 """
 
+# The instance's own loopback. Every simulated instance runs on this machine's network (its
+# container has --network host), so two instances could not both publish one port on
+# 127.0.0.1 or 0.0.0.0, while on EC2 each instance has addresses of its own. Each instance
+# therefore has an address of its own in 127.0.0.0/8 (Instance.address, given to its
+# container as LABSHIP_SIM_LOOPBACK and shown by DescribeInstances as its public address), and
+# two shims on its PATH (before the real tools, as the shutdown shim is) make it the
+# instance's "127.0.0.1":
+# * `docker run`/`docker create`: a published port whose address is 0.0.0.0, 127.0.0.1, [::]
+#   or [::1], or none, is published on the instance's address instead;
+# * `curl`: a URL to 127.0.0.1, localhost or [::1] goes to the instance's address (not the URL
+#   of this simulator, AWS_ENDPOINT_URL, which the instance reaches on the machine's loopback).
+# A process the host runs itself (not in a container) still binds this machine's addresses.
+DOCKER_SHIM = r"""#!/bin/bash
+real=/usr/local/bin/docker
+addr=${LABSHIP_SIM_LOOPBACK:-}
+[ -n "$addr" ] || exec "$real" "$@"
+publish() {
+    case "$1" in
+    0.0.0.0:*:* | 127.0.0.1:*:*) printf '%s:%s' "$addr" "${1#*:}" ;;
+    '[::]:'*:* | '[::1]:'*:*) printf '%s:%s' "$addr" "${1#*]:}" ;;
+    *.*.*.*:*:* | '['*) printf '%s' "$1" ;;
+    *:*) printf '%s:%s' "$addr" "$1" ;;
+    *) printf '%s::%s' "$addr" "$1" ;;
+    esac
+}
+out=() sub='' n=0
+while [ $# -gt 0 ]; do
+    a=$1
+    shift
+    if [ -z "$sub" ]; then
+        case "$a" in
+        -*) ;;
+        container) ;;
+        *) sub=$a ;;
+        esac
+        out+=("$a")
+        continue
+    fi
+    if [ "$sub" = run ] || [ "$sub" = create ]; then
+        case "$a" in
+        -p | --publish)
+            if [ $# -gt 0 ]; then out+=("$a" "$(publish "$1")"); shift; continue; fi ;;
+        --publish=*) out+=("--publish=$(publish "${a#--publish=}")"); continue ;;
+        esac
+    fi
+    out+=("$a")
+done
+exec "$real" "${out[@]}"
+"""
+CURL_SHIM = r"""#!/bin/bash
+real=/usr/bin/curl
+addr=${LABSHIP_SIM_LOOPBACK:-}
+[ -n "$addr" ] || exec "$real" "$@"
+out=()
+re='^(https?://)(127\.0\.0\.1|localhost|\[::1\])([:/?#].*)?$'
+for a in "$@"; do
+    if [[ $a =~ $re ]] && { [ -z "${AWS_ENDPOINT_URL:-}" ] || [[ $a != "$AWS_ENDPOINT_URL"* ]]; }; then
+        a="${BASH_REMATCH[1]}$addr${BASH_REMATCH[3]}"
+    fi
+    out+=("$a")
+done
+exec "$real" "${out[@]}"
+"""
+
 BOOT_LINES = [
     "Linux version 6.1.115-126.197.amzn2023.x86_64 (mockbuild@ip-10-0-58-232) (gcc (GCC) 11.4.1 20230605 (Red Hat 11.4.1-2), GNU ld version 2.39-6.amzn2023.0.10) #1 SMP PREEMPT_DYNAMIC",
     "Command line: BOOT_IMAGE=(hd0,gpt1)/boot/vmlinuz-6.1.115-126.197.amzn2023.x86_64 root=UUID=0 ro console=tty0 console=ttyS0,115200n8 nvme_core.io_timeout=4294967295 rd.emergency=poweroff rd.shell=0 selinux=1 security=selinux quiet",
@@ -361,8 +426,9 @@ class Invocation:
 
 
 class Instance:
-    def __init__(self, iid, deployment, region, user_data, state_dir, shutdown_behavior="stop"):
+    def __init__(self, iid, deployment, region, user_data, state_dir, address, shutdown_behavior="stop"):
         self.id = iid
+        self.address = address  # its own loopback address, its public IP here (see DOCKER_SHIM)
         self.shutdown_behavior = shutdown_behavior  # RunInstances InstanceInitiatedShutdownBehavior
         self.deployment = deployment
         self.region = region
@@ -392,9 +458,10 @@ class Instance:
 class Session:
     """An SSM session (StartSession); nothing behind it but this record (see the plugin)."""
 
-    def __init__(self, session_id, target, document, parameters, reason, region, access_key):
+    def __init__(self, session_id, target, address, document, parameters, reason, region, access_key):
         self.id = session_id
         self.target = target
+        self.address = address  # the target's own loopback address, where the plugin connects
         self.document = document
         self.parameters = parameters
         self.reason = reason
@@ -413,7 +480,8 @@ class Session:
         return True
 
     def as_json(self):
-        return {"SessionId": self.id, "Target": self.target, "DocumentName": self.document,
+        return {"SessionId": self.id, "Target": self.target, "TargetAddress": self.address,
+                "DocumentName": self.document,
                 "Parameters": self.parameters, "Reason": self.reason, "State": self.state,
                 "Region": self.region, "AccessKey": self.access_key, "StartDate": iso_now(self.start),
                 "EndDate": iso_now(self.end) if self.end else None}
@@ -749,10 +817,20 @@ class Sim:
         self.xml_lock = threading.Lock()
         self.owner = str(os.getpid())
         os.makedirs(args.state_dir, exist_ok=True)
-        self.shutdown_shim = os.path.abspath(os.path.join(args.state_dir, "shutdown"))
-        with open(self.shutdown_shim, "w") as f:
-            f.write(SHUTDOWN_SHIM)
-        os.chmod(self.shutdown_shim, 0o755)
+        self.shims = {}  # the tool's path on an instance -> the shim's path here
+        for name, text, where in (("shutdown", SHUTDOWN_SHIM, "/usr/local/sbin/shutdown"),
+                                  ("docker", DOCKER_SHIM, "/usr/local/sbin/docker"),
+                                  ("curl", CURL_SHIM, "/usr/local/sbin/curl")):
+            path = os.path.abspath(os.path.join(args.state_dir, name))
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+            self.shims[where] = path
+        # Instances' own loopback addresses (see DOCKER_SHIM): 127.A.B.C, A from this
+        # simulator's port (two rigs on one machine give their instances different ones), B.C
+        # counting up.
+        self.loopback_net = 16 + args.port % 200
+        self.loopbacks = 0
 
     # ---------------------------------------------------------------- forwarding to moto
     def forward(self, req):
@@ -993,7 +1071,7 @@ class Sim:
                 deployment = m.group(1).decode()
         region = req.region or self.args.default_region
         for iid in ids:
-            inst = Instance(iid, deployment, region, user_data, self.args.state_dir,
+            inst = Instance(iid, deployment, region, user_data, self.args.state_dir, self.new_loopback(),
                             req.params.get("InstanceInitiatedShutdownBehavior") or "stop")
             inst.spot = req.params.get("InstanceMarketOptions.MarketType") == "spot"
             inst.busy.acquire()  # released by the start thread
@@ -1002,6 +1080,13 @@ class Sim:
             threading.Thread(target=self.start_container, args=(inst,), name="start-" + iid, daemon=True).start()
         log("RunInstances: %s (deployment %s, region %s, user-data %d bytes)" % (
             " ".join(ids) or "(no ids)", deployment, region, len(user_data)))
+
+    def new_loopback(self):
+        """An address of 127.0.0.0/8 no other instance of this simulator has had."""
+        with self.lock:
+            n = self.loopbacks
+            self.loopbacks += 1
+        return "127.%d.%d.%d" % (self.loopback_net, (n // 254) % 256, n % 254 + 1)
 
     def start_container(self, inst):
         try:
@@ -1018,7 +1103,7 @@ class Sim:
             env = ["AWS_ENDPOINT_URL=" + self.self_url, "AWS_ACCESS_KEY_ID=testing",
                    "AWS_SECRET_ACCESS_KEY=testing", "AWS_DEFAULT_REGION=" + inst.region,
                    "AWS_REGION=" + inst.region, "LABSHIP_SIM_INSTANCE_ID=" + inst.id,
-                   "LABSHIP_WATCH_CONSOLE=/proc/1/fd/1"]
+                   "LABSHIP_WATCH_CONSOLE=/proc/1/fd/1", "LABSHIP_SIM_LOOPBACK=" + inst.address]
             # The host scripts' state (token env file, TLS key and certificate) is bind-mounted
             # into the Jupyter container by the engine, which resolves paths on this machine:
             # so the instance keeps it at the same absolute path here and in its container.
@@ -1036,7 +1121,7 @@ class Sim:
                    "-v", "%s:%s:ro" % (ud_file, USER_DATA_PATH),
                    "-v", "%s:%s" % (host_state, host_state),
                    "-v", "%s:%s" % (ebs, ebs),
-                   "-v", "%s:/usr/local/sbin/shutdown:ro" % self.shutdown_shim]
+                   *(x for where, shim in sorted(self.shims.items()) for x in ("-v", "%s:%s:ro" % (shim, where)))]
             for e in env:
                 cmd += ["-e", e]
             cmd += [self.args.image, "bash", "-c", BOOT_SCRIPT]
@@ -1106,12 +1191,14 @@ class Sim:
         return 200, [("Content-Type", "text/xml;charset=UTF-8")], "".join(parts).encode()
 
     def rewrite_ips(self, body):
-        """Public address 127.0.0.1 / localhost for simulated instances in an EC2 XML answer,
+        """Public address (and DNS name) the instance's own loopback address for simulated
+        instances in an EC2 XML answer,
         the state reason of a spot interruption, and shutting-down (not moto's terminated)
         for an instance whose containers are still going."""
         with self.lock:
             shutting = {i for i, inst in self.instances.items() if inst.shutting_down}
             sim_ids = {i for i, inst in self.instances.items() if inst.state != "removed"} | shutting
+            address = {i: inst.address for i, inst in self.instances.items()}
             interrupted = {i for i, inst in self.instances.items() if inst.interrupted}
         if not sim_ids or not any(i.encode() in body for i in sim_ids):
             return body
@@ -1127,6 +1214,7 @@ class Sim:
             for item in root.iter():
                 if local(item.tag) != "item" or child_text(item, "instanceId") not in sim_ids:
                     continue
+                ip = address[child_text(item, "instanceId")]
                 for child in item:
                     name = local(child.tag)
                     if name in ("instanceState", "currentState") and child_text(item, "instanceId") in shutting:
@@ -1136,9 +1224,9 @@ class Sim:
                             elif local(c.tag) == "name":
                                 c.text = "shutting-down"
                     if name == "ipAddress" and child.text:
-                        child.text, changed = "127.0.0.1", True
+                        child.text, changed = ip, True
                     elif name == "dnsName" and child.text:
-                        child.text, changed = "localhost", True
+                        child.text, changed = ip, True
                 # A spot interruption: EC2's reason, not the StopInstances moto applied.
                 if child_text(item, "instanceId") in interrupted:
                     for child in item:
@@ -1156,9 +1244,9 @@ class Sim:
                         continue
                     for c in assoc:
                         if local(c.tag) == "publicIp" and c.text:
-                            c.text, changed = "127.0.0.1", True
+                            c.text, changed = ip, True
                         elif local(c.tag) == "publicDnsName" and c.text:
-                            c.text, changed = "localhost", True
+                            c.text, changed = ip, True
             if not changed:
                 return body
             return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
@@ -1546,7 +1634,8 @@ class Sim:
             out.append({"InstanceId": inst.id, "PingStatus": "Online", "LastPingDateTime": now,
                         "AgentVersion": "3.3.0.0", "IsLatestVersion": True, "PlatformType": "Linux",
                         "PlatformName": "Amazon Linux", "PlatformVersion": "2023", "ResourceType": "EC2Instance",
-                        "IPAddress": "127.0.0.1", "ComputerName": "ip-127-0-0-1." + inst.region + ".compute.internal"})
+                        "IPAddress": inst.address,
+                        "ComputerName": "ip-%s.%s.compute.internal" % (inst.address.replace(".", "-"), inst.region)})
         return json_response({"InstanceInformationList": out})
 
     def ssm_start_session(self, req):
@@ -1578,7 +1667,7 @@ class Sim:
                 target, "unknown here" if inst is None else "region %s, %s" % (inst.region, inst.state)))
             return json_error(400, "TargetNotConnected", "%s is not connected." % target)
         who = re.sub(r"[^A-Za-z0-9_.@-]", "", req.access_key or "") or "labship-sim"
-        session = Session("%s-%s" % (who, secrets.token_hex(9)[:17]), target, document,
+        session = Session("%s-%s" % (who, secrets.token_hex(9)[:17]), target, inst.address, document,
                           {k: list(v) for k, v in params.items()}, data.get("Reason"), region, req.access_key)
         with self.lock:
             self.sessions[session.id] = session
@@ -1640,6 +1729,7 @@ class Sim:
         out = []
         for inst in list(self.instances.values()):
             out.append({"id": inst.id, "deployment": inst.deployment, "region": inst.region,
+                        "address": inst.address,
                         "container": inst.container, "sim_state": inst.state,
                         "container_state": states.get(inst.id, "absent"), "error": inst.error,
                         "created": iso_now(inst.created), "spot": inst.spot,

@@ -27,7 +27,9 @@ readonly REGION="${AWS_DEFAULT_REGION:-eu-west-1}"
 readonly TOKEN_RE='http://127\.0\.0\.1:8888/lab\?token=[0-9a-f]{48}'
 PROBE="probe-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" # served by the instance on PROBE_PORT
 PROBE_PORT="$(rig_free_port)"
-readonly PROBE PROBE_PORT
+SAME_PORT="$(rig_free_port)" # published by two instances at once, each on its own address
+readonly PROBE PROBE_PORT SAME_PORT
+readonly DEP2=simtest-b LABEL2="dev.labship.ec2.deployment=simtest-b"
 readonly FKEY=AKIDSELFTEST                 # the fault scope: the access key of the faulted calls
 readonly LOST_GROUP=labship-simtest-lost   # the security group made through a lost response
 readonly PLUGIN_DIR="$RIG_DIR/ssm-plugin"  # the stand-in session-manager-plugin
@@ -162,6 +164,7 @@ leftovers() {
 }
 
 instance=""
+instance2=""
 sleeper=""
 bg_pids=""
 tmp="$(mktemp -d)"
@@ -169,10 +172,13 @@ export LABSHIP_SSM_PLUGIN_LOG="$tmp/plugin.log"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 on_exit() {
     local rc=$?
-    if [ "$rc" -ne 0 ] && [ -n "$instance" ]; then
-        rig_log "terminating $instance after the failure"
-        aws ec2 terminate-instances --instance-ids "$instance" >/dev/null 2>&1 || true
-    fi
+    local i
+    for i in $instance $instance2; do
+        if [ "$rc" -ne 0 ]; then
+            rig_log "terminating $i after the failure"
+            aws ec2 terminate-instances --instance-ids "$i" >/dev/null 2>&1 || true
+        fi
+    done
     if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
     # The AWS CLIs and stand-in plugins this test started (by pid: the plugins' from their log).
     for p in $bg_pids $(jq -s -r 'group_by(.pid)[] | select(all(.event != "exit")) | .[0].pid' \
@@ -213,8 +219,14 @@ docker volume create --label $LABEL labship-ec2-$DEP-work >/dev/null
 docker run -d --name labship-ec2-$DEP --label $LABEL --init \\
     -v labship-ec2-$DEP-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
 echo "labship: started labship-ec2-$DEP"
-mkdir -p /tmp/probe && echo $PROBE >/tmp/probe/probe.txt && head -c 3000000 /dev/urandom >/tmp/probe/big.bin
-(cd /tmp/probe && nohup python3 -m http.server --bind 127.0.0.1 $PROBE_PORT </dev/null >/dev/null 2>&1 &)
+docker run -d --name labship-ec2-$DEP-probe --label $LABEL --init -p 127.0.0.1:$PROBE_PORT:8000 \\
+    $LABSHIP_TEST_BASE_IMAGE sh -c 'mkdir -p /tmp/probe && cd /tmp/probe && echo $PROBE >probe.txt &&
+        head -c 3000000 /dev/urandom >big.bin && exec python3 -m http.server 8000' >/dev/null
+docker run -d --name labship-ec2-$DEP-same --label $LABEL --init -p $SAME_PORT:8000 \\
+    $LABSHIP_TEST_BASE_IMAGE sh -c 'mkdir -p /tmp/s && cd /tmp/s && echo $DEP >id && exec python3 -m http.server 8000' >/dev/null
+self=none
+for _ in \$(seq 100); do self=\$(curl -fsS --max-time 2 http://127.0.0.1:$SAME_PORT/id 2>/dev/null) && break; self=none; sleep 0.2; done
+echo "labship: self \$self"
 echo "labship: token http://127.0.0.1:8888/lab?token=\$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')"
 EOF
 
@@ -223,8 +235,12 @@ out="$(run_instance "$tmp/user-data.sh")" || fail "run-instances"
 instance="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
 [[ "$instance" == i-* ]] || fail "run-instances gave no instance id: $out"
 ok "run-instances: $instance"
-[ "$(jq -r '.Instances[0].PublicIpAddress' <<<"$out")" = 127.0.0.1 ] || fail "run-instances answer: public IP is not 127.0.0.1"
-ok "run-instances answer: public IP 127.0.0.1"
+ip="$(jq -r '.Instances[0].PublicIpAddress' <<<"$out")"
+address="$(curl -fsS "$SIM/_sim/instances" | jq -r --arg i "$instance" '.[] | select(.id == $i) | .address')"
+if ! [[ "$ip" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || [ "$ip" = 127.0.0.1 ] || [ "$ip" != "$address" ]; then
+    fail "run-instances answer: public IP $ip, not the instance's own loopback address ($address)"
+fi
+ok "run-instances answer: public IP $ip, the instance's own loopback address"
 
 # --- console ----------------------------------------------------------------------------
 console=""
@@ -254,9 +270,9 @@ ok "raw GetConsoleOutput: XML shape and base64 <output>"
 
 # --- describe-instances -----------------------------------------------------------------
 out="$(aws ec2 describe-instances --instance-ids "$instance")"
-ip="$(jq -r '.Reservations[0].Instances[0].PublicIpAddress' <<<"$out")"
-[ "$ip" = 127.0.0.1 ] || fail "describe-instances: PublicIpAddress=$ip"
-ok "describe-instances: PublicIpAddress 127.0.0.1, PublicDnsName $(jq -r '.Reservations[0].Instances[0].PublicDnsName' <<<"$out")"
+got="$(jq -r '.Reservations[0].Instances[0].PublicIpAddress' <<<"$out")"
+[ "$got" = "$ip" ] || fail "describe-instances: PublicIpAddress=$got, run-instances said $ip"
+ok "describe-instances: PublicIpAddress $ip, PublicDnsName $(jq -r '.Reservations[0].Instances[0].PublicDnsName' <<<"$out")"
 
 # --- what the user-data made on the engine ----------------------------------------------
 [ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$DEP" 2>/dev/null)" = true ] ||
@@ -266,8 +282,9 @@ ok "the user-data's container and volume exist on the engine (docker-outside-of-
 
 # --- SSM --------------------------------------------------------------------------------
 out="$(aws ssm describe-instance-information --filters "Key=InstanceIds,Values=$instance")"
-[ "$(jq -r '.InstanceInformationList[0].PingStatus' <<<"$out")" = Online ] || fail "describe-instance-information: $out"
-ok "ssm describe-instance-information: Online"
+jq -e --arg ip "$ip" '.InstanceInformationList[0] | .PingStatus == "Online" and .IPAddress == $ip' <<<"$out" >/dev/null ||
+    fail "describe-instance-information: $out"
+ok "ssm describe-instance-information: Online, at $ip"
 cid="$(aws ssm send-command --instance-ids "$instance" --document-name AWS-RunShellScript \
     --parameters 'commands=["echo hi"]' | jq -r '.Command.CommandId')"
 if [ -z "$cid" ] || [ "$cid" = null ]; then fail "send-command gave no CommandId"; fi
@@ -323,7 +340,7 @@ for _ in $(seq 50); do # the instance's web server may still be starting
     sleep 0.2
 done
 [ "$got" = "$PROBE" ] || fail "GET through the forwarded port $local_port: '$got'"
-want="$(docker exec "labship-sim-$instance" sha256sum /tmp/probe/big.bin | cut -c1-64)"
+want="$(docker exec "labship-ec2-$DEP-probe" sha256sum /tmp/probe/big.bin | cut -c1-64)"
 [ "$(curl -fsS --max-time 20 "http://127.0.0.1:$local_port/big.bin" | sha256sum | cut -c1-64)" = "$want" ] ||
     fail "3 MB through the forwarded port: different bytes"
 grep -qxF "Connection accepted for session [$sid]" "$tmp/cli.out" || fail "no 'Connection accepted' line: $(cat "$tmp/cli.out")"
@@ -410,6 +427,47 @@ for c in '"ec2:RunInstances"] == 1' '"ssm:SendCommand"] == 1' '"ecr:GetAuthoriza
     jq -e ".[$c" <<<"$calls" >/dev/null || fail "call counts: expected .[$c in $calls"
 done
 ok "call counts: $(jq -c . <<<"$calls")"
+
+# --- each instance its own address -------------------------------------------------------
+# Two instances publish one port at once (the first with no address, the second on 0.0.0.0):
+# each serves its own file on its own address, and each host's curl of 127.0.0.1 (localhost)
+# reaches its own (instance-sim.py's DOCKER_SHIM and CURL_SHIM).
+[ "$(docker port "labship-ec2-$DEP-probe" 8000/tcp)" = "$ip:$PROBE_PORT" ] ||
+    fail "the probe's 127.0.0.1:$PROBE_PORT is published at $(docker port "labship-ec2-$DEP-probe" 8000/tcp), not $ip:$PROBE_PORT"
+grep -qF "cloud-init[2179]: labship: self $DEP" <<<"$console" || fail "the host's curl of 127.0.0.1:$SAME_PORT did not reach its own container"
+cat >"$tmp/user-data-b.sh" <<UD
+#!/bin/bash
+set -euo pipefail
+docker run -d --name labship-ec2-$DEP2 --label $LABEL2 --init -p 0.0.0.0:$SAME_PORT:8000 \\
+    $LABSHIP_TEST_BASE_IMAGE sh -c 'mkdir -p /tmp/s && cd /tmp/s && echo $DEP2 >id && exec python3 -m http.server 8000' >/dev/null
+self=none
+for _ in \$(seq 100); do self=\$(curl -fsS --max-time 2 http://localhost:$SAME_PORT/id 2>/dev/null) && break; self=none; sleep 0.2; done
+echo "labship: self \$self"
+echo "labship: ready"
+UD
+out="$(aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1 \
+    --user-data "file://$tmp/user-data-b.sh" \
+    --tag-specifications "ResourceType=instance,Tags=[{Key=labship:deployment,Value=$DEP2}]")" || fail "run-instances (second)"
+instance2="$(jq -r '.Instances[0].InstanceId' <<<"$out")"
+ip2="$(jq -r '.Instances[0].PublicIpAddress' <<<"$out")"
+if ! [[ "$ip2" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || [ "$ip2" = "$ip" ] || [ "$ip2" = 127.0.0.1 ]; then
+    fail "the second instance's public IP is $ip2 (the first's: $ip)"
+fi
+deadline=$((SECONDS + 120))
+until aws ec2 get-console-output --instance-id "$instance2" | jq -r '.Output // ""' >"$tmp/console-b" &&
+    grep -q 'labship: ready' "$tmp/console-b"; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the second instance is not ready after 120 s: $(cat "$tmp/console-b")"
+    sleep 1
+done
+grep -qF "cloud-init[2179]: labship: self $DEP2" "$tmp/console-b" || fail "the second host's curl of localhost:$SAME_PORT: $(cat "$tmp/console-b")"
+[ "$(curl -fsS --max-time 10 "http://$ip:$SAME_PORT/id")" = "$DEP" ] || fail "$ip:$SAME_PORT does not serve the first instance's file"
+[ "$(curl -fsS --max-time 10 "http://$ip2:$SAME_PORT/id")" = "$DEP2" ] || fail "$ip2:$SAME_PORT does not serve the second instance's file"
+ok "two instances publish port $SAME_PORT at once, each on its own address ($ip, $ip2), and each host's 127.0.0.1 / localhost is its own"
+terminate "$instance2"
+[ -z "$(docker ps -aq --filter "label=$LABEL2")" ] || fail "the second instance's container is left"
+[ "$(curl -fsS --max-time 10 "http://$ip:$SAME_PORT/id")" = "$DEP" ] || fail "the first instance's port went with the second"
+instance2=""
+ok "the second instance terminated; the first still serves its port"
 
 # --- terminate --------------------------------------------------------------------------
 terminate "$instance"

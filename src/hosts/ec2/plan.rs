@@ -75,7 +75,7 @@ pub struct Options {
 
 impl Options {
     pub fn resolve(config: &Config, options: &crate::hosts::UpOptions) -> Result<Options> {
-        // A class's seats take consecutive ports (seats that share an address need them).
+        // A class's seat: its class's port, unless it is running on another (see `following`).
         let port = options
             .port
             .or(options.preferred_port)
