@@ -43,8 +43,8 @@ pub fn starting_at_once(target: Target) -> usize {
         Target::Ec2 => 32,
     }
 }
-/// The port of a class's seats without `--port`: on EC2 every seat's (each has an instance, so
-/// an address, of its own); locally the first, the others one after another from here.
+/// The first port of a local class's seats without `--port` (the others one after another
+/// from here). On EC2 every seat takes the deployment's one port (`ec2.port` or `--port`).
 const FIRST_PORT: u16 = 8888;
 /// Defaults of a seat's container: a notebook's pandas and plots fit; one runaway kernel
 /// cannot take the machine from the others.
@@ -299,8 +299,9 @@ async fn start_seats<H: Host>(
 ) -> Vec<Started> {
     let first_port = options.port.unwrap_or(FIRST_PORT);
     // Seats that share this machine's addresses need a port each; on EC2 each seat has an
-    // address of its own, so all take the one port (a class on `--port 443` passes a campus
-    // firewall, every rule is the same, and no student's URL depends on the roster's order).
+    // address of its own, so all take the deployment's one port (a class on `--port 443`
+    // passes a campus firewall, every rule is the same, and no student's URL depends on the
+    // roster's order).
     let consecutive = host.target() == Target::Local;
     let total = seats.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -309,16 +310,14 @@ async fn start_seats<H: Host>(
             let done = &done;
             async move {
                 let seat_config = seat_config(config, &seat.id);
-                // Its place: asked for with `--port` (existing seats move there too), else
-                // where a new seat goes (an existing one keeps its port).
-                let place = if consecutive {
-                    u16::try_from(*i)
-                        .ok()
-                        .and_then(|i| first_port.checked_add(i))
-                } else {
-                    Some(first_port)
-                };
+                // Locally its place: asked for with `--port` (existing seats move there too),
+                // else where a new seat goes (an existing one keeps its port). On EC2 the
+                // deployment's one port (an existing seat keeps its own unless `--port`).
+                let place = u16::try_from(*i)
+                    .ok()
+                    .and_then(|i| first_port.checked_add(i));
                 let (port, preferred_port) = match options.port {
+                    _ if !consecutive => (options.port, None),
                     Some(_) => (place, None),
                     None => (None, place),
                 };

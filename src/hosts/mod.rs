@@ -54,9 +54,9 @@ pub struct UpOptions {
     /// This deployment is a seat of a class (`up --seats`, `--roster`): its labels or tags say
     /// which class and which seat.
     pub seat: Option<SeatOf>,
-    /// A class's seat's port (local: consecutive ones from the first; EC2: the class's one).
-    /// Local: taken when free by a new container (an existing one keeps its own); EC2: the
-    /// port, as `--port` would be, for a new seat (an existing one keeps its own).
+    /// Local: a class's seat's port, consecutive ones from the first, taken when free by a new
+    /// container (an existing one keeps its own). EC2 has none: every seat takes the one port
+    /// (an existing seat keeps its own unless `--port` is given).
     pub preferred_port: Option<u16>,
     /// Local: the container's memory and CPU limits (a class's seats share one machine).
     pub limits: Limits,

@@ -195,7 +195,7 @@ def children_cpu():
 
 
 def ec2_labship(proj, n):
-    first = free_run(n)
+    first = free_run(1)  # every seat's port (each has an instance, so an address, of its own)
     sim("/_sim/calls/reset", "POST")
     busy0, own0 = machine_busy(), children_cpu()
     out, _, wall = run([LABSHIP, "up", "--ec2", "--seats", str(n), "--allow-cidr", "127.0.0.1/32", "--bind",

@@ -147,8 +147,8 @@ async fn busy_class(seed: u64, share: f64) {
         seed,
         json!([{"action": "*", "share": share, "fault": "throttle-or-5xx"}]),
     );
-    // Three consecutive free ports for the three seats.
-    let first = free_ports(3);
+    // The seats' one port (each has an instance, so an address, of its own).
+    let first = free_port();
     let first_s = first.to_string();
     let mut args = ec2_up_args(&first_s);
     args.extend(["--seats", "3"]);
@@ -209,7 +209,7 @@ async fn no_capacity_class_falls_back_to_another_type() {
         1,
         json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}]),
     );
-    let first = free_ports(2);
+    let first = free_port();
     let first_s = first.to_string();
     let mut args = ec2_up_args(&first_s);
     args.extend(["--seats", "2", "--instance-type", "t3.medium"]);

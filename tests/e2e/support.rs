@@ -312,12 +312,13 @@ impl Drop for Server {
     }
 }
 
-/// A port free on 127.0.0.1 now, for a server a test starts.
+/// A port free on every address now, for a server a test starts.
 pub fn free_port() -> u16 {
     free_ports(1)
 }
 
-/// The first of `n` consecutive ports free on 127.0.0.1 now. They are taken below the
+/// The first of `n` consecutive ports free on every address now (bound on 0.0.0.0: not held on
+/// 127.0.0.1, nor on a simulated instance's own address in 127.0.0.0/8). They are taken below the
 /// kernel's ephemeral range (32768-60999 here): an ephemeral port the OS handed out for a
 /// check is the next one any outgoing connection may take before the test's server binds it
 /// (seen as a seat's `docker run` failing with "port is already allocated"). Each call starts
@@ -334,7 +335,7 @@ pub fn free_ports(n: u16) -> u16 {
         let Ok(first) = u16::try_from(first) else {
             continue;
         };
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+        if (0..n).all(|i| std::net::TcpListener::bind(("0.0.0.0", first + i)).is_ok()) {
             return first;
         }
     }
@@ -441,8 +442,8 @@ pub fn run_row(runs: &Value, run_id: &str) -> Value {
         .unwrap_or_else(|| panic!("{run_id} in {runs}"))
 }
 
-/// `labship up --ec2` as the EC2 tests run it: Jupyter on `port` of 127.0.0.1 (where the
-/// simulator publishes it), open to 127.0.0.1 only, JSON out.
+/// `labship up --ec2` as the EC2 tests run it: Jupyter on `port` of the instance (of its own
+/// address, where the simulator publishes it), open to 127.0.0.1 only, JSON out.
 pub fn ec2_up_args(port: &str) -> Vec<&str> {
     vec![
         "up",

@@ -83,8 +83,9 @@ answer is returned, except for what makes launched instances behave like real on
 * SSM TerminateSession {SessionId}: the session becomes Terminated; answers {"SessionId": id},
   also for an unknown or already terminated id (as AWS does). Removing an instance (terminate,
   stop, shutdown of the simulator) terminates its sessions too.
-* /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances, /_sim/sessions
-  (below), POST /_sim/instances/ID/interrupt and .../capacity (spot, above).
+* /_sim/health, /_sim/calls (GET; POST /_sim/calls/reset), /_sim/instances (each instance:
+  id, deployment, region, address, container, sim_state, container_state, error, created,
+  spot, interrupted), /_sim/sessions (below), POST /_sim/instances/ID/interrupt and .../capacity (spot, above).
 * Fault injection for chaos tests, by access key (below).
 
 Fault injection. Rules apply to the calls signed with one access key (the "scope": the
@@ -136,7 +137,8 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
   Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
 SSM sessions (StartSession above), for tests and for the stand-in plugin. JSON out; a session
-is {"SessionId", "Target", "DocumentName", "Parameters", "Reason", "State": "Connected" |
+is {"SessionId", "Target", "TargetAddress" (the instance's own address, where the plugin
+connects), "DocumentName", "Parameters", "Reason", "State": "Connected" |
 "Terminated", "Region", "AccessKey" (the caller's), "StartDate", "EndDate" (null while
 Connected)}, never its TokenValue.
 
@@ -154,6 +156,7 @@ import argparse
 import base64
 import collections
 import datetime
+import fcntl
 import gzip
 import hmac
 import http.client
@@ -284,7 +287,8 @@ echo "Shutdown scheduled in $when minutes."
 # two shims on its PATH (before the real tools, as the shutdown shim is) make it the
 # instance's "127.0.0.1":
 # * `docker run`/`docker create`: a published port whose address is 0.0.0.0, 127.0.0.1, [::]
-#   or [::1], or none, is published on the instance's address instead;
+#   or [::1], or none, is published on the instance's address instead (options before the
+#   image only; -P and --network host, which would take this machine's addresses, are refused);
 # * `curl`: a URL to 127.0.0.1, localhost or [::1] goes to the instance's address (not the URL
 #   of this simulator, AWS_ENDPOINT_URL, which the instance reaches on the machine's loopback).
 # A process the host runs itself (not in a container) still binds this machine's addresses.
@@ -301,29 +305,55 @@ publish() {
     *) printf '%s::%s' "$addr" "$1" ;;
     esac
 }
-out=() sub='' n=0
+refuse() {
+    echo "labship-sim: docker $*: a simulated instance has no network of its own for that; publish ports with -p" >&2
+    exit 2
+}
+out=()
+# The client's own options, then the command: only run and create (also as `container ...`)
+# are changed, and only their options before the image (what follows is the container's).
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -H | --host | -c | --context | --config | -l | --log-level | --tlscacert | --tlscert | --tlskey)
+        out+=("$1")
+        shift
+        if [ $# -gt 0 ]; then out+=("$1"); shift; fi ;;
+    -*) out+=("$1"); shift ;;
+    *) break ;;
+    esac
+done
+if [ "${1-}" = container ]; then out+=("$1"); shift; fi
+case "${1-}" in
+run | create) out+=("$1"); shift ;;
+*) exec "$real" "${out[@]}" "$@" ;;
+esac
 while [ $# -gt 0 ]; do
     a=$1
     shift
-    if [ -z "$sub" ]; then
-        case "$a" in
-        -*) ;;
-        container) ;;
-        *) sub=$a ;;
-        esac
+    case "$a" in
+    --) out+=("$a"); break ;;
+    -p | --publish)
+        out+=("$a" "$(publish "${1-}")")
+        if [ $# -gt 0 ]; then shift; fi ;;
+    --publish=*) out+=("--publish=$(publish "${a#--publish=}")") ;;
+    -p?*) out+=("-p" "$(publish "${a#-p}")") ;;
+    -P | --publish-all | --publish-all=true) refuse "$a" ;;
+    --network=host | --net=host) refuse "$a" ;;
+    --network | --net)
+        if [ "${1-}" = host ]; then refuse "$a host"; fi
         out+=("$a")
-        continue
-    fi
-    if [ "$sub" = run ] || [ "$sub" = create ]; then
-        case "$a" in
-        -p | --publish)
-            if [ $# -gt 0 ]; then out+=("$a" "$(publish "$1")"); shift; continue; fi ;;
-        --publish=*) out+=("--publish=$(publish "${a#--publish=}")"); continue ;;
-        esac
-    fi
-    out+=("$a")
+        if [ $# -gt 0 ]; then out+=("$1"); shift; fi ;;
+    --*=*) out+=("$a") ;;
+    -d | --detach | --rm | --init | -i | --interactive | -t | --tty | -it | -ti | -dit | --privileged | \
+        --read-only | --no-healthcheck | --oom-kill-disable | -q | --quiet | --disable-content-trust | --sig-proxy)
+        out+=("$a") ;;
+    -*)
+        out+=("$a")
+        if [ $# -gt 0 ]; then out+=("$1"); shift; fi ;;
+    *) out+=("$a"); break ;;
+    esac
 done
-exec "$real" "${out[@]}"
+exec "$real" "${out[@]}" "$@"
 """
 CURL_SHIM = r"""#!/bin/bash
 real=/usr/bin/curl
@@ -332,7 +362,9 @@ addr=${LABSHIP_SIM_LOOPBACK:-}
 out=()
 re='^(https?://)(127\.0\.0\.1|localhost|\[::1\])([:/?#].*)?$'
 for a in "$@"; do
-    if [[ $a =~ $re ]] && { [ -z "${AWS_ENDPOINT_URL:-}" ] || [[ $a != "$AWS_ENDPOINT_URL"* ]]; }; then
+    own=${AWS_ENDPOINT_URL:-}
+    own=${own%/}
+    if [[ $a =~ $re ]] && { [ -z "$own" ] || ! [[ $a == "$own" || $a == "$own"[/?#]* ]]; }; then
         a="${BASH_REMATCH[1]}$addr${BASH_REMATCH[3]}"
     fi
     out+=("$a")
@@ -826,10 +858,9 @@ class Sim:
                 f.write(text)
             os.chmod(path, 0o755)
             self.shims[where] = path
-        # Instances' own loopback addresses (see DOCKER_SHIM): 127.A.B.C, A from this
-        # simulator's port (two rigs on one machine give their instances different ones), B.C
-        # counting up.
-        self.loopback_net = 16 + args.port % 200
+        # Instances' own loopback addresses (see DOCKER_SHIM): 127.A.B.C, B.C counting up, A
+        # this simulator's alone among those running on this machine (claim_loopback_net).
+        self.loopback_net, self.loopback_lock = claim_loopback_net(args.port)
         self.loopbacks = 0
 
     # ---------------------------------------------------------------- forwarding to moto
@@ -1760,6 +1791,23 @@ class Sim:
         left = cp.stdout.decode().split()
         if left:
             docker("rm", "-f", *left, timeout=30)
+
+
+def claim_loopback_net(port):
+    """(A, its lock file, held open) for a simulator's instances' addresses 127.A.x.y: the first
+    A from one its port picks that no other running simulator of this machine holds (an
+    exclusive flock on /tmp/labship-sim-loopback-A.lock, released when the process ends)."""
+    first = port % 200
+    for k in range(200):
+        net = 16 + (first + k) % 200
+        f = open("/tmp/labship-sim-loopback-%d.lock" % net, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return net, f
+    raise SystemExit("labship-sim: 200 simulators hold every 127.A.0.0/16 of 127.16-215")
 
 
 def owner_alive(pid):

@@ -75,11 +75,8 @@ pub struct Options {
 
 impl Options {
     pub fn resolve(config: &Config, options: &crate::hosts::UpOptions) -> Result<Options> {
-        // A class's seat: its class's port, unless it is running on another (see `following`).
-        let port = options
-            .port
-            .or(options.preferred_port)
-            .unwrap_or(config.ec2.port);
+        // A class's seat too: the one port, unless it is running on another (see `following`).
+        let port = options.port.unwrap_or(config.ec2.port);
         if port == 0 {
             return Err(Error::InvalidSetting {
                 what: "port",
@@ -1264,14 +1261,14 @@ mod tests {
         };
         let mut inst = instance("running", "img", 8890);
         inst.seat = Some(seat.clone());
-        // The seat's place in the roster moved (it is given 8891 now): it keeps 8890.
-        let moved = crate::hosts::UpOptions {
-            preferred_port: Some(8891),
+        // Its class's port is another (ec2.port, 8888; an earlier labship gave each seat a
+        // port of its own): it keeps 8890.
+        let class_up = crate::hosts::UpOptions {
             seat: Some(seat.clone()),
             ..Default::default()
         };
-        let o = Options::resolve(&config, &moved).expect("options");
-        assert_eq!(o.port, 8891);
+        let o = Options::resolve(&config, &class_up).expect("options");
+        assert_eq!(o.port, 8888);
         assert_eq!(o.following(Some(&inst)).port, 8890);
         // `up ds-3 --ec2`, the seat by its deployment's name (no seat options): kept too.
         assert_eq!(opts(&config).following(Some(&inst)).port, 8890);
