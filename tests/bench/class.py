@@ -97,14 +97,15 @@ def answers(url):
 
 
 def free_run(n, start=20000):
-    """The first port P from `start` with P..P+n-1 all free on 127.0.0.1."""
+    """The first port P from `start` with P..P+n-1 all free on every address (as a simulated
+    instance's own address in 127.0.0.0/8 holds its ports too)."""
     p = start
     while p + n < 65000:
         ok = True
         for q in range(p, p + n):
             with socket.socket() as s:
                 try:
-                    s.bind(("127.0.0.1", q))
+                    s.bind(("", q))
                 except OSError:
                     ok, p = False, q + 1
                     break

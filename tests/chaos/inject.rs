@@ -148,9 +148,8 @@ async fn busy_class(seed: u64, share: f64) {
         json!([{"action": "*", "share": share, "fault": "throttle-or-5xx"}]),
     );
     // The seats' one port (each has an instance, so an address, of its own).
-    let first = free_port();
-    let first_s = first.to_string();
-    let mut args = ec2_up_args(&first_s);
+    let port = free_port().to_string();
+    let mut args = ec2_up_args(&port);
     args.extend(["--seats", "3"]);
     let up: Value = json(&p.labship_at(&sim, &args, &env));
     assert_eq!(up["ready"], 3, "seed {seed}: {up}");
@@ -209,9 +208,8 @@ async fn no_capacity_class_falls_back_to_another_type() {
         1,
         json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}]),
     );
-    let first = free_port();
-    let first_s = first.to_string();
-    let mut args = ec2_up_args(&first_s);
+    let port = free_port().to_string();
+    let mut args = ec2_up_args(&port);
     args.extend(["--seats", "2", "--instance-type", "t3.medium"]);
 
     let refused = p.labship_at(&sim, &args, &env);

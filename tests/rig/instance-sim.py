@@ -336,6 +336,7 @@ while [ $# -gt 0 ]; do
         out+=("$a" "$(publish "${1-}")")
         if [ $# -gt 0 ]; then shift; fi ;;
     --publish=*) out+=("--publish=$(publish "${a#--publish=}")") ;;
+    -p=*) out+=("-p" "$(publish "${a#-p=}")") ;;
     -p?*) out+=("-p" "$(publish "${a#-p}")") ;;
     -P | --publish-all | --publish-all=true) refuse "$a" ;;
     --network=host | --net=host) refuse "$a" ;;
@@ -344,9 +345,26 @@ while [ $# -gt 0 ]; do
         out+=("$a")
         if [ $# -gt 0 ]; then out+=("$1"); shift; fi ;;
     --*=*) out+=("$a") ;;
-    -d | --detach | --rm | --init | -i | --interactive | -t | --tty | -it | -ti | -dit | --privileged | \
+    -d | --detach | --rm | --init | -i | --interactive | -t | --tty | --privileged | \
         --read-only | --no-healthcheck | --oom-kill-disable | -q | --quiet | --disable-content-trust | --sig-proxy)
         out+=("$a") ;;
+    -[!-]?*)
+        # Short flags together (-it, -dit; the last may take the next word: -itp 80:80,
+        # -ite X=1), or one with its value attached (-eX=1, -v/a:/b).
+        body=${a#-}
+        if [[ $body =~ ^[dit]*P[ditP]*$ ]]; then
+            refuse "$a"
+        elif [[ $body =~ ^[dit]+$ ]]; then
+            out+=("$a")
+        elif [[ $body =~ ^[dit]+p$ ]]; then
+            out+=("$a" "$(publish "${1-}")")
+            if [ $# -gt 0 ]; then shift; fi
+        elif [[ $body =~ ^[dit]+[a-zA-Z]$ ]]; then
+            out+=("$a")
+            if [ $# -gt 0 ]; then out+=("$1"); shift; fi
+        else
+            out+=("$a")
+        fi ;;
     -*)
         out+=("$a")
         if [ $# -gt 0 ]; then out+=("$1"); shift; fi ;;
@@ -1800,7 +1818,16 @@ def claim_loopback_net(port):
     first = port % 200
     for k in range(200):
         net = 16 + (first + k) % 200
-        f = open("/tmp/labship-sim-loopback-%d.lock" % net, "a")
+        path = "/tmp/labship-sim-loopback-%d.lock" % net
+        try:
+            # Another user's lock file can be read, not written (nor, under
+            # fs.protected_regular, opened with O_CREAT): open an existing one read-only.
+            try:
+                f = open(path, "r")
+            except FileNotFoundError:
+                f = open(path, "a")
+        except OSError:
+            continue
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
