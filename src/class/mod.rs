@@ -313,13 +313,16 @@ async fn start_seats<H: Host>(
                 // Locally its place: asked for with `--port` (existing seats move there too),
                 // else where a new seat goes (an existing one keeps its port). On EC2 the
                 // deployment's one port (an existing seat keeps its own unless `--port`).
-                let place = u16::try_from(*i)
-                    .ok()
-                    .and_then(|i| first_port.checked_add(i));
-                let (port, preferred_port) = match options.port {
-                    _ if !consecutive => (options.port, None),
-                    Some(_) => (place, None),
-                    None => (None, place),
+                let (port, preferred_port) = if consecutive {
+                    let place = u16::try_from(*i)
+                        .ok()
+                        .and_then(|i| first_port.checked_add(i));
+                    match options.port {
+                        Some(_) => (place, None),
+                        None => (None, place),
+                    }
+                } else {
+                    (options.port, None)
                 };
                 let seat_options = UpOptions {
                     port,

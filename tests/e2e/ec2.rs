@@ -166,8 +166,8 @@ impl Drop for Connect {
     }
 }
 
-/// A TLS server with a key and certificate of its own (`openssl s_server`) on the instance's address and port,
-/// pretending to be the instance.
+/// A TLS server with a key and certificate of its own (`openssl s_server`) on the instance's
+/// address and port, pretending to be the instance.
 struct Forged {
     child: std::process::Child,
     fingerprint: String,
