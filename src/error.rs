@@ -537,6 +537,17 @@ pub enum Error {
         again: String,
     },
 
+    #[error("the seats of `{class}` are removed, but not their security group: {cause}")]
+    #[diagnostic(
+        code(labship::class::group_left),
+        help("`{again}` tries it again; `labship status` lists it while it is there")
+    )]
+    ClassGroupLeft {
+        class: String,
+        cause: String,
+        again: String,
+    },
+
     #[error("{failed} of the {total} seats of `{class}` failed: {seats}")]
     #[diagnostic(
         code(labship::class::seats_failed),
@@ -661,6 +672,7 @@ impl Error {
             self,
             Error::SeatsFailed { .. }
                 | Error::SeatsLeft { .. }
+                | Error::ClassGroupLeft { .. }
                 | Error::JobFailed { .. }
                 | Error::JobTimedOut { .. }
                 | Error::JobInterrupted { .. }

@@ -40,6 +40,13 @@ pub fn security_group_name(deployment: &str) -> String {
     format!("labship-{deployment}")
 }
 
+/// The security group every seat of a class shares (since labship 0.9; a seat made before
+/// has a group of its own). A dot keeps it apart from any deployment's group: a deployment's
+/// name has letters, digits and dashes only.
+pub fn class_group_name(class: &str) -> String {
+    format!("labship-class.{class}")
+}
+
 /// What labship needs to know about an instance type.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceTypeInfo {
@@ -84,6 +91,9 @@ pub struct Instance {
     /// Who launched it (tag `labship:owner`; none on instances of older labship versions).
     pub owner: Option<String>,
     pub security_groups: Vec<String>,
+    /// The names of `security_groups`, in the same order.
+    #[serde(skip)]
+    pub security_group_names: Vec<String>,
     /// Its idle stop and TTL (tags `labship:idle-stop`, `labship:ttl`; `None` on instances
     /// of older labship versions, which have neither).
     pub idle_stop: Option<Option<Duration>>,
@@ -147,10 +157,13 @@ pub struct SecurityGroup {
     /// A class's seat (tags `labship:class`, `labship:seat`; none on groups of older labship
     /// versions).
     pub seat: Option<crate::hosts::SeatOf>,
+    /// The class whose seats share this group ([`class_group_name`]: tag `labship:class`,
+    /// and no `labship:deployment`).
+    pub class: Option<String>,
 }
 
 /// The ingress a deployment's security group should have: TCP `port` from `cidrs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Ingress {
     pub port: u16,
     pub cidrs: Vec<String>,
@@ -446,23 +459,70 @@ impl Cloud {
         deployment: &str,
         vpc: &str,
         ingress: &[Ingress],
-        seat_tags: &[(String, String)],
     ) -> Result<(String, bool)> {
-        let name = security_group_name(deployment);
+        self.ensure_group(
+            &security_group_name(deployment),
+            &format!("labship deployment {deployment}: Jupyter port only"),
+            tags::for_deployment(deployment),
+            vpc,
+            ingress,
+        )
+        .await
+    }
+
+    /// The security group of a class's seats in `vpc` ([`class_group_name`]), made with
+    /// `ingress` or made to have it, once in a command: the seats of a class asking at once
+    /// wait for the first one's answer and take it as it is (they all ask for the same rules:
+    /// the class's one port, from the same addresses). True for the one caller whose call
+    /// created it.
+    pub async fn ensure_class_group(
+        &self,
+        class: &str,
+        vpc: &str,
+        ingress: &[Ingress],
+    ) -> Result<(String, bool)> {
+        let ((id, created), mine) = self
+            .lookups
+            .class_groups
+            .get_or_try_first((class.to_string(), vpc.to_string()), || async {
+                let mut pairs = vec![
+                    (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_string()),
+                    (tags::CLASS, class.to_string()),
+                ];
+                pairs.extend(tags::owner().map(|arn| (tags::OWNER, arn)));
+                self.ensure_group(
+                    &class_group_name(class),
+                    &format!("labship class {class}: its seats' Jupyter port only"),
+                    pairs,
+                    vpc,
+                    ingress,
+                )
+                .await
+            })
+            .await?;
+        Ok((id, created && mine))
+    }
+
+    /// The group `name` in `vpc` with exactly `ingress`: found, or made with `pairs` as its
+    /// tags (and its Name). True when this call made it.
+    async fn ensure_group(
+        &self,
+        name: &str,
+        description: &str,
+        mut pairs: Vec<(&str, String)>,
+        vpc: &str,
+        ingress: &[Ingress],
+    ) -> Result<(String, bool)> {
+        let name = name.to_string();
         let (id, created) = match self.find_security_group(&name, vpc).await? {
             Some(id) => (id, false),
             None => {
-                let pairs = tags::for_deployment(deployment);
-                let mut pairs: Vec<(&str, String)> = pairs.to_vec();
                 pairs.push(("Name", name.clone()));
-                pairs.extend(seat_tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
                 match self
                     .ec2
                     .create_security_group()
                     .group_name(&name)
-                    .description(format!(
-                        "labship deployment {deployment}: Jupyter port only"
-                    ))
+                    .description(description)
                     .vpc_id(vpc)
                     .tag_specifications(tag_spec(ResourceType::SecurityGroup, &pairs))
                     .send()
@@ -493,7 +553,7 @@ impl Cloud {
                 .collect();
             self.authorize(&id, perms).await?;
         } else {
-            self.reconcile_ingress(&id, ingress).await?;
+            self.set_ingress(&id, ingress).await?;
         }
         Ok((id, created))
     }
@@ -544,8 +604,22 @@ impl Cloud {
         .await
     }
 
-    /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
+    /// Makes the group's ingress exactly `want`, once in a command (the seats of a class that
+    /// share a group ask at once: the first one's call does it for all); true for the caller
+    /// whose call added or removed a rule.
     pub async fn reconcile_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
+        let (changed, mine) = self
+            .lookups
+            .ingress_set
+            .get_or_try_first((group.to_string(), want.to_vec()), || {
+                self.set_ingress(group, want)
+            })
+            .await?;
+        Ok(changed && mine)
+    }
+
+    /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
+    async fn set_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
         let out = self
             .ec2
             .describe_security_groups()
@@ -621,38 +695,89 @@ impl Cloud {
         in_chunks(deployments, |some| self.security_groups_where(Some(some))).await
     }
 
+    /// The groups the seats of these classes share ([`class_group_name`]; one in each VPC
+    /// a class was started in).
+    pub async fn class_groups(&self, classes: &[&str]) -> Result<Vec<SecurityGroup>> {
+        let found = in_chunks(classes, |some| {
+            self.groups_tagged(tags::CLASS, Some(some), named(Some(some)))
+        })
+        .await?;
+        Ok(found.into_iter().filter(|g| g.class.is_some()).collect())
+    }
+
     async fn security_groups_where(
         &self,
         deployments: Option<&[&str]>,
+    ) -> Result<Vec<SecurityGroup>> {
+        self.groups_tagged(tags::DEPLOYMENT, deployments, named(deployments))
+            .await
+    }
+
+    /// labship's groups, those whose tag `key` is one of `values` when given.
+    async fn groups_tagged(
+        &self,
+        key: &str,
+        values: Option<&[&str]>,
+        what: String,
     ) -> Result<Vec<SecurityGroup>> {
         let mut req = self.ec2.describe_security_groups().filters(filter(
             &format!("tag:{}", tags::MANAGED_BY),
             &[tags::MANAGED_BY_VALUE],
         ));
-        if let Some(d) = deployments {
-            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), d));
+        if let Some(v) = values {
+            req = req.filters(filter(&format!("tag:{key}"), v));
         }
         let mut groups = Vec::new();
         let mut pages = req.into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", &named(deployments), &e))?;
+            let page = page.map_err(|e| self.fail("ec2", "DescribeSecurityGroups", &what, &e))?;
             groups.extend(page.security_groups().iter().cloned());
         }
         Ok(groups
             .iter()
-            .map(|g| SecurityGroup {
-                id: g.group_id().unwrap_or_default().to_string(),
-                name: g.group_name().unwrap_or_default().to_string(),
-                deployment: g
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some(tags::DEPLOYMENT))
-                    .and_then(|t| t.value())
-                    .map(str::to_string),
-                vpc: g.vpc_id().map(str::to_string),
-                owner: tag_value(g.tags(), tags::OWNER),
-                seat: seat_of(g.tags()),
+            .map(|g| {
+                let deployment = tag_value(g.tags(), tags::DEPLOYMENT);
+                SecurityGroup {
+                    id: g.group_id().unwrap_or_default().to_string(),
+                    name: g.group_name().unwrap_or_default().to_string(),
+                    vpc: g.vpc_id().map(str::to_string),
+                    owner: tag_value(g.tags(), tags::OWNER),
+                    seat: seat_of(g.tags()),
+                    class: deployment
+                        .is_none()
+                        .then(|| tag_value(g.tags(), tags::CLASS))
+                        .flatten(),
+                    deployment,
+                }
+            })
+            .collect())
+    }
+
+    /// The instances of a class's seats that are not ending (pending, running, stopping or
+    /// stopped), as (id, deployment): while there is one, the class's group is in use.
+    pub async fn class_instances_left(&self, class: &str) -> Result<Vec<(String, String)>> {
+        let req = self
+            .ec2
+            .describe_instances()
+            .filters(filter(
+                &format!("tag:{}", tags::MANAGED_BY),
+                &[tags::MANAGED_BY_VALUE],
+            ))
+            .filters(filter(&format!("tag:{}", tags::CLASS), &[class]))
+            .filters(filter(
+                "instance-state-name",
+                &["pending", "running", "stopping", "stopped"],
+            ));
+        Ok(self
+            .described(req, &format!("the seats of class `{class}`"))
+            .await?
+            .iter()
+            .filter_map(|i| {
+                let id = i.instance_id()?.to_string();
+                Some((
+                    id,
+                    tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default(),
+                ))
             })
             .collect())
     }
@@ -1474,6 +1599,11 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
             .security_groups()
             .iter()
             .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+        security_group_names: i
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_name().map(str::to_string))
             .collect(),
     }
 }

@@ -4,7 +4,8 @@
 //! login and repository: without this, a class of 30 asks each of them 30 times.
 //!
 //! Only answers that labship itself does not change in the same command are kept (never
-//! instances, volumes, groups or tokens); what removes a kept resource (a repository, the
+//! instances, volumes, a deployment's own group or tokens; a class's group is made, and its
+//! rules made right, once for all its seats); what removes a kept resource (a repository, the
 //! shared profile) forgets it. Callers asking at once wait for the one call in flight; when
 //! it fails, nothing is kept and the callers that waited each ask at once, as they would
 //! have without this (a failing lookup is not retried seat after seat). Each [`super::Aws`]
@@ -132,6 +133,12 @@ pub struct Lookups {
     pub registry_logins: Keyed<Option<String>, RegistryAuth>,
     /// Repositories made sure of (created, lifecycle policy, tagged), by name.
     pub repositories: Keyed<String, Repository>,
+    /// The security group a class's seats share, made sure of (found or created, and its
+    /// rules): its id and whether it was created, by class and VPC.
+    pub class_groups: Keyed<(String, String), (String, bool)>,
+    /// Groups whose rules were made exactly these (a class's seats share one): whether a
+    /// rule was added or removed, by group id and rules.
+    pub ingress_set: Keyed<(String, Vec<super::ec2::Ingress>), bool>,
     /// Not an answer kept: instances read by id at about the same time (a class's seats
     /// waiting for theirs), one DescribeInstances a round, rounds at least a second apart.
     pub instance_reads: super::rounds::Rounds<super::ec2::Instance>,

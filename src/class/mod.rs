@@ -276,7 +276,30 @@ pub async fn up<H: Host>(
             started[*i] = row;
         }
     }
-    let rows = started.into_iter().map(|s| s.row).collect();
+    let rows: Vec<SeatRow> = started.into_iter().map(|s| s.row).collect();
+    // No seat started (capacity, a quota): what the seats were to share goes too.
+    if rows.iter().all(|r| r.url.is_none()) {
+        match host.release_class(&config.name, options.force).await {
+            Ok(released) => {
+                for what in &released.removed {
+                    printer.note(format!(
+                        "Removed {what}: no seat of `{}` started",
+                        config.name
+                    ));
+                }
+                for e in &released.failures {
+                    printer.note(format!(
+                        "{e}; `labship down {} --ec2` removes it",
+                        config.name
+                    ));
+                }
+            }
+            Err(e) => printer.note(format!(
+                "the class's security group may be left: {}; `labship status` lists it",
+                one_line(&e)
+            )),
+        }
+    }
     Ok(RosterReport::new(host.target(), &config.name, rows))
 }
 
@@ -549,20 +572,32 @@ pub async fn down_preview<H: Host>(
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    let asks: Vec<String> = asks.into_iter().flatten().collect();
+    let mut asks: Vec<String> = asks.into_iter().flatten().collect();
+    let removing: Vec<&str> = seats.iter().map(|d| d.name.as_str()).collect();
+    asks.extend(host.release_preview(&config.name, &removing).await?);
     Ok((!asks.is_empty()).then(|| asks.join("; ")))
 }
 
+/// What [`down`] leaves of a class that it was asked to remove.
+#[derive(Debug, Default)]
+pub struct Left {
+    /// The seats not all removed (their failures are in the report).
+    pub seats: Vec<String>,
+    /// Why the security group the seats share is still there although no seat uses it.
+    pub group: Option<String>,
+}
+
 /// `labship down` of these seats ([`pick`]): each as `down` of its deployment would, all
-/// together ([`Host::down_each`]); one report, and the seats that are not all removed (their
-/// failures are in the report). One seat's failure does not stop the others.
+/// together ([`Host::down_each`]), then what the class's seats share once none uses it
+/// ([`Host::release_class`]); one report, and what is left. One seat's failure does not stop
+/// the others.
 pub async fn down<H: Host>(
     host: &H,
     config: &Config,
     options: &DownOptions,
     seats: Vec<DeploymentStatus>,
     printer: &Printer,
-) -> Result<(DownReport, Vec<String>)> {
+) -> Result<(DownReport, Left)> {
     let configs: Vec<Config> = seats
         .iter()
         .map(|d| seat_config_of(config, &d.name))
@@ -583,6 +618,22 @@ pub async fn down<H: Host>(
                 report.failures.push(format!("`{name}`: {}", one_line(&e)));
                 left.push(seat);
             }
+        }
+    }
+    let mut left = Left {
+        seats: left,
+        group: None,
+    };
+    match host.release_class(&config.name, options.force).await {
+        Ok(released) => {
+            left.group = released.failures.first().cloned();
+            report.absorb(released);
+        }
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Err(e) => {
+            let cause = one_line(&e);
+            report.failures.push(format!("`{}`: {cause}", config.name));
+            left.group = Some(cause);
         }
     }
     Ok((report, left))

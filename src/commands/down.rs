@@ -70,7 +70,17 @@ async fn on<H: Host>(
     if !args.yes {
         let preview = match &seats {
             Some(seats) => labship::class::down_preview(host, config, options, seats).await?,
-            None => host.down_preview(config, options).await?,
+            None if args.all => host.down_preview(config, options).await?,
+            // A plain deployment, or what a class of this name left: the group its seats
+            // shared, once they are all gone.
+            None => {
+                let own = host.down_preview(config, options).await?;
+                let class = host.release_preview(&config.name, &[&config.name]).await?;
+                match (own, class) {
+                    (Some(own), Some(class)) => Some(format!("{own}; {class}")),
+                    (own, class) => own.or(class),
+                }
+            }
         };
         if let Some(action) = preview {
             if !confirm(&action)? {
@@ -102,22 +112,43 @@ async fn on<H: Host>(
     };
     labship::interrupt::install(labship::interrupt::Then::Repeat(again.clone()))?;
     let Some(seats) = seats else {
-        let report = host.down(config, options, printer).await?;
-        return super::emit(printer, &report);
+        let mut report = host.down(config, options, printer).await?;
+        if args.all {
+            return super::emit(printer, &report);
+        }
+        let released = host.release_class(&config.name, options.force).await?;
+        let left = released.failures.first().cloned();
+        report.absorb(released);
+        super::emit(printer, &report)?;
+        return match left {
+            Some(cause) => Err(Error::ClassGroupLeft {
+                class: config.name.clone(),
+                cause,
+                again,
+            }),
+            None => Ok(()),
+        };
     };
     let total = seats.len();
     let (report, left) = labship::class::down(host, config, options, seats, printer).await?;
     super::emit(printer, &report)?;
-    if left.is_empty() {
-        return Ok(());
+    if !left.seats.is_empty() {
+        return Err(Error::SeatsLeft {
+            class: config.name.clone(),
+            failed: left.seats.len(),
+            total,
+            seats: left.seats.join(", "),
+            again,
+        });
     }
-    Err(Error::SeatsLeft {
-        class: config.name.clone(),
-        failed: left.len(),
-        total,
-        seats: left.join(", "),
-        again,
-    })
+    match left.group {
+        Some(cause) => Err(Error::ClassGroupLeft {
+            class: config.name.clone(),
+            cause,
+            again,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Asks on the terminal; false when the answer is no or there is no terminal to ask on.

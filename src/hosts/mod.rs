@@ -285,6 +285,22 @@ pub trait Host {
         printer: &Printer,
     ) -> Result<DownReport>;
 
+    /// Removes what the seats of `class` share once no seat uses it (EC2: the class's security
+    /// group); while one does, it is kept and the report says so. Nothing where seats share
+    /// nothing (local).
+    /// `force`: also when another identity made it.
+    async fn release_class(&self, class: &str, force: bool) -> Result<DownReport> {
+        let _ = force;
+        Ok(DownReport::new(self.target(), class, None))
+    }
+
+    /// What [`Host::release_class`] would remove once the deployments `removing` are down,
+    /// for the confirmation question (None: nothing).
+    async fn release_preview(&self, class: &str, removing: &[&str]) -> Result<Option<String>> {
+        let _ = (class, removing);
+        Ok(None)
+    }
+
     /// Removes several deployments (a class's seats), each as [`Host::down`] would; one
     /// result per deployment, in their order: a report (whose `failures`, when there are any,
     /// say what is left of it), or the error that left it. One's failure does not stop the

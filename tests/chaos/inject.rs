@@ -174,6 +174,8 @@ async fn busy_class(seed: u64, share: f64) {
             "seed {seed}: left of seat {seat}: {left:?}"
         );
     }
+    let group = class_group(&rig.aws_endpoint, &class);
+    assert!(group.is_none(), "seed {seed}: the class's group: {group:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,6 +242,12 @@ async fn no_capacity_class_falls_back_to_another_type() {
                     "left of seat {seat} after {after}: {left:?}"
                 );
             }
+            // No seat started: the group they were to share goes too.
+            let group = class_group(&endpoint, &class);
+            assert!(
+                group.is_none(),
+                "the class's group after {after}: {group:?}"
+            );
         }
     };
     nothing_of_the_seats("the refused launch").await;
@@ -281,6 +289,7 @@ async fn no_capacity_class_falls_back_to_another_type() {
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
         assert!(left.is_empty(), "left of seat {seat}: {left:?}");
     }
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
 /// A job whose host's launch never gets an answer (every RunInstances is applied and its

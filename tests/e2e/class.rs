@@ -465,6 +465,10 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
     assert!(calls("ecr:DescribeRepositories") <= 2);
     assert_eq!(calls("ec2:RunInstances"), 3);
+    // One security group for the class, made by the first seat with its rule; the others
+    // wait for it and take it.
+    assert_eq!(calls("ec2:CreateSecurityGroup"), 1);
+    assert_eq!(calls("ec2:AuthorizeSecurityGroupIngress"), 1);
     // The seats' waits read their instances together (aws::rounds): a DescribeInstances
     // named several.
     let shared = counted.report()["fired"].as_array().map_or(0, |f| {
@@ -523,6 +527,34 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         .collect();
     seats_tagged.sort();
     assert_eq!(seats_tagged, ["1", "2", "3"], "{instances:?}");
+    // Every seat's instance is in the class's one group, which names its class (and no
+    // deployment) and holds one rule: the class's port.
+    let group = class_group(&rig.aws_endpoint, &class).expect("the class's security group");
+    let group_id = group["GroupId"].as_str().expect("group id").to_string();
+    for i in &instances {
+        let groups: Vec<&str> = i["SecurityGroups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter_map(|g| g["GroupId"].as_str())
+            .collect();
+        assert_eq!(groups, [group_id.as_str()], "{i}");
+    }
+    let tag = |key: &str| {
+        group["Tags"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["Key"] == key))
+            .map(|t| t["Value"].clone())
+    };
+    assert_eq!(
+        tag("labship:class"),
+        Some(Value::from(class.as_str())),
+        "{group}"
+    );
+    assert_eq!(tag("labship:deployment"), None, "{group}");
+    let rules = group["IpPermissions"].as_array().expect("rules");
+    assert_eq!(rules.len(), 1, "{group}");
+    assert_eq!(rules[0]["FromPort"], port, "{group}");
 
     // distribute and collect through each seat's own Jupyter (pinned TLS).
     p.write("handout/week1.md", "# Week 1\n");
@@ -580,9 +612,23 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let pin1 = rows["1"]["tls_fingerprint"].as_str().expect("pin");
     assert_eq!(crate::ec2::jupyter_status(&at["1"], pin1, Some(other)), 200);
 
-    // down --seat 1: that seat's instance only.
-    json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
+    // down --seat 1: that seat's instance only; the class's group stays for the others (its
+    // confirmation does not offer to delete it, its report says why it is kept).
+    let asked = p.labship_at(&sim, &["down", "--ec2", "--seat", "1"], &[]);
+    assert!(!asked.status.success());
+    let question = unwrapped(&stderr(&asked));
+    assert!(question.contains(&format!("of `{class}-1`")), "{question}");
+    assert!(!question.contains(&group_id), "{question}");
+    let one = json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "1", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-1")).await;
+    assert!(
+        one["kept"].to_string().contains(&group_id),
+        "the class's group is kept: {one}"
+    );
+    assert_eq!(
+        class_group(&rig.aws_endpoint, &class).map(|g| g["GroupId"].clone()),
+        Some(Value::from(group_id.as_str()))
+    );
     assert_eq!(crate::ec2::jupyter_status(&at["2"], pin2, Some(new)), 200);
     // down of the class, with AWS refusing: seat 3's data volume (HTTP 500 on every attempt),
     // the TerminateInstances that names both seats' instances (seat 3's second), and every
@@ -603,22 +649,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         );
         found["Volumes"][0]["VolumeId"].as_str().map(str::to_string)
     };
-    let group_of = |seat: &str| {
-        let found = aws_json(
-            &rig.aws_endpoint,
-            &[
-                "ec2",
-                "describe-security-groups",
-                "--filters",
-                &format!("Name=tag:labship:deployment,Values={class}-{seat}"),
-            ],
-        );
-        found["SecurityGroups"][0]["GroupId"]
-            .as_str()
-            .map(str::to_string)
-    };
     let refused = volume_of("3").expect("seat 3's data volume");
-    let group3 = group_of("3").expect("seat 3's security group");
     let seat3 = class_instances(&rig.aws_endpoint, &class)
         .into_iter()
         .find(|i| {
@@ -684,14 +715,22 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert_eq!(calls("ssm:DeleteParameter"), 1, "{all}");
     assert_eq!(calls("iam:ListRoles"), 1, "{all}");
     // Listed for the class's seats (`Host::listing`, which reads no console), then by
-    // `down`: found, and found again once the instances are gone.
+    // `down`: the seats' own groups (none: they share the class's), again once the instances
+    // are gone, and the class's group, deleted as no seat's instance is left (seat 3's
+    // volume is not in its way).
     assert_eq!(calls("ec2:GetConsoleOutput"), 0, "{all}");
-    assert_eq!(calls("ec2:DescribeSecurityGroups"), 3, "{all}");
+    assert_eq!(calls("ec2:DescribeSecurityGroups"), 4, "{all}");
     assert_eq!(calls("ec2:DeleteSecurityGroup"), 1, "{all}");
+    assert!(
+        report["security_groups_deleted"]
+            .to_string()
+            .contains(&group_id),
+        "{report}"
+    );
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
     crate::ec2::assert_nothing_left(&format!("{class}-2")).await;
     assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
     assert_eq!(volume_of("3"), Some(refused.clone()));
-    assert_eq!(group_of("3").as_ref(), Some(&group3));
     let token_left = aws_cli(
         &rig.aws_endpoint,
         &[
@@ -705,22 +744,15 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
         token_left.status.success(),
         "seat 3's token went before its volume"
     );
-    // The volume and the group deleted by hand (in the console, say): seat 3's token, which
-    // names its class and seat in its tags, is all that is left of it. `status` lists it as
-    // the seat's, so the next down of the class finds and removes it; nothing of the class
-    // is left.
-    for args in [
-        ["ec2", "delete-volume", "--volume-id", refused.as_str()],
-        [
-            "ec2",
-            "delete-security-group",
-            "--group-id",
-            group3.as_str(),
-        ],
-    ] {
-        let deleted = aws_cli(&rig.aws_endpoint, &args);
-        assert!(deleted.status.success(), "{}", stderr(&deleted));
-    }
+    // The volume deleted by hand (in the console, say): seat 3's token, which names its
+    // class and seat in its tags, is all that is left of it. `status` lists it as the
+    // seat's, so the next down of the class finds and removes it; nothing of the class is
+    // left.
+    let deleted = aws_cli(
+        &rig.aws_endpoint,
+        &["ec2", "delete-volume", "--volume-id", refused.as_str()],
+    );
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
     let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
     let left = status["deployments"]
         .as_array()
@@ -731,6 +763,49 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert_eq!(left["seat"]["seat"], "3", "{left}");
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-3")).await;
+
+    // A class's group with no seat left (made by hand here, as an interrupted `down` would
+    // leave it): `status` lists it by the class's name, `down` of that name asks to delete
+    // it, and deletes it.
+    let vpc = group["VpcId"].as_str().expect("vpc");
+    let made = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            &format!("labship-class.{class}"),
+            "--description",
+            "left alone",
+            "--vpc-id",
+            vpc,
+            "--tag-specifications",
+            &format!(
+                "ResourceType=security-group,Tags=[{{Key=labship:managed-by,Value=labship}},{{Key=labship:class,Value={class}}}]"
+            ),
+        ],
+    );
+    let lone = made["GroupId"].as_str().expect("group id").to_string();
+    let status = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &[]));
+    let row = status["deployments"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == class.as_str()))
+        .unwrap_or_else(|| panic!("the class's lone group is not listed: {status}"));
+    assert_eq!(row["state"], "group left", "{row}");
+    assert!(row["note"].to_string().contains(&lone), "{row}");
+    let asked = p.labship_at(&sim, &["down", "--ec2"], &[]);
+    assert!(!asked.status.success());
+    let question = unwrapped(&stderr(&asked));
+    assert!(
+        question.contains(&format!("delete security group {lone} of class")),
+        "{question}"
+    );
+    let gone = json(&p.labship_at(&sim, &ec2_down_args(&[]), &[]));
+    assert!(
+        gone["security_groups_deleted"].to_string().contains(&lone),
+        "{gone}"
+    );
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
 /// `git ARGS` in `dir` (a committer set, so it works on a machine without git config).

@@ -680,6 +680,23 @@ pub fn class_instances(endpoint: &str, class: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The security group a class's seats share (`labship-class.CLASS`), as the AWS CLI
+/// describes it, if there is one.
+pub fn class_group(endpoint: &str, class: &str) -> Option<Value> {
+    let described = aws_json(
+        endpoint,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            &format!("Name=group-name,Values=labship-class.{class}"),
+        ],
+    );
+    described["SecurityGroups"]
+        .as_array()
+        .and_then(|all| all.first().cloned())
+}
+
 /// [`aws_cli`], which must succeed: its stdout as JSON.
 pub fn aws_json(endpoint: &str, args: &[&str]) -> Value {
     let out = aws_cli(endpoint, args);

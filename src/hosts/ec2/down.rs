@@ -119,6 +119,77 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     )))
 }
 
+/// What [`release_class`] would delete once `removing` (seat deployments, or the class's own
+/// name) are down: the class's security group when no other seat's instance uses it.
+pub async fn release_preview(aws: &Aws, class: &str, removing: &[&str]) -> Result<Option<String>> {
+    let cloud = Cloud::new(aws);
+    let one = [class];
+    let (groups, left) =
+        tokio::try_join!(cloud.class_groups(&one), cloud.class_instances_left(class))?;
+    if groups.is_empty() || left.iter().any(|(_, d)| !removing.contains(&d.as_str())) {
+        return Ok(None);
+    }
+    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+    Ok(Some(format!(
+        "delete security group {} of class `{class}` in {}",
+        ids.join(", "),
+        cloud.region
+    )))
+}
+
+/// The security group a class's seats share, deleted once no seat's instance is left (after
+/// a class's `down`, a plain `down` of the class's name when the group is all that is left,
+/// or a class's `up` in which no seat started); while one is, kept, and the report says
+/// which instances use it. A failure is in the report's `failures`; Err: Ctrl-C, or the
+/// first listing.
+pub async fn release_class(aws: &Aws, class: &str, force: bool) -> Result<DownReport> {
+    let cloud = Cloud::new(aws);
+    let mut report = DownReport::new(Target::Ec2, class, Some(cloud.region.clone()));
+    let groups = cloud.class_groups(&[class]).await?;
+    if groups.is_empty() {
+        return Ok(report);
+    }
+    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+    let left = cloud.class_instances_left(class).await?;
+    if !left.is_empty() {
+        let used: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+        report.kept.push(format!(
+            "security group {} of class `{class}`: the seats' instances {} use it",
+            ids.join(", "),
+            used.join(", ")
+        ));
+        return Ok(report);
+    }
+    let caller = cloud.caller_arn().await?;
+    if let Err(e) = super::require_owner(
+        class,
+        &caller,
+        groups.iter().map(|g| &g.owner),
+        force,
+        "remove",
+    ) {
+        report.failures.push(e.to_string());
+        return Ok(report);
+    }
+    for id in ids {
+        let deleted = interrupt::cancellable(
+            "deleting the class's security group",
+            cloud.delete_security_group(id, GROUP_WAIT),
+        )
+        .await;
+        match deleted {
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Ok(true) => {
+                report.security_groups_deleted.push(id.to_string());
+                report.removed.push(format!("security group {id}"));
+            }
+            Ok(false) => {}
+            Err(e) => report.failures.push(e.to_string()),
+        }
+    }
+    Ok(report)
+}
+
 /// `labship down NAME --ec2`: [`down_many`] of one deployment.
 pub async fn down(
     aws: &Aws,
@@ -933,16 +1004,26 @@ async fn remove_shared_role(cloud: &Cloud, report: &mut DownReport) {
     }
 }
 
-/// One deployment `down --all` found: what it has in one region.
+/// One deployment (or class) `down --all` found: what it has in one region.
 #[derive(Debug, Default)]
 struct Found {
     instances: Vec<Instance>,
     volumes: Vec<DataVolume>,
     groups: Vec<String>,
+    /// A class's: the group its seats share.
+    class_groups: Vec<String>,
+}
+
+impl Found {
+    /// A deployment's own resources (not only a class's group).
+    fn deployment(&self) -> bool {
+        !(self.instances.is_empty() && self.volumes.is_empty() && self.groups.is_empty())
+    }
 }
 
 /// Every labship deployment in every region this account has enabled, by (region, name):
-/// its instances, data volumes and security groups (a few regions at a time).
+/// its instances, data volumes and security groups, and the groups of classes' seats by
+/// (region, class) (a few regions at a time).
 async fn everywhere(aws: &Aws) -> Result<BTreeMap<(String, String), Found>> {
     use futures_util::{StreamExt as _, TryStreamExt as _};
     let regions = Cloud::new(aws).regions().await?;
@@ -966,12 +1047,18 @@ async fn everywhere(aws: &Aws) -> Result<BTreeMap<(String, String), Found>> {
             found.entry(key).or_default().instances.push(i);
         }
         for g in groups {
-            if let Some(dep) = g.deployment {
-                found
+            match (g.deployment, g.class) {
+                (Some(dep), _) => found
                     .entry((region.clone(), dep))
                     .or_default()
                     .groups
-                    .push(g.id);
+                    .push(g.id),
+                (None, Some(class)) => found
+                    .entry((region.clone(), class))
+                    .or_default()
+                    .class_groups
+                    .push(g.id),
+                (None, None) => {}
             }
         }
         for v in volumes.into_iter().filter(|v| !v.deployment.is_empty()) {
@@ -1005,6 +1092,11 @@ pub async fn preview_all(aws: &Aws, opts: &DownOptions) -> Result<Option<String>
                 )
             }));
             parts.extend(f.groups.iter().map(|g| format!("security group {g}")));
+            parts.extend(
+                f.class_groups
+                    .iter()
+                    .map(|g| format!("security group {g} of the class's seats")),
+            );
             format!("`{name}` in {region}: {}", parts.join(", "))
         })
         .collect();
@@ -1038,7 +1130,18 @@ pub async fn down_all(
     // Region by region, each region's deployments together (a class's seats in one
     // termination).
     let mut by_region: BTreeMap<&str, Vec<Config>> = BTreeMap::new();
-    for (region, name) in found.keys() {
+    let mut classes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for ((region, name), f) in &found {
+        if !f.class_groups.is_empty() {
+            classes
+                .entry(region.as_str())
+                .or_default()
+                .push(name.as_str());
+            by_region.entry(region.as_str()).or_default();
+        }
+        if !f.deployment() {
+            continue;
+        }
         let mut one = config.clone();
         one.name = name.clone();
         one.push.repository = format!("labship/{name}");
@@ -1047,8 +1150,15 @@ pub async fn down_all(
     for (region, configs) in by_region {
         interrupt::checkpoint("the next region")?;
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
-        printer.note(format!("Taking down `{}` in {region}", names.join("`, `")));
-        match down_many(&aws.in_region(region), &configs, &each, printer).await {
+        if !names.is_empty() {
+            printer.note(format!("Taking down `{}` in {region}", names.join("`, `")));
+        }
+        let done = if names.is_empty() {
+            Ok(Vec::new())
+        } else {
+            down_many(&aws.in_region(region), &configs, &each, printer).await
+        };
+        match done {
             Ok(results) => {
                 for (name, done) in results {
                     match done {
@@ -1062,6 +1172,14 @@ pub async fn down_all(
             Err(e) => report
                 .failures
                 .push(format!("`{}` in {region}: {e}", names.join("`, `"))),
+        }
+        // Then the groups classes' seats shared, once none of them is left.
+        for class in classes.get(region).into_iter().flatten() {
+            match release_class(&aws.in_region(region), class, each.force).await {
+                Ok(done) => report.absorb(done),
+                Err(e @ Error::Interrupted { .. }) => return Err(e),
+                Err(e) => report.failures.push(format!("`{class}` in {region}: {e}")),
+            }
         }
     }
     let cloud = Cloud::new(aws);

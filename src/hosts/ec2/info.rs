@@ -150,6 +150,8 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
             ..row(dep)
         });
     }
+    let (class_groups, groups): (Vec<_>, Vec<_>) =
+        groups.into_iter().partition(|g| g.class.is_some());
     for g in groups {
         let Some(dep) = g.deployment else { continue };
         if !rows.iter().any(|r| r.name == dep) {
@@ -192,6 +194,25 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
             seat,
             ..row(dep)
         });
+    }
+    // The group a class's seats shared, with no seat of the class left (a class's `up` in
+    // which no seat started, a `down` interrupted before it): listed by the class's name,
+    // which `down` takes.
+    for g in class_groups {
+        let Some(class) = g.class else { continue };
+        let seated = rows
+            .iter()
+            .any(|r| r.seat.as_ref().is_some_and(|s| s.class == class));
+        if !seated {
+            rows.push(DeploymentStatus {
+                state: "group left".into(),
+                note: Some(format!(
+                    "security group {} of the class's seats is left, and no seat; `labship down {class} --ec2` removes it",
+                    g.id
+                )),
+                ..row(class)
+            });
+        }
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)

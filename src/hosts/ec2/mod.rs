@@ -504,6 +504,14 @@ impl Host for Ec2Host {
     ) -> Result<Vec<(String, Result<DownReport>)>> {
         down::down_many(&self.aws, configs, options, printer).await
     }
+
+    async fn release_class(&self, class: &str, force: bool) -> Result<DownReport> {
+        down::release_class(&self.aws, class, force).await
+    }
+
+    async fn release_preview(&self, class: &str, removing: &[&str]) -> Result<Option<String>> {
+        down::release_preview(&self.aws, class, removing).await
+    }
 }
 
 /// Where labship reaches Jupyter on `inst` (on `port`): its public address, or with

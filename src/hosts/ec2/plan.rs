@@ -15,7 +15,8 @@ use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ec2_arch, root_volume_gib};
 use crate::aws::ebs::{self, DataVolume};
 use crate::aws::ec2::{
-    security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo, LaunchSpec,
+    class_group_name, security_group_name, HostImage, Ingress, Instance, InstanceTypeInfo,
+    LaunchSpec,
 };
 use crate::aws::iam;
 use crate::config::{Access, Config, HostAmi, Target};
@@ -412,7 +413,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         Err(e) => (Vec::new(), format!("left as it is: {e}")),
     };
     let security_group = SecurityGroupPlan {
-        name: security_group_name(name),
+        name: group_name(name, opts.seat.as_ref(), live.or(observed.stopped())),
         access: opts.access,
         ingress,
         source,
@@ -724,6 +725,21 @@ pub fn seat_tags(seat: Option<&crate::hosts::SeatOf>) -> Vec<(String, String)> {
         ]
     })
     .unwrap_or_default()
+}
+
+/// The security group a deployment's instance is in: the one it has, or for a new one its
+/// own ([`security_group_name`]), or, a seat's, the one its class's seats share
+/// ([`class_group_name`]).
+pub fn group_name(
+    deployment: &str,
+    seat: Option<&crate::hosts::SeatOf>,
+    instance: Option<&Instance>,
+) -> String {
+    match (instance.and_then(|i| i.security_group_names.first()), seat) {
+        (Some(has), _) => has.clone(),
+        (None, Some(seat)) => class_group_name(&seat.class),
+        (None, None) => security_group_name(deployment),
+    }
 }
 
 /// The tags of a new data volume: the deployment's, its name, `labship:volume=workspace`,
@@ -1192,6 +1208,7 @@ mod tests {
             access: Access::Https,
             owner: None,
             security_groups: vec!["sg-1".into()],
+            security_group_names: vec![security_group_name("lab")],
             idle_stop: Some(Some(crate::config::DEFAULT_IDLE_STOP)),
             ttl: Some(Some(crate::config::DEFAULT_TTL)),
             availability_zone: Some("eu-west-1a".into()),
@@ -1248,6 +1265,23 @@ mod tests {
         // A stopped instance is followed the same way (its start opens no port either).
         ssm.state = "stopped".into();
         assert_eq!(opts(&config).following(Some(&ssm)).access, Access::Ssm);
+    }
+
+    #[test]
+    fn a_new_seat_goes_into_its_class_group_and_an_instance_keeps_the_group_it_has() {
+        let seat = crate::hosts::SeatOf {
+            class: "ds".into(),
+            seat: "3".into(),
+            student: None,
+            email: None,
+        };
+        assert_eq!(group_name("ds-3", Some(&seat), None), "labship-class.ds");
+        assert_eq!(group_name("lab", None, None), "labship-lab");
+        // A seat an earlier labship made with a group of its own keeps it.
+        let older = instance("running", "img", 8888);
+        assert_eq!(group_name("ds-3", Some(&seat), Some(&older)), "labship-lab");
+        // No deployment's group can be a class's: a deployment's name has no dot.
+        assert!(crate::config::validate_name("class.ds").is_err());
     }
 
     #[test]

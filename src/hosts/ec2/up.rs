@@ -294,19 +294,25 @@ pub async fn up(
     // failure beside it would drop it half-way.
     let own_created =
         apply_own_role(&cloud, name, &observed.account, detail, None, printer).await?;
-    // A seat's group carries its class and seat, as its instance and volume do: `down` of the
-    // class finds a seat whose group alone is left.
-    let seat_tags = plan::seat_tags(opts.seat.as_ref());
-    let ((group, group_created), token) = tokio::try_join!(
-        cloud.ensure_security_group(name, &vpc, &detail.security_group.ingress, &seat_tags),
-        seal(&cloud, name, opts),
-    )?;
+    // A seat goes into the group its class's seats share (made by the first seat, with the
+    // class's one port), a deployment into its own.
+    let ingress = &detail.security_group.ingress;
+    let ensure_group = async {
+        match &opts.seat {
+            Some(seat) => cloud.ensure_class_group(&seat.class, &vpc, ingress).await,
+            None => cloud.ensure_security_group(name, &vpc, ingress).await,
+        }
+    };
+    let ((group, group_created), token) = tokio::try_join!(ensure_group, seal(&cloud, name, opts))?;
     if !own_role {
         interrupt::made(format!(
             "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
         ));
     }
-    interrupt::made(format!("security group {group} of `{name}`"));
+    interrupt::made(match &opts.seat {
+        Some(seat) => format!("security group {group} of class `{}`", seat.class),
+        None => format!("security group {group} of `{name}`"),
+    });
     if group_created {
         printer.note(format!(
             "Created security group {group} ({})",
@@ -361,7 +367,10 @@ pub async fn up(
         }
         // AWS said no (capacity, a quota, a permission): nothing was launched.
         (_, Err(e @ (Error::QuotaExceeded { .. } | Error::AccessDenied { .. }))) => {
-            undo_refused_launch(&cloud, name, &group, own_role, printer).await;
+            // A class's group stays for its other seats (the class's `up` removes it when no
+            // seat started).
+            let own_group = opts.seat.is_none().then_some(group.as_str());
+            undo_refused_launch(&cloud, name, own_group, own_role, printer).await;
             return Err(e);
         }
         // Ctrl-C (its report lists what was made), or an answer that may have been lost
@@ -747,14 +756,14 @@ async fn start(
 }
 
 /// After a launch that failed: when no instance of the deployment exists (AWS refused the
-/// launch: capacity, a quota, a parameter), its security group and sealed token serve nothing
-/// and are removed, so that nothing is left half-made. A class's `down` finds its seats by
+/// launch: capacity, a quota, a parameter), its own security group (`group`; a seat's is its
+/// class's) and sealed token serve nothing and are removed, so that nothing is left half-made. A class's `down` finds its seats by
 /// their instances and volumes, and would not find them. What cannot be checked or removed
 /// now is left as it is (said on stderr): `down` of the deployment removes it.
 async fn undo_refused_launch(
     cloud: &Cloud,
     name: &str,
-    group: &str,
+    group: Option<&str>,
     own_role: bool,
     printer: &Printer,
 ) {
@@ -771,14 +780,16 @@ async fn undo_refused_launch(
             )),
         }
     }
-    match cloud
-        .delete_security_group(group, Duration::from_secs(30))
-        .await
-    {
-        Ok(_) => interrupt::gone(&format!("security group {group} of `{name}`")),
-        Err(e) => printer.note(format!(
-            "could not delete the security group {group} of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
-        )),
+    if let Some(group) = group {
+        match cloud
+            .delete_security_group(group, Duration::from_secs(30))
+            .await
+        {
+            Ok(_) => interrupt::gone(&format!("security group {group} of `{name}`")),
+            Err(e) => printer.note(format!(
+                "could not delete the security group {group} of `{name}` after the failed launch: {e}; `labship down {name} --ec2` removes it"
+            )),
+        }
     }
     match sealed::remove(cloud, name).await {
         Ok(_) => interrupt::gone(&format!(
