@@ -4,7 +4,7 @@
 //! create-or-reuse is idempotent, so an interrupted `up` leaves only tagged resources that
 //! the next `up` reuses and `down` removes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
@@ -751,6 +751,46 @@ impl Cloud {
                 }
             })
             .collect())
+    }
+
+    /// The port of the seats in a class's group ([`class_group_name`]) that are not ending,
+    /// asked once in a command: a new seat takes it, as every rule of the group is for it.
+    /// None when no seat is in the group (the one most of them are on, should they differ).
+    pub async fn class_port(&self, class: &str) -> Result<Option<u16>> {
+        self.lookups
+            .class_ports
+            .get_or_try(class.to_string(), || async {
+                let group = class_group_name(class);
+                let req = self
+                    .ec2
+                    .describe_instances()
+                    .filters(filter(
+                        &format!("tag:{}", tags::MANAGED_BY),
+                        &[tags::MANAGED_BY_VALUE],
+                    ))
+                    .filters(filter(&format!("tag:{}", tags::CLASS), &[class]))
+                    .filters(filter(
+                        "instance-state-name",
+                        &["pending", "running", "stopping", "stopped"],
+                    ));
+                let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
+                for i in self
+                    .described(req, &format!("the seats of class `{class}`"))
+                    .await?
+                {
+                    let seat = to_instance(&i, "");
+                    if let (true, Some(port)) =
+                        (seat.security_group_names.contains(&group), seat.port)
+                    {
+                        *ports.entry(port).or_default() += 1;
+                    }
+                }
+                Ok(ports
+                    .into_iter()
+                    .max_by_key(|(_, n)| *n)
+                    .map(|(port, _)| port))
+            })
+            .await
     }
 
     /// The instances of a class's seats that are not ending (pending, running, stopping or

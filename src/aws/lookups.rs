@@ -136,6 +136,8 @@ pub struct Lookups {
     /// The security group a class's seats share, made sure of (found or created, and its
     /// rules): its id and whether it was created, by class and VPC.
     pub class_groups: Keyed<(String, String), (String, bool)>,
+    /// The port of the seats in a class's group (a new seat takes it), by class.
+    pub class_ports: Keyed<String, Option<u16>>,
     /// Groups whose rules were made exactly these (a class's seats share one): whether a
     /// rule was added or removed, by group id and rules.
     pub ingress_set: Keyed<(String, Vec<super::ec2::Ingress>), bool>,

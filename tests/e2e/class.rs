@@ -556,6 +556,43 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert_eq!(rules.len(), 1, "{group}");
     assert_eq!(rules[0]["FromPort"], port, "{group}");
 
+    // A seat added later without `--port` joins the class on its port (the rules of the
+    // group the seats share are for it), not on ec2.port; the others stay as they are. It is
+    // taken down again at once.
+    let mut more: Vec<&str> = ec2_up_args(&port_s)
+        .into_iter()
+        .filter(|a| *a != "--port" && *a != port_s.as_str())
+        .collect();
+    more.extend(["--seats", "4"]);
+    let grown = json(&p.labship_at(&sim, &more, &[]));
+    assert_eq!(grown["ready"], 4, "{grown}");
+    let grown_rows = rows_by_seat(&grown);
+    for id in ["1", "2", "3"] {
+        assert_eq!(grown_rows[id]["url"], rows[id]["url"], "{grown}");
+    }
+    let url4 = grown_rows["4"]["url"].as_str().expect("url");
+    let origin4 = crate::ec2::origin_of(url4);
+    assert!(
+        url4.starts_with(&format!(
+            "{}/lab?token=",
+            crate::ec2::on_port(&origin4, port)
+        )),
+        "{url4}"
+    );
+    assert_eq!(
+        crate::ec2::jupyter_status(
+            &origin4,
+            grown_rows["4"]["tls_fingerprint"].as_str().expect("pin"),
+            grown_rows["4"]["token"].as_str()
+        ),
+        200
+    );
+    let group_now = class_group(&rig.aws_endpoint, &class).expect("the class's group");
+    assert_eq!(group_now["GroupId"], group["GroupId"]);
+    assert_eq!(group_now["IpPermissions"], group["IpPermissions"]);
+    json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "4", "--delete-data"]), &[]));
+    crate::ec2::assert_nothing_left(&format!("{class}-4")).await;
+
     // distribute and collect through each seat's own Jupyter (pinned TLS).
     p.write("handout/week1.md", "# Week 1\n");
     let given = json(&p.labship_at(

@@ -187,6 +187,16 @@ impl Options {
         }
         opts
     }
+
+    /// A new seat of a class (no instance yet) without `--port`: the port of the seats in its
+    /// class's group (`class_port`), which every rule of that group is for.
+    pub fn joining(&self, class_port: Option<u16>) -> Options {
+        let mut opts = self.clone();
+        if let (false, Some(_), Some(port)) = (self.port_asked, &self.seat, class_port) {
+            opts.port = port;
+        }
+        opts
+    }
 }
 
 /// Everything [`plan`] decides from. Reading it changes nothing.
@@ -1316,6 +1326,35 @@ mod tests {
         // A deployment that is no seat takes the port of its settings.
         inst.seat = None;
         assert_eq!(opts(&config).following(Some(&inst)).port, 8888);
+    }
+
+    #[test]
+    fn a_new_seat_joins_its_class_on_the_port_of_the_seats_in_its_group() {
+        let (_dir, config) = config();
+        let seat = crate::hosts::SeatOf {
+            class: "ds".into(),
+            seat: "4".into(),
+            student: None,
+            email: None,
+        };
+        let class_up = crate::hosts::UpOptions {
+            seat: Some(seat.clone()),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &class_up).expect("options");
+        assert_eq!(o.joining(Some(9000)).port, 9000);
+        // No seat in the group yet: the deployment's port.
+        assert_eq!(o.joining(None).port, 8888);
+        // `--port`: that (the others move there too).
+        let asked = crate::hosts::UpOptions {
+            port: Some(9100),
+            seat: Some(seat),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &asked).expect("options");
+        assert_eq!(o.joining(Some(9000)).port, 9100);
+        // A deployment that is no seat joins nothing.
+        assert_eq!(opts(&config).joining(Some(9000)).port, 8888);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
     let cloud = Cloud::new(aws);
     let mut observed = check(&cloud, engine, config, opts.force).await?;
     plan::refusals(config, &observed)?;
-    let opts = &opts.following(observed.live().or(observed.stopped()));
+    let opts = &settled(&cloud, opts, &observed).await?;
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
     let (ami, vpc, ingress, profile, auth, ()) = tokio::try_join!(
         resolve_ami(&cloud, &config.ec2.ami, config.build.platform),
@@ -110,6 +110,18 @@ async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> 
     })
 }
 
+/// These options for the deployment as observed: its existing instance's settings
+/// ([`Options::following`]), or, for a new seat without `--port`, its class's port
+/// ([`Options::joining`]), as the seats share one group whose rules are for one port.
+async fn settled(cloud: &Cloud, opts: &Options, observed: &Observed) -> Result<Options> {
+    let existing = observed.live().or(observed.stopped());
+    let opts = opts.following(existing);
+    match (&opts.seat, existing, opts.port_asked) {
+        (Some(seat), None, false) => Ok(opts.joining(cloud.class_port(&seat.class).await?)),
+        _ => Ok(opts),
+    }
+}
+
 pub async fn up(
     engine: &Engine,
     aws: &Aws,
@@ -129,7 +141,7 @@ pub async fn up(
     )
     .await?;
     plan::refusals(config, &observed)?;
-    let opts = &opts.following(observed.live().or(observed.stopped()));
+    let opts = &settled(&cloud, opts, &observed).await?;
     if opts.access == Access::Ssm {
         // Without the plugin no one could reach what this would create.
         crate::tunnel::find_plugin()?;
