@@ -537,7 +537,7 @@ pub enum Error {
         again: String,
     },
 
-    #[error("the seats of `{class}` are removed, but not their security group: {cause}")]
+    #[error("the security group the seats of `{class}` share is not removed: {cause}")]
     #[diagnostic(
         code(labship::class::group_left),
         help("`{again}` tries it again; `labship status` lists it while it is there")

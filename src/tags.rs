@@ -31,8 +31,9 @@ pub const DATA_VOLUME: &str = "labship:data-volume";
 pub const VOLUME: &str = "labship:volume";
 pub const VOLUME_WORKSPACE: &str = "workspace";
 
-/// On a seat of a class (`up --seats`, `--roster`), on its instance and data volume: the
-/// class and the seat's id. Students' names and emails are not tags: anyone who may list
+/// On a seat of a class (`up --seats`, `--roster`), on its instance, data volume and token:
+/// the class and the seat's id; on the security group the seats share (which has no
+/// `labship:deployment`), the class alone. Students' names and emails are not tags: anyone who may list
 /// the account's instances would read them.
 pub const CLASS: &str = "labship:class";
 pub const SEAT: &str = "labship:seat";

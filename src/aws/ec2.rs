@@ -466,6 +466,7 @@ impl Cloud {
             tags::for_deployment(deployment),
             vpc,
             ingress,
+            false,
         )
         .await
     }
@@ -475,16 +476,27 @@ impl Cloud {
     /// wait for the first one's answer and take it as it is (they all ask for the same rules:
     /// the class's one port, from the same addresses). True for the one caller whose call
     /// created it.
+    ///
+    /// A group found is first shown to `allow` (the caller refuses another identity's), and
+    /// gets the rules added ([`Cloud::share_ingress`]), never removed: what no seat wants any
+    /// more goes when the class's `up` ends.
     pub async fn ensure_class_group(
         &self,
         class: &str,
         vpc: &str,
         ingress: &[Ingress],
+        allow: impl FnOnce(&SecurityGroup) -> Result<()>,
     ) -> Result<(String, bool)> {
         let ((id, created), mine) = self
             .lookups
             .class_groups
             .get_or_try_first((class.to_string(), vpc.to_string()), || async {
+                let found = self.class_groups(&[class]).await?;
+                if let Some(found) = found.into_iter().find(|g| g.vpc.as_deref() == Some(vpc)) {
+                    allow(&found)?;
+                    self.share_ingress(&found.id, ingress).await?;
+                    return Ok((found.id, false));
+                }
                 let mut pairs = vec![
                     (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_string()),
                     (tags::CLASS, class.to_string()),
@@ -496,6 +508,7 @@ impl Cloud {
                     pairs,
                     vpc,
                     ingress,
+                    true,
                 )
                 .await
             })
@@ -503,8 +516,9 @@ impl Cloud {
         Ok((id, created && mine))
     }
 
-    /// The group `name` in `vpc` with exactly `ingress`: found, or made with `pairs` as its
-    /// tags (and its Name). True when this call made it.
+    /// The group `name` in `vpc` with exactly `ingress` (`shared`, a class's: with `ingress`
+    /// added, see [`Cloud::share_ingress`]): found, or made with `pairs` as its tags (and its
+    /// Name). True when this call made it.
     async fn ensure_group(
         &self,
         name: &str,
@@ -512,6 +526,7 @@ impl Cloud {
         mut pairs: Vec<(&str, String)>,
         vpc: &str,
         ingress: &[Ingress],
+        shared: bool,
     ) -> Result<(String, bool)> {
         let name = name.to_string();
         let (id, created) = match self.find_security_group(&name, vpc).await? {
@@ -552,6 +567,11 @@ impl Cloud {
                 })
                 .collect();
             self.authorize(&id, perms).await?;
+            if shared {
+                self.record_shared(&id, ingress);
+            }
+        } else if shared {
+            self.share_ingress(&id, ingress).await?;
         } else {
             self.set_ingress(&id, ingress).await?;
         }
@@ -618,8 +638,172 @@ impl Cloud {
         Ok(changed && mine)
     }
 
+    /// The rules `inst`'s group (`group`) should have for this `up`: exactly `want` for a
+    /// deployment's own group; for the group a class's seats share, `want` added
+    /// ([`Cloud::share_ingress`]). True for the caller whose call changed a rule.
+    pub async fn allow_ingress(
+        &self,
+        group: &str,
+        inst: &Instance,
+        want: &[Ingress],
+    ) -> Result<bool> {
+        let shared = inst.seat.as_ref().is_some_and(|s| {
+            inst.security_group_names.first() == Some(&class_group_name(&s.class))
+        });
+        if shared {
+            self.share_ingress(group, want).await
+        } else {
+            self.reconcile_ingress(group, want).await
+        }
+    }
+
+    /// Gives a class's group (`group`) the rules a seat wants, removing none: while the seats
+    /// of one `up` move (`--port`), a seat not moved yet, or one whose move failed, keeps its
+    /// way in. What no seat wants any more goes at the end ([`Cloud::settle_class_group`]),
+    /// which keeps only rules asked for in this command. Once per command for these rules;
+    /// true for the caller whose call added one.
+    pub async fn share_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
+        self.record_shared(group, want);
+        let (changed, mine) = self
+            .lookups
+            .ingress_set
+            .get_or_try_first((group.to_string(), want.to_vec()), || {
+                self.change_ingress(group, want, false)
+            })
+            .await?;
+        Ok(changed && mine)
+    }
+
+    /// Remembers, for this command, the rules a seat asked of its class's group.
+    fn record_shared(&self, group: &str, want: &[Ingress]) {
+        let mut asked = self
+            .lookups
+            .shared_rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rules = asked.entry(group.to_string()).or_default();
+        for rule in want {
+            if !rules.contains(rule) {
+                rules.push(rule.clone());
+            }
+        }
+    }
+
+    /// After a class's `up`: each of its groups keeps exactly the rules its seats asked for
+    /// in this command ([`Cloud::share_ingress`]) on a port a seat in it reached over HTTPS
+    /// is on now (a seat whose move to another port failed keeps the old one's rules). A
+    /// group no seat of this command asked anything of is left as it is. True when a rule
+    /// was removed or added.
+    pub async fn settle_class_group(&self, class: &str) -> Result<bool> {
+        let asked = self
+            .lookups
+            .shared_rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let groups = self.class_groups(&[class]).await?;
+        if groups.iter().all(|g| !asked.contains_key(&g.id)) {
+            return Ok(false);
+        }
+        let seats = self.class_seats(class).await?;
+        let mut changed = false;
+        for g in groups {
+            let Some(rules) = asked.get(&g.id) else {
+                continue;
+            };
+            let ports: Vec<i32> = seats
+                .iter()
+                .filter(|s| s.security_group_names.contains(&g.name))
+                .filter(|s| s.access == crate::config::Access::Https)
+                .filter_map(|s| s.port.map(i32::from))
+                .collect();
+            let asked: Vec<(i32, String, &str)> = rules
+                .iter()
+                .filter(|r| ports.contains(&i32::from(r.port)))
+                .flat_map(|r| {
+                    r.cidrs
+                        .iter()
+                        .map(move |c| (i32::from(r.port), c.clone(), r.description.as_str()))
+                })
+                .collect();
+            // A rule goes when no seat is on its port, or when its port was asked about in
+            // this command without it (an address that changed); rules for a port a seat is
+            // still on that no seat asked about (a move that failed) stay.
+            let asked_ports: Vec<i32> = rules.iter().map(|r| i32::from(r.port)).collect();
+            let have = self.ingress_of(&g.id).await?;
+            let stale: Vec<&(i32, String)> = have
+                .iter()
+                .filter(|(p, c)| {
+                    !ports.contains(p)
+                        || (asked_ports.contains(p)
+                            && !asked.iter().any(|(ap, ac, _)| ap == p && ac == c))
+                })
+                .collect();
+            changed |= self.apply_ingress(&g.id, &have, &asked, &stale).await?;
+        }
+        Ok(changed)
+    }
+
     /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
     async fn set_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
+        self.change_ingress(group, want, true).await
+    }
+
+    /// Adds the rules of `want` the group lacks and, with `revoke`, removes the others; true
+    /// when a rule was added or removed.
+    async fn change_ingress(&self, group: &str, want: &[Ingress], revoke: bool) -> Result<bool> {
+        let have = self.ingress_of(group).await?;
+        let wanted: Vec<(i32, String, &str)> = want
+            .iter()
+            .flat_map(|i| {
+                i.cidrs
+                    .iter()
+                    .map(move |c| (i32::from(i.port), c.clone(), i.description.as_str()))
+            })
+            .collect();
+        let stale: Vec<&(i32, String)> = have
+            .iter()
+            .filter(|(p, c)| !wanted.iter().any(|(wp, wc, _)| wp == p && wc == c))
+            .filter(|_| revoke)
+            .collect();
+        self.apply_ingress(group, &have, &wanted, &stale).await
+    }
+
+    /// Removes `stale` and adds what of `wanted` the group lacks (`have`); true when a rule
+    /// was added or removed.
+    async fn apply_ingress(
+        &self,
+        group: &str,
+        have: &[(i32, String)],
+        wanted: &[(i32, String, &str)],
+        stale: &[&(i32, String)],
+    ) -> Result<bool> {
+        let missing: Vec<&(i32, String, &str)> = wanted
+            .iter()
+            .filter(|(p, c, _)| !have.iter().any(|(hp, hc)| hp == p && hc == c))
+            .collect();
+        if !stale.is_empty() {
+            let perms = stale.iter().map(|(p, c)| permission(*p, c, None)).collect();
+            self.ec2
+                .revoke_security_group_ingress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms))
+                .send()
+                .await
+                .map_err(|e| self.fail("ec2", "RevokeSecurityGroupIngress", group, &e))?;
+        }
+        if !missing.is_empty() {
+            let perms = missing
+                .iter()
+                .map(|(p, c, d)| permission(*p, c, Some(d)))
+                .collect();
+            self.authorize(group, perms).await?;
+        }
+        Ok(!stale.is_empty() || !missing.is_empty())
+    }
+
+    /// The group's inbound rules, as (port, CIDR).
+    async fn ingress_of(&self, group: &str) -> Result<Vec<(i32, String)>> {
         let out = self
             .ec2
             .describe_security_groups()
@@ -648,40 +832,7 @@ impl Cloud {
                     .collect()
             })
             .unwrap_or_default();
-        let wanted: Vec<(i32, String, &str)> = want
-            .iter()
-            .flat_map(|i| {
-                i.cidrs
-                    .iter()
-                    .map(move |c| (i32::from(i.port), c.clone(), i.description.as_str()))
-            })
-            .collect();
-        let stale: Vec<&(i32, String)> = have
-            .iter()
-            .filter(|(p, c)| !wanted.iter().any(|(wp, wc, _)| wp == p && wc == c))
-            .collect();
-        let missing: Vec<&(i32, String, &str)> = wanted
-            .iter()
-            .filter(|(p, c, _)| !have.iter().any(|(hp, hc)| hp == p && hc == c))
-            .collect();
-        if !stale.is_empty() {
-            let perms = stale.iter().map(|(p, c)| permission(*p, c, None)).collect();
-            self.ec2
-                .revoke_security_group_ingress()
-                .group_id(group)
-                .set_ip_permissions(Some(perms))
-                .send()
-                .await
-                .map_err(|e| self.fail("ec2", "RevokeSecurityGroupIngress", group, &e))?;
-        }
-        if !missing.is_empty() {
-            let perms = missing
-                .iter()
-                .map(|(p, c, d)| permission(*p, c, Some(d)))
-                .collect();
-            self.authorize(group, perms).await?;
-        }
-        Ok(!stale.is_empty() || !missing.is_empty())
+        Ok(have)
     }
 
     /// labship's security groups (of one deployment, or all).
@@ -753,49 +904,9 @@ impl Cloud {
             .collect())
     }
 
-    /// The port of the seats in a class's group ([`class_group_name`]) that are not ending,
-    /// asked once in a command: a new seat takes it, as every rule of the group is for it.
-    /// None when no seat is in the group (the one most of them are on, should they differ).
-    pub async fn class_port(&self, class: &str) -> Result<Option<u16>> {
-        self.lookups
-            .class_ports
-            .get_or_try(class.to_string(), || async {
-                let group = class_group_name(class);
-                let req = self
-                    .ec2
-                    .describe_instances()
-                    .filters(filter(
-                        &format!("tag:{}", tags::MANAGED_BY),
-                        &[tags::MANAGED_BY_VALUE],
-                    ))
-                    .filters(filter(&format!("tag:{}", tags::CLASS), &[class]))
-                    .filters(filter(
-                        "instance-state-name",
-                        &["pending", "running", "stopping", "stopped"],
-                    ));
-                let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
-                for i in self
-                    .described(req, &format!("the seats of class `{class}`"))
-                    .await?
-                {
-                    let seat = to_instance(&i, "");
-                    if let (true, Some(port)) =
-                        (seat.security_group_names.contains(&group), seat.port)
-                    {
-                        *ports.entry(port).or_default() += 1;
-                    }
-                }
-                Ok(ports
-                    .into_iter()
-                    .max_by_key(|(_, n)| *n)
-                    .map(|(port, _)| port))
-            })
-            .await
-    }
-
     /// The instances of a class's seats that are not ending (pending, running, stopping or
-    /// stopped), as (id, deployment): while there is one, the class's group is in use.
-    pub async fn class_instances_left(&self, class: &str) -> Result<Vec<(String, String)>> {
+    /// stopped).
+    async fn class_seats(&self, class: &str) -> Result<Vec<Instance>> {
         let req = self
             .ec2
             .describe_instances()
@@ -812,13 +923,62 @@ impl Cloud {
             .described(req, &format!("the seats of class `{class}`"))
             .await?
             .iter()
-            .filter_map(|i| {
-                let id = i.instance_id()?.to_string();
-                Some((
-                    id,
-                    tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default(),
-                ))
+            .map(|i| {
+                to_instance(
+                    i,
+                    &tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default(),
+                )
             })
+            .collect())
+    }
+
+    /// The port and access of the seats in a class's group ([`class_group_name`]) that are
+    /// not ending, asked once in a command: a seat in the group, or a new one, takes them
+    /// unless others are asked for, as the group's rules are for one port and one way in
+    /// (the ones most seats have, should they differ). None when no seat is in the group.
+    pub async fn class_settings(
+        &self,
+        class: &str,
+    ) -> Result<Option<(u16, crate::config::Access)>> {
+        self.lookups
+            .class_settings
+            .get_or_try(class.to_string(), || async {
+                let group = class_group_name(class);
+                let mut seen: BTreeMap<(u16, bool), usize> = BTreeMap::new();
+                for seat in self.class_seats(class).await? {
+                    if let (true, Some(port)) =
+                        (seat.security_group_names.contains(&group), seat.port)
+                    {
+                        let ssm = seat.access == crate::config::Access::Ssm;
+                        *seen.entry((port, ssm)).or_default() += 1;
+                    }
+                }
+                Ok(seen
+                    .into_iter()
+                    .max_by_key(|(_, n)| *n)
+                    .map(|((port, ssm), _)| {
+                        let access = if ssm {
+                            crate::config::Access::Ssm
+                        } else {
+                            crate::config::Access::Https
+                        };
+                        (port, access)
+                    }))
+            })
+            .await
+    }
+
+    /// The instances in a class's group ([`class_group_name`]) that are not ending (pending,
+    /// running, stopping or stopped), as (id, deployment): while there is one, the group is
+    /// in use. (A seat an earlier labship made has a group of its own and is not counted.)
+    pub async fn class_instances_left(&self, class: &str) -> Result<Vec<(String, String)>> {
+        let group = class_group_name(class);
+        Ok(self
+            .class_seats(class)
+            .await?
+            .into_iter()
+            .filter(|s| s.security_group_names.contains(&group))
+            .map(|s| (s.id, s.deployment))
             .collect())
     }
 

@@ -4,8 +4,8 @@
 //! login and repository: without this, a class of 30 asks each of them 30 times.
 //!
 //! Only answers that labship itself does not change in the same command are kept (never
-//! instances, volumes, a deployment's own group or tokens; a class's group is made, and its
-//! rules made right, once for all its seats); what removes a kept resource (a repository, the
+//! instances, volumes or tokens; a class's group is made once for all its seats, and a
+//! group's rules are made right once for the same rules); what removes a kept resource (a repository, the
 //! shared profile) forgets it. Callers asking at once wait for the one call in flight; when
 //! it fails, nothing is kept and the callers that waited each ask at once, as they would
 //! have without this (a failing lookup is not retried seat after seat). Each [`super::Aws`]
@@ -136,8 +136,12 @@ pub struct Lookups {
     /// The security group a class's seats share, made sure of (found or created, and its
     /// rules): its id and whether it was created, by class and VPC.
     pub class_groups: Keyed<(String, String), (String, bool)>,
-    /// The port of the seats in a class's group (a new seat takes it), by class.
-    pub class_ports: Keyed<String, Option<u16>>,
+    /// The port and access of the seats in a class's group (a new seat takes them), by
+    /// class.
+    pub class_settings: Keyed<String, Option<(u16, crate::config::Access)>>,
+    /// Not an answer kept: the rules the seats of this command asked of their class's group,
+    /// by group id (what the group keeps when the class's `up` ends).
+    pub shared_rules: Mutex<HashMap<String, Vec<super::ec2::Ingress>>>,
     /// Groups whose rules were made exactly these (a class's seats share one): whether a
     /// rule was added or removed, by group id and rules.
     pub ingress_set: Keyed<(String, Vec<super::ec2::Ingress>), bool>,

@@ -277,7 +277,18 @@ pub async fn up<H: Host>(
         }
     }
     let rows: Vec<SeatRow> = started.into_iter().map(|s| s.row).collect();
-    // No seat started (capacity, a quota): what the seats were to share goes too.
+    // What the seats share keeps what they need now (a rule for a port the seats left goes
+    // once every seat moved), and goes when no seat started (capacity, a quota). Not after
+    // Ctrl-C: the next `up` or `down` does it.
+    if crate::interrupt::requested() {
+        return Ok(RosterReport::new(host.target(), &config.name, rows));
+    }
+    if let Err(e) = host.settle_class(&config.name).await {
+        printer.note(format!(
+            "the rules of the class's security group were left as they are: {}",
+            one_line(&e)
+        ));
+    }
     if rows.iter().all(|r| r.url.is_none()) {
         match host.release_class(&config.name, options.force).await {
             Ok(released) => {

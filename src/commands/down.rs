@@ -116,9 +116,23 @@ async fn on<H: Host>(
         if args.all {
             return super::emit(printer, &report);
         }
-        let released = host.release_class(&config.name, options.force).await?;
-        let left = released.failures.first().cloned();
-        report.absorb(released);
+        // What was removed is reported whatever happens to the group.
+        let left = match host.release_class(&config.name, options.force).await {
+            Ok(released) => {
+                let left = released.failures.first().cloned();
+                report.absorb(released);
+                left
+            }
+            Err(e @ Error::Interrupted { .. }) => {
+                super::emit(printer, &report)?;
+                return Err(e);
+            }
+            Err(e) => {
+                let cause = e.to_string();
+                report.failures.push(format!("`{}`: {cause}", config.name));
+                Some(cause)
+            }
+        };
         super::emit(printer, &report)?;
         return match left {
             Some(cause) => Err(Error::ClassGroupLeft {

@@ -285,6 +285,14 @@ pub trait Host {
         printer: &Printer,
     ) -> Result<DownReport>;
 
+    /// After a class's `up`: what its seats share keeps only what they need now (EC2: the
+    /// rules of the class's group that no seat asked for in this command, or that are for
+    /// a port no seat is on any more, go). Nothing where seats share nothing (local).
+    async fn settle_class(&self, class: &str) -> Result<()> {
+        let _ = class;
+        Ok(())
+    }
+
     /// Removes what the seats of `class` share once no seat uses it (EC2: the class's security
     /// group); while one does, it is kept and the report says so. Nothing where seats share
     /// nothing (local).

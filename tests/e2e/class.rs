@@ -593,6 +593,74 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     json(&p.labship_at(&sim, &ec2_down_args(&["--seat", "4", "--delete-data"]), &[]));
     crate::ec2::assert_nothing_left(&format!("{class}-4")).await;
 
+    // `--port` on the running class moves every seat there (same token, same certificate);
+    // once all have moved, the group keeps the new port's rule only.
+    let port2 = free_port();
+    let port2_s = port2.to_string();
+    let mut moving = ec2_up_args(&port2_s);
+    moving.extend(["--seats", "3"]);
+    let moved = json(&p.labship_at(&sim, &moving, &[]));
+    assert_eq!(moved["ready"], 3, "{moved}");
+    let moved_rows = rows_by_seat(&moved);
+    for id in ["1", "2", "3"] {
+        let url = moved_rows[id]["url"].as_str().expect("url");
+        let origin = crate::ec2::origin_of(url);
+        assert!(
+            url.starts_with(&format!(
+                "{}/lab?token=",
+                crate::ec2::on_port(&origin, port2)
+            )),
+            "{url}"
+        );
+        assert_eq!(moved_rows[id]["token"], rows[id]["token"], "{moved}");
+        let pin = rows[id]["tls_fingerprint"].as_str().expect("pin");
+        assert_eq!(
+            crate::ec2::jupyter_status(&origin, pin, rows[id]["token"].as_str()),
+            200,
+            "seat {id} on its new port"
+        );
+        at.insert(id, origin);
+    }
+    let group_now = class_group(&rig.aws_endpoint, &class).expect("the class's group");
+    let rules = group_now["IpPermissions"].as_array().expect("rules");
+    assert_eq!(rules.len(), 1, "{group_now}");
+    assert_eq!(rules[0]["FromPort"], port2, "{group_now}");
+
+    // Another identity of the account does not join the class (its rules would open to its
+    // addresses): a fourth seat is refused before its token is made, and the group is as
+    // it was.
+    let (key, secret) = limited_user(
+        &rig.aws_endpoint,
+        &format!("{class}-other"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    );
+    let someone_else = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let mut joining = ec2_up_args(&port2_s);
+    joining.extend(["--seats", "4"]);
+    let refused = p.labship_at(&sim, &joining, &someone_else);
+    assert!(!refused.status.success(), "{}", stderr(&refused));
+    let roster: Value = serde_json::from_slice(&refused.stdout).expect("the roster as JSON");
+    let error4 = rows_by_seat(&roster)["4"]["error"].to_string();
+    assert!(error4.contains("belongs to"), "{roster}");
+    let token4 = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &format!("/labship/{class}-4/token"),
+        ],
+    );
+    assert!(!token4.status.success(), "seat 4's token was made");
+    assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 3);
+    assert_eq!(
+        class_group(&rig.aws_endpoint, &class).map(|g| g["IpPermissions"].clone()),
+        Some(group_now["IpPermissions"].clone())
+    );
+
     // distribute and collect through each seat's own Jupyter (pinned TLS).
     p.write("handout/week1.md", "# Week 1\n");
     let given = json(&p.labship_at(

@@ -1,7 +1,9 @@
 //! `labship down --ec2`: removes a deployment's resources in reverse order of creation
 //! (instances, then its data volume when asked, its security group and sealed token, then,
-//! when asked, its images), found by their tags and names; `--all` does that for every
-//! deployment in every region, then removes the shared IAM role. One failure does not stop the others; each is reported.
+//! when asked, its images), found by their tags and names; the group a class's seats share
+//! goes with the last of them ([`release_class`]). `--all` does that for every deployment
+//! (and class) in every region, then removes the shared IAM role. One failure does not stop
+//! the others; each is reported.
 //! Running it again finds nothing and says so.
 
 use std::collections::BTreeMap;

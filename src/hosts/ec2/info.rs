@@ -198,21 +198,26 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
     // The group a class's seats shared, with no seat of the class left (a class's `up` in
     // which no seat started, a `down` interrupted before it): listed by the class's name,
     // which `down` takes.
+    let mut alone: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for g in class_groups {
         let Some(class) = g.class else { continue };
         let seated = rows
             .iter()
             .any(|r| r.seat.as_ref().is_some_and(|s| s.class == class));
         if !seated {
-            rows.push(DeploymentStatus {
-                state: "group left".into(),
-                note: Some(format!(
-                    "security group {} of the class's seats is left, and no seat; `labship down {class} --ec2` removes it",
-                    g.id
-                )),
-                ..row(class)
-            });
+            alone.entry(class).or_default().push(g.id);
         }
+    }
+    // One row a class (its group in each VPC it was started in).
+    for (class, ids) in alone {
+        rows.push(DeploymentStatus {
+            state: "group left".into(),
+            note: Some(format!(
+                "security group {} of the class's seats is left, and no seat; `labship down {class} --ec2` removes it",
+                ids.join(", ")
+            )),
+            ..row(class)
+        });
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)

@@ -3,7 +3,8 @@
 //! `up` checks everything that can be checked without changing anything (instance type and
 //! its architecture against the image's platform, the host image, the VPC, the caller's
 //! address), builds and prepares the push, makes sure the shared instance role and the
-//! deployment's security group exist, then launches the instance while the layers are still
+//! deployment's security group (a class's seat: the group its class's seats share) exist,
+//! then launches the instance while the layers are still
 //! uploading: the user-data (rendered from `userdata/`) retries the pull until the image is
 //! there. The console shows the user-data's phase markers; the token is read from it.
 //!
@@ -503,6 +504,13 @@ impl Host for Ec2Host {
         printer: &Printer,
     ) -> Result<Vec<(String, Result<DownReport>)>> {
         down::down_many(&self.aws, configs, options, printer).await
+    }
+
+    async fn settle_class(&self, class: &str) -> Result<()> {
+        crate::aws::Cloud::new(&self.aws)
+            .settle_class_group(class)
+            .await
+            .map(|_| ())
     }
 
     async fn release_class(&self, class: &str, force: bool) -> Result<DownReport> {

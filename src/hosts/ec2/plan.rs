@@ -165,7 +165,7 @@ impl Options {
     /// deployment by its name) moves no URL a student was given, nor restarts its Jupyter.
     pub fn following(&self, existing: Option<&crate::aws::ec2::Instance>) -> Options {
         let mut opts = self.clone();
-        let asked = self.access_asked || self.public || !self.allow_cidr.is_empty();
+        let asked = self.way_in_asked();
         let Some(inst) = existing else {
             return opts;
         };
@@ -188,14 +188,27 @@ impl Options {
         opts
     }
 
-    /// A new seat of a class (no instance yet) without `--port`: the port of the seats in its
-    /// class's group (`class_port`), which every rule of that group is for.
-    pub fn joining(&self, class_port: Option<u16>) -> Options {
+    /// A class's seat in its class's group (or a new one): the port and access of the seats
+    /// in that group (`class`: [`crate::aws::Cloud::class_settings`]) unless others are
+    /// asked for (`--port`; `--access`, `--allow-cidr`, `--public`), as the group's rules are
+    /// for one port and one way in.
+    pub fn joining(&self, class: Option<(u16, Access)>) -> Options {
         let mut opts = self.clone();
-        if let (false, Some(_), Some(port)) = (self.port_asked, &self.seat, class_port) {
+        let Some((port, access)) = class.filter(|_| self.seat.is_some()) else {
+            return opts;
+        };
+        if !self.port_asked {
             opts.port = port;
         }
+        if !self.way_in_asked() {
+            opts.access = access;
+        }
         opts
+    }
+
+    /// A way in was asked for: `--access` (or `ec2.access`), `--allow-cidr` or `--public`.
+    pub fn way_in_asked(&self) -> bool {
+        self.access_asked || self.public || !self.allow_cidr.is_empty()
     }
 }
 
@@ -1342,7 +1355,9 @@ mod tests {
             ..Default::default()
         };
         let o = Options::resolve(&config, &class_up).expect("options");
-        assert_eq!(o.joining(Some(9000)).port, 9000);
+        assert_eq!(o.joining(Some((9000, Access::Https))).port, 9000);
+        // Its way in too: a class reached through SSM stays so for a seat added later.
+        assert_eq!(o.joining(Some((9000, Access::Ssm))).access, Access::Ssm);
         // No seat in the group yet: the deployment's port.
         assert_eq!(o.joining(None).port, 8888);
         // `--port`: that (the others move there too).
@@ -1352,9 +1367,18 @@ mod tests {
             ..Default::default()
         };
         let o = Options::resolve(&config, &asked).expect("options");
-        assert_eq!(o.joining(Some(9000)).port, 9100);
+        assert_eq!(o.joining(Some((9000, Access::Ssm))).port, 9100);
+        assert_eq!(o.joining(Some((9000, Access::Ssm))).access, Access::Ssm);
+        // `--allow-cidr`: reached over HTTPS, as asked.
+        let wider = crate::hosts::UpOptions {
+            allow_cidr: vec!["10.0.0.0/8".into()],
+            seat: asked.seat.clone(),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &wider).expect("options");
+        assert_eq!(o.joining(Some((9000, Access::Ssm))).access, Access::Https);
         // A deployment that is no seat joins nothing.
-        assert_eq!(opts(&config).joining(Some(9000)).port, 8888);
+        assert_eq!(opts(&config).joining(Some((9000, Access::Ssm))).port, 8888);
     }
 
     #[test]

@@ -111,15 +111,24 @@ async fn check(cloud: &Cloud, engine: &Engine, config: &Config, force: bool) -> 
 }
 
 /// These options for the deployment as observed: its existing instance's settings
-/// ([`Options::following`]), or, for a new seat without `--port`, its class's port
-/// ([`Options::joining`]), as the seats share one group whose rules are for one port.
+/// ([`Options::following`]), then, for a seat in its class's group or a new seat, the port
+/// and access of the seats in that group unless others are asked for
+/// ([`Options::joining`]): the group's rules are for one port and one way in.
 async fn settled(cloud: &Cloud, opts: &Options, observed: &Observed) -> Result<Options> {
     let existing = observed.live().or(observed.stopped());
     let opts = opts.following(existing);
-    match (&opts.seat, existing, opts.port_asked) {
-        (Some(seat), None, false) => Ok(opts.joining(cloud.class_port(&seat.class).await?)),
-        _ => Ok(opts),
+    let Some(seat) = &opts.seat else {
+        return Ok(opts);
+    };
+    let in_group = existing.is_none_or(|i| {
+        i.security_group_names
+            .contains(&crate::aws::ec2::class_group_name(&seat.class))
+    });
+    if !in_group || (opts.port_asked && opts.way_in_asked()) {
+        return Ok(opts);
     }
+    let class = cloud.class_settings(&seat.class).await?;
+    Ok(opts.joining(class))
 }
 
 pub async fn up(
@@ -272,7 +281,7 @@ pub async fn up(
         // Only now: had the new container failed, the old one (and its port) would still run.
         if let Some(group) = inst.security_groups.first() {
             cloud
-                .reconcile_ingress(group, &detail.security_group.ingress)
+                .allow_ingress(group, inst, &detail.security_group.ingress)
                 .await?;
         }
         retag_access(&cloud, inst, opts.access, printer).await?;
@@ -311,11 +320,28 @@ pub async fn up(
     let ingress = &detail.security_group.ingress;
     let ensure_group = async {
         match &opts.seat {
-            Some(seat) => cloud.ensure_class_group(&seat.class, &vpc, ingress).await,
+            Some(seat) => {
+                // Another identity's class is not joined without --force: its rules would
+                // open to this caller's addresses.
+                let caller = cloud.caller_arn().await?;
+                let allow = |g: &crate::aws::ec2::SecurityGroup| {
+                    super::require_owner(&seat.class, &caller, [&g.owner], opts.force, "join")
+                };
+                cloud
+                    .ensure_class_group(&seat.class, &vpc, ingress, allow)
+                    .await
+            }
             None => cloud.ensure_security_group(name, &vpc, ingress).await,
         }
     };
-    let ((group, group_created), token) = tokio::try_join!(ensure_group, seal(&cloud, name, opts))?;
+    let ((group, group_created), token) = if opts.seat.is_some() {
+        // The class's group first: another identity's class is refused before this seat's
+        // token is made.
+        let group = ensure_group.await?;
+        (group, seal(&cloud, name, opts).await?)
+    } else {
+        tokio::try_join!(ensure_group, seal(&cloud, name, opts))?
+    };
     if !own_role {
         interrupt::made(format!(
             "IAM role and instance profile {INSTANCE_PROFILE} (shared; `down --all` removes it)"
@@ -455,7 +481,7 @@ async fn in_place(
     let name = &config.name;
     if let (Some(group), Ok(_)) = (inst.security_groups.first(), &observed.ingress) {
         if cloud
-            .reconcile_ingress(group, &detail.security_group.ingress)
+            .allow_ingress(group, inst, &detail.security_group.ingress)
             .await?
         {
             printer.note(match detail.security_group.ingress.first() {
@@ -683,7 +709,7 @@ async fn start(
     ));
     if let (Some(group), Ok(_)) = (running.security_groups.first(), &observed.ingress) {
         cloud
-            .reconcile_ingress(group, &detail.security_group.ingress)
+            .allow_ingress(group, &running, &detail.security_group.ingress)
             .await?;
     }
     retag_access(cloud, &running, opts.access, printer).await?;
