@@ -540,7 +540,7 @@ pub enum Error {
     #[error("the security group the seats of `{class}` share is not removed: {cause}")]
     #[diagnostic(
         code(labship::class::group_left),
-        help("`{again}` tries it again; `labship status` lists it while it is there")
+        help("`{again}` tries it again (with --force when another identity made the group); `labship status` lists it while it is there")
     )]
     ClassGroupLeft {
         class: String,

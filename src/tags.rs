@@ -33,8 +33,8 @@ pub const VOLUME_WORKSPACE: &str = "workspace";
 
 /// On a seat of a class (`up --seats`, `--roster`), on its instance, data volume and token:
 /// the class and the seat's id; on the security group the seats share (which has no
-/// `labship:deployment`), the class alone. Students' names and emails are not tags: anyone who may list
-/// the account's instances would read them.
+/// `labship:deployment`), the class alone. Students' names and emails are not tags: anyone
+/// who may list the account's instances would read them.
 pub const CLASS: &str = "labship:class";
 pub const SEAT: &str = "labship:seat";
 

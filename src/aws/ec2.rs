@@ -213,6 +213,43 @@ fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
         .build()
 }
 
+/// An inbound rule as EC2 lists it: (port, CIDR).
+type Rule = (i32, String);
+/// An inbound rule to add: (port, CIDR, description).
+type NewRule<'a> = (i32, String, &'a str);
+
+/// What settling a class's group changes ([`Cloud::settle_class_group`]), from its rules
+/// (`have`, as (port, CIDR)), the rules the seats of this command asked for (`asked`), and the
+/// ports the HTTPS seats in it are on (`seated`, as DescribeInstances says, which may lag):
+/// (rules to add, rules to remove). A rule stays when it was asked for, or when its port
+/// was not asked about and a seat is on it (a seat whose move failed); it goes when no seat
+/// is on its port and no one asked for it (a port the seats left, or every seat reached
+/// through SSM now), or when its port was asked about without its address (an address that
+/// changed). Rules for SSH (port 22, `ec2.ssh_key`) are asked for as they are wanted.
+pub(crate) fn settled_rules<'a>(
+    have: &'a [Rule],
+    asked: &'a [Ingress],
+    seated: &[i32],
+) -> (Vec<NewRule<'a>>, Vec<&'a Rule>) {
+    let wanted: Vec<(i32, String, &str)> = asked
+        .iter()
+        .flat_map(|r| {
+            r.cidrs
+                .iter()
+                .map(move |c| (i32::from(r.port), c.clone(), r.description.as_str()))
+        })
+        .collect();
+    let asked_ports: Vec<i32> = asked.iter().map(|r| i32::from(r.port)).collect();
+    let remove = have
+        .iter()
+        .filter(|(p, c)| {
+            let wanted_here = wanted.iter().any(|(wp, wc, _)| wp == p && wc == c);
+            !wanted_here && (asked_ports.contains(p) || !seated.contains(p))
+        })
+        .collect();
+    (wanted, remove)
+}
+
 /// At most this many deployments are named in one describe's tag filter: EC2 takes up to 200
 /// filter values in a call, and the other filters use a few.
 pub(super) const TAG_VALUES_PER_CALL: usize = 100;
@@ -689,11 +726,11 @@ impl Cloud {
         }
     }
 
-    /// After a class's `up`: each of its groups keeps exactly the rules its seats asked for
-    /// in this command ([`Cloud::share_ingress`]) on a port a seat in it reached over HTTPS
-    /// is on now (a seat whose move to another port failed keeps the old one's rules). A
-    /// group no seat of this command asked anything of is left as it is. True when a rule
-    /// was removed or added.
+    /// After a class's `up`: each of its groups keeps the rules its seats asked for in this
+    /// command ([`Cloud::share_ingress`]) and those of a port an HTTPS seat in it is on that
+    /// no seat asked about (a seat whose move failed); see [`settled_rules`]. A group no seat
+    /// of this command asked anything of is left as it is. True when a rule was removed or
+    /// added.
     pub async fn settle_class_group(&self, class: &str) -> Result<bool> {
         let asked = self
             .lookups
@@ -711,35 +748,15 @@ impl Cloud {
             let Some(rules) = asked.get(&g.id) else {
                 continue;
             };
-            let ports: Vec<i32> = seats
+            let seated: Vec<i32> = seats
                 .iter()
-                .filter(|s| s.security_group_names.contains(&g.name))
+                .filter(|s| s.security_groups.contains(&g.id))
                 .filter(|s| s.access == crate::config::Access::Https)
                 .filter_map(|s| s.port.map(i32::from))
                 .collect();
-            let asked: Vec<(i32, String, &str)> = rules
-                .iter()
-                .filter(|r| ports.contains(&i32::from(r.port)))
-                .flat_map(|r| {
-                    r.cidrs
-                        .iter()
-                        .map(move |c| (i32::from(r.port), c.clone(), r.description.as_str()))
-                })
-                .collect();
-            // A rule goes when no seat is on its port, or when its port was asked about in
-            // this command without it (an address that changed); rules for a port a seat is
-            // still on that no seat asked about (a move that failed) stay.
-            let asked_ports: Vec<i32> = rules.iter().map(|r| i32::from(r.port)).collect();
             let have = self.ingress_of(&g.id).await?;
-            let stale: Vec<&(i32, String)> = have
-                .iter()
-                .filter(|(p, c)| {
-                    !ports.contains(p)
-                        || (asked_ports.contains(p)
-                            && !asked.iter().any(|(ap, ac, _)| ap == p && ac == c))
-                })
-                .collect();
-            changed |= self.apply_ingress(&g.id, &have, &asked, &stale).await?;
+            let (add, remove) = settled_rules(&have, rules, &seated);
+            changed |= self.apply_ingress(&g.id, &have, &add, &remove).await?;
         }
         Ok(changed)
     }
@@ -769,8 +786,8 @@ impl Cloud {
         self.apply_ingress(group, &have, &wanted, &stale).await
     }
 
-    /// Removes `stale` and adds what of `wanted` the group lacks (`have`); true when a rule
-    /// was added or removed.
+    /// Adds what of `wanted` the group lacks (`have`), then removes `stale` (a failure leaves
+    /// no one without a way in); true when a rule was added or removed.
     async fn apply_ingress(
         &self,
         group: &str,
@@ -782,6 +799,13 @@ impl Cloud {
             .iter()
             .filter(|(p, c, _)| !have.iter().any(|(hp, hc)| hp == p && hc == c))
             .collect();
+        if !missing.is_empty() {
+            let perms = missing
+                .iter()
+                .map(|(p, c, d)| permission(*p, c, Some(d)))
+                .collect();
+            self.authorize(group, perms).await?;
+        }
         if !stale.is_empty() {
             let perms = stale.iter().map(|(p, c)| permission(*p, c, None)).collect();
             self.ec2
@@ -791,13 +815,6 @@ impl Cloud {
                 .send()
                 .await
                 .map_err(|e| self.fail("ec2", "RevokeSecurityGroupIngress", group, &e))?;
-        }
-        if !missing.is_empty() {
-            let perms = missing
-                .iter()
-                .map(|(p, c, d)| permission(*p, c, Some(d)))
-                .collect();
-            self.authorize(group, perms).await?;
         }
         Ok(!stale.is_empty() || !missing.is_empty())
     }
@@ -905,8 +922,8 @@ impl Cloud {
     }
 
     /// The instances of a class's seats that are not ending (pending, running, stopping or
-    /// stopped).
-    async fn class_seats(&self, class: &str) -> Result<Vec<Instance>> {
+    /// stopped): while one is in the class's group, the group is in use.
+    pub async fn class_seats(&self, class: &str) -> Result<Vec<Instance>> {
         let req = self
             .ec2
             .describe_instances()
@@ -935,7 +952,8 @@ impl Cloud {
     /// The port and access of the seats in a class's group ([`class_group_name`]) that are
     /// not ending, asked once in a command: a seat in the group, or a new one, takes them
     /// unless others are asked for, as the group's rules are for one port and one way in
-    /// (the ones most seats have, should they differ). None when no seat is in the group.
+    /// (the ones most seats have, should they differ; of a tie, the highest port, and SSM,
+    /// which opens no port, before HTTPS). None when no seat is in the group.
     pub async fn class_settings(
         &self,
         class: &str,
@@ -966,20 +984,6 @@ impl Cloud {
                     }))
             })
             .await
-    }
-
-    /// The instances in a class's group ([`class_group_name`]) that are not ending (pending,
-    /// running, stopping or stopped), as (id, deployment): while there is one, the group is
-    /// in use. (A seat an earlier labship made has a group of its own and is not counted.)
-    pub async fn class_instances_left(&self, class: &str) -> Result<Vec<(String, String)>> {
-        let group = class_group_name(class);
-        Ok(self
-            .class_seats(class)
-            .await?
-            .into_iter()
-            .filter(|s| s.security_group_names.contains(&group))
-            .map(|s| (s.id, s.deployment))
-            .collect())
     }
 
     /// Deletes a security group, retrying while a terminated instance's network interface
@@ -1863,6 +1867,52 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settling_a_class_group_keeps_what_seats_asked_for_and_what_an_unmoved_seat_needs() {
+        let rule = |port: u16, cidrs: &[&str]| Ingress {
+            port,
+            cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            description: "d".into(),
+        };
+        let have = |rules: &[(i32, &str)]| -> Vec<(i32, String)> {
+            rules.iter().map(|(p, c)| (*p, c.to_string())).collect()
+        };
+        let removed = |have: &[(i32, String)], asked: &[Ingress], seated: &[i32]| {
+            let (_, remove) = settled_rules(have, asked, seated);
+            remove.into_iter().cloned().collect::<Vec<_>>()
+        };
+        // Every seat moved from 8888 to 9000: the old port's rule goes.
+        let now = have(&[(8888, "1.2.3.4/32"), (9000, "1.2.3.4/32")]);
+        let asked = [rule(9000, &["1.2.3.4/32"])];
+        assert_eq!(
+            removed(&now, &asked, &[9000]),
+            have(&[(8888, "1.2.3.4/32")])
+        );
+        // One seat's move failed (still on 8888, as its tag says): its rule stays. So does
+        // it when the tags lag behind the moves (every seat still read on 8888).
+        assert_eq!(removed(&now, &asked, &[9000, 8888]), Vec::new());
+        assert_eq!(removed(&now, &asked, &[8888]), Vec::new());
+        // The caller's address changed: the old one goes on the port asked about.
+        let now = have(&[(9000, "1.2.3.4/32")]);
+        let moved = [rule(9000, &["5.6.7.8/32"])];
+        let (add, remove) = settled_rules(&now, &moved, &[9000]);
+        assert_eq!(add, vec![(9000, "5.6.7.8/32".to_string(), "d")]);
+        assert_eq!(remove, vec![&(9000, "1.2.3.4/32".to_string())]);
+        // SSH (ec2.ssh_key) is asked for as Jupyter is: it stays, though no seat's Jupyter
+        // is on port 22.
+        let now = have(&[(9000, "1.2.3.4/32"), (22, "1.2.3.4/32")]);
+        let asked = [rule(9000, &["1.2.3.4/32"]), rule(22, &["1.2.3.4/32"])];
+        assert_eq!(removed(&now, &asked, &[9000]), Vec::new());
+        // ... and goes once no key asks for it.
+        assert_eq!(
+            removed(&now, &asked[..1], &[9000]),
+            have(&[(22, "1.2.3.4/32")])
+        );
+        // Every seat reached through SSM now: no rule is asked for, no HTTPS seat is on a
+        // port, every rule goes.
+        assert_eq!(removed(&now, &[], &[]).len(), 2);
+    }
 
     #[test]
     fn a_wait_for_stopped_gives_up_on_an_instance_being_terminated() {

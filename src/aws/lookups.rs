@@ -5,8 +5,8 @@
 //!
 //! Only answers that labship itself does not change in the same command are kept (never
 //! instances, volumes or tokens; a class's group is made once for all its seats, and a
-//! group's rules are made right once for the same rules); what removes a kept resource (a repository, the
-//! shared profile) forgets it. Callers asking at once wait for the one call in flight; when
+//! group's rules are made right once for the same rules); what removes a kept resource (a
+//! repository, the shared profile) forgets it. Callers asking at once wait for the one call in flight; when
 //! it fails, nothing is kept and the callers that waited each ask at once, as they would
 //! have without this (a failing lookup is not retried seat after seat). Each [`super::Aws`]
 //! has its own (`Aws::in_region` starts afresh: answers are per region).

@@ -283,6 +283,11 @@ async fn no_capacity_class_falls_back_to_another_type() {
         .filter_map(|i| i["InstanceType"].as_str())
         .collect();
     assert_eq!(types, ["t3a.medium", "t3a.medium"], "{instances:?}");
+    // Both in the group the class's seats share (which the down below removes).
+    let group = class_group(&rig.aws_endpoint, &class).expect("the class's group");
+    for i in &instances {
+        assert_eq!(i["SecurityGroups"][0]["GroupId"], group["GroupId"], "{i}");
+    }
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
     for seat in 1..=2 {
         let deployment = format!("{class}-{seat}");

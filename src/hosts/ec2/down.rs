@@ -122,28 +122,35 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
 }
 
 /// What [`release_class`] would delete once `removing` (seat deployments, or the class's own
-/// name) are down: the class's security group when no other seat's instance uses it.
+/// name) are down: the groups of the class's seats that no other seat's instance is in.
 pub async fn release_preview(aws: &Aws, class: &str, removing: &[&str]) -> Result<Option<String>> {
     let cloud = Cloud::new(aws);
     let one = [class];
-    let (groups, left) =
-        tokio::try_join!(cloud.class_groups(&one), cloud.class_instances_left(class))?;
-    if groups.is_empty() || left.iter().any(|(_, d)| !removing.contains(&d.as_str())) {
+    let (groups, seats) = tokio::try_join!(cloud.class_groups(&one), cloud.class_seats(class))?;
+    let free: Vec<&str> = groups
+        .iter()
+        .filter(|g| {
+            !seats.iter().any(|s| {
+                s.security_groups.contains(&g.id) && !removing.contains(&s.deployment.as_str())
+            })
+        })
+        .map(|g| g.id.as_str())
+        .collect();
+    if free.is_empty() {
         return Ok(None);
     }
-    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
     Ok(Some(format!(
         "delete security group {} of class `{class}` in {}",
-        ids.join(", "),
+        free.join(", "),
         cloud.region
     )))
 }
 
-/// The security group a class's seats share, deleted once no seat's instance is left (after
-/// a class's `down`, a plain `down` of the class's name when the group is all that is left,
-/// or a class's `up` in which no seat started); while one is, kept, and the report says
-/// which instances use it. A failure is in the report's `failures`; Err: Ctrl-C, or the
-/// first listing.
+/// The security group a class's seats share (one in each VPC the class was started in),
+/// deleted once no instance is in it (after a class's `down`, a plain `down` of the class's
+/// name when the group is all that is left, or a class's `up` in which no seat started);
+/// while one is, kept, and the report says which instances are. A failure is in the
+/// report's `failures`; Err: Ctrl-C, or a listing (the groups, the seats, the caller).
 pub async fn release_class(aws: &Aws, class: &str, force: bool) -> Result<DownReport> {
     let cloud = Cloud::new(aws);
     let mut report = DownReport::new(Target::Ec2, class, Some(cloud.region.clone()));
@@ -151,29 +158,40 @@ pub async fn release_class(aws: &Aws, class: &str, force: bool) -> Result<DownRe
     if groups.is_empty() {
         return Ok(report);
     }
-    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
-    let left = cloud.class_instances_left(class).await?;
-    if !left.is_empty() {
-        let used: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
-        report.kept.push(format!(
-            "security group {} of class `{class}`: the seats' instances {} use it",
-            ids.join(", "),
-            used.join(", ")
-        ));
+    let seats = cloud.class_seats(class).await?;
+    let mut free = Vec::new();
+    for g in &groups {
+        let used: Vec<&str> = seats
+            .iter()
+            .filter(|s| s.security_groups.contains(&g.id))
+            .map(|s| s.id.as_str())
+            .collect();
+        if used.is_empty() {
+            free.push(g);
+        } else {
+            report.kept.push(format!(
+                "security group {} of class `{class}`: the seats' instances {} are in it",
+                g.id,
+                used.join(", ")
+            ));
+        }
+    }
+    if free.is_empty() {
         return Ok(report);
     }
     let caller = cloud.caller_arn().await?;
     if let Err(e) = super::require_owner(
         class,
         &caller,
-        groups.iter().map(|g| &g.owner),
+        free.iter().map(|g| &g.owner),
         force,
         "remove",
     ) {
         report.failures.push(e.to_string());
         return Ok(report);
     }
-    for id in ids {
+    for g in free {
+        let id = g.id.as_str();
         let deleted = interrupt::cancellable(
             "deleting the class's security group",
             cloud.delete_security_group(id, GROUP_WAIT),

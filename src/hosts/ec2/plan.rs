@@ -163,6 +163,8 @@ impl Options {
     /// its idle stop and TTL stay unless others were asked for. A class's seat keeps its
     /// port unless `--port` is given: a seat's place in the roster (or a `up` of the seat's
     /// deployment by its name) moves no URL a student was given, nor restarts its Jupyter.
+    /// (A seat in its class's group then takes the port and access most seats in the group
+    /// have, [`Options::joining`]: they are the same unless a move failed.)
     pub fn following(&self, existing: Option<&crate::aws::ec2::Instance>) -> Options {
         let mut opts = self.clone();
         let asked = self.way_in_asked();

@@ -795,9 +795,9 @@ async fn start(
 
 /// After a launch that failed: when no instance of the deployment exists (AWS refused the
 /// launch: capacity, a quota, a parameter), its own security group (`group`; a seat's is its
-/// class's) and sealed token serve nothing and are removed, so that nothing is left half-made. A class's `down` finds its seats by
-/// their instances and volumes, and would not find them. What cannot be checked or removed
-/// now is left as it is (said on stderr): `down` of the deployment removes it.
+/// class's, which stays for the other seats) and sealed token serve nothing and are removed,
+/// so that nothing is left half-made. What cannot be checked or removed now is left as it
+/// is (said on stderr): `down` of the deployment removes it.
 async fn undo_refused_launch(
     cloud: &Cloud,
     name: &str,
