@@ -213,6 +213,18 @@ fn tag_spec(kind: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
         .build()
 }
 
+/// Each (port, CIDR) of `ingress`, with its description.
+fn rules_of(ingress: &[Ingress]) -> Vec<NewRule<'_>> {
+    ingress
+        .iter()
+        .flat_map(|r| {
+            r.cidrs
+                .iter()
+                .map(move |c| (i32::from(r.port), c.clone(), r.description.as_str()))
+        })
+        .collect()
+}
+
 /// An inbound rule as EC2 lists it: (port, CIDR).
 type Rule = (i32, String);
 /// An inbound rule to add: (port, CIDR, description).
@@ -231,14 +243,7 @@ pub(crate) fn settled_rules<'a>(
     asked: &'a [Ingress],
     seated: &[i32],
 ) -> (Vec<NewRule<'a>>, Vec<&'a Rule>) {
-    let wanted: Vec<(i32, String, &str)> = asked
-        .iter()
-        .flat_map(|r| {
-            r.cidrs
-                .iter()
-                .map(move |c| (i32::from(r.port), c.clone(), r.description.as_str()))
-        })
-        .collect();
+    let wanted = rules_of(asked);
     let asked_ports: Vec<i32> = asked.iter().map(|r| i32::from(r.port)).collect();
     let remove = have
         .iter()
@@ -595,13 +600,9 @@ impl Cloud {
         if created {
             // A new group has no ingress: add the rules without describing it first (a group
             // just made may not be visible to a describe yet).
-            let perms = ingress
+            let perms = rules_of(ingress)
                 .iter()
-                .flat_map(|i| {
-                    i.cidrs
-                        .iter()
-                        .map(move |c| permission(i32::from(i.port), c, Some(&i.description)))
-                })
+                .map(|(p, c, d)| permission(*p, c, Some(d)))
                 .collect();
             self.authorize(&id, perms).await?;
             if shared {
@@ -770,14 +771,7 @@ impl Cloud {
     /// when a rule was added or removed.
     async fn change_ingress(&self, group: &str, want: &[Ingress], revoke: bool) -> Result<bool> {
         let have = self.ingress_of(group).await?;
-        let wanted: Vec<(i32, String, &str)> = want
-            .iter()
-            .flat_map(|i| {
-                i.cidrs
-                    .iter()
-                    .map(move |c| (i32::from(i.port), c.clone(), i.description.as_str()))
-            })
-            .collect();
+        let wanted = rules_of(want);
         let stale: Vec<&(i32, String)> = have
             .iter()
             .filter(|(p, c)| !wanted.iter().any(|(wp, wc, _)| wp == p && wc == c))
