@@ -116,6 +116,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// It is in the group `class`'s seats share ([`class_group_name`]).
+    pub fn in_class_group(&self, class: &str) -> bool {
+        self.security_group_names.contains(&class_group_name(class))
+    }
+
     pub fn is_live(&self) -> bool {
         matches!(self.state.as_str(), "pending" | "running")
     }
@@ -508,7 +513,7 @@ impl Cloud {
             tags::for_deployment(deployment),
             vpc,
             ingress,
-            false,
+            None::<fn(&Option<String>) -> Result<()>>,
         )
         .await
     }
@@ -519,26 +524,20 @@ impl Cloud {
     /// the class's one port, from the same addresses). True for the one caller whose call
     /// created it.
     ///
-    /// A group found is first shown to `allow` (the caller refuses another identity's), and
-    /// gets the rules added ([`Cloud::share_ingress`]), never removed: what no seat wants any
+    /// The owner of a group found is first shown to `allow` (the caller refuses another
+    /// identity's), and the group gets the rules added ([`Cloud::share_ingress`]), never removed: what no seat wants any
     /// more goes when the class's `up` ends.
     pub async fn ensure_class_group(
         &self,
         class: &str,
         vpc: &str,
         ingress: &[Ingress],
-        allow: impl FnOnce(&SecurityGroup) -> Result<()>,
+        allow: impl FnOnce(&Option<String>) -> Result<()>,
     ) -> Result<(String, bool)> {
         let ((id, created), mine) = self
             .lookups
             .class_groups
             .get_or_try_first((class.to_string(), vpc.to_string()), || async {
-                let found = self.class_groups(&[class]).await?;
-                if let Some(found) = found.into_iter().find(|g| g.vpc.as_deref() == Some(vpc)) {
-                    allow(&found)?;
-                    self.share_ingress(&found.id, ingress).await?;
-                    return Ok((found.id, false));
-                }
                 let mut pairs = vec![
                     (tags::MANAGED_BY, tags::MANAGED_BY_VALUE.to_string()),
                     (tags::CLASS, class.to_string()),
@@ -550,7 +549,7 @@ impl Cloud {
                     pairs,
                     vpc,
                     ingress,
-                    true,
+                    Some(allow),
                 )
                 .await
             })
@@ -558,9 +557,10 @@ impl Cloud {
         Ok((id, created && mine))
     }
 
-    /// The group `name` in `vpc` with exactly `ingress` (`shared`, a class's: with `ingress`
-    /// added, see [`Cloud::share_ingress`]): found, or made with `pairs` as its tags (and its
-    /// Name). True when this call made it.
+    /// The group `name` in `vpc` with exactly `ingress`: found, or made with `pairs` as its
+    /// tags (and its Name). True when this call made it. A class's (`shared`: the owner of
+    /// one found is shown to it first) gets `ingress` added instead, see
+    /// [`Cloud::share_ingress`].
     async fn ensure_group(
         &self,
         name: &str,
@@ -568,11 +568,11 @@ impl Cloud {
         mut pairs: Vec<(&str, String)>,
         vpc: &str,
         ingress: &[Ingress],
-        shared: bool,
+        shared: Option<impl FnOnce(&Option<String>) -> Result<()>>,
     ) -> Result<(String, bool)> {
         let name = name.to_string();
-        let (id, created) = match self.find_security_group(&name, vpc).await? {
-            Some(id) => (id, false),
+        let (id, owner) = match self.find_group(&name, vpc).await? {
+            Some(found) => found,
             None => {
                 pairs.push(("Name", name.clone()));
                 match self
@@ -585,11 +585,14 @@ impl Cloud {
                     .send()
                     .await
                 {
-                    Ok(out) => (out.group_id().unwrap_or_default().to_string(), true),
+                    Ok(out) => {
+                        let id = out.group_id().unwrap_or_default().to_string();
+                        return self.with_rules(id, ingress, shared.is_some()).await;
+                    }
                     // Another `up` made it meanwhile.
                     Err(e) if error_code(&e) == "InvalidGroup.Duplicate" => {
-                        match self.find_security_group(&name, vpc).await? {
-                            Some(id) => (id, false),
+                        match self.find_group(&name, vpc).await? {
+                            Some(found) => found,
                             None => return Err(self.fail("ec2", "CreateSecurityGroup", &name, &e)),
                         }
                     }
@@ -597,26 +600,44 @@ impl Cloud {
                 }
             }
         };
-        if created {
-            // A new group has no ingress: add the rules without describing it first (a group
-            // just made may not be visible to a describe yet).
-            let perms = rules_of(ingress)
-                .iter()
-                .map(|(p, c, d)| permission(*p, c, Some(d)))
-                .collect();
-            self.authorize(&id, perms).await?;
-            if shared {
-                self.record_shared(&id, ingress);
+        match shared {
+            Some(allow) => {
+                allow(&owner)?;
+                self.share_ingress(&id, ingress).await?;
             }
-        } else if shared {
-            self.share_ingress(&id, ingress).await?;
-        } else {
-            self.set_ingress(&id, ingress).await?;
+            None => {
+                self.set_ingress(&id, ingress).await?;
+            }
         }
-        Ok((id, created))
+        Ok((id, false))
+    }
+
+    /// A group just made (`id`) given its rules; (`id`, true).
+    async fn with_rules(
+        &self,
+        id: String,
+        ingress: &[Ingress],
+        shared: bool,
+    ) -> Result<(String, bool)> {
+        // A new group has no ingress: add the rules without describing it first (a group just
+        // made may not be visible to a describe yet).
+        let perms = rules_of(ingress)
+            .iter()
+            .map(|(p, c, d)| permission(*p, c, Some(d)))
+            .collect();
+        self.authorize(&id, perms).await?;
+        if shared {
+            self.record_shared(&id, ingress);
+        }
+        Ok((id, true))
     }
 
     async fn find_security_group(&self, name: &str, vpc: &str) -> Result<Option<String>> {
+        Ok(self.find_group(name, vpc).await?.map(|(id, _)| id))
+    }
+
+    /// The group `name` in `vpc`, as (id, owner tag).
+    async fn find_group(&self, name: &str, vpc: &str) -> Result<Option<(String, Option<String>)>> {
         let out = self
             .ec2
             .describe_security_groups()
@@ -625,11 +646,10 @@ impl Cloud {
             .send()
             .await
             .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", name, &e))?;
-        Ok(out
-            .security_groups()
-            .first()
-            .and_then(|g| g.group_id())
-            .map(str::to_string))
+        Ok(out.security_groups().first().and_then(|g| {
+            let id = g.group_id()?.to_string();
+            Some((id, tag_value(g.tags(), tags::OWNER)))
+        }))
     }
 
     /// Adds ingress permissions (the rules of a new group, or the missing ones of an old one).
@@ -666,11 +686,17 @@ impl Cloud {
     /// share a group ask at once: the first one's call does it for all); true for the caller
     /// whose call added or removed a rule.
     pub async fn reconcile_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
+        self.ingress_once(group, want, true).await
+    }
+
+    /// [`Cloud::change_ingress`] once in a command for this group and these rules; true for
+    /// the caller whose call added or removed a rule.
+    async fn ingress_once(&self, group: &str, want: &[Ingress], revoke: bool) -> Result<bool> {
         let (changed, mine) = self
             .lookups
             .ingress_set
             .get_or_try_first((group.to_string(), want.to_vec()), || {
-                self.set_ingress(group, want)
+                self.change_ingress(group, want, revoke)
             })
             .await?;
         Ok(changed && mine)
@@ -685,10 +711,11 @@ impl Cloud {
         inst: &Instance,
         want: &[Ingress],
     ) -> Result<bool> {
-        let shared = inst.seat.as_ref().is_some_and(|s| {
-            inst.security_group_names.first() == Some(&class_group_name(&s.class))
-        });
-        if shared {
+        if inst
+            .seat
+            .as_ref()
+            .is_some_and(|s| inst.in_class_group(&s.class))
+        {
             self.share_ingress(group, want).await
         } else {
             self.reconcile_ingress(group, want).await
@@ -702,14 +729,7 @@ impl Cloud {
     /// true for the caller whose call added one.
     pub async fn share_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
         self.record_shared(group, want);
-        let (changed, mine) = self
-            .lookups
-            .ingress_set
-            .get_or_try_first((group.to_string(), want.to_vec()), || {
-                self.change_ingress(group, want, false)
-            })
-            .await?;
-        Ok(changed && mine)
+        self.ingress_once(group, want, false).await
     }
 
     /// Remembers, for this command, the rules a seat asked of its class's group.
@@ -772,7 +792,7 @@ impl Cloud {
     async fn change_ingress(&self, group: &str, want: &[Ingress], revoke: bool) -> Result<bool> {
         let have = self.ingress_of(group).await?;
         let wanted = rules_of(want);
-        let stale: Vec<&(i32, String)> = have
+        let stale: Vec<&Rule> = have
             .iter()
             .filter(|(p, c)| !wanted.iter().any(|(wp, wc, _)| wp == p && wc == c))
             .filter(|_| revoke)
@@ -785,11 +805,11 @@ impl Cloud {
     async fn apply_ingress(
         &self,
         group: &str,
-        have: &[(i32, String)],
-        wanted: &[(i32, String, &str)],
-        stale: &[&(i32, String)],
+        have: &[Rule],
+        wanted: &[NewRule<'_>],
+        stale: &[&Rule],
     ) -> Result<bool> {
-        let missing: Vec<&(i32, String, &str)> = wanted
+        let missing: Vec<&NewRule<'_>> = wanted
             .iter()
             .filter(|(p, c, _)| !have.iter().any(|(hp, hc)| hp == p && hc == c))
             .collect();
@@ -814,7 +834,7 @@ impl Cloud {
     }
 
     /// The group's inbound rules, as (port, CIDR).
-    async fn ingress_of(&self, group: &str) -> Result<Vec<(i32, String)>> {
+    async fn ingress_of(&self, group: &str) -> Result<Vec<Rule>> {
         let out = self
             .ec2
             .describe_security_groups()
@@ -822,7 +842,7 @@ impl Cloud {
             .send()
             .await
             .map_err(|e| self.fail("ec2", "DescribeSecurityGroups", group, &e))?;
-        let have: Vec<(i32, String)> = out
+        let have: Vec<Rule> = out
             .security_groups()
             .first()
             .map(|g| {
@@ -955,12 +975,9 @@ impl Cloud {
         self.lookups
             .class_settings
             .get_or_try(class.to_string(), || async {
-                let group = class_group_name(class);
                 let mut seen: BTreeMap<(u16, bool), usize> = BTreeMap::new();
                 for seat in self.class_seats(class).await? {
-                    if let (true, Some(port)) =
-                        (seat.security_group_names.contains(&group), seat.port)
-                    {
+                    if let (true, Some(port)) = (seat.in_class_group(class), seat.port) {
                         let ssm = seat.access == crate::config::Access::Ssm;
                         *seen.entry((port, ssm)).or_default() += 1;
                     }

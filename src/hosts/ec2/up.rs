@@ -120,10 +120,7 @@ async fn settled(cloud: &Cloud, opts: &Options, observed: &Observed) -> Result<O
     let Some(seat) = &opts.seat else {
         return Ok(opts);
     };
-    let in_group = existing.is_none_or(|i| {
-        i.security_group_names
-            .contains(&crate::aws::ec2::class_group_name(&seat.class))
-    });
+    let in_group = existing.is_none_or(|i| i.in_class_group(&seat.class));
     if !in_group || (opts.port_asked && opts.way_in_asked()) {
         return Ok(opts);
     }
@@ -324,8 +321,8 @@ pub async fn up(
                 // Another identity's class is not joined without --force: its rules would
                 // open to this caller's addresses.
                 let caller = cloud.caller_arn().await?;
-                let allow = |g: &crate::aws::ec2::SecurityGroup| {
-                    super::require_owner(&seat.class, &caller, [&g.owner], opts.force, "join")
+                let allow = |owner: &Option<String>| {
+                    super::require_owner(&seat.class, &caller, [owner], opts.force, "join")
                 };
                 cloud
                     .ensure_class_group(&seat.class, &vpc, ingress, allow)
