@@ -659,6 +659,80 @@ impl Error {
     /// same one a little later, may start.
     /// (A launch's answer: starting a stopped instance without capacity is `NoCapacity`,
     /// which another type cannot help.)
+    /// This error again, for another of the requests one call made together (the seats one
+    /// RunInstances launched): the AWS errors as they are, any other as an AWS error saying
+    /// it.
+    #[must_use]
+    pub fn again(&self) -> Error {
+        match self {
+            Error::QuotaExceeded {
+                action,
+                resource,
+                region,
+                message,
+                hint,
+            } => Error::QuotaExceeded {
+                action: action.clone(),
+                resource: resource.clone(),
+                region: region.clone(),
+                message: message.clone(),
+                hint: hint.clone(),
+            },
+            Error::AccessDenied {
+                action,
+                resource,
+                region,
+                policy,
+                message,
+            } => Error::AccessDenied {
+                action: action.clone(),
+                resource: resource.clone(),
+                region: region.clone(),
+                policy,
+                message: message.clone(),
+            },
+            Error::AwsUnavailable {
+                action,
+                resource,
+                region,
+                message,
+            } => Error::AwsUnavailable {
+                action: action.clone(),
+                resource: resource.clone(),
+                region: region.clone(),
+                message: message.clone(),
+            },
+            Error::CredentialsRejected { region, message } => Error::CredentialsRejected {
+                region: region.clone(),
+                message: message.clone(),
+            },
+            Error::Aws {
+                action,
+                resource,
+                region,
+                message,
+                hint,
+            } => Error::Aws {
+                action: action.clone(),
+                resource: resource.clone(),
+                region: region.clone(),
+                message: message.clone(),
+                hint: hint.clone(),
+            },
+            Error::Interrupted { step, summary } => Error::Interrupted {
+                step: step.clone(),
+                summary: summary.clone(),
+            },
+            other => Error::Aws {
+                action: "ec2:RunInstances".into(),
+                resource: String::new(),
+                region: String::new(),
+                message: other.to_string(),
+                hint: "see the error of the first seat launched with this one".into(),
+            },
+        }
+    }
+
     pub fn is_no_capacity(&self) -> bool {
         matches!(self, Error::QuotaExceeded { message, .. }
             if message.starts_with("InsufficientInstanceCapacity"))

@@ -37,6 +37,10 @@ pub const VOLUME_WORKSPACE: &str = "workspace";
 /// who may list the account's instances would read them.
 pub const CLASS: &str = "labship:class";
 pub const SEAT: &str = "labship:seat";
+/// On the instances of a class's seats launched by one RunInstances: the seats' ids in
+/// launch-index order, space-separated (each instance is the seat of its `AmiLaunchIndex`
+/// until its own `labship:deployment` and `labship:seat` tags are set, right after).
+pub const LAUNCH_SEATS: &str = "labship:launch-seats";
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

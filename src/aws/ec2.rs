@@ -954,12 +954,7 @@ impl Cloud {
             .described(req, &format!("the seats of class `{class}`"))
             .await?
             .iter()
-            .map(|i| {
-                to_instance(
-                    i,
-                    &tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default(),
-                )
-            })
+            .map(|i| to_instance(i, &deployment_of(i, "")))
             .collect())
     }
 
@@ -1025,6 +1020,29 @@ impl Cloud {
         security_group: &str,
         profile_wait: Duration,
     ) -> Result<Instance> {
+        let launched = self
+            .launch_many(spec, 1, security_group, profile_wait)
+            .await?;
+        launched.into_iter().next().ok_or_else(|| Error::Aws {
+            action: "ec2:RunInstances".into(),
+            resource: spec.deployment.clone(),
+            region: self.region.clone(),
+            message: "RunInstances returned no instance".into(),
+            hint: "check the EC2 console; run `labship down` to remove anything made".into(),
+        })
+    }
+
+    /// Launches up to `count` instances of one spec with one RunInstances (as many as EC2
+    /// has capacity for, at least one), in launch-index order (`spec.deployment` names the
+    /// call: a class's name for its seats). Retried as [`Cloud::launch`].
+    pub async fn launch_many(
+        &self,
+        spec: &LaunchSpec,
+        count: usize,
+        security_group: &str,
+        profile_wait: Duration,
+    ) -> Result<Vec<Instance>> {
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
         let instance_tags = borrowed(&spec.instance_tags);
         let volume_tags = borrowed(&spec.volume_tags);
         let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
@@ -1037,7 +1055,7 @@ impl Cloud {
                 .image_id(&spec.ami)
                 .instance_type(InstanceType::from(spec.instance_type.as_str()))
                 .min_count(1)
-                .max_count(1)
+                .max_count(count)
                 .client_token(&client_token)
                 .user_data(&user_data)
                 // A `shutdown` on the host (the idle watchdog, the TTL) stops the instance:
@@ -1107,18 +1125,14 @@ impl Cloud {
             };
             match req.send().await {
                 Ok(out) => {
-                    let Some(first) = out.instances().first() else {
-                        return Err(Error::Aws {
-                            action: "ec2:RunInstances".into(),
-                            resource: spec.deployment.clone(),
-                            region: self.region.clone(),
-                            message: "RunInstances returned no instance".into(),
-                            hint:
-                                "check the EC2 console; run `labship down` to remove anything made"
-                                    .into(),
-                        });
-                    };
-                    Ok(Step::Done(to_instance(first, &spec.deployment)))
+                    let mut launched: Vec<_> = out.instances().iter().collect();
+                    launched.sort_by_key(|i| i.ami_launch_index());
+                    Ok(Step::Done(
+                        launched
+                            .into_iter()
+                            .map(|i| to_instance(i, &deployment_of(i, &spec.deployment)))
+                            .collect(),
+                    ))
                 }
                 // Both are propagation delays of what this `up` just created.
                 Err(e) if profile_not_ready(&e) || error_code(&e) == "InvalidGroup.NotFound" => {
@@ -1174,8 +1188,7 @@ impl Cloud {
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
         {
-            let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
-            found.push(to_instance(i, &dep));
+            found.push(to_instance(i, &deployment_of(i, "")));
         }
         found.sort_by(|a, b| {
             a.deployment
@@ -1322,8 +1335,7 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .map(|i| {
-                let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
-                let found = to_instance(i, &dep);
+                let found = to_instance(i, &deployment_of(i, ""));
                 (found.id.clone(), found)
             })
             .collect())
@@ -1340,10 +1352,7 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .next()
-            .map(|i| {
-                let dep = tag_value(i.tags(), tags::DEPLOYMENT).unwrap_or_default();
-                to_instance(i, &dep)
-            }))
+            .map(|i| to_instance(i, &deployment_of(i, ""))))
     }
 
     /// The serial console (decoded lossily; None while EC2 has nothing yet).
@@ -1395,6 +1404,12 @@ impl Cloud {
             ],
         )
         .await
+    }
+
+    /// Gives an instance launched with others ([`Cloud::launch_many`]) the tags of its own
+    /// (its deployment and seat: they were the class's at creation).
+    pub async fn tag_launched(&self, id: &str, pairs: &[(String, String)]) -> Result<()> {
+        self.retag(id, &borrowed(pairs)).await
     }
 
     /// Sets (or replaces) tags of an existing instance.
@@ -1763,6 +1778,29 @@ pub(super) fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<S
         .map(str::to_string)
 }
 
+/// The seat an instance launched with others is, by its launch index among the seats its
+/// `labship:launch-seats` tag lists (until its own tags are set; see [`Cloud::tag_launched`]).
+fn launched_seat(i: &aws_sdk_ec2::types::Instance) -> Option<crate::hosts::SeatOf> {
+    let index = usize::try_from(i.ami_launch_index()?).ok()?;
+    Some(crate::hosts::SeatOf {
+        class: tag_value(i.tags(), tags::CLASS)?,
+        seat: tag_value(i.tags(), tags::LAUNCH_SEATS)?
+            .split_whitespace()
+            .nth(index)?
+            .to_string(),
+        student: None,
+        email: None,
+    })
+}
+
+/// The deployment an instance is: its tag's, or the seat its launch index makes it, or
+/// `otherwise`.
+fn deployment_of(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> String {
+    tag_value(i.tags(), tags::DEPLOYMENT)
+        .or_else(|| launched_seat(i).map(|s| crate::class::seat_deployment(&s.class, &s.seat)))
+        .unwrap_or_else(|| otherwise.to_string())
+}
+
 fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
     let launched = i.launch_time();
     Instance {
@@ -1798,7 +1836,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
-        seat: seat_of(i.tags()),
+        seat: seat_of(i.tags()).or_else(|| launched_seat(i)),
         inputs: tag_value(i.tags(), tags::INPUTS),
         profile: i
             .iam_instance_profile()

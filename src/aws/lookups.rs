@@ -148,6 +148,11 @@ pub struct Lookups {
     /// Not an answer kept: instances read by id at about the same time (a class's seats
     /// waiting for theirs), one DescribeInstances a round, rounds at least a second apart.
     pub instance_reads: super::rounds::Rounds<super::ec2::Instance>,
+    /// Not an answer kept: the launches of a class's seats, made together.
+    pub seat_launches: super::together::Together<
+        crate::hosts::ec2::launch::SeatLaunch,
+        Result<super::ec2::Instance>,
+    >,
 }
 
 #[cfg(test)]

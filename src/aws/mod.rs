@@ -16,6 +16,7 @@ pub mod retry;
 pub mod rounds;
 pub mod s3;
 pub mod ssm;
+pub mod together;
 
 use std::time::Duration;
 

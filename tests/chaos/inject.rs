@@ -195,8 +195,9 @@ async fn busy_aws_class_seed_2() {
 /// seats (their security groups and tokens go with the refused launch). The account's vCPU
 /// quota used up: the seats fail with it at once, not tried again (the seats that started
 /// use the quota, and a fallback type of the same quota group meets the same limit), and
-/// nothing is left of them. With `--fallback-type t3a.medium`: the second batch starts
-/// every seat on it, the roster says so, and `down` leaves nothing.
+/// nothing is left of them. With capacity for one t3.medium only and `--fallback-type
+/// t3a.medium`: the one RunInstances for both seats launches one (the first seat's), the
+/// second batch starts the other on t3a.medium, the roster says so, and `down` leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_capacity_class_falls_back_to_another_type() {
     let rig = rig();
@@ -269,20 +270,45 @@ async fn no_capacity_class_falls_back_to_another_type() {
 
     faults.set(
         1,
-        json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "fault": "capacity"}]),
+        json!([{"action": "ec2:RunInstances", "param": {"InstanceType": "t3.medium"}, "launch_at_most": 1}]),
     );
     args.extend(["--fallback-type", "t3a.medium"]);
     let up: Value = json(&p.labship_at(&sim, &args, &env));
     assert_eq!(up["ready"], 2, "{up}");
-    for row in up["seats"].as_array().expect("seats") {
-        assert_eq!(row["fallback_type"], "t3a.medium", "{row}");
-    }
-    let instances = class_instances(&rig.aws_endpoint, &class);
-    let types: Vec<&str> = instances
+    let fallbacks: Vec<&Value> = up["seats"]
+        .as_array()
+        .expect("seats")
         .iter()
-        .filter_map(|i| i["InstanceType"].as_str())
+        .map(|row| &row["fallback_type"])
         .collect();
-    assert_eq!(types, ["t3a.medium", "t3a.medium"], "{instances:?}");
+    assert_eq!(fallbacks, [&Value::Null, &json!("t3a.medium")], "{up}");
+    // One RunInstances for both seats (one launched), one for the seat without an instance.
+    assert_eq!(faults.report()["calls"]["ec2:RunInstances"], 2, "{up}");
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    let mut types: Vec<(&str, &str)> = instances
+        .iter()
+        .map(|i| {
+            let tag = |key: &str| {
+                i["Tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["Key"] == key)
+                    .and_then(|t| t["Value"].as_str())
+                    .unwrap_or_default()
+            };
+            (
+                tag("labship:seat"),
+                i["InstanceType"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [("1", "t3.medium"), ("2", "t3a.medium")],
+        "{instances:?}"
+    );
     // Both in the group the class's seats share (which the down below removes).
     let group = class_group(&rig.aws_endpoint, &class).expect("the class's group");
     for i in &instances {

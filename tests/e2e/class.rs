@@ -450,8 +450,8 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     let report = json(&p.labship_at(&sim, &args, &[("AWS_ACCESS_KEY_ID", counted.key.as_str())]));
     let calls = |action: &str| counted.report()["calls"][action].as_u64().unwrap_or(0);
     assert_eq!(report["ready"], 3, "{report}");
-    // What is the same for every seat is asked once for the class; each seat has its own
-    // launch (one RunInstances per seat: batches are not built).
+    // What is the same for every seat is asked once for the class, and the seats' instances
+    // are launched by one RunInstances (each then gets its own tags).
     for once in [
         "sts:GetCallerIdentity",
         "ec2:DescribeInstanceTypes",
@@ -464,7 +464,8 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert_eq!(calls("iam:GetInstanceProfile"), 1);
     // Found (two reads: it exists, its ARN), or made: no more, whatever the seats.
     assert!(calls("ecr:DescribeRepositories") <= 2);
-    assert_eq!(calls("ec2:RunInstances"), 3);
+    assert_eq!(calls("ec2:RunInstances"), 1);
+    assert_eq!(calls("ec2:CreateTags"), 3);
     // One security group for the class, made by the first seat with its rule; the others
     // wait for it and take it.
     assert_eq!(calls("ec2:CreateSecurityGroup"), 1);

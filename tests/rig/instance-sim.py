@@ -193,6 +193,9 @@ LABEL_RIG = "dev.labship.sim.rig"
 LABEL_OWNER = "dev.labship.sim.owner"
 LABEL_EC2_DEPLOYMENT = "dev.labship.ec2.deployment"
 DEPLOYMENT_TAG = "labship:deployment"
+# A class's seats launched by one RunInstances: the class, and the seats in launch-index order.
+CLASS_TAG = "labship:class"
+LAUNCH_SEATS_TAG = "labship:launch-seats"
 JOB_TAG = "labship:job"
 
 # The access key the simulated instances sign with (AWS_ACCESS_KEY_ID of their containers): not
@@ -211,7 +214,8 @@ MUTATING_PREFIXES = (
 _MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
 FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
 FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity", "vcpu-quota")
-FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault")
+FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault",
+                     "launch_at_most")
 FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
 FAULT_MAX_DELAY = 300.0
 FAULT_FIRED_LIMIT = 10000  # entries kept per scope (the oldest half is dropped beyond)
@@ -292,6 +296,9 @@ echo "Shutdown scheduled in $when minutes."
 # * `curl`: a URL to 127.0.0.1, localhost or [::1] goes to the instance's address (not the URL
 #   of this simulator, AWS_ENDPOINT_URL, which the instance reaches on the machine's loopback).
 # A process the host runs itself (not in a container) still binds this machine's addresses.
+# The curl shim also sends the instance metadata service's address, 169.254.169.254, to this
+# simulator's IMDSv2 for the instance (Sim.imds: a session token, then the instance's id and
+# launch index).
 DOCKER_SHIM = r"""#!/bin/bash
 real=/usr/local/bin/docker
 addr=${LABSHIP_SIM_LOOPBACK:-}
@@ -379,10 +386,13 @@ addr=${LABSHIP_SIM_LOOPBACK:-}
 [ -n "$addr" ] || exec "$real" "$@"
 out=()
 re='^(https?://)(127\.0\.0\.1|localhost|\[::1\])([:/?#].*)?$'
+imds='^http://169\.254\.169\.254(/.*)?$'
 for a in "$@"; do
     own=${AWS_ENDPOINT_URL:-}
     own=${own%/}
-    if [[ $a =~ $re ]] && { [ -z "$own" ] || ! [[ $a == "$own" || $a == "$own"[/?#]* ]]; }; then
+    if [[ $a =~ $imds ]] && [ -n "$own" ] && [ -n "${LABSHIP_SIM_INSTANCE_ID:-}" ]; then
+        a="$own/_sim/imds/$LABSHIP_SIM_INSTANCE_ID${BASH_REMATCH[1]}"
+    elif [[ $a =~ $re ]] && { [ -z "$own" ] || ! [[ $a == "$own" || $a == "$own"[/?#]* ]]; }; then
         a="${BASH_REMATCH[1]}$addr${BASH_REMATCH[3]}"
     fi
     out+=("$a")
@@ -496,6 +506,8 @@ class Instance:
         self.busy = threading.Lock()  # held while the container starts and while it is removed
         self.spot = False  # RunInstances InstanceMarketOptions.MarketType=spot
         self.interrupted = False  # stopped by a simulated spot interruption (until EC2 restarts it)
+        self.launch_index = 0  # its place in its RunInstances (amiLaunchIndex)
+        self.imds_tokens = {}  # IMDSv2 session token -> its expiry (epoch)
         self.shutting_down = False  # TerminateInstances answered; its containers still going
 
     def add_console(self, line):
@@ -594,10 +606,15 @@ def parse_fault_rule(rule, where):
             isinstance(k, str) and isinstance(v, str) for k, v in rule["param"].items())):
         raise FaultRuleError('%s.param: must be an object of parameter names to string values '
                              '(e.g. {"InstanceType": "t3.medium"})' % where)
-    kinds = [k for k in ("signal", "delay", "fault") if k in rule]
+    kinds = [k for k in ("signal", "delay", "fault", "launch_at_most") if k in rule]
     if len(kinds) != 1:
-        raise FaultRuleError("%s.%s: a rule has exactly one of signal, delay, fault" % (
+        raise FaultRuleError("%s.%s: a rule has exactly one of signal, delay, fault, launch_at_most" % (
             where, kinds[1] if kinds else "fault"))
+    # EC2 with capacity for only so many instances: a RunInstances launches at most this many
+    # (and is refused, InsufficientInstanceCapacity, when its MinCount is more).
+    if "launch_at_most" in rule and (action != "ec2:RunInstances" or not is_int(rule["launch_at_most"])
+                                     or rule["launch_at_most"] < 0):
+        raise FaultRuleError('%s.launch_at_most: a count of instances (>= 0), for "ec2:RunInstances" only' % where)
     if "nth" in rule and "share" in rule:
         raise FaultRuleError("%s.share: not with nth (nth picks one call, share a random part of them)" % where)
     if "nth" in rule and (not is_int(rule["nth"]) or rule["nth"] < 1):
@@ -709,7 +726,7 @@ class FaultScope:
                 "calls": dict(sorted(self.calls.items())), "fired": [dict(r) for r in self.fired]}
 
 
-FaultPlan = collections.namedtuple("FaultPlan", "before after delay fault")
+FaultPlan = collections.namedtuple("FaultPlan", "before after delay fault launch_at_most")
 
 
 class Faults:
@@ -768,6 +785,7 @@ class Faults:
             self.send_signal(req.access_key, rule, rec)
         if plan.delay:
             time.sleep(plan.delay)
+        req.launch_at_most = plan.launch_at_most
         if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota"):
             answer = fault_answer(req, plan.fault)
         else:
@@ -787,7 +805,7 @@ class Faults:
                 return None
             scope.calls[req.call_name] += 1
             n = scope.calls[req.call_name]
-            before, after, delay, fault = [], [], 0.0, None
+            before, after, delay, fault, at_most = [], [], 0.0, None, None
             for i, rule in enumerate(scope.rules):
                 if not rule_matches(rule["action"], req) or not all(
                         k in req.params and v in ("*", req.params[k])
@@ -809,14 +827,17 @@ class Faults:
                 elif "delay" in rule:
                     delay += rule["delay"]
                     scope.record(req, n, i, "delay %g" % rule["delay"])
+                elif "launch_at_most" in rule:
+                    at_most = rule["launch_at_most"] if at_most is None else min(at_most, rule["launch_at_most"])
+                    scope.record(req, n, i, "launch at most %d" % rule["launch_at_most"])
                 elif "fault" in rule and fault is None:
                     fault = rule["fault"]
                     if fault == "throttle-or-5xx":
                         fault = "throttle" if scope.rng.random() < 0.5 else "5xx"
                     scope.record(req, n, i, fault)
-            if not (before or after or delay or fault):
+            if not (before or after or delay or fault or at_most is not None):
                 return None
-            return FaultPlan(before, after, delay, fault)
+            return FaultPlan(before, after, delay, fault, at_most)
 
     def send_signal(self, key, rule, rec):
         pid = self.wait_pid(key, rule)
@@ -922,6 +943,10 @@ class Sim:
                 again = self.client_token_again(req) if action != "DescribeInstances" else None
                 if again is not None:
                     return again
+                if action == "RunInstances":
+                    refused = self.launch_count(req)
+                    if refused is not None:
+                        return refused
                 status, headers, body = self.forward(req)
                 if status == 200 and action == "RunInstances":
                     self.launch(req, body)
@@ -986,6 +1011,30 @@ class Sim:
         return self.forward(req)
 
     # ---------------------------------------------------------------- EC2
+    def launch_count(self, req):
+        """EC2 launches MaxCount instances when it has the capacity, and at least MinCount or
+        none (InsufficientInstanceCapacity); moto launches MinCount. The request moto gets asks
+        for as many as EC2 would launch: MaxCount, or fewer when POST /_sim/capacity set how
+        many a RunInstances may launch at most (a launch_at_most fault rule). None, or the
+        refusal."""
+        try:
+            low = int(req.params.get("MinCount", "1"))
+            high = int(req.params.get("MaxCount", str(low)))
+        except ValueError:
+            return None  # moto says what is wrong with it
+        limit = req.launch_at_most
+        count = high if limit is None else min(high, limit)
+        if count < low:
+            return ec2_error(500, "InsufficientInstanceCapacity",
+                             "We currently do not have sufficient capacity in the Availability Zone you requested.")
+        if count == low or not req.body:
+            return None
+        form = urllib.parse.parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
+        form = [(k, str(count) if k == "MinCount" else v) for k, v in form]
+        req.body = urllib.parse.urlencode(form).encode()
+        req.params["MinCount"] = str(count)
+        return None
+
     def client_token_again(self, req):
         """A RunInstances or CreateVolume whose ClientToken succeeded before (moto ignores the
         token): like AWS, the first answer again (nothing made), or
@@ -1083,13 +1132,14 @@ class Sim:
         except ET.ParseError as e:
             log("RunInstances: cannot parse moto's answer: %s" % e)
             return
-        ids = []
+        ids = []  # (instance id, launch index)
         for item in root.iter():
             if local(item.tag) == "instancesSet":
                 for it in item:
                     iid = child_text(it, "instanceId")
                     if iid:
-                        ids.append(iid)
+                        index = child_text(it, "amiLaunchIndex")
+                        ids.append((iid, int(index) if index and index.isdigit() else len(ids)))
         raw = req.params.get("UserData", "")
         user_data = b""
         if raw:
@@ -1103,32 +1153,41 @@ class Sim:
                 except OSError:
                     pass
         deployment = None
+        instance_tags = {}
         for k, v in req.params.items():
             m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", k)
             if m and v == "instance":
                 n = m.group(1)
                 for kk, vv in req.params.items():
                     mm = re.fullmatch(r"TagSpecification\.%s\.Tag\.(\d+)\.Key" % n, kk)
-                    if mm and vv == DEPLOYMENT_TAG:
-                        deployment = req.params.get("TagSpecification.%s.Tag.%s.Value" % (n, mm.group(1)))
-                    # A job host (labship run --ec2): its container is labelled run-<run id>.
-                    if mm and vv == JOB_TAG and deployment is None:
-                        deployment = "run-" + req.params.get("TagSpecification.%s.Tag.%s.Value" % (n, mm.group(1)), "")
+                    if mm:
+                        instance_tags[vv] = req.params.get("TagSpecification.%s.Tag.%s.Value" % (n, mm.group(1)), "")
+        deployment = instance_tags.get(DEPLOYMENT_TAG)
+        # A job host (labship run --ec2): its container is labelled run-<run id>.
+        if deployment is None and JOB_TAG in instance_tags:
+            deployment = "run-" + instance_tags[JOB_TAG]
+        # Seats launched together: each instance is the seat of its launch index.
+        seats = instance_tags.get(LAUNCH_SEATS_TAG, "").split()
+        class_name = instance_tags.get(CLASS_TAG)
         if deployment is None:
             m = re.search(rb"%s=([A-Za-z0-9][A-Za-z0-9_.-]*)" % re.escape(LABEL_EC2_DEPLOYMENT.encode()), user_data)
             if m:
                 deployment = m.group(1).decode()
         region = req.region or self.args.default_region
-        for iid in ids:
-            inst = Instance(iid, deployment, region, user_data, self.args.state_dir, self.new_loopback(),
+        for iid, index in ids:
+            own = deployment
+            if own is None and class_name and index < len(seats):
+                own = "%s-%s" % (class_name, seats[index])
+            inst = Instance(iid, own, region, user_data, self.args.state_dir, self.new_loopback(),
                             req.params.get("InstanceInitiatedShutdownBehavior") or "stop")
+            inst.launch_index = index
             inst.spot = req.params.get("InstanceMarketOptions.MarketType") == "spot"
             inst.busy.acquire()  # released by the start thread
             with self.lock:
                 self.instances[iid] = inst
             threading.Thread(target=self.start_container, args=(inst,), name="start-" + iid, daemon=True).start()
         log("RunInstances: %s (deployment %s, region %s, user-data %d bytes)" % (
-            " ".join(ids) or "(no ids)", deployment, region, len(user_data)))
+            " ".join(i for i, _ in ids) or "(no ids)", deployment or " ".join(seats), region, len(user_data)))
 
     def new_loopback(self):
         """An address of 127.0.0.0/8 no other instance of this simulator has had."""
@@ -1773,6 +1832,37 @@ class Sim:
             states[iid] = state
         return states
 
+    def imds(self, iid, method, path, headers):
+        """The instance metadata service of `iid`, IMDSv2 only (as labship launches them): PUT
+        /latest/api/token with a TTL gives a session token, which every GET must carry."""
+        text = [("Content-Type", "text/plain")]
+        inst = self.instances.get(iid)
+        if inst is None:
+            return 404, text, b"no simulated instance\n"
+        if path == "/latest/api/token":
+            ttl = headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            if method != "PUT":
+                return 405, text, b""
+            if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                return 400, text, b""
+            token = base64.urlsafe_b64encode(os.urandom(30)).decode()
+            with inst.lock:
+                inst.imds_tokens[token] = time.time() + int(ttl)
+            return 200, text + [("X-aws-ec2-metadata-token-ttl-seconds", ttl)], token.encode()
+        if method != "GET":
+            return 405, text, b""
+        token = headers.get("X-aws-ec2-metadata-token", "")
+        with inst.lock:
+            valid = inst.imds_tokens.get(token, 0) > time.time()
+        if not valid:
+            return 401, text, b""
+        answers = {"/latest/meta-data/instance-id": inst.id,
+                   "/latest/meta-data/ami-launch-index": str(inst.launch_index),
+                   "/latest/meta-data/placement/region": inst.region}
+        if path not in answers:
+            return 404, text, b""
+        return 200, text, answers[path].encode()
+
     def list_instances(self):
         states = self.container_states()
         out = []
@@ -1782,6 +1872,7 @@ class Sim:
                         "container": inst.container, "sim_state": inst.state,
                         "container_state": states.get(inst.id, "absent"), "error": inst.error,
                         "created": iso_now(inst.created), "spot": inst.spot,
+                        "launch_index": inst.launch_index,
                         "interrupted": inst.interrupted})
         return out
 
@@ -1923,6 +2014,7 @@ class Request:
             "Credential=" + urllib.parse.unquote(self.params.get("X-Amz-Credential", "")))
         self.access_key = m.group(1) if m else None
         self.region = m.group(3) if m else None
+        self.launch_at_most = None  # a RunInstances in a scope with a launch_at_most rule
         self.service = m.group(4) if m else "?"
         target = headers.get("X-Amz-Target") or ""
         self.target_op = target.rsplit(".", 1)[-1] if "." in target else None
@@ -2022,6 +2114,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return json_ok({})
         if path == "/_sim/instances" and self.command == "GET":
             return json_ok(sim.list_instances())
+        m = re.fullmatch(r"/_sim/imds/(i-[0-9a-f]+)(/.*)", path)
+        if m:
+            return sim.imds(m.group(1), self.command, m.group(2), self.headers)
         m = re.fullmatch(r"/_sim/instances/(i-[0-9a-f]+)/(interrupt|capacity)", path)
         if m and self.command == "POST":
             inst = sim.instances.get(m.group(1))

@@ -165,6 +165,7 @@ leftovers() {
 
 instance=""
 instance2=""
+batch=""
 sleeper=""
 bg_pids=""
 tmp="$(mktemp -d)"
@@ -173,7 +174,7 @@ export LABSHIP_SSM_PLUGIN_LOG="$tmp/plugin.log"
 on_exit() {
     local rc=$?
     local i
-    for i in $instance $instance2; do
+    for i in $instance $instance2 $batch; do
         if [ "$rc" -ne 0 ]; then
             rig_log "terminating $i after the failure"
             aws ec2 terminate-instances --instance-ids "$i" >/dev/null 2>&1 || true
@@ -427,6 +428,58 @@ for c in '"ec2:RunInstances"] == 1' '"ssm:SendCommand"] == 1' '"ecr:GetAuthoriza
     jq -e ".[$c" <<<"$calls" >/dev/null || fail "call counts: expected .[$c in $calls"
 done
 ok "call counts: $(jq -c . <<<"$calls")"
+
+# --- one RunInstances for two seats: each asks IMDSv2 for its launch index ------------------
+cat >"$tmp/imds.sh" <<'EOF'
+#!/bin/bash
+set -euo pipefail
+url=http://169.254.169.254/latest
+code=$(curl -sS -o /dev/null -w '%{http_code}' "$url/meta-data/ami-launch-index")
+token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "$url/api/token")
+index=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" "$url/meta-data/ami-launch-index")
+id=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" "$url/meta-data/instance-id")
+echo "labship: imds index=$index id=$id without-token=$code"
+EOF
+out="$(aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 1:2 \
+    --user-data "file://$tmp/imds.sh" \
+    --tag-specifications "ResourceType=instance,Tags=[{Key=labship:class,Value=$DEP-c},{Key=labship:launch-seats,Value=a b}]")" ||
+    fail "run-instances --count 1:2"
+batch="$(jq -r '[.Instances[].InstanceId] | join(" ")' <<<"$out")"
+for i in $batch; do
+    index="$(jq -r --arg i "$i" '.Instances[] | select(.InstanceId == $i) | .AmiLaunchIndex' <<<"$out")"
+    deadline=$((SECONDS + 60))
+    until aws ec2 get-console-output --instance-id "$i" | jq -r '.Output // ""' | grep -q 'labship: imds '; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "$i: no IMDS line on its console after 60 s"
+        sleep 1
+    done
+    line="$(aws ec2 get-console-output --instance-id "$i" | jq -r '.Output' | grep -o 'labship: imds .*')"
+    [ "$line" = "labship: imds index=$index id=$i without-token=401" ] || fail "$i (launch index $index): $line"
+    seat="$(curl -fsS "$SIM/_sim/instances" | jq -r --arg i "$i" '.[] | select(.id == $i) | .deployment')"
+    [ "$seat" = "$DEP-c-$(cut -d' ' -f$((index + 1)) <<<"a b")" ] || fail "$i (launch index $index) is the simulator's $seat"
+done
+[ "$(wc -w <<<"$batch")" = 2 ] || fail "run-instances --count 1:2 gave $batch"
+ok "one run-instances of 1 to 2, two instances: each reads its own id and launch index from IMDSv2 (none without a token) and is its seat"
+# Capacity for one instance a launch (a scope's launch_at_most rule): at least two is refused,
+# and nothing is launched.
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:RunInstances\",\"launch_at_most\":1}]}" >/dev/null ||
+    fail "POST /_sim/faults (launch_at_most)"
+before="$(curl -fsS "$SIM/_sim/instances" | jq length)"
+if AWS_ACCESS_KEY_ID=$FKEY aws ec2 run-instances --image-id ami-12345678 --instance-type t3.micro --count 2 >"$tmp/refused" 2>&1 ||
+    ! grep -q InsufficientInstanceCapacity "$tmp/refused"; then
+    fail "run-instances --count 2 with capacity for 1: $(cat "$tmp/refused")"
+fi
+curl -fsS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" >/dev/null || fail "DELETE /_sim/faults"
+[ "$(curl -fsS "$SIM/_sim/instances" | jq length)" = "$before" ] || fail "a refused run-instances launched something"
+ok "with capacity for one instance a launch, run-instances --count 2 is refused (InsufficientInstanceCapacity) and launches nothing"
+# shellcheck disable=SC2086 # ids, one per word
+aws ec2 terminate-instances --instance-ids $batch >/dev/null || fail "terminate-instances $batch"
+deadline=$((SECONDS + 60))
+until [ "$(curl -fsS "$SIM/_sim/instances" | jq --arg b "$batch" '[.[] | select(.id as $i | $b | split(" ") | index($i))
+        | select(.container_state != "absent")] | length')" = 0 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the containers of $batch are still there 60 s after terminate-instances"
+    sleep 0.5
+done
+batch=""
 
 # --- each instance its own address -------------------------------------------------------
 # Two instances publish one port at once (the first with no address, the second on 0.0.0.0):

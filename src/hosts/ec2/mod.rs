@@ -15,6 +15,7 @@ pub mod backup;
 pub mod console;
 pub mod down;
 pub mod info;
+pub mod launch;
 pub mod plan;
 pub mod role;
 pub mod sealed;

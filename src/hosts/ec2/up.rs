@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::userdata::{self, HostKind, UserDataInputs};
-use super::{ingress_cidrs, resolve_ami, role, sealed, watch};
+use super::{ingress_cidrs, launch, resolve_ami, role, sealed, watch};
 use crate::aws::ebs::{DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::{Boundary, DeploymentRoleSpec, INSTANCE_PROFILE};
@@ -138,6 +138,9 @@ pub async fn up(
     let started = Instant::now();
     let cloud = Cloud::new(aws);
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
+    // A seat may launch with the other seats of this command: they wait for it until it
+    // launches or goes another way (dropped).
+    let ticket = opts.seat.is_some().then(|| launch::ticket(&cloud));
 
     // 1. Checks that change nothing; what makes any `up` impossible is refused here, before
     //    a build or anything in AWS.
@@ -180,6 +183,7 @@ pub async fn up(
         }
         observed.console = Some(console);
         let plan = plan::plan(config, opts, &observed)?;
+        drop(ticket);
         return in_place(
             &cloud, engine, &ecr, config, opts, &observed, plan, started, printer,
         )
@@ -187,6 +191,7 @@ pub async fn up(
     }
 
     if let Some(stopped) = observed.stopped().cloned() {
+        drop(ticket);
         return start(
             &cloud, engine, &ecr, config, opts, observed, &stopped, started, printer,
         )
@@ -252,6 +257,7 @@ pub async fn up(
 
     // 5. Apply.
     if plan.action == PlannedAction::Replace {
+        drop(ticket);
         let (Some(inst), Some(script)) = (observed.live(), &detail.user_data) else {
             return Err(not_ec2());
         };
@@ -370,7 +376,8 @@ pub async fn up(
     // The data volume is attached as soon as the instance runs (its host waits for it after
     // the pull), while the upload goes on.
     let launch = async {
-        let launched = launch_and_wait_running(&cloud, spec, &group, profile_wait, printer).await?;
+        let launched =
+            launch_and_wait_running(&cloud, spec, &group, (profile_wait, ticket), printer).await?;
         ensure_data_volume(&cloud, config, opts, &launched.0, printer).await?;
         Ok::<_, Error>(launched)
     };
@@ -1072,11 +1079,13 @@ async fn ingress_for(config: &Config, opts: &Options) -> Result<(Vec<Ingress>, S
     Ok((rules, source))
 }
 
+/// Launches the instance (a seat's with the other seats of this command: `ticket`) and waits
+/// for it to run.
 async fn launch_and_wait_running(
     cloud: &Cloud,
     spec: &LaunchSpec,
     security_group: &str,
-    profile_wait: Duration,
+    (profile_wait, ticket): (Duration, Option<launch::SeatTicket<'_>>),
     printer: &Printer,
 ) -> Result<(Instance, f64, f64)> {
     let t = Instant::now();
@@ -1085,7 +1094,12 @@ async fn launch_and_wait_running(
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
     interrupt::checkpoint("launching the instance")?;
-    let inst = cloud.launch(spec, security_group, profile_wait).await?;
+    let inst = match ticket {
+        Some(ticket) => {
+            launch::launch_seat(cloud, ticket, spec, security_group, profile_wait).await?
+        }
+        None => cloud.launch(spec, security_group, profile_wait).await?,
+    };
     interrupt::made(instance_made(&inst.id, &spec.deployment));
     printer.note(format!(
         "Launched {} ({}, {}, {} GiB encrypted gp3)",

@@ -247,6 +247,93 @@ fn user_data(template: &'static str, text: String) -> Result<String, UserDataErr
     Ok(text)
 }
 
+/// The user-data of one RunInstances that launches several seats of a class at once: their
+/// boot scripts ([`render_boot`], in launch-index order), which may differ only in
+/// `readonly NAME=...` lines (the deployment's name, its container and volume), become one
+/// script in which each instance takes the lines of its launch index, read from the instance
+/// metadata service (IMDSv2, the only one labship's instances answer) before anything else.
+///
+/// None when there are fewer than two scripts, when they differ in any other line (nothing
+/// is guessed: those seats launch on their own), or when the result does not fit EC2's
+/// user-data limit once gzipped.
+#[must_use]
+pub fn batch(scripts: &[String]) -> Option<String> {
+    let [first, rest @ ..] = scripts else {
+        return None;
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let lines: Vec<Vec<&str>> = scripts.iter().map(|s| s.lines().collect()).collect();
+    let base = &lines[0];
+    if lines.iter().any(|l| l.len() != base.len()) {
+        return None;
+    }
+    let differing: Vec<usize> = (0..base.len())
+        .filter(|&n| lines.iter().any(|l| l[n] != base[n]))
+        .collect();
+    let first_differing = *differing.first()?;
+    // Each differing line assigns the same read-only name in every script.
+    for &n in &differing {
+        let name = readonly_name(base[n])?;
+        if lines.iter().any(|l| readonly_name(l[n]) != Some(name)) {
+            return None;
+        }
+    }
+    let mut out = String::with_capacity(first.len() + 64 * scripts.len());
+    for (n, line) in base.iter().enumerate() {
+        if n == first_differing {
+            out.push_str(BATCH_PRELUDE);
+            out.push_str("case \"$LAUNCH_INDEX\" in\n");
+            for (index, seat) in lines.iter().enumerate() {
+                let assignments: Vec<&str> = differing.iter().map(|&d| seat[d]).collect();
+                out.push_str(&format!("{index}) {} ;;\n", assignments.join("; ")));
+            }
+            out.push_str(
+                "*) echo \"labship: error phase=boot no seat of this launch has index $LAUNCH_INDEX\"; exit 1 ;;\nesac\n",
+            );
+        }
+        if !differing.contains(&n) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (gzip(&out).len() <= MAX_USER_DATA_BYTES).then_some(out)
+}
+
+/// `NAME` of a line `readonly NAME=...`.
+fn readonly_name(line: &str) -> Option<&str> {
+    let (name, _) = line.strip_prefix("readonly ")?.split_once('=')?;
+    (!name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+    .then_some(name)
+}
+
+/// What a batch's script runs first: the instance's launch index, from IMDSv2 (a session
+/// token, then the metadata), tried for up to about two minutes while the service starts.
+const BATCH_PRELUDE: &str = r#"# One user-data for several seats: this instance's launch index picks its seat.
+launch_index() {
+    local token tries
+    for ((tries = 0; tries < 60; tries++)); do
+        if token=$(curl -fsS -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' \
+            http://169.254.169.254/latest/api/token) &&
+            curl -fsS -m 2 -H "X-aws-ec2-metadata-token: $token" \
+                http://169.254.169.254/latest/meta-data/ami-launch-index; then
+            return 0
+        fi
+        sleep 2
+    done
+    return 1
+}
+if ! LAUNCH_INDEX=$(launch_index); then
+    echo "labship: error phase=boot the instance metadata service gave no launch index"
+    exit 1
+fi
+readonly LAUNCH_INDEX
+"#;
+
 /// The user-data as RunInstances gets it: gzip, which cloud-init recognises and unpacks
 /// (EC2's 16 KiB limit applies to these bytes).
 #[must_use]
@@ -748,8 +835,27 @@ mod tests {
             all.push((format!("replace {kind} with inputs"), replace));
             let job = render_job(&job_inputs(kind)).expect("job renders");
             all.push((format!("boot (job host) {kind}"), job));
+            all.push((
+                format!("boot of a batch of seats {kind}"),
+                seats_batch(kind),
+            ));
         }
         all
+    }
+
+    /// The user-data of three seats `lab-1`..`lab-3` launched together.
+    fn seats_batch(kind: HostKind) -> String {
+        let scripts: Vec<String> = ["lab-1", "lab-2", "lab-3"]
+            .iter()
+            .map(|d| {
+                render_boot(&UserDataInputs {
+                    deployment: d,
+                    ..seat_inputs(kind)
+                })
+                .expect("boot renders")
+            })
+            .collect();
+        batch(&scripts).expect("seats that differ in their names batch")
     }
 
     fn job_inputs(host_kind: HostKind) -> JobHostInputs<'static> {
@@ -1281,7 +1387,7 @@ if [ "$*" = "ecr get-login-password --region eu-west-1" ]; then
     printf '%s\n' "$STUB_PASSWORD"
     exit 0
 fi
-if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/demo/token --with-decryption --query Parameter.Value --output text" ]; then
+if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/${STUB_DEPLOYMENT:-demo}/token --with-decryption --query Parameter.Value --output text" ]; then
     if [ -n "${STUB_NO_TOKEN:-}" ]; then
         echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2
         exit 254
@@ -1308,6 +1414,15 @@ exit 2
     const STUB_CURL: &str = r#"#!/bin/bash
 # one write, so that the two ends of a pipe do not interleave their lines
 printf '%s\n' "curl$(printf ' %s' "$@")" >>"$STUB/calls"
+# The instance metadata service (IMDSv2): a session token, then the launch index.
+case "$*" in
+*" -X PUT "*"X-aws-ec2-metadata-token-ttl-seconds: "*http://169.254.169.254/latest/api/token)
+    printf 'imds-session'; exit 0 ;;
+*"X-aws-ec2-metadata-token: imds-session "*http://169.254.169.254/latest/meta-data/ami-launch-index)
+    if [ -n "${STUB_LAUNCH_INDEX:-}" ]; then printf '%s' "$STUB_LAUNCH_INDEX"; exit 0; fi
+    echo "curl: (22) The requested URL returned error: 404" >&2; exit 22 ;;
+*169.254.169.254*) echo "curl: (22) The requested URL returned error: 401" >&2; exit 22 ;;
+esac
 hdr=
 for a in "$@"; do
     if [ "$a" = -K ]; then hdr=$(cat); printf '%s\n' "$hdr" >>"$STUB/curl-stdin"; fi
@@ -1969,6 +2084,83 @@ esac
         );
         fs::write(&file, text).expect("write stub");
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// A seat's inputs, as the end-to-end boot test has them.
+    fn seat_inputs(kind: HostKind) -> UserDataInputs<'static> {
+        let mut i = inputs(kind, "127.0.0.1");
+        i.port = 8890;
+        i.pull_deadline_secs = 60;
+        i.jupyter_deadline_secs = 30;
+        i
+    }
+
+    #[test]
+    fn seats_launched_together_share_one_user_data_that_picks_each_ones_name() {
+        let script = seats_batch(HostKind::Al2023);
+        let one = render_boot(&UserDataInputs {
+            deployment: "lab-1",
+            ..seat_inputs(HostKind::Al2023)
+        })
+        .expect("boot renders");
+        // Three seats cost little more than one (the common part is there once).
+        assert!(gzip(&script).len() < gzip(&one).len() + 600);
+        assert_eq!(script.matches("readonly IMAGE=").count(), 1);
+        assert!(script.contains("\n2) readonly DEPLOYMENT='lab-3'; readonly CONTAINER='labship-ec2-lab-3'; readonly VOLUME='labship-ec2-lab-3-work' ;;\n"), "{script}");
+
+        // Each instance runs as the seat of its launch index.
+        for (index, seat) in [("0", "lab-1"), ("2", "lab-3")] {
+            let host = FakeHost::new(false, false);
+            let run = host.run(
+                &script,
+                &[("STUB_LAUNCH_INDEX", index), ("STUB_DEPLOYMENT", seat)],
+            );
+            let context = context(&run, &host);
+            assert!(run.ok, "{context}");
+            assert!(
+                host.container(&format!("labship-ec2-{seat}")).is_some(),
+                "{context}"
+            );
+            assert!(run.stdout.contains("labship: ready"), "{context}");
+            assert!(host.calls().contains("ami-launch-index"), "{context}");
+        }
+        // An index with no seat, and no metadata service: the boot stops, saying why.
+        let host = FakeHost::new(false, false);
+        let run = host.run(&script, &[("STUB_LAUNCH_INDEX", "3")]);
+        assert!(!run.ok);
+        assert!(run
+            .stdout
+            .contains("labship: error phase=boot no seat of this launch has index 3"));
+        assert!(host.calls().lines().all(|l| !l.starts_with("docker run")));
+    }
+
+    #[test]
+    fn seats_that_differ_in_more_than_their_names_are_not_batched() {
+        let scripts = |ports: [u16; 2]| -> Vec<String> {
+            ["lab-1", "lab-2"]
+                .iter()
+                .zip(ports)
+                .map(|(d, port)| {
+                    render_boot(&UserDataInputs {
+                        deployment: d,
+                        port,
+                        ..seat_inputs(HostKind::Al2023)
+                    })
+                    .expect("boot renders")
+                })
+                .collect()
+        };
+        assert!(batch(&scripts([8888, 8888])).is_some());
+        // The port is a read-only line too, and may differ: each instance takes its own.
+        let ports = batch(&scripts([8888, 9999])).expect("batched");
+        assert!(ports.contains("1) readonly DEPLOYMENT='lab-2'; readonly CONTAINER='labship-ec2-lab-2'; readonly VOLUME='labship-ec2-lab-2-work'; readonly PORT='9999' ;;"), "{ports}");
+        // One script: nothing to share; a line that is no read-only assignment: not batched.
+        assert!(batch(&scripts([8888, 8888])[..1]).is_none());
+        let mut other = scripts([8888, 8888]);
+        other[1] = other[1].replacen("set -o errtrace", "set -o errtrace # lab-2", 1);
+        assert!(batch(&other).is_none());
+        other[1] = other[1].replacen("set -o errtrace # lab-2\n", "", 1);
+        assert!(batch(&other).is_none());
     }
 
     fn data_inputs() -> UserDataInputs<'static> {

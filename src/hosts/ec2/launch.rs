@@ -1,0 +1,259 @@
+//! A class's seats launched together: the seats of one `up` that need a new instance each
+//! meet before RunInstances ([`crate::aws::together`]), and those that would be launched
+//! alike (same AMI, type, zone, group, profile...) are launched by one RunInstances of as
+//! many instances. Their user-data is one script ([`userdata::batch`]) in which each instance
+//! takes its seat's name by its launch index, and their instances are tagged with the class
+//! and `labship:launch-seats` (the seats in launch-index order) at creation, then each with
+//! its own deployment and seat right after (CreateTags: a seat's tags are not the others').
+//!
+//! Seats that cannot share a script or a tag (too many for the 16 KiB user-data or the
+//! 256-character tag) are split in halves until they can; a seat alike to no other is
+//! launched alone, as a deployment is. When EC2 launches fewer instances than asked (it had
+//! no capacity for more), the seats without one fail as for want of capacity, and the
+//! class's second batch launches them again.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use super::userdata;
+use crate::aws::ec2::{Instance, LaunchSpec};
+use crate::aws::together::Ticket;
+use crate::aws::Cloud;
+use crate::error::{Error, Result};
+use crate::hosts::SeatOf;
+use crate::tags;
+
+/// A seat's launch, as it waits for the others'.
+pub struct SeatLaunch {
+    spec: LaunchSpec,
+    group: String,
+    profile_wait: Duration,
+}
+
+/// A seat's place among the launches of its command ([`crate::aws::lookups::Lookups`]).
+pub type SeatTicket<'a> = Ticket<'a, SeatLaunch, Result<Instance>>;
+
+/// A place among the seats of this command that may launch an instance: taken when a seat's
+/// `up` starts, and dropped when it goes another way (its instance runs or is stopped, or
+/// the `up` fails), so that the others do not wait for it.
+pub fn ticket(cloud: &Cloud) -> SeatTicket<'_> {
+    cloud.lookups().seat_launches.ticket()
+}
+
+/// Launches the seat's instance (`spec`, into `group`), with those of the other seats of
+/// this command that launch alike: one RunInstances for them all.
+pub async fn launch_seat(
+    cloud: &Cloud,
+    ticket: SeatTicket<'_>,
+    spec: &LaunchSpec,
+    group: &str,
+    profile_wait: Duration,
+) -> Result<Instance> {
+    let request = SeatLaunch {
+        spec: spec.clone(),
+        group: group.to_string(),
+        profile_wait,
+    };
+    let acting = cloud.clone();
+    let launches = &cloud.lookups().seat_launches;
+    let answer = launches
+        .join(ticket, request, move |seats| {
+            let cloud = acting.clone();
+            async move { launch_together(&cloud, seats).await }
+        })
+        .await;
+    answer.unwrap_or_else(|| {
+        Err(Error::Aws {
+            action: "ec2:RunInstances".into(),
+            resource: spec.deployment.clone(),
+            region: cloud.region.clone(),
+            message: "the launch of the class's seats ended without an answer for this one".into(),
+            hint: "run `labship status` to see whether its instance exists, and `labship up` again"
+                .into(),
+        })
+    })
+}
+
+/// Each seat's instance, in the seats' order: those alike launched together.
+async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<Instance>> {
+    let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
+    for (n, seat) in seats.iter().enumerate() {
+        let key = shared_key(seat);
+        match alike.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(n),
+            None => alike.push((key, vec![n])),
+        }
+    }
+    let launched = futures_util::future::join_all(alike.iter().map(|(_, members)| {
+        let group: Vec<&SeatLaunch> = members.iter().map(|&n| &seats[n]).collect();
+        async move { launch_alike(cloud, &group).await }
+    }))
+    .await;
+    let mut answers: Vec<Option<Result<Instance>>> = seats.iter().map(|_| None).collect();
+    for ((_, members), results) in alike.iter().zip(launched) {
+        for (&n, result) in members.iter().zip(results) {
+            answers[n] = Some(result);
+        }
+    }
+    answers
+        .into_iter()
+        .zip(&seats)
+        .map(|(answer, seat)| {
+            answer.unwrap_or_else(|| {
+                Err(Error::Aws {
+                    action: "ec2:RunInstances".into(),
+                    resource: seat.spec.deployment.clone(),
+                    region: cloud.region.clone(),
+                    message: "no launch was made for this seat".into(),
+                    hint: "run `labship up` again".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// What must be the same for seats to be launched by one RunInstances: everything but the
+/// seat's own name, user-data and tags.
+fn shared_key(seat: &SeatLaunch) -> String {
+    let s = &seat.spec;
+    format!(
+        "{:?}",
+        (
+            &s.ami,
+            &s.instance_type,
+            &s.root_device,
+            s.root_gib,
+            s.metadata_hop_limit,
+            &s.subnet,
+            &s.availability_zone,
+            s.spot,
+            &s.ssh_key,
+            s.terminate_on_shutdown,
+            &s.instance_profile,
+            &seat.group,
+        )
+    )
+}
+
+/// Seats launched alike: together when their user-data and tags allow, else in halves.
+async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instance>> {
+    if let [one] = seats {
+        return vec![cloud.launch(&one.spec, &one.group, one.profile_wait).await];
+    }
+    let Some(spec) = merged(seats) else {
+        let (a, b) = seats.split_at(seats.len() / 2);
+        let (x, y) = futures_util::future::join(
+            Box::pin(launch_alike(cloud, a)),
+            Box::pin(launch_alike(cloud, b)),
+        )
+        .await;
+        return x.into_iter().chain(y).collect();
+    };
+    let wait = seats
+        .iter()
+        .map(|s| s.profile_wait)
+        .max()
+        .unwrap_or_default();
+    let launched = match cloud
+        .launch_many(&spec, seats.len(), &seats[0].group, wait)
+        .await
+    {
+        Ok(launched) => launched,
+        Err(e) => {
+            let mut errors: Vec<Result<Instance>> =
+                seats.iter().skip(1).map(|_| Err(e.again())).collect();
+            errors.insert(0, Err(e));
+            return errors;
+        }
+    };
+    let got = launched.len();
+    let mut launched = launched.into_iter();
+    let tagged = seats.iter().map(|seat| {
+        let instance = launched.next();
+        async move {
+            let Some(mut instance) = instance else {
+                return Err(Error::QuotaExceeded {
+                    action: "ec2:RunInstances".into(),
+                    resource: seat.spec.deployment.clone(),
+                    region: cloud.region.clone(),
+                    message: format!(
+                        "InsufficientInstanceCapacity: EC2 launched {got} of the {} instances asked for the class's seats",
+                        seats.len()
+                    ),
+                    hint: "the seats without one run again in a second batch (on --fallback-type when given)".into(),
+                });
+            };
+            cloud
+                .tag_launched(&instance.id, &seat.spec.instance_tags)
+                .await?;
+            instance.deployment.clone_from(&seat.spec.deployment);
+            instance.seat = seat_of(&seat.spec.instance_tags);
+            Ok(instance)
+        }
+    });
+    futures_util::future::join_all(tagged).await
+}
+
+/// The class and seat a launch's tags name.
+fn seat_of(pairs: &[(String, String)]) -> Option<SeatOf> {
+    let tag = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    Some(SeatOf {
+        class: tag(tags::CLASS)?,
+        seat: tag(tags::SEAT)?,
+        student: None,
+        email: None,
+    })
+}
+
+/// The launch of `seats` as one RunInstances: their shared spec, one user-data for all, the
+/// tags they share and the seats in launch-index order. None when they are not one class's
+/// seats, or their user-data or the seats' tag cannot be one.
+fn merged(seats: &[&SeatLaunch]) -> Option<LaunchSpec> {
+    let first = &seats.first()?.spec;
+    let of: Vec<SeatOf> = seats
+        .iter()
+        .map(|s| seat_of(&s.spec.instance_tags))
+        .collect::<Option<_>>()?;
+    let class = &of[0].class;
+    if of.iter().any(|s| s.class != *class) {
+        return None;
+    }
+    let order = of
+        .iter()
+        .map(|s| s.seat.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if order.len() > 256 {
+        return None;
+    }
+    let scripts = seats
+        .iter()
+        .map(|s| gunzip(&s.spec.user_data))
+        .collect::<Option<Vec<_>>>()?;
+    let script = userdata::batch(&scripts)?;
+    let shared = |each: fn(&LaunchSpec) -> &Vec<(String, String)>| -> Vec<(String, String)> {
+        each(first)
+            .iter()
+            .filter(|pair| seats.iter().all(|s| each(&s.spec).contains(pair)))
+            .cloned()
+            .collect()
+    };
+    let mut instance_tags = shared(|s| &s.instance_tags);
+    instance_tags.push((tags::LAUNCH_SEATS.to_string(), order));
+    Some(LaunchSpec {
+        deployment: class.clone(),
+        user_data: userdata::gzip(&script),
+        instance_tags,
+        volume_tags: shared(|s| &s.volume_tags),
+        ..first.clone()
+    })
+}
+
+/// A seat's user-data as text (it is gzipped for RunInstances).
+fn gunzip(bytes: &[u8]) -> Option<String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
