@@ -655,10 +655,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// EC2 had no capacity for the instance type (in the zone, now): another type, or the
-    /// same one a little later, may start.
-    /// (A launch's answer: starting a stopped instance without capacity is `NoCapacity`,
-    /// which another type cannot help.)
     /// This error again, for another of the requests one call made together (the seats one
     /// RunInstances launched): the AWS errors as they are, any other as an AWS error saying
     /// it.
@@ -733,6 +729,10 @@ impl Error {
         }
     }
 
+    /// EC2 had no capacity for the instance type (in the zone, now): another type, or the
+    /// same one a little later, may start.
+    /// (A launch's answer: starting a stopped instance without capacity is `NoCapacity`,
+    /// which another type cannot help.)
     pub fn is_no_capacity(&self) -> bool {
         matches!(self, Error::QuotaExceeded { message, .. }
             if message.starts_with("InsufficientInstanceCapacity"))

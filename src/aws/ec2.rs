@@ -1046,7 +1046,8 @@ impl Cloud {
         let instance_tags = borrowed(&spec.instance_tags);
         let volume_tags = borrowed(&spec.volume_tags);
         let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
-        // One token per `up`: the SDK's own retries of this call cannot make two instances.
+        // One token per RunInstances (a deployment's, or a class's seats launched together):
+        // the SDK's own retries of this call cannot launch them twice.
         let client_token = client_token(&spec.deployment, rand_bytes());
         retry::until(profile_wait, Duration::from_secs(3), || async {
             let req = self
@@ -1156,20 +1157,18 @@ impl Cloud {
             .await
     }
 
-    /// The instances of these deployments that still exist (a few calls for a whole class),
-    /// in the order of [`Cloud::instances`].
+    /// The instances of these deployments that still exist, in the order of
+    /// [`Cloud::instances`].
     pub async fn instances_of(&self, deployments: &[&str]) -> Result<Vec<Instance>> {
-        let mut found = in_chunks(deployments, |some| self.instances_where(Some(some))).await?;
-        found.sort_by(|a, b| {
-            a.deployment
-                .cmp(&b.deployment)
-                .then(a.launched.cmp(&b.launched))
-        });
-        Ok(found)
+        self.instances_where(Some(deployments)).await
     }
 
+    /// labship's live instances, those of `deployments` when given. Not filtered by the
+    /// `labship:deployment` tag in the request: a seat launched with others has that tag only
+    /// a moment after its launch (see [`deployment_of`]), and must not be missed meanwhile.
+    /// One call (a page per 1000 instances) reads labship's instances in the region.
     async fn instances_where(&self, deployments: Option<&[&str]>) -> Result<Vec<Instance>> {
-        let mut req = self
+        let req = self
             .ec2
             .describe_instances()
             .filters(filter(
@@ -1177,9 +1176,6 @@ impl Cloud {
                 &[tags::MANAGED_BY_VALUE],
             ))
             .filters(filter("instance-state-name", &LIVE_STATES));
-        if let Some(d) = deployments {
-            req = req.filters(filter(&format!("tag:{}", tags::DEPLOYMENT), d));
-        }
         let mut found = Vec::new();
         // A job host is not a deployment's.
         for i in self
@@ -1188,7 +1184,10 @@ impl Cloud {
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
         {
-            found.push(to_instance(i, &deployment_of(i, "")));
+            let deployment = deployment_of(i, "");
+            if deployments.is_none_or(|d| d.contains(&deployment.as_str())) {
+                found.push(to_instance(i, &deployment));
+            }
         }
         found.sort_by(|a, b| {
             a.deployment
@@ -1407,9 +1406,25 @@ impl Cloud {
     }
 
     /// Gives an instance launched with others ([`Cloud::launch_many`]) the tags of its own
-    /// (its deployment and seat: they were the class's at creation).
+    /// (its deployment and seat: they were the class's at creation). An instance just
+    /// launched may be unknown to CreateTags for a few seconds (eventual consistency): that is
+    /// retried for up to a minute.
     pub async fn tag_launched(&self, id: &str, pairs: &[(String, String)]) -> Result<()> {
-        self.retag(id, &borrowed(pairs)).await
+        let pairs = borrowed(pairs);
+        retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
+            let mut call = self.ec2.create_tags().resources(id);
+            for (k, v) in &pairs {
+                call = call.tags(Tag::builder().key(*k).value(v).build());
+            }
+            match call.send().await {
+                Ok(_) => Ok(Step::Done(())),
+                Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => {
+                    Ok(Step::Again(self.fail("ec2", "CreateTags", id, &e)))
+                }
+                Err(e) => Err(self.fail("ec2", "CreateTags", id, &e)),
+            }
+        })
+        .await
     }
 
     /// Sets (or replaces) tags of an existing instance.

@@ -34,13 +34,16 @@ pub const CONCURRENCY: usize = 6;
 
 /// How many seats start at once: locally they share this machine's CPUs (a Jupyter start is
 /// about a CPU-second, so more at once only interleaves them); on EC2 each seat boots on its
-/// own instance, so the bound is what AWS's request rates allow (with the adaptive retry).
+/// own instance, so the bound is what AWS's request rates allow (with the adaptive retry):
+/// a class of up to 64 seats starts at once, and its instances are launched together
+/// (`hosts::ec2::launch`; seats started later, as earlier ones end, launch with whichever
+/// others are waiting then).
 pub fn starting_at_once(target: Target) -> usize {
     match target {
         Target::Local => std::thread::available_parallelism()
             .map_or(2, usize::from)
             .clamp(2, CONCURRENCY),
-        Target::Ec2 => 32,
+        Target::Ec2 => 64,
     }
 }
 /// The first port of a local class's seats without `--port` (the others one after another

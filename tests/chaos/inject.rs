@@ -323,6 +323,72 @@ async fn no_capacity_class_falls_back_to_another_type() {
     assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
+/// A class whose seats, launched by one RunInstances, cannot be given their own tags after
+/// it (every CreateTags is refused): each instance is still its seat, by its launch index
+/// among the seats its `labship:launch-seats` tag lists. The seats come up; `status` lists
+/// them; `up` again launches nothing (each seat finds its instance); `down` removes them
+/// and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn seats_launched_together_are_their_instances_without_their_own_tags() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("untagged");
+    let class = p.name.clone();
+    let faults = Faults::new(&sim, "untagged");
+    let env = faults.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    faults.set(
+        1,
+        json!([{"action": "ec2:CreateTags", "fault": "unauthorized"}]),
+    );
+    let port = free_port().to_string();
+    let mut args = ec2_up_args(&port);
+    args.extend(["--seats", "2"]);
+    let up: Value = json(&p.labship_at(&sim, &args, &env));
+    assert_eq!(up["ready"], 2, "{up}");
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    for i in &instances {
+        let keys: Vec<&str> = i["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["Key"].as_str())
+            .collect();
+        assert!(keys.contains(&"labship:launch-seats"), "{i}");
+        assert!(!keys.contains(&"labship:deployment"), "{i}");
+    }
+    let status: Value = json(&p.labship_at(&sim, &["status", "--ec2", "-o", "json"], &env));
+    let mut seats: Vec<(&str, &str)> = status["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .filter(|d| d["seat"]["class"] == class.as_str())
+        .filter_map(|d| Some((d["name"].as_str()?, d["seat"]["seat"].as_str()?)))
+        .collect();
+    seats.sort_unstable();
+    let names = [format!("{class}-1"), format!("{class}-2")];
+    assert_eq!(
+        seats,
+        [(names[0].as_str(), "1"), (names[1].as_str(), "2")],
+        "{status}"
+    );
+
+    let again: Value = json(&p.labship_at(&sim, &args, &env));
+    assert_eq!(again["ready"], 2, "{again}");
+    assert_eq!(faults.report()["calls"]["ec2:RunInstances"], 1, "{again}");
+    assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
+
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
+    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    for seat in 1..=2 {
+        let deployment = format!("{class}-{seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
+    }
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+}
+
 /// A job whose host's launch never gets an answer (every RunInstances is applied and its
 /// answer lost, the SDK's retries included: the client token makes them one instance):
 /// `run --ec2` fails, and the host EC2 made all the same is terminated at once with the

@@ -16,7 +16,14 @@ answer is returned, except for what makes launched instances behave like real on
   like cloud-init does (bash scripts only) and then stays up like a host. The host scripts'
   state directory (LABSHIP_STATE_DIR) is a directory of this machine mounted at the same
   path, so what they bind-mount into the Jupyter container (the TLS certificate) resolves on
-  the engine as it does on a real host.
+  the engine as it does on a real host. moto launches MinCount instances; EC2 launches
+  MaxCount when it has the capacity, so moto is asked for MaxCount (or fewer: launch_at_most
+  below). Instances launched together (a class's seats: tags labship:class and
+  labship:launch-seats, no labship:deployment) are each the seat of their launch index.
+* IMDSv2 of each simulated instance, at /_sim/imds/<instance-id>/latest/...: PUT api/token
+  (X-aws-ec2-metadata-token-ttl-seconds 1-21600) gives a session token; GET meta-data/
+  instance-id, ami-launch-index and placement/region need it (401 without). The curl shim
+  sends the host's http://169.254.169.254/... there.
 * GetConsoleOutput (simulated instances): fake boot lines, then the container's output as
   cloud-init journal lines `[%12.6f] cloud-init[2179]: <line>`, then (merged by time) the
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
@@ -107,7 +114,7 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
 
   RULE = {"action": A, ["param": {NAME: VALUE, ...}], [trigger], and one of  "signal":
           "KILL"|"INT"|"TERM", "when": "before"|"after"[, "pid": N]  |  "delay": SECONDS  |
-          "fault": F}
+          "fault": F  |  "launch_at_most": N}
   A: "service:Action" (the call name of /_sim/calls, e.g. "ec2:RunInstances", "iam:CreateRole",
      "ssm:SendCommand"), "service:*", "*" (every call) or "mutating" (the action name starts
      with a word of MUTATING_PREFIXES: Create Delete Put Run Terminate Authorize Revoke Send Add
@@ -133,7 +140,12 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      instead of the real one. "capacity": EC2's HTTP 500 InsufficientInstanceCapacity (no
      capacity for the instance type in the zone; not retried by the SDK). "vcpu-quota": EC2's
      HTTP 400 VcpuLimitExceeded (the account's vCPU quota for the type's family is used up).
+     "unauthorized": the caller's policy does not allow the call: EC2 HTTP 403
+     UnauthorizedOperation, JSON services 400 AccessDeniedException, IAM/STS 403 AccessDenied.
      Only the first fault rule that fires applies; "what" is the fault's kind.
+  launch_at_most (action "ec2:RunInstances" only): EC2 has capacity for N instances: the call
+     launches at most N of its MaxCount, and is refused (InsufficientInstanceCapacity) when its
+     MinCount is more; "what": "launch at most N".
   Order for one call: signals "before", delay, fault or forwarding, signals "after", answer.
 
 SSM sessions (StartSession above), for tests and for the stand-in plugin. JSON out; a session
@@ -213,7 +225,8 @@ MUTATING_PREFIXES = (
 )
 _MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
 FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
-FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity", "vcpu-quota")
+FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity", "vcpu-quota",
+               "unauthorized")
 FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault",
                      "launch_at_most")
 FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
@@ -676,6 +689,15 @@ def fault_answer(req, kind):
                          "allows for the instance bucket that the specified instance type %s belongs "
                          "to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an "
                          "adjustment to this limit." % req.params.get("InstanceType", "instance"))
+    if kind == "unauthorized":
+        if req.service == "ec2":
+            return ec2_error(403, "UnauthorizedOperation", "You are not authorized to perform this operation.")
+        if req.headers.get("X-Amz-Target"):
+            return json_error(400, "AccessDeniedException", "User is not authorized to perform this operation")
+        rid = str(uuid.uuid4())
+        return xml_answer(403, rid, "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>"
+                          "User is not authorized to perform this operation</Message></Error><RequestId>%s"
+                          "</RequestId></ErrorResponse>" % rid)
     if kind == "capacity":
         return ec2_error(500, "InsufficientInstanceCapacity",
                          "We currently do not have sufficient %s capacity in the Availability Zone "
@@ -786,7 +808,7 @@ class Faults:
         if plan.delay:
             time.sleep(plan.delay)
         req.launch_at_most = plan.launch_at_most
-        if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota"):
+        if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota", "unauthorized"):
             answer = fault_answer(req, plan.fault)
         else:
             answer = dispatch(req)
@@ -1027,11 +1049,19 @@ class Sim:
         if count < low:
             return ec2_error(500, "InsufficientInstanceCapacity",
                              "We currently do not have sufficient capacity in the Availability Zone you requested.")
-        if count == low or not req.body:
+        if count == low:
             return None
-        form = urllib.parse.parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
-        form = [(k, str(count) if k == "MinCount" else v) for k, v in form]
-        req.body = urllib.parse.urlencode(form).encode()
+        # MinCount where the request has it: its form body, or its query string.
+        def with_count(text):
+            form = urllib.parse.parse_qsl(text, keep_blank_values=True)
+            if not any(k == "MinCount" for k, _ in form):
+                form.append(("MinCount", str(count)))
+            return urllib.parse.urlencode([(k, str(count) if k == "MinCount" else v) for k, v in form])
+        path, _, query = req.raw_path.partition("?")
+        if req.body:
+            req.body = with_count(req.body.decode("utf-8", "replace")).encode()
+        else:
+            req.raw_path = path + "?" + with_count(query)
         req.params["MinCount"] = str(count)
         return None
 
@@ -1152,7 +1182,6 @@ class Sim:
                     user_data = gzip.decompress(user_data)
                 except OSError:
                     pass
-        deployment = None
         instance_tags = {}
         for k, v in req.params.items():
             m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", k)
@@ -1166,10 +1195,10 @@ class Sim:
         # A job host (labship run --ec2): its container is labelled run-<run id>.
         if deployment is None and JOB_TAG in instance_tags:
             deployment = "run-" + instance_tags[JOB_TAG]
-        # Seats launched together: each instance is the seat of its launch index.
+        # Seats launched together: each instance is the seat of its launch index (below).
         seats = instance_tags.get(LAUNCH_SEATS_TAG, "").split()
         class_name = instance_tags.get(CLASS_TAG)
-        if deployment is None:
+        if deployment is None and not (class_name and seats):
             m = re.search(rb"%s=([A-Za-z0-9][A-Za-z0-9_.-]*)" % re.escape(LABEL_EC2_DEPLOYMENT.encode()), user_data)
             if m:
                 deployment = m.group(1).decode()

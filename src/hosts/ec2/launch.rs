@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::userdata;
 use crate::aws::ec2::{Instance, LaunchSpec};
 use crate::aws::together::Ticket;
-use crate::aws::Cloud;
+use crate::aws::{Aws, Cloud};
 use crate::error::{Error, Result};
 use crate::hosts::SeatOf;
 use crate::tags;
@@ -34,10 +34,11 @@ pub struct SeatLaunch {
 pub type SeatTicket<'a> = Ticket<'a, SeatLaunch, Result<Instance>>;
 
 /// A place among the seats of this command that may launch an instance: taken when a seat's
-/// `up` starts, and dropped when it goes another way (its instance runs or is stopped, or
-/// the `up` fails), so that the others do not wait for it.
-pub fn ticket(cloud: &Cloud) -> SeatTicket<'_> {
-    cloud.lookups().seat_launches.ticket()
+/// `up` starts (before its first wait, so that every seat the class starts at once has one
+/// before any launches), and dropped when it goes another way (its instance runs or is
+/// stopped, or the `up` fails), so that the others do not wait for it.
+pub fn ticket(aws: &Aws) -> SeatTicket<'_> {
+    aws.lookups.seat_launches.ticket()
 }
 
 /// Launches the seat's instance (`spec`, into `group`), with those of the other seats of
@@ -56,12 +57,17 @@ pub async fn launch_seat(
     };
     let acting = cloud.clone();
     let launches = &cloud.lookups().seat_launches;
-    let answer = launches
-        .join(ticket, request, move |seats| {
-            let cloud = acting.clone();
-            async move { launch_together(&cloud, seats).await }
-        })
-        .await;
+    // Ctrl-C while the seats gather takes this seat's launch back; once it is taken, the
+    // launch goes on (its instances are recorded as made, for the error's list).
+    let answer = crate::interrupt::cancellable("launching the seats' instances", async {
+        Ok(launches
+            .join(ticket, request, move |seats| {
+                let cloud = acting.clone();
+                async move { launch_together(&cloud, seats).await }
+            })
+            .await)
+    })
+    .await?;
     answer.unwrap_or_else(|| {
         Err(Error::Aws {
             action: "ec2:RunInstances".into(),
@@ -76,6 +82,13 @@ pub async fn launch_seat(
 
 /// Each seat's instance, in the seats' order: those alike launched together.
 async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<Instance>> {
+    // Ctrl-C while they gathered: no launch.
+    if let Err(e) = crate::interrupt::checkpoint("launching the seats' instances") {
+        let mut errors: Vec<Result<Instance>> =
+            seats.iter().skip(1).map(|_| Err(e.again())).collect();
+        errors.insert(0, Err(e));
+        return errors;
+    }
     let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
     for (n, seat) in seats.iter().enumerate() {
         let key = shared_key(seat);
@@ -141,13 +154,7 @@ async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
         return vec![cloud.launch(&one.spec, &one.group, one.profile_wait).await];
     }
     let Some(spec) = merged(seats) else {
-        let (a, b) = seats.split_at(seats.len() / 2);
-        let (x, y) = futures_util::future::join(
-            Box::pin(launch_alike(cloud, a)),
-            Box::pin(launch_alike(cloud, b)),
-        )
-        .await;
-        return x.into_iter().chain(y).collect();
+        return in_halves(cloud, seats).await;
     };
     let wait = seats
         .iter()
@@ -159,6 +166,12 @@ async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
         .await
     {
         Ok(launched) => launched,
+        // A quota (vCPUs, instances) may allow some of them: as many as it allows start.
+        Err(Error::QuotaExceeded { message, .. })
+            if !message.starts_with("InsufficientInstanceCapacity") =>
+        {
+            return in_halves(cloud, seats).await;
+        }
         Err(e) => {
             let mut errors: Vec<Result<Instance>> =
                 seats.iter().skip(1).map(|_| Err(e.again())).collect();
@@ -167,6 +180,14 @@ async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
         }
     };
     let got = launched.len();
+    // Recorded here, not only by each seat's `up`: a seat cancelled meanwhile has its instance
+    // all the same, and an interrupted command lists it.
+    for (instance, seat) in launched.iter().zip(seats) {
+        crate::interrupt::made(super::up::instance_made(
+            &instance.id,
+            &seat.spec.deployment,
+        ));
+    }
     let mut launched = launched.into_iter();
     let tagged = seats.iter().map(|seat| {
         let instance = launched.next();
@@ -183,15 +204,35 @@ async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
                     hint: "the seats without one run again in a second batch (on --fallback-type when given)".into(),
                 });
             };
-            cloud
+            // The instance exists and is this seat's (its launch index says so until its tags
+            // do): tags that could not be set are not a failed launch.
+            if let Err(e) = cloud
                 .tag_launched(&instance.id, &seat.spec.instance_tags)
-                .await?;
+                .await
+            {
+                tracing::warn!(
+                    "{} is {}'s instance, but its tags could not be set: {e}",
+                    instance.id,
+                    seat.spec.deployment
+                );
+            }
             instance.deployment.clone_from(&seat.spec.deployment);
             instance.seat = seat_of(&seat.spec.instance_tags);
             Ok(instance)
         }
     });
     futures_util::future::join_all(tagged).await
+}
+
+/// Seats launched alike, in two halves: each launched together as far as it can be.
+async fn in_halves(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instance>> {
+    let (a, b) = seats.split_at(seats.len() / 2);
+    let (x, y) = futures_util::future::join(
+        Box::pin(launch_alike(cloud, a)),
+        Box::pin(launch_alike(cloud, b)),
+    )
+    .await;
+    x.into_iter().chain(y).collect()
 }
 
 /// The class and seat a launch's tags name.

@@ -396,8 +396,11 @@ impl Host for Ec2Host {
         options: &UpOptions,
         printer: &Printer,
     ) -> Result<UpReport> {
+        // A seat may launch with the other seats of this command: they wait for it until it
+        // launches or goes another way (its ticket dropped).
+        let ticket = options.seat.is_some().then(|| launch::ticket(&self.aws));
         let (engine, config, opts) = self.start(config, options).await?;
-        up::up(engine, &self.aws, &config, &opts, printer).await
+        up::up(engine, &self.aws, &config, &opts, ticket, printer).await
     }
 
     async fn status(&self) -> Result<Vec<DeploymentStatus>> {

@@ -128,19 +128,17 @@ async fn settled(cloud: &Cloud, opts: &Options, observed: &Observed) -> Result<O
     Ok(opts.joining(class))
 }
 
-pub async fn up(
+pub async fn up<'a>(
     engine: &Engine,
-    aws: &Aws,
+    aws: &'a Aws,
     config: &Config,
     opts: &Options,
+    ticket: Option<launch::SeatTicket<'a>>,
     printer: &Printer,
 ) -> Result<UpReport> {
     let started = Instant::now();
     let cloud = Cloud::new(aws);
     let ecr = Ecr::new(aws, config.push.registry_endpoint.clone());
-    // A seat may launch with the other seats of this command: they wait for it until it
-    // launches or goes another way (dropped).
-    let ticket = opts.seat.is_some().then(|| launch::ticket(&cloud));
 
     // 1. Checks that change nothing; what makes any `up` impossible is refused here, before
     //    a build or anything in AWS.
@@ -1468,7 +1466,7 @@ async fn retag_access(
 }
 
 /// The instance as [`interrupt::made`] lists it.
-fn instance_made(id: &str, deployment: &str) -> String {
+pub(super) fn instance_made(id: &str, deployment: &str) -> String {
     format!("instance {id} of `{deployment}`")
 }
 
