@@ -74,6 +74,10 @@ pub struct HostImage {
 pub struct Instance {
     pub id: String,
     pub deployment: String,
+    /// A seat launched with others whose own tags (deployment, seat) were never set: it is its
+    /// seat by its launch index ([`deployment_of`]) until the next `up` sets them.
+    #[serde(skip)]
+    pub untagged_seat: bool,
     pub state: String,
     pub instance_type: String,
     pub public_ip: Option<String>,
@@ -1157,30 +1161,54 @@ impl Cloud {
             .await
     }
 
-    /// The instances of these deployments that still exist, in the order of
-    /// [`Cloud::instances`].
+    /// The instances of these deployments that still exist (a few calls for a whole class),
+    /// in the order of [`Cloud::instances`].
     pub async fn instances_of(&self, deployments: &[&str]) -> Result<Vec<Instance>> {
         self.instances_where(Some(deployments)).await
     }
 
-    /// labship's live instances, those of `deployments` when given. Not filtered by the
-    /// `labship:deployment` tag in the request: a seat launched with others has that tag only
-    /// a moment after its launch (see [`deployment_of`]), and must not be missed meanwhile.
-    /// One call (a page per 1000 instances) reads labship's instances in the region.
+    /// labship's live instances, those of `deployments` when given: by their
+    /// `labship:deployment` tag, and, for a name that can be a seat's (`CLASS-SEAT`), among
+    /// the instances of such a class launched together that have no such tag yet (a moment
+    /// after their launch; see [`deployment_of`]), which must not be missed meanwhile.
     async fn instances_where(&self, deployments: Option<&[&str]>) -> Result<Vec<Instance>> {
-        let req = self
-            .ec2
-            .describe_instances()
-            .filters(filter(
-                &format!("tag:{}", tags::MANAGED_BY),
-                &[tags::MANAGED_BY_VALUE],
-            ))
-            .filters(filter("instance-state-name", &LIVE_STATES));
+        let live = || {
+            self.ec2
+                .describe_instances()
+                .filters(filter(
+                    &format!("tag:{}", tags::MANAGED_BY),
+                    &[tags::MANAGED_BY_VALUE],
+                ))
+                .filters(filter("instance-state-name", &LIVE_STATES))
+        };
+        let described = match deployments {
+            None => self.described(live(), &named(None)).await?,
+            Some(names) => {
+                let mut found = in_chunks(names, |some| async move {
+                    let req = live().filters(filter(&format!("tag:{}", tags::DEPLOYMENT), some));
+                    self.described(req, &named(Some(some))).await
+                })
+                .await?;
+                let classes = seat_classes(names);
+                let classes: Vec<&str> = classes.iter().map(String::as_str).collect();
+                let untagged = in_chunks(&classes, |some| async move {
+                    let req = live()
+                        .filters(filter("tag-key", &[tags::LAUNCH_SEATS]))
+                        .filters(filter(&format!("tag:{}", tags::CLASS), some));
+                    self.described(req, &named(Some(names))).await
+                })
+                .await?;
+                found.extend(
+                    untagged
+                        .into_iter()
+                        .filter(|i| tag_value(i.tags(), tags::DEPLOYMENT).is_none()),
+                );
+                found
+            }
+        };
         let mut found = Vec::new();
         // A job host is not a deployment's.
-        for i in self
-            .described(req, &named(deployments))
-            .await?
+        for i in described
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
         {
@@ -1808,6 +1836,19 @@ fn launched_seat(i: &aws_sdk_ec2::types::Instance) -> Option<crate::hosts::SeatO
     })
 }
 
+/// The classes whose seats `deployments` can be (`a-b-1` is seat `b-1` of `a` or seat `1` of
+/// `a-b`), once each.
+fn seat_classes(deployments: &[&str]) -> Vec<String> {
+    let mut classes: Vec<String> = deployments
+        .iter()
+        .flat_map(|d| d.match_indices('-').map(|(at, _)| d[..at].to_string()))
+        .filter(|c| !c.is_empty())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
 /// The deployment an instance is: its tag's, or the seat its launch index makes it, or
 /// `otherwise`.
 fn deployment_of(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> String {
@@ -1821,6 +1862,8 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
     Instance {
         id: i.instance_id().unwrap_or_default().to_string(),
         deployment: deployment.to_string(),
+        untagged_seat: tag_value(i.tags(), tags::DEPLOYMENT).is_none()
+            && launched_seat(i).is_some(),
         state: i
             .state()
             .and_then(|s| s.name())
@@ -1931,6 +1974,48 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_launched_with_other_seats_is_the_seat_of_its_launch_index() {
+        let instance = |index: i32, pairs: &[(&str, &str)]| {
+            aws_sdk_ec2::types::Instance::builder()
+                .ami_launch_index(index)
+                .set_tags(Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                        .collect(),
+                ))
+                .build()
+        };
+        let launched = [(tags::CLASS, "ds"), (tags::LAUNCH_SEATS, "alice bob carol")];
+        let bob = instance(1, &launched);
+        assert_eq!(deployment_of(&bob, ""), "ds-bob");
+        let seat = to_instance(&bob, &deployment_of(&bob, ""))
+            .seat
+            .expect("a seat");
+        assert_eq!((seat.class.as_str(), seat.seat.as_str()), ("ds", "bob"));
+        // Its own tags, once set, are what it is; an index beyond the list is no seat.
+        let tagged = instance(
+            1,
+            &[
+                launched[0],
+                launched[1],
+                (tags::DEPLOYMENT, "ds-bob"),
+                (tags::SEAT, "bob"),
+            ],
+        );
+        assert_eq!(deployment_of(&tagged, ""), "ds-bob");
+        assert_eq!(deployment_of(&instance(3, &launched), "other"), "other");
+        assert!(to_instance(&instance(3, &launched), "other").seat.is_none());
+        assert_eq!(deployment_of(&instance(0, &[launched[1]]), "x"), "x");
+
+        // The classes a name can be a seat of, for the lookup of instances not tagged yet.
+        assert_eq!(
+            seat_classes(&["ds-bob", "a-b-1", "plain", "-x"]),
+            ["a", "a-b", "ds"]
+        );
+    }
 
     #[test]
     fn settling_a_class_group_keeps_what_seats_asked_for_and_what_an_unmoved_seat_needs() {

@@ -10,8 +10,10 @@
 //! requests are taken at once and handed to one run of `act` (in the order their tickets
 //! were taken: a class's seats in roster order), in a task of their own (so
 //! that no caller's cancellation stops a call half-way), and each caller gets its answer.
-//! A caller cancelled while waiting takes its request back. Nothing is kept: later requests
-//! (tasks that started after, seats of a second batch) gather again.
+//! A caller cancelled while waiting takes its request back, and so does one whose `stop`
+//! (Ctrl-C) comes while its request waits; once its request is taken, a caller waits for its
+//! answer whatever happens (the call is on its way, and its result must be known). Nothing is
+//! kept: later requests (tasks that started after, seats of a second batch) gather again.
 //!
 //! Written here rather than taken from a crate: the batching crates (dataloader,
 //! async-dataloader) gather by a fixed delay; what is needed is to know that no other task
@@ -28,6 +30,17 @@ use tokio::time::Instant;
 /// How often a waiting caller looks whether the requests are due (a ticket dropped without a
 /// request cannot hand them over itself).
 const POLL: Duration = Duration::from_millis(200);
+
+/// How a request made together ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined<Ans> {
+    /// Its answer.
+    Answered(Ans),
+    /// `act` gave none for it (it panicked, or answered fewer).
+    Unanswered,
+    /// `stop` came while it waited: it was taken back, and nothing was asked for it.
+    Stopped,
+}
 
 /// Requests made together (see the module's documentation).
 pub struct Together<Req, Ans> {
@@ -105,6 +118,14 @@ impl<Req, Ans> Together<Req, Ans> {
         Ticket { together: self, id }
     }
 
+    /// Takes back the request of ticket `id` if it is still waiting; false once it is taken.
+    fn withdraw(&self, id: u64) -> bool {
+        let mut state = self.lock();
+        let before = state.waiting.len();
+        state.waiting.retain(|(waiting, _, _)| *waiting != id);
+        before != state.waiting.len()
+    }
+
     /// The waiting requests, taken, when they are due: no ticket holder is left that has
     /// not made its request, or the first waited `max_wait`.
     fn take_due(&self) -> Vec<(Req, oneshot::Sender<Ans>)> {
@@ -124,9 +145,15 @@ impl<Req, Ans> Together<Req, Ans> {
     }
 
     /// Makes `req` with those of the other ticket holders, through one run of `act` (given
-    /// the requests, it answers each, in their order), and returns this one's answer; None
-    /// when `act` gave none (it panicked, or answered fewer).
-    pub async fn join<F, Fut>(&self, ticket: Ticket<'_, Req, Ans>, req: Req, act: F) -> Option<Ans>
+    /// the requests, it answers each, in their order), and returns this one's answer; or
+    /// takes it back when `stop` comes first while it waits.
+    pub async fn join<F, Fut>(
+        &self,
+        ticket: Ticket<'_, Req, Ans>,
+        req: Req,
+        act: F,
+        stop: impl Future<Output = ()>,
+    ) -> Joined<Ans>
     where
         F: Fn(Vec<Req>) -> Fut,
         Fut: Future<Output = Vec<Ans>> + Send + 'static,
@@ -139,6 +166,8 @@ impl<Req, Ans> Together<Req, Ans> {
             state.waiting.push((ticket.id, req, tx));
             state.first_at.get_or_insert_with(Instant::now);
         }
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
         loop {
             let due = self.take_due();
             if !due.is_empty() {
@@ -152,7 +181,16 @@ impl<Req, Ans> Together<Req, Ans> {
                 });
             }
             tokio::select! {
-                answer = &mut rx => return answer.ok(),
+                answer = &mut rx => {
+                    return answer.map_or(Joined::Unanswered, Joined::Answered);
+                }
+                () = &mut stop, if !stopping => {
+                    if self.withdraw(ticket.id) {
+                        return Joined::Stopped;
+                    }
+                    // Taken already: its answer is on its way.
+                    stopping = true;
+                }
                 () = tokio::time::sleep(POLL) => {}
             }
         }
@@ -174,6 +212,8 @@ mod tests {
         }
     }
 
+    use std::future::pending;
+
     #[tokio::test]
     async fn requests_of_every_ticket_holder_are_made_in_one_run() {
         let together: Together<u32, u32> = Together::new(Duration::from_secs(60));
@@ -183,10 +223,16 @@ mod tests {
             tickets
                 .into_iter()
                 .zip(1..)
-                .map(|(t, req)| together.join(t, req, act(&runs))),
+                .map(|(t, req)| together.join(t, req, act(&runs), pending())),
         )
         .await;
-        assert_eq!(answers, vec![Some(10), Some(20), Some(30)]);
+        assert_eq!(
+            answers,
+            [10, 20, 30]
+                .map(Joined::Answered)
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
         assert_eq!(*runs.lock().expect("runs"), vec![vec![1, 2, 3]]);
     }
 
@@ -199,19 +245,22 @@ mod tests {
         let (a, b, c) = (together.ticket(), together.ticket(), together.ticket());
         let started = Instant::now();
         let (x, y, ()) = tokio::join!(
-            together.join(a, 1, act(&runs)),
-            together.join(b, 2, act(&runs)),
+            together.join(a, 1, act(&runs), pending()),
+            together.join(b, 2, act(&runs), pending()),
             async {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 drop(c);
             }
         );
-        assert_eq!((x, y), (Some(10), Some(20)));
+        assert_eq!((x, y), (Joined::Answered(10), Joined::Answered(20)));
         assert!(started.elapsed() < Duration::from_secs(2));
         // A holder that never makes its request: the others go after the bound.
         let (d, _e) = (together.ticket(), together.ticket());
         let started = Instant::now();
-        assert_eq!(together.join(d, 4, act(&runs)).await, Some(40));
+        assert_eq!(
+            together.join(d, 4, act(&runs), pending()).await,
+            Joined::Answered(40)
+        );
         assert!(started.elapsed() >= Duration::from_secs(60));
         assert_eq!(*runs.lock().expect("runs"), vec![vec![1, 2], vec![4]]);
     }
@@ -221,14 +270,41 @@ mod tests {
         let together: Together<u32, u32> = Together::new(Duration::from_secs(60));
         let runs = Runs::default();
         let (a, b, c) = (together.ticket(), together.ticket(), together.ticket());
-        let cancelled =
-            tokio::time::timeout(Duration::from_secs(1), together.join(a, 1, act(&runs)));
+        let cancelled = tokio::time::timeout(
+            Duration::from_secs(1),
+            together.join(a, 1, act(&runs), pending()),
+        );
         assert!(cancelled.await.is_err());
         let (y, z) = tokio::join!(
-            together.join(b, 2, act(&runs)),
-            together.join(c, 3, act(&runs))
+            together.join(b, 2, act(&runs), pending()),
+            together.join(c, 3, act(&runs), pending())
         );
-        assert_eq!((y, z), (Some(20), Some(30)));
+        assert_eq!((y, z), (Joined::Answered(20), Joined::Answered(30)));
         assert_eq!(*runs.lock().expect("runs"), vec![vec![2, 3]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_takes_a_waiting_request_back_but_waits_for_one_taken() {
+        let together: Together<u32, u32> = Together::new(Duration::from_secs(60));
+        let runs = Runs::default();
+        let soon = |secs| tokio::time::sleep(Duration::from_secs(secs));
+        // Waiting for another holder when the stop comes: taken back, nothing made.
+        let (a, b) = (together.ticket(), together.ticket());
+        assert_eq!(
+            together.join(a, 1, act(&runs), soon(1)).await,
+            Joined::Stopped
+        );
+        assert!(runs.lock().expect("runs").is_empty());
+        drop(b);
+        // Taken, its call still going when the stop comes: its answer all the same.
+        let slow = |reqs: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            reqs.iter().map(|r| r * 10).collect::<Vec<u32>>()
+        };
+        let c = together.ticket();
+        assert_eq!(
+            together.join(c, 3, slow, soon(1)).await,
+            Joined::Answered(30)
+        );
     }
 }

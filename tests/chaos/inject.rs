@@ -326,8 +326,8 @@ async fn no_capacity_class_falls_back_to_another_type() {
 /// A class whose seats, launched by one RunInstances, cannot be given their own tags after
 /// it (every CreateTags is refused): each instance is still its seat, by its launch index
 /// among the seats its `labship:launch-seats` tag lists. The seats come up; `status` lists
-/// them; `up` again launches nothing (each seat finds its instance); `down` removes them
-/// and leaves nothing.
+/// them; `up` again launches nothing (each seat finds its instance, and tries its tags
+/// again); `down` removes them and leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn seats_launched_together_are_their_instances_without_their_own_tags() {
     let rig = rig();
@@ -374,13 +374,34 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
         "{status}"
     );
 
-    let again: Value = json(&p.labship_at(&sim, &args, &env));
+    let out = p.labship_at(&sim, &args, &env);
+    let again: Value = json(&out);
     assert_eq!(again["ready"], 2, "{again}");
     assert_eq!(faults.report()["calls"]["ec2:RunInstances"], 1, "{again}");
     assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
+    // Each seat tries to set its own tags again, and says it could not.
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("by its launch index; its own tags still cannot be set")
+            .count(),
+        2,
+        "{err}"
+    );
 
+    // `down` finds them by their launch index too: nothing of the class is left in any state
+    // but terminated.
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
-    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    let left = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-instances",
+            "--filters",
+            &format!("Name=tag:labship:class,Values={class}"),
+            "Name=instance-state-name,Values=pending,running,stopping,stopped",
+        ],
+    );
+    assert_eq!(left["Reservations"], json!([]), "{left}");
     for seat in 1..=2 {
         let deployment = format!("{class}-{seat}");
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;

@@ -255,10 +255,7 @@ pub async fn running(cloud: &Cloud, deployment: &str) -> Result<Instance> {
         .cloned()
         .ok_or_else(|| Error::DeploymentNotFound {
             name: deployment.to_string(),
-            place: format!(
-                "on EC2 in {} (no instance tagged labship:deployment={deployment})",
-                cloud.region
-            ),
+            place: format!("on EC2 in {} (no instance of `{deployment}`)", cloud.region),
         })
 }
 

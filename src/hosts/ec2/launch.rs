@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use super::userdata;
 use crate::aws::ec2::{Instance, LaunchSpec};
-use crate::aws::together::Ticket;
+use crate::aws::together::{Joined, Ticket};
 use crate::aws::{Aws, Cloud};
 use crate::error::{Error, Result};
 use crate::hosts::SeatOf;
 use crate::tags;
+
+/// The step a Ctrl-C stops here, in the user's words.
+const LAUNCHING: &str = "launching the seats' instances";
 
 /// A seat's launch, as it waits for the others'.
 pub struct SeatLaunch {
@@ -58,16 +61,27 @@ pub async fn launch_seat(
     let acting = cloud.clone();
     let launches = &cloud.lookups().seat_launches;
     // Ctrl-C while the seats gather takes this seat's launch back; once it is taken, the
-    // launch goes on (its instances are recorded as made, for the error's list).
-    let answer = crate::interrupt::cancellable("launching the seats' instances", async {
-        Ok(launches
-            .join(ticket, request, move |seats| {
+    // seat waits for its instance (the launch is on its way; its instances are recorded as
+    // made, for the error's list, and the next safe point stops the seat).
+    let joined = launches
+        .join(
+            ticket,
+            request,
+            move |seats| {
                 let cloud = acting.clone();
                 async move { launch_together(&cloud, seats).await }
-            })
-            .await)
-    })
-    .await?;
+            },
+            crate::interrupt::stopped(),
+        )
+        .await;
+    let answer = match joined {
+        Joined::Answered(answer) => Some(answer),
+        Joined::Stopped => {
+            crate::interrupt::checkpoint(LAUNCHING)?;
+            None
+        }
+        Joined::Unanswered => None,
+    };
     answer.unwrap_or_else(|| {
         Err(Error::Aws {
             action: "ec2:RunInstances".into(),
@@ -83,11 +97,8 @@ pub async fn launch_seat(
 /// Each seat's instance, in the seats' order: those alike launched together.
 async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<Instance>> {
     // Ctrl-C while they gathered: no launch.
-    if let Err(e) = crate::interrupt::checkpoint("launching the seats' instances") {
-        let mut errors: Vec<Result<Instance>> =
-            seats.iter().skip(1).map(|_| Err(e.again())).collect();
-        errors.insert(0, Err(e));
-        return errors;
+    if let Err(e) = crate::interrupt::checkpoint(LAUNCHING) {
+        return for_each(e, seats.len());
     }
     let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
     for (n, seat) in seats.iter().enumerate() {
@@ -167,17 +178,8 @@ async fn launch_alike(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
     {
         Ok(launched) => launched,
         // A quota (vCPUs, instances) may allow some of them: as many as it allows start.
-        Err(Error::QuotaExceeded { message, .. })
-            if !message.starts_with("InsufficientInstanceCapacity") =>
-        {
-            return in_halves(cloud, seats).await;
-        }
-        Err(e) => {
-            let mut errors: Vec<Result<Instance>> =
-                seats.iter().skip(1).map(|_| Err(e.again())).collect();
-            errors.insert(0, Err(e));
-            return errors;
-        }
+        Err(e) if over_quota(&e) => return within_quota(cloud, seats).await,
+        Err(e) => return for_each(e, seats.len()),
     };
     let got = launched.len();
     // Recorded here, not only by each seat's `up`: a seat cancelled meanwhile has its instance
@@ -233,6 +235,38 @@ async fn in_halves(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instance>
     )
     .await;
     x.into_iter().chain(y).collect()
+}
+
+/// `e` for each of `n` seats.
+fn for_each(e: Error, n: usize) -> Vec<Result<Instance>> {
+    let mut errors: Vec<Result<Instance>> = (1..n).map(|_| Err(e.again())).collect();
+    if n > 0 {
+        errors.insert(0, Err(e));
+    }
+    errors
+}
+
+/// A quota refused the launch (not a want of capacity, which another type may not meet).
+fn over_quota(e: &Error) -> bool {
+    matches!(e, Error::QuotaExceeded { .. }) && !e.is_no_capacity()
+}
+
+/// Seats a quota refused together, launched in halves one after the other, so that as many
+/// start as it allows: once a seat of the first half is refused, the quota is used up and the
+/// second half gets that refusal without asking (about log2 of the seats' calls).
+async fn within_quota(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instance>> {
+    let (a, b) = seats.split_at(seats.len() / 2);
+    let mut first = Box::pin(launch_alike(cloud, a)).await;
+    let refused = first.iter().find_map(|r| match r {
+        Err(e) if over_quota(e) => Some(e.again()),
+        _ => None,
+    });
+    let second = match refused {
+        Some(e) => for_each(e, b.len()),
+        None => Box::pin(launch_alike(cloud, b)).await,
+    };
+    first.extend(second);
+    first
 }
 
 /// The class and seat a launch's tags name.

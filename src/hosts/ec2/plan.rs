@@ -1222,6 +1222,7 @@ mod tests {
         Instance {
             id: "i-1".into(),
             deployment: "lab".into(),
+            untagged_seat: false,
             state: state.into(),
             instance_type: "t3.medium".into(),
             public_ip: Some("203.0.113.7".into()),

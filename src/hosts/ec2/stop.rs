@@ -32,7 +32,7 @@ pub async fn stop(
         return Err(Error::DeploymentNotFound {
             name: deployment.to_string(),
             place: format!(
-                "on EC2 in {} (no instance tagged labship:deployment={deployment} that is not being terminated)",
+                "on EC2 in {} (no instance of `{deployment}` that is not being terminated)",
                 cloud.region
             ),
         });

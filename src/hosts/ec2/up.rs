@@ -149,6 +149,7 @@ pub async fn up<'a>(
     .await?;
     plan::refusals(config, &observed)?;
     let opts = &settled(&cloud, opts, &observed).await?;
+    mend_seat_tags(&cloud, config, &observed, printer).await;
     if opts.access == Access::Ssm {
         // Without the plugin no one could reach what this would create.
         crate::tunnel::find_plugin()?;
@@ -458,6 +459,34 @@ pub async fn up<'a>(
         printer,
     )
     .await
+}
+
+/// A seat launched with others whose own tags could not be set after its launch (it is its
+/// seat by its launch index meanwhile) gets them now; failing again is a note.
+async fn mend_seat_tags(cloud: &Cloud, config: &Config, observed: &Observed, printer: &Printer) {
+    let Some(inst) = observed
+        .live()
+        .or(observed.stopped())
+        .filter(|i| i.untagged_seat)
+    else {
+        return;
+    };
+    let name = &config.name;
+    let mut pairs = vec![
+        (crate::tags::DEPLOYMENT.to_string(), name.clone()),
+        ("Name".to_string(), format!("labship-{name}")),
+    ];
+    pairs.extend(plan::seat_tags(inst.seat.as_ref()));
+    match cloud.tag_launched(&inst.id, &pairs).await {
+        Ok(()) => printer.note(format!(
+            "Tagged {} as `{name}`'s instance (its tags were not set at its launch)",
+            inst.id
+        )),
+        Err(e) => printer.note(format!(
+            "{} is `{name}`'s instance by its launch index; its own tags still cannot be set: {e}",
+            inst.id
+        )),
+    }
 }
 
 /// The plans that act on the live instance that already has this image and port: nothing,
