@@ -958,7 +958,7 @@ impl Cloud {
             .described(req, &format!("the seats of class `{class}`"))
             .await?
             .iter()
-            .map(|i| to_instance(i, &deployment_of(i, "")))
+            .map(|i| to_instance(i, ""))
             .collect())
     }
 
@@ -1135,7 +1135,7 @@ impl Cloud {
                     Ok(Step::Done(
                         launched
                             .into_iter()
-                            .map(|i| to_instance(i, &deployment_of(i, &spec.deployment)))
+                            .map(|i| to_instance(i, &spec.deployment))
                             .collect(),
                     ))
                 }
@@ -1212,9 +1212,9 @@ impl Cloud {
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
         {
-            let deployment = deployment_of(i, "");
-            if deployments.is_none_or(|d| d.contains(&deployment.as_str())) {
-                found.push(to_instance(i, &deployment));
+            let instance = to_instance(i, "");
+            if deployments.is_none_or(|d| d.contains(&instance.deployment.as_str())) {
+                found.push(instance);
             }
         }
         found.sort_by(|a, b| {
@@ -1362,7 +1362,7 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .map(|i| {
-                let found = to_instance(i, &deployment_of(i, ""));
+                let found = to_instance(i, "");
                 (found.id.clone(), found)
             })
             .collect())
@@ -1379,7 +1379,7 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .next()
-            .map(|i| to_instance(i, &deployment_of(i, ""))))
+            .map(|i| to_instance(i, "")))
     }
 
     /// The serial console (decoded lossily; None while EC2 has nothing yet).
@@ -1440,11 +1440,7 @@ impl Cloud {
     pub async fn tag_launched(&self, id: &str, pairs: &[(String, String)]) -> Result<()> {
         let pairs = borrowed(pairs);
         retry::until(Duration::from_secs(60), Duration::from_secs(2), || async {
-            let mut call = self.ec2.create_tags().resources(id);
-            for (k, v) in &pairs {
-                call = call.tags(Tag::builder().key(*k).value(v).build());
-            }
-            match call.send().await {
+            match self.create_tags(id, &pairs).send().await {
                 Ok(_) => Ok(Step::Done(())),
                 Err(e) if error_code(&e) == "InvalidInstanceID.NotFound" => {
                     Ok(Step::Again(self.fail("ec2", "CreateTags", id, &e)))
@@ -1455,13 +1451,22 @@ impl Cloud {
         .await
     }
 
+    /// The CreateTags call that sets (or replaces) `pairs` on the resource `id`.
+    fn create_tags(
+        &self,
+        id: &str,
+        pairs: &[(&str, String)],
+    ) -> aws_sdk_ec2::operation::create_tags::builders::CreateTagsFluentBuilder {
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(ec2_tags(pairs)))
+    }
+
     /// Sets (or replaces) tags of an existing instance.
     async fn retag(&self, id: &str, pairs: &[(&str, String)]) -> Result<()> {
-        let mut call = self.ec2.create_tags().resources(id);
-        for (k, v) in pairs {
-            call = call.tags(Tag::builder().key(*k).value(v).build());
-        }
-        call.send()
+        self.create_tags(id, pairs)
+            .send()
             .await
             .map_err(|e| self.fail("ec2", "CreateTags", id, &e))?;
         Ok(())
@@ -1857,13 +1862,15 @@ fn deployment_of(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> String {
         .unwrap_or_else(|| otherwise.to_string())
 }
 
-fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
+/// The instance as labship sees it: of the deployment [`deployment_of`] says (`otherwise`
+/// when it names none).
+fn to_instance(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> Instance {
     let launched = i.launch_time();
+    let by_index = launched_seat(i);
     Instance {
         id: i.instance_id().unwrap_or_default().to_string(),
-        deployment: deployment.to_string(),
-        untagged_seat: tag_value(i.tags(), tags::DEPLOYMENT).is_none()
-            && launched_seat(i).is_some(),
+        deployment: deployment_of(i, otherwise),
+        untagged_seat: tag_value(i.tags(), tags::DEPLOYMENT).is_none() && by_index.is_some(),
         state: i
             .state()
             .and_then(|s| s.name())
@@ -1894,7 +1901,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, deployment: &str) -> Instance {
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
-        seat: seat_of(i.tags()).or_else(|| launched_seat(i)),
+        seat: seat_of(i.tags()).or(by_index),
         inputs: tag_value(i.tags(), tags::INPUTS),
         profile: i
             .iam_instance_profile()
@@ -1991,9 +1998,7 @@ mod tests {
         let launched = [(tags::CLASS, "ds"), (tags::LAUNCH_SEATS, "alice bob carol")];
         let bob = instance(1, &launched);
         assert_eq!(deployment_of(&bob, ""), "ds-bob");
-        let seat = to_instance(&bob, &deployment_of(&bob, ""))
-            .seat
-            .expect("a seat");
+        let seat = to_instance(&bob, "").seat.expect("a seat");
         assert_eq!((seat.class.as_str(), seat.seat.as_str()), ("ds", "bob"));
         // Its own tags, once set, are what it is; an index beyond the list is no seat.
         let tagged = instance(
