@@ -2436,7 +2436,10 @@ esac"#,
         let mut i = inputs(HostKind::Al2023, "127.0.0.1");
         i.inputs = INPUTS;
         i.jupyter_deadline_secs = 2;
-        let script = render_replace(&i).expect("renders");
+        // S3's refusal is retried until LOGIN_DEADLINE (3 minutes on a host): 3 s here.
+        let rendered = render_replace(&i).expect("renders");
+        let script = rendered.replace("readonly LOGIN_DEADLINE=180 ", "readonly LOGIN_DEADLINE=3 ");
+        assert_ne!(script, rendered, "the script sets LOGIN_DEADLINE");
         let new_id = inputs_id(INPUTS);
         let replace = |extra: &[(&str, &str)]| {
             let mut env = vec![("STUB_PULL_FAILS", "0"), ("STUB_IMAGE_ID", "sha256:old")];
@@ -2472,6 +2475,11 @@ esac"#,
             other => panic!("expected an error marker, got {other:?}\n{context}"),
         }
         assert!(!host.calls().contains("docker stop"), "{context}");
+        assert!(
+            host.read("labship.log")
+                .contains("input copy attempt 1 refused"),
+            "a refusal is tried again until the deadline\n{context}"
+        );
         untouched(&context);
 
         // The copy works but the new container never serves: the old one is put back with
