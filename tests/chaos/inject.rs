@@ -87,12 +87,19 @@ async fn injected(mode: Mode, seed: u64) {
 
 /// How many instances were ever launched for the deployment (terminated ones included).
 async fn launched(ec2: &aws_sdk_ec2::Client, deployment: &str) -> usize {
+    tagged(ec2, "labship:deployment", deployment).await
+}
+
+/// How many instances were ever launched with the tag `key` = `value` (terminated ones
+/// included). A class's seats carry `labship:class` from their launch, their own deployment
+/// tag only once it could be set after it.
+async fn tagged(ec2: &aws_sdk_ec2::Client, key: &str, value: &str) -> usize {
     let all = ec2
         .describe_instances()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
-                .name("tag:labship:deployment")
-                .values(deployment)
+                .name(format!("tag:{key}"))
+                .values(value)
                 .build(),
         )
         .send()
@@ -160,14 +167,16 @@ async fn busy_class(seed: u64, share: f64) {
     let fired = report["fired"].as_array().map(Vec::len).unwrap_or(0);
     assert!(fired > 0, "seed {seed}: no fault was injected: {report}");
     eprintln!("class seed {seed}: {fired} faults");
+    // One instance per seat: counted by the class, which every seat's instance has from
+    // its launch (a seat's own tags may have been refused by the faults).
     let ec2 = ec2_client(&rig.aws_endpoint);
+    assert_eq!(
+        tagged(&ec2, "labship:class", &class).await,
+        3,
+        "seed {seed}: instances of the class"
+    );
     for seat in 1..=3 {
         let deployment = format!("{class}-{seat}");
-        assert_eq!(
-            launched(&ec2, &deployment).await,
-            1,
-            "seed {seed}: instances of seat {seat}"
-        );
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
         assert!(
             left.is_empty(),
@@ -234,9 +243,9 @@ async fn no_capacity_class_falls_back_to_another_type() {
         let (endpoint, class) = (rig.aws_endpoint.clone(), class.clone());
         async move {
             let ec2 = ec2_client(&endpoint);
+            assert_eq!(tagged(&ec2, "labship:class", &class).await, 0, "{after}");
             for seat in 1..=2 {
                 let deployment = format!("{class}-{seat}");
-                assert_eq!(launched(&ec2, &deployment).await, 0, "seat {seat}");
                 let left = aws_leftovers(&endpoint, &deployment, false).await;
                 assert!(
                     left.is_empty(),
@@ -324,7 +333,8 @@ async fn no_capacity_class_falls_back_to_another_type() {
 }
 
 /// A class whose seats, launched by one RunInstances, cannot be given their own tags after
-/// it (every CreateTags is refused): each instance is still its seat, by its launch index
+/// it (the first CreateTags is answered as EC2 answers for an instance it does not know yet,
+/// and is tried again; then every CreateTags is refused): each instance is still its seat, by its launch index
 /// among the seats its `labship:launch-seats` tag lists. The seats come up; `status` lists
 /// them; `up` again launches nothing (each seat finds its instance, and tries its tags
 /// again); `down` removes them and leaves nothing.
@@ -339,13 +349,31 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     faults.set(
         1,
-        json!([{"action": "ec2:CreateTags", "fault": "unauthorized"}]),
+        json!([
+            {"action": "ec2:CreateTags", "nth": 1, "fault": "instance-not-found"},
+            {"action": "ec2:CreateTags", "fault": "unauthorized"},
+        ]),
     );
     let port = free_port().to_string();
     let mut args = ec2_up_args(&port);
     args.extend(["--seats", "2"]);
     let up: Value = json(&p.labship_at(&sim, &args, &env));
     assert_eq!(up["ready"], 2, "{up}");
+    // The instance EC2 did not know yet was tagged again; a refusal is not tried again.
+    let report = faults.report();
+    let fired: Vec<&str> = report["fired"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["action"] == "ec2:CreateTags")
+        .filter_map(|f| f["what"].as_str())
+        .collect();
+    assert_eq!(
+        fired,
+        ["instance-not-found", "unauthorized", "unauthorized"],
+        "{report}"
+    );
+    assert_eq!(report["calls"]["ec2:CreateTags"], 3, "{report}");
     let instances = class_instances(&rig.aws_endpoint, &class);
     assert_eq!(instances.len(), 2, "{instances:?}");
     for i in &instances {

@@ -142,6 +142,8 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      HTTP 400 VcpuLimitExceeded (the account's vCPU quota for the type's family is used up).
      "unauthorized": the caller's policy does not allow the call: EC2 HTTP 403
      UnauthorizedOperation, JSON services 400 AccessDeniedException, IAM/STS 403 AccessDenied.
+     "instance-not-found": EC2's HTTP 400 InvalidInstanceID.NotFound for the instances the call
+     names (what EC2 answers for a few seconds after a launch, until it knows them everywhere).
      Only the first fault rule that fires applies; "what" is the fault's kind.
   launch_at_most (action "ec2:RunInstances" only): EC2 has capacity for N instances: the call
      launches at most N of its MaxCount, and is refused (InsufficientInstanceCapacity) when its
@@ -226,7 +228,7 @@ MUTATING_PREFIXES = (
 _MUTATING_RE = re.compile(r"(?:%s)(?=[A-Z0-9_]|$)" % "|".join(MUTATING_PREFIXES))
 FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
 FAULT_KINDS = ("throttle", "5xx", "throttle-or-5xx", "lose-response", "capacity", "vcpu-quota",
-               "unauthorized")
+               "unauthorized", "instance-not-found")
 FAULT_RULE_FIELDS = ("action", "param", "nth", "share", "signal", "when", "pid", "delay", "fault",
                      "launch_at_most")
 FAULT_PID_WAIT = 10.0  # seconds a signal rule waits for its scope's pid to be registered
@@ -689,6 +691,10 @@ def fault_answer(req, kind):
                          "allows for the instance bucket that the specified instance type %s belongs "
                          "to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an "
                          "adjustment to this limit." % req.params.get("InstanceType", "instance"))
+    if kind == "instance-not-found":
+        named = [v for k, v in sorted(req.params.items()) if re.match(r"(InstanceId|ResourceId)(\.\d+)?$", k)]
+        return ec2_error(400, "InvalidInstanceID.NotFound",
+                         "The instance ID '%s' does not exist" % (", ".join(named) or "?"))
     if kind == "unauthorized":
         if req.service == "ec2":
             return ec2_error(403, "UnauthorizedOperation", "You are not authorized to perform this operation.")
@@ -808,7 +814,7 @@ class Faults:
         if plan.delay:
             time.sleep(plan.delay)
         req.launch_at_most = plan.launch_at_most
-        if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota", "unauthorized"):
+        if plan.fault in ("throttle", "5xx", "capacity", "vcpu-quota", "unauthorized", "instance-not-found"):
             answer = fault_answer(req, plan.fault)
         else:
             answer = dispatch(req)

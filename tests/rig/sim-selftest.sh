@@ -471,6 +471,21 @@ fi
 curl -fsS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" >/dev/null || fail "DELETE /_sim/faults"
 [ "$(curl -fsS "$SIM/_sim/instances" | jq length)" = "$before" ] || fail "a refused run-instances launched something"
 ok "with capacity for one instance a launch, run-instances --count 2 is refused (InsufficientInstanceCapacity) and launches nothing"
+# An instance EC2 does not know yet (the instance-not-found fault, once): create-tags is
+# refused with InvalidInstanceID.NotFound naming it and tags nothing; the next call tags it.
+first="${batch%% *}"
+sim_post /_sim/faults "{\"scope\":\"$FKEY\",\"rules\":[{\"action\":\"ec2:CreateTags\",\"nth\":1,\"fault\":\"instance-not-found\"}]}" >/dev/null ||
+    fail "POST /_sim/faults (instance-not-found)"
+if faws 1 ec2 create-tags --resources "$first" --tags Key=selftest,Value=1 >"$tmp/unknown" 2>&1 ||
+    ! grep -q "InvalidInstanceID.NotFound.*$first" "$tmp/unknown"; then
+    fail "create-tags with the instance-not-found fault: $(cat "$tmp/unknown")"
+fi
+tagged() { aws ec2 describe-instances --instance-ids "$first" | jq -r '[.Reservations[].Instances[].Tags[]? | select(.Key == "selftest")] | length'; }
+[ "$(tagged)" = 0 ] || fail "create-tags refused as instance-not-found tagged $first"
+faws 1 ec2 create-tags --resources "$first" --tags Key=selftest,Value=1 || fail "create-tags after the fault"
+[ "$(tagged)" = 1 ] || fail "create-tags after the fault did not tag $first"
+curl -fsS --max-time 10 -X DELETE "$SIM/_sim/faults?scope=$FKEY" >/dev/null || fail "DELETE /_sim/faults"
+ok "create-tags of an instance EC2 does not know yet (instance-not-found) is refused with InvalidInstanceID.NotFound naming it, and the next one tags it"
 # shellcheck disable=SC2086 # ids, one per word
 aws ec2 terminate-instances --instance-ids $batch >/dev/null || fail "terminate-instances $batch"
 deadline=$((SECONDS + 60))
