@@ -4,6 +4,10 @@
 
 mod support;
 
+// libtest starts tests in the order of their names, as many at once as there are CPUs. The
+// host-life tests wait for minutes (an idle stop, a TTL) while doing little, so their module
+// is named to come first: they then run beside the others instead of alone at the end.
+mod alive;
 mod bad_input;
 mod browser;
 mod build;
@@ -12,7 +16,6 @@ mod config;
 mod ec2;
 mod job;
 mod job_ec2;
-mod life;
 mod local;
 mod policy;
 mod push;
