@@ -279,6 +279,9 @@ async fn class(
     };
     super::emit_roster(printer, &report)?;
     if report.failed > 0 {
+        // Ctrl-C: each seat stopped at its next safe point (its row says where), and the
+        // command ends as an interrupted one does (exit 130, what exists now, what to run).
+        interrupt::checkpoint("every seat of the class was ready")?;
         let again = match &args.roster {
             Some(path) => format!(
                 "{} --roster {}",

@@ -7,6 +7,8 @@
 //! One seed per mode runs in CI; seeds 2-5 (and 6-7 for lost answers: the data volume's
 //! CreateVolume and AttachVolume) run with `--include-ignored`.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::driver::*;
@@ -430,6 +432,68 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
         ],
     );
     assert_eq!(left["Reservations"], json!([]), "{left}");
+    for seat in 1..=2 {
+        let deployment = format!("{class}-{seat}");
+        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
+    }
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+}
+
+/// Ctrl-C while a class's seats gather before their one RunInstances: one seat's token is
+/// held 6 s by the simulator and the signal comes as it is answered, while the other seat
+/// waits at the launch. labship stops (exit 130) and launches nothing; a plain `up` again
+/// brings both seats up with one RunInstances, and `down` leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges() {
+    let rig = rig();
+    let sim = sim_endpoint();
+    let p = Project::default_workload("gather");
+    let class = p.name.clone();
+    let faults = Faults::new(&sim, "gather");
+    let env = faults.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    faults.set(
+        1,
+        json!([
+            {"action": "ssm:PutParameter", "nth": 2, "delay": 6},
+            {"action": "ssm:PutParameter", "nth": 2, "signal": "INT", "when": "after"},
+        ]),
+    );
+    let port = free_port().to_string();
+    let mut args = ec2_up_args(&port);
+    args.extend(["--seats", "2"]);
+    let mut cmd = p.command(&args);
+    cmd.env("AWS_ENDPOINT_URL", &sim);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let ended = run(
+        cmd,
+        Some(&faults),
+        Trigger::Simulator,
+        Sig::Int,
+        Duration::from_secs(600),
+    );
+    let report = faults.report();
+    assert!(
+        report["fired"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|e| e["result"] == "sent")),
+        "the signal was not sent: {report}\n{}",
+        ended.stderr
+    );
+    assert_stopped_by(&ended, Sig::Int, "Ctrl-C while the seats gather");
+    assert_eq!(report["calls"]["ec2:RunInstances"], Value::Null, "{report}");
+    let ec2 = ec2_client(&rig.aws_endpoint);
+    assert_eq!(tagged(&ec2, "labship:class", &class).await, 0);
+
+    faults.set(2, json!([]));
+    let again: Value = json(&p.labship_at(&sim, &args, &env));
+    assert_eq!(again["ready"], 2, "{again}");
+    assert_eq!(faults.report()["calls"]["ec2:RunInstances"], 1, "{again}");
+
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
     for seat in 1..=2 {
         let deployment = format!("{class}-{seat}");
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
