@@ -638,6 +638,12 @@ pub async fn down<H: Host>(
         seats: left,
         group: None,
     };
+    // Ctrl-C: what the seats share stays for the same command again (it may still be in use),
+    // and what was removed is reported.
+    if crate::interrupt::requested() {
+        left.group = Some("not looked at: interrupted".into());
+        return Ok((report, left));
+    }
     match host.release_class(&config.name, options.force).await {
         Ok(released) => {
             left.group = released.failures.first().cloned();

@@ -443,7 +443,8 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
 /// Ctrl-C while a class's seats gather before their one RunInstances: one seat's token is
 /// held 6 s by the simulator and the signal comes as it is answered, while the other seat
 /// waits at the launch. labship stops (exit 130) and launches nothing; a plain `up` again
-/// brings both seats up with one RunInstances, and `down` leaves nothing.
+/// brings both seats up with one RunInstances. A `down` stopped once the instances are
+/// terminating ends the same way, and `down` again leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges() {
     let rig = rig();
@@ -493,7 +494,26 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     assert_eq!(again["ready"], 2, "{again}");
     assert_eq!(faults.report()["calls"]["ec2:RunInstances"], 1, "{again}");
 
-    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
+    faults.set(
+        3,
+        json!([{"action": "ec2:TerminateInstances", "nth": 1, "signal": "INT", "when": "after"}]),
+    );
+    let down = ec2_down_args(&["--delete-data"]);
+    let mut cmd = p.command(&down);
+    cmd.env("AWS_ENDPOINT_URL", &sim);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let ended = run(
+        cmd,
+        Some(&faults),
+        Trigger::Simulator,
+        Sig::Int,
+        Duration::from_secs(600),
+    );
+    assert_stopped_by(&ended, Sig::Int, "Ctrl-C during the class's down");
+    faults.set(4, json!([]));
+    json(&p.labship_at(&sim, &down, &env));
     for seat in 1..=2 {
         let deployment = format!("{class}-{seat}");
         let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
