@@ -561,6 +561,16 @@ pub enum Error {
         again: String,
     },
 
+    /// Ctrl-C during a class's `up`: each seat stopped at its own safe point, and its row in
+    /// the roster (printed before this) says where.
+    #[error("interrupted: the seats of `{class}` stopped before {step}")]
+    #[diagnostic(code(labship::class::interrupted), help("{summary}"))]
+    SeatsInterrupted {
+        class: String,
+        step: String,
+        summary: String,
+    },
+
     #[error("run {run_id}: cell {cell} of {of} failed: {ename}: {evalue}")]
     #[diagnostic(
         code(labship::job::failed),
@@ -745,6 +755,7 @@ impl Error {
         matches!(
             self,
             Error::SeatsFailed { .. }
+                | Error::SeatsInterrupted { .. }
                 | Error::SeatsLeft { .. }
                 | Error::ClassGroupLeft { .. }
                 | Error::JobFailed { .. }
@@ -758,7 +769,7 @@ impl Error {
     /// interruption, 1 for every other failure (clap exits 2 on usage errors by itself).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Interrupted { .. } => 130,
+            Error::Interrupted { .. } | Error::SeatsInterrupted { .. } => 130,
             _ => 1,
         }
     }

@@ -127,8 +127,14 @@ pub fn gone(what: &str) {
 fn interrupted(step: &str) -> Error {
     Error::Interrupted {
         step: step.to_string(),
-        summary: summary().trim_start().to_string(),
+        summary: what_now(),
     }
+}
+
+/// What exists now and what to run next, as an interruption's error says it (for a command
+/// whose interruption is reported its own way: a class's seats).
+pub fn what_now() -> String {
+    summary().trim_start().to_string()
 }
 
 /// What exists now and what to run next.

@@ -104,6 +104,9 @@ pub struct RosterReport {
     pub seats: Vec<SeatRow>,
     pub ready: usize,
     pub failed: usize,
+    /// `up` was stopped by Ctrl-C: each seat at its own safe point (its row says where), and
+    /// what follows the seats' start (a second batch, the class's group settled) not done.
+    pub interrupted: bool,
 }
 
 impl RosterReport {
@@ -114,6 +117,7 @@ impl RosterReport {
             seats,
             ready: 0,
             failed: 0,
+            interrupted: false,
         };
         report.failed = report.not_ready().count();
         report.ready = report.seats.len() - report.failed;
@@ -284,7 +288,9 @@ pub async fn up<H: Host>(
     // once every seat moved), and goes when no seat started (capacity, a quota). Not after
     // Ctrl-C: the next `up` or `down` does it.
     if crate::interrupt::requested() {
-        return Ok(RosterReport::new(host.target(), &config.name, rows));
+        let mut report = RosterReport::new(host.target(), &config.name, rows);
+        report.interrupted = true;
+        return Ok(report);
     }
     if let Err(e) = host.settle_class(&config.name).await {
         printer.note(format!(
@@ -638,12 +644,6 @@ pub async fn down<H: Host>(
         seats: left,
         group: None,
     };
-    // Ctrl-C: what the seats share stays for the same command again (it may still be in use),
-    // and what was removed is reported.
-    if crate::interrupt::requested() {
-        left.group = Some("not looked at: interrupted".into());
-        return Ok((report, left));
-    }
     match host.release_class(&config.name, options.force).await {
         Ok(released) => {
             left.group = released.failures.first().cloned();

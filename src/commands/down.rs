@@ -155,9 +155,6 @@ async fn on<H: Host>(
     let total = seats.len();
     let (report, left) = labship::class::down(host, config, options, seats, printer).await?;
     super::emit(printer, &report)?;
-    // Ctrl-C: what was removed is in the report; the command ends as an interrupted one does
-    // (exit 130, what is left, the same command to finish).
-    labship::interrupt::checkpoint("the whole class was removed")?;
     if !left.seats.is_empty() {
         return Err(Error::SeatsLeft {
             class: config.name.clone(),

@@ -278,10 +278,16 @@ async fn class(
         }
     };
     super::emit_roster(printer, &report)?;
+    if report.interrupted {
+        // Each seat stopped at its next safe point (its row says where); the command ends as
+        // an interrupted one does: exit 130, what exists now, the command to finish.
+        return Err(Error::SeatsInterrupted {
+            class: config.name.clone(),
+            step: "every seat was ready".into(),
+            summary: interrupt::what_now(),
+        });
+    }
     if report.failed > 0 {
-        // Ctrl-C: each seat stopped at its next safe point (its row says where), and the
-        // command ends as an interrupted one does (exit 130, what exists now, what to run).
-        interrupt::checkpoint("every seat of the class was ready")?;
         let again = match &args.roster {
             Some(path) => format!(
                 "{} --roster {}",

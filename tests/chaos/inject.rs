@@ -441,10 +441,10 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
 }
 
 /// Ctrl-C while a class's seats gather before their one RunInstances: one seat's token is
-/// held 6 s by the simulator and the signal comes as it is answered, while the other seat
-/// waits at the launch. labship stops (exit 130) and launches nothing; a plain `up` again
-/// brings both seats up with one RunInstances. A `down` stopped once the instances are
-/// terminating ends the same way, and `down` again leaves nothing.
+/// held 8 s by the simulator and the signal comes 2 s into that, while the other seat waits
+/// at the launch. labship stops (exit 130, the roster says so) and launches nothing; a plain
+/// `up` again brings both seats up with one RunInstances. A `down` stopped once the
+/// instances are terminating ends as interrupted too, and `down` again leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges() {
     let rig = rig();
@@ -456,11 +456,19 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     faults.set(
         1,
-        json!([
-            {"action": "ssm:PutParameter", "nth": 2, "delay": 6},
-            {"action": "ssm:PutParameter", "nth": 2, "signal": "INT", "when": "after"},
-        ]),
+        json!([{"action": "ssm:PutParameter", "nth": 2, "delay": 8}]),
     );
+    // The signal 2 s after the second token's call came (and was held): the first seat has
+    // long reached the launch, and the stop is seen before the held call is answered.
+    let report = faults.reader();
+    let held = std::sync::Mutex::new(None::<std::time::Instant>);
+    let trigger = Trigger::Engine(Box::new(move || {
+        let mut held = held.lock().expect("lock");
+        if held.is_none() && report()["fired"].as_array().is_some_and(|f| !f.is_empty()) {
+            *held = Some(std::time::Instant::now());
+        }
+        held.is_some_and(|t| t.elapsed() >= Duration::from_secs(2))
+    }));
     let port = free_port().to_string();
     let mut args = ec2_up_args(&port);
     args.extend(["--seats", "2"]);
@@ -469,22 +477,24 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let ended = run(
-        cmd,
-        Some(&faults),
-        Trigger::Simulator,
-        Sig::Int,
-        Duration::from_secs(600),
-    );
-    let report = faults.report();
+    let ended = run(cmd, None, trigger, Sig::Int, Duration::from_secs(600));
+    // Exit 130; on stdout the roster alone, which says it was interrupted and each seat
+    // where it stopped.
+    assert_eq!(ended.status.code(), Some(130), "{}", ended.stderr);
     assert!(
-        report["fired"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|e| e["result"] == "sent")),
-        "the signal was not sent: {report}\n{}",
+        ended.stderr.contains("labship::class::interrupted"),
+        "{}",
         ended.stderr
     );
-    assert_stopped_by(&ended, Sig::Int, "Ctrl-C while the seats gather");
+    let roster: Value = serde_json::from_str(&ended.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document: {e}: {}", ended.stdout));
+    assert_eq!(roster["interrupted"], true, "{roster}");
+    assert_eq!(roster["ready"], 0, "{roster}");
+    for seat in roster["seats"].as_array().expect("seats") {
+        let error = seat["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("interrupted: stopped before"), "{seat}");
+    }
+    let report = faults.report();
     assert_eq!(report["calls"]["ec2:RunInstances"], Value::Null, "{report}");
     let ec2 = ec2_client(&rig.aws_endpoint);
     assert_eq!(tagged(&ec2, "labship:class", &class).await, 0);

@@ -1043,6 +1043,15 @@ impl Kernel {
     }
 }
 
+/// `{"calls": {...}, "fired": [...]}` of the fault scope `key` of the simulator at `sim`.
+fn fault_report(sim: &str, key: &str) -> Value {
+    let mut resp = sim_agent()
+        .get(&format!("{sim}/_sim/faults?scope={key}"))
+        .call()
+        .expect("GET /_sim/faults");
+    resp.body_mut().read_json().expect("fault report JSON")
+}
+
 /// One scope of the simulator's fault injector: the rules apply only to calls signed with
 /// this access key, so tests running at the same time do not see each other's faults.
 pub struct Faults {
@@ -1096,11 +1105,14 @@ impl Faults {
 
     /// `{"calls": {...}, "fired": [...]}` of this scope.
     pub fn report(&self) -> Value {
-        let mut resp = sim_agent()
-            .get(&format!("{}/_sim/faults?scope={}", self.sim, self.key))
-            .call()
-            .expect("GET /_sim/faults");
-        resp.body_mut().read_json().expect("fault report JSON")
+        fault_report(&self.sim, &self.key)
+    }
+
+    /// What reads this scope's report from another thread (a test's trigger).
+    #[allow(dead_code)] // the chaos suite's
+    pub fn reader(&self) -> impl Fn() -> Value + Send + 'static {
+        let (sim, key) = (self.sim.clone(), self.key.clone());
+        move || fault_report(&sim, &key)
     }
 
     pub fn clear(&self) {
