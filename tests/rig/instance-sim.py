@@ -142,8 +142,9 @@ untouched. JSON in, JSON out; a bad rule set gets HTTP 400 {"error": "<field>: .
      HTTP 400 VcpuLimitExceeded (the account's vCPU quota for the type's family is used up).
      "unauthorized": the caller's policy does not allow the call: EC2 HTTP 403
      UnauthorizedOperation, JSON services 400 AccessDeniedException, IAM/STS 403 AccessDenied.
-     "instance-not-found": EC2's HTTP 400 InvalidInstanceID.NotFound for the instances the call
-     names (what EC2 answers for a few seconds after a launch, until it knows them everywhere).
+     "instance-not-found" (for EC2 calls): EC2's HTTP 400 InvalidInstanceID.NotFound for the
+     instances the call names (what EC2 answers for a few seconds after a launch, until it
+     knows them everywhere).
      Only the first fault rule that fires applies; "what" is the fault's kind.
   launch_at_most (action "ec2:RunInstances" only): EC2 has capacity for N instances: the call
      launches at most N of its MaxCount, and is refused (InsufficientInstanceCapacity) when its
@@ -692,7 +693,9 @@ def fault_answer(req, kind):
                          "to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an "
                          "adjustment to this limit." % req.params.get("InstanceType", "instance"))
     if kind == "instance-not-found":
-        named = [v for k, v in sorted(req.params.items()) if re.match(r"(InstanceId|ResourceId)(\.\d+)?$", k)]
+        numbered = [(m.group(1), int(m.group(2) or 0), v) for k, v in req.params.items()
+                    for m in [re.match(r"(InstanceId|ResourceId)(?:\.(\d+))?$", k)] if m]
+        named = [v for _, _, v in sorted(numbered)]
         return ec2_error(400, "InvalidInstanceID.NotFound",
                          "The instance ID '%s' does not exist" % (", ".join(named) or "?"))
     if kind == "unauthorized":
