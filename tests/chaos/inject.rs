@@ -454,6 +454,15 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     let faults = Faults::new(&sim, "gather");
     let env = faults.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // labship on the simulator with the scope's key, to be signalled.
+    let command = |args: &[&str]| {
+        let mut cmd = p.command(args);
+        cmd.env("AWS_ENDPOINT_URL", &sim);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
     faults.set(
         1,
         json!([{"action": "ssm:PutParameter", "nth": 2, "delay": 8}]),
@@ -472,12 +481,13 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     let port = free_port().to_string();
     let mut args = ec2_up_args(&port);
     args.extend(["--seats", "2"]);
-    let mut cmd = p.command(&args);
-    cmd.env("AWS_ENDPOINT_URL", &sim);
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    let ended = run(cmd, None, trigger, Sig::Int, Duration::from_secs(600));
+    let ended = run(
+        command(&args),
+        None,
+        trigger,
+        Sig::Int,
+        Duration::from_secs(600),
+    );
     // Exit 130; on stdout the roster alone, which says it was interrupted and each seat
     // where it stopped.
     assert_eq!(ended.status.code(), Some(130), "{}", ended.stderr);
@@ -509,13 +519,8 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
         json!([{"action": "ec2:TerminateInstances", "nth": 1, "signal": "INT", "when": "after"}]),
     );
     let down = ec2_down_args(&["--delete-data"]);
-    let mut cmd = p.command(&down);
-    cmd.env("AWS_ENDPOINT_URL", &sim);
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
     let ended = run(
-        cmd,
+        command(&down),
         Some(&faults),
         Trigger::Simulator,
         Sig::Int,
