@@ -2480,6 +2480,12 @@ esac"#,
                 .contains("input copy attempt 1 refused"),
             "a refusal is tried again until the deadline\n{context}"
         );
+        let copies = host
+            .calls()
+            .lines()
+            .filter(|l| l.starts_with("aws s3 cp"))
+            .count();
+        assert!(copies >= 2, "the copy was tried {copies} times\n{context}");
         untouched(&context);
 
         // The copy works but the new container never serves: the old one is put back with
