@@ -563,13 +563,9 @@ pub enum Error {
 
     /// Ctrl-C during a class's `up`: each seat stopped at its own safe point, and its row in
     /// the roster (printed before this) says where.
-    #[error("interrupted: the seats of `{class}` stopped before {step}")]
+    #[error("interrupted: the seats of `{class}` stopped before every seat was ready")]
     #[diagnostic(code(labship::class::interrupted), help("{summary}"))]
-    SeatsInterrupted {
-        class: String,
-        step: String,
-        summary: String,
-    },
+    SeatsInterrupted { class: String, summary: String },
 
     #[error("run {run_id}: cell {cell} of {of} failed: {ename}: {evalue}")]
     #[diagnostic(

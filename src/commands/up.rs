@@ -283,7 +283,6 @@ async fn class(
         // an interrupted one does: exit 130, what exists now, the command to finish.
         return Err(Error::SeatsInterrupted {
             class: config.name.clone(),
-            step: "every seat was ready".into(),
             summary: interrupt::what_now(),
         });
     }

@@ -177,16 +177,25 @@ async fn busy_class(seed: u64, share: f64) {
         3,
         "seed {seed}: instances of the class"
     );
-    for seat in 1..=3 {
+    nothing_left_of_class(&rig.aws_endpoint, &class, 3, &format!("seed {seed}")).await;
+}
+
+/// Nothing of the class's seats `1..=seats` is left in moto, nor the group they shared
+/// (`after`: when, for the message).
+async fn nothing_left_of_class(endpoint: &str, class: &str, seats: usize, after: &str) {
+    for seat in 1..=seats {
         let deployment = format!("{class}-{seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
+        let left = aws_leftovers(endpoint, &deployment, false).await;
         assert!(
             left.is_empty(),
-            "seed {seed}: left of seat {seat}: {left:?}"
+            "left of seat {seat} after {after}: {left:?}"
         );
     }
-    let group = class_group(&rig.aws_endpoint, &class);
-    assert!(group.is_none(), "seed {seed}: the class's group: {group:?}");
+    let group = class_group(endpoint, class);
+    assert!(
+        group.is_none(),
+        "the class's group after {after}: {group:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,20 +255,8 @@ async fn no_capacity_class_falls_back_to_another_type() {
         async move {
             let ec2 = ec2_client(&endpoint);
             assert_eq!(tagged(&ec2, "labship:class", &class).await, 0, "{after}");
-            for seat in 1..=2 {
-                let deployment = format!("{class}-{seat}");
-                let left = aws_leftovers(&endpoint, &deployment, false).await;
-                assert!(
-                    left.is_empty(),
-                    "left of seat {seat} after {after}: {left:?}"
-                );
-            }
             // No seat started: the group they were to share goes too.
-            let group = class_group(&endpoint, &class);
-            assert!(
-                group.is_none(),
-                "the class's group after {after}: {group:?}"
-            );
+            nothing_left_of_class(&endpoint, &class, 2, after).await;
         }
     };
     nothing_of_the_seats("the refused launch").await;
@@ -326,12 +323,7 @@ async fn no_capacity_class_falls_back_to_another_type() {
         assert_eq!(i["SecurityGroups"][0]["GroupId"], group["GroupId"], "{i}");
     }
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &env));
-    for seat in 1..=2 {
-        let deployment = format!("{class}-{seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
-    }
-    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+    nothing_left_of_class(&rig.aws_endpoint, &class, 2, "down").await;
 }
 
 /// A class whose seats, launched by one RunInstances, cannot be given their own tags after
@@ -432,12 +424,7 @@ async fn seats_launched_together_are_their_instances_without_their_own_tags() {
         ],
     );
     assert_eq!(left["Reservations"], json!([]), "{left}");
-    for seat in 1..=2 {
-        let deployment = format!("{class}-{seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
-    }
-    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+    nothing_left_of_class(&rig.aws_endpoint, &class, 2, "down").await;
 }
 
 /// Ctrl-C while a class's seats gather before their one RunInstances: one seat's token is
@@ -529,12 +516,7 @@ async fn ctrl_c_while_the_seats_gather_launches_nothing_and_up_again_converges()
     assert_stopped_by(&ended, Sig::Int, "Ctrl-C during the class's down");
     faults.set(4, json!([]));
     json(&p.labship_at(&sim, &down, &env));
-    for seat in 1..=2 {
-        let deployment = format!("{class}-{seat}");
-        let left = aws_leftovers(&rig.aws_endpoint, &deployment, false).await;
-        assert!(left.is_empty(), "left of seat {seat}: {left:?}");
-    }
-    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+    nothing_left_of_class(&rig.aws_endpoint, &class, 2, "down").await;
 }
 
 /// A job whose host's launch never gets an answer (every RunInstances is applied and its
