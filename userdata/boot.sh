@@ -9,16 +9,19 @@ set -euo pipefail
 set -o errtrace
 
 readonly HOST_KIND={{HOST_KIND}}
-readonly DEPLOYMENT={{DEPLOYMENT}}
+# The deployment (on a host of several seats: the first seat; seat_env sets each in turn).
+DEPLOYMENT={{DEPLOYMENT}}
+# A host of several seats of a class: their names, in slot order (empty: one deployment).
+SEATS={{SEATS}}
 readonly REGION={{REGION}}
 readonly REGISTRY={{REGISTRY}}
 readonly IMAGE={{IMAGE}}
-readonly CONTAINER={{CONTAINER}}
-readonly VOLUME={{VOLUME}}
+CONTAINER={{CONTAINER}}
+VOLUME={{VOLUME}}
 readonly LABEL={{LABEL}}
 readonly BIND={{BIND}}
 readonly HOST_ADDR={{HOST_ADDR}}
-readonly PORT={{PORT}}
+PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
@@ -38,7 +41,73 @@ readonly CONSOLE=
 {{HOST_SETUP}}
 
 mark begin
-log "boot: deployment $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND"
+log "boot: deployment $DEPLOYMENT, image $IMAGE, host kind $HOST_KIND${SEATS:+, seats $SEATS}"
+
+# One seat's Jupyter, once the host has Docker, the login, the certificate and the image: its
+# data volume, its Docker volume and its container, then its token URL.
+start_seat() {
+    PHASE=data
+    ensure_data
+    PHASE=start
+    image_workdir
+    ensure_volume
+    # Re-running this script keeps a container that already runs this image.
+    local want have publish
+    want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
+    have=$(container_identity)
+    publish=$(publish_label)
+    publish=${publish#*=}
+    if [ "$have" = "$want true $(inputs_wanted) $publish" ]; then
+        log "container $CONTAINER already runs $IMAGE"
+    elif [ "$have" = "$want false $(inputs_wanted) $publish" ]; then
+        quiet docker start "$CONTAINER"
+    else
+        PHASE=data
+        fetch_inputs
+        PHASE=start
+        if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi
+        # A kept data volume's workspace gets the image's new files; a new one is filled by
+        # Docker from the image.
+        if [ "$DATA_REUSED" = 1 ]; then sync_workspace; fi
+        run_container
+    fi
+    # No container to go back to: the host's inputs are this one's from now on, ready or
+    # not (a token rotation after a slow first start keeps them).
+    keep_inputs
+    mark started
+
+    PHASE=jupyter
+    wait_jupyter
+    say_served
+    mark ready
+}
+
+# The seats of a host of several start side by side, each in a shell of its own that reads
+# its own token: one that fails says so with its name (seat=NAME error ...) and the others go
+# on. The script fails when one did.
+start_seats() {
+    local seats seat pids=() pid failed=0
+    mapfile -t seats < <(script_seats)
+    for seat in "${seats[@]}"; do
+        (
+            SEAT_LEVEL=$BASH_SUBSHELL
+            OUT=$(mktemp)
+            trap 'rm -f "$OUT" "$OUT.aws"' EXIT
+            seat_env "${seat% *}" "${seat#* }"
+            PHASE=token
+            fetch_token
+            start_seat
+        ) </dev/null &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=$((failed + 1))
+    done
+    if [ "$failed" -gt 0 ]; then
+        log "$failed of the seats ${SEATS} did not start"
+        exit 1
+    fi
+}
 
 PHASE=host
 take_lock
@@ -56,8 +125,12 @@ PHASE=login
 ecr_login
 mark logged-in
 
-PHASE=token
-fetch_token
+# One deployment's token is read before the pull (a missing one stops the boot at once); the
+# seats of a host of several each read theirs.
+if [ -z "$SEATS" ]; then
+    PHASE=token
+    fetch_token
+fi
 PHASE=tls
 ensure_tls
 
@@ -65,36 +138,4 @@ PHASE=pull
 pull_image
 mark pulled
 
-PHASE=data
-ensure_data
-PHASE=start
-image_workdir
-ensure_volume
-# Re-running this script keeps a container that already runs this image.
-want=$(docker image inspect --format '{''{.Id}}' "$IMAGE")
-have=$(container_identity)
-publish=$(publish_label)
-publish=${publish#*=}
-if [ "$have" = "$want true $(inputs_wanted) $publish" ]; then
-    log "container $CONTAINER already runs $IMAGE"
-elif [ "$have" = "$want false $(inputs_wanted) $publish" ]; then
-    quiet docker start "$CONTAINER"
-else
-    PHASE=data
-    fetch_inputs
-    PHASE=start
-    if [ -n "$have" ]; then quiet docker rm -f "$CONTAINER"; fi
-    # A kept data volume's workspace gets the image's new files; a new one is filled by
-    # Docker from the image.
-    if [ "$DATA_REUSED" = 1 ]; then sync_workspace; fi
-    run_container
-fi
-# No container to go back to: the host's inputs are this one's from now on, ready or not (a
-# token rotation after a slow first start keeps them).
-keep_inputs
-mark started
-
-PHASE=jupyter
-wait_jupyter
-say_served
-mark ready
+if [ -z "$SEATS" ]; then start_seat; else start_seats; fi

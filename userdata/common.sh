@@ -12,6 +12,16 @@ readonly LOGIN_DEADLINE=180 DOCKER_DEADLINE=120
 # How long a script waits for the data volume to be attached (see ensure_data).
 readonly DATA_DEADLINE=${LABSHIP_DATA_DEADLINE:-600}
 PHASE=begin
+# A host may serve several seats of a class (SEATS: their names, in slot order; empty: the
+# one deployment DEPLOYMENT). What is the host's (its lock, watchdog, certificate, image) is
+# named after HOST_ID, the first seat; what is a seat's (container, volume, token, data
+# volume, inputs, markers) after the seat, set by seat_env. With one deployment the two are
+# the same name and every marker is as it always was.
+readonly HOST_ID=$DEPLOYMENT FIRST_PORT=${PORT:-0} SEATS=${SEATS:-}
+# The seat the markers name (seat_env sets it on a host of several seats).
+MARK_SEAT=
+# The subshell level of a seat's own shell (on_err's "a command substitution" is deeper).
+SEAT_LEVEL=0
 LAST_ERROR=
 ROLLBACK=
 SERVED_PATH=
@@ -50,7 +60,10 @@ say() {
     fi
 }
 
-mark() { say "labship: $1 t=$(now)"; }
+# "labship: seat=NAME ..." on a host of several seats, for the seat's own steps.
+seat_word() { if [ -n "$MARK_SEAT" ]; then printf 'seat=%s ' "$MARK_SEAT"; fi; }
+
+mark() { say "labship: $(seat_word)$1 t=$(now)"; }
 
 log() { printf '%s %s\n' "$(now)" "$*" >>"$LOG_FILE"; }
 
@@ -77,14 +90,14 @@ fail() {
         fi
     fi
     LAST_ERROR="phase=$PHASE $(printf '%s' "$cause" | tr '\r\n\t' '   ' | cut -c1-240)"
-    say "labship: error $LAST_ERROR"
+    say "labship: $(seat_word)error $LAST_ERROR"
     exit 1
 }
 
 # Unexpected failures. In a subshell ($(...)) only exit: the command that used it fails
 # in turn and reports.
 on_err() {
-    if [ "$BASH_SUBSHELL" -gt 0 ]; then exit "$1"; fi
+    if [ "$BASH_SUBSHELL" -gt "$SEAT_LEVEL" ]; then exit "$1"; fi
     fail "\`$(printf '%s' "$2" | cut -c1-100)\` exited $1"
 }
 if [ "${LABSHIP_MODE:-}" != watch ]; then trap 'on_err $? "$BASH_COMMAND"' ERR; fi
@@ -187,7 +200,8 @@ image_workdir() {
 }
 
 # The workspace on the deployment's data volume (DATA_VOLUME=1): an encrypted EBS volume
-# that outlives the instance, which labship attaches as /dev/sdf once the instance runs.
+# that outlives the instance, which labship attaches as /dev/sdf once the instance runs (the
+# seat of slot N of a host of several seats: the Nth letter after f, /dev/sdg for slot 1).
 # It is formatted (ext4, or XFS) only when it holds no file system at all, mounted at
 # $DATA_MOUNT and put in /etc/fstab (later boots mount it before Docker starts), and the
 # deployment's Docker volume binds its workspace folder. Until it is mounted that folder
@@ -196,18 +210,27 @@ DATA_MOUNT=${LABSHIP_DATA_MOUNT:-/var/lib/labship-data/$DEPLOYMENT}
 FSTAB=${LABSHIP_FSTAB:-/etc/fstab}
 DATA_DIR=
 DATA_REUSED=0
+# The seat's slot on its host (0: the first, or the one deployment).
+SLOT=0
+
+# The device letter of the seat's data volume: f, then g, h, ... for the later slots.
+data_letter() { local letters=fghijklmnop; printf '%s' "${letters:SLOT:1}"; }
 
 # The data volume's block device (nothing while it is not attached): /dev/sdf or /dev/xvdf,
-# or on Nitro hosts the EBS NVMe disk (serial vol...) that does not hold /.
+# or on Nitro hosts the EBS NVMe disk (serial vol...) that does not hold /. A host of
+# several seats knows each seat's volume by its device name only (Amazon Linux's udev rules
+# name the NVMe disks after it).
 data_device() {
-    local dev root names
-    read -ra names <<<"${LABSHIP_DATA_DEVICES:-/dev/sdf /dev/xvdf}"
+    local dev root names letter
+    letter=$(data_letter)
+    read -ra names <<<"${LABSHIP_DATA_DEVICES:-/dev/sd$letter /dev/xvd$letter}"
     for dev in "${names[@]}"; do
         if [ -b "$dev" ]; then
             readlink -f "$dev"
             return 0
         fi
     done
+    if [ -n "$SEATS" ]; then return 0; fi
     root=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -n 1 || true)
     lsblk -dno NAME,SERIAL 2>/dev/null |
         awk -v root="$root" -v dev="${LABSHIP_DEV_DIR:-/dev}" \
@@ -215,9 +238,15 @@ data_device() {
 }
 
 # The test rig's instance simulator has no block devices: there an attached volume is a
-# folder, $LABSHIP_SIM_EBS_DIR/<volume id>, a link its AttachVolume makes.
+# folder, $LABSHIP_SIM_EBS_DIR/<volume id>, a link its AttachVolume makes, and
+# $LABSHIP_SIM_EBS_DIR/dev-sdX, a link named after the device it was attached as.
 sim_data_dir() {
     local f
+    if [ -n "$SEATS" ]; then
+        f="$LABSHIP_SIM_EBS_DIR/dev-sd$(data_letter)"
+        if [ -e "$f" ]; then readlink -f "$f"; fi
+        return 0
+    fi
     for f in "$LABSHIP_SIM_EBS_DIR"/vol-*; do
         if [ -e "$f" ]; then
             readlink -f "$f"
@@ -265,11 +294,15 @@ mount_data() {
     # One line for the mount point (another volume's, from before, goes); mounted before
     # Docker starts at later boots, so the containers find their workspace.
     line="UUID=$uuid $DATA_MOUNT $fstype defaults,nofail,x-systemd.before=docker.service 0 2"
-    if ! grep -qxF "$line" "$FSTAB" 2>/dev/null; then
-        { grep -vF " $DATA_MOUNT " "$FSTAB" 2>/dev/null || true; printf '%s\n' "$line"; } >"$FSTAB.labship"
-        cat "$FSTAB.labship" >"$FSTAB"
-        rm -f "$FSTAB.labship"
-    fi
+    # The seats of one host start side by side: one change of the file at a time.
+    (
+        if command -v flock >/dev/null 2>&1; then flock -w 60 7 || true; fi
+        if ! grep -qxF "$line" "$FSTAB" 2>/dev/null; then
+            { grep -vF " $DATA_MOUNT " "$FSTAB" 2>/dev/null || true; printf '%s\n' "$line"; } >"$FSTAB.labship"
+            cat "$FSTAB.labship" >"$FSTAB"
+            rm -f "$FSTAB.labship"
+        fi
+    ) 7>>"$LOCK_FILE.fstab"
     quiet mount "$DATA_MOUNT"
 }
 
@@ -329,7 +362,7 @@ sync_workspace() {
 # that every container of the deployment gets (JUPYTER_TOKEN). It is read again before
 # each new container, so a rotated token takes effect, and it is never printed: not to the
 # console, the log, the command's output, nor put in any command line.
-readonly TOKEN_PARAMETER="/labship/$DEPLOYMENT/token"
+TOKEN_PARAMETER="/labship/$DEPLOYMENT/token"
 STATE_DIR=${LABSHIP_STATE_DIR:-/var/lib/labship}
 TOKEN_ENV="$STATE_DIR/$DEPLOYMENT.env"
 fetch_token() {
@@ -365,8 +398,9 @@ fetch_token() {
 # replacements and reboots) in a root-owned directory; only the group $TLS_GID may read the
 # key, and the container joins that group (--group-add) to serve HTTPS with it. The key never
 # leaves the host. The certificate's SHA-256 fingerprint goes to the console, where labship
-# reads it and pins it on every connection; the host's own checks pin its public key.
-TLS_DIR="$STATE_DIR/tls/$DEPLOYMENT"
+# reads it and pins it on every connection; the host's own checks pin its public key. The
+# seats of one host serve its one certificate.
+TLS_DIR="$STATE_DIR/tls/$HOST_ID"
 TLS_GID=${LABSHIP_TLS_GID:-64000}
 TLS_PIN=
 ensure_tls() {
@@ -378,7 +412,7 @@ ensure_tls() {
         mkdir -p "$TLS_DIR"
         chmod 0750 "$TLS_DIR"
         quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -days 3650 -subj "/CN=labship $DEPLOYMENT" \
+            -days 3650 -subj "/CN=labship $HOST_ID" \
             -addext "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" \
             -keyout "$TLS_DIR/key.pem.tmp" -out "$TLS_DIR/cert.pem.tmp"
         chown "0:$TLS_GID" "$TLS_DIR" "$TLS_DIR/key.pem.tmp"
@@ -608,9 +642,47 @@ redact_tokens() { sed -E 's/([?&]token=)[A-Za-z0-9_-]+/\1****/g'; }
 
 # The console line that ends a start: whose token Jupyter accepts, never the token.
 say_served() {
-    say "labship: tls sha256=$TLS_FINGERPRINT"
-    say "labship: token path=$SERVED_PATH source=$TOKEN_SOURCE"
+    say "labship: $(seat_word)tls sha256=$TLS_FINGERPRINT"
+    say "labship: $(seat_word)token path=$SERVED_PATH source=$TOKEN_SOURCE"
     printf '%s %s %s\n' "$SERVED_PATH" "$TOKEN_SOURCE" "$TLS_FINGERPRINT" >"$STATE_DIR/$DEPLOYMENT.served" || true
+}
+
+# ---- several seats on one host ----
+# Makes the seat NAME of slot SLOT ($1 $2) the one the functions above work on: its
+# container, Docker volume, port (the first seat's plus the slot), sealed token, data volume
+# (mounted beside where the host's first seat's would be), inputs and markers.
+seat_env() {
+    DEPLOYMENT=$1
+    SLOT=$2
+    MARK_SEAT=$1
+    CONTAINER=labship-ec2-$1
+    VOLUME=labship-ec2-$1-work
+    PORT=$((FIRST_PORT + $2))
+    PUBLISH_BIND=$BIND
+    TOKEN_PARAMETER=/labship/$1/token
+    TOKEN_ENV=$STATE_DIR/$1.env
+    DATA_MOUNT=${DATA_MOUNT%/*}/$1
+    DATA_DIR=
+    DATA_REUSED=0
+    INPUTS_ROOT=$STATE_DIR/inputs/$1
+    ROLLBACK=
+    SERVED_PATH=
+    TOKEN_SOURCE=
+}
+
+# The seats of the script, "NAME SLOT" lines in slot order (none: one deployment's host).
+script_seats() {
+    local name slot=0
+    for name in $SEATS; do
+        printf '%s %s\n' "$name" "$slot"
+        slot=$((slot + 1))
+    done
+}
+
+# The seats this host serves now: the boot's record of them, else the script's.
+host_seats() {
+    if [ -z "$SEATS" ]; then return 0; fi
+    if [ -s "$HOST_SEATS" ]; then cat "$HOST_SEATS"; else script_seats; fi
 }
 
 # ---- idle stop and TTL: the watchdog ----
@@ -630,13 +702,17 @@ say_served() {
 # instance stops: RunInstances says InstanceInitiatedShutdownBehavior=stop). The TTL is also
 # handed, three minutes later, to the system's own scheduled shutdown when the watchdog
 # starts, so it holds if the watchdog dies.
-HOST_SCRIPT="$STATE_DIR/$DEPLOYMENT.host.sh"
-BOOT_STAMP="$STATE_DIR/$DEPLOYMENT.boot"
-WATCH_PID="$STATE_DIR/$DEPLOYMENT.watch.pid"
-PER_BOOT="${LABSHIP_PER_BOOT_DIR:-/var/lib/cloud/scripts/per-boot}/labship-$DEPLOYMENT.sh"
+HOST_SCRIPT="$STATE_DIR/$HOST_ID.host.sh"
+BOOT_STAMP="$STATE_DIR/$HOST_ID.boot"
+WATCH_PID="$STATE_DIR/$HOST_ID.watch.pid"
+PER_BOOT="${LABSHIP_PER_BOOT_DIR:-/var/lib/cloud/scripts/per-boot}/labship-$HOST_ID.sh"
+# The seats the watchdog watches, "NAME SLOT" lines: written by the boot script, so that a
+# script for one seat (a replace) leaves the others watched.
+HOST_SEATS="$STATE_DIR/$HOST_ID.seats"
 WATCH_CONSOLE=${LABSHIP_WATCH_CONSOLE:-/dev/console}
 
 # Installs this script as $HOST_SCRIPT with the per-boot hook, and (re)starts the watchdog
+# (on a host of several seats, the boot's first also records them in $HOST_SEATS)
 # with this script's settings (`install_watch boot`: the boot began now; `keep`: the boot
 # time stays). $0 is the script's file (cloud-init, SSM); `bash -c` has none but its text.
 install_watch() {
@@ -652,6 +728,10 @@ install_watch() {
     fi
     chmod 0700 "$HOST_SCRIPT.tmp"
     mv "$HOST_SCRIPT.tmp" "$HOST_SCRIPT"
+    if [ "${1:-}" = boot ] && [ -n "$SEATS" ]; then
+        script_seats >"$HOST_SEATS.tmp"
+        mv "$HOST_SEATS.tmp" "$HOST_SEATS"
+    fi
     printf '#!/bin/bash\ndate +%%s >%q\nLABSHIP_MODE=watch LABSHIP_WATCH_ANNOUNCE=1 setsid bash %q </dev/null >>%q 2>&1 &\n' \
         "$BOOT_STAMP" "$HOST_SCRIPT" "$LOG_FILE" >"$PER_BOOT.tmp"
     chmod 0700 "$PER_BOOT.tmp"
@@ -756,21 +836,79 @@ cpu_activity() {
 # ACT for this check (see the section's comment); ANSWERED=1 when Jupyter answered.
 activity() {
     local cpu
-    ANSWERED=0
-    if jupyter_activity; then ANSWERED=1; fi
-    container_busy
-    cpu=$?
-    if [ "$cpu" = 1 ]; then ACT=busy; fi
-    if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then cpu_activity; fi
-    if [ "$ANSWERED" = 0 ] && [ "$cpu" = 0 ]; then ACT=0; fi
+    if [ -n "$SEATS" ]; then
+        seats_activity
+    else
+        ANSWERED=0
+        if jupyter_activity; then ANSWERED=1; fi
+        container_busy
+        cpu=$?
+        if [ "$cpu" = 1 ]; then ACT=busy; fi
+        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then cpu_activity; fi
+        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 0 ]; then ACT=0; fi
+    fi
     if command -v flock >/dev/null 2>&1 && ! flock -n "$LOCK_FILE" true 2>/dev/null; then ACT=busy; fi
+}
+
+# ACT of a host of several seats: busy when one seat is, else the newest activity of them
+# all; the host's CPU decides for the seats whose Jupyter does not answer and whose
+# container's CPU cannot be read.
+seats_activity() {
+    local seats seat cpu busy=0 newest=0 host_cpu=0
+    mapfile -t seats < <(host_seats)
+    for seat in ${seats[@]+"${seats[@]}"}; do
+        seat_env "${seat% *}" "${seat#* }"
+        ANSWERED=0
+        ACT=0
+        if jupyter_activity; then ANSWERED=1; fi
+        container_busy
+        cpu=$?
+        if [ "$cpu" = 1 ]; then ACT=busy; fi
+        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then host_cpu=1; fi
+        if [ "$ANSWERED" = 0 ] && [ "$cpu" != 1 ]; then ACT=0; fi
+        if [ "$ACT" = busy ]; then
+            busy=1
+        elif [ "$ACT" -gt "$newest" ]; then
+            newest=$ACT
+        fi
+    done
+    MARK_SEAT=
+    ACT=$newest
+    if [ "$host_cpu" = 1 ]; then
+        cpu_activity
+        if [ "$ACT" != busy ]; then ACT=$newest; fi
+    fi
+    if [ "$busy" = 1 ]; then ACT=busy; fi
+}
+
+# After a boot no other labship script may run: says what each seat's Jupyter serves as
+# soon as it answers (looked at every second, for at most JUPYTER_DEADLINE).
+announce() {
+    local left=$JUPYTER_DEADLINE pending seat waiting
+    if [ -n "$SEATS" ]; then mapfile -t pending < <(host_seats); else pending=(one); fi
+    while [ "$left" -gt 0 ] && [ "${#pending[@]}" -gt 0 ]; do
+        waiting=()
+        for seat in "${pending[@]}"; do
+            if [ -n "$SEATS" ]; then seat_env "${seat% *}" "${seat#* }"; fi
+            if jupyter_activity && [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
+                watch_say "$(seat_word)tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
+                watch_say "$(seat_word)token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"
+            else
+                waiting+=("$seat")
+            fi
+        done
+        MARK_SEAT=
+        pending=(${waiting[@]+"${waiting[@]}"})
+        if [ "${#pending[@]}" -gt 0 ]; then sleep 1 8>&-; fi
+        left=$((left - 1))
+    done
 }
 
 watch_main() {
     local every booted last now said='' left nap
     # fd 8 holds the lock: no child that may outlive this process (a scheduled shutdown's
     # timer) gets it.
-    exec 8>>"$STATE_DIR/$DEPLOYMENT.watch.lock"
+    exec 8>>"$STATE_DIR/$HOST_ID.watch.lock"
     flock -w 30 8 || exit 0
     booted=$(cat "$BOOT_STAMP" 2>/dev/null)
     [[ "$booted" =~ ^[0-9]+$ ]] || booted=$(date +%s)
@@ -789,18 +927,7 @@ watch_main() {
     watch_say "watch idle-stop=$IDLE_STOP ttl=$TTL boot=$booted"
     # After a boot no other labship script may run: say what Jupyter serves as soon as it
     # answers (looked at every second, for at most JUPYTER_DEADLINE).
-    if [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ]; then
-        left=$JUPYTER_DEADLINE
-        while [ "$left" -gt 0 ]; do
-            if jupyter_activity && [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
-                watch_say "tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
-                watch_say "token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"
-                break
-            fi
-            sleep 1 8>&-
-            left=$((left - 1))
-        done
-    fi
+    if [ -n "${LABSHIP_WATCH_ANNOUNCE:-}" ]; then announce; fi
     last=$(date +%s)
     while :; do
         now=$(date +%s)

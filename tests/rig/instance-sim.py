@@ -29,14 +29,15 @@ answer is returned, except for what makes launched instances behave like real on
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
 * TerminateInstances: answered at once, as EC2 does, with the instance shutting-down (moto
   has it terminated): the instance container and the containers and volumes labelled
-  dev.labship.ec2.deployment=<its deployment> are removed meanwhile (bounded), and until they
+  dev.labship.ec2.deployment=<its deployment>, or that of a container it ran (a host of
+  several seats: each seat's), are removed meanwhile (bounded), and until they
   are gone DescribeInstances says shutting-down (code 32); terminated after. A
   DescribeInstances filtered on instance-state-name shutting-down (and not terminated) lists
   them too (its first page), with its other filters, as EC2 does.
   A job host (tag labship:job, no labship:deployment) counts as deployment run-<its run id>,
   the label its job's container has.
 * StopInstances / StartInstances: after moto, the instance container and its deployment's
-  containers are stopped (disk, state directory and volumes kept, sessions terminated), and
+  containers (and every container it ran) are stopped (disk, state directory and volumes kept, sessions terminated), and
   started again: the deployment's containers whose restart policy is always or unless-stopped
   (as Docker does at boot), then the instance container, whose boot script does not run the
   user-data a second time (cloud-init's per-instance marker).
@@ -51,9 +52,10 @@ answer is returned, except for what makes launched instances behave like real on
   <state dir>/ebs/volumes/<volume id>, its disk, made on the first AttachVolume and removed
   by DeleteVolume. Each instance container has <state dir>/ebs mounted at the same path and
   LABSHIP_SIM_EBS_DIR=<state dir>/ebs/attached/<instance id>, where AttachVolume puts a link
-  <volume id> to the disk and DetachVolume, DeleteVolume and TerminateInstances take it
+  <volume id> to the disk, and one named after its Device (dev-sdg for /dev/sdg, /dev/sdf
+  to /dev/sdp or xvd*), and DetachVolume, DeleteVolume and TerminateInstances take them
   away: the host scripts find "the attached device" there (they cannot mount block devices
-  here). Its files outlive the instance and follow the volume to the next one. CreateSnapshot
+  here; a host of several seats finds each seat's by its device). Its files outlive the instance and follow the volume to the next one. CreateSnapshot
   copies the disk to <state dir>/ebs/snapshots/<snapshot id> (DeleteSnapshot removes it), and
   CreateVolume with a SnapshotId starts the new volume's disk as that copy.
 * Instance-initiated shutdown: each instance container has `shutdown` (SHUTDOWN_SHIM, mounted
@@ -207,6 +209,7 @@ LABEL_DEPLOYMENT = "dev.labship.sim.deployment"
 LABEL_RIG = "dev.labship.sim.rig"
 LABEL_OWNER = "dev.labship.sim.owner"
 LABEL_EC2_DEPLOYMENT = "dev.labship.ec2.deployment"
+LABEL_ON_INSTANCE = "dev.labship.sim.on-instance"
 DEPLOYMENT_TAG = "labship:deployment"
 # A class's seats launched by one RunInstances: the class, and the seats in launch-index order.
 CLASS_TAG = "labship:class"
@@ -308,7 +311,9 @@ echo "Shutdown scheduled in $when minutes."
 # instance's "127.0.0.1":
 # * `docker run`/`docker create`: a published port whose address is 0.0.0.0, 127.0.0.1, [::]
 #   or [::1], or none, is published on the instance's address instead (options before the
-#   image only; -P and --network host, which would take this machine's addresses, are refused);
+#   image only; -P and --network host, which would take this machine's addresses, are refused),
+#   and the container is labelled dev.labship.sim.on-instance=<instance id> (LABEL_ON_INSTANCE:
+#   a host of several seats' containers stop and go with it);
 # * `curl`: a URL to 127.0.0.1, localhost or [::1] goes to the instance's address (not the URL
 #   of this simulator, AWS_ENDPOINT_URL, which the instance reaches on the machine's loopback).
 # A process the host runs itself (not in a container) still binds this machine's addresses.
@@ -347,7 +352,13 @@ while [ $# -gt 0 ]; do
 done
 if [ "${1-}" = container ]; then out+=("$1"); shift; fi
 case "${1-}" in
-run | create) out+=("$1"); shift ;;
+run | create)
+    out+=("$1")
+    shift
+    # What the instance runs is the instance's: it goes when the instance does.
+    if [ -n "${LABSHIP_SIM_INSTANCE_ID:-}" ]; then
+        out+=(--label "dev.labship.sim.on-instance=$LABSHIP_SIM_INSTANCE_ID")
+    fi ;;
 *) exec "$real" "${out[@]}" "$@" ;;
 esac
 while [ $# -gt 0 ]; do
@@ -1096,7 +1107,8 @@ class Sim:
 
     def ebs_attached_dir(self, instance_id):
         """Where an instance sees its attached volumes (LABSHIP_SIM_EBS_DIR): one link per
-        volume, named by its id, to the volume's folder."""
+        volume, named by its id, to the volume's folder, and one named after the device it
+        was attached as (dev-sdg for /dev/sdg), as a host's udev names its disks."""
         return os.path.join(self.ebs_dir(), "attached", instance_id)
 
     def ebs_snapshot(self, action, params, body):
@@ -1153,6 +1165,12 @@ class Sim:
             link = os.path.join(where, vol)
             if not os.path.lexists(link):
                 os.symlink(disk, link)
+            device = re.fullmatch(r"/dev/((?:sd|xvd)[f-p])", params.get("Device", ""))
+            if device:
+                by_device = os.path.join(where, "dev-" + device.group(1))
+                if os.path.lexists(by_device):
+                    os.unlink(by_device)
+                os.symlink(disk, by_device)
             log("AttachVolume: %s -> %s (%s)" % (vol, inst, disk))
             return
         attached = os.path.join(self.ebs_dir(), "attached")
@@ -1160,6 +1178,11 @@ class Sim:
             link = os.path.join(attached, inst, vol)
             if os.path.lexists(link):
                 os.unlink(link)
+                # The device's name goes with it.
+                for name in os.listdir(os.path.join(attached, inst)):
+                    by_device = os.path.join(attached, inst, name)
+                    if name.startswith("dev-") and os.path.realpath(by_device) == os.path.realpath(disk):
+                        os.unlink(by_device)
                 log("%s: %s detached from %s" % (action, vol, inst))
         if action == "DeleteVolume":
             shutil.rmtree(disk, ignore_errors=True)
@@ -1408,10 +1431,20 @@ class Sim:
             t.join(max(0.0, end - time.time()))
 
     def deployment_containers(self, inst):
-        if not inst.deployment:
-            return []
-        cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_EC2_DEPLOYMENT, inst.deployment), timeout=20)
-        return cp.stdout.decode().split()
+        """The containers of the instance's deployment, and those it ran itself."""
+        ids = []
+        if inst.deployment:
+            cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_EC2_DEPLOYMENT, inst.deployment), timeout=20)
+            ids += cp.stdout.decode().split()
+        cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id), timeout=20)
+        return list(dict.fromkeys(ids + cp.stdout.decode().split()))
+
+    def deployments_on(self, inst):
+        """The deployments whose containers the instance ran (a host of several seats: each
+        seat's), less its own."""
+        cp = docker("ps", "-a", "--filter", "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id),
+                    "--format", '{{.Label "%s"}}' % LABEL_EC2_DEPLOYMENT, timeout=20)
+        return {d for d in cp.stdout.decode().split() if d and d != inst.deployment}
 
     def stop_instance(self, inst):
         """StopInstances: the host powers off; its disk (the container's file system, the state
@@ -1652,6 +1685,13 @@ class Sim:
                 remove_deployment(inst.deployment)
                 time.sleep(1.0)  # a `docker run` the user-data had in flight may land now
                 remove_deployment(inst.deployment)
+            seats = self.deployments_on(inst)
+            for dep in sorted(seats):
+                remove_deployment(dep)
+            if seats:
+                time.sleep(1.0)
+                for dep in sorted(seats | self.deployments_on(inst)):
+                    remove_deployment(dep)
             log("%s: %s: removed container %s (deployment %s)" % (inst.id, why, inst.container, inst.deployment))
         finally:
             inst.shutting_down = False  # gone: DescribeInstances may say terminated now

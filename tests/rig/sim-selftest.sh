@@ -556,7 +556,10 @@ ok "terminate-instances terminated the instance's sessions; the plugin exited 0 
 instance=""
 
 # --- stop and start ---------------------------------------------------------------------
-# A host whose container restarts with Docker (unless-stopped) and keeps a file on its volume.
+# A host whose container restarts with Docker (unless-stopped) and keeps a file on its volume,
+# and a second seat's container and volume (another deployment's label, as a host of several
+# seats has): they are the instance's all the same.
+SEAT2="$DEP-seat2"
 cat >"$tmp/user-data-2.sh" <<EOF
 #!/bin/bash
 set -euo pipefail
@@ -564,6 +567,9 @@ echo "labship: boot-run $DEP"
 docker volume create --label $LABEL labship-ec2-$DEP-work >/dev/null
 docker run -d --name labship-ec2-$DEP --label $LABEL --init --restart unless-stopped \\
     -v labship-ec2-$DEP-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
+docker volume create --label dev.labship.ec2.deployment=$SEAT2 labship-ec2-$SEAT2-work >/dev/null
+docker run -d --name labship-ec2-$SEAT2 --label dev.labship.ec2.deployment=$SEAT2 --init --restart unless-stopped \\
+    -v labship-ec2-$SEAT2-work:/work $LABSHIP_TEST_BASE_IMAGE sleep 3600 >/dev/null
 echo "labship: started-2"
 EOF
 out="$(run_instance "$tmp/user-data-2.sh")" || fail "run-instances (stop/start)"
@@ -579,13 +585,15 @@ aws ec2 stop-instances --instance-ids "$instance" >/dev/null || fail "stop-insta
     fail "describe-instances after stop-instances: not stopped"
 [ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = false ] || fail "the instance container still runs after stop"
 [ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$DEP")" = false ] || fail "the deployment's container still runs after stop"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$SEAT2")" = false ] || fail "the second seat's container still runs after stop"
 [ -n "$(docker volume ls -q --filter "label=$LABEL")" ] || fail "stop-instances removed the volume"
-ok "stop-instances: stopped in EC2, the host and its container stopped, the volume kept"
+ok "stop-instances: stopped in EC2, the host and its containers (a second seat's too) stopped, the volume kept"
 aws ec2 start-instances --instance-ids "$instance" >/dev/null || fail "start-instances"
 [ "$(aws ec2 describe-instances --instance-ids "$instance" | jq -r '.Reservations[0].Instances[0].State.Name')" = running ] ||
     fail "describe-instances after start-instances: not running"
 [ "$(docker inspect --format '{{.State.Running}}' "labship-sim-$instance")" = true ] || fail "the instance container did not start again"
 [ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$DEP")" = true ] || fail "the unless-stopped container did not start again"
+[ "$(docker inspect --format '{{.State.Running}}' "labship-ec2-$SEAT2")" = true ] || fail "the second seat's container did not start again"
 [ "$(docker exec "labship-ec2-$DEP" cat /work/notebook.txt)" = kept ] || fail "the file on the volume is gone after stop/start"
 sleep 2
 runs="$(docker logs "labship-sim-$instance" 2>&1 | grep -c 'labship: boot-run' || true)"
@@ -607,19 +615,21 @@ if aws ec2 create-volume --availability-zone "$az" --size 1 --client-token "$lon
     ! grep -q InvalidParameterValue "$tmp/long.err"; then
     fail "create-volume with a client token of ${#long_token} characters: not refused ($(cat "$tmp/long.err"))"
 fi
-ebs_of() { docker exec "labship-sim-$instance" sh -c 'ls "$LABSHIP_SIM_EBS_DIR"'; }
+ebs_of() { docker exec "labship-sim-$instance" sh -c 'ls "$LABSHIP_SIM_EBS_DIR" | tr "\n" " "'; }
 aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdf >/dev/null || fail "attach-volume"
-[ "$(ebs_of)" = "$vol" ] || fail "the host does not see $vol in LABSHIP_SIM_EBS_DIR: '$(ebs_of)'"
+[ "$(ebs_of)" = "dev-sdf $vol " ] || fail "the host does not see $vol (and dev-sdf) in LABSHIP_SIM_EBS_DIR: '$(ebs_of)'"
 docker exec "labship-sim-$instance" sh -c "echo on-ebs > \"\$LABSHIP_SIM_EBS_DIR/$vol/f.txt\"" || fail "writing to $vol"
 # (moto 5.2 fails DetachVolume without InstanceId with a 500; AWS does not need it.)
 aws ec2 detach-volume --volume-id "$vol" --instance-id "$instance" >/dev/null || fail "detach-volume"
 [ -z "$(ebs_of)" ] || fail "the host still sees '$(ebs_of)' after detach-volume"
-aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdf >/dev/null || fail "attach-volume again"
-[ "$(docker exec "labship-sim-$instance" sh -c "cat \"\$LABSHIP_SIM_EBS_DIR/$vol/f.txt\"")" = on-ebs ] ||
+# Again as another device: the host finds it under that name (a host of several seats' way).
+aws ec2 attach-volume --volume-id "$vol" --instance-id "$instance" --device /dev/sdg >/dev/null || fail "attach-volume again"
+[ "$(ebs_of)" = "dev-sdg $vol " ] || fail "attached as /dev/sdg, the host sees '$(ebs_of)'"
+[ "$(docker exec "labship-sim-$instance" sh -c "cat \"\$LABSHIP_SIM_EBS_DIR/dev-sdg/f.txt\"")" = on-ebs ] ||
     fail "the file on $vol is gone after detach and attach"
 [ "$(aws ec2 describe-volumes --volume-ids "$vol" | jq -r '.Volumes[0].Attachments[0].InstanceId')" = "$instance" ] ||
     fail "describe-volumes does not show $vol attached to $instance"
-ok "EBS: create-volume (idempotent by client token, one over 64 characters refused), attach-volume shows $vol to the host, its file survives detach and attach"
+ok "EBS: create-volume (idempotent by client token, one over 64 characters refused), attach-volume shows $vol to the host by id and device name, its file survives detach and attach as another device"
 state_of() { aws ec2 describe-instances --instance-ids "$1" | jq -r '.Reservations[0].Instances[0].State.Name'; }
 console_of() { aws ec2 get-console-output --instance-id "$1" --latest | jq -r '.Output // ""'; }
 # A shutdown scheduled on the host, then cancelled; cloud-init's per-boot hook for the next boot.
@@ -653,7 +663,9 @@ fi
 ok "start-instances: the per-boot hook ran, the console shows the current boot only"
 terminate "$instance"
 [ -z "$(leftovers)" ] || fail "left after terminating the stopped-and-started instance: $(leftovers)"
-ok "terminate-instances after stop/start leaves nothing"
+seat2_left="$(docker ps -aq --filter "label=dev.labship.ec2.deployment=$SEAT2"; docker volume ls -q --filter "label=dev.labship.ec2.deployment=$SEAT2")"
+[ -z "$seat2_left" ] || fail "left of the second seat after terminating its instance: $seat2_left"
+ok "terminate-instances after stop/start leaves nothing (of either seat)"
 disk="$RIG_STATE/sim/ebs/volumes/$vol"
 [ ! -e "$RIG_STATE/sim/ebs/attached/$instance" ] || fail "terminate-instances left the attachment of $vol"
 [ "$(cat "$disk/f.txt")" = on-ebs ] || fail "terminate-instances took the disk of $vol"

@@ -315,6 +315,33 @@ impl Watch {
     }
 }
 
+/// The console of a host of several seats as one seat sees it: its own lines
+/// (`labship: seat=NAME <marker>`) as a deployment's (`labship: <marker>`), the host's lines
+/// (no `seat=`: its boot, Docker, login, pull, watchdog) as they are, and every other seat's
+/// lines left out; cleaned as [`markers`] cleans it. Every reading of the console
+/// ([`markers`], [`served`], [`tls_fingerprint`], [`watch`], [`since_boot`]) then works for
+/// that seat. A deployment's console has no `seat=` lines and comes back cleaned only.
+#[must_use]
+pub fn of_seat(console_text: &str, seat: &str) -> String {
+    const SEAT_PREFIX: &str = "labship: seat=";
+    let text = crate::token::clean::clean_console(console_text);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let kept = match line.split_once(SEAT_PREFIX) {
+            None => Some(line.to_string()),
+            Some((before, after)) => {
+                let (name, rest) = after.split_once(' ').unwrap_or((after, ""));
+                (name == seat).then(|| format!("{before}{MARKER_PREFIX}{rest}"))
+            }
+        };
+        if let Some(line) = kept {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The console text from the current boot on: from the last watchdog line
 /// (`labship: watch ... boot=T`) whose boot began at `not_before` (Unix seconds) or later.
 /// `None` while the console shows no such boot yet (an older boot's text is still there).
@@ -399,6 +426,51 @@ labship: watch idle-stop=3600 ttl=0 boot=500 t=501
             "{console}labship: tls sha256=AB\nlabship: token path=/lab source=labship t=503\n"
         );
         assert!(served(since_boot(&later, 490).expect("boot")).is_some());
+    }
+
+    #[test]
+    fn each_seat_of_a_host_of_several_reads_the_hosts_lines_and_its_own() {
+        let console = "\
+[  3.1] cloud-init[2179]: labship: begin t=10.0
+labship: watch idle-stop=3600 ttl=0 boot=9 t=10.5
+[  9.2] cloud-init[2179]: labship: docker-ready t=12.0
+labship: logged-in t=13.0
+labship: pulled t=20.0
+labship: seat=lab-a started t=21.0
+labship: seat=lab-b error phase=token the token parameter /labship/lab-b/token does not exist
+[ 30.0] cloud-init[2179]: labship: seat=lab-a tls sha256=AB:CD
+labship: seat=lab-a token path=/lab source=labship
+labship: seat=lab-a ready t=25.0
+labship: seat=lab-ab ready t=26.0
+labship: idle since=30 t=700.0
+";
+        let a = of_seat(console, "lab-a");
+        let steps: Vec<MarkerKind> = markers(&a).into_iter().map(|m| m.phase).collect();
+        assert_eq!(steps, Phase::ALL.map(MarkerKind::Phase), "{a}");
+        assert_eq!(served(&a).map(|s| s.path).as_deref(), Some("/lab"));
+        // The seat's own error, after the host's steps; no other seat's line (lab-ab is not
+        // lab-a, nor lab-b).
+        let b = of_seat(console, "lab-b");
+        let got = markers(&b);
+        assert_eq!(got.len(), 5, "{b}");
+        assert_eq!(
+            got[4].phase,
+            MarkerKind::Error {
+                phase: "token".into(),
+                cause: "the token parameter /labship/lab-b/token does not exist".into()
+            }
+        );
+        assert!(served(&b).is_none(), "{b}");
+        assert!(!b.contains("lab-a") && !b.contains("lab-ab"), "{b}");
+        // The watchdog is the host's: both seats see it.
+        for seat in [&a, &b] {
+            assert_eq!(watch(seat).idle_since, Some(30));
+        }
+        // Markers with a seat are no deployment's: a deployment's reading leaves them out.
+        assert_eq!(markers(console).len(), 4);
+        // A deployment's console is its own seat's, whatever the name.
+        let one = "labship: begin t=1\nlabship: token path=/lab source=labship\n";
+        assert_eq!(markers(&of_seat(one, "x")), markers(one));
     }
 
     #[test]

@@ -978,6 +978,7 @@ fn inputs<'a>(
 ) -> UserDataInputs<'a> {
     UserDataInputs {
         deployment: &config.name,
+        seats: &[],
         region,
         registry,
         image,

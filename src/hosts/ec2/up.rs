@@ -1409,6 +1409,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
     let registry = image.split('/').next().unwrap_or_default();
     let script = userdata::render_recreate(&UserDataInputs {
         deployment: name,
+        seats: &[],
         region: &cloud.region,
         registry,
         image: &image,

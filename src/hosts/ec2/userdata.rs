@@ -111,8 +111,15 @@ impl fmt::Display for HostKind {
 #[derive(Debug, Clone, Copy)]
 pub struct UserDataInputs<'a> {
     /// The deployment's name: `[a-z0-9-]{1,32}`. The container is `labship-ec2-NAME`, the
-    /// workspace volume `labship-ec2-NAME-work`.
+    /// workspace volume `labship-ec2-NAME-work`. On a host of several seats: the first seat,
+    /// whose name the host's own files (lock, watchdog, certificate) take.
     pub deployment: &'a str,
+    /// The seats of a class this host serves, in slot order (boot script only; empty: the
+    /// one deployment). The seat of slot N has its own container, volume, sealed token and
+    /// markers (`labship: seat=NAME ...`), port `port + N` and data volume device
+    /// `/dev/sd` + the Nth letter from `f`; the first is `deployment`. At most
+    /// [`MAX_SEATS_PER_HOST`].
+    pub seats: &'a [&'a str],
     /// The AWS region of the registry, passed to `aws ecr get-login-password --region`.
     pub region: &'a str,
     /// The registry to log in to: `host[:port]`, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
@@ -143,6 +150,9 @@ pub struct UserDataInputs<'a> {
     /// none; [`KEEP_INPUTS`]: those the host has (a token rotation).
     pub inputs: &'a str,
 }
+
+/// The most seats one host serves (their data volumes are `/dev/sdf` to `/dev/sdm`).
+pub const MAX_SEATS_PER_HOST: usize = 8;
 
 /// The inputs of a script that keeps those the host has.
 pub const KEEP_INPUTS: &str = "-";
@@ -249,9 +259,10 @@ fn user_data(template: &'static str, text: String) -> Result<String, UserDataErr
 
 /// The user-data of one RunInstances that launches several seats of a class at once: their
 /// boot scripts ([`render_boot`], in launch-index order), which may differ only in
-/// `readonly NAME=...` lines (the deployment's name, its container and volume), become one
-/// script in which each instance takes the lines of its launch index, read from the instance
-/// metadata service (IMDSv2, the only one labship's instances answer) before anything else.
+/// `NAME=...` or `readonly NAME=...` lines (the deployment's name, its seats, container and
+/// volume), become one script in which each instance takes the lines of its launch index,
+/// read from the instance metadata service (IMDSv2, the only one labship's instances answer)
+/// before anything else.
 ///
 /// None when there are fewer than two scripts, when they differ in any other line (nothing
 /// is guessed: those seats launch on their own), or when the result does not fit EC2's
@@ -273,10 +284,10 @@ pub fn batch(scripts: &[String]) -> Option<String> {
         .filter(|&n| lines.iter().any(|l| l[n] != base[n]))
         .collect();
     let first_differing = *differing.first()?;
-    // Each differing line assigns the same read-only name in every script.
+    // Each differing line assigns the same name in every script.
     for &n in &differing {
-        let name = readonly_name(base[n])?;
-        if lines.iter().any(|l| readonly_name(l[n]) != Some(name)) {
+        let name = assigned_name(base[n])?;
+        if lines.iter().any(|l| assigned_name(l[n]) != Some(name)) {
             return None;
         }
     }
@@ -301,9 +312,12 @@ pub fn batch(scripts: &[String]) -> Option<String> {
     (gzip(&out).len() <= MAX_USER_DATA_BYTES).then_some(out)
 }
 
-/// `NAME` of a line `readonly NAME=...`.
-fn readonly_name(line: &str) -> Option<&str> {
-    let (name, _) = line.strip_prefix("readonly ")?.split_once('=')?;
+/// `NAME` of a line `NAME=...` or `readonly NAME=...`.
+fn assigned_name(line: &str) -> Option<&str> {
+    let (name, _) = line
+        .strip_prefix("readonly ")
+        .unwrap_or(line)
+        .split_once('=')?;
     (!name.is_empty()
         && name
             .bytes()
@@ -406,6 +420,7 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
     // The values a deployment's script would have, checked the same way.
     let deployment_like = UserDataInputs {
         deployment: inputs.name,
+        seats: &[],
         region: inputs.region,
         registry: inputs.registry,
         image: inputs.image,
@@ -611,6 +626,7 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
             "give inputs whose addresses hold no control characters",
         ));
     }
+    check_seats(inputs)?;
     let (bind, host_addr) = match inputs.bind {
         IpAddr::V4(v4) if v4.is_unspecified() => (v4.to_string(), "127.0.0.1".to_string()),
         IpAddr::V4(v4) => (v4.to_string(), v4.to_string()),
@@ -620,6 +636,7 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
     Ok(vec![
         ("HOST_KIND", inputs.host_kind.as_str().to_string()),
         ("DEPLOYMENT", inputs.deployment.to_string()),
+        ("SEATS", inputs.seats.join(" ")),
         ("REGION", inputs.region.to_string()),
         ("REGISTRY", inputs.registry.to_string()),
         ("IMAGE", inputs.image.to_string()),
@@ -644,6 +661,66 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
             },
         ),
     ])
+}
+
+/// The seats of a host of several: valid names, the first the host's deployment, no name
+/// twice, at most [`MAX_SEATS_PER_HOST`], and a port for each.
+fn check_seats(inputs: &UserDataInputs) -> Result<(), UserDataError> {
+    let seats = inputs.seats;
+    if seats.is_empty() {
+        return Ok(());
+    }
+    for seat in seats {
+        check_deployment(seat)?;
+    }
+    let list = seats.join(" ");
+    if seats.len() > MAX_SEATS_PER_HOST {
+        return Err(invalid(
+            "seats",
+            &list,
+            format!(
+                "{} seats on one host; a host serves at most {MAX_SEATS_PER_HOST}",
+                seats.len()
+            ),
+            "give each host at most 8 seats",
+        ));
+    }
+    if seats[0] != inputs.deployment {
+        return Err(invalid(
+            "seats",
+            &list,
+            format!(
+                "the first seat is not the host's deployment `{}`",
+                inputs.deployment
+            ),
+            "list the host's seats starting with its deployment",
+        ));
+    }
+    if let Some(twice) = seats
+        .iter()
+        .enumerate()
+        .find_map(|(n, s)| seats[..n].contains(s).then_some(*s))
+    {
+        return Err(invalid(
+            "seats",
+            &list,
+            format!("the seat `{twice}` is listed twice"),
+            "list each seat once",
+        ));
+    }
+    if usize::from(inputs.port) + seats.len() - 1 > usize::from(u16::MAX) {
+        return Err(invalid(
+            "port",
+            &inputs.port.to_string(),
+            format!(
+                "{} seats take the ports from {} on, past 65535",
+                seats.len(),
+                inputs.port
+            ),
+            "pick a lower port",
+        ));
+    }
+    Ok(())
 }
 
 fn is_reference_byte(b: u8) -> bool {
@@ -794,6 +871,7 @@ mod tests {
     fn inputs(host_kind: HostKind, bind: &str) -> UserDataInputs<'static> {
         UserDataInputs {
             deployment: "demo",
+            seats: &[],
             region: "eu-west-1",
             registry: REGISTRY,
             image: IMAGE,
@@ -839,6 +917,13 @@ mod tests {
                 format!("boot of a batch of seats {kind}"),
                 seats_batch(kind),
             ));
+            let packed = render_boot(&UserDataInputs {
+                deployment: "lab-1",
+                seats: &["lab-1", "lab-2"],
+                ..inputs(kind, "0.0.0.0")
+            })
+            .expect("boot renders");
+            all.push((format!("boot of a host of two seats {kind}"), packed));
         }
         all
     }
@@ -1090,14 +1175,16 @@ mod tests {
     fn values_are_single_quoted_and_fragments_follow_the_host_kind() {
         let boot = render_boot(&inputs(HostKind::Al2023, "0.0.0.0")).expect("renders");
         for line in [
-            "readonly DEPLOYMENT='demo'",
+            // What a host of several seats sets for each seat in turn is no read-only value.
+            "DEPLOYMENT='demo'",
+            "SEATS=''",
             "readonly REGION='eu-west-1'",
-            "readonly CONTAINER='labship-ec2-demo'",
-            "readonly VOLUME='labship-ec2-demo-work'",
+            "CONTAINER='labship-ec2-demo'",
+            "VOLUME='labship-ec2-demo-work'",
             "readonly LABEL='dev.labship.ec2.deployment'",
             "readonly BIND='0.0.0.0'",
             "readonly HOST_ADDR='127.0.0.1'",
-            "readonly PORT='8888'",
+            "PORT='8888'",
             "readonly PULL_DEADLINE='900'",
         ] {
             assert!(boot.contains(&format!("\n{line}\n")), "missing {line}");
@@ -1209,7 +1296,7 @@ mod tests {
     fn oversize_scripts_are_refused() {
         // A name that gzip cannot shrink: within the text bound, beyond EC2's once gzipped.
         let mut x: u32 = 7;
-        let noise: String = (0..20 * 1024)
+        let noise: String = (0..16 * 1024)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x >> 16) as usize % 36])
@@ -1387,8 +1474,12 @@ if [ "$*" = "ecr get-login-password --region eu-west-1" ]; then
     printf '%s\n' "$STUB_PASSWORD"
     exit 0
 fi
-if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/${STUB_DEPLOYMENT:-demo}/token --with-decryption --query Parameter.Value --output text" ]; then
-    if [ -n "${STUB_NO_TOKEN:-}" ]; then
+# The tokens of STUB_DEPLOYMENT (demo) and of the seats STUB_SEATS; no other is sealed.
+all="$*"
+name=${all#ssm get-parameter --region eu-west-1 --name /labship/}
+name=${name%/token --with-decryption --query Parameter.Value --output text}
+if [ "$*" = "ssm get-parameter --region eu-west-1 --name /labship/$name/token --with-decryption --query Parameter.Value --output text" ]; then
+    if [ -n "${STUB_NO_TOKEN:-}" ] || [[ " ${STUB_DEPLOYMENT:-demo} ${STUB_SEATS:-} " != *" $name "* ]]; then
         echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2
         exit 254
     fi
@@ -1951,6 +2042,209 @@ esac
     }
 
     #[test]
+    fn a_host_of_several_seats_starts_each_on_its_own_port_token_and_disk() {
+        use super::super::console::of_seat;
+        let host = FakeHost::new(true, true);
+        // Each seat's data volume as the simulator attaches it: a link named after its
+        // device (lab-a /dev/sdf, lab-b /dev/sdg; lab-c stops before it needs one).
+        for (dev, disk) in [("sdf", "a"), ("sdg", "b")] {
+            fs::create_dir_all(host.path(&format!("ebs/disk-{disk}"))).expect("disk");
+            std::os::unix::fs::symlink(
+                host.path(&format!("ebs/disk-{disk}")),
+                host.path(&format!("ebs/dev-{dev}")),
+            )
+            .expect("link");
+        }
+        let seats = ["lab-a", "lab-b", "lab-c"];
+        let script = render_boot(&UserDataInputs {
+            deployment: "lab-a",
+            seats: &seats,
+            port: 8890,
+            data_volume: true,
+            ..inputs(HostKind::Custom, "127.0.0.1")
+        })
+        .expect("renders");
+        let ebs = host.path("ebs");
+        // lab-c's token was never sealed.
+        let run = host.run(
+            &script,
+            &[
+                ("STUB_SEATS", "lab-a lab-b"),
+                ("LABSHIP_SIM_EBS_DIR", ebs.to_str().expect("utf-8 path")),
+            ],
+        );
+        let context = context(&run, &host);
+        assert!(!run.ok, "a seat failed: so does the script\n{context}");
+
+        // The host's steps once, without a seat; each seat's own after them.
+        assert_eq!(
+            kinds(&markers(&run.stdout)),
+            phases(&[
+                Phase::Begin,
+                Phase::DockerReady,
+                Phase::LoggedIn,
+                Phase::Pulled
+            ]),
+            "{context}"
+        );
+        for seat in ["lab-a", "lab-b"] {
+            let console = of_seat(&run.stdout, seat);
+            assert_eq!(
+                kinds(&markers(&console)),
+                phases(&Phase::ALL),
+                "{seat}\n{context}"
+            );
+            let served = super::super::console::served(&console).expect("the token line");
+            assert_eq!(served.path, "/lab");
+        }
+        match markers(&of_seat(&run.stdout, "lab-c"))
+            .last()
+            .map(|m| &m.phase)
+        {
+            Some(MarkerKind::Error { phase, cause }) => {
+                assert_eq!(phase, "token");
+                assert!(
+                    cause.contains("/labship/lab-c/token does not exist"),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected lab-c's error, got {other:?}\n{context}"),
+        }
+
+        // Slot N: the first port plus N, its own token file, its own disk.
+        for (seat, port, disk) in [("lab-a", 8890, "a"), ("lab-b", 8891, "b")] {
+            let container = host
+                .container(&format!("labship-ec2-{seat}"))
+                .unwrap_or_else(|| panic!("no container of {seat}\n{context}"));
+            assert!(
+                container.contains(&format!(" 127.0.0.1:{port} ")),
+                "{container}"
+            );
+            assert_eq!(
+                host.read(&format!("state/{seat}.env")),
+                format!("JUPYTER_TOKEN={SEALED_TOKEN}\n")
+            );
+            assert_eq!(
+                host.read(&format!("state/volumes/labship-ec2-{seat}-work")),
+                host.path(&format!("ebs/disk-{disk}/workspace"))
+                    .display()
+                    .to_string()
+            );
+            let run_line = format!("--restart unless-stopped --init -p 127.0.0.1:{port}:8888");
+            assert_eq!(
+                host.calls()
+                    .lines()
+                    .filter(
+                        |l| l.starts_with(&format!("docker run -d --name labship-ec2-{seat} "))
+                            && l.contains(&run_line)
+                    )
+                    .count(),
+                1,
+                "{context}"
+            );
+        }
+        assert!(host.container("labship-ec2-lab-c").is_none());
+        assert!(!host.path("state/lab-c.env").exists());
+
+        // What is the host's: one login, one pull, one certificate, one watchdog that knows
+        // every seat.
+        let calls = host.calls();
+        assert_eq!(
+            count_lines(&calls, "aws ecr get-login-password --region eu-west-1"),
+            1
+        );
+        assert_eq!(count_lines(&calls, &format!("docker pull {IMAGE}")), 3);
+        assert!(host.path("state/tls/lab-a/cert.pem").exists());
+        assert!(!host.path("state/tls/lab-b").exists());
+        assert_eq!(
+            host.read("state/lab-a.seats"),
+            "lab-a 0\nlab-b 1\nlab-c 2\n"
+        );
+        assert_eq!(host.read("state/lab-a.host.sh"), script);
+        assert!(host.path("per-boot/labship-lab-a.sh").exists());
+        for (what, text) in [
+            ("stdout", &run.stdout),
+            ("calls (argv)", &calls),
+            ("log", &host.read("labship.log")),
+        ] {
+            assert!(!text.contains(SEALED_TOKEN), "token in {what}\n{context}");
+        }
+    }
+
+    #[test]
+    fn hosts_of_several_seats_launched_together_each_take_the_seats_of_their_index() {
+        use super::super::console::of_seat;
+        let hosts: [&[&str]; 2] = [&["lab-1", "lab-2"], &["lab-3", "lab-4"]];
+        let scripts: Vec<String> = hosts
+            .iter()
+            .map(|seats| {
+                render_boot(&UserDataInputs {
+                    deployment: seats[0],
+                    seats,
+                    ..seat_inputs(HostKind::Al2023)
+                })
+                .expect("renders")
+            })
+            .collect();
+        let script = batch(&scripts).expect("batched");
+        assert!(
+            script.contains("\n1) DEPLOYMENT='lab-3'; SEATS='lab-3 lab-4'; "),
+            "{script}"
+        );
+        let host = FakeHost::new(false, false);
+        let run = host.run(
+            &script,
+            &[("STUB_LAUNCH_INDEX", "1"), ("STUB_SEATS", "lab-3 lab-4")],
+        );
+        let context = context(&run, &host);
+        assert!(run.ok, "{context}");
+        for (seat, port) in [("lab-3", 8890), ("lab-4", 8891)] {
+            assert_eq!(
+                kinds(&markers(&of_seat(&run.stdout, seat))),
+                phases(&Phase::ALL),
+                "{seat}\n{context}"
+            );
+            let container = host
+                .container(&format!("labship-ec2-{seat}"))
+                .unwrap_or_else(|| panic!("no container of {seat}\n{context}"));
+            assert!(container.contains(&format!(":{port} ")), "{container}");
+        }
+        assert!(host.container("labship-ec2-lab-1").is_none());
+    }
+
+    #[test]
+    fn a_hosts_seats_are_checked() {
+        let base = inputs(HostKind::Al2023, "127.0.0.1");
+        let nine: Vec<String> = (1..=9).map(|n| format!("s{n}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        for (deployment, seats, port, wanted) in [
+            ("s1", &nine[..], 8888, "at most 8"),
+            ("lab-a", &["lab-b", "lab-a"][..], 8888, "first seat is not"),
+            ("lab-a", &["lab-a", "lab-a"][..], 8888, "listed twice"),
+            ("lab-a", &["lab-a", "Lab B"][..], 8888, "invalid deployment"),
+            ("lab-a", &["lab-a", "lab-b"][..], 65535, "past 65535"),
+        ] {
+            let err = render_boot(&UserDataInputs {
+                deployment,
+                seats,
+                port,
+                ..base
+            })
+            .expect_err("refused");
+            assert!(err.to_string().contains(wanted), "{err}");
+        }
+        let eight = render_boot(&UserDataInputs {
+            deployment: "s1",
+            seats: &nine[..8],
+            ..base
+        })
+        .expect("eight seats");
+        assert!(eight.contains("\nSEATS='s1 s2 s3 s4 s5 s6 s7 s8'\n"));
+        let one = render_boot(&base).expect("one deployment");
+        assert!(one.contains("\nSEATS=''\n"));
+    }
+
+    #[test]
     fn a_refused_docker_run_is_said_with_the_daemons_reason() {
         let host = FakeHost::new(true, true);
         let script = render_boot(&inputs(HostKind::Al2023, "127.0.0.1")).expect("renders");
@@ -2106,7 +2400,7 @@ esac
         // Three seats cost little more than one (the common part is there once).
         assert!(gzip(&script).len() < gzip(&one).len() + 600);
         assert_eq!(script.matches("readonly IMAGE=").count(), 1);
-        assert!(script.contains("\n2) readonly DEPLOYMENT='lab-3'; readonly CONTAINER='labship-ec2-lab-3'; readonly VOLUME='labship-ec2-lab-3-work' ;;\n"), "{script}");
+        assert!(script.contains("\n2) DEPLOYMENT='lab-3'; CONTAINER='labship-ec2-lab-3'; VOLUME='labship-ec2-lab-3-work' ;;\n"), "{script}");
 
         // Each instance runs as the seat of its launch index.
         for (index, seat) in [("0", "lab-1"), ("2", "lab-3")] {
@@ -2151,10 +2445,10 @@ esac
                 .collect()
         };
         assert!(batch(&scripts([8888, 8888])).is_some());
-        // The port is a read-only line too, and may differ: each instance takes its own.
+        // The port is an assignment too, and may differ: each instance takes its own.
         let ports = batch(&scripts([8888, 9999])).expect("batched");
-        assert!(ports.contains("1) readonly DEPLOYMENT='lab-2'; readonly CONTAINER='labship-ec2-lab-2'; readonly VOLUME='labship-ec2-lab-2-work'; readonly PORT='9999' ;;"), "{ports}");
-        // One script: nothing to share; a line that is no read-only assignment: not batched.
+        assert!(ports.contains("1) DEPLOYMENT='lab-2'; CONTAINER='labship-ec2-lab-2'; VOLUME='labship-ec2-lab-2-work'; PORT='9999' ;;"), "{ports}");
+        // One script: nothing to share; a line that is no assignment: not batched.
         assert!(batch(&scripts([8888, 8888])[..1]).is_none());
         let mut other = scripts([8888, 8888]);
         other[1] = other[1].replacen("set -o errtrace", "set -o errtrace # lab-2", 1);
