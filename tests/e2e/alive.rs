@@ -2,8 +2,9 @@
 //! keep the token, the certificate and the notebooks; the host's watchdog stops an idle
 //! instance by itself (a busy kernel keeps it up, a client that only polls does not) and a
 //! busy one at its TTL; the data volume outlives the instance and brings the notebooks back
-//! on the next one; a spot interruption stops the host and `up` resumes it. What AWS shows is read with the AWS CLI; Jupyter is driven through
-//! its REST API and kernel websocket, as a browser does.
+//! on the next one; a spot interruption stops the host and `up` resumes it; a host of two seats
+//! serves each its own Jupyter and watches both. What AWS shows is read with the AWS CLI;
+//! Jupyter is driven through its REST API and kernel websocket, as a browser does.
 
 use std::time::{Duration, Instant};
 
@@ -669,4 +670,260 @@ async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
         &[],
     );
     assert_nothing_left(&p.name).await;
+}
+
+/// A random token as labship makes one (48 hex digits).
+fn random_token() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0_u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A host of two seats, launched with the boot script labship renders for one (`SEATS`), as a
+/// class packed two to a host will be: each seat reads its own sealed token, waits for its own
+/// data volume (/dev/sdf, /dev/sdg) and serves its own Jupyter on its own port with the
+/// host's one certificate, where the other seat's token is refused; the watchdog keeps the
+/// host up while one seat works and stops it once both are idle; terminating the instance
+/// leaves nothing of either seat. The instance carries no labship tag: it is nobody's
+/// deployment to the other tests (`down --all` among them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are_idle() {
+    use labship::hosts::ec2::console::{markers, of_seat, tls_fingerprint, MarkerKind, Phase};
+    use labship::hosts::ec2::userdata::{gzip, render_boot, HostKind, UserDataInputs};
+
+    let sim = sim_endpoint();
+    let p = Project::default_workload("seats2");
+    let pushed = json(&p.labship(&["push", "-o", "json"]));
+    let image = pushed["image_uri"].as_str().expect("image_uri").to_string();
+    let registry = image.split('/').next().expect("registry").to_string();
+    let seats = [format!("{}-a", p.name), format!("{}-b", p.name)];
+    let port = free_ports(2);
+    let tokens = [random_token(), random_token()];
+    for (seat, token) in seats.iter().zip(&tokens) {
+        aws_json(
+            &sim,
+            &[
+                "ssm",
+                "put-parameter",
+                "--name",
+                &format!("/labship/{seat}/token"),
+                "--type",
+                "SecureString",
+                "--value",
+                token,
+            ],
+        );
+    }
+    let names = [seats[0].as_str(), seats[1].as_str()];
+    let script = render_boot(&UserDataInputs {
+        deployment: names[0],
+        seats: &names,
+        region: "us-east-1",
+        registry: &registry,
+        image: &image,
+        host_kind: HostKind::EcsAl2023,
+        bind: "127.0.0.1".parse().expect("address"),
+        port,
+        container_port: 8888,
+        pull_deadline_secs: 600,
+        jupyter_deadline_secs: 600,
+        idle_stop_secs: 45,
+        ttl_secs: 0,
+        data_volume: true,
+        inputs: "",
+    })
+    .expect("the boot script renders");
+    let user_data = p.path().join("user-data.gz");
+    std::fs::write(&user_data, gzip(&script)).expect("user-data");
+    let launched = aws_json(
+        &sim,
+        &[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            "ami-12345678",
+            "--instance-type",
+            "t3.medium",
+            "--count",
+            "1",
+            "--user-data",
+            &format!("fileb://{}", user_data.display()),
+            "--tag-specifications",
+            &format!(
+                "ResourceType=instance,Tags=[{{Key=test-case,Value={}}}]",
+                p.name
+            ),
+        ],
+    );
+    let id = launched["Instances"][0]["InstanceId"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let zone = launched["Instances"][0]["Placement"]["AvailabilityZone"]
+        .as_str()
+        .expect("zone")
+        .to_string();
+    // Each seat's data volume, attached as its slot's device once the instance runs.
+    wait_state(&id, "running", Duration::from_secs(120), || {});
+    let mut volumes = Vec::new();
+    for device in ["/dev/sdf", "/dev/sdg"] {
+        let vol = aws_json(
+            &sim,
+            &[
+                "ec2",
+                "create-volume",
+                "--availability-zone",
+                &zone,
+                "--size",
+                "1",
+                "--volume-type",
+                "gp3",
+            ],
+        )["VolumeId"]
+            .as_str()
+            .expect("volume id")
+            .to_string();
+        aws_json(
+            &sim,
+            &[
+                "ec2",
+                "attach-volume",
+                "--volume-id",
+                &vol,
+                "--instance-id",
+                &id,
+                "--device",
+                device,
+            ],
+        );
+        volumes.push(vol);
+    }
+
+    // Both seats ready, each saying so under its own name.
+    let t = Instant::now();
+    let console = loop {
+        let console = console_of(&sim, &id);
+        let done = seats.iter().all(|s| {
+            markers(&of_seat(&console, s)).iter().any(|m| {
+                matches!(
+                    m.phase,
+                    MarkerKind::Phase(Phase::Ready) | MarkerKind::Error { .. }
+                )
+            })
+        });
+        if done {
+            break console;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "the seats are not ready after 10 minutes:\n{console}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let ready_at = Instant::now();
+    let address = aws_json(&sim, &["ec2", "describe-instances", "--instance-ids", &id])
+        ["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+        .as_str()
+        .expect("public address")
+        .to_string();
+    let mut pins = Vec::new();
+    for (n, seat) in seats.iter().enumerate() {
+        let own = of_seat(&console, seat);
+        let got: Vec<MarkerKind> = markers(&own).into_iter().map(|m| m.phase).collect();
+        assert_eq!(got, Phase::ALL.map(MarkerKind::Phase), "{seat}:\n{console}");
+        pins.push(
+            tls_fingerprint(&own)
+                .expect("the seat's certificate")
+                .to_string(),
+        );
+        // Its own disk holds its workspace.
+        let device = docker_ok(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{index .Options \"device\"}}",
+            &format!("labship-ec2-{seat}-work"),
+        ]);
+        assert!(
+            device
+                .trim()
+                .ends_with(&format!("/ebs/volumes/{}/workspace", volumes[n])),
+            "{seat}'s workspace is on {device}"
+        );
+    }
+    // One host, one certificate.
+    assert_eq!(pins[0], pins[1]);
+    let url = |slot: usize, token: &str| {
+        format!(
+            "https://{address}:{}/lab?token={token}",
+            port + u16::try_from(slot).expect("slot")
+        )
+    };
+    for slot in 0..2 {
+        assert_eq!(
+            crate::support::jupyter_status(&url(slot, &tokens[slot]), Some(&pins[0]), true),
+            200
+        );
+        // The other seat's token opens nothing here.
+        assert_eq!(
+            crate::support::jupyter_status(&url(slot, &tokens[1 - slot]), Some(&pins[0]), true),
+            403
+        );
+    }
+    assert!(!console.contains(&tokens[0]) && !console.contains(&tokens[1]));
+
+    // The second seat works (a process in its container, as a job in a terminal) past the
+    // idle stop of 45 s while the first is idle: the host stays up.
+    docker_ok(&[
+        "exec",
+        "-d",
+        &format!("labship-ec2-{}", seats[1]),
+        "timeout",
+        "75",
+        "python3",
+        "-c",
+        "while True: pass",
+    ]);
+    while ready_at.elapsed() < Duration::from_secs(65) {
+        assert_eq!(
+            state_of(&id),
+            "running",
+            "the host stopped while its second seat worked:\n{}",
+            console_of(&sim, &id)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    // Both idle: the watchdog stops the host.
+    wait_state(&id, "stopped", Duration::from_secs(240), || {});
+    assert!(
+        console_of(&sim, &id).contains("labship: idle-stop idle="),
+        "{}",
+        console_of(&sim, &id)
+    );
+
+    aws_json(&sim, &["ec2", "terminate-instances", "--instance-ids", &id]);
+    wait_state(&id, "terminated", Duration::from_secs(120), || {});
+    for seat in &seats {
+        let label = format!("label=dev.labship.ec2.deployment={seat}");
+        assert_eq!(
+            docker_ok(&["ps", "-aq", "--filter", &label]).trim(),
+            "",
+            "{seat}"
+        );
+        assert_eq!(
+            docker_ok(&["volume", "ls", "-q", "--filter", &label]).trim(),
+            "",
+            "{seat}"
+        );
+        let name = format!("/labship/{seat}/token");
+        let out = aws_cli(&sim, &["ssm", "delete-parameter", "--name", &name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for vol in &volumes {
+        let out = aws_cli(&sim, &["ec2", "delete-volume", "--volume-id", vol]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
 }
