@@ -86,15 +86,16 @@ start_seat() {
 # its own token: one that fails says so with its name (seat=NAME error ...) and the others go
 # on. The script fails when one did.
 start_seats() {
-    local seats seat pids=() pid failed=0
+    local seats seat name slot port pids=() pid failed=0
     mapfile -t seats < <(script_seats)
     for seat in "${seats[@]}"; do
+        read -r name slot port <<<"$seat"
         (
             SEAT_LEVEL=$BASH_SUBSHELL
+            seat_env "$name" "$slot" "$port"
+            PHASE=token
             OUT=$(mktemp)
             trap 'rm -f "$OUT" "$OUT.aws"' EXIT
-            seat_env "${seat% *}" "${seat#* }"
-            PHASE=token
             fetch_token
             start_seat
         ) </dev/null &

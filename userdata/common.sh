@@ -294,16 +294,19 @@ mount_data() {
     # One line for the mount point (another volume's, from before, goes); mounted before
     # Docker starts at later boots, so the containers find their workspace.
     line="UUID=$uuid $DATA_MOUNT $fstype defaults,nofail,x-systemd.before=docker.service 0 2"
-    # The seats of one host start side by side: one change of the file at a time.
-    (
-        if command -v flock >/dev/null 2>&1; then flock -w 60 7 || true; fi
-        if ! grep -qxF "$line" "$FSTAB" 2>/dev/null; then
-            { grep -vF " $DATA_MOUNT " "$FSTAB" 2>/dev/null || true; printf '%s\n' "$line"; } >"$FSTAB.labship"
-            cat "$FSTAB.labship" >"$FSTAB"
-            rm -f "$FSTAB.labship"
-        fi
-    ) 7>>"$LOCK_FILE.fstab"
+    # The seats of one host start side by side: one change of the file, and one mount (which
+    # reads it), at a time.
+    if [ -n "$SEATS" ] && command -v flock >/dev/null 2>&1; then
+        exec 7>>"$LOCK_FILE.fstab"
+        flock -w 60 7 || true
+    fi
+    if ! grep -qxF "$line" "$FSTAB" 2>/dev/null; then
+        { grep -vF " $DATA_MOUNT " "$FSTAB" 2>/dev/null || true; printf '%s\n' "$line"; } >"$FSTAB.labship"
+        cat "$FSTAB.labship" >"$FSTAB"
+        rm -f "$FSTAB.labship"
+    fi
     quiet mount "$DATA_MOUNT"
+    if [ -n "$SEATS" ]; then exec 7>&-; fi
 }
 
 # Waits (DATA_DEADLINE) for the data volume, mounts it; sets DATA_DIR (the workspace folder
@@ -648,16 +651,16 @@ say_served() {
 }
 
 # ---- several seats on one host ----
-# Makes the seat NAME of slot SLOT ($1 $2) the one the functions above work on: its
-# container, Docker volume, port (the first seat's plus the slot), sealed token, data volume
-# (mounted beside where the host's first seat's would be), inputs and markers.
+# Makes the seat NAME of slot SLOT on port PORT ($1 $2 $3) the one the functions above work
+# on: its container, Docker volume, port, sealed token, data volume (mounted beside where the
+# host's first seat's would be), inputs and markers.
 seat_env() {
     DEPLOYMENT=$1
     SLOT=$2
+    PORT=$3
     MARK_SEAT=$1
     CONTAINER=labship-ec2-$1
     VOLUME=labship-ec2-$1-work
-    PORT=$((FIRST_PORT + $2))
     PUBLISH_BIND=$BIND
     TOKEN_PARAMETER=/labship/$1/token
     TOKEN_ENV=$STATE_DIR/$1.env
@@ -670,20 +673,23 @@ seat_env() {
     TOKEN_SOURCE=
 }
 
-# The seats of the script, "NAME SLOT" lines in slot order (none: one deployment's host).
+# The seats of the script, "NAME SLOT PORT" lines in slot order, the port the first seat's
+# plus the slot (none: one deployment's host).
 script_seats() {
     local name slot=0
     for name in $SEATS; do
-        printf '%s %s\n' "$name" "$slot"
+        printf '%s %s %s\n' "$name" "$slot" $((FIRST_PORT + slot))
         slot=$((slot + 1))
     done
 }
 
 # The seats this host serves now: the boot's record of them, else the script's.
 host_seats() {
-    if [ -z "$SEATS" ]; then return 0; fi
     if [ -s "$HOST_SEATS" ]; then cat "$HOST_SEATS"; else script_seats; fi
 }
+
+# Whether this host serves several seats (its boot's record says so, whatever script runs).
+seated() { [ -n "$SEATS" ] || [ -s "$HOST_SEATS" ]; }
 
 # ---- idle stop and TTL: the watchdog ----
 # IDLE_STOP and TTL are seconds (0: off), set by the template. The boot and replace scripts
@@ -706,8 +712,10 @@ HOST_SCRIPT="$STATE_DIR/$HOST_ID.host.sh"
 BOOT_STAMP="$STATE_DIR/$HOST_ID.boot"
 WATCH_PID="$STATE_DIR/$HOST_ID.watch.pid"
 PER_BOOT="${LABSHIP_PER_BOOT_DIR:-/var/lib/cloud/scripts/per-boot}/labship-$HOST_ID.sh"
-# The seats the watchdog watches, "NAME SLOT" lines: written by the boot script, so that a
-# script for one seat (a replace) leaves the others watched.
+# The seats the watchdog watches, "NAME SLOT PORT" lines, written by the boot script: what
+# the host serves, whichever script started the watchdog. (A replace of one seat of such a
+# host, which labship does not send yet, must name the host as its DEPLOYMENT: the watchdog,
+# its hook and the certificate are the host's.)
 HOST_SEATS="$STATE_DIR/$HOST_ID.seats"
 WATCH_CONSOLE=${LABSHIP_WATCH_CONSOLE:-/dev/console}
 
@@ -836,7 +844,7 @@ cpu_activity() {
 # ACT for this check (see the section's comment); ANSWERED=1 when Jupyter answered.
 activity() {
     local cpu
-    if [ -n "$SEATS" ]; then
+    if seated; then
         seats_activity
     else
         ANSWERED=0
@@ -854,10 +862,11 @@ activity() {
 # all; the host's CPU decides for the seats whose Jupyter does not answer and whose
 # container's CPU cannot be read.
 seats_activity() {
-    local seats seat cpu busy=0 newest=0 host_cpu=0
+    local seats seat name slot port cpu busy=0 newest=0 host_cpu=0
     mapfile -t seats < <(host_seats)
     for seat in ${seats[@]+"${seats[@]}"}; do
-        seat_env "${seat% *}" "${seat#* }"
+        read -r name slot port <<<"$seat"
+        seat_env "$name" "$slot" "$port"
         ANSWERED=0
         ACT=0
         if jupyter_activity; then ANSWERED=1; fi
@@ -884,12 +893,15 @@ seats_activity() {
 # After a boot no other labship script may run: says what each seat's Jupyter serves as
 # soon as it answers (looked at every second, for at most JUPYTER_DEADLINE).
 announce() {
-    local left=$JUPYTER_DEADLINE pending seat waiting
-    if [ -n "$SEATS" ]; then mapfile -t pending < <(host_seats); else pending=(one); fi
+    local left=$JUPYTER_DEADLINE pending seat waiting name slot port
+    if seated; then mapfile -t pending < <(host_seats); else pending=(one); fi
     while [ "$left" -gt 0 ] && [ "${#pending[@]}" -gt 0 ]; do
         waiting=()
         for seat in "${pending[@]}"; do
-            if [ -n "$SEATS" ]; then seat_env "${seat% *}" "${seat#* }"; fi
+            if [ "$seat" != one ]; then
+                read -r name slot port <<<"$seat"
+                seat_env "$name" "$slot" "$port"
+            fi
             if jupyter_activity && [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
                 watch_say "$(seat_word)tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
                 watch_say "$(seat_word)token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"

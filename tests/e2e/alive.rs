@@ -686,12 +686,14 @@ fn random_token() -> String {
 /// class packed two to a host will be: each seat reads its own sealed token, waits for its own
 /// data volume (/dev/sdf, /dev/sdg) and serves its own Jupyter on its own port with the
 /// host's one certificate, where the other seat's token is refused; the watchdog keeps the
-/// host up while one seat works and stops it once both are idle; terminating the instance
-/// leaves nothing of either seat. The instance carries no labship tag: it is nobody's
+/// host up while one seat works and stops it once both are idle, and after a start says what
+/// each serves; terminating the instance leaves nothing of either seat. The instance carries no labship tag: it is nobody's
 /// deployment to the other tests (`down --all` among them).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are_idle() {
-    use labship::hosts::ec2::console::{markers, of_seat, tls_fingerprint, MarkerKind, Phase};
+    use labship::hosts::ec2::console::{
+        markers, of_seat, served, tls_fingerprint, MarkerKind, Phase,
+    };
     use labship::hosts::ec2::userdata::{gzip, render_boot, HostKind, UserDataInputs};
 
     let sim = sim_endpoint();
@@ -762,6 +764,19 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
         .as_str()
         .expect("instance id")
         .to_string();
+    // A failed assertion below takes the instance (and so both seats' Jupyter) with it.
+    struct TerminatedOnPanic<'a>(&'a str, String);
+    impl Drop for TerminatedOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = aws_cli(
+                    self.0,
+                    &["ec2", "terminate-instances", "--instance-ids", &self.1],
+                );
+            }
+        }
+    }
+    let _terminated = TerminatedOnPanic(&sim, id.clone());
     let zone = launched["Instances"][0]["Placement"]["AvailabilityZone"]
         .as_str()
         .expect("zone")
@@ -903,6 +918,32 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
         "{}",
         console_of(&sim, &id)
     );
+
+    // Started again: Docker brings both seats back, the watchdog says on the new boot's
+    // console what each serves, and each takes its own token again.
+    aws_json(&sim, &["ec2", "start-instances", "--instance-ids", &id]);
+    wait_state(&id, "running", Duration::from_secs(120), || {});
+    let t = Instant::now();
+    loop {
+        let console = console_of(&sim, &id);
+        if seats
+            .iter()
+            .all(|s| served(&of_seat(&console, s)).is_some())
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the watchdog did not say what both seats serve after the start:\n{console}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for slot in 0..2 {
+        assert_eq!(
+            crate::support::jupyter_status(&url(slot, &tokens[slot]), Some(&pins[0]), true),
+            200
+        );
+    }
 
     aws_json(&sim, &["ec2", "terminate-instances", "--instance-ids", &id]);
     wait_state(&id, "terminated", Duration::from_secs(120), || {});

@@ -29,8 +29,8 @@ answer is returned, except for what makes launched instances behave like real on
   output of simulated SSM commands; last 64 KiB, base64; no <output> while there is nothing.
 * TerminateInstances: answered at once, as EC2 does, with the instance shutting-down (moto
   has it terminated): the instance container and the containers and volumes labelled
-  dev.labship.ec2.deployment=<its deployment>, or that of a container it ran (a host of
-  several seats: each seat's), are removed meanwhile (bounded), and until they
+  dev.labship.ec2.deployment=<its deployment>, and those it made itself (a host of several
+  seats: each seat's), are removed meanwhile (bounded), and until they
   are gone DescribeInstances says shutting-down (code 32); terminated after. A
   DescribeInstances filtered on instance-state-name shutting-down (and not terminated) lists
   them too (its first page), with its other filters, as EC2 does.
@@ -313,7 +313,7 @@ echo "Shutdown scheduled in $when minutes."
 #   or [::1], or none, is published on the instance's address instead (options before the
 #   image only; -P and --network host, which would take this machine's addresses, are refused),
 #   and the container is labelled dev.labship.sim.on-instance=<instance id> (LABEL_ON_INSTANCE:
-#   a host of several seats' containers stop and go with it);
+#   a host of several seats' containers stop and go with it), as is a volume it creates;
 # * `curl`: a URL to 127.0.0.1, localhost or [::1] goes to the instance's address (not the URL
 #   of this simulator, AWS_ENDPOINT_URL, which the instance reaches on the machine's loopback).
 # A process the host runs itself (not in a container) still binds this machine's addresses.
@@ -350,6 +350,9 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
+if [ "${1-}" = volume ] && [ "${2-}" = create ] && [ -n "${LABSHIP_SIM_INSTANCE_ID:-}" ]; then
+    exec "$real" "${out[@]}" volume create --label "dev.labship.sim.on-instance=$LABSHIP_SIM_INSTANCE_ID" "${@:3}"
+fi
 if [ "${1-}" = container ]; then out+=("$1"); shift; fi
 case "${1-}" in
 run | create)
@@ -1439,12 +1442,23 @@ class Sim:
         cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id), timeout=20)
         return list(dict.fromkeys(ids + cp.stdout.decode().split()))
 
-    def deployments_on(self, inst):
-        """The deployments whose containers the instance ran (a host of several seats: each
-        seat's), less its own."""
-        cp = docker("ps", "-a", "--filter", "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id),
-                    "--format", '{{.Label "%s"}}' % LABEL_EC2_DEPLOYMENT, timeout=20)
-        return {d for d in cp.stdout.decode().split() if d and d != inst.deployment}
+    def remove_on_instance(self, inst, volumes=True):
+        """The containers and (volumes: True) volumes the instance made itself (a host of
+        several seats: each seat's), and nothing of the same seats on another instance. The
+        engine is shared: a volume of the same name that a later instance of the deployment
+        took over is kept with volumes=False."""
+        label = "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id)
+        cp = docker("ps", "-aq", "--filter", label, timeout=20)
+        ids = cp.stdout.decode().split()
+        if ids:
+            r = docker("rm", "-f", "-v", *ids, timeout=60)
+            log("%s: removed %d container(s) it ran%s" % (inst.id, len(ids), "" if r.returncode == 0 else ": " + short_err(r)[0]))
+        cp = docker("volume", "ls", "-q", "--filter", label, timeout=20)
+        vols = sorted(set(cp.stdout.decode().split())) if volumes else []
+        if vols:
+            r = docker("volume", "rm", "-f", *vols, timeout=60)
+            log("%s: removed volume(s) %s%s" % (inst.id, " ".join(vols), "" if r.returncode == 0 else ": " + short_err(r)[0]))
+        return bool(ids or vols)
 
     def stop_instance(self, inst):
         """StopInstances: the host powers off; its disk (the container's file system, the state
@@ -1685,13 +1699,9 @@ class Sim:
                 remove_deployment(inst.deployment)
                 time.sleep(1.0)  # a `docker run` the user-data had in flight may land now
                 remove_deployment(inst.deployment)
-            seats = self.deployments_on(inst)
-            for dep in sorted(seats):
-                remove_deployment(dep)
-            if seats:
-                time.sleep(1.0)
-                for dep in sorted(seats | self.deployments_on(inst)):
-                    remove_deployment(dep)
+            if self.remove_on_instance(inst, volumes=not (inst.deployment and others)):
+                time.sleep(1.0)  # as above
+                self.remove_on_instance(inst, volumes=not (inst.deployment and others))
             log("%s: %s: removed container %s (deployment %s)" % (inst.id, why, inst.container, inst.deployment))
         finally:
             inst.shutting_down = False  # gone: DescribeInstances may say terminated now

@@ -320,22 +320,33 @@ impl Watch {
 /// (no `seat=`: its boot, Docker, login, pull, watchdog) as they are, and every other seat's
 /// lines left out; cleaned as [`markers`] cleans it. Every reading of the console
 /// ([`markers`], [`served`], [`tls_fingerprint`], [`watch`], [`since_boot`]) then works for
-/// that seat. A deployment's console has no `seat=` lines and comes back cleaned only.
+/// that seat. A deployment's console has no `seat=` lines and comes back cleaned only. As
+/// in [`markers`], several markers may share a line (the console merges lines): each is
+/// kept or left out on its own.
 #[must_use]
 pub fn of_seat(console_text: &str, seat: &str) -> String {
-    const SEAT_PREFIX: &str = "labship: seat=";
     let text = crate::token::clean::clean_console(console_text);
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let kept = match line.split_once(SEAT_PREFIX) {
-            None => Some(line.to_string()),
-            Some((before, after)) => {
-                let (name, rest) = after.split_once(' ').unwrap_or((after, ""));
-                (name == seat).then(|| format!("{before}{MARKER_PREFIX}{rest}"))
+        let starts: Vec<usize> = line.match_indices(MARKER_PREFIX).map(|(i, _)| i).collect();
+        let mut kept = String::with_capacity(line.len());
+        kept.push_str(&line[..starts.first().copied().unwrap_or(line.len())]);
+        for (n, &start) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(line.len());
+            let marker = &line[start + MARKER_PREFIX.len()..end];
+            match marker.strip_prefix("seat=") {
+                None => kept.push_str(&line[start..end]),
+                Some(after) => {
+                    let (name, rest) = after.split_once(' ').unwrap_or((after, ""));
+                    if name == seat {
+                        kept.push_str(MARKER_PREFIX);
+                        kept.push_str(rest);
+                    }
+                }
             }
-        };
-        if let Some(line) = kept {
-            out.push_str(&line);
+        }
+        if !kept.trim().is_empty() || starts.is_empty() {
+            out.push_str(&kept);
             out.push('\n');
         }
     }
@@ -468,6 +479,26 @@ labship: idle since=30 t=700.0
         }
         // Markers with a seat are no deployment's: a deployment's reading leaves them out.
         assert_eq!(markers(console).len(), 4);
+        // Markers merged on one line are each the host's, this seat's or another's.
+        let merged = "labship: pulled t=20.0 labship: seat=lab-b started t=21 labship: seat=lab-a started t=22\n";
+        let seen: Vec<MarkerKind> = markers(&of_seat(merged, "lab-a"))
+            .into_iter()
+            .map(|m| m.phase)
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                MarkerKind::Phase(Phase::Pulled),
+                MarkerKind::Phase(Phase::Started)
+            ]
+        );
+        assert_eq!(
+            markers(&of_seat(merged, "lab-b"))
+                .iter()
+                .filter_map(|m| m.at)
+                .collect::<Vec<_>>(),
+            [20.0, 21.0]
+        );
         // A deployment's console is its own seat's, whatever the name.
         let one = "labship: begin t=1\nlabship: token path=/lab source=labship\n";
         assert_eq!(markers(&of_seat(one, "x")), markers(one));

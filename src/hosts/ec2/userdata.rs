@@ -708,6 +708,16 @@ fn check_seats(inputs: &UserDataInputs) -> Result<(), UserDataError> {
             "list each seat once",
         ));
     }
+    if inputs.data_volume && seats.len() > 1 && inputs.host_kind == HostKind::Custom {
+        return Err(invalid(
+            "seats",
+            &list,
+            "on a custom AMI the host cannot tell its seats' data volumes apart (it finds an \
+             EBS disk by its /dev/sdX name, which only Amazon Linux's udev rules give NVMe disks)"
+                .into(),
+            "use the al2023 or ecs host AMI for several seats per instance, or one seat per instance",
+        ));
+    }
     if usize::from(inputs.port) + seats.len() - 1 > usize::from(u16::MAX) {
         return Err(invalid(
             "port",
@@ -2044,7 +2054,7 @@ esac
     #[test]
     fn a_host_of_several_seats_starts_each_on_its_own_port_token_and_disk() {
         use super::super::console::of_seat;
-        let host = FakeHost::new(true, true);
+        let host = FakeHost::new(false, false);
         // Each seat's data volume as the simulator attaches it: a link named after its
         // device (lab-a /dev/sdf, lab-b /dev/sdg; lab-c stops before it needs one).
         for (dev, disk) in [("sdf", "a"), ("sdg", "b")] {
@@ -2061,7 +2071,7 @@ esac
             seats: &seats,
             port: 8890,
             data_volume: true,
-            ..inputs(HostKind::Custom, "127.0.0.1")
+            ..inputs(HostKind::Al2023, "127.0.0.1")
         })
         .expect("renders");
         let ebs = host.path("ebs");
@@ -2158,7 +2168,7 @@ esac
         assert!(!host.path("state/tls/lab-b").exists());
         assert_eq!(
             host.read("state/lab-a.seats"),
-            "lab-a 0\nlab-b 1\nlab-c 2\n"
+            "lab-a 0 8890\nlab-b 1 8891\nlab-c 2 8892\n"
         );
         assert_eq!(host.read("state/lab-a.host.sh"), script);
         assert!(host.path("per-boot/labship-lab-a.sh").exists());
@@ -2233,6 +2243,20 @@ esac
             .expect_err("refused");
             assert!(err.to_string().contains(wanted), "{err}");
         }
+        // A custom AMI has no device names for its data volumes.
+        let custom = UserDataInputs {
+            deployment: "lab-a",
+            seats: &["lab-a", "lab-b"],
+            data_volume: true,
+            ..inputs(HostKind::Custom, "127.0.0.1")
+        };
+        let err = render_boot(&custom).expect_err("refused");
+        assert!(err.to_string().contains("custom AMI"), "{err}");
+        assert!(render_boot(&UserDataInputs {
+            data_volume: false,
+            ..custom
+        })
+        .is_ok());
         let eight = render_boot(&UserDataInputs {
             deployment: "s1",
             seats: &nine[..8],
