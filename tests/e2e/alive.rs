@@ -938,9 +938,9 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    for slot in 0..2 {
+    for (slot, token) in tokens.iter().enumerate() {
         assert_eq!(
-            crate::support::jupyter_status(&url(slot, &tokens[slot]), Some(&pins[0]), true),
+            crate::support::jupyter_status(&url(slot, token), Some(&pins[0]), true),
             200
         );
     }
