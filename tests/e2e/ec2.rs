@@ -1529,6 +1529,28 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     assert!(help.contains("last console lines"), "{help}");
     assert!(help.contains("--wait"), "{help}");
 
+    // A class of two seats whose hosts time out the same way: their instances and the group
+    // they share stay, for `down --all` to take with the rest.
+    let class_up = p.labship_at(
+        &endpoint,
+        &[
+            "up",
+            "--ec2",
+            "--seats",
+            "2",
+            "--allow-cidr",
+            "127.0.0.1",
+            "--wait",
+            "8",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert!(!class_up.status.success(), "{}", stderr(&class_up));
+    assert_eq!(class_instances(&endpoint, &p.name).len(), 2);
+    assert!(class_group(&endpoint, &p.name).is_some());
+
     // Another deployment in another region (made with the AWS CLI, tagged as labship tags):
     // `down --all` takes down both, after one confirmation that lists them.
     let other = unique("ec2far");
@@ -1614,8 +1636,15 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     assert_eq!(down["deployment"], "all", "{down}");
     assert_eq!(
         down["terminated"].as_array().map(Vec::len),
-        Some(2),
+        Some(4),
         "{down}"
+    );
+    // The class's seats and the group they shared went too.
+    assert!(class_instances(&endpoint, &p.name).is_empty());
+    assert!(
+        class_group(&endpoint, &p.name).is_none(),
+        "{:?}",
+        class_group(&endpoint, &p.name)
     );
     assert!(
         down["data_volumes_deleted"]
