@@ -219,7 +219,7 @@ data_letter() { local letters=fghijklmnop; printf '%s' "${letters:SLOT:1}"; }
 # The data volume's block device (nothing while it is not attached): /dev/sdf or /dev/xvdf,
 # or on Nitro hosts the EBS NVMe disk (serial vol...) that does not hold /. A host of
 # several seats knows each seat's volume by its device name only (Amazon Linux's udev rules
-# name the NVMe disks after it).
+# name the NVMe disks after it); a host of one seat has one data disk, as a deployment's.
 data_device() {
     local dev root names letter
     letter=$(data_letter)
@@ -230,7 +230,7 @@ data_device() {
             return 0
         fi
     done
-    if [ -n "$SEATS" ]; then return 0; fi
+    if [ "$SEATS" != "${SEATS%% *}" ]; then return 0; fi
     root=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -n 1 || true)
     lsblk -dno NAME,SERIAL 2>/dev/null |
         awk -v root="$root" -v dev="${LABSHIP_DEV_DIR:-/dev}" \

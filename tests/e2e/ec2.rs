@@ -1547,8 +1547,20 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
         ],
         &[],
     );
-    assert!(!class_up.status.success(), "{}", stderr(&class_up));
-    assert_eq!(class_instances(&endpoint, &p.name).len(), 2);
+    // Reported: the roster on stdout, each seat's failure in its row, the error's code on stderr.
+    assert!(!class_up.status.success());
+    assert!(
+        stderr(&class_up).contains("labship::class::seats_failed"),
+        "{}",
+        stderr(&class_up)
+    );
+    let roster: serde_json::Value = serde_json::from_slice(&class_up.stdout).expect("the roster");
+    assert_eq!(roster["ready"], 0, "{roster}");
+    let seat_ids: Vec<String> = class_instances(&endpoint, &p.name)
+        .iter()
+        .map(|i| i["InstanceId"].as_str().expect("instance id").to_string())
+        .collect();
+    assert_eq!(seat_ids.len(), 2);
     assert!(class_group(&endpoint, &p.name).is_some());
 
     // Another deployment in another region (made with the AWS CLI, tagged as labship tags):
@@ -1640,6 +1652,12 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
         "{down}"
     );
     // The class's seats and the group they shared went too.
+    for id in &seat_ids {
+        assert!(
+            down["terminated"].to_string().contains(id.as_str()),
+            "{id}: {down}"
+        );
+    }
     assert!(class_instances(&endpoint, &p.name).is_empty());
     assert!(
         class_group(&endpoint, &p.name).is_none(),

@@ -1442,11 +1442,11 @@ class Sim:
         cp = docker("ps", "-aq", "--filter", "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id), timeout=20)
         return list(dict.fromkeys(ids + cp.stdout.decode().split()))
 
-    def remove_on_instance(self, inst, volumes=True):
-        """The containers and (volumes: True) volumes the instance made itself (a host of
-        several seats: each seat's), and nothing of the same seats on another instance. The
-        engine is shared: a volume of the same name that a later instance of the deployment
-        took over is kept with volumes=False."""
+    def remove_on_instance(self, inst):
+        """The containers and volumes the instance made itself (a host of several seats:
+        each seat's), and nothing of the same seats on another instance. The engine is
+        shared: a volume of the same name that a container of a later instance of the seat
+        uses is kept."""
         label = "label=%s=%s" % (LABEL_ON_INSTANCE, inst.id)
         cp = docker("ps", "-aq", "--filter", label, timeout=20)
         ids = cp.stdout.decode().split()
@@ -1454,7 +1454,8 @@ class Sim:
             r = docker("rm", "-f", "-v", *ids, timeout=60)
             log("%s: removed %d container(s) it ran%s" % (inst.id, len(ids), "" if r.returncode == 0 else ": " + short_err(r)[0]))
         cp = docker("volume", "ls", "-q", "--filter", label, timeout=20)
-        vols = sorted(set(cp.stdout.decode().split())) if volumes else []
+        vols = [v for v in sorted(set(cp.stdout.decode().split()))
+                if not docker("ps", "-aq", "--filter", "volume=" + v, timeout=20).stdout.strip()]
         if vols:
             r = docker("volume", "rm", "-f", *vols, timeout=60)
             log("%s: removed volume(s) %s%s" % (inst.id, " ".join(vols), "" if r.returncode == 0 else ": " + short_err(r)[0]))
@@ -1699,9 +1700,9 @@ class Sim:
                 remove_deployment(inst.deployment)
                 time.sleep(1.0)  # a `docker run` the user-data had in flight may land now
                 remove_deployment(inst.deployment)
-            if self.remove_on_instance(inst, volumes=not (inst.deployment and others)):
+            if self.remove_on_instance(inst):
                 time.sleep(1.0)  # as above
-                self.remove_on_instance(inst, volumes=not (inst.deployment and others))
+                self.remove_on_instance(inst)
             log("%s: %s: removed container %s (deployment %s)" % (inst.id, why, inst.container, inst.deployment))
         finally:
             inst.shutting_down = False  # gone: DescribeInstances may say terminated now

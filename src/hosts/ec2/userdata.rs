@@ -2184,8 +2184,8 @@ esac
     #[test]
     fn hosts_of_several_seats_launched_together_each_take_the_seats_of_their_index() {
         use super::super::console::of_seat;
-        // The last host of a class of three packed two to a host serves one seat, as a seat.
-        let hosts: [&[&str]; 2] = [&["lab-1", "lab-2"], &["lab-3"]];
+        // The last host of a class of five packed two to a host serves one seat, as a seat.
+        let hosts: [&[&str]; 3] = [&["lab-1", "lab-2"], &["lab-3", "lab-4"], &["lab-5"]];
         let scripts: Vec<String> = hosts
             .iter()
             .map(|seats| {
@@ -2199,31 +2199,46 @@ esac
             .collect();
         let script = batch(&scripts).expect("batched");
         assert!(
-            script.contains("\n1) DEPLOYMENT='lab-3'; SEATS='lab-3'; "),
+            script.contains("\n1) DEPLOYMENT='lab-3'; SEATS='lab-3 lab-4'; "),
             "{script}"
         );
-        let host = FakeHost::new(false, false);
-        let run = host.run(
-            &script,
-            &[("STUB_LAUNCH_INDEX", "1"), ("STUB_SEATS", "lab-3")],
-        );
-        let context = context(&run, &host);
-        assert!(run.ok, "{context}");
-        // Its markers are the seat's, not a deployment's.
         assert!(
-            run.stdout.contains("labship: seat=lab-3 ready t="),
-            "{context}"
+            script.contains("\n2) DEPLOYMENT='lab-5'; SEATS='lab-5'; "),
+            "{script}"
         );
-        assert_eq!(
-            kinds(&markers(&of_seat(&run.stdout, "lab-3"))),
-            phases(&Phase::ALL),
-            "{context}"
-        );
-        let container = host
-            .container("labship-ec2-lab-3")
-            .unwrap_or_else(|| panic!("no container of lab-3\n{context}"));
-        assert!(container.contains(":8890 "), "{container}");
-        assert!(host.container("labship-ec2-lab-1").is_none());
+        for (index, seats) in [("1", &["lab-3", "lab-4"][..]), ("2", &["lab-5"][..])] {
+            let host = FakeHost::new(false, false);
+            let run = host.run(
+                &script,
+                &[
+                    ("STUB_LAUNCH_INDEX", index),
+                    ("STUB_SEATS", &seats.join(" ")),
+                ],
+            );
+            let context = context(&run, &host);
+            assert!(run.ok, "{context}");
+            for (slot, seat) in seats.iter().enumerate() {
+                // Its markers are the seat's, not a deployment's, even alone on its host.
+                assert!(
+                    run.stdout
+                        .contains(&format!("labship: seat={seat} ready t=")),
+                    "{context}"
+                );
+                assert_eq!(
+                    kinds(&markers(&of_seat(&run.stdout, seat))),
+                    phases(&Phase::ALL),
+                    "{seat}\n{context}"
+                );
+                let container = host
+                    .container(&format!("labship-ec2-{seat}"))
+                    .unwrap_or_else(|| panic!("no container of {seat}\n{context}"));
+                assert!(
+                    container.contains(&format!(":{} ", 8890 + slot)),
+                    "{container}"
+                );
+            }
+            assert!(host.container("labship-ec2-lab-1").is_none());
+        }
     }
 
     #[test]
