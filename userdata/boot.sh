@@ -9,7 +9,7 @@ set -euo pipefail
 set -o errtrace
 
 readonly HOST_KIND={{HOST_KIND}}
-# The deployment (on a host of several seats: the first seat; seat_env sets each in turn).
+# The deployment (on a host of several seats: the first seat; take_seat sets each in turn).
 DEPLOYMENT={{DEPLOYMENT}}
 # A host of several seats of a class: their names, in slot order (empty: one deployment).
 SEATS={{SEATS}}
@@ -86,13 +86,12 @@ start_seat() {
 # its own token: one that fails says so with its name (seat=NAME error ...) and the others go
 # on. The script fails when one did.
 start_seats() {
-    local seats seat name slot port pids=() pid failed=0
+    local seats seat pids=() pid failed=0
     mapfile -t seats < <(script_seats)
     for seat in "${seats[@]}"; do
-        read -r name slot port <<<"$seat"
         (
             SEAT_LEVEL=$BASH_SUBSHELL
-            seat_env "$name" "$slot" "$port"
+            take_seat "$seat"
             PHASE=token
             OUT=$(mktemp)
             trap 'rm -f "$OUT" "$OUT.aws"' EXIT

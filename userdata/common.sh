@@ -15,10 +15,10 @@ PHASE=begin
 # A host may serve several seats of a class (SEATS: their names, in slot order; empty: the
 # one deployment DEPLOYMENT). What is the host's (its lock, watchdog, certificate, image) is
 # named after HOST_ID, the first seat; what is a seat's (container, volume, token, data
-# volume, inputs, markers) after the seat, set by seat_env. With one deployment the two are
+# volume, inputs, markers) after the seat, set by take_seat. With one deployment the two are
 # the same name and every marker is as it always was.
 readonly HOST_ID=$DEPLOYMENT FIRST_PORT=${PORT:-0} SEATS=${SEATS:-}
-# The seat the markers name (seat_env sets it on a host of several seats).
+# The seat the markers name (take_seat sets it on a host of several seats).
 MARK_SEAT=
 # The subshell level of a seat's own shell (on_err's "a command substitution" is deeper).
 SEAT_LEVEL=0
@@ -651,23 +651,25 @@ say_served() {
 }
 
 # ---- several seats on one host ----
-# Makes the seat NAME of slot SLOT on port PORT ($1 $2 $3) the one the functions above work
-# on: its container, Docker volume, port, sealed token, data volume (mounted beside where the
-# host's first seat's would be), inputs and markers.
-seat_env() {
-    DEPLOYMENT=$1
-    SLOT=$2
-    PORT=$3
-    MARK_SEAT=$1
-    CONTAINER=labship-ec2-$1
-    VOLUME=labship-ec2-$1-work
+# Makes the seat of a seats line, "NAME SLOT PORT" (of `script_seats` or `watched`), the one
+# the functions above work on: its container, Docker volume, port, sealed token, data volume
+# (mounted beside where the host's first seat's would be), inputs and markers. `one` (the
+# one deployment): nothing to change.
+take_seat() {
+    local name
+    if [ "$1" = one ]; then return 0; fi
+    read -r name SLOT PORT <<<"$1"
+    DEPLOYMENT=$name
+    MARK_SEAT=$name
+    CONTAINER=labship-ec2-$name
+    VOLUME=labship-ec2-$name-work
     PUBLISH_BIND=$BIND
-    TOKEN_PARAMETER=/labship/$1/token
-    TOKEN_ENV=$STATE_DIR/$1.env
-    DATA_MOUNT=${DATA_MOUNT%/*}/$1
+    TOKEN_PARAMETER=/labship/$name/token
+    TOKEN_ENV=$STATE_DIR/$name.env
+    DATA_MOUNT=${DATA_MOUNT%/*}/$name
     DATA_DIR=
     DATA_REUSED=0
-    INPUTS_ROOT=$STATE_DIR/inputs/$1
+    INPUTS_ROOT=$STATE_DIR/inputs/$name
     ROLLBACK=
     SERVED_PATH=
     TOKEN_SOURCE=
@@ -841,40 +843,27 @@ cpu_activity() {
     CPU_PREV="$busy $total"
 }
 
-# ACT for this check (see the section's comment); ANSWERED=1 when Jupyter answered.
-activity() {
-    local cpu
-    if seated; then
-        seats_activity
-    else
-        ANSWERED=0
-        if jupyter_activity; then ANSWERED=1; fi
-        container_busy
-        cpu=$?
-        if [ "$cpu" = 1 ]; then ACT=busy; fi
-        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then cpu_activity; fi
-        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 0 ]; then ACT=0; fi
-    fi
-    if command -v flock >/dev/null 2>&1 && ! flock -n "$LOCK_FILE" true 2>/dev/null; then ACT=busy; fi
-}
+# What the watchdog watches: this host's seats ("NAME SLOT PORT" lines), or `one`, the one
+# deployment.
+watched() { if seated; then host_seats; else printf 'one\n'; fi; }
 
-# ACT of a host of several seats: busy when one seat is, else the newest activity of them
-# all; the host's CPU decides for the seats whose Jupyter does not answer and whose
-# container's CPU cannot be read.
-seats_activity() {
-    local seats seat name slot port cpu busy=0 newest=0 host_cpu=0
-    mapfile -t seats < <(host_seats)
-    for seat in ${seats[@]+"${seats[@]}"}; do
-        read -r name slot port <<<"$seat"
-        seat_env "$name" "$slot" "$port"
-        ANSWERED=0
+
+# ACT for this check (see the section's comment): busy when one seat is, else the newest
+# activity of them all; the host's CPU decides for the seats whose Jupyter does not answer
+# and whose container's CPU cannot be read.
+activity() {
+    local seats seat cpu answered busy=0 newest=0 host_cpu=0
+    mapfile -t seats < <(watched)
+    for seat in "${seats[@]}"; do
+        take_seat "$seat"
+        answered=0
         ACT=0
-        if jupyter_activity; then ANSWERED=1; fi
+        if jupyter_activity; then answered=1; fi
         container_busy
         cpu=$?
         if [ "$cpu" = 1 ]; then ACT=busy; fi
-        if [ "$ANSWERED" = 0 ] && [ "$cpu" = 2 ]; then host_cpu=1; fi
-        if [ "$ANSWERED" = 0 ] && [ "$cpu" != 1 ]; then ACT=0; fi
+        if [ "$answered" = 0 ] && [ "$cpu" = 2 ]; then host_cpu=1; fi
+        if [ "$answered" = 0 ] && [ "$cpu" != 1 ]; then ACT=0; fi
         if [ "$ACT" = busy ]; then
             busy=1
         elif [ "$ACT" -gt "$newest" ]; then
@@ -888,20 +877,18 @@ seats_activity() {
         if [ "$ACT" != busy ]; then ACT=$newest; fi
     fi
     if [ "$busy" = 1 ]; then ACT=busy; fi
+    if command -v flock >/dev/null 2>&1 && ! flock -n "$LOCK_FILE" true 2>/dev/null; then ACT=busy; fi
 }
 
 # After a boot no other labship script may run: says what each seat's Jupyter serves as
 # soon as it answers (looked at every second, for at most JUPYTER_DEADLINE).
 announce() {
-    local left=$JUPYTER_DEADLINE pending seat waiting name slot port
-    if seated; then mapfile -t pending < <(host_seats); else pending=(one); fi
+    local left=$JUPYTER_DEADLINE pending seat waiting
+    mapfile -t pending < <(watched)
     while [ "$left" -gt 0 ] && [ "${#pending[@]}" -gt 0 ]; do
         waiting=()
         for seat in "${pending[@]}"; do
-            if [ "$seat" != one ]; then
-                read -r name slot port <<<"$seat"
-                seat_env "$name" "$slot" "$port"
-            fi
+            take_seat "$seat"
             if jupyter_activity && [ "$(cut -d' ' -f2 <<<"$SERVED")" = labship ]; then
                 watch_say "$(seat_word)tls sha256=$(cut -d' ' -f3 <<<"$SERVED")"
                 watch_say "$(seat_word)token path=$(cut -d' ' -f1 <<<"$SERVED") source=labship"

@@ -8,16 +8,18 @@
 set -euo pipefail
 set -o errtrace
 
-readonly DEPLOYMENT={{DEPLOYMENT}}
+# Plain assignments, as in boot.sh: the watchdog this script starts on a host of several
+# seats sets each seat's in turn (take_seat).
+DEPLOYMENT={{DEPLOYMENT}}
 readonly REGION={{REGION}}
 readonly REGISTRY={{REGISTRY}}
 readonly IMAGE={{IMAGE}}
-readonly CONTAINER={{CONTAINER}}
-readonly VOLUME={{VOLUME}}
+CONTAINER={{CONTAINER}}
+VOLUME={{VOLUME}}
 readonly LABEL={{LABEL}}
 readonly BIND={{BIND}}
 readonly HOST_ADDR={{HOST_ADDR}}
-readonly PORT={{PORT}}
+PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}

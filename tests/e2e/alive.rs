@@ -672,16 +672,6 @@ async fn a_spot_interruption_stops_the_host_and_up_resumes_it() {
     assert_nothing_left(&p.name).await;
 }
 
-/// A random token as labship makes one (48 hex digits).
-fn random_token() -> String {
-    use std::io::Read as _;
-    let mut bytes = [0_u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A host of two seats, launched with the boot script labship renders for one (`SEATS`), as a
 /// class packed two to a host will be: each seat reads its own sealed token, waits for its own
 /// data volume (/dev/sdf, /dev/sdg) and serves its own Jupyter on its own port with the
@@ -694,6 +684,7 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
     use labship::hosts::ec2::console::{
         markers, of_seat, served, tls_fingerprint, MarkerKind, Phase,
     };
+    use labship::hosts::ec2::sealed::parameter;
     use labship::hosts::ec2::userdata::{gzip, render_boot, HostKind, UserDataInputs};
 
     let sim = sim_endpoint();
@@ -703,7 +694,13 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
     let registry = image.split('/').next().expect("registry").to_string();
     let seats = [format!("{}-a", p.name), format!("{}-b", p.name)];
     let port = free_ports(2);
-    let tokens = [random_token(), random_token()];
+    // Tokens as labship makes and seals them.
+    let token = || {
+        labship::token::JupyterToken::generate()
+            .expect("a random token")
+            .into_inner()
+    };
+    let tokens = [token(), token()];
     for (seat, token) in seats.iter().zip(&tokens) {
         aws_json(
             &sim,
@@ -711,7 +708,7 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
                 "ssm",
                 "put-parameter",
                 "--name",
-                &format!("/labship/{seat}/token"),
+                &parameter(seat),
                 "--type",
                 "SecureString",
                 "--value",
@@ -959,8 +956,10 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
             "",
             "{seat}"
         );
-        let name = format!("/labship/{seat}/token");
-        let out = aws_cli(&sim, &["ssm", "delete-parameter", "--name", &name]);
+        let out = aws_cli(
+            &sim,
+            &["ssm", "delete-parameter", "--name", &parameter(seat)],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
     }
     for vol in &volumes {

@@ -1508,21 +1508,15 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
     let moto = Server::moto();
     let endpoint = format!("http://{}", moto.addr);
     let p = Project::default_workload("ec2wait");
+    // An `up` whose hosts never answer (moto runs no instance): it times out after 8 s.
+    let timed_out_up = |extra: &[&str]| {
+        let mut args = vec!["up", "--ec2", "--allow-cidr", "127.0.0.1", "--wait", "8"];
+        args.extend(extra);
+        args.extend(["-o", "json"]);
+        p.labship_at(&endpoint, &args, &[])
+    };
 
-    let out = p.labship_at(
-        &endpoint,
-        &[
-            "up",
-            "--ec2",
-            "--allow-cidr",
-            "127.0.0.1",
-            "--wait",
-            "8",
-            "-o",
-            "json",
-        ],
-        &[],
-    );
+    let out = timed_out_up(&[]);
     let err = json_error(&out);
     assert_eq!(err["code"], "labship::ec2::token_timeout", "{err}");
     let help = err["help"].as_str().unwrap_or_default();
@@ -1531,22 +1525,7 @@ async fn timeout_shows_the_console_and_down_all_removes_the_shared_role() {
 
     // A class of two seats whose hosts time out the same way: their instances and the group
     // they share stay, for `down --all` to take with the rest.
-    let class_up = p.labship_at(
-        &endpoint,
-        &[
-            "up",
-            "--ec2",
-            "--seats",
-            "2",
-            "--allow-cidr",
-            "127.0.0.1",
-            "--wait",
-            "8",
-            "-o",
-            "json",
-        ],
-        &[],
-    );
+    let class_up = timed_out_up(&["--seats", "2"]);
     // Reported: the roster on stdout, each seat's failure in its row, the error's code on stderr.
     assert!(!class_up.status.success());
     assert!(
