@@ -231,6 +231,11 @@ pub struct UpArgs {
     /// second batch; without it, they are tried again on --instance-type)
     #[arg(long, value_name = "TYPE")]
     pub fallback_type: Option<String>,
+    /// An EC2 class: how many new seats share an instance (1 to 8; default 1, each its own):
+    /// one Docker, certificate and image pull per host, each seat its own container, token,
+    /// data volume and port (the class's port plus its place on the host)
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub seats_per_instance: Option<u8>,
     /// Put this git repository's files into the workspace (`URL` or `URL#BRANCH|TAG|COMMIT`;
     /// `[workspace] git`): fetched here with your git, so its credentials stay on this machine;
     /// a file someone changed in the workspace is kept

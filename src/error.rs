@@ -621,6 +621,17 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("seat `{seat}` of class `{class}` shares {instance} with {others}: {action} for one seat of a shared host is not built yet")]
+    #[diagnostic(code(labship::class::shared_host), help("{hint}"))]
+    SharedHost {
+        class: String,
+        seat: String,
+        instance: String,
+        others: String,
+        action: String,
+        hint: String,
+    },
+
     #[error("{option} does not apply to a deployment on {target}")]
     #[diagnostic(code(labship::unsupported), help("{hint}"))]
     Unsupported {

@@ -41,6 +41,12 @@ pub const SEAT: &str = "labship:seat";
 /// launch-index order, space-separated (each instance is the seat of its `AmiLaunchIndex`
 /// until its own `labship:deployment` and `labship:seat` tags are set, right after).
 pub const LAUNCH_SEATS: &str = "labship:launch-seats";
+/// On a host several seats of a class share (`--seats-per-instance`), instead of
+/// `labship:deployment` and `labship:seat`: its seats' ids in slot order, space-separated.
+/// Launched with other hosts, its entry in `labship:launch-seats` is its seats joined by
+/// [`HOST_SEATS_JOIN`] until this tag is set.
+pub const HOST_SEATS: &str = "labship:host-seats";
+pub const HOST_SEATS_JOIN: char = '+';
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

@@ -22,6 +22,14 @@ use crate::tags;
 /// whose serial is the volume id; the host script finds it either way).
 pub const DEVICE: &str = "/dev/sdf";
 
+/// The device a data volume is attached as on a host several seats share: the seat of slot
+/// N at `/dev/sd` + the Nth letter from `f` (the first at [`DEVICE`]); the host script finds
+/// each seat's by this name. Slots past `m` (more than the 8 seats a host serves) have none.
+pub fn device(slot: usize) -> Option<String> {
+    let letter = u8::try_from(slot).ok().and_then(|s| b'f'.checked_add(s))?;
+    (letter <= b'm').then(|| format!("/dev/sd{}", char::from(letter)))
+}
+
 /// A deployment's data volume.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DataVolume {
@@ -403,15 +411,21 @@ impl Cloud {
         }
     }
 
-    /// Attaches the volume to the instance as [`DEVICE`]. Already attached to this instance:
-    /// done. The instance must be running or stopped.
-    pub async fn attach_data_volume(&self, volume: &str, instance: &str) -> Result<()> {
+    /// Attaches the volume to the instance as `device` ([`DEVICE`], or a shared host's
+    /// seat's [`device`]). Already attached to this instance: done. The instance must be
+    /// running or stopped.
+    pub async fn attach_data_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+    ) -> Result<()> {
         match self
             .ec2
             .attach_volume()
             .volume_id(volume)
             .instance_id(instance)
-            .device(DEVICE)
+            .device(device)
             .send()
             .await
         {
@@ -435,5 +449,17 @@ impl Cloud {
             Err(e) if error_code(&e) == "InvalidVolume.NotFound" => Ok(false),
             Err(e) => Err(self.fail("ec2", "DeleteVolume", id, &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_slot_of_a_host_has_its_own_device_up_to_eight() {
+        assert_eq!(super::device(0).as_deref(), Some(super::DEVICE));
+        assert_eq!(super::device(1).as_deref(), Some("/dev/sdg"));
+        assert_eq!(super::device(7).as_deref(), Some("/dev/sdm"));
+        assert_eq!(super::device(8), None);
+        assert_eq!(super::device(usize::MAX), None);
     }
 }

@@ -125,6 +125,26 @@ impl Instance {
         self.security_group_names.contains(&class_group_name(class))
     }
 
+    /// The host it shares with other seats of its class, if any.
+    pub fn shared_host(&self) -> Option<&crate::hosts::SharedHost> {
+        self.seat.as_ref().and_then(|s| s.host.as_ref())
+    }
+
+    /// This instance (read again by id) as `like`'s seat sees it: on a shared host, a seat
+    /// other than the first has its own deployment, seat and port.
+    pub fn seated_as(self, like: &Instance) -> Instance {
+        if like.shared_host().is_none() {
+            return self;
+        }
+        Instance {
+            deployment: like.deployment.clone(),
+            seat: like.seat.clone(),
+            port: like.port,
+            untagged_seat: like.untagged_seat,
+            ..self
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         matches!(self.state.as_str(), "pending" | "running")
     }
@@ -958,7 +978,7 @@ impl Cloud {
             .described(req, &format!("the seats of class `{class}`"))
             .await?
             .iter()
-            .map(|i| to_instance(i, ""))
+            .flat_map(to_instances)
             .collect())
     }
 
@@ -976,7 +996,12 @@ impl Cloud {
             .get_or_try(class.to_string(), || async {
                 let mut seen: BTreeMap<(u16, bool), usize> = BTreeMap::new();
                 for seat in self.class_seats(class).await? {
-                    if let (true, Some(port)) = (seat.in_class_group(class), seat.port) {
+                    // A shared host's seat: its host's first port (each seat takes the next).
+                    let slot = seat.shared_host().map_or(0, |h| h.slot);
+                    let first = seat
+                        .port
+                        .and_then(|p| p.checked_sub(u16::try_from(slot).ok()?));
+                    if let (true, Some(port)) = (seat.in_class_group(class), first) {
                         let ssm = seat.access == crate::config::Access::Ssm;
                         *seen.entry((port, ssm)).or_default() += 1;
                     }
@@ -1193,7 +1218,7 @@ impl Cloud {
                 let classes: Vec<&str> = classes.iter().map(String::as_str).collect();
                 let untagged = in_chunks(&classes, |some| async move {
                     let req = live()
-                        .filters(filter("tag-key", &[tags::LAUNCH_SEATS]))
+                        .filters(filter("tag-key", &[tags::LAUNCH_SEATS, tags::HOST_SEATS]))
                         .filters(filter(&format!("tag:{}", tags::CLASS), some));
                     self.described(req, &named(Some(names))).await
                 })
@@ -1208,11 +1233,11 @@ impl Cloud {
         };
         let mut found = Vec::new();
         // A job host is not a deployment's.
-        for i in described
+        for instance in described
             .iter()
             .filter(|i| tag_value(i.tags(), tags::JOB).is_none())
+            .flat_map(to_instances)
         {
-            let instance = to_instance(i, "");
             if deployments.is_none_or(|d| d.contains(&instance.deployment.as_str())) {
                 found.push(instance);
             }
@@ -1606,7 +1631,7 @@ impl Cloud {
         }
         self.ec2
             .terminate_instances()
-            .set_instance_ids(Some(ids.to_vec()))
+            .set_instance_ids(Some(once_each(ids)))
             .send()
             .await
             .map_err(|e| self.fail("ec2", "TerminateInstances", &ids.join(","), &e))?;
@@ -1621,7 +1646,7 @@ impl Cloud {
         }
         self.ec2
             .cancel_spot_instance_requests()
-            .set_spot_instance_request_ids(Some(ids.to_vec()))
+            .set_spot_instance_request_ids(Some(once_each(ids)))
             .send()
             .await
             .map_err(|e| self.fail("ec2", "CancelSpotInstanceRequests", &ids.join(","), &e))?;
@@ -1635,7 +1660,7 @@ impl Cloud {
         }
         self.ec2
             .stop_instances()
-            .set_instance_ids(Some(ids.to_vec()))
+            .set_instance_ids(Some(once_each(ids)))
             .send()
             .await
             .map_err(|e| self.fail("ec2", "StopInstances", &ids.join(","), &e))?;
@@ -1696,6 +1721,7 @@ impl Cloud {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let ids = &once_each(ids);
         let deadline = std::time::Instant::now() + within;
         let mut pause = Duration::from_secs(1);
         loop {
@@ -1816,6 +1842,7 @@ pub(super) fn seat_of(tags: &[aws_sdk_ec2::types::Tag]) -> Option<crate::hosts::
         seat: tag_value(tags, tags::SEAT)?,
         student: None,
         email: None,
+        host: None,
     })
 }
 
@@ -1829,16 +1856,88 @@ pub(super) fn tag_value(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<S
 /// The seat an instance launched with others is, by its launch index among the seats its
 /// `labship:launch-seats` tag lists (until its own tags are set; see [`Cloud::tag_launched`]).
 fn launched_seat(i: &aws_sdk_ec2::types::Instance) -> Option<crate::hosts::SeatOf> {
-    let index = usize::try_from(i.ami_launch_index()?).ok()?;
+    if is_shared_host(i) {
+        return None;
+    }
     Some(crate::hosts::SeatOf {
         class: tag_value(i.tags(), tags::CLASS)?,
-        seat: tag_value(i.tags(), tags::LAUNCH_SEATS)?
-            .split_whitespace()
-            .nth(index)?
-            .to_string(),
+        seat: launch_entry(i)?,
         student: None,
         email: None,
+        host: None,
     })
+}
+
+/// An instance's entry in its `labship:launch-seats` tag, by its launch index.
+fn launch_entry(i: &aws_sdk_ec2::types::Instance) -> Option<String> {
+    let index = usize::try_from(i.ami_launch_index()?).ok()?;
+    tag_value(i.tags(), tags::LAUNCH_SEATS)?
+        .split_whitespace()
+        .nth(index)
+        .map(str::to_string)
+}
+
+/// A host several seats of a class share (it has the `labship:host-seats` tag, empty until
+/// its seats are set after a launch with other hosts).
+fn is_shared_host(i: &aws_sdk_ec2::types::Instance) -> bool {
+    i.tags().iter().any(|t| t.key() == Some(tags::HOST_SEATS))
+}
+
+/// A shared host's class and seats in slot order: its `labship:host-seats` tag, or, until
+/// that is set, its entry of `labship:launch-seats` (the seats joined by
+/// [`tags::HOST_SEATS_JOIN`]); and whether its own tag is set.
+fn host_seats(i: &aws_sdk_ec2::types::Instance) -> Option<(String, Vec<String>, bool)> {
+    if !is_shared_host(i) {
+        return None;
+    }
+    let class = tag_value(i.tags(), tags::CLASS)?;
+    let own = tag_value(i.tags(), tags::HOST_SEATS).filter(|s| !s.trim().is_empty());
+    let tagged = own.is_some();
+    let seats: Vec<String> = match own {
+        Some(seats) => seats.split_whitespace().map(str::to_string).collect(),
+        None => launch_entry(i)?
+            .split(tags::HOST_SEATS_JOIN)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    (!seats.is_empty()).then_some((class, seats, tagged))
+}
+
+/// The instance as each seat it serves sees it: one per seat on a shared host (its own
+/// deployment, seat and port: the host's first port plus its slot), else the one
+/// [`to_instance`] makes.
+fn to_instances(i: &aws_sdk_ec2::types::Instance) -> Vec<Instance> {
+    let host = to_instance(i, "");
+    let Some((class, seats, _)) = host_seats(i) else {
+        return vec![host];
+    };
+    seats
+        .iter()
+        .enumerate()
+        .map(|(slot, seat)| Instance {
+            deployment: crate::class::seat_deployment(&class, seat),
+            port: host
+                .port
+                .and_then(|p| u16::try_from(slot).ok().and_then(|s| p.checked_add(s))),
+            seat: Some(shared_seat(&class, &seats, slot)),
+            ..host.clone()
+        })
+        .collect()
+}
+
+/// Seat `slot` of a shared host of `class`'s `seats`.
+pub fn shared_seat(class: &str, seats: &[String], slot: usize) -> crate::hosts::SeatOf {
+    crate::hosts::SeatOf {
+        class: class.to_string(),
+        seat: seats.get(slot).cloned().unwrap_or_default(),
+        student: None,
+        email: None,
+        host: Some(crate::hosts::SharedHost {
+            seats: seats.to_vec(),
+            slot,
+        }),
+    }
 }
 
 /// The classes whose seats `deployments` can be (`a-b-1` is seat `b-1` of `a` or seat `1` of
@@ -1857,6 +1956,9 @@ fn seat_classes(deployments: &[&str]) -> Vec<String> {
 /// The deployment an instance is: its tag's, or the seat its launch index makes it, or
 /// `otherwise`.
 fn deployment_of(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> String {
+    if let Some((class, seats, _)) = host_seats(i) {
+        return crate::class::seat_deployment(&class, &seats[0]);
+    }
     tag_value(i.tags(), tags::DEPLOYMENT)
         .or_else(|| launched_seat(i).map(|s| crate::class::seat_deployment(&s.class, &s.seat)))
         .unwrap_or_else(|| otherwise.to_string())
@@ -1867,10 +1969,14 @@ fn deployment_of(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> String {
 fn to_instance(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> Instance {
     let launched = i.launch_time();
     let by_index = launched_seat(i);
+    let shared = host_seats(i);
     Instance {
         id: i.instance_id().unwrap_or_default().to_string(),
         deployment: deployment_of(i, otherwise),
-        untagged_seat: tag_value(i.tags(), tags::DEPLOYMENT).is_none() && by_index.is_some(),
+        untagged_seat: match &shared {
+            Some((_, _, tagged)) => !tagged,
+            None => tag_value(i.tags(), tags::DEPLOYMENT).is_none() && by_index.is_some(),
+        },
         state: i
             .state()
             .and_then(|s| s.name())
@@ -1901,7 +2007,10 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> Instance {
         data_volume: tag_value(i.tags(), tags::DATA_VOLUME).as_deref() == Some("yes"),
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
-        seat: seat_of(i.tags()).or(by_index),
+        seat: match &shared {
+            Some((class, seats, _)) => Some(shared_seat(class, seats, 0)),
+            None => seat_of(i.tags()).or(by_index),
+        },
         inputs: tag_value(i.tags(), tags::INPUTS),
         profile: i
             .iam_instance_profile()
@@ -1924,6 +2033,12 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> Instance {
             .filter_map(|g| g.group_name().map(str::to_string))
             .collect(),
     }
+}
+
+/// `ids` without repeats, in their order: the seats of a shared host name its instance each.
+fn once_each(ids: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().filter(|id| seen.insert(*id)).cloned().collect()
 }
 
 fn borrowed(tags: &[(String, String)]) -> Vec<(&str, String)> {
@@ -1981,6 +2096,77 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_host_is_one_instance_per_seat_on_the_hosts_port_plus_its_slot() {
+        let host = |index: i32, pairs: &[(&str, &str)]| {
+            aws_sdk_ec2::types::Instance::builder()
+                .instance_id(format!("i-{index}"))
+                .ami_launch_index(index)
+                .set_tags(Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                        .collect(),
+                ))
+                .build()
+        };
+        let tagged = host(
+            0,
+            &[
+                (tags::CLASS, "ds"),
+                (tags::HOST_SEATS, "a b"),
+                (tags::PORT, "9000"),
+            ],
+        );
+        let seats = to_instances(&tagged);
+        let seen: Vec<(&str, Option<u16>, usize, bool)> = seats
+            .iter()
+            .map(|i| {
+                (
+                    i.deployment.as_str(),
+                    i.port,
+                    i.shared_host().map_or(99, |h| h.slot),
+                    i.untagged_seat,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ds-a", Some(9000), 0, false),
+                ("ds-b", Some(9001), 1, false)
+            ]
+        );
+        assert!(seats.iter().all(|i| i.id == "i-0"));
+        // Read by id, it is its first seat's; a seat's view keeps its own.
+        let read = to_instance(&tagged, "");
+        assert_eq!(read.deployment, "ds-a");
+        let b = read.seated_as(&seats[1]);
+        assert_eq!((b.deployment.as_str(), b.port), ("ds-b", Some(9001)));
+        // Launched with other hosts: its seats by its entry until its own tag is set, and
+        // no seat of its launch index alone.
+        let launched = [
+            (tags::CLASS, "ds"),
+            (tags::LAUNCH_SEATS, "a+b c"),
+            (tags::HOST_SEATS, ""),
+            (tags::PORT, "9000"),
+        ];
+        let second = host(1, &launched);
+        let only = to_instances(&second);
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].deployment, "ds-c");
+        assert!(only[0].untagged_seat, "its own tag is still to be set");
+        assert!(launched_seat(&second).is_none());
+        let first = to_instances(&host(0, &launched));
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[1].seat.as_ref().map(|s| s.seat.as_str()), Some("b"));
+        // Ids named by several seats are sent once.
+        assert_eq!(
+            once_each(&["i-1".into(), "i-2".into(), "i-1".into()]),
+            ["i-1", "i-2"]
+        );
+    }
 
     #[test]
     fn an_instance_launched_with_other_seats_is_the_seat_of_its_launch_index() {

@@ -25,7 +25,9 @@ pub use roster::{Roster, Seat};
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
 use crate::hosts::backup::{add_files, save_workspace, Added};
-use crate::hosts::{DeploymentStatus, DownOptions, DownReport, Host, SeatOf, UpAction, UpOptions};
+use crate::hosts::{
+    DeploymentStatus, DownOptions, DownReport, Host, SeatOf, SharedHost, UpAction, UpOptions,
+};
 use crate::output::Printer;
 use crate::workspace::git::Snapshot;
 
@@ -248,18 +250,38 @@ pub async fn up<H: Host>(
     roster: &Roster,
     options: &UpOptions,
     snapshot: Option<&Snapshot>,
-    fallback_type: Option<&str>,
+    launch: &ClassLaunch<'_>,
     printer: &Printer,
 ) -> Result<RosterReport> {
+    let fallback_type = launch.fallback_type;
+    let per_host = launch.seats_per_instance.max(1);
     host.prepare(config, printer).await?;
+    // Seats that have an instance keep it; the others are placed on new hosts.
+    let existing: std::collections::HashSet<String> = if per_host > 1 {
+        seats(host, &config.name)
+            .await?
+            .into_iter()
+            .filter_map(|d| d.seat.map(|s| s.seat))
+            .collect()
+    } else {
+        std::collections::HashSet::new()
+    };
     let total = roster.seats.len();
-    printer.note(format!(
-        "Starting {total} seats of class `{}` ({} at a time)",
-        config.name,
-        starting_at_once(host.target())
-    ));
+    printer.note(match per_host {
+        1 => format!(
+            "Starting {total} seats of class `{}` ({} at a time)",
+            config.name,
+            starting_at_once(host.target())
+        ),
+        k => format!(
+            "Starting {total} seats of class `{}`, new ones {k} to an instance ({} at a time)",
+            config.name,
+            starting_at_once(host.target()) / k * k
+        ),
+    });
+    let placing = (&existing, per_host);
     let all: Vec<(usize, &Seat)> = roster.seats.iter().enumerate().collect();
-    let mut started = start_seats(host, config, &all, options, snapshot, printer).await;
+    let mut started = start_seats(host, config, &all, options, snapshot, placing, printer).await;
     let again: Vec<(usize, &Seat)> = started
         .iter()
         .zip(&all)
@@ -275,7 +297,7 @@ pub async fn up<H: Host>(
         ));
         let mut second = config.clone();
         second.ec2.instance_type = instead.to_string();
-        let retried = start_seats(host, &second, &again, options, snapshot, printer).await;
+        let retried = start_seats(host, &second, &again, options, snapshot, placing, printer).await;
         for ((i, _), mut row) in again.iter().zip(retried) {
             if fallback_type.is_some() && row.row.url.is_some() {
                 row.row.fallback_type = Some(instead.to_string());
@@ -323,6 +345,15 @@ pub async fn up<H: Host>(
     Ok(RosterReport::new(host.target(), &config.name, rows))
 }
 
+/// How a class's seats are launched (EC2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClassLaunch<'a> {
+    /// The instance type for the seats EC2 has no capacity for (`--fallback-type`).
+    pub fallback_type: Option<&'a str>,
+    /// How many new seats share a host (`--seats-per-instance`; 0 or 1: each its own).
+    pub seats_per_instance: usize,
+}
+
 /// One seat's `up` as the roster shows it.
 struct Started {
     row: SeatRow,
@@ -338,6 +369,7 @@ async fn start_seats<H: Host>(
     seats: &[(usize, &Seat)],
     options: &UpOptions,
     snapshot: Option<&Snapshot>,
+    (existing, per_host): (&std::collections::HashSet<String>, usize),
     printer: &Printer,
 ) -> Vec<Started> {
     let first_port = options.port.unwrap_or(FIRST_PORT);
@@ -348,96 +380,138 @@ async fn start_seats<H: Host>(
     let consecutive = host.target() == Target::Local;
     let total = seats.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    stream::iter(seats)
-        .map(|(i, seat)| {
-            let done = &done;
-            async move {
-                let seat_config = seat_config(config, &seat.id);
-                // Locally its place: asked for with `--port` (existing seats move there too),
-                // else where a new seat goes (an existing one keeps its port). On EC2 the
-                // deployment's one port (an existing seat keeps its own unless `--port`).
-                let (port, preferred_port) = if consecutive {
-                    let place = u16::try_from(*i)
-                        .ok()
-                        .and_then(|i| first_port.checked_add(i));
-                    match options.port {
-                        Some(_) => (place, None),
-                        None => (None, place),
-                    }
-                } else {
-                    (options.port, None)
-                };
-                let seat_options = UpOptions {
-                    port,
-                    preferred_port,
-                    seat: Some(SeatOf {
-                        class: config.name.clone(),
+    let units = place(seats, existing, per_host);
+    let at_once = (starting_at_once(host.target()) / per_host.max(1)).max(1);
+    let mut started: Vec<(usize, Started)> = stream::iter(units)
+        .map(|unit| {
+            futures_util::future::join_all(unit.into_iter().map(|(i, seat, shared)| {
+                let done = &done;
+                async move {
+                    let seat_config = seat_config(config, &seat.id);
+                    // Locally its place: asked for with `--port` (existing seats move there too),
+                    // else where a new seat goes (an existing one keeps its port). On EC2 the
+                    // deployment's one port (an existing seat keeps its own unless `--port`).
+                    let (port, preferred_port) = if consecutive {
+                        let place = u16::try_from(i)
+                            .ok()
+                            .and_then(|i| first_port.checked_add(i));
+                        match options.port {
+                            Some(_) => (place, None),
+                            None => (None, place),
+                        }
+                    } else {
+                        (options.port, None)
+                    };
+                    let seat_options = UpOptions {
+                        port,
+                        preferred_port,
+                        seat: Some(SeatOf {
+                            class: config.name.clone(),
+                            seat: seat.id.clone(),
+                            student: seat.student.clone(),
+                            email: seat.email.clone(),
+                            host: shared,
+                        }),
+                        ..options.clone()
+                    };
+                    let mut row = SeatRow {
                         seat: seat.id.clone(),
                         student: seat.student.clone(),
                         email: seat.email.clone(),
-                    }),
-                    ..options.clone()
-                };
-                let mut row = SeatRow {
-                    seat: seat.id.clone(),
-                    student: seat.student.clone(),
-                    email: seat.email.clone(),
-                    deployment: seat_config.name.clone(),
-                    state: "failed".into(),
-                    url: None,
-                    token: None,
-                    tls_fingerprint: None,
-                    action: None,
-                    git: None,
-                    fallback_type: None,
-                    error: None,
-                };
-                let mut no_capacity = false;
-                let up = host.up(&seat_config, &seat_options, printer).await;
-                let up = match up {
-                    Ok(report) => host
-                        .token(&seat_config.name)
-                        .await
-                        .map(|token| (report, token)),
-                    Err(e) => Err(e),
-                };
-                match up {
-                    Ok((report, token)) => {
-                        row.state = "running".into();
-                        row.action = Some(report.action);
-                        row.url = Some(token.url);
-                        row.token = Some(token.token);
-                        row.tls_fingerprint = token.tls_fingerprint;
-                        if let Some(snapshot) = snapshot {
-                            match crate::workspace::sync_deployment(
-                                host,
-                                &seat_config.name,
-                                snapshot,
-                            )
+                        deployment: seat_config.name.clone(),
+                        state: "failed".into(),
+                        url: None,
+                        token: None,
+                        tls_fingerprint: None,
+                        action: None,
+                        git: None,
+                        fallback_type: None,
+                        error: None,
+                    };
+                    let mut no_capacity = false;
+                    let up = host.up(&seat_config, &seat_options, printer).await;
+                    let up = match up {
+                        Ok(report) => host
+                            .token(&seat_config.name)
                             .await
-                            {
-                                Ok(synced) => row.git = Some(synced),
-                                Err(e) => row.error = Some(one_line(&e)),
+                            .map(|token| (report, token)),
+                        Err(e) => Err(e),
+                    };
+                    match up {
+                        Ok((report, token)) => {
+                            row.state = "running".into();
+                            row.action = Some(report.action);
+                            row.url = Some(token.url);
+                            row.token = Some(token.token);
+                            row.tls_fingerprint = token.tls_fingerprint;
+                            if let Some(snapshot) = snapshot {
+                                match crate::workspace::sync_deployment(
+                                    host,
+                                    &seat_config.name,
+                                    snapshot,
+                                )
+                                .await
+                                {
+                                    Ok(synced) => row.git = Some(synced),
+                                    Err(e) => row.error = Some(one_line(&e)),
+                                }
                             }
                         }
+                        Err(e) => {
+                            no_capacity = e.is_no_capacity();
+                            row.error = Some(one_line(&e));
+                        }
                     }
-                    Err(e) => {
-                        no_capacity = e.is_no_capacity();
-                        row.error = Some(one_line(&e));
-                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    printer.note(format!(
+                        "[{n}/{total}] seat {}: {}",
+                        seat.id,
+                        row.error.as_deref().unwrap_or("ready")
+                    ));
+                    (i, Started { row, no_capacity })
                 }
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                printer.note(format!(
-                    "[{n}/{total}] seat {}: {}",
-                    seat.id,
-                    row.error.as_deref().unwrap_or("ready")
-                ));
-                Started { row, no_capacity }
-            }
+            }))
         })
-        .buffered(starting_at_once(host.target()))
+        .buffered(at_once)
+        .flat_map(stream::iter)
         .collect()
-        .await
+        .await;
+    started.sort_by_key(|(i, _)| *i);
+    started.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The seats that start together, in roster order: on EC2 with `per_host` > 1 the seats
+/// without an instance (not in `existing`) `per_host` to a host, in roster order, each with
+/// its place on it; every other seat alone (one that has an instance keeps it).
+fn place<'s>(
+    seats: &[(usize, &'s Seat)],
+    existing: &std::collections::HashSet<String>,
+    per_host: usize,
+) -> Vec<Vec<(usize, &'s Seat, Option<SharedHost>)>> {
+    if per_host <= 1 {
+        return seats.iter().map(|(i, s)| vec![(*i, *s, None)]).collect();
+    }
+    let (kept, new): (Vec<_>, Vec<_>) = seats.iter().partition(|(_, s)| existing.contains(&s.id));
+    let mut units: Vec<Vec<(usize, &Seat, Option<SharedHost>)>> =
+        kept.iter().map(|(i, s)| vec![(*i, *s, None)]).collect();
+    for chunk in new.chunks(per_host) {
+        let ids: Vec<String> = chunk.iter().map(|(_, s)| s.id.clone()).collect();
+        units.push(
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(slot, (i, s))| {
+                    let host = SharedHost {
+                        seats: ids.clone(),
+                        slot,
+                    };
+                    (*i, *s, Some(host))
+                })
+                .collect(),
+        );
+    }
+    units.sort_by_key(|unit| unit.first().map_or(usize::MAX, |(i, _, _)| *i));
+    units
 }
 
 /// An error on one line, with its fix: for a seat's row.
@@ -469,6 +543,50 @@ fn seats_in(status: Vec<DeploymentStatus>, class: &str) -> Vec<DeploymentStatus>
 
 fn seat_order(id: &str) -> (u64, String) {
     (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string())
+}
+
+/// Refuses to end some seats of a shared host without the others (`down --seat`): its
+/// instance goes with its last seat, so ending it would end theirs.
+pub fn whole_hosts(chosen: &[DeploymentStatus]) -> Result<()> {
+    let taken = |id: &str| {
+        chosen
+            .iter()
+            .any(|c| c.seat.as_ref().is_some_and(|s| s.seat == id))
+    };
+    for d in chosen {
+        if let Some(seat) = &d.seat {
+            whole_host(seat, d.instance_id.as_deref().unwrap_or("its host"), taken)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the `down` of `seat` when it is on a shared host (`instance`) with seats not
+/// `taken` down with it.
+pub fn whole_host(seat: &SeatOf, instance: &str, taken: impl Fn(&str) -> bool) -> Result<()> {
+    let Some(host) = &seat.host else {
+        return Ok(());
+    };
+    let staying: Vec<&str> = host
+        .seats
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !taken(s))
+        .collect();
+    if staying.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SharedHost {
+        class: seat.class.clone(),
+        seat: seat.seat.clone(),
+        instance: instance.to_string(),
+        others: format!("seat(s) {}", staying.join(", ")),
+        action: "taking it down".into(),
+        hint: format!(
+            "`labship down {} --ec2` takes the class down with its hosts (each seat's data volume is kept unless --delete-data)",
+            seat.class
+        ),
+    })
 }
 
 /// Of a class's `seats` ([`seats`]), those to act on: all, or the one asked for. Err: the
@@ -539,6 +657,7 @@ pub async fn roster<H: Host>(
                 seat: d.name.clone(),
                 student: None,
                 email: None,
+                host: None,
             });
             let mut row = SeatRow {
                 seat: seat.seat,
@@ -1026,6 +1145,42 @@ mod tests {
             fallback_type: None,
             error: error.map(String::from),
         }
+    }
+
+    #[test]
+    fn new_seats_are_placed_k_to_a_host_in_roster_order_and_a_seat_with_a_host_keeps_it() {
+        let roster = Roster::numbered(5).expect("roster");
+        let all: Vec<(usize, &Seat)> = roster.seats.iter().enumerate().collect();
+        let existing: std::collections::HashSet<String> = ["2".to_string()].into();
+        let units = place(&all, &existing, 2);
+        let seen: Vec<Vec<_>> = units
+            .iter()
+            .map(|u| {
+                u.iter()
+                    .map(|(i, _, h)| (*i, h.as_ref().map(|h| (h.seats.clone(), h.slot))))
+                    .collect()
+            })
+            .collect();
+        let host =
+            |seats: &[&str], slot| Some((seats.iter().map(|s| s.to_string()).collect(), slot));
+        assert_eq!(
+            seen,
+            vec![
+                vec![(0, host(&["1", "3"], 0)), (2, host(&["1", "3"], 1))],
+                vec![(1, None)],
+                vec![(3, host(&["4", "5"], 0)), (4, host(&["4", "5"], 1))],
+            ]
+        );
+        // One to a host (the default): each seat alone, with no host to share.
+        let alone = place(&all, &existing, 1);
+        assert_eq!(alone.len(), 5);
+        assert!(alone.iter().all(|u| u.len() == 1 && u[0].2.is_none()));
+        // The last host takes what is left: 5 seats 3 to a host are hosts of 3 and 2.
+        let sizes: Vec<usize> = place(&all, &Default::default(), 3)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [3, 2]);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
             ("--seat-memory", args.seat_memory.is_some()),
             ("--seat-cpus", args.seat_cpus.is_some()),
             ("--fallback-type", args.fallback_type.is_some()),
+            ("--seats-per-instance", args.seats_per_instance.is_some()),
         ]
         .into_iter()
         .find_map(|(flag, given)| given.then_some(flag))
@@ -60,6 +61,7 @@ pub async fn run(config: Config, args: &UpArgs, printer: &Printer) -> Result<()>
         ("--spot", args.spot),
         ("--on-demand", args.on_demand),
         ("--fallback-type", args.fallback_type.is_some()),
+        ("--seats-per-instance", args.seats_per_instance.is_some()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -260,19 +262,22 @@ async fn class(
     )))?;
     let snapshot = labship::workspace::fetch(&config, printer).await?;
     let snapshot = snapshot.as_ref();
-    let fallback = args.fallback_type.as_deref();
+    let launch = labship::class::ClassLaunch {
+        fallback_type: args.fallback_type.as_deref(),
+        seats_per_instance: args.seats_per_instance.map_or(1, usize::from),
+    };
     let report = match config.target {
         Target::Local => {
             let host = LocalHost::connect().await?;
             labship::class::up(
-                &host, &config, &roster, &options, snapshot, fallback, printer,
+                &host, &config, &roster, &options, snapshot, &launch, printer,
             )
             .await?
         }
         Target::Ec2 => {
             let host = Ec2Host::connect_bulk(&config).await?;
             labship::class::up(
-                &host, &config, &roster, &options, snapshot, fallback, printer,
+                &host, &config, &roster, &options, snapshot, &launch, printer,
             )
             .await?
         }

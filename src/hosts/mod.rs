@@ -80,6 +80,28 @@ pub struct SeatOf {
     pub seat: String,
     pub student: Option<String>,
     pub email: Option<String>,
+    /// The host it shares with other seats of its class (`--seats-per-instance`); none when
+    /// it has an instance of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<SharedHost>,
+}
+
+/// A host several seats of a class share: one instance, one Docker, one certificate; each
+/// seat its own container, token, data volume and port (the host's first port plus its
+/// slot). Its instance is tagged with the seats in slot order (`labship:host-seats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedHost {
+    /// The seats' ids in slot order; the first is the host's (its `DEPLOYMENT` on the host).
+    pub seats: Vec<String>,
+    /// This seat's place among them.
+    pub slot: usize,
+}
+
+impl SharedHost {
+    /// The deployment the host is known by on the host itself: its first seat's.
+    pub fn first_deployment(&self, class: &str) -> String {
+        crate::class::seat_deployment(class, self.seats.first().map_or("", String::as_str))
+    }
 }
 
 /// The `labship up` (quoted) that starts a deployment again or brings it back: a class's
@@ -1055,6 +1077,7 @@ mod tests {
                 seat: seat.into(),
                 student: None,
                 email: None,
+                host: None,
             });
             d
         };

@@ -914,6 +914,188 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
+/// The tag `key` of an instance (or group) as the AWS CLI shows it.
+fn tag_of(resource: &Value, key: &str) -> Option<String> {
+    resource["Tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["Key"] == key)
+        .and_then(|t| t["Value"].as_str())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_own_port() {
+    let sim = sim_endpoint();
+    let rig = rig();
+    let p = Project::default_workload("epack");
+    let class = p.name.clone();
+    // Four seats, two to a host: seats 1 and 2 on one instance, 3 and 4 on another, each
+    // seat on the class's port plus its place on its host.
+    let port = free_ports(2);
+    let port_s = port.to_string();
+    let mut args = ec2_up_args(&port_s);
+    args.extend(["--seats", "4", "--seats-per-instance", "2"]);
+    let counted = Faults::new(&sim, "pack-calls");
+    counted.set(
+        0,
+        serde_json::json!([
+            {"action": "ec2:DescribeInstances", "param": {"InstanceId.2": "*"}, "delay": 0}
+        ]),
+    );
+    let report = json(&p.labship_at(&sim, &args, &[("AWS_ACCESS_KEY_ID", counted.key.as_str())]));
+    assert_eq!(report["ready"], 4, "{report}");
+    let calls = |action: &str| counted.report()["calls"][action].as_u64().unwrap_or(0);
+    // Both hosts by one RunInstances, each then tagged with its seats.
+    assert_eq!(calls("ec2:RunInstances"), 1);
+    assert_eq!(calls("ec2:CreateTags"), 2);
+    // Four tokens, four data volumes.
+    assert_eq!(calls("ssm:PutParameter"), 4);
+    assert_eq!(calls("ec2:CreateVolume"), 4);
+    assert_eq!(calls("ec2:AttachVolume"), 4);
+
+    let rows = rows_by_seat(&report);
+    let mut origin = BTreeMap::new();
+    for (id, place) in [("1", 0), ("2", 1), ("3", 0), ("4", 1)] {
+        let row = &rows[id];
+        let url = row["url"].as_str().expect("url");
+        let at = crate::ec2::origin_of(url);
+        assert!(
+            url.starts_with(&format!(
+                "{}/lab?token=",
+                crate::ec2::on_port(&at, port + place)
+            )),
+            "seat {id} on the class's port plus its place: {row}"
+        );
+        let pin = row["tls_fingerprint"].as_str().expect("pin");
+        let token = row["token"].as_str().expect("token");
+        assert_eq!(
+            crate::ec2::jupyter_status(&at, pin, Some(token)),
+            200,
+            "seat {id}"
+        );
+        origin.insert(id, (at, pin.to_string(), token.to_string()));
+    }
+    let host = |id: &str| origin[id].0.rsplit_once(':').expect("port").0.to_string();
+    assert_eq!(host("1"), host("2"), "seats 1 and 2 share a host");
+    assert_eq!(host("3"), host("4"), "seats 3 and 4 share a host");
+    assert_ne!(host("1"), host("3"), "two hosts");
+    // One certificate per host; a seat's token opens its own Jupyter only, also beside it.
+    assert_eq!(origin["1"].1, origin["2"].1);
+    assert_ne!(origin["1"].1, origin["3"].1);
+    for (seat, other) in [("1", "2"), ("2", "1"), ("1", "3")] {
+        let (at, pin, _) = &origin[seat];
+        assert_eq!(
+            crate::ec2::jupyter_status(at, pin, Some(&origin[other].2)),
+            403,
+            "seat {other}'s token must not open seat {seat}"
+        );
+    }
+
+    // What AWS shows: two instances, each tagged with its class and seats (no deployment of
+    // its own), each seat's data volume on its host at its own device.
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let mut seats_of: Vec<String> = instances
+        .iter()
+        .map(|i| tag_of(i, "labship:host-seats").expect("host seats"))
+        .collect();
+    seats_of.sort();
+    assert_eq!(seats_of, ["1 2", "3 4"]);
+    for i in &instances {
+        assert_eq!(tag_of(i, "labship:deployment"), None, "{i}");
+        assert_eq!(tag_of(i, "labship:seat"), None, "{i}");
+        let id = i["InstanceId"].as_str().expect("id");
+        let seats = tag_of(i, "labship:host-seats").expect("host seats");
+        for (place, seat) in seats.split(' ').enumerate() {
+            let volume = aws_json(
+                &rig.aws_endpoint,
+                &[
+                    "ec2",
+                    "describe-volumes",
+                    "--filters",
+                    &format!("Name=tag:labship:deployment,Values={class}-{seat}"),
+                    "Name=tag:labship:volume,Values=workspace",
+                ],
+            );
+            let attached = &volume["Volumes"][0]["Attachments"][0];
+            assert_eq!(attached["InstanceId"], id, "seat {seat}: {volume}");
+            let device = ["/dev/sdf", "/dev/sdg"][place];
+            assert_eq!(attached["Device"], device, "seat {seat}: {volume}");
+        }
+    }
+    // The class's group opens both ports, nothing else.
+    let group = class_group(&rig.aws_endpoint, &class).expect("the class's security group");
+    let mut ports: Vec<u64> = group["IpPermissions"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["FromPort"].as_u64())
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [u64::from(port), u64::from(port) + 1], "{group}");
+
+    // The roster again, from AWS alone; `up` again changes nothing.
+    let roster = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &[]));
+    for id in ["1", "2", "3", "4"] {
+        assert_eq!(
+            rows_by_seat(&roster)[id]["url"],
+            rows[id]["url"],
+            "{roster}"
+        );
+    }
+    let again = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(again["ready"], 4, "{again}");
+    for id in ["1", "2", "3", "4"] {
+        assert_eq!(rows_by_seat(&again)[id]["action"], "unchanged", "{again}");
+    }
+    assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
+
+    // distribute and collect reach each seat's own Jupyter.
+    p.write("handout/week1.md", "# Week 1\n");
+    let given = json(&p.labship_at(
+        &sim,
+        &["distribute", "--ec2", "handout/week1.md", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(given["failed"], 0, "{given}");
+    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
+    assert_eq!(collected["files"], 4, "{collected}");
+
+    // What would end or restart one seat's host alone is refused, naming the seats beside
+    // it, and changes nothing.
+    let seat3 = format!("{class}-3");
+    for (verb, beside) in [
+        (vec!["down", "--ec2", "--yes", "--seat", "1"], "seat(s) 2"),
+        (
+            vec!["token", "--ec2", "--rotate", "--seat", "4"],
+            "seat(s) 3",
+        ),
+        (vec!["stop", &seat3, "--ec2"], "seat(s) 4"),
+    ] {
+        let out = p.labship_at(&sim, &verb, &[]);
+        assert!(!out.status.success(), "{verb:?}");
+        let err = unwrapped(&stderr(&out));
+        assert!(
+            err.contains("shares") && err.contains(beside),
+            "{verb:?}: {err}"
+        );
+    }
+    assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
+    for id in ["1", "4"] {
+        let (at, pin, token) = &origin[id];
+        assert_eq!(crate::ec2::jupyter_status(at, pin, Some(token)), 200);
+    }
+
+    // down of the class: both hosts, every seat's token, volume and the group.
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    for id in ["1", "2", "3", "4"] {
+        crate::ec2::assert_nothing_left(&format!("{class}-{id}")).await;
+    }
+    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+}
+
 /// `git ARGS` in `dir` (a committer set, so it works on a machine without git config).
 fn git(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("git")

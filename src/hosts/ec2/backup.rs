@@ -92,6 +92,7 @@ pub(crate) async fn access(
         .console(&inst.id, true)
         .await
         .map_err(|e| e.to_string())?
+        .map(|text| console::seen_by(text, inst))
         .unwrap_or_default();
     if !console::ever_served(&console) {
         return Ok(None);

@@ -323,6 +323,16 @@ impl Watch {
 /// that seat. A deployment's console has no `seat=` lines and comes back cleaned only. As
 /// in [`markers`], several markers may share a line (the console merges lines): each is
 /// kept or left out on its own.
+/// The console as `inst`'s deployment sees it: a shared host's seat's own view
+/// ([`of_seat`]), else the console as it is.
+#[must_use]
+pub fn seen_by(console_text: String, inst: &crate::aws::ec2::Instance) -> String {
+    match inst.shared_host() {
+        Some(_) => of_seat(&console_text, &inst.deployment),
+        None => console_text,
+    }
+}
+
 #[must_use]
 pub fn of_seat(console_text: &str, seat: &str) -> String {
     let text = crate::token::clean::clean_console(console_text);

@@ -231,6 +231,19 @@ pub async fn down(
     }
 }
 
+/// Refuses the `down` of a seat whose shared host serves seats not taken down with it:
+/// terminating it would end theirs.
+fn whole_hosts(instances: &[Instance], names: &[&str]) -> Result<()> {
+    for inst in instances {
+        if let Some(seat) = &inst.seat {
+            crate::class::whole_host(seat, &inst.id, |s| {
+                names.contains(&crate::class::seat_deployment(&seat.class, s).as_str())
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// One deployment's part of [`down_many`].
 struct Teardown<'c> {
     config: &'c Config,
@@ -306,7 +319,8 @@ pub async fn down_many(
                     .chain(volumes.iter().map(|v| &v.owner)),
                 opts.force,
                 "remove",
-            );
+            )
+            .and_then(|()| whole_hosts(&instances, &names));
             Teardown {
                 config,
                 report: DownReport::new(Target::Ec2, name, Some(cloud.region.clone())),

@@ -73,7 +73,7 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
             return console::Watch::default();
         }
         match cloud.console(&i.id, true).await {
-            Ok(Some(text)) => console::watch(&text),
+            Ok(Some(text)) => console::watch(&console::seen_by(text, i)),
             _ => console::Watch::default(),
         }
     }))
@@ -268,7 +268,10 @@ async fn console_of(cloud: &Cloud, deployment: &str) -> Result<(Instance, Option
         .await
         .map(|t| t.nitro)
         .unwrap_or(false);
-    let console = cloud.console(&inst.id, nitro).await?;
+    let console = cloud
+        .console(&inst.id, nitro)
+        .await?
+        .map(|text| console::seen_by(text, &inst));
     Ok((inst, console))
 }
 

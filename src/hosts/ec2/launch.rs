@@ -100,23 +100,66 @@ async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<In
     if let Err(e) = crate::interrupt::checkpoint(LAUNCHING) {
         return for_each(e, seats.len());
     }
-    let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut answers: Vec<Option<Result<Instance>>> = seats.iter().map(|_| None).collect();
+    // The seats of one shared host are one instance: launched by its first seat's request
+    // (each seat of the host asks for the same), answered to each as its seat.
+    let mut hosts: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     for (n, seat) in seats.iter().enumerate() {
-        let key = shared_key(seat);
-        match alike.iter_mut().find(|(k, _)| *k == key) {
+        let host = shared_of(&seat.spec).map(|h| format!("{} {}", h.class, h.seats.join(" ")));
+        match hosts.iter_mut().find(|(k, _)| host.is_some() && *k == host) {
             Some((_, members)) => members.push(n),
-            None => alike.push((key, vec![n])),
+            None => hosts.push((host, vec![n])),
+        }
+    }
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    for (_, members) in hosts {
+        let first = &seats[members[0]];
+        let (same, odd): (Vec<usize>, Vec<usize>) = members.into_iter().partition(|&n| {
+            shared_key(&seats[n]) == shared_key(first)
+                && seats[n].spec.user_data == first.spec.user_data
+        });
+        for n in odd {
+            answers[n] = Some(Err(Error::Aws {
+                action: "ec2:RunInstances".into(),
+                resource: seats[n].spec.deployment.clone(),
+                region: cloud.region.clone(),
+                message: format!(
+                    "its host is launched for {}, whose launch differs from this seat's (another zone for its kept data volume, another type...)",
+                    first.spec.deployment
+                ),
+                hint: "run the class's `labship up` again: seats that have a host keep it, and the others are placed anew".into(),
+            }));
+        }
+        units.push(same);
+    }
+    let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
+    for (u, unit) in units.iter().enumerate() {
+        let key = shared_key(&seats[unit[0]]);
+        match alike.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(u),
+            None => alike.push((key, vec![u])),
         }
     }
     let launched = futures_util::future::join_all(alike.iter().map(|(_, members)| {
-        let group: Vec<&SeatLaunch> = members.iter().map(|&n| &seats[n]).collect();
+        let group: Vec<&SeatLaunch> = members.iter().map(|&u| &seats[units[u][0]]).collect();
         async move { launch_alike(cloud, &group).await }
     }))
     .await;
-    let mut answers: Vec<Option<Result<Instance>>> = seats.iter().map(|_| None).collect();
     for ((_, members), results) in alike.iter().zip(launched) {
-        for (&n, result) in members.iter().zip(results) {
-            answers[n] = Some(result);
+        for (&u, result) in members.iter().zip(results) {
+            let mut result = Some(result);
+            for &n in &units[u] {
+                let answer = match result.as_ref() {
+                    Some(Ok(host)) => Ok(seated(host.clone(), &seats[n].spec)),
+                    Some(Err(e)) => Err(e.again()),
+                    None => continue,
+                };
+                answers[n] = Some(answer);
+            }
+            // The first seat's answer is the error itself (its kind kept for the report).
+            if let (Some(Err(e)), Some(&first)) = (result.take(), units[u].first()) {
+                answers[first] = Some(Err(e));
+            }
         }
     }
     answers
@@ -269,6 +312,56 @@ async fn within_quota(cloud: &Cloud, seats: &[&SeatLaunch]) -> Vec<Result<Instan
     first
 }
 
+/// The shared host a seat's launch is for (its tags' class and `labship:host-seats`), with
+/// its slot and the host's first port.
+struct SharedOf {
+    class: String,
+    seats: Vec<String>,
+    slot: usize,
+    first_port: Option<u16>,
+}
+
+fn shared_of(spec: &LaunchSpec) -> Option<SharedOf> {
+    let tag = |key: &str| {
+        spec.instance_tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let class = tag(tags::CLASS)?;
+    let seats: Vec<String> = tag(tags::HOST_SEATS)?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let slot = seats
+        .iter()
+        .position(|s| crate::class::seat_deployment(&class, s) == spec.deployment)?;
+    Some(SharedOf {
+        first_port: tag(tags::PORT).and_then(|p| p.parse().ok()),
+        class,
+        seats,
+        slot,
+    })
+}
+
+/// The instance launched for `spec` as its seat sees it: on a shared host, its own
+/// deployment, seat and port (the host's first plus its slot).
+fn seated(mut instance: Instance, spec: &LaunchSpec) -> Instance {
+    if let Some(host) = shared_of(spec) {
+        instance.deployment.clone_from(&spec.deployment);
+        instance.port = host
+            .first_port
+            .and_then(|p| p.checked_add(u16::try_from(host.slot).ok()?));
+        instance.seat = Some(crate::aws::ec2::shared_seat(
+            &host.class,
+            &host.seats,
+            host.slot,
+        ));
+        instance.untagged_seat = false;
+    }
+    instance
+}
+
 /// The class and seat a launch's tags name.
 fn seat_of(pairs: &[(String, String)]) -> Option<SeatOf> {
     let tag = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
@@ -277,6 +370,7 @@ fn seat_of(pairs: &[(String, String)]) -> Option<SeatOf> {
         seat: tag(tags::SEAT)?,
         student: None,
         email: None,
+        host: None,
     })
 }
 
@@ -285,17 +379,25 @@ fn seat_of(pairs: &[(String, String)]) -> Option<SeatOf> {
 /// seats, or their user-data or the seats' tag cannot be one.
 fn merged(seats: &[&SeatLaunch]) -> Option<LaunchSpec> {
     let first = &seats.first()?.spec;
-    let of: Vec<SeatOf> = seats
+    // Each instance's entry: its seat, or a shared host's seats joined.
+    let of: Vec<(String, String, bool)> = seats
         .iter()
-        .map(|s| seat_of(&s.spec.instance_tags))
+        .map(|s| match shared_of(&s.spec) {
+            Some(host) => Some((
+                host.class,
+                host.seats.join(&tags::HOST_SEATS_JOIN.to_string()),
+                true,
+            )),
+            None => seat_of(&s.spec.instance_tags).map(|s| (s.class, s.seat, false)),
+        })
         .collect::<Option<_>>()?;
-    let class = &of[0].class;
-    if of.iter().any(|s| s.class != *class) {
+    let (class, _, packed) = &of[0];
+    if of.iter().any(|(c, _, p)| c != class || p != packed) {
         return None;
     }
     let order = of
         .iter()
-        .map(|s| s.seat.as_str())
+        .map(|(_, entry, _)| entry.as_str())
         .collect::<Vec<_>>()
         .join(" ");
     if order.len() > 256 {
@@ -315,6 +417,11 @@ fn merged(seats: &[&SeatLaunch]) -> Option<LaunchSpec> {
     };
     let mut instance_tags = shared(|s| &s.instance_tags);
     instance_tags.push((tags::LAUNCH_SEATS.to_string(), order));
+    if *packed {
+        // Shared hosts from their creation: their seats by their entry until their own tag.
+        instance_tags.retain(|(k, _)| k != tags::HOST_SEATS);
+        instance_tags.push((tags::HOST_SEATS.to_string(), String::new()));
+    }
     Some(LaunchSpec {
         deployment: class.clone(),
         user_data: userdata::gzip(&script),
@@ -331,4 +438,122 @@ fn gunzip(bytes: &[u8]) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launch of seat `seat` on the shared host of `seats` of class `ds`.
+    fn seat_launch(seat: &str, seats: &str) -> SeatLaunch {
+        let deployments: Vec<String> = seats.split(' ').map(|s| format!("ds-{s}")).collect();
+        let names: Vec<&str> = deployments.iter().map(String::as_str).collect();
+        let script = userdata::render_boot(&userdata::UserDataInputs {
+            deployment: names[0],
+            seats: &names,
+            region: "eu-west-1",
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/labship/ds:abc",
+            host_kind: userdata::HostKind::Al2023,
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 9000,
+            container_port: 8888,
+            pull_deadline_secs: 900,
+            jupyter_deadline_secs: 300,
+            idle_stop_secs: 0,
+            ttl_secs: 0,
+            data_volume: true,
+            inputs: userdata::NO_INPUTS,
+        })
+        .expect("rendered");
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        SeatLaunch {
+            spec: LaunchSpec {
+                deployment: format!("ds-{seat}"),
+                ami: "ami-1".into(),
+                instance_type: "t3.large".into(),
+                root_device: "/dev/xvda".into(),
+                root_gib: 30,
+                metadata_hop_limit: 2,
+                subnet: None,
+                availability_zone: None,
+                spot: false,
+                ssh_key: None,
+                user_data: userdata::gzip(&script),
+                instance_tags: vec![
+                    pair(tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
+                    pair(tags::CLASS, "ds"),
+                    pair(tags::PORT, "9000"),
+                    pair(tags::HOST_SEATS, seats),
+                ],
+                volume_tags: vec![pair(tags::CLASS, "ds")],
+                terminate_on_shutdown: false,
+                instance_profile: "labship-instance".into(),
+            },
+            group: "sg-1".into(),
+            profile_wait: Duration::from_secs(20),
+        }
+    }
+
+    #[test]
+    fn shared_hosts_launch_together_each_its_seats_by_its_launch_index() {
+        let (a, c) = (seat_launch("a", "a b"), seat_launch("c", "c"));
+        let spec = merged(&[&a, &c]).expect("merged");
+        let tag = |k: &str| {
+            spec.instance_tags
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(tag(tags::LAUNCH_SEATS), Some("a+b c"));
+        // Shared hosts from their creation; their own seats' tag is set after.
+        assert_eq!(tag(tags::HOST_SEATS), Some(""));
+        assert_eq!(tag(tags::PORT), Some("9000"));
+        let script = gunzip(&spec.user_data).expect("text");
+        assert!(script.contains("ds-a ds-b"), "the first host's seats");
+        // A seat of a host sees the host's instance as its own seat: its port, its slot.
+        let b = seat_launch("b", "a b");
+        let host = Instance {
+            id: "i-1".into(),
+            deployment: "ds-a".into(),
+            untagged_seat: true,
+            state: "pending".into(),
+            instance_type: "t3.large".into(),
+            public_ip: None,
+            launched: None,
+            launched_secs: None,
+            image: None,
+            port: None,
+            https: true,
+            access: crate::config::Access::Https,
+            owner: None,
+            security_groups: vec!["sg-1".into()],
+            security_group_names: Vec::new(),
+            idle_stop: None,
+            ttl: None,
+            availability_zone: None,
+            data_volume: true,
+            spot: false,
+            spot_request: None,
+            state_reason: None,
+            seat: None,
+            inputs: None,
+            profile: None,
+        };
+        let seen = seated(host, &b.spec);
+        assert_eq!(seen.deployment, "ds-b");
+        assert_eq!(seen.port, Some(9001));
+        assert_eq!(seen.shared_host().map(|h| h.slot), Some(1));
+        // A seat of its own and a shared host are not one launch.
+        let mut alone = seat_launch("d", "d");
+        alone
+            .spec
+            .instance_tags
+            .retain(|(k, _)| k != tags::HOST_SEATS);
+        alone
+            .spec
+            .instance_tags
+            .push((tags::SEAT.to_string(), "d".to_string()));
+        assert!(merged(&[&a, &alone]).is_none());
+    }
 }

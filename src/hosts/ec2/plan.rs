@@ -76,9 +76,11 @@ pub struct Options {
 
 impl Options {
     pub fn resolve(config: &Config, options: &crate::hosts::UpOptions) -> Result<Options> {
-        // A class's seat too: the one port, unless it is running on another (see `following`).
-        let port = options.port.unwrap_or(config.ec2.port);
-        if port == 0 {
+        // A class's seat too: the one port, unless it is running on another (see `following`);
+        // a seat of a shared host, the host's first port plus its slot.
+        let first = options.port.unwrap_or(config.ec2.port);
+        let port = seat_port(first, options.seat.as_ref())?;
+        if first == 0 {
             return Err(Error::InvalidSetting {
                 what: "port",
                 value: "0".into(),
@@ -181,6 +183,26 @@ impl Options {
         ) {
             opts.port = kept;
         }
+        // A seat of a shared host is on its host's slot: its port is the host's first (the
+        // one asked for, or the one it has) plus that slot.
+        if let Some(host) = inst.shared_host() {
+            if self.port_asked {
+                let asked_slot = self.seat.as_ref().and_then(|s| s.host.as_ref());
+                let first = u16::try_from(asked_slot.map_or(0, |h| h.slot))
+                    .ok()
+                    .and_then(|s| self.port.checked_sub(s));
+                if let Some(port) = first.and_then(|f| seat_port(f, inst.seat.as_ref()).ok()) {
+                    opts.port = port;
+                }
+            }
+            opts.seat = match &self.seat {
+                Some(asked) => Some(crate::hosts::SeatOf {
+                    host: Some(host.clone()),
+                    ..asked.clone()
+                }),
+                None => inst.seat.clone(),
+            };
+        }
         if let (false, Some(kept)) = (self.idle_stop_asked, inst.idle_stop) {
             opts.idle_stop = kept;
         }
@@ -200,7 +222,9 @@ impl Options {
             return opts;
         };
         if !self.port_asked {
-            opts.port = port;
+            if let Ok(own) = seat_port(port, self.seat.as_ref()) {
+                opts.port = own;
+            }
         }
         if !self.way_in_asked() {
             opts.access = access;
@@ -212,6 +236,116 @@ impl Options {
     pub fn way_in_asked(&self) -> bool {
         self.access_asked || self.public || !self.allow_cidr.is_empty()
     }
+}
+
+/// A seat's port: `first`, plus its slot on a shared host (refused past 65535).
+pub fn seat_port(first: u16, seat: Option<&crate::hosts::SeatOf>) -> Result<u16> {
+    let slot = seat.and_then(|s| s.host.as_ref()).map_or(0, |h| h.slot);
+    u16::try_from(slot)
+        .ok()
+        .and_then(|s| first.checked_add(s))
+        .ok_or_else(|| Error::InvalidSetting {
+            what: "port",
+            value: first.to_string(),
+            reason: format!("the seat of slot {slot} on its host would have a port past 65535"),
+            hint: "use a lower --port (each seat of a host takes the next port)".into(),
+        })
+}
+
+type Tags = Vec<(String, String)>;
+
+/// What a seat of a host its class's seats share launches: the host's seats (as
+/// deployments, in slot order), its first port, and this seat's data volume device.
+struct SharedLaunch {
+    class: String,
+    seats: Vec<String>,
+    deployments: Vec<String>,
+    first_port: u16,
+    device: String,
+}
+
+impl SharedLaunch {
+    /// The host's tags (of its root volume and interface; of the instance): its class and,
+    /// on the instance, its seats in slot order, but no deployment or seat of its own.
+    fn tags(&self) -> (Tags, Tags) {
+        let mut tags = vec![(
+            tags::MANAGED_BY.to_string(),
+            tags::MANAGED_BY_VALUE.to_string(),
+        )];
+        tags.extend(tags::owner().map(|arn| (tags::OWNER.to_string(), arn)));
+        tags.push((
+            "Name".into(),
+            format!("labship-{}-host-{}", self.class, self.seats.join("+")),
+        ));
+        tags.push((tags::CLASS.into(), self.class.clone()));
+        let mut instance = tags.clone();
+        instance.push((tags::HOST_SEATS.into(), self.seats.join(" ")));
+        (tags, instance)
+    }
+}
+
+/// The shared host of the seat `opts` is for, if it is on one.
+fn shared_of(opts: &Options) -> Result<Option<SharedLaunch>> {
+    let Some((seat, host)) = opts
+        .seat
+        .as_ref()
+        .and_then(|s| s.host.as_ref().map(|h| (s, h)))
+    else {
+        return Ok(None);
+    };
+    let refuse = |reason: String| Error::InvalidSetting {
+        what: "seats per instance",
+        value: host.seats.len().to_string(),
+        reason,
+        hint: format!(
+            "give --seats-per-instance 1 to {}",
+            userdata::MAX_SEATS_PER_HOST
+        ),
+    };
+    let device = ebs::device(host.slot)
+        .ok_or_else(|| refuse(format!("slot {} has no data volume device", host.slot)))?;
+    let first_port = u16::try_from(host.slot)
+        .ok()
+        .and_then(|s| opts.port.checked_sub(s))
+        .ok_or_else(|| refuse(format!("slot {} is past port {}", host.slot, opts.port)))?;
+    Ok(Some(SharedLaunch {
+        class: seat.class.clone(),
+        seats: host.seats.clone(),
+        deployments: host
+            .seats
+            .iter()
+            .map(|s| crate::class::seat_deployment(&seat.class, s))
+            .collect(),
+        first_port,
+        device,
+    }))
+}
+
+/// The refusal of `action` on one seat of a shared host (None: `inst` is no such seat).
+pub fn shared_refusal(inst: &Instance, action: &str) -> Option<Error> {
+    let seat = inst.seat.as_ref()?;
+    let host = seat.host.as_ref()?;
+    let others: Vec<&str> = host
+        .seats
+        .iter()
+        .filter(|s| **s != seat.seat)
+        .map(String::as_str)
+        .collect();
+    Some(Error::SharedHost {
+        class: seat.class.clone(),
+        seat: seat.seat.clone(),
+        instance: inst.id.clone(),
+        others: if others.is_empty() {
+            "no other seat".into()
+        } else {
+            format!("seat(s) {}", others.join(", "))
+        },
+        action: action.to_string(),
+        hint: format!(
+            "act on the whole class: `labship down {} --ec2` then the class's `up` again puts every seat anew, each with the notebooks its data volume keeps (a host stops by itself once all its seats are idle)",
+            seat.class
+        ),
+    })
 }
 
 /// Everything [`plan`] decides from. Reading it changes nothing.
@@ -331,7 +465,7 @@ pub struct DataVolumePlan {
     pub availability_zone: Option<String>,
     /// `move`: the zone it is in now.
     pub from_zone: Option<String>,
-    pub device: &'static str,
+    pub device: String,
     pub volume_type: &'static str,
     pub encrypted: bool,
     /// What a new one is tagged with.
@@ -354,7 +488,7 @@ impl DataVolumePlan {
             size_gib,
             availability_zone,
             from_zone,
-            device: ebs::DEVICE,
+            device: ebs::DEVICE.to_string(),
             volume_type: "gp3",
             encrypted: true,
             tags,
@@ -598,7 +732,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             if let Err(e) = &observed.ingress {
                 return Err(Error::CallerIp { message: e.clone() });
             }
-            let user_data = userdata::render_boot(&inputs(
+            let boot = inputs(
                 config,
                 &observed.region,
                 registry,
@@ -606,17 +740,42 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                 &kind,
                 opts,
                 true,
-            ))
+            );
+            // A seat of a shared host renders the host's script: each of its seats the same.
+            let shared = shared_of(opts)?;
+            let user_data = match &shared {
+                None => userdata::render_boot(&boot),
+                Some(host) => {
+                    let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
+                    userdata::render_boot(&UserDataInputs {
+                        deployment: seats[0],
+                        seats: &seats,
+                        port: host.first_port,
+                        ..boot
+                    })
+                }
+            }
             .map_err(user_data_error)?;
-            let mut volume_tags: Vec<(String, String)> = tags::for_deployment(name)
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-            volume_tags.push(("Name".into(), format!("labship-{name}")));
-            volume_tags.extend(seat_tags(opts.seat.as_ref()));
-            let mut instance_tags = volume_tags.clone();
+            let (volume_tags, mut instance_tags) = match &shared {
+                None => {
+                    let mut tags: Vec<(String, String)> = tags::for_deployment(name)
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect();
+                    tags.push(("Name".into(), format!("labship-{name}")));
+                    tags.extend(seat_tags(opts.seat.as_ref()));
+                    (tags.clone(), tags)
+                }
+                Some(host) => host.tags(),
+            };
             instance_tags.push((tags::IMAGE.into(), image.clone()));
-            instance_tags.push((tags::PORT.into(), opts.port.to_string()));
+            instance_tags.push((
+                tags::PORT.into(),
+                shared
+                    .as_ref()
+                    .map_or(opts.port, |h| h.first_port)
+                    .to_string(),
+            ));
             instance_tags.push((tags::INPUTS.into(), userdata::inputs_id(&opts.inputs)));
             instance_tags.push((tags::SCHEME.into(), "https".into()));
             instance_tags.push((tags::ACCESS.into(), opts.access.as_str().into()));
@@ -630,7 +789,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             let data_tags = data_volume_tags(name, opts.seat.as_ref())
                 .into_iter()
                 .collect();
-            let (data, data_reason) = data_volume_plan(config, opts, observed, data_tags)?;
+            let (mut data, data_reason) = data_volume_plan(config, opts, observed, data_tags)?;
+            if let Some(host) = &shared {
+                data.device.clone_from(&host.device);
+            }
             let root = RootVolume {
                 device: ami.root_device.clone(),
                 size_gib: root_volume_gib(ami.min_root_gib, observed.image_size),
@@ -673,6 +835,17 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             )
         }
     };
+    // A seat of a shared host is started with its host; what would send it a script of its
+    // own (a replace, a restart, a start with changes) is not built for one seat.
+    if let (None, Some(_), Some(inst)) = (
+        &detail.launch,
+        &detail.user_data,
+        live.or(observed.stopped()),
+    ) {
+        if let Some(refused) = shared_refusal(inst, &reason) {
+            return Err(refused);
+        }
+    }
     // A replace, restart or start that sends the host its script (which copies the inputs):
     // a deployment with its own role has its policy put again first, and its instance moved
     // to it from the shared role.
@@ -1260,6 +1433,123 @@ mod tests {
         }
     }
 
+    /// Seat `seat` (slot `slot`) of class `ds`'s host of seats `seats`.
+    fn shared(seat: &str, seats: &[&str], slot: usize) -> crate::hosts::SeatOf {
+        crate::hosts::SeatOf {
+            class: "ds".into(),
+            seat: seat.into(),
+            student: None,
+            email: None,
+            host: Some(crate::hosts::SharedHost {
+                seats: seats.iter().map(|s| s.to_string()).collect(),
+                slot,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_seat_of_a_shared_host_launches_the_hosts_script_on_its_own_port_and_device() {
+        let (_dir, mut config) = config();
+        config.name = "ds-b".into();
+        let asked = crate::hosts::UpOptions {
+            port: Some(9000),
+            seat: Some(shared("b", &["a", "b"], 1)),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &asked).expect("options");
+        assert_eq!(o.port, 9001, "the host's first port plus its slot");
+        let planned = plan(&config, &o, &observed(vec![])).expect("plan");
+        let p = ec2(&planned);
+        let script = p.user_data.clone().unwrap_or_default();
+        // The host's script: its first seat is its deployment, on the first port.
+        for line in ["DEPLOYMENT='ds-a'", "SEATS='ds-a ds-b'", "PORT='9000'"] {
+            assert!(script.lines().any(|l| l == line), "{line}: {script}");
+        }
+        // Rendered alike by each seat of the host (the launch merges them).
+        config.name = "ds-a".into();
+        let first = Options::resolve(
+            &config,
+            &crate::hosts::UpOptions {
+                port: Some(9000),
+                seat: Some(shared("a", &["a", "b"], 0)),
+                ..Default::default()
+            },
+        )
+        .expect("options");
+        let planned_a = plan(&config, &first, &observed(vec![])).expect("plan");
+        assert_eq!(ec2(&planned_a).user_data.as_deref(), Some(script.as_str()));
+        // Tagged as the host (its class and seats), not as a deployment or seat.
+        let launch = p.launch.as_ref().expect("launch");
+        let tag = |k: &str| {
+            launch
+                .instance_tags
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(tag(tags::HOST_SEATS), Some("a b"));
+        assert_eq!(tag(tags::CLASS), Some("ds"));
+        assert_eq!(tag(tags::PORT), Some("9000"));
+        assert_eq!(tag(tags::DEPLOYMENT), None);
+        assert_eq!(tag(tags::SEAT), None);
+        assert_eq!(launch.deployment, "ds-b");
+        // Its data volume is its own (tagged with its seat) at its slot's device.
+        let data = p.data_volume.as_ref().expect("data volume");
+        assert_eq!(data.device, "/dev/sdg");
+        assert_eq!(
+            data.tags.get(tags::DEPLOYMENT).map(String::as_str),
+            Some("ds-b")
+        );
+        assert_eq!(data.tags.get(tags::SEAT).map(String::as_str), Some("b"));
+        // The class's port near the end: a slot past 65535 is refused.
+        let too_far = crate::hosts::UpOptions {
+            port: Some(65535),
+            seat: Some(shared("b", &["a", "b"], 1)),
+            ..Default::default()
+        };
+        assert!(Options::resolve(&config, &too_far).is_err());
+    }
+
+    #[test]
+    fn a_seat_of_a_shared_host_keeps_its_slot_and_is_not_replaced_alone() {
+        let (_dir, mut config) = config();
+        config.name = "ds-b".into();
+        let mut inst = instance("running", "img", 9001);
+        inst.deployment = "ds-b".into();
+        inst.seat = Some(shared("b", &["a", "b"], 1));
+        // Its class's `up` again names it without a host (it has one): it keeps its slot and
+        // port, and with `--port` moves to the new first port plus its slot.
+        let plain = crate::hosts::UpOptions {
+            seat: Some(crate::hosts::SeatOf {
+                host: None,
+                ..shared("b", &[], 0)
+            }),
+            ..Default::default()
+        };
+        let o = Options::resolve(&config, &plain).expect("options");
+        let followed = o.following(Some(&inst));
+        assert_eq!(followed.port, 9001);
+        assert_eq!(followed.seat, inst.seat);
+        let moved = Options::resolve(
+            &config,
+            &crate::hosts::UpOptions {
+                port: Some(7000),
+                ..plain.clone()
+            },
+        )
+        .expect("options")
+        .following(Some(&inst));
+        assert_eq!(moved.port, 7001);
+        // Another image would replace its container through a script of its own: refused,
+        // naming the seat beside it.
+        let err = plan(&config, &followed, &observed(vec![inst])).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("shares i-1 with seat(s) a") && text.contains("ds"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_deployment_reached_through_ssm_stays_so_unless_asked() {
         let (_dir, config) = config();
@@ -1301,6 +1591,7 @@ mod tests {
             seat: "3".into(),
             student: None,
             email: None,
+            host: None,
         };
         assert_eq!(group_name("ds-3", Some(&seat), None), "labship-class.ds");
         assert_eq!(group_name("lab", None, None), "labship-lab");
@@ -1319,6 +1610,7 @@ mod tests {
             seat: "3".into(),
             student: None,
             email: None,
+            host: None,
         };
         let mut inst = instance("running", "img", 8890);
         inst.seat = Some(seat.clone());
@@ -1353,6 +1645,7 @@ mod tests {
             seat: "4".into(),
             student: None,
             email: None,
+            host: None,
         };
         let class_up = crate::hosts::UpOptions {
             seat: Some(seat.clone()),
@@ -1454,7 +1747,7 @@ mod tests {
         assert_eq!((data.action, data.id.as_deref()), ("create", None));
         assert_eq!(data.size_gib, crate::config::DEFAULT_VOLUME_GIB);
         assert_eq!(
-            (data.volume_type, data.encrypted, data.device),
+            (data.volume_type, data.encrypted, data.device.as_str()),
             ("gp3", true, "/dev/sdf")
         );
         assert_eq!(data.tags["labship:volume"], "workspace");

@@ -47,6 +47,7 @@ pub async fn seat_of(cloud: &Cloud, deployment: &str) -> Result<Option<crate::ho
                 seat,
                 student: None,
                 email: None,
+                host: None,
             }),
             _ => None,
         },

@@ -44,6 +44,13 @@ pub async fn stop(
         force,
         "stop",
     )?;
+    // Its host's other seats would stop with it; the host stops by itself once all are idle.
+    if let Some(refused) = instances
+        .iter()
+        .find_map(|i| super::plan::shared_refusal(i, "stopping it"))
+    {
+        return Err(refused);
+    }
     let (running, stopped): (Vec<_>, Vec<_>) = instances
         .iter()
         .partition(|i| matches!(i.state.as_str(), "pending" | "running"));

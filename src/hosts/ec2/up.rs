@@ -19,7 +19,7 @@ use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
 use super::userdata::{self, HostKind, UserDataInputs};
 use super::{ingress_cidrs, launch, resolve_ami, role, sealed, watch};
-use crate::aws::ebs::{DataVolume, VolumeSpec};
+use crate::aws::ebs::{self, DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
 use crate::aws::iam::{Boundary, DeploymentRoleSpec, INSTANCE_PROFILE};
 use crate::aws::retry::{self, Step};
@@ -52,12 +52,13 @@ pub async fn dry_run(engine: &Engine, aws: &Aws, config: &Config, opts: &Options
         cloud.require_key_pair(config.ec2.ssh_key.as_deref()),
     )?;
     if let Some(live) = observed.live().filter(|_| observed.serves(config, opts)) {
-        observed.console = Some(
+        observed.console = Some(console::seen_by(
             cloud
                 .console(&live.id, observed.instance_type.nitro)
                 .await?
                 .unwrap_or_default(),
-        );
+            live,
+        ));
     }
     observed.ami = Some(ami);
     observed.vpc = Some(vpc.vpc);
@@ -175,7 +176,7 @@ pub async fn up<'a>(
             ))
         })
         .await?;
-        let console = console?.unwrap_or_default();
+        let console = console::seen_by(console?.unwrap_or_default(), &live);
         observed.ingress = ingress.map_err(|e| e.to_string());
         if plan::newest_error(&console).is_some() {
             observed.registry = Some(ecr.login().await?.server);
@@ -329,9 +330,15 @@ pub async fn up<'a>(
                 let allow = |owner: &Option<String>| {
                     super::require_owner(&seat.class, &caller, [owner], opts.force, "join")
                 };
-                cloud
+                let (group, created) = cloud
                     .ensure_class_group(&seat.class, &vpc, ingress, allow)
-                    .await
+                    .await?;
+                // The group is made (or found) once for the class, with the first seat's
+                // rules; a seat of a shared host has a port of its own to add.
+                if seat.host.is_some() {
+                    cloud.share_ingress(&group, ingress).await?;
+                }
+                Ok((group, created))
             }
             None => cloud.ensure_security_group(name, &vpc, ingress).await,
         }
@@ -472,11 +479,17 @@ async fn mend_seat_tags(cloud: &Cloud, config: &Config, observed: &Observed, pri
         return;
     };
     let name = &config.name;
-    let mut pairs = vec![
-        (crate::tags::DEPLOYMENT.to_string(), name.clone()),
-        ("Name".to_string(), format!("labship-{name}")),
-    ];
-    pairs.extend(plan::seat_tags(inst.seat.as_ref()));
+    let pairs = match inst.shared_host() {
+        Some(host) => vec![(crate::tags::HOST_SEATS.to_string(), host.seats.join(" "))],
+        None => {
+            let mut pairs = vec![
+                (crate::tags::DEPLOYMENT.to_string(), name.clone()),
+                ("Name".to_string(), format!("labship-{name}")),
+            ];
+            pairs.extend(plan::seat_tags(inst.seat.as_ref()));
+            pairs
+        }
+    };
     match cloud.tag_launched(&inst.id, &pairs).await {
         Ok(()) => printer.note(format!(
             "Tagged {} as `{name}`'s instance (its tags were not set at its launch)",
@@ -711,7 +724,7 @@ async fn start(
             hint: "see the instance's state reason in the EC2 console (capacity for this type in its zone); `labship up --ec2` again tries once more".into(),
         };
         match cloud.instance(&stopped.id).await? {
-            Some(i) if i.state == "running" => Ok(Step::Done(i)),
+            Some(i) if i.state == "running" => Ok(Step::Done(i.seated_as(stopped))),
             Some(i) if i.interrupted() => Ok(Step::Again(Error::NoCapacity {
                 instance: i.id.clone(),
                 region: cloud.region.clone(),
@@ -1145,7 +1158,7 @@ async fn launch_and_wait_running(
             hint: hint.into(),
         };
         match cloud.instance(&inst.id).await? {
-            Some(i) if i.state == "running" => Ok(Step::Done(i)),
+            Some(i) if i.state == "running" => Ok(Step::Done(i.seated_as(&inst))),
             Some(i) if i.state != "pending" => Err(launch_failed(
                 format!("the instance went to {} before running", i.state),
                 "see the instance's state reason in the EC2 console (capacity, EBS limits); `labship down --ec2` cleans up",
@@ -1226,7 +1239,7 @@ async fn ensure_data_volume(
                 tags: plan::data_volume_tags(name, opts.seat.as_ref()),
                 snapshot: None,
             };
-            let token = format!("labship-{}-data", inst.id);
+            let token = volume_token(inst);
             let (copy, snapshot) = cloud
                 .copy_data_volume(one, &spec, &token, Duration::from_secs(3600))
                 .await?;
@@ -1246,9 +1259,9 @@ async fn ensure_data_volume(
                 tags: plan::data_volume_tags(name, opts.seat.as_ref()),
                 snapshot: None,
             };
-            // One volume per instance, however often this is sent (a lost answer, an `up`
-            // interrupted and run again).
-            let token = format!("labship-{}-data", inst.id);
+            // One volume per instance (per seat on a shared host), however often this is sent
+            // (a lost answer, an `up` interrupted and run again).
+            let token = volume_token(inst);
             let made = cloud
                 .create_data_volume(&spec, &token, Duration::from_secs(300))
                 .await?;
@@ -1282,7 +1295,21 @@ async fn ensure_data_volume(
         }
     };
     interrupt::checkpoint("attaching the data volume")?;
-    cloud.attach_data_volume(&volume.id, &inst.id).await?;
+    let device = match inst.shared_host() {
+        Some(host) => ebs::device(host.slot).ok_or_else(|| Error::DataVolume {
+            deployment: name.clone(),
+            volume: volume.id.clone(),
+            message: format!("slot {} of {} has no device name", host.slot, inst.id),
+            hint: format!(
+                "a host serves at most {} seats",
+                userdata::MAX_SEATS_PER_HOST
+            ),
+        })?,
+        None => ebs::DEVICE.to_string(),
+    };
+    cloud
+        .attach_data_volume(&volume.id, &inst.id, &device)
+        .await?;
     if let Some((original, snapshot)) = moved {
         let cleaned = async {
             cloud.delete_data_volume(&original).await?;
@@ -1384,6 +1411,15 @@ async fn replace_container(
     Ok((now, t.elapsed().as_secs_f64(), served))
 }
 
+/// The idempotency token of the data volume made for `inst`: one per instance, and on a
+/// shared host one per seat (its slot).
+fn volume_token(inst: &Instance) -> String {
+    match inst.shared_host() {
+        Some(host) => format!("labship-{}-data-{}", inst.id, host.slot),
+        None => format!("labship-{}-data", inst.id),
+    }
+}
+
 /// `token --rotate`: a new sealed token, then the deployment's container started again with
 /// it (same image, same workspace volume, same address) through Systems Manager. If the new
 /// container does not come up, the host puts the old one back and labship puts the old token
@@ -1398,6 +1434,9 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         message,
         hint: format!("`labship up {name} --ec2` starts it; then rotate the token"),
     };
+    if let Some(refused) = plan::shared_refusal(&inst, "rotating the token") {
+        return Err(refused);
+    }
     if inst.state != "running" {
         return Err(refuse(format!("the instance is {}", inst.state)));
     }

@@ -135,7 +135,9 @@ pub async fn until_token(
             // Throttled or a 5xx: nothing new this time; the deadline still holds.
             None => {
                 paced().await;
-                retry::tolerate(cloud.console(&instance.id, nitro).await)?.flatten()
+                retry::tolerate(cloud.console(&instance.id, nitro).await)?
+                    .flatten()
+                    .map(|text| console::seen_by(text, instance))
             }
         };
         let read = match (read, boot_after) {
@@ -185,7 +187,7 @@ pub async fn until_token(
                             Some(_) => instance.clone(),
                             None => retry::read(RECHECK, || cloud.instance(&instance.id))
                                 .await?
-                                .unwrap_or_else(|| instance.clone()),
+                                .map_or_else(|| instance.clone(), |i| i.seated_as(instance)),
                         };
                         return Ok(Ready {
                             served,

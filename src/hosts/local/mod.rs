@@ -546,6 +546,7 @@ fn seat_of(labels: &HashMap<String, String>) -> Option<crate::hosts::SeatOf> {
         seat: labels.get(labels::SEAT)?.clone(),
         student: labels.get(labels::STUDENT).cloned(),
         email: labels.get(labels::EMAIL).cloned(),
+        host: None,
     })
 }
 
