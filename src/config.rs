@@ -705,6 +705,9 @@ pub struct PushSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ec2Settings {
     pub instance_type: String,
+    /// `instance_type` was given (`--instance-type`, `ec2.instance_type`), not the default.
+    #[serde(skip)]
+    pub instance_type_asked: bool,
     pub ami: HostAmi,
     pub subnet: Option<String>,
     pub port: u16,
@@ -871,10 +874,9 @@ impl Config {
             (None, None) => context.join("Dockerfile"),
         };
 
-        let instance_type = over
-            .instance_type
-            .or(file.ec2.instance_type)
-            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+        let asked_type = over.instance_type.or(file.ec2.instance_type);
+        let instance_type_asked = asked_type.is_some();
+        let instance_type = asked_type.unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
         if !valid_instance_type(&instance_type) {
             return Err(Error::InvalidSetting {
                 what: "instance type",
@@ -1014,6 +1016,7 @@ impl Config {
             },
             ec2: Ec2Settings {
                 instance_type,
+                instance_type_asked,
                 ami,
                 subnet,
                 port,

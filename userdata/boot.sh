@@ -23,6 +23,8 @@ readonly BIND={{BIND}}
 readonly HOST_ADDR={{HOST_ADDR}}
 PORT={{PORT}}
 readonly CONTAINER_PORT={{CONTAINER_PORT}}
+# Each seat's container's limits on a host several seats share (MiB, CPUs; empty: none).
+readonly SEAT_MEMORY={{SEAT_MEMORY}} SEAT_CPUS={{SEAT_CPUS}}
 readonly PULL_DEADLINE={{PULL_DEADLINE}}
 readonly JUPYTER_DEADLINE={{JUPYTER_DEADLINE}}
 # Idle stop and TTL in seconds (0: off): see the watchdog in common.sh.

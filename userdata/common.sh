@@ -528,7 +528,11 @@ keep_inputs() {
 
 # A new container (fetch_inputs first; no container runs with the inputs' folder now).
 run_container() {
-    local id inputs=() dir="$INPUTS_ROOT/$INPUTS_ID"
+    local id inputs=() limits=() dir="$INPUTS_ROOT/$INPUTS_ID"
+    # A seat beside others: its own share of the host, so one runaway kernel cannot take
+    # the host from the rest.
+    if [ -n "${SEAT_MEMORY:-}" ]; then limits+=(--memory "${SEAT_MEMORY}m"); fi
+    if [ -n "${SEAT_CPUS:-}" ]; then limits+=(--cpus "$SEAT_CPUS"); fi
     if [ -d "$dir.new" ]; then
         rm -rf "$dir"
         mv "$dir.new" "$dir"
@@ -542,7 +546,7 @@ run_container() {
         --group-add "$TLS_GID" -v "$TLS_DIR:/etc/labship-tls:ro" \
         -e JUPYTER_CONFIG_PATH=/etc/labship-tls \
         --restart unless-stopped --init -p "$PUBLISH_BIND:$PORT:$CONTAINER_PORT" \
-        ${inputs[@]+"${inputs[@]}"} -v "$VOLUME:$WORKDIR" "$IMAGE"
+        ${limits[@]+"${limits[@]}"} ${inputs[@]+"${inputs[@]}"} -v "$VOLUME:$WORKDIR" "$IMAGE"
 }
 
 # The newest URL with a token in a Jupyter log, preferring the 127.0.0.1 / localhost

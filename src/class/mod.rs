@@ -56,6 +56,24 @@ const FIRST_PORT: u16 = 8888;
 pub const SEAT_MEMORY_MIB: u64 = 2048;
 pub const SEAT_CPUS: f64 = 1.0;
 
+/// The instance type of a host of `per_host` seats when none is asked for: a vCPU and at
+/// least [`SEAT_MEMORY_MIB`] for each seat with room for the host (burstable T types, whose
+/// price per vCPU and GiB is the same at every size: packing saves the per-instance costs,
+/// the root volume, public address, boot and image pull, not compute).
+pub fn host_type(per_host: usize, platform: crate::config::Arch) -> String {
+    let family = match platform {
+        crate::config::Arch::Amd64 => "t3",
+        crate::config::Arch::Arm64 => "t4g",
+    };
+    let size = match per_host {
+        0 | 1 => "medium",
+        2 => "large",
+        3 | 4 => "xlarge",
+        _ => "2xlarge",
+    };
+    format!("{family}.{size}")
+}
+
 /// The deployment of one seat.
 pub fn seat_deployment(class: &str, seat: &str) -> String {
     format!("{class}-{seat}")
@@ -261,6 +279,7 @@ pub async fn up<H: Host>(
         seats(host, &config.name)
             .await?
             .into_iter()
+            .filter(|d| d.instance_id.is_some())
             .filter_map(|d| d.seat.map(|s| s.seat))
             .collect()
     } else {
@@ -495,6 +514,12 @@ fn place<'s>(
     let mut units: Vec<Vec<(usize, &Seat, Option<SharedHost>)>> =
         kept.iter().map(|(i, s)| vec![(*i, *s, None)]).collect();
     for chunk in new.chunks(per_host) {
+        // A seat left alone (the last of an uneven class) has an instance of its own, as
+        // every seat has without `--seats-per-instance`: nothing of a shared host's limits.
+        if let [(i, s)] = chunk {
+            units.push(vec![(*i, *s, None)]);
+            continue;
+        }
         let ids: Vec<String> = chunk.iter().map(|(_, s)| s.id.clone()).collect();
         units.push(
             chunk
@@ -1148,6 +1173,18 @@ mod tests {
     }
 
     #[test]
+    fn a_host_of_k_seats_has_a_vcpu_and_room_for_each() {
+        use crate::config::Arch;
+        assert_eq!(
+            host_type(1, Arch::Amd64),
+            crate::config::DEFAULT_INSTANCE_TYPE
+        );
+        assert_eq!(host_type(2, Arch::Amd64), "t3.large");
+        assert_eq!(host_type(4, Arch::Arm64), "t4g.xlarge");
+        assert_eq!(host_type(8, Arch::Amd64), "t3.2xlarge");
+    }
+
+    #[test]
     fn new_seats_are_placed_k_to_a_host_in_roster_order_and_a_seat_with_a_host_keeps_it() {
         let roster = Roster::numbered(5).expect("roster");
         let all: Vec<(usize, &Seat)> = roster.seats.iter().enumerate().collect();
@@ -1181,6 +1218,10 @@ mod tests {
             .map(Vec::len)
             .collect();
         assert_eq!(sizes, [3, 2]);
+        // A seat left alone has an instance of its own.
+        let last = place(&all, &Default::default(), 2);
+        assert_eq!(last.len(), 3);
+        assert!(last[2].len() == 1 && last[2][0].2.is_none());
     }
 
     #[test]

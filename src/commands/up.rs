@@ -207,13 +207,31 @@ async fn on<H: Host>(
 
 /// `up --seats N` / `--roster FILE`: the class's seats side by side, the roster on stdout.
 async fn class(
-    config: Config,
+    mut config: Config,
     roster: Roster,
     mut options: UpOptions,
     args: &UpArgs,
     printer: &Printer,
 ) -> Result<()> {
-    if config.target == Target::Ec2 {
+    let per_host = args.seats_per_instance.map_or(1, usize::from);
+    if per_host > 1 && !config.data.inputs.is_empty() {
+        // The host copies the inputs with the deployment's own role, and one instance has
+        // one role: the seats beside each other would need one made for the host.
+        return Err(Error::Unsupported {
+            option: "--seats-per-instance with [data] inputs".into(),
+            target: Target::Ec2.to_string(),
+            hint: "drop --seats-per-instance (each seat then has an instance and a role of its own), or put the data into the image or the notebooks' repository".into(),
+        });
+    }
+    if config.target == Target::Ec2 && per_host > 1 && !config.ec2.instance_type_asked {
+        // Room for every seat's limits, and a vCPU each.
+        config.ec2.instance_type = labship::class::host_type(per_host, config.build.platform);
+        printer.note(format!(
+            "{per_host} seats to an instance: {} (--instance-type chooses another)",
+            config.ec2.instance_type
+        ));
+    }
+    if config.target == Target::Ec2 && per_host == 1 {
         if let Some(flag) = [
             ("--seat-memory", args.seat_memory.is_some()),
             ("--seat-cpus", args.seat_cpus.is_some()),
@@ -224,7 +242,7 @@ async fn class(
             return Err(Error::Unsupported {
                 option: flag.into(),
                 target: Target::Ec2.to_string(),
-                hint: "each seat has an instance of its own on EC2: choose its size with --instance-type (ec2.instance_type)".into(),
+                hint: "each seat has an instance of its own on EC2: choose its size with --instance-type (ec2.instance_type), or put several seats on one with --seats-per-instance K, where each has these limits".into(),
             });
         }
     }
@@ -248,7 +266,7 @@ async fn class(
     if let Some(cpus) = args.seat_cpus {
         labship::hosts::Limits::check_cpus("--seat-cpus", cpus)?;
     }
-    if config.target == Target::Local {
+    if config.target == Target::Local || per_host > 1 {
         options.limits = labship::hosts::Limits {
             memory_mib: Some(args.seat_memory.unwrap_or(labship::class::SEAT_MEMORY_MIB)),
             cpus: Some(args.seat_cpus.unwrap_or(labship::class::SEAT_CPUS)),

@@ -97,13 +97,6 @@ pub struct SharedHost {
     pub slot: usize,
 }
 
-impl SharedHost {
-    /// The deployment the host is known by on the host itself: its first seat's.
-    pub fn first_deployment(&self, class: &str) -> String {
-        crate::class::seat_deployment(class, self.seats.first().map_or("", String::as_str))
-    }
-}
-
 /// The `labship up` (quoted) that starts a deployment again or brings it back: a class's
 /// seat by its class's `up`, which keeps it a seat (by its own name, a seat whose instance
 /// is gone would come back without its class's tags and port). `flag`: `--ec2`/`--local`.

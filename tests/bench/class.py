@@ -4,7 +4,7 @@ instance simulator (moto behind tests/rig/instance-sim.py, which runs each insta
 user-data for real on the local engine).
 
     bash tests/bench/run.sh class      (BENCH_SEATS_LOCAL="1 10", BENCH_SEATS_EC2="1 10 30",
-                                        BENCH_RUNS=1)
+                                        BENCH_PER_INSTANCE="1", BENCH_RUNS=1)
 
 Local, for each N: `labship up --local --seats N` from command to every seat's URL answering
 (labship checks each; the benchmark checks again), against the same by hand: a loop of
@@ -13,7 +13,8 @@ until the URL answers, one seat after the other, as a person's script does. Both
 the same image, built once beforehand (not timed). Then the memory each idle seat's container
 uses (docker stats), and `down --delete-data` vs `docker rm -f` + `docker volume rm`.
 
-EC2 (simulator), for each N: `labship up --ec2 --seats N` to every URL answering, then
+EC2 (simulator), for each N (and each K of BENCH_PER_INSTANCE, `--seats-per-instance K`:
+ceil(N/K) instances): `labship up --ec2 --seats N` to every URL answering, then
 `down --delete-data`, with the AWS calls the simulator counted for each (its global counter,
 reset before each command; run.sh gives this benchmark a rig of its own), the CPU seconds the
 whole machine was busy during `up` and labship's own. Every simulated host runs on this
@@ -43,6 +44,8 @@ import urllib.request
 RUNS = int(os.environ.get("BENCH_RUNS", "1"))
 SEATS_LOCAL = [int(n) for n in os.environ.get("BENCH_SEATS_LOCAL", "1 10").split()]
 SEATS_EC2 = [int(n) for n in os.environ.get("BENCH_SEATS_EC2", "1 10 30").split()]
+# Seats per instance on EC2 (`--seats-per-instance K`): every size of SEATS_EC2 runs with each.
+PER_INSTANCE = [int(k) for k in os.environ.get("BENCH_PER_INSTANCE", "1").split()]
 LABSHIP = os.environ.get("LABSHIP_BIN", "target/release/labship")
 BASE = os.environ["LABSHIP_TEST_BASE_IMAGE"]
 REGISTRY = os.environ["LABSHIP_TEST_REGISTRY"]
@@ -195,13 +198,15 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def ec2_labship(proj, n):
-    first = free_run(1)  # every seat's port (each has an instance, so an address, of its own)
+def ec2_labship(proj, n, k):
+    # The first seat's port on each instance (each has an address of its own); the K seats
+    # of one instance take K ports from there.
+    first = free_run(k)
     sim("/_sim/calls/reset", "POST")
     busy0, own0 = machine_busy(), children_cpu()
-    out, _, wall = run([LABSHIP, "up", "--ec2", "--seats", str(n), "--allow-cidr", "127.0.0.1/32", "--bind",
-                        "127.0.0.1", "--port", str(first), "--wait", "900", "-o", "json"], cwd=proj,
-                       check=False)
+    out, _, wall = run([LABSHIP, "up", "--ec2", "--seats", str(n), "--seats-per-instance", str(k),
+                        "--allow-cidr", "127.0.0.1/32", "--bind", "127.0.0.1", "--port", str(first),
+                        "--wait", "900", "-o", "json"], cwd=proj, check=False)
     busy, own = machine_busy() - busy0, children_cpu() - own0
     calls = sim("/_sim/calls")
     rep = json.loads(out)
@@ -250,9 +255,10 @@ def main():
     eproj = project(work, ename)
     run([LABSHIP, "push", "-o", "json"], cwd=eproj)
     for n in SEATS_EC2:
-        for r in range(RUNS):
-            log(f"ec2 (simulator), {n} seat(s), run {r + 1}")
-            results["ec2"].setdefault(str(n), []).append(ec2_labship(eproj, n))
+        for k in PER_INSTANCE:
+            for r in range(RUNS):
+                log(f"ec2 (simulator), {n} seat(s), {k} to an instance, run {r + 1}")
+                results["ec2"].setdefault(f"{n}x{k}", []).append(ec2_labship(eproj, n, k))
     run([LABSHIP, "down", "--ec2", "--yes", "--purge-images"], cwd=eproj, check=False)
     out_file = os.path.join(tempfile.gettempdir(), f"labship-bench-class-{int(time.time())}.json")
     with open(out_file, "w") as f:
@@ -278,24 +284,29 @@ def main():
         p(f"labship: {n} seats take {lw / one:.2f}x the time of {SEATS_LOCAL[0]}")
     p("")
     p("EC2 on the simulator: `up --seats N` to every URL answering, then `down --delete-data`")
-    p(f"{'seats':>6s} {'up s':>7s} {'x 1 seat':>9s} {'down s':>7s} {'up calls':>9s} {'RunInstances':>13s} "
-      f"{'down calls':>11s} {'cpu s':>7s} {'floor s':>8s} {'labship cpu s':>14s}")
-    base = None
+    p(f"{'seats':>6s} {'K':>3s} {'hosts':>6s} {'up s':>7s} {'x 1 seat':>9s} {'down s':>7s} {'up calls':>9s} "
+      f"{'RunInstances':>13s} {'down calls':>11s} {'cpu s':>7s} {'floor s':>8s} {'labship cpu s':>14s}")
+    base = {}
     cores = os.cpu_count() or 1
     for n in SEATS_EC2:
-        rs = results["ec2"][str(n)]
-        w = med([x["wall"] for x in rs])
-        base = base or w
-        calls = calls_of(rs[0]["calls"])
-        cpu = med([x["machine_cpu"] for x in rs])
-        p(f"{n:6d} {w:7.1f} {w / base:9.2f} {med([x['down'] for x in rs]):7.1f} {sum(calls.values()):9d} "
-          f"{calls.get('ec2:RunInstances', 0):13d} {sum(calls_of(rs[0]['down_calls']).values()):11d} "
-          f"{cpu:7.1f} {cpu / cores:8.1f} {med([x['labship_cpu'] for x in rs]):14.1f}")
+        for k in PER_INSTANCE:
+            rs = results["ec2"][f"{n}x{k}"]
+            w = med([x["wall"] for x in rs])
+            base.setdefault(k, w)
+            calls = calls_of(rs[0]["calls"])
+            cpu = med([x["machine_cpu"] for x in rs])
+            p(f"{n:6d} {k:3d} {-(-n // k):6d} {w:7.1f} {w / base[k]:9.2f} {med([x['down'] for x in rs]):7.1f} "
+              f"{sum(calls.values()):9d} {calls.get('ec2:RunInstances', 0):13d} "
+              f"{sum(calls_of(rs[0]['down_calls']).values()):11d} "
+              f"{cpu:7.1f} {cpu / cores:8.1f} {med([x['labship_cpu'] for x in rs]):14.1f}")
+    p("x 1 seat: against the first size with the same K")
     p(f"cpu s: this machine's busy CPU seconds during `up` (every simulated host, moto, the engine,"
       f" labship); floor s: cpu s / {cores} cores, the least time this machine can do that work in")
-    biggest = calls_of(results["ec2"][str(SEATS_EC2[-1])][0]["calls"])
-    top = collections.Counter(biggest).most_common(8)
-    p(f"calls of `up --seats {SEATS_EC2[-1]}` by action: " + ", ".join(f"{k} {v}" for k, v in top))
+    for k in PER_INSTANCE:
+        biggest = calls_of(results["ec2"][f"{SEATS_EC2[-1]}x{k}"][0]["calls"])
+        top = collections.Counter(biggest).most_common(8)
+        p(f"calls of `up --seats {SEATS_EC2[-1]} --seats-per-instance {k}` by action: "
+          + ", ".join(f"{a} {v}" for a, v in top))
     p("")
     p(f"results: {out_file}")
     shutil.rmtree(work, ignore_errors=True)

@@ -733,6 +733,7 @@ async fn a_host_of_two_seats_serves_each_its_own_jupyter_and_stops_when_both_are
         ttl_secs: 0,
         data_volume: true,
         inputs: "",
+        limits: labship::hosts::Limits::default(),
     })
     .expect("the boot script renders");
     let user_data = p.path().join("user-data.gz");

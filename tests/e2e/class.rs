@@ -936,6 +936,7 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     let port_s = port.to_string();
     let mut args = ec2_up_args(&port_s);
     args.extend(["--seats", "4", "--seats-per-instance", "2"]);
+    args.extend(["--seat-memory", "1024", "--seat-cpus", "0.5"]);
     let counted = Faults::new(&sim, "pack-calls");
     counted.set(
         0,
@@ -992,10 +993,30 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         );
     }
 
-    // What AWS shows: two instances, each tagged with its class and seats (no deployment of
-    // its own), each seat's data volume on its host at its own device.
+    // Each seat's container has its share of the host.
+    for id in ["1", "2", "3", "4"] {
+        let limits = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+            &format!("labship-ec2-{class}-{id}"),
+        ]);
+        assert_eq!(
+            limits.trim(),
+            format!("{} 500000000", 1024u64 << 20),
+            "seat {id}"
+        );
+    }
+
+    // What AWS shows: two instances of the type for two seats (none was asked for), each
+    // tagged with its class and seats (no deployment of its own), each seat's data volume on
+    // its host at its own device.
     let instances = class_instances(&rig.aws_endpoint, &class);
     assert_eq!(instances.len(), 2, "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i["InstanceType"] == "t3.large"),
+        "{instances:?}"
+    );
     let mut seats_of: Vec<String> = instances
         .iter()
         .map(|i| tag_of(i, "labship:host-seats").expect("host seats"))
@@ -1087,9 +1108,43 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         assert_eq!(crate::ec2::jupyter_status(at, pin, Some(token)), 200);
     }
 
-    // down of the class: both hosts, every seat's token, volume and the group.
-    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    // down of the class keeps each seat's data volume; the class's `up` again (one seat
+    // more) places the seats anew, two to a host, each finding its own notebooks on its
+    // volume at its slot's device; the fifth seat, alone, has an instance of its own.
+    json(&p.labship_at(&sim, &ec2_down_args(&[]), &[]));
+    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    let mut five = ec2_up_args(&port_s);
+    five.extend(["--seats", "5", "--seats-per-instance", "2"]);
+    let back = json(&p.labship_at(&sim, &five, &[]));
+    assert_eq!(back["ready"], 5, "{back}");
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    let mut hosts: Vec<String> = instances
+        .iter()
+        .map(|i| {
+            tag_of(i, "labship:host-seats")
+                .or_else(|| tag_of(i, "labship:seat").map(|s| format!("alone {s}")))
+                .unwrap_or_default()
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["1 2", "3 4", "alone 5"], "{instances:?}");
+    std::fs::remove_dir_all(p.path().join("collected")).expect("the first collect's folder");
+    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
+    assert_eq!(
+        collected["files"], 4,
+        "the four seats' notebooks are back: {collected}"
+    );
     for id in ["1", "2", "3", "4"] {
+        assert_eq!(
+            std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
+                .expect("collected"),
+            "# Week 1\n"
+        );
+    }
+
+    // down of the class: the hosts, every seat's token, volume and the group.
+    json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));
+    for id in ["1", "2", "3", "4", "5"] {
         crate::ec2::assert_nothing_left(&format!("{class}-{id}")).await;
     }
     assert!(class_instances(&rig.aws_endpoint, &class).is_empty());

@@ -68,16 +68,35 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
     };
     // What the hosts' watchdogs said (when and why they stop), read at once; a console that
     // cannot be read leaves those columns empty rather than failing the listing.
-    let watches = futures_util::future::join_all(instances.iter().map(|i| async {
-        if !watchdogs || !matches!(i.state.as_str(), "running" | "stopped") {
-            return console::Watch::default();
-        }
-        match cloud.console(&i.id, true).await {
-            Ok(Some(text)) => console::watch(&console::seen_by(text, i)),
-            _ => console::Watch::default(),
-        }
-    }))
-    .await;
+    // Each instance's console once, whatever the seats it serves.
+    let mut wanted: Vec<&str> = instances
+        .iter()
+        .filter(|i| watchdogs && matches!(i.state.as_str(), "running" | "stopped"))
+        .map(|i| i.id.as_str())
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let consoles: std::collections::HashMap<&str, String> =
+        futures_util::future::join_all(wanted.into_iter().map(|id| {
+            let cloud = &cloud;
+            async move {
+                match cloud.console(id, true).await {
+                    Ok(Some(text)) => Some((id, text)),
+                    _ => None,
+                }
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let watches: Vec<console::Watch> = instances
+        .iter()
+        .map(|i| match consoles.get(i.id.as_str()) {
+            Some(text) => console::watch(&console::seen_by(text.clone(), i)),
+            None => console::Watch::default(),
+        })
+        .collect();
     let mut rows: Vec<DeploymentStatus> = instances
         .iter()
         .zip(watches)
@@ -124,7 +143,10 @@ async fn list(aws: &Aws, watchdogs: bool) -> Result<Vec<DeploymentStatus>> {
             seat: i.seat.clone(),
             data_volume: volumes
                 .iter()
-                .find(|v| v.attached_to.as_deref() == Some(i.id.as_str()))
+                .find(|v| {
+                    v.attached_to.as_deref() == Some(i.id.as_str())
+                        && (i.shared_host().is_none() || v.deployment == i.deployment)
+                })
                 .or_else(|| volumes.iter().find(|v| v.deployment == i.deployment))
                 .cloned(),
             ..row(i.deployment.clone())

@@ -111,54 +111,67 @@ async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<In
             None => hosts.push((host, vec![n])),
         }
     }
-    let mut units: Vec<Vec<usize>> = Vec::new();
+    // A host is launched with all its seats or not at all: one launched for some of them
+    // would list seats that never come onto it (their tokens, volumes and rules missing), and
+    // another launch would make a second instance for the same seats.
+    let mut units: Vec<(SeatLaunch, Vec<usize>)> = Vec::new();
     for (_, members) in hosts {
         let first = &seats[members[0]];
-        let (same, odd): (Vec<usize>, Vec<usize>) = members.into_iter().partition(|&n| {
-            shared_key(&seats[n]) == shared_key(first)
-                && seats[n].spec.user_data == first.spec.user_data
-        });
-        for n in odd {
-            answers[n] = Some(Err(Error::Aws {
-                action: "ec2:RunInstances".into(),
-                resource: seats[n].spec.deployment.clone(),
-                region: cloud.region.clone(),
-                message: format!(
-                    "its host is launched for {}, whose launch differs from this seat's (another zone for its kept data volume, another type...)",
-                    first.spec.deployment
-                ),
-                hint: "run the class's `labship up` again: seats that have a host keep it, and the others are placed anew".into(),
-            }));
+        if let Some(why) = not_launchable(&seats, &members) {
+            for &n in &members {
+                answers[n] = Some(Err(Error::Aws {
+                    action: "ec2:RunInstances".into(),
+                    resource: seats[n].spec.deployment.clone(),
+                    region: cloud.region.clone(),
+                    message: format!("its host was not launched: {why}"),
+                    hint: "run the class's `labship up` again: the seats without an instance are placed anew".into(),
+                }));
+            }
+            continue;
         }
-        units.push(same);
+        // Launched in a kept data volume's zone when a seat has one (another seat's kept
+        // volume in another zone is copied to it when it is attached).
+        let mut spec = first.spec.clone();
+        spec.availability_zone = members
+            .iter()
+            .find_map(|&n| seats[n].spec.availability_zone.clone());
+        let unit = SeatLaunch {
+            spec,
+            group: first.group.clone(),
+            profile_wait: first.profile_wait,
+        };
+        units.push((unit, members));
     }
     let mut alike: Vec<(String, Vec<usize>)> = Vec::new();
-    for (u, unit) in units.iter().enumerate() {
-        let key = shared_key(&seats[unit[0]]);
+    for (u, (unit, _)) in units.iter().enumerate() {
+        let key = shared_key(unit, true);
         match alike.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(u),
             None => alike.push((key, vec![u])),
         }
     }
     let launched = futures_util::future::join_all(alike.iter().map(|(_, members)| {
-        let group: Vec<&SeatLaunch> = members.iter().map(|&u| &seats[units[u][0]]).collect();
+        let group: Vec<&SeatLaunch> = members.iter().map(|&u| &units[u].0).collect();
         async move { launch_alike(cloud, &group).await }
     }))
     .await;
     for ((_, members), results) in alike.iter().zip(launched) {
         for (&u, result) in members.iter().zip(results) {
-            let mut result = Some(result);
-            for &n in &units[u] {
-                let answer = match result.as_ref() {
-                    Some(Ok(host)) => Ok(seated(host.clone(), &seats[n].spec)),
-                    Some(Err(e)) => Err(e.again()),
-                    None => continue,
-                };
-                answers[n] = Some(answer);
-            }
-            // The first seat's answer is the error itself (its kind kept for the report).
-            if let (Some(Err(e)), Some(&first)) = (result.take(), units[u].first()) {
-                answers[first] = Some(Err(e));
+            let seats_of = &units[u].1;
+            match result {
+                Ok(host) => {
+                    for &n in seats_of {
+                        answers[n] = Some(Ok(seated(host.clone(), &seats[n].spec)));
+                    }
+                }
+                // The first seat's answer is the error itself (its kind kept for the
+                // report), the others' its copies.
+                Err(e) => {
+                    for &n in &seats_of[1..] {
+                        answers[n] = Some(Err(e.again()));
+                    }
+                    answers[seats_of[0]] = Some(Err(e));
+                }
             }
         }
     }
@@ -179,25 +192,49 @@ async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<In
         .collect()
 }
 
+/// Why the seats `members` of one host cannot be launched (None: they can): not all of its
+/// seats came to the launch, or they would be launched differently.
+fn not_launchable(seats: &[SeatLaunch], members: &[usize]) -> Option<String> {
+    let first = &seats[*members.first()?];
+    let wanted = shared_of(&first.spec).map_or(1, |h| h.seats.len());
+    let alike = members.iter().all(|&n| {
+        shared_key(&seats[n], false) == shared_key(first, false)
+            && seats[n].spec.user_data == first.spec.user_data
+    });
+    if !alike {
+        return Some(
+            "its host's seats would be launched differently (another instance type, group or profile)"
+                .into(),
+        );
+    }
+    (members.len() != wanted).then(|| {
+        format!(
+            "{} of its host's {wanted} seats came to the launch (the others failed before it)",
+            members.len()
+        )
+    })
+}
+
 /// What must be the same for seats to be launched by one RunInstances: everything but the
-/// seat's own name, user-data and tags.
-fn shared_key(seat: &SeatLaunch) -> String {
+/// seat's own name, user-data and tags (and its zone unless `zone`: the seats of one shared
+/// host go to one zone whatever their kept volumes').
+fn shared_key(seat: &SeatLaunch, zone: bool) -> String {
     let s = &seat.spec;
     format!(
         "{:?}",
         (
+            (shared_of(s).is_some(), &seat.group),
             &s.ami,
             &s.instance_type,
             &s.root_device,
             s.root_gib,
             s.metadata_hop_limit,
             &s.subnet,
-            &s.availability_zone,
+            zone.then_some(&s.availability_zone),
             s.spot,
             &s.ssh_key,
             s.terminate_on_shutdown,
             &s.instance_profile,
-            &seat.group,
         )
     )
 }
@@ -464,6 +501,7 @@ mod tests {
             ttl_secs: 0,
             data_volume: true,
             inputs: userdata::NO_INPUTS,
+            limits: crate::hosts::Limits::default(),
         })
         .expect("rendered");
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
@@ -544,6 +582,18 @@ mod tests {
         assert_eq!(seen.deployment, "ds-b");
         assert_eq!(seen.port, Some(9001));
         assert_eq!(seen.shared_host().map(|h| h.slot), Some(1));
+        // A host is launched with all its seats, alike (whatever their kept volumes' zones),
+        // or not at all.
+        let mut b_elsewhere = seat_launch("b", "a b");
+        b_elsewhere.spec.availability_zone = Some("eu-west-1b".into());
+        let pair = [seat_launch("a", "a b"), b_elsewhere];
+        assert_eq!(not_launchable(&pair, &[0, 1]), None);
+        let why = not_launchable(&pair, &[0]).expect("a seat missing");
+        assert!(why.contains("1 of its host's 2 seats"), "{why}");
+        let mut other_type = seat_launch("b", "a b");
+        other_type.spec.instance_type = "t3.xlarge".into();
+        let odd = [seat_launch("a", "a b"), other_type];
+        assert!(not_launchable(&odd, &[0, 1]).is_some());
         // A seat of its own and a shared host are not one launch.
         let mut alone = seat_launch("d", "d");
         alone

@@ -66,6 +66,8 @@ pub struct Options {
     pub spot: Option<bool>,
     /// A class's seat: its instance and data volume carry the class and seat tags.
     pub seat: Option<crate::hosts::SeatOf>,
+    /// The limits of each seat's container on a host several seats share.
+    pub limits: crate::hosts::Limits,
     /// The `[data] inputs` the host copies and mounts read-only at `inputs/` (`inputs.tsv`
     /// lines; empty: none).
     pub inputs: String,
@@ -152,6 +154,7 @@ impl Options {
             volume_gib_asked: config.ec2.volume_size.is_some(),
             spot: config.ec2.spot,
             seat: options.seat.clone(),
+            limits: options.limits,
             inputs: options.host_inputs.clone(),
             reach: options.host_reach.clone(),
         })
@@ -751,6 +754,7 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
                         deployment: seats[0],
                         seats: &seats,
                         port: host.first_port,
+                        limits: opts.limits,
                         ..boot
                     })
                 }
@@ -1165,6 +1169,7 @@ fn inputs<'a>(
         ttl_secs: opts.ttl.map_or(0, |d| d.as_secs()),
         data_volume,
         inputs: &opts.inputs,
+        limits: crate::hosts::Limits::default(),
     }
 }
 

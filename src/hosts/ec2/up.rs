@@ -394,7 +394,7 @@ pub async fn up<'a>(
         (Err(Error::Interrupted { .. }), Ok(_)) => {
             return Err(pushed.err().unwrap_or_else(not_ec2));
         }
-        (Err(_), Ok((inst, _, _))) => {
+        (Err(_), Ok((inst, _, _))) if inst.shared_host().is_none() => {
             // Nothing half-made: the instance would wait for an image that never comes.
             printer.note(format!(
                 "The push did not finish: terminating {} again",
@@ -407,6 +407,15 @@ pub async fn up<'a>(
                     inst.id
                 )),
             }
+            return Err(pushed.err().unwrap_or_else(|| Error::PushFailed {
+                image,
+                message: "the push failed".into(),
+                hint: "run `labship push` to see why".into(),
+            }));
+        }
+        // A host its class's seats share: the others' `up`s wait on it; the class's `down`
+        // removes it with them.
+        (Err(_), Ok(_)) => {
             return Err(pushed.err().unwrap_or_else(|| Error::PushFailed {
                 image,
                 message: "the push failed".into(),
@@ -1463,6 +1472,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
         data_volume: inst.data_volume,
         inputs: userdata::KEEP_INPUTS,
+        limits: crate::hosts::Limits::default(),
     })
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;

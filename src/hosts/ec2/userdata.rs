@@ -149,6 +149,9 @@ pub struct UserDataInputs<'a> {
     /// `<workdir>/inputs` (`inputs.tsv` lines: kind, name, bucket region, address); empty:
     /// none; [`KEEP_INPUTS`]: those the host has (a token rotation).
     pub inputs: &'a str,
+    /// Each seat's container's memory and CPU limits (a host several seats share; none: the
+    /// engine's default, no limit).
+    pub limits: crate::hosts::Limits,
 }
 
 /// The most seats one host serves (their data volumes are `/dev/sdf` to `/dev/sdm`).
@@ -434,6 +437,7 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
         ttl_secs: 0,
         data_volume: false,
         inputs: "",
+        limits: crate::hosts::Limits::default(),
     };
     let mut values: Vec<(&'static str, String)> = values(&deployment_like)?
         .into_iter()
@@ -647,6 +651,20 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         ("HOST_ADDR", host_addr),
         ("PORT", inputs.port.to_string()),
         ("CONTAINER_PORT", inputs.container_port.to_string()),
+        (
+            "SEAT_MEMORY",
+            inputs
+                .limits
+                .memory_mib
+                .map_or_else(String::new, |m| m.to_string()),
+        ),
+        (
+            "SEAT_CPUS",
+            inputs
+                .limits
+                .cpus
+                .map_or_else(String::new, |c| c.to_string()),
+        ),
         ("PULL_DEADLINE", inputs.pull_deadline_secs.to_string()),
         ("JUPYTER_DEADLINE", inputs.jupyter_deadline_secs.to_string()),
         ("IDLE_STOP", inputs.idle_stop_secs.to_string()),
@@ -895,6 +913,7 @@ mod tests {
             ttl_secs: 86_400,
             data_volume: false,
             inputs: "",
+            limits: crate::hosts::Limits::default(),
         }
     }
 
