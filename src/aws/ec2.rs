@@ -55,6 +55,9 @@ pub struct InstanceTypeInfo {
     pub architectures: Vec<String>,
     /// Nitro instances serve the live console (`GetConsoleOutput Latest=true`).
     pub nitro: bool,
+    /// Its memory (MiB) and vCPUs, when EC2 says (what the seats of a shared host share).
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
 }
 
 /// A host image, resolved.
@@ -379,6 +382,14 @@ impl Cloud {
             name: name.to_string(),
             architectures,
             nitro,
+            memory_mib: info
+                .memory_info()
+                .and_then(|m| m.size_in_mib())
+                .and_then(|m| u64::try_from(m).ok()),
+            vcpus: info
+                .v_cpu_info()
+                .and_then(|v| v.default_v_cpus())
+                .and_then(|v| u32::try_from(v).ok()),
         })
     }
 
@@ -2097,20 +2108,23 @@ pub fn decode_console_output(b64: &str) -> Result<String, base64::DecodeError> {
 mod tests {
     use super::*;
 
+    /// An instance as DescribeInstances shows it: `i-INDEX`, its launch index, its tags.
+    fn described(index: i32, pairs: &[(&str, &str)]) -> aws_sdk_ec2::types::Instance {
+        aws_sdk_ec2::types::Instance::builder()
+            .instance_id(format!("i-{index}"))
+            .ami_launch_index(index)
+            .set_tags(Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .build()
+    }
+
     #[test]
     fn a_shared_host_is_one_instance_per_seat_on_the_hosts_port_plus_its_slot() {
-        let host = |index: i32, pairs: &[(&str, &str)]| {
-            aws_sdk_ec2::types::Instance::builder()
-                .instance_id(format!("i-{index}"))
-                .ami_launch_index(index)
-                .set_tags(Some(
-                    pairs
-                        .iter()
-                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                        .collect(),
-                ))
-                .build()
-        };
+        let host = described;
         let tagged = host(
             0,
             &[
@@ -2170,17 +2184,7 @@ mod tests {
 
     #[test]
     fn an_instance_launched_with_other_seats_is_the_seat_of_its_launch_index() {
-        let instance = |index: i32, pairs: &[(&str, &str)]| {
-            aws_sdk_ec2::types::Instance::builder()
-                .ami_launch_index(index)
-                .set_tags(Some(
-                    pairs
-                        .iter()
-                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                        .collect(),
-                ))
-                .build()
-        };
+        let instance = described;
         let launched = [(tags::CLASS, "ds"), (tags::LAUNCH_SEATS, "alice bob carol")];
         let bob = instance(1, &launched);
         assert_eq!(deployment_of(&bob, ""), "ds-bob");

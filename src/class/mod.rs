@@ -316,6 +316,7 @@ pub async fn up<H: Host>(
         ));
         let mut second = config.clone();
         second.ec2.instance_type = instead.to_string();
+        second.ec2.instance_type_asked |= fallback_type.is_some();
         let retried = start_seats(host, &second, &again, options, snapshot, placing, printer).await;
         for ((i, _), mut row) in again.iter().zip(retried) {
             if fallback_type.is_some() && row.row.url.is_some() {
@@ -399,14 +400,22 @@ async fn start_seats<H: Host>(
     let consecutive = host.target() == Target::Local;
     let total = seats.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let done = &done;
     let units = place(seats, existing, per_host);
     let at_once = (starting_at_once(host.target()) / per_host.max(1)).max(1);
     let mut started: Vec<(usize, Started)> = stream::iter(units)
         .map(|unit| {
-            futures_util::future::join_all(unit.into_iter().map(|(i, seat, shared)| {
-                let done = &done;
+            // Without --instance-type, a host is sized for the seats it has (a seat alone,
+            // or the last host of an uneven class, takes a smaller type than K's).
+            let sized = (per_host > 1 && !config.ec2.instance_type_asked)
+                .then(|| host_type(unit.len(), config.build.platform));
+            futures_util::future::join_all(unit.into_iter().map(move |(i, seat, shared)| {
+                let sized = sized.clone();
                 async move {
-                    let seat_config = seat_config(config, &seat.id);
+                    let mut seat_config = seat_config(config, &seat.id);
+                    if let Some(t) = sized {
+                        seat_config.ec2.instance_type = t;
+                    }
                     // Locally its place: asked for with `--port` (existing seats move there too),
                     // else where a new seat goes (an existing one keeps its port). On EC2 the
                     // deployment's one port (an existing seat keeps its own unless `--port`).

@@ -14,7 +14,7 @@ use crate::ec2::{assert_nothing_left, jupyter_status, origin_of, pin_of, token_o
 use crate::support::*;
 
 /// The instance's state as `aws ec2 describe-instances` shows it.
-fn state_of(id: &str) -> String {
+pub(crate) fn state_of(id: &str) -> String {
     let rig = rig();
     let out = aws_json(
         &rig.aws_endpoint,
@@ -27,7 +27,12 @@ fn state_of(id: &str) -> String {
 }
 
 /// Waits until the instance is in `want`, calling `meanwhile` between looks; the time it took.
-fn wait_state(id: &str, want: &str, within: Duration, mut meanwhile: impl FnMut()) -> Duration {
+pub(crate) fn wait_state(
+    id: &str,
+    want: &str,
+    within: Duration,
+    mut meanwhile: impl FnMut(),
+) -> Duration {
     let t = Instant::now();
     loop {
         let now = state_of(id);

@@ -663,22 +663,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     );
 
     // distribute and collect through each seat's own Jupyter (pinned TLS).
-    p.write("handout/week1.md", "# Week 1\n");
-    let given = json(&p.labship_at(
-        &sim,
-        &["distribute", "--ec2", "handout/week1.md", "-o", "json"],
-        &[],
-    ));
-    assert_eq!(given["failed"], 0, "{given}");
-    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
-    assert_eq!(collected["files"], 3, "{collected}");
-    for id in ["1", "2", "3"] {
-        assert_eq!(
-            std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
-                .expect("collected"),
-            "# Week 1\n"
-        );
-    }
+    hand_out_and_collect(&p, &sim, &["1", "2", "3"]);
     // token of the class: the roster again, from AWS alone.
     // The names and emails EC2 does not keep come from the roster file.
     p.write(
@@ -914,6 +899,34 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
+/// handout/week1.md given to every seat of the EC2 class (`distribute`), then collected
+/// ([`assert_collected`]).
+fn hand_out_and_collect(p: &Project, sim: &str, ids: &[&str]) {
+    p.write("handout/week1.md", "# Week 1\n");
+    let given = json(&p.labship_at(
+        sim,
+        &["distribute", "--ec2", "handout/week1.md", "-o", "json"],
+        &[],
+    ));
+    assert_eq!(given["failed"], 0, "{given}");
+    assert_collected(p, sim, ids);
+}
+
+/// `collect --ec2 week1.md` brings back the seats `ids`' week1.md (and no other), byte for
+/// byte, each through its own Jupyter.
+fn assert_collected(p: &Project, sim: &str, ids: &[&str]) {
+    let collected = json(&p.labship_at(sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
+    assert_eq!(collected["files"], ids.len(), "{collected}");
+    for id in ids {
+        assert_eq!(
+            std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
+                .expect("collected"),
+            "# Week 1\n",
+            "seat {id}"
+        );
+    }
+}
+
 /// The tag `key` of an instance (or group) as the AWS CLI shows it.
 fn tag_of(resource: &Value, key: &str) -> Option<String> {
     resource["Tags"]
@@ -934,6 +947,35 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     // seat on the class's port plus its place on its host.
     let port = free_ports(2);
     let port_s = port.to_string();
+    // A type too small for two seats' limits is refused before anything of a seat is made.
+    let mut small = ec2_up_args(&port_s);
+    small.extend([
+        "--seats",
+        "2",
+        "--seats-per-instance",
+        "2",
+        "--instance-type",
+        "t3.medium",
+    ]);
+    let refused = p.labship_at(&sim, &small, &[]);
+    assert!(!refused.status.success(), "{}", stderr(&refused));
+    let roster: Value = serde_json::from_slice(&refused.stdout).expect("the roster as JSON");
+    for id in ["1", "2"] {
+        let error = rows_by_seat(&roster)[id]["error"].to_string();
+        assert!(error.contains("cannot hold 2 seats"), "{roster}");
+    }
+    assert!(class_instances(&rig.aws_endpoint, &class).is_empty());
+    assert!(class_group(&rig.aws_endpoint, &class).is_none());
+    let token1 = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &format!("/labship/{class}-1/token"),
+        ],
+    );
+    assert!(!token1.status.success(), "seat 1's token was made");
     let mut args = ec2_up_args(&port_s);
     args.extend(["--seats", "4", "--seats-per-instance", "2"]);
     args.extend(["--seat-memory", "1024", "--seat-cpus", "0.5"]);
@@ -1072,16 +1114,50 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     }
     assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
 
+    // A host stopped (as its watchdog stops it once its seats are idle): the class's `up`
+    // starts it, and each of its seats is back with its own token; the other host's are
+    // left as they are.
+    let first_host = class_instances(&rig.aws_endpoint, &class)
+        .into_iter()
+        .find(|i| tag_of(i, "labship:host-seats").as_deref() == Some("1 2"))
+        .and_then(|i| i["InstanceId"].as_str().map(str::to_string))
+        .expect("the host of seats 1 and 2");
+    aws_json(
+        &rig.aws_endpoint,
+        &["ec2", "stop-instances", "--instance-ids", &first_host],
+    );
+    crate::alive::wait_state(
+        &first_host,
+        "stopped",
+        std::time::Duration::from_secs(120),
+        || {},
+    );
+    let started = json(&p.labship_at(&sim, &args, &[]));
+    assert_eq!(started["ready"], 4, "{started}");
+    let started_rows = rows_by_seat(&started);
+    for (id, action) in [
+        ("1", "started"),
+        ("2", "started"),
+        ("3", "unchanged"),
+        ("4", "unchanged"),
+    ] {
+        assert_eq!(started_rows[id]["action"], action, "{started}");
+        assert_eq!(started_rows[id]["token"], rows[id]["token"], "{started}");
+    }
+    for id in ["1", "2"] {
+        let url = started_rows[id]["url"].as_str().expect("url");
+        let at = crate::ec2::origin_of(url);
+        let (_, pin, token) = &origin[id];
+        assert_eq!(
+            crate::ec2::jupyter_status(&at, pin, Some(token)),
+            200,
+            "seat {id}"
+        );
+        origin.insert(id, (at, pin.clone(), token.clone()));
+    }
+
     // distribute and collect reach each seat's own Jupyter.
-    p.write("handout/week1.md", "# Week 1\n");
-    let given = json(&p.labship_at(
-        &sim,
-        &["distribute", "--ec2", "handout/week1.md", "-o", "json"],
-        &[],
-    ));
-    assert_eq!(given["failed"], 0, "{given}");
-    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
-    assert_eq!(collected["files"], 4, "{collected}");
+    hand_out_and_collect(&p, &sim, &["1", "2", "3", "4"]);
 
     // What would end or restart one seat's host alone is refused, naming the seats beside
     // it, and changes nothing.
@@ -1128,19 +1204,18 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         .collect();
     hosts.sort();
     assert_eq!(hosts, ["1 2", "3 4", "alone 5"], "{instances:?}");
-    std::fs::remove_dir_all(p.path().join("collected")).expect("the first collect's folder");
-    let collected = json(&p.labship_at(&sim, &["collect", "--ec2", "week1.md", "-o", "json"], &[]));
-    assert_eq!(
-        collected["files"], 4,
-        "the four seats' notebooks are back: {collected}"
-    );
-    for id in ["1", "2", "3", "4"] {
-        assert_eq!(
-            std::fs::read_to_string(p.path().join(format!("collected/{id}/week1.md")))
-                .expect("collected"),
-            "# Week 1\n"
-        );
+    // Each sized for what it holds: two seats, or one.
+    for i in &instances {
+        let want = if tag_of(i, "labship:seat").is_some() {
+            "t3.medium"
+        } else {
+            "t3.large"
+        };
+        assert_eq!(i["InstanceType"], want, "{i}");
     }
+    std::fs::remove_dir_all(p.path().join("collected")).expect("the first collect's folder");
+    // The four seats' notebooks are back.
+    assert_collected(&p, &sim, &["1", "2", "3", "4"]);
 
     // down of the class: the hosts, every seat's token, volume and the group.
     json(&p.labship_at(&sim, &ec2_down_args(&["--delete-data"]), &[]));

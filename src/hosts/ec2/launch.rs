@@ -132,7 +132,9 @@ async fn launch_together(cloud: &Cloud, seats: Vec<SeatLaunch>) -> Vec<Result<In
         // Launched in a kept data volume's zone when a seat has one (another seat's kept
         // volume in another zone is copied to it when it is attached).
         let mut spec = first.spec.clone();
-        spec.availability_zone = members
+        let mut by_slot = members.clone();
+        by_slot.sort_by_key(|&n| shared_of(&seats[n].spec).map_or(0, |h| h.slot));
+        spec.availability_zone = by_slot
             .iter()
             .find_map(|&n| seats[n].spec.availability_zone.clone());
         let unit = SeatLaunch {

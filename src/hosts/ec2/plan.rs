@@ -1131,6 +1131,48 @@ pub fn refusals(config: &Config, observed: &Observed) -> Result<()> {
     Ok(())
 }
 
+/// What a host keeps for itself beside its seats' memory limits (Docker, the agent, the
+/// watchdog, the page cache a pull needs).
+pub const HOST_RESERVE_MIB: u64 = 512;
+
+/// Refuses a new shared host whose instance type cannot hold its seats' limits: their
+/// memory and [`HOST_RESERVE_MIB`] past the type's memory (the kernel would kill Jupyters),
+/// or a seat's CPUs past its vCPUs (Docker refuses the container). Before anything is made.
+pub fn check_room(opts: &Options, itype: &InstanceTypeInfo) -> Result<()> {
+    let Some(host) = opts.seat.as_ref().and_then(|s| s.host.as_ref()) else {
+        return Ok(());
+    };
+    let seats = host.seats.len() as u64;
+    let refuse = |reason: String, hint: String| Error::InvalidSetting {
+        what: "instance type",
+        value: itype.name.clone(),
+        reason,
+        hint,
+    };
+    if let (Some(mib), Some(have)) = (opts.limits.memory_mib, itype.memory_mib) {
+        let need = seats.saturating_mul(mib).saturating_add(HOST_RESERVE_MIB);
+        if need > have {
+            return Err(refuse(
+                format!(
+                    "its {have} MiB cannot hold {seats} seats of {mib} MiB and the host's {HOST_RESERVE_MIB} MiB"
+                ),
+                format!(
+                    "give --instance-type a type with at least {need} MiB (or leave it unset: labship sizes it for the seats), or fewer --seats-per-instance, or a smaller --seat-memory"
+                ),
+            ));
+        }
+    }
+    if let (Some(cpus), Some(have)) = (opts.limits.cpus, itype.vcpus) {
+        if cpus > f64::from(have) {
+            return Err(refuse(
+                format!("a seat's {cpus} CPUs are more than its {have} vCPUs"),
+                "give a smaller --seat-cpus or a larger --instance-type".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A plan asked to launch without what a launch needs: a bug in the caller.
 fn missing(what: &str) -> Error {
     crate::hosts::plan_bug(&format!("the {what} was not observed before planning"))
@@ -1347,6 +1389,8 @@ mod tests {
                 name: "t3.medium".into(),
                 architectures: vec!["x86_64".into()],
                 nitro: true,
+                memory_mib: Some(4096),
+                vcpus: Some(2),
             },
             instances,
             content_tag: "ctx-1".into(),
@@ -1513,6 +1557,40 @@ mod tests {
             ..Default::default()
         };
         assert!(Options::resolve(&config, &too_far).is_err());
+    }
+
+    #[test]
+    fn a_shared_host_too_small_for_its_seats_limits_is_refused() {
+        let (_dir, config) = config();
+        let itype = |mib, vcpus| InstanceTypeInfo {
+            name: "t3.medium".into(),
+            architectures: vec!["x86_64".into()],
+            nitro: true,
+            memory_mib: Some(mib),
+            vcpus: Some(vcpus),
+        };
+        let seat = |cpus| {
+            Options::resolve(
+                &config,
+                &crate::hosts::UpOptions {
+                    seat: Some(shared("a", &["a", "b"], 0)),
+                    limits: crate::hosts::Limits {
+                        memory_mib: Some(2048),
+                        cpus: Some(cpus),
+                    },
+                    ..Default::default()
+                },
+            )
+            .expect("options")
+        };
+        // Two seats of 2 GiB and the host's share: not in 4 GiB, in 8.
+        let err = check_room(&seat(1.0), &itype(4096, 2)).expect_err("too small");
+        assert!(err.to_string().contains("cannot hold 2 seats"), "{err}");
+        assert!(check_room(&seat(1.0), &itype(8192, 2)).is_ok());
+        // A seat's CPUs past the type's vCPUs: Docker would refuse its container.
+        assert!(check_room(&seat(3.0), &itype(8192, 2)).is_err());
+        // A seat of its own is not limited here.
+        assert!(check_room(&opts(&config), &itype(1024, 1)).is_ok());
     }
 
     #[test]

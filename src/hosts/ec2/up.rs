@@ -150,6 +150,9 @@ pub async fn up<'a>(
     .await?;
     plan::refusals(config, &observed)?;
     let opts = &settled(&cloud, opts, &observed).await?;
+    if observed.live().is_none() && observed.stopped().is_none() {
+        plan::check_room(opts, &observed.instance_type)?;
+    }
     mend_seat_tags(&cloud, config, &observed, printer).await;
     if opts.access == Access::Ssm {
         // Without the plugin no one could reach what this would create.

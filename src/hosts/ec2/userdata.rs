@@ -239,6 +239,13 @@ pub fn volume_name(deployment: &str) -> String {
 ///
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
+/// CPUs as `docker run --cpus` takes them: at most 9 decimals (its precision), no trailing
+/// zeros (`1`, `0.5`).
+fn cpus_text(cpus: f64) -> String {
+    let text = format!("{cpus:.9}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
     user_data(
         "userdata/boot.sh",
@@ -660,10 +667,7 @@ fn values(inputs: &UserDataInputs) -> Result<Vec<(&'static str, String)>, UserDa
         ),
         (
             "SEAT_CPUS",
-            inputs
-                .limits
-                .cpus
-                .map_or_else(String::new, |c| c.to_string()),
+            inputs.limits.cpus.map_or_else(String::new, cpus_text),
         ),
         ("PULL_DEADLINE", inputs.pull_deadline_secs.to_string()),
         ("JUPYTER_DEADLINE", inputs.jupyter_deadline_secs.to_string()),
@@ -1198,6 +1202,14 @@ mod tests {
             }
         }
         assert!(has_access_key_id("x AKIAIOSFODNN7EXAMPLE x"));
+    }
+
+    #[test]
+    fn cpus_are_written_as_docker_takes_them() {
+        assert_eq!(cpus_text(1.0), "1");
+        assert_eq!(cpus_text(0.5), "0.5");
+        assert_eq!(cpus_text(0.333_333_333_333), "0.333333333");
+        assert_eq!(cpus_text(2.25), "2.25");
     }
 
     #[test]
