@@ -60,17 +60,36 @@ pub const SEAT_CPUS: f64 = 1.0;
 /// least [`SEAT_MEMORY_MIB`] for each seat with room for the host (burstable T types, whose
 /// price per vCPU and GiB is the same at every size: packing saves the per-instance costs,
 /// the root volume, public address, boot and image pull, not compute).
-pub fn host_type(per_host: usize, platform: crate::config::Arch) -> String {
+pub fn host_type(
+    per_host: usize,
+    platform: crate::config::Arch,
+    limits: crate::hosts::Limits,
+) -> String {
+    // T sizes: (name, MiB, vCPUs).
+    const SIZES: [(&str, u64, f64); 4] = [
+        ("medium", 4096, 2.0),
+        ("large", 8192, 2.0),
+        ("xlarge", 16384, 4.0),
+        ("2xlarge", 32768, 8.0),
+    ];
     let family = match platform {
         crate::config::Arch::Amd64 => "t3",
         crate::config::Arch::Arm64 => "t4g",
     };
-    let size = match per_host {
-        0 | 1 => "medium",
-        2 => "large",
-        3 | 4 => "xlarge",
-        _ => "2xlarge",
-    };
+    if per_host <= 1 {
+        return format!("{family}.medium");
+    }
+    let seats = per_host as u64;
+    let memory = seats
+        .saturating_mul(limits.memory_mib.unwrap_or(SEAT_MEMORY_MIB))
+        .saturating_add(crate::hosts::ec2::plan::HOST_RESERVE_MIB);
+    // A vCPU for each seat, and at least a seat's own CPUs.
+    let cpus = limits.cpus.unwrap_or(SEAT_CPUS).max(seats as f64);
+    // The largest when none is enough: the launch's check then says what the seats need.
+    let size = SIZES
+        .iter()
+        .find(|(_, mib, vcpus)| *mib >= memory && *vcpus >= cpus)
+        .map_or("2xlarge", |(name, _, _)| name);
     format!("{family}.{size}")
 }
 
@@ -408,9 +427,10 @@ async fn start_seats<H: Host>(
             // Without --instance-type, a host is sized for the seats it has (a seat alone,
             // or the last host of an uneven class, takes a smaller type than K's).
             let sized = (per_host > 1 && !config.ec2.instance_type_asked)
-                .then(|| host_type(unit.len(), config.build.platform));
+                .then(|| host_type(unit.len(), config.build.platform, options.limits));
             futures_util::future::join_all(unit.into_iter().map(move |(i, seat, shared)| {
-                let sized = sized.clone();
+                // A seat with an instance keeps the one it has.
+                let sized = sized.clone().filter(|_| !existing.contains(&seat.id));
                 async move {
                     let mut seat_config = seat_config(config, &seat.id);
                     if let Some(t) = sized {
@@ -1184,13 +1204,30 @@ mod tests {
     #[test]
     fn a_host_of_k_seats_has_a_vcpu_and_room_for_each() {
         use crate::config::Arch;
+        let seat = crate::hosts::Limits {
+            memory_mib: Some(SEAT_MEMORY_MIB),
+            cpus: Some(SEAT_CPUS),
+        };
         assert_eq!(
-            host_type(1, Arch::Amd64),
+            host_type(1, Arch::Amd64, seat),
             crate::config::DEFAULT_INSTANCE_TYPE
         );
-        assert_eq!(host_type(2, Arch::Amd64), "t3.large");
-        assert_eq!(host_type(4, Arch::Arm64), "t4g.xlarge");
-        assert_eq!(host_type(8, Arch::Amd64), "t3.2xlarge");
+        assert_eq!(host_type(2, Arch::Amd64, seat), "t3.large");
+        assert_eq!(host_type(3, Arch::Amd64, seat), "t3.xlarge");
+        assert_eq!(host_type(4, Arch::Arm64, seat), "t4g.xlarge");
+        assert_eq!(host_type(8, Arch::Amd64, seat), "t3.2xlarge");
+        // Larger seats take a larger host: two of 4 GiB need more than 8 GiB.
+        let big = crate::hosts::Limits {
+            memory_mib: Some(4096),
+            ..seat
+        };
+        assert_eq!(host_type(2, Arch::Amd64, big), "t3.xlarge");
+        // A seat of 3 CPUs needs 4 vCPUs.
+        let busy = crate::hosts::Limits {
+            cpus: Some(3.0),
+            ..seat
+        };
+        assert_eq!(host_type(2, Arch::Amd64, busy), "t3.xlarge");
     }
 
     #[test]

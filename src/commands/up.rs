@@ -225,7 +225,12 @@ async fn class(
     }
     if config.target == Target::Ec2 && per_host > 1 && !config.ec2.instance_type_asked {
         // Room for every seat's limits, and a vCPU each.
-        config.ec2.instance_type = labship::class::host_type(per_host, config.build.platform);
+        let limits = labship::hosts::Limits {
+            memory_mib: Some(args.seat_memory.unwrap_or(labship::class::SEAT_MEMORY_MIB)),
+            cpus: Some(args.seat_cpus.unwrap_or(labship::class::SEAT_CPUS)),
+        };
+        config.ec2.instance_type =
+            labship::class::host_type(per_host, config.build.platform, limits);
         printer.note(format!(
             "{per_host} seats to an instance: {} (--instance-type chooses another)",
             config.ec2.instance_type

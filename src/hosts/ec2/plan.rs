@@ -1157,7 +1157,7 @@ pub fn check_room(opts: &Options, itype: &InstanceTypeInfo) -> Result<()> {
                     "its {have} MiB cannot hold {seats} seats of {mib} MiB and the host's {HOST_RESERVE_MIB} MiB"
                 ),
                 format!(
-                    "give --instance-type a type with at least {need} MiB (or leave it unset: labship sizes it for the seats), or fewer --seats-per-instance, or a smaller --seat-memory"
+                    "give --instance-type a type with at least {need} MiB, or fewer --seats-per-instance, or a smaller --seat-memory"
                 ),
             ));
         }

@@ -231,6 +231,13 @@ pub fn volume_name(deployment: &str) -> String {
     format!("labship-ec2-{deployment}-work")
 }
 
+/// CPUs as `docker run --cpus` takes them: at most 9 decimals (its precision), no trailing
+/// zeros (`1`, `0.5`).
+fn cpus_text(cpus: f64) -> String {
+    let text = format!("{cpus:.9}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// The user-data for a new instance: `userdata/boot.sh` with the Docker fragment of
 /// `inputs.host_kind`, as text; RunInstances gets it [`gzip`]ped, at most
 /// [`MAX_USER_DATA_BYTES`].
@@ -239,13 +246,6 @@ pub fn volume_name(deployment: &str) -> String {
 ///
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
-/// CPUs as `docker run --cpus` takes them: at most 9 decimals (its precision), no trailing
-/// zeros (`1`, `0.5`).
-fn cpus_text(cpus: f64) -> String {
-    let text = format!("{cpus:.9}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
     user_data(
         "userdata/boot.sh",
