@@ -483,23 +483,7 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     // token, its own certificate.
     let mut at = BTreeMap::new();
     for id in ["1", "2", "3"] {
-        let row = &rows[id];
-        let url = row["url"].as_str().expect("url");
-        let origin = crate::ec2::origin_of(url);
-        assert!(
-            url.starts_with(&format!(
-                "{}/lab?token=",
-                crate::ec2::on_port(&origin, port)
-            )),
-            "{row}"
-        );
-        let pin = row["tls_fingerprint"].as_str().expect("pin");
-        let token = row["token"].as_str().expect("token");
-        assert_eq!(
-            crate::ec2::jupyter_status(&origin, pin, Some(token)),
-            200,
-            "seat {id}"
-        );
+        let (origin, _, _) = seat_answers(&rows[id], id, port);
         at.insert(id, origin);
     }
     let addresses: std::collections::BTreeSet<&String> = at.values().collect();
@@ -899,6 +883,28 @@ async fn an_ec2_class_gives_each_seat_its_instance_and_ends_with_nothing_left() 
     assert!(class_group(&rig.aws_endpoint, &class).is_none());
 }
 
+/// An EC2 seat's roster row: its login URL is on `port` of its instance's address, and its
+/// Jupyter answers its own token over TLS pinned to its fingerprint. (origin, pin, token).
+fn seat_answers(row: &Value, id: &str, port: u16) -> (String, String, String) {
+    let url = row["url"].as_str().expect("url");
+    let origin = crate::ec2::origin_of(url);
+    assert!(
+        url.starts_with(&format!(
+            "{}/lab?token=",
+            crate::ec2::on_port(&origin, port)
+        )),
+        "seat {id} on port {port}: {row}"
+    );
+    let pin = row["tls_fingerprint"].as_str().expect("pin");
+    let token = row["token"].as_str().expect("token");
+    assert_eq!(
+        crate::ec2::jupyter_status(&origin, pin, Some(token)),
+        200,
+        "seat {id}"
+    );
+    (origin, pin.to_string(), token.to_string())
+}
+
 /// handout/week1.md given to every seat of the EC2 class (`distribute`), then collected
 /// ([`assert_collected`]).
 fn hand_out_and_collect(p: &Project, sim: &str, ids: &[&str]) {
@@ -999,25 +1005,9 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
 
     let rows = rows_by_seat(&report);
     let mut origin = BTreeMap::new();
+    // Each on the class's port plus its place on its host.
     for (id, place) in [("1", 0), ("2", 1), ("3", 0), ("4", 1)] {
-        let row = &rows[id];
-        let url = row["url"].as_str().expect("url");
-        let at = crate::ec2::origin_of(url);
-        assert!(
-            url.starts_with(&format!(
-                "{}/lab?token=",
-                crate::ec2::on_port(&at, port + place)
-            )),
-            "seat {id} on the class's port plus its place: {row}"
-        );
-        let pin = row["tls_fingerprint"].as_str().expect("pin");
-        let token = row["token"].as_str().expect("token");
-        assert_eq!(
-            crate::ec2::jupyter_status(&at, pin, Some(token)),
-            200,
-            "seat {id}"
-        );
-        origin.insert(id, (at, pin.to_string(), token.to_string()));
+        origin.insert(id, seat_answers(&rows[id], id, port + place));
     }
     let host = |id: &str| origin[id].0.rsplit_once(':').expect("port").0.to_string();
     assert_eq!(host("1"), host("2"), "seats 1 and 2 share a host");
