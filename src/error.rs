@@ -621,7 +621,7 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("seat `{seat}` of class `{class}` shares {instance} with {others}: {action} for one seat of a shared host is not built yet")]
+    #[error("seat `{seat}` of class `{class}` shares {instance} with {others}: {action} alone would change the seats beside it, so labship does not do it for one seat of a shared host")]
     #[diagnostic(code(labship::class::shared_host), help("{hint}"))]
     SharedHost {
         class: String,

@@ -47,6 +47,19 @@ pub const LAUNCH_SEATS: &str = "labship:launch-seats";
 /// [`HOST_SEATS_JOIN`] until this tag is set.
 pub const HOST_SEATS: &str = "labship:host-seats";
 pub const HOST_SEATS_JOIN: char = '+';
+/// On such a host: the seats taken off it alone (`down --seat`) while the others stay,
+/// space-separated. Their slots in `labship:host-seats` stay theirs, empty.
+pub const HOST_GONE: &str = "labship:host-gone";
+/// On such a host: `labship:image:<seat>`, the image one seat's container runs once a
+/// replace put it in place alone (each seat's `up` replaces its own); without it the seat
+/// runs the host's `labship:image`.
+pub const SEAT_IMAGE_PREFIX: &str = "labship:image:";
+
+/// The key of the tag holding `seat`'s image on its shared host.
+#[must_use]
+pub fn seat_image(seat: &str) -> String {
+    format!("{SEAT_IMAGE_PREFIX}{seat}")
+}
 
 /// On every resource `up` creates: the ARN of the identity that created it (STS
 /// GetCallerIdentity). `up` and `down` of a deployment someone else owns need `--force`.

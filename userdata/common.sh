@@ -526,13 +526,17 @@ keep_inputs() {
     done
 }
 
+# The new container's memory (MiB) and CPU limits: the script's (SEAT_MEMORY, SEAT_CPUS),
+# or what a replace reads off the running container (keep_limits in replace.sh).
+MEMORY_LIMIT=${SEAT_MEMORY:-} CPU_LIMIT=${SEAT_CPUS:-}
+
 # A new container (fetch_inputs first; no container runs with the inputs' folder now).
 run_container() {
     local id inputs=() limits=() dir="$INPUTS_ROOT/$INPUTS_ID"
     # A seat beside others: its own share of the host, so one runaway kernel cannot take
     # the host from the rest.
-    if [ -n "${SEAT_MEMORY:-}" ]; then limits+=(--memory "${SEAT_MEMORY}m"); fi
-    if [ -n "${SEAT_CPUS:-}" ]; then limits+=(--cpus "$SEAT_CPUS"); fi
+    if [ -n "$MEMORY_LIMIT" ]; then limits+=(--memory "${MEMORY_LIMIT}m"); fi
+    if [ -n "$CPU_LIMIT" ]; then limits+=(--cpus "$CPU_LIMIT"); fi
     if [ -d "$dir.new" ]; then
         rm -rf "$dir"
         mv "$dir.new" "$dir"
@@ -720,8 +724,8 @@ WATCH_PID="$STATE_DIR/$HOST_ID.watch.pid"
 PER_BOOT="${LABSHIP_PER_BOOT_DIR:-/var/lib/cloud/scripts/per-boot}/labship-$HOST_ID.sh"
 # The seats the watchdog watches, "NAME SLOT PORT" lines, written by the boot script: what
 # the host serves, whichever script started the watchdog. (A replace of one seat of such a
-# host, which labship does not send yet, must name the host as its DEPLOYMENT: the watchdog,
-# its hook and the certificate are the host's.)
+# host names the host as its DEPLOYMENT, and the seat as SEAT: the watchdog, its hook and
+# the certificate are the host's; a seat leaving removes its line.)
 HOST_SEATS="$STATE_DIR/$HOST_ID.seats"
 WATCH_CONSOLE=${LABSHIP_WATCH_CONSOLE:-/dev/console}
 

@@ -10,7 +10,13 @@ set -o errtrace
 
 # Plain assignments, as in boot.sh: the watchdog this script starts on a host of several
 # seats sets each seat's in turn (take_seat).
+# The deployment (on a host of several seats: the first seat, whose name the host's lock,
+# watchdog and certificate take).
 DEPLOYMENT={{DEPLOYMENT}}
+# A host of several seats of a class: their names in slot order, and the one seat whose
+# container this script puts in place (both empty: one deployment's host).
+SEATS={{SEATS}}
+readonly SEAT={{SEAT}}
 readonly REGION={{REGION}}
 readonly REGISTRY={{REGISTRY}}
 readonly IMAGE={{IMAGE}}
@@ -35,10 +41,55 @@ readonly INPUTS={{INPUTS}}
 readonly INPUTS_ID={{INPUTS_ID}}
 # 1: start a new container even if the running one has this image (a rotated token).
 readonly RECREATE={{RECREATE}}
+# 1: take the seat SEAT off this host instead (`down --seat`), the other seats staying.
+readonly LEAVE={{LEAVE}}
 readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
-readonly PREVIOUS="$CONTAINER-previous"
 
 {{COMMON}}
+
+# On a host of several seats, the seat this script is for, as the host serves it (its slot
+# and port from the boot's record): its container, token, data volume and markers.
+if [ -n "$SEAT" ]; then
+    seat_line=$(host_seats | awk -v seat="$SEAT" '$1 == seat { print; exit }')
+    if [ -z "$seat_line" ] && [ "$LEAVE" = 1 ]; then
+        MARK_SEAT=$SEAT
+        log "seat $SEAT already left this host"
+        mark left
+        exit 0
+    fi
+    if [ -z "$seat_line" ]; then
+        PHASE=host
+        fail "the seat $SEAT is not on this host (it serves $(host_seats | awk '{ print $1 }' | tr '\n' ' '))"
+    fi
+    take_seat "$seat_line"
+fi
+readonly PREVIOUS="$CONTAINER-previous"
+
+# `down --seat` of one seat of a host its class's seats share, the others staying: its
+# containers and Docker volume go (the workspace stays on its data volume), its data volume
+# is unmounted and forgotten by fstab (labship detaches it next), its token and state files
+# go, and the watchdog stops watching it. Run again, it finds nothing left to do.
+leave_seat() {
+    local c
+    PHASE=leave
+    for c in "$CONTAINER" "$PREVIOUS"; do
+        if docker container inspect "$c" >/dev/null 2>&1; then quiet docker rm -f "$c"; fi
+    done
+    if docker volume inspect "$VOLUME" >/dev/null 2>&1; then quiet docker volume rm "$VOLUME"; fi
+    if [ -z "${LABSHIP_SIM_EBS_DIR:-}" ]; then
+        if mountpoint -q "$DATA_MOUNT" 2>/dev/null; then quiet umount "$DATA_MOUNT"; fi
+        if grep -qF " $DATA_MOUNT " "$FSTAB" 2>/dev/null; then
+            { grep -vF " $DATA_MOUNT " "$FSTAB" || true; } >"$FSTAB.labship"
+            cat "$FSTAB.labship" >"$FSTAB"
+            rm -f "$FSTAB.labship"
+        fi
+    fi
+    rm -rf "$TOKEN_ENV" "$STATE_DIR/$DEPLOYMENT.served" "$INPUTS_ROOT" "$INPUTS_ROOT.id"
+    awk -v seat="$DEPLOYMENT" '$1 != seat' "$HOST_SEATS" >"$HOST_SEATS.tmp"
+    mv "$HOST_SEATS.tmp" "$HOST_SEATS"
+    log "seat $DEPLOYMENT left this host"
+    mark left
+}
 
 # The rollback: the new container goes, the old one comes back under its name.
 restore_previous() {
@@ -47,11 +98,22 @@ restore_previous() {
     docker start "$CONTAINER"
 }
 
+# The running container's limits, for a new container that keeps them (given no limits).
+keep_limits() {
+    local memory nano
+    read -r memory nano < <(docker container inspect --format \
+        '{''{.HostConfig.Memory}} {''{.HostConfig.NanoCpus}}' "$CONTAINER" 2>/dev/null || true)
+    if [[ "${memory:-}" =~ ^[1-9][0-9]*$ ]]; then MEMORY_LIMIT=$((memory / 1048576)); fi
+    if [[ "${nano:-}" =~ ^[1-9][0-9]*$ ]]; then
+        CPU_LIMIT=$(awk -v n="$nano" 'BEGIN { printf "%.2f", n / 1e9 }')
+    fi
+}
+
 # SSM ends a command that runs past its execution timeout (or is cancelled) with a signal:
 # put the old container back then too.
 trap 'fail "stopped by a signal (cancelled, or past its execution timeout)"' TERM INT HUP
 
-log "replace: deployment $DEPLOYMENT, image $IMAGE"
+log "replace: deployment $DEPLOYMENT, image $IMAGE${SEAT:+, seat of the host $HOST_ID}"
 PHASE=host
 # The first boot's user-data may not have run yet (cloud-init starts it late in the boot):
 # let cloud-init finish, or the boot script would start the old image after this replace.
@@ -59,6 +121,10 @@ if command -v cloud-init >/dev/null 2>&1; then
     timeout "$LOCK_DEADLINE" cloud-init status --wait >/dev/null 2>&1 || true
 fi
 take_lock
+if [ "$LEAVE" = 1 ]; then
+    leave_seat
+    exit 0
+fi
 # This script's idle stop and TTL from now on (the TTL still counts from the boot).
 install_watch keep
 PHASE=docker
@@ -101,6 +167,9 @@ if [ "$RECREATE" = 1 ] && [ -n "$have" ]; then
     published=${have##* }
     if [ "${published##*:}" = "$PORT" ]; then PUBLISH_BIND=${published%:*}; fi
 fi
+# Given no limits (a rotation, an `up` without --seats-per-instance), a new container keeps
+# the running one's memory and CPU limits (a seat's on a host of several).
+if [ -n "$have" ] && [ -z "$SEAT_MEMORY$SEAT_CPUS" ]; then keep_limits; fi
 publish=$(publish_label)
 publish=${publish#*=}
 if [ "$have" = "$want true $(inputs_wanted) $publish" ] && [ "$RECREATE" != 1 ]; then

@@ -442,6 +442,28 @@ impl Cloud {
         }
     }
 
+    /// Detaches the volume from the instance (a seat leaving a shared host, which unmounted
+    /// it first). Not attached to it (a lost answer sent again): done.
+    pub async fn detach_data_volume(&self, volume: &str, instance: &str) -> Result<()> {
+        match self
+            .ec2
+            .detach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let attached = self.data_volume(volume).await?.and_then(|v| v.attached_to);
+                if attached.as_deref() != Some(instance) {
+                    return Ok(());
+                }
+                Err(self.fail("ec2", "DetachVolume", volume, &e))
+            }
+        }
+    }
+
     /// Deletes a volume; false when it was already gone.
     pub async fn delete_data_volume(&self, id: &str) -> Result<bool> {
         match self.ec2.delete_volume().volume_id(id).send().await {

@@ -817,6 +817,29 @@ impl Cloud {
         Ok(changed)
     }
 
+    /// After a seat left its shared host (`down --seat`): the class's groups close `port`
+    /// when no seat of the class is on it any more (its other ports stay as they are); true
+    /// when a rule was removed.
+    pub async fn close_unseated_port(&self, class: &str, port: u16) -> Result<bool> {
+        let one = [class];
+        let (groups, seats) = tokio::try_join!(self.class_groups(&one), self.class_seats(class))?;
+        let mut changed = false;
+        for g in groups {
+            let seated = seats
+                .iter()
+                .any(|s| s.security_groups.contains(&g.id) && s.port == Some(port));
+            if seated {
+                continue;
+            }
+            let have = self.ingress_of(&g.id).await?;
+            let stale: Vec<&Rule> = have.iter().filter(|(p, _)| *p == i32::from(port)).collect();
+            if !stale.is_empty() {
+                changed |= self.apply_ingress(&g.id, &have, &[], &stale).await?;
+            }
+        }
+        Ok(changed)
+    }
+
     /// Makes the group's ingress exactly `want`; true when a rule was added or removed.
     async fn set_ingress(&self, group: &str, want: &[Ingress]) -> Result<bool> {
         self.change_ingress(group, want, true).await
@@ -1469,6 +1492,33 @@ impl Cloud {
         .await
     }
 
+    /// After one seat of a shared host got a new container: the seat's own image tag
+    /// ([`tags::seat_image`]) and the host's watchdog settings, which its replace installed
+    /// (the host's port and inputs stay: a seat's do not change alone).
+    pub async fn set_seat_serving_tags(
+        &self,
+        id: &str,
+        seat: &str,
+        image: &str,
+        life: (Option<Duration>, Option<Duration>),
+    ) -> Result<()> {
+        let key = tags::seat_image(seat);
+        self.retag(
+            id,
+            &[
+                (key.as_str(), image.to_string()),
+                (tags::IDLE_STOP, crate::config::lifetime_text(life.0)),
+                (tags::TTL, crate::config::lifetime_text(life.1)),
+            ],
+        )
+        .await
+    }
+
+    /// The seats taken off a shared host alone (`labship:host-gone`), space-separated.
+    pub async fn set_host_gone(&self, id: &str, gone: &[String]) -> Result<()> {
+        self.retag(id, &[(tags::HOST_GONE, gone.join(" "))]).await
+    }
+
     /// Gives an instance launched with others ([`Cloud::launch_many`]) the tags of its own
     /// (its deployment and seat: they were the class's at creation). An instance just
     /// launched may be unknown to CreateTags for a few seconds (eventual consistency): that is
@@ -1923,22 +1973,37 @@ fn to_instances(i: &aws_sdk_ec2::types::Instance) -> Vec<Instance> {
     let Some((class, seats, _)) = host_seats(i) else {
         return vec![host];
     };
+    let gone = host_gone(i);
     seats
         .iter()
         .enumerate()
+        .filter(|(_, seat)| !gone.contains(seat))
         .map(|(slot, seat)| Instance {
             deployment: crate::class::seat_deployment(&class, seat),
+            image: tag_value(i.tags(), &tags::seat_image(seat)).or_else(|| host.image.clone()),
             port: host
                 .port
                 .and_then(|p| u16::try_from(slot).ok().and_then(|s| p.checked_add(s))),
-            seat: Some(shared_seat(&class, &seats, slot)),
+            seat: Some(shared_seat(&class, &seats, slot, &gone)),
             ..host.clone()
         })
         .collect()
 }
 
-/// Seat `slot` of a shared host of `class`'s `seats`.
-pub fn shared_seat(class: &str, seats: &[String], slot: usize) -> crate::hosts::SeatOf {
+/// The seats taken off a shared host alone (`labship:host-gone`).
+fn host_gone(i: &aws_sdk_ec2::types::Instance) -> Vec<String> {
+    tag_value(i.tags(), tags::HOST_GONE)
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Seat `slot` of a shared host of `class`'s `seats`, of which `gone` were taken off it.
+pub fn shared_seat(
+    class: &str,
+    seats: &[String],
+    slot: usize,
+    gone: &[String],
+) -> crate::hosts::SeatOf {
     crate::hosts::SeatOf {
         class: class.to_string(),
         seat: seats.get(slot).cloned().unwrap_or_default(),
@@ -1947,6 +2012,7 @@ pub fn shared_seat(class: &str, seats: &[String], slot: usize) -> crate::hosts::
         host: Some(crate::hosts::SharedHost {
             seats: seats.to_vec(),
             slot,
+            gone: gone.to_vec(),
         }),
     }
 }
@@ -2019,7 +2085,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, otherwise: &str) -> Instance {
         spot: i.instance_lifecycle().map(|l| l.as_str()) == Some("spot"),
         spot_request: i.spot_instance_request_id().map(str::to_string),
         seat: match &shared {
-            Some((class, seats, _)) => Some(shared_seat(class, seats, 0)),
+            Some((class, seats, _)) => Some(shared_seat(class, seats, 0, &host_gone(i))),
             None => seat_of(i.tags()).or(by_index),
         },
         inputs: tag_value(i.tags(), tags::INPUTS),
@@ -2180,6 +2246,34 @@ mod tests {
             once_each(&["i-1".into(), "i-2".into(), "i-1".into()]),
             ["i-1", "i-2"]
         );
+        // A seat taken off it alone is no longer read as one of its seats; the others keep
+        // their slots and ports, and know it left. A seat's own image tag is its image.
+        let left = host(
+            0,
+            &[
+                (tags::CLASS, "ds"),
+                (tags::HOST_SEATS, "a b c"),
+                (tags::HOST_GONE, "b"),
+                (tags::PORT, "9000"),
+                (tags::IMAGE, "r/x:1"),
+                ("labship:image:c", "r/x:2"),
+            ],
+        );
+        let seats = to_instances(&left);
+        let seen: Vec<(&str, Option<u16>, Option<&str>)> = seats
+            .iter()
+            .map(|i| (i.deployment.as_str(), i.port, i.image.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ds-a", Some(9000), Some("r/x:1")),
+                ("ds-c", Some(9002), Some("r/x:2"))
+            ]
+        );
+        let c = seats[1].shared_host().expect("shared");
+        assert_eq!((c.slot, c.gone.as_slice()), (2, &["b".to_string()][..]));
+        assert_eq!(c.beside("c"), ["a"]);
     }
 
     #[test]

@@ -558,6 +558,7 @@ fn place<'s>(
                     let host = SharedHost {
                         seats: ids.clone(),
                         slot,
+                        gone: Vec::new(),
                     };
                     (*i, *s, Some(host))
                 })
@@ -597,50 +598,6 @@ fn seats_in(status: Vec<DeploymentStatus>, class: &str) -> Vec<DeploymentStatus>
 
 fn seat_order(id: &str) -> (u64, String) {
     (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string())
-}
-
-/// Refuses to end some seats of a shared host without the others (`down --seat`): its
-/// instance goes with its last seat, so ending it would end theirs.
-pub fn whole_hosts(chosen: &[DeploymentStatus]) -> Result<()> {
-    let taken = |id: &str| {
-        chosen
-            .iter()
-            .any(|c| c.seat.as_ref().is_some_and(|s| s.seat == id))
-    };
-    for d in chosen {
-        if let Some(seat) = &d.seat {
-            whole_host(seat, d.instance_id.as_deref().unwrap_or("its host"), taken)?;
-        }
-    }
-    Ok(())
-}
-
-/// Refuses the `down` of `seat` when it is on a shared host (`instance`) with seats not
-/// `taken` down with it.
-pub fn whole_host(seat: &SeatOf, instance: &str, taken: impl Fn(&str) -> bool) -> Result<()> {
-    let Some(host) = &seat.host else {
-        return Ok(());
-    };
-    let staying: Vec<&str> = host
-        .seats
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !taken(s))
-        .collect();
-    if staying.is_empty() {
-        return Ok(());
-    }
-    Err(Error::SharedHost {
-        class: seat.class.clone(),
-        seat: seat.seat.clone(),
-        instance: instance.to_string(),
-        others: format!("seat(s) {}", staying.join(", ")),
-        action: "taking it down".into(),
-        hint: format!(
-            "`labship down {} --ec2` takes the class down with its hosts (each seat's data volume is kept unless --delete-data)",
-            seat.class
-        ),
-    })
 }
 
 /// Of a class's `seats` ([`seats`]), those to act on: all, or the one asked for. Err: the

@@ -67,9 +67,6 @@ async fn on<H: Host>(
     let seats = (seat.is_some() || !seats.is_empty())
         .then(|| labship::class::pick(seats, &config.name, seat, host.target()))
         .transpose()?;
-    if let Some(seats) = &seats {
-        labship::class::whole_hosts(seats)?;
-    }
     if !args.yes {
         let preview = match &seats {
             Some(seats) => labship::class::down_preview(host, config, options, seats).await?,

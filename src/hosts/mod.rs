@@ -95,6 +95,22 @@ pub struct SharedHost {
     pub seats: Vec<String>,
     /// This seat's place among them.
     pub slot: usize,
+    /// Seats taken off the host alone (`down --seat`) while the others stay
+    /// (`labship:host-gone`): their slots stay empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
+}
+
+impl SharedHost {
+    /// The seats the host serves beside `seat`, in slot order.
+    #[must_use]
+    pub fn beside(&self, seat: &str) -> Vec<&str> {
+        self.seats
+            .iter()
+            .filter(|s| *s != seat && !self.gone.contains(s))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// The `labship up` (quoted) that starts a deployment again or brings it back: a class's

@@ -1104,9 +1104,23 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     }
     assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
 
-    // A host stopped (as its watchdog stops it once its seats are idle): the class's `up`
-    // starts it, and each of its seats is back with its own token; the other host's are
-    // left as they are.
+    // distribute and collect reach each seat's own Jupyter.
+    hand_out_and_collect(&p, &sim, &["1", "2", "3", "4"]);
+    let image_of = |id: &str| {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.Image}}",
+            &format!("labship-ec2-{class}-{id}"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let first_image = image_of("1");
+
+    // A host stopped (as its watchdog stops it once its seats are idle), and a new image:
+    // the class's `up` starts the host, and each seat of both hosts gets the new image
+    // alone, through its host's script for it, with its own token and notebooks.
     let first_host = class_instances(&rig.aws_endpoint, &class)
         .into_iter()
         .find(|i| tag_of(i, "labship:host-seats").as_deref() == Some("1 2"))
@@ -1123,10 +1137,12 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         std::time::Duration::from_secs(120),
         || {},
     );
+    p.write("docker/resources/extra.txt", "week 2\n");
     let started = json(&p.labship_at(&sim, &args, &[]));
     assert_eq!(started["ready"], 4, "{started}");
     let started_rows = rows_by_seat(&started);
-    // One of the host's seats starts it; the other finds it started or starting.
+    // One of the host's seats starts it; the other finds it started or starting, and
+    // replaces its container there.
     let action = |id: &str| {
         started_rows[id]["action"]
             .as_str()
@@ -1135,17 +1151,41 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     };
     assert!(
         [action("1"), action("2")].contains(&"started".to_string())
-            && ["started", "unchanged", "resumed"].contains(&action("1").as_str())
-            && ["started", "unchanged", "resumed"].contains(&action("2").as_str()),
+            && ["started", "replaced"].contains(&action("1").as_str())
+            && ["started", "replaced"].contains(&action("2").as_str()),
         "{started}"
     );
+    for id in ["3", "4"] {
+        assert_eq!(action(id), "replaced", "{started}");
+    }
+    let new_image = image_of("1");
+    assert_ne!(new_image, first_image);
     for id in ["1", "2", "3", "4"] {
         assert_eq!(started_rows[id]["token"], rows[id]["token"], "{started}");
+        assert_eq!(image_of(id), new_image, "seat {id}");
+        // Its share of the host, as before.
+        let limits = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+            &format!("labship-ec2-{class}-{id}"),
+        ]);
+        assert_eq!(
+            limits.trim(),
+            format!("{} 500000000", 1024u64 << 20),
+            "seat {id}"
+        );
     }
-    for id in ["3", "4"] {
-        assert_eq!(action(id), "unchanged", "{started}");
+    // What AWS shows: each seat's image on its host, the hosts' port and seats as they were.
+    for i in class_instances(&rig.aws_endpoint, &class) {
+        let seats = tag_of(&i, "labship:host-seats").expect("host seats");
+        for seat in seats.split(' ') {
+            let tagged = tag_of(&i, &format!("labship:image:{seat}"));
+            assert_eq!(tagged.as_deref(), Some(new_image.as_str()), "{i}");
+        }
+        assert_eq!(tag_of(&i, "labship:port").as_deref(), Some(port_s.as_str()));
     }
-    for id in ["1", "2"] {
+    for id in ["1", "2", "3", "4"] {
         let url = started_rows[id]["url"].as_str().expect("url");
         let at = crate::ec2::origin_of(url);
         let (_, pin, token) = &origin[id];
@@ -1156,33 +1196,113 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         );
         origin.insert(id, (at, pin.clone(), token.clone()));
     }
+    // The notebooks handed out before are still in every seat's workspace.
+    std::fs::remove_dir_all(p.path().join("collected")).expect("the first collect's folder");
+    assert_collected(&p, &sim, &["1", "2", "3", "4"]);
 
-    // distribute and collect reach each seat's own Jupyter.
-    hand_out_and_collect(&p, &sim, &["1", "2", "3", "4"]);
+    // One seat's token rotated alone: its new token opens it and its old one no longer
+    // does; its container keeps its limits, and the seat beside it is not touched.
+    let container_id = |id: &str| {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            &format!("labship-ec2-{class}-{id}"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let seat3_before = container_id("3");
+    let rotated = json(&p.labship_at(
+        &sim,
+        &["token", "--ec2", "--rotate", "--seat", "4", "-o", "json"],
+        &[],
+    ));
+    let new_token = rotated["token"].as_str().expect("token").to_string();
+    let (at4, pin4, old4) = origin["4"].clone();
+    assert_ne!(new_token, old4);
+    assert_eq!(
+        crate::ec2::jupyter_status(&at4, &pin4, Some(&new_token)),
+        200
+    );
+    assert_eq!(crate::ec2::jupyter_status(&at4, &pin4, Some(&old4)), 403);
+    assert_eq!(container_id("3"), seat3_before, "seat 3 was restarted");
+    let (at3, pin3, token3) = &origin["3"];
+    assert_eq!(crate::ec2::jupyter_status(at3, pin3, Some(token3)), 200);
+    let limits = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        &format!("labship-ec2-{class}-4"),
+    ]);
+    assert_eq!(limits.trim(), format!("{} 500000000", 1024u64 << 20));
+    origin.insert("4", (at4, pin4, new_token));
 
-    // What would end or restart one seat's host alone is refused, naming the seats beside
-    // it, and changes nothing.
+    // One seat taken down alone: it leaves its host, which goes on serving the seat beside
+    // it; its data volume is detached and kept, its token deleted.
+    let seat2_before = container_id("2");
+    let left = p.labship_at(&sim, &["down", "--ec2", "--yes", "--seat", "1"], &[]);
+    assert!(left.status.success(), "{}", stderr(&left));
+    let gone = docker(&["container", "inspect", &format!("labship-ec2-{class}-1")]);
+    assert!(!gone.status.success(), "seat 1's container is still there");
+    assert_eq!(container_id("2"), seat2_before, "seat 2 was restarted");
+    let (at2, pin2, token2) = &origin["2"];
+    assert_eq!(crate::ec2::jupyter_status(at2, pin2, Some(token2)), 200);
+    let instances = class_instances(&rig.aws_endpoint, &class);
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let host12 = instances
+        .iter()
+        .find(|i| i["InstanceId"] == first_host.as_str())
+        .expect("the host of seats 1 and 2");
+    assert_eq!(host12["State"]["Name"], "running", "{host12}");
+    assert_eq!(tag_of(host12, "labship:host-gone").as_deref(), Some("1"));
+    let volume = aws_json(
+        &rig.aws_endpoint,
+        &[
+            "ec2",
+            "describe-volumes",
+            "--filters",
+            &format!("Name=tag:labship:deployment,Values={class}-1"),
+        ],
+    );
+    assert_eq!(volume["Volumes"][0]["State"], "available", "{volume}");
+    let token1 = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &format!("/labship/{class}-1/token"),
+        ],
+    );
+    assert!(!token1.status.success(), "seat 1's token is still sealed");
+    // Its host's roster has only seat 2 now.
+    let roster = json(&p.labship_at(&sim, &["token", "--ec2", "-o", "json"], &[]));
+    assert_eq!(
+        rows_by_seat(&roster)["2"]["url"],
+        started_rows["2"]["url"],
+        "{roster}"
+    );
+    assert!(
+        rows_by_seat(&roster)
+            .get("1")
+            .is_none_or(|r| r["url"].is_null()),
+        "{roster}"
+    );
+
+    // Stopping one seat's host would stop the seat beside it: refused, naming it.
     let seat3 = format!("{class}-3");
-    for (verb, beside) in [
-        (vec!["down", "--ec2", "--yes", "--seat", "1"], "seat(s) 2"),
-        (
-            vec!["token", "--ec2", "--rotate", "--seat", "4"],
-            "seat(s) 3",
-        ),
-        (vec!["stop", &seat3, "--ec2"], "seat(s) 4"),
-    ] {
-        let out = p.labship_at(&sim, &verb, &[]);
-        assert!(!out.status.success(), "{verb:?}");
-        let err = unwrapped(&stderr(&out));
-        assert!(
-            err.contains("shares") && err.contains(beside),
-            "{verb:?}: {err}"
-        );
-    }
-    assert_eq!(class_instances(&rig.aws_endpoint, &class).len(), 2);
-    for id in ["1", "4"] {
+    let out = p.labship_at(&sim, &["stop", &seat3, "--ec2"], &[]);
+    assert!(!out.status.success());
+    let err = unwrapped(&stderr(&out));
+    assert!(err.contains("shares") && err.contains("seat(s) 4"), "{err}");
+    for id in ["2", "3", "4"] {
         let (at, pin, token) = &origin[id];
-        assert_eq!(crate::ec2::jupyter_status(at, pin, Some(token)), 200);
+        assert_eq!(
+            crate::ec2::jupyter_status(at, pin, Some(token)),
+            200,
+            "seat {id}"
+        );
     }
 
     // down of the class keeps each seat's data volume; the class's `up` again, three to an

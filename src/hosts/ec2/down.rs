@@ -46,6 +46,9 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
         cloud.data_volumes(Some(deployment)),
         cloud.deployment_role_exists(&cloud.region, deployment),
     )?;
+    let (shared, instances): (Vec<Instance>, Vec<Instance>) = instances
+        .into_iter()
+        .partition(|i| i.shared_host().is_some_and(|h| h.seats.len() > 1));
     let (on_volume, on_disk): (Vec<Instance>, Vec<Instance>) =
         instances.into_iter().partition(|i| i.data_volume);
     let ids = |list: &[Instance]| {
@@ -57,7 +60,8 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     let volume_ids: Vec<String> = volumes.iter().map(DataVolume::describe).collect();
     let groups: Vec<String> = groups.into_iter().map(|g| g.id).collect();
     let deletes_volumes = opts.delete_data && !volumes.is_empty();
-    if on_volume.is_empty()
+    if shared.is_empty()
+        && on_volume.is_empty()
         && on_disk.is_empty()
         && groups.is_empty()
         && !token
@@ -84,6 +88,22 @@ pub async fn preview(aws: &Aws, config: &Config, opts: &DownOptions) -> Result<O
     }
     if !on_volume.is_empty() {
         what.push(format!("terminate {}", ids(&on_volume)));
+    }
+    // A seat of a shared host: it leaves the host, which ends with the last of its seats.
+    for inst in &shared {
+        let beside = inst
+            .seat
+            .as_ref()
+            .and_then(|s| s.host.as_ref().map(|h| h.beside(&s.seat).join(", ")))
+            .unwrap_or_default();
+        what.push(if beside.is_empty() {
+            format!("terminate {}", inst.id)
+        } else {
+            format!(
+                "take it off {} (terminated once seat(s) {beside} go too)",
+                inst.id
+            )
+        });
     }
     if deletes_volumes {
         what.push(format!(
@@ -231,14 +251,196 @@ pub async fn down(
     }
 }
 
-/// Refuses the `down` of a seat whose shared host serves seats not taken down with it:
-/// terminating it would end theirs.
-fn whole_hosts(instances: &[Instance], names: &[&str]) -> Result<()> {
-    for inst in instances {
-        if let Some(seat) = &inst.seat {
-            crate::class::whole_host(seat, &inst.id, |s| {
-                names.contains(&crate::class::seat_deployment(&seat.class, s).as_str())
-            })?;
+/// Of a deployment's instances, the shared host it is a seat of whose other seats stay (not
+/// among `names`, the deployments taken down): the seat leaves it ([`vacate`]) rather than
+/// ending it.
+fn staying_host<'i>(instances: &'i [Instance], names: &[&str]) -> Option<&'i Instance> {
+    instances.iter().find(|inst| {
+        inst.seat.as_ref().is_some_and(|seat| {
+            seat.host.as_ref().is_some_and(|host| {
+                host.beside(&seat.seat).iter().any(|s| {
+                    !names.contains(&crate::class::seat_deployment(&seat.class, s).as_str())
+                })
+            })
+        })
+    })
+}
+
+/// How long a seat's leaving script may run on its host: the host's lock (another script of
+/// the host, at most a whole boot), then a few Docker calls and an unmount.
+const LEAVE_WAIT: Duration = Duration::from_secs(
+    180 + 120
+        + super::plan::DATA_DEADLINE
+        + super::plan::PULL_DEADLINE
+        + super::plan::JUPYTER_DEADLINE
+        + 180,
+);
+
+/// `down` of a seat of a shared host whose other seats stay: the host's script takes the
+/// seat off it (its containers and Docker volume; its data volume unmounted, the watchdog no
+/// longer watching it), its data volume is detached, and the instance tagged with it in
+/// `labship:host-gone` (`gone`: the instance's list, kept across the seats of one `down`).
+/// The rest (the volume kept or deleted, the token) follows as for a seat whose instance
+/// ended. A host that is not running, a script that fails: the seat stays, said in its
+/// report; sent again, each step finds its work done.
+async fn vacate(
+    cloud: &Cloud,
+    t: &mut Teardown<'_>,
+    inst: &Instance,
+    gone: &mut Vec<String>,
+    printer: &Printer,
+) -> Result<()> {
+    let name = t.config.name.clone();
+    let (Some(seat), Some(host)) = (inst.seat.as_ref(), super::plan::ExistingHost::of(inst)) else {
+        return Ok(());
+    };
+    let beside = seat
+        .host
+        .as_ref()
+        .map(|h| h.beside(&seat.seat).join(", "))
+        .unwrap_or_default();
+    if inst.state != "running" {
+        t.stopped = Some(Error::SharedHost {
+            class: seat.class.clone(),
+            seat: seat.seat.clone(),
+            instance: inst.id.clone(),
+            others: format!("seat(s) {beside}"),
+            action: format!("taking it off its host while the host is {}", inst.state),
+            hint: format!(
+                "the class's `labship up {} --ec2` starts the host; then `labship down {} --ec2 --seat {}` takes the seat off it",
+                seat.class, seat.class, seat.seat
+            ),
+        });
+        return Ok(());
+    }
+    let Some(image) = inst.image.as_deref() else {
+        t.report.failures.push(format!(
+            "{} has no labship:image tag: the seat stays on it",
+            inst.id
+        ));
+        return Ok(());
+    };
+    let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
+    let script = match super::userdata::render_seat_leave(
+        &super::userdata::UserDataInputs {
+            deployment: seats[0],
+            seats: &seats,
+            ..super::plan::kept_inputs(inst, &cloud.region, image, host.first_port)
+        },
+        &name,
+    ) {
+        Ok(script) => script,
+        Err(e) => {
+            t.report.failures.push(e.to_string());
+            return Ok(());
+        }
+    };
+    printer.note(format!(
+        "Taking seat {} off {} (it keeps serving seat(s) {beside})",
+        seat.seat, inst.id
+    ));
+    if !cloud.ssm_online(&inst.id).await? {
+        t.report.failures.push(format!(
+            "{}'s Systems Manager agent is not online, so the seat could not be taken off it; `labship down {} --ec2 --seat {}` again tries once more",
+            inst.id, seat.class, seat.seat
+        ));
+        return Ok(());
+    }
+    let result = unless_interrupted(
+        interrupt::cancellable(
+            "the seat leaving its host",
+            cloud.run_script(
+                &inst.id,
+                &script,
+                "labship: take a seat off its host",
+                LEAVE_WAIT,
+            ),
+        )
+        .await,
+    )?;
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            t.report.failures.push(e);
+            return Ok(());
+        }
+    };
+    let view = super::console::seen_by(result.stdout.clone(), inst);
+    let failed = match super::console::markers(&view).last().map(|m| &m.phase) {
+        Some(super::console::MarkerKind::Error { phase, cause }) => {
+            Some(format!("while {phase}: {}", crate::token::redact(cause)))
+        }
+        _ if !result.success => Some(format!("its script ended with status {}", result.status)),
+        _ => None,
+    };
+    if let Some(why) = failed {
+        t.report.failures.push(format!(
+            "seat {} could not be taken off {} ({why}); it stays there, and `labship down {} --ec2 --seat {}` again tries once more",
+            seat.seat, inst.id, seat.class, seat.seat
+        ));
+        return Ok(());
+    }
+    t.report
+        .removed
+        .push(format!("seat {}'s container on {}", seat.seat, inst.id));
+    // Its data volume, unmounted by the host: detached, then kept or deleted as any seat's.
+    let volumes = cloud.data_volumes_of(&[name.as_str()]).await?;
+    let mine: Vec<&DataVolume> = volumes
+        .iter()
+        .filter(|v| v.attached_to.as_deref() == Some(inst.id.as_str()))
+        .collect();
+    for v in &mine {
+        if let Err(e) = cloud.detach_data_volume(&v.id, &inst.id).await {
+            t.report.failures.push(e.to_string());
+            return Ok(());
+        }
+    }
+    let ids: Vec<String> = mine.iter().map(|v| v.id.clone()).collect();
+    match unless_interrupted(
+        interrupt::cancellable(
+            "the data volume's detachment",
+            cloud.wait_volumes_available(&ids, VOLUME_WAIT),
+        )
+        .await,
+    )? {
+        Ok(stuck) if stuck.is_empty() => {}
+        Ok(stuck) => {
+            t.report.failures.push(format!(
+                "data volume {} was still attached to {} {}s after it was detached: see it in the EC2 console",
+                stuck.join(", "),
+                inst.id,
+                VOLUME_WAIT.as_secs()
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            t.report.failures.push(e);
+            return Ok(());
+        }
+    }
+    // The host lists it no more: its other seats' verbs leave it out, and a later `up` of
+    // the class places it anew.
+    if !gone.contains(&seat.seat) {
+        gone.push(seat.seat.clone());
+    }
+    if let Err(e) = cloud.set_host_gone(&inst.id, gone).await {
+        t.report.failures.push(e.to_string());
+        return Ok(());
+    }
+    t.report
+        .kept
+        .push(format!("instance {}: it serves seat(s) {beside}", inst.id));
+    t.instances.clear();
+    // Its port, when no seat of the class is on it any more (DescribeInstances may lag the
+    // tag: then the class's next `up` closes it).
+    if let Some(port) = inst.port {
+        match cloud.close_unseated_port(&seat.class, port).await {
+            Ok(true) => t.report.removed.push(format!("the class's rule for port {port}")),
+            Ok(false) => {}
+            // Not a failure of the seat's `down`: nothing listens there any more.
+            Err(e) => printer.note(format!(
+                "The class's rule for port {port} stays: {e}; the class's next `labship up` closes it"
+            )),
         }
     }
     Ok(())
@@ -319,8 +521,7 @@ pub async fn down_many(
                     .chain(volumes.iter().map(|v| &v.owner)),
                 opts.force,
                 "remove",
-            )
-            .and_then(|()| whole_hosts(&instances, &names));
+            );
             Teardown {
                 config,
                 report: DownReport::new(Target::Ec2, name, Some(cloud.region.clone())),
@@ -332,6 +533,20 @@ pub async fn down_many(
             }
         })
         .collect();
+
+    // 0b. A seat of a shared host whose other seats stay leaves it; the instance stays.
+    let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in each.iter_mut().filter(|t| t.stopped.is_none()) {
+        let Some(inst) = staying_host(&t.instances, &names).cloned() else {
+            continue;
+        };
+        let listed = inst
+            .shared_host()
+            .map(|h| h.gone.clone())
+            .unwrap_or_default();
+        let gone = gone.entry(inst.id.clone()).or_insert(listed);
+        vacate(&cloud, t, &inst, gone, printer).await?;
+    }
 
     // 1. Instances (they hold the security groups). The workspace of one on the data volume
     //    stays there; one of an older labship has it on its own disk, which goes with it:

@@ -395,6 +395,7 @@ fn seated(mut instance: Instance, spec: &LaunchSpec) -> Instance {
             &host.class,
             &host.seats,
             host.slot,
+            &[],
         ));
         instance.untagged_seat = false;
     }

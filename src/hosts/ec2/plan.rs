@@ -324,16 +324,66 @@ fn shared_of(opts: &Options) -> Result<Option<SharedLaunch>> {
     }))
 }
 
+/// The shared host an existing seat is on, as its replace script names it: the host's
+/// seats as deployments, in slot order, and the first seat's port.
+pub struct ExistingHost {
+    pub deployments: Vec<String>,
+    pub first_port: u16,
+}
+
+impl ExistingHost {
+    pub fn of(inst: &Instance) -> Option<Self> {
+        let seat = inst.seat.as_ref()?;
+        let host = seat.host.as_ref()?;
+        let slot = u16::try_from(host.slot).ok()?;
+        Some(Self {
+            deployments: host
+                .seats
+                .iter()
+                .map(|s| crate::class::seat_deployment(&seat.class, s))
+                .collect(),
+            first_port: inst.port?.checked_sub(slot)?,
+        })
+    }
+}
+
+/// What a script sent to an existing instance needs when it changes neither its image, nor
+/// its watchdog, nor its inputs (a token rotation, a seat leaving its host): from its tags,
+/// `image` (its `labship:image`) on `port`. No limits: a new container keeps the running
+/// one's.
+#[must_use]
+pub fn kept_inputs<'a>(
+    inst: &'a Instance,
+    region: &'a str,
+    image: &'a str,
+    port: u16,
+) -> UserDataInputs<'a> {
+    UserDataInputs {
+        deployment: &inst.deployment,
+        seats: &[],
+        region,
+        registry: image.split('/').next().unwrap_or_default(),
+        image,
+        // Not used by a script sent to a running host.
+        host_kind: HostKind::Custom,
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        port,
+        container_port: CONTAINER_PORT,
+        pull_deadline_secs: PULL_DEADLINE,
+        jupyter_deadline_secs: JUPYTER_DEADLINE,
+        idle_stop_secs: inst.idle_stop.flatten().map_or(0, |d| d.as_secs()),
+        ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
+        data_volume: inst.data_volume,
+        inputs: userdata::KEEP_INPUTS,
+        limits: crate::hosts::Limits::default(),
+    }
+}
+
 /// The refusal of `action` on one seat of a shared host (None: `inst` is no such seat).
 pub fn shared_refusal(inst: &Instance, action: &str) -> Option<Error> {
     let seat = inst.seat.as_ref()?;
     let host = seat.host.as_ref()?;
-    let others: Vec<&str> = host
-        .seats
-        .iter()
-        .filter(|s| **s != seat.seat)
-        .map(String::as_str)
-        .collect();
+    let others = host.beside(&seat.seat);
     Some(Error::SharedHost {
         class: seat.class.clone(),
         seat: seat.seat.clone(),
@@ -607,8 +657,10 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
     // A replace keeps where the instance has its workspace (instances launched before data
     // volumes have it on their own disk).
     let on_data_volume = live.or(observed.stopped()).is_some_and(|i| i.data_volume);
+    // A seat of a shared host gets the host's script for its seat alone.
+    let host_of = live.or(observed.stopped()).and_then(ExistingHost::of);
     let script = |registry: &str| {
-        userdata::render_replace(&inputs(
+        let replace = inputs(
             config,
             &observed.region,
             registry,
@@ -616,7 +668,24 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             &kind,
             opts,
             on_data_volume,
-        ))
+        );
+        match &host_of {
+            None => userdata::render_replace(&replace),
+            Some(host) => {
+                let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
+                userdata::render_seat_replace(
+                    &UserDataInputs {
+                        deployment: seats[0],
+                        seats: &seats,
+                        port: host.first_port,
+                        limits: opts.limits,
+                        ..replace
+                    },
+                    name,
+                    false,
+                )
+            }
+        }
         .map_err(user_data_error)
     };
 
@@ -839,14 +908,22 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
             )
         }
     };
-    // A seat of a shared host is started with its host; what would send it a script of its
-    // own (a replace, a restart, a start with changes) is not built for one seat.
+    // A seat of a shared host is on the port its slot gives it, beside the other seats, and
+    // the host has one role: its port does not move alone, and it takes no [data] inputs
+    // (which the host copies with a role of the seat's own).
     if let (None, Some(_), Some(inst)) = (
         &detail.launch,
         &detail.user_data,
         live.or(observed.stopped()),
     ) {
-        if let Some(refused) = shared_refusal(inst, &reason) {
+        let alone = if inst.port != Some(opts.port) {
+            Some(format!("moving it to port {}", opts.port))
+        } else if !same_inputs(inst, opts) {
+            Some("copying [data] inputs to it".to_string())
+        } else {
+            None
+        };
+        if let Some(refused) = alone.and_then(|action| shared_refusal(inst, &action)) {
             return Err(refused);
         }
     }
@@ -1492,6 +1569,7 @@ mod tests {
             host: Some(crate::hosts::SharedHost {
                 seats: seats.iter().map(|s| s.to_string()).collect(),
                 slot,
+                gone: Vec::new(),
             }),
         }
     }
@@ -1594,7 +1672,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seat_of_a_shared_host_keeps_its_slot_and_is_not_replaced_alone() {
+    fn a_seat_of_a_shared_host_keeps_its_slot_and_is_replaced_alone_on_it() {
         let (_dir, mut config) = config();
         config.name = "ds-b".into();
         let mut inst = instance("running", "img", 9001);
@@ -1623,12 +1701,36 @@ mod tests {
         .expect("options")
         .following(Some(&inst));
         assert_eq!(moved.port, 7001);
-        // Another image would replace its container through a script of its own: refused,
-        // naming the seat beside it.
-        let err = plan(&config, &followed, &observed(vec![inst])).expect_err("refused");
+        // Another image: the host's replace script for this seat alone (the host named by
+        // its first seat and port, as its boot script names it).
+        let planned = plan(&config, &followed, &observed(vec![inst.clone()])).expect("plan");
+        assert_eq!(planned.action, PlannedAction::Replace);
+        let script = ec2(&planned).user_data.clone().unwrap_or_default();
+        for line in [
+            "DEPLOYMENT='ds-a'",
+            "SEATS='ds-a ds-b'",
+            "readonly SEAT='ds-b'",
+            "PORT='9000'",
+        ] {
+            assert!(script.lines().any(|l| l == line), "{line}: {script}");
+        }
+        // Stopped, it is started and then replaced the same way.
+        let mut stopped = inst.clone();
+        stopped.state = "stopped".into();
+        let planned = plan(&config, &followed, &observed(vec![stopped])).expect("plan");
+        assert_eq!(planned.action, PlannedAction::Start);
+        let script = ec2(&planned).user_data.clone().unwrap_or_default();
+        assert!(
+            script.lines().any(|l| l == "readonly SEAT='ds-b'"),
+            "{script}"
+        );
+        // Its port does not move alone: refused, naming the seat beside it.
+        let err = plan(&config, &moved, &observed(vec![inst])).expect_err("refused");
         let text = err.to_string();
         assert!(
-            text.contains("shares i-1 with seat(s) a") && text.contains("ds"),
+            text.contains("shares i-1 with seat(s) a")
+                && text.contains("port 7001")
+                && text.contains("ds"),
             "{text}"
         );
     }

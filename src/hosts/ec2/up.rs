@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
-use super::userdata::{self, HostKind, UserDataInputs};
+use super::userdata::{self, UserDataInputs};
 use super::{ingress_cidrs, launch, resolve_ami, role, sealed, watch};
 use crate::aws::ebs::{self, DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
@@ -805,7 +805,7 @@ async fn start(
     };
     // The agent registers again a few seconds after boot.
     let t_boot = Instant::now();
-    retry::until(Duration::from_secs(300), Duration::from_secs(1), || async {
+    retry::until(AGENT_PATIENCE, Duration::from_secs(1), || async {
         interrupt::checkpoint("Systems Manager reaching the host")?;
         if cloud.ssm_online(&running.id).await? {
             Ok(Step::Done(()))
@@ -1341,6 +1341,9 @@ async fn ensure_data_volume(
     Ok(volume)
 }
 
+/// How long a host that was just started may take until its Systems Manager agent is online.
+const AGENT_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Replaces the container through SSM RunCommand; returns (instance, seconds, what it serves).
 async fn replace_container(
     cloud: &Cloud,
@@ -1351,14 +1354,30 @@ async fn replace_container(
     printer: &Printer,
 ) -> Result<(Instance, f64, Served)> {
     let t = Instant::now();
-    if !cloud.ssm_online(&inst.id).await? {
-        return Err(Error::Replace {
+    // A host that is starting (a shared host another of its seats just started) gets the
+    // time its agent needs to register again; one that runs is asked once.
+    let starting = inst.state == "pending"
+        || inst
+            .launched_secs
+            .is_some_and(|at| crate::hosts::now_secs() - at < AGENT_PATIENCE.as_secs() as i64);
+    let patience = if starting {
+        AGENT_PATIENCE
+    } else {
+        Duration::ZERO
+    };
+    retry::until(patience, Duration::from_secs(1), || async {
+        interrupt::checkpoint("Systems Manager reaching the host")?;
+        if cloud.ssm_online(&inst.id).await? {
+            return Ok(Step::Done(()));
+        }
+        Ok(Step::Again(Error::Replace {
             deployment: inst.deployment.clone(),
             instance: inst.id.clone(),
             message: "its Systems Manager agent is not online, so labship cannot reach the host".into(),
             hint: format!("the agent needs a minute after boot and the labship-instance role (its inline policy lets the agent register); try again shortly, or remove the instance with `labship down {} --ec2` (its notebooks go with it) and run `labship up --ec2`", inst.deployment),
-        });
-    }
+        }))
+    })
+    .await?;
     printer.note(format!(
         "Replacing the container on {} through Systems Manager",
         inst.id
@@ -1382,7 +1401,9 @@ async fn replace_container(
         ),
     )
     .await?;
-    let markers = console::markers(&result.stdout);
+    // A seat of a shared host: its own markers (`seat=NAME`) as a deployment's.
+    let output = console::seen_by(result.stdout.clone(), inst);
+    let markers = console::markers(&output);
     if let Some(MarkerKind::Error { phase, cause }) = markers.last().map(|m| &m.phase) {
         return Err(Error::BootFailed {
             deployment: inst.deployment.clone(),
@@ -1404,7 +1425,7 @@ async fn replace_container(
             ),
         });
     }
-    let served = console::served(&result.stdout).ok_or_else(|| Error::Replace {
+    let served = console::served(&output).ok_or_else(|| Error::Replace {
         deployment: inst.deployment.clone(),
         instance: inst.id.clone(),
         message: "the replace command succeeded but did not say that Jupyter answers".into(),
@@ -1413,13 +1434,26 @@ async fn replace_container(
             inst.deployment
         ),
     })?;
-    cloud
-        .set_serving_tags(&inst.id, image, port, life, inputs)
-        .await?;
+    match inst.seat.as_ref().filter(|s| s.host.is_some()) {
+        Some(seat) => {
+            cloud
+                .set_seat_serving_tags(&inst.id, &seat.seat, image, life)
+                .await?;
+        }
+        None => {
+            cloud
+                .set_serving_tags(&inst.id, image, port, life, inputs)
+                .await?;
+        }
+    }
     let now = cloud
         .instance(&inst.id)
         .await?
-        .unwrap_or_else(|| inst.clone());
+        .map_or_else(|| inst.clone(), |now| now.seated_as(inst));
+    let now = Instance {
+        image: Some(image.to_string()),
+        ..now
+    };
     Ok((now, t.elapsed().as_secs_f64(), served))
 }
 
@@ -1446,9 +1480,6 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
         message,
         hint: format!("`labship up {name} --ec2` starts it; then rotate the token"),
     };
-    if let Some(refused) = plan::shared_refusal(&inst, "rotating the token") {
-        return Err(refused);
-    }
     if inst.state != "running" {
         return Err(refuse(format!("the instance is {}", inst.state)));
     }
@@ -1457,26 +1488,26 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
             "the instance has no labship:image and labship:port tags".into(),
         ));
     };
-    let registry = image.split('/').next().unwrap_or_default();
-    let script = userdata::render_recreate(&UserDataInputs {
-        deployment: name,
-        seats: &[],
-        region: &cloud.region,
-        registry,
-        image: &image,
-        host_kind: HostKind::Custom,
-        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        port,
-        container_port: plan::CONTAINER_PORT,
-        pull_deadline_secs: PULL_DEADLINE,
-        jupyter_deadline_secs: JUPYTER_DEADLINE,
-        // The watchdog keeps what the instance has.
-        idle_stop_secs: inst.idle_stop.flatten().map_or(0, |d| d.as_secs()),
-        ttl_secs: inst.ttl.flatten().map_or(0, |d| d.as_secs()),
-        data_volume: inst.data_volume,
-        inputs: userdata::KEEP_INPUTS,
-        limits: crate::hosts::Limits::default(),
-    })
+    // The same image, port, watchdog and inputs; a new container with the running one's
+    // limits (a seat's on a shared host).
+    let recreate = plan::kept_inputs(&inst, &cloud.region, &image, port);
+    // A seat of a shared host: the host's script, for this seat's container alone.
+    let script = match plan::ExistingHost::of(&inst) {
+        None => userdata::render_recreate(&recreate),
+        Some(host) => {
+            let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
+            userdata::render_seat_replace(
+                &UserDataInputs {
+                    deployment: seats[0],
+                    seats: &seats,
+                    port: host.first_port,
+                    ..recreate
+                },
+                name,
+                true,
+            )
+        }
+    }
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;
     interrupt::checkpoint("sealing a new token")?;

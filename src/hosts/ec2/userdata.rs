@@ -247,9 +247,19 @@ fn cpus_text(cpus: f64) -> String {
 /// [`UserDataError::Invalid`] for a value outside its charset or range (nothing is ever
 /// put in the script unchecked), [`UserDataError::TooLarge`] above the size limit.
 pub fn render_boot(inputs: &UserDataInputs) -> Result<String, UserDataError> {
+    if inputs.data_volume && inputs.seats.len() > 1 && inputs.host_kind == HostKind::Custom {
+        return Err(invalid(
+            "seats",
+            &inputs.seats.join(" "),
+            "on a custom AMI the host cannot tell its seats' data volumes apart (it finds an \
+             EBS disk by its /dev/sdX name, which only Amazon Linux's udev rules give NVMe disks)"
+                .into(),
+            "use the al2023 or ecs host AMI for several seats per instance, or one seat per instance",
+        ));
+    }
     user_data(
         "userdata/boot.sh",
-        render("userdata/boot.sh", BOOT, inputs, false)?,
+        render("userdata/boot.sh", BOOT, inputs, Script::Boot)?,
     )
 }
 
@@ -380,7 +390,62 @@ pub fn gzip(text: &str) -> Vec<u8> {
 ///
 /// As [`render_boot`].
 pub fn render_replace(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    render("userdata/replace.sh", REPLACE, inputs, false)
+    render("userdata/replace.sh", REPLACE, inputs, Script::Replace)
+}
+
+/// The replace script of one seat of a host several seats share: `inputs` describe the host
+/// as its boot script does (`deployment` its first seat, whose name the host's lock,
+/// watchdog and certificate take; `seats` all of them; `port` the first seat's), and `seat`
+/// (one of `inputs.seats`) is the seat whose container is put in place, on the port and
+/// data volume the host gave its slot. The other seats' containers are not touched; the
+/// watchdog, which watches every seat, is installed with `inputs`' idle stop and TTL.
+/// `recreate`: a new container even when the running one has the image (a rotated token),
+/// with the memory and CPU limits the running one has when `inputs.limits` gives none.
+///
+/// # Errors
+///
+/// As [`render_boot`], and [`UserDataError::Invalid`] when `seat` is not one of the seats.
+pub fn render_seat_replace(
+    inputs: &UserDataInputs,
+    seat: &str,
+    recreate: bool,
+) -> Result<String, UserDataError> {
+    check_seat_of(inputs, seat)?;
+    let script = if recreate {
+        Script::RecreateSeat(seat)
+    } else {
+        Script::ReplaceSeat(seat)
+    };
+    render("userdata/replace.sh", REPLACE, inputs, script)
+}
+
+/// The script that takes `seat` off a host several seats share while the others stay
+/// (`down --seat`; `inputs` describe the host as in [`render_seat_replace`]): its
+/// containers and Docker volume removed, its data volume unmounted and out of fstab (for
+/// labship to detach), its token file and state removed, and the watchdog no longer
+/// watching it. Sent again, it finds nothing left to do.
+///
+/// # Errors
+///
+/// As [`render_seat_replace`].
+pub fn render_seat_leave(inputs: &UserDataInputs, seat: &str) -> Result<String, UserDataError> {
+    check_seat_of(inputs, seat)?;
+    render("userdata/replace.sh", REPLACE, inputs, Script::Leave(seat))
+}
+
+fn check_seat_of(inputs: &UserDataInputs, seat: &str) -> Result<(), UserDataError> {
+    if inputs.seats.contains(&seat) {
+        return Ok(());
+    }
+    Err(invalid(
+        "seat",
+        seat,
+        format!(
+            "it is not one of the host's seats `{}`",
+            inputs.seats.join(" ")
+        ),
+        "name a seat of the host",
+    ))
 }
 
 /// The replace script that starts a new container even when the running one already has
@@ -391,7 +456,7 @@ pub fn render_replace(inputs: &UserDataInputs) -> Result<String, UserDataError> 
 ///
 /// As [`render_boot`].
 pub fn render_recreate(inputs: &UserDataInputs) -> Result<String, UserDataError> {
-    render("userdata/replace.sh", REPLACE, inputs, true)
+    render("userdata/replace.sh", REPLACE, inputs, Script::Recreate)
 }
 
 /// Everything a job host's script (`userdata/job.sh`) needs: the image, and where the job
@@ -491,14 +556,50 @@ pub fn render_job(inputs: &JobHostInputs) -> Result<String, UserDataError> {
     )
 }
 
+/// Which script [`render`] makes of its template, and for which seat of a shared host.
+#[derive(Clone, Copy)]
+enum Script<'a> {
+    Boot,
+    Replace,
+    Recreate,
+    ReplaceSeat(&'a str),
+    RecreateSeat(&'a str),
+    Leave(&'a str),
+}
+
 fn render(
     template_name: &'static str,
     template: &str,
     inputs: &UserDataInputs,
-    recreate: bool,
+    script: Script,
 ) -> Result<String, UserDataError> {
     let mut values = values(inputs)?;
-    values.push(("RECREATE", if recreate { "1" } else { "0" }.to_string()));
+    let (recreate, seat, leave) = match script {
+        Script::Boot | Script::Replace => (false, "", false),
+        Script::Recreate => (true, "", false),
+        Script::ReplaceSeat(seat) => (false, seat, false),
+        Script::RecreateSeat(seat) => (true, seat, false),
+        Script::Leave(seat) => (false, seat, true),
+    };
+    values.push(("RECREATE", u8::from(recreate).to_string()));
+    values.push(("SEAT", seat.to_string()));
+    values.push(("LEAVE", u8::from(leave).to_string()));
+    // A replace travels as text through SSM: past its header, its comments stay in
+    // userdata/replace.sh (the boot script goes gzipped, and keeps them).
+    let lean;
+    let template = if template_name == "userdata/replace.sh" {
+        let header = template
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.len() + 1)
+            .sum::<usize>()
+            .min(template.len());
+        let (head, body) = template.split_at(header);
+        lean = format!("{head}{}", without_comment_lines(body));
+        lean.as_str()
+    } else {
+        template
+    };
     render_values(template_name, template, inputs.host_kind, &values)
 }
 
@@ -728,16 +829,6 @@ fn check_seats(inputs: &UserDataInputs) -> Result<(), UserDataError> {
             &list,
             format!("the seat `{twice}` is listed twice"),
             "list each seat once",
-        ));
-    }
-    if inputs.data_volume && seats.len() > 1 && inputs.host_kind == HostKind::Custom {
-        return Err(invalid(
-            "seats",
-            &list,
-            "on a custom AMI the host cannot tell its seats' data volumes apart (it finds an \
-             EBS disk by its /dev/sdX name, which only Amazon Linux's udev rules give NVMe disks)"
-                .into(),
-            "use the al2023 or ecs host AMI for several seats per instance, or one seat per instance",
         ));
     }
     if usize::from(inputs.port) + seats.len() - 1 > usize::from(u16::MAX) {
@@ -1458,6 +1549,7 @@ volume)
         device=
         for a in "$@"; do case "$a" in device=*) device=${a#device=} ;; esac; done
         printf '%s' "$device" >"$STUB/volumes/$last"; echo "$last" ;;
+    rm) rm -f "$STUB/volumes/$last"; echo "$last" ;;
     *) exit 2 ;;
     esac ;;
 container)
@@ -1468,12 +1560,15 @@ container)
     '{{.Image}} {{.State.Running}} {{with index .Config.Labels "dev.labship.ec2.inputs"}}{{.}}{{else}}none{{end}} {{index .Config.Labels "dev.labship.ec2.publish"}}')
         if [ "$status" = running ]; then echo "$img true ${inp:-none} $pub"; else echo "$img false ${inp:-none} $pub"; fi ;;
     '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}') echo "$status $restarts $code" ;;
+    '{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}') cat "$c/$last.limits" 2>/dev/null || echo "0 0" ;;
     *) echo "stub: unexpected format $fmt" >&2; exit 2 ;;
     esac ;;
 run)
-    name=; prev=; pub=; inp=
+    name=; prev=; pub=; inp=; memory=0; nano=0
     for a in "$@"; do
         if [ "$prev" = --name ]; then name=$a; fi
+        if [ "$prev" = --memory ]; then memory=$(( ${a%m} * 1048576 )); fi
+        if [ "$prev" = --cpus ]; then nano=$(awk -v c="$a" 'BEGIN { printf "%d", c * 1e9 }'); fi
         if [ "$prev" = --label ] && [ "${a%%=*}" = dev.labship.ec2.publish ]; then pub=${a#*=}; fi
         if [ "$prev" = --label ] && [ "${a%%=*}" = dev.labship.ec2.inputs ]; then inp=${a#*=}; fi
         if [ "$prev" = --env-file ]; then grep -q '^JUPYTER_TOKEN=[0-9a-f]\{48\}$' "$a" || { echo "stub: bad env file" >&2; exit 125; }; fi
@@ -1490,11 +1585,12 @@ run)
     else
         echo "$image_id running 0 0 $pub $inp" >"$c/$name"
     fi
+    echo "$memory $nano" >"$c/$name.limits"
     echo 4f0c6d5e1a2b ;;
 start) read -r img _ _ _ pub inp <"$c/$last"; echo "$img running 0 0 $pub $inp" >"$c/$last"; echo "$last" ;;
 stop) read -r img _ _ _ pub inp <"$c/$last"; echo "$img exited 0 0 $pub $inp" >"$c/$last"; echo "$last" ;;
-rename) mv "$c/$2" "$c/$3" ;;
-rm) rm -f "$c/$last"; echo "$last" ;;
+rename) mv "$c/$2" "$c/$3"; if [ -e "$c/$2.limits" ]; then mv "$c/$2.limits" "$c/$3.limits"; fi ;;
+rm) rm -f "$c/$last" "$c/$last.limits"; echo "$last" ;;
 logs)
     read -r img _ <"$c/$last"
     if [ "$img" = "${STUB_CRASH_IMAGE:-none}" ]; then
@@ -2210,6 +2306,140 @@ esac
         ] {
             assert!(!text.contains(SEALED_TOKEN), "token in {what}\n{context}");
         }
+    }
+
+    #[test]
+    fn one_seat_of_a_shared_host_is_replaced_alone_keeping_its_slot_and_limits() {
+        use super::super::console::of_seat;
+        let host = FakeHost::new(false, false);
+        for (dev, disk) in [("sdf", "a"), ("sdg", "b")] {
+            fs::create_dir_all(host.path(&format!("ebs/disk-{disk}"))).expect("disk");
+            std::os::unix::fs::symlink(
+                host.path(&format!("ebs/disk-{disk}")),
+                host.path(&format!("ebs/dev-{dev}")),
+            )
+            .expect("link");
+        }
+        let ebs = host.path("ebs");
+        let ebs = ebs.to_str().expect("utf-8 path");
+        let seats = ["lab-a", "lab-b"];
+        let boot = UserDataInputs {
+            deployment: "lab-a",
+            seats: &seats,
+            data_volume: true,
+            limits: crate::hosts::Limits {
+                memory_mib: Some(1024),
+                cpus: Some(0.5),
+            },
+            ..seat_inputs(HostKind::Al2023)
+        };
+        let env = |image: &'static str| {
+            vec![
+                ("STUB_SEATS", "lab-a lab-b"),
+                ("LABSHIP_SIM_EBS_DIR", ebs),
+                ("STUB_PULL_FAILS", "0"),
+                ("STUB_IMAGE_ID", image),
+            ]
+        };
+        let booted = host.run(&render_boot(&boot).expect("renders"), &env("sha256:old"));
+        assert!(booted.ok, "{}", context(&booted, &host));
+        let first_a = host.container("labship-ec2-lab-a").expect("lab-a");
+
+        // lab-b's new image (no limits given: the running container's are kept).
+        let replace = UserDataInputs {
+            limits: crate::hosts::Limits::default(),
+            ..boot
+        };
+        let script = render_seat_replace(&replace, "lab-b", false).expect("renders");
+        let run = host.run(&script, &env("sha256:new"));
+        let ctx = context(&run, &host);
+        assert!(run.ok, "{ctx}");
+        // Its markers are the seat's: what labship reads as the seat's view.
+        let view = of_seat(&run.stdout, "lab-b");
+        assert_eq!(
+            markers(&view).last().map(|m| &m.phase),
+            Some(&MarkerKind::Phase(Phase::Ready)),
+            "{ctx}"
+        );
+        assert!(super::super::console::served(&view).is_some(), "{ctx}");
+        // On its slot's port and disk, with its limits; the seat beside it untouched.
+        let b = host.container("labship-ec2-lab-b").expect("lab-b");
+        assert!(
+            b.starts_with("sha256:new running 0 0 127.0.0.1:8891"),
+            "{b}"
+        );
+        assert_eq!(
+            host.read("state/containers/labship-ec2-lab-b.limits")
+                .trim(),
+            format!("{} 500000000", 1024u64 << 20)
+        );
+        assert_eq!(host.container("labship-ec2-lab-a"), Some(first_a));
+        assert_eq!(
+            host.read("state/volumes/labship-ec2-lab-b-work"),
+            host.path("ebs/disk-b/workspace").display().to_string()
+        );
+        // The host's own files stay the host's (named after its first seat): its seats, its
+        // one certificate; the watchdog now runs this script.
+        assert_eq!(
+            host.read("state/lab-a.seats"),
+            "lab-a 0 8890\nlab-b 1 8891\n"
+        );
+        assert!(!host.path("state/tls/lab-b").exists());
+        assert_eq!(host.read("state/lab-a.host.sh"), script);
+        assert!(!run.stdout.contains(SEALED_TOKEN), "{ctx}");
+
+        // A rotation (a recreate) of lab-a keeps its limits too.
+        let rotated = render_seat_replace(&replace, "lab-a", true).expect("renders");
+        let run = host.run(&rotated, &env("sha256:old"));
+        assert!(run.ok, "{}", context(&run, &host));
+        assert_eq!(
+            host.read("state/containers/labship-ec2-lab-a.limits")
+                .trim(),
+            format!("{} 500000000", 1024u64 << 20)
+        );
+
+        // A seat the host does not serve: refused on the host, nothing touched.
+        let other = ["lab-a", "lab-b", "lab-c"];
+        let stray = render_seat_replace(
+            &UserDataInputs {
+                seats: &other,
+                ..replace
+            },
+            "lab-c",
+            false,
+        )
+        .expect("renders");
+        let run = host.run(&stray, &env("sha256:new"));
+        assert!(!run.ok);
+        assert!(
+            run.stdout
+                .contains("the seat lab-c is not on this host (it serves lab-a lab-b"),
+            "{}",
+            run.stdout
+        );
+        assert!(host.container("labship-ec2-lab-c").is_none());
+        // And labship does not render one for a seat it does not name.
+        assert!(render_seat_replace(&replace, "lab-z", false).is_err());
+
+        // lab-b taken off the host (`down --seat`): its container, Docker volume and token
+        // file go, the watchdog watches lab-a alone, and lab-a is not touched.
+        let a = host.container("labship-ec2-lab-a").expect("lab-a");
+        let leave = render_seat_leave(&replace, "lab-b").expect("renders");
+        let run = host.run(&leave, &env("sha256:new"));
+        let ctx = context(&run, &host);
+        assert!(run.ok, "{ctx}");
+        assert!(run.stdout.contains("labship: seat=lab-b left t="), "{ctx}");
+        assert!(host.container("labship-ec2-lab-b").is_none(), "{ctx}");
+        assert!(!host.path("state/volumes/labship-ec2-lab-b-work").exists());
+        assert!(!host.path("state/lab-b.env").exists());
+        assert_eq!(host.read("state/lab-a.seats"), "lab-a 0 8890\n");
+        assert_eq!(host.container("labship-ec2-lab-a"), Some(a));
+        // Its workspace stays on its data volume, for labship to detach and keep.
+        assert!(host.path("ebs/disk-b/workspace").is_dir());
+        // Sent again (its answer lost): nothing left to do.
+        let again = host.run(&leave, &env("sha256:new"));
+        assert!(again.ok, "{}", context(&again, &host));
+        assert!(again.stdout.contains("labship: seat=lab-b left t="));
     }
 
     #[test]
