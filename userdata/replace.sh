@@ -50,7 +50,7 @@ readonly CONSOLE=${LABSHIP_CONSOLE:-/dev/console}
 # On a host of several seats, the seat this script is for, as the host serves it (its slot
 # and port from the boot's record): its container, token, data volume and markers.
 if [ -n "$SEAT" ]; then
-    seat_line=$(host_seats | awk -v seat="$SEAT" '$1 == seat { print; exit }')
+    seat_line=$(host_seats | awk -v seat="$SEAT" '$1 == seat && !found { print; found = 1 }')
     if [ -z "$seat_line" ] && [ "$LEAVE" = 1 ]; then
         MARK_SEAT=$SEAT
         log "seat $SEAT already left this host"
@@ -59,7 +59,8 @@ if [ -n "$SEAT" ]; then
     fi
     if [ -z "$seat_line" ]; then
         PHASE=host
-        fail "the seat $SEAT is not on this host (it serves $(host_seats | awk '{ print $1 }' | tr '\n' ' '))"
+        MARK_SEAT=$SEAT
+        fail "the seat $SEAT is not on this host (it serves $(host_seats | awk '{ print $1 }' | tr '\n' ' ')); a \`labship down --seat\` of it that was cut short took it off: run it again to finish"
     fi
     take_seat "$seat_line"
 fi
@@ -85,8 +86,10 @@ leave_seat() {
         fi
     fi
     rm -rf "$TOKEN_ENV" "$STATE_DIR/$DEPLOYMENT.served" "$INPUTS_ROOT" "$INPUTS_ROOT.id"
-    awk -v seat="$DEPLOYMENT" '$1 != seat' "$HOST_SEATS" >"$HOST_SEATS.tmp"
-    mv "$HOST_SEATS.tmp" "$HOST_SEATS"
+    if [ -f "$HOST_SEATS" ]; then
+        awk -v seat="$DEPLOYMENT" '$1 != seat' "$HOST_SEATS" >"$HOST_SEATS.tmp"
+        mv "$HOST_SEATS.tmp" "$HOST_SEATS"
+    fi
     log "seat $DEPLOYMENT left this host"
     mark left
 }
@@ -98,13 +101,16 @@ restore_previous() {
     docker start "$CONTAINER"
 }
 
-# The running container's limits, for a new container that keeps them (given no limits).
+# The running container's limits, each for a new container given none of its own (a
+# rotation; an `up` without --seats-per-instance).
 keep_limits() {
-    local memory nano
+    local memory='' nano=''
     read -r memory nano < <(docker container inspect --format \
-        '{''{.HostConfig.Memory}} {''{.HostConfig.NanoCpus}}' "$CONTAINER" 2>/dev/null || true)
-    if [[ "${memory:-}" =~ ^[1-9][0-9]*$ ]]; then MEMORY_LIMIT=$((memory / 1048576)); fi
-    if [[ "${nano:-}" =~ ^[1-9][0-9]*$ ]]; then
+        '{''{.HostConfig.Memory}} {''{.HostConfig.NanoCpus}}' "$CONTAINER" 2>/dev/null || true) || true
+    if [ -z "$MEMORY_LIMIT" ] && [[ "$memory" =~ ^[1-9][0-9]*$ ]]; then
+        MEMORY_LIMIT=$((memory / 1048576))
+    fi
+    if [ -z "$CPU_LIMIT" ] && [[ "$nano" =~ ^[1-9][0-9]*$ ]]; then
         CPU_LIMIT=$(awk -v n="$nano" 'BEGIN { printf "%.2f", n / 1e9 }')
     fi
 }
@@ -167,9 +173,9 @@ if [ "$RECREATE" = 1 ] && [ -n "$have" ]; then
     published=${have##* }
     if [ "${published##*:}" = "$PORT" ]; then PUBLISH_BIND=${published%:*}; fi
 fi
-# Given no limits (a rotation, an `up` without --seats-per-instance), a new container keeps
-# the running one's memory and CPU limits (a seat's on a host of several).
-if [ -n "$have" ] && [ -z "$SEAT_MEMORY$SEAT_CPUS" ]; then keep_limits; fi
+# A limit not given (a rotation, an `up` without --seats-per-instance): a new container
+# keeps the running one's (a seat's on a host of several).
+if [ -n "$have" ]; then keep_limits; fi
 publish=$(publish_label)
 publish=${publish#*=}
 if [ "$have" = "$want true $(inputs_wanted) $publish" ] && [ "$RECREATE" != 1 ]; then

@@ -1974,6 +1974,11 @@ fn to_instances(i: &aws_sdk_ec2::types::Instance) -> Vec<Instance> {
         return vec![host];
     };
     let gone = host_gone(i);
+    // Every seat taken off it alone (by `down --seat`s that ran side by side): the host as
+    // it is, under its first seat's name, for `down` to end.
+    if seats.iter().all(|s| gone.contains(s)) {
+        return vec![host];
+    }
     seats
         .iter()
         .enumerate()

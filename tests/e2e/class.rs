@@ -1238,6 +1238,42 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     assert_eq!(limits.trim(), format!("{} 500000000", 1024u64 << 20));
     origin.insert("4", (at4, pin4, new_token));
 
+    // A seat that cannot leave its host (Systems Manager refuses the command) stays on it:
+    // `down --seat` fails, and neither its host nor anything of the seat is removed.
+    let refused = Faults::new(&sim, "leave-refused");
+    refused.set(
+        0,
+        serde_json::json!([{"action": "ssm:SendCommand", "fault": "unauthorized"}]),
+    );
+    let out = p.labship_at(
+        &sim,
+        &["down", "--ec2", "--yes", "--seat", "1"],
+        &[("AWS_ACCESS_KEY_ID", refused.key.as_str())],
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        refused.report()["calls"]["ec2:TerminateInstances"],
+        Value::Null
+    );
+    for id in ["1", "2"] {
+        let (at, pin, token) = &origin[id];
+        assert_eq!(
+            crate::ec2::jupyter_status(at, pin, Some(token)),
+            200,
+            "seat {id}"
+        );
+    }
+    let sealed = aws_cli(
+        &rig.aws_endpoint,
+        &[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &format!("/labship/{class}-1/token"),
+        ],
+    );
+    assert!(sealed.status.success(), "seat 1's token was deleted");
+
     // One seat taken down alone: it leaves its host, which goes on serving the seat beside
     // it; its data volume is detached and kept, its token deleted.
     let seat2_before = container_id("2");

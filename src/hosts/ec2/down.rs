@@ -419,7 +419,25 @@ async fn vacate(
         }
     }
     // The host lists it no more: its other seats' verbs leave it out, and a later `up` of
-    // the class places it anew.
+    // the class places it anew. (The tag as it is now: a `down --seat` of another of its
+    // seats may have run meanwhile.)
+    match cloud.instance(&inst.id).await {
+        Ok(now) => {
+            for s in now
+                .iter()
+                .filter_map(|i| i.shared_host())
+                .flat_map(|h| &h.gone)
+            {
+                if !gone.contains(s) {
+                    gone.push(s.clone());
+                }
+            }
+        }
+        Err(e) => {
+            t.report.failures.push(e.to_string());
+            return Ok(());
+        }
+    }
     if !gone.contains(&seat.seat) {
         gone.push(seat.seat.clone());
     }
@@ -427,10 +445,18 @@ async fn vacate(
         t.report.failures.push(e.to_string());
         return Ok(());
     }
+    let all = seat
+        .host
+        .as_ref()
+        .is_some_and(|h| h.seats.iter().all(|s| gone.contains(s)));
+    if all {
+        // The others left too, by other commands: the host serves no one; it ends here.
+        t.instances.push(inst.clone());
+        return Ok(());
+    }
     t.report
         .kept
         .push(format!("instance {}: it serves seat(s) {beside}", inst.id));
-    t.instances.clear();
     // Its port, when no seat of the class is on it any more (DescribeInstances may lag the
     // tag: then the class's next `up` closes it).
     if let Some(port) = inst.port {
@@ -545,6 +571,9 @@ pub async fn down_many(
             .map(|h| h.gone.clone())
             .unwrap_or_default();
         let gone = gone.entry(inst.id.clone()).or_insert(listed);
+        // Its host is not its to end, whatever happens next: a seat that could not leave it
+        // stays on it, with its volume and token (the failure says so).
+        t.instances.retain(|i| i.id != inst.id);
         vacate(&cloud, t, &inst, gone, printer).await?;
     }
 

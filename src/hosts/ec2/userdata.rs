@@ -584,13 +584,14 @@ fn render(
     values.push(("RECREATE", u8::from(recreate).to_string()));
     values.push(("SEAT", seat.to_string()));
     values.push(("LEAVE", u8::from(leave).to_string()));
-    // A replace travels as text through SSM: past its header, its comments stay in
-    // userdata/replace.sh (the boot script goes gzipped, and keeps them).
+    // A replace travels as text through SSM: past its first two lines (`#!/bin/bash` and
+    // what it is), its comments stay in userdata/replace.sh (the boot script goes gzipped,
+    // and keeps them).
     let lean;
     let template = if template_name == "userdata/replace.sh" {
         let header = template
             .lines()
-            .take_while(|l| l.starts_with('#'))
+            .take(2)
             .map(|l| l.len() + 1)
             .sum::<usize>()
             .min(template.len());

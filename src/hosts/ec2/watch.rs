@@ -77,6 +77,41 @@ async fn paced() {
     };
     tokio::time::sleep(wait).await;
 }
+/// The newest console read of each instance this process made, and when ([`shared_read`]).
+type Reading = Option<(tokio::time::Instant, Option<String>)>;
+type Readings = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Reading>>>;
+static READS: std::sync::LazyLock<std::sync::Mutex<Readings>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The console of instance `id` as `read` gives it (its outer None: a transient failure, as
+/// [`retry::tolerate`] says), or as another wait of this process read it less than [`POLL`]
+/// ago: the seats of a shared host, each waiting for its own markers, share one
+/// GetConsoleOutput a second rather than one each. One read of an instance at a time; a wait
+/// that finds one in flight takes its answer.
+async fn shared_read<F, Fut>(id: &str, read: F) -> Result<Option<Option<String>>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Option<String>>>>,
+{
+    let slot = READS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(id.to_string())
+        .or_default()
+        .clone();
+    let mut last = slot.lock().await;
+    if let Some((at, text)) = &*last {
+        if at.elapsed() < POLL {
+            return Ok(Some(text.clone()));
+        }
+    }
+    let fresh = read().await?;
+    if let Some(text) = &fresh {
+        *last = Some((tokio::time::Instant::now(), text.clone()));
+    }
+    Ok(fresh)
+}
+
 /// How long reading the instance's address may keep meeting transient errors.
 const RECHECK: Duration = Duration::from_secs(60);
 /// Lines of console shown when something goes wrong.
@@ -133,12 +168,13 @@ pub async fn until_token(
         let read = match first_read.take() {
             Some(text) => Some(text),
             // Throttled or a 5xx: nothing new this time; the deadline still holds.
-            None => {
+            None => shared_read(&instance.id, || async {
                 paced().await;
-                retry::tolerate(cloud.console(&instance.id, nitro).await)?
-                    .flatten()
-                    .map(|text| console::seen_by(text, instance))
-            }
+                retry::tolerate(cloud.console(&instance.id, nitro).await)
+            })
+            .await?
+            .flatten()
+            .map(|text| console::seen_by(text, instance)),
         };
         let read = match (read, boot_after) {
             (Some(text), Some(after)) => console::since_boot(&text, after).map(str::to_string),
@@ -316,6 +352,51 @@ mod tests {
         for phase in [Phase::Pulled, Phase::Started, Phase::Token, Phase::Ready] {
             assert_eq!(next_poll(Some(phase), 30, true), POLL, "{phase:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waits_for_one_instance_share_its_console_reads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = AtomicUsize::new(0);
+        let read = |text: &'static str| {
+            let calls = &calls;
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Some(Some(text.to_string())))
+            }
+        };
+        // Three seats of one host at once: one read, its answer for all.
+        let seen =
+            futures_util::future::join_all((0..3).map(|_| shared_read("i-shared-1", read("boot"))))
+                .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for s in seen {
+            assert_eq!(s.expect("read"), Some(Some("boot".to_string())));
+        }
+        // Another instance is read on its own.
+        shared_read("i-shared-2", read("other"))
+            .await
+            .expect("read");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A second later the console is read again, with what it says now.
+        tokio::time::sleep(POLL).await;
+        let again = shared_read("i-shared-1", read("token"))
+            .await
+            .expect("read");
+        assert_eq!(again, Some(Some("token".to_string())));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // A transient failure is not kept: the next wait reads again.
+        tokio::time::sleep(POLL).await;
+        let failing = || async { Ok(None) };
+        assert_eq!(
+            shared_read("i-shared-1", failing).await.expect("read"),
+            None
+        );
+        shared_read("i-shared-1", read("ready"))
+            .await
+            .expect("read");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test(start_paused = true)]
