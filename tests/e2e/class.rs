@@ -933,6 +933,21 @@ fn assert_collected(p: &Project, sim: &str, ids: &[&str]) {
     }
 }
 
+/// Seat `id`'s container on its shared host has `mib` MiB and half a CPU.
+fn assert_limits(class: &str, id: &str, mib: u64) {
+    let limits = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        &format!("labship-ec2-{class}-{id}"),
+    ]);
+    assert_eq!(
+        limits.trim(),
+        format!("{} 500000000", mib << 20),
+        "seat {id}"
+    );
+}
+
 /// The tag `key` of an instance (or group) as the AWS CLI shows it.
 fn tag_of(resource: &Value, key: &str) -> Option<String> {
     resource["Tags"]
@@ -1027,17 +1042,7 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
 
     // Each seat's container has its share of the host.
     for id in ["1", "2", "3", "4"] {
-        let limits = docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
-            &format!("labship-ec2-{class}-{id}"),
-        ]);
-        assert_eq!(
-            limits.trim(),
-            format!("{} 500000000", 1024u64 << 20),
-            "seat {id}"
-        );
+        assert_limits(&class, id, 1024);
     }
 
     // What AWS shows: two instances of the type sized for two seats of 1 GiB (none was
@@ -1164,17 +1169,7 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
         assert_eq!(started_rows[id]["token"], rows[id]["token"], "{started}");
         assert_eq!(image_of(id), new_image, "seat {id}");
         // Its share of the host, as before.
-        let limits = docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
-            &format!("labship-ec2-{class}-{id}"),
-        ]);
-        assert_eq!(
-            limits.trim(),
-            format!("{} 500000000", 1024u64 << 20),
-            "seat {id}"
-        );
+        assert_limits(&class, id, 1024);
     }
     // What AWS shows: each seat's image on its host, the hosts' port and seats as they were.
     for i in class_instances(&rig.aws_endpoint, &class) {
@@ -1229,13 +1224,7 @@ async fn an_ec2_class_packed_two_seats_to_an_instance_serves_each_seat_on_its_ow
     assert_eq!(container_id("3"), seat3_before, "seat 3 was restarted");
     let (at3, pin3, token3) = &origin["3"];
     assert_eq!(crate::ec2::jupyter_status(at3, pin3, Some(token3)), 200);
-    let limits = docker_ok(&[
-        "inspect",
-        "-f",
-        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
-        &format!("labship-ec2-{class}-4"),
-    ]);
-    assert_eq!(limits.trim(), format!("{} 500000000", 1024u64 << 20));
+    assert_limits(&class, "4", 1024);
     origin.insert("4", (at4, pin4, new_token));
 
     // A seat that cannot leave its host (Systems Manager refuses the command) stays on it:

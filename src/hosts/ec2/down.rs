@@ -320,14 +320,10 @@ async fn vacate(
         ));
         return Ok(());
     };
-    let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
-    let script = match super::userdata::render_seat_leave(
-        &super::userdata::UserDataInputs {
-            deployment: seats[0],
-            seats: &seats,
-            ..super::plan::kept_inputs(inst, &cloud.region, image, host.first_port)
-        },
+    let script = match host.script(
+        super::plan::kept_inputs(inst, &cloud.region, image, host.first_port),
         &name,
+        super::plan::SeatScript::Leave,
     ) {
         Ok(script) => script,
         Err(e) => {

@@ -331,7 +331,40 @@ pub struct ExistingHost {
     pub first_port: u16,
 }
 
+/// What a script sent to one seat of a shared host does for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatScript {
+    /// Its container put in place (a new image, a restart).
+    Replace,
+    /// A new container even with the same image (a rotated token).
+    Recreate,
+    /// The seat taken off the host (`down --seat`).
+    Leave,
+}
+
 impl ExistingHost {
+    /// The host's script for `seat` alone: `base` (the seat's settings) with the host's
+    /// seats and first port, as its boot script named them.
+    pub fn script(
+        &self,
+        base: UserDataInputs,
+        seat: &str,
+        what: SeatScript,
+    ) -> std::result::Result<String, userdata::UserDataError> {
+        let seats: Vec<&str> = self.deployments.iter().map(String::as_str).collect();
+        let inputs = UserDataInputs {
+            deployment: seats.first().copied().unwrap_or(seat),
+            seats: &seats,
+            port: self.first_port,
+            ..base
+        };
+        match what {
+            SeatScript::Replace => userdata::render_seat_replace(&inputs, seat, false),
+            SeatScript::Recreate => userdata::render_seat_replace(&inputs, seat, true),
+            SeatScript::Leave => userdata::render_seat_leave(&inputs, seat),
+        }
+    }
+
     pub fn of(inst: &Instance) -> Option<Self> {
         let seat = inst.seat.as_ref()?;
         let host = seat.host.as_ref()?;
@@ -671,20 +704,14 @@ pub fn plan(config: &Config, opts: &Options, observed: &Observed) -> Result<Plan
         );
         match &host_of {
             None => userdata::render_replace(&replace),
-            Some(host) => {
-                let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
-                userdata::render_seat_replace(
-                    &UserDataInputs {
-                        deployment: seats[0],
-                        seats: &seats,
-                        port: host.first_port,
-                        limits: opts.limits,
-                        ..replace
-                    },
-                    name,
-                    false,
-                )
-            }
+            Some(host) => host.script(
+                UserDataInputs {
+                    limits: opts.limits,
+                    ..replace
+                },
+                name,
+                SeatScript::Replace,
+            ),
         }
         .map_err(user_data_error)
     };

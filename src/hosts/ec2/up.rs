@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::console::{self, MarkerKind, Phase, Served, TokenFrom};
 use super::plan::{self, Observed, Options, DATA_DEADLINE, JUPYTER_DEADLINE, PULL_DEADLINE};
-use super::userdata::{self, UserDataInputs};
+use super::userdata;
 use super::{ingress_cidrs, launch, resolve_ami, role, sealed, watch};
 use crate::aws::ebs::{self, DataVolume, VolumeSpec};
 use crate::aws::ec2::{Ingress, Instance, LaunchSpec};
@@ -1494,19 +1494,7 @@ pub async fn rotate_token(aws: &Aws, config: &Config, printer: &Printer) -> Resu
     // A seat of a shared host: the host's script, for this seat's container alone.
     let script = match plan::ExistingHost::of(&inst) {
         None => userdata::render_recreate(&recreate),
-        Some(host) => {
-            let seats: Vec<&str> = host.deployments.iter().map(String::as_str).collect();
-            userdata::render_seat_replace(
-                &UserDataInputs {
-                    deployment: seats[0],
-                    seats: &seats,
-                    port: host.first_port,
-                    ..recreate
-                },
-                name,
-                true,
-            )
-        }
+        Some(host) => host.script(recreate, name, plan::SeatScript::Recreate),
     }
     .map_err(|e| refuse(e.to_string()))?;
     let old = sealed::read(&cloud, name).await?;

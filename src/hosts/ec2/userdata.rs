@@ -2179,12 +2179,10 @@ esac
         assert!(!host.calls().contains("docker run"));
     }
 
-    #[test]
-    fn a_host_of_several_seats_starts_each_on_its_own_port_token_and_disk() {
-        use super::super::console::of_seat;
+    /// A host whose first two seats' data volumes are attached as the simulator attaches
+    /// them: a link named after each device (lab-a /dev/sdf, lab-b /dev/sdg).
+    fn host_with_two_seat_disks() -> FakeHost {
         let host = FakeHost::new(false, false);
-        // Each seat's data volume as the simulator attaches it: a link named after its
-        // device (lab-a /dev/sdf, lab-b /dev/sdg; lab-c stops before it needs one).
         for (dev, disk) in [("sdf", "a"), ("sdg", "b")] {
             fs::create_dir_all(host.path(&format!("ebs/disk-{disk}"))).expect("disk");
             std::os::unix::fs::symlink(
@@ -2193,6 +2191,14 @@ esac
             )
             .expect("link");
         }
+        host
+    }
+
+    #[test]
+    fn a_host_of_several_seats_starts_each_on_its_own_port_token_and_disk() {
+        use super::super::console::of_seat;
+        // lab-c stops before it needs a data volume.
+        let host = host_with_two_seat_disks();
         let seats = ["lab-a", "lab-b", "lab-c"];
         let script = render_boot(&UserDataInputs {
             deployment: "lab-a",
@@ -2312,15 +2318,7 @@ esac
     #[test]
     fn one_seat_of_a_shared_host_is_replaced_alone_keeping_its_slot_and_limits() {
         use super::super::console::of_seat;
-        let host = FakeHost::new(false, false);
-        for (dev, disk) in [("sdf", "a"), ("sdg", "b")] {
-            fs::create_dir_all(host.path(&format!("ebs/disk-{disk}"))).expect("disk");
-            std::os::unix::fs::symlink(
-                host.path(&format!("ebs/disk-{disk}")),
-                host.path(&format!("ebs/dev-{dev}")),
-            )
-            .expect("link");
-        }
+        let host = host_with_two_seat_disks();
         let ebs = host.path("ebs");
         let ebs = ebs.to_str().expect("utf-8 path");
         let seats = ["lab-a", "lab-b"];
